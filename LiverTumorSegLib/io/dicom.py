@@ -2,6 +2,9 @@
 applied, values are HU), with slice-position and memory checks."""
 import os
 import re
+import time
+import warnings
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -439,6 +442,198 @@ def _continues_below(own: Sequence[_DicomFileHeader], below: Sequence[Sequence[_
                for headers in below for h in headers)
 
 
+SIBLING_SEARCH_MAX_FOLDERS = 64
+SIBLING_SEARCH_FILES_PER_FOLDER = 4
+SIBLING_SEARCH_MAX_FILES = 256
+SIBLING_SEARCH_SECONDS = 0.25
+"""How far :func:`_find_sibling_parts` looks beside the folder a series was read from for more files of it (a
+series split over sibling folders, ``SE000001/A/`` and ``SE000001/B/``, by an export that puts at most so many files
+in a folder): the parent folder's own files, its other subfolders and their subfolders (one level down), at most
+64 folders in that order; in each, the headers of 4 files spread over its sorted names (the first and last
+included), at most 256 files in all; the whole within 0.25 s (wall clock). In a folder where a file of the series
+is found, its other files are read too (within the same time, not counted against the 256) to count them.
+Measured (2 cores, files in the disk cache, 29 Nov 2026): about 0.3 ms a header; beside a series of a study of 20
+series folders, 76 headers in 29 ms (the series' read: 0.3 s); a case among 100 case folders side by side, 252
+headers (63 folders) in 79 ms; a 200-slice part of a 512 x 512 series with 300 more of its files in two folders
+beside it, 300 headers in 88 ms (its read: 0.46 s)."""
+
+
+@dataclass
+class _SiblingPart:
+    """Files of a series found in a folder beside the one it was read from (:func:`_find_sibling_parts`)."""
+
+    folder: Path
+    found: int       # files of the series that are none of the images read (:data:`_ImageKey`)
+    looked_at: int   # files of ``folder`` whose header was read
+    files: int       # files in ``folder`` (hidden ones and a DICOMDIR left out)
+
+    @property
+    def counted(self) -> bool:
+        """Whether every file of the folder was looked at, so that ``found`` is their number, not a lower bound."""
+        return self.looked_at >= self.files
+
+
+def _find_sibling_parts(series_id: str, read_images: Sequence["_ImageKey"], folder: Path) -> List[_SiblingPart]:
+    """The folders beside ``folder`` (:data:`SIBLING_SEARCH_MAX_FOLDERS` and the other limits there) that hold files
+    of the series ``series_id`` (GDCM's series key) other than the images ``read_images`` (a copy of the series'
+    files beside it is no other part of it). Headers only (pydicom); [] when pydicom is missing or ``folder`` has
+    no parent."""
+    try:
+        import pydicom  # noqa: F401 - a dependency; a stripped install only loses this warning
+    except ImportError:
+        return []
+    here = Path(os.path.abspath(str(folder)))
+    if here.parent == here:
+        return []
+    deadline = time.monotonic() + SIBLING_SEARCH_SECONDS
+    read = set(read_images)
+    queue = deque([(here.parent, 0)])  # the parent's own files, then its other subfolders, then theirs
+    parts: List[_SiblingPart] = []
+    folders = sampled = 0
+    while queue and folders < SIBLING_SEARCH_MAX_FOLDERS and sampled < SIBLING_SEARCH_MAX_FILES \
+            and time.monotonic() < deadline:
+        current, level = queue.popleft()
+        files, subfolders = _folder_files_and_subfolders(current)
+        folders += 1
+        if level < 2:  # no more waiting than the count lets be looked at
+            room = SIBLING_SEARCH_MAX_FOLDERS - folders - len(queue)
+            queue.extend((sub, level + 1) for sub in [f for f in subfolders if f != here][:max(room, 0)])
+        sample = _spread_sample(files, min(SIBLING_SEARCH_FILES_PER_FOLDER, SIBLING_SEARCH_MAX_FILES - sampled))
+        sampled += len(sample)
+        part = _sibling_part(current, files, sample, series_id, read, deadline)
+        if part is not None:
+            parts.append(part)
+    return parts
+
+
+def _folder_files_and_subfolders(folder: Path) -> Tuple[List[str], List[Path]]:
+    """``folder``'s files (paths, sorted; hidden ones and a DICOMDIR left out) and its subfolders (sorted; hidden
+    ones and ``__MACOSX`` left out), from one listing; both [] when it cannot be listed."""
+    files: List[str] = []
+    subfolders: List[Path] = []
+    try:
+        with os.scandir(str(folder)) as entries:
+            for entry in entries:
+                if is_hidden_name(entry.name):
+                    continue
+                if entry.is_dir():
+                    subfolders.append(Path(entry.path))
+                elif entry.is_file() and entry.name.upper() != "DICOMDIR":
+                    files.append(entry.path)
+    except OSError:
+        return [], []
+    return sorted(files), sorted(subfolders)
+
+
+def _spread_sample(paths: Sequence[str], count: int) -> List[str]:
+    """Up to ``count`` of ``paths`` spread evenly over them, the first and the last included (where a folder of
+    mixed series continues another folder's series, its files come first or last by name)."""
+    if count <= 0 or not paths:
+        return []
+    if len(paths) <= count:
+        return list(paths)
+    if count == 1:
+        return [paths[0]]
+    return [paths[round(k * (len(paths) - 1) / (count - 1))] for k in range(count)]
+
+
+def _sibling_part(folder: Path, files: Sequence[str], sample: Sequence[str], series_id: str, read: set,
+                  deadline: float) -> Optional[_SiblingPart]:
+    """The files of series ``series_id`` in ``folder`` that are none of the images ``read``, when one of the
+    ``sample`` of its ``files`` is one: then its other files are looked at too, until ``deadline``
+    (``time.monotonic()``); None when none of the sample is."""
+    def is_unread_part(path: str) -> bool:
+        found = _series_and_image_key(path)
+        return found is not None and found[0] == series_id and found[1] not in read
+
+    found = sum(1 for path in sample if is_unread_part(path))
+    if not found:
+        return None
+    looked_at = len(sample)
+    taken = set(sample)
+    for path in files:
+        if time.monotonic() >= deadline:
+            break
+        if path not in taken:
+            found += is_unread_part(path)
+            looked_at += 1
+    return _SiblingPart(folder=folder, found=found, looked_at=looked_at, files=len(files))
+
+
+_ImageKey = Tuple[str, Optional[Tuple[float, ...]]]
+"""What tells one image from another: its SOPInstanceUID and its ImagePositionPatient (mm, to 0.001; None when
+absent or not numbers). A copy of an image has both; slices of a split series written with the same UIDs (as
+small test series are) differ in position."""
+
+
+def _image_key(sop_instance_uid: str, position: Sequence[Any]) -> _ImageKey:
+    """The :data:`_ImageKey` of an image whose header holds ``sop_instance_uid`` and ``position`` (its
+    ImagePositionPatient values, as text or numbers)."""
+    try:
+        numbers: Optional[Tuple[float, ...]] = tuple(round(float(v), 3) for v in position) or None
+    except (TypeError, ValueError):
+        numbers = None
+    return sop_instance_uid.strip().rstrip("\0"), numbers
+
+
+_SIBLING_SEARCH_TAGS = (0x00080018, 0x0020000E, 0x00200032)
+"""SOPInstanceUID, SeriesInstanceUID and ImagePositionPatient: all :func:`_series_and_image_key` reads of a file."""
+
+
+def _series_and_image_key(path: str) -> Optional[Tuple[str, _ImageKey]]:
+    """The GDCM series key (:func:`_gdcm_series_id`) and the :data:`_ImageKey` of the DICOM file ``path``, read
+    with pydicom from its header alone; None for a file that is no DICOM Part 10 file (without the 'DICM' preamble
+    pydicom stops after 132 bytes) or cannot be read."""
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # odd values in another file's header are no concern here
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_SIBLING_SEARCH_TAGS))
+        position = ds.get("ImagePositionPatient") or ()
+        return (_gdcm_series_id(str(ds.get("SeriesInstanceUID", ""))),
+                _image_key(str(ds.get("SOPInstanceUID", "")), position if isinstance(position, Sequence) else ()))
+    except Exception:  # noqa: BLE001 - not DICOM, unreadable, damaged: not a part of the series
+        return None
+
+
+def _sibling_parts_note(chosen: DicomSeriesInfo, read_images: Sequence[_ImageKey], folder: Path) -> Optional[str]:
+    """A warning text when folders beside ``folder`` hold more files of the series ``chosen`` read from it
+    (:func:`_find_sibling_parts`; ``read_images``: its files' :data:`_ImageKey`), saying how many in which
+    folders and to give their parent, which gathers a series split over its subfolders; else None. Such a series
+    was segmented in part without a word: a partial CT, and too small volumes."""
+    parts = _find_sibling_parts(chosen.uid, read_images, folder)
+    if not parts:
+        return None
+    beside = Path(os.path.abspath(str(folder))).parent
+    shown = ", ".join(_sibling_part_text(part, beside) for part in parts[:3])
+    more = f" and {len(parts) - 3} more folder(s)" if len(parts) > 3 else ""
+    parent = _parent_text(folder)
+    return (f"DICOM series {chosen.uid} was read from '{folder}' ({chosen.num_files} files), but the folders beside "
+            f"it hold more files of this series: {shown}{more}. It is split over several folders, as some exports "
+            f"do, and only part of it, so of the CT, is segmented: the volumes are too small. Give the folder that "
+            f"holds all its parts, '{parent}' (a series split over its subfolders is read whole; where it holds "
+            f"other series too, choose this one with {option_hint('--series', 'series=')}).")
+
+
+def _sibling_part_text(part: _SiblingPart, parent: Path) -> str:
+    """What a warning says of one part: "200 in 'B'" (the folder relative to ``parent``, where the series was read
+    from one of its subfolders), or "at least 37 in 'B' (of its 500 files, 40 looked at)" where the time ran out
+    before its files were all looked at."""
+    relative = os.path.relpath(str(part.folder), str(parent))
+    where = "the parent folder itself" if relative == "." else f"'{relative}'"
+    if part.counted:
+        return f"{part.found} in {where}"
+    return f"at least {part.found} in {where} (of its {part.files} files, {part.looked_at} looked at)"
+
+
+def _parent_text(folder: Path) -> str:
+    """``folder``'s parent as the user would write it: ``SE000001`` for ``SE000001/A``, an absolute path where the
+    given one names no parent (``A``, ``.``)."""
+    written = os.path.dirname(os.path.normpath(str(folder)))
+    return written if written else os.path.dirname(os.path.abspath(str(folder)))
+
+
 FLOAT_PIXEL_TAGS = (0x7FE00008, 0x7FE00009)
 """Float Pixel Data and Double Float Pixel Data (PS3.3 C.7.6.24): GDCM lists no series for files holding them."""
 
@@ -706,7 +901,8 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         _check_pixel_spacing(chosen, reader, folder)
         _check_orientation_present(chosen, reader, folder)
     positions = _checked_slice_positions(chosen, reader, image, folder) if len(chosen.files) > 1 else None
-    notes = [cut_note] if cut_note else []
+    sibling_note = _sibling_parts_note(chosen, _read_image_keys(reader, len(chosen.files)), folder)
+    notes = [n for n in (cut_note, sibling_note) if n]
     if image.GetDimension() == 3 and image.GetSize()[2] == 1:
         thickness = _single_slice_thickness(chosen.files[0])
         if thickness:
@@ -783,15 +979,33 @@ def current_dicom_fingerprint_of_file(path: PathLike) -> Optional[Dict[str, Any]
         return None
 
 
-def _refuse_copies_of_one_image(series: DicomSeriesInfo, reader, folder: Path) -> None:
-    """InputError when two files of ``series`` are the same image (one SOPInstanceUID): two copies of one export
-    in the folder tree. They were blamed on 'several acquisitions', with advice to export each on its own."""
+def _sop_instance_uids(reader, num_files: int) -> List[str]:
+    """The SOPInstanceUID of each of the ``num_files`` files ``reader`` read ("" where absent), from its per-file
+    tags (``MetaDataDictionaryArrayUpdateOn``), without reading the files again."""
     uids = []
-    for index in range(len(series.files)):
+    for index in range(num_files):
         try:
             uids.append(reader.GetMetaData(index, "0008|0018").strip().rstrip("\0"))
         except RuntimeError:
             uids.append("")
+    return uids
+
+
+def _read_image_keys(reader, num_files: int) -> List[_ImageKey]:
+    """The :data:`_ImageKey` of each of the ``num_files`` files ``reader`` read, from its per-file tags."""
+    positions = []
+    for index in range(num_files):
+        try:
+            positions.append(reader.GetMetaData(index, "0020|0032").split("\\"))
+        except RuntimeError:
+            positions.append([])
+    return [_image_key(uid, position) for uid, position in zip(_sop_instance_uids(reader, num_files), positions)]
+
+
+def _refuse_copies_of_one_image(series: DicomSeriesInfo, reader, folder: Path) -> None:
+    """InputError when two files of ``series`` are the same image (one SOPInstanceUID): two copies of one export
+    in the folder tree. They were blamed on 'several acquisitions', with advice to export each on its own."""
+    uids = _sop_instance_uids(reader, len(series.files))
     first = {}  # type: dict
     for uid, name in zip(uids, series.files):
         if uid and uid in first:

@@ -19,7 +19,11 @@ Definitions
   half that pixel length.
 * ``short_axis_mm``: in the measurement slice, the longest extent of the lesion along a line perpendicular to the
   long axis: the in-slice voxel centres are binned by their position along the long axis (bin width = the largest
-  in-plane spacing, so that with non-square pixels one bin still holds a whole row of the chord), the largest
+  in-plane spacing, so that with non-square pixels one bin still holds a whole row of the chord; the bins are
+  centred on the long axis' end voxel centre that sorts first by its LPS coordinates and whole bin widths from it,
+  so the result does not depend on storage order; on a long axis oblique to the pixel rows, bins of another phase
+  (from the other end) can give a spread one pixel longer or shorter, which the accuracy ranges below include), the
+  largest
   spread (ties: the bin nearest the long axis' middle) across the long axis within one bin is taken, plus one
   pixel length across (as for the long axis). Its end points lie on one line exactly perpendicular to the long
   axis (through the bin's centre). With non-square pixels that extent can exceed the long axis (a row of 0.6 mm

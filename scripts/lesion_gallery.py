@@ -1,8 +1,10 @@
 """Gallery PNG of synthetic liver lesions on real CT, for a radiologist to judge plausibility.
 
-For each CT + liver label pair given on the command line, picks liver slices, builds the training
-sample exactly as training does (canonical orientation, in-plane resampling to the network grid,
-a stack of 2c+1 adjacent slices), inserts lesions with ``insert_lesions`` and shows the middle slice
+For each CT + liver label pair given on the command line, picks liver slices, builds a sample like
+training's (canonical orientation, in-plane resampling to the network's pixel size, a stack of 2c+1
+adjacent slices; resampled with scipy's ``zoom``, bilinear HU and nearest labels, not the library's
+preprocessor, whose interpolation, crop and padding differ slightly), inserts lesions with
+``insert_lesions`` (the training generator itself) and shows the middle slice
 in an abdomen window (W 400 / L 40) next to the same slice with the tumor (red) and liver (green)
 outlines. Usage::
 

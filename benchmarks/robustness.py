@@ -1349,7 +1349,7 @@ def run(args: argparse.Namespace) -> int:
         # checked as segment checks it (0..1, a number)
         post = SegmentationOptions(postprocessing=PostprocessingOptions(**changes)).postprocessing
     results = []
-    for path in paths:
+    for given, path in zip(args.packages, paths):
         package = load_model_package(path)
         engine = make_engine(package, args.device, threads=args.threads, tta_flip=args.tta,
                              precision=args.precision)
@@ -1365,8 +1365,9 @@ def run(args: argparse.Namespace) -> int:
         # what ran, not what was asked: --device cuda without CUDA, or auto, runs on the CPU; --precision auto
         # runs bf16 on a CPU with native bf16 and fp32 elsewhere, and the two give other Dice in the 3rd decimal
         used = {"device_used": engine.device.type, "precision_used": engine.precision_used}
-        results.append({"package": str(path), "name": package.name, "rows": rows, "weights_sha256": package.sha256,
-                        **used})
+        # "given": the argument as typed (e.g. "default"), which robustness_compare.py's --base/--candidate match
+        results.append({"package": str(path), "name": package.name, "given": str(given), "rows": rows,
+                        "weights_sha256": package.sha256, **used})
         threshold = args.min_lesion_probability
         print(f"\n{package.name} ({path}) - liver Dice / synthetic-tumor Dice"
               f"{' (raw network output)' if args.no_postprocessing else ''}"

@@ -1,10 +1,13 @@
 """Two packages' robustness tables side by side: the quantities the default model's ship rules read.
 
-    python benchmarks/robustness_compare.py SEED0.json SEED1.json ... --base default --candidate v5
+    python benchmarks/robustness_compare.py SEED0.json SEED1.json ... --base default --candidate v5 [--out S.json]
+        [--overwrite]
 
 Each JSON is one ``benchmarks/robustness.py ... --json`` run that holds both packages (the rules compare
-packages run together, with the same code and seed). ``--base`` and ``--candidate`` pick each package by its
-name or by a part of its path. For each package, over every JSON (seed), case and perturbation:
+packages run together, with the same code and seed). ``--base`` and ``--candidate`` pick each package by, in
+this order: its name, the argument as given to robustness.py (in JSONs that record it), its file's stem
+(``default`` for ``.../default.safetensors``), and only then a part of its path that matches one package alone.
+``--out`` is checked before any JSON is read and replaces an existing file only with ``--overwrite``. For each package, over every JSON (seed), case and perturbation:
 
 - mean liver Dice (every row with a reference liver);
 - false lesions (predicted lesions that touch no reference or synthetic tumor), all rows and on ``original``
@@ -26,16 +29,58 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the repository's LiverTumorSegLib when run as a script
+    sys.path.insert(0, str(ROOT))
+from LiverTumorSegLib.errors import InputError  # noqa: E402
+
+
+def _stem(package: object) -> str:
+    """The file name of a package path without ``.safetensors`` (``default`` for ``.../default.safetensors``)."""
+    name = Path(str(package or "")).name
+    return name[:-len(".safetensors")] if name.lower().endswith(".safetensors") else name
+
 
 def pick_package(doc: dict, which: str, source: str) -> dict:
-    """The package entry of one robustness JSON named ``which``: its name, else a part of its path."""
-    found = [p for p in doc["packages"] if p.get("name") == which] or \
-        [p for p in doc["packages"] if which in str(p.get("package", ""))]
-    if len(found) != 1:
-        listed = ", ".join(f"{p.get('name')} ({p.get('package')})" for p in doc["packages"])
-        raise SystemExit(f"{source}: '{which}' matches {len(found)} of its packages ({listed}); give a name or a "
-                         f"part of a path that matches exactly one")
-    return found[0]
+    """The package entry of one robustness JSON named ``which``: by its name, the argument as given to
+    robustness.py (``given``), its file's stem, and only then a part of its path; each way in turn, the first
+    that matches. A part of a path came first when nothing was named exactly: ``--base default`` matched both
+    ``.../default.safetensors`` and ``/tmp/v10/default_model_v10_all.safetensors`` and was refused."""
+    packages = doc["packages"]
+    ways = (("name", lambda p: p.get("name") == which),
+            ("argument given to robustness.py", lambda p: p.get("given") == which),
+            ("file stem", lambda p: _stem(p.get("package")) == which),
+            ("part of the path", lambda p: which in str(p.get("package", ""))))
+    listed = ", ".join(f"{p.get('name')} ({p.get('package')})" for p in packages)
+    for how, matches in ways:
+        found = [p for p in packages if matches(p)]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise InputError(f"{source}: '{which}' matches {len(found)} of its packages by {how} ({listed}); give a "
+                             f"name, a file stem or a part of a path that matches exactly one.")
+    raise InputError(f"{source}: '{which}' matches none of its packages ({listed}); give a name, a file stem or a "
+                     f"part of a path that matches exactly one.")
+
+
+def read_robustness_json(path: str) -> dict:
+    """One ``robustness.py --json`` output; InputError (one line) for a missing file, one that is not JSON, or
+    JSON that is not a robustness output (these were tracebacks: FileNotFoundError, JSONDecodeError, KeyError)."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"'{path}' {'is a folder' if file.is_dir() else 'does not exist'}; give the JSON files "
+                         f"benchmarks/robustness.py wrote with --json.")
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"'{path}' is not JSON ({exc}); give the JSON files benchmarks/robustness.py wrote with "
+                         f"--json.") from None
+    packages = doc.get("packages") if isinstance(doc, dict) else None
+    if not isinstance(packages, list) or not all(isinstance(p, dict) and isinstance(p.get("rows"), list)
+                                                 for p in packages):
+        raise InputError(f"'{path}' is not a benchmarks/robustness.py --json output (it has no list of packages "
+                         f"with their rows).")
+    return doc
 
 
 def _mean(values: List[float]) -> Optional[float]:
@@ -75,20 +120,48 @@ def _fmt(value: Optional[float], digits: int = 3) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """The comparison; a user error is one ``error:`` line and exit 2 (:func:`LiverTumorSegLib.cli.run_script`,
+    as the other scripts)."""
+    from LiverTumorSegLib.cli import run_script
+
+    return run_script(run, argv)
+
+
+def check_out(path: Optional[str], overwrite: bool, inputs: List[str]) -> None:
+    """Before any JSON is read: ``--out`` ends in .json, can be written (an existing file only with --overwrite)
+    and is none of the input JSONs. It was written at the end, over any file, and a missing folder was a
+    traceback."""
+    if not path:
+        return
+    from LiverTumorSegLib.fileutil import check_can_write, same_file_among
+
+    if Path(path).suffix.lower() != ".json":
+        raise InputError(f"--out '{path}' must end in .json.")
+    for item in inputs:
+        if Path(item).is_file() and same_file_among([Path(path), Path(item)]):
+            raise InputError(f"--out '{path}' is one of the input JSON files; choose another file name.")
+    check_can_write(path, overwrite)
+
+
+def run(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("json", nargs="+", help="robustness.py --json files, one per seed, each with both packages")
-    parser.add_argument("--base", required=True, help="the shipped package: its name or a part of its path")
-    parser.add_argument("--candidate", required=True, help="the candidate: its name or a part of its path")
+    parser.add_argument("--base", required=True,
+                        help="the shipped package: its name, its file stem, or a part of its path")
+    parser.add_argument("--candidate", required=True,
+                        help="the candidate: its name, its file stem, or a part of its path")
     parser.add_argument("--out", default=None, help="also write the summaries to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
+    check_out(args.out, args.overwrite, args.json)
     rows: Dict[str, List[dict]] = {"base": [], "candidate": []}
     seeds = []
     for path in args.json:
-        doc = json.loads(Path(path).read_text())
+        doc = read_robustness_json(path)
         seeds.append(doc.get("seed"))
         base, cand = pick_package(doc, args.base, path), pick_package(doc, args.candidate, path)
         if base is cand:
-            raise SystemExit(f"{path}: --base and --candidate pick the same package ({base.get('package')})")
+            raise InputError(f"{path}: --base and --candidate pick the same package ({base.get('package')}).")
         for key, package in (("base", base), ("candidate", cand)):
             rows[key].extend(package["rows"])
     if len(set(seeds)) != len(seeds):
@@ -120,7 +193,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                          else "absent")
         print(f"  {name:16s} {cells[0]:>24s} | {cells[1]}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"seeds": seeds, **summary}, indent=1))
+        from LiverTumorSegLib.fileutil import atomic_output
+
+        with atomic_output(args.out, overwrite=args.overwrite) as tmp:
+            Path(tmp).write_text(json.dumps({"seeds": seeds, **summary}, indent=1), encoding="utf-8")
     return 0
 
 

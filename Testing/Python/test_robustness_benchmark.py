@@ -722,6 +722,7 @@ def test_stored_settings_and_json_record_the_device_and_precision_that_ran(tmp_p
     assert settings["device_used"] == "cpu" and settings["precision_used"] == expected
     entry = json.loads(out_json.read_text())["packages"][0]
     assert entry["device_used"] == "cpu" and entry["precision_used"] == expected
+    assert entry["given"] == str(package.path)  # as typed: robustness_compare.py's --base/--candidate match it
 
 
 def test_a_csv_case_without_liver_gets_the_benchmarks_error_without_training_notes(tmp_path, capsys, caplog):

@@ -60,8 +60,50 @@ def test_a_name_is_taken_before_a_path_and_an_ambiguous_path_is_refused(compare,
     assert compare.pick_package(doc, "default", "x")["name"] == "default"  # also in the other's path
     path = tmp_path / "seed0.json"
     path.write_text(json.dumps(doc))
-    with pytest.raises(SystemExit, match="matches 2 of its packages"):
-        compare.main([str(path), "--base", "safetensors", "--candidate", "default_v5"])
+    with pytest.raises(compare.InputError, match="matches 2 of its packages"):
+        compare.pick_package(doc, "safetensors", "x")
+    assert compare.main([str(path), "--base", "safetensors", "--candidate", "default_v5"]) == 2  # one line
+
+
+def test_the_documented_base_default_is_the_file_stem_not_any_path_holding_it(compare):
+    """docs/default_model_v10.md's `--base default --candidate default_model_v10_all`: robustness.py records the
+    bundled default by its metadata name (default_v10) and path .../default.safetensors, and 'default' is also a
+    part of the candidate's path. It was refused ("'default' matches 2 of its packages")."""
+    doc = {"seed": 0, "packages": [
+        {"package": "/repo/Resources/Models/default.safetensors", "name": "default_v10", "rows": []},
+        {"package": "/tmp/v10/default_model_v10_all.safetensors", "name": "default_model_v10_all", "rows": []}]}
+    assert compare.pick_package(doc, "default", "x")["name"] == "default_v10"
+    assert compare.pick_package(doc, "default_model_v10_all", "x")["name"] == "default_model_v10_all"
+    assert compare.pick_package(doc, "v10/", "x")["name"] == "default_model_v10_all"  # a unique part of a path
+    doc["packages"][1]["given"] = "mine"  # the argument as typed on robustness.py's command line
+    assert compare.pick_package(doc, "mine", "x")["name"] == "default_model_v10_all"
+    with pytest.raises(compare.InputError, match="matches none"):
+        compare.pick_package(doc, "v5", "x")
+
+
+def test_bad_inputs_and_outputs_are_one_line_errors_before_any_work(compare, tmp_path, capsys):
+    good = tmp_path / "seed0.json"
+    good.write_text(json.dumps(_doc(0, [_row("a", "original", 0.9, None, 0)], [_row("a", "original", 0.8, None, 0)])))
+    picks = ["--base", "default", "--candidate", "v5/"]
+    not_robustness = tmp_path / "other.json"
+    not_robustness.write_text(json.dumps({"cases": []}))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    for argv, said in (([str(tmp_path / "missing.json")] + picks, "does not exist"),
+                       ([str(not_robustness)] + picks, "is not a benchmarks/robustness.py --json output"),
+                       ([str(broken)] + picks, "is not JSON"),
+                       ([str(good)] + picks + ["--out", str(tmp_path / "no" / "s.json")], "does not exist"),
+                       ([str(good)] + picks + ["--out", str(good), "--overwrite"], "one of the input JSON files")):
+        assert compare.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and said in err and "Traceback" not in err, (argv, err)
+    out = tmp_path / "summary.json"
+    out.write_text("mine")
+    # checked before the inputs are read: the user's file is kept, and the run stops before reading a bad input
+    assert compare.main([str(not_robustness)] + picks + ["--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_text() == "mine"
+    assert compare.main([str(good)] + picks + ["--out", str(out), "--overwrite"]) == 0
+    assert json.loads(out.read_text())["seeds"] == [0]
 
 
 def test_the_water_rows_are_summed_over_cases_and_seeds(compare, tmp_path, capsys):

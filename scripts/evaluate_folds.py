@@ -1,6 +1,7 @@
 """Leave-one-patient-out fold models on their held-out patients, as the default model's ship rules read them.
 
     python scripts/evaluate_folds.py --cases CASES.csv FOLD.safetensors [FOLD.safetensors ...] [--json OUT.json]
+        [--overwrite]
 
 Each fold package records the cases it held out (``training.validation_cases``); each such case's whole CT is
 segmented through the normal pipeline with the default post-processing on the CPU, exactly as
@@ -11,6 +12,9 @@ largest first: the shared cases' references have no tumor), then the mean liver 
 Each row also names the fold package's training ``seed`` and ``fold`` (as its training record gives them): the
 ``--json`` rows of every seed, put together under ``rows`` with a ``source`` and the ``recipe``, are what
 ``finalize_default_model.py --recorded-folds`` takes when the fold packages will not be kept.
+
+Every input (the CSV, each package and the cases it held out) and ``--json`` (replaced only with ``--overwrite``)
+are checked before the first fold is segmented; a user error is one ``error:`` line and exit 2.
 """
 import argparse
 import json
@@ -21,27 +25,57 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finalize_default_model import evaluate_fold  # noqa: E402
 
+from LiverTumorSegLib.errors import InputError  # noqa: E402
 from LiverTumorSegLib.package import read_package_metadata  # noqa: E402
 from LiverTumorSegLib.training.datasets import discover_cases  # noqa: E402
 
 
 def held_out_cases(package_path: Path) -> list:
     """The case ids a fold package records as held out (its validation cases); refused if it records none."""
+    if not package_path.is_file():  # read_package_metadata's ModelPackageError was a traceback
+        raise InputError(f"Fold package '{package_path}' {'is a folder' if package_path.is_dir() else 'does not exist'}"
+                         f"; give the .safetensors files of `livertumorseg train --folds N --fold K`.")
     listed = ((read_package_metadata(package_path) or {}).get("training") or {}).get("validation_cases")
     if not isinstance(listed, list) or not listed:
-        raise SystemExit(f"{package_path} records no held-out (validation) case: it is not a fold model of "
-                         f"`livertumorseg train --folds N --fold K`")
+        raise InputError(f"{package_path} records no held-out (validation) case: it is not a fold model of "
+                         f"`livertumorseg train --folds N --fold K`.")
     return [str(case) for case in listed]
 
 
+def check_json_output(path, overwrite: bool, inputs) -> None:
+    """Before any fold is segmented: ``--json`` ends in .json, can be written (an existing file only with
+    --overwrite) and is none of the inputs. It was written after every fold had run, over any file, and a bad path
+    lost the results with a traceback."""
+    if not path:
+        return
+    from LiverTumorSegLib.fileutil import check_can_write, same_file_among
+
+    if Path(path).suffix.lower() != ".json":
+        raise InputError(f"--json '{path}' must end in .json.")
+    for item in inputs:
+        if Path(item).is_file() and same_file_among([Path(path), Path(item)]):
+            raise InputError(f"--json '{path}' is one of the run's inputs ('{item}'); choose another file name.")
+    check_can_write(path, overwrite)
+
+
 def main(argv=None) -> int:
+    """The evaluation; a user error is one ``error:`` line and exit 2 (:func:`LiverTumorSegLib.cli.run_script`,
+    as the other scripts)."""
+    from LiverTumorSegLib.cli import run_script
+
+    return run_script(run, argv)
+
+
+def run(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("packages", nargs="+", help="fold model packages")
     parser.add_argument("--cases", required=True, help="the CSV (image,label,patient) the folds were trained from")
     parser.add_argument("--json", default=None, help="also write every row, the mean and the total here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args(argv)
     if not Path(args.cases).is_file():
         parser.error(f"--cases '{args.cases}' does not exist")
+    check_json_output(args.json, args.overwrite, [args.cases] + list(args.packages))
     cases = {case.case_id: case for case in discover_cases(args.cases, "csv")}
     plan = []
     for package in args.packages:  # every package's cases are checked before the first (minutes-long) evaluation
@@ -61,9 +95,12 @@ def main(argv=None) -> int:
     print(f"mean liver Dice {summary['dice_liver_mean']:.4f} over {len(rows)} held-out case(s); false tumor "
           f"{summary['false_tumor_ml_total']:.1f} mL in all")
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1))
+        from LiverTumorSegLib.fileutil import atomic_output
+
+        with atomic_output(args.json, overwrite=args.overwrite) as tmp:
+            Path(tmp).write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main())  # main enters through LiverTumorSegLib.cli.run_script

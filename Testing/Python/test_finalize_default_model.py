@@ -231,16 +231,37 @@ def test_evaluate_folds_scores_each_fold_on_its_own_held_out_patient(tmp_path, t
     assert "held-out case(s)" in capsys.readouterr().out
 
 
-def test_evaluate_folds_refuses_a_package_that_is_no_fold_model_before_evaluating_any(tmp_path, three_cases):
+def test_evaluate_folds_refuses_a_package_that_is_no_fold_model_before_evaluating_any(tmp_path, three_cases, capsys):
     csv, _, held = three_cases
     evaluate = load_script("scripts/evaluate_folds.py", "evaluate_folds_script")
     fold = _package(tmp_path / "fold0.safetensors", held[0])
     whole = _package(tmp_path / "default.safetensors", [])
-    with pytest.raises(SystemExit, match="records no held-out"):
-        evaluate.main([str(fold), str(whole), "--cases", str(csv)])
+    evaluate.evaluate_fold = lambda *a: pytest.fail("a fold was evaluated")
+    assert evaluate.main([str(fold), str(whole), "--cases", str(csv)]) == 2
+    assert "records no held-out" in capsys.readouterr().err
     stranger = _package(tmp_path / "other.safetensors", ["case_of_another_dataset"])
     with pytest.raises(SystemExit):
         evaluate.main([str(stranger), "--cases", str(csv)])
+
+
+def test_evaluate_folds_checks_json_and_packages_before_the_first_fold(tmp_path, three_cases, capsys):
+    """--json was replaced without a word, and checked only after every fold was segmented (a bad path lost the
+    results); a missing package was a ModelPackageError traceback. Both are one line now, before any fold runs."""
+    csv, _, held = three_cases
+    evaluate = load_script("scripts/evaluate_folds.py", "evaluate_folds_script")
+    evaluate.evaluate_fold = lambda *a: pytest.fail("a fold was evaluated")
+    fold = _package(tmp_path / "fold0.safetensors", held[0])
+    existing = tmp_path / "folds.json"
+    existing.write_text("mine")
+    for argv, said in (([str(fold), "--json", str(existing)], "--overwrite"),
+                       ([str(fold), "--json", str(tmp_path / "no" / "folds.json")], "does not exist"),
+                       ([str(fold), "--json", str(fold), "--overwrite"], "must end in .json"),
+                       ([str(fold), str(tmp_path / "nosuch.safetensors")], "'" + str(tmp_path / "nosuch.safetensors")
+                        + "' does not exist")):
+        assert evaluate.main(argv + ["--cases", str(csv)]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and said in err and "Traceback" not in err, (argv, err)
+    assert existing.read_text() == "mine"
 
 
 def _recorded(config, held, seeds=(11, 13)):

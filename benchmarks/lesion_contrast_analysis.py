@@ -2,7 +2,7 @@
 
     python benchmarks/lesion_contrast_analysis.py [--false-data CSV --fold-packages P ... [--fold0-packages P ...]
         [--held-out N=STEM ...]] [--true-data DIR|CSV [--true-model default] [--perturbations a,b] [--seeds 0,1]
-        [--max-slices 40]] [--json rows.json] [--from-json rows.json] [--threads 2]
+        [--max-slices 40]] [--json rows.json [--overwrite]] [--from-json rows.json] [--threads 2]
 
 ``contrast_to_liver_hu`` of a lesion (the lesion report's key, :mod:`LiverTumorSegLib.inference.water_density`):
 median HU of its voxels minus the median HU of the predicted liver (label 1) more than 2 and at most 6 mm outside
@@ -21,6 +21,11 @@ True lesions: ``benchmarks/robustness.py``'s own cases and perturbations (synthe
 Prints per group: count, contrast distribution, volume, and what share of lesions and mL a rule
 ``|contrast| < T`` (T = 5, 8, 10, 15 HU) would remove (a lesion without a contrast is never removed). Report only:
 nothing here changes a segmentation.
+
+Before the first segmentation every input is checked (each package is a model package with a held-out case that
+``--false-data`` lists, ``--true-model``, the perturbations, seeds and ``--max-slices``) and ``--json`` can be
+written (an existing file only with ``--overwrite``). A user error is one ``error:`` line and exit 2; a ``segment``
+run that fails says segment's own error.
 """
 import argparse
 import json
@@ -40,6 +45,8 @@ if str(ROOT) not in sys.path:
 BENCHMARKS = Path(__file__).resolve().parent
 if str(BENCHMARKS) not in sys.path:
     sys.path.insert(0, str(BENCHMARKS))
+
+from LiverTumorSegLib.errors import InputError  # noqa: E402
 
 THRESHOLDS_HU = (5.0, 8.0, 10.0, 15.0)
 """The ``|contrast| < T`` rules tabulated (the brief's)."""
@@ -89,7 +96,12 @@ def false_rows_of_package(package: Path, case: Dict[str, Path], stem: str, threa
     command = [sys.executable, "-m", "LiverTumorSegLib", "segment", str(case["image"]), "-o", str(out), "--report",
                str(report_path), "--overwrite", "--model", str(package), "--device", "cpu", "--threads", str(threads)]
     start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run(command, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          universal_newlines=True, errors="replace")
+    if done.returncode != 0:  # was CalledProcessError with no reason: segment's stderr went to DEVNULL
+        lines = [line.strip() for line in (done.stderr or "").splitlines() if line.strip()]
+        said = [line for line in lines if line.startswith("error:")] or lines[-1:] or ["(nothing on stderr)"]
+        raise InputError(f"segment with {package} on {stem} failed (exit {done.returncode}): {said[-1]}")
     say(f"  {package.name} on {stem}: {time.perf_counter() - start:.1f} s")
     report = json.loads(report_path.read_text(encoding="utf-8"))
     ct = read_volume(case["image"])
@@ -102,23 +114,75 @@ def false_rows_of_package(package: Path, case: Dict[str, Path], stem: str, threa
              "mostly_outside_reference_liver": fractions[d["id"]] < 0.5} for d in report["lesions"]]
 
 
-def false_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
-    cases = csv_cases(Path(args.false_data))
+def held_out_stems(items: Optional[Sequence[str]]) -> Dict[int, str]:
+    """Fold -> held-out CT stem: the defaults, then each ``--held-out N=STEM``."""
     held_out = dict(DEFAULT_HELD_OUT)
-    for item in args.held_out or []:
-        fold, stem = item.split("=", 1)
-        held_out[int(fold)] = stem
+    for item in items or []:
+        fold, sep, stem = item.partition("=")
+        if not sep or not fold.strip().isdigit() or not stem.strip():
+            raise InputError(f"--held-out '{item}': expected N=STEM (a fold number and a CT's name without "
+                             f".nii.gz), such as 0=example_ct_dicom20.")
+        held_out[int(fold)] = stem.strip()
+    return held_out
+
+
+def false_plan(args: argparse.Namespace) -> List[Any]:
+    """(package, case, stem) of every ``segment`` run, each checked before the first runs (minutes each): the
+    package is a model package whose fold has a held-out CT that ``--false-data`` lists. A missing package failed
+    after fold 0 had been segmented, and an unknown stem was a KeyError."""
+    from LiverTumorSegLib.package import read_package_metadata
+
+    cases = csv_cases(Path(args.false_data))
+    held_out = held_out_stems(args.held_out)
     jobs = [(Path(p), fold_of(Path(p))) for p in args.fold_packages or []] + \
         [(Path(p), 0) for p in args.fold0_packages or []]
+    if not jobs:
+        raise InputError("--false-data needs the packages to run on it: --fold-packages and/or --fold0-packages.")
+    plan = []
+    for package, fold in jobs:
+        if not package.is_file():
+            raise InputError(f"Package '{package}' {'is a folder' if package.is_dir() else 'does not exist'}.")
+        read_package_metadata(package)  # not a model package: its own one-line error, now rather than in segment
+        if fold is None or fold not in held_out:
+            raise InputError(f"{package}: no fold number in its name (or no --held-out for it); "
+                             f"give it under --fold0-packages or name its fold.")
+        stem = held_out[fold]
+        if stem not in cases:
+            raise InputError(f"{package}: fold {fold}'s held-out CT '{stem}' is not in --false-data "
+                             f"'{args.false_data}' (its CTs: {', '.join(sorted(cases)) or 'none'}); give "
+                             f"--held-out {fold}=STEM with one of them.")
+        plan.append((package, cases[stem], stem))
+    return plan
+
+
+def false_rows(args: argparse.Namespace, plan: Optional[List[Any]] = None) -> List[Dict[str, Any]]:
     rows = []  # type: List[Dict[str, Any]]
     with tempfile.TemporaryDirectory(prefix="lesion_contrast_") as work:
-        for package, fold in jobs:
-            if fold is None or fold not in held_out:
-                raise SystemExit(f"{package}: no fold number in its name (or no --held-out for it); "
-                                 f"give it under --fold0-packages or name its fold.")
-            stem = held_out[fold]
-            rows += false_rows_of_package(package, cases[stem], stem, args.threads, Path(work))
+        for package, case, stem in (false_plan(args) if plan is None else plan):
+            rows += false_rows_of_package(package, case, stem, args.threads, Path(work))
     return rows
+
+
+def true_perturbations(text: str) -> List[str]:
+    """``--perturbations``' names, each one of robustness.py's (an unknown one was a KeyError mid-run)."""
+    import robustness as bench
+
+    names = list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    unknown = [p for p in names if p not in bench.PERTURBATIONS]
+    if not names or unknown:
+        raise InputError(f"--perturbations: {'unknown ' + ', '.join(unknown) if unknown else 'none named'}; choose "
+                         f"from {', '.join(bench.PERTURBATIONS)}.")
+    return names
+
+
+def true_seeds(text: str) -> List[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"--seeds '{text}': expected whole numbers separated by commas, such as 0,1.") from None
+    if not seeds:
+        raise InputError("--seeds names none; give whole numbers separated by commas, such as 0,1.")
+    return seeds
 
 
 def true_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
@@ -131,9 +195,9 @@ def true_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
     package = load_model_package(resolve_model(args.true_model))
     engine = make_engine(package, "cpu", threads=args.threads)
     found = bench.find_cases(args.true_data, say)
-    perturbations = [p.strip() for p in args.perturbations.split(",") if p.strip()]
+    perturbations = true_perturbations(args.perturbations)
     rows = []  # type: List[Dict[str, Any]]
-    for seed in [int(s) for s in args.seeds.split(",")]:
+    for seed in true_seeds(args.seeds):
         for source in found:
             case = bench.load_bench_case(source, seed, args.max_slices or None, digest=False)
             for name in perturbations:
@@ -226,26 +290,75 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--max-slices", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="write the per-lesion rows here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--from-json", nargs="+", help="print the table of the rows of these --json files, "
                         "together (no segmentation)")
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The analysis; a user error is one ``error:`` line and exit 2 (:func:`LiverTumorSegLib.cli.run_script`, as
+    the other scripts)."""
+    from LiverTumorSegLib.cli import run_script
+
+    return run_script(run, argv)
+
+
+def check_json_output(args: argparse.Namespace) -> None:
+    """Before any work: ``--json`` ends in .json, can be written (an existing file only with --overwrite) and is
+    none of the --from-json inputs. It was written after all the runs, over any file."""
+    if not args.json:
+        return
+    from LiverTumorSegLib.fileutil import check_can_write, same_file_among
+
+    if Path(args.json).suffix.lower() != ".json":
+        raise InputError(f"--json '{args.json}' must end in .json.")
+    for item in args.from_json or []:
+        if Path(item).is_file() and same_file_among([Path(args.json), Path(item)]):
+            raise InputError(f"--json '{args.json}' is one of the --from-json files; choose another file name.")
+    check_can_write(args.json, args.overwrite)
+
+
+def run(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    if args.max_slices < 0:  # as robustness.py: a negative count kept no slice
+        raise InputError("--max-slices must be >= 0 (0 = all slices).")
+    if args.threads < 1:
+        raise InputError("--threads must be >= 1.")
+    check_json_output(args)
     if args.from_json:
-        rows = [row for path in args.from_json for row in json.loads(Path(path).read_text(encoding="utf-8"))["rows"]]
-    else:
         rows = []
-        if args.false_data:
-            rows += false_rows(args)
+        for path in args.from_json:
+            try:
+                document = json.loads(Path(path).read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise InputError(f"'{path}' is not JSON ({exc}).") from None
+            if not isinstance(document, dict) or not isinstance(document.get("rows"), list):
+                raise InputError(f"'{path}' is not a --json output of this script (no list of rows).")
+            rows += document["rows"]
+    else:
+        if not (args.false_data or args.true_data):
+            raise InputError("Give --false-data with packages, --true-data, or --from-json.")
+        plan = false_plan(args) if args.false_data else None
+        if args.true_data:  # checked before the (minutes-long) false runs
+            import robustness as bench
+            from LiverTumorSegLib.package import resolve_model
+
+            true_perturbations(args.perturbations)
+            true_seeds(args.seeds)
+            resolve_model(args.true_model)
+            bench.find_cases(args.true_data)
+        rows = []
+        if plan is not None:
+            rows += false_rows(args, plan)
         if args.true_data:
             rows += true_rows(args)
-        if not rows and not (args.false_data or args.true_data):
-            raise SystemExit("Give --false-data with packages, --true-data, or --from-json.")
     if args.json:
-        Path(args.json).write_text(json.dumps({"argv": list(argv or sys.argv[1:]), "rows": rows}, indent=1) + "\n",
-                                   encoding="utf-8")
+        from LiverTumorSegLib.fileutil import atomic_output
+
+        with atomic_output(args.json, overwrite=args.overwrite) as tmp:
+            Path(tmp).write_text(json.dumps({"argv": list(sys.argv[1:] if argv is None else argv), "rows": rows},
+                                            indent=1) + "\n", encoding="utf-8")
     print(table(rows))
     return 0
 

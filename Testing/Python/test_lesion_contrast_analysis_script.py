@@ -5,6 +5,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from script_helpers import load_script
 
 
@@ -42,3 +44,52 @@ def test_the_table_gives_the_shares_a_threshold_removes_and_never_removes_a_lesi
 
 def _shares(line):
     return [(float(a), float(b)) for a, b in re.findall(r"(\d+\.\d)/\s*(\d+\.\d)", line)]
+
+
+def _csv(tmp_path):
+    data = Path(__file__).resolve().parents[1] / "Data"
+    path = tmp_path / "cases.csv"
+    path.write_text(f"image,label\n{data / 'ct3slice_ct.nii.gz'},{data / 'ct3slice_liver_seg.nii.gz'}\n")
+    return path
+
+
+def test_inputs_and_json_are_checked_before_the_first_segment_run(tmp_path, capsys, monkeypatch):
+    """A missing fold package failed only after fold 0 had been segmented (minutes), --held-out 0=nosuch was a
+    KeyError, a negative --max-slices was taken, and --json replaced any file: all one line now, before any run."""
+    script = load_script("benchmarks/lesion_contrast_analysis.py", "lesion_contrast_analysis_checks")
+    monkeypatch.setattr(script, "false_rows_of_package", lambda *a: pytest.fail("segment ran"))
+    monkeypatch.setattr(script, "true_rows", lambda *a: pytest.fail("the benchmark ran"))
+    csv = _csv(tmp_path)
+    existing = tmp_path / "rows.json"
+    existing.write_text("mine")
+    fold0 = tmp_path / "m_fold0.safetensors"
+    for argv, said in (
+            (["--false-data", str(csv), "--fold-packages", str(tmp_path / "nosuch_fold2.safetensors")],
+             "does not exist"),
+            (["--false-data", str(csv), "--fold-packages", str(fold0)], "does not exist"),
+            (["--false-data", str(csv), "--held-out", "0=nosuch", "--fold0-packages", str(ROOT_MODEL)],
+             "held-out CT 'nosuch' is not in --false-data"),
+            (["--false-data", str(csv), "--held-out", "zero", "--fold0-packages", str(ROOT_MODEL)], "N=STEM"),
+            (["--true-data", str(tmp_path), "--max-slices", "-3"], "--max-slices must be >= 0"),
+            (["--true-data", str(tmp_path), "--seeds", "x"], "--seeds 'x'"),
+            (["--true-data", str(tmp_path), "--perturbations", "nosuch"], "unknown nosuch"),
+            (["--from-json", str(existing), "--json", str(existing)], "one of the --from-json files"),
+            (["--true-data", str(tmp_path), "--json", str(existing)], "--overwrite")):
+        assert script.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and said in err and "Traceback" not in err, (argv, err)
+    assert existing.read_text() == "mine"
+
+
+ROOT_MODEL = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "default.safetensors"
+
+
+def test_a_failed_segment_run_says_why(tmp_path):
+    """segment's stderr went to DEVNULL: a failed run was a CalledProcessError with no reason."""
+    script = load_script("benchmarks/lesion_contrast_analysis.py", "lesion_contrast_analysis_segment")
+    broken = tmp_path / "broken_fold0.safetensors"
+    broken.write_bytes(b"not a package")
+    case = script.csv_cases(_csv(tmp_path))["ct3slice_ct"]
+    with pytest.raises(script.InputError, match=r"segment with .*broken_fold0.safetensors on ct3slice_ct failed "
+                                                r"\(exit 2\): error: .*broken_fold0"):
+        script.false_rows_of_package(broken, case, "ct3slice_ct", 1, tmp_path)

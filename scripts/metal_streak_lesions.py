@@ -2,7 +2,7 @@
 would tell the streaks' false lesions from the true ones.
 
     python scripts/metal_streak_lesions.py --data DIR|CSV [--model default] [--seeds 0,1,2] [--max-slices 40]
-        [--json OUT.json]
+        [--json OUT.json [--overwrite]]
 
 ``--data``: the cases as ``benchmarks/robustness.py --data`` takes them (the team's shared cases were used).
 
@@ -17,6 +17,9 @@ straight lines through the metal, so a lesion made by one is elongated and point
 true tumors under the streaks are not. Prints one JSON line per component and, per seed and in all, how many
 components a rule "elongation >= 1.5 and radial_cos >= 0.95" would take, false and true. Measures only: nothing in
 the library uses it (docs/metal_streak_lesions.md).
+
+The options, the cases of ``--data``, the model and ``--json`` (an existing file replaced only with ``--overwrite``)
+are checked before the first case is segmented; a user error is one ``error:`` line and exit 2.
 """
 import argparse
 import json
@@ -32,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import robustness as bench  # noqa: E402
 
+from LiverTumorSegLib.errors import InputError  # noqa: E402
 from LiverTumorSegLib.inference.api import segment_volume  # noqa: E402
 from LiverTumorSegLib.package import load_model_package, resolve_model  # noqa: E402
 
@@ -66,20 +70,63 @@ def caught(row: Dict[str, Any]) -> bool:
         row["radial_cos"] >= RADIAL_COS_MIN
 
 
+def parse_seeds(text: str) -> List[int]:
+    """``--seeds``: whole numbers separated by commas (a word was a ValueError traceback)."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"--seeds '{text}': expected whole numbers separated by commas, such as 0,1,2.") from None
+    if not seeds:
+        raise InputError("--seeds names none; give whole numbers separated by commas, such as 0,1,2.")
+    return list(dict.fromkeys(seeds))
+
+
+def check_json_output(path, overwrite: bool, data) -> None:
+    """Before any work: ``--json`` ends in .json, can be written (an existing file only with --overwrite) and is not
+    ``--data``'s CSV. It was written after every case, over any file."""
+    if not path:
+        return
+    from LiverTumorSegLib.fileutil import check_can_write, same_file_among
+
+    if Path(path).suffix.lower() != ".json":
+        raise InputError(f"--json '{path}' must end in .json.")
+    if Path(data).is_file() and same_file_among([Path(path), Path(data)]):
+        raise InputError(f"--json '{path}' is --data's file; choose another file name.")
+    check_can_write(path, overwrite)
+
+
 def main(argv=None) -> int:
+    """The measurement; a user error is one ``error:`` line and exit 2 (:func:`LiverTumorSegLib.cli.run_script`,
+    as the other scripts)."""
+    from LiverTumorSegLib.cli import run_script
+
+    return run_script(run, argv)
+
+
+def run(argv=None) -> int:
     from scipy import ndimage
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="cases as benchmarks/robustness.py --data takes them")
     parser.add_argument("--model", default="default")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--max-slices", type=int, default=40)
+    parser.add_argument("--max-slices", type=int, default=40, help="at most N slices around the liver per case "
+                        "(0 = all)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args(argv)
+    if args.max_slices < 0:  # as robustness.py: a negative count kept no slice, and the result was empty with exit 0
+        raise InputError("--max-slices must be >= 0 (0 = all slices).")
+    seeds = parse_seeds(args.seeds)
+    if not Path(args.data).exists():
+        raise InputError(f"--data '{args.data}' does not exist; give the cases as benchmarks/robustness.py --data "
+                         f"takes them (a CSV or a folder).")
+    check_json_output(args.json, args.overwrite, args.data)
+    found = bench.find_cases(args.data)
     package = load_model_package(resolve_model(args.model))
     rows: List[Dict[str, Any]] = []
-    for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
-        for case in bench.find_cases(args.data):
+    for seed in seeds:
+        for case in found:
             bench_case = bench.load_bench_case(case, seed=seed, max_slices=args.max_slices)
             sample = bench.metal_streaks(bench_case.sample, bench.case_seed(bench_case.case_id + "metal_streaks",
                                                                                 seed))
@@ -106,9 +153,12 @@ def main(argv=None) -> int:
               f"({sum(r['ml'] for r in false if caught(r)):.1f} mL); lesions touching a true tumor {len(true)}, "
               f"the rule takes {sum(map(caught, true))} ({sum(r['ml'] for r in true if caught(r)):.1f} mL)")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        from LiverTumorSegLib.fileutil import atomic_output
+
+        with atomic_output(args.json, overwrite=args.overwrite) as tmp:
+            Path(tmp).write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main())  # main enters through LiverTumorSegLib.cli.run_script

@@ -43,3 +43,21 @@ def test_a_round_lesion_is_not_caught_whatever_its_direction():
     disc = np.broadcast_to((yy - 15) ** 2 + (xx - 30) ** 2 <= 36, shape).copy()
     row = probe.describe(disc, hu, metal, (5.0, 1.0, 1.0), 0.0, np.zeros(shape, dtype=bool), 0.001)
     assert row["elongation"] == pytest.approx(1.0, abs=0.05) and not probe.caught(row)
+
+
+def test_bad_options_data_and_json_are_one_line_errors_before_any_work(tmp_path, capsys, monkeypatch):
+    """--max-slices -3 gave an empty result with exit 0 (robustness.py refuses it), --seeds x and a missing --data
+    were tracebacks, and --json replaced any file: each is one line now, before the model is loaded."""
+    monkeypatch.setattr(probe, "load_model_package", lambda *a: pytest.fail("the model was loaded"))
+    data = str(Path(__file__).resolve().parents[1] / "Data")
+    existing = tmp_path / "rows.json"
+    existing.write_text("mine")
+    for argv, said in ((["--data", data, "--max-slices", "-3"], "--max-slices must be >= 0"),
+                       (["--data", data, "--seeds", "x"], "--seeds 'x'"),
+                       (["--data", str(tmp_path / "nonexist")], "does not exist"),
+                       (["--data", data, "--json", str(existing)], "--overwrite"),
+                       (["--data", data, "--json", str(tmp_path / "no" / "rows.json")], "does not exist")):
+        assert probe.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and said in err and "Traceback" not in err, (argv, err)
+    assert existing.read_text() == "mine"

@@ -181,3 +181,51 @@ def test_the_target_check_takes_a_lesion_of_water_density_last():
     assert LMA.report_consistency(report, LPS_STORED, shape) == []
     report["recist"]["target_lesion_ids"] = [cyst["id"], solid["id"]]  # the long axis alone: now a discrepancy
     assert any("RECIST targets" in p for p in LMA.report_consistency(report, LPS_STORED, shape))
+
+
+def _axis_row():
+    """sm_3mm's ellipsoid_x_30x15x15 (the audit's run): the report's short axis 18.28 mm, the predicted mask
+    re-measured across the report's long axis 18.28 mm, across the script's own long axis 15.37 mm."""
+    truth = {"long_grid_mm": 29.6, "long_continuous_mm": 30.0, "short_grid_mm": 14.8, "short_continuous_mm": 15.0,
+             "long_dir_ras": [1.0, 0.0, 0.0]}
+    report = {"long_axis_mm": 27.74, "short_axis_mm": 18.28,
+              "long_axis": {"end_points_ras_mm": [[0.0, 0.0, 0.0], [27.0, 0.0, 0.0]]}}
+    remeasured = {"long_axis_mm": 27.74, "short_axis_mm": 15.37, "short_axis_across_report_long_mm": 18.28}
+    return {"lesion": "ellipsoid_x_30x15x15", "truth": truth, "measure_on_truth_mask": {"long_axis_mm": 30.17,
+            "short_axis_mm": 14.93}, "segment_report": report, "remeasured_prediction": remeasured}
+
+
+def test_the_axis_table_prints_the_re_measured_short_axis_that_the_check_compares():
+    """The table printed the script's own short axis (15.37 mm) while the check compared the report with the one
+    across the report's long axis (18.28 mm), unprinted, and said 'discrepancies: none'."""
+    row = _axis_row()
+    head, columns, line = LMA.axis_table([row])
+    assert "across the segment report's own long axis" in head and "remeas x seg" in columns
+    short_cells = line.split("|")[1].split()
+    assert short_cells[-1] == "18.28" and "15.37" not in line  # truth, meas, seg, re-measured across seg's axis
+    # the value printed is the value checked: no discrepancy when it equals the report's, one when it does not
+    t = dict(row["truth"], centroid_analytic_ras_mm=[0, 0, 0])
+    rm = dict(row["remeasured_prediction"], centroid_ras_mm=[0, 0, 0], centroid_lps_mm=[0, 0, 0], volume_ml=1.0,
+              touches_scan_edge=False, slice_longest_mm={0.0: 1.0})
+    rep = dict(row["segment_report"], volume_ml=1.0, centroid_ras_mm=[0, 0, 0], centroid_lps_mm=[0, 0, 0],
+               touches_scan_edge=False, axial_position_s_mm=0.0, longest_axial_diameter_mm=1.0)
+    out = []
+    LMA._compare_measured(out, "x", rep, rm, t, 3.0, np.array([3.0, 3.0, 3.0]))
+    assert not [o for o in out if "short_axis" in o]
+    assert LMA.remeasured_short_axis(rm) == 18.28
+    assert LMA.remeasured_short_axis({"short_axis_mm": 15.37}) == 15.37  # no report lesion: the script's own
+    assert LMA.remeasured_short_axis(None) is None
+
+
+def test_the_summary_labels_dice_as_a_dice_not_a_difference():
+    """'segment dice +0.85 [...]' stood under the '(reported - truth)' heading."""
+    truth = {"volume_mask_ml": 2.0, "volume_analytic_ml": 2.0, "long_grid_mm": 10.0, "short_grid_mm": 5.0,
+             "centroid_analytic_ras_mm": [0.0, 0.0, 0.0]}
+    lesion = {"volume_ml": 2.0, "long_axis_mm": 11.0, "short_axis_mm": 5.0, "centroid_ras_mm": [0.0, 0.0, 0.0]}
+    results = [{"rows": [{"truth": truth, "measure_on_truth_mask": lesion, "segment_report": lesion, "dice": 0.85},
+                         {"truth": truth, "measure_on_truth_mask": lesion, "segment_report": lesion, "dice": 0.75}]}]
+    lines = LMA.summary_lines(results)
+    dice_lines = [line for line in lines if "Dice" in line]
+    assert len(dice_lines) == 1 and "0.800 [0.750..0.850]" in dice_lines[0] and "not reported - truth" in dice_lines[0]
+    assert not [line for line in lines if "+0.80" in line]
+    assert any("long_mm" in line and "+1.00" in line for line in lines)

@@ -32,6 +32,13 @@ monai  = MONAI sliding_window_inference with the same network: the windowed volu
     python benchmarks/bench_inference.py [--shape 48 256 256] [--device cpu|cuda] [--threads N] [--onnx]
                                          [--monai] [--json out.json [--overwrite]]
 
+Every variant runs at one CPU thread count, printed: ``--threads``, else torch's (``OMP_NUM_THREADS``, or its
+default). The engine used to take all logical cores while the naive loop and MONAI ran at torch's count, so on an SMT
+machine "x vs naive" compared two thread counts.
+
+Options of one mode are refused in the other (they did nothing there): ``--shape``, ``--channels``,
+``--skip-naive``, ``--monai`` and a ``--device`` other than cpu are the phantom's (``--ct`` times the CPU only);
+``--model``, ``--slices``, ``--batch-cases``, ``--batch-slices`` and ``--sample-dice`` are ``--ct``'s.
 
 Prints seconds per volume, slices per second and peak memory for each variant (best of --repeats, after one
 untimed warm-up run of each): on
@@ -411,20 +418,54 @@ def write_json(path, document, overwrite):
     print(f"wrote {path}")
 
 
+CT_ONLY = ("--model", "--slices", "--batch-cases", "--batch-slices", "--sample-dice")
+PHANTOM_ONLY = ("--shape", "--channels", "--skip-naive", "--monai")
+
+
+def check_mode_options(parser, args):
+    """Refuse an option that does nothing in the chosen mode (argparse's error, exit 2). ``--shape ... --sample-dice
+    --batch-cases 3`` ran the phantom alone, and ``--ct X --device cuda`` timed the CPU (the real-CT rows, bf16
+    check and CPU seconds are the CPU's), each without a word."""
+    given = {"--model": args.model is not None, "--slices": args.slices is not None,
+             "--batch-cases": bool(args.batch_cases), "--batch-slices": args.batch_slices is not None,
+             "--sample-dice": args.sample_dice, "--shape": args.shape is not None,
+             "--channels": args.channels is not None, "--skip-naive": args.skip_naive, "--monai": args.monai}
+    if args.ct:
+        unused = [name for name in PHANTOM_ONLY if given[name]]
+        if unused:
+            verb = "applies" if len(unused) == 1 else "apply"
+            parser.error(f"{', '.join(unused)} only {verb} to the phantom benchmark (without --ct); --ct times the "
+                         f"given model on the CT.")
+        if args.device not in (None, "cpu"):
+            parser.error(f"--ct times the CPU only (the network in fp32 and bf16 and `segment --device cpu`); "
+                         f"--device {args.device} applies to the phantom benchmark (without --ct).")
+        if args.model is None:
+            args.model = "default"
+    else:
+        unused = [name for name in CT_ONLY if given[name]]
+        if unused:
+            verb = "applies" if len(unused) == 1 else "apply"
+            parser.error(f"{', '.join(unused)} only {verb} to the real-CT benchmark (--ct FILE); without --ct the "
+                         f"phantom is timed.")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ct", default=None, help="real CT file: benchmark the real model on it (see above)")
-    p.add_argument("--model", default="default", help="model for --ct (name or .safetensors)")
+    p.add_argument("--model", default=None, help="model for --ct (name or .safetensors; default: default)")
     p.add_argument("--slices", type=positive_int, default=None,
                    help="--ct: this many slices (mirrored repetition of the CT's own; fewer: its first ones)")
     p.add_argument("--batch-cases", type=positive_int, default=0, help="--ct: also time a batch of this many copies")
     p.add_argument("--batch-slices", type=positive_int, default=None,
                    help="--batch-cases: stack each copy to this many slices (default: the CT as it is)")
     p.add_argument("--sample-dice", action="store_true", help="--ct: also print the sample's liver Dice")
-    p.add_argument("--shape", type=positive_int, nargs=3, default=(48, 256, 256), help="phantom (z, y, x) voxels")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=positive_int, default=None)
-    p.add_argument("--channels", type=positive_int, nargs="+", default=(16, 32, 64, 128))
+    p.add_argument("--shape", type=positive_int, nargs=3, default=None,
+                   help="phantom (z, y, x) voxels (default 48 256 256)")
+    p.add_argument("--device", default=None, help="phantom: cpu (default) or cuda; --ct times the CPU only")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads of every variant (default: torch's count; --ct: all cores)")
+    p.add_argument("--channels", type=positive_int, nargs="+", default=None,
+                   help="phantom U-Net channels (default 16 32 64 128)")
     p.add_argument("--onnx", action="store_true", help="also time the ONNX Runtime backend")
     p.add_argument("--repeats", type=positive_int, default=2)
     p.add_argument("--skip-naive", action="store_true")
@@ -434,6 +475,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.batch_slices and not args.batch_cases:
         p.error("--batch-slices needs --batch-cases (it sets the slices of each batch copy)")
+    check_mode_options(p, args)
     check_json_output(args.json, args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -442,6 +484,13 @@ def main(argv=None):
         if args.json:
             write_json(args.json, result, args.overwrite)
         return
+    args.shape = tuple(args.shape or (48, 256, 256))
+    args.channels = tuple(args.channels or (16, 32, 64, 128))
+    args.device = args.device or "cpu"
+    # one thread count for every variant: the engine took cpu_thread_count() (all logical cores) inside its own
+    # calls while the naive loop and MONAI ran at torch's count (OMP_NUM_THREADS=1: 1 against 2 on 2 cores)
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
     phantom = make_phantom(tuple(args.shape), (1.0, 1.0, 3.0))
     cfg = PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}], context_slices=0,
                               target_spacing_mm=None, size_multiple=16, crop_to_body=False)
@@ -450,17 +499,18 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         package = load_model_package(save_model_package(Path(tmp) / "bench.safetensors", model, cfg))
     n = args.shape[0]
-    print(f"volume {tuple(args.shape)} (z, y, x), U-Net channels {channels}, torch threads {torch.get_num_threads()}")
+    print(f"volume {tuple(args.shape)} (z, y, x), U-Net channels {channels}, {threads} CPU thread"
+          f"{'' if threads == 1 else 's'} in every variant (torch threads {torch.get_num_threads()})")
     results = {}
     if not args.skip_naive:  # warmed up like the others: its first call's costs made the engine look faster
         naive_segment(package, phantom.ct)
         results["naive loop (cpu)"] = measured(lambda: naive_segment(package, phantom.ct), args.repeats, "cpu")
-    engine = SliceInferenceEngine(package, device=args.device, threads=args.threads)
+    engine = SliceInferenceEngine(package, device=args.device, threads=threads)
     engine.predict(phantom.ct)  # warm-up (cudnn autotune, allocator)
     results[f"engine torch ({engine.device_description}, batch {engine.batch_size})"] = measured(
         lambda: engine.predict(phantom.ct), args.repeats, engine.device)
     if args.onnx:
-        onnx_engine = SliceInferenceEngine(package, device="cpu", backend="onnx", threads=args.threads)
+        onnx_engine = SliceInferenceEngine(package, device="cpu", backend="onnx", threads=threads)
         onnx_engine.predict(phantom.ct)
         results[f"engine onnx (batch {onnx_engine.batch_size})"] = measured(
             lambda: onnx_engine.predict(phantom.ct), args.repeats, "cpu")
@@ -478,7 +528,7 @@ def main(argv=None):
                      "peak_memory_mib": peak, "speedup_vs_naive": (base / seconds) if base else None})
     if args.json:
         write_json(args.json, {"shape_zyx": list(args.shape), "unet_channels": list(channels),
-                               "torch_threads": torch.get_num_threads(), "results": rows}, args.overwrite)
+                               "torch_threads": threads, "results": rows}, args.overwrite)
 
 
 if __name__ == "__main__":

@@ -228,3 +228,41 @@ def test_bench_inference_imports_without_resource_and_reads_peak_memory_in_each_
     assert script.peak_rss_mib("linux") == 3 * 2 ** 20  # KiB there: 3 TiB of the same number
     monkeypatch.delattr(script.os, "sched_getaffinity", raising=False)  # macOS: the thread default still works
     assert script.cpu_thread_count() >= 1
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--shape", "2", "32", "32", "--sample-dice", "--batch-cases", "3"],
+     "--batch-cases, --sample-dice only apply to the real-CT benchmark (--ct FILE)"),
+    (["--model", "default"], "--model only applies to the real-CT benchmark"),
+    (["--slices", "4"], "--slices only applies to the real-CT benchmark"),
+    (["--ct", "ct.nii.gz", "--monai", "--shape", "2", "32", "32"],
+     "--shape, --monai only apply to the phantom benchmark (without --ct)"),
+    (["--ct", "ct.nii.gz", "--device", "cuda"], "--ct times the CPU only"),
+])
+def test_bench_inference_refuses_options_of_the_other_mode(capsys, monkeypatch, argv, words):
+    """They were taken and did nothing: the phantom ran alone, or --ct timed the CPU under --device cuda."""
+    pytest.importorskip("torch")
+    script = load_script("benchmarks/bench_inference.py", "bench_inference_modes")
+    monkeypatch.setattr(script, "make_phantom", lambda *a, **k: pytest.fail("the phantom ran"))
+    monkeypatch.setattr(script, "real_ct_benchmark", lambda *a, **k: pytest.fail("the CT ran"))
+    _argparse_error(capsys, script.main, argv, words)
+
+
+def test_bench_inference_runs_every_phantom_variant_at_one_thread_count(capsys, monkeypatch):
+    """The engine took cpu_thread_count() threads (all logical cores) inside its calls while the naive loop and MONAI
+    ran at torch's count: 'torch threads 1' above an engine row of '2 threads' under OMP_NUM_THREADS=1."""
+    torch = pytest.importorskip("torch")
+    import LiverTumorSegLib.inference.engine as engine_module
+
+    script = load_script("benchmarks/bench_inference.py", "bench_inference_threads")
+    monkeypatch.setattr(engine_module, "cpu_thread_count", lambda: 2)  # an SMT machine's logical cores
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        script.main(["--shape", "2", "32", "32", "--channels", "4", "8", "--repeats", "1"])
+    finally:
+        torch.set_num_threads(before)
+    lines = capsys.readouterr().out.splitlines()
+    assert "1 CPU thread in every variant" in lines[0], lines[0]
+    engine_row = next(line for line in lines if line.startswith("engine torch"))
+    assert "(1 thread," in engine_row, engine_row

@@ -7,7 +7,8 @@ Each JSON is one ``benchmarks/robustness.py ... --json`` run that holds both pac
 packages run together, with the same code and seed). ``--base`` and ``--candidate`` pick each package by, in
 this order: its name, the argument as given to robustness.py (in JSONs that record it), its file's stem
 (``default`` for ``.../default.safetensors``), and only then a part of its path that matches one package alone.
-``--out`` is checked before any JSON is read and replaces an existing file only with ``--overwrite``. For each package, over every JSON (seed), case and perturbation:
+``--out`` is checked before any JSON is read and replaces an existing file only with ``--overwrite``.
+For each package, over every JSON (seed), case and perturbation:
 
 - mean liver Dice (every row with a reference liver);
 - false lesions (predicted lesions that touch no reference or synthetic tumor), all rows and on ``original``

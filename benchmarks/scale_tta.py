@@ -183,6 +183,10 @@ def main(argv=None) -> None:
     parser.add_argument("script", help="the script to run (e.g. scripts/evaluate_folds.py)")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     args = parser.parse_args(argv)
+    script = Path(args.script)
+    if not script.is_file():  # runpy's FileNotFoundError was a traceback, after the engine had been patched
+        parser.error(f"script '{args.script}' {'is a folder' if script.is_dir() else 'does not exist'}; give the "
+                     f"Python script to run, e.g. scripts/evaluate_folds.py")
     scales = ", ".join(f"{s:g}" for s in args.scales)
     if args.lesion_check:
         install_lesion_check(args.scales)

@@ -128,3 +128,14 @@ def test_lesion_check_leaves_a_result_without_tumor_alone():
     phantom = corner_phantom()
     labels = np.where(phantom.labels == 2, 1, phantom.labels).astype(np.uint8)
     assert tta.lesion_check(_oracle_engine(), phantom.ct, labels, [0.8, 1.0, 1.25]) is labels
+
+
+def test_a_missing_script_is_one_usage_line(tmp_path, capsys, monkeypatch):
+    """`--scales 1 nosuch.py` was a FileNotFoundError traceback from runpy, after the engine had been patched."""
+    monkeypatch.setattr(tta, "install", lambda *a: pytest.fail("the engine was patched"))
+    for missing in (str(tmp_path / "nosuch.py"), str(tmp_path)):
+        with pytest.raises(SystemExit) as exc:
+            tta.main(["--scales", "1", missing])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert f"script '{missing}'" in err and "Traceback" not in err, err

@@ -135,6 +135,11 @@ def _segment(args: List[str]) -> None:
     import nibabel as nib
 
     ct, reference = args[0], args[1]
+    for what, path in (("CT", ct), ("LABEL", reference)):  # nibabel's FileNotFoundError names no file to run_script
+        if not Path(path).is_file():
+            from LiverTumorSegLib.errors import InputError
+
+            raise InputError(f"{what} '{path}' {'is a folder' if Path(path).is_dir() else 'does not exist'}.")
     hu_xyz = np.asanyarray(nib.load(ct).dataobj).astype(np.float32)
     ref_xyz = np.asanyarray(nib.load(reference).dataobj) > 0
     import tempfile
@@ -161,15 +166,40 @@ def _segment(args: List[str]) -> None:
             print(f"{Path(package).stem:32s} no lesion")
 
 
-if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in ("robustness", "segment"):
-        sys.exit(__doc__)
-    if sys.argv[1] == "robustness":
+USAGE = ("usage: fluid_rim_lever.py robustness [robustness.py arguments]\n"
+         "       fluid_rim_lever.py segment CT LABEL PACKAGE [PACKAGE ...]\n"
+         "       fluid_rim_lever.py --help")
+
+
+def _usage_error(message: str) -> int:
+    print(f"{USAGE}\nfluid_rim_lever.py: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv=None) -> int:
+    """The two commands; ``--help`` prints the module's text (exit 0; it exited 1), a missing or unknown command or
+    too few ``segment`` arguments the usage (exit 2; ``segment CT`` was an IndexError), and a user error of
+    ``segment`` is one ``error:`` line (:func:`LiverTumorSegLib.cli.run_script`)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["-h"], ["--help"]) or (len(args) >= 2 and args[0] == "segment" and args[1] in ("-h", "--help")):
+        print(__doc__)
+        return 0
+    if not args or args[0] not in ("robustness", "segment"):
+        return _usage_error(f"unknown command '{args[0]}'" if args else "give a command: robustness or segment")
+    if args[0] == "robustness":
         if os.environ.get("FLUID_RIM") in ("1", "2"):
             _patch_postprocessing(int(os.environ["FLUID_RIM"]))
         import runpy
 
-        sys.argv = [str(ROOT / "benchmarks" / "robustness.py")] + sys.argv[2:]
+        sys.argv = [str(ROOT / "benchmarks" / "robustness.py")] + args[1:]
         runpy.run_path(sys.argv[0], run_name="__main__")
-    else:
-        _segment(sys.argv[2:])
+        return 0
+    if len(args) < 4:
+        return _usage_error("segment needs a CT, its reference LABEL map and at least one PACKAGE")
+    from LiverTumorSegLib.cli import run_script
+
+    return run_script(_segment, args[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

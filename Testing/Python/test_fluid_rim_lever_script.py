@@ -69,3 +69,26 @@ def test_the_second_arm_keeps_a_round_water_lesion_bulging_out_and_removes_a_lay
     second = LEVER.apply_fluid_rim_step(labels, hu, arm=2)
     assert (first[:, blob] == 0).all() and (first[:, rim] == 0).all()   # the hull alone takes both
     assert (second[:, blob] == 2).all() and (second[:, rim] == 0).all()
+
+
+def test_help_usage_and_missing_arguments(tmp_path, capsys):
+    """--help exited 1 (the module text as sys.exit's message), `segment CT` was an IndexError traceback."""
+    import subprocess
+    import sys
+
+    from script_helpers import ROOT
+
+    script = str(ROOT / "scripts" / "fluid_rim_lever.py")
+    shown = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, cwd=str(tmp_path))
+    assert shown.returncode == 0 and "fluid-rim lever" in shown.stdout and not shown.stderr
+    short = subprocess.run([sys.executable, script, "segment", "CT"], capture_output=True, text=True,
+                           cwd=str(tmp_path))
+    assert short.returncode == 2 and short.stderr.startswith("usage: ") and "Traceback" not in short.stderr
+    assert "segment needs a CT" in short.stderr
+    for argv, said in (([], "give a command"), (["nosuch"], "unknown command 'nosuch'")):
+        assert LEVER.main(argv) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.startswith("usage: ")
+    missing = str(tmp_path / "ct.nii.gz")
+    assert LEVER.main(["segment", missing, missing, "default"]) == 2
+    assert capsys.readouterr().err == f"error: CT '{missing}' does not exist.\n"

@@ -28,7 +28,8 @@ check runs (their texts in ``dialogs_not_shown``).
 
 Exit status (also ``exit_code`` in the file): 0 every step worked and every test passed; 1 a test failed or
 raised, the module was not loaded or did not import, or its panel did not open (nothing of the segmentation was
-checked then); 3 nothing failed but tests were skipped (packages missing: the segmentation was not checked).
+checked then); 3 nothing failed but tests were skipped (packages missing: the segmentation was not checked); 2 not
+run inside Slicer (a plain Python: it says so with the command above, and writes no file; ``--help`` works there).
 Slicer exits when the script ends. On Windows run it with ``start "" /wait`` (README) and read the file: the prompt
 may neither wait for ``Slicer.exe`` nor show what is printed. Research use; Python 3.9 syntax (Slicer 5.6 and 5.8
 run Python 3.9).
@@ -59,8 +60,31 @@ MESSAGE_BOXES = ("messageBox", "infoDisplay", "warningDisplay", "errorDisplay", 
 runs ``ctkMessageBox.exec_()`` and waits for a click, which nobody gives in an unattended run."""
 
 
+EXIT_NOT_IN_SLICER = 2
+SLICER_COMMAND = ("Slicer --no-splash --ignore-slicerrc --additional-module-paths CHECKOUT/LiverTumorSeg "
+                  "--python-script CHECKOUT/scripts/slicer_selfcheck.py --out selfcheck.json [--install-dependencies]")
+"""How to run the check (the module text's command), printed where it is run outside Slicer."""
+
+
+def running_in_slicer() -> bool:
+    """Whether this Python is 3D Slicer's: its ``slicer`` package has the application, ``slicer.app``. A plain
+    Python may hold a ``slicer`` package too (slicer-core's MRML classes, without ``app``)."""
+    try:
+        import slicer
+    except ImportError:
+        return False
+    return getattr(slicer, "app", None) is not None
+
+
+def not_in_slicer_text() -> str:
+    return ("slicer_selfcheck.py checks the module inside 3D Slicer and runs only there (this Python has no "
+            "slicer.app). Run it as:\n    " + SLICER_COMMAND)
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="Runs inside 3D Slicer only:\n    " + SLICER_COMMAND,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # the command unbroken
     parser.add_argument("--out", default="livertumorseg_selfcheck.json",
                         help="JSON file the result is written to (default: %(default)s in the current folder)")
     parser.add_argument("--install-dependencies", action="store_true",
@@ -367,9 +391,14 @@ def _checks_of_the_loaded_module(slicer: Any, loaded: Any, args: argparse.Namesp
 
 
 def main(argv: Optional[Sequence[str]] = None, slicer: Any = None, module: Optional[Callable[[], Any]] = None) -> int:
-    """Check, write the JSON file, print the summary; the exit status."""
+    """Check, write the JSON file, print the summary; the exit status. Outside Slicer (no ``slicer`` given and
+    this Python has no ``slicer.app``): says so with the command, writes nothing, exit 2. It wrote a JSON file that
+    called the module not loaded."""
     args = parse_args(argv)
     if slicer is None:
+        if not running_in_slicer():
+            print(f"error: {not_in_slicer_text()}", file=sys.stderr)
+            return EXIT_NOT_IN_SLICER
         import slicer  # noqa: F811 - Slicer's own package
     if module is None:
         def module():
@@ -383,7 +412,9 @@ def main(argv: Optional[Sequence[str]] = None, slicer: Any = None, module: Optio
     return result["exit_code"]
 
 
-if __name__ == "__main__":  # Slicer's --python-script runs the file in __main__'s namespace
+if __name__ == "__main__" and not running_in_slicer():  # a plain Python: --help, or say where to run it
+    sys.exit(main(sys.argv[1:]))  # (slicer.util.exit below needs slicer.app: an ImportError after the help)
+elif __name__ == "__main__":  # Slicer's --python-script runs the file in __main__'s namespace
     _status = EXIT_FAILED
     try:
         _status = main(sys.argv[1:])

@@ -267,3 +267,23 @@ def test_a_module_that_slicer_loaded_but_that_fails_to_import_is_recorded_in_the
     written = json.loads(out.read_text(encoding="utf-8"))
     assert not written["steps"]["module_imports"]["ok"] and written["tests"] == [] and written["complete"]
     assert "No module named 'LiverTumorSegLib.inference.sampling'" in written["steps"]["module_imports"]["message"]
+
+
+def test_outside_slicer_it_says_where_to_run_it_and_writes_nothing(tmp_path):
+    """A plain Python: --help printed the help and then an ImportError (slicer.util.exit needs slicer.app), and a
+    run wrote a JSON file that called the module not loaded."""
+    import subprocess
+
+    from script_helpers import ROOT
+
+    script = str(ROOT / "scripts" / "slicer_selfcheck.py")
+    shown = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, cwd=str(tmp_path))
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    assert "Runs inside 3D Slicer only" in shown.stdout and selfcheck.SLICER_COMMAND in shown.stdout
+    out = tmp_path / "selfcheck.json"
+    run = subprocess.run([sys.executable, script, "--out", str(out)], capture_output=True, text=True,
+                         cwd=str(tmp_path))
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.startswith("error: ") and "runs only there" in run.stderr
+    assert selfcheck.SLICER_COMMAND in run.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -3,7 +3,7 @@ text that is no number, NaN, infinity and values under the bound with one argpar
 printed 'inf s', a negative shape ended in numpy's traceback)."""
 import argparse
 import math
-from typing import Callable, Union
+from typing import Callable, List, Union
 
 Number = Union[int, float]
 
@@ -26,3 +26,17 @@ def bounded_number(kind: Callable[[str], Number] = int, low: Number = 1, exclusi
             raise argparse.ArgumentTypeError(f"must be {bound}{suffix}{note}, got {text}")
         return value
     return parse
+
+
+def seed_list(text: str, example: str = "0,1,2") -> List[int]:
+    """``--seeds``: whole numbers separated by commas, each once in the order given; InputError (one line) for a
+    word or for none (a word was a ValueError traceback)."""
+    from .errors import InputError
+
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"--seeds '{text}': expected whole numbers separated by commas, such as {example}.") from None
+    if not seeds:
+        raise InputError(f"--seeds names none; give whole numbers separated by commas, such as {example}.")
+    return list(dict.fromkeys(seeds))

@@ -177,6 +177,22 @@ def check_can_write(path: PathLike, overwrite: bool = False) -> Path:
     return check_can_write_all([path], overwrite)[0]
 
 
+def check_json_output(path: Optional[PathLike], overwrite: bool, inputs: Iterable[Any] = (), option: str = "--json",
+                      inputs_named: str = "the run's inputs") -> Optional[Path]:
+    """Before a script's work: its JSON output ``path`` (None or "": none asked for) ends in .json, is none of
+    ``inputs`` (files the run reads; None entries and folders are skipped) and can be written (an existing file only
+    with ``overwrite``); InputError / OutputExistsError otherwise. ``option`` and ``inputs_named`` go into the
+    messages. The benchmark scripts wrote their JSON after the whole run, over any file, inputs included."""
+    if not path:
+        return None
+    if Path(path).suffix.lower() != ".json":
+        raise InputError(f"{option} '{path}' must end in .json.")
+    for item in inputs:
+        if item is not None and Path(item).is_file() and same_file_among([Path(path), Path(item)]):
+            raise InputError(f"{option} '{path}' is one of {inputs_named} ('{item}'); choose another file name.")
+    return check_can_write(path, overwrite)
+
+
 def check_can_write_all(paths: Sequence[PathLike], overwrite: bool = False) -> List[Path]:
     """:func:`check_can_write` for the outputs ``paths`` one run writes together (a label map and its report):
     the earlier versions a killed run left hidden are put back as one group first (one run's, not a mix of two:

@@ -176,13 +176,10 @@ def true_perturbations(text: str) -> List[str]:
 
 
 def true_seeds(text: str) -> List[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise InputError(f"--seeds '{text}': expected whole numbers separated by commas, such as 0,1.") from None
-    if not seeds:
-        raise InputError("--seeds names none; give whole numbers separated by commas, such as 0,1.")
-    return seeds
+    """``--seeds`` (:func:`LiverTumorSegLib.argtypes.seed_list`)."""
+    from LiverTumorSegLib.argtypes import seed_list
+
+    return seed_list(text, example="0,1")
 
 
 def true_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
@@ -307,16 +304,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def check_json_output(args: argparse.Namespace) -> None:
     """Before any work: ``--json`` ends in .json, can be written (an existing file only with --overwrite) and is
     none of the --from-json inputs. It was written after all the runs, over any file."""
-    if not args.json:
-        return
-    from LiverTumorSegLib.fileutil import check_can_write, same_file_among
+    from LiverTumorSegLib.fileutil import check_json_output as check_output
 
-    if Path(args.json).suffix.lower() != ".json":
-        raise InputError(f"--json '{args.json}' must end in .json.")
-    for item in args.from_json or []:
-        if Path(item).is_file() and same_file_among([Path(args.json), Path(item)]):
-            raise InputError(f"--json '{args.json}' is one of the --from-json files; choose another file name.")
-    check_can_write(args.json, args.overwrite)
+    check_output(args.json, args.overwrite, args.from_json or [], inputs_named="the --from-json files")
 
 
 def run(argv: Optional[Sequence[str]] = None) -> int:

@@ -1234,17 +1234,10 @@ def check_json_output(path: Optional[str], overwrite: bool, data: Any, packages:
     """Before any work: ``--json`` ends in .json, can be written (an existing file only with --overwrite) and is
     none of the run's inputs (``data``, the CSV or folder; a package; a case's CT or label map). It was checked
     only after the whole benchmark, and replaced any file, inputs included, without a word."""
-    if not path:
-        return
-    from LiverTumorSegLib.fileutil import check_can_write, same_file_among
+    from LiverTumorSegLib.fileutil import check_json_output as check_output
 
-    if Path(path).suffix.lower() != ".json":
-        raise InputError(f"--json '{path}' must end in .json.")
-    check_can_write(path, overwrite)
-    inputs = [data] + list(packages) + [p for case in cases for p in (case.image_path, case.label_path)]
-    for item in inputs:
-        if Path(item).is_file() and same_file_among([Path(path), Path(item)]):
-            raise InputError(f"--json '{path}' is one of the run's inputs ('{item}'); choose another file name.")
+    check_output(path, overwrite, [data] + list(packages) +
+                 [p for case in cases for p in (case.image_path, case.label_path)])
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -132,16 +132,9 @@ def check_out(path: Optional[str], overwrite: bool, inputs: List[str]) -> None:
     """Before any JSON is read: ``--out`` ends in .json, can be written (an existing file only with --overwrite)
     and is none of the input JSONs. It was written at the end, over any file, and a missing folder was a
     traceback."""
-    if not path:
-        return
-    from LiverTumorSegLib.fileutil import check_can_write, same_file_among
+    from LiverTumorSegLib.fileutil import check_json_output
 
-    if Path(path).suffix.lower() != ".json":
-        raise InputError(f"--out '{path}' must end in .json.")
-    for item in inputs:
-        if Path(item).is_file() and same_file_among([Path(path), Path(item)]):
-            raise InputError(f"--out '{path}' is one of the input JSON files; choose another file name.")
-    check_can_write(path, overwrite)
+    check_json_output(path, overwrite, inputs, option="--out", inputs_named="the input JSON files")
 
 
 def run(argv: Optional[List[str]] = None) -> int:

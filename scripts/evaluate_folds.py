@@ -46,16 +46,9 @@ def check_json_output(path, overwrite: bool, inputs) -> None:
     """Before any fold is segmented: ``--json`` ends in .json, can be written (an existing file only with
     --overwrite) and is none of the inputs. It was written after every fold had run, over any file, and a bad path
     lost the results with a traceback."""
-    if not path:
-        return
-    from LiverTumorSegLib.fileutil import check_can_write, same_file_among
+    from LiverTumorSegLib.fileutil import check_json_output as check_output
 
-    if Path(path).suffix.lower() != ".json":
-        raise InputError(f"--json '{path}' must end in .json.")
-    for item in inputs:
-        if Path(item).is_file() and same_file_among([Path(path), Path(item)]):
-            raise InputError(f"--json '{path}' is one of the run's inputs ('{item}'); choose another file name.")
-    check_can_write(path, overwrite)
+    check_output(path, overwrite, inputs)
 
 
 def main(argv=None) -> int:

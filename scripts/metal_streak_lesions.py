@@ -71,28 +71,18 @@ def caught(row: Dict[str, Any]) -> bool:
 
 
 def parse_seeds(text: str) -> List[int]:
-    """``--seeds``: whole numbers separated by commas (a word was a ValueError traceback)."""
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise InputError(f"--seeds '{text}': expected whole numbers separated by commas, such as 0,1,2.") from None
-    if not seeds:
-        raise InputError("--seeds names none; give whole numbers separated by commas, such as 0,1,2.")
-    return list(dict.fromkeys(seeds))
+    """``--seeds`` (:func:`LiverTumorSegLib.argtypes.seed_list`): a word was a ValueError traceback."""
+    from LiverTumorSegLib.argtypes import seed_list
+
+    return seed_list(text)
 
 
 def check_json_output(path, overwrite: bool, data) -> None:
     """Before any work: ``--json`` ends in .json, can be written (an existing file only with --overwrite) and is not
     ``--data``'s CSV. It was written after every case, over any file."""
-    if not path:
-        return
-    from LiverTumorSegLib.fileutil import check_can_write, same_file_among
+    from LiverTumorSegLib.fileutil import check_json_output as check_output
 
-    if Path(path).suffix.lower() != ".json":
-        raise InputError(f"--json '{path}' must end in .json.")
-    if Path(data).is_file() and same_file_among([Path(path), Path(data)]):
-        raise InputError(f"--json '{path}' is --data's file; choose another file name.")
-    check_can_write(path, overwrite)
+    check_output(path, overwrite, [data], inputs_named="--data's files")
 
 
 def main(argv=None) -> int:

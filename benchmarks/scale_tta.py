@@ -187,6 +187,9 @@ def main(argv=None) -> None:
     if not script.is_file():  # runpy's FileNotFoundError was a traceback, after the engine had been patched
         parser.error(f"script '{args.script}' {'is a folder' if script.is_dir() else 'does not exist'}; give the "
                      f"Python script to run, e.g. scripts/evaluate_folds.py")
+    if "--store-in-package" in args.args:  # robustness.py would store the patched engine's table as the package's own
+        parser.error("--store-in-package is refused under scale_tta: the table would be stored in the package as "
+                     "its plain robustness, though the engine ran patched; write it with --json instead")
     scales = ", ".join(f"{s:g}" for s in args.scales)
     if args.lesion_check:
         install_lesion_check(args.scales)

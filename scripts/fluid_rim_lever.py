@@ -187,6 +187,11 @@ def main(argv=None) -> int:
     if not args or args[0] not in ("robustness", "segment"):
         return _usage_error(f"unknown command '{args[0]}'" if args else "give a command: robustness or segment")
     if args[0] == "robustness":
+        if os.environ.get("FLUID_RIM") in ("1", "2") and "--store-in-package" in args:
+            # robustness.py would store the patched post-processing's table as the package's own
+            return _usage_error("--store-in-package is refused with FLUID_RIM set: the table would be stored in the "
+                                "package as its plain robustness, though post-processing ran with the step added; "
+                                "write it with --json instead")
         if os.environ.get("FLUID_RIM") in ("1", "2"):
             _patch_postprocessing(int(os.environ["FLUID_RIM"]))
         import runpy

@@ -92,3 +92,12 @@ def test_help_usage_and_missing_arguments(tmp_path, capsys):
     missing = str(tmp_path / "ct.nii.gz")
     assert LEVER.main(["segment", missing, missing, "default"]) == 2
     assert capsys.readouterr().err == f"error: CT '{missing}' does not exist.\n"
+
+
+def test_a_table_of_the_patched_post_processing_is_not_stored_in_the_package(capsys, monkeypatch):
+    """FLUID_RIM=1 robustness ... --store-in-package stored the patched post-processing's table as the package's."""
+    monkeypatch.setattr(LEVER, "_patch_postprocessing", lambda *a: pytest.fail("post-processing was patched"))
+    monkeypatch.setenv("FLUID_RIM", "1")
+    assert LEVER.main(["robustness", "default", "--data", "x", "--store-in-package"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ") and "--store-in-package is refused with FLUID_RIM set" in err

@@ -139,3 +139,13 @@ def test_a_missing_script_is_one_usage_line(tmp_path, capsys, monkeypatch):
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert f"script '{missing}'" in err and "Traceback" not in err, err
+
+
+def test_a_table_of_the_patched_engine_is_not_stored_in_the_package(tmp_path, capsys, monkeypatch):
+    """robustness.py --store-in-package under scale_tta stored the patched engine's table as the package's own."""
+    monkeypatch.setattr(tta, "install", lambda *a: pytest.fail("the engine was patched"))
+    script = tmp_path / "robustness.py"
+    script.write_text("raise SystemExit('ran')\n")
+    with pytest.raises(SystemExit) as exc:
+        tta.main(["--scales", "1", str(script), "default", "--data", "x", "--store-in-package"])
+    assert exc.value.code == 2 and "--store-in-package is refused under scale_tta" in capsys.readouterr().err

@@ -584,17 +584,56 @@ def _unseen_text(entries: Sequence[Dict[str, Any]], noun: str) -> str:
                      by_reason.items())
 
 
+EDGE_PADDING_POINTS_MAX = 4000
+"""At most this many padding voxels (evenly thinned) are mapped to the follow-up by :func:`_padding_beyond`."""
+
+
+def _padding_beyond(base_components: np.ndarray, lesion: Dict[str, Any], geometry: ImageGeometry,
+                    baseline_ct: Optional[CTVolume], margin_mm: float) -> np.ndarray:
+    """``(n, 3)`` ``(z, y, x)`` indices of the baseline CT's scanner padding (outside a round field of view, below
+    :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`) where ``lesion`` may go on unseen: the padding voxels
+    within one voxel length of it and those ``margin_mm`` (less one voxel length) to ``margin_mm`` from it,
+    evenly thinned to :data:`EDGE_PADDING_POINTS_MAX`; none when it borders no padding or no CT is given. Only
+    the grid's faces were tested, so a lesion cut by that round edge alone counted as seen beyond it: gone at a
+    follow-up of the same field of view, it was 'disappeared' and the response CR (the follow-up audit)."""
+    if baseline_ct is None:
+        return np.zeros((0, 3), np.int64)
+    from scipy import ndimage
+
+    from .validation import PADDING_BELOW_HU
+
+    spacing = np.asarray(geometry.spacing[::-1], dtype=np.float64)
+    reach = np.ceil(margin_mm / spacing).astype(np.int64) + 1
+    box = tuple(slice(max(int(a) - int(r), 0), min(int(b) + int(r), n))
+                for (a, b), r, n in zip(lesion["bounding_box_zyx"], reach, base_components.shape))
+    padding = np.asarray(baseline_ct.array)[box] < PADDING_BELOW_HU
+    if not padding.any():
+        return np.zeros((0, 3), np.int64)
+    distance = ndimage.distance_transform_edt(base_components[box] != lesion["id"], sampling=spacing)
+    voxel = float(spacing.max()) + 1e-6
+    beside = padding & (distance <= voxel)
+    if not beside.any():
+        return np.zeros((0, 3), np.int64)
+    points = np.argwhere(beside | (padding & (distance <= margin_mm + 1e-6) & (distance > margin_mm - voxel)))
+    if len(points) > EDGE_PADDING_POINTS_MAX:
+        points = points[::int(np.ceil(len(points) / EDGE_PADDING_POINTS_MAX))]
+    return points + [b.start for b in box]
+
+
 def _shows_beyond_baseline_edge(base_components: np.ndarray, lesion: Dict[str, Any], geometry: ImageGeometry,
-                                followup: CTVolume, align: "Alignment", view: Optional[np.ndarray] = None) -> bool:
+                                followup: CTVolume, align: "Alignment", view: Optional[np.ndarray] = None,
+                                baseline_ct: Optional[CTVolume] = None) -> bool:
     """Whether the follow-up scan's field of view covers where ``lesion`` (a baseline report's lesion cut by the
     baseline scan's edge) may go on beyond that edge: for each face of the baseline grid it touches, its voxels on
-    that face moved outward by one voxel and by max(its long axis, ``EDGE_CONTINUATION_MIN_MM``) all lie inside
-    the follow-up grid after alignment (the same nearest-voxel test as the field of view on the baseline grid;
+    that face moved outward by one voxel and by max(its long axis, ``EDGE_CONTINUATION_MIN_MM``), and, where it
+    borders the scanner's padding of ``baseline_ct`` (a round field of view), that padding beside it and at that
+    distance (:func:`_padding_beyond`), all lie inside the follow-up grid after alignment and outside the
+    follow-up's own padding (``view``; the same nearest-voxel test as the field of view on the baseline grid;
     the field of view is convex, so the points between them lie inside too)."""
     box = tuple(slice(a, b) for a, b in lesion["bounding_box_zyx"])
     zyx = np.argwhere(base_components[box] == lesion["id"]) + [b.start for b in box]
     margin_mm = max(float(lesion["long_axis_mm"]), EDGE_CONTINUATION_MIN_MM)
-    points = []
+    points = [_padding_beyond(base_components, lesion, geometry, baseline_ct, margin_mm).astype(np.float64)]
     for axis, size in enumerate(base_components.shape):
         steps = max(1, int(np.ceil(margin_mm / geometry.spacing[2 - axis] - 1e-9)))
         for face, outward in ((0, -1), (size - 1, 1)):
@@ -735,7 +774,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     # follow-up that shows all of it was 'not_assessed': CR read PR, or NE without targets)
     cut = {d["id"]: d for d in base_report["lesions"] if d.get("touches_scan_edge")}
     unseen_beyond = {i for i, d in cut.items() if i not in uncovered and
-                     not _shows_beyond_baseline_edge(base_components, d, baseline.geometry, followup, align, view)}
+                     not _shows_beyond_baseline_edge(base_components, d, baseline.geometry, followup, align, view,
+                                                     baseline_ct)}
     for entry in entries:
         ids = entry["baseline_ids"]
         if not uncovered.intersection(ids) and not cut.keys() & set(ids):  # (unseen_beyond lies in cut)

@@ -414,6 +414,36 @@ def test_a_target_in_the_followup_cts_padding_outside_its_round_field_of_view_is
     assert sorted(e["status"] for e in without_ct["lesions"]) == ["shrunk", "stable"]  # its part in the circle
 
 
+def test_a_lesion_cut_by_the_baseline_cts_round_field_of_view_is_not_called_gone_where_the_followup_shows_no_more():
+    """A baseline lesion cut by the scanner's round field of view (padding outside the circle, no grid face) was
+    taken as seen beyond that edge: gone at a follow-up of the same field of view it was 'disappeared', and with
+    the other lesion gone the response CR (the follow-up audit). The follow-up must show the padding beside it and
+    max(10 mm, its long axis) beyond, as for a lesion cut by the grid's face."""
+    base = make_phantom((24, 48, 40), (2.0, 2.0, 3.0), lesions=[PhantomLesion((12, 19, 8), 7.0, 15.0),
+                                                                   PhantomLesion((12, 19, 17), 7.0, 20.0)],
+                        noise_hu=0.0, seed=0)
+    y, x = np.mgrid[:48, :40]
+    outside = (y - 19) ** 2 + (x - 8) ** 2 > 10 ** 2  # a circle of 20 mm radius: its edge cuts the second lesion
+    assert (base.labels[:, outside] == 2).any() and not (base.labels[:, ~outside] == 2).all()
+
+    def scan(labels, padded):
+        hu = np.where(outside[None], -3024, base.ct.array) if padded else base.ct.array
+        kept = np.where(outside[None], 0, labels) if padded else labels
+        return (CTVolume(kept.astype(np.uint8), base.ct.geometry, source="labels"),
+                CTVolume(hu.astype(base.ct.array.dtype), base.ct.geometry, source="CT"))
+
+    baseline, baseline_ct = scan(base.labels, padded=True)
+    gone = np.minimum(base.labels, 1)                   # every lesion gone, the liver as it was
+    follow, follow_ct = scan(gone, padded=True)
+    same_view = compare_followup(baseline, follow, baseline_ct, follow_ct, alignment="none")
+    cut = [e for e in same_view["lesions"] if e["status"] != "disappeared"]
+    assert len(cut) == 1 and cut[0]["status"] == "not_assessed"
+    assert cut[0]["not_assessed_reason"] == "baseline_edge_not_covered" and same_view["response"] != "CR"
+    follow, follow_ct = scan(gone, padded=False)
+    whole_view = compare_followup(baseline, follow, baseline_ct, follow_ct, alignment="none")
+    assert statuses(whole_view) == ["disappeared", "disappeared"] and whole_view["response"] == "CR"
+
+
 def test_targets_gone_with_a_non_target_outside_the_followup_scan_is_pr_not_ne():
     """RECIST 1.1 Table 1: target CR, non-target not evaluated, no new lesion -> PR (it said NE). Two 20 mm
     targets and a 6 mm non-target at the top; the follow-up covers the targets' slices only, both gone."""

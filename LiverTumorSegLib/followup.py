@@ -242,7 +242,10 @@ def _liver_dice_after(baseline: CTVolume, followup: CTVolume, transform, view: O
     """Liver (label >= 1) Dice after alignment, on the baseline grid, where both scans show (the follow-up's field
     of view on that grid, ``view``: :func:`followup_view`, by default the whole grid): a follow-up covering part of
     the baseline's range read 0.668 after a 0.5 mm alignment, and its warning asked to check that the scans show the
-    same patient (the follow-up audit)."""
+    same patient (the follow-up audit). None where either map holds no liver label (1): its organ would be its
+    tumors alone, and their small overlap with the other liver read as a failed alignment (:func:`_checked`)."""
+    if not _has_liver_label(baseline) or not _has_liver_label(followup):
+        return None
     view = followup_view(followup) if view is None else view
     shown = resample_to_baseline(view, followup.geometry, baseline, transform) > 0
     a = (baseline.array >= 1) & shown
@@ -268,15 +271,16 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
         raise InputError(f"Alignment 'ct' needs both CTs ({_ct_options()}).")
     # label 1 in both: a map holding only tumor (a reader's Liver segment left empty) was "aligned" by moving its
     # tumor onto the other liver's centre, which gave a false PD
-    has_liver = bool((baseline.array == 1).any() and (followup.array == 1).any())
+    has_liver = _has_liver_label(baseline) and _has_liver_label(followup)
     if method == "liver" and not has_liver:
         which = " and ".join(name for name, v in (("the baseline", baseline), ("the follow-up", followup))
-                             if not (v.array == 1).any())
+                             if not _has_liver_label(v))
         raise InputError(f"Cannot align on the liver: {which} label map has no liver label (1), only tumor or "
                          f"nothing; give both CTs ({_ct_options()}) or {_alignment_option('none')}.")
     if method == "none":
         transform = sitk.Euler3DTransform()
-        return _checked(Alignment("none", transform, None, _liver_dice_after(baseline, followup, transform, view)))
+        return _checked(Alignment("none", transform, None, _liver_dice_after(baseline, followup, transform, view)),
+                        baseline, followup)
     try:
         if method == "liver":
             transform, metric = _align_livers(baseline, followup)
@@ -284,7 +288,8 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
                 f"only the {one_ct} CT was given, so the scans were aligned on their liver masks, not on the CTs; give "
                 f"both CTs ({_ct_options()}) to align on the CTs"]
             return _checked(Alignment("liver", transform, metric,
-                                      _liver_dice_after(baseline, followup, transform, view), said))
+                                      _liver_dice_after(baseline, followup, transform, view), said),
+                            baseline, followup)
         fixed, moving = _clamped_ct(baseline_ct), _clamped_ct(followup_ct)
         mask = _dilated_liver_mask(baseline, fixed) if (baseline.array >= 1).any() else None
         livers = None
@@ -308,7 +313,7 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
             aligned = Alignment("liver", livers, None, by_livers, [
                 f"the CT registration overlapped the livers less (liver Dice {aligned.liver_dice:.3f}) than the liver "
                 f"masks' alignment ({by_livers:.3f}); the liver alignment is used"])
-    return _checked(aligned)
+    return _checked(aligned, baseline, followup)
 
 
 def _register(fixed, moving, initial, reg) -> Tuple[Any, float]:
@@ -368,8 +373,21 @@ def _alignment_option(value: str) -> str:
     return option_hint(f"--alignment {value}", f"alignment='{value}'")
 
 
-def _checked(alignment: Alignment) -> Alignment:
-    """``alignment`` with a warning when its livers overlap little (the lesion matching is then unreliable)."""
+def _has_liver_label(labels: CTVolume) -> bool:
+    """Whether the label map holds liver (label 1), not tumor alone."""
+    return bool((np.asarray(labels.array) == 1).any())
+
+
+def _checked(alignment: Alignment, baseline: CTVolume, followup: CTVolume) -> Alignment:
+    """``alignment`` with a warning when its livers overlap little (the lesion matching is then unreliable), or
+    when a map holds no liver label, so that no liver overlap checks it."""
+    without = [name for name, labels in (("baseline", baseline), ("follow-up", followup))
+               if not _has_liver_label(labels)]
+    if without:
+        alignment.warnings.append(
+            f"the {' and '.join(without)} label map{'s hold' if len(without) > 1 else ' holds'} no liver label (1), "
+            f"only tumor: the livers' overlap after alignment (liver Dice) is not measured, so nothing checks the "
+            f"alignment; check the lesion matching in the picture")
     if alignment.liver_dice is not None and alignment.liver_dice < LOW_LIVER_DICE:
         alignment.warnings.append(
             f"the livers overlap little after alignment (liver Dice {alignment.liver_dice:.3f} < {LOW_LIVER_DICE}): "

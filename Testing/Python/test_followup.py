@@ -680,6 +680,12 @@ def test_a_map_with_tumor_but_no_liver_label_is_not_aligned_on_its_tumor():
         compare_followup(CTVolume(baseline, geometry), CTVolume(followup, geometry), alignment="liver")
     same = compare_followup(CTVolume(baseline, geometry), CTVolume(followup, geometry), alignment="none")
     assert same["response"] == "SD" and statuses(same) == ["stable"]
+    # its tumor against the baseline's liver read liver Dice 0.06 and 'check that both scans show the same patient'
+    # (the follow-up audit): no liver Dice is measured, and the warning says why nothing checks the alignment
+    assert same["alignment"]["liver_dice_after_alignment"] is None
+    assert not any("overlap little" in w for w in same["warnings"])
+    assert any("the follow-up label map holds no liver label (1), only tumor: the livers' overlap after alignment "
+               "(liver Dice) is not measured" in w for w in same["warnings"])
 
 
 def test_what_reading_the_label_maps_left_out_is_in_the_change_report():

@@ -21,7 +21,8 @@ matches.
 Optional inputs matched the same way: --prob: a float probability map of --prob-structure (tumor by
 default) per case, on the reference grid, for ROC curves and AUC (floats in [0, 1], or integers 0..255 =
 255 x probability as `segment --probabilities` writes; an untagged integer map of only 0, 1 and 2 is refused as
-a label map); --images: the CT per case, used as background of
+a label map, and one of only 0 and 1 is read as 255 x probability where the set's other integer maps are, else
+as probabilities 0 and 1: summary.json's probability_scale says so); --images: the CT per case, used as background of
 the overlay PNGs (without it the outlines are drawn on black).
 
 Tumor Dice of a case whose prediction and reference both hold no tumor is 1.0 (the LiTS per-case
@@ -335,6 +336,37 @@ def _read_labels(pred_path: Path, ref_path: Path, label_maps: Tuple[Optional[dic
     return pred, ref
 
 
+def _scale_undecided(prob, divisor: float) -> bool:
+    """Whether a probability map read with ``divisor`` (:func:`~..io.probability.probability_divisor`) holds
+    integers whose scale its file does not settle: untagged integers of only 0 and 1, a hard 0/1 map or a confident
+    255 x p map (tumor-free: its highest value 1 = 1/255)."""
+    import numpy as np
+
+    return bool(np.issubdtype(np.asarray(prob).dtype, np.integer)) and divisor == 1.0
+
+
+def _pool_undecided(roc, froc_cases: list, undecided: list, integer_255: bool) -> Optional[str]:
+    """Add the maps of undecided scale (:func:`_scale_undecided`; ``(case, levels, hits)``, their FROC hits
+    computed as 0/1) to the pooled ROC and the FROC in the scale of the set's other integer maps: 255 x p where one
+    was read so (``integer_255``), else 0/1. Each case was read on its own, so a tumor-free 255 x p map of another
+    tool whose background is 1 counted as probability 1.0, above every other case's tumors in the pooled ROC
+    (0.799 instead of 0.946: the evaluate audit). Returns what was decided, for the log and summary.json, where
+    it was 255 x p."""
+    divisor = 255.0 if integer_255 else 1.0
+    for _, levels, hits in undecided:
+        roc.add_levels(levels, divisor)
+        if hits is not None:
+            hits.confidences = hits.confidences / divisor
+            froc_cases.append(hits)
+    if not undecided or not integer_255:
+        return None
+    names = ", ".join(case for case, _, _ in undecided[:10]) + (" ..." if len(undecided) > 10 else "")
+    return (f"the probability maps of {len(undecided)} case(s) ({names}) hold only the integers 0 and 1 and no "
+            f"tag saying their scale; as the set's other integer maps are 255 x probability, they were read so "
+            f"too (0 and 1/255) in the pooled ROC and FROC, not as probabilities 0 and 1. Store probabilities as "
+            f"floats in [0, 1] (or as segment --probabilities writes them) to leave no doubt.")
+
+
 def _read_case(case: str, pred_path: Path, ref_path: Path, prob_path: Optional[Path],
                label_maps: Tuple[Optional[dict], Optional[dict]] = (None, None)):
     """``(pred, ref, prob, divisor)``: the case's label maps and its probability map as stored (None without
@@ -539,6 +571,8 @@ def evaluate_folders(args) -> Dict[str, object]:
     from ..metrics.report import (MIN_BOXPLOT_CASES, WHOLE_TUMOR_MASK_COLUMNS, WHOLE_TUMOR_MASK_NOTE,
                                   plot_froc_curve, plot_metric_boxplots, plot_roc_curve, summarize_cases, write_case_table,
                                   write_json)
+    import numpy as np
+
     from ..metrics.froc import froc_curve, lesion_hits
     from ..metrics.roc import RocAccumulator
 
@@ -574,6 +608,8 @@ def evaluate_folders(args) -> Dict[str, object]:
     roc = RocAccumulator() if probs else None
     roc_cases = len(probs)  # cases with a probability map: those the pooled ROC holds (each matched case's)
     froc_cases = []  # per case with a tumor probability map: its predicted lesions' confidences and hits (FROC)
+    undecided = []  # (case, levels, hits) of untagged integer maps of only 0 and 1: 0/1 or 0 and 1/255?
+    integer_255 = False  # whether an integer map of this set was read as 255 x probability
     read_warnings = {}  # case -> what reading its maps left out (a .seg.nrrd segment neither liver nor tumor)
     for index, (case, pred_path, ref_path) in enumerate(matched):
         pred, ref, prob, divisor = _read_case(case, pred_path, ref_path, probs.get(case), label_maps)
@@ -588,16 +624,26 @@ def evaluate_folders(args) -> Dict[str, object]:
             # the map as stored, counted once for the case's AUC (which depends only on the order of the scores: a
             # 255 x p map's levels give its probabilities' AUC) and the pooled bins (which divide each level).
             # Memory: the map as read, which the reader's check_memory_for_read counts, and a few MiB (metrics.roc)
-            row[f"roc_auc_{args.prob_structure}"] = roc.add_and_score(
-                prob, structure_mask(ref.array, args.prob_structure), divisor=divisor)
-            if args.prob_structure == "tumor":  # each predicted lesion's mean probability (measure's): the FROC
-                froc_cases.append(lesion_hits(structure_mask(pred.array, "tumor"), structure_mask(ref.array, "tumor"),
-                                              prob, divisor=divisor, connectivity=args.connectivity))
+            mask = structure_mask(ref.array, args.prob_structure)
+            hits = lesion_hits(structure_mask(pred.array, "tumor"), structure_mask(ref.array, "tumor"), prob,
+                               divisor=divisor, connectivity=args.connectivity) \
+                if args.prob_structure == "tumor" else None  # each predicted lesion's mean probability: the FROC
+            if _scale_undecided(prob, divisor):  # 0/1 integers, untagged: the set's other maps decide (below)
+                row[f"roc_auc_{args.prob_structure}"], levels = roc.score_levels(prob, mask)
+                undecided.append((case, levels, hits))
+            else:
+                integer_255 = integer_255 or bool(np.issubdtype(prob.dtype, np.integer))
+                row[f"roc_auc_{args.prob_structure}"] = roc.add_and_score(prob, mask, divisor=divisor)
+                if hits is not None:
+                    froc_cases.append(hits)
         del pred, ref, prob  # not held while the next case is read
         rows.append(row)
         if not getattr(args, "no_progress", False):
             log.info("[%d/%d] %s: liver Dice %.4f, tumor Dice %.4f", index + 1, len(matched), case,
                      row["dice_liver"], row["dice_tumor"])
+    probability_note = _pool_undecided(roc, froc_cases, undecided, integer_255)
+    if probability_note:
+        log.warning("warning: %s", probability_note)
     overlays = [] if args.no_plots else _prepare_overlays(rows, matched, images, args.rank_metric, label_maps)
 
     summary = summarize_cases(rows)
@@ -613,6 +659,8 @@ def evaluate_folders(args) -> Dict[str, object]:
     summary["settings"]["label_maps"] = {"reference": label_maps[1], "prediction": label_maps[0]}
     summary["unmatched"] = {"predictions_without_reference": only_pred, "references_without_prediction": only_ref}
     summary["warnings"] = read_warnings  # README: the report's warnings say which segments were left out
+    if probability_note:
+        summary["probability_scale"] = probability_note
     curve = roc.curve() if roc is not None else None
     if curve is not None:
         summary["roc_pooled"] = dict(structure=args.prob_structure, auc=curve.auc, n_cases=roc_cases,

@@ -280,6 +280,23 @@ class RocAccumulator:
         self._add_binned(raw, y, divisor, levels)
         return auc
 
+    def score_levels(self, probabilities: np.ndarray, labels: np.ndarray) -> Tuple[float, LevelCounts]:
+        """One integer map's own exact AUC and its :class:`LevelCounts`, *not* added to the pool: for a map whose
+        divisor is not known yet (:meth:`add_levels` adds it once it is). ValueError for a map that is not of
+        integers."""
+        raw, y = np.asarray(probabilities), np.asarray(labels)
+        _check_same_shape(raw, y, "probabilities")
+        levels = count_levels(raw, y)
+        if levels is None:
+            raise ValueError(f"score_levels takes a map of integers, got {raw.dtype}")
+        return levels.curve().auc, levels
+
+    def add_levels(self, levels: LevelCounts, divisor: float) -> None:
+        """Add a map counted by :meth:`score_levels` to the pool, its values divided by ``divisor`` (> 0)."""
+        if not divisor > 0:
+            raise ValueError(f"divisor must be > 0, got {divisor}")
+        self._add_binned(np.zeros(0), np.zeros(0), divisor, levels)
+
     @staticmethod
     def _checked_levels(raw: np.ndarray, labels: np.ndarray, divisor: float) -> Optional[LevelCounts]:
         """Refuse (ValueError) what :meth:`add` does not take; the map's :func:`count_levels` (None for floats)."""

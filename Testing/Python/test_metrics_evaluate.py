@@ -211,6 +211,49 @@ def test_pooled_roc_keeps_a_tumor_free_cases_255_scale(tmp_path, capsys):
     assert summary["roc_pooled"]["auc"] > misread.curve().auc + 0.1
 
 
+def test_an_untagged_0_1_map_takes_the_scale_of_the_sets_other_integer_maps(tmp_path, capsys, caplog):
+    """Maps of another tool, 255 x p without segment's tag: a tumor-free case whose map holds only 0 and 1 was read
+    on its own as probabilities 0 and 1, its background above the other case's tumor in the pooled ROC (0.799
+    against 0.946 in the evaluate audit's example). Its scale now follows the set's other integer maps; a set of
+    0/1 maps alone is still read as hard maps."""
+    from LiverTumorSegLib.metrics.roc import RocAccumulator
+
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    shape = (6, 24, 24)
+    ref_a = np.ones(shape, np.uint8)
+    ref_a[2:4, 8:14, 8:14] = 2
+    prob_a = np.full(shape, 2, np.int16)   # untagged integers (a plain volume), up to 200: 255 x p
+    prob_a[2:4, 8:14, 8:14] = 200
+    prob_a[2:4, 8:10, 8:10] = 1
+    ref_b = np.ones(shape, np.uint8)
+    prob_b = np.zeros(shape, np.int16)
+    prob_b[:, :, :12] = 1                   # tumor-free, half of it at 1: 1/255
+    write_evaluate_folders(tmp_path, {"a": ref_a, "b": ref_b}, geometry, {"a": prob_a, "b": prob_b})
+    expected = RocAccumulator()
+    for ref, prob in ((ref_a, prob_a), (ref_b, prob_b)):
+        expected.add(prob / 255.0, ref == 2)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--prob",
+                 str(tmp_path / "prob"), "-o", str(tmp_path / "out"), "--no-surface", "--no-plots"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["roc_pooled"]["auc"] == pytest.approx(expected.curve().auc, abs=1e-9)
+    assert summary["roc_pooled"]["n_cases"] == 2
+    assert "1 case(s) (b) hold only the integers 0 and 1" in summary["probability_scale"]
+    assert "read so too (0 and 1/255)" in caplog.text
+    # both maps 0/1 (hard maps): read as probabilities 0 and 1, without a note
+    hard = tmp_path / "hard"
+    hard.mkdir()
+    write_evaluate_folders(hard, {"a": ref_a, "b": ref_b}, geometry,
+                           {"a": (prob_a >= 100).astype(np.int16), "b": prob_b})
+    assert main(["evaluate", "--pred", str(hard / "pred"), "--ref", str(hard / "ref"), "--prob",
+                 str(hard / "prob"), "-o", str(hard / "out"), "--no-surface", "--no-plots"]) == 0
+    summary = json.loads((hard / "out" / "summary.json").read_text())
+    as_hard = RocAccumulator()
+    as_hard.add((prob_a >= 100).astype(np.float32), ref_a == 2)
+    as_hard.add(prob_b.astype(np.float32), ref_b == 2)
+    assert summary["roc_pooled"]["auc"] == pytest.approx(as_hard.curve().auc, abs=1e-9)
+    assert "probability_scale" not in summary
+
+
 def test_evaluate_prob_counts_each_map_once_for_its_auc_and_the_pooled_roc(tmp_path, monkeypatch):
     """evaluate --prob counted every uint8 map's levels twice, once for the case's AUC (evaluate_case's roc_auc) and
     once for the pooled bins (RocAccumulator.add): two passes over the map for the same counts. The numbers are

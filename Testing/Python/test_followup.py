@@ -688,6 +688,23 @@ def test_a_map_with_tumor_but_no_liver_label_is_not_aligned_on_its_tumor():
                "(liver Dice) is not measured" in w for w in same["warnings"])
 
 
+def test_livers_of_much_different_volume_aligned_on_their_masks_are_warned_of():
+    """After a resection of a third of the liver the liver masks' alignment was 6-10 mm off while its liver Dice
+    (0.76) raised no warning (the follow-up audit): livers differing by 25 % or more are now named, with the advice
+    to align on the CTs. A follow-up of the same liver is not."""
+    geometry = ImageGeometry(spacing=(2.0, 2.0, 2.0))
+    baseline = np.zeros((16, 30, 30), np.uint8)
+    baseline[2:14, 3:27, 3:27] = 1
+    baseline[6:10, 8:14, 8:14] = 2
+    resected = baseline.copy()
+    resected[:, :, 19:] = 0                           # a third of the liver gone: 1/3 of 24 columns
+    change = compare_followup(CTVolume(baseline, geometry), CTVolume(resected, geometry), alignment="liver")
+    (said,) = [w for w in change["warnings"] if "livers' volumes differ" in w]
+    assert "differ by 33 % (baseline 55 mL, follow-up 37 mL" in said and "align on the CTs" in said
+    same = compare_followup(CTVolume(baseline, geometry), CTVolume(baseline.copy(), geometry), alignment="liver")
+    assert not any("livers' volumes differ" in w for w in same["warnings"])
+
+
 def test_what_reading_the_label_maps_left_out_is_in_the_change_report():
     base = CTVolume(np.ones((4, 8, 8), np.uint8), ImageGeometry(spacing=(1.0, 1.0, 1.0)))
     follow = CTVolume(np.ones((4, 8, 8), np.uint8), ImageGeometry(spacing=(1.0, 1.0, 1.0)),

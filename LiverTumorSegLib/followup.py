@@ -631,7 +631,7 @@ def _padding_beyond(base_components: np.ndarray, lesion: Dict[str, Any], geometr
                     baseline_ct: Optional[CTVolume], margin_mm: float) -> np.ndarray:
     """``(n, 3)`` ``(z, y, x)`` indices of the baseline CT's scanner padding (outside a round field of view, below
     :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`) where ``lesion`` may go on unseen: the padding voxels
-    within one voxel length of it and those ``margin_mm`` (less one voxel length) to ``margin_mm`` from it,
+    beside it (face neighbours) and those ``margin_mm`` (less the largest voxel spacing) to ``margin_mm`` from it,
     evenly thinned to :data:`EDGE_PADDING_POINTS_MAX`; none when it borders no padding or no CT is given. Only
     the grid's faces were tested, so a lesion cut by that round edge alone counted as seen beyond it: gone at a
     follow-up of the same field of view, it was 'disappeared' and the response CR (the follow-up audit)."""
@@ -648,9 +648,12 @@ def _padding_beyond(base_components: np.ndarray, lesion: Dict[str, Any], geometr
     padding = np.asarray(baseline_ct.array)[box] < PADDING_BELOW_HU
     if not padding.any():
         return np.zeros((0, 3), np.int64)
-    distance = ndimage.distance_transform_edt(base_components[box] != lesion["id"], sampling=spacing)
+    inside = base_components[box] == lesion["id"]
+    distance = ndimage.distance_transform_edt(~inside, sampling=spacing)
     voxel = float(spacing.max()) + 1e-6
-    beside = padding & (distance <= voxel)
+    # beside it: a face neighbour, as the lesion report's touches_scan_edge reads it (within the largest spacing
+    # took padding 5 mm away in-plane on 5 mm slices: a lesion near the circle was 'not_assessed', NE for CR)
+    beside = padding & ndimage.binary_dilation(inside, structure=ndimage.generate_binary_structure(3, 1))
     if not beside.any():
         return np.zeros((0, 3), np.int64)
     points = np.argwhere(beside | (padding & (distance <= margin_mm + 1e-6) & (distance > margin_mm - voxel)))

@@ -444,6 +444,29 @@ def test_a_lesion_cut_by_the_baseline_cts_round_field_of_view_is_not_called_gone
     assert statuses(whole_view) == ["disappeared", "disappeared"] and whole_view["response"] == "CR"
 
 
+def test_a_lesion_near_but_not_on_the_round_field_of_view_is_judged_by_the_scans_own_edge_alone():
+    """5 mm slices of 0.8 mm pixels: a lesion cut by the last slice lies 0.8 mm (one pixel of liver) inside the round
+    field of view. Padding within the largest spacing (5 mm) counted as beside it, so the follow-up, which shows
+    100 mm beyond that slice, had to show the padding too: 'not_assessed', NE instead of CR (the review of the
+    round-field change). Beside means a face neighbour, as the lesion report's touches_scan_edge reads it."""
+    def scan(slices, lesion):
+        z, y, x = np.mgrid[:slices, :100, :100]
+        inside = (y - 50) ** 2 + (x - 50) ** 2 <= 45 ** 2
+        hu = np.where(inside, 40, -3024).astype(np.int16)
+        labels = np.zeros(hu.shape, np.uint8)
+        liver = inside & ((y - 50) ** 2 + (x - 50) ** 2 <= 44 ** 2)
+        labels[liver], hu[liver] = 1, 60
+        if lesion:   # its edge one pixel inside the liver's, which lies one pixel inside the circle
+            ball = liver & (((y - 18) * 0.8) ** 2 + ((x - 50) * 0.8) ** 2 + ((z - 19) * 5.0) ** 2 <= 9.6 ** 2)
+            labels[ball], hu[ball] = 2, 20
+        geometry = ImageGeometry(spacing=(0.8, 0.8, 5.0))
+        return CTVolume(labels, geometry), CTVolume(hu, geometry)
+
+    (baseline, baseline_ct), (follow, follow_ct) = scan(20, True), scan(40, False)
+    change = compare_followup(baseline, follow, baseline_ct, follow_ct, alignment="none")
+    assert statuses(change) == ["disappeared"] and change["response"] == "CR"
+
+
 def test_targets_gone_with_a_non_target_outside_the_followup_scan_is_pr_not_ne():
     """RECIST 1.1 Table 1: target CR, non-target not evaluated, no new lesion -> PR (it said NE). Two 20 mm
     targets and a 6 mm non-target at the top; the follow-up covers the targets' slices only, both gone."""

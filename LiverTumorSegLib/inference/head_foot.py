@@ -21,13 +21,22 @@ and centre for the order to be called reversed. In the true order the lungs' top
 liver's (the lung bases of an abdominal CT: about 60 mm above); with head and foot swapped the lungs' lowest part
 (the costophrenic recesses, above the liver's tip) becomes their top, about 40-80 mm under the liver's 'top'."""
 
+CENTRES_BELOW_MARGIN_MM = 40.0
+"""... or their centre alone at least this far (mm) below the liver's: a scan of the chest that ends in the upper
+liver has the lungs' lowest part beside the liver's cut end (tops 12 mm apart when flipped, centres 81 mm), and
+bowel gas joined to a lung base through partial volume can reach below the liver's tip; the centres, medians,
+move little with either. In the true order a lung centre this far below the liver's would need gas to make up
+most of the 'lung'."""
+
 MIN_ORGAN_ML = 50.0
 """A liver (label >= 1) smaller than this (mL) is not judged: too little to place."""
 
 
-TOP_QUANTILE = 0.99
-"""A mask's 'top' is the slice under which this share of its voxels lies: a few false 'liver' voxels far up (before
-post-processing keeps one part, which comes after this check) do not move it; its centre is the median slice."""
+TOP_QUANTILE = 0.9
+"""A mask's 'top' is the slice under which this share of its voxels lies: false 'liver' voxels far up (before
+post-processing keeps one part, which comes after this check), and bowel gas joined to a lung base (4.5 % of a
+'lung' on a synthetic chest-abdomen CT, which on a flipped header became its top), do not move it; its centre is
+the median slice."""
 
 
 def _z_quantile(mask_zyx: np.ndarray, share: float) -> int:
@@ -52,7 +61,8 @@ def head_foot_order(lungs_zyx: Optional[np.ndarray], organ_zyx: np.ndarray, spac
     dz = float(spacing_zyx[0])
     top_below = (_z_quantile(organ_zyx, TOP_QUANTILE) - _z_quantile(lungs_zyx, TOP_QUANTILE)) * dz
     centre_below = (_z_quantile(organ_zyx, 0.5) - _z_quantile(lungs_zyx, 0.5)) * dz
-    below = top_below >= LUNGS_BELOW_MARGIN_MM and centre_below >= LUNGS_BELOW_MARGIN_MM
+    below = (top_below >= LUNGS_BELOW_MARGIN_MM and centre_below >= LUNGS_BELOW_MARGIN_MM) or \
+        centre_below >= CENTRES_BELOW_MARGIN_MM
     return {"judged": True, "lungs_below_liver": bool(below), "lung_top_below_liver_top_mm": round(top_below, 1),
             "lung_centre_below_liver_centre_mm": round(centre_below, 1)}
 

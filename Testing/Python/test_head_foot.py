@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from LiverTumorSegLib.inference.head_foot import LUNGS_BELOW_MARGIN_MM, head_foot_order, head_foot_warnings
+from LiverTumorSegLib.inference.head_foot import (CENTRES_BELOW_MARGIN_MM, LUNGS_BELOW_MARGIN_MM, head_foot_order,
+                                                  head_foot_warnings)
 from LiverTumorSegLib.inference.postprocess import PostprocessingOptions, postprocess_labels
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry
 
@@ -26,12 +27,12 @@ def _slab(first, last, shape=(40, 8, 8)):
 
 
 def test_order_is_read_from_the_tops_and_centres_in_mm():
-    # lungs in slices 10-19, organ in 0-12 (5 mm): tops (the slice under which 99 % lie) 19 and 12, median slices
+    # lungs in slices 10-19, organ in 0-12 (5 mm): tops (the slice under which 90 % lie) 18 and 11, median slices
     # 14 and 6: the lungs 35 mm higher at the top and 40 mm at the centre, the right order
     right = head_foot_order(_slab(10, 19), _slab(0, 12), (5.0, 1.0, 1.0), organ_ml=1500.0)
     assert right == {"judged": True, "lungs_below_liver": False, "lung_top_below_liver_top_mm": -35.0,
                      "lung_centre_below_liver_centre_mm": -40.0}
-    # the same swapped (z -> 39 - z): lungs 20-29 (top 29, median 24), organ 27-39 (top 39, median 33)
+    # the same swapped (z -> 39 - z): lungs 20-29 (top 28, median 24), organ 27-39 (top 38, median 33)
     swapped = head_foot_order(_slab(20, 29), _slab(27, 39), (5.0, 1.0, 1.0), organ_ml=1500.0)
     assert swapped["lungs_below_liver"] and swapped["lung_top_below_liver_top_mm"] == 50.0
     assert swapped["lung_centre_below_liver_centre_mm"] == 45.0
@@ -42,17 +43,22 @@ def test_a_few_false_liver_voxels_far_up_do_not_make_the_order_reversed():
     lungs, organ = _slab(60, 79, (120, 10, 10)), _slab(20, 59, (120, 10, 10))
     organ[118, 0, 0:4] = True                            # 4 voxels against 4000
     order = head_foot_order(lungs, organ, (5.0, 1.0, 1.0), 1500.0)
-    assert not order["lungs_below_liver"] and order["lung_top_below_liver_top_mm"] == -100.0
+    assert not order["lungs_below_liver"] and order["lung_top_below_liver_top_mm"] == -105.0   # tops 56 and 77
 
 
 def test_both_the_top_and_the_centre_must_lie_a_margin_lower():
-    assert LUNGS_BELOW_MARGIN_MM == 20.0                 # 4 slices of 5 mm
-    # tops (20, 24) and median slices (15, 19) 4 slices apart: at the margin, called swapped
+    assert LUNGS_BELOW_MARGIN_MM == 20.0 and CENTRES_BELOW_MARGIN_MM == 40.0   # 4 and 8 slices of 5 mm
+    # tops (19, 23) and median slices (15, 19) 4 slices apart: at the margin, called swapped
     assert head_foot_order(_slab(10, 20), _slab(14, 24), (5.0, 1.0, 1.0), 1500.0)["lungs_below_liver"]
-    # tops 3 slices apart (20, 23; centres 11 and 18): not called
+    # tops 3 slices apart (19, 22; centres 11 and 18, 35 mm): not called
     assert not head_foot_order(_slab(2, 20), _slab(14, 23), (5.0, 1.0, 1.0), 1500.0)["lungs_below_liver"]
-    # tops 50 mm apart (20, 30), centres level (15, 15: an organ reaching far above and below short lungs): not called
+    # tops 40 mm apart (19, 27), centres level (15, 15: an organ reaching far above and below short lungs): not called
     assert not head_foot_order(_slab(10, 20), _slab(0, 30), (5.0, 1.0, 1.0), 1500.0)["lungs_below_liver"]
+    # tops 10 mm apart (26, 28), centres 50 mm (14, 24): the centres alone decide (a flipped chest CT that ends in
+    # the upper liver: the lungs' lowest part lies beside the liver's cut end)
+    cut = head_foot_order(_slab(0, 29), _slab(20, 29), (5.0, 1.0, 1.0), 1500.0)
+    assert cut["lungs_below_liver"] and cut["lung_top_below_liver_top_mm"] == 10.0
+    assert cut["lung_centre_below_liver_centre_mm"] == 50.0
 
 
 def test_no_lung_or_a_small_liver_is_not_judged():

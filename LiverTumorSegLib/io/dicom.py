@@ -448,8 +448,8 @@ SIBLING_SEARCH_MAX_FILES = 256
 SIBLING_SEARCH_SECONDS = 0.25
 """How far :func:`_find_sibling_parts` looks beside the folder a series was read from for more files of it (a
 series split over sibling folders, ``SE000001/A/`` and ``SE000001/B/``, by an export that puts at most so many files
-in a folder): the parent folder's own files, its other subfolders and their subfolders (one level down), at most
-64 folders in that order; in each, the headers of 4 files spread over its sorted names (the first and last
+in a folder): the parent folder's own files, its other subfolders (the names next to the given one's first:
+:func:`_nearest_first`) and their subfolders (one level down), at most 64 folders in that order; in each, the headers of 4 files spread over its sorted names (the first and last
 included), at most 256 files in all; the whole within 0.25 s (wall clock). In a folder where a file of the series
 is found, its other files are read too (within the same time, not counted against the 256) to count them.
 Measured (2 cores, files in the disk cache, 29 Nov 2026): about 0.3 ms a header; beside a series of a study of 20
@@ -497,13 +497,25 @@ def _find_sibling_parts(series_id: str, read_images: Sequence["_ImageKey"], fold
         folders += 1
         if level < 2:  # no more waiting than the count lets be looked at
             room = SIBLING_SEARCH_MAX_FOLDERS - folders - len(queue)
-            queue.extend((sub, level + 1) for sub in [f for f in subfolders if f != here][:max(room, 0)])
+            queue.extend((sub, level + 1) for sub in _nearest_first(subfolders, here)[:max(room, 0)])
         sample = _spread_sample(files, min(SIBLING_SEARCH_FILES_PER_FOLDER, SIBLING_SEARCH_MAX_FILES - sampled))
         sampled += len(sample)
         part = _sibling_part(current, files, sample, series_id, read, deadline)
         if part is not None:
             parts.append(part)
     return parts
+
+
+def _nearest_first(subfolders: Sequence[Path], here: Path) -> List[Path]:
+    """``subfolders`` (sorted) without ``here``, those next to it in that order first (the next, then the one
+    before, and so on): an export's next part of a series is the next folder (SE080 -> SE081), which among 100
+    series folders lay past the search's folder cap in plain order. Without ``here`` among them: as they are."""
+    order = list(subfolders)
+    if here not in order:
+        return order
+    at = order.index(here)
+    ranked = sorted((abs(i - at), i < at, i) for i in range(len(order)) if i != at)
+    return [order[i] for _, _, i in ranked]
 
 
 def _folder_files_and_subfolders(folder: Path) -> Tuple[List[str], List[Path]]:

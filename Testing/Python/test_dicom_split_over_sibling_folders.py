@@ -158,3 +158,18 @@ def test_a_batch_of_dicom_case_folders_side_by_side_warns_only_of_a_split_case(t
               for case in cases}
     assert warned["case_0"] == warned["case_1"] == warned["case_2"] == []
     assert len(warned["split_a"]) == 1 and "4 in 'B'" in warned["split_a"][0]
+
+
+def test_the_folders_next_to_the_given_one_are_looked_at_first(tmp_path, monkeypatch):
+    """Among 100 series folders the split series' other part (SE081 beside SE080) lay past the 64-folder cap in
+    plain name order and was never looked at (the review of the sibling search); the nearest names come first."""
+    from LiverTumorSegLib.io.dicom import _nearest_first
+
+    names = [tmp_path / f"SE{k:03d}" for k in range(6)]
+    assert _nearest_first(names, names[3]) == [names[4], names[2], names[5], names[1], names[0]]
+    assert _nearest_first(names, tmp_path / "other") == names
+    for k in range(8):                              # other series in SE000 .. SE007
+        write_ct_series(tmp_path / f"SE{k:03d}", CTVolume(np.zeros((2, 4, 4), np.int16), GRID), uid_seed=100 + k)
+    _split_series(tmp_path / "SE008", tmp_path / "SE009")
+    monkeypatch.setattr(dicom, "SIBLING_SEARCH_MAX_FOLDERS", 3)  # the parent and two folders
+    assert _warnings(read_volume(tmp_path / "SE008"))

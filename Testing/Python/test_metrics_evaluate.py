@@ -182,20 +182,21 @@ def test_a_written_probability_map_says_it_is_255_times_p(tmp_path, suffix):
     assert probability_scores(read_volume(plain).array, plain).max() == 1.0
 
 
-def test_pooled_roc_keeps_a_tumor_free_cases_255_scale(tmp_path, capsys):
-    """A tumor-free case whose written map holds only 0 and 1 pushed its background above the other case's
-    tumor in the pooled ROC (AUC 0.89 instead of 0.99 in the audit's example)."""
+def _pooled_roc_of_two_cases(tmp_path, dtype):
+    """``evaluate --prob`` of case a (tumor at 200, a few missed tumor voxels at 1, liver at 2) and tumor-free case b
+    (half of its liver at 1), maps of ``dtype`` (uint8: tagged as segment writes them; else plain volumes). Returns
+    ``((ref_a, prob_a), (ref_b, prob_b), summary.json, the pooled AUC of both maps read as 255 x p)``."""
     from LiverTumorSegLib.metrics.roc import RocAccumulator
 
     geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
     shape = (6, 24, 24)
     ref_a = np.ones(shape, np.uint8)
     ref_a[2:4, 8:14, 8:14] = 2
-    prob_a = np.full(shape, 2, np.uint8)
+    prob_a = np.full(shape, 2, dtype)
     prob_a[2:4, 8:14, 8:14] = 200
     prob_a[2:4, 8:10, 8:10] = 1           # a few tumor voxels the model missed, just above the floor
     ref_b = np.ones(shape, np.uint8)
-    prob_b = np.zeros(shape, np.uint8)
+    prob_b = np.zeros(shape, dtype)
     prob_b[:, :, :12] = 1                  # half of the tumor-free liver at 1/255
     write_evaluate_folders(tmp_path, {"a": ref_a, "b": ref_b}, geometry, {"a": prob_a, "b": prob_b})
     expected = RocAccumulator()
@@ -204,7 +205,16 @@ def test_pooled_roc_keeps_a_tumor_free_cases_255_scale(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--prob",
                  str(tmp_path / "prob"), "-o", str(tmp_path / "out"), "--no-surface", "--no-plots"]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["roc_pooled"]["auc"] == pytest.approx(expected.curve().auc, abs=1e-9)
+    return (ref_a, prob_a), (ref_b, prob_b), summary, expected.curve().auc
+
+
+def test_pooled_roc_keeps_a_tumor_free_cases_255_scale(tmp_path, capsys):
+    """A tumor-free case whose written map holds only 0 and 1 pushed its background above the other case's
+    tumor in the pooled ROC (AUC 0.89 instead of 0.99 in the audit's example)."""
+    from LiverTumorSegLib.metrics.roc import RocAccumulator
+
+    (ref_a, prob_a), (ref_b, prob_b), summary, expected = _pooled_roc_of_two_cases(tmp_path, np.uint8)
+    assert summary["roc_pooled"]["auc"] == pytest.approx(expected, abs=1e-9)
     misread = RocAccumulator()  # case b's 1 taken as probability 1.0, as before
     misread.add(prob_a / 255.0, ref_a == 2)
     misread.add(prob_b.astype(np.float32), ref_b == 2)
@@ -218,24 +228,10 @@ def test_an_untagged_0_1_map_takes_the_scale_of_the_sets_other_integer_maps(tmp_
     0/1 maps alone is still read as hard maps."""
     from LiverTumorSegLib.metrics.roc import RocAccumulator
 
+    # untagged integers (plain int16 volumes), up to 200: 255 x p, and the tumor-free case's 0 and 1
+    (ref_a, prob_a), (ref_b, prob_b), summary, expected = _pooled_roc_of_two_cases(tmp_path, np.int16)
     geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
-    shape = (6, 24, 24)
-    ref_a = np.ones(shape, np.uint8)
-    ref_a[2:4, 8:14, 8:14] = 2
-    prob_a = np.full(shape, 2, np.int16)   # untagged integers (a plain volume), up to 200: 255 x p
-    prob_a[2:4, 8:14, 8:14] = 200
-    prob_a[2:4, 8:10, 8:10] = 1
-    ref_b = np.ones(shape, np.uint8)
-    prob_b = np.zeros(shape, np.int16)
-    prob_b[:, :, :12] = 1                   # tumor-free, half of it at 1: 1/255
-    write_evaluate_folders(tmp_path, {"a": ref_a, "b": ref_b}, geometry, {"a": prob_a, "b": prob_b})
-    expected = RocAccumulator()
-    for ref, prob in ((ref_a, prob_a), (ref_b, prob_b)):
-        expected.add(prob / 255.0, ref == 2)
-    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--prob",
-                 str(tmp_path / "prob"), "-o", str(tmp_path / "out"), "--no-surface", "--no-plots"]) == 0
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["roc_pooled"]["auc"] == pytest.approx(expected.curve().auc, abs=1e-9)
+    assert summary["roc_pooled"]["auc"] == pytest.approx(expected, abs=1e-9)
     assert summary["roc_pooled"]["n_cases"] == 2
     assert "1 case(s) (b) hold only the integers 0 and 1" in summary["probability_scale"]
     assert "read so too (0 and 1/255)" in caplog.text

@@ -741,7 +741,10 @@ class Trainer:
         if self.last_path.exists() and not cfg.resume and not cfg.overwrite:
             raise OutputExistsError(f"'{self.log_dir}' holds a checkpoint of an earlier run; pass --resume to "
                                     f"continue it or --overwrite to start over.")
-        if not (cfg.resume or cfg.overwrite) and self.log_dir.is_dir():
+        # --resume without a checkpoint starts a new run, so it is held to a new run's check: a job script that always
+        # passes --resume emptied the user's tensorboard/ and log.csv in a folder holding no run of ours
+        resuming = cfg.resume and self.last_path.exists()
+        if not (resuming or cfg.overwrite) and self.log_dir.is_dir():
             entries = sorted(p.name for p in self.log_dir.iterdir() if p.name != TRAIN_LOCK_FILE)  # this run's
             if holds_only_slice_cache(self.log_dir):  # a failed run's
                 self.log(f"reusing the slice cache an earlier run left in '{self.log_dir / CACHE_FOLDER}' (cases "

@@ -1498,3 +1498,20 @@ def test_fp32_training_and_validation_run_where_torch_refuses_a_float32_cpu_auto
     result = train(cfg, command="livertumorseg train test", log=lambda s: None)
     assert result.global_step == 2 and result.stop_reason == "completed"
     assert "val_loss" in result.history[-1], result.history[-1]  # validation ran (its forward passes too)
+
+
+def test_resume_without_a_checkpoint_keeps_a_users_folder_as_a_new_run_does(data_csv, tmp_path):
+    """--resume in a --log-dir holding the user's files but no checkpoint started a new run there and deleted its
+    tensorboard/ folder and log.csv without a word (a job script that always passes --resume; the training audit).
+    Without a checkpoint, --resume is held to a new run's refusal."""
+    from LiverTumorSegLib.errors import OutputExistsError
+
+    folder = tmp_path / "mine"
+    (folder / "tensorboard" / "exp_old").mkdir(parents=True)
+    (folder / "tensorboard" / "exp_old" / "events.txt").write_text("x")
+    (folder / "log.csv").write_text("a,b\n")
+    config = tiny_config(data_csv, tmp_path).updated({"resume": True, "log_dir": str(folder), "epochs": 1})
+    with pytest.raises(OutputExistsError, match="already exists and holds"):
+        train(config, log=lambda *a, **k: None)
+    assert (folder / "tensorboard" / "exp_old" / "events.txt").read_text() == "x"
+    assert (folder / "log.csv").read_text() == "a,b\n"

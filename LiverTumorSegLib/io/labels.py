@@ -390,16 +390,19 @@ def remap_labels(raw: np.ndarray, label_map: Optional[Mapping] = None, where: st
                    f"e.g. {option} '{{\"5\": 1}}' for TotalSegmentator's (liver = 5), with the tumor value to 2 "
                    f"where it has one (every value not in the map becomes 0).")
         else:
-            # the whole map to give: the values 1 and 2 the file holds kept, the others mapped (two of them, as
-            # in 0/127/255: the lower to liver, the higher to tumor, which the data's owner confirms)
-            mapping = {v: v for v in (1, 2) if v in counts}
+            # the whole map to give: 1 and 2 kept, the others mapped (two of them, as in 0/127/255: the lower to
+            # liver, the higher to tumor, which the data's owner confirms). 1 and 2 also where this file holds
+            # neither: the map applies to every case, and '{"3": 1}' for one file turned every other case's tumor
+            # (and liver) into background, training them as tumor-free (the training audit)
+            mapping = {1: 1, 2: 2}
             mapping.update({int(v): target for v, target in zip(bad, (1, 2))})
             shown_map = "{" + ", ".join(f'"{v}": {t}' for v, t in sorted(mapping.items())) + "}"
             which = (f" if {int(bad[0])} is liver and {int(bad[1])} tumor (the other way round otherwise)"
                      if len(bad) == 2 else
                      f" if {int(bad[0])} is liver (\"{int(bad[0])}\": 2 if it is tumor, \"{int(bad[0])}\": 0 if "
                      f"it is neither)")
-            how = f"Map them with {option} '{shown_map}'{which}; every value not in the map becomes 0."
+            how = (f"Map them with {option} '{shown_map}'{which}; every value not in the map becomes 0 (the map "
+                   f"applies to every file it is given with, so it keeps 1 and 2).")
         raise LabelError(f"Label map '{where}' holds values {shown} outside 0 (background), 1 (liver), 2 (tumor). "
                          f"{how}")
     return raw.astype(np.uint8, copy=False)

@@ -464,7 +464,7 @@ def test_labels_255_name_the_option_that_maps_them(tmp_path):
     _write_pair(tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz", labels=(ph.labels >= 1).astype(np.uint8) * 255)
     (tmp_path / "l.csv").write_text("image,label\nct.nii.gz,seg.nii.gz\n")
     case = discover_cases(tmp_path)[0]
-    with pytest.raises(LabelError, match="values 255 outside .*--label-map '\\{\"255\": 1\\}'"):
+    with pytest.raises(LabelError, match="values 255 outside .*--label-map '\\{\"1\": 1, \"2\": 2, \"255\": 1\\}'"):
         load_case(case)
     assert np.count_nonzero(load_case(case, {"255": 1})[1] == 1) == np.count_nonzero(ph.labels >= 1)
 

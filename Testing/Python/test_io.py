@@ -1220,12 +1220,16 @@ def test_the_label_map_advice_gives_a_whole_map_that_loses_nothing():
         return str(caught.value).split(" (tumor). ")[1]
 
     # one value more: which it is, the data's owner knows (with 1 and 2 in the map, 3 or 5 was called liver outright)
-    assert advice([0, 255]) == ("Map them with --label-map '{\"255\": 1}' if 255 is liver (\"255\": 2 if it is tumor, "
-                                "\"255\": 0 if it is neither); every value not in the map becomes 0.")
+    # 1 and 2 are in every map: it applies to every case ('{"3": 1}' for one file made the others' tumor background)
+    kept = " (the map applies to every file it is given with, so it keeps 1 and 2)."
+    assert advice([0, 255]) == ("Map them with --label-map '{\"1\": 1, \"2\": 2, \"255\": 1}' if 255 is liver (\"255\": 2 "
+                                "if it is tumor, \"255\": 0 if it is neither); every value not in the map becomes 0" + kept)
     assert advice([0, 1, 2, 5]) == ("Map them with --label-map '{\"1\": 1, \"2\": 2, \"5\": 1}' if 5 is liver (\"5\": 2 "
-                                    "if it is tumor, \"5\": 0 if it is neither); every value not in the map becomes 0.")
-    assert advice([0, 127, 255]) == ("Map them with --label-map '{\"127\": 1, \"255\": 2}' if 127 is liver and 255 "
-                                     "tumor (the other way round otherwise); every value not in the map becomes 0.")
+                                    "if it is tumor, \"5\": 0 if it is neither); every value not in the map becomes 0"
+                                    + kept)
+    assert advice([0, 127, 255]) == ("Map them with --label-map '{\"1\": 1, \"2\": 2, \"127\": 1, \"255\": 2}' if 127 is "
+                                     "liver and 255 tumor (the other way round otherwise); every value not in the map "
+                                     "becomes 0" + kept)
     assert "multi-organ" in advice([0, 3, 5, 7])
 
 

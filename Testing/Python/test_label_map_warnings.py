@@ -83,7 +83,7 @@ def test_a_multi_organ_label_is_told_to_map_its_liver_value_not_its_first_extra_
     organs = np.arange(0, 12, dtype=np.uint8).reshape(1, 3, 4)
     with pytest.raises(LabelError, match=r"multi-organ label map.*'\{\"5\": 1\}' for TotalSegmentator's"):
         remap_labels(organs, where="ts.nii.gz")
-    with pytest.raises(LabelError, match=r"Map them with --label-map '\{\"255\": 1\}'"):
+    with pytest.raises(LabelError, match=r"Map them with --label-map '\{\"1\": 1, \"2\": 2, \"255\": 1\}'"):
         remap_labels(np.array([[[0, 255]]], dtype=np.uint8), where="mask.nii.gz")
 
 

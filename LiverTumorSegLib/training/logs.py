@@ -135,14 +135,22 @@ def plot_curves(log_path, png_path) -> Optional[Path]:
         return [float(r[name]) if r.get(name) not in (None, "") else float("nan") for r in rows]
 
     epochs = col("epoch")
+
+    def plot(ax, name: str, label: str) -> None:
+        """One series over the epochs that have a value, with markers: with --val-every above 1 the epochs without
+        validation are empty (NaN), which broke the line into single points that drew nothing (the training
+        audit: an empty Dice panel and no val-loss line)."""
+        pairs = [(e, v) for e, v in zip(epochs, col(name)) if v == v]
+        ax.plot([e for e, _ in pairs], [v for _, v in pairs], marker="o", markersize=3, label=label)
+
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, col("train_loss"), label="train loss")
-    ax1.plot(epochs, col("val_loss"), label="val loss")
+    plot(ax1, "train_loss", "train loss")
+    plot(ax1, "val_loss", "val loss")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
     ax1.legend()
-    ax2.plot(epochs, col("val_liver_dice"), label="liver Dice")
-    ax2.plot(epochs, col("val_tumor_dice"), label="tumor Dice")
+    plot(ax2, "val_liver_dice", "liver Dice")
+    plot(ax2, "val_tumor_dice", "tumor Dice")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("Dice (validation)")
     ax2.set_ylim(0, 1)

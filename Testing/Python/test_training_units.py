@@ -1398,3 +1398,28 @@ def test_a_relative_path_found_only_from_the_other_folder_says_which_folder_it_i
     with pytest.raises(InputError, match=r"read from the CSV's folder \('sub'\), not from the working folder, where "
                                          r"'sub/ok.csv' exists"):
         discover_cases(Path("sub/rows.csv"))
+
+
+def test_curves_draw_validation_measured_every_other_epoch(tmp_path, monkeypatch):
+    """With --val-every 2 the epochs without validation are empty in log.csv; plotted as NaN they broke each
+    validation line into single points that drew nothing (an empty Dice panel; the training audit)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from LiverTumorSegLib.training.logs import plot_curves
+
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,train_loss,val_loss,val_liver_dice,val_tumor_dice\n"
+                   "1,0.9,,,\n2,0.8,0.7,0.5,0.1\n3,0.7,,,\n4,0.6,0.5,0.6,0.2\n")
+    drawn = {}
+    real_plot = Axes.plot
+
+    def recording(self, x, y, *args, **kwargs):
+        drawn[kwargs.get("label")] = (list(x), list(y), kwargs.get("marker"))
+        return real_plot(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recording)
+    assert plot_curves(log, tmp_path / "curves.png").is_file()
+    assert drawn["liver Dice"][:2] == ([2.0, 4.0], [0.5, 0.6]) and drawn["val loss"][:2] == ([2.0, 4.0], [0.7, 0.5])
+    assert drawn["train loss"][0] == [1.0, 2.0, 3.0, 4.0] and drawn["tumor Dice"][2] == "o"

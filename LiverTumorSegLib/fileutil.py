@@ -73,6 +73,29 @@ def json_loads_noting_repeats(text: str) -> Tuple[Any, List[str]]:
     return json.loads(text, object_pairs_hook=keep_repeats), repeated
 
 
+def yaml_loads_noting_repeats(text: str) -> Tuple[Any, List[str]]:
+    """``(yaml.safe_load(text), keys written twice in one mapping)``: as :func:`json_loads_noting_repeats` for YAML,
+    which also keeps a repeated key's last value without a word. yaml's own errors for text that is not YAML."""
+    import yaml
+
+    repeated: List[str] = []
+
+    class RepeatNotingLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        keys: List[Any] = []
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in keys:
+                repeated.append(str(key))
+            keys.append(key)
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    RepeatNotingLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return yaml.load(text, Loader=RepeatNotingLoader), repeated
+
+
 def printable_path(path: PathLike) -> str:
     """``path`` as text safe to print: bytes that are not UTF-8 shown as ``\\xff``."""
     return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")

@@ -381,10 +381,16 @@ class PreprocessingConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "PreprocessingConfig":
+        from ..fileutil import json_loads_noting_repeats
+
         try:
-            d = json.loads(text)
+            d, repeated = json_loads_noting_repeats(text)
         except json.JSONDecodeError as exc:
             raise PreprocessingConfigError(f"Preprocessing config is not valid JSON: {exc}.") from None
+        if repeated:  # json keeps the last value without a word
+            raise PreprocessingConfigError(f"Preprocessing config gives the key(s) "
+                                           f"{', '.join(repr(k) for k in dict.fromkeys(repeated))} more than once; "
+                                           f"give each key once.")
         return cls.from_dict(d)
 
     @classmethod

@@ -359,14 +359,18 @@ def load_config_file(path: Union[str, Path]) -> Dict[str, Any]:
     if not path.is_file():
         raise InputError(f"Training config file '{path}' does not exist.")
     text = read_text_file(path, "Training config")
+    from ..fileutil import json_loads_noting_repeats, yaml_loads_noting_repeats
+
     try:
         if path.suffix.lower() == ".json":
-            values = json.loads(text)
+            values, repeated = json_loads_noting_repeats(text)
         else:
-            import yaml
-            values = yaml.safe_load(text)
+            values, repeated = yaml_loads_noting_repeats(text)
     except Exception as exc:  # noqa: BLE001 - parse errors of either library
         raise InputError(f"Cannot parse training config '{path}': {_one_line_parse_error(exc)}") from None
+    if repeated:  # the last value was taken without a word ('epochs: 2' ... 'epochs: 1'), as the command line refuses
+        named = ", ".join(repr(key) for key in dict.fromkeys(repeated))
+        raise InputError(f"Training config '{path}' gives the key(s) {named} more than once; give each key once.")
     if values is None:
         return {}
     if not isinstance(values, dict):

@@ -1423,3 +1423,26 @@ def test_curves_draw_validation_measured_every_other_epoch(tmp_path, monkeypatch
     assert plot_curves(log, tmp_path / "curves.png").is_file()
     assert drawn["liver Dice"][:2] == ([2.0, 4.0], [0.5, 0.6]) and drawn["val loss"][:2] == ([2.0, 4.0], [0.7, 0.5])
     assert drawn["train loss"][0] == [1.0, 2.0, 3.0, 4.0] and drawn["tumor Dice"][2] == "o"
+
+
+@pytest.mark.parametrize("name, text", [("c.yaml", "epochs: 2\nbatch_size: 4\nepochs: 1\n"),
+                                        ("c.json", '{"epochs": 2, "batch_size": 4, "epochs": 1}')])
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path, name, text):
+    """The last value of a repeated key was taken without a word (YAML and JSON alike), where the command line
+    refuses an option given twice (the training audit)."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.training.config import load_config_file
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(InputError, match=r"gives the key\(s\) 'epochs' more than once; give each key once"):
+        load_config_file(tmp_path / name)
+    (tmp_path / name).write_text(text.replace("epochs: 1\n", "").replace(', "epochs": 1', ""))
+    assert load_config_file(tmp_path / name) == {"epochs": 2, "batch_size": 4}
+
+
+def test_a_key_given_twice_in_a_preprocessing_file_is_refused(tmp_path):
+    from LiverTumorSegLib.preprocessing.config import PreprocessingConfig, PreprocessingConfigError
+
+    (tmp_path / "p.json").write_text('{"context_slices": 1, "context_slices": 2}')
+    with pytest.raises(PreprocessingConfigError, match="gives the key\\(s\\) 'context_slices' more than once"):
+        PreprocessingConfig.from_file(tmp_path / "p.json")

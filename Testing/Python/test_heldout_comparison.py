@@ -315,7 +315,7 @@ def test_references_evaluate_would_refuse_stop_the_script_before_any_ct_is_segme
     write_label_map(path, (original.array >= 1).astype(np.uint8) * 255, original.geometry, overwrite=True)
     calls = []
     with pytest.raises(InputError, match=r"1 of the 2 reference\(s\).*case1.nii.gz' holds values 255 outside .*"
-                                         r"--label-map '\{\"255\": 1\}'"):
+                                         r"--label-map '\{\"1\": 1, \"2\": 2, \"255\": 1\}'"):
         comparison.main(base + ["-o", str(tmp_path / "o1")], runner=recording(calls))
     with pytest.raises(InputError, match="--label-map must be JSON"):
         comparison.main(base + ["-o", str(tmp_path / "o2"), "--label-map", "{255: 1}"], runner=recording(calls))

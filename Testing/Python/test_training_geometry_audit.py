@@ -145,7 +145,7 @@ def test_label_value_and_grid_variants(tmp_path):
     off = ImageGeometry(spacing=g.spacing, origin=(g.origin[0] + 0.01,) + tuple(g.origin[1:]), direction=g.direction)
     with pytest.raises(LabelError, match=r"origin .* \(off by up to 0.01 mm\)"):
         load_case(_write_case(tmp_path, "off", ph.ct.array, g, ph.labels, off))
-    with pytest.raises(LabelError, match=r"values 255 .* --label-map '\{\"255\": 1\}'"):
+    with pytest.raises(LabelError, match=r"values 255 .* --label-map '\{\"1\": 1, \"2\": 2, \"255\": 1\}'"):
         load_case(_write_case(tmp_path, "mask", ph.ct.array, g, (ph.labels > 0) * 255, g, dtype=np.uint8))
     with pytest.raises(LabelError, match=r"size \(x, y, z\) \(32, 32, 7\) vs the reference's \(32, 32, 8\)"):
         load_case(_write_case(tmp_path, "short", ph.ct.array, g, ph.labels[:7], g))

@@ -242,10 +242,8 @@ def _liver_dice_after(baseline: CTVolume, followup: CTVolume, transform, view: O
     """Liver (label >= 1) Dice after alignment, on the baseline grid, where both scans show (the follow-up's field
     of view on that grid, ``view``: :func:`followup_view`, by default the whole grid): a follow-up covering part of
     the baseline's range read 0.668 after a 0.5 mm alignment, and its warning asked to check that the scans show the
-    same patient (the follow-up audit). None where either map holds no liver label (1): its organ would be its
-    tumors alone, and their small overlap with the other liver read as a failed alignment (:func:`_checked`)."""
-    if not _has_liver_label(baseline) or not _has_liver_label(followup):
-        return None
+    same patient (the follow-up audit). Callers give it maps that both hold liver (label 1); one of tumor alone
+    read a small overlap with the other liver as a failed alignment (:func:`_checked`)."""
     view = followup_view(followup) if view is None else view
     shown = resample_to_baseline(view, followup.geometry, baseline, transform) > 0
     a = (baseline.array >= 1) & shown
@@ -271,16 +269,20 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
         raise InputError(f"Alignment 'ct' needs both CTs ({_ct_options()}).")
     # label 1 in both: a map holding only tumor (a reader's Liver segment left empty) was "aligned" by moving its
     # tumor onto the other liver's centre, which gave a false PD
-    has_liver = _has_liver_label(baseline) and _has_liver_label(followup)
+    without = [name for name, labels in (("baseline", baseline), ("follow-up", followup))
+               if not (np.asarray(labels.array) == 1).any()]  # read once: the checks below and _checked use it
+    has_liver = not without
+
+    def liver_dice(transform) -> Optional[float]:  # the livers' overlap, where both maps hold liver
+        return _liver_dice_after(baseline, followup, transform, view) if has_liver else None
+
     if method == "liver" and not has_liver:
-        which = " and ".join(name for name, v in (("the baseline", baseline), ("the follow-up", followup))
-                             if not _has_liver_label(v))
+        which = " and ".join(f"the {name}" for name in without)
         raise InputError(f"Cannot align on the liver: {which} label map has no liver label (1), only tumor or "
                          f"nothing; give both CTs ({_ct_options()}) or {_alignment_option('none')}.")
     if method == "none":
         transform = sitk.Euler3DTransform()
-        return _checked(Alignment("none", transform, None, _liver_dice_after(baseline, followup, transform, view)),
-                        baseline, followup)
+        return _checked(Alignment("none", transform, None, liver_dice(transform)), without)
     try:
         if method == "liver":
             transform, metric = _align_livers(baseline, followup)
@@ -288,9 +290,7 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
                 f"only the {one_ct} CT was given, so the scans were aligned on their liver masks, not on the CTs; give "
                 f"both CTs ({_ct_options()}) to align on the CTs"]
             said += _liver_volume_change_warnings(baseline, followup)
-            return _checked(Alignment("liver", transform, metric,
-                                      _liver_dice_after(baseline, followup, transform, view), said),
-                            baseline, followup)
+            return _checked(Alignment("liver", transform, metric, liver_dice(transform), said), without)
         fixed, moving = _clamped_ct(baseline_ct), _clamped_ct(followup_ct)
         mask = _dilated_liver_mask(baseline, fixed) if (baseline.array >= 1).any() else None
         livers = None
@@ -306,19 +306,19 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
         reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
         raise InputError(f"Alignment of the follow-up to the baseline failed ({reason}); "
                          f"check that both scans show the same region, or use {_alignment_option('none')}.") from None
-    aligned = Alignment("ct", transform, metric, _liver_dice_after(baseline, followup, transform, view))
+    aligned = Alignment("ct", transform, metric, liver_dice(transform))
     changed = _liver_volume_change(baseline, followup)
     if changed is not None:  # the masks' overlap then favours their own (wrong) alignment: a false PD after a resection
         aligned.warnings.append(f"{_liver_volume_text(changed)}: the CT registration is kept, and its liver Dice "
                                 f"after alignment is low for that reason; check the lesion matching in the picture")
     elif livers is not None:
-        by_livers = _liver_dice_after(baseline, followup, livers, view)
+        by_livers = liver_dice(livers)
         if aligned.liver_dice is not None and by_livers is not None and \
                 aligned.liver_dice < by_livers - CT_WORSE_THAN_LIVER:
             aligned = Alignment("liver", livers, None, by_livers, [
                 f"the CT registration overlapped the livers less (liver Dice {aligned.liver_dice:.3f}) than the liver "
                 f"masks' alignment ({by_livers:.3f}); the liver alignment is used"])
-    return _checked(aligned, baseline, followup)
+    return _checked(aligned, without)
 
 
 def _register(fixed, moving, initial, reg) -> Tuple[Any, float]:
@@ -414,16 +414,9 @@ def _liver_volume_change_warnings(baseline: CTVolume, followup: CTVolume) -> Lis
             f"({_ct_options()}) to align on the CTs, and check the matching in the picture"]
 
 
-def _has_liver_label(labels: CTVolume) -> bool:
-    """Whether the label map holds liver (label 1), not tumor alone."""
-    return bool((np.asarray(labels.array) == 1).any())
-
-
-def _checked(alignment: Alignment, baseline: CTVolume, followup: CTVolume) -> Alignment:
+def _checked(alignment: Alignment, without: Sequence[str]) -> Alignment:
     """``alignment`` with a warning when its livers overlap little (the lesion matching is then unreliable), or
-    when a map holds no liver label, so that no liver overlap checks it."""
-    without = [name for name, labels in (("baseline", baseline), ("follow-up", followup))
-               if not _has_liver_label(labels)]
+    when a map holds no liver label (``without``: "baseline", "follow-up"), so that no liver overlap checks it."""
     if without:
         alignment.warnings.append(
             f"the {' and '.join(without)} label map{'s hold' if len(without) > 1 else ' holds'} no liver label (1), "
@@ -669,13 +662,13 @@ def _padding_beyond(base_components: np.ndarray, lesion: Dict[str, Any], geometr
     if not padding.any():
         return np.zeros((0, 3), np.int64)
     inside = base_components[box] == lesion["id"]
-    distance = ndimage.distance_transform_edt(~inside, sampling=spacing)
-    voxel = float(spacing.max()) + 1e-6
     # beside it: a face neighbour, as the lesion report's touches_scan_edge reads it (within the largest spacing
     # took padding 5 mm away in-plane on 5 mm slices: a lesion near the circle was 'not_assessed', NE for CR)
     beside = padding & ndimage.binary_dilation(inside, structure=ndimage.generate_binary_structure(3, 1))
     if not beside.any():
         return np.zeros((0, 3), np.int64)
+    distance = ndimage.distance_transform_edt(~inside, sampling=spacing)  # only for a lesion on the padding
+    voxel = float(spacing.max()) + 1e-6
     points = np.argwhere(beside | (padding & (distance <= margin_mm + 1e-6) & (distance > margin_mm - voxel)))
     if len(points) > EDGE_PADDING_POINTS_MAX:
         points = points[::int(np.ceil(len(points) / EDGE_PADDING_POINTS_MAX))]

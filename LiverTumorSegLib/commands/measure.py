@@ -6,7 +6,8 @@ LABELS: a label map (0 background, 1 liver, 2 tumor; NIfTI, NRRD, MetaImage, or 
 ``segment`` writes), e.g. a segmentation a reader corrected in Slicer. ``--ct`` adds each lesion's mean and median
 HU and, on a CT in HU, whether it is of water density (a simple cyst is possible; such a lesion is chosen as a RECIST
 target only after the others, so the targets can differ from a run without --ct), and checks that the label map lies
-on the CT's grid; ``--probabilities`` adds the mean tumor probability.
+on the CT's grid; ``--probabilities`` adds the mean tumor probability. A liver on the scan's first or last slice,
+or on the image's side, is warned of as segment warns of it: its volume is that of the part scanned.
 """
 import argparse
 import sys
@@ -59,6 +60,22 @@ def summary_lines(report: Dict[str, Any], limit: int = 10) -> List[str]:
     if len(report["lesions"]) > limit:
         lines.append(f"  ... {len(report['lesions']) - limit} more in the report")
     return lines
+
+
+def liver_cut_warnings(labels_zyx: Any, geometry: Any, hu_zyx: Any, liver_ml: float) -> List[str]:
+    """``segment``'s note on a liver the scan's first or last slice or the image's side cuts, for a label map
+    ``labels_zyx`` (``(z, y, x)``, 0/1/2 on ``geometry``; ``hu_zyx``: its CT in HU on the same grid, for a round
+    field of view's padding, or None): its volume (``liver_ml``, mL) is that of the part scanned, a lower bound (a
+    liver above 5000 mL is still called implausible). No warning for a liver that nothing cuts: measure does not judge
+    an uncut liver's volume. measure gave the 70 mL liver of a 3-slice scan as the liver volume without a word."""
+    from ..inference.plausibility import liver_cut_by_image_side, liver_cut_by_scan_end
+    from ..inference.segmenter import liver_volume_warnings
+
+    by_scan_end = liver_cut_by_scan_end(labels_zyx, geometry)
+    by_image_side = liver_cut_by_image_side(labels_zyx, geometry, hu_zyx)
+    if not (by_scan_end or by_image_side):
+        return []
+    return liver_volume_warnings(liver_ml, cut_by_scan_end=by_scan_end, cut_by_image_side=by_image_side)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,9 +133,12 @@ def run(args: argparse.Namespace) -> int:
 
     # as segment warns; fat density is judged in HU only (a corrected or third-party label map is where fat
     # labelled tumor is most likely, and measure said nothing of a -90 HU 'tumor' it chose as a RECIST target)
-    density = (fat_density_lesion_warnings(report["lesions"]) if in_hu else []) + \
+    added = (fat_density_lesion_warnings(report["lesions"]) if in_hu else []) + \
         water_density_lesion_warnings(report["lesions"], report["recist"])
-    for warning in density:
+    if (labels.array == 1).any():  # a liver cut by the scan: as segment notes it (no liver label: warned above)
+        added = liver_cut_warnings(labels.array, labels.geometry, ct.array if in_hu else None,
+                                   report["liver_volume_ml"]) + added
+    for warning in added:
         print(f"warning: {warning}", file=sys.stderr)
         report["warnings"] = list(report["warnings"]) + [warning]
     write_report(report, output, overwrite=args.overwrite)

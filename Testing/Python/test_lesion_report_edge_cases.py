@@ -340,6 +340,30 @@ def test_measure_warns_of_a_lesion_of_fat_density_as_segment_does(tmp_path, caps
     assert code == 0 and not any("Implausible" in w for w in json.loads((tmp_path / "r2.json").read_text())["warnings"])
 
 
+def test_measure_notes_a_liver_the_scan_cuts_as_segment_does(tmp_path, capsys):
+    """measure gave the 70 mL liver of a 3-slice scan as the liver volume without a word, where segment notes that
+    it is the volume of the part scanned; a liver inside the scan gets no note."""
+    import json
+
+    import nibabel as nib
+
+    from LiverTumorSegLib.cli import main
+
+    labels = np.zeros((3, 40, 40), np.uint8)
+    labels[:, 5:35, 5:35] = 1                                       # on the first and last slice: cut
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(labels.transpose(2, 1, 0)), affine), str(tmp_path / "cut.nii.gz"))
+    inside = np.pad(labels, ((1, 1), (0, 0), (0, 0)))
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(inside.transpose(2, 1, 0)), affine), str(tmp_path / "in.nii.gz"))
+    assert main(["measure", str(tmp_path / "cut.nii.gz"), "-o", str(tmp_path / "cut.json")]) == 0
+    err = capsys.readouterr().err
+    warnings = json.loads((tmp_path / "cut.json").read_text())["warnings"]
+    assert len(warnings) == 1 and "the scan starts or ends inside the liver" in warnings[0].lower()
+    assert "5 mL, is that of the part scanned" in warnings[0] and warnings[0] in err   # 3 x 30 x 30 x 2 mm^3
+    assert main(["measure", str(tmp_path / "in.nii.gz"), "-o", str(tmp_path / "in.json")]) == 0
+    assert json.loads((tmp_path / "in.json").read_text())["warnings"] == []
+
+
 def test_a_small_liver_volume_is_not_printed_as_0_ml():
     """A liver label of 0.01 mL was printed 'liver volume: 0.0 mL' beside a tumor of 0.00025 mL (the report audit)."""
     from LiverTumorSegLib.commands.measure import summary_lines

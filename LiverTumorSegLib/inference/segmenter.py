@@ -116,8 +116,11 @@ def liver_volume_warnings(liver_ml: float, limits_ml: Any = PLAUSIBLE_LIVER_ML, 
     body (:func:`~.plausibility.liver_cut_by_image_side`). A cut liver's volume is that of the part scanned, so
     instead of "Implausible result" a small one gets a note that the lower limit does not apply, and a plausible one
     a note that its volume is a lower bound (no liver at all, or one above the upper limit, is still implausible)."""
+    from .lesion_report import number_text
+
     low, high = limits_ml
-    shown = f"{liver_ml:.0f}" if round(liver_ml) not in (round(low), round(high)) else f"{liver_ml:.1f}"
+    # 2 significant digits where whole mL show a liver that is there as 0 ('the liver volume is 0 mL' of 0.17 mL)
+    shown = number_text(liver_ml, 0) if round(liver_ml) not in (round(low), round(high)) else f"{liver_ml:.1f}"
     liver_ml = round(float(liver_ml), 6)  # a voxel count x voxel volume of exactly 5000 mL was 5000.000000000001
     cut = " and ".join(([LIVER_CUT_BY_SCAN_END] if cut_by_scan_end else [])
                        + ([LIVER_CUT_BY_IMAGE_SIDE] if cut_by_image_side else []))

@@ -218,6 +218,16 @@ def test_a_small_whole_liver_is_explained_by_a_child_or_a_resection_too():
     assert "child" not in liver_volume_warnings(9720.0)[0]
 
 
+def test_a_liver_under_half_a_millilitre_is_not_called_0_ml():
+    """A liver of 0.17 mL (a speck on a scan's last slice) read 'the liver volume is 0 mL', beside 'no liver was
+    found' for none at all."""
+    small, = liver_volume_warnings(0.17)
+    assert small.startswith("Implausible result: the liver volume is 0.17 mL")
+    cut, = liver_volume_warnings(0.4, cut_by_scan_end=True)
+    assert "so the liver volume, 0.40 mL, is that of the part scanned" in cut
+    assert "the liver volume is 226 mL" in liver_volume_warnings(226.0)[0]   # whole mL where they show it
+
+
 @pytest.mark.parametrize("liver_ml,implausible", [(0.0, True), (71.0, False), (299.0, False), (1500.0, None),
                                                   (9720.0, True)])
 def test_a_small_liver_the_scan_cuts_is_not_called_implausible(liver_ml, implausible):

@@ -4,15 +4,17 @@ Per case the cache holds ``hu`` ``(z, H, W)`` float32 HU on the network grid (af
 ``SlicePreprocessor.spatial_forward``), ``labels`` ``(z, H, W)`` uint8 (nearest-neighbour
 ``labels_forward``) and a JSON sidecar (source files, sizes, spacings, liver and tumor slice indices, and the
 SHA-256 of the canonical CT's voxels, :func:`~.datasets.voxel_digest`, which finds one scan saved as two files).
-Entries are keyed by the spatial preprocessing settings and the label map, and rebuilt when the source
-files change (size, modification and status-change time, inode; for a DICOM folder, every file's), when the
-entry was made with ``allow_non_hu`` and the current run is stricter (the CT check runs again), and when an
+Entries are keyed by the spatial preprocessing settings and the label map, named by the case id and its files'
+paths (two data sets with the same case ids share a cache folder without replacing each other's entries), and
+rebuilt when the source files change (size, modification and status-change time, inode; for a DICOM folder, every
+file's), when the entry was made with ``allow_non_hu`` and the current run is stricter (the CT check runs again), and when an
 entry is damaged (an unreadable sidecar, arrays of another shape or type). Files are written to a temporary name
 unique to the writer and renamed, so an interrupted build never leaves a half-written entry and two runs filling
 one cache do not take each other's temporary files.
 """
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -238,6 +240,16 @@ def _safe_name(case_id: str) -> str:
     return f"{readable}-{hashlib.sha1(case_id.encode('utf-8')).hexdigest()[:8]}"
 
 
+def _entry_name(case: Case) -> str:
+    """File-name stem of a case's cache entry: :func:`_safe_name` of its id plus a hash of its image and label
+    paths (absolute), so that two data sets with the same case ids (``liver_0`` of two copies of a data set with
+    other labels) sharing one ``--cache-dir`` each keep their own entry. One name for both made the second run
+    replace the first one's arrays under it, and the first run's DataLoader workers, which open the memory maps
+    by path, then trained on the other data set's slices with its own slice counts and liver slice lists."""
+    sources = "\0".join(os.path.abspath(path) for path in (case.image_path, case.label_path))
+    return f"{_safe_name(case.case_id)}-{hashlib.sha1(sources.encode('utf-8')).hexdigest()[:8]}"
+
+
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
     """``array`` saved to ``path`` through :func:`fileutil.atomic_output` (a temporary name no other writer uses;
     a killed writer's leftovers are removed by a later run)."""
@@ -334,7 +346,7 @@ def build_slice_cache(cases: Sequence[Case], preprocessor, cache_dir, label_map:
 def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict],
                log: Optional[Callable[[str], None]], allow_non_hu: bool = False,
                signatures: Optional[Dict[str, Any]] = None) -> CachedCase:
-    name = _safe_name(case.case_id)
+    name = _entry_name(case)
     meta_path, hu_path, lab_path = entry_paths(folder, name)
     signature = _source_signature(case, signatures)
     meta = _usable_entry(meta_path, hu_path, lab_path, signature, allow_non_hu)

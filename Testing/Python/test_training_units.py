@@ -1446,3 +1446,30 @@ def test_a_key_given_twice_in_a_preprocessing_file_is_refused(tmp_path):
     (tmp_path / "p.json").write_text('{"context_slices": 1, "context_slices": 2}')
     with pytest.raises(PreprocessingConfigError, match="gives the key\\(s\\) 'context_slices' more than once"):
         PreprocessingConfig.from_file(tmp_path / "p.json")
+
+
+def test_two_data_sets_with_the_same_case_ids_keep_their_own_entries_in_a_shared_cache(tmp_path):
+    """A second run with the same --cache-dir and another data set whose case ids are the same (two copies of a data
+    set with other labels) replaced the first run's entry under its name: the first run's workers, which open the
+    memory maps by path, then read the other data set's slices (6 where its record said 8)."""
+    from LiverTumorSegLib.io import write_label_map, write_volume
+    from LiverTumorSegLib.phantom import make_phantom
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig, SlicePreprocessor
+    from LiverTumorSegLib.training.datasets import Case
+    from LiverTumorSegLib.training.slice_cache import build_slice_cache
+
+    preprocessor = SlicePreprocessor(PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}],
+                                                         context_slices=0, crop_to_body=False, size_multiple=8))
+    records = []
+    for name, slices in (("first", 8), ("second", 6)):
+        folder = tmp_path / name
+        folder.mkdir()
+        phantom = make_phantom((slices, 24, 24), (2.0, 2.0, 4.0), seed=slices)
+        image = write_volume(folder / "ct.nii.gz", phantom.ct)
+        label = write_label_map(folder / "lab.nii.gz", phantom.labels, phantom.ct.geometry)
+        (record,) = build_slice_cache([Case("case1", "p1", str(image), str(label), "csv")], preprocessor,
+                                      tmp_path / "shared")
+        records.append(record)
+    first = CachedCase(**{k: v for k, v in records[0].__getstate__().items()})  # as a DataLoader worker gets it
+    assert first.hu.shape[0] == first.num_slices == 8
+    assert records[1].hu.shape[0] == records[1].num_slices == 6

@@ -7,8 +7,9 @@ SHA-256 of the canonical CT's voxels, :func:`~.datasets.voxel_digest`, which fin
 Entries are keyed by the spatial preprocessing settings and the label map, named by the case id and its files'
 paths (two data sets with the same case ids share a cache folder without replacing each other's entries), and
 rebuilt when the source files change (size, modification and status-change time, inode; for a DICOM folder, every
-file's), when the entry was made with ``allow_non_hu`` and the current run is stricter (the CT check runs again), and when an
-entry is damaged (an unreadable sidecar, arrays of another shape or type). Files are written to a temporary name
+file's; for a .mhd or .nhdr header, its data file's too), when the entry was made with ``allow_non_hu`` and the
+current run is stricter (the CT check runs again), and when an entry is damaged (an unreadable sidecar, arrays of
+another shape or type). Files are written to a temporary name
 unique to the writer and renamed, so an interrupted build never leaves a half-written entry and two runs filling
 one cache do not take each other's temporary files.
 """
@@ -84,8 +85,22 @@ def _file_signature(path: Path) -> List[int]:
 
 
 def _files_of(path: Path) -> List[Path]:
-    """The file itself, or every file below a folder (a DICOM series), sorted."""
-    return sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    """The file itself, followed by the data file where it is a NRRD or MetaImage header keeping its voxels in
+    another file (a .mhd's .raw, a .nhdr's data file); or every file below a folder (a DICOM series), sorted. Of a
+    .mhd only the header was looked at: its .raw replaced by another scan's kept serving the old cached slices, and
+    a resume did not see the image change."""
+    if path.is_dir():
+        return sorted(f for f in path.rglob("*") if f.is_file())
+    from ..fileutil import full_suffix
+    from ..io.formats import ITK_SUFFIXES
+
+    if full_suffix(path) in ITK_SUFFIXES:
+        from ..io.itk import detached_data_file
+
+        data = detached_data_file(path)
+        if data is not None and data.is_file():
+            return [path, data]
+    return [path]
 
 
 def _signed_files(path: Path) -> List[Tuple[Path, List[int]]]:
@@ -96,8 +111,8 @@ def _signed_files(path: Path) -> List[Tuple[Path, List[int]]]:
 
 def _signature_of(path: Path, signed: Sequence[Tuple[Path, List[int]]]) -> Any:
     """:func:`_path_signature` of ``path`` from its :func:`_signed_files` ``signed``."""
-    if not path.is_dir():
-        return signed[0][1]
+    if not path.is_dir():  # a header with its data file: both signatures
+        return signed[0][1] if len(signed) == 1 else [signature for _, signature in signed]
     digest = hashlib.sha1()
     for f, signature in signed:
         digest.update(json.dumps([str(f.relative_to(path))] + signature).encode("utf-8"))
@@ -123,13 +138,18 @@ def _source_signature(case: Case, signatures: Optional[Dict[str, Any]] = None) -
 
 
 def _content_fingerprint(path: str, files: Optional[Sequence[Path]] = None) -> str:
-    """SHA-256 of a file's bytes (``package.file_sha256``), or of every file's relative name and SHA-256 in a
-    folder (a DICOM series). ``files``: the folder's :func:`_files_of`, when the caller listed them already."""
+    """SHA-256 of a file's bytes (``package.file_sha256``; of a header and its data file, both files' SHA-256), or
+    of every file's relative name and SHA-256 in a folder (a DICOM series). ``files``: the path's :func:`_files_of`,
+    when the caller listed them already."""
     from ..package import file_sha256
 
     p = Path(path)
     if not p.is_dir():
-        return file_sha256(p)
+        listed = _files_of(p) if files is None else list(files)
+        if len(listed) == 1:
+            return file_sha256(p)
+        # a header and its data file (a .mhd and its .raw): both contents, in that order
+        return hashlib.sha256("\n".join(file_sha256(f) for f in listed).encode("ascii")).hexdigest()
     digest = hashlib.sha256()
     # names as POSIX text in POSIX order: Windows sorts paths without case and writes '\\', so the same series
     # copied to another system hashed differently and a resume there was refused as "image changed"

@@ -1473,3 +1473,32 @@ def test_two_data_sets_with_the_same_case_ids_keep_their_own_entries_in_a_shared
     first = CachedCase(**{k: v for k, v in records[0].__getstate__().items()})  # as a DataLoader worker gets it
     assert first.hu.shape[0] == first.num_slices == 8
     assert records[1].hu.shape[0] == records[1].num_slices == 6
+
+
+def test_a_metaimage_whose_raw_data_file_changed_is_cached_again_and_seen_by_a_resume(tmp_path):
+    """Of a .mhd only the header's signature and hash were taken: its .raw replaced by another scan's (the header
+    unchanged) kept serving the old cached slices, and --resume did not see that the image had changed."""
+    from LiverTumorSegLib.io import read_volume, write_label_map
+    from LiverTumorSegLib.phantom import make_phantom
+    from LiverTumorSegLib.training.datasets import Case
+    from LiverTumorSegLib.training.slice_cache import build_slice_cache, data_fingerprint
+
+    _, preprocessor = _cache_fixture(tmp_path)
+    phantom = make_phantom((4, 32, 32), (2.0, 2.0, 4.0), noise_hu=20.0, seed=0)
+    (tmp_path / "ct.mhd").write_text("ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\n"
+                                     "ElementSpacing = 2 2 4\nOffset = 0 0 0\nDimSize = 32 32 4\n"
+                                     "ElementType = MET_SHORT\nElementDataFile = ct.raw\n")
+    (tmp_path / "ct.raw").write_bytes(phantom.ct.array.astype("<i2").tobytes())
+    ct = read_volume(tmp_path / "ct.mhd")
+    label = write_label_map(tmp_path / "lab.nii.gz", phantom.labels, ct.geometry)
+    case = Case("c1", "p1", str(tmp_path / "ct.mhd"), str(label), "csv")
+    (entry,) = build_slice_cache([case], preprocessor, tmp_path / "cache")
+    before, fingerprint = np.array(entry.hu), data_fingerprint([case])
+    (tmp_path / "new.raw").write_bytes((phantom.ct.array + 100).astype("<i2").tobytes())
+    (tmp_path / "new.raw").replace(tmp_path / "ct.raw")     # another scan's voxels under the same header
+    (entry,) = build_slice_cache([case], preprocessor, tmp_path / "cache")
+    changed = read_volume(tmp_path / "ct.mhd")
+    fresh = preprocessor.spatial_forward(changed.array, changed.spacing_zyx)[0]
+    assert not np.allclose(fresh, before)
+    np.testing.assert_allclose(np.array(entry.hu), fresh, atol=1e-4)
+    assert data_fingerprint([case])["c1"]["image_sha256"] != fingerprint["c1"]["image_sha256"]

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import math
+import shlex
 from types import SimpleNamespace
 import os
 import struct
@@ -185,15 +186,36 @@ def _missing_package_error(path: Path, named_like_path: str = "") -> ModelPackag
         return ModelPackageError(f"Model package '{path}' is a symbolic link{target} that leads to no file (its target "
                                  f"was moved or deleted, or the links form a loop). Point the link at the package "
                                  f"file, or give the package's own path.")
-    named = [e for e in (list_installed_models(warn=False) if named_like_path else [])
-             if e["error"] is None and e["name"] == named_like_path]
+    installed = [e for e in (list_installed_models(warn=False) if named_like_path else []) if e["error"] is None]
+    named = [e for e in installed if e["name"] == named_like_path]
     if named:  # a name holding '/' or ending in '.pt' is read as a path: 'does not exist' hid the package
         return ModelPackageError(f"Model package '{path}' does not exist as a file; an installed package is named "
                                  f"'{named_like_path}', but --model reads a name with a path separator or a weights "
                                  f"suffix as a file path: give --model {Path(named[0]['path']).stem} (its file name) "
                                  f"or its path '{named[0]['path']}'.")
+    filed = [e for e in installed if Path(e["path"]).name == named_like_path]
+    if filed:  # '--model segnet_v2.safetensors', the file name 'models' lists: a path, missing in the working folder
+        stem = Path(filed[0]["path"]).stem
+        by_stem = _reaches(stem, filed[0]["path"], installed)
+        return ModelPackageError(f"Model package '{path}' does not exist in the working folder; an installed "
+                                 f"package has that file name ('{filed[0]['path']}'), but --model reads a name ending "
+                                 f"in {PACKAGE_SUFFIX} as a file path: give "
+                                 + (f"--model {shlex.quote(stem)} (without the suffix) or " if by_stem else "")
+                                 + "its full path.")
     return ModelPackageError(f"Model package '{path}' does not exist{unexpanded_home_hint(path)}. Check the path, or "
                              f"run 'livertumorseg models' to list installed models.")
+
+
+def _reaches(name: str, path: str, installed: Sequence[Dict[str, Any]]) -> bool:
+    """Whether ``--model name`` loads the installed package at ``path`` (``installed``: the usable entries of
+    :func:`list_installed_models`): "default" means the bundled default, any other name must match that file
+    alone."""
+    if name == "default":
+        try:
+            return same_file_among([str(resolve_model("default", warn=False)), path])
+        except ModelPackageError:
+            return False
+    return installed_matches(installed, name) == [path]
 
 
 def _folder_names(folder: Path) -> List[str]:

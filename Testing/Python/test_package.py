@@ -325,6 +325,22 @@ def test_a_package_named_like_a_path_is_noted_and_found(tmp_path, monkeypatch, c
     assert resolve_model("liver2") == package
 
 
+def test_an_installed_package_s_file_name_given_as_model_is_named(tmp_path, monkeypatch):
+    """'--model liver2.safetensors' (the file name 'livertumorseg models' lists) is read as a path in the working
+    folder, and said only 'does not exist' although that package is installed."""
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    monkeypatch.chdir(tmp_path)
+    package = save_model_package(user / "liver 2.safetensors", _tiny_model(), PREP)
+    with pytest.raises(ModelPackageError, match="an installed package has that file name .*give --model 'liver 2' "
+                                                "\\(without the suffix\\) or its full path"):
+        resolve_model("liver 2.safetensors")
+    assert resolve_model("liver 2") == package
+    with pytest.raises(ModelPackageError, match="does not exist. Check the path"):
+        resolve_model("other.safetensors")
+
+
 def test_refuses_torch_pickle(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save(_tiny_model().state_dict(), path)

@@ -882,10 +882,26 @@ def record_bundled_checksum(path: PathLike) -> None:
         listing = bundled_models_dir() / BUNDLED_CHECKSUMS
     elif not listing.is_file():
         return
-    sums = _read_checksum_file(listing)
-    sums[path.name] = file_sha256(path)
+    entry = f"{file_sha256(path)}  {path.name}"
+    lines = listing.read_text(encoding="utf-8").splitlines() if listing.is_file() else []
+    kept = [line for line in lines if _checksum_line_name(line) != path.name]
+    at = next((i for i, line in enumerate(lines) if _checksum_line_name(line) == path.name), len(lines))
+    kept.insert(min(at, len(kept)), entry)  # its old place; every other line as it was (it was rewritten sorted,
+    # in GNU form: a folder's own list, with comments or 'SHA256 (name) = ...' lines, was mangled)
     with atomic_output(listing, overwrite=True) as tmp:
-        tmp.write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())), encoding="utf-8")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _checksum_line_name(line: str) -> Optional[str]:
+    """The file name a ``sha256sum`` list line is for (``HASH  NAME``, ``HASH *NAME`` or the ``--tag`` form
+    ``SHA256 (NAME) = HASH``), or None for any other line (a comment, a blank line)."""
+    text = line.strip()
+    if text.startswith("SHA256 (") and ") = " in text:
+        return text[len("SHA256 ("):text.rindex(") = ")]
+    parts = text.split(None, 1)
+    if len(parts) == 2 and not text.startswith("#"):  # (a damaged hash still names its file, as the loader reads it)
+        return parts[1].lstrip("*")
+    return None
 
 
 def _no_default_model_message(listed: Sequence[Dict[str, Any]]) -> str:

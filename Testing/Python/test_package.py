@@ -1014,6 +1014,25 @@ def test_a_package_written_beside_a_checksum_list_updates_it(tmp_path, monkeypat
     assert not (plain / package_module.BUNDLED_CHECKSUMS).exists()          # no list is made where none was
 
 
+def test_a_folder_s_own_checksum_list_keeps_its_other_lines_when_a_package_is_saved_there(tmp_path, monkeypatch):
+    """Saving a package into a folder holding the user's own SHA256SUMS (a download folder) rewrote that list sorted
+    in one form: its 'sha256sum --tag' line became 'sha256  (notes.txt) = ...', which 'sha256sum -c' calls
+    improperly formatted, and its comment and '*' marks were changed."""
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "elsewhere"))
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    other = "9" * 64
+    listing = folder / "SHA256SUMS"
+    lines = [f"SHA256 (notes.txt) = {other}", "# release 1.2", f"{other} *notes.txt", f"{'0' * 64}  x.safetensors",
+             f"{other}  zeta.txt"]
+    listing.write_text("\n".join(lines) + "\n")
+    package = save_model_package(folder / "x.safetensors", _tiny_model(), PREP, overwrite=True)
+    save_model_package(folder / "new.safetensors", _tiny_model(1), PREP)
+    from LiverTumorSegLib.package import file_sha256
+    assert listing.read_text().splitlines() == lines[:3] + [f"{file_sha256(package)}  x.safetensors", lines[4],
+                                                            f"{file_sha256(folder / 'new.safetensors')}  new.safetensors"]
+
+
 def test_any_64_bit_integer_in_metadata_is_read():
     """A training seed may be a 64-bit value; the integer bound refused it (the package could not be read)."""
     from LiverTumorSegLib.package import _bounded_int

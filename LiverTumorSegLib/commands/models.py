@@ -9,6 +9,7 @@ folder and in the user folder (``LIVERTUMORSEG_MODELS_DIR``, default ``~/.livert
 """
 import argparse
 import json
+import math
 import sys
 from typing import Any, Dict, List, Sequence
 
@@ -111,14 +112,26 @@ def dice_summary(validation: Dict[str, Any]) -> str:
     """``"dice_liver=0.950 dice_tumor=0.610"`` from the numeric top-level validation keys naming Dice (slice
     level, on the network's grid, tumors synthetic). When the package holds the whole-volume validation through
     segment (the figure crossval and evaluate report), that comes first and the others are marked slice-level:
-    the unlabelled slice-level 0.385 led the line, the whole-volume 0.574 came second."""
+    the unlabelled slice-level 0.385 led the line, the whole-volume 0.574 came second. Its tumor Dice is shown when a
+    validation case has a reference tumor (it was left out, so a package trained on real tumors showed only the
+    slice-level tumor Dice on synthetic lesions)."""
     parts = [f"{k}={float(v):.3f}" for k, v in sorted(validation.items())
              if "dice" in k.lower() and isinstance(v, (int, float)) and not isinstance(v, bool)]
     whole = validation.get("whole_volume")
     if isinstance(whole, dict) and isinstance(whole.get("liver_dice"), (int, float)):
         slice_level = f"; slice-level {' '.join(parts)}" if parts else ""
-        return f"whole-volume liver_dice={float(whole['liver_dice']):.3f}{slice_level}"
+        tumor = whole.get("tumor_dice")
+        cases = whole.get("cases") if isinstance(whole.get("cases"), list) else []
+        measured = any(isinstance(c, dict) and c.get("reference_has_tumor") for c in cases)
+        # only where a validation case has a reference tumor: without one it says only whether any was predicted
+        tumor_text = f" tumor_dice={float(tumor):.3f}" if measured and _is_number(tumor) else ""
+        return f"whole-volume liver_dice={float(whole['liver_dice']):.3f}{tumor_text}{slice_level}"
     return " ".join(parts) or "-"
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def robustness_means(rows: Any) -> List[Dict[str, Any]]:

@@ -654,6 +654,14 @@ def test_models_command_lists_architectures_and_installed_packages(tmp_path, mon
     # the slice-level number and the whole-volume one (what crossval and evaluate give) differ: both are named
     assert dice_summary({"liver_dice": 0.262, "whole_volume": {"liver_dice": 0.286}}) == \
         "whole-volume liver_dice=0.286; slice-level liver_dice=0.262"
+    # the whole-volume tumor Dice, when a validation case has a reference tumor (without one it says only whether
+    # tumor was predicted)
+    whole = {"liver_dice": 0.9, "tumor_dice": 0.55, "cases": [{"reference_has_tumor": True}]}
+    assert dice_summary({"tumor_dice": 0.7, "whole_volume": whole}) == \
+        "whole-volume liver_dice=0.900 tumor_dice=0.550; slice-level tumor_dice=0.700"
+    whole["cases"] = [{"reference_has_tumor": False}]
+    assert dice_summary({"tumor_dice": 0.7, "whole_volume": whole}) == \
+        "whole-volume liver_dice=0.900; slice-level tumor_dice=0.700"
 
 
 def test_weights_sha256_known_answer():

@@ -6,15 +6,20 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 def validation_dice(validation: Dict[str, Any]) -> List[str]:
     """``"<metric> 0.953"`` for every numeric validation entry whose name contains 'dice' (nested dicts too);
     ``"<metric> not measured"`` for one that is null (the default package's ``dice_tumor``: no real tumor labels),
-    which was left out, so the panel showed only the liver's Dice with no word that the tumor's is unknown."""
+    which was left out, so the panel showed only the liver's Dice with no word that the tumor's is unknown. A
+    whole-volume block none of whose validation cases has a reference tumor gives its tumor Dice as not measured:
+    there it says only whether any tumor was predicted (1.000 none, 0.000 some), which read as a measured Dice."""
     found = []
 
-    def walk(prefix: str, value: Any) -> None:
+    def walk(prefix: str, value: Any, no_reference_tumor: bool = False) -> None:
         if isinstance(value, dict):
+            no_reference_tumor = no_reference_tumor or _no_case_has_reference_tumor(value)
             for key in sorted(value):
-                walk(f"{prefix} {key}".strip(), value[key])
+                walk(f"{prefix} {key}".strip(), value[key], no_reference_tumor)
         elif "dice" not in prefix.lower():
             return
+        elif no_reference_tumor and "tumor" in prefix.lower():
+            found.append(f"{prefix.replace('_', ' ')} not measured (no validation case has a reference tumor)")
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             found.append(f"{prefix.replace('_', ' ')} {float(value):.3f}")
         elif value is None:
@@ -22,6 +27,14 @@ def validation_dice(validation: Dict[str, Any]) -> List[str]:
 
     walk("", validation or {})
     return found
+
+
+def _no_case_has_reference_tumor(block: Dict[str, Any]) -> bool:
+    """Whether a validation block's ``cases`` (a training run's whole-volume rows) all record
+    ``reference_has_tumor`` false; False without such rows."""
+    cases = block.get("cases")
+    return isinstance(cases, list) and bool(cases) and all(
+        isinstance(c, dict) and c.get("reference_has_tumor") is False for c in cases)
 
 
 def _looks_like_path(text: str) -> bool:

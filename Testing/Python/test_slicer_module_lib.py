@@ -219,6 +219,16 @@ def test_describe_model_shows_description_training_data_and_dice():
     # the default package's tumor Dice is null (no real tumor labels): said, not left out
     assert panel_text.describe_model({"validation": {"dice_liver_mean": 0.739, "dice_tumor": None}}) == \
         "Validation: dice liver mean 0.739; dice tumor not measured"
+    # a training run's whole-volume tumor Dice without any reference tumor says only whether tumor was predicted
+    # (1.0 none, 0.0 some): it read 'whole volume tumor dice 1.000'
+    whole = {"liver_dice": 0.9, "tumor_dice": 1.0, "raw_network": {"liver_dice": 0.8, "tumor_dice": 0.0},
+             "cases": [{"case": "b", "reference_has_tumor": False}]}
+    assert panel_text.validation_dice({"tumor_dice": 0.2, "whole_volume": whole}) == [
+        "tumor dice 0.200", "whole volume liver dice 0.900", "whole volume raw network liver dice 0.800",
+        "whole volume raw network tumor dice not measured (no validation case has a reference tumor)",
+        "whole volume tumor dice not measured (no validation case has a reference tumor)"]
+    whole["cases"].append({"case": "c", "reference_has_tumor": True})
+    assert "whole volume tumor dice 1.000" in panel_text.validation_dice({"whole_volume": whole})
 
 
 def test_describe_gpu_and_preprocessing_and_summary():

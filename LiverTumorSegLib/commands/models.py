@@ -135,8 +135,9 @@ def _is_number(value: Any) -> bool:
 
 
 def robustness_means(rows: Any) -> List[Dict[str, Any]]:
-    """Per perturbation (in first-seen order): number of cases and mean liver / tumor Dice of the
-    ``robustness`` rows stored by ``benchmarks/robustness.py`` (None where no case has a value)."""
+    """Per perturbation (in first-seen order): number of cases, mean liver / tumor Dice of the
+    ``robustness`` rows stored by ``benchmarks/robustness.py`` (None where no case has a value) and the number of
+    cases with a tumor Dice (``tumor_cases``: a case where no tumor was inserted has none)."""
     if not isinstance(rows, list):
         return []
     groups: Dict[str, List[Dict[str, Any]]] = {}
@@ -148,9 +149,13 @@ def robustness_means(rows: Any) -> List[Dict[str, Any]]:
         numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         return sum(numbers) / len(numbers) if numbers else None  # rounded once, where printed (0.78655 was 0.786)
 
+    def measured(values: List[Any]) -> int:
+        return sum(1 for v in values if isinstance(v, (int, float)) and not isinstance(v, bool))
+
     return [{"perturbation": name, "cases": len(group),
              "liver_dice": mean([r.get("liver_dice") for r in group]),
-             "tumor_dice": mean([r.get("tumor_dice") for r in group])} for name, group in groups.items()]
+             "tumor_dice": mean([r.get("tumor_dice") for r in group]),
+             "tumor_cases": measured([r.get("tumor_dice") for r in group])} for name, group in groups.items()]
 
 
 def robustness_weights_status(metadata: Dict[str, Any]) -> str:
@@ -190,6 +195,10 @@ def robustness_lines(rows: Any, per_line: int = 4, weights: str = "", missing: S
         liver = "-" if m["liver_dice"] is None else f"{m['liver_dice']:.3f}"
         tumor = "-" if m["tumor_dice"] is None else f"{m['tumor_dice']:.3f}"
         fewer = f" ({m['cases']} case{'s' if m['cases'] != 1 else ''})" if m["cases"] < cases else ""
+        # a case without tumor (none inserted) has no tumor Dice: that mean is over fewer cases than the liver's
+        tumor_cases = m.get("tumor_cases", m["cases"])
+        if m["tumor_dice"] is not None and tumor_cases < m["cases"]:
+            fewer += f" (tumor: {tumor_cases} case{'s' if tumor_cases != 1 else ''})"
         return f"{m['perturbation']} {liver}/{tumor}{fewer}"  # a mean over fewer cases: not comparable
     trained = any(isinstance(r, dict) and r.get("training_case") for r in rows)
     lines = [f"robustness (benchmarks/robustness.py; mean liver/synthetic-tumor Dice over {cases} case(s)"

@@ -392,6 +392,9 @@ def test_models_prints_means_rounded_once_and_names_perturbations_without_rows()
         rows, {"perturbations": ["baseline", "fov_liver20"]}))
     assert "baseline 0.980/0.787" in lines[1]
     assert lines[2].strip() == "no row (skipped on every case): fov_liver20"
+    # a case without a tumor Dice (none inserted): the tumor mean is over fewer cases, which the line says
+    rows[3]["tumor_dice"] = None
+    assert "baseline 0.980/0.876 (tumor: 3 cases)" in models_cmd.robustness_lines(rows)[1]
 
 
 def test_field_of_view_rows_crop_the_whole_scan_not_the_kept_slices(tmp_path):

@@ -225,10 +225,12 @@ def result_warnings(report: Dict[str, Any], input_path: str = "", volume_name: s
 
 
 def summary_text(report: Dict[str, Any], warnings: Sequence[str] = ()) -> str:
-    """``Liver 1520.0 mL, tumor 12.50 mL (burden 0.82 %), 2 lesions, RECIST sum of diameters 46.5 mm`` from a
-    lesion report (tumor to 0.01 mL: a 0.04 mL lesion read "tumor 0.0 mL"; a tumor volume or burden above zero
-    that still rounds to zero reads "<0.01": a one-voxel lesion read "tumor 0.00 mL (burden 0.00 %), 1 lesion";
-    the sum only when there are target lesions), then one ``Warning: ...`` line per warning."""
+    """``Liver 1520.0 mL (tumors included), tumor 12.50 mL (burden 0.82 %), 2 lesions, RECIST sum of diameters
+    46.5 mm`` from a lesion report (the report's liver volume is the whole liver, label >= 1, and the segment "Liver"
+    the liver without its tumors: "Liver 709.2 mL" stood beside a "Liver" segment of 690.8 mL; tumor to 0.01 mL: a
+    0.04 mL lesion read "tumor 0.0 mL"; a tumor volume or burden above zero that still rounds to zero reads "<0.01": a
+    one-voxel lesion read "tumor 0.00 mL (burden 0.00 %), 1 lesion"; the sum only when there are target lesions),
+    then one ``Warning: ...`` line per warning."""
     from LiverTumorSegLib.mrml import report_summary
 
     return _summary_text(report_summary(report), warnings)
@@ -288,8 +290,8 @@ def _summary_text(numbers: Dict[str, Any], warnings: Sequence[str] = ()) -> str:
     if math.isnan(liver):
         return NO_RESULT
     count = 0 if math.isnan(count) else int(count)
-    line = (f"Liver {_fixed(liver, 1)} mL, tumor {_fixed(tumor, 2)} mL (burden {_fixed(burden, 2)} %), "
-            f"{count} lesion{'' if count == 1 else 's'}")
+    line = (f"Liver {_fixed(liver, 1)} mL (tumors included), tumor {_fixed(tumor, 2)} mL "
+            f"(burden {_fixed(burden, 2)} %), {count} lesion{'' if count == 1 else 's'}")
     if not math.isnan(diameters) and diameters > 0:
         line += f", RECIST sum of diameters {diameters:.1f} mm"
     return "\n".join([line] + [f"Warning: {w}" for w in warnings])

@@ -245,19 +245,19 @@ def test_describe_gpu_and_preprocessing_and_summary():
             f"centre; 1.5 mm pixels")
     assert panel_text.summary_text({"liver_volume_ml": 1520.04, "tumor_volume_ml": 12.5,
                                     "tumor_burden_percent": 0.8224, "lesions": [{}, {}]}) == \
-        "Liver 1520.0 mL, tumor 12.50 mL (burden 0.82 %), 2 lesions"
+        "Liver 1520.0 mL (tumors included), tumor 12.50 mL (burden 0.82 %), 2 lesions"
     assert panel_text.summary_text({"liver_volume_ml": 900.0, "tumor_volume_ml": 0.04, "tumor_burden_percent": 0.0,
                                     "lesions": [{}], "recist": {"sum_of_diameters_mm": 46.54}}) == \
-        "Liver 900.0 mL, tumor 0.04 mL (burden 0.00 %), 1 lesion, RECIST sum of diameters 46.5 mm"
+        "Liver 900.0 mL (tumors included), tumor 0.04 mL (burden 0.00 %), 1 lesion, RECIST sum of diameters 46.5 mm"
     assert panel_text.summary_text({}) == "No result yet."
     # a one-voxel lesion (0.0005 mL at 0.7 x 0.7 x 1 mm) in a 1500 mL liver: never "tumor 0.00 mL (burden 0.00 %)"
     # beside "1 lesion"; a rounding -0.0 reads 0.00
     assert panel_text.summary_text({"liver_volume_ml": 1500.0, "tumor_volume_ml": 0.00049,
                                     "tumor_burden_percent": 3.3e-5, "lesions": [{}]}) == \
-        "Liver 1500.0 mL, tumor <0.01 mL (burden <0.01 %), 1 lesion"
+        "Liver 1500.0 mL (tumors included), tumor <0.01 mL (burden <0.01 %), 1 lesion"
     assert panel_text.summary_text({"liver_volume_ml": 1500.0, "tumor_volume_ml": 0.006,
                                     "tumor_burden_percent": -1e-9, "lesions": [{}]}) == \
-        "Liver 1500.0 mL, tumor 0.01 mL (burden 0.00 %), 1 lesion"
+        "Liver 1500.0 mL (tumors included), tumor 0.01 mL (burden 0.00 %), 1 lesion"
     report = {"liver_volume_ml": 1520.04, "tumor_volume_ml": 0.0, "tumor_burden_percent": 0.0, "lesions": [],
               "warnings": ["'/tmp/LiverTumorSeg-x/ct.nrrd' is stored on a grid tilted 30 degrees from the patient "
                            "axes", "liver volume 6100 mL is implausible (/tmp/LiverTumorSeg-x/ct.nrrd)"]}
@@ -265,7 +265,7 @@ def test_describe_gpu_and_preprocessing_and_summary():
     assert warnings == ["Volume 'CT chest' is stored on a grid tilted 30 degrees from the patient axes",
                         "liver volume 6100 mL is implausible (CT chest)"]
     assert panel_text.summary_text(report, warnings).splitlines() == [
-        "Liver 1520.0 mL, tumor 0.00 mL (burden 0.00 %), 0 lesions", "Warning: " + warnings[0],
+        "Liver 1520.0 mL (tumors included), tumor 0.00 mL (burden 0.00 %), 0 lesions", "Warning: " + warnings[0],
         "Warning: " + warnings[1]]
     assert panel_text.result_warnings({"warnings": None}) == []
     # the panel's Device "GPU" on a machine without one (the child's words, from a real run)
@@ -405,10 +405,34 @@ def test_a_loaded_scenes_table_gives_the_summary_its_run_gave():
               "lesions": [{"id": 1, "volume_ml": 0.04}], "recist": {"sum_of_diameters_mm": 46.54}}
     table = mrml.create_lesion_table_node(scene, report)
     assert panel_text.table_summary_text(table) == panel_text.summary_text(report) == (
-        "Liver 900.0 mL, tumor 0.04 mL (burden <0.01 %), 1 lesion, RECIST sum of diameters 46.5 mm")
+        "Liver 900.0 mL (tumors included), tumor 0.04 mL (burden <0.01 %), 1 lesion, RECIST sum of diameters 46.5 mm")
     assert panel_text.table_summary_text(None) == "No result yet."
     table.SetAttribute("LiverTumorSeg.tumor_volume_ml", "")  # edited by hand: 'unknown', not 'nan'
-    assert panel_text.table_summary_text(table).startswith("Liver 900.0 mL, tumor unknown mL (burden <0.01 %)")
+    assert panel_text.table_summary_text(table).startswith(
+        "Liver 900.0 mL (tumors included), tumor unknown mL (burden <0.01 %)")
+
+
+def test_the_summarys_liver_volume_says_it_holds_the_tumors_the_liver_segment_does_not():
+    """The report's liver volume is the whole liver (label >= 1) and the segment "Liver" is the liver without its
+    tumors: the summary read "Liver 709.2 mL" beside a "Liver" segment of 690.8 mL on a real CT with 18.4 mL of tumor,
+    two numbers under one name."""
+    pytest.importorskip("slicer")
+    import numpy as np
+
+    from LiverTumorSegLib import mrml
+    from LiverTumorSegLib.inference.lesion_report import lesion_report
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    geometry = ImageGeometry(spacing=(2.0, 2.0, 2.5))
+    labels = np.zeros((6, 12, 12), np.uint8)
+    labels[1:5, 1:11, 1:11] = 1
+    labels[2:4, 3:6, 3:6] = 2
+    report = lesion_report(labels, geometry)
+    segmentation = mrml.labels_to_segmentation_node(mrml.make_headless_scene(), labels, geometry)
+    liver_segment_ml = mrml.segment_mask(segmentation, mrml.LIVER_SEGMENT.segment_id, geometry,
+                                         labels.shape).sum() * geometry.voxel_volume_ml
+    assert report["liver_volume_ml"] == pytest.approx(4.0) and liver_segment_ml == pytest.approx(3.82)  # 400, 382 voxels
+    assert panel_text.summary_text(report).startswith("Liver 4.0 mL (tumors included), tumor 0.18 mL (burden 4.50 %)")
 
 
 def test_a_loaded_scenes_change_table_gives_the_response_and_sums_its_run_gave(tmp_path):

@@ -239,13 +239,13 @@ def test_a_result_for_a_ct_that_is_no_longer_the_input_says_whose_it_is(module, 
     lines = widget.ui.resultsSummaryLabel.text.splitlines()
     assert lines[0] == ("Result of the CT 'CT A', which is no longer the selected input: see the segmentation "
                         "'CT A segmentation' and the table 'CT A liver lesions'.")
-    assert lines[1] == "Liver 41.0 mL, tumor 1.28 mL (burden 3.12 %), 1 lesion"
+    assert lines[1] == "Liver 41.0 mL (tumors included), tumor 1.28 mL (burden 3.12 %), 1 lesion"
     assert widget._parameterNode.outputSegmentation is None and widget._parameterNode.lesionTable is None
     # the CT still selected: its result is selected and summarised alone
     widget = _results_panel(module, ct)
     widget._parameterNode.outputSegmentation = outcome.segmentation_node
     getattr(widget, handler)(outcome)
-    assert widget.ui.resultsSummaryLabel.text == "Liver 41.0 mL, tumor 1.28 mL (burden 3.12 %), 1 lesion"
+    assert widget.ui.resultsSummaryLabel.text == "Liver 41.0 mL (tumors included), tumor 1.28 mL (burden 3.12 %), 1 lesion"
     assert widget._parameterNode.lesionTable is outcome.table_node
 
 

@@ -361,8 +361,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # none yet (a new scene), or a model path the list lacks (a scene from another installation) ran while
             # the list showed another model: take the default, which the list shows (this calls updateGUI again).
             # The one place the default is chosen: setParameterNode calls this.
-            if p.modelPath:
+            if p.modelPath:  # said in the panel: the console alone left the switch unseen
                 logging.warning(f"LiverTumorSeg: model '{p.modelPath}' is not installed here; using the default")
+                self.ui.statusLabel.text = panel_text.model_not_installed_text(p.modelPath)
             p.modelPath = self._defaultModelPath
             return
         if index >= 0 and index != self.ui.modelComboBox.currentIndex:

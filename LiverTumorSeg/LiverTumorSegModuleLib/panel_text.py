@@ -1,5 +1,6 @@
 """Texts the module panel shows: model facts, GPU, preprocessing, and the result summary. Plain strings."""
 import math
+import os
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 
@@ -35,6 +36,15 @@ def _no_case_has_reference_tumor(block: Dict[str, Any]) -> bool:
     cases = block.get("cases")
     return isinstance(cases, list) and bool(cases) and all(
         isinstance(c, dict) and c.get("reference_has_tumor") is False for c in cases)
+
+
+def model_not_installed_text(model_path: str) -> str:
+    """The panel's note that the scene's model (``model_path``, a package file path saved with the scene, e.g. from
+    another computer) is not installed here and the default model is selected instead: the switch was written to the
+    Python console only, so a reader could segment with another model than the scene's without a word."""
+    name = os.path.basename(str(model_path).replace("\\", "/")) or str(model_path)
+    return (f"The scene's model '{name}' is not installed here, so the default model is selected. To use that model, "
+            f"add its file with 'Add model file...' and pick it in the list.")
 
 
 def _looks_like_path(text: str) -> bool:

@@ -335,3 +335,24 @@ def test_a_measure_or_comparison_cancelled_by_a_scene_close_is_let_go_once_its_o
     assert w.ui.statusLabel.text == "" and w.compare["result"].text == ""  # still nothing said in the next scene
     gc.collect()
     assert [job() for job in jobs] == [None, None]
+
+
+def test_a_scenes_model_not_installed_here_is_said_in_the_panel_when_the_default_is_selected(module):
+    """A scene saved with a model this computer lacks (another installation's package path): the panel selects the
+    default model, as before, and now says so in its status line; the switch was written to the Python console only,
+    so the next Segment ran another model than the scene's without a word in the panel."""
+    widget = module.m.LiverTumorSegWidget()
+    combo = types.SimpleNamespace(findData=lambda path: -1)  # the list lacks the scene's model
+    widget.ui = types.SimpleNamespace(modelComboBox=combo, statusLabel=Label())
+    widget._defaultModelPath = "/install/Resources/Models/default_v10.safetensors"
+    widget._parameterNode = types.SimpleNamespace(modelPath="/other/computer/models/my_segnet.safetensors")
+    widget.updateGUI()
+    assert widget._parameterNode.modelPath == widget._defaultModelPath
+    assert widget.ui.statusLabel.text == ("The scene's model 'my_segnet.safetensors' is not installed here, so the "
+                                          "default model is selected. To use that model, add its file with 'Add "
+                                          "model file...' and pick it in the list.")
+    # a new scene (no model yet) takes the default without a note
+    widget.ui.statusLabel.text = ""
+    widget._parameterNode = types.SimpleNamespace(modelPath="")
+    widget.updateGUI()
+    assert widget._parameterNode.modelPath == widget._defaultModelPath and widget.ui.statusLabel.text == ""

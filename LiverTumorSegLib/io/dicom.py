@@ -1029,6 +1029,59 @@ def _refuse_copies_of_one_image(series: DicomSeriesInfo, reader, folder: Path) -
         first.setdefault(uid, name)
 
 
+PLANE_TAG_CHECKS = (("0020|0037", "orientation (ImageOrientationPatient)",
+                     "a localizer/scout image or another reconstruction is mixed into the series; remove {that} (or "
+                     "export the axial series alone)"),
+                    ("0028|0030", "pixel spacing (PixelSpacing)",
+                     "ITK would use the first file's spacing for every slice; export a series whose slices share one "
+                     "pixel spacing"))
+"""The per-file tags every slice of a series must share (tag, what it is, the fix; ``{that}``: "that file" or
+"those files"), within :data:`SERIES_HEADER_TOLERANCE`."""
+
+
+def _same_plane_values(values: Sequence[float], reference: Sequence[float]) -> bool:
+    """Whether two files' values of one :data:`PLANE_TAG_CHECKS` tag agree (as many, each within the tolerance)."""
+    return len(values) == len(reference) and \
+        float(np.max(np.abs(np.subtract(values, reference)))) <= SERIES_HEADER_TOLERANCE
+
+
+def _plane_value_groups(series: DicomSeriesInfo, reader, tag: str) -> List[List[int]]:
+    """The files of ``series`` (indices, file order) that have ``tag``, grouped by its value (each file with the
+    first of a group whose value it shares), the largest group first (of equal ones, the one met first)."""
+    groups: List[Tuple[List[float], List[int]]] = []
+    for index in range(len(series.files)):
+        values = _tag_numbers(reader, index, tag)
+        if values is None:
+            continue
+        group = next((members for first, members in groups if _same_plane_values(values, first)), None)
+        if group is None:
+            groups.append((values, [index]))
+        else:
+            group.append(index)
+    return sorted((members for _, members in groups), key=lambda members: (-len(members), members[0]))
+
+
+def _refuse_another_plane_value(series: DicomSeriesInfo, reader, folder: Path, tag: str, what: str,
+                                fix: str) -> None:
+    """InputError for a series whose files differ in ``tag`` (one of :data:`PLANE_TAG_CHECKS`), naming every file
+    outside the largest group of files that share one value, and how many there are: eight coronal reformats filed
+    under the axial series' UID were reported one file at a time ("file 'cor01.dcm' has another orientation ...;
+    remove that file"), so the user removed one and was refused again, seven more times."""
+    groups = _plane_value_groups(series, reader, tag)
+    main, odd = groups[0], [index for group in groups[1:] for index in group]
+    names = [Path(series.files[index]).name for index in odd]
+    kept = Path(series.files[main[0]]).name
+    kept_values = _format_numbers(_tag_numbers(reader, main[0], tag) or [])
+    odd_values = _format_numbers(_tag_numbers(reader, odd[0], tag) or [])
+    if len(odd) == 1:
+        raise InputError(f"DICOM series {series.uid} in '{folder}': file '{names[0]}' has another {what} "
+                         f"({odd_values}) than '{kept}' ({kept_values}): {fix.format(that='that file')}.")
+    others = f"the other {len(main)} files" if len(main) > 1 else "the other file"
+    raise InputError(f"DICOM series {series.uid} in '{folder}': {len(odd)} of its {len(series.files)} files "
+                     f"({_first_names(names)}) have another {what} (e.g. '{names[0]}': {odd_values}) than {others} "
+                     f"(e.g. '{kept}': {kept_values}): {fix.format(that='those files')}.")
+
+
 def _checked_slice_positions(series: DicomSeriesInfo, reader, image, folder: Path) -> np.ndarray:
     """Each file's position along the slice normal (mm, file order, from the tags the series read already holds:
     no file is read again), after checking the per-slice geometry tags of a multi-file series before ITK's grid
@@ -1058,21 +1111,13 @@ def _checked_slice_positions(series: DicomSeriesInfo, reader, image, folder: Pat
             raise InputError(f"DICOM series {series.uid} in '{folder}' has an invalid ImagePositionPatient "
                              f"({text.strip()[:60]!r}) in file '{name}'; the slice geometry "
                              f"cannot be built. Re-export the series from the scanner/PACS.")
-        for tag, what, fix in (("0020|0037", "orientation (ImageOrientationPatient)",
-                                "a localizer/scout image or another reconstruction is mixed into the series; "
-                                "remove that file (or export the axial series alone)"),
-                               ("0028|0030", "pixel spacing (PixelSpacing)",
-                                "ITK would use the first file's spacing for every slice; export a series whose "
-                                "slices share one pixel spacing")):
+        for tag, what, fix in PLANE_TAG_CHECKS:
             values = _tag_numbers(reader, index, tag)
             if values is None:
                 continue
             reference = first_tags.setdefault(tag, (values, name))
-            if len(values) != len(reference[0]) or \
-                    np.max(np.abs(np.subtract(values, reference[0]))) > SERIES_HEADER_TOLERANCE:
-                raise InputError(f"DICOM series {series.uid} in '{folder}': file '{name}' has another {what} "
-                                 f"({_format_numbers(values)}) than '{reference[1]}' ({_format_numbers(reference[0])}): "
-                                 f"{fix}.")
+            if not _same_plane_values(values, reference[0]):
+                _refuse_another_plane_value(series, reader, folder, tag, what, fix)
         positions.append(float(np.dot(xyz, normal)))
         points.append(xyz)
     distinct = len(np.unique(np.round(positions, 3)))

@@ -440,6 +440,22 @@ def test_dicom_slices_must_agree_on_position_orientation_and_pixel_spacing(tmp_p
         read_volume(tmp_path / "scout")
 
 
+def test_dicom_files_of_another_orientation_are_all_named_and_counted(tmp_path):
+    """Coronal reformats filed under the axial series' UID were reported one file at a time ("file 'c001.dcm' has
+    another orientation ...; remove that file"): the user removed it and was refused again for the next one."""
+    stored = np.zeros((6, 4, 4), np.int16)
+    write_dicom_series(tmp_path / "mixed", stored, UID_A, "axial with coronal reformats")
+    write_dicom_series(tmp_path / "mixed", np.zeros((4, 4, 4), np.int16), UID_A, "coronal", prefix="c",
+                       origin=(-10.5, 40.0, 80.0), col_dir=(0.0, 0.0, -1.0))
+    for name in sorted((tmp_path / "mixed").glob("c*.dcm")):  # their own images, not copies of the axial slices
+        _retag(name, SOPInstanceUID=f"{UID_A}.9{name.stem[1:]}")
+    with pytest.raises(InputError, match=r"4 of its 10 files \('c000.dcm', 'c001.dcm', 'c002.dcm' and 1 more\) have "
+                                         r"another orientation \(ImageOrientationPatient\) \(e.g. 'c000.dcm': "
+                                         r"1\\0\\0\\0\\0\\-1\) than the other 6 files \(e.g. 's\d+.dcm': "
+                                         r"1\\0\\0\\0\\1\\0\): .*remove those files"):
+        read_volume(tmp_path / "mixed")
+
+
 @pytest.mark.parametrize("spacing", [[-3, -3], [0, 0], [3], None], ids=["negative", "zero", "one_value", "missing"])
 @pytest.mark.parametrize("slices", [5, 1])
 def test_dicom_pixel_spacing_must_be_two_positive_numbers(tmp_path, spacing, slices):

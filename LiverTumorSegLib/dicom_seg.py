@@ -506,21 +506,53 @@ def _label_of_segment(description: Any) -> Optional[int]:
     return None
 
 
-def _geometry_from_hd_volume(volume: Any) -> Tuple[np.ndarray, ImageGeometry]:
+def _geometry_from_hd_volume(volume: Any, frame_positions: Sequence[Sequence[float]] = ()
+                             ) -> Tuple[np.ndarray, ImageGeometry]:
     """``(array (z, y, x), geometry)`` of a highdicom Volume (axes: slices, rows, columns; affine to LPS), with
-    the slices ordered along row direction x column direction (right-handed, as ITK/SimpleITK read a series)."""
+    the slices ordered along row direction x column direction (right-handed, as ITK/SimpleITK read a series).
+    ``frame_positions``: the SEG's frames' ImagePositionPatient (mm, LPS); where the slices are reversed, the new
+    first slice's origin is the frame position at it (:func:`_recorded_position_near`), not one extrapolated over
+    the whole stack along the slice normal that the rounded ImageOrientationPatient gives."""
     affine = np.asarray(volume.affine, dtype=float)  # maps (slice, row, column, 1) to LPS mm
     array = np.asarray(volume.array)
     columns = affine[:3, [2, 1, 0]]  # index axes (i = column, j = row, k = slice)
     origin = affine[:3, 3]
     if np.dot(np.cross(columns[:, 0], columns[:, 1]), columns[:, 2]) < 0:  # slices stacked against row x column:
         origin = origin + columns[:, 2] * (array.shape[0] - 1)             # reverse them, as ITK reads a series
+        origin = _recorded_position_near(origin, frame_positions, 0.25 * float(np.linalg.norm(columns[:, 2])))
         columns = columns * [1.0, 1.0, -1.0]
         array = array[::-1]
     spacing = np.linalg.norm(columns, axis=0)
     direction = columns / spacing
     return np.ascontiguousarray(array), ImageGeometry(spacing=tuple(spacing), origin=tuple(origin),
                                                       direction=tuple(direction.ravel()))
+
+
+def _recorded_position_near(point: np.ndarray, frame_positions: Sequence[Sequence[float]],
+                            within_mm: float) -> np.ndarray:
+    """The frame position (mm, LPS) nearest ``point`` when one lies within ``within_mm`` of it, else ``point``.
+    highdicom's volume starts at the last slice of an ITK-ordered series; its other end, extrapolated over 111 slices
+    along a normal from ImageOrientationPatient written to 4 decimals (an oblique series), lay 0.013 mm from the
+    recorded position, beyond :data:`SEG_GRID_TOLERANCE`, and our own SEG was refused against its CT series ("made
+    for another image")."""
+    positions = np.asarray(frame_positions, dtype=float).reshape(-1, 3)
+    if not positions.size:
+        return point
+    distances = np.linalg.norm(positions - np.asarray(point, dtype=float), axis=1)
+    nearest = int(np.argmin(distances))
+    return positions[nearest] if distances[nearest] <= within_mm else point
+
+
+def _frame_positions(dataset: Any) -> List[List[float]]:
+    """The ImagePositionPatient (mm, LPS) of each frame of a SEG dataset (per-frame Plane Position); [] where any
+    frame lacks a readable one."""
+    positions = []
+    for item in dataset.get("PerFrameFunctionalGroupsSequence") or []:
+        try:
+            positions.append([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])
+        except (AttributeError, IndexError, TypeError, ValueError):
+            return []
+    return [p for p in positions if len(p) == 3]
 
 
 SEG_GRID_TOLERANCE = 1e-2
@@ -731,7 +763,7 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
     dtype = np.float32 if str(getattr(seg, "SegmentationType", "")).upper() == "FRACTIONAL" else np.uint8
     try:
         volume = seg.get_volume(segment_numbers=numbers, combine_segments=False, dtype=dtype)
-        stacked, geometry = _geometry_from_hd_volume(volume)
+        stacked, geometry = _geometry_from_hd_volume(volume, _frame_positions(dataset))
     except Exception as exc:  # noqa: BLE001 - irregular frames and the like
         raise_if_out_of_memory(exc, str(path))  # not an irregular SEG: reading it frame by frame needs as much
         if reference is None or not reference.meta.get("files"):

@@ -496,6 +496,23 @@ def test_a_seg_of_a_long_oblique_series_with_rounded_orientation_is_read_on_its_
     assert np.array_equal(alone.array, labels) and alone.geometry.almost_equal(ct.geometry, tol=1e-3)
 
 
+def test_a_seg_refused_against_another_grid_says_how_far_the_grids_differ(series, tmp_path):
+    """A reference turned by 3 degrees (same spacing and origin) was refused with its spacing and origin printed
+    identical to the SEG's ("its grid (spacing (0.811, ...), origin (-235.2, ...)) is not the reference's (spacing
+    (0.811, ...), origin (-235.2, ...))"), which read as a contradiction: the direction was not shown."""
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    folder, ct, labels = series
+    path = write_dicom_seg(tmp_path / "seg.dcm", labels, ct.geometry, dicom_series_files(folder))
+    turn = np.radians(3.0)
+    rotation = np.array([[np.cos(turn), -np.sin(turn), 0.0], [np.sin(turn), np.cos(turn), 0.0], [0.0, 0.0, 1.0]])
+    turned = ImageGeometry(spacing=ct.geometry.spacing, origin=ct.geometry.origin,
+                           direction=tuple((rotation @ ct.geometry.direction_matrix).ravel()))
+    with pytest.raises(LabelError, match=r"they differ by up to 0 mm in spacing, 0 mm in origin and 0.052\d* in "
+                                         r"direction cosines \(allowed: 0.01\)\. Use the SEG made for this image"):
+        read_dicom_seg(path, reference=CTVolume(np.zeros(ct.shape_zyx, np.int16), turned, source="turned.nii.gz"))
+
+
 def test_a_model_name_fits_the_segs_long_string_fields(tmp_path):
     """A package named after a long file stem made AlgorithmName 66 characters (invalid) or, over 64, failed after
     the network; 'für' was written as a Latin-1 byte in a SEG without a character set."""

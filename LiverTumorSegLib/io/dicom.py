@@ -40,8 +40,10 @@ class DicomSeriesInfo:
         return len(self.files)
 
     def summary(self) -> str:
-        """One line: ``UID 'description' (CT, 120 files)``."""
-        what = ", ".join(x for x in (self.modality, f"{self.num_files} files") if x)
+        """One line: ``UID 'description' (CT, SeriesNumber 4, 120 files)`` (the SeriesNumber a PACS shows, where the
+        header has one: the listing's own numbers are places in the list, which a reader could not tell from it)."""
+        number = f"SeriesNumber {self.series_number.strip()}" if self.series_number.strip() else ""
+        what = ", ".join(x for x in (self.modality, number, f"{self.num_files} files") if x)
         desc = f" '{self.description}'" if self.description else ""
         return f"{self.uid}{desc} ({what})"
 
@@ -323,7 +325,8 @@ def _series_listing(series: Sequence[DicomSeriesInfo], shown: Optional[Sequence[
     return "\n".join(f"  {numbers[id(s)]}. {s.summary()}{where(s)}" for s in (series if shown is None else shown))
 
 
-SERIES_CHOICES_TEXT = "SeriesInstanceUID, a unique UID prefix, the series description, or its number in this list"
+SERIES_CHOICES_TEXT = ("SeriesInstanceUID, a unique UID prefix, the series description, or its number in this list "
+                       "(or its SeriesNumber, where no other series has that number in this list)")
 
 
 def _series_option(wanted: str = "...") -> str:
@@ -332,7 +335,7 @@ def _series_option(wanted: str = "...") -> str:
 
 
 def select_dicom_series(series: Sequence[DicomSeriesInfo], wanted: str, folder: PathLike = "") -> DicomSeriesInfo:
-    """Pick one series by exact UID, list number (1-based), unique UID prefix, or description.
+    """Pick one series by exact UID, number (:func:`_series_by_number`), unique UID prefix, or description.
 
     Descriptions match case-insensitively, exactly first, then as a unique substring. Raises InputError
     naming the candidates when nothing or more than one series matches.
@@ -341,8 +344,10 @@ def select_dicom_series(series: Sequence[DicomSeriesInfo], wanted: str, folder: 
     exact = [s for s in series if s.uid == wanted]
     if exact:
         return exact[0]
-    if wanted.isdigit() and 1 <= int(wanted) <= len(series) and "." not in wanted:
-        return series[int(wanted) - 1]
+    if wanted.isdigit():
+        numbered = _series_by_number(series, int(wanted), folder)
+        if numbered is not None:
+            return numbered
     low = wanted.lower()
     for matches in ([s for s in series if s.uid.startswith(wanted)],
                     [s for s in series if s.description.lower() == low],
@@ -354,6 +359,38 @@ def select_dicom_series(series: Sequence[DicomSeriesInfo], wanted: str, folder: 
                              f"of the UID, or the series' number:\n{_series_listing(series, matches)}")
     raise InputError(f"No DICOM series matching {_series_option(wanted)} in '{folder}'; give its "
                      f"{SERIES_CHOICES_TEXT}. It holds:\n{_series_listing(series)}")
+
+
+def _series_number(info: DicomSeriesInfo) -> Optional[int]:
+    """The series' SeriesNumber (0020,0011) as an integer, or None where it has none (or not a number)."""
+    try:
+        return int(str(info.series_number).strip())
+    except ValueError:
+        return None
+
+
+def _series_by_number(series: Sequence[DicomSeriesInfo], number: int, folder: PathLike) -> Optional[DicomSeriesInfo]:
+    """The series ``--series N`` names: the N-th of the listing (1-based), or the one whose SeriesNumber is N (the
+    number a PACS and the scanner show) where no series is N-th; both where they are the same series. Where they
+    are different series, InputError naming both: the listing is ordered by UID, so its numbers and the
+    SeriesNumbers differ, and a reader who typed the PACS's series number got another series (the arterial
+    phase for the portal venous one) without a word. None when neither exists."""
+    listed = series[number - 1] if 1 <= number <= len(series) else None
+    by_header = [s for s in series if _series_number(s) == number]
+    if listed is not None and (not by_header or by_header == [listed]):
+        return listed
+    if listed is None and len(by_header) == 1:
+        return by_header[0]
+    if listed is None and not by_header:
+        return None
+    shown = ([listed] if listed is not None else []) + [s for s in by_header if s is not listed]
+    place = (f"number {number} in the listing is '{listed.description or listed.uid}'" if listed is not None else
+             f"no series is number {number} in the listing")
+    names = ", ".join(f"'{s.description or s.uid}'" for s in by_header)
+    owner = f"that of {names}" if len(by_header) == 1 else f"shared by {names}"
+    raise InputError(f"{_series_option(str(number))} is ambiguous in '{folder}': {place}, while SeriesNumber "
+                     f"{number} is {owner}. Give the series' UID (or a unique UID prefix) or its description "
+                     f"instead:\n{_series_listing(series, shown)}")
 
 
 DERIVED_OBJECT_MODALITIES = ("SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG", "DOC")

@@ -151,8 +151,10 @@ def test_the_number_an_ambiguous_series_choice_lists_is_the_one_series_takes(tmp
     """'--series Abdomen' matched two of three series and numbered them 1 and 2 among the matches; '--series 1'
     then took the first series of the folder, 'Non contrast'."""
     folder = tmp_path / "study"
-    for seed, (number, description) in enumerate(((2, "Non contrast"), (1, "Abdomen venous"),
-                                                  (3, "Abdomen arterial")), start=1):
+    # SeriesNumbers none of the list's numbers: a list number that is another series' SeriesNumber is refused
+    # (test_a_series_number_that_is_another_series_place_in_the_list_is_refused)
+    for seed, (number, description) in enumerate(((12, "Non contrast"), (11, "Abdomen venous"),
+                                                  (13, "Abdomen arterial")), start=1):
         write_ct_series(folder, ct, uid_seed=seed, description=description, series_number=number,
                         name_prefix=f"s{seed}_")
     listed = [s.description for s in find_dicom_series(folder)]
@@ -161,6 +163,36 @@ def test_the_number_an_ambiguous_series_choice_lists_is_the_one_series_takes(tmp
     venous = listed.index("Abdomen venous") + 1
     assert f"  {venous}. " in str(refused.value) and "Non contrast" not in str(refused.value)
     assert read_volume(folder, series=str(venous)).meta["series_description"] == "Abdomen venous"
+
+
+def test_a_series_number_that_is_another_series_place_in_the_list_is_refused(tmp_path, ct):
+    """The listing is ordered by UID, so its numbers are not the SeriesNumbers a PACS shows: '--series 3' typed for
+    the PACS's series 3 (the arterial phase here) read the listing's third series (the portal venous one) without a
+    word. Where the two meanings name different series it is refused, naming both; the listing shows each series'
+    SeriesNumber; a number only one meaning knows is taken (the list's place, or a SeriesNumber beyond the list)."""
+    folder = tmp_path / "study"
+    for seed, (number, description) in enumerate(((2, "Non contrast"), (1, "Abdomen venous"),
+                                                  (3, "Abdomen arterial"), (7, "Delayed")), start=1):
+        write_ct_series(folder, ct, uid_seed=seed, description=description, series_number=number,
+                        name_prefix=f"s{seed}_")
+    listed = [(s.description, s.series_number) for s in find_dicom_series(folder)]
+    # the listing's order (by UID, fixed by the seeds): its places and the SeriesNumbers differ
+    assert listed == [("Abdomen arterial", "3"), ("Non contrast", "2"), ("Abdomen venous", "1"), ("Delayed", "7")]
+    with pytest.raises(InputError) as several:  # no --series: the listing names each SeriesNumber
+        read_volume(folder)
+    assert "  1. " in str(several.value) and "'Abdomen arterial' (CT, SeriesNumber 3, 8 files)" in str(several.value)
+    with pytest.raises(InputError) as refused:  # the PACS's series 3 (arterial) is the listing's third (venous)
+        read_volume(folder, series="3")
+    assert ("number 3 in the listing is 'Abdomen venous', while SeriesNumber 3 is that of 'Abdomen arterial'. Give "
+            "the series' UID (or a unique UID prefix) or its description instead") in str(refused.value)
+    with pytest.raises(InputError, match="number 1 in the listing is 'Abdomen arterial', while SeriesNumber 1 is "
+                                         "that of 'Abdomen venous'"):
+        read_volume(folder, series="1")
+    # one series by both meanings, by the listing alone, by its SeriesNumber alone (beyond the listing): taken
+    for number, description in (("2", "Non contrast"), ("4", "Delayed"), ("7", "Delayed")):
+        assert read_volume(folder, series=number).meta["series_description"] == description
+    # the description still picks a series whatever the numbers
+    assert read_volume(folder, series="Abdomen arterial").meta["series_description"] == "Abdomen arterial"
 
 
 def test_a_dicom_seg_written_into_the_study_folder_does_not_hide_the_ct_below(tmp_path, ct):

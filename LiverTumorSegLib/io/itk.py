@@ -605,12 +605,26 @@ def _check_metaimage_value_counts(path: Path, header: _Header, ndims: int) -> No
                          f"{ndims} ({needed} needed); the header is damaged. Export the volume again.")
 
 
+METAIMAGE_SUFFIXES = (".mha", ".mhd")
+"""MetaImage file extensions, compared in lower case."""
+
+
+def itk_file_reader(path: Union[str, Path]) -> Any:
+    """A SimpleITK ``ImageFileReader`` of ``path``, told to use MetaImageIO for a ``.mha``/``.mhd`` in any letter
+    case: ITK picks that reader by the extension in lower case only, so a valid ``CT.MHA`` (as Windows tools name
+    files) was refused as 'not a valid .mha file (Unable to determine ImageIO reader)'. NRRD is found in any case."""
+    reader = _sitk().ImageFileReader()
+    reader.SetFileName(str(path))
+    if full_suffix(path) in METAIMAGE_SUFFIXES and Path(path).suffix not in METAIMAGE_SUFFIXES:
+        reader.SetImageIO("MetaImageIO")  # only then: ITK's choice keeps MetaIO's stderr lines off a damaged .mha
+    return reader
+
+
 def _information_reader(path: Path) -> Any:
     """An ITK reader of ``path`` after its ``ReadImageInformation`` (ITK's own lines kept off stderr); RuntimeError
     from ITK for a file it cannot read, InputError for a header ITK must not see (:func:`check_header_dimension`)."""
     check_header_dimension(path)
-    reader = _sitk().ImageFileReader()
-    reader.SetFileName(str(path))
+    reader = itk_file_reader(path)
     with _quiet_itk():
         reader.ReadImageInformation()
     return reader

@@ -154,10 +154,9 @@ def read_header_geometry(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int,
         geometry, _ = _nifti_geometry(image.header, str(path), warn=False)
         shape_xyz = tuple(int(n) for n in image.shape[:3])
     elif suffix in ITK_SUFFIXES:
-        from .itk import _direction_3d, _quiet_itk, _sitk, check_header_dimension, non_ascii_path_hint
+        from .itk import _direction_3d, _quiet_itk, check_header_dimension, itk_file_reader, non_ascii_path_hint
         check_header_dimension(path)
-        reader = _sitk().ImageFileReader()
-        reader.SetFileName(str(path))
+        reader = itk_file_reader(path)
         try:
             with _quiet_itk():
                 reader.ReadImageInformation()

@@ -207,3 +207,17 @@ def test_an_anatomical_orientation_that_disagrees_with_the_transform_matrix_is_w
         assert f"AnatomicalOrientation ({letters}) names other axes than its TransformMatrix (RAI" in notes[0]
         assert "the TransformMatrix was followed" in notes[0]
     assert np.array_equal(volume.array, TRUTH)
+
+
+@pytest.mark.parametrize("name", ["CT.MHA", "ct.Mha", "CT.MHD"])
+def test_a_metaimage_named_in_upper_case_is_read_as_in_lower_case(tmp_path, name):
+    """ITK picks its MetaImage reader by a lower-case .mha/.mhd only: a valid CT.MHA (as Windows tools name files,
+    and as `segment -o OUT.MHA` wrote it) was refused as 'not a valid .mha file (Unable to determine ImageIO
+    reader)'. Its voxels, geometry and header-only geometry are those of the same file named in lower case."""
+    from LiverTumorSegLib.io import read_header_geometry
+
+    lower = _mhd(tmp_path, "", LITTLE) if name.lower().endswith(".mhd") else _mha(tmp_path, "", LITTLE)
+    path = lower.rename(tmp_path / name)
+    volume = read_volume(path)
+    np.testing.assert_array_equal(volume.array, TRUTH)
+    assert read_header_geometry(path) == (volume.geometry, TRUTH.shape)

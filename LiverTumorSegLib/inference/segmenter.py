@@ -171,6 +171,9 @@ def check_output_format(path: Any) -> str:
     if suffix not in LABEL_MAP_SUFFIXES:
         raise InputError(f"Output '{path}' has an unsupported extension '{suffix}'; use .nii.gz, .nii, .nrrd, "
                          f".mha, .seg.nrrd or .dcm (DICOM SEG, for a DICOM input).")
+    from ..io.writers import check_metaimage_name
+
+    check_metaimage_name(path)  # before the run: OUT.MHA opened nowhere
     return suffix
 
 
@@ -949,6 +952,9 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
         if full_suffix(probability_path) not in PROBABILITY_SUFFIXES:
             raise InputError(f"Probability map '{probability_path}' has an unsupported extension "
                              f"'{full_suffix(probability_path)}'; use .nii.gz, .nii, .nrrd or .mha.")
+        from ..io.writers import check_metaimage_name
+
+        check_metaimage_name(probability_path)
         outputs["probabilities"] = check_can_write(probability_path, overwrite)
     _refuse_replacing_input_dicom(Path(input_path), [p for p in outputs.values() if p is not None])
     return outputs

@@ -21,7 +21,22 @@ def _check_write_suffix(path: Path) -> str:
     if suffix not in WRITE_SUFFIXES:
         raise InputError(f"Cannot write '{path}': unknown output type '{suffix or path.name}'; use one of "
                          f"{', '.join(WRITE_SUFFIXES)}.")
+    check_metaimage_name(path)
     return suffix
+
+
+def check_metaimage_name(path: PathLike) -> None:
+    """InputError for an output named ``.mha`` (or ``.mhd``) in other than lower case (``OUT.MHA``): ITK opens a
+    MetaImage by its lower-case extension only, so 3D Slicer ('FileFormatError') and SimpleITK ('Unable to
+    determine ImageIO reader') could not open the label map ``segment -o OUT.MHA`` wrote, after the whole run. The
+    name with the extension in lower case is suggested. Other names pass."""
+    path = Path(path)
+    suffix = full_suffix(path)
+    written = path.name[len(path.name) - len(suffix):]
+    if suffix in (".mha", ".mhd") and written != suffix:
+        raise InputError(f"Cannot write '{path}': ITK-based programs (3D Slicer, SimpleITK) open a MetaImage file "
+                         f"only by the lower-case extension {suffix}, so they could not open it as '{written}'; name "
+                         f"it '{path.with_name(path.name[:len(path.name) - len(suffix)] + suffix)}'.")
 
 
 NIFTI1_MAX_DIMENSION = 32767

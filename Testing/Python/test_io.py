@@ -249,6 +249,20 @@ def test_write_refuses_existing_file_and_unknown_suffix(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]  # no temp files left behind
 
 
+@pytest.mark.parametrize("name", ["OUT.MHA", "out.Mha"])
+def test_a_metaimage_named_in_upper_case_is_refused_naming_the_lower_case_name(tmp_path, name):
+    """ITK (3D Slicer, SimpleITK) opens a MetaImage by a lower-case .mha only: OUT.MHA was written, and no ITK-based
+    program could open it ('Unable to determine ImageIO reader'). Refused before anything is written; .NRRD and
+    .NII.GZ, which ITK and nibabel open in any case, are written."""
+    geometry = ImageGeometry(spacing=(1, 1, 1))
+    labels = np.zeros((2, 3, 4), np.uint8)
+    with pytest.raises(InputError, match=r"lower-case extension \.mha, .*name it '.*\.mha'"):
+        write_label_map(tmp_path / name, labels, geometry)
+    assert list(tmp_path.iterdir()) == []
+    for other in ("a.NRRD", "b.NII.GZ"):
+        assert read_volume(write_label_map(tmp_path / other, labels, geometry)).geometry == geometry
+
+
 # ------------------------------------------------------------------------------------------- DICOM
 def write_dicom_series(folder: Path, stored_zyx: np.ndarray, uid: str, description: str,
                        origin=(-10.5, 20.25, 100.0), pixel_spacing_xy=(0.6, 0.75), thickness=2.5,

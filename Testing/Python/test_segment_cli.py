@@ -97,6 +97,10 @@ def test_output_checks(tmp_path, monkeypatch):
     ct_path, _ = write_phantom(tmp_path, "LPS")
     with pytest.raises(InputError, match="unsupported extension"):
         segment_file(ct_path, tmp_path / "seg.png", engine=oracle_engine())
+    for outputs in ({"output_path": tmp_path / "SEG.MHA"},  # no ITK-based program opens it: refused before the run
+                    {"output_path": tmp_path / "seg.nii.gz", "probability_path": tmp_path / "PROB.MHA"}):
+        with pytest.raises(InputError, match="lower-case extension .mha"):
+            segment_file(ct_path, engine=oracle_engine(), **outputs)
     with pytest.raises(InputError, match="does not exist"):
         segment_file(ct_path, tmp_path / "missing_dir" / "seg.nii.gz", engine=oracle_engine())
     with pytest.raises(InputError, match="different"):

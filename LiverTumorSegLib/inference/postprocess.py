@@ -925,17 +925,32 @@ def _ml(volume_ml: float) -> str:
     return f"{volume_ml:.1f}" if volume_ml < 10 else f"{volume_ml:.0f}"
 
 
-def liver_parts_advice() -> str:
-    """How a warning about liver parts left out ends, in one-stage post-processing and in the two-stage crop."""
-    return (f"if that is liver (a lobe separated by a resection or a thin bridge), "
+def liver_parts_advice(cut_by_scan_end: bool = False) -> str:
+    """How a warning about liver parts left out ends, in one-stage post-processing and in the two-stage crop.
+    ``cut_by_scan_end``: the liver kept lies on the scan's first or last slice
+    (:func:`~.plausibility.liver_cut_by_scan_end`), so parts of it may join only beyond the scan: the shared
+    abdomen-pelvis CT cut in its lower liver had its left lobe's lower part (11 mL of true liver, joined to the right
+    lobe only above the scan's top slice) dropped with advice about resections only."""
+    beyond = (", or, as the scan starts or ends inside the liver, a part joined to the rest only beyond its first or "
+              "last slice") if cut_by_scan_end else ""
+    return (f"if that is liver (a lobe separated by a resection or a thin bridge{beyond}), "
             f"{KEEP_HINT.format(_switch('--keep-all-liver-components', 'largest_liver_component'))}.")
 
 
-def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[float] = None) -> list:
+def _part_ml(volume_ml: float) -> str:
+    """A removed part's volume for a warning: to 0.1 mL, or to 2 significant digits where that would show 0 (a
+    one-voxel part of tumor of 0.027 mL read '(0.0 mL, 0.0 mL of it tumor)')."""
+    from .lesion_report import number_text
+    return number_text(volume_ml, 1)
+
+
+def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[float] = None,
+                            cut_by_scan_end: bool = False) -> list:
     """One line per step of :func:`postprocess_labels` that took out a notable amount (its ``changes``), with
     the switch that keeps it: anatomical rules can be wrong on anatomy they were not built for.
     ``liver_left_ml``: the organ (label >= 1) left after post-processing; when the lung-base step removed more
-    than that (most of the organ), its line adds that a head-foot flip in the file's header does this."""
+    than that (most of the organ), its line adds that a head-foot flip in the file's header does this.
+    ``cut_by_scan_end``: the liver left lies on the scan's first or last slice (:func:`liver_parts_advice`)."""
     from ..errors import option_hint
 
     lines = []
@@ -972,7 +987,8 @@ def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[flo
             if lesion_like else ""
         lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the "
                      f"largest one holding liver "
-                     f"({volume:.1f} mL, {tumor:.1f} mL of it tumor){more}; {liver_parts_advice()}{lesion_advice}")
+                     f"({_part_ml(volume)} mL, {_part_ml(tumor)} mL of it tumor){more}; "
+                     f"{liver_parts_advice(cut_by_scan_end)}{lesion_advice}")
         # ... both to 0.1 mL: '23 mL, 23.2 mL of it tumor' read as more tumor than the parts held (23.355 mL)
     components = changes.get("tumor_components", [])
     # with no liver left, 'away from the liver' named a liver that was not there (a prediction of tumor alone)

@@ -646,10 +646,10 @@ class Segmenter:
 
         from .head_foot import head_foot_warnings
 
+        cut_by_scan_end = liver_cut_by_scan_end(labels, volume.geometry)
         warnings = head_foot_warnings(changes.get("head_foot_order")) + \
-            postprocessing_warnings(changes, report["liver_volume_ml"]) + \
-            liver_volume_warnings(report["liver_volume_ml"],
-                                  cut_by_scan_end=liver_cut_by_scan_end(labels, volume.geometry),
+            postprocessing_warnings(changes, report["liver_volume_ml"], cut_by_scan_end) + \
+            liver_volume_warnings(report["liver_volume_ml"], cut_by_scan_end=cut_by_scan_end,
                                   cut_by_image_side=liver_cut_by_image_side(labels, volume.geometry, hu))
         if cut:
             for lesion in report["lesions"]:
@@ -697,7 +697,7 @@ class Segmenter:
             from .postprocess import liver_parts_advice
             warnings.append(f"Two-stage mode segmented only the slices of the largest liver part its coarse pass "
                             f"found; {outside['count']} other part(s) (about {outside['volume_ml']:.1f} mL) were "
-                            f"left out; {liver_parts_advice()}")
+                            f"left out; {liver_parts_advice(cut_by_scan_end)}")
         device_message = getattr(self.engine, "device_message", None)  # e.g. CUDA asked for, CPU used
         if device_message:
             warnings = [device_message] + warnings

@@ -433,6 +433,57 @@ def test_small_removed_volumes_are_not_rounded_to_zero_in_warnings():
     assert "(12.0 mL, 0.5 mL of it tumor); 12 smaller part(s) without tumor (4.8 mL)" in line
 
 
+def test_a_one_voxel_removed_part_is_not_shown_as_zero_millilitres():
+    """A one-voxel part of tumor of 3 mm voxels (0.027 mL), dropped by the largest-component step on the shared
+    abdomen-pelvis CT with its liver 40 HU darker, read '(0.0 mL, 0.0 mL of it tumor)'."""
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+
+    (line,) = postprocessing_warnings({"liver_components_removed": [{"volume_ml": 0.027, "tumor_ml": 0.027}]})
+    assert "(0.027 mL, 0.027 mL of it tumor)" in line
+    (line,) = postprocessing_warnings({"liver_components_removed": [{"volume_ml": 12.0, "tumor_ml": 0.0}]})
+    assert "(12.0 mL, 0.0 mL of it tumor)" in line
+
+
+def _liver_split_inside_the_scan(nz: int):
+    """``(hu, labels)`` ``(z, y, x)`` of 2 mm voxels: one liver of two lobes joined by a bridge on slices 8-11 only;
+    ``nz`` = 12 keeps the bridge's slices (one organ), ``nz`` = 8 cuts the scan below them, inside the liver, so the
+    lobes are two parts in the scan (as on the shared abdomen-pelvis CT cut in its lower liver)."""
+    labels = np.zeros((12, 40, 40), np.uint8)
+    labels[:, 5:35, 4:20] = 1       # the larger lobe (28.8 mL below slice 8)
+    labels[:, 10:30, 24:34] = 1     # the smaller one (12.8 mL below slice 8)
+    labels[8:, 15:25, 20:24] = 1    # the bridge, above the cut
+    hu = np.where(labels > 0, 60.0, 0.0).astype(np.float32)
+    return hu[:nz], labels[:nz]
+
+
+def test_liver_parts_warning_says_the_parts_may_join_beyond_the_scan_s_end():
+    """A scan starting or ending inside the liver cuts lobes joined beyond it into separate parts: the
+    largest-component step drops the smaller (11 mL of true left lobe on the shared abdomen-pelvis CT cut in its
+    lower liver), and its warning named only a resection or a thin bridge, which a reader of a patient without either
+    dismissed. It says now that the parts may join beyond the scan."""
+    from LiverTumorSegLib.inference.options import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import NetworkOutput, Segmenter
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    geometry = ImageGeometry(spacing=(2.0, 2.0, 2.0))
+    beyond = "as the scan starts or ends inside the liver, a part joined to the rest only beyond its first or last " \
+        "slice)"
+    warnings = {}
+    for nz in (8, 12):
+        hu, labels = _liver_split_inside_the_scan(nz)
+        result = Segmenter(SegmentationOptions()).finish(
+            CTVolume(hu, geometry), NetworkOutput(labels=labels, probability=None, facts={"device": "cpu"},
+                                                  timings={}))
+        warnings[nz] = [w for w in result.report["warnings"] if "part(s) of the liver label" in w]
+    (cut,) = warnings[8]
+    assert "(12.8 mL, 0.0 mL of it tumor)" in cut and beyond in cut and "largest_liver_component" in cut
+    assert warnings[12] == []  # one organ: nothing dropped
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+
+    (line,) = postprocessing_warnings({"liver_components_removed": [{"volume_ml": 12.8, "tumor_ml": 0.0}]})
+    assert beyond not in line  # a scan holding the whole liver: the resection advice alone
+
+
 def test_removed_parts_and_their_tumor_share_one_precision():
     """After a right hepatectomy the warning read '(23 mL, 23.2 mL of it tumor)': more tumor than the 23.355 mL
     the parts held, as the total was rounded to 1 mL above 10 mL and the tumor to 0.1 mL. Both are to 0.1 mL now."""

@@ -45,17 +45,26 @@ def _z_quantile(mask_zyx: np.ndarray, share: float) -> int:
     return int(np.searchsorted(cumulative, share * float(cumulative[-1]), side="left"))
 
 
+NO_LUNG_WHY = "no lung in the scan"
+NO_LUNG_FOUND_SIDES_CUT_WHY = ("no lung found, but the body reaches the image's left or right edge, where lung cannot "
+                               "be told from the air outside the body (a field of view narrower than the chest)")
+"""``why`` of a scan without lung found: with the body on the image's left or right edge (a field of view narrower
+than the chest cuts the lungs, whose air then joins the image's edge as the air outside the body does) lungs may be
+there: a 3-slice CT through the lung bases cropped to 340 mm read "no lung in the scan"."""
+
+
 def head_foot_order(lungs_zyx: Optional[np.ndarray], organ_zyx: np.ndarray, spacing_zyx: Sequence[float],
-                    organ_ml: float) -> Dict[str, Any]:
+                    organ_ml: float, body_on_image_sides: bool = False) -> Dict[str, Any]:
     """Judge the head-foot order from the lungs and the organ (label >= 1), canonical ``(z, y, x)`` bool arrays on
     one grid (z superior; the lungs' grid may be coarser in-plane than the labels', then give the organ on it too).
     ``spacing_zyx``: the z spacing (mm) is what is read. ``organ_ml``: the organ's volume on the full grid.
 
     Returns ``{"judged": bool, ...}``; judged: ``lungs_below_liver`` (bool), ``lung_top_below_liver_top_mm`` and
     ``lung_centre_below_liver_centre_mm`` (positive where the lungs lie lower; tops: :data:`TOP_QUANTILE`, centres:
-    median slices); not judged: ``why``."""
+    median slices); not judged: ``why``. ``body_on_image_sides``: the body reaches the image's left or right edge
+    (:data:`NO_LUNG_FOUND_SIDES_CUT_WHY` then says why no lung may have been found)."""
     if lungs_zyx is None or not lungs_zyx.any():
-        return {"judged": False, "why": "no lung in the scan"}
+        return {"judged": False, "why": NO_LUNG_FOUND_SIDES_CUT_WHY if body_on_image_sides else NO_LUNG_WHY}
     if organ_ml < MIN_ORGAN_ML or not organ_zyx.any():
         return {"judged": False, "why": f"liver under {MIN_ORGAN_ML:.0f} mL"}
     dz = float(spacing_zyx[0])

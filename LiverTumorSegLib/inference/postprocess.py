@@ -232,6 +232,20 @@ def lung_mask(hu: np.ndarray, spacing_zyx: Sequence[float], options: Postprocess
     return keep[components], step
 
 
+BODY_ON_SIDE_SHARE = 0.05
+"""The body reaches an image side when at least this share of that side's column (over all slices) is not air: a
+field of view cut through the chest (chest wall, ribs, lung) or arms at the edge; the shared abdominal CT cropped
+to the abdomen touches its sides with 1 % (a table's or an arm's tip)."""
+
+
+def body_on_image_sides(hu: np.ndarray, step: int = 1) -> bool:
+    """Whether the body (not air, :data:`AIR_HU`) fills :data:`BODY_ON_SIDE_SHARE` or more of the first or last
+    column (x, the left-right axis) of a canonical HU volume ``(z, y, x)``, read every ``step``-th row: a field of
+    view narrower than the body, where :func:`lung_mask` cannot tell lung at the edge from the air outside it."""
+    sides = np.asarray(hu)[:, ::step, [0, -1]] >= AIR_HU
+    return bool(sides.mean(axis=(0, 1)).max() >= BODY_ON_SIDE_SHARE) if sides.size else False
+
+
 def lung_parenchyma(lungs: np.ndarray, hu: np.ndarray) -> np.ndarray:
     """The voxels of ``lungs`` (coarse grid, z superior) that set a column's diaphragm height: lung density
     (>= ``gas_hu``) and no gas of ``lungs`` directly above. Gas touching a lung base through a thin diaphragm
@@ -847,7 +861,8 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         lungs, step = found_lungs
         organ = labels[:, ::step, ::step] >= 1
         record["head_foot_order"] = head_foot_order(lungs, organ, spacing,
-                                                    float(np.count_nonzero(labels >= 1)) * voxel_ml)
+                                                    float(np.count_nonzero(labels >= 1)) * voxel_ml,
+                                                    lungs is None and body_on_image_sides(hu, step))
         if options.below_lungs and not record["head_foot_order"].get("lungs_below_liver"):
             tumor_above = []  # type: list
             record["liver_above_lungs_ml"] = remove_above_lungs(labels, hu, spacing, options, tumor_above,

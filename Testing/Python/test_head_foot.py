@@ -147,3 +147,20 @@ def test_real_ct_with_lungs_beside_its_liver_is_judged_in_order_and_one_without_
     assert changes["head_foot_order"] == {"judged": False, "why": "no lung in the scan"}
     assert postprocess_labels(liver, sm.spacing_zyx, PostprocessingOptions(), changes=changes) is not None
     assert changes["head_foot_order"] == {"judged": False, "why": "no CT in HU with its geometry given"}
+
+
+def test_no_lung_found_where_the_field_of_view_cuts_the_chest_is_not_called_a_scan_without_lung():
+    """The 3-slice CT through the lung bases, cropped to its central 60 % left to right (the lungs then reach the
+    image's sides, as the air outside the body does): no lung is found, and the report said "no lung in the scan"
+    of a scan that holds both lung bases; it now says that the body reaches the image's sides."""
+    from LiverTumorSegLib.io import read_label_map, read_volume
+    from LiverTumorSegLib.inference.head_foot import NO_LUNG_FOUND_SIDES_CUT_WHY
+
+    ct3 = read_volume(DATA / "ct3slice_ct.nii.gz")
+    truth = read_label_map(DATA / "ct3slice_liver_seg.nii.gz", reference=ct3).array
+    nx = ct3.array.shape[2]
+    cut = slice(int(nx * 0.2), int(nx * 0.8))
+    changes = {}
+    postprocess_labels(np.ascontiguousarray(truth[:, :, cut]), ct3.spacing_zyx, PostprocessingOptions(),
+                       hu_zyx=np.ascontiguousarray(ct3.array[:, :, cut]), geometry=ct3.geometry, changes=changes)
+    assert changes["head_foot_order"] == {"judged": False, "why": NO_LUNG_FOUND_SIDES_CUT_WHY}

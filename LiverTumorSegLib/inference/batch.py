@@ -424,6 +424,19 @@ def _check_outputs_are_not_inputs(input_path: Path, output_folder: Path, cases: 
                     folder = "--probabilities folder" if output == case.probability_path else "output folder"
                     raise InputError(f"Case '{case.case_id}' would write '{output}', which is the input CT "
                                      f"'{inputs[identity]}'; choose another {folder} or case_id.")
+    _check_output_folder_holds_no_ct(output_folder, cases, identities_out)
+
+
+def _check_output_folder_holds_no_ct(output_folder: Path, cases: List["BatchCase"], identities_out: set) -> None:
+    """Refuse an output folder that holds a listed case's CT file (a CSV's CTs in ``-o``'s folder), as the input
+    folder of a folder batch and such a ``--probabilities`` folder are refused: the label maps (``ct1.nii.gz`` beside
+    the CT ``ct1.nii``, or a case_id's ``p2.nii.gz``) were written among the CTs, and a later batch of that folder
+    read them as CTs."""
+    for case in cases:
+        if not case.input_path.is_dir() and identities_out & set(file_identities(case.input_path.parent)):
+            raise InputError(f"-o '{output_folder}' holds case '{case.case_id}''s CT '{case.input_path}': the label "
+                             f"maps would lie among the CTs and be read as CTs by a later batch of that folder. "
+                             f"Choose another output folder (e.g. '{output_folder / 'seg'}').")
 
 
 def _check_probability_folder(output_folder: Path, probability_folder: Path) -> None:

@@ -655,6 +655,18 @@ def test_a_csv_batch_writing_into_a_cases_dicom_folder_is_refused(tmp_path):
         find_cases(listing, tmp_path / "series1")
 
 
+def test_a_csv_batch_writing_among_its_listed_cts_is_refused(tmp_path):
+    """`segment data/list.csv -o data` with the CTs ct1.nii and ct2.nii.gz (case_id p2) in data/ wrote the label
+    maps ct1.nii.gz and p2.nii.gz among the CTs (a folder batch into its input folder, and such a --probabilities
+    folder, are refused); a later batch of data/ read them as CTs."""
+    write_phantoms(tmp_path / "data", 1)[0].rename(tmp_path / "data" / "ct1.nii.gz")
+    listing = tmp_path / "data" / "list.csv"
+    listing.write_text("image,case_id\nct1.nii.gz,p2\n")
+    with pytest.raises(InputError, match="holds case 'p2''s CT"):
+        find_cases(listing, tmp_path / "data")
+    assert [c.case_id for c in find_cases(listing, tmp_path / "data" / "seg")] == ["p2"]  # a subfolder is fine
+
+
 def test_an_interrupted_batch_writes_its_table_and_status_file(tmp_path, capsys, monkeypatch):
     """Ctrl-C after the first case: the finished case was on disk, but no table was printed and batch_status.csv
     was not written (an earlier run's was left, contradicting the folder)."""

@@ -357,7 +357,8 @@ def read_csv_rows(path: PathLike, what: str) -> Tuple[List[str], List[Tuple[int,
     tab or semicolon (:func:`csv_delimiter`; or as a first line ``sep=;`` that Excel writes says). Column names are
     stripped and lower-cased (``'Image '`` -> ``'image'``); each row is ``(line, {column: stripped text})`` with
     ``line`` the file's line it ends on (blank lines and a ``sep=`` line are skipped, so it is not the row's
-    index); a missing cell is ``""`` and cells beyond the header are dropped. ``what`` names the file in errors
+    index); a row whose cells are all empty (``,,``: Excel saves an emptied row inside the table so) is skipped as a
+    blank line, a missing cell is ``""`` and cells beyond the header are dropped. ``what`` names the file in errors
     (e.g. "Case list"); InputError for an undecodable file."""
     text = read_text_file(path, what, save_as=CSV_SAVE_AS)
     first_line, _, rest = text.partition("\n")
@@ -371,7 +372,8 @@ def read_csv_rows(path: PathLike, what: str) -> Tuple[List[str], List[Tuple[int,
     lines_before = 1 if named else 0
     rows = [(lines_before + reader.line_num,
              {name: (value or "").strip() for name, value in row.items() if name is not None}) for row in reader]
-    return columns, rows
+    # ',,' rows were refused as "line N has an empty 'image'" (or 'empty image or label path')
+    return columns, [(line, cells) for line, cells in rows if any(cells.values())]
 
 
 def csv_cell_path(folder: PathLike, text: str) -> Path:

@@ -638,6 +638,17 @@ def test_csv_with_excels_separator_line_uses_it_and_counts_it_in_line_numbers(tm
     assert rows == [(3, {"image": "a,1.nii.gz", "case_id": "p1"}), (5, {"image": "b.nii.gz", "case_id": "p2"})]
 
 
+def test_csv_rows_of_empty_cells_are_skipped_as_blank_lines(tmp_path):
+    """Excel saves a row emptied inside the table as ``,,``; such a case list was refused as "line 3 has an empty
+    'image'" (a training list as "empty image or label path")."""
+    listing = tmp_path / "list.csv"
+    listing.write_text("image,notes,case_id\r\na.nii.gz,,p1\r\n,,\r\n , ,\r\nb.nii.gz,x,p2\r\n,,\r\n",
+                       encoding="utf-8")
+    columns, rows = fileutil.read_csv_rows(listing, "Case list")
+    assert rows == [(2, {"image": "a.nii.gz", "notes": "", "case_id": "p1"}),
+                    (5, {"image": "b.nii.gz", "notes": "x", "case_id": "p2"})]
+
+
 def test_a_file_another_process_creates_after_the_check_is_not_replaced(tmp_path, monkeypatch):
     """Without --overwrite, the output was looked for, then the finished temporary renamed onto it (os.replace):
     a file another process created in between was replaced. Now the rename itself refuses an existing name."""

@@ -750,7 +750,8 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
             if count:
                 status.message = f"{count} warning(s); see its report"
         except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
-            status.status, status.message = "failed", f"post-processing or writing: {_one_line(exc)}"
+            status.status, status.message = "failed", f"post-processing or writing: {_one_line(exc)}" + \
+                _earlier_result_kept_text(case)
         finished(status)
 
     from .segmenter import _estimate_and_check_memory, _load_in_background, wait_for_load
@@ -808,7 +809,8 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
-                    finished(CaseStatus(case.case_id, "failed", time.perf_counter() - start, _one_line(exc)))
+                    finished(CaseStatus(case.case_id, "failed", time.perf_counter() - start,
+                                        _one_line(exc) + _earlier_result_kept_text(case)))
                     continue
                 status = CaseStatus(case.case_id, "done", time.perf_counter() - start,
                                     precision=str(output.facts.get("precision", {}).get("used", "")))
@@ -826,6 +828,15 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
             if finishing is not None:
                 concurrent.futures.wait([finishing])
     return [statuses[case.case_id] for case in cases]
+
+
+def _earlier_result_kept_text(case: BatchCase) -> str:
+    """What a failed case's message adds when its label map is there still (an ``--overwrite`` run keeps an earlier
+    run's outputs of a case it fails on): the table said only why it failed, and ``evaluate OUT`` took the earlier
+    run's label map (of another model, or of the CT before it was replaced) for this run's."""
+    if not case.output_path.exists():
+        return ""
+    return f" ({case.output_path} is an earlier run's label map, kept: not this run's result)"
 
 
 @contextlib.contextmanager

@@ -732,6 +732,25 @@ def test_case_list_headers_ignore_letter_case_and_the_status_table_never_replace
     assert status.read_text() == "image\ncts/ct_0.nii.gz\n"
 
 
+def test_a_case_an_overwrite_run_fails_on_says_its_earlier_label_map_is_kept(tmp_path):
+    """`--overwrite` with a case's CT now unreadable: the earlier run's label map stays (all or none), and the table
+    said only why the case failed, so `evaluate OUT` took that earlier result for this run's."""
+    paths = write_phantoms(tmp_path / "cts", 2)
+    segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), oracle_segmenter())
+    paths[1].write_bytes(paths[1].read_bytes()[:200])  # truncated
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), oracle_segmenter(), overwrite=True)
+    assert [s.status for s in statuses] == ["done", "failed"]
+    assert "ct_1.nii.gz is an earlier run's label map, kept: not this run's result" in statuses[1].message
+    assert "earlier run" not in _message_of_a_case_failing_into_a_fresh_folder(tmp_path)
+
+
+def _message_of_a_case_failing_into_a_fresh_folder(tmp_path):
+    """The message of a case that fails in a run into a fresh output folder (no earlier label map to speak of)."""
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    return segment_batch(find_cases(tmp_path / "bad", tmp_path / "out_bad"), oracle_segmenter())[0].message
+
+
 def test_a_ct_link_whose_target_is_gone_fails_as_a_case(tmp_path):
     """A dangling link named like a CT was left out of the batch: 1 done, 0 failed, exit 0."""
     write_phantoms(tmp_path / "cts", 1)

@@ -17,6 +17,7 @@ multi-line message adds ``"details"``). SIGINT/SIGTERM cancel at the next checkp
 "cancelled"}``, exit 130, nothing written. Human text (warnings, summary) goes to stderr.
 """
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -377,7 +378,10 @@ def _run_batch(args: argparse.Namespace) -> int:
                                                         if args.probabilities is not None else []):
             made.append((folder, outermost_missing_folder(folder)))
             _make_output_folder(folder, what)  # an unwritable one is refused before any CT is segmented
-        with batch_folder_lock(out):  # one batch run at a time writes into a folder
+        with contextlib.ExitStack() as locks:  # one batch run at a time writes into a folder
+            locks.enter_context(batch_folder_lock(out))
+            if args.probabilities is not None:  # two runs sharing it (other -o) each replaced the other's maps,
+                locks.enter_context(batch_folder_lock(Path(args.probabilities)))  # which both reports named
             return _run_batch_cases(args, options, cases, out)
     except BaseException:
         # a run refused once the model loads (--model misspelt or damaged, --tta for a model trained without

@@ -1162,6 +1162,24 @@ def test_a_second_batch_run_into_a_folder_in_use_is_refused_and_a_killed_runs_lo
     assert not (out / BATCH_LOCK_FILE).exists()
 
 
+def test_a_second_batch_run_sharing_the_probability_folder_is_refused(tmp_path, capsys):
+    """Two batch runs into two output folders with one --probabilities folder, at once, each replaced the other's
+    maps, which both runs' reports named (one run's evaluate --prob then read the other's probabilities)."""
+    from LiverTumorSegLib.inference.batch import BATCH_LOCK_FILE, batch_folder_lock
+
+    package = tiny_unet_package(tmp_path)
+    write_phantoms(tmp_path / "cts", 1)
+    prob = tmp_path / "prob"
+    argv = ["segment", str(tmp_path / "cts"), "-o", str(tmp_path / "out2"), "--probabilities", str(prob),
+            "--model", str(package.path), "--device", "cpu", "--precision", "fp32", "--no-progress"]
+    prob.mkdir()
+    with batch_folder_lock(prob):  # the other run, into its own -o, writing maps into prob/
+        assert cli.main(argv) == 2
+        assert f"is writing into '{prob}'" in capsys.readouterr().err
+        assert not (prob / "ct_0.nii.gz").exists() and not (tmp_path / "out2").exists()
+    assert cli.main(argv) == 0 and (prob / "ct_0.nii.gz").exists() and not (prob / BATCH_LOCK_FILE).exists()
+
+
 @pytest.mark.skipif(os.name != "posix", reason="flock")
 def test_a_batch_lock_being_written_or_taken_over_by_another_run_is_not_taken_over_again(tmp_path):
     """Known limit until 25 Nov 2026: the lock went by the process mark in the file alone, so a run that found the

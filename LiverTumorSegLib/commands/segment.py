@@ -44,7 +44,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                                           "labels are written in the input's geometry.")
     p.add_argument("input", nargs="?", help=f"CT file ({', '.join(READ_SUFFIXES)}) or DICOM folder; or, for a "
                                             "batch, a folder of CT files or a .csv with an 'image' column "
-                                            "(optional 'case_id'): then -o is an output folder")
+                                            "(optional 'case_id' or 'case'): then -o is an output folder")
     p.add_argument("-o", "--output", required=True,
                    help="label map to write; extension picks the format (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd; "
                         ".dcm = DICOM SEG of a DICOM input)")

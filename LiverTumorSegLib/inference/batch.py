@@ -2,8 +2,8 @@
 :func:`segment_batch`.
 
 Cases come from a folder (every CT file in it: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd; hidden files skipped)
-or a CSV (column ``image``, optional ``case_id``; relative paths are relative to the CSV's folder; an ``image``
-may be a DICOM folder; UTF-8, or UTF-16 with a byte-order mark, separated by comma, tab or semicolon, as Excel
+or a CSV (column ``image``, optional ``case_id`` or ``case``; relative paths are relative to the CSV's folder; an
+``image`` may be a DICOM folder; UTF-8, or UTF-16 with a byte-order mark, separated by comma, tab or semicolon, as Excel
 and PowerShell save it). Case ``c`` writes ``OUT/c.nii.gz`` (labels 0/1/2 in the input geometry) and
 ``OUT/reports/c.json`` (lesion report with ``timings_s`` and ``precision``) and, with a probability folder
 ``PROB`` (``segment ... --probabilities PROB``), ``PROB/c.nii.gz`` (uint8 255 x tumor probability, before
@@ -377,10 +377,23 @@ def _check_case_id(case_id: str, csv_path: Path, line: int) -> str:
     return case_id
 
 
+def _csv_case_id(csv_path: Path, line: int, row: Dict[str, str]) -> str:
+    """A case list row's case name: its ``case_id`` cell, or its ``case`` cell, the column a training CSV names its
+    cases in (``train``/``crossval`` read both, so one CSV serves both; here 'case' was ignored without a word, and
+    ``p1/ct.nii.gz`` and ``p2/ct.nii.gz`` were refused as two cases named 'ct', "give them distinct case_id values",
+    or their outputs named by their file names); '' when neither is given. Both given and different: refused."""
+    case_id, case = row.get("case_id", ""), row.get("case", "")
+    if case_id and case and case_id != case:
+        raise InputError(f"Case list '{csv_path}' line {line}: its 'case_id' ({case_id!r}) and 'case' ({case!r}) "
+                         f"cells name the case differently; keep one of the two columns, or give both the same name.")
+    return case_id or case
+
+
 def _cases_from_csv(csv_path: Path) -> List[tuple]:
-    """``(case_id, CT path)`` per row of the case list ``csv_path`` (read by :func:`~..fileutil.read_csv_rows`:
-    UTF-8 or UTF-16 as Excel and PowerShell save it; comma, tab or semicolon; 'Case_ID ' is 'case_id'; a
-    path with Windows backslashes is read on Linux and macOS too: :func:`~..fileutil.csv_cell_path`)."""
+    """``(case_id, CT path)`` per row of the case list ``csv_path`` (case_id: :func:`_csv_case_id`; read by
+    :func:`~..fileutil.read_csv_rows`: UTF-8 or UTF-16 as Excel and PowerShell save it; comma, tab or semicolon;
+    'Case_ID ' is 'case_id'; a path with Windows backslashes is read on Linux and macOS too:
+    :func:`~..fileutil.csv_cell_path`)."""
     columns, rows = read_csv_rows(csv_path, "Case list")
     if "image" not in columns:
         raise InputError(f"Case list '{csv_path}' needs a header with an 'image' column (and optionally "
@@ -394,7 +407,7 @@ def _cases_from_csv(csv_path: Path) -> List[tuple]:
         if not image:
             raise InputError(f"Case list '{csv_path}' line {number} has an empty 'image'.")
         path = csv_cell_path(csv_path.parent, image)  # a list made on Windows: img\ct1.nii.gz is img/ct1.nii.gz
-        case_id = row.get("case_id", "")
+        case_id = _csv_case_id(csv_path, number, row)
         out.append((_check_case_id(case_id, csv_path, number) if case_id else case_id_of(path), path))
     return out
 

@@ -111,6 +111,20 @@ def test_csv_case_id_with_a_folder_part_is_refused(tmp_path, case_id):
         find_cases(listing, tmp_path / "out")
 
 
+def test_csv_case_column_of_a_training_csv_names_the_cases(tmp_path):
+    """A training CSV (image,label,patient,case) given to segment: its 'case' column was ignored, and p1/ct.nii.gz and
+    p2/ct.nii.gz were refused as two cases named 'ct' ("give them distinct case_id values")."""
+    for patient in ("p1", "p2"):
+        write_phantoms(tmp_path / patient, 1)[0].rename(tmp_path / patient / "ct.nii.gz")
+    listing = tmp_path / "train.csv"
+    listing.write_text("image,label,patient,case\np1/ct.nii.gz,p1/seg.nii.gz,p1,p1_base\n"
+                       "p2/ct.nii.gz,p2/seg.nii.gz,p2,p2_base\n")
+    assert [c.case_id for c in find_cases(listing, tmp_path / "out")] == ["p1_base", "p2_base"]
+    _csv_refused(listing, "image,case,case_id\np1/ct.nii.gz,a,b\n", "line 2: its 'case_id' .* and 'case' .* cells "
+                                                                     "name the case differently")
+    _csv_refused(listing, "image,case\np1/ct.nii.gz,../x\n", "line 2: case_id '../x' must be a plain name")
+
+
 def test_outputs_that_are_inputs_are_refused_before_any_work(tmp_path):
     """`segment cts -o cts --overwrite` once replaced the CT cts/ct_0.nii.gz by its own label map."""
     paths = write_phantoms(tmp_path / "cts", 2)

@@ -377,8 +377,8 @@ def read_csv_rows(path: PathLike, what: str) -> Tuple[List[str], List[Tuple[int,
 
 
 def csv_cell_path(folder: PathLike, text: str) -> Path:
-    """The file or folder a CSV cell ``text`` names: as written when absolute, else relative to ``folder`` (the
-    CSV's own). A path written with Windows backslashes (``img\\ct1.nii.gz``, a list made on Windows) is taken with
+    """The file or folder a CSV cell ``text`` names: as written when absolute (also ``~/...``: the home folder),
+    else relative to ``folder`` (the CSV's own). A path written with Windows backslashes (``img\\ct1.nii.gz``, a list made on Windows) is taken with
     ``/`` for its ``\\`` where the system reads ``\\`` as a letter of a name (Linux, macOS) and only that spelling
     exists; otherwise the path as written (its caller reports a missing file)."""
     path = _csv_cell_in(folder, text)
@@ -390,7 +390,10 @@ def csv_cell_path(folder: PathLike, text: str) -> Path:
 
 
 def _csv_cell_in(folder: PathLike, text: str) -> Path:
-    path = Path(text)
+    """``text`` with a leading ``~`` taken as the home folder, as a training CSV takes it (``~/scans/ct.nii.gz`` in a
+    case list was looked for as ``LIST_FOLDER/~/scans/ct.nii.gz``, and the case failed with the advice to write the
+    path "without quotes")."""
+    path = Path(text).expanduser()
     return path if path.is_absolute() else Path(folder) / path
 
 

@@ -125,6 +125,18 @@ def test_csv_case_column_of_a_training_csv_names_the_cases(tmp_path):
     _csv_refused(listing, "image,case\np1/ct.nii.gz,../x\n", "line 2: case_id '../x' must be a plain name")
 
 
+def test_csv_path_under_the_home_folder_is_read_there(tmp_path, monkeypatch):
+    """'~/scans/ct.nii.gz' in a case list (a training CSV reads it so) was looked for in LIST_FOLDER/~/scans and the
+    case failed, advised to write the path "without quotes"."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path / "home"))
+    write_phantoms(tmp_path / "home" / "scans", 1)
+    (tmp_path / "lists").mkdir()
+    listing = tmp_path / "lists" / "list.csv"
+    listing.write_text("image\n~/scans/ct_0.nii.gz\n")
+    assert [c.input_path for c in find_cases(listing, tmp_path / "out")] == [tmp_path / "home" / "scans" / "ct_0.nii.gz"]
+
+
 def test_outputs_that_are_inputs_are_refused_before_any_work(tmp_path):
     """`segment cts -o cts --overwrite` once replaced the CT cts/ct_0.nii.gz by its own label map."""
     paths = write_phantoms(tmp_path / "cts", 2)

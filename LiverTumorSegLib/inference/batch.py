@@ -22,6 +22,7 @@ recorded with its one-line error and the others go on.
 import concurrent.futures
 import contextlib
 import logging
+import os
 import re
 import time
 import unicodedata
@@ -402,14 +403,30 @@ def _cases_from_csv(csv_path: Path) -> List[tuple]:
         raise InputError(f"Case list '{csv_path}' lists no cases: add one row per CT under its header "
                          f"({', '.join(columns)}).")
     out = []
+    from_working_folder = []  # (line, cell) of paths missing beside the list but there from the working folder
     for number, row in rows:
         image = row.get("image", "")
         if not image:
             raise InputError(f"Case list '{csv_path}' line {number} has an empty 'image'.")
         path = csv_cell_path(csv_path.parent, image)  # a list made on Windows: img\ct1.nii.gz is img/ct1.nii.gz
+        if not os.path.lexists(path) and not Path(image).is_absolute() and os.path.lexists(image):
+            from_working_folder.append((number, image))
         case_id = _csv_case_id(csv_path, number, row)
         out.append((_check_case_id(case_id, csv_path, number) if case_id else case_id_of(path), path))
+    _warn_of_paths_from_the_working_folder(csv_path, from_working_folder)
     return out
+
+
+def _warn_of_paths_from_the_working_folder(csv_path: Path, lines: List[tuple]) -> None:
+    """Warn, before the run, of the case list's relative paths (``(line, cell text)``) that do not exist beside the
+    list but do from the working folder: each such case failed, after the model load, as "does not exist", without
+    saying that relative paths are read from the list's folder (a training CSV says so)."""
+    if not lines:
+        return
+    shown = ", ".join(f"line {number}: '{text}'" for number, text in lines[:3]) + (" ..." if len(lines) > 3 else "")
+    log.warning("warning: %d path(s) of case list '%s' (%s) do not exist relative to the list's folder ('%s'), "
+                "where relative paths are read from, but do relative to the working folder: write them relative to "
+                "the list's folder, or in full; those cases fail.", len(lines), csv_path, shown, csv_path.parent)
 
 
 def _check_outputs_are_not_inputs(input_path: Path, output_folder: Path, cases: List["BatchCase"]) -> None:

@@ -137,6 +137,22 @@ def test_csv_path_under_the_home_folder_is_read_there(tmp_path, monkeypatch):
     assert [c.input_path for c in find_cases(listing, tmp_path / "out")] == [tmp_path / "home" / "scans" / "ct_0.nii.gz"]
 
 
+def test_csv_paths_written_from_the_working_folder_are_warned_of(tmp_path, caplog, monkeypatch):
+    """A list in lists/ naming cts/ct_0.nii.gz relative to the working folder: each such case failed after the model
+    load as "does not exist", without a word that relative paths are read from the list's folder."""
+    import logging
+
+    write_phantoms(tmp_path / "cts", 2)
+    (tmp_path / "lists").mkdir()
+    listing = tmp_path / "lists" / "list.csv"
+    listing.write_text(f"image,case_id\ncts/ct_0.nii.gz,a\n{tmp_path / 'cts' / 'ct_1.nii.gz'},b\n../cts/ct_1.nii.gz,c\n")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        find_cases(listing, tmp_path / "out")
+    assert "1 path(s) of case list" in caplog.text and "line 2: 'cts/ct_0.nii.gz'" in caplog.text
+    assert "relative to the list's folder" in caplog.text and "line 3" not in caplog.text
+
+
 def test_outputs_that_are_inputs_are_refused_before_any_work(tmp_path):
     """`segment cts -o cts --overwrite` once replaced the CT cts/ct_0.nii.gz by its own label map."""
     paths = write_phantoms(tmp_path / "cts", 2)

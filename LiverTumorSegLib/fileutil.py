@@ -337,6 +337,10 @@ CSV_KEY_COLUMN = "image"
 _EXCEL_SEPARATOR_LINE = re.compile(r"sep=(.)\r?$", re.IGNORECASE)
 """Excel's first line naming the separator (``sep=;``), which Excel writes and reads for CSV in other locales."""
 
+_POWERSHELL_TYPE_LINE = re.compile(r"#TYPE .*$")
+"""The first line Windows PowerShell 5.1's ``Export-Csv`` writes unless told ``-NoTypeInformation`` (``#TYPE
+System.Management.Automation.PSCustomObject``), which its ``Import-Csv`` skips."""
+
 
 def csv_delimiter(header_line: str) -> str:
     """The column separator of a CSV list whose first line is ``header_line``: the first of
@@ -356,20 +360,25 @@ def read_csv_rows(path: PathLike, what: str) -> Tuple[List[str], List[Tuple[int,
     :func:`read_text_file` (UTF-8 with or without a byte-order mark, or UTF-16 with one) and separated by comma,
     tab or semicolon (:func:`csv_delimiter`; or as a first line ``sep=;`` that Excel writes says). Column names are
     stripped and lower-cased (``'Image '`` -> ``'image'``); each row is ``(line, {column: stripped text})`` with
-    ``line`` the file's line it ends on (blank lines and a ``sep=`` line are skipped, so it is not the row's
-    index); a row whose cells are all empty (``,,``: Excel saves an emptied row inside the table so) is skipped as a
-    blank line, a missing cell is ``""`` and cells beyond the header are dropped. ``what`` names the file in errors
-    (e.g. "Case list"); InputError for an undecodable file."""
+    ``line`` the file's line it ends on (blank lines, a ``sep=`` line and the ``#TYPE`` line of PowerShell 5.1's
+    ``Export-Csv`` are skipped, so it is not the row's index); a row whose cells are all empty (``,,``: Excel saves
+    an emptied row inside the table so) is skipped as a blank line, a missing cell is ``""`` and cells beyond the
+    header are dropped. ``what`` names the file in errors (e.g. "Case list"); InputError for an undecodable file."""
     text = read_text_file(path, what, save_as=CSV_SAVE_AS)
-    first_line, _, rest = text.partition("\n")
+    first_line = text.partition("\n")[0]
+    typed = _POWERSHELL_TYPE_LINE.match(first_line)  # was taken for the header: "needs an 'image' column"
+    if typed:
+        text = text.partition("\n")[2]
+        first_line = text.partition("\n")[0]
     named = _EXCEL_SEPARATOR_LINE.match(first_line)
     if named:
-        text, first_line = rest, rest.partition("\n")[0]
+        text = text.partition("\n")[2]
+        first_line = text.partition("\n")[0]
     reader = csv.DictReader(io.StringIO(text, newline=""),
                             delimiter=named.group(1) if named else csv_delimiter(first_line))
     columns = [name.strip().lower() for name in (reader.fieldnames or [])]
     reader.fieldnames = columns
-    lines_before = 1 if named else 0
+    lines_before = (1 if named else 0) + (1 if typed else 0)
     rows = [(lines_before + reader.line_num,
              {name: (value or "").strip() for name, value in row.items() if name is not None}) for row in reader]
     # ',,' rows were refused as "line N has an empty 'image'" (or 'empty image or label path')

@@ -638,6 +638,19 @@ def test_csv_with_excels_separator_line_uses_it_and_counts_it_in_line_numbers(tm
     assert rows == [(3, {"image": "a,1.nii.gz", "case_id": "p1"}), (5, {"image": "b.nii.gz", "case_id": "p2"})]
 
 
+def test_csv_of_powershell_export_csv_with_its_type_line_is_read(tmp_path):
+    """Windows PowerShell 5.1's Export-Csv writes '#TYPE ...' first (without -NoTypeInformation); such a list was
+    refused as needing "a header with an 'image' column", which its second line is."""
+    listing = tmp_path / "list.csv"
+    type_line = "#TYPE System.Management.Automation.PSCustomObject\r\n"
+    listing.write_bytes((type_line + '"image","case_id"\r\n"C:\\scans\\a,b.nii.gz","p1"\r\n').encode("utf-16"))
+    columns, rows = fileutil.read_csv_rows(listing, "Case list")
+    assert columns == ["image", "case_id"] and rows == [(3, {"image": "C:\\scans\\a,b.nii.gz", "case_id": "p1"})]
+    listing.write_text(type_line + "sep=;\r\nimage;case_id\r\na,1.nii.gz;p1\r\n", encoding="utf-8")
+    assert fileutil.read_csv_rows(listing, "Case list") == (["image", "case_id"],
+                                                            [(4, {"image": "a,1.nii.gz", "case_id": "p1"})])
+
+
 def test_csv_rows_of_empty_cells_are_skipped_as_blank_lines(tmp_path):
     """Excel saves a row emptied inside the table as ``,,``; such a case list was refused as "line 3 has an empty
     'image'" (a training list as "empty image or label path")."""

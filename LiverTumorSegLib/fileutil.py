@@ -387,9 +387,10 @@ def read_csv_rows(path: PathLike, what: str) -> Tuple[List[str], List[Tuple[int,
 
 def csv_cell_path(folder: PathLike, text: str) -> Path:
     """The file or folder a CSV cell ``text`` names: as written when absolute (also ``~/...``: the home folder),
-    else relative to ``folder`` (the CSV's own). A path written with Windows backslashes (``img\\ct1.nii.gz``, a list made on Windows) is taken with
-    ``/`` for its ``\\`` where the system reads ``\\`` as a letter of a name (Linux, macOS) and only that spelling
-    exists; otherwise the path as written (its caller reports a missing file)."""
+    else relative to ``folder`` (the CSV's own). A path written with Windows backslashes (``img\\ct1.nii.gz``, a
+    list made on Windows) is taken with ``/`` for its ``\\`` where the system reads ``\\`` as a letter of a name
+    (Linux, macOS) and only that spelling exists; otherwise the path as written (its caller reports a missing
+    file)."""
     path = _csv_cell_in(folder, text)
     if "\\" in text and os.sep == "/" and not os.path.lexists(path):
         slashed = _csv_cell_in(folder, text.replace("\\", "/"))

@@ -3,8 +3,8 @@
 
 Cases come from a folder (every CT file in it: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd; hidden files skipped)
 or a CSV (column ``image``, optional ``case_id`` or ``case``; relative paths are relative to the CSV's folder; an
-``image`` may be a DICOM folder; UTF-8, or UTF-16 with a byte-order mark, separated by comma, tab or semicolon, as Excel
-and PowerShell save it). Case ``c`` writes ``OUT/c.nii.gz`` (labels 0/1/2 in the input geometry) and
+``image`` may be a DICOM folder; UTF-8, or UTF-16 with a byte-order mark, separated by comma, tab or semicolon, as
+Excel and PowerShell save it). Case ``c`` writes ``OUT/c.nii.gz`` (labels 0/1/2 in the input geometry) and
 ``OUT/reports/c.json`` (lesion report with ``timings_s`` and ``precision``) and, with a probability folder
 ``PROB`` (``segment ... --probabilities PROB``), ``PROB/c.nii.gz`` (uint8 255 x tumor probability, before
 post-processing). The report is written first, then the probability map, and the label map last, each

@@ -134,7 +134,8 @@ def test_csv_path_under_the_home_folder_is_read_there(tmp_path, monkeypatch):
     (tmp_path / "lists").mkdir()
     listing = tmp_path / "lists" / "list.csv"
     listing.write_text("image\n~/scans/ct_0.nii.gz\n")
-    assert [c.input_path for c in find_cases(listing, tmp_path / "out")] == [tmp_path / "home" / "scans" / "ct_0.nii.gz"]
+    cases = find_cases(listing, tmp_path / "out")
+    assert [c.input_path for c in cases] == [tmp_path / "home" / "scans" / "ct_0.nii.gz"]
 
 
 def test_csv_paths_written_from_the_working_folder_are_warned_of(tmp_path, caplog, monkeypatch):
@@ -145,7 +146,8 @@ def test_csv_paths_written_from_the_working_folder_are_warned_of(tmp_path, caplo
     write_phantoms(tmp_path / "cts", 2)
     (tmp_path / "lists").mkdir()
     listing = tmp_path / "lists" / "list.csv"
-    listing.write_text(f"image,case_id\ncts/ct_0.nii.gz,a\n{tmp_path / 'cts' / 'ct_1.nii.gz'},b\n../cts/ct_1.nii.gz,c\n")
+    absolute = tmp_path / "cts" / "ct_1.nii.gz"
+    listing.write_text(f"image,case_id\ncts/ct_0.nii.gz,a\n{absolute},b\n../cts/ct_1.nii.gz,c\n")
     monkeypatch.chdir(tmp_path)
     with caplog.at_level(logging.WARNING):
         find_cases(listing, tmp_path / "out")

@@ -315,12 +315,42 @@ def _warn_of_subfolders_left_out(folder: Path, own: Sequence[Path] = ()) -> None
         log.warning("warning: %d subfolder(s) of '%s' hold DICOM files and are not segmented (%s): a batch of a "
                     "folder takes its CT files; to segment a DICOM series too, list its folder in a case CSV "
                     "(column 'image').", len(series), folder, names)
-    nested = [p for p in subfolders if p not in series and _readable_ct_files(p)]
+    results = _earlier_batch_results(subfolders)
+    nested = [p for p in subfolders if p not in series and p not in results and _readable_ct_files(p)]
     if nested:
         names = ", ".join(p.name for p in nested[:5]) + (" ..." if len(nested) > 5 else "")
         log.warning("warning: %d subfolder(s) of '%s' hold CT files that are not segmented (%s): a batch of a folder "
                     "takes the CT files directly in it, not in its subfolders; run segment on each subfolder, or "
                     "list the files in a case CSV (column 'image').", len(nested), folder, names)
+
+
+def _earlier_batch_results(subfolders: Sequence[Path]) -> List[Path]:
+    """The ``subfolders`` that hold an earlier batch's results: its output folder (it holds :data:`STATUS_FILE`)
+    and the ``--probabilities`` folder its reports name. A run into another output folder warned of them as "CT
+    files that are not segmented ... run segment on each subfolder", which would segment label and probability
+    maps."""
+    outputs = [p for p in subfolders if (p / STATUS_FILE).is_file()]
+    named = {_probability_folder_named_in(folder / REPORTS_FOLDER) for folder in outputs} - {None}
+    return outputs + [p for p in subfolders if p not in outputs and _recorded_path(p) in named]
+
+
+def _probability_folder_named_in(reports: Path) -> Optional[str]:
+    """The folder of the probability maps the first ``segment`` report in ``reports`` that names one
+    (``probabilities``) names, as :func:`_recorded_path` writes it; None without one."""
+    import json
+
+    try:
+        files = sorted(reports.glob("*.json"))
+    except OSError:
+        return None
+    for path in files:
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8")).get("probabilities")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(recorded, str) and recorded:
+            return str(Path(recorded).parent)
+    return None
 
 
 def _readable_ct_files(folder: Path) -> List[Path]:

@@ -1559,6 +1559,24 @@ def test_ct_files_in_a_subfolder_are_named_not_left_out_without_a_word(tmp_path,
     assert len(said) == 1 and "1 subfolder(s) of" in said[0] and "hold CT files that are not segmented (more)" in said[0]
 
 
+def test_an_earlier_batchs_results_inside_the_input_folder_are_not_named_as_cts_left_out(tmp_path, caplog):
+    """`segment cts -o cts/seg --probabilities cts/prob`, then `segment cts -o cts/seg2`: cts/seg and cts/prob were
+    named as subfolders holding "CT files that are not segmented ... run segment on each subfolder"."""
+    import json
+
+    write_phantoms(tmp_path / "cts", 1)
+    for folder in ("seg", "prob", "more"):
+        write_phantoms(tmp_path / "cts" / folder, 1)
+    (tmp_path / "cts" / "seg" / "batch_status.csv").write_text("case_id,status\nct_0,done\n")
+    (tmp_path / "cts" / "seg" / "reports").mkdir()
+    (tmp_path / "cts" / "seg" / "reports" / "ct_0.json").write_text(json.dumps(
+        {"probabilities": str((tmp_path / "cts" / "prob" / "ct_0.nii.gz").resolve())}))
+    with caplog.at_level("WARNING"):
+        find_cases(tmp_path / "cts", tmp_path / "cts" / "seg2")
+    said = [r.getMessage() for r in caplog.records if "subfolder(s)" in r.getMessage()]
+    assert len(said) == 1 and "hold CT files that are not segmented (more)" in said[0]
+
+
 def test_the_status_table_keeps_its_columns_in_line_for_wide_and_combining_characters():
     """Padded by characters, a case named '患者 2' (two columns per character in a terminal) pushed its row out of
     line; a decomposed 'é' (e and a combining accent) takes one column."""

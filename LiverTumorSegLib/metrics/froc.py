@@ -12,9 +12,12 @@ lesions with confidence >= ``t`` are kept, and
   over cases; a second predicted lesion on a lesion already hit is neither a second hit nor a false positive;
 * **false positives per case** = kept false-positive lesions of all cases / number of cases.
 
-The hit rule is overlap (any shared voxel), the usual FROC criterion for segmentation-derived detections; it is
-more lenient than the IoU > 0.5 rule of :func:`~.lits.detect_lesions` (LiTS precision and recall; for any
-``--detection-iou`` of 0.5 or more a lesion detected there is hit here), so the two numbers are not comparable.
+The hit rule is overlap (any shared voxel), the usual FROC criterion for segmentation-derived detections; for a
+lesion predicted on its own it is more lenient than the IoU > 0.5 rule of :func:`~.lits.detect_lesions` (LiTS
+precision and recall), so the two numbers are not comparable. It is not more lenient for lesions that one predicted
+lesion merges: that prediction hits only the one reference lesion it shares most voxels with, where
+:func:`~.lits.detect_lesions` counts every reference lesion of a detected merged group as detected (two lesions
+covered by one prediction: detection recall 1.0, FROC sensitivity at most 0.5).
 Lesions are ``connectivity``-connected components (26 by default, as the lesion report and
 :func:`~.lits.detect_lesions` count them).
 

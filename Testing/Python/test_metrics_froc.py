@@ -51,6 +51,22 @@ def test_a_prediction_on_two_references_hits_the_one_it_shares_most_with():
     np.testing.assert_allclose(hits.confidences, [0.5])
 
 
+def test_two_lesions_one_prediction_spans_are_both_detected_but_one_is_hit():
+    """The docs said a lesion detected by detect_lesions (IoU > 0.5) is always hit in the FROC; for reference lesions
+    one prediction merges it is not: the prediction hits only the one it shares most voxels with (docs now say so)."""
+    from LiverTumorSegLib.metrics.lits import detect_lesions
+
+    ref, pred = np.zeros((6, 30, 30), bool), np.zeros((6, 30, 30), bool)
+    ref[1:5, 2:12, 2:12] = True  # a large lesion
+    ref[1:5, 2:12, 14:17] = True  # a small one beside it
+    pred[1:5, 2:12, 2:17] = True  # one prediction over both (IoU of the merged group 0.87)
+    detection = detect_lesions(pred, ref, 0.5, 26)
+    assert (detection.detected, detection.ref_lesions, detection.false_positive) == (2, 2, 0)
+    hits = lesion_hits(pred, ref, pred.astype(np.float32) * 0.9)
+    assert hits.hits.tolist() == [0] and hits.n_ref == 2
+    assert froc_curve([hits]).sensitivity.max() == 0.5
+
+
 def test_mean_probability_is_over_the_lesion_voxels_only():
     ref, pred = np.zeros((2, 8, 8), bool), np.zeros((2, 8, 8), bool)
     pred[0, 0:2, 0:2] = True  # 4 voxels

@@ -184,13 +184,29 @@ def _earlier_run_differences(report: Any, weights_sha256: str, settings: Dict[st
             why.append("another model (the same weights with other preprocessing or network settings)")
     earlier = report.get("options")
     if isinstance(earlier, dict):
-        changed = [name for name in RESULT_OPTIONS if name in earlier and earlier[name] != settings[name]]
+        changed = [_changed_option_text(name, earlier[name], settings[name]) for name in RESULT_OPTIONS
+                   if name in earlier and earlier[name] != settings[name]]
         precisions = (earlier.get("precision"), settings.get("precision"))
         if "precision" in earlier and precisions[0] != precisions[1] and "bf16" in precisions:
             changed.append("precision")  # --precision bf16 runs unchecked (labels differ from fp32's a little)
         if changed:
             why.append("other " + ", ".join(changed))
     return why
+
+
+def _changed_option_text(name: str, earlier: Any, now: Any) -> str:
+    """An option of :data:`RESULT_OPTIONS` set otherwise in an earlier report, for the refusal: its name, and for a
+    group of settings (``postprocessing``) which of them differ and which the earlier run's library did not have
+    ("postprocessing (min_lesion_ml; air_to_background: a setting the earlier run's version did not have)"). The
+    name alone read as if the user had changed a setting where a newer library had added a step."""
+    if not (isinstance(earlier, dict) and isinstance(now, dict)):
+        return name
+    differing = [key for key in now if key in earlier and earlier[key] != now[key]]
+    added = [key for key in now if key not in earlier]
+    parts = ([", ".join(differing)] if differing else []) + (
+        [f"{', '.join(added)}: {'a setting' if len(added) == 1 else 'settings'} the earlier run's version did "
+         f"not have"] if added else [])
+    return f"{name} ({'; '.join(parts)})" if parts else name
 
 
 def check_earlier_results(cases: List["BatchCase"], weights_sha256: str, options: Any,

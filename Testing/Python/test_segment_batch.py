@@ -1032,7 +1032,7 @@ def test_a_rerun_with_another_model_or_settings_is_refused_instead_of_mixing_res
     assert "2 case(s) in the output folder were segmented by an earlier run" in err
     assert "ct_0 (another model)" in err and "--overwrite" in err
     assert segment(first, "--no-fill-holes") == 2
-    assert "ct_0 (other postprocessing)" in capsys.readouterr().err
+    assert "ct_0 (other postprocessing (fill_liver_holes))" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.glob("*.nii.gz")} == written  # nothing touched
     assert segment(first, "--threads", "1") == 0  # settings that do not change a label map still resume
     assert "0 done, 2 skipped (already segmented)" in capsys.readouterr().out
@@ -1119,9 +1119,28 @@ def test_segment_batch_itself_refuses_to_resume_with_other_settings(tmp_path):
     assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["skipped", "skipped"]
     other = Segmenter(SegmentationOptions(postprocessing=PostprocessingOptions(fill_liver_holes=False)),
                       engine=oracle_engine())
-    with pytest.raises(InputError, match=r"2 case\(s\) .*ct_0 \(other postprocessing\)"):
+    with pytest.raises(InputError, match=r"2 case\(s\) .*ct_0 \(other postprocessing \(fill_liver_holes\)\)"):
         segment_batch(cases, other)
     assert [s.status for s in segment_batch(cases, other, overwrite=True)] == ["done", "done"]
+
+
+def test_a_report_of_an_older_version_without_a_postprocessing_setting_names_it_as_one_that_version_lacked(tmp_path):
+    """An earlier run by a library without a post-processing step (its report lacks that setting): the resume was
+    refused as "other postprocessing", which read as a setting the user had changed; it now names the setting as one
+    the earlier run's version did not have (a setting changed by the user is named as such)."""
+    import json
+
+    write_phantoms(tmp_path / "cts", 1)
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["done"]
+    report = json.loads(cases[0].report_path.read_text(encoding="utf-8"))
+    del report["options"]["postprocessing"]["air_to_background"]
+    report["options"]["postprocessing"]["fill_liver_holes"] = False
+    cases[0].report_path.write_text(json.dumps(report), encoding="utf-8")
+    with pytest.raises(InputError) as refused:
+        segment_batch(cases, oracle_segmenter())
+    assert ("ct_0 (other postprocessing (fill_liver_holes; air_to_background: a setting the earlier run's version "
+            "did not have))") in str(refused.value)
 
 
 def test_a_file_at_a_cases_output_path_without_a_report_is_kept_and_reported_not_skipped(tmp_path):

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from LiverTumorSegLib.fileutil import finite_json
 from LiverTumorSegLib.inference.api import segment_volume
 from LiverTumorSegLib.io import read_label_map, read_volume
 from LiverTumorSegLib.io.labels import ANY_LABEL_VALUE, LABEL_VALUES, remap_labels
@@ -73,7 +74,7 @@ def evaluate_fold(package_path: Path, case) -> dict:
     out["reference_liver_ml"] = round(float(ref_labels.sum()) * ct.geometry.voxel_volume_ml, 1)
     out["in_plane_spacing_mm"] = round(float(ct.geometry.spacing[0]), 3)
     out["slices"] = int(ct.shape_zyx[0])
-    print(json.dumps(out))
+    print(json.dumps(finite_json(out)))  # NaN (a fold without liver: HD95, ASSD) is not JSON: null
     return out
 
 

@@ -3,9 +3,12 @@
 The module file imports Slicer's GUI (qt, slicer.ScriptedLoadableModule), so it is parsed, not imported.
 """
 import ast
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -406,3 +409,109 @@ def test_the_body_size_warning_names_the_panels_checkbox():
     (panel,) = panel_text.result_warnings({"warnings": [cli]})
     assert "--" not in panel and panel.endswith('segment again with "Enlarge a child-sized body for the network" '
                                                 'unticked (under Preprocessing and post-processing).')
+
+
+NOT_INSTALLED_FROM_MODULE_DIR = {"CMakeLists.txt", "LiverTumorSegFiles.cmake"}
+
+
+@pytest.fixture(scope="module")
+def installed_layout(tmp_path_factory) -> Path:
+    """The extension's ``qt-scripted-modules`` folder as CMake installs it, made from the CMake lists: each of
+    the module's SCRIPTS and RESOURCES copied from ``LiverTumorSeg/<file>``, and the library's and the shared
+    resources from ``<root>/<file>``, to ``<folder>/<file>`` (ctkMacroCompilePythonScript copies
+    ``SOURCE_DIR/<file>`` to ``DESTINATION_DIR/<file>`` and installs ``DESTINATION_DIR/``; both calls share that
+    folder). Checked against a real configure, build and install with CTK's and Slicer's macros (docs/slicer.md)."""
+    lists = _cmake_lists()
+    folder = tmp_path_factory.mktemp("extension") / "qt-scripted-modules"
+    for source_root, names in (
+            (MODULE_DIR, lists["LIVERTUMORSEG_MODULE_SCRIPTS"] + lists["LIVERTUMORSEG_MODULE_RESOURCES"]),
+            (ROOT, lists["LIVERTUMORSEG_LIB_SCRIPTS"] + lists["LIVERTUMORSEG_SHARED_RESOURCES"])):
+        for name in names:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source_root / name, folder / name)
+    return folder
+
+
+def _files_under(folder: Path) -> list:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                  and not p.name.startswith("."))
+
+
+def test_installed_extension_holds_every_file_of_the_module_folder_and_the_library(installed_layout):
+    """A file in the module folder (a helper beside LiverTumorSeg.py, an icon) or in the library (a data file
+    next to its code) that CMake's lists leave out is missing in an installed Slicer only, where the module then
+    fails to load or the library to run. The tests before compare the lists with what the same globs see, so a
+    file outside the globs went unseen."""
+    wanted = {p.relative_to(MODULE_DIR).as_posix() for p in _files_under(MODULE_DIR)
+              if p.name not in NOT_INSTALLED_FROM_MODULE_DIR}
+    wanted |= {p.relative_to(ROOT).as_posix() for p in _files_under(ROOT / "LiverTumorSegLib")}
+    missing = sorted(name for name in wanted if not (installed_layout / name).is_file())
+    assert not missing, f"not installed by CMake (LiverTumorSeg/LiverTumorSegFiles.cmake): {missing}"
+
+
+def _module_import_statements() -> list:
+    """Every import statement of LiverTumorSeg.py (also those inside functions) of the library, the helpers or a
+    file beside the module: what Slicer's Python resolves from the installed extension."""
+    statements = []
+    for node in ast.walk(_module_tree()):
+        if isinstance(node, ast.Import):
+            tops = [alias.name.split(".")[0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            tops = [node.module.split(".")[0]]
+        else:
+            continue
+        if any(top in ("LiverTumorSegLib", "LiverTumorSegModuleLib") or (MODULE_DIR / f"{top}.py").is_file()
+               or (MODULE_DIR / top).is_dir() for top in tops):
+            statements.append(ast.unparse(node))
+    return statements
+
+
+INSTALLED_LAYOUT_CHECK = r"""
+import json, os, sys
+here = sys.argv[1]
+for statement in json.loads(sys.argv[2]):
+    exec(statement, {})
+import LiverTumorSegLib
+from LiverTumorSegLib.package import list_installed_models, resolve_model
+from LiverTumorSegLib.resources import bundled_models_dir, sample_ct_path, sample_reference_path
+outside = sorted(name for name, module in list(sys.modules.items())
+                 if name.split(".")[0] in ("LiverTumorSegLib", "LiverTumorSegModuleLib")
+                 and not os.path.realpath(getattr(module, "__file__", None) or here).startswith(here + os.sep))
+library_root = os.path.dirname(os.path.dirname(os.path.abspath(LiverTumorSegLib.__file__)))
+print(json.dumps({
+    "outside": outside,
+    "library_root": library_root,
+    "models_dir": str(bundled_models_dir()),
+    "default_model": str(resolve_model("default")),
+    "models": [(m["name"], m["error"]) for m in list_installed_models()],
+    "sample": str(sample_ct_path()),
+    "reference_exists": sample_reference_path().is_file(),
+    "help_page_exists": os.path.isfile(os.path.join(library_root, "docs", "slicer.md")),
+}))
+"""
+
+
+def test_installed_extension_imports_and_finds_its_models_sample_and_help_away_from_the_checkout(installed_layout,
+                                                                                                tmp_path):
+    """Run from the installed layout only (the checkout is not on the path): every library and helper module the
+    module imports comes from it, the bundled models, the sample and its reference, and the help page the module
+    names are found beside the library, and the child's ``python -m LiverTumorSegLib`` starts."""
+    here = os.path.realpath(installed_layout)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVERTUMORSEG_")}
+    env.update(PYTHONPATH=here, LIVERTUMORSEG_MODELS_DIR=str(tmp_path / "no_user_models"))
+    out = subprocess.run([sys.executable, "-c", INSTALLED_LAYOUT_CHECK, here, json.dumps(_module_import_statements())],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert found["outside"] == [] and found["library_root"] == here
+    assert found["models_dir"] == os.path.join(here, "Resources", "Models")
+    assert found["default_model"] == os.path.join(here, "Resources", "Models", "default.safetensors")
+    bundled = sorted(p.stem for p in (ROOT / "Resources" / "Models").glob("*.safetensors"))
+    assert len(found["models"]) == len(bundled) and all(error is None for _, error in found["models"]), found["models"]
+    assert found["sample"] == os.path.join(here, "Resources", "Sample", "sample_ct.nii.gz")
+    assert found["reference_exists"] and found["help_page_exists"]
+    for resource in ("Resources/UI/LiverTumorSeg.ui", "Resources/Icons/LiverTumorSeg.png"):  # self.resourcePath()
+        assert (installed_layout / resource).is_file(), resource
+    child = subprocess.run([sys.executable, "-m", "LiverTumorSegLib", "--version"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0 and child.stdout.strip(), child.stderr

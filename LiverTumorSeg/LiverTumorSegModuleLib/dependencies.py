@@ -167,12 +167,23 @@ class DependencyError(Exception):
     """The packages cannot be put right automatically; the message says what to do."""
 
 
+DOWNLOAD_WITH_TORCH = ("This downloads about 3 GB (PyTorch with its NVIDIA GPU libraries; about 200 MB on a computer "
+                       "without an NVIDIA GPU) and can take many minutes.")
+DOWNLOAD_WITHOUT_TORCH = "This downloads about 10 MB and can take a few minutes."
+"""How much the install downloads, said before it starts (it said "several hundred MB" either way). Wheel sizes
+(Linux, Python 3.11): torch 2.14.1 from PyPI with the nvidia-* wheels it pulls 2.74 GB, torch 2.13.0+cpu 192 MB;
+the others about 6 MB together (monai 1.6.1 1.7 MB, nibabel 5.4.2 3.3 MB, safetensors, pyyaml, tqdm under 1 MB
+each). scipy and SimpleITK come with Slicer 5.6-5.10 at versions above the minimums (docs/slicer.md), so are not
+downloaded there."""
+
+
 def confirmation_text(to_fix: Sequence[RequirementStatus]) -> str:
     """The question shown before installing: what will be installed and how."""
     lines = "\n".join(f"  - {s.describe()}" for s in to_fix)
+    with_torch = any(s.requirement.module == "torch" for s in to_fix)
     text = (f"Liver Tumor Segmentation needs these Python packages in Slicer:\n{lines}\n\n"
-            "Install them now? This downloads several hundred MB and can take minutes.")
-    if any(s.requirement.module == "torch" for s in to_fix):
+            f"Install them now? {DOWNLOAD_WITH_TORCH if with_torch else DOWNLOAD_WITHOUT_TORCH}")
+    if with_torch:
         text += ("\nPyTorch is installed by the PyTorch extension (PyTorchUtils), which picks the build that "
                  "matches your GPU driver.")
     text += ("\nYour installed PyTorch and the packages Slicer already has (numpy, VTK, ...) are never replaced: "

@@ -130,6 +130,19 @@ def test_missing_torch_goes_through_the_pytorch_extension_with_a_version_require
     assert "PyTorchUtils" in env.questions[0]
 
 
+def test_the_question_says_how_much_is_downloaded_with_and_without_torch():
+    """It said "several hundred MB" either way: a CUDA PyTorch is about 3 GB, the other packages about 10 MB."""
+    without_torch = FakeEnvironment(dict(ALL_OK, monai=None, nibabel=None))
+    del without_torch.installed["monai"], without_torch.installed["nibabel"]
+    without_torch.ensure()
+    assert "about 10 MB" in without_torch.questions[0] and "GB" not in without_torch.questions[0]
+    with_torch = FakeEnvironment(dict(ALL_OK))
+    del with_torch.installed["torch"]
+    with_torch.ensure()
+    assert "about 3 GB" in with_torch.questions[0] and "about 200 MB" in with_torch.questions[0]
+    assert "hundred" not in without_torch.questions[0] + with_torch.questions[0]
+
+
 def test_too_old_torch_is_reported_not_replaced():
     env = FakeEnvironment(dict(ALL_OK, torch="1.13.1"))
     with pytest.raises(dependencies.DependencyError, match="PyTorch 1.13.1 is too old.*PyTorch Utils"):

@@ -515,3 +515,11 @@ def test_installed_extension_imports_and_finds_its_models_sample_and_help_away_f
     child = subprocess.run([sys.executable, "-m", "LiverTumorSegLib", "--version"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=60)
     assert child.returncode == 0 and child.stdout.strip(), child.stderr
+
+
+def test_the_installed_dcmqi_licence_is_the_one_beside_the_test_data():
+    """LICENSES/ (installed with the extension) carries the dcmqi licence of the bundled models' third training case,
+    as Testing/Data (not installed) does beside the data: one text, so a correction of one reaches both."""
+    installed = (ROOT / "LICENSES" / "dcmqi-LICENSE.txt").read_bytes()
+    assert installed == (ROOT / "Testing" / "Data" / "dcmqi-LICENSE.txt").read_bytes()
+    assert b"Redistribution and use in source and binary forms" in installed

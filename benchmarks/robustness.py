@@ -1108,7 +1108,9 @@ def summary_table(rows: Sequence[Dict[str, Any]], perturbations: Sequence[str]) 
     cases = list(dict.fromkeys(r["case"] for r in rows))
     by_key = {(r["case"], r["perturbation"]): r for r in rows}
     width = max(13, max((len(c) for c in cases), default=0))
-    head = (f"  {'perturbation':<13}" + "".join(f" {c[-width:]:>{width}}" for c in cases)
+    # the longest name's width: large_confluent, perihepatic_fluid ran into the cells, shifting that line's columns
+    name_width = max([13] + [len(name) for name in perturbations])
+    head = (f"  {'perturbation':<{name_width}}" + "".join(f" {c[-width:]:>{width}}" for c in cases)
             + "   mean liver  mean tumor   n  false lesions   vs baseline (same cases)")
     lines = [head, "  " + "-" * (len(head) - 2)]
     for name in perturbations:
@@ -1131,8 +1133,8 @@ def summary_table(rows: Sequence[Dict[str, Any]], perturbations: Sequence[str]) 
         if name not in ("baseline", "original", *REFERENCE_OF.values()) and applied:
             parts = [paired_change(rows, name, key) for key in ("liver_dice", "tumor_dice")]
             change = "   " + " / ".join("n/a" if v is None else f"{v:+.3f}" for v in parts)
-        lines.append(f"  {name:<13}" + "".join(cells) + f"   {mean_l:>10}  {mean_t:>10}  {applied:>2}  {false:>13}"
-                     + change)
+        lines.append(f"  {name:<{name_width}}" + "".join(cells)
+                     + f"   {mean_l:>10}  {mean_t:>10}  {applied:>2}  {false:>13}" + change)
     return "\n".join(lines)
 
 

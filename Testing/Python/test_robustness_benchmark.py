@@ -218,6 +218,16 @@ def test_summary_gives_case_counts_and_the_change_on_the_same_cases():
     assert line and line[0].split()[-5:] == ["1", "2", "-0.010", "/", "-0.010"]  # cases, false lesions, change
 
 
+def test_summary_columns_line_up_under_long_perturbation_names():
+    """perihepatic_fluid (17 characters) ran into the first case's cell: its line's columns sat 4 characters right of
+    the header's and of the other lines'."""
+    names = ["baseline", "perihepatic_fluid", "large_confluent"]
+    rows = [{"case": "a", "perturbation": n, "liver_dice": 0.98, "tumor_dice": 0.8} for n in names]
+    lines = rb.summary_table(rows, names).splitlines()
+    case_column = lines[0].index(" a ") + 1  # the case's name, right-aligned over its cells
+    assert [line.index("0.980/0.800") + len("0.980/0.800") - 1 for line in lines[2:]] == [case_column] * 3
+
+
 def test_cases_with_the_same_file_name_keep_apart(tmp_path):
     # patient01/ct.nii.gz and patient02/ct.nii.gz both had the id "ct": one lesion seed, one column in the summary
     write_case(tmp_path / "patient01", "ct_ct")

@@ -1400,6 +1400,11 @@ def run(args: argparse.Namespace) -> int:
         with atomic_output(args.json, overwrite=args.overwrite) as tmp:
             Path(tmp).write_text(json.dumps(document, indent=1), encoding="utf-8")
     if args.store_in_package:
+        if code.get("git_modified"):  # stored without a word before; models now flags such a table
+            print(f"warning: {ROOT} has uncommitted changes to tracked files: the stored table records commit "
+                  f"{str(code.get('git_commit'))[:12]} with git_modified true, and 'livertumorseg models' says it "
+                  f"was measured with changed code. Commit the changes and run again for a table of a commit.",
+                  file=sys.stderr)
         for result in results:
             settings = run_settings(args, cases, perturbations, result["weights_sha256"], code)
             settings.update({k: result[k] for k in ("device_used", "precision_used")})

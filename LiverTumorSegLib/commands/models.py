@@ -182,9 +182,20 @@ def missing_perturbations(rows: Any, settings: Any) -> List[str]:
     return [str(name) for name in asked if str(name) not in present]
 
 
-def robustness_lines(rows: Any, per_line: int = 4, weights: str = "", missing: Sequence[str] = ()) -> List[str]:
+def modified_code_commit(settings: Any) -> str:
+    """The git commit a stored table's ``robustness_settings`` record when they also record that the code differed
+    from it (``code.git_modified``: uncommitted edits when the benchmark ran), "" otherwise."""
+    code = settings.get("code") if isinstance(settings, dict) else None
+    if not isinstance(code, dict) or code.get("git_modified") is not True:
+        return ""
+    return str(code.get("git_commit") or "unknown")
+
+
+def robustness_lines(rows: Any, per_line: int = 4, weights: str = "", missing: Sequence[str] = (),
+                     settings: Any = None) -> List[str]:
     """Text lines ``name liver/tumor`` (mean Dice over the benchmark's cases), ``per_line`` per line; then what
-    :func:`robustness_weights_status` (``weights``) and :func:`missing_perturbations` (``missing``) found."""
+    :func:`robustness_weights_status` (``weights``) and :func:`missing_perturbations` (``missing``) found, and
+    whether ``settings`` (the table's ``robustness_settings``) record code edited after its commit."""
     means = robustness_means(rows)
     if not means:
         return []
@@ -212,6 +223,10 @@ def robustness_lines(rows: Any, per_line: int = 4, weights: str = "", missing: S
                      "benchmarks/robustness.py on it again")
     elif weights == "not recorded":
         lines.append("  (the table does not record the weights it was measured on: stored before tables did)")
+    commit = modified_code_commit(settings)
+    if commit:  # the table was said nowhere to come from edited code: only robustness_settings held git_modified
+        lines.append(f"  measured with uncommitted code changes on commit {commit[:12]}: that commit's code may give "
+                     f"other numbers")
     return lines
 
 
@@ -325,7 +340,8 @@ def run(args: argparse.Namespace) -> int:
             _say(f"      note: segment and evaluate refuse it: {entry['segment_refusal']}")
         for line in robustness_lines(entry.get("robustness"), weights=entry.get("robustness_weights", ""),
                                      missing=missing_perturbations(entry.get("robustness"),
-                                                                   entry.get("robustness_settings"))):
+                                                                   entry.get("robustness_settings")),
+                                     settings=entry.get("robustness_settings")):
             _say("      " + line)
     if not verify:
         print("  (weights are checked when a package is loaded; 'livertumorseg models --verify' checks them all now)")

@@ -392,6 +392,30 @@ def test_stored_table_records_its_weights_and_models_flags_a_resaved_package(tmp
     assert resaved.read_bytes() == before
 
 
+def test_a_table_measured_with_edited_code_says_so_at_store_and_in_models(tmp_path, monkeypatch, capsys):
+    """--store-in-package from a checkout with uncommitted edits stored the table as the package's own without a
+    word: only robustness_settings' code.git_modified said so, which models did not show."""
+    import torch
+
+    from LiverTumorSegLib.commands import models as models_cmd
+
+    torch.manual_seed(0)
+    write_case(tmp_path / "data")
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    package = tiny_unet_package(models_dir)
+    monkeypatch.setattr(rb, "code_version", lambda: {"git_commit": "0123456789abcdef", "git_modified": True})
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--store-in-package",
+                    "--perturbations", "baseline", "--threads", "1", "--quiet"]) == 0
+    assert "warning: " in capsys.readouterr().err
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(models_dir))
+    models_cmd.run(argparse.Namespace(json=False))
+    assert "uncommitted code changes on commit 0123456789ab" in capsys.readouterr().out
+    rows = [{"case": "a", "perturbation": "baseline", "liver_dice": 0.98, "tumor_dice": 0.8}]
+    clean = {"code": {"git_commit": "0123456789abcdef", "git_modified": False}}
+    assert not any("uncommitted" in line for line in models_cmd.robustness_lines(rows, settings=clean))
+
+
 def test_models_prints_means_rounded_once_and_names_perturbations_without_rows():
     from LiverTumorSegLib.commands import models as models_cmd
 

@@ -1181,16 +1181,22 @@ def check_table_kept(path: Any, metadata: Dict[str, Any], covered: set) -> None:
                          f"--replace-stored to replace the table.")
 
 
+CODE_PATHS = ("LiverTumorSegLib", "benchmarks")
+"""The folders (below the checkout's root) of the code a run imports: ``git_modified`` counts changes there only."""
+
+
 def code_version() -> Dict[str, Any]:
-    """The git commit of this checkout and whether files differ from it (``{}`` outside a git clone): the
-    library version stayed 0.1.0 while a change to the synthetic-lesion code moved stored tumor Dice by 0.005."""
+    """The git commit of this checkout and whether the code (:data:`CODE_PATHS`) differs from it (``{}`` outside a
+    git clone): the library version stayed 0.1.0 while a change to the synthetic-lesion code moved stored tumor Dice
+    by 0.005. Other files do not count: a package stored into ``Resources/Models`` (and its ``SHA256SUMS``) made the
+    next run's table say ``git_modified`` of the same code, as an edited README did."""
     import subprocess
 
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=str(ROOT), capture_output=True, text=True,
                                 timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=str(ROOT),
-                                capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                                cwd=str(ROOT), capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return {}
     if commit.returncode != 0 or status.returncode != 0:
@@ -1401,9 +1407,10 @@ def run(args: argparse.Namespace) -> int:
             Path(tmp).write_text(json.dumps(document, indent=1), encoding="utf-8")
     if args.store_in_package:
         if code.get("git_modified"):  # stored without a word before; models now flags such a table
-            print(f"warning: {ROOT} has uncommitted changes to tracked files: the stored table records commit "
-                  f"{str(code.get('git_commit'))[:12]} with git_modified true, and 'livertumorseg models' says it "
-                  f"was measured with changed code. Commit the changes and run again for a table of a commit.",
+            print(f"warning: {ROOT} has uncommitted changes to its code ({', '.join(CODE_PATHS)}): the stored table "
+                  f"records commit {str(code.get('git_commit'))[:12]} with git_modified true, and 'livertumorseg "
+                  f"models' says it was measured with changed code. Commit the changes and run again for a table of "
+                  f"a commit.",
                   file=sys.stderr)
         for result in results:
             settings = run_settings(args, cases, perturbations, result["weights_sha256"], code)

@@ -416,6 +416,29 @@ def test_a_table_measured_with_edited_code_says_so_at_store_and_in_models(tmp_pa
     assert not any("uncommitted" in line for line in models_cmd.robustness_lines(rows, settings=clean))
 
 
+def test_code_version_counts_code_changes_only(tmp_path, monkeypatch):
+    """A table stored into Resources/Models (the package and SHA256SUMS then differ from the commit) made the next
+    run's table record git_modified of unchanged code, and models then said it was measured with changed code."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    for name in ("LiverTumorSegLib/volume.py", "Resources/Models/SHA256SUMS", "README.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(git + ["init", "-q"], cwd=str(tmp_path), check=True)
+    subprocess.run(git + ["add", "-A"], cwd=str(tmp_path), check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "c"], cwd=str(tmp_path), check=True)
+    monkeypatch.setattr(rb, "ROOT", tmp_path)
+    for name in ("Resources/Models/SHA256SUMS", "README.md"):
+        (tmp_path / name).write_text("y\n")
+    assert rb.code_version()["git_modified"] is False
+    (tmp_path / "LiverTumorSegLib/volume.py").write_text("y\n")
+    assert rb.code_version()["git_modified"] is True
+
+
 def test_models_prints_means_rounded_once_and_names_perturbations_without_rows():
     from LiverTumorSegLib.commands import models as models_cmd
 

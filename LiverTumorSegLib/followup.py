@@ -61,7 +61,8 @@ import numpy as np
 
 from .errors import InputError, option_hint
 from .fileutil import atomic_output, quiet_missing_glyphs
-from .metrics.recist import RECIST_NOTE, RECIST_TOO_SMALL_MM, at_least, at_most, meets_progression
+from .metrics.recist import (RECIST_NOTE, RECIST_TOO_SMALL_MM, at_least, at_most, meets_progression,
+                             percent_change_text)
 from .volume import CTVolume, ImageGeometry
 
 STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "present", "merged", "split", "not_assessed")
@@ -1090,7 +1091,10 @@ def sum_of_diameters_line(sum_of_diameters: Dict[str, Any]) -> Optional[str]:
         follow = f"{sod['followup_mm']:.1f} mm"
     else:
         change = round(float(sod["change_percent"]), 1) + 0.0  # -0.02 % printed '-0.0 %': a change none can see
-        follow = f"{sod['followup_mm']:.1f} mm ({change:+.1f} %)" if change else f"{sod['followup_mm']:.1f} mm (0.0 %)"
+        # as the response's reason words it (0.01 % next to a threshold not met): -29.98 % read '-30.0 %' here
+        # beside SD, under a reason that said '-29.98 %'
+        percent = percent_change_text(float(sod["change_percent"]) / 100.0) if change else "0.0 %"
+        follow = f"{sod['followup_mm']:.1f} mm ({percent})"
     targets = "target lesions" if sod.get("target_lesion_ids") is None else f"target lesions {sod['target_lesion_ids']}"
     return f"{targets}: sum of diameters {sod['baseline_mm']:.1f} -> {follow}"
 

@@ -373,7 +373,7 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
             return NON_CR_NON_PD, "no measurable target lesion at baseline; non-target lesions persist"
         return "NE", "no lesion at baseline"
     relative = (followup_sum_mm - baseline_sum_mm) / baseline_sum_mm
-    text = f"sum of diameters {baseline_sum_mm:.1f} -> {followup_sum_mm:.1f} mm ({_percent_text(relative)})"
+    text = f"sum of diameters {baseline_sum_mm:.1f} -> {followup_sum_mm:.1f} mm ({percent_change_text(relative)})"
     if meets_progression(baseline_sum_mm, followup_sum_mm):
         return "PD", text
     if at_most(relative, RECIST_PR_CHANGE):
@@ -383,7 +383,7 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
     return "SD", text
 
 
-def _percent_text(relative: float) -> str:
+def percent_change_text(relative: float) -> str:
     """``relative`` (a fraction) as a signed percentage to 0.1 %, or to 0.01 % where 0.1 % would round it onto a
     rule's threshold it does not meet: +19.97 % read '+20.0 %' beside SD, -29.96 % '-30.0 %' beside SD (the
     follow-up audit)."""

@@ -1009,6 +1009,21 @@ def test_a_sum_of_diameters_change_that_rounds_to_zero_reads_0_0_percent():
         assert line.endswith(shown), line
 
 
+def test_the_sum_of_diameters_line_words_a_change_near_a_threshold_as_the_response_reason_does():
+    """A 60 mm target became a 45-degree line of 30 pixels (29 x sqrt(2) + 1 = 42.01 mm, -29.98 %): the reason said
+    'SD (... -29.98 %)' and the sum-of-diameters line under it '(-30.0 %)', the PR threshold beside SD."""
+    from LiverTumorSegLib.followup import change_summary_lines
+
+    g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    base = np.ones((4, 80, 80), np.uint8)
+    base[1, 5, 5:65] = 2
+    follow = np.ones_like(base)
+    follow[1, np.arange(5, 35), np.arange(5, 35)] = 2
+    change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
+    assert change["response"] == "SD" and change["response_reason"].endswith("(-29.98 %)")
+    assert change_summary_lines(change)[1] == "target lesions [1]: sum of diameters 60.0 -> 42.0 mm (-29.98 %)"
+
+
 def test_outlines_are_drawn_for_one_pixel_masks_and_closed_along_the_image_edge():
     """matplotlib's contour refused masks under 2 x 2 pixels: `followup` with a one-voxel baseline lesion ended in
     an internal error (the fuzzing audit), and a region touching the image edge was left open there. The outline is

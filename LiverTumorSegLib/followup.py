@@ -14,7 +14,8 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    than the masks' alignment did is replaced by it, with a warning. Without CTs: mean squares between the two
    liver masks (label >= 1) smoothed with a 2 mm Gaussian, started from the masks' centres of mass (a
    translation; no rotation is guessed). A liver Dice after alignment under ``LOW_LIVER_DICE`` is warned
-   about (``warnings`` of the change report): the lesion matching is then unreliable. Rigid on
+   about (``warnings`` of the change report): the lesion matching is then unreliable; so is a turn of more than
+   ``LARGE_ROTATION_DEG`` (20 degrees), the sign of a scan stored mirrored. Rigid on
    purpose: a scaling or deformable transform would absorb the lesion and liver size changes that are
    being measured. ``method="none"`` uses the scanner coordinates as they are.
 2. **Matching** (:func:`link_lesions`): the follow-up lesion map is resampled onto the baseline grid
@@ -156,6 +157,12 @@ METRIC_SAMPLES = 30000  # random samples per metric evaluation (fixed seed: repe
 
 MIN_REGISTRATION_VOXELS = 4  # per axis after block-averaging (the Gaussian smoothing needs 4)
 LOW_LIVER_DICE = 0.7  # liver Dice after alignment under this: the alignment is doubtful, said so
+LARGE_ROTATION_DEG = 20.0
+"""An alignment that turns the follow-up by more than this (degrees, the whole angle) is warned of: patients lying
+on their back turn a few degrees between two scans, while a scan stored mirrored (left-right, front-back or head-foot,
+e.g. by a wrong NIfTI header) is aligned by a large turn: the example CTs mirrored left-right aligned with a 52.5 and
+a 32.0 degree turn and liver Dice 0.763 and 0.777, over :data:`LOW_LIVER_DICE`, and the lesions matched wrongly (a
+false PD from 'new' lesions) without a word (the follow-up audit)."""
 CT_WORSE_THAN_LIVER = 0.1  # a CT registration whose liver Dice is this much under the masks' alignment is not used
 
 
@@ -423,6 +430,13 @@ def _checked(alignment: Alignment, without: Sequence[str]) -> Alignment:
             f"the {' and '.join(without)} label map{'s hold' if len(without) > 1 else ' holds'} no liver label (1), "
             f"only tumor: the livers' overlap after alignment (liver Dice) is not measured, so nothing checks the "
             f"alignment; check the lesion matching in the picture")
+    angle = alignment.rotation_angle_deg()
+    if angle > LARGE_ROTATION_DEG:
+        alignment.warnings.append(
+            f"the alignment turned the follow-up by {angle:.1f} degrees (more than {LARGE_ROTATION_DEG:g}), more than "
+            f"a patient turns between two scans unless one was taken lying prone: a scan stored mirrored (left-right, "
+            f"front-back or head-foot, e.g. by a wrong NIfTI header) is aligned so, and its lesions are then matched "
+            f"wrongly; check both scans' orientation in a viewer and the lesion matching in the picture")
     if alignment.liver_dice is not None and alignment.liver_dice < LOW_LIVER_DICE:
         alignment.warnings.append(
             f"the livers overlap little after alignment (liver Dice {alignment.liver_dice:.3f} < {LOW_LIVER_DICE}): "
@@ -1061,8 +1075,11 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
     sod_text = "" if sod["baseline_mm"] is None else (f"; sum of diameters {sod['baseline_mm']:.1f} mm -> "
                                                        f"{follow_text}")
     dice = alignment.get("liver_dice_after_alignment")
+    angle = alignment.get("rotation_angle_deg")  # reports from before it was recorded have none
     doubts = ([f"the livers overlap little after alignment (liver Dice {dice:.3f}): check the alignment"]
               if dice is not None and dice < LOW_LIVER_DICE else []) + \
+        ([f"the alignment turned the follow-up by {angle:.1f} degrees: check that neither scan is stored mirrored"]
+         if angle is not None and angle > LARGE_ROTATION_DEG else []) + \
         ([] if arrays.get("orientation_known", True) else
          ["ORIENTATION UNKNOWN (NIfTI without sform/qform): left/right and front/back may be swapped"])
     fig.suptitle(f"{title + ': ' if title else ''}RECIST 1.1 response {change['response']}{sod_text}\n"

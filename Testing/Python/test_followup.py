@@ -640,6 +640,44 @@ def test_a_doubtful_alignment_is_warned_and_a_thin_scan_aligns():
         np.testing.assert_allclose(change["alignment"]["translation_lps_mm"], 0.0, atol=0.5)
 
 
+def _chiral_liver():
+    """A liver of three unlike lobes (no mirror symmetry) with one lesion, ``(z, y, x)`` on 2 x 2 x 4 mm voxels."""
+    labels = np.zeros((20, 64, 64), np.uint8)
+    labels[3:17, 12:44, 8:34] = 1
+    labels[10:17, 14:30, 34:54] = 1
+    labels[3:8, 36:50, 16:28] = 1
+    labels[8:12, 20:28, 14:22] = 2
+    return labels
+
+
+@pytest.mark.parametrize("degrees", [10.0, 30.0])
+def test_an_alignment_that_turns_the_followup_far_is_warned_of(tmp_path, monkeypatch, degrees):
+    """The example CTs stored mirrored left-right aligned with a 52.5 and a 32.0 degree turn at liver Dice 0.763
+    and 0.777 (over 0.7) and matched their lesions wrongly (a false PD) without a word: a turn of more than 20
+    degrees is warned of, in the report, the summary and the picture; a 10 degree turn is not."""
+    from LiverTumorSegLib.followup import change_summary_lines
+
+    turn = np.deg2rad(degrees)
+    rotation = np.array([[np.cos(turn), -np.sin(turn), 0.0], [np.sin(turn), np.cos(turn), 0.0], [0.0, 0.0, 1.0]])
+    labels = _chiral_liver()
+    change = compare_followup(CTVolume(labels, ImageGeometry(spacing=(2.0, 2.0, 4.0))),
+                              CTVolume(labels.copy(), ImageGeometry(spacing=(2.0, 2.0, 4.0),
+                                                                    direction=tuple(rotation.ravel()))),
+                              alignment="liver")
+    assert change["alignment"]["rotation_angle_deg"] == pytest.approx(degrees, abs=1.0)
+    assert change["alignment"]["liver_dice_after_alignment"] > 0.95
+    turned = [w for w in change["warnings"] if "the alignment turned the follow-up" in w]
+    if degrees < 20.0:
+        assert turned == []
+        return
+    assert len(turned) == 1 and "stored mirrored" in turned[0] and f"warning: {turned[0]}" in \
+        change_summary_lines(change)
+    pytest.importorskip("matplotlib")
+    (title,) = [t for t in _picture_texts(tmp_path, monkeypatch, change) if t.startswith("RECIST 1.1 response")]
+    assert f"the alignment turned the follow-up by {change['alignment']['rotation_angle_deg']:.1f} degrees: check " \
+           f"that neither scan is stored mirrored" in title
+
+
 def _thin_ct(labels):
     """A 3-slice CT for ``labels[10:13]`` of :func:`_padded_pair`: liver 60 HU, rest soft tissue or air."""
     array = np.where(labels.array[10:13] >= 1, 60.0, 0.0).astype(np.float32)

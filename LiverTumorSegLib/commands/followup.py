@@ -66,6 +66,22 @@ CT_NOT_HU = ("compared anyway: followup reads the CTs only to align the scans an
 """How followup's warning ends for a CT that does not look like HU (it has no --allow-non-hu: none was given)."""
 
 
+def _warn_of_labels_fitting_only_as_stored(read: Any) -> None:
+    """Add to a label map's warnings (``read``: ``(path, its CT or None, the label map read onto it)`` pairs) that it
+    fits its CT only in the CT's own voxel order, not where its header (another axis order) places it
+    (:func:`~..io.labels.reoriented_label_fit_warning`; a CT in HU only): such a label was compared mirrored, with
+    only the note that it was reoriented."""
+    from ..io.labels import reoriented_label_fit_warning
+    from ..validation import not_hu_reason
+
+    for path, ct, labels in read:
+        if ct is None or not_hu_reason(ct) is not None:
+            continue
+        misfit = reoriented_label_fit_warning(path, ct, labels)
+        if misfit:
+            labels.meta["warnings"] = list(labels.meta.get("warnings", [])) + [misfit]
+
+
 def run(args: argparse.Namespace) -> int:
     from ..fileutil import check_can_write_all
     from ..followup import (change_summary_lines, check_min_new_lesion_mm, compare_followup, save_change_picture,
@@ -89,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     baseline_ct, followup_ct = _read_ct(args.baseline_ct), _read_ct(args.followup_ct)
     baseline = read_label_map(args.baseline, reference=baseline_ct)
     followup = read_label_map(args.followup, reference=followup_ct)
+    _warn_of_labels_fitting_only_as_stored(((args.baseline, baseline_ct, baseline),
+                                            (args.followup, followup_ct, followup)))
     change = compare_followup(baseline, followup, baseline_ct, followup_ct, alignment=args.alignment,
                               min_new_lesion_mm=args.min_new_lesion_mm)
     change["inputs"] = {"baseline": str(args.baseline), "followup": str(args.followup),

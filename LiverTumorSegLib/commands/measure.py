@@ -98,6 +98,14 @@ def run(args: argparse.Namespace) -> int:
     printed = len(warnings)  # the CT's warnings, printed as it was read
     labels = read_label_map(args.labels, reference=ct)
     warnings += [str(w) for w in labels.meta.get("warnings", [])]
+    from ..validation import not_hu_reason
+
+    in_hu = ct is not None and not_hu_reason(ct) is None  # water density is judged in HU only
+    if in_hu:  # a header flipped by a conversion: measured mirrored with only the note 'reoriented to the CT'
+        from ..io.labels import reoriented_label_fit_warning
+
+        misfit = reoriented_label_fit_warning(args.labels, ct, labels)
+        warnings += [misfit] if misfit else []
     if ct is None:  # with --ct, the CT's own check has said it (in these words: read_checked_ct's for_model=False)
         from ..validation import measurement_tilt_warnings
 
@@ -120,9 +128,6 @@ def run(args: argparse.Namespace) -> int:
         # segment's uint8 map (255 x p) stays uint8, and each lesion's mean is taken of it as segment takes it
         probability = read_probability_map(args.probabilities, labels, f"Probability map '{args.probabilities}' "
                                                                        f"is not on the label map's grid")
-    from ..validation import not_hu_reason
-
-    in_hu = ct is not None and not_hu_reason(ct) is None  # water density is judged in HU only
     report = lesion_report(labels.array, labels.geometry, ct.array if ct is not None else None,
                            extra={"labels": str(args.labels), "ct": str(args.ct) if args.ct else None,
                                   "probabilities": str(args.probabilities) if args.probabilities else None,

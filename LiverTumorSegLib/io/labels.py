@@ -3,7 +3,7 @@
 import json
 import logging
 import re
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -125,11 +125,81 @@ def _whole_voxel_offset(part: ImageGeometry, whole: ImageGeometry, tolerance: fl
     return rounded[::-1].astype(int)
 
 
+LABEL_HU_RANGE = (-50.0, 300.0)
+"""HU in which liver and liver-tumor voxels lie (fatty liver to contrast-enhanced tumor): a label voxel outside it
+lies in fat, air, lung or bone. Measured on 4 real CTs with liver labels (26 Nov 2026): 0.1 % to 6 % of the
+labelled voxels outside it as aligned; 14 % to 55 % with the label mirrored in x or y or transposed."""
+
+LABEL_MISFIT_REFUSED = 0.10
+"""Fraction of labelled voxels outside :data:`LABEL_HU_RANGE` above which a label placed by a header that
+disagrees with the CT's axis order is refused, when its voxels in the CT's own order fit at least 3 times better."""
+
+
+def label_misfit(ct_zyx: np.ndarray, labels_zyx: np.ndarray) -> Optional[float]:
+    """The fraction of the liver and tumor voxels of ``labels_zyx`` (``(z, y, x)``, 0/1/2) whose CT value in
+    ``ct_zyx`` (same shape, HU) lies outside :data:`LABEL_HU_RANGE`; None when the label has no such voxel."""
+    mask = np.asarray(labels_zyx) > 0
+    count = int(np.count_nonzero(mask))
+    if not count:
+        return None
+    values = np.asarray(ct_zyx)[mask]
+    low, high = LABEL_HU_RANGE
+    return float(np.count_nonzero((values < low) | (values > high))) / count
+
+
+
+def header_misfits(ct_zyx: np.ndarray, placed_zyx: np.ndarray, stored_zyx: Callable[[], np.ndarray]
+                   ) -> Optional[Tuple[float, float]]:
+    """``(misfit placed, misfit as stored)`` (:func:`label_misfit`) when a label map placed on its CT by a header
+    that stores the CT's grid in another axis order (``placed_zyx``, on the CT ``ct_zyx``'s layout, HU) fits it
+    badly (:data:`LABEL_MISFIT_REFUSED` or more of its voxels outside :data:`LABEL_HU_RANGE`) while its voxels in the
+    CT's own order (``stored_zyx()``, called only then: the file's voxels, same shape as the CT) fit at least 3 times
+    better: a header flipped by a conversion tool while the voxels were drawn on the CT. Else None."""
+    placed = label_misfit(ct_zyx, placed_zyx)
+    if placed is None or placed < LABEL_MISFIT_REFUSED:
+        return None
+    as_stored = label_misfit(ct_zyx, stored_zyx())
+    if as_stored is None or as_stored * 3 > placed:
+        return None
+    return placed, as_stored
+
+
+REORIENTED_NOTE = "label map stored in another axis order; reoriented to the CT"
+"""The note :func:`label_on_reference_grid` adds to a label map it reoriented onto its CT."""
+
+
+def reoriented_label_fit_warning(path: PathLike, ct: CTVolume, placed: CTVolume) -> Optional[str]:
+    """A warning when the label map at ``path``, read onto the CT ``ct`` (in HU) as ``placed`` by a header that
+    stores the CT's grid in another axis order (:data:`REORIENTED_NOTE`), fits the CT only in the CT's own voxel
+    order (:func:`header_misfits`): ``measure`` and ``followup`` measured such a label where its header put it,
+    mirrored, with only the note that it was reoriented (``train`` refuses it). None otherwise (the file is read a
+    second time only for a reoriented label that fits badly)."""
+    if REORIENTED_NOTE not in placed.meta.get("warnings", []):
+        return None
+    ct_zyx = np.asarray(ct.array)
+
+    def stored() -> np.ndarray:
+        return np.asarray(read_label_map(path).array)
+
+    try:
+        misfits = header_misfits(ct_zyx, placed.array, stored)
+    except (ValueError, InputError):  # stored in another shape (transposed): the CT's voxel order cannot be meant
+        return None
+    if misfits is None:
+        return None
+    low, high = LABEL_HU_RANGE
+    return (f"label map '{path}' does not fit its CT where its header places it: its header stores the CT's grid in "
+            f"another axis order (mirrored or transposed), and placed so {misfits[0]:.0%} of its liver and tumor "
+            f"voxels lie outside {low:g}..{high:g} HU (fat, air or bone), while read in the CT's own voxel order only "
+            f"{misfits[1]:.0%} do. Its header is probably wrong (flipped by a conversion): the lesions' positions, "
+            f"sizes and HU here are those of a mirrored label. Give the label map the CT's header (e.g. nibabel: "
+            f"Nifti1Image(label voxels, ct.affine, ct.header)) and run again.")
+
+
 def label_on_reference_grid(label: CTVolume, reference: CTVolume, tolerance: float) -> CTVolume:
     """Return ``label`` on the reference's grid (:func:`onto_reference_grid`: itself, or reoriented when it is the
     same grid in another axis order), else raise LabelError naming the differences."""
-    matched = onto_reference_grid(label, reference, tolerance,
-                                  "label map stored in another axis order; reoriented to the CT")
+    matched = onto_reference_grid(label, reference, tolerance, REORIENTED_NOTE)
     if matched is not None:
         return matched
     problems = describe_grid_mismatch(label, reference, tolerance)

@@ -835,28 +835,6 @@ def _read_label_onto(path: str, image: CTVolume) -> Tuple[CTVolume, Optional[np.
     return volume, (None if volume is stored else stored.array)
 
 
-LABEL_HU_RANGE = (-50.0, 300.0)
-"""HU in which liver and liver-tumor voxels lie (fatty liver to contrast-enhanced tumor): a label voxel outside it
-lies in fat, air, lung or bone. Measured on 4 real CTs with liver labels (26 Nov 2026): 0.1 % to 6 % of the
-labelled voxels outside it as aligned; 14 % to 55 % with the label mirrored in x or y or transposed."""
-
-LABEL_MISFIT_REFUSED = 0.10
-"""Fraction of labelled voxels outside :data:`LABEL_HU_RANGE` above which a label placed by a header that
-disagrees with the CT's axis order is refused, when its voxels in the CT's own order fit at least 3 times better."""
-
-
-def label_misfit(ct_zyx: np.ndarray, labels_zyx: np.ndarray) -> Optional[float]:
-    """The fraction of the liver and tumor voxels of ``labels_zyx`` (``(z, y, x)``, 0/1/2) whose CT value in
-    ``ct_zyx`` (same shape, HU) lies outside :data:`LABEL_HU_RANGE`; None when the label has no such voxel."""
-    mask = np.asarray(labels_zyx) > 0
-    count = int(np.count_nonzero(mask))
-    if not count:
-        return None
-    values = np.asarray(ct_zyx)[mask]
-    low, high = LABEL_HU_RANGE
-    return float(np.count_nonzero((values < low) | (values > high))) / count
-
-
 def _refuse_label_fitting_only_as_stored(case: Case, image: CTVolume, labels: np.ndarray, stored: np.ndarray,
                                          label_map: Optional[Dict]) -> None:
     """LabelError when the label's header stores the CT's grid in another axis order (it was reoriented onto the
@@ -865,14 +843,15 @@ def _refuse_label_fitting_only_as_stored(case: Case, image: CTVolume, labels: np
     Placed by such a header, a label was trained mirrored (a real 3 mm CT, header flipped in x: liver mean HU 44 ->
     -65, 37 % of its voxels outside :data:`LABEL_HU_RANGE` against 0.2 %) with only the note 'reoriented to the
     CT'."""
+    from ..io.labels import LABEL_HU_RANGE, header_misfits
+
     if tuple(stored.shape) != tuple(image.shape_zyx):
         return  # a permuted grid of another shape: the CT's voxel order cannot be meant
-    placed = label_misfit(image.array, labels)
-    if placed is None or placed < LABEL_MISFIT_REFUSED:
+    misfits = header_misfits(image.array, labels,
+                             lambda: remap_labels(stored, label_map, case.label_path, log_dropped=False))
+    if misfits is None:
         return
-    as_stored = label_misfit(image.array, remap_labels(stored, label_map, case.label_path, log_dropped=False))
-    if as_stored is None or as_stored * 3 > placed:
-        return
+    placed, as_stored = misfits
     low, high = LABEL_HU_RANGE
     raise LabelError(
         f"Case {case.case_id}: label map '{case.label_path}' does not fit its CT '{case.image_path}' where its "

@@ -1342,3 +1342,20 @@ def test_alignment_reports_the_rotations_whole_angle_not_only_the_translation():
     shifted = sitk.Euler3DTransform()
     shifted.SetTranslation((4.0, 0.0, 0.0))
     assert Alignment(method="livers", transform=shifted).to_dict()["rotation_angle_deg"] == 0.0
+
+
+def test_followup_warns_of_a_label_whose_header_mirrors_it_off_its_ct(tmp_path):
+    """followup compared a baseline label map whose header was flipped by a conversion where that header put it,
+    mirrored (only 'reoriented to the CT' was said); with the CTs given, the change report now warns."""
+    import json
+
+    from LiverTumorSegLib.cli import main
+    from test_lesion_report_edge_cases import _label_with_a_mirrored_header
+
+    ct, right, flipped = _label_with_a_mirrored_header(tmp_path)
+    out = tmp_path / "change.json"
+    assert main(["followup", "--baseline", flipped, "--followup", right, "--baseline-ct", ct, "--followup-ct", ct,
+                 "-o", str(out), "--no-picture"]) == 0
+    warnings = json.loads(out.read_text())["warnings"]
+    assert sum("does not fit its CT where its header places it" in w and "liver_header_flipped" in w
+               for w in warnings) == 1, warnings

@@ -390,3 +390,39 @@ def test_segments_console_summary_keeps_small_livers_and_short_long_axes_apart_f
     lines = format_summary(result).splitlines()
     assert lines[1].startswith("liver volume: 0.0045 mL;")
     assert "long axis 11.96 mm" in lines[2]
+
+
+def _label_with_a_mirrored_header(tmp_path):
+    """Testing/Data's 30-slice CT and its liver label, the label saved with the CT's voxels but a header that
+    mirrors x (a conversion tool's flip): placed by its header, the liver lands on the patient's left."""
+    from pathlib import Path
+
+    import nibabel as nib
+
+    data = Path(__file__).resolve().parents[1] / "Data"
+    ct = nib.load(str(data / "example_ct_sm.nii.gz"))
+    label = nib.load(str(data / "example_ct_sm_liver.nii.gz"))
+    flipped = ct.affine.copy()
+    flipped[:, 0] *= -1                                             # x mirrored ...
+    flipped[:3, 3] = ct.affine[:3, 3] + ct.affine[:3, 0] * (ct.shape[0] - 1)  # ... over the same extent
+    path = tmp_path / "liver_header_flipped.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(label.dataobj).astype(np.uint8), flipped), str(path))
+    return str(data / "example_ct_sm.nii.gz"), str(data / "example_ct_sm_liver.nii.gz"), str(path)
+
+
+def test_measure_warns_of_a_label_whose_header_mirrors_it_off_its_ct(tmp_path, capsys):
+    """A label map whose header was flipped by a conversion (its voxels drawn on the CT) was measured where that
+    header puts it, mirrored, with only the note 'reoriented to the CT' (train refuses such a label); measure --ct now
+    warns that it fits the CT only in the CT's own voxel order. The right label gets no such warning."""
+    import json
+
+    from LiverTumorSegLib.cli import main
+
+    ct, right, flipped = _label_with_a_mirrored_header(tmp_path)
+    assert main(["measure", flipped, "--ct", ct, "-o", str(tmp_path / "r.json")]) == 0
+    warnings = json.loads((tmp_path / "r.json").read_text())["warnings"]
+    misfit = [w for w in warnings if "does not fit its CT where its header places it" in w]
+    assert len(misfit) == 1 and "outside -50..300 HU" in misfit[0], warnings
+    assert "does not fit its CT where its header places it" in capsys.readouterr().err
+    assert main(["measure", right, "--ct", ct, "-o", str(tmp_path / "r2.json")]) == 0
+    assert not any("does not fit its CT" in w for w in json.loads((tmp_path / "r2.json").read_text())["warnings"])

@@ -1504,7 +1504,26 @@ def _change_value(entry: Dict[str, Any], name: str, key: str) -> Any:
         return int(value or 0)
     # as the lesion table: the digits a reader can use (a saved scene keeps about 6 significant digits, so
     # unrounded values read 42.06102919801046 before and 42.061 after a reload)
-    return float("nan") if value is None else round(float(value), CHANGE_TABLE_DECIMALS.get(name, 3))
+    if value is None:
+        return float("nan")
+    if name == "Long axis change":
+        return _long_axis_change_shown(float(value))
+    return round(float(value), CHANGE_TABLE_DECIMALS.get(name, 3))
+
+
+def _long_axis_change_shown(percent: float) -> float:
+    """A lesion's long-axis change (%) as the change table shows it: to 0.1 %, or to 0.01 % where 0.1 % would round
+    it onto the grown (+20 %) or shrunk (-30 %) threshold it does not meet (-29.98 % read -30.0 beside 'stable'), as
+    the printed summary words it (:func:`~.metrics.recist.percent_change_text`)."""
+    from .followup import GROWN_CHANGE, SHRUNK_CHANGE
+    from .metrics.recist import at_least, at_most
+
+    shown = round(percent, CHANGE_TABLE_DECIMALS["Long axis change"])
+    for threshold, met in ((GROWN_CHANGE, at_least(percent / 100.0, GROWN_CHANGE)),
+                           (SHRUNK_CHANGE, at_most(percent / 100.0, SHRUNK_CHANGE))):
+        if shown == round(100.0 * threshold, 1) and not met:
+            return round(percent, 2)
+    return shown
 
 
 def create_change_table_node(scene, change: Dict[str, Any], table_node=None, name: str = "Lesion follow-up"):

@@ -185,3 +185,16 @@ def test_a_table_row_shows_the_lesion_where_its_segmentation_is_now_after_a_tran
     transform.SetMatrixTransformToParent(moved)
     np.testing.assert_allclose(_line_points(short_axis), [[65.0, 5.0, 30.0], [65.0, 25.0, 30.0]], atol=1e-9)
     mrml.remove_lesion_axis_markups(scene)
+
+
+def test_the_change_table_shows_a_long_axis_change_next_to_a_threshold_as_the_summary_does(scene):
+    """A lesion's long axis -29.98 % (stable) read -30.0 in the change table, the shrunk threshold it does not meet,
+    while the printed summary says -29.98 %: such a change now shows two decimals; one that meets it, or lies
+    elsewhere, one decimal."""
+    lesions = [{"number": n, "status": status, "baseline_ids": [n], "followup_ids": [n], "recist_target": False,
+                "long_axis_change_percent": percent}
+               for n, (status, percent) in enumerate((("stable", -29.98), ("shrunk", -30.0), ("stable", 19.97),
+                                                      ("grown", 20.0), ("stable", -12.345)), start=1)]
+    table = mrml.create_change_table_node(scene, {"lesions": lesions, "response": "SD"})
+    shown = [r["Long axis change"] for r in mrml.change_table_rows(table)]
+    assert shown == [-29.98, -30.0, 19.97, 20.0, -12.3]

@@ -781,13 +781,26 @@ def check_min_new_lesion_mm(value: Any, name: str = "min_new_lesion_mm") -> floa
     return float(value)
 
 
+def check_nadir_sum_mm(value: Optional[float], option: str = "nadir_sum_mm") -> None:
+    """InputError for a nadir that is not a finite sum of diameters of 0 mm or more (None: none given)."""
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value) or value < 0:
+        raise InputError(f"{option} must be a sum of diameters in mm, 0 or more (the smallest sum of the baseline's "
+                         f"target lesions at an earlier follow-up), got {value!r}.")
+
+
 def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional[CTVolume] = None,
                      followup_ct: Optional[CTVolume] = None, alignment: str = "auto",
-                     min_new_lesion_mm: float = DEFAULT_MIN_NEW_LESION_MM) -> Dict[str, Any]:
+                     min_new_lesion_mm: float = DEFAULT_MIN_NEW_LESION_MM,
+                     nadir_sum_mm: Optional[float] = None) -> Dict[str, Any]:
     """The change report (see module doc): ``response``, ``response_reason``, ``sum_of_diameters`` (baseline,
-    follow-up, change mm and %), ``lesions`` (one entry per matched group, numbered 1.. by baseline lesion id,
-    new lesions last), ``alignment``, and both scans' full lesion reports (``baseline``, ``followup``).
-    Also returns, under the key ``_arrays`` (not serialised), the component maps for the picture."""
+    follow-up, change mm and %, and the nadir given), ``lesions`` (one entry per matched group, numbered 1.. by
+    baseline lesion id, new lesions last), ``alignment``, and both scans' full lesion reports (``baseline``,
+    ``followup``). ``nadir_sum_mm``: the smallest sum of diameters of the baseline's target lesions at an earlier
+    follow-up (mm; e.g. the ``sum_of_diameters.followup_mm`` of that follow-up's change report): progression is
+    judged from it where it is below the baseline's sum (:func:`~.metrics.recist.recist_response`); without it, from
+    the baseline. Also returns, under the key ``_arrays`` (not serialised), the component maps for the picture."""
     from .inference.lesion_report import lesion_components, lesion_report
     from .metrics.recist import NON_CR_NON_PD, recist_response
 
@@ -795,6 +808,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     from .io.nifti import has_unknown_orientation
 
     check_min_new_lesion_mm(min_new_lesion_mm)
+    check_nadir_sum_mm(nadir_sum_mm)
     for labels, what in ((baseline, "baseline"), (followup, "follow-up")):
         if not np.asarray(labels.array).any():  # read as 'all lesions disappeared': CR, the best category
             raise InputError(f"The {what} label map holds no liver and no tumor (every voxel 0): a failed "
@@ -869,7 +883,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     def response_for(too_small_default: bool) -> Tuple[str, str, Optional[float]]:
         total = float(sum(_recist_followup_mm(e, too_small_default) for e in entries if e["recist_target"])) \
             if targets else None
-        return recist_response(base_sum, total, new_lesion, followup_count, base_report["lesion_count"]) + (total,)
+        return recist_response(base_sum, total, new_lesion, followup_count, base_report["lesion_count"],
+                               nadir_sum_mm) + (total,)
 
     response, reason, follow_sum = response_for(False)
     small = [e["number"] for e in entries if e.get("recist_under_5_mm")]
@@ -911,6 +926,13 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     if cut_targets and response in ("PR", "SD"):  # more size could only raise the category (PD is already PD)
         reason += (f"; target lesion(s) {', '.join(cut_targets)} are cut by the follow-up scan's edge: the follow-up "
                    f"sum of diameters is a lower bound, so the response may be understated")
+    if nadir_sum_mm is not None and base_sum is not None and nadir_sum_mm > base_sum:
+        warnings.append(f"the nadir given ({nadir_sum_mm:.1f} mm) is above the baseline's sum of diameters "
+                        f"({base_sum:.1f} mm), so the baseline is the smallest sum on study and progression is judged "
+                        f"from it; check that the nadir is of these target lesions")
+    elif nadir_sum_mm is not None and base_sum is None:
+        warnings.append(f"the nadir given ({nadir_sum_mm:.1f} mm) is not used: the baseline has no measurable target "
+                        f"lesion, so there is no sum of diameters to follow")
     warnings.extend(_water_density_warnings(base_report, follow_report))
     warnings.extend(_other_patient_warning(baseline_ct, followup_ct))
     warnings.extend(_mixed_lesion_warnings(entries, links, targets))
@@ -922,7 +944,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
         warnings.append("baseline and follow-up lesion(s) " + ", ".join(
             f"{i} and {j} ({apart_mm(i, j):.1f} mm apart)" for i, j in moved)
             + " share no voxel after alignment and were taken for one lesion that "
-            f"moved; check them: a new lesion beside one that disappeared would make PD")
+            "moved; check them: a new lesion beside one that disappeared would make PD")
     grown = _non_target_growth(entries)
     if grown:
         warnings.append("non-target lesion(s) " + ", ".join(
@@ -933,9 +955,12 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     change = None if base_sum is None or follow_sum is None else follow_sum - base_sum
     return {
         "response": response, "response_reason": reason,
-        "response_criteria": "RECIST 1.1 on the liver lesions of the label maps; the baseline is the reference "
-                             "(not the nadir); " + RECIST_NOTE + "; not a medical device",
+        "response_criteria": "RECIST 1.1 on the liver lesions of the label maps; " + (
+            "the baseline is the reference (no nadir given)" if nadir_sum_mm is None else
+            "partial response from the baseline, progression from the smaller of the baseline's sum and the nadir "
+            "given") + "; " + RECIST_NOTE + "; not a medical device",
         "sum_of_diameters": {"target_lesion_ids": targets, "baseline_mm": base_sum, "followup_mm": follow_sum,
+                             "nadir_mm": None if nadir_sum_mm is None else float(nadir_sum_mm),
                              "change_mm": change,
                              "change_percent": None if change is None or not base_sum else 100.0 * change / base_sum},
         "status_counts": counts,

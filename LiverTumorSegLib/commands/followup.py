@@ -41,6 +41,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="auto (default): CTs when both are given, else liver masks; none: scanner coordinates")
     p.add_argument("--min-new-lesion-mm", type=float, default=5.0, metavar="MM",
                    help="new lesions with a shorter long axis (mm) are listed but do not make PD (default 5)")
+    p.add_argument("--nadir-sum-mm", type=float, default=None, metavar="MM",
+                   help="smallest sum of diameters of the baseline's target lesions at an earlier follow-up (e.g. "
+                        "sum_of_diameters.followup_mm of that follow-up's change report): RECIST 1.1 judges "
+                        "progression from the smallest sum on study; without it, from the baseline")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
                    help="accepted as by the other commands (--no-progress-bar is the same); this one prints no progress")
@@ -84,8 +88,8 @@ def _warn_of_labels_fitting_only_as_stored(read: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..fileutil import check_can_write_all
-    from ..followup import (change_summary_lines, check_min_new_lesion_mm, compare_followup, save_change_picture,
-                            write_change_report)
+    from ..followup import (change_summary_lines, check_min_new_lesion_mm, check_nadir_sum_mm, compare_followup,
+                            save_change_picture, write_change_report)
     from ..io import read_label_map
 
     output = Path(args.output)
@@ -97,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.baseline_ct is None) != (args.followup_ct is None) and args.alignment == "ct":
         raise InputError("--alignment ct needs both --baseline-ct and --followup-ct.")
     check_min_new_lesion_mm(args.min_new_lesion_mm, "--min-new-lesion-mm")
+    check_nadir_sum_mm(args.nadir_sum_mm, "--nadir-sum-mm")
     check_can_write_all([path for path in (output, picture) if path is not None], args.overwrite)
     for path, what in ((args.baseline, "--baseline"), (args.followup, "--followup"),
                        (args.baseline_ct, "--baseline-ct"), (args.followup_ct, "--followup-ct")):
@@ -108,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     _warn_of_labels_fitting_only_as_stored(((args.baseline, baseline_ct, baseline),
                                             (args.followup, followup_ct, followup)))
     change = compare_followup(baseline, followup, baseline_ct, followup_ct, alignment=args.alignment,
-                              min_new_lesion_mm=args.min_new_lesion_mm)
+                              min_new_lesion_mm=args.min_new_lesion_mm, nadir_sum_mm=args.nadir_sum_mm)
     change["inputs"] = {"baseline": str(args.baseline), "followup": str(args.followup),
                         "baseline_ct": args.baseline_ct, "followup_ct": args.followup_ct}
     from ..fileutil import atomic_outputs

@@ -356,8 +356,15 @@ def meets_progression(baseline_mm: float, followup_mm: float) -> bool:
 
 
 def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[float], new_lesion: bool,
-                    followup_lesion_count: int, baseline_lesion_count: int) -> Tuple[str, str]:
+                    followup_lesion_count: int, baseline_lesion_count: int,
+                    nadir_sum_mm: Optional[float] = None) -> Tuple[str, str]:
     """RECIST 1.1 category and a one-line reason (see module doc).
+
+    ``nadir_sum_mm``: the smallest sum of diameters of the same target lesions at an earlier follow-up (mm; None:
+    none given). RECIST 1.1 measures progression from the smallest sum on study, the baseline's included, and
+    partial response from the baseline: PD is then judged from the smaller of the two (a sum of 50 -> 30 -> 40 mm
+    is PD at the second follow-up, +33 % and +10 mm from the nadir, where from the baseline alone it read SD). A
+    nadir of 0 (every target gone at an earlier follow-up) makes any target measured again PD.
 
     ``baseline_sum_mm`` is None when the baseline has no target lesion; then the answer is PD (new lesion),
     CR (baseline lesions all gone), Non-CR/non-PD (non-target lesions persist, RECIST 1.1 Table 2) or NE (no
@@ -374,7 +381,20 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
         return "NE", "no lesion at baseline"
     relative = (followup_sum_mm - baseline_sum_mm) / baseline_sum_mm
     text = f"sum of diameters {baseline_sum_mm:.1f} -> {followup_sum_mm:.1f} mm ({percent_change_text(relative)})"
-    if meets_progression(baseline_sum_mm, followup_sum_mm):
+    if nadir_sum_mm is not None and nadir_sum_mm < baseline_sum_mm:  # PD from the nadir, PR from the baseline
+        if nadir_sum_mm <= 0:
+            if followup_sum_mm > 0:
+                return "PD", text + "; target lesion(s) measured again after a nadir of 0 mm"
+            text += "; nadir 0 mm"
+        else:
+            from_nadir = (followup_sum_mm - nadir_sum_mm) / nadir_sum_mm
+            text += f"; nadir {nadir_sum_mm:.1f} mm ({percent_change_text(from_nadir)} from it)"
+            if meets_progression(nadir_sum_mm, followup_sum_mm):
+                return "PD", text
+            if at_least(from_nadir, RECIST_PD_CHANGE) and not at_most(relative, RECIST_PR_CHANGE):
+                return "SD", text + (f"; up by {followup_sum_mm - nadir_sum_mm:.1f} mm from the nadir, under the "
+                                     f"{RECIST_PD_ABSOLUTE_MM:g} mm PD needs")
+    elif meets_progression(baseline_sum_mm, followup_sum_mm):
         return "PD", text
     if at_most(relative, RECIST_PR_CHANGE):
         return "PR", text

@@ -1359,3 +1359,31 @@ def test_followup_warns_of_a_label_whose_header_mirrors_it_off_its_ct(tmp_path):
     warnings = json.loads(out.read_text())["warnings"]
     assert sum("does not fit its CT where its header places it" in w and "liver_header_flipped" in w
                for w in warnings) == 1, warnings
+
+
+def test_followup_judges_progression_from_a_nadir_given(tmp_path, capsys):
+    """RECIST 1.1 measures progression from the smallest sum on study: a 10 % shrink from the baseline is SD, but
+    with an earlier follow-up's sum well below it (--nadir-sum-mm) the same scans are PD; the report records the
+    nadir and says how it was used; a nadir that is no sum of diameters is refused before any work."""
+    base, follow = shrinking_pair(0.9)
+    plain = compare_followup(labels_of(base), labels_of(follow))
+    base_sum, follow_sum = plain["sum_of_diameters"]["baseline_mm"], plain["sum_of_diameters"]["followup_mm"]
+    assert plain["response"] == "SD" and plain["sum_of_diameters"]["nadir_mm"] is None
+    nadir = round(follow_sum / 1.5, 1)            # +50 % and far more than 5 mm from it
+    change = compare_followup(labels_of(base), labels_of(follow), nadir_sum_mm=nadir)
+    assert change["response"] == "PD" and f"nadir {nadir:.1f} mm" in change["response_reason"]
+    assert change["sum_of_diameters"]["nadir_mm"] == nadir
+    assert "progression from the smaller of the baseline's sum and the nadir" in change["response_criteria"]
+    above = compare_followup(labels_of(base), labels_of(follow), nadir_sum_mm=base_sum + 10.0)
+    assert above["response"] == "SD" and any("is above the baseline's sum" in w for w in above["warnings"])
+    paths = [write_label_map(tmp_path / f"{n}.nii.gz", p.labels, p.ct.geometry)
+             for n, p in (("base", base), ("follow", follow))]
+    out = tmp_path / "change.json"
+    assert main(["followup", "--baseline", str(paths[0]), "--followup", str(paths[1]), "--nadir-sum-mm", str(nadir),
+                 "--no-picture", "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["response"] == "PD"
+    for value in ("-1", "nan"):
+        assert main(["followup", "--baseline", str(paths[0]), "--followup", str(paths[1]), "--nadir-sum-mm", value,
+                     "--no-picture", "-o", str(tmp_path / "bad.json")]) == 2
+        assert "must be a sum of diameters in mm, 0 or more" in capsys.readouterr().err
+        assert not (tmp_path / "bad.json").exists()

@@ -246,3 +246,24 @@ def test_end_points_of_one_voxel_wide_lesions_do_not_depend_on_storage(shape_zyx
         for name in ("long_axis", "short_axis"):
             np.testing.assert_allclose(axes[name]["end_points_lps_mm"], reference[name]["end_points_lps_mm"],
                                        atol=1e-6)
+
+
+@pytest.mark.parametrize("base, nadir, follow, expected", [
+    (50.0, 30.0, 40.0, "PD"),    # +33 % and +10 mm from the nadir: PD (from the baseline alone, -20 %: SD)
+    (50.0, 30.0, 34.0, "PR"),    # +13 % from the nadir; -32 % from the baseline: PR
+    (50.0, 20.0, 24.5, "PR"),    # +22.5 % from the nadir but +4.5 mm: not PD; -51 % from the baseline: PR
+    (30.0, 20.0, 24.5, "SD"),    # the same rise from the nadir, -18 % from the baseline: SD, the 5 mm said
+    (50.0, 60.0, 58.0, "SD"),    # a nadir above the baseline: the baseline is the smallest sum, +16 %: SD
+    (50.0, 0.0, 6.0, "PD"),      # every target gone earlier, one measured again: PD
+    (50.0, None, 40.0, "SD"),    # no nadir given: from the baseline, -20 %
+])
+def test_recist_response_judges_progression_from_the_nadir_and_partial_response_from_the_baseline(
+        base, nadir, follow, expected):
+    """RECIST 1.1 4.3.1: PD is +20 % and +5 mm over the smallest sum on study (the baseline's included); PR is
+    -30 % from the baseline. Two scans gave progression from the baseline only: 50 -> 30 -> 40 mm read SD."""
+    response, reason = recist_response(base, follow, False, 2, 2, nadir)
+    assert response == expected, reason
+    if nadir is not None and 0 < nadir < base:
+        assert f"nadir {nadir:.1f} mm" in reason
+    if (base, nadir, follow) == (30.0, 20.0, 24.5):
+        assert "up by 4.5 mm from the nadir, under the 5 mm PD needs" in reason

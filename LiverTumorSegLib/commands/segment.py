@@ -188,7 +188,9 @@ class JsonLines:
 
 class _SignalsCancel:
     """While active, SIGINT and SIGTERM set ``token`` (the run stops at its next checkpoint and writes
-    nothing); a second signal interrupts at once. Only possible in the main thread (else a no-op)."""
+    nothing); a second signal interrupts at once. Only possible in the main thread (else a no-op). A signal this
+    process was started with ignored (SIGINT of a background job of a script: ``segment ... &``) stays ignored,
+    as it does with ``--progress bar`` or ``none``: a Ctrl-C meant for the script cancelled the json run alone."""
 
     def __init__(self, token: Any) -> None:
         self.token = token
@@ -204,6 +206,8 @@ class _SignalsCancel:
 
     def __enter__(self) -> "_SignalsCancel":
         for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) == signal.SIG_IGN:
+                continue
             try:
                 self.previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread

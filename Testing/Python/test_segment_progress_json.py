@@ -207,3 +207,26 @@ def test_series_given_for_a_single_volume_file_is_refused(tmp_path, tiny_package
                  "--series", "7", "--no-progress"])
     assert code == 2 and "--series picks a series in a DICOM folder" in capsys.readouterr().err
     assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_a_signal_ignored_when_the_run_started_stays_ignored():
+    """A background job of a script (`segment ... --progress json &`) starts with SIGINT ignored: --progress bar
+    and none keep it so, but json's cancel handler took it over, so a Ctrl-C meant for the script cancelled the
+    run ({"error": "cancelled"}, exit 130, nothing written)."""
+    from LiverTumorSegLib.commands.segment import _SignalsCancel
+    from LiverTumorSegLib.progress import CancellationToken
+
+    token = CancellationToken()
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _SignalsCancel(token):
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert not token.is_cancelled
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with _SignalsCancel(token):  # a SIGINT that was not ignored still cancels
+            os.kill(os.getpid(), signal.SIGINT)
+            assert token.is_cancelled
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -119,7 +119,10 @@ BAR_DELAY_S = 0.5
 
 
 class _TqdmProgress:
-    """Progress callback driving a tqdm bar (0..100 %) with the stage as description."""
+    """Progress callback driving a tqdm bar (0..100 %) with the stage as description. A bar that can no longer be
+    written (stderr piped into a reader that has gone: ``2>&1 | head``) is dropped and the run goes on: the failed
+    write stopped the run before its outputs were written, and the command line, taking the broken pipe for the
+    reader's choice, exited 0."""
 
     def __init__(self, enabled: bool) -> None:
         self.bar = None
@@ -135,13 +138,24 @@ class _TqdmProgress:
         if self.bar is None:
             return
         target = int(round(100 * fraction))
-        if target > self.bar.n:
-            self.bar.update(target - self.bar.n)
-        self.bar.set_description_str(stage, refresh=False)
+        try:
+            if target > self.bar.n:
+                self.bar.update(target - self.bar.n)
+            self.bar.set_description_str(stage, refresh=False)
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self) -> None:
+        """No more bar: its stream's reader has gone (its close, also at garbage collection, writes nothing)."""
+        bar, self.bar = self.bar, None
+        bar.disable = True
 
     def close(self) -> None:
         if self.bar is not None:
-            self.bar.close()
+            try:
+                self.bar.close()
+            except BrokenPipeError:
+                self._drop()
 
 
 class JsonLines:
@@ -157,10 +171,19 @@ class JsonLines:
         self.last = -1.0  # last fraction written
         self.highest = 0.0  # highest fraction seen (also the skipped ones)
         self.last_stage = None  # type: Optional[str]
+        self.reader_gone = False  # the stream's reader has gone: nothing more is written
 
     def emit(self, obj: Dict[str, Any]) -> None:
-        self.stream.write(json.dumps(obj) + "\n")
-        self.stream.flush()
+        """One line, flushed; none once the stream's reader has gone (a broken pipe), and the run goes on: the
+        failed write stopped the run before its outputs were written, and the command line, taking the broken
+        pipe for the reader's choice, exited 0."""
+        if self.reader_gone:
+            return
+        try:
+            self.stream.write(json.dumps(obj) + "\n")
+            self.stream.flush()
+        except BrokenPipeError:
+            self.reader_gone = True
 
     def __call__(self, fraction: float, stage: str) -> None:
         self.highest = min(max(float(fraction), self.highest), 1.0)

@@ -230,3 +230,39 @@ def test_a_signal_ignored_when_the_run_started_stays_ignored():
             assert token.is_cancelled
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+class _ReaderGoneAfter:
+    """A text stream whose reader goes away after ``lines`` writes (a pipe into `head`): BrokenPipeError after."""
+
+    def __init__(self, lines):
+        self.lines, self.written = lines, []
+
+    def write(self, text):
+        if len(self.written) >= self.lines:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.written.append(text)
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+@pytest.mark.parametrize("mode", ["json", "bar"])
+def test_a_progress_reader_that_goes_away_does_not_stop_the_run(tmp_path, tiny_package, monkeypatch, mode):
+    """`segment ... --progress json | head -1` (or the bar's `2>&1 | head`): the progress write's broken pipe
+    stopped the run before any output was written, and the command line, taking a broken pipe for the reader's
+    choice, exited 0. The progress is dropped now and the run ends with its outputs written."""
+    import LiverTumorSegLib.commands.segment as segment_command
+
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    out = tmp_path / "seg.nii.gz"
+    reader = _ReaderGoneAfter(1)
+    monkeypatch.setattr(sys, "stdout" if mode == "json" else "stderr", reader)
+    monkeypatch.setattr(segment_command, "BAR_DELAY_S", 0)  # the bar writes from its first step
+    code = main(["segment", str(ct), "-o", str(out), "--model", str(tiny_package), "--progress", mode])
+    assert code == 0 and out.exists()
+    assert len(reader.written) == 1

@@ -107,6 +107,15 @@ def check_model_is_a_package(model: str) -> None:
                      f"package ({installed}; livertumorseg models lists them all).")
 
 
+def check_model_resolves(model: str) -> None:
+    """Refuse a ``--model`` that names no package (a mistyped path or name, a damaged installed package) before the
+    CT is read: the model loads beside the read, and its error came only once the whole CT (a DICOM series over a
+    network share: a minute) had been read. The lookup alone, no load (milliseconds)."""
+    from ..package import resolve_model
+
+    resolve_model(model, warn=False)
+
+
 def liver_dice(labels_zyx: np.ndarray, reference_zyx: np.ndarray) -> float:
     """Dice of liver (label >= 1) between two ``(z, y, x)`` label maps; 1.0 when both are empty."""
     from ..metrics.overlap import dice
@@ -483,6 +492,7 @@ def run(args: argparse.Namespace) -> int:
     if args.progress == "json":
         try:  # a refusal before the run (a folder of CTs, a folder mixing DICOM and CT files) ends the protocol too
             check_model_is_a_package(args.model)
+            check_model_resolves(args.model)
             if args.input and not args.sample and is_batch_input(args.input):
                 raise InputError("--progress json is for one CT; run a batch with --progress bar or none.")
         except LiverTumorSegError as exc:
@@ -490,6 +500,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         return _run_json(args)
     check_model_is_a_package(args.model)
+    check_model_resolves(args.model)
     if args.input and not args.sample and is_batch_input(args.input):
         return _run_batch(args)
     if args.input and not args.sample and args.output:

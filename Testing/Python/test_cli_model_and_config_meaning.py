@@ -126,6 +126,29 @@ def test_segment_refuses_an_architecture_as_its_model_before_reading_the_ct(env,
     assert not list(tmp_path.iterdir())  # nothing written
 
 
+@pytest.mark.parametrize("model, said", [("mistyped.safetensors", "Model package 'mistyped.safetensors' does not exist"),
+                                          ("no_such_model", "No installed model named 'no_such_model'")])
+def test_segment_refuses_a_model_that_names_no_package_before_reading_the_ct(env, capsys, tmp_path, monkeypatch,
+                                                                              model, said):
+    """A mistyped --model was found only by the model load beside the read, so its error came once the whole CT (a
+    DICOM series over a network share: a minute) had been read. Now before the read, also for --progress json."""
+    import LiverTumorSegLib.io as io_module
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the CT was read")
+
+    monkeypatch.setattr(io_module, "read_volume", no_read)
+    ct = tmp_path / "ct.nii.gz"
+    ct.write_bytes(b"not read")
+    for progress in ("none", "json"):
+        code = main(["segment", str(ct), "-o", "seg.nii.gz", "--model", model, "--progress", progress])
+        out, err = capsys.readouterr()
+        assert code == 2 and said in err and "the CT was read" not in err, err
+        if progress == "json":
+            assert [set(json.loads(line)) for line in out.splitlines()] == [{"error"}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz"]  # nothing written
+
+
 def test_segment_keeps_a_package_installed_under_an_architecture_s_name(env, installed, tmp_path):
     """A user package saved as segnet.safetensors is what `segment --model segnet` means: it is not refused."""
     from LiverTumorSegLib.commands.segment import check_model_is_a_package

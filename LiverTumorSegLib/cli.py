@@ -571,6 +571,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             signal.signal(signum, handler)
 
 
+QUIET_UNDER_DEBUG = ("matplotlib", "PIL")
+"""Loggers kept at INFO under ``--debug``: libraries whose debug lines say nothing about this program's work."""
+
+
 def _main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
@@ -583,6 +587,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
     if not args.debug:  # nibabel's notes on header fixes ("pixdim[1,2,3] should be positive"), printed twice
         logging.getLogger("nibabel").setLevel(logging.CRITICAL)  # an unreadable header raises: our error says it
+    for name in QUIET_UNDER_DEBUG:  # their own debug lines buried ours: `segment --preview` gave 231 lines, 220
+        logging.getLogger(name).setLevel(logging.INFO)  # of them matplotlib scoring each font file it knows
     if args.command is None:
         parser.print_help()
         return 2

@@ -384,3 +384,25 @@ def test_every_option_the_docs_name_for_a_command_is_one_it_takes():
                if option not in {o for a in commands[command]._actions for o in a.option_strings}
                and option not in CROSS_REFERENCES.get(command, set())]
     assert unknown == []
+
+
+def test_debug_keeps_the_plotting_libraries_debug_lines_out(capsys):
+    """`livertumorseg --debug segment ... --preview p.png` printed 231 lines, 220 of them matplotlib scoring each
+    font file it knows, which buried the program's own debug lines (timings, the bf16 check)."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("matplotlib", "PIL", "LiverTumorSegLib")]
+    before = [logger.level for logger in loggers]
+    root_before = logging.getLogger().level
+    try:
+        logging.getLogger().setLevel(logging.DEBUG)  # what --debug's basicConfig sets (a no-op under pytest's handlers)
+        assert main(["--debug"]) == 2  # no command: the help, after logging was set up
+        capsys.readouterr()
+        matplotlib_log, pil_log, ours = loggers
+        assert not matplotlib_log.isEnabledFor(logging.DEBUG) and not pil_log.isEnabledFor(logging.DEBUG)
+        assert matplotlib_log.isEnabledFor(logging.WARNING)
+        assert ours.isEnabledFor(logging.DEBUG)
+    finally:
+        for logger, level in zip(loggers, before):
+            logger.setLevel(level)
+        logging.getLogger().setLevel(root_before)

@@ -135,7 +135,7 @@ class _TqdmProgress:
 
     def __init__(self, enabled: bool) -> None:
         self.bar = None
-        if enabled:
+        if enabled and sys.stderr is not None:  # None: stderr closed (`2>&-`), where the bar's first write failed
             from tqdm import tqdm
 
             # shown from half a second on: an error found at once (a missing input or model) came after two empty
@@ -170,6 +170,7 @@ class _TqdmProgress:
 class JsonLines:
     """The ``--progress json`` protocol on ``stream`` (the real stdout): one JSON object per line, flushed.
 
+    ``stream`` None (stdout closed at the start) or a reader gone: no lines, the run goes on.
     As a progress callback it writes ``{"progress": f, "stage": s}`` with ``f`` non-decreasing and rounded to
     4 digits, skipping repeats that moved less than 0.5 % within one stage (a slice-by-slice engine calls
     hundreds of times). :meth:`finish` makes sure the last progress line is exactly 1.0.
@@ -180,7 +181,8 @@ class JsonLines:
         self.last = -1.0  # last fraction written
         self.highest = 0.0  # highest fraction seen (also the skipped ones)
         self.last_stage = None  # type: Optional[str]
-        self.reader_gone = False  # the stream's reader has gone: nothing more is written
+        # the stream's reader has gone: nothing more is written (None: stdout closed, `>&-`)
+        self.reader_gone = stream is None
 
     def emit(self, obj: Dict[str, Any]) -> None:
         """One line, flushed; none once the stream's reader has gone (a broken pipe), and the run goes on: the

@@ -266,3 +266,18 @@ def test_a_progress_reader_that_goes_away_does_not_stop_the_run(tmp_path, tiny_p
     code = main(["segment", str(ct), "-o", str(out), "--model", str(tiny_package), "--progress", mode])
     assert code == 0 and out.exists()
     assert len(reader.written) == 1
+
+
+@pytest.mark.parametrize("mode, closed", [("json", "stdout"), ("bar", "stderr")])
+def test_a_stream_closed_at_the_start_does_not_stop_the_run(tmp_path, tiny_package, monkeypatch, mode, closed):
+    """`segment ... 2>&-` (or `--progress json >&-`; Python then has sys.stderr / sys.stdout None): the first
+    progress write failed with "internal error: AttributeError: 'NoneType' object has no attribute 'write'", exit 1,
+    nothing written."""
+    import LiverTumorSegLib.commands.segment as segment_command
+
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    out = tmp_path / "seg.nii.gz"
+    monkeypatch.setattr(sys, closed, None)
+    monkeypatch.setattr(segment_command, "BAR_DELAY_S", 0)  # the bar writes from its first step
+    code = main(["segment", str(ct), "-o", str(out), "--model", str(tiny_package), "--progress", mode])
+    assert code == 0 and out.exists()

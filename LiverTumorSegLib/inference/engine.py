@@ -791,8 +791,12 @@ class SliceInferenceEngine:
                       full[:, 0].size, 100 * fraction)
         else:
             self._cached = (indices, full)
-            log.warning("warning: bf16 labels differ from fp32 on %.3f %% of the check slices' voxels "
-                        "(more than %.1f %%); running this model in fp32.", 100 * fraction, 100 * BF16_MAX_DISAGREEMENT)
+            # also the report's warning, as the other fallbacks (it was printed, and the report's "every warning of
+            # the run" lacked it)
+            message = (f"bf16 labels differ from fp32 on {100 * fraction:.3f} % of the check slices' voxels (more than "
+                       f"{100 * BF16_MAX_DISAGREEMENT:.1f} %); running this model in fp32.")
+            self.device_message = f"{self.device_message} {message}".strip() if self.device_message else message
+            log.warning("warning: %s", message)
 
     def _auto_batch_size(self, prepared: object) -> int:
         if self.device.type != "cuda":

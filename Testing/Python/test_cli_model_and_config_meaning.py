@@ -126,8 +126,9 @@ def test_segment_refuses_an_architecture_as_its_model_before_reading_the_ct(env,
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-@pytest.mark.parametrize("model, said", [("mistyped.safetensors", "Model package 'mistyped.safetensors' does not exist"),
-                                          ("no_such_model", "No installed model named 'no_such_model'")])
+@pytest.mark.parametrize("model, said", [
+    ("mistyped.safetensors", "Model package 'mistyped.safetensors' does not exist"),
+    ("no_such_model", "No installed model named 'no_such_model'")])
 def test_segment_refuses_a_model_that_names_no_package_before_reading_the_ct(env, capsys, tmp_path, monkeypatch,
                                                                               model, said):
     """A mistyped --model was found only by the model load beside the read, so its error came once the whole CT (a

@@ -107,13 +107,25 @@ def check_model_is_a_package(model: str) -> None:
                      f"package ({installed}; livertumorseg models lists them all).")
 
 
-def check_model_resolves(model: str) -> None:
-    """Refuse a ``--model`` that names no package (a mistyped path or name, a damaged installed package) before the
-    CT is read: the model loads beside the read, and its error came only once the whole CT (a DICOM series over a
-    network share: a minute) had been read. The lookup alone, no load (milliseconds)."""
-    from ..package import resolve_model
+def check_model_resolves(model: str, tta: bool = False) -> None:
+    """Refuse a ``--model`` that names no package (a mistyped path or name, a damaged installed package), and
+    ``--tta`` for a package whose metadata says it was trained without left-right flips (the bundled one), before
+    the CT is read: the model loads beside the read, and its error came only once the whole CT (a DICOM series over
+    a network share: a minute) had been read. The lookup and the package's header alone, no load (milliseconds);
+    a header that cannot be read is left to the load, which says why."""
+    from ..package import read_package_metadata, resolve_model
 
-    resolve_model(model, warn=False)
+    path = resolve_model(model, warn=False)
+    if not tta:
+        return
+    from ..inference.engine import check_flip_tta_allowed, trained_with_lr_flips
+
+    try:
+        metadata = read_package_metadata(path)
+    except LiverTumorSegError:
+        return
+    if trained_with_lr_flips(metadata) is False:
+        check_flip_tta_allowed(metadata)
 
 
 def liver_dice(labels_zyx: np.ndarray, reference_zyx: np.ndarray) -> float:
@@ -494,7 +506,7 @@ def run(args: argparse.Namespace) -> int:
     if args.progress == "json":
         try:  # a refusal before the run (a folder of CTs, a folder mixing DICOM and CT files) ends the protocol too
             check_model_is_a_package(args.model)
-            check_model_resolves(args.model)
+            check_model_resolves(args.model, tta=bool(args.tta))
             if args.input and not args.sample and is_batch_input(args.input):
                 raise InputError("--progress json is for one CT; run a batch with --progress bar or none.")
         except LiverTumorSegError as exc:
@@ -502,7 +514,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         return _run_json(args)
     check_model_is_a_package(args.model)
-    check_model_resolves(args.model)
+    check_model_resolves(args.model, tta=bool(args.tta))
     if args.input and not args.sample and is_batch_input(args.input):
         return _run_batch(args)
     if args.input and not args.sample and args.output:

@@ -128,11 +128,13 @@ def test_segment_refuses_an_architecture_as_its_model_before_reading_the_ct(env,
 
 @pytest.mark.parametrize("model, said", [
     ("mistyped.safetensors", "Model package 'mistyped.safetensors' does not exist"),
-    ("no_such_model", "No installed model named 'no_such_model'")])
+    ("no_such_model", "No installed model named 'no_such_model'"),
+    (PKG + " --tta", "trained without mirroring")])  # a package trained without flips: its header says so
 def test_segment_refuses_a_model_that_names_no_package_before_reading_the_ct(env, capsys, tmp_path, monkeypatch,
                                                                               model, said):
-    """A mistyped --model was found only by the model load beside the read, so its error came once the whole CT (a
-    DICOM series over a network share: a minute) had been read. Now before the read, also for --progress json."""
+    """A mistyped --model, or --tta for a package trained without flips, was found only by the model load beside the
+    read, so its error came once the whole CT (a DICOM series over a network share: a minute) had been read. Now
+    before the read, also for --progress json."""
     import LiverTumorSegLib.io as io_module
 
     def no_read(*args, **kwargs):
@@ -142,7 +144,7 @@ def test_segment_refuses_a_model_that_names_no_package_before_reading_the_ct(env
     ct = tmp_path / "ct.nii.gz"
     ct.write_bytes(b"not read")
     for progress in ("none", "json"):
-        code = main(["segment", str(ct), "-o", "seg.nii.gz", "--model", model, "--progress", progress])
+        code = main(["segment", str(ct), "-o", "seg.nii.gz", "--model"] + model.split() + ["--progress", progress])
         out, err = capsys.readouterr()
         assert code == 2 and said in err and "the CT was read" not in err, err
         if progress == "json":

@@ -442,6 +442,15 @@ def _run_batch(args: argparse.Namespace) -> int:
         raise
 
 
+def _print_unless_reader_gone(text: str, stream: Optional[TextIO] = None) -> None:
+    """``print(text, file=stream)``; nothing when the stream's reader has gone (a broken pipe: `2>&1 | head`),
+    where the batch's status table went unprinted and, with it, OUT/batch_status.csv unwritten (exit 0)."""
+    try:
+        print(text, file=stream)
+    except BrokenPipeError:
+        pass
+
+
 def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], out: Path) -> int:
     """The batch's ``cases`` into the output folder ``out`` (made and locked by :func:`_run_batch`) with the
     segmentation ``options``."""
@@ -451,7 +460,7 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
     segmenter = Segmenter(options)  # loaded by segment_batch while it reads the first two CTs
 
     def on_loaded() -> None:
-        print(f"{len(cases)} case(s) -> {out} on {segmenter.device_description}", file=sys.stderr)
+        _print_unless_reader_gone(f"{len(cases)} case(s) -> {out} on {segmenter.device_description}", sys.stderr)
 
     import threading
 
@@ -475,8 +484,8 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
         with table_lock:
             finished[status.case_id] = status
             if args.progress == "bar":
-                print(f"{status.case_id}: {status.status} ({status.seconds:.1f} s) {status.message}".rstrip(),
-                      file=sys.stderr)
+                _print_unless_reader_gone(f"{status.case_id}: {status.status} ({status.seconds:.1f} s) "
+                                          f"{status.message}".rstrip(), sys.stderr)
             if status.status != "skipped":  # as each case is segmented or fails: a run killed without a word
                 # (SIGKILL, out of memory) left the previous run's table, calling done cases it had redone
                 write_table(so_far("not reached (this run was going on, or was killed, when the table was "
@@ -490,7 +499,8 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
         # (before, an interrupted batch left no table and kept an earlier run's batch_status.csv)
         statuses = so_far("interrupted")
         interrupted = exc
-    print(format_status_table(statuses, overwrite=bool(args.overwrite)))  # first: a full disk must not hide it
+    # first: a full disk must not hide it
+    _print_unless_reader_gone(format_status_table(statuses, overwrite=bool(args.overwrite)))
     write_table(statuses)
     if interrupted is not None:
         raise interrupted

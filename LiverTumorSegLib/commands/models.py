@@ -129,6 +129,26 @@ def dice_summary(validation: Dict[str, Any]) -> str:
     return " ".join(parts) or "-"
 
 
+def validation_caveats(validation: Dict[str, Any]) -> List[str]:
+    """Why a package's validation Dice (:func:`dice_summary`) is not a held-out measure, as its training's ``done:``
+    line and crossval's table say it: its ``--init-from`` package was trained on the validation patients
+    (``init_trained_on_validation_patients``), or the run decided something on the validation cases
+    (``optimistic``: best epoch, early stopping, plateau schedule). ``models`` listed such a package's Dice
+    without a word, beside held-out ones. Empty for packages that record neither."""
+    caveats = []
+    seen = validation.get("init_trained_on_validation_patients")
+    if isinstance(seen, list) and seen:
+        caveats.append(f"validation not held out: the --init-from package was trained on validation patient(s) "
+                       f"{', '.join(str(p) for p in seen)}")
+    if validation.get("optimistic") is True:
+        from ..training.callbacks import OPTIMISTIC_NOTE
+
+        decided = validation.get("decided_on_validation")
+        what = f": {'; '.join(str(d) for d in decided)}" if isinstance(decided, list) and decided else ""
+        caveats.append(f"validation {OPTIMISTIC_NOTE}{what}")
+    return caveats
+
+
 def _is_number(value: Any) -> bool:
     """A finite int or float, not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -334,6 +354,8 @@ def run(args: argparse.Namespace) -> int:
         name = entry["name"] + (" (default)" if entry["default"] else "")
         _say(f"  {name:<24} {entry['architecture']:<16} {entry['source']:<8} "
              f"{dice_summary(entry['validation']):<32} {entry['path']}")
+        for caveat in validation_caveats(entry["validation"]):
+            _say(f"      note: {caveat}")
         if entry.get("name_note"):
             _say(f"      note: {entry['name_note']}")
         if entry.get("segment_refusal"):

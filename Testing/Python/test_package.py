@@ -664,6 +664,42 @@ def test_models_command_lists_architectures_and_installed_packages(tmp_path, mon
         "whole-volume liver_dice=0.900; slice-level tumor_dice=0.700"
 
 
+def test_models_command_says_when_a_packages_validation_is_not_held_out(tmp_path, monkeypatch, capsys):
+    """A package fine-tuned from one trained on its validation patients, or one whose run chose its weights on its
+    validation cases, was listed by 'models' with its Dice alone, beside held-out ones; train's done: line and
+    crossval's table said so. The listing now says it under the package's line."""
+    from LiverTumorSegLib.cli import main
+
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(tmp_path / "user"))
+    (tmp_path / "user").mkdir()
+    whole = {"liver_dice": 0.993, "tumor_dice": 1.0, "cases": [{"reference_has_tumor": False}]}
+    packages = {"tuned": {"whole_volume": whole, "init_trained_on_validation_patients": ["p07"]},
+                "best": {"whole_volume": whole, "optimistic": True,
+                         "decided_on_validation": ["packaged weights: the best validation epoch (1 of 2)"]},
+                "plain": {"whole_volume": whole, "optimistic": False, "note": "some other note"}}
+    for name, validation in packages.items():
+        save_model_package(tmp_path / "user" / f"{name}.safetensors", _tiny_model(), PREP,
+                           metadata={"name": name, "validation": validation})
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+
+    def notes_of(name):
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"  {name} "))
+        notes = []
+        for line in lines[at + 1:]:
+            if not line.startswith("      note: "):
+                break
+            notes.append(line)
+        return [n for n in notes if n.startswith("      note: validation")]  # not the tiny model's channel note
+
+    assert notes_of("tuned") == ["      note: validation not held out: the --init-from package was trained on "
+                                 "validation patient(s) p07"]
+    assert notes_of("best") == ["      note: validation selected on these validation cases (optimistic): packaged "
+                                "weights: the best validation epoch (1 of 2)"]
+    assert notes_of("plain") == []
+
+
 def test_weights_sha256_known_answer():
     import hashlib
     expected = hashlib.sha256(b"a\0F32\0[1]\0" + struct.pack("<f", 1.0)

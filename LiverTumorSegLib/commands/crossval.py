@@ -28,8 +28,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "fold": argparse.SUPPRESS,  # crossval trains every fold
         "val_fraction": argparse.SUPPRESS,  # each fold's held-out patients are its validation
         "output": "output folder: fold_<i>.safetensors, crossval.csv and crossval.json",
-        "log_dir": "folder for each fold's checkpoints, logs and cache, fold_<i>_train/ in it (default: the output "
-                   "folder)",
+        "log_dir": "folder for each fold's checkpoints and logs, fold_<i>_train/ in it (default: the output "
+                   "folder; the slice cache stays in --cache-dir)",
         "cache_dir": "folder for the preprocessed slice cache, shared by the folds (default: <output folder>/cache/)",
         "resume": "continue each unfinished fold from its fold_<i>_train/checkpoints/last.pt (default: off)",
         "max_time_minutes": "stop each fold gracefully after this many minutes and still write its package (0 = no "

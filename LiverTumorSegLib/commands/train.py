@@ -91,7 +91,8 @@ HELP = {
     "checkpoint_every_steps": ("also save <log_dir>/checkpoints/last.pt every this many steps (0 = at each epoch's "
                                "end only)"),
     "tensorboard": "TensorBoard logs in <log_dir>/tensorboard/",
-    "name": "model name stored in the package (default: none)",
+    "name": "model name stored in the package, which segment --model NAME takes once it is installed (default: the "
+            "output file's name without .safetensors)",
     "description": "free-text description stored in the package (default: none)",
 }
 

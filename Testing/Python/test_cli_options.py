@@ -214,6 +214,12 @@ def test_train_help_gives_each_default_once_and_no_empty_ones(capsys, monkeypatc
         assert said in text
     crossval = " ".join(_help_text(capsys, monkeypatch, "crossval", 80).split())
     assert "(default: <output folder>/cache/)" in crossval and "stop each fold gracefully" in crossval
+    # --name said "(default: none)" while a package without it is named after its file, which --model NAME takes;
+    # crossval's --log-dir said it holds the cache, which stays in the output folder (--cache-dir)
+    assert "(default: the output file's name without .safetensors)" in text and "(default: none)" not in \
+        text.split("--name TEXT")[1].split("--description")[0]
+    assert "checkpoints and logs, fold_<i>_train/ in it (default: the output folder; the slice cache stays in " \
+           "--cache-dir)" in crossval and "checkpoints, logs and cache" not in crossval
 
 
 @pytest.mark.parametrize("extra, named", [

@@ -10,7 +10,7 @@ on the validation cases, and the table then marks those folds' Dice as optimisti
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List, Sequence
 
 from ..errors import InputError
 from .train import add_config_options, command_line, config_from_args
@@ -35,6 +35,23 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "max_time_minutes": "stop each fold gracefully after this many minutes and still write its package (0 = no "
                             "limit) (default 0.0)"})
     return p
+
+
+def tumor_dice_notes(table: Sequence[Dict[str, Any]]) -> List[str]:
+    """What the printed tumor Dice means where validation cases hold no reference tumor (``tumor_ref_cases`` 0):
+    there it only says whether tumor was predicted (LiTS's 1.0 for none). With no fold holding one, the whole
+    column; with some folds only, those folds, which the mean counts (a table of 0.951 and two such 1.000 read
+    mean 0.984 without a word)."""
+    folds = [row for row in table if row.get("fold") != "mean"]
+    tumor_free = [str(row["fold"]) for row in folds if row.get("tumor_ref_cases") == 0]
+    if not tumor_free:
+        return []
+    if len(tumor_free) == len(folds):
+        return ["no validation case has a reference tumor: 'tumor Dice' only says whether tumor was predicted "
+                "(1 = none, 0 = some), not how well it was outlined"]
+    return [f"note: the validation cases of fold(s) {', '.join(tumor_free)} hold no reference tumor: their 'tumor "
+            f"Dice' only says whether tumor was predicted (1 = none, 0 = some), and the mean counts them (column "
+            f"tumor_ref_cases)"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,9 +84,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'fold':<8} {'liver Dice':>10} {'tumor Dice':>10}")
     for row in table:
         print(f"{row['fold']!s:<8} {row['liver_dice']:>10.3f} {row['tumor_dice']:>10.3f}")
-    if table and table[-1].get("tumor_ref_cases") == 0:
-        print("no validation case has a reference tumor: 'tumor Dice' only says whether tumor was predicted "
-              "(1 = none, 0 = some), not how well it was outlined")
+    for note in tumor_dice_notes(table):
+        print(note)
     mean = table[-1] if table else {}
     if mean.get("liver_dice_raw") is not None and mean["liver_dice_raw"] == mean["liver_dice_raw"]:
         print(f"Dice of the whole volumes after segment's post-processing (column postprocessing); the network's "

@@ -179,6 +179,29 @@ def test_tumor_dice_of_tumor_free_case_is_one_in_evaluate_and_crossval(tmp_path,
     assert fold["tumor_ref_cases"] == 0 and mean_row([fold])["tumor_ref_cases"] == 0
 
 
+def test_crossval_printout_names_the_folds_whose_tumor_dice_only_says_whether_tumor_was_predicted():
+    """Three folds, one validation patient with a tumor (0.951) and two without (1.000: none predicted) printed mean
+    tumor Dice 0.984 with no word; only a table where no fold had a reference tumor got a note."""
+    from LiverTumorSegLib.commands.crossval import tumor_dice_notes
+    from LiverTumorSegLib.training.crossval import mean_row
+
+    def fold(index, tumor_dice, tumor_ref_cases):
+        return {"fold": index, "liver_dice": 0.98, "tumor_dice": tumor_dice, "liver_dice_raw": 0.98,
+                "tumor_dice_raw": tumor_dice, "tumor_ref_cases": tumor_ref_cases, "val_cases": f"c{index}"}
+
+    mixed = [fold(0, 1.0, 0), fold(1, 0.951, 1), fold(2, 1.0, 0)]
+    notes = tumor_dice_notes(mixed + [mean_row(mixed)])
+    assert len(notes) == 1 and "fold(s) 0, 2 hold no reference tumor" in notes[0] and "the mean counts them" in notes[0]
+    none = [fold(0, 1.0, 0), fold(1, 0.0, 0)]
+    assert tumor_dice_notes(none + [mean_row(none)]) == [
+        "no validation case has a reference tumor: 'tumor Dice' only says whether tumor was predicted (1 = none, "
+        "0 = some), not how well it was outlined"]
+    every = [fold(0, 0.7, 2), fold(1, 0.8, 1)]
+    assert tumor_dice_notes(every + [mean_row(every)]) == []
+    unknown = [fold(0, 0.7, float("nan")), fold(1, 0.8, 1)]  # an older package: not known, not said
+    assert tumor_dice_notes(unknown + [mean_row(unknown)]) == []
+
+
 def test_crossval_table_first_column_is_fold(tmp_path):
     from LiverTumorSegLib.training.crossval import mean_row, write_table
 

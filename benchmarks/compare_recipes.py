@@ -164,8 +164,30 @@ def training_differences(base: Sequence[Dict[str, Any]], other: Sequence[Dict[st
             continue
         for key, what in (("training_steps", "steps"), ("training_cases", "training cases")):
             if e.get(key) != partner.get(key):
-                lines.append(f"  note: {Path(e['package']).name} and {Path(partner['package']).name} were trained "
+                names = package_names(e["package"], partner["package"])
+                lines.append(f"  note: {names[0]} and {names[1]} were trained "
                              f"with other {what} ({e.get(key)} vs {partner.get(key)})")
+    return lines
+
+
+def package_names(first: str, second: str) -> Tuple[str, str]:
+    """Two packages' file names, or their paths where the names are one (crossval names every arm's folds
+    fold_<i>.safetensors: 'fold_0.safetensors and fold_0.safetensors were trained with other steps')."""
+    names = (Path(first).name, Path(second).name)
+    return (str(first), str(second)) if names[0] == names[1] else names
+
+
+def not_held_out_lines(arms: Sequence[Tuple[str, List[Dict[str, Any]]]]) -> List[str]:
+    """Lines naming packages whose ``--init-from`` start was trained on their held-out patients (their package's
+    ``validation.init_trained_on_validation_patients``): their numbers are no held-out measure, though each is
+    listed as 'held out' on its validation case (a crossval fine-tuned from the bundled default, which saw every
+    shared patient, compared with one trained from scratch as if both were held out)."""
+    lines = []
+    for name, entries in arms:
+        for e in entries:
+            if e.get("not_held_out"):
+                lines.append(f"  note: {name}'s {e['package']} started (--init-from) from a package trained on "
+                             f"{', '.join(e['not_held_out'])}: its numbers on them are not held out")
     return lines
 
 
@@ -217,6 +239,7 @@ def summary_lines(arms: Sequence[Tuple[str, List[Dict[str, Any]]]], perturbation
                     + ", ".join(f"{name} {n}" for name, n in left_out.items() if n)))
     for _, entries in arms[1:]:
         lines.extend(training_differences(base, entries))
+    lines.extend(not_held_out_lines(arms))
     return lines
 
 
@@ -228,9 +251,11 @@ def package_line(arm: str, entry: Dict[str, Any], perturbations: Sequence[str]) 
     s = entry["summary"]
     tumors = "  ".join(f"{p} {_fmt(s['tumor'][p]['mean'])} [{_fmt(s['tumor'][p]['min'])}..{_fmt(s['tumor'][p]['max'])}]"
                        for p in perturbations)
+    seen = entry.get("not_held_out")
+    caveat = f"  (not held out: its --init-from package was trained on {', '.join(seen)})" if seen else ""
     return (f"  {arm:<10} {Path(entry['package']).name:<28} held out {','.join(entry['held_out']):<20} "
             f"seed {entry['training_seed']!s:<6} liver {_fmt(s['liver'])}  outside {s['outside_ml']:.1f} mL  "
-            f"false tumor {s['false_ml']:.1f} mL ({s['false_n']:.0f})  {tumors}")
+            f"false tumor {s['false_ml']:.1f} mL ({s['false_n']:.0f})  {tumors}{caveat}")
 
 
 def evaluate_package(path: Path, cases: Sequence[Any], perturbations: Sequence[str], seeds: Sequence[int],
@@ -256,7 +281,9 @@ def evaluate_package(path: Path, cases: Sequence[Any], perturbations: Sequence[s
     held_ids, seed = pair_key(package.metadata, cases)
     summary = package_summary(rows, perturbations)
     training = package.metadata.get("training") or {}
+    seen = (package.metadata.get("validation") or {}).get("init_trained_on_validation_patients")
     return {"package": str(path), "held_out": held_ids, "training_seed": seed, "pair_key": (held_ids, seed),
+            "not_held_out": [str(p) for p in seen] if isinstance(seen, list) else [],
             "training_steps": training.get("global_step"), "training_cases": sorted(training.get("cases") or []),
             "rows": rows, "summary": summary, "metrics": metric_values(summary, perturbations)}
 

@@ -205,6 +205,28 @@ def test_arm_means_cover_only_the_folds_every_arm_has_and_training_differences_a
                for line in lines)
 
 
+def test_fine_tuned_folds_are_not_called_held_out_and_same_named_folds_are_told_apart():
+    """A crossval fine-tuned from the bundled default (trained on every shared patient) against one from scratch:
+    each fine-tuned fold was printed 'held out c3' like the others with no word, and crossval's packages, all
+    named fold_<i>.safetensors, gave 'note: fold_0.safetensors and fold_0.safetensors were trained with other
+    steps'. The lines now say which folds are not held out, and name the packages by path where names clash."""
+    summary = {"liver": 0.99, "outside_ml": 0.5, "false_ml": 0.0, "false_n": 0.0, "tumor": {}}
+    base = [dict(entry(("c3",), 1234, liver=0.43), package="cv/fold_0.safetensors", training_steps=3,
+                 not_held_out=[], summary=summary)]
+    tuned = [dict(entry(("c3",), 1234, liver=0.99), package="cvft/fold_0.safetensors", training_steps=2,
+                  not_held_out=["dcmqi_ct3slice"], summary=summary)]
+    for e in base + tuned:
+        e["metrics"].update(outside_ml=0.0, false_ml=0.0, false_n=0.0)
+    lines = cr.summary_lines([("scratch", base), ("tuned", tuned)], [])
+    assert "  note: cvft/fold_0.safetensors and cv/fold_0.safetensors were trained with other steps (2 vs 3)" in lines
+    assert "  note: tuned's cvft/fold_0.safetensors started (--init-from) from a package trained on dcmqi_ct3slice: " \
+           "its numbers on them are not held out" in lines
+    assert not any("scratch's" in line for line in lines)
+    assert cr.package_line("tuned", tuned[0], []).endswith(
+        "(not held out: its --init-from package was trained on dcmqi_ct3slice)")
+    assert "not held out" not in cr.package_line("scratch", base[0], [])
+
+
 def test_repeated_seeds_and_perturbations_run_once(tmp_path, capsys):
     """'--seeds 0,0 --perturbations baseline,baseline' ran every row four times (CPU time) and printed the
     tumor:baseline line twice."""

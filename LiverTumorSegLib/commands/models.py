@@ -115,7 +115,10 @@ def dice_summary(validation: Dict[str, Any]) -> str:
     the unlabelled slice-level 0.385 led the line, the whole-volume 0.574 came second. Its tumor Dice is shown when a
     validation case has a reference tumor (it was left out, so a package trained on real tumors showed only the
     slice-level tumor Dice on synthetic lesions)."""
-    parts = [f"{k}={float(v):.3f}" for k, v in sorted(validation.items())
+    # a run validated on synthetic tumors (its validation cases had none) says so, as the bundled packages' keys do
+    synthetic = validation.get("synthetic_lesions_in_validation") is True
+    parts = [f"{k}{'_synthetic' if synthetic and k == 'tumor_dice' else ''}={float(v):.3f}"
+             for k, v in sorted(validation.items())
              if "dice" in k.lower() and isinstance(v, (int, float)) and not isinstance(v, bool)]
     whole = validation.get("whole_volume")
     if isinstance(whole, dict) and isinstance(whole.get("liver_dice"), (int, float)):

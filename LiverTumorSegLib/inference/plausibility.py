@@ -298,16 +298,33 @@ def spine_step_zyx(geometry: ImageGeometry) -> Tuple[int, int, int]:
     return tuple(max(1, int(round(SPINE_SAMPLE_MM / s))) for s in spacing_zyx)  # type: ignore[return-value]
 
 
+SPINE_LEVELS_MARGIN_MM = 20.0
+"""With the liver's head-foot extent given (:func:`spine_front_back_mm`), the midline bone is read within this far
+(mm) above and below it."""
+
+
 def spine_front_back_mm(hu_zyx: np.ndarray, geometry: ImageGeometry,
-                        sample: Optional[SpineSample] = None) -> Optional[float]:
+                        sample: Optional[SpineSample] = None,
+                        liver_s_mm: Optional[np.ndarray] = None) -> Optional[float]:
     """How far (mm, RAS: + anterior) the midline bone (:data:`SPINE_BONE_HU`, within :data:`SPINE_MIDLINE_MM` of the
     body's left-right centre) lies from the body's centre (voxels above :data:`BODY_HU`), read every
     :func:`spine_step_zyx` voxels of ``hu_zyx`` (``(z, y, x)`` on ``geometry``; ``sample``: :func:`spine_sample` of
     them when the caller has it); None with less than :data:`SPINE_MIN_BONE_ML` of such bone (no spine in the
-    scan, or not a CT of the trunk)."""
+    scan, or not a CT of the trunk). ``liver_s_mm``: the RAS S (mm) of the segmented liver's voxels
+    (:func:`liver_ras_xz`'s second row): the bone is then read at the liver's levels only (within
+    :data:`SPINE_LEVELS_MARGIN_MM`), where the midline bone is the spine, and None without liver. Read over the whole
+    scan, the pubic symphysis in front of a lower-pelvis slab (the shared abdomen-pelvis CT's slices 0-29, no liver)
+    put the midline bone 34 mm in front of the body's centre, and the front and back were called swapped."""
     body_centre, bone, sample_ml = sample or spine_sample(hu_zyx, geometry)
     if body_centre is None:
         return None
+    if liver_s_mm is not None:
+        liver_s = np.asarray(liver_s_mm, dtype=np.float64)
+        if liver_s.size == 0:
+            return None
+        levels = (bone[2] >= liver_s.min() - SPINE_LEVELS_MARGIN_MM) & \
+            (bone[2] <= liver_s.max() + SPINE_LEVELS_MARGIN_MM)
+        bone = bone[:, levels]
     midline = np.abs(bone[0] - body_centre[0]) < SPINE_MIDLINE_MM
     if int(midline.sum()) * sample_ml < SPINE_MIN_BONE_ML:
         return None
@@ -330,12 +347,14 @@ def _mean_ras(sampled_mask_zyx: np.ndarray, geometry: ImageGeometry, step_zyx: T
 
 
 def spine_front_back_warnings(hu_zyx: np.ndarray, geometry: ImageGeometry,
-                              sample: Optional[SpineSample] = None) -> List[str]:
+                              sample: Optional[SpineSample] = None,
+                              liver_s_mm: Optional[np.ndarray] = None) -> List[str]:
     """A warning when the spine lies :data:`SPINE_IN_FRONT_MIN_MM` or more in front of the body's centre
-    (:func:`spine_front_back_mm`): a header with front and back swapped, which the left-right liver check cannot
-    see when left and right are swapped with them (a file rotated by 180 degrees: a mirrored spleen was called a
-    74 mL liver on the patient's right, without a word about the orientation)."""
-    offset = spine_front_back_mm(hu_zyx, geometry, sample)
+    (:func:`spine_front_back_mm`, at the liver's levels ``liver_s_mm`` when given): a header with front and back
+    swapped, which the left-right liver check cannot see when left and right are swapped with them (a file rotated
+    by 180 degrees: a mirrored spleen was called a 74 mL liver on the patient's right, without a word about the
+    orientation)."""
+    offset = spine_front_back_mm(hu_zyx, geometry, sample, liver_s_mm)
     if offset is None or offset < SPINE_IN_FRONT_MIN_MM:
         return []
     return [f"Implausible orientation: the spine (bone near the midline) lies {offset:.0f} mm in front of the body's "

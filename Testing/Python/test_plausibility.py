@@ -111,6 +111,27 @@ def test_a_spine_behind_the_body_centre_passes_and_one_in_front_warns():
     assert spine_front_back_mm(off_midline, geometry) is None
 
 
+def test_the_spine_is_read_at_the_livers_levels_not_at_a_pubic_bone_below():
+    """Midline bone in front (a pubic symphysis) on the lower slices and the spine behind on the upper ones: over the
+    whole scan the mean lay in front and a correctly oriented CT was called front-back swapped (the shared
+    abdomen-pelvis CT's lower-pelvis slices, 34 mm in front). At the liver's levels the spine is read; with the
+    liver given but none segmented, the orientation is not judged."""
+    geometry = ImageGeometry(spacing=(2.0, 2.0, 5.0), origin=(-200.0, -150.0, 0.0))  # LPS identity: k up (S)
+    hu = np.full((20, 150, 200), -1000, np.int16)
+    hu[:, 25:125, 25:175] = 40
+    hu[8:, 90:110, 90:110] = 700                # slices 8-19: the spine, posterior
+    hu[:8, 27:67, 80:120] = 700                 # slices 0-7 (40 mm under the liver): a larger bone in front
+    assert spine_front_back_mm(hu, geometry) > 20.0          # the whole scan: 'in front'
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[14:19, 40:90, 30:80] = 1             # the liver on the upper slices
+    liver_s = liver_ras_xz(labels, geometry)[1]
+    assert spine_front_back_mm(hu, geometry, liver_s_mm=liver_s) == pytest.approx(-50.0, abs=3.0)
+    assert spine_front_back_warnings(hu, geometry, liver_s_mm=liver_s) == []
+    flipped = np.ascontiguousarray(hu[:, ::-1])  # front and back swapped: still warned of at the liver's levels
+    assert len(spine_front_back_warnings(flipped, geometry, liver_s_mm=liver_ras_xz(labels[:, ::-1], geometry)[1])) == 1
+    assert spine_front_back_mm(hu, geometry, liver_s_mm=np.zeros(0)) is None
+
+
 def test_real_cts_pass_and_their_voxels_mirrored_front_to_back_or_turned_180_degrees_warn():
     # 0.81 x 0.81 x 1 mm, 3 slices; 3 mm voxels, 30 slices (read every (2, 4, 4) voxels, as before, it gave 28 midline
     # bone samples and was not judged: its voxels turned by 180 degrees were segmented without the warning)

@@ -350,6 +350,8 @@ class SliceInferenceEngine:
             log.warning("warning: %s", choice.message)
         self.device = choice.device
         self.device_message = choice.message
+        # the failed bf16 check's warning (auto precision fell back to fp32), for the report of the volume it ran on
+        self.precision_message = None  # type: Optional[str]
         self.backend = resolve_backend(backend, self.device.type, batch_predictor is not None, precision)
         self._backend_auto = backend == "auto"
         self.tta_flip = bool(tta_flip)
@@ -792,10 +794,11 @@ class SliceInferenceEngine:
         else:
             self._cached = (indices, full)
             # also the report's warning, as the other fallbacks (it was printed, and the report's "every warning of
-            # the run" lacked it)
+            # the run" lacked it): of the volume checked only (the segmenter adds it where the record says
+            # this_volume), as its numbers are that volume's; later volumes' records say fp32 ran, and why
             message = (f"bf16 labels differ from fp32 on {100 * fraction:.3f} % of the check slices' voxels (more than "
                        f"{100 * BF16_MAX_DISAGREEMENT:.1f} %); running this model in fp32.")
-            self.device_message = f"{self.device_message} {message}".strip() if self.device_message else message
+            self.precision_message = message
             log.warning("warning: %s", message)
 
     def _auto_batch_size(self, prepared: object) -> int:

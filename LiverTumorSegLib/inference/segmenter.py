@@ -108,6 +108,15 @@ def renamed_stages(progress: ProgressCallback, mapping: Dict[str, str], default:
     return callback
 
 
+def _precision_check_message(engine: Any, precision: Any) -> Optional[str]:
+    """The engine's warning of a failed bf16 check (``precision_message``: auto precision fell back to fp32) when
+    the report's precision record (``precision``) says the check ran on this volume; None otherwise (its numbers
+    are another volume's: a batch's later CTs record the check with ``this_volume`` false)."""
+    message = getattr(engine, "precision_message", None)
+    check = (precision or {}).get("check") if isinstance(precision, dict) else None
+    return message if message and isinstance(check, dict) and check.get("this_volume") else None
+
+
 def liver_volume_warnings(liver_ml: float, limits_ml: Any = PLAUSIBLE_LIVER_ML, cut_by_scan_end: bool = False,
                           cut_by_image_side: bool = False) -> List[str]:
     """A warning when the segmented liver volume (mL) is outside ``limits_ml`` (see :data:`PLAUSIBLE_LIVER_ML`).
@@ -699,8 +708,8 @@ class Segmenter:
                             f"found; {outside['count']} other part(s) (about {outside['volume_ml']:.1f} mL) were "
                             f"left out; {liver_parts_advice(cut_by_scan_end)}")
         device_message = getattr(self.engine, "device_message", None)  # e.g. CUDA asked for, CPU used
-        if device_message:
-            warnings = [device_message] + warnings
+        precision_message = _precision_check_message(self.engine, report.get("precision"))
+        warnings = [m for m in (device_message, precision_message) if m] + warnings
         report["warnings"] = list(warnings)
         timings["report"] = time.perf_counter() - stage_start
         report["timings_s"] = rounded_timings(timings)
@@ -837,8 +846,9 @@ class Segmenter:
         result = segmenter.segment_volume(
             volume, progress=renamed_stages(reporter.sub(0.05, 0.95), {"done": "lesion report"}), cancel=cancel,
             checked=True)
+        said = (getattr(self.engine, "device_message", None), getattr(self.engine, "precision_message", None))
         for message in result.warnings:
-            if message != getattr(self.engine, "device_message", None):  # the engine has said that one already
+            if message not in said:  # the engine has said those already
                 log.warning("warning: %s", message)
         result.warnings = input_warnings + result.warnings
         result.report["warnings"] = list(result.warnings)

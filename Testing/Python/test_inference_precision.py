@@ -160,7 +160,7 @@ def test_auto_falls_back_to_fp32_when_bf16_labels_disagree(monkeypatch, caplog):
     check = engine.last_precision["check"]
     assert not check["passed"] and check["differing_fraction"] > engine_module.BF16_MAX_DISAGREEMENT
     assert engine.last_precision["used"] == "fp32" and "running this model in fp32" in caplog.text
-    assert "running this model in fp32" in engine.device_message  # the report's warnings (only printed before)
+    assert "running this model in fp32" in engine.precision_message  # the report's warnings (only printed before)
     engine.model.calls.clear()
     engine.predict(ph.ct)  # the next volume: fp32 straight away, no second check
     assert set(engine.model.calls) == {torch.float32} and len(engine.model.calls) == 3

@@ -34,10 +34,28 @@ def two_volumes():
 
 def without_timing(report):
     """The report without run-time measurements (seconds, per-stage timings, the model load's parts, the bf16
-    check's numbers, which only the first volume of an engine runs); the precision that ran is kept."""
+    check's numbers and its warning, which only the first volume of an engine runs); the precision that ran is
+    kept."""
     out = {k: v for k, v in report.items() if k not in ("seconds", "timings_s", "model_load_s", "precision")}
     out["precision_used"] = report.get("precision", {}).get("used")
+    out["warnings"] = [w for w in report.get("warnings", []) if not w.startswith("bf16 labels differ from fp32")]
     return out
+
+
+def test_a_failed_bf16_check_is_warned_of_in_the_report_of_the_volume_it_ran_on_only(tiny_path, monkeypatch):
+    """The check's warning (auto fell back to fp32) went into every later volume's report with the first volume's
+    numbers; it is that volume's warning, and later ones record the check with this_volume false."""
+    from LiverTumorSegLib.inference import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)  # the check runs on any CPU ...
+    monkeypatch.setattr(engine_module, "_label_disagreement", lambda full, reduced: (7, 0.0123))  # ... and fails
+    segmenter = Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu", threads=1, batch_size=4))
+    reports = [segmenter.segment_volume(v).report for v in two_volumes()]
+    checks = [r["precision"].get("check") for r in reports]
+    assert checks[0]["passed"] is False and checks[0]["this_volume"] is True
+    said = [[w for w in r["warnings"] if w.startswith("bf16 labels differ from fp32")] for r in reports]
+    assert len(said[0]) == 1 and f"{100 * checks[0]['differing_fraction']:.3f} %" in said[0][0]
+    assert said[1] == [] and checks[1]["this_volume"] is False and reports[1]["precision"]["used"] == "fp32"
 
 
 def test_loads_once_and_matches_the_wrapper(tiny_path, monkeypatch):

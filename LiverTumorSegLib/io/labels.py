@@ -154,11 +154,15 @@ def header_misfits(ct_zyx: np.ndarray, placed_zyx: np.ndarray, stored_zyx: Calla
     that stores the CT's grid in another axis order (``placed_zyx``, on the CT ``ct_zyx``'s layout, HU) fits it
     badly (:data:`LABEL_MISFIT_REFUSED` or more of its voxels outside :data:`LABEL_HU_RANGE`) while its voxels in the
     CT's own order (``stored_zyx()``, called only then: the file's voxels, same shape as the CT) fit at least 3 times
-    better: a header flipped by a conversion tool while the voxels were drawn on the CT. Else None."""
+    better: a header flipped by a conversion tool while the voxels were drawn on the CT. Else None, also when the
+    stored voxels have another shape than the CT (a transposed grid: the CT's voxel order cannot be meant)."""
     placed = label_misfit(ct_zyx, placed_zyx)
     if placed is None or placed < LABEL_MISFIT_REFUSED:
         return None
-    as_stored = label_misfit(ct_zyx, stored_zyx())
+    stored = np.asarray(stored_zyx())
+    if stored.shape != np.shape(ct_zyx):
+        return None
+    as_stored = label_misfit(ct_zyx, stored)
     if as_stored is None or as_stored * 3 > placed:
         return None
     return placed, as_stored

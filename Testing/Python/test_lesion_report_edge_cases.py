@@ -426,3 +426,25 @@ def test_measure_warns_of_a_label_whose_header_mirrors_it_off_its_ct(tmp_path, c
     assert "does not fit its CT where its header places it" in capsys.readouterr().err
     assert main(["measure", right, "--ct", ct, "-o", str(tmp_path / "r2.json")]) == 0
     assert not any("does not fit its CT" in w for w in json.loads((tmp_path / "r2.json").read_text())["warnings"])
+
+
+def test_measure_of_a_badly_fitting_label_stored_transposed_runs(tmp_path):
+    """A label map whose header stores the CT's grid transposed (x and y swapped, so the stored voxels have another
+    shape than the CT) and that fits the CT badly where its header places it: the misfit check compared the CT with
+    the stored voxels of the other shape and measure ended in 'internal error: IndexError'. It is measured now."""
+    from pathlib import Path
+
+    import nibabel as nib
+
+    from LiverTumorSegLib.cli import main
+
+    data = Path(__file__).resolve().parents[1] / "Data"
+    ct = nib.load(str(data / "example_ct_sm.nii.gz"))
+    label = np.asarray(nib.load(str(data / "example_ct_sm_liver.nii.gz")).dataobj).astype(np.uint8)
+    transposed = ct.affine.copy()
+    transposed[:, [0, 1]] = transposed[:, [1, 0]]
+    wrong = np.ascontiguousarray(np.transpose(label[::-1, ::-1, :], (1, 0, 2)))  # placed mirrored: fits badly
+    path = tmp_path / "transposed.nii.gz"
+    nib.save(nib.Nifti1Image(wrong, transposed), str(path))
+    assert main(["measure", str(path), "--ct", str(data / "example_ct_sm.nii.gz"),
+                 "-o", str(tmp_path / "r.json")]) == 0

@@ -407,18 +407,20 @@ def case_id_of(path: Path) -> str:
     return name
 
 
-def _check_case_id(case_id: str, csv_path: Path, line: int) -> str:
+def _check_case_id(case_id: str, csv_path: Path, line: int, column: str = "case_id") -> str:
     """A CSV ``case_id`` names the output files ``OUT/<case_id>.nii.gz`` and ``OUT/reports/<case_id>.json``, so it
-    must be a plain file name: one with a folder part ('../x', '/abs/x', 'a/b') could write outside ``OUT``."""
+    must be a plain file name: one with a folder part ('../x', '/abs/x', 'a/b') could write outside ``OUT``.
+    ``column``: the column it was read from (``case_id`` or ``case``), which the refusal names: a training CSV's
+    'case' of 'lits/0' was refused as "case_id 'lits/0'" in a list without a 'case_id' column."""
     if (not case_id or case_id in (".", "..") or case_id.startswith(".") or "/" in case_id or "\\" in case_id
             or "\0" in case_id or ":" in case_id):
-        raise InputError(f"Case list '{csv_path}' line {line}: case_id '{case_id}' must be a plain name (no folder, "
+        raise InputError(f"Case list '{csv_path}' line {line}: {column} '{case_id}' must be a plain name (no folder, "
                          f"'/', '\\', ':' or leading '.'); each case is written as OUT/<case_id>.nii.gz.")
     # a device name (fileutil.WINDOWS_RESERVED_NAMES) fails on Windows after the case's network ran, so such a
     # case_id is refused on every system (a case list should work on each)
     if (re.search(r'[<>"|?*\x00-\x1f]', case_id) or case_id.endswith((" ", "."))
             or case_id.split(".")[0].strip().upper() in WINDOWS_RESERVED_NAMES):
-        raise InputError(f"Case list '{csv_path}' line {line}: case_id '{case_id}' cannot be a file name on Windows "
+        raise InputError(f"Case list '{csv_path}' line {line}: {column} '{case_id}' cannot be a file name on Windows "
                          f"(no < > \" | ? *, control characters, a trailing space or dot, or the device names CON, "
                          f"PRN, AUX, NUL, COM1-9, LPT1-9); each case is written as OUT/<case_id>.nii.gz.")
     return case_id
@@ -458,7 +460,8 @@ def _cases_from_csv(csv_path: Path) -> List[tuple]:
         if not os.path.lexists(path) and not Path(image).is_absolute() and os.path.lexists(image):
             from_working_folder.append((number, image))
         case_id = _csv_case_id(csv_path, number, row)
-        out.append((_check_case_id(case_id, csv_path, number) if case_id else case_id_of(path), path))
+        column = "case_id" if row.get("case_id") else "case"
+        out.append((_check_case_id(case_id, csv_path, number, column) if case_id else case_id_of(path), path))
     _warn_of_paths_from_the_working_folder(csv_path, from_working_folder)
     return out
 

@@ -122,7 +122,9 @@ def test_csv_case_column_of_a_training_csv_names_the_cases(tmp_path):
     assert [c.case_id for c in find_cases(listing, tmp_path / "out")] == ["p1_base", "p2_base"]
     _csv_refused(listing, "image,case,case_id\np1/ct.nii.gz,a,b\n", "line 2: its 'case_id' .* and 'case' .* cells "
                                                                      "name the case differently")
-    _csv_refused(listing, "image,case\np1/ct.nii.gz,../x\n", "line 2: case_id '../x' must be a plain name")
+    # named by the column it came from: "case_id '../x'" named a column the list does not have
+    _csv_refused(listing, "image,case\np1/ct.nii.gz,../x\n", "line 2: case '../x' must be a plain name")
+    _csv_refused(listing, "image,case\np1/ct.nii.gz,CON\n", "line 2: case 'CON' cannot be a file name on Windows")
 
 
 def test_csv_path_under_the_home_folder_is_read_there(tmp_path, monkeypatch):

@@ -431,7 +431,8 @@ def _run_batch(args: argparse.Namespace) -> int:
         with contextlib.ExitStack() as locks:  # one batch run at a time writes into a folder
             locks.enter_context(batch_folder_lock(out))
             if args.probabilities is not None:  # two runs sharing it (other -o) each replaced the other's maps,
-                locks.enter_context(batch_folder_lock(Path(args.probabilities)))  # which both reports named
+                # which both reports named ('choose another output folder' named the wrong option to change)
+                locks.enter_context(batch_folder_lock(Path(args.probabilities), "--probabilities folder"))
             return _run_batch_cases(args, options, cases, out)
     except BaseException:
         # a run refused once the model loads (--model misspelt or damaged, --tta for a model trained without

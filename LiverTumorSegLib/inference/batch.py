@@ -693,15 +693,17 @@ BATCH_LOCK_FILE = ".livertumorseg-batch.lock"
 """Held in a batch's output folder while a run writes there; it holds the run's :func:`~..processes.process_mark`."""
 
 
-def _busy_error(folder: Path, lock: Path, held: str) -> InputError:
+def _busy_error(folder: Path, lock: Path, held: str, what: str = "output folder") -> InputError:
+    """The refusal of a batch run into ``folder`` while another run holds its ``lock``; ``what``: the folder's role
+    (the ``--probabilities folder``), so the advice names the option to change."""
     from ..folder_lock import holder_description
 
     return InputError(f"Another batch run{holder_description(held)} is writing into '{folder}'; wait for it to end, "
-                      f"or choose another output folder. (If no such run is going on, remove '{lock}'.)")
+                      f"or choose another {what}. (If no such run is going on, remove '{lock}'.)")
 
 
 @contextlib.contextmanager
-def batch_folder_lock(folder: Path) -> Iterator[None]:
+def batch_folder_lock(folder: Path, what: str = "output folder") -> Iterator[None]:
     """Hold :data:`BATCH_LOCK_FILE` in ``folder`` (which exists) for the ``with`` block
     (:func:`~..folder_lock.folder_lock`). A second batch run into a folder in use is refused (InputError naming the
     process): two runs with different models each replaced the other's reports and left every case with one run's
@@ -710,7 +712,7 @@ def batch_folder_lock(folder: Path) -> Iterator[None]:
     from ..folder_lock import folder_lock
 
     lock = folder / BATCH_LOCK_FILE
-    with folder_lock(folder, BATCH_LOCK_FILE, lambda held: _busy_error(folder, lock, held)):
+    with folder_lock(folder, BATCH_LOCK_FILE, lambda held: _busy_error(folder, lock, held, what)):
         yield
 
 

@@ -1265,7 +1265,8 @@ def test_a_second_batch_run_sharing_the_probability_folder_is_refused(tmp_path, 
     prob.mkdir()
     with batch_folder_lock(prob):  # the other run, into its own -o, writing maps into prob/
         assert cli.main(argv) == 2
-        assert f"is writing into '{prob}'" in capsys.readouterr().err
+        said = capsys.readouterr().err
+        assert f"is writing into '{prob}'" in said and "choose another --probabilities folder" in said
         assert not (prob / "ct_0.nii.gz").exists() and not (tmp_path / "out2").exists()
     assert cli.main(argv) == 0 and (prob / "ct_0.nii.gz").exists() and not (prob / BATCH_LOCK_FILE).exists()
 

@@ -265,7 +265,7 @@ def test_predictions_made_with_other_segment_settings_are_refused_before_any_wor
                      "--no-postprocess"]) == 0
     before = {p: p.read_bytes() for p in pred.rglob("*") if p.is_file()}
     calls = []
-    with pytest.raises(InputError, match=r"x: 2 case\(s\) .*\(other postprocessing\).* delete " + re.escape(str(pred))):
+    with pytest.raises(InputError, match=r"x: 2 case\(s\) .*\(other postprocessing \(.*largest_liver_component.*\)\).* delete " + re.escape(str(pred))):
         comparison.main([str(cts), "--ref", str(labels), "-o", str(out), "--models", "", "--model", f"x={a}",
                          "--device", "cpu"], runner=in_process(calls))
     assert calls == [] and {p: p.read_bytes() for p in pred.rglob("*") if p.is_file()} == before

@@ -361,6 +361,25 @@ _RUNS_FROM = {"r": (1.0, 0.0, 0.0), "l": (-1.0, 0.0, 0.0), "a": (0.0, 1.0, 0.0),
 from, as ITK writes it (``RAI`` for the identity direction)."""
 
 
+def _space_units_warnings(header: Optional[_Header]) -> List[str]:
+    """A warning when a NRRD header's ``space units`` name a unit other than mm (``"cm" "cm" "cm"``): ITK, so 3D
+    Slicer and this tool, ignores the field and reads spacing and origin as mm, so the label map still overlays the
+    CT, but every volume (mL) and length (mm) measured on it is off by that unit's factor (1000 x in volume for
+    cm) if the header is right. The NIfTI reader converts metres and microns; a NRRD in other units was read as mm
+    without a word. Nothing for a MetaImage, or units that are all mm or empty."""
+    if header is None or header.kind != "nrrd":
+        return []
+    units = re.findall(r'"([^"]*)"', header.fields.get("space units", ""))
+    odd = sorted({u.strip() for u in units if u.strip().lower() not in ("", "mm", "millimeter", "millimeters",
+                                                                        "millimetre", "millimetres")})
+    if not odd:
+        return []
+    return [f"the NRRD header gives its space units as {', '.join(repr(u) for u in odd)}, not mm: spacing and "
+            f"origin are read as mm, as ITK and 3D Slicer read them, so if the header is right every volume (mL) and "
+            f"length (mm) measured on this image is off by that unit's factor. Convert the image to mm (or remove "
+            f"the field if its numbers are mm)."]
+
+
 def _anatomical_orientation_warnings(header: Optional[_Header], direction_matrix: np.ndarray) -> List[str]:
     """A warning when a MetaImage header's ``AnatomicalOrientation`` names other patient axes than its direction
     (``direction_matrix``: 3 x 3, unit columns = the x, y, z axes in LPS; ITK's reading of ``TransformMatrix``,
@@ -947,6 +966,7 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
         volume = _volume_from_sitk(tags, str(path), uint8_if_fits)
     volume.meta["format"] = full_suffix(path).lstrip(".")
     notes += _anatomical_orientation_warnings(header, volume.geometry.direction_matrix)
+    notes += _space_units_warnings(header)
     if notes:
         volume.meta.setdefault("warnings", []).extend(notes)
     from .formats import CONTENT_KEY

@@ -1304,3 +1304,24 @@ def test_a_nifti_whose_scale_slope_is_negative_is_refused_saying_so(tmp_path):
     nib.save(image, str(tmp_path / "negated.nii.gz"))
     with pytest.raises(InputError, match=r"its header's scl_slope is negative \(-1\), which turns every value around"):
         read_volume(tmp_path / "negated.nii.gz")
+
+
+@pytest.mark.parametrize("units, warned", [('"cm" "cm" "cm"', True), ('"mm" "mm" "mm"', False), (None, False)])
+def test_a_nrrd_whose_space_units_are_not_mm_is_read_as_mm_with_a_warning(tmp_path, units, warned):
+    """ITK (and 3D Slicer) ignore a NRRD's 'space units' and read spacing and origin as mm; a header in cm was read
+    as 1, 2, 3 mm voxels without a word, so every mL and mm measured was off by the unit's factor. It is still read
+    as mm (the labels overlay the CT as in Slicer), with a warning naming the unit."""
+    voxels = (np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) - 1000)  # (z, y, x)
+    header = ["NRRD0004", "type: short", "dimension: 3", "space: left-posterior-superior", "sizes: 6 5 4",
+              "space directions: (1,0,0) (0,2,0) (0,0,3)", "space origin: (0,0,0)"]
+    header += [f"space units: {units}"] if units else []
+    header += ["endian: little", "encoding: raw", "", ""]
+    path = tmp_path / "ct.nrrd"
+    path.write_bytes("\n".join(header).encode("ascii") + voxels.astype("<i2").tobytes())
+    volume = read_volume(path)
+    assert volume.geometry.spacing == pytest.approx((1.0, 2.0, 3.0))
+    np.testing.assert_array_equal(volume.array, voxels)
+    said = [w for w in volume.meta.get("warnings", []) if "space units" in w]
+    assert len(said) == int(warned)
+    if warned:
+        assert "'cm', not mm" in said[0] and "off by that unit's factor" in said[0]

@@ -1517,6 +1517,25 @@ def _hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
+def _hidden_package_hint(name: str) -> str:
+    """A hint for ``--model NAME`` when a models folder holds ``NAME.safetensors`` as a hidden file (its name
+    begins with a dot: ``.mine.safetensors``), which listing skips (:func:`_hidden`): 'No installed model named
+    .mine' named no reason; '' otherwise."""
+    from .resources import bundled_models_dir, user_models_dir
+
+    wanted = name if name.endswith(PACKAGE_SUFFIX) else name + PACKAGE_SUFFIX
+    for folder in (user_models_dir(), bundled_models_dir()):
+        candidate = folder / wanted
+        try:
+            found = _hidden(candidate) and candidate.is_file()
+        except OSError:
+            found = False
+        if found:
+            return (f" (the file '{candidate}' is there, but names that begin with a dot are skipped as hidden files: "
+                    f"temporaries and macOS's '._' copies; rename it without the dot, or give its path)")
+    return ""
+
+
 def other_weight_files(folder: Path) -> List[Path]:
     """The files in ``folder`` that look like weights but are no package (.pt, .pth, .ckpt, .bin, .onnx, .zip):
     dropped into the user models folder, they were left out of ``livertumorseg models`` without a word. [] for a
@@ -1664,6 +1683,8 @@ def resolve_model(name_or_path: PathLike, warn: bool = True) -> Path:
         hint = f" (a folder '{text}' exists here; a model is one .safetensors file: give its path)"
     elif Path(text).exists():
         hint = f" (a file '{text}' exists here: to use it as a package, write './{text}')"
+    else:
+        hint = _hidden_package_hint(text)
     raise ModelPackageError(f"No installed model named '{text}'{hint}. Installed: {', '.join(names) or 'none'}. "
                             f"Give a path to a .safetensors package, or copy one into '{user_models_dir()}'.")
 

@@ -1826,3 +1826,19 @@ def test_a_listed_package_without_preprocessing_does_not_end_the_listing(package
     for extra in ([], ["--json"], ["--verify"]):
         assert main(["models"] + extra) in (0, 2)
         assert "internal error" not in capsys.readouterr().err
+
+
+def test_a_model_name_of_a_hidden_package_file_says_why_it_is_not_found(tmp_path, monkeypatch):
+    """'.mine.safetensors' in the user models folder is skipped as a hidden file (a temporary, a macOS '._' copy);
+    '--model .mine' said only 'No installed model named .mine', naming no reason."""
+    from LiverTumorSegLib.package import resolve_model
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / ".mine.safetensors").write_bytes(b"not read")
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    for name in (".mine", "mine"):
+        with pytest.raises(ModelPackageError) as refused:
+            resolve_model(name, warn=False)
+        hinted = "names that begin with a dot are skipped as hidden files" in str(refused.value)
+        assert hinted == (name == ".mine"), str(refused.value)

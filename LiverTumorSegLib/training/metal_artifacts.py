@@ -30,6 +30,7 @@ square's eight symmetries (rotating or mirroring the metal turns its artefact al
 strength. :func:`add_metal_artifact` places one on a 2.5D training stack. Arrays are ``(y, x)`` images and
 ``(T, y, x)`` = ``(z, y, x)`` stacks in pixels of ``pixel_mm``; HU throughout.
 """
+import collections
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -59,7 +60,13 @@ RMS_RING_MM = (15.0, 40.0)
 OBJECT_COUNT_WEIGHTS = (0.5, 0.3, 0.2)
 """Probabilities of 1, 2 and 3 pieces of metal in a template."""
 
-_TEMPLATES: Dict[Tuple[int, float], Tuple[np.ndarray, np.ndarray]] = {}
+MAX_TEMPLATES_KEPT = 96
+"""Templates kept per process (about 1.6 MB each: 150 MB), the least recently used dropped first: they are kept per
+pixel size, and a preset without a fixed network spacing gives each case its own, so with about 50 spacings a
+loader worker kept up to 48 x 50 templates (about 4 GB). A dropped template is made again, the same (it depends on
+its index and pixel size only)."""
+
+_TEMPLATES = collections.OrderedDict()  # type: collections.OrderedDict
 
 
 def metal_objects_mask(shape_yx: Tuple[int, int], pixel_mm: float, ellipses: Any, supersample: int = 1) -> np.ndarray:
@@ -234,12 +241,17 @@ def artifact_from_ellipses(ellipses: Any, pixel_mm: float, noise_weight: float, 
 def artifact_template(index: int, pixel_mm: float) -> Tuple[np.ndarray, np.ndarray]:
     """Template ``index`` (0 .. :data:`TEMPLATE_COUNT` - 1) for pixels of ``pixel_mm``: ``(artefact, coverage)``
     as :func:`artifact_from_ellipses` returns them, its configuration and noise weight (0-0.6) drawn from
-    :data:`TEMPLATE_SEED` and ``index`` only. Made once per process and kept (about 1 MB each)."""
+    :data:`TEMPLATE_SEED` and ``index`` only. Made once per process and kept (about 1.6 MB each), at most
+    :data:`MAX_TEMPLATES_KEPT` of them."""
     key = (int(index), round(float(pixel_mm), 3))
-    if key not in _TEMPLATES:
-        rng = np.random.default_rng([TEMPLATE_SEED, int(index)])
-        ellipses = _draw_ellipses(rng)
-        _TEMPLATES[key] = artifact_from_ellipses(ellipses, key[1], rng.uniform(0.0, 0.6), rng)
+    if key in _TEMPLATES:
+        _TEMPLATES.move_to_end(key)
+        return _TEMPLATES[key]
+    rng = np.random.default_rng([TEMPLATE_SEED, int(index)])
+    ellipses = _draw_ellipses(rng)
+    _TEMPLATES[key] = artifact_from_ellipses(ellipses, key[1], rng.uniform(0.0, 0.6), rng)
+    while len(_TEMPLATES) > MAX_TEMPLATES_KEPT:
+        _TEMPLATES.popitem(last=False)
     return _TEMPLATES[key]
 
 

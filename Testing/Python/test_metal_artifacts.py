@@ -225,3 +225,24 @@ def test_metal_lands_in_the_training_patch_that_the_dataset_cuts(tmp_path):
         streaked += int(np.mean(np.abs(patch[1] - 50.0) > 15.0) > 0.1)
         assert set(np.unique(label)) <= {0, 1}
     assert with_metal >= 7 and streaked >= 8
+
+
+def test_templates_kept_per_process_are_bounded_least_recently_used_first(monkeypatch):
+    """Templates were kept per pixel size without a limit: with a preset that gives each case its own pixel size, a
+    loader worker kept up to 48 x (number of spacings) templates of about 1.6 MB (about 4 GB for 50 spacings)."""
+    made = []
+
+    def cheap(ellipses, pixel_mm, noise_weight, rng):  # the 9 s template build, stood in for
+        made.append(pixel_mm)
+        return np.full((2, 2), pixel_mm, np.float32), np.zeros((2, 2), np.float32)
+
+    monkeypatch.setattr(metal, "artifact_from_ellipses", cheap)
+    monkeypatch.setattr(metal, "MAX_TEMPLATES_KEPT", 3)
+    monkeypatch.setattr(metal, "_TEMPLATES", metal.collections.OrderedDict())
+    for pixel_mm in (0.7, 0.8, 0.9):
+        metal.artifact_template(0, pixel_mm)
+    metal.artifact_template(0, 0.7)             # used again: kept, the 0.8 one is now the oldest
+    metal.artifact_template(0, 1.0)             # a fourth: the least recently used (0.8) is dropped
+    assert sorted(key[1] for key in metal._TEMPLATES) == [0.7, 0.9, 1.0]
+    assert made == [0.7, 0.8, 0.9, 1.0]
+    assert metal.artifact_template(0, 0.8)[0][0, 0] == np.float32(0.8) and made[-1] == 0.8  # made again, the same

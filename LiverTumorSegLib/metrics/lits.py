@@ -135,11 +135,15 @@ class LesionDetection:
 
 
 def _structure(connectivity: int, ndim: int) -> np.ndarray:
+    """The neighbourhood of ``connectivity`` for ``ndim``-D masks: 6, 18 or 26 in 3-D; 4 or 8 in 2-D, where the 3-D
+    values mean their 2-D counterparts (6: faces, 4; 18 and 26, the default of :func:`detect_lesions` and
+    :func:`~.froc.lesion_hits`: 8), so a 2-D mask works with the default (it was refused, 'connectivity must be one
+    of [4, 8]')."""
     from scipy import ndimage
 
     if ndim not in (2, 3):
         raise ValueError(f"lesion masks must be 2-D or 3-D (z, y, x), got {ndim}-D")
-    rank = {6: 1, 18: 2, 26: 3} if ndim == 3 else {4: 1, 8: 2}
+    rank = {6: 1, 18: 2, 26: 3} if ndim == 3 else {4: 1, 8: 2, 6: 1, 18: 2, 26: 2}
     if connectivity not in rank:
         raise ValueError(f"connectivity must be one of {sorted(rank)} for {ndim}-D masks, got {connectivity}")
     return ndimage.generate_binary_structure(ndim, rank[connectivity])

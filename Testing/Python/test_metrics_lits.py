@@ -695,3 +695,22 @@ def test_tumor_iou_precision_and_sensitivity_of_a_case_without_tumor_on_either_s
     assert metrics["sensitivity_tumor"]["mean"] == pytest.approx(0.75)
     assert metrics["precision_tumor"]["mean"] == pytest.approx(0.75)
     assert metrics["dice_tumor"]["n"] == 2 and metrics["dice_tumor"]["mean"] == pytest.approx((1.0 + 0.75) / 2)
+
+
+def test_detect_lesions_and_lesion_hits_take_a_2d_mask_with_their_default_connectivity():
+    """Their default connectivity (26) was refused for 2-D masks ('connectivity must be one of [4, 8]'), although
+    the docstrings take 2-D masks; in 2-D, 26 and 18 mean 8 and 6 means 4."""
+    import numpy as np
+
+    from LiverTumorSegLib.metrics.froc import lesion_hits
+    from LiverTumorSegLib.metrics.lits import detect_lesions
+
+    ref = np.zeros((12, 12), bool)
+    ref[1:4, 1:4] = True
+    ref[4, 4] = True                                       # touches the square at a corner only
+    pred = ref.copy()
+    assert detect_lesions(pred, ref).ref_lesions == 1      # 8-connected: one lesion
+    assert detect_lesions(pred, ref, connectivity=6).ref_lesions == 2   # faces only: two
+    assert detect_lesions(pred, ref, connectivity=4).ref_lesions == 2
+    hits = lesion_hits(pred, ref, pred.astype(np.float32))
+    assert hits.n_ref == 1 and list(hits.hits) == [0]

@@ -149,13 +149,23 @@ def fluid_regions_in_liver(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry:
     return sorted(found, key=lambda r: -r["volume_ml"])
 
 
+def _about_ml(volume_ml: float) -> str:
+    """A fluid region's volume (mL) to whole mL (2 significant digits under 10 mL), as the estimate it is: its
+    core on a coarse sample (:data:`SAMPLE_MM`), the liver's surface peeled (:data:`EDGE_VOXELS`); a 30.0 mL ball of
+    water on 5 mm slices read '26.8 mL' as if measured to 0.1 mL."""
+    from .lesion_report import number_text
+
+    return number_text(float(volume_ml), 0) if volume_ml >= 10 else f"{float(volume_ml):.2g}"
+
+
 def fluid_in_liver_warnings(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry: ImageGeometry) -> List[str]:
     """One warning per region :func:`fluid_regions_in_liver` finds (arguments as it takes them); none without."""
     warnings = []
     for region in fluid_regions_in_liver(labels_zyx, hu_zyx, geometry):
         where = ", ".join(f"{v:.0f}" for v in region["centroid_ras_mm"])
         warnings.append(
-            f"Possible fluid labelled liver: a {region['volume_ml']:.1f} mL part of the segmented liver (centre RAS "
+            f"Possible fluid labelled liver: a part of about {_about_ml(region['volume_ml'])} mL of the segmented "
+            f"liver (its core, read about every {SAMPLE_MM:g} mm, so the whole may be larger; centre RAS "
             f"({where}) mm, array slices z {region['slices_z'][0]}-{region['slices_z'][1]}) has water density "
             f"(median {region['median_hu']:.0f} HU; the liver's median {region['liver_median_hu']:.0f} HU). It may be "
             f"fluid (a resection bed, a cyst, an abscess, ascites or the gallbladder) or a cystic or necrotic lesion "

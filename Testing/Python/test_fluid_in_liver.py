@@ -55,7 +55,8 @@ def test_a_fluid_ball_labelled_liver_warns_with_its_volume_place_and_density():
     np.testing.assert_allclose(found["centroid_ras_mm"], centre_ras, atol=3.0)
     assert 10 <= found["slices_z"][0] <= 13 and 27 <= found["slices_z"][1] <= 30
     warning, = fluid_in_liver_warnings(labels, _with_fluid(hu, labels, ball), GEOMETRY)
-    assert warning.startswith("Possible fluid labelled liver: a ") and " mL part of the segmented liver" in warning
+    assert warning.startswith("Possible fluid labelled liver: a part of about ") and " mL of the segmented liver (its " \
+        "core, read about every 2 mm, so the whole may be larger" in warning
     assert "median 8 HU" in warning or "median 7 HU" in warning or "median 9 HU" in warning
     assert "resection bed" in warning and "cystic or necrotic lesion" in warning
     assert "the liver volume includes it" in warning

@@ -961,7 +961,11 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
             if target.exists() and file_sha256(target) != file_sha256(path):
                 raise LiverTumorSegError(f"Another model file named '{target.name}' is already installed in "
                                          f"'{folder}'; rename the new file (or remove the installed one) first.")
-            shutil.copy2(path, str(target))
+            from LiverTumorSegLib.fileutil import atomic_output
+            # under a hidden temporary name first, renamed when whole: an interrupted copy (a full disk, Slicer
+            # closed) left a partial package at the installed name, listed as unusable
+            with atomic_output(target, overwrite=True) as temporary:
+                shutil.copy2(path, str(temporary))
         return str(target)
 
     def createJob(self, inputVolumeNode, outputSegmentationNode, options: job.SegmentationOptions,

@@ -728,3 +728,28 @@ def test_a_scene_closed_while_packages_install_starts_nothing_and_says_so(module
     assert widget.ui.statusLabel.text == ("The scene was closed while the Python packages were installed; nothing "
                                           "was started. Click again to run it in the new scene.")
     assert widget._installingPackages is False
+
+
+def test_add_model_copy_that_fails_halfway_leaves_no_partial_package(module, tmp_path, monkeypatch):
+    """'Add model file...' copied straight onto the installed name: a copy interrupted by a full disk left a partial
+    package there (listed as unusable); it now copies under a hidden temporary name and renames the whole file."""
+    import shutil as shutil_module
+    from LiverTumorSegLib.resources import bundled_models_dir
+    users = tmp_path / "user models"
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(users))
+    source = tmp_path / "mine.safetensors"
+    shutil_module.copy(bundled_models_dir() / "unet16_widezoom_cpu.safetensors", source)
+    real_copy = shutil_module.copy2
+
+    def copy_then_fail(src, dst, *args, **kwargs):
+        with open(dst, "wb") as out:
+            out.write(open(src, "rb").read(1000))     # part of the file, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module.m.shutil, "copy2", copy_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        module.m.LiverTumorSegLogic.addUserModel(str(source))
+    assert sorted(p.name for p in users.iterdir()) == []
+    monkeypatch.setattr(module.m.shutil, "copy2", real_copy)
+    target = module.m.LiverTumorSegLogic.addUserModel(str(source))
+    assert open(target, "rb").read() == source.read_bytes()

@@ -72,12 +72,13 @@ def _end_quiet_start() -> None:
 _quiet_start()
 # every other import comes after _quiet_start on purpose: a Ctrl-C while they run is no traceback
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 import threading  # noqa: E402
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 from . import __version__
 from .errors import LiverTumorSegError, cli_wording, out_of_memory_error
@@ -545,9 +546,92 @@ def _flush_standard_streams(code: int) -> int:
     return code
 
 
+class _StreamOutlivingItsReader:
+    """``sys.stdout`` or ``sys.stderr`` while a command runs (:func:`_standard_streams_outliving_their_reader`):
+    writes go to ``stream`` until its reader has gone (a broken pipe: ``2>&1 | head``), then, like every later
+    write, to the null device, and the command goes on. A print whose reader had gone ended the command where it
+    stood, and the command line, taking the broken pipe for the reader's choice, exited 0: ``train ... | head``
+    trained part of the run and wrote no package, ``measure`` wrote no report. Anything else is ``stream``'s."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        """The stream's file descriptor onto the null device: what it still holds and what comes later go there
+        (also the final flush at exit, and a C library's writes to the descriptor)."""
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+            self._stream.flush()
+        except (OSError, ValueError, AttributeError):  # no descriptor of its own: write nowhere from now on
+            self._stream = _null_stream()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+_NULL_STREAM = []  # type: List[Any]
+
+
+def _null_stream() -> Any:
+    """A text stream on the null device, opened once and kept open (a logging handler made while a command ran may
+    still hold it)."""
+    if not _NULL_STREAM:
+        _NULL_STREAM.append(open(os.devnull, "w", encoding="utf-8"))
+    return _NULL_STREAM[0]
+
+
+def _fill_closed_standard_descriptors() -> None:
+    """Each of the descriptors 0, 1 and 2 closed at the start onto the null device (kept open): the next file
+    opened takes the lowest free descriptor, and an output file at 2 would take in whatever a library writes to
+    stderr."""
+    for descriptor in (0, 1, 2):
+        try:
+            os.fstat(descriptor)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one (those below are open)
+
+
+@contextlib.contextmanager
+def _standard_streams_outliving_their_reader() -> Iterator[None]:
+    """``sys.stdout`` and ``sys.stderr`` as :class:`_StreamOutlivingItsReader` for the block; one closed at the
+    start (``>&-``, ``2>&-``: None) as the null device (:func:`_fill_closed_standard_descriptors`). A command
+    whose first write found stderr None ended with 'internal error: AttributeError: NoneType has no attribute
+    write' (``train``'s progress bar), its outputs unwritten. The streams are back as they were afterwards."""
+    _fill_closed_standard_descriptors()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (_StreamOutlivingItsReader(_null_stream() if stream is None else stream)
+                              for stream in saved)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; SIGTERM and SIGHUP (:func:`_stop_signals`) are handled like Ctrl-C while it runs (main thread
-    only)."""
+    only). Its output whose reader has gone, or that was closed at the start, does not stop it
+    (:func:`_standard_streams_outliving_their_reader`)."""
+    with _standard_streams_outliving_their_reader():
+        return _main_handling_signals(argv)
+
+
+def _main_handling_signals(argv: Optional[List[str]] = None) -> int:
+    """:func:`_main`, with SIGTERM and SIGHUP handled like Ctrl-C (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         return _main(argv)
     previous = {signum: signal.signal(signum, _raise_terminated) for signum in _stop_signals()}

@@ -414,6 +414,27 @@ def test_measure_of_an_all_background_label_map_warns_in_the_report_too(tmp_path
     assert any("holds no liver and no tumor" in w for w in report["warnings"])
 
 
+class _ReaderGone:
+    """A text stream whose reader has gone (a pipe into `head` that has ended): every write is a BrokenPipeError."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        pass
+
+
+def test_measure_whose_reader_has_gone_still_writes_its_report(tmp_path, monkeypatch):
+    """`measure ... 2>&1 | head` with the reader gone before the first warning: the warning's broken pipe ended the
+    command before the report was written, and the command line, taking it for the reader's choice, exited 0."""
+    write_label_map(tmp_path / "empty.nii.gz", np.zeros((4, 8, 8), np.uint8), ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    monkeypatch.setattr(sys, "stdout", _ReaderGone())
+    monkeypatch.setattr(sys, "stderr", _ReaderGone())
+    code = main(["measure", str(tmp_path / "empty.nii.gz"), "-o", str(tmp_path / "r.json")])
+    assert code == 0 and (tmp_path / "r.json").exists()
+    assert isinstance(sys.stdout, _ReaderGone) and isinstance(sys.stderr, _ReaderGone)  # given back as they were
+
+
 @pytest.mark.parametrize("name", ["unit_range", "mr_like", "dicom_mr"])
 def test_preprocess_allow_non_hu_warns_and_writes(tmp_path, capsys, name):
     maker, _, _ = CT_CASES[name]
@@ -1232,6 +1253,17 @@ def train_csv(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     return write_phantom_cases(data, 2, (6, 40, 40))
+
+
+def test_train_with_stderr_closed_writes_its_package(tmp_path, monkeypatch, train_csv):
+    """`train --progress-bar ... 2>&-` (Python then has sys.stderr None): the bar's first write ended the run with
+    "internal error: AttributeError: 'NoneType' object has no attribute 'write'", exit 1, no package."""
+    out = tmp_path / "model.safetensors"
+    argv = [str(a) for a in _train_argv(train_csv, out, epochs=1)]
+    argv[argv.index("--no-progress-bar")] = "--progress-bar"
+    monkeypatch.setattr(sys, "stderr", None)
+    assert main(argv) == 0 and out.exists()
+    assert sys.stderr is None
 
 
 def test_resume_at_an_epoch_boundary_logs_no_phantom_epoch(tmp_path, capsys, monkeypatch, train_csv):

@@ -316,8 +316,8 @@ def _stop_signals() -> List[int]:
 
 
 def file_system_error_text(exc: BaseException) -> Optional[str]:
-    """The user's words for an OSError the user can fix (no permission, read-only disk, disk full, a file where a
-    folder belongs, a name too long), wherever it was raised; None for anything else (a bug to report)."""
+    """The user's words for an OSError the user can fix (no permission, read-only disk, disk full, a file larger than
+    allowed, a file where a folder belongs, a name too long), wherever it was raised; None for anything else (a bug to report)."""
     import errno
 
     if not isinstance(exc, OSError) or exc.errno is None:
@@ -340,6 +340,10 @@ def file_system_error_text(exc: BaseException) -> Optional[str]:
                 f"permissions.")
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return f"No space left for {where} ({exc.strerror}); free disk space or choose another output location."
+    if exc.errno == errno.EFBIG:  # a preview PNG under `ulimit -f` was an 'internal error ... please report it'
+        return (f"Cannot write {where} ({exc.strerror}): the file would be larger than allowed here, by a file-size "
+                f"limit on this process (ulimit -f) or by the file system (FAT32: 4 GiB); raise the limit or choose "
+                f"another output location.")
     if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EEXIST):
         return f"{where}: {exc.strerror}; check the path."
     return None

@@ -1099,6 +1099,22 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
                 tmp_path.unlink()
 
 
+WRITE_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)
+"""A write's error numbers that say nothing of which file: disk full, quota exceeded, file larger than allowed."""
+
+
+@contextlib.contextmanager
+def write_errors_naming(path: Path) -> Iterator[None]:
+    """A write error without a file name (:data:`WRITE_ERRNOS`; a failed ``write`` names no file) names ``path``,
+    the output the user asked for: a report on a full disk was 'No space left for a file'."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS and exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
 @contextlib.contextmanager
 def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Context manager yielding a temporary path next to ``path``; renamed onto ``path`` on success.
@@ -1108,7 +1124,8 @@ def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     """
     path = check_can_write(path, overwrite)
     with _temporary_beside(path) as tmp_path:
-        yield tmp_path
+        with write_errors_naming(path):
+            yield tmp_path
         if not overwrite and path.exists():
             raise OutputExistsError(f"Output '{path}' appeared while writing; not overwriting it.")
         if tmp_path.is_file():

@@ -540,7 +540,8 @@ def _staged_outputs(out_dir: Path, overwrite: bool) -> Iterator[Dict[str, Path]]
         for old in (plots.glob("*.png") if plots.is_dir() else []):
             if old not in placed and is_evaluate_plot_name(old.name):  # a user's own pictures stay
                 old.unlink()
-    except BaseException:
+    except BaseException as exc:
+        _name_outside_stage(exc, stage, out_dir)
         shutil.rmtree(stage, ignore_errors=True)
         if plots_made is not None:
             remove_empty_folders(plots_made, plots_made)
@@ -548,6 +549,17 @@ def _staged_outputs(out_dir: Path, overwrite: bool) -> Iterator[Dict[str, Path]]
             remove_empty_folders(out_dir, created)
         raise
     shutil.rmtree(stage, ignore_errors=True)
+
+
+def _name_outside_stage(exc: BaseException, stage: Path, out_dir: Path) -> None:
+    """A file-system error naming a file in the hidden staging folder ``stage`` names it where it was going, in
+    ``out_dir``: a full disk said "Cannot write 'OUT/.evaluate.28980-33sh7@host-5mx_5tvw.tmp/summary.json'"."""
+    if not isinstance(exc, OSError):
+        return
+    for attribute in ("filename", "filename2"):
+        name = getattr(exc, attribute)
+        if isinstance(name, str) and Path(name).is_relative_to(stage):
+            setattr(exc, attribute, str(out_dir / Path(name).relative_to(stage)))
 
 
 def _empty_reference_warnings(case: str, ref_zyx) -> List[str]:

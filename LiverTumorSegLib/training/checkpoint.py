@@ -14,7 +14,7 @@ from typing import Any, Dict, Sequence, Union
 import torch
 
 from ..errors import InputError, raise_if_out_of_memory
-from ..fileutil import apply_default_permissions, make_temporary_file, replace_file
+from ..fileutil import apply_default_permissions, make_temporary_file, replace_file, write_errors_naming
 from ..package import refusal_reason
 
 PathLike = Union[str, Path]
@@ -47,7 +47,7 @@ def save_checkpoint(path: PathLike, payload: Dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(make_temporary_file(path.parent, path.name, ""))  # also removes those a killed run left
     try:
-        with open(tmp, "wb") as handle:
+        with write_errors_naming(path), open(tmp, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())

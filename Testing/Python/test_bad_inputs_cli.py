@@ -554,6 +554,40 @@ def test_file_system_errors_the_user_can_fix_are_worded_and_others_are_not(monke
                            "file's attributes") and "open in another program" not in text
 
 
+def _too_large_to_write(monkeypatch) -> None:
+    """Every write of text into a temporary output file fails as under `ulimit -f` (EFBIG, no file name)."""
+    import errno
+
+    real_write_text = Path.write_text
+
+    def write_text(self, *args, **kwargs):
+        if ".tmp" in self.name:
+            raise OSError(errno.EFBIG, "File too large")
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+
+
+def test_a_report_larger_than_allowed_is_a_worded_error_naming_it(tmp_path, capsys, monkeypatch):
+    """`ulimit -f` (or FAT32's 4 GiB) while writing an output: 'internal error: OSError: [Errno 27] File too large
+    ... please report it', exit 1, not naming the file."""
+    labels = _reference_label(tmp_path)
+    (tmp_path / "out").mkdir()
+    _too_large_to_write(monkeypatch)
+    code, out, err = run_cli(["measure", labels, "-o", tmp_path / "out" / "r.json"], capsys)
+    assert_clean_error(code, err, [f"Cannot write '{tmp_path / 'out' / 'r.json'}' (File too large)", "ulimit -f"])
+    assert files_under(tmp_path / "out") == []
+
+
+def test_evaluate_names_the_output_it_could_not_write_not_its_staging_folder(tmp_path, capsys, monkeypatch):
+    write_evaluate_folders(tmp_path, {"a": np.ones((2, 4, 4), np.uint8)}, ImageGeometry(spacing=(0.8, 0.8, 2.0)))
+    _too_large_to_write(monkeypatch)
+    argv = ["evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out", "--no-plots"]
+    code, out, err = run_cli(argv, capsys)
+    assert_clean_error(code, err, [f"Cannot write '{tmp_path / 'out' / 'summary.json'}' (File too large)"])
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_full_disk_reported_without_an_error_number_is_worded_not_an_internal_error():
     """A full disk while writing a DICOM SEG (pydicom), the training slice cache (numpy) or a checkpoint
     (PyTorch) printed 'internal error ... please report it' with exit 1: none of them carries an error number."""

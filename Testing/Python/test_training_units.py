@@ -339,6 +339,23 @@ def test_checkpoint_write_failing_midway_keeps_previous_file(tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
+def test_checkpoint_write_error_names_the_checkpoint_not_its_temporary(tmp_path, monkeypatch):
+    """A checkpoint larger than allowed (`ulimit -f`) or a full disk: the error named no file ('Cannot write a
+    file (File too large)')."""
+    import errno
+
+    from LiverTumorSegLib.training import checkpoint as ckpt
+
+    def too_large(payload, handle):
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(ckpt.torch, "save", too_large)
+    with pytest.raises(OSError) as raised:
+        save_checkpoint(tmp_path / "last.pt", {"epoch": 1})
+    assert raised.value.filename == str(tmp_path / "last.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("geometry", [{"target_spacing_mm": None}, {"target_spacing_mm": None,
                                                                      "target_size": [48, 56]}])
 def test_training_inputs_smooth_with_the_network_grids_pixel_size_as_inference_does(tmp_path, geometry):

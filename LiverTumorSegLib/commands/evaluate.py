@@ -528,18 +528,12 @@ def _staged_outputs(out_dir: Path, overwrite: bool) -> Iterator[Dict[str, Path]]
         staged = _output_paths(stage)
         staged["plots"].mkdir()
         yield staged
-        from ..fileutil import move_all_or_none
-        moves = [(source, out_dir / source.relative_to(stage))
-                 for source in sorted(p for p in stage.rglob("*") if p.is_file())]
-        plots_made = outermost_missing_folder(out_dir / "plots")  # removed again, while empty, if the moves fail
-        for _, target in moves:
-            target.parent.mkdir(exist_ok=True)
-        # all of this run's results or, when a move fails halfway, all of the previous run's, never a mix
-        placed = set(move_all_or_none(moves, overwrite=overwrite))
-        plots = out_dir / "plots"  # an earlier run's plots this run did not draw (other cases) would pass for its
-        for old in (plots.glob("*.png") if plots.is_dir() else []):
-            if old not in placed and is_evaluate_plot_name(old.name):  # a user's own pictures stay
-                old.unlink()
+        from ..fileutil import folders_locked
+        # two runs into one OUT_DIR at once place their results one after the other: interleaved, one run's
+        # rollback met the other's set-aside files ('internal error: FileNotFoundError: ... .cases.csv...old')
+        with folders_locked([out_dir]):
+            plots_made = outermost_missing_folder(out_dir / "plots")  # removed again, while empty, if the moves fail
+            _place_staged(stage, out_dir, overwrite)
     except BaseException as exc:
         _name_outside_stage(exc, stage, out_dir)
         shutil.rmtree(stage, ignore_errors=True)
@@ -549,6 +543,23 @@ def _staged_outputs(out_dir: Path, overwrite: bool) -> Iterator[Dict[str, Path]]
             remove_empty_folders(out_dir, created)
         raise
     shutil.rmtree(stage, ignore_errors=True)
+
+
+def _place_staged(stage: Path, out_dir: Path, overwrite: bool) -> None:
+    """Move every file of the staging folder ``stage`` to its place in ``out_dir`` (all or none), then remove an
+    earlier run's plots this run did not draw."""
+    from ..fileutil import move_all_or_none
+
+    moves = [(source, out_dir / source.relative_to(stage))
+             for source in sorted(p for p in stage.rglob("*") if p.is_file())]
+    for _, target in moves:
+        target.parent.mkdir(exist_ok=True)
+    # all of this run's results or, when a move fails halfway, all of the previous run's, never a mix
+    placed = set(move_all_or_none(moves, overwrite=overwrite))
+    plots = out_dir / "plots"  # an earlier run's plots this run did not draw (other cases) would pass for its
+    for old in (plots.glob("*.png") if plots.is_dir() else []):
+        if old not in placed and is_evaluate_plot_name(old.name):  # a user's own pictures stay
+            old.unlink()
 
 
 def _name_outside_stage(exc: BaseException, stage: Path, out_dir: Path) -> None:

@@ -2,6 +2,7 @@
 pairing rule, tumor Dice of tumor-free cases, single-case plots, legend wording, help text, -o a file,
 a corrupt --images CT leaving nothing behind."""
 import json
+import os
 import csv
 import shutil
 from pathlib import Path
@@ -1025,3 +1026,36 @@ def test_an_output_folder_that_is_an_input_folder_is_refused(tmp_path, capsys, o
     err = capsys.readouterr().err
     assert f"is the {option} folder" in err and err.count("\n") == 1
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+@pytest.mark.skipif(os.name != "posix", reason="folders are locked with flock (POSIX)")
+def test_two_runs_into_one_output_folder_place_their_results_one_after_the_other(tmp_path, capsys, monkeypatch):
+    """Two `evaluate --overwrite` runs into one OUT_DIR at once interleaved their moves: one run's rollback met
+    the other's set-aside files ('internal error: FileNotFoundError: ... .cases.csv.<pid>.old'). Each run now
+    places its results with OUT_DIR locked (as segment places its outputs), so the other waits."""
+    import fcntl
+
+    from LiverTumorSegLib import fileutil
+
+    _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz", seed=1)
+    out = tmp_path / "out"
+    locked_while_moving = []
+    real_move_all_or_none = fileutil.move_all_or_none
+
+    def move_all_or_none(*args, **kwargs):
+        handle = os.open(str(out), os.O_RDONLY)
+        try:  # another run's lock on OUT_DIR (this one's, here) makes it wait
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked_while_moving.append(False)
+        except BlockingIOError:
+            locked_while_moving.append(True)
+        finally:
+            os.close(handle)
+        return real_move_all_or_none(*args, **kwargs)
+
+    monkeypatch.setattr(fileutil, "move_all_or_none", move_all_or_none)
+    argv = ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o", str(out),
+            "--no-surface", "--no-plots"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert locked_while_moving == [True]

@@ -233,12 +233,29 @@ def _json_ready(value: Any) -> Any:
 
 
 def _cell(value: Any) -> str:
+    """A table cell's text; a file name's bytes that are not UTF-8 (Python's surrogate escapes: a case named
+    after a file ``ct\\xff.nii.gz``) written as ``\\xff``: they ended the batch's table (and the batch) with
+    'internal error: UnicodeEncodeError ... surrogates not allowed'."""
     if value is None:
         return ""
     if isinstance(value, (float, np.floating)):
         value = float(value)
         return "nan" if math.isnan(value) else repr(value)
-    return str(value)
+    return _utf8_text(str(value))
+
+
+def _utf8_text(text: str) -> str:
+    """``text`` with each surrogate escape (a byte that was not UTF-8 in a file name) as ``\\xNN``, any other lone
+    surrogate as ``\\udNNN``: text that can be written as UTF-8."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def write_case_table(rows: Sequence[Dict[str, Any]], path: PathLike, overwrite: bool = False,

@@ -617,6 +617,29 @@ def test_memory_check_uses_the_models_grid_and_a_memory_failure_is_one_line(tmp_
         statuses[0].message
 
 
+@pytest.mark.skipif(os.name != "posix", reason="file names of any bytes: POSIX")
+def test_a_file_name_that_is_not_utf8_fails_its_case_and_the_batch_goes_on(tmp_path, monkeypatch):
+    """A CT named with a byte that is not UTF-8 (`ct\xff.nii.gz`, as Linux allows) in a batch folder: writing the
+    status table with its case id ended the batch with 'internal error: UnicodeEncodeError ... surrogates not
+    allowed', exit 1, no batch_status.csv and the later cases never segmented. That case fails (its name is
+    refused, as a single run refuses it) and the table file shows its name with the byte as \xff."""
+    import io
+
+    package = tiny_unet_package(tmp_path)
+    paths = write_phantoms(tmp_path / "cts", 2)
+    os.rename(paths[0], os.fsdecode(os.fsencode(str(tmp_path / "cts")) + b"/ct\xff.nii.gz"))
+    out = tmp_path / "out"
+    printed = io.StringIO()  # as the command line's console streams, it takes the name's byte as it is
+    monkeypatch.setattr("sys.stdout", printed)
+    monkeypatch.setattr("sys.stderr", printed)
+    code = cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--model", str(package.path),
+                     "--device", "cpu", "--precision", "fp32", "--no-progress"])
+    assert code == 2 and (out / "ct_1.nii.gz").exists(), printed.getvalue()
+    rows = sorted((out / "batch_status.csv").read_text(encoding="utf-8").splitlines()[1:])
+    assert rows[0].startswith("ct\\xff,failed,") and "not valid UTF-8" in rows[0]
+    assert rows[1].startswith("ct_1,done,")
+
+
 def test_cli_batch_takes_two_stage(tmp_path, capsys):
     # --two-stage was refused in batch mode although the batch code handles it
     import json

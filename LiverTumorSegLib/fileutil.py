@@ -678,18 +678,30 @@ def path_limit_hint(path: PathLike) -> str:
 
 def temporary_stem(folder: Path, stem: str, suffix: str) -> str:
     """``stem`` shortened (never below 1 character) so that ``folder/.{stem}.{mark}-{random}.tmp{suffix}`` stays
-    within Windows' 260-character path limit: an output path that fits would otherwise fail only because of the
-    longer temporary name. The same output always gets the same stem, so stale temporaries are still found.
+    within the file system's limit on a name (:func:`_longest_name`) and Windows' 260-character path limit: an
+    output path that fits would otherwise fail only because of the longer temporary name. The same output always gets the same stem, so stale temporaries are still found.
     This helps an output whose own name is long. The rest of the temporary name cannot be shortened: ``/``,
     ``.``, one character of the stem and :data:`_TEMPORARY_EXTRA` are 45 characters beside the output's
     extension, so an output in a folder whose full path is longer than 214 characters less that extension (207
     for ``.nii.gz``) can still fail, however short its name: a shorter folder is the way there, which the
     error says (:func:`_folder_too_long_error`)."""
+    room = _longest_name(folder) - 1 - _TEMPORARY_EXTRA - len(suffix.encode("utf-8"))  # bytes, as the limit
     limit = _max_path()
-    if limit is None:
-        return stem
-    room = limit - 1 - len(os.path.abspath(str(folder))) - 1 - 1 - _TEMPORARY_EXTRA - len(suffix)
-    return stem[: max(1, room)] if len(stem) > room else stem
+    if limit is not None:
+        room = min(room, limit - 1 - len(os.path.abspath(str(folder))) - 1 - 1 - _TEMPORARY_EXTRA - len(suffix))
+    while len(stem) > 1 and len(stem.encode("utf-8")) > room:
+        stem = stem[:-1]
+    return stem
+
+
+def _longest_name(folder: Path) -> int:
+    """The longest file name ``folder``'s file system takes, in bytes (255 on most; 255 where it cannot be asked).
+    An output named with 240 characters (within the limit) failed, after the whole run, with 'File name too long'
+    naming its hidden temporary file, whose name is 45 characters longer (:func:`temporary_stem`)."""
+    try:
+        return int(os.pathconf(str(folder), "PC_NAME_MAX"))
+    except (AttributeError, OSError, ValueError, TypeError):  # Windows has no pathconf; 255 there too (NTFS)
+        return 255
 
 
 def ascii_stem(stem: str) -> str:

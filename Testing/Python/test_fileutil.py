@@ -195,7 +195,22 @@ def test_temporary_name_stays_within_windows_path_limit(tmp_path, monkeypatch):
         assert len(str(tmp)) == fileutil.WINDOWS_MAX_PATH - 1, tmp
         tmp.write_bytes(b"x")
     monkeypatch.setattr(fileutil, "_max_path", lambda: None)
-    assert fileutil.temporary_stem(folder, "r" * 300, ".nii.gz") == "r" * 300  # elsewhere: no limit
+    # elsewhere: no path limit (a stem of 300 was kept whole, too long for a name: see the test below)
+    assert fileutil.temporary_stem(folder, "r" * 200, ".nii.gz") == "r" * 200
+
+
+def test_an_output_whose_name_is_near_the_name_limit_is_written(tmp_path):
+    """An output named with 240 characters (a file system takes 255) failed after the whole run with 'File name
+    too long; check the path', naming its hidden temporary file, 45 characters longer: the temporary's stem is cut
+    to fit the limit on a name."""
+    longest = os.pathconf(str(tmp_path), "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    out = tmp_path / ("r" * (longest - len(".nii.gz")) + ".nii.gz")
+    with fileutil.atomic_output(out) as tmp:
+        assert len(tmp.name.encode("utf-8")) <= longest
+        tmp.write_bytes(b"x")
+    assert out.read_bytes() == b"x"
+    room = longest - len(".") - fileutil._TEMPORARY_EXTRA - len(".nii.gz")  # in bytes: two for each é
+    assert fileutil.temporary_stem(tmp_path, "\u00e9" * 200, ".nii.gz") == "\u00e9" * (room // 2)
 
 
 def test_a_folder_too_deep_for_windows_path_limit_is_a_clear_error(tmp_path, monkeypatch):

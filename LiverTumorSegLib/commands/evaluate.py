@@ -535,12 +535,18 @@ def _staged_outputs(out_dir: Path, overwrite: bool) -> Iterator[Dict[str, Path]]
             plots_made = outermost_missing_folder(out_dir / "plots")  # removed again, while empty, if the moves fail
             _place_staged(stage, out_dir, overwrite)
     except BaseException as exc:
+        stage_removed = not stage.is_dir()
         _name_outside_stage(exc, stage, out_dir)
         shutil.rmtree(stage, ignore_errors=True)
         if plots_made is not None:
             remove_empty_folders(plots_made, plots_made)
         if created is not None:  # made by this run, and removed only while empty (another run may share it)
             remove_empty_folders(out_dir, created)
+        if stage_removed and isinstance(exc, (OSError, InputError)):  # it said "Output folder
+            # 'OUT/.evaluate.<pid>-...tmp/plots' does not exist; create it first"
+            raise InputError(f"The output folder '{out_dir}' (or the hidden folder {STAGE_PREFIX}...tmp in it, "
+                             f"where evaluate writes its results first) was removed or moved while evaluate ran; "
+                             f"nothing was written. Run evaluate again.") from None
         raise
     shutil.rmtree(stage, ignore_errors=True)
 

@@ -1059,3 +1059,25 @@ def test_two_runs_into_one_output_folder_place_their_results_one_after_the_other
             "--no-surface", "--no-plots"]
     assert main(argv) == 0, capsys.readouterr().err
     assert locked_while_moving == [True]
+
+
+def test_an_output_folder_removed_while_evaluate_runs_is_said_so(tmp_path, capsys, monkeypatch):
+    """OUT_DIR removed (or moved) while evaluate ran: the error named its hidden staging folder and said to
+    create it ("Output folder 'OUT/.evaluate.<pid>-...tmp/plots' does not exist; create it first")."""
+    from LiverTumorSegLib.metrics import report
+
+    _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz", seed=1)
+    out = tmp_path / "out"
+    real_write_json = report.write_json
+
+    def removed_first(data, path, *args, **kwargs):
+        shutil.rmtree(out)
+        return real_write_json(data, path, *args, **kwargs)
+
+    monkeypatch.setattr(report, "write_json", removed_first)
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o", str(out),
+                 "--no-surface", "--no-plots"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"The output folder '{out}'" in err and "was removed or moved while evaluate ran" in err
+    assert ".evaluate." not in err.replace(".evaluate....tmp", "")

@@ -555,10 +555,13 @@ class _StreamOutlivingItsReader:
     writes go to ``stream`` until its reader has gone (a broken pipe: ``2>&1 | head``), then, like every later
     write, to the null device, and the command goes on. A print whose reader had gone ended the command where it
     stood, and the command line, taking the broken pipe for the reader's choice, exited 0: ``train ... | head``
-    trained part of the run and wrote no package, ``measure`` wrote no report. Anything else is ``stream``'s."""
+    trained part of the run and wrote no package, ``measure`` wrote no report. Another write error (stdout on a full
+    disk) names the stream (``name``: ``<stdout>``): it said "No space left for a file". Anything else is
+    ``stream``'s."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, name: str) -> None:
         self._stream = stream
+        self._name = name
 
     def write(self, text: str) -> int:
         try:
@@ -566,12 +569,22 @@ class _StreamOutlivingItsReader:
         except BrokenPipeError:
             self._reader_gone()
             return len(text)
+        except OSError as exc:
+            self._name_in(exc)
+            raise
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except BrokenPipeError:
             self._reader_gone()
+        except OSError as exc:
+            self._name_in(exc)
+            raise
+
+    def _name_in(self, exc: OSError) -> None:
+        if exc.filename is None:
+            exc.filename = self._name
 
     def _reader_gone(self) -> None:
         """The stream's file descriptor onto the null device: what it still holds and what comes later go there
@@ -618,8 +631,8 @@ def _standard_streams_outliving_their_reader() -> Iterator[None]:
     write' (``train``'s progress bar), its outputs unwritten. The streams are back as they were afterwards."""
     _fill_closed_standard_descriptors()
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = (_StreamOutlivingItsReader(_null_stream() if stream is None else stream)
-                              for stream in saved)
+    sys.stdout, sys.stderr = (_StreamOutlivingItsReader(_null_stream() if stream is None else stream, name)
+                              for stream, name in zip(saved, ("<stdout>", "<stderr>")))
     try:
         yield
     finally:

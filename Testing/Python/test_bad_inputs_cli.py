@@ -435,6 +435,25 @@ def test_measure_whose_reader_has_gone_still_writes_its_report(tmp_path, monkeyp
     assert isinstance(sys.stdout, _ReaderGone) and isinstance(sys.stderr, _ReaderGone)  # given back as they were
 
 
+class _DiskFull:
+    """A text stream on a full disk (`> /dev/full`): every write is ENOSPC, naming no file."""
+
+    def write(self, text):
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self):
+        pass
+
+
+def test_stdout_on_a_full_disk_is_named_in_the_error(capsys, monkeypatch):
+    """`livertumorseg models --json > /dev/full` said 'No space left for a file'."""
+    monkeypatch.setattr(sys, "stdout", _DiskFull())
+    code = main(["models", "--json"])
+    assert_clean_error(code, capsys.readouterr().err, ["No space left for '<stdout>' (No space left on device)"])
+
+
 @pytest.mark.parametrize("name", ["unit_range", "mr_like", "dicom_mr"])
 def test_preprocess_allow_non_hu_warns_and_writes(tmp_path, capsys, name):
     maker, _, _ = CT_CASES[name]

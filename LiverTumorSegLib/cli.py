@@ -395,13 +395,16 @@ def disk_full_text(exc: BaseException) -> Optional[str]:
     if isinstance(exc, OSError) and ("No space left on device" in text or "[Errno 28]" in text):
         reason = "no space left on the disk"
     elif isinstance(exc, OSError) and re.search(r"\d+ requested and \d+ written", text):
-        reason = "a file was written only in part, most likely because the disk is full"
+        reason = ("a file was written only in part, most likely because the disk is full or a file-size limit "
+                  "(ulimit -f) was reached")
     elif isinstance(exc, RuntimeError) and "inline_container" in text and "unexpected pos" in text:
         reason = "PyTorch could not finish writing a file, most likely because the disk is full"
     else:
         return None
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return f"Cannot write: {reason} ({first}); free disk space or choose another output location, and run again."
+    target = getattr(exc, "written_path", None)  # the output being written, where known (fileutil.atomic_output)
+    where = f" '{target}'" if target else ""
+    return f"Cannot write{where}: {reason} ({first}); free disk space or choose another output location, and run again."
 
 
 PEER_FAILURE_WORDS = ("Connection closed by peer", "Connection reset by peer", "remote worker crash",

@@ -1118,12 +1118,16 @@ WRITE_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBI
 @contextlib.contextmanager
 def write_errors_naming(path: Path) -> Iterator[None]:
     """A write error without a file name (:data:`WRITE_ERRNOS`; a failed ``write`` names no file) names ``path``,
-    the output the user asked for: a report on a full disk was 'No space left for a file'."""
+    the output the user asked for: a report on a full disk was 'No space left for a file'. numpy's short write
+    ('688128 requested and 261088 written': no error number, and a file name set would change its text) gets it
+    as ``written_path`` (read by ``cli.disk_full_text``)."""
     try:
         yield
     except OSError as exc:
         if exc.errno in WRITE_ERRNOS and exc.filename is None:
             exc.filename = str(path)
+        elif exc.errno is None and re.search(r"\d+ requested and \d+ written", str(exc)):
+            exc.written_path = str(path)
         raise
 
 

@@ -620,6 +620,21 @@ def test_a_full_disk_reported_without_an_error_number_is_worded_not_an_internal_
     assert user_error_text(OSError("unexpected pos")) is None and user_error_text(RuntimeError("a bug")) is None
 
 
+def test_a_short_write_of_numpy_names_the_file_being_written(tmp_path):
+    """The training slice cache on a full disk (or under `ulimit -f`): 'Cannot write: a file was written only in
+    part ...' named no file."""
+    from LiverTumorSegLib.cli import user_error_text
+    from LiverTumorSegLib.fileutil import atomic_output
+
+    with pytest.raises(OSError) as raised:
+        with atomic_output(tmp_path / "ct0.hu.npy"):
+            raise OSError("688128 requested and 261088 written")
+    text = user_error_text(raised.value)
+    assert text.startswith(f"Cannot write '{tmp_path / 'ct0.hu.npy'}': a file was written only in part") and \
+        "ulimit -f" in text and "(688128 requested and 261088 written)" in text
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_replacing_a_file_held_open_is_retried_on_windows(tmp_path, monkeypatch):
     """A virus scanner holds each new file for a moment: the first os.replace onto it fails, a later one works."""
     from LiverTumorSegLib import fileutil

@@ -317,7 +317,8 @@ def _stop_signals() -> List[int]:
 
 def file_system_error_text(exc: BaseException) -> Optional[str]:
     """The user's words for an OSError the user can fix (no permission, read-only disk, disk full, a file larger than
-    allowed, a file where a folder belongs, a name too long), wherever it was raised; None for anything else (a bug to report)."""
+    allowed, a file where a folder belongs, a name too long), wherever it was raised; None for anything else (a bug
+    to report)."""
     import errno
 
     if not isinstance(exc, OSError) or exc.errno is None:

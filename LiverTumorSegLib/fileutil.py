@@ -679,12 +679,12 @@ def path_limit_hint(path: PathLike) -> str:
 def temporary_stem(folder: Path, stem: str, suffix: str) -> str:
     """``stem`` shortened (never below 1 character) so that ``folder/.{stem}.{mark}-{random}.tmp{suffix}`` stays
     within the file system's limit on a name (:func:`_longest_name`) and Windows' 260-character path limit: an
-    output path that fits would otherwise fail only because of the longer temporary name. The same output always gets the same stem, so stale temporaries are still found.
-    This helps an output whose own name is long. The rest of the temporary name cannot be shortened: ``/``,
-    ``.``, one character of the stem and :data:`_TEMPORARY_EXTRA` are 45 characters beside the output's
-    extension, so an output in a folder whose full path is longer than 214 characters less that extension (207
-    for ``.nii.gz``) can still fail, however short its name: a shorter folder is the way there, which the
-    error says (:func:`_folder_too_long_error`)."""
+    output path that fits would otherwise fail only because of the longer temporary name. The same output always
+    gets the same stem, so stale temporaries are still found. This helps an output whose own name is long. On
+    Windows the rest of the temporary name cannot be shortened: ``/``, ``.``, one character of the stem and
+    :data:`_TEMPORARY_EXTRA` are 45 characters beside the output's extension, so an output in a folder whose full
+    path is longer than 214 characters less that extension (207 for ``.nii.gz``) can still fail, however short its
+    name: a shorter folder is the way there, which the error says (:func:`_folder_too_long_error`)."""
     room = _longest_name(folder) - 1 - _TEMPORARY_EXTRA - len(suffix.encode("utf-8"))  # bytes, as the limit
     limit = _max_path()
     if limit is not None:

@@ -159,13 +159,24 @@ def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry,
             written = tmp.stat().st_size
         except (RuntimeError, OSError) as exc:
             reason = _itk_reason(exc).replace(str(tmp), "the file")  # ITK names its hidden temporary file
-            raise InputError(f"Cannot write '{path}': {reason} (is the disk full or read-only?)"
+            raise InputError(f"Cannot write '{path}': {reason} ({_likely_write_cause(exc)})"
                              f"{non_ascii_path_hint(path)}.") from None
         if written == 0:  # ITK wrote under another name (or nothing): the empty placeholder must not become the output
             raise InputError(f"Cannot write '{path}': the writer produced an empty file{non_ascii_path_hint(path)}.")
         if suffix not in NIFTI_SUFFIXES:  # nibabel raises on a failed write; ITK's NRRD writer does not
             check_written(tmp, path)
     return path
+
+
+def _likely_write_cause(exc: BaseException) -> str:
+    """What most likely made a write fail, as a question for the user: a file larger than allowed (EFBIG) was
+    asked 'is the disk full or read-only?'."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return ("it would be larger than allowed here: is there a file-size limit (ulimit -f), or is the disk "
+                "FAT32, whose files end at 4 GiB?")
+    return "is the disk full or read-only?"
 
 
 def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeometry,

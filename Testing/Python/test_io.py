@@ -1325,3 +1325,25 @@ def test_a_nrrd_whose_space_units_are_not_mm_is_read_as_mm_with_a_warning(tmp_pa
     assert len(said) == int(warned)
     if warned:
         assert "'cm', not mm" in said[0] and "off by that unit's factor" in said[0]
+
+
+def test_a_label_map_larger_than_allowed_says_so_and_keeps_the_earlier_file(tmp_path, monkeypatch):
+    """Under `ulimit -f` (or on FAT32, 4 GiB) a NIfTI write fails with EFBIG ('File too large'): the error asked
+    'is the disk full or read-only?'. It names the size limits now; the file --overwrite was replacing is kept."""
+    import errno
+
+    from LiverTumorSegLib.io import writers
+
+    geometry = ImageGeometry(spacing=(0.8, 0.8, 2.5))
+    path = write_label_map(tmp_path / "seg.nii.gz", np.ones((2, 4, 4), np.uint8), geometry)
+    before = path.read_bytes()
+
+    def too_large(*args, **kwargs):
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(writers, "_write_nifti", too_large)
+    with pytest.raises(InputError, match=r"Cannot write '.*seg\.nii\.gz': \[Errno 27\] File too large \(it would be "
+                                         r"larger than allowed here: is there a file-size limit \(ulimit -f\)"):
+        write_label_map(path, np.zeros((2, 4, 4), np.uint8), geometry, overwrite=True)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.nii.gz"]

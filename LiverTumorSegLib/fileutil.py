@@ -781,8 +781,30 @@ _SET_ASIDE_NAME = re.compile(r"\.(?P<name>.+)\." + PROCESS_MARK + r"\.old")
 def set_aside_path(target: Path) -> Path:
     """Where :func:`move_all_or_none` keeps a file it replaces until the new one is in place: the hidden
     ``.{name}.{mark}.old`` beside it (``mark``: this process's :func:`~.processes.process_mark`, its id, start
-    time and host tag; older versions wrote ``.{name}.{pid}.old``, which are judged by the id alone)."""
-    return target.with_name(f".{target.name}.{process_mark()}.old")
+    time and host tag; older versions wrote ``.{name}.{pid}.old``, which are judged by the id alone; ``name``:
+    :func:`set_aside_name`)."""
+    return target.with_name(f".{set_aside_name(target.name, target.parent)}.{process_mark()}.old")
+
+
+_SET_ASIDE_EXTRA = len(".") + len(".") + 10 + len("-") + 12 + len("@") + HOST_TAG_CHARACTERS + len(".old")
+"""Characters a set-aside name adds to the output's name at most (:func:`set_aside_path`), 33."""
+
+
+def set_aside_name(name: str, folder: PathLike) -> str:
+    """``name`` as a set-aside file in ``folder`` holds it: whole where that name fits the file system's limit on a
+    name (:func:`_longest_name`), else cut and ended with ``~`` and 10 hex digits of its SHA-256 (a label map and its
+    report of one long stem never share one). An output named with more than 222 characters could not be replaced
+    with --overwrite: setting the earlier file aside failed, after the whole run, with 'File name too long'."""
+    room = _longest_name(Path(folder)) - _SET_ASIDE_EXTRA
+    if len(name.encode("utf-8", "surrogateescape")) <= room:
+        return name
+    import hashlib
+
+    digest = "~" + hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    cut = name
+    while len(cut) > 1 and len((cut + digest).encode("utf-8", "surrogateescape")) > room:
+        cut = cut[:-1]
+    return cut + digest
 
 
 def _move_without_replacing(source: Path, target: Path) -> None:
@@ -858,13 +880,14 @@ def _recover_set_aside(backup: Path, target: Path, pid: int, group_incomplete: b
             f"replacing it; move it elsewhere or delete it.")
 
 
-def _set_aside_by_ended_processes(folder: PathLike, is_output_name: Callable[[str], bool]
+def _set_aside_by_ended_processes(folder: PathLike, is_output_name: Callable[[str], bool],
+                                  output_name: Optional[Callable[[str], Optional[str]]] = None
                                   ) -> List[Tuple[Path, Path, int, Optional[str]]]:
     """``(backup, target, pid, start)`` (``start``: the process's start time as its name holds it, or None) of
     each file :func:`move_all_or_none` set aside in ``folder`` (hidden
     ``.{name}.{mark}.old``, :func:`set_aside_path`) for an output ``is_output_name(name)`` accepts, by a process
     that has ended (:func:`~.processes.marked_process_alive`, given when the file was set aside:
-    :func:`_last_changed`)."""
+    :func:`_last_changed`). ``output_name``: the output's own name for a ``name`` cut by :func:`set_aside_name`."""
     folder = Path(folder) if str(folder) else Path(".")
     try:
         names = sorted(entry.name for entry in os.scandir(folder) if entry.name.endswith(".old"))
@@ -880,7 +903,8 @@ def _set_aside_by_ended_processes(folder: PathLike, is_output_name: Callable[[st
         except OSError:  # gone meanwhile
             continue
         if not marked_process_alive(match, changed_at):
-            found.append((folder / name, folder / match["name"], int(match["pid"]), match["start"]))
+            target = (output_name(match["name"]) if output_name else None) or match["name"]
+            found.append((folder / name, folder / target, int(match["pid"]), match["start"]))
     return found
 
 
@@ -894,13 +918,13 @@ def restore_set_aside_outputs_of(paths: Iterable[PathLike],
     replaced only some of them, and all are put back (a label map and its report, evaluate's table, summary and
     plots stay of one run); else each is made visible as ``{name}.{pid}.old`` (:func:`_recover_set_aside`).
     Each is said in a warning (logged); returns them. Those of a running process are left alone. Never raises."""
-    names_by_folder = {}  # type: Dict[Path, set]
-    for path in paths:
+    names_by_folder = {}  # type: Dict[Path, Dict[str, str]]
+    for path in paths:  # each output by the name its set-aside file holds (set_aside_name)
         path = Path(path)
-        names_by_folder.setdefault(path.parent, set()).add(path.name)
+        names_by_folder.setdefault(path.parent, {})[set_aside_name(path.name, path.parent)] = path.name
     found = []
     for folder, names in names_by_folder.items():
-        found += _set_aside_by_ended_processes(folder, names.__contains__)
+        found += _set_aside_by_ended_processes(folder, names.__contains__, names.get)
     for folder, is_output_name in folders:
         found += _set_aside_by_ended_processes(folder, is_output_name)
     # a group is one process: its id and start time (two ended processes that had the same id are two groups)

@@ -973,3 +973,26 @@ def test_a_temporary_a_failed_write_could_not_delete_is_not_blamed_on_a_kill(tmp
     assert f"'{left}'" in kept and "held open" in kept, kept
     fileutil._say_leftovers(tmp_path, [tmp_path / left], [], [], fileutil.STALE_TEMPORARY_SECONDS)
     assert "held open" in caplog.records[-1].getMessage()
+
+
+def test_outputs_whose_names_are_near_the_name_limit_are_replaced_and_put_back(tmp_path):
+    """A label map and report named with 240 characters (a file system takes 255) could not be replaced with
+    --overwrite: setting the earlier file aside as '.NAME.MARK.old', 33 characters longer, failed after the whole
+    run with 'File name too long'. Such a name is cut and ended with a digest, different for the two outputs of
+    one stem, and a killed run's set-aside file is still found and put back."""
+    stem = "b" * 240
+    labels, report = tmp_path / f"{stem}.nii.gz", tmp_path / f"{stem}.json"
+    labels.write_text("earlier labels")
+    report.write_text("earlier report")
+    with fileutil.atomic_outputs({"labels": labels, "report": report}, overwrite=True) as tmp:
+        tmp["labels"].write_text("new labels")
+        tmp["report"].write_text("new report")
+    assert labels.read_text() == "new labels" and report.read_text() == "new report"
+    assert sorted(tmp_path.iterdir()) == sorted([labels, report])
+    names = {fileutil.set_aside_name(p.name, tmp_path) for p in (labels, report)}
+    assert len(names) == 2 and all(len(n) + fileutil._SET_ASIDE_EXTRA <= 255 for n in names)
+    dead = ended_process_id()  # a run killed between its two renames: the earlier report only set aside
+    report.rename(tmp_path / f".{fileutil.set_aside_name(report.name, tmp_path)}.{dead}.old")
+    said = fileutil.restore_set_aside_outputs_of([labels, report])
+    assert len(said) == 1 and f"'{report}' was restored" in said[0]
+    assert report.read_text() == "new report" and sorted(tmp_path.iterdir()) == sorted([labels, report])

@@ -140,14 +140,13 @@ BAR_DELAY_S = 0.5
 
 
 class _TqdmProgress:
-    """Progress callback driving a tqdm bar (0..100 %) with the stage as description. A bar that can no longer be
-    written (stderr piped into a reader that has gone: ``2>&1 | head``) is dropped and the run goes on: the failed
-    write stopped the run before its outputs were written, and the command line, taking the broken pipe for the
-    reader's choice, exited 0."""
+    """Progress callback driving a tqdm bar (0..100 %) with the stage as description. A stderr whose reader has
+    gone (``2>&1 | head``) or that was closed at the start is the command line's to handle
+    (:func:`~..cli.main` sends its writes to the null device), so the run goes on."""
 
     def __init__(self, enabled: bool) -> None:
         self.bar = None
-        if enabled and sys.stderr is not None:  # None: stderr closed (`2>&-`), where the bar's first write failed
+        if enabled:
             from tqdm import tqdm
 
             # shown from half a second on: an error found at once (a missing input or model) came after two empty
@@ -159,30 +158,20 @@ class _TqdmProgress:
         if self.bar is None:
             return
         target = int(round(100 * fraction))
-        try:
-            if target > self.bar.n:
-                self.bar.update(target - self.bar.n)
-            self.bar.set_description_str(stage, refresh=False)
-        except BrokenPipeError:
-            self._drop()
-
-    def _drop(self) -> None:
-        """No more bar: its stream's reader has gone (its close, also at garbage collection, writes nothing)."""
-        bar, self.bar = self.bar, None
-        bar.disable = True
+        if target > self.bar.n:
+            self.bar.update(target - self.bar.n)
+        self.bar.set_description_str(stage, refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
-            try:
-                self.bar.close()
-            except BrokenPipeError:
-                self._drop()
+            self.bar.close()
 
 
 class JsonLines:
     """The ``--progress json`` protocol on ``stream`` (the real stdout): one JSON object per line, flushed.
 
-    ``stream`` None (stdout closed at the start) or a reader gone: no lines, the run goes on.
+    A stdout whose reader has gone (``| head -1``) or that was closed at the start is the command line's to handle
+    (:func:`~..cli.main` sends its writes to the null device), so the run goes on.
     As a progress callback it writes ``{"progress": f, "stage": s}`` with ``f`` non-decreasing and rounded to
     4 digits, skipping repeats that moved less than 0.5 % within one stage (a slice-by-slice engine calls
     hundreds of times). :meth:`finish` makes sure the last progress line is exactly 1.0.
@@ -193,20 +182,11 @@ class JsonLines:
         self.last = -1.0  # last fraction written
         self.highest = 0.0  # highest fraction seen (also the skipped ones)
         self.last_stage = None  # type: Optional[str]
-        # the stream's reader has gone: nothing more is written (None: stdout closed, `>&-`)
-        self.reader_gone = stream is None
 
     def emit(self, obj: Dict[str, Any]) -> None:
-        """One line, flushed; none once the stream's reader has gone (a broken pipe), and the run goes on: the
-        failed write stopped the run before its outputs were written, and the command line, taking the broken
-        pipe for the reader's choice, exited 0."""
-        if self.reader_gone:
-            return
-        try:
-            self.stream.write(json.dumps(obj) + "\n")
-            self.stream.flush()
-        except BrokenPipeError:
-            self.reader_gone = True
+        """One line, flushed."""
+        self.stream.write(json.dumps(obj) + "\n")
+        self.stream.flush()
 
     def __call__(self, fraction: float, stage: str) -> None:
         self.highest = min(max(float(fraction), self.highest), 1.0)
@@ -443,15 +423,6 @@ def _run_batch(args: argparse.Namespace) -> int:
         raise
 
 
-def _print_unless_reader_gone(text: str, stream: Optional[TextIO] = None) -> None:
-    """``print(text, file=stream)``; nothing when the stream's reader has gone (a broken pipe: `2>&1 | head`),
-    where the batch's status table went unprinted and, with it, OUT/batch_status.csv unwritten (exit 0)."""
-    try:
-        print(text, file=stream)
-    except BrokenPipeError:
-        pass
-
-
 def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], out: Path) -> int:
     """The batch's ``cases`` into the output folder ``out`` (made and locked by :func:`_run_batch`) with the
     segmentation ``options``."""
@@ -461,7 +432,7 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
     segmenter = Segmenter(options)  # loaded by segment_batch while it reads the first two CTs
 
     def on_loaded() -> None:
-        _print_unless_reader_gone(f"{len(cases)} case(s) -> {out} on {segmenter.device_description}", sys.stderr)
+        print(f"{len(cases)} case(s) -> {out} on {segmenter.device_description}", file=sys.stderr)
 
     import threading
 
@@ -485,8 +456,8 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
         with table_lock:
             finished[status.case_id] = status
             if args.progress == "bar":
-                _print_unless_reader_gone(f"{status.case_id}: {status.status} ({status.seconds:.1f} s) "
-                                          f"{status.message}".rstrip(), sys.stderr)
+                print(f"{status.case_id}: {status.status} ({status.seconds:.1f} s) {status.message}".rstrip(),
+                      file=sys.stderr)
             if status.status != "skipped":  # as each case is segmented or fails: a run killed without a word
                 # (SIGKILL, out of memory) left the previous run's table, calling done cases it had redone
                 write_table(so_far("not reached (this run was going on, or was killed, when the table was "
@@ -501,7 +472,7 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
         statuses = so_far("interrupted")
         interrupted = exc
     # first: a full disk must not hide it
-    _print_unless_reader_gone(format_status_table(statuses, overwrite=bool(args.overwrite)))
+    print(format_status_table(statuses, overwrite=bool(args.overwrite)))
     write_table(statuses)
     if interrupted is not None:
         raise interrupted

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from evaluate_helpers import write_evaluate_folders
+from stream_helpers import ReaderGone
 
 from LiverTumorSegLib import io as lts_io
 from LiverTumorSegLib.io import itk as lts_io_itk
@@ -414,25 +415,15 @@ def test_measure_of_an_all_background_label_map_warns_in_the_report_too(tmp_path
     assert any("holds no liver and no tumor" in w for w in report["warnings"])
 
 
-class _ReaderGone:
-    """A text stream whose reader has gone (a pipe into `head` that has ended): every write is a BrokenPipeError."""
-
-    def write(self, text):
-        raise BrokenPipeError(32, "Broken pipe")
-
-    def flush(self):
-        pass
-
-
 def test_measure_whose_reader_has_gone_still_writes_its_report(tmp_path, monkeypatch):
     """`measure ... 2>&1 | head` with the reader gone before the first warning: the warning's broken pipe ended the
     command before the report was written, and the command line, taking it for the reader's choice, exited 0."""
     write_label_map(tmp_path / "empty.nii.gz", np.zeros((4, 8, 8), np.uint8), ImageGeometry(spacing=(1.0, 1.0, 2.0)))
-    monkeypatch.setattr(sys, "stdout", _ReaderGone())
-    monkeypatch.setattr(sys, "stderr", _ReaderGone())
+    monkeypatch.setattr(sys, "stdout", ReaderGone())
+    monkeypatch.setattr(sys, "stderr", ReaderGone())
     code = main(["measure", str(tmp_path / "empty.nii.gz"), "-o", str(tmp_path / "r.json")])
     assert code == 0 and (tmp_path / "r.json").exists()
-    assert isinstance(sys.stdout, _ReaderGone) and isinstance(sys.stderr, _ReaderGone)  # given back as they were
+    assert isinstance(sys.stdout, ReaderGone) and isinstance(sys.stderr, ReaderGone)  # given back as they were
 
 
 class _DiskFull:

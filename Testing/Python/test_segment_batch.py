@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 from process_helpers import ended_process_id
+from stream_helpers import ReaderGone
 
 torch = pytest.importorskip("torch")
 
@@ -260,24 +261,14 @@ def test_next_ct_is_read_while_the_network_runs(tmp_path, monkeypatch):
     assert overlapped == [True] and [s.status for s in statuses] == ["done", "done"]
 
 
-class _ReaderGone:
-    """A text stream whose reader has gone (`2>&1 | head`): every write is a BrokenPipeError."""
-
-    def write(self, text):
-        raise BrokenPipeError(32, "Broken pipe")
-
-    def flush(self):
-        pass
-
-
 def test_cli_batch_whose_output_reader_has_gone_still_writes_its_status_table(tmp_path, monkeypatch):
     """`segment cts -o out 2>&1 | head -c 5`: the cases were segmented, but the broken pipe of the status table's
     print ended the run before OUT/batch_status.csv was written, with exit 0."""
     package = tiny_unet_package(tmp_path)
     write_phantoms(tmp_path / "cts", 2)
     out = tmp_path / "out"
-    monkeypatch.setattr("sys.stdout", _ReaderGone())
-    monkeypatch.setattr("sys.stderr", _ReaderGone())
+    monkeypatch.setattr("sys.stdout", ReaderGone())
+    monkeypatch.setattr("sys.stderr", ReaderGone())
     code = cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--model", str(package.path),
                      "--device", "cpu", "--precision", "fp32"])
     assert code == 0 and (out / "ct_0.nii.gz").exists() and (out / "ct_1.nii.gz").exists()

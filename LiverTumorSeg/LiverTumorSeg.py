@@ -141,8 +141,8 @@ class LiverTumorSegParameterNode:
     given to the network enlarged);
     showTumorProbability - also load the tumor probability map;
     "Compare with baseline": baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
-    alignOnCT (else on the liver masks) and changeTable (its last follow-up table), so a saved scene reopens with
-    the comparison as it was left.
+    alignOnCT (else on the liver masks), nadirSumMm (the RECIST nadir as typed, mm; '' = none) and changeTable (its
+    last follow-up table), so a saved scene reopens with the comparison as it was left.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -167,11 +167,12 @@ class LiverTumorSegParameterNode:
     followupSegmentation: vtkMRMLSegmentationNode
     followupVolume: vtkMRMLScalarVolumeNode
     alignOnCT: bool = True
+    nadirSumMm: str = ""
     changeTable: vtkMRMLTableNode
 
 
 COMPARE_PARAMETERS = ("baselineSegmentation", "baselineVolume", "followupSegmentation", "followupVolume",
-                      "alignOnCT")
+                      "alignOnCT", "nadirSumMm")
 """Parameter-node fields of the "Compare with baseline" widgets (built in code, so bound by name, not by the .ui's
 SlicerParameterName)."""
 
@@ -678,6 +679,13 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.compare["alignOnCT"] = qt.QCheckBox("Align on the CTs (else on the liver masks)")
         self.compare["alignOnCT"].checked = True
         form.addRow(self.compare["alignOnCT"])
+        self.compare["nadirSumMm"] = qt.QLineEdit()
+        self.compare["nadirSumMm"].placeholderText = "none: the baseline is the reference"
+        self.compare["nadirSumMm"].toolTip = (
+            "RECIST 1.1 nadir: the smallest sum of diameters (mm) of the baseline's target lesions at an earlier "
+            "follow-up. Progression is then judged from the smaller of it and the baseline's sum; leave it empty "
+            "when there was no earlier follow-up")
+        form.addRow(followup_job.NADIR_FIELD_NAME + ":", self.compare["nadirSumMm"])
         self.compare["button"] = qt.QPushButton("Compare")
         self.compare["button"].toolTip = "Align the follow-up to the baseline, match lesions, RECIST 1.1 response"
         form.addRow(self.compare["button"])
@@ -714,6 +722,12 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not all(nodes):
             slicer.util.errorDisplay("Select the baseline and follow-up segmentations and their CTs.")
             return
+        try:
+            nadirSumMm = followup_job.nadir_sum_from_text(c["nadirSumMm"].text)
+        except LiverTumorSegError as exc:  # what was typed, and what to type, before any install is offered
+            c["result"].text = str(exc)
+            slicer.util.errorDisplay(str(exc))
+            return
         if not self.dependenciesReady():  # the hand-over writes label maps with nibabel in Slicer's process
             return
         changeTable = self._parameterNode.changeTable if self._parameterNode else None
@@ -721,7 +735,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             self._comparison = self.logic.compareWithBaseline(
                 *nodes, alignOnCT=c["alignOnCT"].checked, tableNode=reuse, waitForCompletion=False,
-                onFinished=self.onCompareFinished)
+                onFinished=self.onCompareFinished, nadirSumMm=nadirSumMm)
         except Exception as exc:  # noqa: BLE001 - a failure to start is shown, the panel stays usable
             self._comparison = None
             c["result"].text = f"Could not start: {exc}"
@@ -1043,17 +1057,19 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
 
     def compareWithBaseline(self, baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
                             alignOnCT: bool = True, tableNode=None, waitForCompletion: bool = True,
-                            onFinished: Optional[Callable[[Any], None]] = None):
+                            onFinished: Optional[Callable[[Any], None]] = None, nadirSumMm: Optional[float] = None):
         """Follow-up comparison of two segmentations (each on its CT) in a child process
         (``LiverTumorSegLib followup``: SimpleITK registration and lesion matching took 14 s for two
-        160 x 512 x 512 CTs, which in Slicer's process froze the GUI). ``waitForCompletion=True``: blocks and
+        160 x 512 x 512 CTs, which in Slicer's process froze the GUI). ``nadirSumMm``: the RECIST nadir, the smallest
+        sum of diameters (mm) of the baseline's target lesions at an earlier follow-up (None: the baseline is the
+        reference). ``waitForCompletion=True``: blocks and
         returns ``(change report dict, table node)`` (raises on failure). ``False``: returns the running
         ``followup_job.FollowupJob`` (``.cancel()``); ``onFinished(outcome)`` is called on the main thread."""
         env = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None
         comparison = followup_job.FollowupJob(
             slicer.mrmlScene, baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
             self.runnerFactory(), self.python or pythonSlicerExecutable(), libraryRoot(), align_on_ct=alignOnCT,
-            table_node=tableNode, temp_root=slicer.app.temporaryPath, env=env)
+            table_node=tableNode, temp_root=slicer.app.temporaryPath, env=env, nadir_sum_mm=nadirSumMm)
         result = self._runChild("compare", comparison, waitForCompletion, onFinished or (lambda outcome: None))
         if not waitForCompletion:
             return result
@@ -1251,9 +1267,9 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Lesion table updated from edited segments")
 
     def test_CompareSectionSavedWithScene(self):
-        """The compare section's segmentations, CTs, alignment choice and last table are saved with the scene: set
-        in the panel, saved as a .mrb, the scene cleared and the file loaded, the panel shows them again (nodes of
-        the loaded scene) and the table's response line. No segmentation is run."""
+        """The compare section's segmentations, CTs, alignment choice, nadir and last table are saved with the
+        scene: set in the panel, saved as a .mrb, the scene cleared and the file loaded, the panel shows them again
+        (nodes of the loaded scene) and the table's response line. No segmentation is run."""
         import tempfile
         import numpy as np
         from LiverTumorSegLib.resources import sample_reference_path
@@ -1274,11 +1290,13 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         for key, node in chosen.items():
             widget.compare[key].setCurrentNode(node)
         widget.compare["alignOnCT"].checked = False
+        widget.compare["nadirSumMm"].text = "35.5"
         change = {"response": "SD", "response_reason": "sum of diameters +0.0 %", "lesions": [],
                   "sum_of_diameters": {"baseline_mm": 40.0, "followup_mm": 40.0, "change_percent": 0.0}}
         widget._parameterNode.changeTable = mrml.create_change_table_node(slicer.mrmlScene, change)
         self.assertIs(widget._parameterNode.baselineSegmentation, segmentations[0])  # the panel wrote the node
         self.assertFalse(widget._parameterNode.alignOnCT)
+        self.assertEqual(widget._parameterNode.nadirSumMm, "35.5")
         names = {key: node.GetName() for key, node in chosen.items()}
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "compare.mrb")
@@ -1291,6 +1309,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
             self.assertEqual(node.GetName(), name)
             self.assertTrue(slicer.mrmlScene.IsNodePresent(node))
         self.assertFalse(widget.compare["alignOnCT"].checked)
+        self.assertEqual(widget.compare["nadirSumMm"].text, "35.5")
         self.assertIsNotNone(widget.compare["table"].mrmlTableNode())
         self.assertEqual(widget.compare["table"].mrmlTableNode().GetName(), "Lesion follow-up")
         self.assertTrue(widget.compare["result"].text.startswith("RECIST 1.1 response: SD"))

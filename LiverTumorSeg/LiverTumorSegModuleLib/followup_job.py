@@ -11,12 +11,38 @@ from typing import Any, Dict, List, Optional
 
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
+from LiverTumorSegLib.followup import check_nadir_sum_mm
 
 from . import panel_text
 from .childjob import (DONE, ChildJob, check_shown_in_scratch_scene, last_error_line, require_in_scene,
                        reusable_table)
 from .job import hand_over_segmentation, require_made_on
 from .measure_job import changed_segment_names, segment_grids, segments_state
+
+
+NADIR_FIELD_NAME = "Nadir sum of diameters (mm)"
+"""The compare section's label of its nadir field (named in the error for what was typed there)."""
+
+
+def nadir_sum_from_text(text: str) -> Optional[float]:
+    """The RECIST nadir typed in the compare section's field, in mm: None for an empty field (no earlier follow-up:
+    the baseline is the reference, as ``followup`` without ``--nadir-sum-mm``), else a sum of diameters of 0 mm or
+    more. A decimal comma and a trailing "mm" are taken ('45,5 mm' is 45.5). Anything else is an
+    :class:`InputError` saying what to type."""
+    cleaned = (text or "").strip()
+    if cleaned.lower().endswith("mm"):
+        cleaned = cleaned[:-2].strip()
+    if not cleaned:
+        return None
+    try:
+        value = float(cleaned.replace(",", ".") if cleaned.count(",") == 1 and "." not in cleaned else cleaned)
+    except ValueError:
+        value = None
+    if value is None or value != value or value in (float("inf"), float("-inf")) or value < 0:
+        raise InputError(f"{NADIR_FIELD_NAME}: '{text.strip()}' is not a sum of diameters in mm. Type the smallest sum "
+                         f"of the baseline's target lesions at an earlier follow-up (0 or more, e.g. 45.5), or leave "
+                         f"the field empty to judge the response from the baseline alone.")
+    return value
 
 
 class FollowupProcessError(LiverTumorSegError):
@@ -51,17 +77,21 @@ class FollowupJob(ChildJob):
     """Compare ``followup_segmentation`` (on ``followup_volume``) with ``baseline_segmentation`` (on
     ``baseline_volume``): RECIST 1.1 response and lesion matching. ``align_on_ct``: register the CTs (else the
     liver masks). ``table_node``: the change table to refill when it was made for the same two segmentations
-    (else, or None: a new one, so another patient's comparison is never overwritten). Runner, python, library root,
-    temp root and env as for :class:`~.childjob.ChildJob`."""
+    (else, or None: a new one, so another patient's comparison is never overwritten). ``nadir_sum_mm``: the RECIST
+    nadir, the smallest sum of diameters (mm) of the baseline's target lesions at an earlier follow-up (None: the
+    baseline is the reference; ``followup --nadir-sum-mm``). Runner, python, library root, temp root and env as for
+    :class:`~.childjob.ChildJob`."""
 
     outcome_class = FollowupOutcome
 
     def __init__(self, scene: Any, baseline_segmentation: Any, baseline_volume: Any, followup_segmentation: Any,
                  followup_volume: Any, runner: Any, python: str, library_root: str, align_on_ct: bool = True,
-                 table_node: Any = None, temp_root: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> None:
+                 table_node: Any = None, temp_root: Optional[str] = None, env: Optional[Dict[str, str]] = None,
+                 nadir_sum_mm: Optional[float] = None) -> None:
         nodes = (baseline_segmentation, baseline_volume, followup_segmentation, followup_volume)
         if not all(nodes):
             raise InputError("Select the baseline and follow-up segmentations and their CTs.")
+        check_nadir_sum_mm(nadir_sum_mm, "The nadir sum of diameters")  # before anything is handed over
         for segmentation in (baseline_segmentation, followup_segmentation):  # else it was compared as empty
             mrml.require_output_segments(segmentation)
         # swapped CT selectors compared each segmentation on the other CT's grid and HU (a PD that was an SD)
@@ -73,6 +103,7 @@ class FollowupJob(ChildJob):
         self._scene = scene
         self._nodes = nodes
         self._align_on_ct = bool(align_on_ct)
+        self._nadir_sum_mm = None if nadir_sum_mm is None else float(nadir_sum_mm)
         self._table_node = table_node
         self._ct_names = {}  # type: Dict[str, str]  # the CT file handed over -> the volume's name
         self._left_out = []  # type: List[str]  # warnings for segments the comparison leaves out
@@ -115,9 +146,10 @@ class FollowupJob(ChildJob):
         base_labels, base_ct = self._hand_over(self._nodes[0], self._nodes[1], "baseline")
         follow_labels, follow_ct = self._hand_over(self._nodes[2], self._nodes[3], "followup")
         self._ct_names = {base_ct: self._nodes[1].GetName(), follow_ct: self._nodes[3].GetName()}
+        nadir = [] if self._nadir_sum_mm is None else ["--nadir-sum-mm", repr(self._nadir_sum_mm)]
         return ["-m", "LiverTumorSegLib", "followup", "--baseline", base_labels, "--followup", follow_labels,
                 "--baseline-ct", base_ct, "--followup-ct", follow_ct, "--alignment",
-                "ct" if self._align_on_ct else "liver", "--no-picture", "-o", self._path("change.json")]
+                "ct" if self._align_on_ct else "liver", *nadir, "--no-picture", "-o", self._path("change.json")]
 
     def _finish(self) -> FollowupOutcome:
         code = self._runner.exit_code()

@@ -203,7 +203,7 @@ def test_the_compare_section_is_saved_with_the_scene():
     assert {name: fields.get(name) for name in names + ("changeTable",)} == {
         "baselineSegmentation": "vtkMRMLSegmentationNode", "baselineVolume": "vtkMRMLScalarVolumeNode",
         "followupSegmentation": "vtkMRMLSegmentationNode", "followupVolume": "vtkMRMLScalarVolumeNode",
-        "alignOnCT": "bool", "changeTable": "vtkMRMLTableNode"}
+        "alignOnCT": "bool", "nadirSumMm": "str", "changeTable": "vtkMRMLTableNode"}
     methods = {f.name: ast.get_source_segment(text, f) for f in classes["LiverTumorSegWidget"].body
                if isinstance(f, ast.FunctionDef)}
     made = set(re.findall(r'\("(\w+)", "[^"]*:", "vtkMRML\w+"\)', methods["setupCompareSection"])
@@ -339,3 +339,70 @@ def test_a_change_report_that_cannot_be_shown_is_refused_before_a_table_is_made(
         logic.compareWithBaseline(segmentation, volume, segmentation, volume)
     assert module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == tables
     assert list(module.temp.iterdir()) == []
+
+
+@pytest.mark.parametrize("typed, nadir", [("", None), ("   ", None), ("45.5", 45.5), (" 45,5 mm ", 45.5), ("0", 0.0),
+                                          ("30mm", 30.0)])
+def test_the_nadir_field_reads_a_sum_of_diameters_in_mm(module, typed, nadir):
+    """The compare section's RECIST nadir field (``followup --nadir-sum-mm``): empty = none (the baseline is the
+    reference); a decimal comma and a trailing 'mm' are taken."""
+    assert module.m.followup_job.nadir_sum_from_text(typed) == nadir
+
+
+@pytest.mark.parametrize("typed", ["-3", "abc", "nan", "inf", "1,234.5", "45 cm"])
+def test_a_nadir_that_is_no_sum_of_diameters_is_refused_saying_what_to_type(module, typed):
+    from LiverTumorSegLib.errors import InputError
+    with pytest.raises(InputError, match=r"Nadir sum of diameters \(mm\): '.*' is not a sum of diameters in mm\. "
+                                         r"Type the smallest sum .* or leave the field empty"):
+        module.m.followup_job.nadir_sum_from_text(typed)
+
+
+def test_the_nadir_reaches_the_child_and_judges_progression_from_it(module):
+    """The panel's Compare had no way to give the RECIST nadir, which the CLI takes (``--nadir-sum-mm``): a follow-up
+    as large as its baseline read SD though it had grown from a smaller earlier follow-up. ``compareWithBaseline``
+    now passes ``nadirSumMm`` to the child: the same pair is SD without it and PD from a 5 mm nadir."""
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
+                        noise_hu=5.0, origin=(-40.0, -30.0, 60.0))
+    volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=module.m.childprocess.SubprocessRunner, python=sys.executable)
+    without, _ = logic.compareWithBaseline(segmentation, volume, segmentation, volume, alignOnCT=False)
+    assert without["response"] == "SD" and without["sum_of_diameters"]["nadir_mm"] is None
+    change, table = logic.compareWithBaseline(segmentation, volume, segmentation, volume, alignOnCT=False,
+                                              nadirSumMm=5.0)
+    assert change["sum_of_diameters"]["nadir_mm"] == 5.0
+    assert change["response"] == "PD" and "nadir 5.0 mm" in change["response_reason"]
+    assert module.mrml.change_table_describes(table, segmentation, segmentation)
+    from LiverTumorSegLib.errors import InputError
+    with pytest.raises(InputError, match="nadir sum of diameters must be a sum of diameters in mm"):
+        logic.compareWithBaseline(segmentation, volume, segmentation, volume, nadirSumMm=-1.0)
+
+
+def test_compare_reads_the_nadir_field_and_refuses_a_wrong_one_before_anything_starts(module, monkeypatch):
+    """The widget's Compare: the typed nadir goes to ``compareWithBaseline`` as mm (empty: None); text that is no
+    sum of diameters is shown with what to type, and neither an install nor a comparison is started."""
+    import types
+    import slicer.util
+
+    m = module.m
+    widget = m.LiverTumorSegWidget()
+    chosen = types.SimpleNamespace(checked=True, text="Compare", currentNode=lambda: "node")
+    nadir = types.SimpleNamespace(text="12,5")
+    widget.compare = dict({key: chosen for key in ("baselineSegmentation", "baselineVolume", "followupSegmentation",
+                                                    "followupVolume", "alignOnCT", "button")},
+                          nadirSumMm=nadir, result=types.SimpleNamespace(text=""))
+    widget._parameterNode = None
+    calls, errors = [], []
+    widget.dependenciesReady = lambda: calls.append("dependencies") or True
+    widget.logic = types.SimpleNamespace(compareWithBaseline=lambda *a, **k: calls.append(k["nadirSumMm"]) or "job")
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: errors.append(text))
+    widget.onCompareButton()
+    assert calls == ["dependencies", 12.5] and errors == []
+    widget._comparison, calls[:] = None, []
+    nadir.text = ""
+    widget.onCompareButton()
+    assert calls == ["dependencies", None]
+    widget._comparison, calls[:] = None, []
+    nadir.text = "twelve"
+    widget.onCompareButton()
+    assert calls == [] and len(errors) == 1 and "'twelve' is not a sum of diameters in mm" in errors[0]
+    assert widget.compare["result"].text == errors[0]

@@ -701,7 +701,8 @@ def test_a_scene_closed_while_packages_install_starts_nothing_and_says_so(module
     chosen = types.SimpleNamespace(checked=True, text="Compare", currentNode=lambda: "node of the closed scene")
     widget.compare = dict({key: chosen for key in ("baselineSegmentation", "baselineVolume", "followupSegmentation",
                                                     "followupVolume", "alignOnCT", "button")},
-                          result=types.SimpleNamespace(text=""), table=_TableViewStandIn())
+                          nadirSumMm=types.SimpleNamespace(text=""), result=types.SimpleNamespace(text=""),
+                          table=_TableViewStandIn())
     closedScenes = types.SimpleNamespace(outputSegmentation=None, inputVolume="CT", modelPath="m.safetensors",
                                          device="auto", lesionTable=None, changeTable=None, parameterNode=None,
                                          disconnectGui=lambda tag: None)

@@ -149,7 +149,7 @@ NOT_SLICER = {
     "CalledProcessError", "ChildMessage", "CrashExit", "DependencyDeclinedError", "DependencyError", "FollowupJob",
     "Handler", "LineBuffer", "Lock", "LogRecord",
     "MeasureJob", "NotRunning", "PackageNotFoundError", "Popen", "PyTorchUtilsLogic", "QCheckBox", "QFileDialog",
-    "QFormLayout", "QLabel", "QProcess", "QPushButton", "QTimer", "SegmentationJob", "SegmentationOptions",
+    "QFormLayout", "QLineEdit", "QLabel", "QProcess", "QPushButton", "QTimer", "SegmentationJob", "SegmentationOptions",
     "SegmentationOutcome", "SeparateChannels", "Signals", "SkipTest", "SubprocessError", "TemporaryDirectory",
     "TimeoutExpired",
 }

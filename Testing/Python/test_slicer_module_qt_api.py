@@ -92,6 +92,7 @@ QT_MEMBERS: Dict[str, Dict[str, Tuple[str, str]]] = {
     "QObject": {"property": (CALL, "qt")},
     "QPushButton": {**dict.fromkeys(("enabled", "toolTip", "text"), (PROPERTY, "qt")), "connect": (CALL, "pythonqt")},
     "QCheckBox": {"checked": (PROPERTY, "qt")},
+    "QLineEdit": {**dict.fromkeys(("text", "placeholderText", "toolTip"), (PROPERTY, "qt"))},
     "QLabel": {**dict.fromkeys(("text", "wordWrap"), (PROPERTY, "qt")), "repaint": (CALL, "qt")},  # QWidget slot
     "QDoubleSpinBox": {"enabled": (PROPERTY, "qt")},
     "QProgressBar": {"value": (PROPERTY, "qt"), **dict.fromkeys(("setVisible", "repaint"), (CALL, "qt"))},
@@ -125,7 +126,8 @@ QT_MEMBERS: Dict[str, Dict[str, Tuple[str, str]]] = {
 
 COMPARE_WIDGETS = {"baselineSegmentation": "qMRMLNodeComboBox", "baselineVolume": "qMRMLNodeComboBox",
                    "followupSegmentation": "qMRMLNodeComboBox", "followupVolume": "qMRMLNodeComboBox",
-                   "alignOnCT": "QCheckBox", "button": "QPushButton", "result": "QLabel", "table": "qMRMLTableView"}
+                   "alignOnCT": "QCheckBox", "nadirSumMm": "QLineEdit", "button": "QPushButton", "result": "QLabel",
+                   "table": "qMRMLTableView"}
 """The compare section's widgets (setupCompareSection) by key."""
 
 MODULE_RECEIVERS: List[Tuple[str, str]] = [

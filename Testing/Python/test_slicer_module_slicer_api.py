@@ -221,7 +221,7 @@ def test_every_bound_widget_has_a_connector_in_slicer_5_6_to_5_10():
     compare = _compare_widget_classes(tree)
     classes = sorted({cls for cls, props in _ui_widgets(ui_text).values() if props.get("SlicerParameterName")}
                      | {compare[name] for name in _compare_parameter_names(tree)})
-    assert classes == ["QCheckBox", "QDoubleSpinBox", "qMRMLNodeComboBox"]
+    assert classes == ["QCheckBox", "QDoubleSpinBox", "QLineEdit", "qMRMLNodeComboBox"]
 
 
 def _edited(path: Path, old: str, new: str) -> str:
@@ -261,7 +261,7 @@ def test_compare_section_widgets_are_bound_by_class():
     assert {name: classes[name] for name in _compare_parameter_names(tree)} == {
         "baselineSegmentation": "qMRMLNodeComboBox", "baselineVolume": "qMRMLNodeComboBox",
         "followupSegmentation": "qMRMLNodeComboBox", "followupVolume": "qMRMLNodeComboBox",
-        "alignOnCT": "QCheckBox"}
+        "alignOnCT": "QCheckBox", "nadirSumMm": "QLineEdit"}
 
 
 def test_connected_signals_exist_on_their_classes_and_slots_take_their_arguments():

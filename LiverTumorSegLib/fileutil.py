@@ -331,6 +331,23 @@ CSV_SAVE_AS = 'UTF-8 CSV (in Excel: "CSV UTF-8 (Comma delimited)")'
 """What an undecodable CSV list should be saved as (the format's name in Excel's "Save as" list)."""
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""The first characters that make a spreadsheet (Excel, LibreOffice) take a CSV cell as a formula (OWASP's CSV
+injection list): a case named '=HYPERLINK(...)', '+1' or '-2' opened as one."""
+
+
+def spreadsheet_safe_text(text: str) -> str:
+    """A CSV text cell (a case name, a message, a path; never a number's cell, whose '-0.5' stays a number) that a
+    spreadsheet shows as written: ``'`` before a cell starting with one of :data:`FORMULA_STARTS`, also after any
+    ``'`` it starts with (``'=x`` -> ``''=x``), so :func:`spreadsheet_cell_text` gives every text back unchanged."""
+    return "'" + text if text.lstrip("'")[:1] in FORMULA_STARTS else text
+
+
+def spreadsheet_cell_text(cell: str) -> str:
+    """The text :func:`spreadsheet_safe_text` wrote as ``cell`` (its ``'`` dropped); any other cell unchanged."""
+    return cell[1:] if cell.startswith("'") and cell.lstrip("'")[:1] in FORMULA_STARTS else cell
+
+
 CSV_KEY_COLUMN = "image"
 """The column every CSV list we read has (batch case lists and training data lists): it tells the separator."""
 

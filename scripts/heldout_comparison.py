@@ -118,6 +118,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from LiverTumorSegLib.errors import InputError  # noqa: E402
+from LiverTumorSegLib.fileutil import spreadsheet_cell_text, spreadsheet_safe_text  # noqa: E402
 from LiverTumorSegLib.inference.batch import STATUS_FILE  # noqa: E402
 from LiverTumorSegLib.parent_watch import parent_environment  # noqa: E402
 
@@ -416,7 +417,8 @@ def failed_segment_cases(pred_dir: Path) -> List[str]:
     if not status.exists():
         return []
     with status.open(newline="", encoding="utf-8") as handle:
-        return [evaluate_name(row["case_id"]) for row in csv.DictReader(handle) if row.get("status") == "failed"]
+        return [evaluate_name(spreadsheet_cell_text(row["case_id"])) for row in csv.DictReader(handle)
+                if row.get("status") == "failed"]
 
 
 def model_row(summary: Dict[str, Any], pred_dir: Path, evaluated: Optional[Sequence[str]] = None,
@@ -1088,7 +1090,7 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
         summary_path, cases_path = evaluation / "summary.json", evaluation / "cases.csv"
         with cases_path.open(newline="", encoding="utf-8") as handle:
             case_rows = list(csv.DictReader(handle))
-        evaluated = [row["case"] for row in case_rows]
+        evaluated = [spreadsheet_cell_text(row["case"]) for row in case_rows]
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         rows[name] = dict(model_row(summary, pred, evaluated, reference_tumor_count(case_rows),
                                     tumor_dice_over_reference_tumors(case_rows)), package=package)
@@ -1112,6 +1114,7 @@ def per_case_rows(rows: Dict[str, Dict[str, Any]], out: Path,
     for name in ran:
         with (out / name / "eval" / "cases.csv").open(newline="", encoding="utf-8") as handle:
             for case in csv.DictReader(handle):
+                case["case"] = spreadsheet_cell_text(case["case"])  # '=x' is written "'=x" (not a formula)
                 cells = per_case.setdefault(case["case"], {})
                 for column, source in PER_CASE_COLUMNS:
                     cells[f"{name}_{column}"] = case.get(source, "")
@@ -1222,7 +1225,7 @@ def write_comparison(rows: Dict[str, Dict[str, Any]], out: Path, command: Option
     per_case = io.StringIO(newline="")
     writer = csv.DictWriter(per_case, fieldnames=list(cases[0]) if cases else ["case"])
     writer.writeheader()
-    writer.writerows(cases)
+    writer.writerows([dict(case, case=spreadsheet_safe_text(case["case"])) for case in cases])
     document = {"targets": TARGETS, "models": rows}  # type: Dict[str, Any]
     if descriptors is not None:
         document["cases"] = descriptors

@@ -60,7 +60,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
-from ..fileutil import atomic_output, finite_json, full_suffix
+from ..fileutil import atomic_output, finite_json, full_suffix, spreadsheet_safe_text
 from ..metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, at_least, axial_axis_zyx,  # noqa: F401
                               farthest_pair, hull_vertices_2d, lesion_axes, measurable_minimum_mm,
                               select_target_lesions, slice_thickness_mm)
@@ -411,11 +411,13 @@ def _run_fact_columns(report: Dict[str, Any]) -> List[Tuple[str, str]]:
     facts = []
     note = (report.get("recist") or {}).get("note")
     if note:  # the JSON's disclaimer travels with the spreadsheet too
-        facts.append(("note", str(note)))
+        facts.append(("note", spreadsheet_safe_text(str(note))))
     for key, value in report.items():
         if key in known:
             continue
-        if value is None or isinstance(value, (str, int, float, bool)):
+        if isinstance(value, str):  # an input named '=1+2.nii.gz' opened as a formula in Excel (CSV injection)
+            facts.append((key, spreadsheet_safe_text(value)))
+        elif value is None or isinstance(value, (int, float, bool)):
             facts.append((key, "" if value is None else str(value)))
         else:
             facts.append((key, json.dumps(value, sort_keys=True)))

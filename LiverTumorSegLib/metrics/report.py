@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..fileutil import atomic_output, quiet_missing_glyphs
+from ..fileutil import atomic_output, quiet_missing_glyphs, spreadsheet_cell_text, spreadsheet_safe_text
 from .lits import STRUCTURES, global_dice
 
 PathLike = Union[str, Path]
@@ -241,6 +241,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         value = float(value)
         return "nan" if math.isnan(value) else repr(value)
+    if isinstance(value, str):  # a case named '=1+2' or '-2' opened as a formula in Excel (CSV injection)
+        return spreadsheet_safe_text(_utf8_text(value))
     return _utf8_text(str(value))
 
 
@@ -261,7 +263,8 @@ def _utf8_text(text: str) -> str:
 def write_case_table(rows: Sequence[Dict[str, Any]], path: PathLike, overwrite: bool = False,
                      first_column: str = "case") -> Path:
     """Write rows as CSV (``first_column``, default ``case``, first; NaN as ``nan``), atomically. Returns the
-    path."""
+    path. A text (str) cell starting with = + - @ or a tab is written after a ``'`` (fileutil.spreadsheet_safe_text)
+    so that a spreadsheet does not run it as a formula; numbers are written as they are."""
     rows = list(rows)
     columns = table_columns(rows, first_column)
     with atomic_output(path, overwrite=overwrite) as tmp:
@@ -274,16 +277,26 @@ def write_case_table(rows: Sequence[Dict[str, Any]], path: PathLike, overwrite: 
 
 
 def read_case_table(path: PathLike) -> List[Dict[str, Any]]:
-    """Read a table written by :func:`write_case_table`; numbers come back as float, ``case`` as str."""
+    """Read a table written by :func:`write_case_table`; numbers come back as float, ``case`` as str, a text cell
+    kept from being a formula ('=x' written as "'=x") as its text."""
     rows = []
     with open(path, newline="", encoding="utf-8") as handle:
         for record in csv.DictReader(handle):
             row: "OrderedDict[str, Any]" = OrderedDict()
             for key, text in record.items():
-                number = _to_float(text) if key != "case" else None
-                row[key] = number if number is not None else (text if text != "" else None)
+                row[key] = _read_cell(key, text or "")
             rows.append(row)
     return rows
+
+
+def _read_cell(key: str, text: str) -> Any:
+    """A cell of :func:`read_case_table`: a number as float (not in ``case``), '' as None, else its text; a text
+    cell :func:`write_case_table` kept from being a formula ('=x' written as "'=x") as that text."""
+    unescaped = spreadsheet_cell_text(text)
+    if unescaped != text:
+        return unescaped
+    number = _to_float(text) if key != "case" else None
+    return number if number is not None else (text if text != "" else None)
 
 
 def write_json(data: Dict[str, Any], path: PathLike, overwrite: bool = False) -> Path:

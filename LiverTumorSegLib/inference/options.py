@@ -358,8 +358,34 @@ report recorded a margin or a size cap that never applied); child arguments leav
 
 
 def _has_no_effect(options: PostprocessingOptions, field: str) -> bool:
-    """Whether ``field``'s value is read by no step of ``options`` (:data:`NO_EFFECT_PAIRS`)."""
+    """Whether ``field``'s value is read by no step of ``options`` (:data:`NO_EFFECT_PAIRS`), or is a
+    ``min_lesion_probability`` above 0 that no lesion can meet (:func:`_probability_rule_has_no_lesions`)."""
+    if field == "min_lesion_probability" and options.min_lesion_probability > 0:
+        return _probability_rule_has_no_lesions(options)
     return any(field == dependent and not getattr(options, step) for step, dependent in NO_EFFECT_PAIRS)
+
+
+def _probability_rule_has_no_lesions(options: PostprocessingOptions) -> bool:
+    """True when the low-probability rule can turn no lesion into liver: it acts on lesions smaller than
+    ``uncertain_lesion_max_ml``, and that cap is 0, or at most ``min_lesion_ml``, whose step already made each of
+    them liver. ``segment --min-lesion-probability 0.8 --uncertain-lesion-max-ml 0`` ran with 0.8 recorded."""
+    return options.uncertain_lesion_max_ml <= options.min_lesion_ml or options.uncertain_lesion_max_ml == 0
+
+
+def _refuse_a_probability_rule_without_lesions(chosen: PostprocessingOptions, set_explicitly: List[str]) -> None:
+    """InputError when ``--min-lesion-probability`` was typed and other values leave it no lesion to act on."""
+    flag, cap = SWITCH_BY_FIELD["min_lesion_probability"].flag, SWITCH_BY_FIELD["uncertain_lesion_max_ml"].flag
+    if flag not in set_explicitly or not _has_no_effect(chosen, "min_lesion_probability"):
+        return
+    if chosen.uncertain_lesion_max_ml == 0:
+        why = f"{cap} 0 leaves {flag} no lesion to act on (it acts only on lesions smaller than that many mL)"
+        fix = f"give {cap} above 0 mL, or {flag} 0 alone to keep every lesion"
+    else:
+        minimum = SWITCH_BY_FIELD["min_lesion_ml"].flag
+        why = (f"{minimum} {chosen.min_lesion_ml:g} already makes every lesion smaller than {cap} "
+               f"({chosen.uncertain_lesion_max_ml:g} mL) liver")
+        fix = f"give {cap} above {chosen.min_lesion_ml:g} mL, or leave {flag} out"
+    raise InputError(f"{why}, so {flag} would have no effect; {fix}.")
 
 
 # ------------------------------------------------------------------ the command line's half
@@ -433,6 +459,7 @@ def postprocessing_from_args(args: Any) -> PostprocessingOptions:
             said = off.flag if off.kind == "off" else f"{off.flag} 0"
             raise InputError(f"{said} turns off the step that {needed.flag} sets, so {needed.flag} would have no "
                              f"effect; give one or the other.")
+    _refuse_a_probability_rule_without_lesions(chosen, set_explicitly)
     return PostprocessingOptions.disabled() if args.no_postprocess else chosen
 
 

@@ -151,6 +151,29 @@ def test_a_setting_whose_step_another_flag_turns_off_is_refused(flags, words):
     options_from_args(parse_segment(args))
 
 
+@pytest.mark.parametrize("flags,words", [
+    (["--min-lesion-probability", "0.8", "--uncertain-lesion-max-ml", "0"],
+     "--uncertain-lesion-max-ml 0 leaves --min-lesion-probability no lesion to act on"),
+    (["--min-lesion-probability", "0.8", "--min-lesion-ml", "5"],
+     "--min-lesion-ml 5 already makes every lesion smaller than --uncertain-lesion-max-ml \\(5 mL\\) liver")])
+def test_a_lesion_probability_that_no_lesion_can_meet_is_refused(flags, words):
+    """The probability rule acts on lesions under --uncertain-lesion-max-ml: a cap of 0 (or one at most the
+    --min-lesion-ml, whose step made those lesions liver already) left it none, and 0.8 was recorded."""
+    with pytest.raises(InputError, match=words + ".*would have no effect"):
+        options_from_args(parse_segment(flags))
+    assert options_from_args(parse_segment(["--uncertain-lesion-max-ml", "0"])).postprocessing.min_lesion_probability
+    post = options_from_args(parse_segment(["--min-lesion-probability", "0.8", "--min-lesion-ml", "4.9"])).postprocessing
+    assert post.min_lesion_probability == 0.8
+    # a library object so gives child arguments the command line takes, with the same (no) effect
+    for post in (PostprocessingOptions(min_lesion_probability=0.8, uncertain_lesion_max_ml=0.0),
+                 PostprocessingOptions(min_lesion_probability=0.8, min_lesion_ml=6.0)):
+        args = SegmentationOptions(postprocessing=post).to_cli_args()
+        assert "--min-lesion-probability" not in args
+        options_from_args(parse_segment(args))
+    args = SegmentationOptions(postprocessing=PostprocessingOptions.disabled()).to_cli_args()
+    assert options_from_args(parse_segment(args)).postprocessing == PostprocessingOptions.disabled()
+
+
 def test_probabilities_need_a_path_on_the_command_line():
     with pytest.raises(InputError, match="probabilities_path"):
         NON_DEFAULT.to_cli_args()

@@ -943,7 +943,8 @@ def restore_set_aside_outputs_of(paths: Iterable[PathLike],
     for folder, names in names_by_folder.items():
         found += _set_aside_by_ended_processes(folder, names.__contains__, names.get)
     for folder, is_output_name in folders:
-        found += _set_aside_by_ended_processes(folder, is_output_name)
+        known = {backup for backup, _, _, _ in found}  # a file both ways named (an output also in paths) is one
+        found += [f for f in _set_aside_by_ended_processes(folder, is_output_name) if f[0] not in known]
     # a group is one process: its id and start time (two ended processes that had the same id are two groups)
     incomplete = {(pid, start) for _, target, pid, start in found if not os.path.lexists(target)}
     said = []

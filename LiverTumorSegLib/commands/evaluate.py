@@ -63,7 +63,7 @@ import math
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..casenames import case_key, case_name
 from ..errors import InputError, OutputExistsError, ResourceError
@@ -298,19 +298,27 @@ def _output_paths(out_dir: Path) -> Dict[str, Path]:
     return {"table": out_dir / "cases.csv", "summary": out_dir / "summary.json", "plots": out_dir / "plots"}
 
 
-def _check_outputs(paths: Dict[str, Path], overwrite: bool) -> None:
-    from ..fileutil import restore_set_aside_outputs_of
-
+def _check_output_kinds(paths: Dict[str, Path]) -> None:
+    """Refuse an ``-o`` (or its ``plots``) that is a file."""
     out_dir = paths["table"].parent
-    # results a killed --overwrite run left hidden (.cases.csv.<pid>.old) are back before they are judged, all of
-    # one run together
-    restore_set_aside_outputs_of([paths["table"], paths["summary"]], [(paths["plots"], is_evaluate_plot_name)])
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"-o '{out_dir}' is a file; evaluate writes a folder (cases.csv, summary.json, plots/): "
                          f"name a new or existing folder.")
     if paths["plots"].exists() and not paths["plots"].is_dir():
         raise InputError(f"'{paths['plots']}' is a file, but evaluate writes its plots into a folder of that name; "
                          f"move it or choose another -o folder.")
+
+
+def _check_outputs(paths: Dict[str, Path], overwrite: bool, cases: Sequence[str] = ()) -> None:
+    """Put back what a killed --overwrite run left hidden, then refuse outputs in the way (without ``overwrite``).
+    ``cases``: this run's case names, whose overlays' hidden names are looked for too (:func:`_plot_names`)."""
+    from ..fileutil import restore_set_aside_outputs_of
+
+    _check_output_kinds(paths)
+    # results a killed --overwrite run left hidden (.cases.csv.<pid>.old) are back before they are judged, all of
+    # one run together
+    restore_set_aside_outputs_of([paths["table"], paths["summary"]] + _plot_names(paths["plots"], cases),
+                                 [(paths["plots"], is_evaluate_plot_name)])
     for key in ("table", "summary"):
         if paths[key].exists() and not overwrite:
             raise OutputExistsError(f"'{paths[key]}' already exists; pass --overwrite or choose another -o folder.")
@@ -488,6 +496,15 @@ PLOT_NAME_PATTERNS = (BOXPLOT_NAME, ROC_PLOT_NAME.format(structure="tumor"), ROC
                       OVERLAY_PLOT_NAME.format(tag="best", case="*"), OVERLAY_PLOT_NAME.format(tag="worst", case="*"))
 
 
+def _plot_names(plots: Path, cases: Sequence[str]) -> List[Path]:
+    """The plots of ``plots`` by name: those there now and the overlays of ``cases``. A plot named with more than
+    222 characters (a long case name) is set aside under a cut name ending in a digest (fileutil.set_aside_name),
+    which is found only from its own name: :func:`is_evaluate_plot_name` on the cut name left it hidden."""
+    there = [p for p in (plots.glob("*.png") if plots.is_dir() else []) if is_evaluate_plot_name(p.name)]
+    overlays = [plots / OVERLAY_PLOT_NAME.format(tag=tag, case=case) for case in cases for tag in ("best", "worst")]
+    return there + overlays
+
+
 def is_evaluate_plot_name(name: str) -> bool:
     """Whether ``name`` is one evaluate gives a picture (:data:`PLOT_NAME_PATTERNS`): only those are removed as
     an earlier run's stale plots."""
@@ -614,7 +631,9 @@ def evaluate_folders(args) -> Dict[str, object]:
             raise InputError(f"-o '{out_dir}' is the {option} folder: the results (cases.csv, summary.json, plots/) "
                              f"would lie among its files. Choose another output folder.")
     paths = _output_paths(out_dir)
-    _check_outputs(paths, args.overwrite)
+    _check_output_kinds(paths)
+    matched, only_pred, only_ref = match_cases(Path(args.pred), Path(args.ref))
+    _check_outputs(paths, args.overwrite, [name for name, _, _ in matched])  # their overlays' hidden names too
     from ..fileutil import check_folder_writable, nearest_existing_folder
     # before the work: a read-only -o was found only when the results were written (naming a hidden stage folder)
     existing = nearest_existing_folder(out_dir)
@@ -625,7 +644,6 @@ def evaluate_folders(args) -> Dict[str, object]:
     label_maps = tuple(parse_label_map_option(text, option) if text else None
                        for text, option in ((getattr(args, "pred_label_map", None), "--pred-label-map"),
                                             (getattr(args, "label_map", None), "--label-map")))
-    matched, only_pred, only_ref = match_cases(Path(args.pred), Path(args.ref))
     if only_pred or only_ref:
         log.warning("warning: unmatched cases: %d prediction(s) without reference %s; %d reference(s) without "
                     "prediction %s", len(only_pred), only_pred[:20], len(only_ref), only_ref[:20])

@@ -1081,3 +1081,30 @@ def test_an_output_folder_removed_while_evaluate_runs_is_said_so(tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and f"The output folder '{out}'" in err and "was removed or moved while evaluate ran" in err
     assert ".evaluate." not in err.replace(".evaluate....tmp", "")
+
+
+def test_a_long_named_overlay_a_killed_overwrite_run_left_hidden_is_put_back_with_the_table(tmp_path, capsys, caplog):
+    """An overlay of a case named with 205+ characters is set aside under a cut name ending in a digest
+    (fileutil.set_aside_name); the restore looked for plot names only as written, so a killed --overwrite run's
+    earlier overlay stayed hidden while its cases.csv and summary.json were put back."""
+    from LiverTumorSegLib import fileutil
+    from LiverTumorSegLib.commands.evaluate import OVERLAY_PLOT_NAME
+
+    case = "c" * 215
+    _case(tmp_path / "ref", f"{case}.nii.gz")
+    _case(tmp_path / "pred", f"{case}.nii.gz")
+    out = tmp_path / "out"
+    (out / "plots").mkdir(parents=True)
+    dead = ended_process_id()
+    for name in ("cases.csv", "summary.json"):
+        (out / f".{name}.{dead}.old").write_text(f"earlier {name}", encoding="utf-8")
+    overlay = OVERLAY_PLOT_NAME.format(tag="best", case=case)
+    hidden = out / "plots" / f".{fileutil.set_aside_name(overlay, out / 'plots')}.{dead}.old"
+    assert "~" in hidden.name  # the cut name
+    hidden.write_bytes(b"earlier overlay")
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", out, "--no-surface") == 2
+    err = capsys.readouterr().err + caplog.text
+    assert "already exists; pass --overwrite" in err
+    assert sorted(p.name for p in (out / "plots").iterdir()) == [overlay]
+    assert (out / "plots" / overlay).read_bytes() == b"earlier overlay"
+    assert (out / "cases.csv").read_text(encoding="utf-8") == "earlier cases.csv"

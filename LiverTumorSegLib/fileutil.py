@@ -379,8 +379,8 @@ def read_csv_rows(path: PathLike, what: str) -> Tuple[List[str], List[Tuple[int,
     stripped and lower-cased (``'Image '`` -> ``'image'``); each row is ``(line, {column: stripped text})`` with
     ``line`` the file's line it ends on (blank lines, a ``sep=`` line and the ``#TYPE`` line of PowerShell 5.1's
     ``Export-Csv`` are skipped, so it is not the row's index); a row whose cells are all empty (``,,``: Excel saves
-    an emptied row inside the table so) is skipped as a blank line, a missing cell is ``""`` and cells beyond the
-    header are dropped. ``what`` names the file in errors (e.g. "Case list"); InputError for an undecodable file."""
+    an emptied row inside the table so) is skipped as a blank line, a missing cell is ``""`` and empty cells beyond
+    the header are dropped; a filled one beyond it, or a column named twice, is refused (InputError). ``what`` names the file in errors (e.g. "Case list"); InputError for an undecodable file."""
     text = read_text_file(path, what, save_as=CSV_SAVE_AS)
     first_line = text.partition("\n")[0]
     typed = _POWERSHELL_TYPE_LINE.match(first_line)  # was taken for the header: "needs an 'image' column"
@@ -394,12 +394,36 @@ def read_csv_rows(path: PathLike, what: str) -> Tuple[List[str], List[Tuple[int,
     reader = csv.DictReader(io.StringIO(text, newline=""),
                             delimiter=named.group(1) if named else csv_delimiter(first_line))
     columns = [name.strip().lower() for name in (reader.fieldnames or [])]
+    _refuse_repeated_columns(path, what, columns)
     reader.fieldnames = columns
     lines_before = (1 if named else 0) + (1 if typed else 0)
-    rows = [(lines_before + reader.line_num,
-             {name: (value or "").strip() for name, value in row.items() if name is not None}) for row in reader]
+    rows = []
+    for row in reader:
+        _refuse_cells_beyond_the_header(path, what, lines_before + reader.line_num, row.get(None), len(columns))
+        rows.append((lines_before + reader.line_num,
+                     {name: (value or "").strip() for name, value in row.items() if name is not None}))
     # ',,' rows were refused as "line N has an empty 'image'" (or 'empty image or label path')
     return columns, [(line, cells) for line, cells in rows if any(cells.values())]
+
+
+def _refuse_repeated_columns(path: PathLike, what: str, columns: List[str]) -> None:
+    """InputError when the header names a column twice ('image' and 'Image '): the last one's cells were read and
+    the first's dropped without a word."""
+    named = [name for name in columns if name]
+    repeated = sorted({name for name in named if named.count(name) > 1})
+    if repeated:
+        raise InputError(f"{what} '{path}' names the column(s) {', '.join(repeated)} more than once in its header "
+                         f"(letter case and spaces aside); keep one column of each name.")
+
+
+def _refuse_cells_beyond_the_header(path: PathLike, what: str, line: int, extra: Optional[List[str]],
+                                    width: int) -> None:
+    """InputError for a row with more non-empty cells than the header has columns: a path with a comma written
+    without double quotes ('b,c.nii.gz' read as 'b' and failed as "Input 'b' does not exist")."""
+    if extra and any((cell or "").strip() for cell in extra):
+        raise InputError(f"{what} '{path}' line {line} has more cells than its header's {width} column(s) "
+                         f"(extra: {', '.join(repr(c) for c in extra[:3])}): a path or name holding the separator "
+                         f"must be written in double quotes (\"b,c.nii.gz\").")
 
 
 def csv_cell_path(folder: PathLike, text: str) -> Path:

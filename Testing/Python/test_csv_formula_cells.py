@@ -70,3 +70,22 @@ def test_heldout_comparison_reads_the_escaped_names_and_writes_them_escaped(tmp_
     rows = {"m": {"implausible_cases": ["-2"], "cases_without_prediction": []}}
     table = comparison.per_case_rows(rows, tmp_path)
     assert table[0]["case"] == "-2" and table[0]["m_implausible"] == "yes"
+
+
+def test_a_case_list_naming_a_column_twice_or_with_an_unquoted_comma_in_a_path_is_refused(tmp_path):
+    """'image' and 'Image ' read the last column's path without a word; 'x,b,c.nii.gz' read the path 'b' and the
+    case failed as "Input 'b' does not exist". Empty cells beyond the header (Excel's ',,') stay harmless."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.fileutil import read_csv_rows
+
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text("case_id,image,Image \nx,a.nii.gz,b.nii.gz\n", encoding="utf-8")
+    with pytest.raises(InputError, match="names the column\\(s\\) image more than once"):
+        read_csv_rows(repeated, "Case list")
+    comma = tmp_path / "comma.csv"
+    comma.write_text("case_id,image\r\nx,a.nii.gz\r\nz,b,c.nii.gz\r\n", encoding="utf-8")
+    with pytest.raises(InputError, match="line 3 has more cells than its header's 2 column.*double quotes"):
+        read_csv_rows(comma, "Case list")
+    fine = tmp_path / "fine.csv"
+    fine.write_text('case_id,image,,\r\nz,"b,c.nii.gz",,\r\n', encoding="utf-8")
+    assert read_csv_rows(fine, "Case list")[1] == [(2, {"case_id": "z", "image": "b,c.nii.gz", "": ""})]

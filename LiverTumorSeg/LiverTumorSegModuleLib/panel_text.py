@@ -222,8 +222,14 @@ def error_text(text: str, input_path: str = "", volume_name: str = "") -> str:
     as, and no command-line switch the panel does not have (it segments CT in Hounsfield units only)."""
     import re
 
-    text = re.sub(r",? or pass --allow-non-hu to proceed", "", _named_as_volume(str(text), input_path, volume_name))
+    text = re.sub(ALLOW_NON_HU_ADVICE, "", _named_as_volume(str(text), input_path, volume_name))
     return _panel_wording(text)
+
+
+ALLOW_NON_HU_ADVICE = r",? or pass --allow-non-hu to proceed|; if its values are not HU, pass --allow-non-hu to proceed"
+"""The child's advice to pass --allow-non-hu, which the panel has no control for: ', or pass ... to proceed' (values
+that do not look like HU) and '; if its values are not HU, pass ... to proceed' (a volume of air alone, which the
+panel showed with the switch)."""
 
 
 def result_warnings(report: Dict[str, Any], input_path: str = "", volume_name: str = "") -> List[str]:

@@ -1249,3 +1249,26 @@ def test_a_ct_of_any_integer_or_float_voxel_type_is_handed_over_with_its_values(
     assert written.geometry.almost_equal(fake.geometry)
     assert node.GetImageData().GetScalarType() == scalar_type
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), values)
+
+
+def test_no_non_hu_refusal_reaches_the_panel_naming_allow_non_hu():
+    """The panel has no --allow-non-hu. The refusal of a volume of air alone ends '; if its values are not HU, pass
+    --allow-non-hu to proceed.', which the panel showed as it was: only ', or pass --allow-non-hu to proceed' was
+    taken out. Each of check_ct's non-HU refusals, worded as the child words them, reaches the panel without it."""
+    from LiverTumorSegLib.errors import cli_wording
+    from LiverTumorSegLib.validation import check_ct
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    rng = np.random.default_rng(0)
+    air = rng.integers(-1000, -990, (8, 32, 32)).astype(np.int16)
+    body = air.copy()
+    body[:, 8:24, 8:24] = rng.integers(-100, 1200, (8, 16, 16))
+    arrays = {"air alone": air, "0..255": rng.integers(0, 256, (8, 32, 32)).astype(np.int16),
+              "shifted +1024": (body + 1024).astype(np.int16)}
+    for what, array in arrays.items():
+        volume = CTVolume(array=array, geometry=ImageGeometry(spacing=(1.0, 1.0, 2.0)), source="/t/ct.nii")
+        with cli_wording(), pytest.raises(InputError) as refused:
+            check_ct(volume)
+        assert "--allow-non-hu" in str(refused.value), what  # the child's words
+        text = panel_text.error_text(str(refused.value), "/t/ct.nii", "CT")
+        assert "--allow-non-hu" not in text and "allow" not in text and text.endswith("."), (what, text)

@@ -41,8 +41,8 @@ def _qform_problem_of_file(path: Path) -> Optional[str]:
     return None
 
 
-def _raw_nifti_pixdim(path: Path) -> Optional[Tuple[float, float, float]]:
-    """pixdim[1:4] as stored in the file (nibabel replaces 0 by 1 when loading); None when unreadable."""
+def _raw_nifti_head(path: Path) -> Optional[Tuple[str, bool, bytes]]:
+    """``(byte order, NIfTI-2?, header bytes)`` as stored in the file; None when unreadable or not NIfTI."""
     import gzip
     import struct
 
@@ -54,10 +54,50 @@ def _raw_nifti_pixdim(path: Path) -> Optional[Tuple[float, float, float]]:
         return None
     for order in ("<", ">"):
         if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
-            return struct.unpack(order + "3f", head[80:92])
+            return order, False, head
         if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
-            return struct.unpack(order + "3d", head[112:136])
+            return order, True, head
     return None
+
+
+def _raw_nifti_pixdim(path: Path) -> Optional[Tuple[float, float, float]]:
+    """pixdim[1:4] as stored in the file (nibabel replaces 0 by 1 when loading); None when unreadable."""
+    import struct
+
+    raw = _raw_nifti_head(path)
+    if raw is None:
+        return None
+    order, nifti2, head = raw
+    return struct.unpack(order + "3d", head[112:136]) if nifti2 else struct.unpack(order + "3f", head[80:92])
+
+
+def _raw_nifti_slope_inter(path: Path) -> Optional[Tuple[float, float]]:
+    """(scl_slope, scl_inter) as stored in the file (nibabel's loaded header has NaN); None when unreadable."""
+    import struct
+
+    raw = _raw_nifti_head(path)
+    if raw is None:
+        return None
+    order, nifti2, head = raw
+    return struct.unpack(order + "2d", head[176:192]) if nifti2 else struct.unpack(order + "2f", head[112:120])
+
+
+def _unused_intercept_warnings(path: Path) -> List[str]:
+    """A note when the header's scl_slope is 0 (or not finite) while its scl_inter is a number other than 0: by
+    the NIfTI standard no scaling applies (nibabel, so this reader, reads the values as stored), while ITK (3D
+    Slicer, SimpleITK) takes the slope as 1 and adds the intercept; a CT stored with slope 0 and intercept -1024 was
+    read here in HU and shown 1024 HU lower in Slicer, without a word from either."""
+    raw = _raw_nifti_slope_inter(path)
+    if raw is None:
+        return []
+    slope, inter = raw
+    if (np.isfinite(slope) and slope != 0) or not np.isfinite(inter) or inter == 0:
+        return []
+    return [f"'{path}': its header's scl_slope is {slope:g} with scl_inter {inter:g}. By the NIfTI standard a slope "
+            f"of {slope:g} means no scaling, so its values were read as stored (intercept not added); ITK-based "
+            f"programs (3D Slicer, SimpleITK) add the intercept and show every value {inter:+g} off. Check that "
+            f"air reads about -1000 HU, and fix the header (scl_slope 1 with the intercept the values need, or "
+            f"scl_inter 0) or export the file again."]
 
 
 NIFTI_UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
@@ -244,6 +284,7 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
         raise InputError(f"'{path}': its header's scl_slope is negative ({slope:g}), which turns every value around "
                          f"(air bright, bone dark); a CT, label map or probability map is stored with a positive "
                          f"slope (1 for Hounsfield units). Fix scl_slope in the header, or export the file again.")
+    warnings += _unused_intercept_warnings(path)
     content = _nifti_content(header)
     scaled = (slope, inter) != (1.0, 0.0) and not _stored_as_probability_255(content, header, slope, inter)
     warnings += _check_data_fits_file(path, shape, header, int(getattr(image.dataobj, "offset", 0) or 0))

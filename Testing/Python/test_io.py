@@ -106,6 +106,32 @@ def test_nifti_scl_slope_is_applied_and_integral_result_becomes_int16(tmp_path):
     assert np.array_equal(vol.array, (stored.astype(np.int32) * 2 - 1024).T)
 
 
+@pytest.mark.parametrize("image_class, offset, fmt", [(nib.Nifti1Image, 112, "<2f"), (nib.Nifti2Image, 176, "<2d")])
+@pytest.mark.parametrize("slope, inter, warned", [(0.0, -1024.0, True), (float("nan"), -1024.0, True),
+                                                  (0.0, 0.0, False), (1.0, -1024.0, False)])
+def test_a_nifti_intercept_that_its_zero_slope_leaves_unused_is_named(tmp_path, image_class, offset, fmt, slope,
+                                                                       inter, warned):
+    """scl_slope 0 with scl_inter -1024: the NIfTI standard (and nibabel, this reader) applies no scaling, ITK (3D
+    Slicer, SimpleITK) adds the intercept, so Slicer showed the CT 1024 HU lower than segment read it, and neither
+    said a word. The values are read as stored, with a warning naming both readings."""
+    import struct
+
+    stored = np.arange(-1000, -1000 + 8 * 8 * 4, dtype=np.int16).reshape(8, 8, 4)
+    path = tmp_path / "ct.nii"
+    nib.save(image_class(stored, np.eye(4)), str(path))
+    raw = bytearray(path.read_bytes())
+    raw[offset:offset + struct.calcsize(fmt)] = struct.pack(fmt, slope, inter)
+    path.write_bytes(bytes(raw))
+    vol = read_volume(path)
+    expected = stored.astype(np.float64) + (inter if slope == 1.0 else 0.0)  # slope 0 or NaN: as stored
+    assert np.array_equal(vol.array.astype(np.float64), expected.T)
+    notes = [w for w in vol.meta.get("warnings", []) if "scl_inter" in w]
+    assert bool(notes) == warned, notes
+    if warned:
+        assert f"scl_inter {inter:g}. By the NIfTI standard a slope of {slope:g} means no scaling" in notes[0]
+        assert "3D Slicer, SimpleITK" in notes[0]
+
+
 def test_nifti_qform_only_and_conflicting_sform(tmp_path):
     data = hu_data_xyz()
     img = nib.Nifti1Image(data, None)

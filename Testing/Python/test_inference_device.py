@@ -30,7 +30,7 @@ def test_choose_batch_size_known_numbers():
     assert choose_batch_size(1000, 100, fraction=0.5) == 5
     assert choose_batch_size(10, 100) == 1            # never below 1
     assert choose_batch_size(10 ** 12, 100) == 64     # capped
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="per_slice_bytes must be positive"):
         choose_batch_size(100, 0)
 
 

@@ -108,7 +108,7 @@ def test_weak_overlap_is_a_miss_and_a_false_positive_and_threshold_is_configurab
     result = lits.detect_lesions(pred, ref)
     assert (result.detected, result.missed, result.false_positive) == (0, 1, 1)
     assert lits.detect_lesions(pred, ref, iou_threshold=0.01).detected == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"iou_threshold must be in \[0, 1\), got 1.0"):
         lits.detect_lesions(pred, ref, iou_threshold=1.0)
 
 
@@ -117,9 +117,9 @@ def test_connectivity_changes_lesion_count():
     mask[0, 0, 0] = mask[1, 1, 1] = True      # corner-touching voxels
     assert lits.detect_lesions(mask, mask, connectivity=26).ref_lesions == 1
     assert lits.detect_lesions(mask, mask, connectivity=6).ref_lesions == 2
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="connectivity must be one of .* got 5"):
         lits.detect_lesions(mask, mask, connectivity=5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"pred shape \(3, 3, 3\) differs from ref shape \(2, 3, 3\)"):
         lits.detect_lesions(mask, mask[:-1])
 
 
@@ -136,7 +136,7 @@ def test_structure_masks_follow_lits():
     labels = np.array([[[0, 1, 2]]], np.uint8)
     assert lits.structure_mask(labels, "liver").tolist() == [[[False, True, True]]]
     assert lits.structure_mask(labels, "tumor").tolist() == [[[False, False, True]]]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown structure 'kidney'"):
         lits.structure_mask(labels, "kidney")
 
 

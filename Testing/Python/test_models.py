@@ -262,7 +262,7 @@ def test_split_deep_supervision():
     assert split_deep_supervision(t) == (t, [])
     logits, aux = split_deep_supervision((t, (t, t)))
     assert logits is t and aux == [t, t]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a sequence of length 3"):
         split_deep_supervision((t, t, t))
 
 

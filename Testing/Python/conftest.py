@@ -2,7 +2,8 @@
 
 ``--test-seed N`` or the environment variable ``LIVERTUMORSEG_TEST_SEED`` picks the base seed (default 0);
 see ``seeding.py``. Hypothesis tests use the same base seed (``--hypothesis-seed`` overrides it).
-The library's on-disk plan cache goes to a temporary folder (``LIVERTUMORSEG_CACHE_DIR``).
+The library's on-disk plan cache goes to a temporary folder (``LIVERTUMORSEG_CACHE_DIR``), and the user models folder
+(``LIVERTUMORSEG_MODELS_DIR``) is an empty temporary folder: no test reads the tester's ~/.livertumorseg.
 Ctrl-C (SIGINT) raises KeyboardInterrupt, as in a terminal, also when the suite was started with SIGINT ignored.
 """
 import os
@@ -19,7 +20,8 @@ def pytest_addoption(parser):
                      help=f"base seed for the tests' random generators (default: ${seeding.ENV_VAR} or 0)")
 
 
-_CACHE_DIR_MADE = []  # the plan-cache folder this run made (removed at the end of the run)
+_CACHE_DIR_MADE = []  # the plan-cache and user-models folders this run made (removed at the end of the run)
+_SAVED_MODELS_DIR = []  # LIVERTUMORSEG_MODELS_DIR as the run found it (None: unset), put back at the end
 
 
 def pytest_configure(config):
@@ -34,6 +36,12 @@ def pytest_configure(config):
     if "LIVERTUMORSEG_CACHE_DIR" not in os.environ:
         os.environ["LIVERTUMORSEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="livertumorseg-test-cache-")
         _CACHE_DIR_MADE.append(os.environ["LIVERTUMORSEG_CACHE_DIR"])
+    # the installed-model listing (resolve_model, 'livertumorseg models') reads the user models folder, by default
+    # ~/.livertumorseg/models: every test that resolved a model read the tester's home, and a package installed there
+    # (or LIVERTUMORSEG_MODELS_DIR set in the shell) was listed beside the bundled ones. An empty folder of this run.
+    _SAVED_MODELS_DIR.append(os.environ.get("LIVERTUMORSEG_MODELS_DIR"))
+    os.environ["LIVERTUMORSEG_MODELS_DIR"] = tempfile.mkdtemp(prefix="livertumorseg-test-models-")
+    _CACHE_DIR_MADE.append(os.environ["LIVERTUMORSEG_MODELS_DIR"])
 
 
 def pytest_unconfigure(config):
@@ -45,6 +53,12 @@ def pytest_unconfigure(config):
         if os.environ.get("LIVERTUMORSEG_CACHE_DIR") == folder:
             del os.environ["LIVERTUMORSEG_CACHE_DIR"]
     _CACHE_DIR_MADE.clear()
+    for saved in _SAVED_MODELS_DIR:
+        if saved is None:
+            os.environ.pop("LIVERTUMORSEG_MODELS_DIR", None)
+        else:
+            os.environ["LIVERTUMORSEG_MODELS_DIR"] = saved
+    _SAVED_MODELS_DIR.clear()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -352,16 +352,13 @@ def sample(module, tmp_path):
     from test_slicer_module_job import _segment_has_json_progress
     pytest.importorskip("torch")
     nib = pytest.importorskip("nibabel")
-    if not _segment_has_json_progress():
-        pytest.skip("`segment --progress json` is not in the library yet (issue 12)")
+    # issue 12 is done: a 'segment' without --progress json is a regression, not a reason to skip
+    assert _segment_has_json_progress(), "`segment --progress json` is gone from the library"
     from mrml_helpers import read_volume_node
 
     from LiverTumorSegLib import resources
-    from LiverTumorSegLib.package import resolve_model
-    try:
-        model = str(resolve_model("default"))
-    except Exception:  # noqa: BLE001
-        pytest.skip("no bundled default model in Resources/Models")
+    from bundled_model_helpers import bundled_default_model_or_skip
+    model = str(bundled_default_model_or_skip())  # a damaged bundled package fails, not skips
     ct_path = tmp_path / "ct.nii.gz"
     nib.save(nib.load(str(resources.sample_ct_path())).slicer[:, :, 76:100], str(ct_path))
     node = read_volume_node(module.scene, ct_path, "sample")

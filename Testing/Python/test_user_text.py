@@ -65,7 +65,9 @@ def _example_blocks(text: str):
 
 def test_readme_examples_in_one_block_do_not_overwrite_each_others_outputs():
     output_flags = {"-o", "--output", "--preview", "--report", "--probabilities", "--output-dir"}
-    for block in _example_blocks(README.read_text(encoding="utf-8")):
+    blocks = _example_blocks(README.read_text(encoding="utf-8"))
+    checked = 0  # output paths looked at: with no ```bash block (or none naming an output) the loop checked nothing
+    for block in blocks:
         written = []
         for line in block.splitlines():
             words = line.split("#")[0].split()
@@ -73,3 +75,5 @@ def test_readme_examples_in_one_block_do_not_overwrite_each_others_outputs():
                 continue
             written += [words[i + 1] for i, w in enumerate(words[:-1]) if w in output_flags]
         assert len(written) == len(set(written)), f"README example block writes one file twice: {written}"
+        checked += len(written)
+    assert len(blocks) >= 3 and checked >= 3, f"the README's ```bash examples were not found ({len(blocks)} blocks)"

@@ -71,7 +71,10 @@ def test_engine_gives_a_thread_to_each_busy_helper(tmp_path):
     assert torch.get_num_threads() == 3 and engine.core_share is None
     per_run = len(seen) // 3
     assert per_run == 3 and [t for t, _ in seen] == [2] * per_run + [1] * per_run + [2] * per_run
-    assert np.array_equal(alone, beside_a_helper) and np.array_equal(alone, idle_helpers)  # threads change no label
+    # threads change no label beyond float summation order: a near-tie of an untrained network may flip a voxel on
+    # another CPU, so a few voxels in a thousand are allowed; a mixed-up batch or slice order changes far more
+    assert alone.shape == beside_a_helper.shape == idle_helpers.shape
+    assert np.mean(alone != beside_a_helper) < 1e-3 and np.mean(alone != idle_helpers) < 1e-3
 
 
 def test_batch_network_threads_follow_the_helpers(tmp_path, monkeypatch):

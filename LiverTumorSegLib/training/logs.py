@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 LOG_COLUMNS = ["epoch", "global_step", "train_loss", "val_loss", "val_liver_dice", "val_tumor_dice", "lr",
-               "epoch_time_s"]
+               "epoch_time_s", "epoch_steps"]
 """One row per epoch. ``lr`` is the learning rate after the epoch's last step (the rate the next step uses; 0 at
-the end of a cosine schedule), not the one its steps used."""
+the end of a cosine schedule), not the one its steps used. ``epoch_steps``: the steps (batches) the row's epoch
+trained, ``iterations_per_epoch`` for a whole epoch and fewer for the epoch a time limit stopped (its row has no
+validation; ``--resume`` drops it and logs that epoch again when it ends). Empty in rows of older versions."""
 
 
 class CsvLog:
@@ -49,6 +51,8 @@ class CsvLog:
             return True
         try:  # a file a failed write left empty (a full disk) gets its header too: --resume reads rows by it
             new = not self.path.is_file() or self.path.stat().st_size == 0
+            if not new and _header(self.path) != LOG_COLUMNS:  # an older version's columns: rows under one header
+                self._write(read_log(self.path))
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", newline="", encoding="utf-8") as handle:
                 text = io.StringIO()
@@ -73,6 +77,12 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.6g}"
     return str(value)
+
+
+def _header(path) -> List[str]:
+    """The column names on the first line of the CSV file ``path``."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), [])
 
 
 def read_log(path) -> List[Dict[str, str]]:

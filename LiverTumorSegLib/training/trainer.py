@@ -988,6 +988,7 @@ class Trainer:
                 self.epoch_t0 = time.time()
                 if self._train_epoch(epoch, first_step) == "time_limit_mid_epoch":
                     stop_reason = "time_limit"
+                    self._log_stopped_epoch(epoch, self.epoch_elapsed_before + time.time() - self.epoch_t0, csv_log)
                     break
                 row = self._end_epoch(epoch, self.epoch_elapsed_before + time.time() - self.epoch_t0, csv_log, tb)
                 if row.get("stop"):
@@ -1182,9 +1183,24 @@ class Trainer:
             self.scheduler.step(train_loss)
         row = {"epoch": epoch + 1, "global_step": self.global_step, "train_loss": train_loss,
                "val_loss": val_loss, "val_liver_dice": liver, "val_tumor_dice": tumor,
-               "lr": current_lr(self.optimizer), "epoch_time_s": seconds}
+               "lr": current_lr(self.optimizer), "epoch_time_s": seconds, "epoch_steps": self.steps_per_epoch}
         self.history.append(row)
         return row, stop
+
+    def _log_stopped_epoch(self, epoch: int, seconds: float, csv_log: CsvLog) -> None:
+        """The log.csv row of the epoch ``epoch`` (0-based) that the time limit stopped after
+        ``self._interrupt_step`` of its steps: its training loss so far, no validation, ``epoch_steps`` below
+        ``iterations_per_epoch``. A run stopped in its first epoch left no log.csv at all (nor curves.png), so
+        nothing in its folder said what it had done. The row is not in the history (not a finished epoch), and
+        ``--resume`` drops it (:meth:`CsvLog.truncate_after`) before that epoch's own row is logged."""
+        train_loss = all_reduce_mean(self.loss_sum / max(1, self.loss_count), self.dist, self._comm_device())
+        if not self.dist.is_main:
+            return
+        nan = float("nan")
+        csv_log.append({"epoch": epoch + 1, "global_step": self.global_step, "train_loss": train_loss,
+                        "val_loss": nan, "val_liver_dice": nan, "val_tumor_dice": nan,
+                        "lr": current_lr(self.optimizer), "epoch_time_s": seconds,
+                        "epoch_steps": int(self._interrupt_step)})
 
     # -- the end
     def _finish(self, stop_reason: str) -> TrainResult:

@@ -2,6 +2,7 @@
 crash or Ctrl-C, time limit, cross-validation table, and a 2-process DDP (gloo) run with identical weights."""
 import csv
 import json
+import math
 import os
 import shutil
 import socket
@@ -1515,3 +1516,25 @@ def test_resume_without_a_checkpoint_keeps_a_users_folder_as_a_new_run_does(data
         train(config, log=lambda *a, **k: None)
     assert (folder / "tensorboard" / "exp_old" / "events.txt").read_text() == "x"
     assert (folder / "log.csv").read_text() == "a,b\n"
+
+
+def test_a_run_the_time_limit_stops_in_its_first_epoch_leaves_a_log_row_that_resume_replaces(data_csv, tmp_path,
+                                                                                             monkeypatch):
+    """A run stopped by --max-time-minutes before its first epoch ended left no log.csv (nor curves.png): nothing
+    in its folder said what it had done. Its stopped epoch gets a row (the steps it trained, no validation), which
+    --resume replaces with the whole epoch's."""
+    from LiverTumorSegLib.training.logs import read_log
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(Trainer, "_time_up", lambda self: self.global_step == 2)  # epoch 1's second step (of 3)
+    result = train(tiny_config(data_csv, tmp_path), log=lambda s: None)
+    assert result.stop_reason == "time_limit" and result.epochs_completed == 0
+    log_dir = tmp_path / "model_train"
+    rows = read_log(log_dir / "log.csv")
+    assert [(r["epoch"], r["global_step"], r["epoch_steps"], r["val_liver_dice"]) for r in rows] == [
+        ("1", "2", "2", "")]
+    assert math.isfinite(float(rows[0]["train_loss"])) and (log_dir / "curves.png").is_file()
+    monkeypatch.undo()
+    train(tiny_config(data_csv, tmp_path, resume=True), log=lambda s: None)
+    rows = read_log(log_dir / "log.csv")
+    assert [(r["epoch"], r["global_step"], r["epoch_steps"]) for r in rows] == [("1", "3", "3"), ("2", "6", "3")]

@@ -1519,3 +1519,17 @@ def test_a_metaimage_whose_raw_data_file_changed_is_cached_again_and_seen_by_a_r
     assert not np.allclose(fresh, before)
     np.testing.assert_allclose(np.array(entry.hu), fresh, atol=1e-4)
     assert data_fingerprint([case])["c1"]["image_sha256"] != fingerprint["c1"]["image_sha256"]
+
+
+def test_a_log_of_an_older_version_gets_the_new_columns_before_rows_are_appended(tmp_path):
+    """A run resumed under a version with more log.csv columns (epoch_steps) appended rows with one column more
+    than the file's header. The file is rewritten under the new header first; the old rows keep their values."""
+    from LiverTumorSegLib.training.logs import LOG_COLUMNS, CsvLog, read_log
+
+    path = tmp_path / "log.csv"
+    path.write_text("epoch,global_step,train_loss,val_loss,val_liver_dice,val_tumor_dice,lr,epoch_time_s\n"
+                    "1,3,0.9,,,,0.001,1.5\n")
+    assert CsvLog(path).append({"epoch": 2, "global_step": 6, "train_loss": 0.8, "epoch_steps": 3})
+    assert path.read_text().splitlines()[0] == ",".join(LOG_COLUMNS)
+    rows = read_log(path)
+    assert [(r["epoch"], r["train_loss"], r["epoch_steps"]) for r in rows] == [("1", "0.9", ""), ("2", "0.8", "3")]

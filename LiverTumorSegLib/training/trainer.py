@@ -195,6 +195,26 @@ def check_resume_schedule(payload: Dict[str, Any], config: TrainConfig, source: 
                      f"schedules do not depend on the total: runs under them may resume with another --epochs.")
 
 
+def check_resume_world_size(payload: Dict[str, Any], world_size: int, batch_size: int, source: Path) -> None:
+    """Raise InputError when the checkpoint ``payload`` was trained by another number of processes (``torchrun
+    --nproc_per_node``) than this run's ``world_size``: each step averages ``batch_size`` patches of every process,
+    so the run would go on with another batch per step (and other ranks' samples) while the package recorded
+    one ``batch_size`` (a 2-process run resumed in one process trained 4, then 2 patches per step, without a
+    word). Older checkpoints, which record no process count, are not checked."""
+    saved = payload.get("world_size")
+    if saved is None or int(saved) == int(world_size):
+        return
+    saved, world_size = int(saved), int(world_size)
+
+    def launch(count: int) -> str:
+        return "one process" if count == 1 else f"{count} processes (torchrun --nproc_per_node {count})"
+
+    raise InputError(f"Checkpoint '{source}' was trained by {launch(saved)}, {saved * batch_size} patches per step "
+                     f"(--batch-size {batch_size} per process); this run has {launch(world_size)}, which would "
+                     f"train {world_size * batch_size} per step from here on. Resume with {launch(saved)}, or pass "
+                     f"--overwrite (without --resume) to start over.")
+
+
 @dataclass
 class TrainResult:
     """What a finished (or time-limited / early-stopped) run produced."""
@@ -714,6 +734,7 @@ class Trainer:
             self._resume_payload = payload  # restore() continues from it: the file is read once
             check_resume_config(payload.get("config"), cfg, self.last_path, saved_data_path=payload.get("data_path"))
             check_resume_schedule(payload, cfg, self.last_path)
+            check_resume_world_size(payload, self.dist.world_size, int(cfg.batch_size), self.last_path)
             done = int(payload["epoch"])
             payload["state"] = decode_json(payload, "state") or {}  # decoded once: restore() reads this dict
             early = EarlyStopping(cfg.early_stopping_patience)
@@ -860,7 +881,7 @@ class Trainer:
             "data_path": resolved_data_path(self.config.data), "split": self._split_record(),
             "preprocessing_resolved": json.dumps(self.pre_config.to_dict(), sort_keys=True),
             "data_fingerprint": self._data_fingerprint, "schedule_total_steps": self.schedule_total_steps,
-            "init_from": getattr(self, "init_record", None)})
+            "init_from": getattr(self, "init_record", None), "world_size": int(self.dist.world_size)})
 
     def _split_record(self) -> Dict[str, List[str]]:
         """The case ids this run trains and validates on (checked on resume)."""
@@ -1301,6 +1322,8 @@ class Trainer:
                     **({"final_stop_reason": final_stop_reason} if final_stop_reason else {}),
                     "seconds": round(self.elapsed_before + time.time() - self.t0, 1),
                     "world_size": self.dist.world_size, "device": str(self.device),
+                    # each step's batch: batch_size patches in each process (config.batch_size is per process)
+                    "patches_per_step": int(cfg.batch_size) * int(self.dist.world_size),
                     # what config.augmentation / config.lesions (user overrides only) resolved to, the files read
                     # and the software: a later change of defaults or data stays visible
                     "augmentation_resolved": None if self.augmenter is None else self.augmenter.config.to_dict(),

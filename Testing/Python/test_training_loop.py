@@ -1538,3 +1538,25 @@ def test_a_run_the_time_limit_stops_in_its_first_epoch_leaves_a_log_row_that_res
     train(tiny_config(data_csv, tmp_path, resume=True), log=lambda s: None)
     rows = read_log(log_dir / "log.csv")
     assert [(r["epoch"], r["global_step"], r["epoch_steps"]) for r in rows] == [("1", "3", "3"), ("2", "6", "3")]
+
+
+def test_a_resume_with_another_number_of_processes_is_refused_and_the_package_records_the_step_batch(
+        data_csv, tmp_path, monkeypatch):
+    """A 2-process torchrun run resumed in one process went on with half the patches per step (other ranks'
+    samples too) without a word, and the package recorded only batch_size (per process) and the last world size.
+    The checkpoint records its process count; the package the patches each step averaged."""
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.checkpoint import save_checkpoint
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(Trainer, "_time_up", lambda self: self.global_step == 1)
+    result = train(tiny_config(data_csv, tmp_path), log=lambda s: None)
+    assert read_package_metadata(result.package_path)["training"]["patches_per_step"] == 4  # batch 4, 1 process
+    last = tmp_path / "model_train" / "checkpoints" / "last.pt"
+    payload = load_checkpoint(last)
+    assert payload["world_size"] == 1
+    save_checkpoint(last, dict(payload, world_size=2))  # as a 2-process run writes it
+    monkeypatch.undo()
+    with pytest.raises(InputError, match=r"trained by 2 processes \(torchrun --nproc_per_node 2\), 8 patches per "
+                                         r"step .*this run has one process, which would train 4 per step"):
+        train(tiny_config(data_csv, tmp_path, resume=True), log=lambda s: None)

@@ -735,6 +735,7 @@ class Trainer:
             check_resume_config(payload.get("config"), cfg, self.last_path, saved_data_path=payload.get("data_path"))
             check_resume_schedule(payload, cfg, self.last_path)
             check_resume_world_size(payload, self.dist.world_size, int(cfg.batch_size), self.last_path)
+            self._note_other_thread_count(payload.get("cpu_threads"))
             done = int(payload["epoch"])
             payload["state"] = decode_json(payload, "state") or {}  # decoded once: restore() reads this dict
             early = EarlyStopping(cfg.early_stopping_patience)
@@ -881,7 +882,20 @@ class Trainer:
             "data_path": resolved_data_path(self.config.data), "split": self._split_record(),
             "preprocessing_resolved": json.dumps(self.pre_config.to_dict(), sort_keys=True),
             "data_fingerprint": self._data_fingerprint, "schedule_total_steps": self.schedule_total_steps,
-            "init_from": getattr(self, "init_record", None), "world_size": int(self.dist.world_size)})
+            "init_from": getattr(self, "init_record", None), "world_size": int(self.dist.world_size),
+            "cpu_threads": int(torch.get_num_threads())})
+
+    def _note_other_thread_count(self, saved: Any) -> None:
+        """Say so when a CPU run resumes with another torch thread count than its checkpoint was saved with
+        (``saved``; None in older checkpoints): the CPU kernels then sum in another order, so the run is not bit
+        for bit the uninterrupted one (1 against 2 threads: weights 5e-4 apart after 4 steps of a small U-Net),
+        which the README promised without that condition."""
+        now = int(torch.get_num_threads())
+        if saved is None or self.device.type != "cpu" or int(saved) == now:
+            return
+        self.log(f"note: the checkpoint was saved by a run with {int(saved)} CPU thread(s) and this one has {now}; "
+                 f"the resumed run is then close to, but not bit for bit, the uninterrupted one. For that, give it "
+                 f"OMP_NUM_THREADS={int(saved)}.")
 
     def _split_record(self) -> Dict[str, List[str]]:
         """The case ids this run trains and validates on (checked on resume)."""

@@ -1060,14 +1060,15 @@ class Trainer:
         checkpoint, stop the workers and return True; else False (a real failure, raised by the caller)."""
         if not isinstance(exc, KeyboardInterrupt) and not is_worker_stopped_by_signal(exc, self.loader):
             return False
-        self.log(f"interrupted; checkpoint saved to {self.last_path}. Rerun the same command with --resume "
-                 f"to continue.")
         epoch, step = self._interrupt_position()
         # the random state where that position was recorded: an interrupt inside a step's forward or backward
         # pass has drawn that step's dropout masks, which the resumed run draws again (with dropout, a resumed
         # run was not bit for bit: the training audit)
         mid_epoch = (epoch, step) == (getattr(self, "_interrupt_epoch", None), getattr(self, "_interrupt_step", None))
         self.save_last(epoch, step, rng=getattr(self, "_interrupt_rng", None) if mid_epoch else None)
+        # said once saved: a save that failed (a full disk) was announced as done before its error
+        self.log(f"interrupted; checkpoint saved to {self.last_path}. Rerun the same command with --resume "
+                 f"to continue.")
         tb.close()
         stop_loader_workers(self.loader)
         return True

@@ -1579,3 +1579,27 @@ def test_a_cpu_resume_with_another_thread_count_says_it_is_not_bit_for_bit(data_
         torch.set_num_threads(1)
     assert any("saved by a run with 1 CPU thread(s) and this one has 2" in line and "OMP_NUM_THREADS=1" in line
                for line in said), said
+
+
+def test_an_interrupt_checkpoint_that_cannot_be_written_is_not_announced_as_saved(data_csv, tmp_path, monkeypatch):
+    """Ctrl-C with a full disk: 'interrupted; checkpoint saved to ...' was printed before the save, which then
+    failed; the user read that the run could be resumed from a checkpoint that was not there."""
+    import errno
+
+    import LiverTumorSegLib.training.trainer as trainer_module
+
+    torch.set_num_threads(1)
+    real_save = trainer_module.save_checkpoint
+
+    def full_disk_after_step_1(path, payload):
+        if Path(path).name == "last.pt" and payload.get("global_step") == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(path, payload)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", full_disk_after_step_1)
+    said = []
+    with pytest.raises(OSError):
+        train(tiny_config(data_csv, tmp_path, checkpoint_every_steps=1), callbacks=[RaiseAt(2, KeyboardInterrupt())],
+              log=said.append)
+    assert not any("checkpoint saved" in line for line in said), said
+    assert load_checkpoint(tmp_path / "model_train" / "checkpoints" / "last.pt")["global_step"] == 1  # kept

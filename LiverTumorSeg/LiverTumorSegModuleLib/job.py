@@ -279,11 +279,44 @@ def first_plain_scalar_volume(volume_nodes: Any) -> Any:
                  and not not_a_ct_reason(node)), None)
 
 
+DICOM_INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
+"""The attribute Slicer's DICOM module gives a volume it loaded: the SOP Instance UIDs of its files, space-separated."""
+DICOM_MODALITY_TAG = "0008,0060"
+DICOM_MODALITY_LOOKUPS = 3
+"""How many of a volume's instance UIDs are asked for their Modality before it is taken as unknown (every file of a
+series has the same; the first may be missing from the database)."""
+
+
+def dicom_modality(volume_node: Any) -> str:
+    """The DICOM Modality (0008,0060; upper case: 'CT', 'MR', 'PT', ...) of the series ``volume_node`` was loaded from
+    by Slicer's DICOM module, from ``slicer.dicomDatabase`` by the node's :data:`DICOM_INSTANCE_UIDS_ATTRIBUTE`; ''
+    when unknown: a volume not loaded from DICOM, no DICOM database (the DICOM module not loaded), an instance not in
+    it, or any error asking it. The child reads the temporary file written from the node, which has no Modality."""
+    uids = str(volume_node.GetAttribute(DICOM_INSTANCE_UIDS_ATTRIBUTE) or "").split()
+    if not uids:
+        return ""
+    try:
+        import slicer
+        database = getattr(slicer, "dicomDatabase", None)
+        if database is None:
+            return ""
+        for uid in uids[:DICOM_MODALITY_LOOKUPS]:
+            modality = str(database.instanceValue(uid, DICOM_MODALITY_TAG) or "").strip().upper()
+            if modality:
+                return modality
+    except Exception:  # a database closed or a stand-in without instanceValue: the values are judged instead
+        return ""
+    return ""
+
+
 def not_a_ct_reason(volume_node: Any) -> str:
     """Why ``volume_node`` is no CT to segment or measure on, known from the node alone ('' when nothing says so): a
-    label map volume, or a tumor probability map this module made (the input selector lists it beside the CTs). Given
-    as the CT, either went to the child process, which refused it as 'not CT in Hounsfield units' only after its start
-    (a minute and more on a busy machine), or, measured, gave each lesion the map's values as its 'Mean HU'."""
+    label map volume, a tumor probability map this module made (the input selector lists it beside the CTs), or a
+    volume loaded from a DICOM series whose Modality is not CT (:func:`dicom_modality`: MR, PET, ...). Given as the
+    CT, a map went to the child process, which refused it as 'not CT in Hounsfield units' only after its start (a
+    minute and more on a busy machine), or, measured, gave each lesion the map's values as its 'Mean HU'; an MR or
+    PET series reached the child as a temporary file without its Modality, judged by its values alone (an MR whose
+    values happened to pass was segmented into nonsense), while the command line refuses any Modality but CT."""
     name = volume_node.GetName()
     if volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
         return (f"'{name}' is a label map volume, not a CT; select the CT volume (a label map holds label values, not "
@@ -291,6 +324,10 @@ def not_a_ct_reason(volume_node: Any) -> str:
     if volume_node.GetAttribute(mrml.PROBABILITY_MAP_ATTRIBUTE) == "1":
         return (f"'{name}' is a tumor probability map made by this module, not a CT; select the CT volume it was made "
                 f"from.")
+    modality = dicom_modality(volume_node)
+    if modality and modality != "CT":
+        return (f"'{name}' was loaded from a DICOM series of Modality {modality}, not CT: the models are trained on CT "
+                f"in Hounsfield units only; select a CT volume (a series of Modality CT).")
     return ""
 
 

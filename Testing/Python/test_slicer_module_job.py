@@ -584,6 +584,54 @@ def test_a_label_map_or_this_modules_probability_map_as_the_ct_is_refused_before
     assert job.not_a_ct_reason(fake.node) == ""
 
 
+class _StubDicomDatabase:
+    """``slicer.dicomDatabase`` as far as the module asks it: ``instanceValue(uid, tag)``, '' for what it lacks."""
+
+    def __init__(self, values, fails=False):
+        self.values, self.fails, self.asked = values, fails, []
+
+    def instanceValue(self, uid, tag):
+        self.asked.append((uid, tag))
+        if self.fails:
+            raise RuntimeError("database closed")
+        return self.values.get((uid, tag), "")
+
+
+def test_a_volume_loaded_from_an_mr_or_pet_dicom_series_is_refused_before_any_child(fake, monkeypatch):
+    """The CLI refuses a DICOM series of Modality MR or PT; through Slicer's DICOM module the child got a temporary
+    ct.nii without the Modality and judged the values alone: an MR whose values passed (cubic-interpolated, a few
+    negatives) was segmented into a 3601 mL 'liver' with exit 0. The node's DICOM.instanceUIDs and the DICOM
+    database now say what it is, and it is refused before any child starts, naming the Modality and what to select."""
+    import slicer
+    mr = fake.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "3: T1 VIBE")
+    mr.SetAndObserveImageData(fake.node.GetImageData())
+    mr.SetAttribute(job.DICOM_INSTANCE_UIDS_ATTRIBUTE, "1.2.3.1 1.2.3.2")
+    database = _StubDicomDatabase({("1.2.3.1", "0008,0060"): "MR", ("9.1", "0008,0060"): "CT",
+                                   ("7.2", "0008,0060"): "pt "})
+    monkeypatch.setattr(slicer, "dicomDatabase", database, raising=False)
+    words = ("'3: T1 VIBE' was loaded from a DICOM series of Modality MR, not CT: the models are trained on CT in "
+             "Hounsfield units only; select a CT volume (a series of Modality CT).")
+    assert job.not_a_ct_reason(mr) == words
+    runner = FakeChildRunner(Path("never-run.py"), "ok")
+    with pytest.raises(InputError, match=re.escape(words)):
+        job.SegmentationJob(fake.scene, mr, job.SegmentationOptions(model="m.safetensors"), runner, sys.executable,
+                            str(ROOT), temp_root=str(fake.temp_root))
+    assert runner.args is None and list(fake.temp_root.iterdir()) == []
+    assert job.first_plain_scalar_volume([mr, fake.node]) is fake.node
+    mr.SetAttribute(job.DICOM_INSTANCE_UIDS_ATTRIBUTE, "7.1 7.2")  # the first instance is not in the database
+    assert "Modality PT, not CT" in job.not_a_ct_reason(mr)
+    for uids in ("9.1", "5.5 5.6", ""):  # a CT series; instances the database does not know; no DICOM origin
+        mr.SetAttribute(job.DICOM_INSTANCE_UIDS_ATTRIBUTE, uids)
+        assert job.not_a_ct_reason(mr) == "", uids
+    mr.SetAttribute(job.DICOM_INSTANCE_UIDS_ATTRIBUTE, "1.2.3.1")
+    monkeypatch.setattr(slicer, "dicomDatabase", _StubDicomDatabase({}, fails=True))
+    assert job.not_a_ct_reason(mr) == ""  # a database that raises: judged by its values, as before
+    monkeypatch.setattr(slicer, "dicomDatabase", None)  # the DICOM module not loaded
+    assert job.not_a_ct_reason(mr) == ""
+    monkeypatch.delattr(slicer, "dicomDatabase")
+    assert job.not_a_ct_reason(mr) == "" and job.not_a_ct_reason(fake.node) == ""
+
+
 def test_panel_shows_a_lesion_table_only_beside_the_segmentation_it_lists(fake):
     """After a switch to another CT the output becomes "Create new" (None); the lesion table of the first CT's
     result must then leave the panel, and it must not appear beside another segmentation either."""

@@ -191,11 +191,24 @@ def check_direction_axes(direction: np.ndarray, name: str) -> None:
     check_orthogonal_axes(direction, name)  # the readers refuse a sheared grid; so does an in-memory volume
 
 
-def _not_hu_reason(lo: float, hi: float) -> Optional[str]:
-    """Why a ``lo..hi`` value range cannot be Hounsfield units, or None when it can."""
+def _whole_numbers(arr: np.ndarray) -> bool:
+    """Whether ``arr``'s values are whole numbers (an integer voxel type, or floats without fractions on every 4th
+    voxel along each axis), as an 8-bit picture's are and PET SUVs or rescaled data are not."""
+    if not np.issubdtype(arr.dtype, np.floating):
+        return True
+    sample = np.asarray(arr[::4, ::4, ::4] if arr.ndim == 3 else arr)
+    return bool(np.all(sample == np.round(sample)))
+
+
+def _not_hu_reason(lo: float, hi: float, whole_numbers: bool = True) -> Optional[str]:
+    """Why a ``lo..hi`` value range cannot be Hounsfield units, or None when it can. ``whole_numbers``: whether the
+    values are (:func:`_whole_numbers`): a range within 0..255 with fractions is no 8-bit picture (PET SUVs are such
+    floats, 0 to about 20)."""
     if lo >= 0 and hi <= 1:
         return f"values lie within 0..1: {lo:g}..{hi:g}"
     if lo >= 0 and hi <= 255:
+        if not whole_numbers:
+            return f"values lie within 0..255: {lo:g}..{hi:g}, with fractions, like PET (SUV) or rescaled data"
         return f"values lie within 0..255: {lo:g}..{hi:g}, like an 8-bit picture or a windowed export"
     if hi - lo <= 20:
         return f"values span only {lo:g}..{hi:g}, like z-scored or rescaled data"
@@ -247,7 +260,7 @@ def _not_hu_content_reason(arr: np.ndarray, lo: float, hi: float) -> Optional[st
     if lo < 0 and not _any_between(arr, lo, 0.0):
         above = arr[arr > lo]
         if np.unique(above[::max(1, above.size // 100000)]).size >= PADDED_PICTURE_MIN_VALUES:
-            rest = _not_hu_reason(float(above.min()), hi)
+            rest = _not_hu_reason(float(above.min()), hi, _whole_numbers(arr))
             if rest is not None:
                 return f"apart from {arr.size - above.size} padding voxels of {lo:g}, {rest}"
     air_lo, air_hi = AIR_HU_RANGE
@@ -400,8 +413,8 @@ def not_hu_reason(volume: CTVolume) -> Optional[str]:
     label_map = _label_map_reason(arr, lo, hi)
     if label_map is not None:
         return f"it looks like a label map, not a CT: {label_map}"
-    return (_not_hu_reason(lo, hi) or _shifted_by_intercept_reason(arr, hi) or _scaled_reason(arr)
-            or _not_hu_content_reason(arr, lo, hi))
+    return (_not_hu_reason(lo, hi, _whole_numbers(arr)) or _shifted_by_intercept_reason(arr, hi)
+            or _scaled_reason(arr) or _not_hu_content_reason(arr, lo, hi))
 
 
 NON_HU_GOING_ON = "going on because non-HU input was allowed: results may be meaningless"
@@ -466,7 +479,7 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
                          f"organs and bone lie above {air_hi:g} HU): no body lies in this volume. Check that it is "
                          f"the CT series you meant (not a crop outside the body or a scan of air); if its values are "
                          f"not HU, pass {_allow_non_hu()} to proceed.")
-    reason = _not_hu_reason(lo, hi)
+    reason = _not_hu_reason(lo, hi, _whole_numbers(arr))
     shifted = None if reason is not None else (_shifted_by_intercept_reason(arr, hi) or _scaled_reason(arr))
     if reason is None and shifted is None:
         reason = _not_hu_content_reason(arr, lo, hi)  # after the raw-CT rule, whose re-export advice is the fix

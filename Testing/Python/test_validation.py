@@ -603,3 +603,20 @@ def test_network_memory_error_of_a_ct_of_a_bodys_size_does_not_blame_its_spacing
                                             r"spacing is not the cause: close other programs, crop") as caught:
         check_network_memory(volume, PreprocessingConfig.preset("default"), available_bytes=1)
     assert "check the voxel spacing" not in str(caught.value)
+
+
+def test_pet_suv_values_are_not_called_an_8_bit_picture():
+    """PET in SUV (floats 0 to about 20) was refused as 'like an 8-bit picture or a windowed export', which sent the
+    user looking for a windowing step; values with fractions are named for what they can be. A real 8-bit export
+    (whole numbers, as uint8 or as floats) keeps its own words."""
+    real = read_volume(DATA / "ct3slice_ct.nii.gz")
+    hu = real.array.astype(np.float32)
+    rng = np.random.default_rng(0)
+    suv = (np.where(hu > -500, 1.0 + 0.5 * rng.random(hu.shape), 0.0) + np.where(hu > 100, 3.0, 0.0)).astype(np.float32)
+    with pytest.raises(InputError, match=r"within 0\.\.255: 0\.\.4\.\d+, with fractions, like PET \(SUV\) or "
+                                         r"rescaled data\); it looks pre-normalised/not CT"):
+        check_ct(with_array(real, suv))
+    picture = np.clip(np.round((hu + 160.0) / 400.0 * 255.0), 0, 255)
+    for stored in (picture.astype(np.uint8), picture.astype(np.float32)):
+        with pytest.raises(InputError, match=r"within 0\.\.255: 0\.\.255, like an 8-bit picture or a windowed export"):
+            check_ct(with_array(real, stored))

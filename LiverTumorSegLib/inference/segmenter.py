@@ -829,7 +829,7 @@ class Segmenter:
             raise
         if loading is not None:
             reporter(0.02, "loading model")
-            wait_for_load(loading)
+            wait_for_load(loading, cancel)
             self._load_overlapped_read = True
             reporter(0.05, "loading model")
             if early is not None and hasattr(self.engine, "offer_prepared"):
@@ -902,15 +902,17 @@ def _lesions_cut_by_postprocessing(network_labels: np.ndarray, labels: np.ndarra
     return {int(i) for i in np.unique(touched) if i > 0}
 
 
-def wait_for_load(loading: "concurrent.futures.Future") -> Any:
+def wait_for_load(loading: "concurrent.futures.Future", cancel: Optional[CancellationToken] = None) -> Any:
     """``loading.result()`` waited for in steps of :data:`LOAD_WAIT_STEP_SECONDS`: on Windows before Python 3.14 a
     lock wait without a timeout cannot be interrupted, so Ctrl-C during the model load would wait for the whole
-    load (torch, MONAI, CUDA: tens of seconds from a cold disk), and forever if the load hangs."""
+    load (torch, MONAI, CUDA: tens of seconds from a cold disk), and forever if the load hangs. ``cancel``: checked
+    at each step (CancelledError), so a cancel (``segment --progress json``'s signal) need not wait for the load."""
     while True:
         try:
             return loading.result(timeout=LOAD_WAIT_STEP_SECONDS)
         except concurrent.futures.TimeoutError:
-            continue
+            if cancel is not None:
+                cancel.raise_if_cancelled()
 
 
 def _load_in_background(segmenter: "Segmenter") -> "concurrent.futures.Future":

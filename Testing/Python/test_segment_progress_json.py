@@ -163,6 +163,50 @@ def test_sigterm_cancels_with_json_error_and_writes_nothing(tmp_path, tiny_packa
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no temporary file
 
 
+def test_a_cancel_while_the_model_loads_does_not_wait_for_the_load(tmp_path, tiny_package, monkeypatch):
+    """The protocol's SIGINT/SIGTERM sets the cancel token; one set while the model still loaded (the imports, the
+    package, CUDA: tens of seconds from a cold disk, or for ever when the load hangs) was acted on only once the
+    load had ended. The wait for the load stops at the token (the command then ends without waiting for the load
+    thread: cli.console_main)."""
+    import threading
+
+    from LiverTumorSegLib.errors import CancelledError
+    from LiverTumorSegLib.inference.options import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+    from LiverTumorSegLib.progress import CancellationToken
+
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    released = threading.Event()
+
+    def load_until_released(self, progress=None):
+        self._preprocessing_known.set()  # no config known early: nothing is prepared while it loads
+        released.wait(60)
+        return self
+
+    monkeypatch.setattr(Segmenter, "load", load_until_released)
+    token = CancellationToken()
+    ended = []  # (the exception, whether the load had been released by then)
+
+    def cancel_while_loading(fraction, stage):
+        if stage == "loading model":
+            token.cancel()
+
+    def run():
+        try:
+            Segmenter(SegmentationOptions(model=str(tiny_package))).segment_file(
+                ct, tmp_path / "seg.nii.gz", progress=cancel_while_loading, cancel=token)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            ended.append((exc, released.is_set()))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(15)
+    released.set()
+    thread.join(30)
+    assert ended and isinstance(ended[0][0], CancelledError) and not ended[0][1], ended
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz"]
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_after_the_outputs_are_written_ends_with_done(tmp_path, tiny_package, capsys, monkeypatch, signum):
     """A signal between writing the files and the 'done' line gave {"error": "cancelled"}, 'no output was

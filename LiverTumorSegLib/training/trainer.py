@@ -1002,8 +1002,10 @@ class Trainer:
             self._clear_earlier_run()
         csv_log = CsvLog(self.log_dir / "log.csv", notice=self.log)
         if self.dist.is_main:
-            if start_epoch == 0 and start_step == 0:  # a fresh start: no earlier run's rows or events
+            if start_epoch == 0 and start_step == 0:  # a fresh start: no earlier run's rows, events or curves
                 (self.log_dir / "log.csv").unlink(missing_ok=True)
+                # drawn only when a run ends: a new run stopped before then showed the earlier run's curves
+                (self.log_dir / "curves.png").unlink(missing_ok=True)
                 # TensorBoard showed an overwritten run's loss beside the new one's (the training audit)
                 shutil.rmtree(self.log_dir / "tensorboard", ignore_errors=True)
             csv_log.truncate_after(start_epoch)

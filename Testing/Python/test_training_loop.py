@@ -354,6 +354,19 @@ def test_tensorboard_keeps_one_runs_events(data_csv, tmp_path, monkeypatch):
     assert purges == [None, 4]                                               # fresh, then resumed at step 4
 
 
+def test_a_fresh_start_removes_the_earlier_runs_curves(data_csv, tmp_path):
+    """curves.png is drawn only when a run ends; a fresh start (--overwrite) removed the earlier run's log.csv and
+    TensorBoard events but kept its curves.png, so a new run stopped before its end left the earlier run's curves
+    beside its own checkpoint, looking like this run's."""
+    quiet = dict(log=lambda s: None)
+    train(tiny_config(data_csv, tmp_path), **quiet)
+    curves = tmp_path / "model_train" / "curves.png"
+    assert curves.is_file()
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(data_csv, tmp_path, overwrite=True), callbacks=[RaiseAt(2, KeyboardInterrupt())], **quiet)
+    assert not curves.exists()
+
+
 RUN_SHAPE_ZYX = (8, 48, 48)
 """The voxels of :func:`_interrupted_run`'s phantom CTs."""
 

@@ -13,8 +13,8 @@ carries only JSON lines. Progress lines ``{"progress": 0.42, "stage": "network"}
 in [0, 1]; the last one is exactly 1.0), then one final line, either
 ``{"done": true, "outputs": {"labels", "report", "probabilities", "preview"}, "seconds", "device"}`` (exit 0)
 or ``{"error": "<first line of the message>"}`` (exit 2 for user errors, 1 for internal errors; a
-multi-line message adds ``"details"``). SIGINT/SIGTERM cancel at the next checkpoint: ``{"error":
-"cancelled"}``, exit 130, nothing written. Human text (warnings, summary) goes to stderr.
+multi-line message adds ``"details"``). SIGINT/SIGTERM (also SIGHUP, and Ctrl-Break on Windows) cancel at the
+next checkpoint: ``{"error": "cancelled"}``, exit 130, nothing written. Human text (warnings, summary) goes to stderr.
 """
 import argparse
 import contextlib
@@ -212,11 +212,18 @@ class JsonLines:
         self.emit(obj)
 
 
+CANCEL_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK")
+"""The signals that cancel a ``--progress json`` run (:class:`_SignalsCancel`), those this platform has: the
+command line's stop signals (``cli._stop_signals``) and Ctrl-C."""
+
+
 class _SignalsCancel:
-    """While active, SIGINT and SIGTERM set ``token`` (the run stops at its next checkpoint and writes
-    nothing); a second signal interrupts at once. Only possible in the main thread (else a no-op). A signal this
-    process was started with ignored (SIGINT of a background job of a script: ``segment ... &``) stays ignored,
-    as it does with ``--progress bar`` or ``none``: a Ctrl-C meant for the script cancelled the json run alone."""
+    """While active, SIGINT, SIGTERM and (where they exist) SIGHUP and SIGBREAK set ``token`` (the run stops at
+    its next checkpoint and writes nothing); a second signal interrupts at once. Only possible in the main thread
+    (else a no-op). A signal this process was started with ignored (SIGINT of a background job of a script:
+    ``segment ... &``; SIGHUP under ``nohup``) stays ignored, as it does with ``--progress bar`` or ``none``: a
+    Ctrl-C meant for the script cancelled the json run alone. SIGHUP, left to the command line, was raised at
+    once, also after the outputs were written: 'cancelled; no output was written' beside the files."""
 
     def __init__(self, token: Any) -> None:
         self.token = token
@@ -231,7 +238,7 @@ class _SignalsCancel:
         self.token.cancel()
 
     def __enter__(self) -> "_SignalsCancel":
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (getattr(signal, name) for name in CANCEL_SIGNALS if hasattr(signal, name)):
             if signal.getsignal(signum) == signal.SIG_IGN:
                 continue
             try:

@@ -207,10 +207,13 @@ def test_a_cancel_while_the_model_loads_does_not_wait_for_the_load(tmp_path, tin
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz"]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT]
+                         + [getattr(signal, "SIGHUP")] * hasattr(signal, "SIGHUP"))
 def test_a_signal_after_the_outputs_are_written_ends_with_done(tmp_path, tiny_package, capsys, monkeypatch, signum):
     """A signal between writing the files and the 'done' line gave {"error": "cancelled"}, 'no output was
-    written' and exit 130, with the files written (and, with --overwrite, older results replaced)."""
+    written' and exit 130, with the files written (and, with --overwrite, older results replaced). Also SIGHUP
+    (a closed terminal or ssh session), which the command line raises as an exception where SIGINT and SIGTERM
+    only set the cancel token."""
     ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
     real_finish = JsonLines.finish
 

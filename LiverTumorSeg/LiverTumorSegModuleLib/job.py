@@ -36,6 +36,19 @@ from LiverTumorSegLib.inference.options import override_window  # noqa: F401 - r
 
 
 
+CHILD_CANCELLED_ERROR = "cancelled"
+"""The ``--progress json`` error line of a child that a SIGINT, SIGTERM or SIGHUP stopped (``segment``'s
+``_SignalsCancel``); the panel's Cancel kills the child instead, so this one came from elsewhere."""
+
+
+def stopped_from_outside_text(code: Optional[int]) -> str:
+    """What the panel says of a child that ended with :data:`CHILD_CANCELLED_ERROR`: 'Failed: cancelled' read as if
+    the user had pressed Cancel, and said neither who stopped the run nor what to do."""
+    return (f"The segmentation process was stopped by a signal from outside this panel (exit code {code}: a SIGINT, "
+            f"SIGTERM or SIGHUP, e.g. from a task manager, 'kill' or the session ending) before it finished; the "
+            f"scene was not changed. Segment again.")
+
+
 class SegmentationProcessError(LiverTumorSegError):
     """The segmentation process reported an error the user can fix (its one-line message)."""
 
@@ -494,6 +507,9 @@ class SegmentationJob(ChildJob):
         code = self._runner.exit_code()
         stderr = self._runner.read_stderr()
         details = "\n".join(self.other_output[-20:] + ([stderr[-4000:]] if stderr else []))
+        if self._error is not None and self._error.error == CHILD_CANCELLED_ERROR:  # the panel's Cancel kills it
+            return SegmentationOutcome(FAILED, error=RuntimeError(stopped_from_outside_text(code)), details=details,
+                                       seconds=seconds)
         if self._error is not None:
             message = panel_text.error_text(self._error.error, self.input_path or "", self._input.GetName())
             return SegmentationOutcome(FAILED, error=SegmentationProcessError(message), details=details,

@@ -242,7 +242,7 @@ def test_elsewhere_or_without_proc_the_process_tree_is_listed_with_ps(monkeypatc
 # ---- SegmentationJob with a fake child (slicer-core) --------------------------------------------------------
 
 FAKE_CHILD = textwrap.dedent('''
-    """Follows the --progress json contract. Behaviour from LTS_FAKE: ok | error | crash | killed | hang."""
+    """Follows the --progress json contract. Behaviour from LTS_FAKE: ok | error | crash | killed | hang | stopped."""
     import json, os, signal, sys, time
     import SimpleITK as sitk
     args = sys.argv[1:]
@@ -262,6 +262,10 @@ FAKE_CHILD = textwrap.dedent('''
         os.kill(os.getpid(), signal.SIGKILL)
     if mode == "hang":
         time.sleep(120)
+    if mode == "stopped":  # as the child ends when a SIGINT, SIGTERM or SIGHUP reaches it from elsewhere
+        say({"error": "cancelled"})
+        sys.stderr.write("cancelled; no output was written\\n")
+        sys.exit(130)
     image = sitk.ReadImage(args[0])
     labels = sitk.Cast(image > 0, sitk.sitkUInt8) + sitk.Cast(image > 100, sitk.sitkUInt8)
     out = args[args.index("-o") + 1]
@@ -758,6 +762,18 @@ def test_a_child_killed_without_a_word_is_reported_with_the_likely_reason(fake):
     # logs, 5.6.2 and 5.8.1): the panel said "exit code 1 (... Report the problem.)" without the likely reason
     launcher = "[/opt/Slicer-5.6.2-linux-amd64/bin/python-real] exit abnormally - Report the problem."
     assert ended_text(1, "X", launcher).startswith(f"X crashed or was killed ({launcher}); when nobody stopped it")
+
+
+def test_a_child_stopped_by_a_signal_from_elsewhere_says_so(fake):
+    """A child that a SIGINT, SIGTERM or SIGHUP from outside the panel stopped (a task manager's kill, a closed
+    session) ends its protocol with 'cancelled': the panel said 'Failed: cancelled', which reads as if the user
+    had pressed Cancel, and nothing said who stopped the run or what to do."""
+    before = _scene_counts(fake.scene)
+    outcome = fake.job("stopped").start().wait(timeout_s=60)
+    assert outcome.kind == job.FAILED
+    assert str(outcome.error).startswith("The segmentation process was stopped by a signal from outside this panel")
+    assert "Segment again" in str(outcome.error) and "cancelled; no output was written" in outcome.details
+    assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
 
 
 def test_job_cancel_kills_the_child_at_once_and_changes_nothing(fake):

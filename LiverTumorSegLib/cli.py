@@ -10,8 +10,10 @@ Ctrl-Break on Windows (SIGBREAK) 149, all after removing unfinished outputs (the
 signal becomes an exception, so every ``atomic_output`` cleans up its temporary file); anything else is a bug: one line plus a hint to rerun with
 ``--debug`` for the traceback, exit 1.
 
-Ctrl-C while the program starts (its modules are imported) exits 130 too, with ``interrupted`` and no traceback:
-:func:`_quiet_start` installs the handler for that before this module imports anything else.
+Ctrl-C while the program starts (its modules are imported) exits 130 too, with ``interrupted`` and no traceback, and
+SIGTERM then 143 with one line (Python's default ended it silently): :func:`_quiet_start` installs the handlers for
+that before this module imports anything else. Under ``--progress json`` a stop before the command's own handler
+runs ends with the protocol's final line ``{"error": "cancelled"}`` and 130, as a later one does.
 """
 import os
 import sys
@@ -24,12 +26,38 @@ except ImportError:  # pragma: no cover - an implementation without it
 
 def _interrupted_while_starting(signum, frame) -> None:
     """SIGINT's handler while the ``livertumorseg`` program starts (:func:`_quiet_start`): nothing is written yet,
-    so the process ends at once, as a Ctrl-C later ends it: ``interrupted`` on stderr and exit 130."""
-    try:
-        os.write(2, b"interrupted\n")
-    except OSError:  # stderr closed (`2>&-`)
-        pass
+    so the process ends at once, as a Ctrl-C later ends it: ``interrupted`` on stderr and exit 130, and under
+    ``--progress json`` the protocol's final line ``{"error": "cancelled"}`` on stdout."""
+    argv = list(sys.argv[1:])
+    for fd, text in ((1, b'{"error": "cancelled"}\n' if _json_progress_in(argv) else b""), (2, b"interrupted\n")):
+        try:
+            if text:
+                os.write(fd, text)
+        except OSError:  # the stream closed (`2>&-`)
+            pass
     os._exit(130)
+
+
+def _terminated_while_starting(signum, frame) -> None:
+    """SIGTERM's handler while the ``livertumorseg`` program starts (:func:`_quiet_start`): the process ends at once
+    as a SIGTERM a moment later ends it before any work (exit 143, or under ``--progress json`` the final line
+    ``{"error": "cancelled"}`` and 130), where Python's default ended it silently with no protocol line."""
+    argv = list(sys.argv[1:])
+    json_progress = _json_progress_in(argv)
+    for fd, text in ((1, b'{"error": "cancelled"}\n' if json_progress else b""),
+                     (2, b"error: terminated (SIGTERM) before any work started\n")):
+        try:
+            if text:
+                os.write(fd, text)
+        except OSError:  # the stream closed (`2>&-`)
+            pass
+    os._exit(130 if json_progress else 143)
+
+
+def _json_progress_in(argv) -> bool:
+    """``--progress json`` among the raw arguments ``argv`` (so even a usage error or a cancel while the program
+    starts answers in JSON)."""
+    return "--progress=json" in argv or any(a == "--progress" and b == "json" for a, b in zip(argv, argv[1:]))
 
 
 def _started_as_the_program() -> bool:
@@ -54,10 +82,15 @@ def _quiet_start() -> None:
     process that way at once (:func:`_interrupted_while_starting`). Only in the ``livertumorseg`` program itself,
     and only while SIGINT has Python's default handler (one started with SIGINT ignored keeps it ignored). What
     comes before this module's first lines (Python's own start-up, ``site``, ``runpy``, finding this package: well
-    under a millisecond of it ours) is out of its reach."""
+    under a millisecond of it ours) is out of its reach. SIGTERM likewise (:func:`_terminated_while_starting`), where
+    Python's default ended the process without a word (and without the ``--progress json`` protocol's final line)."""
     try:
-        if _started_as_the_program() and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+        if not _started_as_the_program():
+            return
+        if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
             _signal.signal(_signal.SIGINT, _interrupted_while_starting)
+        if _signal.getsignal(_signal.SIGTERM) == _signal.SIG_DFL:
+            _signal.signal(_signal.SIGTERM, _terminated_while_starting)
     except (ValueError, OSError):  # not the main thread, or no signals here: Python's default stays
         pass
 
@@ -282,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _wants_json_progress(argv: List[str]) -> bool:
     """``--progress json`` among the raw arguments (so even a usage error answers in JSON)."""
-    return "--progress=json" in argv or any(a == "--progress" and b == "json" for a, b in zip(argv, argv[1:]))
+    return _json_progress_in(argv)
 
 
 class Terminated(KeyboardInterrupt):
@@ -655,7 +688,7 @@ def _main_handling_signals(argv: Optional[List[str]] = None) -> int:
     """:func:`_main`, with SIGTERM and SIGHUP handled like Ctrl-C (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         return _main(argv)
-    previous = {signum: signal.signal(signum, _raise_terminated) for signum in _stop_signals()}
+    previous = {signum: _after_the_start(signal.signal(signum, _raise_terminated)) for signum in _stop_signals()}
     watch = None
     try:
         _end_quiet_start()  # a Ctrl-C from here on is the KeyboardInterrupt caught below (or by the command)
@@ -665,15 +698,31 @@ def _main_handling_signals(argv: Optional[List[str]] = None) -> int:
         return _main(argv)
     except Terminated as exc:  # while the parser was built (imports): the command's own handler was not reached yet
         print(f"error: terminated ({exc.signal_name}) before any work started", file=sys.stderr)
-        return exc.exit_code
+        return _cancelled_before_the_command(argv, exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return _cancelled_before_the_command(argv, 130)
     finally:
         if watch is not None:
             watch.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _after_the_start(handler):
+    """The handler to give a signal back after the command: Python's default for the start's own
+    (:func:`_terminated_while_starting`, whose 'before any work started' would be untrue then), else ``handler``."""
+    return signal.SIG_DFL if handler is _terminated_while_starting else handler
+
+
+def _cancelled_before_the_command(argv: Optional[List[str]], exit_code: int) -> int:
+    """The exit status of a run a signal stopped before its command's own handler ran (while the parser was built):
+    ``exit_code``, but under ``--progress json`` the protocol's final line ``{"error": "cancelled"}`` and 130, as
+    for a cancel later on (a SIGTERM in the first ~0.7 s gave no final line and exit 143)."""
+    if not _wants_json_progress(list(sys.argv[1:] if argv is None else argv)):
+        return exit_code
+    print(json.dumps({"error": "cancelled"}), flush=True)
+    return 130
 
 
 QUIET_UNDER_DEBUG = ("matplotlib", "PIL")

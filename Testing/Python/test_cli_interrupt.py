@@ -30,6 +30,27 @@ def test_interrupt_while_the_parser_is_built_is_a_clean_exit(monkeypatch, capsys
     assert "terminated (SIGTERM)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("stop, status", [(KeyboardInterrupt, 130), (cli.Terminated, 143)])
+def test_a_stop_while_the_parser_is_built_ends_the_json_protocol_with_its_cancelled_line(monkeypatch, capsys, stop,
+                                                                                          status):
+    """`--progress json` promises one final line and exit 130 for a cancel: a SIGTERM in the first ~0.7 s (while the
+    command modules were imported) gave no line on stdout and exit 143, so a program reading the protocol saw the
+    stream end without an answer."""
+    def stopped():
+        raise stop()
+
+    monkeypatch.setattr(cli, "build_parser", stopped)
+    assert cli.main(["segment", "ct.nii.gz", "--progress", "json"]) == 130
+    out = capsys.readouterr()
+    assert out.out == '{"error": "cancelled"}\n' and out.err.strip() in ("interrupted",
+                                                                          "error: terminated (SIGTERM) before any "
+                                                                          "work started")
+    assert cli.main(["segment", "ct.nii.gz", "--progress=json"]) == 130
+    assert capsys.readouterr().out == '{"error": "cancelled"}\n'
+    assert cli.main(["segment", "ct.nii.gz"]) == status  # without json: the signal's own status, nothing on stdout
+    assert capsys.readouterr().out == ""
+
+
 def test_sighup_is_handled_like_sigterm_unless_it_is_ignored(monkeypatch):
     """A closed terminal ended a run with no clean-up. Under nohup (SIGHUP ignored) it stays ignored."""
     import signal
@@ -273,18 +294,18 @@ _INTERRUPT_AT_IMPORT = textwrap.dedent("""
             if name == TRIGGER:
                 sys.meta_path.remove(self)
                 open("fired.txt", "w").write(name)
-                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGNAL_NAME)
             return None
     sys.meta_path.insert(0, InterruptAt())
     atexit.register(lambda: open("atexit.txt", "w").write("ran"))  # not after the start's immediate exit
 """)
 
 
-def _run_interrupted_at(tmp_path, trigger: str, how: str, *args: str):
+def _run_interrupted_at(tmp_path, trigger: str, how: str, *args: str, signal_name: str = "SIGINT"):
     """Run ``livertumorseg ARGS`` (``how``: "script", a copy of the console script pip writes, named
     ``livertumorseg``; "module": ``python -m LiverTumorSegLib``) with SIGINT raised when module ``trigger`` is first
     looked for: deterministic, where a signal sent after a delay lands wherever the machine's speed puts it."""
-    setup = _INTERRUPT_AT_IMPORT.replace("TRIGGER", repr(trigger))
+    setup = _INTERRUPT_AT_IMPORT.replace("TRIGGER", repr(trigger)).replace("SIGNAL_NAME", signal_name)
     if how == "script":
         script = tmp_path / "livertumorseg"
         script.write_text(setup + textwrap.dedent("""
@@ -313,6 +334,39 @@ def test_ctrl_c_while_the_program_imports_its_modules_is_a_clean_130(tmp_path, h
     by cli's first statements ends it as a later Ctrl-C does: 'interrupted', exit 130, no traceback."""
     proc = _run_interrupted_at(tmp_path, trigger, how, "models")
     assert (proc.returncode, proc.stderr, proc.stdout) == (130, "interrupted\n", "")
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "raise_signal"), reason="signal.raise_signal: Python 3.8+")
+def test_ctrl_c_while_the_program_starts_under_progress_json_gives_the_cancelled_line(tmp_path):
+    """The start's immediate exit wrote only 'interrupted' on stderr: under `--progress json` the protocol's final
+    line is on stdout too."""
+    proc = _run_interrupted_at(tmp_path, "argparse", "script", "segment", "ct.nii.gz", "--progress", "json")
+    assert (proc.returncode, proc.stderr, proc.stdout) == (130, "interrupted\n", '{"error": "cancelled"}\n')
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "raise_signal"), reason="signal.raise_signal: Python 3.8+")
+@pytest.mark.parametrize("json_progress", [False, True])
+def test_sigterm_while_the_program_starts_is_a_worded_stop(tmp_path, json_progress):
+    """A SIGTERM while the program imported its modules ended it by Python's default, silently (status -15) and under
+    `--progress json` without the protocol's final line; now as a SIGTERM a moment later: 143 with the one line,
+    or the cancelled line and 130."""
+    args = ["segment", "ct.nii.gz"] + (["--progress", "json"] if json_progress else [])
+    proc = _run_interrupted_at(tmp_path, "argparse", "script", *args, signal_name="SIGTERM")
+    assert proc.stderr == "error: terminated (SIGTERM) before any work started\n"
+    assert (proc.returncode, proc.stdout) == ((130, '{"error": "cancelled"}\n') if json_progress else (143, ""))
+
+
+def test_sigterm_is_given_back_as_python_left_it_after_the_command(tmp_path):
+    """The start's SIGTERM handler says 'before any work started': after the command, SIGTERM is Python's default
+    again, not that handler."""
+    script = tmp_path / "livertumorseg"
+    script.write_text("import signal, sys\nfrom LiverTumorSegLib import cli\n"
+                      "started = signal.getsignal(signal.SIGTERM) is cli._terminated_while_starting\n"
+                      "cli.main(['models', '--json'])\n"
+                      "print(started, signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, str(script)], env=_env(), cwd=tmp_path, timeout=120, capture_output=True,
+                          text=True)
+    assert proc.stderr.strip().splitlines()[-1] == "True True", proc.stderr
 
 
 @pytest.mark.skipif(not hasattr(__import__("signal"), "raise_signal"), reason="signal.raise_signal: Python 3.8+")

@@ -169,6 +169,10 @@ class _WholeOptionParser(argparse.ArgumentParser):
     types both options of one is refused with a usage error naming both and saying why (one of them would do
     nothing: ``followup --picture p.png --no-picture`` wrote no picture without a word).
 
+    ``needs_another`` (set by a command's ``register``, optional): ``(option, needed option, why)`` triples; a
+    command line that types the first without the second is refused the same way (the first would do nothing:
+    ``evaluate --prob-structure liver`` without ``--prob`` ran, exit 0, with no ROC of anything).
+
     ``misplaced_options`` (set by a command's ``register``, optional): option -> ``hint(option, value)``, the text
     added to the unknown-option error for another command's option given to this one (``segment --config``)."""
 
@@ -177,6 +181,7 @@ class _WholeOptionParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
         self.refused_together = []  # type: List[tuple]
+        self.needs_another = []  # type: List[tuple]
 
 
 class _CommandAwareParser(_WholeOptionParser):
@@ -200,6 +205,9 @@ class _CommandAwareParser(_WholeOptionParser):
             for first, second, why in getattr(command, "refused_together", ()):
                 if first in typed and second in typed:
                     command.error(f"{first} and {second} cannot be given together: {why}")
+            for option, needed, why in getattr(command, "needs_another", ()):
+                if option in typed and needed not in typed:
+                    command.error(f"{option} needs {needed}: {why}")
         return parsed
 
     def error(self, message: str):  # noqa: D102 - argparse's signature

@@ -291,6 +291,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.refused_together = [(option, "--no-plots", f"{option} is used only for the overlay PNGs, which --no-plots "
                                                  f"leaves out; give one or the other")
                           for option in ("--images", "--rank-metric")]
+    p.needs_another = [("--prob-structure", "--prob", "it says what the --prob map is the probability of, and "
+                                                      "without one there is no ROC to draw; add --prob PROB, or "
+                                                      "leave --prob-structure out")]
     return p
 
 
@@ -610,6 +613,22 @@ def _empty_reference_warnings(case: str, ref_zyx) -> List[str]:
     return [text]
 
 
+def surface_columns() -> List[str]:
+    """The cases.csv columns that are surface distances (mm), which ``--no-surface`` leaves out."""
+    from ..metrics.lits import LITS_LESION_SURFACE_KEYS, SURFACE_KEYS
+
+    return ([f"{key}_{structure}_mm" for structure in ("liver", "tumor") for key in SURFACE_KEYS]
+            + [f"lits_lesion_{key}" for key in LITS_LESION_SURFACE_KEYS])
+
+
+def _refuse_a_surface_rank_metric_without_surfaces(metric: str, no_surface: bool) -> None:
+    """InputError before any case is read when ``--rank-metric`` names a surface distance that ``--no-surface``
+    leaves out: after reading every case, it was refused as 'not a column', naming neither --no-surface nor why."""
+    if no_surface and metric in surface_columns():
+        raise InputError(f"--rank-metric {metric} is a surface distance, which --no-surface leaves out; give "
+                         f"--rank-metric an overlap column (e.g. dice_liver), or leave --no-surface out.")
+
+
 def evaluate_folders(args) -> Dict[str, object]:
     """The work of the command; returns ``{"rows", "summary", "written", "notes"}`` (paths written, lines
     saying what was not drawn and why). Reads and checks every input before writing the first output."""
@@ -624,6 +643,7 @@ def evaluate_folders(args) -> Dict[str, object]:
 
     if not 0.0 <= args.detection_iou < 1.0:
         raise InputError(f"--detection-iou must be in [0, 1), got {args.detection_iou}.")
+    _refuse_a_surface_rank_metric_without_surfaces(args.rank_metric, args.no_surface)
     out_dir = Path(args.output_dir)
     for folder, option in ((args.pred, "--pred"), (args.ref, "--ref"), (args.images, "--images"),
                            (args.prob, "--prob")):

@@ -245,6 +245,31 @@ def test_evaluate_refuses_overlay_options_with_no_plots(capsys, tmp_path, extra)
     assert _parse(["evaluate", "--pred", "p", "--ref", "r", "-o", "o"] + extra).no_plots is False  # alone: fine
 
 
+@pytest.mark.parametrize("structure", ["liver", "tumor"])
+def test_evaluate_refuses_prob_structure_without_prob(capsys, tmp_path, structure):
+    """`evaluate --prob-structure liver` without --prob ran, exit 0, and computed no ROC of anything."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--pred", "p", "--ref", "r", "-o", str(tmp_path / "out"), "--prob-structure", structure])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--prob-structure needs --prob" in err and "usage: livertumorseg evaluate" in err
+    assert list(tmp_path.iterdir()) == []
+    for spelling in ("--prob", "--probabilities"):  # with the map, either spelling: fine
+        assert _parse(["evaluate", "--pred", "p", "--ref", "r", "-o", "o", spelling, "pr",
+                       f"--prob-structure={structure}"]).prob_structure == structure
+
+
+@pytest.mark.parametrize("metric", ["hd95_tumor_mm", "assd_liver_mm", "lits_lesion_rmsd_mm"])
+def test_evaluate_refuses_a_surface_rank_metric_with_no_surface(capsys, tmp_path, metric):
+    """`--no-surface --rank-metric hd95_tumor_mm` read every case, then was refused as 'not a column of this
+    evaluation's cases.csv', naming neither --no-surface nor why; now refused before any case is read."""
+    code = main(["evaluate", "--pred", str(tmp_path / "missing_p"), "--ref", str(tmp_path / "missing_r"),
+                 "-o", str(tmp_path / "out"), "--no-surface", "--rank-metric", metric])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--rank-metric {metric} is a surface distance, which --no-surface leaves out" in err
+    from LiverTumorSegLib.commands.evaluate import surface_columns
+    assert metric in surface_columns() and "dice_liver" not in surface_columns()
+
+
 def test_evaluate_takes_output_as_the_other_commands_spell_it(capsys):
     assert _parse(["evaluate", "--pred", "p", "--ref", "r", "--output", "o"]).output_dir == "o"
     assert _parse(["evaluate", "--pred", "p", "--ref", "r", "--output-dir", "o"]).output_dir == "o"

@@ -1262,7 +1262,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "perturbations this run does not")
     p.add_argument("--perturbations", default=",".join(PERTURBATIONS),
                    help="comma-separated subset of: " + ", ".join(PERTURBATIONS))
-    p.add_argument("--max-slices", type=int, default=0, help="at most N slices around the liver per case")
+    p.add_argument("--max-slices", type=int, default=0,
+                   help="at most N slices around the liver per case (default 0: all slices)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
@@ -1317,6 +1318,10 @@ def run(args: argparse.Namespace) -> int:
                 perturbations.insert(perturbations.index(name), REFERENCE_OF[name])
     if args.max_slices < 0:
         raise InputError("--max-slices must be >= 0 (0 = all slices).")
+    if args.replace_stored and not args.store_in_package:  # stored nothing and replaced nothing, exit 0
+        raise InputError("--replace-stored says what --store-in-package may replace, and without "
+                         "--store-in-package nothing is stored; add --store-in-package, or leave --replace-stored "
+                         "out.")
     changed_post = args.min_lesion_probability is not None or args.keep_liver_in_air
     if args.store_in_package and (args.tta or args.no_postprocessing or changed_post or args.no_body_size_scaling):
         raise InputError("--store-in-package stores the table of the default inference; run it without --tta, "

@@ -280,6 +280,17 @@ def test_cli_does_not_store_a_tta_or_raw_table_in_the_package(tmp_path, capsys):
     assert package.path.read_bytes() == before
 
 
+def test_replace_stored_without_store_in_package_is_refused(tmp_path, capsys, monkeypatch):
+    """--replace-stored alone ran the whole benchmark, exit 0, and stored (and replaced) nothing without a word."""
+    package = tiny_unet_package(tmp_path)
+    write_case(tmp_path / "data")
+    monkeypatch.setattr(rb, "evaluate", lambda *a, **k: pytest.fail("ran before the refusal"))
+    before = package.path.read_bytes()
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--quiet", "--replace-stored"]) == 2
+    assert "--replace-stored says what --store-in-package may replace" in capsys.readouterr().err
+    assert package.path.read_bytes() == before
+
+
 def test_a_validation_only_case_is_named_as_such():
     # a leave-one-patient-out fold's held-out patient is its validation case: the table flags it (it chose the
     # best epoch) and says it was not trained on, instead of calling it a training case

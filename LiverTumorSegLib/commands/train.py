@@ -347,7 +347,7 @@ def config_from_args(args: argparse.Namespace, name_unused_val_fraction: bool = 
     if not config.data:
         raise InputError("No training data given: pass --data (folder or CSV) or set 'data' in the config file.")
     _refuse_data_beside_the_config_only(config.data, "data" in cli, getattr(args, "config_file", None))
-    for text in unused_typed_options(config, cli):
+    for text in unused_typed_options(config, cli, crossval=command == "crossval"):
         log.warning("warning: %s", text)
     return config
 
@@ -371,15 +371,28 @@ UNUSED_UNLESS = {"momentum": ("optimizer", ("sgd",)), "step_size": ("schedule", 
 """Options that only one optimizer or schedule reads: ``option -> (the choosing option, the choices that read it)``."""
 
 
-def unused_typed_options(config: Any, typed: Dict[str, Any]) -> List[str]:
-    """Warnings for options typed on the command line (``typed``) that the run's optimizer or schedule does not read:
-    --momentum with adamw, --step-size under cosine were ignored without a word. (A config file's keys are not named:
-    the recipes list every option.)"""
+def unused_typed_options(config: Any, typed: Dict[str, Any], crossval: bool = False) -> List[str]:
+    """Warnings for options typed on the command line (``typed``) that the run does not read: --momentum with adamw,
+    --step-size under cosine (:data:`UNUSED_UNLESS`), --tumor-slice-fraction with --liver-slice-fraction 0,
+    --lesions with --synthetic-lesions false, --val-every, --val-max-slices or --split-seed with no validation
+    cases were ignored without a word (the package records them as given). (A config file's keys are not named:
+    the recipes list every option.) ``crossval``: the run validates each fold, whatever ``config.folds`` says yet."""
     said = []
     for name, (chooser, readers) in UNUSED_UNLESS.items():
         if name in typed and getattr(config, chooser) not in readers:
             said.append(f"--{name.replace('_', '-')} is read only by {chooser} {' or '.join(readers)}; with "
                         f"{chooser} {getattr(config, chooser)} it is ignored.")
+    if "tumor_slice_fraction" in typed and float(config.liver_slice_fraction) == 0.0:
+        said.append("--tumor-slice-fraction is the share of the draws from liver slices, and liver_slice_fraction 0 "
+                    "makes none; it is ignored.")
+    if "lesions" in typed and str(config.synthetic_lesions).lower() == "false":
+        said.append("--lesions sets the synthetic lesions, which synthetic_lesions false turns off; it is ignored.")
+    if not crossval and not config.folds and float(config.val_fraction) == 0.0:
+        unread = [f"--{name.replace('_', '-')}" for name in ("val_every", "val_max_slices", "split_seed")
+                  if name in typed]
+        if unread:
+            said.append(f"{', '.join(unread)} {'is' if len(unread) == 1 else 'are'} ignored: val_fraction 0 (and no "
+                        f"folds) holds out no validation cases.")
     return said
 
 

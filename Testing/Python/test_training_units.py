@@ -1394,6 +1394,51 @@ def test_options_the_chosen_optimizer_or_schedule_does_not_read_are_warned_of(ca
     assert not [r for r in caplog.records if "is read only by" in r.getMessage()]
 
 
+@pytest.mark.parametrize("extra, warned", [
+    (["--liver-slice-fraction", "0", "--tumor-slice-fraction", "0.9"],
+     "warning: --tumor-slice-fraction is the share of the draws from liver slices, and liver_slice_fraction 0 makes "
+     "none; it is ignored."),
+    (["--synthetic-lesions", "false", "--lesions", '{"probability": 0.5}'],
+     "warning: --lesions sets the synthetic lesions, which synthetic_lesions false turns off; it is ignored."),
+    (["--val-fraction", "0", "--val-every", "2", "--split-seed", "3"],
+     "warning: --val-every, --split-seed are ignored: val_fraction 0 (and no folds) holds out no validation cases."),
+    (["--val-fraction", "0", "--val-max-slices", "4"],
+     "warning: --val-max-slices is ignored: val_fraction 0 (and no folds) holds out no validation cases.")])
+def test_options_that_other_options_leave_unread_are_warned_of(caplog, extra, warned):
+    """--tumor-slice-fraction with --liver-slice-fraction 0, --lesions with --synthetic-lesions false and
+    --val-every / --val-max-slices / --split-seed with --val-fraction 0 trained without a word, the package
+    recording the values as if they had applied."""
+    import argparse
+
+    from LiverTumorSegLib.commands.train import add_config_options, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_options(parser)
+    base = ["--data", "x.csv", "-o", "m.safetensors"]
+    with caplog.at_level("WARNING"):
+        config_from_args(parser.parse_args(base + extra))
+    assert warned in [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # the same options where they are read: no word
+        config_from_args(parser.parse_args(base + ["--tumor-slice-fraction", "0.9", "--lesions", '{"probability": 0.5}',
+                                                   "--val-every", "2", "--val-max-slices", "4", "--split-seed", "3"]))
+    assert not [r for r in caplog.records if "ignored" in r.getMessage()]
+
+
+def test_crossval_is_not_told_that_a_config_files_val_fraction_0_leaves_no_validation(caplog, tmp_path):
+    """crossval validates every fold, whatever val_fraction its config file holds: --val-every is read."""
+    from LiverTumorSegLib.cli import build_parser
+    from LiverTumorSegLib.commands.train import config_from_args
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("val_fraction: 0\n")
+    args = build_parser().parse_args(["crossval", "--data", "x.csv", "--config", str(recipe), "--val-every", "2",
+                                      "-o", str(tmp_path / "cv")])
+    with caplog.at_level("WARNING"):
+        config_from_args(args, name_unused_val_fraction=False)
+    assert not [r for r in caplog.records if "holds out no validation cases" in r.getMessage()]
+
+
 def test_a_relative_path_found_only_from_the_other_folder_says_which_folder_it_is_read_from(tmp_path, monkeypatch):
     """A config file's relative data is read from the working folder, a CSV's rows from the CSV's folder; a path
     written the other way was only 'does not exist', naming neither rule."""

@@ -629,6 +629,15 @@ def _refuse_a_surface_rank_metric_without_surfaces(metric: str, no_surface: bool
                          f"--rank-metric an overlap column (e.g. dice_liver), or leave --no-surface out.")
 
 
+def _say_surfaces_were_not_computed(settings: Dict[str, object]) -> None:
+    """Make summary.json's ``settings`` (changed in place) say that ``--no-surface`` left the surface distances out:
+    it described how they are computed, and listed assd_tumor_mm ... among the tumor columns, as if they were."""
+    settings["surface"] = "not computed (--no-surface): cases.csv has no surface-distance columns"
+    settings.pop("surface_distances_if_a_mask_is_empty", None)
+    tumor = settings["tumor_voe_rvd_surface_distances"]
+    tumor["columns"] = [column for column in tumor["columns"] if column not in surface_columns()]
+
+
 def evaluate_folders(args) -> Dict[str, object]:
     """The work of the command; returns ``{"rows", "summary", "written", "notes"}`` (paths written, lines
     saying what was not drawn and why). Reads and checks every input before writing the first output."""
@@ -723,6 +732,8 @@ def evaluate_folders(args) -> Dict[str, object]:
                            "tumor_voe_rvd_surface_distances": {"columns": list(WHOLE_TUMOR_MASK_COLUMNS),
                                                                "computed_on": WHOLE_TUMOR_MASK_NOTE},
                            "surface_distances_if_a_mask_is_empty": "NaN, left out of means (n_nan counts them)"}
+    if args.no_surface:  # the settings described surfaces and listed their columns that cases.csv did not hold
+        _say_surfaces_were_not_computed(summary["settings"])
     summary["settings"]["label_maps"] = {"reference": label_maps[1], "prediction": label_maps[0]}
     summary["unmatched"] = {"predictions_without_reference": only_pred, "references_without_prediction": only_ref}
     summary["warnings"] = read_warnings  # README: the report's warnings say which segments were left out

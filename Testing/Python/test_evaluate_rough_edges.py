@@ -89,6 +89,22 @@ def test_references_without_a_prediction_are_named_beside_the_numbers(tmp_path, 
     assert "NOT IN THESE NUMBERS: 2 reference case(s) without a prediction (b, c)" in out
 
 
+def test_no_surface_is_said_in_the_summarys_settings(tmp_path):
+    """With --no-surface, summary.json's settings still described how surface distances are computed and listed
+    assd_tumor_mm, hd_tumor_mm ... among the tumor columns, none of which cases.csv held."""
+    _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz", seed=1)
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out",
+                     "--no-plots", "--no-surface") == 0
+    settings = json.loads((tmp_path / "out" / "summary.json").read_text())["settings"]
+    with open(tmp_path / "out" / "cases.csv", newline="") as table:
+        columns = next(csv.reader(table))
+    assert settings["surface"].startswith("not computed (--no-surface)")
+    assert "surface_distances_if_a_mask_is_empty" not in settings
+    listed = settings["tumor_voe_rvd_surface_distances"]["columns"]
+    assert listed == ["voe_tumor", "rvd_tumor"] and set(listed) <= set(columns)
+
+
 def test_two_files_of_other_case_numbers_are_compared_with_a_warning(tmp_path, caplog):
     """volume-3 against segmentation-2 was scored without a word; 'pred' against 'gt' names no case at all."""
     _case(tmp_path, "volume-3.nii.gz")

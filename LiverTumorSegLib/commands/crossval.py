@@ -33,7 +33,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "cache_dir": "folder for the preprocessed slice cache, shared by the folds (default: <output folder>/cache/)",
         "resume": "continue each unfinished fold from its fold_<i>_train/checkpoints/last.pt (default: off)",
         "max_time_minutes": "stop each fold gracefully after this many minutes and still write its package (0 = no "
-                            "limit) (default 0.0)"})
+                            "limit) (default 0.0)",
+        "name": "model name stored in each fold's package as NAME_fold_<i>, which segment --model takes once it is "
+                "installed (default: the file's name, fold_<i>)"})
     return p
 
 

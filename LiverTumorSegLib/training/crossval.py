@@ -39,11 +39,14 @@ VAL_CASES_SEPARATOR = "; "
 
 def fold_config(config: TrainConfig, out_dir: Path, fold: int) -> TrainConfig:
     """The TrainConfig for fold ``fold``: its own package and log folder (``fold_<i>_train`` in ``config.log_dir``
-    when one is given, else in ``out_dir``; a given --log-dir was ignored before), the shared cache."""
+    when one is given, else in ``out_dir``; a given --log-dir was ignored before), the shared cache, and a given
+    ``--name`` as ``<name>_fold_<i>`` (every fold's package was named ``<name>``, so once installed ``segment --model
+    <name>`` was refused as ambiguous; without --name each is ``fold_<i>``, its file's name)."""
     logs = Path(config.log_dir) if config.log_dir else Path(out_dir)
+    named = {"name": f"{config.name}_fold_{fold}"} if config.name else {}
     return config.updated({"fold": fold, "output": str(out_dir / f"fold_{fold}.safetensors"),
                            "log_dir": str(logs / f"fold_{fold}_train"),
-                           "cache_dir": config.cache_dir or str(out_dir / "cache")})
+                           "cache_dir": config.cache_dir or str(out_dir / "cache"), **named})
 
 
 def fold_row(fold: int, result) -> Dict[str, Any]:

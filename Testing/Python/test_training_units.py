@@ -1425,6 +1425,19 @@ def test_options_that_other_options_leave_unread_are_warned_of(caplog, extra, wa
     assert not [r for r in caplog.records if "ignored" in r.getMessage()]
 
 
+def test_crossval_gives_each_fold_its_own_name(tmp_path):
+    """crossval --name mymodel named every fold's package 'mymodel': once installed, `segment --model mymodel` was
+    refused as ambiguous, though --name's help says segment takes that name."""
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.crossval import fold_config
+
+    named = TrainConfig.from_dict({"data": "x.csv", "folds": 3, "name": "mymodel"})
+    assert [fold_config(named, tmp_path, fold).name for fold in range(3)] == \
+        ["mymodel_fold_0", "mymodel_fold_1", "mymodel_fold_2"]
+    unnamed = TrainConfig.from_dict({"data": "x.csv", "folds": 3})
+    assert fold_config(unnamed, tmp_path, 1).name == ""  # the package is then named after its file, fold_1
+
+
 def test_crossval_is_not_told_that_a_config_files_val_fraction_0_leaves_no_validation(caplog, tmp_path):
     """crossval validates every fold, whatever val_fraction its config file holds: --val-every is read."""
     from LiverTumorSegLib.cli import build_parser

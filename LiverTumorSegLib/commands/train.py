@@ -375,8 +375,9 @@ def unused_typed_options(config: Any, typed: Dict[str, Any], crossval: bool = Fa
     """Warnings for options typed on the command line (``typed``) that the run does not read: --momentum with adamw,
     --step-size under cosine (:data:`UNUSED_UNLESS`), --tumor-slice-fraction with --liver-slice-fraction 0,
     --lesions with --synthetic-lesions false, --val-every, --val-max-slices or --split-seed with no validation
-    cases were ignored without a word (the package records them as given). (A config file's keys are not named:
-    the recipes list every option.) ``crossval``: the run validates each fold, whatever ``config.folds`` says yet."""
+    cases, and --schedule step with no more epochs than --step-size (it never cut the rate) were ignored without a
+    word (the package records them as given). (A config file's keys are not named: the recipes list every option.)
+    ``crossval``: the run validates each fold, whatever ``config.folds`` says yet."""
     said = []
     for name, (chooser, readers) in UNUSED_UNLESS.items():
         if name in typed and getattr(config, chooser) not in readers:
@@ -387,6 +388,11 @@ def unused_typed_options(config: Any, typed: Dict[str, Any], crossval: bool = Fa
                     "makes none; it is ignored.")
     if "lesions" in typed and str(config.synthetic_lesions).lower() == "false":
         said.append("--lesions sets the synthetic lesions, which synthetic_lesions false turns off; it is ignored.")
+    if config.schedule == "step" and int(config.step_size) >= int(config.epochs) and \
+            any(name in typed for name in ("schedule", "step_size", "gamma")):
+        said.append(f"schedule step cuts the learning rate after every {config.step_size} epochs (step_size), and "
+                    f"this run has {config.epochs}: it trains at lr {config.lr:g} throughout, and gamma is never "
+                    f"applied. Give a step_size below epochs.")
     if not crossval and not config.folds and float(config.val_fraction) == 0.0:
         unread = [f"--{name.replace('_', '-')}" for name in ("val_every", "val_max_slices", "split_seed")
                   if name in typed]

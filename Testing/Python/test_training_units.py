@@ -1403,11 +1403,15 @@ def test_options_the_chosen_optimizer_or_schedule_does_not_read_are_warned_of(ca
     (["--val-fraction", "0", "--val-every", "2", "--split-seed", "3"],
      "warning: --val-every, --split-seed are ignored: val_fraction 0 (and no folds) holds out no validation cases."),
     (["--val-fraction", "0", "--val-max-slices", "4"],
-     "warning: --val-max-slices is ignored: val_fraction 0 (and no folds) holds out no validation cases.")])
+     "warning: --val-max-slices is ignored: val_fraction 0 (and no folds) holds out no validation cases."),
+    (["--schedule", "step", "--epochs", "10"],
+     "warning: schedule step cuts the learning rate after every 30 epochs (step_size), and this run has 10: it trains "
+     "at lr 0.0003 throughout, and gamma is never applied. Give a step_size below epochs.")])
 def test_options_that_other_options_leave_unread_are_warned_of(caplog, extra, warned):
-    """--tumor-slice-fraction with --liver-slice-fraction 0, --lesions with --synthetic-lesions false and
-    --val-every / --val-max-slices / --split-seed with --val-fraction 0 trained without a word, the package
-    recording the values as if they had applied."""
+    """--tumor-slice-fraction with --liver-slice-fraction 0, --lesions with --synthetic-lesions false,
+    --val-every / --val-max-slices / --split-seed with --val-fraction 0, and --schedule step over no more epochs than
+    --step-size (a constant rate) trained without a word, the package recording the values as if they had
+    applied."""
     import argparse
 
     from LiverTumorSegLib.commands.train import add_config_options, config_from_args
@@ -1421,7 +1425,8 @@ def test_options_that_other_options_leave_unread_are_warned_of(caplog, extra, wa
     caplog.clear()
     with caplog.at_level("WARNING"):  # the same options where they are read: no word
         config_from_args(parser.parse_args(base + ["--tumor-slice-fraction", "0.9", "--lesions", '{"probability": 0.5}',
-                                                   "--val-every", "2", "--val-max-slices", "4", "--split-seed", "3"]))
+                                                   "--val-every", "2", "--val-max-slices", "4", "--split-seed", "3",
+                                                   "--schedule", "step", "--step-size", "9", "--epochs", "10"]))
     assert not [r for r in caplog.records if "ignored" in r.getMessage()]
 
 

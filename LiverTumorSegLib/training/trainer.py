@@ -470,6 +470,16 @@ def spacing_summary(cached: Sequence[CachedCase]) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------- validation
+def slice_validation_method(max_slices: int) -> str:
+    """The package's ``validation.method`` for :func:`validate_slices` over at most ``max_slices`` slices a case (0:
+    all): with --val-max-slices it said 'on the cached validation volumes' of a Dice taken on that many slices."""
+    method = "slice-level on the cached validation volumes (network grid)"
+    if max_slices:
+        method += (f", at most {int(max_slices)} evenly spaced slices per case, the first and last included "
+                   f"(val_max_slices)")
+    return method
+
+
 @torch.no_grad()
 def validate_slices(model, cases: Sequence[Any], preprocessor, device: torch.device, batch_size: int,
                     loss_fn=None, autocast_dtype: Optional[torch.dtype] = None,
@@ -1260,7 +1270,7 @@ class Trainer:
                                                    weights_step, max(0, int(self.global_step) - epoch_end_step))
             if self.val_cached:
                 val = self._validate_packaged_weights(weights_step)
-                validation = {"method": "slice-level on the cached validation volumes (network grid)",
+                validation = {"method": slice_validation_method(self.config.val_max_slices),
                               "liver_dice": val["liver_dice"], "tumor_dice": val["tumor_dice"],
                               "cases": val["cases"], "best_epoch": self.best.best_epoch,
                               "synthetic_lesions_in_validation": any(

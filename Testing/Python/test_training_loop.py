@@ -519,6 +519,18 @@ def test_training_with_synthetic_lesions_validates_and_writes_its_package(data_c
     assert np.array_equal(tumors[0][0], tumors[1][0])
 
 
+def test_the_package_says_when_validation_took_only_some_slices(data_csv, tmp_path):
+    """--val-max-slices 2 validated on 2 slices a case, and the package's validation.method still read 'on the
+    cached validation volumes', the Dice shown by `models` as if of the whole volumes."""
+    from LiverTumorSegLib.package import read_package_metadata
+
+    torch.set_num_threads(1)
+    cfg = tiny_config(data_csv, tmp_path, epochs=1, iterations_per_epoch=1, val_max_slices=2)
+    result = train(cfg, command="livertumorseg train test", log=lambda s: None)
+    method = read_package_metadata(result.package_path)["validation"]["method"]
+    assert "at most 2 evenly spaced slices per case, the first and last included (val_max_slices)" in method
+
+
 def test_time_limit_stops_and_still_writes_package_via_cli(data_csv, tmp_path, capsys):
     from LiverTumorSegLib.cli import main
 

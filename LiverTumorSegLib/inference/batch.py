@@ -299,12 +299,35 @@ def check_batch_folder_has_cts(input_path: Any, output_path: Any) -> None:
         entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     except OSError:
         return
-    if any(entry.is_dir() for entry in entries):
+    subfolders = [entry for entry in entries if entry.is_dir()]
+    if subfolders:
+        _refuse_data_set_folder(folder, subfolders)
         return  # maybe a DICOM study folder: segment_file searches it (and says what it found)
     held = ("it is empty" if not entries else "it holds " + ", ".join(p.name for p in entries[:5])
             + (" ..." if len(entries) > 5 else ""))
     raise InputError(f"Folder '{folder}' holds no CT files (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd) to segment as "
                      f"a batch, and no DICOM series ({held}). Give a folder of CT files, or a CSV listing them.")
+
+
+LABEL_FOLDER_NAMES = ("labelsTr", "labelsTs")
+"""An MSD / nnU-Net data set's folders of label maps, which are not offered as CT folders."""
+
+
+def _refuse_data_set_folder(folder: Path, subfolders: Sequence[Path]) -> None:
+    """Refuse (InputError naming them) ``segment FOLDER -o OUT`` where ``FOLDER`` holds no CT file of its own but
+    ``subfolders`` do: a data set's top folder (MSD's ``Task03_Liver/`` with ``imagesTr/``, ``imagesTs/``; an
+    nnU-Net data set; LiTS's folder of ``Training Batch 1``/``2``). Such a run was told "Output 'OUT' has no file
+    extension: one CT (a DICOM series folder is one) ...", blaming the output folder. Returns when no subfolder
+    holds CT files (a DICOM study folder, which ``segment`` searches)."""
+    holding = [(sub, len(_readable_ct_files(sub))) for sub in subfolders if sub.name not in LABEL_FOLDER_NAMES]
+    holding = [(sub, count) for sub, count in holding if count]
+    if not holding:
+        return
+    names = ", ".join(f"'{sub.name}/' ({count})" for sub, count in holding[:5]) + (" ..." if len(holding) > 5 else "")
+    raise InputError(f"Folder '{folder}' holds no CT files of its own to segment as a batch, but its subfolder(s) "
+                     f"{names} do: a batch takes the CT files directly in the folder it is given. Give one of them "
+                     f"(for an MSD or nnU-Net data set: imagesTr/ or imagesTs/), run segment on each, or list the CTs "
+                     f"in a case CSV (column 'image').")
 
 
 def _ct_files(folder: Path) -> List[Path]:

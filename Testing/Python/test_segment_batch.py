@@ -1548,6 +1548,21 @@ def test_a_batch_of_a_folder_without_cts_names_the_folder_not_the_output(tmp_pat
         assert not (tmp_path / "out").exists()
 
 
+def test_a_data_set_folder_names_its_subfolders_of_cts_not_the_output(tmp_path, capsys):
+    """'segment Task03_Liver -o OUT' (an MSD or nnU-Net data set's top folder, or LiTS's folder of 'Training
+    Batch 1'/'2') said "Output 'OUT' has no file extension: one CT (a DICOM series folder is one) ...", blaming the
+    output folder. It now names the subfolders that hold CTs (not labelsTr/, which holds label maps)."""
+    data_set = tmp_path / "Task03_Liver"
+    write_phantoms(data_set / "imagesTr", 1)
+    write_phantoms(data_set / "labelsTr", 1)
+    (data_set / "dataset.json").write_text("{}", encoding="utf-8")
+    code = cli.main(["segment", str(data_set), "-o", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no file extension" not in err
+    assert "'imagesTr/' (1)" in err and "labelsTr" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_dicom_series_folder_beside_the_cts_is_named_not_left_out_silently(tmp_path, caplog):
     """A batch folder of NIfTI CTs with one patient's DICOM series in a subfolder segmented the CTs and left the
     series out without a word (no row in the table, exit 0). It is still not segmented (a folder batch takes CT

@@ -115,8 +115,11 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
     ``case1``, what ``segment case1.nii.gz -o case1_seg.nii.gz`` makes, is the prediction.)
     """
     wanted = ROLE_OF_OPTION.get(what)
+    listed = _image_files(folder)
+    if wanted == "label":
+        _refuse_images_of_msd_data_set(folder, what, listed)
     found: "OrderedDict[str, List[Tuple[Path, Optional[str]]]]" = OrderedDict()
-    for path in _image_files(folder):
+    for path in listed:
         key = case_key(path)
         found.setdefault(key[0], []).append((path, key[1]))
     cases: "OrderedDict[str, Path]" = OrderedDict()
@@ -166,6 +169,26 @@ def _refuse_msd_data_set_folder(folder: Path, what: str, files: List[Path]) -> N
                      f"files of one name ('{files[0].name}' in "
                      f"{', '.join(repr(p.parent.name + '/') for p in files)}): give its {wanted}/ folder "
                      f"'{data_set / wanted}' as {what}{images}.")
+
+
+MSD_IMAGE_FOLDERS = ("imagesTr", "imagesTs")
+"""An MSD / nnU-Net data set's folders of CTs."""
+
+
+def _refuse_images_of_msd_data_set(folder: Path, what: str, files: List[Path]) -> None:
+    """InputError naming labelsTr/ when ``files``, the label maps ``what`` (--ref, --pred) lists below ``folder``,
+    include CTs of an MSD / nnU-Net data set's imagesTr/ or imagesTs/ beside its labelsTr/: ``--ref
+    Dataset003_Liver`` (nnU-Net's ``imagesTr/liver_000_0000.nii.gz``, whose names differ from the labels') took
+    ``imagesTs/liver_002_0000.nii.gz`` for case liver_002's reference label map, a CT, and failed on it (or
+    warned of a reference without prediction) after scoring the other cases. Returns otherwise."""
+    images = [p for p in files if p.parent.name in MSD_IMAGE_FOLDERS and (p.parent.parent / "labelsTr").is_dir()]
+    if not images:
+        return
+    data_set = images[0].parent.parent
+    where = "is" if data_set.resolve() == folder.resolve() else "holds"
+    raise InputError(f"{what} folder '{folder}' {where} the MSD / nnU-Net data set '{data_set}', whose "
+                     f"{images[0].parent.name}/ holds CTs ('{images[0].name}'), not label maps: give its labelsTr/ "
+                     f"folder '{data_set / 'labelsTr'}' as {what} (and its imagesTr/ as --images for the overlays).")
 
 
 _IRCADB_HINT = ("evaluate reads one label map file per case (a 3D-IRCADb-01 patient's masks "

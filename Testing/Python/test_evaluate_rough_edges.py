@@ -922,6 +922,27 @@ def test_an_msd_data_set_folder_given_as_ref_or_images_names_the_subfolder_to_gi
     assert list(list_cases(data_set / "labelsTr", "--ref")) == ["liver_0", "liver_1"]
 
 
+def test_an_nnunet_data_set_folder_given_as_ref_names_labelstr_not_its_cts(tmp_path):
+    """--ref Dataset003_Liver (nnU-Net: imagesTr/liver_000_0000.nii.gz, labelsTr/liver_000.nii.gz, imagesTs/
+    liver_002_0000.nii.gz) paired labelsTr's files by their names' role but took imagesTs/'s CT for case
+    liver_002's reference label map: evaluate scored the other cases, then failed on the CT's HU values (or warned
+    of a reference without prediction). It is refused before any work, naming labelsTr/."""
+    from LiverTumorSegLib.commands.evaluate import list_cases
+    from LiverTumorSegLib.errors import InputError
+
+    data_set = tmp_path / "nnUNet_raw" / "Dataset003_Liver"
+    for sub, name in (("imagesTr", "liver_000_0000"), ("labelsTr", "liver_000"), ("imagesTs", "liver_002_0000")):
+        (data_set / sub).mkdir(parents=True)
+        (data_set / sub / f"{name}.nii.gz").write_bytes(b"")  # list_cases reads names only
+    for given, what in ((data_set, "--ref"), (tmp_path / "nnUNet_raw", "--ref"), (data_set, "--pred")):
+        with pytest.raises(InputError, match=rf"{what} folder '{given}' (is|holds) the MSD / nnU-Net data set "
+                                             rf"'{data_set}', whose imagesT[rs]/ holds CTs .*give its labelsTr/ "
+                                             rf"folder '{data_set / 'labelsTr'}' as {what}"):
+            list_cases(given, what)
+    assert list(list_cases(data_set / "labelsTr", "--ref")) == ["liver_000"]
+    assert list(list_cases(data_set, "--images")) == ["liver_000", "liver_002"]  # CTs by their names' role
+
+
 def _figure_of_overlay(monkeypatch):
     """Keeps the figures evaluate's plots would save (``{file name: figure}``), closed by the caller's end."""
     from LiverTumorSegLib.metrics import report

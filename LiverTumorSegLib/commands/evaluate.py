@@ -623,15 +623,24 @@ def _name_outside_stage(exc: BaseException, stage: Path, out_dir: Path) -> None:
 
 
 def _empty_reference_warnings(case: str, ref_zyx) -> List[str]:
-    """A warning (printed and in the summary's ``warnings``) when a reference label map holds neither liver nor
-    tumor: its liver Dice is 1.0 for an empty prediction and 0.0 for any other, which says nothing about the
-    segmentation (a wrong file, or label values that --label-map should map)."""
+    """A warning (printed and in the summary's ``warnings``) when a reference label map ``(z, y, x)`` holds neither
+    liver nor tumor: its liver Dice is 1.0 for an empty prediction and 0.0 for any other, which says nothing about
+    the segmentation (a wrong file, or label values that --label-map should map); or tumor without liver (a
+    tumor-only annotation): its liver Dice compares the predicted liver with the tumors alone (0.02 on a real CT,
+    printed without a word before)."""
     import numpy as np
 
-    if np.any(ref_zyx):
+    if not np.any(ref_zyx):
+        text = (f"reference: it holds no liver or tumor (every voxel background): its liver Dice is 1.0 for an empty "
+                f"prediction and 0.0 for any other. Check that it is the right file, and its label values "
+                f"(--label-map).")
+    elif not np.any(ref_zyx == 1):
+        text = ("reference: it holds tumor (2) but no liver (1) (an annotation of the tumors only, or an empty Liver "
+                "segment): its liver (label >= 1) is the tumors alone, so the liver numbers (dice_liver, "
+                "volume_outside_ref_liver_ml, tumor_burden_ref, ...) do not measure the liver; its tumor Dice and "
+                "lesion counts do. Check its label values (--label-map).")
+    else:
         return []
-    text = (f"reference: it holds no liver or tumor (every voxel background): its liver Dice is 1.0 for an empty "
-            f"prediction and 0.0 for any other. Check that it is the right file, and its label values (--label-map).")
     log.warning("warning: case %s: %s", case, text)
     return [text]
 

@@ -158,6 +158,22 @@ def test_a_reference_without_liver_or_tumor_is_warned_of(tmp_path, capsys, caplo
     assert float(row["dice_liver"]) == 0.0
 
 
+def test_a_reference_of_tumor_without_liver_is_warned_of(tmp_path, capsys, caplog):
+    """A tumor-only reference (label 2, no 1: the tumors annotated alone) gave a liver Dice that compares the
+    predicted liver with the tumors (0.02 on a real CT) without a word; its liver numbers are now said not to
+    measure the liver (printed and in summary.json), as measure says of such a map."""
+    phantom = _case(tmp_path / "pred", "case1.nii.gz")
+    (tmp_path / "ref").mkdir()
+    tumor_only = np.where(phantom.labels == 2, 2, 0).astype(np.uint8)
+    assert tumor_only.any()
+    write_label_map(tmp_path / "ref" / "case1.nii.gz", tumor_only, phantom.ct.geometry)
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out",
+                     "--no-plots", "--no-surface") == 0
+    assert caplog.text.count("holds tumor (2) but no liver (1)") == 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert any("do not measure the liver" in w for w in summary["warnings"]["case1"])
+
+
 def test_two_label_maps_of_one_case_are_refused_naming_both(tmp_path, capsys):
     _case(tmp_path / "ref", "case1_seg.nii.gz")
     _case(tmp_path / "ref", "case1_label.nii.gz")

@@ -253,6 +253,21 @@ def _failed_check_warning(what: str, error: BaseException) -> str:
             f"the report's measurements do not depend on it, but a warning it might have given is missing.")
 
 
+def untrained_tumor_warnings(metadata: Optional[Dict[str, Any]]) -> List[str]:
+    """A warning when the model package's ``training`` record says its network never saw a tumor: no training
+    label held tumor (``tumor_label_cases`` 0) and synthetic lesions were off (a liver-only model, trained with
+    ``--label-map '{"1": 1, "2": 1}' --synthetic-lesions false``, or on liver labels alone). Such a model reported
+    "tumors: 0" as if it had looked for them. Packages that do not record ``tumor_label_cases`` (written before it,
+    or not by ``train``) get none."""
+    training = (metadata or {}).get("training")
+    if not isinstance(training, dict) or training.get("synthetic_lesions") is not False or \
+            training.get("tumor_label_cases") != 0:
+        return []
+    return ["This model was trained without tumors (no training label held tumor, and synthetic lesions were off): "
+            "it does not segment tumors, so its lesion count of 0 does not mean the liver is free of them. Use a model "
+            "trained with tumor labels or synthetic lesions, such as the bundled default, to look for tumors."]
+
+
 def _check_warnings(what: str, check: Callable[..., List[str]], *args: Any) -> List[str]:
     """``check(*args)``'s warnings, or :func:`_failed_check_warning` when it raises: an image check that only adds
     warnings (:mod:`.metal`, :mod:`.fluid_in_liver`) must not fail a segmentation the network has already made (an
@@ -709,7 +724,8 @@ class Segmenter:
                             f"left out; {liver_parts_advice(cut_by_scan_end)}")
         device_message = getattr(self.engine, "device_message", None)  # e.g. CUDA asked for, CPU used
         precision_message = _precision_check_message(self.engine, report.get("precision"))
-        warnings = [m for m in (device_message, precision_message) if m] + warnings
+        warnings = [m for m in (device_message, precision_message) if m] + \
+            untrained_tumor_warnings(getattr(self.package, "metadata", None)) + warnings
         report["warnings"] = list(warnings)
         timings["report"] = time.perf_counter() - stage_start
         report["timings_s"] = rounded_timings(timings)

@@ -666,6 +666,11 @@ class Trainer:
             use_lesions = not any(c.tumor_slices for c in self.train_cached)
         self.synthetic_lesions = bool(use_lesions)
         self.lesion_inserter = LesionInserter(cfg.lesions) if self.synthetic_lesions else None
+        if not self.synthetic_lesions and not any(c.tumor_slices for c in self.train_cached):
+            self.log("warning: no training case's label holds tumor (2) and synthetic lesions are off, so the network "
+                     "learns to label no tumor: segment with this package warns that it does not segment tumors "
+                     "(its lesion count 0 would not mean no tumor). For a model that finds tumors, train with "
+                     "tumor labels or --synthetic-lesions auto.")
         # the augmenter's default pixel size; PatchDataset gives each sample its own case's
         pixel_mm = float(np.mean(self.train_cached[0].spacing_zyx[1:]))
         self.augmenter = build_augmenter(cfg.augmentation, pixel_mm)
@@ -1337,6 +1342,9 @@ class Trainer:
                     "data": str(cfg.data), "data_path": resolved_data_path(cfg.data), "format": self.layout,
                     **spacing_summary(list(self.train_cached) + list(self.val_cached)),
                     "synthetic_lesions": self.synthetic_lesions, "command": self.command,
+                    # how many training cases' labels hold tumor: none, with synthetic lesions off, is a network that
+                    # never saw a tumor, which segment says (inference.segmenter.untrained_tumor_warnings)
+                    "tumor_label_cases": sum(1 for c in self.train_cached if c.tumor_slices),
                     "config": cfg.to_dict(), "epochs_completed": len(self.history),
                     # the weights in this package (validation_selection): the last step's (the last epoch's,
                     # or some steps into the next after a time-limit stop: weights_note), or the best validation

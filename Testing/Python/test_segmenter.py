@@ -566,3 +566,24 @@ def test_segment_volume_refuses_a_package_whose_network_does_not_take_its_input(
                           package=package_module.load_model_package(path))
     with pytest.raises(ModelPackageError, match="makes 9 input channels in all but its network takes 1"):
         segmenter.segment_volume(make_phantom(seed=0).ct)
+
+
+def test_a_model_trained_without_tumors_is_said_not_to_segment_tumors(tmp_path):
+    """A package whose training record says no training label held tumor and synthetic lesions were off (a
+    liver-only model) reported "tumors: 0" as if it had looked for them; the report (and so the CLI, a batch's
+    status and Slicer's panel, which show its warnings) now says it does not segment tumors. A package whose
+    training saw tumors, or one that does not record it, gets no such warning."""
+    from LiverTumorSegLib.inference.segmenter import untrained_tumor_warnings
+    from LiverTumorSegLib.package import rewrite_package_metadata
+
+    assert untrained_tumor_warnings({"training": {"synthetic_lesions": False}}) == []  # not recorded: not known
+    assert untrained_tumor_warnings({"training": {"synthetic_lesions": True, "tumor_label_cases": 0}}) == []
+    package = tiny_unet_package(tmp_path)
+    ct = corner_phantom().ct
+    options = SegmentationOptions(model=str(package.path), device="cpu", precision="fp32", threads=1)
+    said = "does not segment tumors"
+    for tumor_cases, warned in ((1, False), (0, True)):
+        rewrite_package_metadata(package.path, lambda meta: meta.update(
+            training={"synthetic_lesions": False, "tumor_label_cases": tumor_cases}))
+        warnings = Segmenter(options).segment_volume(ct).report["warnings"]
+        assert any(said in w for w in warnings) == warned

@@ -1628,3 +1628,23 @@ def test_an_interrupt_checkpoint_that_cannot_be_written_is_not_announced_as_save
               log=said.append)
     assert not any("checkpoint saved" in line for line in said), said
     assert load_checkpoint(tmp_path / "model_train" / "checkpoints" / "last.pt")["global_step"] == 1  # kept
+
+
+def test_a_package_trained_without_tumors_says_so_in_train_and_in_segment(data_csv, tmp_path):
+    """A liver-only training (tumor merged into liver by --label-map, synthetic lesions off) trained without a word,
+    and segment with its package reported "tumors: 0" as if it had looked for them. train now warns, the package
+    records how many training labels held tumor, and segment's report warns that the model does not segment
+    tumors (inference.segmenter.untrained_tumor_warnings, tested with the segmenter in test_segmenter.py)."""
+    from LiverTumorSegLib.inference.segmenter import untrained_tumor_warnings
+    from LiverTumorSegLib.package import read_package_metadata
+
+    torch.set_num_threads(1)
+    said = []
+    cfg = tiny_config(data_csv, tmp_path / "run", epochs=1, iterations_per_epoch=1, augmentation={"enabled": False},
+                      synthetic_lesions=False, label_map={"1": 1, "2": 1}, val_fraction=0.0)
+    (tmp_path / "run").mkdir()
+    result = train(cfg, command="livertumorseg train test", log=said.append)
+    assert any("no training case's label holds tumor (2) and synthetic lesions are off" in s for s in said)
+    metadata = read_package_metadata(result.package_path)
+    assert metadata["training"]["tumor_label_cases"] == 0 and metadata["training"]["synthetic_lesions"] is False
+    assert any("trained without tumors" in w for w in untrained_tumor_warnings(metadata))

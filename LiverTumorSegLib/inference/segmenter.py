@@ -264,7 +264,7 @@ def untrained_tumor_warnings(metadata: Optional[Dict[str, Any]]) -> List[str]:
             training.get("tumor_label_cases") != 0:
         return []
     return ["This model was trained without tumors (no training label held tumor, and synthetic lesions were off): "
-            "it does not segment tumors, so its lesion count of 0 does not mean the liver is free of them. Use a model "
+            "it does not segment tumors, so a lesion count of 0 does not mean the liver is free of them. Use a model "
             "trained with tumor labels or synthetic lesions, such as the bundled default, to look for tumors."]
 
 

@@ -864,6 +864,24 @@ def _refuse_damaged_files_beside(chosen: DicomSeriesInfo, folder: Path) -> None:
                      f"missing. Copy or export the series again; if those files do not belong to it, remove them.")
 
 
+def _image_files_held_text(folder: Path) -> str:
+    """`` It holds N NIfTI/NRRD/MetaImage file(s) (...): give one of them.`` when ``folder`` holds such files (hidden
+    ones, such as macOS's ``._`` files, left out), else ''. ``preprocess Task03_Liver/imagesTr`` was told only that
+    the folder holds no DICOM series, as if it held no CT."""
+    from ..fileutil import full_suffix
+    from .formats import READ_SUFFIXES
+
+    try:
+        held = sorted(p.name for p in folder.iterdir() if not is_hidden_name(p.name) and full_suffix(p) in READ_SUFFIXES)
+    except OSError:
+        return ""
+    if not held:
+        return ""
+    shown = ", ".join(held[:3]) + (" ..." if len(held) > 3 else "")
+    return (f" It holds {len(held)} NIfTI/NRRD/MetaImage file(s) ({shown}), which are read one at a time: give one "
+            f"of them.")
+
+
 def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     all_series, search = _search_dicom_series(folder)
     if not all_series:
@@ -887,7 +905,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
                              f"DICOM series itself, or a {_FILE_FORMATS_TEXT} file.")
         raise InputError(f"Folder '{folder}' holds no DICOM series, nor do its subfolders (searched "
                          f"{MAX_SUBFOLDER_DEPTH} levels deep). Give a folder of DICOM files, or a "
-                         f"{_FILE_FORMATS_TEXT} file.")
+                         f"{_FILE_FORMATS_TEXT} file.{_image_files_held_text(folder)}")
     images = [s for s in all_series if _is_image_series(s)]
     if series is not None:
         chosen = select_dicom_series(all_series, series, folder)

@@ -591,6 +591,24 @@ def test_two_series_in_one_folder_list_and_select(tmp_path):
         read_volume(folder, series="1.2.826.0.1.3680043.2.1125")
 
 
+def test_a_folder_of_nifti_cts_given_as_one_ct_names_its_files(tmp_path):
+    """'preprocess Task03_Liver/imagesTr' (a folder of NIfTI CTs where one CT is read) was told only that the folder
+    holds no DICOM series, as if it held no CT; the message now names its CT files (not macOS's '._' files) and
+    says to give one."""
+    folder = tmp_path / "imagesTr"
+    folder.mkdir()
+    for name in ("liver_0.nii.gz", "liver_1.nii.gz", "._liver_0.nii.gz"):
+        (folder / name).write_bytes(b"\0" * 64)
+    with pytest.raises(InputError, match=r"holds no DICOM series.* It holds 2 NIfTI/NRRD/MetaImage file\(s\) "
+                                         r"\(liver_0.nii.gz, liver_1.nii.gz\).*give one of them"):
+        read_volume(folder)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("hello")
+    with pytest.raises(InputError) as err:
+        read_volume(tmp_path / "notes")
+    assert "It holds" not in str(err.value)
+
+
 def test_folder_without_dicom_and_dicom_in_subfolder(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("hello")

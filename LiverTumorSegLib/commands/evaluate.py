@@ -226,8 +226,11 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
         return [(case_name(ref) or ref.name, pred, ref)], [], []
     if pred.is_dir() != ref.is_dir():
         folder = pred if pred.is_dir() else ref
-        hint = (f" '{folder}' is a DICOM series folder, not a label map file: {_IRCADB_HINT}"
-                if holds_dicom_images(folder, 20, is_dicom_file) else "")
+        hint = ""
+        if holds_dicom_images(folder, 20, is_dicom_file):
+            hint = f" '{folder}' is a DICOM series folder, not a label map file: {_IRCADB_HINT}"
+        elif folder.name == "MASKS_DICOM" or (folder / "MASKS_DICOM").is_dir():  # a 3D-IRCADb patient's masks
+            hint = f" '{folder}' holds 3D-IRCADb's DICOM mask series, not a label map file: {_IRCADB_HINT}"
         raise InputError(f"--pred '{pred}' and --ref '{ref}' must both be files or both be folders.{hint}")
     preds, refs = list_cases(pred, "--pred"), list_cases(ref, "--ref")
     matched = [(name, preds[name], refs[name]) for name in refs if name in preds]

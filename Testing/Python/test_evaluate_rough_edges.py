@@ -389,6 +389,10 @@ def test_a_dicom_mask_series_given_against_a_label_file_gets_the_ircadb_hint(tmp
     assert _evaluate("--pred", tmp_path / "pred" / "3Dircadb1.1.nii.gz", "--ref", tmp_path / "pred", "-o",
                      tmp_path / "out") == 2
     assert "DICOM" not in capsys.readouterr().err  # a folder of label files: no such hint
+    for folder in (masks.parent, masks.parent.parent):  # MASKS_DICOM/ (no DICOM file of its own), the patient's
+        assert _evaluate("--pred", tmp_path / "pred" / "3Dircadb1.1.nii.gz", "--ref", folder, "-o",
+                         tmp_path / "out") == 2  # said only 'must both be files or both be folders'
+        assert f"'{folder}' holds 3D-IRCADb's DICOM mask series" in capsys.readouterr().err
 
 
 def test_interrupted_overwrite_keeps_the_previous_results(tmp_path, capsys, monkeypatch):

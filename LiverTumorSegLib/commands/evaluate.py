@@ -212,6 +212,13 @@ def _warn_if_other_case_numbers(pred: Path, ref: Path) -> None:
                     pred.name, case_name(pred), ref.name, case_name(ref))
 
 
+def _names_text(cases: "OrderedDict[str, Path]") -> str:
+    """``: case names 'volume-0' -> '0', ...`` for up to 3 of ``cases`` (case name -> file): what the names became,
+    so that a mismatch of naming schemes (LiTS's volume-N against MSD's liver_N) shows; '' for none."""
+    shown = [f"'{path.name}' -> '{name}'" for name, path in list(cases.items())[:3]]
+    return f"; case names {', '.join(shown)}{' ...' if len(cases) > 3 else ''}" if shown else ""
+
+
 def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], List[str], List[str]]:
     """Pair predictions with references. Returns ``(matched [(case, pred, ref)], only_pred, only_ref)``."""
     for path, what in ((pred, "--pred"), (ref, "--ref")):
@@ -245,9 +252,11 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
         hint = ""
         if any((p / "MASKS_DICOM").is_dir() for p in (pred, ref, *pred.iterdir(), *ref.iterdir()) if p.is_dir()):
             hint = " 3D-IRCADb masks (MASKS_DICOM/ DICOM series) are not label map files: " + _IRCADB_HINT
-        raise InputError(f"No case name matches between --pred '{pred}' ({len(preds)} files) and --ref '{ref}' "
-                         f"({len(refs)} files). Case names are file names without extension and without prefixes "
-                         f"such as 'segmentation-' (see 'livertumorseg evaluate --help').{hint}")
+        raise InputError(f"No case name matches between --pred '{pred}' ({len(preds)} files{_names_text(preds)}) and "
+                         f"--ref '{ref}' ({len(refs)} files{_names_text(refs)}). Case names are file names without "
+                         f"extension and without prefixes such as 'segmentation-' (see 'livertumorseg evaluate "
+                         f"--help'): rename or link the files so that each prediction and its reference share one."
+                         f"{hint}")
     return matched, only_pred, only_ref
 
 

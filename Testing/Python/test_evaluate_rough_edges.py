@@ -1165,3 +1165,15 @@ def test_a_long_named_overlay_a_killed_overwrite_run_left_hidden_is_put_back_wit
     assert sorted(p.name for p in (out / "plots").iterdir()) == [overlay]
     assert (out / "plots" / overlay).read_bytes() == b"earlier overlay"
     assert (out / "cases.csv").read_text(encoding="utf-8") == "earlier cases.csv"
+
+
+def test_no_matching_case_names_shows_what_each_side_s_names_became(tmp_path, capsys):
+    """LiTS-named predictions (volume-0, from a batch of LiTS's volumes) against MSD labels (labelsTr/liver_0) were
+    told only that no case name matches; the message now shows the case names each side's files became, so the
+    mismatch of naming schemes shows, and says to rename or link the files."""
+    _case(tmp_path / "pred", "volume-0.nii.gz")
+    _case(tmp_path / "labelsTr", "liver_0.nii.gz")
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "labelsTr", "-o", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "No case name matches" in err and "'volume-0.nii.gz' -> '0'" in err
+    assert "'liver_0.nii.gz' -> 'liver_0'" in err and "rename or link the files" in err

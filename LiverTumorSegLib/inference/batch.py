@@ -21,6 +21,7 @@ recorded with its one-line error and the others go on.
 """
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import os
 import re
@@ -924,7 +925,11 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                     concurrent.futures.wait([finishing])
                 future = submit_in_caller_context(finisher, _finish_and_write_case, case, segmenter, volume, output,
                                                   warnings, read_seconds, overwrite, share)
-                future.add_done_callback(lambda f, c=case, s=status: finish_done(c, s, f))
+                # the callback runs on the finishing thread once the case is done there: in the caller's context,
+                # so a case failing there is worded for the command line too ('--batch-size 1', not 'batch_size=1')
+                caller_context = contextvars.copy_context()
+                future.add_done_callback(lambda f, c=case, s=status, context=caller_context:
+                                         context.run(finish_done, c, s, f))
                 # only this one is kept: a list of every finished future held each case's label map (and CT) to
                 # the end of the batch, about 50 MB per 512 x 512 x 200 case
                 finishing = future

@@ -608,6 +608,37 @@ def test_memory_check_uses_the_models_grid_and_a_memory_failure_is_one_line(tmp_
         statuses[0].message
 
 
+def test_a_case_running_out_of_memory_on_the_finishing_thread_names_the_command_line_flag(tmp_path, monkeypatch):
+    """A case whose post-processing ran out of memory on the finishing thread was recorded there, outside the
+    command's context: the `segment FOLDER` table told a command-line user to try 'batch_size=1' (the Python
+    argument) where a failure on the network thread said '--batch-size 1'."""
+    from LiverTumorSegLib.errors import cli_wording
+
+    write_phantoms(tmp_path / "cts", 2)
+    segmenter = oracle_segmenter()
+    real_finish, real_predict = segmenter.finish, segmenter.predict
+    second_network_started = threading.Event()
+
+    def finish(volume, output, progress=None):
+        if volume.shape_zyx[0] == 10:  # ct_0: fails once the main thread has gone on to ct_1 (its callback is set)
+            assert second_network_started.wait(timeout=20.0)
+            raise MemoryError("Unable to allocate 150. MiB for an array with shape (600, 512, 512)")
+        return real_finish(volume, output, progress)
+
+    def predict(volume, progress=None, cancel=None):
+        if volume.shape_zyx[0] == 12:
+            second_network_started.set()
+        return real_predict(volume, progress, cancel)
+
+    monkeypatch.setattr(segmenter, "finish", finish)
+    monkeypatch.setattr(segmenter, "predict", predict)
+    with cli_wording():
+        statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), segmenter)
+    assert [s.status for s in statuses] == ["failed", "done"]
+    assert "Ran out of memory" in statuses[0].message and "--batch-size 1" in statuses[0].message
+    assert "batch_size=1" not in statuses[0].message
+
+
 @pytest.mark.skipif(os.name != "posix", reason="file names of any bytes: POSIX")
 def test_a_file_name_that_is_not_utf8_fails_its_case_and_the_batch_goes_on(tmp_path, monkeypatch):
     """A CT named with a byte that is not UTF-8 (`ct\xff.nii.gz`, as Linux allows) in a batch folder: writing the

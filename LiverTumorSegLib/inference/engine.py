@@ -775,7 +775,13 @@ class SliceInferenceEngine:
             cancel.raise_if_cancelled()
         dtype, self.cpu_dtype = self.cpu_dtype, None
         start = time.perf_counter()
-        full = self._torch_probabilities(x).numpy()
+        try:
+            full = self._torch_probabilities(x).numpy()
+        except BaseException:
+            # the fp32 pass failed (out of memory on a large first CT, Ctrl-C): bf16 stays planned and the check runs
+            # on the next volume; the engine ran every later CT of a batch in fp32, unchecked and without a word
+            self.cpu_dtype = dtype
+            raise
         seconds_full = time.perf_counter() - start
         self._add_time("network", seconds_reduced + seconds_full)
         differing, fraction = _label_disagreement(full, reduced)

@@ -146,6 +146,32 @@ def test_a_cancel_during_the_bf16_check_is_seen_between_its_passes_and_the_check
             ph.ct, cancel=cancelled_first)
 
 
+def test_a_failure_in_the_fp32_pass_of_the_bf16_check_leaves_the_check_to_the_next_volume(monkeypatch):
+    """A first CT whose check failed in its fp32 pass (out of memory, Ctrl-C) left the engine in fp32 for good: every
+    later CT of the batch (or of a notebook's Segmenter) ran fp32, unchecked ('check': None) and without a word. bf16
+    stays planned now, and the next volume is checked."""
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
+    ph = corner_phantom()
+
+    class OutOfMemoryInFp32Once(MarginNet):
+        failed = False
+
+        def forward(self, x):
+            y = super().forward(x)
+            if y.dtype == torch.float32 and not self.failed:
+                self.failed = True
+                raise MemoryError("Unable to allocate 2.00 GiB")
+            return y
+
+    engine = SliceInferenceEngine(package_with(OutOfMemoryInFp32Once()), device="cpu", threads=1, batch_size=4)
+    with pytest.raises(MemoryError):
+        engine.predict(ph.ct)
+    assert engine.cpu_dtype == torch.bfloat16 and engine._verify_cpu_dtype
+    np.testing.assert_array_equal(engine.predict(ph.ct), fp32_labels(ph.ct, MarginNet()))
+    check = engine.last_precision["check"]
+    assert engine.last_precision["used"] == "bf16" and check["passed"] and check["this_volume"]
+
+
 def test_auto_falls_back_to_fp32_when_bf16_labels_disagree(monkeypatch, caplog):
     monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
     ph = corner_phantom()

@@ -63,7 +63,10 @@ def _json_progress_in(argv) -> bool:
 def _started_as_the_program() -> bool:
     """Whether this process is the ``livertumorseg`` program (its console script, ``livertumorseg.exe`` or
     ``livertumorseg-script.py`` on Windows, or ``python -m LiverTumorSegLib``), not a program that imports the
-    library (a test run, Slicer, a benchmark script), whose own SIGINT handling must stay as it is."""
+    library (a test run, Slicer, a benchmark script), whose own SIGINT handling must stay as it is, nor a child
+    that ``multiprocessing`` started from it (:func:`_a_multiprocessing_child`)."""
+    if _a_multiprocessing_child():
+        return False
     main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     if getattr(main_spec, "name", None) == "LiverTumorSegLib.__main__":
         return True
@@ -73,6 +76,18 @@ def _started_as_the_program() -> bool:
         if name.endswith(suffix):
             name = name[:-len(suffix)]
     return name == "livertumorseg"
+
+
+def _a_multiprocessing_child() -> bool:
+    """Whether this process is a child that ``multiprocessing`` started by spawn or forkserver (DataLoader workers on
+    macOS and Windows), which imports this module while it takes over the program's ``sys.argv`` and main module but
+    never runs :func:`main`: the start's handlers stayed there for good, and a SIGTERM (a Slurm job's end) ended such
+    a worker with 'terminated (SIGTERM) before any work started' and exit 143, which torch reports as a worker that
+    'exited unexpectedly', not one a stop signal ended (training.interrupts), where Python's default gave -15."""
+    process = sys.modules.get("multiprocessing.process")
+    if process is None:  # no multiprocessing child imports this module before multiprocessing
+        return False
+    return bool(getattr(process.current_process(), "_inheriting", False)) or process.parent_process() is not None
 
 
 def _quiet_start() -> None:

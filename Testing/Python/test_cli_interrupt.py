@@ -394,3 +394,30 @@ def test_the_start_handler_is_only_the_programs(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], env=_env(), cwd=tmp_path, timeout=60, capture_output=True,
                           text=True)
     assert proc.stdout == "True\n", proc.stderr
+
+
+def test_a_spawned_child_of_the_program_keeps_pythons_signal_handling(tmp_path):
+    """multiprocessing's spawn (DataLoader workers on macOS and Windows) runs the program's script in the child with
+    the program's argv, so cli's start handlers were installed there and never given back (the child runs no main()):
+    a SIGTERM ended such a worker with 'terminated (SIGTERM) before any work started' and exit 143, not -15, which
+    torch reports as a worker that exited unexpectedly rather than one a stop signal ended."""
+    script = tmp_path / "livertumorseg"
+    script.write_text(textwrap.dedent("""
+        import multiprocessing, signal, sys
+        from LiverTumorSegLib import cli
+
+        def handlers(queue):
+            queue.put((signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+                       signal.getsignal(signal.SIGTERM) == signal.SIG_DFL))
+
+        if __name__ == '__main__':
+            context = multiprocessing.get_context('spawn')
+            queue = context.Queue()
+            child = context.Process(target=handlers, args=(queue,))
+            child.start()
+            print(signal.getsignal(signal.SIGTERM) is cli._terminated_while_starting, queue.get(timeout=60))
+            child.join()
+    """))
+    proc = subprocess.run([sys.executable, str(script)], env=_env(), cwd=tmp_path, timeout=120, capture_output=True,
+                          text=True)
+    assert proc.stdout == "True (True, True)\n", proc.stderr

@@ -634,6 +634,16 @@ def _name_outside_stage(exc: BaseException, stage: Path, out_dir: Path) -> None:
             setattr(exc, attribute, str(out_dir / Path(name).relative_to(stage)))
 
 
+def _holds_value(labels_zyx, value: int, chunk_slices: int = 16) -> bool:
+    """Whether any voxel of ``labels_zyx`` ``(z, y, x)`` is ``value``: a few slices at a time, stopping at the first
+    hit, so no whole-volume temporary (``labels == 1`` of a 512 x 512 x 1000 map is 260 MB beside the case's own
+    arrays) and usually one chunk's look."""
+    import numpy as np
+
+    return any(np.any(labels_zyx[start:start + chunk_slices] == value)
+               for start in range(0, labels_zyx.shape[0], chunk_slices))
+
+
 def _empty_reference_warnings(case: str, ref_zyx) -> List[str]:
     """A warning (printed and in the summary's ``warnings``) when a reference label map ``(z, y, x)`` holds neither
     liver nor tumor: its liver Dice is 1.0 for an empty prediction and 0.0 for any other, which says nothing about
@@ -646,7 +656,7 @@ def _empty_reference_warnings(case: str, ref_zyx) -> List[str]:
         text = (f"reference: it holds no liver or tumor (every voxel background): its liver Dice is 1.0 for an empty "
                 f"prediction and 0.0 for any other. Check that it is the right file, and its label values "
                 f"(--label-map).")
-    elif not np.any(ref_zyx == 1):
+    elif not _holds_value(ref_zyx, 1):
         text = ("reference: it holds tumor (2) but no liver (1) (an annotation of the tumors only, or an empty Liver "
                 "segment): its liver (label >= 1) is the tumors alone, so the liver numbers (dice_liver, "
                 "volume_outside_ref_liver_ml, tumor_burden_ref, ...) do not measure the liver; its tumor Dice and "

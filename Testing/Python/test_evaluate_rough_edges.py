@@ -1177,3 +1177,16 @@ def test_no_matching_case_names_shows_what_each_side_s_names_became(tmp_path, ca
     err = capsys.readouterr().err
     assert "No case name matches" in err and "'volume-0.nii.gz' -> '0'" in err
     assert "'liver_0.nii.gz' -> 'liver_0'" in err and "rename or link the files" in err
+
+
+def test_the_liver_look_of_the_reference_check_reads_every_slice_without_a_whole_volume_temporary():
+    """The tumor-without-liver check looked with `ref == 1`, a whole-volume temporary (260 MB for 512 x 512 x 1000);
+    it now looks a few slices at a time: a liver voxel on the last slice, past every chunk, is still found."""
+    from LiverTumorSegLib.commands.evaluate import _empty_reference_warnings, _holds_value
+
+    ref = np.zeros((37, 8, 8), dtype=np.uint8)
+    ref[3, 2, 2] = 2
+    assert not _holds_value(ref, 1) and _holds_value(ref, 2)
+    assert "but no liver (1)" in _empty_reference_warnings("c", ref)[0]
+    ref[36, 7, 7] = 1  # the last slice, in the third chunk of 16
+    assert _holds_value(ref, 1) and _empty_reference_warnings("c", ref) == []

@@ -1000,7 +1000,8 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
                 onFinished: Optional[Callable[[job.SegmentationOutcome], None]] = None,
                 tableNode=None, replaceExisting: bool = True, showIn3D: bool = True):
         """Segment ``inputVolumeNode`` into ``outputSegmentationNode`` (None = new node) and a lesion table, in a
-        child process.
+        child process. The lesion table refilled is ``tableNode`` when it was made for ``outputSegmentationNode``,
+        else the scene's table made for it; only without one is a new table made.
 
         ``options``: ``LiverTumorSegLib.inference.options.SegmentationOptions`` (also ``job.SegmentationOptions``);
         ``modelPath`` and ``device`` override its fields. ``waitForCompletion=True``: blocks and returns a ``job.SegmentationOutcome`` (raises on failure,
@@ -1042,7 +1043,7 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
                             onFinished: Optional[Callable[[Any], None]] = None):
         """Measure ``segmentationNode``'s Liver / Liver tumor segments (e.g. after editing them) on ``volumeNode``
         in a child process (``LiverTumorSegLib measure``) and refill its lesion table (``tableNode`` when it is that
-        segmentation's table, else a new one). ``waitForCompletion=True``: blocks and returns a
+        segmentation's table, else the scene's table made for it, else a new one). ``waitForCompletion=True``: blocks and returns a
         ``job.SegmentationOutcome`` (raises on failure). ``False``: returns the running ``measure_job.MeasureJob``
         (``.cancel()``); ``onFinished(outcome)`` is called on the main thread."""
         env = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None

@@ -28,7 +28,7 @@ from LiverTumorSegLib.io import GEOMETRY_TOLERANCE
 
 from . import childprocess, panel_text
 from .childjob import CANCELLED, DONE, FAILED, ChildJob, ChildResultError, ended_text  # noqa: F401 - re-exported
-from .childjob import check_shown_in_scratch_scene, read_result_json, unusable_result
+from .childjob import check_shown_in_scratch_scene, read_result_json, reusable_table, unusable_result
 
 from LiverTumorSegLib.inference.device import DEVICE_CHOICES as DEVICES  # noqa: F401 - one list for all callers
 from LiverTumorSegLib.inference.options import SegmentationOptions, segment_command_args
@@ -221,14 +221,16 @@ def apply_result(scene: Any, labels: np.ndarray, report: Dict[str, Any], geometr
     ``LiverTumorSegLib.mrml.labels_to_segmentation_node``).
 
     ``table_node`` is refilled only when it is the table made for ``segmentation_node``
-    (:func:`LiverTumorSegLib.mrml.lesion_table_describes`); otherwise a new table is made, so another
-    segmentation's (another CT's) lesion table is never overwritten. New nodes get names no other node has ("CT liver
+    (:func:`LiverTumorSegLib.mrml.lesion_table_describes`); otherwise the scene's table made for it is refilled, and
+    only without one is a new table made, so another segmentation's (another CT's) lesion table is never overwritten.
+    A script's run into the same segmentation without ``table_node`` made a new table each time (30 runs, 30 tables
+    linked to the one segmentation). New nodes get names no other node has ("CT liver
     segmentation_1" for a second result of the CT), as Slicer names new nodes: two results of one CT (a run into a
     new segmentation with other settings) were both "CT liver segmentation", with two "CT liver lesions" tables, which
     the node lists and the Compare selectors could not tell apart."""
     base = name or (input_volume_node.GetName() if input_volume_node is not None else "CT")
-    if not mrml.lesion_table_describes(table_node, segmentation_node):
-        table_node = None
+    table_node = reusable_table(scene, table_node, lambda table: mrml.lesion_table_describes(table, segmentation_node),
+                                search_scene=segmentation_node is not None)
     new_segmentation, new_table = segmentation_node is None, table_node is None
     segmentation_node = mrml.labels_to_segmentation_node(
         scene, labels, geometry, segmentation_node=segmentation_node, reference_volume_node=input_volume_node,

@@ -59,7 +59,8 @@ def changed_segment_names(before: Dict[str, Any], after: Dict[str, Any]) -> List
 class MeasureJob(ChildJob):
     """Measure ``segmentation_node``'s Liver / Liver tumor segments on ``volume_node`` (the CT they were drawn on)
     and refill its lesion table. ``table_node``: the lesion table to refill when it is the one made for this
-    segmentation (else, or None: a new one, so another segmentation's table is never overwritten). Runner,
+    segmentation (else, or None: the scene's table made for it, else a new one, so another segmentation's table is
+    never overwritten). Runner,
     python, library root, temp root and env as for :class:`~.childjob.ChildJob`. The outcome is a
     :class:`~.job.SegmentationOutcome` (segmentation node, table node, report, warnings)."""
 
@@ -147,7 +148,8 @@ class MeasureJob(ChildJob):
                          "from the scene while it was measured; the lesion table was not changed.")
         self._check_placement_unchanged()
         reuse = reusable_table(self._scene, self._table_node,
-                               lambda table: mrml.lesion_table_describes(table, self._segmentation))
+                               lambda table: mrml.lesion_table_describes(table, self._segmentation),
+                               search_scene=True)  # a script's call without its table: made a new one each time
         name = self._scene.GenerateUniqueName(f"{self._volume.GetName()} liver lesions")  # as a run names a new one
         table_node = mrml.create_lesion_table_node(self._scene, report, table_node=reuse, name=name)
         mrml.link_lesion_table(table_node, self._segmentation)

@@ -176,6 +176,23 @@ def test_logic_process_waits_and_shows_segments_and_probability(module, tmp_path
     assert shown.GetForegroundVolumeID() is None and other.GetForegroundVolumeID() == overlay.GetID()
 
 
+def test_scripted_runs_into_one_segmentation_refill_its_one_lesion_table(module, tmp_path):
+    """A script that ran ``logic.process(ct, segmentation, ...)`` again and again (no ``tableNode``, as the docs'
+    snippet) reused the segmentation but made a new lesion table each time: 3 runs, "CT liver lesions",
+    "CT liver lesions_1", "_2", all linked to the one segmentation. The table linked to it is now refilled; a table
+    passed for another segmentation is still never written into."""
+    pytest.importorskip("SimpleITK")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "ok"), python=sys.executable)
+    node = _ct_node(module.scene)
+    first = logic.process(node, None, "m.safetensors", "cpu", showIn3D=False)
+    other = logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", showIn3D=False)
+    for table in (None, other.table_node):
+        again = logic.process(node, first.segmentation_node, "m.safetensors", "cpu", showIn3D=False, tableNode=table)
+        assert again.segmentation_node is first.segmentation_node and again.table_node is first.table_node
+    assert module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 2
+    assert module.mrml.lesion_table_describes(other.table_node, other.segmentation_node)
+
+
 def test_logic_raises_the_childs_error_and_cancel_without_waiting(module, tmp_path):
     pytest.importorskip("SimpleITK")
     node = _ct_node(module.scene)

@@ -259,6 +259,18 @@ def test_a_measure_report_that_cannot_be_used_leaves_the_table_and_its_axes_as_t
     assert list(module.temp.iterdir()) == []
 
 
+def test_update_lesion_table_from_a_script_without_its_table_refills_the_segmentations_table(module):
+    """``logic.measureSegmentation(segmentation, ct)`` from a script (no ``tableNode``) made a new lesion table on
+    every call beside the one linked to the segmentation; it now refills that one."""
+    _, volume, segmentation = _scene_with_result(module)
+    logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: _ReportWritingRunner(json.dumps(_REPORT)),
+                                        python=sys.executable)
+    first = logic.measureSegmentation(segmentation, volume)
+    again = logic.measureSegmentation(segmentation, volume)
+    assert again.table_node is first.table_node
+    assert module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1
+
+
 def test_segments_edited_while_they_are_measured_get_a_warning_that_the_table_lists_them_as_they_were(module):
     """A reader who clicked *Update lesion table* and went on correcting the tumor in Segment Editor while the child
     measured (seconds: its start-up alone) read "Lesion table updated from the segments" over a table without that

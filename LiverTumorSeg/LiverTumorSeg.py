@@ -1009,6 +1009,9 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         (``.cancel()``); ``progress`` and ``onFinished(outcome)`` are called on the main thread from a
         ``qt.QTimer``.
         """
+        if options is not None and not isinstance(options, job.SegmentationOptions):  # replace() said "should be
+            raise TypeError(f"options must be LiverTumorSegLib.inference.options.SegmentationOptions (got "  # called
+                            f"{type(options).__name__}), e.g. job.SegmentationOptions(probabilities=True).")  # on ..."
         options = dataclasses.replace(options or job.SegmentationOptions(), model=modelPath, device=device)
         segmentationJob = self.createJob(inputVolumeNode, outputSegmentationNode, options, progress, tableNode,
                                          replaceExisting, showIn3D)

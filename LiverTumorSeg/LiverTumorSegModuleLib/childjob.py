@@ -27,6 +27,24 @@ def require_in_scene(scene: Any, nodes: Any, message: str) -> None:
         raise InputError(message)
 
 
+def require_node_class(node: Any, class_name: str, what: str) -> None:
+    """InputError, before any work, when ``node`` (None is left to the caller) is not a ``class_name`` MRML node
+    (subclasses count). ``what``: the argument as the message names it ("the CT", "the segmentation"). A script that
+    passed its nodes in another order (``measureSegmentation(ct, segmentation)``) or a node's name instead of the node
+    got "AttributeError: ... has no attribute 'GetSegmentation'" from deep inside the run."""
+    from LiverTumorSegLib.errors import InputError
+    if node is None:
+        return
+    if not callable(getattr(node, "IsA", None)):
+        named = f" {node!r}; pass the node itself, e.g. slicer.util.getNode({node!r})" if isinstance(node, str) \
+            else "; pass the node itself"
+        raise InputError(f"{what[:1].upper()}{what[1:]} must be a {class_name}, not the "
+                         f"{type(node).__name__}{named}.")
+    if not node.IsA(class_name):
+        raise InputError(f"'{node.GetName()}' is a {node.GetClassName()}, given as {what}, which must be a "
+                         f"{class_name}; check the order of the arguments.")
+
+
 def reusable_table(scene: Any, table_node: Any, describes: Any, search_scene: bool = False) -> Any:
     """``table_node`` when it is still in ``scene`` and ``describes(table_node)`` (it lists what is measured
     again); else, with ``search_scene``, the first table of the scene that ``describes`` (the panel keeps no

@@ -193,6 +193,38 @@ def test_scripted_runs_into_one_segmentation_refill_its_one_lesion_table(module,
     assert module.mrml.lesion_table_describes(other.table_node, other.segmentation_node)
 
 
+def test_a_script_passing_nodes_in_another_order_or_by_name_gets_an_input_error_before_any_work(module):
+    """Scripted calls with the nodes swapped (``measureSegmentation(ct, segmentation)``), a node's name instead of the
+    node, or the options as a dict failed with "AttributeError: ... has no attribute 'GetSegmentation'" (or
+    'GetName', 'GetImageData') and "replace() should be called on dataclass instances" from inside the run. They
+    are now refused first, saying which argument is what and what to pass; nothing is started or added."""
+    from LiverTumorSegLib.errors import InputError
+    import slicer
+    started = []
+    runner = types.SimpleNamespace(start=lambda *args, **kwargs: started.append(args))
+    logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: runner, python=sys.executable)
+    ct = _ct_node(module.scene)
+    segmentation = module.mrml.labels_to_segmentation_node(module.scene, np.ones((4, 5, 6), np.uint8),
+                                                           module.m.job.volume_grid(ct)[0])
+    nodes_before = module.scene.GetNumberOfNodes()
+    swapped = "'CT' is a vtkMRMLScalarVolumeNode, given as the {}, which must be a vtkMRMLSegmentationNode; check the order"
+    for call, message in [
+            (lambda: logic.process(ct, ct, "m.safetensors"), swapped.format("output segmentation")),
+            (lambda: logic.process(segmentation, None, "m.safetensors"), "'Liver segmentation' is a "
+             "vtkMRMLSegmentationNode, given as the CT, which must be a vtkMRMLScalarVolumeNode"),
+            (lambda: logic.process("CT", None, "m.safetensors"), "The CT must be a vtkMRMLScalarVolumeNode, not the "
+             "str 'CT'; pass the node itself, e.g. slicer.util.getNode('CT')."),
+            (lambda: logic.measureSegmentation(ct, segmentation), swapped.format("segmentation")),
+            (lambda: logic.compareWithBaseline(ct, segmentation, segmentation, ct), swapped.format("baseline segmentation"))]:
+        with pytest.raises(InputError) as raised:
+            call()
+        assert message in str(raised.value)
+    with pytest.raises(TypeError, match=r"options must be LiverTumorSegLib.inference.options.SegmentationOptions "
+                                        r"\(got dict\)"):
+        logic.process(ct, None, "m.safetensors", options={"probabilities": True})
+    assert started == [] and module.scene.GetNumberOfNodes() == nodes_before and slicer.mrmlScene is module.scene
+
+
 def test_logic_raises_the_childs_error_and_cancel_without_waiting(module, tmp_path):
     pytest.importorskip("SimpleITK")
     node = _ct_node(module.scene)

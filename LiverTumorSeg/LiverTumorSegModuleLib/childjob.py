@@ -27,11 +27,13 @@ def require_in_scene(scene: Any, nodes: Any, message: str) -> None:
         raise InputError(message)
 
 
-def require_node_class(node: Any, class_name: str, what: str) -> None:
+def require_scene_node(scene: Any, node: Any, class_name: str, what: str) -> None:
     """InputError, before any work, when ``node`` (None is left to the caller) is not a ``class_name`` MRML node
-    (subclasses count). ``what``: the argument as the message names it ("the CT", "the segmentation"). A script that
-    passed its nodes in another order (``measureSegmentation(ct, segmentation)``) or a node's name instead of the node
-    got "AttributeError: ... has no attribute 'GetSegmentation'" from deep inside the run."""
+    (subclasses count) in ``scene``. ``what``: the argument as the message names it ("the CT", "the segmentation"). A
+    script that passed its nodes in another order (``measureSegmentation(ct, segmentation)``) or a node's name instead
+    of the node got "AttributeError: ... has no attribute 'GetSegmentation'" from deep inside the run; one whose node
+    was never added to the scene was refused only after the whole run, as "removed from the scene while it was
+    segmented"."""
     from LiverTumorSegLib.errors import InputError
     if node is None:
         return
@@ -43,6 +45,9 @@ def require_node_class(node: Any, class_name: str, what: str) -> None:
     if not node.IsA(class_name):
         raise InputError(f"'{node.GetName()}' is a {node.GetClassName()}, given as {what}, which must be a "
                          f"{class_name}; check the order of the arguments.")
+    if not scene.IsNodePresent(node):
+        raise InputError(f"'{node.GetName()}', given as {what}, is not in the scene (slicer.mrmlScene); add it first "
+                         f"(slicer.mrmlScene.AddNode), or load it with slicer.util.loadVolume or loadSegmentation.")
 
 
 def reusable_table(scene: Any, table_node: Any, describes: Any, search_scene: bool = False) -> Any:

@@ -196,7 +196,8 @@ def test_scripted_runs_into_one_segmentation_refill_its_one_lesion_table(module,
 def test_a_script_passing_nodes_in_another_order_or_by_name_gets_an_input_error_before_any_work(module):
     """Scripted calls with the nodes swapped (``measureSegmentation(ct, segmentation)``), a node's name instead of the
     node, or the options as a dict failed with "AttributeError: ... has no attribute 'GetSegmentation'" (or
-    'GetName', 'GetImageData') and "replace() should be called on dataclass instances" from inside the run. They
+    'GetName', 'GetImageData') and "replace() should be called on dataclass instances" from inside the run; a CT
+    never added to the scene was segmented and then refused as "removed from the scene while it was segmented". They
     are now refused first, saying which argument is what and what to pass; nothing is started or added."""
     from LiverTumorSegLib.errors import InputError
     import slicer
@@ -206,6 +207,9 @@ def test_a_script_passing_nodes_in_another_order_or_by_name_gets_an_input_error_
     ct = _ct_node(module.scene)
     segmentation = module.mrml.labels_to_segmentation_node(module.scene, np.ones((4, 5, 6), np.uint8),
                                                            module.m.job.volume_grid(ct)[0])
+    never_added = slicer.vtkMRMLScalarVolumeNode()  # a script's node, made but not added to the scene
+    never_added.SetName("CT")
+    never_added.SetAndObserveImageData(ct.GetImageData())
     nodes_before = module.scene.GetNumberOfNodes()
     swapped = "'CT' is a vtkMRMLScalarVolumeNode, given as the {}, which must be a vtkMRMLSegmentationNode; check the order"
     for call, message in [
@@ -214,6 +218,8 @@ def test_a_script_passing_nodes_in_another_order_or_by_name_gets_an_input_error_
              "vtkMRMLSegmentationNode, given as the CT, which must be a vtkMRMLScalarVolumeNode"),
             (lambda: logic.process("CT", None, "m.safetensors"), "The CT must be a vtkMRMLScalarVolumeNode, not the "
              "str 'CT'; pass the node itself, e.g. slicer.util.getNode('CT')."),
+            (lambda: logic.process(never_added, None, "m.safetensors"), "'CT', given as the CT, is not in the scene "
+             "(slicer.mrmlScene); add it first"),  # was refused after the whole run, as 'removed while segmented'
             (lambda: logic.measureSegmentation(ct, segmentation), swapped.format("segmentation")),
             (lambda: logic.compareWithBaseline(ct, segmentation, segmentation, ct), swapped.format("baseline segmentation"))]:
         with pytest.raises(InputError) as raised:

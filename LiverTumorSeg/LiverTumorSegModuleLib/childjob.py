@@ -37,11 +37,11 @@ def require_scene_node(scene: Any, node: Any, class_name: str, what: str) -> Non
     from LiverTumorSegLib.errors import InputError
     if node is None:
         return
-    if not callable(getattr(node, "IsA", None)):
+    if not callable(getattr(node, "IsA", None)) or not node.IsA("vtkMRMLNode"):  # a name, or a node's vtkImageData
         named = f" {node!r}; pass the node itself, e.g. slicer.util.getNode({node!r})" if isinstance(node, str) \
-            else "; pass the node itself"
-        raise InputError(f"{what[:1].upper()}{what[1:]} must be a {class_name}, not the "
-                         f"{type(node).__name__}{named}.")
+            else "; pass the node itself"  # (or vtkSegmentation), which has no GetName: that was an AttributeError
+        kind = node.GetClassName() if callable(getattr(node, "GetClassName", None)) else type(node).__name__
+        raise InputError(f"{what[:1].upper()}{what[1:]} must be a {class_name}, not the {kind}{named}.")
     if not node.IsA(class_name):
         raise InputError(f"'{node.GetName()}' is a {node.GetClassName()}, given as {what}, which must be a "
                          f"{class_name}; check the order of the arguments.")

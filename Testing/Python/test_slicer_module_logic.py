@@ -221,7 +221,12 @@ def test_a_script_passing_nodes_in_another_order_or_by_name_gets_an_input_error_
             (lambda: logic.process(never_added, None, "m.safetensors"), "'CT', given as the CT, is not in the scene "
              "(slicer.mrmlScene); add it first"),  # was refused after the whole run, as 'removed while segmented'
             (lambda: logic.measureSegmentation(ct, segmentation), swapped.format("segmentation")),
-            (lambda: logic.compareWithBaseline(ct, segmentation, segmentation, ct), swapped.format("baseline segmentation"))]:
+            (lambda: logic.compareWithBaseline(ct, segmentation, segmentation, ct), swapped.format("baseline segmentation")),
+            # a node's data instead of the node: the check itself failed with "... has no attribute 'GetName'"
+            (lambda: logic.measureSegmentation(segmentation.GetSegmentation(), ct), "The segmentation must be a "
+             "vtkMRMLSegmentationNode, not the vtkSegmentation; pass the node itself."),
+            (lambda: logic.process(ct.GetImageData(), None, "m.safetensors"), "The CT must be a "
+             "vtkMRMLScalarVolumeNode, not the vtkImageData; pass the node itself.")]:
         with pytest.raises(InputError) as raised:
             call()
         assert message in str(raised.value)

@@ -777,14 +777,15 @@ class SliceInferenceEngine:
         start = time.perf_counter()
         try:
             full = self._torch_probabilities(x).numpy()
+            seconds_full = time.perf_counter() - start
+            differing, fraction = _label_disagreement(full, reduced)
         except BaseException:
-            # the fp32 pass failed (out of memory on a large first CT, Ctrl-C): bf16 stays planned and the check runs
-            # on the next volume; the engine ran every later CT of a batch in fp32, unchecked and without a word
+            # the fp32 pass or the comparison failed (out of memory on a large first CT, Ctrl-C): bf16 stays planned
+            # and the check runs on the next volume; the engine ran every later CT of a batch in fp32, unchecked and
+            # without a word
             self.cpu_dtype = dtype
             raise
-        seconds_full = time.perf_counter() - start
         self._add_time("network", seconds_reduced + seconds_full)
-        differing, fraction = _label_disagreement(full, reduced)
         passed = fraction <= BF16_MAX_DISAGREEMENT
         self._verify_cpu_dtype = False
         self._precision_check = {

@@ -172,6 +172,30 @@ def test_a_failure_in_the_fp32_pass_of_the_bf16_check_leaves_the_check_to_the_ne
     assert engine.last_precision["used"] == "bf16" and check["passed"] and check["this_volume"]
 
 
+def test_a_failure_while_the_bf16_check_compares_its_passes_leaves_the_check_to_the_next_volume(monkeypatch):
+    """A Ctrl-C (or out of memory) after the check's fp32 pass, while its labels were compared with bf16's, still left
+    the engine in fp32 for good, unchecked ('check': None) and without a word."""
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
+    ph = corner_phantom()
+    real_disagreement = engine_module._label_disagreement
+    calls = []
+
+    def interrupted_once(full, reduced):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real_disagreement(full, reduced)
+
+    monkeypatch.setattr(engine_module, "_label_disagreement", interrupted_once)
+    engine = SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1, batch_size=4)
+    with pytest.raises(KeyboardInterrupt):
+        engine.predict(ph.ct)
+    assert engine.cpu_dtype == torch.bfloat16 and engine._verify_cpu_dtype
+    engine.predict(ph.ct)
+    check = engine.last_precision["check"]
+    assert engine.last_precision["used"] == "bf16" and check["passed"] and check["this_volume"]
+
+
 def test_auto_falls_back_to_fp32_when_bf16_labels_disagree(monkeypatch, caplog):
     monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
     ph = corner_phantom()

@@ -37,6 +37,20 @@ def require_scene_node(scene: Any, node: Any, class_name: str, what: str) -> Non
     from LiverTumorSegLib.errors import InputError
     if node is None:
         return
+    require_node_of_class(node, class_name, what)
+    if not scene.IsNodePresent(node):
+        raise InputError(f"'{node.GetName()}', given as {what}, is not in the scene (slicer.mrmlScene); add it first "
+                         f"(slicer.mrmlScene.AddNode), or load it with slicer.util.loadVolume or loadSegmentation.")
+
+
+def require_node_of_class(node: Any, class_name: str, what: str) -> None:
+    """InputError, before any work, when ``node`` (None is left to the caller) is not a ``class_name`` MRML node
+    (subclasses count), in or out of a scene; ``what`` as for :func:`require_scene_node`. A table given by its name
+    (``tableNode="CT liver lesions"``) ran the whole segmentation and then failed with "TypeError: IsNodePresent
+    argument 1: method requires a VTK object", the result lost."""
+    from LiverTumorSegLib.errors import InputError
+    if node is None:
+        return
     if not callable(getattr(node, "IsA", None)) or not node.IsA("vtkMRMLNode"):  # a name, or a node's vtkImageData
         named = f" {node!r}; pass the node itself, e.g. slicer.util.getNode({node!r})" if isinstance(node, str) \
             else "; pass the node itself"  # (or vtkSegmentation), which has no GetName: that was an AttributeError
@@ -45,9 +59,6 @@ def require_scene_node(scene: Any, node: Any, class_name: str, what: str) -> Non
     if not node.IsA(class_name):
         raise InputError(f"'{node.GetName()}' is a {node.GetClassName()}, given as {what}, which must be a "
                          f"{class_name}; check the order of the arguments.")
-    if not scene.IsNodePresent(node):
-        raise InputError(f"'{node.GetName()}', given as {what}, is not in the scene (slicer.mrmlScene); add it first "
-                         f"(slicer.mrmlScene.AddNode), or load it with slicer.util.loadVolume or loadSegmentation.")
 
 
 def reusable_table(scene: Any, table_node: Any, describes: Any, search_scene: bool = False) -> Any:

@@ -15,7 +15,7 @@ from LiverTumorSegLib.followup import check_nadir_sum_mm
 
 from . import panel_text
 from .childjob import (DONE, ChildJob, check_shown_in_scratch_scene, last_error_line, require_in_scene,
-                       require_scene_node, reusable_table)
+                       require_node_of_class, require_scene_node, reusable_table)
 from .job import hand_over_segmentation, require_made_on
 from .measure_job import changed_segment_names, segment_grids, segments_state
 
@@ -95,6 +95,7 @@ class FollowupJob(ChildJob):
                                           ("the baseline segmentation", "the baseline CT",
                                            "the follow-up segmentation", "the follow-up CT")):
             require_scene_node(scene, node, class_name, what)
+        require_node_of_class(table_node, "vtkMRMLTableNode", "the change table")  # one not in the scene: a new one
         check_nadir_sum_mm(nadir_sum_mm, "The nadir sum of diameters")  # before anything is handed over
         for segmentation in (baseline_segmentation, followup_segmentation):  # else it was compared as empty
             mrml.require_output_segments(segmentation)

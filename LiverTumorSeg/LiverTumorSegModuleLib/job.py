@@ -28,7 +28,8 @@ from LiverTumorSegLib.io import GEOMETRY_TOLERANCE
 
 from . import childprocess, panel_text
 from .childjob import CANCELLED, DONE, FAILED, ChildJob, ChildResultError, ended_text  # noqa: F401 - re-exported
-from .childjob import check_shown_in_scratch_scene, read_result_json, require_scene_node, reusable_table
+from .childjob import check_shown_in_scratch_scene, read_result_json, require_node_of_class, require_scene_node
+from .childjob import reusable_table
 from .childjob import unusable_result
 
 from LiverTumorSegLib.inference.device import DEVICE_CHOICES as DEVICES  # noqa: F401 - one list for all callers
@@ -418,6 +419,7 @@ class SegmentationJob(ChildJob):
             raise InputError("No input volume selected; choose a CT volume.")
         require_scene_node(scene, input_volume_node, "vtkMRMLScalarVolumeNode", "the CT")
         require_scene_node(scene, segmentation_node, "vtkMRMLSegmentationNode", "the output segmentation")
+        require_node_of_class(table_node, "vtkMRMLTableNode", "the lesion table")  # one not in the scene: a new one
         require_ct_volume(input_volume_node)
         if not isinstance(options, SegmentationOptions):
             raise TypeError("options must be LiverTumorSegLib.inference.options.SegmentationOptions")

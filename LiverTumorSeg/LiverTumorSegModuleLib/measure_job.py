@@ -16,7 +16,8 @@ from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import panel_text
-from .childjob import ChildJob, last_error_line, require_in_scene, require_scene_node, reusable_table
+from .childjob import (ChildJob, last_error_line, require_in_scene, require_node_of_class, require_scene_node,
+                       reusable_table)
 from .job import (DONE, SegmentationOutcome, check_lesion_report, hand_over_segmentation, require_ct_volume,
                   require_made_on, same_grid, volume_grid, voxels_state, write_temporary_ct)
 
@@ -74,6 +75,7 @@ class MeasureJob(ChildJob):
             raise InputError("Select the CT and its liver segmentation to measure.")
         require_scene_node(scene, segmentation_node, "vtkMRMLSegmentationNode", "the segmentation")
         require_scene_node(scene, volume_node, "vtkMRMLScalarVolumeNode", "the CT")
+        require_node_of_class(table_node, "vtkMRMLTableNode", "the lesion table")  # one not in the scene: a new one
         require_ct_volume(volume_node)
         mrml.require_output_segments(segmentation_node)
         require_made_on(segmentation_node, volume_node, "to measure it")

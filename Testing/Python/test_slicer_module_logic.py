@@ -226,7 +226,14 @@ def test_a_script_passing_nodes_in_another_order_or_by_name_gets_an_input_error_
             (lambda: logic.measureSegmentation(segmentation.GetSegmentation(), ct), "The segmentation must be a "
              "vtkMRMLSegmentationNode, not the vtkSegmentation; pass the node itself."),
             (lambda: logic.process(ct.GetImageData(), None, "m.safetensors"), "The CT must be a "
-             "vtkMRMLScalarVolumeNode, not the vtkImageData; pass the node itself.")]:
+             "vtkMRMLScalarVolumeNode, not the vtkImageData; pass the node itself."),
+            # a table by its name: the whole run, then "TypeError: IsNodePresent argument 1: ..." and the result lost
+            (lambda: logic.process(ct, None, "m.safetensors", tableNode="CT liver lesions"), "The lesion table must "
+             "be a vtkMRMLTableNode, not the str 'CT liver lesions'; pass the node itself"),
+            (lambda: logic.measureSegmentation(segmentation, ct, tableNode="CT liver lesions"), "The lesion table "
+             "must be a vtkMRMLTableNode, not the str"),
+            (lambda: logic.compareWithBaseline(segmentation, ct, segmentation, ct, tableNode="change"), "The change "
+             "table must be a vtkMRMLTableNode, not the str")]:
         with pytest.raises(InputError) as raised:
             call()
         assert message in str(raised.value)

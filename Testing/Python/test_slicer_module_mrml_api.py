@@ -111,8 +111,8 @@ CHECKED_IN_SLICER_5_6: Dict[str, str] = {
                      "SetStderrVerbosity", "GetScalarType", "GetScalarRange", "SetInputData", "SetOutputScalarType",
                      "Update", "GetOutput"), "vtk"),
     # classes named
-    **dict.fromkeys(("vtkMRMLScene", "vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode",
-                     "vtkMRMLSegmentationStorageNode", "vtkMRMLVolumeArchetypeStorageNode", "vtkMRMLTableNode",
+    **dict.fromkeys(("vtkMRMLScene", "vtkMRMLNode", "vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode",
+                     "vtkMRMLSegmentationNode", "vtkMRMLSegmentationStorageNode", "vtkMRMLVolumeArchetypeStorageNode", "vtkMRMLTableNode",
                      "vtkMRMLMarkupsLineNode", "vtkMRMLSliceNode", "vtkMRMLSliceCompositeNode",
                      "vtkMRMLSubjectHierarchyNode", "vtkSegment", "vtkSegmentationConverter", "vtkOrientedImageData",
                      "vtkOrientedImageDataResample", "vtkSlicerApplicationLogic", "vtkSlicerColorLogic",

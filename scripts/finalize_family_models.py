@@ -22,8 +22,8 @@ FAMILIES = {
     "segnet": "SegNet (VGG16-style encoder at 0.35 width, max-pool-index unpooling decoder; as in Dhanush et al.)",
     "resnet18_fcn": "ResNet-18-FCN (ResNet-18 encoder at 0.5 width, U-Net-style upsampling decoder; as in "
                     "Elmenabawy et al.)",
-    "alexnet_fcn": "AlexNet-FCN / CDNN-AlexNet (AlexNet convolutions at 0.75 width, FC6/FC7 as 384-channel "
-                   "convolutions, transposed-convolution decoder; Elmenabawy et al.)",
+    "alexnet_fcn": "AlexNet-FCN / CDNN-AlexNet (AlexNet convolutions at 0.75 width, FC6/FC7 as 288-channel "
+                   "convolutions (fc_channels 384 x width 0.75), transposed-convolution decoder; Elmenabawy et al.)",
     "attention_unet": "Attention U-Net (16-256 channels, attention gates on the skips; as in Li et al.)",
 }
 # train's last line: "validation liver Dice" in older versions, now "validation (slices on the network grid) liver

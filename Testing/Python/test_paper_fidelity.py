@@ -127,3 +127,26 @@ def test_resnet50_fcn_states_that_seed001s_resnet_decoder_has_no_skips():
     assert "no skips" in describe_model("resnet50_fcn")
     text = " ".join(README.read_text(encoding="utf-8").split())
     assert "[2]'s ResNet-50 adds upsampling and convolutional layers with no skip connections" in text
+
+
+def test_alexnet_fcn_package_description_gives_the_fc_width_its_weights_have():
+    """The shipped AlexNet-FCN package (and the script that writes family descriptions) said "FC6/FC7 as
+    384-channel convolutions"; its options are ``fc_channels`` 384 at ``width`` 0.75, so FC6/FC7 have 288
+    channels. The description in the package (shown in the Slicer panel) must give the count its fc6 weights have."""
+    import re
+
+    from safetensors import safe_open
+
+    from LiverTumorSegLib.package import read_package_metadata
+
+    root = README.parent
+    package = root / "Resources" / "Models" / "alexnet_fcn_v2.safetensors"
+    with safe_open(str(package), framework="pt") as handle:
+        fc_out = handle.get_slice("fc6.1.weight").get_shape()[0]
+    options = read_package_metadata(package)["architecture"]["options"]
+    assert fc_out == round(options["fc_channels"] * options["width"]) == 288
+    texts = [read_package_metadata(package)["description"],
+             (root / "scripts" / "finalize_family_models.py").read_text(encoding="utf-8")]
+    for text in texts:
+        counts = {int(c) for c in re.findall(r"FC6/FC7 as (\d+)-channel", " ".join(text.split()))}
+        assert counts == {fc_out}, text

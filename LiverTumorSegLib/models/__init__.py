@@ -29,18 +29,21 @@ from ..errors import InputError
 
 # name -> (module in this package, fixed keyword arguments, one-line description)
 _ARCHITECTURES: Dict[str, Tuple[str, Dict[str, Any], str]] = {
-    "unet": ("unet", {}, "MONAI residual U-Net (the U-Net of Dhanush et al. and of Kulkarni et al.)"),
+    "unet": ("unet", {}, "MONAI residual U-Net, strided-conv downsampling (stands in for the max-pool "
+                        "U-Nets of Dhanush et al. and Kulkarni et al.)"),
     "segnet": ("segnet", {}, "SegNet: VGG16 encoder, decoder unpools with the encoder's max-pool indices "
                              "(as in Dhanush et al.)"),
     "resnet18_fcn": ("resnet_fcn", {"depth": 18}, "ResNet-18 encoder (random init) + U-Net-style upsampling "
-                                                  "decoder (the ResNet-18 of Elmenabawy et al.)"),
+                                                  "decoder (the ResNet-18 of Elmenabawy et al., whose decoder "
+                                                  "mirrors the encoder with deconvolutions)"),
     "resnet34_fcn": ("resnet_fcn", {"depth": 34}, "ResNet-34 encoder (random init) + U-Net-style upsampling "
                                                   "decoder"),
     "resnet50_fcn": ("resnet_fcn", {"depth": 50}, "ResNet-50 (bottleneck) encoder (random init) + U-Net-style "
                                                   "upsampling decoder (the ResNet-50 FCN of Kulkarni et al., whose "
                                                   "decoder is upsampling + convs with no skips)"),
     "alexnet_fcn": ("alexnet_fcn", {}, "CDNN-AlexNet: AlexNet convs (random init), FC6/FC7 as convs, "
-                                       "transposed-conv decoder with skips (Elmenabawy et al.)"),
+                                       "transposed-conv decoder with FCN skips (Elmenabawy et al.'s upsamples "
+                                       "FC7 once, 8x)"),
     "attention_unet": ("attention_unet", {}, "Attention U-Net (AU-Net), optional deep supervision (as in Li et al.)"),
     "dalunet": ("dalunet", {}, "DALU-Net: attention U-Net + deep supervision + ConvLSTM over slices (Li et al.)"),
 }

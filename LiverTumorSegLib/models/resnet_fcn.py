@@ -20,7 +20,9 @@ decoder mirrors the encoder with deconvolutions, and seed 001's ResNet-50 "adds 
 layers that progressively restore the spatial resolution", while the same paper credits its U-Net's lead over
 the ResNet-50 to the U-Net's "skip connections that effectively preserve spatial information". Seed 001's
 ``include_top=False`` suggests a Keras ResNet50, which strides in the first 1x1 conv of a bottleneck; here the
-3x3 conv strides (torchvision's v1.5). Default ``decoder_channels``: (256, 128, 64, 32, 16) x ``width``.
+3x3 conv strides (torchvision's v1.5). Seed 004 cites "Identity mappings in deep residual networks" (the
+pre-activation ResNet, BN-ReLU before each conv) for its ResNet-18; these blocks are the original post-activation
+ones (conv-BN-ReLU, ReLU after the addition). Default ``decoder_channels``: (256, 128, 64, 32, 16) x ``width``.
 
 ``pretrained_encoder_path``: a LOCAL file (``.safetensors`` or a plain state dict loadable with
 ``torch.load(weights_only=True)``; never downloaded) of ResNet weights at the same width. Keys may carry

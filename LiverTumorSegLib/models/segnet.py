@@ -5,6 +5,10 @@ channels (x ``width``), each block followed by ``MaxPool2d(2, 2, return_indices=
 mirror image; each block starts with ``MaxUnpool2d`` fed the indices of the matching encoder pool (no
 learned upsampling, no skip features), then its convs; a final 1x1 conv gives the class logits.
 Five pools -> H, W multiple of 32 avoids the internal padding.
+
+Seed 000 describes both "non-linear upsampling using pooling indices that are calculated during the max-pooling
+stage of the matching encoder" and "skip connections between corresponding encoder and decoder layers"; here the
+pooling indices are the only encoder-to-decoder link (the original SegNet's design), no encoder features are passed.
 """
 from typing import List
 

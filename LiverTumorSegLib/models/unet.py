@@ -2,7 +2,9 @@
 
 Default: channels (16, 32, 64, 128, 256), strides None = (2, 2, 2, 2) (2 per level) -> H, W multiple of 16 avoids padding.
 ``num_res_units=0`` gives plain (non-residual) blocks; either way MONAI's U-Net downsamples with strided
-convolutions (no max-pooling) and has no extra convolution at full resolution, unlike the original U-Net.
+convolutions (no max-pooling) and has no extra convolution at full resolution, unlike the original U-Net and
+the seeds' U-Nets (seed 000: "convolutional and pooling layers"; seed 001: "reduces spatial dimensions with
+max-pooling").
 """
 from typing import Optional, Sequence
 

@@ -150,3 +150,13 @@ def test_alexnet_fcn_package_description_gives_the_fc_width_its_weights_have():
     for text in texts:
         counts = {int(c) for c in re.findall(r"FC6/FC7 as (\d+)-channel", " ".join(text.split()))}
         assert counts == {fc_out}, text
+
+
+def test_unet_description_and_readme_say_it_is_not_the_seeds_max_pool_u_net():
+    """Seed 001: the U-Net "reduces spatial dimensions with max-pooling"; MONAI's U-Net downsamples with strided
+    convolutions. The family packages all take the default's 2.5D 9-channel input, not their papers' pipelines."""
+    model = build_model("unet", 3, 3, channels=(4, 8), num_res_units=0)
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+    assert "strided-conv" in describe_model("unet") and "max-pool U-Nets" in describe_model("unet")
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    assert "the table compares networks, not the papers' pipelines" in text

@@ -277,8 +277,7 @@ def lesion_axes(mask_zyx: np.ndarray, geometry: ImageGeometry, offset_zyx: Seque
     centre = float(slice_values.mean())
     superior = float(_scaled_axes(geometry)[2, 2 - axis])  # LPS S mm per index step along the axial axis
     best_key, best = None, None
-    for value in np.unique(slice_values):
-        kji = kji_all[slice_values == value]
+    for value, kji in _voxels_by_slice(kji_all, axis):
         length, centre_length, a, b = _long_axis_in_slice(kji, geometry, axis)
         # ties (equal length and area, as far from the centre): the more superior slice, whatever the storage
         key = (round(length, 6), len(kji), round(-abs(value - centre), 6), round(value * superior, 6))
@@ -303,6 +302,16 @@ def lesion_axes(mask_zyx: np.ndarray, geometry: ImageGeometry, offset_zyx: Seque
     return {"long_axis_mm": long_mm, "short_axis_mm": short_mm, "long_axis_voxel_centres_mm": centre_distance,
             "long_axis": _segment_dict(long_mm, a, b), "short_axis": _segment_dict(short_mm, c, d),
             "measurement_slice": {"axis_zyx": int(axis), "index": int(value)}}
+
+
+def _voxels_by_slice(kji: np.ndarray, axis: int) -> List[Tuple[float, np.ndarray]]:
+    """``[(slice index, rows of kji in it)]`` of voxel indices ``kji`` ``(n, 3)`` (k, j, i), slices ascending, each
+    slice's rows in their order in ``kji``: one stable sort. A boolean selection per slice read every voxel of the
+    lesion once per slice: a confluent mass of 10 million voxels over 100 slices took 4.7 s to measure."""
+    order = np.argsort(kji[:, axis], kind="stable")
+    ordered = kji[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:, axis] != ordered[:-1, axis]])
+    return [(ordered[start, axis], part) for start, part in zip(starts, np.split(ordered, starts[1:]))]
 
 
 def _voxel_side(centre: np.ndarray, geometry: ImageGeometry, array_axis: int) -> Tuple[float, np.ndarray, np.ndarray]:

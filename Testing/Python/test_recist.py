@@ -267,3 +267,34 @@ def test_recist_response_judges_progression_from_the_nadir_and_partial_response_
         assert f"nadir {nadir:.1f} mm" in reason
     if (base, nadir, follow) == (30.0, 20.0, 24.5):
         assert "up by 4.5 mm from the nadir, under the 5 mm PD needs" in reason
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_voxels_by_slice_are_the_rows_a_selection_per_slice_gives(axis):
+    # lesion_axes groups a lesion's voxels by axial slice with one sort (a selection per slice read all of a
+    # confluent mass once per slice: 4.7 s for 10 million voxels); the groups, their order and the order of the
+    # rows in each must stay those of the selection, so that every axis and tie-break is unchanged
+    from LiverTumorSegLib.metrics.recist import _voxels_by_slice
+
+    rng = np.random.default_rng(7)
+    kji = np.argwhere(rng.random((9, 11, 13)) < 0.3).astype(np.float64) + [3, 5, 7]
+    expected = [(value, kji[kji[:, axis] == value]) for value in np.unique(kji[:, axis])]
+    got = _voxels_by_slice(kji, axis)
+    assert [v for v, _ in got] == [v for v, _ in expected]
+    for (_, rows), (_, want) in zip(got, expected):
+        np.testing.assert_array_equal(rows, want)
+
+
+def test_lesion_axes_of_a_lesion_stored_across_other_axes_is_unchanged():
+    # the same voxels stored (z, y, x) and transposed (coronal storage, axial axis 1) measure the same
+    origin = tuple(CENTRE_LPS - [24 * 0.8, 24 * 0.8, 8 * 2.5])
+    geometry = ImageGeometry(spacing=(0.8, 0.8, 2.5), origin=origin)
+    mask = ellipsoid_on_grid(geometry, (16, 48, 48), semi_axes_mm=(12.0, 8.0, 10.0), angle_deg=30.0)
+    axes = lesion_axes(mask, geometry)
+    coronal = ImageGeometry(spacing=(0.8, 2.5, 0.8), origin=origin, direction=(1, 0, 0, 0, 0, 1, 0, 1, 0))
+    stored = np.transpose(mask, (1, 0, 2))  # (j, k, i): array axis 1 is now the S axis
+    other = lesion_axes(stored, coronal)
+    assert other["measurement_slice"]["axis_zyx"] == 1
+    assert other["long_axis_mm"] == pytest.approx(axes["long_axis_mm"], abs=1e-9)
+    assert other["short_axis_mm"] == pytest.approx(axes["short_axis_mm"], abs=1e-9)
+    np.testing.assert_allclose(other["long_axis"]["end_points_lps_mm"], axes["long_axis"]["end_points_lps_mm"], atol=1e-6)

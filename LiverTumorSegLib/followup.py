@@ -495,6 +495,20 @@ class LesionLinks:
         return owned or ([self.coalesced[base_id]] if base_id in self.coalesced else [])
 
 
+def _overlap_counts(base_components: np.ndarray, follow_on_base: np.ndarray) -> Dict[Tuple[int, int], int]:
+    """``{(baseline id, follow-up id): shared voxels}`` of two lesion id maps ``(z, y, x)`` on the baseline grid, in
+    ascending (baseline id, follow-up id) order. One integer key per voxel pair: ``np.unique(..., axis=0)`` on the
+    id pairs took 8.7 s for a 10 million voxel mass present in both scans."""
+    both = (base_components > 0) & (follow_on_base > 0)
+    base_ids = base_components[both].astype(np.int64)
+    follow_ids = follow_on_base[both].astype(np.int64)
+    if not base_ids.size:
+        return {}
+    stride = int(follow_ids.max()) + 1
+    keys, counts = np.unique(base_ids * stride + follow_ids, return_counts=True)
+    return {(int(k // stride), int(k % stride)): int(n) for k, n in zip(keys, counts)}
+
+
 def link_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_lesions: Sequence[Dict[str, Any]],
                  follow_lesions: Sequence[Dict[str, Any]], follow_centroids_on_base_lps: Dict[int, np.ndarray]
                  ) -> LesionLinks:
@@ -502,10 +516,7 @@ def link_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_l
     module doc). Each follow-up lesion belongs to the baseline lesion it shares most voxels with (ties: the lower
     baseline id); a baseline lesion that owns none but overlaps follow-up lesions coalesced into the one it shares
     most voxels with. ``*_lesions``: the two reports' lesion dicts."""
-    both = (base_components > 0) & (follow_on_base > 0)
-    pairs, counts = np.unique(np.stack([base_components[both], follow_on_base[both]], axis=1), axis=0,
-                              return_counts=True) if both.any() else (np.zeros((0, 2), np.int64), np.zeros(0))
-    overlap = {(int(i), int(j)): int(n) for (i, j), n in zip(pairs, counts)}
+    overlap = _overlap_counts(base_components, follow_on_base)
     owner = {}  # type: Dict[int, int]
     for (i, j), n in sorted(overlap.items()):  # a follow-up lesion touching a target and a non-target
         if j not in owner or n > overlap[(owner[j], j)]:  # (one grown into the other's old place) is not both

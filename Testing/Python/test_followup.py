@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from LiverTumorSegLib.cli import main
-from LiverTumorSegLib.followup import _link_groups, compare_followup, match_lesions
+from LiverTumorSegLib.followup import _link_groups, _overlap_counts, compare_followup, match_lesions
 from LiverTumorSegLib.io import write_label_map, write_volume
 from LiverTumorSegLib.phantom import PhantomLesion, make_phantom
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry
@@ -1387,3 +1387,17 @@ def test_followup_judges_progression_from_a_nadir_given(tmp_path, capsys):
                      "--no-picture", "-o", str(tmp_path / "bad.json")]) == 2
         assert "must be a sum of diameters in mm, 0 or more" in capsys.readouterr().err
         assert not (tmp_path / "bad.json").exists()
+
+
+def test_overlap_counts_are_those_of_the_id_pairs():
+    # one integer key per voxel pair (np.unique(axis=0) on the pairs took 8.7 s for a 10 million voxel mass): the
+    # same counts, in the same (baseline id, follow-up id) order, also with follow-up ids up to uint16's top
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 40, size=(6, 20, 20)).astype(np.int32)
+    follow = rng.choice(np.array([0, 1, 2, 17, 65534], dtype=np.uint16), size=(6, 20, 20))
+    both = (base > 0) & (follow > 0)
+    pairs, counts = np.unique(np.stack([base[both], follow[both]], axis=1), axis=0, return_counts=True)
+    expected = {(int(i), int(j)): int(n) for (i, j), n in zip(pairs, counts)}
+    got = _overlap_counts(base, follow)
+    assert list(got.items()) == list(expected.items())
+    assert _overlap_counts(base, np.zeros_like(follow)) == {}

@@ -315,3 +315,15 @@ def test_the_liver_shells_keep_voxels_on_their_bound_whatever_the_rounding_of_th
     assert contrasts[0] == 20 - 90
     assert within_shell(np.array([2.0, 2.00000005, 6.0, 6.00000005, 6.001]), (2.0, 6.0)).tolist() == \
         [False, False, True, True, False]
+
+
+def test_the_warning_names_at_most_ten_water_density_lesions_and_counts_the_rest():
+    # a polycystic liver of 454 cysts gave one 8,100-character warning line (the console lists 10 lesions)
+    lesions = [dict(id=i, median_hu=5.0, water_density=True, recist_target=i == 1) for i in range(1, 455)]
+    warning, = water_density_lesion_warnings(lesions, {"water_density_passed_over_ids": []})
+    assert warning.startswith("Lesion(s) 1 (median 5 HU), 2 (median 5 HU)")
+    assert "10 (median 5 HU) and 444 more (water_density in the report) of water density" in warning
+    assert "11 (median" not in warning and len(warning) < 1000
+    assert "Lesion(s) 1 count among the RECIST target lesions" in warning
+    ten, = water_density_lesion_warnings(lesions[:10])
+    assert "more" not in ten.split(" of water density")[0] and "10 (median 5 HU) of water density" in ten

@@ -958,8 +958,10 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
             "moved; check them: a new lesion beside one that disappeared would make PD")
     grown = _non_target_growth(entries)
     if grown:
-        warnings.append("non-target lesion(s) " + ", ".join(
-            f"{e['number']} ({e['baseline_long_axis_mm']:.1f} -> {e['followup_long_axis_mm']:.1f} mm)" for e in grown)
+        from .inference.lesion_report import listed_lesions_text
+        warnings.append("non-target lesion(s) " + listed_lesions_text(
+            [f"{e['number']} ({e['baseline_long_axis_mm']:.1f} -> {e['followup_long_axis_mm']:.1f} mm)" for e in grown],
+            "the comparison's rows")
             + " grew by 20 % and 5 mm or more: RECIST 1.1 calls PD for unequivocal progression of non-target "
               "lesions, a reader's judgement this program does not make; the response above does not include it")
     counts = {s: sum(1 for e in entries if e["status"] == s) for s in STATUSES}

@@ -372,14 +372,17 @@ without a word."""
 
 
 def fat_density_lesion_warnings(lesions: List[dict]) -> List[str]:
-    """One warning naming every lesion of the report's ``lesions`` (dicts with ``id``, ``mean_hu`` (HU, None without
-    a CT) and ``recist_target``) whose mean CT value is at or below :data:`LESION_FAT_MAX_HU`; none without such a
-    lesion."""
+    """One warning naming the lesions of the report's ``lesions`` (dicts with ``id``, ``mean_hu`` (HU, None without
+    a CT) and ``recist_target``) whose mean CT value is at or below :data:`LESION_FAT_MAX_HU` (the first
+    :data:`~.lesion_report.WARNING_MAX_LESIONS`, then how many more); none without such a lesion."""
     fatty = [lesion for lesion in lesions
              if lesion.get("mean_hu") is not None and lesion["mean_hu"] <= LESION_FAT_MAX_HU]
     if not fatty:
         return []
-    listed = ", ".join(f"{lesion['id']} ({lesion['mean_hu']:.0f} HU)" for lesion in fatty)
+    from .lesion_report import listed_lesions_text
+
+    listed = listed_lesions_text([f"{lesion['id']} ({lesion['mean_hu']:.0f} HU)" for lesion in fatty],
+                                 "mean_hu in the report")
     targets = [str(lesion["id"]) for lesion in fatty if lesion.get("recist_target")]
     target_note = (f"; lesion(s) {', '.join(targets)} count among the RECIST target lesions and in the sum of "
                    f"diameters" if targets else "")

@@ -80,9 +80,6 @@ bytes a voxel: about 110 MiB here), see :func:`_liver_around`. Measured on a syn
 ellipsoid in liver, 0.7 mm voxels, grown box 501 x 221 x 171): one transform over the box peaked at 988 MiB
 (tracemalloc; resident set +1005 MiB) in 4.1 s; blocks of at most 2**21 voxels at 127 MiB (+148 MiB) in 3.2 s, the
 rest being the lesion's values and the box's masks; 2**20 took 4.5 s for +126 MiB, 2**22 4.0 s for +290 MiB."""
-WARNING_MAX_LESIONS = 10
-"""Most water-density lesions a warning names (the largest, in the report's order); the rest are counted, as the
-console lists at most 10 lesions: a polycystic liver of 454 cysts gave an 8,100-character warning line."""
 MIN_VOXELS = 10
 """Fewest voxels (of the lesion, or of the liver around it) judged: fewer give no median or spread worth reading, so
 such a lesion is not flagged."""
@@ -210,16 +207,16 @@ def is_water_density(median_hu: Optional[float], spread_hu: Optional[float], liv
 
 def water_density_lesion_warnings(lesions: List[dict], recist: Optional[Dict[str, Any]] = None) -> List[str]:
     """One warning naming the lesions of the report's ``lesions`` (dicts with ``id``, ``median_hu`` (HU) and
-    ``water_density``, ``recist_target``) of water density (the first :data:`WARNING_MAX_LESIONS`, then how many
-    more), with the RECIST consequence (``recist``: the report's, its ``water_density_passed_over_ids``); none
+    ``water_density``, ``recist_target``) of water density (the first
+    :data:`~.lesion_report.WARNING_MAX_LESIONS`, then how many more), with the RECIST consequence (``recist``: the report's, its ``water_density_passed_over_ids``); none
     without such a lesion."""
     watery = [lesion for lesion in lesions if lesion.get("water_density")]
     if not watery:
         return []
-    named = watery[:WARNING_MAX_LESIONS]
-    listed = ", ".join(f"{lesion['id']} (median {lesion['median_hu']:.0f} HU)" for lesion in named)
-    if len(watery) > WARNING_MAX_LESIONS:
-        listed += f" and {len(watery) - WARNING_MAX_LESIONS} more (water_density in the report)"
+    from .lesion_report import listed_lesions_text
+
+    listed = listed_lesions_text([f"{lesion['id']} (median {lesion['median_hu']:.0f} HU)" for lesion in watery],
+                                 "water_density in the report")
     text = (f"Lesion(s) {listed} of water density (median {WATER_MIN_HU:.0f} to {WATER_MAX_HU:.0f} HU, at least "
             f"{WATER_DARKER_THAN_LIVER_HU:.0f} HU darker than the liver around it and about as homogeneous): each may "
             f"be a simple cyst, which is not a tumor, but a necrotic or cystic tumor, and on an unenhanced CT many a "

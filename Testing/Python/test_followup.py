@@ -1401,3 +1401,21 @@ def test_overlap_counts_are_those_of_the_id_pairs():
     got = _overlap_counts(base, follow)
     assert list(got.items()) == list(expected.items())
     assert _overlap_counts(base, np.zeros_like(follow)) == {}
+
+
+def test_the_non_target_growth_warning_names_at_most_ten_lesions():
+    # miliary progression: every grown non-target lesion was listed in one warning line (4,300 characters for 180)
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 1.0))
+    base = np.zeros((12, 96, 96), np.uint8)
+    base[1:11, 2:94, 2:94] = 1
+    follow = base.copy()
+    base[3:9, 4:18, 4:18] = follow[3:9, 4:18, 4:18] = 2  # two stable targets (14 mm)
+    base[3:9, 4:18, 24:38] = follow[3:9, 4:18, 24:38] = 2
+    for n in range(12):  # 12 non-targets of 4 mm growing to 10 mm
+        y, x = 30 + 20 * (n // 4), 10 + 22 * (n % 4)
+        base[5:7, y:y + 4, x:x + 4] = 2
+        follow[5:7, y - 3:y + 7, x - 3:x + 7] = 2
+    change = compare_followup(CTVolume(base, geometry), CTVolume(follow, geometry), alignment="none")
+    warning, = [w for w in change["warnings"] if w.startswith("non-target lesion(s) ")]
+    assert " and 2 more (the comparison's rows) grew by 20 % and 5 mm or more" in warning
+    assert warning.count(" mm), ") == 9

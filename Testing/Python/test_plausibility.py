@@ -279,3 +279,16 @@ def test_a_liver_reaching_far_to_the_left_of_the_spine_warns_of_swapped_sides():
     normal[:, 40:70, 85:125] = 1                       # a left lobe reaching 50 mm left of the spine
     assert liver_side_warnings(liver_ras_xz(normal, geometry), hu, geometry) == []
     assert liver_side_warnings(liver_xz, hu, geometry, None) == []  # no spine given: the body's centre rule
+
+
+def test_the_fat_warning_names_at_most_ten_lesions_and_counts_the_rest():
+    # hundreds of lesions gave one warning line of thousands of characters (the console lists 10 lesions)
+    from LiverTumorSegLib.inference.plausibility import fat_density_lesion_warnings
+
+    lesions = [dict(id=i, mean_hu=-80.0, recist_target=False) for i in range(1, 288)]
+    warning, = fat_density_lesion_warnings(lesions)
+    assert warning.startswith("Implausible lesion(s) 1 (-80 HU), 2 (-80 HU), ")
+    assert "10 (-80 HU) and 277 more (mean_hu in the report): a mean density of fat" in warning
+    assert "11 (-80 HU)" not in warning
+    ten, = fat_density_lesion_warnings(lesions[:10])
+    assert "10 (-80 HU): a mean density of fat" in ten and " more (" not in ten

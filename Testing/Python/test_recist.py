@@ -297,4 +297,5 @@ def test_lesion_axes_of_a_lesion_stored_across_other_axes_is_unchanged():
     assert other["measurement_slice"]["axis_zyx"] == 1
     assert other["long_axis_mm"] == pytest.approx(axes["long_axis_mm"], abs=1e-9)
     assert other["short_axis_mm"] == pytest.approx(axes["short_axis_mm"], abs=1e-9)
-    np.testing.assert_allclose(other["long_axis"]["end_points_lps_mm"], axes["long_axis"]["end_points_lps_mm"], atol=1e-6)
+    np.testing.assert_allclose(other["long_axis"]["end_points_lps_mm"], axes["long_axis"]["end_points_lps_mm"],
+                               atol=1e-6)

@@ -349,10 +349,10 @@ def _check_output_kinds(paths: Dict[str, Path]) -> None:
 
 def _check_outputs(paths: Dict[str, Path], overwrite: bool, cases: Sequence[str] = ()) -> None:
     """Put back what a killed --overwrite run left hidden, then refuse outputs in the way (without ``overwrite``).
-    ``cases``: this run's case names, whose overlays' hidden names are looked for too (:func:`_plot_names`)."""
+    ``cases``: this run's case names, whose overlays' hidden names are looked for too (:func:`_plot_names`). The
+    caller has run :func:`_check_output_kinds` first (before pairing the cases)."""
     from ..fileutil import restore_set_aside_outputs_of
 
-    _check_output_kinds(paths)
     # results a killed --overwrite run left hidden (.cases.csv.<pid>.old) are back before they are judged, all of
     # one run together
     restore_set_aside_outputs_of([paths["table"], paths["summary"]] + _plot_names(paths["plots"], cases),
@@ -653,9 +653,9 @@ def _empty_reference_warnings(case: str, ref_zyx) -> List[str]:
     import numpy as np
 
     if not np.any(ref_zyx):
-        text = (f"reference: it holds no liver or tumor (every voxel background): its liver Dice is 1.0 for an empty "
-                f"prediction and 0.0 for any other. Check that it is the right file, and its label values "
-                f"(--label-map).")
+        text = ("reference: it holds no liver or tumor (every voxel background): its liver Dice is 1.0 for an empty "
+                "prediction and 0.0 for any other. Check that it is the right file, and its label values "
+                "(--label-map).")
     elif not _holds_value(ref_zyx, 1):
         text = ("reference: it holds tumor (2) but no liver (1) (an annotation of the tumors only, or an empty Liver "
                 "segment): its liver (label >= 1) is the tumors alone, so the liver numbers (dice_liver, "

@@ -12,7 +12,7 @@ or on the image's side, is warned of as segment warns of it: its volume is that 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from ..errors import InputError
 from ..io.formats import READ_SUFFIXES
@@ -44,9 +44,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def summary_lines(report: Dict[str, Any], limit: int = 10) -> List[str]:
-    """Human-readable lines: liver, burden, RECIST targets and one line per lesion (at most ``limit``)."""
-    from ..inference.lesion_report import lesion_summary_line, number_text
+def summary_lines(report: Dict[str, Any], limit: Optional[int] = None) -> List[str]:
+    """Human-readable lines: liver, burden, RECIST targets and one line per lesion (at most ``limit``; None:
+    :data:`~..inference.lesion_report.LISTED_LESIONS_MAX`, as segment's summary and the warnings)."""
+    from ..inference.lesion_report import LISTED_LESIONS_MAX, lesion_summary_line, number_text
+
+    limit = LISTED_LESIONS_MAX if limit is None else limit
 
     recist = report["recist"]
     targets = ", ".join(str(i) for i in recist["target_lesion_ids"]) or "none"

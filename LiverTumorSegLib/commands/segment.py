@@ -254,7 +254,7 @@ class _SignalsCancel:
 
 def format_summary(result: Any) -> str:
     """Human-readable summary lines of a SegmentationResult."""
-    from ..inference.lesion_report import RECIST_MIN_LONG_AXIS_MM, lesion_summary_line, number_text
+    from ..inference.lesion_report import LISTED_LESIONS_MAX, RECIST_MIN_LONG_AXIS_MM, lesion_summary_line, number_text
 
     r = result.report
     lines = [f"wrote {result.output_path} ({result.seconds:.1f} s on {result.device})",
@@ -262,10 +262,10 @@ def format_summary(result: Any) -> str:
              f"({number_text(r['tumor_volume_ml'], 2)} mL, burden {number_text(r['tumor_burden_percent'], 2)} %)"]
 
     minimum_mm = (r.get("recist") or {}).get("measurable_minimum_mm", RECIST_MIN_LONG_AXIS_MM)
-    for lesion in r["lesions"][:10]:
+    for lesion in r["lesions"][:LISTED_LESIONS_MAX]:
         lines.append("  " + lesion_summary_line(lesion, centroid=True, minimum_mm=minimum_mm))
-    if len(r["lesions"]) > 10:
-        lines.append(f"  ... {len(r['lesions']) - 10} more in the report")
+    if len(r["lesions"]) > LISTED_LESIONS_MAX:
+        lines.append(f"  ... {len(r['lesions']) - LISTED_LESIONS_MAX} more in the report")
     if result.report_path:
         lines.append(f"report: {result.report_path}")
     if result.preview_path:

@@ -330,17 +330,17 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     return report
 
 
-WARNING_MAX_LESIONS = 10
-"""Most lesions a warning names (the first, in the report's order: the largest); the rest are counted, as the console
-lists at most 10 lesions: a polycystic liver of 454 cysts gave an 8,100-character warning line."""
+LISTED_LESIONS_MAX = 10
+"""Most lesions a warning or a console summary (``segment``, ``measure``) names (the first, in the report's order: the
+largest); the rest are counted: a polycystic liver of 454 cysts gave an 8,100-character warning line."""
 
 
 def listed_lesions_text(items: Sequence[str], more_in: str) -> str:
-    """``items`` (one text per lesion) joined by ', ', at most :data:`WARNING_MAX_LESIONS` of them, then ``and N more
+    """``items`` (one text per lesion) joined by ', ', at most :data:`LISTED_LESIONS_MAX` of them, then ``and N more
     (<more_in>)`` (``more_in``: where the rest are, e.g. 'water_density in the report')."""
-    text = ", ".join(items[:WARNING_MAX_LESIONS])
-    if len(items) > WARNING_MAX_LESIONS:
-        text += f" and {len(items) - WARNING_MAX_LESIONS} more ({more_in})"
+    text = ", ".join(items[:LISTED_LESIONS_MAX])
+    if len(items) > LISTED_LESIONS_MAX:
+        text += f" and {len(items) - LISTED_LESIONS_MAX} more ({more_in})"
     return text
 
 

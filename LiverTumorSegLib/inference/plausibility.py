@@ -374,7 +374,7 @@ without a word."""
 def fat_density_lesion_warnings(lesions: List[dict]) -> List[str]:
     """One warning naming the lesions of the report's ``lesions`` (dicts with ``id``, ``mean_hu`` (HU, None without
     a CT) and ``recist_target``) whose mean CT value is at or below :data:`LESION_FAT_MAX_HU` (the first
-    :data:`~.lesion_report.WARNING_MAX_LESIONS`, then how many more); none without such a lesion."""
+    :data:`~.lesion_report.LISTED_LESIONS_MAX`, then how many more); none without such a lesion."""
     fatty = [lesion for lesion in lesions
              if lesion.get("mean_hu") is not None and lesion["mean_hu"] <= LESION_FAT_MAX_HU]
     if not fatty:

@@ -207,7 +207,7 @@ def is_water_density(median_hu: Optional[float], spread_hu: Optional[float], liv
 
 def water_density_lesion_warnings(lesions: List[dict], recist: Optional[Dict[str, Any]] = None) -> List[str]:
     """One warning naming the lesions of the report's ``lesions`` (dicts with ``id``, ``median_hu`` (HU) and
-    ``water_density``, ``recist_target``) of water density (the first :data:`~.lesion_report.WARNING_MAX_LESIONS`,
+    ``water_density``, ``recist_target``) of water density (the first :data:`~.lesion_report.LISTED_LESIONS_MAX`,
     then how many more), with the RECIST consequence (``recist``: the report's, its
     ``water_density_passed_over_ids``); none without such a lesion."""
     watery = [lesion for lesion in lesions if lesion.get("water_density")]

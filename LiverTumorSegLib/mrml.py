@@ -1216,7 +1216,39 @@ def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, nam
     for key, value in summary.items():
         table_node.SetAttribute(TABLE_ATTRIBUTE_PREFIX + key, repr(value))
     table_node.SetAttribute(LESION_AXES_ATTRIBUTE, lesion_axes_json(report))
+    set_lesion_table_warnings(table_node, report.get("warnings"))
     return table_node
+
+
+LESION_TABLE_WARNINGS_ATTRIBUTE = TABLE_ATTRIBUTE_PREFIX + "warnings"
+"""On a lesion table: JSON list of the warnings of the run that filled it (a liver-only model, water-density
+lesions, thick slices...). Node attributes are written to the scene file, so a saved scene loaded again still has
+them; they were shown only under the run's summary and were gone after a reload."""
+
+
+def set_lesion_table_warnings(table_node, warnings: Any) -> None:
+    """Keep ``warnings`` (texts; None: none) on ``table_node`` (:data:`LESION_TABLE_WARNINGS_ATTRIBUTE`), replacing
+    those of an earlier run."""
+    import json
+
+    if warnings is None:
+        warnings = []
+    elif isinstance(warnings, str) or not isinstance(warnings, (list, tuple)):
+        warnings = [warnings]
+    table_node.SetAttribute(LESION_TABLE_WARNINGS_ATTRIBUTE, json.dumps([str(w) for w in warnings]))
+
+
+def lesion_table_warnings(table_node) -> List[str]:
+    """The warnings kept on a lesion table (:func:`set_lesion_table_warnings`); [] for none, a table without them
+    (made before they were kept) or an attribute that is no JSON list (edited by hand)."""
+    import json
+
+    text = table_node.GetAttribute(LESION_TABLE_WARNINGS_ATTRIBUTE) if table_node is not None else None
+    try:
+        warnings = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return [str(w) for w in warnings] if isinstance(warnings, list) else []
 
 
 def report_summary(report: Dict[str, Any]) -> Dict[str, Any]:

@@ -613,6 +613,7 @@ class SegmentationJob(ChildJob):
             warnings.insert(0, f"The segment(s) {edited} of '{self._segmentation_node.GetName()}' were edited or "
                                f"renamed while the CT was segmented; they are kept as edited, and the result went into "
                                f"the new segmentation '{segmentation_node.GetName()}'.")
+        mrml.set_lesion_table_warnings(table_node, warnings)  # in the panel's words, shown again after a reload
         return SegmentationOutcome(DONE, segmentation_node, table_node, report, seconds=seconds,
                                    probability_node=probability_node, device=self._done.device, warnings=warnings)
 

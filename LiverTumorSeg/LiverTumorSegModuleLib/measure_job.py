@@ -172,5 +172,6 @@ class MeasureJob(ChildJob):
             warnings.insert(0, f"The voxels of the CT '{self._volume.GetName()}' were changed while its segments were "
                                f"measured; the lesion table is of the CT as it was when 'Update lesion table' was "
                                f"clicked. Update it again to measure the CT as it is now.")
+        mrml.set_lesion_table_warnings(table_node, warnings)  # in the panel's words, shown again after a reload
         return SegmentationOutcome(DONE, self._segmentation, table_node, report, seconds=self.elapsed_seconds(),
                                    warnings=warnings)

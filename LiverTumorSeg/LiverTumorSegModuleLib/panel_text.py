@@ -259,12 +259,13 @@ NO_RESULT = "No result yet."
 def table_summary_text(table_node: Any) -> str:
     """:func:`summary_text` from a lesion table's ``LiverTumorSeg.*`` attributes (``mrml.report_summary``, which
     ``create_lesion_table_node`` stores): what the panel shows beside a table of a scene loaded from disk, which
-    has no run outcome ("No result yet." stood beside a table full of lesions). Warnings are not kept with it."""
-    from LiverTumorSegLib.mrml import TABLE_ATTRIBUTE_PREFIX, report_summary
+    has no run outcome ("No result yet." stood beside a table full of lesions), then one ``Warning: ...`` line per
+    warning of the run that filled it (``mrml.lesion_table_warnings``: they were gone after the scene was reloaded)."""
+    from LiverTumorSegLib.mrml import TABLE_ATTRIBUTE_PREFIX, lesion_table_warnings, report_summary
 
     keys = report_summary({})
     return _summary_text({key: table_node.GetAttribute(TABLE_ATTRIBUTE_PREFIX + key) if table_node is not None
-                          else None for key in keys})
+                          else None for key in keys}, lesion_table_warnings(table_node))
 
 
 def change_table_summary_text(table_node: Any) -> str:

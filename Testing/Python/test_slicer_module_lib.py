@@ -423,6 +423,42 @@ def test_a_loaded_scenes_table_gives_the_summary_its_run_gave():
         "Liver 900.0 mL (tumors included), tumor unknown mL (burden <0.01 %)")
 
 
+
+def test_a_lesion_tables_warnings_survive_a_saved_scene_and_show_again(tmp_path):
+    """The warnings of the run that filled a lesion table (a liver-only model, water-density lesions) were shown only
+    under that run's summary: after the scene was saved and loaded again the panel gave the table's numbers without
+    them. They are kept in a table attribute (written to the .mrml) and the summary shows them again."""
+    pytest.importorskip("slicer")
+    from LiverTumorSegLib import mrml
+
+    scene = mrml.make_headless_scene()
+    warnings = ["This model segments the liver only: the 'Liver tumor' segment is empty; do not read it as 'no "
+                "tumor'.", 'Lesion 2 has the CT values of water (mean 8.0 HU; 50% of voxels 0..20 HU): a cyst?',
+                "50 \u00b5m; a:b \"quoted\" %41 & <tag>"]
+    report = {"liver_volume_ml": 900.0, "tumor_volume_ml": 2.0, "tumor_burden_percent": 0.22,
+              "lesions": [{"id": 1, "volume_ml": 2.0}], "warnings": warnings}
+    table = mrml.create_lesion_table_node(scene, report)
+    shown = panel_text.table_summary_text(table)
+    assert shown == panel_text.summary_text(report, warnings) and shown.count("\nWarning: ") == 3
+    table.AddDefaultStorageNode()
+    table.GetStorageNode().SetFileName(str(tmp_path / "lesions.tsv"))
+    assert table.GetStorageNode().WriteData(table)
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+    reloaded = mrml.make_headless_scene()
+    reloaded.SetURL(str(tmp_path / "scene.mrml"))
+    reloaded.Import()
+    loaded = reloaded.GetFirstNodeByClass("vtkMRMLTableNode")
+    assert mrml.lesion_table_warnings(loaded) == warnings
+    assert panel_text.table_summary_text(loaded) == shown
+    # refilled by a run without warnings: the earlier run's are gone; a table without any (an older scene's) or with
+    # an attribute edited by hand has none
+    mrml.create_lesion_table_node(scene, dict(report, warnings=[]), table_node=table)
+    assert mrml.lesion_table_warnings(table) == [] and "Warning" not in panel_text.table_summary_text(table)
+    for text in (None, "", "not JSON", '{"a": 1}'):
+        table.SetAttribute(mrml.LESION_TABLE_WARNINGS_ATTRIBUTE, text)
+        assert mrml.lesion_table_warnings(table) == []
+
 def test_the_summarys_liver_volume_says_it_holds_the_tumors_the_liver_segment_does_not():
     """The report's liver volume is the whole liver (label >= 1) and the segment "Liver" is the liver without its
     tumors: the summary read "Liver 709.2 mL" beside a "Liver" segment of 690.8 mL on a real CT with 18.4 mL of tumor,

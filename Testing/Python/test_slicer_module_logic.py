@@ -193,6 +193,30 @@ def test_scripted_runs_into_one_segmentation_refill_its_one_lesion_table(module,
     assert module.mrml.lesion_table_describes(other.table_node, other.segmentation_node)
 
 
+
+def test_a_runs_warnings_are_kept_on_its_lesion_table_in_the_panels_words(module, tmp_path):
+    """The table keeps the warnings the panel showed under the run (the CT named by its node, not the temporary file
+    the child read), so a saved scene loaded again shows them beside the table; a scene saved and loaded again
+    (.mrml with the table's .tsv) gives the same summary, warnings included."""
+    pytest.importorskip("SimpleITK")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "ok"), python=sys.executable)
+    outcome = logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", showIn3D=False)
+    assert outcome.warnings == ["Volume 'CT' has thick slices (6.5 mm); small lesions may be missed."]
+    assert module.mrml.lesion_table_warnings(outcome.table_node) == outcome.warnings
+    summary = module.m.panel_text.table_summary_text(outcome.table_node)
+    assert summary == module.m.panel_text.summary_text(outcome.report, outcome.warnings)
+    outcome.table_node.AddDefaultStorageNode()
+    storage = outcome.table_node.GetStorageNode()
+    storage.SetFileName(str(tmp_path / "lesions.tsv"))
+    assert storage.WriteData(outcome.table_node)
+    module.scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert module.scene.Commit()
+    reloaded = module.mrml.make_headless_scene()
+    reloaded.SetURL(str(tmp_path / "scene.mrml"))
+    reloaded.Import()
+    table = reloaded.GetFirstNodeByName(outcome.table_node.GetName())
+    assert module.m.panel_text.table_summary_text(table) == summary and "Warning: Volume 'CT' has thick" in summary
+
 def test_a_script_passing_nodes_in_another_order_or_by_name_gets_an_input_error_before_any_work(module):
     """Scripted calls with the nodes swapped (``measureSegmentation(ct, segmentation)``), a node's name instead of the
     node, or the options as a dict failed with "AttributeError: ... has no attribute 'GetSegmentation'" (or

@@ -194,6 +194,7 @@ def test_lesions_a_reader_drew_under_their_own_names_are_measured_and_other_segm
     assert volumes[2] == pytest.approx(phantom.lesions[0].volume_ml, abs=0.0051)
     (left_out,) = [w for w in outcome.warnings if "left out" in w]
     assert "'Portal vein'" in left_out and "Lesion no 2" not in left_out and "HCC" not in left_out
+    assert module.mrml.lesion_table_warnings(outcome.table_node) == outcome.warnings  # shown again after a reload
 
 
 def test_a_ct_moved_while_its_lesions_are_measured_leaves_the_table_as_it_was(module):

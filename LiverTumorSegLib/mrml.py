@@ -1072,6 +1072,39 @@ def _column_value(lesion: Dict[str, Any], name: str, key: str, minimum_mm: float
 PROBABILITY_VOLUME_ROLE = "LiverTumorSegProbability"
 """Node reference role from a segmentation to the tumor probability volume of its last run."""
 
+EARLIER_PROBABILITY_VOLUME_ROLE = "LiverTumorSegEarlierProbability"
+"""Node reference role from a segmentation to the probability volume an earlier run made for it, kept when a later run
+without the map unlinked it (:data:`PROBABILITY_VOLUME_ROLE`: it no longer describes the segments), so that a run with
+the map again refills it instead of adding one more volume for each time the option is turned on again."""
+
+
+def probability_volume_to_refill(segmentation_node):
+    """The tumor probability volume a run with the map refills for ``segmentation_node``: the one of its last run, else
+    the one an earlier run made for it (:data:`EARLIER_PROBABILITY_VOLUME_ROLE`) while it is still a scalar volume this
+    module made (:data:`PROBABILITY_MAP_ATTRIBUTE`); None: a new one is made."""
+    for role in (PROBABILITY_VOLUME_ROLE, EARLIER_PROBABILITY_VOLUME_ROLE):
+        node = segmentation_node.GetNodeReference(role)
+        if node is not None and (role == PROBABILITY_VOLUME_ROLE or (
+                node.GetClassName() == "vtkMRMLScalarVolumeNode"
+                and node.GetAttribute(PROBABILITY_MAP_ATTRIBUTE) == "1")):
+            return node
+    return None
+
+
+def unlink_probability_volume(segmentation_node) -> None:
+    """A run without the map: its last map no longer describes the segments (*Update lesion table* would read it as
+    theirs), so it is unlinked, and remembered as the one to refill (:func:`probability_volume_to_refill`)."""
+    earlier = segmentation_node.GetNodeReferenceID(PROBABILITY_VOLUME_ROLE)
+    segmentation_node.RemoveNodeReferenceIDs(PROBABILITY_VOLUME_ROLE)
+    if earlier:
+        segmentation_node.SetNodeReferenceID(EARLIER_PROBABILITY_VOLUME_ROLE, earlier)
+
+
+def link_probability_volume(segmentation_node, probability_node) -> None:
+    """Record ``probability_node`` as the tumor probability volume of ``segmentation_node``'s last run."""
+    segmentation_node.RemoveNodeReferenceIDs(EARLIER_PROBABILITY_VOLUME_ROLE)
+    segmentation_node.SetNodeReferenceID(PROBABILITY_VOLUME_ROLE, probability_node.GetID())
+
 
 def place_beside(scene, node, reference_node) -> None:
     """Put ``node`` in the subject hierarchy folder (study) that holds ``reference_node`` (its CT), so that Data

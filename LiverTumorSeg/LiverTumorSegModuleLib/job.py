@@ -589,9 +589,10 @@ class SegmentationJob(ChildJob):
             remove_segment_ids=self._split_offs_still_there(present[0]))
         probability_node = None
         if probabilities is None:  # an earlier run's map no longer describes these segments ("Update lesion
-            segmentation_node.RemoveNodeReferenceIDs(mrml.PROBABILITY_VOLUME_ROLE)  # table" read it as theirs)
+            mrml.unlink_probability_volume(segmentation_node)  # table" read it as theirs); a later map refills it
         else:
-            earlier = segmentation_node.GetNodeReference(mrml.PROBABILITY_VOLUME_ROLE)  # a re-run refills it
+            # a re-run refills it, also after runs without the map (each run with it had added one more volume)
+            earlier = mrml.probability_volume_to_refill(segmentation_node)
             # a refilled map keeps its name, as the segmentation and its table do (renamed, "CT tumor probability_1"
             # would take the name of another result's map)
             name = earlier.GetName() if earlier is not None else \
@@ -600,7 +601,7 @@ class SegmentationJob(ChildJob):
                 self._scene, probabilities, self.geometry,  # uint8 255 x p: shown as float32 0..1
                 name=name,
                 colors_logic=self._colors_logic if earlier is None else None, node=earlier, follow=self._input)
-            segmentation_node.SetNodeReferenceID(mrml.PROBABILITY_VOLUME_ROLE, probability_node.GetID())
+            mrml.link_probability_volume(segmentation_node, probability_node)
             if earlier is None:
                 mrml.place_beside(self._scene, probability_node, self._input)
         warnings = self._voxels_changed_warning() + panel_text.result_warnings(report, self.input_path or "",

@@ -194,6 +194,26 @@ def test_scripted_runs_into_one_segmentation_refill_its_one_lesion_table(module,
 
 
 
+
+def test_scripted_runs_that_turn_the_probability_map_off_and_on_refill_the_segmentations_one_map(module, tmp_path):
+    """A script that ran ``logic.process(ct, segmentation, ...)`` with the map on, off, on, off, on added a new
+    "CT tumor probability_N" volume each time the map was turned on again: the run without it unlinked the map from
+    the segmentation, and the next run with it no longer found it. The segmentation's map is refilled now (as its
+    lesion table is); while the map is off it stays unlinked ("Update lesion table" does not read it)."""
+    pytest.importorskip("SimpleITK")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "ok"), python=sys.executable)
+    node = _ct_node(module.scene)
+    with_map, without_map = (module.m.job.SegmentationOptions(probabilities=p) for p in (True, False))
+    first = logic.process(node, None, "m.safetensors", "cpu", options=with_map, showIn3D=False)
+    segmentation, volumes = first.segmentation_node, module.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    for options in (without_map, without_map, with_map):
+        again = logic.process(node, segmentation, "m.safetensors", "cpu", options=options, showIn3D=False)
+        linked = segmentation.GetNodeReference(module.mrml.PROBABILITY_VOLUME_ROLE)
+        assert (again.probability_node, linked) == ((first.probability_node,) * 2 if options.probabilities else
+                                                    (None, None))
+    assert module.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes
+    assert first.probability_node.GetName() == "CT tumor probability"
+
 def test_a_runs_warnings_are_kept_on_its_lesion_table_in_the_panels_words(module, tmp_path):
     """The table keeps the warnings the panel showed under the run (the CT named by its node, not the temporary file
     the child read), so a saved scene loaded again shows them beside the table; a scene saved and loaded again

@@ -1166,11 +1166,44 @@ def link_lesion_table(table_node, segmentation_node) -> None:
         frame = None
     table_node.SetAttribute(LESION_FRAME_ATTRIBUTE,
                             json.dumps([float(v) for v in frame.ravel()]) if frame is not None else "")
+    segmentation_node.SetNodeReferenceID(OWN_LESION_TABLE_ROLE, table_node.GetID())
+    segmentation_node.SetAttribute(OWN_LESION_TABLE_RECORDED_ATTRIBUTE, "1")
 
 
 def lesion_table_describes(table_node, segmentation_node) -> bool:
-    """True when ``table_node`` is the lesion table made for ``segmentation_node``."""
+    """True when ``table_node`` lists the lesions of ``segmentation_node`` (it, or a copy of it: see
+    :func:`lesion_table_owned_by` for the one a run refills)."""
     return _table_describes(table_node, (LESION_TABLE_SEGMENTATION_ROLE,), (segmentation_node,))
+
+
+OWN_LESION_TABLE_ROLE = "LiverTumorSegOwnLesionTable"
+"""Node reference role from a segmentation to its own lesion table, the one a run or *Update lesion table* made for it
+and refills. A copy of that table (the Data module's Clone, a script's ``Copy``) keeps the table's link to the
+segmentation, so the table's link alone took the copy for the segmentation's table and refilled it, overwriting
+what the user kept; the segmentation links to its own table only."""
+
+OWN_LESION_TABLE_RECORDED_ATTRIBUTE = TABLE_ATTRIBUTE_PREFIX + "ownLesionTableRecorded"
+"""On a segmentation: "1" once it links to its own lesion table (:data:`OWN_LESION_TABLE_ROLE`). Deleting that table
+drops the reference; this attribute then says the segmentation has no own table any more (a copy left behind is not
+taken for it), where a segmentation of a scene saved before the link existed has neither."""
+
+
+def lesion_table_owned_by(table_node, segmentation_node) -> bool:
+    """True when ``table_node`` is ``segmentation_node``'s own lesion table, the one a new result refills: the two link
+    to each other (:func:`link_lesion_table`). A copy of the table links to the segmentation, but the segmentation not
+    to it. A segmentation of a scene saved before segmentations linked to their table owns the one table that lists
+    its lesions; when there are several (a copy was made), none, and a new table is made."""
+    if segmentation_node is None or not lesion_table_describes(table_node, segmentation_node):
+        return False
+    own_id = segmentation_node.GetNodeReferenceID(OWN_LESION_TABLE_ROLE)
+    if own_id or segmentation_node.GetAttribute(OWN_LESION_TABLE_RECORDED_ATTRIBUTE) == "1":
+        return own_id == table_node.GetID()
+    scene = table_node.GetScene()
+    if scene is None:
+        return False
+    listing = [scene.GetNthNodeByClass(i, "vtkMRMLTableNode")
+               for i in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode"))]
+    return [t for t in listing if lesion_table_describes(t, segmentation_node)] == [table_node]
 
 
 def link_change_table(table_node, baseline_segmentation, followup_segmentation) -> None:

@@ -223,15 +223,16 @@ def apply_result(scene: Any, labels: np.ndarray, report: Dict[str, Any], geometr
     ``LiverTumorSegLib.mrml.labels_to_segmentation_node``).
 
     ``table_node`` is refilled only when it is the table made for ``segmentation_node``
-    (:func:`LiverTumorSegLib.mrml.lesion_table_describes`); otherwise the scene's table made for it is refilled, and
-    only without one is a new table made, so another segmentation's (another CT's) lesion table is never overwritten.
+    (:func:`LiverTumorSegLib.mrml.lesion_table_owned_by`); otherwise the scene's table made for it is refilled, and
+    only without one is a new table made, so another segmentation's (another CT's) lesion table, and a copy the user
+    made of this one's, is never overwritten.
     A script's run into the same segmentation without ``table_node`` made a new table each time (30 runs, 30 tables
     linked to the one segmentation). New nodes get names no other node has ("CT liver
     segmentation_1" for a second result of the CT), as Slicer names new nodes: two results of one CT (a run into a
     new segmentation with other settings) were both "CT liver segmentation", with two "CT liver lesions" tables, which
     the node lists and the Compare selectors could not tell apart."""
     base = name or (input_volume_node.GetName() if input_volume_node is not None else "CT")
-    table_node = reusable_table(scene, table_node, lambda table: mrml.lesion_table_describes(table, segmentation_node),
+    table_node = reusable_table(scene, table_node, lambda table: mrml.lesion_table_owned_by(table, segmentation_node),
                                 search_scene=segmentation_node is not None)
     new_segmentation, new_table = segmentation_node is None, table_node is None
     segmentation_node = mrml.labels_to_segmentation_node(

@@ -152,7 +152,7 @@ class MeasureJob(ChildJob):
                          "from the scene while it was measured; the lesion table was not changed.")
         self._check_placement_unchanged()
         reuse = reusable_table(self._scene, self._table_node,
-                               lambda table: mrml.lesion_table_describes(table, self._segmentation),
+                               lambda table: mrml.lesion_table_owned_by(table, self._segmentation),
                                search_scene=True)  # a script's call without its table: made a new one each time
         name = self._scene.GenerateUniqueName(f"{self._volume.GetName()} liver lesions")  # as a run names a new one
         table_node = mrml.create_lesion_table_node(self._scene, report, table_node=reuse, name=name)

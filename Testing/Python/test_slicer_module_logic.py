@@ -195,6 +195,36 @@ def test_scripted_runs_into_one_segmentation_refill_its_one_lesion_table(module,
 
 
 
+
+def test_a_copy_of_a_lesion_table_is_never_refilled_by_a_later_run(module, tmp_path):
+    """A copy of the lesion table (the Data module's Clone copies the node with its attributes and references) links
+    to the segmentation as the table does, and a later run took it for the segmentation's table: passed as
+    ``tableNode``, or found in the scene once the original was deleted, the copy was refilled and what the user kept
+    in it was lost. Only the table the segmentation links to is refilled; without it a new table is made."""
+    pytest.importorskip("SimpleITK")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "ok"), python=sys.executable)
+    node = _ct_node(module.scene)
+    first = logic.process(node, None, "m.safetensors", "cpu", showIn3D=False)
+    segmentation, mrml = first.segmentation_node, module.mrml
+    copy = module.scene.AddNewNodeByClass("vtkMRMLTableNode", "kept by the user")
+    copy.Copy(first.table_node)
+    copy.SetName("kept by the user")
+    copy.SetAttribute(mrml.TABLE_ATTRIBUTE_PREFIX + "liver_volume_ml", "123.0")  # what the user keeps
+    again = logic.process(node, segmentation, "m.safetensors", "cpu", showIn3D=False, tableNode=copy)
+    assert again.table_node is first.table_node and copy.GetAttribute("LiverTumorSeg.liver_volume_ml") == "123.0"
+    assert mrml.lesion_table_describes(copy, segmentation) and not mrml.lesion_table_owned_by(copy, segmentation)
+    module.scene.RemoveNode(first.table_node)  # the original deleted: the copy is still not the segmentation's
+    third = logic.process(node, segmentation, "m.safetensors", "cpu", showIn3D=False)
+    assert third.table_node is not copy and copy.GetAttribute("LiverTumorSeg.liver_volume_ml") == "123.0"
+    assert mrml.lesion_table_owned_by(third.table_node, segmentation)
+    # a scene saved before segmentations linked to their table: its one table is the segmentation's, a copied one none
+    segmentation.RemoveNodeReferenceIDs(mrml.OWN_LESION_TABLE_ROLE)
+    segmentation.RemoveAttribute(mrml.OWN_LESION_TABLE_RECORDED_ATTRIBUTE)
+    module.scene.RemoveNode(copy)
+    assert mrml.lesion_table_owned_by(third.table_node, segmentation)
+    module.scene.AddNewNodeByClass("vtkMRMLTableNode").Copy(third.table_node)
+    assert not mrml.lesion_table_owned_by(third.table_node, segmentation)
+
 def test_scripted_runs_that_turn_the_probability_map_off_and_on_refill_the_segmentations_one_map(module, tmp_path):
     """A script that ran ``logic.process(ct, segmentation, ...)`` with the map on, off, on, off, on added a new
     "CT tumor probability_N" volume each time the map was turned on again: the run without it unlinked the map from

@@ -27,13 +27,22 @@ NADIR_FIELD_NAME = "Nadir sum of diameters (mm)"
 def nadir_sum_from_text(text: str) -> Optional[float]:
     """The RECIST nadir typed in the compare section's field, in mm: None for an empty field (no earlier follow-up:
     the baseline is the reference, as ``followup`` without ``--nadir-sum-mm``), else a sum of diameters of 0 mm or
-    more. A decimal comma and a trailing "mm" are taken ('45,5 mm' is 45.5). Anything else is an
-    :class:`InputError` saying what to type."""
+    more. A decimal comma and a trailing "mm" are taken ('45,5 mm' is 45.5), but not a comma before exactly three
+    digits: '1,000' is 1000 mm with a thousands separator and 1.0 mm with a decimal comma, and was read as 1.0 mm
+    (:func:`ambiguous_comma`). Anything else is an :class:`InputError` saying what to type."""
     cleaned = (text or "").strip()
     if cleaned.lower().endswith("mm"):
         cleaned = cleaned[:-2].strip()
     if not cleaned:
         return None
+    if ambiguous_comma(cleaned):
+        readings = "('1,000' = 1000 mm) or be a decimal comma ('1,000' = 1 mm)"
+        if cleaned.count(",") == 1 and cleaned.replace(",", "").isdigit():
+            readings = (f"('{cleaned}' = {cleaned.replace(',', '')} mm) or be a decimal comma ('{cleaned}' = "
+                        f"{float(cleaned.replace(',', '.')):g} mm)")
+        raise InputError(f"{NADIR_FIELD_NAME}: '{text.strip()}' is ambiguous: a comma before three digits may separate "
+                         f"thousands {readings}. Type the sum in mm without a thousands separator, with a decimal "
+                         f"point if it has decimals (e.g. 1000 or 1.0).")
     try:
         value = float(cleaned.replace(",", ".") if cleaned.count(",") == 1 and "." not in cleaned else cleaned)
     except ValueError:
@@ -43,6 +52,14 @@ def nadir_sum_from_text(text: str) -> Optional[float]:
                          f"of the baseline's target lesions at an earlier follow-up (0 or more, e.g. 45.5), or leave "
                          f"the field empty to judge the response from the baseline alone.")
     return value
+
+
+def ambiguous_comma(text: str) -> bool:
+    """Whether ``text`` (a number as typed) has a comma followed by exactly three digits and no point: '1,000' or
+    '12,500' read as a thousands separator and as a decimal comma give numbers 1000 times apart."""
+    import re
+
+    return "." not in text and re.search(r",\d{3}(?!\d)", text) is not None
 
 
 class FollowupProcessError(LiverTumorSegError):

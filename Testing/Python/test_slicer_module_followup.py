@@ -349,7 +349,25 @@ def test_the_nadir_field_reads_a_sum_of_diameters_in_mm(module, typed, nadir):
     assert module.m.followup_job.nadir_sum_from_text(typed) == nadir
 
 
-@pytest.mark.parametrize("typed", ["-3", "abc", "nan", "inf", "1,234.5", "45 cm"])
+@pytest.mark.parametrize("typed, readings", [("1,000", "('1,000' = 1000 mm) or be a decimal comma ('1,000' = 1 mm)"),
+                                             (" 12,500 mm", "('12,500' = 12500 mm) or be a decimal comma ('12,500' = "
+                                                            "12.5 mm)"),
+                                             ("1,000,000", "('1,000' = 1000 mm) or be a decimal comma ('1,000' = 1 mm)")])
+def test_a_nadir_with_a_comma_before_three_digits_is_refused_as_ambiguous(module, typed, readings):
+    """'1,000' in the nadir field was read as 1.0 mm (a decimal comma), where a thousands separator makes it 1000 mm:
+    a nadir 1000 times too small judged progression from it. A comma before exactly three digits is refused, saying
+    both readings and what to type; a decimal comma before one, two or four digits is still taken."""
+    from LiverTumorSegLib.errors import InputError
+    with pytest.raises(InputError) as refused:
+        module.m.followup_job.nadir_sum_from_text(typed)
+    assert str(refused.value) == (
+        f"Nadir sum of diameters (mm): '{typed.strip()}' is ambiguous: a comma before three digits may separate "
+        f"thousands {readings}. Type the sum in mm without a thousands separator, with a decimal point if it has "
+        f"decimals (e.g. 1000 or 1.0).")
+    assert [module.m.followup_job.nadir_sum_from_text(t) for t in ("12,5", "12,50", "1,0000")] == [12.5, 12.5, 1.0]
+
+
+@pytest.mark.parametrize("typed", ["-3", "abc", "nan", "inf", "1,234.5", "45 cm", "1.000,5"])
 def test_a_nadir_that_is_no_sum_of_diameters_is_refused_saying_what_to_type(module, typed):
     from LiverTumorSegLib.errors import InputError
     with pytest.raises(InputError, match=r"Nadir sum of diameters \(mm\): '.*' is not a sum of diameters in mm\. "

@@ -1195,25 +1195,55 @@ def lesion_table_owned_by(table_node, segmentation_node) -> bool:
     its lesions; when there are several (a copy was made), none, and a new table is made."""
     if segmentation_node is None or not lesion_table_describes(table_node, segmentation_node):
         return False
-    own_id = segmentation_node.GetNodeReferenceID(OWN_LESION_TABLE_ROLE)
-    if own_id or segmentation_node.GetAttribute(OWN_LESION_TABLE_RECORDED_ATTRIBUTE) == "1":
-        return own_id == table_node.GetID()
+    return _owned_table(table_node, segmentation_node, OWN_LESION_TABLE_ROLE, OWN_LESION_TABLE_RECORDED_ATTRIBUTE,
+                        lambda table: lesion_table_describes(table, segmentation_node))
+
+
+def _owned_table(table_node, owner, role: str, recorded_attribute: str, describes: Any) -> bool:
+    """Whether ``owner`` (a segmentation) links to ``table_node`` under ``role`` (one or several references); when it
+    records none and never did (``recorded_attribute``: a scene saved before such links), whether ``table_node`` is
+    the scene's one table that ``describes``."""
+    own_ids = [owner.GetNthNodeReferenceID(role, i) for i in range(owner.GetNumberOfNodeReferences(role))]
+    if own_ids or owner.GetAttribute(recorded_attribute) == "1":
+        return table_node.GetID() in own_ids
     scene = table_node.GetScene()
     if scene is None:
         return False
     listing = [scene.GetNthNodeByClass(i, "vtkMRMLTableNode")
                for i in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode"))]
-    return [t for t in listing if lesion_table_describes(t, segmentation_node)] == [table_node]
+    return [table for table in listing if describes(table)] == [table_node]
+
+
+OWN_CHANGE_TABLES_ROLE = "LiverTumorSegOwnChangeTable"
+"""Node reference role (one reference per follow-up) from a baseline segmentation to the change tables *Compare* made
+for it and refills; a copy of such a table (the Data module's Clone) is not among them, so it is never refilled."""
+
+OWN_CHANGE_TABLES_RECORDED_ATTRIBUTE = TABLE_ATTRIBUTE_PREFIX + "ownChangeTablesRecorded"
+"""On a baseline segmentation: "1" once it links to a change table of its own (:data:`OWN_CHANGE_TABLES_ROLE`)."""
 
 
 def link_change_table(table_node, baseline_segmentation, followup_segmentation) -> None:
-    """Record on ``table_node`` which baseline and follow-up segmentations it compares."""
+    """Record on ``table_node`` which baseline and follow-up segmentations it compares, and on the baseline that the
+    table is its own (:func:`change_table_owned_by`)."""
     _link_table(table_node, CHANGE_TABLE_SEGMENTATION_ROLES, (baseline_segmentation, followup_segmentation))
+    if not baseline_segmentation.HasNodeReferenceID(OWN_CHANGE_TABLES_ROLE, table_node.GetID()):
+        baseline_segmentation.AddNodeReferenceID(OWN_CHANGE_TABLES_ROLE, table_node.GetID())
+    baseline_segmentation.SetAttribute(OWN_CHANGE_TABLES_RECORDED_ATTRIBUTE, "1")
 
 
 def change_table_describes(table_node, baseline_segmentation, followup_segmentation) -> bool:
-    """True when ``table_node`` is the change table made for this baseline / follow-up pair."""
+    """True when ``table_node`` lists the comparison of this baseline / follow-up pair (it, or a copy of it: see
+    :func:`change_table_owned_by` for the one a comparison refills)."""
     return _table_describes(table_node, CHANGE_TABLE_SEGMENTATION_ROLES, (baseline_segmentation, followup_segmentation))
+
+
+def change_table_owned_by(table_node, baseline_segmentation, followup_segmentation) -> bool:
+    """True when ``table_node`` is the change table *Compare* made for this pair and refills: it describes the pair and
+    the baseline links to it (:func:`link_change_table`); a copy of it is not linked from the baseline."""
+    if not change_table_describes(table_node, baseline_segmentation, followup_segmentation):
+        return False
+    return _owned_table(table_node, baseline_segmentation, OWN_CHANGE_TABLES_ROLE, OWN_CHANGE_TABLES_RECORDED_ATTRIBUTE,
+                        lambda table: change_table_describes(table, baseline_segmentation, followup_segmentation))
 
 
 def _set_column_title(table_node, name: str, unit: str) -> None:

@@ -188,7 +188,7 @@ class FollowupJob(ChildJob):
         baseline, followup = self._nodes[0], self._nodes[2]
         # refilled only for the same pair and while it is in the scene
         reuse = reusable_table(self._scene, self._table_node,  # a reloaded scene's table for this pair too
-                               lambda table: mrml.change_table_describes(table, baseline, followup),
+                               lambda table: mrml.change_table_owned_by(table, baseline, followup),
                                search_scene=True)
         table_node = mrml.create_change_table_node(self._scene, change, table_node=reuse)
         mrml.link_change_table(table_node, baseline, followup)

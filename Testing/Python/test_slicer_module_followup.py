@@ -55,6 +55,25 @@ def test_logic_compare_with_baseline_fills_the_change_table(module):
     assert list(module.temp.iterdir()) == []  # the child's files are gone
 
 
+
+def test_a_copy_of_a_change_table_is_never_refilled_by_a_later_comparison(module):
+    """A copy of the follow-up table (the Data module's Clone copies its links to the two segmentations) was taken for
+    the pair's table: Compare given it (or finding it once the original was deleted) refilled it, and the response
+    the user kept in it was lost. Only the table the baseline links to is refilled."""
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)], noise_hu=5.0)
+    ct, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=module.m.childprocess.SubprocessRunner, python=sys.executable)
+    _, table = logic.compareWithBaseline(segmentation, ct, segmentation, ct, alignOnCT=False)
+    copy = module.scene.AddNewNodeByClass("vtkMRMLTableNode")
+    copy.Copy(table)
+    copy.SetAttribute("LiverTumorSeg.response", "kept by the user")
+    _, again = logic.compareWithBaseline(segmentation, ct, segmentation, ct, alignOnCT=False, tableNode=copy)
+    assert again is table and copy.GetAttribute("LiverTumorSeg.response") == "kept by the user"
+    mrml, pair = module.mrml, (segmentation, segmentation)
+    assert mrml.change_table_describes(copy, *pair) and not mrml.change_table_owned_by(copy, *pair)
+    module.scene.RemoveNode(table)  # the original deleted: the copy is still not the pair's table
+    assert not mrml.change_table_owned_by(copy, *pair)
+
 def test_comparison_runs_in_a_child_process_polled_from_a_timer_and_can_be_cancelled(module, tmp_path):
     """In Slicer's process the comparison froze the GUI (14 s for two 160 x 512 x 512 CTs); now the panel
     starts a child, a timer polls it, and Cancel kills it without touching the scene."""

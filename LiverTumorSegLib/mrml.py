@@ -1078,15 +1078,36 @@ without the map unlinked it (:data:`PROBABILITY_VOLUME_ROLE`: it no longer descr
 the map again refills it instead of adding one more volume for each time the option is turned on again."""
 
 
+PROBABILITY_SEGMENTATION_ROLE = "LiverTumorSegProbabilitySegmentation"
+"""Node reference role from a tumor probability volume to the segmentation it was made for. A copy of the segmentation
+(the Data module's Clone) keeps the link to the map: without the map's own link back, a run into the copy refilled the
+original segmentation's map, which then no longer described the original's segments."""
+
+
+def _made_for(probability_node, segmentation_node) -> bool:
+    """Whether ``probability_node`` was made for ``segmentation_node`` (:data:`PROBABILITY_SEGMENTATION_ROLE`; a map of
+    an older scene, without that link, is taken as made for the segmentation that links to it)."""
+    return probability_node.GetNodeReferenceID(PROBABILITY_SEGMENTATION_ROLE) in (None, segmentation_node.GetID())
+
+
+def probability_volume_of(segmentation_node):
+    """The tumor probability volume of ``segmentation_node``'s last run (what *Update lesion table* reads), or None: none,
+    or the map a copy of the segmentation still links to, made for the original (whose later runs refill it)."""
+    node = segmentation_node.GetNodeReference(PROBABILITY_VOLUME_ROLE)
+    return node if node is not None and _made_for(node, segmentation_node) else None
+
+
 def probability_volume_to_refill(segmentation_node):
     """The tumor probability volume a run with the map refills for ``segmentation_node``: the one of its last run, else
     the one an earlier run made for it (:data:`EARLIER_PROBABILITY_VOLUME_ROLE`) while it is still a scalar volume this
-    module made (:data:`PROBABILITY_MAP_ATTRIBUTE`); None: a new one is made."""
+    module made (:data:`PROBABILITY_MAP_ATTRIBUTE`); either only when it was made for this segmentation
+    (:data:`PROBABILITY_SEGMENTATION_ROLE`; a map of an older scene, without that link, too). None: a new one is made."""
     for role in (PROBABILITY_VOLUME_ROLE, EARLIER_PROBABILITY_VOLUME_ROLE):
         node = segmentation_node.GetNodeReference(role)
-        if node is not None and (role == PROBABILITY_VOLUME_ROLE or (
-                node.GetClassName() == "vtkMRMLScalarVolumeNode"
-                and node.GetAttribute(PROBABILITY_MAP_ATTRIBUTE) == "1")):
+        if node is None or not _made_for(node, segmentation_node):
+            continue  # another segmentation's map: this one is a copy of that segmentation
+        if role == PROBABILITY_VOLUME_ROLE or (node.GetClassName() == "vtkMRMLScalarVolumeNode"
+                                               and node.GetAttribute(PROBABILITY_MAP_ATTRIBUTE) == "1"):
             return node
     return None
 
@@ -1104,6 +1125,7 @@ def link_probability_volume(segmentation_node, probability_node) -> None:
     """Record ``probability_node`` as the tumor probability volume of ``segmentation_node``'s last run."""
     segmentation_node.RemoveNodeReferenceIDs(EARLIER_PROBABILITY_VOLUME_ROLE)
     segmentation_node.SetNodeReferenceID(PROBABILITY_VOLUME_ROLE, probability_node.GetID())
+    probability_node.SetNodeReferenceID(PROBABILITY_SEGMENTATION_ROLE, segmentation_node.GetID())
 
 
 def place_beside(scene, node, reference_node) -> None:

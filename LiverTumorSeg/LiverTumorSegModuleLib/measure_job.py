@@ -95,7 +95,7 @@ class MeasureJob(ChildJob):
         """``--probabilities PATH`` when the segmentation has its tumor probability volume, with voxels, on the CT's
         grid (the report then gives each lesion's mean network probability), else nothing: the probability is
         optional, so a map whose file was missing when a saved scene was loaded does not stop the measuring."""
-        probability = self._segmentation.GetNodeReference(mrml.PROBABILITY_VOLUME_ROLE)
+        probability = mrml.probability_volume_of(self._segmentation)  # not the original's, for a copy
         if probability is None or not self._scene.IsNodePresent(probability) or probability.GetImageData() is None:
             return []  # none, removed, or its file was missing when the scene loaded: the column stays empty
         ct_geometry, ct_shape = volume_grid(self._volume)

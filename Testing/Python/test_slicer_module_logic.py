@@ -244,6 +244,25 @@ def test_scripted_runs_that_turn_the_probability_map_off_and_on_refill_the_segme
     assert module.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes
     assert first.probability_node.GetName() == "CT tumor probability"
 
+
+def test_a_run_into_a_copy_of_a_segmentation_leaves_the_originals_probability_map_alone(module, tmp_path):
+    """A copy of a segmentation (the Data module's Clone) keeps its link to the original's probability map, and a run
+    with the map into the copy refilled that map: the original segmentation's map then showed the copy's run, and
+    "Update lesion table" gave the original's lesions its probabilities. The copy gets a map of its own, and until then
+    has none that "Update lesion table" would read (the original's is refilled by the original's runs)."""
+    pytest.importorskip("SimpleITK")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "ok"), python=sys.executable)
+    node = _ct_node(module.scene)
+    with_map = module.m.job.SegmentationOptions(probabilities=True)
+    first = logic.process(node, None, "m.safetensors", "cpu", options=with_map, showIn3D=False)
+    copy = module.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    copy.Copy(first.segmentation_node)
+    assert module.mrml.probability_volume_of(copy) is None  # nor is it read as the copy's by Update lesion table
+    again = logic.process(node, copy, "m.safetensors", "cpu", options=with_map, showIn3D=False)
+    assert again.probability_node is not first.probability_node
+    assert first.segmentation_node.GetNodeReference(module.mrml.PROBABILITY_VOLUME_ROLE) is first.probability_node
+    assert copy.GetNodeReference(module.mrml.PROBABILITY_VOLUME_ROLE) is again.probability_node
+
 def test_a_runs_warnings_are_kept_on_its_lesion_table_in_the_panels_words(module, tmp_path):
     """The table keeps the warnings the panel showed under the run (the CT named by its node, not the temporary file
     the child read), so a saved scene loaded again shows them beside the table; a scene saved and loaded again

@@ -59,6 +59,8 @@ CHECKED_IN_SLICER_5_6: Dict[str, str] = {
     # vtkMRMLNode and its storable / transformable / displayable subclasses
     **dict.fromkeys(("SetAttribute", "GetAttribute", "SetName", "GetName", "GetID", "SetNodeReferenceID",
                      "GetNodeReferenceID", "GetNodeReference", "RemoveNodeReferenceIDs", "Modified"), "svn"),
+    **dict.fromkeys(("AddNodeReferenceID", "HasNodeReferenceID", "GetNumberOfNodeReferences", "GetNthNodeReferenceID",
+                     "GetScene"), "svn"),
     **dict.fromkeys(("SetAndObserveTransformNodeID", "GetTransformNodeID", "GetParentTransformNode"), "svn"),
     **dict.fromkeys(("GetStorageNode", "SetAndObserveStorageNodeID", "GetModifiedSinceRead"), "svn"),
     **dict.fromkeys(("CreateDefaultDisplayNodes", "GetDisplayNode"), "api"),

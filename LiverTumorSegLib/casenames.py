@@ -4,8 +4,12 @@ A file's *case name* is its file name, lower-cased, without the extension (.seg.
 .mha, .mhd), without one known prefix (segmentation-, volume-, LiTS's test-set test-segmentation- and test-volume-,
 prediction-, pred-, pred_, label-, label_, labels-, seg-, seg_, prob-, prob_, ct-, ct_) and without any number of
 known suffixes at its end (_pred, _prediction, _seg, _segmentation, _label, _labels, _labelmap, _mask, _liver,
-_prob, _ct, _image, _0000, removed repeatedly). So LiTS's segmentation-12.nii matches volume-12.nii and 12.nii.gz;
-after a LiTS prefix a number is read without leading zeros (volume-012.nii matches segmentation-12.nii).
+_prob, _ct, _image, _0000, removed repeatedly; nnU-Net's channel suffix _0000 at most once, so that
+liver_0000_0000.nii.gz, the CT of nnU-Net's case liver_0000, is case liver_0000, not liver). So LiTS's
+segmentation-12.nii matches volume-12.nii and 12.nii.gz; after a LiTS prefix a number is read without leading zeros
+(volume-012.nii matches segmentation-12.nii). A name can't say whether its one _0000 is a channel suffix
+(labelsTs/liver_0000.nii.gz is case liver_0000, imagesTs/liver_0000.nii.gz the CT of case liver):
+:func:`name_with_channel_suffix` gives the other reading, which ``evaluate`` pairs when the plain names don't.
 ``evaluate`` pairs files by it; a batch ``segment`` of a folder leaves out the files named as label or probability
 maps (LiTS keeps segmentation-N beside volume-N)."""
 from pathlib import Path
@@ -24,12 +28,21 @@ LITS_PREFIXES = ("test-segmentation-", "test-volume-", "segmentation-", "volume-
 CASE_SUFFIXES = {"_pred": "label", "_prediction": "label", "_seg": "label", "_segmentation": "label",
                  "_label": "label", "_labels": "label", "_labelmap": "label", "_mask": "label", "_liver": "label",
                  "_prob": "prob", "_ct": "image", "_image": "image", "_0000": "image"}
+CHANNEL_SUFFIX = "_0000"
+"""nnU-Net's suffix of a case's first (CT) channel, ``imagesTr/CASE_0000.nii.gz``: removed once, not repeatedly."""
 
 
 def case_key(path: Path) -> Optional[Tuple[str, Optional[str]]]:
     """``(case name, role)`` of a file (see the module docstring), or None when the extension is not an image
     type. ``role`` is what the removed affixes say the file is ("label", "image", "prob"), None when they say
     nothing or disagree; a ``.seg.nrrd`` is a label map."""
+    parsed = _parse_name(path)
+    return None if parsed is None else parsed[:2]
+
+
+def _parse_name(path: Path) -> Optional[Tuple[str, Optional[str], bool]]:
+    """``(case name, role, whether a _0000 was removed)`` of a file (:func:`case_key`), or None when the extension
+    is not an image type."""
     lower = path.name.lower()
     for ext in EXTENSIONS:
         if lower.endswith(ext):
@@ -46,15 +59,28 @@ def case_key(path: Path) -> Optional[Tuple[str, Optional[str]]]:
                 stem = str(int(stem))  # training's LiTS reader pairs them (they were 'without a reference')
             break
     removed = True
+    channel_removed = False
     while removed:  # "_liver_seg" -> "_liver" -> ""
         removed = False
         for suffix, role in CASE_SUFFIXES.items():
+            if suffix == CHANNEL_SUFFIX and channel_removed:
+                continue  # liver_0000_0000: the CT of case liver_0000 (the name was 'liver')
             if stem.endswith(suffix) and len(stem) > len(suffix):
                 stem = stem[: -len(suffix)]
                 roles.add(role)
+                channel_removed = channel_removed or suffix == CHANNEL_SUFFIX
                 removed = True
                 break
-    return stem, (roles.pop() if len(roles) == 1 else None)
+    return stem, (roles.pop() if len(roles) == 1 else None), channel_removed
+
+
+def name_with_channel_suffix(path: Path) -> Optional[str]:
+    """The case name of ``path`` were its removed ``_0000`` part of the case's name, not nnU-Net's channel suffix:
+    ``liver_0000`` for ``labelsTs/liver_0000.nii.gz`` (case name ``liver``), which pairs it with the prediction
+    ``liver_0000_0000.nii.gz`` that ``segment`` writes for the CT ``imagesTs/liver_0000_0000.nii.gz``. None when no
+    ``_0000`` was removed (or the extension is not an image type)."""
+    parsed = _parse_name(path)
+    return parsed[0] + CHANNEL_SUFFIX if parsed is not None and parsed[2] else None
 
 
 def case_name(path: Path) -> Optional[str]:

@@ -9,9 +9,12 @@ Pairing in folders: each file's *case name* is its file name, lower-cased, witho
 test-segmentation- and test-volume-, prediction-, pred-,
 pred_, label-, label_, labels-, seg-, seg_, prob-, prob_, ct-, ct_) and without any number of known
 suffixes at its end (_pred, _prediction, _seg, _segmentation, _label, _labels, _labelmap, _mask, _liver,
-_prob, _ct, _image, _0000, removed repeatedly); after a LiTS prefix a number loses its leading zeros. So LiTS's
-segmentation-12.nii matches volume-12.nii, volume-012.nii and 12.nii.gz, and ct3slice_liver_seg.nii.gz matches
-ct3slice_ct.nii.gz. One folder may hold the CT and the
+_prob, _ct, _image, _0000, removed repeatedly; nnU-Net's channel suffix _0000 only once); after a LiTS prefix a
+number loses its leading zeros. So LiTS's segmentation-12.nii matches volume-12.nii, volume-012.nii and 12.nii.gz,
+ct3slice_liver_seg.nii.gz matches ct3slice_ct.nii.gz, and nnU-Net's labelsTs/liver_000.nii.gz matches
+imagesTs/liver_000_0000.nii.gz (and segment's prediction of the same name); a name whose one _0000 may be
+either (labelsTs/liver_0000.nii.gz, case liver_0000, against liver_0000_0000.nii.gz) is paired with the other
+side's name with it. One folder may hold the CT and the
 label map of a case when the names say which is which (ct3slice_ct is a CT, ct3slice_liver_seg a label map:
 --ref/--pred take the label map, --images the CT); two files of one case that the names do not tell apart
 (case1_seg.nii.gz and case1_label.nii.gz) are ambiguous: the command stops and names both. Cases
@@ -65,7 +68,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ..casenames import case_key, case_name
+from ..casenames import case_key, case_name, name_with_channel_suffix
 from ..errors import InputError, OutputExistsError, ResourceError
 from ..fileutil import is_dicom_file, same_file_among
 from ..io.dicom import holds_dicom_images
@@ -219,6 +222,28 @@ def _names_text(cases: "OrderedDict[str, Path]") -> str:
     return f"; case names {', '.join(shown)}{' ...' if len(cases) > 3 else ''}" if shown else ""
 
 
+def _pair_cases(preds: "OrderedDict[str, Path]", refs: "OrderedDict[str, Path]") -> List[Tuple[str, Path, Path]]:
+    """``[(case, pred, ref)]`` in the references' order: the files of one case name, and then those whose names
+    differ by nnU-Net's channel suffix ``_0000`` where one name's ``_0000`` was taken for it
+    (:func:`~..casenames.name_with_channel_suffix`): ``labelsTs/liver_0000.nii.gz`` (case name ``liver``) and
+    segment's ``liver_0000_0000.nii.gz`` (``liver_0000``) are case ``liver_0000``."""
+    unpaired = OrderedDict((name, path) for name, path in preds.items() if name not in refs)
+    matched = []
+    for name, ref_path in refs.items():
+        if name in preds:
+            matched.append((name, preds[name], ref_path))
+            continue
+        other = name_with_channel_suffix(ref_path)
+        if other in unpaired:
+            matched.append((other, unpaired.pop(other), ref_path))
+            continue
+        taken = next((pred_name for pred_name, pred_path in unpaired.items()
+                      if name_with_channel_suffix(pred_path) == name), None)
+        if taken is not None:
+            matched.append((name, unpaired.pop(taken), ref_path))
+    return matched
+
+
 def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], List[str], List[str]]:
     """Pair predictions with references. Returns ``(matched [(case, pred, ref)], only_pred, only_ref)``."""
     for path, what in ((pred, "--pred"), (ref, "--ref")):
@@ -240,9 +265,11 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
             hint = f" '{folder}' holds 3D-IRCADb's DICOM mask series, not a label map file: {_IRCADB_HINT}"
         raise InputError(f"--pred '{pred}' and --ref '{ref}' must both be files or both be folders.{hint}")
     preds, refs = list_cases(pred, "--pred"), list_cases(ref, "--ref")
-    matched = [(name, preds[name], refs[name]) for name in refs if name in preds]
-    only_pred = [name for name in preds if name not in refs]
-    only_ref = [name for name in refs if name not in preds]
+    matched = _pair_cases(preds, refs)
+    paired_preds = {pred_path for _, pred_path, _ in matched}
+    paired_refs = {ref_path for _, _, ref_path in matched}
+    only_pred = [name for name, path in preds.items() if path not in paired_preds]
+    only_ref = [name for name, path in refs.items() if path not in paired_refs]
     same = [name for name, pred_path, ref_path in matched if same_file_among([pred_path, ref_path])]
     if same:  # links, or one folder holding the other's files
         raise InputError(f"{len(same)} case(s) of --pred '{pred}' are the same files as --ref '{ref}' holds "
@@ -260,9 +287,13 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
     return matched, only_pred, only_ref
 
 
-def optional_inputs(path: Optional[str], cases: List[str], what: str) -> Dict[str, Path]:
+def optional_inputs(path: Optional[str], cases: List[str], what: str,
+                    other_names: Optional[Dict[str, str]] = None) -> Dict[str, Path]:
     """Case -> file for an optional per-case input (``--prob``, ``--images``): a file (only with one case)
-    or a folder matched by case name; missing cases are warned about. An option whose role
+    or a folder matched by case name; missing cases are warned about. A file named as a case's other reading of
+    nnU-Net's ``_0000`` (``other_names``: case -> its name with ``_0000``, :func:`_other_case_names`; or the
+    file's own, :func:`~..casenames.name_with_channel_suffix`) is that case's when no file has its name and no
+    other case has the file's. An option whose role
     (:data:`ROLE_OF_OPTION`) is ``"image"`` (``--images``) may also name one DICOM series folder, the one case's
     CT, as segment reads it."""
     if not path:
@@ -281,10 +312,36 @@ def optional_inputs(path: Optional[str], cases: List[str], what: str) -> Dict[st
             raise InputError(f"{what} '{location}' is a DICOM folder (one CT) but {len(cases)} cases are evaluated; "
                              f"give a folder of CT files named like the cases.")
         return {cases[0]: location}
-    missing = [c for c in cases if c not in found]
+    files = {c: _file_of_case(c, found, cases, (other_names or {}).get(c)) for c in cases}
+    missing = [c for c in cases if files[c] is None]
     if missing:
         log.warning("warning: %s has no file for %d case(s): %s", what, len(missing), ", ".join(missing[:20]))
-    return {c: found[c] for c in cases if c in found}
+    return {c: path for c, path in files.items() if path is not None}
+
+
+def _file_of_case(case: str, found: "OrderedDict[str, Path]", cases: Sequence[str],
+                  other_name: Optional[str]) -> Optional[Path]:
+    """The file of ``found`` (case name -> file) for ``case``: of its name, else of its ``other_name`` (its name
+    with nnU-Net's ``_0000``), else one whose name with ``_0000`` is the case's; a file of another of ``cases``'
+    names is not taken. None when there is none."""
+    if case in found:
+        return found[case]
+    if other_name and other_name in found and other_name not in cases:
+        return found[other_name]
+    return next((path for name, path in found.items()
+                 if name not in cases and name_with_channel_suffix(path) == case), None)
+
+
+def _other_case_names(matched: Sequence[Tuple[str, Path, Path]]) -> Dict[str, str]:
+    """Case -> its name with nnU-Net's ``_0000`` where its prediction's or reference's ``_0000`` was taken for the
+    channel suffix (nnU-Net's own predictions and labels of case ``liver_0000``, named ``liver_0000.nii.gz``, are
+    case ``liver``; its CT ``liver_0000_0000.nii.gz`` is ``liver_0000``)."""
+    other_names = {}
+    for case, pred_path, ref_path in matched:
+        other = name_with_channel_suffix(pred_path) or name_with_channel_suffix(ref_path)
+        if other and other != case:
+            other_names[case] = other
+    return other_names
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -731,8 +788,9 @@ def evaluate_folders(args) -> Dict[str, object]:
         log.warning("warning: unmatched cases: %d prediction(s) without reference %s; %d reference(s) without "
                     "prediction %s", len(only_pred), only_pred[:20], len(only_ref), only_ref[:20])
     cases = [name for name, _, _ in matched]
-    probs = optional_inputs(args.prob, cases, "--prob")
-    images = optional_inputs(args.images, cases, "--images")
+    other_names = _other_case_names(matched)
+    probs = optional_inputs(args.prob, cases, "--prob", other_names)
+    images = optional_inputs(args.images, cases, "--images", other_names)
 
     rows = []
     roc = RocAccumulator() if probs else None

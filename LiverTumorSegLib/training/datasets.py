@@ -163,16 +163,18 @@ def _crossed_by_name(cases: Sequence[Case]) -> Optional[Tuple[Case, Case, str]]:
     patient's image and not as its own (names compared as ``evaluate`` pairs files,
     :func:`~..casenames.case_name`: ``liver_3`` in imagesTr/ and labelsTr/, ``volume-3`` and ``segmentation-3``,
     ``p3_ct`` and ``p3_seg``); None when there is none. Labels named otherwise (``seg.nii.gz``) are not judged."""
-    from ..casenames import case_name
+    from ..casenames import case_name, name_with_channel_suffix
 
     images_named: Dict[str, List[Case]] = {}
     for case in cases:
         images_named.setdefault(case_name(Path(case.image_path)) or "", []).append(case)
     for case in cases:
         label_name = case_name(Path(case.label_path))  # None for a folder (3D-IRCADb's MASKS_DICOM)
-        if not label_name or label_name == case_name(Path(case.image_path)):
+        # labelsTr/liver_0000.nii.gz is named 'liver' and, with its _0000, 'liver_0000' as its CT liver_0000_0000
+        label_names = [name for name in (label_name, name_with_channel_suffix(Path(case.label_path))) if name]
+        if not label_names or case_name(Path(case.image_path)) in label_names:
             continue
-        owners = images_named.get(label_name, [])
+        owners = [owner for name in label_names for owner in images_named.get(name, [])]
         if owners and all(owner.patient_id != case.patient_id for owner in owners):
             return case, owners[0], "name"
     return None

@@ -759,6 +759,19 @@ def test_images_and_labels_paired_crosswise_are_refused(tmp_path):
     assert [c.case_id for c in discover_cases(tmp_path / "phases.csv")] == ["p0_ct", "p0_venous", "p1_ct"]
 
 
+def test_a_label_of_case_0000_given_to_another_nnunet_ct_is_refused(tmp_path):
+    """nnU-Net's channel suffix _0000 is removed once from a name (the CT liver_0000_0000 is case liver_0000), so
+    labelsTr/liver_0000.nii.gz (case name 'liver') must also be judged as 'liver_0000': its pairing with another
+    patient's CT passed unnamed once the CT's name kept its case's _0000 (only the second row was named)."""
+    for n in ("0000", "0001"):
+        _write_pair(tmp_path / "imagesTr" / f"liver_{n}_0000.nii.gz", tmp_path / "labelsTr" / f"liver_{n}.nii.gz")
+    (tmp_path / "crossed.csv").write_text("image,label,patient\n"
+                                          "imagesTr/liver_0001_0000.nii.gz,labelsTr/liver_0000.nii.gz,P1\n"
+                                          "imagesTr/liver_0000_0000.nii.gz,labelsTr/liver_0001.nii.gz,P0\n")
+    with pytest.raises(InputError, match=r"liver_0001_0000.nii.gz' with label .*liver_0000.nii.gz'.*crosswise"):
+        discover_cases(tmp_path / "crossed.csv")
+
+
 def test_a_folder_one_level_away_from_an_msd_or_nnunet_data_set_names_the_data_sets_folder(tmp_path):
     """The folder Task03_Liver.tar was unpacked into, nnUNet_raw/ or imagesTr/ itself was answered with the list
     of layouts only (which did not name nnU-Net), though LiTS and 3D-IRCADb-01 are found below the folder given."""

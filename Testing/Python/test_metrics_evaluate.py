@@ -16,13 +16,39 @@ from LiverTumorSegLib.volume import ImageGeometry
 
 @pytest.mark.parametrize("name,expected", [
     ("segmentation-12.nii", "12"), ("volume-12.nii.gz", "12"), ("Case_01.nrrd", "case_01"),
-    ("pred_7_seg.mha", "7"), ("liver_0000.nii.gz", "liver"), ("notes.txt", None), ("x.seg.nrrd", "x"),
+    ("pred_7_seg.mha", "7"), ("liver_0000.nii.gz", "liver"), ("liver_0000_0000.nii.gz", "liver_0000"),
+    ("liver_000_0000.nii.gz", "liver_000"), ("notes.txt", None), ("x.seg.nrrd", "x"),
     ("ct3slice_ct.nii.gz", "ct3slice"), ("ct3slice_liver_seg.nii.gz", "ct3slice"), ("Case1_Liver_Label.nrrd", "case1"),
     # LiTS numbers without leading zeros, as training's LiTS reader takes them (helper-30's audit: volume-01 and
     # segmentation-1 were 'without a reference'); other names keep theirs
     ("volume-01.nii", "1"), ("segmentation-007.nii.gz", "7"), ("test-volume-000.nii", "0"), ("pred_07.nii", "07")])
 def test_case_name(name, expected):
     assert case_name(Path(name)) == expected
+
+
+@pytest.mark.parametrize("pred_name,expected_first", [("{}_0000", "liver_0000"),  # segment's, named as the CT
+                                                     ("{}", "liver")])  # nnU-Net's: its names can't tell
+def test_nnunet_channel_suffix_is_removed_once_and_cases_still_pair(tmp_path, caplog, pred_name, expected_first):
+    """nnU-Net's _0000 was removed repeatedly: the CT imagesTs/liver_0000_0000.nii.gz of case liver_0000 and
+    segment's prediction of that name were case 'liver' in cases.csv. It is removed once; labelsTs/liver_0000.nii.gz
+    (case name 'liver') still pairs with the prediction, and every case with its CT."""
+    from LiverTumorSegLib.commands.evaluate import _other_case_names, match_cases, optional_inputs
+
+    for folder in ("pred", "ref", "img"):
+        (tmp_path / folder).mkdir()
+    for case in ("liver_0000", "liver_0001", "liver_003"):
+        (tmp_path / "ref" / f"{case}.nii.gz").write_bytes(b"")
+        (tmp_path / "img" / f"{case}_0000.nii.gz").write_bytes(b"")
+        (tmp_path / "pred" / f"{pred_name.format(case)}.nii.gz").write_bytes(b"")
+    matched, only_pred, only_ref = match_cases(tmp_path / "pred", tmp_path / "ref")
+    assert [name for name, _, _ in matched] == [expected_first, "liver_0001", "liver_003"]
+    assert [ref.name for _, _, ref in matched] == ["liver_0000.nii.gz", "liver_0001.nii.gz", "liver_003.nii.gz"]
+    assert only_pred == only_ref == []
+    images = optional_inputs(str(tmp_path / "img"), [name for name, _, _ in matched], "--images",
+                             _other_case_names(matched))
+    assert [path.name for path in images.values()] == ["liver_0000_0000.nii.gz", "liver_0001_0000.nii.gz",
+                                                       "liver_003_0000.nii.gz"]
+    assert "no file" not in caplog.text
 
 
 @pytest.fixture()

@@ -274,6 +274,41 @@ def _not_hu_content_reason(arr: np.ndarray, lo: float, hi: float) -> Optional[st
     return None
 
 
+RAW_CT_OFFSET = 1024.0
+"""What a CT stored without its rescale intercept (-1024) holds above its HU: air near 0, soft tissue near 1060."""
+RAW_CT_AIR_BELOW_HU = -800.0
+RAW_CT_BODY_ABOVE_HU = -500.0
+RAW_CT_SOFT_TISSUE_HU = (-150.0, 100.0)  # fat, muscle, organs: most of an abdomen
+RAW_CT_AIR_MIN_FRACTION = 0.05
+RAW_CT_SOFT_MIN_FRACTION = 0.5
+"""A volume of values all >= 0 is a CT stored without its intercept (:func:`_stored_without_intercept_reason`) when,
+read as HU after subtracting :data:`RAW_CT_OFFSET`, at least :data:`RAW_CT_AIR_MIN_FRACTION` of its voxels are air
+(below :data:`RAW_CT_AIR_BELOW_HU`) and at least :data:`RAW_CT_SOFT_MIN_FRACTION` of those above
+:data:`RAW_CT_BODY_ABOVE_HU` (the body) lie in :data:`RAW_CT_SOFT_TISSUE_HU`. The shared real CTs + 1024 (clipped at
+0): air 36-63 %, fat and soft tissue 78-90 % of the body; MR-like data spreads its body over hundreds of values."""
+
+
+def _stored_without_intercept_reason(arr: np.ndarray, lo: float, hi: float) -> Optional[str]:
+    """Why a volume of values all >= 0 (``lo``..``hi``, above 255) looks like a CT stored without its rescale
+    intercept (a raw 0..4095 store: air near 0, fat near 900-950, soft tissue near 1024-1100), or None when its
+    values do not clearly fit that (MR, or a crop without air). Read on every 4th voxel along each axis."""
+    if lo < 0 or hi <= 255:
+        return None
+    sample = np.asarray(arr[::4, ::4, ::4], dtype=np.float32).ravel() - RAW_CT_OFFSET
+    air = float(np.count_nonzero(sample < RAW_CT_AIR_BELOW_HU)) / max(sample.size, 1)
+    body = sample[sample > RAW_CT_BODY_ABOVE_HU]
+    soft_lo, soft_hi = RAW_CT_SOFT_TISSUE_HU
+    soft = float(np.count_nonzero((body >= soft_lo) & (body <= soft_hi))) / max(body.size, 1)
+    if air < RAW_CT_AIR_MIN_FRACTION or soft < RAW_CT_SOFT_MIN_FRACTION:
+        return None
+    offset = RAW_CT_OFFSET
+    return (f"all values >= 0: {lo:g}..{hi:g}, no air near -1000 HU; {100 * air:.0f} % of the voxels lie below "
+            f"{RAW_CT_AIR_BELOW_HU + offset:g} (air + 1024) and {100 * soft:.0f} % of the others above "
+            f"{RAW_CT_BODY_ABOVE_HU + offset:g} at {soft_lo + offset:g}..{soft_hi + offset:g} (fat and soft tissue + "
+            f"1024): the values look shifted by about +1024, i.e. a CT stored without its rescale intercept (HU = "
+            f"stored - 1024)")
+
+
 SOFT_TISSUE_HU_RANGE = (-200.0, 250.0)  # fat, muscle, organs, blood (contrast-enhanced too)
 DOUBLE_SHIFT_SOFT_FRACTION = 0.02
 DOUBLE_SHIFT_AIR_FRACTION = 0.5
@@ -413,7 +448,8 @@ def not_hu_reason(volume: CTVolume) -> Optional[str]:
     label_map = _label_map_reason(arr, lo, hi)
     if label_map is not None:
         return f"it looks like a label map, not a CT: {label_map}"
-    return (_not_hu_reason(lo, hi, _whole_numbers(arr)) or _shifted_by_intercept_reason(arr, hi)
+    return (_stored_without_intercept_reason(arr, lo, hi) or _not_hu_reason(lo, hi, _whole_numbers(arr))
+            or _shifted_by_intercept_reason(arr, hi)
             or _scaled_reason(arr) or _not_hu_content_reason(arr, lo, hi))
 
 
@@ -479,8 +515,10 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
                          f"organs and bone lie above {air_hi:g} HU): no body lies in this volume. Check that it is "
                          f"the CT series you meant (not a crop outside the body or a scan of air); if its values are "
                          f"not HU, pass {_allow_non_hu()} to proceed.")
-    reason = _not_hu_reason(lo, hi, _whole_numbers(arr))
-    shifted = None if reason is not None else (_shifted_by_intercept_reason(arr, hi) or _scaled_reason(arr))
+    shifted = _stored_without_intercept_reason(arr, lo, hi)  # named for what it is, not 'pre-normalised/not CT'
+    reason = None if shifted is not None else _not_hu_reason(lo, hi, _whole_numbers(arr))
+    if reason is None and shifted is None:
+        shifted = _shifted_by_intercept_reason(arr, hi) or _scaled_reason(arr)
     if reason is None and shifted is None:
         reason = _not_hu_content_reason(arr, lo, hi)  # after the raw-CT rule, whose re-export advice is the fix
     if _checked_as_label_map(volume, lo, hi, allow_non_hu, warnings, going_on):

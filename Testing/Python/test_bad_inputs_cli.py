@@ -173,8 +173,16 @@ def make_label_map_as_ct(d: Path) -> Path:
 
 
 def make_mr_like(d: Path) -> Path:
-    arr = np.clip(_phantom().ct.array.astype(np.int32) + 1000, 0, 3000).astype(np.int16)
+    # not the CT + 1000 it was: that is a CT stored without its intercept, now named as one (make_raw_ct)
+    arr = np.clip((_phantom().ct.array.astype(np.int32) + 1000) * 3 // 2, 0, 3000).astype(np.int16)
     return _ct_like(d / "mr_like.nii.gz", arr)
+
+
+def make_raw_ct(d: Path) -> Path:
+    """The real sample CT stored without its rescale intercept: HU + 1024, 0..4095 (its padding at 0)."""
+    sample = read_volume(SAMPLE_CT)
+    raw = np.clip(sample.array.astype(np.int32) + 1024, 0, 4095).astype(np.uint16)
+    return write_volume(d / "raw_ct.nii.gz", CTVolume(array=raw, geometry=sample.geometry))
 
 
 def _scaled_sample(path: Path, factor: float) -> Path:
@@ -289,6 +297,9 @@ CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
     "unit_range": (make_unit_range, ["Hounsfield", "0..1", "--allow-non-hu"], "intensities 0..1 (pre-normalised)"),
     "byte_range": (make_byte_range, ["Hounsfield", "0..255", "--allow-non-hu"], "intensities 0..255 (8-bit export)"),
     "mr_like": (make_mr_like, ["Hounsfield", "MR", "--allow-non-hu"], "MR-like (all values >= 0, 0..3000)"),
+    "raw_ct": (make_raw_ct, ["Hounsfield", "shifted by about +1024", "stored without its rescale intercept",
+                             "HU = stored - 1024", "re-export it", "--allow-non-hu"],
+               "real CT stored without its rescale intercept (HU + 1024: 0..4095, air near 0)"),
     "label_map": (make_label_map_as_ct, ["looks like a label map", "not a CT", "give the CT scan itself"],
                   "a label map (0, 1, 2) given as the CT"),
     "scaled_up": (make_scaled_up, ["Hounsfield", "rescale slope missing or applied twice", "--allow-non-hu"],
@@ -310,7 +321,7 @@ CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
 }
 # checks that only the CT pipeline (segment, preprocess) makes; evaluate reads label maps, and its folders are
 # folders of cases (tested below), not DICOM series
-CT_ONLY = {"constant", "air_only", "nan", "unit_range", "byte_range", "mr_like", "scaled_up", "scaled_down", "absurd_spacing",
+CT_ONLY = {"constant", "air_only", "nan", "unit_range", "byte_range", "mr_like", "raw_ct", "scaled_up", "scaled_down", "absurd_spacing",
            "zero_spacing", "label_map",
            "no_dicom", "two_series", "dicom_same_position", "dicom_mr", "dicom_tilted"}
 
@@ -1376,7 +1387,8 @@ def test_train_into_a_users_existing_folder_is_refused(tmp_path, capsys, train_c
 
 @pytest.mark.parametrize("kind", ["nan", "mr_like"])
 def test_train_refuses_a_training_ct_that_segment_would_refuse(tmp_path, capsys, train_csv, kind):
-    """A CT two thirds NaN, or MR-like, trained silently and wrote a package; segment refuses both."""
+    """A CT two thirds NaN, or less its minimum (MR-like values >= 0; its distribution now names it a CT stored
+    without its intercept), trained silently and wrote a package; segment refuses both."""
     import nibabel as nib
 
     path = train_csv.parent / "ct1.nii.gz"
@@ -1393,7 +1405,8 @@ def test_train_refuses_a_training_ct_that_segment_would_refuse(tmp_path, capsys,
     line = assert_clean_error(code, err, ["ct1.nii.gz"] + words)
     assert not out.exists()
     assert [p.name for p in (tmp_path / "model_train").iterdir()] == ["cache"]  # ct0's cache, for the next run
-    record15(f"`train` on a CT that is {'two thirds NaN' if kind == 'nan' else 'MR-like (0..2000)'}", line, tmp_path)
+    record15(f"`train` on a CT that is {'two thirds NaN' if kind == 'nan' else 'less its minimum (0..1719: no air near -1000)'}",
+             line, tmp_path)
     if kind == "mr_like":
         code, text, err = run_cli(_train_argv(train_csv, out, epochs=1) + ["--allow-non-hu"], capsys)
         assert code == 0 and out.exists(), err

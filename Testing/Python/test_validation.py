@@ -67,7 +67,7 @@ def test_constant_volume_is_fatal():
     (lambda hu: (hu + 1024.0) / 4095.0, "within 0..1"),
     (lambda hu: np.clip((hu + 160.0) / 400.0 * 255.0, 0, 255).round(), "within 0..255"),
     (lambda hu: (hu - hu.mean()) / hu.std(), "like z-scored"),
-    (lambda hu: hu + 1024.0, "no air near -1000 HU"),
+    (lambda hu: (hu + 1000.0) * 1.5, "no air near -1000 HU"),  # MR-like; + 1024 is a raw CT (named as one below)
 ])
 def test_non_hu_intensities_are_fatal_unless_allowed(scale, words):
     ct = phantom_ct()
@@ -132,6 +132,27 @@ def test_real_ct_stored_without_its_rescale_intercept_is_refused_unless_allowed(
         check_ct(shifted)
     warnings = check_ct(shifted, allow_non_hu=True)
     assert len(warnings) == 1 and "going on because non-HU input was allowed" in warnings[0]
+
+
+@pytest.mark.parametrize("name", ["ct3slice_ct.nii.gz", "example_ct_sm.nii.gz"])
+def test_a_raw_ct_of_values_0_to_4095_is_named_as_stored_without_its_intercept(name):
+    """A real CT stored without its rescale intercept and with its padding at 0 (HU + 1024 in 0..4095, as a tool
+    that dropped RescaleIntercept -1024 writes it) was refused as 'pre-normalised/not CT'; its air near 0 and its fat
+    and soft tissue near 874..1124 say what it is, and the error says how to read it (HU = stored - 1024). The
+    values are not shifted by the check. The phantom's MR-like contrast (x 1.5) keeps the generic message."""
+    real = read_volume(DATA / name)
+    raw = with_array(real, np.clip(real.array.astype(np.int32) + 1024, 0, 4095).astype(np.uint16))
+    with pytest.raises(InputError) as err:
+        check_ct(raw)
+    message = str(err.value)
+    assert "all values >= 0" in message and "shifted by about +1024" in message, message
+    assert "stored without its rescale intercept (HU = stored - 1024)" in message and "re-export it" in message
+    assert "pre-normalised" not in message, message
+    assert "shifted by about +1024" in not_hu_reason(raw)  # segment, measure, followup: the same reason
+    assert int(raw.array.min()) == 0  # judged, not changed
+    mr_like = with_array(real, ((np.clip(real.array.astype(np.int32), -1000, None) + 1000) * 3 // 2).astype(np.int16))
+    with pytest.raises(InputError, match=r"MR, or CT stored without its rescale intercept\); it looks pre-normalised"):
+        check_ct(mr_like)
 
 
 @pytest.mark.parametrize("name", ["ct3slice_ct.nii.gz", "example_ct_sm.nii.gz"])

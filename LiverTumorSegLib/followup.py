@@ -521,9 +521,10 @@ def link_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_l
     for (i, j), n in sorted(overlap.items()):  # a follow-up lesion touching a target and a non-target
         if j not in owner or n > overlap[(owner[j], j)]:  # (one grown into the other's old place) is not both
             owner[j] = i
+    owning = set(owner.values())  # (a look into owner.values() per pair took seconds for hundreds of lesions)
     coalesced = {}  # type: Dict[int, int]
     for (i, j), n in sorted(overlap.items()):
-        if i not in owner.values() and (i not in coalesced or n > overlap[(i, coalesced[i])]):
+        if i not in owning and (i not in coalesced or n > overlap[(i, coalesced[i])]):
             coalesced[i] = j
     edges = [(i, j) for j, i in owner.items()] + [(i, j) for i, j in coalesced.items()]
     linked_base = {i for i, _ in edges}
@@ -541,8 +542,11 @@ def link_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_l
     # without overlap only a lesion that moved is linked (each partner at most once): a merge or split needs
     # shared voxels, else a new lesion beside a shrinking one (or a small one vanishing beside a large one) would
     # be absorbed as a fragment, hiding a PD (or taking the large one's diameter)
-    for i in sorted(set(base_by_id) - linked_base):
-        candidates = [(near(i, j), j) for j in follow_by_id if j not in linked_follow]
+    unlinked = sorted(set(base_by_id) - linked_base)
+    within_reach = _follow_ids_within(unlinked, [j for j in follow_by_id if j not in linked_follow], base_by_id,
+                                      follow_centroids_on_base_lps, MOVED_MAX_MM)
+    for i in unlinked:
+        candidates = [(near(i, j), j) for j in within_reach[i] if j not in linked_follow]
         candidates = [c for c in candidates if np.isfinite(c[0])]
         if candidates:
             j = min(candidates)[1]
@@ -553,6 +557,31 @@ def link_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_l
     # (no second pass from the follow-up side: a baseline lesion left unlinked found no unlinked follow-up lesion
     # near it, and the unlinked follow-up lesions are fewer now, so none has an unlinked baseline lesion near it)
     return LesionLinks(_link_groups(edges, len(base_lesions), len(follow_lesions)), owner, coalesced, overlap)
+
+
+NEAR_PAIRS_BLOCK = 4_000_000
+"""Baseline x follow-up lesion pairs whose centroid distances :func:`_follow_ids_within` computes at once (32 MB)."""
+
+
+def _follow_ids_within(base_ids: Sequence[int], follow_ids: Sequence[int], base_by_id: Dict[int, Dict[str, Any]],
+                       follow_centroids_on_base_lps: Dict[int, np.ndarray], reach_mm: float) -> Dict[int, List[int]]:
+    """Baseline id -> the ``follow_ids`` whose centroids (LPS mm, on the baseline grid) lie within ``reach_mm`` of
+    its own (and a hair beyond, so that rounding leaves none out: :func:`link_lesions` measures each candidate
+    again), all pairs at once in blocks of :data:`NEAR_PAIRS_BLOCK`: one distance per pair in Python took 1.5 s
+    for 850 x 850 lesions. A NaN centroid is within reach of none."""
+    within = {i: [] for i in base_ids}  # type: Dict[int, List[int]]
+    if not base_ids or not follow_ids:
+        return within
+    base_xyz = np.array([base_by_id[i]["centroid_lps_mm"] for i in base_ids], dtype=np.float64).reshape(-1, 3)
+    follow_xyz = np.array([follow_centroids_on_base_lps[j] for j in follow_ids], dtype=np.float64).reshape(-1, 3)
+    limit = (reach_mm + 1e-6) ** 2
+    rows = max(1, NEAR_PAIRS_BLOCK // len(follow_ids))
+    for start in range(0, len(base_ids), rows):
+        block = base_xyz[start:start + rows]
+        squared = sum((block[:, None, axis] - follow_xyz[None, :, axis]) ** 2 for axis in range(3))
+        for row, column in zip(*np.nonzero(squared <= limit)):
+            within[base_ids[start + int(row)]].append(follow_ids[int(column)])
+    return within
 
 
 def match_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_lesions: Sequence[Dict[str, Any]],

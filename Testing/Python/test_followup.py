@@ -1419,3 +1419,68 @@ def test_the_non_target_growth_warning_names_at_most_ten_lesions():
     warning, = [w for w in change["warnings"] if w.startswith("non-target lesion(s) ")]
     assert " and 2 more (the comparison's rows) grew by 20 % and 5 mm or more" in warning
     assert warning.count(" mm), ") == 9
+
+
+def _link_lesions_one_pair_at_a_time(base_components, follow_on_base, base_lesions, follow_lesions,
+                                     follow_centroids_on_base_lps):
+    """link_lesions as it was before its centroid rule was vectorized (one distance per pair in Python): the
+    reference its links must equal."""
+    from LiverTumorSegLib.followup import MOVED_MAX_MM, LesionLinks
+
+    overlap = _overlap_counts(base_components, follow_on_base)
+    owner = {}
+    for (i, j), n in sorted(overlap.items()):
+        if j not in owner or n > overlap[(owner[j], j)]:
+            owner[j] = i
+    coalesced = {}
+    for (i, j), n in sorted(overlap.items()):
+        if i not in owner.values() and (i not in coalesced or n > overlap[(i, coalesced[i])]):
+            coalesced[i] = j
+    edges = [(i, j) for j, i in owner.items()] + [(i, j) for i, j in coalesced.items()]
+    linked_base, linked_follow = {i for i, _ in edges}, {j for _, j in edges}
+    base_by_id, follow_by_id = {d["id"]: d for d in base_lesions}, {d["id"]: d for d in follow_lesions}
+
+    def near(base_id, follow_id):
+        distance = float(np.linalg.norm(np.asarray(base_by_id[base_id]["centroid_lps_mm"])
+                                        - follow_centroids_on_base_lps[follow_id]))
+        limit = min(MOVED_MAX_MM, max(5.0, 0.5 * max(base_by_id[base_id]["long_axis_mm"],
+                                                      follow_by_id[follow_id]["long_axis_mm"])))
+        return distance if distance <= limit else np.inf
+
+    for i in sorted(set(base_by_id) - linked_base):
+        candidates = [(near(i, j), j) for j in follow_by_id if j not in linked_follow]
+        candidates = [c for c in candidates if np.isfinite(c[0])]
+        if candidates:
+            j = min(candidates)[1]
+            edges.append((i, j))
+            owner[j] = i
+            linked_base.add(i)
+            linked_follow.add(j)
+    return LesionLinks(_link_groups(edges, len(base_lesions), len(follow_lesions)), owner, coalesced, overlap)
+
+
+def test_link_lesions_links_many_lesions_as_one_pair_at_a_time_did():
+    # 850 x 850 lesions took 1.5 s (a distance per pair in Python, and a look into owner.values() per overlap)
+    from LiverTumorSegLib.followup import link_lesions
+
+    rng = np.random.default_rng(7)
+    shape = (20, 100, 100)
+    maps, lesions, centroids = [], [], []
+    for count in (300, 280):
+        ids = np.zeros(shape, np.int32)
+        found = {}
+        for k in range(1, count + 1):
+            z, y, x = rng.integers(0, shape[0] - 2), rng.integers(0, shape[1] - 3), rng.integers(0, shape[2] - 3)
+            ids[z:z + 2, y:y + 3, x:x + 3] = k
+            found[k] = np.array([x + 1.0, y + 1.0, 2.0 * z + 1.0]) + rng.normal(0, 0.5, 3)
+        maps.append(ids)
+        lesions.append([{"id": k, "centroid_lps_mm": list(c), "long_axis_mm": float(rng.uniform(2, 30))}
+                        for k, c in found.items()])
+        centroids.append({k: c + rng.normal(0, 2.0, 3) for k, c in found.items()})
+    centroids[1][5] = np.array([np.nan, 0.0, 0.0])  # a lesion without a centroid is near none
+    arguments = (maps[0], maps[1], lesions[0], lesions[1], centroids[1])
+    got, expected = link_lesions(*arguments), _link_lesions_one_pair_at_a_time(*arguments)
+    assert (got.groups, got.owner, got.coalesced, got.overlap) == (expected.groups, expected.owner,
+                                                                   expected.coalesced, expected.overlap)
+    moved = [j for j, i in got.owner.items() if (i, j) not in got.overlap]
+    assert len(moved) > 20 and got.coalesced  # the centroid rule and the coalescing were both exercised

@@ -1184,7 +1184,11 @@ def sum_of_diameters_line(sum_of_diameters: Dict[str, Any]) -> Optional[str]:
 
 
 def change_summary_lines(change: Dict[str, Any]) -> List[str]:
-    """Human-readable lines: response, sum of diameters, alignment and one line per lesion group."""
+    """Human-readable lines: response, sum of diameters, alignment and one line per lesion group, for the first
+    :data:`~.inference.lesion_report.LISTED_LESIONS_MAX` groups, then how many more of each status the change report
+    holds (hundreds of lesions printed hundreds of lines)."""
+    from .inference.lesion_report import LISTED_LESIONS_MAX
+
     lines = [response_line(change["response"], change["response_reason"])]
     lines += [f"warning: {text}" for text in change.get("warnings", [])]
     sums = sum_of_diameters_line(change["sum_of_diameters"])
@@ -1197,7 +1201,7 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
     lines.append(f"alignment: {align['method']}, translation LPS ({shift}) mm"
                  + (f", rotation {angle:.1f} deg" if angle is not None else "")
                  + (f", liver Dice after alignment {dice:.3f}" if dice is not None else ""))
-    for e in change["lesions"]:
+    for e in change["lesions"][:LISTED_LESIONS_MAX]:
         ids = f"baseline {e['baseline_ids'] or '-'} -> follow-up {e['followup_ids'] or '-'}"
         if e["status"] == "not_assessed":
             lines.append(f"  {e['number']}: {e['status']:<11} {ids}; long axis {e['baseline_long_axis_mm']:.1f} mm, "
@@ -1218,7 +1222,17 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
                      f"{e['baseline_long_axis_mm']:.1f} -> {e['followup_long_axis_mm']:.1f} mm, "
                      f"volume{'s summed' if several else ''} {_ml_text(e['baseline_volume_ml'])} -> "
                      f"{_ml_text(e['followup_volume_ml'])} mL{cut}")
+    more = change["lesions"][LISTED_LESIONS_MAX:]
+    if more:
+        lines.append(f"  ... {len(more)} more lesion group(s) in the change report ({_status_counts_text(more)})")
     return lines
+
+
+def _status_counts_text(groups: List[Dict[str, Any]]) -> str:
+    """``230 stable, 3 new, 7 disappeared``: how many of the lesion ``groups`` have each status (in the order of
+    :data:`STATUSES`), those with none left out."""
+    counts = {status: sum(1 for group in groups if group["status"] == status) for status in STATUSES}
+    return ", ".join(f"{count} {status}" for status, count in counts.items() if count)
 
 
 def _ml_text(value: float) -> str:

@@ -1421,6 +1421,29 @@ def test_the_non_target_growth_warning_names_at_most_ten_lesions():
     assert warning.count(" mm), ") == 9
 
 
+def test_the_console_summary_lists_at_most_ten_lesion_groups_and_counts_the_rest(tmp_path, capsys):
+    # hundreds of lesions printed one console line each; the change report keeps every group
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 1.0))
+    base = np.zeros((12, 96, 96), np.uint8)
+    base[1:11, 2:94, 2:94] = 1
+    follow = base.copy()
+    for n in range(16):  # 16 lesions of 4 mm: 12 stay, 4 grow to 10 mm
+        y, x = 6 + 22 * (n // 4), 6 + 22 * (n % 4)
+        base[5:7, y:y + 4, x:x + 4] = 2
+        follow[5:7, y - 3:y + 7, x - 3:x + 7] = 2 if n >= 12 else 0
+        follow[5:7, y:y + 4, x:x + 4] = 2
+    paths = [write_label_map(tmp_path / f"{name}.nii.gz", labels, geometry)
+             for name, labels in (("base", base), ("follow", follow))]
+    report = tmp_path / "change.json"
+    assert main(["followup", "--baseline", str(paths[0]), "--followup", str(paths[1]), "--alignment", "none",
+                 "--no-picture", "-o", str(report)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line[:3].strip().isdigit()]
+    assert [line.split(":")[0].strip() for line in rows] == [str(n) for n in range(1, 11)], out
+    assert "  ... 6 more lesion group(s) in the change report (2 grown, 4 stable)" in out.splitlines(), out
+    assert len(json.loads(report.read_text())["lesions"]) == 16
+
+
 def _link_lesions_one_pair_at_a_time(base_components, follow_on_base, base_lesions, follow_lesions,
                                      follow_centroids_on_base_lps):
     """link_lesions as it was before its centroid rule was vectorized (one distance per pair in Python): the

@@ -934,6 +934,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
             reason += (f"; target lesion(s) {', '.join(map(str, small))} measure under 5 mm: counted as measured "
                        f"(RECIST 1.1 4.3.2); a reader who judges them too small to measure counts 5 mm, which "
                        f"gives {default_response}")
+    from .inference.lesion_report import listed_lesions_text
+
     warnings = []  # type: List[str]
     unseen = [e for e in entries if e["status"] == "not_assessed"]
     unseen_targets = [e for e in unseen if e["recist_target"]]
@@ -958,8 +960,9 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     for e, _ in cut_rows:
         e["followup_cut_by_scan_edge"] = True
     if cut_rows:
-        warnings.append("follow-up lesion(s) " + "; ".join(f"{', '.join(map(str, ids))} (row {e['number']}, "
-                                                            f"{e['status']})" for e, ids in cut_rows)
+        warnings.append("follow-up lesion(s) " + listed_lesions_text(
+            [f"{', '.join(map(str, ids))} (row {e['number']}, {e['status']})" for e, ids in cut_rows],
+            "followup_cut_by_scan_edge in the comparison's rows")
                         + " are cut by the follow-up scan's edge: their follow-up size is a lower bound and growth "
                           "beyond that edge cannot be measured (a lesion that grew there may read stable or shrunk)")
     cut_targets = [str(e["number"]) for e, ids in cut_rows if set(ids) & set(e["recist_followup_ids"])]
@@ -981,13 +984,16 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
         def apart_mm(i: int, j: int) -> float:
             return float(np.linalg.norm(np.asarray(base_by_id[i]["centroid_lps_mm"]) - follow_centroids[j]))
 
-        warnings.append("baseline and follow-up lesion(s) " + ", ".join(
-            f"{i} and {j} ({apart_mm(i, j):.1f} mm apart)" for i, j in moved)
+        row_of = {i: e for e in entries for i in e["baseline_ids"]}
+        for i, j in moved:  # the rows say it too: the warning names only the first pairs
+            row_of[i]["moved_without_shared_voxel_mm"] = apart_mm(i, j)
+        warnings.append("baseline and follow-up lesion(s) " + listed_lesions_text(
+            [f"{i} and {j} ({apart_mm(i, j):.1f} mm apart)" for i, j in moved],
+            "moved_without_shared_voxel_mm in the comparison's rows")
             + " share no voxel after alignment and were taken for one lesion that "
             "moved; check them: a new lesion beside one that disappeared would make PD")
     grown = _non_target_growth(entries)
     if grown:
-        from .inference.lesion_report import listed_lesions_text
         warnings.append("non-target lesion(s) " + listed_lesions_text(
             [f"{e['number']} ({e['baseline_long_axis_mm']:.1f} -> {e['followup_long_axis_mm']:.1f} mm)" for e in grown],
             "the comparison's rows")

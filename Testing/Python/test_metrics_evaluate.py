@@ -49,6 +49,9 @@ def test_nnunet_channel_suffix_is_removed_once_and_cases_still_pair(tmp_path, ca
     assert [path.name for path in images.values()] == ["liver_0000_0000.nii.gz", "liver_0001_0000.nii.gz",
                                                        "liver_003_0000.nii.gz"]
     assert "no file" not in caplog.text
+    single, _, _ = match_cases(tmp_path / "pred" / f"{pred_name.format('liver_0000')}.nii.gz",
+                               tmp_path / "ref" / "liver_0000.nii.gz")
+    assert [name for name, _, _ in single] == [expected_first]  # two files: named as two folders name them
 
 
 @pytest.fixture()

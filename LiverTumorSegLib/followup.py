@@ -683,12 +683,14 @@ def _non_target_growth(entries: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]
 
 def _unseen_text(entries: Sequence[Dict[str, Any]], noun: str) -> str:
     """``noun`` and the numbers of the not assessed ``entries``, with why each is not assessed (one clause per
-    reason)."""
+    reason; at most :data:`~.inference.lesion_report.LISTED_LESIONS_MAX` numbers a clause, then how many more)."""
+    from .inference.lesion_report import listed_lesions_text
+
     by_reason = {}  # type: Dict[str, List[str]]
     for e in entries:
         by_reason.setdefault(e["not_assessed_reason"], []).append(str(e["number"]))
-    return "; ".join(f"{noun} {', '.join(numbers)} {NOT_ASSESSED_REASONS[code][0]}" for code, numbers in
-                     by_reason.items())
+    return "; ".join(f"{noun} {listed_lesions_text(numbers, 'not_assessed in the rows')} "
+                     f"{NOT_ASSESSED_REASONS[code][0]}" for code, numbers in by_reason.items())
 
 
 EDGE_PADDING_POINTS_MAX = 4000

@@ -1532,3 +1532,18 @@ def test_the_edge_and_moved_warnings_name_at_most_ten_lesions_and_the_rows_say_w
     assert sum(1 for e in change["lesions"] if e.get("followup_cut_by_scan_edge")) == 12
     assert [e["moved_without_shared_voxel_mm"] for e in change["lesions"]
             if "moved_without_shared_voxel_mm" in e] == pytest.approx([3.0] * 12)
+
+
+def test_the_response_reason_names_at_most_ten_lesions_not_assessed():
+    # a follow-up scan covering half the baseline's: its reason named each lesion outside its view (30 numbers)
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 1.0))
+    base = np.zeros((30, 40, 200), np.uint8)
+    base[1:29, 2:38, 2:198] = 1
+    for n in range(30):
+        base[20:23, 10:13, 4 + 6 * n:7 + 6 * n] = 2
+    change = compare_followup(CTVolume(base, geometry), CTVolume(base[:15].copy(), geometry), alignment="none")
+    assert change["response"] == "NE"
+    assert change["response_reason"].startswith("lesion(s) 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 20 more (not_assessed "
+                                                "in the rows) lie partly or wholly outside the follow-up scan's "
+                                                "field of view"), change["response_reason"]
+    assert [e["status"] for e in change["lesions"]] == ["not_assessed"] * 30

@@ -321,7 +321,8 @@ CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
 }
 # checks that only the CT pipeline (segment, preprocess) makes; evaluate reads label maps, and its folders are
 # folders of cases (tested below), not DICOM series
-CT_ONLY = {"constant", "air_only", "nan", "unit_range", "byte_range", "mr_like", "raw_ct", "scaled_up", "scaled_down", "absurd_spacing",
+CT_ONLY = {"constant", "air_only", "nan", "unit_range", "byte_range", "mr_like", "raw_ct", "scaled_up", "scaled_down",
+           "absurd_spacing",
            "zero_spacing", "label_map",
            "no_dicom", "two_series", "dicom_same_position", "dicom_mr", "dicom_tilted"}
 
@@ -1405,8 +1406,8 @@ def test_train_refuses_a_training_ct_that_segment_would_refuse(tmp_path, capsys,
     line = assert_clean_error(code, err, ["ct1.nii.gz"] + words)
     assert not out.exists()
     assert [p.name for p in (tmp_path / "model_train").iterdir()] == ["cache"]  # ct0's cache, for the next run
-    record15(f"`train` on a CT that is {'two thirds NaN' if kind == 'nan' else 'less its minimum (0..1719: no air near -1000)'}",
-             line, tmp_path)
+    what = "two thirds NaN" if kind == "nan" else "less its minimum (0..1719: no air near -1000)"
+    record15(f"`train` on a CT that is {what}", line, tmp_path)
     if kind == "mr_like":
         code, text, err = run_cli(_train_argv(train_csv, out, epochs=1) + ["--allow-non-hu"], capsys)
         assert code == 0 and out.exists(), err

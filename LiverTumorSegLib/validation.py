@@ -530,7 +530,8 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
             return
         if shifted is not None:
             raise InputError(f"{what}: re-export it with its rescale slope and intercept applied once (HU = stored "
-                             f"x slope + intercept), or pass {_allow_non_hu()} to proceed.")
+                             f"x slope + intercept); only if its values are HU after all, pass {_allow_non_hu()} to segment them "
+                             f"as stored (shifted or scaled values give meaningless labels).")
         raise InputError(f"{what}; it looks pre-normalised/not CT: {allow_non_hu_hint()}.")
     if not _has_values_in(arr, air_lo, air_hi):
         warnings.append(f"'{name}' has no air voxels ({air_lo:g}..{air_hi:g} HU; range {lo:g}..{hi:g}): is it "

@@ -226,7 +226,9 @@ def error_text(text: str, input_path: str = "", volume_name: str = "") -> str:
     return _panel_wording(text)
 
 
-ALLOW_NON_HU_ADVICE = r",? or pass --allow-non-hu to proceed|; if its values are not HU, pass --allow-non-hu to proceed"
+ALLOW_NON_HU_ADVICE = (r",? or pass --allow-non-hu to proceed|; if its values are not HU, pass --allow-non-hu to proceed"
+                       r"|; only if its values are HU after all, pass --allow-non-hu to segment them as stored "
+                       r"\(shifted or scaled values give meaningless labels\)")
 """The child's advice to pass --allow-non-hu, which the panel has no control for: ', or pass ... to proceed' (values
 that do not look like HU) and '; if its values are not HU, pass ... to proceed' (a volume of air alone, which the
 panel showed with the switch)."""

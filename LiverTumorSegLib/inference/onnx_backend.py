@@ -10,13 +10,13 @@ import logging
 import os
 import tempfile
 import threading
-import warnings
 from collections import OrderedDict
 from typing import Optional, Tuple
 
 import numpy as np
 
 from ..errors import InputError
+from ..thread_warnings import warnings_hidden_in_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,9 @@ def export_onnx_bytes(model: "object", input_shape_chw: Tuple[int, int, int], op
         # only the TorchScript one and refuses the keyword
         legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
         # torch.onnx.export keeps process-wide state (GLOBALS.in_onnx_export): two engines exporting at once in one
-        # process failed ("in_onnx_export must be False"); warnings.catch_warnings is process-wide too
-        with _EXPORT_LOCK, torch.no_grad(), warnings.catch_warnings(), eval_mode(model):
-            warnings.simplefilter("ignore")
+        # process failed ("in_onnx_export must be False"). The tracer's warnings are hidden for this thread alone
+        # (warnings.catch_warnings swapped the process-wide filters beside a batch's CT reader)
+        with _EXPORT_LOCK, torch.no_grad(), warnings_hidden_in_this_thread(), eval_mode(model):
             torch.onnx.export(model, (example,), path, input_names=["slices"], output_names=["logits"],
                               dynamic_axes={"slices": {0: "n"}, "logits": {0: "n"}},
                               opset_version=opset, **legacy)

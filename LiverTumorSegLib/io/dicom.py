@@ -3,7 +3,6 @@ applied, values are HU), with slice-position and memory checks."""
 import os
 import re
 import time
-import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 
 from ..errors import InputError, option_hint, raise_if_out_of_memory
 from ..fileutil import check_path_encoding, is_hidden_name, media_storage_sop_class
+from ..thread_warnings import warnings_hidden_in_this_thread
 from ..volume import CTVolume
 from .conversions import check_memory_for_read, to_hu_dtype
 from .formats import _FILE_FORMATS_TEXT, PathLike
@@ -636,8 +636,7 @@ def _series_and_image_key(path: str) -> Optional[Tuple[str, _ImageKey]]:
     import pydicom
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # odd values in another file's header are no concern here
+        with warnings_hidden_in_this_thread():  # odd values in another file's header are no concern here
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_SIBLING_SEARCH_TAGS))
         position = ds.get("ImagePositionPatient") or ()
         return (_gdcm_series_id(str(ds.get("SeriesInstanceUID", ""))),

@@ -18,9 +18,10 @@ def _qform_problem_of_file(path: Path) -> Optional[str]:
     """:func:`_quaternion_problem` of the file's header when only its qform places it (qform code > 0, sform code
     0), read without nibabel's image loading (which computes that qform's affine and fails on it); else None."""
     import gzip
-    import warnings
 
     import nibabel as nib
+
+    from ..thread_warnings import warnings_hidden_in_this_thread
 
     try:
         opener = gzip.open if full_suffix(path) == ".nii.gz" else open
@@ -28,8 +29,7 @@ def _qform_problem_of_file(path: Path) -> Optional[str]:
             head = fh.read(540)
         for kind in (nib.Nifti1Header, nib.Nifti2Header):
             try:
-                with warnings.catch_warnings():  # a probe: its header's oddities are the caller's to report
-                    warnings.simplefilter("ignore")
+                with warnings_hidden_in_this_thread():  # a probe: its header's oddities are the caller's to report
                     header = kind.from_fileobj(io.BytesIO(head), check=False)
             except Exception:  # noqa: BLE001 - not this kind of header
                 continue

@@ -285,13 +285,12 @@ def unwrap_model(model):
 def build_on_meta(name: str, in_channels: int = 1, num_classes: int = 3, **options: Any):
     """:func:`build_model` on PyTorch's meta device: shapes only, no memory, no weights (for the package limits and
     option checks before any data is read). Pretrained-weight loads into meta tensors warn "no-op"; those warnings
-    are dropped."""
-    import warnings
-
+    are dropped (this thread's only: the package load runs beside a batch's CT reader)."""
     import torch
 
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    from ..thread_warnings import warnings_hidden_in_this_thread
+
+    with torch.device("meta"), warnings_hidden_in_this_thread():
         return build_model(name, in_channels, num_classes, **options)
 
 

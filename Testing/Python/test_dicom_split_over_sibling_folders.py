@@ -173,3 +173,38 @@ def test_the_folders_next_to_the_given_one_are_looked_at_first(tmp_path, monkeyp
     _split_series(tmp_path / "SE008", tmp_path / "SE009")
     monkeypatch.setattr(dicom, "SIBLING_SEARCH_MAX_FOLDERS", 3)  # the parent and two folders
     assert _warnings(read_volume(tmp_path / "SE008"))
+
+
+def test_the_header_probe_on_a_reader_thread_leaves_other_threads_warnings_alone(tmp_path, monkeypatch):
+    """The probe hid its headers' warnings with ``warnings.catch_warnings``, which swaps the process-wide filters:
+    on a batch's reader thread, a warning the network or post-processing gave meanwhile on another thread was
+    dropped, and two such blocks on two threads could leave each other's filters in place for good. Now only the
+    probing thread's warnings are hidden: the main thread's warning is shown, the probe's is not, and the filters
+    are as before."""
+    import threading
+    import warnings
+
+    import pydicom
+
+    _split_series(tmp_path / "S" / "A", tmp_path / "S" / "B")
+    inside, warned = threading.Event(), threading.Event()
+    read_header = pydicom.dcmread
+
+    def odd_header(*args, **kwargs):  # pydicom warns of an odd value, then the other thread warns meanwhile
+        warnings.warn("odd header value (probe)", UserWarning)
+        inside.set()
+        warned.wait(5)
+        return read_header(*args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", odd_header)
+    filters_before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        reader = threading.Thread(target=read_volume, args=(tmp_path / "S" / "A",), name="ct-reader")
+        reader.start()
+        assert inside.wait(5)
+        warnings.warn("the network's warning (main thread)", UserWarning)
+        warned.set()
+        reader.join(30)
+    assert [str(w.message) for w in shown] == ["the network's warning (main thread)"]
+    assert warnings.filters == filters_before

@@ -23,7 +23,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, TextIO
+from typing import Any, Callable, Dict, List, Optional, TextIO
 
 import numpy as np
 
@@ -219,7 +219,9 @@ command line's stop signals (``cli._stop_signals``) and Ctrl-C."""
 
 class _SignalsCancel:
     """While active, SIGINT, SIGTERM and (where they exist) SIGHUP and SIGBREAK set ``token`` (the run stops at
-    its next checkpoint and writes nothing); a second signal interrupts at once. Only possible in the main thread
+    its next checkpoint and writes nothing); a second signal interrupts at once, and so does the first while
+    ``at_once`` is set (the CT is read: no checkpoint until the read ends, and nothing is written yet; a 600-slice
+    .nii.gz took 11 s to say "cancelled"). Only possible in the main thread
     (else a no-op). A signal this process was started with ignored (SIGINT of a background job of a script:
     ``segment ... &``; SIGHUP under ``nohup``) stays ignored, as it does with ``--progress bar`` or ``none``: a
     Ctrl-C meant for the script cancelled the json run alone. SIGHUP, left to the command line, was raised at
@@ -229,13 +231,24 @@ class _SignalsCancel:
         self.token = token
         self.previous = {}  # type: Dict[int, Any]
         self.committed = False  # set once the outputs are in place: a signal then changes nothing
+        self.at_once = False  # set while the CT is read (:meth:`progress`): a signal stops the run at once
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.committed:  # the run is done and its files written: it ends with "done", not "cancelled"
             return
-        if self.token.is_cancelled:
-            raise KeyboardInterrupt
+        if self.token.is_cancelled or self.at_once:
+            self.token.cancel()
+            raise KeyboardInterrupt  # no Exception: a reader's 'except Exception' would call it a bad file
         self.token.cancel()
+
+    def progress(self, lines: Callable[[float, str], None]) -> Callable[[float, str], None]:
+        """``lines``, the progress callback, that also sets :attr:`at_once` while the stage is ``reading``
+        (``Segmenter.segment_file`` reads and checks the CT in it, and writes nothing before a later stage)."""
+        def callback(fraction: float, stage: str) -> None:
+            self.at_once = stage == "reading"
+            lines(fraction, stage)
+
+        return callback
 
     def __enter__(self) -> "_SignalsCancel":
         for signum in (getattr(signal, name) for name in CANCEL_SIGNALS if hasattr(signal, name)):
@@ -336,7 +349,7 @@ def _run_json(args: argparse.Namespace) -> int:
     sys.stdout = sys.stderr  # any stray print of a library goes to stderr, never into the protocol
     try:
         with _SignalsCancel(token) as signals:
-            result = _segment(args, progress=lines, cancel=token)
+            result = _segment(args, progress=signals.progress(lines), cancel=token)
             # the outputs are written: a signal from here on was reported as "cancelled; no output was written"
             # (exit 130) beside the files it had just written
             signals.committed = True

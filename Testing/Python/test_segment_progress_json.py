@@ -324,3 +324,34 @@ def test_a_stream_closed_at_the_start_does_not_stop_the_run(tmp_path, tiny_packa
     monkeypatch.setattr(segment_command, "BAR_DELAY_S", 0)  # the bar writes from its first step
     code = main(["segment", str(ct), "-o", str(out), "--model", str(tiny_package), "--progress", mode])
     assert code == 0 and out.exists()
+
+
+def test_a_signal_while_the_ct_is_read_cancels_at_once(tmp_path, tiny_package, capsys, monkeypatch):
+    """The protocol's first signal only set the cancel token, which nothing checked until the read had ended: a
+    600-slice .nii.gz said {"error": "cancelled"} 7.5 s after SIGTERM (and a CT found not in HU meanwhile ended
+    with that error, exit 2). Nothing is written while the CT is read, so the signal now stops the run at once."""
+    import time
+
+    import LiverTumorSegLib.io as io
+
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    real_read = io.read_volume
+    read_to_the_end = []
+
+    def slow_read(path, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the CT is read
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # a large CT or a slow disk
+            time.sleep(0.01)
+        read_to_the_end.append(True)
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(io, "read_volume", slow_read)
+    start = time.monotonic()
+    code = main(["segment", str(ct), "-o", str(tmp_path / "seg.nii.gz"), "--model", str(tiny_package),
+                 "--progress", "json"])
+    captured = capsys.readouterr()
+    _, final = parse_protocol(captured.out)
+    assert code == 130 and final == {"error": "cancelled"}, captured.err
+    assert not read_to_the_end and time.monotonic() - start < 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz"]

@@ -88,7 +88,9 @@ class NetworkOutput:
     """What :meth:`Segmenter.predict` hands to :meth:`Segmenter.finish`: raw network ``labels`` and the tumor
     ``probability`` (uint8 ``round(255 p)``, or None), both ``(z, y, x)`` in the input geometry; ``facts``:
     what ran (taken right after this CT's network, so a later CT cannot change them); ``timings`` (s) so far;
-    ``model_load_parts``: the model load's parts when this call loaded the model; ``seconds`` spent."""
+    ``model_load_parts``: the model load's parts when this call loaded the model; ``seconds`` spent;
+    ``device_message``: the engine's device fallback said by then (CUDA asked for, CPU used; a GPU or ONNX Runtime
+    that failed on this or an earlier CT), None for none."""
 
     labels: np.ndarray
     probability: Optional[np.ndarray]
@@ -97,6 +99,7 @@ class NetworkOutput:
     model_load_parts: Optional[Dict[str, Any]] = None
     seconds: float = 0.0
     not_hu: Optional[str] = None  # why the HU rules must not run on this CT (_why_not_hu), decided once
+    device_message: Optional[str] = None
 
 
 def renamed_stages(progress: ProgressCallback, mapping: Dict[str, str], default: Optional[str] = None
@@ -620,8 +623,13 @@ class Segmenter:
                 facts["body_size"] = body_size
             if self.options.two_stage:  # where the fine pass ran, or that it fell back to the whole volume
                 facts["two_stage_record"] = _on_the_true_grid(two_stage_record, network_volume, volume)
+            # read here, not in finish: a batch finishes this CT on another thread while the next CT's network
+            # runs, and a fallback there (an Apple GPU or ONNX Runtime failing on it) put its warning in this
+            # CT's report, which ran before it
+            device_message = getattr(self.engine, "device_message", None)
         return NetworkOutput(labels=labels, probability=probability, facts=facts, timings=timings,
-                             model_load_parts=load_parts, seconds=time.perf_counter() - start, not_hu=not_hu)
+                             model_load_parts=load_parts, seconds=time.perf_counter() - start, not_hu=not_hu,
+                             device_message=device_message)
 
     def finish(self, volume: CTVolume, output: "NetworkOutput", progress: Optional[ProgressCallback] = None
                ) -> SegmentationResult:
@@ -722,7 +730,7 @@ class Segmenter:
             warnings.append(f"Two-stage mode segmented only the slices of the largest liver part its coarse pass "
                             f"found; {outside['count']} other part(s) (about {outside['volume_ml']:.1f} mL) were "
                             f"left out; {liver_parts_advice(cut_by_scan_end)}")
-        device_message = getattr(self.engine, "device_message", None)  # e.g. CUDA asked for, CPU used
+        device_message = output.device_message  # e.g. CUDA asked for, CPU used
         precision_message = _precision_check_message(self.engine, report.get("precision"))
         warnings = [m for m in (device_message, precision_message) if m] + \
             untrained_tumor_warnings(getattr(self.package, "metadata", None)) + warnings

@@ -1695,3 +1695,44 @@ def test_the_status_table_keeps_its_columns_in_line_for_wide_and_combining_chara
     starts = {display_width(line[:line.index(" done") if " done" in line else line.index(" failed")]) for line in
               lines[1:4]}
     assert len(starts) == 1  # the status column starts at one screen column on every row
+
+
+def test_a_device_fallback_during_the_next_cases_network_stays_out_of_the_case_being_finished(tmp_path):
+    """A case is finished (post-processing, report) on another thread while the next case's network runs; the
+    report took the engine's device warning as it stood then, so a fallback on the next case (an Apple GPU or ONNX
+    Runtime failing on it: 'running on the CPU instead') was written into the report of a case that ran before it.
+    The warning is now the one said by the end of the case's own network."""
+    import json
+
+    write_phantoms(tmp_path / "cts", 2)
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    engine = oracle_engine()
+    segmenter = Segmenter(engine=engine)
+    fallback = "The Apple GPU (MPS) failed on a batch; running on the CPU instead (slower)."
+    second_network_ran = threading.Event()
+    networks = []
+
+    def with_a_fallback_on_the_second(run):
+        def network(*args, **kwargs):
+            result = run(*args, **kwargs)
+            networks.append(1)
+            if len(networks) == 2:  # as _fall_back_to_cpu does during the second case's network
+                engine.device_message = fallback
+                second_network_ran.set()
+            return result
+        return network
+
+    engine.predict = with_a_fallback_on_the_second(engine.predict)
+    engine.predict_with_probability = with_a_fallback_on_the_second(engine.predict_with_probability)
+    real_finish = segmenter.finish
+
+    def finish_once_the_next_network_ran(volume, output, progress=None):
+        if len(networks) == 1:
+            second_network_ran.wait(30)
+        return real_finish(volume, output, progress)
+
+    segmenter.finish = finish_once_the_next_network_ran
+    statuses = segment_batch(cases, segmenter)
+    assert [s.status for s in statuses] == ["done", "done"] and len(networks) == 2
+    first, second = (json.loads(case.report_path.read_text())["warnings"] for case in cases)
+    assert fallback not in first and fallback in second

@@ -198,6 +198,25 @@ DECLINED_MESSAGE = ("Liver Tumor Segmentation needs the packages listed before. 
 self-test, so no one button is named as the way back."""
 
 
+def too_old_torch_message(version: str) -> str:
+    """What to do about an installed torch older than :data:`TORCH`'s minimum. The PyTorch extension has no update:
+    its *Install PyTorch* button only says "PyTorch X is already installed" while any torch is installed, and its
+    version field "has no effect if PyTorch is already installed" (PyTorchUtils.py ``onInstallTorch`` and the tool
+    tip in PyTorchUtils.ui, fepegar/SlicerPyTorch). So the way is: uninstall there, restart, and let this module
+    install a current one through the extension (the build for the GPU driver)."""
+    return (f"PyTorch {version} is too old; LiverTumorSeg needs torch>={TORCH.minimum}. Other modules may use this "
+            f"PyTorch, so it is not replaced here. To replace it: open the PyTorch Utils module (Utilities), click "
+            f"'Uninstall PyTorch', then 'Restart the application'; after the restart click Segment again, which offers "
+            f"to install a current PyTorch through the PyTorch extension (the build for your GPU driver).")
+
+
+NO_PYTORCH_EXTENSION_MESSAGE = ("PyTorch is missing and the PyTorch extension is not installed. Install the 'PyTorch' "
+                                "extension from the Extensions Manager, restart Slicer and try again. Nothing was "
+                                "installed.")
+"""Said, before any question, when torch is missing and the PyTorch extension that installs it is not there (the
+question promised a PyTorch install by that extension; after OK nothing could be installed)."""
+
+
 def torch_constraint_file(torch_version: str, folder: Optional[str] = None,
                           also_pinned: Sequence[Tuple[str, str]] = ()) -> str:
     """Write a pip constraints file pinning ``torch==<torch_version>`` (local build tag kept) and each
@@ -392,9 +411,9 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
         return []
     torch_status = next((s for s in to_fix if s.requirement.module == "torch"), None)
     if torch_status is not None and torch_status.state == TOO_OLD:
-        raise DependencyError(f"PyTorch {torch_status.version} is too old; LiverTumorSeg needs torch>="
-                              f"{TORCH.minimum}. Update it in the PyTorch Utils module (it keeps the CUDA build), "
-                              f"restart Slicer and try again.")
+        raise DependencyError(too_old_torch_message(torch_status.version))
+    if torch_status is not None and install_torch is None:  # said before the question: OK could install nothing
+        raise DependencyError(NO_PYTORCH_EXTENSION_MESSAGE)
     if not confirm(confirmation_text(to_fix)):
         raise DependencyDeclinedError(DECLINED_MESSAGE)
 
@@ -406,9 +425,6 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
         return problems(check())
 
     if torch_status is not None:
-        if install_torch is None:
-            raise DependencyError("PyTorch is missing and the PyTorch extension is not installed. Install the "
-                                  "'PyTorch' extension from the Extensions Manager, restart Slicer and try again.")
         with recorded_output() as printed:
             try:
                 torch_module = install_torch(f">={TORCH.minimum}")

@@ -150,6 +150,31 @@ def test_too_old_torch_is_reported_not_replaced():
     assert env.questions == [] and env.pip_calls == [] and env.torch_calls == []
 
 
+def test_too_old_torch_message_gives_a_way_the_pytorch_extension_has():
+    """It said "Update it in the PyTorch Utils module (it keeps the CUDA build)": that module has no update. Its
+    Install button only says "PyTorch X is already installed" while a torch is installed (PyTorchUtils.py
+    onInstallTorch), its version field "has no effect if PyTorch is already installed" (PyTorchUtils.ui). The way
+    that works: uninstall there, restart, and click Segment (which installs through the extension)."""
+    env = FakeEnvironment(dict(ALL_OK, torch="1.13.1"))
+    with pytest.raises(dependencies.DependencyError) as raised:
+        env.ensure()
+    message = str(raised.value)
+    assert "Update it" not in message and "keeps the CUDA build" not in message
+    assert "'Uninstall PyTorch'" in message and "'Restart the application'" in message  # the extension's buttons
+    assert "click Segment again" in message and "torch>=2.1" in message
+
+
+def test_missing_pytorch_extension_is_said_before_asking_to_download():
+    """The question promised "PyTorch is installed by the PyTorch extension" and a 3 GB download; after OK it said
+    the extension is not installed. Now that is said first, and nothing is asked or installed."""
+    installed = dict(ALL_OK)
+    del installed["torch"], installed["monai"]
+    env = FakeEnvironment(installed)
+    with pytest.raises(dependencies.DependencyError, match="PyTorch extension is not installed.*Nothing was installed"):
+        env.ensure(install_torch=None)
+    assert env.questions == [] and env.pip_calls == [] and env.torch_calls == []
+
+
 def test_declined_or_impossible_installs_install_nothing():
     installed = dict(ALL_OK)
     del installed["torch"]

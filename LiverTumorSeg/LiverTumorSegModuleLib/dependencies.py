@@ -192,10 +192,12 @@ def confirmation_text(to_fix: Sequence[RequirementStatus]) -> str:
 
 
 DECLINED_MESSAGE = ("Liver Tumor Segmentation needs the packages listed before. Nothing was installed. Click Segment, "
-                    "Update lesion table or Compare again to install them, or install them from the Python console "
-                    "with slicer.util.pip_install().")
+                    "Update lesion table or Compare again to install them. (Not with a plain slicer.util.pip_install: "
+                    "pip may then replace the installed PyTorch, e.g. by a CPU-only one, or Slicer's own packages.)")
 """Said when the install is declined; the install is offered by Segment, Update lesion table, Compare and the
-self-test, so no one button is named as the way back."""
+self-test, so no one button is named as the way back. It also pointed to ``slicer.util.pip_install()``, which has no
+pins: for a monai whose newest release needs a newer torch than the installed one (monai 1.5 needs torch >= 2.4.1),
+pip upgrades torch from PyPI, whose Windows wheels are CPU-only, replacing the CUDA build PyTorch Utils chose."""
 
 
 def too_old_torch_message(version: str) -> str:
@@ -206,8 +208,9 @@ def too_old_torch_message(version: str) -> str:
     install a current one through the extension (the build for the GPU driver)."""
     return (f"PyTorch {version} is too old; LiverTumorSeg needs torch>={TORCH.minimum}. Other modules may use this "
             f"PyTorch, so it is not replaced here. To replace it: open the PyTorch Utils module (Utilities), click "
-            f"'Uninstall PyTorch', then 'Restart the application'; after the restart click Segment again, which offers "
-            f"to install a current PyTorch through the PyTorch extension (the build for your GPU driver).")
+            f"'Uninstall PyTorch', then 'Restart the application'; after the restart click Segment, Update lesion table "
+            f"or Compare again: it offers to install a current PyTorch through the PyTorch extension (the build for your "
+            f"GPU driver).")
 
 
 NO_PYTORCH_EXTENSION_MESSAGE = ("PyTorch is missing and the PyTorch extension is not installed. Install the 'PyTorch' "
@@ -453,7 +456,7 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
     if remaining:
         raise DependencyError("After installing, these packages are still not right: "
                               + "; ".join(s.describe() for s in remaining)
-                              + ". Restart Slicer and try again, or install them from the Python console.")
+                              + ". Restart Slicer and try again.")
     return list(to_fix)
 
 
@@ -476,7 +479,7 @@ def self_test_skip_reason(statuses: Sequence[RequirementStatus], testing_mode: b
         return ""
     reason = f"LiverTumorSeg self-test skipped: Python packages not ready ({missing_summary(wrong)})."
     if testing_mode:
-        return reason + " Install them (click Segment once, or slicer.util.pip_install) and run the test again."
+        return reason + " Install them (click Segment once; it asks first) and run the test again."
     try:
         install()
     except Exception as exc:  # noqa: BLE001 - declined or failed: skip with the reason

@@ -161,7 +161,7 @@ def test_too_old_torch_message_gives_a_way_the_pytorch_extension_has():
     message = str(raised.value)
     assert "Update it" not in message and "keeps the CUDA build" not in message
     assert "'Uninstall PyTorch'" in message and "'Restart the application'" in message  # the extension's buttons
-    assert "click Segment again" in message and "torch>=2.1" in message
+    assert "click Segment, Update lesion table or Compare again" in message and "torch>=2.1" in message
 
 
 def test_missing_pytorch_extension_is_said_before_asking_to_download():
@@ -702,6 +702,23 @@ def test_a_failed_torch_install_and_a_version_conflict_say_what_pip_said():
     long_output = ["ERROR: first"] + [f"line {i}" for i in range(40)]
     reason = dependencies.pip_reason(long_output)
     assert len(reason) == dependencies.PIP_REASON_LINES and reason[0] == "ERROR: first" and reason[-1] == "..."
+
+
+def test_no_message_sends_the_user_to_a_plain_pip_install():
+    """The declined, still-wrong and self-test messages pointed to slicer.util.pip_install, which has no pins: for a
+    torch 2.3 and the newest monai (needs torch >= 2.4.1) pip upgrades torch from PyPI (CPU-only on Windows),
+    replacing the CUDA build; the module's own install keeps it. They send the user to the module's install."""
+    env = FakeEnvironment(dict(ALL_OK, scipy="1.8.1"))
+    env.pip_install = lambda args: None  # pip "succeeds" but changes nothing
+    with pytest.raises(dependencies.DependencyError) as still_wrong:
+        env.ensure()
+    statuses = dependencies.check_requirements(version_of=env.version_of, requires_of=env.requires_of,
+                                               find_spec=env.find_spec)
+    skipped = dependencies.self_test_skip_reason(statuses, testing_mode=True, install=lambda: None)
+    for message in (dependencies.DECLINED_MESSAGE, str(still_wrong.value), skipped):
+        assert "pip_install(" not in message and "pip_install)" not in message, message
+        assert "from the Python console" not in message, message
+    assert "Not with a plain slicer.util.pip_install" in dependencies.DECLINED_MESSAGE
 
 
 def test_the_install_messages_do_not_send_an_update_compare_or_self_check_user_to_segment():

@@ -186,8 +186,13 @@ def confirmation_text(to_fix: Sequence[RequirementStatus]) -> str:
     if with_torch:
         text += ("\nPyTorch is installed by the PyTorch extension (PyTorchUtils), which picks the build that "
                  "matches your GPU driver.")
-    text += ("\nYour installed PyTorch and the packages Slicer already has (numpy, VTK, ...) are never replaced: "
-             "the new packages are installed to fit them.")
+    if with_torch:  # PyTorch Utils installs torch and its own dependencies without this module's pins
+        text += ("\nThe packages this module installs are installed to fit the packages Slicer already has (numpy, "
+                 "VTK, ...), which they never replace; PyTorch and the packages it needs are installed by the "
+                 "PyTorch extension as it does.")
+    else:
+        text += ("\nYour installed PyTorch and the packages Slicer already has (numpy, VTK, ...) are never replaced: "
+                 "the new packages are installed to fit them.")
     return text
 
 

@@ -128,6 +128,10 @@ def test_missing_torch_goes_through_the_pytorch_extension_with_a_version_require
     assert env.constraints[0].splitlines()[0] == "torch==2.3.1+cu121"  # the torch PyTorchUtils just installed
     assert "numpy==1.26.4" in env.constraints[0].splitlines()
     assert "PyTorchUtils" in env.questions[0]
+    # PyTorch Utils installs torch and its dependencies without this module's pins: the question promised that
+    # 'your installed PyTorch and the packages Slicer already has ... are never replaced' for them too
+    assert "packages this module installs" in env.questions[0]
+    assert "PyTorch extension as it does" in env.questions[0] and "Your installed PyTorch" not in env.questions[0]
 
 
 def test_the_question_says_how_much_is_downloaded_with_and_without_torch():

@@ -780,8 +780,10 @@ def evaluate_folders(args) -> Dict[str, object]:
     from ..fileutil import check_folder_writable, nearest_existing_folder
     # before the work: a read-only -o was found only when the results were written (naming a hidden stage folder)
     existing = nearest_existing_folder(out_dir)
-    if existing.is_dir():  # a file in the way is reported, with its path, when the folder is made
-        check_folder_writable(existing)
+    if not existing.is_dir():  # -o FILE/eval: was found only when the results were written, after every case
+        blocker = next((p for p in out_dir.parents if p.exists()), existing)  # as the user wrote it
+        raise InputError(f"-o '{out_dir}' lies inside '{blocker}', which is a file, not a folder; check the path.")
+    check_folder_writable(existing)
     from ..io.labels import parse_label_map_option
 
     label_maps = tuple(parse_label_map_option(text, option) if text else None

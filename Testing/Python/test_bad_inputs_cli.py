@@ -531,14 +531,21 @@ def test_evaluate_bad_prediction(tmp_path, capsys, name):
     record(name, "evaluate", line, tmp_path)
 
 
-def test_evaluate_into_a_folder_that_cannot_be_made_is_a_user_error(tmp_path, capsys):
+def test_evaluate_into_a_folder_that_cannot_be_made_is_a_user_error(tmp_path, capsys, monkeypatch):
     """`evaluate -o /sys/ev` was an internal error (PermissionError from mkdir); a file where a folder belongs
-    gives the same kind of OSError on any machine, also for root."""
+    gives the same kind of OSError on any machine, also for root. It is refused before any case is scored (it was
+    found only when the results were written, after every case's metrics)."""
     ref = _reference_label(tmp_path)
     pred = tmp_path / "pred.nii.gz"
     pred.write_bytes(ref.read_bytes())
     blocker = tmp_path / "file"
     blocker.write_text("x")
+    from LiverTumorSegLib.commands import evaluate as evaluate_command
+
+    def no_case_read_yet(*args, **kwargs):
+        raise AssertionError("a case was read before the output folder was checked")
+
+    monkeypatch.setattr(evaluate_command, "_read_labels", no_case_read_yet)
     code, out, err = run_cli(["evaluate", "--pred", pred, "--ref", ref, "-o", blocker / "eval"], capsys)
     line = assert_clean_error(code, err, ["file/eval", "check the path"])
     record15("`evaluate -o FILE/eval` (a file where a folder belongs)", line, tmp_path)

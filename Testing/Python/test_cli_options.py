@@ -1,6 +1,7 @@
 """Command-line options shared by the commands (issue 14): ``--no-progress`` everywhere (``--no-progress-bar``
 stays an alias), a misspelt option answered with the command's usage and the closest option, and train's
 notice when tensorboard is missing."""
+import re
 import sys
 
 import pytest
@@ -245,6 +246,16 @@ def test_evaluate_refuses_overlay_options_with_no_plots(capsys, tmp_path, extra)
     assert _parse(["evaluate", "--pred", "p", "--ref", "r", "-o", "o"] + extra).no_plots is False  # alone: fine
 
 
+def documented_message(row_start: str) -> str:
+    """The message docs/bad_inputs.md shows in the row that starts with ``row_start`` (its first backticked span
+    after the input column): a reworded message left the doc quoting words the user never sees."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "bad_inputs.md").read_text(encoding="utf-8")
+    row = next(line for line in doc.splitlines() if line.startswith("| " + row_start + " |"))
+    return re.search(r"`([^`]*error: [^`]*)`", row[len(row_start) + 2:]).group(1)
+
+
 @pytest.mark.parametrize("structure", ["liver", "tumor"])
 def test_evaluate_refuses_prob_structure_without_prob(capsys, tmp_path, structure):
     """`evaluate --prob-structure liver` without --prob ran, exit 0, and computed no ROC of anything."""
@@ -253,6 +264,7 @@ def test_evaluate_refuses_prob_structure_without_prob(capsys, tmp_path, structur
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "--prob-structure needs --prob" in err
     assert "usage: livertumorseg evaluate" in err
+    assert documented_message("`--prob-structure liver` (or `tumor`) without `--prob`") == err.strip().splitlines()[-1]
     assert list(tmp_path.iterdir()) == []
     for spelling in ("--prob", "--probabilities"):  # with the map, either spelling: fine
         assert _parse(["evaluate", "--pred", "p", "--ref", "r", "-o", "o", spelling, "pr",
@@ -267,6 +279,9 @@ def test_evaluate_refuses_a_surface_rank_metric_with_no_surface(capsys, tmp_path
                  "-o", str(tmp_path / "out"), "--no-surface", "--rank-metric", metric])
     err = capsys.readouterr().err
     assert code == 2 and f"--rank-metric {metric} is a surface distance, which --no-surface leaves out" in err
+    row = ("`--no-surface` with a surface distance as `--rank-metric` (`hd95_tumor_mm`, `assd_liver_mm`, "
+           "`lits_lesion_hd_mm`)")
+    assert documented_message(row).replace("hd95_tumor_mm", metric) == err.strip().splitlines()[-1]
     from LiverTumorSegLib.commands.evaluate import surface_columns
     assert metric in surface_columns() and "dice_liver" not in surface_columns()
 

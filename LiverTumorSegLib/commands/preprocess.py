@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.config and str(args.config).lower().endswith(".safetensors"):
         raise InputError(f"'{args.config}' is a model package, not a preprocessing config JSON file; preview its "
                          f"preprocessing with --model {args.config}.")
+    elif args.config and str(args.config).lower().endswith((".yaml", ".yml")):  # was 'not valid JSON'
+        raise InputError(f"'{args.config}' is a YAML file, such as a training recipe (train --config), not a "
+                         f"preprocessing config JSON file; preview a recipe's input with --preset NAME (its "
+                         f"'preprocessing' value, e.g. --preset default) or a trained package's with --model.")
     else:
         config = (PreprocessingConfig.from_file(args.config) if args.config
                   else PreprocessingConfig.preset(args.preset or "default"))

@@ -206,3 +206,19 @@ def test_preprocess_command_previews_the_preprocessing_a_model_package_records(t
     assert main(["preprocess", "Testing/Data/example_ct_sm.nii.gz", "--model", str(tmp_path / "none.safetensors"),
                  "-o", str(tmp_path / "q.png")]) == 2
     assert "does not exist" in capsys.readouterr().err and not (tmp_path / "q.png").exists()
+
+
+def test_preprocess_command_names_a_training_recipe_given_as_config(tmp_path, capsys):
+    """A training recipe (train --config, YAML) given to preprocess --config said only 'Preprocessing config is
+    not valid JSON: Expecting value'; it is refused naming what it is and what to give instead, before the CT is
+    read, and no PNG is written."""
+    from pathlib import Path
+
+    from LiverTumorSegLib.cli import main
+
+    recipe = Path(__file__).resolve().parents[2] / "scripts" / "default_model_v10.yaml"
+    out = tmp_path / "p.png"
+    assert main(["preprocess", str(tmp_path / "no_such_ct.nii.gz"), "--config", str(recipe), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is a YAML file, such as a training recipe (train --config)" in err and "--preset" in err
+    assert not out.exists()

@@ -324,22 +324,22 @@ def rank_cases(rows: Sequence[Dict[str, Any]], metric: str = "dice_liver") -> Tu
 
 
 # ------------------------------------------------------------------------------------------------ plots
-def _pyplot():
-    import matplotlib
+def agg_subplots(figsize: Tuple[float, float], nrows: int = 1, ncols: int = 1, squeeze: bool = True):
+    """``(figure, axes)`` as ``pyplot.subplots`` gives them (``figsize`` in inches), drawn by a bare Agg ``Figure``
+    that pyplot never holds: the caller's pyplot backend and figures stay as they were. The plots switched the whole
+    process to Agg (``matplotlib.use``), so a notebook's or Qt session's own ``plt.show()`` showed nothing after an
+    evaluation or a training."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def _save_figure(fig, path: PathLike, overwrite: bool) -> Path:
-    plt = _pyplot()
-    try:
-        with atomic_output(path, overwrite=overwrite) as tmp:
-            fig.savefig(str(tmp), dpi=110, format="png")
-    finally:
-        plt.close(fig)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        fig.savefig(str(tmp), dpi=110, format="png")
     return Path(path)
 
 
@@ -355,7 +355,6 @@ def plot_metric_boxplots(rows: Sequence[Dict[str, Any]], path: PathLike,
     :data:`MIN_BOXPLOT_CASES` cases (a box of one value says nothing; the table holds it)."""
     if len(rows) < MIN_BOXPLOT_CASES:
         return None
-    plt = _pyplot()
     wanted = list(metrics) if metrics is not None else list(DEFAULT_BOXPLOT_METRICS)
     series = [(m, metric_values(rows, m)) for m in wanted]
     series = [(m, v[~np.isnan(v)]) for m, v in series if np.any(~np.isnan(v))]
@@ -363,7 +362,7 @@ def plot_metric_boxplots(rows: Sequence[Dict[str, Any]], path: PathLike,
         return None
     ncols = min(4, len(series))
     nrows = int(math.ceil(len(series) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.4 * nrows), squeeze=False)
+    fig, axes = agg_subplots((3.2 * ncols, 3.4 * nrows), nrows, ncols, squeeze=False)
     rng = np.random.default_rng(0)
     for ax, (name, values) in zip(axes.ravel(), series):
         ax.boxplot([values], widths=0.5, showfliers=False)
@@ -387,8 +386,7 @@ def plot_metric_boxplots(rows: Sequence[Dict[str, Any]], path: PathLike,
 @quiet_missing_glyphs()
 def plot_roc_curve(curve, path: PathLike, title: str = "ROC curve", overwrite: bool = False) -> Path:
     """Plot a :class:`~LiverTumorSegLib.metrics.roc.RocCurve` (with its AUC in the legend) as PNG."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = agg_subplots((4.5, 4.5))
     ax.plot(curve.fpr, curve.tpr, color="tab:red", label=f"AUC = {curve.auc:.4f}")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
     ax.set_xlabel("false-positive rate (1 - specificity)")
@@ -408,8 +406,7 @@ def plot_froc_curve(curve, path: PathLike, title: str = "Lesion FROC", overwrite
     :data:`~LiverTumorSegLib.metrics.froc.FROC_FP_RATES` marked and their mean in the legend."""
     from .froc import FROC_FP_RATES
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.0, 4.5))
+    fig, ax = agg_subplots((5.0, 4.5))
     low, high = FROC_FP_RATES[0] / 2, max(FROC_FP_RATES[-1] * 1.5, float(curve.fp_per_case.max()) * 1.2)
     x = np.clip(curve.fp_per_case, low, None)  # a log axis has no 0: the points without false positives at its left
     ax.step(np.append(x, high), np.append(curve.sensitivity, curve.sensitivity[-1]), where="post",
@@ -533,11 +530,10 @@ def plot_case_overlay(pred_labels: np.ndarray, ref_labels: np.ndarray, path: Pat
     ``reference_name`` names the reference in the legend ("reference"; say "expert" only when it is).
     ``slice_s_mm``: each slice's S position (mm), which the title then gives: the arrays are often a reoriented
     copy, whose slice index is no slice number of the user's file."""
-    plt = _pyplot()
     from matplotlib.lines import Line2D
 
     z = overlay_slice_index(pred_labels, ref_labels)
-    fig, ax = plt.subplots(figsize=(6, 6.4))
+    fig, ax = agg_subplots((6, 6.4))
     if image is not None:
         ax.imshow(np.asarray(image[z], dtype=np.float32), cmap="gray", vmin=40 - 200, vmax=40 + 200,
                   interpolation="nearest")

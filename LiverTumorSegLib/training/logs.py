@@ -133,13 +133,12 @@ class TensorBoardLog:
 
 
 def plot_curves(log_path, png_path) -> Optional[Path]:
-    """Two panels: train/val loss and val liver/tumor Dice per epoch (matplotlib Agg). None when no rows."""
+    """Two panels: train/val loss and val liver/tumor Dice per epoch (a bare Agg figure: the caller's pyplot
+    backend is left as it was). None when no rows."""
     rows = read_log(log_path)
     if not rows:
         return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..metrics.report import agg_subplots
 
     def col(name: str) -> Sequence[float]:
         return [float(r[name]) if r.get(name) not in (None, "") else float("nan") for r in rows]
@@ -153,7 +152,7 @@ def plot_curves(log_path, png_path) -> Optional[Path]:
         pairs = [(e, v) for e, v in zip(epochs, col(name)) if v == v]
         ax.plot([e for e, _ in pairs], [v for _, v in pairs], marker="o", markersize=3, label=label)
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = agg_subplots((10, 4), 1, 2)
     plot(ax1, "train_loss", "train loss")
     plot(ax1, "val_loss", "val loss")
     ax1.set_xlabel("epoch")
@@ -168,5 +167,4 @@ def plot_curves(log_path, png_path) -> Optional[Path]:
     fig.tight_layout()
     png_path = Path(png_path)
     fig.savefig(str(png_path), dpi=100)
-    plt.close(fig)
     return png_path

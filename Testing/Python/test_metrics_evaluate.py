@@ -427,3 +427,29 @@ def test_a_case_name_in_chinese_draws_its_overlay_without_a_warning_per_glyph(tm
         plot_case_overlay(labels, labels, tmp_path / "o.png", title="病例 3")
     assert (tmp_path / "o.png").is_file()
     assert not [w for w in caught if "Glyph" in str(w.message)]
+
+
+def test_plots_keep_the_callers_pyplot_backend_and_figures(tmp_path):
+    """The plots called ``matplotlib.use("Agg")``: a notebook's (inline) or a Qt session's pyplot was switched to
+    Agg by an evaluation, and its own ``plt.show()`` then showed nothing."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from LiverTumorSegLib.metrics.report import plot_case_overlay, plot_metric_boxplots, plot_roc_curve
+    from LiverTumorSegLib.metrics.roc import roc_curve
+
+    before = matplotlib.get_backend()
+    plt.switch_backend("svg")  # the caller's own backend (not Agg)
+    try:
+        own = plt.figure()
+        labels = np.zeros((3, 10, 10), np.uint8)
+        labels[1, 2:8, 2:8] = 1
+        rows = [{"case": "a", "dice_liver": 0.9}, {"case": "b", "dice_liver": 0.8}]
+        assert plot_metric_boxplots(rows, tmp_path / "box.png").is_file()
+        assert plot_roc_curve(roc_curve(np.arange(10) / 10.0, np.arange(10) > 4), tmp_path / "roc.png").is_file()
+        assert plot_case_overlay(labels, labels, tmp_path / "o.png").is_file()
+        assert matplotlib.get_backend() == "svg"
+        assert plt.get_fignums() == [own.number]  # none of the plots' figures left open in pyplot
+    finally:
+        plt.close("all")
+        plt.switch_backend(before)

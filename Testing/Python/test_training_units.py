@@ -1505,6 +1505,25 @@ def test_curves_draw_validation_measured_every_other_epoch(tmp_path, monkeypatch
     assert drawn["train loss"][0] == [1.0, 2.0, 3.0, 4.0] and drawn["tumor Dice"][2] == "o"
 
 
+def test_training_curves_keep_the_callers_pyplot_backend(tmp_path):
+    """plot_curves (the end of every training) called ``matplotlib.use("Agg")``: a notebook that trained through
+    the library had its pyplot switched to Agg, and its own ``plt.show()`` then showed nothing."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from LiverTumorSegLib.training.logs import plot_curves
+
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,train_loss,val_loss,val_liver_dice,val_tumor_dice\n1,0.9,0.8,0.5,0.1\n2,0.8,0.7,0.6,0.2\n")
+    before = matplotlib.get_backend()
+    plt.switch_backend("svg")  # the caller's own backend (not Agg)
+    try:
+        assert plot_curves(log, tmp_path / "curves.png").is_file()
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == []
+    finally:
+        plt.switch_backend(before)
+
+
 @pytest.mark.parametrize("name, text", [("c.yaml", "epochs: 2\nbatch_size: 4\nepochs: 1\n"),
                                         ("c.json", '{"epochs": 2, "batch_size": 4, "epochs": 1}')])
 def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path, name, text):

@@ -1365,7 +1365,9 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu",
     bundled package's whole file also against :data:`BUNDLED_CHECKSUMS`) ->
     float16-stored weights cast to float32 -> the real network built
     -> strict key/shape check -> ``load_state_dict`` -> ``.to(device).eval()``. Nothing in a package makes
-    the loader read another file.
+    the loader read another file. The caller's random state is left as it was: the network's random initial
+    weights, which the package's replace, were drawn from torch's global generator, so loading a model between
+    a notebook's ``torch.manual_seed`` and its own draws changed them.
 
     ``preprocessing_ready``: called with the package's preprocessing config as soon as its metadata has passed
     validation (types, ranges, sizes), before the tensors' hashes are checked and before the network is planned
@@ -1389,8 +1391,11 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu",
     del bundled_bytes
     tensors = _from_storage_dtype(tensors, meta)
     arch = meta["architecture"]
+    import torch  # imported by the planning above
+
     try:
-        model = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
+        with torch.random.fork_rng(devices=[]):  # the random initial weights, replaced below, draw on a copy
+            model = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
     except InputError as exc:
         raise _unbuildable(f"Model package '{path}'", exc)
     _check_state_dict_matches(model, tensors, path, arch)

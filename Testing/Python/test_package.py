@@ -51,6 +51,17 @@ def package_path(tmp_path):
                                                                               "dice_tumor": float("nan")}})
 
 
+def test_loading_a_package_leaves_the_callers_random_state_as_it_was(package_path):
+    """The network's random initial weights (replaced by the package's) were drawn from torch's global generator:
+    a notebook that seeded torch, loaded a model (or segmented a CT) and then drew its own numbers got other
+    numbers than without the load."""
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    load_model_package(package_path)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def _rewrite_metadata(src: Path, dst: Path, change, keep_metadata_hash: bool = False) -> Path:
     """Copy package ``src`` to ``dst`` with its livertumorseg metadata dict changed by ``change(meta)``. The
     metadata's own hash is dropped and the package said to be written by 0.1.0 (a package as written before the

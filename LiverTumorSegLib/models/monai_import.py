@@ -20,12 +20,15 @@ discarded and MONAI is imported normally. Not copying MONAI's network code was t
 importing only ``monai.networks.nets.unet`` still runs ``monai/__init__`` and ``monai.networks`` pulls in
 ``monai.apps``, so hiding packages is what is left.
 """
+import contextlib
 import importlib
 import logging
+import os
 import sys
 import threading
 import time
-from typing import Sequence
+import warnings
+from typing import Iterator, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +71,45 @@ def monai_unet_class():
         if "monai" not in sys.modules:
             give_monai_a_user_name()  # every import path, not only segment's hidden one (train, evaluate, API)
             start = time.perf_counter()
-            if _state["hide"]:
-                _state["hidden_import"] = import_monai_hiding(OPTIONAL_PACKAGES_HIDDEN)
-            else:
-                importlib.import_module("monai")
-                _state["hidden_import"] = False
+            with process_settings_kept():
+                if _state["hide"]:
+                    _state["hidden_import"] = import_monai_hiding(OPTIONAL_PACKAGES_HIDDEN)
+                else:
+                    importlib.import_module("monai")
+                    _state["hidden_import"] = False
             _state["import_seconds"] = time.perf_counter() - start
         from monai.networks.nets import UNet
 
     return UNet
+
+
+MONAI_ENVIRONMENT_SETTINGS = ("CUBLAS_WORKSPACE_CONFIG",)
+"""Environment variables ``import monai`` sets for the whole process (``monai.utils.misc``: ``:4096:8``, the
+cuBLAS workspace its ``set_determinism`` needs); our networks need none of them."""
+
+
+@contextlib.contextmanager
+def process_settings_kept() -> Iterator[None]:
+    """Around ``import monai``: the process-wide settings its ``__init__`` changes are put back afterwards, for a
+    caller that imported this library in a notebook, a training script or Slicer's Python. MONAI replaces
+    ``warnings.showwarning`` (its handler hides ignite's warnings), adds a filter to the ``py.warnings`` logger
+    (hiding warnings that mention ``np.bool8``, ``pkg_resources`` and the like from ``logging.captureWarnings``) and
+    sets :data:`MONAI_ENVIRONMENT_SETTINGS` in ``os.environ`` (inherited by every child process). Settings the
+    caller had made before are kept as they were."""
+    showwarning = warnings.showwarning
+    warnings_logger = logging.getLogger("py.warnings")
+    logger_filters = list(warnings_logger.filters)
+    environment = {name: os.environ.get(name) for name in MONAI_ENVIRONMENT_SETTINGS}
+    try:
+        yield
+    finally:
+        warnings.showwarning = showwarning
+        warnings_logger.filters[:] = logger_filters
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def give_monai_a_user_name() -> None:
@@ -87,7 +120,6 @@ def give_monai_a_user_name() -> None:
     account, an emptied environment): the CLI then asked to 'pip install pwd'. Called before any import of MONAI by
     this library."""
     import getpass
-    import os
 
     try:
         getpass.getuser()

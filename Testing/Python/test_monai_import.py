@@ -51,6 +51,28 @@ def test_hidden_import_gives_the_same_unet_and_unhides_the_packages():
     assert lean["sum"] == pytest.approx(full["sum"], abs=1e-4)
 
 
+def test_building_a_unet_leaves_the_callers_warnings_and_environment_as_they_were():
+    """The first U-Net imports MONAI, whose __init__ replaced warnings.showwarning, filtered the py.warnings logger
+    and set CUBLAS_WORKSPACE_CONFIG in os.environ: a notebook, training script or Slicer that imported the library
+    had them changed for the rest of the process (and its child processes). One interpreter (MONAI imports once):
+    the library's import path (a segment-only process hides packages around the same import)."""
+    code = """
+import json, logging, os, warnings
+from LiverTumorSegLib.models import monai_import
+os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+os.environ["LIVERTUMORSEG_TEST_KEPT"] = "1"
+showwarning = warnings.showwarning
+filters = list(logging.getLogger("py.warnings").filters)
+from LiverTumorSegLib.models import build_model
+build_model("unet", in_channels=1, num_classes=3, channels=(4, 8))
+print(json.dumps({"showwarning": warnings.showwarning is showwarning,
+                  "filters": logging.getLogger("py.warnings").filters == filters,
+                  "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG"), "kept": os.environ["LIVERTUMORSEG_TEST_KEPT"],
+                  "monai": monai_import.monai_import_facts()["optional_packages_hidden"]}))
+"""
+    assert _run(code) == {"showwarning": True, "filters": True, "cublas": None, "kept": "1", "monai": False}
+
+
 def test_a_monai_that_needs_a_hidden_module_is_imported_normally():
     code = """
 import json, sys

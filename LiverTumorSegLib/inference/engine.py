@@ -299,6 +299,23 @@ def check_flip_tta_allowed(metadata: Optional[dict]) -> None:
                     "only helps models that were.")
 
 
+@contextlib.contextmanager
+def cudnn_autotuning_off() -> Iterator[None]:
+    """No cuDNN autotuning (``torch.backends.cudnn.benchmark``) inside, the caller's setting back after: each CT has
+    its own network grid and a last, shorter batch, so the tuning is paid per CT; on an H100 it made the first
+    500-slice CT's network 1.5 s against 0.7-0.96 s without, and a tuned second pass was no faster (0.14 s both).
+    The engine set the flag to False for the whole process, so a notebook that had turned it on for its own
+    training lost it after one segmentation."""
+    import torch
+
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def _cuda_amp_dtype(precision: str, amp: bool) -> "object":
     """CUDA autocast dtype: ``fp32`` -> None; ``bf16`` -> bf16 (InputError if the GPU lacks it); ``auto`` -> bf16
     where supported else fp16, or None when ``amp`` is off."""
@@ -395,10 +412,6 @@ class SliceInferenceEngine:
                 self._fall_back_to_cpu(f"The Apple GPU (MPS) could not take the network ({_short_error(exc)})")
             if self.device.type == "cuda":
                 self.model = self.model.to(memory_format=torch.channels_last)
-                # no cuDNN autotuning: each CT has its own network grid and a last, shorter batch, so the tuning
-                # is paid per CT; on an H100 it made the first 500-slice CT's network 1.5 s against 0.7-0.96 s
-                # without, and a tuned second pass was no faster (0.14 s both)
-                torch.backends.cudnn.benchmark = False
                 self.amp_dtype = _cuda_amp_dtype(precision, amp)
             elif self.device.type == "mps":
                 if precision == "bf16":
@@ -969,10 +982,11 @@ class SliceInferenceEngine:
             else:
                 xt = torch.from_numpy(x).pin_memory().to(self.device, non_blocking=True)
             xt = xt.contiguous(memory_format=torch.channels_last)
-            with (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
-                  else contextlib.nullcontext()):  # no float32 placeholder (torch 2.1 refused one on the CPU)
-                logits = self._forward_logits(xt)
-                flipped_logits = self._forward_logits(torch.flip(xt, dims=[3])) if self.tta_flip else None
+            with cudnn_autotuning_off():
+                with (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
+                      else contextlib.nullcontext()):  # no float32 placeholder (torch 2.1 refused one on the CPU)
+                    logits = self._forward_logits(xt)
+                    flipped_logits = self._forward_logits(torch.flip(xt, dims=[3])) if self.tta_flip else None
             probs = torch.softmax(logits.float(), dim=1)
             if flipped_logits is not None:
                 probs = 0.5 * (probs + torch.flip(torch.softmax(flipped_logits.float(), dim=1), dims=[3]))

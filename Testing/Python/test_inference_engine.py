@@ -159,6 +159,32 @@ def test_onnx_backend_keeps_a_bounded_number_of_sessions(tmp_path, monkeypatch):
     assert [tuple(s[1:]) for s in exports] == [(16, 20), (18, 20), (20, 24), (22, 26), (16, 20)]
 
 
+def test_a_cuda_engine_keeps_the_callers_cudnn_autotuning_setting(tmp_path, monkeypatch):
+    """Making a CUDA engine set torch.backends.cudnn.benchmark = False for the whole process: a notebook that had
+    turned autotuning on for its own training lost it after one segmentation. The engine's forward passes turn it
+    off only while they run. Runs without a GPU: the engine is made on a stand-in CUDA choice."""
+    from LiverTumorSegLib.inference.device import DeviceChoice
+
+    package = tiny_unet_package(tmp_path)
+    monkeypatch.setattr(engine_module, "resolve_device", lambda device: DeviceChoice(torch.device("cuda"), device))
+    monkeypatch.setattr(engine_module, "_model_on_device", lambda model, device: model)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)  # the caller's setting (restored after the test)
+    engine = SliceInferenceEngine(package, device="cuda", amp=False)
+    assert engine.device.type == "cuda" and torch.backends.cudnn.benchmark is True
+    with engine_module.cudnn_autotuning_off():
+        assert torch.backends.cudnn.benchmark is False
+    assert torch.backends.cudnn.benchmark is True
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_segmentation_keeps_the_callers_cudnn_autotuning_setting(tmp_path, monkeypatch):
+    ph = corner_phantom()
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    SliceInferenceEngine(tiny_unet_package(tmp_path), device="cuda", amp=False).predict(ph.ct)
+    assert torch.backends.cudnn.benchmark is True
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_engine_matches_cpu(tmp_path):

@@ -1538,7 +1538,19 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), command: str = "",
     """Run one training as described by ``config`` (see :class:`TrainConfig`); returns a :class:`TrainResult`.
 
     Under ``torchrun`` every process calls this; rank 0 writes logs, checkpoints and the package.
+
+    The training seeds torch's generators with ``config.seed`` (default 1234); the caller's random state is put
+    back when it returns or raises (torch's CPU generator, and the CUDA ones that were in use before), so a
+    notebook's or script's own draws after it are the ones its own seeding gives.
     """
+    callers_random_state = rng_state()
+    try:
+        return _train(config, callbacks, command, log)
+    finally:
+        set_rng_state(callers_random_state)
+
+
+def _train(config: TrainConfig, callbacks: Sequence[Any], command: str, log: Callable[[str], None]) -> TrainResult:
     trainer = Trainer(config, callbacks, command, log)
     log_dir = default_log_dir(config)
     created = not log_dir.exists() or holds_only_slice_cache(log_dir)  # a failed run's cache: cleared again

@@ -40,6 +40,24 @@ def tiny_config(data_csv, out_dir, **overrides):
     return TrainConfig.from_dict(values)
 
 
+def test_training_gives_the_caller_back_its_random_state(data_csv, tmp_path):
+    """train() seeds torch with the config's seed (default 1234) and left it there: a notebook that seeded torch,
+    trained and then drew its own numbers got the training's stream instead of its own. Also after a failed run."""
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    (tmp_path / "run").mkdir()
+    train(tiny_config(data_csv, tmp_path / "run", epochs=1, iterations_per_epoch=1, val_fraction=0.0),
+          log=lambda s: None)
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(11)
+    (tmp_path / "run2").mkdir()
+    with pytest.raises(RuntimeError, match="stop here"):
+        train(tiny_config(data_csv, tmp_path / "run2", epochs=1, iterations_per_epoch=2, val_fraction=0.0),
+              callbacks=[RaiseAt(1, RuntimeError("stop here"))], log=lambda s: None)
+    assert torch.equal(torch.rand(3), expected)
+
+
 class RaiseAt:
     """Callback raising ``exc`` after global step ``step`` (simulates a kill / Ctrl-C)."""
 

@@ -78,6 +78,9 @@ NAN = float("nan")
 STRUCTURES = ("liver", "tumor")
 OVERLAP_KEYS = ("dice", "iou", "voe", "rvd", "precision", "sensitivity", "specificity", "accuracy", "f1")
 SURFACE_KEYS = ("assd", "hd", "hd95", "rmsd")
+UNDEFINED_WHEN_ABSENT_KEYS = ("voe", "rvd", "iou", "precision", "sensitivity")
+"""Overlap metrics :func:`evaluate_case` gives as NaN (0 / 0, not defined) for a structure on neither side (no tumor,
+or no liver, in both maps); Dice and F1 stay LiTS's 1.0, specificity and accuracy are defined."""
 
 
 def structure_mask(labels: np.ndarray, structure: str) -> np.ndarray:
@@ -450,7 +453,8 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     ``roc_auc_<prob_structure>``.
     ``surface=False`` skips the surface distances (faster). A case with tumor on neither side has ``voe_tumor``,
     ``rvd_tumor``, ``iou_tumor``, ``precision_tumor``, ``sensitivity_tumor`` and the tumor surface distances NaN (not
-    defined), ``dice_tumor`` and ``f1_tumor`` 1.0 (LiTS's Dice of such a case).
+    defined), ``dice_tumor`` and ``f1_tumor`` 1.0 (LiTS's Dice of such a case); so has the liver's a case with liver
+    on neither side (:data:`UNDEFINED_WHEN_ABSENT_KEYS`).
     """
     pred_labels = np.asarray(pred_labels)
     ref_labels = np.asarray(ref_labels)
@@ -475,14 +479,17 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     for structure in STRUCTURES:
         row.update(structure_row(structure_mask(pred_labels, structure), structure_mask(ref_labels, structure),
                                  spacing_zyx, structure, surface=surface))
-    if not (pred_labels == 2).any() and not (ref_labels == 2).any():
-        # no tumor on either side: VOE and RVD are not defined (as the surface distances), not perfect. Counted as 0
-        # they made the tumor means of a data set with tumor-free cases look better than its tumors were segmented
-        # (the evaluate audit); Dice keeps LiTS's 1.0 for such a case. IoU goes with VOE (VOE = 1 - IoU in every row and
-        # in the means), and precision and sensitivity are 0 / 0 (MONAI: NaN): at 1.0 they lifted their means as a
-        # tumor-free case's lesion recall did (the metrics audit)
-        for key in ("voe", "rvd", "iou", "precision", "sensitivity"):
-            row[f"{key}_tumor"] = NAN
+    for structure in STRUCTURES:
+        if row[f"voxels_pred_{structure}"] == 0 and row[f"voxels_ref_{structure}"] == 0:
+            # the structure on neither side: VOE and RVD are not defined (as the surface distances), not perfect.
+            # Counted as 0 they made the tumor means of a data set with tumor-free cases look better than its tumors
+            # were segmented (the evaluate audit); Dice keeps LiTS's 1.0 for such a case. IoU goes with VOE (VOE = 1 -
+            # IoU in every row and in the means), and precision and sensitivity are 0 / 0 (MONAI: NaN): at 1.0 they
+            # lifted their means as a tumor-free case's lesion recall did (the metrics audit). The liver's too: a
+            # reference without liver and an empty prediction scored liver VOE 0, RVD 0 and IoU 1 beside NaN surface
+            # distances, where the same case's tumor columns were NaN (the metricsx audit)
+            for key in UNDEFINED_WHEN_ABSENT_KEYS:
+                row[f"{key}_{structure}"] = NAN
     # the whole tumor masks' scores, which a detected group holding every lesion takes instead of scoring them again
     whole_mask_scores = {key: row[f"{key}_tumor"] for key in LITS_LESION_OVERLAP_KEYS}
     if surface:

@@ -697,6 +697,33 @@ def test_tumor_iou_precision_and_sensitivity_of_a_case_without_tumor_on_either_s
     assert metrics["dice_tumor"]["n"] == 2 and metrics["dice_tumor"]["mean"] == pytest.approx((1.0 + 0.75) / 2)
 
 
+def test_liver_overlap_of_a_case_without_liver_on_either_side_is_not_defined_as_the_tumors_is():
+    """A reference without liver (warned of) and an empty prediction scored liver VOE 0, RVD 0, IoU, precision and
+    sensitivity 1.0 beside NaN liver surface distances, while the same case's tumor columns were NaN: its perfect
+    liver VOE lifted the liver VOE mean (hand: 0.0 and 0.5 -> 0.25, where the one defined case gives 0.5)."""
+    import math
+
+    from LiverTumorSegLib.metrics import report
+    from LiverTumorSegLib.metrics.lits import evaluate_case
+
+    spacing = (2.0, 1.0, 1.0)
+    nothing = np.zeros((4, 8, 8), np.uint8)
+    empty = evaluate_case(nothing, nothing, spacing, case="no liver")
+    for key in ("voe", "rvd", "iou", "precision", "sensitivity", "assd"):
+        assert math.isnan(empty[f"{key}_liver" if key != "assd" else "assd_liver_mm"]), key
+    assert empty["dice_liver"] == 1.0 and empty["f1_liver"] == 1.0 and empty["specificity_liver"] == 1.0
+    ref = nothing.copy()
+    ref[1:3, 2:6, 2:6] = 1                                        # 32 voxels
+    pred = nothing.copy()
+    pred[1:3, 2:6, 2:4] = 1                                       # 16 of them: IoU 0.5, VOE 0.5, RVD -0.5
+    half = evaluate_case(pred, ref, spacing, case="half")
+    assert half["voe_liver"] == pytest.approx(0.5) and half["rvd_liver"] == pytest.approx(-0.5)
+    metrics = report.summarize_cases([empty, half])["metrics"]
+    assert metrics["voe_liver"]["n"] == 1 and metrics["voe_liver"]["mean"] == pytest.approx(0.5)
+    assert metrics["iou_liver"]["mean"] == pytest.approx(0.5) and metrics["sensitivity_liver"]["mean"] == 0.5
+    assert metrics["dice_liver"]["n"] == 2 and metrics["dice_liver"]["mean"] == pytest.approx((1.0 + 2 / 3) / 2)
+
+
 def test_detect_lesions_and_lesion_hits_take_a_2d_mask_with_their_default_connectivity():
     """Their default connectivity (26) was refused for 2-D masks ('connectivity must be one of [4, 8]'), although
     the docstrings take 2-D masks; in 2-D, 26 and 18 mean 8 and 6 means 4."""

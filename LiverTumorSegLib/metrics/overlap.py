@@ -39,7 +39,10 @@ For two empty masks medpy's ``dc`` returns 0.0 in its 2014 source (the ZeroDivis
 0.5.2's source. Under NumPy 2.3 or later 0.5.2 gives NaN with a RuntimeWarning instead (measured with NumPy 2.4.6):
 ``numpy.count_nonzero`` there returns a NumPy integer, so ``2.0 * intersection / 0.0`` is a NumPy division, which
 does not raise. We return 1 (the convention of the LiTS per-case tumor Dice for tumor-free cases, which the LiTS
-script sets itself without calling ``dc``, and of MONAI's ``DiceMetric(ignore_empty=False)``).
+script sets itself without calling ``dc``, and of MONAI's ``DiceMetric(ignore_empty=False)``). nnU-Net v2's
+``evaluate_predictions.compute_metrics`` gives Dice and IoU NaN there instead (``tp + fp + fn == 0``), and its means
+leave such cases out: a tumor Dice mean over a data set with tumor-free cases the model left empty reads higher here
+(each adds 1.0) than in nnU-Net's ``summary.json``; compare with it over the cases with tumor only.
 NaN values are reported as such and left out of means (the summary counts them); see
 :mod:`LiverTumorSegLib.metrics.report`.
 """

@@ -43,6 +43,16 @@ Definitions
 * ``rmsd_mm``: root mean square of the pooled distances of both directions (the formula of LiTS's "RMSD", on
   6-connected surfaces).
 
+SimpleITK gives the same surfaces and distances as ``sitk.LabelContour(mask, fullyConnected=False)`` and
+``abs(sitk.SignedMaurerDistanceMap(contour, squaredDistance=False, useImageSpacing=True))`` once each mask is padded
+by one background voxel (ITK's contour does not take outside the image as background, so foreground on the image's
+border is not contour there): equal to float32 rounding on anisotropic (0.7 x 0.7 x 5 mm, 0.6 x 0.9 x 2.5 mm) and
+oblique grids and on real livers (metricsx audit). Its ``HausdorffDistanceImageFilter`` is another quantity: the
+Hausdorff distance of the two masks' voxel *sets*, not of their surfaces (a voxel inside the other mask is at
+distance 0 there), so it differs from ``hd_mm``: 6.19 against 7.36 mm for a real liver (0.98 x 0.98 x 2 mm) and a
+shifted, partly dilated and eroded copy of it, 16.2 against 18.5 mm for another (3 mm), where MONAI gave 7.36 and
+18.5.
+
 Empty masks: when either mask is empty all four are NaN (no surface to measure; reported as NaN in tables and left
 out of means, with the count of NaN cases in the summary), as in MONAI for two empty masks (MONAI 1.6 gives infinity
 for the Hausdorff and average surface distances when only one is empty, NaN for its 95th percentile). So a case

@@ -381,16 +381,16 @@ def read_csv_rows(path: PathLike, what: str) -> Tuple[List[str], List[Tuple[int,
     ``Export-Csv`` are skipped, so it is not the row's index); a row whose cells are all empty (``,,``: Excel saves
     an emptied row inside the table so) is skipped as a blank line, a missing cell is ``""`` and empty cells beyond
     the header are dropped; a filled one beyond it, or a column named twice, is refused (InputError). ``what`` names the file in errors (e.g. "Case list"); InputError for an undecodable file."""
-    text = read_text_file(path, what, save_as=CSV_SAVE_AS)
-    first_line = text.partition("\n")[0]
+    text = _csv_text(path, what)
+    first_line = _first_line_and_rest(text)[0]
     typed = _POWERSHELL_TYPE_LINE.match(first_line)  # was taken for the header: "needs an 'image' column"
     if typed:
-        text = text.partition("\n")[2]
-        first_line = text.partition("\n")[0]
+        text = _first_line_and_rest(text)[1]
+        first_line = _first_line_and_rest(text)[0]
     named = _EXCEL_SEPARATOR_LINE.match(first_line)
     if named:
-        text = text.partition("\n")[2]
-        first_line = text.partition("\n")[0]
+        text = _first_line_and_rest(text)[1]
+        first_line = _first_line_and_rest(text)[0]
     reader = csv.DictReader(io.StringIO(text, newline=""),
                             delimiter=named.group(1) if named else csv_delimiter(first_line))
     columns = [name.strip().lower() for name in (reader.fieldnames or [])]
@@ -404,6 +404,24 @@ def read_csv_rows(path: PathLike, what: str) -> Tuple[List[str], List[Tuple[int,
                      {name: (value or "").strip() for name, value in row.items() if name is not None}))
     # ',,' rows were refused as "line N has an empty 'image'" (or 'empty image or label path')
     return columns, [(line, cells) for line, cells in rows if any(cells.values())]
+
+
+def _csv_text(path: PathLike, what: str) -> str:
+    """The text of the CSV list ``path`` (:func:`read_text_file`); InputError for one holding NUL characters, which
+    a UTF-16 file without its byte-order mark reads as (it ended in "internal error: Error: line contains NUL")."""
+    text = read_text_file(path, what, save_as=CSV_SAVE_AS)
+    if "\0" in text:
+        raise InputError(f"{what} '{path}' holds NUL characters (UTF-16 text without a byte-order mark, or no text "
+                         f"file); save it as {CSV_SAVE_AS}.")
+    return text
+
+
+def _first_line_and_rest(text: str) -> Tuple[str, str]:
+    """``text``'s first line and what follows it, a line ending in ``\\r\\n``, ``\\n`` or ``\\r`` alone (Excel for
+    Mac's "CSV (Macintosh)" ends its lines so: such a list ended in "internal error: Error: new-line character seen
+    in unquoted field", its whole text taken for the header line)."""
+    parts = re.split(r"\r\n|\r|\n", text, maxsplit=1)
+    return parts[0], (parts[1] if len(parts) > 1 else "")
 
 
 def _refuse_repeated_columns(path: PathLike, what: str, columns: List[str]) -> None:

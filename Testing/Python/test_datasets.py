@@ -412,6 +412,18 @@ def test_training_csvs_saved_by_excel_or_powershell_are_read(tmp_path, encoding,
         Case("ct", "M\u00fcller", str(tmp_path / "ct.nii.gz"), str(tmp_path / "seg.nii.gz"), "csv")]
 
 
+def test_a_training_csv_with_mac_line_ends_is_read_with_its_line_numbers(tmp_path):
+    """Excel for Mac's "CSV (Macintosh)" (a CR alone ends each line) ended in "internal error: Error: new-line
+    character seen in unquoted field"."""
+    _write_pair(tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz")
+    (tmp_path / "list.csv").write_bytes(b"image,label,patient\rct.nii.gz,seg.nii.gz,P1\r")
+    assert discover_cases(tmp_path / "list.csv") == [
+        Case("ct", "P1", str(tmp_path / "ct.nii.gz"), str(tmp_path / "seg.nii.gz"), "csv")]
+    (tmp_path / "list.csv").write_bytes(b"sep=;\rimage;label\rct.nii.gz;\r")
+    with pytest.raises(InputError, match=r"line 3: empty image or label path"):
+        discover_cases(tmp_path / "list.csv")
+
+
 def test_a_training_csv_in_another_encoding_is_refused_naming_the_file_and_the_format_to_save(tmp_path):
     (tmp_path / "list.csv").write_bytes("image,label\nPatient\u00e9.nii.gz,lab.nii.gz\n".encode("latin-1"))
     with pytest.raises(InputError, match=r"CSV '.*list\.csv' is not UTF-8 text \(byte 19\); save it as UTF-8 CSV "

@@ -86,6 +86,19 @@ def test_case_lists_saved_by_excel_or_powershell_are_read(tmp_path, encoding, se
                                                           ("ct_0", tmp_path / "cts" / "ct_0.nii.gz")]
 
 
+def test_a_case_list_with_mac_line_ends_is_read_and_one_without_its_utf16_mark_is_refused(tmp_path):
+    """Excel for Mac's "CSV (Macintosh)" ends lines with a CR alone, and UTF-16 without a byte-order mark reads as
+    text with NUL characters: both ended in "internal error: Error: ..." (the csv module's)."""
+    write_phantoms(tmp_path / "cts", 2)
+    listing = tmp_path / "list.csv"
+    listing.write_bytes(b"case_id,image\ra,cts/ct_1.nii.gz\rb,cts/ct_0.nii.gz\r")
+    assert [(c.case_id, c.input_path.name) for c in find_cases(listing, tmp_path / "out")] == [
+        ("a", "ct_1.nii.gz"), ("b", "ct_0.nii.gz")]
+    listing.write_bytes("case_id,image\r\na,cts/ct_1.nii.gz\r\n".encode("utf-16-le"))
+    with pytest.raises(InputError, match=r"Case list '.*list\.csv' holds NUL characters .*save it as UTF-8 CSV"):
+        find_cases(listing, tmp_path / "out")
+
+
 def test_a_case_list_in_another_encoding_is_refused_naming_the_file_and_the_format_to_save(tmp_path):
     listing = tmp_path / "list.csv"
     listing.write_bytes("case_id,image\nPatient\u00e9,cts/ct_0.nii.gz\n".encode("latin-1"))

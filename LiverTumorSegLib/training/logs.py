@@ -27,9 +27,17 @@ class CsvLog:
         self._noticed = False
 
     def truncate_after(self, epoch: int) -> None:
-        """Drop rows with epoch > ``epoch`` (rows a killed run wrote after its last checkpoint)."""
+        """Drop rows with epoch > ``epoch`` (rows a killed run wrote after its last checkpoint); all of them when the
+        file is not as this class writes it (saved from a spreadsheet with semicolons and decimal commas: ``--resume``
+        ended in "internal error: KeyError: 'epoch'"), which the trainer then writes again from its checkpoint."""
         rows = read_log(self.path)
-        kept = [r for r in rows if int(float(r["epoch"])) <= epoch]
+        try:
+            kept = [r for r in rows if int(float(r["epoch"])) <= epoch]
+        except (KeyError, TypeError, ValueError):
+            kept = []
+            if self.notice is not None:
+                self.notice(f"warning: {self.path} is not a CSV as training writes it (saved from a spreadsheet, with "
+                            f"another separator or decimal mark?); its rows are written again from the checkpoint.")
         if len(kept) != len(rows):
             self._write(kept)
 
@@ -81,15 +89,17 @@ def _fmt(value) -> str:
 
 def _header(path) -> List[str]:
     """The column names on the first line of the CSV file ``path``."""
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         return next(csv.reader(handle), [])
 
 
 def read_log(path) -> List[Dict[str, str]]:
+    """The rows of the log ``path`` ([] when there is none); a byte-order mark, which Excel's "CSV UTF-8" writes, is
+    skipped (it was read into the first column's name, and ``--resume`` ended in "internal error: KeyError")."""
     path = Path(path)
     if not path.is_file():
         return []
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         return list(csv.DictReader(handle))
 
 

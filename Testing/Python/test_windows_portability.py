@@ -26,8 +26,9 @@ from LiverTumorSegLib.inference import batch
 from LiverTumorSegLib.io import itk as itk_module
 from LiverTumorSegLib.io import read_volume, writers
 from LiverTumorSegLib.training.config import load_config_file
-from LiverTumorSegLib.training.logs import CsvLog, read_log
+from LiverTumorSegLib.training.logs import LOG_COLUMNS, CsvLog, read_log
 from LiverTumorSegLib.volume import ImageGeometry
+from text_file_helpers import windows_csv_bytes
 
 GEOMETRY = ImageGeometry(spacing=(0.8, 0.8, 2.5), origin=(-10.0, 20.0, 30.0),
                          direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
@@ -130,6 +131,27 @@ def test_training_log_held_open_warns_and_keeps_its_rows(tmp_path, monkeypatch):
     assert log.append({"epoch": 4, "global_step": 40, "train_loss": 0.75})
     assert [row["epoch"] for row in read_log(path)] == ["1", "2", "3", "4"]
     assert [row["train_loss"] for row in read_log(path)] == ["1.5", "1.25", "1", "0.75"]
+
+
+@pytest.mark.parametrize("saved", ["utf-8-sig", "semicolons"])
+def test_training_log_saved_from_excel_is_truncated_on_resume_not_a_crash(tmp_path, saved):
+    """log.csv opened in Excel and saved (as "CSV UTF-8": a byte-order mark; as "CSV" in a German locale:
+    semicolons and decimal commas) ended --resume in "internal error: KeyError: 'epoch'". A mark is skipped; a log
+    in another separator is emptied with a warning (the trainer writes its rows again from the checkpoint)."""
+    path = tmp_path / "log.csv"
+    rows = [LOG_COLUMNS, ["1", "3", "0.9", "", "", "", "0.001", "1.5", "3"], ["2", "6", "0.8", "", "", "", "0.001",
+                                                                              "1.5", "3"]]
+    if saved == "utf-8-sig":
+        path.write_bytes(windows_csv_bytes(rows, "utf-8-sig", ","))
+    else:
+        path.write_bytes(windows_csv_bytes([[c.replace(".", ",") for c in row] for row in rows], "cp1252", ";"))
+    notices = []
+    CsvLog(path, notice=notices.append).truncate_after(1)
+    if saved == "utf-8-sig":
+        assert [row["epoch"] for row in read_log(path)] == ["1"] and not notices
+    else:
+        assert read_log(path) == [] and len(notices) == 1 and "spreadsheet" in notices[0]
+        assert path.read_text().splitlines() == [",".join(LOG_COLUMNS)]
 
 
 # ---- newlines, inodes, encodings, names ------------------------------------------------------------------------

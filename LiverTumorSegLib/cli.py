@@ -124,6 +124,7 @@ import contextlib  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import re  # noqa: E402
 import signal  # noqa: E402
 import threading  # noqa: E402
 from typing import Any, Callable, Iterator, List, Optional
@@ -173,6 +174,17 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return "\n\n".join(paragraphs).replace("\xa0", " ")
 
 
+FILE_NAME_ENDINGS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".csv", ".json", ".yaml", ".yml",
+                     ".safetensors", ".png", ".txt", ".pt")
+"""Ends of the file names the commands read or write: a command-line word starting with '-' and ending so is a file
+name, not an option (:meth:`_CommandAwareParser._refuse_file_names_read_as_options`)."""
+
+
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+"""argparse's negative number, which it takes as an option's value (``--window-level -100``), a file of that name
+or not."""
+
+
 class _WholeOptionParser(argparse.ArgumentParser):
     """A parser that takes options only as spelt in full: argparse's default took any unambiguous prefix
     (``--no-post`` ran as ``--no-postprocess``, ``--overwrit`` as ``--overwrite``), so a shortened option in a
@@ -205,6 +217,7 @@ class _CommandAwareParser(_WholeOptionParser):
     top-level usage; exits 2 like any argparse error."""
 
     def parse_args(self, args=None, namespace=None):  # noqa: D102 - argparse's signature
+        self._refuse_file_names_read_as_options(list(sys.argv[1:] if args is None else args))
         parsed, extras = self.parse_known_args(args, namespace)
         if getattr(parsed, "_unavailable", None):  # its options are unknown: say why the command cannot run
             return parsed  # ('segment ct.nii.gz -o out.nii.gz' was 'unrecognized arguments: ct.nii.gz -o ...')
@@ -234,6 +247,27 @@ class _CommandAwareParser(_WholeOptionParser):
         if close:  # 'segmnt' was answered with the list of commands only
             message = f"{message}; did you mean '{close[0]}'?"
         super().error(message)
+
+    def _refuse_file_names_read_as_options(self, tokens: List[str]) -> None:
+        """A usage error for a file name starting with '-' (``-ct.nii.gz``: an existing file, or a name ending in a
+        file type this tool reads or writes) that argparse would take for an option: ``segment -ct.nii.gz`` was
+        "unrecognized arguments: -ct.nii.gz" and ``-o -seg.nii.gz`` "argument -o/--output: expected one
+        argument", though the user gave one. Tokens after ``--`` and options of the command are left alone."""
+        commands = next((action.choices for action in self._actions
+                         if isinstance(action, argparse._SubParsersAction)), {})
+        command = next((commands[token] for token in tokens if token in commands), None)
+        takes_value = {option: action.nargs != 0 for parser in (self, command) if parser is not None
+                       for action in parser._actions for option in action.option_strings}
+        for before, token in zip([""] + tokens, tokens):
+            if token == "--":
+                return
+            if (not token.startswith("-") or token == "-" or token.split("=", 1)[0] in takes_value
+                    or (token[:2] in takes_value and not takes_value.get(before))):  # '-o-seg.nii.gz': -o's value
+                continue
+            if token.lower().endswith(FILE_NAME_ENDINGS) or (os.path.lexists(token)
+                                                             and not _NEGATIVE_NUMBER.match(token)):
+                (command or self).error(f"'{token}' starts with '-', so it is read as an option; write a file name "
+                                        f"that starts with '-' with its folder, as './{token}'")
 
     def _unknown_options(self, parsed: argparse.Namespace, extras: List[str], tokens: List[str]) -> None:
         """Exit with a usage error naming ``extras`` (what argparse could not place) and a hint for each, where one

@@ -69,6 +69,28 @@ def test_a_shortened_option_is_refused_with_the_options_it_starts(capsys, comman
     assert exit_info.value.code == 2
 
 
+@pytest.mark.parametrize("argv, name", [(["segment", "-ct.nii.gz", "-o", "seg.nii.gz"], "-ct.nii.gz"),
+                                        (["segment", "ct.nii.gz", "-o", "-seg.nii.gz"], "-seg.nii.gz"),
+                                        (["segment", "ct.nii.gz", "-o", "s.nii.gz", "--model", "-m.safetensors"],
+                                         "-m.safetensors"),
+                                        (["segment", "-scans", "-o", "out"], "-scans")])
+def test_a_file_name_starting_with_a_dash_is_named_with_how_to_write_it(capsys, tmp_path, monkeypatch, argv, name):
+    """'segment -ct.nii.gz' was 'unrecognized arguments: -ct.nii.gz', '-o -seg.nii.gz' 'argument -o/--output:
+    expected one argument' (one was given), without saying that a name starting with '-' is read as an option."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-scans").mkdir()
+    (tmp_path / "-100").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "usage: livertumorseg segment" in err
+    assert f"'{name}' starts with '-', so it is read as an option" in err and f"as './{name}'" in err
+    parsed = _parse(["segment", "./-ct.nii.gz", "-o-seg.nii.gz", "--model=-m.safetensors", "--window-level", "-100",
+                     "--window-width", "400"])  # the ways to write them, and a negative number, stay accepted
+    assert (parsed.input, parsed.output, parsed.model, parsed.window_level) == (
+        "./-ct.nii.gz", "-seg.nii.gz", "-m.safetensors", -100.0)
+
+
 def test_unknown_top_level_option_keeps_the_top_level_usage(capsys):
     with pytest.raises(SystemExit):
         main(["--no-such-thing"])

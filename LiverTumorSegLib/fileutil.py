@@ -103,13 +103,29 @@ def printable_path(path: PathLike) -> str:
 
 def check_path_encoding(path: PathLike, what: str = "Path") -> Path:
     """Refuse a path holding bytes that are not valid UTF-8: ITK cannot open such names (it aborted the
-    whole process with SIGABRT), so they are refused before any work."""
+    whole process with SIGABRT), so they are refused before any work. A UTF-8 name that Python decoded in another
+    file-name encoding (ASCII: a C or POSIX locale with ``PYTHONUTF8=0``) is refused saying so: it was told to
+    rename its valid UTF-8 name "using UTF-8 characters only"."""
     try:
         os.fspath(path).encode("utf-8")
     except UnicodeEncodeError:
+        if _is_utf8(os.fsencode(os.fspath(path))):
+            raise InputError(f"{what} '{printable_path(path)}' holds letters beyond ASCII, and Python reads file "
+                             f"names as {sys.getfilesystemencoding()} here (a C or POSIX locale with PYTHONUTF8=0, "
+                             f"or another locale that is not UTF-8); run it in a UTF-8 locale (LC_ALL=C.UTF-8) or "
+                             f"with PYTHONUTF8=1.") from None
         raise InputError(f"{what} '{printable_path(path)}' contains bytes that are not valid UTF-8; rename it (or "
                          f"its folder) using UTF-8 characters only.") from None
     return Path(path)
+
+
+def _is_utf8(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 WINDOWS_RESERVED_NAMES = frozenset(["CON", "PRN", "AUX", "NUL"]

@@ -13,6 +13,7 @@ import csv
 import errno
 import io
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -224,6 +225,25 @@ def test_config_files_written_by_powershell_are_read(tmp_path, encoding):
         path = tmp_path / name
         path.write_bytes(text.encode(encoding))
         assert load_config_file(path) == {"epochs": 3, "lr": 0.002}
+
+
+def test_a_utf8_path_under_an_ascii_file_name_encoding_is_not_called_invalid_utf8():
+    """Under a C locale with PYTHONUTF8=0 Python decodes file names as ASCII, and an accented but valid UTF-8 path
+    was refused as 'contains bytes that are not valid UTF-8; rename it ... using UTF-8 characters only'."""
+    code = ("import sys; from LiverTumorSegLib.fileutil import check_path_encoding\n"
+            "try:\n    check_path_encoding(sys.argv[1], 'Input')\n"
+            "except Exception as exc:\n    sys.stdout.buffer.write(str(exc).encode('utf-8'))")
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONPATH=str(repo))
+    env.pop("PYTHONIOENCODING", None)
+    proc = subprocess.run([sys.executable, "-c", code, "/data/M\u00fcller/ct.nii.gz"], capture_output=True,
+                          env=env, timeout=60)
+    out = proc.stdout.decode("utf-8", "replace")
+    assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+    if "holds letters beyond ASCII" not in out:  # a Python whose file names are UTF-8 whatever the locale
+        assert out.strip() == "", out
+        return
+    assert "not valid UTF-8" not in out and "PYTHONUTF8=1" in out and "ascii" in out
 
 
 def test_a_config_in_another_encoding_is_a_clear_error(tmp_path):

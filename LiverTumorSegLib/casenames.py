@@ -1,6 +1,7 @@
 """What a file's name says about it: its case name and whether it is a CT, a label map or a probability map.
 
-A file's *case name* is its file name, lower-cased, without the extension (.seg.nrrd, .nii.gz, .nii, .nrrd, .nhdr,
+A file's *case name* is its file name, lower-cased (composed, NFC), without the extension (.seg.nrrd, .nii.gz,
+.nii, .nrrd, .nhdr,
 .mha, .mhd), without one known prefix (segmentation-, volume-, LiTS's test-set test-segmentation- and test-volume-,
 prediction-, pred-, pred_, label-, label_, labels-, seg-, seg_, prob-, prob_, ct-, ct_) and without any number of
 known suffixes at its end (_pred, _prediction, _seg, _segmentation, _label, _labels, _labelmap, _mask, _liver,
@@ -11,7 +12,9 @@ segmentation-12.nii matches volume-12.nii and 12.nii.gz; after a LiTS prefix a n
 (labelsTs/liver_0000.nii.gz is case liver_0000, imagesTs/liver_0000.nii.gz the CT of case liver):
 :func:`name_with_channel_suffix` gives the other reading, which ``evaluate`` pairs when the plain names don't.
 ``evaluate`` pairs files by it; a batch ``segment`` of a folder leaves out the files named as label or probability
-maps (LiTS keeps segmentation-N beside volume-N)."""
+maps (LiTS keeps segmentation-N beside volume-N). Accented letters are compared in Unicode's composed form (NFC), so
+a name macOS wrote decomposed matches the same name typed elsewhere."""
+import unicodedata
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -42,8 +45,10 @@ def case_key(path: Path) -> Optional[Tuple[str, Optional[str]]]:
 
 def _parse_name(path: Path) -> Optional[Tuple[str, Optional[str], bool]]:
     """``(case name, role, whether a _0000 was removed)`` of a file (:func:`case_key`), or None when the extension
-    is not an image type."""
-    lower = path.name.lower()
+    is not an image type. The name is taken in Unicode's composed form (NFC): macOS writes 'café' decomposed (NFD),
+    and such a reference label map (unzipped from a Mac's archive) and the prediction a case list named 'café' were
+    both listed unmatched, as "prediction(s) without reference ['café']; reference(s) without prediction ['café']"."""
+    lower = unicodedata.normalize("NFC", path.name).lower()
     for ext in EXTENSIONS:
         if lower.endswith(ext):
             stem = lower[: -len(ext)]

@@ -4,9 +4,9 @@
 beside its data file), MetaImage, or a Slicer
 segmentation (.seg.nrrd, as `segment` writes it: segments "Liver" and "Liver tumor" -> labels 1 and 2).
 
-Pairing in folders: each file's *case name* is its file name, lower-cased, without the extension (.seg.nrrd,
-.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd), without one known prefix (segmentation-, volume-, LiTS's test-set
-test-segmentation- and test-volume-, prediction-, pred-,
+Pairing in folders: each file's *case name* is its file name, lower-cased (accented letters in composed form,
+NFC), without the extension (.seg.nrrd, .nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd), without one known prefix
+(segmentation-, volume-, LiTS's test-set test-segmentation- and test-volume-, prediction-, pred-,
 pred_, label-, label_, labels-, seg-, seg_, prob-, prob_, ct-, ct_) and without any number of known
 suffixes at its end (_pred, _prediction, _seg, _segmentation, _label, _labels, _labelmap, _mask, _liver,
 _prob, _ct, _image, _0000, removed repeatedly; nnU-Net's channel suffix _0000 only once); after a LiTS prefix a

@@ -54,6 +54,21 @@ def test_nnunet_channel_suffix_is_removed_once_and_cases_still_pair(tmp_path, ca
     assert [name for name, _, _ in single] == [expected_first]  # two files: named as two folders name them
 
 
+def test_a_name_macos_wrote_decomposed_pairs_with_the_same_name_written_composed(tmp_path):
+    """A reference label map from a Mac's archive ('cafe' + combining accent, NFD) and the prediction a case list
+    named 'caf\u00e9' (NFC) were both listed unmatched: "prediction(s) without reference ['café']; reference(s)
+    without prediction ['café']", the one case left out of every number."""
+    from LiverTumorSegLib.commands.evaluate import match_cases
+
+    for folder in ("pred", "ref"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "ref" / "cafe\u0301_seg.nii.gz").write_bytes(b"")
+    (tmp_path / "pred" / "Caf\u00e9.nii.gz").write_bytes(b"")
+    matched, only_pred, only_ref = match_cases(tmp_path / "pred", tmp_path / "ref")
+    assert [(name, ref.name) for name, _, ref in matched] == [("caf\u00e9", "cafe\u0301_seg.nii.gz")]
+    assert only_pred == only_ref == []
+
+
 @pytest.fixture()
 def dataset(tmp_path):
     """Three phantom cases: references in ref/, predictions (shifted in x by 0, 1, 2 voxels) in pred/,

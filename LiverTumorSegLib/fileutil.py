@@ -128,9 +128,12 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
-WINDOWS_RESERVED_NAMES = frozenset(["CON", "PRN", "AUX", "NUL"]
-                                   + [f"{device}{i}" for device in ("COM", "LPT") for i in range(1, 10)])
-"""Device names Windows reserves for a file's stem (``CON.nii.gz`` is the console, not a file)."""
+WINDOWS_RESERVED_NAMES = frozenset(["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+                                   + [f"{device}{digit}" for device in ("COM", "LPT")
+                                      for digit in "0123456789\u00b9\u00b2\u00b3"])
+"""Device names Windows reserves for a file's stem (``CON.nii.gz`` is the console, not a file): Microsoft's
+"Naming Files, Paths, and Namespaces" lists COM0-9 and LPT0-9 with the superscript digits 1-3 (``COM\u00b9``), and
+CONIN$/CONOUT$ open the console's input and output."""
 
 
 def windows_name_problem(name: str) -> Optional[str]:
@@ -142,7 +145,7 @@ def windows_name_problem(name: str) -> Optional[str]:
     if name.endswith((" ", ".")):
         return "it ends in a space or a dot"
     if name.split(".")[0].strip().upper() in WINDOWS_RESERVED_NAMES:
-        return f"'{name.split('.')[0]}' is a device name there (CON, PRN, AUX, NUL, COM1-9, LPT1-9)"
+        return f"'{name.split('.')[0]}' is a device name there (CON, PRN, AUX, NUL, COM0-9, LPT0-9)"
     return None
 
 

@@ -446,7 +446,7 @@ def _check_case_id(case_id: str, csv_path: Path, line: int, column: str = "case_
             or case_id.split(".")[0].strip().upper() in WINDOWS_RESERVED_NAMES):
         raise InputError(f"Case list '{csv_path}' line {line}: {column} '{case_id}' cannot be a file name on Windows "
                          f"(no < > \" | ? *, control characters, a trailing space or dot, or the device names CON, "
-                         f"PRN, AUX, NUL, COM1-9, LPT1-9); each case is written as OUT/<case_id>.nii.gz.")
+                         f"PRN, AUX, NUL, COM0-9, LPT0-9); each case is written as OUT/<case_id>.nii.gz.")
     return case_id
 
 

@@ -253,7 +253,8 @@ def test_a_config_in_another_encoding_is_a_clear_error(tmp_path):
         load_config_file(path)
 
 
-@pytest.mark.parametrize("case_id", ["CON", "nul", "com1", "LPT9.x", "liver?1", 'a"b', "a*", "a|b", "case."])
+@pytest.mark.parametrize("case_id", ["CON", "nul", "com1", "LPT9.x", "liver?1", 'a"b', "a*", "a|b", "case.",
+                                     "com0", "COM\u00b9", "lpt\u00b3.x", "conin$", "CONOUT$"])
 def test_case_ids_windows_cannot_name_are_refused_before_any_work(tmp_path, case_id):
     (tmp_path / "ct.nii.gz").write_bytes(b"")
     cases = tmp_path / "cases.csv"
@@ -476,7 +477,7 @@ def test_an_input_path_over_windows_limit_is_not_only_called_missing(tmp_path, m
     ("seg:v2.nii.gz", "it holds one of < > : \" | ? * or a control character"),
     ("liver?.nii.gz", "it holds one of < > : \" | ? * or a control character"),
     ("report.json.", "it ends in a space or a dot"),
-    ("nul.nii.gz", "'nul' is a device name there (CON, PRN, AUX, NUL, COM1-9, LPT1-9)")])
+    ("nul.nii.gz", "'nul' is a device name there (CON, PRN, AUX, NUL, COM0-9, LPT0-9)")])
 def test_an_output_name_windows_cannot_hold_is_refused_before_any_work(tmp_path, monkeypatch, name, reason):
     """An output named with a time stamp from a script (isoformat's ':'), a '?' or a device name failed on Windows
     only when its temporary was made, after the network ran, as "internal error: OSError: [Errno 22] Invalid

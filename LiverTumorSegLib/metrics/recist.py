@@ -373,7 +373,10 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
     none given). RECIST 1.1 measures progression from the smallest sum on study, the baseline's included, and
     partial response from the baseline: PD is then judged from the smaller of the two (a sum of 50 -> 30 -> 40 mm
     is PD at the second follow-up, +33 % and +10 mm from the nadir, where from the baseline alone it read SD). A
-    nadir of 0 (every target gone at an earlier follow-up) makes any target measured again PD.
+    nadir of 0 (every target gone at an earlier follow-up) makes any target measured again PD: from 5 mm by the sum
+    rule; under 5 mm as RECIST 1.1 rules after a CR (any lesion that reappears is PD), which a sum alone cannot tell
+    from a PR (non-target lesions remaining), where a rise under 5 mm is not PD: the reason then says which category
+    that would give.
 
     ``baseline_sum_mm`` is None when the baseline has no target lesion; then the answer is PD (new lesion),
     CR (baseline lesions all gone), Non-CR/non-PD (non-target lesions persist, RECIST 1.1 Table 2) or NE (no
@@ -393,7 +396,8 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
     if nadir_sum_mm is not None and nadir_sum_mm < baseline_sum_mm:  # PD from the nadir, PR from the baseline
         if nadir_sum_mm <= 0:
             if followup_sum_mm > 0:
-                return "PD", text + "; target lesion(s) measured again after a nadir of 0 mm"
+                return "PD", text + "; target lesion(s) measured again after a nadir of 0 mm" + \
+                    _reappearance_text(relative, followup_sum_mm)
             text += "; nadir 0 mm"
         else:
             from_nadir = (followup_sum_mm - nadir_sum_mm) / nadir_sum_mm
@@ -410,6 +414,21 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
     if at_least(relative, RECIST_PD_CHANGE):  # up 20 % or more, but by under 5 mm: said, as it is not PD
         text += f"; up by {followup_sum_mm - baseline_sum_mm:.1f} mm, under the {RECIST_PD_ABSOLUTE_MM:g} mm PD needs"
     return "SD", text
+
+
+def _reappearance_text(relative: float, followup_sum_mm: float) -> str:
+    """What :func:`recist_response` adds to its PD reason for targets measured again after a nadir of 0 mm, when
+    their sum (``followup_sum_mm``, mm) is under :data:`RECIST_PD_ABSOLUTE_MM`: RECIST 1.1 (the EORTC RECIST
+    clarifications) calls a lesion that reappears PD without the sum rule only when that earlier follow-up was CR;
+    where non-target lesions remained there, PD needs +5 mm from the nadir, so the category would be the one the
+    baseline gives (``relative``: the change from the baseline, a fraction). A sum of 5 mm or more is PD by the
+    sum rule itself (from 0 mm any rise is over +20 %): nothing is added."""
+    if at_least(followup_sum_mm, RECIST_PD_ABSOLUTE_MM):
+        return ""
+    other = "PR" if at_most(relative, RECIST_PR_CHANGE) else "SD"
+    return (f" (PD as after a CR, where any lesion that reappears is PD; if non-target lesions remained at that "
+            f"follow-up, it was not CR, and RECIST 1.1 then needs a rise of {RECIST_PD_ABSOLUTE_MM:g} mm or more from "
+            f"the nadir: {followup_sum_mm:.1f} mm gives {other})")
 
 
 def percent_change_text(relative: float) -> str:

@@ -269,6 +269,22 @@ def test_recist_response_judges_progression_from_the_nadir_and_partial_response_
         assert "up by 4.5 mm from the nadir, under the 5 mm PD needs" in reason
 
 
+@pytest.mark.parametrize("follow, other", [(4.0, "PR"), (4.9, "PR"), (5.0, None), (6.0, None)])
+def test_a_target_back_after_a_nadir_of_0_mm_is_pd_and_under_5_mm_the_reason_says_what_a_pr_before_gives(follow,
+                                                                                                         other):
+    """Every target gone at an earlier follow-up (nadir 0 mm), one back at 4 mm: PD, RECIST 1.1's rule after a CR
+    (the EORTC clarifications: a lesion that reappears is PD only after a CR, else by the sum rule). If non-target
+    lesions remained there (PR, not CR), PD needs +5 mm from the nadir, and 50 -> 4 mm (-92 %) is PR: the reason
+    said only 'measured again after a nadir of 0 mm'. From 5 mm the sum rule itself gives PD: nothing added."""
+    response, reason = recist_response(50.0, follow, False, 3, 3, 0.0)
+    assert response == "PD" and "measured again after a nadir of 0 mm" in reason
+    if other is None:
+        assert reason.endswith("measured again after a nadir of 0 mm")
+    else:
+        assert reason.endswith(f"needs a rise of 5 mm or more from the nadir: {follow:.1f} mm gives {other})")
+        assert "PD as after a CR" in reason
+
+
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_voxels_by_slice_are_the_rows_a_selection_per_slice_gives(axis):
     # lesion_axes groups a lesion's voxels by axial slice with one sort (a selection per slice read all of a

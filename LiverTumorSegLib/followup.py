@@ -40,7 +40,7 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    and a follow-up lesion that shares voxels with a target and a non-target is named in a warning, with how it
    was counted. A new lesion counts for PD when its long axis is at least
    ``min_new_lesion_mm`` (default 5 mm; smaller ones are listed with ``"unequivocal": false`` and neither make PD
-   nor prevent CR). A target still present counts its measured long axis, also under 5 mm (RECIST 1.1 4.3.2:
+   nor prevent CR; the response reason names them). A target still present counts its measured long axis, also under 5 mm (RECIST 1.1 4.3.2:
    "actual measurements ... even when very small"; a segmentation always gives one); when counting such a
    target as 5 mm (the default for a lesion a reader judges "too small to measure") would give another
    category, the reason says so. A target not assessed (outside the follow-up scan) makes the response NE
@@ -812,6 +812,20 @@ def _mixed_lesion_warnings(entries: Sequence[Dict[str, Any]], links: LesionLinks
     return out
 
 
+def _equivocal_new_text(entries: Sequence[Dict[str, Any]], response: str, min_new_lesion_mm: float) -> str:
+    """What the response reason adds when new lesions under ``min_new_lesion_mm`` (mm; equivocal, not counted) lie
+    beside a response other than PD: a CR read 'all lesions disappeared' beside a 4 mm follow-up lesion (the RECIST
+    audit). RECIST 1.1: a new lesion a later scan confirms makes PD dated from the scan that first showed it."""
+    from .inference.lesion_report import listed_lesions_text
+
+    rows = [str(e["number"]) for e in entries if e["status"] == "new" and e.get("unequivocal") is False]
+    if not rows or response == "PD":
+        return ""
+    return (f"; new lesion(s) in row(s) {listed_lesions_text(rows, 'unequivocal false in the rows')} are under "
+            f"{min_new_lesion_mm:g} mm: equivocal, not counted (RECIST 1.1: if a later scan confirms one, PD dates "
+            f"from this scan)")
+
+
 def check_min_new_lesion_mm(value: Any, name: str = "min_new_lesion_mm") -> float:
     """``value`` as a float when it is a finite number >= 0 (mm), else InputError naming ``name`` (``nan < 0`` is
     False: a NaN threshold let no new lesion make PD)."""
@@ -1001,6 +1015,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
             "the comparison's rows")
             + " grew by 20 % and 5 mm or more: RECIST 1.1 calls PD for unequivocal progression of non-target "
               "lesions, a reader's judgement this program does not make; the response above does not include it")
+    reason += _equivocal_new_text(entries, response, min_new_lesion_mm)
     counts = {s: sum(1 for e in entries if e["status"] == s) for s in STATUSES}
     change = None if base_sum is None or follow_sum is None else follow_sum - base_sum
     return {

@@ -344,6 +344,10 @@ def test_recist_rules_a_radiologist_applies_at_follow_up():
     change = compare_followup(CTVolume(base, g), CTVolume(gone, g), alignment="none")
     assert [e["unequivocal"] for e in change["lesions"] if e["status"] == "new"] == [False]
     assert change["response"] == "CR"
+    # the reason named it: 'all lesions disappeared' stood beside a lesion in the follow-up
+    assert change["response_reason"] == ("all lesions disappeared; new lesion(s) in row(s) 3 are under 5 mm: "
+                                         "equivocal, not counted (RECIST 1.1: if a later scan confirms one, PD "
+                                         "dates from this scan)")
 
     satellite = np.ones_like(base)
     satellite[2:4, 5:19, 5:9] = 2                # target 1 shrinks to 14 x 4 mm ...

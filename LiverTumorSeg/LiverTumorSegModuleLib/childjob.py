@@ -19,14 +19,6 @@ from . import childprocess
 DONE, FAILED, CANCELLED = "done", "failed", "cancelled"  # an outcome's ``kind``
 
 
-def require_in_scene(scene: Any, nodes: Any, message: str) -> None:
-    """Raise InputError(``message``) when any of ``nodes`` left ``scene`` while the child ran: a result linked to a
-    removed node would be lost without a word."""
-    if not all(scene.IsNodePresent(node) for node in nodes):
-        from LiverTumorSegLib.errors import InputError
-        raise InputError(message)
-
-
 def require_scene_node(scene: Any, node: Any, class_name: str, what: str) -> None:
     """InputError, before any work, when ``node`` (None is left to the caller) is not a ``class_name`` MRML node
     (subclasses count) in ``scene``. ``what``: the argument as the message names it ("the CT", "the segmentation"). A
@@ -221,6 +213,14 @@ class ChildJob:
     outcome_class: Any = None
     """The subclass's outcome type, called as ``outcome_class(kind, ..., error=, details=, seconds=)``."""
 
+    WHAT = "The child process"
+    """How the subclass's messages name its child ("The segmentation process")."""
+
+    def _removed_input_text(self) -> str:
+        """'' while every node the child's result is for is in the scene; else what the outcome says of the one the
+        user removed (its result can no longer be used: :meth:`poll` then stops the child at once)."""
+        return ""
+
     # -- shared --
     def _cancelled_outcome(self) -> Any:
         return self.outcome_class(CANCELLED, seconds=self.elapsed_seconds())
@@ -312,7 +312,8 @@ class ChildJob:
         if self._cancelled:  # by a progress callback (or in events it processed): the child was killed, not ended
             return self.poll()
         if self._runner.is_running():
-            return None
+            removed = self._removed_input_text()
+            return self._stopped_for_removed_input(removed) if removed else None
         self._read_messages()
         if self._cancelled:
             return self.poll()
@@ -320,6 +321,17 @@ class ChildJob:
             self._outcome = self._finish()
         finally:
             self._remove_temporary_files()
+        return self._outcome
+
+    def _stopped_for_removed_input(self, removed: str) -> Any:
+        """Kill the running child whose CT or segmentation the user removed (``removed``: what to say of it) and return
+        the failed outcome: the child ran on for minutes, its result then refused, while the panel still read
+        "Cancel" and the GPU or CPU stayed busy for nothing."""
+        from LiverTumorSegLib.errors import InputError
+
+        self._runner.kill()
+        self._remove_temporary_files()
+        self._outcome = self.failed_outcome(InputError(f"{self.WHAT} was stopped: {removed[:1].lower()}{removed[1:]}"))
         return self._outcome
 
     def wait(self, timeout_s: Optional[float] = None, poll_interval_s: float = 0.1) -> Any:

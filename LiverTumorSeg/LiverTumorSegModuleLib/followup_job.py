@@ -14,7 +14,7 @@ from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 from LiverTumorSegLib.followup import check_nadir_sum_mm
 
 from . import panel_text
-from .childjob import (DONE, ChildJob, check_shown_in_scratch_scene, last_error_line, require_in_scene,
+from .childjob import (DONE, ChildJob, check_shown_in_scratch_scene, last_error_line,
                        require_node_of_class, require_scene_node, reusable_table)
 from .job import hand_over_segmentation, require_made_on
 from .measure_job import changed_segment_names, segment_grids, segments_state
@@ -100,6 +100,7 @@ class FollowupJob(ChildJob):
     :class:`~.childjob.ChildJob`."""
 
     outcome_class = FollowupOutcome
+    WHAT = "The follow-up process"  # how its messages name the child
 
     def __init__(self, scene: Any, baseline_segmentation: Any, baseline_volume: Any, followup_segmentation: Any,
                  followup_volume: Any, runner: Any, python: str, library_root: str, align_on_ct: bool = True,
@@ -164,6 +165,11 @@ class FollowupJob(ChildJob):
                 warnings.append(text)
         return warnings
 
+    def _removed_input_text(self) -> str:
+        if all(self._scene.IsNodePresent(node) for node in self._nodes):
+            return ""
+        return "A segmentation or CT was removed from the scene while it was compared; no change table was made."
+
     def _prepare(self) -> List[str]:
         base_labels, base_ct = self._hand_over(self._nodes[0], self._nodes[1], "baseline")
         follow_labels, follow_ct = self._hand_over(self._nodes[2], self._nodes[3], "followup")
@@ -183,8 +189,9 @@ class FollowupJob(ChildJob):
         check_change_report(change)  # before a table is made or refilled
         change["warnings"] = self._edited_warnings() + self._left_out + [self._panel_text(w)
                                                                          for w in change.get("warnings", [])]
-        require_in_scene(self._scene, self._nodes, "A segmentation or CT was removed from the scene while it was "
-                         "compared; no change table was made.")
+        removed = self._removed_input_text()
+        if removed:
+            raise InputError(removed)
         baseline, followup = self._nodes[0], self._nodes[2]
         # refilled only for the same pair and while it is in the scene
         reuse = reusable_table(self._scene, self._table_node,  # a reloaded scene's table for this pair too

@@ -574,9 +574,9 @@ class SegmentationJob(ChildJob):
             probabilities = self._read_child_volume(probability_path, "tumor probability map")
         # Everything is read and checked: only now is the user's scene changed. Nodes deleted while the child ran
         # are not written into (a result put in a node outside the scene would be lost without a word).
-        if not self._scene.IsNodePresent(self._input):
-            raise InputError(f"The CT '{self._input.GetName()}' was removed from the scene while it was segmented; "
-                             f"the result was not loaded. Load the CT and segment it again.")
+        removed = self._removed_input_text()
+        if removed:
+            raise InputError(removed)
         self._check_grid_unchanged()
         present = [node if node is not None and self._scene.IsNodePresent(node) else None
                    for node in (self._segmentation_node, self._table_node)]
@@ -618,6 +618,14 @@ class SegmentationJob(ChildJob):
         mrml.set_lesion_table_warnings(table_node, warnings)  # in the panel's words, shown again after a reload
         return SegmentationOutcome(DONE, segmentation_node, table_node, report, seconds=seconds,
                                    probability_node=probability_node, device=self._done.device, warnings=warnings)
+
+    def _removed_input_text(self) -> str:
+        """What the outcome says when the CT was removed from the scene during the run ('' while it is there); an
+        output segmentation, table or map removed then is no reason to stop: the result goes into new ones."""
+        if self._scene.IsNodePresent(self._input):
+            return ""
+        return (f"The CT '{self._input.GetName()}' was removed from the scene while it was segmented; the result was "
+                f"not loaded. Load the CT and segment it again.")
 
     def _split_offs_still_there(self, segmentation_node: Any) -> List[str]:
         """The pieces split off the earlier result that were in the node when the run started (and the panel named)

@@ -16,7 +16,7 @@ from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import panel_text
-from .childjob import (ChildJob, last_error_line, require_in_scene, require_node_of_class, require_scene_node,
+from .childjob import (ChildJob, last_error_line, require_node_of_class, require_scene_node,
                        reusable_table)
 from .job import (DONE, SegmentationOutcome, check_lesion_report, hand_over_segmentation, require_ct_volume,
                   require_made_on, same_grid, volume_grid, voxels_state, write_temporary_ct)
@@ -126,6 +126,12 @@ class MeasureJob(ChildJob):
                          f"measured (a transform, origin, spacing or size); the lesion table was not changed, since "
                          f"its positions lie where the lesions were. Update the lesion table again.")
 
+    def _removed_input_text(self) -> str:
+        if all(self._scene.IsNodePresent(node) for node in (self._segmentation, self._volume)):
+            return ""
+        return "The segmentation or its CT was removed from the scene while it was measured; the lesion table was not " \
+               "changed."
+
     def _prepare(self) -> List[str]:
         # read strictly at the start: a segmentation under a non-linear transform is refused here with what to do
         # (harden it), as a segmentation run refuses it; read leniently, it ran to the end and was then reported as
@@ -148,8 +154,9 @@ class MeasureJob(ChildJob):
             message = panel_text.error_text(last_error_line(stderr), self.ct_path, self._volume.GetName())
             return self._exit_failure(code, stderr, MeasureProcessError, self.WHAT, message)
         check_lesion_report(report, self.WHAT)  # before the table (and the axes drawn for its rows) is touched
-        require_in_scene(self._scene, (self._segmentation, self._volume), "The segmentation or its CT was removed "
-                         "from the scene while it was measured; the lesion table was not changed.")
+        removed = self._removed_input_text()
+        if removed:
+            raise InputError(removed)
         self._check_placement_unchanged()
         reuse = reusable_table(self._scene, self._table_node,
                                lambda table: mrml.lesion_table_owned_by(table, self._segmentation),

@@ -374,6 +374,54 @@ def test_logic_cleanup_stops_the_timer_and_kills_the_child(module, tmp_path):
     assert _ended_within(pid, 2.0) and list(module.temp.iterdir()) == []
 
 
+def _sleeping_runner():
+    """A process runner whose child never ends by itself (``time.sleep``), for the measure and compare runs: what a
+    long run is while the user goes on working in the scene."""
+    from LiverTumorSegModuleLib import childprocess
+
+    runner = childprocess.SubprocessRunner()
+    start = runner.start
+    runner.start = lambda program, args, env=None: start(sys.executable, ["-c", "import time; time.sleep(120)"], env)
+    return runner
+
+
+@pytest.mark.parametrize("kind", ["segment", "measure", "compare"])
+def test_a_run_whose_ct_is_removed_stops_its_child_at_once_and_says_so(module, tmp_path, kind):
+    """The user deleted the CT (Data module) while its run went on: the child ran on to its end (minutes of CPU or GPU
+    for a segmentation, the panel reading "Cancel" all that time), and only then was its result refused. It is now
+    stopped at the next poll, and the outcome says why; the scene gets no node."""
+    from LiverTumorSegLib.phantom import make_phantom
+    from mrml_helpers import add_volume_node
+
+    phantom = make_phantom((6, 24, 24), (2.0, 2.0, 4.0))
+    ct = add_volume_node(module.scene, phantom.ct.array, phantom.ct.geometry, "doomed CT")
+    segmentation = module.mrml.labels_to_segmentation_node(module.scene, phantom.labels, phantom.ct.geometry,
+                                                           reference_volume_node=ct)
+    outcomes = []
+    if kind == "segment":
+        logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "hang"), python=sys.executable)
+        running = logic.process(ct, None, "m.safetensors", "cpu", waitForCompletion=False, onFinished=outcomes.append,
+                                showIn3D=False)
+    else:
+        logic = module.m.LiverTumorSegLogic(runnerFactory=_sleeping_runner, python=sys.executable)
+        running = (logic.measureSegmentation(segmentation, ct, waitForCompletion=False, onFinished=outcomes.append)
+                   if kind == "measure" else
+                   logic.compareWithBaseline(segmentation, ct, segmentation, ct, waitForCompletion=False,
+                                             onFinished=outcomes.append))
+    timer, pid = FakeTimer.instances[-1], running.child_pid
+    timer.fire()
+    assert outcomes == [] and process_alive(pid)  # running
+    module.scene.RemoveNode(ct)
+    before = module.scene.GetNumberOfNodes()
+    timer.fire()
+    assert [o.kind for o in outcomes] == ["failed"] and not timer.active
+    what = {"segment": "segmentation", "measure": "measuring", "compare": "follow-up"}[kind]
+    assert str(outcomes[0].error).startswith(f"The {what} process was stopped: ")
+    assert "removed from the scene while it was" in str(outcomes[0].error)
+    assert _ended_within(pid, 2.0) and list(module.temp.iterdir()) == []
+    assert module.scene.GetNumberOfNodes() == before
+
+
 def test_a_second_run_of_one_kind_tells_the_first_runs_callback_it_was_cancelled(module, tmp_path):
     """A script that started a run with onFinished and then another (another CT) before the first ended: the first
     child was killed, but its onFinished was never called, so the script waited for it for ever. The first run's

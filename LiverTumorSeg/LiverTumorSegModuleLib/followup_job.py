@@ -16,7 +16,7 @@ from LiverTumorSegLib.followup import check_nadir_sum_mm
 from . import panel_text
 from .childjob import (DONE, ChildJob, check_shown_in_scratch_scene, last_error_line,
                        require_node_of_class, require_scene_node, reusable_table)
-from .job import hand_over_segmentation, require_made_on
+from .job import hand_over_segmentation, require_made_on, same_grid, volume_grid, voxels_state
 from .measure_job import changed_segment_names, segment_grids, segments_state
 
 
@@ -133,6 +133,7 @@ class FollowupJob(ChildJob):
         # each segmentation's segments_state as handed over, with their grids: an edit while the child runs is not in
         # the change table
         self._handed_over = []  # type: List[Any]
+        self._cts_handed_over = []  # type: List[Any]  # (CT node, its voxels_state, its world grid) as handed over
 
     def _panel_text(self, text: str) -> str:
         """A child's error or warning in the panel's words, with the CTs named as volumes instead of the
@@ -149,8 +150,29 @@ class FollowupJob(ChildJob):
             self._left_out.append(left_out)
         grids = segment_grids(segmentation)
         self._handed_over.append((segmentation, grids, segments_state(segmentation, grids)))
-        return hand_over_segmentation(segmentation, volume, self._path(f"{tag}_labels.nii"),
-                                      self._path(f"{tag}_ct.nii"))
+        paths = hand_over_segmentation(segmentation, volume, self._path(f"{tag}_labels.nii"),
+                                       self._path(f"{tag}_ct.nii"))
+        self._cts_handed_over.append((volume, voxels_state(volume), volume_grid(volume)))  # after the hand-over
+        return paths
+
+    def _ct_changed_warnings(self) -> List[str]:
+        """One warning per CT whose voxels or world grid (a transform, origin, spacing or size) were changed since it
+        was handed over (the same node given as both CTs is named once): the change table compares the CTs as they
+        were, while the segment and measure runs said so and this one did not."""
+        warnings = []  # type: List[str]
+        for volume, voxels, (geometry, shape) in self._cts_handed_over:
+            try:
+                now_geometry, now_shape = volume_grid(volume)
+            except InputError:  # its image data was taken away
+                now_geometry, now_shape = None, None
+            if voxels_state(volume) == voxels and same_grid(now_geometry, now_shape, geometry, shape):
+                continue
+            text = (f"The CT '{volume.GetName()}' was changed (its voxels, or its transform, origin, spacing or size) "
+                    f"while it was compared; the change table compares the CTs as they were when 'Compare' was "
+                    f"clicked. Compare again to compare them as they are now.")
+            if text not in warnings:
+                warnings.append(text)
+        return warnings
 
     def _edited_warnings(self) -> List[str]:
         """One warning per segmentation whose segments were edited, added, removed or renamed since they were
@@ -187,7 +209,7 @@ class FollowupJob(ChildJob):
             return self._exit_failure(code, stderr, FollowupProcessError, "The follow-up process",
                                       message=self._panel_text(last_error_line(stderr)))
         check_change_report(change)  # before a table is made or refilled
-        change["warnings"] = self._edited_warnings() + self._left_out + [self._panel_text(w)
+        change["warnings"] = self._ct_changed_warnings() + self._edited_warnings() + self._left_out + [self._panel_text(w)
                                                                          for w in change.get("warnings", [])]
         removed = self._removed_input_text()
         if removed:

@@ -342,6 +342,30 @@ def test_segments_edited_while_they_are_compared_get_a_warning_that_the_table_co
     assert "Warning: The segment(s) ['Liver tumor']" in module.m.panel_text.comparison_text(outcome.change)
 
 
+def test_a_ct_changed_while_it_is_compared_gets_a_warning_that_the_table_compares_it_as_it_was(module):
+    """Segmenting and 'Update lesion table' warn when the CT's voxels change while the child runs, and refuse a CT
+    moved meanwhile; a comparison said nothing of a CT whose voxels were replaced or whose spacing was edited (Volume
+    Information) while it ran: the change table's mm and mL were silently those of the CT as it was."""
+    import slicer
+
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
+                        noise_hu=5.0)
+    volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    other_volume, other = _ct_and_segmentation(module.scene, module.mrml, base, "follow-up")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: _change_writing_runner(_CHANGE), python=sys.executable)
+    untouched, _ = logic.compareWithBaseline(segmentation, volume, other, other_volume)
+    assert not [w for w in untouched["warnings"] if "while it was compared" in w]
+    running = logic.compareWithBaseline(segmentation, volume, other, other_volume, waitForCompletion=False)
+    slicer.util.arrayFromVolume(volume)[:] += 10  # the voxels edited in place ...
+    volume.GetImageData().Modified()
+    other_volume.SetSpacing(1.0, 1.0, 4.0)  # ... and the other CT's spacing edited
+    outcome = running.wait(timeout_s=60)
+    assert outcome.kind == "done" and outcome.change["warnings"][:2] == [
+        f"The CT '{name}' was changed (its voxels, or its transform, origin, spacing or size) while it was compared; "
+        f"the change table compares the CTs as they were when 'Compare' was clicked. Compare again to compare them as "
+        f"they are now." for name in ("baseline CT", "follow-up CT")]
+
+
 def test_a_change_report_that_cannot_be_shown_is_refused_before_a_table_is_made(module):
     """A change.json without its alignment (a child of another library version) made a change table and ended
     'done'; the panel's response text then raised KeyError in the timer's slot, a traceback in Slicer's console and

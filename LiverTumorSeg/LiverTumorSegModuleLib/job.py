@@ -389,6 +389,12 @@ def voxels_state(volume_node: Any) -> Any:
     return None if image is None else (image.GetAddressAsString("vtkImageData"), image.GetMTime())
 
 
+def segment_look(segment: Any) -> tuple:
+    """A ``vtkSegment``'s colour ((r, g, b), 0..1) and terminology tag: what a reader sets in Segment Editor besides
+    its voxels and name (a tumor typed as "Hepatocellular carcinoma"), and what a run resets to its own."""
+    return tuple(round(float(c), 6) for c in segment.GetColor()), mrml.segment_terminology_tag(segment)
+
+
 def same_grid(geometry: Any, shape_zyx: Any, other_geometry: Any, other_shape_zyx: Any) -> bool:
     """Whether two ``(geometry, (z, y, x) shape)`` grids are one (within ``LiverTumorSegLib.io.GEOMETRY_TOLERANCE``);
     a missing geometry (None) is no grid."""
@@ -445,6 +451,8 @@ class SegmentationJob(ChildJob):
         self._split_offs = mrml.split_off_segments(segmentation_node)
         # what the user agreed to replace, as it was: an edit of these segments during the run is the user's work
         self._names_at_start = {i: segmentation_node.GetSegmentation().GetSegment(i).GetName()
+                                for i in self._replaceable}
+        self._looks_at_start = {i: segment_look(segmentation_node.GetSegmentation().GetSegment(i))
                                 for i in self._replaceable}
         self._voxels_of_segments = {i: (mrml.segment_voxels_fingerprint(segmentation_node, i),
                                         mrml.segment_grid(segmentation_node, i))
@@ -639,8 +647,9 @@ class SegmentationJob(ChildJob):
     def _segments_edited_during_run(self, segmentation_node: Any) -> List[str]:
         """Names of the segments the run would replace (the Liver / Liver tumor segments and the pieces split off
         them, as they were when Segment was clicked) whose voxels were edited while the child ran, or which were
-        renamed then (a split-off piece renamed is the user's and kept anyway): the question before the run did not
-        cover those edits, and replacing the segments lost them without a word. The result then goes into a new
+        renamed or given another colour or terminology then (:func:`segment_look`; a split-off piece renamed is the
+        user's and kept anyway): the question before the run did not cover those edits, and replacing the segments
+        lost them without a word. The result then goes into a new
         segmentation."""
         if segmentation_node is None:
             return []
@@ -651,7 +660,8 @@ class SegmentationJob(ChildJob):
             if segment is None:  # deleted meanwhile: nothing of it is lost
                 continue
             renamed = segment_id in self._names_at_start and segment.GetName() != self._names_at_start[segment_id]
-            if renamed or mrml.segment_voxels_fingerprint(segmentation_node, segment_id, grid) != voxels:
+            restyled = segment_id in self._looks_at_start and segment_look(segment) != self._looks_at_start[segment_id]
+            if renamed or restyled or mrml.segment_voxels_fingerprint(segmentation_node, segment_id, grid) != voxels:
                 edited.append(segment.GetName())
         return edited
 

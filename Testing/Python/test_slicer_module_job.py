@@ -1138,6 +1138,30 @@ def test_segments_edited_or_renamed_during_the_run_are_kept_and_the_result_goes_
     assert not any("edited or renamed" in w for w in done.warnings)
 
 
+def test_a_segments_colour_or_terminology_set_during_the_run_is_kept_and_the_result_goes_into_a_new_segmentation(fake):
+    """A reader who typed the tumor as "Hepatocellular carcinoma" (Segment Editor's terminology) or recoloured it while
+    the re-run went on had it reset to the module's "Neoplasm" and colour without a word, though voxel edits and
+    renames made then are kept. Such a segment is now kept as it is too, and the result goes into a new
+    segmentation."""
+    first = fake.job().start().wait(timeout_s=60)
+    assert first.kind == job.DONE, first.details
+    seg = first.segmentation_node
+    tumor = seg.GetSegmentation().GetSegment("livertumorseg_tumor")
+    hcc = ("Segmentation category and type - DICOM master list~SCT^49755003^Morphologically Altered Structure~"
+           "SCT^25370001^Hepatocellular carcinoma~^^~Anatomic codes - DICOM master list~SCT^10200004^Liver~^^")
+    for edit in (lambda: tumor.SetTag(tumor.GetTerminologyEntryTagName(), hcc), lambda: tumor.SetColor(1.0, 0.0, 0.0)):
+        running = fake.job(segmentation_node=seg, table_node=first.table_node).start()
+        edit()
+        outcome = running.wait(timeout_s=60)
+        assert outcome.kind == job.DONE and outcome.segmentation_node is not seg
+        assert outcome.warnings[0].startswith("The segment(s) ['Liver tumor'] of 'CT liver segmentation' were edited")
+        assert fake.mrml.segment_terminology_tag(tumor) == hcc  # the reader's, kept
+    assert tumor.GetColor() == (1.0, 0.0, 0.0)
+    # left alone: replaced in place, as agreed before the run
+    again = fake.job(segmentation_node=outcome.segmentation_node).start().wait(timeout_s=60)
+    assert again.kind == job.DONE and again.segmentation_node is outcome.segmentation_node
+
+
 def test_the_child_stops_when_slicer_has_ended():
     """A crash of Slicer left its child segmenting for minutes: the child watches this process (parent_watch)."""
     from LiverTumorSegLib.parent_watch import PARENT_VARIABLE

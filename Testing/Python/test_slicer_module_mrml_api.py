@@ -87,7 +87,7 @@ CHECKED_IN_SLICER_5_6: Dict[str, str] = {
     **dict.fromkeys(("GetSegment", "GetSegmentIDs", "GetNumberOfSegments", "GetNthSegmentID", "AddSegment",
                      "RemoveSegment", "SeparateSegmentLabelmap", "SetConversionParameter"), "fork2022"),
     # vtkSegment (also SetName, GetName, SetColor above)
-    **dict.fromkeys(("SetTag", "GetTag", "GetTerminologyEntryTagName", "GetRepresentation",
+    **dict.fromkeys(("SetTag", "GetTag", "GetTerminologyEntryTagName", "GetRepresentation", "GetColor",
                      "AddRepresentation", "SetLabelValue", "GetLabelValue"), "old"),
     # vtkSegmentationConverter, vtkOrientedImageData(Resample)
     **dict.fromkeys(("GetBinaryLabelmapRepresentationName", "GetClosedSurfaceRepresentationName",

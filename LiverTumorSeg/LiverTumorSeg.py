@@ -746,13 +746,21 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onCompareFinished(self, outcome) -> None:
         c = self.compare
+        compared = getattr(self._comparison, "nodes", None)  # the job's (baseline, its CT, follow-up, its CT)
         closedByScene = self._closedByScene(self._comparison)
         self._comparison = None
         c["button"].text = "Compare"
         if outcome.kind == job.DONE:
             self._summaryTable = outcome.table_node  # the run's own lines follow, not the table's attributes
             self.showChangeTable(outcome.table_node)
-            c["result"].text = panel_text.comparison_text(outcome.change)  # with every warning
+            text = panel_text.comparison_text(outcome.change)  # with every warning
+            selected = [c[key].currentNode() for key in COMPARE_PARAMETERS[:4]] if compared else []
+            if compared and any(node is not chosen for node, chosen in zip(compared, selected)):
+                # another pair was chosen while it ran: say whose response this is
+                text = "\n".join([panel_text.comparison_not_selected_text(
+                    [node.GetName() for node in compared],
+                    outcome.table_node.GetName() if outcome.table_node is not None else "?"), text])
+            c["result"].text = text
             if self._parameterNode:  # saved with the scene
                 self._parameterNode.changeTable = outcome.table_node
         elif outcome.kind == job.CANCELLED:

@@ -135,6 +135,11 @@ class FollowupJob(ChildJob):
         self._handed_over = []  # type: List[Any]
         self._cts_handed_over = []  # type: List[Any]  # (CT node, its voxels_state, its world grid) as handed over
 
+    @property
+    def nodes(self) -> tuple:
+        """The compared nodes: (baseline segmentation, baseline CT, follow-up segmentation, follow-up CT)."""
+        return self._nodes
+
     def _panel_text(self, text: str) -> str:
         """A child's error or warning in the panel's words, with the CTs named as volumes instead of the
         (temporary) files they were handed over as."""

@@ -334,6 +334,16 @@ def not_selected_text(ct_name: str, segmentation_name: str, table_name: str) -> 
             f"'{segmentation_name}' and the table '{table_name}'.")
 
 
+def comparison_not_selected_text(names: Sequence[str], table_name: str) -> str:
+    """The line above the response of a comparison whose segmentations or CTs are no longer the ones the compare
+    section shows (another pair chosen while it ran): ``names`` are the compared baseline segmentation, baseline CT,
+    follow-up segmentation and follow-up CT. The response otherwise stood under the newly chosen pair as if it were
+    theirs."""
+    baseline, baseline_ct, followup, followup_ct = names
+    return (f"Comparison of '{baseline}' (on '{baseline_ct}') with '{followup}' (on '{followup_ct}'), which are no "
+            f"longer the selected segmentations and CTs: see the table '{table_name}'.")
+
+
 def replace_question(segmentation_name: str, split_off_names: Sequence[str] = (), has_segments: bool = True,
                      segment_names: Sequence[str] = (), edited_names: Sequence[str] = ()) -> str:
     """The confirmation before a run writes into a segmentation that already has Liver / Liver tumor segments, or

@@ -467,3 +467,55 @@ def test_compare_reads_the_nadir_field_and_refuses_a_wrong_one_before_anything_s
     widget.onCompareButton()
     assert calls == [] and len(errors) == 1 and "'twelve' is not a sum of diameters in mm" in errors[0]
     assert widget.compare["result"].text == errors[0]
+
+
+def test_a_comparison_whose_pair_was_changed_while_it_ran_says_whose_response_it_is(module, monkeypatch):
+    """The reader chose the next patient's segmentations in the compare section while a comparison ran: its response
+    ("RECIST 1.1 response: PD ...") then stood under the newly chosen pair as if it were theirs. It now begins by naming
+    the pair it compares (as a segment run whose CT is no longer the input does); a pair left as it was reads as
+    before."""
+    import types
+
+    from test_slicer_module_logic import FakeTimer
+
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
+                        noise_hu=5.0)
+    first = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    second = _ct_and_segmentation(module.scene, module.mrml, base, "follow-up")
+    first[1].SetName("Baseline segmentation")
+    second[1].SetName("Follow-up segmentation")
+    widget = module.m.LiverTumorSegWidget()
+
+    class Field(types.SimpleNamespace):
+        def currentNode(self):
+            return self.node
+
+        def setMRMLTableNode(self, table):
+            self.node = table
+
+        def mrmlTableNode(self):
+            return self.node
+
+    widget.compare = {"baselineSegmentation": Field(node=first[1]), "baselineVolume": Field(node=first[0]),
+                      "followupSegmentation": Field(node=second[1]), "followupVolume": Field(node=second[0]),
+                      "alignOnCT": Field(checked=True), "nadirSumMm": Field(text=""), "button": Field(text="Compare"),
+                      "result": Field(text=""), "table": Field(node=None)}
+    widget._parameterNode = None
+    widget.dependenciesReady = lambda: True
+    widget.logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: _change_writing_runner(_CHANGE),
+                                               python=sys.executable)
+    for choose_another_pair in (False, True):
+        widget.onCompareButton()
+        running = widget._comparison
+        if choose_another_pair:  # the next patient's pair, chosen while the child runs
+            widget.compare["baselineSegmentation"].node, widget.compare["followupSegmentation"].node = second[1], first[1]
+        while widget._comparison is not None:
+            running._runner.wait(0.2)
+            FakeTimer.instances[-1].fire()
+        lines = widget.compare["result"].text.splitlines()
+        if not choose_another_pair:
+            assert lines[0].startswith("RECIST 1.1 response: SD")
+    assert lines[0] == ("Comparison of 'Baseline segmentation' (on 'baseline CT') with 'Follow-up segmentation' (on "
+                        "'follow-up CT'), which are no longer the selected segmentations and CTs: see the table "
+                        "'Lesion follow-up'.")
+    assert lines[1].startswith("RECIST 1.1 response: SD")

@@ -129,6 +129,11 @@ def _fire_until(timer, done, timeout_s=30.0):
         time.sleep(0.02)
 
 
+# how long a killed child may take to be gone: a bound that only a child left running reaches. Kill is SIGKILL and
+# waits for the child, so it is gone at once; 2 s could run out on a slow, busy CI machine.
+KILLED_WITHIN_S = 60.0
+
+
 def _ended_within(pid, timeout_s):
     """Whether process ``pid`` has ended within ``timeout_s`` seconds."""
     deadline = time.monotonic() + timeout_s
@@ -371,7 +376,7 @@ def test_logic_cleanup_stops_the_timer_and_kills_the_child(module, tmp_path):
     pid = running.child_pid
     logic.cleanup()  # what the widget's cleanup() and Reload call
     assert not timer.active and running.finished is False and running.poll().kind == "cancelled"
-    assert _ended_within(pid, 2.0) and list(module.temp.iterdir()) == []
+    assert _ended_within(pid, KILLED_WITHIN_S) and list(module.temp.iterdir()) == []
 
 
 def _sleeping_runner():
@@ -434,7 +439,7 @@ def test_a_second_run_of_one_kind_tells_the_first_runs_callback_it_was_cancelled
     logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", waitForCompletion=False,
                   onFinished=second.append, showIn3D=False)
     assert [o.kind for o in first] == ["cancelled"] and second == []
-    assert _ended_within(pid, 2.0)
+    assert _ended_within(pid, KILLED_WITHIN_S)
     logic.cleanup()
     for timer in FakeTimer.instances:
         timer.fire()
@@ -461,7 +466,7 @@ def test_a_run_started_while_a_waited_run_delivers_progress_stays_the_logics_run
     assert job_ is run and timer is FakeTimer.instances[-1] and timer.active
     pid = run.child_pid
     logic.cleanup()  # Reload or closing Slicer
-    assert _ended_within(pid, 2.0) and list(module.temp.iterdir()) == []
+    assert _ended_within(pid, KILLED_WITHIN_S) and list(module.temp.iterdir()) == []
 
 
 def test_a_run_started_while_a_polled_run_delivers_progress_stays_the_logics_run(module, tmp_path):
@@ -488,7 +493,7 @@ def test_a_run_started_while_a_polled_run_delivers_progress_stays_the_logics_run
     assert process_alive(run.child_pid) and not run.finished
     pid = run.child_pid
     logic.cleanup()
-    assert _ended_within(pid, 2.0) and len(first) == 1 and second == []
+    assert _ended_within(pid, KILLED_WITHIN_S) and len(first) == 1 and second == []
 
 
 def test_a_cleanup_while_a_polled_run_delivers_progress_tells_no_one(module, tmp_path):
@@ -509,7 +514,7 @@ def test_a_cleanup_while_a_polled_run_delivers_progress_tells_no_one(module, tmp
     pid = running.child_pid
     _fire_until(timer, lambda: cleaned)
     assert cleaned and outcomes == [] and not timer.active and logic._runs == {}
-    assert _ended_within(pid, 2.0)
+    assert _ended_within(pid, KILLED_WITHIN_S)
 
 
 def test_a_run_that_ended_leaves_nothing_of_its_ct_held_by_the_logic(module, tmp_path):
@@ -603,10 +608,18 @@ def test_logic_runs_the_real_child_and_matches_the_cli_voxel_for_voxel(module, s
     assert list(module.temp.iterdir()) == []
 
 
-def test_logic_cancel_in_the_network_stage_ends_the_real_child_within_two_seconds(module, sample):
+def test_logic_cancel_in_the_network_stage_ends_the_real_child_at_once(module, sample):
+    import signal
+
     from LiverTumorSegModuleLib import childprocess
     before = module.scene.GetNumberOfNodes()
-    logic = module.m.LiverTumorSegLogic(runnerFactory=childprocess.SubprocessRunner, python=sys.executable)
+    runners = []
+
+    def runner_factory():
+        runners.append(childprocess.SubprocessRunner())
+        return runners[-1]
+
+    logic = module.m.LiverTumorSegLogic(runnerFactory=runner_factory, python=sys.executable)
     stages, outcomes = [], []
     running = logic.process(sample.node, None, sample.model, "cpu", progress=lambda f, s: stages.append(s),
                             waitForCompletion=False, onFinished=outcomes.append)
@@ -617,12 +630,11 @@ def test_logic_cancel_in_the_network_stage_ends_the_real_child_within_two_second
         time.sleep(0.02)
     assert "network" in stages and not outcomes
     pid = running.child_pid
-    started = time.monotonic()
     running.cancel()
     timer.fire()
-    while process_alive(pid) and time.monotonic() - started < 5:
-        time.sleep(0.01)
-    assert time.monotonic() - started < 2.0 and not process_alive(pid)
+    # killed at once (SIGKILL), not asked to stop and left to end its network stage (a bound of 2 s on the cancel
+    # could fail on a slow, busy CI machine)
+    assert _ended_within(pid, KILLED_WITHIN_S) and [r.exit_code() for r in runners] == [-signal.SIGKILL]
     assert [o.kind for o in outcomes] == ["cancelled"]
     assert module.scene.GetNumberOfNodes() == before and list(module.temp.iterdir()) == []
 

@@ -157,9 +157,9 @@ def test_a_wait_of_the_self_test_past_its_deadline_fails_saying_so_and_kills_the
     with pytest.raises(AssertionError, match=r"Segmenting the sample CT did not finish within 2 s; its child "
                                              r"process was killed\."):
         case._waitForOutcome(outcomes, 2.0, "Segmenting the sample CT")
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60  # the 2-s wait gave up: only a hang reaches 60 s on a slow, busy machine
     case.doCleanups()  # what unittest (and runTest) do after the failed test, before the failure is reported
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # a generous bound: the child is killed, a survivor alone reaches it
     while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not process_alive(pid) and list(module.temp.iterdir()) == []
@@ -187,7 +187,7 @@ def test_the_logic_of_a_test_is_cleaned_up_when_the_test_ends(module, tmp_path):
     pid = running.child_pid
     assert process_alive(pid)
     case.doCleanups()  # what unittest (and runTest) do after each test, failed or not
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # a generous bound: the child is killed, a survivor alone reaches it
     while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not process_alive(pid) and running.poll().kind == "cancelled"

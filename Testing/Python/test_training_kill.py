@@ -138,14 +138,16 @@ def test_sigterm_with_dataloader_workers_checkpoints_and_says_interrupted(phanto
     err_path = tmp_path / "stderr.txt"
     command = _train_command(phantom_csv, out)
     command[command.index("--num-workers") + 1] = "1"
-    command[command.index("--iterations-per-epoch") + 1] = "2000"  # never ends by itself within the test
+    # never ends by itself within the test: 2,000 steps of ~3 ms last ~6 s, not much more than a test process held
+    # off the CPU of a busy machine may wait between reading step 3 and its SIGTERM
+    command[command.index("--iterations-per-epoch") + 1] = "100000"
     with open(err_path, "w") as err, open(tmp_path / "stdout.txt", "w") as stdout:
         proc = subprocess.Popen(command, stdout=stdout, stderr=err, env=_env(), cwd=str(tmp_path),
                                 start_new_session=True)
-        deadline = time.time() + 120
+        deadline = time.time() + 600  # only a hang reaches it (start-up, the workers and 3 steps: ~10 s here)
         try:
             while proc.poll() is None and time.time() < deadline:
-                seen = re.findall(r"epoch 1/2:\s+\d+%\|[^|]*\|\s*(\d+)/2000",
+                seen = re.findall(r"epoch 1/2:\s+\d+%\|[^|]*\|\s*(\d+)/100000",
                                   err_path.read_text(errors="replace").replace("\r", "\n"))
                 if seen and int(seen[-1]) >= 3 and _children(proc.pid):
                     if how == "process group":
@@ -157,7 +159,7 @@ def test_sigterm_with_dataloader_workers_checkpoints_and_says_interrupted(phanto
                         proc.send_signal(signal.SIGTERM)
                     break
                 time.sleep(0.05)
-            proc.wait(timeout=60)
+            proc.wait(timeout=120)  # the interrupt's checkpoint: a generous bound for a slow, busy machine
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

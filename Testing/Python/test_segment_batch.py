@@ -1058,7 +1058,7 @@ def test_ctrl_c_while_the_model_loads_ends_the_batch_and_never_hangs_on_the_impo
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
     try:
         run = subprocess.run([sys.executable, "-c", CTRL_C_DURING_THE_MODEL_LOAD, str(tmp_path)], env=env,
-                             capture_output=True, text=True, timeout=30)
+                             capture_output=True, text=True, timeout=120)  # a hang never ends; a busy machine is slow
     except subprocess.TimeoutExpired:
         pytest.fail("the interrupted batch hung (waiting for a reader blocked on the import lock)")
     assert run.returncode == 130, run.stderr

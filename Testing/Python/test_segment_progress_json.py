@@ -180,7 +180,7 @@ def test_a_cancel_while_the_model_loads_does_not_wait_for_the_load(tmp_path, tin
 
     def load_until_released(self, progress=None):
         self._preprocessing_known.set()  # no config known early: nothing is prepared while it loads
-        released.wait(60)
+        released.wait(600)  # longer than the test waits below: a wait for the load is seen, not outlasted
         return self
 
     monkeypatch.setattr(Segmenter, "load", load_until_released)
@@ -200,7 +200,7 @@ def test_a_cancel_while_the_model_loads_does_not_wait_for_the_load(tmp_path, tin
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    thread.join(15)
+    thread.join(120)  # only a run that waits for the load reaches it (15 s could run out on a slow, busy machine)
     released.set()
     thread.join(30)
     assert ended and isinstance(ended[0][0], CancelledError) and not ended[0][1], ended

@@ -503,12 +503,13 @@ class SliceInferenceEngine:
         reporter(0.0, "reorienting")
         self._reset_timings()
         canonical, reorientation, prepared = self._canonical_of(volume)
-        labels = self._predict_canonical(canonical, reporter.sub(0.0, 0.98), cancel, prepared=prepared)
+        start = time.perf_counter()  # the labels in the CT's own layout, filled through their canonical view
+        result = np.zeros(reorientation.original_shape, dtype=np.uint8)
+        labels_out = reorientation.canonical_view(result)
+        self._add_time("reorient", time.perf_counter() - start)
+        self._predict_canonical(canonical, reporter.sub(0.0, 0.98), cancel, prepared=prepared, labels_out=labels_out)
         if cancel is not None:
             cancel.raise_if_cancelled()
-        start = time.perf_counter()
-        result = np.ascontiguousarray(reorientation.from_canonical(labels)).astype(np.uint8, copy=False)
-        self._add_time("reorient", time.perf_counter() - start)
         reporter(1.0, "done")
         return result
 
@@ -531,19 +532,21 @@ class SliceInferenceEngine:
         reporter(0.0, "reorienting")
         self._reset_timings()
         canonical, reorientation, prepared = self._canonical_of(volume)
-        probability = np.zeros(canonical.shape_zyx, dtype=np.uint8)
-        labels = self._predict_canonical(canonical, reporter.sub(0.0, 0.98), cancel, probability_out=probability,
-                                         class_index=class_index, probability_everywhere=probability_everywhere,
-                                         prepared=prepared)
+        start = time.perf_counter()  # the labels in the CT's own layout, filled through their canonical view
+        labels = np.zeros(reorientation.original_shape, dtype=np.uint8)
+        if probability_everywhere:  # a map to write out: contiguous in the CT's own layout, filled the same way
+            probability = np.zeros(reorientation.original_shape, dtype=np.uint8)
+            probability_out = reorientation.canonical_view(probability)
+        else:  # read inside the labels only: a view of the canonical map, whose slices never restored stay unallocated
+            probability_out = np.zeros(canonical.shape_zyx, dtype=np.uint8)
+            probability = reorientation.original_view(probability_out)
+        labels_out = reorientation.canonical_view(labels)
+        self._add_time("reorient", time.perf_counter() - start)
+        self._predict_canonical(canonical, reporter.sub(0.0, 0.98), cancel, probability_out=probability_out,
+                                class_index=class_index, probability_everywhere=probability_everywhere,
+                                prepared=prepared, labels_out=labels_out)
         if cancel is not None:
             cancel.raise_if_cancelled()
-        start = time.perf_counter()
-        labels = np.ascontiguousarray(reorientation.from_canonical(labels)).astype(np.uint8, copy=False)
-        if probability_everywhere:  # a map to write out: contiguous in the CT's own layout
-            probability = np.ascontiguousarray(reorientation.from_canonical(probability))
-        else:  # read inside the labels only: a view of the canonical map, whose slices never restored stay unallocated
-            probability = reorientation.original_view(probability)
-        self._add_time("reorient", time.perf_counter() - start)
         reporter(1.0, "done")
         return labels, probability
 
@@ -561,21 +564,24 @@ class SliceInferenceEngine:
     def _predict_canonical(self, canonical: CTVolume, progress: Optional[ProgressCallback],
                            cancel: Optional[CancellationToken], probability_out: Optional[np.ndarray] = None,
                            class_index: int = 2, probability_everywhere: bool = True,
-                           prepared: object = None) -> np.ndarray:
+                           prepared: object = None, labels_out: Optional[np.ndarray] = None) -> np.ndarray:
         """:meth:`predict_canonical` adding to ``last_timings`` (not reset here). The engine lets go of
         ``probability_out`` when it returns (it kept the last CT's probability volume alive until the next).
-        ``prepared``: ``canonical`` already on the network grid (a ``PreparedVolume``), or None."""
+        ``prepared``: ``canonical`` already on the network grid (a ``PreparedVolume``), or None. ``labels_out``:
+        a zeroed uint8 array of the canonical shape that receives the labels and is returned (the canonical view of
+        a map in the CT's own layout: no canonical copy to turn back, 1 byte a voxel less at the network's end);
+        None: a new one."""
         try:
             with self._own_threads():
                 return self._predict_canonical_into(canonical, progress, cancel, probability_out, class_index,
-                                                    probability_everywhere, prepared)
+                                                    probability_everywhere, prepared, labels_out)
         finally:
             self._probability_out = None
 
     def _predict_canonical_into(self, canonical: CTVolume, progress: Optional[ProgressCallback],
                                 cancel: Optional[CancellationToken], probability_out: Optional[np.ndarray],
                                 class_index: int, probability_everywhere: bool = True,
-                                prepared: object = None) -> np.ndarray:
+                                prepared: object = None, labels_out: Optional[np.ndarray] = None) -> np.ndarray:
         from ..preprocessing import SlicePreprocessor
 
         reporter = progress if isinstance(progress, ProgressReporter) else ProgressReporter(progress)
@@ -598,7 +604,9 @@ class SliceInferenceEngine:
                              f"the background's probability use 1 - p(liver) - p(tumor) inside the network's field.")
         self._probability_out, self._class_index = probability_out, int(class_index)
         self._probability_everywhere = bool(probability_everywhere)
-        labels = np.zeros(canonical.shape_zyx, dtype=np.uint8)
+        labels = np.zeros(canonical.shape_zyx, dtype=np.uint8) if labels_out is None else labels_out
+        if labels.shape != tuple(canonical.shape_zyx):
+            raise ValueError(f"labels_out has shape {labels.shape}, expected {canonical.shape_zyx}")
         if count == 0:
             reporter(1.0, "segmenting")
             return labels

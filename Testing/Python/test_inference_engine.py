@@ -775,3 +775,30 @@ def test_an_onnx_export_file_a_killed_run_left_is_removed_by_the_next_export(tmp
     assert onnx_backend.export_onnx_bytes(torch.nn.Conv2d(1, 2, 3, padding=1), (1, 8, 8))
     assert len(exported_to) == 1 and exported_to[0].startswith(f"livertumorseg-onnx.{mark}-")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names["running"], names["other_program"]])
+
+
+@pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
+def test_labels_and_a_written_probability_are_filled_in_the_cts_layout_without_a_copy_back(orientation,
+                                                                                          monkeypatch):
+    """The labels (and a probability map kept everywhere, to be written) were restored into a canonical array and
+    then copied into the CT's own layout (from_canonical): 1 byte a voxel more at the network's end, 250 MiB of a
+    512 x 512 x 1000 CT beside its labels. They are now written through the canonical view of an array in the CT's
+    layout: the same voxels, C-contiguous, no copy back."""
+    from LiverTumorSegLib.orientation import Reorientation
+
+    ph = corner_phantom()
+    volume, expected = reoriented(ph.ct, ph.labels, *ORIENTATIONS[orientation])
+
+    def no_copy_back(self, arr):
+        raise AssertionError("a canonical map was copied back into the CT's layout")
+
+    monkeypatch.setattr(Reorientation, "from_canonical", no_copy_back)
+    labels = oracle_engine(batch_size=5).predict(volume)
+    assert labels.flags["C_CONTIGUOUS"] and labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, expected)
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=5,
+                                  batch_predictor=soft_oracle_predictor)
+    labels, probability = engine.predict_with_probability(volume)
+    assert labels.flags["C_CONTIGUOUS"] and probability.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(probability, np.where(expected == 2, 153, 51))

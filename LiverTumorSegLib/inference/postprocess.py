@@ -172,9 +172,7 @@ def enclosed_background(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     ``scipy.ndimage.binary_fill_holes(mask, structure)`` fills, from one labelling instead of an iterative
     dilation (much faster on large volumes). With the in-plane ``IN_PLANE_4`` structure the border is each
     slice's edge (holes per axial slice)."""
-    from scipy import ndimage
-
-    components, count = ndimage.label(~mask, structure=structure)
+    components, count = compact_label(~mask, structure)
     if count == 0:
         return np.zeros(mask.shape, dtype=bool)
     touches = np.zeros(count + 1, dtype=bool)
@@ -185,7 +183,24 @@ def enclosed_background(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
             face = np.take(components, index, axis=axis)
             touches[np.unique(face)] = True
     touches[0] = True
-    return ~touches[components]
+    enclosed = ~touches  # per component: inverted before the lookup, so no second mask of the box is made
+    return enclosed[components]
+
+
+def compact_label(mask: np.ndarray, structure: np.ndarray) -> Tuple[np.ndarray, int]:
+    """``scipy.ndimage.label(mask, structure)`` (same numbering) into uint16 when the components fit (2 bytes a
+    voxel instead of int32's 4: the hole fill's labelling of the organ's box was post-processing's largest
+    array beside the label map), else int32 as ndimage gives it."""
+    from scipy import ndimage
+
+    try:
+        components = np.empty(np.shape(mask), dtype=np.uint16)
+        count = ndimage.label(mask, structure=structure, output=components)
+    except RuntimeError as error:  # more than 65535 components: 'insufficient bit-depth in requested output type'
+        if "bit-depth" not in str(error):
+            raise
+        components, count = ndimage.label(mask, structure=structure)
+    return components, int(count)
 
 
 # ------------------------------------------------------------------------------------------ lungs
@@ -290,7 +305,7 @@ def remove_above_lungs(labels: np.ndarray, hu: np.ndarray, spacing_zyx: Sequence
     """Canonical ``labels`` (z up): organ voxels more than ``lung_margin_mm`` above the diaphragm height of
     their column -> 0, in place. Returns the number of voxels removed; ``removed_tumor`` (a list) receives
     how many of them were tumor (label 2). ``found_lungs``: :func:`find_lungs` of ``hu`` where already found."""
-    organ_z = np.flatnonzero((labels >= 1).any(axis=(1, 2)))
+    organ_z = np.flatnonzero(labels.any(axis=(1, 2)))  # uint8 0/1/2: nonzero is organ, no whole-volume mask
     if organ_z.size == 0:
         return 0
     lungs, step = find_lungs(hu, spacing_zyx, options) if found_lungs is None else found_lungs
@@ -305,7 +320,7 @@ def remove_above_lungs(labels: np.ndarray, hu: np.ndarray, spacing_zyx: Sequence
     above_x = np.minimum(below_x + (np.arange(nx) % step > 0), height.shape[1] - 1)
     full = np.maximum.reduce([height[ys][:, xs] for ys in (below_y, above_y) for xs in (below_x, above_x)])
     margin = RULES.lung_margin_mm / float(spacing_zyx[0])
-    box = bounding_box(labels >= 1)  # not None: the organ is present (checked above)
+    box = bounding_box(labels)  # nonzero = organ; not None: the organ is present (checked above)
     z = np.arange(box[0].start, box[0].stop, dtype=np.float32)[:, None, None]
     above = z > (full[box[1], box[2]] + np.float32(margin))[None]
     region = labels[box]
@@ -701,16 +716,14 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
     (:func:`tumor_parts_left_to_tumor_rules`) and the returned box takes them in."""
     from scipy import ndimage
 
-    organ_any = labels >= 1
-    if not organ_any.any():
+    if not labels.any():  # uint8 0/1/2: nonzero is organ (a whole-volume mask labels >= 1 is not needed)
         return tuple(slice(0, n) for n in labels.shape), None
-    box = bounding_box(organ_any, 1)
-    del organ_any  # a whole-volume mask: not held beside the box's labelling
+    box = bounding_box(labels, 1)
     region = labels[box]
     organ = region >= 1
     dropped = None  # the dropped components' voxels, in the (final) box
     if options.largest_liver_component:
-        components, count = ndimage.label(organ, structure=CONNECTIVITY_26)
+        components, count = compact_label(organ, CONNECTIVITY_26)
         if count > 1:
             sizes = label_counts(components, count)
             sizes[0] = 0
@@ -737,7 +750,7 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
             del staying
             dropped = (components[kept] > 0) & ~spared[components[kept]]
             region = labels[box]
-        del components  # the box's int32 labelling (4 bytes a box voxel): not held through the hole fill below
+        del components  # the box's labelling (2 or 4 bytes a box voxel): not held through the hole fill below
     tumor_before = None
     if options.fill_liver_holes and organ.any():
         tumor_before = region == 2
@@ -810,7 +823,8 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     from ..io.labels import as_label_array
     from ..volume import checked_spacing
     # 258 became 2 (tumor), -1 255, 1.9999 liver
-    labels = np.array(as_label_array(labels_zyx, "labels given to postprocess_labels"), dtype=np.uint8, copy=True)
+    labels = np.array(as_label_array(labels_zyx, "labels given to postprocess_labels"), dtype=np.uint8, copy=True,
+                      order="C")
     if labels.ndim != 3:
         raise InputError(f"postprocess_labels needs a 3-D (z, y, x) label map, got shape {labels.shape}.")
     spacing = checked_spacing(spacing_zyx, 3)
@@ -822,11 +836,11 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
               "tumor_above_lungs_ml": 0.0, "liver_components_removed": [], "tumor_components": [],
               "head_foot_order": {"judged": False, "why": "no liver" if hu_zyx is not None and geometry is not None
                                   else "no CT in HU with its geometry given"}}
-    if not (labels >= 1).any():
+    if not labels.any():  # uint8 0/1/2: nonzero is organ (labels >= 1 made a whole-volume mask)
         if changes is not None:  # every key, also when there was nothing to clean (no liver found)
             changes.update(record)
         return labels
-    reorientation = None
+    result, reorientation = labels, None
     if geometry is not None:
         from ..orientation import plan_reorientation
 
@@ -839,8 +853,8 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         reorientation = plan_reorientation(geometry, labels.shape)
         if reorientation.is_identity:
             reorientation = None
-        else:
-            labels = reorientation.to_canonical(labels)
+        else:  # the steps work in place on a canonical view of the copy: no canonical copy, none to turn back
+            labels = reorientation.canonical_view(result)
             spacing = tuple(float(s) for s in reorientation.canonical_geometry.spacing[::-1])
     voxel_ml = float(np.prod(spacing)) / 1000.0
     hu = None
@@ -861,7 +875,7 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         lungs, step = found_lungs
         organ = labels[:, ::step, ::step] >= 1
         record["head_foot_order"] = head_foot_order(lungs, organ, spacing,
-                                                    float(np.count_nonzero(labels >= 1)) * voxel_ml,
+                                                    float(np.count_nonzero(labels)) * voxel_ml,
                                                     lungs is None and body_on_image_sides(hu, step))
         if options.below_lungs and not record["head_foot_order"].get("lungs_below_liver"):
             tumor_above = []  # type: list
@@ -886,9 +900,7 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
                  None if hu is None else hu[box], record, network_tumor)
     if changes is not None:
         changes.update(record)
-    if reorientation is not None:
-        labels = reorientation.from_canonical(labels)
-    return labels
+    return result
 
 
 ORGAN_AIR_HU = -800.0

@@ -925,3 +925,57 @@ def test_tumor_removed_where_no_liver_was_found_is_said_so():
     assert "with no liver found anywhere removed" in line and "away from the liver" not in line
     (line,) = postprocessing_warnings(changes, liver_left_ml=812.0)      # a liver elsewhere: away from it
     assert "away from the liver removed" in line
+
+
+def test_a_ct_stored_in_another_orientation_is_cleaned_in_one_copy_of_its_labels():
+    """postprocess_labels copied the labels, then copied that into the canonical layout, and at the end copied the
+    result back (two label maps alive at both ends), and made whole-volume masks labels >= 1 three times: 2 bytes a
+    voxel of the grid beside the caller's map (500 MiB of a 512 x 512 x 1000 CT whose liver box is a seventh of
+    it). It now works in place on a canonical view of its one copy: the same labels, 1.38 bytes a voxel here
+    (2.00 before) with the small organ's box arrays."""
+    import tracemalloc
+
+    from LiverTumorSegLib.inference.postprocess import postprocess_labels
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    labels = np.zeros((64, 256, 256), np.uint8)
+    labels[20:30, 30:60, 40:70] = 1  # a small liver in a large grid, as on a CT of the whole trunk
+    labels[24:27, 40:45, 50:55] = 2
+    labels[25, 50, 60] = 0  # a hole to fill
+    labels[21:23, 140:143, 140:143] = 1  # a far part to drop
+    geometry = ImageGeometry(spacing=(0.8, 0.8, 2.0), direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))  # RAS-stored
+    spacing_zyx = (2.0, 0.8, 0.8)
+    options = PostprocessingOptions(min_lesion_ml=0)
+    canonical = postprocess_labels(labels[:, ::-1, ::-1], spacing_zyx, options)  # the same map in LPS order (and
+    # the imports done before tracing)
+    tracemalloc.start()
+    try:
+        out = postprocess_labels(labels, spacing_zyx, options, geometry=geometry)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(out, canonical[:, ::-1, ::-1])
+    assert out.flags["C_CONTIGUOUS"] and out[25, 50, 60] == 1 and out[21, 141, 141] == 0
+    assert peak < 1.7 * labels.size, f"{peak / labels.size:.2f} bytes a voxel"  # 2.00 before
+
+
+def test_compact_label_numbers_as_ndimage_in_uint16_and_falls_back_to_int32():
+    """The hole fill's and the organ step's labellings of the organ's box are uint16 when their components fit
+    (2 bytes a voxel, not 4): the same numbering as ndimage.label, and int32 past 65535 components."""
+    from scipy import ndimage
+
+    from LiverTumorSegLib.inference.postprocess import CONNECTIVITY_26, CROSS_6, compact_label
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((8, 40, 40)) < 0.3
+    for structure in (CROSS_6, CONNECTIVITY_26):
+        ids, count = compact_label(mask, structure)
+        expected, expected_count = ndimage.label(mask, structure=structure)
+        assert ids.dtype == np.uint16 and count == expected_count
+        np.testing.assert_array_equal(ids, expected)
+    many = np.zeros((3, 600, 600), bool)
+    many[:, ::2, ::2] = True  # 90,000 single voxels in-plane, joined along z by the cross: 90,000 components
+    ids, count = compact_label(many, CROSS_6)
+    expected, expected_count = ndimage.label(many, structure=CROSS_6)
+    assert count == expected_count == 90000 and ids.dtype == expected.dtype
+    np.testing.assert_array_equal(ids, expected)

@@ -133,13 +133,13 @@ def _lesion_components_in_box(labels_zyx: np.ndarray, geometry: Optional[ImageGe
     keeps (z, y, x) order), without a pass over a whole 500 x 512 x 512 volume."""
     from scipy import ndimage
 
-    from ..metrics.surface import bounding_box
+    from ..metrics.surface import value_bounding_box
 
-    tumor = np.asarray(labels_zyx) == 2
-    box = bounding_box(tumor)
+    labels_zyx = np.asarray(labels_zyx)
+    box = value_bounding_box(labels_zyx, 2)  # no whole-volume mask labels == 2 beside the map
     if box is None:
         return None, 0, None
-    components, count = ndimage.label(tumor[box], structure=np.ones((3, 3, 3), dtype=bool))
+    components, count = ndimage.label(labels_zyx[box] == 2, structure=np.ones((3, 3, 3), dtype=bool))
     sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
     if geometry is None or count < 2:
         order = np.argsort(-sizes, kind="stable")  # old number order[n] becomes n + 1
@@ -260,7 +260,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     # a sheared grid built in memory (the readers refuse one) measured 1/cos(tilt) too much volume per voxel
     check_direction_axes(geometry.direction_matrix, "label map geometry")
     voxel_ml = geometry.voxel_volume_ml
-    liver_voxels = int(np.count_nonzero(labels_zyx >= 1))
+    liver_voxels = int(np.count_nonzero(labels_zyx))  # uint8 0/1/2 (checked above): labels >= 1, without its mask
     components, _, tumor_box = _lesion_components_in_box(labels_zyx, geometry)
     lesions = []  # type: List[Dict[str, Any]]
     inner_boxes = [] if components is None else ndimage.find_objects(components)

@@ -124,6 +124,28 @@ def bounding_box(mask: np.ndarray, margin: Union[int, Sequence[int]] = 0) -> Opt
     return tuple(slices)
 
 
+VALUE_BOX_SLABS = 16
+"""Slices of a label map compared at a time by :func:`value_bounding_box` (16 x 512 x 512: a 4 MiB mask)."""
+
+
+def value_bounding_box(labels: np.ndarray, value: int) -> Optional[Tuple[slice, ...]]:
+    """:func:`bounding_box` of ``labels == value`` for a 3-D map ``(z, y, x)``, compared :data:`VALUE_BOX_SLABS`
+    slices at a time: the same box without that whole-volume mask (1 byte a voxel beside the map: 250 MiB on a
+    512 x 512 x 1000 grid). None when no voxel holds ``value``."""
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        return bounding_box(labels == value)
+    present = [np.zeros(n, dtype=bool) for n in labels.shape]
+    for start in range(0, labels.shape[0], VALUE_BOX_SLABS):
+        part = labels[start:start + VALUE_BOX_SLABS] == value
+        present[0][start:start + part.shape[0]] = part.any(axis=(1, 2))
+        present[1] |= part.any(axis=(0, 2))
+        present[2] |= part.any(axis=(0, 1))
+    if not present[0].any():
+        return None
+    return tuple(slice(int(np.flatnonzero(p)[0]), int(np.flatnonzero(p)[-1]) + 1) for p in present)
+
+
 def union_bounding_box(first: np.ndarray, second: np.ndarray) -> Optional[Tuple[slice, ...]]:
     """:func:`bounding_box` of ``first | second`` (two masks of one shape, any axis order) without making that
     whole-volume mask; the box of the other when one is empty, None when both are."""

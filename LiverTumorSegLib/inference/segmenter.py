@@ -627,6 +627,9 @@ class Segmenter:
             # runs, and a fallback there (an Apple GPU or ONNX Runtime failing on it) put its warning in this
             # CT's report, which ran before it
             device_message = getattr(self.engine, "device_message", None)
+        from ..validation import release_freed_heap
+
+        release_freed_heap()  # the network's freed batch buffers, before post-processing adds its arrays
         return NetworkOutput(labels=labels, probability=probability, facts=facts, timings=timings,
                              model_load_parts=load_parts, seconds=time.perf_counter() - start, not_hu=not_hu,
                              device_message=device_message)

@@ -256,8 +256,9 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
     if pred.is_file() and ref.is_file():
         _warn_if_other_case_numbers(pred, ref)
         name = case_name(ref) or ref.name
-        if name_with_channel_suffix(ref) == case_name(pred):  # labelsTs/liver_0000 and liver_0000_0000: liver_0000
-            name = case_name(pred)
+        with_suffix = name_with_channel_suffix(ref)  # None for most names (and for a .dcm, whose case_name is None)
+        if with_suffix is not None and with_suffix == case_name(pred):  # labelsTs/liver_0000, liver_0000_0000
+            name = with_suffix
         return [(name, pred, ref)], [], []
     if pred.is_dir() != ref.is_dir():
         folder = pred if pred.is_dir() else ref

@@ -409,7 +409,8 @@ def test_evaluate_takes_a_dicom_series_folder_as_the_one_cases_ct(tmp_path, ct, 
     backgrounds = []
     real = evaluate.optional_inputs
     monkeypatch.setattr(evaluate, "optional_inputs",
-                        lambda path, cases, what: backgrounds.append(real(path, cases, what)) or backgrounds[-1])
+                        lambda path, cases, what, *rest: backgrounds.append(real(path, cases, what, *rest))
+                        or backgrounds[-1])
     (tmp_path / "pred.nii.gz").write_bytes((tmp_path / "case.nii.gz").read_bytes())
     code = main(["evaluate", "--pred", str(tmp_path / "pred.nii.gz"), "--ref", str(tmp_path / "case.nii.gz"),
                  "-o", str(tmp_path / "eval"), "--images", str(tmp_path / "ct"), "--no-surface"])

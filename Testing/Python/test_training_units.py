@@ -1517,9 +1517,10 @@ def test_training_curves_keep_the_callers_pyplot_backend(tmp_path):
     log.write_text("epoch,train_loss,val_loss,val_liver_dice,val_tumor_dice\n1,0.9,0.8,0.5,0.1\n2,0.8,0.7,0.6,0.2\n")
     before = matplotlib.get_backend()
     plt.switch_backend("svg")  # the caller's own backend (not Agg)
+    figures = plt.get_fignums()  # another test's left open (a benchmark script's pyplot) is not this one's
     try:
         assert plot_curves(log, tmp_path / "curves.png").is_file()
-        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == []
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == figures
     finally:
         plt.switch_backend(before)
 

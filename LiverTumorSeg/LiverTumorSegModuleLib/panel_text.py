@@ -181,8 +181,23 @@ def _panel_wording(text: str) -> str:
         text = text.replace(f"run again with {flag}", f"check the result: the panel has no control for this step "
                                                       f"(the command line's `livertumorseg segment {flag}` turns it "
                                                       f"off)")
+    for flag_words, panel_words in NO_PANEL_SETTING_ADVICE:
+        text = text.replace(flag_words, panel_words)
     text = text.replace("(--device gpu)", '(Device "GPU")')  # the child's "A GPU ... was requested" without one
     return text.replace("use --device cpu", 'choose "CPU" as the Device')  # the child's GPU out-of-memory advice
+
+
+NO_PANEL_SETTING_ADVICE = (
+    # the child's out-of-memory error (segment --progress json): the panel has no batch size setting
+    ("; --batch-size 1 lowers what the network needs",
+     "; the command line's `livertumorseg segment --batch-size 1` (the panel has no control for it) lowers what the "
+     "network needs"),
+    # the network's NaN / Inf under bf16 (the default precision on GPUs): the panel has no precision control
+    ("Run it with --precision fp32",
+     "Run it with the command line's `livertumorseg segment --precision fp32` (the panel has no control for it)"),
+)
+"""Advice of the child that names a setting the panel does not offer (``the flag's words``, ``the panel's words``):
+the panel showed a bare command-line flag its user could not give."""
 
 
 ALIGN_ON_CT = '"Align on the CTs"'

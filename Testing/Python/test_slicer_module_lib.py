@@ -583,6 +583,29 @@ def test_the_air_steps_warning_names_no_flag_the_panel_lacks():
     assert "the panel has no control for this step" in shown
 
 
+def test_memory_and_precision_advice_names_no_bare_flag_the_panel_lacks():
+    """The segment child's out-of-memory error ended '--batch-size 1 lowers what the network needs' and its NaN error
+    'Run it with --precision fp32': the panel showed both flags bare, with no batch size or precision control."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from LiverTumorSegLib.errors import cli_wording, out_of_memory_error
+
+    with cli_wording():  # the child runs the command line (segment --progress json)
+        memory = str(out_of_memory_error(MemoryError("Unable to allocate 3.1 GiB"), batch_size_option=True))
+    shown = panel_text.error_text(memory)
+    assert "; --batch-size 1 lowers" in memory and "; --batch-size 1" not in shown
+    assert "the command line's `livertumorseg segment --batch-size 1` (the panel has no control for it)" in shown
+    torch_engine = pytest.importorskip("LiverTumorSegLib.inference.engine")
+    with cli_wording(), pytest.raises(Exception) as raised:
+        torch_engine.SliceInferenceEngine._raise_non_finite(SimpleNamespace(precision_used="bf16"), [3, 4],
+                                                           np.array([2, 0]), 100)
+    shown = panel_text.error_text(str(raised.value))
+    assert "Run it with --precision fp32" in str(raised.value) and "Run it with --precision" not in shown
+    assert "`livertumorseg segment --precision fp32` (the panel has no control for it)" in shown
+
+
 def test_followup_advice_names_the_panels_checkbox_not_command_line_flags():
     """The comparison runs the command line in a child, so its advice named --baseline-ct / --alignment none, which
     the panel does not have (it always hands over both CTs and has one alignment checkbox)."""

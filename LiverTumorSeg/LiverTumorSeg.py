@@ -678,6 +678,10 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.compare[key] = selector
         self.compare["alignOnCT"] = qt.QCheckBox("Align on the CTs (else on the liver masks)")
         self.compare["alignOnCT"].checked = True
+        self.compare["alignOnCT"].toolTip = (
+            "Ticked: the follow-up CT is registered rigidly to the baseline CT (mutual information around the liver; "
+            "the liver masks' alignment is used instead when it fits the livers clearly better, with a warning). "
+            "Unticked: the two liver masks are aligned. The result names the alignment used")
         form.addRow(self.compare["alignOnCT"])
         self.compare["nadirSumMm"] = qt.QLineEdit()
         self.compare["nadirSumMm"].placeholderText = "none: the baseline is the reference"

@@ -91,7 +91,7 @@ QT_MEMBERS: Dict[str, Dict[str, Tuple[str, str]]] = {
     "QFormLayout": {"addRow": (CALL, "qt")},
     "QObject": {"property": (CALL, "qt")},
     "QPushButton": {**dict.fromkeys(("enabled", "toolTip", "text"), (PROPERTY, "qt")), "connect": (CALL, "pythonqt")},
-    "QCheckBox": {"checked": (PROPERTY, "qt")},
+    "QCheckBox": {**dict.fromkeys(("checked", "toolTip"), (PROPERTY, "qt"))},
     "QLineEdit": {**dict.fromkeys(("text", "placeholderText", "toolTip"), (PROPERTY, "qt"))},
     "QLabel": {**dict.fromkeys(("text", "wordWrap"), (PROPERTY, "qt")), "repaint": (CALL, "qt")},  # QWidget slot
     "QDoubleSpinBox": {"enabled": (PROPERTY, "qt")},

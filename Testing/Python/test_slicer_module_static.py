@@ -358,6 +358,41 @@ def test_post_processing_warnings_name_the_panels_checkboxes():
            "control for it)" in panel and "run again with --" not in panel
 
 
+USER_CONTROL_CLASSES = ("QCheckBox", "QDoubleSpinBox", "QComboBox", "QPushButton", "qMRMLNodeComboBox")
+
+
+def test_every_control_of_the_panel_has_a_tooltip():
+    """The window override, its level and width, three post-processing switches and the smallest-lesion size had
+    no tooltip (nor had the compare section's alignment checkbox), so a reader hovering over them learnt nothing of
+    what they do."""
+    untipped = sorted(name for name, (cls, props) in _ui_widgets().items()
+                      if cls in USER_CONTROL_CLASSES and not props.get("toolTip"))
+    assert not untipped, f"controls without a toolTip in {UI_FILE.name}: {untipped}"
+    setup = next(f for n in _module_tree().body if isinstance(n, ast.ClassDef) and n.name == "LiverTumorSegWidget"
+                 for f in n.body if isinstance(f, ast.FunctionDef) and f.name == "setupCompareSection")
+    source = ast.unparse(setup)
+    for key in ("alignOnCT", "nadirSumMm", "button"):
+        assert f"self.compare['{key}'].toolTip = " in source, key
+    assert "selector.toolTip = " in source  # the four node selectors
+
+
+def test_post_processing_tooltips_state_the_librarys_numbers():
+    """The tooltips give the rules' fixed sizes and limits; each must be the library's (PostprocessingOptions'
+    defaults, which the panel does not change, and AnatomyRules), and none may promise more than the rule does: '0
+    shows every lesion' was read as no lesion removed, while lesions under the smallest size still are."""
+    from LiverTumorSegLib.inference.postprocess import RULES, PostprocessingOptions
+
+    options = PostprocessingOptions()
+    tips = {name: props.get("toolTip", "") for name, (_, props) in _ui_widgets().items()}
+    assert f"within {options.liver_dilation_mm:g} mm of the liver" in tips["tumorInsideLiverCheckBox"]
+    assert f"Lesions under {options.uncertain_lesion_max_ml:g} mL" in tips["minLesionProbabilitySpinBox"]
+    assert f"more than {RULES.lung_margin_mm:g} mm above the lung bases" in tips["removeAboveLungsCheckBox"]
+    assert f"no more than {RULES.tube_darker_hu:g} HU darker" in tips["tubularLesionsCheckBox"]
+    assert "every lesion" not in tips["minLesionProbabilitySpinBox"]
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert "0 shows every lesion" not in readme
+
+
 def test_panel_device_choices_are_library_devices_and_the_ui_items():
     """The panel's GPU choice must reach the child as a device the command line accepts ("gpu": CUDA, else an
     Apple GPU); its texts must be the .ui's combo box items."""

@@ -122,7 +122,9 @@ class LiverTumorSeg(ScriptedLoadableModule):
             "The documentation is installed with the extension; open it in a browser or a text editor: "
             f"<code>{html.escape(documentationPath())}</code>")
         self.parent.acknowledgementText = (
-            "Built on 3D Slicer, PyTorch and MONAI. Sample CT from TotalSegmentator (Apache-2.0).")
+            "Built on 3D Slicer, PyTorch and MONAI. Sample CT from TotalSegmentator (Apache-2.0). The bundled models "
+            "were trained on CT from TotalSegmentator (Apache-2.0) and QIICR/dcmqi (BSD-3-Clause, Brigham and "
+            "Women's Hospital); the licences are installed with the extension (LICENSES/).")
 
 
 #

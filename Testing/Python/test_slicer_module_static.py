@@ -393,6 +393,34 @@ def test_post_processing_tooltips_state_the_librarys_numbers():
     assert "0 shows every lesion" not in readme
 
 
+def test_the_acknowledgement_names_the_data_of_the_bundled_models():
+    """The module's acknowledgement named only the sample CT's source; the bundled models were trained on CT from
+    TotalSegmentator and from QIICR/dcmqi (BSD-3-Clause: its notice goes with what is distributed), LICENSES/README.md."""
+    module = next(n for n in _module_tree().body if isinstance(n, ast.ClassDef) and n.name == "LiverTumorSeg")
+    text = next(ast.literal_eval(s.value) for s in ast.walk(module) if isinstance(s, ast.Assign)
+                and ast.unparse(s.targets[0]) == "self.parent.acknowledgementText")
+    licences = (ROOT / "LICENSES" / "README.md").read_text(encoding="utf-8")
+    for source in ("TotalSegmentator", "dcmqi"):
+        assert source in text and source in licences, source
+    assert "LICENSES/" in text and (ROOT / "LICENSES" / "dcmqi-LICENSE.txt").is_file()
+
+
+def test_the_documented_progress_stages_are_the_ones_the_child_reports():
+    """docs/slicer.md said 'the progress bar shows the stage'; the bar shows the fraction and the status line under
+    it the child's stage names (``segment --progress json``), which the page now lists: they must be the segmenter's."""
+    sys.path.insert(0, str(MODULE_DIR))
+    from LiverTumorSegModuleLib.job import LOADING_RESULT_STAGE
+
+    from LiverTumorSegLib.inference import segmenter
+
+    docs = " ".join((ROOT / "docs" / "slicer.md").read_text(encoding="utf-8").split())
+    listed = re.search(r"the status line under it the stage \(([^)]*)\)", docs).group(1).split(", ")
+    assert listed[-1] == f'then "{LOADING_RESULT_STAGE}"'
+    source = Path(segmenter.__file__).read_text(encoding="utf-8")
+    reported = set(re.findall(r'reporter\([^,()]+, "([^"]+)"\)', source)) | set(segmenter.ENGINE_STAGES.values())
+    assert set(listed[:-1]) == (reported | {"network"}) - {"done"}  # "done" is followed by the loading at once
+
+
 def test_panel_device_choices_are_library_devices_and_the_ui_items():
     """The panel's GPU choice must reach the child as a device the command line accepts ("gpu": CUDA, else an
     Apple GPU); its texts must be the .ui's combo box items."""

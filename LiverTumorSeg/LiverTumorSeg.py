@@ -398,10 +398,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             running, ready, measuring, notCT)
         self.ui.segmentButton.text = "Cancel" if running else "Segment"
         # only the output made on (or for) the selected CT: measured on another CT it got that CT's HU, or failed
-        measurable = bool(p.inputVolume and not self._installingPackages
-                          and mrml.existing_output_segment_ids(p.outputSegmentation)
-                          and job.output_for_input(p.inputVolume, p.outputSegmentation) is p.outputSegmentation)
-        self.ui.measureButton.enabled = measuring or (measurable and not running)
+        self.ui.measureButton.enabled, self.ui.measureButton.toolTip = panel_text.measure_button_state(
+            measuring, running, bool(p.inputVolume), bool(mrml.existing_output_segment_ids(p.outputSegmentation)),
+            job.output_for_input(p.inputVolume, p.outputSegmentation) is p.outputSegmentation, self._installingPackages)
         self.ui.measureButton.text = "Cancel" if measuring else "Update lesion table from segments"
 
     def populateModels(self, selectPath: str = "") -> None:
@@ -693,7 +692,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "when there was no earlier follow-up")
         form.addRow(followup_job.NADIR_FIELD_NAME + ":", self.compare["nadirSumMm"])
         self.compare["button"] = qt.QPushButton("Compare")
-        self.compare["button"].toolTip = "Align the follow-up to the baseline, match lesions, RECIST 1.1 response"
+        self.compare["button"].toolTip = panel_text.COMPARE_TOOLTIP
         form.addRow(self.compare["button"])
         self.compare["result"] = qt.QLabel("")
         self.compare["result"].wordWrap = True
@@ -748,14 +747,14 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(str(exc))
             return
         c["result"].text = "Comparing in a separate process (registration and lesion matching)..."
-        c["button"].text = "Cancel"
+        c["button"].text, c["button"].toolTip = "Cancel", panel_text.COMPARE_CANCEL_TOOLTIP
 
     def onCompareFinished(self, outcome) -> None:
         c = self.compare
         compared = getattr(self._comparison, "nodes", None)  # the job's (baseline, its CT, follow-up, its CT)
         closedByScene = self._closedByScene(self._comparison)
         self._comparison = None
-        c["button"].text = "Compare"
+        c["button"].text, c["button"].toolTip = "Compare", panel_text.COMPARE_TOOLTIP
         if outcome.kind == job.DONE:
             self._summaryTable = outcome.table_node  # the run's own lines follow, not the table's attributes
             self.showChangeTable(outcome.table_node)

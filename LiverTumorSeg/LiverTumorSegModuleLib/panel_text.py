@@ -421,6 +421,41 @@ def segment_button_state(running: bool, ready: bool, measuring: bool, not_ct_rea
     return bool(ready and not measuring), "Segment liver and tumors" if ready else "Select a CT volume and a model"
 
 
+MEASURE_TOOLTIP = ("After editing the Liver / Liver tumor segments (Segment Editor): measure them again and refill the "
+                   "lesion table")
+"""The *Update lesion table from segments* button's tooltip when it can be clicked (also the .ui's)."""
+
+
+COMPARE_TOOLTIP = "Align the follow-up to the baseline, match lesions, RECIST 1.1 response"
+"""The compare section's button's tooltip; while a comparison runs the button reads Cancel, with
+:data:`COMPARE_CANCEL_TOOLTIP`."""
+COMPARE_CANCEL_TOOLTIP = "Stop the comparison (the scene is not changed)"
+
+
+def measure_button_state(measuring: bool, running: bool, has_input: bool, has_segments: bool, own_ct: bool,
+                         installing: bool = False) -> tuple:
+    """``(enabled, tooltip)`` of the *Update lesion table from segments* button. ``measuring``: an update runs (the
+    button reads Cancel and stops it); ``running``: a segmentation runs; ``has_input``: a CT is selected;
+    ``has_segments``: the output segmentation has this module's Liver / Liver tumor segments; ``own_ct``: it was made
+    on (or for) the selected CT; ``installing``: the Python packages are being installed. A greyed-out button said
+    only what it does when clicked, and the Cancel it becomes while measuring said the same."""
+    if measuring:
+        return True, "Stop updating the lesion table (the table stays as it was)"
+    if running:
+        return False, "Wait for the running segmentation to end"
+    if installing:
+        return False, "Wait for the Python packages to be installed"
+    if not has_input:
+        return False, "Select the CT volume the segmentation was made on"
+    if not has_segments:
+        return False, ("Segment first, or select as the output a segmentation with this module's Liver / Liver "
+                       "tumor segments")
+    if not own_ct:
+        return False, ("The output segmentation was made on another CT: select that CT as the CT volume (measured on "
+                       "this one, the lesions would get its HU)")
+    return True, MEASURE_TOOLTIP
+
+
 def done_text(seconds: float, warnings: Sequence[str] = ()) -> str:
     """The status line after a run: ``Done in 12 s.``, or ``Done in 12 s, with 2 warnings (below).``"""
     if not warnings:

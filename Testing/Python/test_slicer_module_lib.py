@@ -635,6 +635,24 @@ def test_segment_button_is_off_with_the_reason_when_the_selected_volume_is_no_ct
     assert panel_text.segment_button_state(True, True, False, reason) == (True, "Stop the running segmentation")
 
 
+def test_update_lesion_table_button_says_why_it_is_off_and_what_its_cancel_does():
+    """The button was greyed out with its tooltip 'After editing ...: measure them again' whatever the reason (no
+    segments, another CT's segmentation, a segmentation running), and kept it while it read Cancel. Enabled exactly
+    when it was: while measuring (to cancel), else with a CT, this module's segments on it, no run, no install."""
+    import itertools
+
+    for measuring, running, has_input, has_segments, own_ct, installing in itertools.product((False, True), repeat=6):
+        enabled, tip = panel_text.measure_button_state(measuring, running, has_input, has_segments, own_ct, installing)
+        assert enabled == (measuring or (has_input and not installing and has_segments and own_ct and not running))
+        assert tip
+    assert panel_text.measure_button_state(True, False, True, True, True) == (
+        True, "Stop updating the lesion table (the table stays as it was)")
+    assert panel_text.measure_button_state(False, False, True, True, True) == (True, panel_text.MEASURE_TOOLTIP)
+    assert "made on another CT" in panel_text.measure_button_state(False, False, True, True, False)[1]
+    assert "Segment first" in panel_text.measure_button_state(False, False, True, False, True)[1]
+    assert "segmentation to end" in panel_text.measure_button_state(False, True, True, True, True)[1]
+
+
 def test_an_installed_package_with_a_version_pip_cannot_read_is_not_pinned():
     """pip 25.0 refuses a whole constraints file over one line like ``weirdpkg==1.0-custom`` (not PEP 440), so one
     such package in Slicer's Python would have stopped every install; it is left out of the pins instead."""

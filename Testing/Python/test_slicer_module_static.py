@@ -374,6 +374,11 @@ def test_every_control_of_the_panel_has_a_tooltip():
     for key in ("alignOnCT", "nadirSumMm", "button"):
         assert f"self.compare['{key}'].toolTip = " in source, key
     assert "selector.toolTip = " in source  # the four node selectors
+    sys.path.insert(0, str(MODULE_DIR))
+    from LiverTumorSegModuleLib import panel_text
+
+    # the tooltip updateGUI gives the button when it can be clicked is the .ui's
+    assert _ui_widgets()["measureButton"][1]["toolTip"] == panel_text.MEASURE_TOOLTIP
 
 
 def test_post_processing_tooltips_state_the_librarys_numbers():

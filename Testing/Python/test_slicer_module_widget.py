@@ -356,3 +356,32 @@ def test_a_scenes_model_not_installed_here_is_said_in_the_panel_when_the_default
     widget._parameterNode = types.SimpleNamespace(modelPath="")
     widget.updateGUI()
     assert widget._parameterNode.modelPath == widget._defaultModelPath and widget.ui.statusLabel.text == ""
+
+
+def test_the_update_lesion_table_button_says_why_it_is_off(module):
+    """updateGUI (the real one, stand-in widgets): the button was greyed out for another CT's segmentation with its
+    tooltip saying only what it does when clicked; now the tooltip says why, and for the CT's own result it is on with
+    the .ui's tooltip. While measuring it reads Cancel and says what Cancel does."""
+    ct, outcome = _finished_run(module)
+    other = module.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT B")
+    widget = module.m.LiverTumorSegWidget()
+    combo = types.SimpleNamespace(findData=lambda path: 0, currentIndex=0, currentText="Auto")
+    widget.ui = types.SimpleNamespace(
+        modelComboBox=combo, deviceComboBox=combo, windowLevelSpinBox=Label(), windowWidthSpinBox=Label(),
+        lesionTableView=TableViewStandIn(None), resultsSummaryLabel=Label(), segmentButton=Label(),
+        measureButton=Label())
+    widget.compare = {"table": TableViewStandIn(None), "result": Label()}
+    widget._parameterNode = types.SimpleNamespace(
+        modelPath="default.safetensors", device="auto", overrideWindow=False, inputVolume=ct,
+        outputSegmentation=outcome.segmentation_node, lesionTable=outcome.table_node, changeTable=None)
+    widget._lastInputVolume = ct
+    widget.updateGUI()
+    button = widget.ui.measureButton
+    assert (button.enabled, button.toolTip, button.text) == (True, module.m.panel_text.MEASURE_TOOLTIP,
+                                                             "Update lesion table from segments")
+    widget._parameterNode.inputVolume = widget._lastInputVolume = other  # chosen by hand for another CT
+    widget.updateGUI()
+    assert button.enabled is False and "made on another CT" in button.toolTip
+    widget._measuring = object()
+    widget.updateGUI()
+    assert (button.enabled, button.text) == (True, "Cancel") and button.toolTip.startswith("Stop updating")

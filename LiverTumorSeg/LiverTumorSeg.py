@@ -395,7 +395,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ready = bool(p.inputVolume and p.modelPath) and not self._installingPackages
         notCT = job.not_a_ct_reason(p.inputVolume) if p.inputVolume is not None else ""
         self.ui.segmentButton.enabled, self.ui.segmentButton.toolTip = panel_text.segment_button_state(
-            running, ready, measuring, notCT)
+            running, ready, measuring, notCT, self._installingPackages)
         self.ui.segmentButton.text = "Cancel" if running else "Segment"
         # only the output made on (or for) the selected CT: measured on another CT it got that CT's HU, or failed
         self.ui.measureButton.enabled, self.ui.measureButton.toolTip = panel_text.measure_button_state(

@@ -409,16 +409,28 @@ def another_ct_question(segmentation_name: str, its_ct: str, input_ct: str, repl
             f"then on. (To leave it as it is, choose 'Create new segmentation' as the output.)")
 
 
-def segment_button_state(running: bool, ready: bool, measuring: bool, not_ct_reason: str = "") -> tuple:
+SEGMENT_TOOLTIP = "Segment the liver and liver tumors. Becomes Cancel while running."
+"""The Segment button's tooltip when it can be clicked (also the .ui's)."""
+
+
+def segment_button_state(running: bool, ready: bool, measuring: bool, not_ct_reason: str = "",
+                         installing: bool = False) -> tuple:
     """``(enabled, tooltip)`` of the Segment button. ``running``: a segmentation runs (the button cancels it);
     ``ready``: a CT volume and a model are selected and no packages are being installed; ``measuring``: a lesion
     table update runs; ``not_ct_reason``: why the selected volume is no CT (a label map, this module's tumor
-    probability map, which the CT selector lists), shown instead of a button that fails when clicked."""
+    probability map, which the CT selector lists), shown instead of a button that fails when clicked;
+    ``installing``: the Python packages are being installed. A button greyed out while the lesion table was updated
+    or the packages installed said 'Segment liver and tumors' or 'Select a CT volume and a model' (with both
+    selected)."""
     if running:
-        return True, "Stop the running segmentation"
+        return True, "Stop the running segmentation (the scene is not changed)"
+    if installing:
+        return False, "Wait for the Python packages to be installed"
     if ready and not_ct_reason:
         return False, not_ct_reason
-    return bool(ready and not measuring), "Segment liver and tumors" if ready else "Select a CT volume and a model"
+    if ready and measuring:
+        return False, "Wait for the lesion table update to end (or cancel it)"
+    return bool(ready), SEGMENT_TOOLTIP if ready else "Select a CT volume and a model"
 
 
 MEASURE_TOOLTIP = ("After editing the Liver / Liver tumor segments (Segment Editor): measure them again and refill the "

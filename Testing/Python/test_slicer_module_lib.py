@@ -629,10 +629,16 @@ def test_segment_button_is_off_with_the_reason_when_the_selected_volume_is_no_ct
     cancelled, and a running measure excludes a segmentation."""
     reason = "'CT tumor probability' is a tumor probability map made by this module, not a CT; select the CT volume"
     assert panel_text.segment_button_state(False, True, False, reason) == (False, reason)
-    assert panel_text.segment_button_state(False, True, False) == (True, "Segment liver and tumors")
-    assert panel_text.segment_button_state(False, True, True) == (False, "Segment liver and tumors")
+    assert panel_text.segment_button_state(False, True, False) == (True, panel_text.SEGMENT_TOOLTIP)
+    # greyed out while the lesion table is updated or the packages installed: the tooltip says so (it said 'Segment
+    # liver and tumors', and 'Select a CT volume and a model' with both selected)
+    assert panel_text.segment_button_state(False, True, True) == (
+        False, "Wait for the lesion table update to end (or cancel it)")
+    assert panel_text.segment_button_state(False, False, False, installing=True) == (
+        False, "Wait for the Python packages to be installed")
     assert panel_text.segment_button_state(False, False, False) == (False, "Select a CT volume and a model")
-    assert panel_text.segment_button_state(True, True, False, reason) == (True, "Stop the running segmentation")
+    assert panel_text.segment_button_state(True, True, False, reason) == (
+        True, "Stop the running segmentation (the scene is not changed)")
 
 
 def test_update_lesion_table_button_says_why_it_is_off_and_what_its_cancel_does():

@@ -379,6 +379,7 @@ def test_every_control_of_the_panel_has_a_tooltip():
 
     # the tooltip updateGUI gives the button when it can be clicked is the .ui's
     assert _ui_widgets()["measureButton"][1]["toolTip"] == panel_text.MEASURE_TOOLTIP
+    assert _ui_widgets()["segmentButton"][1]["toolTip"] == panel_text.SEGMENT_TOOLTIP
 
 
 def test_post_processing_tooltips_state_the_librarys_numbers():

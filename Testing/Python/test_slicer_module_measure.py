@@ -153,7 +153,8 @@ def test_widget_has_an_update_lesion_table_button_that_runs_in_a_child():
     assert "self.ui.segmentButton.enabled, self.ui.segmentButton.toolTip = panel_text.segment_button_state(" in gui
     assert "running, ready, measuring, notCT, self._installingPackages)" in gui
     assert "self.ui.measureButton.enabled, self.ui.measureButton.toolTip = panel_text.measure_button_state(" in gui
-    assert "measuring, running, bool(p.inputVolume), bool(mrml.existing_output_segment_ids(p.outputSegmentation))" in gui
+    assert "measuring, running, bool(p.inputVolume), " \
+           "bool(mrml.existing_output_segment_ids(p.outputSegmentation))" in gui
     assert "job.output_for_input(p.inputVolume, p.outputSegmentation) is p.outputSegmentation, " \
            "self._installingPackages)" in gui
 

@@ -401,7 +401,8 @@ def test_post_processing_tooltips_state_the_librarys_numbers():
 
 def test_the_acknowledgement_names_the_data_of_the_bundled_models():
     """The module's acknowledgement named only the sample CT's source; the bundled models were trained on CT from
-    TotalSegmentator and from QIICR/dcmqi (BSD-3-Clause: its notice goes with what is distributed), LICENSES/README.md."""
+    TotalSegmentator and from QIICR/dcmqi (BSD-3-Clause: its notice goes with what is distributed),
+    LICENSES/README.md."""
     module = next(n for n in _module_tree().body if isinstance(n, ast.ClassDef) and n.name == "LiverTumorSeg")
     text = next(ast.literal_eval(s.value) for s in ast.walk(module) if isinstance(s, ast.Assign)
                 and ast.unparse(s.targets[0]) == "self.parent.acknowledgementText")

@@ -49,10 +49,21 @@ def _install() -> None:
 def warnings_hidden_in_this_thread() -> Iterator[None]:
     """The block's warnings, those given on this thread, are not shown (nor recorded by a ``catch_warnings
     (record=True)``); other threads' warnings and ``warnings.filters`` are untouched. A filter's ``error`` action
-    still raises here (``python -W error``)."""
+    still raises here (``python -W error``). Python marks a warning as given in its module's registry before it
+    is shown, so a hidden one would silence the same warning given later from the same line (the real read after
+    a probe); on leaving, the registries are emptied as ``catch_warnings`` does on leaving, and it is shown."""
     _install()
     _hidden.depth = getattr(_hidden, "depth", 0) + 1
     try:
         yield
     finally:
         _hidden.depth -= 1
+        _forget_given_warnings()
+
+
+def _forget_given_warnings() -> None:
+    """Empty every module's record of warnings given (``__warningregistry__``), as ``catch_warnings`` does on
+    leaving: Python's private ``_filters_mutated`` (3.6 to 3.14); where a Python lacks it, nothing."""
+    forget = getattr(warnings, "_filters_mutated", None)
+    if forget is not None:
+        forget()

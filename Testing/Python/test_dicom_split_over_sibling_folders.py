@@ -208,3 +208,23 @@ def test_the_header_probe_on_a_reader_thread_leaves_other_threads_warnings_alone
         reader.join(30)
     assert [str(w.message) for w in shown] == ["the network's warning (main thread)"]
     assert warnings.filters == filters_before
+
+
+def test_a_warning_hidden_in_a_probe_is_shown_when_given_again_after_it():
+    """Python marks a warning as given (its module's ``__warningregistry__``) before showing it, so a warning the
+    probe hid silenced the same warning given later from the same line for the rest of the process (the real
+    read after a probe); ``catch_warnings`` emptied those records on leaving, and so does the hiding block."""
+    import warnings
+
+    from LiverTumorSegLib.thread_warnings import warnings_hidden_in_this_thread
+
+    def odd_header():
+        warnings.warn("odd header value", UserWarning)
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")  # once per line, as Python's default action
+        with warnings_hidden_in_this_thread():
+            odd_header()
+        assert shown == []
+        odd_header()
+    assert [str(w.message) for w in shown] == ["odd header value"]

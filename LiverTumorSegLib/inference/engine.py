@@ -33,6 +33,7 @@ engine to the CPU for good, with a warning (``device_message``) that the report 
 import contextlib
 import logging
 import numbers
+import threading
 import time
 from typing import Callable, Iterator, List, Optional, Tuple
 
@@ -305,15 +306,28 @@ def cudnn_autotuning_off() -> Iterator[None]:
     its own network grid and a last, shorter batch, so the tuning is paid per CT; on an H100 it made the first
     500-slice CT's network 1.5 s against 0.7-0.96 s without, and a tuned second pass was no faster (0.14 s both).
     The engine set the flag to False for the whole process, so a notebook that had turned it on for its own
-    training lost it after one segmentation."""
+    training lost it after one segmentation. The flag is the process's: blocks overlapping on several threads (two
+    engines' networks) turn it off at the first one's start and give the caller's setting back at the last one's end;
+    each putting back what it found left it off for good when they ended in the order they started."""
     import torch
 
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = False
+    with _AUTOTUNING_OFF_LOCK:
+        if _autotuning_off["blocks"] == 0:
+            _autotuning_off["callers"] = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = False
+        _autotuning_off["blocks"] += 1
     try:
         yield
     finally:
-        torch.backends.cudnn.benchmark = before
+        with _AUTOTUNING_OFF_LOCK:
+            _autotuning_off["blocks"] -= 1
+            if _autotuning_off["blocks"] == 0:
+                torch.backends.cudnn.benchmark = _autotuning_off["callers"]
+
+
+_AUTOTUNING_OFF_LOCK = threading.Lock()
+_autotuning_off = {"blocks": 0, "callers": False}
+""":func:`cudnn_autotuning_off`'s blocks running now, on every thread, and the caller's setting they put back."""
 
 
 def _cuda_amp_dtype(precision: str, amp: bool) -> "object":

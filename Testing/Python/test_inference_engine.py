@@ -802,3 +802,30 @@ def test_labels_and_a_written_probability_are_filled_in_the_cts_layout_without_a
     assert labels.flags["C_CONTIGUOUS"] and probability.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(labels, expected)
     np.testing.assert_array_equal(probability, np.where(expected == 2, 153, 51))
+
+
+def test_overlapping_autotuning_off_blocks_on_two_threads_give_the_callers_setting_back(monkeypatch):
+    """Two engines' networks on two threads: each block put back the flag it found, so when they ended in the order
+    they started (A in, B in, A out, B out) the second put back the first one's False, and the caller's autotuning
+    stayed off for good. The flag is put back when the last block ends."""
+    import threading
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)  # the caller's setting (restored after the test)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    during_b = []
+
+    def engine_b():
+        a_in.wait(60)
+        with engine_module.cudnn_autotuning_off():
+            b_in.set()
+            a_out.wait(60)
+            during_b.append(torch.backends.cudnn.benchmark)  # A's end left B's network untuned
+
+    thread = threading.Thread(target=engine_b)
+    thread.start()
+    with engine_module.cudnn_autotuning_off():
+        a_in.set()
+        assert b_in.wait(60)
+    a_out.set()
+    thread.join(60)
+    assert during_b == [False] and torch.backends.cudnn.benchmark is True

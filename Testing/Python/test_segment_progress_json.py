@@ -347,11 +347,10 @@ def test_a_signal_while_the_ct_is_read_cancels_at_once(tmp_path, tiny_package, c
         return real_read(path, *args, **kwargs)
 
     monkeypatch.setattr(io, "read_volume", slow_read)
-    start = time.monotonic()
     code = main(["segment", str(ct), "-o", str(tmp_path / "seg.nii.gz"), "--model", str(tiny_package),
                  "--progress", "json"])
     captured = capsys.readouterr()
     _, final = parse_protocol(captured.out)
     assert code == 130 and final == {"error": "cancelled"}, captured.err
-    assert not read_to_the_end and time.monotonic() - start < 8
+    assert not read_to_the_end  # the wait in slow_read (10 s) was cut short
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz"]

@@ -395,6 +395,9 @@ def test_post_processing_tooltips_state_the_librarys_numbers():
     assert f"more than {RULES.lung_margin_mm:g} mm above the lung bases" in tips["removeAboveLungsCheckBox"]
     assert f"no more than {RULES.tube_darker_hu:g} HU darker" in tips["tubularLesionsCheckBox"]
     assert "every lesion" not in tips["minLesionProbabilitySpinBox"]
+    # both size rules make a small lesion liver (its voxels stay in the liver volume): 'removed' said they left it
+    assert "removed" not in tips["minLesionProbabilitySpinBox"]
+    assert "become liver" in tips["minLesionSpinBox"]
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     assert "0 shows every lesion" not in readme
 

@@ -7,10 +7,11 @@ Pipeline for one volume (array axes ``(z, y, x)`` throughout, batches ``(N, C, H
    (2.5D) slices on demand, exactly as in training;
 3. batches of slices -> softmax probabilities ``(n, K, H, W)`` float32 (optional left-right flip TTA,
    averaged in probability space) -> ``prepared.restore_argmax``: back to the canonical native grid and
-   argmax, into a uint8 canonical label volume (slices that hold only background skip it:
-   :func:`background_only_slices`; with a probability that is read only inside the labels, as ``segment``
-   reads it, whatever that slice's probability);
-4. ``Reorientation.from_canonical`` -> labels ``(z, y, x)`` in the *input* geometry.
+   argmax, into the canonical view (``Reorientation.canonical_view``) of a uint8 label volume allocated in the
+   *input* layout (slices that hold only background skip it: :func:`background_only_slices`; with a
+   probability that is read only inside the labels, as ``segment`` reads it, whatever that slice's probability);
+4. the labels ``(z, y, x)`` are then already in the *input* geometry, C-contiguous: no canonical copy is
+   turned back.
 
 Only the uint8 label volume is held for the whole volume; probabilities exist one batch at a time.
 

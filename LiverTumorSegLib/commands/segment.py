@@ -53,8 +53,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--series", default=None,
                    help="which series of a DICOM folder holding several: its SeriesInstanceUID, a unique UID "
                         "prefix, its series description, or its number in the listing the error shows (1, 2, ...)")
-    p.add_argument("--report", default=None, help="lesion report to write (.json or .csv)")
-    p.add_argument("--preview", default=None, help="preview PNG with liver/tumor overlays")
+    p.add_argument("--report", default=None, help="lesion report to write (.json or .csv); one CT only (a batch "
+                                                  "writes OUT/reports/<case>.json)")
+    p.add_argument("--preview", default=None, help="preview PNG with liver/tumor overlays; one CT only")
     p.add_argument("--probabilities", default=None, metavar="PROB",
                    help="also write the tumor probability map (uint8 0..255 = 255 x p, before post-processing, "
                         f"input geometry; {'/'.join(PROBABILITY_SUFFIXES)}), e.g. for `evaluate --prob`; for a "

@@ -55,6 +55,22 @@ def test_spacing_perturbation_changes_only_the_told_spacing():
     assert out.hu is s.hu and out.labels is s.labels
 
 
+def test_no_body_size_scaling_help_names_every_spacing_row_the_scaling_acts_on(capsys):
+    """Body-size scaling enlarges a body shown under SMALL_FRACTION (0.75) x the smallest training body: spacing-30
+    (0.70x) too, not only -40..-60 as the help said (measured: the 20-slice CT's 324.6 mm body at 0.70x is 227 mm,
+    in_plane_scale 1.286), so a reader took the spacing-30 row for what the network saw at 0.70x."""
+    from LiverTumorSegLib.inference.body_size import SMALL_FRACTION
+
+    shrunk = sorted((1.0 - int(name.split("-")[1]) / 100.0, name) for name in rb.PERTURBATIONS
+                    if name.startswith("spacing-"))
+    acted_on = [name for factor, name in shrunk if factor < SMALL_FRACTION]
+    with pytest.raises(SystemExit):
+        rb.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    mildest = acted_on[-1]  # the largest factor under the threshold: the range named starts there
+    assert f"the {mildest}..-{acted_on[0].split('-')[1]} rows are where it acts" in text
+
+
 def test_thick_slices_average_overlapping_slabs():
     s = sample_with_liver(z_slices=(2, 6), nz=10, spacing=(2.0, 1.0, 1.0))   # 20 mm -> 4 slabs of 5 mm
     s.hu[:] = np.arange(10, dtype=np.float32)[:, None, None]

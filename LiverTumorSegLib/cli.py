@@ -535,10 +535,23 @@ def run_script(function: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     """The benchmark and maintenance scripts' entry (``sys.exit(run_script(main))``): ``function(...)`` under the
     CLI's error rules. A user error (:class:`LiverTumorSegError`, a file-system error such as a missing path, out
     of memory, a missing package) is one ``error:`` line on stderr, worded for the command line, and exit 2; a
-    bug keeps its traceback. Returns the function's exit code (0 for None)."""
+    bug keeps its traceback. Ctrl-C is ``interrupted`` and exit 130, SIGTERM and SIGHUP (:func:`_stop_signals`,
+    main thread only) one ``error: terminated ...`` line and 128 + the signal's number, as for the CLI's commands,
+    each after its ``atomic_output`` removed its temporary file (before, Ctrl-C printed a KeyboardInterrupt
+    traceback and SIGTERM ended the script without a word, its temporaries left behind). Returns the function's
+    exit code (0 for None)."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, _raise_terminated) for signum in _stop_signals()} if in_main_thread \
+        else {}
     try:
         with cli_wording():
             result = function(*args, **kwargs)
+    except Terminated as exc:
+        print(f"error: {terminated_text(exc.signal_name)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except LiverTumorSegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -550,6 +563,9 @@ def run_script(function: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
             raise
         print(f"error: {text}", file=sys.stderr)
         return 2
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return int(result or 0)
 
 

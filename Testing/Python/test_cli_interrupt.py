@@ -420,3 +420,31 @@ def test_a_spawned_child_of_the_program_keeps_pythons_signal_handling(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], env=_env(), cwd=tmp_path, timeout=120, capture_output=True,
                           text=True)
     assert proc.stdout == "True (True, True)\n", proc.stderr
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "raise_signal"), reason="signal.raise_signal: Python 3.8+")
+@pytest.mark.parametrize("signal_name, code, message", [("SIGINT", 130, "interrupted\n"),
+                                                        ("SIGTERM", 143, "error: terminated (SIGTERM); unfinished "
+                                                                         "output files were removed\n")])
+def test_a_benchmark_script_stopped_by_a_signal_says_so_in_one_line(tmp_path, signal_name, code, message):
+    """The benchmark scripts' entry (run_script): Ctrl-C in `benchmarks/robustness.py` printed a KeyboardInterrupt
+    traceback through torch's frames, and SIGTERM ended it by Python's default without a word (status -15), its
+    --json temporary left behind. Now as the CLI: one line, 130 or 143, and the output's temporary removed."""
+    script = tmp_path / "bench.py"
+    script.write_text(textwrap.dedent(f"""\
+        import signal, sys
+        from LiverTumorSegLib.cli import run_script
+        from LiverTumorSegLib.fileutil import atomic_output
+
+        def work():
+            with atomic_output('out.json') as tmp:
+                tmp.write_text('{{"rows": [')
+                signal.raise_signal(signal.{signal_name})
+                tmp.write_text('{{"rows": []}}')
+
+        sys.exit(run_script(work))
+        """))
+    proc = subprocess.run([sys.executable, str(script)], env=_env(), cwd=tmp_path, timeout=60, capture_output=True,
+                          text=True)
+    assert (proc.returncode, proc.stderr, proc.stdout) == (code, message, "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.py"]

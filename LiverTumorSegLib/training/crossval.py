@@ -356,6 +356,8 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
                 log(f"fold {fold} already finished ({result.epochs_completed} epochs, {result.stop_reason}): "
                     f"taking {fold_cfg.output} as it is")
             else:
+                if is_main:
+                    _remove_earlier_tables(out_dir, log)
                 result = train_fn(fold_cfg, command=command, log=log)
             rows.append(fold_row(fold, result))
             options.append(recorded_postprocessing(result))
@@ -369,6 +371,19 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
     if is_main:
         write_table(table, out_dir, options)
     return table
+
+
+def _remove_earlier_tables(out_dir: Path, log: Callable[[str], None]) -> None:
+    """Remove an earlier run's ``crossval.csv`` and ``crossval.json`` (``--overwrite``, or ``--resume`` after an
+    interrupted ``--overwrite`` run) before a fold is trained: its packages are replaced from here on, and an
+    interrupted run left the earlier run's tables, which look finished, beside this run's fold_0.safetensors and the
+    earlier run's other folds (their Dice and validation cases not those of the packages beside them)."""
+    removed = [name for name in TABLE_NAMES if (out_dir / name).is_file()]
+    for name in removed:
+        (out_dir / name).unlink()
+    if removed:
+        log(f"removed the earlier run's {' and '.join(removed)} from '{out_dir}': this run replaces its fold "
+            f"packages and writes new tables once every fold is trained")
 
 
 def selection_summary(folds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:

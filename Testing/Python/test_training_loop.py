@@ -1091,6 +1091,33 @@ def test_crossval_resume_keeps_finished_folds_and_continues_the_interrupted_one(
         run_crossval(cfg.updated({"resume": True, "split_seed": 99}), tmp_path / "cv", log=lambda s: None)
 
 
+def test_an_interrupted_crossval_overwrite_leaves_no_earlier_table_beside_its_new_folds(data_csv, tmp_path):
+    """`crossval --overwrite` stopped by Ctrl-C in fold 1 left the earlier run's crossval.csv and crossval.json, which
+    look finished, beside this run's new fold_0.safetensors (other Dice, other validation cases). The earlier tables
+    are removed when the first fold trains; a run that trains no fold (all finished, --resume) keeps them."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.training.crossval import run_crossval
+
+    out = tmp_path / "cv"
+    out.mkdir()
+    for name in ("crossval.csv", "crossval.json"):
+        (out / name).write_text("the earlier run's table")
+    cfg = tiny_config(data_csv, tmp_path, folds=2, output="", overwrite=True)
+    lines = []
+
+    def fold_0_then_ctrl_c(fold_cfg, command="", log=print):
+        if fold_cfg.fold == 1:
+            raise KeyboardInterrupt()
+        return SimpleNamespace(validation={"whole_volume": {"liver_dice": 0.9, "tumor_dice": 1.0}},
+                               val_cases=["c"], epochs_completed=1)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_crossval(cfg, out, train_fn=fold_0_then_ctrl_c, log=lines.append)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("crossval")) == []
+    assert any("removed the earlier run's crossval.csv and crossval.json" in line for line in lines)
+
+
 def test_crossval_resume_refuses_finished_folds_of_another_split(tmp_path):
     """An edited patient column between two crossval runs: --resume took the finished folds as they were, so the
     table validated some cases twice and one never (the options' text had not changed)."""

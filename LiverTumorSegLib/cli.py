@@ -517,6 +517,16 @@ def peer_process_failure_text(exc: BaseException) -> Optional[str]:
             f"another one did; that process's error (printed above) says why.")
 
 
+def stopped_exit_code(exc: KeyboardInterrupt) -> int:
+    """A command or script stopped by Ctrl-C (``interrupted``, 130) or by :class:`Terminated` (one ``error:
+    terminated ...`` line, 128 + the signal's number): the line on stderr and the exit code."""
+    if isinstance(exc, Terminated):
+        print(f"error: {terminated_text(exc.signal_name)}", file=sys.stderr)
+        return exc.exit_code
+    print("interrupted", file=sys.stderr)
+    return 130
+
+
 def terminated_text(signal_name: str = "SIGTERM") -> str:
     """What a command stopped by SIGTERM (or ``signal_name``) prints. Under ``torchrun`` the agent sends SIGTERM to
     every process after Ctrl-C or when one of them fails, so there it names the process and both causes."""
@@ -546,12 +556,8 @@ def run_script(function: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     try:
         with cli_wording():
             result = function(*args, **kwargs)
-    except Terminated as exc:
-        print(f"error: {terminated_text(exc.signal_name)}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or Terminated (SIGTERM, SIGHUP)
+        return stopped_exit_code(exc)
     except LiverTumorSegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -830,12 +836,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Terminated as exc:
-        print(f"error: {terminated_text(exc.signal_name)}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or Terminated (SIGTERM, SIGHUP)
+        return stopped_exit_code(exc)
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early: not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

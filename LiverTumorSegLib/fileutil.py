@@ -401,14 +401,14 @@ def read_csv_rows(path: PathLike, what: str) -> Tuple[List[str], List[Tuple[int,
     an emptied row inside the table so) is skipped as a blank line, a missing cell is ``""`` and empty cells beyond
     the header are dropped; a filled one beyond it, or a column named twice, is refused (InputError). ``what`` names the file in errors (e.g. "Case list"); InputError for an undecodable file."""
     text = _csv_text(path, what)
-    first_line = _first_line_and_rest(text)[0]
+    first_line, rest = _first_line_and_rest(text)
     typed = _POWERSHELL_TYPE_LINE.match(first_line)  # was taken for the header: "needs an 'image' column"
     if typed:
-        text = _first_line_and_rest(text)[1]
-        first_line = _first_line_and_rest(text)[0]
+        text = rest
+        first_line, rest = _first_line_and_rest(text)
     named = _EXCEL_SEPARATOR_LINE.match(first_line)
     if named:
-        text = _first_line_and_rest(text)[1]
+        text = rest
         first_line = _first_line_and_rest(text)[0]
     reader = csv.DictReader(io.StringIO(text, newline=""),
                             delimiter=named.group(1) if named else csv_delimiter(first_line))

@@ -74,6 +74,16 @@ def _liver_box(labels_zyx: np.ndarray) -> Tuple[slice, ...]:
     return tuple(slice(max(int(f[0]) - 1, 0), min(int(f[-1]) + 2, n)) for f, n in zip(found, labels_zyx.shape))
 
 
+FLUID_REACH_VOXELS = EDGE_VOXELS + 1 + 2
+"""Sampled voxels a region reaches beyond its core: grown back over the peeled surface (``EDGE_VOXELS + 1``), then
+the shell of liver around it (2)."""
+
+
+def _grown_box(box: Tuple[slice, ...], margin: int, shape: Tuple[int, ...]) -> Tuple[slice, ...]:
+    """``box`` (slices of an array of ``shape``) widened by ``margin`` voxels on each side, clipped to the array."""
+    return tuple(slice(max(b.start - margin, 0), min(b.stop + margin, n)) for b, n in zip(box, shape))
+
+
 def fluid_regions_in_liver(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry: ImageGeometry
                            ) -> List[Dict[str, Any]]:
     """Connected parts of the liver (label 1 of ``labels_zyx``, ``(z, y, x)`` on ``geometry``; ``hu_zyx`` the CT in
@@ -124,25 +134,32 @@ def fluid_regions_in_liver(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry:
     found = []
     # the peeled surface holds at most about half of a region's volume: smaller cores cannot reach the minimum (and
     # the median of each of the many specks of noise took 0.14 s on a 300-slice CT)
+    boxes = ndimage.find_objects(regions)
     for number in np.flatnonzero(sizes >= 0.5 * FLUID_MIN_ML):
         if number == 0:
             continue
-        median = float(np.median(raw[regions == number]))  # judged on the CT's own values, not the averages
+        # each region's growth (EDGE_VOXELS + 1) and its shell (2 more) stay within this box: the whole sampled
+        # liver box per region took 0.03 s a region on a 300-slice CT
+        near = _grown_box(boxes[number - 1], FLUID_REACH_VOXELS, regions.shape)
+        own = regions[near] == number
+        near_raw = raw[near]
+        median = float(np.median(near_raw[own]))  # judged on the CT's own values, not the averages
         if not (FLUID_MIN_HU <= median <= FLUID_MAX_HU and median <= liver_median - FLUID_DARKER_THAN_LIVER_HU):
             continue
-        region = ndimage.binary_dilation(regions == number, structure=np.ones((3, 3, 3), dtype=bool),
-                                         iterations=EDGE_VOXELS + 1, mask=dark)
+        region = ndimage.binary_dilation(own, structure=np.ones((3, 3, 3), dtype=bool),
+                                         iterations=EDGE_VOXELS + 1, mask=dark[near])
         volume_ml = float(np.count_nonzero(region)) * voxel_ml
         if volume_ml < FLUID_MIN_ML:
             continue
         shell = ndimage.binary_dilation(region, structure=np.ones((3, 3, 3), dtype=bool), iterations=2,
-                                        mask=parenchyma) & ~region
-        edge_contrast = float(np.median(raw[shell])) - median if shell.any() else 0.0
+                                        mask=parenchyma[near]) & ~region
+        edge_contrast = float(np.median(near_raw[shell])) - median if shell.any() else 0.0
         if edge_contrast < SHARP_EDGE_FRACTION * (liver_median - median):
             continue  # the darkest part of a gradual change in the liver, not a collection with an edge
-        kji = np.argwhere(region).mean(axis=0) * np.asarray(step) + start
-        z = np.flatnonzero(region.any(axis=(1, 2))) * step[0] + start[0]
-        found.append({"volume_ml": volume_ml, "median_hu": float(np.median(raw[region])),
+        offset = np.asarray([s.start for s in near])  # the box's first sampled voxel
+        kji = (np.argwhere(region).mean(axis=0) + offset) * np.asarray(step) + start
+        z = (np.flatnonzero(region.any(axis=(1, 2))) + offset[0]) * step[0] + start[0]
+        found.append({"volume_ml": volume_ml, "median_hu": float(np.median(near_raw[region])),
                       "liver_median_hu": liver_median, "edge_contrast_hu": edge_contrast,
                       "centroid_ras_mm": [float(v) for v in geometry.index_to_ras(kji[::-1])],
                       "slices_z": [int(z[0]), int(z[-1])]})

@@ -336,9 +336,17 @@ def measurable_minimum_mm(slice_thickness_mm: float) -> float:
     return max(RECIST_MIN_LONG_AXIS_MM, 2.0 * float(slice_thickness_mm))
 
 
+SLICE_THICKNESS_DECIMALS = 6
+"""Decimal places (mm) to which :func:`slice_thickness_mm` is given: a NIfTI header holds its voxel-to-world matrix in
+float32 (about 7 significant digits), so the 5 mm slices of a grid tilted 5 degrees read 5.000000229 mm, and twice
+that, 10.0000005 mm, put a lesion of 10.0 mm below the measurable minimum (not a target, while the report said
+'measurable from 10 mm'); the same lesion on the untilted grid was one."""
+
+
 def slice_thickness_mm(geometry: ImageGeometry) -> float:
-    """Spacing (mm) along the axial array axis (the reconstructed slice distance)."""
-    return float(geometry.spacing[2 - axial_axis_zyx(geometry)])
+    """Spacing (mm) along the axial array axis (the reconstructed slice distance), to
+    :data:`SLICE_THICKNESS_DECIMALS` places (the float32 rounding of a NIfTI header's tilted axes left out)."""
+    return round(float(geometry.spacing[2 - axial_axis_zyx(geometry)]), SLICE_THICKNESS_DECIMALS)
 
 
 def select_target_lesions(lesions: Sequence[Dict[str, Any]], minimum_mm: float = RECIST_MIN_LONG_AXIS_MM,

@@ -128,6 +128,25 @@ def test_measurable_minimum_and_target_choice():
     assert select_target_lesions([{"id": 1, "long_axis_mm": 5.0}]) == []
 
 
+def test_a_float32_tilted_header_does_not_raise_the_measurable_minimum_over_10_mm():
+    # 5 mm slices tilted 5 degrees about x, the voxel-to-RAS matrix stored in float32 as a NIfTI header holds it:
+    # the slice spacing read 5.000000229 mm, the minimum 10.0000005 mm, and a lesion of 10.0 mm was no target
+    tilt = np.deg2rad(5.0)
+    rotation = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(tilt), -np.sin(tilt)], [0.0, np.sin(tilt), np.cos(tilt)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([0.625, 0.625, 5.0])
+    geometry = ImageGeometry.from_ijk_to_ras(affine.astype(np.float32))
+    assert geometry.spacing[2] != 5.0  # the float32 rounding is there
+    labels = np.zeros((5, 30, 40), np.uint8)  # (z, y, x)
+    labels[1:4, 2:28, 2:38] = 1
+    labels[2, 15, 10:26] = 2  # 16 voxels of 0.625 mm along x: a long axis of 10.0 mm
+    report = lesion_report(labels, geometry)
+    assert report["lesions"][0]["long_axis_mm"] == pytest.approx(10.0, abs=1e-12)
+    assert report["recist"]["slice_thickness_mm"] == 5.0
+    assert report["recist"]["measurable_minimum_mm"] == 10.0
+    assert report["recist"]["target_lesion_ids"] == [1]
+
+
 @pytest.mark.parametrize("base, follow, new, n_follow, expected", [
     (50.0, 34.0, False, 2, "PR"),    # -32 %
     (50.0, 36.0, False, 2, "SD"),    # -28 %

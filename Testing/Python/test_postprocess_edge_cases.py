@@ -667,10 +667,12 @@ def test_the_lung_base_warning_names_a_head_foot_flip_when_most_of_the_organ_wen
 
 @pytest.mark.parametrize("rule", ["small", "uncertain"])
 @pytest.mark.parametrize("voxels, kept", [(100, True), (99, False)])
-def test_a_lesion_of_exactly_the_threshold_volume_is_kept_despite_float_rounding(rule, voxels, kept):
+@pytest.mark.parametrize("pixel_mm", [0.7, float(np.float32(0.7))])  # as given; as a NIfTI header holds it
+def test_a_lesion_of_exactly_the_threshold_volume_is_kept_despite_float_rounding(rule, voxels, kept, pixel_mm):
     # 100 voxels of 3 x 0.7 x 0.7 mm are 0.147 mL, which floats compute as 0.14699999999999996: a lesion of exactly
-    # --min-lesion-ml (or --uncertain-lesion-max-ml) became liver although only lesions *under* it do
-    spacing = (3.0, 0.7, 0.7)
+    # --min-lesion-ml (or --uncertain-lesion-max-ml) became liver although only lesions *under* it do. A NIfTI
+    # file's pixdim is float32: 0.7 reads 0.699999988 mm, 3.4e-8 under, and the lesion still became liver
+    spacing = (3.0, pixel_mm, pixel_mm)
     labels = np.zeros((6, 20, 20), dtype=np.uint8)
     labels[1:5, 1:19, 1:19] = 1
     labels[2:4, 5:15, 5:10] = 2                        # 100 voxels, compact (not a tube)

@@ -23,6 +23,9 @@ from .volume import CTVolume
 MAX_SPACING_MM = 20.0
 SMALL_SPACING_WARN_MM = 0.2
 THICK_SLICE_WARN_MM = 6.0
+SPACING_DECIMALS = 6
+"""Decimal places (mm) to which the spacing is held against the limits above: a NIfTI header stores its axes in
+float32 (about 7 significant digits), which a tilted grid's spacing shows as 6.000000209 mm."""
 MIN_INPLANE_WARN_VOXELS = 32
 OBLIQUE_WARN_DEGREES = 20.0
 """A grid tilted more than this from the patient axes gets a warning. Measured with the bundled model on the real
@@ -147,6 +150,9 @@ def _check_geometry(volume: CTVolume, warnings: List[str], for_model: bool = Tru
         raise InputError(f"'{name}' has invalid voxel spacing ({shown}) mm; the file header is broken. Fix the "
                          f"spacing in the header (e.g. re-export from the scanner/PACS).")
     sizes_xyz = volume.shape_zyx[::-1]
+    # judged to SPACING_DECIMALS places: a tilted float32 NIfTI header's 6 mm slices read 6.000000209 mm and were
+    # called thick slices '(6 mm)', which the same slices untilted were not
+    spacing = np.round(spacing, SPACING_DECIMALS)
     relevant = [s for s, n in zip(spacing, sizes_xyz) if n > 1]
     if any(s > MAX_SPACING_MM for s in relevant):
         raise InputError(f"'{name}' has voxel spacing ({shown}) mm, over {MAX_SPACING_MM:g} mm: the header is "

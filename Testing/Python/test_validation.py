@@ -261,6 +261,18 @@ def test_unusual_spacing_and_size_give_warnings():
     assert len(tiny) == 1 and "very small axial slices (20 x 40" in tiny[0]
 
 
+def test_slices_of_exactly_6_mm_on_a_tilted_float32_header_are_not_called_thick():
+    # a NIfTI header holds its axes in float32: 6 mm slices tilted 1 degree read 6.000000209 mm, and were called
+    # 'thick slices (6 mm)', which the same slices untilted (6.0 mm) were not
+    tilt = np.deg2rad(1.0)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(tilt), -np.sin(tilt)],
+                               [0.0, np.sin(tilt), np.cos(tilt)]]) @ np.diag([1.0, 1.0, 6.0])
+    geometry = ImageGeometry.from_ijk_to_ras(affine.astype(np.float32))
+    assert geometry.spacing[2] > 6.0  # the float32 rounding is there
+    assert not [w for w in check_ct(CTVolume(phantom_ct().array, geometry, "tilted")) if "thick" in w]
+
+
 def test_shape_problems():
     ct = phantom_ct()
     with pytest.raises(InputError, match="is 2D"):

@@ -62,28 +62,37 @@ NON_CR_NON_PD = "Non-CR/non-PD"
 RECIST_NOTE = ("automatic RECIST 1.1-style measurement of the segmented liver lesions; research use, not a "
                "clinical read")
 """Said wherever a measurement or response is printed (stdout, reports, the change picture)."""
-BOUNDARY_TOLERANCE = 1e-9
+BOUNDARY_TOLERANCE = 1e-6
 """A value exactly at a rule's threshold (-30 % / +20 % / +5 mm changes, the 10 mm measurable long axis, the minimum
-long axis of a new lesion, the 5 mm of a very small target) meets it despite float rounding: 25 voxels of 0.4 mm
-measure 9.999999999999995 or 10.000000000000002 mm depending on the grid's origin. Use :func:`at_least`,
-:func:`at_most` and :func:`tolerance_key`, not the tolerance itself."""
+long axis of a new lesion, the 5 mm of a very small target) meets it despite rounding, within this fraction of the
+threshold (and at least this much, in its unit): 25 voxels of 0.4 mm measure 9.999999999999995 or
+10.000000000000002 mm depending on the grid's origin, and a NIfTI header stores its voxel-to-RAS matrix in float32
+(about 7 digits), so on 0.625 mm pixels tilted 15 degrees 16 pixels measure 9.999999666 mm. 1e-6 is a nanometre at
+1 mm, far below any diameter a CT resolves. Use :func:`at_least`, :func:`at_most` and :func:`tolerance_key`, not the
+tolerance itself."""
+
+
+def _allowance(threshold: float) -> float:
+    """How far a value may miss ``threshold`` by rounding only: :data:`BOUNDARY_TOLERANCE` of it, at least
+    :data:`BOUNDARY_TOLERANCE` (a threshold of 0 or a fraction such as -0.3)."""
+    return BOUNDARY_TOLERANCE * max(1.0, abs(float(threshold)))
 
 
 def at_least(value: float, threshold: float) -> bool:
-    """``value >= threshold``, where a value short of it by float rounding only (:data:`BOUNDARY_TOLERANCE`) meets
-    it: every ">=" rule of RECIST 1.1 and of the follow-up statuses."""
-    return bool(value >= threshold - BOUNDARY_TOLERANCE)
+    """``value >= threshold``, where a value short of it by rounding only (:func:`_allowance`) meets it: every
+    ">=" rule of RECIST 1.1 and of the follow-up statuses."""
+    return bool(value >= threshold - _allowance(threshold))
 
 
 def at_most(value: float, threshold: float) -> bool:
-    """``value <= threshold``, where a value beyond it by float rounding only (:data:`BOUNDARY_TOLERANCE`) meets it
-    (the -30 % of PR and of a shrunk lesion)."""
-    return bool(value <= threshold + BOUNDARY_TOLERANCE)
+    """``value <= threshold``, where a value beyond it by rounding only (:func:`_allowance`) meets it (the -30 % of
+    PR and of a shrunk lesion)."""
+    return bool(value <= threshold + _allowance(threshold))
 
 
 def tolerance_key(value: float) -> int:
-    """``value`` in steps of :data:`BOUNDARY_TOLERANCE` (rounded): a sort key under which values apart by float
-    rounding only are equal, so a tie is broken by what comes next in the key (an id), not by float noise."""
+    """``value`` in steps of :data:`BOUNDARY_TOLERANCE` (rounded): a sort key under which values apart by rounding
+    only are equal, so a tie is broken by what comes next in the key (an id), not by float noise."""
     return round(value / BOUNDARY_TOLERANCE)
 
 

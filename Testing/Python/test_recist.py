@@ -147,6 +147,23 @@ def test_a_float32_tilted_header_does_not_raise_the_measurable_minimum_over_10_m
     assert report["recist"]["target_lesion_ids"] == [1]
 
 
+def test_a_float32_tilted_header_does_not_shorten_an_in_plane_10_mm_lesion_below_measurable():
+    # 0.625 mm pixels tilted 15 degrees about x, the voxel-to-RAS matrix in float32 as a NIfTI header holds it: 16
+    # pixels along y measured 9.999999666 mm, and a lesion the same CT untilted makes a target was none
+    tilt = np.deg2rad(15.0)
+    rotation = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(tilt), -np.sin(tilt)], [0.0, np.sin(tilt), np.cos(tilt)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([0.625, 0.625, 2.0])
+    geometry = ImageGeometry.from_ijk_to_ras(affine.astype(np.float32))
+    labels = np.zeros((5, 40, 30), np.uint8)  # (z, y, x)
+    labels[1:4, 2:38, 2:28] = 1
+    labels[2, 10:26, 15] = 2  # 16 voxels of 0.625 mm along y: a long axis of 10.0 mm
+    report = lesion_report(labels, geometry)
+    long_axis = report["lesions"][0]["long_axis_mm"]
+    assert long_axis != 10.0 and long_axis == pytest.approx(10.0, abs=1e-5)  # the float32 rounding is there
+    assert report["recist"]["target_lesion_ids"] == [1]
+
+
 @pytest.mark.parametrize("base, follow, new, n_follow, expected", [
     (50.0, 34.0, False, 2, "PR"),    # -32 %
     (50.0, 36.0, False, 2, "SD"),    # -28 %

@@ -99,15 +99,17 @@ def test_a_lesion_cut_by_the_scans_edge_is_not_a_target():
 
 
 def test_one_tolerance_for_thresholds_and_for_equal_long_axes():
-    """Thresholds and the order of target candidates use one tolerance (BOUNDARY_TOLERANCE, 1e-9): a value short of a
-    threshold by float rounding meets it, a real shortfall does not; long axes apart by float rounding are equal
-    (the lower id first), long axes 1e-7 mm apart are not (rounding to 6 decimals made them equal, by id)."""
-    assert at_least(9.999999999999995, 10.0) and not at_least(9.9999999, 10.0)
-    assert at_most(-0.29999999999999993, -0.3) and not at_most(-0.2999999, -0.3)
+    """Thresholds and the order of target candidates use one tolerance (BOUNDARY_TOLERANCE, 1e-6 of the threshold,
+    at least 1e-6): a value short of a threshold by rounding (float64, or a float32 header's 7 digits) meets it, a
+    real shortfall does not; long axes apart by rounding are equal (the lower id first), long axes 1e-5 mm apart
+    are not."""
+    assert at_least(9.999999999999995, 10.0) and at_least(9.99999967, 10.0) and not at_least(9.99998, 10.0)
+    assert at_least(179.99985, 180.0) and not at_least(179.9997, 180.0)  # 1e-6 of 180 mm is 0.00018 mm
+    assert at_most(-0.29999999999999993, -0.3) and at_most(-0.2999995, -0.3) and not at_most(-0.29999, -0.3)
     rounded = [{"id": 1, "long_axis_mm": 19.999999999999996}, {"id": 2, "long_axis_mm": 20.000000000000004},
                {"id": 3, "long_axis_mm": 15.0}]
     assert select_target_lesions(rounded) == [1, 2] and select_target_lesions(rounded[::-1]) == [1, 2]
-    apart = [{"id": 1, "long_axis_mm": 20.0}, {"id": 2, "long_axis_mm": 20.0000001}, {"id": 3, "long_axis_mm": 15.0}]
+    apart = [{"id": 1, "long_axis_mm": 20.0}, {"id": 2, "long_axis_mm": 20.00001}, {"id": 3, "long_axis_mm": 15.0}]
     assert select_target_lesions(apart) == [2, 1]
 
 

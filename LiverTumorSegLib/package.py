@@ -1097,13 +1097,37 @@ def _recorded_preprocessing(meta: Mapping[str, Any], path: Path) -> Any:
         raise ModelPackageError(f"{exc} {unknown_setting_advice(meta)}") from None
 
 
-def _warn_unrecorded_preprocessing(recorded: Mapping[str, Any], preprocessing: Any, path: Path) -> None:
+PREPROCESSING_SETTINGS_ADDED = {"context_min_mm": "2026-11-25T08:40:04+00:00",
+                                "context_max_mm": "2026-11-25T09:05:06+00:00"}
+"""Preprocessing settings added after packages were first saved, with the moment (UTC) each was added. Their default
+(None: no bound) is what every earlier version did, so a package ``created`` before a setting existed lacks it only
+because it was trained without it: loading it with the default preprocesses it as trained (the v1, v2 and v4 default
+models README names were warned 'may not be what its network was trained with')."""
+
+
+def _setting_existed_when_created(setting: str, meta: Mapping[str, Any]) -> bool:
+    """False when the package (its ``created`` time, ISO 8601) was saved before ``setting`` was added
+    (:data:`PREPROCESSING_SETTINGS_ADDED`); True otherwise, and when either time cannot be read."""
+    import datetime
+
+    added = PREPROCESSING_SETTINGS_ADDED.get(setting)
+    try:
+        created = datetime.datetime.fromisoformat(str(meta.get("created")))
+        return added is None or created.tzinfo is None or created >= datetime.datetime.fromisoformat(added)
+    except ValueError:
+        return True
+
+
+def _warn_unrecorded_preprocessing(recorded: Mapping[str, Any], preprocessing: Any, path: Path,
+                                   meta: Optional[Mapping[str, Any]] = None) -> None:
     """Warn when a package records only part of its preprocessing (packages saved before 25 Nov 2026 from a partial
     dict; save_model_package now records every setting): the rest are this library's current defaults, which
-    need not be the ones the network was trained with."""
+    need not be the ones the network was trained with. A setting added after the package was ``created`` (``meta``;
+    :data:`PREPROCESSING_SETTINGS_ADDED`) is not warned of: its default is what the package was trained with."""
     if not hasattr(preprocessing, "to_dict"):
         return
-    missing = sorted(set(preprocessing.to_dict()) - set(recorded))
+    missing = sorted(setting for setting in set(preprocessing.to_dict()) - set(recorded)
+                     if _setting_existed_when_created(setting, meta or {}))
     if missing:
         log.warning("warning: model package '%s' does not record the preprocessing setting(s) %s; this library's "
                     "current defaults are used for them, which may not be what its network was trained with.",
@@ -1383,7 +1407,7 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu",
     bundled_bytes = _verified_bundled_bytes(path)  # first: a bundled file's own check names SHA256SUMS and restoring
     header, meta = _read_header_and_metadata(path)
     preprocessing = _recorded_preprocessing(meta, path)
-    _warn_unrecorded_preprocessing(meta.get("preprocessing") or {}, preprocessing, path)
+    _warn_unrecorded_preprocessing(meta.get("preprocessing") or {}, preprocessing, path, meta)
     if preprocessing_ready is not None:
         preprocessing_ready(preprocessing)
     activations = _plan_network(meta, header, path)

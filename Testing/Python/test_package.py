@@ -1818,6 +1818,38 @@ def test_a_package_records_every_preprocessing_setting_and_an_older_partial_one_
     assert "current defaults are used for them" in caplog.text
 
 
+def test_a_package_saved_before_the_context_bounds_existed_loads_without_the_unrecorded_setting_warning(tmp_path,
+                                                                                                        caplog):
+    """The v1, v2 and v4 default models README says load with --model (saved 22-24 Nov 2026, before context_min_mm and
+    context_max_mm were added on 25 Nov) were warned 'does not record the preprocessing setting(s) context_max_mm,
+    context_min_mm; ... may not be what its network was trained with', though their default (None: no bound) is what
+    every earlier version did. A package saved after the settings existed that lacks them is still warned of."""
+    import logging
+
+    from LiverTumorSegLib.package import rewrite_package_metadata
+
+    saved = save_model_package(tmp_path / "old.safetensors", _tiny_model(), PREP)
+
+    def as_saved_on(created):
+        def edit(meta):
+            meta["created"] = created
+            for setting in ("context_min_mm", "context_max_mm"):
+                meta["preprocessing"].pop(setting)
+        return edit
+
+    rewrite_package_metadata(saved, as_saved_on("2026-11-24T17:26:57+00:00"))  # v4's
+    with caplog.at_level(logging.WARNING, logger="LiverTumorSegLib.package"):
+        package = load_model_package(saved)
+    assert package.preprocessing.context_min_mm is None and package.preprocessing.context_max_mm is None
+    assert "does not record the preprocessing" not in caplog.text
+    later = save_model_package(tmp_path / "later.safetensors", _tiny_model(), PREP)
+    rewrite_package_metadata(later, as_saved_on("2026-11-25T09:00:00+00:00"))  # context_max_mm did not exist yet
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="LiverTumorSegLib.package"):
+        load_model_package(later)
+    assert "does not record the preprocessing setting(s) context_min_mm; this library's current defaults" in caplog.text
+
+
 def test_a_package_saved_with_name_none_is_named_by_its_file(tmp_path):
     """metadata {"name": None} was stored as the text 'None', which 'models' listed as the package's name."""
     saved = save_model_package(tmp_path / "liver_v5.safetensors", _tiny_model(), PREP, metadata={"name": None})

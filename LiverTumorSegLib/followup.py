@@ -60,6 +60,7 @@ from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import __version__
 from .errors import InputError, option_hint
 from .fileutil import atomic_output, quiet_missing_glyphs
 from .metrics.recist import (RECIST_NOTE, RECIST_TOO_SMALL_MM, at_least, at_most, meets_progression,
@@ -1030,6 +1031,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                              "change_percent": None if change is None or not base_sum else 100.0 * change / base_sum},
         "status_counts": counts,
         "min_new_lesion_mm": float(min_new_lesion_mm),
+        "library_version": str(__version__),  # which code judged it: the rules and rows change between versions
         # what reading the label maps said first (e.g. a .seg.nrrd segment not named as liver or tumor, left out)
         "warnings": [f"{which}: {w}" for which, v in (("baseline", baseline), ("follow-up", followup))
                      for w in v.meta.get("warnings", [])] + list(align.warnings) + warnings,

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from .. import __version__
 from ..errors import InputError
 from ..io.formats import READ_SUFFIXES
 from ..metrics.recist import RECIST_NOTE
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     report = lesion_report(labels.array, labels.geometry, ct.array if ct is not None else None,
                            extra={"labels": str(args.labels), "ct": str(args.ct) if args.ct else None,
                                   "probabilities": str(args.probabilities) if args.probabilities else None,
-                                  "warnings": warnings},
+                                  "library_version": str(__version__), "warnings": warnings},
                            tumor_probability_zyx=probability, in_hu=in_hu)
     from ..inference.plausibility import fat_density_lesion_warnings
     from ..inference.water_density import water_density_lesion_warnings

@@ -159,6 +159,8 @@ def test_followup_command_writes_report_and_picture(tmp_path, capsys):
     change = json.loads(out.read_text())
     assert change["response"] == "PD" and statuses(change) == ["disappeared", "grown", "new"]
     assert "_arrays" not in change and change["alignment"]["method"] == "ct"
+    import LiverTumorSegLib
+    assert change["library_version"] == LiverTumorSegLib.__version__  # which version's rules judged it
     png = tmp_path / "change.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert "RECIST 1.1 response: PD" in capsys.readouterr().out

@@ -214,8 +214,11 @@ def test_measure_reads_a_probability_map_in_another_axis_order_than_the_ct(tmp_p
         out = tmp_path / f"report{len(extra)}.json"
         code = main(["measure", label_path, "--probabilities", probability_path, "-o", str(out)] + extra)
         assert code == 0, capsys.readouterr().err
-        lesion = json.loads(out.read_text())["lesions"][0]
+        report = json.loads(out.read_text())
+        lesion = report["lesions"][0]
         assert lesion["mean_tumor_probability"] == pytest.approx(0.8)
+        import LiverTumorSegLib
+        assert report["library_version"] == LiverTumorSegLib.__version__  # as segment's reports record it
         if extra:
             assert lesion["mean_hu"] == pytest.approx(20.0)
 

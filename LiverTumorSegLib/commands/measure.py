@@ -92,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     check_can_write(output, args.overwrite)  # before any reading
     if not Path(args.labels).exists():
         raise InputError(f"Label map '{args.labels}' does not exist; check the path.")
+    for path, option in ((args.ct, "--ct"), (args.probabilities, "--probabilities")):  # named, and before reading
+        if path and not Path(path).exists():  # (they were 'Input ... does not exist', the map's after the CT's read)
+            raise InputError(f"{option} '{path}' does not exist; check the path.")
     if args.series and not args.ct:
         raise InputError("--series picks the DICOM series of --ct; without --ct it has nothing to pick (the label "
                          "map is one file). Drop --series, or add --ct with the DICOM folder.")

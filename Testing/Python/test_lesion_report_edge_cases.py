@@ -479,3 +479,19 @@ def test_the_report_of_a_large_grid_makes_no_whole_volume_mask():
     assert report["lesion_count"] == 2
     assert report["liver_volume_ml"] == pytest.approx(20 * 60 * 60 * 0.8 * 0.8 * 2.0 / 1000.0)
     assert peak < 0.8 * labels.size, f"{peak / labels.size:.2f} bytes a voxel"  # 1.11 before
+
+
+@pytest.mark.parametrize("option", ["--ct", "--probabilities"])
+def test_measure_names_the_option_whose_file_does_not_exist(tmp_path, capsys, option):
+    """A missing --ct or --probabilities file was 'Input ... does not exist' (the map's only after the CT and the
+    labels had been read), where followup names its --baseline-ct: the option is named, before any reading."""
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.io import write_label_map
+
+    labels = np.zeros((3, 6, 6), np.uint8)
+    labels[:, 1:5, 1:5] = 1
+    write_label_map(tmp_path / "labels.nii.gz", labels, ImageGeometry(spacing=(1.0, 1.0, 1.0)))
+    missing = tmp_path / "missing.nii.gz"
+    code = main(["measure", str(tmp_path / "labels.nii.gz"), option, str(missing), "-o", str(tmp_path / "r.json")])
+    assert code == 2 and f"error: {option} '{missing}' does not exist; check the path." in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
 
-from ..errors import InputError
+from ..errors import InputError, option_hint
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,12 @@ def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = Non
         return DeviceChoice(torch.device("mps"), text)
     if text in ("gpu", "mps"):
         what = "A GPU (CUDA or Apple MPS)" if text == "gpu" else "An Apple GPU (MPS)"
-        message = (f"{what} was requested (--device {text}) but this PyTorch (torch {torch.__version__}) sees "
+        message = (f"{what} was requested ({_device_option(text)}) but this PyTorch (torch {torch.__version__}) sees "
                    f"none; running on the CPU instead (slower).")
         log.warning("warning: %s", message)
         return DeviceChoice(torch.device("cpu"), text, message)
     if not has_cuda:
-        message = (f"CUDA was requested (--device {text}) but is not available in this PyTorch "
+        message = (f"CUDA was requested ({_device_option(text)}) but is not available in this PyTorch "
                    f"(torch {torch.__version__}); running on the CPU instead (slower).")
         log.warning("warning: %s", message)
         return DeviceChoice(torch.device("cpu"), text, message)
@@ -93,6 +93,12 @@ def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = Non
             raise InputError(f"CUDA device '{requested}' does not exist; this machine has "
                              f"{torch.cuda.device_count()} GPU(s) (cuda:0 ..).")
     return DeviceChoice(torch.device(text), text)
+
+
+def _device_option(text: str) -> str:
+    """The device request as the caller gave it: ``--device gpu`` on the command line (the Slicer panel shows its
+    Device choice for those words), ``device='gpu'`` from Python, which was told the command-line flag."""
+    return option_hint(f"--device {text}", f"device='{text}'")
 
 
 def gpu_info(device: "object") -> Dict[str, object]:

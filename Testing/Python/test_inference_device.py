@@ -50,3 +50,15 @@ def test_gpu_info_on_cuda():
     info = gpu_info(torch.device("cuda"))
     assert info["total_bytes"] >= info["free_bytes"] > 0 and info["name"]
     assert resolve_device("cuda").is_cuda and resolve_device("auto").is_cuda
+
+
+def test_a_device_that_falls_back_is_named_as_the_caller_gave_it():
+    """A library call (segment_file(device='gpu')) was told '(--device gpu)', a flag it has no use for; the
+    command line (and the Slicer panel, which words the child's flag as its Device choice) keeps the flag."""
+    from LiverTumorSegLib.errors import cli_wording
+
+    assert "requested (device='gpu')" in resolve_device("gpu", cuda_available=False, mps_available=False).message
+    assert "requested (device='cuda')" in resolve_device("cuda", cuda_available=False).message
+    with cli_wording():
+        assert "requested (--device gpu)" in resolve_device("gpu", cuda_available=False, mps_available=False).message
+        assert "requested (--device cuda:1)" in resolve_device("cuda:1", cuda_available=False).message

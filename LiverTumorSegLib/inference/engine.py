@@ -291,11 +291,13 @@ def check_flip_tta_allowed(metadata: Optional[dict]) -> None:
     """
     flips = trained_with_lr_flips(metadata)
     if flips is False:
-        tta = option_hint("--tta", "tta=True")
+        # segment_file, segment_volume and the engine take tta_flip=True; only SegmentationOptions takes tta=True
+        tta = option_hint("--tta", "tta_flip=True (SegmentationOptions: tta=True)")
         raise InputError(f"{tta} averages in the prediction of the left-right mirrored CT, but this model was "
                          f"trained without mirroring (the liver is on the patient's right), so mirrored slices "
-                         f"are unlike anything it saw and TTA would lower accuracy. Run without {tta}, or use a "
-                         f"model trained with augmentation flip_lr_probability > 0.")
+                         f"are unlike anything it saw and TTA would lower accuracy. Run without "
+                         f"{option_hint('--tta', 'it')}, or use a model trained with augmentation "
+                         f"flip_lr_probability > 0.")
     if flips is None:
         log.warning("warning: the model package does not say whether it was trained with left-right flips; flip TTA "
                     "only helps models that were.")

@@ -476,8 +476,11 @@ def test_flip_tta_refused_for_a_model_trained_without_flips():
     assert trained_with_lr_flips(disabled) is False
     assert trained_with_lr_flips({"training": {}}) is None
     assert trained_with_lr_flips(None) is None
-    with pytest.raises(InputError, match="trained without mirroring"):
+    with pytest.raises(InputError, match="trained without mirroring") as refused:
         check_flip_tta_allowed(no_flips)
+    # a library call names segment_file's and the engine's argument (it named tta=True, which they do not take)
+    assert str(refused.value).startswith("tta_flip=True (SegmentationOptions: tta=True) averages")
+    assert "Run without it," in str(refused.value)
     check_flip_tta_allowed(with_flips)   # allowed
     check_flip_tta_allowed({})           # unknown: allowed with a warning
 

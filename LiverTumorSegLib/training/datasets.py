@@ -63,7 +63,8 @@ def discover_cases(root: PathLike, fmt: str = "auto", warn_patients: bool = True
     split, not to a benchmark that scores each case alone)."""
     root = Path(root)
     if not root.exists():
-        raise InputError(f"Training data '{root}' does not exist; pass --data with a data folder or CSV.")
+        # (it said "pass --data with a data folder or CSV" to a user who had, and to discover_cases's callers)
+        raise InputError(f"Training data '{root}' does not exist; check the path (a data folder or a CSV of cases).")
     if fmt == "auto":
         fmt = detect_format(root)
     finders = {"lits": _discover_lits, "msd": _discover_msd, "ircadb": _discover_ircadb, "csv": _discover_csv}

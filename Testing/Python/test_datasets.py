@@ -460,8 +460,10 @@ def test_unknown_layout_explains_the_expected_ones(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(InputError, match="Expected one of: LiTS"):
         discover_cases(tmp_path)
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist") as missing:
         discover_cases(tmp_path / "missing")
+    # it told 'train --data missing' (and discover_cases's callers) to "pass --data", which they had done
+    assert "pass --data" not in str(missing.value) and "check the path" in str(missing.value)
 
 
 def test_remap_labels_known_answer():

@@ -470,8 +470,9 @@ class SliceInferenceEngine:
         import torch
 
         if precision == "bf16" and self.backend == "onnx":
-            raise InputError("--precision bf16 runs on the torch backend only (ONNX Runtime runs fp32 here); "
-                             "use --backend torch or --precision fp32.")
+            bf16, fix = (option_hint("--precision bf16", "precision='bf16'"),  # a library call was told flags
+                         option_hint("--backend torch or --precision fp32", "backend='torch' or precision='fp32'"))
+            raise InputError(f"{bf16} runs on the torch backend only (ONNX Runtime runs fp32 here); use {fix}.")
         if self.backend == "onnx" or precision == "fp32":
             return
         if precision == "auto" and not cpu_has_native_bf16():

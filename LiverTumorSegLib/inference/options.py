@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, option_hint
 from .device import DEVICE_CHOICES, MAX_THREADS, PRECISIONS, check_count, check_precision, cuda_index
 from .engine import BACKENDS
 from .postprocess import PostprocessingOptions
@@ -231,8 +231,10 @@ class SegmentationOptions:
             raise InputError(f"precision (--precision): unknown precision {self.precision!r}; use one of "
                              f"{', '.join(PRECISIONS)}.") from None
         if self.backend == "onnx" and self.precision == "bf16":
-            raise InputError("precision bf16 (--precision bf16) runs on the torch backend only (ONNX Runtime runs "
-                             "fp32 here); use --backend torch or auto, or --precision fp32.")
+            fix = option_hint("--backend torch or auto, or --precision fp32",  # a library call was told flags
+                              "backend='torch' or 'auto', or precision='fp32'")
+            raise InputError(f"precision bf16 (--precision bf16) runs on the torch backend only (ONNX Runtime runs "
+                             f"fp32 here); use {fix}.")
         self._check_window()
 
     def _check_window(self) -> None:

@@ -231,8 +231,9 @@ def test_explicit_bf16_runs_unchecked_and_fp32_never_autocasts():
 def test_onnx_backend_stays_fp32(tmp_path):
     pytest.importorskip("onnxruntime")
     package = tiny_unet_package(tmp_path)
-    with pytest.raises(InputError, match="torch backend"):
+    with pytest.raises(InputError, match="torch backend") as refused:
         SliceInferenceEngine(package, device="cpu", threads=1, backend="onnx", precision="bf16")
+    assert "use backend='torch' or precision='fp32'" in str(refused.value)  # the engine's arguments, not flags
     engine = SliceInferenceEngine(package, device="cpu", threads=1, backend="onnx")
     assert engine.precision_used == "fp32"
 

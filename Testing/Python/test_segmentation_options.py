@@ -235,7 +235,12 @@ def test_options_that_can_only_fail_later_are_refused_at_once():
         SegmentationOptions(window_level=float("inf"), window_width=400.0)
     with pytest.raises(InputError, match="finite numbers in HU"):
         SegmentationOptions(window_level=40.0, window_width=float("inf"))
-    with pytest.raises(InputError, match="bf16.*torch backend only"):
+    with pytest.raises(InputError, match="bf16.*torch backend only") as onnx_bf16:
+        SegmentationOptions(backend="onnx", precision="bf16")
+    # the way out in the caller's words: it told a library call '--backend torch or auto, or --precision fp32'
+    assert str(onnx_bf16.value).endswith("use backend='torch' or 'auto', or precision='fp32'.")
+    from LiverTumorSegLib.errors import cli_wording
+    with cli_wording(), pytest.raises(InputError, match="use --backend torch or auto, or --precision fp32"):
         SegmentationOptions(backend="onnx", precision="bf16")
     SegmentationOptions(backend="auto", precision="bf16")  # auto picks torch for bf16
     with pytest.raises(InputError, match="min_lesion_probability"):

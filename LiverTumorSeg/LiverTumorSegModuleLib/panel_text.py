@@ -181,7 +181,7 @@ def _panel_wording(text: str) -> str:
         text = text.replace(f"run again with {flag}", f"check the result: the panel has no control for this step "
                                                       f"(the command line's `livertumorseg segment {flag}` turns it "
                                                       f"off)")
-    for flag_words, panel_words in NO_PANEL_SETTING_ADVICE:
+    for flag_words, panel_words in NO_PANEL_SETTING_ADVICE + EMPTY_SEGMENTS_PANEL_WORDS:
         text = text.replace(flag_words, panel_words)
     text = text.replace("(--device gpu)", '(Device "GPU")')  # the child's "A GPU ... was requested" without one
     return text.replace("use --device cpu", 'choose "CPU" as the Device')  # the child's GPU out-of-memory advice
@@ -198,6 +198,20 @@ NO_PANEL_SETTING_ADVICE = (
 )
 """Advice of the child that names a setting the panel does not offer (``the flag's words``, ``the panel's words``):
 the panel showed a bare command-line flag its user could not give."""
+
+
+EMPTY_SEGMENTS_PANEL_WORDS = (
+    # measure's warnings for an empty label map, which the panel's "Update lesion table" hands over from the segments
+    ("the label map holds no liver and no tumor (every voxel background): its liver volume 0.0 mL and empty lesion "
+     "table describe no segmentation; check that it is the right file (segment writes 1 = liver, 2 = tumor)",
+     "the Liver and Liver tumor segments are empty: the liver volume 0.0 mL and the empty lesion table describe no "
+     "segmentation; check that this is the segmentation you meant (its segments may have been erased), or click "
+     "Segment to segment the CT again"),
+    ("the label map holds tumor but no liver label (1) (an empty Liver segment?)",
+     "the Liver tumor segment holds voxels but the Liver segment is empty"),
+)
+"""Warnings of the measure child about the label map it was handed, in the panel's words: its user has segments,
+not a file of labels 1 and 2 that 'segment' wrote, and was told to check 'that it is the right file'."""
 
 
 ALIGN_ON_CT = '"Align on the CTs"'

@@ -324,3 +324,22 @@ def test_ct_voxels_edited_while_the_segments_are_measured_get_the_segment_runs_w
     assert edited.kind == "done" and edited.warnings[0] == (
         "The voxels of the CT 'phantom CT' were changed while its segments were measured; the lesion table is of the "
         "CT as it was when 'Update lesion table' was clicked. Update it again to measure the CT as it is now.")
+
+
+def test_empty_segments_are_warned_of_in_the_panels_words_not_as_a_label_map_file(module):
+    """A reader who erased the Liver and Liver tumor segments and clicked "Update lesion table" was told that "the
+    label map holds no liver and no tumor ... check that it is the right file (segment writes 1 = liver, 2 =
+    tumor)": the command line's words for a file the panel user never gave."""
+    phantom, volume, segmentation = _scene_with_result(module)
+    module.mrml.labels_to_segmentation_node(module.scene, np.zeros_like(phantom.labels), GEOMETRY,
+                                            segmentation_node=segmentation)
+    outcome = _logic(module).measureSegmentation(segmentation, volume)
+    (warning,) = outcome.warnings
+    assert warning.startswith("the Liver and Liver tumor segments are empty: the liver volume 0.0 mL")
+    assert "file" not in warning and "segment writes" not in warning and "click Segment" in warning
+    tumor_only = phantom.labels.copy()
+    tumor_only[tumor_only == 1] = 0
+    module.mrml.labels_to_segmentation_node(module.scene, tumor_only, GEOMETRY, segmentation_node=segmentation)
+    (warning,) = _logic(module).measureSegmentation(segmentation, volume, tableNode=outcome.table_node).warnings
+    assert warning.startswith("the Liver tumor segment holds voxels but the Liver segment is empty: the liver volume "
+                              "counts the tumor alone")

@@ -21,6 +21,8 @@ PROBABILITY_255_SLOPE = 1.0 / 255.0
 3D Slicer, MONAI and nnU-Net's readers then read its stored uint8 ``255 x p`` as the probability ``p``."""
 _FILE_FORMATS_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd)"
 _SUPPORTED_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM series folder"
+_LABEL_MAP_FORMATS_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a Slicer .seg.nrrd"
+"""The label map files every command reads (evaluate and train read no DICOM series folder as a label map)."""
 
 
 def may_be_dicom_file(path: "Union[str, os.PathLike]") -> bool:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError, LabelError
 from ..volume import CTVolume, ImageGeometry
-from .formats import PathLike
+from .formats import _LABEL_MAP_FORMATS_TEXT, _SUPPORTED_TEXT, PathLike
 from .reading import read_volume
 
 log = logging.getLogger(__name__)
@@ -524,7 +524,9 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
         except InputError as exc:  # the reader's shape refusal speaks of a CT: a 2D label map was told one is needed
             if "3D CT volume is needed" not in str(exc):
                 raise
-            raise InputError(str(exc).replace("3D CT volume is needed", "3D label map is needed")) from exc
+            # ... and the CT's formats: 'or a DICOM series folder', which evaluate then refused as no label map file
+            raise InputError(str(exc).replace("3D CT volume is needed", "3D label map is needed")
+                             .replace(_SUPPORTED_TEXT, _LABEL_MAP_FORMATS_TEXT)) from exc
         _refuse_probability_map(volume)
     volume.array = check_label_values(volume.array, volume.source, allowed_values)
     if reference is not None:

@@ -1319,8 +1319,11 @@ def test_a_nifti_saved_without_its_extension_is_told_how_to_rename_it(tmp_path):
 
 def test_a_2d_label_map_is_told_a_3d_label_map_is_needed_not_a_ct(tmp_path):
     _write_nifti(tmp_path / "slice.nii.gz", np.zeros((16, 16), np.uint8))
-    with pytest.raises(InputError, match=r"is 2D \(16 x 16 pixels\); a 3D label map is needed"):
+    with pytest.raises(InputError, match=r"is 2D \(16 x 16 pixels\); a 3D label map is needed") as refused:
         read_label_map(tmp_path / "slice.nii.gz")
+    # the label map formats: it offered the CT's 'or a DICOM series folder', which evaluate refuses as a label map
+    assert str(refused.value).endswith("(NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a "
+                                       "Slicer .seg.nrrd).")
     with pytest.raises(InputError, match=r"a 3D CT volume is needed"):  # as a CT, it is told so
         read_volume(tmp_path / "slice.nii.gz")
 

@@ -868,9 +868,10 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     check_nadir_sum_mm(nadir_sum_mm)
     for labels, what in ((baseline, "baseline"), (followup, "follow-up")):
         if not np.asarray(labels.array).any():  # read as 'all lesions disappeared': CR, the best category
+            # the message named the project's 'follow-up audit' to its users, where it should say what would happen
             raise InputError(f"The {what} label map holds no liver and no tumor (every voxel 0): a failed "
-                             f"segmentation or the wrong file (the follow-up audit: an empty follow-up read as CR). "
-                             f"Give the {what} segmentation of the liver and its lesions.")
+                             f"segmentation or the wrong file; compared, it would read as every lesion gone (a false "
+                             f"complete response). Give the {what} segmentation of the liver and its lesions.")
     for ct, labels, what in ((baseline_ct, baseline, "baseline"), (followup_ct, followup, "follow-up")):
         if ct is not None and tuple(ct.shape_zyx) != tuple(labels.shape_zyx):
             raise InputError(f"The {what} CT {ct.shape_zyx} and label map {labels.shape_zyx} (z, y, x) differ in "

@@ -223,6 +223,9 @@ _FOLLOWUP_PANEL_WORDS = (
     ("or use --alignment none", f"or try the other alignment ({ALIGN_ON_CT} ticked or unticked)"),
     ("try another alignment (--alignment ct|liver|none)", f"try the other alignment ({ALIGN_ON_CT} ticked or "
                                                           f"unticked)"),
+    # the panel hands over segments, not a file: 'the wrong file' told of a file its user never chose
+    (" label map holds no liver and no tumor (every voxel 0): a failed segmentation or the wrong file;",
+     " segmentation's Liver and Liver tumor segments are empty (a failed segmentation, or segments erased);"),
 )
 
 

@@ -730,8 +730,10 @@ def test_an_empty_label_map_is_refused_not_read_as_every_lesion_gone(which):
     labels[3:9, 6:13, 6:13] = 2
     full, empty = CTVolume(labels, geometry), CTVolume(np.zeros_like(labels), geometry)
     pair = (empty, full) if which == "baseline" else (full, empty)
-    with pytest.raises(InputError, match=f"The {which} label map holds no liver and no tumor"):
+    with pytest.raises(InputError, match=f"The {which} label map holds no liver and no tumor") as refused:
         compare_followup(*pair, alignment="none")
+    # what would happen, not the project's history ('(the follow-up audit: an empty follow-up read as CR)')
+    assert "audit" not in str(refused.value) and "a false complete response" in str(refused.value)
 
 
 def test_a_map_with_tumor_but_no_liver_label_is_not_aligned_on_its_tumor():

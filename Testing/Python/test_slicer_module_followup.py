@@ -519,3 +519,20 @@ def test_a_comparison_whose_pair_was_changed_while_it_ran_says_whose_response_it
                         "'follow-up CT'), which are no longer the selected segmentations and CTs: see the table "
                         "'Lesion follow-up'.")
     assert lines[1].startswith("RECIST 1.1 response: SD")
+
+
+def test_an_empty_segmentation_compared_is_refused_in_the_panels_words(module):
+    """Erased segments were refused as 'The follow-up label map holds no liver and no tumor (every voxel 0): a failed
+    segmentation or the wrong file', a file the panel user never chose; the panel names the segments."""
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 22, 16), 6.0, 15.0)], noise_hu=5.0)
+    volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    follow_volume, follow = _ct_and_segmentation(module.scene, module.mrml, base, "follow-up")
+    module.mrml.labels_to_segmentation_node(module.scene, np.zeros_like(base.labels), base.ct.geometry,
+                                            segmentation_node=follow)
+    logic = module.m.LiverTumorSegLogic(runnerFactory=module.m.childprocess.SubprocessRunner, python=sys.executable)
+    with pytest.raises(module.m.followup_job.FollowupProcessError) as refused:
+        logic.compareWithBaseline(segmentation, volume, follow, follow_volume, alignOnCT=False)
+    assert str(refused.value).startswith("The follow-up segmentation's Liver and Liver tumor segments are empty (a "
+                                         "failed segmentation, or segments erased); compared, it would read as every "
+                                         "lesion gone")
+    assert "file" not in str(refused.value)

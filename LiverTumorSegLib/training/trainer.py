@@ -846,8 +846,9 @@ class Trainer:
             # said, not refused: short trial runs of a recipe (its warmup for the full run) are a use of their own
             self.log(f"warning: warmup ({cfg.warmup} steps) is as long as the whole run or longer ({cfg.epochs} x "
                      f"{self.steps_per_epoch} = {cfg.epochs * self.steps_per_epoch} steps): the learning rate never "
-                     f"reaches lr ({cfg.lr:g}) and the {cfg.schedule} schedule never starts (the training audit: "
-                     f"0.01-0.04 x lr throughout); give --warmup 0 or a shorter one for a run this short")
+                     f"reaches lr ({cfg.lr:g}) and the {cfg.schedule} schedule never starts (the rate "
+                     f"rises linearly through the whole run, a fraction of lr); give --warmup 0 or a shorter one for "
+                     f"a run this short")
         self.scaler = grad_scaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
     def _build_data(self) -> None:

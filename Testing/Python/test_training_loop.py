@@ -336,6 +336,9 @@ def test_a_warmup_as_long_as_the_run_is_said(data_csv, tmp_path):
     train(tiny_config(data_csv, tmp_path, warmup=100), log=said.append)
     assert sum("warning: warmup (100 steps) is as long as the whole run or longer (2 x 3 = 6 steps)" in line
                for line in said) == 1
+    # what the rate does, not the project's history ('(the training audit: 0.01-0.04 x lr throughout)')
+    assert any("never starts (the rate rises linearly through the whole run, a fraction of lr); give --warmup 0"
+               in line and "audit" not in line for line in said)
     said.clear()
     train(tiny_config(data_csv, tmp_path, warmup=2, overwrite=True), log=said.append)
     assert not any("warning: warmup" in line for line in said)

@@ -345,7 +345,9 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
     rows, options = [], []
     resuming = config.resume and not config.overwrite
     try:
-        listed = discover_cases(config.data, config.format) if resuming else None  # for finished folds' splits
+        # read before the first fold's banner: missing or empty data were refused under '=== fold 0 ... ==='; the
+        # finished folds' splits of a resumed run come from it too
+        listed = discover_cases(config.data, config.format)
         for fold in range(config.folds):
             # numbered from 0, as fold_K.safetensors, the table and train --fold K are ("fold 2/2" beside the
             # trainer's "(fold 1 of 2)" named one fold two ways in one log)

@@ -154,6 +154,9 @@ def test_crossval_help_describes_its_folds_and_refuses_fold(capsys, tmp_path, ca
     with caplog.at_level(logging.WARNING):
         assert main(["crossval", "--data", "missing.csv", "-o", str(tmp_path / "cv"), "--val-fraction", "0.3"]) == 2
     assert "warning: --val-fraction does not apply to crossval" in caplog.text
+    # the missing data refused before any fold's banner (it came under '=== fold 0 (folds 0-3) ===')
+    assert "=== fold" not in caplog.text + capsys.readouterr().out
+    assert not (tmp_path / "cv").exists()
     # ... and so is a config file's val_fraction (it was ignored without a word)
     config = tmp_path / "recipe.yaml"
     config.write_text("val_fraction: 0.25\nepochs: 1\n")

@@ -976,7 +976,11 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         """Check a model package and copy it into the user models folder; returns the new path."""
         from LiverTumorSegLib.package import read_package_metadata
         from LiverTumorSegLib.resources import user_models_dir
-        read_package_metadata(path)  # raises ModelPackageError for anything that is not a valid package
+        from LiverTumorSegLib.errors import ModelPackageError
+        try:
+            read_package_metadata(path)  # raises ModelPackageError for anything that is not a valid package
+        except ModelPackageError as error:  # its advice in the panel's words, not the command line's
+            raise ModelPackageError(panel_text.package_refusal_text(str(error))) from None
         folder = user_models_dir()
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / os.path.basename(path)

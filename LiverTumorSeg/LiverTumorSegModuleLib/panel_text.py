@@ -200,6 +200,27 @@ NO_PANEL_SETTING_ADVICE = (
 the panel showed a bare command-line flag its user could not give."""
 
 
+PACKAGE_REFUSAL_PANEL_WORDS = (
+    # package.py's refusals of a file that is not a LiverTumorSeg package, as "Add model file..." shows them
+    ("('livertumorseg models' lists the installed ones; 'livertumorseg train' makes one)",
+     "(the Model list shows the installed ones; the command line's `livertumorseg train` makes one)"),
+    ("('livertumorseg models' lists the installed ones)", "(the Model list shows the installed ones)"),
+    ("(with --backend onnx, segment runs a package's network on ONNX Runtime itself)",
+     "(the command line's `livertumorseg segment --backend onnx` runs a package's network on ONNX Runtime itself; "
+     "the panel runs it on PyTorch)"),
+)
+"""A model file's refusal (``LiverTumorSegLib.package``) in the panel's words: 'Add model file...' showed command-line
+advice ('livertumorseg models' lists..., --backend onnx) to a user who has the Model list and no backend setting."""
+
+
+def package_refusal_text(text: str) -> str:
+    """Why a file given to 'Add model file...' is no model package, in the panel's words
+    (:data:`PACKAGE_REFUSAL_PANEL_WORDS`)."""
+    for flag_words, panel_words in PACKAGE_REFUSAL_PANEL_WORDS:
+        text = text.replace(flag_words, panel_words)
+    return text
+
+
 EMPTY_SEGMENTS_PANEL_WORDS = (
     # measure's warnings for an empty label map, which the panel's "Update lesion table" hands over from the segments
     ("the label map holds no liver and no tumor (every voxel background): its liver volume 0.0 mL and empty lesion "

@@ -971,3 +971,34 @@ def test_add_model_copy_that_fails_halfway_leaves_no_partial_package(module, tmp
     monkeypatch.setattr(module.m.shutil, "copy2", real_copy)
     target = module.m.LiverTumorSegLogic.addUserModel(str(source))
     assert open(target, "rb").read() == source.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["foreign safetensors", "onnx", "monai bundle"])
+def test_add_model_refusal_speaks_of_the_panel_not_the_command_line(module, tmp_path, monkeypatch, kind):
+    """'Add model file...' showed the library's refusal as is: "'livertumorseg models' lists the installed ones" and
+    "with --backend onnx, segment runs ..." to a user who has the Model list and no backend setting."""
+    import zipfile
+    from safetensors.numpy import save_file
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(tmp_path / "user models"))
+    if kind == "foreign safetensors":  # another project's weights (a Hugging Face model): no LiverTumorSeg record
+        path = tmp_path / "model.safetensors"
+        save_file({"weight": np.zeros((2, 2), np.float32)}, str(path))
+    elif kind == "onnx":  # a protobuf ModelProto: ir_version first
+        path = tmp_path / "model.onnx"
+        path.write_bytes(b"\x08\x07\x12\x07pytorch onnx model")
+    else:
+        path = tmp_path / "bundle.zip"
+        with zipfile.ZipFile(path, "w") as bundle:
+            bundle.writestr("spleen/configs/metadata.json", "{}")
+            bundle.writestr("spleen/models/model.pt", b"\x80\x02")
+    with pytest.raises(module.m.LiverTumorSegError) as refused:
+        module.m.LiverTumorSegLogic.addUserModel(str(path))
+    text = str(refused.value)
+    assert "not" in text  # still why it is refused
+    assert "'livertumorseg models'" not in text and "with --backend onnx" not in text
+    if kind != "onnx":
+        assert "the Model list shows the installed ones" in text
+        assert ("MONAI bundles" in text) == (kind == "monai bundle")
+    else:
+        assert "the panel runs it on PyTorch" in text
+    assert not (tmp_path / "user models" / path.name).exists()

@@ -263,7 +263,9 @@ def label_value_counts(array: np.ndarray) -> Dict[int, int]:
     if a.size == 0:
         return {}
     lo, hi = int(a.min()), int(a.max())
-    if hi - lo > 1 << 16:  # a wide range (not a label map): sort after all
+    index_limit = np.iinfo(np.intp).max // 2  # values past it (a float map scaled by a damaged header's scl_inter of
+    if hi - lo > 1 << 16 or max(abs(lo), abs(hi)) > index_limit:  # 1e30) overflowed the shift: an internal error
+        # a wide range or huge values (not a label map): sort after all
         values, counts = np.unique(a, return_counts=True)
         return {int(v): int(c) for v, c in zip(values.tolist(), counts.tolist())}
     flat = a.reshape(-1)  # a view for the contiguous arrays the readers return

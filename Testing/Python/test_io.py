@@ -936,6 +936,18 @@ def test_label_value_counts_known_answers(monkeypatch):
     assert label_value_counts(a[:, :, ::2]) == {0: 4, 1: 1, 2: 2, 255: 1}  # a strided view (columns 0 and 2)
 
 
+def test_label_map_scaled_to_huge_values_by_its_header_is_refused_by_value(tmp_path):
+    """A label map whose damaged header's scl_inter is 1e30 (every voxel about 1e30 after scaling) was an 'internal
+    error: OverflowError: Python int too large to convert to C long' in measure and evaluate (the value count shifted
+    the voxels by the minimum as a machine integer); it is refused as a label map of values outside 0, 1, 2."""
+    image = nib.Nifti1Image(np.ones((4, 5, 6), np.uint8), np.diag([3.0, 3.0, 3.0, 1.0]))
+    image.header.set_slope_inter(1.0, 1e30)
+    path = tmp_path / "scaled.nii.gz"
+    nib.save(image, str(path))
+    with pytest.raises(LabelError, match=r"has values 1\d{30} outside the allowed 0, 1, 2"):
+        read_label_map(path)
+
+
 def test_uncompressed_nifti_is_read_into_memory_not_mapped(tmp_path):
     """An int16 .nii was returned as a view of nibabel's memory map; Windows cannot replace or truncate a mapped
     file, so `segment x.nii -o x.nii --overwrite` (or Slicer saving over the node's file while the child reads

@@ -928,6 +928,7 @@ def checked_before_voxels(path: Path, reader: Any
                           if reader.GetDimension() == 3 else _direction_3d(reader), str(path))
     itemsize = _itk_itemsize(reader.GetPixelID()) * int(reader.GetNumberOfComponents())
     header = _read_header(path)
+    check_nrrd_text_data(path, header)
     stored = _stored_data(path, header)
     _check_metaimage_header(path, header, stored)
     notes: List[str] = _missing_spacing_notes(header)
@@ -937,6 +938,46 @@ def checked_before_voxels(path: Path, reader: Any
             notes += data_after_voxels_warning(shape, itemsize, stored.size - needed)
     check_memory_for_read(shape, itemsize, str(path))
     return shape, header, stored, notes
+
+
+_NRRD_TEXT_ENCODINGS = {"ascii", "text", "txt"}
+_NRRD_TEXT_TOKEN_LIMIT = 64
+"""Characters of the longest number a NRRD's text voxels may hold (a double needs 24)."""
+_NRRD_TEXT_DATA_REFUSED = re.compile(rb"[^0-9\s,+\-.eEnNaAiIfF]|[^\s,]{%d}" % (_NRRD_TEXT_TOKEN_LIMIT + 1))
+"""A byte no number is written with, or a 'number' longer than :data:`_NRRD_TEXT_TOKEN_LIMIT` characters."""
+
+
+def check_nrrd_text_data(path: Path, header: Optional[_Header], chunk_bytes: int = 1 << 20) -> None:
+    """Refuse (InputError), before ITK reads its voxels, a NRRD whose header says they are text (``encoding:
+    ascii``) while its data holds bytes no number is written with (binary voxels under a wrong encoding) or a
+    'number' longer than :data:`_NRRD_TEXT_TOKEN_LIMIT` characters: SimpleITK 2.5's NRRD reader crashed the whole
+    process on such data (segmentation fault, exit 139, no message) once it held more than a few thousand bytes.
+    Other files, a list of data files and data after ``line skip`` lines are not looked at. The data is read in
+    pieces of ``chunk_bytes``."""
+    if header is None or header.kind != "nrrd" or header.fields.get("encoding", "").lower() not in \
+            _NRRD_TEXT_ENCODINGS or "line skip" in header.fields or "lineskip" in header.fields:
+        return
+    name = header.fields.get("data file") or header.fields.get("datafile")
+    if name and _several_data_files(name):
+        return
+    data_path, start = (path.parent / name, 0) if name else (path, header.where + 2)
+    overlap = b""  # the end of the piece before: a long 'number' split between two pieces is seen whole
+    try:
+        with open(str(data_path), "rb") as handle:
+            handle.seek(start)
+            while True:
+                piece = handle.read(chunk_bytes)
+                if not piece:
+                    return
+                if _NRRD_TEXT_DATA_REFUSED.search(overlap + piece):
+                    break
+                overlap = piece[-_NRRD_TEXT_TOKEN_LIMIT:]
+    except OSError:
+        return  # not there or unreadable: the reader's own refusal says so
+    raise InputError(f"Cannot read '{path}': its header says the voxels are stored as text (encoding: "
+                     f"{header.fields.get('encoding')}), but {data_path.name} holds bytes that are no numbers "
+                     f"(binary voxels, or a damaged file); the header's encoding is wrong or the file is corrupt. "
+                     f"Export the volume again.")
 
 
 def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:

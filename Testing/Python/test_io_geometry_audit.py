@@ -191,6 +191,40 @@ def test_nrrd_header_lines_end_as_teem_ends_them_so_a_carriage_return_header_is_
         assert list(itk.nrrd_header_keys(mixed)) == ["a", "b", "c"], step
 
 
+@pytest.mark.parametrize("data", [bytes(6000), b"x" * 6000, b"1" * 6000],
+                         ids=["binary voxels", "letters", "one 6000-digit number"])
+@pytest.mark.parametrize("detached", [False, True])
+def test_a_text_nrrd_whose_data_is_no_numbers_is_refused_before_itk_reads_it(tmp_path, monkeypatch, data, detached):
+    """A NRRD whose header says 'encoding: ascii' over binary voxels (a header edited, or damaged) crashed the whole
+    process inside SimpleITK 2.5's reader (segmentation fault, exit 139, no message; measure and evaluate of such
+    a label map, segment of such a CT) once its data held more than a few thousand bytes. It is refused first; a
+    text NRRD of numbers still reads."""
+    import SimpleITK
+
+    from LiverTumorSegLib.io import read_label_map
+
+    head = b"NRRD0004\ntype: unsigned char\ndimension: 3\nsizes: 20 20 15\nspacings: 1 1 1\nencoding: ascii\n"
+    path = tmp_path / ("labels.nhdr" if detached else "labels.nrrd")
+    numbers = b" ".join(b"%d" % (i % 3) for i in range(6000)) + b"\n"
+    for voxels in (numbers, data):
+        if detached:
+            (tmp_path / "labels.txt").write_bytes(voxels)
+            path.write_bytes(head + b"data file: labels.txt\n")
+        else:
+            path.write_bytes(head + b"\n" + voxels)
+        if voxels is numbers:
+            assert read_label_map(path).array.sum() == sum(i % 3 for i in range(6000))
+
+    def itk_reads_the_voxels(*args, **kwargs):
+        raise AssertionError("ITK read the voxels (a segmentation fault in SimpleITK 2.5)")
+
+    monkeypatch.setattr(SimpleITK.ImageFileReader, "Execute", itk_reads_the_voxels)
+    for read in (read_volume, read_label_map):
+        with pytest.raises(InputError, match=r"its header says the voxels are stored as text \(encoding: ascii\), "
+                                             r"but labels\.(nrrd|txt) holds bytes that are no numbers"):
+            read(path)
+
+
 def test_a_nrrd_header_with_more_key_value_entries_than_itk_parses_in_time_is_refused_before_itk(tmp_path,
                                                                                                   monkeypatch):
     """ITK's NRRD header parser looks each key up among those before it: 50,000 'key:=value' lines took 4 s,

@@ -617,11 +617,23 @@ def _check_metaimage_value_counts(path: Path, header: _Header, ndims: int) -> No
     for field in _METAIMAGE_PER_AXIS_FIELDS + _METAIMAGE_MATRIX_FIELDS:
         text = header.fields.get(field)
         needed = ndims * ndims if field in _METAIMAGE_MATRIX_FIELDS else ndims
-        if text is None or len(text.split()) >= needed:
+        if text is None:
             continue
         name = next((written for written in header.names if written.lower() == field), field)
-        raise InputError(f"Cannot read '{path}': its header's {name} has {len(text.split())} value(s) for NDims = "
-                         f"{ndims} ({needed} needed); the header is damaged. Export the volume again.")
+        if len(text.split()) < needed:
+            raise InputError(f"Cannot read '{path}': its header's {name} has {len(text.split())} value(s) for NDims "
+                             f"= {ndims} ({needed} needed); the header is damaged. Export the volume again.")
+        if not _finite_numbers(text.split()[:needed]):  # MetaIO read 'Offset = nan 0 0' as (0, 0, 0) unsaid
+            raise InputError(f"Cannot read '{path}': its header's {name} is '{text}', not {needed} finite "
+                             f"numbers; the header is damaged. Export the volume again.")
+
+
+def _finite_numbers(words: Sequence[str]) -> bool:
+    """Whether every one of ``words`` is a finite number (``3``, ``-0.5``, ``1e-3``)."""
+    try:
+        return all(math.isfinite(float(word)) for word in words)
+    except ValueError:
+        return False
 
 
 METAIMAGE_SUFFIXES = (".mha", ".mhd")

@@ -35,6 +35,13 @@ def _mhd(folder: Path, extra: str, data: bytes, data_file: str = "ct.raw") -> Pa
     return path
 
 
+def _mha_edited(folder: Path, line: bytes, edited: bytes) -> Path:
+    """A .mha of TRUTH whose header line ``line`` reads ``edited``."""
+    path = folder / "ct.mha"
+    path.write_bytes(_header().replace(line, edited) + LITTLE)
+    return path
+
+
 COMPRESSED = zlib.compress(LITTLE)
 TRAILING = b"not voxel data\n" * 4
 """Bytes after a complete zlib stream, which ITK's MetaImage reader (MetaIO) ignores."""
@@ -162,15 +169,20 @@ def test_a_list_of_slice_files_or_a_numbered_pattern_is_read_exactly(tmp_path):
     (lambda d: _mha(d, f"CompressedData = True\nCompressedDataSize = {len(zlib.compress(LITTLE[:24]) + TRAILING)}\n",
                     zlib.compress(LITTLE[:24]) + TRAILING),
      r"truncated or corrupt \(its compressed data holds 24 of the 48 bytes its header describes\)"),
+    (lambda d: _mha_edited(d, b"Offset = 0 0 0", b"Offset = nan 0 0"),
+     r"its header's Offset is 'nan 0 0', not 3 finite numbers; the header is damaged"),
+    (lambda d: _mha_edited(d, b"ElementSpacing = 1 1 1", b"ElementSpacing = 1 x 1"),
+     r"its header's ElementSpacing is '1 x 1', not 3 finite numbers"),
 ], ids=["MSB fields disagree", "MSB fields disagree, other order", "intensity mapping", "HeaderSize in a .mha",
         "HeaderSize -1 compressed", "no CompressedDataSize", "CompressedDataSize too small",
         "CompressedDataSize too large", "two channels", "CompressedDataSize inside the stream, bytes after it",
         "voxels split over two streams", "voxels split over two streams, data file",
-        "a short stream, other bytes after it"])
+        "a short stream, other bytes after it", "Offset not a number", "ElementSpacing not a number"])
 def test_metaimage_fields_that_itk_would_misread_are_refused_saying_what_to_fix(tmp_path, write, message):
     """Each was read without a word into other values than the file holds (ITK ignores the intensity mapping,
     takes one of two disagreeing byte orders, inflates only CompressedDataSize bytes or only the first of two
-    streams, or skips HeaderSize bytes from the wrong place), or refused as 'File cannot be read'."""
+    streams, skips HeaderSize bytes from the wrong place, or reads an Offset of 'nan 0 0' as 0 0 0), or refused as
+    'File cannot be read'."""
     with pytest.raises(InputError, match=message):
         read_volume(write(tmp_path))
 

@@ -956,6 +956,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
                "Check that all its files are complete.")
         raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {reason}. {fix}") from None
     _refuse_zero_rescale_slope(chosen, reader, folder)
+    _refuse_non_numeric_rescale(chosen, reader, folder)
     if len(chosen.files) > 1 and _rescale_differs_between_slices(reader, len(chosen.files)) \
             and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
         image = _read_as_float(reader, folder, chosen)
@@ -1242,6 +1243,38 @@ def _refuse_zero_rescale_slope(series: DicomSeriesInfo, reader, folder: Path) ->
         return
     which = "its files" if len(zero) == len(series.files) else f"{len(zero)} of its {len(series.files)} files"
     raise InputError(_zero_slope_text(f"DICOM series {series.uid} in '{folder}'", f"{which} ({_first_names(zero)})"))
+
+
+_RESCALE_TAGS = (("0028|1053", "RescaleSlope (0028,1053)", "slope 1"),
+                 ("0028|1052", "RescaleIntercept (0028,1052)", "intercept 0"))
+"""The rescale tags (ITK's key, name, what GDCM takes instead of a value that is no number)."""
+
+
+def _refuse_non_numeric_rescale(series: DicomSeriesInfo, reader, folder: Path) -> None:
+    """InputError for files of a series (read by ``reader``) whose RescaleSlope or RescaleIntercept is there but no
+    finite number ('NaN', 'inf'): GDCM takes such a slope as 1 and such an intercept as 0 without a word (a series
+    whose every file gave slope 'NaN' read its stored values as HU, exit 0), as it takes a slope of 0
+    (:func:`_refuse_zero_rescale_slope`); the values they stood for cannot be known."""
+    for tag, name, taken in _RESCALE_TAGS:
+        bad = [index for index in range(len(series.files))
+               if _tag_text(reader, index, tag) and _tag_numbers(reader, index, tag) is None]
+        if not bad:
+            continue
+        which = "its files" if len(bad) == len(series.files) else f"{len(bad)} of its {len(series.files)} files"
+        names = [Path(series.files[index]).name for index in bad]
+        raise InputError(f"DICOM series {series.uid} in '{folder}': {name} is '{_tag_text(reader, bad[0], tag)}' in "
+                         f"{which} ({_first_names(names)}), not a finite number, so the Hounsfield units cannot be "
+                         f"computed; the DICOM reader would take {taken} without saying so. Re-export the series "
+                         f"from the scanner/PACS (or, if you know the value, set it, e.g. DCMTK: dcmodify -m "
+                         f"\"({tag.replace('|', ',')})=VALUE\" FILES).")
+
+
+def _tag_text(reader, index: int, tag: str) -> str:
+    """The text of a tag of file ``index`` of a series reader, stripped; "" when absent."""
+    try:
+        return reader.GetMetaData(index, tag).strip()
+    except RuntimeError:
+        return ""
 
 
 def _zero_slope_in(dataset: Any) -> bool:

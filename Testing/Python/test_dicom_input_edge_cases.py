@@ -147,6 +147,19 @@ def test_a_rescale_slope_of_zero_is_refused_naming_the_files_not_read_as_one(tmp
         _check_multiframe(DicomSeriesInfo(uid="1.2.3", files=[str(enhanced)]), good, tmp_path / "enhanced")
 
 
+@pytest.mark.parametrize("tag, value, taken", [("RescaleSlope", "NaN", "slope 1"), ("RescaleSlope", "inf", "slope 1"),
+                                                ("RescaleIntercept", "NaN", "intercept 0")])
+def test_a_rescale_that_is_no_number_is_refused_not_read_as_no_rescale(tmp_path, ct, tag, value, taken):
+    """A RescaleSlope or RescaleIntercept of 'NaN' or 'inf' (a damaged header) was taken by GDCM as slope 1 or
+    intercept 0 without a word: the series read with its stored values as HU, exit 0, as a slope of 0 was."""
+    files = write_ct_series(tmp_path / "series", ct)
+    _retag(files[2:3], **{tag: value})
+    number = {"RescaleSlope": "1053", "RescaleIntercept": "1052"}[tag]
+    with pytest.raises(InputError, match=rf"{tag} \(0028,{number}\) is '{value}' in 1 of its 8 files \('ct0005.dcm'\), "
+                                         rf"not a finite number.*would take {taken} without saying so"):
+        read_volume(tmp_path / "series")
+
+
 def test_the_number_an_ambiguous_series_choice_lists_is_the_one_series_takes(tmp_path, ct):
     """'--series Abdomen' matched two of three series and numbered them 1 and 2 among the matches; '--series 1'
     then took the first series of the folder, 'Non contrast'."""

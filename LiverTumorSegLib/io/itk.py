@@ -286,6 +286,36 @@ def _check_metaimage_header(path: Path, header: Optional[_Header], stored: Optio
     _check_metaimage_intensity_mapping(path, header.fields)
     _check_metaimage_header_size(path, header)
     _check_metaimage_compressed_size(path, header, stored)
+    _check_metaimage_data_file_count(path, header)
+
+
+def _check_metaimage_data_file_count(path: Path, header: _Header) -> None:
+    """Refuse a MetaImage whose ``ElementDataFile`` is a list of files (``LIST``, ``LIST 2D``) naming fewer files,
+    or a numbered pattern (``slice%d.raw 1 40 1``) counting fewer, than its ``DimSize`` has slices (or blocks of
+    the list's dimension): ITK read the files there were and returned the rest of the image as whatever its memory
+    held before (the previous scan's values, in a process that had read one), without a word. A list longer than
+    the 64 KiB read of the header is not judged."""
+    value = _metaimage_data_file(header).split()
+    sizes, ndims = header.fields.get("dimsize", "").split(), header.fields.get("ndims", "")
+    if not value or not ndims.isdigit() or not all(size.isdigit() for size in sizes) or len(sizes) < int(ndims):
+        return
+    if value[0].upper() == "LIST":
+        per_file = int(value[1][:-1]) if len(value) > 1 and value[1][:-1].isdigit() else int(ndims) - 1
+        after = header.where.string[header.where.end():]
+        if len(header.where.string) >= 65536:
+            return
+        count, what = len([line for line in after.splitlines() if line.strip()]), "lists"
+    elif len(value) == 4 and "%" in value[0] and all(word.lstrip("-").isdigit() for word in value[1:]):
+        first, last, step = (int(word) for word in value[1:])
+        per_file, count, what = int(ndims) - 1, len(range(first, last + 1, step)) if step > 0 else 0, "numbers"
+    else:
+        return
+    needed = int(np.prod([int(size) for size in sizes[per_file:int(ndims)]], dtype=np.int64))
+    if count < needed:
+        raise InputError(f"Cannot read '{path}': its header {what} {count} data file(s) (ElementDataFile = "
+                         f"{' '.join(value)}) for the {needed} its DimSize ({' '.join(sizes)}) needs; ITK would fill "
+                         f"the missing part of the image with leftover memory, without a word. Export the volume "
+                         f"again, or list every data file in the header.")
 
 
 def _check_metaimage_byte_order(path: Path, header: _Header) -> None:

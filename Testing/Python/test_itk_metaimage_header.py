@@ -2,6 +2,7 @@
 read; those ITK's reader (this tool's, 3D Slicer's) silently gets wrong are refused with a message saying what
 to fix; an AnatomicalOrientation that disagrees with the TransformMatrix is followed as ITK follows it, with a
 warning. The files are tiny and written by hand; arrays are (z, y, x), DimSize is x y z."""
+import re
 import zlib
 from pathlib import Path
 
@@ -131,6 +132,24 @@ def test_a_list_of_slice_files_or_a_numbered_pattern_is_read_exactly(tmp_path):
     (tmp_path / "pattern.mhd").write_bytes(_header(data_file="slice%d.raw 0 1 1"))
     for name in ("list.mhd", "pattern.mhd"):
         assert np.array_equal(read_volume(tmp_path / name).array, TRUTH)
+
+
+@pytest.mark.parametrize("data_file, listed, message", [
+    ("LIST", b"", "lists 0 data file(s) (ElementDataFile = LIST) for the 2 its DimSize (4 3 2) needs"),
+    ("LIST", b"slice0.raw\n", "lists 1 data file(s) (ElementDataFile = LIST) for the 2"),
+    ("LIST 2D", b"slice0.raw\n", "lists 1 data file(s) (ElementDataFile = LIST 2D) for the 2"),
+    ("LIST 3D", b"", "lists 0 data file(s) (ElementDataFile = LIST 3D) for the 1"),
+    ("slice%d.raw 0 0 1", b"", "numbers 1 data file(s) (ElementDataFile = slice%d.raw 0 0 1) for the 2"),
+])
+def test_a_list_or_pattern_of_fewer_data_files_than_slices_is_refused(tmp_path, data_file, listed, message):
+    """ITK read the files a LIST or numbered pattern named and returned the slices they lacked as leftover memory
+    (in a process that had read a scan before, that scan's values; exit 0, no warning)."""
+    for k in range(2):
+        (tmp_path / f"slice{k}.raw").write_bytes(TRUTH[k].astype("<i2").tobytes())
+    (tmp_path / "ct.mhd").write_bytes(_header(data_file=data_file) + listed)
+    with pytest.raises(InputError, match=re.escape(message) + ".*ITK would fill the missing part of the image with "
+                                                              "leftover memory"):
+        read_volume(tmp_path / "ct.mhd")
 
 
 @pytest.mark.parametrize("write, message", [

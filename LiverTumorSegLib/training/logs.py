@@ -88,18 +88,21 @@ def _fmt(value) -> str:
 
 
 def _header(path) -> List[str]:
-    """The column names on the first line of the CSV file ``path``."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    """The column names on the first line of the CSV file ``path`` (bytes that are no UTF-8 read as U+FFFD)."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
         return next(csv.reader(handle), [])
 
 
 def read_log(path) -> List[Dict[str, str]]:
     """The rows of the log ``path`` ([] when there is none); a byte-order mark, which Excel's "CSV UTF-8" writes, is
-    skipped (it was read into the first column's name, and ``--resume`` ended in "internal error: KeyError")."""
+    skipped (it was read into the first column's name, and ``--resume`` ended in "internal error: KeyError"); bytes
+    that are no UTF-8 (a damaged file, one saved in another encoding) are read as U+FFFD, so such rows are not as
+    training writes them (:meth:`CsvLog.truncate_after` writes them again from the checkpoint): ``--resume`` ended in
+    "internal error: UnicodeDecodeError"."""
     path = Path(path)
     if not path.is_file():
         return []
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
         return list(csv.DictReader(handle))
 
 

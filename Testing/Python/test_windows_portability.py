@@ -155,6 +155,20 @@ def test_training_log_saved_from_excel_is_truncated_on_resume_not_a_crash(tmp_pa
         assert path.read_text().splitlines() == [",".join(LOG_COLUMNS)]
 
 
+def test_training_log_with_bytes_that_are_no_utf8_is_written_again_on_resume_not_a_crash(tmp_path):
+    """A log.csv holding bytes that are no UTF-8 (damaged, or a note typed into it and saved in a Windows code page)
+    ended --resume in "internal error: UnicodeDecodeError"; it is now a log not as training writes it: emptied with
+    the warning, and the trainer writes its rows again from the checkpoint."""
+    path = tmp_path / "log.csv"
+    path.write_bytes(",".join(LOG_COLUMNS).encode() + b"\n1,3,0.9,,,,0.001,1.5,3\n\xff\xfe damaged \x80\n")
+    notices = []
+    CsvLog(path, notice=notices.append).truncate_after(1)
+    assert read_log(path) == [] and len(notices) == 1 and "spreadsheet" in notices[0]
+    path.write_bytes(path.read_bytes() + b"\x80\n")  # an undecodable byte after the header: append still works
+    assert CsvLog(path).append({"epoch": 1, "global_step": 3, "train_loss": 0.9})
+    assert [row["epoch"] for row in read_log(path)][-1] == "1"
+
+
 # ---- newlines, inodes, encodings, names ------------------------------------------------------------------------
 def test_batch_status_table_has_one_line_end_per_row_with_windows_newlines(tmp_path, monkeypatch):
     """Python on Windows writes text opened without newline="" with \\n -> \\r\\n, and the csv module's own

@@ -3,6 +3,7 @@
 A cancelled or failed write never leaves a half-written file that looks complete, and an existing
 output is kept unless ``overwrite=True``.
 """
+import collections
 import contextlib
 import csv
 import errno
@@ -412,15 +413,21 @@ def read_csv_rows(path: PathLike, what: str) -> Tuple[List[str], List[Tuple[int,
         first_line = _first_line_and_rest(text)[0]
     reader = csv.DictReader(io.StringIO(text, newline=""),
                             delimiter=named.group(1) if named else csv_delimiter(first_line))
-    columns = [name.strip().lower() for name in (reader.fieldnames or [])]
-    _refuse_repeated_columns(path, what, columns)
-    reader.fieldnames = columns
     lines_before = (1 if named else 0) + (1 if typed else 0)
     rows = []
-    for row in reader:
-        _refuse_cells_beyond_the_header(path, what, lines_before + reader.line_num, row.get(None), len(columns))
-        rows.append((lines_before + reader.line_num,
-                     {name: (value or "").strip() for name, value in row.items() if name is not None}))
+    try:
+        columns = [name.strip().lower() for name in (reader.fieldnames or [])]
+        _refuse_repeated_columns(path, what, columns)
+        reader.fieldnames = columns
+        for row in reader:
+            _refuse_cells_beyond_the_header(path, what, lines_before + reader.line_num, row.get(None), len(columns))
+            rows.append((lines_before + reader.line_num,
+                         {name: (value or "").strip() for name, value in row.items() if name is not None}))
+    except csv.Error as exc:  # a cell over the csv module's 128 KiB limit was an "internal error: Error: field larger"
+        start = lines_before + reader.line_num + 1  # DictReader's line_num stays at the last row it completed
+        raise InputError(f"{what} '{path}' cannot be read as CSV from line {start} on ({exc}): a "
+                         f"double quote that opens a cell without one closing it takes in all the lines after it; "
+                         f"check the quotes, or save it as {CSV_SAVE_AS}.") from None
     # ',,' rows were refused as "line N has an empty 'image'" (or 'empty image or label path')
     return columns, [(line, cells) for line, cells in rows if any(cells.values())]
 
@@ -446,8 +453,8 @@ def _first_line_and_rest(text: str) -> Tuple[str, str]:
 def _refuse_repeated_columns(path: PathLike, what: str, columns: List[str]) -> None:
     """InputError when the header names a column twice ('image' and 'Image '): the last one's cells were read and
     the first's dropped without a word."""
-    named = [name for name in columns if name]
-    repeated = sorted({name for name in named if named.count(name) > 1})
+    counts = collections.Counter(name for name in columns if name)  # a count per name was quadratic: a first line of
+    repeated = sorted(name for name, count in counts.items() if count > 1)  # 100,000 cells took minutes, no word
     if repeated:
         raise InputError(f"{what} '{path}' names the column(s) {', '.join(repeated)} more than once in its header "
                          f"(letter case and spaces aside); keep one column of each name.")

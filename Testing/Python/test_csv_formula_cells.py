@@ -89,3 +89,26 @@ def test_a_case_list_naming_a_column_twice_or_with_an_unquoted_comma_in_a_path_i
     fine = tmp_path / "fine.csv"
     fine.write_text('case_id,image,,\r\nz,"b,c.nii.gz",,\r\n', encoding="utf-8")
     assert read_csv_rows(fine, "Case list")[1] == [(2, {"case_id": "z", "image": "b,c.nii.gz", "": ""})]
+
+
+def test_a_case_list_with_a_stray_quote_or_a_first_line_of_many_cells_is_refused_in_one_line(tmp_path):
+    """A double quote that opened a cell without one closing it took in the list's remaining lines, and past the csv
+    module's 128 KiB cell limit segment and train ended in "internal error: Error: field larger than field limit";
+    a first line of 80,000 cells (no case list) was checked for repeated names in quadratic time (minutes)."""
+    import time
+
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.fileutil import read_csv_rows
+
+    stray = tmp_path / "stray.csv"
+    rows = [f"case{i:05d}_with_a_long_name.nii.gz" for i in range(6000)]
+    stray.write_text("image\nct0.nii.gz\n\"ct1.nii.gz\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"'.*stray.csv' cannot be read as CSV from line 3 on \(field larger than "
+                                         r"field limit.*a double quote that opens a cell without one closing it"):
+        read_csv_rows(stray, "Case list")
+    wide = tmp_path / "wide.csv"
+    wide.write_text("image" + ",c" * 80000 + "\n", encoding="utf-8")
+    began = time.monotonic()
+    with pytest.raises(InputError, match="names the column\\(s\\) c more than once"):
+        read_csv_rows(wide, "Case list")
+    assert time.monotonic() - began < 3.0

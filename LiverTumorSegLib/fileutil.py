@@ -61,7 +61,9 @@ def finite_json(value):
 def json_loads_noting_repeats(text: str) -> Tuple[Any, List[str]]:
     """``(json.loads(text), keys written twice in one object)``: json keeps a repeated key's last value without a
     word ('{"1": 1, "1": 2}' is {"1": 2}), so a caller that must refuse it (``--label-map``, train's JSON options)
-    needs the list. ValueError for text that is not JSON, as json.loads."""
+    needs the list. ValueError for text that is not JSON, as json.loads; json.JSONDecodeError also for JSON that
+    Python cannot read (arrays nested thousands deep, a number of more than 4300 digits), which raised
+    RecursionError and a ValueError about sys.set_int_max_str_digits: 'internal error' in each caller."""
     import json
 
     repeated: List[str] = []
@@ -71,7 +73,14 @@ def json_loads_noting_repeats(text: str) -> Tuple[Any, List[str]]:
         repeated.extend(key for index, key in enumerate(keys) if key in keys[:index])
         return dict(items)
 
-    return json.loads(text, object_pairs_hook=keep_repeats), repeated
+    try:
+        return json.loads(text, object_pairs_hook=keep_repeats), repeated
+    except RecursionError:
+        raise json.JSONDecodeError("arrays or objects nested too deep to read", text, 0) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # the text's position is not known here: the document's start is named
+        raise json.JSONDecodeError("a number of more digits than can be read (4300)", text, 0) from None
 
 
 def yaml_loads_noting_repeats(text: str) -> Tuple[Any, List[str]]:

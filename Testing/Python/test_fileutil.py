@@ -996,3 +996,22 @@ def test_outputs_whose_names_are_near_the_name_limit_are_replaced_and_put_back(t
     said = fileutil.restore_set_aside_outputs_of([labels, report])
     assert len(said) == 1 and f"'{report}' was restored" in said[0]
     assert report.read_text() == "new report" and sorted(tmp_path.iterdir()) == sorted([labels, report])
+
+
+@pytest.mark.parametrize("text, reason", [("[" * 3000 + "]" * 3000, "nested too deep to read"),
+                                          ('{"a": ' + "9" * 5000 + "}", "more digits than can be read")])
+def test_json_that_python_cannot_read_is_a_json_error_the_callers_turn_into_their_message(text, reason):
+    """Arrays nested 3000 deep (RecursionError) and a 5000-digit number (ValueError about
+    sys.set_int_max_str_digits) were an 'internal error' in preprocess --config, --label-map and train
+    --model-options; they are now json.JSONDecodeError, which each caller words as 'not valid JSON'."""
+    import json
+
+    from LiverTumorSegLib.io.labels import parse_label_map_option
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig, PreprocessingConfigError
+
+    with pytest.raises(json.JSONDecodeError, match=reason):
+        fileutil.json_loads_noting_repeats(text)
+    with pytest.raises(PreprocessingConfigError, match="Preprocessing config is not valid JSON: .*" + reason):
+        PreprocessingConfig.from_json(text)
+    with pytest.raises(InputError, match=r"--label-map must be JSON like .*: .*" + reason):
+        parse_label_map_option(text)

@@ -386,8 +386,10 @@ def _read_dataset_json(root: Path) -> Dict[str, Any]:
     manifest = root / "dataset.json"
     if not manifest.is_file():
         return {}
-    try:
-        info = json.loads(read_text_file(manifest, "Data set manifest"))
+    from ..fileutil import json_loads_noting_repeats
+
+    try:  # (JSON nested thousands deep was an "internal error: RecursionError" with json.loads)
+        info = json_loads_noting_repeats(read_text_file(manifest, "Data set manifest"))[0]
     except ValueError as exc:
         raise InputError(f"'{manifest}' is not valid JSON: {exc}") from None
     if not isinstance(info, dict):

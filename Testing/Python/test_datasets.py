@@ -57,6 +57,14 @@ def test_msd_layout_uses_dataset_json_and_ignores_macos_files(tmp_path):
     assert [c.case_id for c in discover_cases(tmp_path)] == ["liver_1", "liver_5"]
 
 
+def test_msd_dataset_json_nested_thousands_deep_is_not_valid_json(tmp_path):
+    """A damaged dataset.json of arrays nested 3000 deep was an 'internal error: RecursionError' in train."""
+    _write_pair(tmp_path / "imagesTr" / "liver_1.nii.gz", tmp_path / "labelsTr" / "liver_1.nii.gz", 1)
+    (tmp_path / "dataset.json").write_text('{"training": ' + "[" * 3000 + "]" * 3000 + "}")
+    with pytest.raises(InputError, match=r"dataset.json' is not valid JSON: arrays or objects nested too deep"):
+        discover_cases(tmp_path, "msd")
+
+
 def test_msd_images_missing_from_dataset_json_are_named(tmp_path, caplog):
     for n in (1, 3):
         _write_pair(tmp_path / "imagesTr" / f"liver_{n}.nii.gz", tmp_path / "labelsTr" / f"liver_{n}.nii.gz", n)

@@ -957,6 +957,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {reason}. {fix}") from None
     _refuse_zero_rescale_slope(chosen, reader, folder)
     _refuse_non_numeric_rescale(chosen, reader, folder)
+    _refuse_negative_rescale_slope(chosen, reader, folder)
     if len(chosen.files) > 1 and _rescale_differs_between_slices(reader, len(chosen.files)) \
             and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
         image = _read_as_float(reader, folder, chosen)
@@ -1267,6 +1268,23 @@ def _refuse_non_numeric_rescale(series: DicomSeriesInfo, reader, folder: Path) -
                          f"computed; the DICOM reader would take {taken} without saying so. Re-export the series "
                          f"from the scanner/PACS (or, if you know the value, set it, e.g. DCMTK: dcmodify -m "
                          f"\"({tag.replace('|', ',')})=VALUE\" FILES).")
+
+
+def _refuse_negative_rescale_slope(series: DicomSeriesInfo, reader, folder: Path) -> None:
+    """InputError for files of a series (read by ``reader``) whose RescaleSlope (0028,1053) is negative: GDCM
+    applies it, which turns those slices' values around (air bright, bone dark); one such file among twelve gave
+    a lesion's mean HU as 27 instead of 41 without a word. CT stores HU with a positive slope (as the NIfTI reader
+    refuses a negative scl_slope)."""
+    negative = [index for index in range(len(series.files))
+                if (_tag_numbers(reader, index, "0028|1053") or [1.0])[0] < 0]
+    if not negative:
+        return
+    which = "its files" if len(negative) == len(series.files) else f"{len(negative)} of its {len(series.files)} files"
+    names = [Path(series.files[index]).name for index in negative]
+    raise InputError(f"DICOM series {series.uid} in '{folder}': RescaleSlope (0028,1053) is negative "
+                     f"({_tag_text(reader, negative[0], '0028|1053')}) in {which} ({_first_names(names)}), which "
+                     f"turns their values around (air bright, bone dark); a CT stores Hounsfield units with a "
+                     f"positive slope. Re-export the series from the scanner/PACS.")
 
 
 def _tag_text(reader, index: int, tag: str) -> str:

@@ -160,6 +160,16 @@ def test_a_rescale_that_is_no_number_is_refused_not_read_as_no_rescale(tmp_path,
         read_volume(tmp_path / "series")
 
 
+def test_a_negative_rescale_slope_is_refused_not_read_with_the_slice_turned_around(tmp_path, ct):
+    """GDCM applied a RescaleSlope of -1 in one file of a series: that slice's air read +1000 HU and its bone
+    negative, exit 0 and no warning (measure's lesion mean HU 27 instead of 41)."""
+    files = write_ct_series(tmp_path / "series", ct)
+    _retag(files[2:3], RescaleSlope="-1")
+    with pytest.raises(InputError, match=r"RescaleSlope \(0028,1053\) is negative \(-1\) in 1 of its 8 files "
+                                         r"\('ct0005.dcm'\), which turns their values around"):
+        read_volume(tmp_path / "series")
+
+
 def test_the_number_an_ambiguous_series_choice_lists_is_the_one_series_takes(tmp_path, ct):
     """'--series Abdomen' matched two of three series and numbered them 1 and 2 among the matches; '--series 1'
     then took the first series of the folder, 'Non contrast'."""

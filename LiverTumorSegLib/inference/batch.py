@@ -33,7 +33,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from ..errors import InputError, LiverTumorSegError, out_of_memory_error, submit_in_caller_context
 from ..fileutil import (WINDOWS_RESERVED_NAMES, atomic_outputs, csv_cell_path, file_identities, full_suffix,
-                        is_dicom_file, read_csv_rows, restore_set_aside_outputs_of, same_file_among)
+                        is_dicom_file, json_loads_noting_repeats, read_csv_rows, restore_set_aside_outputs_of,
+                        same_file_among)
 from ..io.dicom import holds_dicom_images
 from ..io.formats import READ_SUFFIXES
 from .core_share import CoreShare
@@ -84,16 +85,20 @@ class CaseStatus:
                 "precision": self.precision, "message": self.message}
 
 
+def _report_json(text: str) -> Any:
+    """The JSON of a report in the output folder; ValueError for text that is no JSON, also for JSON nested
+    thousands deep (a damaged report), which was an 'internal error: RecursionError' when a batch was run again."""
+    return json_loads_noting_repeats(text)[0]
+
+
 def _skipped_status(case: "BatchCase") -> CaseStatus:
     """The status of a case whose output path holds a file: ``skipped`` when its report is there and readable (a run
     writes the report first and the label map last, so a finished case has both), with its liver volume, lesion
     count and precision from that report (a resumed batch's table kept only blanks); else ``failed``: no finished
     run wrote that file (a file put there by hand, a copy of the CT, an empty file), which is kept. It was counted
     'already segmented' and the batch ended with exit 0."""
-    import json
-
     try:
-        report = json.loads(Path(case.report_path).read_text(encoding="utf-8"))
+        report = _report_json(Path(case.report_path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         report = None
     if not isinstance(report, dict):
@@ -220,15 +225,13 @@ def check_earlier_results(cases: List["BatchCase"], weights_sha256: str, options
     another CT. ``settings_sha256``: this run's package's architecture and preprocessing
     (:func:`segmenter_settings_sha256`). A label map without a readable report is kept as before (nothing to
     compare)."""
-    import json
-
     settings = options.to_dict()
     differing = []
     for case in cases:
         if not case.output_path.exists():
             continue
         try:
-            report = json.loads(case.report_path.read_text(encoding="utf-8"))
+            report = _report_json(case.report_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         why = _earlier_run_differences(report, weights_sha256, settings, case.input_path, settings_sha256)
@@ -377,15 +380,13 @@ def _earlier_batch_results(subfolders: Sequence[Path]) -> List[Path]:
 def _probability_folder_named_in(reports: Path) -> Optional[str]:
     """The folder of the probability maps the first ``segment`` report in ``reports`` that names one
     (``probabilities``) names, as :func:`_recorded_path` writes it; None without one."""
-    import json
-
     try:
         files = sorted(reports.glob("*.json"))
     except OSError:
         return None
     for path in files:
         try:
-            recorded = json.loads(path.read_text(encoding="utf-8")).get("probabilities")
+            recorded = _report_json(path.read_text(encoding="utf-8")).get("probabilities")
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(recorded, str) and recorded:
@@ -744,10 +745,8 @@ def _is_a_report_of_this_tool(path: Path) -> bool:
     """Whether ``path`` holds a ``segment`` report (a JSON object with its liver volume and lesion list): a batch
     replaces such a leftover of a killed run (the report is written before the label map that marks a case done),
     and keeps any other file there."""
-    import json
-
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        report = _report_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(report, dict) and "liver_volume_ml" in report and "lesions" in report
@@ -776,10 +775,8 @@ def _unnamed_probability_map_text(case: BatchCase) -> str:
 def _recorded_probability_map(case: BatchCase) -> Optional[str]:
     """The probability map path (``probabilities``) the case's report in the output folder names, None without one
     (no report, or one that cannot be read)."""
-    import json
-
     try:
-        report = json.loads(case.report_path.read_text(encoding="utf-8"))
+        report = _report_json(case.report_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     recorded = report.get("probabilities") if isinstance(report, dict) else None

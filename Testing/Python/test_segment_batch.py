@@ -1247,6 +1247,18 @@ def test_a_file_at_a_cases_output_path_without_a_report_is_kept_and_reported_not
     assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["skipped", "skipped"]
 
 
+def test_a_report_nested_thousands_deep_is_unreadable_not_an_internal_error(tmp_path):
+    """A damaged report of arrays nested 3000 deep beside a case's label map ended the rerun batch in 'internal
+    error: RecursionError' (json.loads); it is an unreadable report: the case is failed and its files kept."""
+    write_phantoms(tmp_path / "cts", 1)
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["done"]
+    cases[0].report_path.write_text("[" * 3000 + "]" * 3000, encoding="utf-8")
+    statuses = segment_batch(cases, oracle_segmenter())
+    assert [s.status for s in statuses] == ["failed"]
+    assert "is missing or unreadable, so it is no finished result" in statuses[0].message
+
+
 def test_label_maps_named_as_such_beside_the_cts_are_not_segmented(tmp_path, caplog):
     """LiTS keeps segmentation-N beside volume-N: the batch read the label maps as CTs, listed them as failed
     (not CT) and ended with exit 2. Files named as label or probability maps are left out, with a warning that

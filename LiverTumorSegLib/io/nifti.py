@@ -53,10 +53,15 @@ def _raw_nifti_head(path: Path) -> Optional[Tuple[str, bool, bytes]]:
     except (OSError, EOFError):
         return None
     for order in ("<", ">"):
-        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
+        size = struct.unpack(order + "i", head[:4])[0] if len(head) >= 4 else None
+        if len(head) >= 348 and size == 348:
             return order, False, head
-        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
+        # a NIfTI-1 header (its magic at byte 344) whose sizeof_hdr was damaged to 540 is read by nibabel as the
+        # NIfTI-1 it is: reading it as NIfTI-2 here warned of a pixdim of 5e-315 mm that the file does not hold
+        if len(head) >= 540 and size == 540 and head[4:7] in (b"n+2", b"ni2"):
             return order, True, head
+        if len(head) >= 348 and size == 540 and head[344:347] in (b"n+1", b"ni1"):
+            return order, False, head
     return None
 
 

@@ -1104,6 +1104,26 @@ def test_nifti_pixdim_other_than_the_sform_voxel_size_is_warned(tmp_path, pixdim
     assert not any("pixdim" in w for w in read_volume(tmp_path / "fine.nii").meta.get("warnings", []))
 
 
+def test_a_nifti1_header_whose_sizeof_hdr_reads_540_is_not_checked_as_nifti2(tmp_path):
+    """sizeof_hdr damaged from 348 to 540 with the NIfTI-1 magic in place: nibabel reads the NIfTI-1 it is, but the
+    raw pixdim check read the header as NIfTI-2 and warned of 'pixdim (5.26354e-315, 0, 0)', which the file does not
+    hold."""
+    import struct
+
+    affine = np.diag([1.5, 1.5, 2.5, 1.0])
+    img = nib.Nifti1Image(hu_data_xyz(), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    path = tmp_path / "ct.nii"
+    nib.save(img, str(path))
+    raw = bytearray(path.read_bytes())
+    raw[0:4] = struct.pack("<i", 540)
+    path.write_bytes(bytes(raw))
+    vol = read_volume(path)
+    np.testing.assert_allclose(vol.geometry.ijk_to_ras(), affine, atol=1e-6)
+    assert not any("pixdim" in w for w in vol.meta.get("warnings", []))
+
+
 @pytest.mark.parametrize("size", [1000, 100000])
 @pytest.mark.parametrize("kind", ["nrrd", "nrrd_gzip", "mha", "mhd_raw"])
 def test_a_tiny_nrrd_or_metaimage_with_a_huge_header_is_refused_before_any_allocation(tmp_path, kind, size):

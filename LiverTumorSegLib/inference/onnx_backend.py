@@ -6,8 +6,8 @@ Needs the optional ``onnx`` and ``onnxruntime`` packages (``pip install livertum
 """
 import copy
 import inspect
+import io
 import logging
-import os
 import tempfile
 import threading
 from collections import OrderedDict
@@ -31,10 +31,11 @@ _EXPORT_LOCK = threading.Lock()
 
 
 EXPORT_FILE_PREFIX = "livertumorseg-onnx."
-"""The start of the name of the file in the system's temporary folder that an ONNX export is written to and read
-back from: ``livertumorseg-onnx.{pid}-{start time}@{host}-{random}.tmp.onnx`` (``fileutil.temporary_prefix``).
-It was ``tmp{random}.onnx``, which a run killed while exporting (SIGKILL, the out-of-memory killer) left there
-with no sign of whose it was; a later export removes those of ended processes (``remove_stale_temporaries``)."""
+"""The start of the name of the file in the system's temporary folder that earlier versions wrote an ONNX export to
+and read back from: ``livertumorseg-onnx.{pid}-{start time}@{host}-{random}.tmp.onnx``
+(``fileutil.temporary_prefix``). The export is made in memory now (a full temporary folder stopped ``--backend
+onnx`` with "ONNX Runtime could not run this network (OSError: [Errno 28] No space left on device)", not saying
+which disk); an export still removes those files of ended processes (``remove_stale_temporaries``)."""
 
 
 def onnx_available() -> bool:
@@ -59,27 +60,21 @@ def export_onnx_bytes(model: "object", input_shape_chw: Tuple[int, int, int], op
     if next(iter(model.parameters()), torch.zeros(0)).device.type != "cpu":
         model = copy.deepcopy(model).to("cpu")  # .to() acts in place: never move the caller's network
     example = torch.zeros((1,) + tuple(int(v) for v in input_shape_chw), dtype=torch.float32)
-    from ..fileutil import remove_stale_temporaries, temporary_prefix
+    from ..fileutil import remove_stale_temporaries
 
-    folder = tempfile.gettempdir()
-    remove_stale_temporaries(folder, EXPORT_FILE_PREFIX, ".tmp.onnx")
-    fd, path = tempfile.mkstemp(prefix=temporary_prefix(EXPORT_FILE_PREFIX), suffix=".tmp.onnx", dir=folder)
-    os.close(fd)
-    try:
-        # the TorchScript exporter: newer torch defaults to the dynamo one (and has the keyword), torch < 2.5 has
-        # only the TorchScript one and refuses the keyword
-        legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-        # torch.onnx.export keeps process-wide state (GLOBALS.in_onnx_export): two engines exporting at once in one
-        # process failed ("in_onnx_export must be False"). The tracer's warnings are hidden for this thread alone
-        # (warnings.catch_warnings swapped the process-wide filters beside a batch's CT reader)
-        with _EXPORT_LOCK, torch.no_grad(), warnings_hidden_in_this_thread(), eval_mode(model):
-            torch.onnx.export(model, (example,), path, input_names=["slices"], output_names=["logits"],
-                              dynamic_axes={"slices": {0: "n"}, "logits": {0: "n"}},
-                              opset_version=opset, **legacy)
-        with open(path, "rb") as handle:
-            return handle.read()
-    finally:
-        os.unlink(path)
+    remove_stale_temporaries(tempfile.gettempdir(), EXPORT_FILE_PREFIX, ".tmp.onnx")  # earlier versions' files
+    graph = io.BytesIO()  # in memory: no file in the temporary folder, which may be full (EXPORT_FILE_PREFIX)
+    # the TorchScript exporter: newer torch defaults to the dynamo one (and has the keyword), torch < 2.5 has
+    # only the TorchScript one and refuses the keyword
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    # torch.onnx.export keeps process-wide state (GLOBALS.in_onnx_export): two engines exporting at once in one
+    # process failed ("in_onnx_export must be False"). The tracer's warnings are hidden for this thread alone
+    # (warnings.catch_warnings swapped the process-wide filters beside a batch's CT reader)
+    with _EXPORT_LOCK, torch.no_grad(), warnings_hidden_in_this_thread(), eval_mode(model):
+        torch.onnx.export(model, (example,), graph, input_names=["slices"], output_names=["logits"],
+                          dynamic_axes={"slices": {0: "n"}, "logits": {0: "n"}},
+                          opset_version=opset, **legacy)
+    return graph.getvalue()
 
 
 class OnnxSlicePredictor:

@@ -1,5 +1,7 @@
 """SliceInferenceEngine: geometry round trip (oracle predictor), progress, cancellation, batching, TTA,
 real tiny U-Net package, ONNX backend."""
+import io
+
 import numpy as np
 import pytest
 
@@ -743,8 +745,9 @@ def test_a_probability_read_inside_the_labels_only_is_a_view_not_a_copy(orientat
 def test_an_onnx_export_file_a_killed_run_left_is_removed_by_the_next_export(tmp_path, monkeypatch):
     """The ONNX export went to ``tmp{random}.onnx`` in the system's temporary folder: a run killed while exporting
     (SIGKILL, the out-of-memory killer) left the graph there (14.7 MB for the bundled model) with no sign of whose
-    it was, for good. It is named ``livertumorseg-onnx.{mark}-{random}.tmp.onnx`` now, and the next export removes
-    those of this computer's ended processes; a running process's and other programs' files stay."""
+    it was, for good. It was then named ``livertumorseg-onnx.{mark}-{random}.tmp.onnx``, and the next export removes
+    those of this computer's ended processes; a running process's and other programs' files stay. The export is now
+    made in memory: it writes no file there at all."""
     import functools
     import os
     import tempfile
@@ -771,13 +774,37 @@ def test_an_onnx_export_file_a_killed_run_left_is_removed_by_the_next_export(tmp
 
     @functools.wraps(real_export)
     def recording_export(*args, **kwargs):
-        exported_to.append(os.path.basename(str(args[2])))
+        exported_to.append(args[2])
         return real_export(*args, **kwargs)
 
     monkeypatch.setattr(torch.onnx, "export", recording_export)
     assert onnx_backend.export_onnx_bytes(torch.nn.Conv2d(1, 2, 3, padding=1), (1, 8, 8))
-    assert len(exported_to) == 1 and exported_to[0].startswith(f"livertumorseg-onnx.{mark}-")
+    assert len(exported_to) == 1 and isinstance(exported_to[0], io.BytesIO)  # no file
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names["running"], names["other_program"]])
+
+
+def test_the_onnx_backend_runs_where_the_temporary_folder_cannot_be_written(tmp_path, monkeypatch):
+    """The ONNX export was written to a file in the system's temporary folder and read back: a full one (a small
+    /tmp on a cluster node) stopped ``segment --backend onnx`` with "ONNX Runtime could not run this network
+    (OSError: [Errno 28] No space left on device); run it with --backend torch", naming neither the folder nor
+    TMPDIR. The graph is exported in memory now, and runs as torch does. A temporary folder below a file stands
+    for one that cannot be written (root ignores permissions)."""
+    import tempfile
+
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from LiverTumorSegLib.inference import onnx_backend
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    monkeypatch.setattr(tempfile, "tempdir", str(a_file / "tmp"))
+    network = torch.nn.Conv2d(1, 2, 3, padding=1).eval()
+    session = ort.InferenceSession(onnx_backend.export_onnx_bytes(network, (1, 8, 8)),
+                                   providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(2, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        expected = network(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run(None, {"slices": x})[0], expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))

@@ -178,6 +178,25 @@ def remove_stale_job_folders(temp_root: Optional[str] = None) -> None:
     remove_stale_temporaries(temp_root or tempfile.gettempdir(), TEMP_FOLDER_PREFIX, ".tmp", min_age_seconds=0)
 
 
+def make_job_folder(temp_root: Optional[str] = None) -> str:
+    """A new job folder (:data:`TEMP_FOLDER_PREFIX`) in ``temp_root`` (default: the system's temporary folder); its
+    path. InputError naming ``temp_root`` and what to do when it cannot be made there: a temporary directory set in
+    Slicer's settings that does not exist or cannot be written (a network share gone, a read-only or full disk)
+    stopped every Segment, Update lesion table and Compare with "[Errno 2] No such file or directory:
+    '.../LiverTumorSeg.1234-...tmp'" and a traceback."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.fileutil import temporary_prefix
+
+    root = temp_root or tempfile.gettempdir()
+    try:
+        return tempfile.mkdtemp(prefix=temporary_prefix(TEMP_FOLDER_PREFIX), suffix=".tmp", dir=root)
+    except OSError as exc:
+        raise InputError(f"Cannot create a temporary folder in '{root}' ({exc.strerror or exc}), where the CT and the "
+                         f"results are handed between Slicer and the process that does the work. Set Slicer's "
+                         f"temporary directory (Edit > Application Settings > General) to a folder you can write to "
+                         f"that has free space, or free space there, and try again.") from None
+
+
 class ChildJob:
     """Base of the module's child-process runs (see the module docstring).
 
@@ -264,12 +283,9 @@ class ChildJob:
     def start(self) -> "ChildJob":
         """Prepare the inputs and start the child (main thread); on any failure the temporary folder is removed.
         Folders that earlier Slicer processes left behind are removed first (:func:`remove_stale_job_folders`)."""
-        from LiverTumorSegLib.fileutil import temporary_prefix
-
         self._start_time = time.time()
         remove_stale_job_folders(self._temp_root)
-        self.temp_dir = tempfile.mkdtemp(prefix=temporary_prefix(TEMP_FOLDER_PREFIX), suffix=".tmp",
-                                         dir=self._temp_root)
+        self.temp_dir = make_job_folder(self._temp_root)
         try:
             args = self._prepare()
             self._runner.start(self._python, args, childprocess.child_environment(self._library_root, self._env))

@@ -594,6 +594,25 @@ def test_a_label_map_or_this_modules_probability_map_as_the_ct_is_refused_before
     assert job.not_a_ct_reason(fake.node) == ""
 
 
+def test_a_temporary_directory_that_cannot_be_written_is_named_with_what_to_do(fake, tmp_path):
+    """Slicer's temporary directory (``temp_root``) set to a folder that is gone or cannot be written (a network share
+    no longer mounted, a read-only disk) stopped Segment with "[Errno 2] No such file or directory:
+    '.../LiverTumorSeg.1234-...tmp'" and a traceback. Now an InputError (shown as it is) names the folder, why, and
+    the setting to change; no child is started. A folder below a file stands for an unwritable one (root ignores
+    permissions)."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for root in (tmp_path / "gone" / "Slicer-user", a_file / "Slicer-user"):
+        runner = FakeChildRunner(Path("never-run.py"), "ok")
+        segmentation_job = job.SegmentationJob(
+            fake.scene, fake.node, job.SegmentationOptions(model="m.safetensors"), runner, sys.executable, str(ROOT),
+            temp_root=str(root), show_3d=False, colors_logic=fake.scene._livertumorseg_logics[1])
+        with pytest.raises(InputError, match=re.escape(f"Cannot create a temporary folder in '{root}' (")) as caught:
+            segmentation_job.start()
+        assert "Slicer's temporary directory (Edit > Application Settings > General)" in str(caught.value)
+        assert runner.args is None and not root.exists()
+
+
 class _StubDicomDatabase:
     """``slicer.dicomDatabase`` as far as the module asks it: ``instanceValue(uid, tag)``, '' for what it lacks."""
 

@@ -314,10 +314,27 @@ def apply_default_permissions(path: PathLike) -> None:
     """
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    chmod_where_allowed(path, 0o666 & ~umask)
 
 
 _apply_default_permissions = apply_default_permissions  # older name
+
+CHMOD_REFUSED_ERRNOS = (errno.EPERM, errno.ENOTSUP, getattr(errno, "EOPNOTSUPP", errno.ENOTSUP), errno.ENOSYS)
+"""What ``chmod`` answers on a file system whose permissions the mount sets, not each file's: a USB stick (FAT,
+exFAT) or Windows share (CIFS) mounted for another owner, some FUSE file systems."""
+
+
+def chmod_where_allowed(path: PathLike, mode: int) -> None:
+    """``os.chmod(path, mode)``, skipped where the file system refuses to change a file's permissions
+    (:data:`CHMOD_REFUSED_ERRNOS`): the file is written all the same, with the permissions the mount gives it. Every
+    output into such a folder failed after the whole run with "Cannot write or read '.../.seg.PID-...tmp.nii.gz'
+    (Operation not permitted)", leaving that empty hidden file behind."""
+    try:
+        os.chmod(path, mode)
+    except OSError as exc:
+        if exc.errno not in CHMOD_REFUSED_ERRNOS:
+            raise
+        log.debug("permissions of '%s' not set (%s): the file system keeps its own", path, exc.strerror)
 
 
 def apply_output_permissions(path: PathLike, target: PathLike) -> None:
@@ -329,7 +346,7 @@ def apply_output_permissions(path: PathLike, target: PathLike) -> None:
     except OSError:
         apply_default_permissions(path)
         return
-    os.chmod(path, mode)
+    chmod_where_allowed(path, mode)
 
 
 def is_hidden_name(name: str) -> bool:
@@ -1219,8 +1236,8 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
     stem = path.name[: max(1, len(path.name) - len(suffix))]
     folder = path.parent if str(path.parent) else Path(".")
     tmp_path = make_temporary_file(folder, ascii_stem(stem), suffix)
-    apply_default_permissions(tmp_path)
     try:
+        apply_default_permissions(tmp_path)
         yield tmp_path
     finally:
         if tmp_path.exists():

@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import __version__, plan_cache
 from .errors import InputError, ModelPackageError, raise_if_out_of_memory
-from .fileutil import atomic_output, finite_json, same_file_among, unexpanded_home_hint
+from .fileutil import atomic_output, chmod_where_allowed, finite_json, same_file_among, unexpanded_home_hint
 from .resources import bundled_models_dir, user_models_dir
 
 FORMAT_VERSION = 1
@@ -784,7 +784,7 @@ def rewrite_package_metadata(path: PathLike, change: Callable[[Dict[str, Any]], 
                          f"({exc}).") from exc
     with atomic_output(path, overwrite=True) as tmp:
         save_file(tensors, str(tmp), metadata=header)
-    os.chmod(path, mode)  # a read-only package stays read-only
+    chmod_where_allowed(path, mode)  # a read-only package stays read-only
     record_bundled_checksum(path)
     if given != path:  # a link in the bundled folder is listed under its own name there
         record_bundled_checksum(given)

@@ -59,3 +59,29 @@ def test_an_output_written_over_keeps_the_permissions_the_user_gave_it(tmp_path,
         for tmp in temporaries.values():
             tmp.write_bytes(b"new")
     assert _mode(group["labels"]) == 0o640 and _mode(group["report"]) == umask_022
+
+
+def test_outputs_are_written_where_the_file_system_refuses_chmod(tmp_path, monkeypatch):
+    """A USB stick (FAT, exFAT) or Windows share (CIFS) mounted for another owner refuses chmod (EPERM): every output
+    written there failed after the whole run with "Cannot write or read '.../.seg.PID-...tmp.nii.gz' (Operation not
+    permitted)" and left that empty hidden file behind. The outputs are written (with the mount's permissions), a
+    replaced one too, and nothing else is left. chmod is made to refuse (this runs as any user, root included)."""
+    import errno
+
+    from LiverTumorSegLib.fileutil import atomic_output, atomic_outputs
+
+    def refused(path, mode, *args, **kwargs):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), str(path))
+
+    monkeypatch.setattr(os, "chmod", refused)
+    single, group = tmp_path / "seg.nii.gz", {"labels": tmp_path / "a.nii.gz", "report": tmp_path / "a.json"}
+    for overwrite in (False, True):
+        with atomic_output(single, overwrite=overwrite) as tmp:
+            tmp.write_bytes(b"1" if not overwrite else b"2")
+        with atomic_outputs(group, overwrite=overwrite) as temporaries:
+            for tmp in temporaries.values():
+                tmp.write_bytes(b"new")
+    checkpoint = save_checkpoint(tmp_path / "last.pt", {"epoch": 1})
+    assert single.read_bytes() == b"2" and group["labels"].read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.nii.gz", "last.pt", "seg.nii.gz"]
+    assert torch.load(checkpoint, weights_only=True) == {"epoch": 1}

@@ -972,6 +972,28 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         return dependencies.ensure_requirements(confirm, slicer.util.pip_install, installTorch)
 
     @staticmethod
+    def writableUserModelsFolder():
+        """The user models folder (``LIVERTUMORSEG_MODELS_DIR``, else ``~/.livertumorseg/models``), made if missing,
+        after a file was created and removed in it; LiverTumorSegError naming it and what to do where it cannot be
+        written (a read-only home, a managed profile): 'Add model file...' said "[Errno 13] Permission denied:
+        '/home/u/.livertumorseg'" only, or "... is not writable ...; choose another output location", which the
+        panel has no control for."""
+        import tempfile
+        from LiverTumorSegLib.resources import user_models_dir
+        folder = user_models_dir()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle, probe = tempfile.mkstemp(prefix=".livertumorseg-write-test.", dir=str(folder))
+            os.close(handle)
+            os.unlink(probe)
+        except OSError as exc:
+            raise LiverTumorSegError(
+                f"Cannot add the model: the user models folder '{folder}' cannot be written "
+                f"({exc.strerror or exc}). Set the environment variable LIVERTUMORSEG_MODELS_DIR to a folder you can "
+                f"write to and start Slicer again, or fix that folder's permissions.") from None
+        return folder
+
+    @staticmethod
     def addUserModel(path: str) -> str:
         """Check a model package and copy it into the user models folder; returns the new path."""
         from LiverTumorSegLib.package import read_package_metadata
@@ -982,12 +1004,12 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         except ModelPackageError as error:  # its advice in the panel's words, not the command line's
             raise ModelPackageError(panel_text.package_refusal_text(str(error))) from None
         folder = user_models_dir()
-        folder.mkdir(parents=True, exist_ok=True)
         target = folder / os.path.basename(path)
         from LiverTumorSegLib.fileutil import same_file_among
         # the installed file itself under another spelling (a symlinked models folder, another letter case on
         # Windows or macOS): copying it onto itself raised shutil.SameFileError
         if not same_file_among([path, str(target)]):
+            LiverTumorSegLogic.writableUserModelsFolder()  # the installed file chosen again needs no writing
             from LiverTumorSegLib.package import file_sha256
             if target.exists() and file_sha256(target) != file_sha256(path):
                 raise LiverTumorSegError(f"Another model file named '{target.name}' is already installed in "

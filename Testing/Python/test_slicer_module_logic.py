@@ -9,6 +9,7 @@ loads the results into ``slicer.mrmlScene``, with the same code as in Slicer.
 """
 import importlib.util
 import os
+import re
 import sys
 import time
 import types
@@ -671,6 +672,26 @@ def test_add_model_of_the_installed_file_under_another_spelling_keeps_it(module,
     (tmp_path / "link").symlink_to(users, target_is_directory=True)
     target = module.m.LiverTumorSegLogic.addUserModel(str(tmp_path / "link" / "mine.safetensors"))
     assert target == str(users / "mine.safetensors") and (users / "mine.safetensors").read_bytes() == before
+
+
+def test_add_model_into_a_user_models_folder_that_cannot_be_written_says_what_to_set(module, tmp_path, monkeypatch):
+    """A home folder that cannot be written (a managed profile, a read-only home on a cluster) made 'Add model
+    file...' say only "[Errno 13] Permission denied: '/home/u/.livertumorseg'". Now the error names the user models
+    folder and LIVERTUMORSEG_MODELS_DIR, and nothing is written; the installed file chosen again still needs no
+    writing. A folder below a file stands for one that cannot be written (root ignores permissions)."""
+    import shutil as shutil_module
+    from LiverTumorSegLib.resources import bundled_models_dir
+    a_file = tmp_path / "home_file"
+    a_file.write_text("x")
+    users = a_file / ".livertumorseg" / "models"
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(users))
+    source = tmp_path / "mine.safetensors"
+    shutil_module.copy(bundled_models_dir() / "unet16_widezoom_cpu.safetensors", source)
+    words = (f"Cannot add the model: the user models folder '{users}' cannot be written (Not a directory). Set the "
+             f"environment variable LIVERTUMORSEG_MODELS_DIR to a folder you can write to")
+    with pytest.raises(module.m.LiverTumorSegError, match=re.escape(words)):
+        module.m.LiverTumorSegLogic.addUserModel(str(source))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home_file", "mine.safetensors", "slicer-temp"]
 
 
 def _segment_button_panel(module, monkeypatch, segmentation, input_volume):

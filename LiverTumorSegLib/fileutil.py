@@ -300,10 +300,16 @@ def _check_writable(path: Path, overwrite: bool) -> Path:
 def unexpanded_home_hint(path: PathLike) -> str:
     """A hint for a path that begins with '~' the shell did not expand (it was quoted): the message invited the
     user to create a folder literally named '~'. '' for any other path."""
+    from .resources import expand_home
+
     if not str(path).startswith("~") or Path(str(path)).exists():
         return ""
+    try:
+        expanded = expand_home(str(path))
+    except InputError as exc:  # no home folder (the shell left '~' as it was too), or '~name' of no account here
+        return f" ({str(exc)[:-1]})"
     return (f" (a quoted '~' is not your home folder: write the path without quotes, or in full, such as "
-            f"'{Path(str(path)).expanduser()}')")
+            f"'{expanded}')")
 
 
 def apply_default_permissions(path: PathLike) -> None:
@@ -514,7 +520,9 @@ def _csv_cell_in(folder: PathLike, text: str) -> Path:
     """``text`` with a leading ``~`` taken as the home folder, as a training CSV takes it (``~/scans/ct.nii.gz`` in a
     case list was looked for as ``LIST_FOLDER/~/scans/ct.nii.gz``, and the case failed with the advice to write the
     path "without quotes")."""
-    path = Path(text).expanduser()
+    from .resources import expand_home
+
+    path = expand_home(text)
     return path if path.is_absolute() else Path(folder) / path
 
 

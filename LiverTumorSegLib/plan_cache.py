@@ -25,10 +25,11 @@ def cache_dir() -> Path:
     """``LIVERTUMORSEG_CACHE_DIR`` (a leading ``~`` expanded, as for ``LIVERTUMORSEG_MODELS_DIR``), else
     ``~/.livertumorseg/cache`` (see :func:`resources.home_folder`). A quoted ``export
     LIVERTUMORSEG_CACHE_DIR="~/cache"`` made every load create a folder literally named '~' in the working folder."""
+    from .resources import expand_home, home_folder
+
     folder = os.environ.get("LIVERTUMORSEG_CACHE_DIR")
     if folder:
-        return Path(folder).expanduser()
-    from .resources import home_folder
+        return expand_home(folder)
 
     return home_folder() / ".livertumorseg" / "cache"
 
@@ -67,13 +68,15 @@ def plan_key(architecture: Mapping[str, Any], probe_hw: int) -> str:
 
 
 def _read() -> Dict[str, int]:
+    from .errors import InputError
+
     try:
         path = cache_dir() / CACHE_FILE
         if path.stat().st_size > MAX_CACHE_BYTES:  # ours holds one small number per architecture
             return {}
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError, MemoryError):  # deeply nested JSON raises RecursionError
-        return {}
+    except (OSError, ValueError, RecursionError, MemoryError, InputError):  # deeply nested JSON: RecursionError;
+        return {}  # a '~' with no home folder to take it as: InputError (resources.expand_home)
     if not isinstance(data, dict):
         return {}
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)

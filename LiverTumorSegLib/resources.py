@@ -11,10 +11,27 @@ from pathlib import Path
 from .errors import InputError
 
 
+def expand_home(text: str) -> Path:
+    """``text`` with a leading ``~`` (or ``~user``) taken as the home folder (``Path.expanduser``). InputError when
+    there is none to take (a container run as a user id without a passwd entry and without HOME, or a ``~user`` with
+    no account here): ``Path.expanduser``
+    raised "RuntimeError: Could not determine home directory.", an internal error of ``segment '~/ct.nii.gz'``, and,
+    for ``LIVERTUMORSEG_CACHE_DIR='~/cache'``, "its network cannot process 1-channel slices" of every package."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        user = Path(text).parts[0]
+        if user != "~":  # '~name': an account this computer does not have
+            raise InputError(f"'{text}' begins with '{user}', the home folder of user '{user[1:]}', who has no "
+                             f"account here: write the path in full.") from None
+        raise InputError(f"'{text}' begins with '~', the home folder, but this process has none (HOME is not set and "
+                         f"its user id has no account entry): write the path in full, or set HOME.") from None
+
+
 def resources_dir() -> Path:
     env = os.environ.get("LIVERTUMORSEG_RESOURCES")
     if env:
-        return Path(env).expanduser()  # '~/clone/Resources' was read as ./~/clone/Resources
+        return expand_home(env)  # '~/clone/Resources' was read as ./~/clone/Resources
     return Path(__file__).resolve().parent.parent / "Resources"
 
 
@@ -43,7 +60,7 @@ def user_models_dir() -> Path:
     """``LIVERTUMORSEG_MODELS_DIR``, else ``~/.livertumorseg/models`` (the environment is read first: without a
     home folder the default was computed, and failed, even when the variable was set)."""
     folder = os.environ.get("LIVERTUMORSEG_MODELS_DIR")
-    return Path(folder).expanduser() if folder else home_folder() / ".livertumorseg" / "models"
+    return expand_home(folder) if folder else home_folder() / ".livertumorseg" / "models"
 
 
 def sample_ct_path() -> Path:

@@ -34,6 +34,7 @@ from ..errors import InputError, LabelError
 from ..fileutil import is_hidden_name, read_csv_rows, read_text_file
 from ..io.formats import _FILE_FORMATS_TEXT, ITK_SUFFIXES, NIFTI_SUFFIXES
 from ..io.labels import ANY_LABEL_VALUE, label_value_counts, remap_labels
+from ..resources import expand_home
 from ..volume import CTVolume
 
 log = logging.getLogger(__name__)
@@ -777,7 +778,7 @@ def _csv_path(csv: Path, number: int, kind: str, text: str) -> Path:
 
 
 def _resolve(base: Path, text: str) -> Path:
-    path = Path(text).expanduser()
+    path = expand_home(text)
     return path if path.is_absolute() else (base / path)
 
 

@@ -48,6 +48,7 @@ from .sampling import EpochSampler, PatchDataset, full_slice_inputs
 from .slice_cache import CachedCase, build_slice_cache, changed_files, data_fingerprint, holds_finished_entries
 from .splits import select_split
 from ..package import SEGMENTATION_CLASSES
+from ..resources import expand_home
 
 NUM_CLASSES = SEGMENTATION_CLASSES  # the package's classes: background, liver, tumor
 LABEL_NAMES = {"0": "background", "1": "liver", "2": "tumor"}
@@ -78,10 +79,10 @@ def _same_data(saved: Any, now: Any, saved_resolved: Any = None) -> bool:
     another folder)."""
     if saved == now or not saved or not now:
         return saved == now
-    here = Path(str(now)).expanduser().resolve()
+    here = expand_home(str(now)).resolve()
     if saved_resolved and here == Path(str(saved_resolved)):
         return True
-    return Path(str(saved)).expanduser().resolve() == here
+    return expand_home(str(saved)).resolve() == here
 
 
 def check_resume_contents(payload: Dict[str, Any], split: Dict[str, List[str]], preprocessing: Dict[str, Any],
@@ -123,7 +124,7 @@ def check_resume_contents(payload: Dict[str, Any], split: Dict[str, List[str]], 
 def resolved_data_path(data: Any) -> Optional[str]:
     """The absolute path ``data`` (the training config's text) points to from this folder, stored beside the
     config so that a resume from another folder can tell the same data from other data."""
-    return str(Path(str(data)).expanduser().resolve()) if data else None
+    return str(expand_home(str(data)).resolve()) if data else None
 
 
 def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, what: str = "Checkpoint",

@@ -869,6 +869,39 @@ def test_a_quoted_tilde_in_the_cache_folder_is_the_home_folder(tmp_path, monkeyp
     assert not (work / "~").exists()
 
 
+@pytest.mark.skipif(os.name != "posix", reason="the passwd database")
+def test_a_tilde_where_there_is_no_home_folder_is_named_and_the_plan_cache_skipped(tmp_path, monkeypatch):
+    """Without HOME and without a passwd entry (docker run --user N), Path.expanduser raised "RuntimeError: Could not
+    determine home directory.": LIVERTUMORSEG_CACHE_DIR='~/cache' refused every package as "its network cannot
+    process 1-channel slices (RuntimeError ...)", LIVERTUMORSEG_MODELS_DIR='~/models' and 'segment ~/ct.nii.gz'
+    were internal errors, and so was '~name/ct.nii.gz' of a user with no account, with any home. The plan cache is
+    now skipped, as an unusable cache is, and the paths are refused naming the '~' and what to write instead."""
+    import pwd
+    import re
+
+    from LiverTumorSegLib import fileutil, resources
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(InputError, match=re.escape("'~no_such_user_4711' begins with '~no_such_user_4711', the home "
+                                                   "folder of user 'no_such_user_4711', who has no account")):
+        fileutil.check_can_write("~no_such_user_4711/seg.nii.gz")
+    monkeypatch.delenv("HOME")
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    monkeypatch.setenv("LIVERTUMORSEG_CACHE_DIR", "~/cache")
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", "~/models")
+    monkeypatch.chdir(tmp_path)
+    package = load_model_package(save_model_package(tmp_path / "a.safetensors", _tiny_model(), PREP))
+    assert package.activation_bytes_per_pixel > 0 and not (tmp_path / "~").exists()
+    no_home = "begins with '~', the home folder, but this process has none (HOME is not set"
+    with pytest.raises(InputError, match=re.escape(f"'~/models' {no_home}")):
+        resources.user_models_dir()
+    with pytest.raises(InputError, match=re.escape(f"'~' {no_home}")):
+        fileutil.check_can_write("~/seg.nii.gz")
+
+
 def test_activation_cache_key_changes_when_the_model_source_changes(tmp_path, monkeypatch):
     """The key held the library version, which stays 0.1.0 between commits of a clone: an edited layer kept the
     estimate of the old code."""

@@ -16,13 +16,14 @@ one cache do not take each other's temporary files.
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, option_hint
 from ..fileutil import atomic_output
 from ..inference.body_size import body_diameter_mm
 from .datasets import Case, load_case, voxel_digest
@@ -372,6 +373,7 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
     meta = _usable_entry(meta_path, hu_path, lab_path, signature, allow_non_hu)
     if meta is not None:
         return _record(case, meta, hu_path, lab_path)
+    _check_cache_writable(folder, case)
     if log:
         log(f"caching {case.case_id} ({Path(case.image_path).name})")
     volume, labels = load_case(case, label_map, allow_non_hu)
@@ -393,6 +395,22 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
     with atomic_output(meta_path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(meta), encoding="utf-8")
     return _record(case, meta, hu_path, lab_path)
+
+
+def _check_cache_writable(folder: Path, case: Case) -> None:
+    """InputError, before ``case`` is read, when the cache ``folder`` cannot take its entry (a file is created and
+    removed there). A cache another user built, read-only here, serves the cases it holds; a case it lacked failed
+    after its CT was read, with "Output folder '.../cache/KEY' is not writable ...; choose another output location",
+    which named neither the case nor the cache option."""
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".livertumorseg-write-test.", dir=str(folder))
+    except OSError as exc:
+        raise InputError(f"Cannot cache case '{case.case_id}' ('{case.image_path}'): the slice cache folder "
+                         f"'{folder}' holds no usable entry of it and cannot be written ({exc.strerror or exc}). Give "
+                         f"a cache folder you can write to ({option_hint('--cache-dir', 'cache_dir')}; a read-only "
+                         f"cache serves only the cases it holds), or fix that folder's permissions.") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def _record(case: Case, meta: Dict[str, Any], hu_path: Path, lab_path: Path) -> CachedCase:

@@ -388,6 +388,46 @@ def test_training_inputs_smooth_with_the_network_grids_pixel_size_as_inference_d
     assert seen == [tuple(cached.spacing_zyx[1:])] or seen == [cached.spacing_zyx[1:]]
 
 
+def test_a_read_only_slice_cache_serves_its_cases_and_names_the_one_it_lacks_before_reading_it(tmp_path, monkeypatch):
+    """A slice cache another user built, read-only here, serves the cases it holds; a case it lacked was read whole
+    and then failed with "Output folder '.../cache/KEY' is not writable ...; choose another output location", naming
+    neither the case nor the cache option. Now it is refused before its CT is read, naming both. The folder is made
+    unwritable by refusing mkstemp there (root ignores permissions)."""
+    import tempfile
+
+    from LiverTumorSegLib.io import write_label_map, write_volume
+    from LiverTumorSegLib.phantom import make_phantom
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig, SlicePreprocessor
+    from LiverTumorSegLib.training import slice_cache
+    from LiverTumorSegLib.training.datasets import Case
+
+    cases = []
+    for name in ("c1", "c2"):
+        phantom = make_phantom((4, 24, 24), (1.5, 1.5, 3.0), noise_hu=20.0, seed=len(cases))
+        cases.append(Case(name, name, str(write_volume(tmp_path / f"{name}.nii.gz", phantom.ct)),
+                          str(write_label_map(tmp_path / f"{name}_lab.nii.gz", phantom.labels, phantom.ct.geometry)),
+                          "csv"))
+    preprocessor = SlicePreprocessor(PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}],
+                                                         crop_to_body=False, size_multiple=8))
+    slice_cache.build_slice_cache(cases[:1], preprocessor, tmp_path / "cache")
+    real_mkstemp = tempfile.mkstemp
+
+    def read_only_cache(*args, **kwargs):
+        if str(tmp_path / "cache") in str(kwargs.get("dir", "")):
+            raise PermissionError(13, "Permission denied", str(kwargs["dir"]))
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only_cache)
+    read = []
+    monkeypatch.setattr(slice_cache, "load_case", lambda case, *a, **k: read.append(case.case_id) or 1 / 0)
+    assert [c.case_id for c in slice_cache.build_slice_cache(cases[:1], preprocessor, tmp_path / "cache")] == ["c1"]
+    with pytest.raises(InputError, match=r"Cannot cache case 'c2' \('.*c2\.nii\.gz'\): the slice cache folder '.*cache.*' "
+                                         r"holds no usable entry of it and cannot be written \(Permission denied\)\. Give "
+                                         r"a cache folder you can write to \(cache_dir; a read-only cache serves only"):
+        slice_cache.build_slice_cache(cases, preprocessor, tmp_path / "cache")
+    assert read == []
+
+
 @pytest.mark.parametrize("spacing_z, offset", [(0.5, 2.0), (5.0, 0.6)])
 def test_training_stacks_neighbours_as_inference_does(tmp_path, spacing_z, offset):
     """With context_min_mm / context_max_mm, a 0.5 mm case's training patches and whole-slice validation inputs take

@@ -45,6 +45,7 @@ from .losses import DeepSupervisionLoss, SegmentationLoss
 from .optim import (SCHEDULES_OVER_TOTAL, build_optimizer, build_scheduler, current_lr, load_scheduler_state,
                     schedule_factor, schedule_total_steps, scheduler_state)
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
+from .shared_memory import batches_of
 from .slice_cache import CachedCase, build_slice_cache, changed_files, data_fingerprint, holds_finished_entries
 from .splits import select_split
 from ..package import SEGMENTATION_CLASSES
@@ -1122,7 +1123,7 @@ class Trainer:
                    disable=not (self.dist.is_main and cfg.progress_bar), leave=False, dynamic_ncols=True)
         step = first_step
         try:
-            for x, y in self.loader:
+            for x, y in batches_of(self.loader, self.loader.num_workers):
                 loss = self._loss_and_gradients(x, y)
                 with interrupts_deferred():  # the update and the position the interrupt checkpoint records: whole
                     self._update_weights()

@@ -1696,3 +1696,24 @@ def test_a_package_trained_without_tumors_says_so_in_train_and_in_segment(data_c
     metadata = read_package_metadata(result.package_path)
     assert metadata["training"]["tumor_label_cases"] == 0 and metadata["training"]["synthetic_lesions"] is False
     assert any("trained without tumors" in w for w in untrained_tumor_warnings(metadata))
+
+
+def test_data_loading_workers_without_shared_memory_are_said_with_what_to_do(data_csv, tmp_path, monkeypatch):
+    """The workers' queues and batches live in shared memory (/dev/shm; 64 MB in a Docker container unless started
+    with --shm-size). Where their locks did not fit, 'train' ended with "No space left for a file ...; free disk
+    space or choose another output location" and a traceback of torch's half-built iterator; where a batch did not,
+    with an internal error. Now an InputError says so, with --num-workers 0 and --shm-size. The shortage is made by
+    refusing to create locks (ENOSPC, as sem_open answers on a full /dev/shm)."""
+    import errno
+    import multiprocessing.synchronize
+
+    def no_shared_memory(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(multiprocessing.synchronize.SemLock, "__init__", no_shared_memory)
+    (tmp_path / "run").mkdir()
+    with pytest.raises(InputError, match=r"The 1 data-loading worker process\(es\) of the training ran out of shared "
+                                         r"memory.*\(\[Errno 28\] No space left on device\)\. Pass num_workers=0 .*"
+                                         r"--shm-size"):
+        train(tiny_config(data_csv, tmp_path / "run", epochs=1, iterations_per_epoch=1, val_fraction=0.0,
+                          num_workers=1), log=lambda s: None)

@@ -1656,3 +1656,38 @@ def test_a_log_of_an_older_version_gets_the_new_columns_before_rows_are_appended
     assert path.read_text().splitlines()[0] == ",".join(LOG_COLUMNS)
     rows = read_log(path)
     assert [(r["epoch"], r["train_loss"], r["epoch_steps"]) for r in rows] == [("1", "0.9", ""), ("2", "0.8", "3")]
+
+
+def test_a_batch_that_finds_no_shared_memory_is_said_with_what_to_do_and_other_errors_pass():
+    """torch reports a worker whose batch did not fit in shared memory as "Caught RuntimeError in DataLoader worker
+    process 0 ... unable to allocate shared memory(shm) for file </torch_...>", which 'train' showed as an internal
+    error with a traceback. batches_of says it as an InputError; an error without workers, another error, and a
+    full disk that names its file pass unchanged."""
+    import errno
+
+    from LiverTumorSegLib.training.shared_memory import batches_of
+
+    worker_report = RuntimeError("Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback (most "
+                                 "recent call last):\nRuntimeError: unable to allocate shared memory(shm) for file "
+                                 "</torch_7553_2396439488_0>: No space left on device (28)\n")
+
+    class Loader:
+        def __init__(self, error):
+            self.error = error
+
+        def __iter__(self):
+            yield "batch 1"
+            raise self.error
+
+    batches = batches_of(Loader(worker_report), workers=2)
+    assert next(batches) == "batch 1"
+    with pytest.raises(InputError, match=r"^The 2 data-loading worker process\(es\) of the training ran out of "
+                                         r"shared memory.*\(RuntimeError: unable to allocate shared memory\(shm\) for "
+                                         r"file </torch_7553_2396439488_0>: No space left on device \(28\)\)\. Pass "
+                                         r"num_workers=0"):
+        next(batches)
+    named_file = OSError(errno.ENOSPC, "No space left on device", "/out/last.pt")
+    for error, workers in ((worker_report, 0), (RuntimeError("CUDA out of memory"), 2), (named_file, 2)):
+        with pytest.raises(type(error)) as raised:
+            list(batches_of(Loader(error), workers))
+        assert raised.value is error

@@ -339,14 +339,17 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
     """The folds of :func:`run_crossval`, and the tables (written by rank 0 alone: the other ranks' results
     hold no validation, so their tables were all NaN, and whichever rank renamed its file last won)."""
     from .datasets import discover_cases
-    from .trainer import remove_if_no_checkpoint
+    from .trainer import build_preprocessing, check_model_spec, remove_if_no_checkpoint
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, options = [], []
     resuming = config.resume and not config.overwrite
     try:
-        # read before the first fold's banner: missing or empty data were refused under '=== fold 0 ... ==='; the
-        # finished folds' splits of a resumed run come from it too
+        # checked before the first fold's banner, in train's order (the network, then the data): an unknown
+        # architecture and missing or empty data were refused under '=== fold 0 ... ==='; the finished folds'
+        # splits of a resumed run come from the list too
+        preprocessing = build_preprocessing(config.preprocessing)
+        check_model_spec(config.model, preprocessing.in_channels, config.model_options, preprocessing.num_context)
         listed = discover_cases(config.data, config.format)
         for fold in range(config.folds):
             # numbered from 0, as fold_K.safetensors, the table and train --fold K are ("fold 2/2" beside the

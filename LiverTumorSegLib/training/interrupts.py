@@ -12,7 +12,8 @@ import os
 import re
 import signal
 import threading
-from typing import Any, Callable, Iterator, List, Tuple, TypeVar
+import time
+from typing import Any, Callable, Iterator, List, Optional, Tuple, TypeVar
 
 T = TypeVar("T")
 
@@ -70,12 +71,69 @@ def detach_worker_from_group_signals(worker_id: int) -> None:
     to the group (``timeout``, ``kill -- -PGID``, Ctrl-C in a terminal) reaches only the main process, which
     checkpoints and then stops its workers itself. Killed with the group, a worker's death was reported by torch
     from inside a training step ("internal error: DataLoader worker ... is killed by signal: Terminated"), before
-    any checkpoint was written. The workers still end with the main process (torch's watchdog)."""
+    any checkpoint was written. The workers still end with the main process (torch's watchdog; under
+    forkserver :func:`end_worker_with_training`)."""
     if hasattr(os, "setpgid"):
         try:
             os.setpgid(0, 0)
         except OSError:  # a session leader (never a forked worker) cannot; nothing else to do
             pass
+
+
+WORKER_WATCH_INTERVAL_S = 1.0
+"""Seconds between two checks, in a DataLoader worker that torch's watchdog cannot look after, that the training
+process still runs (:func:`end_worker_with_training`)."""
+
+
+class WorkerSetup:
+    """The DataLoader ``worker_init_fn`` of a training: :func:`detach_worker_from_group_signals`, then
+    :func:`end_worker_with_training` for the training process ``training_pid`` (started at ``training_start_time``,
+    :func:`~..processes.process_start_time`; None: by its id alone). Picklable: spawn and forkserver send it to each
+    worker (:meth:`for_this_process` makes it in the training process)."""
+
+    def __init__(self, training_pid: int, training_start_time: Optional[int],
+                 interval_s: float = WORKER_WATCH_INTERVAL_S) -> None:
+        self.training_pid = int(training_pid)
+        self.training_start_time = None if training_start_time is None else int(training_start_time)
+        self.interval_s = float(interval_s)
+
+    @classmethod
+    def for_this_process(cls) -> "WorkerSetup":
+        """The setup of workers of this process's training."""
+        from ..processes import process_start_time
+
+        return cls(os.getpid(), process_start_time(os.getpid()))
+
+    def __call__(self, worker_id: int) -> None:
+        detach_worker_from_group_signals(worker_id)
+        end_worker_with_training(self.training_pid, self.training_start_time, self.interval_s)
+
+
+def end_worker_with_training(training_pid: int, training_start_time: Optional[int],
+                             interval_s: float = WORKER_WATCH_INTERVAL_S) -> Optional[threading.Thread]:
+    """In a DataLoader worker whose parent is not the training process ``training_pid`` (forkserver, Python 3.14's
+    default start method on Linux: the workers are children of the fork server): a daemon thread that ends the worker
+    (``os._exit``) once the training process has ended. torch's own watchdog only asks whether the worker's parent
+    is still the one it started under, and the fork server runs on as long as any of its children does, so a training
+    killed outright (SIGKILL, the out-of-memory killer, a crash) left its workers and the fork server running for
+    good, each holding its memory. Under fork and spawn the training process is the parent, which torch watches:
+    nothing is started there. Returns the thread, or None."""
+    if os.getppid() == int(training_pid):
+        return None
+    thread = threading.Thread(target=_end_worker_once_gone, args=(training_pid, training_start_time, interval_s),
+                              name="training-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def _end_worker_once_gone(training_pid: int, training_start_time: Optional[int], interval_s: float) -> None:
+    """Check every ``interval_s`` seconds that the training process runs (by its id and start time: a reused id is
+    another process); end this worker at once when it does not (nothing is left to hand its batches to)."""
+    from ..processes import process_alive
+
+    while process_alive(training_pid, training_start_time):
+        time.sleep(interval_s)
+    os._exit(0)
 
 
 WORKER_STOPPED_PATTERN = re.compile(r"DataLoader worker \(pid[^)]*\) is killed by signal: (Terminated|Interrupt|Hangup)")

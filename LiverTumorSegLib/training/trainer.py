@@ -39,7 +39,7 @@ from .datasets import check_dataset_labels, discover_cases, refuse_identical_ima
 from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
 from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
 from .init_from import check_same_start, load_start_package, overlap_text, patients_seen, start_record
-from .interrupts import (call_with_interrupts_held, detach_worker_from_group_signals, interrupts_deferred,
+from .interrupts import (WorkerSetup, call_with_interrupts_held, interrupts_deferred,
                          is_worker_stopped_by_signal, stop_loader_workers)
 from .losses import DeepSupervisionLoss, SegmentationLoss
 from .optim import (SCHEDULES_OVER_TOTAL, build_optimizer, build_scheduler, current_lr, load_scheduler_state,
@@ -867,7 +867,7 @@ class Trainer:
             self.dataset, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=workers,
             pin_memory=self.device.type == "cuda", drop_last=False, persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None, generator=torch.Generator().manual_seed(int(cfg.seed)),
-            worker_init_fn=detach_worker_from_group_signals if workers > 0 else None)
+            worker_init_fn=WorkerSetup.for_this_process() if workers > 0 else None)
 
     # -- state
     def _state_json(self) -> str:

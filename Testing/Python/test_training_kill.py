@@ -324,3 +324,48 @@ def test_call_with_interrupts_held_drops_a_stop_report_that_lands_before_the_hol
         interrupts.call_with_interrupts_held(lambda: int("x"))
     with pytest.raises(RuntimeError, match="CUDA out of memory"):
         interrupts.call_with_interrupts_held(lambda: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")))
+
+
+STAND_IN_WORKER = """
+import sys, threading
+from LiverTumorSegLib.training.interrupts import WorkerSetup
+
+WorkerSetup(int(sys.argv[1]), None if sys.argv[2] == "-" else int(sys.argv[2]), interval_s=0.05)(0)
+print("ready", flush=True)
+threading.Event().wait(60)
+"""
+
+
+def test_a_loader_worker_outside_the_training_process_ends_once_the_training_was_killed():
+    """Under forkserver (Python 3.14's default start method on Linux) a DataLoader worker is a child of the fork
+    server, not of the training, and torch's watchdog only watches the worker's parent, which runs on as long as any
+    worker does: a `train` killed outright (SIGKILL, the out-of-memory killer) left its workers (about 250 MB each)
+    and the fork server running for good. The trainer's worker setup now ends such a worker once the training
+    process has ended. Here the worker is a stand-in process whose parent is this test, the training another."""
+    from LiverTumorSegLib.processes import process_start_time
+
+    training = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    started = process_start_time(training.pid)
+    worker = subprocess.Popen([sys.executable, "-c", STAND_IN_WORKER, str(training.pid),
+                               "-" if started is None else str(started)],
+                              stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert worker.stdout.readline() == "ready\n"
+        time.sleep(0.3)
+        assert worker.poll() is None  # goes on while the training runs
+        training.kill()
+        training.wait(timeout=30)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        for process in (training, worker):
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+        worker.stdout.close()
+
+
+def test_a_loader_worker_that_the_training_started_itself_is_left_to_torchs_watchdog():
+    """Under fork and spawn the training process is the worker's parent, which torch's watchdog watches: no thread."""
+    from LiverTumorSegLib.training.interrupts import end_worker_with_training
+
+    assert end_worker_with_training(os.getppid(), None) is None

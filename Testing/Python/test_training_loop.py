@@ -1717,3 +1717,22 @@ def test_data_loading_workers_without_shared_memory_are_said_with_what_to_do(dat
                                          r"--shm-size"):
         train(tiny_config(data_csv, tmp_path / "run", epochs=1, iterations_per_epoch=1, val_fraction=0.0,
                           num_workers=1), log=lambda s: None)
+
+
+def test_the_loader_workers_get_a_setup_that_watches_this_training_process(data_csv, tmp_path):
+    """The DataLoader's worker_init_fn names this process (test_training_kill: a worker of a killed training ends)
+    and survives pickling, as spawn and forkserver send it to each worker."""
+    import os
+    import pickle
+
+    from LiverTumorSegLib.processes import process_start_time
+    from LiverTumorSegLib.training.interrupts import WorkerSetup
+
+    (tmp_path / "run").mkdir()
+    # segnet: no MONAI import (seconds) for a test of the loader alone
+    trainer = Trainer(tiny_config(data_csv, tmp_path / "run", num_workers=1, model="segnet",
+                                  model_options={"width": 0.0625}), log=lambda s: None)
+    trainer.setup()
+    setup = pickle.loads(pickle.dumps(trainer.loader.worker_init_fn))
+    assert isinstance(setup, WorkerSetup)
+    assert (setup.training_pid, setup.training_start_time) == (os.getpid(), process_start_time(os.getpid()))

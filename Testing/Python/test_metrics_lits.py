@@ -101,6 +101,16 @@ def test_lits_script_counting_one_hit_per_detected_group():
     assert report.summarize_cases(rows)["lesion_detection"]["lits_script"] is None
 
 
+def test_18_connectivity_joins_lesions_across_an_edge_but_not_a_corner():
+    """evaluate --connectivity 18: faces and edges join voxels, corners do not (it counted as 26 unnoticed)."""
+    edge = np.zeros((3, 3, 3), bool)
+    edge[0, 0, 0] = edge[1, 1, 0] = True      # share an edge: 18- and 26-connected, not 6-connected
+    corner = np.zeros((3, 3, 3), bool)
+    corner[0, 0, 0] = corner[1, 1, 1] = True  # share a corner only: 26-connected alone
+    assert [lits.detect_lesions(edge, edge, connectivity=c).ref_lesions for c in (6, 18, 26)] == [2, 1, 1]
+    assert [lits.detect_lesions(corner, corner, connectivity=c).ref_lesions for c in (6, 18, 26)] == [2, 2, 1]
+
+
 def test_weak_overlap_is_a_miss_and_a_false_positive_and_threshold_is_configurable():
     ref = ball((20, 20, 20), (10, 10, 10), 2)
     pred = np.zeros_like(ref)
@@ -591,6 +601,24 @@ def test_lits_per_lesion_scores_are_averaged_over_all_detected_lesions_of_all_ca
     nothing_detected = report.summarize_cases([lits.evaluate_case(np.where(ref == 2, 1, ref).astype(np.uint8), ref,
                                                                   spacing)])["lesion_segmentation_lits"]
     assert nothing_detected["n_lesions"] == 0 and nothing_detected["dice"] is None
+
+
+def test_a_cases_lits_lesion_score_is_the_mean_over_its_detected_lesions_not_the_median():
+    """A case's lits_lesion_<key> is the mean over its detected lesions (the summary weights it by their count), not
+    their median: with two lesions the two agree, so three are needed to tell them apart."""
+    ref_tumor = np.zeros((8, 8, 40), bool)
+    pred_tumor = np.zeros_like(ref_tumor)
+    for x0, longer in ((2, 0), (14, 1), (26, 2)):   # three 4 x 4 x 4 lesions, 64 voxels each
+        ref_tumor[2:6, 2:6, x0:x0 + 4] = True
+        pred_tumor[2:6, 2:6, x0:x0 + 4 + longer] = True   # 64, 80 and 96 voxels predicted, all 64 shared
+    labels = np.ones(ref_tumor.shape, np.uint8)
+    row = lits.evaluate_case(np.where(pred_tumor, 2, labels), np.where(ref_tumor, 2, labels), (1.0, 1.0, 1.0),
+                             surface=False)
+    # Dice 2 x 64 / (64 + 64) = 1, 128 / 144 = 8/9, 128 / 160 = 0.8; mean 0.8963 (the median would be 8/9)
+    assert row["lits_lesions_scored"] == 3
+    assert row["lits_lesion_dice"] == pytest.approx((1.0 + 8 / 9 + 0.8) / 3)
+    # RVD (|pred| - |ref|) / |ref| = 0, 16/64, 32/64: mean 0.25
+    assert row["lits_lesion_rvd"] == pytest.approx((0.0 + 0.25 + 0.5) / 3)
 
 
 def test_lits_per_lesion_scores_of_merged_and_split_groups():

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from LiverTumorSegLib.errors import InputError
-from LiverTumorSegLib.preprocessing.spatial import SpatialInfo, inverse_argmax, inverse_maps, plan_spatial
+from LiverTumorSegLib.preprocessing.spatial import (SpatialInfo, forward_image, forward_labels, inverse_argmax,
+                                                     inverse_labels, inverse_maps, plan_spatial)
 
 
 def test_inverse_argmax_antialiases_when_only_one_axis_shrinks():
@@ -97,3 +98,32 @@ def test_forward_labels_takes_whole_number_labels_of_any_dtype():
         labels[0, 2:6, 2:6] = 1
         info = plan_spatial(labels.shape, (2.0, 2.0), None, None, None, 1)
         np.testing.assert_array_equal(forward_labels(labels, info), labels.astype(np.uint8))
+
+
+def test_odd_padding_puts_the_extra_pixel_bottom_right_and_comes_off_the_same_side():
+    """A 5 x 7 slice padded to a multiple of 4: 3 rows (1 top, 2 bottom) and 1 column (0 left, 1 right), as
+    plan_spatial's docstring says. Every way back to the native grid takes the padding off where it was put: the
+    labels come back in place, not a row or column off."""
+    info = plan_spatial((1, 5, 7), (1.0, 1.0), None, None, None, 4)
+    assert info.pad_yx == (1, 2, 0, 1) and info.net_shape_yx == (8, 8)
+    labels = np.zeros((1, 5, 7), np.uint8)
+    labels[0, 0, :] = 1           # first row liver, last column tumor: a shift by one pixel moves both
+    labels[0, :, 6] = 2
+    net = forward_labels(labels, info)
+    assert net[0, 1, 0] == 1 and net[0, 0].max() == 0 and net[0, 1:6, 6].tolist() == [2] * 5
+    hu = forward_image(labels.astype(np.float32), info, pad_value=-1.0)
+    np.testing.assert_array_equal(hu[0, 1:6, 0:7], labels[0])
+    probs = np.stack([net == k for k in range(3)], axis=1).astype(np.float32)  # (1, 3, 8, 8) one-hot
+    np.testing.assert_array_equal(inverse_argmax(probs, info)[0], labels)
+    np.testing.assert_array_equal(inverse_labels(net, info), labels)
+    np.testing.assert_array_equal(inverse_maps(probs, info).argmax(axis=1), labels)
+
+
+def test_labels_shrunk_along_x_and_enlarged_along_y_take_the_largest_share():
+    """2 x 9 pixels to a 4 x 3 grid: y grows 2x, x shrinks 3:1. Each output column covers three native columns
+    1, 0, 1: two thirds tumor, so the largest share gives tumor everywhere; the nearest label (each group's
+    centre column, 0) would give none, as it did when one enlarged axis sent the whole slice to nearest."""
+    info = SpatialInfo(native_shape_yx=(2, 9), native_spacing_yx=(1.0, 1.0), crop_yx=(0, 2, 0, 9),
+                       resampled_shape_yx=(4, 3), pad_yx=(0, 0, 0, 0), num_slices=1)
+    labels = np.tile(np.array([2, 0, 2], np.uint8), 3)[None, None].repeat(2, axis=1)   # (1, 2, 9)
+    np.testing.assert_array_equal(forward_labels(labels, info), np.full((1, 4, 3), 2, np.uint8))

@@ -495,3 +495,47 @@ def test_measure_names_the_option_whose_file_does_not_exist(tmp_path, capsys, op
     code = main(["measure", str(tmp_path / "labels.nii.gz"), option, str(missing), "-o", str(tmp_path / "r.json")])
     assert code == 2 and f"error: {option} '{missing}' does not exist; check the path." in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_the_recist_sum_adds_the_targets_long_axes_not_their_short_ones():
+    """Two bars one voxel wide in y, 20 and 15 voxels long in x (1 mm pixels, 2 mm slices): long axes 20 and 15 mm
+    (19 and 14 mm between the end voxels' centres plus one pixel), short axes 1 mm. Both are targets (>= 10 mm), and
+    the sum of diameters is 20 + 15 = 35 mm (their short axes would give 2 mm; a square's are equal to its long)."""
+    labels = np.zeros((7, 30, 40), dtype=np.uint8)
+    labels[1:6, 1:29, 1:39] = 1
+    labels[2:5, 5, 5:25] = 2
+    labels[2:5, 20, 5:20] = 2
+    report = lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    assert [(d["long_axis_mm"], d["short_axis_mm"]) for d in report["lesions"]] == \
+        [pytest.approx((20.0, 1.0)), pytest.approx((15.0, 1.0))]
+    assert report["recist"]["target_lesion_ids"] == [1, 2]
+    assert report["recist"]["sum_of_diameters_mm"] == pytest.approx(35.0)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_lesion_on_the_last_slice_row_or_column_touches_the_scan_edge_and_one_a_voxel_short_does_not(axis):
+    """touches_scan_edge flags lesions the grid cuts at either end of every axis: a lesion whose box ends on the
+    last index (stop == size) is cut; one ending a voxel before it is not (without a CT: no padding to border)."""
+    shape = (8, 9, 10)
+    flags = []
+    for gap in (0, 1):
+        labels = np.ones(shape, dtype=np.uint8)
+        box = [slice(3, 6)] * 3
+        box[axis] = slice(shape[axis] - 3 - gap, shape[axis] - gap)
+        labels[tuple(box)] = 2
+        flags.append(lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, 1.0)))["lesions"][0]["touches_scan_edge"])
+    assert flags == [True, False]
+
+
+def test_mean_hu_leaves_out_padding_below_minus_1500_hu_and_keeps_minus_1500():
+    """Scanner padding lies below -1500 HU (validation.PADDING_BELOW_HU) and is left out of a lesion's mean_hu;
+    -1500 itself is kept. An 8-voxel lesion at 40 HU with one voxel at -1500: (7 x 40 - 1500) / 8 = -152.5 HU;
+    with that voxel at -1501 instead it is padding: 7 x 40 / 7 = 40 HU."""
+    labels = np.ones((6, 6, 6), dtype=np.uint8)
+    labels[2:4, 2:4, 2:4] = 2
+    hu = np.full(labels.shape, 40, dtype=np.int16)
+    means = []
+    for edge_hu in (-1500, -1501):
+        hu[2, 2, 2] = edge_hu
+        means.append(lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, 1.0)), hu_zyx=hu)["lesions"][0]["mean_hu"])
+    assert means == [pytest.approx(-152.5), pytest.approx(40.0)]

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from LiverTumorSegLib.inference.postprocess import (PostprocessingOptions, clean_tumors, component_mean_probability,
-                                                    component_shape, postprocess_labels, restrict_tumor_to_liver)
+                                                    component_shape, postprocess_labels, restrict_tumor_to_liver,
+                                                    thin_everywhere, tumor_parts_left_to_tumor_rules)
 
 
 def _liver_slab():
@@ -1004,3 +1005,44 @@ def test_compact_label_past_65535_components_does_not_hold_the_failed_uint16_att
     assert count == 81920 and ids.dtype == np.int32
     np.testing.assert_array_equal(ids, ndimage.label(specks, structure=CONNECTIVITY_26)[0])
     assert peak < 8.5 * specks.size, f"{peak / specks.size:.2f} bytes a voxel"
+
+
+@pytest.mark.parametrize("side, thin", [(3, True), (5, False)])
+def test_a_tube_is_thin_everywhere_when_its_edge_to_edge_width_is_within_the_limit(side, thin):
+    """A bar of side x side voxels (1 mm) across, 20 long, judged against a 3 mm limit. Its centre lies
+    (side + 1) / 2 mm from the nearest voxel outside it, so its width edge to edge is 2 x that less one voxel:
+    2 x 2 - 1 = 3 mm for side 3 (thin: a vessel), 2 x 3 - 1 = 5 mm for side 5 (not). Without the voxel taken off
+    the 3-voxel bar measured 4 mm, one voxel too wide."""
+    components = np.zeros((side + 2, side + 2, 22), dtype=np.int32)
+    components[1:side + 1, 1:side + 1, 1:21] = 1
+    assert thin_everywhere(components, 1, (1.0, 1.0, 1.0), np.array([False, True]), 3.0).tolist() == [False, thin]
+
+
+def test_an_organ_part_exactly_half_tumor_is_left_to_the_tumor_rules():
+    """'Mostly tumor' is label 2 in at least half of a part's voxels: a 4-voxel part with 2 tumor voxels (2 x 2 >= 4)
+    is left to the tumor rules, one with 1 (2 x 1 < 4) is not. Part 1 (27 voxels) is the kept one."""
+    region = np.zeros((5, 5, 12), dtype=np.uint8)
+    region[1:4, 1:4, 1:4] = 1                 # part 1: the liver
+    region[2, 2, 6:10] = (2, 2, 1, 1)         # part 2: half tumor
+    components = np.zeros(region.shape, dtype=np.int32)
+    components[1:4, 1:4, 1:4] = 1
+    components[2, 2, 6:10] = 2
+    options = PostprocessingOptions(tumor_inside_liver=False)
+    assert tumor_parts_left_to_tumor_rules(components, 2, 1, region, (1.0, 1.0, 1.0), options).tolist() == \
+        [False, False, True]
+    region[2, 2, 7] = 1                        # a quarter tumor: dropped with the part, as a separate organ piece
+    assert tumor_parts_left_to_tumor_rules(components, 2, 1, region, (1.0, 1.0, 1.0), options).tolist() == \
+        [False, False, False]
+
+
+@pytest.mark.parametrize("p_u8, kept", [(153, True), (152, False)])
+def test_a_lesion_whose_mean_probability_is_exactly_the_minimum_stays_tumor(p_u8, kept):
+    """Only lesions whose mean tumor probability is *below* min_lesion_probability become liver: 153 / 255 = 0.6
+    exactly, at a minimum of 0.6, stays tumor; 152 / 255 = 0.596 becomes liver."""
+    labels = np.zeros((6, 6, 6), dtype=np.uint8)
+    labels[1:5, 1:5, 1:5] = 1
+    labels[2:4, 2:4, 2:4] = 2
+    probability = np.where(labels == 2, p_u8, 0).astype(np.uint8)
+    options = PostprocessingOptions(min_lesion_ml=0.0, tubular_lesions_to_liver=False, min_lesion_probability=0.6)
+    out = clean_tumors(labels.copy(), (1.0, 1.0, 1.0), options, tumor_probability=probability)
+    assert np.count_nonzero(out == 2) == (8 if kept else 0)

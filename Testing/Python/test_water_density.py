@@ -327,3 +327,22 @@ def test_the_warning_names_at_most_ten_water_density_lesions_and_counts_the_rest
     assert "Lesion(s) 1 count among the RECIST target lesions" in warning
     ten, = water_density_lesion_warnings(lesions[:10])
     assert "more" not in ten.split(" of water density")[0] and "10 (median 5 HU) of water density" in ten
+
+
+def test_a_lesions_density_numbers_with_the_liver_beside_it_along_x_only():
+    """One slice of 5 mm, 1 mm pixels: a 3 x 6 pixel lesion of HU 0..17 with liver of 100 HU to its left and right
+    only. Too thin for a core, so all 18 voxels count: median 8.5 HU, interquartile range 12.75 - 4.25 = 8.5 HU
+    (numpy's linear percentiles at 0.25 x 17 and 0.75 x 17). The liver 2-6 mm beside it is 4 columns of 3 pixels
+    on either side, 24 voxels (>= 20), so contrast_to_liver_hu = 8.5 - 100 = -91.5 HU. The liver is searched 10 mm
+    along each array axis: 10 pixels along x here (two, 2 mm, with the spacing read in x, y, z order, and no liver
+    beside the lesion was found)."""
+    labels = np.zeros((3, 5, 40), dtype=np.uint8)
+    labels[1, 1:4, 5:35] = 1
+    labels[1, 1:4, 17:23] = 2
+    hu = np.zeros(labels.shape, dtype=np.float32)
+    hu[labels == 1] = 100.0
+    hu[1, 1:4, 17:23] = np.arange(18, dtype=np.float32).reshape(3, 6)
+    box = (slice(1, 2), slice(1, 4), slice(17, 23))
+    density = lesion_water_density(hu, labels, labels[box] == 2, box, (5.0, 1.0, 1.0))
+    assert (density["median_hu"], density["spread_hu"]) == (pytest.approx(8.5), pytest.approx(8.5))
+    assert density["contrast_to_liver_hu"] == pytest.approx(-91.5)

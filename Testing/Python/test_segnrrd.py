@@ -454,3 +454,19 @@ def test_nrrd_header_keys_are_read_to_the_headers_blank_line_in_pieces(tmp_path,
     path.write_bytes(b"P5 not a NRRD\nkey:=value\n")
     assert list(itk.nrrd_header_keys(path)) == []
     assert list(itk.nrrd_header_keys(tmp_path / "missing.nrrd")) == []
+
+
+def test_a_recorded_reference_grid_whose_extent_starts_above_zero_starts_at_that_voxel():
+    """Slicer records a grid as its IJK-to-RAS matrix and extent; an extent from (i, j, k) = (2, 3, 4) to (11, 8, 5)
+    is a 2 x 6 x 10 grid (z, y, x) whose first voxel is index (2, 3, 4) of the matrix: with 1 x 2 x 3 mm voxels,
+    RAS axes -x, -y, +z and origin RAS (10, 20, 30), at RAS (10 - 2, 20 - 6, 30 + 12) = (8, 14, 42), LPS (-8, -14,
+    42). Taken at the matrix's own origin, every label read onto it sat 2, 6 and 12 mm off."""
+    from LiverTumorSegLib.segnrrd import stored_reference_grid
+
+    matrix = [-1, 0, 0, 10, 0, -2, 0, 20, 0, 0, 3, 30, 0, 0, 0, 1]
+    values = ";".join(f"{v:g}" for v in matrix + [2, 11, 3, 8, 4, 5]) + ";"
+    geometry, shape_zyx = stored_reference_grid({"Segmentation_ConversionParameters":
+                                                 f"Reference image geometry|{values}|Image geometry description"})
+    assert shape_zyx == (2, 6, 10)
+    assert geometry.spacing == pytest.approx((1.0, 2.0, 3.0))
+    assert geometry.origin == pytest.approx((-8.0, -14.0, 42.0))

@@ -259,14 +259,17 @@ def test_a_latin1_series_description_is_listed_and_chosen_as_written(tmp_path, c
     assert chosen.meta["series_description"] == "Abdomen portalvenös"
 
 
-def _pad_series(files, outside, padding, signed: bool, vr: str, intercept: float = -1024.0, bits_stored: int = 16):
-    """Rewrite each file: stored = HU - intercept, with PixelPaddingValue ``padding`` outside the circle, in
+def _pad_series(files, outside, padding, signed: bool, vr: str, intercept: float = -1024.0, bits_stored: int = 16,
+                slope: int = 1):
+    """Rewrite each file: stored = (HU - intercept) // slope, with PixelPaddingValue ``padding`` outside the circle, in
     ``bits_stored`` bits of 16 allocated (a negative value sign-extended to 16 bits, as scanners store it)."""
     import pydicom
     for f in files:
         ds = pydicom.dcmread(str(f))
         hu = ds.pixel_array.astype(np.int32)
-        stored = hu - int(intercept)
+        stored = (hu - int(intercept)) // slope
+        if slope != 1:
+            ds.RescaleSlope = f"{slope:g}"
         stored[outside] = padding
         ds.PixelRepresentation = 1 if signed else 0
         ds.BitsStored, ds.HighBit = bits_stored, bits_stored - 1
@@ -296,6 +299,21 @@ def test_pixel_padding_reads_as_air_not_as_bone(tmp_path, ct, padding, signed, v
     assert np.all(volume.array[:, outside] == -1024)
     np.testing.assert_array_equal(volume.array[:, ~outside], np.asarray(ct.array)[:, ~outside])
     assert volume.array.dtype == np.int16
+
+
+def test_pixel_padding_of_a_series_with_a_rescale_slope_is_found_in_hu(tmp_path, ct):
+    """PixelPaddingValue is a stored value: with RescaleSlope 2 and intercept -1024 the padding -2000 reads as
+    2 x -2000 - 1024 = -5024 HU, where ITK leaves it; it becomes air. Taken without the slope (-3024 HU) it was not
+    found, and the corners stayed at -5024 HU. Inside, each voxel is 2 x stored - 1024 (stored = (HU + 1024) // 2)."""
+    files = write_ct_series(tmp_path / "sloped", ct)
+    yy, xx = np.mgrid[:32, :32]
+    outside = (yy - 15.5) ** 2 + (xx - 15.5) ** 2 > 16 ** 2
+    _pad_series(files, outside, -2000, signed=True, vr="SS", slope=2)
+    volume = read_volume(tmp_path / "sloped")
+    assert volume.meta["padding_voxels"] == int(outside.sum()) * ct.shape_zyx[0]
+    assert np.all(volume.array[:, outside] == -1024)
+    expected = (np.asarray(ct.array, dtype=np.int32) + 1024) // 2 * 2 - 1024
+    np.testing.assert_array_equal(volume.array[:, ~outside], expected[:, ~outside])
 
 
 def test_padding_inside_the_hu_range_is_left_as_it_is(tmp_path, ct):

@@ -69,3 +69,15 @@ def test_zscore_of_a_low_variance_slice_is_unit_variance():
     x = np.tile(np.array([-0.05, 0.05], np.float32), (1, 4, 2))  # (1, 4, 4)
     np.testing.assert_allclose(zscore(x, axes=(-2, -1)), x / 0.05, rtol=1e-4)
     np.testing.assert_array_equal(zscore(np.full((1, 3, 3), 7.0, np.float32), axes=(-2, -1)), 0.0)
+
+
+def test_histogram_equalization_maps_the_darkest_occupied_bin_to_0_between_bin_centres():
+    """4 bins over 0..1 (centres 0.125, 0.375, 0.625, 0.875) and pixels 0.375, 0.5, 0.875, 0.875: counts 0, 1, 1, 2,
+    cumulative 0, 0.25, 0.5, 1. The darkest occupied bin (1, not the empty bin 0) maps to 0:
+    (cdf - 0.25) / 0.75 = -1/3, 0, 1/3, 1 at the centres. Pixel 0.375 sits on centre 1 (0), pixel 0.5 halfway between
+    centres 1 and 2 (1/6), pixels 0.875 on centre 3 (1). With bin 0 as the darkest the slice read 0.25, 0.375, 1, 1;
+    with knots at the bins' left edges 0.5 read 1/3."""
+    from LiverTumorSegLib.preprocessing.equalization import equalize_histogram
+
+    out = equalize_histogram(np.array([[0.375, 0.5, 0.875, 0.875]], np.float32), n_bins=4, value_range=(0.0, 1.0))
+    np.testing.assert_allclose(out, [[0.0, 1.0 / 6.0, 1.0, 1.0]], atol=1e-6)

@@ -938,7 +938,10 @@ class SliceInferenceEngine:
                 memory = out_of_memory_error(exc, batch_size_option=True)
                 if memory is not None:  # torch needs as much: not a reason to blame the network or switch
                     raise memory from exc
-                reason = f"ONNX Runtime could not run this network ({type(exc).__name__}: {str(exc)[:200]})"
+                from .onnx_backend import OnnxExportError
+
+                reason = str(exc) if isinstance(exc, OnnxExportError) else \
+                    f"ONNX Runtime could not run this network ({type(exc).__name__}: {str(exc)[:200]})"
                 if not self._backend_auto:
                     raise InputError(f"{reason}; run it with --backend torch.") from exc
                 self._onnx, self.backend = None, "torch"

@@ -77,6 +77,11 @@ def export_onnx_bytes(model: "object", input_shape_chw: Tuple[int, int, int], op
     return graph.getvalue()
 
 
+class OnnxExportError(RuntimeError):
+    """PyTorch could not export the network to ONNX (:func:`export_onnx_bytes`): the engine names the export, not
+    ONNX Runtime, as the step that failed."""
+
+
 class OnnxSlicePredictor:
     """Callable ``(N, C, H, W) float32 -> logits (N, K, H, W) float32`` running on ONNX Runtime (CPU).
 
@@ -107,8 +112,16 @@ class OnnxSlicePredictor:
                 options.intra_op_num_threads = int(self.threads)
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             log.debug("exporting the network to ONNX for slices %s", shape_chw)
-            session = ort.InferenceSession(export_onnx_bytes(self.model, shape_chw), options,
-                                           providers=["CPUExecutionProvider"])
+            try:
+                graph = export_onnx_bytes(self.model, shape_chw)
+            except InputError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. the TorchScript exporter's DeprecationWarning made an
+                # error by the caller's warning filters, or an exporter a later PyTorch no longer has: it was told
+                # as "ONNX Runtime could not run this network"
+                raise OnnxExportError(f"PyTorch could not export this network to ONNX ({type(exc).__name__}: "
+                                      f"{str(exc)[:200]})") from exc
+            session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
             while len(self._sessions) >= MAX_SESSIONS:
                 self._sessions.popitem(last=False)
             self._sessions[shape_chw] = session

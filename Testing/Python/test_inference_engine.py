@@ -783,6 +783,35 @@ def test_an_onnx_export_file_a_killed_run_left_is_removed_by_the_next_export(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names["running"], names["other_program"]])
 
 
+@pytest.mark.parametrize("backend", ["onnx", "auto"])
+def test_a_failed_onnx_export_is_named_as_the_export_not_as_onnx_runtime(tmp_path, monkeypatch, backend):
+    """PyTorch's TorchScript ONNX exporter warns that it will be removed; with warnings made errors (as many test
+    setups do) the export raised, and the run said "ONNX Runtime could not run this network (DeprecationWarning:
+    ...)". The export is named as the step that failed; --backend auto still continues on torch."""
+    pytest.importorskip("onnxruntime")
+    from LiverTumorSegLib.inference import onnx_backend
+
+    def deprecated_export(*args, **kwargs):
+        raise DeprecationWarning("You are using the legacy TorchScript-based ONNX export")
+
+    monkeypatch.setattr(onnx_backend, "export_onnx_bytes", deprecated_export)
+    monkeypatch.setattr(onnx_backend, "onnx_available", lambda: True)
+    package = tiny_unet_package(tmp_path)
+    engine = SliceInferenceEngine(package, device="cpu", threads=1, backend=backend, precision="fp32")
+    if engine.backend != "onnx":
+        pytest.skip("--backend auto chose torch on this machine")
+    x = np.random.default_rng(0).random((1, 1, 16, 20), dtype=np.float32)
+    if backend == "onnx":
+        with pytest.raises(InputError) as refused:
+            engine.predict_batch_probabilities(x)
+        text = str(refused.value)
+        assert text.startswith("PyTorch could not export this network to ONNX (DeprecationWarning: You are using")
+        assert "ONNX Runtime could not run" not in text and text.endswith("; run it with --backend torch.")
+    else:
+        assert engine.predict_batch_probabilities(x).shape == (1, 3, 16, 20)
+        assert engine.device_message.startswith("PyTorch could not export this network to ONNX")
+
+
 def test_the_onnx_backend_runs_where_the_temporary_folder_cannot_be_written(tmp_path, monkeypatch):
     """The ONNX export was written to a file in the system's temporary folder and read back: a full one (a small
     /tmp on a cluster node) stopped ``segment --backend onnx`` with "ONNX Runtime could not run this network

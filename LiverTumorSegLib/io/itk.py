@@ -985,8 +985,10 @@ def checked_before_voxels(path: Path, reader: Any
 _NRRD_TEXT_ENCODINGS = {"ascii", "text", "txt"}
 _NRRD_TEXT_TOKEN_LIMIT = 64
 """Characters of the longest number a NRRD's text voxels may hold (a double needs 24)."""
-_NRRD_TEXT_DATA_REFUSED = re.compile(rb"[^0-9\s,+\-.eEnNaAiIfF]|[^\s,]{%d}" % (_NRRD_TEXT_TOKEN_LIMIT + 1))
-"""A byte no number is written with, or a 'number' longer than :data:`_NRRD_TEXT_TOKEN_LIMIT` characters."""
+_NRRD_TEXT_DATA_REFUSED = re.compile(rb"[^0-9\s,+\-.eEnNaAiIfF]|\S{%d}" % (_NRRD_TEXT_TOKEN_LIMIT + 1))
+"""A byte no number is written with, or a 'number' longer than :data:`_NRRD_TEXT_TOKEN_LIMIT` characters. ITK
+splits the data at whitespace only: numbers joined by commas alone ('0,10,20') are one word to it, and crashed it
+as a long number did."""
 
 
 def check_nrrd_text_data(path: Path, header: Optional[_Header], chunk_bytes: int = 1 << 20) -> None:
@@ -1018,8 +1020,8 @@ def check_nrrd_text_data(path: Path, header: Optional[_Header], chunk_bytes: int
         return  # not there or unreadable: the reader's own refusal says so
     raise InputError(f"Cannot read '{path}': its header says the voxels are stored as text (encoding: "
                      f"{header.fields.get('encoding')}), but {data_path.name} holds bytes that are no numbers "
-                     f"(binary voxels, or a damaged file); the header's encoding is wrong or the file is corrupt. "
-                     f"Export the volume again.")
+                     f"(binary voxels, numbers not separated by spaces or line breaks, or a damaged file); the "
+                     f"header's encoding is wrong or the file is corrupt. Export the volume again.")
 
 
 def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:

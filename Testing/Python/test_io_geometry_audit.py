@@ -191,14 +191,16 @@ def test_nrrd_header_lines_end_as_teem_ends_them_so_a_carriage_return_header_is_
         assert list(itk.nrrd_header_keys(mixed)) == ["a", "b", "c"], step
 
 
-@pytest.mark.parametrize("data", [bytes(6000), b"x" * 6000, b"1" * 6000],
-                         ids=["binary voxels", "letters", "one 6000-digit number"])
+@pytest.mark.parametrize("data", [bytes(6000), b"x" * 6000, b"1" * 6000,
+                                  b",".join(b"%d" % (i % 3) for i in range(6000)) + b"\n"],
+                         ids=["binary voxels", "letters", "one 6000-digit number", "numbers joined by commas alone"])
 @pytest.mark.parametrize("detached", [False, True])
 def test_a_text_nrrd_whose_data_is_no_numbers_is_refused_before_itk_reads_it(tmp_path, monkeypatch, data, detached):
     """A NRRD whose header says 'encoding: ascii' over binary voxels (a header edited, or damaged) crashed the whole
     process inside SimpleITK 2.5's reader (segmentation fault, exit 139, no message; measure and evaluate of such
     a label map, segment of such a CT) once its data held more than a few thousand bytes. It is refused first; a
-    text NRRD of numbers still reads."""
+    text NRRD of numbers still reads. ITK splits text voxels at whitespace only: 6000 numbers joined by commas
+    alone ('0,1,2') crashed it as one 6000-digit number did, though the check took the commas for separators."""
     import SimpleITK
 
     from LiverTumorSegLib.io import read_label_map

@@ -2068,6 +2068,12 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> None:
                              float(transform.get("RescaleIntercept", 0) or 0)))
     if any(slope == 0 for slope, _ in rescales):
         raise InputError(_zero_slope_text(f"'{path}' (series {series.uid})", "its frames' functional groups"))
+    negative = next((slope for slope, _ in rescales if slope < 0), None)
+    if negative is not None:  # the reader applied it: every frame's values turned around, as a single-frame series'
+        raise InputError(f"'{path}' (series {series.uid}): RescaleSlope (0028,1053) is negative ({negative:g}) in "
+                         f"its frames' functional groups, which turns their values around (air bright, bone dark); "
+                         f"a CT stores Hounsfield units with a positive slope. Re-export the series from the "
+                         f"scanner/PACS.")
     fix = "Convert it to NIfTI with a tool that reads enhanced DICOM frame by frame (e.g. dcm2niix) and segment that."
     if len(set(rescales)) > 1:
         shown = ", ".join(f"{s:g} x + {i:g}" for s, i in sorted(set(rescales))[:4])

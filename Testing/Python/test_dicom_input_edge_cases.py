@@ -170,6 +170,23 @@ def test_a_negative_rescale_slope_is_refused_not_read_with_the_slice_turned_arou
         read_volume(tmp_path / "series")
 
 
+def test_a_negative_rescale_slope_of_an_enhanced_ct_is_refused_not_read_turned_around(tmp_path, ct):
+    """The negative-slope refusal looked at the top-level RescaleSlope only: an enhanced (multi-frame) CT whose
+    shared functional groups give RescaleSlope -1 read with every value turned around (-100..99 HU read as
+    -99..100), exit 0, from the file and from its folder."""
+    import pydicom
+
+    (tmp_path / "enhanced").mkdir()
+    enhanced = write_enhanced_ct(tmp_path / "enhanced" / "ct.dcm", ct)
+    dataset = pydicom.dcmread(str(enhanced))
+    dataset.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleSlope = "-1"
+    save_dicom(dataset, enhanced, implicit_vr=False)
+    for given in (enhanced, enhanced.parent):
+        with pytest.raises(InputError, match=r"RescaleSlope \(0028,1053\) is negative \(-1\) in its frames' "
+                                             r"functional groups, which turns their values around"):
+            read_volume(given)
+
+
 def test_the_number_an_ambiguous_series_choice_lists_is_the_one_series_takes(tmp_path, ct):
     """'--series Abdomen' matched two of three series and numbered them 1 and 2 among the matches; '--series 1'
     then took the first series of the folder, 'Non contrast'."""

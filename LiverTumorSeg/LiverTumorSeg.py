@@ -1016,9 +1016,11 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
                                          f"'{folder}'; rename the new file (or remove the installed one) first.")
             from LiverTumorSegLib.fileutil import atomic_output
             # under a hidden temporary name first, renamed when whole: an interrupted copy (a full disk, Slicer
-            # closed) left a partial package at the installed name, listed as unusable
+            # closed) left a partial package at the installed name, listed as unusable. The bytes alone: copy2's
+            # chmod failed on a models folder whose file system refuses it (a USB stick, a Windows share), where
+            # atomic_output leaves the mount's permissions
             with atomic_output(target, overwrite=True) as temporary:
-                shutil.copy2(path, str(temporary))
+                shutil.copyfile(path, str(temporary))
         return str(target)
 
     def createJob(self, inputVolumeNode, outputSegmentationNode, options: job.SegmentationOptions,

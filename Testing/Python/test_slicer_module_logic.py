@@ -674,6 +674,30 @@ def test_add_model_of_the_installed_file_under_another_spelling_keeps_it(module,
     assert target == str(users / "mine.safetensors") and (users / "mine.safetensors").read_bytes() == before
 
 
+def test_add_model_into_a_folder_whose_file_system_refuses_chmod_installs_it(module, tmp_path, monkeypatch):
+    """A user models folder on a USB stick (FAT, exFAT) or a Windows share (CIFS) mounted for another owner
+    refuses chmod (EPERM): outputs are written there (test_output_permissions), but 'Add model file...' copied
+    with shutil.copy2, whose chmod raised "[Errno 1] Operation not permitted" and installed nothing. chmod is made
+    to refuse (this runs as any user, root included)."""
+    import errno
+    import shutil as shutil_module
+    from LiverTumorSegLib.resources import bundled_models_dir
+    users = tmp_path / "user models"
+    users.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(users))
+    source = tmp_path / "mine.safetensors"
+    shutil_module.copy(bundled_models_dir() / "unet16_widezoom_cpu.safetensors", source)
+
+    def refused(path, mode, *args, **kwargs):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), str(path))
+
+    monkeypatch.setattr(os, "chmod", refused)
+    target = module.m.LiverTumorSegLogic.addUserModel(str(source))
+    assert target == str(users / "mine.safetensors") and (users / "mine.safetensors").read_bytes() == \
+        source.read_bytes()
+    assert sorted(p.name for p in users.iterdir()) == ["mine.safetensors"]
+
+
 def test_add_model_into_a_user_models_folder_that_cannot_be_written_says_what_to_set(module, tmp_path, monkeypatch):
     """A home folder that cannot be written (a managed profile, a read-only home on a cluster) made 'Add model
     file...' say only "[Errno 13] Permission denied: '/home/u/.livertumorseg'". Now the error names the user models
@@ -978,18 +1002,18 @@ def test_add_model_copy_that_fails_halfway_leaves_no_partial_package(module, tmp
     monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(users))
     source = tmp_path / "mine.safetensors"
     shutil_module.copy(bundled_models_dir() / "unet16_widezoom_cpu.safetensors", source)
-    real_copy = shutil_module.copy2
+    real_copy = shutil_module.copyfile
 
     def copy_then_fail(src, dst, *args, **kwargs):
         with open(dst, "wb") as out:
             out.write(open(src, "rb").read(1000))     # part of the file, then the disk is full
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(module.m.shutil, "copy2", copy_then_fail)
+    monkeypatch.setattr(module.m.shutil, "copyfile", copy_then_fail)
     with pytest.raises(OSError, match="No space left"):
         module.m.LiverTumorSegLogic.addUserModel(str(source))
     assert sorted(p.name for p in users.iterdir()) == []
-    monkeypatch.setattr(module.m.shutil, "copy2", real_copy)
+    monkeypatch.setattr(module.m.shutil, "copyfile", real_copy)
     target = module.m.LiverTumorSegLogic.addUserModel(str(source))
     assert open(target, "rb").read() == source.read_bytes()
 

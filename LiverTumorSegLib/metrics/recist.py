@@ -92,7 +92,9 @@ def at_most(value: float, threshold: float) -> bool:
 
 def tolerance_key(value: float) -> int:
     """``value`` in steps of :data:`BOUNDARY_TOLERANCE` (rounded): a sort key under which values apart by rounding
-    only are equal, so a tie is broken by what comes next in the key (an id), not by float noise."""
+    only are equal, so a tie is broken by what comes next in the key (an id), not by float noise. The steps are
+    absolute (1e-6 mm), where :func:`at_least` allows 1e-6 of the threshold: two long axes of 20 mm measured on a
+    float32 header (about 2e-6 mm apart) may still be ordered by that difference rather than by id."""
     return round(value / BOUNDARY_TOLERANCE)
 
 

@@ -126,9 +126,11 @@ class Alignment:
     warnings: List[str] = field(default_factory=list)
 
     def map_baseline_to_followup(self, lps: Sequence[float]) -> np.ndarray:
+        """A baseline point ``(x, y, z)`` in LPS mm -> the follow-up's point, ``(x, y, z)`` LPS mm."""
         return np.asarray(self.transform.TransformPoint(tuple(float(v) for v in lps)))
 
     def map_followup_to_baseline(self, lps: Sequence[float]) -> np.ndarray:
+        """A follow-up point ``(x, y, z)`` in LPS mm -> the baseline's point, ``(x, y, z)`` LPS mm."""
         return np.asarray(self.transform.GetInverse().TransformPoint(tuple(float(v) for v in lps)))
 
     def rotation_angle_deg(self) -> float:

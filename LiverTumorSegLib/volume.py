@@ -217,6 +217,7 @@ class CTVolume:
 
     @property
     def shape_zyx(self) -> Tuple[int, int, int]:
+        """Array shape ``(z, y, x)`` in voxels (``geometry`` holds no size)."""
         return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
 
     @property

@@ -74,7 +74,9 @@ def segment_file(input_path: Any, output_path: Any, model: Any = "default", devi
     from the extension), optionally ``report_path`` (.json/.csv), ``preview_path`` (.png) and
     ``probability_path`` (tumor probability, uint8 ``round(255 * p)`` before post-processing, input geometry;
     ``evaluate --prob`` reads it). ``model``: name or package path (ignored when ``package``/``engine`` given).
-    All outputs are checked before any work and written only after success.
+    All outputs are checked before any work and written only after success. Returns the
+    :class:`SegmentationResult` (``labels`` ``(z, y, x)`` uint8 in the input geometry, ``report`` with volumes in mL
+    and diameters in mm, ``seconds`` of wall time, the paths written).
     Same as ``Segmenter(options, package, engine).segment_file(...)``."""
     options = _options(model, device, postprocessing, tta_flip, two_stage, backend, batch_size, threads,
                        allow_non_hu=allow_non_hu, precision=precision, body_size_scaling=body_size_scaling)

@@ -235,7 +235,9 @@ def _check_spacing(spacing_zyx: Sequence[float], ndim: int) -> Tuple[float, ...]
 
 
 def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float]) -> SurfaceDistances:
-    """Directed surface distances (mm) between two masks of the same shape; see the module docstring."""
+    """Directed surface distances (mm) between two masks of the same shape, usually ``(z, y, x)``;
+    ``spacing_zyx``: voxel size in mm in the masks' axis order (``CTVolume.spacing_zyx``, not
+    ``geometry.spacing``, which is ``(x, y, z)``). See the module docstring."""
     pred = np.asarray(pred)
     ref = np.asarray(ref)
     if pred.shape != ref.shape:
@@ -273,27 +275,30 @@ def surface_metrics_from_distances(d: SurfaceDistances) -> Dict[str, float]:
 
 
 def surface_metrics(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float]) -> Dict[str, float]:
-    """All surface metrics (mm) of two ``(z, y, x)`` masks: keys ``assd_mm``, ``hd_mm``, ``hd95_mm``,
-    ``rmsd_mm``."""
+    """All surface metrics (mm) of two ``(z, y, x)`` masks (``spacing_zyx`` in mm, same order): keys ``assd_mm``,
+    ``hd_mm``, ``hd95_mm``, ``rmsd_mm``."""
     return surface_metrics_from_distances(surface_distances(pred, ref, spacing_zyx))
 
 
 def assd(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float]) -> float:
-    """Average symmetric surface distance, mm."""
+    """Average symmetric surface distance, mm, of two ``(z, y, x)`` masks; ``spacing_zyx`` in mm, same order."""
     return surface_metrics(pred, ref, spacing_zyx)["assd_mm"]
 
 
 def hausdorff(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float]) -> float:
-    """Hausdorff distance = maximum symmetric surface distance, mm."""
+    """Hausdorff distance = maximum symmetric surface distance, mm, of two ``(z, y, x)`` masks; ``spacing_zyx``
+    in mm, same order."""
     return surface_metrics(pred, ref, spacing_zyx)["hd_mm"]
 
 
 def hd95(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float]) -> float:
-    """Larger of the two directed 95th-percentile surface distances, mm (MONAI's definition; medpy's ``hd95``
-    takes the pooled 95th percentile instead, see the module docstring)."""
+    """Larger of the two directed 95th-percentile surface distances, mm, of two ``(z, y, x)`` masks;
+    ``spacing_zyx`` in mm, same order (MONAI's definition; medpy's ``hd95`` takes the pooled 95th percentile
+    instead, see the module docstring)."""
     return surface_metrics(pred, ref, spacing_zyx)["hd95_mm"]
 
 
 def rmsd(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float]) -> float:
-    """Root mean square symmetric surface distance, mm."""
+    """Root mean square symmetric surface distance, mm, of two ``(z, y, x)`` masks; ``spacing_zyx`` in mm, same
+    order."""
     return surface_metrics(pred, ref, spacing_zyx)["rmsd_mm"]

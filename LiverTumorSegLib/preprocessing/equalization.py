@@ -39,7 +39,8 @@ def _bin_index(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, n_bins: int) ->
 
 def equalize_histogram(x: np.ndarray, n_bins: int = 256,
                        value_range: Optional[Tuple[float, float]] = None) -> np.ndarray:
-    """Global histogram equalization per slice -> [0, 1] float32, same shape as ``x``.
+    """Global histogram equalization per slice of ``x`` (``(H, W)`` or ``(n, H, W)``) -> [0, 1] float32, same
+    shape as ``x``.
 
     The mapping is the slice's cumulative histogram (``n_bins`` bins over ``value_range``, default the
     slice's own min..max), interpolated linearly between bin centres and rescaled so the darkest
@@ -91,7 +92,8 @@ one or two counts, which maps every pixel to 1.0 (a constant, white channel)."""
 
 def clahe(x: np.ndarray, clip_limit: float = 0.01, tiles: int = 8, n_bins: int = 256,
           value_range: Optional[Tuple[float, float]] = (0.0, 1.0)) -> np.ndarray:
-    """Contrast-limited adaptive histogram equalization per slice -> [0, 1] float32, same shape.
+    """Contrast-limited adaptive histogram equalization per slice of ``x`` (``(H, W)`` or ``(n, H, W)``) ->
+    [0, 1] float32, same shape.
 
     ``tiles``: the slice is split into ``tiles x tiles`` regions (fewer when a tile side would be under
     :data:`CLAHE_MIN_TILE_PX` pixels); each gets its own equalization mapping

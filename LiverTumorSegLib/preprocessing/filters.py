@@ -14,7 +14,8 @@ from ..errors import InputError
 
 
 def median_smooth(x: np.ndarray, size: int = 3) -> np.ndarray:
-    """In-plane ``size x size`` median filter (scipy ``median_filter``, edges reflected), float32.
+    """In-plane ``size x size`` median filter (scipy ``median_filter``, edges reflected), float32, same shape:
+    over the last two axes ``(y, x)`` of a slice ``(H, W)`` or slices ``(n, H, W)``.
 
     ``size`` (pixels) must be an odd integer >= 1; 1 returns a float32 copy.
     """

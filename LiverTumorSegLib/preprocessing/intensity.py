@@ -69,7 +69,8 @@ def window_hu(hu: np.ndarray, level: float, width: float) -> np.ndarray:
 
 def resolve_window(name: Optional[str] = None, level: Optional[float] = None,
                    width: Optional[float] = None) -> Tuple[float, float]:
-    """``(level, width)`` from a preset name or explicit values (explicit values override the preset)."""
+    """``(level, width)`` in HU from a preset name or explicit values in HU (explicit values override the
+    preset)."""
     if name is not None:
         name = window_preset_name(name)
         if name not in WINDOW_PRESETS:

@@ -200,7 +200,9 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
     if labels_zyx.dtype != np.uint8:
         if labels_zyx.size and (np.issubdtype(labels_zyx.dtype, np.floating)
                                 and not np.array_equal(labels_zyx, np.rint(labels_zyx))):
-            raise ValueError("label map has non-integer values")
+            raise ValueError("label map has non-integer values: a label map holds whole numbers (0 background, 1 liver, "
+                             "2 tumor); round or threshold it first, or write a tumor probability map with "
+                             "write_probability_map")
         if labels_zyx.size and (labels_zyx.min() < 0 or labels_zyx.max() > 255):
             raise ValueError(f"label values {labels_zyx.min()}..{labels_zyx.max()} do not fit uint8 (0..255)")
         labels_zyx = labels_zyx.astype(np.uint8)
@@ -222,7 +224,8 @@ def write_probability_map(path: PathLike, probability_zyx: np.ndarray, geometry:
                                    "LiverTumorSegLib.io.read_volume(path) (its .array)")
     geometry = checked_geometry(geometry, "write_probability_map")
     if probability_zyx.dtype != np.uint8:
-        raise ValueError(f"a probability map is written as uint8 255 x p, got {probability_zyx.dtype}")
+        raise ValueError(f"a probability map is written as uint8 255 x p, got {probability_zyx.dtype}; pass "
+                         f"np.round(255 * p).astype(np.uint8) for probabilities p in 0..1")
     return _write_array(path, probability_zyx, geometry, overwrite, PROBABILITY_255_CONTENT, orientation_unknown,
                         nifti_transforms, nifti_version)
 

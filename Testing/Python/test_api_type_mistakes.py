@@ -61,6 +61,18 @@ def test_write_label_map_refuses_an_image_object_as_labels_and_names_the_array(t
     assert not list(tmp_path.iterdir())
 
 
+def test_writers_say_how_to_convert_float_probabilities(tmp_path):
+    """A softmax map (float 0..1) given to either writer was refused without the conversion to make ("a probability
+    map is written as uint8 255 x p, got float32"; "label map has non-integer values")."""
+    probability = np.linspace(0.0, 1.0, small_labels().size, dtype=np.float32).reshape(small_labels().shape)
+    with pytest.raises(ValueError, match=r"got float32; pass np\.round\(255 \* p\)\.astype\(np\.uint8\)"):
+        write_probability_map(tmp_path / "probability.nii.gz", probability, GEOMETRY)
+    with pytest.raises(ValueError, match=r"non-integer values: .*round or threshold it first, .*write_probability_map"):
+        write_label_map(tmp_path / "labels.nii.gz", probability, GEOMETRY)
+    assert not list(tmp_path.iterdir())
+    write_probability_map(tmp_path / "probability.nii.gz", np.round(255 * probability).astype(np.uint8), GEOMETRY)
+
+
 def test_lesion_report_refuses_a_spacing_tuple_or_a_ctvolume_as_geometry():
     labels = small_labels()
     with pytest.raises(TypeError, match=r"lesion_report needs an ImageGeometry .* got \(1, 1, 1\), voxel sizes alone; "

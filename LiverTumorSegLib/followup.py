@@ -863,12 +863,14 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     from .inference.lesion_report import lesion_components, lesion_report
     from .metrics.recist import NON_CR_NON_PD, recist_response
 
-    from .io.labels import GEOMETRY_TOLERANCE, describe_grid_mismatch
+    from .io.labels import GEOMETRY_TOLERANCE, describe_grid_mismatch, require_label_values
     from .io.nifti import has_unknown_orientation
 
     check_min_new_lesion_mm(min_new_lesion_mm)
     check_nadir_sum_mm(nadir_sum_mm)
     for labels, what in ((baseline, "baseline"), (followup, "follow-up")):
+        # a CT given as the label map (the arguments swapped) was named 'label map', not which of the two it was
+        require_label_values(np.asarray(labels.array), labels.source or f"{what} given to compare_followup")
         if not np.asarray(labels.array).any():  # read as 'all lesions disappeared': CR, the best category
             # the message named the project's 'follow-up audit' to its users, where it should say what would happen
             raise InputError(f"The {what} label map holds no liver and no tumor (every voxel 0): a failed "

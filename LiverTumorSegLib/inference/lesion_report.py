@@ -118,7 +118,7 @@ def lesion_components(labels_zyx: np.ndarray, geometry: Optional[ImageGeometry] 
     first, then anterior first), so the numbers do not depend on how the file is stored; without it, scan
     order. The report's lesion ``id`` is this number (:func:`lesion_report` passes its geometry)."""
     from ..io.labels import as_label_array
-    labels_zyx = as_label_array(labels_zyx, "label map")
+    labels_zyx = as_label_array(labels_zyx, "labels_zyx given to lesion_components")
     ids = np.zeros(np.shape(labels_zyx), dtype=np.int32)
     box_ids, count, box = _lesion_components_in_box(labels_zyx, geometry)
     if box is not None:
@@ -251,7 +251,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     if labels_zyx.ndim != 3:
         raise InputError(f"The label map must be 3D (z, y, x); got shape {labels_zyx.shape}.")
     from ..io.labels import as_label_array
-    labels_zyx = as_label_array(labels_zyx, "label map")  # raises LabelError naming the values
+    labels_zyx = as_label_array(labels_zyx, "labels_zyx given to lesion_report")  # raises LabelError naming the values
     _check_same_shape(hu_zyx, labels_zyx, "CT")
     _check_same_shape(tumor_probability_zyx, labels_zyx, "Tumor probability map")
     _check_probability_range(tumor_probability_zyx)

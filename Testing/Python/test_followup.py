@@ -736,6 +736,22 @@ def test_an_empty_label_map_is_refused_not_read_as_every_lesion_gone(which):
     assert "audit" not in str(refused.value) and "a false complete response" in str(refused.value)
 
 
+@pytest.mark.parametrize("which", ["baseline", "follow-up"])
+def test_a_ct_given_as_a_label_map_names_which_map(which):
+    """The CTs given where the label maps go (a library call's arguments swapped): the refusal said "Label map
+    'label map' has values -1000, ...", not which of the two maps it was."""
+    from LiverTumorSegLib.errors import LabelError
+    base, follow = shifted_pair()
+    ct = base.ct if which == "baseline" else follow.ct
+    pair = (CTVolume(ct.array, ct.geometry), labels_of(follow)) if which == "baseline" else \
+        (labels_of(base), CTVolume(ct.array, ct.geometry))
+    with pytest.raises(LabelError, match=f"Label map '{which} given to compare_followup' has values .*is it the CT "
+                                         f"rather than the label map"):
+        compare_followup(*pair, alignment="none")
+    with pytest.raises(LabelError, match="Label map 'ct.nii.gz' has values"):
+        compare_followup(CTVolume(base.ct.array, base.ct.geometry, source="ct.nii.gz"), labels_of(follow))
+
+
 def test_a_map_with_tumor_but_no_liver_label_is_not_aligned_on_its_tumor():
     """A follow-up whose Liver segment was left empty: liver alignment moved its tumor onto the baseline liver's
     centre (15 mm off), so the unchanged lesion was 'disappeared' + 'new', a false PD."""

@@ -81,6 +81,9 @@ def test_lesion_report_refuses_label_values_it_cannot_read():
         lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, 1.0)))
     with pytest.raises(LabelError, match="non-integer"):
         lesion_report(np.full((3, 4, 5), 0.5), ImageGeometry(spacing=(1.0, 1.0, 1.0)))
+    # the message named the map "Label map 'label map'", not which argument it was
+    with pytest.raises(LabelError, match="^Label map 'labels_zyx given to lesion_report' has values 5 "):
+        lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, 1.0)))
 
 
 def test_near_integer_float_labels_are_read_as_the_integers_they_round_to():

@@ -853,7 +853,11 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                      followup_ct: Optional[CTVolume] = None, alignment: str = "auto",
                      min_new_lesion_mm: float = DEFAULT_MIN_NEW_LESION_MM,
                      nadir_sum_mm: Optional[float] = None) -> Dict[str, Any]:
-    """The change report (see module doc): ``response``, ``response_reason``, ``sum_of_diameters`` (baseline,
+    """Compare two scans' label maps: ``baseline`` and ``followup`` are 0/1/2 label-map :class:`CTVolume` s
+    (``(z, y, x)`` arrays, each with its own geometry), ``baseline_ct`` / ``followup_ct`` their CTs in HU on the
+    same grids (optional: with both, ``alignment="auto"`` registers the CTs; they also give the HU-based checks).
+
+    The change report (see module doc): ``response``, ``response_reason``, ``sum_of_diameters`` (baseline,
     follow-up, change mm and %, and the nadir given), ``lesions`` (one entry per matched group, numbered 1.. by
     baseline lesion id, new lesions last), ``alignment``, and both scans' full lesion reports (``baseline``,
     ``followup``). ``nadir_sum_mm``: the smallest sum of diameters of the baseline's target lesions at an earlier

@@ -238,7 +238,10 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
                   network_labels_zyx: Optional[np.ndarray] = None, in_hu: bool = True) -> Dict[str, Any]:
     """Report dict: ``liver_volume_ml``, ``tumor_volume_ml``, ``tumor_burden_percent``, ``lesion_count``,
     ``lesions`` (list of dicts, see module doc), ``recist``, ``voxel_volume_ml``, ``grid``
-    (:func:`grid_record`); ``extra`` is merged in.
+    (:func:`grid_record`); ``extra`` is merged in. Volumes in mL, lengths and positions in mm (LPS and RAS).
+
+    ``labels_zyx``: 0/1/2 map ``(z, y, x)``; ``geometry``: its :class:`ImageGeometry` (``(x, y, z)``, LPS, mm);
+    ``hu_zyx``: the CT in HU on the same grid (mean HU, water density, scan-edge padding), or None.
 
     ``tumor_probability_zyx``: optional tumor probability map on the label grid; adds
     ``mean_tumor_probability`` to every lesion, taken over the voxels ``network_labels_zyx`` (the network's labels

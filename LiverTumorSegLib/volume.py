@@ -18,13 +18,25 @@ from .errors import InputError
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
+def _spacing_object_advice(spacing: Any) -> str:
+    """For a CTVolume or ImageGeometry given where voxel sizes in ``(z, y, x)`` order are expected: what it is and
+    which of its attributes to pass; "" for anything else (a geometry's ``spacing`` is ``(x, y, z)``, the reverse)."""
+    if hasattr(spacing, "spacing_zyx"):
+        return f"a {type(spacing).__name__}; pass its .spacing_zyx"
+    if hasattr(spacing, "spacing") and hasattr(spacing, "direction"):
+        return (f"an {type(spacing).__name__}; pass tuple(geometry.spacing[::-1]), its spacing in (z, y, x) order "
+                f"(geometry.spacing is (x, y, z))")
+    return ""
+
+
 def checked_spacing(spacing: Any, count: int, what: str = "spacing_zyx") -> Tuple[float, ...]:
     """``spacing`` as ``count`` positive, finite floats (mm), else InputError naming ``what``. A negative spacing
     made post-processing record a lesion of -0.876 mL and drop it; zero or NaN ended in internal errors."""
     try:
         values = tuple(float(s) for s in spacing)
     except (TypeError, ValueError):
-        raise InputError(f"{what} must be {count} voxel sizes in mm, got {spacing!r}.") from None
+        given = (_spacing_object_advice(spacing) if what.endswith("_zyx") else "") or repr(spacing)
+        raise InputError(f"{what} must be {count} voxel sizes in mm, got {given}.") from None
     if isinstance(spacing, str) or len(values) != count or not all(np.isfinite(v) and v > 0 for v in values):
         raise InputError(f"{what} must be {count} positive, finite voxel sizes in mm, got {spacing!r}.")
     return values

@@ -472,9 +472,9 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     from .surface import _check_spacing
 
     try:
-        spacing_zyx = _check_spacing(np.atleast_1d(np.asarray(spacing_zyx, dtype=float)), 3)
+        spacing_zyx = _check_spacing(spacing_zyx, 3)  # (np.asarray(.., float) of an ImageGeometry: "float() argument")
     except (TypeError, ValueError) as exc:
-        raise LabelError(f"case '{case}': {exc} (three positive numbers, (z, y, x) mm).") from None
+        raise LabelError(f"case '{case}': {str(exc).rstrip('.')} (three positive numbers, (z, y, x) mm).") from None
     row: "OrderedDict[str, Any]" = OrderedDict(case=case)
     for structure in STRUCTURES:
         row.update(structure_row(structure_mask(pred_labels, structure), structure_mask(ref_labels, structure),

@@ -170,6 +170,27 @@ def test_surface_rejects_bad_spacing_and_shapes():
         surface.surface_metrics(a, a[:, :, :-1], (1.0, 1.0, 1.0))
 
 
+def test_spacing_given_as_a_geometry_or_volume_says_which_attribute_to_pass():
+    """A CTVolume given as spacing_zyx printed its whole voxel array in the message; an ImageGeometry was refused
+    without saying that its spacing is (x, y, z); evaluate_case said "float() argument must be a string or a real
+    number, not 'ImageGeometry'"."""
+    from LiverTumorSegLib.errors import LabelError
+    from LiverTumorSegLib.metrics import evaluate_case, volume_ml
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+    a = cube((5, 5, 5), (1, 1, 1), 2)
+    geometry = ImageGeometry(spacing=(0.7, 0.8, 2.5))
+    with pytest.raises(ValueError, match=r"got a CTVolume; pass its \.spacing_zyx\.$"):
+        surface.hd95(a, a, CTVolume(a.astype(np.int16), geometry))
+    geometry_advice = r"got an ImageGeometry; pass tuple\(geometry\.spacing\[::-1\]\), its spacing in \(z, y, x\) order"
+    with pytest.raises(ValueError, match=geometry_advice):
+        volume_ml(a, geometry)
+    with pytest.raises(LabelError, match=r"case 'c1': spacing_zyx must be 3 voxel sizes in mm, " + geometry_advice):
+        evaluate_case(a.astype(np.uint8), a.astype(np.uint8), geometry, case="c1")
+    with pytest.raises(LabelError, match=r"got \(1\.0, 1\.0\) \(three positive numbers, \(z, y, x\) mm\)\.$"):
+        evaluate_case(a.astype(np.uint8), a.astype(np.uint8), (1.0, 1.0), case="c1")
+    assert evaluate_case(a.astype(np.uint8), a.astype(np.uint8), np.array(geometry.spacing[::-1]))["dice_liver"] == 1.0
+
+
 def test_bounding_box_margin_and_empty():
     a = cube((10, 10, 10), (2, 3, 4), 2)
     assert surface.bounding_box(a) == (slice(2, 4), slice(3, 5), slice(4, 6))

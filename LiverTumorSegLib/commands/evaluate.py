@@ -48,7 +48,8 @@ detection precision/recall (also as the LiTS script counts them), the per-lesion
 errors, mL labelled liver outside the reference liver, settings, unmatched cases, warnings, and with --prob
 the pooled ROC and, of tumor, the lesion FROC) and plots/ (box plots when there are 2 or more cases, with
 --prob the ROC curve and the lesion FROC curve, overlays of the best and worst case). Every input is read
-and checked before the first output is written, and the outputs are written into a hidden staging folder
+and checked before the first output is written (a case that cannot be read or scored stops the run, its message
+naming the case and its place among the cases), and the outputs are written into a hidden staging folder
 and moved into place only when all are done, so a failing or interrupted run leaves OUT_DIR as it was (with
 --overwrite: the previous results intact); without --overwrite, a result file that appeared in OUT_DIR during
 the run (another run's) is not replaced: the run stops and names it. With --overwrite, an earlier run's pictures
@@ -728,6 +729,16 @@ def _empty_reference_warnings(case: str, ref_zyx) -> List[str]:
     return [text]
 
 
+def _stopped_at_case(exc: InputError, case: str, index: int, n_cases: int) -> InputError:
+    """A copy of ``exc`` (a case's unreadable file, other grid, bad label values; ``n_cases`` >= 2 cases evaluated)
+    saying which case of how many stopped the run and what to do: in a folder of 100 cases the message named only a
+    file, not that the cases before it had been scored in vain, that nothing was written and that those after it
+    were never read. ``index``: the case's 0-based place among the ``n_cases`` paired cases."""
+    return type(exc)(f"{exc} (case '{case}', {index + 1} of {n_cases}: evaluate stops at the first case it cannot "
+                     f"score and writes nothing, no cases.csv or summary.json; fix this case's files, or move them "
+                     f"out of the --pred/--ref folders to evaluate the other {n_cases - 1}.)")
+
+
 def surface_columns() -> List[str]:
     """The cases.csv columns that are surface distances (mm), which ``--no-surface`` leaves out."""
     from ..metrics.lits import LITS_LESION_SURFACE_KEYS, SURFACE_KEYS
@@ -806,14 +817,19 @@ def evaluate_folders(args) -> Dict[str, object]:
     integer_255 = False  # whether an integer map of this set was read as 255 x probability
     read_warnings = {}  # case -> what reading its maps left out (a .seg.nrrd segment neither liver nor tumor)
     for index, (case, pred_path, ref_path) in enumerate(matched):
-        pred, ref, prob, divisor = _read_case(case, pred_path, ref_path, probs.get(case), label_maps)
-        _check_case_memory(case, pred, ref, prob, not args.no_surface, args.prob_structure)
-        said = [f"prediction: {w}" for w in pred.meta.get("warnings", [])] + \
-            [f"reference: {w}" for w in ref.meta.get("warnings", [])] + _empty_reference_warnings(case, ref.array)
+        try:
+            pred, ref, prob, divisor = _read_case(case, pred_path, ref_path, probs.get(case), label_maps)
+            _check_case_memory(case, pred, ref, prob, not args.no_surface, args.prob_structure)
+            said = [f"prediction: {w}" for w in pred.meta.get("warnings", [])] + \
+                [f"reference: {w}" for w in ref.meta.get("warnings", [])] + _empty_reference_warnings(case, ref.array)
+            row = evaluate_case(pred.array, ref.array, ref.spacing_zyx, case=case, surface=not args.no_surface,
+                                iou_threshold=args.detection_iou, connectivity=args.connectivity)
+        except InputError as exc:
+            if len(matched) < 2:
+                raise
+            raise _stopped_at_case(exc, case, index, len(matched)) from exc
         if said:
             read_warnings[case] = said
-        row = evaluate_case(pred.array, ref.array, ref.spacing_zyx, case=case, surface=not args.no_surface,
-                            iou_threshold=args.detection_iou, connectivity=args.connectivity)
         if prob is not None:
             # the map as stored, counted once for the case's AUC (which depends only on the order of the scores: a
             # 255 x p map's levels give its probabilities' AUC) and the pooled bins (which divide each level).

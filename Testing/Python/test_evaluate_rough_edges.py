@@ -1190,3 +1190,37 @@ def test_the_liver_look_of_the_reference_check_reads_every_slice_without_a_whole
     assert "but no liver (1)" in _empty_reference_warnings("c", ref)[0]
     ref[36, 7, 7] = 1  # the last slice, in the third chunk of 16
     assert _holds_value(ref, 1) and _empty_reference_warnings("c", ref) == []
+
+
+def test_a_case_that_stops_a_folder_evaluation_is_named_with_its_place_and_what_to_do(tmp_path, capsys):
+    """The third of four cases' prediction is on another grid: the run stops there, writes nothing, and says which
+    case of how many stopped it and how to evaluate the others (it named only the file: in a folder of 100 cases
+    nothing said that the cases before it had been scored in vain and those after it never read)."""
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    ref = np.zeros((4, 12, 12), np.uint8)
+    ref[1:3, 2:10, 2:10] = 1
+    cases = {name: ref for name in ("a", "b", "c", "d")}
+    write_evaluate_folders(tmp_path, cases, ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    write_label_map(tmp_path / "pred" / "c.nii.gz", ref[:3], ImageGeometry(spacing=(1.0, 1.0, 2.0)), overwrite=True)
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out", "--no-plots",
+                     "--no-progress") == 2
+    err = capsys.readouterr().err
+    assert "does not match its reference" in err  # the reader's own message comes first
+    assert "(case 'c', 3 of 4: evaluate stops at the first case it cannot score and writes nothing" in err
+    assert "to evaluate the other 3." in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_single_case_evaluation_error_is_not_given_a_case_count(tmp_path, capsys):
+    """Two files: the reader's message alone, without '1 of 1' and advice to move files out of folders."""
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    ref = np.zeros((4, 12, 12), np.uint8)
+    ref[1:3, 2:10, 2:10] = 1
+    write_label_map(tmp_path / "ref.nii.gz", ref, ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    write_label_map(tmp_path / "pred.nii.gz", ref[:3], ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    assert _evaluate("--pred", tmp_path / "pred.nii.gz", "--ref", tmp_path / "ref.nii.gz", "-o",
+                     tmp_path / "out", "--no-plots") == 2
+    err = capsys.readouterr().err
+    assert "does not match its reference" in err and "evaluate stops" not in err

@@ -48,6 +48,8 @@ def held_by_a_live_process(held: str, changed: float) -> bool:
 def _flocked_lock_file(lock: Path, mark: str, busy: BusyError) -> Optional[int]:
     """POSIX: a descriptor of ``lock`` holding an exclusive ``flock`` with ``mark`` written in it, or None where
     flock is not available (Windows, some network file systems: :func:`folder_lock` then goes by the mark alone).
+    A symbolic link at ``lock`` is removed, never followed: opened through it, the file it named (anyone's, e.g. a
+    link put into a shared output folder) was truncated and given the mark.
     ``busy(held)`` is raised when another process holds it. Going by the mark alone, two runs both judged a killed
     run's lock stale (or one run's lock not yet written, empty, unreadable) and each removed the other's and wrote
     on."""
@@ -56,9 +58,13 @@ def _flocked_lock_file(lock: Path, mark: str, busy: BusyError) -> Optional[int]:
     import fcntl
 
     for _ in range(3):
-        try:
-            handle = os.open(str(lock), os.O_CREAT | os.O_RDWR, 0o644)
+        try:  # never through a symbolic link: the file it names (a user's, in a shared folder) was cut to our mark
+            handle = os.open(str(lock), os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError:  # another user's lock file, not ours to open: the mark decides (_marked_lock_file)
+            if os.path.islink(lock):  # no lock of ours: the link goes, the file it names is never opened
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+                continue
             return None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1373,6 +1373,25 @@ def test_a_batch_lock_being_written_or_taken_over_by_another_run_is_not_taken_ov
     assert not lock.exists()
 
 
+@pytest.mark.skipif(not hasattr(os, "symlink") or os.name != "posix", reason="symbolic links and flock")
+def test_a_symbolic_link_named_as_the_batch_lock_is_not_written_through(tmp_path):
+    """A symbolic link put at OUT/.livertumorseg-batch.lock (a shared output folder) was opened and truncated: the
+    file it named, anyone's, was left holding only the run's process mark. The link is now removed unread and
+    unwritten, and the lock is a file of its own."""
+    from LiverTumorSegLib.inference.batch import BATCH_LOCK_FILE, batch_folder_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    precious = tmp_path / "precious.txt"
+    precious.write_text("a user's notes", encoding="utf-8")
+    os.symlink(str(precious), str(out / BATCH_LOCK_FILE))
+    with batch_folder_lock(out):
+        assert not (out / BATCH_LOCK_FILE).is_symlink()
+        assert (out / BATCH_LOCK_FILE).read_text(encoding="ascii").startswith(str(os.getpid()))
+    assert precious.read_text(encoding="utf-8") == "a user's notes"
+    assert not os.path.lexists(out / BATCH_LOCK_FILE)
+
+
 def test_a_resumed_batch_refuses_a_result_of_another_ct_put_under_the_same_name(tmp_path):
     """An audit resumed a batch on another cohort with the same case names: the first cohort's label maps were kept
     as 'already segmented' and scored against the second cohort's references. The report now records the CT file's

@@ -145,6 +145,30 @@ class TensorBoardLog:
             self.writer.close()
 
 
+TENSORBOARD_EVENT_FILES = "events.out.tfevents.*"
+"""The names of the event files TensorBoard's ``SummaryWriter`` writes into its folder."""
+
+
+def remove_tensorboard_events(folder) -> None:
+    """Remove the TensorBoard event files (:data:`TENSORBOARD_EVENT_FILES`) an earlier run wrote into ``folder``
+    (``<log_dir>/tensorboard``), then ``folder`` itself when that leaves it empty; its subfolders and other files
+    stay (never raises). The whole folder was removed, and with it the user's other runs' logs kept in it
+    (``--log-dir experiments --overwrite`` deleted ``experiments/tensorboard/other_run/``)."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    for path in folder.glob(TENSORBOARD_EVENT_FILES):
+        if path.is_file() and not path.is_symlink():
+            try:
+                path.unlink()
+            except OSError:
+                pass
+    try:
+        folder.rmdir()
+    except OSError:  # not empty: the user's files
+        pass
+
+
 def plot_curves(log_path, png_path) -> Optional[Path]:
     """Two panels: train/val loss and val liver/tumor Dice per epoch (a bare Agg figure: the caller's pyplot
     backend is left as it was). None when no rows."""

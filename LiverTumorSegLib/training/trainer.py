@@ -37,7 +37,7 @@ from .checkpoint import decode_json, load_checkpoint, rng_state, save_checkpoint
 from .config import TrainConfig
 from .datasets import check_dataset_labels, discover_cases, refuse_identical_images, refuse_identical_voxels
 from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
-from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
+from .logs import CsvLog, TensorBoardLog, plot_curves, read_log, remove_tensorboard_events
 from .init_from import check_same_start, load_start_package, overlap_text, patients_seen, start_record
 from .interrupts import (WorkerSetup, call_with_interrupts_held, interrupts_deferred,
                          is_worker_stopped_by_signal, stop_loader_workers)
@@ -1024,8 +1024,9 @@ class Trainer:
                 (self.log_dir / "log.csv").unlink(missing_ok=True)
                 # drawn only when a run ends: a new run stopped before then showed the earlier run's curves
                 (self.log_dir / "curves.png").unlink(missing_ok=True)
-                # TensorBoard showed an overwritten run's loss beside the new one's (the training audit)
-                shutil.rmtree(self.log_dir / "tensorboard", ignore_errors=True)
+                # TensorBoard showed an overwritten run's loss beside the new one's (the training audit); only its
+                # event files go: other runs' logs the user keeps in that folder stay
+                remove_tensorboard_events(self.log_dir / "tensorboard")
             csv_log.truncate_after(start_epoch)
             if start_epoch and len(read_log(self.log_dir / "log.csv")) < len(self.history):
                 (self.log_dir / "log.csv").unlink(missing_ok=True)  # an interrupt cut the last row: rewrite

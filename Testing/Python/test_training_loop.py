@@ -388,6 +388,23 @@ def test_a_fresh_start_removes_the_earlier_runs_curves(data_csv, tmp_path):
     assert not curves.exists()
 
 
+def test_a_fresh_start_removes_only_the_earlier_runs_tensorboard_events(data_csv, tmp_path):
+    """A fresh start (--overwrite) removed <log_dir>/tensorboard whole: with --log-dir a folder where the user keeps
+    other runs' TensorBoard logs (tensorboard/other_run/), train, told that the folder holds the user's files and
+    that --overwrite writes into it, deleted them. Only the event files TensorBoard writes there now go."""
+    quiet = dict(log=lambda s: None)
+    log_dir = tmp_path / "model_train"
+    other_run = log_dir / "tensorboard" / "other_run" / "events.out.tfevents.1.host.1.0"
+    other_run.parent.mkdir(parents=True)
+    other_run.write_bytes(b"another experiment's events")
+    earlier = log_dir / "tensorboard" / "events.out.tfevents.2.host.2.0"
+    earlier.write_bytes(b"the earlier run's events")
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(data_csv, tmp_path, overwrite=True), callbacks=[RaiseAt(1, KeyboardInterrupt())], **quiet)
+    assert other_run.read_bytes() == b"another experiment's events"
+    assert not earlier.exists()
+
+
 RUN_SHAPE_ZYX = (8, 48, 48)
 """The voxels of :func:`_interrupted_run`'s phantom CTs."""
 

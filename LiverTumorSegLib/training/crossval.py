@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import InputError, OutputExistsError
 from ..fileutil import (atomic_output, check_folder_writable, check_path_encoding, nearest_existing_folder,
-                        outermost_missing_folder)
+                        outermost_missing_folder, remove_empty_folders)
 from .callbacks import BEST_ON_VALIDATION, LAST_EPOCH, OPTIMISTIC_NOTE
 from .config import TrainConfig
 
@@ -319,7 +319,9 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
                                     f"folder.")
         _refuse_used_fold_folders(config, out_dir)
     # what this run makes, and removes when it fails: the output folder, and the folds' --log-dir when given
-    made = [outermost_missing_folder(folder) for folder in (out_dir, config.log_dir) if folder]
+    # (folder, the outermost folder this run makes for it): a missing parent of -o (crossval -o new/cv) is removed
+    # only while empty, never with what another run or the user put into it meanwhile
+    made = [(Path(folder), outermost_missing_folder(folder)) for folder in (out_dir, config.log_dir) if folder]
     # under torchrun: one process group for all folds. Each fold's train() made and destroyed its own on the
     # same store, and a rank sometimes hung in the next fold's init (seen with gloo on CPU)
     from .distributed import cleanup, init_distributed
@@ -368,9 +370,11 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
             options.append(recorded_postprocessing(result))
     except Exception:
         if is_main:
-            for folder in made:  # a failed crossval leaves no empty (or cache-only) folder of its own behind
-                if folder is not None:
-                    remove_if_no_checkpoint(folder)
+            for folder, outermost in made:  # a failed crossval leaves no empty (or cache-only) folder of its own
+                if outermost is None or not remove_if_no_checkpoint(folder):
+                    continue
+                if folder != outermost and not folder.exists():  # its missing parents, each only while empty
+                    remove_empty_folders(folder.parent, outermost)
         raise
     table = rows + [mean_row(rows)]
     if is_main:

@@ -608,6 +608,35 @@ def test_crossval_refuses_a_users_files_in_a_later_folds_folder_before_any_fold_
     assert trained == [] and (tmp_path / "cv" / "fold_1_train" / "mine.txt").read_text() == "x"
 
 
+def test_a_failed_crossval_into_a_new_parent_removes_only_its_own_folder(data_csv, tmp_path):
+    """'crossval -o results/cv' with results/ missing removed the whole of results/ when a fold failed: what another
+    run or the user had put there meanwhile (results/other/notes.txt), and the run's own slice cache in
+    results/cv/cache, which a failed run keeps for the next. Now only results/cv is cleared (its cache kept), and
+    results/ is removed only while empty."""
+    from LiverTumorSegLib.training.crossval import run_crossval
+
+    results = tmp_path / "results"
+    cfg = tiny_config(data_csv, tmp_path, epochs=1, iterations_per_epoch=1, folds=2, output="")
+
+    def fails_after_a_sibling_appears(*args, **kwargs):
+        (results / "other").mkdir()
+        (results / "other" / "notes.txt").write_text("another run's", encoding="utf-8")
+        (results / "cv" / "fold_0_train").mkdir()
+        raise InputError("a case that cannot be read")
+
+    with pytest.raises(InputError, match="cannot be read"):
+        run_crossval(cfg, results / "cv", train_fn=fails_after_a_sibling_appears, log=lambda s: None)
+    assert (results / "other" / "notes.txt").read_text(encoding="utf-8") == "another run's"
+    assert not (results / "cv").exists()
+    (results / "other" / "notes.txt").unlink()
+    (results / "other").rmdir()
+    results.rmdir()
+    with pytest.raises(InputError, match="cannot be read"):  # nothing else there: results/ goes too, as before
+        run_crossval(cfg, results / "cv", train_fn=lambda *a, **k: (_ for _ in ()).throw(
+            InputError("a case that cannot be read")), log=lambda s: None)
+    assert not results.exists()
+
+
 def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     from LiverTumorSegLib.package import read_package_metadata
     from LiverTumorSegLib.training.crossval import run_crossval

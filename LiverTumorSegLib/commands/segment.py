@@ -309,6 +309,20 @@ def _input_path(args: argparse.Namespace) -> Path:
     return input_path
 
 
+def _refuse_writing_the_sample_reference(args: argparse.Namespace) -> None:
+    """InputError when an output of ``segment --sample`` is the bundled sample's reference label map (any spelling,
+    link or hard link): with --overwrite it was replaced by the result, which was then compared with itself
+    ('liver Dice vs bundled reference: 1.000'), and the bundled reference was lost."""
+    from .. import resources
+    from ..fileutil import same_file_among
+
+    reference = resources.sample_reference_path()
+    for option, path in (("-o", args.output), ("--probabilities", args.probabilities)):
+        if path is not None and reference.exists() and same_file_among([reference, Path(path)]):
+            raise InputError(f"{option} '{path}' is the bundled sample's reference label map ('{reference}'), which "
+                             f"--sample compares the result with; choose another output path.")
+
+
 def _segment(args: argparse.Namespace, progress: Any, cancel: Any = None) -> Any:
     """Segment the input of the parsed arguments with a :class:`Segmenter`; returns its SegmentationResult."""
     from ..inference.segmenter import Segmenter
@@ -317,6 +331,8 @@ def _segment(args: argparse.Namespace, progress: Any, cancel: Any = None) -> Any
         raise InputError(f"--batch-size must be at least 1 (got {args.batch_size}).")
     options = options_from_args(args)  # every setting checked first
     input_path = _input_path(args)
+    if args.sample:
+        _refuse_writing_the_sample_reference(args)
     return Segmenter(options).segment_file(input_path, args.output, report_path=args.report,
                                            preview_path=args.preview, probability_path=args.probabilities,
                                            overwrite=args.overwrite, series=args.series, progress=progress,

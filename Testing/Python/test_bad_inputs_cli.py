@@ -1524,6 +1524,25 @@ def test_package_whose_preprocessing_disagrees_with_its_network_is_refused(tmp_p
     record15("package whose preprocessing makes 21 channels for a 9-channel network", line, tmp_path)
 
 
+def test_segment_sample_refuses_writing_over_the_bundled_reference(tmp_path, monkeypatch, capsys):
+    """'segment --sample -o .../sample_liver_reference.nii.gz --overwrite' replaced the bundled reference with the
+    result and then compared the result with itself: 'liver Dice vs bundled reference: 1.000'. The reference (here
+    a stand-in) is refused as an output before any work, under another spelling and as --probabilities too."""
+    from LiverTumorSegLib import resources
+
+    reference = tmp_path / "Sample" / "sample_liver_reference.nii.gz"
+    reference.parent.mkdir()
+    reference.write_bytes(b"the bundled reference")
+    monkeypatch.setattr(resources, "sample_reference_path", lambda: reference)
+    spellings = (["-o", str(tmp_path / "Sample" / ".." / "Sample" / reference.name)],
+                 ["-o", str(tmp_path / "seg.nii.gz"), "--probabilities", str(reference)])
+    for outputs in spellings:
+        code = main(["segment", "--sample", *outputs, "--overwrite", "--no-progress"])
+        assert_clean_error(code, capsys.readouterr().err, ["bundled sample's reference label map"])
+        assert reference.read_bytes() == b"the bundled reference"
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
 def test_output_that_is_the_input_under_another_spelling_is_refused(tmp_path, monkeypatch):
     """'-o CT.nii.gz --overwrite' for the input 'ct.nii.gz' replaced the CT on macOS and Windows (one file there:
     the paths were compared with case); a hard link to the input, or a probability map named like the output,

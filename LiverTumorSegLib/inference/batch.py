@@ -744,7 +744,10 @@ def batch_folder_lock(folder: Path, what: str = "output folder") -> Iterator[Non
 def _is_a_report_of_this_tool(path: Path) -> bool:
     """Whether ``path`` holds a ``segment`` report (a JSON object with its liver volume and lesion list): a batch
     replaces such a leftover of a killed run (the report is written before the label map that marks a case done),
-    and keeps any other file there."""
+    and keeps any other file there. A symbolic link is none (no run makes one): written through, the file it named,
+    outside the batch's folder (another run's report), was replaced without --overwrite."""
+    if path.is_symlink():
+        return False
     try:
         report = _report_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -821,8 +824,9 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                     case.case_id, "failed", message=_unnamed_probability_map_text(case))
         elif not overwrite and case.report_path.exists() and not _is_a_report_of_this_tool(case.report_path):
             statuses[case.case_id] = CaseStatus(  # a user's file where the report goes: kept, not replaced
-                case.case_id, "failed", message=f"'{case.report_path}' exists and is no segment report; it was "
-                f"kept: move it, or pass --overwrite to replace it")
+                case.case_id, "failed", message=f"'{case.report_path}' exists and is "
+                f"{'a symbolic link' if case.report_path.is_symlink() else 'no segment report'}; it was kept: move "
+                f"it, or pass --overwrite to replace it")
         elif not overwrite and probability is not None and probability.exists() and \
                 not report_names_probability_map(case):
             statuses[case.case_id] = CaseStatus(  # a user's file, or another run's map: kept, not replaced

@@ -1299,6 +1299,24 @@ def test_a_users_file_where_a_report_goes_is_kept_without_overwrite(tmp_path):
     assert [s.status for s in segment_batch(cases, oracle_segmenter(), overwrite=True)] == ["done", "done"]
 
 
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_a_symbolic_link_where_a_report_goes_is_not_written_through_without_overwrite(tmp_path):
+    """OUT/reports/<case>.json as a link to another run's report (a segment report, so taken for a killed run's
+    leftover) was written through without --overwrite: the report outside OUT was replaced by this case's. No run
+    makes a link there: it is kept, and its case listed as failed, as a user's file is."""
+    write_phantoms(tmp_path / "cts", 1)
+    other = tmp_path / "other_report.json"
+    other.write_text('{"liver_volume_ml": 1.0, "lesions": []}', encoding="utf-8")
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    cases[0].report_path.parent.mkdir(parents=True)
+    os.symlink(str(other), str(cases[0].report_path))
+    statuses = segment_batch(cases, oracle_segmenter())
+    assert [s.status for s in statuses] == ["failed"]
+    assert "exists and is a symbolic link; it was kept" in statuses[0].message
+    assert other.read_text(encoding="utf-8") == '{"liver_volume_ml": 1.0, "lesions": []}'
+    assert cases[0].report_path.is_symlink() and not cases[0].output_path.exists()
+
+
 def test_a_second_batch_run_into_a_folder_in_use_is_refused_and_a_killed_runs_lock_taken_over(tmp_path, capsys):
     """Two batch runs into one folder (another model 3 s later) each replaced the other's reports and left every
     case with one run's label map beside the other's report. The folder is now held by a lock file naming the run."""

@@ -562,7 +562,11 @@ Windows, a file a virus scanner or indexer held open: :func:`_temporary_beside` 
 same output is written again, and (this computer's only) when anything is next written into its folder
 (:func:`remove_this_computers_leftovers`)."""
 
-_TEMPORARY_MARK = re.compile(r"\." + PROCESS_MARK + r"-[^./]*\.tmp")
+_TEMPORARY_MARK = re.compile(r"\." + PROCESS_MARK + r"-[a-z0-9_]{8}\.tmp")
+"""The mark in the name of a temporary this tool made: ``.{process mark}-{random}.tmp``, ``random`` being the 8
+characters (a-z, 0-9, _) ``tempfile.mkstemp``/``mkdtemp`` put there. Any random part was taken, so a user's hidden
+file such as ``.scan.2023-backup.tmp.nii.gz`` beside the output ``scan.nii.gz`` was removed as a killed run's
+leftover (process 2023, ended) once 10 minutes old."""
 
 
 def _last_changed(status: os.stat_result) -> float:

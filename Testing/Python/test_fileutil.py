@@ -131,9 +131,9 @@ def test_temporaries_left_by_a_killed_writer_are_removed_on_the_next_write(tmp_p
 
     dead = ended_process_id()
     old = time.time() - 2 * fileutil.STALE_TEMPORARY_SECONDS
-    names = {"stale": f".seg.{dead}-abc123.tmp.nii.gz", "nested": f"..seg.{dead}-abc.tmp.{dead}-def.tmp.nii.gz",
-             "recent": f".seg.{dead}-xyz789.tmp.nii.gz", "running": f".seg.{os.getpid()}-q1w2e3.tmp.nii.gz",
-             "other": f".report.{dead}-abc123.tmp.json", "older_naming": ".seg.abc123.tmp.nii.gz"}
+    names = {"stale": f".seg.{dead}-abc123de.tmp.nii.gz", "nested": f"..seg.{dead}-abc12345.tmp.{dead}-def12345.tmp.nii.gz",
+             "recent": f".seg.{dead}-xyz789gh.tmp.nii.gz", "running": f".seg.{os.getpid()}-q1w2e3r4.tmp.nii.gz",
+             "other": f".report.{dead}-abc123de.tmp.json", "older_naming": ".seg.abc123.tmp.nii.gz"}
     for key, name in names.items():
         (tmp_path / name).write_bytes(b"partial")
         if key != "recent":
@@ -148,6 +148,25 @@ def test_temporaries_left_by_a_killed_writer_are_removed_on_the_next_write(tmp_p
     assert (tmp_path / "seg.nii.gz").read_bytes() == b"done"
 
 
+def test_a_users_hidden_file_named_almost_like_a_temporary_is_not_removed(tmp_path):
+    """Any text between the process id and '.tmp' was taken for mkstemp's random part, so a user's hidden files
+    '.scan.2023-backup.tmp.nii.gz' and '.scan.99999-copy.tmp.nii.gz' beside the output scan.nii.gz were removed as
+    a killed run's (process 2023 or 99999, ended) once 10 minutes old. Only mkstemp's 8 characters count now."""
+    import time
+
+    dead = ended_process_id()
+    old = time.time() - 2 * fileutil.STALE_TEMPORARY_SECONDS
+    users = [f".scan.{dead}-backup.tmp.nii.gz", f".scan.{dead}-copy.tmp.nii.gz", f".scan.{dead}-old-copy1.tmp.nii.gz",
+             f".scan.{dead}-Backup01.tmp.nii.gz"]
+    leftover = f".scan.{dead}-k2c9x0ab.tmp.nii.gz"  # a killed run's, as mkstemp names it
+    for name in users + [leftover]:
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (old, old))
+    with fileutil.atomic_output(tmp_path / "scan.nii.gz") as out:
+        out.write_bytes(b"done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(users + ["scan.nii.gz"])
+
+
 def test_temporaries_whose_process_id_a_later_process_holds_are_removed(tmp_path, monkeypatch):
     """Process ids are reused (after a reboot, or soon on a busy machine): a temporary whose writer's id now
     belonged to another running process was kept for good. Names carry the writer's id and start time; one with
@@ -158,9 +177,9 @@ def test_temporaries_whose_process_id_a_later_process_holds_are_removed(tmp_path
     from LiverTumorSegLib.processes import process_mark
 
     old = time.time() - 2 * fileutil.STALE_TEMPORARY_SECONDS
-    names = {"reused_id": f".seg.{mark_of_an_earlier_holder_of_this_process_id(monkeypatch)}-abc123.tmp.nii.gz",
-             "running": f".seg.{process_mark()}-q1w2e3.tmp.nii.gz",
-             "running_older_naming": f".seg.{os.getpid()}-z9x8c7.tmp.nii.gz"}
+    names = {"reused_id": f".seg.{mark_of_an_earlier_holder_of_this_process_id(monkeypatch)}-abc123de.tmp.nii.gz",
+             "running": f".seg.{process_mark()}-q1w2e3r4.tmp.nii.gz",
+             "running_older_naming": f".seg.{os.getpid()}-z9x8c7v6.tmp.nii.gz"}
     for name in names.values():
         (tmp_path / name).write_bytes(b"partial")
         os.utime(tmp_path / name, (old, old))
@@ -493,7 +512,7 @@ def test_a_running_writers_leftovers_are_kept_when_its_start_time_reads_differen
     started_at = processes.process_started_at(os.getpid())
     if started_at is None:
         pytest.skip("this system cannot tell when a process started")
-    temporary, set_aside = tmp_path / f".seg.{mark}-abc123.tmp.nii.gz", tmp_path / f".r.json.{mark}.old"
+    temporary, set_aside = tmp_path / f".seg.{mark}-abc123de.tmp.nii.gz", tmp_path / f".r.json.{mark}.old"
     for path in (temporary, set_aside):
         path.write_text("the writer's")
         os.utime(path, (started_at - 3600,) * 2)  # written before this process started; st_ctime stays now
@@ -810,9 +829,9 @@ def test_a_killed_writers_leftovers_are_said_in_one_line_and_others_are_left_alo
 
     dead = ended_process_id()
     old = time.time() - 2 * fileutil.STALE_TEMPORARY_SECONDS
-    names = {"stale_seg": f".seg.{dead}-abc123.tmp.nii.gz", "stale_report": f".r.{dead}-def456.tmp.json",
-             "recent": f".seg.{dead}-xyz789.tmp.nii.gz", "running": f".seg.{process_mark()}-q1w2e3.tmp.nii.gz",
-             "near_1": "seg.nii.gz.tmp", "near_2": f"seg.{dead}-abc123.tmp.nii.gz", "near_3": ".seg.backup.tmp.nii.gz",
+    names = {"stale_seg": f".seg.{dead}-abc123de.tmp.nii.gz", "stale_report": f".r.{dead}-def456jk.tmp.json",
+             "recent": f".seg.{dead}-xyz789gh.tmp.nii.gz", "running": f".seg.{process_mark()}-q1w2e3r4.tmp.nii.gz",
+             "near_1": "seg.nii.gz.tmp", "near_2": f"seg.{dead}-abc123de.tmp.nii.gz", "near_3": ".seg.backup.tmp.nii.gz",
              "near_4": f".seg.{dead}.nii.gz"}
     for key, name in names.items():
         (tmp_path / name).write_bytes(b"partial")

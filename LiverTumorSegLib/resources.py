@@ -19,7 +19,8 @@ def expand_home(text: str) -> Path:
     for ``LIVERTUMORSEG_CACHE_DIR='~/cache'``, "its network cannot process 1-channel slices" of every package."""
     try:
         return Path(text).expanduser()
-    except RuntimeError:
+    except (RuntimeError, KeyError):  # Python 3.9's pathlib lets the passwd lookup's KeyError through (3.10+:
+        # RuntimeError), as home_folder takes both
         user = Path(text).parts[0]
         if user != "~":  # '~name': an account this computer does not have
             raise InputError(f"'{text}' begins with '{user}', the home folder of user '{user[1:]}', who has no "

@@ -1195,6 +1195,13 @@ def _first_names(names: Sequence[str], shown: int = 3) -> str:
     return ", ".join(f"'{name}'" for name in names[:shown]) + more
 
 
+def _which_files(series: DicomSeriesInfo, indices: Sequence[int]) -> str:
+    """Files ``indices`` of ``series`` for a message: "its files ('a.dcm', ...)" when they are all of them, else
+    "2 of its 12 files ('a.dcm', 'b.dcm')"."""
+    which = "its files" if len(indices) == len(series.files) else f"{len(indices)} of its {len(series.files)} files"
+    return f"{which} ({_first_names([Path(series.files[index]).name for index in indices])})"
+
+
 def _files_without_tag(series: DicomSeriesInfo, reader, tag: str) -> List[str]:
     """Names of the files of ``series`` (file order) whose tags, as a series reader read them, lack ``tag``."""
     missing = []
@@ -1238,12 +1245,10 @@ def _refuse_zero_rescale_slope(series: DicomSeriesInfo, reader, folder: Path) ->
     such a slope as 1 without a word (a phantom series with slope 0 in every file read with its stored values as
     HU), but a slope of 0 is no rescale at all (every pixel would be the intercept): whether the writer meant 1
     or the tag is damaged is the user's to say, so the file is named rather than read as a guess."""
-    zero = [Path(name).name for index, name in enumerate(series.files)
-            if (_tag_numbers(reader, index, "0028|1053") or [1.0])[0] == 0]
+    zero = [index for index in range(len(series.files)) if (_tag_numbers(reader, index, "0028|1053") or [1.0])[0] == 0]
     if not zero:
         return
-    which = "its files" if len(zero) == len(series.files) else f"{len(zero)} of its {len(series.files)} files"
-    raise InputError(_zero_slope_text(f"DICOM series {series.uid} in '{folder}'", f"{which} ({_first_names(zero)})"))
+    raise InputError(_zero_slope_text(f"DICOM series {series.uid} in '{folder}'", _which_files(series, zero)))
 
 
 _RESCALE_TAGS = (("0028|1053", "RescaleSlope (0028,1053)", "slope 1"),
@@ -1261,10 +1266,8 @@ def _refuse_non_numeric_rescale(series: DicomSeriesInfo, reader, folder: Path) -
                if _tag_text(reader, index, tag) and _tag_numbers(reader, index, tag) is None]
         if not bad:
             continue
-        which = "its files" if len(bad) == len(series.files) else f"{len(bad)} of its {len(series.files)} files"
-        names = [Path(series.files[index]).name for index in bad]
         raise InputError(f"DICOM series {series.uid} in '{folder}': {name} is '{_tag_text(reader, bad[0], tag)}' in "
-                         f"{which} ({_first_names(names)}), not a finite number, so the Hounsfield units cannot be "
+                         f"{_which_files(series, bad)}, not a finite number, so the Hounsfield units cannot be "
                          f"computed; the DICOM reader would take {taken} without saying so. Re-export the series "
                          f"from the scanner/PACS (or, if you know the value, set it, e.g. DCMTK: dcmodify -m "
                          f"\"({tag.replace('|', ',')})=VALUE\" FILES).")
@@ -1279,10 +1282,8 @@ def _refuse_negative_rescale_slope(series: DicomSeriesInfo, reader, folder: Path
                 if (_tag_numbers(reader, index, "0028|1053") or [1.0])[0] < 0]
     if not negative:
         return
-    which = "its files" if len(negative) == len(series.files) else f"{len(negative)} of its {len(series.files)} files"
-    names = [Path(series.files[index]).name for index in negative]
     raise InputError(f"DICOM series {series.uid} in '{folder}': RescaleSlope (0028,1053) is negative "
-                     f"({_tag_text(reader, negative[0], '0028|1053')}) in {which} ({_first_names(names)}), which "
+                     f"({_tag_text(reader, negative[0], '0028|1053')}) in {_which_files(series, negative)}, which "
                      f"turns their values around (air bright, bone dark); a CT stores Hounsfield units with a "
                      f"positive slope. Re-export the series from the scanner/PACS.")
 

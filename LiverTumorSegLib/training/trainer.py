@@ -591,6 +591,10 @@ class Trainer:
         self.last_path, self.best_path = self.ckpt_dir / "last.pt", self.ckpt_dir / "best.pt"
         self.output = Path(cfg.output) if cfg.output else None
         self._check_outputs()
+        # every rank has judged the folders before rank 0 makes anything in them (the slice cache, checkpoints/):
+        # a rank that came to its check later found rank 0's 'checkpoints' there and refused the run as a folder
+        # of the user's (seen with crossval under torchrun, whose ranks reach each fold at their own pace)
+        barrier(self.dist)
         self.pre_config = build_preprocessing(cfg.preprocessing)
         check_model_spec(cfg.model, self.pre_config.in_channels, cfg.model_options, self.pre_config.num_context)
         _check_deep_supervision_weights(cfg)

@@ -1782,3 +1782,31 @@ def test_the_loader_workers_get_a_setup_that_watches_this_training_process(data_
     setup = pickle.loads(pickle.dumps(trainer.loader.worker_init_fn))
     assert isinstance(setup, WorkerSetup)
     assert (setup.training_pid, setup.training_start_time) == (os.getpid(), process_start_time(os.getpid()))
+
+
+def test_every_rank_checks_the_training_folder_before_rank_0_makes_anything_in_it(data_csv, tmp_path, monkeypatch):
+    """Under torchrun rank 0 made the slice cache and checkpoints/ right after its own folder check; a rank that came
+    to its check later (crossval: each fold at its own pace) found 'checkpoints' there and refused the run as a
+    folder of the user's. Setup now waits at a barrier after the check, before anything is made (the order of
+    events is what is tested: the race itself needs two processes and luck)."""
+    import LiverTumorSegLib.training.trainer as trainer_module
+
+    events = []
+    real_check, real_fingerprint = Trainer._check_outputs, trainer_module.data_fingerprint
+
+    def check(self):
+        events.append("check")
+        return real_check(self)
+
+    def fingerprint(*args, **kwargs):
+        events.append("cache made")
+        return real_fingerprint(*args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_check_outputs", check)
+    monkeypatch.setattr(trainer_module, "data_fingerprint", fingerprint)
+    monkeypatch.setattr(trainer_module, "barrier", lambda info: events.append("barrier"))
+    (tmp_path / "run").mkdir()
+    trainer = Trainer(tiny_config(data_csv, tmp_path / "run", model="segnet", model_options={"width": 0.0625}),
+                      log=lambda s: None)
+    trainer.setup()
+    assert events.index("check") < events.index("barrier") < events.index("cache made")

@@ -1080,6 +1080,24 @@ def test_a_metaimage_direction_with_non_unit_columns_moves_its_length_into_the_s
     assert report["lesions"][0]["volume_ml"] == pytest.approx(2.0)     # a 20 x 10 x 10 mm box
 
 
+def _nifti_ct_with_both_transforms(path):
+    """``(affine, image, path)``: a small HU CT at 1.5 x 1.5 x 2.5 mm saved to ``path`` (an uncompressed .nii) with
+    its qform and sform both set to ``affine``."""
+    affine = np.diag([1.5, 1.5, 2.5, 1.0])
+    img = nib.Nifti1Image(hu_data_xyz(), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    nib.save(img, str(path))
+    return affine, img, path
+
+
+def _edit_header_bytes(path, offset, data):
+    """Overwrite ``data`` at byte ``offset`` of the file at ``path`` (a header field, as a header editor would)."""
+    raw = bytearray(path.read_bytes())
+    raw[offset:offset + len(data)] = data
+    path.write_bytes(bytes(raw))
+
+
 @pytest.mark.parametrize("pixdim_x", [-1.5, 0.0, 3.0])
 def test_nifti_pixdim_other_than_the_sform_voxel_size_is_warned(tmp_path, pixdim_x):
     """sform at 1.5 mm but pixdim[1] -1.5, 0 or 3: read silently here (the sform), while ITK (3D Slicer) takes
@@ -1087,15 +1105,8 @@ def test_nifti_pixdim_other_than_the_sform_voxel_size_is_warned(tmp_path, pixdim
     overlay it there. Hand-edited headers do this."""
     import struct
 
-    affine = np.diag([1.5, 1.5, 2.5, 1.0])
-    img = nib.Nifti1Image(hu_data_xyz(), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    path = tmp_path / "ct.nii"
-    nib.save(img, str(path))
-    raw = bytearray(path.read_bytes())
-    raw[80:84] = struct.pack("<f", pixdim_x)                 # pixdim[1], as a header editor would leave it
-    path.write_bytes(bytes(raw))
+    affine, img, path = _nifti_ct_with_both_transforms(tmp_path / "ct.nii")
+    _edit_header_bytes(path, 80, struct.pack("<f", pixdim_x))  # pixdim[1], as a header editor would leave it
     vol = read_volume(path)
     np.testing.assert_allclose(vol.geometry.ijk_to_ras(), affine, atol=1e-6)  # still the sform
     (warning,) = [w for w in vol.meta["warnings"] if "pixdim" in w]
@@ -1110,15 +1121,8 @@ def test_a_nifti1_header_whose_sizeof_hdr_reads_540_is_not_checked_as_nifti2(tmp
     hold."""
     import struct
 
-    affine = np.diag([1.5, 1.5, 2.5, 1.0])
-    img = nib.Nifti1Image(hu_data_xyz(), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    path = tmp_path / "ct.nii"
-    nib.save(img, str(path))
-    raw = bytearray(path.read_bytes())
-    raw[0:4] = struct.pack("<i", 540)
-    path.write_bytes(bytes(raw))
+    affine, _, path = _nifti_ct_with_both_transforms(tmp_path / "ct.nii")
+    _edit_header_bytes(path, 0, struct.pack("<i", 540))
     vol = read_volume(path)
     np.testing.assert_allclose(vol.geometry.ijk_to_ras(), affine, atol=1e-6)
     assert not any("pixdim" in w for w in vol.meta.get("warnings", []))

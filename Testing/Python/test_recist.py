@@ -128,14 +128,20 @@ def test_measurable_minimum_and_target_choice():
     assert select_target_lesions([{"id": 1, "long_axis_mm": 5.0}]) == []
 
 
+def float32_tilted_geometry(tilt_degrees, spacing_xyz):
+    """A grid of ``spacing_xyz`` (mm) tilted ``tilt_degrees`` about x, its voxel-to-RAS matrix rounded to float32 as
+    a NIfTI header stores it."""
+    tilt = np.deg2rad(tilt_degrees)
+    rotation = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(tilt), -np.sin(tilt)], [0.0, np.sin(tilt), np.cos(tilt)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag(spacing_xyz)
+    return ImageGeometry.from_ijk_to_ras(affine.astype(np.float32))
+
+
 def test_a_float32_tilted_header_does_not_raise_the_measurable_minimum_over_10_mm():
     # 5 mm slices tilted 5 degrees about x, the voxel-to-RAS matrix stored in float32 as a NIfTI header holds it:
     # the slice spacing read 5.000000229 mm, the minimum 10.0000005 mm, and a lesion of 10.0 mm was no target
-    tilt = np.deg2rad(5.0)
-    rotation = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(tilt), -np.sin(tilt)], [0.0, np.sin(tilt), np.cos(tilt)]])
-    affine = np.eye(4)
-    affine[:3, :3] = rotation @ np.diag([0.625, 0.625, 5.0])
-    geometry = ImageGeometry.from_ijk_to_ras(affine.astype(np.float32))
+    geometry = float32_tilted_geometry(5.0, (0.625, 0.625, 5.0))
     assert geometry.spacing[2] != 5.0  # the float32 rounding is there
     labels = np.zeros((5, 30, 40), np.uint8)  # (z, y, x)
     labels[1:4, 2:28, 2:38] = 1
@@ -150,11 +156,7 @@ def test_a_float32_tilted_header_does_not_raise_the_measurable_minimum_over_10_m
 def test_a_float32_tilted_header_does_not_shorten_an_in_plane_10_mm_lesion_below_measurable():
     # 0.625 mm pixels tilted 15 degrees about x, the voxel-to-RAS matrix in float32 as a NIfTI header holds it: 16
     # pixels along y measured 9.999999666 mm, and a lesion the same CT untilted makes a target was none
-    tilt = np.deg2rad(15.0)
-    rotation = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(tilt), -np.sin(tilt)], [0.0, np.sin(tilt), np.cos(tilt)]])
-    affine = np.eye(4)
-    affine[:3, :3] = rotation @ np.diag([0.625, 0.625, 2.0])
-    geometry = ImageGeometry.from_ijk_to_ras(affine.astype(np.float32))
+    geometry = float32_tilted_geometry(15.0, (0.625, 0.625, 2.0))
     labels = np.zeros((5, 40, 30), np.uint8)  # (z, y, x)
     labels[1:4, 2:38, 2:28] = 1
     labels[2, 10:26, 15] = 2  # 16 voxels of 0.625 mm along y: a long axis of 10.0 mm

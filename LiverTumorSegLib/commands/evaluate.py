@@ -43,7 +43,9 @@ lits_lesions_scored and lits_lesion_* means), with this tool's RVD sign and 6-co
 script's are 18-connected) and the lesions of --connectivity (LiTS: 6).
 
 Outputs in -o OUT_DIR (a folder, created): cases.csv (one row per case, "case" first, then metric columns
-such as dice_liver, assd_liver_mm), summary.json (mean/std/median per metric, global Dice, lesion
+such as dice_liver, assd_liver_mm), summary.json (mean/std/median per metric, with ci95_low and ci95_high: the
+mean's 95 % confidence interval over cases, a percentile bootstrap of 10,000 case resamples, fixed seed, said in its
+"bootstrap" key, null with fewer than 2 values; global Dice, with its interval in global_dice_ci95; lesion
 detection precision/recall (also as the LiTS script counts them), the per-lesion LiTS scores, tumor burden
 errors, mL labelled liver outside the reference liver, settings, unmatched cases, warnings, and with --prob
 the pooled ROC and, of tumor, the lesion FROC) and plots/ (box plots when there are 2 or more cases, with
@@ -914,6 +916,13 @@ def _fmt(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
+def _interval_text(low=None, high=None) -> str:
+    """`` (95 % CI 0.9310 to 0.9680)`` of a bootstrap interval; ``""`` where there is none (fewer than 2 values)."""
+    if low is None or high is None:
+        return ""
+    return f" (95 % CI {_fmt(low)} to {_fmt(high)})"
+
+
 def held_out_lines(summary: Dict[str, object]) -> List[str]:
     """Two lines with the numbers a held-out test of a model quotes: liver Dice mean and worst case, tumor Dice
     mean; predicted lesions sharing no voxel with a reference lesion and mL labelled liver (label >= 1) outside
@@ -978,10 +987,16 @@ def run(args) -> int:
     for key in ("dice_liver", "dice_tumor", "assd_liver_mm", "hd95_liver_mm"):
         if key in metrics:
             m = metrics[key]
-            print(f"  {key}: mean {_fmt(m['mean'])} +- {_fmt(m['std'])}, median {_fmt(m['median'])} "
-                  f"(n={m['n']}, undefined={m['n_nan']})")
-    print(f"  global Dice: liver {_fmt(summary['global_dice']['liver'])}, "
-          f"tumor {_fmt(summary['global_dice']['tumor'])}")
+            print(f"  {key}: mean {_fmt(m['mean'])}{_interval_text(m.get('ci95_low'), m.get('ci95_high'))} "
+                  f"+- {_fmt(m['std'])}, median {_fmt(m['median'])} (n={m['n']}, undefined={m['n_nan']})")
+    pooled = {structure: interval or {} for structure, interval in (summary.get("global_dice_ci95") or {}).items()}
+    print("  global Dice: " + ", ".join(
+        f"{structure} {_fmt(summary['global_dice'][structure])}"
+        f"{_interval_text(pooled.get(structure, {}).get('low'), pooled.get(structure, {}).get('high'))}"
+        for structure in ("liver", "tumor")))
+    if "bootstrap" in summary:
+        print(f"  95 % CI: {summary['bootstrap']['method']} bootstrap over cases, "
+              f"{summary['bootstrap']['resamples']} resamples, seed {summary['bootstrap']['seed']}")
     detection = summary.get("lesion_detection")
     if detection:
         connectivity = summary["settings"]["lesion_connectivity"]

@@ -177,15 +177,43 @@ def _burden_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
             "n": int(finite.size), "n_nan": int(errors.size - finite.size)}
 
 
-def summarize_cases(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+def _add_confidence_intervals(summary: Dict[str, Any], rows: Sequence[Dict[str, Any]]) -> None:
+    """Add to ``summary`` (changed in place) each metric's ``ci95_low`` and ``ci95_high`` (after its other keys), the
+    ``global_dice_ci95`` per structure (after ``global_dice``; of the cases with voxel counts) and ``bootstrap``,
+    which says how they were taken: see :func:`summarize_cases`."""
+    from .bootstrap import (BOOTSTRAP_DESCRIPTION, BOOTSTRAP_METHOD, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED,
+                            CONFIDENCE_LEVEL, mean_intervals, pooled_dice_interval)
+
+    metrics = summary["metrics"]
+    intervals = mean_intervals({column: metric_values(rows, column) for column in metrics})
+    for column, (low, high) in intervals.items():
+        metrics[column].update(ci95_low=low, ci95_high=high)
+    pooled = OrderedDict()
+    for structure in STRUCTURES:
+        counted = [row for row in rows if row.get(f"voxels_tp_{structure}") not in (None, "")]
+        low, high = pooled_dice_interval(*(metric_values(counted, f"voxels_{kind}_{structure}")
+                                           for kind in ("tp", "pred", "ref")))
+        pooled[structure] = OrderedDict(low=low, high=high)
+    summary["global_dice_ci95"] = pooled
+    summary["bootstrap"] = OrderedDict(method=BOOTSTRAP_METHOD, confidence_level=CONFIDENCE_LEVEL,
+                                       resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED, resampled_unit="case",
+                                       definition=BOOTSTRAP_DESCRIPTION)
+
+
+def summarize_cases(rows: Sequence[Dict[str, Any]], confidence_intervals: bool = True) -> Dict[str, Any]:
     """Summary of per-case rows, JSON-ready (NaN -> None).
 
     Keys: ``n_cases``; ``metrics``: per numeric column (except raw ``voxels_*`` counts, the per-case
     ``lesion_precision`` and ``lesion_recall``, :data:`NOT_AVERAGED_COLUMNS`: detection is pooled, and the
     ``lits_lesion*`` columns, pooled in ``lesion_segmentation_lits``) a dict with
     ``mean``, ``std`` (sample, ddof=1; None for one value: undefined), ``median``, ``min``, ``max``, ``n`` (finite
-    values used) and ``n_nan`` (NaN values left out); ``global_dice``: per structure, Dice of all cases'
-    voxels pooled; ``lesion_detection``: pooled counts with ``precision`` = TP / (TP + FP) and
+    values used) and ``n_nan`` (NaN values left out), and with ``confidence_intervals`` ``ci95_low`` and
+    ``ci95_high``: the 95 % interval of the mean over the cases (percentile bootstrap, :mod:`.bootstrap`; None with
+    fewer than 2 values, both the value when all values are equal); ``global_dice``: per structure, Dice of all
+    cases' voxels pooled, and with ``confidence_intervals`` ``global_dice_ci95``: per structure ``{"low", "high"}``,
+    the cases resampled and their voxel counts pooled again; ``bootstrap``: how the intervals were taken
+    (``method``, ``confidence_level``, ``resamples``, ``seed``, ``resampled_unit``, ``definition``).
+    ``confidence_intervals=False`` (crossval's summary over folds) leaves the three out. ``lesion_detection``: pooled counts with ``precision`` = TP / (TP + FP) and
     ``recall`` = TP / (TP + FN), ``pred_no_overlap`` (predicted lesions sharing no voxel with a reference
     lesion) and ``lits_script``: the same counted as the LiTS challenge script counts them (one hit per detected
     group; see :mod:`.lits`); ``lesion_segmentation_lits``: tumor Dice, VOE, RVD, ASSD, HD (LiTS's MSD) and RMSD
@@ -205,6 +233,8 @@ def summarize_cases(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         metrics[column] = _stats(metric_values(rows, column))
     summary: Dict[str, Any] = OrderedDict(n_cases=len(rows), metrics=metrics)
     summary["global_dice"] = OrderedDict((s, global_dice(rows, s)) for s in STRUCTURES)
+    if confidence_intervals:
+        _add_confidence_intervals(summary, rows)
     if any("lesions_ref" in row for row in rows):
         summary["lesion_detection"] = _lesion_summary(rows)
     if any("lits_lesions_scored" in row for row in rows):

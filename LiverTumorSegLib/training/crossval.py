@@ -424,14 +424,16 @@ def write_table(table: List[Dict[str, Any]], out_dir: Path,
     path = write_case_table(table, out_dir / "crossval.csv", overwrite=True, first_column="fold")
     folds = [r for r in table if r["fold"] != "mean"]
     # over folds, not cases: summarize_cases' own keys (n_cases, pooled global Dice) and the bookkeeping columns
-    # (epochs, tumor_ref_cases) said other things than they are
-    over_folds = summarize_cases([{"liver_dice": r["liver_dice"], "tumor_dice": r["tumor_dice"]} for r in folds])
+    # (epochs, tumor_ref_cases) said other things than they are; no bootstrap intervals, which resample cases
+    over_folds = summarize_cases([{"liver_dice": r["liver_dice"], "tumor_dice": r["tumor_dice"]} for r in folds],
+                                 confidence_intervals=False)
     summary = {"n_folds": len(folds),
                "n_validation_cases": sum(len([c for c in str(r.get("val_cases") or "").split(VAL_CASES_SEPARATOR) if c])
                                          for r in folds),
                "metrics_over_folds": over_folds["metrics"]}
     # the network's own labels, before segment's post-processing (the Dice above are after it)
-    raw = summarize_cases([{"liver_dice": r["liver_dice_raw"], "tumor_dice": r["tumor_dice_raw"]} for r in folds])
+    raw = summarize_cases([{"liver_dice": r["liver_dice_raw"], "tumor_dice": r["tumor_dice_raw"]} for r in folds],
+                          confidence_intervals=False)
     summary["raw_network_metrics_over_folds"] = raw["metrics"]
     described = sorted({str(r.get("postprocessing")) for r in folds if r.get("postprocessing")})
     if described:

@@ -91,6 +91,7 @@ def dataset(tmp_path):
 
 
 SUMMARY_KEY_IN_HELP = {"metrics": "mean/std/median per metric", "global_dice": "global Dice",
+                       "global_dice_ci95": "global_dice_ci95", "bootstrap": "percentile bootstrap",
                        "lesion_detection": "lesion detection precision/recall",
                        "lesion_segmentation_lits": "per-lesion LiTS scores", "tumor_burden": "tumor burden errors",
                        "volume_outside_ref_total_ml": "outside the reference liver", "settings": "settings",

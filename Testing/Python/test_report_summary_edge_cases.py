@@ -21,7 +21,8 @@ def test_all_nan_column_and_burden_counts_say_how_many_were_left_out():
              "lesions_false_positive": 0}]
     summary = report.summarize_cases(rows)
     assert summary["metrics"]["assd_tumor_mm"] == {"mean": None, "std": None, "median": None, "min": None,
-                                                   "max": None, "n": 0, "n_nan": 3}
+                                                   "max": None, "n": 0, "n_nan": 3, "ci95_low": None,
+                                                   "ci95_high": None}
     burden = summary["tumor_burden"]
     assert (burden["n"], burden["n_nan"]) == (2, 1)
     assert burden["rmse"] == pytest.approx(math.sqrt((0.04 + 0.01) / 2))

@@ -213,8 +213,8 @@ def summarize_cases(rows: Sequence[Dict[str, Any]], confidence_intervals: bool =
     cases' voxels pooled, and with ``confidence_intervals`` ``global_dice_ci95``: per structure ``{"low", "high"}``,
     the cases resampled and their voxel counts pooled again; ``bootstrap``: how the intervals were taken
     (``method``, ``confidence_level``, ``resamples``, ``seed``, ``resampled_unit``, ``definition``).
-    ``confidence_intervals=False`` (crossval's summary over folds) leaves the three out. ``lesion_detection``: pooled counts with ``precision`` = TP / (TP + FP) and
-    ``recall`` = TP / (TP + FN), ``pred_no_overlap`` (predicted lesions sharing no voxel with a reference
+    ``confidence_intervals=False`` (crossval's summary over folds) leaves the three out. ``lesion_detection``: pooled
+    counts with ``precision`` = TP / (TP + FP) and ``recall`` = TP / (TP + FN), ``pred_no_overlap`` (predicted lesions sharing no voxel with a reference
     lesion) and ``lits_script``: the same counted as the LiTS challenge script counts them (one hit per detected
     group; see :mod:`.lits`); ``lesion_segmentation_lits``: tumor Dice, VOE, RVD, ASSD, HD (LiTS's MSD) and RMSD
     per detected lesion, averaged over all detected lesions of all cases as LiTS averages them (``n_lesions``,

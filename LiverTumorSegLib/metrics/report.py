@@ -205,21 +205,21 @@ def summarize_cases(rows: Sequence[Dict[str, Any]], confidence_intervals: bool =
 
     Keys: ``n_cases``; ``metrics``: per numeric column (except raw ``voxels_*`` counts, the per-case
     ``lesion_precision`` and ``lesion_recall``, :data:`NOT_AVERAGED_COLUMNS`: detection is pooled, and the
-    ``lits_lesion*`` columns, pooled in ``lesion_segmentation_lits``) a dict with
-    ``mean``, ``std`` (sample, ddof=1; None for one value: undefined), ``median``, ``min``, ``max``, ``n`` (finite
-    values used) and ``n_nan`` (NaN values left out), and with ``confidence_intervals`` ``ci95_low`` and
-    ``ci95_high``: the 95 % interval of the mean over the cases (percentile bootstrap, :mod:`.bootstrap`; None with
-    fewer than 2 values, both the value when all values are equal); ``global_dice``: per structure, Dice of all
-    cases' voxels pooled, and with ``confidence_intervals`` ``global_dice_ci95``: per structure ``{"low", "high"}``,
-    the cases resampled and their voxel counts pooled again; ``bootstrap``: how the intervals were taken
-    (``method``, ``confidence_level``, ``resamples``, ``seed``, ``resampled_unit``, ``definition``).
-    ``confidence_intervals=False`` (crossval's summary over folds) leaves the three out. ``lesion_detection``: pooled
-    counts with ``precision`` = TP / (TP + FP) and ``recall`` = TP / (TP + FN), ``pred_no_overlap`` (predicted lesions sharing no voxel with a reference
-    lesion) and ``lits_script``: the same counted as the LiTS challenge script counts them (one hit per detected
-    group; see :mod:`.lits`); ``lesion_segmentation_lits``: tumor Dice, VOE, RVD, ASSD, HD (LiTS's MSD) and RMSD
-    per detected lesion, averaged over all detected lesions of all cases as LiTS averages them (``n_lesions``,
-    ``definition``); ``tumor_burden``: ``rmse`` and ``max_abs_error`` of ``tumor_burden_error`` (LiTS reports both);
-    ``volume_outside_ref_total_ml``: per structure, predicted mL outside the reference, summed over cases.
+    ``lits_lesion*`` columns, pooled in ``lesion_segmentation_lits``) a dict with ``mean``, ``std`` (sample, ddof=1;
+    None for one value: undefined), ``median``, ``min``, ``max``, ``n`` (finite values used) and ``n_nan`` (NaN values
+    left out), and with ``confidence_intervals`` ``ci95_low`` and ``ci95_high``: the 95 % interval of the mean over the
+    cases (percentile bootstrap, :mod:`.bootstrap`; None with fewer than 2 values, both the value when all values are
+    equal); ``global_dice``: per structure, Dice of all cases' voxels pooled, and with ``confidence_intervals``
+    ``global_dice_ci95``: per structure ``{"low", "high"}``, the cases resampled and their voxel counts pooled again;
+    ``bootstrap``: how the intervals were taken (``method``, ``confidence_level``, ``resamples``, ``seed``,
+    ``resampled_unit``, ``definition``). ``confidence_intervals=False`` (crossval's summary over folds) leaves the three
+    out. ``lesion_detection``: pooled counts with ``precision`` = TP / (TP + FP) and ``recall`` = TP / (TP + FN),
+    ``pred_no_overlap`` (predicted lesions sharing no voxel with a reference lesion) and ``lits_script``: the same
+    counted as the LiTS challenge script counts them (one hit per detected group; see :mod:`.lits`);
+    ``lesion_segmentation_lits``: tumor Dice, VOE, RVD, ASSD, HD (LiTS's MSD) and RMSD per detected lesion, averaged
+    over all detected lesions of all cases as LiTS averages them (``n_lesions``, ``definition``); ``tumor_burden``:
+    ``rmse`` and ``max_abs_error`` of ``tumor_burden_error`` (LiTS reports both); ``volume_outside_ref_total_ml``: per
+    structure, predicted mL outside the reference, summed over cases.
     """
     rows = list(rows)
     metrics: "OrderedDict[str, Any]" = OrderedDict()

@@ -68,8 +68,8 @@ long axis of a new lesion, the 5 mm of a very small target) meets it despite rou
 threshold (and at least this much, in its unit): 25 voxels of 0.4 mm measure 9.999999999999995 or
 10.000000000000002 mm depending on the grid's origin, and a NIfTI header stores its voxel-to-RAS matrix in float32
 (about 7 digits), so on 0.625 mm pixels tilted 15 degrees 16 pixels measure 9.999999666 mm. 1e-6 is a nanometre at
-1 mm, far below any diameter a CT resolves. Use :func:`at_least`, :func:`at_most` and :func:`tolerance_key`, not the
-tolerance itself."""
+1 mm, far below any diameter a CT resolves. Use :func:`at_least`, :func:`at_most` and
+:func:`largest_first_ties_by_id`, not the tolerance itself."""
 
 
 def _allowance(threshold: float) -> float:
@@ -90,12 +90,26 @@ def at_most(value: float, threshold: float) -> bool:
     return bool(value <= threshold + _allowance(threshold))
 
 
-def tolerance_key(value: float) -> int:
-    """``value`` in steps of :data:`BOUNDARY_TOLERANCE` (rounded): a sort key under which values apart by rounding
-    only are equal, so a tie is broken by what comes next in the key (an id), not by float noise. The steps are
-    absolute (1e-6 mm), where :func:`at_least` allows 1e-6 of the threshold: two long axes of 20 mm measured on a
-    float32 header (about 2e-6 mm apart) may still be ordered by that difference rather than by id."""
-    return round(value / BOUNDARY_TOLERANCE)
+def equal_within_rounding(value: float, reference: float) -> bool:
+    """Whether ``value`` and ``reference`` (same unit) are apart by rounding only: within :func:`_allowance` of
+    ``reference`` (1e-6 of it, at least 1e-6), the allowance :func:`at_least` gives a threshold."""
+    return bool(abs(float(value) - float(reference)) <= _allowance(reference))
+
+
+def largest_first_ties_by_id(items: Sequence[Dict[str, Any]], key: str) -> List[Dict[str, Any]]:
+    """``items`` (dicts with ``id`` and ``key``) largest ``key`` first, where values apart by rounding only
+    (:func:`equal_within_rounding` of the largest of their run) are equal and come lower id first, so a tie is
+    broken by id, not by float noise. The allowance is relative, as :func:`at_least`'s: two long axes of 20 mm read
+    on a tilted float32 NIfTI header are about 1e-6 mm apart, which steps of 1e-6 mm (absolute) still ordered."""
+    ordered = sorted(items, key=lambda d: -float(d[key]))
+    result: List[Dict[str, Any]] = []
+    run: List[Dict[str, Any]] = []
+    for item in ordered:
+        if run and not equal_within_rounding(item[key], run[0][key]):
+            result.extend(sorted(run, key=lambda d: d["id"]))
+            run = []
+        run.append(item)
+    return result + sorted(run, key=lambda d: d["id"])
 
 
 def axial_axis_zyx(geometry: ImageGeometry) -> int:
@@ -372,8 +386,10 @@ def select_target_lesions(lesions: Sequence[Dict[str, Any]], minimum_mm: float =
     A long axis of exactly ``minimum_mm`` is measurable, and long axes apart by float rounding only are equal (the
     lower id first), whatever the rounding (:data:`BOUNDARY_TOLERANCE`)."""
     measurable = [d for d in lesions if at_least(d["long_axis_mm"], minimum_mm) and not d.get("touches_scan_edge")]
-    measurable.sort(key=lambda d: (bool(d.get("water_density")), -tolerance_key(d["long_axis_mm"]), d["id"]))
-    return [int(d["id"]) for d in measurable[:max_targets]]
+    solid = [d for d in measurable if not d.get("water_density")]
+    water = [d for d in measurable if d.get("water_density")]
+    ordered = largest_first_ties_by_id(solid, "long_axis_mm") + largest_first_ties_by_id(water, "long_axis_mm")
+    return [int(d["id"]) for d in ordered[:max_targets]]
 
 
 def meets_progression(baseline_mm: float, followup_mm: float) -> bool:

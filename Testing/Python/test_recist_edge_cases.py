@@ -101,15 +101,15 @@ def test_a_lesion_cut_by_the_scans_edge_is_not_a_target():
 def test_one_tolerance_for_thresholds_and_for_equal_long_axes():
     """Thresholds and the order of target candidates use one tolerance (BOUNDARY_TOLERANCE, 1e-6 of the threshold,
     at least 1e-6): a value short of a threshold by rounding (float64, or a float32 header's 7 digits) meets it, a
-    real shortfall does not; long axes apart by rounding are equal (the lower id first), long axes 1e-5 mm apart
-    are not."""
+    real shortfall does not; long axes apart by rounding are equal (the lower id first), long axes of 20 mm 1e-4 mm
+    apart (5e-6 of them) are not."""
     assert at_least(9.999999999999995, 10.0) and at_least(9.99999967, 10.0) and not at_least(9.99998, 10.0)
     assert at_least(179.99985, 180.0) and not at_least(179.9997, 180.0)  # 1e-6 of 180 mm is 0.00018 mm
     assert at_most(-0.29999999999999993, -0.3) and at_most(-0.2999995, -0.3) and not at_most(-0.29999, -0.3)
     rounded = [{"id": 1, "long_axis_mm": 19.999999999999996}, {"id": 2, "long_axis_mm": 20.000000000000004},
                {"id": 3, "long_axis_mm": 15.0}]
     assert select_target_lesions(rounded) == [1, 2] and select_target_lesions(rounded[::-1]) == [1, 2]
-    apart = [{"id": 1, "long_axis_mm": 20.0}, {"id": 2, "long_axis_mm": 20.00001}, {"id": 3, "long_axis_mm": 15.0}]
+    apart = [{"id": 1, "long_axis_mm": 20.0}, {"id": 2, "long_axis_mm": 20.0001}, {"id": 3, "long_axis_mm": 15.0}]
     assert select_target_lesions(apart) == [2, 1]
 
 
@@ -156,3 +156,36 @@ def test_the_response_reason_never_rounds_a_change_onto_a_threshold_it_misses_an
     assert category == "SD" and reason.endswith("(+20.0 %); up by 4.0 mm, under the 5 mm PD needs")
     assert recist_response(100.0, 120.0, False, 1, 1) == ("PD", "sum of diameters 100.0 -> 120.0 mm (+20.0 %)")
     assert recist_response(100.0, 70.0, False, 1, 1) == ("PR", "sum of diameters 100.0 -> 70.0 mm (-30.0 %)")
+
+
+def test_two_equal_long_axes_on_a_tilted_float32_grid_are_ordered_by_id(tmp_path):
+    """Two lesions of 20 mm (32 pixels of 0.625 mm along x, 25 of 0.8 mm along y) on a grid tilted 1 degree and
+    stored in a NIfTI header (float32) read 20.00000006 and 20.0000006 mm: apart by the header's rounding only, so
+    the lower id comes first (the absolute 1e-6 mm steps the order used put lesion 2 first), as it does for long
+    axes 20 mm and 20.0001 mm apart by less than a real difference would not."""
+    import nibabel as nib
+
+    from LiverTumorSegLib.io.reading import read_volume
+
+    tilt = np.deg2rad(1.0)
+    rotation = np.array([[np.cos(tilt), -np.sin(tilt), 0], [np.sin(tilt), np.cos(tilt), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([0.625, 0.8, 5.0])
+    affine[:3, 3] = [-100.3, 50.7, 12.1]
+    image = nib.Nifti1Image(np.zeros((48, 32, 3), np.int16), affine)   # (x, y, z)
+    nib.save(image, str(tmp_path / "tilted.nii.gz"))
+    geometry = read_volume(tmp_path / "tilted.nii.gz").geometry
+    along_x = np.zeros((3, 32, 48), bool)   # (z, y, x)
+    along_x[1, 2, 5:37] = True
+    along_y = np.zeros((3, 32, 48), bool)
+    along_y[1, 4:29, 45] = True
+    lesions = [{"id": 1, "long_axis_mm": lesion_axes(along_x, geometry)["long_axis_mm"]},
+               {"id": 2, "long_axis_mm": lesion_axes(along_y, geometry)["long_axis_mm"]}]
+    assert lesions[0]["long_axis_mm"] == pytest.approx(20.0, abs=1e-5)
+    assert lesions[1]["long_axis_mm"] == pytest.approx(20.0, abs=1e-5)
+    assert lesions[0]["long_axis_mm"] != lesions[1]["long_axis_mm"]   # the float32 noise the test is about
+    assert select_target_lesions(lesions) == [1, 2] and select_target_lesions(lesions[::-1]) == [1, 2]
+    relative = [{"id": 1, "long_axis_mm": 20.0}, {"id": 2, "long_axis_mm": 20.000015}]   # 7.5e-7 of 20 mm
+    assert select_target_lesions(relative) == [1, 2]
+    apart = [{"id": 1, "long_axis_mm": 20.0}, {"id": 2, "long_axis_mm": 20.0001}]   # 5e-6 of 20 mm
+    assert select_target_lesions(apart) == [2, 1]

@@ -1018,6 +1018,25 @@ def test_a_tube_is_thin_everywhere_when_its_edge_to_edge_width_is_within_the_lim
     assert thin_everywhere(components, 1, (1.0, 1.0, 1.0), np.array([False, True]), 3.0).tolist() == [False, thin]
 
 
+@pytest.mark.parametrize("side", range(1, 9))
+@pytest.mark.parametrize("spacing_zyx", [(0.8, 0.8, 0.8), (2.5, 0.7, 0.7)])
+def test_a_bar_of_an_even_number_of_voxels_measures_its_full_width(side, spacing_zyx):
+    """A bar of side x side voxels across, 20 long along x, measures side x the in-plane spacing edge to edge
+    (y, or y where z is coarser), even sides included: twice the largest distance less one voxel measured 2, 4, 6
+    and 8 voxels as 1, 3, 5 and 7 (a bar's middle then lies between two voxels), so a component one voxel thicker
+    than the tube rule's limit passed as a vessel. It measures no more than its width either."""
+    from LiverTumorSegLib.inference.postprocess import widest_width_mm
+
+    bar = np.zeros((side + 2, side + 2, 22), dtype=bool)
+    bar[1:side + 1, 1:side + 1, 1:21] = True
+    expected = side * spacing_zyx[1]
+    assert widest_width_mm(bar, spacing_zyx) == pytest.approx(expected, abs=1e-6)
+    components = bar.astype(np.int32)
+    judged = np.array([False, True])
+    assert thin_everywhere(components, 1, spacing_zyx, judged, expected - 0.1).tolist() == [False, False]
+    assert thin_everywhere(components, 1, spacing_zyx, judged, expected + 0.1).tolist() == [False, True]
+
+
 def test_an_organ_part_exactly_half_tumor_is_left_to_the_tumor_rules():
     """'Mostly tumor' is label 2 in at least half of a part's voxels: a 4-voxel part with 2 tumor voxels (2 x 2 >= 4)
     is left to the tumor rules, one with 1 (2 x 1 < 4) is not. Part 1 (27 voxels) is the kept one."""

@@ -431,6 +431,59 @@ def _anatomical_orientation_warnings(header: Optional[_Header], direction_matrix
             f"header"]
 
 
+_METAIO_KEYS = frozenset((
+    "Comment", "ObjectType", "ObjectSubType", "NDims", "Name", "ID", "ParentID", "Color", "AcquisitionDate",
+    "FileFormatVersion", "CompressedData", "CompressedDataSize", "BinaryData", "BinaryDataByteOrderMSB",
+    "ElementByteOrderMSB", "Position", "Origin", "Offset", "TransformMatrix", "Rotation", "Orientation",
+    "CenterOfRotation", "AnatomicalOrientation", "DistanceUnits", "ElementSpacing", "ElementSize", "DimSize",
+    "HeaderSize", "HeaderSizesPerDataFile", "Modality", "SequenceID", "ElementMin", "ElementMax",
+    "ElementNumberOfChannels", "ElementType", "ElementDataFile", "ElementToIntensityFunctionSlope",
+    "ElementToIntensityFunctionOffset"))
+"""The MetaImage fields MetaIO (ITK's reader) knows, spelled as it matches them (case-sensitively)."""
+_METAIMAGE_GEOMETRY_KEYS = {
+    "transformmatrix": "direction", "rotation": "direction", "orientation": "direction", "direction": "direction",
+    "offset": "origin", "position": "origin", "origin": "origin",
+    "elementspacing": "spacing", "elementsize": "spacing", "spacing": "spacing",
+    "centerofrotation": "", "anatomicalorientation": ""}
+"""Lower-case geometry field names (and the names other formats give them) -> what ITK takes without them
+(``""``: nothing, ITK does not build the image's geometry from it)."""
+_METAIMAGE_GEOMETRY_SPELLING = {"direction": ("TransformMatrix", "Rotation", "Orientation"),
+                                "origin": ("Offset", "Position", "Origin"),
+                                "spacing": ("ElementSpacing", "ElementSize")}
+_METAIMAGE_GEOMETRY_DEFAULT = {"direction": "the identity direction (axes along L, P, S: a flip or tilt the field "
+                                            "gives is lost)",
+                               "origin": "the origin (0, 0, 0)", "spacing": "1 mm voxels"}
+
+
+def _unrecognised_geometry_key_warnings(header: Optional[_Header]) -> List[str]:
+    """A warning for each MetaImage header field MetaIO does not know whose name is close to a geometry field's
+    (``TransfromMatrix``, ``transformmatrix``, ``ElementSpacings``, ``Orgin``; ``difflib``, 0.8) or is another
+    format's name for one (``Direction``, ``Spacing``), where the header has no field MetaIO reads for that
+    geometry: ITK (so 3D Slicer and this tool) ignores the line and takes the identity direction, the origin
+    (0, 0, 0) or 1 mm voxels, which read a left-right flipped CT unflipped without a word. Other unknown fields
+    (a writer's own) are left alone. Nothing for a NRRD."""
+    import difflib
+
+    if header is None or header.kind != "metaimage":
+        return []
+    given = set(header.names) & _METAIO_KEYS
+    notes = []
+    for name in header.names:
+        if not name or name in _METAIO_KEYS:
+            continue
+        match = difflib.get_close_matches(name.lower(), list(_METAIMAGE_GEOMETRY_KEYS), n=1, cutoff=0.8)
+        what = _METAIMAGE_GEOMETRY_KEYS[match[0]] if match else ""
+        if not what or given & set(_METAIMAGE_GEOMETRY_SPELLING[what]):
+            continue
+        spellings = _METAIMAGE_GEOMETRY_SPELLING[what]
+        spellings = ", ".join(spellings[:-1]) + " or " + spellings[-1]
+        notes.append(f"the MetaImage header's field '{name}' is not one ITK reads (it reads the {what} from "
+                     f"{spellings}, spelled so) and the header has none of those, so "
+                     f"{_METAIMAGE_GEOMETRY_DEFAULT[what]} was taken, as ITK and 3D Slicer take it. If '{name}' was "
+                     f"meant to give the {what}, rename it in the header and read the file again")
+    return notes
+
+
 def _runs_from_letters(direction_matrix: np.ndarray) -> str:
     """The ``AnatomicalOrientation`` ITK writes for a direction (3 x 3, columns = the x, y, z axes in LPS): for
     each axis the side it runs from, of the patient axis it is nearest (``RAI`` for the identity)."""
@@ -1050,6 +1103,7 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
             raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_itk_reason(exc)}).") from None
         volume = _volume_from_sitk(tags, str(path), uint8_if_fits)
     volume.meta["format"] = full_suffix(path).lstrip(".")
+    notes += _unrecognised_geometry_key_warnings(header)
     notes += _anatomical_orientation_warnings(header, volume.geometry.direction_matrix)
     notes += _space_units_warnings(header)
     if notes:

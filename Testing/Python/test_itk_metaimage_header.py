@@ -252,3 +252,38 @@ def test_a_metaimage_named_in_upper_case_is_read_as_in_lower_case(tmp_path, name
     volume = read_volume(path)
     np.testing.assert_array_equal(volume.array, TRUTH)
     assert read_header_geometry(path) == (volume.geometry, TRUTH.shape)
+
+
+@pytest.mark.parametrize("line, what", [("TransfromMatrix = -1 0 0 0 -1 0 0 0 1", "direction"),
+                                        ("transformmatrix = -1 0 0 0 -1 0 0 0 1", "direction"),
+                                        ("Direction = -1 0 0 0 -1 0 0 0 1", "direction"),
+                                        ("Ofset = 10 20 30", "origin"), ("ElementSpacings = 0.8 0.8 2.5", "spacing")])
+def test_a_misspelled_geometry_field_is_named_in_a_warning(tmp_path, line, what):
+    """MetaIO matches field names exactly and ignores others: a header whose only direction field is
+    'TransfromMatrix' (a flip to R, A) was read with the identity direction without a word. The field is named,
+    with the spellings ITK reads and what it took instead; the file is read as ITK and 3D Slicer read it."""
+    field = line.split(" = ")[0]
+    header = _header().decode("ascii")
+    for known in ("TransformMatrix", "Offset", "ElementSpacing"):
+        if _METAIMAGE_WHAT[known] == what:
+            header = re.sub(rf"(?m)^{known} = .*\n", line + "\n", header)
+    path = tmp_path / "ct.mha"
+    path.write_bytes(header.encode("ascii") + LITTLE)
+    volume = read_volume(path)
+    notes = [w for w in volume.meta.get("warnings", []) if f"'{field}'" in w]
+    assert len(notes) == 1 and f"it reads the {what} from" in notes[0] and "rename it" in notes[0]
+    if what == "direction":
+        assert volume.geometry.direction == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)   # what ITK took
+        assert "identity direction" in notes[0]
+
+
+_METAIMAGE_WHAT = {"TransformMatrix": "direction", "Offset": "origin", "ElementSpacing": "spacing"}
+
+
+@pytest.mark.parametrize("extra", ["TransfromMatrix = -1 0 0 0 -1 0 0 0 1\n", "MyScannerTag = 7\n",
+                                   "PatientPosition = HFS\n", "Modality = MET_MOD_CT\n"])
+def test_an_unknown_field_beside_the_geometry_fields_is_not_warned_about(tmp_path, extra):
+    """A near-miss of a geometry field where the header has the field itself, or a writer's own field, or a field
+    MetaIO knows, gets no warning."""
+    volume = read_volume(_mha(tmp_path, extra, LITTLE))
+    assert not [w for w in volume.meta.get("warnings", []) if "is not one ITK reads" in w]

@@ -3,6 +3,7 @@ applied, values are HU), with slice-position and memory checks."""
 import os
 import re
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -898,6 +899,10 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         if zero_slope is not None:
             raise InputError(_zero_slope_text(f"Folder '{folder}' holds no DICOM series the reader can read",
                                               f"'{zero_slope}'"))
+        non_finite = non_finite_rescale_file(sampled)
+        if non_finite is not None:
+            raise InputError(_non_finite_rescale_text(f"Folder '{folder}' holds no DICOM series the reader can read",
+                                                      non_finite[1], non_finite[2], f"'{non_finite[0]}'"))
         if search.cut:
             raise InputError(f"Folder '{folder}' holds no DICOM series, nor do its subfolders as far as they were "
                              f"searched: the search {_search_stop_text(search, folder)}. Give the folder of the "
@@ -1254,6 +1259,9 @@ def _refuse_zero_rescale_slope(series: DicomSeriesInfo, reader, folder: Path) ->
 _RESCALE_TAGS = (("0028|1053", "RescaleSlope (0028,1053)", "slope 1"),
                  ("0028|1052", "RescaleIntercept (0028,1052)", "intercept 0"))
 """The rescale tags (ITK's key, name, what GDCM takes instead of a value that is no number)."""
+_RESCALE_KEYWORDS = (("RescaleSlope", "RescaleSlope (0028,1053)", "slope 1"),
+                     ("RescaleIntercept", "RescaleIntercept (0028,1052)", "intercept 0"))
+"""The rescale tags (pydicom's keyword, name, what GDCM takes instead of a value that is no number)."""
 
 
 def _refuse_non_numeric_rescale(series: DicomSeriesInfo, reader, folder: Path) -> None:
@@ -1328,6 +1336,74 @@ def zero_rescale_slope_file(files: Sequence[Path]) -> Optional[Path]:
         if _zero_slope_in(dataset):
             return Path(path)
     return None
+
+
+def _rescale_text(holder: Any, keyword: str) -> str:
+    """The value of ``keyword`` (``RescaleSlope``, ``RescaleIntercept``) of a pydicom data set or sequence item as
+    written, stripped; "" when absent or empty."""
+    try:
+        element = holder[keyword] if keyword in holder else None
+    except Exception:  # noqa: BLE001 - a value pydicom cannot even hold: none to name
+        return ""
+    if element is None or element.value in (None, ""):
+        return ""
+    return str(element.value).strip()
+
+
+def _is_finite_number(text: str) -> bool:
+    """Whether ``text`` (a DICOM DS value) is one finite number."""
+    try:
+        return bool(np.isfinite(float(text)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _non_finite_rescale_in(dataset: Any) -> Optional[Tuple[str, str]]:
+    """``(tag name, value as written)`` of the first RescaleSlope (0028,1053) or RescaleIntercept (0028,1052) of a
+    pydicom data set that is there but no finite number ('NaN', 'inf'): at its top level or in a
+    PixelValueTransformationSequence of its shared or per-frame functional groups (an enhanced CT); else None."""
+    holders = [dataset]
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in getattr(dataset, groups, None) or []:
+            holders.extend(getattr(group, "PixelValueTransformationSequence", None) or [])
+    for holder in holders:
+        for keyword, name, _ in _RESCALE_KEYWORDS:
+            text = _rescale_text(holder, keyword)
+            if text and not _is_finite_number(text):
+                return name, text
+    return None
+
+
+def non_finite_rescale_file(files: Sequence[Path]) -> Optional[Tuple[Path, str, str]]:
+    """``(file, tag name, value)`` of the first of ``files`` that is DICOM with a rescale that is no finite number
+    (:func:`_non_finite_rescale_in`), else None: GDCM cannot read an enhanced CT whose functional groups give a
+    RescaleSlope of 'NaN', so a folder of it listed no series and the file was "not a readable DICOM file", where
+    a series of single-frame files with it is refused naming the slope."""
+    try:
+        import pydicom
+    except ImportError:
+        return None
+    for path in files:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom's 'Invalid value for VR DS': the value is named below
+                dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
+                problem = _non_finite_rescale_in(dataset)
+        except Exception:  # noqa: BLE001 - not DICOM, unreadable: not this case
+            continue
+        if problem is not None:
+            return (Path(path),) + problem
+    return None
+
+
+def _non_finite_rescale_text(where: str, name: str, value: str, files: str, unreadable: bool = True) -> str:
+    """The refusal of a rescale that is no finite number in an enhanced CT's frames (the single-frame series'
+    refusal, :func:`_refuse_non_numeric_rescale`, says the same of the files it names); ``unreadable``: the DICOM
+    reader could not read the file with it."""
+    consequence = "; the DICOM reader cannot read the file with it" if unreadable else ""
+    return (f"{where}: {name} is '{value}' in {files}, not a finite number, so the Hounsfield units cannot be "
+            f"computed{consequence}. Re-export the series from the scanner/PACS (or, if you know the value, set it in the "
+            f"file's PixelValueTransformationSequence, 0028,9145).")
 
 
 def _same_position_text(series: DicomSeriesInfo, reader, positions: Sequence[float]) -> str:
@@ -2064,9 +2140,13 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> None:
             positions.append([float(v) for v in plane.ImagePositionPatient])
         transform = _functional_item(frame, shared, "PixelValueTransformationSequence")
         if transform is not None:
-            slope = transform.get("RescaleSlope", 1)
-            rescales.append((1.0 if slope in (None, "") else float(slope),
-                             float(transform.get("RescaleIntercept", 0) or 0)))
+            slope, intercept = _rescale_text(transform, "RescaleSlope"), _rescale_text(transform, "RescaleIntercept")
+            for (_, name, _), text in zip(_RESCALE_KEYWORDS, (slope, intercept)):
+                if text and not _is_finite_number(text):  # nan != nan: it read as a rescale set per frame
+                    raise InputError(_non_finite_rescale_text(f"'{path}' (series {series.uid})", name, text,
+                                                              f"its frames' functional groups (frame {index + 1})",
+                                                              unreadable=False))
+            rescales.append((float(slope) if slope else 1.0, float(intercept) if intercept else 0.0))
     if any(slope == 0 for slope, _ in rescales):
         raise InputError(_zero_slope_text(f"'{path}' (series {series.uid})", "its frames' functional groups"))
     negative = next((slope for slope, _ in rescales if slope < 0), None)
@@ -2106,6 +2186,10 @@ def _dicom_series_of_file(path: Path) -> str:
             raise InputError(_undecodable_text(undecodable, f"'{path}'")) from None
         if zero_rescale_slope_file([path]) is not None:
             raise InputError(_zero_slope_text(f"'{path}' cannot be read", "this file")) from None
+        non_finite = non_finite_rescale_file([path])
+        if non_finite is not None:
+            raise InputError(_non_finite_rescale_text(f"'{path}' cannot be read", non_finite[1], non_finite[2],
+                                                      "this file")) from None
         from .formats import renamed_hint  # a NIfTI named .dcm was told to give a DICOM folder
 
         hint = renamed_hint(path, path.suffix.lower())

@@ -160,6 +160,38 @@ def test_a_rescale_that_is_no_number_is_refused_not_read_as_no_rescale(tmp_path,
         read_volume(tmp_path / "series")
 
 
+@pytest.mark.parametrize("where, tag, number", [("shared", "RescaleSlope", "1053"),
+                                                ("shared", "RescaleIntercept", "1052"),
+                                                ("frame 4", "RescaleSlope", "1053")])
+def test_an_enhanced_ct_whose_rescale_is_no_number_is_refused_naming_it(tmp_path, ct, where, tag, number):
+    """An enhanced (multi-frame) CT whose shared functional groups give RescaleSlope 'NaN' was refused as 'not a
+    readable DICOM file' (the file) or 'holds no DICOM series' (its folder), and one whose intercept or one
+    frame's slope was 'NaN' as setting 'its rescale per frame (1 x + nan, 1 x + nan, ...)' (nan != nan): the
+    value is named, as the single-frame series' refusal names it, from the file and from its folder."""
+    import warnings
+
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    (tmp_path / "enhanced").mkdir()
+    enhanced = write_enhanced_ct(tmp_path / "enhanced" / "ct.dcm", ct)
+    dataset = pydicom.dcmread(str(enhanced))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's 'Invalid value for VR DS': the damage this test makes
+        if where == "shared":
+            setattr(dataset.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0], tag, "NaN")
+        else:
+            transform = Dataset()
+            transform.RescaleSlope, transform.RescaleIntercept = "NaN", "0"
+            dataset.PerFrameFunctionalGroupsSequence[3].PixelValueTransformationSequence = Sequence([transform])
+        save_dicom(dataset, enhanced, implicit_vr=False)
+    for given in (enhanced, enhanced.parent):
+        with pytest.raises(InputError, match=rf"{tag} \(0028,{number}\) is 'NaN' in .*not a finite number, so the "
+                                             rf"Hounsfield units cannot be computed.*Re-export the series"):
+            read_volume(given)
+
+
 def test_a_negative_rescale_slope_is_refused_not_read_with_the_slice_turned_around(tmp_path, ct):
     """GDCM applied a RescaleSlope of -1 in one file of a series: that slice's air read +1000 HU and its bone
     negative, exit 0 and no warning (measure's lesion mean HU 27 instead of 41)."""

@@ -1577,6 +1577,37 @@ def other_weight_files(folder: Path) -> List[Path]:
         return []
 
 
+def skipped_weight_entries(folder: Path) -> List[Tuple[Path, str]]:
+    """``(entry, why)`` for each entry of ``folder`` named like a package or weights (.safetensors, .pt, .pth,
+    .ckpt, .bin, .onnx, .zip; not hidden) that is neither listed as a package nor by :func:`other_weight_files`:
+    a folder (an unzipped package or a training run's output named 'x.safetensors'), a link whose target is gone
+    (other than a package's, which is listed as unusable) or another kind of file. ``livertumorseg models`` left
+    them out without a word. [] for a missing or unreadable folder."""
+    suffixes = set(PATH_SUFFIXES) | {".zip"}
+    skipped = []
+    try:
+        entries = sorted(Path(folder).iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.suffix.lower() not in suffixes or _hidden(entry):
+            continue
+        try:
+            if entry.is_file() or (entry.is_symlink() and not entry.exists()
+                                   and entry.suffix.lower() == PACKAGE_SUFFIX):
+                continue  # listed: a package (a broken link to one as unusable), or other weights
+            if entry.is_dir():
+                why = "a folder, not a file"
+            elif entry.is_symlink():
+                why = "a link whose target is gone"
+            else:
+                why = "not a regular file"
+        except OSError as exc:
+            why = f"cannot be read ({exc.strerror or exc})"
+        skipped.append((entry, why))
+    return skipped
+
+
 def _unusable_reason(file: Path) -> Any:
     """``(metadata, None)`` for a usable package file, ``(None, reason)`` otherwise; never raises. Without
     importing torch (the Slicer panel lists packages in Slicer's process): the header, the metadata, the

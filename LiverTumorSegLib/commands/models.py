@@ -303,7 +303,7 @@ def _format_params(count: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..package import list_installed_models, other_weight_files
+    from ..package import list_installed_models, other_weight_files, skipped_weight_entries
     from ..resources import bundled_models_dir, user_models_dir
 
     rows = architecture_rows()
@@ -326,7 +326,10 @@ def run(args: argparse.Namespace) -> int:
                                       # False for a non-editable install without Resources/ (the text says so too)
                                       "bundled_models_dir_exists": bundled_models_dir().is_dir(),
                                       "user_models_dir": str(user_models_dir()),
-                                      "user_models_dir_exists": user_models_dir().is_dir()}), indent=2,
+                                      "user_models_dir_exists": user_models_dir().is_dir(),
+                                      "user_models_dir_skipped": [{"path": str(entry), "reason": why} for entry, why
+                                                                  in skipped_weight_entries(user_models_dir())]}),
+                         indent=2,
                          allow_nan=False))
         return code
     print(f"Architectures (parameters at default options, in_channels={COUNT_IN_CHANNELS}, 3 classes):")
@@ -342,6 +345,11 @@ def run(args: argparse.Namespace) -> int:
     if others:
         print(f"  not listed, no model package (.safetensors): {', '.join(p.name for p in others)} in the user folder; "
               f"unzip a zipped package, or convert trusted weights with LiverTumorSegLib.package.save_model_package")
+    skipped = skipped_weight_entries(user_models_dir())
+    if skipped:
+        shown = ", ".join(f"'{shown_text(entry.name)}' ({why})" for entry, why in skipped)
+        print(f"  skipped in the user folder: {shown}; a model package is one .safetensors file: move the package "
+              f"file out of such a folder into the user folder (or give its path to --model)")
     if not installed:
         from ..resources import MISSING_RESOURCES_HINT
         print("  none. Train one with 'livertumorseg train' or copy a .safetensors package into the user folder.")

@@ -237,6 +237,32 @@ def test_weight_files_in_the_user_folder_that_are_no_package_are_named(tmp_path,
     assert "notes.txt" not in out
 
 
+def test_a_folder_named_like_a_package_in_the_user_folder_is_named_as_skipped(tmp_path, monkeypatch, capsys):
+    """A folder named 'x.safetensors' (an unzipped package, a run's output) or 'y.pt' in the user models folder was
+    left out of 'models' without a word: it is named, with why, in the text and in --json."""
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.package import skipped_weight_entries
+
+    user = tmp_path / "user"
+    (user / "x.safetensors").mkdir(parents=True)
+    (user / "y.pt").mkdir()
+    (user / "runs").mkdir()
+    (user / ".hidden.safetensors").mkdir()
+    save_model_package(user / "clinic.safetensors", _tiny_model(), PREP)
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    assert skipped_weight_entries(user) == [(user / "x.safetensors", "a folder, not a file"),
+                                            (user / "y.pt", "a folder, not a file")]
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert ("skipped in the user folder: 'x.safetensors' (a folder, not a file), 'y.pt' (a folder, not a file); a "
+            "model package is one .safetensors file") in out
+    assert "clinic.safetensors" in out and "'runs'" not in out and "hidden" not in out
+    assert main(["models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [Path(e["path"]).name for e in listed["user_models_dir_skipped"]] == ["x.safetensors", "y.pt"]
+    assert skipped_weight_entries(tmp_path / "missing") == []
+
+
 def test_the_models_listing_prints_no_control_characters_from_a_package(tmp_path, monkeypatch, capsys):
     """A package's name (and validation keys) holding a newline or a terminal escape sequence was printed raw by
     'livertumorseg models': the name could clear the screen or add a fake line, such as a fake default model."""

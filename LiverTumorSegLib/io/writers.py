@@ -182,7 +182,8 @@ def _likely_write_cause(exc: BaseException) -> str:
 def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeometry,
                     overwrite: bool = False, orientation_unknown: bool = False,
                     nifti_transforms: Optional[Dict[str, Any]] = None, nifti_version: int = 1) -> Path:
-    """Write a ``(z, y, x)`` label map (integers 0..255) as uint8 to .nii/.nii.gz/.nrrd/.mha; returns the path.
+    """Write a ``(z, y, x)`` label map (integers 0..255; floats within 1e-3 of one rounded to it, as
+    :func:`~.labels.read_label_map` rounds them) as uint8 to .nii/.nii.gz/.nrrd/.mha; returns the path.
 
     The file's geometry equals ``geometry`` exactly (NIfTI: sform = qform = ``geometry.ijk_to_ras()``,
     codes 1; intent code 1002, NIFTI_INTENT_LABEL; no scl_slope/scl_inter). Written atomically; an existing file is
@@ -198,17 +199,32 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
                               "LiverTumorSegLib.io.read_label_map(path) (its .array)")
     geometry = checked_geometry(geometry, "write_label_map")
     if labels_zyx.dtype != np.uint8:
-        if labels_zyx.size and (np.issubdtype(labels_zyx.dtype, np.floating)
-                                and not np.array_equal(labels_zyx, np.rint(labels_zyx))):
-            raise ValueError("label map has non-integer values: a label map holds whole numbers (0 background, 1 liver, "
-                             "2 tumor); round or threshold it first, or write a tumor probability map with "
-                             "write_probability_map")
+        if np.issubdtype(labels_zyx.dtype, np.floating):
+            labels_zyx = _whole_label_values(labels_zyx)
         if labels_zyx.size and (labels_zyx.min() < 0 or labels_zyx.max() > 255):
             raise ValueError(f"label values {labels_zyx.min()}..{labels_zyx.max()} do not fit uint8 (0..255)")
         labels_zyx = labels_zyx.astype(np.uint8)
     return _write_array(path, labels_zyx, geometry, overwrite, orientation_unknown=orientation_unknown,
                         nifti_transforms=nifti_transforms, nifti_version=nifti_version,
                         nifti_intent=NIFTI_LABEL_INTENT)
+
+
+def _whole_label_values(labels_zyx: np.ndarray) -> np.ndarray:
+    """A float label map's values rounded to the whole numbers they stand for, as :func:`~.labels.read_label_map`
+    rounds them: within :data:`~.labels.NEAR_INTEGER_TOLERANCE` of one (a map saved as float32 by a scaling step,
+    1.9999 for tumor). ValueError for any other value (NaN, 0.5: a probability map, not labels). The writer
+    refused 1.9999 that the reader took as 2, and a cast without rounding would have made it 1 (liver)."""
+    from .labels import NEAR_INTEGER_TOLERANCE
+
+    rounded = np.rint(labels_zyx)
+    whole = np.abs(labels_zyx - rounded) <= NEAR_INTEGER_TOLERANCE  # False for NaN and inf
+    if labels_zyx.size and not whole.all():
+        examples = ", ".join(f"{v:g}" for v in np.unique(labels_zyx[~whole])[:5])
+        raise ValueError(f"label map has non-integer values ({examples}): a label map holds whole numbers "
+                         f"(0 background, 1 liver, 2 tumor; values within {NEAR_INTEGER_TOLERANCE:g} of one are "
+                         f"rounded to it); round or threshold it first, or write a tumor probability map with "
+                         f"write_probability_map")
+    return rounded
 
 
 def write_probability_map(path: PathLike, probability_zyx: np.ndarray, geometry: ImageGeometry,

@@ -67,10 +67,34 @@ def test_writers_say_how_to_convert_float_probabilities(tmp_path):
     probability = np.linspace(0.0, 1.0, small_labels().size, dtype=np.float32).reshape(small_labels().shape)
     with pytest.raises(ValueError, match=r"got float32; pass np\.round\(255 \* p\)\.astype\(np\.uint8\)"):
         write_probability_map(tmp_path / "probability.nii.gz", probability, GEOMETRY)
-    with pytest.raises(ValueError, match=r"non-integer values: .*round or threshold it first, .*write_probability_map"):
+    with pytest.raises(ValueError, match=r"non-integer values \(0\.00\d+, .*\): .*round or threshold it first, "
+                                         r".*write_probability_map"):
         write_label_map(tmp_path / "labels.nii.gz", probability, GEOMETRY)
     assert not list(tmp_path.iterdir())
     write_probability_map(tmp_path / "probability.nii.gz", np.round(255 * probability).astype(np.uint8), GEOMETRY)
+
+
+def test_write_label_map_rounds_the_float_labels_read_label_map_rounds(tmp_path):
+    """read_label_map rounds float labels within 1e-3 of an integer (a map saved as float32 by a scaling step) while
+    write_label_map refused them: a float32 map with 1.9996 for tumor could be read but not written back. Written
+    now as the reader reads it (1.9996 is tumor, 2, not 1 as a cast would make it); NaN and 0.998 stay refused, and
+    the file round-trips to the same uint8 map."""
+    from LiverTumorSegLib.io import read_label_map
+
+    labels = small_labels()
+    near = labels.astype(np.float32)
+    near[labels == 1] = 0.9999999
+    near[labels == 2] = 1.9996
+    near[labels == 0] = -0.0004
+    written = write_label_map(tmp_path / "labels.nii.gz", near, GEOMETRY)
+    back = read_label_map(written).array
+    assert back.dtype == np.uint8 and np.array_equal(back, labels)
+    for bad, shown in ((0.998, "0.998"), (np.nan, "nan")):
+        off = labels.astype(np.float32)
+        off[0, 0, 0] = bad
+        with pytest.raises(ValueError, match=rf"non-integer values \({shown}\)"):
+            write_label_map(tmp_path / "off.nii.gz", off, GEOMETRY)
+    assert not (tmp_path / "off.nii.gz").exists()
 
 
 def test_lesion_report_refuses_a_spacing_tuple_or_a_ctvolume_as_geometry():

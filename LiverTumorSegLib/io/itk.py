@@ -478,8 +478,8 @@ def _unrecognised_geometry_key_warnings(header: Optional[_Header]) -> List[str]:
         spellings = _METAIMAGE_GEOMETRY_SPELLING[what]
         spellings = ", ".join(spellings[:-1]) + " or " + spellings[-1]
         notes.append(f"the MetaImage header's field '{name}' is not one ITK reads (it reads the {what} from "
-                     f"{spellings}, spelled so) and the header has none of those, so "
-                     f"{_METAIMAGE_GEOMETRY_DEFAULT[what]} was taken, as ITK and 3D Slicer take it. If '{name}' was "
+                     f"{spellings}, spelled so) and the header has none of those, so it was read with "
+                     f"{_METAIMAGE_GEOMETRY_DEFAULT[what]}, as ITK and 3D Slicer read it. If '{name}' was "
                      f"meant to give the {what}, rename it in the header and read the file again")
     return notes
 

@@ -392,6 +392,8 @@ class SliceInferenceEngine:
         if self.tta_flip:
             check_flip_tta_allowed(getattr(self.package, "metadata", None))
         self.batch_size = int(batch_size) if batch_size else None
+        # the size before an out-of-memory back-off halved it: given back at the next CT (:meth:`_restore_batch_size`)
+        self._batch_size_before_back_off = None  # type: Optional[int]
         self.threads = int(threads) if threads else cpu_thread_count()
         self._batch_predictor = batch_predictor
         self._probability_out = None  # type: Optional[np.ndarray]
@@ -628,6 +630,7 @@ class SliceInferenceEngine:
         if count == 0:
             reporter(1.0, "segmenting")
             return labels
+        self._restore_batch_size()
         if self.batch_size is None:
             self.batch_size = self._auto_batch_size(prepared)
         self._start_precision_record()
@@ -847,6 +850,13 @@ class SliceInferenceEngine:
             self.precision_message = message
             log.warning("warning: %s", message)
 
+    def _restore_batch_size(self) -> None:
+        """Give back the batch size an out-of-memory back-off halved on an earlier CT: the smaller size lasts for
+        the CT that ran out only (a transient shortage, another program briefly on the GPU, slowed every later CT
+        of a batch run). A shortage that lasts costs one failed batch per CT."""
+        if self._batch_size_before_back_off is not None:
+            self.batch_size, self._batch_size_before_back_off = self._batch_size_before_back_off, None
+
     def _auto_batch_size(self, prepared: object) -> int:
         if self.device.type != "cuda":
             return DEFAULT_CPU_BATCH
@@ -1044,7 +1054,8 @@ class SliceInferenceEngine:
 
     def _submit_cuda_with_backoff(self, indices: List[int], x: Optional[np.ndarray], prepared: object = None
                                   ) -> _Pending:
-        """Submit; on CUDA out-of-memory halve ``batch_size`` and run this batch in smaller pieces."""
+        """Submit; on CUDA out-of-memory halve ``batch_size`` (for the rest of this CT: :meth:`_restore_batch_size`)
+        and run this batch in smaller pieces."""
         import torch
 
         try:
@@ -1056,6 +1067,8 @@ class SliceInferenceEngine:
                 raise ResourceError(f"The GPU ran out of memory even with one slice per batch; use {cpu} or free "
                                     f"GPU memory (close other GPU programs).")
             step = max(1, len(indices) // 2)
+            if self._batch_size_before_back_off is None:
+                self._batch_size_before_back_off = self.batch_size
             self.batch_size = step
             log.warning("warning: GPU out of memory; retrying with batch size %d", step)
             parts = [self._submit_cuda_with_backoff(indices[s:s + step], None if x is None else x[s:s + step],

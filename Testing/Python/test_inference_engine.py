@@ -888,3 +888,34 @@ def test_overlapping_autotuning_off_blocks_on_two_threads_give_the_callers_setti
     a_out.set()
     thread.join(60)
     assert during_b == [False] and torch.backends.cudnn.benchmark is True
+
+
+def test_out_of_memory_back_off_lasts_for_one_ct_only(tmp_path, monkeypatch):
+    """One transient out-of-memory (another program briefly on the GPU) halves the batch for the CT it hit; the
+    next CT of a batch run starts again at the chosen size (it kept the halved size for the rest of the dataset).
+    The CUDA path is driven on the CPU with a fake submit."""
+    from LiverTumorSegLib.inference.engine import _Pending
+
+    package = tiny_unet_package(tmp_path)
+    network = SliceInferenceEngine(package, device="cpu", threads=1, precision="fp32")
+    engine = SliceInferenceEngine(package, device="cpu", threads=1, batch_size=8, precision="fp32")
+    monkeypatch.setattr(engine, "device", torch.device("cuda"))
+    monkeypatch.setattr(engine, "_device_batch_builder", lambda prepared: None)  # inputs built on the host
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    sizes, calls = [], []
+
+    def oom_once(indices, x, prepared=None):
+        sizes.append(len(indices))
+        calls.append(len(indices))
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("fake transient OOM")
+        return _Pending(indices, network.predict_batch_probabilities(x))
+
+    monkeypatch.setattr(engine, "_submit_cuda", oom_once)
+    ph = corner_phantom()
+    first = engine.predict(ph.ct)
+    assert sizes[:3] == [8, 4, 4] and engine.batch_size == 4  # the CT that hit it runs on at half size
+    del sizes[:]
+    second = engine.predict(ph.ct)
+    assert sizes[0] == 8 and engine.batch_size == 8  # the next CT: the chosen size again
+    np.testing.assert_array_equal(first, second)

@@ -69,13 +69,24 @@ def batches_of(loader: Iterable[Any], workers: int) -> Iterator[Any]:
         yield batch
 
 
+def worker_context() -> Any:
+    """The multiprocessing context the training's worker processes start from: the start method the caller chose
+    (``multiprocessing.set_start_method``), else the platform's default (the first of
+    ``multiprocessing.get_all_start_methods()``), taken without choosing it for the whole process. A DataLoader
+    without a context, or ``multiprocessing.Queue()``, fixed the process-wide method, so a caller's
+    ``multiprocessing.set_start_method('spawn')`` after a training raised "context has already been set"."""
+    import multiprocessing
+
+    method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+    return multiprocessing.get_context(method)
+
+
 def _make_the_workers_locks(workers: int) -> None:
     """Make, all at once, and drop the event and queues a DataLoader iterator with ``workers`` workers makes first
     (one queue per worker and one for the results): their locks and semaphores live in shared memory."""
-    import multiprocessing
-
-    queues = [multiprocessing.Queue() for _ in range(workers + 1)]
-    multiprocessing.Event()
+    context = worker_context()
+    queues = [context.Queue() for _ in range(workers + 1)]
+    context.Event()
     for queue in queues:
         queue.close()
 

@@ -45,7 +45,7 @@ from .losses import DeepSupervisionLoss, SegmentationLoss
 from .optim import (SCHEDULES_OVER_TOTAL, build_optimizer, build_scheduler, current_lr, load_scheduler_state,
                     schedule_factor, schedule_total_steps, scheduler_state)
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
-from .shared_memory import batches_of
+from .shared_memory import batches_of, worker_context
 from .slice_cache import CachedCase, build_slice_cache, changed_files, data_fingerprint, holds_finished_entries
 from .splits import select_split
 from ..package import SEGMENTATION_CLASSES
@@ -871,7 +871,8 @@ class Trainer:
             self.dataset, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=workers,
             pin_memory=self.device.type == "cuda", drop_last=False, persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None, generator=torch.Generator().manual_seed(int(cfg.seed)),
-            worker_init_fn=WorkerSetup.for_this_process() if workers > 0 else None)
+            worker_init_fn=WorkerSetup.for_this_process() if workers > 0 else None,
+            multiprocessing_context=worker_context() if workers > 0 else None)  # the caller's start method stays free
 
     # -- state
     def _state_json(self) -> str:

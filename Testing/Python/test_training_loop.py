@@ -1810,3 +1810,34 @@ def test_every_rank_checks_the_training_folder_before_rank_0_makes_anything_in_i
                       log=lambda s: None)
     trainer.setup()
     assert events.index("check") < events.index("barrier") < events.index("cache made")
+
+
+@pytest.fixture
+def no_start_method_chosen():
+    """The process-wide multiprocessing start method unchosen (as in a fresh notebook), the test's own restored
+    afterwards."""
+    import multiprocessing
+
+    before = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method(None, force=True)
+    yield
+    multiprocessing.set_start_method(before, force=True)
+
+
+def test_training_with_workers_leaves_the_process_wide_start_method_unchosen(data_csv, tmp_path,
+                                                                             no_start_method_chosen):
+    """train() with worker processes fixed multiprocessing's start method for the whole process (None before,
+    'fork' after on Linux), so a caller's later multiprocessing.set_start_method('spawn') raised 'context has
+    already been set'. The workers now start from a context object of that method; they still start and run."""
+    import multiprocessing
+
+    from LiverTumorSegLib.training.shared_memory import worker_context
+
+    (tmp_path / "run").mkdir()
+    train(tiny_config(data_csv, tmp_path / "run", epochs=1, iterations_per_epoch=2, val_fraction=0.0,
+                      num_workers=1, model="segnet", model_options={"width": 0.0625}), log=lambda s: None)
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert multiprocessing.get_start_method(allow_none=True) is None
+    assert worker_context().get_start_method() == multiprocessing.get_all_start_methods()[0]  # the default
+    multiprocessing.set_start_method("spawn")  # the caller's own choice, after a training: still free
+    assert worker_context().get_start_method() == "spawn"  # and the training's workers would follow it

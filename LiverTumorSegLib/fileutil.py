@@ -1264,6 +1264,28 @@ WRITE_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBI
 
 
 @contextlib.contextmanager
+def sources_beside_targets(moves: Sequence[Tuple[Path, Path]]) -> Iterator[List[Tuple[Path, Path]]]:
+    """``moves`` (``(source, target)`` for :func:`move_all_or_none`) with each source whose target's folder is on
+    another file system (an output written through a symbolic link, :func:`through_link`, to a file elsewhere:
+    a rename cannot cross file systems, 'Invalid cross-device link') copied first to a temporary beside its target
+    (:func:`_temporary_beside`); those temporaries are removed on exit unless moved. The other moves are left as
+    they are."""
+    import shutil
+
+    with contextlib.ExitStack() as stack:
+        near = []
+        for source, target in moves:
+            if os.stat(source).st_dev == os.stat(Path(target).parent).st_dev:
+                near.append((source, target))
+                continue
+            tmp = stack.enter_context(_temporary_beside(Path(target)))
+            with write_errors_naming(Path(target)):
+                shutil.copyfile(source, tmp)
+            near.append((tmp, target))
+        yield near
+
+
+@contextlib.contextmanager
 def write_errors_naming(path: Path) -> Iterator[None]:
     """A write error without a file name (:data:`WRITE_ERRNOS`; a failed ``write`` names no file) names ``path``,
     the output the user asked for: a report on a full disk was 'No space left for a file'. numpy's short write

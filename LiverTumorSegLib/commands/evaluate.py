@@ -415,14 +415,23 @@ def _check_outputs(paths: Dict[str, Path], overwrite: bool, cases: Sequence[str]
     """Put back what a killed --overwrite run left hidden, then refuse outputs in the way (without ``overwrite``).
     ``cases``: this run's case names, whose overlays' hidden names are looked for too (:func:`_plot_names`). The
     caller has run :func:`_check_output_kinds` first (before pairing the cases)."""
-    from ..fileutil import restore_set_aside_outputs_of
+    from ..fileutil import restore_set_aside_outputs_of, through_link
 
+    # written through a symbolic link, as segment's outputs are (fileutil.through_link): where a killed run set
+    # the earlier version aside, beside the file the link names
+    files = {key: through_link(paths[key]) for key in ("table", "summary")}
     # results a killed --overwrite run left hidden (.cases.csv.<pid>.old) are back before they are judged, all of
     # one run together
-    restore_set_aside_outputs_of([paths["table"], paths["summary"]] + _plot_names(paths["plots"], cases),
+    restore_set_aside_outputs_of([files["table"], files["summary"]] + _plot_names(paths["plots"], cases),
                                  [(paths["plots"], is_evaluate_plot_name)])
-    for key in ("table", "summary"):
-        if paths[key].exists() and not overwrite:
+    for key, path in files.items():
+        if path.is_dir():  # --overwrite, which the advice below names, cannot replace a folder
+            raise InputError(f"'{path}' is a folder, but evaluate writes a file of that name; move it or choose "
+                             f"another -o folder.")
+        if path.is_symlink() and not path.exists() and not overwrite:  # a link to nothing is the user's too
+            raise OutputExistsError(f"'{path}' is a symbolic link (to the missing '{os.readlink(path)}'); pass "
+                                    f"--overwrite to replace the link or choose another -o folder.")
+        if path.exists() and not overwrite:
             raise OutputExistsError(f"'{paths[key]}' already exists; pass --overwrite or choose another -o folder.")
     if paths["plots"].is_dir() and any(paths["plots"].iterdir()) and not overwrite:
         raise OutputExistsError(f"'{paths['plots']}' already holds plots; pass --overwrite or choose another "
@@ -673,14 +682,18 @@ def _staged_outputs(out_dir: Path, overwrite: bool) -> Iterator[Dict[str, Path]]
 def _place_staged(stage: Path, out_dir: Path, overwrite: bool) -> None:
     """Move every file of the staging folder ``stage`` to its place in ``out_dir`` (all or none), then remove an
     earlier run's plots this run did not draw."""
-    from ..fileutil import move_all_or_none
+    from ..fileutil import move_all_or_none, sources_beside_targets, through_link
 
-    moves = [(source, out_dir / source.relative_to(stage))
-             for source in sorted(p for p in stage.rglob("*") if p.is_file())]
-    for _, target in moves:
-        target.parent.mkdir(exist_ok=True)
+    names = [out_dir / source.relative_to(stage) for source in sorted(p for p in stage.rglob("*") if p.is_file())]
+    for name in names:
+        name.parent.mkdir(exist_ok=True)
+    # an output that is a symbolic link is written to the file it names, the link kept (as segment, measure and
+    # followup write); the link was replaced by a plain file, and the file it named kept the old results
+    moves = [(stage / name.relative_to(out_dir), through_link(name)) for name in names]
     # all of this run's results or, when a move fails halfway, all of the previous run's, never a mix
-    placed = set(move_all_or_none(moves, overwrite=overwrite))
+    with sources_beside_targets(moves) as near:  # a link's file elsewhere, maybe on another file system
+        move_all_or_none(near, overwrite=overwrite)
+    placed = set(names)
     plots = out_dir / "plots"  # an earlier run's plots this run did not draw (other cases) would pass for its
     for old in (plots.glob("*.png") if plots.is_dir() else []):
         if old not in placed and is_evaluate_plot_name(old.name):  # a user's own pictures stay

@@ -1224,3 +1224,53 @@ def test_a_single_case_evaluation_error_is_not_given_a_case_count(tmp_path, caps
                      tmp_path / "out", "--no-plots") == 2
     err = capsys.readouterr().err
     assert "does not match its reference" in err and "evaluate stops" not in err
+
+
+def _another_file_system_than(path: Path):
+    """A folder on another file system than ``path`` (/dev/shm on Linux), or None where there is none."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and os.stat(shm).st_dev != os.stat(path).st_dev:
+        return shm
+    return None
+
+
+@pytest.mark.parametrize("kept_on", ["same file system", "another file system"])
+def test_overwrite_writes_results_through_symbolic_links_as_segment_does(tmp_path, capsys, request, kept_on):
+    """cases.csv and summary.json in -o that are symbolic links (to files kept elsewhere, on another file system
+    too) were replaced by plain files with --overwrite, and the files they named kept the old results; segment,
+    measure and followup write through a link (fileutil.through_link). Now evaluate does too, and refuses a link to
+    nothing without --overwrite before the run, as they do."""
+    for name, seed in (("a.nii.gz", 0), ("b.nii.gz", 1)):
+        _case(tmp_path / "ref", name, seed)
+        _case(tmp_path / "pred", name, seed)
+    out = tmp_path / "out"
+    out.mkdir()
+    if kept_on == "same file system":
+        kept = tmp_path / "kept"
+        kept.mkdir()
+    else:  # a rename into it fails ('Invalid cross-device link'): the results are copied beside the files first
+        elsewhere = _another_file_system_than(tmp_path)
+        if elsewhere is None:
+            pytest.skip("no second file system here")
+        import tempfile
+        kept = Path(tempfile.mkdtemp(dir=str(elsewhere)))
+        request.addfinalizer(lambda: shutil.rmtree(kept, ignore_errors=True))
+    for name in ("cases.csv", "summary.json"):
+        (kept / name).write_text("old\n")
+        (out / name).symlink_to(kept / name)
+    args = ["--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", out, "--no-surface"]
+    assert _evaluate(*args) == 2  # an existing output, also through a link: refused without --overwrite
+    assert _evaluate(*args, "--overwrite") == 0, capsys.readouterr().err
+    for name in ("cases.csv", "summary.json"):
+        assert (out / name).is_symlink() and os.readlink(out / name) == str(kept / name)
+        assert (kept / name).read_text() != "old\n"
+    assert json.loads((out / "summary.json").read_text())["n_cases"] == 2
+    assert sorted(p.name for p in kept.iterdir()) == ["cases.csv", "summary.json"]  # no set-aside file left
+    assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "plots", "summary.json"]
+    for name in ("cases.csv", "summary.json"):  # links to nothing: the user's, refused without --overwrite
+        (kept / name).unlink()
+    capsys.readouterr()
+    assert _evaluate(*args) == 2
+    assert "cases.csv' is a symbolic link (to the missing" in capsys.readouterr().err
+    assert _evaluate(*args, "--overwrite") == 0  # with it, the links are replaced (as segment replaces one)
+    assert (out / "summary.json").is_file() and not (out / "summary.json").is_symlink()

@@ -1274,3 +1274,17 @@ def test_overwrite_writes_results_through_symbolic_links_as_segment_does(tmp_pat
     assert "cases.csv' is a symbolic link (to the missing" in capsys.readouterr().err
     assert _evaluate(*args, "--overwrite") == 0  # with it, the links are replaced (as segment replaces one)
     assert (out / "summary.json").is_file() and not (out / "summary.json").is_symlink()
+
+
+def test_a_folder_named_as_an_output_is_refused_before_the_run(tmp_path, capsys):
+    """A folder OUT/cases.csv (the user's) was renamed by --overwrite to the hidden '.cases.csv.<mark>.old' and
+    left there; it is refused before the run now, as segment refuses an output that is a folder."""
+    _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz")
+    (tmp_path / "out" / "cases.csv").mkdir(parents=True)
+    (tmp_path / "out" / "cases.csv" / "mine.txt").write_text("the user's")
+    code = _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out", "--no-surface",
+                     "--overwrite")
+    assert code == 2 and "cases.csv' is a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cases.csv"]
+    assert (tmp_path / "out" / "cases.csv" / "mine.txt").read_text() == "the user's"

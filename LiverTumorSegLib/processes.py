@@ -50,6 +50,15 @@ for a start time that differs from its name's to count (:func:`process_alive`): 
 different moments, and ``ps`` tells whole seconds."""
 
 
+ID_ALONE_SLACK_SECONDS = 600.0
+"""How much earlier than the start of the process now holding an id a file or folder named by that id alone (no
+start time: versions before start times were recorded) must have been last changed for the holder to count as
+another process (:func:`process_alive`). Wider than :data:`START_TIME_SLACK_SECONDS`, as only the clock tells the
+two apart here: a step of the wall clock (NTP, a clock set by hand) must not make a running writer count as ended.
+Without it a set-aside output named by an id that a process started later holds (a container gives each run the
+same few ids: the run itself, as process 1) stayed hidden for as long as that process ran."""
+
+
 def process_alive(pid: int, start_time: Optional[int] = None, changed_at: Optional[float] = None) -> bool:
     """True while a process with id ``pid`` exists and has not exited (a zombie, ended but not yet reaped by its
     parent, counts as ended). With ``start_time`` (what :func:`process_start_time` said when the process was
@@ -60,25 +69,29 @@ def process_alive(pid: int, start_time: Optional[int] = None, changed_at: Option
     times by the reader's time-namespace offset, so a writer inside ``unshare --time`` recorded another one than
     this process reads for it, and what changed after the holder started may be the holder's own; where the
     holder's start cannot be told, the holder counts as the writer. Without ``changed_at`` another start time
-    always counts (for start times read in this process's time namespace). Where no start time can be
+    always counts (for start times read in this process's time namespace). Without ``start_time`` but with
+    ``changed_at`` (a name of an earlier version, which holds the id alone), the holder counts as another process
+    when it started more than :data:`ID_ALONE_SLACK_SECONDS` after ``changed_at`` (not on Windows, where a rename
+    changes neither of a file's times: a set-aside file's tell nothing of its writer). Where no start time can be
     read now, the id alone decides. When it cannot be told (another user's process, an unknown error) the answer
     is True, so that callers keep what such a process may still use. ``pid`` <= 0 names no process: False."""
     pid = int(pid)
     if not _process_id_alive(pid):
         return False
     if start_time is None:
-        return True
+        return changed_at is None or sys.platform.startswith("win") or not _changed_before_start_of(
+            pid, changed_at, ID_ALONE_SLACK_SECONDS)
     started = process_start_time(pid)
     if started is None or started == int(start_time):
         return True
     return changed_at is not None and not _changed_before_start_of(pid, changed_at)
 
 
-def _changed_before_start_of(pid: int, changed_at: float) -> bool:
-    """Whether ``changed_at`` (seconds since 1970) is more than :data:`START_TIME_SLACK_SECONDS` before process
-    ``pid`` started (:func:`process_started_at`); False where that cannot be told."""
+def _changed_before_start_of(pid: int, changed_at: float, slack: float = START_TIME_SLACK_SECONDS) -> bool:
+    """Whether ``changed_at`` (seconds since 1970) is more than ``slack`` seconds before process ``pid`` started
+    (:func:`process_started_at`); False where that cannot be told."""
     started_at = process_started_at(pid)
-    return started_at is not None and changed_at < started_at - START_TIME_SLACK_SECONDS
+    return started_at is not None and changed_at < started_at - slack
 
 
 def marked_process_alive(match: "re.Match", changed_at: float) -> bool:

@@ -1034,3 +1034,30 @@ def test_json_that_python_cannot_read_is_a_json_error_the_callers_turn_into_thei
         PreprocessingConfig.from_json(text)
     with pytest.raises(InputError, match=r"--label-map must be JSON like .*: .*" + reason):
         parse_label_map_option(text)
+
+
+@pytest.mark.skipif(sys.platform.startswith("win"), reason="a rename changes no time of a file on Windows")
+def test_an_output_set_aside_under_an_id_alone_now_held_by_a_later_process_is_put_back(tmp_path, monkeypatch):
+    """A set-aside output an earlier version named by its writer's id alone ('.seg.nii.gz.1.old') stayed hidden for
+    as long as any process held that id: in a container every run may be process 1, the run looking at it
+    included. The holder now counts as another process when it started more than ID_ALONE_SLACK_SECONDS after the
+    file was last changed; a holder started sooner after (a running writer of that version, give or take a
+    step of the clock) keeps it hidden."""
+    from LiverTumorSegLib import processes
+
+    pid, slack = os.getpid(), processes.ID_ALONE_SLACK_SECONDS
+    set_aside = tmp_path / f".seg.nii.gz.{pid}.old"
+    set_aside.write_text("earlier")
+    changed_at = fileutil._last_changed(set_aside.lstat())
+    monkeypatch.setattr(processes, "process_started_at", lambda _pid: changed_at + slack - 60)  # within the slack
+    assert fileutil.restore_set_aside_outputs_of([tmp_path / "seg.nii.gz"]) == []
+    assert [p.name for p in tmp_path.iterdir()] == [set_aside.name]
+    assert processes.process_alive(pid, None, changed_at) and processes.process_alive(pid)
+    monkeypatch.setattr(processes, "process_started_at", lambda _pid: None)  # cannot be told: the id decides
+    assert fileutil.restore_set_aside_outputs_of([tmp_path / "seg.nii.gz"]) == []
+    monkeypatch.setattr(processes, "process_started_at", lambda _pid: changed_at + slack + 60)  # started later
+    assert not processes.process_alive(pid, None, changed_at)
+    said = fileutil.restore_set_aside_outputs_of([tmp_path / "seg.nii.gz"])
+    assert len(said) == 1 and "was restored" in said[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["seg.nii.gz"]
+    assert (tmp_path / "seg.nii.gz").read_text() == "earlier"

@@ -10,6 +10,7 @@ overwrote the other's checkpoint and interleaved one ``log.csv``).
 import contextlib
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Tuple
 
@@ -29,13 +30,32 @@ def holder_description(held: str) -> str:
     return f" (process {match['pid']}{' on another computer' if marked_elsewhere(match) else ''})"
 
 
+MARK_MAX_BYTES = 256
+"""The most bytes of a lock file read as its mark (a mark is under 40 characters)."""
+
+
 def read_mark(lock: Path) -> Tuple[str, float]:
-    """The process mark in ``lock`` and the file's last change (seconds); ``("", 0.0)`` when it cannot be read."""
+    """The process mark in ``lock`` and the file's last change (seconds); ``("", 0.0)`` when it cannot be read, and
+    for anything but a plain file of its own: a symbolic link is never followed (``O_NOFOLLOW``; where there is
+    none, as on Windows, a link is looked for first), and a named pipe or device is never read. Read through a link
+    where flock is not available (Windows, some network shares), a link to a named pipe hung the run, one to
+    ``/dev/zero`` filled the memory, and one to a file holding a running process's mark refused every run as busy;
+    such an unreadable lock is taken over, the link removed (the file it names untouched)."""
     try:
-        status = lock.stat()
-        return lock.read_text(encoding="ascii").strip(), max(status.st_mtime, status.st_ctime)
+        if not stat.S_ISREG(os.lstat(str(lock)).st_mode):
+            return "", 0.0
+        handle = os.open(str(lock), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return "", 0.0
+    try:
+        status = os.fstat(handle)  # the file opened: one swapped in after the look is judged by itself
+        if not stat.S_ISREG(status.st_mode):
+            return "", 0.0
+        return os.read(handle, MARK_MAX_BYTES).decode("ascii").strip(), max(status.st_mtime, status.st_ctime)
     except (OSError, UnicodeDecodeError):
         return "", 0.0
+    finally:
+        os.close(handle)
 
 
 def held_by_a_live_process(held: str, changed: float) -> bool:
@@ -125,7 +145,7 @@ def folder_lock(folder: Path, lock_name: str, busy: BusyError) -> Iterator[Path]
         yield lock
     finally:
         with contextlib.suppress(OSError):
-            if lock.read_text(encoding="ascii").strip() == mark:
+            if read_mark(lock)[0] == mark:  # ours: not a link put in its place (never read through)
                 lock.unlink()
         if handle is not None:
             os.close(handle)

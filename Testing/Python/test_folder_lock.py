@@ -1,0 +1,82 @@
+"""folder_lock where flock is not available (Windows, some network shares): the lock goes by the mark in the
+file alone, and that file is never read through a symbolic link, nor read when it is no plain file."""
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from LiverTumorSegLib import folder_lock as folder_lock_module
+from LiverTumorSegLib.folder_lock import folder_lock, read_mark
+from LiverTumorSegLib.processes import process_mark
+
+needs_links = pytest.mark.skipif(not hasattr(os, "symlink") or os.name != "posix", reason="symbolic links, FIFOs")
+
+
+class Busy(Exception):
+    pass
+
+
+@pytest.fixture
+def without_flock(monkeypatch):
+    """folder_lock as where flock is not available: by the mark alone."""
+    monkeypatch.setattr(folder_lock_module, "_flocked_lock_file", lambda lock, mark, busy: None)
+
+
+@needs_links
+def test_a_link_to_a_running_processs_mark_is_removed_not_read(tmp_path, without_flock):
+    """A symbolic link at the lock's name to a file holding a running process's mark (another folder's lock, a
+    file of anyone's) was read through and refused every run as busy; the link is now removed unread, the lock
+    taken, and the file it named is left as it was."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        named = tmp_path / "elsewhere.lock"
+        named.write_text(process_mark(other.pid), encoding="ascii")
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / ".lock").symlink_to(named)
+        assert read_mark(out / ".lock") == ("", 0.0)
+        with folder_lock(out, ".lock", Busy) as lock:
+            assert not lock.is_symlink() and read_mark(lock)[0] == process_mark()
+        assert not os.path.lexists(out / ".lock")
+        assert named.read_text(encoding="ascii") == process_mark(other.pid)
+    finally:
+        other.kill()
+        other.wait()
+
+
+@needs_links
+@pytest.mark.parametrize("how", ["a named pipe", "a link to a named pipe"])
+def test_a_named_pipe_at_the_lock_is_not_read(tmp_path, without_flock, how):
+    """Reading a named pipe waits for a writer that never comes: the run hung before taking the lock. A helper
+    thread here opens the pipe for writing after 5 s to end such a wait; the lock is taken well before that."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(str(pipe))
+    out = tmp_path / "out"
+    out.mkdir()
+    if how == "a named pipe":
+        os.replace(str(pipe), str(out / ".lock"))
+        pipe = out / ".lock"
+    else:
+        (out / ".lock").symlink_to(pipe)
+    done = threading.Event()
+
+    def release_a_waiting_reader():
+        if done.wait(5.0):
+            return
+        with open(os.open(str(pipe), os.O_WRONLY | os.O_NONBLOCK), "w"):
+            pass
+
+    helper = threading.Thread(target=release_a_waiting_reader, daemon=True)
+    helper.start()
+    start = time.monotonic()
+    try:
+        with folder_lock(out, ".lock", Busy) as lock:
+            assert read_mark(lock)[0] == process_mark()
+    finally:
+        done.set()
+        helper.join()
+    assert time.monotonic() - start < 4.0
+    assert not os.path.lexists(out / ".lock")

@@ -1,8 +1,9 @@
 """Property-based geometry round trips through MRML (slicer-core), as in ``test_geometry_properties.py``: random grids
 (0.5-5 mm anisotropic spacing, any origin, the 48 signed axis permutations alone or turned up to 20 degrees). A
-volume node's voxels reach a segmentation node, Slicer's own labelmap export, a ``.seg.nrrd`` (whole or cropped to
-its segments, stored in another axis order than the CT) and Slicer's file reader at the same physical (RAS/LPS)
-places. Arrays are ``(z, y, x)``; geometry vectors ``(x, y, z)``, LPS, mm.
+volume node's voxels (also under a linear transform) reach a segmentation node, Slicer's own labelmap export, the
+tumor probability node, a ``.seg.nrrd`` (whole or cropped to its segments, stored in another axis order than the CT)
+and Slicer's file reader at the same physical (RAS/LPS) places. Arrays are ``(z, y, x)``; geometry vectors
+``(x, y, z)``, LPS, mm.
 """
 import numpy as np
 import pytest
@@ -11,12 +12,12 @@ from hypothesis import strategies as st
 
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.io import read_label_map, write_label_map, write_volume
-from LiverTumorSegLib.volume import CTVolume
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry
 
 from inference_helpers import reoriented
 from mrml_helpers import add_volume_node, read_volume_node
 from test_geometry_properties import (PROPERTY_SETTINGS, STORAGE_ORDERS, assert_same_physical_image, geometries,
-                                      shapes)
+                                      rotation, shapes)
 
 slicer = pytest.importorskip("slicer", reason="needs slicer-core (pip install slicer-core)")
 vtk = pytest.importorskip("vtk")
@@ -32,22 +33,32 @@ def _random_labels(rng, shape) -> np.ndarray:
 
 
 @settings(max_examples=15, **PROPERTY_SETTINGS)
-@given(geometry=geometries(), shape=shapes, seed=st.integers(0, 2 ** 16))
+@given(geometry=geometries(), shape=shapes, moved=st.booleans(), seed=st.integers(0, 2 ** 16))
 def test_property_volume_node_to_segmentation_and_slicers_labelmap_export_keep_every_voxels_place(geometry, shape,
-                                                                                                 seed):
-    """Volume node (IJKToRAS of the grid) -> CTVolume: the same voxels and geometry; labels -> segmentation node ->
-    labels on the CT's grid: voxel for voxel; Slicer's own export of the segments to a labelmap node (what a user
-    saves from the Segmentations module): every labelled voxel at the same physical place."""
+                                                                                                 moved, seed):
+    """Volume node (IJKToRAS of the grid; when ``moved``, under a linear transform turning it up to 40 degrees and
+    shifting it up to 50 mm) -> CTVolume: the same voxels on the grid where the node shows (world); labels ->
+    segmentation node (under the CT's transform) -> labels on the CT's grid: voxel for voxel; Slicer's own export
+    of the segments to a labelmap node (what a user saves from the Segmentations module) and the tumor
+    probability node: every voxel at the same physical place."""
     rng = np.random.default_rng(seed)
     scene = mrml.make_headless_scene()
     hu = rng.integers(-1000, 1000, shape).astype(np.int16)
     node = add_volume_node(scene, hu, geometry)
+    to_world = np.eye(4)
+    if moved:
+        to_world[:3, :3] = rotation(rng.normal(size=3), rng.uniform(0.0, 40.0))
+        to_world[:3, 3] = rng.uniform(-50.0, 50.0, 3)
+        transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+        transform.SetMatrixTransformToParent(mrml._numpy_to_matrix(to_world))
+        node.SetAndObserveTransformNodeID(transform.GetID())
     volume = mrml.ctvolume_from_volume_node(node)
     np.testing.assert_array_equal(volume.array, hu)
-    assert volume.geometry.almost_equal(geometry, tol=1e-9)
+    assert volume.geometry.almost_equal(ImageGeometry.from_ijk_to_ras(to_world @ geometry.ijk_to_ras()), tol=1e-9)
 
     labels = _random_labels(rng, shape)
     segmentation = mrml.labels_to_segmentation_node(scene, labels, volume.geometry, reference_volume_node=node)
+    assert segmentation.GetTransformNodeID() == node.GetTransformNodeID()
     np.testing.assert_array_equal(mrml.segmentation_to_labels(segmentation, volume.geometry, shape), labels)
 
     exported = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
@@ -55,6 +66,10 @@ def test_property_volume_node_to_segmentation_and_slicers_labelmap_export_keep_e
     segmentation.GetSegmentation().GetSegmentIDs(ids)  # liver, then tumor: label values 1 and 2
     assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation, ids, exported, node)
     assert_same_physical_image(mrml.ctvolume_from_volume_node(exported), CTVolume(labels, volume.geometry),
+                               atol_mm=1e-6)
+    probability = (labels == 2).astype(np.float32)
+    shown = mrml.probability_volume_node(scene, probability, volume.geometry, follow=node)
+    assert_same_physical_image(mrml.ctvolume_from_volume_node(shown), CTVolume(probability, volume.geometry),
                                atol_mm=1e-6)
     scene.Clear(1)
 

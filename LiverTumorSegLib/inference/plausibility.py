@@ -64,9 +64,9 @@ def _canonical(array_zyx: np.ndarray, geometry: ImageGeometry) -> Tuple[np.ndarr
     """``array_zyx`` (``(z, y, x)`` on ``geometry``) as a view in the canonical layout
     (:func:`~..orientation.plan_reorientation`: axes permuted and flipped, no copy, no resampling) and its geometry.
     The checks read every n-th voxel of it, so one CT reads the same voxels whichever axis order its file stores
-    (LPS, RAS, sagittal): read in the stored order, the liver's side from the body's centre was 13 mm for the phantom
-    of the geometry property tests stored one way and 15 mm stored another, 67.8-68.9 mm over the 48 storage orders
-    of the 112-slice example CT."""
+    (LPS, RAS, sagittal): read in the stored order, segment's warning put the test phantom's liver 13 mm right of the
+    body's centre stored one way and 15 mm stored another (body width 64 vs 72 mm, which decides whether the check
+    judges), and 67.8-68.9 mm over the 48 storage orders of the 112-slice example CT."""
     from ..orientation import plan_reorientation
 
     reorientation = plan_reorientation(geometry, np.shape(array_zyx))

@@ -90,7 +90,8 @@ class NetworkOutput:
     what ran (taken right after this CT's network, so a later CT cannot change them); ``timings`` (s) so far;
     ``model_load_parts``: the model load's parts when this call loaded the model; ``seconds`` spent;
     ``device_message``: the engine's device fallback said by then (CUDA asked for, CPU used; a GPU or ONNX Runtime
-    that failed on this or an earlier CT), None for none."""
+    that failed on this or an earlier CT), None for none; ``outside_scan``: the voxels of a resampling's fill
+    (:mod:`.resampling_fill`), which the network was given as air and where no label may lie, or None."""
 
     labels: np.ndarray
     probability: Optional[np.ndarray]
@@ -100,6 +101,7 @@ class NetworkOutput:
     seconds: float = 0.0
     not_hu: Optional[str] = None  # why the HU rules must not run on this CT (_why_not_hu), decided once
     device_message: Optional[str] = None
+    outside_scan: Optional[np.ndarray] = None  # bool (z, y, x): a resampling's fill, read as outside the scan
 
 
 def renamed_stages(progress: ProgressCallback, mapping: Dict[str, str], default: Optional[str] = None
@@ -311,7 +313,7 @@ holds two (the one running, the next one read). The cache holds the CT itself on
 refused (its memory check, a cancel) goes when its caller lets go of it."""
 
 
-def _forget_network_volume(cache: Dict[int, Tuple[Any, Any, Any]], lock: Any, key: int, reference: Any) -> None:
+def _forget_network_volume(cache: Dict[int, Tuple[Any, Any, Any, Any]], lock: Any, key: int, reference: Any) -> None:
     """The weak-reference callback of :meth:`Segmenter.network_volume`: the CT ``reference`` pointed to is gone, so
     its entry ``key`` of ``cache`` goes too (unless the entry is already another CT's, which got the same id)."""
     with lock:
@@ -360,43 +362,57 @@ class Segmenter:
         self._network_lock = threading.Lock()  # the engine keeps per-call state: one CT at a time
         self._preprocessing_known = threading.Event()  # set by the load once the config is known, and when it ends
         self._loading_config = None  # type: Any  # the package's preprocessing config, as the engine will use it
-        # id(CT) -> (weak reference to the CT, its enlarged network form or None: the CT itself, body_size record)
-        self._network_volumes = {}  # type: Dict[int, Tuple[Any, Optional[CTVolume], Optional[Dict[str, Any]]]]
+        # id(CT) -> (weak reference to the CT, its network form (enlarged, or a resampling's fill made air) or None:
+        # the CT itself, body_size record, ResamplingFill or None)
+        self._network_volumes = {}  # type: Dict[int, Tuple[Any, Optional[CTVolume], Optional[Dict[str, Any]], Any]]
         self._network_volumes_lock = threading.RLock()  # an entry's weak-reference callback may run under it
 
     def network_volume(self, volume: CTVolume) -> Tuple[CTVolume, Optional[Dict[str, Any]]]:
-        """``(the CT the network is given, the report's body_size record or None)`` for ``volume``: a body much
-        narrower than the training adults' is given enlarged in-plane (:mod:`.body_size`; ``options.body_size_scaling``,
-        a CT in HU only), any other CT as it is. Kept for the same CT object until :meth:`predict` takes it, so an
-        early resampling (:meth:`_prepare_while_loading`, a batch's reader) prepares the very object the engine is
-        then given (its preparation serves only that object)."""
+        """``(the CT the network is given, the report's body_size record or None)`` for ``volume``: in a CT in HU a
+        resampling's fill outside the original field of view (:mod:`.resampling_fill`) is given as air, on a copy;
+        a body much narrower than the training adults' is given enlarged in-plane (:mod:`.body_size`;
+        ``options.body_size_scaling``, a CT in HU only, measured with the fill read as air); any other CT is given
+        as it is. Kept for the same CT object until :meth:`predict` takes it, so an early resampling
+        (:meth:`_prepare_while_loading`, a batch's reader) prepares the very object the engine is then given (its
+        preparation serves only that object)."""
+        return self._network_form(volume)[:2]
+
+    def _network_form(self, volume: CTVolume) -> Tuple[CTVolume, Optional[Dict[str, Any]], Any]:
+        """:meth:`network_volume` and the :class:`~.resampling_fill.ResamplingFill` found in ``volume`` (or None)."""
         with self._network_volumes_lock:
             known = self._network_volumes.get(id(volume))
         if known is not None and known[0]() is volume:
-            return (volume if known[1] is None else known[1]), known[2]
+            return (volume if known[1] is None else known[1]), known[2], known[3]
         record = None
         network_volume = volume
-        if self.options.body_size_scaling and _why_not_hu(volume, self.options.allow_non_hu) is None:
+        in_hu = _why_not_hu(volume, self.options.allow_non_hu) is None
+        fill = _resampling_fill(volume) if in_hu else None
+        if fill is not None:
+            from .resampling_fill import without_fill
+
+            network_volume = without_fill(volume, fill.mask)  # a copy: the user's CT is left as it is
+        if self.options.body_size_scaling and in_hu:
             from .body_size import body_size_failed_record, body_size_record, with_in_plane_scale
 
             training_diameter_mm = self._training_body_diameter_mm()
             try:
-                record = body_size_record(volume, training_diameter_mm)
+                record = body_size_record(network_volume, training_diameter_mm)
             except Exception as error:  # noqa: BLE001 - the CT is then given as it is, and the report says why
                 log.warning("the body size check failed", exc_info=True)
                 record = body_size_failed_record(training_diameter_mm, error)
             if record["in_plane_scale"] != 1.0:
-                network_volume = with_in_plane_scale(volume, record["in_plane_scale"])
+                network_volume = with_in_plane_scale(network_volume, record["in_plane_scale"])
         # the CT is held weakly (and never as its own network form): a CT prepared and then refused before
         # predict took it (a batch case over the memory limit, a cancel) held up to 4 CTs in memory for good
         key = id(volume)
         reference = weakref.ref(volume, functools.partial(_forget_network_volume, self._network_volumes,
                                                           self._network_volumes_lock, key))
         with self._network_volumes_lock:
-            self._network_volumes[key] = (reference, None if network_volume is volume else network_volume, record)
+            self._network_volumes[key] = (reference, None if network_volume is volume else network_volume, record,
+                                          fill)
             while len(self._network_volumes) > MAX_NETWORK_VOLUMES_KEPT:  # CTs prepared but never run (failed)
                 self._network_volumes.pop(next(iter(self._network_volumes)))
-        return network_volume, record
+        return network_volume, record, fill
 
     def _training_body_diameter_mm(self) -> Optional[float]:
         """The narrowest training body (mm) the package records (:func:`.body_size.training_body_diameter_mm`), or None.
@@ -426,16 +442,16 @@ class Segmenter:
         try:
             return _estimate_and_check_memory(network_volume, self.package, self.options.batch_size)
         except ResourceError as exc:
-            if network_volume is volume:
+            if record is None or record["in_plane_scale"] == 1.0:  # not enlarged (maybe a copy without a fill)
                 raise
             flag = option_hint("--no-body-size-scaling", "body_size_scaling=False")
             raise ResourceError(f"{exc} (This counts the CT enlarged {record['in_plane_scale']:.2f}x in-plane for the "
                                 f"network, as its body is small; to give it as it is, run again with "
                                 f"{flag}.)") from None
 
-    def _take_network_volume(self, volume: CTVolume) -> Tuple[CTVolume, Optional[Dict[str, Any]]]:
-        """:meth:`network_volume`, then forgotten (the CT is not held beyond its run)."""
-        result = self.network_volume(volume)
+    def _take_network_volume(self, volume: CTVolume) -> Tuple[CTVolume, Optional[Dict[str, Any]], Any]:
+        """:meth:`_network_form` (with the resampling fill), then forgotten (the CT is not held beyond its run)."""
+        result = self._network_form(volume)
         with self._network_volumes_lock:
             self._network_volumes.pop(id(volume), None)
         return result
@@ -608,7 +624,7 @@ class Segmenter:
             cancel.raise_if_cancelled()
         not_hu = _why_not_hu(volume, self.options.allow_non_hu)  # for the crop's air gate and finish's HU rules
         # a child's CT is given enlarged (its labels come back on its own voxels); finish works on the true grid
-        network_volume, body_size = self._take_network_volume(volume)
+        network_volume, body_size, fill = self._take_network_volume(volume)
         with self._network_lock:  # two threads sharing one Segmenter mixed up the engine's buffers
             two_stage_record = {}  # type: Dict[str, Any]
             labels, probability = self._network(network_volume, reporter.sub(0.02, 1.0), cancel,
@@ -621,6 +637,8 @@ class Segmenter:
             facts = self._run_facts()
             if body_size is not None:
                 facts["body_size"] = body_size
+            if fill is not None:
+                facts["resampling_fill"] = fill.record()
             if self.options.two_stage:  # where the fine pass ran, or that it fell back to the whole volume
                 facts["two_stage_record"] = _on_the_true_grid(two_stage_record, network_volume, volume)
             # read here, not in finish: a batch finishes this CT on another thread while the next CT's network
@@ -632,7 +650,7 @@ class Segmenter:
         release_freed_heap()  # the network's freed batch buffers, before post-processing adds its arrays
         return NetworkOutput(labels=labels, probability=probability, facts=facts, timings=timings,
                              model_load_parts=load_parts, seconds=time.perf_counter() - start, not_hu=not_hu,
-                             device_message=device_message)
+                             device_message=device_message, outside_scan=None if fill is None else fill.mask)
 
     def finish(self, volume: CTVolume, output: "NetworkOutput", progress: Optional[ProgressCallback] = None
                ) -> SegmentationResult:
@@ -644,6 +662,7 @@ class Segmenter:
         from .postprocess import ORGAN_AIR_HU, postprocess_labels, postprocessing_warnings
 
         timings, probability, facts = dict(output.timings), output.probability, output.facts
+        network_labels, probability, hu_ct = _outside_scan_cleared(volume, output)  # a resampling's fill: air
         # the CT and its geometry let post-processing find the lungs (organ above the lung bases is removed)
         # ... and the tumor probability lets it turn small uncertain lesions into liver
         changes = {}  # type: Dict[str, Any]
@@ -651,8 +670,8 @@ class Segmenter:
         # liver), so a CT that does not look like HU (let through by allow_non_hu) gets the shape-only rules
         # instead of HU thresholds on 0..1; a CT in HU keeps them, allow_non_hu or not
         hu_rules_skipped = output.not_hu or ""
-        hu = None if hu_rules_skipped else volume.array
-        labels = postprocess_labels(output.labels, volume.spacing_zyx, self.options.postprocessing,
+        hu = None if hu_rules_skipped else hu_ct
+        labels = postprocess_labels(network_labels, volume.spacing_zyx, self.options.postprocessing,
                                     hu_zyx=hu, geometry=volume.geometry, tumor_probability_zyx=probability,
                                     changes=changes)
         timings["postprocess"] = time.perf_counter() - start
@@ -663,14 +682,14 @@ class Segmenter:
         for key in ("input_file", "input_dicom"):  # a CT file's size and time, or a DICOM series' UID and files:
             if isinstance(volume.meta.get(key), dict):  # to recognise it later (a resumed batch)
                 source[key] = dict(volume.meta[key])
-        report = lesion_report(labels, volume.geometry, volume.array, extra=dict(facts, **source),
-                               tumor_probability_zyx=probability, network_labels_zyx=output.labels,
+        report = lesion_report(labels, volume.geometry, hu_ct, extra=dict(facts, **source),
+                               tumor_probability_zyx=probability, network_labels_zyx=network_labels,
                                in_hu=not hu_rules_skipped)
         if not self.options.probabilities:
             probability = None
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently
         # returned here; segment_file also logs them
-        cut = _lesions_cut_by_postprocessing(output.labels, labels, volume.geometry, changes)
+        cut = _lesions_cut_by_postprocessing(network_labels, labels, volume.geometry, changes)
         from .plausibility import (fat_density_lesion_warnings, liver_cut_by_image_side, liver_cut_by_scan_end,
                                    liver_extent_warnings, liver_ras_xz, liver_side_warnings,
                                    spine_front_back_warnings, spine_midline_x_mm, spine_sample)
@@ -681,11 +700,15 @@ class Segmenter:
 
         from .head_foot import head_foot_warnings
 
+        from .resampling_fill import resampling_fill_warning
+
         cut_by_scan_end = liver_cut_by_scan_end(labels, volume.geometry)
-        warnings = head_foot_warnings(changes.get("head_foot_order")) + \
+        cut_by_image_side = liver_cut_by_image_side(labels, volume.geometry, hu, output.outside_scan)
+        fill_warning = resampling_fill_warning(facts.get("resampling_fill"))
+        warnings = ([fill_warning] if fill_warning else []) + head_foot_warnings(changes.get("head_foot_order")) + \
             postprocessing_warnings(changes, report["liver_volume_ml"], cut_by_scan_end) + \
             liver_volume_warnings(report["liver_volume_ml"], cut_by_scan_end=cut_by_scan_end,
-                                  cut_by_image_side=liver_cut_by_image_side(labels, volume.geometry, hu))
+                                  cut_by_image_side=cut_by_image_side)
         if cut:
             for lesion in report["lesions"]:
                 if lesion["id"] in cut:
@@ -889,6 +912,34 @@ class Segmenter:
         result.seconds = time.perf_counter() - start  # the whole run: 'wrote ... (0.6 s)' hid a 3.5 s read and load
         reporter(1.0, "done")
         return result
+
+
+def _resampling_fill(volume: CTVolume) -> Any:
+    """:func:`~.resampling_fill.find_resampling_fill` of ``volume`` (a CT in HU), or None: none found, or the check
+    failed (logged as a warning, with its traceback; the CT is then given as it is)."""
+    from .resampling_fill import find_resampling_fill
+
+    try:
+        return find_resampling_fill(volume.array, volume.geometry)
+    except Exception:  # noqa: BLE001 - the CT is then given as it is
+        log.warning("the check for a resampling's fill outside the field of view failed", exc_info=True)
+        return None
+
+
+def _outside_scan_cleared(volume: CTVolume, output: "NetworkOutput"
+                          ) -> Tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
+    """``(network labels, tumor probability, CT array)`` of ``output`` for :meth:`Segmenter.finish`: where
+    ``output.outside_scan`` (a resampling's fill) is set, labels and probability 0 and the CT air (the network's
+    input there), on copies; without a fill, as they are (``volume.array`` itself)."""
+    outside = output.outside_scan
+    if outside is None:
+        return output.labels, output.probability, volume.array
+    from .resampling_fill import without_fill
+
+    labels = np.where(outside, np.zeros((), output.labels.dtype), output.labels)
+    probability = None if output.probability is None else \
+        np.where(outside, np.zeros((), output.probability.dtype), output.probability)
+    return labels, probability, without_fill(volume, outside).array
 
 
 def _prepare_while_loading_wanted(options: SegmentationOptions) -> bool:

@@ -1,0 +1,208 @@
+"""A resampling's fill outside the original field of view, read as outside the scan.
+
+A CT resampled or registered onto another grid (SimpleITK's ``ResampleImageFilter``, Slicer's resample modules) gets
+the fill value, 0 HU by default, wherever the new grid reaches beyond the old one; padding an array with 0 does the
+same. The network reads a large region of 0 HU as soft tissue: the shared 3 mm abdomen-pelvis CT on a grid rotated 30
+degrees about the left-right axis gave liver Dice 0.93 with the fill at -1024 HU and 0.65 at 0 HU, and rotated 44
+degrees in-plane its 0 HU fill (2,150 mL) was kept as the liver (Dice 0; docs/bad_inputs.md, 29 Nov 2026).
+
+:func:`find_resampling_fill` finds such a fill by what a measurement never holds: one bit-identical value over a large
+region that reaches the edge of the slices. ``segment`` gives the network a copy with air there
+(:func:`without_fill`; the user's CT and file are never changed), labels no liver or tumor there, and warns
+(:func:`resampling_fill_warning`). Array axes are ``(z, y, x)``; "slices" are the planes of the first array axis.
+"""
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from ..validation import PADDING_BELOW_HU
+from ..volume import CTVolume, ImageGeometry
+
+FILL_ABOVE_HU = -900.0
+"""Only a value above this (HU) is a fill to find: air held exactly (-1024 or -1000, as int16 CTs often store it, or
+a fill of -1024) is air to the network already (every window of the bundled model reads -1000 and below alike), and a
+value below :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU` is the scanner's padding, which the checks already
+read as outside the scan."""
+
+OUTSIDE_SCAN_HU = -1024.0
+"""What the network is given where the fill was: air, the value the preprocessing pads with (``pad_hu``) and the fill
+with which the rotated CT above kept its Dice."""
+
+MIN_PART_MM2 = 100.0
+"""A region of one value in one slice counts only from this area (mm^2, 1 cm^2: 200 pixels of a 0.7 mm CT, 11 of a 3
+mm one). Noise of 5-30 HU leaves patches of one whole HU value a few pixels wide; a fill covers the slice's edge
+beyond the old grid, a band or corner many cm long."""
+
+MIN_EDGE_RUN_MM = 10.0
+"""A slice is searched for a value only where it holds that value along at least this much (mm, and 3 pixels) of
+its edge without a break: the part of a slice beyond the old grid meets the slice's edge along its whole width, while
+noise repeats a whole HU value along the edge for a pixel or two. A noisy body wider than the image (300 slices of 512
+x 512) took 3.3 s when every slice whose edge held one of the three values most frequent there was labelled, 0.03 s
+with this and :data:`CANDIDATE_VALUES` chosen by repeats."""
+
+MIN_FILL_ML = 10.0
+"""A fill counts from this volume (mL; a 2.7 cm cube), or from :data:`MIN_FILL_GRID_FRACTION` of a grid too small to
+hold it. A smaller sliver along the grid's edge cannot pass for an organ; the fills that did (above) held hundreds to
+thousands of mL."""
+
+MIN_FILL_GRID_FRACTION = 0.05
+"""The fraction of the grid's volume from which a fill counts when that is below :data:`MIN_FILL_ML` (a grid under
+200 mL: a crop around a lesion)."""
+
+MIN_DISTINCT_TISSUE_VALUES = 30
+"""The CT's values above :data:`FILL_ABOVE_HU`, outside the fill, must take at least this many distinct values (in a
+sample of :data:`TISSUE_SAMPLE_VOXELS`). A patient's CT holds hundreds to thousands (noise of 5-30 HU over tissue from
+fat to bone; one tissue alone at 5 HU of noise spreads over some 30 whole values); a drawn phantom of a few constant
+tissues holds a handful. In such an image regions of one value are
+what it is made of, so one that reaches the edge (a constant body wider than the image) is no sign of a fill."""
+
+TISSUE_SAMPLE_VOXELS = 2_000_000
+"""About how many voxels (evenly strided) are read to count the CT's distinct tissue values."""
+
+CANDIDATE_VALUES = 3
+"""How many values (above :data:`FILL_ABOVE_HU`) are tried as a fill: those most often equal to the next pixel along
+the slices' edges (a fill repeats along the edge; noise seldom does)."""
+
+
+@dataclass
+class ResamplingFill:
+    """A fill found by :func:`find_resampling_fill`: ``mask`` (bool, ``(z, y, x)``, the CT's grid) of the voxels
+    read as outside the scan, the ``values`` (HU) they hold exactly, and their ``volume_ml``."""
+
+    mask: np.ndarray
+    values: List[float]
+    volume_ml: float
+
+    def record(self) -> Dict[str, Any]:
+        """The report's ``resampling_fill``: the values (HU), their volume (mL) and what the network read there."""
+        return {"values_hu": list(self.values), "volume_ml": round(self.volume_ml, 1), "read_as_hu": OUTSIDE_SCAN_HU}
+
+
+def _edge_values(hu: np.ndarray) -> np.ndarray:
+    """The voxels on the first and last row and column of every slice of ``hu`` (``(z, y, x)``), one row per slice:
+    each side's pixels in order (first row, last row, first column, last column; the corners on the rows)."""
+    rows, columns = hu[:, [0, -1], :], hu[:, 1:-1, :][:, :, [0, -1]].transpose(0, 2, 1)
+    return np.concatenate([rows.reshape(hu.shape[0], -1), columns.reshape(hu.shape[0], -1)], axis=1)
+
+
+def _candidate_values(edges: np.ndarray) -> List[Any]:
+    """The (at most :data:`CANDIDATE_VALUES`) values above :data:`FILL_ABOVE_HU` most often equal to the next pixel
+    of ``edges`` (:func:`_edge_values`), most often first, in the CT's own dtype (compared bit for bit)."""
+    repeated = edges[:, 1:][edges[:, 1:] == edges[:, :-1]]  # NaN never equals itself
+    values = repeated[repeated > FILL_ABOVE_HU]
+    if values.size == 0:
+        return []
+    unique, counts = np.unique(values, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:CANDIDATE_VALUES]
+    return [unique[i] for i in order]
+
+
+def _slices_with_edge_run(edges: np.ndarray, value: Any, run_px: int) -> np.ndarray:
+    """Indices of the slices whose ``edges`` (:func:`_edge_values`) hold ``value`` on ``run_px`` pixels in a row."""
+    if run_px > edges.shape[1]:
+        return np.zeros(0, dtype=int)
+    counts = np.zeros((edges.shape[0], edges.shape[1] + 1), dtype=np.int32)
+    np.cumsum(edges == value, axis=1, out=counts[:, 1:])
+    return np.nonzero(((counts[:, run_px:] - counts[:, :-run_px]) == run_px).any(axis=1))[0]
+
+
+def _edge_regions(plane: np.ndarray, pixel_mm2: float) -> Optional[np.ndarray]:
+    """The pixels of ``plane`` (bool, one slice) in its parts of at least :data:`MIN_PART_MM2` that reach the slice's
+    edge (4-neighbour parts), or None when there are none."""
+    from scipy import ndimage
+
+    parts, count = ndimage.label(plane)
+    if count == 0:
+        return None
+    on_edge = np.unique(np.concatenate([parts[0], parts[-1], parts[:, 0], parts[:, -1]]))
+    on_edge = on_edge[on_edge > 0]
+    sizes = np.bincount(parts.ravel(), minlength=count + 1)
+    large = on_edge[sizes[on_edge] * pixel_mm2 >= MIN_PART_MM2]
+    return np.isin(parts, large) if large.size else None
+
+
+def _value_fill(hu: np.ndarray, value: Any, slices: np.ndarray, pixel_mm2: float) -> Dict[int, np.ndarray]:
+    """Slice index -> pixels of that slice holding exactly ``value`` in large parts that reach its edge, for the
+    slices listed in ``slices`` (those whose edge holds a run of the value)."""
+    found = {}
+    for z in slices:
+        region = _edge_regions(hu[z] == value, pixel_mm2)
+        if region is not None:
+            found[int(z)] = region
+    return found
+
+
+def _is_measured(hu: np.ndarray, fill_values: List[Any]) -> bool:
+    """True when ``hu``'s values above :data:`FILL_ABOVE_HU` other than ``fill_values`` take at least
+    :data:`MIN_DISTINCT_TISSUE_VALUES` distinct values in an evenly strided sample: a measured CT, not a drawn one."""
+    step = max(1, int(np.ceil((hu.size / TISSUE_SAMPLE_VOXELS) ** (1.0 / 3.0))))
+    sample = hu[::step, ::step, ::step].ravel()
+    tissue = sample[(sample > FILL_ABOVE_HU) & ~np.isin(sample, fill_values)]
+    return np.unique(tissue).size >= MIN_DISTINCT_TISSUE_VALUES
+
+
+def find_resampling_fill(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Optional[ResamplingFill]:
+    """The fill a resampling left outside the original field of view of a CT ``hu_zyx`` (``(z, y, x)`` HU on
+    ``geometry``), or None.
+
+    A fill is a value above :data:`FILL_ABOVE_HU` (air and the scanner's padding are read as outside the body
+    already) held bit for bit by parts of slices of at least :data:`MIN_PART_MM2` that reach the slice's edge, in all
+    at least :data:`MIN_FILL_ML` (or :data:`MIN_FILL_GRID_FRACTION` of a small grid; searched in the slices whose edge
+    holds a run of the value, :data:`MIN_EDGE_RUN_MM`), in a CT whose other tissue
+    values are those of a measurement (:data:`MIN_DISTINCT_TISSUE_VALUES`). The part of a slice beyond the old grid
+    reaches the slice's edge wherever the slice crosses the old grid's box (what lies outside a convex region reaches
+    the edge), so the slices are searched one by one."""
+    hu = np.asarray(hu_zyx)
+    if hu.ndim != 3 or min(hu.shape) < 1 or hu.shape[1] < 3 or hu.shape[2] < 3 or hu.dtype.kind not in "iuf":
+        return None
+    sx, sy, sz = (float(s) for s in geometry.spacing)
+    pixel_mm2, voxel_ml = sx * sy, sx * sy * sz / 1000.0
+    needed_ml = min(MIN_FILL_ML, MIN_FILL_GRID_FRACTION * hu.size * voxel_ml)
+    run_px = max(3, int(np.ceil(MIN_EDGE_RUN_MM / max(sx, sy))))
+    edges = _edge_values(hu)
+    found = {}  # type: Dict[Any, Dict[int, np.ndarray]]
+    for value in _candidate_values(edges):
+        slices = _slices_with_edge_run(edges, value, run_px)
+        regions = _value_fill(hu, value, slices, pixel_mm2)
+        if sum(int(region.sum()) for region in regions.values()) * voxel_ml >= needed_ml:
+            found[value] = regions
+    if not found or not _is_measured(hu, list(found)):
+        return None
+    mask = np.zeros(hu.shape, dtype=bool)
+    for regions in found.values():
+        for z, region in regions.items():
+            mask[z] |= region
+    values = sorted(float(value) for value in found)
+    return ResamplingFill(mask=mask, values=values, volume_ml=float(mask.sum()) * voxel_ml)
+
+
+def _outside_scan_value(dtype: np.dtype) -> Any:
+    """:data:`OUTSIDE_SCAN_HU` in ``dtype`` when it holds it, else None (the copy is then made float32)."""
+    if dtype.kind == "f":
+        return dtype.type(OUTSIDE_SCAN_HU)
+    info = np.iinfo(dtype)
+    return dtype.type(OUTSIDE_SCAN_HU) if info.min <= OUTSIDE_SCAN_HU <= info.max else None
+
+
+def without_fill(volume: CTVolume, mask: np.ndarray) -> CTVolume:
+    """A copy of ``volume`` (same geometry, source and meta; ``volume`` itself untouched) with
+    :data:`OUTSIDE_SCAN_HU` where ``mask`` (a :class:`ResamplingFill`'s, bool ``(z, y, x)``) is set: what the network
+    and the rules that read HU are given. A dtype that cannot hold it (unsigned) is copied as float32."""
+    array = np.asarray(volume.array)
+    value = _outside_scan_value(array.dtype)
+    cleaned = array.copy() if value is not None else array.astype(np.float32)
+    cleaned[mask] = OUTSIDE_SCAN_HU if value is None else value
+    return CTVolume(cleaned, volume.geometry, source=volume.source, meta=volume.meta)
+
+
+def resampling_fill_warning(record: Optional[Dict[str, Any]]) -> Optional[str]:
+    """The warning for the report's ``resampling_fill`` record (:meth:`ResamplingFill.record`), or None for none."""
+    if not record:
+        return None
+    values = " and ".join(f"{value:g}" for value in record["values_hu"])
+    return (f"{record['volume_ml']:.0f} mL of the CT hold exactly {values} HU in regions that reach the edge of its "
+            f"slices: the fill a resampling puts outside the original field of view (SimpleITK's and Slicer's default "
+            f"fill is 0 HU), which the network would read as tissue. They were read as outside the scan (air, "
+            f"{OUTSIDE_SCAN_HU:g} HU, to the network; no liver or tumor labelled there). Resample with a fill of "
+            f"{OUTSIDE_SCAN_HU:g} HU (or the scanner's padding value, below {PADDING_BELOW_HU:g} HU) to avoid this.")

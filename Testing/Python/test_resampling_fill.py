@@ -1,0 +1,218 @@
+"""A resampling's fill outside the original field of view (LiverTumorSegLib.inference.resampling_fill): one exact
+value above air over a large region that reaches the edge of the slices is found with its volume, read as outside
+the scan (air on the network's copy, no label there, a warning), and real CTs, air held exactly, padding and drawn
+phantoms are left alone."""
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.inference.resampling_fill import (OUTSIDE_SCAN_HU, find_resampling_fill,
+                                                        resampling_fill_warning, without_fill)
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+DATA = Path(__file__).resolve().parents[1] / "Data"
+SPACING = (2.0, 2.0, 4.0)  # (x, y, z) mm: one voxel is 0.016 mL
+VOXEL_ML = 2.0 * 2.0 * 4.0 / 1000.0
+
+
+def _body_ct(shape=(8, 96, 96), seed=0, liver_noise_hu=2.0):
+    """A noisy body in noisy air, ``(z, y, x)`` int16 HU: fat (-100 HU) and muscle (40 HU), 15 HU of noise, around a
+    liver-like core of 60 HU; an ellipse of 40 x 30 pixels' radii, far from the slices' corners."""
+    rng = np.random.default_rng(seed)
+    z, h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot((xx - (w - 1) / 2) / 40.0, (yy - (h - 1) / 2) / 30.0)
+    plane = np.select([r <= 0.6, r <= 0.8, r <= 1.0], [60.0, 40.0, -100.0], -1000.0)
+    noise = np.where(r <= 0.6, liver_noise_hu, np.where(r <= 1.0, 15.0, 20.0))
+    hu = plane[None] + rng.normal(0.0, 1.0, size=shape) * noise[None]
+    return np.rint(hu).astype(np.int16)
+
+
+def _corners(shape=(8, 96, 96), beyond_px=70):
+    """The slices' four corners (``(z, y, x)`` bool) as a grid turned 45 degrees in-plane leaves them: pixels farther
+    than ``beyond_px`` from the centre in |dx| + |dy|, triangles with 25 pixel legs in a 96 x 96 slice."""
+    z, h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    corner = np.abs(xx - (w - 1) / 2) + np.abs(yy - (h - 1) / 2) > beyond_px
+    return np.broadcast_to(corner, shape).copy()
+
+
+def _filled(value, dtype=np.int16):
+    hu, corners = _body_ct().astype(dtype), _corners()
+    hu[corners] = value
+    return hu, corners
+
+
+def test_corners_filled_with_exactly_0_hu_are_found_with_their_volume():
+    hu, corners = _filled(0)
+    fill = find_resampling_fill(hu, ImageGeometry(spacing=SPACING))
+    assert fill is not None and fill.values == [0.0]
+    assert np.array_equal(fill.mask, corners)
+    assert fill.volume_ml == pytest.approx(corners.sum() * VOXEL_ML, rel=1e-6)
+    assert fill.volume_ml > 100  # 8 slices of four 25-pixel triangles
+    record = fill.record()
+    assert record == {"values_hu": [0.0], "volume_ml": round(fill.volume_ml, 1), "read_as_hu": -1024.0}
+
+
+def test_a_float_ct_and_another_fill_value_are_found_too():
+    hu, corners = _filled(0.0, np.float32)
+    hu += np.float32(0.25) * ~corners  # values off the integers: the tissue is still noisy, the fill exact
+    fill = find_resampling_fill(hu, ImageGeometry(spacing=SPACING))
+    assert fill is not None and np.array_equal(fill.mask, corners)
+    hu, corners = _filled(60)  # a fill of the liver's own density
+    fill = find_resampling_fill(hu, ImageGeometry(spacing=SPACING))
+    assert fill is not None and fill.values == [60.0] and np.array_equal(fill.mask, corners)
+
+
+def test_a_ct_padded_with_0_to_a_larger_extent_is_found():
+    hu = np.pad(_body_ct(), ((0, 0), (0, 0), (16, 0)), constant_values=0)  # 16 columns of 0 HU left of the grid
+    fill = find_resampling_fill(hu, ImageGeometry(spacing=SPACING))
+    assert fill is not None and fill.mask[:, :, :16].all() and fill.mask[:, :, 16:].sum() == 0
+    assert fill.volume_ml == pytest.approx(8 * 96 * 16 * VOXEL_ML, rel=1e-6)  # 196.6 mL
+
+
+def test_air_and_padding_held_exactly_are_not_a_fill():
+    for value in (-1024, -1000, -2048, -3024):
+        hu, _ = _filled(value)
+        assert find_resampling_fill(hu, ImageGeometry(spacing=SPACING)) is None, value
+
+
+def test_a_constant_body_away_from_the_edge_and_a_small_fill_are_not_found():
+    hu = _body_ct()
+    yy, xx = np.mgrid[0:96, 0:96]
+    hu[:, np.hypot(xx - 47.5, yy - 47.5) <= 20] = 40  # a constant organ of 40 HU, 10 mL per slice: touches no edge
+    assert find_resampling_fill(hu, ImageGeometry(spacing=SPACING)) is None
+    hu, small = _body_ct(), np.zeros((8, 96, 96), bool)
+    small[0, :48, :48] = _corners()[0, :48, :48]  # one corner of one slice: 5.2 mL, under 10 mL
+    hu[small] = 0
+    assert 5 < small.sum() * VOXEL_ML < 10
+    assert find_resampling_fill(hu, ImageGeometry(spacing=SPACING)) is None
+    hu[:2][_corners()[:2]] = 0  # the four corners of two slices: 42 mL
+    assert find_resampling_fill(hu, ImageGeometry(spacing=SPACING)).volume_ml == pytest.approx(41.6, abs=0.1)
+
+
+def test_a_drawn_phantom_whose_constant_body_is_wider_than_the_image_is_not_a_fill():
+    yy, xx = np.mgrid[0:96, 0:96]
+    plane = np.where(np.hypot((xx - 47.5) / 60.0, (yy - 47.5) / 30.0) <= 1, 40, -1000).astype(np.int16)
+    hu = np.repeat(plane[None], 8, axis=0)  # 40 HU reaching both sides; no noise: one value is no sign of a fill
+    assert find_resampling_fill(hu, ImageGeometry(spacing=SPACING)) is None
+
+
+@pytest.mark.parametrize("name", ["example_ct_sm.nii.gz", "ct3slice_ct.nii.gz"])
+def test_the_shared_real_cts_hold_no_fill(name):
+    from LiverTumorSegLib.io import read_volume
+
+    volume = read_volume(DATA / name)
+    assert find_resampling_fill(volume.array, volume.geometry) is None
+
+
+def test_without_fill_makes_a_copy_with_air_there_and_keeps_the_ct():
+    hu, corners = _filled(0)
+    volume = CTVolume(hu, ImageGeometry(spacing=SPACING), source="ct.nii.gz")
+    before = hu.copy()
+    cleaned = without_fill(volume, corners)
+    assert np.array_equal(volume.array, before)  # the user's CT is untouched
+    assert cleaned.array.dtype == np.int16 and (cleaned.array[corners] == OUTSIDE_SCAN_HU).all()
+    assert np.array_equal(cleaned.array[~corners], before[~corners]) and cleaned.geometry == volume.geometry
+    unsigned = CTVolume(np.full((2, 8, 8), 40, np.uint16), ImageGeometry(spacing=SPACING))
+    mask = np.zeros((2, 8, 8), bool)
+    mask[:, 0] = True
+    assert without_fill(unsigned, mask).array.dtype == np.float32  # -1024 does not fit in uint16
+    assert (without_fill(unsigned, mask).array[mask] == -1024).all()
+
+
+def test_the_warning_says_how_much_what_was_done_and_what_to_do():
+    warning = resampling_fill_warning({"values_hu": [0.0], "volume_ml": 2150.4, "read_as_hu": -1024.0})
+    assert warning.startswith("2150 mL of the CT hold exactly 0 HU in regions that reach the edge of its slices")
+    assert "read as outside the scan" in warning and "no liver or tumor labelled there" in warning
+    assert "Resample with a fill of -1024 HU" in warning and "\n" not in warning
+    assert resampling_fill_warning(None) is None
+
+
+class _RecordingEngine:
+    """An engine stand-in: records the CT it is given and labels everything above -500 HU liver."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        self.package, self.given = SimpleNamespace(metadata={}, name="stand-in", path="stand-in"), []
+
+    def predict(self, volume, progress=None, cancel=None):
+        self.given.append(volume)
+        return (np.asarray(volume.array) > -500).astype(np.uint8)
+
+
+def _segmenter(engine, **options):
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    return Segmenter(SegmentationOptions(postprocessing=PostprocessingOptions.disabled(), **options), engine=engine)
+
+
+def test_segment_gives_the_network_air_in_the_fill_and_labels_nothing_there():
+    hu, corners = _filled(0)
+    volume = CTVolume(hu, ImageGeometry(spacing=SPACING))
+    before = hu.copy()
+    engine = _RecordingEngine()
+    result = _segmenter(engine).segment_volume(volume, checked=True)
+    given = np.asarray(engine.given[0].array)
+    assert (given[corners] == -1024).all() and np.array_equal(given[~corners], before[~corners])
+    assert np.array_equal(volume.array, before)  # the caller's CT as it was
+    assert result.labels[corners].max() == 0 and result.labels[~corners].sum() > 0
+    record = result.report["resampling_fill"]
+    assert record["values_hu"] == [0.0] and record["volume_ml"] == pytest.approx(corners.sum() * VOXEL_ML, abs=0.1)
+    warning = [w for w in result.warnings if "reach the edge of its slices" in w]
+    assert len(warning) == 1 and warning[0].startswith(f"{record['volume_ml']:.0f} mL of the CT hold exactly 0 HU")
+    assert result.report["warnings"] == result.warnings
+
+
+def test_a_ct_without_a_fill_is_given_to_the_network_as_it_is():
+    volume = CTVolume(_body_ct(), ImageGeometry(spacing=SPACING))
+    engine = _RecordingEngine()
+    result = _segmenter(engine, body_size_scaling=False).segment_volume(volume, checked=True)
+    assert engine.given[0] is volume and "resampling_fill" not in result.report
+    assert not any("reach the edge of its slices" in w for w in result.warnings)
+
+
+def test_the_network_s_liver_in_a_liver_dense_fill_is_cleared_and_the_fill_is_read_as_air():
+    from inference_helpers import oracle_package, oracle_predictor
+
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+
+    seen = []
+
+    def predictor(x_nchw):  # the oracle labels 55-65 HU liver: a 60 HU fill too, if it were given as it is
+        seen.append(x_nchw.copy())
+        return oracle_predictor(x_nchw)
+
+    hu, corners = _filled(60)
+    volume = CTVolume(hu, ImageGeometry(spacing=SPACING))
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=8, batch_predictor=predictor)
+    result = _segmenter(engine).segment_volume(volume, checked=True)
+    given = np.concatenate(seen)[:, 0]  # (z, y, x) windowed 0..100 HU: air is 0
+    assert given.shape == hu.shape and given[corners].max() == 0.0
+    assert result.labels[corners].max() == 0
+    liver = (result.labels == 1) & ~corners
+    assert liver.sum() > 0.8 * ((np.abs(hu.astype(float) - 60) <= 5) & ~corners).sum()
+
+
+def test_segment_file_says_it_on_stderr_and_in_the_report(tmp_path, caplog):
+    from LiverTumorSegLib.io import read_volume, write_volume
+
+    hu, corners = _filled(0)
+    path = write_volume(tmp_path / "resampled.nii.gz", CTVolume(hu, ImageGeometry(spacing=SPACING)))
+    with caplog.at_level(logging.WARNING):
+        result = _segmenter(_RecordingEngine()).segment_file(path, tmp_path / "seg.nii.gz",
+                                                             report_path=tmp_path / "r.json")
+    said = [r.getMessage() for r in caplog.records if "reach the edge of its slices" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("warning: ")
+    import json
+
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert any("reach the edge of its slices" in w for w in report["warnings"])
+    assert report["resampling_fill"]["values_hu"] == [0.0]
+    assert np.array_equal(read_volume(path).array, hu)  # the input file as it was
+    assert result.labels[corners].max() == 0

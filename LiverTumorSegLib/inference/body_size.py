@@ -90,7 +90,8 @@ DIAMETER_PERCENTILE = 75.0
 scan's end, in a scan that reaches beyond the abdomen."""
 
 
-def body_diameter_mm(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Dict[str, Any]:
+def body_diameter_mm(hu_zyx: np.ndarray, geometry: ImageGeometry, outside_scan_zyx: Optional[np.ndarray] = None
+                     ) -> Dict[str, Any]:
     """The body's size in a CT ``hu_zyx`` (``(z, y, x)`` HU on ``geometry``): ``{"diameter_mm": float or None,
     "slices_measured": int, "slices_cut": int}``. Each of up to :data:`SAMPLED_SLICES` axial slices gives the
     area-equivalent diameter ``2 sqrt(area / pi)`` (mm; the "effective diameter" of CT dosimetry, AAPM Report 204,
@@ -102,7 +103,8 @@ def body_diameter_mm(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Dict[str, A
     slice's edge or beside padding (below :data:`PADDING_BELOW_HU`, or a round field of view padded with the value of
     air, :func:`_round_air_padding`) along more than :data:`MAX_CUT_EDGE_FRACTION` of its edge is cut and counts in
     ``slices_cut``. ``diameter_mm`` (the :data:`DIAMETER_PERCENTILE` percentile of the measured slices) is None when
-    no slice has a body or too many are cut (:data:`MAX_CUT_FRACTION`)."""
+    no slice has a body or too many are cut (:data:`MAX_CUT_FRACTION`). ``outside_scan_zyx`` (bool, same grid): more
+    voxels that count as padding, a resampling's fill (:mod:`.resampling_fill`): the body it cuts is cut."""
     from ..metrics.recist import axial_axis_zyx
 
     hu = np.asarray(hu_zyx)
@@ -116,7 +118,10 @@ def body_diameter_mm(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Dict[str, A
         part = _body_part(plane, pixel_spacing_mm, pixel_mm2)
         if part is None:
             continue
-        if _cut_edge_fraction(part, _padding(plane, pixel_spacing_mm)) > MAX_CUT_EDGE_FRACTION:
+        padding = _padding(plane, pixel_spacing_mm)
+        if outside_scan_zyx is not None:
+            padding = padding | np.take(outside_scan_zyx, int(k), axis=axis)[rows, columns]
+        if _cut_edge_fraction(part, padding) > MAX_CUT_EDGE_FRACTION:
             cut += 1
             continue
         diameters.append(2.0 * float(np.sqrt(part.sum() * pixel_mm2 / np.pi)))
@@ -307,10 +312,12 @@ def with_in_plane_scale(volume: CTVolume, scale: float) -> CTVolume:
                     meta=volume.meta)
 
 
-def body_size_record(volume: CTVolume, training_diameter_mm: Optional[float]) -> Dict[str, Any]:
-    """The report's ``body_size``: :func:`body_diameter_mm` of ``volume`` (in HU), the package's smallest training body
-    (``training_diameter_mm``, None when it records none) and the ``in_plane_scale`` the network got."""
-    record = body_diameter_mm(volume.array, volume.geometry)
+def body_size_record(volume: CTVolume, training_diameter_mm: Optional[float],
+                     outside_scan_zyx: Optional[np.ndarray] = None) -> Dict[str, Any]:
+    """The report's ``body_size``: :func:`body_diameter_mm` of ``volume`` (in HU; ``outside_scan_zyx``: a resampling's
+    fill, counted as padding), the package's smallest training body (``training_diameter_mm``, None when it records
+    none) and the ``in_plane_scale`` the network got."""
+    record = body_diameter_mm(volume.array, volume.geometry, outside_scan_zyx)
     record["training_diameter_mm"] = training_diameter_mm
     record["in_plane_scale"] = round(in_plane_scale(record["diameter_mm"], training_diameter_mm), 3)
     return record

@@ -371,7 +371,7 @@ class Segmenter:
         """``(the CT the network is given, the report's body_size record or None)`` for ``volume``: in a CT in HU a
         resampling's fill outside the original field of view (:mod:`.resampling_fill`) is given as air, on a copy;
         a body much narrower than the training adults' is given enlarged in-plane (:mod:`.body_size`;
-        ``options.body_size_scaling``, a CT in HU only, measured with the fill read as air); any other CT is given
+        ``options.body_size_scaling``, a CT in HU only; a body the fill cuts counts as cut); any other CT is given
         as it is. Kept for the same CT object until :meth:`predict` takes it, so an early resampling
         (:meth:`_prepare_while_loading`, a batch's reader) prepares the very object the engine is then given (its
         preparation serves only that object)."""
@@ -396,7 +396,7 @@ class Segmenter:
 
             training_diameter_mm = self._training_body_diameter_mm()
             try:
-                record = body_size_record(network_volume, training_diameter_mm)
+                record = body_size_record(network_volume, training_diameter_mm, None if fill is None else fill.mask)
             except Exception as error:  # noqa: BLE001 - the CT is then given as it is, and the report says why
                 log.warning("the body size check failed", exc_info=True)
                 record = body_size_failed_record(training_diameter_mm, error)

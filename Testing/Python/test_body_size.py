@@ -536,7 +536,7 @@ def test_preprocess_model_shows_a_small_body_at_its_own_size_and_its_help_says_s
 def test_a_failing_body_size_check_gives_the_ct_as_it_is_with_a_warning_not_an_error(monkeypatch):
     import LiverTumorSegLib.inference.body_size as body_size
 
-    def broken(hu_zyx, geometry):
+    def broken(hu_zyx, geometry, outside_scan_zyx=None):
         raise IndexError("index 3 is out of bounds")
 
     monkeypatch.setattr(body_size, "body_diameter_mm", broken)

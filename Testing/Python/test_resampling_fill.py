@@ -216,3 +216,25 @@ def test_segment_file_says_it_on_stderr_and_in_the_report(tmp_path, caplog):
     assert report["resampling_fill"]["values_hu"] == [0.0]
     assert np.array_equal(read_volume(path).array, hu)  # the input file as it was
     assert result.labels[corners].max() == 0
+
+
+def test_a_body_the_fill_cuts_is_not_measured_as_a_small_body():
+    """An adult body (330 x 250 mm) whose left 160 mm lie beyond the old grid (0 HU fill): the part left would read
+    as a child's body (about 220 mm) and be enlarged for the network, unless the fill counts as outside the scan."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.inference.body_size import PACKAGE_KEY
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:200, 0:200]
+    r = np.hypot((xx - 99.5) / 82.5, (yy - 99.5) / 62.5)  # radii in 2 mm pixels
+    plane = np.select([r <= 0.7, r <= 1.0], [50.0, -100.0], -1000.0)
+    hu = np.rint(plane[None] + rng.normal(0.0, 15.0, size=(6, 200, 200))).astype(np.int16)
+    hu[:, :, :80] = 0
+    volume = CTVolume(hu, ImageGeometry(spacing=(2.0, 2.0, 5.0)))
+    engine = _RecordingEngine()
+    engine.package = SimpleNamespace(metadata={PACKAGE_KEY: {"adult": 315.0}}, name="stand-in", path="stand-in")
+    result = _segmenter(engine).segment_volume(volume, checked=True)
+    assert result.report["resampling_fill"]["volume_ml"] == pytest.approx(6 * 200 * 80 * 0.02, rel=1e-6)
+    assert result.report["body_size"]["in_plane_scale"] == 1.0 and result.report["body_size"]["diameter_mm"] is None
+    assert engine.given[0].geometry.spacing == (2.0, 2.0, 5.0)

@@ -71,3 +71,18 @@ def test_every_key_of_a_measure_report_is_documented():
     lesion_keys = set().union(*(keys for keys, _ in tables["Per lesion (`lesions[i]`)"]))
     assert set(report) - case_keys == set()
     assert report["lesions"] and set(report["lesions"][0]) - lesion_keys == set()
+
+
+def test_the_resampling_fill_record_is_documented():
+    """A noisy phantom whose slices' corners hold exactly 0 HU (a resampling's default fill) gets ``resampling_fill``."""
+    from LiverTumorSegLib.phantom import make_phantom
+
+    ct = make_phantom((12, 40, 44), (2.0, 2.5, 4.0), noise_hu=8.0, seed=0).ct
+    yy, xx = np.mgrid[0:40, 0:44]
+    ct.array[:, np.abs(xx - 21.5) + np.abs(yy - 19.5) > 30] = 0
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                  batch_predictor=oracle_predictor)
+    report = Segmenter(engine=engine).segment_volume(ct).report
+    case_rows = _tables()["Case level"]
+    assert set(report) - set().union(*(keys for keys, _ in case_rows)) == set()
+    assert set(report["resampling_fill"]) - _row_of(case_rows, "resampling_fill") == set()

@@ -238,3 +238,33 @@ def test_a_body_the_fill_cuts_is_not_measured_as_a_small_body():
     assert result.report["resampling_fill"]["volume_ml"] == pytest.approx(6 * 200 * 80 * 0.02, rel=1e-6)
     assert result.report["body_size"]["in_plane_scale"] == 1.0 and result.report["body_size"]["diameter_mm"] is None
     assert engine.given[0].geometry.spacing == (2.0, 2.0, 5.0)
+
+
+def test_a_batch_reads_the_fill_as_a_single_run_does(tmp_path):
+    """The batch's reader thread prepares the network's CT ahead (Segmenter.network_volume): the case with a fill gets
+    the same labels, record and warning as a single run, the case without one none."""
+    pytest.importorskip("torch")
+    import json
+
+    from inference_helpers import oracle_package, oracle_predictor
+
+    from LiverTumorSegLib.inference.batch import find_cases, segment_batch
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+    from LiverTumorSegLib.io import read_label_map, write_volume
+
+    hu, corners = _filled(60)
+    (tmp_path / "cts").mkdir()
+    write_volume(tmp_path / "cts" / "filled.nii.gz", CTVolume(hu, ImageGeometry(spacing=SPACING)))
+    write_volume(tmp_path / "cts" / "plain.nii.gz", CTVolume(_body_ct(seed=1), ImageGeometry(spacing=SPACING)))
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=8,
+                                  batch_predictor=oracle_predictor)
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), _segmenter(engine))
+    assert [s.status for s in statuses] == ["done", "done"]
+    single = _segmenter(engine).segment_file(tmp_path / "cts" / "filled.nii.gz", tmp_path / "single.nii.gz")
+    batch = read_label_map(tmp_path / "out" / "filled.nii.gz").array
+    assert np.array_equal(batch, single.labels) and batch[corners].max() == 0 and (batch == 1).sum() > 0
+    filled = json.loads((tmp_path / "out" / "reports" / "filled.json").read_text())
+    plain = json.loads((tmp_path / "out" / "reports" / "plain.json").read_text())
+    assert filled["resampling_fill"] == single.report["resampling_fill"] and "resampling_fill" not in plain
+    assert sum("reach the edge of its slices" in w for w in filled["warnings"]) == 1
+    assert not any("reach the edge of its slices" in w for w in plain["warnings"])

@@ -93,16 +93,14 @@ checks' and the lesion report's threshold for it (:data:`~..validation.PADDING_B
 
 
 def liver_cut_by_image_side(labels_zyx: np.ndarray, geometry: ImageGeometry,
-                            hu_zyx: Optional[np.ndarray] = None, outside_scan_zyx: Optional[np.ndarray] = None) -> bool:
+                            hu_zyx: Optional[np.ndarray] = None) -> bool:
     """True when liver (label >= 1 of ``labels_zyx``, ``(z, y, x)`` on ``geometry``) lies on the first or last row
     or column of the slices (along either array axis that does not run head to foot; an axial scan: y and x) or,
     given the CT ``hu_zyx`` (same grid), next to (in the slice: a 4-neighbour) padding below
     :data:`FOV_PADDING_HU` outside a circular reconstruction field of view. A field of view narrower than the body
     (an obese patient, or one reconstructed around the liver) then cuts the liver, so its volume is that of the
     part inside the image: a 30 mm narrower field of view gave 871 of a 1123 mL liver without a word, and a
-    circular one of 228 mm 858 mL of a liver whose 943 mL inside it the scan showed. ``outside_scan_zyx`` (bool,
-    same grid, given with ``hu_zyx``): more voxels outside the scan, read as padding (a resampling's fill,
-    :mod:`.resampling_fill`)."""
+    circular one of 228 mm 858 mL of a liver whose 943 mL inside it the scan showed."""
     from ..metrics.recist import axial_axis_zyx
 
     labels = np.asarray(labels_zyx)
@@ -112,14 +110,13 @@ def liver_cut_by_image_side(labels_zyx: np.ndarray, geometry: ImageGeometry,
     in_plane = [axis for axis in range(3) if axis != head_foot]
     if any(bool((np.take(labels, end, axis=axis) >= 1).any()) for axis in in_plane for end in (0, -1)):
         return True
-    return hu_zyx is not None and _liver_next_to_padding(labels, np.asarray(hu_zyx), in_plane, outside_scan_zyx)
+    return hu_zyx is not None and _liver_next_to_padding(labels, np.asarray(hu_zyx), in_plane)
 
 
-def _liver_next_to_padding(labels_zyx: np.ndarray, hu_zyx: np.ndarray, in_plane: List[int],
-                           outside_scan_zyx: Optional[np.ndarray] = None) -> bool:
+def _liver_next_to_padding(labels_zyx: np.ndarray, hu_zyx: np.ndarray, in_plane: List[int]) -> bool:
     """True when a liver voxel (label >= 1 of ``labels_zyx``, a 0/1/2 label map) has a neighbour along an axis of
-    ``in_plane`` whose CT value is below :data:`FOV_PADDING_HU` (or that ``outside_scan_zyx``, bool, marks); only the
-    liver's bounding box is thresholded (0.1 s for a 200 x 250 x 260 voxel liver box of a 300 x 512 x 512 CT)."""
+    ``in_plane`` whose CT value is below :data:`FOV_PADDING_HU`; only the liver's bounding box is thresholded (0.1 s
+    for a 200 x 250 x 260 voxel liver box of a 300 x 512 x 512 CT)."""
     z = np.nonzero(labels_zyx.any(axis=(1, 2)))[0]  # labels 0/1/2: any label is liver (>= 1)
     if z.size == 0:
         return False
@@ -128,8 +125,6 @@ def _liver_next_to_padding(labels_zyx: np.ndarray, hu_zyx: np.ndarray, in_plane:
     box = tuple(slice(max(int(found[0]) - 1, 0), int(found[-1]) + 2) for found in liver_along)
     liver = labels_zyx[box] >= 1
     padding = hu_zyx[box] < FOV_PADDING_HU
-    if outside_scan_zyx is not None:
-        padding |= np.asarray(outside_scan_zyx)[box]
     if not padding.any():
         return False
     for axis in in_plane:

@@ -29,6 +29,11 @@ OUTSIDE_SCAN_HU = -1024.0
 """What the network is given where the fill was: air, the value the preprocessing pads with (``pad_hu``) and the fill
 with which the rotated CT above kept its Dice."""
 
+READ_AS_PADDING_HU = -3024.0
+"""What the checks after the network (post-processing, the lesion report, the plausibility checks) read where the fill
+was: the scanner's padding value, below :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`, so a liver or lesion
+beside the fill counts as cut by the scan's edge (``touches_scan_edge``), as beside a round field of view's padding."""
+
 MIN_PART_MM2 = 100.0
 """A region of one value in one slice counts only from this area (mm^2, 1 cm^2: 200 pixels of a 0.7 mm CT, 11 of a 3
 mm one). Noise of 5-30 HU leaves patches of one whole HU value a few pixels wide; a fill covers the slice's edge
@@ -177,22 +182,22 @@ def find_resampling_fill(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Optiona
     return ResamplingFill(mask=mask, values=values, volume_ml=float(mask.sum()) * voxel_ml)
 
 
-def _outside_scan_value(dtype: np.dtype) -> Any:
-    """:data:`OUTSIDE_SCAN_HU` in ``dtype`` when it holds it, else None (the copy is then made float32)."""
+def _outside_scan_value(dtype: np.dtype, hu: float) -> Any:
+    """``hu`` in ``dtype`` when it holds it, else None (the copy is then made float32)."""
     if dtype.kind == "f":
-        return dtype.type(OUTSIDE_SCAN_HU)
+        return dtype.type(hu)
     info = np.iinfo(dtype)
-    return dtype.type(OUTSIDE_SCAN_HU) if info.min <= OUTSIDE_SCAN_HU <= info.max else None
+    return dtype.type(hu) if info.min <= hu <= info.max else None
 
 
-def without_fill(volume: CTVolume, mask: np.ndarray) -> CTVolume:
-    """A copy of ``volume`` (same geometry, source and meta; ``volume`` itself untouched) with
-    :data:`OUTSIDE_SCAN_HU` where ``mask`` (a :class:`ResamplingFill`'s, bool ``(z, y, x)``) is set: what the network
-    and the rules that read HU are given. A dtype that cannot hold it (unsigned) is copied as float32."""
+def without_fill(volume: CTVolume, mask: np.ndarray, hu: float = OUTSIDE_SCAN_HU) -> CTVolume:
+    """A copy of ``volume`` (same geometry, source and meta; ``volume`` itself untouched) with ``hu`` where ``mask``
+    (a :class:`ResamplingFill`'s, bool ``(z, y, x)``) is set: :data:`OUTSIDE_SCAN_HU` for the network,
+    :data:`READ_AS_PADDING_HU` for the checks after it. A dtype that cannot hold it (unsigned) is copied as float32."""
     array = np.asarray(volume.array)
-    value = _outside_scan_value(array.dtype)
+    value = _outside_scan_value(array.dtype, hu)
     cleaned = array.copy() if value is not None else array.astype(np.float32)
-    cleaned[mask] = OUTSIDE_SCAN_HU if value is None else value
+    cleaned[mask] = hu if value is None else value
     return CTVolume(cleaned, volume.geometry, source=volume.source, meta=volume.meta)
 
 

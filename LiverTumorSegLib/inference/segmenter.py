@@ -703,7 +703,7 @@ class Segmenter:
         from .resampling_fill import resampling_fill_warning
 
         cut_by_scan_end = liver_cut_by_scan_end(labels, volume.geometry)
-        cut_by_image_side = liver_cut_by_image_side(labels, volume.geometry, hu, output.outside_scan)
+        cut_by_image_side = liver_cut_by_image_side(labels, volume.geometry, hu)  # a fill is padding in hu
         fill_warning = resampling_fill_warning(facts.get("resampling_fill"))
         warnings = ([fill_warning] if fill_warning else []) + head_foot_warnings(changes.get("head_foot_order")) + \
             postprocessing_warnings(changes, report["liver_volume_ml"], cut_by_scan_end) + \
@@ -929,17 +929,18 @@ def _resampling_fill(volume: CTVolume) -> Any:
 def _outside_scan_cleared(volume: CTVolume, output: "NetworkOutput"
                           ) -> Tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
     """``(network labels, tumor probability, CT array)`` of ``output`` for :meth:`Segmenter.finish`: where
-    ``output.outside_scan`` (a resampling's fill) is set, labels and probability 0 and the CT air (the network's
-    input there), on copies; without a fill, as they are (``volume.array`` itself)."""
+    ``output.outside_scan`` (a resampling's fill) is set, labels and probability 0 and the CT the scanner's padding
+    (:data:`~.resampling_fill.READ_AS_PADDING_HU`: outside the scan to every check, so a liver or lesion beside the
+    fill is cut by the scan's edge), on copies; without a fill, as they are (``volume.array`` itself)."""
     outside = output.outside_scan
     if outside is None:
         return output.labels, output.probability, volume.array
-    from .resampling_fill import without_fill
+    from .resampling_fill import READ_AS_PADDING_HU, without_fill
 
     labels = np.where(outside, np.zeros((), output.labels.dtype), output.labels)
     probability = None if output.probability is None else \
         np.where(outside, np.zeros((), output.probability.dtype), output.probability)
-    return labels, probability, without_fill(volume, outside).array
+    return labels, probability, without_fill(volume, outside, READ_AS_PADDING_HU).array
 
 
 def _prepare_while_loading_wanted(options: SegmentationOptions) -> bool:

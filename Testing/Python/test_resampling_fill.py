@@ -268,3 +268,30 @@ def test_a_batch_reads_the_fill_as_a_single_run_does(tmp_path):
     assert filled["resampling_fill"] == single.report["resampling_fill"] and "resampling_fill" not in plain
     assert sum("reach the edge of its slices" in w for w in filled["warnings"]) == 1
     assert not any("reach the edge of its slices" in w for w in plain["warnings"])
+
+
+def test_a_lesion_and_liver_beside_the_fill_are_cut_by_the_scan_s_edge():
+    """After the network the fill reads as the scanner's padding: a lesion beside it touches the scan's edge (its
+    volume and axes are lower bounds), and the liver beside it is cut by the field of view."""
+    from inference_helpers import oracle_package, oracle_predictor
+
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+    from LiverTumorSegLib.inference import SegmentationOptions
+
+    rng = np.random.default_rng(3)
+    hu = _body_ct()
+    hu[:, :, :30] = 0  # the old grid ended at x = 30: through the body and its liver-like core
+    hu[2:6, 44:52, 30:36] = np.rint(20 + rng.normal(0.0, 2.0, size=(4, 8, 6)))  # a lesion against that edge
+    volume = CTVolume(hu, ImageGeometry(spacing=SPACING))
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=8,
+                                  batch_predictor=oracle_predictor)
+    options = SegmentationOptions(postprocessing=PostprocessingOptions(min_lesion_ml=0))
+    result = Segmenter(options, engine=engine).segment_volume(volume, checked=True)
+    assert result.report["resampling_fill"]["volume_ml"] == pytest.approx(8 * 96 * 30 * VOXEL_ML, abs=0.05)
+    # (the oracle also calls the 40 HU muscle's noisy voxels of 10-30 HU tumor: the lesion is the one placed)
+    lesion = next(d for d in result.report["lesions"] if d["bounding_box_zyx"] == [[2, 6], [44, 52], [30, 36]])
+    assert lesion["touches_scan_edge"] is True and lesion["volume_ml"] == pytest.approx(4 * 8 * 6 * VOXEL_ML)
+    assert any("field of view cuts the liver" in w for w in result.warnings)
+    assert result.labels[:, :, :30].max() == 0

@@ -235,6 +235,27 @@ def _dilated_liver_mask(labels: CTVolume, reference, margin_mm: float = 20.0):
     return sitk.BinaryDilate(liver, radius)
 
 
+def _without_resampling_fill(ct: Optional[CTVolume], in_hu: bool, what: str, warnings: List[str]
+                             ) -> Optional[CTVolume]:
+    """``ct`` (a CT in HU, ``in_hu``) with a resampling's fill outside its original field of view
+    (:func:`~.inference.resampling_fill.find_resampling_fill`: SimpleITK's default 0 HU, e.g. a follow-up registered
+    onto the baseline's grid) set to the scanner's padding on a copy, and a warning naming ``what`` CT added to
+    ``warnings``; ``ct`` itself otherwise. ``segment`` labels nothing in such a fill, so read as tissue the follow-up
+    showed, a target lying there was 'disappeared'; as padding it lies outside the follow-up's view, as in a round
+    field of view's padding (and a lesion beside the baseline's fill is cut by its edge)."""
+    if ct is None or not in_hu:
+        return ct
+    from .inference.resampling_fill import (READ_AS_PADDING_HU, find_resampling_fill, resampling_fill_warning,
+                                            without_fill)
+
+    fill = find_resampling_fill(ct.array, ct.geometry)
+    if fill is None:
+        return ct
+    warning = resampling_fill_warning(fill.record(), for_network=False)
+    warnings.append(f"{what} CT: {warning}")
+    return without_fill(ct, fill.mask, READ_AS_PADDING_HU)
+
+
 def followup_view(followup: CTVolume, followup_ct: Optional[CTVolume] = None) -> np.ndarray:
     """What the follow-up scan shows, uint8 ``(z, y, x)`` on its grid (1 = shown): every voxel of its grid, less the
     scanner's padding outside a round field of view (CT values below
@@ -893,10 +914,15 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     from .validation import not_hu_reason
 
     # a CT read with followup's allow_non_hu: water density (which orders the RECIST targets) is judged in HU only
+    base_in_hu = baseline_ct is not None and not_hu_reason(baseline_ct) is None
+    follow_in_hu = followup_ct is not None and not_hu_reason(followup_ct) is None
+    fill_warnings = []  # type: List[str]
+    baseline_ct = _without_resampling_fill(baseline_ct, base_in_hu, "baseline", fill_warnings)
+    followup_ct = _without_resampling_fill(followup_ct, follow_in_hu, "follow-up", fill_warnings)
     base_report = lesion_report(baseline.array, baseline.geometry, baseline_ct.array if baseline_ct else None,
-                                in_hu=baseline_ct is not None and not_hu_reason(baseline_ct) is None)
+                                in_hu=base_in_hu)
     follow_report = lesion_report(followup.array, followup.geometry, followup_ct.array if followup_ct else None,
-                                  in_hu=followup_ct is not None and not_hu_reason(followup_ct) is None)
+                                  in_hu=follow_in_hu)
     base_components, _ = lesion_components(baseline.array, baseline.geometry)  # numbered as the reports are
     follow_components, _ = lesion_components(followup.array, followup.geometry)
     align = align_followup(baseline, followup, baseline_ct, followup_ct, method=alignment)
@@ -1043,7 +1069,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
         "library_version": str(__version__),  # which code judged it: the rules and rows change between versions
         # what reading the label maps said first (e.g. a .seg.nrrd segment not named as liver or tumor, left out)
         "warnings": [f"{which}: {w}" for which, v in (("baseline", baseline), ("follow-up", followup))
-                     for w in v.meta.get("warnings", [])] + list(align.warnings) + warnings,
+                     for w in v.meta.get("warnings", [])] + fill_warnings + list(align.warnings) + warnings,
         "lesions": entries,
         "alignment": align.to_dict(),
         "baseline": base_report,

@@ -201,13 +201,20 @@ def without_fill(volume: CTVolume, mask: np.ndarray, hu: float = OUTSIDE_SCAN_HU
     return CTVolume(cleaned, volume.geometry, source=volume.source, meta=volume.meta)
 
 
-def resampling_fill_warning(record: Optional[Dict[str, Any]]) -> Optional[str]:
-    """The warning for the report's ``resampling_fill`` record (:meth:`ResamplingFill.record`), or None for none."""
+def resampling_fill_warning(record: Optional[Dict[str, Any]], for_network: bool = True) -> Optional[str]:
+    """The warning for the report's ``resampling_fill`` record (:meth:`ResamplingFill.record`), or None for none.
+    ``for_network``: ``segment``'s words (the network got air there); False: a CT read without a network
+    (``followup``), where the fill was read as the scanner's padding."""
     if not record:
         return None
     values = " and ".join(f"{value:g}" for value in record["values_hu"])
-    return (f"{record['volume_ml']:.0f} mL of the CT hold exactly {values} HU in regions that reach the edge of its "
-            f"slices: the fill a resampling puts outside the original field of view (SimpleITK's and Slicer's default "
-            f"fill is 0 HU), which the network would read as tissue. They were read as outside the scan (air, "
+    found = (f"{record['volume_ml']:.0f} mL of the CT hold exactly {values} HU in regions that reach the edge of its "
+             f"slices: the fill a resampling puts outside the original field of view (SimpleITK's and Slicer's default "
+             f"fill is 0 HU)")
+    if not for_network:
+        return (f"{found}. They were read as outside the scan (as the scanner's padding: a lesion there is outside "
+                f"this scan's view). Give the CT as scanned, or resample it with a fill below {PADDING_BELOW_HU:g} HU "
+                f"(the scanner's padding value), which reads the same way.")
+    return (f"{found}, which the network would read as tissue. They were read as outside the scan (air, "
             f"{OUTSIDE_SCAN_HU:g} HU, to the network; no liver or tumor labelled there). Resample with a fill of "
             f"{OUTSIDE_SCAN_HU:g} HU (or the scanner's padding value, below {PADDING_BELOW_HU:g} HU) to avoid this.")

@@ -420,6 +420,29 @@ def test_a_target_in_the_followup_cts_padding_outside_its_round_field_of_view_is
     assert sorted(e["status"] for e in without_ct["lesions"]) == ["shrunk", "stable"]  # its part in the circle
 
 
+def test_a_target_in_the_followup_cts_resampling_fill_is_not_assessed():
+    """A follow-up CT resampled onto another grid with SimpleITK's default fill (0 HU) outside its own field of view:
+    segment labels nothing in the fill, and a target lying there was 'disappeared' (the fill read as tissue the
+    follow-up shows), the response PR instead of NE. The fill now reads as outside the scan, as the padding above."""
+    base = make_phantom((24, 48, 40), (2.0, 2.0, 3.0), lesions=[PhantomLesion((12, 19, 8), 7.0, 15.0),
+                                                                   PhantomLesion((12, 19, 17), 7.0, 20.0)],
+                        noise_hu=8.0, seed=0)
+    baseline, baseline_ct = labels_of(base), base.ct
+    y, x = np.mgrid[:48, :40]
+    outside = (y - 19) ** 2 + (x - 17) ** 2 > 6 ** 2  # the old grid's view: a disc of 12 mm radius
+    follow = CTVolume(np.where(outside[None], 0, base.labels).astype(np.uint8), base.ct.geometry, source="labels")
+    follow_ct = CTVolume(np.where(outside[None], 0, base.ct.array).astype(base.ct.array.dtype), base.ct.geometry,
+                         source="follow-up CT")
+    change = compare_followup(baseline, follow, baseline_ct, follow_ct, alignment="none")
+    by_status = {e["status"]: e for e in change["lesions"]}
+    assert sorted(by_status) == ["not_assessed", "stable"] and change["response"] == "NE"
+    assert by_status["not_assessed"]["not_assessed_reason"] == "outside_followup_view"
+    fill_ml = 24 * int(outside.sum()) * 2.0 * 2.0 * 3.0 / 1000
+    said = [w for w in change["warnings"] if "reach the edge of its slices" in w]
+    assert len(said) == 1 and said[0].startswith(f"follow-up CT: {fill_ml:.0f} mL of the CT hold exactly 0 HU")
+    assert np.array_equal(follow_ct.array[:, outside], np.zeros_like(follow_ct.array[:, outside]))  # not changed
+
+
 def test_a_lesion_cut_by_the_baseline_cts_round_field_of_view_is_not_called_gone_where_the_followup_shows_no_more():
     """A baseline lesion cut by the scanner's round field of view (padding outside the circle, no grid face) was
     taken as seen beyond that edge: gone at a follow-up of the same field of view it was 'disappeared', and with

@@ -45,6 +45,20 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def _without_resampling_fill(ct: Any, warnings: List[str]) -> Any:
+    """``ct`` (in HU) with a resampling's fill outside its original field of view
+    (:func:`~..inference.resampling_fill.find_resampling_fill`) set to the scanner's padding on a copy, so a lesion
+    beside it is cut by the scan's edge (``touches_scan_edge``), and the warning added to ``warnings``; else ``ct``."""
+    from ..inference.resampling_fill import (READ_AS_PADDING_HU, find_resampling_fill, resampling_fill_warning,
+                                             without_fill)
+
+    fill = find_resampling_fill(ct.array, ct.geometry)
+    if fill is None:
+        return ct
+    warnings.append(resampling_fill_warning(fill.record(), for_network=False))
+    return without_fill(ct, fill.mask, READ_AS_PADDING_HU)
+
+
 def summary_lines(report: Dict[str, Any], limit: Optional[int] = None) -> List[str]:
     """Human-readable lines: liver, burden, RECIST targets and one line per lesion (at most ``limit``; None:
     :data:`~..inference.lesion_report.LISTED_LESIONS_MAX`, as segment's summary and the warnings)."""
@@ -113,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
 
         misfit = reoriented_label_fit_warning(args.labels, ct, labels)
         warnings += [misfit] if misfit else []
+    if in_hu:  # a resampling's 0 HU fill read as tissue: a lesion against the old grid's edge was reported whole
+        ct = _without_resampling_fill(ct, warnings)
     if ct is None:  # with --ct, the CT's own check has said it (in these words: read_checked_ct's for_model=False)
         from ..validation import measurement_tilt_warnings
 

@@ -204,7 +204,7 @@ def without_fill(volume: CTVolume, mask: np.ndarray, hu: float = OUTSIDE_SCAN_HU
 def resampling_fill_warning(record: Optional[Dict[str, Any]], for_network: bool = True) -> Optional[str]:
     """The warning for the report's ``resampling_fill`` record (:meth:`ResamplingFill.record`), or None for none.
     ``for_network``: ``segment``'s words (the network got air there); False: a CT read without a network
-    (``followup``), where the fill was read as the scanner's padding."""
+    (``measure --ct``, ``followup``), where the fill was read as the scanner's padding."""
     if not record:
         return None
     values = " and ".join(f"{value:g}" for value in record["values_hu"])
@@ -212,8 +212,8 @@ def resampling_fill_warning(record: Optional[Dict[str, Any]], for_network: bool 
              f"slices: the fill a resampling puts outside the original field of view (SimpleITK's and Slicer's default "
              f"fill is 0 HU)")
     if not for_network:
-        return (f"{found}. They were read as outside the scan (as the scanner's padding: a lesion there is outside "
-                f"this scan's view). Give the CT as scanned, or resample it with a fill below {PADDING_BELOW_HU:g} HU "
+        return (f"{found}. They were read as outside the scan, as the scanner's padding (a lesion beside them is cut "
+                f"by the scan's edge). Give the CT as scanned, or resample it with a fill below {PADDING_BELOW_HU:g} HU "
                 f"(the scanner's padding value), which reads the same way.")
     return (f"{found}, which the network would read as tissue. They were read as outside the scan (air, "
             f"{OUTSIDE_SCAN_HU:g} HU, to the network; no liver or tumor labelled there). Resample with a fill of "

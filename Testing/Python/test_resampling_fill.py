@@ -295,3 +295,32 @@ def test_a_lesion_and_liver_beside_the_fill_are_cut_by_the_scan_s_edge():
     assert lesion["touches_scan_edge"] is True and lesion["volume_ml"] == pytest.approx(4 * 8 * 6 * VOXEL_ML)
     assert any("field of view cuts the liver" in w for w in result.warnings)
     assert result.labels[:, :, :30].max() == 0
+
+
+def test_measure_with_the_ct_reads_the_fill_as_the_scanner_s_padding(tmp_path, capsys):
+    """``measure --ct`` of a label map whose lesion lies against the old grid's edge: cut by the scan's edge (a lower
+    bound, no RECIST target), not reported whole, and the fill is named on stderr; the CT file is left as it is."""
+    import json
+
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.io import read_volume, write_label_map, write_volume
+
+    hu = _body_ct()
+    hu[:, :, :30] = 0
+    yy, xx = np.mgrid[0:96, 0:96]
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[:, np.hypot((xx - 47.5) / 40.0, (yy - 47.5) / 30.0) <= 0.6] = 1
+    labels[:, :, :30] = 0
+    labels[2:6, 44:52, 30:36] = 2
+    geometry = ImageGeometry(spacing=SPACING)
+    ct_path = write_volume(tmp_path / "ct.nii.gz", CTVolume(hu, geometry))
+    labels_path = write_label_map(tmp_path / "labels.nii.gz", labels, geometry)
+    assert main(["measure", str(labels_path), "--ct", str(ct_path), "-o", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    (lesion,) = report["lesions"]
+    assert lesion["touches_scan_edge"] is True and report["recist"]["target_lesion_ids"] == []
+    said = [line for line in capsys.readouterr().err.splitlines() if "reach the edge of its slices" in line]
+    assert len(said) == 1 and said[0].startswith(f"warning: {8 * 96 * 30 * VOXEL_ML:.0f} mL of the CT hold exactly 0")
+    assert "read as outside the scan, as the scanner's padding" in said[0]
+    assert sum("reach the edge of its slices" in w for w in report["warnings"]) == 1
+    assert np.array_equal(read_volume(ct_path).array, hu)

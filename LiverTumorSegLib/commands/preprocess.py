@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = (PreprocessingConfig.from_file(args.config) if args.config
                   else PreprocessingConfig.preset(args.preset or "default"))
-    volume = read_checked_ct(args.input, args.series, args.allow_non_hu)
+    volume = _as_segment_gives_it(read_checked_ct(args.input, args.series, args.allow_non_hu))
     from ..validation import check_network_memory
 
     check_network_memory(volume, config)  # the preview resamples the whole volume to the network grid
@@ -79,6 +79,24 @@ def run(args: argparse.Namespace) -> int:
     for i, name in enumerate(config.channel_descriptions):
         print(f"  channel {i}: {name}")
     return 0
+
+
+def _as_segment_gives_it(volume: Any) -> Any:
+    """``volume`` as ``segment`` gives it to the network: a CT in HU with a resampling's fill outside its original
+    field of view (:mod:`~..inference.resampling_fill`) gets -1024 HU there on a copy, with segment's warning on
+    stderr (the preview showed the fill as the soft tissue the network would have seen)."""
+    import sys
+
+    from ..inference.resampling_fill import find_resampling_fill, resampling_fill_warning, without_fill
+    from ..validation import not_hu_reason
+
+    if not_hu_reason(volume) is not None:
+        return volume
+    fill = find_resampling_fill(volume.array, volume.geometry)
+    if fill is None:
+        return volume
+    print(f"warning: {resampling_fill_warning(fill.record())}", file=sys.stderr)
+    return without_fill(volume, fill.mask)
 
 
 def _package_preprocessing(model: str) -> Any:

@@ -324,3 +324,21 @@ def test_measure_with_the_ct_reads_the_fill_as_the_scanner_s_padding(tmp_path, c
     assert "read as outside the scan, as the scanner's padding" in said[0]
     assert sum("reach the edge of its slices" in w for w in report["warnings"]) == 1
     assert np.array_equal(read_volume(ct_path).array, hu)
+
+
+def test_preprocess_previews_the_fill_as_segment_gives_it_to_the_network(tmp_path, monkeypatch, capsys):
+    """``preprocess`` shows what the network is fed: the fill as air (-1024 HU), with segment's warning."""
+    import LiverTumorSegLib.preprocessing as preprocessing
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.io import write_volume
+
+    given = []
+    monkeypatch.setattr(preprocessing, "render_preview",
+                        lambda volume, config, output, **kw: given.append(np.asarray(volume.array)) or output)
+    hu, corners = _filled(0)
+    path = write_volume(tmp_path / "ct.nii.gz", CTVolume(hu, ImageGeometry(spacing=SPACING)))
+    assert main(["preprocess", str(path), "-o", str(tmp_path / "p.png")]) == 0
+    assert (given[0] == 0).sum() == (hu[~corners] == 0).sum()  # only the body's own 0 HU voxels are left
+    assert (given[0] == -1024).sum() == corners.sum() + (hu == -1024).sum()
+    said = [line for line in capsys.readouterr().err.splitlines() if "reach the edge of its slices" in line]
+    assert len(said) == 1 and "air, -1024 HU, to the network" in said[0]

@@ -41,6 +41,23 @@ between two models, which a mean hides. Its first columns say what each case is 
 view), the reference liver's volume (mL) and the mean HU of its parenchyma (contrast phase), and the reference tumor
 volume (mL), so a failure can be read against scale, slice thickness, field of view and phase.
 
+With few patients two means say little; the rows after the verdict (they change no verdict) say how sure a
+difference is. "liver Dice mean: 95 % interval" is evaluate's (summary.json's ``ci95_low`` and ``ci95_high`` of
+``dice_liver``, with its n; empty from a summary.json written before evaluate gave them). The "paired with FIRST"
+rows compare each model after the first with the first model (``--models v10,v3``: v3 minus v10), case by case on
+per_case.csv's liver and tumor Dice (a case without reference tumor: 1 or 0 for no tumor predicted or some, as in
+LiTS's mean), over the cases both have a number of: the mean of the per-case differences (this model minus the
+first: positive is better), its 95 % paired interval (the cases resampled with both models' values of a case kept
+together: the per-case differences bootstrapped by evaluate's method, resamples and seed,
+``LiverTumorSegLib.metrics.bootstrap.mean_intervals``, cases in per_case.csv's order; none from 1 case), on how many
+cases this model is better, worse, tied (equal), and the reference cases left out (no prediction from one of the
+two, or an undefined value). An interval that excludes 0 says the difference is more than the cases' scatter; a
+percentile interval from 3-10 cases is a rough one, narrower than it should be (n is shown): read it with the better
+/ worse counts. ``comparison.json`` holds each later model's ``paired_vs_first`` (``first``, then per metric ``n``,
+``mean_difference``, ``ci95_low``, ``ci95_high``, ``better``, ``worse``, ``tied``, ``cases_left_out``; ``error``
+when the first model did not run), the rows' ``dice_liver_ci95_low``, ``dice_liver_ci95_high`` and ``dice_liver_n``,
+and ``paired_bootstrap``: how the paired intervals were taken.
+
 Models: ``--models`` names built-in ones (default ``v10,v3``), ``--model NAME=PACKAGE`` adds any package (a file
 or an installed model's name). Built-in:
 
@@ -429,7 +446,9 @@ def model_row(summary: Dict[str, Any], pred_dir: Path, evaluated: Optional[Seque
     how many of them have a reference tumor (cases.csv's ``voxels_ref_tumor`` above 0; None: not known). With none,
     the tumor Dice mean (1 for every case without predicted tumor, 0 for one with) measures no tumor, so the row
     shows it as not measured and the verdict is not judged (``meets_targets`` None) unless a case failed or another
-    target is missed, which makes it "no" (False) whatever the tumor."""
+    target is missed, which makes it "no" (False) whatever the tumor. Last, after the verdict they do not change:
+    ``dice_liver_ci95_low``, ``dice_liver_ci95_high`` (the 95 % bootstrap interval of the liver Dice mean, as the
+    summary gives it; None from a summary.json without it) and ``dice_liver_n`` (the cases in that mean)."""
     metrics = summary.get("metrics") or {}
     liver, tumor = metrics.get("dice_liver") or {}, metrics.get("dice_tumor") or {}
     unmatched = summary.get("unmatched") or {}
@@ -451,6 +470,10 @@ def model_row(summary: Dict[str, Any], pred_dir: Path, evaluated: Optional[Seque
         "dice_tumor_mean_cases_with_tumor": tumor_dice_with_tumor,
     }
     row["meets_targets"] = meets_targets(row, judge_tumor=reference_tumor_cases != 0)
+    # evaluate's 95 % bootstrap interval of the liver Dice mean over its n cases (None from an older summary.json
+    # without it); after the verdict, which it does not change
+    row.update(dice_liver_ci95_low=liver.get("ci95_low"), dice_liver_ci95_high=liver.get("ci95_high"),
+               dice_liver_n=liver.get("n"))
     return row
 
 
@@ -568,6 +591,56 @@ def _tumor_dice_cell(row: Dict[str, Any]) -> str:
     return cell
 
 
+def _signed(value: float) -> str:
+    return f"{float(value):+.4f}"
+
+
+def _liver_interval_cell(row: Dict[str, Any]) -> str:
+    """The liver Dice mean's 95 % interval from evaluate's summary.json, with its n; empty where that summary.json
+    has none (written before evaluate gave intervals)."""
+    low, high = row.get("dice_liver_ci95_low"), row.get("dice_liver_ci95_high")
+    if low is None or high is None:
+        return ""
+    return f"[{float(low):.4f}, {float(high):.4f}] (n {row.get('dice_liver_n', row.get('cases_evaluated'))})"
+
+
+def _paired(row: Dict[str, Any], metric: str) -> Optional[Dict[str, Any]]:
+    """The row's paired comparison of ``metric`` with the first model; None in the first model's row, and where the
+    first model did not run or no case has a number of both models."""
+    paired = row.get("paired_vs_first") or {}
+    found = paired.get(metric)
+    return found if found and found.get("n") else None
+
+
+def _paired_difference_cell(row: Dict[str, Any], metric: str) -> str:
+    """``+0.0123 [-0.0040, +0.0310] (n 5)``: the mean per-case difference from the first model and its paired 95 %
+    interval; "n/a: ..." where the first model did not run; empty without a case in common."""
+    error = (row.get("paired_vs_first") or {}).get("error")
+    if error:
+        return f"n/a: {error}"
+    paired = _paired(row, metric)
+    if paired is None:
+        return ""
+    low, high = paired["ci95_low"], paired["ci95_high"]
+    interval = f"[{_signed(low)}, {_signed(high)}]" if low is not None and high is not None else \
+        "[no interval from 1 case]"
+    return f"{_signed(paired['mean_difference'])} {interval} (n {paired['n']})"
+
+
+def _paired_counts_cell(row: Dict[str, Any], metric: str) -> str:
+    paired = _paired(row, metric)
+    return "" if paired is None else f"{paired['better']} / {paired['worse']} / {paired['tied']}"
+
+
+def _paired_left_out_cell(row: Dict[str, Any]) -> str:
+    """The reference cases left out of the paired comparison of any of :data:`PAIRED_METRICS`."""
+    paired = row.get("paired_vs_first") or {}
+    if not paired or paired.get("error"):
+        return ""
+    left_out = sorted({case for metric in PAIRED_METRICS for case in paired[metric]["cases_left_out"]})
+    return _names(left_out)
+
+
 TABLE_ROWS = (
     ("liver Dice, mean / worst case",
      lambda r: f"{_target_cell(r, 'dice_liver_mean')} / {_target_cell(r, 'dice_liver_worst')}", ">= 0.945 / >= 0.92"),
@@ -586,10 +659,24 @@ TABLE_ROWS = (
     ("evaluated cases with an \"Implausible result\" warning", lambda r: _names(r["implausible_cases"]), ""),
     ("meets issue 11's targets", lambda r: {True: "yes", False: "no"}.get(
         r["meets_targets"], "not judged: no reference case has a tumor (the other targets are met)"), ""),
+    ("liver Dice mean: 95 % interval over cases (evaluate's bootstrap; n cases)", lambda r: _liver_interval_cell(r),
+     ""),
+    ("paired with {first}: liver Dice, this model minus {first}: mean [95 % interval] (n cases both predicted)",
+     lambda r: _paired_difference_cell(r, "dice_liver"), ""),
+    ("paired with {first}: cases with a better / worse / tied liver Dice",
+     lambda r: _paired_counts_cell(r, "dice_liver"), ""),
+    ("paired with {first}: tumor Dice, this model minus {first}: mean [95 % interval] (n cases both predicted)",
+     lambda r: _paired_difference_cell(r, "dice_tumor"), ""),
+    ("paired with {first}: cases with a better / worse / tied tumor Dice",
+     lambda r: _paired_counts_cell(r, "dice_tumor"), ""),
+    ("paired with {first}: reference cases left out (no number from this model or {first})",
+     lambda r: _paired_left_out_cell(r), ""),
 )
 """``(label, cell of a model's row, target)``: a number is shown on the side of its target it is on, and a cell that
 misses its target says so (rounding showed a tumor Dice of 0.6996 as 0.700 beside ">= 0.70", 80.04 mL as 80.0
-beside "<= 80", and then the verdict "no" with no row that explained it)."""
+beside "<= 80", and then the verdict "no" with no row that explained it). ``{first}`` in a label: the first model's
+name. The rows after the verdict judge nothing: the liver Dice mean's interval, and each later model's paired
+comparison with the first (:func:`paired_comparison`; empty in the first model's column, left out with one model)."""
 
 
 def comparison_table(rows: Dict[str, Dict[str, Any]]) -> str:
@@ -599,6 +686,10 @@ def comparison_table(rows: Dict[str, Dict[str, Any]]) -> str:
     lines = ["| | " + " | ".join(names) + " | target |", "|---|" + "---|" * (len(names) + 1)]
     for label, cell, target in TABLE_ROWS:
         cells = [cell(rows[n]) if "error" not in rows[n] else "-" for n in names]
+        if "{first}" in label:  # a paired row: none with one model
+            if len(names) < 2:
+                continue
+            label = label.replace("{first}", names[0])
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {target} |")
     for name in names:
         if "error" in rows[name]:
@@ -1128,6 +1219,86 @@ def per_case_rows(rows: Dict[str, Dict[str, Any]], out: Path,
             for case, cells in sorted(per_case.items())]
 
 
+PAIRED_METRICS = ("dice_liver", "dice_tumor")
+"""per_case.csv's numbers (the :data:`PER_CASE_COLUMNS` suffixes) on which each model after the first is compared,
+case by case, with the first model (:func:`paired_comparison`)."""
+
+
+def _case_number(text: Optional[str]) -> Optional[float]:
+    """A per_case.csv cell as a number: None when empty (no prediction of the case), not a number, or NaN
+    (evaluate's ``nan``: undefined)."""
+    try:
+        value = float(text or "")
+    except ValueError:
+        return None
+    return value if value == value else None
+
+
+def paired_comparison(cases: Sequence[Dict[str, str]], first: str, name: str) -> Dict[str, Any]:
+    """Model ``name`` against model ``first``, case by case, on each of :data:`PAIRED_METRICS`, from
+    :func:`per_case_rows`' ``cases`` (one dict per reference case, in per_case.csv's order: by case name). Per
+    metric: ``n`` (cases both models have a number of), ``mean_difference`` (the mean over those cases of ``name``'s
+    value minus ``first``'s; Dice: positive where ``name`` is better), ``ci95_low`` and ``ci95_high`` (the 95 %
+    percentile bootstrap interval of that mean, the cases resampled with both models' values of each kept together:
+    :func:`LiverTumorSegLib.metrics.bootstrap.mean_intervals` of the per-case differences, evaluate's method and
+    seed; None with fewer than 2 cases), ``better``, ``worse`` and ``tied`` (how many of the n cases ``name``'s value
+    is above, below or equal to ``first``'s) and ``cases_left_out`` (the reference cases either model has no number
+    of: no prediction, or NaN). No case in common: n 0 and None for the numbers."""
+    from LiverTumorSegLib.metrics.bootstrap import mean_intervals
+
+    differences, left_out = {}, {}  # type: Dict[str, List[float]], Dict[str, List[str]]
+    for metric in PAIRED_METRICS:
+        differences[metric], left_out[metric] = [], []
+        for case in cases:
+            base, other = (_case_number(case.get(f"{model}_{metric}")) for model in (first, name))
+            if base is None or other is None:
+                left_out[metric].append(case["case"])
+            else:
+                differences[metric].append(other - base)
+    intervals = mean_intervals({metric: differences[metric] for metric in PAIRED_METRICS})
+    result = {"first": first}  # type: Dict[str, Any]
+    for metric in PAIRED_METRICS:
+        values = differences[metric]
+        low, high = intervals[metric]
+        result[metric] = {"n": len(values), "mean_difference": sum(values) / len(values) if values else None,
+                          "ci95_low": low, "ci95_high": high, "better": sum(v > 0 for v in values),
+                          "worse": sum(v < 0 for v in values), "tied": sum(v == 0 for v in values),
+                          "cases_left_out": left_out[metric]}
+    return result
+
+
+def paired_bootstrap_description() -> Dict[str, Any]:
+    """How :func:`paired_comparison`'s intervals are taken (comparison.json's ``paired_bootstrap``), in the keys of
+    evaluate's summary.json ``bootstrap``."""
+    from LiverTumorSegLib.metrics.bootstrap import (BOOTSTRAP_DESCRIPTION, BOOTSTRAP_METHOD, BOOTSTRAP_RESAMPLES,
+                                                    BOOTSTRAP_SEED, CONFIDENCE_LEVEL)
+
+    return {"method": BOOTSTRAP_METHOD, "confidence_level": CONFIDENCE_LEVEL, "resamples": BOOTSTRAP_RESAMPLES,
+            "seed": BOOTSTRAP_SEED, "resampled_unit": "case (a case's values of both models together)",
+            "definition": "paired: the per-case differences (this model minus the first) over the cases both have a "
+                          "number of, cases in per_case.csv order (by name), bootstrapped as evaluate's summary.json "
+                          "bootstraps a metric's values: " + BOOTSTRAP_DESCRIPTION}
+
+
+def with_paired_comparisons(rows: Dict[str, Dict[str, Any]], cases: Sequence[Dict[str, str]]
+                            ) -> Dict[str, Dict[str, Any]]:
+    """``rows`` with ``paired_vs_first`` added to each model after the first that ran (:func:`paired_comparison`
+    with the first model of ``rows``, from :func:`per_case_rows`' ``cases``); where the first model did not run,
+    ``{"first": ..., "error": ...}`` instead. The first model's row and the rows of models that did not run are
+    unchanged."""
+    names = list(rows)
+    paired = {}  # type: Dict[str, Dict[str, Any]]
+    for name in names[1:]:
+        if "error" in rows[name]:
+            paired[name] = rows[name]
+        elif "error" in rows[names[0]]:
+            paired[name] = dict(rows[name], paired_vs_first={
+                "first": names[0], "error": f"the first model, {names[0]}, was not evaluated"})
+        else:
+            paired[name] = dict(rows[name], paired_vs_first=paired_comparison(cases, names[0], name))
+    return {name: paired.get(name, rows[name]) for name in names}
+
+
 CASE_DESCRIPTORS = ("ct_pixel_mm", "ct_slice_mm", "ct_slices", "scan_above_liver_mm", "scan_below_liver_mm",
                     "ref_liver_ml", "ref_liver_mean_hu", "ref_tumor_ml", "ref_tumor_vs_liver_hu",
                     "ref_lesions_brighter")
@@ -1219,9 +1390,10 @@ def write_comparison(rows: Dict[str, Dict[str, Any]], out: Path, command: Option
     of them (:data:`RECORD`); returns the table."""
     import io
 
-    table = comparison_table(rows)
     out.mkdir(parents=True, exist_ok=True)
     cases = per_case_rows(rows, out, descriptors)
+    rows = with_paired_comparisons(rows, cases)
+    table = comparison_table(rows)
     per_case = io.StringIO(newline="")
     writer = csv.DictWriter(per_case, fieldnames=list(cases[0]) if cases else ["case"])
     writer.writeheader()
@@ -1229,6 +1401,8 @@ def write_comparison(rows: Dict[str, Dict[str, Any]], out: Path, command: Option
     document = {"targets": TARGETS, "models": rows}  # type: Dict[str, Any]
     if descriptors is not None:
         document["cases"] = descriptors
+    if len(rows) > 1:  # how the models' paired_vs_first intervals were taken
+        document["paired_bootstrap"] = paired_bootstrap_description()
     contents = {"comparison.md": table + "\n", "comparison.json": json.dumps(document, indent=1) + "\n",
                 "per_case.csv": per_case.getvalue()}
     if command is not None:  # first, naming the files' new contents and the ones they replace

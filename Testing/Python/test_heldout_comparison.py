@@ -108,6 +108,16 @@ def test_each_column_is_that_model_s_evaluate_summary_and_a_missing_case_is_a_fa
     assert table.splitlines()[0] == "| | a | b | target |"
     assert "| reference cases without a prediction (failures, not in the numbers above) | 1 (case2) (misses) | " \
         "1 (case2) (misses) | 0 |" in table
+    # b paired with a over the two cases both predicted (case2, which neither did, left out and named), and each
+    # liver Dice mean's interval as evaluate's summary.json gives it
+    paired = saved["models"]["b"]["paired_vs_first"]
+    assert paired["first"] == "a" and paired["dice_liver"]["n"] == 2 and paired["dice_liver"]["cases_left_out"] == [
+        "case2"]
+    per_case_difference = [float(r["b_dice_liver"]) - float(r["a_dice_liver"]) for r in per_case[:2]]
+    assert paired["dice_liver"]["mean_difference"] == pytest.approx(sum(per_case_difference) / 2, abs=1e-12)
+    assert "paired_vs_first" not in saved["models"]["a"]
+    summary = json.loads((out / "a" / "eval" / "summary.json").read_text())["metrics"]["dice_liver"]
+    assert saved["models"]["a"]["dice_liver_ci95_low"] == summary["ci95_low"] is not None
 
 
 def test_a_rerun_keeps_the_predictions_and_replaces_the_evaluation_only_with_overwrite(tmp_path):
@@ -978,3 +988,127 @@ def test_a_slicer_reference_with_a_segment_named_neither_liver_nor_tumor_is_refu
     write_seg_nrrd_by_hand(tmp_path / "refs" / "case0.seg.nrrd", [ph.labels], [LIVER, dict(mass, Name="Liver tumor")],
                            spacing=tuple(geometry.spacing), origin=tuple(geometry.origin))
     comparison.check_references(cases, comparison.reference_cases(str(tmp_path / "refs")), None)
+
+
+def _per_case(values):
+    """per_case.csv rows from ``{case: {model: (liver Dice, tumor Dice)}}`` (a model without the case: empty)."""
+    rows = []
+    for case, by_model in values.items():
+        row = {"case": case}
+        for model in ("first", "other"):
+            liver, tumor = by_model.get(model, ("", ""))
+            row.update({f"{model}_dice_liver": str(liver), f"{model}_dice_tumor": str(tumor)})
+        rows.append(row)
+    return rows
+
+
+def test_the_paired_comparison_is_the_mean_per_case_difference_with_evaluate_s_bootstrap_of_the_differences():
+    from LiverTumorSegLib.metrics.bootstrap import mean_intervals
+
+    cases = _per_case({"c1": {"first": (0.90, 0.50), "other": (0.95, 0.50)},
+                       "c2": {"first": (0.80, 0.70), "other": (0.70, 0.60)},
+                       "c3": {"first": (0.96, 1.0), "other": (0.96, 0.0)},
+                       "c4": {"first": (0.91, 0.25), "other": (0.99, 0.75)},
+                       "c5": {"first": (0.93, "nan")},  # no prediction of c5 by other: left out of the pair
+                       "c6": {"other": (0.97, 0.4)}})  # nor c6, which the first did not predict
+    paired = comparison.paired_comparison(cases, "first", "other")
+    liver, tumor = paired["dice_liver"], paired["dice_tumor"]
+    assert paired["first"] == "first"
+    liver_differences = [0.95 - 0.90, 0.70 - 0.80, 0.96 - 0.96, 0.99 - 0.91]
+    tumor_differences = [0.0, -0.1, -1.0, 0.5]
+    assert liver["n"] == tumor["n"] == 4
+    assert liver["mean_difference"] == pytest.approx(0.03 / 4, abs=1e-12)
+    assert tumor["mean_difference"] == pytest.approx(-0.6 / 4, abs=1e-12)
+    expected = mean_intervals({"dice_liver": liver_differences, "dice_tumor": tumor_differences})
+    assert (liver["ci95_low"], liver["ci95_high"]) == pytest.approx(expected["dice_liver"], abs=1e-12)
+    assert (tumor["ci95_low"], tumor["ci95_high"]) == pytest.approx(expected["dice_tumor"], abs=1e-12)
+    assert liver["ci95_low"] < liver["mean_difference"] < liver["ci95_high"]
+    assert (liver["better"], liver["worse"], liver["tied"]) == (2, 1, 1)
+    assert (tumor["better"], tumor["worse"], tumor["tied"]) == (1, 2, 1)
+    assert liver["cases_left_out"] == tumor["cases_left_out"] == ["c5", "c6"]
+
+
+def test_a_paired_comparison_without_a_case_in_common_is_empty_and_with_one_case_has_no_interval():
+    cases = _per_case({"c1": {"first": (0.9, 0.5)}, "c2": {"other": (0.8, 0.6)}})
+    paired = comparison.paired_comparison(cases, "first", "other")
+    assert paired["dice_liver"] == {"n": 0, "mean_difference": None, "ci95_low": None, "ci95_high": None,
+                                    "better": 0, "worse": 0, "tied": 0, "cases_left_out": ["c1", "c2"]}
+    one = comparison.paired_comparison(_per_case({"c1": {"first": (0.9, 0.5), "other": (0.8, 0.5)}}), "first",
+                                       "other")["dice_liver"]
+    assert one["mean_difference"] == pytest.approx(-0.1) and (one["ci95_low"], one["ci95_high"]) == (None, None)
+
+
+def _paired_table(rows, cases):
+    lines = comparison.comparison_table(comparison.with_paired_comparisons(rows, cases)).splitlines()
+    return {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:-1] for line in lines[2:] if " | " in line}
+
+
+def test_the_table_adds_the_liver_interval_and_the_paired_rows_after_the_verdict_and_keeps_the_rest():
+    first = _table_row(dice_liver_ci95_low=0.9123, dice_liver_ci95_high=0.95678, dice_liver_n=4)
+    other = _table_row()  # a summary.json from before evaluate gave intervals: no ci95 keys
+    cases = _per_case({"c1": {"first": (0.90, 0.50), "other": (0.95, 0.50)},
+                       "c2": {"first": (0.80, 0.70), "other": (0.70, 0.60)},
+                       "c3": {"first": (0.96, 1.0)}})
+    plain = comparison.comparison_table({"first": first, "other": other}).splitlines()
+    table = comparison.comparison_table(comparison.with_paired_comparisons({"first": first, "other": other}, cases))
+    assert table.splitlines()[:len(plain) - 6] == plain[:len(plain) - 6]  # issue 11's rows and the verdict as before
+    cells = _paired_table({"first": first, "other": other}, cases)
+    assert list(cells)[-6:] == [label.replace("{first}", "first") for label, _, _ in comparison.TABLE_ROWS[-6:]]
+    assert cells["liver Dice mean: 95 % interval over cases (evaluate's bootstrap; n cases)"] == [
+        "[0.9123, 0.9568] (n 4)", ""]
+    liver = "paired with first: liver Dice, this model minus first: mean [95 % interval] (n cases both predicted)"
+    paired = comparison.paired_comparison(cases, "first", "other")["dice_liver"]
+    assert cells[liver] == ["", f"-0.0250 [{paired['ci95_low']:+.4f}, {paired['ci95_high']:+.4f}] (n 2)"]
+    assert cells["paired with first: cases with a better / worse / tied liver Dice"] == ["", "1 / 1 / 0"]
+    assert cells["paired with first: cases with a better / worse / tied tumor Dice"] == ["", "0 / 1 / 1"]
+    assert cells["paired with first: reference cases left out (no number from this model or first)"] == [
+        "", "1 (c3)"]
+    # no case in common: empty cells (the left-out row says why); the first model not run: said, not a crash
+    apart = _paired_table({"first": first, "other": other}, _per_case({"c1": {"first": (0.9, 0.5)},
+                                                                       "c2": {"other": (0.8, 0.6)}}))
+    assert apart[liver] == ["", ""] and apart[
+        "paired with first: reference cases left out (no number from this model or first)"] == ["", "2 (c1, c2)"]
+    failed = _paired_table({"first": {"error": "segment failed", "weights_sha256": "x"}, "other": other}, cases)
+    assert failed[liver] == ["-", "n/a: the first model, first, was not evaluated"]
+    alone = comparison.comparison_table(comparison.with_paired_comparisons({"first": first}, cases))
+    assert "paired with" not in alone and "| [0.9123, 0.9568] (n 4) |" in alone  # one model: nothing to pair
+
+
+def test_comparison_json_gives_the_paired_comparison_and_how_its_interval_was_taken(tmp_path):
+    from LiverTumorSegLib.metrics import bootstrap
+
+    out = tmp_path / "out"
+    rows = {}
+    for name, dice in (("m1", ("0.9", "0.8", "0.7")), ("m2", ("0.95", "0.8", "0.6"))):
+        (out / name / "eval").mkdir(parents=True)
+        (out / name / "eval" / "cases.csv").write_text(
+            "case,dice_liver,dice_tumor,lesions_pred_no_overlap,volume_outside_ref_liver_ml\n"
+            + "".join(f"p{i},{d},0.5,0,1.0\n" for i, d in enumerate(dice)))
+        rows[name] = dict(_table_row(dice_liver_ci95_low=0.7, dice_liver_ci95_high=0.9, dice_liver_n=3),
+                          implausible_cases=[])
+    comparison.write_comparison(rows, out)
+    saved = json.loads((out / "comparison.json").read_text())
+    assert "paired_vs_first" not in saved["models"]["m1"] and "paired_vs_first" not in rows["m2"]
+    liver = saved["models"]["m2"]["paired_vs_first"]["dice_liver"]
+    assert liver["mean_difference"] == pytest.approx((0.05 + 0.0 - 0.1) / 3, abs=1e-12)
+    assert (liver["better"], liver["worse"], liver["tied"], liver["n"]) == (1, 1, 1, 3)
+    assert saved["paired_bootstrap"]["seed"] == bootstrap.BOOTSTRAP_SEED
+    assert saved["paired_bootstrap"]["method"] == bootstrap.BOOTSTRAP_METHOD
+    assert list(saved) == ["targets", "models", "paired_bootstrap"]
+    assert "paired with m1: cases with a better / worse / tied liver Dice |  | 1 / 1 / 1 |" in (
+        out / "comparison.md").read_text()
+
+
+def test_a_model_row_reads_the_liver_dice_interval_from_summary_json_and_an_older_one_without_it(tmp_path):
+    liver = {"mean": 0.95, "min": 0.93, "n": 5, "ci95_low": 0.94, "ci95_high": 0.96}
+    summary = {"n_cases": 5, "metrics": {"dice_liver": liver, "dice_tumor": {"mean": 0.8}},
+               "lesion_detection": {"pred_no_overlap": 0}, "volume_outside_ref_total_ml": {"liver": 5.0}}
+    row = comparison.model_row(summary, tmp_path, reference_tumor_cases=5)
+    assert (row["dice_liver_ci95_low"], row["dice_liver_ci95_high"], row["dice_liver_n"]) == (0.94, 0.96, 5)
+    assert list(row)[-3:] == ["dice_liver_ci95_low", "dice_liver_ci95_high", "dice_liver_n"]  # added, after the rest
+    assert row["meets_targets"] is True
+    older = dict(summary, metrics=dict(summary["metrics"], dice_liver={"mean": 0.95, "min": 0.93, "n": 5}))
+    older_row = comparison.model_row(older, tmp_path, reference_tumor_cases=5)
+    assert older_row["dice_liver_ci95_low"] is None and older_row["meets_targets"] is True
+    assert comparison._liver_interval_cell(older_row) == ""
+    assert comparison._liver_interval_cell(row) == "[0.9400, 0.9600] (n 5)"

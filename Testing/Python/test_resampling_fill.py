@@ -100,6 +100,17 @@ def test_a_drawn_phantom_whose_constant_body_is_wider_than_the_image_is_not_a_fi
     assert find_resampling_fill(hu, ImageGeometry(spacing=SPACING)) is None
 
 
+def test_the_bounds_of_a_window_the_ct_was_clipped_to_are_not_a_fill():
+    """A CT shared clipped to a window (-150..250 HU here) holds -150 exactly in all its air, reaching the edge: not
+    read as a fill (it was, and a liver beside the lungs was then cut by the scan's edge)."""
+    hu = np.clip(_body_ct(), -150, 250)
+    assert (hu == -150).sum() * VOXEL_ML > 100 and (hu < -150).sum() == 0
+    assert find_resampling_fill(hu, ImageGeometry(spacing=SPACING)) is None
+    hu[_corners()] = 0  # a resampling's fill in the clipped CT is still found, the window's bound still not
+    fill = find_resampling_fill(hu, ImageGeometry(spacing=SPACING))
+    assert fill is not None and fill.values == [0.0] and np.array_equal(fill.mask, _corners())
+
+
 @pytest.mark.parametrize("name", ["example_ct_sm.nii.gz", "ct3slice_ct.nii.gz"])
 def test_the_shared_real_cts_hold_no_fill(name):
     from LiverTumorSegLib.io import read_volume

@@ -870,6 +870,86 @@ def test_in_plane_rotation_keeps_a_round_field_of_views_padding_where_it_was():
     assert (turned.hu[:, ~outside] == 40.0).sum() > 100 and turned.labels.sum() > 300
 
 
+def tilted_block_sample(nz=24, spacing=(2.0, 1.0, 1.5)):
+    """Noisy tissue (40 +- 10 HU, seeded) filling a ``(nz, 40, 16)`` grid with a liver block (100 HU, label 1)
+    holding a tumor (150 HU, label 2), both off the grid's centre in z and y."""
+    rng = np.random.default_rng(0)
+    hu = (40.0 + 10.0 * rng.standard_normal((nz, 40, 16))).astype(np.float32)
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    hu[12:22, 20:32, 3:13], labels[12:22, 20:32, 3:13] = 100.0, 1
+    hu[15:19, 24:29, 6:10], labels[15:19, 24:29, 6:10] = 150.0, 2
+    return rb.Sample(hu, labels, spacing, spacing)
+
+
+def centre_mm(mask, spacing):
+    """The centre of ``mask`` in mm from the grid's centre, (z, y, x)."""
+    return (np.argwhere(mask).mean(axis=0) - (np.asarray(mask.shape) - 1) / 2.0) * np.asarray(spacing)
+
+
+@pytest.mark.parametrize("fill_hu", [0.0, -1024.0])
+def test_regrid_rows_tilt_about_left_right_and_fill_beyond_the_old_grid_with_exactly_the_fill(fill_hu):
+    """The regrid rows: the CT resampled onto a grid turned about the left-right axis through its centre (what a
+    registration or SimpleITK's resampling with its default fill 0 HU makes). The fill is exactly ``fill_hu``, label
+    0; the label stays on the anatomy and moves by the rotation (in mm: the slices are 2 mm, the pixels 1 mm)."""
+    s = tilted_block_sample()
+    out = rb.regrid_tilted(s, 30.0, fill_hu)
+    assert out.hu.shape == s.hu.shape and out.hu.dtype == np.float32 and out.labels.dtype == np.uint8
+    assert out.spacing_zyx == s.spacing_zyx and out.true_spacing_zyx == s.true_spacing_zyx
+    other = rb.regrid_tilted(s, 30.0, -500.0)
+    fill = out.hu != other.hu                                  # only the fill depends on the fill value
+    assert fill.mean() > 0.15 and fill[0].any() and fill[-1].any()   # large, in the first and last slices
+    np.testing.assert_array_equal(fill.all(axis=2), fill.any(axis=2))   # turned about x: whole rows along x
+    assert np.all(out.hu[fill] == np.float32(fill_hu)) and not out.labels[fill].any()
+    assert out.hu[0, 0, 0] == np.float32(fill_hu) and out.hu[-1, -1, -1] == np.float32(fill_hu)  # corners
+    np.testing.assert_array_equal(out.labels, other.labels)
+    assert out.hu[~fill].min() > -20.0                         # inside: the tissue, no fill blended in
+    # the label follows the anatomy: the HU under each label is its block's
+    assert float(np.median(out.hu[out.labels == 1])) == pytest.approx(100.0, abs=1.0)
+    assert float(np.median(out.hu[out.labels == 2])) == pytest.approx(150.0, abs=1.0)
+    assert abs(int(np.count_nonzero(out.labels >= 1)) - int(np.count_nonzero(s.labels >= 1))) <= 0.1 * np.count_nonzero(s.labels >= 1)
+    # ... and its centre lands where the rotation puts it: (dz, dy) -> (dz cos + dy sin, -dz sin + dy cos)
+    dz, dy, dx = centre_mm(s.labels >= 1, s.spacing_zyx)
+    a = np.deg2rad(30.0)
+    expected = (dz * np.cos(a) + dy * np.sin(a), -dz * np.sin(a) + dy * np.cos(a), dx)
+    np.testing.assert_allclose(centre_mm(out.labels >= 1, s.spacing_zyx), expected, atol=0.75)
+    again = rb.regrid_tilted(s, 30.0, fill_hu)                 # deterministic
+    np.testing.assert_array_equal(again.hu, out.hu)
+    np.testing.assert_array_equal(again.labels, out.labels)
+    unturned = rb.regrid_tilted(s, 0.0, fill_hu)               # no turn: the grid itself, nothing filled
+    np.testing.assert_array_equal(unturned.hu, s.hu)
+    np.testing.assert_array_equal(unturned.labels, s.labels)
+
+
+def test_regrid_rows_run_with_their_fill_and_skip_a_slab_too_thin_for_the_tilt():
+    s = tilted_block_sample()
+    case = rb.BenchCase("c", "c", s, s)
+    zero = rb.PERTURBATIONS["regrid_fill0"][1](case, 0)
+    air = rb.PERTURBATIONS["regrid_fill-1024"][1](case, 0)
+    np.testing.assert_array_equal(zero.hu, rb.regrid_tilted(s, rb.REGRID_DEGREES, 0.0).hu)
+    np.testing.assert_array_equal(air.hu, rb.regrid_tilted(s, rb.REGRID_DEGREES, -1024.0).hu)
+    assert rb.REGRID_DEGREES == 30.0 and (air.hu == -1024.0).sum() == (zero.hu == 0.0).sum() > 0
+    # a 3-slice CT (3 mm thick) turned 30 degrees keeps a sliver of its liver: skipped, with the reason
+    thin = rb.Sample(s.hu[15:18], s.labels[15:18], (1.0, 1.0, 1.5), (1.0, 1.0, 1.5))
+    assert rb.regrid_tilted(thin, 30.0, 0.0) is None
+    assert rb.PERTURBATIONS["regrid_fill0"][1](rb.BenchCase("t", "t", thin, thin), 0) is None
+    assert "too thin" in rb.skip_reason("regrid_fill0") == rb.skip_reason("regrid_fill-1024")
+    assert rb.planned_pairs([rb.BenchCase("t", "t", thin, thin), case], ["regrid_fill0"], 0) == {("c", "regrid_fill0")}
+
+
+def test_a_stored_table_without_the_regrid_rows_is_neither_flagged_nor_refused(tmp_path):
+    """Rows the code has but a stored table lacks (the regrid rows came after the bundled table) are no staleness:
+    ``models`` names only perturbations the table's own run asked for, and a run adding rows keeps the table."""
+    from LiverTumorSegLib.commands import models as models_cmd
+
+    asked = ["original", "baseline", "rotate-10"]
+    assert "regrid_fill0" in rb.PERTURBATIONS and "regrid_fill0" not in asked
+    rows = [{"case": c, "perturbation": p, "liver_dice": 0.97, "tumor_dice": 0.8} for c in "ab" for p in asked]
+    lines = models_cmd.robustness_lines(rows, missing=models_cmd.missing_perturbations(rows, {"perturbations": asked}))
+    assert not any("no row" in line or "regrid" in line for line in lines)
+    covered = rb._covered(rows) | {(c, p) for c in "ab" for p in ("regrid_fill0", "regrid_fill-1024")}
+    rb.check_table_kept(tmp_path / "p.safetensors", {"robustness": rows}, covered)   # no InputError
+
+
 def test_in_plane_field_of_view_is_a_square_around_the_liver_kept_inside_the_image():
     hu = np.arange(3 * 100 * 120, dtype=np.float32).reshape(3, 100, 120)
     labels = np.zeros((3, 100, 120), dtype=np.uint8)

@@ -240,12 +240,12 @@ def resampling_fill_warning(record: Optional[Dict[str, Any]], for_network: bool 
         return None
     values = " and ".join(f"{value:g}" for value in record["values_hu"])
     found = (f"{record['volume_ml']:.0f} mL of the CT hold exactly {values} HU in regions that reach the edge of its "
-             f"slices: the fill a resampling puts outside the original field of view (SimpleITK's and Slicer's default "
-             f"fill is 0 HU)")
+             f"slices: a fill, as a resampling puts outside the original field of view (SimpleITK's and Slicer's "
+             f"default fill is 0 HU) or a mask outside the body")
     if not for_network:
         return (f"{found}. They were read as outside the scan, as the scanner's padding (a lesion beside them is cut "
                 f"by the scan's edge). Give the CT as scanned, or resample it with a fill below {PADDING_BELOW_HU:g} HU "
                 f"(the scanner's padding value), which reads the same way.")
     return (f"{found}, which the network would read as tissue. They were read as outside the scan (air, "
-            f"{OUTSIDE_SCAN_HU:g} HU, to the network; no liver or tumor labelled there). Resample with a fill of "
-            f"{OUTSIDE_SCAN_HU:g} HU (or the scanner's padding value, below {PADDING_BELOW_HU:g} HU) to avoid this.")
+            f"{OUTSIDE_SCAN_HU:g} HU, to the network; no liver or tumor labelled there). Resample (or mask) with a fill "
+            f"of {OUTSIDE_SCAN_HU:g} HU (or the scanner's padding value, below {PADDING_BELOW_HU:g} HU) to avoid this.")

@@ -138,7 +138,7 @@ def test_the_warning_says_how_much_what_was_done_and_what_to_do():
     warning = resampling_fill_warning({"values_hu": [0.0], "volume_ml": 2150.4, "read_as_hu": -1024.0})
     assert warning.startswith("2150 mL of the CT hold exactly 0 HU in regions that reach the edge of its slices")
     assert "read as outside the scan" in warning and "no liver or tumor labelled there" in warning
-    assert "Resample with a fill of -1024 HU" in warning and "\n" not in warning
+    assert "Resample (or mask) with a fill of -1024 HU" in warning and "\n" not in warning
     assert resampling_fill_warning(None) is None
 
 

@@ -415,7 +415,9 @@ def _anatomical_orientation_warnings(header: Optional[_Header], direction_matrix
     (``direction_matrix``: 3 x 3, unit columns = the x, y, z axes in LPS; ITK's reading of ``TransformMatrix``,
     which this tool and 3D Slicer follow, while ITK ignores the letters). The letters are taken both ways: the
     side each axis runs from, as ITK writes them (``RAI`` for the identity), and the side it runs to (``LPS``),
-    as some writers do; they agree when every axis lies within 60 degrees of the one its letter names. Nothing
+    as some writers do; they agree when every axis lies within 60 degrees of the one its letter names. The warning
+    names the field the direction came from (``TransformMatrix``, ``Rotation`` or ``Orientation``), or, with none of
+    them (left out, or misspelled: :func:`_unrecognised_geometry_key_warnings`), the identity ITK took. Nothing
     for a NRRD, or letters that are not three known ones (``???``)."""
     letters = header.fields.get("anatomicalorientation", "") if header is not None and header.kind == "metaimage" \
         else ""
@@ -425,8 +427,15 @@ def _anatomical_orientation_warnings(header: Optional[_Header], direction_matrix
     cosines = np.sum(direction * np.array([_RUNS_FROM[c] for c in letters]).T, axis=0)
     if np.all(cosines > 0.5) or np.all(cosines < -0.5):
         return []
+    source = next((name for name in _METAIMAGE_GEOMETRY_SPELLING["direction"] if name in header.names), None)
+    if source is None:  # no direction field ITK reads (left out, or misspelled): ITK took the identity
+        return [f"the MetaImage header's AnatomicalOrientation ({letters.upper()}) names other axes than the "
+                f"identity direction ({_runs_from_letters(direction)} in the same notation) that ITK and 3D Slicer "
+                f"take for a header without TransformMatrix, Rotation or Orientation; the identity was followed, as "
+                f"they follow it. If left and right or the slice order look wrong, give the direction in the "
+                f"header's TransformMatrix"]
     return [f"the MetaImage header's AnatomicalOrientation ({letters.upper()}) names other axes than its "
-            f"TransformMatrix ({_runs_from_letters(direction)} in the same notation); the TransformMatrix was "
+            f"{source} ({_runs_from_letters(direction)} in the same notation); the {source} was "
             f"followed, as ITK and 3D Slicer follow it. If left and right or the slice order look wrong, fix the "
             f"header"]
 

@@ -240,6 +240,25 @@ def test_an_anatomical_orientation_that_disagrees_with_the_transform_matrix_is_w
     assert np.array_equal(volume.array, TRUTH)
 
 
+@pytest.mark.parametrize("direction_line", ["TransfromMatrix = -1 0 0 0 -1 0 0 0 1\n", ""])
+def test_an_anatomical_orientation_beside_no_direction_field_names_the_identity_not_a_transform_matrix(
+        tmp_path, direction_line):
+    """A header whose TransformMatrix is misspelled (or left out) is read with the identity direction: the
+    AnatomicalOrientation warning said 'its TransformMatrix (RAI ...) ... the TransformMatrix was followed', of a
+    field the header does not have, beside the misspelling's warning that says it was ignored."""
+    header = _header(f"AnatomicalOrientation = LPI\n{direction_line}").replace(
+        b"TransformMatrix = 1 0 0 0 1 0 0 0 1\n", b"")
+    assert b"TransformMatrix =" not in header
+    path = tmp_path / "ct.mha"
+    path.write_bytes(header + LITTLE)
+    volume = read_volume(path)
+    notes = [w for w in volume.meta.get("warnings", []) if "AnatomicalOrientation" in w]
+    assert len(notes) == 1 and "TransformMatrix (RAI" not in notes[0] and "TransformMatrix was" not in notes[0]
+    assert "names other axes than the identity direction (RAI in the same notation)" in notes[0]
+    assert "the identity was followed" in notes[0]
+    np.testing.assert_array_equal(volume.geometry.direction_matrix, np.eye(3))
+
+
 @pytest.mark.parametrize("name", ["CT.MHA", "ct.Mha", "CT.MHD"])
 def test_a_metaimage_named_in_upper_case_is_read_as_in_lower_case(tmp_path, name):
     """ITK picks its MetaImage reader by a lower-case .mha/.mhd only: a valid CT.MHA (as Windows tools name files,

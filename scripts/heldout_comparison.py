@@ -43,7 +43,8 @@ volume (mL), so a failure can be read against scale, slice thickness, field of v
 
 With few patients two means say little; the rows after the verdict (they change no verdict) say how sure a
 difference is. "liver Dice mean: 95 % interval" is evaluate's (summary.json's ``ci95_low`` and ``ci95_high`` of
-``dice_liver``, with its n; empty from a summary.json written before evaluate gave them). The "paired with FIRST"
+``dice_liver``, with its n; "no interval from 1 case" with fewer than 2 cases; empty from a summary.json written
+before evaluate gave them). The "paired with FIRST"
 rows compare each model after the first with the first model (``--models v10,v3``: v3 minus v10), case by case on
 per_case.csv's liver and tumor Dice (a case without reference tumor: 1 or 0 for no tumor predicted or some, as in
 LiTS's mean), over the cases both have a number of: the mean of the per-case differences (this model minus the
@@ -596,9 +597,13 @@ def _signed(value: float) -> str:
 
 
 def _liver_interval_cell(row: Dict[str, Any]) -> str:
-    """The liver Dice mean's 95 % interval from evaluate's summary.json, with its n; empty where that summary.json
-    has none (written before evaluate gave intervals)."""
+    """The liver Dice mean's 95 % interval from evaluate's summary.json, with its n; "no interval from 1 case" where
+    the mean has fewer than 2 cases (evaluate gives none); empty where that summary.json has none otherwise (written
+    before evaluate gave intervals)."""
     low, high = row.get("dice_liver_ci95_low"), row.get("dice_liver_ci95_high")
+    n = row.get("dice_liver_n")
+    if (low is None or high is None) and n is not None and n < 2:
+        return f"no interval from {n} case{'' if n == 1 else 's'}"
     if low is None or high is None:
         return ""
     return f"[{float(low):.4f}, {float(high):.4f}] (n {row.get('dice_liver_n', row.get('cases_evaluated'))})"

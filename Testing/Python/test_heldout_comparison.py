@@ -1112,3 +1112,16 @@ def test_a_model_row_reads_the_liver_dice_interval_from_summary_json_and_an_olde
     assert older_row["dice_liver_ci95_low"] is None and older_row["meets_targets"] is True
     assert comparison._liver_interval_cell(older_row) == ""
     assert comparison._liver_interval_cell(row) == "[0.9400, 0.9600] (n 5)"
+
+
+def test_the_liver_interval_cell_says_a_one_case_mean_has_no_interval_rather_than_staying_empty(tmp_path):
+    """evaluate gives no interval (null) for a mean of fewer than 2 cases: the cell was empty, as it is for a
+    summary.json written before evaluate gave intervals, which told the reader to look for an old evaluation."""
+    liver = {"mean": 0.95, "min": 0.95, "n": 1, "ci95_low": None, "ci95_high": None}
+    summary = {"n_cases": 1, "metrics": {"dice_liver": liver, "dice_tumor": {"mean": 0.8}},
+               "lesion_detection": {"pred_no_overlap": 0}, "volume_outside_ref_total_ml": {"liver": 5.0}}
+    row = comparison.model_row(summary, tmp_path, reference_tumor_cases=1)
+    assert comparison._liver_interval_cell(row) == "no interval from 1 case"
+    none = comparison.model_row(dict(summary, metrics=dict(summary["metrics"], dice_liver=dict(liver, n=0))),
+                                tmp_path, reference_tumor_cases=1)
+    assert comparison._liver_interval_cell(none) == "no interval from 0 cases"

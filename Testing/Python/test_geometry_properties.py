@@ -19,6 +19,7 @@ from LiverTumorSegLib.io import read_label_map, read_volume, write_label_map, wr
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry
 
 from inference_helpers import reoriented
+from test_orientation import rotation  # Rodrigues rotation matrix (axis, degrees)
 
 SIGNED_PERMUTATIONS = [(perm, signs) for perm in itertools.permutations(range(3))
                        for signs in itertools.product((1.0, -1.0), repeat=3)]
@@ -31,15 +32,6 @@ FLOAT32_MM = 1e-4
 value of these grids (origins up to 500 mm: float32 steps of 3e-5 mm)."""
 PROPERTY_SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow],
                          phases=[Phase.explicit, Phase.reuse, Phase.generate])  # no shrinking: seconds, not minutes
-
-
-def rotation(axis, angle_deg: float) -> np.ndarray:
-    """Rodrigues rotation matrix about ``axis`` by ``angle_deg`` degrees."""
-    axis = np.asarray(axis, float)
-    axis = axis / np.linalg.norm(axis)
-    a = np.deg2rad(angle_deg)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * (k @ k)
 
 
 @st.composite

@@ -160,6 +160,23 @@ def test_a_rescale_that_is_no_number_is_refused_not_read_as_no_rescale(tmp_path,
         read_volume(tmp_path / "series")
 
 
+def _edited_enhanced_ct(tmp_path, ct, edit):
+    """An enhanced (multi-frame) CT of ``ct`` written to ``tmp_path/enhanced/ct.dcm``, its dataset changed by
+    ``edit(dataset)`` (pydicom's 'Invalid value for VR DS' warnings, the damage the caller makes, hidden)."""
+    import warnings
+
+    import pydicom
+
+    (tmp_path / "enhanced").mkdir()
+    enhanced = write_enhanced_ct(tmp_path / "enhanced" / "ct.dcm", ct)
+    dataset = pydicom.dcmread(str(enhanced))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        edit(dataset)
+        save_dicom(dataset, enhanced, implicit_vr=False)
+    return enhanced
+
+
 @pytest.mark.parametrize("where, tag, number", [("shared", "RescaleSlope", "1053"),
                                                 ("shared", "RescaleIntercept", "1052"),
                                                 ("frame 4", "RescaleSlope", "1053")])
@@ -168,24 +185,18 @@ def test_an_enhanced_ct_whose_rescale_is_no_number_is_refused_naming_it(tmp_path
     readable DICOM file' (the file) or 'holds no DICOM series' (its folder), and one whose intercept or one
     frame's slope was 'NaN' as setting 'its rescale per frame (1 x + nan, 1 x + nan, ...)' (nan != nan): the
     value is named, as the single-frame series' refusal names it, from the file and from its folder."""
-    import warnings
-
-    import pydicom
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    (tmp_path / "enhanced").mkdir()
-    enhanced = write_enhanced_ct(tmp_path / "enhanced" / "ct.dcm", ct)
-    dataset = pydicom.dcmread(str(enhanced))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom's 'Invalid value for VR DS': the damage this test makes
+    def rescale_nan(dataset):
         if where == "shared":
             setattr(dataset.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0], tag, "NaN")
         else:
             transform = Dataset()
             transform.RescaleSlope, transform.RescaleIntercept = "NaN", "0"
             dataset.PerFrameFunctionalGroupsSequence[3].PixelValueTransformationSequence = Sequence([transform])
-        save_dicom(dataset, enhanced, implicit_vr=False)
+
+    enhanced = _edited_enhanced_ct(tmp_path, ct, rescale_nan)
     for given in (enhanced, enhanced.parent):
         with pytest.raises(InputError, match=rf"{tag} \(0028,{number}\) is 'NaN' in .*not a finite number, so the "
                                              rf"Hounsfield units cannot be computed.*Re-export the series"):
@@ -206,13 +217,10 @@ def test_a_negative_rescale_slope_of_an_enhanced_ct_is_refused_not_read_turned_a
     """The negative-slope refusal looked at the top-level RescaleSlope only: an enhanced (multi-frame) CT whose
     shared functional groups give RescaleSlope -1 read with every value turned around (-100..99 HU read as
     -99..100), exit 0, from the file and from its folder."""
-    import pydicom
+    def slope_negative(dataset):
+        dataset.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleSlope = "-1"
 
-    (tmp_path / "enhanced").mkdir()
-    enhanced = write_enhanced_ct(tmp_path / "enhanced" / "ct.dcm", ct)
-    dataset = pydicom.dcmread(str(enhanced))
-    dataset.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleSlope = "-1"
-    save_dicom(dataset, enhanced, implicit_vr=False)
+    enhanced = _edited_enhanced_ct(tmp_path, ct, slope_negative)
     for given in (enhanced, enhanced.parent):
         with pytest.raises(InputError, match=r"RescaleSlope \(0028,1053\) is negative \(-1\) in its frames' "
                                              r"functional groups, which turns their values around"):

@@ -177,6 +177,14 @@ def _edited_enhanced_ct(tmp_path, ct, edit):
     return enhanced
 
 
+def _refused_from_file_and_folder(enhanced, message_pattern):
+    """``read_volume`` refuses the enhanced CT file ``enhanced``, and its folder, with an InputError matching
+    ``message_pattern``."""
+    for given in (enhanced, enhanced.parent):
+        with pytest.raises(InputError, match=message_pattern):
+            read_volume(given)
+
+
 @pytest.mark.parametrize("where, tag, number", [("shared", "RescaleSlope", "1053"),
                                                 ("shared", "RescaleIntercept", "1052"),
                                                 ("frame 4", "RescaleSlope", "1053")])
@@ -196,11 +204,9 @@ def test_an_enhanced_ct_whose_rescale_is_no_number_is_refused_naming_it(tmp_path
             transform.RescaleSlope, transform.RescaleIntercept = "NaN", "0"
             dataset.PerFrameFunctionalGroupsSequence[3].PixelValueTransformationSequence = Sequence([transform])
 
-    enhanced = _edited_enhanced_ct(tmp_path, ct, rescale_nan)
-    for given in (enhanced, enhanced.parent):
-        with pytest.raises(InputError, match=rf"{tag} \(0028,{number}\) is 'NaN' in .*not a finite number, so the "
-                                             rf"Hounsfield units cannot be computed.*Re-export the series"):
-            read_volume(given)
+    _refused_from_file_and_folder(_edited_enhanced_ct(tmp_path, ct, rescale_nan),
+                                  rf"{tag} \(0028,{number}\) is 'NaN' in .*not a finite number, so the Hounsfield "
+                                  rf"units cannot be computed.*Re-export the series")
 
 
 def test_a_negative_rescale_slope_is_refused_not_read_with_the_slice_turned_around(tmp_path, ct):
@@ -220,11 +226,9 @@ def test_a_negative_rescale_slope_of_an_enhanced_ct_is_refused_not_read_turned_a
     def slope_negative(dataset):
         dataset.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleSlope = "-1"
 
-    enhanced = _edited_enhanced_ct(tmp_path, ct, slope_negative)
-    for given in (enhanced, enhanced.parent):
-        with pytest.raises(InputError, match=r"RescaleSlope \(0028,1053\) is negative \(-1\) in its frames' "
-                                             r"functional groups, which turns their values around"):
-            read_volume(given)
+    _refused_from_file_and_folder(_edited_enhanced_ct(tmp_path, ct, slope_negative),
+                                  r"RescaleSlope \(0028,1053\) is negative \(-1\) in its frames' functional groups, "
+                                  r"which turns their values around")
 
 
 def test_the_number_an_ambiguous_series_choice_lists_is_the_one_series_takes(tmp_path, ct):

@@ -218,14 +218,14 @@ def _pixel_area_mm2(geometry: ImageGeometry, axis: int) -> float:
 def _padding(plane: np.ndarray, pixel_spacing_mm: tuple) -> np.ndarray:
     """The pixels of ``plane`` (2D HU, ``pixel_spacing_mm`` its (row, column) pixel size) outside the scanner's field
     of view: below :data:`PADDING_BELOW_HU`, a round field of view padded with the value of air
-    (:func:`_round_air_padding`), or a resampling's fill of air beyond a straight line (:func:`_straight_air_fill`)."""
+    (:func:`_round_air_padding`), or a resampling's fill of air beyond a straight line (:func:`straight_air_fill`)."""
     padding = plane < PADDING_BELOW_HU
     if not padding.any():
-        padding = _round_air_padding(plane, pixel_spacing_mm) | _straight_air_fill(plane, pixel_spacing_mm)
+        padding = _round_air_padding(plane, pixel_spacing_mm) | straight_air_fill(plane, pixel_spacing_mm)
     return padding
 
 
-def _straight_air_fill(plane: np.ndarray, pixel_spacing_mm: tuple) -> np.ndarray:
+def straight_air_fill(plane: np.ndarray, pixel_spacing_mm: tuple) -> np.ndarray:
     """A resampling's fill written with an air value (-1024) beyond the old grid: the regions holding exactly the
     plane's lowest value (below :data:`BODY_HU`) that reach the plane's edge and whose border with the rest (at least
     :data:`MIN_FOV_BORDER_PIXELS` pixels) is a straight line (median distance from the line fitted to it at most

@@ -30,7 +30,9 @@ Definitions
   tilted slice has no single S: there, the mean S of the long axis' end points, its middle).
 * ``touches_scan_edge``: the lesion reaches the first or last voxel of the scan along some axis, or, with a CT,
   lies on or beside (a face neighbour) the scanner's padding outside its circular field of view (CT values below
-  -1500: -3024, -2048, -2000, ...): cut by the field of view, so its volume and axes are lower bounds.
+  -1500: -3024, -2048, -2000, ...) or a resampling's fill of air's value (-1024) beyond a straight line (the
+  body-size check's rule, :func:`~.body_size.straight_air_fill`): cut by the field of view, so its volume and axes
+  are lower bounds.
 * ``mean_hu``: mean CT value in the lesion, the scanner's padding left out (None without a CT, or with nothing but
   padding); ``median_hu``: median CT value of the lesion's core (:mod:`.water_density`); ``water_density``: the
   lesion has the CT values of water (a simple cyst, or a necrotic or cystic tumor; None without a CT in HU);
@@ -202,11 +204,14 @@ def _density(hu_zyx: Optional[np.ndarray], labels_zyx: np.ndarray, mask: np.ndar
             "contrast_to_liver_hu": density["contrast_to_liver_hu"] if in_hu else None}
 
 
-def _borders_scanner_padding(mask: np.ndarray, box: Tuple[slice, ...], hu_zyx: Optional[np.ndarray]) -> bool:
+def _borders_scanner_padding(mask: np.ndarray, box: Tuple[slice, ...], hu_zyx: Optional[np.ndarray],
+                             geometry: Optional[ImageGeometry] = None,
+                             fill_by_slice: Optional[Dict[int, np.ndarray]] = None) -> bool:
     """True when the lesion ``mask`` (``(z, y, x)``, the part of the volume in ``box``) lies on or beside (a face
     neighbour) a CT voxel below :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`: the scanner's padding
-    outside its circular field of view (-3024, -2048, -2000, ...), which cuts the lesion as the array's edge would.
-    False without a CT."""
+    outside its circular field of view (-3024, -2048, -2000, ...), which cuts the lesion as the array's edge would;
+    or, with ``geometry``, beside a resampling's fill written with air's value (-1024) beyond a straight line
+    (:func:`_borders_straight_air_fill`). False without a CT."""
     if hu_zyx is None:
         return False
     from scipy import ndimage
@@ -216,7 +221,42 @@ def _borders_scanner_padding(mask: np.ndarray, box: Tuple[slice, ...], hu_zyx: O
     placed = np.zeros(tuple(g.stop - g.start for g in grown), dtype=bool)
     placed[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown))] = mask
     beside = ndimage.binary_dilation(placed, structure=ndimage.generate_binary_structure(3, 1))
-    return bool((np.asarray(hu_zyx)[grown][beside] < PADDING_BELOW_HU).any())
+    values = np.asarray(hu_zyx)[grown]
+    if (values[beside] < PADDING_BELOW_HU).any():
+        return True
+    if geometry is None:
+        return False
+    return _borders_straight_air_fill(beside, grown, hu_zyx, geometry,
+                                      {} if fill_by_slice is None else fill_by_slice)
+
+
+def _borders_straight_air_fill(beside: np.ndarray, grown: Tuple[slice, ...], hu_zyx: np.ndarray,
+                               geometry: ImageGeometry, fill_by_slice: Dict[int, np.ndarray]) -> bool:
+    """True when a voxel ``beside`` a lesion (``(z, y, x)`` mask of the part ``grown`` of ``hu_zyx``) lies in a
+    resampling's fill written with air's value: in its axial slice, a region of the slice's lowest value (below
+    :data:`~.body_size.BODY_HU`) reaching the slice's edge and bordering the rest along a straight line
+    (:func:`~.body_size.straight_air_fill`, the body-size check's rule, here on every pixel). A CT resampled onto a
+    turned grid with a -1024 fill (no fill :mod:`.resampling_fill` looks for, since int16 CTs hold real air at -1024)
+    cuts a lesion there as the array's edge would. Only the slices where an air voxel beside the lesion holds the
+    slice's lowest value are read (whole slices, cached in ``fill_by_slice`` by slice index: lesions share them)."""
+    from .body_size import BODY_HU, straight_air_fill
+
+    hu = np.asarray(hu_zyx)
+    values = hu[grown]
+    axis = axial_axis_zyx(geometry)
+    pixel_spacing_mm = tuple(geometry.spacing[2 - a] for a in range(3) if a != axis)  # (rows, columns)
+    for local in np.unique(np.nonzero(beside & (values < BODY_HU))[axis]):
+        k = int(local) + grown[axis].start
+        plane = np.take(hu, k, axis=axis)
+        beside_here = np.take(beside, int(local), axis=axis)
+        in_plane = tuple(g for a, g in enumerate(grown) if a != axis)
+        if not (np.take(values, int(local), axis=axis)[beside_here] == plane.min()).any():
+            continue
+        if k not in fill_by_slice:
+            fill_by_slice[k] = straight_air_fill(plane, pixel_spacing_mm)
+        if fill_by_slice[k][in_plane][beside_here].any():
+            return True
+    return False
 
 
 def grid_record(shape_zyx: Sequence[int], geometry: ImageGeometry) -> Dict[str, Any]:
@@ -268,6 +308,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     lesions = []  # type: List[Dict[str, Any]]
     inner_boxes = [] if components is None else ndimage.find_objects(components)
     mean_probability = None
+    fill_by_slice = {}  # type: Dict[int, np.ndarray]
     if tumor_probability_zyx is not None and components is not None:
         from .postprocess import component_mean_probability
         network = None if network_labels_zyx is None else np.asarray(network_labels_zyx)[tumor_box] == 2
@@ -299,7 +340,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
             "bounding_box_zyx": [[int(b.start), int(b.stop)] for b in box],
             "axial_position_s_mm": float(np.mean([p[2] for p in axes["long_axis"]["end_points_ras_mm"]])),
             "touches_scan_edge": (any(b.start == 0 or b.stop == n for b, n in zip(box, labels_zyx.shape))
-                                  or _borders_scanner_padding(mask, box, hu_zyx)),
+                                  or _borders_scanner_padding(mask, box, hu_zyx, geometry, fill_by_slice)),
         }
         lesion.update(_density(hu_zyx, labels_zyx, mask, box, geometry, in_hu))
         if mean_probability is not None:

@@ -218,13 +218,13 @@ def test_metal_lands_in_the_training_patch_that_the_dataset_cuts(tmp_path):
     dataset = PatchDataset([case], Preprocessor(), patch_size=48, seed=test_seed(), liver_slice_fraction=1.0,
                            augmenter=SliceAugmenter(config, pixel_spacing_mm=1.5))
     with_metal = streaked = 0
-    for index in range(10):
+    for index in range(15):  # 94 % of samples hold metal over seeds 0-59 (10 samples and >= 7: 6 at seed 58)
         patch, label = dataset.sample_arrays(index)
         assert patch.shape == (3, 48, 48) and label.shape == (48, 48)
         with_metal += int((patch[1] == metal.METAL_HU).any())
         streaked += int(np.mean(np.abs(patch[1] - 50.0) > 15.0) > 0.1)
         assert set(np.unique(label)) <= {0, 1}
-    assert with_metal >= 7 and streaked >= 8
+    assert with_metal >= 10 and streaked >= 12  # expected about 14.1 and 15; P(< 10 of 15 at 94 %) ~ 1e-4
 
 
 def test_templates_kept_per_process_are_bounded_least_recently_used_first(monkeypatch):

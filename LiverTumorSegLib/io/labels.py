@@ -282,6 +282,14 @@ NEAR_INTEGER_TOLERANCE = 1e-3
 """A float label value this close to an integer is that integer (labels saved as float32 by a scaling step)."""
 
 
+def near_integers_rounded(array: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(rounded, off)`` of a float array: its values rounded to the nearest integer, and where a value lies
+    further than :data:`NEAR_INTEGER_TOLERANCE` from it (True for NaN and inf): the one rule by which the label
+    map reader (:func:`check_label_values`) and writer (``writers.write_label_map``) read floats as labels."""
+    rounded = np.rint(array)
+    return rounded, ~(np.abs(array - rounded) <= NEAR_INTEGER_TOLERANCE)
+
+
 def require_label_values(array: np.ndarray, source: str = "label map") -> None:
     """Raise LabelError (naming the values) unless ``array`` holds only 0, 1 and 2 (bool, integers, or floats that
     are those integers). Quick for the uint8 maps ``segment`` makes: one pass (their maximum) over the volume."""
@@ -322,8 +330,7 @@ def check_label_values(array: np.ndarray, source: str = "label map",
         finite = np.isfinite(array)
         if not finite.all():
             raise LabelError(f"Label map '{source}' contains NaN/Inf values; it must hold the integers {allowed_txt}.")
-        rounded = np.rint(array)
-        frac = np.abs(array - rounded) > NEAR_INTEGER_TOLERANCE
+        rounded, frac = near_integers_rounded(array)
         if not frac.any():
             array = rounded  # integers stored as floats, within float rounding (0.999999 is 1)
         else:

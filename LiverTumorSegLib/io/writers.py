@@ -214,12 +214,11 @@ def _whole_label_values(labels_zyx: np.ndarray) -> np.ndarray:
     rounds them: within :data:`~.labels.NEAR_INTEGER_TOLERANCE` of one (a map saved as float32 by a scaling step,
     1.9999 for tumor). ValueError for any other value (NaN, 0.5: a probability map, not labels). The writer
     refused 1.9999 that the reader took as 2, and a cast without rounding would have made it 1 (liver)."""
-    from .labels import NEAR_INTEGER_TOLERANCE
+    from .labels import NEAR_INTEGER_TOLERANCE, near_integers_rounded
 
-    rounded = np.rint(labels_zyx)
-    whole = np.abs(labels_zyx - rounded) <= NEAR_INTEGER_TOLERANCE  # False for NaN and inf
-    if labels_zyx.size and not whole.all():
-        examples = ", ".join(f"{v:g}" for v in np.unique(labels_zyx[~whole])[:5])
+    rounded, off = near_integers_rounded(labels_zyx)  # off: True for NaN and inf too
+    if off.any():
+        examples = ", ".join(f"{v:g}" for v in np.unique(labels_zyx[off])[:5])
         raise ValueError(f"label map has non-integer values ({examples}): a label map holds whole numbers "
                          f"(0 background, 1 liver, 2 tumor; values within {NEAR_INTEGER_TOLERANCE:g} of one are "
                          f"rounded to it); round or threshold it first, or write a tumor probability map with "

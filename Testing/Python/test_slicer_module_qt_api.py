@@ -42,9 +42,11 @@ Sources, read with the stored-source search (27 Nov 2026); a hit without a repos
 from before Slicer PR 5451 (merged Feb 2021, which added ``getModuleWidget``): two-space indents,
 ``mainWindow(verbose=True)``, ``pip_install(requirements)`` splitting a string. A name found there and in slicer-core
 5.13's util.py is taken to be in 5.6. ``PR 5451`` and ``PR 5716`` (July 2021: ``tryWithErrorDisplay``) are Slicer
-pull requests, merged, read in the stored issue threads. Not read in a dated file: ``pip_install`` taking a list (the
-2021 version splits a string; a Slicer of early 2025 takes "string or list", Slicer forum topic 41402), and
-``tryWithErrorDisplay``'s ``waitCursor``.
+pull requests, merged, read in the stored issue threads. ``tryWithErrorDisplay(message, waitCursor=True)``: called so
+by scripted modules in the two-space-indent style Slicer's Python left in 2022 (stored sources, 29 Nov 2026), so before
+5.6. ``pip_install`` taking a list: not read in a dated 5.6 file (the 2021 version splits a string; Slicer 5.8's
+util.py, quoted in a Feb 2025 Slicer forum traceback, and Slicer/Slicer's Base/Python/slicer/pydeps.py 2412a9d6
+(main, 2026: ``requirements: str | list[str]``, which ``slicer.util.pip_install`` re-exports) take a string or a list).
 """
 import ast
 import re
@@ -173,8 +175,8 @@ SLICER_UTIL: Dict[str, Tuple[Set[str], str]] = {
     "errorDisplay": ({"detailedText"}, "util2021: **kwargs set on the message box when it has that attribute "
                                        "(QMessageBox's detailedText property)"),
     "getModuleWidget": (set(), "PR 5451 (Feb 2021)"),
-    "tryWithErrorDisplay": ({"waitCursor"}, "PR 5716 (July 2021); waitCursor not read in a dated file"),
-    "pip_install": (set(), "util2021 with a string only; a list (as passed) not read for 5.6"),
+    "tryWithErrorDisplay": ({"waitCursor"}, "PR 5716 (July 2021); waitCursor in pre-2022 modules"),
+    "pip_install": (set(), "util2021 with a string only; a list (as passed) in 5.8 and main, not read for 5.6"),
 }
 """``slicer.util`` name -> (keywords used, where it was found for Slicer 5.6)."""
 

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -136,14 +137,59 @@ def test_top_level_cmake_is_a_slicer_extension():
         assert text.index(found.group(0)) > text.index("include(${Slicer_USE_FILE})"), var
 
 
+def extensions_index_text_problems(cmake_text: str, extension_name: str = "LiverTumorSeg") -> List[str]:
+    """What the Slicer Extensions Index's check of a submitted extension (Slicer/ExtensionsIndex
+    scripts/check_description_files.py, ``check_cmakelists_content``, read 29 Nov 2026) finds wrong in the top-level
+    CMakeLists.txt's *text*, before it downloads anything: it reads the file, not CMake's values, with these regular
+    expressions. The project name must be the description file's name; the icon and every screenshot address must
+    start with "http" (it then downloads each and wants an image)."""
+    problems = []
+    projects = re.findall(r'project\s*\(\s*([^\s\)\n\r]+)', cmake_text, re.IGNORECASE | re.MULTILINE)
+    if not projects or projects[0].strip().strip('"').strip("'") != extension_name:
+        problems.append(f"project name {projects[:1]} is not '{extension_name}'")
+    icons = re.findall(r'set\s*\(EXTENSION_ICONURL\s*"([^"]+)"[ ]*\)', cmake_text, re.IGNORECASE | re.MULTILINE)
+    if not icons or not icons[0].strip().startswith("http"):
+        problems.append(f"EXTENSION_ICONURL {icons[:1]} does not start with 'http'")
+    shots = re.findall(r'set\s*\(EXTENSION_SCREENSHOTURLS\s*"([^"]+)"\)', cmake_text, re.IGNORECASE | re.MULTILINE)
+    urls = shots[0].split() if shots else []
+    if not urls or not all(url.startswith("http") for url in urls):
+        problems.append(f"EXTENSION_SCREENSHOTURLS {urls} do not all start with 'http'")
+    return problems
+
+
+def test_the_extensions_index_check_reads_the_metadata_it_needs_from_the_cmake_text():
+    """The icon and screenshot addresses were built from a CMake variable ("${LIVERTUMORSEG_PUBLIC_URL}/raw/..."):
+    the index's check reads them as that literal text and refused them, whatever address the variable was given."""
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert extensions_index_text_problems(text) == []
+    assert (ROOT / "LICENSE").is_file()  # check_license_file: LICENSE (or LICENCE, COPYING, ...) at the root
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ('set(EXTENSION_ICONURL "https://livertumorseg.invalid/', 'set(EXTENSION_ICONURL "${LIVERTUMORSEG_URL}/',
+     "EXTENSION_ICONURL"),
+    ('set(EXTENSION_SCREENSHOTURLS "https://livertumorseg.invalid/', 'set(EXTENSION_SCREENSHOTURLS "${SHOTS}/',
+     "EXTENSION_SCREENSHOTURLS"),
+    ("project(LiverTumorSeg)", "project(SlicerLiverTumorSeg)", "project name"),
+])
+def test_the_extensions_index_text_check_reports_what_the_index_refuses(old, new, expected):
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert old in text, old
+    problems = extensions_index_text_problems(text.replace(old, new, 1))
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+PLACEHOLDER_HOST = "https://livertumorseg.invalid"
+"""The one address CMakeLists.txt gives for the homepage, icon and screenshot until the project has a public one."""
+
+
 def test_no_address_names_a_repository_that_may_not_exist():
     """Homepage, icon and screenshot use one placeholder host that cannot resolve (.invalid); the help text links
     the documentation installed with the extension; no file names the invented GitHub organisation."""
     text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
-    base = re.search(r'set\(LIVERTUMORSEG_PUBLIC_URL "([^"]+)"\)', text).group(1)
-    assert base.endswith(".invalid")
     for var in ("EXTENSION_HOMEPAGE", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
-        assert re.search(rf'set\({var} "\$\{{LIVERTUMORSEG_PUBLIC_URL\}}[^"]*"\)', text), var
+        address = re.search(rf'set\({var} "([^"]+)"\)', text).group(1)
+        assert address == PLACEHOLDER_HOST or address.startswith(PLACEHOLDER_HOST + "/"), (var, address)
     module = MODULE_FILE.read_text(encoding="utf-8")
     assert "github.com" not in module and "documentationPath()" in module
     assert "docs/slicer.md" in _cmake_lists()["LIVERTUMORSEG_SHARED_RESOURCES"]

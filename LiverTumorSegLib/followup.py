@@ -884,7 +884,10 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     ``followup``). ``nadir_sum_mm``: the smallest sum of diameters of the baseline's target lesions at an earlier
     follow-up (mm; e.g. the ``sum_of_diameters.followup_mm`` of that follow-up's change report): progression is
     judged from it where it is below the baseline's sum (:func:`~.metrics.recist.recist_response`); without it, from
-    the baseline. Also returns, under the key ``_arrays`` (not serialised), the component maps for the picture."""
+    the baseline. A nadir of 0 mm with targets back under 5 mm is PD only where every baseline lesion is a target
+    (that follow-up was then a complete response); with non-target lesions at baseline the sum rule decides and the
+    reason says that it is PD if that follow-up was a CR. Also returns, under the key ``_arrays`` (not serialised),
+    the component maps for the picture."""
     from .inference.lesion_report import lesion_components, lesion_report
     from .metrics.recist import NON_CR_NON_PD, recist_response
 
@@ -972,11 +975,15 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     new_lesion = any(e["status"] == "new" and e["unequivocal"] for e in entries)
     followup_count = sum(len(e["followup_ids"]) for e in entries if not (e["status"] == "new" and not e["unequivocal"]))
 
+    # a nadir of 0 mm where every baseline lesion is a target: every lesion had gone at that follow-up, a complete
+    # response, after which a target back under 5 mm is PD; with non-target lesions at baseline it is not known
+    nadir_cr = True if targets and len(targets) == base_report["lesion_count"] else None
+
     def response_for(too_small_default: bool) -> Tuple[str, str, Optional[float]]:
         total = float(sum(_recist_followup_mm(e, too_small_default) for e in entries if e["recist_target"])) \
             if targets else None
         return recist_response(base_sum, total, new_lesion, followup_count, base_report["lesion_count"],
-                               nadir_sum_mm) + (total,)
+                               nadir_sum_mm, nadir_cr) + (total,)
 
     response, reason, follow_sum = response_for(False)
     small = [e["number"] for e in entries if e.get("recist_under_5_mm")]

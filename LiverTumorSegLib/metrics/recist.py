@@ -401,17 +401,21 @@ def meets_progression(baseline_mm: float, followup_mm: float) -> bool:
 
 def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[float], new_lesion: bool,
                     followup_lesion_count: int, baseline_lesion_count: int,
-                    nadir_sum_mm: Optional[float] = None) -> Tuple[str, str]:
+                    nadir_sum_mm: Optional[float] = None,
+                    nadir_complete_response: Optional[bool] = None) -> Tuple[str, str]:
     """RECIST 1.1 category and a one-line reason (see module doc).
 
     ``nadir_sum_mm``: the smallest sum of diameters of the same target lesions at an earlier follow-up (mm; None:
     none given). RECIST 1.1 measures progression from the smallest sum on study, the baseline's included, and
     partial response from the baseline: PD is then judged from the smaller of the two (a sum of 50 -> 30 -> 40 mm
-    is PD at the second follow-up, +33 % and +10 mm from the nadir, where from the baseline alone it read SD). A
-    nadir of 0 (every target gone at an earlier follow-up) makes any target measured again PD: from 5 mm by the sum
-    rule; under 5 mm as RECIST 1.1 rules after a CR (any lesion that reappears is PD), which a sum alone cannot tell
-    from a PR (non-target lesions remaining), where a rise under 5 mm is not PD: the reason then says which category
-    that would give.
+    is PD at the second follow-up, +33 % and +10 mm from the nadir, where from the baseline alone it read SD). After
+    a nadir of 0 (every target gone at an earlier follow-up) any rise is over +20 %, so targets measured again are PD
+    from 5 mm by the sum rule; under 5 mm they are PD only when that follow-up was a complete response
+    (``nadir_complete_response`` True: every lesion, targets and non-targets, had disappeared), after which any
+    lesion that reappears is PD (the RECIST working group's FAQ, recist.eortc.org: lesions that disappear and
+    reappear do not automatically result in PD unless the sum rule is met or CR was assigned at the previous
+    assessment). Otherwise (None: not known; False: lesions remained) the sum rule decides, and a rise under 5 mm is
+    PR or SD from the baseline; with None the reason says that it is PD if that follow-up was a CR.
 
     ``baseline_sum_mm`` is None when the baseline has no target lesion; then the answer is PD (new lesion),
     CR (baseline lesions all gone), Non-CR/non-PD (non-target lesions persist, RECIST 1.1 Table 2) or NE (no
@@ -431,9 +435,12 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
     if nadir_sum_mm is not None and nadir_sum_mm < baseline_sum_mm:  # PD from the nadir, PR from the baseline
         if nadir_sum_mm <= 0:
             if followup_sum_mm > 0:
-                return "PD", text + "; target lesion(s) measured again after a nadir of 0 mm" + \
-                    _reappearance_text(relative, followup_sum_mm)
-            text += "; nadir 0 mm"
+                text += "; target lesion(s) measured again after a nadir of 0 mm"
+                if at_least(followup_sum_mm, RECIST_PD_ABSOLUTE_MM) or nadir_complete_response:
+                    return "PD", text + _reappearance_text(followup_sum_mm, nadir_complete_response)
+                text += _reappearance_text(followup_sum_mm, nadir_complete_response)
+            else:
+                text += "; nadir 0 mm"
         else:
             from_nadir = (followup_sum_mm - nadir_sum_mm) / nadir_sum_mm
             text += f"; nadir {nadir_sum_mm:.1f} mm ({percent_change_text(from_nadir)} from it)"
@@ -451,19 +458,23 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
     return "SD", text
 
 
-def _reappearance_text(relative: float, followup_sum_mm: float) -> str:
-    """What :func:`recist_response` adds to its PD reason for targets measured again after a nadir of 0 mm, when
-    their sum (``followup_sum_mm``, mm) is under :data:`RECIST_PD_ABSOLUTE_MM`: RECIST 1.1 (the EORTC RECIST
-    clarifications) calls a lesion that reappears PD without the sum rule only when that earlier follow-up was CR;
-    where non-target lesions remained there, PD needs +5 mm from the nadir, so the category would be the one the
-    baseline gives (``relative``: the change from the baseline, a fraction). A sum of 5 mm or more is PD by the
-    sum rule itself (from 0 mm any rise is over +20 %): nothing is added."""
+def _reappearance_text(followup_sum_mm: float, nadir_complete_response: Optional[bool]) -> str:
+    """What :func:`recist_response` adds to its reason for targets measured again (their sum ``followup_sum_mm``, mm)
+    after a nadir of 0 mm. From :data:`RECIST_PD_ABSOLUTE_MM` on, the sum rule makes PD (from 0 mm any rise is over
+    +20 %): nothing. Under it: PD as after a complete response (``nadir_complete_response`` True), else the rise
+    missing the 5 mm PD needs, and (None: not known) that a CR at that follow-up would make it PD. A target back at
+    4.0 mm read PD whether or not that follow-up was a CR, where RECIST 1.1 then applies the sum rule (the RECIST
+    audit)."""
     if at_least(followup_sum_mm, RECIST_PD_ABSOLUTE_MM):
         return ""
-    other = "PR" if at_most(relative, RECIST_PR_CHANGE) else "SD"
-    return (f" (PD as after a CR, where any lesion that reappears is PD; if non-target lesions remained at that "
-            f"follow-up, it was not CR, and RECIST 1.1 then needs a rise of {RECIST_PD_ABSOLUTE_MM:g} mm or more from "
-            f"the nadir: {followup_sum_mm:.1f} mm gives {other})")
+    if nadir_complete_response:
+        return (f" ({followup_sum_mm:.1f} mm, under the {RECIST_PD_ABSOLUTE_MM:g} mm the sum rule needs, but every "
+                f"lesion had disappeared at that follow-up (CR), and after a CR any lesion that reappears is PD)")
+    text = f"; up by {followup_sum_mm:.1f} mm from the nadir, under the {RECIST_PD_ABSOLUTE_MM:g} mm PD needs"
+    if nadir_complete_response is None:
+        text += (" (PD if that follow-up was a complete response, every lesion gone: after a CR any lesion that "
+                 "reappears is PD)")
+    return text
 
 
 def percent_change_text(relative: float) -> str:

@@ -1594,3 +1594,41 @@ def test_the_response_reason_names_at_most_ten_lesions_not_assessed():
                                                 "in the rows) lie partly or wholly outside the follow-up scan's "
                                                 "field of view"), change["response_reason"]
     assert [e["status"] for e in change["lesions"]] == ["not_assessed"] * 30
+
+
+def _labels_with_lesions(boxes_zyx):
+    """A 1 mm label map (z, y, x) with a liver block and a tumor (label 2) in each of ``boxes_zyx`` (slices)."""
+    labels = np.zeros((12, 48, 48), np.uint8)
+    labels[1:11, 2:46, 2:46] = 1
+    for box in boxes_zyx:
+        labels[box] = 2
+    return CTVolume(array=labels, geometry=ImageGeometry(spacing=(1.0, 1.0, 1.0)), source="synthetic labels")
+
+
+@pytest.mark.parametrize("with_non_target", [False, True], ids=["targets_only", "with_non_target"])
+def test_a_target_back_under_5_mm_after_a_nadir_of_0_mm_is_pd_only_when_that_follow_up_was_a_complete_response(
+        with_non_target):
+    """Nadir 0 mm (every target gone at an earlier follow-up), the target back at 3.8 mm (3 x 3 voxels of 1 mm). A
+    baseline whose every lesion is a target had no lesion left at that nadir: a complete response, after which any
+    lesion that reappears is PD. With a non-target lesion at baseline (6 x 6 voxels, 8.1 mm: under the measurable 10
+    mm), still there, that follow-up may have been a PR, where RECIST 1.1 needs +5 mm from the nadir: PR from the
+    baseline, and the reason says PD if it was a CR. Both read PD."""
+    target = (slice(5, 8), slice(10, 22), slice(10, 22))                 # 12 x 12 voxels: 16.6 mm long axis
+    small_target = (slice(6, 7), slice(15, 18), slice(15, 18))           # 3 x 3 voxels: 3.8 mm
+    non_target = (slice(5, 7), slice(30, 36), slice(30, 36))
+    base = _labels_with_lesions([target] + ([non_target] if with_non_target else []))
+    follow = _labels_with_lesions([small_target] + ([non_target] if with_non_target else []))
+    change = compare_followup(base, follow, alignment="none", nadir_sum_mm=0.0)
+    assert change["sum_of_diameters"]["target_lesion_ids"] == [1]
+    assert change["sum_of_diameters"]["followup_mm"] == pytest.approx(2 * np.sqrt(2) + 1, abs=1e-6)
+    reason = change["response_reason"]
+    assert "measured again after a nadir of 0 mm" in reason
+    if with_non_target:
+        assert change["response"] == "PR", reason
+        assert "PD if that follow-up was a complete response" in reason
+        assert "a reader who judges them too small to measure counts 5 mm, which gives PD" in reason
+    else:
+        assert change["response"] == "PD", reason
+        assert "every lesion had disappeared at that follow-up (CR)" in reason
+    without_nadir = compare_followup(base, follow, alignment="none")
+    assert without_nadir["response"] == "PR"   # -77 % from the baseline

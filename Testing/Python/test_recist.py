@@ -307,20 +307,37 @@ def test_recist_response_judges_progression_from_the_nadir_and_partial_response_
         assert "up by 4.5 mm from the nadir, under the 5 mm PD needs" in reason
 
 
-@pytest.mark.parametrize("follow, other", [(4.0, "PR"), (4.9, "PR"), (5.0, None), (6.0, None)])
-def test_a_target_back_after_a_nadir_of_0_mm_is_pd_and_under_5_mm_the_reason_says_what_a_pr_before_gives(follow,
-                                                                                                         other):
-    """Every target gone at an earlier follow-up (nadir 0 mm), one back at 4 mm: PD, RECIST 1.1's rule after a CR
-    (the EORTC clarifications: a lesion that reappears is PD only after a CR, else by the sum rule). If non-target
-    lesions remained there (PR, not CR), PD needs +5 mm from the nadir, and 50 -> 4 mm (-92 %) is PR: the reason
-    said only 'measured again after a nadir of 0 mm'. From 5 mm the sum rule itself gives PD: nothing added."""
-    response, reason = recist_response(50.0, follow, False, 3, 3, 0.0)
-    assert response == "PD" and "measured again after a nadir of 0 mm" in reason
-    if other is None:
-        assert reason.endswith("measured again after a nadir of 0 mm")
+@pytest.mark.parametrize("follow", [4.0, 4.9, 4.999999, 5.0, 6.0])
+@pytest.mark.parametrize("complete_response", [None, True, False])
+def test_a_target_back_after_a_nadir_of_0_mm_is_pd_from_5_mm_or_after_a_complete_response(follow, complete_response):
+    """Every target gone at an earlier follow-up (nadir 0 mm), one measured again. From 0 mm any rise is over +20 %,
+    so the 5 mm absolute rule decides: 5 mm (also 5 mm short by float rounding only) and more is PD whatever that
+    follow-up was. Under 5 mm it is PD only after a complete response (every lesion gone; RECIST working group FAQ:
+    a lesion that disappears and reappears is not automatically PD unless CR was assigned before); otherwise 50 ->
+    4 mm (-92 % from the baseline) is PR, and, where it is not known whether that follow-up was a CR, the reason says
+    that it is PD if it was. 4.0 mm read PD whether or not that follow-up was a CR."""
+    response, reason = recist_response(50.0, follow, False, 3, 3, 0.0, complete_response)
+    assert "measured again after a nadir of 0 mm" in reason
+    if follow >= 5.0 - 1e-5:
+        assert response == "PD" and reason.endswith("measured again after a nadir of 0 mm"), reason
+    elif complete_response:
+        assert response == "PD"
+        assert reason.endswith("every lesion had disappeared at that follow-up (CR), and after a CR any lesion that "
+                               "reappears is PD)")
     else:
-        assert reason.endswith(f"needs a rise of 5 mm or more from the nadir: {follow:.1f} mm gives {other})")
-        assert "PD as after a CR" in reason
+        assert response == "PR"
+        assert f"up by {follow:.1f} mm from the nadir, under the 5 mm PD needs" in reason
+        assert ("PD if that follow-up was a complete response" in reason) == (complete_response is None)
+
+
+def test_after_a_nadir_of_0_mm_the_smallest_baseline_sum_gives_pr_under_5_mm_and_pd_from_5_mm():
+    # baseline 10 mm (one target of the measurable minimum), nadir 0, back at 4.5 mm: -55 % is PR; from 5 mm PD, also
+    # at -25 % from the baseline: the sum rule from a nadir of 0 never needs the baseline's +20 %
+    assert recist_response(10.0, 4.5, False, 1, 1, 0.0)[0] == "PR"
+    assert recist_response(10.0, 5.0, False, 1, 1, 0.0)[0] == "PD"   # -50 % from the baseline, +5 mm from 0 mm
+    assert recist_response(10.0, 7.5, False, 1, 1, 0.0)[0] == "PD"   # -25 % from the baseline
+    assert recist_response(10.0, 0.0, False, 1, 1, 0.0) == ("PR", "sum of diameters 10.0 -> 0.0 mm (-100.0 %); "
+                                                             "nadir 0 mm")
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])

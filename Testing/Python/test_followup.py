@@ -1632,3 +1632,29 @@ def test_a_target_back_under_5_mm_after_a_nadir_of_0_mm_is_pd_only_when_that_fol
         assert "every lesion had disappeared at that follow-up (CR)" in reason
     without_nadir = compare_followup(base, follow, alignment="none")
     assert without_nadir["response"] == "PR"   # -77 % from the baseline
+
+
+def _row(length_voxels, y=20):
+    """A tumor row of ``length_voxels`` voxels of 1 mm along x (long axis exactly that many mm), slices 5-6."""
+    return (slice(5, 7), slice(y, y + 1), slice(4, 4 + length_voxels))
+
+
+@pytest.mark.parametrize("base_mm, follow_mm, nadir_mm, expected", [
+    (25, 30, None, "PD"),    # +20 % and +5 mm exactly
+    (25, 29, None, "SD"),    # +16 %
+    (20, 24, None, "SD"),    # +20 % but +4 mm
+    (30, 21, None, "PR"),    # -30 % exactly
+    (30, 22, None, "SD"),    # -26.7 %
+    (40, 30, 25, "PD"),      # +20 % and +5 mm from the nadir (-25 % from the baseline)
+    (40, 29, 25, "SD"),      # +16 % from the nadir
+    (40, 28, 20, "PD"),      # +40 % and +8 mm from the nadir: PD, although -30 % from the baseline
+])
+def test_the_response_of_whole_scans_at_each_rules_boundary(base_mm, follow_mm, nadir_mm, expected):
+    """One target row whose long axis is a whole number of 1 mm voxels, compared end to end (no alignment): the
+    thresholds of RECIST 1.1 met exactly (+20 % with +5 mm, -30 %, +20 % and +5 mm from the nadir) give PD, PR, PD;
+    a rise of +20 % by 4 mm is SD."""
+    change = compare_followup(_labels_with_lesions([_row(base_mm)]), _labels_with_lesions([_row(follow_mm)]),
+                              alignment="none", nadir_sum_mm=None if nadir_mm is None else float(nadir_mm))
+    sod = change["sum_of_diameters"]
+    assert (sod["baseline_mm"], sod["followup_mm"]) == (pytest.approx(base_mm), pytest.approx(follow_mm))
+    assert change["response"] == expected, change["response_reason"]

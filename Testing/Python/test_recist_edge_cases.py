@@ -189,3 +189,38 @@ def test_two_equal_long_axes_on_a_tilted_float32_grid_are_ordered_by_id(tmp_path
     assert select_target_lesions(relative) == [1, 2]
     apart = [{"id": 1, "long_axis_mm": 20.0}, {"id": 2, "long_axis_mm": 20.0001}]   # 5e-6 of 20 mm
     assert select_target_lesions(apart) == [2, 1]
+
+
+@pytest.mark.parametrize("slice_mm, measurable_from_mm", [(5.0, 10), (6.0, 12), (7.5, 15)])
+def test_a_lesion_is_measurable_from_10_mm_or_twice_a_slice_thickness_over_5_mm(slice_mm, measurable_from_mm):
+    """RECIST 1.1: measurable from a long axis of 10 mm on CT of slices up to 5 mm, else twice the slice thickness.
+    A row of n voxels of 1 mm along x measures n mm: one voxel short of the minimum is no target, the minimum is."""
+    from LiverTumorSegLib.inference.lesion_report import lesion_report
+
+    for length, is_target in ((measurable_from_mm - 1, False), (measurable_from_mm, True)):
+        labels = np.zeros((8, 40, 40), np.uint8)   # (z, y, x)
+        labels[1:7, 2:38, 2:38] = 1
+        labels[3:5, 20, 5:5 + length] = 2
+        report = lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, slice_mm)))
+        assert report["lesions"][0]["long_axis_mm"] == pytest.approx(length, abs=1e-9)
+        assert report["recist"]["measurable_minimum_mm"] == measurable_from_mm
+        assert report["recist"]["target_lesion_ids"] == ([1] if is_target else [])
+
+
+def test_at_most_two_targets_the_longest_not_cut_by_the_scans_edge():
+    """RECIST 1.1: at most 2 target lesions per organ, chosen by size and suited to reproducible measurement: of a
+    30 mm lesion cut by the scan's edge, lesions of 30, 20 and 15 mm, the 30 and 20 mm ones; sum 50 mm."""
+    from LiverTumorSegLib.inference.lesion_report import lesion_report
+
+    labels = np.zeros((8, 60, 60), np.uint8)   # (z, y, x)
+    labels[1:7, 0:58, 2:58] = 1
+    labels[3:5, 10, 5:35] = 2     # 30 mm
+    labels[3:5, 0:30, 45] = 2     # 30 mm along y from the grid's first row: cut by the scan's edge
+    labels[3:5, 20, 5:25] = 2     # 20 mm
+    labels[3:5, 30, 5:20] = 2     # 15 mm
+    report = lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    by_axis = {round(d["long_axis_mm"], 6): d for d in report["lesions"] if not d["touches_scan_edge"]}
+    assert sorted(by_axis) == [15.0, 20.0, 30.0]
+    assert [d["long_axis_mm"] for d in report["lesions"] if d["touches_scan_edge"]] == [pytest.approx(30.0)]
+    assert report["recist"]["target_lesion_ids"] == [by_axis[30.0]["id"], by_axis[20.0]["id"]]
+    assert report["recist"]["sum_of_diameters_mm"] == pytest.approx(50.0)

@@ -96,6 +96,10 @@ long axis), at most this: the alignment's error, not the lesion's size, bounds h
 (under 1 mm with the CTs, up to about 4 mm with the livers, in the follow-up audit). With half a 42 mm long axis a
 new 11 mm lesion 14 mm beside a vanished target was taken for it, shrunk: PR instead of PD."""
 ALIGNMENT_METHODS = ("auto", "ct", "liver", "none")
+TIME_POINT_NOTE = ("the response of this follow-up alone (a time-point response, RECIST 1.1 Table 1), not the best "
+                   "overall response: whether a later scan confirms a CR or PR, as trials with response as end point "
+                   "require, is the reader's")
+"""Said in a change report's ``response_criteria``: a CR or PR here is not a confirmed response (RECIST 1.1 4.6)."""
 
 
 def _sitk():
@@ -1066,7 +1070,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
         "response_criteria": "RECIST 1.1 on the liver lesions of the label maps; " + (
             "the baseline is the reference (no nadir given)" if nadir_sum_mm is None else
             "partial response from the baseline, progression from the smaller of the baseline's sum and the nadir "
-            "given") + "; " + RECIST_NOTE + "; not a medical device",
+            "given") + "; " + TIME_POINT_NOTE + "; " + RECIST_NOTE + "; not a medical device",
         "sum_of_diameters": {"target_lesion_ids": targets, "baseline_mm": base_sum, "followup_mm": follow_sum,
                              "nadir_mm": None if nadir_sum_mm is None else float(nadir_sum_mm),
                              "change_mm": change,

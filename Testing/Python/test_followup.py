@@ -359,6 +359,8 @@ def test_recist_rules_a_radiologist_applies_at_follow_up():
     assert "split" not in statuses(change) and "new" in statuses(change)
     assert change["response"] == "PD"
     assert "research use, not a clinical read" in change["response_criteria"]
+    # a radiologist reads CR/PR here as unconfirmed: the report says it gives one time point, not the best response
+    assert "a time-point response, RECIST 1.1 Table 1), not the best overall response" in change["response_criteria"]
 
 
 def _cropped_in_z(volume, z0, z1):

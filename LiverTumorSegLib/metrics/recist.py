@@ -37,8 +37,9 @@ Definitions
   organ are at most 2 measurable lesions, largest long axis first, not cut by the scan's edge (RECIST asks for
   lesions suited to reproducible repeated measurement); the sum of diameters (SoD) is the sum of
   their long axes. Response vs. baseline: CR = no lesion left; PD = SoD up >= 20 % and >= 5 mm, or a new
-  lesion; PR = SoD down >= 30 %; else SD (here the baseline is the reference; RECIST's PD uses the smallest
-  SoD so far, which a two-time-point comparison cannot know). A target still present counts its measured long
+  lesion; PR = SoD down >= 30 % from the baseline; else SD. RECIST's PD is judged from the smallest SoD on study,
+  which two time points cannot know: it is the baseline's unless an earlier follow-up's smaller sum is given
+  (:func:`recist_response`'s ``nadir_sum_mm``). A target still present counts its measured long
   axis, also under 5 mm (RECIST 1.1 4.3.2: actual measurements "even when very small"; :data:`RECIST_TOO_SMALL_MM`
   is the default for a lesion a reader judges too small to measure, which :mod:`~LiverTumorSegLib.followup`
   reports when it would change the category); without target lesions, persisting lesions are Non-CR/non-PD.

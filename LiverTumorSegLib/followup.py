@@ -869,7 +869,9 @@ def check_nadir_sum_mm(value: Optional[float], option: str = "nadir_sum_mm") -> 
     """InputError for a nadir that is not a finite sum of diameters of 0 mm or more (None: none given)."""
     if value is None:
         return
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value) or value < 0:
+    # numpy scalars too (a nadir read from an array as np.float32 or np.int64 was refused as no sum of diameters)
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, (bool, np.bool_)) \
+            or not np.isfinite(value) or value < 0:
         raise InputError(f"{option} must be a sum of diameters in mm, 0 or more (the smallest sum of the baseline's "
                          f"target lesions at an earlier follow-up), got {value!r}.")
 

@@ -1660,3 +1660,16 @@ def test_the_response_of_whole_scans_at_each_rules_boundary(base_mm, follow_mm, 
     sod = change["sum_of_diameters"]
     assert (sod["baseline_mm"], sod["followup_mm"]) == (pytest.approx(base_mm), pytest.approx(follow_mm))
     assert change["response"] == expected, change["response_reason"]
+
+
+def test_a_nadir_given_as_a_numpy_number_is_taken():
+    """A nadir read from an array (np.float32, np.int64) was refused: 'must be a sum of diameters in mm, 0 or more,
+    got np.float32(20.0)'; a bool or a negative one still is."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.followup import check_nadir_sum_mm
+
+    for value in (np.float32(20.0), np.float64(20.0), np.int64(20), 0, 12.5):
+        check_nadir_sum_mm(value)
+    for value in (True, np.bool_(True), np.float32(-1.0), float("nan"), "20"):
+        with pytest.raises(InputError, match="must be a sum of diameters in mm"):
+            check_nadir_sum_mm(value)

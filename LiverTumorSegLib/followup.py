@@ -241,23 +241,30 @@ def _dilated_liver_mask(labels: CTVolume, reference, margin_mm: float = 20.0):
 
 def _without_resampling_fill(ct: Optional[CTVolume], in_hu: bool, what: str, warnings: List[str]
                              ) -> Optional[CTVolume]:
-    """``ct`` (a CT in HU, ``in_hu``) with a resampling's fill outside its original field of view
-    (:func:`~.inference.resampling_fill.find_resampling_fill`: SimpleITK's default 0 HU, e.g. a follow-up registered
-    onto the baseline's grid) set to the scanner's padding on a copy, and a warning naming ``what`` CT added to
-    ``warnings``; ``ct`` itself otherwise. ``segment`` labels nothing in such a fill, so read as tissue the follow-up
-    showed, a target lying there was 'disappeared'; as padding it lies outside the follow-up's view, as in a round
-    field of view's padding (and a lesion beside the baseline's fill is cut by its edge)."""
+    """``ct`` (a CT in HU, ``in_hu``) with a resampling's fill outside its original field of view set to the scanner's
+    padding on a copy, and a warning naming ``what`` CT added to ``warnings``; ``ct`` itself otherwise. Two fills are
+    read so: one value above air (:func:`~.inference.resampling_fill.find_resampling_fill`: SimpleITK's default 0 HU,
+    e.g. a follow-up registered onto the baseline's grid), and air's value beyond a straight line
+    (:func:`~.inference.resampling_fill.find_straight_air_fill`, by which segment's lesion report reads a lesion
+    beside it as cut). ``segment`` labels nothing in such a fill, so read as tissue or air the follow-up showed, a
+    target lying there was 'disappeared'; as padding it lies outside the follow-up's view, as in a round field of
+    view's padding, and a lesion the baseline's fill cuts may go on beyond it unseen (it was 'disappeared' from a
+    follow-up with the same -1024 fill, which the check of what the follow-up shows beyond read as shown)."""
     if ct is None or not in_hu:
         return ct
-    from .inference.resampling_fill import (READ_AS_PADDING_HU, find_resampling_fill, resampling_fill_warning,
-                                            without_fill)
+    from .inference.resampling_fill import (READ_AS_PADDING_HU, find_resampling_fill, find_straight_air_fill,
+                                            resampling_fill_warning, straight_air_fill_warning, without_fill)
 
     fill = find_resampling_fill(ct.array, ct.geometry)
-    if fill is None:
+    air_fill = find_straight_air_fill(ct.array, ct.geometry)
+    if fill is None and air_fill is None:
         return ct
-    warning = resampling_fill_warning(fill.record(), for_network=False)
-    warnings.append(f"{what} CT: {warning}")
-    return without_fill(ct, fill.mask, READ_AS_PADDING_HU)
+    if fill is not None:
+        warnings.append(f"{what} CT: {resampling_fill_warning(fill.record(), for_network=False)}")
+    if air_fill is not None:
+        warnings.append(f"{what} CT: {straight_air_fill_warning(ct.array, air_fill, ct.geometry)}")
+    outside = air_fill if fill is None else (fill.mask if air_fill is None else fill.mask | air_fill)
+    return without_fill(ct, outside, READ_AS_PADDING_HU)
 
 
 def followup_view(followup: CTVolume, followup_ct: Optional[CTVolume] = None) -> np.ndarray:

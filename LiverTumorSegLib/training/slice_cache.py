@@ -2,8 +2,12 @@
 
 Per case the cache holds ``hu`` ``(z, H, W)`` float32 HU on the network grid (after
 ``SlicePreprocessor.spatial_forward``), ``labels`` ``(z, H, W)`` uint8 (nearest-neighbour
-``labels_forward``) and a JSON sidecar (source files, sizes, spacings, liver and tumor slice indices, and the
-SHA-256 of the canonical CT's voxels, :func:`~.datasets.voxel_digest`, which finds one scan saved as two files).
+``labels_forward``) and a JSON sidecar (source files, sizes, spacings, liver and tumor slice indices, the
+SHA-256 of the canonical CT's voxels, :func:`~.datasets.voxel_digest`, which finds one scan saved as two files, and
+the ``resampling_fill`` found, or null). A CT in HU with a resampling's fill outside its original field of view
+(:mod:`~..inference.resampling_fill`, SimpleITK's default 0 HU) is cached with -1024 HU there, as ``segment`` gives
+it to the network: read as it is, the network learned tissue labelled background there; each such case is logged
+with the fill's volume (mL) whenever the cache is built or reused.
 Entries are keyed by the spatial preprocessing settings and the label map, named by the case id and its files'
 paths (two data sets with the same case ids share a cache folder without replacing each other's entries), and
 rebuilt when the source files change (size, modification and status-change time, inode; for a DICOM folder, every
@@ -28,7 +32,8 @@ from ..fileutil import atomic_output
 from ..inference.body_size import body_diameter_mm
 from .datasets import Case, load_case, voxel_digest
 
-CACHE_VERSION = 2  # 2: shrunk labels take the largest bilinear share (were nearest: half a pixel off at 2:1)
+CACHE_VERSION = 3  # 2: shrunk labels take the largest bilinear share (were nearest: half a pixel off at 2:1); 3: a
+# resampling's fill outside the original field of view is cached as -1024 HU, as segment gives it to the network
 
 
 @dataclass
@@ -36,7 +41,9 @@ class CachedCase:
     """One cached case. ``hu``/``labels`` are read-only memory maps ``(z, H, W)``; ``spacing_zyx`` is the
     network-grid voxel size in mm; ``native_spacing_zyx`` the canonical CT's; ``voxel_sha256`` the canonical CT's
     :func:`~.datasets.voxel_digest`; ``body_diameter_mm`` the canonical CT's body size
-    (:func:`~..inference.body_size.body_diameter_mm`; None where the image or a round field of view cuts the body)."""
+    (:func:`~..inference.body_size.body_diameter_mm`; None where the image or a round field of view cuts the body);
+    ``resampling_fill`` the :meth:`~..inference.resampling_fill.ResamplingFill.record` of the fill cached as
+    -1024 HU, or None."""
 
     case_id: str
     patient_id: str
@@ -51,6 +58,7 @@ class CachedCase:
     _hu: Any = None
     _labels: Any = None
     body_diameter_mm: Optional[float] = None
+    resampling_fill: Optional[Dict[str, Any]] = None
 
     @property
     def hu(self) -> np.ndarray:
@@ -327,7 +335,7 @@ def _usable_entry(meta_path: Path, hu_path: Path, lab_path: Path, signature: Dic
         # a missing key: rebuild (entries cached before the voxel digest or the body's size was taken are cached
         # again, once)
         for key in ("spacing_zyx", "native_spacing_zyx", "liver_slices", "tumor_slices", "case_id", "voxel_sha256",
-                    "body_diameter_mm"):
+                    "body_diameter_mm", "resampling_fill"):
             meta[key]  # noqa: B018
         return meta
     except (OSError, ValueError, KeyError, TypeError):
@@ -360,8 +368,34 @@ def build_slice_cache(cases: Sequence[Case], preprocessor, cache_dir, label_map:
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for case in cases:
-        out.append(_cache_one(case, preprocessor, folder, label_map, log, allow_non_hu, signatures))
+        cached = _cache_one(case, preprocessor, folder, label_map, log, allow_non_hu, signatures)
+        if log and cached.resampling_fill:  # built or reused: the run's log names every such case
+            log(f"case {case.case_id}: {resampling_fill_note(cached.resampling_fill)}")
+        out.append(cached)
     return out
+
+
+def resampling_fill_note(record: Dict[str, Any]) -> str:
+    """The training log's words for a case's ``resampling_fill``
+    (:meth:`~..inference.resampling_fill.ResamplingFill.record`)."""
+    values = " and ".join(f"{float(v):g}" for v in record["values_hu"])
+    return (f"{record['volume_ml']:.0f} mL of its CT hold exactly {values} HU in regions that reach the edge of its "
+            f"slices, a resampling's fill outside the original field of view; the network is given "
+            f"{record['read_as_hu']:g} HU (air) there, as segment gives it")
+
+
+def _network_ct(volume: Any) -> Tuple[Any, Any]:
+    """``(the CT the network learns from, the ResamplingFill found or None)`` for a canonical training CT
+    ``volume``: a CT in HU with a resampling's fill (:func:`~..inference.resampling_fill.find_resampling_fill`)
+    gets -1024 HU there on a copy, as ``segment`` gives it to the network; any other CT (one let through by
+    ``allow_non_hu`` too, as in ``segment``) is given as it is."""
+    from ..inference.resampling_fill import find_resampling_fill, without_fill
+    from ..validation import not_hu_reason
+
+    if not_hu_reason(volume) is not None:
+        return volume, None
+    fill = find_resampling_fill(volume.array, volume.geometry)
+    return (volume, None) if fill is None else (without_fill(volume, fill.mask), fill)
 
 
 def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict],
@@ -377,7 +411,9 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
     if log:
         log(f"caching {case.case_id} ({Path(case.image_path).name})")
     volume, labels = load_case(case, label_map, allow_non_hu)
-    hu_net, info = preprocessor.spatial_forward(volume.array, volume.spacing_zyx)
+    network_ct, fill = _network_ct(volume)
+    hu_net, info = preprocessor.spatial_forward(network_ct.array, volume.spacing_zyx)
+    del network_ct
     lab_net = preprocessor.labels_forward(labels, info)
     hu_net = np.ascontiguousarray(hu_net, dtype=np.float32)
     lab_net = np.ascontiguousarray(lab_net, dtype=np.uint8)
@@ -389,7 +425,9 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
             # the package records it (segment's body-size scaling): on the CT as read, where the image's side
             # and a round field of view still show where they cut the body (the network grid's body crop and
             # padding hide it: a cut body's part was recorded as its size)
-            "body_diameter_mm": body_diameter_mm(volume.array, volume.geometry)["diameter_mm"]}
+            "body_diameter_mm": body_diameter_mm(volume.array, volume.geometry,
+                                                 None if fill is None else fill.mask)["diameter_mm"],
+            "resampling_fill": None if fill is None else fill.record()}
     _save_npy_atomic(hu_path, hu_net)
     _save_npy_atomic(lab_path, lab_net)
     with atomic_output(meta_path, overwrite=True) as tmp:
@@ -418,7 +456,8 @@ def _record(case: Case, meta: Dict[str, Any], hu_path: Path, lab_path: Path) -> 
                       labels_path=str(lab_path), spacing_zyx=tuple(meta["spacing_zyx"]),
                       native_spacing_zyx=tuple(meta["native_spacing_zyx"]), liver_slices=list(meta["liver_slices"]),
                       tumor_slices=list(meta["tumor_slices"]), num_slices=int(meta["shape_zhw"][0]),
-                      voxel_sha256=str(meta["voxel_sha256"]), body_diameter_mm=meta["body_diameter_mm"])
+                      voxel_sha256=str(meta["voxel_sha256"]), body_diameter_mm=meta["body_diameter_mm"],
+                      resampling_fill=meta["resampling_fill"])
 
 
 def network_spacing(info, volume, shape_zhw: Sequence[int]) -> Tuple[float, float, float]:

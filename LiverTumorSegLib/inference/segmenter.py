@@ -630,6 +630,8 @@ class Segmenter:
             labels, probability = self._network(network_volume, reporter.sub(0.02, 1.0), cancel,
                                                 keep_probability=True, two_stage_record=two_stage_record,
                                                 in_hu=not_hu is None)
+            if fill is not None:  # no label in a resampling's fill: this call's own arrays, cleared in place
+                labels, probability = _cleared_outside_scan(labels, probability, fill.mask)
             timings.update(getattr(self.engine, "last_timings", None) or {})
             if load_parts is not None:  # the CT was resampled while the model loaded (segment_file)
                 load_parts["during_preprocess"] = bool(self._load_overlapped_preprocess and
@@ -926,20 +928,35 @@ def _resampling_fill(volume: CTVolume) -> Any:
         return None
 
 
+def _cleared_outside_scan(labels: np.ndarray, probability: Optional[np.ndarray], outside: np.ndarray
+                          ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """``labels`` and ``probability`` (the engine's arrays for this call, ``(z, y, x)``) with 0 where ``outside`` (a
+    resampling's fill, bool) is set: in place, so a fill costs no copy of either (a read-only array is copied). They
+    were copied with ``np.where`` in :meth:`Segmenter.finish`: two uint8 copies of the CT's grid beside the CT's own
+    two (the network's and the checks'), which the memory check before the run did not count; the network's copy
+    and the fill's mask exist when it runs (:meth:`Segmenter.check_network_memory`), and the checks' copy is made
+    after the network's is let go."""
+    def cleared(array: np.ndarray) -> np.ndarray:
+        array = array if array.flags.writeable else array.copy()
+        array[outside] = 0
+        return array
+
+    return cleared(labels), None if probability is None else cleared(probability)
+
+
 def _outside_scan_cleared(volume: CTVolume, output: "NetworkOutput"
                           ) -> Tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
     """``(network labels, tumor probability, CT array)`` of ``output`` for :meth:`Segmenter.finish`: where
-    ``output.outside_scan`` (a resampling's fill) is set, labels and probability 0 and the CT the scanner's padding
+    ``output.outside_scan`` (a resampling's fill) is set, labels and probability 0 (:meth:`Segmenter.predict`
+    cleared them; again here, in place, for an output made elsewhere) and the CT the scanner's padding
     (:data:`~.resampling_fill.READ_AS_PADDING_HU`: outside the scan to every check, so a liver or lesion beside the
-    fill is cut by the scan's edge), on copies; without a fill, as they are (``volume.array`` itself)."""
+    fill is cut by the scan's edge), on a copy of the CT; without a fill, as they are (``volume.array`` itself)."""
     outside = output.outside_scan
     if outside is None:
         return output.labels, output.probability, volume.array
     from .resampling_fill import READ_AS_PADDING_HU, without_fill
 
-    labels = np.where(outside, np.zeros((), output.labels.dtype), output.labels)
-    probability = None if output.probability is None else \
-        np.where(outside, np.zeros((), output.probability.dtype), output.probability)
+    labels, probability = _cleared_outside_scan(output.labels, output.probability, outside)
     return labels, probability, without_fill(volume, outside, READ_AS_PADDING_HU).array
 
 

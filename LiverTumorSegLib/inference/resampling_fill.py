@@ -218,12 +218,13 @@ def find_straight_air_fill(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Optio
     line, or None where no axial slice of ``hu_zyx`` (HU on ``geometry``) holds one: in each axial slice, the regions
     of its lowest value (below :data:`~.body_size.BODY_HU`) that reach its edge and border the rest along a straight
     line (:func:`~.body_size.straight_air_fill`, the rule by which the lesion report reads a lesion beside such a
-    fill as cut by the scan's edge), in parts of at least :data:`MIN_PART_MM2` per slice and :data:`MIN_FILL_ML` in all
+    fill as cut by the scan's edge), at least :data:`MIN_PART_MM2` in a slice and :data:`MIN_FILL_ML` in all
     (or :data:`MIN_FILL_GRID_FRACTION` of a small grid), as a fill :func:`find_resampling_fill` finds: the rule alone
     took edge slivers of real air clipped at -1024 (0.11 mL in one slice of the shared 20-slice CT, 0.03 mL of the
     3-slice CT clipped at -1024). :func:`find_resampling_fill` leaves such a fill alone (int16 CTs hold real air
-    at -1024, and the network reads it as air already); ``followup`` reads it as outside the scan. 0.3-0.6 s for
-    the shared 20-slice CT of 512 x 512 (clipped at -1024, as stored; one core, 29 Nov 2026)."""
+    at -1024, and the network reads it as air already); ``followup`` reads it as outside the scan. 0.3 s for the
+    shared 20-slice CT of 512 x 512, as stored or clipped at -1024 (16 ms a slice, about 5 s for 300; one core, 29 Nov
+    2026); a slice holding the scanner's padding is skipped (the rule reads its lowest value only)."""
     from ..metrics.recist import axial_axis_zyx
     from .body_size import straight_air_fill
 
@@ -236,6 +237,8 @@ def find_straight_air_fill(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Optio
     mask = np.zeros(hu.shape, dtype=bool)
     for k in range(hu.shape[axis]):
         index = tuple(k if a == axis else slice(None) for a in range(3))
+        if hu[index].min() < PADDING_BELOW_HU:  # the rule reads the lowest value only: padding, outside already
+            continue
         found = straight_air_fill(hu[index], pixel_spacing_mm)
         if found.sum() * pixel_mm2 >= MIN_PART_MM2:
             mask[index] = found

@@ -1,7 +1,10 @@
 """docs/report_format.md against the reports the code writes: every key a ``segment`` report (and a ``measure``
 report) holds is named there, at the case level, per lesion and inside the objects the tables describe. The audit
 of the docs found keys the page left out (two_stage_record.parts_outside_crop, precision.note and
-check.this_volume, a batch case's model_load timing); this keeps the next one from going unnoticed."""
+check.this_volume, a batch case's model_load timing); this keeps the next one from going unnoticed. The page also
+documents ``evaluate``'s summary.json and ``followup``'s change.json (29 Nov 2026: neither had a key table, and the
+report's ``postprocessing`` and ``options`` fields were named nowhere); their keys are checked both ways."""
+import json
 import re
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from LiverTumorSegLib.inference.lesion_report import lesion_report  # noqa: E402
 from LiverTumorSegLib.inference.segmenter import Segmenter  # noqa: E402
 
 from inference_helpers import corner_phantom, oracle_package, oracle_predictor  # noqa: E402
+from evaluate_helpers import two_lesion_maps, write_evaluate_folders  # noqa: E402
 
 REPORT_FORMAT = Path(__file__).resolve().parents[2] / "docs" / "report_format.md"
 
@@ -38,6 +42,46 @@ def _row_of(rows, key):
     return next(names for keys, names in rows if key in keys)
 
 
+def _documented(rows):
+    """Every key the rows of one table document (their first cells)."""
+    return set().union(*(keys for keys, _ in rows))
+
+
+def _nested_keys(value, data_keyed=(), name=None):
+    """The keys of the dicts inside ``value`` (a dict, at any depth, also inside lists), except the keys of a dict held
+    under a name in ``data_keyed`` (whose keys are data, such as case names or column names: its values are looked
+    into); ``name``: the key ``value`` is held under."""
+    found, stack = set(), [(name, value)]
+    while stack:
+        name, item = stack.pop()
+        if isinstance(item, dict):
+            if name not in data_keyed:
+                found.update(item)
+            stack.extend(item.items())
+        elif isinstance(item, list):
+            stack.extend((None, element) for element in item)
+    return found
+
+
+def undocumented_keys(report, rows, data_keyed=()):
+    """Keys of ``report`` no row of ``rows`` documents, and ``key.sub`` for each key (at any depth) inside a documented
+    key's dict that its row's second cell does not name."""
+    missing = sorted(set(report) - _documented(rows))
+    for key, value in report.items():
+        if isinstance(value, dict) and key in _documented(rows):
+            names = _row_of(rows, key)
+            missing += sorted(f"{key}.{sub}" for sub in _nested_keys(value, data_keyed, key) - names)
+    return missing
+
+
+def test_undocumented_keys_finds_a_new_key_at_any_depth():
+    rows = [({"a"}, {"x", "y"}), ({"b"}, set())]
+    assert undocumented_keys({"a": {"x": 1, "y": {"x": 2}}, "b": 3}, rows) == []
+    assert undocumented_keys({"a": {"x": 1, "z": [{"w": 0}]}, "c": 3}, rows) == ["c", "a.w", "a.z"]
+    assert undocumented_keys({"a": {"y": {"case7": {"x": 1}}}}, rows, data_keyed=("y",)) == []
+    assert undocumented_keys({"a": {"case7": {"x": 1}}}, rows, data_keyed=("a",)) == []
+
+
 def _segment_report():
     """A ``segment`` report of a phantom with one lesion (an oracle network, so the labels are known)."""
     engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
@@ -50,11 +94,9 @@ def test_every_key_of_a_segment_report_is_documented():
     case_rows, lesion_rows = tables["Case level"], tables["Per lesion (`lesions[i]`)"]
     report = _segment_report()
     assert report["lesions"], "the phantom's lesion is found"
-    assert set(report) - set().union(*(keys for keys, _ in case_rows)) == set()
+    assert undocumented_keys(report, case_rows) == []  # postprocessing's and options' fields too
     (lesion,) = report["lesions"]
     assert set(lesion) - set().union(*(keys for keys, _ in lesion_rows)) == set()
-    for key in ("grid", "recist", "postprocessing_changes", "precision"):
-        assert set(report[key]) - _row_of(case_rows, key) == set(), key
     for axis in ("long_axis", "short_axis"):
         assert set(lesion[axis]) - _row_of(lesion_rows, axis) == set(), axis
     assert set(lesion["measurement_slice"]) - _row_of(lesion_rows, "measurement_slice") == set()
@@ -86,3 +128,61 @@ def test_the_resampling_fill_record_is_documented():
     case_rows = _tables()["Case level"]
     assert set(report) - set().union(*(keys for keys, _ in case_rows)) == set()
     assert set(report["resampling_fill"]) - _row_of(case_rows, "resampling_fill") == set()
+
+
+def test_every_key_of_evaluates_summary_is_documented_and_every_documented_key_written(tmp_path):
+    """``evaluate --prob`` of two cases (a missed lesion, a false one) writes every summary.json key the page names
+    but ``probability_scale`` (only where untagged 0/1 maps were read as 255 x p), and names no other."""
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    ref, spacing_zyx = two_lesion_maps()
+    pred = ref.copy()
+    pred[8:12, 70:76, 70:76] = 1          # lesion B missed
+    pred[14:16, 50:54, 50:54] = 2         # a false lesion
+    probability = np.where(pred == 2, 230, 5).astype(np.uint8)
+    geometry = ImageGeometry(spacing=tuple(reversed(spacing_zyx)))
+    write_evaluate_folders(tmp_path, {"a": ref, "b": ref}, geometry, {"a": probability, "b": probability},
+                           predictions={"a": pred, "b": ref})
+    out = tmp_path / "out"
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--prob",
+                 str(tmp_path / "prob"), "-o", str(out), "--no-plots", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    rows = _tables()["`evaluate`'s `summary.json`"]
+    assert undocumented_keys(summary, rows, data_keyed=("metrics", "warnings", "sensitivity_at_fp_per_case")) == []
+    assert _documented(rows) - set(summary) == {"probability_scale"}
+    for column, stats in summary["metrics"].items():  # each column's statistics, named in the metrics row
+        assert set(stats) - _row_of(rows, "metrics") == set(), column
+
+
+def test_every_key_of_a_followup_change_report_is_documented_and_every_documented_key_written(tmp_path):
+    """``followup`` of a target that grew and a new lesion: the page names every change.json key, the rows' too, and
+    every key it names at the top is written; of a row's keys only those said to appear in some cases may be absent."""
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.io import write_label_map
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    base = np.ones((8, 48, 48), np.uint8)
+    base[3:5, 10:22, 10:22] = 2                    # a 12 mm target
+    follow = base.copy()
+    follow[2:6, 8:24, 8:24] = 2                    # grown to 16 mm
+    follow[3:5, 32:40, 32:40] = 2                  # a new 8 mm lesion
+    paths = [write_label_map(tmp_path / f"{name}.nii.gz", labels, geometry)
+             for name, labels in (("base", base), ("follow", follow))]
+    out = tmp_path / "change.json"
+    assert main(["followup", "--baseline", str(paths[0]), "--followup", str(paths[1]), "--alignment", "none",
+                 "--no-picture", "-o", str(out)]) == 0
+    change = json.loads(out.read_text(encoding="utf-8"))
+    tables = _tables()
+    rows, row_rows = tables["`followup`'s `change.json`"], tables["`followup`'s `change.json`: per row (`lesions[i]`)"]
+    assert undocumented_keys({k: v for k, v in change.items() if k not in ("baseline", "followup")}, rows) == []
+    assert _documented(rows) - set(change) == set()
+    for scan in ("baseline", "followup"):  # each scan's lesion report, documented by the lesion report's tables
+        assert set(change[scan]) - _documented(tables["Case level"]) == set(), scan
+        assert set(change[scan]["lesions"][0]) - _documented(tables["Per lesion (`lesions[i]`)"]) == set(), scan
+    assert sorted(e["status"] for e in change["lesions"]) == ["grown", "new"]
+    written = set().union(*(set(e) for e in change["lesions"]))
+    assert written - _documented(row_rows) == set()
+    assert _documented(row_rows) - written == {"recist_under_5_mm", "not_assessed_reason", "baseline_cut_by_scan_edge",
+                                               "followup_cut_by_scan_edge", "moved_without_shared_voxel_mm"}

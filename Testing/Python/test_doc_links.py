@@ -108,3 +108,82 @@ def test_missing_quoted_paths_finds_a_path_that_is_gone(tmp_path):
 def test_quoted_repository_paths_exist(name):
     """A file the docs name in backticks (a script to run, a module to read) exists: the link test sees links only."""
     assert missing_quoted_paths((ROOT / name).read_text(encoding="utf-8"), ROOT) == []
+
+
+# Options the docs show on the command line exist, for the command they are shown with (a renamed or removed option
+# left in a usage line sends a user to "unrecognized arguments"), and the defaults the text states are argparse's.
+OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+USAGE_SPAN = re.compile(r"livertumorseg (\w+)([^`\n]*)")
+OTHER_TOOLS_OPTIONS = {"--nproc_per_node", "--nproc"}  # torchrun's, in docs/cli.md's train section
+
+
+def command_options():
+    """``{command: {option strings}}`` of the ``livertumorseg`` parser, plus ``""`` for its top-level options."""
+    import argparse
+
+    from LiverTumorSegLib.cli import build_parser
+
+    parser = build_parser()
+    options = {"": {o for action in parser._actions for o in action.option_strings}}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                options[name] = {o for a in sub._actions for o in a.option_strings}
+    return options
+
+
+def unknown_usage_options(markdown: str, options) -> List[Tuple[str, str]]:
+    """``(command, option)`` for each option written after ``livertumorseg COMMAND`` on one line of a code span or
+    block of ``markdown`` that neither COMMAND nor the top level takes (also an unknown COMMAND, as ``(command, "")``)."""
+    unknown = []
+    for command, rest in USAGE_SPAN.findall(markdown):
+        if command == "COMMAND":  # "livertumorseg COMMAND --help"
+            continue
+        if command not in options:
+            unknown.append((command, ""))
+            continue
+        unknown += [(command, o) for o in OPTION.findall(rest) if o not in options[command] | options[""]]
+    return unknown
+
+
+def test_unknown_usage_options_finds_a_removed_option_and_command():
+    options = {"": {"--debug"}, "segment": {"--model", "--report"}, "evaluate": {"--prob"}}
+    text = ("`livertumorseg segment ct -o x --model m --report r.json --tta-flip`, `livertumorseg --debug`\n"
+            "`livertumorseg evaluate --prob P --probs Q` and `livertumorseg segmnt x`; `livertumorseg COMMAND --help`")
+    assert unknown_usage_options(text, options) == [("segment", "--tta-flip"), ("evaluate", "--probs"),
+                                                    ("segmnt", "")]
+
+
+@pytest.mark.parametrize("name", CURRENT_DOCS)
+def test_options_shown_with_a_command_exist(name):
+    assert unknown_usage_options((ROOT / name).read_text(encoding="utf-8"), command_options()) == []
+
+
+def test_every_option_docs_cli_names_exists():
+    """docs/cli.md names options across commands (``evaluate --prob`` in segment's section); each is some command's."""
+    every = set().union(*command_options().values()) | OTHER_TOOLS_OPTIONS
+    assert sorted(set(OPTION.findall((ROOT / "docs" / "cli.md").read_text(encoding="utf-8"))) - every) == []
+
+
+def _default(command: str, option: str):
+    from LiverTumorSegLib.cli import build_parser
+
+    parser = build_parser()
+    argv = {"segment": ["ct.nii.gz", "-o", "seg.nii.gz"], "preprocess": ["ct.nii.gz", "-o", "p.png"],
+            "evaluate": ["--pred", "p", "--ref", "r", "-o", "o"], "followup": ["--baseline", "a", "--followup", "b",
+                                                                              "-o", "c.json"]}[command]
+    return getattr(parser.parse_args([command] + argv), option.lstrip("-").replace("-", "_"))
+
+
+@pytest.mark.parametrize("name, pattern, command, option", [
+    ("docs/cli.md", r"`--slices N`, (\d+) by default", "preprocess", "--slices"),
+    ("docs/cli.md", r"`--detection-iou IOU`: a lesion is detected above this IoU, ([\d.]+) as LiTS", "evaluate",
+     "--detection-iou"),
+    ("docs/cli.md", r"by `--rank-metric`, `(\w+)` by default", "evaluate", "--rank-metric"),
+    ("README.md", r"`--min-new-lesion-mm`, (\d+) by default", "followup", "--min-new-lesion-mm"),
+])
+def test_a_default_the_docs_state_is_the_parsers(name, pattern, command, option):
+    stated = re.search(pattern, (ROOT / name).read_text(encoding="utf-8"))
+    assert stated, f"{name} no longer says {pattern!r}: update this test with the text"
+    default = _default(command, option)
+    assert (stated.group(1) == default) if isinstance(default, str) else float(stated.group(1)) == default

@@ -1,6 +1,8 @@
 """Relative links in README.md and the Markdown files beside it resolve: the file exists and, for ``file.md#anchor``
 (or ``#anchor`` in the same file), a heading with that GitHub anchor exists. README's long records moved into
-docs/ (27 Nov 2026); a later move or a renamed heading must not leave a reader at a dead link."""
+docs/ (27 Nov 2026); a later move or a renamed heading must not leave a reader at a dead link. Also checked:
+repository paths named in backticks exist, options shown with a ``livertumorseg`` command are that command's,
+and the defaults the text states are argparse's."""
 import re
 from pathlib import Path
 from typing import List, Set, Tuple

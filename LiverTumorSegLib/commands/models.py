@@ -11,7 +11,7 @@ import argparse
 import json
 import math
 import sys
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 COUNT_IN_CHANNELS = 3
 
@@ -23,21 +23,51 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                                           "installed trained model packages.")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
     p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
-                   help="accepted as by the other commands (--no-progress-bar is the same); this one prints no progress")
+                   help="with --verify, print no line per package checked on stderr (--no-progress-bar is the same)")
     p.add_argument("--verify", action="store_true",
                    help="also check every package's weights now (reads each file whole; without it the weights "
                         "are checked when a package is loaded)")
     return p
 
 
-def mark_damaged_weights(installed: List[Dict[str, Any]]) -> None:
-    """``--verify``: an entry whose weights fail the load's checks gets that ``error`` (listed as unusable)."""
-    from ..package import weights_problem
+def mark_damaged_weights(installed: List[Dict[str, Any]], progress: Optional[Any] = None) -> None:
+    """``--verify``: an entry whose weights fail the load's checks gets that ``error`` (listed as unusable).
+    ``progress``: a ``(fraction, stage)`` callback (:mod:`~LiverTumorSegLib.progress`), told before each package is
+    read, the fraction counted in the packages' bytes (each file is read whole: several seconds for a few large
+    packages, which passed without a word)."""
+    from pathlib import Path
 
+    from ..package import weights_problem
+    from ..progress import ProgressReporter
+
+    report = ProgressReporter(progress)
+    checked = [e for e in installed if not e.get("error")]
+    sizes = [_file_size(e["path"]) for e in checked]
+    total, done = float(sum(sizes)) or 1.0, 0
+    for index, (entry, size) in enumerate(zip(checked, sizes)):
+        report(done / total, f"verifying {index + 1}/{len(checked)}: {entry.get('name') or Path(entry['path']).stem} "
+                             f"({size / 1e6:.1f} MB)")
+        entry["error"] = weights_problem(entry["path"])
+        done += size
     for entry in installed:
-        if not entry.get("error"):
-            entry["error"] = weights_problem(entry["path"])
         entry["weights_verified"] = True
+    if checked:
+        report(1.0, f"verified {len(checked)} package(s), {done / 1e6:.1f} MB")
+
+
+def _file_size(path: Any) -> int:
+    """Size of ``path`` in bytes, 0 when it cannot be read (the check then names the problem)."""
+    import os
+
+    try:
+        return int(os.path.getsize(path))
+    except OSError:
+        return 0
+
+
+def _print_progress(fraction: float, stage: str) -> None:
+    """One line of ``--verify``'s progress on stderr (stdout holds the listing or the JSON)."""
+    print(f"[{fraction:4.0%}] {stage}", file=sys.stderr, flush=True)
 
 
 def name_notes(installed: List[Dict[str, Any]]) -> Dict[str, str]:
@@ -310,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
     installed = with_robustness(list_installed_models(warn=False))  # unusable ones are shown below with the reason
     verify = bool(getattr(args, "verify", False))  # a Namespace built by a script may lack it
     if verify:
-        mark_damaged_weights(installed)
+        mark_damaged_weights(installed, None if getattr(args, "no_progress", False) else _print_progress)
     notes = name_notes(installed)
     refusals = segment_refusals(installed)
     for entry in installed:

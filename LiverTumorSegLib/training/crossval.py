@@ -272,6 +272,41 @@ def fold_leftover(fold_cfg: TrainConfig) -> Optional[Path]:
     return None
 
 
+def fold_other_settings(fold_cfg: TrainConfig) -> Tuple[bool, str, bool]:
+    """``(holds_any, differing, package_matches)`` for the package and the checkpoint
+    (``fold_<i>_train/checkpoints/last.pt``) an earlier run left for a fold: ``holds_any`` says there is one of
+    them; ``differing`` is "" when one was trained under ``fold_cfg``'s settings (outside
+    :data:`~.trainer.RESUME_MAY_CHANGE`: epochs, device, ... may differ), else what differs
+    (:func:`~.trainer.differing_settings`, the package's first), naming the file; ``package_matches`` says the
+    package is one of those settings (a checkpoint of them beside a package of others: the package is of the run an
+    interrupted ``--overwrite`` run was replacing, and the checkpoint continues). An unreadable
+    package counts as none (the fold is trained again), as :func:`finished_fold` reads it; an unreadable checkpoint
+    is left to the fold's training, which refuses it."""
+    from ..package import readable_package_metadata
+    from .checkpoint import load_checkpoint
+    from .trainer import differing_settings
+
+    found = []  # (path, stored config, data path)
+    meta = readable_package_metadata(fold_cfg.output)
+    if meta is not None:
+        training = meta.get("training") or {}
+        found.append((Path(fold_cfg.output), training.get("config") or {}, training.get("data_path")))
+    last = Path(fold_cfg.log_dir) / "checkpoints" / "last.pt"
+    if last.is_file():
+        try:
+            payload = load_checkpoint(last, map_location="cpu")
+        except InputError:
+            return True, "", False
+        found.append((last, payload.get("config"), payload.get("data_path")))
+    differences = []
+    for path, saved, data_path in found:
+        listed = differing_settings(saved, fold_cfg, path, data_path)
+        if not listed:
+            return True, "", path == Path(fold_cfg.output)
+        differences.append(f"'{path}' is from a run with other settings: {listed}")
+    return bool(found), (differences[0] if differences else ""), False
+
+
 def _refuse_used_fold_folders(config: TrainConfig, out_dir: Path) -> None:
     """Refuse, before any fold trains, a fold's training folder that already holds a user's files (a fold refuses
     it when its turn comes, and a user's folder 'fold_1_train' was found only after fold 0 had trained; the advice
@@ -353,12 +388,16 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
         preprocessing = build_preprocessing(config.preprocessing)
         check_model_spec(config.model, preprocessing.in_channels, config.model_options, preprocessing.num_context)
         listed = discover_cases(config.data, config.format)
+        this_run_found = False  # a fold before holds a package or checkpoint of this run's settings
         for fold in range(config.folds):
             # numbered from 0, as fold_K.safetensors, the table and train --fold K are ("fold 2/2" beside the
             # trainer's "(fold 1 of 2)" named one fold two ways in one log)
             log(f"=== fold {fold} (folds 0-{config.folds - 1}) ===")
             fold_cfg = fold_config(config, out_dir, fold)
-            result = finished_fold(fold_cfg, listed) if resuming else None
+            result = None
+            if resuming:
+                fold_cfg, this_run_found, take_package = _fold_to_resume(fold_cfg, this_run_found, log)
+                result = finished_fold(fold_cfg, listed) if take_package else None
             if result is not None:
                 log(f"fold {fold} already finished ({result.epochs_completed} epochs, {result.stop_reason}): "
                     f"taking {fold_cfg.output} as it is")
@@ -380,6 +419,27 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
     if is_main:
         write_table(table, out_dir, options)
     return table
+
+
+def _fold_to_resume(fold_cfg: TrainConfig, this_run_found: bool,
+                    log: Callable[[str], None]) -> Tuple[TrainConfig, bool, bool]:
+    """The config a resumed crossval trains fold ``fold_cfg.fold`` with, whether this run's settings have been
+    found in the folder by now, and whether the fold's package is of them (taken when finished: :func:`finished_fold`). A fold whose package and checkpoint are both of other settings is what an earlier
+    run left which an interrupted ``--overwrite`` run (these settings) had not reached yet: when an earlier fold
+    holds this run's settings it is trained again from scratch (``overwrite``), else the run is refused naming the
+    settings that differ (nothing in the folder was trained with them). Before, such a fold refused the resume with
+    'Resume with the interrupted run's settings' although those were given (the overwrite run's first folds held
+    them), and a fold's package of the replaced run beside a checkpoint of this one was refused the same way."""
+    holds_any, differing, package_matches = fold_other_settings(fold_cfg)
+    if not differing:
+        return fold_cfg, this_run_found or holds_any, package_matches
+    if not this_run_found:
+        raise InputError(f"Fold {fold_cfg.fold}: {differing}, and no earlier fold holds a run of this run's "
+                         f"settings. Resume with the settings the folder's folds were trained with, or pass "
+                         f"--overwrite (without --resume) to start over with these.")
+    log(f"fold {fold_cfg.fold}: {differing}; left by the run that an interrupted --overwrite run of these settings "
+        f"was replacing, which had not reached this fold: training it again from scratch")
+    return fold_cfg.updated({"overwrite": True, "resume": False}), this_run_found, False
 
 
 def _remove_earlier_tables(out_dir: Path, log: Callable[[str], None]) -> None:

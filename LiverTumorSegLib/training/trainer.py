@@ -128,21 +128,19 @@ def resolved_data_path(data: Any) -> Optional[str]:
     return str(expand_home(str(data)).resolve()) if data else None
 
 
-def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, what: str = "Checkpoint",
-                        saved_data_path: Any = None) -> None:
-    """Raise InputError when the stored configuration of an earlier run (``saved_config``: JSON text or a dict,
-    from a checkpoint or a package's ``training.config``) differs from ``config`` in a field outside
-    :data:`RESUME_MAY_CHANGE`: resuming fold 2 from fold 0's checkpoint would have trained on fold 2's
-    validation patients, and the package would record settings that were not the ones trained with.
-    Nothing stored (older versions) is not checked. ``saved_data_path``: where the earlier run's data text
-    pointed (:func:`resolved_data_path`; None in older checkpoints and packages)."""
+def differing_settings(saved_config: Any, config: TrainConfig, source: Path, saved_data_path: Any = None) -> str:
+    """The fields outside :data:`RESUME_MAY_CHANGE` in which the stored configuration of an earlier run
+    (``saved_config``: JSON text or a dict, from a checkpoint or a package's ``training.config``) differs from
+    ``config``, as text (``"lr 0.003 (now 0.001); ..."``, at most 6 named), or "" when none does or nothing usable
+    is stored (older versions are not checked). ``saved_data_path``: where the earlier run's data text pointed
+    (:func:`resolved_data_path`; None in older checkpoints and packages)."""
     try:
         stored = json.loads(saved_config) if isinstance(saved_config, str) else saved_config
         if not stored or not isinstance(stored, dict):
-            return
+            return ""
         saved = TrainConfig.from_dict(dict(stored), source=str(source)).to_dict()
     except (InputError, ValueError, TypeError):
-        return
+        return ""
     now = config.to_dict()
     differing = [name for name in sorted(now) if name not in RESUME_MAY_CHANGE and (
         not _same_data(saved.get(name), now.get(name), saved_data_path) if name == "data"
@@ -152,10 +150,20 @@ def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, wh
         else not _same_data(saved.get(name), now.get(name)) if name == "preprocessing"
         and isinstance(saved.get(name), str) and isinstance(now.get(name), str)
         else _comparable(saved.get(name)) != _comparable(now.get(name)))]
-    if differing:
-        listed = "; ".join(f"{name} {saved.get(name)!r} (now {now.get(name)!r})" for name in differing[:6])
-        more = f" and {len(differing) - 6} more" if len(differing) > 6 else ""
-        raise InputError(f"{what} '{source}' is from a run with other settings: {listed}{more}. Resume with "
+    listed = "; ".join(f"{name} {saved.get(name)!r} (now {now.get(name)!r})" for name in differing[:6])
+    return listed + (f" and {len(differing) - 6} more" if len(differing) > 6 else "")
+
+
+def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, what: str = "Checkpoint",
+                        saved_data_path: Any = None) -> None:
+    """Raise InputError when the stored configuration of an earlier run (``saved_config``: JSON text or a dict,
+    from a checkpoint or a package's ``training.config``) differs from ``config`` in a field outside
+    :data:`RESUME_MAY_CHANGE` (:func:`differing_settings`): resuming fold 2 from fold 0's checkpoint would have
+    trained on fold 2's validation patients, and the package would record settings that were not the ones trained
+    with."""
+    listed = differing_settings(saved_config, config, source, saved_data_path)
+    if listed:
+        raise InputError(f"{what} '{source}' is from a run with other settings: {listed}. Resume with "
                          f"the interrupted run's settings, or pass --overwrite (without --resume) to start over.")
 
 

@@ -1136,7 +1136,8 @@ def test_crossval_resume_keeps_finished_folds_and_continues_the_interrupted_one(
         assert got["liver_dice"] == pytest.approx(want["liver_dice"], abs=1e-6)
     # a finished fold trained under other settings (another split seed) is not taken as this run's fold
     from LiverTumorSegLib.errors import InputError
-    with pytest.raises(InputError, match=r"Fold 0's package .* other settings: split_seed None \(now 99\)"):
+    with pytest.raises(InputError, match=r"Fold 0: '.*fold_0.safetensors' is from a run with other settings: "
+                                         r"split_seed None \(now 99\)"):
         run_crossval(cfg.updated({"resume": True, "split_seed": 99}), tmp_path / "cv", log=lambda s: None)
 
 
@@ -1165,6 +1166,43 @@ def test_an_interrupted_crossval_overwrite_leaves_no_earlier_table_beside_its_ne
         run_crossval(cfg, out, train_fn=fold_0_then_ctrl_c, log=lines.append)
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("crossval")) == []
     assert any("removed the earlier run's crossval.csv and crossval.json" in line for line in lines)
+
+
+def test_crossval_resume_of_an_interrupted_overwrite_with_other_settings_retrains_the_replaced_runs_folds(tmp_path):
+    """A finished crossval, then `crossval --overwrite` with another --lr stopped in fold 1, then `--resume` with that
+    --lr: fold 1 still held the first run's package, and the resume was refused with 'Resume with the interrupted
+    run's settings', which it had been given. Now fold 1 continues from its checkpoint of these settings, or, where
+    it has none, is trained again; no fold of the first run's settings reaches the table, and settings matching no
+    fold are refused, named."""
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.crossval import run_crossval
+
+    torch.set_num_threads(1)
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 2, (8, 48, 48))
+    first = tiny_config(data, tmp_path, epochs=1, iterations_per_epoch=2, folds=2, output="", lr=3e-3)
+    second = first.updated({"lr": 1e-3})
+    run_crossval(first, tmp_path / "cv", log=lambda s: None)
+
+    def ctrl_c_in_fold_1(fold_cfg, command="", log=print):
+        return train(fold_cfg, command=command, log=log,
+                     callbacks=[RaiseAt(1, KeyboardInterrupt())] if fold_cfg.fold == 1 else [])
+
+    with pytest.raises(KeyboardInterrupt):
+        run_crossval(second.updated({"overwrite": True}), tmp_path / "cv", train_fn=ctrl_c_in_fold_1,
+                     log=lambda s: None)
+    shutil.copytree(tmp_path / "cv", tmp_path / "no_checkpoint")
+    (tmp_path / "no_checkpoint" / "fold_1_train" / "checkpoints" / "last.pt").unlink()  # stopped before one
+    with pytest.raises(InputError, match=r"Fold 0: .* other settings: lr 0.001 \(now 0.01\), and no earlier fold"):
+        run_crossval(second.updated({"resume": True, "lr": 1e-2}), tmp_path / "cv", log=lambda s: None)
+    for folder, said in (("cv", "resuming from"), ("no_checkpoint", "training it again from scratch")):
+        lines = []
+        table = run_crossval(second.updated({"resume": True}), tmp_path / folder, log=lines.append)
+        assert any(said in line for line in lines), folder
+        lrs = [read_package_metadata(tmp_path / folder / f"fold_{i}.safetensors")["training"]["config"]["lr"]
+               for i in range(2)]
+        assert lrs == [1e-3, 1e-3], folder
+        assert [row["fold"] for row in table] == [0, 1, "mean"]
 
 
 def test_crossval_resume_refuses_finished_folds_of_another_split(tmp_path):

@@ -398,6 +398,7 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
             if resuming:
                 fold_cfg, this_run_found, take_package = _fold_to_resume(fold_cfg, this_run_found, log)
                 result = finished_fold(fold_cfg, listed) if take_package else None
+                fold_cfg = _killed_before_a_checkpoint(fold_cfg, log)
             if result is not None:
                 log(f"fold {fold} already finished ({result.epochs_completed} epochs, {result.stop_reason}): "
                     f"taking {fold_cfg.output} as it is")
@@ -440,6 +441,21 @@ def _fold_to_resume(fold_cfg: TrainConfig, this_run_found: bool,
     log(f"fold {fold_cfg.fold}: {differing}; left by the run that an interrupted --overwrite run of these settings "
         f"was replacing, which had not reached this fold: training it again from scratch")
     return fold_cfg.updated({"overwrite": True, "resume": False}), this_run_found, False
+
+
+def _killed_before_a_checkpoint(fold_cfg: TrainConfig, log: Callable[[str], None]) -> TrainConfig:
+    """``fold_cfg`` to train from scratch (``overwrite``) when the fold's folder holds only what a run killed
+    before the fold's first checkpoint left (:func:`~.trainer.holds_only_an_unsaved_run`: a SIGKILL, the
+    out-of-memory killer, a power cut) and it has no package; else ``fold_cfg`` as it is. The resume was refused
+    ('Training folder ... holds 2 item(s) (e.g. 'checkpoints') ... pass --overwrite'), and crossval --overwrite trains
+    every finished fold again."""
+    from .trainer import holds_only_an_unsaved_run
+
+    if not fold_cfg.resume or Path(fold_cfg.output).exists() or not holds_only_an_unsaved_run(Path(fold_cfg.log_dir)):
+        return fold_cfg
+    log(f"fold {fold_cfg.fold}: '{fold_cfg.log_dir}' holds no checkpoint (its run was stopped before the first one): "
+        f"training the fold from its start")
+    return fold_cfg.updated({"overwrite": True, "resume": False})
 
 
 def _remove_earlier_tables(out_dir: Path, log: Callable[[str], None]) -> None:

@@ -1678,6 +1678,22 @@ def remove_if_no_checkpoint(folder: Path) -> bool:
     return True
 
 
+RUN_MADE_NAMES = frozenset({CACHE_FOLDER, "checkpoints", "tensorboard", "log.csv", "curves.png", TRAIN_LOCK_FILE})
+"""The entries a training run makes in its training folder."""
+
+
+def holds_only_an_unsaved_run(folder: Path) -> bool:
+    """Whether ``folder`` holds only entries a training run makes (:data:`RUN_MADE_NAMES`) and no checkpoint
+    (``checkpoints/*.pt``) or package: what a run killed (SIGKILL, out of memory, power cut) before its first
+    checkpoint leaves, with nothing to continue from."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    names = {p.name for p in folder.iterdir()}
+    return bool(names - {CACHE_FOLDER, TRAIN_LOCK_FILE}) and names <= RUN_MADE_NAMES and not any(
+        (folder / "checkpoints").glob("*.pt"))
+
+
 def holds_only_slice_cache(folder: Path) -> bool:
     """Whether ``folder`` holds nothing but the slice cache a failed run left (:func:`remove_if_no_checkpoint`),
     which a new run may use without --overwrite."""

@@ -1205,6 +1205,42 @@ def test_crossval_resume_of_an_interrupted_overwrite_with_other_settings_retrain
         assert [row["fold"] for row in table] == [0, 1, "mean"]
 
 
+def test_crossval_resume_trains_again_a_fold_killed_before_its_first_checkpoint(tmp_path):
+    """A crossval killed (SIGKILL, out of memory) in fold 1 before that fold's first checkpoint left fold_1_train/ with
+    tensorboard/ and an empty checkpoints/: --resume was refused ('Training folder ... holds 2 item(s) (e.g.
+    'checkpoints') ... pass --overwrite'), and crossval --overwrite trains the finished fold 0 again. Now the fold
+    starts over; a folder holding anything a run does not make is still refused."""
+    from LiverTumorSegLib.errors import OutputExistsError
+    from LiverTumorSegLib.training.crossval import run_crossval
+
+    torch.set_num_threads(1)
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 2, (8, 48, 48))
+    cfg = tiny_config(data, tmp_path, epochs=1, iterations_per_epoch=1, folds=2, output="")
+
+    def killed_in_fold_1(fold_cfg, command="", log=print):
+        if fold_cfg.fold == 0:
+            return train(fold_cfg, command=command, log=log)
+        folder = Path(fold_cfg.log_dir)  # what the killed run had made by then
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "tensorboard").mkdir()
+        (folder / "tensorboard" / "events.out.tfevents.1.host.1.1").write_bytes(b"events")
+        raise KeyboardInterrupt()
+
+    with pytest.raises(KeyboardInterrupt):
+        run_crossval(cfg, tmp_path / "cv", train_fn=killed_in_fold_1, log=lambda s: None)
+    fold0 = (tmp_path / "cv" / "fold_0.safetensors").read_bytes()
+    shutil.copytree(tmp_path / "cv", tmp_path / "with_notes")
+    (tmp_path / "with_notes" / "fold_1_train" / "notes.txt").write_text("a user's file")
+    with pytest.raises(OutputExistsError, match="fold_1_train' already exists and holds 3 item"):
+        run_crossval(cfg.updated({"resume": True}), tmp_path / "with_notes", log=lambda s: None)
+    lines = []
+    table = run_crossval(cfg.updated({"resume": True}), tmp_path / "cv", log=lines.append)
+    assert any("fold 1: " in line and "holds no checkpoint" in line for line in lines)
+    assert (tmp_path / "cv" / "fold_0.safetensors").read_bytes() == fold0  # the finished fold is kept
+    assert (tmp_path / "cv" / "fold_1.safetensors").is_file() and [r["fold"] for r in table] == [0, 1, "mean"]
+
+
 def test_crossval_resume_refuses_finished_folds_of_another_split(tmp_path):
     """An edited patient column between two crossval runs: --resume took the finished folds as they were, so the
     table validated some cases twice and one never (the options' text had not changed)."""

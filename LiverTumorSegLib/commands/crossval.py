@@ -56,6 +56,27 @@ def tumor_dice_notes(table: Sequence[Dict[str, Any]]) -> List[str]:
             f"tumor_ref_cases)"]
 
 
+def _say_ignored_file_options(args: argparse.Namespace) -> None:
+    """Warn of the ``--config`` file's train-only options that crossval ignores (the command line's are refused or
+    warned of in :func:`run`): ``val_fraction``; ``fold``, one fold for train (crossval trains every fold); ``folds``
+    0, train's hold-out split, under which crossval makes 4 folds. The last two passed without a word: a recipe
+    shared with train holding ``folds: 0`` ran '4-fold cross-validation needs at least 4 patients' on 2 patients
+    that nothing had asked for."""
+    from ..training.config import load_config_file
+
+    values = load_config_file(args.config_file)
+    name = args.config_file
+    if getattr(args, "val_fraction", None) is None and "val_fraction" in values:  # was ignored without a word
+        log.warning("warning: val_fraction in '%s' does not apply to crossval, which validates each fold on the "
+                    "patients it holds out; it is ignored.", name)
+    if getattr(args, "fold", None) is None and values.get("fold") not in (None, 0):
+        log.warning("warning: fold: %s in '%s' picks one fold for 'livertumorseg train'; crossval trains every fold, "
+                    "so it is ignored.", values.get("fold"), name)
+    if getattr(args, "folds", None) is None and values.get("folds") == 0:
+        log.warning("warning: folds: 0 in '%s' is train's hold-out split; crossval makes 4 folds (give --folds K to "
+                    "choose).", name)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..training.crossval import run_crossval, selection_summary
     from ..training.launch_env import env_rank
@@ -70,11 +91,8 @@ def run(args: argparse.Namespace) -> int:
         # an explicit --folds 0 (train's hold-out) ran 4 folds without a word (a config file's folds: 0 still does)
         raise InputError(f"crossval needs --folds 2 or more (got {args.folds}); without --folds it makes 4.")
     config = config_from_args(args, name_unused_val_fraction=False)
-    if getattr(args, "val_fraction", None) is None and getattr(args, "config_file", None):
-        from ..training.config import load_config_file
-        if "val_fraction" in load_config_file(args.config_file):  # was ignored without a word
-            log.warning("warning: val_fraction in '%s' does not apply to crossval, which validates each fold on the "
-                        "patients it holds out; it is ignored.", args.config_file)
+    if getattr(args, "config_file", None):
+        _say_ignored_file_options(args)
     if not config.output:
         raise InputError("No output folder given: pass -o OUT_DIR.")
     if config.folds < 2:

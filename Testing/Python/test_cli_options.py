@@ -170,6 +170,31 @@ def test_crossval_help_describes_its_folds_and_refuses_fold(capsys, tmp_path, ca
     assert "data layout: auto, lits, msd, ircadb or csv (default 'auto')" in train_help  # said once, not twice
 
 
+def test_crossval_says_a_config_files_fold_and_hold_out_folds_are_ignored(tmp_path, caplog):
+    """A recipe shared with train holding `folds: 0` (train's hold-out) made crossval run 4 folds without a word
+    ('4-fold cross-validation needs at least 4 patients' on 2 patients nothing had asked 4 folds of), and its
+    `fold: 1` was ignored silently, where `--fold 1` is refused."""
+    import logging
+
+    from LiverTumorSegLib.cli import main
+
+    for text, said in (("folds: 0\n", "folds: 0 in '{}' is train's hold-out split; crossval makes 4 folds"),
+                       ("folds: 2\nfold: 1\n", "fold: 1 in '{}' picks one fold for 'livertumorseg train'")):
+        config = tmp_path / "recipe.yaml"
+        config.write_text(text + "epochs: 1\n")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert main(["crossval", "--config", str(config), "--data", str(tmp_path / "missing.csv"), "-o",
+                         str(tmp_path / "cv")]) == 2  # said before the data are read
+        assert said.format(config) in caplog.text
+    config.write_text("folds: 2\nfold: 0\n")  # nothing to say
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(["crossval", "--config", str(config), "--data", str(tmp_path / "missing.csv"), "-o",
+                     str(tmp_path / "cv")]) == 2
+    assert "crossval makes 4 folds" not in caplog.text and "picks one fold" not in caplog.text
+
+
 @pytest.mark.parametrize("repeat, named", [
     (["--report", "a.json", "--report", "a.csv"], "--report given more than once"),
     (["--report=a.json", "--report", "a.csv"], "--report given more than once"),

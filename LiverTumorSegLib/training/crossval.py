@@ -376,6 +376,7 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
     """The folds of :func:`run_crossval`, and the tables (written by rank 0 alone: the other ranks' results
     hold no validation, so their tables were all NaN, and whichever rank renamed its file last won)."""
     from .datasets import discover_cases
+    from .splits import kfold_splits
     from .trainer import build_preprocessing, check_model_spec, remove_if_no_checkpoint
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -388,6 +389,7 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
         preprocessing = build_preprocessing(config.preprocessing)
         check_model_spec(config.model, preprocessing.in_channels, config.model_options, preprocessing.num_context)
         listed = discover_cases(config.data, config.format)
+        kfold_splits(listed, config.folds, config.data_split_seed)  # too few patients: refused before any banner
         this_run_found = False  # a fold before holds a package or checkpoint of this run's settings
         for fold in range(config.folds):
             # numbered from 0, as fold_K.safetensors, the table and train --fold K are ("fold 2/2" beside the

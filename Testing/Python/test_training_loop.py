@@ -1241,6 +1241,20 @@ def test_crossval_resume_trains_again_a_fold_killed_before_its_first_checkpoint(
     assert (tmp_path / "cv" / "fold_1.safetensors").is_file() and [r["fold"] for r in table] == [0, 1, "mean"]
 
 
+def test_crossval_with_more_folds_than_patients_is_refused_before_any_fold_banner(tmp_path):
+    """`crossval --folds 3` on 2 patients printed '=== fold 0 (folds 0-2) ===' and then the refusal, as if fold 0 had
+    started; the split is checked with the data now, before any fold."""
+    from LiverTumorSegLib.training.crossval import run_crossval
+
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 2, (4, 16, 16))
+    lines, calls = [], []
+    with pytest.raises(InputError, match="3-fold cross-validation needs at least 3 patients; the data has 2"):
+        run_crossval(tiny_config(data, tmp_path, folds=3, output=""), tmp_path / "cv",
+                     train_fn=lambda *a, **k: calls.append(a), log=lines.append)
+    assert lines == [] and calls == [] and not (tmp_path / "cv").exists()
+
+
 def test_crossval_resume_refuses_finished_folds_of_another_split(tmp_path):
     """An edited patient column between two crossval runs: --resume took the finished folds as they were, so the
     table validated some cases twice and one never (the options' text had not changed)."""

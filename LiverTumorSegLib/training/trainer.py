@@ -800,6 +800,13 @@ class Trainer:
             if holds_only_slice_cache(self.log_dir):  # a failed run's
                 self.log(f"reusing the slice cache an earlier run left in '{self.log_dir / CACHE_FOLDER}' (cases "
                          f"whose files changed are cached again)")
+            elif entries and cfg.resume and holds_only_an_unsaved_run(self.log_dir):
+                # a run killed before its first checkpoint: the message spoke of a folder of the user's
+                raise OutputExistsError(f"--resume found no checkpoint in '{self.ckpt_dir}': the run in "
+                                        f"'{self.log_dir}' was stopped (kill -9, out of memory, power cut) before "
+                                        f"its first one, so there is nothing to continue. Pass --overwrite (without "
+                                        f"--resume) to start it over; --checkpoint-every-steps N saves checkpoints "
+                                        f"within an epoch.")
             elif entries:  # a folder of the user's: the run would replace its log.csv and add its own files
                 raise OutputExistsError(f"Training folder '{self.log_dir}' already exists and holds {len(entries)} "
                                         f"item(s) (e.g. '{entries[0]}'); train writes log.csv, checkpoints and a "
@@ -1683,15 +1690,15 @@ RUN_MADE_NAMES = frozenset({CACHE_FOLDER, "checkpoints", "tensorboard", "log.csv
 
 
 def holds_only_an_unsaved_run(folder: Path) -> bool:
-    """Whether ``folder`` holds only entries a training run makes (:data:`RUN_MADE_NAMES`) and no checkpoint
-    (``checkpoints/*.pt``) or package: what a run killed (SIGKILL, out of memory, power cut) before its first
-    checkpoint leaves, with nothing to continue from."""
+    """Whether ``folder`` holds only entries a training run makes (:data:`RUN_MADE_NAMES`), its ``checkpoints/``
+    folder among them (a run makes it when it starts) holding no checkpoint (``*.pt``): what a run killed (SIGKILL,
+    out of memory, power cut) before its first checkpoint leaves, with nothing to continue from. A user's folder of
+    ``tensorboard/`` and ``log.csv`` alone is not taken for one."""
     folder = Path(folder)
-    if not folder.is_dir():
+    if not (folder / "checkpoints").is_dir():
         return False
     names = {p.name for p in folder.iterdir()}
-    return bool(names - {CACHE_FOLDER, TRAIN_LOCK_FILE}) and names <= RUN_MADE_NAMES and not any(
-        (folder / "checkpoints").glob("*.pt"))
+    return names <= RUN_MADE_NAMES and not any((folder / "checkpoints").glob("*.pt"))
 
 
 def holds_only_slice_cache(folder: Path) -> bool:

@@ -1723,6 +1723,16 @@ def test_resume_without_a_checkpoint_keeps_a_users_folder_as_a_new_run_does(data
         train(config, log=lambda *a, **k: None)
     assert (folder / "tensorboard" / "exp_old" / "events.txt").read_text() == "x"
     assert (folder / "log.csv").read_text() == "a,b\n"
+    # a run killed (kill -9, out of memory) before its first checkpoint left tensorboard/ and an empty checkpoints/:
+    # its --resume was told of 'a folder holding 2 item(s)', as if it were the user's; now it is told why
+    killed = tmp_path / "killed"
+    (killed / "checkpoints").mkdir(parents=True)
+    (killed / "tensorboard").mkdir()
+    (killed / "tensorboard" / "events.out.tfevents.1.host.1.1").write_bytes(b"events")
+    with pytest.raises(OutputExistsError, match=r"--resume found no checkpoint in .* stopped \(kill -9, out of "
+                                                r"memory, power cut\) before its first one.* Pass --overwrite"):
+        train(config.updated({"log_dir": str(killed)}), log=lambda *a, **k: None)
+    assert (killed / "tensorboard" / "events.out.tfevents.1.host.1.1").read_bytes() == b"events"
 
 
 def test_a_run_the_time_limit_stops_in_its_first_epoch_leaves_a_log_row_that_resume_replaces(data_csv, tmp_path,

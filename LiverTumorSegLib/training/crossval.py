@@ -286,25 +286,26 @@ def fold_other_settings(fold_cfg: TrainConfig) -> Tuple[bool, str, bool]:
     from .checkpoint import load_checkpoint
     from .trainer import differing_settings
 
-    found = []  # (path, stored config, data path)
+    differences = []
     meta = readable_package_metadata(fold_cfg.output)
     if meta is not None:
         training = meta.get("training") or {}
-        found.append((Path(fold_cfg.output), training.get("config") or {}, training.get("data_path")))
+        listed = differing_settings(training.get("config") or {}, fold_cfg, Path(fold_cfg.output),
+                                    training.get("data_path"))
+        if not listed:
+            return True, "", True
+        differences.append(f"'{fold_cfg.output}' is from a run with other settings: {listed}")
     last = Path(fold_cfg.log_dir) / "checkpoints" / "last.pt"
-    if last.is_file():
+    if last.is_file():  # read only when the package is not of these settings (a checkpoint holds the weights too)
         try:
             payload = load_checkpoint(last, map_location="cpu")
         except InputError:
             return True, "", False
-        found.append((last, payload.get("config"), payload.get("data_path")))
-    differences = []
-    for path, saved, data_path in found:
-        listed = differing_settings(saved, fold_cfg, path, data_path)
+        listed = differing_settings(payload.get("config"), fold_cfg, last, payload.get("data_path"))
         if not listed:
-            return True, "", path == Path(fold_cfg.output)
-        differences.append(f"'{path}' is from a run with other settings: {listed}")
-    return bool(found), (differences[0] if differences else ""), False
+            return True, "", False
+        differences.append(f"'{last}' is from a run with other settings: {listed}")
+    return bool(differences), (differences[0] if differences else ""), False
 
 
 def _refuse_used_fold_folders(config: TrainConfig, out_dir: Path) -> None:

@@ -422,7 +422,28 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
     table = rows + [mean_row(rows)]
     if is_main:
         write_table(table, out_dir, options)
+        stale = folds_beyond(out_dir, config.folds)
+        if stale:
+            one = len(stale) == 1
+            folders = ", ".join(name.replace(".safetensors", "_train") for name in stale)
+            log(f"warning: {', '.join(stale)} in '{out_dir}' {'is' if one else 'are'} left from an earlier run with "
+                f"more folds and {'is' if one else 'are'} no part of this {config.folds}-fold table; move or delete "
+                f"{'it' if one else 'them'} (and {folders}), so that the folder's fold packages are this run's.")
     return table
+
+
+def folds_beyond(out_dir: Path, folds: int) -> List[str]:
+    """The names of the fold packages ``fold_<i>.safetensors`` in ``out_dir`` with ``i >= folds``: an earlier run's
+    with more folds, which a run of ``folds`` folds (``--overwrite``) neither replaces nor tabulates. They were left
+    beside the new table without a word, to be installed or ensembled with this run's folds."""
+    import re
+
+    found = []
+    for path in Path(out_dir).glob("fold_*.safetensors"):
+        match = re.fullmatch(r"fold_(\d+)\.safetensors", path.name)
+        if match and int(match.group(1)) >= folds:
+            found.append((int(match.group(1)), path.name))
+    return [name for _, name in sorted(found)]
 
 
 def _fold_to_resume(fold_cfg: TrainConfig, this_run_found: bool,

@@ -1255,6 +1255,30 @@ def test_crossval_with_more_folds_than_patients_is_refused_before_any_fold_banne
     assert lines == [] and calls == [] and not (tmp_path / "cv").exists()
 
 
+def test_crossval_overwrite_with_fewer_folds_names_the_earlier_runs_other_fold_packages(data_csv, tmp_path):
+    """`crossval --overwrite --folds 2` in the folder of a 4-fold run left fold_2 and fold_3.safetensors beside the new
+    2-fold table without a word, to be installed or ensembled with this run's folds as if they were its own."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.training.crossval import folds_beyond, run_crossval
+
+    out = tmp_path / "cv"
+    out.mkdir()
+    for name in ("fold_2.safetensors", "fold_10.safetensors", "fold_3.safetensors", "fold_1.safetensors",
+                 "fold_x.safetensors", "fold_2.safetensors.bak"):
+        (out / name).write_bytes(b"an earlier run's")
+    assert folds_beyond(out, 2) == ["fold_2.safetensors", "fold_3.safetensors", "fold_10.safetensors"]
+    lines = []
+    run_crossval(tiny_config(data_csv, tmp_path, folds=2, output="", overwrite=True), out, log=lines.append,
+                 train_fn=lambda fold_cfg, command="", log=print: SimpleNamespace(
+                     validation={"whole_volume": {"liver_dice": 0.9, "tumor_dice": 1.0}}, val_cases=["c"],
+                     epochs_completed=1))
+    said = [line for line in lines if line.startswith("warning: fold_2.safetensors, fold_3.safetensors, "
+                                                      "fold_10.safetensors in")]
+    assert len(said) == 1 and "no part of this 2-fold table" in said[0] and "fold_10_train" in said[0]
+    assert (out / "fold_2.safetensors").read_bytes() == b"an earlier run's"  # named, not deleted
+
+
 def test_crossval_resume_refuses_finished_folds_of_another_split(tmp_path):
     """An edited patient column between two crossval runs: --resume took the finished folds as they were, so the
     table validated some cases twice and one never (the options' text had not changed)."""

@@ -449,7 +449,8 @@ def folds_beyond(out_dir: Path, folds: int) -> List[str]:
 def _fold_to_resume(fold_cfg: TrainConfig, this_run_found: bool,
                     log: Callable[[str], None]) -> Tuple[TrainConfig, bool, bool]:
     """The config a resumed crossval trains fold ``fold_cfg.fold`` with, whether this run's settings have been
-    found in the folder by now, and whether the fold's package is of them (taken when finished: :func:`finished_fold`). A fold whose package and checkpoint are both of other settings is what an earlier
+    found in the folder by now, and whether the fold's package is of them (taken when finished:
+    :func:`finished_fold`). A fold whose package and checkpoint are both of other settings is what an earlier
     run left which an interrupted ``--overwrite`` run (these settings) had not reached yet: when an earlier fold
     holds this run's settings it is trained again from scratch (``overwrite``), else the run is refused naming the
     settings that differ (nothing in the folder was trained with them). Before, such a fold refused the resume with

@@ -910,7 +910,9 @@ def label_content_warnings(labels: np.ndarray, raw: Optional[np.ndarray] = None,
             dropped_text = (f"; its values {dropped[:8]} are not in the label map {json.dumps(label_map)} and became 0 "
                             f"(list every value you mean to keep, e.g. \"1\": 1, \"2\": 2)")
     if counts[1] == 0 and counts[2] == 0:
-        return ["its label has no liver or tumor voxel, so training would call its whole CT background"
+        # the same reader loads validation cases: there an empty reference scores any liver found 0 (Dice)
+        return ["its label has no liver or tumor voxel: as a training case it teaches the network to call its whole "
+                "CT background, and as a validation case it gives liver Dice 0 to any liver a model finds there"
                 + dropped_text + "."]
     if counts[2] and counts[1] == 0:
         return ["its label has tumor (2) but no liver (1) voxel; liver labels mark the liver around each tumor"

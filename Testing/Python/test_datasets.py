@@ -498,6 +498,7 @@ def test_label_content_warnings_known_answers():
     raw[1, 3, 3] = 2
     empty = label_content_warnings(labels, raw, {"255": 1})
     assert len(empty) == 1 and "no liver or tumor voxel" in empty[0]
+    assert "as a validation case it gives liver Dice 0" in empty[0]  # train read it as a training case's only
     assert "values [1, 2] are not in the label map" in empty[0]
     assert "label map" not in label_content_warnings(labels)[0]
     tumor_only = labels.copy()

@@ -637,7 +637,7 @@ def _read_case(case: BatchCase, allow_non_hu: bool, share: CoreShare) -> tuple:
     with share.busy():
         start = time.perf_counter()
         volume = read_volume(case.input_path)
-        warnings = check_ct(volume, allow_non_hu=allow_non_hu)
+        warnings = check_ct(volume, allow_non_hu=allow_non_hu, aligned_for_model=True)
         return volume, warnings, time.perf_counter() - start
 
 

@@ -304,7 +304,7 @@ def _checked_in_memory(volume: Any, allow_non_hu: bool) -> List[str]:
         raise InputError(f"segment_volume needs a CTVolume (array (z, y, x) in HU with its ImageGeometry), not "
                          f"{type(volume).__name__}; e.g. CTVolume(array_zyx, ImageGeometry(spacing=(sx, sy, sz))) "
                          f"or LiverTumorSegLib.io.read_volume(path).")
-    return check_ct(volume, allow_non_hu=allow_non_hu)
+    return check_ct(volume, allow_non_hu=allow_non_hu, aligned_for_model=True)
 
 
 MAX_NETWORK_VOLUMES_KEPT = 4
@@ -626,10 +626,10 @@ class Segmenter:
         # a child's CT is given enlarged (its labels come back on its own voxels); finish works on the true grid
         network_volume, body_size, fill = self._take_network_volume(volume)
         with self._network_lock:  # two threads sharing one Segmenter mixed up the engine's buffers
-            two_stage_record = {}  # type: Dict[str, Any]
+            two_stage_record, grid_record = {}, {}  # type: Dict[str, Any], Dict[str, Any]
             labels, probability = self._network(network_volume, reporter.sub(0.02, 1.0), cancel,
                                                 keep_probability=True, two_stage_record=two_stage_record,
-                                                in_hu=not_hu is None)
+                                                in_hu=not_hu is None, grid_record=grid_record)
             if fill is not None:  # no label in a resampling's fill: this call's own arrays, cleared in place
                 labels, probability = _cleared_outside_scan(labels, probability, fill.mask)
             timings.update(getattr(self.engine, "last_timings", None) or {})
@@ -641,7 +641,9 @@ class Segmenter:
                 facts["body_size"] = body_size
             if fill is not None:
                 facts["resampling_fill"] = fill.record()
-            if self.options.two_stage:  # where the fine pass ran, or that it fell back to the whole volume
+            if grid_record:  # an oblique CT, segmented on an axis-aligned grid
+                facts["network_grid"] = grid_record
+            if self.options.two_stage and not grid_record:  # where the fine pass ran, or its fallback
                 facts["two_stage_record"] = _on_the_true_grid(two_stage_record, network_volume, volume)
             # read here, not in finish: a batch finishes this CT on another thread while the next CT's network
             # runs, and a fallback there (an Apple GPU or ONNX Runtime failing on it) put its warning in this
@@ -775,8 +777,10 @@ class Segmenter:
 
     def _network(self, volume: CTVolume, progress: ProgressReporter, cancel: Optional[CancellationToken],
                  keep_probability: Optional[bool] = None, two_stage_record: Optional[Dict[str, Any]] = None,
-                 in_hu: bool = True) -> Any:
-        """``(labels, tumor probability or None)`` from the engine, one or two stages. ``keep_probability``:
+                 in_hu: bool = True, grid_record: Optional[Dict[str, Any]] = None) -> Any:
+        """``(labels, tumor probability or None)`` from the engine, one or two stages, on ``volume``'s grid or, for an
+        oblique CT, an axis-aligned one (:meth:`_aligned_network`; ``grid_record``: a dict that then receives the
+        report's ``network_grid``). ``keep_probability``:
         None = as the options say; an engine without ``predict_with_probability`` gives None.
         ``two_stage_record``: a dict that receives where two-stage's fine pass ran (or its fallback).
         ``in_hu``: the CT's values are HU (:func:`_why_not_hu`), so the crop's air gate may read them."""
@@ -784,6 +788,48 @@ class Segmenter:
             keep_probability = self.options.probabilities
         if not hasattr(self.engine, "predict_with_probability"):  # two-stage's fine pass calls it too
             keep_probability = False
+        aligned = self._aligned_network(volume, progress, cancel, keep_probability, two_stage_record, in_hu,
+                                        grid_record)
+        if aligned is not None:
+            return aligned
+        return self._network_on_grid(volume, progress, cancel, keep_probability, two_stage_record, in_hu)
+
+    def _aligned_network(self, volume: CTVolume, progress: ProgressReporter, cancel: Optional[CancellationToken],
+                         keep_probability: bool, two_stage_record: Optional[Dict[str, Any]], in_hu: bool,
+                         grid_record: Optional[Dict[str, Any]] = None) -> Any:
+        """:meth:`_network` on an axis-aligned grid (:mod:`.axis_aligned`) for a CT whose grid is turned more than
+        :data:`.axis_aligned.OBLIQUE_THRESHOLD_DEGREES` against the patient's axes, labels and probability brought
+        back onto ``volume``'s grid; None for any other CT (it takes the usual path, unchanged). Two-stage's
+        record (where its fine pass ran) is then on the aligned grid."""
+        from . import axis_aligned
+        from ..orientation import obliquity_degrees
+
+        if not _oblique(volume):
+            return None
+        degrees = obliquity_degrees(volume.geometry.direction_matrix)
+        start = time.perf_counter()
+        config = getattr(self.engine, "preprocessing", None)
+        target = None if getattr(config, "target_size", None) else getattr(config, "target_spacing_mm", None)
+        grid_ct, grid = axis_aligned.onto_aligned_grid(volume, axis_aligned.aligned_spacing_xyz(volume, target))
+        seconds = time.perf_counter() - start
+        labels, probability = self._network_on_grid(grid_ct, progress, cancel, keep_probability, two_stage_record,
+                                                    in_hu)
+        del grid_ct
+        start = time.perf_counter()
+        labels = axis_aligned.labels_back(labels, grid.geometry, volume.geometry, volume.shape_zyx)
+        if probability is not None:
+            back = axis_aligned.resample(probability.astype(np.float32), grid.geometry, volume.geometry,
+                                         volume.shape_zyx, 0.0)
+            probability = np.clip(np.rint(back), 0, 255).astype(np.uint8)
+        seconds += time.perf_counter() - start
+        if grid_record is not None:
+            grid_record.update(grid.record(), obliquity_degrees=round(degrees, 2),
+                               resampling_seconds=round(seconds, 2))
+        return labels, probability
+
+    def _network_on_grid(self, volume: CTVolume, progress: ProgressReporter, cancel: Optional[CancellationToken],
+                         keep_probability: bool, two_stage_record: Optional[Dict[str, Any]], in_hu: bool) -> Any:
+        """:meth:`_network` on ``volume``'s own grid."""
         # two-stage runs the engine twice: both passes are "network", so stage names never go back
         network_progress = renamed_stages(progress, {} if self.options.two_stage else ENGINE_STAGES, "network")
         if self.options.two_stage:
@@ -813,8 +859,8 @@ class Segmenter:
         without a load), two-stage mode, or the network-grid copy would not fit in memory (refused with the full
         message after the load). A failure here is not the CT's error: it is dropped and the engine prepares the
         CT itself, so that any real problem is reported as it is without this step."""
-        if loading.done() or not _prepare_while_loading_wanted(self.options):
-            return None
+        if loading.done() or not _prepare_while_loading_wanted(self.options) or _oblique(volume):
+            return None  # an oblique CT: the network runs on an axis-aligned grid, not on this CT's
         config = self.preprocessing_while_loading(loading)
         if config is None:
             return None
@@ -851,7 +897,7 @@ class Segmenter:
             volume = read_volume(input_path, series=series)
             timings = {"read": time.perf_counter() - start}  # type: Dict[str, float]
             stage_start = time.perf_counter()
-            input_warnings = check_ct(volume, allow_non_hu=self.options.allow_non_hu)
+            input_warnings = check_ct(volume, allow_non_hu=self.options.allow_non_hu, aligned_for_model=True)
             for message in input_warnings:
                 log.warning("warning: %s", message)
             if outputs["labels"] is not None and full_suffix(outputs["labels"]) == DICOM_SEG_SUFFIX:
@@ -914,6 +960,14 @@ class Segmenter:
         result.seconds = time.perf_counter() - start  # the whole run: 'wrote ... (0.6 s)' hid a 3.5 s read and load
         reporter(1.0, "done")
         return result
+
+
+def _oblique(volume: CTVolume) -> bool:
+    """Whether the network runs on an axis-aligned grid for ``volume`` (:meth:`Segmenter._aligned_network`)."""
+    from ..orientation import obliquity_degrees
+    from .axis_aligned import OBLIQUE_THRESHOLD_DEGREES
+
+    return obliquity_degrees(volume.geometry.direction_matrix) > OBLIQUE_THRESHOLD_DEGREES
 
 
 def _resampling_fill(volume: CTVolume) -> Any:

@@ -186,3 +186,21 @@ def test_every_key_of_a_followup_change_report_is_documented_and_every_documente
     assert written - _documented(row_rows) == set()
     assert _documented(row_rows) - written == {"recist_under_5_mm", "not_assessed_reason", "baseline_cut_by_scan_edge",
                                                "followup_cut_by_scan_edge", "moved_without_shared_voxel_mm"}
+
+
+def test_the_network_grid_record_is_documented():
+    """A CT on a grid turned 20 degrees about left-right is segmented on a patient-aligned grid: ``network_grid``."""
+    from dataclasses import replace
+
+    from LiverTumorSegLib.phantom import make_phantom
+
+    ct = make_phantom((12, 40, 44), (2.0, 2.5, 4.0), noise_hu=8.0, seed=0).ct
+    a = np.deg2rad(20.0)
+    turned = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
+    ct = replace(ct, geometry=replace(ct.geometry, direction=tuple(turned.ravel())))
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                  batch_predictor=oracle_predictor)
+    report = Segmenter(engine=engine).segment_volume(ct).report
+    case_rows = _tables()["Case level"]
+    assert set(report) - set().union(*(keys for keys, _ in case_rows)) == set()
+    assert set(report["network_grid"]) - _row_of(case_rows, "network_grid") == set()

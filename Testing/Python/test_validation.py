@@ -314,6 +314,25 @@ def test_strongly_oblique_grid_warns_and_a_slightly_oblique_one_does_not():
             assert f"tilted {degrees:.0f} degrees" in tilted[0] and "Resample" in tilted[0]
 
 
+def test_segment_says_it_resampled_an_oblique_grid_instead_of_asking_the_user_to():
+    """segment gives the model an oblique CT on a patient-aligned grid (inference/axis_aligned.py): its warning said
+    'the model reads the grid's slices as axial slices ... Resample it', which it no longer does."""
+    from scipy.spatial.transform import Rotation
+
+    ct = phantom_ct()
+    for axis, degrees, warns in (("x", 10.0, False), ("x", 30.0, True), ("z", 25.0, True)):
+        d = Rotation.from_euler(axis, degrees, degrees=True).as_matrix()
+        vol = CTVolume(array=ct.array, geometry=ImageGeometry(spacing=(2, 2, 4), direction=tuple(d.ravel())),
+                       source="tilted.nii.gz")
+        said = [w for w in check_ct(vol, aligned_for_model=True) if "patient axes" in w or "head-foot" in w]
+        assert bool(said) == warns, (axis, degrees, said)
+        if warns:
+            assert f"turned {degrees:.0f} degrees from the patient axes" in said[0]
+            assert "patient-aligned grid" in said[0] and "network_grid" in said[0] and "Resample" not in said[0]
+        others = [w for w in check_ct(vol) if "patient axes" not in w and "head-foot" not in w]
+        assert [w for w in check_ct(vol, aligned_for_model=True) if w not in said] == others  # nothing else differs
+
+
 def test_a_grid_turned_about_s_is_warned_about_as_an_in_plane_rotation_and_not_where_only_lesions_are_measured():
     """The lesion measurement audit: a CT turned 25 degrees about S (true axial slices) was told 'tilted 25 degrees
     ... the model reads the grid's slices as axial slices', which they are; and `measure --ct`, which runs no model

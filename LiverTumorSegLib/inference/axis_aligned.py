@@ -1,0 +1,138 @@
+"""An oblique CT segmented on a grid whose axes are the patient's axes.
+
+The network is 2.5D and was trained on axial slices. :mod:`..orientation` only permutes and flips a CT's axes, so
+a CT whose grid is turned against the patient's axes (a gantry tilt, a registration's or a resample module's output
+grid) reaches the network as oblique slices. Here such a CT is resampled (trilinear) onto an axis-aligned grid (LPS
+identity direction) that covers every voxel centre of the CT (beyond the CT's grid: its nearest edge voxel), the
+network runs on that grid, and its labels and
+tumor probability are brought back onto the CT's own grid (labels: the label with the largest share under the same
+trilinear interpolation of each label's indicator; probability: trilinear). Every voxel keeps its physical place.
+
+Arrays are ``(z, y, x)``; geometry vectors ``(x, y, z)``, LPS, mm.
+"""
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..volume import CTVolume, ImageGeometry
+
+OBLIQUE_THRESHOLD_DEGREES = 5.0
+"""A CT whose grid is turned more than this against the patient's axes (:func:`..orientation.obliquity_degrees`) is
+segmented on the aligned grid; an axis-aligned CT (0 degrees, also flipped or permuted) and one turned less take the
+usual path, unchanged. Measured (29 Nov 2026, v10, fp32, seed 0, 40 slices; benchmarks/robustness.py's regrid rows
+turned 5-30 degrees about left-right, README): at 5 degrees both paths are within 0.006 liver and 0.015 tumor Dice
+of each other on both CTs tilted (the interpolation is not worth it); from 10 degrees the aligned grid gains tumor
+Dice on both (3 mm CT: 0.61 -> 0.70 at 10, 0.34 -> 0.62 at 20, 0.12 -> 0.55 at 30)."""
+
+EDGE_MODE = "nearest"
+"""What the aligned grid holds where it reaches beyond the CT's grid: each voxel the CT's nearest edge voxel's value
+(``scipy.ndimage`` mode), as the network's 2.5D context repeats a CT's first and last slices. Air there (a constant
+-1024 HU) cut every aligned slice of a thin tilted slab to a band: liver Dice 0.968 -> 0.935 on the 20-slice CT turned
+5 degrees, 0.961 with the nearest edge voxel."""
+
+
+@dataclass(frozen=True)
+class AlignedGrid:
+    """An axis-aligned grid (identity direction, LPS) ``shape_zyx`` with ``geometry``, covering a CT's voxels."""
+
+    geometry: ImageGeometry
+    shape_zyx: Tuple[int, int, int]
+
+    def record(self) -> Dict[str, Any]:
+        """The grid for a report: shape ``(z, y, x)``, spacing ``(x, y, z)`` mm, origin ``(x, y, z)`` LPS mm."""
+        return {"kind": "axis_aligned", "shape_zyx": [int(s) for s in self.shape_zyx],
+                "spacing_mm": [round(float(s), 4) for s in self.geometry.spacing],
+                "origin_lps_mm": [round(float(o), 3) for o in self.geometry.origin]}
+
+
+def aligned_grid(geometry: ImageGeometry, shape_zyx: Sequence[int], spacing_xyz: Sequence[float]) -> AlignedGrid:
+    """The smallest axis-aligned grid with ``spacing_xyz`` (mm) whose box holds every voxel centre of a grid
+    ``shape_zyx`` with ``geometry``: its first voxel at the lowest L, P, S corner of the CT's voxel-centre box."""
+    spacing = np.asarray(spacing_xyz, dtype=float)
+    last_xyz = np.asarray([int(s) for s in shape_zyx][::-1], dtype=float) - 1.0
+    corners = np.array([[i, j, k] for i in (0.0, last_xyz[0]) for j in (0.0, last_xyz[1])
+                        for k in (0.0, last_xyz[2])])
+    points = np.array([geometry.index_to_lps(c) for c in corners])
+    low, high = points.min(axis=0), points.max(axis=0)
+    counts_xyz = np.ceil((high - low) / spacing - 1e-6).astype(int) + 1
+    grid = ImageGeometry(spacing=tuple(float(s) for s in spacing), origin=tuple(float(v) for v in low))
+    return AlignedGrid(geometry=grid, shape_zyx=tuple(int(c) for c in counts_xyz[::-1]))  # type: ignore[arg-type]
+
+
+def _index_map_zyx(target: ImageGeometry, source: ImageGeometry) -> Tuple[np.ndarray, np.ndarray]:
+    """``(matrix, offset)`` taking a ``target`` array index ``(z, y, x)`` to the ``source`` array index of the
+    same physical point (``scipy.ndimage.affine_transform``'s convention)."""
+    src = source.direction_matrix @ np.diag(source.spacing)
+    tgt = target.direction_matrix @ np.diag(target.spacing)
+    inverse = np.linalg.inv(src)
+    matrix_xyz = inverse @ tgt
+    offset_xyz = inverse @ (np.asarray(target.origin, dtype=float) - np.asarray(source.origin, dtype=float))
+    return matrix_xyz[::-1, ::-1].copy(), offset_xyz[::-1].copy()
+
+
+SLAB_SLICES = 16
+"""Target slices resampled at a time: the interpolation's work arrays stay a slab's, not a volume's."""
+
+
+def resample(array_zyx: np.ndarray, source: ImageGeometry, target: ImageGeometry, target_shape_zyx: Sequence[int],
+             fill: float = 0.0, mode: str = "constant") -> np.ndarray:
+    """``array_zyx`` (on ``source``'s grid) resampled trilinearly onto ``target``'s grid ``target_shape_zyx``,
+    float32, in slabs of :data:`SLAB_SLICES` target slices. Beyond the source grid: ``fill`` (``mode``
+    ``"constant"``) or the nearest edge voxel's value (``"nearest"``)."""
+    from scipy import ndimage
+
+    matrix, offset = _index_map_zyx(target, source)
+    shape = tuple(int(s) for s in target_shape_zyx)
+    out = np.empty(shape, dtype=np.float32)
+    for z0 in range(0, shape[0], SLAB_SLICES):
+        z1 = min(shape[0], z0 + SLAB_SLICES)
+        ndimage.affine_transform(array_zyx, matrix, offset + matrix[:, 0] * z0, output_shape=(z1 - z0,) + shape[1:],
+                                 output=out[z0:z1], order=1, mode=mode, cval=float(fill), prefilter=False)
+    return out
+
+
+def labels_back(labels_zyx: np.ndarray, source: ImageGeometry, target: ImageGeometry,
+                target_shape_zyx: Sequence[int], values: Sequence[int] = (1, 2)) -> np.ndarray:
+    """Label map ``labels_zyx`` (uint8 on ``source``'s grid) onto ``target``'s grid: in each voxel the label with
+    the largest share under trilinear interpolation of each label's indicator (ties: the lower label; background
+    outside the source grid). uint8; float32 work arrays of a slab of :data:`SLAB_SLICES` target slices."""
+    from scipy import ndimage
+
+    matrix, offset = _index_map_zyx(target, source)
+    shape = tuple(int(s) for s in target_shape_zyx)
+    out = np.zeros(shape, dtype=np.uint8)
+    indicators = [(labels_zyx == value).astype(np.float32) for value in values]  # on the (smaller) source grid
+    for z0 in range(0, shape[0], SLAB_SLICES):
+        z1 = min(shape[0], z0 + SLAB_SLICES)
+        slab_shape = (z1 - z0,) + shape[1:]
+        best = np.zeros(slab_shape, dtype=np.float32)
+        background = np.ones(slab_shape, dtype=np.float32)  # 1 minus the labels' shares
+        slab = out[z0:z1]
+        for value, indicator in zip(values, indicators):
+            share = ndimage.affine_transform(indicator, matrix, offset + matrix[:, 0] * z0, output_shape=slab_shape,
+                                             output=np.float32, order=1, mode="constant", cval=0.0, prefilter=False)
+            background -= share
+            better = share > best
+            slab[better], best[better] = np.uint8(value), share[better]
+        slab[background >= best] = 0
+    return out
+
+
+def onto_aligned_grid(volume: CTVolume, spacing_xyz: Sequence[float]) -> Tuple[CTVolume, AlignedGrid]:
+    """``volume`` resampled onto :func:`aligned_grid` (float32 HU; beyond its grid: :data:`EDGE_MODE`)."""
+    grid = aligned_grid(volume.geometry, volume.shape_zyx, spacing_xyz)
+    array = resample(volume.array, volume.geometry, grid.geometry, grid.shape_zyx, 0.0, EDGE_MODE)
+    return CTVolume(array=array, geometry=grid.geometry, source=volume.source, meta=dict(volume.meta)), grid
+
+
+def aligned_spacing_xyz(volume: CTVolume, target_spacing_mm: Optional[float]) -> Tuple[float, float, float]:
+    """The aligned grid's spacing ``(x, y, z)`` mm: in-plane the network's ``target_spacing_mm`` (so the in-plane
+    resampling to the network grid is the identity: two interpolations in all, not three), else the CT's finest
+    in-plane spacing; along z the CT's slice spacing (the spacing of the index axis nearest superior)."""
+    from ..orientation import plan_reorientation
+
+    canonical = plan_reorientation(volume.geometry, volume.shape_zyx).canonical_geometry
+    sx, sy, sz = (float(s) for s in canonical.spacing)
+    in_plane = float(target_spacing_mm) if target_spacing_mm else min(sx, sy)
+    return in_plane, in_plane, sz

@@ -1,0 +1,140 @@
+"""An oblique CT is segmented on an axis-aligned grid (inference/axis_aligned.py): geometry, round trip, the
+segmenter's choice of path. No network: stand-in engines label by HU."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.inference import axis_aligned
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+LESION_CENTRE_LPS = np.array([10.0, -6.0, 4.0])  # mm
+LESION_RADIUS_MM = 12.0
+
+
+def _tilted_geometry(degrees, spacing_xyz=(1.5, 1.5, 3.0), shape_zyx=(40, 96, 96)):
+    """A grid turned ``degrees`` about the left-right (x) axis, centred on the LPS origin."""
+    a = np.deg2rad(degrees)
+    direction = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
+    half = (np.asarray(shape_zyx[::-1], dtype=float) - 1.0) / 2.0 * np.asarray(spacing_xyz)
+    origin = -direction @ half
+    return ImageGeometry(spacing=spacing_xyz, origin=tuple(origin), direction=tuple(direction.ravel()))
+
+
+def _points_lps(geometry, shape_zyx):
+    """The LPS position (mm) of every voxel centre, ``(z, y, x, 3)``."""
+    k, j, i = np.meshgrid(*[np.arange(n, dtype=float) for n in shape_zyx], indexing="ij")
+    ijk = np.stack([i, j, k], axis=-1)
+    return ijk @ (geometry.direction_matrix @ np.diag(geometry.spacing)).T + np.asarray(geometry.origin)
+
+
+def _phantom(geometry, shape_zyx=(40, 96, 96)):
+    """HU: a 60 HU slab of liver (|S| < 40 mm, |P| < 50 mm) in air with a 10 HU ball (the lesion) in it, placed in
+    physical space, so the same anatomy for every grid; labels 1 liver, 2 lesion."""
+    p = _points_lps(geometry, shape_zyx)
+    liver = (np.abs(p[..., 2]) < 40.0) & (np.abs(p[..., 1]) < 50.0) & (np.abs(p[..., 0]) < 60.0)
+    lesion = np.linalg.norm(p - LESION_CENTRE_LPS, axis=-1) < LESION_RADIUS_MM
+    hu = np.where(liver, 60.0, -1000.0).astype(np.float32)
+    hu[lesion] = 10.0
+    labels = liver.astype(np.uint8)
+    labels[lesion] = 2
+    return hu, labels
+
+
+def _centroid_lps(mask, geometry):
+    return _points_lps(geometry, mask.shape)[mask].mean(axis=0)
+
+
+def test_an_axis_aligned_grid_is_its_own_aligned_grid():
+    geometry = ImageGeometry(spacing=(0.8, 0.8, 2.5), origin=(-200.0, -180.0, 30.0))
+    grid = axis_aligned.aligned_grid(geometry, (20, 64, 48), (0.8, 0.8, 2.5))
+    assert grid.shape_zyx == (20, 64, 48) and grid.geometry.almost_equal(geometry)
+
+
+def test_the_aligned_grid_covers_every_voxel_centre_of_a_tilted_ct():
+    geometry = _tilted_geometry(30.0)
+    grid = axis_aligned.aligned_grid(geometry, (40, 96, 96), (1.5, 1.5, 3.0))
+    assert np.allclose(grid.geometry.direction_matrix, np.eye(3))
+    p = _points_lps(geometry, (40, 96, 96)).reshape(-1, 3)
+    index = (p - np.asarray(grid.geometry.origin)) / np.asarray(grid.geometry.spacing)
+    assert index.min() > -1e-6 and np.all(index.max(axis=0) < np.asarray(grid.shape_zyx[::-1]) - 1 + 1e-6)
+
+
+@pytest.mark.parametrize("degrees", [10.0, 30.0])
+def test_a_tilted_lesion_keeps_its_volume_and_place_through_the_aligned_grid_and_back(degrees):
+    geometry = _tilted_geometry(degrees)
+    hu, labels = _phantom(geometry)
+    volume = CTVolume(hu, geometry)
+    aligned, grid = axis_aligned.onto_aligned_grid(volume, (1.5, 1.5, 3.0))
+    # on the aligned grid the lesion sits where it is in the patient: same LPS centre, no flip or shift
+    centre_index = np.rint((LESION_CENTRE_LPS - np.asarray(grid.geometry.origin)) / grid.geometry.spacing).astype(int)
+    assert aligned.array[tuple(centre_index[::-1])] == pytest.approx(10.0, abs=1.0)
+    back = axis_aligned.labels_back(labels, geometry, grid.geometry, grid.shape_zyx)
+    assert np.allclose(_centroid_lps(back == 2, grid.geometry), LESION_CENTRE_LPS, atol=0.5)
+    again = axis_aligned.labels_back(back, grid.geometry, geometry, volume.shape_zyx)
+    voxel_ml = geometry.voxel_volume_ml
+    true_ml = np.count_nonzero(labels == 2) * voxel_ml
+    assert true_ml == pytest.approx(4.0 / 3.0 * np.pi * LESION_RADIUS_MM ** 3 / 1000.0, rel=0.08)
+    assert np.count_nonzero(again == 2) * voxel_ml == pytest.approx(true_ml, rel=0.08)
+    assert np.allclose(_centroid_lps(again == 2, geometry), LESION_CENTRE_LPS, atol=0.5)
+    liver_true, liver_back = labels >= 1, again >= 1
+    dice = 2.0 * np.count_nonzero(liver_true & liver_back) / (liver_true.sum() + liver_back.sum())
+    assert dice > 0.97
+
+
+def test_resample_onto_the_same_grid_is_the_identity():
+    geometry = _tilted_geometry(20.0, shape_zyx=(8, 16, 16))
+    rng = np.random.default_rng(0)
+    array = rng.normal(0.0, 100.0, size=(8, 16, 16)).astype(np.float32)
+    same = axis_aligned.resample(array, geometry, geometry, array.shape)
+    assert np.allclose(same, array, atol=1e-3)
+
+
+class _HUEngine:
+    """An engine stand-in: records the CT it is given; 60 HU (+-15) is liver, 10 HU (+-15) lesion."""
+
+    def __init__(self):
+        self.package, self.given = SimpleNamespace(metadata={}, name="stand-in", path="stand-in"), []
+
+    def predict(self, volume, progress=None, cancel=None):
+        self.given.append(volume)
+        hu = np.asarray(volume.array, dtype=np.float32)
+        labels = (np.abs(hu - 60.0) < 15.0).astype(np.uint8)
+        labels[np.abs(hu - 10.0) < 15.0] = 2
+        return labels
+
+
+def _segment(volume):
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    engine = _HUEngine()
+    result = Segmenter(SegmentationOptions(), engine=engine).segment_volume(volume, checked=True)
+    return engine, result
+
+
+@pytest.mark.parametrize("degrees", [0.0, 4.0])
+def test_an_axial_or_nearly_axial_ct_takes_the_usual_path(degrees):
+    geometry = _tilted_geometry(degrees)
+    hu, _ = _phantom(geometry)
+    volume = CTVolume(hu, geometry)
+    engine, result = _segment(volume)
+    assert engine.given[0] is volume and "network_grid" not in result.report
+
+
+def test_an_oblique_ct_is_segmented_on_an_axis_aligned_grid_and_its_lesion_keeps_volume_and_place():
+    geometry = _tilted_geometry(20.0)
+    hu, labels = _phantom(geometry)
+    volume = CTVolume(hu, geometry)
+    engine, result = _segment(volume)
+    given = engine.given[0]
+    assert np.allclose(given.geometry.direction_matrix, np.eye(3))
+    assert given.geometry.spacing == pytest.approx((1.5, 1.5, 3.0))  # the CT's finest in-plane and slice spacing
+    record = result.report["network_grid"]
+    assert record["kind"] == "axis_aligned" and record["obliquity_degrees"] == pytest.approx(20.0, abs=0.01)
+    assert record["shape_zyx"] == list(given.shape_zyx)
+    assert result.labels.shape == hu.shape and result.geometry == geometry
+    voxel_ml = geometry.voxel_volume_ml
+    true_ml = np.count_nonzero(labels == 2) * voxel_ml
+    assert np.count_nonzero(result.labels == 2) * voxel_ml == pytest.approx(true_ml, rel=0.08)
+    assert np.allclose(_centroid_lps(result.labels == 2, geometry), LESION_CENTRE_LPS, atol=0.5)

@@ -159,11 +159,17 @@ class Sample:
     spacing_zyx: Tuple[float, float, float]
     true_spacing_zyx: Tuple[float, float, float]
     fluid: Optional[np.ndarray] = None  # (z, y, x) bool: where water was put (label 0): the fluid rows
+    # the regrid rows' turned grid: its direction (row-major 3 x 3, columns the i, j, k axes in LPS) and origin
+    # ((x, y, z) LPS mm), as a resample module records them; None: identity direction, origin 0
+    direction: Optional[Tuple[float, ...]] = None
+    origin: Optional[Tuple[float, float, float]] = None
 
     def volume(self, source: str = "") -> CTVolume:
-        """A canonical-orientation CTVolume (identity direction, LPS) with the told spacing."""
+        """A CTVolume with the told spacing: canonical orientation (identity direction, LPS, origin 0), or the
+        regrid rows' turned grid."""
         z, y, x = self.spacing_zyx
-        return CTVolume(self.hu, ImageGeometry(spacing=(float(x), float(y), float(z))), source=source)
+        turned = {} if self.direction is None else {"direction": self.direction, "origin": self.origin}
+        return CTVolume(self.hu, ImageGeometry(spacing=(float(x), float(y), float(z)), **turned), source=source)
 
 
 @dataclass
@@ -484,7 +490,10 @@ def regrid_tilted(sample: Sample, degrees: float, fill_hu: float) -> Optional[Sa
     The angle is turned in millimetres (the slices' spacing may differ from the pixels'); arrays are ``(z, y, x)``.
     The anatomy at ``(dz, dy)`` mm from the centre lands at ``(dz cos a + dy sin a, -dz sin a + dy cos a)``: a
     positive angle turns posterior (+y in the canonical LPS grid) towards superior (+z). Every value is
-    interpolated as the tools do, a round field of view's padding too. None when the new grid holds under
+    interpolated as the tools do, a round field of view's padding too. The sample records the turned grid's
+    direction and origin, as those tools write them, so every voxel keeps its place in the patient (``segment``
+    then gives the network the CT on a patient-aligned grid, :mod:`LiverTumorSegLib.inference.axis_aligned`; before,
+    the sample claimed an axial grid: a patient lying tilted). None when the new grid holds under
     :data:`REGRID_MIN_LIVER_KEPT` of the liver (:data:`SKIP_REASONS`)."""
     from scipy import ndimage
 
@@ -506,7 +515,13 @@ def regrid_tilted(sample: Sample, degrees: float, fill_hu: float) -> Optional[Sa
     if np.count_nonzero(labels >= 1) < REGRID_MIN_LIVER_KEPT * np.count_nonzero(sample.labels >= 1):
         return None
     hu = np.where(inside, resample(sample.hu.astype(np.float32), 1, fill_hu), np.float32(fill_hu))
-    return replace(sample, hu=np.ascontiguousarray(hu, dtype=np.float32), labels=np.ascontiguousarray(labels))
+    # the new grid's voxel (index n, (z, y, x)) lies at S c + turn^T S (n - c) mm in the old grid's frame (identity
+    # direction, origin 0): its direction is turn^T, its origin the position of n = 0 (both turned to (x, y, z))
+    direction_zyx = turn.T
+    origin_zyx = spacing * centre - direction_zyx @ (spacing * centre)
+    return replace(sample, hu=np.ascontiguousarray(hu, dtype=np.float32), labels=np.ascontiguousarray(labels),
+                   direction=tuple(float(v) for v in direction_zyx[::-1, ::-1].ravel()),
+                   origin=tuple(float(v) for v in origin_zyx[::-1]))
 
 
 def crop_in_plane(sample: Sample, size_mm: float) -> Optional[Sample]:

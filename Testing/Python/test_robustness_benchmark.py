@@ -920,6 +920,29 @@ def test_regrid_rows_tilt_about_left_right_and_fill_beyond_the_old_grid_with_exa
     np.testing.assert_array_equal(unturned.labels, s.labels)
 
 
+def test_regrid_rows_record_the_turned_grid_so_the_anatomy_keeps_its_place_in_the_patient():
+    """A resample module writes the turned grid's direction and origin; the rows claimed an axial grid (identity
+    direction, origin 0), so segment could not know the slices were oblique. The liver's centre in LPS mm is now the
+    same on the turned grid as on the original one, and an unturned sample keeps the canonical grid."""
+    from LiverTumorSegLib.orientation import obliquity_degrees
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    s = tilted_block_sample()
+    out = rb.regrid_tilted(s, 30.0, -1024.0)
+    before, after = s.volume("c").geometry, out.volume("c").geometry
+    assert before.direction == ImageGeometry(spacing=(1, 1, 1)).direction and before.origin == (0.0, 0.0, 0.0)
+
+    def liver_centre_lps(labels, geometry):
+        ijk = np.argwhere(labels >= 1)[:, ::-1].mean(axis=0)
+        return geometry.index_to_lps(ijk)
+
+    np.testing.assert_allclose(liver_centre_lps(out.labels, after), liver_centre_lps(s.labels, before), atol=0.75)
+    assert obliquity_degrees(after.direction_matrix) == pytest.approx(30.0, abs=1e-6)
+    assert after.spacing == before.spacing
+    unturned = rb.regrid_tilted(s, 0.0, -1024.0).volume("c").geometry
+    assert unturned.almost_equal(before, tol=1e-9)
+
+
 def test_regrid_rows_run_with_their_fill_and_skip_a_slab_too_thin_for_the_tilt():
     s = tilted_block_sample()
     case = rb.BenchCase("c", "c", s, s)

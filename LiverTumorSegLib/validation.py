@@ -127,8 +127,9 @@ def model_obliquity_warnings(direction: np.ndarray, name: str, aligned_for_model
     :data:`OBLIQUE_WARN_DEGREES` off the patient axes. Slices tilted from the axial plane (an oblique reformat) are
     read as axial ones (liver Dice 0 at 30 degrees about x on the 3 mm CT); a grid turned only about S has true axial
     slices whose anatomy the model sees rotated in-plane (0.98 at 10 degrees, 0.91 at 44), which it was trained on
-    only up to 15 degrees: each case gets its own words. ``aligned_for_model``: ``segment``, which gives the model
-    such a CT resampled onto a patient-aligned grid (:mod:`.inference.axis_aligned`): the warning says that."""
+    only up to 15 degrees: each case gets its own words. ``aligned_for_model``: ``segment`` (and ``preprocess``, which
+    previews it), which gives the model such a CT resampled onto a patient-aligned grid
+    (:mod:`.inference.axis_aligned`): the warning says that."""
     tilt, turn = slice_tilt_degrees(direction), in_plane_turn_degrees(direction)
     if aligned_for_model and max(tilt, turn) > OBLIQUE_WARN_DEGREES:
         return [f"'{name}' is stored on a grid turned {max(tilt, turn):.0f} degrees from the patient axes; segment "

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = (PreprocessingConfig.from_file(args.config) if args.config
                   else PreprocessingConfig.preset(args.preset or "default"))
-    volume = _as_segment_gives_it(read_checked_ct(args.input, args.series, args.allow_non_hu))
+    volume = _as_segment_gives_it(read_checked_ct(args.input, args.series, args.allow_non_hu, aligned_for_model=True),
+                                  config)
     from ..validation import check_network_memory
 
     check_network_memory(volume, config)  # the preview resamples the whole volume to the network grid
@@ -81,22 +82,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _as_segment_gives_it(volume: Any) -> Any:
+def _as_segment_gives_it(volume: Any, config: Any = None) -> Any:
     """``volume`` as ``segment`` gives it to the network: a CT in HU with a resampling's fill outside its original
     field of view (:mod:`~..inference.resampling_fill`) gets -1024 HU there on a copy, with segment's warning on
-    stderr (the preview showed the fill as the soft tissue the network would have seen)."""
+    stderr (the preview showed the fill as the soft tissue the network would have seen); then a CT turned more than
+    :data:`~..inference.axis_aligned.OBLIQUE_THRESHOLD_DEGREES` against the patient's axes is resampled onto the
+    patient-aligned grid segment runs the network on (``config``'s in-plane spacing; the preview showed the
+    oblique slices segment no longer gives the network)."""
     import sys
 
     from ..inference.resampling_fill import find_resampling_fill, resampling_fill_warning, without_fill
     from ..validation import not_hu_reason
 
-    if not_hu_reason(volume) is not None:
+    if not_hu_reason(volume) is None:
+        fill = find_resampling_fill(volume.array, volume.geometry)
+        if fill is not None:
+            print(f"warning: {resampling_fill_warning(fill.record())}", file=sys.stderr)
+            volume = without_fill(volume, fill.mask)
+    return _on_the_network_grid_of_segment(volume, config)
+
+
+def _on_the_network_grid_of_segment(volume: Any, config: Any) -> Any:
+    """``volume`` on segment's patient-aligned grid when it is oblique (:mod:`~..inference.axis_aligned`), else
+    as it is."""
+    from ..inference import axis_aligned
+    from ..orientation import obliquity_degrees
+
+    if obliquity_degrees(volume.geometry.direction_matrix) <= axis_aligned.OBLIQUE_THRESHOLD_DEGREES:
         return volume
-    fill = find_resampling_fill(volume.array, volume.geometry)
-    if fill is None:
-        return volume
-    print(f"warning: {resampling_fill_warning(fill.record())}", file=sys.stderr)
-    return without_fill(volume, fill.mask)
+    target = None if getattr(config, "target_size", None) else getattr(config, "target_spacing_mm", None)
+    return axis_aligned.onto_aligned_grid(volume, axis_aligned.aligned_spacing_xyz(volume, target))[0]
 
 
 def _package_preprocessing(model: str) -> Any:

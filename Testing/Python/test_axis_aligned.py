@@ -138,3 +138,24 @@ def test_an_oblique_ct_is_segmented_on_an_axis_aligned_grid_and_its_lesion_keeps
     true_ml = np.count_nonzero(labels == 2) * voxel_ml
     assert np.count_nonzero(result.labels == 2) * voxel_ml == pytest.approx(true_ml, rel=0.08)
     assert np.allclose(_centroid_lps(result.labels == 2, geometry), LESION_CENTRE_LPS, atol=0.5)
+
+
+def test_preprocess_previews_an_oblique_ct_on_the_grid_segment_gives_the_network(tmp_path, monkeypatch, capsys):
+    """``preprocess`` shows what segment feeds the network: an oblique CT on the patient-aligned grid (it showed
+    the oblique slices, and told the user to resample the CT, which segment now does itself)."""
+    import LiverTumorSegLib.preprocessing as preprocessing
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.io import write_volume
+
+    given = []
+    monkeypatch.setattr(preprocessing, "render_preview",
+                        lambda volume, config, output, **kw: given.append(volume) or output)
+    geometry = _tilted_geometry(30.0)
+    hu, _ = _phantom(geometry)
+    path = write_volume(tmp_path / "ct.nii.gz", CTVolume(hu.astype(np.int16), geometry))
+    assert main(["preprocess", str(path), "-o", str(tmp_path / "p.png")]) == 0
+    shown = given[0]
+    assert np.allclose(shown.geometry.direction_matrix, np.eye(3), atol=1e-6)
+    assert shown.geometry.spacing == pytest.approx((1.5, 1.5, 3.0))  # the default preset's 1.5 mm, the CT's slices
+    err = capsys.readouterr().err
+    assert "turned 30 degrees from the patient axes" in err and "Resample" not in err

@@ -481,6 +481,9 @@ REGRID_MIN_LIVER_KEPT = 0.25
 slab too thin for the tilt (the 3-mm-thick 3-slice CT keeps 3 % of its liver and none of its tumors at 30 degrees),
 whose few kept voxels would score the fill alone."""
 
+REGRID_DEGREES_USED = REGRID_DEGREES
+"""The regrid rows' turn in this run (``--regrid-degrees``; :data:`REGRID_DEGREES` unless given)."""
+
 
 def regrid_tilted(sample: Sample, degrees: float, fill_hu: float) -> Optional[Sample]:
     """The CT resampled onto a grid turned ``degrees`` about the patient's left-right (x) axis through the CT's
@@ -978,9 +981,9 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "rotate-10": ("anatomy turned -10 degrees in-plane", lambda c, s: rotate_in_plane(c.sample, -10.0)),
     "rotate+10": ("anatomy turned +10 degrees in-plane", lambda c, s: rotate_in_plane(c.sample, 10.0)),
     "regrid_fill0": ("resampled onto a grid turned 30 degrees about left-right, fill 0 HU (SimpleITK's default)",
-                     lambda c, s: regrid_tilted(c.sample, REGRID_DEGREES, 0.0)),
+                     lambda c, s: regrid_tilted(c.sample, REGRID_DEGREES_USED, 0.0)),
     "regrid_fill-1024": ("resampled onto a grid turned 30 degrees about left-right, fill -1024 HU",
-                         lambda c, s: regrid_tilted(c.sample, REGRID_DEGREES, -1024.0)),
+                         lambda c, s: regrid_tilted(c.sample, REGRID_DEGREES_USED, -1024.0)),
     "fov_xy300": ("in-plane field of view 300 mm around the liver", lambda c, s: crop_in_plane(c.sample, 300.0)),
     "fov_xy220": ("in-plane field of view 220 mm around the liver", lambda c, s: crop_in_plane(c.sample, 220.0)),
     "sharp_kernel": ("sharper reconstruction kernel (unsharp mask)", lambda c, s: sharpen_in_plane(c.sample)),
@@ -1295,6 +1298,7 @@ def run_settings(args: argparse.Namespace, cases: Sequence[BenchCase], perturbat
     return {"command": "benchmarks/robustness.py", "data": str(args.data), "cases": [c.case_id for c in cases],
             "perturbations": list(perturbations), "seed": int(args.seed), "max_slices": int(args.max_slices),
             "label_map": args.label_map, "allow_non_hu": bool(args.allow_non_hu),
+            "regrid_degrees": float(getattr(args, "regrid_degrees", REGRID_DEGREES)),
             "postprocessing": PostprocessingOptions().to_dict(), "device": str(args.device),
             "benchmark_lesions": BENCHMARK_LESIONS.to_dict(), "library_version": __version__,
             "code": code_version() if code is None else code, "weights_sha256": weights_sha256,
@@ -1365,6 +1369,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="as segment's: give child-sized bodies to the network as they are (the spacing-30..-60 rows "
                         "are where it acts, on bodies it can measure: under 0.75 x the package's smallest training "
                         "body)")
+    p.add_argument("--regrid-degrees", type=float, default=REGRID_DEGREES, metavar="DEG",
+                   help=f"how far the regrid rows turn the grid about left-right (default {REGRID_DEGREES:g}; "
+                        f"0 < DEG <= 45): what a smaller or larger obliquity costs (segment runs the network on a "
+                        f"patient-aligned grid above 5 degrees). Not with --store-in-package")
     p.add_argument("--quiet", action="store_true", help="no per-row progress lines")
     return p.parse_args(argv)
 
@@ -1400,6 +1408,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--replace-stored says what --store-in-package may replace, and without "
                          "--store-in-package nothing is stored; add --store-in-package, or leave --replace-stored "
                          "out.")
+    if not 0.0 < args.regrid_degrees <= 45.0:
+        raise InputError(f"--regrid-degrees must be above 0 and at most 45, got {args.regrid_degrees:g}.")
+    if args.store_in_package and args.regrid_degrees != REGRID_DEGREES:
+        raise InputError(f"--store-in-package stores the table of the default rows; run it without --regrid-degrees "
+                         f"(the stored regrid rows are turned {REGRID_DEGREES:g} degrees).")
+    global REGRID_DEGREES_USED
+    REGRID_DEGREES_USED = float(args.regrid_degrees)
     changed_post = args.min_lesion_probability is not None or args.keep_liver_in_air
     if args.store_in_package and (args.tta or args.no_postprocessing or changed_post or args.no_body_size_scaling):
         raise InputError("--store-in-package stores the table of the default inference; run it without --tta, "
@@ -1483,6 +1498,7 @@ def run(args: argparse.Namespace) -> int:
                     "min_lesion_probability": args.min_lesion_probability,
                     "keep_liver_in_air": bool(args.keep_liver_in_air),
                     "label_map": args.label_map, "allow_non_hu": bool(args.allow_non_hu),
+                    "regrid_degrees": float(args.regrid_degrees),
                     "tta": bool(args.tta), "precision": args.precision,
                     "body_size_scaling": not args.no_body_size_scaling,
                     "note": NOTE, "packages": results}

@@ -296,6 +296,27 @@ def test_cli_does_not_store_a_tta_or_raw_table_in_the_package(tmp_path, capsys):
     assert package.path.read_bytes() == before
 
 
+def test_regrid_degrees_turns_the_regrid_rows_is_recorded_and_is_never_stored(tmp_path, capsys, monkeypatch):
+    """--regrid-degrees measures what a smaller obliquity costs (the regrid rows were fixed at 30 degrees)."""
+    package = tiny_unet_package(tmp_path)
+    before = package.path.read_bytes()
+    for bad in ("0", "50"):
+        assert rb.main([str(package.path), "--data", str(tmp_path), "--regrid-degrees", bad]) == 2
+        assert "--regrid-degrees must be above 0 and at most 45" in capsys.readouterr().err
+    assert rb.main([str(package.path), "--data", str(tmp_path), "--store-in-package", "--regrid-degrees", "10"]) == 2
+    assert "without --regrid-degrees" in capsys.readouterr().err and package.path.read_bytes() == before
+    monkeypatch.setattr(rb, "REGRID_DEGREES_USED", rb.REGRID_DEGREES)  # restored after the test
+    turned = []
+    real = rb.regrid_tilted
+    monkeypatch.setattr(rb, "regrid_tilted", lambda sample, degrees, fill: turned.append(degrees) or
+                        real(sample, degrees, fill))
+    write_case(tmp_path / "data")
+    out_json = tmp_path / "rob.json"
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--json", str(out_json), "--regrid-degrees",
+                    "10", "--perturbations", "regrid_fill-1024", "--threads", "1", "--quiet"]) == 0
+    assert turned and set(turned) == {10.0} and json.loads(out_json.read_text())["regrid_degrees"] == 10.0
+
+
 def test_replace_stored_without_store_in_package_is_refused(tmp_path, capsys, monkeypatch):
     """--replace-stored alone ran the whole benchmark, exit 0, and stored (and replaced) nothing without a word."""
     package = tiny_unet_package(tmp_path)

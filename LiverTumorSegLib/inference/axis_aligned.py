@@ -21,9 +21,10 @@ OBLIQUE_THRESHOLD_DEGREES = 5.0
 """A CT whose grid is turned more than this against the patient's axes (:func:`..orientation.obliquity_degrees`) is
 segmented on the aligned grid; an axis-aligned CT (0 degrees, also flipped or permuted) and one turned less take the
 usual path, unchanged. Measured (29 Nov 2026, v10, fp32, seed 0, 40 slices; benchmarks/robustness.py's regrid rows
-turned 5-30 degrees about left-right, README): at 5 degrees both paths are within 0.006 liver and 0.015 tumor Dice
-of each other on both CTs tilted (the interpolation is not worth it); from 10 degrees the aligned grid gains tumor
-Dice on both (3 mm CT: 0.61 -> 0.70 at 10, 0.34 -> 0.62 at 20, 0.12 -> 0.55 at 30)."""
+turned 5-30 degrees about left-right, the three shared CTs, README): at 5 degrees the aligned grid gains at most
+0.014 tumor Dice, loses 0.005-0.006 liver Dice on each and 0.08 of one CT's tumor Dice (the interpolation is not
+worth it); at 7.5 it is mixed; from 10 degrees it gains tumor Dice on all three (the 3 mm abdomen-pelvis CT: 0.61 ->
+0.70 at 10, 0.34 -> 0.62 at 20, 0.12 -> 0.55 at 30)."""
 
 EDGE_MODE = "nearest"
 """What the aligned grid holds where it reaches beyond the CT's grid: each voxel the CT's nearest edge voxel's value

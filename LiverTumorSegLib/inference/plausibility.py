@@ -54,10 +54,25 @@ def _ras_of(sampled_mask_zyx: np.ndarray, geometry: ImageGeometry, step_zyx: Tup
     already sampled every ``step_zyx`` voxels (``mask[::sz, ::sy, ::sx]``), shape ``(len(axes), n)``. Thresholding
     the sample, not the whole volume, keeps the checks cheap: whole-volume thresholds of a 512 x 512 x 300 CT took
     0.2-0.4 s."""
-    k, j, i = np.nonzero(sampled_mask_zyx)
-    ijk = np.stack([i * step_zyx[2], j * step_zyx[1], k * step_zyx[0]]).astype(np.float64)
+    ijk = _sampled_indices_ijk(sampled_mask_zyx, step_zyx)
     ijk_to_ras = geometry.ijk_to_ras()[list(axes)]
     return ijk_to_ras[:, :3] @ ijk + ijk_to_ras[:, 3:]
+
+
+def _sampled_indices_ijk(sampled_mask_zyx: np.ndarray, step_zyx: Tuple[int, int, int]) -> np.ndarray:
+    """Full-grid voxel indices ``(i, j, k)`` (float64, shape ``(3, n)``, C order of the mask's voxels) of the set
+    voxels of a mask sampled every ``step_zyx`` voxels: the same numbers as ``np.stack(np.nonzero(mask)[::-1])``
+    times the steps, from one flat index split by integer division. ``np.nonzero`` of a 3-D mask took 0.054 s of
+    :func:`liver_ras_xz`'s 0.078 s (CPU) on a 300 x 512 x 512 CT with 1.4 million sampled liver voxels."""
+    mask = np.ascontiguousarray(sampled_mask_zyx, dtype=bool)
+    flat = np.flatnonzero(mask)
+    _, ny, nx = mask.shape
+    k, rest = np.divmod(flat, ny * nx)
+    j, i = np.divmod(rest, nx)
+    ijk = np.empty((3, flat.size), dtype=np.float64)
+    for row, (index, step) in enumerate(((i, step_zyx[2]), (j, step_zyx[1]), (k, step_zyx[0]))):
+        np.multiply(index, step, out=ijk[row], casting="unsafe")  # integers: exact in float64
+    return ijk
 
 
 def _canonical(array_zyx: np.ndarray, geometry: ImageGeometry) -> Tuple[np.ndarray, ImageGeometry]:
@@ -193,7 +208,9 @@ def spine_sample(hu_zyx: np.ndarray, geometry: ImageGeometry) -> SpineSample:
     300-slice CT."""
     hu_zyx, geometry = _canonical(hu_zyx, geometry)
     step = spine_step_zyx(geometry)
-    sampled = _sampled(hu_zyx, step)
+    # one contiguous copy of the sample, thresholded twice: each threshold of the strided view read the CT's
+    # cache lines anew (0.021 s apiece on a 300 x 512 x 512 CT, against 0.018 s for the copy and 0.004 s a threshold)
+    sampled = np.ascontiguousarray(_sampled(hu_zyx, step))
     body_centre = _mean_ras(sampled > BODY_HU, geometry, step)
     bone = _ras_of(sampled > SPINE_BONE_HU, geometry, step, axes=(0, 1, 2))  # few voxels: their own coordinates
     return SpineSample(body_centre, bone, float(np.prod(geometry.spacing) * np.prod(step)) / 1000.0)

@@ -292,3 +292,52 @@ def test_the_fat_warning_names_at_most_ten_lesions_and_counts_the_rest():
     assert "11 (-80 HU)" not in warning
     ten, = fat_density_lesion_warnings(lesions[:10])
     assert "10 (-80 HU): a mean density of fat" in ten and " more (" not in ten
+
+
+def _liver_ras_xz_by_nonzero(labels, geometry):
+    """liver_ras_xz as it read the voxels before the flat-index split: np.nonzero of the 3-D sample."""
+    from LiverTumorSegLib.inference.plausibility import _canonical, _sampled, liver_step_zyx
+
+    labels, geometry = _canonical(labels, geometry)
+    step = liver_step_zyx(geometry)
+    k, j, i = np.nonzero(_sampled(labels, step) >= 1)
+    ijk = np.stack([i * step[2], j * step[1], k * step[0]]).astype(np.float64)
+    ijk_to_ras = geometry.ijk_to_ras()[[0, 2]]
+    return ijk_to_ras[:, :3] @ ijk + ijk_to_ras[:, 3:]
+
+
+@pytest.mark.parametrize("direction", [None, (-1, 0, 0, 0, 1, 0, 0, 0, -1), (0, 1, 0, 1, 0, 0, 0, 0, 1)])
+def test_liver_coordinates_are_those_of_every_sampled_liver_voxel_in_their_order(direction):
+    """The flat-index split (_sampled_indices_ijk) gives bit for bit what np.nonzero of the sample gave, in the
+    same order, on a layout the checks turn to canonical (flipped, axes swapped) and on odd shapes."""
+    rng = np.random.default_rng(7)
+    kwargs = {} if direction is None else {"direction": direction}
+    geometry = ImageGeometry(spacing=(0.7, 0.9, 2.5), origin=(-180.0, 35.5, 12.0), **kwargs)
+    labels = (rng.random((9, 13, 11)) < 0.3).astype(np.uint8) * rng.integers(1, 3, (9, 13, 11)).astype(np.uint8)
+    got = liver_ras_xz(labels, geometry)
+    expected = _liver_ras_xz_by_nonzero(labels, geometry)
+    assert got.shape == expected.shape and got.shape[1] > 50
+    assert np.array_equal(got, expected)
+    assert liver_ras_xz(np.zeros((3, 4, 5), np.uint8), geometry).shape == (2, 0)
+
+
+def test_spine_sample_reads_the_same_voxels_from_its_contiguous_copy():
+    """spine_sample thresholds one contiguous copy of the sampled CT: body centre and bone samples as the strided
+    view gives them."""
+    from LiverTumorSegLib.inference.plausibility import (BODY_HU, SPINE_BONE_HU, _canonical, _mean_ras, _sampled,
+                                                         spine_sample)
+
+    rng = np.random.default_rng(3)
+    geometry = ImageGeometry(spacing=(0.8, 0.8, 3.0), origin=(-200.0, -150.0, 0.0),
+                             direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    hu = rng.integers(-1000, 1500, (10, 40, 50)).astype(np.int16)
+    sample = spine_sample(hu, geometry)
+    canonical, canonical_geometry = _canonical(hu, geometry)
+    step = spine_step_zyx(canonical_geometry)
+    view = _sampled(canonical, step)
+    assert np.array_equal(sample.body_centre, _mean_ras(view > BODY_HU, canonical_geometry, step))
+    k, j, i = np.nonzero(view > SPINE_BONE_HU)
+    ijk = np.stack([i * step[2], j * step[1], k * step[0]]).astype(np.float64)
+    ijk_to_ras = canonical_geometry.ijk_to_ras()
+    assert ijk.shape[1] > 10
+    assert np.array_equal(sample.bone_ras, ijk_to_ras[:3, :3] @ ijk + ijk_to_ras[:3, 3:])

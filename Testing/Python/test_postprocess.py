@@ -348,6 +348,26 @@ def test_enclosed_background_equals_scipy_fill_holes():
     np.testing.assert_array_equal(enclosed_background(mask, cross), ndimage.binary_fill_holes(mask) & ~mask)
     np.testing.assert_array_equal(enclosed_background(mask, IN_PLANE_4),
                                   ndimage.binary_fill_holes(mask, structure=IN_PLANE_4) & ~mask)
+    # without any hole (the early return): all False, as the fill gives
+    solid = np.zeros((6, 20, 20), dtype=bool)
+    solid[1:5, 3:15, 4:16] = True
+    for structure in (cross, IN_PLANE_4):
+        empty = enclosed_background(solid, structure)
+        assert empty.shape == solid.shape and empty.dtype == bool and not empty.any()
+        np.testing.assert_array_equal(empty, ndimage.binary_fill_holes(solid, structure=structure) & ~solid)
+
+
+def test_inside_6_is_the_erosion_with_the_outside_counted_as_inside():
+    """_inside_6 (used by post-processing and the fluid check's peel) is scipy's erosion by the 6-cross with
+    border_value=1, voxel for voxel, also where the mask touches the array's faces."""
+    from scipy import ndimage
+
+    from LiverTumorSegLib.inference.postprocess import _inside_6
+
+    rng = np.random.default_rng(5)
+    for shape in ((1, 7, 9), (5, 1, 4), (9, 14, 11)):
+        mask = ndimage.binary_closing(rng.random(shape) > 0.35) | (rng.random(shape) > 0.9)
+        np.testing.assert_array_equal(_inside_6(mask), ndimage.binary_erosion(mask, border_value=1))
 
 
 # lesion confidence: small lesions with a low mean tumor probability become liver

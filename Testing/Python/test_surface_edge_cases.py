@@ -53,3 +53,33 @@ def test_surfaces_are_6_connected_and_the_lits_scripts_18_connected_ones_give_a_
     assert round(ours["assd_mm"], 2) == 1.56 and round(float(pooled.mean()), 2) == 1.36
     assert round(ours["rmsd_mm"], 2) == 2.18 and round(float(np.sqrt(np.mean(pooled ** 2))), 2) == 1.99
     assert ours["hd_mm"] == float(pooled.max())
+
+
+def test_bounding_box_is_the_box_of_every_nonzero_voxel_whatever_the_dimensions():
+    """bounding_box finds the first axis's extent, then the others from that slab: the same box as reducing over
+    each pair of axes, with margins clipped, on 1-D to 4-D masks, a uint8 label map, a flipped view, and None for
+    an empty mask."""
+    from LiverTumorSegLib.metrics.surface import bounding_box
+
+    def by_each_axis(mask, margin):
+        slices = []
+        for axis in range(mask.ndim):
+            present = np.flatnonzero(np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != axis)))
+            slices.append(slice(max(int(present[0]) - margin, 0), min(int(present[-1]) + 1 + margin, mask.shape[axis])))
+        return tuple(slices)
+
+    rng = np.random.default_rng(9)
+    for shape in ((17,), (6, 9), (5, 8, 7), (3, 4, 5, 6)):
+        for _ in range(5):
+            mask = (rng.random(shape) > 0.93).astype(np.uint8) * 2
+            if not mask.any():
+                mask[(0,) * len(shape)] = 1
+            for margin in (0, 1, 3):
+                assert bounding_box(mask, margin) == by_each_axis(mask, margin)
+    labels = np.zeros((6, 10, 12), np.uint8)
+    labels[2:4, 3, 5:9] = 1
+    flipped = labels[::-1, :, ::-1]
+    assert bounding_box(flipped) == (slice(2, 4), slice(3, 4), slice(3, 7))
+    assert bounding_box(labels, (1, 0, 2)) == (slice(1, 5), slice(3, 4), slice(3, 11))
+    assert bounding_box(np.zeros((4, 5, 6), bool)) is None
+    assert bounding_box(np.zeros((0, 5, 6), bool)) is None

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..volume import ImageGeometry
 from .sampling import anchored_slices, anchored_start, runs_forward
+from .thresholds import threshold_for
 
 METAL_MIN_HU = 2500.0
 """Voxels at or above this (HU) are taken as metal. Cortical bone reaches about 1000-2000 HU and contrast (oral,
@@ -81,7 +82,8 @@ def metal_in_liver_slices(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: 
     step = _steps(geometry, METAL_SAMPLE_MM, head_foot)
     block = list(anchored_slices(geometry, labels.shape, step))  # the same voxels of the patient in any storage
     block[head_foot] = slice(first, last + 1)
-    metal = np.asarray(hu_zyx)[tuple(block)] >= METAL_MIN_HU
+    metal_block = np.asarray(hu_zyx)[tuple(block)]
+    metal = metal_block >= threshold_for(metal_block, METAL_MIN_HU)
     count = int(np.count_nonzero(metal))
     voxel_ml = float(np.prod(geometry.spacing)) / 1000.0 * float(np.prod(step))
     if count * voxel_ml < METAL_MIN_ML:

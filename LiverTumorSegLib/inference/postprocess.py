@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..metrics.surface import bounding_box
+from .thresholds import threshold_for
 
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 AIR_HU = -400.0                                       # below: air (lung parenchyma is about -850 HU)
@@ -226,7 +227,7 @@ def lung_mask(hu: np.ndarray, spacing_zyx: Sequence[float], options: Postprocess
 
     step = max(1, int(round(RULES.lung_grid_mm / max(min(float(spacing_zyx[1]), float(spacing_zyx[2])), 1e-6))))
     coarse = hu[:, ::step, ::step]
-    air = coarse < AIR_HU
+    air = coarse < threshold_for(coarse, AIR_HU)
     enclosed = enclosed_background(~air, IN_PLANE_4)       # air inside the body outline, per slice
     body = enclosed | ~air
     area = body.sum(axis=(1, 2))
@@ -792,7 +793,8 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
         filled_tumor = 0
         stay_empty = dropped
         if air_hu is not None:
-            air = np.asarray(air_hu[box]) < ORGAN_AIR_HU
+            box_hu = np.asarray(air_hu[box])
+            air = box_hu < threshold_for(box_hu, ORGAN_AIR_HU)
             stay_empty = air if stay_empty is None else (stay_empty | air)
         filled_tumor += fill_cavities(region, _fillable(enclosed_background(organ, CROSS_6), stay_empty), CROSS_6)[1]
         # the scan's first and last slices: a hole there touches the array's z face, which is the scan's end,
@@ -964,7 +966,8 @@ def remove_organ_in_air(labels: np.ndarray, hu: np.ndarray, chunk: int = 16,
         box = (slice(start, start + chunk), slice(int(rows[0]), int(rows[-1]) + 1),
                slice(int(columns[0]), int(columns[-1]) + 1))
         block = labels[box]
-        air = in_block[(slice(None),) + box[1:]] & (np.asarray(hu[box]) < threshold_hu)
+        block_hu = np.asarray(hu[box])
+        air = in_block[(slice(None),) + box[1:]] & (block_hu < threshold_for(block_hu, threshold_hu))
         if air.any():
             tumor += int(np.count_nonzero(block[air] == 2))
             organ += int(np.count_nonzero(air))

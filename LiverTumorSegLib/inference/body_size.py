@@ -241,19 +241,40 @@ def straight_air_fill(plane: np.ndarray, pixel_spacing_mm: tuple) -> np.ndarray:
         return found
     parts, _ = ndimage.label(plane == lowest)
     at_edge = np.unique(np.concatenate([parts[0], parts[-1], parts[:, 0], parts[:, -1]]))
+    sizes = np.bincount(parts.ravel())
+    boxes = ndimage.find_objects(parts)
     for label in at_edge[at_edge > 0]:
-        region = parts == label
+        if sizes[label] < MIN_FOV_BORDER_PIXELS:  # its border is part of it: too short (the specks of exact air)
+            continue
+        # each part on its box grown by a pixel (its pixels' neighbours), not the whole plane: 16 slices of 10 such
+        # parts each took 0.046 s of a 300-slice CT's body size
+        box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(boxes[label - 1], plane.shape))
+        region = parts[box] == label
         border = region & _with_face_neighbours(~region)  # fill pixels beside the rest of the plane
-        border[0], border[-1], border[:, 0], border[:, -1] = False, False, False, False
+        _clear_plane_edges(border, box, plane.shape)
         if border.sum() < MIN_FOV_BORDER_PIXELS:
             continue
         rows, columns = np.nonzero(border)
+        rows, columns = rows + box[0].start, columns + box[1].start
         points = np.stack([rows * float(pixel_spacing_mm[0]), columns * float(pixel_spacing_mm[1])], axis=1)
         centred = points - points.mean(axis=0)
         normal = np.linalg.svd(centred, full_matrices=False)[2][1]  # the total-least-squares line's normal
         if np.median(np.abs(centred @ normal)) <= MAX_FILL_LINE_DISTANCE_PIXELS * max(pixel_spacing_mm):
-            found |= region
+            found[box] |= region
     return found
+
+
+def _clear_plane_edges(mask: np.ndarray, box: tuple, plane_shape: tuple) -> None:
+    """Set to False, in place, the pixels of ``mask`` (the part ``box`` of a plane of ``plane_shape``) that lie on
+    the plane's first or last row or column."""
+    if box[0].start == 0:
+        mask[0] = False
+    if box[0].stop == plane_shape[0]:
+        mask[-1] = False
+    if box[1].start == 0:
+        mask[:, 0] = False
+    if box[1].stop == plane_shape[1]:
+        mask[:, -1] = False
 
 
 def _round_air_padding(plane: np.ndarray, pixel_spacing_mm: tuple) -> np.ndarray:

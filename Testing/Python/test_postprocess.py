@@ -513,3 +513,16 @@ def test_organ_in_air_removal_compares_only_the_organs_box_with_the_same_result(
         view, hu_view = (work[::-1, :, ::-1], hu[::-1, :, ::-1]) if flip else (work, hu)
         assert remove_organ_in_air(view, hu_view, chunk=7) == counts
         assert np.array_equal(work, expected)
+
+
+@pytest.mark.parametrize("chosen_numbers", [[], [0], [3], [1, 2, 5, 7], list(range(1, 30)), list(range(0, 28)),
+                                            list(range(0, 40, 2))])
+def test_components_picked_by_comparison_or_lookup_are_the_lookup_s(chosen_numbers):
+    """_components_in gives chosen[components] whether it compares (few chosen, few left out) or looks up."""
+    from LiverTumorSegLib.inference.postprocess import _components_in
+
+    rng = np.random.default_rng(2)
+    components = rng.integers(0, 30, (6, 17, 19)).astype(np.uint16)
+    chosen = np.zeros(30, dtype=bool)
+    chosen[[n for n in chosen_numbers if n < 30]] = True
+    np.testing.assert_array_equal(_components_in(components, chosen), chosen[components])

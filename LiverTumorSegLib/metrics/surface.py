@@ -123,6 +123,8 @@ def _nonzero_extent(mask: np.ndarray) -> Optional[List[Tuple[int, int]]]:
     """``(first, last)`` index of ``mask``'s nonzero voxels along each axis, or None when it has none: the first
     axis from the mask reduced over the others, the other axes from the slab it spans reduced over the first axis
     (a reduction over each pair of axes of a 300 x 512 x 512 label map took 0.017 s, this 0.011 s)."""
+    if mask.ndim == 0:  # no axis: the empty box, as the reduction per axis gave
+        return []
     along_first = mask.any(axis=tuple(range(1, mask.ndim))) if mask.ndim > 1 else mask.astype(bool, copy=False)
     present = np.flatnonzero(along_first)
     if present.size == 0:

@@ -83,3 +83,5 @@ def test_bounding_box_is_the_box_of_every_nonzero_voxel_whatever_the_dimensions(
     assert bounding_box(labels, (1, 0, 2)) == (slice(1, 5), slice(3, 4), slice(3, 11))
     assert bounding_box(np.zeros((4, 5, 6), bool)) is None
     assert bounding_box(np.zeros((0, 5, 6), bool)) is None
+    assert bounding_box(np.zeros((3, 0, 6), bool)) is None
+    assert bounding_box(np.ones((), bool)) == () and bounding_box(np.zeros((), bool)) == ()  # no axis, as before

@@ -123,8 +123,13 @@ def labels_back(labels_zyx: np.ndarray, source: ImageGeometry, target: ImageGeom
 def onto_aligned_grid(volume: CTVolume, spacing_xyz: Sequence[float]) -> Tuple[CTVolume, AlignedGrid]:
     """``volume`` resampled onto :func:`aligned_grid` (float32 HU; beyond its grid: :data:`EDGE_MODE`)."""
     grid = aligned_grid(volume.geometry, volume.shape_zyx, spacing_xyz)
+    return resampled_onto(volume, grid), grid
+
+
+def resampled_onto(volume: CTVolume, grid: AlignedGrid) -> CTVolume:
+    """``volume`` resampled onto ``grid`` (float32 HU; beyond its grid: :data:`EDGE_MODE`)."""
     array = resample(volume.array, volume.geometry, grid.geometry, grid.shape_zyx, 0.0, EDGE_MODE)
-    return CTVolume(array=array, geometry=grid.geometry, source=volume.source, meta=dict(volume.meta)), grid
+    return CTVolume(array=array, geometry=grid.geometry, source=volume.source, meta=dict(volume.meta))
 
 
 def aligned_spacing_xyz(volume: CTVolume, target_spacing_mm: Optional[float]) -> Tuple[float, float, float]:

@@ -116,7 +116,7 @@ def _skipped_status(case: "BatchCase") -> CaseStatus:
 
 
 RESULT_OPTIONS = ("postprocessing", "two_stage", "tta", "window_level", "window_width", "allow_non_hu",
-                  "body_size_scaling")
+                  "body_size_scaling", "oblique_grid")
 """The :class:`~.options.SegmentationOptions` fields that change a label map. Device, threads, batch size,
 backend and precision ``auto`` do not (bf16 runs there only where its check agrees with fp32); an explicit
 ``--precision bf16``, which runs unchecked, counts as another setting against any other precision."""
@@ -629,15 +629,16 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
     return cases
 
 
-def _read_case(case: BatchCase, allow_non_hu: bool, share: CoreShare) -> tuple:
-    """(volume, warnings, read seconds): read and check one CT (runs on the reader thread)."""
+def _read_case(case: BatchCase, allow_non_hu: bool, share: CoreShare, aligned_for_model: bool = True) -> tuple:
+    """(volume, warnings, read seconds): read and check one CT (runs on the reader thread). ``aligned_for_model``:
+    an oblique CT is segmented on a patient-aligned grid (``oblique_grid`` ``aligned``), which its warning says."""
     from ..io import read_volume
     from ..validation import check_ct
 
     with share.busy():
         start = time.perf_counter()
         volume = read_volume(case.input_path)
-        warnings = check_ct(volume, allow_non_hu=allow_non_hu, aligned_for_model=True)
+        warnings = check_ct(volume, allow_non_hu=allow_non_hu, aligned_for_model=aligned_for_model)
         return volume, warnings, time.perf_counter() - start
 
 
@@ -647,10 +648,11 @@ def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare
     here on the reader thread, so the network thread only runs the network (on a GPU the preprocessing was most
     of a CT's time on the CPU side). Not in two-stage mode; a failure or a CT too large for the early copy only
     means the engine prepares it, as before."""
-    volume, warnings, seconds = _read_case(case, allow_non_hu, share)
+    options = getattr(segmenter, "options", None)
+    volume, warnings, seconds = _read_case(case, allow_non_hu, share,
+                                           getattr(options, "oblique_grid", "aligned") == "aligned")
     from .segmenter import _prepare_while_loading_wanted
 
-    options = getattr(segmenter, "options", None)
     config = getattr(segmenter, "known_preprocessing", None)
     if config is None or options is None or not _prepare_while_loading_wanted(options):
         return volume, warnings, seconds, None

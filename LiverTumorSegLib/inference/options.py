@@ -42,6 +42,9 @@ SEG_NRRD_SUFFIX = ".seg.nrrd"  # Slicer segmentation (needs slicer-core)
 OUTPUT_SUFFIXES = LABEL_MAP_SUFFIXES + (SEG_NRRD_SUFFIX,)
 PROBABILITY_SUFFIXES = LABEL_MAP_SUFFIXES  # the uint8 tumor probability map
 PREVIEW_SUFFIX = ".png"
+OBLIQUE_GRIDS = ("aligned", "stored")
+"""Where the network runs for a CT turned more than 5 degrees against the patient's axes (``--oblique-grid``):
+``aligned``, a patient-aligned grid (:mod:`.axis_aligned`), or ``stored``, the CT's own oblique slices."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,9 @@ class SegmentationOptions:
       after a check against fp32 on one batch; see :class:`~.engine.SliceInferenceEngine`).
     * ``body_size_scaling``: a body much narrower than the training adults' (a child) is given to the network
       enlarged in-plane (:mod:`~LiverTumorSegLib.inference.body_size`); False gives every CT as it is.
+    * ``oblique_grid``: ``aligned`` (default): a CT turned more than 5 degrees against the patient's axes is
+      segmented on a patient-aligned grid, its labels brought back (:mod:`~LiverTumorSegLib.inference.axis_aligned`);
+      ``stored``: the network reads the CT's stored (oblique) slices as they are, as before 29 Nov 2026.
     * ``window_level`` / ``window_width`` (HU): both or neither; replace the model's first window channel
       (expert override: the model was trained with its own window).
 
@@ -207,6 +213,7 @@ class SegmentationOptions:
     window_width: Optional[float] = None
     precision: str = "auto"
     body_size_scaling: bool = True
+    oblique_grid: str = "aligned"
     # New settings go here: add the field, its check in __post_init__ and its row in _FLAGS;
     # to_dict/from_dict/to_cli_args/the CLI then carry it.
 
@@ -235,6 +242,9 @@ class SegmentationOptions:
                               "backend='torch' or 'auto', or precision='fp32'")
             raise InputError(f"precision bf16 (--precision bf16) runs on the torch backend only (ONNX Runtime runs "
                              f"fp32 here); use {fix}.")
+        if self.oblique_grid not in OBLIQUE_GRIDS:
+            raise InputError(f"oblique_grid (--oblique-grid): unknown grid {self.oblique_grid!r}; use one of "
+                             f"{', '.join(OBLIQUE_GRIDS)}.")
         self._check_window()
 
     def _check_window(self) -> None:
@@ -288,7 +298,7 @@ class SegmentationOptions:
         defaults = SegmentationOptions()
         args = []  # type: List[str]
         for name in ("model", "device", "backend", "batch_size", "threads", "window_level", "window_width",
-                     "precision"):
+                     "precision", "oblique_grid"):
             value = getattr(self, name)
             if value != getattr(defaults, name):
                 args += [_FLAGS[name], _number_text(value)]
@@ -329,7 +339,7 @@ _FLAGS = {"model": "--model", "device": "--device", "backend": "--backend", "bat
           "threads": "--threads", "tta": "--tta", "two_stage": "--two-stage", "allow_non_hu": "--allow-non-hu",
           "probabilities": "--probabilities", "window_level": "--window-level", "window_width": "--window-width",
           "postprocessing": "post-processing switches", "precision": "--precision",
-          "body_size_scaling": "--no-body-size-scaling"}
+          "body_size_scaling": "--no-body-size-scaling", "oblique_grid": "--oblique-grid"}
 
 
 def _number_text(value: Any) -> str:
@@ -436,6 +446,10 @@ def add_segmentation_arguments(parser: Any) -> None:
                              "as it is; by default one under 0.75 x the smallest (243 mm across for the bundled model) "
                              "is given enlarged in-plane, with a warning (the report's body_size says what was "
                              "measured and done)")
+    parser.add_argument("--oblique-grid", choices=list(OBLIQUE_GRIDS), default=defaults.oblique_grid,
+                        help="a CT turned more than 5 degrees against the patient's axes: aligned (default) runs "
+                             "the network on a patient-aligned grid and brings the labels back onto the CT's grid "
+                             "(the report's network_grid); stored runs it on the CT's own oblique slices")
 
 
 def postprocessing_from_args(args: Any) -> PostprocessingOptions:
@@ -473,4 +487,5 @@ def options_from_args(args: Any) -> SegmentationOptions:
         postprocessing=postprocessing_from_args(args), probabilities=getattr(args, "probabilities", None) is not None,
         allow_non_hu=bool(args.allow_non_hu), window_level=getattr(args, "window_level", None),
         window_width=getattr(args, "window_width", None), precision=getattr(args, "precision", "auto"),
-        body_size_scaling=not getattr(args, "no_body_size_scaling", False))
+        body_size_scaling=not getattr(args, "no_body_size_scaling", False),
+        oblique_grid=getattr(args, "oblique_grid", "aligned"))

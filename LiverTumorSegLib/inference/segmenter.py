@@ -295,16 +295,17 @@ def _why_not_hu(volume: CTVolume, allow_non_hu: bool) -> Optional[str]:
     return not_hu_reason(volume)
 
 
-def _checked_in_memory(volume: Any, allow_non_hu: bool) -> List[str]:
+def _checked_in_memory(volume: Any, allow_non_hu: bool, aligned_for_model: bool = True) -> List[str]:
     """:func:`~LiverTumorSegLib.validation.check_ct`'s warnings for an in-memory CT (raises InputError for
-    what it refuses), after making sure it is a CTVolume at all."""
+    what it refuses), after making sure it is a CTVolume at all. ``aligned_for_model``: an oblique CT is segmented
+    on a patient-aligned grid (``oblique_grid`` ``aligned``), which its warning says."""
     from ..validation import check_ct
 
     if not isinstance(volume, CTVolume):
         raise InputError(f"segment_volume needs a CTVolume (array (z, y, x) in HU with its ImageGeometry), not "
                          f"{type(volume).__name__}; e.g. CTVolume(array_zyx, ImageGeometry(spacing=(sx, sy, sz))) "
                          f"or LiverTumorSegLib.io.read_volume(path).")
-    return check_ct(volume, allow_non_hu=allow_non_hu, aligned_for_model=True)
+    return check_ct(volume, allow_non_hu=allow_non_hu, aligned_for_model=aligned_for_model)
 
 
 MAX_NETWORK_VOLUMES_KEPT = 4
@@ -589,7 +590,8 @@ class Segmenter:
         The report records ``precision`` (what arithmetic ran and the bf16 check) and ``timings_s``: seconds
         per stage (``model_load`` on the call that loaded it, the engine's ``reorient``, ``preprocess``,
         ``network``, ``restore``, then ``postprocess`` and ``report``). Same as :meth:`finish` of :meth:`predict`."""
-        input_warnings = [] if checked else _checked_in_memory(volume, self.options.allow_non_hu)
+        input_warnings = [] if checked else _checked_in_memory(volume, self.options.allow_non_hu,
+                                                                 self.options.oblique_grid == "aligned")
         reporter = ProgressReporter(progress)
         output = self.predict(volume, reporter.sub(0.0, 0.9), cancel)
         if cancel is not None:
@@ -804,13 +806,12 @@ class Segmenter:
         from . import axis_aligned
         from ..orientation import obliquity_degrees
 
-        if not _oblique(volume):
+        grid = self._aligned_grid(volume)
+        if grid is None:
             return None
         degrees = obliquity_degrees(volume.geometry.direction_matrix)
         start = time.perf_counter()
-        config = getattr(self.engine, "preprocessing", None)
-        target = None if getattr(config, "target_size", None) else getattr(config, "target_spacing_mm", None)
-        grid_ct, grid = axis_aligned.onto_aligned_grid(volume, axis_aligned.aligned_spacing_xyz(volume, target))
+        grid_ct = axis_aligned.resampled_onto(volume, grid)
         seconds = time.perf_counter() - start
         labels, probability = self._network_on_grid(grid_ct, progress, cancel, keep_probability, two_stage_record,
                                                     in_hu)
@@ -826,6 +827,23 @@ class Segmenter:
             grid_record.update(grid.record(), obliquity_degrees=round(degrees, 2),
                                resampling_seconds=round(seconds, 2))
         return labels, probability
+
+    def _aligned_grid(self, volume: CTVolume) -> Any:
+        """The :class:`~.axis_aligned.AlignedGrid` the network runs on for ``volume`` (the CT it is given), or None:
+        the CT is turned at most :data:`~.axis_aligned.OBLIQUE_THRESHOLD_DEGREES` against the patient's axes, or
+        ``options.oblique_grid`` is ``stored``. In-plane spacing: the engine's preprocessing (the package's before
+        the engine is built)."""
+        if self.options.oblique_grid != "aligned" or not _oblique(volume):
+            return None
+        from . import axis_aligned
+
+        config = getattr(self.engine, "preprocessing", None)
+        if config is None:
+            config = getattr(self.package, "preprocessing", None) or {}
+        setting = (lambda key: config.get(key)) if isinstance(config, dict) else (lambda key: getattr(config, key, None))
+        target = None if setting("target_size") else setting("target_spacing_mm")
+        return axis_aligned.aligned_grid(volume.geometry, volume.shape_zyx,
+                                         axis_aligned.aligned_spacing_xyz(volume, target))
 
     def _network_on_grid(self, volume: CTVolume, progress: ProgressReporter, cancel: Optional[CancellationToken],
                          keep_probability: bool, two_stage_record: Optional[Dict[str, Any]], in_hu: bool) -> Any:
@@ -859,7 +877,8 @@ class Segmenter:
         without a load), two-stage mode, or the network-grid copy would not fit in memory (refused with the full
         message after the load). A failure here is not the CT's error: it is dropped and the engine prepares the
         CT itself, so that any real problem is reported as it is without this step."""
-        if loading.done() or not _prepare_while_loading_wanted(self.options) or _oblique(volume):
+        if loading.done() or not _prepare_while_loading_wanted(self.options) or \
+                (self.options.oblique_grid == "aligned" and _oblique(volume)):
             return None  # an oblique CT: the network runs on an axis-aligned grid, not on this CT's
         config = self.preprocessing_while_loading(loading)
         if config is None:
@@ -897,7 +916,8 @@ class Segmenter:
             volume = read_volume(input_path, series=series)
             timings = {"read": time.perf_counter() - start}  # type: Dict[str, float]
             stage_start = time.perf_counter()
-            input_warnings = check_ct(volume, allow_non_hu=self.options.allow_non_hu, aligned_for_model=True)
+            input_warnings = check_ct(volume, allow_non_hu=self.options.allow_non_hu,
+                                      aligned_for_model=self.options.oblique_grid == "aligned")
             for message in input_warnings:
                 log.warning("warning: %s", message)
             if outputs["labels"] is not None and full_suffix(outputs["labels"]) == DICOM_SEG_SUFFIX:

@@ -159,3 +159,47 @@ def test_preprocess_previews_an_oblique_ct_on_the_grid_segment_gives_the_network
     assert shown.geometry.spacing == pytest.approx((1.5, 1.5, 3.0))  # the default preset's 1.5 mm, the CT's slices
     err = capsys.readouterr().err
     assert "turned 30 degrees from the patient axes" in err and "Resample" not in err
+
+
+def _segmenter(engine, **options):
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    return Segmenter(SegmentationOptions(**options), engine=engine)
+
+
+def test_oblique_grid_stored_gives_the_network_the_ct_on_its_own_grid_and_says_so():
+    """``--oblique-grid stored`` (``oblique_grid="stored"``): a researcher's run on the CT's stored (oblique) slices,
+    as before the aligned grid; the report's options record it, and the warning says the model reads oblique
+    slices (it said segment had resampled the CT)."""
+    geometry = _tilted_geometry(30.0)
+    hu, _ = _phantom(geometry)
+    volume = CTVolume(hu, geometry)
+    engine = _HUEngine()
+    result = _segmenter(engine, oblique_grid="stored").segment_volume(volume)
+    assert engine.given[0] is volume and "network_grid" not in result.report
+    assert result.report["options"]["oblique_grid"] == "stored"
+    said = [w for w in result.warnings if "patient axes" in w]
+    assert said and "reads the grid's slices as axial slices" in said[0] and "segment gave" not in said[0]
+    engine = _HUEngine()
+    result = _segmenter(engine).segment_volume(volume)  # the default: aligned
+    assert engine.given[0] is not volume and result.report["options"]["oblique_grid"] == "aligned"
+    assert "network_grid" in result.report
+
+
+def test_oblique_grid_is_a_checked_option_with_its_flag():
+    import argparse
+
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.options import add_segmentation_arguments, options_from_args
+
+    parser = argparse.ArgumentParser()
+    add_segmentation_arguments(parser)
+    options = options_from_args(parser.parse_args(["--oblique-grid", "stored"]))
+    assert options.oblique_grid == "stored" and "--oblique-grid" in options.to_cli_args()
+    assert options_from_args(parser.parse_args(options.to_cli_args())) == options
+    assert options_from_args(parser.parse_args([])).oblique_grid == "aligned"
+    assert SegmentationOptions.from_dict(options.to_dict()) == options
+    with pytest.raises(InputError, match="--oblique-grid"):
+        SegmentationOptions(oblique_grid="diagonal")

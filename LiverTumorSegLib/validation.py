@@ -581,9 +581,13 @@ def check_ct(volume: CTVolume, allow_non_hu: bool = False, non_hu_going_on: str 
 
 
 # ---------------------------------------------------------------------------------------------- memory
+RUNTIME_OVERHEAD_BYTES = 256 * (1 << 20)
+"""Room :func:`estimate_memory_bytes` keeps for the runtime's temporaries."""
+
+
 def estimate_memory_bytes(shape_zyx: Sequence[int], input_itemsize: int = 2, float_copies: int = 0,
                           num_classes: int = 3, keep_probabilities: bool = False,
-                          overhead_bytes: int = 256 * (1 << 20)) -> int:
+                          overhead_bytes: int = RUNTIME_OVERHEAD_BYTES) -> int:
     """Rough peak memory (bytes) to segment a ``(z, y, x)`` volume at its own grid, the input included.
 
     Per voxel: the input and room for a canonical copy (``2 * input_itemsize``; ``segment`` resamples from a view
@@ -938,24 +942,61 @@ def estimate_network_memory_bytes(native_shape_zyx: Sequence[int], net_shape_zyx
             + int(batch * per_slice))
 
 
+ALIGNED_SLAB_SLICES = 16
+"""Target slices :mod:`.inference.axis_aligned` resamples at a time (its ``SLAB_SLICES``; a test keeps them equal)."""
+
+
+def estimate_aligned_grid_memory_bytes(native_shape_zyx: Sequence[int], native_itemsize: int,
+                                       aligned_shape_zyx: Sequence[int], network_bytes: int) -> int:
+    """Peak memory (bytes) to segment an oblique CT ``native_shape_zyx`` on its patient-aligned grid
+    ``aligned_shape_zyx`` (:mod:`.inference.axis_aligned`), given ``network_bytes``: the
+    :func:`estimate_network_memory_bytes` of the aligned grid (its float32 CT copy as the input, the labels and
+    probability there, the network's arrays). Beside either phase the CT's own grid holds the CT, the labels and
+    probability brought back and post-processing's masks (:func:`estimate_memory_bytes`, no second overhead). The
+    phase after the network holds, per aligned voxel, the uint8 labels and probability and two float32 label
+    indicators (the way back, :func:`~.inference.axis_aligned.labels_back`), three float32 slab work arrays of
+    :data:`ALIGNED_SLAB_SLICES` CT slices, and the float32 probability brought back; the larger phase counts."""
+    aligned_voxels = int(np.prod([int(s) for s in aligned_shape_zyx], dtype=np.int64))
+    native_voxels = int(np.prod([int(s) for s in native_shape_zyx], dtype=np.int64))
+    _, ny, nx = (int(s) for s in native_shape_zyx)
+    native = estimate_memory_bytes(native_shape_zyx, input_itemsize=native_itemsize, overhead_bytes=0)
+    way_back = (aligned_voxels * (2 + 2 * 4) + 3 * 4 * ALIGNED_SLAB_SLICES * ny * nx + 4 * native_voxels
+                + RUNTIME_OVERHEAD_BYTES)
+    return native + max(int(network_bytes), way_back)
+
+
 def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Optional[int] = None,
                          num_classes: int = 3, batch_size: Optional[int] = None,
-                         activation_bytes_per_pixel: float = 0.0, available_bytes: Optional[int] = None) -> int:
+                         activation_bytes_per_pixel: float = 0.0, available_bytes: Optional[int] = None,
+                         aligned_shape_zyx: Optional[Sequence[int]] = None,
+                         aligned_spacing_xyz: Optional[Sequence[float]] = None) -> int:
     """Refuse (ResourceError, with the numbers) a volume whose processing at the network's resolution needs
     more memory than is available, before anything is resampled; returns the estimated bytes.
 
     A 512 x 512 x 8 CT with 19.9 mm pixels becomes 6816 x 6816 pixels per slice at 1.5 mm: hundreds of GiB
     with the default batch, although the file holds 4 MB.
+
+    ``aligned_shape_zyx`` and ``aligned_spacing_xyz`` (mm): an oblique CT the network runs on that patient-aligned
+    grid (:mod:`.inference.axis_aligned`), counted there (:func:`estimate_aligned_grid_memory_bytes`): a thin
+    slab turned 30 degrees has 7x its slices there.
     """
     from .orientation import plan_reorientation
 
-    plan = plan_reorientation(volume.geometry, volume.shape_zyx)
-    shape = tuple(int(s) for s in plan.canonical_shape)
-    spacing_zyx = tuple(float(s) for s in plan.canonical_geometry.spacing[::-1])
-    net = network_grid_zyx(shape, spacing_zyx, preprocessing)
-    required = estimate_network_memory_bytes(
-        shape, net, in_channels or _in_channels(preprocessing), num_classes, volume.array.dtype.itemsize,
-        batch_size or DEFAULT_BATCH_SLICES, activation_bytes_per_pixel)
+    channels, batch = in_channels or _in_channels(preprocessing), batch_size or DEFAULT_BATCH_SLICES
+    if aligned_shape_zyx is None:
+        plan = plan_reorientation(volume.geometry, volume.shape_zyx)
+        shape = tuple(int(s) for s in plan.canonical_shape)
+        spacing_zyx = tuple(float(s) for s in plan.canonical_geometry.spacing[::-1])
+        net = network_grid_zyx(shape, spacing_zyx, preprocessing)
+        required = estimate_network_memory_bytes(shape, net, channels, num_classes, volume.array.dtype.itemsize,
+                                                 batch, activation_bytes_per_pixel)
+    else:
+        shape = tuple(int(s) for s in aligned_shape_zyx)
+        spacing_zyx = tuple(float(s) for s in (aligned_spacing_xyz or volume.geometry.spacing)[::-1])
+        net = network_grid_zyx(shape, spacing_zyx, preprocessing)
+        on_grid = estimate_network_memory_bytes(shape, net, channels, num_classes, 4, batch,
+                                                activation_bytes_per_pixel)  # the grid's CT is float32
+        required = estimate_aligned_grid_memory_bytes(volume.shape_zyx, volume.array.dtype.itemsize, shape, on_grid)
     asked_the_system = available_bytes is None
     if asked_the_system:
         available_bytes = available_memory_bytes()
@@ -964,7 +1005,9 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
         target = _setting(preprocessing, "target_spacing_mm", None)
         how = (f"{spacing_zyx[2]:g} x {spacing_zyx[1]:g} mm pixels resampled to {float(target):g} mm" if target
                else "after resizing")
-        raise ResourceError(f"Processing '{_source(volume)}' (z, y, x) {shape} needs about {still_needed / GIB:.1f} "
+        grid = (f"(z, y, x) {shape}" if aligned_shape_zyx is None else
+                f"(z, y, x) {tuple(int(s) for s in volume.shape_zyx)} on its patient-aligned grid (z, y, x) {shape}")
+        raise ResourceError(f"Processing '{_source(volume)}' {grid} needs about {still_needed / GIB:.1f} "
                             f"GiB of memory at the network's resolution ((z, H, W) {net}: {how}) beside the CT "
                             f"itself, but only {available_bytes / GIB:.1f} GiB is available"
                             f"{_limit_note(available_bytes) if asked_the_system else ''}; "

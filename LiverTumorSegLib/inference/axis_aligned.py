@@ -73,7 +73,8 @@ def _index_map_zyx(target: ImageGeometry, source: ImageGeometry) -> Tuple[np.nda
 
 
 SLAB_SLICES = 16
-"""Target slices resampled at a time: the interpolation's work arrays stay a slab's, not a volume's."""
+"""Target slices resampled at a time: the interpolation's work arrays stay a slab's, not a volume's (the memory
+check counts them: :data:`~LiverTumorSegLib.validation.ALIGNED_SLAB_SLICES`)."""
 
 
 def resample(array_zyx: np.ndarray, source: ImageGeometry, target: ImageGeometry, target_shape_zyx: Sequence[int],

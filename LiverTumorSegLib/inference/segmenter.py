@@ -436,13 +436,20 @@ class Segmenter:
     def check_network_memory(self, volume: CTVolume) -> Optional[int]:
         """:func:`_estimate_and_check_memory` of the CT the network is given (:meth:`network_volume`): a child's CT
         enlarged 1.5x in-plane is resampled to 2.25x the network pixels (the 20-slice CT shrunk to 0.6x: 631 MiB
-        where its own grid counts 472 MiB); a refusal then says that the enlargement is counted."""
+        where its own grid counts 472 MiB); a refusal then says that the enlargement is counted. An oblique CT is
+        counted on the patient-aligned grid the network runs on (:meth:`_aligned_grid`), and a refusal says so."""
         from ..errors import ResourceError, option_hint
 
         network_volume, record = self.network_volume(volume)
+        grid = self._aligned_grid(network_volume)
         try:
-            return _estimate_and_check_memory(network_volume, self.package, self.options.batch_size)
+            return _estimate_and_check_memory(network_volume, self.package, self.options.batch_size, grid)
         except ResourceError as exc:
+            if grid is not None:
+                flag = option_hint("--oblique-grid stored", "oblique_grid='stored'")
+                raise ResourceError(f"{exc} (This counts the patient-aligned grid the oblique CT is resampled onto "
+                                    f"for the network; to run the network on the CT's own slices, run again with "
+                                    f"{flag}.)") from None
             if record is None or record["in_plane_scale"] == 1.0:  # not enlarged (maybe a copy without a fill)
                 raise
             flag = option_hint("--no-body-size-scaling", "body_size_scaling=False")
@@ -1163,9 +1170,11 @@ def _refuse_replacing_input_dicom(input_path: Path, outputs: List[Path]) -> None
                              f"the folder).")
 
 
-def _estimate_and_check_memory(volume: CTVolume, package: Any = None, batch_size: Optional[int] = None) -> Optional[int]:
+def _estimate_and_check_memory(volume: CTVolume, package: Any = None, batch_size: Optional[int] = None,
+                               aligned: Any = None) -> Optional[int]:
     """Estimated peak bytes for this volume at the package's network resolution (in-plane resampling
-    included; validation.check_network_memory); raises ResourceError when clearly too much."""
+    included; validation.check_network_memory); raises ResourceError when clearly too much. ``aligned``: the
+    :class:`~.axis_aligned.AlignedGrid` an oblique CT is segmented on (counted there), or None."""
     from ..package import check_input_channels
     from ..validation import check_network_memory
 
@@ -1173,7 +1182,9 @@ def _estimate_and_check_memory(volume: CTVolume, package: Any = None, batch_size
     arch = getattr(package, "architecture", None) or {}
     required = check_network_memory(volume, getattr(package, "preprocessing", None) or {}, arch.get("in_channels"),
                                     int(arch.get("num_classes", 3)), batch_size,
-                                    float(getattr(package, "activation_bytes_per_pixel", 0.0) or 0.0))
+                                    float(getattr(package, "activation_bytes_per_pixel", 0.0) or 0.0),
+                                    aligned_shape_zyx=None if aligned is None else aligned.shape_zyx,
+                                    aligned_spacing_xyz=None if aligned is None else aligned.geometry.spacing)
     log.debug("Estimated memory needed: %.2f GiB", required / 2 ** 30)  # shown with --debug
     return int(required)
 

@@ -203,3 +203,46 @@ def test_oblique_grid_is_a_checked_option_with_its_flag():
     assert SegmentationOptions.from_dict(options.to_dict()) == options
     with pytest.raises(InputError, match="--oblique-grid"):
         SegmentationOptions(oblique_grid="diagonal")
+
+
+def test_the_memory_check_counts_an_oblique_ct_on_its_aligned_grid(tmp_path, monkeypatch):
+    """A thin CT turned 30 degrees is segmented on a patient-aligned grid with several times its slices: the memory
+    check before the network must count that grid (it counted the CT's own), refuse with the usual message and
+    name the way to the CT's own grid, which then fits."""
+    pytest.importorskip("torch")
+    from inference_helpers import tiny_unet_package
+
+    from LiverTumorSegLib import validation
+    from LiverTumorSegLib.errors import ResourceError
+    from LiverTumorSegLib.io import write_volume
+
+    package = tiny_unet_package(tmp_path)
+    shape = (6, 64, 64)
+    geometry = _tilted_geometry(30.0, spacing_xyz=(3.0, 3.0, 3.0), shape_zyx=shape)
+    hu, _ = _phantom(geometry, shape)
+    volume = CTVolume(hu.astype(np.int16), geometry)
+    ct = write_volume(tmp_path / "tilted.nii.gz", volume)
+    config = package.preprocessing
+    grid = axis_aligned.aligned_grid(geometry, shape, axis_aligned.aligned_spacing_xyz(volume, 3.0))
+    assert grid.shape_zyx[0] > 4 * shape[0]
+    stored = validation.check_network_memory(volume, config, available_bytes=2 ** 60)
+    aligned = validation.check_network_memory(volume, config, available_bytes=2 ** 60,
+                                              aligned_shape_zyx=grid.shape_zyx,
+                                              aligned_spacing_xyz=grid.geometry.spacing)
+    assert aligned > stored + 2 ** 22
+    between = (stored + aligned) // 2 - volume.array.nbytes
+    monkeypatch.setattr(validation, "available_memory_bytes", lambda *args, **kwargs: between)
+    segmenter = _segmenter(None, model=str(package.path), device="cpu", threads=1)
+    segmenter.engine = None
+    hint = "(--oblique-grid stored|oblique_grid='stored')"  # the library call's words
+    with pytest.raises(ResourceError, match=r"patient-aligned grid \(z, y, x\) \(.*" + hint):
+        segmenter.segment_file(ct, tmp_path / "labels.nii.gz")
+    assert not (tmp_path / "labels.nii.gz").exists()
+    segmenter = _segmenter(None, model=str(package.path), device="cpu", threads=1, oblique_grid="stored")
+    segmenter.segment_file(ct, tmp_path / "labels.nii.gz")  # on its own grid, the CT fits
+
+
+def test_the_memory_check_counts_the_slab_slices_the_resampling_uses():
+    from LiverTumorSegLib import validation
+
+    assert validation.ALIGNED_SLAB_SLICES == axis_aligned.SLAB_SLICES

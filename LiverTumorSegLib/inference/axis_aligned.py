@@ -11,7 +11,7 @@ trilinear interpolation of each label's indicator; probability: trilinear). Ever
 Arrays are ``(z, y, x)``; geometry vectors ``(x, y, z)``, LPS, mm.
 """
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -76,12 +76,16 @@ SLAB_SLICES = 16
 """Target slices resampled at a time: the interpolation's work arrays stay a slab's, not a volume's (the memory
 check counts them: :data:`~LiverTumorSegLib.validation.ALIGNED_SLAB_SLICES`)."""
 
+SlabDone = Callable[[int, int], None]
+"""``slab_done(done, total)``: called after each slab with the target slices done and in all (progress; it may
+raise to stop, e.g. :meth:`~LiverTumorSegLib.progress.CancellationToken.raise_if_cancelled`)."""
+
 
 def resample(array_zyx: np.ndarray, source: ImageGeometry, target: ImageGeometry, target_shape_zyx: Sequence[int],
-             fill: float = 0.0, mode: str = "constant") -> np.ndarray:
+             fill: float = 0.0, mode: str = "constant", slab_done: Optional[SlabDone] = None) -> np.ndarray:
     """``array_zyx`` (on ``source``'s grid) resampled trilinearly onto ``target``'s grid ``target_shape_zyx``,
-    float32, in slabs of :data:`SLAB_SLICES` target slices. Beyond the source grid: ``fill`` (``mode``
-    ``"constant"``) or the nearest edge voxel's value (``"nearest"``)."""
+    float32, in slabs of :data:`SLAB_SLICES` target slices (``slab_done`` after each). Beyond the source grid:
+    ``fill`` (``mode`` ``"constant"``) or the nearest edge voxel's value (``"nearest"``)."""
     from scipy import ndimage
 
     matrix, offset = _index_map_zyx(target, source)
@@ -91,14 +95,18 @@ def resample(array_zyx: np.ndarray, source: ImageGeometry, target: ImageGeometry
         z1 = min(shape[0], z0 + SLAB_SLICES)
         ndimage.affine_transform(array_zyx, matrix, offset + matrix[:, 0] * z0, output_shape=(z1 - z0,) + shape[1:],
                                  output=out[z0:z1], order=1, mode=mode, cval=float(fill), prefilter=False)
+        if slab_done is not None:
+            slab_done(z1, shape[0])
     return out
 
 
 def labels_back(labels_zyx: np.ndarray, source: ImageGeometry, target: ImageGeometry,
-                target_shape_zyx: Sequence[int], values: Sequence[int] = (1, 2)) -> np.ndarray:
+                target_shape_zyx: Sequence[int], values: Sequence[int] = (1, 2),
+                slab_done: Optional[SlabDone] = None) -> np.ndarray:
     """Label map ``labels_zyx`` (uint8 on ``source``'s grid) onto ``target``'s grid: in each voxel the label with
     the largest share under trilinear interpolation of each label's indicator (ties: the lower label; background
-    outside the source grid). uint8; float32 work arrays of a slab of :data:`SLAB_SLICES` target slices."""
+    outside the source grid). uint8; float32 work arrays of a slab of :data:`SLAB_SLICES` target slices
+    (``slab_done`` after each)."""
     from scipy import ndimage
 
     matrix, offset = _index_map_zyx(target, source)
@@ -118,6 +126,8 @@ def labels_back(labels_zyx: np.ndarray, source: ImageGeometry, target: ImageGeom
             better = share > best
             slab[better], best[better] = np.uint8(value), share[better]
         slab[background >= best] = 0
+        if slab_done is not None:
+            slab_done(z1, shape[0])
     return out
 
 
@@ -127,9 +137,10 @@ def onto_aligned_grid(volume: CTVolume, spacing_xyz: Sequence[float]) -> Tuple[C
     return resampled_onto(volume, grid), grid
 
 
-def resampled_onto(volume: CTVolume, grid: AlignedGrid) -> CTVolume:
-    """``volume`` resampled onto ``grid`` (float32 HU; beyond its grid: :data:`EDGE_MODE`)."""
-    array = resample(volume.array, volume.geometry, grid.geometry, grid.shape_zyx, 0.0, EDGE_MODE)
+def resampled_onto(volume: CTVolume, grid: AlignedGrid, slab_done: Optional[SlabDone] = None) -> CTVolume:
+    """``volume`` resampled onto ``grid`` (float32 HU; beyond its grid: :data:`EDGE_MODE`; ``slab_done`` after each
+    slab)."""
+    array = resample(volume.array, volume.geometry, grid.geometry, grid.shape_zyx, 0.0, EDGE_MODE, slab_done)
     return CTVolume(array=array, geometry=grid.geometry, source=volume.source, meta=dict(volume.meta))
 
 

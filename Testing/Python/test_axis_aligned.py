@@ -205,6 +205,73 @@ def test_oblique_grid_is_a_checked_option_with_its_flag():
         SegmentationOptions(oblique_grid="diagonal")
 
 
+class _Recorder:
+    """A progress callback that keeps ``(fraction, stage)``; cancels ``token`` at the first ``cancel_at`` stage."""
+
+    def __init__(self, token=None, cancel_at=None):
+        self.calls, self.token, self.cancel_at = [], token, cancel_at
+
+    def __call__(self, fraction, stage):
+        self.calls.append((fraction, stage))
+        if self.token is not None and stage == self.cancel_at:
+            self.token.cancel()
+
+
+def test_the_resampling_onto_the_aligned_grid_and_back_reports_progress_as_its_own_stage():
+    from LiverTumorSegLib.inference.segmenter import ALIGNED_GRID_STAGE
+
+    geometry = _tilted_geometry(30.0)
+    hu, _ = _phantom(geometry)
+    class ReportingEngine(_HUEngine):
+        def predict(self, volume, progress=None, cancel=None):
+            progress(0.5, "segmenting")
+            return super().predict(volume, progress, cancel)
+
+    recorder = _Recorder()
+    _segmenter(ReportingEngine()).predict(CTVolume(hu, geometry), recorder)
+    stages = [stage for _, stage in recorder.calls]
+    first, last = stages.index(ALIGNED_GRID_STAGE), len(stages) - 1 - stages[::-1].index(ALIGNED_GRID_STAGE)
+    network = [i for i, stage in enumerate(stages) if stage == "network"]
+    assert network and first < network[0] and last > network[-1]  # there before the network, back after it
+    resampling = [f for f, stage in recorder.calls if stage == ALIGNED_GRID_STAGE]
+    assert len(resampling) > 4  # the 40 slices turned 30 degrees: several slabs each way
+    fractions = [f for f, _ in recorder.calls]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+
+
+def test_a_cancel_during_the_resampling_onto_the_aligned_grid_stops_before_the_network():
+    from LiverTumorSegLib.errors import CancelledError
+    from LiverTumorSegLib.inference.segmenter import ALIGNED_GRID_STAGE
+    from LiverTumorSegLib.progress import CancellationToken
+
+    geometry = _tilted_geometry(30.0)
+    hu, _ = _phantom(geometry)
+    token = CancellationToken()
+    engine = _HUEngine()
+    with pytest.raises(CancelledError):
+        _segmenter(engine).predict(CTVolume(hu, geometry), _Recorder(token, ALIGNED_GRID_STAGE), token)
+    assert engine.given == []
+
+
+def test_a_cancel_during_the_network_stops_the_way_back_from_the_aligned_grid():
+    """``predict`` checks the cancel only inside the engine and the slab loops: a cancel the engine did not see
+    (it came as its last batch ended) must stop the resampling back, not let it run its seconds."""
+    from LiverTumorSegLib.errors import CancelledError
+    from LiverTumorSegLib.progress import CancellationToken
+
+    class CancellingEngine(_HUEngine):
+        def predict(self, volume, progress=None, cancel=None):
+            labels = super().predict(volume, progress, cancel)
+            cancel.cancel()
+            return labels
+
+    geometry = _tilted_geometry(30.0)
+    hu, _ = _phantom(geometry)
+    token = CancellationToken()
+    with pytest.raises(CancelledError):
+        _segmenter(CancellingEngine()).predict(CTVolume(hu, geometry), None, token)
+
+
 def test_the_memory_check_counts_an_oblique_ct_on_its_aligned_grid(tmp_path, monkeypatch):
     """A thin CT turned 30 degrees is segmented on a patient-aligned grid with several times its slices: the memory
     check before the network must count that grid (it counted the CT's own), refuse with the usual message and

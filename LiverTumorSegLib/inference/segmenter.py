@@ -652,8 +652,10 @@ class Segmenter:
                 facts["resampling_fill"] = fill.record()
             if grid_record:  # an oblique CT, segmented on an axis-aligned grid
                 facts["network_grid"] = grid_record
-            if self.options.two_stage and not grid_record:  # where the fine pass ran, or its fallback
+            if self.options.two_stage:  # where the fine pass ran, or its fallback (finish warns of both)
                 facts["two_stage_record"] = _on_the_true_grid(two_stage_record, network_volume, volume)
+                if grid_record:  # its crop_zyx indexes the patient-aligned grid the network ran on
+                    facts["two_stage_record"] = dict(facts["two_stage_record"], grid="network_grid")
             # read here, not in finish: a batch finishes this CT on another thread while the next CT's network
             # runs, and a fallback there (an Apple GPU or ONNX Runtime failing on it) put its warning in this
             # CT's report, which ran before it

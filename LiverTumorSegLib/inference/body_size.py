@@ -231,8 +231,11 @@ def straight_air_fill(plane: np.ndarray, pixel_spacing_mm: tuple) -> np.ndarray:
     :data:`MIN_FOV_BORDER_PIXELS` pixels) is a straight line (median distance from the line fitted to it at most
     :data:`MAX_FILL_LINE_DISTANCE_PIXELS`). Read as air, the body it cuts along that line was measured as a small
     body and enlarged for the network: the 20-slice CT on a grid turned 30 degrees with a -1024 fill measured 184 mm
-    (x1.59), and had 7 false lesions instead of 1 (the same fill at 0 HU, found by :mod:`.resampling_fill`). Real
-    air is noisy and air set to one value borders the body's curved surface. Else no pixel (all False)."""
+    (x1.59), and had 7 false lesions instead of 1 (the same fill at 0 HU, found by :mod:`.resampling_fill`). Where
+    that line fit misses, a robust line with a field of view's circle beside it may hold the border
+    (:func:`_fill_beyond_robust_line`: the fill merged with a round field of view padded with -1024 and with air
+    clipped to -1024), and the region's pixels beyond the line are found. Real air is noisy and air set to one value
+    borders the body's curved surface. Else no pixel (all False)."""
     from scipy import ndimage
 
     found = np.zeros(plane.shape, dtype=bool)
@@ -255,13 +258,125 @@ def straight_air_fill(plane: np.ndarray, pixel_spacing_mm: tuple) -> np.ndarray:
         if border.sum() < MIN_FOV_BORDER_PIXELS:
             continue
         rows, columns = np.nonzero(border)
-        rows, columns = rows + box[0].start, columns + box[1].start
         points = np.stack([rows * float(pixel_spacing_mm[0]), columns * float(pixel_spacing_mm[1])], axis=1)
+        tolerance_mm = MAX_FILL_LINE_DISTANCE_PIXELS * max(pixel_spacing_mm)
         centred = points - points.mean(axis=0)
         normal = np.linalg.svd(centred, full_matrices=False)[2][1]  # the total-least-squares line's normal
-        if np.median(np.abs(centred @ normal)) <= MAX_FILL_LINE_DISTANCE_PIXELS * max(pixel_spacing_mm):
+        if np.median(np.abs(centred @ normal)) <= tolerance_mm:
             found[box] |= region
+            continue
+        beyond = _fill_beyond_robust_line(plane[box], region, border, points, pixel_spacing_mm)
+        if beyond is not None:
+            found[box] |= beyond
     return found
+
+
+def _fill_beyond_robust_line(plane: np.ndarray, region: np.ndarray, border: np.ndarray, points: np.ndarray,
+                             pixel_spacing_mm: tuple) -> Optional[np.ndarray]:
+    """The pixels of ``region`` (2D mask of the lowest value on the part ``plane`` of a slice, HU) beyond a straight
+    line, where the line fitted to all of its border with the rest (``border``; ``points``: its pixels' (row, column)
+    positions in mm) missed: the line most border pixels lie within :data:`MAX_FILL_LINE_DISTANCE_PIXELS` of
+    (:func:`_dominant_line`, at least :data:`MIN_FOV_BORDER_PIXELS`) holds half of them or more, or holds fewer and a
+    round field of view's circle (:func:`_field_of_view_circle`) the line's pixels lie off (median distance over twice
+    :data:`MAX_FOV_CIRCLE_DISTANCE_PIXELS`: no chord of the circle) holds the rest up to half. A resampling's fill of
+    -1024 HU added to a CT whose round field of view is padded with -1024 and whose air is clipped at -1024 in places
+    merges with both: the 20-slice CT with rows beyond a slanted line set to -1024 measured 285 mm across, uncut,
+    against 324.6 as scanned. Air a CT has had set to one value, a body with a flat back lying in it, holds no such
+    circle (body, not air, inside it). Else None."""
+    pixel_mm = max(float(s) for s in pixel_spacing_mm)
+    line = _dominant_line(points, MAX_FILL_LINE_DISTANCE_PIXELS * pixel_mm)
+    if line is None or line[0].sum() < MIN_FOV_BORDER_PIXELS:
+        return None
+    on_line, point_on_line, normal = line
+    border_rows, border_columns = np.nonzero(border)
+    if on_line.mean() < 0.5:
+        rest = np.zeros(border.shape, dtype=bool)
+        rest[border_rows[~on_line], border_columns[~on_line]] = True
+        circle = _field_of_view_circle(plane, ~region, rest, pixel_spacing_mm)
+        if circle is None:
+            return None
+        (centre, radius), on_circle = circle
+        line_off_circle = np.abs(np.hypot(*(points[on_line] - centre).T) - radius)
+        if (on_line.sum() + on_circle) < 0.5 * len(points) or \
+                np.median(line_off_circle) <= 2.0 * MAX_FOV_CIRCLE_DISTANCE_PIXELS * pixel_mm:
+            return None
+    line_border = np.zeros(border.shape, dtype=bool)
+    line_border[border_rows[on_line], border_columns[on_line]] = True
+    rows, columns = np.nonzero(~region & _with_face_neighbours(line_border))  # the rest of the slice beside the line
+    inside = np.stack([rows * float(pixel_spacing_mm[0]), columns * float(pixel_spacing_mm[1])], axis=1)
+    inside_side = np.sign(np.median((inside - point_on_line) @ normal))
+    rows, columns = np.nonzero(region)
+    pixels = np.stack([rows * float(pixel_spacing_mm[0]), columns * float(pixel_spacing_mm[1])], axis=1)
+    beyond = np.zeros(region.shape, dtype=bool)
+    beyond[rows, columns] = (pixels - point_on_line) @ normal * inside_side <= MAX_FILL_LINE_DISTANCE_PIXELS * pixel_mm
+    return beyond
+
+
+def _dominant_line(points: np.ndarray, tolerance_mm: float) -> Optional[tuple]:
+    """The straight line that most of ``points`` ((n, 2) mm) lie within ``tolerance_mm`` of: ``(on_line, point,
+    normal)`` (bool per point, a point on the line and its unit normal, mm), or None for fewer than 2 points. Found by
+    a Hough vote over directions every 0.5 degree and offsets in bins of ``2 x tolerance_mm``, then refined by
+    total least squares on the points near it."""
+    if len(points) < 2:
+        return None
+    angles = np.deg2rad(np.arange(0.0, 180.0, 0.5))
+    normals = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    offsets = points @ normals.T  # (points, directions)
+    bins = np.floor((offsets - offsets.min()) / (2.0 * tolerance_mm)).astype(np.int64)
+    width = int(bins.max()) + 2
+    votes = np.bincount((bins + width * np.arange(len(angles))).ravel(), minlength=width * len(angles))
+    votes = votes.reshape(len(angles), width)
+    votes = votes[:, :-1] + votes[:, 1:]  # two neighbouring bins: a line on a bin's edge is not split
+    direction, first_bin = np.unravel_index(int(np.argmax(votes)), votes.shape)
+    low = offsets.min() + first_bin * 2.0 * tolerance_mm
+    near = (offsets[:, direction] >= low) & (offsets[:, direction] < low + 4.0 * tolerance_mm)
+    for _ in range(2):  # refit on the points near the line, then keep those within the tolerance
+        point = points[near].mean(axis=0)
+        normal = np.linalg.svd(points[near] - point, full_matrices=False)[2][1]
+        near = np.abs((points - point) @ normal) <= tolerance_mm
+        if near.sum() < 2:
+            return None
+    return near, point, normal
+
+
+def _circle_fit(points: np.ndarray) -> Optional[tuple]:
+    """The circle nearest ``points`` ((n, 2) mm) in least squares (Kasa's fit of x^2 + y^2 + a x + b y + c = 0):
+    ``(centre, radius)`` (mm), or None where no real circle fits."""
+    y, x = points[:, 0], points[:, 1]
+    (a, b, c), *_ = np.linalg.lstsq(np.stack([x, y, np.ones_like(x)], axis=1), -(x ** 2 + y ** 2), rcond=None)
+    radius_squared = (a ** 2 + b ** 2) / 4.0 - c
+    if not radius_squared > 0:
+        return None
+    return np.array([-b / 2.0, -a / 2.0]), float(np.sqrt(radius_squared))
+
+
+def _field_of_view_circle(plane: np.ndarray, inside: np.ndarray, border: np.ndarray, pixel_spacing_mm: tuple
+                          ) -> Optional[tuple]:
+    """``((centre, radius), count)``: a circle (mm) fitted to the pixels of ``border`` (2D mask on ``plane``, HU,
+    ``pixel_spacing_mm`` its (row, column) pixel size) that ``count`` of them, at least :data:`MIN_FOV_BORDER_PIXELS`,
+    lie within :data:`MAX_FOV_CIRCLE_DISTANCE_PIXELS` of, with air below :data:`BODY_HU` in the ``inside`` pixels
+    beside those along at least :data:`MIN_FOV_AIR_FRACTION` of them: part of a round field of view's edge. The fit
+    is refitted twice on the pixels within 3 x that distance of it (the rest: air clipped to the same value that joins
+    the padding). Else None."""
+    rows, columns = np.nonzero(border)
+    points = np.stack([rows * float(pixel_spacing_mm[0]), columns * float(pixel_spacing_mm[1])], axis=1)
+    tolerance_mm = MAX_FOV_CIRCLE_DISTANCE_PIXELS * max(float(s) for s in pixel_spacing_mm)
+    near = np.ones(len(points), dtype=bool)
+    for _ in range(3):
+        circle = _circle_fit(points[near]) if near.sum() >= 3 else None
+        if circle is None:
+            return None
+        off_circle = np.abs(np.hypot(*(points - circle[0]).T) - circle[1])
+        near = off_circle <= 3.0 * tolerance_mm
+    on_circle = off_circle <= tolerance_mm
+    if on_circle.sum() < MIN_FOV_BORDER_PIXELS:
+        return None
+    circle_border = np.zeros(border.shape, dtype=bool)
+    circle_border[rows[on_circle], columns[on_circle]] = True
+    beside = inside & _with_face_neighbours(circle_border)
+    if not beside.any() or np.mean(plane[beside] < BODY_HU) < MIN_FOV_AIR_FRACTION:
+        return None
+    return circle, int(on_circle.sum())
 
 
 def _clear_plane_edges(mask: np.ndarray, box: tuple, plane_shape: tuple) -> None:
@@ -302,12 +417,10 @@ def _round_air_padding(plane: np.ndarray, pixel_spacing_mm: tuple) -> np.ndarray
         return none
     rows, columns = np.nonzero(border)
     y, x = rows * float(pixel_spacing_mm[0]), columns * float(pixel_spacing_mm[1])
-    # the circle x^2 + y^2 + a x + b y + c = 0 nearest in least squares (Kasa's fit)
-    (a, b, c), *_ = np.linalg.lstsq(np.stack([x, y, np.ones_like(x)], axis=1), -(x ** 2 + y ** 2), rcond=None)
-    radius_squared = (a ** 2 + b ** 2) / 4.0 - c
-    if not radius_squared > 0:
+    circle = _circle_fit(np.stack([y, x], axis=1))
+    if circle is None:
         return none
-    off_circle = np.abs(np.hypot(x + a / 2.0, y + b / 2.0) - np.sqrt(radius_squared))
+    off_circle = np.abs(np.hypot(y - circle[0][0], x - circle[0][1]) - circle[1])
     if np.median(off_circle) > MAX_FOV_CIRCLE_DISTANCE_PIXELS * max(pixel_spacing_mm):
         return none
     beside = inside & _with_face_neighbours(border)  # the field of view's pixels along the circle

@@ -567,11 +567,13 @@ def test_a_failing_body_size_check_gives_the_ct_as_it_is_with_a_warning_not_an_e
 
 
 def _straight_air_fill_on_whole_planes(plane, pixel_spacing_mm):
-    """straight_air_fill as it was before it worked on each part's box: every part on the whole plane."""
+    """straight_air_fill as it was before it worked on each part's box: every part on the whole plane (and, where
+    the line fitted to all of a part's border misses, the robust line and a field of view's circle on it)."""
     from scipy import ndimage
 
     from LiverTumorSegLib.inference.body_size import (BODY_HU, MAX_FILL_LINE_DISTANCE_PIXELS,
-                                                      MIN_FOV_BORDER_PIXELS, _with_face_neighbours)
+                                                      MIN_FOV_BORDER_PIXELS, _fill_beyond_robust_line,
+                                                      _with_face_neighbours)
 
     found = np.zeros(plane.shape, dtype=bool)
     lowest = plane.min()
@@ -591,6 +593,10 @@ def _straight_air_fill_on_whole_planes(plane, pixel_spacing_mm):
         normal = np.linalg.svd(centred, full_matrices=False)[2][1]
         if np.median(np.abs(centred @ normal)) <= MAX_FILL_LINE_DISTANCE_PIXELS * max(pixel_spacing_mm):
             found |= region
+            continue
+        beyond = _fill_beyond_robust_line(plane, region, border, points, pixel_spacing_mm)  # the line fit missed
+        if beyond is not None:
+            found |= beyond
     return found
 
 
@@ -618,3 +624,46 @@ def test_straight_air_fill_on_each_part_s_box_finds_what_the_whole_plane_found(s
         np.testing.assert_array_equal(straight_air_fill(plane, spacing), expected)
     if seed % 2 == 0:  # without the wedge (which bends the fill's border) the fill is found: the test holds one
         assert _straight_air_fill_on_whole_planes(plane, (1.4, 1.4)).any()
+
+
+def _round_fov_body_with_air_fill(fill_from_row, slope):
+    """A 200 x 150 mm body in noisy air clipped at -1024, a round field of view of 120 pixels padded with -1024 (the
+    value of air), and -1024 beyond the line ``row = fill_from_row + slope x (column - 128)``: a resampling's fill
+    written with air's value added to a CT whose padding is air's value too, the two merged into one region."""
+    hu, geometry = _ellipse_body(200.0, 150.0)
+    hu = _noisy_air(hu)
+    hu[:, _outside_circle(hu.shape[1:], 120)] = -1024
+    rows, columns = np.mgrid[0:hu.shape[1], 0:hu.shape[2]]
+    hu[:, rows > fill_from_row + slope * (columns - 128)] = -1024
+    return hu, geometry
+
+
+@pytest.mark.parametrize("fill_from_row, slope", [(180, 0.0), (185, 0.25), (170, -0.2), (200, 0.0)])
+def test_an_air_fill_merged_with_a_round_field_of_view_padded_with_air_cuts_the_body(fill_from_row, slope):
+    """The fill's region, merged with the field of view's padding, bordered the rest along a line and arcs of the
+    circle, neither a line nor a circle: the 20-slice CT with rows beyond a slanted line set to -1024 measured 285 mm
+    across with no slice cut (324.6 mm as scanned), and this 173 mm body 158.0-173.0 mm, uncut."""
+    from LiverTumorSegLib.inference.body_size import straight_air_fill
+
+    hu, geometry = _round_fov_body_with_air_fill(fill_from_row, slope)
+    record = body_diameter_mm(hu, geometry)
+    assert record["diameter_mm"] is None and record["slices_cut"] == 6
+    rows, columns = np.mgrid[0:hu.shape[1], 0:hu.shape[2]]
+    beyond = rows > fill_from_row + 1 + slope * (columns - 128)  # a pixel's margin for the line's tolerance
+    found = straight_air_fill(hu[0], (1.0, 1.0))
+    assert found[beyond].all() and not found[rows < fill_from_row - 2 + slope * (columns - 128)].any()
+
+
+def test_air_set_to_one_value_around_a_body_with_a_flat_back_inside_a_round_field_of_view_is_not_a_fill():
+    """The rule that reads a line beside a circle as a fill beside a field of view wants air inside the circle: a
+    body lying with a flat back in air a CT has had set to -1024 (one region with the field of view's padding) is
+    measured, and no pixel of it is read as a fill."""
+    from LiverTumorSegLib.inference.body_size import straight_air_fill
+
+    hu, geometry = _ellipse_body(200.0, 150.0)
+    hu = np.where(hu == -1000, -1024, hu).astype(np.int16)
+    hu[:, 180:, :] = np.where(hu[:, 180:, :] > -500, -1024, hu[:, 180:, :])  # its back cut flat at row 180
+    hu[:, _outside_circle(hu.shape[1:], 120)] = -1024
+    assert body_diameter_mm(hu, geometry)["slices_cut"] == 0
+    assert not straight_air_fill(hu[0], (1.0, 1.0)).any()
+

@@ -224,7 +224,8 @@ def find_straight_air_fill(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Optio
     3-slice CT clipped at -1024). :func:`find_resampling_fill` leaves such a fill alone (int16 CTs hold real air
     at -1024, and the network reads it as air already); ``followup`` reads it as outside the scan. 0.3 s for the
     shared 20-slice CT of 512 x 512, as stored or clipped at -1024 (16 ms a slice, about 5 s for 300; one core, 29 Nov
-    2026); a slice holding the scanner's padding is skipped (the rule reads its lowest value only)."""
+    2026); a slice holding the scanner's padding, or whose edge does not hold its lowest value, is skipped
+    (:func:`_slices_with_lowest_value_at_edge`)."""
     from ..metrics.recist import axial_axis_zyx
     from .body_size import straight_air_fill
 
@@ -235,15 +236,24 @@ def find_straight_air_fill(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Optio
     pixel_spacing_mm = tuple(float(geometry.spacing[2 - a]) for a in range(3) if a != axis)  # (rows, columns)
     pixel_mm2, voxel_ml = pixel_spacing_mm[0] * pixel_spacing_mm[1], float(np.prod(geometry.spacing)) / 1000.0
     mask = np.zeros(hu.shape, dtype=bool)
-    for k in range(hu.shape[axis]):
-        index = tuple(k if a == axis else slice(None) for a in range(3))
-        if hu[index].min() < PADDING_BELOW_HU:  # the rule reads the lowest value only: padding, outside already
-            continue
+    for k in _slices_with_lowest_value_at_edge(np.moveaxis(hu, axis, 0)):
+        index = tuple(int(k) if a == axis else slice(None) for a in range(3))
         found = straight_air_fill(hu[index], pixel_spacing_mm)
         if found.sum() * pixel_mm2 >= MIN_PART_MM2:
             mask[index] = found
     needed_ml = min(MIN_FILL_ML, MIN_FILL_GRID_FRACTION * hu.size * voxel_ml)
     return mask if mask.any() and mask.sum() * voxel_ml >= needed_ml else None
+
+
+def _slices_with_lowest_value_at_edge(hu_planes: np.ndarray) -> np.ndarray:
+    """Indices of the planes of ``hu_planes`` (HU, planes along the first axis) whose lowest value lies at or above
+    :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU` (below it: the scanner's padding, outside already, and the
+    straight-fill rule reads the lowest value only) and is held by a pixel of the plane's edge: the rule reads only
+    the regions of that value that reach the edge, so the other planes hold no fill."""
+    lowest = hu_planes.min(axis=(1, 2))
+    edge_lowest = np.minimum(np.minimum(hu_planes[:, 0, :].min(axis=1), hu_planes[:, -1, :].min(axis=1)),
+                             np.minimum(hu_planes[:, :, 0].min(axis=1), hu_planes[:, :, -1].min(axis=1)))
+    return np.nonzero((lowest >= PADDING_BELOW_HU) & (edge_lowest == lowest))[0]
 
 
 def straight_air_fill_warning(hu_zyx: np.ndarray, mask: np.ndarray, geometry: ImageGeometry) -> str:

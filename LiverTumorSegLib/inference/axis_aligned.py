@@ -32,6 +32,13 @@ EDGE_MODE = "nearest"
 -1024 HU) cut every aligned slice of a thin tilted slab to a band: liver Dice 0.968 -> 0.935 on the 20-slice CT turned
 5 degrees, 0.961 with the nearest edge voxel."""
 
+BACK_MODE = "nearest"
+"""How the way back (labels and probability onto the CT's grid) reads beyond the aligned grid: the nearest edge
+voxel's value (``scipy.ndimage`` mode). The aligned grid covers every voxel centre of the CT, but float rounding puts
+the CT's outermost centres up to about 1e-13 voxel beyond its edge, and ``constant`` mode (0 there) gave them
+background and probability 0: a whole face of a CT tilted about one axis (39 of 10296 voxels of an 8 x 33 x 39 CT
+turned 28.8 degrees; 97 of 200 random tilted grids lost some)."""
+
 
 @dataclass(frozen=True)
 class AlignedGrid:
@@ -104,9 +111,10 @@ def labels_back(labels_zyx: np.ndarray, source: ImageGeometry, target: ImageGeom
                 target_shape_zyx: Sequence[int], values: Sequence[int] = (1, 2),
                 slab_done: Optional[SlabDone] = None) -> np.ndarray:
     """Label map ``labels_zyx`` (uint8 on ``source``'s grid) onto ``target``'s grid: in each voxel the label with
-    the largest share under trilinear interpolation of each label's indicator (ties: the lower label; background
-    outside the source grid). uint8; float32 work arrays of a slab of :data:`SLAB_SLICES` target slices
-    (``slab_done`` after each)."""
+    the largest share under trilinear interpolation of each label's indicator (ties: the lower label; beyond the
+    source grid: its nearest edge voxel's label, :data:`BACK_MODE`, as the source covers every target voxel centre
+    but for rounding). uint8; float32 work arrays of a slab of :data:`SLAB_SLICES` target slices (``slab_done``
+    after each)."""
     from scipy import ndimage
 
     matrix, offset = _index_map_zyx(target, source)
@@ -121,7 +129,7 @@ def labels_back(labels_zyx: np.ndarray, source: ImageGeometry, target: ImageGeom
         slab = out[z0:z1]
         for value, indicator in zip(values, indicators):
             share = ndimage.affine_transform(indicator, matrix, offset + matrix[:, 0] * z0, output_shape=slab_shape,
-                                             output=np.float32, order=1, mode="constant", cval=0.0, prefilter=False)
+                                             output=np.float32, order=1, mode=BACK_MODE, prefilter=False)
             background -= share
             better = share > best
             slab[better], best[better] = np.uint8(value), share[better]

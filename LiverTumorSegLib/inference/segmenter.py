@@ -836,8 +836,8 @@ class Segmenter:
                                                                      cancel))
         if with_probability:
             restored = axis_aligned.resample(probability.astype(np.float32), grid.geometry, volume.geometry,
-                                             volume.shape_zyx, 0.0, slab_done=_slab_checkpoint(back.sub(0.7, 1.0),
-                                                                                               cancel))
+                                             volume.shape_zyx, 0.0, axis_aligned.BACK_MODE,
+                                             slab_done=_slab_checkpoint(back.sub(0.7, 1.0), cancel))
             probability = np.clip(np.rint(restored), 0, 255).astype(np.uint8)
         seconds += time.perf_counter() - start
         if grid_record is not None:

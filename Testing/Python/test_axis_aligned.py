@@ -345,3 +345,59 @@ def test_the_memory_check_counts_the_slab_slices_the_resampling_uses():
     from LiverTumorSegLib import validation
 
     assert validation.ALIGNED_SLAB_SLICES == axis_aligned.SLAB_SLICES
+
+
+def _turned_geometry(degrees_x, degrees_z, spacing_xyz, origin_xyz):
+    """A grid turned ``degrees_x`` about the left-right axis, then ``degrees_z`` about the head-foot axis."""
+    ax, az = np.deg2rad(degrees_x), np.deg2rad(degrees_z)
+    about_x = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(ax), -np.sin(ax)], [0.0, np.sin(ax), np.cos(ax)]])
+    about_z = np.array([[np.cos(az), -np.sin(az), 0.0], [np.sin(az), np.cos(az), 0.0], [0.0, 0.0, 1.0]])
+    return ImageGeometry(spacing=spacing_xyz, origin=origin_xyz, direction=tuple((about_z @ about_x).ravel()))
+
+
+# grids where float rounding put a CT's outermost voxel centres a hair (1e-13 voxel) beyond the aligned grid
+EDGE_GRIDS = [(28.8, 0.0, (0.7, 0.7, 3.0), (8, 33, 39)), (22.5, 0.0, (0.77734375, 0.77734375, 3.0), (10, 13, 16)),
+              (12.0, 17.0, (0.8, 0.8, 2.5), (9, 21, 30)), (30.0, 0.0, (1.5, 1.5, 3.0), (40, 96, 96))]
+
+
+@pytest.mark.parametrize("degrees_x,degrees_z,spacing_xyz,shape_zyx", EDGE_GRIDS)
+def test_labels_come_back_on_every_edge_voxel_of_a_tilted_ct(degrees_x, degrees_z, spacing_xyz, shape_zyx):
+    """A label map that is liver everywhere on the aligned grid is liver in every voxel of the CT: its outermost
+    voxels (a whole face of a CT tilted about one axis) lay on the aligned grid's edge, where rounding put them up
+    to 1e-13 voxel beyond it, and ``scipy``'s ``constant`` mode gave them background (up to 39 edge voxels of a
+    10296-voxel CT; a liver the field of view cuts lost its edge row)."""
+    for origin in [(-123.4, 87.25, -301.7), (0.1, -0.3, 12.0), (250.0, -250.0, 1000.0)]:
+        geometry = _turned_geometry(degrees_x, degrees_z, spacing_xyz, origin)
+        grid = axis_aligned.aligned_grid(geometry, shape_zyx, spacing_xyz)
+        back = axis_aligned.labels_back(np.ones(grid.shape_zyx, dtype=np.uint8), grid.geometry, geometry, shape_zyx)
+        assert np.count_nonzero(back != 1) == 0, origin
+
+
+class _EverythingLiverEngine:
+    """An engine stand-in: every voxel liver, tumor probability 200/255 everywhere."""
+
+    def __init__(self):
+        self.package = SimpleNamespace(metadata={}, name="stand-in", path="stand-in")
+
+    def predict(self, volume, progress=None, cancel=None):
+        return np.ones(volume.shape_zyx, dtype=np.uint8)
+
+    def predict_with_probability(self, volume, progress=None, cancel=None, class_index=2,
+                                 probability_everywhere=True):
+        return self.predict(volume), np.full(volume.shape_zyx, 200, dtype=np.uint8)
+
+
+def test_the_probability_comes_back_on_every_edge_voxel_of_a_tilted_ct():
+    """The network's tumor probability is brought back onto the CT's outermost voxels too (it was 0 where their
+    centres lay a rounding error beyond the aligned grid)."""
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    shape_zyx = (10, 13, 16)
+    geometry = _turned_geometry(22.5, 0.0, (0.77734375, 0.77734375, 3.0), (0.1, -0.3, 12.0))
+    volume = CTVolume(np.full(shape_zyx, 60.0, dtype=np.float32), geometry)
+    segmenter = Segmenter(SegmentationOptions(), engine=_EverythingLiverEngine())
+    output = segmenter.predict(volume)
+    assert "network_grid" in output.facts
+    assert np.count_nonzero(output.labels != 1) == 0
+    assert np.count_nonzero(output.probability != 200) == 0

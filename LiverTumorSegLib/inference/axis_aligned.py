@@ -92,9 +92,12 @@ def resample(array_zyx: np.ndarray, source: ImageGeometry, target: ImageGeometry
              fill: float = 0.0, mode: str = "constant", slab_done: Optional[SlabDone] = None) -> np.ndarray:
     """``array_zyx`` (on ``source``'s grid) resampled trilinearly onto ``target``'s grid ``target_shape_zyx``,
     float32, in slabs of :data:`SLAB_SLICES` target slices (``slab_done`` after each). Beyond the source grid:
-    ``fill`` (``mode`` ``"constant"``) or the nearest edge voxel's value (``"nearest"``)."""
+    ``fill`` (``mode`` ``"constant"``) or the nearest edge voxel's value (``"nearest"``). A float16 array is read as
+    float32 (``scipy.ndimage`` has no float16: an oblique float16 CT failed with 'data type not supported')."""
     from scipy import ndimage
 
+    if array_zyx.dtype == np.float16:
+        array_zyx = array_zyx.astype(np.float32)
     matrix, offset = _index_map_zyx(target, source)
     shape = tuple(int(s) for s in target_shape_zyx)
     out = np.empty(shape, dtype=np.float32)

@@ -654,8 +654,8 @@ def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare
     from .segmenter import _prepare_while_loading_wanted
 
     config = getattr(segmenter, "known_preprocessing", None)
-    if config is None or options is None or not _prepare_while_loading_wanted(options):
-        return volume, warnings, seconds, None
+    if config is None or options is None or not _prepare_while_loading_wanted(options, volume):
+        return volume, warnings, seconds, None  # an oblique CT too: the network runs on an axis-aligned grid
     from .prepared_input import prepare_ahead
 
     with share.busy():

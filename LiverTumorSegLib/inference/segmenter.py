@@ -894,9 +894,8 @@ class Segmenter:
         without a load), two-stage mode, or the network-grid copy would not fit in memory (refused with the full
         message after the load). A failure here is not the CT's error: it is dropped and the engine prepares the
         CT itself, so that any real problem is reported as it is without this step."""
-        if loading.done() or not _prepare_while_loading_wanted(self.options) or \
-                (self.options.oblique_grid == "aligned" and _oblique(volume)):
-            return None  # an oblique CT: the network runs on an axis-aligned grid, not on this CT's
+        if loading.done() or not _prepare_while_loading_wanted(self.options, volume):
+            return None
         config = self.preprocessing_while_loading(loading)
         if config is None:
             return None
@@ -1067,10 +1066,14 @@ def _outside_scan_cleared(volume: CTVolume, output: "NetworkOutput"
     return labels, probability, without_fill(volume, outside, READ_AS_PADDING_HU).array
 
 
-def _prepare_while_loading_wanted(options: SegmentationOptions) -> bool:
-    """Whether ``segment_file`` resamples the CT while the model loads: not in two-stage mode, whose passes
-    resample crops of the CT, never the whole CT as given."""
-    return not options.two_stage
+def _prepare_while_loading_wanted(options: SegmentationOptions, volume: Optional[CTVolume] = None) -> bool:
+    """Whether ``segment_file`` (or a batch's reader) resamples the CT ``volume`` to the network grid ahead of the
+    engine: not in two-stage mode, whose passes resample crops of the CT, never the whole CT as given; not for an
+    oblique CT the network runs on an axis-aligned grid (:meth:`Segmenter._aligned_network`), which the engine
+    is given instead of the CT's own grid (a batch's reader made that copy, unused, beside the aligned one)."""
+    if options.two_stage:
+        return False
+    return volume is None or not (getattr(options, "oblique_grid", "aligned") == "aligned" and _oblique(volume))
 
 
 LOAD_WAIT_STEP_SECONDS = 0.25

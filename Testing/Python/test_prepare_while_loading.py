@@ -380,3 +380,29 @@ def test_a_bad_input_during_the_load_still_waits_for_the_load_to_end(tmp_path, t
     with pytest.raises(InputError):
         segmenter.segment_file(bad, tmp_path / "seg.nii.gz")
     assert release.is_set() and segmenter.loaded                # it left only after the load had ended
+
+
+def test_a_batch_does_not_resample_an_oblique_ct_on_its_own_grid_ahead(tmp_path, tiny_path, monkeypatch):
+    """An oblique CT is segmented on a patient-aligned grid (inference/axis_aligned.py), which the network thread
+    makes: the reader's early copy of the CT's own oblique grid at the network's resolution was never used, yet was
+    made and held beside the aligned copy (CPU time and memory the check did not count), as segment_file does not."""
+    from LiverTumorSegLib.inference.batch import find_cases, segment_batch
+    from LiverTumorSegLib.phantom import make_phantom
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    a = np.deg2rad(20.0)
+    direction = (1.0, 0.0, 0.0, 0.0, float(np.cos(a)), float(-np.sin(a)), 0.0, float(np.sin(a)), float(np.cos(a)))
+    (tmp_path / "cts").mkdir()
+    for i in range(2):
+        ct = make_phantom((10, 32, 36), (2.5, 2.5, 4.0), noise_hu=4.0, seed=i).ct
+        tilted = CTVolume(ct.array, ImageGeometry(spacing=ct.geometry.spacing, origin=ct.geometry.origin,
+                                                  direction=direction))
+        write_volume(tmp_path / "cts" / f"ct_{i}.nii.gz", tilted)
+    options = SegmentationOptions(model=str(tiny_path), device="cpu", precision="fp32", threads=1, batch_size=4)
+    segmenter = Segmenter(options).load()
+    threads = prepares_by_thread(monkeypatch)
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), segmenter)
+    assert [s.status for s in statuses] == ["done"] * 2
+    assert "ct-reader" not in threads and len(threads) == 2  # each CT prepared once: its aligned grid, by the engine
+    report = json.loads((tmp_path / "out" / "reports" / "ct_0.json").read_text())
+    assert report["network_grid"]["kind"] == "axis_aligned"

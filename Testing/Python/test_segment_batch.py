@@ -257,10 +257,10 @@ def test_next_ct_is_read_while_the_network_runs(tmp_path, monkeypatch):
     second_read_started = threading.Event()
     original_read = batch_module._read_case
 
-    def read(case, allow_non_hu, share):
+    def read(case, allow_non_hu, share, *rest):  # rest: aligned_for_model (an oblique CT's warning)
         if case.case_id == "ct_1":
             second_read_started.set()
-        return original_read(case, allow_non_hu, share)
+        return original_read(case, allow_non_hu, share, *rest)
 
     overlapped = []
 
@@ -557,11 +557,11 @@ def test_the_second_ct_is_read_while_the_model_loads_and_a_load_error_cancels_la
     original_read = batch_module._read_case
     read_ids = []
 
-    def read(case, allow_non_hu, share):
+    def read(case, allow_non_hu, share, *rest):  # rest: aligned_for_model (an oblique CT's warning)
         read_ids.append(case.case_id)
         if case.case_id == "ct_1":
             second_read_started.set()
-        return original_read(case, allow_non_hu, share)
+        return original_read(case, allow_non_hu, share, *rest)
 
     seen_during_load = []
     original_load = segmenter_module.Segmenter._load
@@ -600,9 +600,9 @@ def test_memory_check_uses_the_models_grid_and_a_memory_failure_is_one_line(tmp_
     seen = []
     original = segmenter_module._estimate_and_check_memory
 
-    def check(volume, package=None, batch_size=None):
+    def check(volume, package=None, batch_size=None, aligned=None):  # aligned: an oblique CT's grid
         seen.append(package)
-        return original(volume, package, batch_size)
+        return original(volume, package, batch_size, aligned)
 
     monkeypatch.setattr(segmenter_module, "_estimate_and_check_memory", check)
     segmenter = oracle_segmenter()

@@ -378,6 +378,23 @@ its high end: a sharp cluster, like the air around a body, where no tissue lies 
 fat lies at -150..-50). The sample x 0.5: minimum -550, lowest 5 % within -550..-502; real CTs reach -1000."""
 
 
+COUNTED_RANK_MAX_SPAN = 1 << 20
+"""Whole values spanning at most this many units are ranked by counting (:func:`_kth_smallest`)."""
+
+
+def _kth_smallest(values: np.ndarray, k: int, whole: bool = False) -> float:
+    """The ``k``-th smallest (0-based) of the 1-D ``values``, as ``np.partition(values, k)[k]`` gives it. ``whole``:
+    the values are whole numbers (read from an integer volume): then counted per value (a histogram and its running
+    sum), where ``np.partition`` on a CT's sample (1.2 M float32 values, a third of them one air or padding value)
+    took 0.15 s of the 0.18 s ``check_ct`` (300 x 512 x 512 int16, one thread). The same value either way."""
+    if whole and values.size:
+        lowest, highest = int(values.min()), int(values.max())
+        if highest - lowest <= COUNTED_RANK_MAX_SPAN:
+            counts = np.bincount((values - lowest).astype(np.intp), minlength=highest - lowest + 1)
+            return float(values.dtype.type(lowest + int(np.searchsorted(np.cumsum(counts), k + 1))))
+    return float(np.partition(values, k)[k])
+
+
 def _scaled_reason(arr: np.ndarray) -> Optional[str]:
     """Why a CT's values look multiplied by a factor (a rescale slope missing, applied twice or wrong), or None.
     Read on every 4th voxel along each axis.
@@ -405,8 +422,8 @@ def _scaled_reason(arr: np.ndarray) -> Optional[str]:
     if above.size == 0:
         return None
     air_lo, air_hi = SCALED_AIR_HU
-    fifth = int(0.05 * (above.size - 1))  # the 5th percentile's rank: a partial sort, not a whole one
-    lowest, p5 = float(above.min()), float(np.partition(above, fifth)[fifth])
+    fifth = int(0.05 * (above.size - 1))  # the 5th percentile's rank
+    lowest, p5 = float(above.min()), _kth_smallest(above, fifth, whole=np.issubdtype(arr.dtype, np.integer))
     if lowest > air_lo and p5 < air_hi and p5 - lowest <= SCALED_AIR_SPREAD_HU:
         return (f"the lowest 5 % of the voxels form a sharp cluster at {lowest:.0f}..{p5:.0f} and nothing reaches "
                 f"air's -1000 HU: air at about {p5:.0f}, so the values look multiplied by about "

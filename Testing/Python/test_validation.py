@@ -191,6 +191,43 @@ def test_a_ct_whose_values_are_scaled_is_refused(name, factor, words):
     assert len(check_ct(with_array(real, scaled), allow_non_hu=True)) == 1
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint16, np.uint8])
+def test_kth_smallest_by_counting_is_the_partition_value(dtype):
+    """The scaled-values check ranks an integer CT's sample by counting each value (np.partition on a 300 x 512 x
+    512 CT's sample took 0.15 s of check_ct's 0.18 s): the same value as np.partition, ties and extremes included."""
+    from LiverTumorSegLib.validation import _kth_smallest
+
+    rng = np.random.default_rng(0)
+    info = np.iinfo(dtype)
+    for trial in range(20):
+        size = int(rng.integers(1, 3000))
+        if trial % 2:
+            ints = rng.integers(info.min, info.max, size, endpoint=True)
+        else:  # a CT's: many ties at one air / padding value
+            ints = np.where(rng.random(size) < 0.4, -1024, rng.integers(-1024, 3000, size))
+        values = np.clip(ints, info.min, info.max).astype(dtype).astype(np.float32)
+        for k in (0, size // 20, size // 2, size - 1):
+            assert _kth_smallest(values, k, whole=True) == float(np.partition(values, k)[k])
+            assert _kth_smallest(values, k, whole=False) == float(np.partition(values, k)[k])
+
+
+def test_an_integer_ct_is_checked_for_scaled_values_without_a_partial_sort(monkeypatch):
+    """check_ct of an int16 CT counts its sample's values instead of np.partition (slow on a CT's many ties), and
+    an int16 CT scaled by 0.5 is still refused, one scaled by 0.5 and stored as float32 too."""
+    real = read_volume(DATA / "example_ct_sm.nii.gz")
+    halved = np.round(real.array.astype(np.float32) * 0.5)
+    partition = np.partition
+    calls = []
+    monkeypatch.setattr(np, "partition", lambda *a, **k: calls.append(1) or partition(*a, **k))
+    assert check_ct(with_array(real, real.array.astype(np.int16))) == []
+    with pytest.raises(InputError, match=r"multiplied by about 0.5"):
+        check_ct(with_array(real, halved.astype(np.int16)))
+    assert calls == []
+    with pytest.raises(InputError, match=r"multiplied by about 0.5"):
+        check_ct(with_array(real, halved))
+    assert calls
+
+
 @pytest.mark.parametrize("padding", [-2048.0, -3024.0, -32768.0])
 def test_real_padding_and_a_lung_without_outside_air_are_not_taken_for_scaled_values(padding):
     real = read_volume(DATA / "example_ct_sm.nii.gz")

@@ -297,11 +297,15 @@ def body_bbox_yx(hu_zyx: np.ndarray, threshold_hu: float = BODY_THRESHOLD_HU,
     table when it does not touch the body), grows by ``margin_px = (my, mx)`` and clips to the image.
     """
     from scipy import ndimage
+
+    from ..inference.thresholds import threshold_for
+
     hu_zyx = np.asarray(hu_zyx)
+    threshold = threshold_for(hu_zyx, threshold_hu)  # an int16 CT compared in int16, not float64 (0.03 -> 0.01 s)
     proj = np.zeros(hu_zyx.shape[-2:], dtype=bool)
     for z in range(0, hu_zyx.shape[0] if hu_zyx.ndim == 3 else 1, 32):  # chunks bound the bool temp
         chunk = hu_zyx[z:z + 32] if hu_zyx.ndim == 3 else hu_zyx[None]
-        proj |= np.any(chunk > threshold_hu, axis=0)
+        proj |= np.any(chunk > threshold, axis=0)
     if not proj.any():
         return None
     lab, n = ndimage.label(proj, structure=np.ones((3, 3), dtype=bool))

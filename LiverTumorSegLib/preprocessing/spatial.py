@@ -257,14 +257,20 @@ def argmax_classes(values: "Any") -> "Any":
     like ``np.argmax``; a NaN neither wins nor lets a later class win).
 
     K contiguous comparisons, which use every intra-op thread: 0.020 s per 8 x 3 x 512 x 512 batch on 2 cores,
-    against 0.040 s for the same comparisons in numpy; ``torch.argmax(dim=1)`` was 20x slower than either."""
+    against 0.040 s for the same comparisons in numpy; ``torch.argmax(dim=1)`` was 20x slower than either. Class 1's
+    comparison is the first labels, each later winner is written in place (``masked_fill_``), and the running
+    maximum is not kept past the last class: 0.031 -> 0.013 s CPU per 16 x 3 x 295 x 512 chunk on one thread
+    (no ``clone``, ``zeros`` or ``torch.where`` copies), the same labels."""
     import torch
 
-    best = values[:, 0].clone()
-    labels = torch.zeros(best.shape, dtype=torch.uint8, device=values.device)
-    for k in range(1, values.shape[1]):
-        labels = torch.where(values[:, k] > best, torch.tensor(k, dtype=torch.uint8, device=values.device), labels)
-        torch.maximum(best, values[:, k], out=best)
+    classes = int(values.shape[1])
+    if classes < 2:
+        return torch.zeros(values[:, 0].shape, dtype=torch.uint8, device=values.device)
+    best = values[:, 0]
+    labels = (values[:, 1] > best).to(torch.uint8)
+    for k in range(2, classes):
+        best = torch.maximum(best, values[:, k - 1])  # NaN propagates: nothing after it wins
+        labels.masked_fill_(values[:, k] > best, k)
     return labels
 
 

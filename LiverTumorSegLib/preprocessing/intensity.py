@@ -51,17 +51,22 @@ def window_preset_name(name: str) -> str:
 BODY_THRESHOLD_HU = -500.0
 
 
-def window_hu(hu: np.ndarray, level: float, width: float) -> np.ndarray:
+def window_hu(hu: np.ndarray, level: float, width: float, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Map HU to [0, 1]: ``clip((hu - (level - width/2)) / width, 0, 1)``, float32, same shape.
 
-    ``level`` and ``width`` in HU; ``width`` must be > 0. Any array shape (e.g. ``(z, y, x)``).
+    ``level`` and ``width`` in HU; ``width`` must be > 0. Any array shape (e.g. ``(z, y, x)``). ``out``: a float32
+    array (or view) of ``hu``'s shape to write into instead of a new one (the same numbers: ``hu`` is read as
+    float32 first either way); returned.
     """
     width = float(width)
     if not np.isfinite(width) or width <= 0 or 1.0 / width > float(np.finfo(np.float32).max):
         raise InputError(f"Window width must be a positive number of HU (at least 1e-38), got {width}.")
     low = float(level) - width / 2.0
-    out = np.array(hu, dtype=np.float32, copy=True)
-    out -= np.float32(low)
+    if out is None:
+        out = np.array(hu, dtype=np.float32, copy=True)
+        out -= np.float32(low)
+    else:
+        np.subtract(np.asarray(hu, dtype=np.float32), np.float32(low), out=out)
     out *= np.float32(1.0 / width)
     np.clip(out, 0.0, 1.0, out=out)
     return out

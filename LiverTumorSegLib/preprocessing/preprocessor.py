@@ -193,6 +193,9 @@ class SlicePreprocessor:
         out = np.empty((x.shape[0], len(cfg.channels)) + x.shape[1:], dtype=np.float32)
         for c, spec in enumerate(cfg.channels):
             kind, given = spec["kind"], statistics.get(c)
+            if kind == "window" and cfg.equalize not in ("histogram", "clahe"):
+                window_hu(x, spec["level"], spec["width"], out=out[:, c])  # written in place: no copy to assign
+                continue
             if kind == "window":
                 ch = window_hu(x, spec["level"], spec["width"])
                 if cfg.equalize == "histogram":  # the whole slices' map, else this window's own

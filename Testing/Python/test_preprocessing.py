@@ -659,3 +659,21 @@ def test_a_config_window_or_bins_beyond_float32_is_refused_when_read(spec, words
     wide = normalize_channel({"kind": "window", "level": 40, "width": 20000})  # the widest still works:
     x = window_hu(np.array([-1000.0, 40.0, 1000.0], np.float32), wide["level"], wide["width"])
     np.testing.assert_allclose(x, [0.448, 0.5, 0.548], atol=1e-6)  # (hu - (40 - 10000)) / 20000
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64])
+def test_window_into_a_given_array_gives_the_same_numbers(dtype):
+    """window_hu(out=...) writes each network input channel in place (the batch no longer makes a copy per window to
+    assign: 0.10-0.13 -> 0.07-0.09 s CPU for the 300-slice stack's batches), with the numbers of a new array, also
+    for a float64 CT (read as float32 first either way)."""
+    rng = np.random.default_rng(0)
+    hu = rng.uniform(-1100, 1500, size=(3, 17, 19)).astype(dtype)
+    expected = window_hu(hu, 40.0, 400.0)
+    stacked = np.full((3, 2, 17, 19), 7.0, np.float32)
+    returned = window_hu(hu, 40.0, 400.0, out=stacked[:, 1])
+    assert np.shares_memory(returned, stacked)
+    assert np.array_equal(stacked[:, 1], expected) and expected.dtype == np.float32
+    assert np.all(stacked[:, 0] == 7.0)
+    channels = SlicePreprocessor(PreprocessingConfig.preset("default")).intensity_channels(hu)
+    for c, (level, width) in enumerate([(40, 400), (75, 250), (0, 2000)]):
+        assert np.array_equal(channels[:, c], window_hu(hu, level, width))

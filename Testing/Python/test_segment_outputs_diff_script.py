@@ -1,0 +1,46 @@
+"""benchmarks/segment_outputs_diff.py: two folders of segment outputs compared (images voxel by voxel, reports
+without the run's timings)."""
+import json
+import shutil
+
+import numpy as np
+
+from script_helpers import ROOT, load_script
+
+DATA = ROOT / "Testing" / "Data"
+
+
+def _two_folders(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, seconds in ((a, 1.5), (b, 2.5)):
+        folder.mkdir()
+        shutil.copy(DATA / "ct3slice_liver_seg.nii.gz", folder / ".hidden_labels.nii.gz")  # a dot name counts too
+        report = {"liver_volume_ml": 1234.5, "timings_s": {"read": seconds}, "lesions": [{"id": 1}]}
+        (folder / "ct.json").write_text(json.dumps(report))
+    return a, b
+
+
+def test_the_same_outputs_are_identical_whatever_their_timings(tmp_path, capsys):
+    script = load_script("benchmarks/segment_outputs_diff.py", "segment_outputs_diff_script")
+    a, b = _two_folders(tmp_path)
+    assert script.main([str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert ".hidden_labels.nii.gz: identical" in out and "ct.json: identical" in out
+
+
+def test_a_changed_voxel_a_changed_number_or_a_missing_file_differs(tmp_path, capsys):
+    from LiverTumorSegLib.io import read_volume, write_volume
+    from LiverTumorSegLib.volume import CTVolume
+
+    script = load_script("benchmarks/segment_outputs_diff.py", "segment_outputs_diff_script")
+    a, b = _two_folders(tmp_path)
+    (b / "ct.json").write_text((b / "ct.json").read_text().replace("1234.5", "1234.6"))
+    assert script.compare_folders(a, b) == {".hidden_labels.nii.gz": True, "ct.json": False}
+    labels = read_volume(b / ".hidden_labels.nii.gz")
+    changed = np.array(labels.array, copy=True)
+    changed.flat[0] = 1 - changed.flat[0]
+    write_volume(b / ".hidden_labels.nii.gz", CTVolume(changed, labels.geometry), overwrite=True)
+    (a / "only_here.json").write_text("{}")
+    assert script.compare_folders(a, b) == {".hidden_labels.nii.gz": False, "ct.json": False, "only_here.json": False}
+    assert script.main([str(a), str(b)]) == 1
+    assert "only_here.json: DIFFERENT" in capsys.readouterr().out

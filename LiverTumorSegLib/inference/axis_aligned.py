@@ -142,6 +142,28 @@ def labels_back(labels_zyx: np.ndarray, source: ImageGeometry, target: ImageGeom
     return out
 
 
+def footprint(geometry: ImageGeometry, shape_zyx: Sequence[int], source: ImageGeometry,
+              source_shape_zyx: Sequence[int]) -> np.ndarray:
+    """Which voxels of a grid ``shape_zyx`` with ``geometry`` lie within the CT grid ``source``
+    ``source_shape_zyx``: bool ``(z, y, x)``, True where the voxel centre falls inside a CT voxel (index within
+    half a voxel of the CT's first and last voxel centres on every axis). The other voxels of an aligned grid hold
+    no anatomy, only :data:`EDGE_MODE`'s repeated edge voxels. Computed a slice at a time (float64 work arrays of
+    a slice)."""
+    matrix, offset = _index_map_zyx(geometry, source)
+    shape = tuple(int(s) for s in shape_zyx)
+    limits = [float(n) - 0.5 for n in source_shape_zyx]
+    y = np.arange(shape[1], dtype=float)[:, None]
+    x = np.arange(shape[2], dtype=float)[None, :]
+    inside = np.zeros(shape, dtype=bool)
+    for z in range(shape[0]):
+        plane = inside[z]
+        plane[...] = True
+        for axis in range(3):
+            index = matrix[axis, 1] * y + matrix[axis, 2] * x + (matrix[axis, 0] * z + offset[axis])
+            plane &= (index >= -0.5 - 1e-6) & (index <= limits[axis] + 1e-6)
+    return inside
+
+
 def onto_aligned_grid(volume: CTVolume, spacing_xyz: Sequence[float]) -> Tuple[CTVolume, AlignedGrid]:
     """``volume`` resampled onto :func:`aligned_grid` (float32 HU; beyond its grid: :data:`EDGE_MODE`)."""
     grid = aligned_grid(volume.geometry, volume.shape_zyx, spacing_xyz)

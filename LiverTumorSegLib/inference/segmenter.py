@@ -826,7 +826,7 @@ class Segmenter:
         grid_ct = axis_aligned.resampled_onto(volume, grid, _slab_checkpoint(onto, cancel))
         seconds = time.perf_counter() - start
         labels, probability = self._network_on_grid(grid_ct, network, cancel, keep_probability, two_stage_record,
-                                                    in_hu)
+                                                    in_hu, scanned_grid=(volume.geometry, volume.shape_zyx))
         del grid_ct
         start = time.perf_counter()
         back(0.0, ALIGNED_GRID_STAGE)
@@ -863,8 +863,10 @@ class Segmenter:
                                          axis_aligned.aligned_spacing_xyz(volume, target))
 
     def _network_on_grid(self, volume: CTVolume, progress: ProgressReporter, cancel: Optional[CancellationToken],
-                         keep_probability: bool, two_stage_record: Optional[Dict[str, Any]], in_hu: bool) -> Any:
-        """:meth:`_network` on ``volume``'s own grid."""
+                         keep_probability: bool, two_stage_record: Optional[Dict[str, Any]], in_hu: bool,
+                         scanned_grid: Optional[Tuple[ImageGeometry, Tuple[int, int, int]]] = None) -> Any:
+        """:meth:`_network` on ``volume``'s own grid. ``scanned_grid``: ``(geometry, shape_zyx)`` of the CT that
+        ``volume`` (a patient-aligned grid) was resampled from: two-stage's crop reads coarse labels only within it."""
         # two-stage runs the engine twice: both passes are "network", so stage names never go back
         network_progress = renamed_stages(progress, {} if self.options.two_stage else ENGINE_STAGES, "network")
         if self.options.two_stage:
@@ -879,7 +881,8 @@ class Segmenter:
                                         with_probability=keep_probability, record=two_stage_record,
                                         probability_everywhere=self.options.probabilities,
                                         air_hu=ORGAN_AIR_HU if air_gate else None,
-                                        all_components=not self.options.postprocessing.largest_liver_component)
+                                        all_components=not self.options.postprocessing.largest_liver_component,
+                                        scanned_grid=scanned_grid)
             finally:
                 self.engine.accumulate_timings = False
             return out if keep_probability else (out, None)

@@ -108,7 +108,8 @@ def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Opti
                       factor: int = 2, margin_mm: float = 15.0, progress: Optional[ProgressCallback] = None,
                       cancel: Optional[CancellationToken] = None, with_probability: bool = False,
                       record: Optional[dict] = None, probability_everywhere: bool = True,
-                      air_hu: Optional[float] = None, all_components: bool = False) -> object:
+                      air_hu: Optional[float] = None, all_components: bool = False,
+                      scanned_grid: Optional[Tuple[ImageGeometry, Sequence[int]]] = None) -> object:
     """Labels ``(z, y, x)`` uint8 on ``volume``'s grid via coarse localisation + fine crop segmentation.
 
     ``fine_engine`` / ``coarse_engine``: objects with ``predict(volume, progress, cancel)`` (normally
@@ -123,6 +124,10 @@ def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Opti
     every liver part: ``--keep-all-liver-components``); otherwise the parts the crop leaves out are recorded as
     ``parts_outside_crop`` (``{"count", "volume_ml"}``, at the coarse resolution) so that they are not lost
     without a word, as one-stage post-processing reports the parts it removes.
+    ``scanned_grid``: ``(geometry, shape_zyx)`` of the CT grid ``volume`` was resampled from (an oblique CT's own,
+    ``volume`` its patient-aligned grid, :mod:`.axis_aligned`); coarse labels beyond it are not organ when the crop
+    is chosen or ``parts_outside_crop`` counted: there the aligned grid holds only the CT's repeated edge voxels,
+    and the liver the network found in them stretched a 20-slice CT's crop over all 143 aligned slices.
     """
     from ..metrics.recist import axial_axis_zyx
 
@@ -138,6 +143,11 @@ def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Opti
 
         coarse_labels = np.array(coarse_labels, dtype=np.uint8)
         remove_organ_in_air(coarse_labels, coarse.array, threshold_hu=air_hu)
+    if scanned_grid is not None:  # a copy here too: the engine's own array is not changed
+        from .axis_aligned import footprint
+
+        coarse_labels = np.where(footprint(coarse.geometry, coarse.shape_zyx, *scanned_grid), coarse_labels,
+                                 np.uint8(0)).astype(np.uint8)
     axial = axial_axis_zyx(volume.geometry)
     components = None if all_components else organ_components(coarse_labels)
     box = organ_box(coarse_labels, factors, volume.shape_zyx, volume.spacing_zyx, margin_mm, axial_axis=axial,

@@ -122,15 +122,21 @@ def measurement_tilt_warnings(direction: np.ndarray, name: str) -> List[str]:
             f"are measured in those slices, not in true axial planes."]
 
 
-def model_obliquity_warnings(direction: np.ndarray, name: str, aligned_for_model: bool = False) -> List[str]:
+def model_obliquity_warnings(direction: np.ndarray, name: str, aligned_for_model: bool = False,
+                             oblique_grid_stored: bool = False) -> List[str]:
     """Where the model reads the CT (``segment``, training, ``preprocess``): a warning when the grid is more than
     :data:`OBLIQUE_WARN_DEGREES` off the patient axes. Slices tilted from the axial plane (an oblique reformat) are
     read as axial ones (liver Dice 0 at 30 degrees about x on the 3 mm CT); a grid turned only about S has true axial
     slices whose anatomy the model sees rotated in-plane (0.98 at 10 degrees, 0.91 at 44), which it was trained on
     only up to 15 degrees: each case gets its own words. ``aligned_for_model``: ``segment`` (and ``preprocess``, which
     previews it), which gives the model such a CT resampled onto a patient-aligned grid
-    (:mod:`.inference.axis_aligned`): the warning says that."""
+    (:mod:`.inference.axis_aligned`): the warning says that. ``oblique_grid_stored``: ``segment --oblique-grid
+    stored`` (``oblique_grid="stored"``), which reads the stored slices by the user's choice: the warning's advice is
+    to drop that option (segment then resamples the CT itself), not to resample the CT beforehand."""
     tilt, turn = slice_tilt_degrees(direction), in_plane_turn_degrees(direction)
+    without_stored = option_hint("segment without --oblique-grid stored",
+                                 "segment with oblique_grid='aligned' (the default)") + \
+        ", which resamples it onto a patient-aligned grid itself"
     if aligned_for_model and max(tilt, turn) > OBLIQUE_WARN_DEGREES:
         return [f"'{name}' is stored on a grid turned {max(tilt, turn):.0f} degrees from the patient axes; segment "
                 f"gave the model the CT resampled onto a patient-aligned grid and brought the labels back onto the "
@@ -138,19 +144,21 @@ def model_obliquity_warnings(direction: np.ndarray, name: str, aligned_for_model
                 f"voxel."]
     if tilt > OBLIQUE_WARN_DEGREES:
         return [f"'{name}' is stored on a grid tilted {tilt:.0f} degrees from the patient axes; the model reads the "
-                f"grid's slices as axial slices, so the result may be wrong. Resample it onto an axial, "
-                f"patient-aligned grid first."]
+                f"grid's slices as axial slices, so the result may be wrong. " +
+                (f"Run {without_stored}." if oblique_grid_stored else
+                 "Resample it onto an axial, patient-aligned grid first.")]
     if turn > OBLIQUE_WARN_DEGREES:
         slices = "axial" if tilt < 0.5 else f"within {tilt:.0f} degrees of axial"
         return [f"'{name}' is stored on a grid turned {turn:.0f} degrees about the head-foot axis: its slices are "
                 f"{slices}, but the model sees the anatomy rotated in-plane by that much (it was trained on rotations "
                 f"up to 15 degrees; liver Dice fell from 0.98 at 10 degrees to 0.91 at 44 on a test CT). Check the "
-                f"result, or resample the CT onto a patient-aligned grid first."]
+                f"result, or " + (f"run {without_stored}." if oblique_grid_stored else
+                                  "resample the CT onto a patient-aligned grid first.")]
     return []
 
 
 def _check_geometry(volume: CTVolume, warnings: List[str], for_model: bool = True,
-                    aligned_for_model: bool = False) -> None:
+                    aligned_for_model: bool = False, oblique_grid_stored: bool = False) -> None:
     name = _source(volume)
     spacing = np.asarray(volume.geometry.spacing, dtype=float)
     shown = ", ".join(f"{s:g}" for s in spacing)
@@ -177,7 +185,7 @@ def _check_geometry(volume: CTVolume, warnings: List[str], for_model: bool = Tru
                          f"header (e.g. re-export from the scanner/PACS).")
     direction = volume.geometry.direction_matrix
     check_direction_axes(direction, name)
-    warnings += (model_obliquity_warnings(direction, name, aligned_for_model) if for_model
+    warnings += (model_obliquity_warnings(direction, name, aligned_for_model, oblique_grid_stored) if for_model
                  else measurement_tilt_warnings(direction, name))
 
 
@@ -579,7 +587,8 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
 
 
 def check_ct(volume: CTVolume, allow_non_hu: bool = False, non_hu_going_on: str = NON_HU_GOING_ON,
-             for_model: bool = True, aligned_for_model: bool = False) -> List[str]:
+             for_model: bool = True, aligned_for_model: bool = False, oblique_grid_stored: bool = False
+             ) -> List[str]:
     """Check that ``volume`` (``(z, y, x)``, HU) is a usable CT. Returns warnings (may be empty).
 
     Raises InputError for: not 3D, empty, a line/voxel, a single non-axial slice, invalid or > 20 mm
@@ -593,11 +602,12 @@ def check_ct(volume: CTVolume, allow_non_hu: bool = False, non_hu_going_on: str 
     does with them). ``for_model``: the CT is read by the model (an oblique grid is warned about as the model reads
     it, :func:`model_obliquity_warnings`); False where only lesions are measured on it (``measure --ct``,
     ``followup``'s CTs: :func:`measurement_tilt_warnings`). ``aligned_for_model``: ``segment``, which gives the
-    model an oblique CT resampled onto a patient-aligned grid (its warning says so).
+    model an oblique CT resampled onto a patient-aligned grid (its warning says so); ``oblique_grid_stored``:
+    ``segment --oblique-grid stored``, whose oblique-grid warning says that dropping the option does that.
     """
     warnings: List[str] = [str(note) for note in volume.meta.get("warnings", [])]
     _check_shape(volume, warnings)
-    _check_geometry(volume, warnings, for_model, aligned_for_model)
+    _check_geometry(volume, warnings, for_model, aligned_for_model, oblique_grid_stored)
     _check_modality(volume, allow_non_hu, warnings, non_hu_going_on)
     _check_intensities(volume, allow_non_hu, warnings, non_hu_going_on)
     return warnings

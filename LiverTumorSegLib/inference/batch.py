@@ -638,7 +638,8 @@ def _read_case(case: BatchCase, allow_non_hu: bool, share: CoreShare, aligned_fo
     with share.busy():
         start = time.perf_counter()
         volume = read_volume(case.input_path)
-        warnings = check_ct(volume, allow_non_hu=allow_non_hu, aligned_for_model=aligned_for_model)
+        warnings = check_ct(volume, allow_non_hu=allow_non_hu, aligned_for_model=aligned_for_model,
+                            oblique_grid_stored=not aligned_for_model)  # segment's only other choice
         return volume, warnings, time.perf_counter() - start
 
 

@@ -305,7 +305,8 @@ def _checked_in_memory(volume: Any, allow_non_hu: bool, aligned_for_model: bool 
         raise InputError(f"segment_volume needs a CTVolume (array (z, y, x) in HU with its ImageGeometry), not "
                          f"{type(volume).__name__}; e.g. CTVolume(array_zyx, ImageGeometry(spacing=(sx, sy, sz))) "
                          f"or LiverTumorSegLib.io.read_volume(path).")
-    return check_ct(volume, allow_non_hu=allow_non_hu, aligned_for_model=aligned_for_model)
+    return check_ct(volume, allow_non_hu=allow_non_hu, aligned_for_model=aligned_for_model,
+                    oblique_grid_stored=not aligned_for_model)  # segment's only other choice
 
 
 MAX_NETWORK_VOLUMES_KEPT = 4
@@ -936,7 +937,8 @@ class Segmenter:
             timings = {"read": time.perf_counter() - start}  # type: Dict[str, float]
             stage_start = time.perf_counter()
             input_warnings = check_ct(volume, allow_non_hu=self.options.allow_non_hu,
-                                      aligned_for_model=self.options.oblique_grid == "aligned")
+                                      aligned_for_model=self.options.oblique_grid == "aligned",
+                                      oblique_grid_stored=self.options.oblique_grid == "stored")
             for message in input_warnings:
                 log.warning("warning: %s", message)
             if outputs["labels"] is not None and full_suffix(outputs["labels"]) == DICOM_SEG_SUFFIX:

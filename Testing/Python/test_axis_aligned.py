@@ -187,6 +187,39 @@ def test_oblique_grid_stored_gives_the_network_the_ct_on_its_own_grid_and_says_s
     assert "network_grid" in result.report
 
 
+@pytest.mark.parametrize("about_s", [False, True])  # tilted about left-right, or turned about head-foot only
+def test_the_oblique_grid_warning_of_a_stored_grid_run_names_dropping_the_option(about_s):
+    """With ``--oblique-grid stored`` the warning told the user to resample the CT onto a patient-aligned grid
+    first, which segment does itself without that option: it says so, in the caller's words. Training, which has
+    no aligned grid, keeps its advice."""
+    from LiverTumorSegLib.errors import cli_wording
+    from LiverTumorSegLib.validation import check_ct
+
+    a = np.deg2rad(30.0)
+    c, s_ = np.cos(a), np.sin(a)
+    direction = [[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]] if about_s else None
+    geometry = _tilted_geometry(30.0) if not about_s else ImageGeometry(
+        spacing=(1.5, 1.5, 3.0), origin=(-70.0, -70.0, -60.0), direction=tuple(np.ravel(direction)))
+    hu, _ = _phantom(geometry)
+    volume = CTVolume(hu, geometry, source="ct.nii.gz")
+
+    def said(**kwargs):
+        found = [w for w in check_ct(volume, **kwargs) if "ct.nii.gz' is stored on a grid" in w]
+        assert len(found) == 1
+        return found[0]
+
+    library = said(oblique_grid_stored=True)
+    assert "oblique_grid='aligned' (the default)" in library and "patient-aligned grid itself" in library
+    with cli_wording():
+        cli = said(oblique_grid_stored=True)
+    assert "segment without --oblique-grid stored, which resamples it onto a patient-aligned grid itself" in cli
+    for message in (library, cli):
+        assert "first" not in message
+    assert "patient-aligned grid first" in said()  # training: no aligned grid to point to
+    result = _segmenter(_HUEngine(), oblique_grid="stored").segment_volume(volume)  # segment's own call
+    assert any("oblique_grid='aligned' (the default)" in w for w in result.warnings)
+
+
 def test_oblique_grid_is_a_checked_option_with_its_flag():
     import argparse
 

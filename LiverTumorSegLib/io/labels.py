@@ -57,12 +57,23 @@ REORIENTED_NOTE = "stored in another axis order than its reference; reoriented o
 
 def onto_reference_grid(volume: CTVolume, reference: CTVolume, tolerance: float,
                         note: str = REORIENTED_NOTE) -> Optional[CTVolume]:
-    """``volume`` on the reference's grid: itself when the grids match, reoriented when it is the same grid
-    stored in another axis order (e.g. LPS vs RAS, a flipped or permuted file), None when the grids differ.
-    Any voxel type (labels, a CT, a probability map)."""
+    """``volume`` on the reference's grid: its voxels as they are when the grids match (within ``tolerance``),
+    reoriented when it is the same grid stored in another axis order (e.g. LPS vs RAS, a flipped or permuted file),
+    None when the grids differ; either way with the reference's geometry (:func:`_with_reference_geometry`). Any
+    voxel type (labels, a CT, a probability map)."""
     if not describe_grid_mismatch(volume, reference, tolerance):
-        return volume
+        return _with_reference_geometry(volume, reference)
     return _reoriented_onto(volume, reference, tolerance, note)
+
+
+def _with_reference_geometry(volume: CTVolume, reference: CTVolume) -> CTVolume:
+    """``volume`` (its array, not copied) with ``reference``'s geometry, for a grid that matches it within
+    the tolerance: a label map stored in the CT's own axis order kept its own header (a NIfTI's float32 spacing,
+    2.174445390701294 for the CT's 2.174445298755283 mm), where one stored in another axis order got the CT's, so
+    the same label map carried two geometries by how it was stored (the geometry property test, seed 60)."""
+    if volume.geometry == reference.geometry:
+        return volume
+    return CTVolume(array=volume.array, geometry=reference.geometry, source=volume.source, meta=dict(volume.meta))
 
 
 def place_on_reference_grid(volume: CTVolume, reference: CTVolume, tolerance: float,
@@ -73,7 +84,7 @@ def place_on_reference_grid(volume: CTVolume, reference: CTVolume, tolerance: fl
     (``note`` added to its warnings); None for any other grid. ``tolerance``: mm (spacing, the offset) and
     direction cosines. Any voxel type."""
     if not describe_grid_mismatch(volume, reference, tolerance):
-        return volume
+        return _with_reference_geometry(volume, reference)
     return _reoriented_onto(volume, reference, tolerance, REORIENTED_NOTE, part_note=note)
 
 

@@ -12,7 +12,7 @@ import types
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from LiverTumorSegLib.io import read_label_map, read_volume, write_label_map, write_volume
@@ -124,6 +124,14 @@ def test_property_files_read_back_with_their_voxels_and_geometry(tmp_path_factor
 @given(geometry=geometries(), shape=shapes, ct_order=st.sampled_from(STORAGE_ORDERS),
        label_order=st.sampled_from(STORAGE_ORDERS), suffix=st.sampled_from([".nii.gz", ".nrrd", ".mha"]),
        seed=st.integers(0, 2 ** 16))
+# a NIfTI label map in the CT's own axis order kept its float32 header (spacing 2.174445390701294 for the CT's
+# 2.174445298755283 mm) where one in another order got the CT's geometry (found in a full run, replayed from
+# hypothesis' example database; io.labels._with_reference_geometry)
+@example(geometry=ImageGeometry(spacing=(1.9496905535614697, 3.8917119654773593, 2.174445298755283),
+                                origin=(499.99999999999994, 1.7363289305942617e-24, 8.737632184777087e-58),
+                                direction=(0.0, -1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0)),
+         shape=(4, 6, 6), ct_order=((1, 2, 0), (True, True, False)), label_order=((0, 1, 2), (False, False, False)),
+         suffix=".nii.gz", seed=1205)
 def test_property_a_label_map_stored_in_another_axis_order_lands_on_the_ct_voxels(tmp_path_factory, geometry, shape,
                                                                                  ct_order, label_order, suffix, seed):
     """A label map of the CT's grid stored in any of the 48 axis orders (LPS, RAS, transposed, mirrored with a

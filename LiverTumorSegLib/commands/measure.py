@@ -49,14 +49,12 @@ def _without_resampling_fill(ct: Any, warnings: List[str]) -> Any:
     """``ct`` (in HU) with a resampling's fill outside its original field of view
     (:func:`~..inference.resampling_fill.find_resampling_fill`) set to the scanner's padding on a copy, so a lesion
     beside it is cut by the scan's edge (``touches_scan_edge``), and the warning added to ``warnings``; else ``ct``."""
-    from ..inference.resampling_fill import (READ_AS_PADDING_HU, find_resampling_fill, resampling_fill_warning,
-                                             without_fill)
+    from ..inference.resampling_fill import READ_AS_PADDING_HU, fill_replaced, resampling_fill_warning
 
-    fill = find_resampling_fill(ct.array, ct.geometry)
-    if fill is None:
-        return ct
-    warnings.append(resampling_fill_warning(fill.record(), for_network=False))
-    return without_fill(ct, fill.mask, READ_AS_PADDING_HU)
+    ct, fill = fill_replaced(ct, READ_AS_PADDING_HU)
+    if fill is not None:
+        warnings.append(resampling_fill_warning(fill.record(), for_network=False))
+    return ct
 
 
 def summary_lines(report: Dict[str, Any], limit: Optional[int] = None) -> List[str]:

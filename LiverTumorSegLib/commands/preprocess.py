@@ -91,14 +91,13 @@ def _as_segment_gives_it(volume: Any, config: Any = None) -> Any:
     oblique slices segment no longer gives the network)."""
     import sys
 
-    from ..inference.resampling_fill import find_resampling_fill, resampling_fill_warning, without_fill
+    from ..inference.resampling_fill import fill_replaced, resampling_fill_warning
     from ..validation import not_hu_reason
 
     if not_hu_reason(volume) is None:
-        fill = find_resampling_fill(volume.array, volume.geometry)
+        volume, fill = fill_replaced(volume)
         if fill is not None:
             print(f"warning: {resampling_fill_warning(fill.record())}", file=sys.stderr)
-            volume = without_fill(volume, fill.mask)
     return _on_the_network_grid_of_segment(volume, config)
 
 

@@ -14,7 +14,7 @@ after the network read it as the scanner's padding, and warns (:func:`resampling
 previews it as segment gives it, ``measure --ct`` and ``followup`` read it as padding. Array axes are ``(z, y, x)``; "slices" are the planes of the first array axis.
 """
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -211,6 +211,15 @@ def find_resampling_fill(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Optiona
             mask[z] |= region
     values = sorted(float(value) for value in found)
     return ResamplingFill(mask=mask, values=values, volume_ml=float(mask.sum()) * voxel_ml)
+
+
+def fill_replaced(volume: CTVolume, hu: float = OUTSIDE_SCAN_HU) -> Tuple[CTVolume, Optional[ResamplingFill]]:
+    """``(volume with hu in its resampling's fill, the fill)``: :func:`find_resampling_fill` of ``volume`` (a CT in HU,
+    ``(z, y, x)``) and, where one is found, :func:`without_fill` (a copy; ``volume`` untouched) with ``hu``
+    (:data:`OUTSIDE_SCAN_HU` for the network, :data:`READ_AS_PADDING_HU` for the checks); ``(volume, None)`` where
+    none is."""
+    fill = find_resampling_fill(volume.array, volume.geometry)
+    return (volume, None) if fill is None else (without_fill(volume, fill.mask, hu), fill)
 
 
 def find_straight_air_fill(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Optional[np.ndarray]:

@@ -389,13 +389,10 @@ def _network_ct(volume: Any) -> Tuple[Any, Any]:
     ``volume``: a CT in HU with a resampling's fill (:func:`~..inference.resampling_fill.find_resampling_fill`)
     gets -1024 HU there on a copy, as ``segment`` gives it to the network; any other CT (one let through by
     ``allow_non_hu`` too, as in ``segment``) is given as it is."""
-    from ..inference.resampling_fill import find_resampling_fill, without_fill
+    from ..inference.resampling_fill import fill_replaced
     from ..validation import not_hu_reason
 
-    if not_hu_reason(volume) is not None:
-        return volume, None
-    fill = find_resampling_fill(volume.array, volume.geometry)
-    return (volume, None) if fill is None else (without_fill(volume, fill.mask), fill)
+    return (volume, None) if not_hu_reason(volume) is not None else fill_replaced(volume)
 
 
 def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict],

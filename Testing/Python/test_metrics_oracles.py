@@ -20,11 +20,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
 from LiverTumorSegLib.inference.lesion_report import lesion_report
-from LiverTumorSegLib.metrics import bootstrap, froc, overlap, surface
+from LiverTumorSegLib.metrics import bootstrap, froc, surface
 from LiverTumorSegLib.metrics.lits import detect_lesions, evaluate_case, global_dice
 from LiverTumorSegLib.metrics.recist import lesion_axes
 from LiverTumorSegLib.metrics.report import summarize_cases

@@ -193,11 +193,12 @@ def test_global_dice_differs_from_the_mean_where_case_sizes_differ():
 
 
 # ------------------------------------------------------------------------------------------ lesion detection
-def oracle_detection(pred, ref, iou_threshold, connectivity):
+def oracle_detection(pred, ref, iou_threshold, connectivity, spacing_zyx=None):
     """detect_lesions' documented rule with plain loops: each overlapped reference lesion joins the prediction that
     overlaps it most (ties: the lowest-numbered); each overlapping prediction joins the group it overlaps most, its
     voxels summed over the group's references (ties: the group with the lowest-numbered reference); a group is
-    detected when IoU(its references, its predictions) > threshold."""
+    detected when IoU(its references, its predictions) > threshold. With ``spacing_zyx``: the LiTS per-lesion scores
+    (Dice, VOE, RVD, ASSD, HD, RMSD) of each detected group instead of the counts."""
     structure = ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
     ref_ids, n_ref = ndimage.label(ref, structure)
     pred_ids, n_pred = ndimage.label(pred, structure)
@@ -220,6 +221,17 @@ def oracle_detection(pred, ref, iou_threshold, connectivity):
         if np.sum(ref_mask & pred_mask) / np.sum(ref_mask | pred_mask) > iou_threshold:
             detected.add(g)
     hits = sum(1 for j in group if group[j] in detected)
+    if spacing_zyx is not None:  # each detected group's reference lesions against its predicted ones, alone
+        scores = []
+        for g in detected:
+            ref_mask = np.isin(ref_ids, [j + 1 for j in group if group[j] == g])
+            pred_mask = np.isin(pred_ids, [i + 1 for i in pred_group if pred_group[i] == g])
+            counts, _, n_pred_voxels, n_ref_voxels = oracle_overlap(pred_mask, ref_mask)
+            score = {key: counts[key] for key in ("dice", "voe", "rvd")}
+            distances = oracle_surface_metrics(pred_mask, ref_mask, spacing_zyx)
+            score.update((key, distances[key]) for key in ("assd_mm", "hd_mm", "rmsd_mm"))
+            scores.append(score)
+        return scores
     return {"ref_lesions": n_ref, "pred_lesions": n_pred, "detected": hits, "missed": n_ref - hits,
             "false_positive": sum(1 for i in range(n_pred) if pred_group.get(i) not in detected),
             "pred_no_overlap": sum(1 for i in range(n_pred) if i not in pred_group),
@@ -238,6 +250,28 @@ def test_detection_counts_equal_the_documented_grouping_oracle(seed, density, pe
     got = detect_lesions(pred, ref, iou_threshold, connectivity)
     expected = oracle_detection(pred, ref, iou_threshold, connectivity)
     assert {key: getattr(got, key) for key in expected} == expected
+
+
+@settings(max_examples=40, **PROPERTY_SETTINGS)
+@given(seed=st.integers(0, 2 ** 32 - 1), spacing=spacings_zyx, connectivity=st.sampled_from([6, 26]))
+def test_lits_per_lesion_scores_equal_the_oracle_per_detected_group(seed, spacing, connectivity):
+    """LiTS's per-lesion Dice, VOE, RVD, ASSD, HD (MSD), RMSD: each detected group scored alone, as the oracle
+    scores its group masks (compared as sets: the order of groups is the code's); the case row's lits_lesion_<key> is
+    their mean, also where the whole-mask shortcut gives it."""
+    rng = np.random.default_rng(seed)
+    ref = rng.random((3, 7, 7)) < 0.2
+    pred = ref ^ (rng.random(ref.shape) < 0.08)
+    got = detect_lesions(pred, ref, 0.3, connectivity, spacing).detected_scores
+    expected = oracle_detection(pred, ref, 0.3, connectivity, spacing)
+    keys = ("dice", "voe", "rvd", "assd_mm", "hd_mm", "rmsd_mm")
+    as_rows = [sorted(tuple(round(score[key], 9) for key in keys) for score in scores) for scores in (got, expected)]
+    assert as_rows[0] == as_rows[1]
+    row = evaluate_case(np.where(pred, 2, 1).astype(np.uint8), np.where(ref, 2, 1).astype(np.uint8), spacing,
+                        iou_threshold=0.3, connectivity=connectivity)
+    assert row["lits_lesions_scored"] == len(expected)
+    for key in keys:
+        mean = float(np.mean([score[key] for score in expected])) if expected else math.nan
+        assert same(row[f"lits_lesion_{key}"], mean), key
 
 
 def _two_blobs():

@@ -363,8 +363,9 @@ def oracle_long_axis(mask_yx: np.ndarray, spacing_xy) -> float:
 @example(a=15.0, ratio=10 / 15, angle=math.radians(30), shift=(0.5, 0.5), spacing_xy=(0.6, 0.9),
          tilt_axis=(1.0, 0.0, 0.0), tilt=12.0)
 def test_recist_axes_of_discretised_ellipses(a, ratio, angle, shift, spacing_xy, tilt_axis, tilt):
-    """Long axis = the all-pairs oracle (to rounding) and within the documented -0.1..+1.3 mm of the ellipse's
-    major diameter, short axis within -0.7..+1.5 mm of its minor one and never longer, the two perpendicular; a
+    """Long axis = the all-pairs oracle (to rounding); both axes within -1 to +1.5 of the larger pixel spacing of the
+    ellipse's diameters (voxel centres inside the ellipse: 2,100 draws at 0.6 x 0.9, 0.9 x 0.6 and 0.7 x 0.7 mm gave
+    -0.76 to +1.03 pixels), the short one never longer, the two perpendicular; a
     direction turned by up to 20 degrees (axial slices still the array's, as recist documents) measures the same
     voxels to 1e-6 mm; the lesion's volume is voxels x spacing product / 1000 mL."""
     b = a * ratio
@@ -374,8 +375,9 @@ def test_recist_axes_of_discretised_ellipses(a, ratio, angle, shift, spacing_xy,
     axes = lesion_axes(mask, straight)
     assert axes["long_axis_mm"] == pytest.approx(oracle_long_axis(mask[0], spacing_xy), abs=1e-9) or \
         axes["short_axis_mm"] > axes["long_axis_mm"] - 1e-9  # exchanged axes: checked below as short <= long
-    assert -0.1 <= axes["long_axis_mm"] - 2 * a <= 1.3
-    assert -0.7 <= axes["short_axis_mm"] - 2 * b <= 1.5
+    pixel = max(spacing_xy)
+    assert -pixel <= axes["long_axis_mm"] - 2 * a <= 1.5 * pixel
+    assert -pixel <= axes["short_axis_mm"] - 2 * b <= 1.5 * pixel
     assert axes["short_axis_mm"] <= axes["long_axis_mm"] + 1e-9
     long_end, short_end = np.subtract(*axes["long_axis"]["end_points_lps_mm"]), \
         np.subtract(*axes["short_axis"]["end_points_lps_mm"])
@@ -448,3 +450,36 @@ def test_cli_docs_state_the_surface_and_hd95_definitions_the_code_computes():
     text = " ".join((Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text(encoding="utf-8").split())
     assert "background face neighbour (6-connected; outside the grid is background)" in text
     assert "larger of the two directed 95th percentiles" in text and "not the 95th percentile of the pooled" in text
+
+
+@settings(max_examples=40, **PROPERTY_SETTINGS)
+@given(seed=st.integers(0, 2 ** 32 - 1), n_cases=st.integers(1, 3), uint8=st.booleans())
+def test_roc_auc_equals_the_pairwise_count(seed, n_cases, uint8):
+    """Per case (cases.csv's roc_auc_tumor) and pooled (summary's roc_pooled, 1000 bins): the share of
+    (tumor, other) voxel pairs the tumor voxel scores higher, ties one half; uint8 maps (255 x p, as segment writes)
+    fall in distinct bins, so the pooled value is exact there; float maps pool their scores rounded down to 1/1000
+    (drawn in bin middles here: float32 puts a value on an edge such as 0.388 in the bin below)."""
+    from LiverTumorSegLib.metrics.roc import RocAccumulator, roc_auc
+
+    def pairwise(scores, positive):
+        pos, neg = scores[positive], scores[~positive]
+        if not (pos.size and neg.size):
+            return math.nan
+        return ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (pos.size * neg.size)
+
+    rng = np.random.default_rng(seed)
+    pooled, all_scores, all_labels = RocAccumulator(), [], []
+    for _ in range(n_cases):
+        labels = rng.random((2, 5, 6)) < 0.3
+        if uint8:
+            stored = rng.integers(0, 256, labels.shape).astype(np.uint8)
+            scores = stored / 255.0
+            pooled.add(stored, labels, divisor=255.0)
+            assert same(roc_auc(stored, labels), pairwise(stored.ravel(), labels.ravel()), 1e-12)
+        else:
+            scores = np.floor(rng.random(labels.shape) * 1000) / 1000 + 0.0005  # bin middles: no edge rounding
+            pooled.add(scores, labels)
+            assert same(roc_auc(scores, labels), pairwise(scores.ravel(), labels.ravel()), 1e-12)
+        all_scores.append(scores.ravel() if uint8 else np.floor(scores.ravel() * 1000) / 1000)
+        all_labels.append(labels.ravel())
+    assert same(pooled.curve().auc, pairwise(np.concatenate(all_scores), np.concatenate(all_labels)), 1e-12)

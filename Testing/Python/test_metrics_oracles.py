@@ -127,21 +127,28 @@ def label_pairs(draw):
 
 
 def oracle_overlap(pred: np.ndarray, ref: np.ndarray):
-    """Dice, IoU, VOE, RVD from voxel counts (Python sums), with the conventions of evaluate_case: both empty:
-    Dice 1, IoU/VOE/RVD NaN; reference empty: RVD NaN."""
+    """Dice, IoU, VOE, RVD, precision, sensitivity, specificity, accuracy from voxel counts (Python sums), with the
+    conventions of evaluate_case: both empty: Dice 1, the others but specificity and accuracy NaN; reference empty:
+    RVD and sensitivity NaN; prediction empty: precision NaN."""
     tp = sum(1 for p, r in zip(pred.ravel().tolist(), ref.ravel().tolist()) if p and r)
     n_pred, n_ref = int(sum(pred.ravel().tolist())), int(sum(ref.ravel().tolist()))
+    tn = pred.size - n_pred - n_ref + tp
+    negatives = pred.size - n_ref
+    always = {"specificity": tn / negatives if negatives else math.nan, "accuracy": (tp + tn) / pred.size}
     if n_pred + n_ref == 0:
-        return {"dice": 1.0, "iou": math.nan, "voe": math.nan, "rvd": math.nan}, tp, n_pred, n_ref
+        return dict(always, dice=1.0, iou=math.nan, voe=math.nan, rvd=math.nan, precision=math.nan,
+                    sensitivity=math.nan), tp, n_pred, n_ref
     iou = tp / (n_pred + n_ref - tp)
-    return ({"dice": 2 * tp / (n_pred + n_ref), "iou": iou, "voe": 1 - iou,
-             "rvd": (n_pred - n_ref) / n_ref if n_ref else math.nan}, tp, n_pred, n_ref)
+    return (dict(always, dice=2 * tp / (n_pred + n_ref), iou=iou, voe=1 - iou,
+                 rvd=(n_pred - n_ref) / n_ref if n_ref else math.nan,
+                 precision=tp / n_pred if n_pred else math.nan, sensitivity=tp / n_ref if n_ref else math.nan),
+            tp, n_pred, n_ref)
 
 
 @settings(max_examples=60, **PROPERTY_SETTINGS)
 @given(pair=label_pairs(), spacing=spacings_zyx)
 def test_case_row_overlap_and_volumes_equal_voxel_count_oracle(pair, spacing):
-    """evaluate_case's Dice, IoU, VOE, RVD (liver = label >= 1, tumor = label 2) and volumes (voxels x the product
+    """evaluate_case's overlap metrics (liver = label >= 1, tumor = label 2) and volumes (voxels x the product
     of the spacings / 1000 mL) from voxel counts; surface distances as the all-pairs oracle."""
     pred_labels, ref_labels = pair
     row = evaluate_case(pred_labels, ref_labels, spacing)

@@ -178,10 +178,10 @@ def _default(command: str, option: str):
 
 
 @pytest.mark.parametrize("name, pattern, command, option", [
-    ("docs/cli.md", r"`--slices N`, (\d+) by default", "preprocess", "--slices"),
-    ("docs/cli.md", r"`--detection-iou IOU`: a lesion is detected above this IoU, ([\d.]+) as LiTS", "evaluate",
+    ("docs/cli.md", r"\| `--slices N` \| (\d+) \|", "preprocess", "--slices"),
+    ("docs/cli.md", r"\| `--detection-iou IOU` \| ([\d.]+) \| A lesion is detected above this IoU", "evaluate",
      "--detection-iou"),
-    ("docs/cli.md", r"by `--rank-metric`, `(\w+)` by default", "evaluate", "--rank-metric"),
+    ("docs/cli.md", r"\| `--rank-metric COLUMN` \| `(\w+)` \|", "evaluate", "--rank-metric"),
     ("README.md", r"`--min-new-lesion-mm`, (\d+) by default", "followup", "--min-new-lesion-mm"),
 ])
 def test_a_default_the_docs_state_is_the_parsers(name, pattern, command, option):
@@ -189,3 +189,74 @@ def test_a_default_the_docs_state_is_the_parsers(name, pattern, command, option)
     assert stated, f"{name} no longer says {pattern!r}: update this test with the text"
     default = _default(command, option)
     assert (stated.group(1) == default) if isinstance(default, str) else float(stated.group(1)) == default
+
+
+TABLE_CELL_BORDER = re.compile(r"(?<!\\)\|")  # a table's "|", not the escaped "\|" inside a cell
+
+
+def stated_table_defaults(markdown: str) -> List[Tuple[str, str, str]]:
+    """``(command, option, default cell)`` for each row of an ``| Option | Default | What it does |`` table in a
+    ``## livertumorseg COMMAND`` section whose default cell is not empty; a row naming two options
+    (```--a` / `--b``) with two defaults (``5 / off``) gives one each."""
+    stated = []
+    for section in ("\n" + markdown).split("\n## ")[1:]:
+        command = re.match(r"livertumorseg (\w+)", section)
+        table = None
+        for line in section.splitlines():
+            if line.startswith("| Option | Default |"):
+                table = True
+            elif not line.startswith("|"):
+                table = None
+            elif table and not line.startswith("|---"):
+                cells = TABLE_CELL_BORDER.split(line)
+                if not (command and len(cells) >= 5 and cells[2].strip()):
+                    continue
+                options = [OPTION.search(part) for part in cells[1].split(" / ")]
+                defaults = [d.strip() for d in cells[2].split(" / ")]
+                if len(options) == len(defaults):
+                    stated += [(command.group(1), o.group(0), d) for o, d in zip(options, defaults) if o]
+    return stated
+
+
+def test_stated_table_defaults_reads_a_table():
+    text = ("## livertumorseg segment\n\n| Option | Default | What it does |\n|---|---|---|\n"
+            "| `INPUT` | | the CT |\n| `--a N` / `--b` | 5 (mm) / off | x \\| y |\n| `--c x\\|y` | `x` | z |\n\n"
+            "| Option | What it does |\n|---|---|\n| `--d` | w |\n")
+    assert stated_table_defaults(text) == [("segment", "--a", "5 (mm)"), ("segment", "--b", "off"),
+                                           ("segment", "--c", "`x`")]
+
+
+def test_every_default_docs_cli_tables_state_is_the_parsers():
+    """docs/cli.md's options tables give each option's default. Where argparse has one, or, for segment's
+    post-processing numbers (argparse None), :class:`PostprocessingOptions` has it, the table's must be it: "off"
+    for a switch, the value for the rest; a default changed in the code would have left the table wrong. Defaults
+    the hardware or the model decide (``--batch-size``, ``--threads``, the window) are not checked."""
+    import argparse
+    import dataclasses
+
+    from LiverTumorSegLib.cli import build_parser
+    from LiverTumorSegLib.inference.options import POSTPROCESSING_SWITCHES
+    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
+
+    parsers = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)][0].choices
+    postprocessing = {f.name: f.default for f in dataclasses.fields(PostprocessingOptions)}
+    value_defaults = {s.flag: postprocessing[s.field] for s in POSTPROCESSING_SWITCHES if s.kind == "value"}
+    checked, wrong = 0, []
+    for command, option, cell in stated_table_defaults((ROOT / "docs" / "cli.md").read_text(encoding="utf-8")):
+        action = next(a for a in parsers[command]._actions if option in a.option_strings)
+        default = action.default
+        if default is None and command == "segment":
+            default = value_defaults.get(option)
+        if default is None:
+            continue
+        checked += 1
+        number = re.match(r"[\d.]+", cell)
+        if isinstance(default, bool):
+            ok = cell == ("on" if default else "off")
+        elif isinstance(default, (int, float)):
+            ok = number is not None and float(number.group(0)) == default
+        else:
+            ok = cell == f"`{default}`"
+        if not ok:
+            wrong.append((command, option, cell, default))
+    assert checked >= 25 and wrong == []

@@ -24,15 +24,23 @@ REPORT_FORMAT = Path(__file__).resolve().parents[2] / "docs" / "report_format.md
 
 
 def _tables():
-    """``{section title: [(keys of the row's first cell, names in backticks of its second cell)]}``."""
+    """``{section title: [(keys of the row's first cell, names in backticks of its second cell)]}``. A row's names
+    also take those of each ``### `key` ...`` subsection of its section whose heading names one of the row's keys:
+    the details of the longest rows (``warnings``, ``precision``, ...) stand there as bullets since 29 Nov 2026."""
     tables = {}
     for section in REPORT_FORMAT.read_text(encoding="utf-8").split("\n## ")[1:]:
+        table, *details = section.split("\n### ")
         rows = []
-        for line in section.splitlines():
+        for line in table.splitlines():
             cells = line.split("|")
             if line.startswith("| `") and len(cells) > 3:
                 rows.append((set(re.findall(r"`([a-z_0-9]+)`", cells[1])),
                              set(re.findall(r"`([a-z_0-9]+)`", cells[2]))))
+        for detail in details:
+            heading, _, body = detail.partition("\n")
+            named = set(re.findall(r"`([a-z_0-9]+)`", heading))
+            body_names = set(re.findall(r"`([a-z_0-9]+)`", body))
+            rows = [(keys, names | body_names) if keys & named else (keys, names) for keys, names in rows]
         tables[section.splitlines()[0].strip()] = rows
     return tables
 

@@ -50,7 +50,11 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    (growth beyond that edge is not measured): a warning names it, and when it is a target's and the response is PR
    or SD, the reason says that the response may be understated. Non-target lesions whose long axis grew by >= 20 %
    and >= 5 mm are named in a warning: RECIST 1.1 calls PD for *unequivocal* progression of non-target lesions, a
-   reader's judgement this program does not make.
+   reader's judgement this program does not make. With ``after_complete_response`` (the previous assessment was a
+   complete response: every lesion gone) any baseline lesion present again is PD (RECIST working group FAQ: after a
+   CR the reappearance of any lesion is PD); its rows carry ``reappeared_after_complete_response``. A lesion at a new
+   site is still judged as a new lesion: PD when unequivocal; an equivocal one leaves the CR standing and the reason
+   says that a later scan confirming it makes PD, dated from this scan.
 
 All lengths mm, volumes mL, positions LPS/RAS mm; lesion ids are those of each scan's lesion report.
 """
@@ -847,10 +851,13 @@ def _mixed_lesion_warnings(entries: Sequence[Dict[str, Any]], links: LesionLinks
     return out
 
 
-def _equivocal_new_text(entries: Sequence[Dict[str, Any]], response: str, min_new_lesion_mm: float) -> str:
+def _equivocal_new_text(entries: Sequence[Dict[str, Any]], response: str, min_new_lesion_mm: float,
+                        after_complete_response: bool = False) -> str:
     """What the response reason adds when new lesions under ``min_new_lesion_mm`` (mm; equivocal, not counted) lie
     beside a response other than PD: a CR read 'all lesions disappeared' beside a 4 mm follow-up lesion (the RECIST
-    audit). RECIST 1.1: a new lesion a later scan confirms makes PD dated from the scan that first showed it."""
+    audit). RECIST 1.1: a new lesion a later scan confirms makes PD dated from the scan that first showed it.
+    ``after_complete_response``: it also says why such a lesion is not PD where a baseline lesion back at that size
+    is (a reappearance after a CR is PD; a lesion at a new site is judged by the new-lesion rule)."""
     from .inference.lesion_report import listed_lesions_text
 
     rows = [str(e["number"]) for e in entries if e["status"] == "new" and e.get("unequivocal") is False]
@@ -858,7 +865,27 @@ def _equivocal_new_text(entries: Sequence[Dict[str, Any]], response: str, min_ne
         return ""
     return (f"; new lesion(s) in row(s) {listed_lesions_text(rows, 'unequivocal false in the rows')} are under "
             f"{min_new_lesion_mm:g} mm: equivocal, not counted (RECIST 1.1: if a later scan confirms one, PD dates "
-            f"from this scan)")
+            f"from this scan)" + (EQUIVOCAL_AFTER_CR_TEXT if after_complete_response else ""))
+
+
+EQUIVOCAL_AFTER_CR_TEXT = ("; after the complete response a baseline lesion seen again is PD at any size, but these lie "
+                           "where no baseline lesion was: new lesions, PD only when unequivocal")
+"""Added by :func:`_equivocal_new_text` after a complete response: why an equivocal new lesion leaves the CR standing
+while a baseline lesion back at the same size is PD."""
+
+
+def check_after_complete_response(after_complete_response: Any, nadir_sum_mm: Optional[float],
+                                  option: str = "after_complete_response", nadir_option: str = "nadir_sum_mm"
+                                  ) -> None:
+    """InputError for an ``after_complete_response`` that is not a bool, or one given with a nadir above 0 mm: a
+    complete response leaves no target, so the targets' sum at it, the nadir, is 0 mm."""
+    if not isinstance(after_complete_response, (bool, np.bool_)):
+        raise InputError(f"{option} must be True or False, got {after_complete_response!r}.")
+    if after_complete_response and nadir_sum_mm is not None and not at_most(nadir_sum_mm, 0.0):
+        raise InputError(f"{option} says every lesion had disappeared at the previous assessment, so the target "
+                         f"lesions' sum of diameters was 0 mm there, but {nadir_option} gives {nadir_sum_mm:g} mm: "
+                         f"give 0 or leave it out with a complete response, or leave out {option} if lesions "
+                         f"remained.")
 
 
 def check_min_new_lesion_mm(value: Any, name: str = "min_new_lesion_mm") -> float:
@@ -886,7 +913,8 @@ def check_nadir_sum_mm(value: Optional[float], option: str = "nadir_sum_mm") -> 
 def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional[CTVolume] = None,
                      followup_ct: Optional[CTVolume] = None, alignment: str = "auto",
                      min_new_lesion_mm: float = DEFAULT_MIN_NEW_LESION_MM,
-                     nadir_sum_mm: Optional[float] = None) -> Dict[str, Any]:
+                     nadir_sum_mm: Optional[float] = None,
+                     after_complete_response: bool = False) -> Dict[str, Any]:
     """Compare two scans' label maps: ``baseline`` and ``followup`` are 0/1/2 label-map :class:`CTVolume` s
     (``(z, y, x)`` arrays, each with its own geometry), ``baseline_ct`` / ``followup_ct`` their CTs in HU on the
     same grids (optional: with both, ``alignment="auto"`` registers the CTs; they also give the HU-based checks).
@@ -899,7 +927,10 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     judged from it where it is below the baseline's sum (:func:`~.metrics.recist.recist_response`); without it, from
     the baseline. A nadir of 0 mm with targets back under 5 mm is PD only where every baseline lesion is a target
     (that follow-up was then a complete response); with non-target lesions at baseline the sum rule decides and the
-    reason says that it is PD if that follow-up was a CR. Also returns, under the key ``_arrays`` (not serialised),
+    reason says that it is PD if that follow-up was a CR. ``after_complete_response``: the previous assessment of
+    this patient was a complete response (every lesion, targets and non-targets, gone; ``followup
+    --after-complete-response``): the nadir is then 0 mm (a ``nadir_sum_mm`` above 0 is an InputError) and any
+    baseline lesion present again is PD, a target under 5 mm and a non-target too. Also returns, under the key ``_arrays`` (not serialised),
     the component maps for the picture."""
     from .inference.lesion_report import lesion_components, lesion_report
     from .metrics.recist import NON_CR_NON_PD, recist_response
@@ -909,6 +940,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
 
     check_min_new_lesion_mm(min_new_lesion_mm)
     check_nadir_sum_mm(nadir_sum_mm)
+    check_after_complete_response(after_complete_response, nadir_sum_mm)
     for labels, what in ((baseline, "baseline"), (followup, "follow-up")):
         # a CT given as the label map (the arguments swapped) was named 'label map', not which of the two it was
         require_label_values(np.asarray(labels.array), labels.source or f"{what} given to compare_followup")
@@ -990,7 +1022,16 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
 
     # a nadir of 0 mm where every baseline lesion is a target: every lesion had gone at that follow-up, a complete
     # response, after which a target back under 5 mm is PD; with non-target lesions at baseline it is not known
-    nadir_cr = True if targets and len(targets) == base_report["lesion_count"] else None
+    # unless the caller says so (after_complete_response: then the nadir is 0 mm and a non-target back is PD too)
+    nadir_zero = nadir_sum_mm is not None and at_most(nadir_sum_mm, 0.0)
+    nadir_cr = True if after_complete_response or (
+        nadir_zero and targets and len(targets) == base_report["lesion_count"]) else None
+    if after_complete_response and targets:
+        nadir_sum_mm = 0.0
+    if nadir_cr:  # which rows are lesions seen again after the CR (a new lesion is judged as new: not one of them)
+        for e in entries:
+            if e["baseline_ids"] and e["followup_ids"]:
+                e["reappeared_after_complete_response"] = True
 
     def response_for(too_small_default: bool) -> Tuple[str, str, Optional[float]]:
         total = float(sum(_recist_followup_mm(e, too_small_default) for e in entries if e["recist_target"])) \
@@ -1071,7 +1112,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
             "the comparison's rows")
             + " grew by 20 % and 5 mm or more: RECIST 1.1 calls PD for unequivocal progression of non-target "
               "lesions, a reader's judgement this program does not make; the response above does not include it")
-    reason += _equivocal_new_text(entries, response, min_new_lesion_mm)
+    reason += _equivocal_new_text(entries, response, min_new_lesion_mm, bool(nadir_cr))
     counts = {s: sum(1 for e in entries if e["status"] == s) for s in STATUSES}
     change = None if base_sum is None or follow_sum is None else follow_sum - base_sum
     return {
@@ -1079,13 +1120,16 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
         "response_criteria": "RECIST 1.1 on the liver lesions of the label maps; " + (
             "the baseline is the reference (no nadir given)" if nadir_sum_mm is None else
             "partial response from the baseline, progression from the smaller of the baseline's sum and the nadir "
-            "given") + "; " + TIME_POINT_NOTE + "; " + RECIST_NOTE + "; not a medical device",
+            "given") + ("; after the complete response given (the previous assessment): any baseline lesion present "
+                        "again is PD" if after_complete_response else "") + "; " + TIME_POINT_NOTE + "; " + RECIST_NOTE + "; not a medical device",
         "sum_of_diameters": {"target_lesion_ids": targets, "baseline_mm": base_sum, "followup_mm": follow_sum,
                              "nadir_mm": None if nadir_sum_mm is None else float(nadir_sum_mm),
                              "change_mm": change,
                              "change_percent": None if change is None or not base_sum else 100.0 * change / base_sum},
         "status_counts": counts,
         "min_new_lesion_mm": float(min_new_lesion_mm),
+        # the CR the response took as the previous assessment's: given, or a nadir of 0 mm with only targets
+        "after_complete_response": bool(nadir_cr),
         "library_version": str(__version__),  # which code judged it: the rules and rows change between versions
         # what reading the label maps said first (e.g. a .seg.nrrd segment not named as liver or tumor, left out)
         "warnings": [f"{which}: {w}" for which, v in (("baseline", baseline), ("follow-up", followup))
@@ -1296,6 +1340,10 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
         if e["status"] == "new" and e.get("unequivocal") is False:  # printed beside 'CR' as if it counted
             cut += (f"; equivocal (long axis under {change.get('min_new_lesion_mm', DEFAULT_MIN_NEW_LESION_MM):g} mm): "
                     f"not counted as a new lesion")
+            if change.get("after_complete_response"):  # beside a baseline lesion back at that size, which is PD
+                cut += " (a new site, not a lesion seen again after the complete response: PD once confirmed)"
+        if e.get("reappeared_after_complete_response"):
+            cut += "; seen again after the complete response: PD"
         # a merged or split group's numbers are sums over its lesions (RECIST sums the fragments' diameters)
         several = len(e["baseline_ids"]) > 1 or len(e["followup_ids"]) > 1
         lines.append(f"  {e['number']}: {e['status']:<11} {ids}; {'long axes summed' if several else 'long axis'} "

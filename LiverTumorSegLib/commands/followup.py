@@ -13,7 +13,8 @@ follow-up that shows that far, it is disappeared), with volume and long/short-ax
 RECIST 1.1 category from the baseline's target lesions (at most 2 measurable liver lesions): CR (no lesion left),
 PR (sum of diameters <= -30 %), PD (>= +20 % and >= 5 mm, or a new lesion of at least --min-new-lesion-mm), else
 SD; with lesions but no measurable target lesion, Non-CR/non-PD (CR when none is left, PD for a new lesion); NE
-when neither time point has a lesion. A PNG shows baseline and aligned follow-up side by side, lesions numbered
+when neither time point has a lesion; with --after-complete-response (the previous assessment was a CR) any
+baseline lesion seen again is PD. A PNG shows baseline and aligned follow-up side by side, lesions numbered
 as in the JSON (every lesion outlined; at most 100 numbered per side, the largest). Research use only: not a
 medical device.
 """
@@ -45,6 +46,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="smallest sum of diameters of the baseline's target lesions at an earlier follow-up (e.g. "
                         "sum_of_diameters.followup_mm of that follow-up's change report): RECIST 1.1 judges "
                         "progression from the smallest sum on study; without it, from the baseline")
+    p.add_argument("--after-complete-response", action="store_true",
+                   help="the previous assessment of this patient was a complete response (CR: every lesion, targets "
+                        "and non-targets, had disappeared; confirm it first, as the RECIST working group advises): "
+                        "the nadir is then 0 mm and any baseline lesion seen again is PD, also under 5 mm and also a "
+                        "non-target (RECIST working group FAQ); a lesion at a new site is still a new lesion (PD when "
+                        "at least --min-new-lesion-mm). Without it, a target back under 5 mm after a nadir of 0 mm is "
+                        "PD only where every baseline lesion is a target")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
                    help="accepted as by the other commands (--no-progress-bar is the same); this one prints no progress")
@@ -88,8 +96,8 @@ def _warn_of_labels_fitting_only_as_stored(read: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..fileutil import check_can_write_all
-    from ..followup import (change_summary_lines, check_min_new_lesion_mm, check_nadir_sum_mm, compare_followup,
-                            save_change_picture, write_change_report)
+    from ..followup import (change_summary_lines, check_after_complete_response, check_min_new_lesion_mm,
+                            check_nadir_sum_mm, compare_followup, save_change_picture, write_change_report)
     from ..io import read_label_map
 
     output = Path(args.output)
@@ -102,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--alignment ct needs both --baseline-ct and --followup-ct.")
     check_min_new_lesion_mm(args.min_new_lesion_mm, "--min-new-lesion-mm")
     check_nadir_sum_mm(args.nadir_sum_mm, "--nadir-sum-mm")
+    check_after_complete_response(args.after_complete_response, args.nadir_sum_mm, "--after-complete-response",
+                                  "--nadir-sum-mm")
     check_can_write_all([path for path in (output, picture) if path is not None], args.overwrite)
     for path, what in ((args.baseline, "--baseline"), (args.followup, "--followup"),
                        (args.baseline_ct, "--baseline-ct"), (args.followup_ct, "--followup-ct")):
@@ -113,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     _warn_of_labels_fitting_only_as_stored(((args.baseline, baseline_ct, baseline),
                                             (args.followup, followup_ct, followup)))
     change = compare_followup(baseline, followup, baseline_ct, followup_ct, alignment=args.alignment,
-                              min_new_lesion_mm=args.min_new_lesion_mm, nadir_sum_mm=args.nadir_sum_mm)
+                              min_new_lesion_mm=args.min_new_lesion_mm, nadir_sum_mm=args.nadir_sum_mm,
+                              after_complete_response=args.after_complete_response)
     change["inputs"] = {"baseline": str(args.baseline), "followup": str(args.followup),
                         "baseline_ct": args.baseline_ct, "followup_ct": args.followup_ct}
     from ..fileutil import atomic_outputs

@@ -417,20 +417,33 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
     reappear do not automatically result in PD unless the sum rule is met or CR was assigned at the previous
     assessment). Otherwise (None: not known; False: lesions remained) the sum rule decides, and a rise under 5 mm is
     PR or SD from the baseline; with None the reason says that it is PD if that follow-up was a CR.
+    ``nadir_complete_response`` True also means: the targets' sum was 0 mm then (``nadir_sum_mm`` None is taken as
+    0; above 0 is a ValueError), and any baseline lesion present again, a non-target too (``followup_lesion_count``
+    > 0 with every target still gone, or without targets at baseline), is PD. A new lesion is judged by the new
+    lesion rule also after a CR: the caller counts it in ``new_lesion`` when unequivocal, and an equivocal one
+    (left out of ``followup_lesion_count``) is no reappearance: the CR stands until a later scan confirms it.
 
     ``baseline_sum_mm`` is None when the baseline has no target lesion; then the answer is PD (new lesion),
     CR (baseline lesions all gone), Non-CR/non-PD (non-target lesions persist, RECIST 1.1 Table 2) or NE (no
     lesion at either time point). ``followup_lesion_count`` counts the follow-up's lesions without the equivocal
     new ones (which neither make PD nor prevent CR). Changes of exactly -30 %, +20 % and +5 mm meet their rules.
     """
+    if nadir_complete_response and nadir_sum_mm is not None and not at_most(nadir_sum_mm, 0.0):
+        raise ValueError(f"a complete response leaves no target lesion, so its sum of diameters is 0 mm, not the "
+                         f"nadir of {nadir_sum_mm:g} mm given with it")
     if new_lesion:
         return "PD", "new lesion"
     if followup_lesion_count == 0 and baseline_lesion_count > 0:
         return "CR", "all lesions disappeared"
     if baseline_sum_mm is None or baseline_sum_mm <= 0 or followup_sum_mm is None:
+        without_targets = baseline_sum_mm is None or baseline_sum_mm <= 0
+        if baseline_lesion_count > 0 and nadir_complete_response and without_targets:
+            return "PD", "no measurable target lesion at baseline; " + REAPPEARED_AFTER_CR_TEXT
         if baseline_lesion_count > 0:
             return NON_CR_NON_PD, "no measurable target lesion at baseline; non-target lesions persist"
         return "NE", "no lesion at baseline"
+    if nadir_complete_response and nadir_sum_mm is None:
+        nadir_sum_mm = 0.0
     relative = (followup_sum_mm - baseline_sum_mm) / baseline_sum_mm
     text = f"sum of diameters {baseline_sum_mm:.1f} -> {followup_sum_mm:.1f} mm ({percent_change_text(relative)})"
     if nadir_sum_mm is not None and nadir_sum_mm < baseline_sum_mm:  # PD from the nadir, PR from the baseline
@@ -442,6 +455,8 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
                 text += _reappearance_text(followup_sum_mm, nadir_complete_response)
             else:
                 text += "; nadir 0 mm"
+                if nadir_complete_response and followup_lesion_count > 0:  # every target still gone, others back
+                    return "PD", text + "; target lesions still gone, but non-target " + REAPPEARED_AFTER_CR_TEXT
         else:
             from_nadir = (followup_sum_mm - nadir_sum_mm) / nadir_sum_mm
             text += f"; nadir {nadir_sum_mm:.1f} mm ({percent_change_text(from_nadir)} from it)"
@@ -457,6 +472,13 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
     if at_least(relative, RECIST_PD_CHANGE):  # up 20 % or more, but by under 5 mm: said, as it is not PD
         text += f"; up by {followup_sum_mm - baseline_sum_mm:.1f} mm, under the {RECIST_PD_ABSOLUTE_MM:g} mm PD needs"
     return "SD", text
+
+
+REAPPEARED_AFTER_CR_TEXT = ("lesion(s) of the baseline present again after the complete response given (every "
+                            "lesion had disappeared): after a CR the reappearance of any lesion is PD (RECIST working "
+                            "group FAQ)")
+"""What :func:`recist_response`'s reason says of a baseline lesion, not a target, seen again after a complete
+response (and, without targets at baseline, of any baseline lesion seen again)."""
 
 
 def _reappearance_text(followup_sum_mm: float, nadir_complete_response: Optional[bool]) -> str:

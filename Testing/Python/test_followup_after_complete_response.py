@@ -1,0 +1,117 @@
+"""The response of a follow-up after a complete response (CR) at the previous assessment.
+
+RECIST working group FAQ (recist.eortc.org, "Does a new lesion always result in PD?"): lesions that disappear and
+reappear are not PD by themselves unless the sum rule is met or CR (overall) was assigned at the previous
+assessment, after which the reappearance of any lesion is PD. A lesion at a new site is judged by RECIST 1.1's
+new-lesion rule (PD when unequivocal; an equivocal one is followed, and PD dates from its first scan when a later
+scan confirms it). All label maps are generated (1 mm voxels), compared without alignment.
+"""
+import json
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.cli import main
+from LiverTumorSegLib.followup import change_summary_lines, compare_followup
+from LiverTumorSegLib.io import write_label_map
+from LiverTumorSegLib.metrics.recist import recist_response
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+TARGET = (slice(5, 8), slice(10, 22), slice(10, 22))          # 12 x 12 voxels: long axis 16.6 mm, a target
+SMALL_TARGET = (slice(6, 7), slice(15, 18), slice(15, 18))    # inside TARGET, 3 x 3 voxels: 3.8 mm
+NON_TARGET = (slice(5, 7), slice(30, 36), slice(30, 36))      # 6 x 6 voxels: 8.1 mm, under the measurable 10 mm
+SMALL_NON_TARGET = (slice(6, 7), slice(32, 34), slice(32, 34))  # inside NON_TARGET, 2 x 2 voxels: 2.4 mm
+NEW_SITE = (slice(6, 7), slice(38, 41), slice(8, 11))         # 3 x 3 voxels away from every baseline lesion
+
+
+def _labels(boxes_zyx):
+    """A 1 mm label map (z, y, x): a liver block and a tumor (label 2) in each of ``boxes_zyx``."""
+    labels = np.zeros((12, 48, 48), np.uint8)
+    labels[1:11, 2:46, 2:46] = 1
+    for box in boxes_zyx:
+        labels[box] = 2
+    return CTVolume(array=labels, geometry=ImageGeometry(spacing=(1.0, 1.0, 1.0)), source="synthetic labels")
+
+
+BASELINE = [TARGET, NON_TARGET]
+
+
+def test_recist_response_after_a_complete_response_is_pd_for_any_baseline_lesion_back():
+    """Every target still gone (sum 0 mm), a non-target back: PD after a CR (it read PR, -100 % from the baseline);
+    without targets at baseline, a lesion back: PD (it read Non-CR/non-PD). Not known to be a CR: unchanged."""
+    response, reason = recist_response(30.0, 0.0, False, 1, 2, 0.0, True)
+    assert response == "PD", reason
+    assert "non-target lesion(s) of the baseline present again after the complete response" in reason
+    assert recist_response(30.0, 0.0, False, 1, 2, 0.0, None)[0] == "PR"
+    assert recist_response(30.0, 0.0, False, 1, 2, None, True)[0] == "PD"   # a CR's nadir is 0 mm
+    response, reason = recist_response(None, None, False, 1, 2, None, True)
+    assert response == "PD" and "present again after the complete response" in reason, reason
+    assert recist_response(None, None, False, 1, 2, None, None)[0] == "Non-CR/non-PD"
+    assert recist_response(None, None, False, 0, 2, None, True)[0] == "CR"    # still nothing: the CR stands
+    assert recist_response(30.0, 0.0, False, 0, 2, None, True)[0] == "CR"
+    with pytest.raises(ValueError, match="sum of diameters is 0 mm"):
+        recist_response(30.0, 4.0, False, 2, 2, 10.0, True)
+
+
+@pytest.mark.parametrize("follow_boxes, expected_after_cr, expected_otherwise", [
+    ([SMALL_TARGET, NON_TARGET], "PD", "PR"),    # the target back at 3.8 mm (non-targets at baseline: PR without)
+    ([SMALL_NON_TARGET], "PD", "PR"),            # only a non-target back, at 2.4 mm; every target gone
+    ([], "CR", "CR"),                            # nothing back: the CR stands
+], ids=["target_back", "non_target_back", "nothing_back"])
+def test_after_a_complete_response_any_baseline_lesion_back_is_pd(follow_boxes, expected_after_cr,
+                                                                  expected_otherwise):
+    base, follow = _labels(BASELINE), _labels(follow_boxes)
+    change = compare_followup(base, follow, alignment="none", after_complete_response=True)
+    assert change["sum_of_diameters"]["target_lesion_ids"] == [1]
+    assert change["response"] == expected_after_cr, change["response_reason"]
+    assert change["after_complete_response"] is True
+    assert change["sum_of_diameters"]["nadir_mm"] == 0.0
+    assert "after the complete response given" in change["response_criteria"]
+    back = [e["number"] for e in change["lesions"] if e.get("reappeared_after_complete_response")]
+    assert len(back) == len(follow_boxes)
+    lines = change_summary_lines(change)
+    assert sum("seen again after the complete response: PD" in line for line in lines) == len(follow_boxes)
+    plain = compare_followup(base, follow, alignment="none")
+    assert plain["response"] == expected_otherwise, plain["response_reason"]
+    assert plain["after_complete_response"] is False
+    assert not any("reappeared_after_complete_response" in e for e in plain["lesions"])
+
+
+def test_after_a_complete_response_a_small_lesion_at_a_new_site_is_equivocal_and_the_reason_says_why():
+    """A 3.8 mm lesion where no baseline lesion was: a new lesion under the 5 mm --min-new-lesion-mm, equivocal;
+    the CR stands, and the reason and the printed row say why a baseline lesion back at that size would be PD."""
+    change = compare_followup(_labels(BASELINE), _labels([NEW_SITE]), alignment="none",
+                              after_complete_response=True)
+    assert change["response"] == "CR", change["response_reason"]
+    reason = change["response_reason"]
+    assert "equivocal, not counted" in reason
+    assert "a baseline lesion seen again is PD at any size, but these lie where no baseline lesion was" in reason
+    (row,) = change["lesions"][2:]
+    assert row["status"] == "new" and row["unequivocal"] is False
+    assert "reappeared_after_complete_response" not in row
+    line = [x for x in change_summary_lines(change) if x.startswith(f"  {row['number']}:")][0]
+    assert "a new site, not a lesion seen again after the complete response" in line
+    plain = compare_followup(_labels(BASELINE), _labels([NEW_SITE]), alignment="none")
+    assert plain["response"] == "CR"
+    assert "where no baseline lesion was" not in plain["response_reason"]
+
+
+def test_followup_after_complete_response_option(tmp_path, capsys):
+    """--after-complete-response reaches the response and change.json; with a nadir above 0 mm it is refused before
+    anything is written."""
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 1.0))
+    base = write_label_map(tmp_path / "base.nii.gz", _labels(BASELINE).array, geometry)
+    follow = write_label_map(tmp_path / "follow.nii.gz", _labels([SMALL_NON_TARGET]).array, geometry)
+    out = tmp_path / "change.json"
+    args = ["followup", "--baseline", str(base), "--followup", str(follow), "--alignment", "none", "--no-picture"]
+    assert main(args + ["--after-complete-response", "-o", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert (report["response"], report["after_complete_response"]) == ("PD", True)
+    assert "seen again after the complete response: PD" in capsys.readouterr().out
+    assert main(args + ["-o", str(tmp_path / "plain.json")]) == 0
+    assert json.loads((tmp_path / "plain.json").read_text())["response"] == "PR"
+    bad = tmp_path / "bad.json"
+    assert main(args + ["--after-complete-response", "--nadir-sum-mm", "12", "-o", str(bad)]) == 2
+    assert "--nadir-sum-mm gives 12 mm" in capsys.readouterr().err
+    assert not bad.exists()
+    assert main(args + ["--after-complete-response", "--nadir-sum-mm", "0", "-o", str(bad)]) == 0

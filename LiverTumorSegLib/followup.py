@@ -874,6 +874,16 @@ EQUIVOCAL_AFTER_CR_TEXT = ("; after the complete response a baseline lesion seen
 while a baseline lesion back at the same size is PD."""
 
 
+def _sum_rule_shows_progression(base_sum_mm: float, follow_sum_mm: float, nadir_sum_mm: Optional[float]) -> bool:
+    """Whether the targets' sum alone (``follow_sum_mm`` against the smaller of ``base_sum_mm`` and the nadir, mm)
+    meets RECIST 1.1's PD: +20 % and +5 mm (from a nadir of 0 mm: +5 mm). A PD for a new lesion with a target not
+    assessed said that the seen targets' sum 'already shows progression' when it had shrunk (35 -> 15 mm)."""
+    reference = base_sum_mm if nadir_sum_mm is None else min(base_sum_mm, float(nadir_sum_mm))
+    if reference <= 0:
+        return at_least(follow_sum_mm, RECIST_PD_ABSOLUTE_MM)
+    return meets_progression(reference, follow_sum_mm)
+
+
 def check_after_complete_response(after_complete_response: Any, nadir_sum_mm: Optional[float],
                                   option: str = "after_complete_response", nadir_option: str = "nadir_sum_mm"
                                   ) -> None:
@@ -1057,9 +1067,14 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
             response, reason = "NE", (f"{_unseen_text(unseen_targets, 'target lesion(s)')} (not assessed), so the "
                                       f"follow-up sum of diameters is unknown (the targets seen sum to "
                                       f"{follow_sum:.1f} mm, baseline {base_sum:.1f} mm)")
-        else:  # the reason quoted a sum the report then calls unknown: it is the seen targets' lower bound
+        elif _sum_rule_shows_progression(base_sum, follow_sum, nadir_sum_mm):
+            # the reason quoted a sum the report then calls unknown: it is the seen targets' lower bound
             reason += (f"; {_unseen_text(unseen_targets, 'target lesion(s)')} (not assessed): the follow-up sum "
                        f"counts the targets seen only, a lower bound that already shows progression")
+        else:  # PD for a new lesion or a lesion seen again after a CR: the seen targets' sum showed none
+            reason += (f"; {_unseen_text(unseen_targets, 'target lesion(s)')} (not assessed): the follow-up sum "
+                       f"of diameters is unknown (the targets seen sum to {follow_sum:.1f} mm, baseline "
+                       f"{base_sum:.1f} mm), which does not change PD")
         follow_sum = None
     elif unseen and targets and response == "CR":  # Table 1: target CR, non-target not evaluated, no new -> PR
         response, reason = "PR", (f"all target lesions disappeared; {_unseen_text(unseen, 'non-target lesion(s)')} "

@@ -1337,6 +1337,23 @@ def test_pd_with_a_target_not_assessed_says_its_sum_is_the_seen_targets_lower_bo
         change["response_reason"]
 
 
+
+def test_pd_for_a_new_lesion_with_a_target_not_assessed_does_not_say_the_shrunk_sum_shows_progression():
+    """Target 1 outside the follow-up scan, target 2 unchanged, a new 12 mm lesion: PD for the new lesion. The reason
+    said the seen targets' sum (15.6 mm against 36.0 mm) 'already shows progression'; it shows none."""
+    g = ImageGeometry(spacing=(1.0, 1.0, 3.0))
+    base = np.ones((12, 60, 60), np.uint8)
+    base[2:4, 5:25, 5:10] = 2                    # target 1: 20 mm, slices 2-3 (not scanned at follow-up)
+    base[8:10, 35:50, 40:45] = 2                 # target 2: 15 mm, slices 8-9
+    follow = np.ones_like(base)
+    follow[8:10, 35:50, 40:45] = 2               # target 2 unchanged
+    follow[8:10, 10:22, 20:24] = 2               # a new lesion, 12 mm
+    change = compare_followup(CTVolume(base, g), _cropped_in_z(CTVolume(follow, g), 6, 12), alignment="none")
+    reason = change["response_reason"]
+    assert change["response"] == "PD" and reason.startswith("new lesion"), reason
+    assert "already shows progression" not in reason
+    assert "the follow-up sum of diameters is unknown (the targets seen sum to 15.6 mm, baseline 36.0 mm)" in reason
+
 def test_two_dicom_series_of_other_patient_ids_are_said():
     """Another patient's scan with a similar liver aligned with liver Dice 0.91 and gave a response without a word
     (the follow-up audit). Where both CTs are DICOM series, differing PatientIDs are now said."""

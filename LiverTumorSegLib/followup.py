@@ -67,8 +67,8 @@ import numpy as np
 from . import __version__
 from .errors import InputError, option_hint
 from .fileutil import atomic_output, quiet_missing_glyphs
-from .metrics.recist import (RECIST_NOTE, RECIST_TOO_SMALL_MM, at_least, at_most, meets_progression,
-                             percent_change_text)
+from .metrics.recist import (RECIST_NOTE, RECIST_PD_ABSOLUTE_MM, RECIST_TOO_SMALL_MM, at_least, at_most,
+                             meets_progression, percent_change_text)
 from .volume import CTVolume, ImageGeometry
 
 STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "present", "merged", "split", "not_assessed")

@@ -1354,6 +1354,15 @@ def test_pd_for_a_new_lesion_with_a_target_not_assessed_does_not_say_the_shrunk_
     assert "already shows progression" not in reason
     assert "the follow-up sum of diameters is unknown (the targets seen sum to 15.6 mm, baseline 36.0 mm)" in reason
 
+
+@pytest.mark.parametrize("base, follow, nadir, expected", [
+    (36.0, 15.6, None, False), (25.0, 30.0, None, True), (25.0, 29.9, None, False),
+    (40.0, 30.0, 25.0, True), (40.0, 5.0, 0.0, True), (40.0, 4.9, 0.0, False)])
+def test_the_sum_rule_alone_from_the_smaller_of_baseline_and_nadir(base, follow, nadir, expected):
+    from LiverTumorSegLib.followup import _sum_rule_shows_progression
+
+    assert _sum_rule_shows_progression(base, follow, nadir) is expected
+
 def test_two_dicom_series_of_other_patient_ids_are_said():
     """Another patient's scan with a similar liver aligned with liver Dice 0.91 and gave a response without a word
     (the follow-up audit). Where both CTs are DICOM series, differing PatientIDs are now said."""

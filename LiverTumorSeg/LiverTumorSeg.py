@@ -143,7 +143,8 @@ class LiverTumorSegParameterNode:
     given to the network enlarged);
     showTumorProbability - also load the tumor probability map;
     "Compare with baseline": baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
-    alignOnCT (else on the liver masks), nadirSumMm (the RECIST nadir as typed, mm; '' = none) and changeTable (its
+    alignOnCT (else on the liver masks), nadirSumMm (the RECIST nadir as typed, mm; '' = none),
+    afterCompleteResponse (the previous assessment was a CR: any baseline lesion seen again is PD) and changeTable (its
     last follow-up table), so a saved scene reopens with the comparison as it was left.
     """
 
@@ -170,11 +171,12 @@ class LiverTumorSegParameterNode:
     followupVolume: vtkMRMLScalarVolumeNode
     alignOnCT: bool = True
     nadirSumMm: str = ""
+    afterCompleteResponse: bool = False
     changeTable: vtkMRMLTableNode
 
 
 COMPARE_PARAMETERS = ("baselineSegmentation", "baselineVolume", "followupSegmentation", "followupVolume",
-                      "alignOnCT", "nadirSumMm")
+                      "alignOnCT", "nadirSumMm", "afterCompleteResponse")
 """Parameter-node fields of the "Compare with baseline" widgets (built in code, so bound by name, not by the .ui's
 SlicerParameterName)."""
 
@@ -691,6 +693,12 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "follow-up. Progression is then judged from the smaller of it and the baseline's sum; leave it empty "
             "when there was no earlier follow-up")
         form.addRow(followup_job.NADIR_FIELD_NAME + ":", self.compare["nadirSumMm"])
+        self.compare["afterCompleteResponse"] = qt.QCheckBox(followup_job.AFTER_CR_FIELD_NAME)
+        self.compare["afterCompleteResponse"].toolTip = (
+            "Tick when the previous assessment of this patient was a complete response (every lesion gone; confirm "
+            "it first): the nadir is then 0 mm and any baseline lesion seen again is PD, also under 5 mm and also a "
+            "non-target (RECIST working group FAQ). A lesion at a new site is still judged as a new lesion")
+        form.addRow(self.compare["afterCompleteResponse"])
         self.compare["button"] = qt.QPushButton("Compare")
         self.compare["button"].toolTip = panel_text.COMPARE_TOOLTIP
         form.addRow(self.compare["button"])
@@ -740,7 +748,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             self._comparison = self.logic.compareWithBaseline(
                 *nodes, alignOnCT=c["alignOnCT"].checked, tableNode=reuse, waitForCompletion=False,
-                onFinished=self.onCompareFinished, nadirSumMm=nadirSumMm)
+                onFinished=self.onCompareFinished, nadirSumMm=nadirSumMm,
+                afterCompleteResponse=c["afterCompleteResponse"].checked)
         except Exception as exc:  # noqa: BLE001 - a failure to start is shown, the panel stays usable
             self._comparison = None
             c["result"].text = f"Could not start: {exc}"
@@ -1102,19 +1111,22 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
 
     def compareWithBaseline(self, baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
                             alignOnCT: bool = True, tableNode=None, waitForCompletion: bool = True,
-                            onFinished: Optional[Callable[[Any], None]] = None, nadirSumMm: Optional[float] = None):
+                            onFinished: Optional[Callable[[Any], None]] = None, nadirSumMm: Optional[float] = None,
+                            afterCompleteResponse: bool = False):
         """Follow-up comparison of two segmentations (each on its CT) in a child process
         (``LiverTumorSegLib followup``: SimpleITK registration and lesion matching took 14 s for two
         160 x 512 x 512 CTs, which in Slicer's process froze the GUI). ``nadirSumMm``: the RECIST nadir, the smallest
         sum of diameters (mm) of the baseline's target lesions at an earlier follow-up (None: the baseline is the
-        reference). ``waitForCompletion=True``: blocks and
+        reference). ``afterCompleteResponse``: the previous assessment was a complete response (``followup
+        --after-complete-response``). ``waitForCompletion=True``: blocks and
         returns ``(change report dict, table node)`` (raises on failure). ``False``: returns the running
         ``followup_job.FollowupJob`` (``.cancel()``); ``onFinished(outcome)`` is called on the main thread."""
         env = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None
         comparison = followup_job.FollowupJob(
             slicer.mrmlScene, baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
             self.runnerFactory(), self.python or pythonSlicerExecutable(), libraryRoot(), align_on_ct=alignOnCT,
-            table_node=tableNode, temp_root=slicer.app.temporaryPath, env=env, nadir_sum_mm=nadirSumMm)
+            table_node=tableNode, temp_root=slicer.app.temporaryPath, env=env, nadir_sum_mm=nadirSumMm,
+            after_complete_response=afterCompleteResponse)
         result = self._runChild("compare", comparison, waitForCompletion, onFinished or (lambda outcome: None))
         if not waitForCompletion:
             return result

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
-from LiverTumorSegLib.followup import check_nadir_sum_mm
+from LiverTumorSegLib.followup import check_after_complete_response, check_nadir_sum_mm
 
 from . import panel_text
 from .childjob import (DONE, ChildJob, check_shown_in_scratch_scene, last_error_line,
@@ -22,6 +22,9 @@ from .measure_job import changed_segment_names, segment_grids, segments_state
 
 NADIR_FIELD_NAME = "Nadir sum of diameters (mm)"
 """The compare section's label of its nadir field (named in the error for what was typed there)."""
+AFTER_CR_FIELD_NAME = "Previous assessment was a complete response"
+"""The compare section's check box for ``followup --after-complete-response`` (named in the error for a nadir above 0
+mm given with it)."""
 
 
 def nadir_sum_from_text(text: str) -> Optional[float]:
@@ -96,7 +99,8 @@ class FollowupJob(ChildJob):
     liver masks). ``table_node``: the change table to refill when it was made for the same two segmentations
     (else, or None: a new one, so another patient's comparison is never overwritten). ``nadir_sum_mm``: the RECIST
     nadir, the smallest sum of diameters (mm) of the baseline's target lesions at an earlier follow-up (None: the
-    baseline is the reference; ``followup --nadir-sum-mm``). Runner, python, library root, temp root and env as for
+    baseline is the reference; ``followup --nadir-sum-mm``). ``after_complete_response``: the previous assessment
+    was a complete response (``followup --after-complete-response``: any baseline lesion seen again is PD). Runner, python, library root, temp root and env as for
     :class:`~.childjob.ChildJob`."""
 
     outcome_class = FollowupOutcome
@@ -105,7 +109,7 @@ class FollowupJob(ChildJob):
     def __init__(self, scene: Any, baseline_segmentation: Any, baseline_volume: Any, followup_segmentation: Any,
                  followup_volume: Any, runner: Any, python: str, library_root: str, align_on_ct: bool = True,
                  table_node: Any = None, temp_root: Optional[str] = None, env: Optional[Dict[str, str]] = None,
-                 nadir_sum_mm: Optional[float] = None) -> None:
+                 nadir_sum_mm: Optional[float] = None, after_complete_response: bool = False) -> None:
         nodes = (baseline_segmentation, baseline_volume, followup_segmentation, followup_volume)
         if not all(nodes):
             raise InputError("Select the baseline and follow-up segmentations and their CTs.")
@@ -115,6 +119,8 @@ class FollowupJob(ChildJob):
             require_scene_node(scene, node, class_name, what)
         require_node_of_class(table_node, "vtkMRMLTableNode", "the change table")  # one not in the scene: a new one
         check_nadir_sum_mm(nadir_sum_mm, "The nadir sum of diameters")  # before anything is handed over
+        check_after_complete_response(after_complete_response, nadir_sum_mm, AFTER_CR_FIELD_NAME,
+                                      "the nadir sum of diameters")
         for segmentation in (baseline_segmentation, followup_segmentation):  # else it was compared as empty
             mrml.require_output_segments(segmentation)
         # swapped CT selectors compared each segmentation on the other CT's grid and HU (a PD that was an SD)
@@ -127,6 +133,7 @@ class FollowupJob(ChildJob):
         self._nodes = nodes
         self._align_on_ct = bool(align_on_ct)
         self._nadir_sum_mm = None if nadir_sum_mm is None else float(nadir_sum_mm)
+        self._after_complete_response = bool(after_complete_response)
         self._table_node = table_node
         self._ct_names = {}  # type: Dict[str, str]  # the CT file handed over -> the volume's name
         self._left_out = []  # type: List[str]  # warnings for segments the comparison leaves out
@@ -202,6 +209,8 @@ class FollowupJob(ChildJob):
         follow_labels, follow_ct = self._hand_over(self._nodes[2], self._nodes[3], "followup")
         self._ct_names = {base_ct: self._nodes[1].GetName(), follow_ct: self._nodes[3].GetName()}
         nadir = [] if self._nadir_sum_mm is None else ["--nadir-sum-mm", repr(self._nadir_sum_mm)]
+        if self._after_complete_response:
+            nadir.append("--after-complete-response")
         return ["-m", "LiverTumorSegLib", "followup", "--baseline", base_labels, "--followup", follow_labels,
                 "--baseline-ct", base_ct, "--followup-ct", follow_ct, "--alignment",
                 "ct" if self._align_on_ct else "liver", *nadir, "--no-picture", "-o", self._path("change.json")]

@@ -222,7 +222,7 @@ def test_the_compare_section_is_saved_with_the_scene():
     assert {name: fields.get(name) for name in names + ("changeTable",)} == {
         "baselineSegmentation": "vtkMRMLSegmentationNode", "baselineVolume": "vtkMRMLScalarVolumeNode",
         "followupSegmentation": "vtkMRMLSegmentationNode", "followupVolume": "vtkMRMLScalarVolumeNode",
-        "alignOnCT": "bool", "nadirSumMm": "str", "changeTable": "vtkMRMLTableNode"}
+        "alignOnCT": "bool", "nadirSumMm": "str", "afterCompleteResponse": "bool", "changeTable": "vtkMRMLTableNode"}
     methods = {f.name: ast.get_source_segment(text, f) for f in classes["LiverTumorSegWidget"].body
                if isinstance(f, ast.FunctionDef)}
     made = set(re.findall(r'\("(\w+)", "[^"]*:", "vtkMRML\w+"\)', methods["setupCompareSection"])
@@ -438,6 +438,25 @@ def test_the_nadir_reaches_the_child_and_judges_progression_from_it(module):
         logic.compareWithBaseline(segmentation, volume, segmentation, volume, nadirSumMm=-1.0)
 
 
+
+def test_a_complete_response_before_reaches_the_child_and_a_nadir_above_0_with_it_is_refused(module):
+    """The panel had no way to say that the previous assessment was a complete response (``followup
+    --after-complete-response``): ``compareWithBaseline(afterCompleteResponse=True)`` passes it on (the report
+    records it, with a nadir of 0 mm), and with a nadir above 0 mm it is refused before anything starts."""
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
+                        noise_hu=5.0, origin=(-40.0, -30.0, 60.0))
+    volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=module.m.childprocess.SubprocessRunner, python=sys.executable)
+    change, _ = logic.compareWithBaseline(segmentation, volume, segmentation, volume, alignOnCT=False,
+                                          afterCompleteResponse=True)
+    assert change["after_complete_response"] is True and change["sum_of_diameters"]["nadir_mm"] == 0.0
+    assert change["response"] == "PD" and "after the complete response given" in change["response_criteria"]
+    assert all(row.get("reappeared_after_complete_response") for row in change["lesions"])
+    from LiverTumorSegLib.errors import InputError
+    with pytest.raises(InputError, match="the nadir sum of diameters gives 5 mm"):
+        logic.compareWithBaseline(segmentation, volume, segmentation, volume, nadirSumMm=5.0,
+                                  afterCompleteResponse=True)
+
 def test_compare_reads_the_nadir_field_and_refuses_a_wrong_one_before_anything_starts(module, monkeypatch):
     """The widget's Compare: the typed nadir goes to ``compareWithBaseline`` as mm (empty: None); text that is no
     sum of diameters is shown with what to type, and neither an install nor a comparison is started."""
@@ -450,7 +469,8 @@ def test_compare_reads_the_nadir_field_and_refuses_a_wrong_one_before_anything_s
     nadir = types.SimpleNamespace(text="12,5")
     widget.compare = dict({key: chosen for key in ("baselineSegmentation", "baselineVolume", "followupSegmentation",
                                                     "followupVolume", "alignOnCT", "button")},
-                          nadirSumMm=nadir, result=types.SimpleNamespace(text=""))
+                          nadirSumMm=nadir, afterCompleteResponse=types.SimpleNamespace(checked=False),
+                          result=types.SimpleNamespace(text=""))
     widget._parameterNode = None
     calls, errors = [], []
     widget.dependenciesReady = lambda: calls.append("dependencies") or True
@@ -498,7 +518,8 @@ def test_a_comparison_whose_pair_was_changed_while_it_ran_says_whose_response_it
 
     widget.compare = {"baselineSegmentation": Field(node=first[1]), "baselineVolume": Field(node=first[0]),
                       "followupSegmentation": Field(node=second[1]), "followupVolume": Field(node=second[0]),
-                      "alignOnCT": Field(checked=True), "nadirSumMm": Field(text=""), "button": Field(text="Compare"),
+                      "alignOnCT": Field(checked=True), "nadirSumMm": Field(text=""),
+                      "afterCompleteResponse": Field(checked=False), "button": Field(text="Compare"),
                       "result": Field(text=""), "table": Field(node=None)}
     widget._parameterNode = None
     widget.dependenciesReady = lambda: True

@@ -128,7 +128,8 @@ QT_MEMBERS: Dict[str, Dict[str, Tuple[str, str]]] = {
 
 COMPARE_WIDGETS = {"baselineSegmentation": "qMRMLNodeComboBox", "baselineVolume": "qMRMLNodeComboBox",
                    "followupSegmentation": "qMRMLNodeComboBox", "followupVolume": "qMRMLNodeComboBox",
-                   "alignOnCT": "QCheckBox", "nadirSumMm": "QLineEdit", "button": "QPushButton", "result": "QLabel",
+                   "alignOnCT": "QCheckBox", "nadirSumMm": "QLineEdit", "afterCompleteResponse": "QCheckBox",
+                   "button": "QPushButton", "result": "QLabel",
                    "table": "qMRMLTableView"}
 """The compare section's widgets (setupCompareSection) by key."""
 

@@ -261,7 +261,7 @@ def test_compare_section_widgets_are_bound_by_class():
     assert {name: classes[name] for name in _compare_parameter_names(tree)} == {
         "baselineSegmentation": "qMRMLNodeComboBox", "baselineVolume": "qMRMLNodeComboBox",
         "followupSegmentation": "qMRMLNodeComboBox", "followupVolume": "qMRMLNodeComboBox",
-        "alignOnCT": "QCheckBox", "nadirSumMm": "QLineEdit"}
+        "alignOnCT": "QCheckBox", "nadirSumMm": "QLineEdit", "afterCompleteResponse": "QCheckBox"}
 
 
 def test_connected_signals_exist_on_their_classes_and_slots_take_their_arguments():

@@ -417,7 +417,7 @@ def test_every_control_of_the_panel_has_a_tooltip():
     setup = next(f for n in _module_tree().body if isinstance(n, ast.ClassDef) and n.name == "LiverTumorSegWidget"
                  for f in n.body if isinstance(f, ast.FunctionDef) and f.name == "setupCompareSection")
     source = ast.unparse(setup)
-    for key in ("alignOnCT", "nadirSumMm", "button"):
+    for key in ("alignOnCT", "nadirSumMm", "afterCompleteResponse", "button"):
         assert f"self.compare['{key}'].toolTip = " in source, key
     assert "selector.toolTip = " in source  # the four node selectors
     sys.path.insert(0, str(MODULE_DIR))

@@ -68,7 +68,7 @@ from . import __version__
 from .errors import InputError, option_hint
 from .fileutil import atomic_output, quiet_missing_glyphs
 from .metrics.recist import (RECIST_NOTE, RECIST_PD_ABSOLUTE_MM, RECIST_TOO_SMALL_MM, at_least, at_most,
-                             meets_progression, percent_change_text)
+                             equal_within_rounding, meets_progression, percent_change_text)
 from .volume import CTVolume, ImageGeometry
 
 STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "present", "merged", "split", "not_assessed")
@@ -884,6 +884,52 @@ def _sum_rule_shows_progression(base_sum_mm: float, follow_sum_mm: float, nadir_
     return meets_progression(reference, follow_sum_mm)
 
 
+def read_previous_change(path: Any) -> Dict[str, Any]:
+    """The change report (``followup``'s change.json) at ``path``, of the previous follow-up of the same baseline;
+    InputError, saying what is wrong, for a file that is missing, not JSON or not a change report."""
+    import json
+
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(f"--previous '{source}' does not exist; give the change.json of the previous follow-up.")
+    try:
+        change = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"--previous '{source}' is not a readable JSON file ({exc}); give the change.json that "
+                         f"followup wrote for the previous follow-up.") from exc
+    sums = change.get("sum_of_diameters") if isinstance(change, dict) else None
+    if not isinstance(sums, dict) or "response" not in change or "baseline_mm" not in sums:
+        raise InputError(f"--previous '{source}' is not a followup change report (no response and sum_of_diameters); "
+                         f"give the change.json that followup wrote for the previous follow-up.")
+    return change
+
+
+def previous_assessment(previous: Dict[str, Any], target_ids: Sequence[int], baseline_sum_mm: Optional[float],
+                        baseline_lesion_count: int) -> Tuple[Optional[float], bool]:
+    """``(nadir_sum_mm, after_complete_response)`` carried from ``previous``, the change report of the previous
+    follow-up against the same baseline (targets ``target_ids``, sum ``baseline_sum_mm`` mm, ``baseline_lesion_count``
+    lesions): the nadir is the smallest of its nadir and its follow-up sum (None where neither is known), and its
+    response CR makes this one a follow-up after a complete response. InputError where ``previous`` was made against
+    another baseline (other targets, sum or lesion count): its sums are not of these lesions."""
+    sums = previous["sum_of_diameters"]
+    base_report = previous.get("baseline") or {}
+    theirs = (list(sums.get("target_lesion_ids") or []), sums.get("baseline_mm"), base_report.get("lesion_count"))
+    ours = (list(target_ids), baseline_sum_mm, baseline_lesion_count)
+    same_sum = (theirs[1] is None) == (ours[1] is None) and (
+        ours[1] is None or equal_within_rounding(float(theirs[1]), float(ours[1])))
+    if theirs[0] != ours[0] or not same_sum or (theirs[2] is not None and theirs[2] != ours[2]):
+        raise InputError(f"The previous change report was made against another baseline: target lesions "
+                         f"{theirs[0]}, sum of diameters {_mm_or_none(theirs[1])}, {theirs[2]} lesion(s) there; "
+                         f"{ours[0]}, {_mm_or_none(ours[1])}, {ours[2]} here. Give the change.json of a follow-up "
+                         f"compared with this baseline.")
+    known = [float(v) for v in (sums.get("nadir_mm"), sums.get("followup_mm")) if v is not None]
+    return (min(known) if known and target_ids else None), previous.get("response") == "CR"
+
+
+def _mm_or_none(value: Optional[float]) -> str:
+    return "none" if value is None else f"{float(value):.1f} mm"
+
+
 def check_after_complete_response(after_complete_response: Any, nadir_sum_mm: Optional[float],
                                   option: str = "after_complete_response", nadir_option: str = "nadir_sum_mm"
                                   ) -> None:
@@ -924,7 +970,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                      followup_ct: Optional[CTVolume] = None, alignment: str = "auto",
                      min_new_lesion_mm: float = DEFAULT_MIN_NEW_LESION_MM,
                      nadir_sum_mm: Optional[float] = None,
-                     after_complete_response: bool = False) -> Dict[str, Any]:
+                     after_complete_response: bool = False,
+                     previous_change: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Compare two scans' label maps: ``baseline`` and ``followup`` are 0/1/2 label-map :class:`CTVolume` s
     (``(z, y, x)`` arrays, each with its own geometry), ``baseline_ct`` / ``followup_ct`` their CTs in HU on the
     same grids (optional: with both, ``alignment="auto"`` registers the CTs; they also give the HU-based checks).
@@ -940,7 +987,10 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     reason says that it is PD if that follow-up was a CR. ``after_complete_response``: the previous assessment of
     this patient was a complete response (every lesion, targets and non-targets, gone; ``followup
     --after-complete-response``): the nadir is then 0 mm (a ``nadir_sum_mm`` above 0 is an InputError) and any
-    baseline lesion present again is PD, a target under 5 mm and a non-target too. Also returns, under the key ``_arrays`` (not serialised),
+    baseline lesion present again is PD, a target under 5 mm and a non-target too. ``previous_change``: the change
+    report of the previous follow-up against this baseline (``followup --previous``; not with ``nadir_sum_mm`` or
+    ``after_complete_response``): its nadir and follow-up sum give the nadir and its CR the complete response
+    (:func:`previous_assessment`), so a chain of follow-ups carries them. Also returns, under the key ``_arrays`` (not serialised),
     the component maps for the picture."""
     from .inference.lesion_report import lesion_components, lesion_report
     from .metrics.recist import NON_CR_NON_PD, recist_response
@@ -951,6 +1001,9 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     check_min_new_lesion_mm(min_new_lesion_mm)
     check_nadir_sum_mm(nadir_sum_mm)
     check_after_complete_response(after_complete_response, nadir_sum_mm)
+    if previous_change is not None and (nadir_sum_mm is not None or after_complete_response):
+        raise InputError("previous_change gives the nadir and whether the previous assessment was a complete "
+                         "response; give it or nadir_sum_mm / after_complete_response, not both.")
     for labels, what in ((baseline, "baseline"), (followup, "follow-up")):
         # a CT given as the label map (the arguments swapped) was named 'label map', not which of the two it was
         require_label_values(np.asarray(labels.array), labels.source or f"{what} given to compare_followup")
@@ -1033,6 +1086,15 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     # a nadir of 0 mm where every baseline lesion is a target: every lesion had gone at that follow-up, a complete
     # response, after which a target back under 5 mm is PD; with non-target lesions at baseline it is not known
     # unless the caller says so (after_complete_response: then the nadir is 0 mm and a non-target back is PD too)
+    previous_warnings = []  # type: List[str]
+    if previous_change is not None:
+        nadir_sum_mm, after_complete_response = previous_assessment(previous_change, targets, base_report["recist"][
+            "sum_of_diameters_mm"] if targets else None, base_report["lesion_count"])
+        if after_complete_response:
+            previous_warnings.append(
+                "the previous change report's response was CR, taken as a complete response after which any baseline "
+                "lesion seen again is PD; it was an automatic time-point response: confirm that CR (RECIST working "
+                "group: lesions may have been present but indistinct, and then PR fits both assessments)")
     nadir_zero = nadir_sum_mm is not None and at_most(nadir_sum_mm, 0.0)
     nadir_cr = True if after_complete_response or (
         nadir_zero and targets and len(targets) == base_report["lesion_count"]) else None
@@ -1145,10 +1207,15 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
         "min_new_lesion_mm": float(min_new_lesion_mm),
         # the CR the response took as the previous assessment's: given, or a nadir of 0 mm with only targets
         "after_complete_response": bool(nadir_cr),
+        "previous": None if previous_change is None else {
+            "response": previous_change.get("response"),
+            "followup_mm": previous_change["sum_of_diameters"].get("followup_mm"),
+            "nadir_mm": previous_change["sum_of_diameters"].get("nadir_mm")},
         "library_version": str(__version__),  # which code judged it: the rules and rows change between versions
         # what reading the label maps said first (e.g. a .seg.nrrd segment not named as liver or tumor, left out)
         "warnings": [f"{which}: {w}" for which, v in (("baseline", baseline), ("follow-up", followup))
-                     for w in v.meta.get("warnings", [])] + fill_warnings + list(align.warnings) + warnings,
+                     for w in v.meta.get("warnings", [])] + fill_warnings + list(align.warnings) + previous_warnings
+        + warnings,
         "lesions": entries,
         "alignment": align.to_dict(),
         "baseline": base_report,

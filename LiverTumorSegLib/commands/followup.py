@@ -14,7 +14,8 @@ RECIST 1.1 category from the baseline's target lesions (at most 2 measurable liv
 PR (sum of diameters <= -30 %), PD (>= +20 % and >= 5 mm, or a new lesion of at least --min-new-lesion-mm), else
 SD; with lesions but no measurable target lesion, Non-CR/non-PD (CR when none is left, PD for a new lesion); NE
 when neither time point has a lesion; with --after-complete-response (the previous assessment was a CR) any
-baseline lesion seen again is PD. A PNG shows baseline and aligned follow-up side by side, lesions numbered
+baseline lesion seen again is PD; --previous CHANGE_JSON (the previous follow-up's report) carries its nadir and
+its CR into this one. A PNG shows baseline and aligned follow-up side by side, lesions numbered
 as in the JSON (every lesion outlined; at most 100 numbered per side, the largest). Research use only: not a
 medical device.
 """
@@ -53,6 +54,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "non-target (RECIST working group FAQ); a lesion at a new site is still a new lesion (PD when "
                         "at least --min-new-lesion-mm). Without it, a target back under 5 mm after a nadir of 0 mm is "
                         "PD only where every baseline lesion is a target")
+    p.add_argument("--previous", default=None, metavar="CHANGE_JSON",
+                   help="the change.json of the previous follow-up compared with the same baseline: its nadir and "
+                        "follow-up sum give this one's nadir, and its response CR is taken as "
+                        "--after-complete-response (confirm that CR), so a chain of follow-ups carries both; not with "
+                        "--nadir-sum-mm or --after-complete-response")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
                    help="accepted as by the other commands (--no-progress-bar is the same); this one prints no progress")
@@ -97,7 +103,8 @@ def _warn_of_labels_fitting_only_as_stored(read: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..fileutil import check_can_write_all
     from ..followup import (change_summary_lines, check_after_complete_response, check_min_new_lesion_mm,
-                            check_nadir_sum_mm, compare_followup, save_change_picture, write_change_report)
+                            check_nadir_sum_mm, compare_followup, read_previous_change, save_change_picture,
+                            write_change_report)
     from ..io import read_label_map
 
     output = Path(args.output)
@@ -112,6 +119,13 @@ def run(args: argparse.Namespace) -> int:
     check_nadir_sum_mm(args.nadir_sum_mm, "--nadir-sum-mm")
     check_after_complete_response(args.after_complete_response, args.nadir_sum_mm, "--after-complete-response",
                                   "--nadir-sum-mm")
+    if args.previous is not None and (args.nadir_sum_mm is not None or args.after_complete_response):
+        raise InputError("--previous gives the nadir and whether the previous assessment was a complete response; "
+                         "give it or --nadir-sum-mm / --after-complete-response, not both.")
+    if args.previous is not None and Path(args.previous).resolve() == output.resolve():
+        raise InputError(f"--previous '{args.previous}' is also the report to write (-o): that would replace the "
+                         f"previous follow-up's report with this one's; give this follow-up's report another name.")
+    previous = read_previous_change(args.previous) if args.previous is not None else None
     check_can_write_all([path for path in (output, picture) if path is not None], args.overwrite)
     for path, what in ((args.baseline, "--baseline"), (args.followup, "--followup"),
                        (args.baseline_ct, "--baseline-ct"), (args.followup_ct, "--followup-ct")):
@@ -124,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
                                             (args.followup, followup_ct, followup)))
     change = compare_followup(baseline, followup, baseline_ct, followup_ct, alignment=args.alignment,
                               min_new_lesion_mm=args.min_new_lesion_mm, nadir_sum_mm=args.nadir_sum_mm,
-                              after_complete_response=args.after_complete_response)
+                              after_complete_response=args.after_complete_response, previous_change=previous)
     change["inputs"] = {"baseline": str(args.baseline), "followup": str(args.followup),
-                        "baseline_ct": args.baseline_ct, "followup_ct": args.followup_ct}
+                        "baseline_ct": args.baseline_ct, "followup_ct": args.followup_ct, "previous": args.previous}
     from ..fileutil import atomic_outputs
 
     outputs = {"report": output} if picture is None else {"report": output, "picture": picture}

@@ -115,3 +115,61 @@ def test_followup_after_complete_response_option(tmp_path, capsys):
     assert "--nadir-sum-mm gives 12 mm" in capsys.readouterr().err
     assert not bad.exists()
     assert main(args + ["--after-complete-response", "--nadir-sum-mm", "0", "-o", str(bad)]) == 0
+
+
+def _row(length_voxels, y=20):
+    """A tumor row of ``length_voxels`` voxels of 1 mm along x (long axis exactly that many mm), slices 5-6."""
+    return (slice(5, 7), slice(y, y + 1), slice(4, 4 + length_voxels))
+
+
+def test_followup_previous_carries_the_complete_response_and_the_nadir(tmp_path, capsys):
+    """--previous CHANGE_JSON: the previous follow-up's report gives this one its nadir (the smaller of that report's
+    nadir and follow-up sum) and its CR. A non-target back after a CR: PD (PR without --previous); a sum of 25 -> 20
+    -> 25 mm: PD from the nadir of 20 mm (+25 %, +5 mm), SD from the baseline alone. A report of another baseline,
+    one given with --nadir-sum-mm, and one that -o would replace are refused before anything is written."""
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 1.0))
+
+    def write(name, boxes):
+        return str(write_label_map(tmp_path / f"{name}.nii.gz", _labels(boxes).array, geometry))
+
+    def followup(base, follow, out, *more):
+        code = main(["followup", "--baseline", base, "--followup", follow, "--alignment", "none", "--no-picture",
+                     "-o", str(tmp_path / out), *more])
+        return code, (json.loads((tmp_path / out).read_text()) if code == 0 else None)
+
+    base, gone, back = write("base", BASELINE), write("gone", []), write("back", [SMALL_NON_TARGET])
+    assert followup(base, gone, "first.json")[1]["response"] == "CR"
+    code, change = followup(base, back, "second.json", "--previous", str(tmp_path / "first.json"))
+    assert code == 0 and change["response"] == "PD" and change["after_complete_response"] is True
+    assert change["previous"] == {"response": "CR", "followup_mm": 0.0, "nadir_mm": None}
+    assert change["inputs"]["previous"] == str(tmp_path / "first.json")
+    assert any("previous change report's response was CR" in w for w in change["warnings"])
+    assert followup(base, back, "plain.json")[1]["response"] == "PR"
+    previous = json.loads((tmp_path / "first.json").read_text())
+    library = compare_followup(_labels(BASELINE), _labels([SMALL_NON_TARGET]), alignment="none",
+                               previous_change=previous)
+    assert library["response"] == "PD" and library["previous"]["response"] == "CR"
+    from LiverTumorSegLib.errors import InputError
+    with pytest.raises(InputError, match="not both"):
+        compare_followup(_labels(BASELINE), _labels([]), alignment="none", previous_change=previous, nadir_sum_mm=0.0)
+
+    rows = [write(f"row{n}", [_row(n)]) for n in (25, 20)]
+    first = followup(rows[0], rows[1], "sd.json")[1]
+    assert first["response"] == "SD" and first["sum_of_diameters"]["followup_mm"] == pytest.approx(20.0)
+    code, change = followup(rows[0], rows[0], "pd.json", "--previous", str(tmp_path / "sd.json"))
+    assert change["response"] == "PD" and change["sum_of_diameters"]["nadir_mm"] == pytest.approx(20.0)
+    assert change["after_complete_response"] is False
+    assert followup(rows[0], rows[0], "same.json")[1]["response"] == "SD"
+
+    capsys.readouterr()
+    for extra, message in ((["--previous", str(tmp_path / "first.json")], "made against another baseline"),
+                           (["--previous", str(tmp_path / "sd.json"), "--nadir-sum-mm", "20"], "not both"),
+                           (["--previous", str(tmp_path / "sd.json"), "--overwrite"], "also the report to write"),
+                           (["--previous", str(tmp_path / "missing.json")], "does not exist"),
+                           (["--previous", rows[0]], "not a readable JSON file")):
+        out = "sd.json" if "--overwrite" in extra else "refused.json"
+        before = (tmp_path / "sd.json").read_bytes()
+        assert main(["followup", "--baseline", rows[0], "--followup", rows[0], "--alignment", "none",
+                     "--no-picture", "-o", str(tmp_path / out), *extra]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "refused.json").exists() and (tmp_path / "sd.json").read_bytes() == before

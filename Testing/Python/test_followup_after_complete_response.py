@@ -161,12 +161,14 @@ def test_followup_previous_carries_the_complete_response_and_the_nadir(tmp_path,
     assert change["after_complete_response"] is False
     assert followup(rows[0], rows[0], "same.json")[1]["response"] == "SD"
 
+    (tmp_path / "base.nii.gz.json").write_text('{"response": "CR"}')
     capsys.readouterr()
     for extra, message in ((["--previous", str(tmp_path / "first.json")], "made against another baseline"),
                            (["--previous", str(tmp_path / "sd.json"), "--nadir-sum-mm", "20"], "not both"),
                            (["--previous", str(tmp_path / "sd.json"), "--overwrite"], "also the report to write"),
                            (["--previous", str(tmp_path / "missing.json")], "does not exist"),
-                           (["--previous", rows[0]], "not a readable JSON file")):
+                           (["--previous", rows[0]], "not a readable JSON file"),
+                           (["--previous", str(tmp_path / "base.nii.gz.json")], "is not a followup change report")):
         out = "sd.json" if "--overwrite" in extra else "refused.json"
         before = (tmp_path / "sd.json").read_bytes()
         assert main(["followup", "--baseline", rows[0], "--followup", rows[0], "--alignment", "none",

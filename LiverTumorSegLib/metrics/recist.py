@@ -28,10 +28,12 @@ Definitions
   pixel length across (as for the long axis). Its end points lie on one line exactly perpendicular to the long
   axis (through the bin's centre). With non-square pixels that extent can exceed the long axis (a row of 0.6 mm
   pixels 1.5 mm tall); RECIST's short axis is never the longer one, so the two are then exchanged (the longer,
-  perpendicular extent becomes the long axis). Measured on ellipsoids of axial diameters 30 x 20 mm (2.5 mm slices) at
+  perpendicular extent becomes the long axis). Measured on ellipsoids of axial diameters 30 x 20 mm, 12 mm head to foot (2.5 mm slices) at
   in-plane spacings 0.6..1.5 mm, square or not, random angles and sub-voxel positions (300 draws): long axis
   within -0.1..+1.3 mm of the truth, short axis -0.7..+1.5 mm (voxel-centre distances alone: -1.9..-0.1 mm). With
-  bins of the smallest spacing, non-square pixels (0.6 x 1.5 mm) gave short axes down to -1.1 mm.
+  bins of the smallest spacing, non-square pixels (0.6 x 1.5 mm) gave short axes down to -1.1 mm. Other shapes
+  read wider: 24 mm head to foot, long -0.17..+1.10 mm and short -0.58..+1.37 mm; elliptic cylinders on 0.6 x 0.9 mm
+  pixels, long axes down to -0.48 mm (test_metrics_oracles bounds it by -1..+1.5 of the larger pixel spacing).
 * RECIST 1.1 (Eisenhauer et al., Eur J Cancer 2009): a lesion is *measurable* when its long axis is at least
   10 mm (at least twice the slice thickness when slices are thicker than 5 mm); the target lesions of one
   organ are at most 2 measurable lesions, largest long axis first, not cut by the scan's edge (RECIST asks for

@@ -53,6 +53,11 @@ class ProgressReporter:
         if self._callback is not None:
             self._callback(value, stage)
 
+    @property
+    def has_callback(self) -> bool:
+        """Whether anyone follows this reporter (a callback was given)."""
+        return self._callback is not None
+
     def sub(self, start: float, end: float) -> "ProgressReporter":
         a = self._start + (self._end - self._start) * start
         b = self._start + (self._end - self._start) * end

@@ -24,10 +24,11 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import InputError, OutputExistsError
+from ..errors import CancelledError, InputError, OutputExistsError
 from ..fileutil import (atomic_output, check_folder_writable, check_path_encoding, nearest_existing_folder,
                         outermost_missing_folder, remove_empty_folders)
 from .callbacks import BEST_ON_VALIDATION, LAST_EPOCH, OPTIMISTIC_NOTE
+from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from .config import TrainConfig
 
 
@@ -328,10 +329,20 @@ def _refuse_used_fold_folders(config: TrainConfig, out_dir: Path) -> None:
 
 
 def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Callable = None,
-                 log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+                 log: Callable[[str], None] = print, progress: Optional[ProgressCallback] = None,
+                 cancel: Optional[CancellationToken] = None) -> List[Dict[str, Any]]:
     """Train folds ``0 .. config.folds - 1`` and write the tables; returns the per-fold rows + mean row. With
     ``config.resume`` a fold whose package an earlier run finished is taken as it is (:func:`finished_fold`)
-    and an interrupted fold continues from its checkpoint."""
+    and an interrupted fold continues from its checkpoint.
+
+    ``progress``: ``callback(fraction, stage)`` (:mod:`~..progress`), the fraction 0..1 over all folds (each fold
+    an equal share: its training steps fill the first :data:`FOLD_TRAINING_SHARE` of it, its whole-volume
+    validation and package the rest), the stage naming the fold and epoch; 1.0 once the tables are written.
+    ``cancel``: a :class:`~..progress.CancellationToken`, checked before each fold and after each training step:
+    a fold in training is stopped as Ctrl-C stops it (its interrupt checkpoint saved), and CancelledError is raised
+    saying which folds are finished. The finished folds' packages stay, no table is written, and the same call
+    with ``config.resume`` (``crossval --resume``) trains only the rest. One process only: under ``torchrun`` a
+    token set in one rank would stop that rank alone."""
     from .trainer import train
 
     train_fn = train_fn or train
@@ -367,15 +378,18 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
     if not dist_info.is_main:
         log = lambda text: None  # noqa: E731 - rank 0 says it once
     try:
-        return _run_folds(config, out_dir, command, train_fn, log, made, dist_info.is_main)
+        return _run_folds(config, out_dir, command, train_fn, log, made, dist_info.is_main,
+                          ProgressReporter(progress), cancel)
     finally:
         cleanup(dist_info)
 
 
 def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Callable, log: Callable[[str], None],
-               made: List[Any], is_main: bool) -> List[Dict[str, Any]]:
+               made: List[Any], is_main: bool, progress: Optional[ProgressReporter] = None,
+               cancel: Optional[CancellationToken] = None) -> List[Dict[str, Any]]:
     """The folds of :func:`run_crossval`, and the tables (written by rank 0 alone: the other ranks' results
     hold no validation, so their tables were all NaN, and whichever rank renamed its file last won)."""
+    progress = progress or ProgressReporter()
     from .datasets import discover_cases
     from .splits import kfold_splits
     from .trainer import build_preprocessing, check_model_spec, remove_if_no_checkpoint
@@ -395,7 +409,10 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
         for fold in range(config.folds):
             # numbered from 0, as fold_K.safetensors, the table and train --fold K are ("fold 2/2" beside the
             # trainer's "(fold 1 of 2)" named one fold two ways in one log)
+            _raise_if_cancelled(cancel, fold, config.folds, out_dir)
             log(f"=== fold {fold} (folds 0-{config.folds - 1}) ===")
+            fold_progress = progress.sub(fold / config.folds, (fold + 1) / config.folds)
+            fold_progress(0.0, f"fold {fold} (folds 0-{config.folds - 1}): starting")
             fold_cfg = fold_config(config, out_dir, fold)
             result = None
             if resuming:
@@ -408,7 +425,8 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
             else:
                 if is_main:
                     _remove_earlier_tables(out_dir, log)
-                result = train_fn(fold_cfg, command=command, log=log)
+                result = _train_fold(train_fn, fold_cfg, command, log, fold_progress, cancel, out_dir)
+            fold_progress(1.0, f"fold {fold} (folds 0-{config.folds - 1}): finished")
             rows.append(fold_row(fold, result))
             options.append(recorded_postprocessing(result))
     except Exception:
@@ -422,6 +440,7 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
     table = rows + [mean_row(rows)]
     if is_main:
         write_table(table, out_dir, options)
+        progress(1.0, f"{config.folds} folds: tables written")
         stale = folds_beyond(out_dir, config.folds)
         if stale:
             one = len(stale) == 1
@@ -430,6 +449,70 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
                 f"more folds and {'is' if one else 'are'} no part of this {config.folds}-fold table; move or delete "
                 f"{'it' if one else 'them'} (and {folders}), so that the folder's fold packages are this run's.")
     return table
+
+
+FOLD_TRAINING_SHARE = 0.9
+"""The part of a fold's share of ``run_crossval``'s progress its training steps fill; the rest covers its
+whole-volume validation and package, which report no steps of their own."""
+
+
+class CrossvalCancelled(KeyboardInterrupt):
+    """Raised by :class:`FoldProgress` after a training step when the crossval's token is cancelled: a
+    KeyboardInterrupt, so the trainer saves its interrupt checkpoint as for Ctrl-C (``--resume`` continues the fold
+    from that step); :func:`_train_fold` turns it into CancelledError."""
+
+
+class FoldProgress:
+    """A training callback (:class:`~.trainer.Trainer`'s ``on_step_end``) of one crossval fold: reports the fold's
+    steps to ``progress`` (0..:data:`FOLD_TRAINING_SHARE` of the fold's share, by epochs and steps done) and stops
+    the fold (:class:`CrossvalCancelled`) once ``cancel`` is cancelled."""
+
+    def __init__(self, fold: int, folds: int, progress: ProgressReporter,
+                 cancel: Optional[CancellationToken] = None) -> None:
+        self.fold, self.folds, self.progress, self.cancel = fold, folds, progress, cancel
+
+    def on_step_end(self, info: Dict[str, Any]) -> None:
+        epochs, steps = max(1, int(info["epochs"])), max(1, int(info["steps_per_epoch"]))
+        done = (int(info["epoch"]) + int(info["step_in_epoch"]) / steps) / epochs
+        self.progress(FOLD_TRAINING_SHARE * min(done, 1.0),
+                      f"fold {self.fold} (folds 0-{self.folds - 1}): epoch {int(info['epoch']) + 1}/{epochs}, "
+                      f"step {int(info['step_in_epoch'])}/{steps}")
+        if self.cancel is not None and self.cancel.is_cancelled:
+            raise CrossvalCancelled()
+
+
+def _train_fold(train_fn: Callable, fold_cfg: TrainConfig, command: str, log: Callable[[str], None],
+                progress: ProgressReporter, cancel: Optional[CancellationToken], out_dir: Path):
+    """``train_fn`` of one fold, with a :class:`FoldProgress` callback when the caller follows progress or may
+    cancel (a ``train_fn`` without ``callbacks`` is called as before); a cancel inside the fold raises
+    CancelledError naming its checkpoint."""
+    if progress.has_callback or cancel is not None:
+        try:
+            return train_fn(fold_cfg, command=command, log=log,
+                            callbacks=[FoldProgress(int(fold_cfg.fold), int(fold_cfg.folds), progress, cancel)])
+        except CrossvalCancelled:
+            raise CancelledError(
+                f"Cross-validation cancelled in fold {fold_cfg.fold}: its training stopped with a checkpoint in "
+                f"'{Path(fold_cfg.log_dir) / 'checkpoints'}'{_finished_text(int(fold_cfg.fold), out_dir)}. Run it "
+                f"again with --resume (config.resume) to continue from there and write the tables.") from None
+    return train_fn(fold_cfg, command=command, log=log)
+
+
+def _finished_text(fold: int, out_dir: Path) -> str:
+    """``; folds 0-<fold-1> are finished (their packages are in '<out_dir>')`` (nothing for fold 0)."""
+    if fold == 0:
+        return ""
+    folds = "fold 0 is" if fold == 1 else f"folds 0-{fold - 1} are"
+    return f"; {folds} finished (their packages are in '{out_dir}')"
+
+
+def _raise_if_cancelled(cancel: Optional[CancellationToken], fold: int, folds: int, out_dir: Path) -> None:
+    """CancelledError before fold ``fold`` is started when ``cancel`` is cancelled, naming the finished folds."""
+    if cancel is None or not cancel.is_cancelled:
+        return
+    raise CancelledError(f"Cross-validation cancelled before fold {fold} of 0-{folds - 1}"
+                         f"{_finished_text(fold, out_dir)}; no table was written. Run it again with --resume "
+                         f"(config.resume) to train the remaining folds and write the tables.")
 
 
 def folds_beyond(out_dir: Path, folds: int) -> List[str]:

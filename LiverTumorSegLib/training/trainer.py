@@ -559,9 +559,11 @@ class SyntheticValidationCase:
 class Trainer:
     """One training run. Use :func:`train`; the class exists so tests can reach the pieces.
 
-    ``callbacks``: objects with an optional ``on_step_end(info: dict)`` (keys ``epoch``, ``step_in_epoch``,
-    ``global_step``, ``loss``) and ``on_epoch_end(row: dict)``; an exception raised there aborts the run as a
-    crash would (tests use it to simulate a kill).
+    ``callbacks``: objects with an optional ``on_step_end(info: dict)`` (keys ``epoch`` (from 0), ``step_in_epoch``
+    (steps done in it), ``global_step``, ``loss``, ``steps_per_epoch`` and ``epochs``, the run's total) and
+    ``on_epoch_end(row: dict)``; an exception raised there aborts the run as a crash would (tests use it to simulate
+    a kill), a ``KeyboardInterrupt`` (or a subclass) as Ctrl-C does: the interrupt checkpoint is saved first, so
+    ``--resume`` continues from that step (``crossval``'s ``cancel`` stops a fold so).
     """
 
     def __init__(self, config: TrainConfig, callbacks: Sequence[Any] = (), command: str = "",
@@ -1157,7 +1159,8 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
                 self._callback("on_step_end", {"epoch": epoch, "step_in_epoch": step,
-                                               "global_step": self.global_step, "loss": loss})
+                                               "global_step": self.global_step, "loss": loss,
+                                               "steps_per_epoch": self.steps_per_epoch, "epochs": cfg.epochs})
                 if cfg.checkpoint_every_steps and self.global_step % cfg.checkpoint_every_steps == 0 \
                         and step < self.steps_per_epoch:
                     self.save_last(epoch, step)

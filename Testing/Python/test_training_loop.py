@@ -1141,6 +1141,72 @@ def test_crossval_resume_keeps_finished_folds_and_continues_the_interrupted_one(
         run_crossval(cfg.updated({"resume": True, "split_seed": 99}), tmp_path / "cv", log=lambda s: None)
 
 
+def test_crossval_reports_progress_over_all_folds(data_csv, tmp_path):
+    """run_crossval took no progress callback (train and segment's API follow theirs), so a researcher's script or a
+    panel driving a cross-validation could show nothing for hours. The fraction now rises over both folds to 1.0, the
+    stage naming the fold and the epoch."""
+    from LiverTumorSegLib.training.crossval import FOLD_TRAINING_SHARE, run_crossval
+
+    torch.set_num_threads(1)
+    cfg = tiny_config(data_csv, tmp_path, epochs=1, iterations_per_epoch=2, folds=2, output="")
+    seen = []
+    run_crossval(cfg, tmp_path / "cv", log=lambda s: None, progress=lambda f, stage: seen.append((f, stage)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    stages = [stage for _, stage in seen]
+    assert "fold 0 (folds 0-1): epoch 1/1, step 2/2" in stages and "fold 1 (folds 0-1): epoch 1/1, step 1/2" in stages
+    by_stage = dict((stage, f) for f, stage in seen)
+    assert by_stage["fold 0 (folds 0-1): epoch 1/1, step 2/2"] == pytest.approx(0.5 * FOLD_TRAINING_SHARE)
+    assert by_stage["fold 0 (folds 0-1): finished"] == pytest.approx(0.5)
+    assert by_stage["fold 1 (folds 0-1): epoch 1/1, step 1/2"] == pytest.approx(0.5 + 0.5 * 0.5 * FOLD_TRAINING_SHARE)
+    assert stages[-1] == "2 folds: tables written" and (tmp_path / "cv" / "crossval.csv").is_file()
+
+
+def test_a_cancelled_crossval_keeps_its_finished_folds_for_resume(data_csv, tmp_path):
+    """run_crossval could not be stopped but by Ctrl-C. A CancellationToken now stops it between folds (set here once
+    fold 0 is finished) or inside a fold's training (after a step, with the fold's interrupt checkpoint saved):
+    CancelledError says which folds are finished, no table is written, and --resume trains only what is left."""
+    from LiverTumorSegLib.errors import CancelledError
+    from LiverTumorSegLib.progress import CancellationToken
+    from LiverTumorSegLib.training.crossval import run_crossval
+
+    torch.set_num_threads(1)
+    cfg = tiny_config(data_csv, tmp_path, epochs=2, iterations_per_epoch=2, folds=2, output="")
+    out = tmp_path / "cv"
+    token = CancellationToken()
+
+    def cancel_when_fold_0_is_finished(fraction, stage):
+        if stage == "fold 0 (folds 0-1): finished":
+            token.cancel()
+
+    with pytest.raises(CancelledError, match=r"cancelled before fold 1 of 0-1; fold 0 is finished .* --resume"):
+        run_crossval(cfg, out, log=lambda s: None, progress=cancel_when_fold_0_is_finished, cancel=token)
+    assert (out / "fold_0.safetensors").is_file() and not (out / "fold_1.safetensors").exists()
+    assert not (out / "crossval.csv").exists() and not (out / "fold_1_train").exists()
+    fold0 = (out / "fold_0.safetensors").read_bytes()
+    # cancelled again inside fold 1, after its third step: its checkpoint is kept for --resume
+    token = CancellationToken()
+
+    def cancel_at_fold_1_step_3(fraction, stage):
+        if stage == "fold 1 (folds 0-1): epoch 2/2, step 1/2":
+            token.cancel()
+
+    with pytest.raises(CancelledError, match=r"cancelled in fold 1: .*fold_1_train.*checkpoints'; fold 0 is finished"):
+        run_crossval(cfg.updated({"resume": True}), out, log=lambda s: None, progress=cancel_at_fold_1_step_3,
+                     cancel=token)
+    assert (out / "fold_1_train" / "checkpoints" / "last.pt").is_file() and not (out / "crossval.csv").exists()
+    trained, lines = [], []
+
+    def recording_train(fold_cfg, command="", log=print):
+        trained.append(fold_cfg.fold)
+        return train(fold_cfg, command=command, log=log)
+
+    table = run_crossval(cfg.updated({"resume": True}), out, train_fn=recording_train, log=lines.append)
+    assert trained == [1] and (out / "fold_0.safetensors").read_bytes() == fold0
+    assert any("resuming from" in line and "global step 3" in line for line in lines), lines
+    assert [row["fold"] for row in table] == [0, 1, "mean"] and (out / "crossval.csv").is_file()
+
+
 def test_an_interrupted_crossval_overwrite_leaves_no_earlier_table_beside_its_new_folds(data_csv, tmp_path):
     """`crossval --overwrite` stopped by Ctrl-C in fold 1 left the earlier run's crossval.csv and crossval.json, which
     look finished, beside this run's new fold_0.safetensors (other Dice, other validation cases). The earlier tables

@@ -7,6 +7,7 @@ report's ``postprocessing`` and ``options`` fields were named nowhere); their ke
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -213,3 +214,100 @@ def test_the_network_grid_record_is_documented():
     case_rows = _tables()["Case level"]
     assert set(report) - set().union(*(keys for keys, _ in case_rows)) == set()
     assert set(report["network_grid"]) - _row_of(case_rows, "network_grid") == set()
+
+
+def _crossval_results():
+    """Two folds' training results as run_crossval tabulates them (no training): fold 0 validated on whole volumes,
+    its weights chosen on its validation cases and started from a package that saw its patient; fold 1's
+    whole-volume validation failed (NaN Dice)."""
+    whole = {"liver_dice": 0.93, "tumor_dice": 0.61, "raw_network": {"liver_dice": 0.92, "tumor_dice": 0.55},
+             "cases": [{"case": "a", "reference_has_tumor": True}, {"case": "b", "reference_has_tumor": False}],
+             "postprocessing_label": "segment's defaults", "postprocessing": {"fill_holes": True}}
+    first = SimpleNamespace(validation={"whole_volume": whole, "weights": "best_on_validation",
+                                        "decided_on_validation": ["the packaged epoch"],
+                                        "init_trained_on_validation_patients": ["p1"]},
+                            val_cases=["a", "b"], epochs_completed=3)
+    second = SimpleNamespace(validation={"liver_dice": 0.8, "tumor_dice": 0.4, "weights": "last_epoch"},
+                             val_cases=["c"], epochs_completed=3)
+    return [first, second]
+
+
+def _crossval_tables(tmp_path, results):
+    """``(crossval.csv's header, crossval.json)`` that run_crossval's writer makes of ``results``."""
+    import csv
+
+    from LiverTumorSegLib.training.crossval import fold_row, mean_row, recorded_postprocessing, write_table
+
+    rows = [fold_row(i, result) for i, result in enumerate(results)]
+    write_table(rows + [mean_row(rows)], tmp_path, [recorded_postprocessing(r) for r in results])
+    with open(tmp_path / "crossval.csv", newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle))
+    return header, json.loads((tmp_path / "crossval.json").read_text(encoding="utf-8"))
+
+
+def test_every_crossval_column_and_summary_key_is_documented_and_every_documented_one_written(tmp_path):
+    """crossval.csv's columns and crossval.json's summary keys were described only in a docstring, and no test held
+    them to a page (29 Nov 2026): both ways now, as summary.json's keys are."""
+    tables = _tables()
+    columns = tables["`crossval`'s `crossval.csv` (and `crossval.json`'s `folds`)"]
+    summary_rows = tables["`crossval`'s `crossval.json`: `summary`"]
+    header, written = _crossval_tables(tmp_path, _crossval_results())
+    documented_columns = [key for keys, _ in columns for key in sorted(keys)]
+    assert set(header) == set(documented_columns) and header[0] == "fold"
+    assert set().union(*(set(row) for row in written["folds"])) == set(header)
+    assert set(written) == {"folds", "summary"}
+    summary = written["summary"]
+    data_keyed = ("metrics_over_folds", "raw_network_metrics_over_folds", "postprocessing_options")
+    assert undocumented_keys(summary, summary_rows, data_keyed=data_keyed) == []
+    assert _documented(summary_rows) - set(summary) == set()
+    for name in ("metrics_over_folds", "raw_network_metrics_over_folds"):
+        assert sorted(summary[name]) == ["liver_dice", "tumor_dice"], name
+    # a plain run (every fold held out, last epoch, no recorded post-processing) leaves out only the keys the page
+    # says are written some of the time
+    plain = [SimpleNamespace(validation={"whole_volume": {"liver_dice": 0.9, "tumor_dice": 1.0}, "weights": "last_epoch"},
+                             val_cases=[case], epochs_completed=2) for case in ("a", "b")]
+    (tmp_path / "plain").mkdir()
+    _, plain_written = _crossval_tables(tmp_path / "plain", plain)
+    summary_title = "`crossval`'s `crossval.json`: `summary`"
+    sometimes = {key for keys, _ in summary_rows for key in keys
+                 if _cell_text(summary_title, key).strip().startswith(("(when", "(only when"))}
+    assert sometimes == {"postprocessing", "postprocessing_options", "note", "not_held_out"}
+    assert _documented(summary_rows) - set(plain_written["summary"]) == sometimes - {"postprocessing"}
+    (tmp_path / "failed").mkdir()  # no fold validated on whole volumes: no post-processing to name
+    _, failed_written = _crossval_tables(tmp_path / "failed", _crossval_results()[1:])
+    assert "postprocessing" not in failed_written["summary"]
+
+
+def _cell_text(title, key):
+    """The second cell's text of the row documenting ``key`` in the section ``title`` (re-read from the page:
+    ``_tables`` keeps names only)."""
+    section = next(part for part in REPORT_FORMAT.read_text(encoding="utf-8").split("\n## ")[1:]
+                   if part.splitlines()[0].strip() == title)
+    for line in section.splitlines():
+        cells = line.split("|")
+        if line.startswith("| `") and len(cells) > 3 and key in re.findall(r"`([a-z_0-9]+)`", cells[1]):
+            return cells[2]
+    raise KeyError(key)
+
+
+def test_every_batch_status_column_is_documented_and_every_documented_one_written(tmp_path):
+    """batch_status.csv's columns were named on no page; a batch of a segmented phantom and a broken file writes
+    exactly the documented ones, in the page's order."""
+    import csv
+
+    from LiverTumorSegLib.inference.batch import STATUS_FILE, find_cases, segment_batch, write_status_csv
+    from LiverTumorSegLib.io import write_volume
+    from LiverTumorSegLib.phantom import make_phantom
+
+    (tmp_path / "cts").mkdir()
+    write_volume(tmp_path / "cts" / "ct_0.nii.gz", make_phantom((10, 36, 40), (2.0, 2.0, 4.0), noise_hu=0.0).ct)
+    (tmp_path / "cts" / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                  batch_predictor=oracle_predictor)
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), Segmenter(engine=engine))
+    assert sorted(s.status for s in statuses) == ["done", "failed"]
+    path = write_status_csv(statuses, tmp_path / "out" / STATUS_FILE)
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle))
+    rows = _tables()["`segment FOLDER`'s `batch_status.csv`"]
+    assert header == [key for keys, _ in rows for key in sorted(keys)]

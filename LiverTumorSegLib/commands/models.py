@@ -305,6 +305,46 @@ def with_robustness(installed: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return installed
 
 
+def with_resampling_fill_cases(installed: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """``installed`` entries with ``training_cases_with_resampling_fill``: the package's
+    ``training.cases_with_resampling_fill`` (per case id whose CT held a resampling's fill, given to the network as
+    -1024 HU: ``values_hu``, ``volume_ml``, ``read_as_hu``, ``used_for``; ``{}`` for none), or None where the package
+    does not record it (older versions, a package not trained here, an unusable file)."""
+    from ..errors import ModelPackageError
+    from ..package import read_package_metadata
+
+    for entry in installed:
+        recorded = None
+        if not entry.get("error"):
+            try:
+                training = read_package_metadata(entry["path"]).get("training")
+            except ModelPackageError:
+                training = None
+            if isinstance(training, dict) and isinstance(training.get("cases_with_resampling_fill"), dict):
+                recorded = training["cases_with_resampling_fill"]
+        entry["training_cases_with_resampling_fill"] = recorded
+    return installed
+
+
+def resampling_fill_line(cases: Any) -> str:
+    """The listing's note on the cases a package was trained or validated on whose CT held a resampling's fill
+    (:func:`with_resampling_fill_cases`), "" when none is recorded."""
+    if not isinstance(cases, dict) or not cases:
+        return ""
+    shown = ", ".join(f"{case} ({_volume_text(record)})" for case, record in list(cases.items())[:4])
+    more = f" and {len(cases) - 4} more" if len(cases) > 4 else ""
+    return (f"{len(cases)} training/validation case(s) held a resampling's fill outside their original field of "
+            f"view, given to the network as -1024 HU (air): {shown}{more}")
+
+
+def _volume_text(record: Any) -> str:
+    volume = record.get("volume_ml") if isinstance(record, dict) else None
+    used_for = record.get("used_for") if isinstance(record, dict) else None
+    parts = ([f"{float(volume):g} mL"] if isinstance(volume, (int, float)) else []) + \
+        ([str(used_for)] if used_for else [])
+    return ", ".join(parts) or "recorded"
+
+
 def _folder_state(folder: Any) -> str:
     """' (not a folder)' / ' (does not exist yet)' for a models folder that cannot hold packages, else '': a
     LIVERTUMORSEG_MODELS_DIR naming a file, or mistyped, listed no user model without a word."""
@@ -337,7 +377,8 @@ def run(args: argparse.Namespace) -> int:
     from ..resources import bundled_models_dir, user_models_dir
 
     rows = architecture_rows()
-    installed = with_robustness(list_installed_models(warn=False))  # unusable ones are shown below with the reason
+    # unusable ones are shown below with the reason
+    installed = with_resampling_fill_cases(with_robustness(list_installed_models(warn=False)))
     verify = bool(getattr(args, "verify", False))  # a Namespace built by a script may lack it
     if verify:
         mark_damaged_weights(installed, None if getattr(args, "no_progress", False) else _print_progress)
@@ -401,6 +442,8 @@ def run(args: argparse.Namespace) -> int:
             _say(f"      note: {entry['name_note']}")
         if entry.get("segment_refusal"):
             _say(f"      note: segment and evaluate refuse it: {entry['segment_refusal']}")
+        if resampling_fill_line(entry.get("training_cases_with_resampling_fill")):
+            _say(f"      note: {resampling_fill_line(entry['training_cases_with_resampling_fill'])}")
         for line in robustness_lines(entry.get("robustness"), weights=entry.get("robustness_weights", ""),
                                      missing=missing_perturbations(entry.get("robustness"),
                                                                    entry.get("robustness_settings")),

@@ -375,6 +375,19 @@ def build_slice_cache(cases: Sequence[Case], preprocessor, cache_dir, label_map:
     return out
 
 
+def resampling_fill_cases(train_cached: Sequence[CachedCase],
+                          val_cached: Sequence[CachedCase] = ()) -> Dict[str, Dict[str, Any]]:
+    """A package's ``training.cases_with_resampling_fill``: per case id whose CT held a resampling's fill (cached as
+    -1024 HU), its ``resampling_fill`` record (``values_hu``, ``volume_ml``, ``read_as_hu``) and ``used_for``
+    (``training`` or ``validation``); ``{}`` when no case held one. Only the training log named them before."""
+    found = {}
+    for used_for, cached in (("training", train_cached), ("validation", val_cached)):
+        for case in cached:
+            if case.resampling_fill:
+                found[case.case_id] = dict(case.resampling_fill, used_for=used_for)
+    return found
+
+
 def resampling_fill_note(record: Dict[str, Any]) -> str:
     """The training log's words for a case's ``resampling_fill``
     (:meth:`~..inference.resampling_fill.ResamplingFill.record`)."""

@@ -46,7 +46,8 @@ from .optim import (SCHEDULES_OVER_TOTAL, build_optimizer, build_scheduler, curr
                     schedule_factor, schedule_total_steps, scheduler_state)
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
 from .shared_memory import batches_of, worker_context
-from .slice_cache import CachedCase, build_slice_cache, changed_files, data_fingerprint, holds_finished_entries
+from .slice_cache import (CachedCase, build_slice_cache, changed_files, data_fingerprint, holds_finished_entries,
+                          resampling_fill_cases)
 from .splits import select_split
 from ..package import SEGMENTATION_CLASSES
 from ..resources import expand_home
@@ -1372,6 +1373,8 @@ class Trainer:
                     # how many training cases' labels hold tumor: none, with synthetic lesions off, is a network that
                     # never saw a tumor, which segment says (inference.segmenter.untrained_tumor_warnings)
                     "tumor_label_cases": sum(1 for c in self.train_cached if c.tumor_slices),
+                    # the cases whose CT held a resampling's fill, cached as -1024 HU (the log named them only)
+                    "cases_with_resampling_fill": resampling_fill_cases(self.train_cached, self.val_cached),
                     "config": cfg.to_dict(), "epochs_completed": len(self.history),
                     # the weights in this package (validation_selection): the last step's (the last epoch's,
                     # or some steps into the next after a time-limit stop: weights_note), or the best validation

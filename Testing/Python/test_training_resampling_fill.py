@@ -86,3 +86,46 @@ def test_an_entry_cached_before_fills_were_read_is_cached_again(tmp_path):
     (again,) = build_slice_cache([case], preprocessor, tmp_path / "cache", log=said.append)
     assert [line for line in said if line.startswith("caching")]
     assert again.resampling_fill is not None
+
+
+def test_the_package_records_the_cases_with_a_fill_and_models_json_shows_them(tmp_path, monkeypatch, capsys):
+    """A trained package did not say which of its cases had a resampling's fill (only the training log named them):
+    ``training.cases_with_resampling_fill`` now holds each such case's record and whether it trained or validated,
+    ``{}`` when none did, and ``livertumorseg models --json`` shows it as ``training_cases_with_resampling_fill``."""
+    import torch
+
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.trainer import train
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    rows = ["image,label,patient,case"]
+    for name, fill_hu in (("fill", 0), ("plain", None)):
+        (tmp_path / name).mkdir()
+        case, _, _ = _case(tmp_path / name, fill_hu)
+        rows.append(f"{case.image_path},{case.label_path},p_{name},{name}")
+    (tmp_path / "cases.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (tmp_path / "models").mkdir()
+    config = TrainConfig.from_dict(dict(
+        data=str(tmp_path / "cases.csv"), model="unet", model_options={"channels": [4, 8, 16]},
+        preprocessing={"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 1,
+                       "target_spacing_mm": None, "size_multiple": 16, "crop_to_body": False},
+        epochs=1, iterations_per_epoch=1, batch_size=2, patch_size=32, num_workers=0, val_fraction=0.5,
+        output=str(tmp_path / "models" / "filled.safetensors"), cache_dir=str(tmp_path / "cache"),
+        progress_bar=False, tensorboard=False, seed=3))
+    result = train(config, log=lambda s: None)
+    fill_ml = round(6 * 8 * 44 * VOXEL_ML, 1)
+    used_for = "training" if "fill" in result.train_cases else "validation"
+    expected = {"fill": {"values_hu": [0.0], "volume_ml": fill_ml, "read_as_hu": -1024.0, "used_for": used_for}}
+    assert read_package_metadata(result.package_path)["training"]["cases_with_resampling_fill"] == expected
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(tmp_path / "models"))
+    capsys.readouterr()
+    assert main(["models", "--json"]) == 0
+    listed = {e["name"]: e for e in json.loads(capsys.readouterr().out)["installed"]}
+    assert listed["filled"]["training_cases_with_resampling_fill"] == expected
+    assert all(e["training_cases_with_resampling_fill"] is None for name, e in listed.items() if name != "filled")
+    assert main(["models"]) == 0
+    assert (f"note: 1 training/validation case(s) held a resampling's fill outside their original field of view, "
+            f"given to the network as -1024 HU (air): fill ({fill_ml:g} mL, {used_for})") in capsys.readouterr().out

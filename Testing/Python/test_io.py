@@ -921,6 +921,42 @@ def test_4d_with_single_time_point_is_accepted(tmp_path):
     assert vol.shape_zyx == (6, 5, 4) and np.array_equal(vol.array, data.T)
 
 
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_a_ct_and_a_label_map_with_a_singleton_4th_axis_are_read_as_their_3d_volumes(tmp_path, suffix):
+    """nnU-Net and MONAI tooling write label maps (and CTs) of shape (x, y, z, 1). Both are read, the same way and
+    without a word, as the 3D volume (the 1-voxel axis holds nothing: no voxel, spacing or position is lost), the
+    label onto its CT and in training (load_case); a 4th axis of 2 or more is refused, for a label map in its words."""
+    import warnings
+
+    from LiverTumorSegLib.training.datasets import Case, load_case
+
+    from LiverTumorSegLib.phantom import make_phantom
+
+    phantom = make_phantom((6, 22, 20), (0.7, 0.8, 3.0), noise_hu=10.0, seed=0)
+    ct_zyx, labels_zyx = np.round(phantom.ct.array).astype(np.int16), phantom.labels.astype(np.uint8)
+    assert (labels_zyx == 1).any()
+
+    def write(name, zyx, frames=1):
+        image = sitk.GetImageFromArray(np.stack([zyx] * frames), isVector=False)  # (t, z, y, x): (x, y, z, t)
+        image.SetSpacing((0.7, 0.8, 3.0, 1.0))
+        image.SetOrigin((-10.0, 20.0, 35.0, 0.0))
+        path = tmp_path / f"{name}{suffix}"
+        sitk.WriteImage(image, str(path))
+        return path
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing said
+        ct = read_volume(write("ct", ct_zyx))
+        labels = read_label_map(write("lab", labels_zyx), reference=ct)
+        case = load_case(Case("c", "p", str(tmp_path / f"ct{suffix}"), str(tmp_path / f"lab{suffix}")))
+    assert ct.shape_zyx == (6, 22, 20) and np.array_equal(ct.array, ct_zyx)
+    assert np.allclose(ct.geometry.spacing, (0.7, 0.8, 3.0)) and np.allclose(ct.geometry.origin, (-10.0, 20.0, 35.0))
+    assert np.array_equal(labels.array, labels_zyx) and labels.geometry == ct.geometry
+    assert case[0].shape_zyx == (6, 22, 20) and case[1].shape == (6, 22, 20) and int((case[1] == 1).sum()) > 0
+    with pytest.raises(InputError, match=r"is 4D \(20 x 22 x 6 x 2 voxels.*label map"):
+        read_label_map(write("lab2", labels_zyx, frames=2))
+
+
 def test_label_value_counts_known_answers(monkeypatch):
     from LiverTumorSegLib.io import labels as labels_module
     from LiverTumorSegLib.io.labels import label_value_counts

@@ -11,5 +11,5 @@ submodules you need:
 * :mod:`.losses`, :mod:`.optim` -- losses, optimisers, LR schedules;
 * :mod:`.checkpoint`, :mod:`.callbacks`, :mod:`.distributed`, :mod:`.logs` -- training machinery;
 * :mod:`.trainer` -- ``train(config)``: the loop (DDP via torchrun) and the model package at the end;
-* :mod:`.crossval` -- ``run_crossval(config, out_dir)``: all folds and a metrics table.
+* :mod:`.crossval` -- ``run_crossval(config, out_dir, progress=None, cancel=None)``: all folds and a metrics table.
 """

@@ -264,8 +264,9 @@ def test_every_crossval_column_and_summary_key_is_documented_and_every_documente
         assert sorted(summary[name]) == ["liver_dice", "tumor_dice"], name
     # a plain run (every fold held out, last epoch, no recorded post-processing) leaves out only the keys the page
     # says are written some of the time
-    plain = [SimpleNamespace(validation={"whole_volume": {"liver_dice": 0.9, "tumor_dice": 1.0}, "weights": "last_epoch"},
-                             val_cases=[case], epochs_completed=2) for case in ("a", "b")]
+    plain = [SimpleNamespace(validation={"whole_volume": {"liver_dice": 0.9, "tumor_dice": 1.0},
+                                         "weights": "last_epoch"}, val_cases=[case], epochs_completed=2)
+             for case in ("a", "b")]
     (tmp_path / "plain").mkdir()
     _, plain_written = _crossval_tables(tmp_path / "plain", plain)
     summary_title = "`crossval`'s `crossval.json`: `summary`"

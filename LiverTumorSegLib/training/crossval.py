@@ -10,7 +10,8 @@ ids joined by "; ", ``weights`` (``last_epoch``, or ``best_on_validation`` with 
 then a ``mean`` row) and ``crossval.json`` (the rows and a summary over folds: ``n_folds``,
 ``n_validation_cases``, ``metrics_over_folds``, liver and tumor Dice as ``metrics.report.summarize_cases``
 gives a metric's statistics, ``raw_network_metrics_over_folds`` the same for the raw Dice, ``postprocessing``,
-``weights``, ``optimistic`` and, when so, ``note``, and ``not_held_out`` when a fold's is not).
+``weights``, ``optimistic`` and, when so, ``note``, and ``not_held_out`` when a fold's is not; docs/report_format.md
+lists every column and key, and a test holds the writer to it).
 By default every fold packages and validates its last epoch's weights, so its Dice is measured on cases that
 made no decision in its training; best-epoch selection (``use_best_checkpoint``), early stopping and the plateau
 schedule decide on the validation cases, and the table says so.

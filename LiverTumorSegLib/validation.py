@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -979,23 +979,46 @@ ALIGNED_SLAB_SLICES = 16
 """Target slices :mod:`.inference.axis_aligned` resamples at a time (its ``SLAB_SLICES``; a test keeps them equal)."""
 
 
-def estimate_aligned_grid_memory_bytes(native_shape_zyx: Sequence[int], native_itemsize: int,
-                                       aligned_shape_zyx: Sequence[int], network_bytes: int) -> int:
-    """Peak memory (bytes) to segment an oblique CT ``native_shape_zyx`` on its patient-aligned grid
-    ``aligned_shape_zyx`` (:mod:`.inference.axis_aligned`), given ``network_bytes``: the
-    :func:`estimate_network_memory_bytes` of the aligned grid (its float32 CT copy as the input, the labels and
-    probability there, the network's arrays). Beside either phase the CT's own grid holds the CT, the labels and
-    probability brought back and post-processing's masks (:func:`estimate_memory_bytes`, no second overhead). The
-    phase after the network holds, per aligned voxel, the uint8 labels and probability and two float32 label
-    indicators (the way back, :func:`~.inference.axis_aligned.labels_back`), three float32 slab work arrays of
-    :data:`ALIGNED_SLAB_SLICES` CT slices, and the float32 probability brought back; the larger phase counts."""
+def aligned_grid_phase_bytes(native_shape_zyx: Sequence[int], native_dtype: Any, aligned_shape_zyx: Sequence[int],
+                             network_bytes: int) -> Dict[str, int]:
+    """Peak bytes of each phase of segmenting an oblique CT ``native_shape_zyx`` (voxels of ``native_dtype``) on its
+    patient-aligned grid ``aligned_shape_zyx`` (:mod:`.inference.axis_aligned`), beyond what the CT's own grid holds
+    throughout (:func:`estimate_aligned_grid_memory_bytes`), each with :data:`RUNTIME_OVERHEAD_BYTES`:
+
+    - ``onto``: the resampling onto the aligned grid: its float32 CT and, for a float16 CT, the float32 copy of the
+      CT that ``scipy.ndimage`` reads (it has no float16), 4 bytes per CT voxel;
+    - ``network``: ``network_bytes``, the :func:`estimate_network_memory_bytes` of the aligned grid (its float32 CT
+      as the input, the labels and probability there, the network's arrays);
+    - ``labels_back``: per aligned voxel the uint8 labels and probability, a label's bool comparison and two float32
+      label indicators (:func:`~.inference.axis_aligned.labels_back`), and its slab work arrays of
+      :data:`ALIGNED_SLAB_SLICES` CT slices: four float32 (the best share, the background's, a label's share and the
+      one before it) and two bool;
+    - ``probability_back``: the aligned uint8 probability and the float32 probability brought back onto the CT's
+      grid (:func:`~.inference.axis_aligned.probability_back`, rounded in place).
+
+    Bytes measured with ``tracemalloc`` stay within each (Testing/Python/test_axis_aligned.py)."""
     aligned_voxels = int(np.prod([int(s) for s in aligned_shape_zyx], dtype=np.int64))
     native_voxels = int(np.prod([int(s) for s in native_shape_zyx], dtype=np.int64))
     _, ny, nx = (int(s) for s in native_shape_zyx)
-    native = estimate_memory_bytes(native_shape_zyx, input_itemsize=native_itemsize, overhead_bytes=0)
-    way_back = (aligned_voxels * (2 + 2 * 4) + 3 * 4 * ALIGNED_SLAB_SLICES * ny * nx + 4 * native_voxels
-                + RUNTIME_OVERHEAD_BYTES)
-    return native + max(int(network_bytes), way_back)
+    float32_copy = 4 * native_voxels if np.dtype(native_dtype) == np.float16 else 0
+    return {"onto": float32_copy + 4 * aligned_voxels + RUNTIME_OVERHEAD_BYTES,
+            "network": int(network_bytes),
+            "labels_back": (aligned_voxels * (2 + 1 + 2 * 4) + (4 * 4 + 2) * ALIGNED_SLAB_SLICES * ny * nx
+                            + RUNTIME_OVERHEAD_BYTES),
+            "probability_back": aligned_voxels + 4 * native_voxels + RUNTIME_OVERHEAD_BYTES}
+
+
+def estimate_aligned_grid_memory_bytes(native_shape_zyx: Sequence[int], native_dtype: Any,
+                                       aligned_shape_zyx: Sequence[int], network_bytes: int) -> int:
+    """Peak memory (bytes) to segment an oblique CT ``native_shape_zyx`` (voxels of ``native_dtype``) on its
+    patient-aligned grid ``aligned_shape_zyx`` (:mod:`.inference.axis_aligned`), given ``network_bytes`` (the
+    :func:`estimate_network_memory_bytes` of the aligned grid). Beside every phase the CT's own grid holds the CT,
+    the labels and probability brought back and post-processing's masks (:func:`estimate_memory_bytes`, no second
+    overhead); the largest phase (:func:`aligned_grid_phase_bytes`) counts."""
+    native = estimate_memory_bytes(native_shape_zyx, input_itemsize=np.dtype(native_dtype).itemsize,
+                                   overhead_bytes=0)
+    return native + max(aligned_grid_phase_bytes(native_shape_zyx, native_dtype, aligned_shape_zyx,
+                                                 network_bytes).values())
 
 
 def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Optional[int] = None,
@@ -1029,7 +1052,7 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
         net = network_grid_zyx(shape, spacing_zyx, preprocessing)
         on_grid = estimate_network_memory_bytes(shape, net, channels, num_classes, 4, batch,
                                                 activation_bytes_per_pixel)  # the grid's CT is float32
-        required = estimate_aligned_grid_memory_bytes(volume.shape_zyx, volume.array.dtype.itemsize, shape, on_grid)
+        required = estimate_aligned_grid_memory_bytes(volume.shape_zyx, volume.array.dtype, shape, on_grid)
     asked_the_system = available_bytes is None
     if asked_the_system:
         available_bytes = available_memory_bytes()

@@ -142,6 +142,20 @@ def labels_back(labels_zyx: np.ndarray, source: ImageGeometry, target: ImageGeom
     return out
 
 
+def probability_back(probability_zyx: np.ndarray, source: ImageGeometry, target: ImageGeometry,
+                     target_shape_zyx: Sequence[int], slab_done: Optional[SlabDone] = None) -> np.ndarray:
+    """Tumor probability ``probability_zyx`` (uint8, 0-255, on ``source``'s grid) onto ``target``'s grid
+    ``target_shape_zyx``: trilinear (beyond the source grid: :data:`BACK_MODE`), rounded, uint8. The source is read
+    as it is (``scipy.ndimage`` interpolates uint8 in double, as a float32 copy: no float32 copy of the aligned grid)
+    and the float32 result is rounded and clipped in place: one float32 array of the target grid, where a float32
+    copy of the source and two more of the target (``rint``, ``clip``) were live (12 bytes per target voxel, the
+    peak of the way back when the CT's grid is not smaller than the aligned one)."""
+    restored = resample(probability_zyx, source, target, target_shape_zyx, 0.0, BACK_MODE, slab_done)
+    np.rint(restored, out=restored)
+    np.clip(restored, 0, 255, out=restored)
+    return restored.astype(np.uint8)
+
+
 def footprint(geometry: ImageGeometry, shape_zyx: Sequence[int], source: ImageGeometry,
               source_shape_zyx: Sequence[int]) -> np.ndarray:
     """Which voxels of a grid ``shape_zyx`` with ``geometry`` lie within the CT grid ``source``

@@ -836,10 +836,9 @@ class Segmenter:
                                           slab_done=_slab_checkpoint(back.sub(0.0, 0.7 if with_probability else 1.0),
                                                                      cancel))
         if with_probability:
-            restored = axis_aligned.resample(probability.astype(np.float32), grid.geometry, volume.geometry,
-                                             volume.shape_zyx, 0.0, axis_aligned.BACK_MODE,
-                                             slab_done=_slab_checkpoint(back.sub(0.7, 1.0), cancel))
-            probability = np.clip(np.rint(restored), 0, 255).astype(np.uint8)
+            probability = axis_aligned.probability_back(probability, grid.geometry, volume.geometry,
+                                                        volume.shape_zyx,
+                                                        slab_done=_slab_checkpoint(back.sub(0.7, 1.0), cancel))
         seconds += time.perf_counter() - start
         if grid_record is not None:
             grid_record.update(grid.record(), obliquity_degrees=round(degrees, 2),

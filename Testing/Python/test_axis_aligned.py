@@ -485,3 +485,91 @@ def test_a_float16_oblique_ct_is_segmented_on_the_aligned_grid_as_on_its_own():
     assert "network_grid" in result.report
     assert np.count_nonzero(result.labels != reference.labels) <= 0.001 * hu.size
     assert np.count_nonzero(result.labels == 2) > 0
+
+
+PYTHON_OBJECTS_BYTES = 64 * 1024
+"""What ``tracemalloc`` counts beside the arrays (a few kB of Python objects; the runtime overhead counts them)."""
+
+
+def _traced_peak_bytes(call):
+    """``(result, peak bytes numpy allocated during call())``, by ``tracemalloc`` (scipy imported before)."""
+    import importlib
+    import tracemalloc
+
+    importlib.import_module("scipy.ndimage")  # imported first: its import's objects would count
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        result = call()
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    return result, peak
+
+
+def _fine_thin_tilted_ct(dtype):
+    """A thin CT of fine pixels (16 x 128 x 128, 0.4 mm pixels, 1 mm slices) turned 8 degrees, on a 1.6 mm aligned
+    grid with fewer voxels than the CT's own, random HU in ``dtype``."""
+    shape = (16, 128, 128)
+    geometry = _tilted_geometry(8.0, spacing_xyz=(0.4, 0.4, 1.0), shape_zyx=shape)
+    hu = np.random.default_rng(0).normal(0.0, 200.0, shape).astype(dtype)
+    volume = CTVolume(hu, geometry)
+    return volume, axis_aligned.aligned_grid(geometry, shape, (1.6, 1.6, 1.0))
+
+
+def test_the_memory_check_counts_the_float32_copy_of_a_float16_ct_resampled_onto_the_aligned_grid():
+    """scipy reads a float16 CT as a float32 copy (4 bytes per CT voxel) while it resamples it onto the aligned grid:
+    the phase ``onto`` counts it (the bytes ``tracemalloc`` measures stay within it; without the copy counted they
+    do not), and only for a float16 CT: an int16 one is read as it is."""
+    from LiverTumorSegLib import validation
+
+    half, grid = _fine_thin_tilted_ct(np.float16)
+    voxels = int(np.prod(half.shape_zyx))
+    assert np.prod(grid.shape_zyx) < voxels  # the copy is the larger part of the phase
+    phases = {dtype: validation.aligned_grid_phase_bytes(half.shape_zyx, dtype, grid.shape_zyx, 0)
+              for dtype in (np.float16, np.int16, np.float32)}
+    assert phases[np.float16]["onto"] - phases[np.int16]["onto"] == 4 * voxels
+    assert phases[np.int16]["onto"] == phases[np.float32]["onto"]
+    _, measured = _traced_peak_bytes(lambda: axis_aligned.resampled_onto(half, grid))
+    counted = phases[np.float16]["onto"] - validation.RUNTIME_OVERHEAD_BYTES
+    assert 4 * voxels < measured <= counted + PYTHON_OBJECTS_BYTES
+    estimate = validation.estimate_aligned_grid_memory_bytes(half.shape_zyx, np.float16, grid.shape_zyx, 0)
+    native = validation.estimate_memory_bytes(half.shape_zyx, input_itemsize=2, overhead_bytes=0)
+    assert estimate >= native + phases[np.float16]["onto"]
+
+
+def test_the_probability_comes_back_rounded_in_place_within_the_bytes_the_memory_check_counts():
+    """The tumor probability brought back from the aligned grid: the same uint8 values as a float32 copy of the
+    aligned probability interpolated and rounded with ``np.rint`` and ``np.clip`` gave, but with one float32 array of
+    the CT's grid instead of three (and no float32 copy of the aligned grid): 12 bytes per CT voxel went beyond the
+    memory check's count where the CT's grid is not smaller than the aligned one."""
+    from LiverTumorSegLib import validation
+
+    volume, grid = _fine_thin_tilted_ct(np.int16)
+    probability = np.random.default_rng(1).integers(0, 256, grid.shape_zyx).astype(np.uint8)
+    restored, measured = _traced_peak_bytes(lambda: axis_aligned.probability_back(
+        probability, grid.geometry, volume.geometry, volume.shape_zyx))
+    expected = axis_aligned.resample(probability.astype(np.float32), grid.geometry, volume.geometry,
+                                     volume.shape_zyx, 0.0, axis_aligned.BACK_MODE)
+    assert restored.dtype == np.uint8
+    np.testing.assert_array_equal(restored, np.clip(np.rint(expected), 0, 255).astype(np.uint8))
+    phases = validation.aligned_grid_phase_bytes(volume.shape_zyx, np.int16, grid.shape_zyx, 0)
+    native_uint8 = int(np.prod(volume.shape_zyx))  # the rounded probability: counted on the CT's own grid
+    assert measured <= phases["probability_back"] - validation.RUNTIME_OVERHEAD_BYTES + native_uint8 \
+        + PYTHON_OBJECTS_BYTES
+
+
+def test_the_labels_come_back_within_the_bytes_the_memory_check_counts():
+    from LiverTumorSegLib import validation
+
+    volume, grid = _fine_thin_tilted_ct(np.int16)
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, grid.shape_zyx).astype(np.uint8)
+    probability = rng.integers(0, 256, grid.shape_zyx).astype(np.uint8)  # held beside it, not measured here
+    back, measured = _traced_peak_bytes(lambda: axis_aligned.labels_back(labels, grid.geometry, volume.geometry,
+                                                                         volume.shape_zyx))
+    phases = validation.aligned_grid_phase_bytes(volume.shape_zyx, np.int16, grid.shape_zyx, 0)
+    held = labels.nbytes + probability.nbytes
+    assert held + measured <= phases["labels_back"] - validation.RUNTIME_OVERHEAD_BYTES + back.nbytes \
+        + PYTHON_OBJECTS_BYTES

@@ -225,14 +225,50 @@ def _padding(plane: np.ndarray, pixel_spacing_mm: tuple) -> np.ndarray:
     (:func:`_round_air_padding`), or a resampling's fill of air beyond a straight line (:func:`straight_air_fill`)."""
     padding = plane < PADDING_BELOW_HU
     if not padding.any():
-        padding = _round_air_padding(plane, pixel_spacing_mm) | straight_air_fill(plane, pixel_spacing_mm)
-    return padding
+        padding = _round_air_padding(plane, pixel_spacing_mm)
+    return padding | straight_air_fill(plane, pixel_spacing_mm)
+
+
+AIR_FILL_HU = -1024.0
+"""The value of air a resampling's fill is written with, which :func:`straight_air_fill` looks for in a slice that
+holds the scanner's padding (below :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`, -3024 or -2048 outside a
+round field of view): there the slice's lowest value is the padding, and a resampling puts values between padding
+and air (-3024..-1024) on a ring along the circle."""
+
+
+def straight_fill_value(plane: np.ndarray) -> Any:
+    """The value :func:`straight_air_fill` reads as a fill in ``plane`` (2D HU), in its dtype: the plane's lowest
+    value; in a plane holding the scanner's padding (below :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`),
+    :data:`AIR_FILL_HU` where the plane holds it exactly. None where there is none to read (no such value, or one
+    not below :data:`BODY_HU`)."""
+    lowest = plane.min()
+    if lowest < PADDING_BELOW_HU:  # a dtype that holds the padding holds -1024 too
+        return plane.dtype.type(AIR_FILL_HU) if (plane == AIR_FILL_HU).any() else None
+    return lowest if lowest < BODY_HU else None
+
+
+def _outside_field_of_view(plane: np.ndarray) -> Optional[np.ndarray]:
+    """The pixels of ``plane`` (2D HU) outside the scanner's round field of view where it holds padding (below
+    :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`): the padding and the values below :data:`AIR_FILL_HU`
+    joined to it, the ring a resampling puts between padding and air along the circle (-3024..-1024, read as a
+    border with the rest it made the circle's arcs a border, and air set to -1024 beyond a flat back a fill). None
+    for a plane without such padding."""
+    from scipy import ndimage
+
+    padding = plane < PADDING_BELOW_HU
+    if not padding.any():
+        return None
+    parts, _ = ndimage.label(plane < AIR_FILL_HU)
+    joined = np.unique(parts[padding])
+    return np.isin(parts, joined[joined > 0])
 
 
 def straight_air_fill(plane: np.ndarray, pixel_spacing_mm: tuple) -> np.ndarray:
     """A resampling's fill written with an air value (-1024) beyond the old grid: the regions holding exactly the
-    plane's lowest value (below :data:`BODY_HU`) that reach the plane's edge and whose border with the rest (at least
-    :data:`MIN_FOV_BORDER_PIXELS` pixels) is a straight line (median distance from the line fitted to it at most
+    plane's lowest value (below :data:`BODY_HU`; in a plane holding the scanner's padding, :data:`AIR_FILL_HU`:
+    :func:`straight_fill_value`) that reach the plane's edge and whose border with the rest (at least
+    :data:`MIN_FOV_BORDER_PIXELS` pixels; the padding and the ring a resampling put beside it are no part of the rest,
+    :func:`_outside_field_of_view`, as the field of view's circle is no fill's edge) is a straight line (median distance from the line fitted to it at most
     :data:`MAX_FILL_LINE_DISTANCE_PIXELS`). Read as air, the body it cuts along that line was measured as a small
     body and enlarged for the network: the 20-slice CT on a grid turned 30 degrees with a -1024 fill measured 184 mm
     (x1.59), and had 7 false lesions instead of 1 (the same fill at 0 HU, found by :mod:`.resampling_fill`). Where
@@ -243,9 +279,10 @@ def straight_air_fill(plane: np.ndarray, pixel_spacing_mm: tuple) -> np.ndarray:
     from scipy import ndimage
 
     found = np.zeros(plane.shape, dtype=bool)
-    lowest = plane.min()
-    if lowest >= BODY_HU:
+    lowest = straight_fill_value(plane)
+    if lowest is None:
         return found
+    padding = _outside_field_of_view(plane)
     parts, _ = ndimage.label(plane == lowest)
     at_edge = np.unique(np.concatenate([parts[0], parts[-1], parts[:, 0], parts[:, -1]]))
     sizes = np.bincount(parts.ravel())
@@ -257,7 +294,8 @@ def straight_air_fill(plane: np.ndarray, pixel_spacing_mm: tuple) -> np.ndarray:
         # parts each took 0.046 s of a 300-slice CT's body size
         box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(boxes[label - 1], plane.shape))
         region = parts[box] == label
-        border = region & _with_face_neighbours(~region)  # fill pixels beside the rest of the plane
+        rest = ~region if padding is None else ~region & ~padding[box]
+        border = region & _with_face_neighbours(rest)  # fill pixels beside the rest of the plane
         _clear_plane_edges(border, box, plane.shape)
         if border.sum() < MIN_FOV_BORDER_PIXELS:
             continue
@@ -269,14 +307,14 @@ def straight_air_fill(plane: np.ndarray, pixel_spacing_mm: tuple) -> np.ndarray:
         if np.median(np.abs(centred @ normal)) <= tolerance_mm:
             found[box] |= region
             continue
-        beyond = _fill_beyond_robust_line(plane[box], region, border, points, pixel_spacing_mm)
+        beyond = _fill_beyond_robust_line(plane[box], region, border, points, pixel_spacing_mm, rest)
         if beyond is not None:
             found[box] |= beyond
     return found
 
 
 def _fill_beyond_robust_line(plane: np.ndarray, region: np.ndarray, border: np.ndarray, points: np.ndarray,
-                             pixel_spacing_mm: tuple) -> Optional[np.ndarray]:
+                             pixel_spacing_mm: tuple, rest: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
     """The pixels of ``region`` (2D mask of the lowest value on the part ``plane`` of a slice, HU) beyond a straight
     line, where the line fitted to all of its border with the rest (``border``; ``points``: its pixels' (row, column)
     positions in mm) missed: the line most border pixels lie within :data:`MAX_FILL_LINE_DISTANCE_PIXELS` of
@@ -286,7 +324,10 @@ def _fill_beyond_robust_line(plane: np.ndarray, region: np.ndarray, border: np.n
     -1024 HU added to a CT whose round field of view is padded with -1024 and whose air is clipped at -1024 in places
     merges with both: the 20-slice CT with rows beyond a slanted line set to -1024 measured 285 mm across, uncut,
     against 324.6 as scanned. Air a CT has had set to one value, a body with a flat back lying in it, holds no such
-    circle (body, not air, inside it). Else None."""
+    circle (body, not air, inside it). ``rest``: the pixels of the slice that are neither ``region`` nor the scanner's
+    padding (default: all but ``region``). Else None."""
+    if rest is None:
+        rest = ~region
     pixel_mm = max(float(s) for s in pixel_spacing_mm)
     line = _dominant_line(points, MAX_FILL_LINE_DISTANCE_PIXELS * pixel_mm)
     if line is None or line[0].sum() < MIN_FOV_BORDER_PIXELS:
@@ -294,9 +335,9 @@ def _fill_beyond_robust_line(plane: np.ndarray, region: np.ndarray, border: np.n
     on_line, point_on_line, normal = line
     border_rows, border_columns = np.nonzero(border)
     if on_line.mean() < 0.5:
-        rest = np.zeros(border.shape, dtype=bool)
-        rest[border_rows[~on_line], border_columns[~on_line]] = True
-        circle = _field_of_view_circle(plane, ~region, rest, pixel_spacing_mm)
+        rest_border = np.zeros(border.shape, dtype=bool)
+        rest_border[border_rows[~on_line], border_columns[~on_line]] = True
+        circle = _field_of_view_circle(plane, rest, rest_border, pixel_spacing_mm)
         if circle is None:
             return None
         (centre, radius), on_circle = circle
@@ -306,7 +347,7 @@ def _fill_beyond_robust_line(plane: np.ndarray, region: np.ndarray, border: np.n
             return None
     line_border = np.zeros(border.shape, dtype=bool)
     line_border[border_rows[on_line], border_columns[on_line]] = True
-    rows, columns = np.nonzero(~region & _with_face_neighbours(line_border))  # the rest of the slice beside the line
+    rows, columns = np.nonzero(rest & _with_face_neighbours(line_border))  # the rest of the slice beside the line
     inside = np.stack([rows * float(pixel_spacing_mm[0]), columns * float(pixel_spacing_mm[1])], axis=1)
     inside_side = np.sign(np.median((inside - point_on_line) @ normal))
     rows, columns = np.nonzero(region)

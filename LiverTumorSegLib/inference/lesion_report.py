@@ -234,12 +234,13 @@ def _borders_straight_air_fill(beside: np.ndarray, grown: Tuple[slice, ...], hu_
                                geometry: ImageGeometry, fill_by_slice: Dict[int, np.ndarray]) -> bool:
     """True when a voxel ``beside`` a lesion (``(z, y, x)`` mask of the part ``grown`` of ``hu_zyx``) lies in a
     resampling's fill written with air's value: in its axial slice, a region of the slice's lowest value (below
-    :data:`~.body_size.BODY_HU`) reaching the slice's edge and bordering the rest along a straight line
+    :data:`~.body_size.BODY_HU`; in a slice holding the scanner's padding, -1024: :func:`~.body_size.straight_fill_value`)
+    reaching the slice's edge and bordering the rest along a straight line
     (:func:`~.body_size.straight_air_fill`, the body-size check's rule, here on every pixel). A CT resampled onto a
     turned grid with a -1024 fill (no fill :mod:`.resampling_fill` looks for, since int16 CTs hold real air at -1024)
     cuts a lesion there as the array's edge would. Only the slices where an air voxel beside the lesion holds the
-    slice's lowest value are read (whole slices, cached in ``fill_by_slice`` by slice index: lesions share them)."""
-    from .body_size import BODY_HU, straight_air_fill
+    value that rule reads are read (whole slices, cached in ``fill_by_slice`` by slice index: lesions share them)."""
+    from .body_size import BODY_HU, straight_air_fill, straight_fill_value
 
     hu = np.asarray(hu_zyx)
     values = hu[grown]
@@ -250,7 +251,8 @@ def _borders_straight_air_fill(beside: np.ndarray, grown: Tuple[slice, ...], hu_
         plane = np.take(hu, k, axis=axis)
         beside_here = np.take(beside, int(local), axis=axis)
         in_plane = tuple(g for a, g in enumerate(grown) if a != axis)
-        if not (np.take(values, int(local), axis=axis)[beside_here] == plane.min()).any():
+        fill_value = straight_fill_value(plane)
+        if fill_value is None or not (np.take(values, int(local), axis=axis)[beside_here] == fill_value).any():
             continue
         if k not in fill_by_slice:
             fill_by_slice[k] = straight_air_fill(plane, pixel_spacing_mm)

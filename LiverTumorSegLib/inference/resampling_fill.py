@@ -225,7 +225,9 @@ def fill_replaced(volume: CTVolume, hu: float = OUTSIDE_SCAN_HU) -> Tuple[CTVolu
 def find_straight_air_fill(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Optional[np.ndarray]:
     """The voxels (bool, ``(z, y, x)``) of a resampling's fill written with air's value (-1024) beyond a straight
     line, or None where no axial slice of ``hu_zyx`` (HU on ``geometry``) holds one: in each axial slice, the regions
-    of its lowest value (below :data:`~.body_size.BODY_HU`) that reach its edge and border the rest along a straight
+    of its lowest value (below :data:`~.body_size.BODY_HU`; in a slice holding the scanner's padding, below
+    :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`, -1024 exactly: :func:`~.body_size.straight_fill_value`)
+    that reach its edge and border the rest along a straight
     line (:func:`~.body_size.straight_air_fill`, the rule by which the lesion report reads a lesion beside such a
     fill as cut by the scan's edge), at least :data:`MIN_PART_MM2` in a slice and :data:`MIN_FILL_ML` in all
     (or :data:`MIN_FILL_GRID_FRACTION` of a small grid), as a fill :func:`find_resampling_fill` finds: the rule alone
@@ -233,8 +235,8 @@ def find_straight_air_fill(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Optio
     3-slice CT clipped at -1024). :func:`find_resampling_fill` leaves such a fill alone (int16 CTs hold real air
     at -1024, and the network reads it as air already); ``followup`` reads it as outside the scan. 0.3 s for the
     shared 20-slice CT of 512 x 512, as stored or clipped at -1024 (16 ms a slice, about 5 s for 300; one core, 29 Nov
-    2026); a slice holding the scanner's padding, or whose edge does not hold its lowest value, is skipped
-    (:func:`_slices_with_lowest_value_at_edge`)."""
+    2026); a slice whose edge does not hold the value the rule reads is skipped
+    (:func:`_slices_with_fill_value_at_edge`)."""
     from ..metrics.recist import axial_axis_zyx
     from .body_size import straight_air_fill
 
@@ -245,7 +247,7 @@ def find_straight_air_fill(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Optio
     pixel_spacing_mm = tuple(float(geometry.spacing[2 - a]) for a in range(3) if a != axis)  # (rows, columns)
     pixel_mm2, voxel_ml = pixel_spacing_mm[0] * pixel_spacing_mm[1], float(np.prod(geometry.spacing)) / 1000.0
     mask = np.zeros(hu.shape, dtype=bool)
-    for k in _slices_with_lowest_value_at_edge(np.moveaxis(hu, axis, 0)):
+    for k in _slices_with_fill_value_at_edge(np.moveaxis(hu, axis, 0), pixel_spacing_mm):
         index = tuple(int(k) if a == axis else slice(None) for a in range(3))
         found = straight_air_fill(hu[index], pixel_spacing_mm)
         if found.sum() * pixel_mm2 >= MIN_PART_MM2:
@@ -254,15 +256,28 @@ def find_straight_air_fill(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Optio
     return mask if mask.any() and mask.sum() * voxel_ml >= needed_ml else None
 
 
-def _slices_with_lowest_value_at_edge(hu_planes: np.ndarray) -> np.ndarray:
-    """Indices of the planes of ``hu_planes`` (HU, planes along the first axis) whose lowest value lies at or above
-    :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU` (below it: the scanner's padding, outside already, and the
-    straight-fill rule reads the lowest value only) and is held by a pixel of the plane's edge: the rule reads only
-    the regions of that value that reach the edge, so the other planes hold no fill."""
+def _slices_with_fill_value_at_edge(hu_planes: np.ndarray, pixel_spacing_mm: Tuple[float, float]) -> np.ndarray:
+    """Indices of the planes of ``hu_planes`` (HU, planes along the first axis; ``pixel_spacing_mm`` their (row,
+    column) pixel size) whose edge holds the value the straight-fill rule reads
+    (:func:`~.body_size.straight_fill_value`), as the rule reads only the regions of that value that reach the edge:
+    a plane's lowest value, held by a pixel of its edge; in a plane holding the scanner's padding (below
+    :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`), -1024 (:data:`~.body_size.AIR_FILL_HU`) along
+    :data:`MIN_EDGE_RUN_MM` of its edge without a break (a fill beyond the old grid covers the edge beyond it; noisy
+    air inside a round field of view that reaches the edge holds -1024 on a pixel or two). The other planes hold no
+    fill."""
+    from .body_size import AIR_FILL_HU
+
     lowest = hu_planes.min(axis=(1, 2))
     edge_lowest = np.minimum(np.minimum(hu_planes[:, 0, :].min(axis=1), hu_planes[:, -1, :].min(axis=1)),
                              np.minimum(hu_planes[:, :, 0].min(axis=1), hu_planes[:, :, -1].min(axis=1)))
-    return np.nonzero((lowest >= PADDING_BELOW_HU) & (edge_lowest == lowest))[0]
+    unpadded = (lowest >= PADDING_BELOW_HU) & (edge_lowest == lowest)
+    padded = np.nonzero(lowest < PADDING_BELOW_HU)[0]
+    if padded.size == 0:
+        return np.nonzero(unpadded)[0]
+    run_px = max(3, int(np.ceil(MIN_EDGE_RUN_MM / max(pixel_spacing_mm))))
+    with_run = padded[_slices_with_edge_run(_edge_values(hu_planes)[padded], AIR_FILL_HU, run_px)]
+    unpadded[with_run] = True
+    return np.nonzero(unpadded)[0]
 
 
 def straight_air_fill_warning(hu_zyx: np.ndarray, mask: np.ndarray, geometry: ImageGeometry) -> str:
@@ -271,9 +286,9 @@ def straight_air_fill_warning(hu_zyx: np.ndarray, mask: np.ndarray, geometry: Im
     values = np.unique(np.asarray(hu_zyx)[mask])
     shown = " and ".join(f"{float(v):g}" for v in values[:3]) + (" ..." if values.size > 3 else "")
     volume_ml = float(mask.sum()) * float(np.prod(geometry.spacing)) / 1000.0
-    return (f"{volume_ml:.0f} mL of the CT hold exactly {shown} HU (the lowest value of their slices) beyond a "
-            f"straight line that reaches the edge of its slices: a resampling's fill outside the original field of "
-            f"view. They were read as outside the scan, as the scanner's padding (a lesion beside them is cut by the "
+    return (f"{volume_ml:.0f} mL of the CT hold exactly {shown} HU (the lowest value of their slices but for the "
+            f"scanner's padding) beyond a straight line that reaches the edge of its slices: a resampling's fill "
+            f"outside the original field of view. They were read as outside the scan, as the scanner's padding (a lesion beside them is cut by the "
             f"scan's edge, as segment's lesion report reads it). Give the CT as scanned, or resample it with a fill "
             f"below {PADDING_BELOW_HU:g} HU (the scanner's padding value), which reads the same way without a guess.")
 

@@ -96,3 +96,76 @@ def test_the_shared_real_cts_hold_no_straight_air_fill(name, clipped):
     volume = read_volume(Path(__file__).resolve().parents[1] / "Data" / name)
     hu = np.maximum(volume.array, -1024).astype(volume.array.dtype) if clipped else volume.array
     assert find_straight_air_fill(hu, volume.geometry) is None
+
+
+PADDED_SHAPE = (8, 128, 128)  # (z, y, x), 1 mm pixels, 2.5 mm slices
+FOV_RADIUS_PX = 70.0  # beyond the image's half width: the field of view's air meets the image's sides
+
+
+def _padded_ct(air, fill_from_row=None, slope=0.25, flat_back_from_row=None, seed=0, ring=True):
+    """int16 HU ``(z, y, x)`` (:data:`PADDED_SHAPE`): an elliptical body (100 +- 5 HU, 80 x 100 mm) in ``air``
+    ("noisy": -1000 +- 20 HU clipped at -1024; "one value": all -1024), a round field of view of
+    :data:`FOV_RADIUS_PX` padded with -3024 outside, as Siemens and GE write it, with the values a resampling puts
+    between padding and air on a ring along the circle (-1400 inside it, -2200 outside; ``ring`` False: none, the CT
+    as scanned). ``fill_from_row``: -1024
+    beyond the line ``row = fill_from_row + slope x (column - 64)`` (a resampling's fill of air beyond the old grid,
+    over the padding too). ``flat_back_from_row``: the body's rows from there on made air (a back lying flat)."""
+    rng = np.random.default_rng(seed)
+    rows, columns = np.mgrid[0:PADDED_SHAPE[1], 0:PADDED_SHAPE[2]]
+    body = ((rows - 64.0) / 40.0) ** 2 + ((columns - 64.0) / 50.0) ** 2 <= 1.0
+    if flat_back_from_row is not None:
+        body &= rows < flat_back_from_row
+    if air == "noisy":
+        hu = np.clip(np.rint(rng.normal(-1000.0, 20.0, PADDED_SHAPE)), -1024, None)
+    else:
+        hu = np.full(PADDED_SHAPE, -1024.0)
+    hu[:, body] = np.rint(rng.normal(100.0, 5.0, PADDED_SHAPE))[:, body]
+    distance = np.hypot(rows - 63.5, columns - 63.5)
+    hu[:, distance > FOV_RADIUS_PX] = -3024
+    if ring:
+        hu[:, (distance > FOV_RADIUS_PX - 1) & (distance <= FOV_RADIUS_PX)] = -1400
+        hu[:, (distance > FOV_RADIUS_PX) & (distance <= FOV_RADIUS_PX + 1)] = -2200
+    if fill_from_row is not None:
+        hu[:, rows > fill_from_row + slope * (columns - 64)] = -1024
+    return hu.astype(np.int16)
+
+
+@pytest.mark.parametrize("ring", [True, False], ids=["resampled_ring", "sharp_circle"])
+@pytest.mark.parametrize("fill_from_row, slope", [(90, 0.25), (96, 0.0), (85, -0.3)])
+def test_a_straight_air_fill_in_a_ct_padded_below_air_is_found(fill_from_row, slope, ring):
+    """A CT padded with -3024 outside its round field of view, resampled with a fill of -1024 beyond the old grid: the
+    rule read only each slice's lowest value (the padding), and skipped slices holding padding, so the fill that cuts
+    the body was air (followup: a target there 'disappeared'; the body measured whole). -1024 is looked for in such
+    slices: the fill is found, up to the line, and cuts the body."""
+    from LiverTumorSegLib.inference.body_size import body_diameter_mm
+    from LiverTumorSegLib.inference.resampling_fill import find_straight_air_fill
+
+    hu = _padded_ct("noisy", fill_from_row, slope, ring=ring)
+    found = find_straight_air_fill(hu, GEOMETRY)
+    assert found is not None
+    rows, columns = np.mgrid[0:PADDED_SHAPE[1], 0:PADDED_SHAPE[2]]
+    beyond = np.broadcast_to(rows > fill_from_row + 1 + slope * (columns - 64), PADDED_SHAPE)
+    before = np.broadcast_to(rows < fill_from_row - 2 + slope * (columns - 64), PADDED_SHAPE)
+    assert found[beyond].all()
+    assert np.count_nonzero(found[before]) <= 8  # a few pixels of air clipped at -1024 that touch the fill join it
+    record = body_diameter_mm(hu, GEOMETRY)
+    assert record["diameter_mm"] is None and record["slices_cut"] == PADDED_SHAPE[0]
+
+
+@pytest.mark.parametrize("ring", [True, False], ids=["resampled_ring", "sharp_circle"])
+@pytest.mark.parametrize("back_from_row", [80, 90])
+@pytest.mark.parametrize("air", ["noisy", "one value"])
+def test_air_of_one_value_around_a_flat_back_in_a_ct_padded_below_air_is_no_fill(air, back_from_row, ring):
+    """Air at -1024 (set to one value, or noisy and clipped there) around a body with a flat back, in a field of view
+    padded with -3024 that meets the image's sides: the air's border with the padding (and with the ring a resampling
+    puts beside it) is the field of view's circle, no fill's edge, and its border with the body is curved but for the
+    back. Read as the rest of the slice, the circle's arcs beside the back's line made the air beyond the back a fill
+    (the body cut, with the back from row 80). No fill; the body is measured uncut."""
+    from LiverTumorSegLib.inference.body_size import body_diameter_mm, straight_air_fill
+    from LiverTumorSegLib.inference.resampling_fill import find_straight_air_fill
+
+    hu = _padded_ct(air, flat_back_from_row=back_from_row, ring=ring)
+    assert find_straight_air_fill(hu, GEOMETRY) is None
+    assert not straight_air_fill(hu[0], (1.0, 1.0)).any()
+    record = body_diameter_mm(hu, GEOMETRY)
+    assert record["slices_cut"] == 0 and record["diameter_mm"] is not None

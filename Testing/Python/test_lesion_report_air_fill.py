@@ -129,3 +129,19 @@ def test_real_ct_reports_are_unchanged(name, monkeypatch):
     assert now["lesion_count"] >= 2
     _without_fill_rule(monkeypatch)
     assert lesion_report(labels, ct.geometry, hu_zyx=hu) == now
+
+
+@pytest.mark.parametrize("padding_hu", [-3024, -2048])
+def test_a_lesion_cut_by_a_straight_air_fill_in_a_ct_padded_below_air_is_cut(padding_hu):
+    """The same fill in a CT padded below air outside a round field of view (Siemens and GE write -3024 or -2048):
+    the rule compared the air beside the lesion with the slice's lowest value, the padding, and the lesion against the
+    fill was uncut and the RECIST target. -1024 is the fill's value in such a slice."""
+    hu, labels = _phantom("noisy", fill=True)
+    rows, columns = np.mgrid[0:SHAPE[1], 0:SHAPE[2]]
+    outside = (np.hypot(rows - 31.5, columns - 31.5) > 34.0) & (rows < FILL_FROM_ROW)  # the fill lies over it
+    hu[:, outside] = padding_hu
+    lesion = _only_lesion(lesion_report(labels, GEOMETRY, hu_zyx=hu))
+    assert lesion["touches_scan_edge"] is True and lesion["recist_target"] is False
+    unfilled, labels = _phantom("noisy", fill=False)  # without the fill, the padding far from it: uncut
+    unfilled[:, outside] = padding_hu
+    assert _only_lesion(lesion_report(labels, GEOMETRY, hu_zyx=unfilled))["touches_scan_edge"] is False

@@ -243,6 +243,12 @@ def _dilated_liver_mask(labels: CTVolume, reference, margin_mm: float = 20.0):
     return sitk.BinaryDilate(liver, radius)
 
 
+def _dicom_slice_thickness(ct: Optional[CTVolume]) -> Optional[float]:
+    """The DICOM SliceThickness (mm) ``ct`` was read with (RECIST's measurable minimum, the lesion report's
+    ``slice_thickness_source`` "dicom"); None without a CT or for a CT from a NIfTI/NRRD file."""
+    return None if ct is None else ct.meta.get("dicom_slice_thickness_mm")
+
+
 def _without_resampling_fill(ct: Optional[CTVolume], in_hu: bool, what: str, warnings: List[str]
                              ) -> Optional[CTVolume]:
     """``ct`` (a CT in HU, ``in_hu``) with a resampling's fill outside its original field of view set to the scanner's
@@ -1031,9 +1037,9 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     baseline_ct = _without_resampling_fill(baseline_ct, base_in_hu, "baseline", fill_warnings)
     followup_ct = _without_resampling_fill(followup_ct, follow_in_hu, "follow-up", fill_warnings)
     base_report = lesion_report(baseline.array, baseline.geometry, baseline_ct.array if baseline_ct else None,
-                                in_hu=base_in_hu)
+                                in_hu=base_in_hu, dicom_slice_thickness_mm=_dicom_slice_thickness(baseline_ct))
     follow_report = lesion_report(followup.array, followup.geometry, followup_ct.array if followup_ct else None,
-                                  in_hu=follow_in_hu)
+                                  in_hu=follow_in_hu, dicom_slice_thickness_mm=_dicom_slice_thickness(followup_ct))
     base_components, _ = lesion_components(baseline.array, baseline.geometry)  # numbered as the reports are
     follow_components, _ = lesion_components(followup.array, followup.geometry)
     align = align_followup(baseline, followup, baseline_ct, followup_ct, method=alignment)

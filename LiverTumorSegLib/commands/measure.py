@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 from .. import __version__
 from ..errors import InputError
 from ..io.formats import READ_SUFFIXES
-from ..metrics.recist import RECIST_NOTE
+from ..metrics.recist import RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, SLICE_THICKNESS_FROM_DICOM
 
 MEAN_HU_NOT_HU = ("measured anyway: the lesions' mean_hu and median_hu in this report are this file's values, not "
                   "Hounsfield units, and water density is not judged (water_density null: the RECIST targets are "
@@ -57,6 +57,17 @@ def _without_resampling_fill(ct: Any, warnings: List[str]) -> Any:
     return ct
 
 
+def _minimum_reason(recist: Dict[str, Any]) -> str:
+    """Why RECIST's measurable minimum (report ``recist``) is above 10 mm: ', twice the 7 mm slice thickness (DICOM
+    SliceThickness)' or '... (slice spacing)'; '' at 10 mm or in a report without the thickness."""
+    thickness = recist.get("slice_thickness_mm")
+    if thickness is None or recist["measurable_minimum_mm"] <= RECIST_MIN_LONG_AXIS_MM:
+        return ""
+    source = recist.get("slice_thickness_source")
+    said = "DICOM SliceThickness" if source == SLICE_THICKNESS_FROM_DICOM else (source or "slice spacing")
+    return f", twice the {thickness:g} mm slice thickness ({said})"
+
+
 def summary_lines(report: Dict[str, Any], limit: Optional[int] = None) -> List[str]:
     """Human-readable lines: liver, burden, RECIST targets and one line per lesion (at most ``limit``; None:
     :data:`~..inference.lesion_report.LISTED_LESIONS_MAX`, as segment's summary and the warnings)."""
@@ -70,7 +81,7 @@ def summary_lines(report: Dict[str, Any], limit: Optional[int] = None) -> List[s
              f"({number_text(report['tumor_volume_ml'], 2)} mL, "
              f"burden {number_text(report['tumor_burden_percent'], 2)} %)",
              f"RECIST 1.1 target lesions: {targets}; sum of diameters {recist['sum_of_diameters_mm']:.1f} mm "
-             f"(measurable from {recist['measurable_minimum_mm']:g} mm; {RECIST_NOTE})"]
+             f"(measurable from {recist['measurable_minimum_mm']:g} mm{_minimum_reason(recist)}; {RECIST_NOTE})"]
     for lesion in report["lesions"][:limit]:
         lines.append("  " + lesion_summary_line(lesion, minimum_mm=recist["measurable_minimum_mm"]))
     if len(report["lesions"]) > limit:
@@ -153,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
                            extra={"labels": str(args.labels), "ct": str(args.ct) if args.ct else None,
                                   "probabilities": str(args.probabilities) if args.probabilities else None,
                                   "library_version": str(__version__), "warnings": warnings},
-                           tumor_probability_zyx=probability, in_hu=in_hu)
+                           tumor_probability_zyx=probability, in_hu=in_hu,
+                           dicom_slice_thickness_mm=ct.meta.get("dicom_slice_thickness_mm") if ct is not None else None)
     from ..inference.plausibility import fat_density_lesion_warnings
     from ..inference.water_density import water_density_lesion_warnings
 

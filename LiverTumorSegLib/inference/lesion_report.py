@@ -21,8 +21,11 @@ Definitions
 * ``recist_target``: the lesion is one of the RECIST 1.1 target lesions (at most 2 measurable lesions,
   long axis >= 10 mm or twice the slice thickness above 5 mm, largest first, none cut by the scan's edge, lesions
   of water density only after all others); report-level ``recist`` holds ``target_lesion_ids``,
-  ``sum_of_diameters_mm``, ``measurable_minimum_mm``, ``slice_thickness_mm`` and ``water_density_passed_over_ids``
-  (the lesions that the long axis alone would have chosen, passed over as of water density).
+  ``sum_of_diameters_mm``, ``measurable_minimum_mm``, ``slice_thickness_mm``, ``slice_thickness_source`` and
+  ``water_density_passed_over_ids`` (the lesions that the long axis alone would have chosen, passed over as of water
+  density). The slice thickness is the DICOM SliceThickness where the CT was read from DICOM (source ``"dicom"``),
+  else the spacing between slices (``"slice spacing"``: NIfTI and NRRD record no thickness), see
+  :func:`~LiverTumorSegLib.metrics.recist.recist_slice_thickness`.
 * ``centroid_lps_mm`` / ``centroid_ras_mm``: mean voxel-centre position, patient LPS (DICOM/ITK) and RAS
   (Slicer/NIfTI; x and y negated) in mm.
 * ``axial_position_s_mm``: the S (superior, RAS = LPS z) coordinate of the axial slice where the long axis was
@@ -65,7 +68,7 @@ from ..errors import InputError
 from ..fileutil import atomic_output, finite_json, full_suffix, spreadsheet_safe_text
 from ..metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, at_least, axial_axis_zyx,  # noqa: F401
                               farthest_pair, hull_vertices_2d, lesion_axes, measurable_minimum_mm,
-                              select_target_lesions, slice_thickness_mm)
+                              recist_slice_thickness, select_target_lesions)
 from ..volume import ImageGeometry, checked_geometry
 
 LESION_COLUMNS = ["id", "volume_ml", "voxel_count", "long_axis_mm", "short_axis_mm", "recist_target", "mean_hu",
@@ -277,7 +280,8 @@ def grid_record(shape_zyx: Sequence[int], geometry: ImageGeometry) -> Dict[str, 
 def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optional[np.ndarray] = None,
                   extra: Optional[Dict[str, Any]] = None,
                   tumor_probability_zyx: Optional[np.ndarray] = None,
-                  network_labels_zyx: Optional[np.ndarray] = None, in_hu: bool = True) -> Dict[str, Any]:
+                  network_labels_zyx: Optional[np.ndarray] = None, in_hu: bool = True,
+                  dicom_slice_thickness_mm: Optional[float] = None) -> Dict[str, Any]:
     """Report dict: ``liver_volume_ml``, ``tumor_volume_ml``, ``tumor_burden_percent``, ``lesion_count``,
     ``lesions`` (list of dicts, see module doc), ``recist``, ``voxel_volume_ml``, ``grid``
     (:func:`grid_record`); ``extra`` is merged in. Volumes in mL, lengths and positions in mm (LPS and RAS).
@@ -288,7 +292,11 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     ``tumor_probability_zyx``: optional tumor probability map on the label grid; adds
     ``mean_tumor_probability`` to every lesion, taken over the voxels ``network_labels_zyx`` (the network's labels
     before post-processing, same grid; optional) labels tumor (module doc). ``in_hu``: the CT's values are
-    Hounsfield units (False: ``water_density`` is None, as without a CT; ``segment --allow-non-hu``)."""
+    Hounsfield units (False: ``water_density`` is None, as without a CT; ``segment --allow-non-hu``).
+
+    ``dicom_slice_thickness_mm``: the SliceThickness (mm) of the DICOM series ``geometry`` is the grid of, as read
+    (``CTVolume.meta["dicom_slice_thickness_mm"]``), or None: RECIST's measurable minimum is twice it above 5 mm
+    (:func:`~LiverTumorSegLib.metrics.recist.recist_slice_thickness`)."""
     from scipy import ndimage
 
     geometry = checked_geometry(geometry, "lesion_report")  # a spacing tuple failed deep inside, on .direction_matrix
@@ -348,7 +356,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
         if mean_probability is not None:
             lesion["mean_tumor_probability"] = float(mean_probability[index])
         lesions.append(lesion)
-    thickness = slice_thickness_mm(geometry)
+    thickness, thickness_source = recist_slice_thickness(geometry, dicom_slice_thickness_mm)
     minimum = measurable_minimum_mm(thickness)
     targets = select_target_lesions(lesions, minimum)
     by_long_axis_alone = select_target_lesions([dict(d, water_density=False) for d in lesions], minimum)
@@ -368,6 +376,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
         "recist": {"note": RECIST_NOTE, "target_lesion_ids": targets,
                    "sum_of_diameters_mm": float(sum(by_id[i]["long_axis_mm"] for i in targets)),
                    "measurable_minimum_mm": minimum, "slice_thickness_mm": thickness,
+                   "slice_thickness_source": thickness_source,
                    "water_density_passed_over_ids": [i for i in by_long_axis_alone if i not in targets]},
         "lesions": lesions,
     }

@@ -700,7 +700,8 @@ class Segmenter:
                 source[key] = dict(volume.meta[key])
         report = lesion_report(labels, volume.geometry, hu_ct, extra=dict(facts, **source),
                                tumor_probability_zyx=probability, network_labels_zyx=network_labels,
-                               in_hu=not hu_rules_skipped)
+                               in_hu=not hu_rules_skipped,
+                               dicom_slice_thickness_mm=volume.meta.get("dicom_slice_thickness_mm"))
         if not self.options.probabilities:
             probability = None
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently

@@ -998,6 +998,9 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
                         "modality": chosen.modality, "num_files": chosen.num_files,
                         "files": list(chosen.files),  # what a DICOM SEG of this volume references
                         "input_dicom": dicom_series_fingerprint(chosen, folder)})
+    thickness_mm = _series_slice_thickness(reader, len(chosen.files))
+    if thickness_mm is not None:  # RECIST's measurable minimum is twice it above 5 mm (7 mm slices every 5 mm: 14 mm)
+        volume.meta["dicom_slice_thickness_mm"] = thickness_mm
     if len(chosen.files) > 1 and volume.shape_zyx[0] != len(chosen.files):
         volume.meta.setdefault("warnings", []).append(
             f"series has {len(chosen.files)} files but {volume.shape_zyx[0]} slices were read")
@@ -1675,6 +1678,24 @@ def _check_dicom_series_memory(series: DicomSeriesInfo, folder: Path) -> None:
     size = header.size
     shape_xyz = (size[0], size[1], max(len(series.files), size[2] if len(size) > 2 else 1))
     check_memory_for_read(shape_xyz, _itk_itemsize(header.pixel_id), f"{folder} (series {series.uid})")
+
+
+def _series_slice_thickness(reader, num_files: int) -> Optional[float]:
+    """The SliceThickness (0018,0050, mm) of the ``num_files`` files ``reader`` read (per-file tags), the largest
+    where slices differ (the larger measurable minimum); None where no file gives a positive, finite one (absent,
+    empty, or not a number; an enhanced multi-frame file keeps it in its functional groups, which are not read).
+    It is the reconstruction's thickness, which can exceed the spacing between slices (overlapping slices) and
+    which RECIST 1.1's measurable minimum is judged by."""
+    values = []
+    for index in range(num_files):
+        try:
+            text = reader.GetMetaData(index, "0018|0050").strip() if reader.HasMetaDataKey(index, "0018|0050") else ""
+            value = float(text.split("\\")[0]) if text else float("nan")
+        except (RuntimeError, ValueError):
+            continue
+        if np.isfinite(value) and value > 0:
+            values.append(value)
+    return max(values) if values else None
 
 
 def _single_slice_thickness(file_name: str) -> Optional[float]:

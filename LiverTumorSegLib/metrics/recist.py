@@ -35,7 +35,8 @@ Definitions
   read wider: 24 mm head to foot, long -0.17..+1.10 mm and short -0.58..+1.37 mm; elliptic cylinders on 0.6 x 0.9 mm
   pixels, long axes down to -0.48 mm (test_metrics_oracles bounds it by -1..+1.5 of the larger pixel spacing).
 * RECIST 1.1 (Eisenhauer et al., Eur J Cancer 2009): a lesion is *measurable* when its long axis is at least
-  10 mm (at least twice the slice thickness when slices are thicker than 5 mm); the target lesions of one
+  10 mm (at least twice the slice thickness when slices are thicker than 5 mm: the DICOM SliceThickness where the
+  CT was read from DICOM, else the spacing between slices, :func:`recist_slice_thickness`); the target lesions of one
   organ are at most 2 measurable lesions, largest long axis first, not cut by the scan's edge (RECIST asks for
   lesions suited to reproducible repeated measurement); the sum of diameters (SoD) is the sum of
   their long axes. Response vs. baseline: CR = no lesion left; PD = SoD up >= 20 % and >= 5 mm, or a new
@@ -375,6 +376,29 @@ def slice_thickness_mm(geometry: ImageGeometry) -> float:
     """Spacing (mm) along the axial array axis (the reconstructed slice distance), to
     :data:`SLICE_THICKNESS_DECIMALS` places (the float32 rounding of a NIfTI header's tilted axes left out)."""
     return round(float(geometry.spacing[2 - axial_axis_zyx(geometry)]), SLICE_THICKNESS_DECIMALS)
+
+
+SLICE_THICKNESS_FROM_DICOM = "dicom"
+SLICE_THICKNESS_FROM_SPACING = "slice spacing"
+"""Where :func:`recist_slice_thickness` took the slice thickness from (the report's ``slice_thickness_source``)."""
+
+
+def recist_slice_thickness(geometry: ImageGeometry, dicom_slice_thickness_mm: Optional[float] = None
+                           ) -> Tuple[float, str]:
+    """``(thickness mm, source)`` of the axial slices for RECIST 1.1's measurable minimum
+    (:func:`measurable_minimum_mm`), which speaks of the slice *thickness*, not the spacing between slices.
+
+    ``dicom_slice_thickness_mm``: the SliceThickness (0018,0050) of the DICOM series ``geometry`` was read from, which
+    applies along its slice axis, the array's first axis ``k`` (``(z, y, x)`` order). It is used (source
+    :data:`SLICE_THICKNESS_FROM_DICOM`) when that axis is the axial one (:func:`axial_axis_zyx`); overlapping
+    reconstructions (7 mm slices every 5 mm) are thicker than their spacing, and their minimum is 14 mm, not 10 mm.
+    Otherwise (no DICOM value: NIfTI, NRRD, a label map alone; or sagittal/coronal slices, whose thickness is not
+    the axial slices') the spacing along the axial axis (:func:`slice_thickness_mm`, source
+    :data:`SLICE_THICKNESS_FROM_SPACING`). Rounded to :data:`SLICE_THICKNESS_DECIMALS` places."""
+    if dicom_slice_thickness_mm is not None and np.isfinite(float(dicom_slice_thickness_mm)) \
+            and float(dicom_slice_thickness_mm) > 0 and axial_axis_zyx(geometry) == 0:
+        return round(float(dicom_slice_thickness_mm), SLICE_THICKNESS_DECIMALS), SLICE_THICKNESS_FROM_DICOM
+    return slice_thickness_mm(geometry), SLICE_THICKNESS_FROM_SPACING
 
 
 def select_target_lesions(lesions: Sequence[Dict[str, Any]], minimum_mm: float = RECIST_MIN_LONG_AXIS_MM,

@@ -5,7 +5,7 @@ CT Image Storage SOP class, ImagePositionPatient / ImageOrientationPatient / Pix
 RescaleSlope 1 / RescaleIntercept 0 (signed 16-bit stored values = HU).
 """
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -33,12 +33,14 @@ def save_dicom(ds, path, implicit_vr=None) -> None:
 
 def write_ct_series(folder: Path, volume, uid_seed: int = 1, shuffle_names: bool = True,
                     description: str = "synthetic test CT", charset: str = "", modality: str = "CT",
-                    photometric: str = "MONOCHROME2", series_number: int = 3, name_prefix: str = "ct") -> List[Path]:
+                    photometric: str = "MONOCHROME2", series_number: int = 3, name_prefix: str = "ct",
+                    slice_thickness_mm: Optional[float] = None) -> List[Path]:
     """Write ``volume`` (a CTVolume in HU) as a DICOM series in ``folder``; returns the files in slice order.
 
     File names are in reverse slice order when ``shuffle_names`` (readers must sort by position, not name).
     ``charset``: SpecificCharacterSet (e.g. "ISO_IR 100": the description is stored in Latin-1). ``name_prefix``: of
-    the file names (give each series its own to put several in one folder). Skips the calling test where pydicom is
+    the file names (give each series its own to put several in one folder). ``slice_thickness_mm``: SliceThickness
+    (default: the slice spacing; above it: overlapping slices, e.g. 7 mm slices every 5 mm). Skips the calling test where pydicom is
     not installed.
     """
     import pytest
@@ -83,7 +85,7 @@ def write_ct_series(folder: Path, volume, uid_seed: int = 1, shuffle_names: bool
         ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
         ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row_dir, *col_dir)]
         ds.PixelSpacing = [f"{g.spacing[1]:.8f}", f"{g.spacing[0]:.8f}"]  # row spacing (y), column spacing (x)
-        ds.SliceThickness = f"{g.spacing[2]:.6f}"
+        ds.SliceThickness = f"{g.spacing[2] if slice_thickness_mm is None else slice_thickness_mm:.6f}"
         ds.SpacingBetweenSlices = f"{g.spacing[2]:.6f}"
         ds.Rows, ds.Columns = ny, nx
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric

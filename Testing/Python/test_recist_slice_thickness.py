@@ -1,0 +1,128 @@
+"""RECIST 1.1's measurable minimum is twice the slice *thickness* above 5 mm: a DICOM series' SliceThickness
+(0018,0050) where the CT was read from DICOM, else the spacing between slices (NIfTI/NRRD record no thickness).
+Overlapping reconstructions (7 mm slices every 5 mm) measured a 12 mm lesion as a target (minimum 10 mm from the
+spacing) where RECIST asks 14 mm."""
+import json
+
+import numpy as np
+import pytest
+
+from dicom_helpers import write_ct_series
+from LiverTumorSegLib.cli import main
+from LiverTumorSegLib.inference.lesion_report import lesion_report
+from LiverTumorSegLib.io import read_volume, write_label_map, write_volume
+from LiverTumorSegLib.metrics.recist import recist_slice_thickness
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+SPACING_XYZ = (1.0, 1.0, 5.0)
+SHAPE_ZYX = (6, 40, 40)
+
+
+def ct_and_labels_with_a_12_mm_lesion():
+    """A CT (HU, 1 x 1 x 5 mm voxels) with a liver block of 100 HU and a round lesion of 40 HU, 12 mm across
+    (long axis 12.4 mm) on two slices, and its label map (1 liver, 2 lesion), away from every edge."""
+    labels = np.zeros(SHAPE_ZYX, np.uint8)
+    labels[1:5, 8:32, 6:34] = 1
+    y, x = np.mgrid[:SHAPE_ZYX[1], :SHAPE_ZYX[2]]
+    disc = (y - 19.5) ** 2 + (x - 19.5) ** 2 <= 6.0 ** 2  # long axis 12.4 mm (farthest centres + 1 pixel)
+    labels[2:4][:, disc] = 2
+    hu = np.full(SHAPE_ZYX, -100, np.int16)  # fat around the liver (the body fills the scan)
+    hu[labels == 1] = 100
+    hu[labels == 2] = 40
+    geometry = ImageGeometry(spacing=SPACING_XYZ, origin=(-20.0, -20.0, 0.0))
+    return CTVolume(hu, geometry, source="phantom"), labels
+
+
+def test_dicom_thickness_is_used_for_axial_slices_and_spacing_otherwise():
+    axial = ImageGeometry(spacing=(0.8, 0.8, 5.0))
+    assert recist_slice_thickness(axial, 7.0) == (7.0, "dicom")
+    assert recist_slice_thickness(axial, None) == (5.0, "slice spacing")
+    # coronal slices (k runs anterior-posterior): their DICOM thickness is not the axial slices'; the axial axis is j
+    coronal = ImageGeometry(spacing=(0.8, 0.8, 7.0), direction=(1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0))
+    assert recist_slice_thickness(coronal, 7.0) == (0.8, "slice spacing")
+
+
+def test_lesion_report_minimum_is_twice_the_dicom_thickness_above_5_mm():
+    ct, labels = ct_and_labels_with_a_12_mm_lesion()
+    report = lesion_report(labels, ct.geometry, ct.array, dicom_slice_thickness_mm=7.0)
+    assert report["lesions"][0]["long_axis_mm"] == pytest.approx(12.4, abs=0.1)
+    assert report["recist"]["measurable_minimum_mm"] == pytest.approx(14.0)
+    assert report["recist"]["slice_thickness_mm"] == pytest.approx(7.0)
+    assert report["recist"]["slice_thickness_source"] == "dicom"
+    assert report["recist"]["target_lesion_ids"] == []
+
+
+def test_dicom_series_carries_its_slice_thickness(tmp_path):
+    ct, _ = ct_and_labels_with_a_12_mm_lesion()
+    write_ct_series(tmp_path / "dicom", ct, slice_thickness_mm=7.0)
+    read = read_volume(tmp_path / "dicom")
+    assert read.geometry.spacing[2] == pytest.approx(5.0)  # the grid stays on the slice positions
+    assert read.meta["dicom_slice_thickness_mm"] == pytest.approx(7.0)
+
+
+def _measure(tmp_path, ct_path, labels_path):
+    out = tmp_path / f"report_{ct_path.name.split('.')[0]}.json"
+    assert main(["measure", str(labels_path), "--ct", str(ct_path), "-o", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_measure_on_overlapping_dicom_slices_says_a_12_mm_lesion_is_not_measurable(tmp_path):
+    """7 mm slices every 5 mm (DICOM): minimum 14 mm, the 12 mm lesion is no target; the same CT as NIfTI records
+    no thickness: minimum 10 mm from the spacing, the lesion is a target, and the report says which was used."""
+    ct, labels = ct_and_labels_with_a_12_mm_lesion()
+    write_ct_series(tmp_path / "dicom", ct, slice_thickness_mm=7.0)
+    labels_path = tmp_path / "labels.nii.gz"
+    write_label_map(labels_path, labels, ct.geometry)
+    from_dicom = _measure(tmp_path, tmp_path / "dicom", labels_path)
+    assert from_dicom["lesions"][0]["long_axis_mm"] == pytest.approx(12.4, abs=0.1)
+    assert from_dicom["recist"]["measurable_minimum_mm"] == pytest.approx(14.0)
+    assert from_dicom["recist"]["slice_thickness_mm"] == pytest.approx(7.0)
+    assert from_dicom["recist"]["slice_thickness_source"] == "dicom"
+    assert from_dicom["recist"]["target_lesion_ids"] == []
+
+    nifti = tmp_path / "ct.nii.gz"
+    write_volume(nifti, ct)
+    from_nifti = _measure(tmp_path, nifti, labels_path)
+    assert from_nifti["recist"]["measurable_minimum_mm"] == pytest.approx(10.0)
+    assert from_nifti["recist"]["slice_thickness_mm"] == pytest.approx(5.0)
+    assert from_nifti["recist"]["slice_thickness_source"] == "slice spacing"
+    assert from_nifti["recist"]["target_lesion_ids"] == [1]
+
+
+def test_followup_judges_each_scan_by_its_own_dicom_thickness():
+    """compare_followup's reports take each CT's DICOM SliceThickness (CTVolume.meta, as the DICOM reader sets
+    it): a baseline of 7 mm slices every 5 mm has no target of 12 mm; a follow-up read from NIfTI has one."""
+    from LiverTumorSegLib.followup import compare_followup
+
+    ct, labels = ct_and_labels_with_a_12_mm_lesion()
+    base_ct = CTVolume(ct.array, ct.geometry, source="baseline", meta={"dicom_slice_thickness_mm": 7.0})
+    change = compare_followup(CTVolume(labels, ct.geometry), CTVolume(labels, ct.geometry), baseline_ct=base_ct,
+                              followup_ct=ct, alignment="none")
+    assert change["baseline"]["recist"]["measurable_minimum_mm"] == pytest.approx(14.0)
+    assert change["baseline"]["recist"]["slice_thickness_source"] == "dicom"
+    assert change["baseline"]["recist"]["target_lesion_ids"] == []
+    assert change["followup"]["recist"]["measurable_minimum_mm"] == pytest.approx(10.0)
+    assert change["followup"]["recist"]["slice_thickness_source"] == "slice spacing"
+
+
+def test_segment_report_takes_the_dicom_thickness_of_the_ct():
+    """Segmenter.finish (segment's path after the network) passes the CT's DICOM SliceThickness to the report."""
+    from LiverTumorSegLib.inference.options import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import NetworkOutput, Segmenter
+
+    ct, labels = ct_and_labels_with_a_12_mm_lesion()
+    from_dicom = CTVolume(ct.array, ct.geometry, source="dicom", meta={"dicom_slice_thickness_mm": 7.0})
+    output = NetworkOutput(labels=labels, probability=None, facts={"device": "cpu"}, timings={})
+    recist = Segmenter(SegmentationOptions()).finish(from_dicom, output).report["recist"]
+    assert (recist["measurable_minimum_mm"], recist["slice_thickness_source"]) == (14.0, "dicom")
+    assert recist["target_lesion_ids"] == []
+
+
+def test_measure_summary_says_why_the_minimum_is_above_10_mm():
+    from LiverTumorSegLib.commands.measure import summary_lines
+
+    ct, labels = ct_and_labels_with_a_12_mm_lesion()
+    line = summary_lines(lesion_report(labels, ct.geometry, ct.array, dicom_slice_thickness_mm=7.0))[1]
+    assert "measurable from 14 mm, twice the 7 mm slice thickness (DICOM SliceThickness);" in line
+    line = summary_lines(lesion_report(labels, ct.geometry, ct.array))[1]
+    assert "measurable from 10 mm;" in line

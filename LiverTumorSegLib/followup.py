@@ -972,6 +972,18 @@ def check_nadir_sum_mm(value: Optional[float], option: str = "nadir_sum_mm") -> 
                          f"target lesions at an earlier follow-up), got {value!r}.")
 
 
+def nadir_origin_text(from_previous_report: bool, after_complete_response_given: bool) -> str:
+    """Where the nadir a change report judges progression from came from, as its ``response_criteria`` and warnings
+    say it: the previous change report (``followup --previous``: the smaller of its nadir and its follow-up sum, or
+    0 mm after its CR), a complete response the caller gave (``--after-complete-response``: 0 mm), else the nadir
+    given (``--nadir-sum-mm``, the Slicer panel's *Nadir sum of diameters*). It said 'the nadir given' for all three."""
+    if from_previous_report:
+        return "the nadir from the previous change report"
+    if after_complete_response_given:
+        return "the nadir of 0 mm after the complete response given"
+    return "the nadir given"
+
+
 def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional[CTVolume] = None,
                      followup_ct: Optional[CTVolume] = None, alignment: str = "auto",
                      min_new_lesion_mm: float = DEFAULT_MIN_NEW_LESION_MM,
@@ -1093,6 +1105,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     # response, after which a target back under 5 mm is PD; with non-target lesions at baseline it is not known
     # unless the caller says so (after_complete_response: then the nadir is 0 mm and a non-target back is PD too)
     previous_warnings = []  # type: List[str]
+    complete_response_given = bool(after_complete_response)  # by the caller, not by the previous report's CR
     if previous_change is not None:
         nadir_sum_mm, after_complete_response = previous_assessment(previous_change, targets, base_report["recist"][
             "sum_of_diameters_mm"] if targets else None, base_report["lesion_count"])
@@ -1106,6 +1119,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
         nadir_zero and targets and len(targets) == base_report["lesion_count"]) else None
     if after_complete_response and targets:
         nadir_sum_mm = 0.0
+    nadir_text = nadir_origin_text(previous_change is not None, complete_response_given and bool(targets))
     if nadir_cr:  # which rows are lesions seen again after the CR (a new lesion is judged as new: not one of them)
         for e in entries:
             if e["baseline_ids"] and e["followup_ids"]:
@@ -1166,11 +1180,11 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
         reason += (f"; target lesion(s) {', '.join(cut_targets)} are cut by the follow-up scan's edge: the follow-up "
                    f"sum of diameters is a lower bound, so the response may be understated")
     if nadir_sum_mm is not None and base_sum is not None and nadir_sum_mm > base_sum:
-        warnings.append(f"the nadir given ({nadir_sum_mm:.1f} mm) is above the baseline's sum of diameters "
+        warnings.append(f"{nadir_text} ({nadir_sum_mm:.1f} mm) is above the baseline's sum of diameters "
                         f"({base_sum:.1f} mm), so the baseline is the smallest sum on study and progression is judged "
                         f"from it; check that the nadir is of these target lesions")
     elif nadir_sum_mm is not None and base_sum is None:
-        warnings.append(f"the nadir given ({nadir_sum_mm:.1f} mm) is not used: the baseline has no measurable target "
+        warnings.append(f"{nadir_text} ({nadir_sum_mm:.1f} mm) is not used: the baseline has no measurable target "
                         f"lesion, so there is no sum of diameters to follow")
     warnings.extend(_water_density_warnings(base_report, follow_report))
     warnings.extend(_other_patient_warning(baseline_ct, followup_ct))
@@ -1202,8 +1216,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
         "response": response, "response_reason": reason,
         "response_criteria": "RECIST 1.1 on the liver lesions of the label maps; " + (
             "the baseline is the reference (no nadir given)" if nadir_sum_mm is None else
-            "partial response from the baseline, progression from the smaller of the baseline's sum and the nadir "
-            "given") + ("; after the complete response given (the previous assessment): any baseline lesion present "
+            "partial response from the baseline, progression from the smaller of the baseline's sum and "
+            + nadir_text) + ("; after the complete response given (the previous assessment): any baseline lesion present "
                         "again is PD" if after_complete_response else "") + "; " + TIME_POINT_NOTE + "; " + RECIST_NOTE + "; not a medical device",
         "sum_of_diameters": {"target_lesion_ids": targets, "baseline_mm": base_sum, "followup_mm": follow_sum,
                              "nadir_mm": None if nadir_sum_mm is None else float(nadir_sum_mm),

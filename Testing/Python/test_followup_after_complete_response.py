@@ -175,3 +175,23 @@ def test_followup_previous_carries_the_complete_response_and_the_nadir(tmp_path,
                      "--no-picture", "-o", str(tmp_path / out), *extra]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "refused.json").exists() and (tmp_path / "sd.json").read_bytes() == before
+
+
+def test_response_criteria_say_where_the_nadir_came_from():
+    """The change report's response_criteria (and the nadir warnings) said 'the nadir given' also for a nadir taken
+    from --previous or set to 0 mm by --after-complete-response; they now name its origin."""
+    base, follow = _labels(BASELINE), _labels([SMALL_TARGET, NON_TARGET])
+
+    def criteria(**kwargs):
+        return compare_followup(base, follow, alignment="none", **kwargs)["response_criteria"]
+
+    assert "smaller of the baseline's sum and the nadir given;" in criteria(nadir_sum_mm=10.0)
+    after_cr = criteria(after_complete_response=True)
+    assert "the nadir of 0 mm after the complete response given;" in after_cr and "nadir given" not in after_cr
+    previous = compare_followup(base, _labels([]), alignment="none")
+    previous.pop("_arrays", None)
+    from_previous = criteria(previous_change=json.loads(json.dumps(previous)))
+    assert "the nadir from the previous change report;" in from_previous and "nadir given" not in from_previous
+    assert "no nadir given" in criteria()
+    over = compare_followup(base, follow, alignment="none", nadir_sum_mm=99.0)["warnings"]
+    assert any(w.startswith("the nadir given (99.0 mm) is above the baseline's sum") for w in over), over

@@ -968,8 +968,9 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         image = _read_as_float(reader, folder, chosen)
     _refuse_inverted_grey_scale(chosen, reader, folder)
     _refuse_localizer_series(chosen, _localizer_kinds(chosen, reader), folder, others=len(images) > 1)
+    multiframe_thickness_mm = None  # type: Optional[float]
     if len(chosen.files) == 1 and image.GetDimension() >= 3 and image.GetSize()[2] > 1:  # one multi-frame file
-        _check_multiframe(chosen, image, folder)
+        multiframe_thickness_mm = _check_multiframe(chosen, image, folder)
     else:  # single-frame slices (a multi-frame file keeps its spacing in functional groups)
         _check_pixel_spacing(chosen, reader, folder)
         _check_orientation_present(chosen, reader, folder)
@@ -998,7 +999,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
                         "modality": chosen.modality, "num_files": chosen.num_files,
                         "files": list(chosen.files),  # what a DICOM SEG of this volume references
                         "input_dicom": dicom_series_fingerprint(chosen, folder)})
-    thickness_mm = _series_slice_thickness(reader, len(chosen.files))
+    thickness_mm = multiframe_thickness_mm or _series_slice_thickness(reader, len(chosen.files))
     if thickness_mm is not None:  # RECIST's measurable minimum is twice it above 5 mm (7 mm slices every 5 mm: 14 mm)
         volume.meta["dicom_slice_thickness_mm"] = thickness_mm
     if len(chosen.files) > 1 and volume.shape_zyx[0] != len(chosen.files):
@@ -1683,7 +1684,8 @@ def _check_dicom_series_memory(series: DicomSeriesInfo, folder: Path) -> None:
 def _series_slice_thickness(reader, num_files: int) -> Optional[float]:
     """The SliceThickness (0018,0050, mm) of the ``num_files`` files ``reader`` read (per-file tags), the largest
     where slices differ (the larger measurable minimum); None where no file gives a positive, finite one (absent,
-    empty, or not a number; an enhanced multi-frame file keeps it in its functional groups, which are not read).
+    empty, or not a number; an enhanced multi-frame file keeps it in its functional groups:
+    :func:`_frames_slice_thickness`).
     It is the reconstruction's thickness, which can exceed the spacing between slices (overlapping slices) and
     which RECIST 1.1's measurable minimum is judged by."""
     values = []
@@ -2131,13 +2133,15 @@ def _set_multiframe_spacing(image, pixel_spacing: Tuple[float, float], positions
     image.SetSpacing(tuple(spacing))
 
 
-def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> None:
+def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> Optional[float]:
     """Refuse a multi-frame (enhanced) CT file whose frames the reader would misplace or mis-scale: it builds the
     grid from the first frames and applies one rescale to all, so frames out of order, a missing frame or a
     rescale intercept set per frame came out silently wrong (1 mm slices, a 0 mL liver; every other slice
     1024 HU off). Frames in order on an even grid with one rescale pass. The pixel spacing is taken from the
     frames' functional groups (:func:`_multiframe_pixel_spacing`; ``image``'s spacing is set in place where the
-    reader's differs). Needs pydicom to see the frames."""
+    reader's differs). Needs pydicom to see the frames. Returns the frames' SliceThickness (mm, from their Pixel
+    Measures functional groups, the largest where frames differ; None where none gives one), which the reader's
+    top-level tags do not hold."""
     path = series.files[0]
     try:
         import pydicom
@@ -2193,6 +2197,23 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> None:
         raise InputError(f"'{path}' (series {series.uid}): its frames are not on the grid the DICOM reader builds "
                          f"(a frame lies {off:.3g} mm from where the reader puts it: frames out of order, a missing "
                          f"frame or uneven spacing). {fix}")
+    return _frames_slice_thickness(frames, shared, count)
+
+
+def _frames_slice_thickness(frames, shared, count: int) -> Optional[float]:
+    """The largest positive SliceThickness (0018,0050, mm) in the Pixel Measures functional groups of the ``count``
+    frames of a multi-frame file (per frame, else shared); None where none gives one."""
+    values = []
+    for index in range(count):
+        frame = frames[index] if frames is not None and len(frames) > index else None
+        measures = _functional_item(frame, shared, "PixelMeasuresSequence")
+        try:
+            value = float(getattr(measures, "SliceThickness", None) or "nan")
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(value) and value > 0:
+            values.append(value)
+    return max(values) if values else None
 
 
 def _dicom_series_of_file(path: Path) -> str:

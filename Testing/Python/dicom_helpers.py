@@ -101,11 +101,13 @@ def write_ct_series(folder: Path, volume, uid_seed: int = 1, shuffle_names: bool
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 
 
-def write_enhanced_ct(path: Path, volume, order=None, intercepts=None, uid_seed: int = 1) -> Path:
+def write_enhanced_ct(path: Path, volume, order=None, intercepts=None, uid_seed: int = 1,
+                      slice_thickness_mm: Optional[float] = None) -> Path:
     """Write ``volume`` (a CTVolume in HU, axial, identity direction) as one multi-frame Enhanced CT file.
 
     ``order``: the slice index of each stored frame (default ascending); ``intercepts``: a rescale intercept per
-    slice, stored per frame (default one shared intercept 0)."""
+    slice, stored per frame (default one shared intercept 0); ``slice_thickness_mm``: the shared Pixel Measures'
+    SliceThickness (default: the slice spacing)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -137,7 +139,8 @@ def write_enhanced_ct(path: Path, volume, order=None, intercepts=None, uid_seed:
     shared = Dataset()
     measures = Dataset()
     measures.PixelSpacing = [f"{g.spacing[1]:.6f}", f"{g.spacing[0]:.6f}"]
-    measures.SliceThickness = measures.SpacingBetweenSlices = f"{g.spacing[2]:.6f}"
+    measures.SpacingBetweenSlices = f"{g.spacing[2]:.6f}"
+    measures.SliceThickness = f"{g.spacing[2] if slice_thickness_mm is None else slice_thickness_mm:.6f}"
     shared.PixelMeasuresSequence = Sequence([measures])
     orientation = Dataset()
     orientation.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]

@@ -60,6 +60,16 @@ def test_dicom_series_carries_its_slice_thickness(tmp_path):
     assert read.meta["dicom_slice_thickness_mm"] == pytest.approx(7.0)
 
 
+def test_enhanced_multiframe_ct_carries_its_slice_thickness_from_the_functional_groups(tmp_path):
+    """An enhanced CT keeps SliceThickness in its Pixel Measures functional groups, not at the top level."""
+    from dicom_helpers import write_enhanced_ct
+
+    ct, _ = ct_and_labels_with_a_12_mm_lesion()
+    read = read_volume(write_enhanced_ct(tmp_path / "enhanced.dcm", ct, slice_thickness_mm=7.0))
+    assert read.geometry.spacing[2] == pytest.approx(5.0)
+    assert read.meta["dicom_slice_thickness_mm"] == pytest.approx(7.0)
+
+
 def _measure(tmp_path, ct_path, labels_path):
     out = tmp_path / f"report_{ct_path.name.split('.')[0]}.json"
     assert main(["measure", str(labels_path), "--ct", str(ct_path), "-o", str(out)]) == 0

@@ -394,11 +394,17 @@ def recist_slice_thickness(geometry: ImageGeometry, dicom_slice_thickness_mm: Op
     reconstructions (7 mm slices every 5 mm) are thicker than their spacing, and their minimum is 14 mm, not 10 mm.
     Otherwise (no DICOM value: NIfTI, NRRD, a label map alone; or sagittal/coronal slices, whose thickness is not
     the axial slices') the spacing along the axial axis (:func:`slice_thickness_mm`, source
-    :data:`SLICE_THICKNESS_FROM_SPACING`). Rounded to :data:`SLICE_THICKNESS_DECIMALS` places."""
+    :data:`SLICE_THICKNESS_FROM_SPACING`). A gapped series, slices thinner than the spacing between them (1 mm
+    slices every 7 mm), keeps the spacing (source :data:`SLICE_THICKNESS_FROM_SPACING`): RECIST's rule assumes
+    contiguous slices, and a lesion between two thin slices is no better measured than on thick ones, so the
+    minimum is never below what the spacing gives. Rounded to :data:`SLICE_THICKNESS_DECIMALS` places."""
+    spacing_mm = slice_thickness_mm(geometry)
     if dicom_slice_thickness_mm is not None and np.isfinite(float(dicom_slice_thickness_mm)) \
             and float(dicom_slice_thickness_mm) > 0 and axial_axis_zyx(geometry) == 0:
-        return round(float(dicom_slice_thickness_mm), SLICE_THICKNESS_DECIMALS), SLICE_THICKNESS_FROM_DICOM
-    return slice_thickness_mm(geometry), SLICE_THICKNESS_FROM_SPACING
+        dicom_mm = round(float(dicom_slice_thickness_mm), SLICE_THICKNESS_DECIMALS)
+        if dicom_mm >= spacing_mm:
+            return dicom_mm, SLICE_THICKNESS_FROM_DICOM
+    return spacing_mm, SLICE_THICKNESS_FROM_SPACING
 
 
 def select_target_lesions(lesions: Sequence[Dict[str, Any]], minimum_mm: float = RECIST_MIN_LONG_AXIS_MM,

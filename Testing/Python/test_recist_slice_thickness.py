@@ -42,6 +42,13 @@ def test_dicom_thickness_is_used_for_axial_slices_and_spacing_otherwise():
     assert recist_slice_thickness(coronal, 7.0) == (0.8, "slice spacing")
 
 
+def test_gapped_dicom_series_keeps_its_slice_spacing():
+    """1 mm slices every 7 mm: the minimum stays twice the 7 mm spacing (14 mm), not 10 mm from the thin slices."""
+    gapped = ImageGeometry(spacing=(0.8, 0.8, 7.0))
+    assert recist_slice_thickness(gapped, 1.0) == (7.0, "slice spacing")
+    assert recist_slice_thickness(gapped, 7.0) == (7.0, "dicom")
+
+
 def test_lesion_report_minimum_is_twice_the_dicom_thickness_above_5_mm():
     ct, labels = ct_and_labels_with_a_12_mm_lesion()
     report = lesion_report(labels, ct.geometry, ct.array, dicom_slice_thickness_mm=7.0)

@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Optional
 from .. import __version__
 from ..errors import InputError
 from ..io.formats import READ_SUFFIXES
-from ..metrics.recist import RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, SLICE_THICKNESS_FROM_DICOM
+from ..metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, SLICE_THICKNESS_FROM_DICOM, SLICE_THICKNESS_GIVEN,
+                              check_given_slice_thickness, given_slice_thickness_warning)
 
 MEAN_HU_NOT_HU = ("measured anyway: the lesions' mean_hu and median_hu in this report are this file's values, not "
                   "Hounsfield units, and water density is not judged (water_density null: the RECIST targets are "
@@ -39,6 +40,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="with a DICOM folder as --ct: the series (UID, unique UID prefix, description or number)")
     p.add_argument("--probabilities", default=None, metavar="PROB",
                    help="tumor probability map on the label grid (floats 0..1 or uint8 255 = 1.0)")
+    p.add_argument("--slice-thickness-mm", type=float, default=None, metavar="MM",
+                   help="the reconstruction thickness of the slices in mm, for RECIST's measurable minimum (twice it "
+                        "above 5 mm); wins over the DICOM SliceThickness of --ct (report: slice_thickness_source "
+                        "'given'); default: that DICOM value, else the slice spacing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
                    help="accepted as by the other commands (--no-progress-bar is the same); this one prints no progress")
@@ -64,7 +69,8 @@ def _minimum_reason(recist: Dict[str, Any]) -> str:
     if thickness is None or recist["measurable_minimum_mm"] <= RECIST_MIN_LONG_AXIS_MM:
         return ""
     source = recist.get("slice_thickness_source")
-    said = "DICOM SliceThickness" if source == SLICE_THICKNESS_FROM_DICOM else (source or "slice spacing")
+    said = {SLICE_THICKNESS_FROM_DICOM: "DICOM SliceThickness", SLICE_THICKNESS_GIVEN: "given"}.get(
+        source, source or "slice spacing")
     return f", twice the {thickness:g} mm slice thickness ({said})"
 
 
@@ -113,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     output = check_report_path(args.output)
     check_can_write(output, args.overwrite)  # before any reading
+    given_thickness_mm = check_given_slice_thickness(args.slice_thickness_mm)
     if not Path(args.labels).exists():
         raise InputError(f"Label map '{args.labels}' does not exist; check the path.")
     for path, option in ((args.ct, "--ct"), (args.probabilities, "--probabilities")):  # named, and before reading
@@ -149,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
     elif (labels.array == 2).any() and not (labels.array == 1).any():  # its "liver" is the tumor alone: burden 100 %
         warnings.append("the label map holds tumor but no liver label (1) (an empty Liver segment?): the liver "
                         "volume counts the tumor alone and the tumor burden (100 %) means nothing")
+    thickness_unused = given_slice_thickness_warning(labels.geometry, given_thickness_mm)
+    if thickness_unused:  # on coronal slices or thinner than the spacing: the minimum is the spacing's, said so
+        warnings.append(thickness_unused)
     logged = set(labels.meta.get("logged_warnings", ()))  # the reader has printed these itself
     for warning in warnings[printed:]:  # in the report too; a map with tumor but no liver ran without a word
         if warning not in logged:
@@ -165,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
                                   "probabilities": str(args.probabilities) if args.probabilities else None,
                                   "library_version": str(__version__), "warnings": warnings},
                            tumor_probability_zyx=probability, in_hu=in_hu,
-                           dicom_slice_thickness_mm=ct.meta.get("dicom_slice_thickness_mm") if ct is not None else None)
+                           dicom_slice_thickness_mm=ct.meta.get("dicom_slice_thickness_mm") if ct is not None else None,
+                           given_slice_thickness_mm=given_thickness_mm)
     from ..inference.plausibility import fat_density_lesion_warnings
     from ..inference.water_density import water_density_lesion_warnings
 

@@ -53,6 +53,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--series", default=None,
                    help="which series of a DICOM folder holding several: its SeriesInstanceUID, a unique UID "
                         "prefix, its series description, or its number in the listing the error shows (1, 2, ...)")
+    p.add_argument("--slice-thickness-mm", type=float, default=None, metavar="MM",
+                   help="the reconstruction thickness of the CT's slices in mm, for RECIST's measurable minimum "
+                        "(twice it above 5 mm); wins over a DICOM SliceThickness (report: slice_thickness_source "
+                        "'given'); default: the DICOM SliceThickness, else the slice spacing; one CT only")
     p.add_argument("--report", default=None, help="lesion report to write (.json or .csv); one CT only (a batch "
                                                   "writes OUT/reports/<case>.json)")
     p.add_argument("--preview", default=None, help="preview PNG with liver/tumor overlays; one CT only")
@@ -330,13 +334,16 @@ def _segment(args: argparse.Namespace, progress: Any, cancel: Any = None) -> Any
     if args.batch_size is not None and args.batch_size < 1:  # before reading the CT and loading the model
         raise InputError(f"--batch-size must be at least 1 (got {args.batch_size}).")
     options = options_from_args(args)  # every setting checked first
+    from ..metrics.recist import check_given_slice_thickness
+
+    check_given_slice_thickness(args.slice_thickness_mm)  # before reading the CT and loading the model
     input_path = _input_path(args)
     if args.sample:
         _refuse_writing_the_sample_reference(args)
     return Segmenter(options).segment_file(input_path, args.output, report_path=args.report,
                                            preview_path=args.preview, probability_path=args.probabilities,
                                            overwrite=args.overwrite, series=args.series, progress=progress,
-                                           cancel=cancel)
+                                           cancel=cancel, slice_thickness_mm=args.slice_thickness_mm)
 
 
 def _print_summary(args: argparse.Namespace, result: Any, stream: TextIO) -> None:
@@ -419,7 +426,8 @@ def _run_batch(args: argparse.Namespace) -> int:
     per-case status table (also ``OUT/batch_status.csv``). Exit 0 when no case failed, else 2."""
     from ..inference.batch import batch_folder_lock, check_status_file_is_a_table, find_cases
 
-    for flag, value in (("--report", args.report), ("--preview", args.preview), ("--series", args.series)):
+    for flag, value in (("--report", args.report), ("--preview", args.preview), ("--series", args.series),
+                        ("--slice-thickness-mm", args.slice_thickness_mm)):
         if value is not None:
             raise InputError(f"{flag} is for one CT; a batch writes OUT/<case>.nii.gz and OUT/reports/<case>.json.")
     if args.batch_size is not None and args.batch_size < 1:

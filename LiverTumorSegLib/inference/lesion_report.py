@@ -23,7 +23,8 @@ Definitions
   of water density only after all others); report-level ``recist`` holds ``target_lesion_ids``,
   ``sum_of_diameters_mm``, ``measurable_minimum_mm``, ``slice_thickness_mm``, ``slice_thickness_source`` and
   ``water_density_passed_over_ids`` (the lesions that the long axis alone would have chosen, passed over as of water
-  density). The slice thickness is the DICOM SliceThickness where the CT was read from DICOM (source ``"dicom"``),
+  density). The slice thickness is the one the user gave (``--slice-thickness-mm``, the Slicer panel's DICOM
+  SliceThickness: source ``"given"``), else the DICOM SliceThickness where the CT was read from DICOM (``"dicom"``),
   else the spacing between slices (``"slice spacing"``: NIfTI and NRRD record no thickness), see
   :func:`~LiverTumorSegLib.metrics.recist.recist_slice_thickness`.
 * ``centroid_lps_mm`` / ``centroid_ras_mm``: mean voxel-centre position, patient LPS (DICOM/ITK) and RAS
@@ -281,7 +282,8 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
                   extra: Optional[Dict[str, Any]] = None,
                   tumor_probability_zyx: Optional[np.ndarray] = None,
                   network_labels_zyx: Optional[np.ndarray] = None, in_hu: bool = True,
-                  dicom_slice_thickness_mm: Optional[float] = None) -> Dict[str, Any]:
+                  dicom_slice_thickness_mm: Optional[float] = None,
+                  given_slice_thickness_mm: Optional[float] = None) -> Dict[str, Any]:
     """Report dict: ``liver_volume_ml``, ``tumor_volume_ml``, ``tumor_burden_percent``, ``lesion_count``,
     ``lesions`` (list of dicts, see module doc), ``recist``, ``voxel_volume_ml``, ``grid``
     (:func:`grid_record`); ``extra`` is merged in. Volumes in mL, lengths and positions in mm (LPS and RAS).
@@ -296,7 +298,9 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
 
     ``dicom_slice_thickness_mm``: the SliceThickness (mm) of the DICOM series ``geometry`` is the grid of, as read
     (``CTVolume.meta["dicom_slice_thickness_mm"]``), or None: RECIST's measurable minimum is twice it above 5 mm
-    (:func:`~LiverTumorSegLib.metrics.recist.recist_slice_thickness`)."""
+    (:func:`~LiverTumorSegLib.metrics.recist.recist_slice_thickness`). ``given_slice_thickness_mm``: a thickness
+    (mm) the user gave for the same slices (``--slice-thickness-mm``; the Slicer panel's DICOM SliceThickness), which
+    wins over the DICOM one (``slice_thickness_source`` "given")."""
     from scipy import ndimage
 
     geometry = checked_geometry(geometry, "lesion_report")  # a spacing tuple failed deep inside, on .direction_matrix
@@ -356,7 +360,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
         if mean_probability is not None:
             lesion["mean_tumor_probability"] = float(mean_probability[index])
         lesions.append(lesion)
-    thickness, thickness_source = recist_slice_thickness(geometry, dicom_slice_thickness_mm)
+    thickness, thickness_source = recist_slice_thickness(geometry, dicom_slice_thickness_mm, given_slice_thickness_mm)
     minimum = measurable_minimum_mm(thickness)
     targets = select_target_lesions(lesions, minimum)
     by_long_axis_alone = select_target_lesions([dict(d, water_density=False) for d in lesions], minimum)

@@ -318,10 +318,15 @@ class SegmentationOptions:
 
 def segment_command_args(input_path: Any, output_path: Any, options: SegmentationOptions, report_path: Any = None,
                          preview_path: Any = None, probability_path: Any = None, series: Optional[str] = None,
-                         overwrite: bool = False, progress: str = "json") -> List[str]:
+                         overwrite: bool = False, progress: str = "json",
+                         slice_thickness_mm: Optional[float] = None) -> List[str]:
     """The whole argument list after ``livertumorseg`` (or ``python -m LiverTumorSegLib``) for one run, e.g. for a
-    child process: ``["segment", INPUT, "-o", OUTPUT, ..., *options.to_cli_args(...), "--progress", "json"]``."""
+    child process: ``["segment", INPUT, "-o", OUTPUT, ..., *options.to_cli_args(...), "--progress", "json"]``.
+    ``slice_thickness_mm``: ``--slice-thickness-mm`` (the input's reconstruction thickness, mm), e.g. the DICOM
+    SliceThickness of a volume that reaches the child as a NIfTI file."""
     args = ["segment", os.fspath(input_path), "-o", os.fspath(output_path)]
+    if slice_thickness_mm is not None:
+        args += ["--slice-thickness-mm", repr(float(slice_thickness_mm))]
     for flag, path in (("--report", report_path), ("--preview", preview_path)):
         if path is not None:
             args += [flag, os.fspath(path)]

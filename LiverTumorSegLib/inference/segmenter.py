@@ -701,7 +701,8 @@ class Segmenter:
         report = lesion_report(labels, volume.geometry, hu_ct, extra=dict(facts, **source),
                                tumor_probability_zyx=probability, network_labels_zyx=network_labels,
                                in_hu=not hu_rules_skipped,
-                               dicom_slice_thickness_mm=volume.meta.get("dicom_slice_thickness_mm"))
+                               dicom_slice_thickness_mm=volume.meta.get("dicom_slice_thickness_mm"),
+                               given_slice_thickness_mm=volume.meta.get("given_slice_thickness_mm"))
         if not self.options.probabilities:
             probability = None
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently
@@ -764,6 +765,11 @@ class Segmenter:
         scaled = body_size_warning(facts.get("body_size") or {})
         if scaled:
             warnings.append(scaled)
+        from ..metrics.recist import given_slice_thickness_warning
+
+        thickness_unused = given_slice_thickness_warning(volume.geometry, volume.meta.get("given_slice_thickness_mm"))
+        if thickness_unused:  # --slice-thickness-mm on coronal slices or thinner than the spacing: said, not dropped
+            warnings.append(thickness_unused)
         if (facts.get("two_stage_record") or {}).get("fallback"):
             warnings = ["Two-stage mode found no liver in its coarse pass, so the whole volume was segmented."] \
                 + warnings
@@ -913,8 +919,8 @@ class Segmenter:
     # ------------------------------------------------------------------ files
     def segment_file(self, input_path: Any, output_path: Any, report_path: Any = None, preview_path: Any = None,
                      probability_path: Any = None, overwrite: bool = False, series: Optional[str] = None,
-                     progress: Optional[ProgressCallback] = None, cancel: Optional[CancellationToken] = None
-                     ) -> SegmentationResult:
+                     progress: Optional[ProgressCallback] = None, cancel: Optional[CancellationToken] = None,
+                     slice_thickness_mm: Optional[float] = None) -> SegmentationResult:
         """Read ``input_path`` (file or DICOM folder; ``series``: SeriesInstanceUID, UID prefix, description or
         list number), segment, write ``output_path`` (labels 0/1/2 in the input geometry; format from the
         extension) and optionally ``report_path`` (.json/.csv), ``preview_path`` (.png) and ``probability_path``
@@ -923,10 +929,15 @@ class Segmenter:
         ``checks``, ``write`` (every output but the report itself, which is written last) and ``total``.
         A model not loaded yet loads in a thread while the input is read (:func:`_load_in_background`); then
         ``read`` and ``model_load`` overlap (``model_load_s.during_read``) and the stages add up to more than
-        ``total``."""
+        ``total``. ``slice_thickness_mm``: the reconstruction thickness (mm) of the input's slices, for RECIST's
+        measurable minimum (``segment --slice-thickness-mm``; it wins over a DICOM SliceThickness: the report's
+        ``recist.slice_thickness_source`` "given"); checked before any work
+        (:func:`~LiverTumorSegLib.metrics.recist.check_given_slice_thickness`)."""
         from ..io import read_volume
+        from ..metrics.recist import check_given_slice_thickness
         from ..validation import check_ct
 
+        given_thickness_mm = check_given_slice_thickness(slice_thickness_mm)
         start = time.perf_counter()
         reporter = ProgressReporter(progress)
         outputs = _check_outputs(input_path, output_path, report_path, preview_path, probability_path, overwrite)
@@ -934,6 +945,8 @@ class Segmenter:
         loading = None if self.loaded else _load_in_background(self)  # model load overlaps the read
         try:
             volume = read_volume(input_path, series=series)
+            if given_thickness_mm is not None:  # the report's RECIST minimum (finish): it wins over the DICOM value
+                volume.meta["given_slice_thickness_mm"] = given_thickness_mm
             timings = {"read": time.perf_counter() - start}  # type: Dict[str, float]
             stage_start = time.perf_counter()
             input_warnings = check_ct(volume, allow_non_hu=self.options.allow_non_hu,

@@ -51,6 +51,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import InputError
 from ..volume import ImageGeometry
 
 RECIST_MIN_LONG_AXIS_MM = 10.0
@@ -380,11 +381,33 @@ def slice_thickness_mm(geometry: ImageGeometry) -> float:
 
 SLICE_THICKNESS_FROM_DICOM = "dicom"
 SLICE_THICKNESS_FROM_SPACING = "slice spacing"
-"""Where :func:`recist_slice_thickness` took the slice thickness from (the report's ``slice_thickness_source``)."""
+SLICE_THICKNESS_GIVEN = "given"
+"""Where :func:`recist_slice_thickness` took the slice thickness from (the report's ``slice_thickness_source``):
+the DICOM SliceThickness, the spacing between slices, or the value the user gave (``--slice-thickness-mm``; the
+Slicer panel gives the SliceThickness of the DICOM series a volume was loaded from)."""
+SLICE_THICKNESS_MAX_MM = 50.0
+"""A given slice thickness must be below this (mm): no CT reconstruction is 5 cm thick; a value in cm or a slice
+count typed by mistake is refused instead of lifting every lesion under 10 cm out of the measurable ones."""
 
 
-def recist_slice_thickness(geometry: ImageGeometry, dicom_slice_thickness_mm: Optional[float] = None
-                           ) -> Tuple[float, str]:
+def check_given_slice_thickness(value_mm: Optional[float], option: str = "--slice-thickness-mm") -> Optional[float]:
+    """``value_mm`` as a float (mm) when it is a usable reconstruction thickness (finite, > 0, below
+    :data:`SLICE_THICKNESS_MAX_MM`), None for None; else InputError naming ``option`` and what to give."""
+    if value_mm is None:
+        return None
+    try:
+        value = float(value_mm)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (np.isfinite(value) and 0.0 < value < SLICE_THICKNESS_MAX_MM):
+        raise InputError(f"{option} must be the slice (reconstruction) thickness in mm, a number above 0 and below "
+                         f"{SLICE_THICKNESS_MAX_MM:g} mm (got {value_mm!r}); e.g. {option} 5 for 5 mm slices, or "
+                         f"leave it out to take the DICOM SliceThickness or the slice spacing.")
+    return value
+
+
+def recist_slice_thickness(geometry: ImageGeometry, dicom_slice_thickness_mm: Optional[float] = None,
+                           given_slice_thickness_mm: Optional[float] = None) -> Tuple[float, str]:
     """``(thickness mm, source)`` of the axial slices for RECIST 1.1's measurable minimum
     (:func:`measurable_minimum_mm`), which speaks of the slice *thickness*, not the spacing between slices.
 
@@ -392,19 +415,43 @@ def recist_slice_thickness(geometry: ImageGeometry, dicom_slice_thickness_mm: Op
     applies along its slice axis, the array's first axis ``k`` (``(z, y, x)`` order). It is used (source
     :data:`SLICE_THICKNESS_FROM_DICOM`) when that axis is the axial one (:func:`axial_axis_zyx`); overlapping
     reconstructions (7 mm slices every 5 mm) are thicker than their spacing, and their minimum is 14 mm, not 10 mm.
-    Otherwise (no DICOM value: NIfTI, NRRD, a label map alone; or sagittal/coronal slices, whose thickness is not
+    ``given_slice_thickness_mm``: a thickness the user gave for the same axis (``--slice-thickness-mm``, or the
+    Slicer panel's DICOM SliceThickness); it wins over ``dicom_slice_thickness_mm`` (source
+    :data:`SLICE_THICKNESS_GIVEN`) under the same rules.
+    Otherwise (no value: NIfTI, NRRD, a label map alone; or sagittal/coronal slices, whose thickness is not
     the axial slices') the spacing along the axial axis (:func:`slice_thickness_mm`, source
     :data:`SLICE_THICKNESS_FROM_SPACING`). A gapped series, slices thinner than the spacing between them (1 mm
     slices every 7 mm), keeps the spacing (source :data:`SLICE_THICKNESS_FROM_SPACING`): RECIST's rule assumes
     contiguous slices, and a lesion between two thin slices is no better measured than on thick ones, so the
     minimum is never below what the spacing gives. Rounded to :data:`SLICE_THICKNESS_DECIMALS` places."""
     spacing_mm = slice_thickness_mm(geometry)
-    if dicom_slice_thickness_mm is not None and np.isfinite(float(dicom_slice_thickness_mm)) \
-            and float(dicom_slice_thickness_mm) > 0 and axial_axis_zyx(geometry) == 0:
-        dicom_mm = round(float(dicom_slice_thickness_mm), SLICE_THICKNESS_DECIMALS)
-        if dicom_mm >= spacing_mm:
-            return dicom_mm, SLICE_THICKNESS_FROM_DICOM
+    stated_mm, source = ((given_slice_thickness_mm, SLICE_THICKNESS_GIVEN) if given_slice_thickness_mm is not None
+                         else (dicom_slice_thickness_mm, SLICE_THICKNESS_FROM_DICOM))
+    if stated_mm is not None and np.isfinite(float(stated_mm)) and float(stated_mm) > 0 \
+            and axial_axis_zyx(geometry) == 0:
+        rounded_mm = round(float(stated_mm), SLICE_THICKNESS_DECIMALS)
+        if rounded_mm >= spacing_mm:
+            return rounded_mm, source
     return spacing_mm, SLICE_THICKNESS_FROM_SPACING
+
+
+def given_slice_thickness_warning(geometry: ImageGeometry, given_slice_thickness_mm: Optional[float],
+                                  option: str = "--slice-thickness-mm") -> str:
+    """Why a given slice thickness (mm) was not used for RECIST's measurable minimum
+    (:func:`recist_slice_thickness` took the slice spacing instead), '' when it was used or none was given."""
+    if given_slice_thickness_mm is None:
+        return ""
+    thickness, source = recist_slice_thickness(geometry, given_slice_thickness_mm=given_slice_thickness_mm)
+    if source == SLICE_THICKNESS_GIVEN:
+        return ""
+    if axial_axis_zyx(geometry) != 0:
+        why = ("the image's slices (its third voxel axis, k) are not axial, and RECIST's slice thickness is the "
+               "axial slices'")
+    else:
+        why = (f"it is thinner than the {thickness:g} mm spacing between the slices (a gapped series: the minimum is "
+               f"never below what the spacing gives)")
+    return (f"{option} {float(given_slice_thickness_mm):g} mm was not used: {why}; RECIST's measurable minimum was "
+            f"judged from the {thickness:g} mm slice spacing")
 
 
 def select_target_lesions(lesions: Sequence[Dict[str, Any]], minimum_mm: float = RECIST_MIN_LONG_AXIS_MM,

@@ -143,3 +143,113 @@ def test_measure_summary_says_why_the_minimum_is_above_10_mm():
     assert "measurable from 14 mm, twice the 7 mm slice thickness (DICOM SliceThickness);" in line
     line = summary_lines(lesion_report(labels, ct.geometry, ct.array))[1]
     assert "measurable from 10 mm;" in line
+
+
+# ---- a thickness the user gives (--slice-thickness-mm; the Slicer panel's DICOM SliceThickness) -------------------
+
+def test_a_given_thickness_wins_over_the_dicom_one_under_the_same_rules():
+    from LiverTumorSegLib.metrics.recist import given_slice_thickness_warning
+
+    axial = ImageGeometry(spacing=(0.8, 0.8, 5.0))
+    assert recist_slice_thickness(axial, 7.0, 5.0) == (5.0, "given")
+    assert recist_slice_thickness(axial, None, 7.0) == (7.0, "given")
+    assert given_slice_thickness_warning(axial, 7.0) == ""
+    # thinner than the spacing (gapped) or on coronal slices: the spacing, and a warning says why
+    assert recist_slice_thickness(axial, 7.0, 1.0) == (5.0, "slice spacing")
+    assert given_slice_thickness_warning(axial, 1.0) == (
+        "--slice-thickness-mm 1 mm was not used: it is thinner than the 5 mm spacing between the slices (a gapped "
+        "series: the minimum is never below what the spacing gives); RECIST's measurable minimum was judged from the "
+        "5 mm slice spacing")
+    coronal = ImageGeometry(spacing=(0.8, 0.8, 7.0), direction=(1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0))
+    assert recist_slice_thickness(coronal, None, 7.0) == (0.8, "slice spacing")
+    assert "slices (its third voxel axis, k) are not axial" in given_slice_thickness_warning(coronal, 7.0)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -5.0, 50.0, 70.0, "seven"])
+def test_a_given_thickness_outside_0_to_50_mm_is_refused_with_what_to_give(value):
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.metrics.recist import check_given_slice_thickness
+
+    with pytest.raises(InputError, match=r"--slice-thickness-mm must be the slice \(reconstruction\) thickness in mm, "
+                                         r"a number above 0 and below 50 mm \(got "):
+        check_given_slice_thickness(value)
+    assert check_given_slice_thickness(None) is None and check_given_slice_thickness(49.5) == 49.5
+
+
+def test_measure_takes_a_given_thickness_for_a_nifti_ct_and_over_the_dicom_one(tmp_path):
+    """A NIfTI records no thickness: --slice-thickness-mm 7 gives the 14 mm minimum of 7 mm slices (source 'given');
+    given for a DICOM series of 7 mm slices, 5 mm wins (minimum 10 mm, the 12 mm lesion a target)."""
+    ct, labels = ct_and_labels_with_a_12_mm_lesion()
+    labels_path = tmp_path / "labels.nii.gz"
+    write_label_map(labels_path, labels, ct.geometry)
+    nifti = tmp_path / "ct.nii.gz"
+    write_volume(nifti, ct)
+    out = tmp_path / "given.json"
+    assert main(["measure", str(labels_path), "--ct", str(nifti), "--slice-thickness-mm", "7", "-o", str(out)]) == 0
+    recist = json.loads(out.read_text())["recist"]
+    assert (recist["slice_thickness_mm"], recist["slice_thickness_source"]) == (7.0, "given")
+    assert recist["measurable_minimum_mm"] == pytest.approx(14.0) and recist["target_lesion_ids"] == []
+
+    write_ct_series(tmp_path / "dicom", ct, slice_thickness_mm=7.0)
+    out = tmp_path / "over_dicom.json"
+    assert main(["measure", str(labels_path), "--ct", str(tmp_path / "dicom"), "--slice-thickness-mm", "5",
+                 "-o", str(out)]) == 0
+    recist = json.loads(out.read_text())["recist"]
+    assert (recist["slice_thickness_mm"], recist["slice_thickness_source"]) == (5.0, "given")
+    assert recist["measurable_minimum_mm"] == pytest.approx(10.0) and recist["target_lesion_ids"] == [1]
+
+
+def test_measure_says_when_a_given_thickness_is_not_used_and_refuses_a_bad_one(tmp_path, capsys):
+    ct, labels = ct_and_labels_with_a_12_mm_lesion()
+    labels_path = tmp_path / "labels.nii.gz"
+    write_label_map(labels_path, labels, ct.geometry)
+    out = tmp_path / "thin.json"
+    assert main(["measure", str(labels_path), "--slice-thickness-mm", "1", "-o", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["recist"]["slice_thickness_source"] == "slice spacing"
+    assert any(w.startswith("--slice-thickness-mm 1 mm was not used: it is thinner than the 5 mm spacing")
+               for w in report["warnings"])
+    assert "--slice-thickness-mm 1 mm was not used" in capsys.readouterr().err
+    for bad in ("nan", "0", "60"):
+        assert main(["measure", str(labels_path), "--slice-thickness-mm", bad, "-o", str(tmp_path / "bad.json")]) == 2
+        assert "--slice-thickness-mm must be the slice (reconstruction) thickness in mm" in capsys.readouterr().err
+        assert not (tmp_path / "bad.json").exists()
+
+
+def test_measure_summary_names_a_given_thickness():
+    from LiverTumorSegLib.commands.measure import summary_lines
+
+    ct, labels = ct_and_labels_with_a_12_mm_lesion()
+    line = summary_lines(lesion_report(labels, ct.geometry, ct.array, given_slice_thickness_mm=7.0))[1]
+    assert "measurable from 14 mm, twice the 7 mm slice thickness (given);" in line
+
+
+def test_segment_command_takes_the_given_thickness_end_to_end(tmp_path):
+    """segment --slice-thickness-mm 7 on a NIfTI CT (a tiny untrained network): the report's minimum is 14 mm,
+    source 'given'; a batch and a bad value are refused before any work."""
+    from inference_helpers import tiny_unet_package
+
+    tiny_unet_package(tmp_path)
+    ct, _ = ct_and_labels_with_a_12_mm_lesion()
+    nifti = tmp_path / "ct.nii.gz"
+    write_volume(nifti, ct)
+    report_path = tmp_path / "report.json"
+    args = ["segment", str(nifti), "-o", str(tmp_path / "labels.nii.gz"), "--report", str(report_path),
+            "--model", str(tmp_path / "tiny.safetensors"), "--device", "cpu", "--no-progress"]
+    assert main(args + ["--slice-thickness-mm", "7"]) == 0
+    recist = json.loads(report_path.read_text())["recist"]
+    assert (recist["slice_thickness_mm"], recist["slice_thickness_source"]) == (7.0, "given")
+    assert recist["measurable_minimum_mm"] == pytest.approx(14.0)
+    assert main(args[:3] + [str(tmp_path / "other.nii.gz")] + args[4:] + ["--slice-thickness-mm", "inf"]) == 2
+    assert not (tmp_path / "other.nii.gz").exists()
+
+
+def test_segment_command_args_hand_the_thickness_to_a_child():
+    from LiverTumorSegLib.cli import build_parser
+    from LiverTumorSegLib.inference.options import SegmentationOptions, segment_command_args
+
+    args = segment_command_args("ct.nii", "l.nii.gz", SegmentationOptions(), slice_thickness_mm=7.0)
+    assert args[:5] == ["segment", "ct.nii", "-o", "l.nii.gz", "--slice-thickness-mm"] and args[5] == "7.0"
+    assert build_parser().parse_args(args).slice_thickness_mm == 7.0
+    assert "--slice-thickness-mm" not in segment_command_args("ct.nii", "l.nii.gz", SegmentationOptions())
+

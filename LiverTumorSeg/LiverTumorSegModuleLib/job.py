@@ -56,13 +56,16 @@ class SegmentationProcessError(LiverTumorSegError):
 
 
 def child_arguments(input_path: str, labels_path: str, report_path: str, probability_path: str,
-                    options: SegmentationOptions) -> List[str]:
+                    options: SegmentationOptions, slice_thickness_mm: Optional[float] = None) -> List[str]:
     """Arguments after the Python executable: ``-m LiverTumorSegLib`` + the library's own
-    ``segment_command_args`` (``segment INPUT -o LABELS --report R [settings from options.to_cli_args]
-    [--probabilities P when options.probabilities] --progress json``): one definition of every flag."""
+    ``segment_command_args`` (``segment INPUT -o LABELS [--slice-thickness-mm MM] --report R [settings from
+    options.to_cli_args] [--probabilities P when options.probabilities] --progress json``): one definition of every
+    flag. ``slice_thickness_mm``: :func:`slice_thickness_for_child`'s (the DICOM SliceThickness, which the
+    handed-over NIfTI does not carry)."""
     return ["-m", "LiverTumorSegLib"] + segment_command_args(
         input_path, labels_path, options, report_path=report_path,
-        probability_path=probability_path if options.probabilities else None, progress="json")
+        probability_path=probability_path if options.probabilities else None, progress="json",
+        slice_thickness_mm=slice_thickness_mm)
 
 
 class SegmentationOutcome:
@@ -327,6 +330,57 @@ def dicom_modality(volume_node: Any) -> str:
     return ""
 
 
+DICOM_SLICE_THICKNESS_TAG = "0018,0050"
+
+
+def dicom_slice_thickness_mm(volume_node: Any) -> Optional[float]:
+    """The SliceThickness (0018,0050, mm) of the DICOM series ``volume_node`` was loaded from by Slicer's DICOM module,
+    from ``slicer.dicomDatabase`` by the node's :data:`DICOM_INSTANCE_UIDS_ATTRIBUTE` (every instance asked, the
+    largest positive value kept, as the command line's DICOM reader keeps it), for RECIST's measurable minimum (twice
+    it above 5 mm: 7 mm slices every 5 mm ask 14 mm, not the spacing's 10 mm). None when unknown: a volume not loaded
+    from DICOM, no DICOM database, no instance giving a positive finite number (an enhanced multi-frame file keeps it
+    in its functional groups, which the database's top-level lookup does not read), or any error asking it. The child
+    reads the temporary NIfTI written from the node, which records no thickness: the job hands it over as
+    ``--slice-thickness-mm`` (:func:`slice_thickness_for_child`)."""
+    uids = str(volume_node.GetAttribute(DICOM_INSTANCE_UIDS_ATTRIBUTE) or "").split()
+    if not uids:
+        return None
+    values = []
+    try:
+        import slicer
+        database = getattr(slicer, "dicomDatabase", None)
+        if database is None:
+            return None
+        for uid in uids:
+            text = str(database.instanceValue(uid, DICOM_SLICE_THICKNESS_TAG) or "").strip()
+            try:
+                value = float(text.split("\\")[0]) if text else float("nan")
+            except ValueError:
+                continue
+            if np.isfinite(value) and value > 0:
+                values.append(value)
+    except Exception:  # a database closed or a stand-in without instanceValue: the slice spacing is taken instead
+        return None
+    return max(values) if values else None
+
+
+def slice_thickness_for_child(volume_node: Any, geometry: Any) -> Optional[float]:
+    """The ``--slice-thickness-mm`` (mm) of the child that segments or measures ``volume_node`` (world ``geometry``,
+    as handed over): its DICOM SliceThickness (:func:`dicom_slice_thickness_mm`) where the command line would take it
+    for the DICOM series read itself: the slices (voxel axis k, kept in the handed-over file) axial and not thinner
+    than their spacing (:func:`~LiverTumorSegLib.metrics.recist.recist_slice_thickness`); else None (the child takes
+    the spacing, and says nothing of a value the user never gave)."""
+    from LiverTumorSegLib.metrics.recist import (SLICE_THICKNESS_FROM_DICOM, SLICE_THICKNESS_MAX_MM,
+                                                 recist_slice_thickness)
+
+    thickness_mm = dicom_slice_thickness_mm(volume_node)
+    if thickness_mm is None or thickness_mm >= SLICE_THICKNESS_MAX_MM:
+        return None
+    if recist_slice_thickness(geometry, thickness_mm)[1] != SLICE_THICKNESS_FROM_DICOM:
+        return None
+    return thickness_mm
+
+
 def not_a_ct_reason(volume_node: Any) -> str:
     """Why ``volume_node`` is no CT to segment or measure on, known from the node alone ('' when nothing says so): a
     label map volume, a tumor probability map this module made (the input selector lists it beside the CTs), or a
@@ -500,7 +554,8 @@ class SegmentationJob(ChildJob):
         self.input_path = storage_file or write_temporary_ct(self._input, self._path(HANDOVER_CT_NAME))
         self._voxels_at_start = voxels_state(self._input)  # after the hand-over, which reads them
         return child_arguments(self.input_path, self._path("labels.nii.gz"), self._path("report.json"),
-                               self._path("probabilities.nii.gz"), self.options)
+                               self._path("probabilities.nii.gz"), self.options,
+                               slice_thickness_mm=slice_thickness_for_child(self._input, self.geometry))
 
     def _read_messages(self) -> None:
         for line in self._runner.read_stdout_lines():

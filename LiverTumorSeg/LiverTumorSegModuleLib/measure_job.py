@@ -19,7 +19,7 @@ from . import panel_text
 from .childjob import (ChildJob, last_error_line, require_node_of_class, require_scene_node,
                        reusable_table)
 from .job import (DONE, SegmentationOutcome, check_lesion_report, hand_over_segmentation, require_ct_volume,
-                  require_made_on, same_grid, volume_grid, voxels_state, write_temporary_ct)
+                  require_made_on, same_grid, slice_thickness_for_child, volume_grid, voxels_state, write_temporary_ct)
 
 
 class MeasureProcessError(LiverTumorSegError):
@@ -104,6 +104,13 @@ class MeasureJob(ChildJob):
             return []
         return ["--probabilities", write_temporary_ct(probability, self._path("probabilities.nii"))]
 
+    def _slice_thickness_arguments(self) -> List[str]:
+        """``--slice-thickness-mm MM`` with the DICOM SliceThickness of the series the CT was loaded from
+        (:func:`~.job.slice_thickness_for_child`): the handed-over NIfTI records none, and RECIST's measurable minimum
+        is twice it above 5 mm; else nothing (the child takes the slice spacing)."""
+        thickness_mm = slice_thickness_for_child(self._volume, volume_grid(self._volume)[0])
+        return [] if thickness_mm is None else ["--slice-thickness-mm", repr(float(thickness_mm))]
+
     def _placement(self) -> Any:
         """The CT's world grid and the segmentation's frame (its transform to world): what the report's lesion
         positions were measured in. None when either cannot be read (image data taken away, a non-linear
@@ -144,7 +151,7 @@ class MeasureJob(ChildJob):
             self._segmentation, self._volume, self._path("labels.nii"), self._path("ct.nii"))
         self._voxels_at_start = voxels_state(self._volume)  # after the hand-over, which reads them
         return (["-m", "LiverTumorSegLib", "measure", labels_path, "--ct", self.ct_path]
-                + self._probability_arguments() + ["-o", self._path("report.json")])
+                + self._probability_arguments() + self._slice_thickness_arguments() + ["-o", self._path("report.json")])
 
     def _finish(self) -> SegmentationOutcome:
         code = self._runner.exit_code()

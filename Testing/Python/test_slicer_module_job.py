@@ -661,6 +661,47 @@ def test_a_volume_loaded_from_an_mr_or_pet_dicom_series_is_refused_before_any_ch
     assert job.not_a_ct_reason(mr) == "" and job.not_a_ct_reason(fake.node) == ""
 
 
+def test_dicom_slice_thickness_is_read_from_the_database_for_every_instance(fake, monkeypatch):
+    """SliceThickness (0018,0050) of the node's instances, the largest positive one (as the command line's DICOM
+    reader keeps it); None without DICOM origin, a database, or a usable value."""
+    import slicer
+
+    node = fake.node
+    assert job.dicom_slice_thickness_mm(node) is None  # no DICOM.instanceUIDs
+    node.SetAttribute(job.DICOM_INSTANCE_UIDS_ATTRIBUTE, "1.1 1.2 1.3 1.4")
+    database = _StubDicomDatabase({("1.1", "0018,0050"): "5", ("1.2", "0018,0050"): " 7.0 ",
+                                   ("1.3", "0018,0050"): "abc", ("1.4", "0018,0050"): "-2"})
+    monkeypatch.setattr(slicer, "dicomDatabase", database, raising=False)
+    assert job.dicom_slice_thickness_mm(node) == 7.0
+    assert [uid for uid, tag in database.asked if tag == "0018,0050"] == ["1.1", "1.2", "1.3", "1.4"]
+    monkeypatch.setattr(slicer, "dicomDatabase", _StubDicomDatabase({("1.1", "0018,0050"): "0"}))
+    assert job.dicom_slice_thickness_mm(node) is None
+    monkeypatch.setattr(slicer, "dicomDatabase", _StubDicomDatabase({}, fails=True))
+    assert job.dicom_slice_thickness_mm(node) is None
+    monkeypatch.setattr(slicer, "dicomDatabase", None)
+    assert job.dicom_slice_thickness_mm(node) is None
+
+
+def test_segment_run_hands_the_dicom_slice_thickness_to_the_child(fake, monkeypatch):
+    """The child reads a NIfTI copy (no thickness): a volume loaded from DICOM 7 mm slices every 2.5 mm was judged
+    by the spacing. The job gives the child --slice-thickness-mm 7.0; a thickness the command line would not take
+    for the series itself (thinner than the 2.5 mm spacing: gapped) is not given, nor one the database lacks."""
+    import slicer
+
+    fake.node.SetAttribute(job.DICOM_INSTANCE_UIDS_ATTRIBUTE, "2.1 2.2")
+    monkeypatch.setattr(slicer, "dicomDatabase", _StubDicomDatabase(
+        {("2.1", "0018,0050"): "7", ("2.2", "0018,0050"): "7"}), raising=False)
+    assert job.slice_thickness_for_child(fake.node, fake.geometry) == 7.0
+    segmentation_job = fake.job().start()
+    args = fake.runners[-1].args
+    assert args[args.index("--slice-thickness-mm") + 1] == "7.0"
+    assert segmentation_job.wait(timeout_s=60).kind == job.DONE
+    monkeypatch.setattr(slicer, "dicomDatabase", _StubDicomDatabase({("2.1", "0018,0050"): "1.0"}))
+    assert job.slice_thickness_for_child(fake.node, fake.geometry) is None
+    fake.job().start().wait(timeout_s=60)
+    assert "--slice-thickness-mm" not in fake.runners[-1].args
+
+
 def test_panel_shows_a_lesion_table_only_beside_the_segmentation_it_lists(fake):
     """After a switch to another CT the output becomes "Create new" (None); the lesion table of the first CT's
     result must then leave the panel, and it must not appear beside another segmentation either."""

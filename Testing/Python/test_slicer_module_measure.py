@@ -343,3 +343,24 @@ def test_empty_segments_are_warned_of_in_the_panels_words_not_as_a_label_map_fil
     (warning,) = _logic(module).measureSegmentation(segmentation, volume, tableNode=outcome.table_node).warnings
     assert warning.startswith("the Liver tumor segment holds voxels but the Liver segment is empty: the liver volume "
                               "counts the tumor alone")
+
+
+def test_update_lesion_table_hands_the_dicom_slice_thickness_to_the_child(module, monkeypatch):
+    """The child measures a NIfTI copy of the CT, which records no thickness: a volume that Slicer's DICOM module
+    loaded from 9 mm slices (every 4 mm) was judged by the 4 mm spacing (minimum 10 mm). The job now reads the
+    SliceThickness from the DICOM database by the node's instance UIDs and gives it (minimum 18 mm, source
+    'given')."""
+    import slicer
+
+    from test_slicer_module_job import _StubDicomDatabase
+
+    _, volume, segmentation = _scene_with_result(module)
+    volume.SetAttribute("DICOM.instanceUIDs", "1.2.1 1.2.2")
+    monkeypatch.setattr(slicer, "dicomDatabase", _StubDicomDatabase(
+        {("1.2.1", "0018,0050"): "9", ("1.2.2", "0018,0050"): "9.0"}), raising=False)
+    recist = _logic(module).measureSegmentation(segmentation, volume).report["recist"]
+    assert (recist["slice_thickness_mm"], recist["slice_thickness_source"]) == (9.0, "given")
+    assert recist["measurable_minimum_mm"] == pytest.approx(18.0)
+    monkeypatch.setattr(slicer, "dicomDatabase", None)  # no DICOM module: the spacing, as before
+    recist = _logic(module).measureSegmentation(segmentation, volume).report["recist"]
+    assert (recist["slice_thickness_mm"], recist["slice_thickness_source"]) == (4.0, "slice spacing")

@@ -67,7 +67,8 @@ import numpy as np
 from . import __version__
 from .errors import InputError, option_hint
 from .fileutil import atomic_output, quiet_missing_glyphs
-from .metrics.recist import (RECIST_NOTE, RECIST_PD_ABSOLUTE_MM, RECIST_TOO_SMALL_MM, at_least, at_most,
+from .metrics.recist import (RECIST_NOTE, RECIST_PD_ABSOLUTE_MM, RECIST_TOO_SMALL_MM, SLICE_THICKNESS_FROM_DICOM,
+                             SLICE_THICKNESS_FROM_SPACING, SLICE_THICKNESS_GIVEN, at_least, at_most,
                              equal_within_rounding, meets_progression, percent_change_text)
 from .volume import CTVolume, ImageGeometry
 
@@ -827,6 +828,32 @@ def _water_density_warnings(base_report: Dict[str, Any], follow_report: Dict[str
     return [f"baseline: {w}" for w in baseline] + [f"follow-up: {w}" for w in followup]
 
 
+def _thickness_text(recist: Dict[str, Any]) -> str:
+    """'7 mm slices (DICOM SliceThickness), measurable from 14 mm' of a lesion report's ``recist``."""
+    source = recist.get("slice_thickness_source") or SLICE_THICKNESS_FROM_SPACING
+    said = {SLICE_THICKNESS_FROM_DICOM: "DICOM SliceThickness", SLICE_THICKNESS_GIVEN: "given"}.get(source, source)
+    return f"{recist['slice_thickness_mm']:g} mm slices ({said}), measurable from {recist['measurable_minimum_mm']:g} mm"
+
+
+def _slice_thickness_warnings(base_report: Dict[str, Any], follow_report: Dict[str, Any]) -> List[str]:
+    """A warning when the baseline's and the follow-up's slice thicknesses (``recist.slice_thickness_mm``) differ:
+    RECIST 1.1 asks the same technique at every time point, and where the measurable minimums differ (7 mm slices:
+    14 mm; 2 mm slices: 10 mm) a lesion of 12 mm is measurable on one scan and not on the other. Names both
+    thicknesses, their sources and minimums."""
+    base, follow = base_report["recist"], follow_report["recist"]
+    if equal_within_rounding(follow["slice_thickness_mm"], base["slice_thickness_mm"]):
+        return []
+    if equal_within_rounding(follow["measurable_minimum_mm"], base["measurable_minimum_mm"]):
+        effect = ("the measurable minimum is the same, but RECIST 1.1 asks the same imaging technique at every time "
+                  "point (thicker slices blur small lesions' edges)")
+    else:
+        effect = ("RECIST 1.1 asks the same imaging technique at every time point: a lesion between the two minimums "
+                  "is measurable on one scan and not on the other, and the baseline's targets were chosen by the "
+                  "baseline's minimum")
+    return [f"the baseline has {_thickness_text(base)}, the follow-up {_thickness_text(follow)}: {effect}; compare "
+            f"scans reconstructed at the same slice thickness where they exist"]
+
+
 def _mixed_lesion_warnings(entries: Sequence[Dict[str, Any]], links: LesionLinks, targets: Sequence[int]
                            ) -> List[str]:
     """One warning per follow-up lesion that shares voxels with a baseline target and a baseline non-target lesion:
@@ -1186,6 +1213,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     elif nadir_sum_mm is not None and base_sum is None:
         warnings.append(f"{nadir_text} ({nadir_sum_mm:.1f} mm) is not used: the baseline has no measurable target "
                         f"lesion, so there is no sum of diameters to follow")
+    warnings.extend(_slice_thickness_warnings(base_report, follow_report))
     warnings.extend(_water_density_warnings(base_report, follow_report))
     warnings.extend(_other_patient_warning(baseline_ct, followup_ct))
     warnings.extend(_mixed_lesion_warnings(entries, links, targets))

@@ -253,3 +253,25 @@ def test_segment_command_args_hand_the_thickness_to_a_child():
     assert build_parser().parse_args(args).slice_thickness_mm == 7.0
     assert "--slice-thickness-mm" not in segment_command_args("ct.nii", "l.nii.gz", SegmentationOptions())
 
+
+# ---- followup: the two time points' slice thicknesses ------------------------------------------------------------
+
+def test_followup_warns_when_the_two_scans_slice_thicknesses_differ():
+    """RECIST 1.1 asks the same technique at every time point: a 7 mm baseline (minimum 14 mm) against a NIfTI
+    follow-up of 5 mm slices (10 mm) is warned of, naming both thicknesses, sources and minimums; the same
+    thickness is not."""
+    from LiverTumorSegLib.followup import compare_followup
+
+    ct, labels = ct_and_labels_with_a_12_mm_lesion()
+    base_ct = CTVolume(ct.array, ct.geometry, source="baseline", meta={"dicom_slice_thickness_mm": 7.0})
+    change = compare_followup(CTVolume(labels, ct.geometry), CTVolume(labels, ct.geometry), baseline_ct=base_ct,
+                              followup_ct=ct, alignment="none")
+    said = [w for w in change["warnings"] if w.startswith("the baseline has ")]
+    assert said == ["the baseline has 7 mm slices (DICOM SliceThickness), measurable from 14 mm, the follow-up 5 mm "
+                    "slices (slice spacing), measurable from 10 mm: RECIST 1.1 asks the same imaging technique at "
+                    "every time point: a lesion between the two minimums is measurable on one scan and not on the "
+                    "other, and the baseline's targets were chosen by the baseline's minimum; compare scans "
+                    "reconstructed at the same slice thickness where they exist"]
+    same = compare_followup(CTVolume(labels, ct.geometry), CTVolume(labels, ct.geometry), baseline_ct=ct,
+                            followup_ct=ct, alignment="none")
+    assert not [w for w in same["warnings"] if "slices (" in w]

@@ -331,12 +331,25 @@ def dicom_modality(volume_node: Any) -> str:
 
 
 DICOM_SLICE_THICKNESS_TAG = "0018,0050"
+DICOM_SLICE_THICKNESS_LOOKUPS = 8
+"""How many of a volume's instances, evenly spread from the first to the last, are asked for their SliceThickness:
+a tag the database has not cached is read from the instance's file on Slicer's main thread, and a 500-slice series
+asked instance by instance would read 500 headers there for a value a series nearly always holds once."""
+
+
+def spread_instance_uids(uids: List[str], count: int) -> List[str]:
+    """At most ``count`` of ``uids``, evenly spread, the first and the last among them (all of them when fewer)."""
+    if len(uids) <= count:
+        return list(uids)
+    picks = sorted({round(i * (len(uids) - 1) / (count - 1)) for i in range(count)})
+    return [uids[i] for i in picks]
 
 
 def dicom_slice_thickness_mm(volume_node: Any) -> Optional[float]:
     """The SliceThickness (0018,0050, mm) of the DICOM series ``volume_node`` was loaded from by Slicer's DICOM module,
-    from ``slicer.dicomDatabase`` by the node's :data:`DICOM_INSTANCE_UIDS_ATTRIBUTE` (every instance asked, the
-    largest positive value kept, as the command line's DICOM reader keeps it), for RECIST's measurable minimum (twice
+    from ``slicer.dicomDatabase`` by the node's :data:`DICOM_INSTANCE_UIDS_ATTRIBUTE` (at most
+    :data:`DICOM_SLICE_THICKNESS_LOOKUPS` instances asked, evenly spread over the series, the largest positive value
+    kept, as the command line's DICOM reader keeps the largest of all), for RECIST's measurable minimum (twice
     it above 5 mm: 7 mm slices every 5 mm ask 14 mm, not the spacing's 10 mm). None when unknown: a volume not loaded
     from DICOM, no DICOM database, no instance giving a positive finite number (an enhanced multi-frame file keeps it
     in its functional groups, which the database's top-level lookup does not read), or any error asking it. The child
@@ -351,7 +364,7 @@ def dicom_slice_thickness_mm(volume_node: Any) -> Optional[float]:
         database = getattr(slicer, "dicomDatabase", None)
         if database is None:
             return None
-        for uid in uids:
+        for uid in spread_instance_uids(uids, DICOM_SLICE_THICKNESS_LOOKUPS):
             text = str(database.instanceValue(uid, DICOM_SLICE_THICKNESS_TAG) or "").strip()
             try:
                 value = float(text.split("\\")[0]) if text else float("nan")

@@ -661,6 +661,21 @@ def test_a_volume_loaded_from_an_mr_or_pet_dicom_series_is_refused_before_any_ch
     assert job.not_a_ct_reason(mr) == "" and job.not_a_ct_reason(fake.node) == ""
 
 
+def test_dicom_slice_thickness_asks_at_most_eight_instances_spread_over_the_series(fake, monkeypatch):
+    """A tag the database has not cached is read from the file on Slicer's main thread: a 500-slice series is asked
+    for 8 instances, the first and the last among them, not 500."""
+    import slicer
+
+    uids = [f"1.{i}" for i in range(500)]
+    fake.node.SetAttribute(job.DICOM_INSTANCE_UIDS_ATTRIBUTE, " ".join(uids))
+    database = _StubDicomDatabase({(uid, "0018,0050"): "5" for uid in uids})
+    monkeypatch.setattr(slicer, "dicomDatabase", database, raising=False)
+    assert job.dicom_slice_thickness_mm(fake.node) == 5.0
+    asked = [uid for uid, tag in database.asked if tag == "0018,0050"]
+    assert len(asked) == 8 and asked[0] == "1.0" and asked[-1] == "1.499" and len(set(asked)) == 8
+    assert job.spread_instance_uids(["a", "b"], 8) == ["a", "b"]
+
+
 def test_dicom_slice_thickness_is_read_from_the_database_for_every_instance(fake, monkeypatch):
     """SliceThickness (0018,0050) of the node's instances, the largest positive one (as the command line's DICOM
     reader keeps it); None without DICOM origin, a database, or a usable value."""

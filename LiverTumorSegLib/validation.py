@@ -1025,7 +1025,7 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
                          num_classes: int = 3, batch_size: Optional[int] = None,
                          activation_bytes_per_pixel: float = 0.0, available_bytes: Optional[int] = None,
                          aligned_shape_zyx: Optional[Sequence[int]] = None,
-                         aligned_spacing_xyz: Optional[Sequence[float]] = None) -> int:
+                         aligned_spacing_xyz: Optional[Sequence[float]] = None, held_bytes: int = 0) -> int:
     """Refuse (ResourceError, with the numbers) a volume whose processing at the network's resolution needs
     more memory than is available, before anything is resampled; returns the estimated bytes.
 
@@ -1035,6 +1035,13 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
     ``aligned_shape_zyx`` and ``aligned_spacing_xyz`` (mm): an oblique CT the network runs on that patient-aligned
     grid (:mod:`.inference.axis_aligned`), counted there (:func:`estimate_aligned_grid_memory_bytes`): a thin
     slab turned 30 degrees has 7x its slices there.
+
+    ``held_bytes``: bytes of the counted arrays that exist already when the check runs, so that the available
+    memory has them taken off: the network-grid float32 CT of a preparation made ahead (``segment`` resampled it
+    while the model loaded, a batch's reader while the previous case ran). They are not asked for again (the
+    16 x 542 x 542 grid of a child's CT enlarged 2.1x, 18 MiB, was). The CT itself (``volume``) is never asked for;
+    a copy of it made for the network (a resampling's fill made air) is ``volume`` here, the original CT beside it
+    and the fill's mask are held before the check, and counted so in the available memory.
     """
     from .orientation import plan_reorientation
 
@@ -1056,7 +1063,7 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
     asked_the_system = available_bytes is None
     if asked_the_system:
         available_bytes = available_memory_bytes()
-    still_needed = required - int(volume.array.nbytes)  # the CT itself is read already
+    still_needed = required - int(volume.array.nbytes) - int(held_bytes)  # the CT itself is read already
     if available_bytes is not None and still_needed > available_bytes:
         target = _setting(preprocessing, "target_spacing_mm", None)
         how = (f"{spacing_zyx[2]:g} x {spacing_zyx[1]:g} mm pixels resampled to {float(target):g} mm" if target

@@ -444,7 +444,8 @@ class Segmenter:
         network_volume, record = self.network_volume(volume)
         grid = self._aligned_grid(network_volume)
         try:
-            return _estimate_and_check_memory(network_volume, self.package, self.options.batch_size, grid)
+            return _estimate_and_check_memory(network_volume, self.package, self.options.batch_size, grid,
+                                              _prepared_bytes(self.engine, network_volume))
         except ResourceError as exc:
             if grid is not None:
                 flag = option_hint("--oblique-grid stored", "oblique_grid='stored'")
@@ -1217,11 +1218,23 @@ def _refuse_replacing_input_dicom(input_path: Path, outputs: List[Path]) -> None
                              f"the folder).")
 
 
+def _prepared_bytes(engine: Any, network_volume: CTVolume) -> int:
+    """Bytes of the network-grid CT that ``engine`` was offered for ``network_volume`` (a
+    :class:`~.prepared_input.PreparedInput` made ahead, which its next call uses), or 0: none offered, or one for
+    another CT or config (the engine prepares the CT again then)."""
+    offered = getattr(engine, "_offered", None)
+    prepared = getattr(offered, "prepared", None)
+    if prepared is None or not offered.serves(network_volume, getattr(engine, "preprocessing", None)):
+        return 0
+    return int(np.asarray(prepared.hu_net).nbytes)
+
+
 def _estimate_and_check_memory(volume: CTVolume, package: Any = None, batch_size: Optional[int] = None,
-                               aligned: Any = None) -> Optional[int]:
+                               aligned: Any = None, held_bytes: int = 0) -> Optional[int]:
     """Estimated peak bytes for this volume at the package's network resolution (in-plane resampling
     included; validation.check_network_memory); raises ResourceError when clearly too much. ``aligned``: the
-    :class:`~.axis_aligned.AlignedGrid` an oblique CT is segmented on (counted there), or None."""
+    :class:`~.axis_aligned.AlignedGrid` an oblique CT is segmented on (counted there), or None. ``held_bytes``:
+    counted arrays made already (:func:`_prepared_bytes`), not asked for again."""
     from ..package import check_input_channels
     from ..validation import check_network_memory
 
@@ -1231,7 +1244,8 @@ def _estimate_and_check_memory(volume: CTVolume, package: Any = None, batch_size
                                     int(arch.get("num_classes", 3)), batch_size,
                                     float(getattr(package, "activation_bytes_per_pixel", 0.0) or 0.0),
                                     aligned_shape_zyx=None if aligned is None else aligned.shape_zyx,
-                                    aligned_spacing_xyz=None if aligned is None else aligned.geometry.spacing)
+                                    aligned_spacing_xyz=None if aligned is None else aligned.geometry.spacing,
+                                    held_bytes=held_bytes)
     log.debug("Estimated memory needed: %.2f GiB", required / 2 ** 30)  # shown with --debug
     return int(required)
 

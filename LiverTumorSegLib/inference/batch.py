@@ -906,14 +906,15 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                     volume, warnings, read_seconds, early = current.result()
                     for message in warnings:
                         log.warning("warning: %s: %s", case.case_id, message)
-                    # at the network's grid and the model's channels (the model is loaded by now)
+                    if early is not None and hasattr(segmenter.engine, "offer_prepared"):
+                        segmenter.engine.offer_prepared(early)  # used when it is this CT and the engine's config
+                    early = None  # the network loop lets go of it (not held while the case is finished)
+                    # at the network's grid and the model's channels (the model is loaded by now); after the offer,
+                    # so that the check does not ask again for the network-grid CT the reader has made already
                     if hasattr(segmenter, "check_network_memory"):  # a child's CT: the enlarged grid it is given
                         segmenter.check_network_memory(volume)
                     else:
                         _estimate_and_check_memory(volume, segmenter.package, segmenter.options.batch_size)
-                    if early is not None and hasattr(segmenter.engine, "offer_prepared"):
-                        segmenter.engine.offer_prepared(early)  # used when it is this CT and the engine's config
-                    early = None  # the network loop lets go of it (not held while the case is finished)
                     output = segmenter.predict(volume)
                 except KeyboardInterrupt:
                     raise

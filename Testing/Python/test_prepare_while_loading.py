@@ -406,3 +406,40 @@ def test_a_batch_does_not_resample_an_oblique_ct_on_its_own_grid_ahead(tmp_path,
     assert "ct-reader" not in threads and len(threads) == 2  # each CT prepared once: its aligned grid, by the engine
     report = json.loads((tmp_path / "out" / "reports" / "ct_0.json").read_text())
     assert report["network_grid"]["kind"] == "axis_aligned"
+
+
+def test_a_batch_s_memory_check_does_not_ask_again_for_the_network_grid_ct_its_reader_prepared(tmp_path, tiny_path,
+                                                                                                monkeypatch):
+    """The reader resamples each CT to the network grid ahead of the network: that float32 CT is held when the case's
+    memory check reads the available memory, so the check takes its bytes off what it asks for (it is offered to the
+    engine first). Checked before the offer, the check asked for it again."""
+    from LiverTumorSegLib import validation
+    from LiverTumorSegLib.inference.batch import find_cases, segment_batch
+    from LiverTumorSegLib.phantom import make_phantom
+
+    (tmp_path / "cts").mkdir()
+    for i in range(2):
+        write_volume(tmp_path / "cts" / f"ct_{i}.nii.gz",
+                     make_phantom((10, 32, 36), (2.5, 2.5, 4.0), noise_hu=4.0, seed=i).ct)
+    held = []
+    real_check = validation.check_network_memory
+
+    def recording_check(*args, **kwargs):
+        if "held_bytes" in kwargs:  # the case's check (the reader's own, before it prepares, passes none)
+            held.append(kwargs["held_bytes"])
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(validation, "check_network_memory", recording_check)
+    early = []
+    real_prepare = prepared_module.prepare_input
+
+    def recording_prepare(volume, config):
+        prepared = real_prepare(volume, config)
+        early.append(int(prepared.prepared.hu_net.nbytes))
+        return prepared
+
+    monkeypatch.setattr(prepared_module, "prepare_input", recording_prepare)
+    options = SegmentationOptions(model=str(tiny_path), device="cpu", precision="fp32", threads=1)
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), Segmenter(options).load())
+    assert [s.status for s in statuses] == ["done"] * 2 and len(early) == 2
+    assert held == early and min(held) > 0

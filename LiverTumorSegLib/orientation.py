@@ -11,7 +11,7 @@ batches such as ``(K, z, y, x)`` probability maps work too. Geometry vectors are
 """
 import itertools
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -80,18 +80,25 @@ class Reorientation:
         return CTVolume(array=self.from_canonical(canonical_array), geometry=self.original_geometry, source=source)
 
 
-def _axis_assignment(direction: np.ndarray) -> Tuple[Tuple[int, int, int], Tuple[float, float, float]]:
-    """For physical axes (L, P, S) the original index axis (0 = i, 1 = j, 2 = k) and its sign (+1/-1).
+def _axis_assignment(direction: np.ndarray, target_direction: Optional[np.ndarray] = None
+                     ) -> Tuple[Tuple[int, int, int], Tuple[float, float, float]]:
+    """For physical axes (L, P, S), or the columns of ``target_direction`` (3 x 3, LPS) when given, the original
+    index axis (0 = i, 1 = j, 2 = k) and its sign (+1/-1).
 
     Picks the permutation maximising the summed absolute cosines, so every index axis goes to its
-    dominant physical axis, also for oblique directions (ties resolved deterministically).
+    dominant physical axis, also for oblique directions. Ties (a grid turned exactly 45 degrees) go to the first
+    permutation in ``itertools.permutations`` order, the stored layout first: deterministic, but two storages of one
+    45-degree grid (axes swapped) can tie-break to different layouts; ``target_direction`` (another grid's axes)
+    has no tie for grids whose axes are parallel.
     """
+    cosines = direction if target_direction is None else \
+        np.asarray(target_direction, dtype=float).T @ np.asarray(direction, dtype=float)  # [target p, index c]
     best, best_score = (0, 1, 2), -1.0
     for perm in itertools.permutations(range(3)):
-        score = sum(abs(direction[p, perm[p]]) for p in range(3))
+        score = sum(abs(cosines[p, perm[p]]) for p in range(3))
         if score > best_score + 1e-12:
             best, best_score = perm, score
-    signs = tuple(-1.0 if direction[p, best[p]] < 0 else 1.0 for p in range(3))
+    signs = tuple(-1.0 if cosines[p, best[p]] < 0 else 1.0 for p in range(3))
     return best, signs  # type: ignore[return-value]
 
 
@@ -106,17 +113,23 @@ def obliquity_degrees(direction: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(min(cosines), 0.0, 1.0))))
 
 
-def plan_reorientation(geometry: ImageGeometry, shape_zyx: Sequence[int]) -> Reorientation:
-    """The :class:`Reorientation` that makes a ``shape_zyx`` grid with ``geometry`` canonical (no voxels needed)."""
+def plan_reorientation(geometry: ImageGeometry, shape_zyx: Sequence[int],
+                       target_direction: Optional[np.ndarray] = None) -> Reorientation:
+    """The :class:`Reorientation` that makes a ``shape_zyx`` grid with ``geometry`` canonical (no voxels needed).
+
+    ``target_direction`` (3 x 3, columns = another grid's i, j, k axes in LPS): the layout whose index axes run
+    closest to that grid's instead of to L, P, S, e.g. to lay a label map out as its CT is stored. For a grid turned
+    exactly 45 degrees the canonical layout is a tie (:func:`_axis_assignment`) that can differ between two storages
+    of the same grid; the layout of the other grid has none."""
     shape_zyx = tuple(int(s) for s in shape_zyx)
     if len(shape_zyx) != 3:
         raise ValueError(f"shape_zyx must have 3 entries (z, y, x), got {shape_zyx}")
     direction = geometry.direction_matrix
-    index_axis_of, signs = _axis_assignment(direction)
+    index_axis_of, signs = _axis_assignment(direction, target_direction)
     shape_xyz = shape_zyx[::-1]
     first_voxel_ijk = [0.0, 0.0, 0.0]
     new_spacing, new_columns = [], []
-    for p in range(3):  # new index axis p (0 = i -> L, 1 = j -> P, 2 = k -> S)
+    for p in range(3):  # new index axis p (0 = i -> L, 1 = j -> P, 2 = k -> S; or target column p)
         c = index_axis_of[p]
         new_spacing.append(geometry.spacing[c])
         new_columns.append(signs[p] * direction[:, c])

@@ -95,27 +95,29 @@ def _reoriented_onto(volume: CTVolume, reference: CTVolume, tolerance: float, wh
     The grids are compared before any voxel moves, and the voxels are copied once."""
     from ..orientation import plan_reorientation
 
-    vol_reo = plan_reorientation(volume.geometry, volume.shape_zyx)
-    ref_reo = plan_reorientation(reference.geometry, reference.shape_zyx)
+    # laid out along the reference's own index axes, not both along L, P, S: a grid turned exactly 45 degrees ties
+    # there, and the tie broke differently for the CT and a label map stored with two axes swapped (refused)
+    vol_reo = plan_reorientation(volume.geometry, volume.shape_zyx, reference.geometry.direction_matrix)
+    reference_shape = tuple(reference.shape_zyx)
     grid = np.zeros((1, 1, 1), np.uint8)  # geometries only: describe_grid_mismatch reads no voxel here
-    same_grid = tuple(vol_reo.canonical_shape) == tuple(ref_reo.canonical_shape) and not describe_grid_mismatch(
+    same_grid = tuple(vol_reo.canonical_shape) == reference_shape and not describe_grid_mismatch(
         CTVolume(array=grid, geometry=vol_reo.canonical_geometry, source=volume.source),
-        CTVolume(array=grid, geometry=ref_reo.canonical_geometry, source=reference.source), tolerance,
+        CTVolume(array=grid, geometry=reference.geometry, source=reference.source), tolerance,
         compare_shape=False)
     view = vol_reo.canonical_view(volume.array)
     if same_grid:
-        array, note = ref_reo.from_canonical(view), whole_note
+        array, note = np.ascontiguousarray(view), whole_note
     else:
-        start = _whole_voxel_offset(vol_reo.canonical_geometry, ref_reo.canonical_geometry, tolerance) \
+        start = _whole_voxel_offset(vol_reo.canonical_geometry, reference.geometry, tolerance) \
             if part_note is not None else None
         if start is None:
             return None
         stop = start + np.asarray(view.shape)
-        if (start < 0).any() or (stop > np.asarray(ref_reo.canonical_shape)).any():
+        if (start < 0).any() or (stop > np.asarray(reference_shape)).any():
             return None
-        canonical = np.zeros(tuple(ref_reo.canonical_shape), dtype=volume.array.dtype)
-        canonical[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]] = view
-        array, note = ref_reo.from_canonical(canonical), part_note
+        array = np.zeros(reference_shape, dtype=volume.array.dtype)
+        array[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]] = view
+        note = part_note
     out = CTVolume(array=array, geometry=reference.geometry, source=volume.source, meta=dict(volume.meta))
     out.meta["warnings"] = list(volume.meta.get("warnings", [])) + [note]
     return out

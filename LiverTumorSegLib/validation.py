@@ -540,6 +540,28 @@ def _checked_as_label_map(volume: CTVolume, lo: float, hi: float, allow_non_hu: 
     return True
 
 
+def _refuse_header_scaled_beyond_hu(volume: CTVolume, lo: float, hi: float) -> None:
+    """InputError when a NIfTI header's ``scl_slope``/``scl_inter`` (``volume.meta``, :data:`~.io.nifti.
+    NIFTI_SCALING_KEY`) took the CT's values ``lo``..``hi`` beyond any Hounsfield range (:data:`MIN_PLAUSIBLE_VALUE`
+    .. :data:`MAX_PLAUSIBLE_VALUE`), also where non-HU input is allowed: a slope of 1e30 gave values of 1e31, which
+    segment called 'pre-normalised/not CT' and measure put into the report as the lesions' mean HU, neither naming the
+    header field that made them."""
+    from .io.nifti import NIFTI_SCALING_KEY
+
+    scaling = volume.meta.get(NIFTI_SCALING_KEY)
+    if scaling is None or (MIN_PLAUSIBLE_VALUE <= lo and hi <= MAX_PLAUSIBLE_VALUE):
+        return
+    slope, inter = (float(v) for v in scaling)
+    stored = sorted((v - inter) / slope for v in (lo, hi))
+    raise InputError(f"'{_source(volume)}': its NIfTI header's scale factors (scl_slope {slope:g}, scl_inter "
+                     f"{inter:g}) turn the stored values {stored[0]:g}..{stored[1]:g} into {lo:g}..{hi:g}, far "
+                     f"outside any Hounsfield range (air -1000, metal up to about 30000, padding down to -32768): "
+                     f"the header is damaged. A CT's HU = stored x scl_slope + scl_inter with scl_slope 1 (scl_inter "
+                     f"0, or -1024 for values stored from 0); set scl_slope and scl_inter to the values it was "
+                     f"exported with (e.g. nibabel: img.header.set_slope_inter(1, 0), then nib.save) or export the "
+                     f"file again.")
+
+
 def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str],
                        going_on: str = NON_HU_GOING_ON) -> None:
     arr = volume.array
@@ -552,6 +574,7 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
             raise InputError(f"'{name}' has {bad} NaN/Inf voxels; CT values must be finite HU. Re-export the "
                              f"volume or replace them (e.g. with -1024) first.")
     lo, hi = float(arr.min()), float(arr.max())
+    _refuse_header_scaled_beyond_hu(volume, lo, hi)
     if lo == hi:
         raise InputError(f"'{name}' is constant (every voxel is {lo:g}); it holds no image. Check the file.")
     air_lo, air_hi = AIR_HU_RANGE

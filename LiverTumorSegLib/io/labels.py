@@ -550,7 +550,29 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
             raise InputError(str(exc).replace("3D CT volume is needed", "3D label map is needed")
                              .replace(_SUPPORTED_TEXT, _LABEL_MAP_FORMATS_TEXT)) from exc
         _refuse_probability_map(volume)
-    volume.array = check_label_values(volume.array, volume.source, allowed_values)
+    try:
+        volume.array = check_label_values(volume.array, volume.source, allowed_values)
+    except LabelError as exc:
+        raise _header_scaled_label_error(volume, exc) from None
     if reference is not None:
         volume = label_on_reference_grid(volume, reference, tolerance)
     return volume
+
+
+def _header_scaled_label_error(volume: CTVolume, refusal: LabelError) -> LabelError:
+    """``refusal`` (a label map refused for its values), or, when a NIfTI header's ``scl_slope``/``scl_inter``
+    made those values (:data:`~.nifti.NIFTI_SCALING_KEY`), a LabelError that names them: a label map whose header
+    scaled 1 and 2 by 1e30 was told only that it held 1e30 and 2e30 and to convert it with ChangeLabel. The scaled
+    values are the file's values by the NIfTI standard, so such a map is refused, not read raw."""
+    from .nifti import NIFTI_SCALING_KEY
+
+    scaling = volume.meta.get(NIFTI_SCALING_KEY)
+    if scaling is None:
+        return refusal
+    slope, inter = (float(v) for v in scaling)
+    what = str(refusal).replace(f"Label map '{volume.source}' ", "", 1).split(";")[0].rstrip(".")
+    return LabelError(f"Label map '{volume.source}': its NIfTI header's scale factors (value = stored x scl_slope + "
+                      f"scl_inter; scl_slope {slope:g}, scl_inter {inter:g}) make values a label map cannot hold: it "
+                      f"{what}. A label map is stored unscaled: if the stored values are the labels, set scl_slope 1 "
+                      f"and scl_inter 0 in its header (e.g. nibabel: img.header.set_slope_inter(1, 0), then "
+                      f"nib.save); else export the label map again.")

@@ -326,6 +326,8 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
         volume.meta["nifti_orientation_unknown"] = True  # the writers keep it so (orientation_unknown)
     elif _transforms_disagree(header, _unit_scale(header)[0]):
         volume.meta[NIFTI_TRANSFORMS_KEY] = _header_transforms(header)  # the writers keep them (nifti_transforms)
+    if scaled:
+        volume.meta[NIFTI_SCALING_KEY] = (float(slope), float(inter))  # a label map or CT check names the header
     if isinstance(image, nib.Nifti2Image):
         volume.meta[NIFTI_VERSION_KEY] = 2  # the writers keep it (nifti_version)
     if content:
@@ -347,6 +349,10 @@ def _check_scaling_kept_values_finite(data: np.ndarray, slope: float, inter: flo
 
 
 NIFTI_TRANSFORMS_KEY = "nifti_header_transforms"
+NIFTI_SCALING_KEY = "nifti_scaling"
+"""``CTVolume.meta`` key: ``(scl_slope, scl_inter)`` of a NIfTI file whose header scaled its stored values (absent
+when the header has none, slope 1 and intercept 0, or for a ``segment --probabilities`` map read as stored), so that
+a check that refuses the values can name the header fields that made them."""
 NIFTI_VERSION_KEY = "nifti_version"
 """``CTVolume.meta`` key: 2 for a volume read from a NIfTI-2 file (absent for NIfTI-1 and other formats)."""
 

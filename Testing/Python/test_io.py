@@ -984,6 +984,53 @@ def test_label_map_scaled_to_huge_values_by_its_header_is_refused_by_value(tmp_p
         read_label_map(path)
 
 
+def test_label_map_scaled_by_its_header_is_refused_naming_the_header_fields(tmp_path):
+    """Labels 1 and 2 scaled by a header's scl_slope of 1e30 were refused as 'values 1e30, 2e30', with the advice
+    to convert them with ChangeLabel: nothing said that the header made them. The scaled values are the file's
+    values (so the map is still refused, as one with scl_slope 2 is), and the message names the header fields and
+    how to reset them."""
+    stored = np.zeros((6, 5, 4), np.uint8)
+    stored[1:4, 1:4, 1:3] = 1
+    stored[2, 2, 1] = 2
+    image = nib.Nifti1Image(stored, np.diag([3.0, 3.0, 3.0, 1.0]))
+    path = tmp_path / "scaled_labels.nii.gz"
+    for slope, shown in ((1e30, r"1e\+30"), (2.0, "2")):
+        image.header.set_slope_inter(slope, 0.0)
+        nib.save(image, str(path))
+        with pytest.raises(LabelError, match=rf"header's scale factors .*scl_slope {shown}, scl_inter 0\) make values a "
+                                             rf"label map cannot hold: it has values .* outside the allowed 0, 1, 2.* "
+                                             rf"set scl_slope 1 and scl_inter 0") as caught:
+            read_label_map(path)
+        assert "ChangeLabel" not in str(caught.value)
+    image.header.set_slope_inter(1.0, 0.0)  # the same voxels unscaled read as labels
+    nib.save(image, str(path))
+    assert int(read_label_map(path).array.max()) == 2
+
+
+def test_ct_scaled_beyond_hounsfield_by_its_header_is_refused_naming_the_header_fields(tmp_path, recwarn):
+    """A CT whose header's scl_slope is 1e30 (values up to 6e31, finite in float32) was refused by segment as
+    'pre-normalised/not CT', and measure (non-HU allowed) put 6e31 into the report as the lesions' mean HU: neither
+    named the header. Refused, also where non-HU input is allowed, naming scl_slope and the stored range."""
+    from LiverTumorSegLib.validation import check_ct
+
+    stored = np.full((16, 16, 8), -1000, np.int16)
+    stored[4:12, 4:12, 2:6] = 60
+    image = nib.Nifti1Image(stored, np.diag([2.0, 2.0, 3.0, 1.0]))
+    image.header.set_slope_inter(1e30, 0.0)
+    path = tmp_path / "huge_slope_ct.nii.gz"
+    nib.save(image, str(path))
+    volume = read_volume(path)
+    for allow_non_hu in (False, True):
+        with pytest.raises(InputError, match=r"header's scale factors \(scl_slope 1e\+30, scl_inter 0\) turn the "
+                                             r"stored values -1000\.\.60 into .* far outside any Hounsfield range.*"
+                                             r"set scl_slope and scl_inter"):
+            check_ct(volume, allow_non_hu=allow_non_hu)
+    assert not [w for w in recwarn if "overflow" in str(w.message)]
+    image.header.set_slope_inter(1.0, 0.0)  # the same voxels unscaled: a CT, no refusal
+    nib.save(image, str(path))
+    check_ct(read_volume(path))
+
+
 def test_uncompressed_nifti_is_read_into_memory_not_mapped(tmp_path):
     """An int16 .nii was returned as a view of nibabel's memory map; Windows cannot replace or truncate a mapped
     file, so `segment x.nii -o x.nii --overwrite` (or Slicer saving over the node's file while the child reads

@@ -852,6 +852,16 @@ class QProcessRunner:
 # LiverTumorSegLogic
 #
 
+RUN_NAMES = {"segment": "the segmentation", "measure": "the lesion table update",
+             "compare": "the comparison with the baseline"}
+"""How the log names each kind of the Logic's child runs."""
+
+RUN_STOPPED_BY_CLEANUP = ("LiverTumorSeg: {what} that was running was stopped because the module was reloaded or "
+                          "Slicer is closing; its result was not loaded and its temporary files were removed. Run it "
+                          "again.")
+"""The warning :meth:`LiverTumorSegLogic.cleanup` logs for each run it stops."""
+
+
 class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
     """Usable without the widget (Python console, scripts, the self-test).
 
@@ -876,9 +886,14 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         return LiverTumorSegParameterNode(super().getParameterNode())
 
     def cleanup(self) -> None:
-        """Stop the poll timers and kill running children (widget cleanup, Reload, application exit)."""
-        self._onOutcome.clear()  # the widget is going away: nothing is told
+        """Stop the poll timers and kill running children (widget cleanup, Reload, application exit). Each run it
+        stops is named in the log (:data:`RUN_STOPPED_BY_CLEANUP`): a Reload during a segmentation ended it, and its
+        result never came, without a word."""
+        self._onOutcome.clear()  # the widget is going away: its callbacks are not told
         for kind in list(self._runs):
+            childJob = self._runs[kind][0]
+            if childJob is not None and not childJob.finished:
+                logging.warning(RUN_STOPPED_BY_CLEANUP.format(what=RUN_NAMES.get(kind, f"the {kind} run")))
             self._stopRun(kind)
 
     def _stopRun(self, kind: str) -> None:

@@ -380,6 +380,44 @@ def test_logic_cleanup_stops_the_timer_and_kills_the_child(module, tmp_path):
     assert _ended_within(pid, KILLED_WITHIN_S) and list(module.temp.iterdir()) == []
 
 
+@pytest.mark.parametrize("kind", ["segment", "measure", "compare"])
+def test_a_reload_during_a_run_says_in_the_log_that_the_run_was_stopped(module, tmp_path, caplog, kind):
+    """Slicer's Reload (and closing Slicer) calls cleanup(), which kills a running child and tells no callback (the
+    panel is going away): the run's result never came and nothing said so. The log now names the run that was
+    stopped, once (Reload calls cleanup twice: onReload and the widget's cleanup), and a cleanup with no run running
+    logs nothing."""
+    from LiverTumorSegLib.phantom import make_phantom
+    from mrml_helpers import add_volume_node
+
+    idle = module.m.LiverTumorSegLogic(runnerFactory=_sleeping_runner, python=sys.executable)
+    with caplog.at_level("WARNING"):
+        idle.cleanup()
+    assert caplog.records == []
+    phantom = make_phantom((6, 24, 24), (2.0, 2.0, 4.0))
+    ct = add_volume_node(module.scene, phantom.ct.array, phantom.ct.geometry, "CT")
+    segmentation = module.mrml.labels_to_segmentation_node(module.scene, phantom.labels, phantom.ct.geometry,
+                                                           reference_volume_node=ct)
+    outcomes = []
+    if kind == "segment":
+        logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "hang"), python=sys.executable)
+        running = logic.process(ct, None, "m.safetensors", "cpu", waitForCompletion=False, onFinished=outcomes.append,
+                                showIn3D=False)
+    else:
+        logic = module.m.LiverTumorSegLogic(runnerFactory=_sleeping_runner, python=sys.executable)
+        running = (logic.measureSegmentation(segmentation, ct, waitForCompletion=False, onFinished=outcomes.append)
+                   if kind == "measure" else
+                   logic.compareWithBaseline(segmentation, ct, segmentation, ct, waitForCompletion=False,
+                                             onFinished=outcomes.append))
+    pid = running.child_pid
+    with caplog.at_level("WARNING"):
+        logic.cleanup()
+        logic.cleanup()
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [module.m.RUN_STOPPED_BY_CLEANUP.format(what=module.m.RUN_NAMES[kind])], said
+    assert "was stopped because the module was reloaded" in said[0] and "Run it again" in said[0]
+    assert outcomes == [] and _ended_within(pid, KILLED_WITHIN_S)
+
+
 def _sleeping_runner():
     """A process runner whose child never ends by itself (``time.sleep``), for the measure and compare runs: what a
     long run is while the user goes on working in the scene."""

@@ -1095,13 +1095,11 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def showResult(outcome: job.SegmentationOutcome, inputVolumeNode) -> None:
-        """Show the CT with the segments in slice views (and 3D), and the tumor probability as foreground."""
-        if outcome.probability_node is not None:
-            slicer.util.setSliceViewerLayers(background=inputVolumeNode, foreground=outcome.probability_node,
-                                             foregroundOpacity=0.5)
-        else:  # Slicer keeps the current foreground: an earlier run's map would stay over these segments
-            slicer.util.setSliceViewerLayers(background=inputVolumeNode)
-            mrml.hide_probability_maps(slicer.mrmlScene)
+        """Show the segments (slice views and 3D) and the tumor probability as foreground over the CT, which becomes
+        the slice views' background only where no view shows it (:func:`mrml.show_result_in_slice_views`): the
+        layout and the other views the user set up stay as they were. Without a map, an earlier run's map is taken
+        off the views (Slicer keeps the current foreground)."""
+        mrml.show_result_in_slice_views(slicer.mrmlScene, inputVolumeNode, outcome.probability_node)
         display = outcome.segmentation_node.GetDisplayNode()
         if display is not None:
             display.SetVisibility(True)

@@ -927,15 +927,50 @@ def probability_volume_node(scene, probability_zyx: np.ndarray, geometry: ImageG
     return node
 
 
-def hide_probability_maps(scene, keep=None) -> int:
-    """Take every tumor probability map (:data:`PROBABILITY_MAP_ATTRIBUTE`) other than ``keep`` out of the slice
-    views' foreground layer; other foreground volumes (the user's own overlays) stay. A result without a map left
-    the previous run's map shown over it (Slicer keeps the current foreground when none is given), on the same CT
-    or another one. The map nodes themselves stay in the scene. Returns how many views changed."""
-    changed = 0
+PROBABILITY_FOREGROUND_OPACITY = 0.5
+"""Foreground opacity of a tumor probability map over its CT in the slice views."""
+
+
+def show_result_in_slice_views(scene, ct_node, probability_node=None) -> List[Any]:
+    """Show a result on its CT ``ct_node`` in the slice views of ``scene`` without taking a view from the user: the
+    CT becomes the background only when no slice view shows it (then in every view, as Slicer's
+    ``setSliceViewerLayers(background=...)``); views that show another volume keep it, and its foreground, when one
+    already shows the CT. ``probability_node``: put as the foreground (opacity :data:`PROBABILITY_FOREGROUND_OPACITY`)
+    of the views that show the CT; None: tumor probability maps taken off their foreground
+    (:func:`hide_probability_maps`). Returns the slice composite nodes that show the CT.
+
+    A result used to set the CT as background of every view, so a layout with the baseline CT in one view and the
+    follow-up in the others showed the follow-up everywhere after segmenting it (and the map over the baseline)."""
+    ct_id = ct_node.GetID()
+    views = _slice_composites(scene)
+    showing = [view for view in views if view.GetBackgroundVolumeID() == ct_id]
+    if not showing:
+        for view in views:
+            view.SetBackgroundVolumeID(ct_id)
+        showing = views
+    if probability_node is None:
+        hide_probability_maps(scene, views=showing)
+        return showing
+    for view in showing:
+        view.SetForegroundVolumeID(probability_node.GetID())
+        view.SetForegroundOpacity(PROBABILITY_FOREGROUND_OPACITY)
+    return showing
+
+
+def _slice_composites(scene) -> List[Any]:
+    """The slice composite nodes (one per slice view: its background and foreground volumes) of ``scene``."""
     composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-    for index in range(composites.GetNumberOfItems()):
-        composite = composites.GetItemAsObject(index)
+    return [composites.GetItemAsObject(index) for index in range(composites.GetNumberOfItems())]
+
+
+def hide_probability_maps(scene, keep=None, views=None) -> int:
+    """Take every tumor probability map (:data:`PROBABILITY_MAP_ATTRIBUTE`) other than ``keep`` out of the slice
+    views' foreground layer (``views``: those slice composite nodes only; default all of ``scene``'s); other
+    foreground volumes (the user's own overlays) stay. A result without a map left the previous run's map shown over
+    it (Slicer keeps the current foreground when none is given), on the same CT or another one. The map nodes
+    themselves stay in the scene. Returns how many views changed."""
+    changed = 0
+    for composite in (_slice_composites(scene) if views is None else views):
         volume_id = composite.GetForegroundVolumeID()
         volume = scene.GetNodeByID(volume_id) if volume_id else None
         if volume is None or volume is keep or volume.GetAttribute(PROBABILITY_MAP_ATTRIBUTE) != "1":

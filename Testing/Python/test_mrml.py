@@ -842,6 +842,42 @@ def test_probability_volume_node_shows_a_heat_map_with_colour_bar(scene):
 
 
 @needs_slicer
+def test_a_result_leaves_the_views_that_show_another_ct_as_the_user_set_them():
+    """A result set its CT as the background of every slice view (Slicer's setSliceViewerLayers), so a layout with
+    the baseline CT in the red view and the follow-up in the others showed the follow-up in all three after segmenting
+    it, its tumor probability map over it. Where a view already shows the CT, the others keep their volumes and
+    foregrounds; the map goes over the views of the CT only. A CT shown in no view is shown in all of them."""
+    scene = mrml.make_headless_scene()
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    baseline = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "baseline CT")
+    followup = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "follow-up CT")
+    baseline_map = mrml.probability_volume_node(scene, np.full((2, 3, 4), 0.5, np.float32), geometry, name="b")
+    followup_map = mrml.probability_volume_node(scene, np.full((2, 3, 4), 0.5, np.float32), geometry, name="f")
+    red, yellow, green = (scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(3))
+    red.SetBackgroundVolumeID(baseline.GetID())
+    red.SetForegroundVolumeID(baseline_map.GetID())
+    red.SetForegroundOpacity(0.3)
+    for view in (yellow, green):
+        view.SetBackgroundVolumeID(followup.GetID())
+
+    def layers():
+        return [(v.GetBackgroundVolumeID(), v.GetForegroundVolumeID(), v.GetForegroundOpacity())
+                for v in (red, yellow, green)]
+
+    shown = mrml.show_result_in_slice_views(scene, followup, followup_map)
+    assert shown == [yellow, green]
+    assert layers() == [(baseline.GetID(), baseline_map.GetID(), 0.3),
+                        (followup.GetID(), followup_map.GetID(), 0.5), (followup.GetID(), followup_map.GetID(), 0.5)]
+    mrml.show_result_in_slice_views(scene, followup)  # a run without the map: off the follow-up's views only
+    assert layers() == [(baseline.GetID(), baseline_map.GetID(), 0.3), (followup.GetID(), None, 0.5),
+                        (followup.GetID(), None, 0.5)]
+    third = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "a CT in no view")
+    assert mrml.show_result_in_slice_views(scene, third) == [red, yellow, green]
+    assert [v.GetBackgroundVolumeID() for v in (red, yellow, green)] == [third.GetID()] * 3
+    assert red.GetForegroundVolumeID() is None  # the baseline's map does not lie over another CT
+
+
+@needs_slicer
 def test_hide_probability_maps_takes_only_the_maps_off_the_slice_views():
     """A result without a probability map left the previous run's map shown over it (Slicer keeps the current
     foreground); the user's own overlay in another view stays."""

@@ -160,26 +160,27 @@ def test_logic_process_waits_and_shows_segments_and_probability(module, tmp_path
     pytest.importorskip("SimpleITK")
     logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "ok"), python=sys.executable)
     node = _ct_node(module.scene)
+    views = [module.scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(3)]  # Slicer's layout's
     stages = []
     options = module.m.job.SegmentationOptions(model="m.safetensors", probabilities=True)
     outcome = logic.process(node, None, "m.safetensors", "cpu", options=options,
                             progress=lambda f, s: stages.append(s), showIn3D=False)
     assert outcome.kind == "done" and stages[-2:] == ["done", module.m.job.LOADING_RESULT_STAGE]
     assert outcome.segmentation_node.GetScene() is module.scene
-    assert module.layers == [{"background": node, "foreground": outcome.probability_node, "foregroundOpacity": 0.5}]
-    assert list(module.temp.iterdir()) == []
-    # a second run without the map: the first run's map, shown as the foreground (the recorder above stands in for
-    # Slicer's layout), no longer describes the segments and goes off the view; the user's overlay stays
-    shown = module.scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
-    shown.SetForegroundVolumeID(outcome.probability_node.GetID())
+    # the CT was in no view: every view shows it, under the map
+    assert [(v.GetBackgroundVolumeID(), v.GetForegroundVolumeID()) for v in views] == \
+        [(node.GetID(), outcome.probability_node.GetID())] * 3
+    assert [v.GetForegroundOpacity() for v in views] == [0.5] * 3
+    assert module.layers == [] and list(module.temp.iterdir()) == []
+    # a second run without the map: the first run's map no longer describes the segments and goes off the views;
+    # the user's overlay stays
     overlay = module.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "user's overlay")
-    other = module.scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
-    other.SetForegroundVolumeID(overlay.GetID())
+    views[2].SetForegroundVolumeID(overlay.GetID())
     again = logic.process(node, outcome.segmentation_node, "m.safetensors", "cpu",
                           options=module.m.job.SegmentationOptions(model="m.safetensors"), showIn3D=False)
     assert again.kind == "done" and again.probability_node is None
-    assert module.layers[-1] == {"background": node}
-    assert shown.GetForegroundVolumeID() is None and other.GetForegroundVolumeID() == overlay.GetID()
+    assert [(v.GetBackgroundVolumeID(), v.GetForegroundVolumeID()) for v in views] == \
+        [(node.GetID(), None), (node.GetID(), None), (node.GetID(), overlay.GetID())]
 
 
 def test_scripted_runs_into_one_segmentation_refill_its_one_lesion_table(module, tmp_path):

@@ -100,7 +100,8 @@ CHECKED_IN_SLICER_5_6: Dict[str, str] = {
     **dict.fromkeys(("SetTitleText", "SetLabelFormat"), "fork2022"),
     **dict.fromkeys(("GetSubjectHierarchyNode", "GetSceneItemID", "GetItemByDataNode", "GetItemParent",
                      "SetItemParent", "CreateItem"), "old"),
-    **dict.fromkeys(("GetForegroundVolumeID", "SetForegroundVolumeID", "JumpSliceByCentering"), "old"),
+    **dict.fromkeys(("GetForegroundVolumeID", "SetForegroundVolumeID", "GetBackgroundVolumeID", "SetBackgroundVolumeID",
+                     "SetForegroundOpacity", "JumpSliceByCentering"), "old"),
     # application and module logics (headless scene only: make_headless_scene)
     **dict.fromkeys(("SetMRMLScene", "SetMRMLApplicationLogic", "SetModuleLogic"), "fork2022"),
     # VTK's own classes

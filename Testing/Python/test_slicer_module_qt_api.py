@@ -171,7 +171,6 @@ SLICER_UTIL: Dict[str, Tuple[Set[str], str]] = {
         "exit", "startupEnvironment", "mainWindow", "loadUI", "childWidgetVariables", "loadVolume", "loadLabelVolume",
         "loadScene", "saveScene", "selectModule", "getNodesByClass", "arrayFromVolume", "confirmOkCancelDisplay",
         "VTKObservationMixin")},
-    "setSliceViewerLayers": ({"background", "foreground", "foregroundOpacity"}, "util2021"),
     "warningDisplay": ({"windowTitle"}, "util2021"),
     "errorDisplay": ({"detailedText"}, "util2021: **kwargs set on the message box when it has that attribute "
                                        "(QMessageBox's detailedText property)"),

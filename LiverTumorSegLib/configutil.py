@@ -6,13 +6,29 @@ Tuples become lists in :meth:`to_dict`; :meth:`from_dict` refuses unknown keys w
 import math
 import numbers
 from dataclasses import MISSING, asdict, fields
-from typing import Any, Dict, Type, TypeVar
+from typing import Any, Dict, Iterable, Type, TypeVar
 
 import numpy as np
 
 from .errors import InputError
 
 ConfigT = TypeVar("ConfigT", bound="JsonDataclassMixin")
+
+
+def close_key_hint(unknown: Iterable[Any], known: Iterable[Any]) -> str:
+    """`` (zoom_probabilty: did you mean zoom_probability?)`` for each of the ``unknown`` keys that is close to one
+    of the ``known`` ones (difflib, as for the top-level training options), '' when none is: a misspelt key of a
+    nested option (augmentation, lesions, model options, preprocessing) was answered with the whole list of valid
+    keys only, 39 for augmentation, to search by eye."""
+    import difflib
+
+    names = sorted(str(key) for key in known)
+    hints = []
+    for key in sorted(str(key) for key in unknown):
+        found = difflib.get_close_matches(key.replace("-", "_"), names, n=1, cutoff=0.6)
+        if found:
+            hints.append(f"{key}: did you mean {found[0]}?")
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 def shown_value(value: Any) -> str:
@@ -92,5 +108,6 @@ class JsonDataclassMixin:
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - known)
         if unknown:
-            raise InputError("Unknown %s keys %s; valid keys: %s." % (cls.__name__, unknown, sorted(known)))
+            raise InputError("Unknown %s keys %s%s; valid keys: %s." % (cls.__name__, unknown,
+                                                                     close_key_hint(unknown, known), sorted(known)))
         return cls(**data)

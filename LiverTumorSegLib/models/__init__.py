@@ -245,7 +245,10 @@ def build_model(name: str, in_channels: int = 1, num_classes: int = 3, **options
         options = dict(nested, **options)
     unknown = sorted(set(options) - set(module.DEFAULT_OPTIONS))
     if unknown:
-        raise InputError(f"Unknown option(s) {unknown} for model '{name}'; valid options: "
+        from ..configutil import close_key_hint
+
+        raise InputError(f"Unknown option(s) {unknown} for model '{name}'"
+                         f"{close_key_hint(unknown, module.DEFAULT_OPTIONS)}; valid options: "
                          f"{sorted(module.DEFAULT_OPTIONS)}.")
     sizes = (_whole(in_channels), _whole(num_classes))
     if sizes[0] is None or sizes[1] is None or min(sizes) < 1:

@@ -372,8 +372,10 @@ class PreprocessingConfig:
         allowed = {f.name for f in fields(cls)}
         unknown = set(d) - allowed
         if unknown:
-            raise PreprocessingConfigError(f"Unknown preprocessing config key(s) {sorted(unknown)}; "
-                                           f"allowed: {sorted(allowed)}.")
+            from ..configutil import close_key_hint
+
+            raise PreprocessingConfigError(f"Unknown preprocessing config key(s) {sorted(unknown)}"
+                                           f"{close_key_hint(unknown, allowed)}; allowed: {sorted(allowed)}.")
         return cls(**copy.deepcopy(d))
 
     def to_json(self, indent: Optional[int] = 2) -> str:

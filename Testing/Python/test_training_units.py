@@ -148,12 +148,30 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
     ({"augmentation": {"enabled": "false"}}, "'enabled' must be true or false"),
     ({"augmentation": {"rotation_probabilty": 0.5}}, "Unknown AugmentationConfig keys"),
     ({"lesions": {"bogus_key": 1}}, "Unknown LesionConfig keys"),
+    # a misspelt nested key named the closest one, as a misspelt top-level key does (the researcher-journey audit)
+    ({"augmentation": {"zoom_probabilty": 0.5}}, r"\(zoom_probabilty: did you mean zoom_probability\?\)"),
+    ({"lesions": {"diameter_range": [5, 40]}}, r"\(diameter_range: did you mean diameter_range_mm\?\)"),
 ])
 def test_config_refuses_options_of_the_wrong_type_in_one_line(values, words):
     """These were internal errors (AttributeError, ValueError) or, for NaN class weights, a failure after
     training began that blamed the learning rate."""
     with pytest.raises(InputError, match=words):
         TrainConfig.from_dict(values)
+
+
+def test_misspelt_model_option_and_preprocessing_key_name_the_closest_one():
+    """A misspelt key of --model-options or of a preprocessing JSON was answered with the list of valid keys only;
+    it names the closest key now, as a misspelt top-level option does, and a key close to none gets no guess."""
+    from LiverTumorSegLib.models import build_model
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig, PreprocessingConfigError
+
+    with pytest.raises(InputError, match=r"'unet' \(channel: did you mean channels\?\); valid options"):
+        build_model("unet", 3, 3, channel=[4, 8])
+    with pytest.raises(PreprocessingConfigError, match=r"\(context_slice: did you mean context_slices\?\); allowed"):
+        PreprocessingConfig.from_dict({"context_slice": 1})
+    with pytest.raises(InputError) as refused:
+        build_model("unet", 3, 3, xyz=1)
+    assert "did you mean" not in str(refused.value) and "valid options" in str(refused.value)
 
 
 def test_training_csv_that_is_not_utf8_is_a_user_error(tmp_path):

@@ -483,6 +483,51 @@ def test_every_option_the_docs_name_for_a_command_is_one_it_takes():
     assert unknown == []
 
 
+def _documented_defaults():
+    """``(command, option, documented default)`` for each row of docs/cli.md's options tables whose Default cell
+    holds one value per option of its Option cell (``50 / 250`` for ``--epochs`` / ``--iterations-per-epoch``);
+    cells in words ("all cores", "the model's window") are left out."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
+    for section in text.split("\n## ")[1:]:
+        command = re.match(r"livertumorseg (\w+)", section).group(1)
+        for row in section.splitlines():
+            cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:-1]]
+            if len(cells) != 3 or not cells[0].startswith("`--"):
+                continue
+            options = re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", cells[0])
+            values = [re.sub(r" \((mm|mL)\)$", "", value.strip().strip("`")) for value in cells[1].split(" / ")]
+            if len(options) == len(values):
+                for option, value in zip(options, values):
+                    if value == "off" or re.fullmatch(r"[\w.]+", value):
+                        yield command, option, value
+
+
+def test_documented_defaults_are_the_parsers():
+    """docs/cli.md's options tables give each option's default; nothing compared them with the code, so a changed
+    default would have stayed wrong there (the researcher-journey audit checked them by hand). Each must be the
+    parser's default or the one its help names; "off" a switch."""
+    import argparse
+    import re
+
+    commands = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)][0].choices
+    checked, wrong = 0, []
+    for command, option, value in _documented_defaults():
+        action = {o: a for a in commands[command]._actions for o in a.option_strings}[option]
+        if value == "off":
+            ok = action.nargs == 0 and action.default is not True
+        else:
+            ok = str(action.default) == value or re.search(
+                r"(?<![\w-])default:? '?" + re.escape(value) + r"'?(?![\w.])", action.help or "") is not None
+        checked += 1
+        if not ok:
+            wrong.append((command, option, value, action.default, action.help))
+    assert checked > 40  # the tables were read
+    assert wrong == []
+
+
 def test_debug_keeps_the_plotting_libraries_debug_lines_out(capsys):
     """`livertumorseg --debug segment ... --preview p.png` printed 231 lines, 220 of them matplotlib scoring each
     font file it knows, which buried the program's own debug lines (timings, the bf16 check)."""

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 HELP = {
     "data": ("data folder (LiTS, MSD Task03_Liver or an nnU-Net v2 raw data set, 3D-IRCADb-01) or CSV with "
-             "columns image,label[,patient]"),
+             "columns image,label[,patient][,case]"),
     "format": "data layout: auto, lits, msd, ircadb or csv",
     "label_map": "JSON remap of raw label values, e.g. '{\"5\": 1}' (unlisted values -> 0)",
     "model": ("architecture of the network to build (livertumorseg models lists them; default unet); a trained "

@@ -209,7 +209,7 @@ def _crossed_by_folder(cases: Sequence[Case]) -> Optional[Tuple[Case, Case, str]
 _LAYOUT_HELP = ("Expected one of: LiTS (volume-N.nii + segmentation-N.nii), MSD Task03_Liver (dataset.json, "
                 "imagesTr/, labelsTr/), an nnU-Net v2 raw data set (imagesTr/CASE_0000.nii.gz, labelsTr/CASE.nii.gz), "
                 "3D-IRCADb-01 (<patient>/PATIENT_DICOM + <patient>/MASKS_DICOM/liver), "
-                "or a CSV with columns image,label[,patient].")
+                "or a CSV with columns image,label[,patient][,case].")
 
 
 def detect_format(root: PathLike) -> str:

@@ -548,3 +548,17 @@ def test_debug_keeps_the_plotting_libraries_debug_lines_out(capsys):
         for logger, level in zip(loggers, before):
             logger.setLevel(level)
         logging.getLogger().setLevel(root_before)
+
+
+def test_train_data_help_and_layout_error_name_the_csv_case_column():
+    """train --help and the unknown-layout error named the CSV columns image,label[,patient]: the case column,
+    which names rows (CTs of one file name, p1/ct.nii.gz and p2/ct.nii.gz, need it), was in the README alone."""
+    import argparse
+
+    from LiverTumorSegLib.training.datasets import _LAYOUT_HELP
+
+    parsers = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)][0].choices
+    for command in ("train", "crossval"):
+        help_text = {o: a.help for a in parsers[command]._actions for o in a.option_strings}["--data"]
+        assert "image,label[,patient][,case]" in help_text, (command, help_text)
+    assert "image,label[,patient][,case]" in _LAYOUT_HELP

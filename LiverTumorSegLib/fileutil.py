@@ -187,6 +187,36 @@ def check_folder_writable(folder: PathLike, what: str = "Output folder") -> Path
     return folder
 
 
+def similar_names_hint(path: PathLike, most_entries: int = 20000) -> str:
+    """`` (its folder holds 'ct.nii.gz', a name like it)`` for a missing ``path`` whose folder holds up to 3 entries
+    named like it: its name with more after it (``ct.nii`` written for ``ct.nii.gz``) or a close spelling (difflib,
+    ratio 0.8). '' when nothing is close, or the folder is missing, unreadable or holds more than
+    ``most_entries`` entries (it is not listed further). A missing file was answered 'check the path' alone, the
+    file meant lying beside it under another extension or one letter apart."""
+    import difflib
+
+    path = Path(path)
+    name = path.name
+    if not name:
+        return ""
+    names = []  # type: List[str]
+    try:
+        with os.scandir(str(path.parent)) as entries:
+            for entry in entries:
+                names.append(entry.name)
+                if len(names) > most_entries:
+                    return ""
+    except OSError:
+        return ""
+    longer = sorted(n for n in names if n.startswith(name) and n != name)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.8)
+    shown = list(dict.fromkeys(longer + close))[:3]
+    if not shown:
+        return ""
+    quoted = ", ".join(f"'{n}'" for n in shown)
+    return f" (its folder holds {quoted}, {'a name' if len(shown) == 1 else 'names'} like it)"
+
+
 def nearest_existing_folder(path: PathLike) -> Path:
     """``path`` or its nearest parent that exists (what a run that makes ``path`` writes into first)."""
     path = Path(path)

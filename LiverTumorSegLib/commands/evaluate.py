@@ -73,7 +73,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..casenames import case_key, case_name, name_with_channel_suffix
 from ..errors import InputError, OutputExistsError, ResourceError
-from ..fileutil import is_dicom_file, same_file_among
+from ..fileutil import is_dicom_file, same_file_among, similar_names_hint
 from ..io.dicom import holds_dicom_images
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
     """Pair predictions with references. Returns ``(matched [(case, pred, ref)], only_pred, only_ref)``."""
     for path, what in ((pred, "--pred"), (ref, "--ref")):
         if not path.exists():
-            raise InputError(f"{what} '{path}' does not exist; check the path.")
+            raise InputError(f"{what} '{path}' does not exist{similar_names_hint(path)}; check the path.")
     if same_file_among([pred, ref]):  # a slip of the shell's completion scored a file against itself: Dice 1.0
         raise InputError(f"--pred '{pred}' and --ref '{ref}' are the same {'folder' if pred.is_dir() else 'file'}: "
                          f"the predictions would be scored against themselves (Dice 1.0). Give the segmentations "
@@ -307,7 +307,7 @@ def optional_inputs(path: Optional[str], cases: List[str], what: str,
         return {}
     location = Path(path)
     if not location.exists():
-        raise InputError(f"{what} '{location}' does not exist; check the path.")
+        raise InputError(f"{what} '{location}' does not exist{similar_names_hint(location)}; check the path.")
     if location.is_file():
         if len(cases) != 1:
             raise InputError(f"{what} '{location}' is one file but {len(cases)} cases are evaluated; give a folder.")

@@ -304,12 +304,12 @@ def _input_path(args: argparse.Namespace) -> Path:
         raise InputError("Give an INPUT CT file or DICOM folder (or --sample for the bundled sample CT).")
     input_path = Path(args.input)
     if not input_path.exists():
-        from ..fileutil import unexpanded_home_hint
+        from ..fileutil import similar_names_hint, unexpanded_home_hint
 
         # the words read_volume uses (preprocess, measure --ct): the missing folder and a quoted '~' are named
         parent_hint = "" if input_path.parent.exists() else f" (its folder '{input_path.parent}' does not exist either)"
-        raise InputError(f"Input '{input_path}' does not exist{parent_hint}; check the path"
-                         f"{unexpanded_home_hint(input_path)}.")
+        raise InputError(f"Input '{input_path}' does not exist{parent_hint}{similar_names_hint(input_path)}; check the "
+                         f"path{unexpanded_home_hint(input_path)}.")
     return input_path
 
 

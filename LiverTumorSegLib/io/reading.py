@@ -3,7 +3,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from ..errors import InputError, raise_if_out_of_memory
-from ..fileutil import check_path_encoding, full_suffix, path_limit_hint, unexpanded_home_hint
+from ..fileutil import check_path_encoding, full_suffix, path_limit_hint, similar_names_hint, unexpanded_home_hint
 from ..volume import CTVolume, ImageGeometry
 from .dicom import _dicom_series_of_file, _read_dicom_folder
 from .formats import (_SUPPORTED_TEXT, DICOM_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, PathLike,
@@ -45,8 +45,8 @@ def read_volume(path: PathLike, series: Optional[str] = None, uint8_if_fits: boo
     if not path.exists():
         too_long = path_limit_hint(path)  # on Windows an existing file may be 'missing' for its path's length
         parent_hint = "" if too_long or path.parent.exists() else f" (its folder '{path.parent}' does not exist either)"
-        raise InputError(f"Input '{path}' does not exist{too_long}{parent_hint}{_broken_link_hint(path)}; check the "
-                         f"path{unexpanded_home_hint(path)}.")
+        raise InputError(f"Input '{path}' does not exist{too_long}{parent_hint}{similar_names_hint(path)}"
+                         f"{_broken_link_hint(path)}; check the path{unexpanded_home_hint(path)}.")
     if path.is_dir():
         return _read_dicom_folder(path, series)
     if path.name.upper() == "DICOMDIR":  # a DICOM medium's index: its series lie in the folders beside it

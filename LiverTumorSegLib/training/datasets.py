@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 import numpy as np
 
 from ..errors import InputError, LabelError
-from ..fileutil import is_hidden_name, read_csv_rows, read_text_file
+from ..fileutil import is_hidden_name, read_csv_rows, read_text_file, similar_names_hint
 from ..io.formats import _FILE_FORMATS_TEXT, ITK_SUFFIXES, NIFTI_SUFFIXES
 from ..io.labels import ANY_LABEL_VALUE, label_value_counts, remap_labels
 from ..resources import expand_home
@@ -774,7 +774,7 @@ def _csv_path(csv: Path, number: int, kind: str, text: str) -> Path:
         hint = (f" A relative path in a training CSV is read from the CSV's folder ('{csv.parent}'), not from the "
                 f"working folder, where '{text}' exists: write it relative to the CSV's folder, or as an absolute "
                 f"path.")
-    raise InputError(f"CSV '{csv}' line {number}: {kind} '{path}' does not exist.{hint}")
+    raise InputError(f"CSV '{csv}' line {number}: {kind} '{path}' does not exist{similar_names_hint(path)}.{hint}")
 
 
 def _resolve(base: Path, text: str) -> Path:

@@ -86,6 +86,11 @@ def make_missing(d: Path) -> Path:
     return d / "no_such_scan.nii.gz"
 
 
+def make_missing_beside_a_similar_name(d: Path) -> Path:
+    (d / "scan.nii.gz").write_bytes(b"x")  # never read: the path given is 'scan.nii'
+    return d / "scan.nii"
+
+
 def make_folder_without_dicom(d: Path) -> Path:
     (d / "scans").mkdir()
     (d / "scans" / "notes.txt").write_text("no images here")
@@ -280,6 +285,9 @@ def make_dicom_mr(d: Path) -> Path:
 # name -> (maker, words the message must contain, table text of the input)
 CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
     "missing": (make_missing, ["does not exist"], "path that does not exist"),
+    "missing_similar": (make_missing_beside_a_similar_name, ["does not exist (its folder holds 'scan.nii.gz', a name "
+                                                             "like it)"],
+                        "path that does not exist, a file of a similar name beside it (`.nii` for `.nii.gz`)"),
     "no_dicom": (make_folder_without_dicom, ["holds no DICOM series"], "folder without DICOM files"),
     "two_series": (make_two_series, ["2 DICOM series", "--series"], "folder with 2 DICOM series, no `--series`"),
     "truncated": (make_truncated_nii_gz, ["truncated or corrupt"], "truncated `.nii.gz` (first half)"),

@@ -284,6 +284,39 @@ def test_cli_missing_input_names_quoted_home_and_missing_folder(tmp_path, capsys
     assert not (tmp_path / "seg.nii.gz").exists()
 
 
+def test_missing_input_names_files_of_a_similar_name_beside_it(tmp_path, capsys):
+    """A missing CT was answered 'does not exist; check the path' alone, the file meant lying beside it under
+    another extension (ct.nii written for ct.nii.gz) or one letter apart (the researcher-journey audit). segment,
+    read_volume (preprocess, measure --ct), evaluate and a training CSV now name up to 3 such files; nothing close
+    is named when none is."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.fileutil import similar_names_hint
+    from LiverTumorSegLib.io import read_volume
+    from LiverTumorSegLib.training.datasets import discover_cases
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("case_ct.nii.gz", "case_seg.nii.gz", "notes.txt"):
+        (data / name).write_bytes(b"x")
+    assert run_cli(data / "case_ct.nii", "-o", tmp_path / "seg.nii.gz") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: Input '{data / 'case_ct.nii'}' does not exist (its folder holds 'case_ct.nii.gz', a name "
+                   f"like it); check the path."), err
+    with pytest.raises(InputError, match=r"case_cr\.nii\.gz' does not exist \(its folder holds 'case_ct\.nii\.gz'"):
+        read_volume(data / "case_cr.nii.gz")
+    assert main(["evaluate", "--pred", str(data / "case_seg.nii"), "--ref", str(data / "case_seg.nii.gz"),
+                 "-o", str(tmp_path / "eval")]) == 2
+    assert "--pred '" + str(data / "case_seg.nii") + "' does not exist (its folder holds 'case_seg.nii.gz'" in \
+        capsys.readouterr().err
+    (tmp_path / "cases.csv").write_text("image,label\ndata/case_ct.nii,data/case_seg.nii.gz\n")
+    with pytest.raises(InputError, match=r"line 2: image .*case_ct\.nii' does not exist \(its folder holds "
+                                         r"'case_ct\.nii\.gz', a name like it\)\."):
+        discover_cases(tmp_path / "cases.csv")
+    assert similar_names_hint(data / "unrelated.nii.gz") == ""
+    assert similar_names_hint(tmp_path / "no_folder" / "case_ct.nii") == ""
+    assert similar_names_hint(data / "case_ct.nii", most_entries=2) == ""  # a huge folder is not listed whole
+
+
 def test_cli_sample_prints_liver_dice(tmp_path, capsys):
     from bundled_model_helpers import bundled_default_model_or_skip
 

@@ -471,7 +471,7 @@ def _cases_from_csv(csv_path: Path) -> List[tuple]:
     columns, rows = read_csv_rows(csv_path, "Case list")
     if "image" not in columns:
         raise InputError(f"Case list '{csv_path}' needs a header with an 'image' column (and optionally "
-                         f"'case_id'), one CT per row.")
+                         f"'case_id' or 'case'), one CT per row; found {columns}.")
     if not rows:  # a header alone was told it needed the header it has
         raise InputError(f"Case list '{csv_path}' lists no cases: add one row per CT under its header "
                          f"({', '.join(columns)}).")

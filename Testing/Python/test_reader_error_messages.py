@@ -87,3 +87,8 @@ def test_a_case_list_with_a_header_and_no_rows_says_it_lists_no_cases(tmp_path, 
     listing.write_text("case_id\nA\n")
     assert main(["segment", str(listing), "-o", str(tmp_path / "out")]) == 2
     assert "needs a header with an 'image' column" in capsys.readouterr().err
+    # a newcomer's 'ct' column: the message named 'case_id' alone (the 'case' column a train CSV names its cases with
+    # is read too) and not the header it found (the researcher-journey audit)
+    listing.write_text("ct,case\nct1.nii.gz,A\n")
+    assert main(["segment", str(listing), "-o", str(tmp_path / "out")]) == 2
+    assert "(and optionally 'case_id' or 'case'), one CT per row; found ['ct', 'case']." in capsys.readouterr().err

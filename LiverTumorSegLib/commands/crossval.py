@@ -81,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
     from ..training.crossval import run_crossval, selection_summary
     from ..training.launch_env import env_rank
 
-    if getattr(args, "fold", None) not in (None, 0):
-        raise InputError("crossval trains every fold; --fold picks one fold for 'livertumorseg train'.")
+    if getattr(args, "fold", None) is not None:
+        # --fold 0 passed without a word and trained every fold: 'crossval --folds 5 --fold 0', meant as one fold,
+        # ran five (the researcher-journey audit)
+        raise InputError(f"crossval trains every fold; --fold picks one fold for 'livertumorseg train' (train "
+                         f"--folds K --fold {args.fold} trains fold {args.fold} alone): leave --fold out here.")
     if getattr(args, "val_fraction", None) is not None:  # an option list shared with train: said, not refused
         log.warning("warning: --val-fraction does not apply to crossval, which validates each fold on the patients "
                     "it holds out; it is ignored.")

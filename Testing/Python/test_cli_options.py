@@ -148,6 +148,10 @@ def test_crossval_help_describes_its_folds_and_refuses_fold(capsys, tmp_path, ca
     assert "<output>_train/" not in text
     assert main(["crossval", "--data", "cases.csv", "-o", "cv", "--fold", "2"]) == 2
     assert "crossval trains every fold" in capsys.readouterr().err
+    # --fold 0 (the default's value) passed without a word and trained every fold, where one was meant
+    assert main(["crossval", "--data", "cases.csv", "-o", str(tmp_path / "cv0"), "--folds", "2", "--fold", "0"]) == 2
+    assert "crossval trains every fold; --fold picks one fold for 'livertumorseg train'" in capsys.readouterr().err
+    assert not (tmp_path / "cv0").exists()
     # --val-fraction ("when --folds is 0") cannot apply: each fold validates on the patients it holds out
     assert "--val-fraction" not in text
     # given anyway (an option list shared with train), it is said to be ignored, before the data are read

@@ -11,7 +11,7 @@ trilinear interpolation of each label's indicator; probability: trilinear). Ever
 Arrays are ``(z, y, x)``; geometry vectors ``(x, y, z)``, LPS, mm.
 """
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -176,6 +176,84 @@ def footprint(geometry: ImageGeometry, shape_zyx: Sequence[int], source: ImageGe
             index = matrix[axis, 1] * y + matrix[axis, 2] * x + (matrix[axis, 0] * z + offset[axis])
             plane &= (index >= -0.5 - 1e-6) & (index <= limits[axis] + 1e-6)
     return inside
+
+
+FOOTPRINT_RUN_SLICES = 16
+"""Aligned slices the network is given at a time when it runs only over the CT's footprint
+(:func:`footprint_runs`): each run cropped in-plane to its own slices' footprint."""
+
+FOOTPRINT_MARGIN_PIXELS = 64
+"""Aligned pixels (at the network's in-plane spacing) added on every side of a run's footprint box
+(:func:`footprint_runs`), so the network sees the body around the slab's band as it does on whole slices."""
+
+
+@dataclass(frozen=True)
+class FootprintRun:
+    """A run of aligned slices the network is given, cropped in-plane: the labels of slices ``slices``
+    ``[z0, z1)`` are kept; the network reads ``read_slices`` ``[r0, r1)`` (those with their 2.5D context slices,
+    within the grid), rows ``rows`` ``[y0, y1)`` and columns ``columns`` ``[x0, x1)`` (aligned grid indices)."""
+
+    slices: Tuple[int, int]
+    read_slices: Tuple[int, int]
+    rows: Tuple[int, int]
+    columns: Tuple[int, int]
+
+    @property
+    def read_box(self) -> Tuple[slice, slice, slice]:
+        """The ``(z, y, x)`` index of the aligned grid the network reads."""
+        return slice(*self.read_slices), slice(*self.rows), slice(*self.columns)
+
+    @property
+    def kept_box(self) -> Tuple[slice, slice, slice]:
+        """The ``(z, y, x)`` index of the aligned grid whose labels this run gives."""
+        return slice(*self.slices), slice(*self.rows), slice(*self.columns)
+
+    @property
+    def kept_in_read(self) -> slice:
+        """The kept slices within the slices read (z index of the run's own arrays)."""
+        return slice(self.slices[0] - self.read_slices[0], self.slices[1] - self.read_slices[0])
+
+    @property
+    def read_voxels(self) -> int:
+        """Voxels the network reads (its share of the work)."""
+        return ((self.read_slices[1] - self.read_slices[0]) * (self.rows[1] - self.rows[0])
+                * (self.columns[1] - self.columns[0]))
+
+
+def footprint_runs(inside_zyx: np.ndarray, run_slices: int = FOOTPRINT_RUN_SLICES,
+                   margin_pixels: int = FOOTPRINT_MARGIN_PIXELS, context_slices: int = 1) -> List[FootprintRun]:
+    """The runs of aligned slices the network is given for an aligned grid whose :func:`footprint` is
+    ``inside_zyx`` (bool ``(z, y, x)``): consecutive runs of ``run_slices`` slices, each cropped in-plane to the box
+    of its slices' footprint grown by ``margin_pixels`` on every side (within the grid), read with
+    ``context_slices`` more slices either side (within the grid) for the network's 2.5D context. A run whose slices
+    hold no footprint is left out (the network runs nowhere there: background, probability 0)."""
+    if run_slices < 1 or margin_pixels < 0 or context_slices < 0:
+        raise ValueError(f"run_slices must be >= 1, margin_pixels and context_slices >= 0; got {run_slices}, "
+                         f"{margin_pixels}, {context_slices}.")
+    nz, ny, nx = inside_zyx.shape
+    rows_inside, columns_inside = inside_zyx.any(axis=2), inside_zyx.any(axis=1)  # (z, y), (z, x)
+    runs = []  # type: List[FootprintRun]
+    for z0 in range(0, nz, run_slices):
+        z1 = min(nz, z0 + run_slices)
+        ys, xs = np.flatnonzero(rows_inside[z0:z1].any(axis=0)), np.flatnonzero(columns_inside[z0:z1].any(axis=0))
+        if ys.size == 0:
+            continue
+        runs.append(FootprintRun(
+            slices=(z0, z1), read_slices=(max(0, z0 - context_slices), min(nz, z1 + context_slices)),
+            rows=(max(0, int(ys[0]) - margin_pixels), min(ny, int(ys[-1]) + 1 + margin_pixels)),
+            columns=(max(0, int(xs[0]) - margin_pixels), min(nx, int(xs[-1]) + 1 + margin_pixels))))
+    return runs
+
+
+def run_volume(grid_ct: CTVolume, run: FootprintRun) -> CTVolume:
+    """The part of ``grid_ct`` (on an axis-aligned grid) that the network reads for ``run``: a view of its array,
+    its origin moved to the box's first voxel (same spacing, identity direction)."""
+    first_zyx = np.asarray([run.read_slices[0], run.rows[0], run.columns[0]], dtype=float)
+    origin = np.asarray(grid_ct.geometry.origin, dtype=float) + first_zyx[::-1] * np.asarray(grid_ct.geometry.spacing)
+    geometry = ImageGeometry(spacing=tuple(float(s) for s in grid_ct.geometry.spacing),
+                             origin=tuple(float(v) for v in origin))
+    return CTVolume(array=grid_ct.array[run.read_box], geometry=geometry, source=grid_ct.source,
+                    meta=dict(grid_ct.meta))
 
 
 def onto_aligned_grid(volume: CTVolume, spacing_xyz: Sequence[float]) -> Tuple[CTVolume, AlignedGrid]:

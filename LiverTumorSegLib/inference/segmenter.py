@@ -834,8 +834,13 @@ class Segmenter:
         onto(0.0, ALIGNED_GRID_STAGE)
         grid_ct = axis_aligned.resampled_onto(volume, grid, _slab_checkpoint(onto, cancel))
         seconds = time.perf_counter() - start
-        labels, probability = self._network_on_grid(grid_ct, network, cancel, keep_probability, two_stage_record,
-                                                    in_hu, scanned_grid=(volume.geometry, volume.shape_zyx))
+        footprint_record = {}  # type: Dict[str, Any]
+        if self.options.two_stage or axis_aligned.FOOTPRINT_MARGIN_PIXELS is None:
+            labels, probability = self._network_on_grid(grid_ct, network, cancel, keep_probability, two_stage_record,
+                                                        in_hu, scanned_grid=(volume.geometry, volume.shape_zyx))
+        else:
+            labels, probability = self._network_over_footprint(grid_ct, volume, network, cancel, keep_probability,
+                                                               footprint_record)
         del grid_ct
         start = time.perf_counter()
         back(0.0, ALIGNED_GRID_STAGE)
@@ -851,7 +856,67 @@ class Segmenter:
         if grid_record is not None:
             grid_record.update(grid.record(), obliquity_degrees=round(degrees, 2),
                                resampling_seconds=round(seconds, 2))
+            if footprint_record:
+                grid_record["footprint"] = footprint_record
         return labels, probability
+
+    def _network_over_footprint(self, grid_ct: CTVolume, volume: CTVolume, progress: ProgressReporter,
+                                cancel: Optional[CancellationToken], keep_probability: bool,
+                                record: Optional[Dict[str, Any]] = None) -> Any:
+        """``(labels, probability or None)`` on the aligned grid of ``grid_ct`` (``volume`` resampled there), the
+        network run only over ``volume``'s footprint: per :func:`~.axis_aligned.footprint_runs` run, on its box
+        (:func:`~.axis_aligned.run_volume`); outside every run's box background and probability 0. The cancel is
+        checked before each run (and by the engine within it); progress is ``network`` throughout, each run its
+        share of the voxels read; the engine's timings add up over the runs. ``record``: a dict that receives the
+        report's ``network_grid.footprint`` (``run_slices``, ``margin_pixels``, ``runs``, ``network_voxels``: the
+        aligned voxels the network read, context slices included)."""
+        from . import axis_aligned
+
+        inside = axis_aligned.footprint(grid_ct.geometry, grid_ct.shape_zyx, volume.geometry, volume.shape_zyx)
+        runs = axis_aligned.footprint_runs(inside, axis_aligned.FOOTPRINT_RUN_SLICES,
+                                           axis_aligned.FOOTPRINT_MARGIN_PIXELS, self._context_reach_slices(grid_ct))
+        del inside
+        if record is not None:
+            record.update(run_slices=int(axis_aligned.FOOTPRINT_RUN_SLICES),
+                          margin_pixels=int(axis_aligned.FOOTPRINT_MARGIN_PIXELS), runs=len(runs),
+                          network_voxels=int(sum(run.read_voxels for run in runs)))
+        labels = np.zeros(grid_ct.shape_zyx, dtype=np.uint8)
+        probability = np.zeros(grid_ct.shape_zyx, dtype=np.uint8) if keep_probability else None
+        total, done = max(1, sum(run.read_voxels for run in runs)), 0
+        check = None  # the engine's precision check, on the run it ran on (a later run records it as an earlier CT's)
+        self.engine.last_timings, self.engine.accumulate_timings = {}, True  # every run counts
+        try:
+            for run in runs:
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                part = renamed_stages(progress.sub(done / total, (done + run.read_voxels) / total), {}, "network")
+                done += run.read_voxels
+                part_ct = axis_aligned.run_volume(grid_ct, run)
+                if keep_probability:
+                    part_labels, part_probability = self.engine.predict_with_probability(
+                        part_ct, progress=part, cancel=cancel, probability_everywhere=self.options.probabilities)
+                    probability[run.kept_box] = part_probability[run.kept_in_read]
+                else:
+                    part_labels = self.engine.predict(part_ct, progress=part, cancel=cancel)
+                labels[run.kept_box] = part_labels[run.kept_in_read]
+                del part_ct, part_labels
+                check = check or _run_precision_check(self.engine, run)
+        finally:
+            self.engine.accumulate_timings = False
+        if check is not None and isinstance(getattr(self.engine, "last_precision", None), dict):
+            self.engine.last_precision["check"] = check
+        progress(1.0, "network")
+        return labels, probability
+
+    def _context_reach_slices(self, grid_ct: CTVolume) -> int:
+        """How many slices either side of a slice the engine's 2.5D context reads on ``grid_ct``'s slices: its
+        ``context_slices`` times its neighbours' distance in slices (rounded up; 1 for an engine without a
+        preprocessing config)."""
+        config = getattr(self.engine, "preprocessing", None)
+        if config is None or not hasattr(config, "context_offset"):
+            return 1
+        offset = config.context_offset(float(grid_ct.geometry.spacing[2]))
+        return int(config.context_slices) * int(np.ceil(offset - 1e-9))
 
     def _aligned_grid(self, volume: CTVolume) -> Any:
         """The :class:`~.axis_aligned.AlignedGrid` the network runs on for ``volume`` (the CT it is given), or None:
@@ -1031,6 +1096,16 @@ def _slab_checkpoint(progress: ProgressReporter, cancel: Optional[CancellationTo
         progress(done / max(1, total), ALIGNED_GRID_STAGE)
 
     return slab_done
+
+
+def _run_precision_check(engine: Any, run: Any) -> Optional[Dict[str, Any]]:
+    """The precision check (bf16 against fp32) ``engine`` ran on the footprint run ``run`` it has just segmented
+    (:meth:`Segmenter._network_over_footprint`), with ``footprint_run``: the aligned-grid slices ``[r0, r1)`` that
+    run read (its ``slices`` count the run's network slices); None when it ran on none of them."""
+    check = (getattr(engine, "last_precision", None) or {}).get("check")
+    if not (isinstance(check, dict) and check.get("this_volume")):
+        return None
+    return dict(check, footprint_run=[int(z) for z in run.read_slices])
 
 
 def _oblique(volume: CTVolume) -> bool:

@@ -132,7 +132,13 @@ def test_an_oblique_ct_is_segmented_on_an_axis_aligned_grid_and_its_lesion_keeps
     assert given.geometry.spacing == pytest.approx((1.5, 1.5, 3.0))  # the CT's finest in-plane and slice spacing
     record = result.report["network_grid"]
     assert record["kind"] == "axis_aligned" and record["obliquity_degrees"] == pytest.approx(20.0, abs=0.01)
-    assert record["shape_zyx"] == list(given.shape_zyx)
+    for part in engine.given:  # the network's runs over the CT's footprint: boxes of the aligned grid
+        first = (np.asarray(part.geometry.origin) - record["origin_lps_mm"]) / np.asarray(record["spacing_mm"])
+        assert np.allclose(first, np.rint(first), atol=1e-3) and np.all(np.rint(first) >= 0)  # origin: 3 decimals
+        assert np.all(np.rint(first)[::-1] + part.shape_zyx <= record["shape_zyx"])
+    footprint = record["footprint"]  # the report says where the network ran
+    assert footprint["runs"] == len(engine.given) and footprint["margin_pixels"] == axis_aligned.FOOTPRINT_MARGIN_PIXELS
+    assert footprint["network_voxels"] == sum(int(np.prod(part.shape_zyx)) for part in engine.given)
     assert result.labels.shape == hu.shape and result.geometry == geometry
     voxel_ml = geometry.voxel_volume_ml
     true_ml = np.count_nonzero(labels == 2) * voxel_ml
@@ -573,3 +579,170 @@ def test_the_labels_come_back_within_the_bytes_the_memory_check_counts():
     held = labels.nbytes + probability.nbytes
     assert held + measured <= phases["labels_back"] - validation.RUNTIME_OVERHEAD_BYTES + back.nbytes \
         + PYTHON_OBJECTS_BYTES
+
+
+def test_the_footprint_runs_are_the_boxes_of_a_tilted_slab_s_band_grown_by_the_margin():
+    """A slab turned 45 degrees on a grid of equal spacing: its footprint is a band of 3 rows that moves down one row
+    per slice (hand-made here). Runs of 4 slices, margin 1 pixel, 1 context slice: run 0 keeps slices 0-3, whose
+    band covers rows 0-5 (+1: rows 0-6, clipped at 0) and columns 2-4 (+1: 1-5), and reads slices 0-4; run 1 keeps
+    slices 4-7 (rows 4-9 -> 3-10), reads 3-8; slices 8-9 hold no footprint: no run."""
+    inside = np.zeros((10, 12, 8), dtype=bool)
+    for z in range(8):
+        inside[z, z:z + 3, 2:5] = True
+    runs = axis_aligned.footprint_runs(inside, run_slices=4, margin_pixels=1, context_slices=1)
+    assert [(r.slices, r.read_slices, r.rows, r.columns) for r in runs] == [
+        ((0, 4), (0, 5), (0, 7), (1, 6)),
+        ((4, 8), (3, 9), (3, 11), (1, 6))]
+    assert runs[1].kept_box == (slice(4, 8), slice(3, 11), slice(1, 6)) and runs[1].kept_in_read == slice(1, 5)
+    assert runs[1].read_voxels == 6 * 8 * 5
+    wide = axis_aligned.footprint_runs(inside, run_slices=4, margin_pixels=100, context_slices=3)
+    assert [(r.read_slices, r.rows, r.columns) for r in wide] == [((0, 7), (0, 12), (0, 8)), ((1, 10), (0, 12), (0, 8))]
+    with pytest.raises(ValueError):
+        axis_aligned.footprint_runs(inside, run_slices=0)
+
+
+def test_a_run_s_volume_lies_where_its_box_lies_on_the_aligned_grid():
+    grid_geometry = ImageGeometry(spacing=(1.5, 1.5, 3.0), origin=(-30.0, -20.0, 10.0))
+    array = np.arange(6 * 10 * 8, dtype=np.float32).reshape(6, 10, 8)
+    grid_ct = CTVolume(array, grid_geometry)
+    run = axis_aligned.FootprintRun(slices=(2, 4), read_slices=(1, 5), rows=(3, 9), columns=(2, 7))
+    part = axis_aligned.run_volume(grid_ct, run)
+    assert part.shape_zyx == (4, 6, 5) and np.array_equal(part.array, array[1:5, 3:9, 2:7])
+    assert part.geometry.origin == pytest.approx((-30.0 + 2 * 1.5, -20.0 + 3 * 1.5, 10.0 + 1 * 3.0))
+    assert np.allclose(part.geometry.direction_matrix, np.eye(3))
+
+
+def _thin_tilted_slab(degrees=30.0, shape=(8, 48, 40)):
+    geometry = _tilted_geometry(degrees, spacing_xyz=(3.0, 3.0, 3.0), shape_zyx=shape)
+    hu, _ = _phantom(geometry, shape)
+    return CTVolume(hu, geometry)
+
+
+def test_the_network_runs_only_over_the_footprint_and_gives_background_beyond_it(monkeypatch):
+    """A thin slab turned 30 degrees: the network is given runs of at most FOOTPRINT_RUN_SLICES kept slices,
+    each cropped to its band (fewer voxels than the whole aligned grid), and an aligned voxel no run's box holds
+    is background with probability 0 (the stand-in says liver and 200/255 everywhere it runs)."""
+    monkeypatch.setattr(axis_aligned, "FOOTPRINT_MARGIN_PIXELS", 2)
+    volume = _thin_tilted_slab()
+
+    class Recording(_EverythingLiverEngine):
+        given = []
+
+        def predict_with_probability(self, volume, **kwargs):
+            self.given.append(volume)
+            return super().predict_with_probability(volume, **kwargs)
+
+    engine = Recording()
+    segmenter = _segmenter(engine)
+    grid = segmenter._aligned_grid(volume)
+    grid_ct = axis_aligned.resampled_onto(volume, grid)
+    from LiverTumorSegLib.progress import ProgressReporter
+
+    labels, probability = segmenter._network_over_footprint(grid_ct, volume, ProgressReporter(None), None, True)
+    assert len(engine.given) > 1
+    assert sum(int(np.prod(g.shape_zyx)) for g in engine.given) < 0.8 * np.prod(grid.shape_zyx)
+    inside = axis_aligned.footprint(grid.geometry, grid.shape_zyx, volume.geometry, volume.shape_zyx)
+    assert np.all(labels[inside] == 1) and np.all(probability[inside] == 200)  # every footprint voxel: a run's
+    assert np.count_nonzero(labels == 0) > 0.2 * labels.size
+    assert np.array_equal(labels == 0, probability == 0)
+
+
+def test_an_oblique_ct_s_labels_over_the_footprint_equal_the_whole_grid_s_when_the_margin_covers_every_slice(
+        tmp_path, monkeypatch):
+    """A real (tiny, untrained) 2.5D network: with a margin wider than the aligned grid each run is given whole
+    aligned slices (and its context slices), so its labels and probability equal those of the whole grid given at
+    once, although the grid is split into runs of slices."""
+    pytest.importorskip("torch")
+    from inference_helpers import tiny_unet_package
+
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    package = tiny_unet_package(tmp_path, context_slices=1)
+    volume = _thin_tilted_slab(30.0, (6, 40, 32))
+    segmenter = Segmenter(SegmentationOptions(model=str(package.path), device="cpu", threads=1, precision="fp32"))
+    monkeypatch.setattr(axis_aligned, "FOOTPRINT_RUN_SLICES", 4)
+    monkeypatch.setattr(axis_aligned, "FOOTPRINT_MARGIN_PIXELS", 10 ** 6)
+    runs = segmenter.predict(volume)
+    assert "network_grid" in runs.facts
+    grid = segmenter._aligned_grid(volume)
+    assert grid.shape_zyx[0] > 2 * 4  # several runs
+    monkeypatch.setattr(axis_aligned, "FOOTPRINT_MARGIN_PIXELS", None)  # the whole grid at once
+    whole = segmenter.predict(volume)
+    assert np.count_nonzero(whole.labels) > 0
+    np.testing.assert_array_equal(runs.labels, whole.labels)
+    np.testing.assert_array_equal(runs.probability, whole.probability)
+
+
+def test_a_cancel_between_two_runs_over_the_footprint_stops_before_the_next_run():
+    """The engine's last batch of a run ended as the cancel came (it did not see it): the next run must not start,
+    and the way back must not run."""
+    from LiverTumorSegLib.errors import CancelledError
+    from LiverTumorSegLib.progress import CancellationToken
+
+    token = CancellationToken()
+
+    class CancellingEngine(_HUEngine):
+        def predict(self, volume, progress=None, cancel=None):
+            labels = super().predict(volume, progress, cancel)
+            cancel.cancel()
+            return labels
+
+    engine = CancellingEngine()
+    volume = _thin_tilted_slab()
+    segmenter = _segmenter(engine)
+    assert len(axis_aligned.footprint_runs(axis_aligned.footprint(
+        segmenter._aligned_grid(volume).geometry, segmenter._aligned_grid(volume).shape_zyx, volume.geometry,
+        volume.shape_zyx))) > 1
+    with pytest.raises(CancelledError):
+        segmenter.predict(volume, None, token)
+    assert len(engine.given) == 1
+
+
+def test_the_network_over_the_footprint_stays_within_the_memory_check_s_count(tmp_path, monkeypatch):
+    """The arrays of an oblique CT's run through a real engine over its footprint (the aligned CT, its labels and
+    probability, the footprint mask, each run's network input and outputs; ``tracemalloc``: numpy's allocations)
+    stay within the bytes the memory check counts for the whole aligned grid given at once."""
+    pytest.importorskip("torch")
+    from inference_helpers import tiny_unet_package
+
+    from LiverTumorSegLib import validation
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter, _estimate_and_check_memory
+
+    package = tiny_unet_package(tmp_path, context_slices=1)
+    volume = _thin_tilted_slab(30.0, (8, 96, 64))
+    monkeypatch.setattr(axis_aligned, "FOOTPRINT_MARGIN_PIXELS", 4)  # boxes within the slices: several runs
+    segmenter = Segmenter(SegmentationOptions(model=str(package.path), device="cpu", threads=1, precision="fp32"))
+    segmenter.load()
+    segmenter.predict(volume)  # warm: first-call imports and caches are not the CT's
+    _, measured = _traced_peak_bytes(lambda: segmenter.predict(volume))
+    grid = segmenter._aligned_grid(volume)
+    native = validation.estimate_memory_bytes(volume.shape_zyx, input_itemsize=4, overhead_bytes=0)
+    counted = _estimate_and_check_memory(volume, segmenter.package, None, grid) - native \
+        - validation.RUNTIME_OVERHEAD_BYTES
+    assert 0 < measured <= counted
+
+
+def test_the_precision_check_of_an_oblique_ct_s_first_run_stays_this_ct_s():
+    """The engine checks bf16 against fp32 once, on the first volume it is given: over the footprint that is the
+    first run, and each later run recorded the check as an earlier CT's (``this_volume`` false), so a failed
+    check's warning was dropped from this CT's report. The report keeps the run's check, saying which aligned
+    slices it read."""
+    class CheckingEngine(_EverythingLiverEngine):
+        def __init__(self):
+            super().__init__()
+            self.calls, self.precision_message = 0, "bf16 labels differ from fp32 on 5 % (stand-in)"
+
+        def predict_with_probability(self, volume, **kwargs):
+            self.calls += 1
+            self.last_precision = {"requested": "auto", "used": "fp32",
+                                   "check": {"passed": False, "slices": [0, 3], "this_volume": self.calls == 1}}
+            return super().predict_with_probability(volume, **kwargs)
+
+    engine = CheckingEngine()
+    result = _segmenter(engine).segment_volume(_thin_tilted_slab(), checked=True)
+    assert engine.calls > 1
+    check = result.report["precision"]["check"]
+    assert check["this_volume"] is True and check["footprint_run"][0] == 0
+    assert engine.precision_message in result.warnings

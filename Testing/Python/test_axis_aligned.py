@@ -122,7 +122,8 @@ def test_an_axial_or_nearly_axial_ct_takes_the_usual_path(degrees):
     assert engine.given[0] is volume and "network_grid" not in result.report
 
 
-def test_an_oblique_ct_is_segmented_on_an_axis_aligned_grid_and_its_lesion_keeps_volume_and_place():
+def test_an_oblique_ct_is_segmented_on_an_axis_aligned_grid_and_its_lesion_keeps_volume_and_place(monkeypatch):
+    monkeypatch.setattr(axis_aligned, "FOOTPRINT_MARGIN_PIXELS", 4)  # boxes within the slices: the runs' path
     geometry = _tilted_geometry(20.0)
     hu, labels = _phantom(geometry)
     volume = CTVolume(hu, geometry)
@@ -638,7 +639,8 @@ def test_the_network_runs_only_over_the_footprint_and_gives_background_beyond_it
     grid_ct = axis_aligned.resampled_onto(volume, grid)
     from LiverTumorSegLib.progress import ProgressReporter
 
-    labels, probability = segmenter._network_over_footprint(grid_ct, volume, ProgressReporter(None), None, True)
+    runs = segmenter._footprint_runs(grid_ct, volume)
+    labels, probability = segmenter._network_over_footprint(grid_ct, runs, ProgressReporter(None), None, True)
     assert len(engine.given) > 1
     assert sum(int(np.prod(g.shape_zyx)) for g in engine.given) < 0.8 * np.prod(grid.shape_zyx)
     inside = axis_aligned.footprint(grid.geometry, grid.shape_zyx, volume.geometry, volume.shape_zyx)
@@ -648,33 +650,51 @@ def test_the_network_runs_only_over_the_footprint_and_gives_background_beyond_it
 
 
 def test_an_oblique_ct_s_labels_over_the_footprint_equal_the_whole_grid_s_when_the_margin_covers_every_slice(
-        tmp_path, monkeypatch):
+        tmp_path):
     """A real (tiny, untrained) 2.5D network: with a margin wider than the aligned grid each run is given whole
     aligned slices (and its context slices), so its labels and probability equal those of the whole grid given at
-    once, although the grid is split into runs of slices."""
+    once, although the grid is split into runs of slices (a run read without its context slices differs)."""
     pytest.importorskip("torch")
     from inference_helpers import tiny_unet_package
 
     from LiverTumorSegLib.inference import SegmentationOptions
     from LiverTumorSegLib.inference.segmenter import Segmenter
+    from LiverTumorSegLib.progress import ProgressReporter
 
     package = tiny_unet_package(tmp_path, context_slices=1)
     volume = _thin_tilted_slab(30.0, (6, 40, 32))
     segmenter = Segmenter(SegmentationOptions(model=str(package.path), device="cpu", threads=1, precision="fp32"))
-    monkeypatch.setattr(axis_aligned, "FOOTPRINT_RUN_SLICES", 4)
-    monkeypatch.setattr(axis_aligned, "FOOTPRINT_MARGIN_PIXELS", 10 ** 6)
-    runs = segmenter.predict(volume)
-    assert "network_grid" in runs.facts
+    segmenter.load()
     grid = segmenter._aligned_grid(volume)
-    assert grid.shape_zyx[0] > 2 * 4  # several runs
-    monkeypatch.setattr(axis_aligned, "FOOTPRINT_MARGIN_PIXELS", None)  # the whole grid at once
-    whole = segmenter.predict(volume)
-    assert np.count_nonzero(whole.labels) > 0
-    np.testing.assert_array_equal(runs.labels, whole.labels)
-    np.testing.assert_array_equal(runs.probability, whole.probability)
+    grid_ct = axis_aligned.resampled_onto(volume, grid)
+    inside = axis_aligned.footprint(grid.geometry, grid.shape_zyx, volume.geometry, volume.shape_zyx)
+    runs = axis_aligned.footprint_runs(inside, 4, 10 ** 6, segmenter._context_reach_slices(grid_ct))
+    assert len(runs) > 2 and all(run.rows == (0, grid.shape_zyx[1]) for run in runs)
+    labels, probability = segmenter._network_over_footprint(grid_ct, runs, ProgressReporter(None), None, True)
+    whole_labels, whole_probability = segmenter._network_on_grid(grid_ct, ProgressReporter(None), None, True, None,
+                                                                 True)
+    assert np.count_nonzero(whole_labels) > 0
+    np.testing.assert_array_equal(labels, whole_labels)
+    np.testing.assert_array_equal(probability, whole_probability)
 
 
-def test_a_cancel_between_two_runs_over_the_footprint_stops_before_the_next_run():
+def test_an_oblique_ct_whose_runs_would_read_the_whole_grid_or_more_gets_whole_slices():
+    """A CT long along z turned a little: each run's box spans whole aligned slices, and its context slices are
+    read twice, so the runs would give the network more voxels than the whole grid (slower, measured): whole
+    slices then, as before, and the report has no footprint."""
+    shape = (40, 40, 32)
+    volume = _thin_tilted_slab(8.0, shape)
+    engine = _HUEngine()
+    segmenter = _segmenter(engine)
+    grid = segmenter._aligned_grid(volume)
+    grid_ct = axis_aligned.resampled_onto(volume, grid)
+    assert segmenter._footprint_runs(grid_ct, volume) is None
+    result = segmenter.segment_volume(volume, checked=True)
+    assert len(engine.given) == 1 and engine.given[0].shape_zyx == tuple(grid.shape_zyx)
+    assert "footprint" not in result.report["network_grid"]
+
+
+def test_a_cancel_between_two_runs_over_the_footprint_stops_before_the_next_run(monkeypatch):
     """The engine's last batch of a run ended as the cancel came (it did not see it): the next run must not start,
     and the way back must not run."""
     from LiverTumorSegLib.errors import CancelledError
@@ -688,12 +708,12 @@ def test_a_cancel_between_two_runs_over_the_footprint_stops_before_the_next_run(
             cancel.cancel()
             return labels
 
+    monkeypatch.setattr(axis_aligned, "FOOTPRINT_MARGIN_PIXELS", 2)
     engine = CancellingEngine()
     volume = _thin_tilted_slab()
     segmenter = _segmenter(engine)
-    assert len(axis_aligned.footprint_runs(axis_aligned.footprint(
-        segmenter._aligned_grid(volume).geometry, segmenter._aligned_grid(volume).shape_zyx, volume.geometry,
-        volume.shape_zyx))) > 1
+    grid_ct = axis_aligned.resampled_onto(volume, segmenter._aligned_grid(volume))
+    assert len(segmenter._footprint_runs(grid_ct, volume)) > 1
     with pytest.raises(CancelledError):
         segmenter.predict(volume, None, token)
     assert len(engine.given) == 1
@@ -716,7 +736,8 @@ def test_the_network_over_the_footprint_stays_within_the_memory_check_s_count(tm
     segmenter = Segmenter(SegmentationOptions(model=str(package.path), device="cpu", threads=1, precision="fp32"))
     segmenter.load()
     segmenter.predict(volume)  # warm: first-call imports and caches are not the CT's
-    _, measured = _traced_peak_bytes(lambda: segmenter.predict(volume))
+    output, measured = _traced_peak_bytes(lambda: segmenter.predict(volume))
+    assert output.facts["network_grid"]["footprint"]["runs"] > 1
     grid = segmenter._aligned_grid(volume)
     native = validation.estimate_memory_bytes(volume.shape_zyx, input_itemsize=4, overhead_bytes=0)
     counted = _estimate_and_check_memory(volume, segmenter.package, None, grid) - native \
@@ -724,7 +745,7 @@ def test_the_network_over_the_footprint_stays_within_the_memory_check_s_count(tm
     assert 0 < measured <= counted
 
 
-def test_the_precision_check_of_an_oblique_ct_s_first_run_stays_this_ct_s():
+def test_the_precision_check_of_an_oblique_ct_s_first_run_stays_this_ct_s(monkeypatch):
     """The engine checks bf16 against fp32 once, on the first volume it is given: over the footprint that is the
     first run, and each later run recorded the check as an earlier CT's (``this_volume`` false), so a failed
     check's warning was dropped from this CT's report. The report keeps the run's check, saying which aligned
@@ -740,6 +761,7 @@ def test_the_precision_check_of_an_oblique_ct_s_first_run_stays_this_ct_s():
                                    "check": {"passed": False, "slices": [0, 3], "this_volume": self.calls == 1}}
             return super().predict_with_probability(volume, **kwargs)
 
+    monkeypatch.setattr(axis_aligned, "FOOTPRINT_MARGIN_PIXELS", 2)
     engine = CheckingEngine()
     result = _segmenter(engine).segment_volume(_thin_tilted_slab(), checked=True)
     assert engine.calls > 1

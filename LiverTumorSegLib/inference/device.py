@@ -138,6 +138,19 @@ def cpu_thread_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def default_inference_threads() -> int:
+    """The CPU threads the network uses when none is given (``--threads``): ``OMP_NUM_THREADS`` where it is set to a
+    whole number of 1 or more (a shared server's or a job scheduler's limit, which torch itself and ``train``
+    follow; at most :func:`cpu_thread_count`), else every core this process may use. Before, segment took every
+    core whatever the variable said."""
+    text = os.environ.get("OMP_NUM_THREADS", "").strip()
+    try:
+        wanted = int(text)
+    except ValueError:
+        return cpu_thread_count()
+    return min(wanted, cpu_thread_count()) if wanted >= 1 else cpu_thread_count()
+
+
 @contextlib.contextmanager
 def torch_threads(count: Optional[int]) -> Iterator[None]:
     """torch's CPU thread count (process-wide) is ``count`` inside the ``with`` block (None: left as it is) and

@@ -44,7 +44,7 @@ from ..errors import InputError, ResourceError, option_hint, out_of_memory_error
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume
 from .device import (DEFAULT_CPU_BATCH, MAX_THREADS, bytes_per_slice, check_count, check_precision, choose_batch_size,
-                     cpu_has_native_bf16, cpu_thread_count, gpu_info, resolve_device, torch_threads)
+                     cpu_has_native_bf16, default_inference_threads, gpu_info, resolve_device, torch_threads)
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +394,7 @@ class SliceInferenceEngine:
         self.batch_size = int(batch_size) if batch_size else None
         # the size before an out-of-memory back-off halved it: given back at the next CT (:meth:`_restore_batch_size`)
         self._batch_size_before_back_off = None  # type: Optional[int]
-        self.threads = int(threads) if threads else cpu_thread_count()
+        self.threads = int(threads) if threads else default_inference_threads()
         self._batch_predictor = batch_predictor
         self._probability_out = None  # type: Optional[np.ndarray]
         self._probability_everywhere = True

@@ -435,7 +435,7 @@ def add_segmentation_arguments(parser: Any) -> None:
                              "CPU (ONNX Runtime runs fp32 only, slower than torch's bf16), else torch")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="slices per batch (default: from free GPU memory on a GPU, 8 on the CPU)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: OMP_NUM_THREADS where set, else all cores)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default=defaults.precision,
                         help="network arithmetic. auto (default): bf16 on GPUs, and on CPUs with native bf16 "
                              "(AVX512-BF16/AMX), checked on one batch of the first CT against fp32 (fp32 when "

@@ -255,7 +255,7 @@ def test_bench_inference_runs_every_phantom_variant_at_one_thread_count(capsys, 
     import LiverTumorSegLib.inference.engine as engine_module
 
     script = load_script("benchmarks/bench_inference.py", "bench_inference_threads")
-    monkeypatch.setattr(engine_module, "cpu_thread_count", lambda: 2)  # an SMT machine's logical cores
+    monkeypatch.setattr(engine_module, "default_inference_threads", lambda: 2)  # an SMT machine's logical cores
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -62,3 +62,30 @@ def test_a_device_that_falls_back_is_named_as_the_caller_gave_it():
     with cli_wording():
         assert "requested (--device gpu)" in resolve_device("gpu", cuda_available=False, mps_available=False).message
         assert "requested (--device cuda:1)" in resolve_device("cuda:1", cuda_available=False).message
+
+
+@pytest.mark.parametrize("value, expected", [("1", 1), (" 2 ", 2), ("0", None), ("-3", None), ("four", None),
+                                             ("", None), ("100000", None)])
+def test_default_inference_threads_follow_omp_num_threads(monkeypatch, value, expected):
+    """segment took every core whatever OMP_NUM_THREADS said (a shared server's limit, which train and torch follow);
+    now the variable gives the default where it is a whole number >= 1, at most the cores this process may use."""
+    from LiverTumorSegLib.inference.device import default_inference_threads
+
+    monkeypatch.setattr("LiverTumorSegLib.inference.device.cpu_thread_count", lambda: 4)
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert default_inference_threads() == (4 if expected is None else expected)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert default_inference_threads() == 4
+
+
+def test_engine_without_threads_takes_omp_num_threads(monkeypatch):
+    """The engine's own thread count when none is given is the OMP_NUM_THREADS one (1 here, on any machine)."""
+    from inference_helpers import oracle_package, oracle_predictor
+
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", batch_predictor=oracle_predictor)
+    assert engine.threads == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")  # not a number: every core, as before
+    assert SliceInferenceEngine(oracle_package(), device="cpu", batch_predictor=oracle_predictor).threads >= 1

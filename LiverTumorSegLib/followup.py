@@ -69,6 +69,7 @@ from .errors import InputError, option_hint
 from .fileutil import atomic_output, quiet_missing_glyphs
 from .metrics.recist import (RECIST_NOTE, RECIST_PD_ABSOLUTE_MM, RECIST_TOO_SMALL_MM, SLICE_THICKNESS_FROM_DICOM,
                              SLICE_THICKNESS_FROM_SPACING, SLICE_THICKNESS_GIVEN, at_least, at_most,
+                             check_given_slice_thickness, given_slice_thickness_warning,
                              equal_within_rounding, meets_progression, percent_change_text)
 from .volume import CTVolume, ImageGeometry
 
@@ -105,6 +106,10 @@ TIME_POINT_NOTE = ("the response of this follow-up alone (a time-point response,
                    "overall response: whether a later scan confirms a CR or PR, as trials with response as end point "
                    "require, is the reader's")
 """Said in a change report's ``response_criteria``: a CR or PR here is not a confirmed response (RECIST 1.1 4.6)."""
+BASELINE_SLICE_THICKNESS_OPTION = "--baseline-slice-thickness-mm"
+FOLLOWUP_SLICE_THICKNESS_OPTION = "--followup-slice-thickness-mm"
+"""``followup``'s options for each scan's slice thickness (mm), named in the warning for a value that was not used
+(:func:`~.metrics.recist.given_slice_thickness_warning`) and in the error for one that cannot be a thickness."""
 
 
 def _sitk():
@@ -1016,7 +1021,9 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                      min_new_lesion_mm: float = DEFAULT_MIN_NEW_LESION_MM,
                      nadir_sum_mm: Optional[float] = None,
                      after_complete_response: bool = False,
-                     previous_change: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                     previous_change: Optional[Dict[str, Any]] = None,
+                     baseline_slice_thickness_mm: Optional[float] = None,
+                     followup_slice_thickness_mm: Optional[float] = None) -> Dict[str, Any]:
     """Compare two scans' label maps: ``baseline`` and ``followup`` are 0/1/2 label-map :class:`CTVolume` s
     (``(z, y, x)`` arrays, each with its own geometry), ``baseline_ct`` / ``followup_ct`` their CTs in HU on the
     same grids (optional: with both, ``alignment="auto"`` registers the CTs; they also give the HU-based checks).
@@ -1035,7 +1042,15 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     baseline lesion present again is PD, a target under 5 mm and a non-target too. ``previous_change``: the change
     report of the previous follow-up against this baseline (``followup --previous``; not with ``nadir_sum_mm`` or
     ``after_complete_response``): its nadir and follow-up sum give the nadir and its CR the complete response
-    (:func:`previous_assessment`), so a chain of follow-ups carries them. Also returns, under the key ``_arrays`` (not serialised),
+    (:func:`previous_assessment`), so a chain of follow-ups carries them. ``baseline_slice_thickness_mm`` /
+    ``followup_slice_thickness_mm``: the reconstruction thickness (mm) of that scan's axial slices where it is known
+    (``followup --baseline-slice-thickness-mm`` / ``--followup-slice-thickness-mm``; the Slicer panel's DICOM
+    SliceThickness): a label map or CT from NIfTI records none, so each scan's RECIST measurable minimum (twice it
+    above 5 mm) and the baseline's target choice came from the slice spacing. It wins over that scan's DICOM
+    SliceThickness under the same rules (:func:`~.metrics.recist.recist_slice_thickness`; the lesion report's
+    ``slice_thickness_source`` "given"); a value that cannot be used (slices not axial, or thinner than their spacing)
+    is warned of; one not finite, not above 0 or not below 50 mm is an InputError before any work
+    (:func:`~.metrics.recist.check_given_slice_thickness`). Also returns, under the key ``_arrays`` (not serialised),
     the component maps for the picture."""
     from .inference.lesion_report import lesion_components, lesion_report
     from .metrics.recist import NON_CR_NON_PD, recist_response
@@ -1046,6 +1061,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     check_min_new_lesion_mm(min_new_lesion_mm)
     check_nadir_sum_mm(nadir_sum_mm)
     check_after_complete_response(after_complete_response, nadir_sum_mm)
+    base_given_mm = check_given_slice_thickness(baseline_slice_thickness_mm, "baseline_slice_thickness_mm")
+    follow_given_mm = check_given_slice_thickness(followup_slice_thickness_mm, "followup_slice_thickness_mm")
     if previous_change is not None and (nadir_sum_mm is not None or after_complete_response):
         raise InputError("previous_change gives the nadir and whether the previous assessment was a complete "
                          "response; give it or nadir_sum_mm / after_complete_response, not both.")
@@ -1076,9 +1093,15 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     baseline_ct = _without_resampling_fill(baseline_ct, base_in_hu, "baseline", fill_warnings)
     followup_ct = _without_resampling_fill(followup_ct, follow_in_hu, "follow-up", fill_warnings)
     base_report = lesion_report(baseline.array, baseline.geometry, baseline_ct.array if baseline_ct else None,
-                                in_hu=base_in_hu, dicom_slice_thickness_mm=_dicom_slice_thickness(baseline_ct))
+                                in_hu=base_in_hu, dicom_slice_thickness_mm=_dicom_slice_thickness(baseline_ct),
+                                given_slice_thickness_mm=base_given_mm)
     follow_report = lesion_report(followup.array, followup.geometry, followup_ct.array if followup_ct else None,
-                                  in_hu=follow_in_hu, dicom_slice_thickness_mm=_dicom_slice_thickness(followup_ct))
+                                  in_hu=follow_in_hu, dicom_slice_thickness_mm=_dicom_slice_thickness(followup_ct),
+                                  given_slice_thickness_mm=follow_given_mm)
+    # a thickness given for slices that are not axial or thinner than their spacing: the spacing's minimum, said so
+    thickness_unused = [w for w in (
+        given_slice_thickness_warning(baseline.geometry, base_given_mm, BASELINE_SLICE_THICKNESS_OPTION),
+        given_slice_thickness_warning(followup.geometry, follow_given_mm, FOLLOWUP_SLICE_THICKNESS_OPTION)) if w]
     base_components, _ = lesion_components(baseline.array, baseline.geometry)  # numbered as the reports are
     follow_components, _ = lesion_components(followup.array, followup.geometry)
     align = align_followup(baseline, followup, baseline_ct, followup_ct, method=alignment)
@@ -1213,6 +1236,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     elif nadir_sum_mm is not None and base_sum is None:
         warnings.append(f"{nadir_text} ({nadir_sum_mm:.1f} mm) is not used: the baseline has no measurable target "
                         f"lesion, so there is no sum of diameters to follow")
+    warnings.extend(thickness_unused)
     warnings.extend(_slice_thickness_warnings(base_report, follow_report))
     warnings.extend(_water_density_warnings(base_report, follow_report))
     warnings.extend(_other_patient_warning(baseline_ct, followup_ct))

@@ -15,7 +15,9 @@ PR (sum of diameters <= -30 %), PD (>= +20 % and >= 5 mm, or a new lesion of at 
 SD; with lesions but no measurable target lesion, Non-CR/non-PD (CR when none is left, PD for a new lesion); NE
 when neither time point has a lesion; with --after-complete-response (the previous assessment was a CR) any
 baseline lesion seen again is PD; --previous CHANGE_JSON (the previous follow-up's report) carries its nadir and
-its CR into this one. A PNG shows baseline and aligned follow-up side by side, lesions numbered
+its CR into this one. Each scan's measurable minimum is twice its slice thickness above 5 mm: the DICOM
+SliceThickness of a CT read from DICOM, else the slice spacing; --baseline-slice-thickness-mm and
+--followup-slice-thickness-mm give it where it is known (a NIfTI records none). A PNG shows baseline and aligned follow-up side by side, lesions numbered
 as in the JSON (every lesion outlined; at most 100 numbered per side, the largest). Research use only: not a
 medical device.
 """
@@ -59,6 +61,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "follow-up sum give this one's nadir, and its response CR is taken as "
                         "--after-complete-response (confirm that CR), so a chain of follow-ups carries both; not with "
                         "--nadir-sum-mm or --after-complete-response")
+    for when, scan in (("baseline", "the baseline's"), ("followup", "the follow-up's")):
+        p.add_argument(f"--{when}-slice-thickness-mm", type=float, default=None, metavar="MM",
+                       help=f"the reconstruction thickness of {scan} slices in mm, for its RECIST measurable minimum "
+                            f"(twice it above 5 mm){' and so the choice of target lesions' if when == 'baseline' else ''}"
+                            f"; wins over the DICOM SliceThickness of --{when}-ct (report: slice_thickness_source "
+                            f"'given'); default: that DICOM value, else the slice spacing (a NIfTI records none)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
                    help="accepted as by the other commands (--no-progress-bar is the same); this one prints no progress")
@@ -102,9 +110,10 @@ def _warn_of_labels_fitting_only_as_stored(read: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..fileutil import check_can_write_all
-    from ..followup import (change_summary_lines, check_after_complete_response, check_min_new_lesion_mm,
-                            check_nadir_sum_mm, compare_followup, read_previous_change, save_change_picture,
-                            write_change_report)
+    from ..followup import (BASELINE_SLICE_THICKNESS_OPTION, FOLLOWUP_SLICE_THICKNESS_OPTION, change_summary_lines,
+                            check_after_complete_response, check_min_new_lesion_mm, check_nadir_sum_mm,
+                            compare_followup, read_previous_change, save_change_picture, write_change_report)
+    from ..metrics.recist import check_given_slice_thickness
     from ..io import read_label_map
 
     output = Path(args.output)
@@ -116,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     if (args.baseline_ct is None) != (args.followup_ct is None) and args.alignment == "ct":
         raise InputError("--alignment ct needs both --baseline-ct and --followup-ct.")
     check_min_new_lesion_mm(args.min_new_lesion_mm, "--min-new-lesion-mm")
+    check_given_slice_thickness(args.baseline_slice_thickness_mm, BASELINE_SLICE_THICKNESS_OPTION)  # before reading
+    check_given_slice_thickness(args.followup_slice_thickness_mm, FOLLOWUP_SLICE_THICKNESS_OPTION)
     check_nadir_sum_mm(args.nadir_sum_mm, "--nadir-sum-mm")
     check_after_complete_response(args.after_complete_response, args.nadir_sum_mm, "--after-complete-response",
                                   "--nadir-sum-mm")
@@ -138,9 +149,13 @@ def run(args: argparse.Namespace) -> int:
                                             (args.followup, followup_ct, followup)))
     change = compare_followup(baseline, followup, baseline_ct, followup_ct, alignment=args.alignment,
                               min_new_lesion_mm=args.min_new_lesion_mm, nadir_sum_mm=args.nadir_sum_mm,
-                              after_complete_response=args.after_complete_response, previous_change=previous)
+                              after_complete_response=args.after_complete_response, previous_change=previous,
+                              baseline_slice_thickness_mm=args.baseline_slice_thickness_mm,
+                              followup_slice_thickness_mm=args.followup_slice_thickness_mm)
     change["inputs"] = {"baseline": str(args.baseline), "followup": str(args.followup),
-                        "baseline_ct": args.baseline_ct, "followup_ct": args.followup_ct, "previous": args.previous}
+                        "baseline_ct": args.baseline_ct, "followup_ct": args.followup_ct, "previous": args.previous,
+                        "baseline_slice_thickness_mm": args.baseline_slice_thickness_mm,
+                        "followup_slice_thickness_mm": args.followup_slice_thickness_mm}
     from ..fileutil import atomic_outputs
 
     outputs = {"report": output} if picture is None else {"report": output, "picture": picture}

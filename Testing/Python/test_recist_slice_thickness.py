@@ -275,3 +275,78 @@ def test_followup_warns_when_the_two_scans_slice_thicknesses_differ():
     same = compare_followup(CTVolume(labels, ct.geometry), CTVolume(labels, ct.geometry), baseline_ct=ct,
                             followup_ct=ct, alignment="none")
     assert not [w for w in same["warnings"] if "slices (" in w]
+
+
+def _followup(tmp_path, name, *options):
+    """``followup`` on two copies of the 12 mm lesion's label map (NIfTI, no CT, scanner coordinates): the change
+    report and the exit code."""
+    ct, labels = ct_and_labels_with_a_12_mm_lesion()
+    for when in ("baseline", "followup"):
+        if not (tmp_path / f"{when}.nii.gz").exists():
+            write_label_map(tmp_path / f"{when}.nii.gz", labels, ct.geometry)
+    out = tmp_path / f"{name}.json"
+    code = main(["followup", "--baseline", str(tmp_path / "baseline.nii.gz"), "--followup",
+                 str(tmp_path / "followup.nii.gz"), "--alignment", "none", "--no-picture", "-o", str(out),
+                 *options])
+    return (json.loads(out.read_text()) if out.exists() else None), code
+
+
+def test_followup_takes_each_scans_given_thickness_end_to_end(tmp_path):
+    """Label maps from NIfTI record no thickness: both time points took the 5 mm spacing (minimum 10 mm), so the
+    12 mm lesion was the baseline's target although its 7 mm slices ask 14 mm. --baseline-slice-thickness-mm 7
+    makes it no target (source 'given'); the follow-up's own option sets the follow-up's minimum; both are
+    recorded in change.json's inputs."""
+    spacing, code = _followup(tmp_path, "spacing")
+    assert code == 0 and spacing["baseline"]["recist"]["target_lesion_ids"] == [1]  # as before: 10 mm minimum
+    assert spacing["inputs"]["baseline_slice_thickness_mm"] is None
+
+    change, code = _followup(tmp_path, "given", "--baseline-slice-thickness-mm", "7",
+                             "--followup-slice-thickness-mm", "7")
+    assert code == 0
+    base, follow = change["baseline"]["recist"], change["followup"]["recist"]
+    assert change["baseline"]["lesions"][0]["long_axis_mm"] == pytest.approx(12.4, abs=0.1)
+    assert (base["slice_thickness_mm"], base["slice_thickness_source"]) == (7.0, "given")
+    assert base["measurable_minimum_mm"] == pytest.approx(14.0) and base["target_lesion_ids"] == []
+    assert (follow["slice_thickness_mm"], follow["slice_thickness_source"]) == (7.0, "given")
+    assert follow["measurable_minimum_mm"] == pytest.approx(14.0)
+    assert change["sum_of_diameters"]["target_lesion_ids"] == [] and change["response"] == "Non-CR/non-PD"
+    assert (change["inputs"]["baseline_slice_thickness_mm"], change["inputs"]["followup_slice_thickness_mm"]) == (
+        7.0, 7.0)
+    assert not [w for w in change["warnings"] if w.startswith("the baseline has ")]  # same thickness: no warning
+
+    only_base, code = _followup(tmp_path, "only_base", "--baseline-slice-thickness-mm", "7")
+    assert code == 0 and only_base["followup"]["recist"]["slice_thickness_source"] == "slice spacing"
+    assert [w for w in only_base["warnings"] if w.startswith(
+        "the baseline has 7 mm slices (given), measurable from 14 mm, the follow-up 5 mm slices (slice spacing)")]
+
+
+def test_followup_says_when_a_given_thickness_is_not_used_and_refuses_a_bad_one(tmp_path, capsys):
+    change, code = _followup(tmp_path, "thin", "--followup-slice-thickness-mm", "1")
+    assert code == 0 and change["followup"]["recist"]["slice_thickness_source"] == "slice spacing"
+    assert any(w.startswith("--followup-slice-thickness-mm 1 mm was not used: it is thinner than the 5 mm spacing")
+               for w in change["warnings"])
+    capsys.readouterr()
+    for option in ("--baseline-slice-thickness-mm", "--followup-slice-thickness-mm"):
+        for bad in ("nan", "0", "60"):
+            change, code = _followup(tmp_path, "bad", option, bad)
+            assert code == 2 and change is None
+            assert f"{option} must be the slice (reconstruction) thickness in mm" in capsys.readouterr().err
+
+
+def test_compare_followup_takes_a_given_thickness_over_the_dicom_one():
+    """The library's compare_followup: a given thickness wins over the CT's DICOM SliceThickness (source 'given'),
+    per time point; a bad one is an InputError naming the argument."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.followup import compare_followup
+
+    ct, labels = ct_and_labels_with_a_12_mm_lesion()
+    base_ct = CTVolume(ct.array, ct.geometry, source="baseline", meta={"dicom_slice_thickness_mm": 7.0})
+    change = compare_followup(CTVolume(labels, ct.geometry), CTVolume(labels, ct.geometry), baseline_ct=base_ct,
+                              followup_ct=ct, alignment="none", baseline_slice_thickness_mm=5.0,
+                              followup_slice_thickness_mm=8.0)
+    assert (change["baseline"]["recist"]["slice_thickness_source"], change["baseline"]["recist"]["target_lesion_ids"]
+            ) == ("given", [1])
+    assert change["followup"]["recist"]["measurable_minimum_mm"] == pytest.approx(16.0)
+    with pytest.raises(InputError, match="^baseline_slice_thickness_mm must be the slice"):
+        compare_followup(CTVolume(labels, ct.geometry), CTVolume(labels, ct.geometry), alignment="none",
+                         baseline_slice_thickness_mm=-1.0)

@@ -16,7 +16,8 @@ from LiverTumorSegLib.followup import check_after_complete_response, check_nadir
 from . import panel_text
 from .childjob import (DONE, ChildJob, check_shown_in_scratch_scene, last_error_line,
                        require_node_of_class, require_scene_node, reusable_table)
-from .job import hand_over_segmentation, require_made_on, same_grid, volume_grid, voxels_state
+from .job import (hand_over_segmentation, require_made_on, same_grid, slice_thickness_for_child, volume_grid,
+                  voxels_state)
 from .measure_job import changed_segment_names, segment_grids, segments_state
 
 
@@ -204,6 +205,20 @@ class FollowupJob(ChildJob):
             return ""
         return "A segmentation or CT was removed from the scene while it was compared; no change table was made."
 
+    def _slice_thickness_arguments(self) -> List[str]:
+        """``--baseline-slice-thickness-mm MM`` / ``--followup-slice-thickness-mm MM`` with the DICOM SliceThickness
+        of the series each CT was loaded from (:func:`~.job.slice_thickness_for_child`, as Segment and Update lesion
+        table give it): the handed-over NIfTI files record none, so both time points took their slice spacing (7 mm
+        slices every 5 mm: a 12 mm lesion a baseline target, where RECIST asks 14 mm); nothing for a CT whose
+        thickness the command line would not take (the child takes the spacing)."""
+        args = []  # type: List[str]
+        for volume, option in ((self._nodes[1], "--baseline-slice-thickness-mm"),
+                               (self._nodes[3], "--followup-slice-thickness-mm")):
+            thickness_mm = slice_thickness_for_child(volume, volume_grid(volume)[0])
+            if thickness_mm is not None:
+                args += [option, repr(float(thickness_mm))]
+        return args
+
     def _prepare(self) -> List[str]:
         base_labels, base_ct = self._hand_over(self._nodes[0], self._nodes[1], "baseline")
         follow_labels, follow_ct = self._hand_over(self._nodes[2], self._nodes[3], "followup")
@@ -213,7 +228,8 @@ class FollowupJob(ChildJob):
             nadir.append("--after-complete-response")
         return ["-m", "LiverTumorSegLib", "followup", "--baseline", base_labels, "--followup", follow_labels,
                 "--baseline-ct", base_ct, "--followup-ct", follow_ct, "--alignment",
-                "ct" if self._align_on_ct else "liver", *nadir, "--no-picture", "-o", self._path("change.json")]
+                "ct" if self._align_on_ct else "liver", *nadir, *self._slice_thickness_arguments(), "--no-picture",
+                "-o", self._path("change.json")]
 
     def _finish(self) -> FollowupOutcome:
         code = self._runner.exit_code()

@@ -557,3 +557,48 @@ def test_an_empty_segmentation_compared_is_refused_in_the_panels_words(module):
                                          "failed segmentation, or segments erased); compared, it would read as every "
                                          "lesion gone")
     assert "file" not in str(refused.value)
+
+
+def test_compare_hands_each_cts_dicom_slice_thickness_to_the_child(module, monkeypatch):
+    """The child compares NIfTI copies of the CTs, which record no thickness: a baseline that Slicer's DICOM module
+    loaded from 9 mm slices (every 4 mm) was judged by the 4 mm spacing (measurable from 10 mm), so its 14 mm lesion
+    was a target. Compare now reads each CT's SliceThickness from the DICOM database by its instance UIDs, as Segment
+    and Update lesion table do, and gives it as --baseline-slice-thickness-mm (minimum 18 mm, no target, source
+    'given'); a CT not loaded from DICOM gets no option (the spacing, as before)."""
+    import slicer
+    from LiverTumorSegModuleLib.childprocess import SubprocessRunner
+    from test_slicer_module_job import _StubDicomDatabase
+
+    phantom = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 7.0, 15.0)],
+                           noise_hu=5.0, origin=(-40.0, -30.0, 60.0))
+    base_volume, base_segmentation = _ct_and_segmentation(module.scene, module.mrml, phantom, "baseline")
+    follow_volume, follow_segmentation = _ct_and_segmentation(module.scene, module.mrml, phantom, "follow-up")
+    base_volume.SetAttribute("DICOM.instanceUIDs", "1.2.1 1.2.2")
+    monkeypatch.setattr(slicer, "dicomDatabase", _StubDicomDatabase(
+        {("1.2.1", "0018,0050"): "9", ("1.2.2", "0018,0050"): "9.0"}), raising=False)
+    children = []
+
+    class RecordingRunner(SubprocessRunner):
+        def start(self, program, args, env=None):
+            children.append(list(args))
+            super().start(program, args, env)
+
+    logic = module.m.LiverTumorSegLogic(runnerFactory=RecordingRunner, python=sys.executable)
+    change, _ = logic.compareWithBaseline(base_segmentation, base_volume, follow_segmentation, follow_volume,
+                                          alignOnCT=False)
+    args = children[-1]
+    assert args[args.index("--baseline-slice-thickness-mm") + 1] == "9.0"
+    assert "--followup-slice-thickness-mm" not in args
+    base, follow = change["baseline"]["recist"], change["followup"]["recist"]
+    assert (base["slice_thickness_mm"], base["slice_thickness_source"]) == (9.0, "given")
+    assert base["measurable_minimum_mm"] == pytest.approx(18.0)
+    assert 10.0 <= change["baseline"]["lesions"][0]["long_axis_mm"] < 18.0 and base["target_lesion_ids"] == []
+    assert (follow["slice_thickness_mm"], follow["slice_thickness_source"]) == (4.0, "slice spacing")
+    assert follow["target_lesion_ids"] == [1]
+    monkeypatch.setattr(slicer, "dicomDatabase", None)  # no DICOM module: both take the spacing, as before
+    stand_in = _change_writing_runner(_CHANGE)  # (a bare Python: only the arguments are looked at)
+    recorded = stand_in.start
+    stand_in.start = lambda program, args, env=None: (children.append(list(args)), recorded(program, args, env))
+    logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: stand_in, python=sys.executable)
+    logic.compareWithBaseline(base_segmentation, base_volume, follow_segmentation, follow_volume, alignOnCT=False)
+    assert len(children) == 2 and not [a for a in children[-1] if a.endswith("-slice-thickness-mm")]

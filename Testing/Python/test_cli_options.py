@@ -450,8 +450,9 @@ reach' (segment's)."""
 
 def _documented_options():
     """``(command, option, where)`` for each ``--option`` in a backticked span of docs/cli.md's section of
-    ``livertumorseg COMMAND`` and of README's command table row of COMMAND; a span that starts with another
-    command's name (``evaluate --prob``, ``torchrun ...``) is that command's, not checked here."""
+    ``livertumorseg COMMAND``, of README's command table row of COMMAND and of a README subsection headed
+    ``### `livertumorseg COMMAND`...`` (crossval's row details stand there as bullets since 29 Nov 2026); a span that
+    starts with another command's name (``evaluate --prob``, ``torchrun ...``) is that command's, not checked here."""
     import argparse
     import re
     from pathlib import Path
@@ -463,6 +464,9 @@ def _documented_options():
     blocks += [(re.match(r"\| `livertumorseg (\w+)", row).group(1), row, "README.md")
                for row in (root / "README.md").read_text(encoding="utf-8").splitlines()
                if row.startswith("| `livertumorseg ")]
+    blocks += [(re.match(r"`livertumorseg (\w+)", section).group(1), section.split("\n#", 1)[0], "README.md")
+               for section in (root / "README.md").read_text(encoding="utf-8").split("\n### ")[1:]
+               if section.startswith("`livertumorseg ")]
     for command, text, where in blocks:
         for span in re.findall(r"`([^`]*)`", text):
             first = (span.split() or [""])[0]

@@ -260,3 +260,34 @@ def test_every_default_docs_cli_tables_state_is_the_parsers():
         if not ok:
             wrong.append((command, option, cell, default))
     assert checked >= 25 and wrong == []
+
+
+def rows_with_another_cell_count(markdown: str) -> List[Tuple[int, int, int]]:
+    """``(line number, cells, header cells)`` for each table row of ``markdown`` with more cells than its table's
+    header: GitHub drops the excess cells, so what they say is never shown. Cells are counted by their unescaped
+    ``|`` (a ``|`` inside a code span is a border too, as GitHub reads it); code fences are left out."""
+    found, header, fenced = [], None, False
+    for number, line in enumerate(markdown.splitlines(), 1):
+        if line.startswith("```"):
+            fenced = not fenced
+        if fenced or not line.startswith("|"):
+            header = None
+            continue
+        cells = len(TABLE_CELL_BORDER.findall(line)) - 1
+        if header is None:
+            header = cells
+        elif cells > header:
+            found.append((number, cells, header))
+    return found
+
+
+def test_rows_with_another_cell_count_finds_an_extra_cell():
+    text = "| a | b |\n|---|---|\n| x | `y \\| z` |\n| x | train | the message |\n\n| c | d | e |\n|---|---|---|\n| 1 | 2 | 3 |\n"
+    assert rows_with_another_cell_count(text) == [(4, 3, 2)]
+
+
+@pytest.mark.parametrize("name", CURRENT_DOCS)
+def test_no_table_row_has_more_cells_than_its_header(name):
+    """docs/bad_inputs.md's issue-15 table (input | message) held two rows with a third cell, the commands, copied
+    from the three-column table below it: GitHub showed those rows without their message."""
+    assert rows_with_another_cell_count((ROOT / name).read_text(encoding="utf-8")) == []

@@ -640,14 +640,22 @@ def check_ct(volume: CTVolume, allow_non_hu: bool = False, non_hu_going_on: str 
 RUNTIME_OVERHEAD_BYTES = 256 * (1 << 20)
 """Room :func:`estimate_memory_bytes` keeps for the runtime's temporaries."""
 
+RUN_COPY_MARGIN_BYTES_PER_VOXEL = 2
+"""Bytes a voxel the network checks (:func:`estimate_network_memory_bytes`,
+:func:`estimate_aligned_grid_memory_bytes`) keep beside the CT as margin, whatever its voxel type: the room the
+canonical copy of an int16 CT took before ``segment`` resampled from a view (27 Nov 2026). The run makes no copy of
+the CT: it held the same beside an int16, float32 and float64 CT (docs/speed.md, 29 Nov 2026)."""
+
 
 def estimate_memory_bytes(shape_zyx: Sequence[int], input_itemsize: int = 2, float_copies: int = 0,
                           num_classes: int = 3, keep_probabilities: bool = False,
-                          overhead_bytes: int = RUNTIME_OVERHEAD_BYTES) -> int:
+                          overhead_bytes: int = RUNTIME_OVERHEAD_BYTES, copy_itemsize: Optional[int] = None) -> int:
     """Rough peak memory (bytes) to segment a ``(z, y, x)`` volume at its own grid, the input included.
 
-    Per voxel: the input and room for a canonical copy (``2 * input_itemsize``; ``segment`` resamples from a view
-    since 27 Nov 2026, and the room is kept as margin), the uint8 labels and tumor probability
+    Per voxel: the input (``input_itemsize``) and a copy of it (``copy_itemsize``; None: ``input_itemsize``, a
+    reader's check before the voxels are read: the stored voxels and the reader's copy of them, SimpleITK's image and
+    its numpy array, or nibabel's voxels and their int16/float32 Hounsfield copy; the network checks keep
+    :data:`RUN_COPY_MARGIN_BYTES_PER_VOXEL`, as ``segment`` copies no CT), the uint8 labels and tumor probability
     and the post-processing's masks (4 bytes), ``float_copies`` float32 working volumes (none: the restore
     writes uint8 straight to the native grid) and, with ``keep_probabilities``, a float32 map per class. Plus
     ``overhead_bytes`` for the runtime's temporaries. The network grid's share is in
@@ -659,9 +667,15 @@ def estimate_memory_bytes(shape_zyx: Sequence[int], input_itemsize: int = 2, flo
     and 3.13 GiB beside the CT (2.26 and 3.71 GiB in all): still on the safe side, where the previous formula's
     2.83 and 4.85 GiB would have refused the 1200-slice CT on a laptop with 4.5 GiB free. Re-measured 27 Nov 2026
     (512 x 512 x 1000 RAS CT, docs/speed.md): peak RSS 2.04 GiB, check_network_memory asked for 2.76 GiB in all.
+
+    Until 29 Nov 2026 the network checks counted ``2 * input_itemsize`` too: beside a float64 CT (the Python API
+    given ``nibabel``'s ``get_fdata()``) they asked 6 bytes a voxel more than beside the same CT in int16, although
+    ``segment_volume`` of a 512 x 512 x 200 CT held 380, 379 and 349 MiB beside an int16, float32 and float64 CT
+    (docs/speed.md).
     """
     voxels = int(np.prod([int(s) for s in shape_zyx], dtype=np.int64))
-    per_voxel = 2 * int(input_itemsize) + 4 + 4 * int(float_copies)
+    copy = int(input_itemsize) if copy_itemsize is None else int(copy_itemsize)
+    per_voxel = int(input_itemsize) + copy + 4 + 4 * int(float_copies)
     if keep_probabilities:
         per_voxel += 4 * int(num_classes)
     return voxels * per_voxel + int(overhead_bytes)
@@ -980,7 +994,7 @@ def estimate_network_memory_bytes(native_shape_zyx: Sequence[int], net_shape_zyx
                                   in_channels: int, num_classes: int = 3, input_itemsize: int = 2,
                                   batch_size: int = DEFAULT_BATCH_SLICES, activation_bytes_per_pixel: float = 0.0) -> int:
     """Peak memory (bytes) to segment a volume: :func:`estimate_memory_bytes` for the native ``(z, y, x)``
-    volume plus, at the network's ``(z, H, W)``: the padded float32 volume (resampled into it), and per batch of
+    volume (the CT of ``input_itemsize`` once, and :data:`RUN_COPY_MARGIN_BYTES_PER_VOXEL`) plus, at the network's ``(z, H, W)``: the padded float32 volume (resampled into it), and per batch of
     ``batch_size`` slices the input channels (3 float32 copies: channels, 2.5D stacking, contiguous batch), the
     network's live activations (half of ``activation_bytes_per_pixel``, the sum of its layer outputs; at least
     64 float32 feature maps), the softmax
@@ -994,7 +1008,8 @@ def estimate_network_memory_bytes(native_shape_zyx: Sequence[int], net_shape_zyx
     per_slice = 3 * 4 * int(in_channels) * hw + per_pixel_activations * hw + 2 * 4 * int(num_classes) * hw \
         + 4 * int(num_classes) * ny * nx
     batch = min(int(batch_size), max(1, nz))
-    return (estimate_memory_bytes(native_shape_zyx, input_itemsize=input_itemsize) + net_volume
+    return (estimate_memory_bytes(native_shape_zyx, input_itemsize=input_itemsize,
+                                  copy_itemsize=RUN_COPY_MARGIN_BYTES_PER_VOXEL) + net_volume
             + int(batch * per_slice))
 
 
@@ -1039,7 +1054,7 @@ def estimate_aligned_grid_memory_bytes(native_shape_zyx: Sequence[int], native_d
     the labels and probability brought back and post-processing's masks (:func:`estimate_memory_bytes`, no second
     overhead); the largest phase (:func:`aligned_grid_phase_bytes`) counts."""
     native = estimate_memory_bytes(native_shape_zyx, input_itemsize=np.dtype(native_dtype).itemsize,
-                                   overhead_bytes=0)
+                                   overhead_bytes=0, copy_itemsize=RUN_COPY_MARGIN_BYTES_PER_VOXEL)
     return native + max(aligned_grid_phase_bytes(native_shape_zyx, native_dtype, aligned_shape_zyx,
                                                  network_bytes).values())
 

@@ -186,14 +186,16 @@ def check_data_fits_file(path: Any, shape_xyz: Sequence[int], itemsize: int, ava
                      f"bytes for them). Check that the file is complete.")
 
 
-def check_memory_for_read(shape_xyz: Sequence[int], itemsize: int, source: str) -> None:
+def check_memory_for_read(shape_xyz: Sequence[int], itemsize: int, source: str,
+                          copy_itemsize: Optional[int] = None) -> None:
     """Estimate from the header, before any voxel is loaded, the memory needed to process a volume of
     ``shape_xyz`` (x, y, z) voxels of ``itemsize`` bytes (:func:`validation.estimate_memory_bytes`) and raise
-    ResourceError saying how much is needed when it exceeds the available memory."""
+    ResourceError saying how much is needed when it exceeds the available memory. ``copy_itemsize``: bytes a voxel
+    of the copy the reader holds beside the stored voxels (None: ``itemsize``, a copy of the stored type)."""
     from ..validation import check_memory, estimate_memory_bytes
 
     shape_zyx = tuple(int(s) for s in tuple(shape_xyz)[:3][::-1])
-    required = estimate_memory_bytes(shape_zyx, input_itemsize=int(itemsize))
+    required = estimate_memory_bytes(shape_zyx, input_itemsize=int(itemsize), copy_itemsize=copy_itemsize)
     check_memory(required, what=f"'{source}' (z, y, x) {shape_zyx}")
 
 

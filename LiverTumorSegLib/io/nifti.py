@@ -261,6 +261,16 @@ def _check_data_fits_file(path: Path, shape_xyz: tuple, header: Any, data_offset
     return [] if deflated else data_after_voxels_warning(shape_xyz, itemsize, available - stored)
 
 
+def hu_copy_itemsize(stored_itemsize: int, scaled: bool) -> int:
+    """Bytes a voxel of the copy :func:`_read_nifti` holds beside the stored voxels it read: their float32 scaled
+    values (``scaled``), else their int16 or float32 Hounsfield copy (:func:`~.conversions.to_hu_dtype`), counted
+    as the stored type up to 4 bytes and at least 2 (an int16 CT is kept as read, its 2 bytes kept as margin). A
+    float64 file's copy is 4 bytes, not 8: reading a 512 x 512 x 200 float64 ``.nii.gz`` peaked at 10.4 bytes a
+    voxel (int16 values) and 12.1 (fractional values) with the file's bytes, where its check counts 16 (docs/speed.md,
+    29 Nov 2026; 20 before)."""
+    return 4 if scaled else max(2, min(4, int(stored_itemsize)))
+
+
 def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     """A NIfTI file as a :class:`CTVolume` (``uint8_if_fits``: see :func:`~.conversions.to_hu_dtype`)."""
     import nibabel as nib
@@ -293,7 +303,9 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     content = _nifti_content(header)
     scaled = (slope, inter) != (1.0, 0.0) and not _stored_as_probability_255(content, header, slope, inter)
     warnings += _check_data_fits_file(path, shape, header, int(getattr(image.dataobj, "offset", 0) or 0))
-    check_memory_for_read(shape, 4 if scaled else header.get_data_dtype().itemsize, str(path))
+    stored_itemsize = int(header.get_data_dtype().itemsize)
+    check_memory_for_read(shape, max(4, stored_itemsize) if scaled else stored_itemsize, str(path),
+                          copy_itemsize=hu_copy_itemsize(stored_itemsize, scaled))
     try:
         if full_suffix(path) == ".nii.gz":  # few, large zlib calls (io.gzip_inflate) instead of nibabel's gzip
             data = _gzip_voxels(path, image, shape, warnings)

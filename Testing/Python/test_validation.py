@@ -476,6 +476,8 @@ def test_estimate_memory_bytes_known_answers():
                                  num_classes=3) == voxels * 20
     assert estimate_memory_bytes((10, 20, 30), input_itemsize=4, float_copies=1,
                                  overhead_bytes=100) == voxels * (8 + 4 + 4) + 100
+    assert estimate_memory_bytes((10, 20, 30), input_itemsize=8, copy_itemsize=2,
+                                 overhead_bytes=0) == voxels * (8 + 2 + 4)
     assert estimate_memory_bytes((512, 512, 1000)) - estimate_memory_bytes((1, 1, 1)) == (512 * 512 * 1000 - 1) * 8
 
 
@@ -616,6 +618,57 @@ def test_network_memory_check_counts_what_is_still_to_be_allocated():
     assert check_network_memory(volume, config, available_bytes=rest) == required
     with pytest.raises(ResourceError, match=f"needs about {rest / 2 ** 30:.1f} GiB .* beside the CT itself"):
         check_network_memory(volume, config, available_bytes=rest - 1)
+
+
+def test_network_memory_check_asks_the_same_beside_a_float64_ct_as_beside_int16():
+    """segment copies no CT: beside it, an int16, float32 and float64 CT held the same (349-380 MiB for
+    512 x 512 x 200, docs/speed.md). The check asked 2 x the CT's itemsize, 6 bytes a voxel more for a float64 CT
+    (nibabel's get_fdata() given to the Python API): 1.5 GiB never used for 512 x 512 x 1000."""
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+    from LiverTumorSegLib.validation import check_network_memory
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    config, geometry = PreprocessingConfig.preset("default"), ImageGeometry(spacing=(0.8, 0.8, 2.5))
+    beside = {}
+    for dtype in (np.int16, np.float32, np.float64):
+        volume = CTVolume(array=np.zeros((20, 64, 64), dtype), geometry=geometry)
+        beside[np.dtype(dtype).name] = check_network_memory(volume, config, available_bytes=1 << 40) - volume.array.nbytes
+    assert beside["float64"] == beside["float32"] == beside["int16"]
+    int16 = CTVolume(array=np.zeros((20, 64, 64), np.int16), geometry=geometry)
+    # the int16 ask is kept: its CT and the 2-byte margin the canonical copy took
+    assert estimate_memory_bytes((20, 64, 64), overhead_bytes=0, copy_itemsize=2) == \
+        estimate_memory_bytes((20, 64, 64), overhead_bytes=0)
+    assert check_network_memory(int16, config, available_bytes=1 << 40) - beside["int16"] == 20 * 64 * 64 * 2
+
+
+def test_nifti_header_check_counts_a_float64_files_hu_copy_at_4_bytes(tmp_path, monkeypatch):
+    """Reading a float64 NIfTI holds its voxels and their int16 or float32 HU copy (10.4 and 12.1 bytes a voxel
+    measured with the .nii.gz bytes, 512 x 512 x 200): the header check asks 8 + 4 + 4 a voxel, not 8 + 8 + 4."""
+    import nibabel as nib
+
+    from LiverTumorSegLib import validation
+
+    asked = []
+    monkeypatch.setattr(validation, "check_memory", lambda required, *a, **k: asked.append(required))
+    voxels = 6 * 16 * 16
+    for dtype, per_voxel in ((np.float64, 8 + 4 + 4), (np.float32, 4 + 4 + 4), (np.int16, 2 + 2 + 4),
+                             (np.uint8, 1 + 2 + 4)):
+        path = tmp_path / f"ct_{np.dtype(dtype).name}.nii.gz"
+        array = np.full((16, 16, 6), 40, dtype)
+        array[0] = 0 if dtype == np.uint8 else -1000
+        image = nib.Nifti1Image(array, np.diag([0.8, 0.8, 2.5, 1.0]))
+        image.header.set_slope_inter(1, 0)
+        nib.save(image, str(path))
+        read_volume(path)
+        assert asked.pop() == voxels * per_voxel + validation.RUNTIME_OVERHEAD_BYTES, dtype
+    scaled = tmp_path / "scaled.nii.gz"  # scl_slope/scl_inter: the float32 scaled copy beside the stored voxels
+    stored = np.full((16, 16, 6), 1064, np.int16)
+    stored[0] = 24
+    image = nib.Nifti1Image(stored, np.diag([0.8, 0.8, 2.5, 1.0]))
+    image.header.set_slope_inter(1, -1024)
+    nib.save(image, str(scaled))
+    assert read_volume(scaled).array.min() == -1000
+    assert asked.pop() == voxels * (4 + 4 + 4) + validation.RUNTIME_OVERHEAD_BYTES  # as before
 
 
 VM_STAT = """Mach Virtual Memory Statistics: (page size of 16384 bytes)

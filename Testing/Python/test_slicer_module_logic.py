@@ -399,16 +399,7 @@ def test_a_reload_during_a_run_says_in_the_log_that_the_run_was_stopped(module, 
     segmentation = module.mrml.labels_to_segmentation_node(module.scene, phantom.labels, phantom.ct.geometry,
                                                            reference_volume_node=ct)
     outcomes = []
-    if kind == "segment":
-        logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "hang"), python=sys.executable)
-        running = logic.process(ct, None, "m.safetensors", "cpu", waitForCompletion=False, onFinished=outcomes.append,
-                                showIn3D=False)
-    else:
-        logic = module.m.LiverTumorSegLogic(runnerFactory=_sleeping_runner, python=sys.executable)
-        running = (logic.measureSegmentation(segmentation, ct, waitForCompletion=False, onFinished=outcomes.append)
-                   if kind == "measure" else
-                   logic.compareWithBaseline(segmentation, ct, segmentation, ct, waitForCompletion=False,
-                                             onFinished=outcomes.append))
+    logic, running = _start_long_run(module, tmp_path, kind, ct, segmentation, outcomes)
     pid = running.child_pid
     with caplog.at_level("WARNING"):
         logic.cleanup()
@@ -417,6 +408,21 @@ def test_a_reload_during_a_run_says_in_the_log_that_the_run_was_stopped(module, 
     assert said == [module.m.RUN_STOPPED_BY_CLEANUP.format(what=module.m.RUN_NAMES[kind])], said
     assert "was stopped because the module was reloaded" in said[0] and "Run it again" in said[0]
     assert outcomes == [] and _ended_within(pid, KILLED_WITHIN_S)
+
+
+def _start_long_run(module, tmp_path, kind, ct, segmentation, outcomes):
+    """``(logic, running job)`` of a ``kind`` run (segment, measure or compare) on ``ct`` / ``segmentation`` whose
+    child does not end by itself, started without waiting (its outcome appended to ``outcomes``)."""
+    if kind == "segment":
+        logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "hang"), python=sys.executable)
+        return logic, logic.process(ct, None, "m.safetensors", "cpu", waitForCompletion=False,
+                                    onFinished=outcomes.append, showIn3D=False)
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_sleeping_runner, python=sys.executable)
+    running = (logic.measureSegmentation(segmentation, ct, waitForCompletion=False, onFinished=outcomes.append)
+               if kind == "measure" else
+               logic.compareWithBaseline(segmentation, ct, segmentation, ct, waitForCompletion=False,
+                                         onFinished=outcomes.append))
+    return logic, running
 
 
 def _sleeping_runner():
@@ -443,16 +449,7 @@ def test_a_run_whose_ct_is_removed_stops_its_child_at_once_and_says_so(module, t
     segmentation = module.mrml.labels_to_segmentation_node(module.scene, phantom.labels, phantom.ct.geometry,
                                                            reference_volume_node=ct)
     outcomes = []
-    if kind == "segment":
-        logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "hang"), python=sys.executable)
-        running = logic.process(ct, None, "m.safetensors", "cpu", waitForCompletion=False, onFinished=outcomes.append,
-                                showIn3D=False)
-    else:
-        logic = module.m.LiverTumorSegLogic(runnerFactory=_sleeping_runner, python=sys.executable)
-        running = (logic.measureSegmentation(segmentation, ct, waitForCompletion=False, onFinished=outcomes.append)
-                   if kind == "measure" else
-                   logic.compareWithBaseline(segmentation, ct, segmentation, ct, waitForCompletion=False,
-                                             onFinished=outcomes.append))
+    logic, running = _start_long_run(module, tmp_path, kind, ct, segmentation, outcomes)
     timer, pid = FakeTimer.instances[-1], running.child_pid
     timer.fire()
     assert outcomes == [] and process_alive(pid)  # running

@@ -67,7 +67,7 @@ import numpy as np
 from . import __version__
 from .errors import InputError, option_hint
 from .fileutil import atomic_output, quiet_missing_glyphs
-from .metrics.recist import (RECIST_NOTE, RECIST_PD_ABSOLUTE_MM, RECIST_TOO_SMALL_MM, SLICE_THICKNESS_FROM_DICOM,
+from .metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, RECIST_PD_ABSOLUTE_MM, RECIST_TOO_SMALL_MM, SLICE_THICKNESS_FROM_DICOM,
                              SLICE_THICKNESS_FROM_SPACING, SLICE_THICKNESS_GIVEN, at_least, at_most,
                              check_given_slice_thickness, given_slice_thickness_warning,
                              equal_within_rounding, meets_progression, percent_change_text)
@@ -1461,6 +1461,21 @@ def sum_of_diameters_line(sum_of_diameters: Dict[str, Any]) -> Optional[str]:
     return f"{targets}: sum of diameters {sod['baseline_mm']:.1f} -> {follow}"
 
 
+def measurable_minimum_lines(change: Dict[str, Any]) -> List[str]:
+    """One line per time point whose RECIST measurable minimum is above 10 mm (slices thicker than 5 mm), naming
+    the thickness and where it came from: a 12 mm lesion that is no target on 7 mm slices was printed as 'no
+    measurable target lesion at baseline' with its reason in change.json alone. Nothing for reports that lack the
+    keys (older versions)."""
+    lines = []
+    for key, name in (("baseline", "baseline"), ("followup", "follow-up")):
+        recist = (change.get(key) or {}).get("recist") or {}
+        minimum, thickness = recist.get("measurable_minimum_mm"), recist.get("slice_thickness_mm")
+        if minimum is None or thickness is None or at_most(float(minimum), RECIST_MIN_LONG_AXIS_MM):
+            continue
+        lines.append(f"{name}: {_thickness_text(recist)} (RECIST 1.1: twice the slice thickness above 5 mm)")
+    return lines
+
+
 def change_summary_lines(change: Dict[str, Any]) -> List[str]:
     """Human-readable lines: response, sum of diameters, alignment and one line per lesion group, for the first
     :data:`~.inference.lesion_report.LISTED_LESIONS_MAX` groups, then how many more of each status the change report
@@ -1472,6 +1487,7 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
     sums = sum_of_diameters_line(change["sum_of_diameters"])
     if sums is not None:
         lines.append(sums)
+    lines += measurable_minimum_lines(change)
     align = change["alignment"]
     shift = ", ".join(f"{v:.1f}" for v in align["translation_lps_mm"])
     dice = align["liver_dice_after_alignment"]

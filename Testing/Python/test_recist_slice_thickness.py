@@ -320,6 +320,21 @@ def test_followup_takes_each_scans_given_thickness_end_to_end(tmp_path):
         "the baseline has 7 mm slices (given), measurable from 14 mm, the follow-up 5 mm slices (slice spacing)")]
 
 
+def test_followup_summary_names_a_minimum_above_10_mm_and_its_thickness(tmp_path):
+    """The printed summary said 'no measurable target lesion at baseline' for the 12 mm lesion on 7 mm slices
+    without the 14 mm minimum behind it (change.json alone held it); now a line per time point names it."""
+    from LiverTumorSegLib.followup import change_summary_lines
+
+    change, code = _followup(tmp_path, "given_summary", "--baseline-slice-thickness-mm", "7")
+    assert code == 0
+    lines = change_summary_lines(change)
+    assert ("baseline: 7 mm slices (given), measurable from 14 mm (RECIST 1.1: twice the slice thickness above 5 mm)"
+            in lines), lines
+    assert not [line for line in lines if line.startswith("follow-up: ")]  # 5 mm spacing: 10 mm, nothing to say
+    plain, code = _followup(tmp_path, "plain_summary")
+    assert code == 0 and not [line for line in change_summary_lines(plain) if "measurable from" in line]
+
+
 def test_followup_says_when_a_given_thickness_is_not_used_and_refuses_a_bad_one(tmp_path, capsys):
     change, code = _followup(tmp_path, "thin", "--followup-slice-thickness-mm", "1")
     assert code == 0 and change["followup"]["recist"]["slice_thickness_source"] == "slice spacing"

@@ -8,29 +8,20 @@ scan confirms it). All label maps are generated (1 mm voxels), compared without 
 """
 import json
 
-import numpy as np
 import pytest
 
 from LiverTumorSegLib.cli import main
 from LiverTumorSegLib.followup import change_summary_lines, compare_followup
 from LiverTumorSegLib.io import write_label_map
 from LiverTumorSegLib.metrics.recist import recist_response
-from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+from LiverTumorSegLib.volume import ImageGeometry
+from test_followup import _labels_with_lesions as _labels  # noqa: E402 - the 1 mm liver block with tumor boxes
 
 TARGET = (slice(5, 8), slice(10, 22), slice(10, 22))          # 12 x 12 voxels: long axis 16.6 mm, a target
 SMALL_TARGET = (slice(6, 7), slice(15, 18), slice(15, 18))    # inside TARGET, 3 x 3 voxels: 3.8 mm
 NON_TARGET = (slice(5, 7), slice(30, 36), slice(30, 36))      # 6 x 6 voxels: 8.1 mm, under the measurable 10 mm
 SMALL_NON_TARGET = (slice(6, 7), slice(32, 34), slice(32, 34))  # inside NON_TARGET, 2 x 2 voxels: 2.4 mm
 NEW_SITE = (slice(6, 7), slice(38, 41), slice(8, 11))         # 3 x 3 voxels away from every baseline lesion
-
-
-def _labels(boxes_zyx):
-    """A 1 mm label map (z, y, x): a liver block and a tumor (label 2) in each of ``boxes_zyx``."""
-    labels = np.zeros((12, 48, 48), np.uint8)
-    labels[1:11, 2:46, 2:46] = 1
-    for box in boxes_zyx:
-        labels[box] = 2
-    return CTVolume(array=labels, geometry=ImageGeometry(spacing=(1.0, 1.0, 1.0)), source="synthetic labels")
 
 
 BASELINE = [TARGET, NON_TARGET]

@@ -387,17 +387,11 @@ def test_a_reload_during_a_run_says_in_the_log_that_the_run_was_stopped(module, 
     panel is going away): the run's result never came and nothing said so. The log now names the run that was
     stopped, once (Reload calls cleanup twice: onReload and the widget's cleanup), and a cleanup with no run running
     logs nothing."""
-    from LiverTumorSegLib.phantom import make_phantom
-    from mrml_helpers import add_volume_node
-
     idle = module.m.LiverTumorSegLogic(runnerFactory=_sleeping_runner, python=sys.executable)
     with caplog.at_level("WARNING"):
         idle.cleanup()
     assert caplog.records == []
-    phantom = make_phantom((6, 24, 24), (2.0, 2.0, 4.0))
-    ct = add_volume_node(module.scene, phantom.ct.array, phantom.ct.geometry, "CT")
-    segmentation = module.mrml.labels_to_segmentation_node(module.scene, phantom.labels, phantom.ct.geometry,
-                                                           reference_volume_node=ct)
+    ct, segmentation = _phantom_ct_and_segmentation(module, "CT")
     outcomes = []
     logic, running = _start_long_run(module, tmp_path, kind, ct, segmentation, outcomes)
     pid = running.child_pid
@@ -408,6 +402,18 @@ def test_a_reload_during_a_run_says_in_the_log_that_the_run_was_stopped(module, 
     assert said == [module.m.RUN_STOPPED_BY_CLEANUP.format(what=module.m.RUN_NAMES[kind])], said
     assert "was stopped because the module was reloaded" in said[0] and "Run it again" in said[0]
     assert outcomes == [] and _ended_within(pid, KILLED_WITHIN_S)
+
+
+def _phantom_ct_and_segmentation(module, name):
+    """A small phantom CT volume node named ``name`` in the module's scene and a segmentation node of its labels."""
+    from LiverTumorSegLib.phantom import make_phantom
+    from mrml_helpers import add_volume_node
+
+    phantom = make_phantom((6, 24, 24), (2.0, 2.0, 4.0))
+    ct = add_volume_node(module.scene, phantom.ct.array, phantom.ct.geometry, name)
+    segmentation = module.mrml.labels_to_segmentation_node(module.scene, phantom.labels, phantom.ct.geometry,
+                                                           reference_volume_node=ct)
+    return ct, segmentation
 
 
 def _start_long_run(module, tmp_path, kind, ct, segmentation, outcomes):
@@ -441,13 +447,7 @@ def test_a_run_whose_ct_is_removed_stops_its_child_at_once_and_says_so(module, t
     """The user deleted the CT (Data module) while its run went on: the child ran on to its end (minutes of CPU or GPU
     for a segmentation, the panel reading "Cancel" all that time), and only then was its result refused. It is now
     stopped at the next poll, and the outcome says why; the scene gets no node."""
-    from LiverTumorSegLib.phantom import make_phantom
-    from mrml_helpers import add_volume_node
-
-    phantom = make_phantom((6, 24, 24), (2.0, 2.0, 4.0))
-    ct = add_volume_node(module.scene, phantom.ct.array, phantom.ct.geometry, "doomed CT")
-    segmentation = module.mrml.labels_to_segmentation_node(module.scene, phantom.labels, phantom.ct.geometry,
-                                                           reference_volume_node=ct)
+    ct, segmentation = _phantom_ct_and_segmentation(module, "doomed CT")
     outcomes = []
     logic, running = _start_long_run(module, tmp_path, kind, ct, segmentation, outcomes)
     timer, pid = FakeTimer.instances[-1], running.child_pid

@@ -1063,7 +1063,8 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
                          num_classes: int = 3, batch_size: Optional[int] = None,
                          activation_bytes_per_pixel: float = 0.0, available_bytes: Optional[int] = None,
                          aligned_shape_zyx: Optional[Sequence[int]] = None,
-                         aligned_spacing_xyz: Optional[Sequence[float]] = None, held_bytes: int = 0) -> int:
+                         aligned_spacing_xyz: Optional[Sequence[float]] = None, held_bytes: int = 0,
+                         pending_bytes: int = 0) -> int:
     """Refuse (ResourceError, with the numbers) a volume whose processing at the network's resolution needs
     more memory than is available, before anything is resampled; returns the estimated bytes.
 
@@ -1080,6 +1081,10 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
     16 x 542 x 542 grid of a child's CT enlarged 2.1x, 18 MiB, was). The CT itself (``volume``) is never asked for;
     a copy of it made for the network (a resampling's fill made air) is ``volume`` here, the original CT beside it
     and the fill's mask are held before the check, and counted so in the available memory.
+
+    ``pending_bytes``: a copy of ``volume`` not made yet, to be made before the counted arrays, asked for too: the
+    copy with a resampling's fill made air is checked so before it is made (``Segmenter._network_form``); made
+    first, a CT too large for it ended in a bare MemoryError instead of this refusal with its numbers.
     """
     from .orientation import plan_reorientation
 
@@ -1101,7 +1106,8 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
     asked_the_system = available_bytes is None
     if asked_the_system:
         available_bytes = available_memory_bytes()
-    still_needed = required - int(volume.array.nbytes) - int(held_bytes)  # the CT itself is read already
+    # the CT itself is read already
+    still_needed = required - int(volume.array.nbytes) - int(held_bytes) + int(pending_bytes)
     if available_bytes is not None and still_needed > available_bytes:
         target = _setting(preprocessing, "target_spacing_mm", None)
         how = (f"{spacing_zyx[2]:g} x {spacing_zyx[1]:g} mm pixels resampled to {float(target):g} mm" if target

@@ -661,7 +661,12 @@ def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare
 
     with share.busy():
         # the object the network is given (a child's CT enlarged): the engine uses a preparation of that object only
-        network_volume = segmenter.network_volume(volume)[0] if hasattr(segmenter, "network_volume") else volume
+        if hasattr(segmenter, "network_volume_ahead"):  # None: its fill's copy would not fit (the check says so)
+            network_volume = segmenter.network_volume_ahead(volume)
+        else:
+            network_volume = segmenter.network_volume(volume)[0] if hasattr(segmenter, "network_volume") else volume
+        if network_volume is None:
+            return volume, warnings, seconds, None
         early = prepare_ahead(network_volume, config, getattr(options, "batch_size", None),
                               what=f"case {case.case_id}")
     return volume, warnings, seconds, early

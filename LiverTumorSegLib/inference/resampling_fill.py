@@ -301,6 +301,12 @@ def _outside_scan_value(dtype: np.dtype, hu: float) -> Any:
     return dtype.type(hu) if info.min <= hu <= info.max else None
 
 
+def fill_copy_bytes(array: np.ndarray, hu: float = OUTSIDE_SCAN_HU) -> int:
+    """Bytes of the copy :func:`without_fill` makes of a CT ``array`` (float32 for a dtype that cannot hold ``hu``)."""
+    array = np.asarray(array)
+    return int(array.nbytes) if _outside_scan_value(array.dtype, hu) is not None else int(array.size) * 4
+
+
 def without_fill(volume: CTVolume, mask: np.ndarray, hu: float = OUTSIDE_SCAN_HU) -> CTVolume:
     """A copy of ``volume`` (same geometry, source and meta; ``volume`` itself untouched) with ``hu`` where ``mask``
     (a :class:`ResamplingFill`'s, bool ``(z, y, x)``) is set: :data:`OUTSIDE_SCAN_HU` for the network,

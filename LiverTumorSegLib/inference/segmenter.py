@@ -309,6 +309,11 @@ def _checked_in_memory(volume: Any, allow_non_hu: bool, aligned_for_model: bool 
                     oblique_grid_stored=not aligned_for_model)  # segment's only other choice
 
 
+class _FillCopyWouldNotFit(Exception):
+    """A preparation made ahead is not made: the copy with a resampling's fill made air would not fit in memory
+    (:meth:`Segmenter._check_fill_copy_fits`)."""
+
+
 MAX_NETWORK_VOLUMES_KEPT = 4
 """CTs whose network form :meth:`Segmenter.network_volume` keeps until :meth:`Segmenter.predict` takes it: a batch
 holds two (the one running, the next one read). The cache holds the CT itself only weakly: one prepared and then
@@ -379,8 +384,20 @@ class Segmenter:
         preparation serves only that object)."""
         return self._network_form(volume)[:2]
 
-    def _network_form(self, volume: CTVolume) -> Tuple[CTVolume, Optional[Dict[str, Any]], Any]:
-        """:meth:`network_volume` and the :class:`~.resampling_fill.ResamplingFill` found in ``volume`` (or None)."""
+    def network_volume_ahead(self, volume: CTVolume) -> Optional[CTVolume]:
+        """The CT the network is given (:meth:`network_volume`) for a preparation made ahead (``segment`` while the
+        model loads, a batch's reader), or None when the copy with a resampling's fill made air would not fit in
+        memory beside the network's needs: nothing is copied then, and the memory check after the load refuses the
+        CT with its numbers."""
+        try:
+            return self._network_form(volume, ahead=True)[0]
+        except _FillCopyWouldNotFit:
+            return None
+
+    def _network_form(self, volume: CTVolume, ahead: bool = False) -> Tuple[CTVolume, Optional[Dict[str, Any]], Any]:
+        """:meth:`network_volume` and the :class:`~.resampling_fill.ResamplingFill` found in ``volume`` (or None).
+        The fill's copy is checked against the available memory before it is made (:meth:`_check_fill_copy_fits`;
+        ``ahead``: :meth:`network_volume_ahead`'s check, which raises :class:`_FillCopyWouldNotFit`)."""
         with self._network_volumes_lock:
             known = self._network_volumes.get(id(volume))
         if known is not None and known[0]() is volume:
@@ -392,6 +409,7 @@ class Segmenter:
         if fill is not None:
             from .resampling_fill import without_fill
 
+            self._check_fill_copy_fits(volume, ahead)
             network_volume = without_fill(volume, fill.mask)  # a copy: the user's CT is left as it is
         if self.options.body_size_scaling and in_hu:
             from .body_size import body_size_failed_record, body_size_record, with_in_plane_scale
@@ -415,6 +433,35 @@ class Segmenter:
             while len(self._network_volumes) > MAX_NETWORK_VOLUMES_KEPT:  # CTs prepared but never run (failed)
                 self._network_volumes.pop(next(iter(self._network_volumes)))
         return network_volume, record, fill
+
+    def _check_fill_copy_fits(self, volume: CTVolume, ahead: bool = False) -> None:
+        """Refuse (ResourceError, with the numbers and the copy named) a CT whose copy with a resampling's fill made
+        air (:func:`~.resampling_fill.fill_copy_bytes`) would not fit in memory beside what the network needs, before
+        the copy is made: made first (the memory check ran after it), a CT too large for it ended in a bare
+        MemoryError ('Ran out of memory (MemoryError)') instead of the check's refusal. ``ahead`` (a preparation made
+        while the model loads, or by a batch's reader): :class:`_FillCopyWouldNotFit` instead, so that the check after
+        the load words the refusal; before the load the package's preprocessing is used, as the preparation's own
+        check does (``prepared_input.prepare_if_it_fits``)."""
+        from ..errors import ResourceError
+        from .resampling_fill import fill_copy_bytes
+
+        pending = fill_copy_bytes(volume.array)
+        try:
+            if ahead and not self.loaded:
+                config = self.known_preprocessing
+                if config is None:
+                    raise _FillCopyWouldNotFit()  # nothing to count it with: the engine makes the copy after the load
+                from ..validation import check_network_memory
+
+                check_network_memory(volume, config, None, 3, self.options.batch_size, 0.0, pending_bytes=pending)
+            else:
+                _estimate_and_check_memory(volume, self.package, self.options.batch_size, self._aligned_grid(volume),
+                                           pending_bytes=pending)
+        except ResourceError as exc:
+            if ahead:
+                raise _FillCopyWouldNotFit() from None
+            raise ResourceError(f"{exc} (This counts the copy of the CT, {pending / 2 ** 20:.0f} MiB, that the network "
+                                f"is given with its resampling's fill outside the field of view made air.)") from None
 
     def _training_body_diameter_mm(self) -> Optional[float]:
         """The narrowest training body (mm) the package records (:func:`.body_size.training_body_diameter_mm`), or None.
@@ -991,8 +1038,10 @@ class Segmenter:
             return None
         from .prepared_input import prepare_ahead
 
-        early = prepare_ahead(self.network_volume(volume)[0], config, self.options.batch_size, self.options.threads,
-                              "the CT")
+        network_volume = self.network_volume_ahead(volume)
+        if network_volume is None:  # its fill's copy would not fit: the check after the load says so
+            return None
+        early = prepare_ahead(network_volume, config, self.options.batch_size, self.options.threads, "the CT")
         self._load_overlapped_preprocess = early is not None
         return early
 
@@ -1319,11 +1368,12 @@ def _prepared_bytes(engine: Any, network_volume: CTVolume) -> int:
 
 
 def _estimate_and_check_memory(volume: CTVolume, package: Any = None, batch_size: Optional[int] = None,
-                               aligned: Any = None, held_bytes: int = 0) -> Optional[int]:
+                               aligned: Any = None, held_bytes: int = 0, pending_bytes: int = 0) -> Optional[int]:
     """Estimated peak bytes for this volume at the package's network resolution (in-plane resampling
     included; validation.check_network_memory); raises ResourceError when clearly too much. ``aligned``: the
     :class:`~.axis_aligned.AlignedGrid` an oblique CT is segmented on (counted there), or None. ``held_bytes``:
-    counted arrays made already (:func:`_prepared_bytes`), not asked for again."""
+    counted arrays made already (:func:`_prepared_bytes`), not asked for again. ``pending_bytes``: a copy of the CT
+    not made yet, asked for too (``validation.check_network_memory``)."""
     from ..package import check_input_channels
     from ..validation import check_network_memory
 
@@ -1334,7 +1384,7 @@ def _estimate_and_check_memory(volume: CTVolume, package: Any = None, batch_size
                                     float(getattr(package, "activation_bytes_per_pixel", 0.0) or 0.0),
                                     aligned_shape_zyx=None if aligned is None else aligned.shape_zyx,
                                     aligned_spacing_xyz=None if aligned is None else aligned.geometry.spacing,
-                                    held_bytes=held_bytes)
+                                    held_bytes=held_bytes, pending_bytes=pending_bytes)
     log.debug("Estimated memory needed: %.2f GiB", required / 2 ** 30)  # shown with --debug
     return int(required)
 

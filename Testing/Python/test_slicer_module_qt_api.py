@@ -42,11 +42,16 @@ Sources, read with the stored-source search (27 Nov 2026); a hit without a repos
 from before Slicer PR 5451 (merged Feb 2021, which added ``getModuleWidget``): two-space indents,
 ``mainWindow(verbose=True)``, ``pip_install(requirements)`` splitting a string. A name found there and in slicer-core
 5.13's util.py is taken to be in 5.6. ``PR 5451`` and ``PR 5716`` (July 2021: ``tryWithErrorDisplay``) are Slicer
-pull requests, merged, read in the stored issue threads. ``tryWithErrorDisplay(message, waitCursor=True)``: called so
-by scripted modules in the two-space-indent style Slicer's Python left in 2022 (stored sources, 29 Nov 2026), so before
-5.6. ``pip_install`` taking a list: not read in a dated 5.6 file (the 2021 version splits a string; Slicer 5.8's
-util.py, quoted in a Feb 2025 Slicer forum traceback, and Slicer/Slicer's Base/Python/slicer/pydeps.py 2412a9d6
-(main, 2026: ``requirements: str | list[str]``, which ``slicer.util.pip_install`` re-exports) take a string or a list).
+pull requests, merged, read in the stored issue threads. ``util2022`` is util.py in the lassoan/Slicer fork at
+1a9b9fdb (read 29 Nov 2026), dated by its content between late 2021 and Slicer's 2022 switch to four-space indents,
+so before 5.6 (Nov 2023): two-space indents, ``mainWindow()`` without ``verbose``, the ``chdir`` helper that cites
+Python 3.11's ``contextlib.chdir`` (CPython PR 28271, autumn 2021) and a list-based ``VTKObservationMixin``. It has
+``tryWithErrorDisplay(message=None, show=True, waitCursor=False)``; ``errorDisplay(text, windowTitle=None,
+parent=None, standardButtons=None, **kwargs)``, whose ``messageBox`` sets each keyword the ``ctkMessageBox`` has as an
+attribute (``detailedText``, QMessageBox's property); and ``pip_install(requirements)`` taking a ``str``
+(shlex-split) or a ``list`` (``args = 'install', *requirements``), ``ValueError`` otherwise. Slicer 5.8's util.py,
+quoted in a Feb 2025 Slicer forum traceback, and Slicer/Slicer's Base/Python/slicer/pydeps.py 2412a9d6 (main, 2026:
+``requirements: str | list[str]``, which ``slicer.util.pip_install`` re-exports) take a string or a list too.
 """
 import ast
 import re
@@ -175,8 +180,9 @@ SLICER_UTIL: Dict[str, Tuple[Set[str], str]] = {
     "errorDisplay": ({"detailedText"}, "util2021: **kwargs set on the message box when it has that attribute "
                                        "(QMessageBox's detailedText property)"),
     "getModuleWidget": (set(), "PR 5451 (Feb 2021)"),
-    "tryWithErrorDisplay": ({"waitCursor"}, "PR 5716 (July 2021); waitCursor in pre-2022 modules"),
-    "pip_install": (set(), "util2021 with a string only; a list (as passed) in 5.8 and main, not read for 5.6"),
+    "tryWithErrorDisplay": ({"waitCursor"}, "PR 5716 (July 2021); util2022: (message=None, show=True, "
+                                            "waitCursor=False)"),
+    "pip_install": (set(), "util2022 (before 5.6), 5.8 and main: a str or a list (as passed); util2021: a str"),
 }
 """``slicer.util`` name -> (keywords used, where it was found for Slicer 5.6)."""
 

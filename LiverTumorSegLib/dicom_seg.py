@@ -35,6 +35,7 @@ import numpy as np
 from .errors import InputError, LabelError, raise_if_out_of_memory
 from .fileutil import atomic_output
 from .segnrrd import LIVER_NAMES, names_tumor  # one rule of liver names and tumor words for .seg.nrrd and DICOM SEG
+from .metrics.recist import SEG_SLICE_THICKNESS_META
 from .volume import CTVolume, ImageGeometry
 
 log = logging.getLogger(__name__)
@@ -749,6 +750,7 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
         import pydicom
 
         dataset = pydicom.dcmread(str(path))
+        stated_thickness_mm = _seg_slice_thickness_mm(dataset)  # before a missing one is filled from the spacing
         _fill_missing_slice_thickness(dataset)  # a SEG written without it (by versions before 27 Nov 2026, too)
         seg = hd.seg.Segmentation.from_dataset(dataset, copy=False)
     except Exception as exc:  # noqa: BLE001 - pydicom/highdicom raise many types for bad files
@@ -776,6 +778,7 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
     try:
         volume = seg.get_volume(segment_numbers=numbers, combine_segments=False, dtype=dtype)
         stacked, geometry = _geometry_from_hd_volume(volume, _frame_positions(dataset))
+        seg_slice_axis = geometry.direction_matrix[:, 2]
     except Exception as exc:  # noqa: BLE001 - irregular frames and the like
         raise_if_out_of_memory(exc, str(path))  # not an irregular SEG: reading it frame by frame needs as much
         if reference is None or not reference.meta.get("files"):
@@ -784,6 +787,7 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
                              f"CT series as the reference (measure SEG --ct DICOM_FOLDER). To evaluate it, segment "
                              f"the series to .nii.gz (or .seg.nrrd) and compare that file.") from None
         stacked, geometry = _frames_by_source_slice(seg, numbers, reference, path, dtype), reference.geometry
+        seg_slice_axis = geometry.direction_matrix[:, 2]  # its frames are the reference's slices
     inside = 0.5 if dtype == np.float32 else 0
     labels = np.zeros(stacked.shape[:3], dtype=np.uint8)
     for channel, number in sorted(enumerate(numbers), key=lambda cn: mapping[cn[1]]):  # tumor last: it wins
@@ -800,9 +804,26 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
         warnings += _frames_left_out_warning(seg, labels.shape[0])
     out = CTVolume(array=labels, geometry=geometry, source=str(path),
                    meta={"format": "dicom-seg", "segments": segments})
+    if stated_thickness_mm is not None and abs(float(np.dot(seg_slice_axis, geometry.direction_matrix[:, 2]))) > 0.999:
+        # the thickness of the SEG's slices, kept while they stay the grid's slices (not on a reference in another
+        # axis order): RECIST's measurable minimum of 'measure seg.dcm' without --ct (it took the spacing)
+        out.meta[SEG_SLICE_THICKNESS_META] = stated_thickness_mm
     if warnings:
         out.meta["warnings"] = warnings
     return out
+
+
+def _seg_slice_thickness_mm(dataset: Any) -> Optional[float]:
+    """The SliceThickness (mm) a DICOM SEG ``dataset`` states in its Pixel Measures functional groups (shared, or
+    per frame: the largest; :func:`~.io.dicom.functional_groups_slice_thickness_mm`), which highdicom and this
+    project's writer copy from the CT slices the SEG was made on; None where it states none (filled in for reading
+    from its SpacingBetweenSlices by :func:`_fill_missing_slice_thickness`, which is no thickness)."""
+    from .io.dicom import functional_groups_slice_thickness_mm
+
+    try:
+        return functional_groups_slice_thickness_mm(dataset)
+    except Exception:  # noqa: BLE001 - a damaged item: the spacing is taken, as for a SEG without one
+        return None
 
 
 def _frames_left_out_warning(seg: Any, slices: int) -> List[str]:

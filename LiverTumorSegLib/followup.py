@@ -67,9 +67,9 @@ import numpy as np
 from . import __version__
 from .errors import InputError, option_hint
 from .fileutil import atomic_output, quiet_missing_glyphs
-from .metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, RECIST_PD_ABSOLUTE_MM, RECIST_TOO_SMALL_MM, SLICE_THICKNESS_FROM_DICOM,
-                             SLICE_THICKNESS_FROM_SPACING, SLICE_THICKNESS_GIVEN, at_least, at_most,
-                             check_given_slice_thickness, given_slice_thickness_warning,
+from .metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, RECIST_PD_ABSOLUTE_MM, RECIST_TOO_SMALL_MM,
+                             SLICE_THICKNESS_FROM_SPACING, SLICE_THICKNESS_SOURCE_WORDS, at_least, at_most,
+                             check_given_slice_thickness, dicom_slice_thickness_of, given_slice_thickness_warning,
                              equal_within_rounding, meets_progression, percent_change_text)
 from .volume import CTVolume, ImageGeometry
 
@@ -249,10 +249,13 @@ def _dilated_liver_mask(labels: CTVolume, reference, margin_mm: float = 20.0):
     return sitk.BinaryDilate(liver, radius)
 
 
-def _dicom_slice_thickness(ct: Optional[CTVolume]) -> Optional[float]:
-    """The DICOM SliceThickness (mm) ``ct`` was read with (RECIST's measurable minimum, the lesion report's
-    ``slice_thickness_source`` "dicom"); None without a CT or for a CT from a NIfTI/NRRD file."""
-    return None if ct is None else ct.meta.get("dicom_slice_thickness_mm")
+def _dicom_slice_thickness(ct: Optional[CTVolume], labels: Optional[CTVolume] = None) -> Dict[str, Any]:
+    """The lesion report's DICOM thickness arguments of one scan (RECIST's measurable minimum): the DICOM
+    SliceThickness (mm) ``ct`` was read with (``slice_thickness_source`` "dicom"), else that of the label map
+    ``labels`` where it is a DICOM SEG that gives one ("dicom_seg"); None without either
+    (:func:`~.metrics.recist.dicom_slice_thickness_of`)."""
+    thickness_mm, source = dicom_slice_thickness_of(ct, labels)
+    return {"dicom_slice_thickness_mm": thickness_mm, "dicom_slice_thickness_source": source}
 
 
 def _without_resampling_fill(ct: Optional[CTVolume], in_hu: bool, what: str, warnings: List[str]
@@ -836,7 +839,7 @@ def _water_density_warnings(base_report: Dict[str, Any], follow_report: Dict[str
 def _thickness_text(recist: Dict[str, Any]) -> str:
     """'7 mm slices (DICOM SliceThickness), measurable from 14 mm' of a lesion report's ``recist``."""
     source = recist.get("slice_thickness_source") or SLICE_THICKNESS_FROM_SPACING
-    said = {SLICE_THICKNESS_FROM_DICOM: "DICOM SliceThickness", SLICE_THICKNESS_GIVEN: "given"}.get(source, source)
+    said = SLICE_THICKNESS_SOURCE_WORDS.get(source, source)
     return f"{recist['slice_thickness_mm']:g} mm slices ({said}), measurable from {recist['measurable_minimum_mm']:g} mm"
 
 
@@ -1093,10 +1096,10 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     baseline_ct = _without_resampling_fill(baseline_ct, base_in_hu, "baseline", fill_warnings)
     followup_ct = _without_resampling_fill(followup_ct, follow_in_hu, "follow-up", fill_warnings)
     base_report = lesion_report(baseline.array, baseline.geometry, baseline_ct.array if baseline_ct else None,
-                                in_hu=base_in_hu, dicom_slice_thickness_mm=_dicom_slice_thickness(baseline_ct),
+                                in_hu=base_in_hu, **_dicom_slice_thickness(baseline_ct, baseline),
                                 given_slice_thickness_mm=base_given_mm)
     follow_report = lesion_report(followup.array, followup.geometry, followup_ct.array if followup_ct else None,
-                                  in_hu=follow_in_hu, dicom_slice_thickness_mm=_dicom_slice_thickness(followup_ct),
+                                  in_hu=follow_in_hu, **_dicom_slice_thickness(followup_ct, followup),
                                   given_slice_thickness_mm=follow_given_mm)
     # a thickness given for slices that are not axial or thinner than their spacing: the spacing's minimum, said so
     thickness_unused = [w for w in (

@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional
 from .. import __version__
 from ..errors import InputError
 from ..io.formats import READ_SUFFIXES
-from ..metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, SLICE_THICKNESS_FROM_DICOM, SLICE_THICKNESS_GIVEN,
-                              check_given_slice_thickness, given_slice_thickness_warning)
+from ..metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, SLICE_THICKNESS_SOURCE_WORDS,
+                              check_given_slice_thickness, dicom_slice_thickness_of, given_slice_thickness_warning)
 
 MEAN_HU_NOT_HU = ("measured anyway: the lesions' mean_hu and median_hu in this report are this file's values, not "
                   "Hounsfield units, and water density is not judged (water_density null: the RECIST targets are "
@@ -43,7 +43,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--slice-thickness-mm", type=float, default=None, metavar="MM",
                    help="the reconstruction thickness of the slices in mm, for RECIST's measurable minimum (twice it "
                         "above 5 mm); wins over the DICOM SliceThickness of --ct (report: slice_thickness_source "
-                        "'given'); default: that DICOM value, else the slice spacing")
+                        "'given'); default: that DICOM value, else that of a DICOM SEG label map, else the slice "
+                        "spacing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
                    help="accepted as by the other commands (--no-progress-bar is the same); this one prints no progress")
@@ -69,8 +70,7 @@ def _minimum_reason(recist: Dict[str, Any]) -> str:
     if thickness is None or recist["measurable_minimum_mm"] <= RECIST_MIN_LONG_AXIS_MM:
         return ""
     source = recist.get("slice_thickness_source")
-    said = {SLICE_THICKNESS_FROM_DICOM: "DICOM SliceThickness", SLICE_THICKNESS_GIVEN: "given"}.get(
-        source, source or "slice spacing")
+    said = SLICE_THICKNESS_SOURCE_WORDS.get(source, source or "slice spacing")
     return f", twice the {thickness:g} mm slice thickness ({said})"
 
 
@@ -170,13 +170,15 @@ def run(args: argparse.Namespace) -> int:
         # segment's uint8 map (255 x p) stays uint8, and each lesion's mean is taken of it as segment takes it
         probability = read_probability_map(args.probabilities, labels, f"Probability map '{args.probabilities}' "
                                                                        f"is not on the label map's grid")
+    # the CT's DICOM SliceThickness, else a DICOM SEG's own (its Pixel Measures): measure seg.dcm took the spacing
+    dicom_thickness_mm, dicom_thickness_source = dicom_slice_thickness_of(ct, labels)
     report = lesion_report(labels.array, labels.geometry, ct.array if ct is not None else None,
                            extra={"labels": str(args.labels), "ct": str(args.ct) if args.ct else None,
                                   "probabilities": str(args.probabilities) if args.probabilities else None,
                                   "library_version": str(__version__), "warnings": warnings},
                            tumor_probability_zyx=probability, in_hu=in_hu,
-                           dicom_slice_thickness_mm=ct.meta.get("dicom_slice_thickness_mm") if ct is not None else None,
-                           given_slice_thickness_mm=given_thickness_mm)
+                           dicom_slice_thickness_mm=dicom_thickness_mm, given_slice_thickness_mm=given_thickness_mm,
+                           dicom_slice_thickness_source=dicom_thickness_source)
     from ..inference.plausibility import fat_density_lesion_warnings
     from ..inference.water_density import water_density_lesion_warnings
 

@@ -283,7 +283,8 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
                   tumor_probability_zyx: Optional[np.ndarray] = None,
                   network_labels_zyx: Optional[np.ndarray] = None, in_hu: bool = True,
                   dicom_slice_thickness_mm: Optional[float] = None,
-                  given_slice_thickness_mm: Optional[float] = None) -> Dict[str, Any]:
+                  given_slice_thickness_mm: Optional[float] = None,
+                  dicom_slice_thickness_source: str = "dicom") -> Dict[str, Any]:
     """Report dict: ``liver_volume_ml``, ``tumor_volume_ml``, ``tumor_burden_percent``, ``lesion_count``,
     ``lesions`` (list of dicts, see module doc), ``recist``, ``voxel_volume_ml``, ``grid``
     (:func:`grid_record`); ``extra`` is merged in. Volumes in mL, lengths and positions in mm (LPS and RAS).
@@ -300,7 +301,9 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     (``CTVolume.meta["dicom_slice_thickness_mm"]``), or None: RECIST's measurable minimum is twice it above 5 mm
     (:func:`~LiverTumorSegLib.metrics.recist.recist_slice_thickness`). ``given_slice_thickness_mm``: a thickness
     (mm) the user gave for the same slices (``--slice-thickness-mm``; the Slicer panel's DICOM SliceThickness), which
-    wins over the DICOM one (``slice_thickness_source`` "given")."""
+    wins over the DICOM one (``slice_thickness_source`` "given"). ``dicom_slice_thickness_source``: the source a
+    used ``dicom_slice_thickness_mm`` is named by ("dicom_seg" for a DICOM SEG label map's own,
+    :func:`~LiverTumorSegLib.metrics.recist.dicom_slice_thickness_of`)."""
     from scipy import ndimage
 
     geometry = checked_geometry(geometry, "lesion_report")  # a spacing tuple failed deep inside, on .direction_matrix
@@ -360,7 +363,8 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
         if mean_probability is not None:
             lesion["mean_tumor_probability"] = float(mean_probability[index])
         lesions.append(lesion)
-    thickness, thickness_source = recist_slice_thickness(geometry, dicom_slice_thickness_mm, given_slice_thickness_mm)
+    thickness, thickness_source = recist_slice_thickness(geometry, dicom_slice_thickness_mm, given_slice_thickness_mm,
+                                                         dicom_slice_thickness_source)
     minimum = measurable_minimum_mm(thickness)
     targets = select_target_lesions(lesions, minimum)
     by_long_axis_alone = select_target_lesions([dict(d, water_density=False) for d in lesions], minimum)

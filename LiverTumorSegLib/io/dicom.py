@@ -2200,6 +2200,22 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> Optional[
     return _frames_slice_thickness(frames, shared, count)
 
 
+def functional_groups_slice_thickness_mm(dataset: Any) -> Optional[float]:
+    """The largest positive SliceThickness (0018,0050, mm) in the Pixel Measures functional groups of a multi-frame
+    pydicom ``dataset`` (an enhanced CT, a DICOM SEG: per frame, else shared; :func:`_frames_slice_thickness`),
+    where such files keep it instead of at the top level; None where it has no functional groups or none gives
+    one."""
+    frames = getattr(dataset, "PerFrameFunctionalGroupsSequence", None)
+    shared = getattr(dataset, "SharedFunctionalGroupsSequence", None)
+    if not frames and not shared:
+        return None
+    try:
+        count = int(dataset.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        count = len(frames) if frames else 1
+    return _frames_slice_thickness(frames, shared[0] if shared else None, max(count, 1))
+
+
 def _frames_slice_thickness(frames, shared, count: int) -> Optional[float]:
     """The largest positive SliceThickness (0018,0050, mm) in the Pixel Measures functional groups of the ``count``
     frames of a multi-frame file (per frame, else shared); None where none gives one."""

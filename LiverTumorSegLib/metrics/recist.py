@@ -380,11 +380,34 @@ def slice_thickness_mm(geometry: ImageGeometry) -> float:
 
 
 SLICE_THICKNESS_FROM_DICOM = "dicom"
+SLICE_THICKNESS_FROM_DICOM_SEG = "dicom_seg"
 SLICE_THICKNESS_FROM_SPACING = "slice spacing"
 SLICE_THICKNESS_GIVEN = "given"
 """Where :func:`recist_slice_thickness` took the slice thickness from (the report's ``slice_thickness_source``):
-the DICOM SliceThickness, the spacing between slices, or the value the user gave (``--slice-thickness-mm``; the
-Slicer panel gives the SliceThickness of the DICOM series a volume was loaded from)."""
+the DICOM SliceThickness of the CT, that of a DICOM SEG label map (its Pixel Measures functional groups, when no
+DICOM CT gives one: ``measure seg.dcm`` without ``--ct``), the spacing between slices, or the value the user gave
+(``--slice-thickness-mm``; the Slicer panel gives the SliceThickness of the DICOM series a volume was loaded from)."""
+SLICE_THICKNESS_SOURCE_WORDS = {SLICE_THICKNESS_FROM_DICOM: "DICOM SliceThickness",
+                                SLICE_THICKNESS_FROM_DICOM_SEG: "DICOM SEG SliceThickness",
+                                SLICE_THICKNESS_GIVEN: "given"}
+"""How a summary line names a ``slice_thickness_source`` (others are named as they are, e.g. 'slice spacing')."""
+SEG_SLICE_THICKNESS_META = "seg_slice_thickness_mm"
+"""The key under which :func:`~LiverTumorSegLib.dicom_seg.read_dicom_seg` keeps a DICOM SEG's own SliceThickness
+(mm) in the label map's ``meta``."""
+
+
+def dicom_slice_thickness_of(ct: Optional[Any], labels: Optional[Any] = None) -> Tuple[Optional[float], str]:
+    """``(thickness mm or None, source)`` for :func:`recist_slice_thickness`'s DICOM value of one scan: the CT's
+    SliceThickness where the CT was read from DICOM (``ct.meta["dicom_slice_thickness_mm"]``, source
+    :data:`SLICE_THICKNESS_FROM_DICOM`), else the label map's own where it is a DICOM SEG that gives one
+    (``labels.meta[SEG_SLICE_THICKNESS_META]``, source :data:`SLICE_THICKNESS_FROM_DICOM_SEG`: a SEG records the
+    thickness of the CT slices it was made on in its Pixel Measures); ``(None, "dicom")`` when neither does."""
+    for volume, key, source in ((ct, "dicom_slice_thickness_mm", SLICE_THICKNESS_FROM_DICOM),
+                                (labels, SEG_SLICE_THICKNESS_META, SLICE_THICKNESS_FROM_DICOM_SEG)):
+        value = (getattr(volume, "meta", None) or {}).get(key) if volume is not None else None
+        if value is not None:
+            return float(value), source
+    return None, SLICE_THICKNESS_FROM_DICOM
 SLICE_THICKNESS_MAX_MM = 50.0
 """A given slice thickness must be below this (mm): no CT reconstruction is 5 cm thick; a value in cm or a slice
 count typed by mistake is refused instead of lifting every lesion under 10 cm out of the measurable ones."""
@@ -407,7 +430,8 @@ def check_given_slice_thickness(value_mm: Optional[float], option: str = "--slic
 
 
 def recist_slice_thickness(geometry: ImageGeometry, dicom_slice_thickness_mm: Optional[float] = None,
-                           given_slice_thickness_mm: Optional[float] = None) -> Tuple[float, str]:
+                           given_slice_thickness_mm: Optional[float] = None,
+                           dicom_source: str = SLICE_THICKNESS_FROM_DICOM) -> Tuple[float, str]:
     """``(thickness mm, source)`` of the axial slices for RECIST 1.1's measurable minimum
     (:func:`measurable_minimum_mm`), which speaks of the slice *thickness*, not the spacing between slices.
 
@@ -417,7 +441,9 @@ def recist_slice_thickness(geometry: ImageGeometry, dicom_slice_thickness_mm: Op
     reconstructions (7 mm slices every 5 mm) are thicker than their spacing, and their minimum is 14 mm, not 10 mm.
     ``given_slice_thickness_mm``: a thickness the user gave for the same axis (``--slice-thickness-mm``, or the
     Slicer panel's DICOM SliceThickness); it wins over ``dicom_slice_thickness_mm`` (source
-    :data:`SLICE_THICKNESS_GIVEN`) under the same rules.
+    :data:`SLICE_THICKNESS_GIVEN`) under the same rules. ``dicom_source``: the source named for a used
+    ``dicom_slice_thickness_mm`` (:data:`SLICE_THICKNESS_FROM_DICOM_SEG` for a DICOM SEG's own,
+    :func:`dicom_slice_thickness_of`).
     Otherwise (no value: NIfTI, NRRD, a label map alone; or sagittal/coronal slices, whose thickness is not
     the axial slices') the spacing along the axial axis (:func:`slice_thickness_mm`, source
     :data:`SLICE_THICKNESS_FROM_SPACING`). A gapped series, slices thinner than the spacing between them (1 mm
@@ -426,7 +452,7 @@ def recist_slice_thickness(geometry: ImageGeometry, dicom_slice_thickness_mm: Op
     minimum is never below what the spacing gives. Rounded to :data:`SLICE_THICKNESS_DECIMALS` places."""
     spacing_mm = slice_thickness_mm(geometry)
     stated_mm, source = ((given_slice_thickness_mm, SLICE_THICKNESS_GIVEN) if given_slice_thickness_mm is not None
-                         else (dicom_slice_thickness_mm, SLICE_THICKNESS_FROM_DICOM))
+                         else (dicom_slice_thickness_mm, dicom_source))
     if stated_mm is not None and np.isfinite(float(stated_mm)) and float(stated_mm) > 0 \
             and axial_axis_zyx(geometry) == 0:
         rounded_mm = round(float(stated_mm), SLICE_THICKNESS_DECIMALS)

@@ -365,3 +365,77 @@ def test_compare_followup_takes_a_given_thickness_over_the_dicom_one():
     with pytest.raises(InputError, match="^baseline_slice_thickness_mm must be the slice"):
         compare_followup(CTVolume(labels, ct.geometry), CTVolume(labels, ct.geometry), alignment="none",
                          baseline_slice_thickness_mm=-1.0)
+
+
+def _seg_of_overlapping_slices(tmp_path, slice_thickness_mm=7.0):
+    """The 12 mm lesion's CT written as DICOM slices ``slice_thickness_mm`` thick every 5 mm, and a DICOM SEG of its
+    label map written by the project's own writer (which copies SliceThickness into the SEG's Pixel Measures)."""
+    pytest.importorskip("highdicom")
+    from LiverTumorSegLib.dicom_seg import dicom_series_files, write_dicom_seg
+
+    ct, labels = ct_and_labels_with_a_12_mm_lesion()
+    write_ct_series(tmp_path / "dicom", ct, slice_thickness_mm=slice_thickness_mm)
+    seg = write_dicom_seg(tmp_path / "seg.dcm", labels, ct.geometry, dicom_series_files(tmp_path / "dicom"))
+    return ct, labels, seg
+
+
+def test_measure_of_a_dicom_seg_without_ct_takes_the_segs_own_slice_thickness(tmp_path, capsys):
+    """``measure seg.dcm`` without --ct took the 5 mm spacing (minimum 10 mm, the 12 mm lesion a target) although the
+    SEG's Pixel Measures say the slices are 7 mm thick: RECIST asks 14 mm. Now the SEG's own value is used (source
+    'dicom_seg', named in the summary); a DICOM CT's value still comes first (source 'dicom'), a NIfTI CT has none."""
+    import pydicom
+
+    ct, _, seg = _seg_of_overlapping_slices(tmp_path)
+    measures = pydicom.dcmread(str(seg)).SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert float(measures.SliceThickness) == pytest.approx(7.0) and float(measures.SpacingBetweenSlices) == 5.0
+    out = tmp_path / "alone.json"
+    assert main(["measure", str(seg), "-o", str(out)]) == 0
+    recist = json.loads(out.read_text())["recist"]
+    assert recist["slice_thickness_mm"] == pytest.approx(7.0)
+    assert recist["slice_thickness_source"] == "dicom_seg"
+    assert recist["measurable_minimum_mm"] == pytest.approx(14.0)
+    assert recist["target_lesion_ids"] == []
+    assert "twice the 7 mm slice thickness (DICOM SEG SliceThickness)" in capsys.readouterr().out
+
+    nifti = tmp_path / "ct.nii.gz"
+    write_volume(nifti, ct)
+    with_nifti_ct = _measure(tmp_path, nifti, seg)["recist"]
+    assert (with_nifti_ct["slice_thickness_source"], with_nifti_ct["measurable_minimum_mm"]) == ("dicom_seg", 14.0)
+    with_dicom_ct = _measure(tmp_path, tmp_path / "dicom", seg)["recist"]
+    assert (with_dicom_ct["slice_thickness_source"], with_dicom_ct["measurable_minimum_mm"]) == ("dicom", 14.0)
+    out = tmp_path / "given.json"
+    assert main(["measure", str(seg), "-o", str(out), "--slice-thickness-mm", "5"]) == 0
+    assert json.loads(out.read_text())["recist"]["slice_thickness_source"] == "given"
+
+
+def test_a_dicom_seg_that_states_no_slice_thickness_keeps_the_spacing(tmp_path):
+    """A SEG without SliceThickness (written before 27 Nov 2026 from a series without one) is read with its
+    SpacingBetweenSlices filled in; that stand-in is no thickness: the report says 'slice spacing'."""
+    import pydicom
+
+    from LiverTumorSegLib.io import read_label_map
+
+    _, _, seg = _seg_of_overlapping_slices(tmp_path)
+    dataset = pydicom.dcmread(str(seg))
+    del dataset.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SliceThickness
+    bare = tmp_path / "bare.dcm"
+    dataset.save_as(str(bare))
+    assert "seg_slice_thickness_mm" not in read_label_map(bare).meta
+    assert read_label_map(seg).meta["seg_slice_thickness_mm"] == pytest.approx(7.0)
+    out = tmp_path / "bare.json"
+    assert main(["measure", str(bare), "-o", str(out)]) == 0
+    recist = json.loads(out.read_text())["recist"]
+    assert (recist["slice_thickness_source"], recist["measurable_minimum_mm"]) == ("slice spacing", 10.0)
+
+
+def test_followup_of_two_dicom_segs_takes_each_segs_slice_thickness(tmp_path):
+    """followup on DICOM SEG label maps without CTs judged both time points by the 5 mm spacing; the SEGs say 7 mm."""
+    _, _, seg = _seg_of_overlapping_slices(tmp_path)
+    out = tmp_path / "change.json"
+    assert main(["followup", "--baseline", str(seg), "--followup", str(seg), "--alignment", "none", "--no-picture",
+                 "-o", str(out)]) == 0
+    change = json.loads(out.read_text())
+    for when in ("baseline", "followup"):
+        assert change[when]["recist"]["slice_thickness_source"] == "dicom_seg"
+        assert change[when]["recist"]["measurable_minimum_mm"] == pytest.approx(14.0)
+    assert change["baseline"]["recist"]["target_lesion_ids"] == []

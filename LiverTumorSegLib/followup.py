@@ -43,7 +43,7 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    nor prevent CR; the response reason names them). A target still present counts its measured long axis, also under 5 mm (RECIST 1.1 4.3.2:
    "actual measurements ... even when very small"; a segmentation always gives one); when counting such a
    target as 5 mm (the default for a lesion a reader judges "too small to measure") would give another
-   category, the reason says so. A target not assessed (outside the follow-up scan) makes the response NE
+   category, the reason says so (per lesion: each fragment of a split target, summed; :func:`_recist_followup_mm`). A target not assessed (outside the follow-up scan) makes the response NE
    unless a new lesion or the measured targets show PD, and leaves the follow-up sum unknown (None); a non-target
    lesion not assessed turns CR into PR (RECIST 1.1 Table 1: target CR, non-target not evaluated), and, without
    targets, makes the response NE (Table 2). A follow-up lesion cut by the follow-up scan's edge is a lower bound
@@ -667,15 +667,28 @@ def _status(base_ids: List[int], follow_ids: List[int], base_long: float, follow
     return "stable"
 
 
-def _recist_followup_mm(entry: Dict[str, Any], too_small_default: bool = False) -> float:
+def _recist_followup_mm(entry: Dict[str, Any], too_small_default: bool = False,
+                        follow_long_axes: Optional[Dict[int, float]] = None) -> float:
     """A target group's follow-up diameter for the sum: 0 when it disappeared, else the measured long axes of its
     follow-up lesions that belong to its target(s) (``recist_followup_ids``; RECIST 1.1 records actual
-    measurements, even when very small); ``too_small_default``: at least 5 mm while present, the value RECIST
-    assigns a target a reader judges too small to measure."""
-    if not entry["recist_followup_ids"]:
+    measurements, even when very small). ``too_small_default``: each of those lesions at least 5 mm, the value
+    RECIST assigns a target a reader judges too small to measure, *per lesion*: RECIST 1.1 (Eisenhauer et al.
+    2009, Appendix II, "Lesions that split or coalesce on treatment") has the longest diameters of a fragmented
+    lesion's portions "added together to calculate the target lesion sum", and ("Target lesions that become 'too
+    small to measure'") "if the lesion is believed to be present and is faintly seen but too small to measure, a
+    default value of 5 mm should be assigned" (0 mm when it has likely disappeared). So two 3 mm fragments count
+    5 + 5 = 10 mm, not 5 mm for the group as a whole (as this gave before); the lesion a merge coalesced into is one
+    lesion, at least 5 mm. ``follow_long_axes``: the follow-up lesions' long axes (mm) by id, needed for the
+    default of a group of several; without it the group's sum is taken as one lesion."""
+    ids = entry["recist_followup_ids"]
+    if not ids:
         return 0.0
     measured = float(entry["recist_followup_mm"])
-    return max(measured, RECIST_TOO_SMALL_MM) if too_small_default else measured
+    if not too_small_default:
+        return measured
+    if follow_long_axes is None or len(ids) == 1:
+        return max(measured, RECIST_TOO_SMALL_MM)
+    return float(sum(max(float(follow_long_axes[j]), RECIST_TOO_SMALL_MM) for j in ids))
 
 
 def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_by_id: Dict[int, Dict[str, Any]],
@@ -715,8 +728,10 @@ def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_b
     }
     if status == "new":
         entry["unequivocal"] = at_least(follow_long, min_new_lesion_mm)  # exactly it counts
-    if counted and not at_least(entry["recist_followup_mm"], RECIST_TOO_SMALL_MM):
-        entry["recist_under_5_mm"] = True  # counted as measured; see the response reason for the 5 mm default
+    if any(not at_least(follow_by_id[j]["long_axis_mm"], RECIST_TOO_SMALL_MM) for j in counted):
+        # counted as measured; see the response reason for the 5 mm default (a split target: a fragment under 5 mm,
+        # each fragment getting the default on its own, RECIST 1.1 summing the fragments: _recist_followup_mm)
+        entry["recist_under_5_mm"] = True
     return entry
 
 
@@ -1179,18 +1194,22 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                 e["reappeared_after_complete_response"] = True
 
     def response_for(too_small_default: bool) -> Tuple[str, str, Optional[float]]:
-        total = float(sum(_recist_followup_mm(e, too_small_default) for e in entries if e["recist_target"])) \
-            if targets else None
+        total = float(sum(_recist_followup_mm(e, too_small_default, follow_long_axes)
+                          for e in entries if e["recist_target"])) if targets else None
         return recist_response(base_sum, total, new_lesion, followup_count, base_report["lesion_count"],
                                nadir_sum_mm, nadir_cr) + (total,)
 
+    follow_long_axes = {j: float(d["long_axis_mm"]) for j, d in follow_by_id.items()}
     response, reason, follow_sum = response_for(False)
     small = [e["number"] for e in entries if e.get("recist_under_5_mm")]
     if small:
         default_response = response_for(True)[0]
         if default_response != response:
+            split = [e["number"] for e in entries if e.get("recist_under_5_mm") and len(e["recist_followup_ids"]) > 1]
+            each = (f" (the fragments of split lesion(s) {', '.join(map(str, split))} each, their diameters summed)"
+                    if split else "")
             reason += (f"; target lesion(s) {', '.join(map(str, small))} measure under 5 mm: counted as measured "
-                       f"(RECIST 1.1 4.3.2); a reader who judges them too small to measure counts 5 mm, which "
+                       f"(RECIST 1.1 4.3.2); a reader who judges them too small to measure counts 5 mm{each}, which "
                        f"gives {default_response}")
     from .inference.lesion_report import listed_lesions_text
 

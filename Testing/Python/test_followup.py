@@ -1699,3 +1699,24 @@ def test_a_nadir_given_as_a_numpy_number_is_taken():
     for value in (True, np.bool_(True), np.float32(-1.0), float("nan"), "20"):
         with pytest.raises(InputError, match="must be a sum of diameters in mm"):
             check_nadir_sum_mm(value)
+
+
+def test_a_split_target_whose_fragments_are_each_under_5_mm_gets_5_mm_per_fragment_in_the_default():
+    """RECIST 1.1 sums the longest diameters of a split lesion's fragments, and gives a lesion present but too small
+    to measure 5 mm: two 3.8 mm fragments of one target count 5 + 5 = 10 mm under that default. The default gave the
+    group 5 mm as a whole (max(7.7, 5) = 7.7 mm), so after a 5 mm nadir the reason kept quiet that a reader who
+    cannot measure the fragments reaches +5 mm, PD; it now says so, naming the split lesion's fragments."""
+    g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    base = np.ones((6, 40, 40), np.uint8)
+    base[2:4, 5:25, 5:10] = 2                    # one target, about 20 mm long
+    follow = np.ones_like(base)
+    follow[3, 6:9, 6:9] = 2                      # two fragments inside it, 3 x 3 voxels: 3.8 mm each
+    follow[3, 20:23, 6:9] = 2
+    change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none", nadir_sum_mm=5.0)
+    group = next(e for e in change["lesions"] if 1 in e["baseline_ids"])
+    assert group["status"] == "split" and len(group["recist_followup_ids"]) == 2
+    assert group["recist_followup_mm"] == pytest.approx(2 * (2 * np.sqrt(2) + 1), abs=1e-6)  # 7.66 mm: +2.7 mm
+    assert group["recist_under_5_mm"] is True
+    assert change["response"] == "PR", change["response_reason"]      # measured: -62 % from the baseline
+    assert ("a reader who judges them too small to measure counts 5 mm (the fragments of split lesion(s) "
+            f"{group['number']} each, their diameters summed), which gives PD") in change["response_reason"]

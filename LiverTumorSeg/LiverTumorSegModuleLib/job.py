@@ -350,9 +350,11 @@ def dicom_slice_thickness_mm(volume_node: Any) -> Optional[float]:
     from ``slicer.dicomDatabase`` by the node's :data:`DICOM_INSTANCE_UIDS_ATTRIBUTE` (at most
     :data:`DICOM_SLICE_THICKNESS_LOOKUPS` instances asked, evenly spread over the series, the largest positive value
     kept, as the command line's DICOM reader keeps the largest of all), for RECIST's measurable minimum (twice
-    it above 5 mm: 7 mm slices every 5 mm ask 14 mm, not the spacing's 10 mm). None when unknown: a volume not loaded
-    from DICOM, no DICOM database, no instance giving a positive finite number (an enhanced multi-frame file keeps it
-    in its functional groups, which the database's top-level lookup does not read), or any error asking it. The child
+    it above 5 mm: 7 mm slices every 5 mm ask 14 mm, not the spacing's 10 mm). Where no instance gives one at the
+    top level, an enhanced multi-frame file keeps it in its Pixel Measures functional groups, which the database's
+    lookup does not read: then the first instance's file (``fileForInstance``) is read, its header only, for them
+    (:func:`functional_groups_slice_thickness_mm`; one file at most, on the main thread). None when unknown: a
+    volume not loaded from DICOM, no DICOM database, no positive finite value, or any error asking it. The child
     reads the temporary NIfTI written from the node, which records no thickness: the job hands it over as
     ``--slice-thickness-mm`` (:func:`slice_thickness_for_child`)."""
     uids = str(volume_node.GetAttribute(DICOM_INSTANCE_UIDS_ATTRIBUTE) or "").split()
@@ -374,7 +376,32 @@ def dicom_slice_thickness_mm(volume_node: Any) -> Optional[float]:
                 values.append(value)
     except Exception:  # a database closed or a stand-in without instanceValue: the slice spacing is taken instead
         return None
-    return max(values) if values else None
+    if values:
+        return max(values)
+    # an enhanced CT: the panel took the spacing (7 mm frames every 5 mm measurable from 10 mm, the CLI's 14 mm)
+    return functional_groups_slice_thickness_mm(database, uids[0])
+
+
+def functional_groups_slice_thickness_mm(database: Any, uid: str) -> Optional[float]:
+    """The SliceThickness (mm) in the Pixel Measures functional groups of the DICOM file of instance ``uid`` (an
+    enhanced multi-frame CT keeps it there, none at the top level), the largest positive one, as the command line
+    reads it (:func:`LiverTumorSegLib.io.dicom.functional_groups_slice_thickness_mm`): the file ``database`` (the
+    DICOM database) names for it (``fileForInstance``) is read once, without its pixels. None for a file without
+    functional groups or a value there, no file, or any error reading it."""
+    try:
+        path = str(database.fileForInstance(uid) or "")
+        if not path or not os.path.isfile(path):
+            return None
+        import pydicom
+
+        from LiverTumorSegLib.io.dicom import functional_groups_slice_thickness_mm as from_dataset
+
+        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                  specific_tags=["NumberOfFrames", "SharedFunctionalGroupsSequence",
+                                                 "PerFrameFunctionalGroupsSequence"])
+        return from_dataset(dataset)
+    except Exception:  # a stand-in without fileForInstance, no pydicom, a damaged file: the spacing is taken
+        return None
 
 
 def slice_thickness_for_child(volume_node: Any, geometry: Any) -> Optional[float]:

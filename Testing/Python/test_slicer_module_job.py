@@ -697,6 +697,54 @@ def test_dicom_slice_thickness_is_read_from_the_database_for_every_instance(fake
     assert job.dicom_slice_thickness_mm(node) is None
 
 
+class _StubDicomDatabaseWithFiles(_StubDicomDatabase):
+    """A stand-in database that also names each instance's file (``fileForInstance``), as ctkDICOMDatabase does."""
+
+    def __init__(self, values, files):
+        super().__init__(values)
+        self.files, self.files_asked = files, []
+
+    def fileForInstance(self, uid):
+        self.files_asked.append(uid)
+        return self.files.get(uid, "")
+
+
+def test_dicom_slice_thickness_of_an_enhanced_ct_is_read_from_its_functional_groups(fake, monkeypatch, tmp_path):
+    """An enhanced multi-frame CT keeps SliceThickness in its Pixel Measures functional groups, not at the top level
+    the database's instanceValue reads: the panel took the 5 mm spacing for 7 mm frames (measurable from 10 mm,
+    where ``livertumorseg segment`` on the file says 14 mm). Now the instance's file is read for them, one file
+    header at most; a classic series with a top-level value reads no file; a file without functional groups, a
+    missing file or a database without fileForInstance leave it unknown (the spacing is taken)."""
+    import pydicom
+    import slicer
+    from dicom_helpers import write_ct_series, write_enhanced_ct
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    ct = CTVolume(np.zeros((4, 8, 8), np.int16), ImageGeometry(spacing=(1.0, 1.0, 5.0)), source="phantom")
+    enhanced = write_enhanced_ct(tmp_path / "enhanced.dcm", ct, slice_thickness_mm=7.0)
+    reads = []
+    real_dcmread = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: reads.append(a[0]) or real_dcmread(*a, **k))
+    fake.node.SetAttribute(job.DICOM_INSTANCE_UIDS_ATTRIBUTE, "3.1")
+    database = _StubDicomDatabaseWithFiles({}, {"3.1": str(enhanced)})
+    monkeypatch.setattr(slicer, "dicomDatabase", database, raising=False)
+    assert job.dicom_slice_thickness_mm(fake.node) == 7.0
+    assert database.files_asked == ["3.1"] and reads == [str(enhanced)]
+    assert job.slice_thickness_for_child(fake.node, fake.geometry) == 7.0  # handed to the child
+
+    classic = write_ct_series(tmp_path / "classic", ct, slice_thickness_mm=7.0)
+    reads.clear()
+    monkeypatch.setattr(slicer, "dicomDatabase", _StubDicomDatabaseWithFiles({}, {"3.1": str(classic[0])}))
+    assert job.dicom_slice_thickness_mm(fake.node) is None and len(reads) == 1  # no functional groups: unknown
+    database = _StubDicomDatabaseWithFiles({("3.1", "0018,0050"): "7"}, {"3.1": str(enhanced)})
+    monkeypatch.setattr(slicer, "dicomDatabase", database)
+    reads.clear()
+    assert job.dicom_slice_thickness_mm(fake.node) == 7.0 and database.files_asked == [] and reads == []
+    for stand_in in (_StubDicomDatabaseWithFiles({}, {"3.1": str(tmp_path / "gone.dcm")}), _StubDicomDatabase({})):
+        monkeypatch.setattr(slicer, "dicomDatabase", stand_in)
+        assert job.dicom_slice_thickness_mm(fake.node) is None
+
+
 def test_segment_run_hands_the_dicom_slice_thickness_to_the_child(fake, monkeypatch):
     """The child reads a NIfTI copy (no thickness): a volume loaded from DICOM 7 mm slices every 2.5 mm was judged
     by the spacing. The job gives the child --slice-thickness-mm 7.0; a thickness the command line would not take

@@ -25,7 +25,7 @@ Definitions
   ``water_density_passed_over_ids`` (the lesions that the long axis alone would have chosen, passed over as of water
   density). The slice thickness is the one the user gave (``--slice-thickness-mm``, the Slicer panel's DICOM
   SliceThickness: source ``"given"``), else the DICOM SliceThickness where the CT was read from DICOM (``"dicom"``),
-  else the spacing between slices (``"slice spacing"``: NIfTI and NRRD record no thickness), see
+  else a DICOM SEG label map's own (its Pixel Measures: ``"dicom_seg"``), else the spacing between slices (``"slice spacing"``: NIfTI and NRRD record no thickness), see
   :func:`~LiverTumorSegLib.metrics.recist.recist_slice_thickness`.
 * ``centroid_lps_mm`` / ``centroid_ras_mm``: mean voxel-centre position, patient LPS (DICOM/ITK) and RAS
   (Slicer/NIfTI; x and y negated) in mm.

@@ -36,7 +36,8 @@ Definitions
   pixels, long axes down to -0.48 mm (test_metrics_oracles bounds it by -1..+1.5 of the larger pixel spacing).
 * RECIST 1.1 (Eisenhauer et al., Eur J Cancer 2009): a lesion is *measurable* when its long axis is at least
   10 mm (at least twice the slice thickness when slices are thicker than 5 mm: the DICOM SliceThickness where the
-  CT was read from DICOM, else the spacing between slices, :func:`recist_slice_thickness`); the target lesions of one
+  CT was read from DICOM, else a DICOM SEG label map's own, else the spacing between slices,
+  :func:`recist_slice_thickness`); the target lesions of one
   organ are at most 2 measurable lesions, largest long axis first, not cut by the scan's edge (RECIST asks for
   lesions suited to reproducible repeated measurement); the sum of diameters (SoD) is the sum of
   their long axes. Response vs. baseline: CR = no lesion left; PD = SoD up >= 20 % and >= 5 mm, or a new

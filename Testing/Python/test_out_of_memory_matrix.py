@@ -1,0 +1,256 @@
+"""Out of memory at every stage of every command, as a user sees it: a MemoryError injected into one function at a
+time (the reader, the network, post-processing, the lesion report, each writer) ends the command with exit 2 and ONE
+line on stderr, 'error: Ran out of memory ...', saying what to do; no traceback, no temporary file left in the output
+folder, and with --overwrite the user's existing output is left as it was (same bytes). In a batch the case that ran
+out is marked failed in batch_status.csv and the other cases still finish."""
+import importlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from LiverTumorSegLib import cli  # noqa: E402
+from LiverTumorSegLib.io import write_label_map, write_volume  # noqa: E402
+from LiverTumorSegLib.phantom import PhantomLesion, make_phantom  # noqa: E402
+
+from inference_helpers import tiny_unet_package  # noqa: E402
+
+NUMPY_MEMORY_ERROR = "Unable to allocate 150. MiB for an array with shape (600, 512, 512) and data type float32"
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    torch.set_num_threads(1)
+
+
+def _phantom(i=0):
+    lesion = PhantomLesion(center_zyx=(4.0 + i, 14.0, 12.0), radius_mm=5.0 + i, hu=15.0)
+    return make_phantom((10 + 2 * i, 36, 40), (2.0, 2.0, 4.0), lesions=[lesion], noise_hu=0.0)
+
+
+def _raise_memory_error(*args, **kwargs):
+    raise MemoryError(NUMPY_MEMORY_ERROR)
+
+
+def _inject(monkeypatch, target):
+    """Patch ``module:attribute`` (attribute may be ``Class.method``) to raise MemoryError."""
+    module_name, attribute = target.split(":")
+    owner = importlib.import_module(module_name)
+    *path, name = attribute.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    assert hasattr(owner, name), target
+    monkeypatch.setattr(owner, name, _raise_memory_error)
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _assert_one_line_out_of_memory(code, err):
+    assert code == 2, err
+    assert "Traceback" not in err and "internal error" not in err, err
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, err
+    line = error_lines[0]
+    assert line.startswith("error: Ran out of memory") and "Close other programs to free memory" in line, err
+
+
+SEGMENT_STAGES = [
+    "LiverTumorSegLib.io:read_volume",
+    "LiverTumorSegLib.inference.engine:SliceInferenceEngine._forward_logits",
+    "LiverTumorSegLib.inference.postprocess:postprocess_labels",
+    "LiverTumorSegLib.inference.lesion_report:lesion_report",
+    "LiverTumorSegLib.io:write_label_map",
+    "LiverTumorSegLib.io:write_probability_map",
+    "LiverTumorSegLib.inference.lesion_report:write_report",
+    "LiverTumorSegLib.inference.preview:save_overlay_preview",
+]
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    return tiny_unet_package(tmp_path_factory.mktemp("model"))
+
+
+@pytest.mark.parametrize("stage", SEGMENT_STAGES)
+def test_segment_one_ct_running_out_of_memory_is_one_line_and_keeps_the_users_files(tmp_path, package, monkeypatch,
+                                                                                     capsys, stage):
+    ct = write_volume(tmp_path / "ct.nii.gz", _phantom().ct)
+    out = tmp_path / "out"
+    out.mkdir()
+    previous = {"seg.nii.gz": b"an earlier labels file", "seg.json": b"{\"earlier\": 1}",
+                "seg.png": b"an earlier preview", "prob.nii.gz": b"an earlier probability map"}
+    for name, data in previous.items():
+        (out / name).write_bytes(data)
+    _inject(monkeypatch, stage)
+    code = cli.main(["segment", str(ct), "-o", str(out / "seg.nii.gz"), "--report", str(out / "seg.json"),
+                     "--preview", str(out / "seg.png"), "--probabilities", str(out / "prob.nii.gz"),
+                     "--model", str(package.path), "--device", "cpu", "--precision", "fp32", "--overwrite",
+                     "--no-progress"])
+    _assert_one_line_out_of_memory(code, capsys.readouterr().err)
+    assert _snapshot(out) == previous  # nothing new, nothing hidden, nothing replaced
+
+
+BATCH_STAGES = SEGMENT_STAGES[:-1]  # a batch writes no preview
+
+
+@pytest.mark.parametrize("stage", BATCH_STAGES)
+def test_a_batch_case_running_out_of_memory_fails_alone(tmp_path, package, monkeypatch, capsys, stage):
+    cts = tmp_path / "cts"
+    cts.mkdir()
+    for i in range(3):
+        write_volume(cts / f"ct_{i}.nii.gz", _phantom(i).ct)
+    module_name, attribute = stage.split(":")
+    owner = importlib.import_module(module_name)
+    *path, name = attribute.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    real = getattr(owner, name)
+    calls = []
+
+    def fail_the_second_case(*args, **kwargs):  # ct_1's arrays are 12 slices deep
+        calls.append(1)
+        shapes = [getattr(a, "shape", None) for a in list(args) + list(kwargs.values())]
+        shapes += [getattr(a, "shape_zyx", None) for a in list(args) + list(kwargs.values())]
+        paths = [str(a) for a in list(args) + list(kwargs.values()) if isinstance(a, (str, type(tmp_path)))]
+        if any(p and "ct_1" in p for p in paths) or any(s is not None and len(s) >= 3 and s[0] == 12 for s in shapes
+                                                         if s is not None):
+            raise MemoryError(NUMPY_MEMORY_ERROR)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, fail_the_second_case)
+    if name == "_forward_logits":  # its batches are (n, C, H, W): the case is the one Segmenter.predict runs
+        from LiverTumorSegLib.inference.segmenter import Segmenter
+
+        real_predict, running = Segmenter.predict, []
+
+        def predict(self, volume, *args, **kwargs):
+            running[:] = [volume.shape_zyx[0]]
+            return real_predict(self, volume, *args, **kwargs)
+
+        def forward(*args, **kwargs):
+            if running == [12]:
+                raise MemoryError(NUMPY_MEMORY_ERROR)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(Segmenter, "predict", predict)
+        monkeypatch.setattr(owner, name, forward)
+    out = tmp_path / "out"
+    code = cli.main(["segment", str(cts), "-o", str(out), "--model", str(package.path), "--device", "cpu",
+                     "--precision", "fp32", "--probabilities", str(tmp_path / "prob"), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert "Traceback" not in captured.err and "internal error" not in captured.err + captured.out
+    rows = [line.split(",", 2) for line in (out / "batch_status.csv").read_text().splitlines()[1:]]
+    assert [r[:2] for r in rows] == [["ct_0", "done"], ["ct_1", "failed"], ["ct_2", "done"]], rows
+    assert "Ran out of memory" in rows[1][2], rows
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["ct_0.nii.gz", "ct_2.nii.gz"]
+    leftovers = [p.name for p in out.rglob("*") if p.is_file() and p.name.startswith(".")]
+    assert not leftovers, leftovers
+
+
+def _labels_and_ct(tmp_path, name="labels", i=0):
+    phantom = _phantom(i)
+    ct = write_volume(tmp_path / f"{name}_ct.nii.gz", phantom.ct)
+    labels = write_label_map(tmp_path / f"{name}.nii.gz", phantom.labels, phantom.ct.geometry)
+    return labels, ct
+
+
+MEASURE_STAGES = [
+    "LiverTumorSegLib.io:read_label_map",
+    "LiverTumorSegLib.commands:read_checked_ct",
+    "LiverTumorSegLib.inference.lesion_report:lesion_report",
+    "LiverTumorSegLib.inference.lesion_report:finite_json",
+    "LiverTumorSegLib.inference.lesion_report:write_report",
+]
+
+
+@pytest.mark.parametrize("stage", MEASURE_STAGES)
+def test_measure_running_out_of_memory_is_one_line_and_keeps_the_report(tmp_path, monkeypatch, capsys, stage):
+    labels, ct = _labels_and_ct(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_bytes(b"{\"earlier\": 1}")
+    before = _snapshot(out)
+    _inject(monkeypatch, stage)
+    code = cli.main(["measure", str(labels), "--ct", str(ct), "-o", str(out / "report.json"), "--overwrite",
+                     "--no-progress"])
+    _assert_one_line_out_of_memory(code, capsys.readouterr().err)
+    assert _snapshot(out) == before
+
+
+FOLLOWUP_STAGES = [
+    "LiverTumorSegLib.io:read_label_map",
+    "LiverTumorSegLib.followup:compare_followup",
+    "LiverTumorSegLib.followup:write_change_report",
+    "LiverTumorSegLib.followup:save_change_picture",
+]
+
+
+@pytest.mark.parametrize("stage", FOLLOWUP_STAGES)
+def test_followup_running_out_of_memory_is_one_line_and_keeps_its_outputs(tmp_path, monkeypatch, capsys, stage):
+    base, base_ct = _labels_and_ct(tmp_path, "base", 0)
+    follow, follow_ct = _labels_and_ct(tmp_path, "follow", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "change.json").write_bytes(b"{\"earlier\": 1}")
+    (out / "change.png").write_bytes(b"an earlier picture")
+    before = _snapshot(out)
+    _inject(monkeypatch, stage)
+    code = cli.main(["followup", "--baseline", str(base), "--followup", str(follow), "-o", str(out / "change.json"),
+                     "--picture", str(out / "change.png"), "--overwrite", "--no-progress"])
+    _assert_one_line_out_of_memory(code, capsys.readouterr().err)
+    assert _snapshot(out) == before
+
+
+EVALUATE_STAGES = [
+    "LiverTumorSegLib.io:read_label_map",
+    "LiverTumorSegLib.metrics.lits:evaluate_case",
+    "LiverTumorSegLib.metrics.report:write_case_table",
+    "LiverTumorSegLib.metrics.report:write_json",
+    "LiverTumorSegLib.metrics.report:plot_case_overlay",
+]
+
+
+@pytest.mark.parametrize("stage", EVALUATE_STAGES)
+def test_evaluate_running_out_of_memory_is_one_line_and_keeps_its_outputs(tmp_path, monkeypatch, capsys, stage):
+    for folder in ("pred", "ref", "images"):
+        (tmp_path / folder).mkdir()
+    for i in range(2):
+        phantom = _phantom(i)
+        write_label_map(tmp_path / "pred" / f"case{i}.nii.gz", phantom.labels, phantom.ct.geometry)
+        write_label_map(tmp_path / "ref" / f"case{i}.nii.gz", phantom.labels, phantom.ct.geometry)
+        write_volume(tmp_path / "images" / f"case{i}.nii.gz", phantom.ct)
+    out = tmp_path / "ev"
+    assert cli.main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--images",
+                     str(tmp_path / "images"), "-o", str(out), "--no-surface"]) == 0
+    capsys.readouterr()
+    before = _snapshot(out)
+    _inject(monkeypatch, stage)
+    code = cli.main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--images",
+                     str(tmp_path / "images"), "-o", str(out), "--no-surface", "--overwrite"])
+    _assert_one_line_out_of_memory(code, capsys.readouterr().err)
+    assert _snapshot(out) == before
+
+
+PREPROCESS_STAGES = [
+    "LiverTumorSegLib.commands:read_checked_ct",
+    "LiverTumorSegLib.preprocessing:render_preview",
+]
+
+
+@pytest.mark.parametrize("stage", PREPROCESS_STAGES)
+def test_preprocess_running_out_of_memory_is_one_line_and_keeps_the_picture(tmp_path, monkeypatch, capsys, stage):
+    ct = write_volume(tmp_path / "ct.nii.gz", _phantom().ct)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "p.png").write_bytes(b"an earlier picture")
+    before = _snapshot(out)
+    _inject(monkeypatch, stage)
+    code = cli.main(["preprocess", str(ct), "-o", str(out / "p.png"), "--overwrite", "--no-progress"])
+    _assert_one_line_out_of_memory(code, capsys.readouterr().err)
+    assert _snapshot(out) == before

@@ -1181,12 +1181,18 @@ def _oblique(volume: CTVolume) -> bool:
 
 def _resampling_fill(volume: CTVolume) -> Any:
     """:func:`~.resampling_fill.find_resampling_fill` of ``volume`` (a CT in HU), or None: none found, or the check
-    failed (logged as a warning, with its traceback; the CT is then given as it is)."""
+    failed (logged as a warning, with its traceback; the CT is then given as it is). Running out of memory is not
+    such a failure: it is raised (the command says 'Ran out of memory', exit 2). Taken as one, a CT whose fill
+    search ran out of memory was segmented with its fill given to the network as CT values, a warning its only
+    trace, on a machine already short of the memory the network then needed."""
+    from ..errors import out_of_memory_error
     from .resampling_fill import find_resampling_fill
 
     try:
         return find_resampling_fill(volume.array, volume.geometry)
-    except Exception:  # noqa: BLE001 - the CT is then given as it is
+    except Exception as exc:  # noqa: BLE001 - the CT is then given as it is
+        if out_of_memory_error(exc) is not None:
+            raise
         log.warning("the check for a resampling's fill outside the field of view failed", exc_info=True)
         return None
 

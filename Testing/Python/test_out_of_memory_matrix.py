@@ -254,3 +254,30 @@ def test_preprocess_running_out_of_memory_is_one_line_and_keeps_the_picture(tmp_
     code = cli.main(["preprocess", str(ct), "-o", str(out / "p.png"), "--overwrite", "--no-progress"])
     _assert_one_line_out_of_memory(code, capsys.readouterr().err)
     assert _snapshot(out) == before
+
+
+def test_running_out_of_memory_looking_for_a_resampling_fill_stops_segment_instead_of_skipping_the_fill(
+        tmp_path, package, monkeypatch, capsys):
+    """The fill search (resampling_fill.find_resampling_fill) caught every Exception: a MemoryError there was logged
+    as a warning and the CT was segmented with its fill given to the network as CT values (exit 0). It is an
+    out-of-memory error now, and the user's earlier outputs are kept; any other failure of the search still only
+    warns."""
+    from LiverTumorSegLib.inference import resampling_fill
+
+    ct = write_volume(tmp_path / "ct.nii.gz", _phantom().ct)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "seg.nii.gz").write_bytes(b"an earlier labels file")
+    before = _snapshot(out)
+    args = ["segment", str(ct), "-o", str(out / "seg.nii.gz"), "--model", str(package.path), "--device", "cpu",
+            "--precision", "fp32", "--overwrite", "--no-progress"]
+    monkeypatch.setattr(resampling_fill, "find_resampling_fill", _raise_memory_error)
+    _assert_one_line_out_of_memory(cli.main(args), capsys.readouterr().err)
+    assert _snapshot(out) == before
+
+    def broken(*a, **k):
+        raise ValueError("a bug in the fill search")
+
+    monkeypatch.setattr(resampling_fill, "find_resampling_fill", broken)
+    assert cli.main(args) == 0
+    assert (out / "seg.nii.gz").read_bytes() != b"an earlier labels file"

@@ -917,7 +917,8 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                     # at the network's grid and the model's channels (the model is loaded by now); after the offer,
                     # so that the check does not ask again for the network-grid CT the reader has made already
                     if hasattr(segmenter, "check_network_memory"):  # a child's CT: the enlarged grid it is given
-                        segmenter.check_network_memory(volume)
+                        _check_beside_the_next_read(segmenter, volume, reads.get(index + 1),
+                                                    todo[index + 1] if index + 1 < len(todo) else None)
                     else:
                         _estimate_and_check_memory(volume, segmenter.package, segmenter.options.batch_size)
                     output = segmenter.predict(volume)
@@ -947,6 +948,52 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
             if finishing is not None:
                 concurrent.futures.wait([finishing])
     return [statuses[case.case_id] for case in cases]
+
+
+READ_AHEAD_BYTES_PER_VOXEL = 4
+"""Bytes a voxel of the next CT is counted at while it is being read (float32, the most a read CT or its network-grid
+copy takes a voxel): more than an int16 CT holds, so that the check errs towards waiting for the read."""
+
+
+def next_read_bytes(read: Optional["concurrent.futures.Future"], case: Optional[BatchCase]) -> int:
+    """Bytes the read of the next ``case`` (its future ``read``) may still allocate: 0 when it has finished (its
+    arrays are in memory, and counted so in the available memory) or was never started; else the voxels its header
+    gives (:func:`~LiverTumorSegLib.io.reading.read_header_geometry`) at :data:`READ_AHEAD_BYTES_PER_VOXEL`, or for
+    a DICOM folder (no header read) the size of its files."""
+    if read is None or case is None or read.done():
+        return 0
+    path = Path(case.input_path)
+    try:
+        if path.is_dir():
+            return sum(entry.stat().st_size for entry in os.scandir(path) if entry.is_file())
+        from ..io.reading import read_header_geometry
+
+        _, shape_zyx = read_header_geometry(path)
+        return int(shape_zyx[0]) * int(shape_zyx[1]) * int(shape_zyx[2]) * READ_AHEAD_BYTES_PER_VOXEL
+    except Exception:  # noqa: BLE001 - an unreadable header: that read fails on its own; nothing counted here
+        return 0
+
+
+def _check_beside_the_next_read(segmenter: Any, volume: Any, read: Optional["concurrent.futures.Future"],
+                                case: Optional[BatchCase]) -> None:
+    """``segmenter.check_network_memory(volume)`` counting the next CT's read, which runs on the reader thread
+    while this case's network runs: checked without it, the next CT was allocated after the check had passed and
+    the network ran out of memory that the check had seen free. When the case fits alone but not beside the read,
+    the read is waited for and the case checked again (the next CT then held, in the available memory): a case is
+    never refused for the read ahead, which only loses its overlap with this network."""
+    from ..errors import ResourceError
+
+    pending = next_read_bytes(read, case)
+    if pending <= 0:
+        segmenter.check_network_memory(volume)
+        return
+    try:
+        segmenter.check_network_memory(volume, pending_bytes=pending)
+    except ResourceError:
+        concurrent.futures.wait([read])
+        log.debug("waited for the next CT's read before the network: %.0f MiB would not fit beside it",
+                  pending / 2 ** 20)
+        segmenter.check_network_memory(volume)
 
 
 def _earlier_result_kept_text(case: BatchCase) -> str:

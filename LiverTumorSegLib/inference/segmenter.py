@@ -481,18 +481,20 @@ class Segmenter:
                 return None
         return training_body_diameter_mm(metadata)
 
-    def check_network_memory(self, volume: CTVolume) -> Optional[int]:
+    def check_network_memory(self, volume: CTVolume, pending_bytes: int = 0) -> Optional[int]:
         """:func:`_estimate_and_check_memory` of the CT the network is given (:meth:`network_volume`): a child's CT
         enlarged 1.5x in-plane is resampled to 2.25x the network pixels (the 20-slice CT shrunk to 0.6x: 631 MiB
         where its own grid counts 472 MiB); a refusal then says that the enlargement is counted. An oblique CT is
-        counted on the patient-aligned grid the network runs on (:meth:`_aligned_grid`), and a refusal says so."""
+        counted on the patient-aligned grid the network runs on (:meth:`_aligned_grid`), and a refusal says so.
+        ``pending_bytes``: memory other work will take while the network runs (a batch's read of the next CT, not
+        finished yet), asked for too."""
         from ..errors import ResourceError, option_hint
 
         network_volume, record = self.network_volume(volume)
         grid = self._aligned_grid(network_volume)
         try:
             return _estimate_and_check_memory(network_volume, self.package, self.options.batch_size, grid,
-                                              _prepared_bytes(self.engine, network_volume))
+                                              _prepared_bytes(self.engine, network_volume), pending_bytes)
         except ResourceError as exc:
             if grid is not None:
                 flag = option_hint("--oblique-grid stored", "oblique_grid='stored'")

@@ -281,3 +281,59 @@ def test_running_out_of_memory_looking_for_a_resampling_fill_stops_segment_inste
     monkeypatch.setattr(resampling_fill, "find_resampling_fill", broken)
     assert cli.main(args) == 0
     assert (out / "seg.nii.gz").read_bytes() != b"an earlier labels file"
+
+
+def test_a_batch_cases_memory_check_counts_the_next_ct_being_read_and_waits_for_it(tmp_path, monkeypatch):
+    """The batch starts reading case i+1 before case i's memory check: the check saw the memory the read was about
+    to take as free, and the network could run out of it. The check counts the unfinished read now (its header's
+    voxels at 4 bytes); a case that fits alone but not beside it waits for the read and is checked again (done,
+    not refused)."""
+    import threading
+
+    from LiverTumorSegLib import validation
+    from LiverTumorSegLib.inference import batch as batch_module
+    from LiverTumorSegLib.inference.batch import find_cases, segment_batch
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    from inference_helpers import oracle_package, oracle_predictor
+
+    cts = tmp_path / "cts"
+    cts.mkdir()
+    for i in range(2):
+        write_volume(cts / f"ct_{i}.nii.gz", _phantom(i).ct)
+    next_ct_bytes = 12 * 36 * 40 * 4  # ct_1's voxels, counted as float32
+    release_read, read_done = threading.Event(), threading.Event()
+    real_read = batch_module._read_and_prepare_case
+
+    def read(case, *args):
+        if case.case_id == "ct_1":
+            assert release_read.wait(timeout=30.0)
+            try:
+                return real_read(case, *args)
+            finally:
+                read_done.set()
+        return real_read(case, *args)
+
+    checks = []  # (case's slices, pending bytes, whether ct_1's read had finished)
+    real_check = validation.check_network_memory
+
+    def check(volume, *args, **kwargs):
+        kwargs.pop("available_bytes", None)
+        required = real_check(volume, *args, available_bytes=1 << 50, **kwargs)
+        pending = int(kwargs.get("pending_bytes", 0))
+        alone = required - volume.array.nbytes - int(kwargs.get("held_bytes", 0))
+        if threading.current_thread() is threading.main_thread():  # not the reader's own check of its early copy
+            checks.append((volume.shape_zyx[0], pending, read_done.is_set()))
+            release_read.set()  # ct_1 is read from here on: while ct_0's network would run
+        return real_check(volume, *args, available_bytes=alone + next_ct_bytes // 2, **kwargs)
+
+    monkeypatch.setattr(batch_module, "_read_and_prepare_case", read)
+    monkeypatch.setattr(validation, "check_network_memory", check)
+    segmenter = Segmenter(engine=SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                                      batch_predictor=oracle_predictor))
+    statuses = segment_batch(find_cases(cts, tmp_path / "out"), segmenter)
+    assert [s.status for s in statuses] == ["done", "done"], [s.message for s in statuses]
+    ct_0_checks = [c for c in checks if c[0] == 10]
+    assert ct_0_checks[0] == (10, next_ct_bytes, False)  # counted the read still running: refused beside it
+    assert ct_0_checks[-1] == (10, 0, True)  # so it waited for the read, and was checked again with the CT held

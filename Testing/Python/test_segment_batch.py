@@ -600,9 +600,9 @@ def test_memory_check_uses_the_models_grid_and_a_memory_failure_is_one_line(tmp_
     seen = []
     original = segmenter_module._estimate_and_check_memory
 
-    def check(volume, package=None, batch_size=None, aligned=None, held_bytes=0):  # aligned: an oblique CT's grid
-        seen.append(package)
-        return original(volume, package, batch_size, aligned, held_bytes)
+    def check(volume, package=None, batch_size=None, aligned=None, held_bytes=0, pending_bytes=0):  # aligned: an
+        seen.append(package)  # oblique CT's grid; pending_bytes: the next CT's read, still running
+        return original(volume, package, batch_size, aligned, held_bytes, pending_bytes)
 
     monkeypatch.setattr(segmenter_module, "_estimate_and_check_memory", check)
     segmenter = oracle_segmenter()

@@ -337,3 +337,30 @@ def test_a_batch_cases_memory_check_counts_the_next_ct_being_read_and_waits_for_
     ct_0_checks = [c for c in checks if c[0] == 10]
     assert ct_0_checks[0] == (10, next_ct_bytes, False)  # counted the read still running: refused beside it
     assert ct_0_checks[-1] == (10, 0, True)  # so it waited for the read, and was checked again with the CT held
+
+
+TRAIN_STAGES = [
+    "LiverTumorSegLib.training.trainer:Trainer._build_caches",
+    "LiverTumorSegLib.training.trainer:Trainer._loss_and_gradients",
+    "LiverTumorSegLib.training.trainer:Trainer._validate",
+    "LiverTumorSegLib.package:save_model_package",
+]
+
+
+@pytest.mark.parametrize("stage", TRAIN_STAGES)
+def test_train_running_out_of_memory_is_one_line_and_keeps_the_earlier_package(tmp_path, monkeypatch, capsys, stage):
+    from test_training_folder_lock import _train_argv
+    from training_helpers import write_phantom_cases
+
+    data = tmp_path / "data"
+    data.mkdir()
+    cases = write_phantom_cases(data, 2, (6, 40, 40))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "m.safetensors").write_bytes(b"an earlier model package")
+    _inject(monkeypatch, stage)
+    code = cli.main(_train_argv(cases, out / "m.safetensors", "--overwrite"))
+    _assert_one_line_out_of_memory(code, capsys.readouterr().err)
+    assert (out / "m.safetensors").read_bytes() == b"an earlier model package"
+    leftovers = [p.name for p in out.iterdir() if p.is_file() and p.name != "m.safetensors"]
+    assert not leftovers, leftovers

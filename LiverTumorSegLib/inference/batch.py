@@ -406,19 +406,61 @@ def _cts_of_folder(folder: Path, own: Sequence[Path] = ()) -> List[Path]:
     """The folder's CT files (:func:`_ct_files`) but those named as label or probability maps
     (:func:`~..casenames.named_as_label_or_probability`: LiTS's ``segmentation-N`` beside ``volume-N``, a
     ``case_seg.nii.gz`` beside ``case.nii.gz``), which are left out with a warning naming them; they were read as
-    CTs, refused as not CT and the batch ended with exit 2. A folder of such names only is taken whole (each case
-    then says why it is no CT)."""
+    CTs, refused as not CT and the batch ended with exit 2; and NIfTI files whose content is a label map
+    (:func:`_nifti_label_map_description`), left out with a warning of their own. A folder of such files only is
+    taken whole (each case then says why it is no CT)."""
     from ..casenames import named_as_label_or_probability
 
     _warn_of_subfolders_left_out(folder, own)
     files = _ct_files(folder)
     left_out = [p for p in files if named_as_label_or_probability(p)]
-    if not left_out or len(left_out) == len(files):
+    if len(left_out) == len(files):
         return files
-    names = ", ".join(p.name for p in left_out[:5]) + (" ..." if len(left_out) > 5 else "")
-    log.warning("warning: %d file(s) in '%s' are named as label or probability maps and are not segmented (%s); "
-                "to segment one, list it in a case CSV (column 'image').", len(left_out), folder, names)
-    return [p for p in files if p not in left_out]
+    held = [p for p in files if p not in left_out and _nifti_label_map_description(p) is not None]
+    if len(left_out) + len(held) == len(files):
+        return files  # a folder of label maps only (the labels folder given for the CTs'): each case says why
+    if left_out:
+        names = ", ".join(p.name for p in left_out[:5]) + (" ..." if len(left_out) > 5 else "")
+        log.warning("warning: %d file(s) in '%s' are named as label or probability maps and are not segmented (%s); "
+                    "to segment one, list it in a case CSV (column 'image').", len(left_out), folder, names)
+    if held:
+        names = ", ".join(p.name for p in held[:5]) + (" ..." if len(held) > 5 else "")
+        log.warning("warning: %d file(s) in '%s' hold label maps, not CTs (a few whole values in 0..255, mostly 0, where a "
+                    "CT in HU has air far below 0), and are not segmented (%s); to segment one anyway, list it in a "
+                    "case CSV (column 'image').", len(held), folder, names)
+    return [p for p in files if p not in left_out and p not in held]
+
+
+def _nifti_label_map_description(path: Path) -> Optional[str]:
+    """What makes the NIfTI file ``path`` a label map (:func:`~..validation.label_map_description`, the test that
+    refuses it as a case's CT), or None: no NIfTI, unreadable, or a CT. Names like ``case_liver_tsv1.nii.gz``,
+    ``case_gt.nii.gz`` or ``case-label.nii.gz`` say nothing the name rule knows, and such label maps beside the CTs
+    failed as cases ('looks like a label map') and the batch ended with exit 2. Cheap for a CT: its file's first
+    slice (the first bytes of its voxels) nearly always holds air or padding below 0 HU, which settles it; only a file
+    whose first slice is all whole values in 0..255 is read whole, as the case's read would. Other formats are left to
+    the case's read."""
+    if full_suffix(path) not in (".nii", ".nii.gz") or not path.is_file():
+        return None
+    try:
+        import nibabel as nib
+        import numpy as np
+
+        image = nib.load(str(path), mmap=False)  # the header; voxels are read on slicing, the needed bytes only
+        if len(image.shape) < 3 or image.get_data_dtype().names is not None:
+            return None
+        first = np.asanyarray(image.dataobj[:, :, 0])
+        if first.size == 0 or not np.isfinite(first).all() or first.min() < 0 or first.max() > 255 or \
+                np.any(first != np.round(first)):
+            return None  # a CT (or no label map): the case's own read and checks decide the rest
+        del image, first
+        from ..io import read_volume
+        from ..validation import label_map_description
+
+        return label_map_description(read_volume(path).array)
+    except KeyboardInterrupt:
+        raise
+    except Exception:  # noqa: BLE001 - an unreadable file is left to the case's read, which says what is wrong
+        return None
 
 
 def case_id_of(path: Path) -> str:

@@ -1282,6 +1282,39 @@ def test_label_maps_named_as_such_beside_the_cts_are_not_segmented(tmp_path, cap
     assert [c.case_id for c in find_cases(only_labels, tmp_path / "out2")] == ["segmentation-0"]
 
 
+def test_label_maps_whose_names_say_nothing_are_told_by_their_content_and_not_segmented(tmp_path, caplog):
+    """A researcher's folder of CTs holds the label maps beside them under names the name rule does not know
+    (case_liver_tsv1, case_liver_v2, case_gt, case-label): each was read as a CT, failed as 'looks like a label map'
+    and the batch ended with exit 2. Their content (a few whole values in 0..255, mostly 0) leaves them out, with one
+    warning naming them; a CT whose first slice holds no value below 0 is still taken (read whole to decide), and a
+    folder of such label maps only is taken whole (each case then says why it is no CT)."""
+    import logging
+
+    import nibabel as nib
+
+    paths = write_phantoms(tmp_path / "cts", 2)
+    ct = nib.load(str(paths[0]))
+    hu = np.asarray(ct.dataobj)
+    labels = ((hu > 40).astype(np.uint8) + (hu > 100).astype(np.uint8))
+    names = ["ct_0_liver_tsv1.nii.gz", "ct_0_liver_v2.nii.gz", "ct_0_gt.nii.gz", "ct_1-label.nii"]
+    for name in names:
+        nib.save(nib.Nifti1Image(labels, ct.affine), str(tmp_path / "cts" / name))
+    padded = hu.copy()
+    padded[:, :, 0] = 0  # a CT whose file starts with a slice of zeros: judged on all its voxels, kept
+    nib.save(nib.Nifti1Image(padded.astype(np.int16), ct.affine), str(tmp_path / "cts" / "ct_2.nii.gz"))
+    with caplog.at_level(logging.WARNING):
+        cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    assert [c.case_id for c in cases] == ["ct_0", "ct_1", "ct_2"]
+    warned = [r.getMessage() for r in caplog.records if "hold label maps, not CTs" in r.getMessage()]
+    assert len(warned) == 1 and "4 file(s)" in warned[0] and all(name in warned[0] for name in names)
+    assert "list it in a case CSV (column 'image')" in warned[0]
+    only_labels = tmp_path / "labels"
+    only_labels.mkdir()
+    for name in names[:2]:
+        shutil.copy(tmp_path / "cts" / name, only_labels)
+    assert [c.case_id for c in find_cases(only_labels, tmp_path / "out2")] == ["ct_0_liver_tsv1", "ct_0_liver_v2"]
+
+
 def test_a_users_file_where_a_report_goes_is_kept_without_overwrite(tmp_path):
     """The report was written with overwrite whatever the user gave: a hand-made OUT/reports/<case>.json was
     replaced without a word. A report of this tool (a killed run's leftover: the report is written before the label

@@ -473,7 +473,9 @@ def read_csv_rows(path: PathLike, what: str) -> Tuple[List[str], List[Tuple[int,
     if named:
         text = rest
         first_line = _first_line_and_rest(text)[0]
-    reader = csv.DictReader(io.StringIO(text, newline=""),
+    # skipinitialspace: a path quoted after the separator's space ('ct.nii.gz, "my scans/lab 1.nii.gz"', as lists
+    # are written by hand) kept its quotes and failed as 'label .../"my scans/lab 1.nii.gz" does not exist'
+    reader = csv.DictReader(io.StringIO(text, newline=""), skipinitialspace=True,
                             delimiter=named.group(1) if named else csv_delimiter(first_line))
     lines_before = (1 if named else 0) + (1 if typed else 0)
     rows = []

@@ -685,6 +685,19 @@ def test_csv_of_powershell_export_csv_with_its_type_line_is_read(tmp_path):
                                                             [(4, {"image": "a,1.nii.gz", "case_id": "p1"})])
 
 
+def test_a_csv_cell_quoted_after_the_separators_space_is_read_without_its_quotes(tmp_path):
+    """A list written by hand puts a space after each comma and quotes the paths holding spaces; the quotes were
+    kept in the cell ('.../"my scans/lab 1.nii.gz"' did not exist), whereas a quote right after the comma was
+    read as quoting."""
+    listing = tmp_path / "list.csv"
+    listing.write_bytes(b'\xef\xbb\xbfImage, Label, patient\r\n"my scans/ct 1.nii.gz", "my scans/lab 1.nii.gz",  p1\r\n'
+                        b'ct2.nii.gz, "lab,2.nii.gz", p2\r\n\r\n')
+    columns, rows = fileutil.read_csv_rows(listing, "CSV")
+    assert columns == ["image", "label", "patient"]
+    assert rows == [(2, {"image": "my scans/ct 1.nii.gz", "label": "my scans/lab 1.nii.gz", "patient": "p1"}),
+                    (3, {"image": "ct2.nii.gz", "label": "lab,2.nii.gz", "patient": "p2"})]
+
+
 def test_csv_rows_of_empty_cells_are_skipped_as_blank_lines(tmp_path):
     """Excel saves a row emptied inside the table as ``,,``; such a case list was refused as "line 3 has an empty
     'image'" (a training list as "empty image or label path")."""

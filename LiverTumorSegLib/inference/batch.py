@@ -648,9 +648,12 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
         key = unicodedata.normalize("NFC", case_id).lower()
         if key in seen:
             other_id, other_path = seen[key]
-            if other_id == case_id and Path(other_path) == Path(path):  # a row pasted twice: not two case_ids
-                raise InputError(f"Case list '{input_path}' lists '{path}' twice (case '{case_id}'); remove one of "
-                                 f"the rows.")
+            # a row pasted twice, or the one CT spelled two ways (img/ct.nii.gz and img/../img/ct.nii.gz, a link):
+            # not two case_ids, which were advised and would segment it twice
+            if other_id == case_id and (Path(other_path) == Path(path) or same_file_among([other_path, path])):
+                spelled = "" if Path(other_path) == Path(path) else f" (also as '{other_path}')"
+                raise InputError(f"Case list '{input_path}' lists '{path}'{spelled} twice (case '{case_id}'); remove "
+                                 f"one of the rows.")
             if other_id == case_id:  # the letter-case reason only where the two names differ in case alone
                 raise InputError(f"Two cases are both named '{case_id}' ({other_path} and {path}), so they would "
                                  f"write the same output files; give them distinct case_id values in a CSV.")

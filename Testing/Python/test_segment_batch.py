@@ -1745,6 +1745,18 @@ def test_a_ct_listed_twice_in_a_case_list_is_named_as_such(tmp_path):
                  "lists .*ct_0.nii.gz' twice.*remove one of the rows")
 
 
+def test_a_ct_listed_twice_under_two_spellings_is_named_as_such(tmp_path):
+    """The one CT listed as cts/ct_0.nii.gz and cts/../cts/ct_0.nii.gz (or through a link) was refused as two cases
+    "both named 'ct_0' ... give them distinct case_id values in a CSV", which would segment it twice."""
+    write_phantoms(tmp_path / "cts", 1)
+    _csv_refused(tmp_path / "list.csv", "image\ncts/ct_0.nii.gz\ncts/../cts/ct_0.nii.gz\n",
+                 r"lists '.*cts/\.\./cts/ct_0.nii.gz' \(also as '.*cts/ct_0.nii.gz'\) twice \(case 'ct_0'\); remove one")
+    if os.name != "posix":
+        return  # links need privileges on Windows
+    (tmp_path / "link").symlink_to(tmp_path / "cts", target_is_directory=True)
+    _csv_refused(tmp_path / "list2.csv", "image\ncts/ct_0.nii.gz\nlink/ct_0.nii.gz\n", "twice.*remove one of the rows")
+
+
 def test_ct_files_in_a_subfolder_are_named_not_left_out_without_a_word(tmp_path, caplog):
     """A folder batch takes the CT files directly in its folder; a CT in a subfolder got no row and no word (DICOM
     subfolders were warned of). The run's own output and probability folders inside the input folder are not named."""

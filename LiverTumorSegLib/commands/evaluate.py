@@ -225,6 +225,27 @@ def _names_text(cases: "OrderedDict[str, Path]") -> str:
     return f"; case names {', '.join(shown)}{' ...' if len(cases) > 3 else ''}" if shown else ""
 
 
+def tagged_names_hint(only_pred: Sequence[str], only_ref: Sequence[str]) -> str:
+    """A sentence for unpaired case names of which one side's is the other's with a tag after it ('case0' and
+    'case0_liver_tsv1', 'case1' and 'case1-gt', either way round): a tag the case names do not drop, which left
+    every such case unpaired with no word on why; '' for none. Only a hint: such files are not paired (a tag
+    could as well name another case, 'case1' and 'case1_b')."""
+    pairs = []
+    for longer, shorter, longer_side in ((only_ref, only_pred, "reference"), (only_pred, only_ref, "prediction")):
+        for name in longer:
+            base = max((other for other in shorter if len(name) > len(other) + 1 and name.startswith(other)
+                        and name[len(other)] in "_-."), key=len, default=None)
+            if base is not None:
+                pairs.append((longer_side, base, name))
+    if not pairs:
+        return ""
+    shown = ", ".join(f"'{base}' -> '{name}'" for _, base, name in pairs[:3]) + (" ..." if len(pairs) > 3 else "")
+    side = pairs[0][0] if len({side for side, _, _ in pairs}) == 1 else "file"
+    return (f" {len(pairs)} {side} name(s) are another case's name with a tag after it ({shown}), which case names "
+            f"do not drop: rename (or link) each {side} file to its case's name (e.g. "
+            f"'{pairs[0][1]}.nii.gz'), so that prediction and reference share one.")
+
+
 def _pair_cases(preds: "OrderedDict[str, Path]", refs: "OrderedDict[str, Path]") -> List[Tuple[str, Path, Path]]:
     """``[(case, pred, ref)]`` in the references' order: the files of one case name, and then those whose names
     differ by nnU-Net's channel suffix ``_0000`` where one name's ``_0000`` was taken for it
@@ -290,7 +311,7 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
                          f"--ref '{ref}' ({len(refs)} files{_names_text(refs)}). Case names are file names without "
                          f"extension and without prefixes such as 'segmentation-' (see 'livertumorseg evaluate "
                          f"--help'): rename or link the files so that each prediction and its reference share one."
-                         f"{hint}")
+                         f"{tagged_names_hint(list(preds), list(refs))}{hint}")
     return matched, only_pred, only_ref
 
 
@@ -818,7 +839,8 @@ def evaluate_folders(args) -> Dict[str, object]:
                                             (getattr(args, "label_map", None), "--label-map")))
     if only_pred or only_ref:
         log.warning("warning: unmatched cases: %d prediction(s) without reference %s; %d reference(s) without "
-                    "prediction %s", len(only_pred), only_pred[:20], len(only_ref), only_ref[:20])
+                    "prediction %s%s", len(only_pred), only_pred[:20], len(only_ref), only_ref[:20],
+                    tagged_names_hint(only_pred, only_ref))
     cases = [name for name, _, _ in matched]
     other_names = _other_case_names(matched)
     probs = optional_inputs(args.prob, cases, "--prob", other_names)

@@ -1167,6 +1167,28 @@ def test_a_long_named_overlay_a_killed_overwrite_run_left_hidden_is_put_back_wit
     assert (out / "cases.csv").read_text(encoding="utf-8") == "earlier cases.csv"
 
 
+def test_references_named_with_a_tag_after_the_case_name_are_named_so(tmp_path, capsys, caplog):
+    """A researcher's references carry a tag case names do not drop (case0_liver_tsv1, case1_gt beside the
+    predictions case0, case1): evaluate said only that no case name matches (or listed them unmatched); it now says
+    which names are another case's with a tag after it and to rename those files. They are not paired."""
+    import logging
+
+    for name in ("case0.nii.gz", "case1.nii.gz", "case2.nii.gz"):
+        _case(tmp_path / "pred", name)
+    for name in ("case0_liver_tsv1.nii.gz", "case1-gt.nii.gz"):
+        _case(tmp_path / "ref", name)
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "No case name matches" in err
+    assert "2 reference name(s) are another case's name with a tag after it ('case0' -> 'case0_liver_tsv1', " \
+           "'case1' -> 'case1-gt')" in err and "rename (or link) each reference file" in err, err
+    _case(tmp_path / "ref", "case2.nii.gz")
+    with caplog.at_level(logging.WARNING):
+        assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out2",
+                         "--no-surface", "--no-plots") == 0
+    assert "2 reference name(s) are another case's name with a tag after it" in capsys.readouterr().err + caplog.text
+
+
 def test_no_matching_case_names_shows_what_each_side_s_names_became(tmp_path, capsys):
     """LiTS-named predictions (volume-0, from a batch of LiTS's volumes) against MSD labels (labelsTr/liver_0) were
     told only that no case name matches; the message now shows the case names each side's files became, so the

@@ -424,10 +424,13 @@ def _cts_of_folder(folder: Path, own: Sequence[Path] = ()) -> List[Path]:
         log.warning("warning: %d file(s) in '%s' are named as label or probability maps and are not segmented (%s); "
                     "to segment one, list it in a case CSV (column 'image').", len(left_out), folder, names)
     if held:
+        from ..errors import option_hint
+
         names = ", ".join(p.name for p in held[:5]) + (" ..." if len(held) > 5 else "")
         log.warning("warning: %d file(s) in '%s' hold label maps, not CTs (a few whole values in 0..255, mostly 0, where a "
-                    "CT in HU has air far below 0), and are not segmented (%s); to segment one anyway, list it in a "
-                    "case CSV (column 'image').", len(held), folder, names)
+                    "CT in HU has air far below 0), and are not segmented (%s); to segment one anyway (an 8-bit export "
+                    "of a narrow window), list it in a case CSV (column 'image') and pass %s.", len(held), folder,
+                    names, option_hint("--allow-non-hu", "allow_non_hu=True"))
     return [p for p in files if p not in left_out and p not in held]
 
 

@@ -1307,7 +1307,7 @@ def test_label_maps_whose_names_say_nothing_are_told_by_their_content_and_not_se
     assert [c.case_id for c in cases] == ["ct_0", "ct_1", "ct_2"]
     warned = [r.getMessage() for r in caplog.records if "hold label maps, not CTs" in r.getMessage()]
     assert len(warned) == 1 and "4 file(s)" in warned[0] and all(name in warned[0] for name in names)
-    assert "list it in a case CSV (column 'image')" in warned[0]
+    assert "list it in a case CSV (column 'image') and pass allow_non_hu=True" in warned[0]
     only_labels = tmp_path / "labels"
     only_labels.mkdir()
     for name in names[:2]:

@@ -124,6 +124,7 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
     listed = _image_files(folder)
     if wanted == "label":
         _refuse_images_of_msd_data_set(folder, what, listed)
+        listed = _without_cts(folder, what, listed)
     found: "OrderedDict[str, List[Tuple[Path, Optional[str]]]]" = OrderedDict()
     for path in listed:
         key = case_key(path)
@@ -154,6 +155,38 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
             files = [(fitting[0], wanted)]
         cases[name] = files[0][0]
     return cases
+
+
+CT_FIRST_SLICE_BELOW = -500.0
+"""A NIfTI file in a --pred/--ref folder whose first slice holds a value at or below this is a CT (air is -1000 HU,
+padding lower), never a label map, which holds 0..255 only (an 'ignore' value -1 is not below it)."""
+
+
+def _without_cts(folder: Path, what: str, listed: List[Path]) -> List[Path]:
+    """``listed`` (the files of a --pred or --ref folder) without the NIfTI files whose names do not say they are label
+    maps and whose first slice (:func:`~..io.nifti.first_slice_values`, a few ms a file) holds CT values
+    (:data:`CT_FIRST_SLICE_BELOW`), named in a warning: a researcher's folder holds each CT beside its label map
+    (``case.nii.gz`` and ``case_liver_tsv1.nii.gz``), and the CT, whose case name was the case's, was paired as the
+    reference and stopped the whole evaluation ('Label map ... has values -1207 ...: is it the CT'). A folder of CTs
+    only is kept whole, so that this error says what was given."""
+    import numpy as np
+
+    from ..io.nifti import first_slice_values
+
+    cts = []
+    for path in listed:
+        key = case_key(path)
+        if key is not None and key[1] == "label":
+            continue
+        first = first_slice_values(path)
+        if first is not None and first.size and np.nanmin(first) <= CT_FIRST_SLICE_BELOW:
+            cts.append(path)
+    if not cts or len(cts) == len(listed):
+        return listed
+    names = ", ".join(str(p.relative_to(folder)) for p in cts[:5]) + (" ..." if len(cts) > 5 else "")
+    log.warning("warning: %d file(s) in %s '%s' hold CT values (air below %g HU), not label maps, and are not read as "
+                "cases (%s).", len(cts), what, folder, CT_FIRST_SLICE_BELOW, names)
+    return [p for p in listed if p not in cts]
 
 
 MSD_FOLDER_OF_ROLE = {"label": "labelsTr", "image": "imagesTr"}
@@ -839,7 +872,7 @@ def evaluate_folders(args) -> Dict[str, object]:
                                             (getattr(args, "label_map", None), "--label-map")))
     if only_pred or only_ref:
         log.warning("warning: unmatched cases: %d prediction(s) without reference %s; %d reference(s) without "
-                    "prediction %s%s", len(only_pred), only_pred[:20], len(only_ref), only_ref[:20],
+                    "prediction %s.%s", len(only_pred), only_pred[:20], len(only_ref), only_ref[:20],
                     tagged_names_hint(only_pred, only_ref))
     cases = [name for name, _, _ in matched]
     other_names = _other_case_names(matched)

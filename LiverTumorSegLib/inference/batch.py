@@ -442,20 +442,16 @@ def _nifti_label_map_description(path: Path) -> Optional[str]:
     slice (the first bytes of its voxels) nearly always holds air or padding below 0 HU, which settles it; only a file
     whose first slice is all whole values in 0..255 is read whole, as the case's read would. Other formats are left to
     the case's read."""
-    if full_suffix(path) not in (".nii", ".nii.gz") or not path.is_file():
-        return None
-    try:
-        import nibabel as nib
-        import numpy as np
+    import numpy as np
 
-        image = nib.load(str(path), mmap=False)  # the header; voxels are read on slicing, the needed bytes only
-        if len(image.shape) < 3 or image.get_data_dtype().names is not None:
-            return None
-        first = np.asanyarray(image.dataobj[:, :, 0])
-        if first.size == 0 or not np.isfinite(first).all() or first.min() < 0 or first.max() > 255 or \
-                np.any(first != np.round(first)):
-            return None  # a CT (or no label map): the case's own read and checks decide the rest
-        del image, first
+    from ..io.nifti import first_slice_values
+
+    first = first_slice_values(path)
+    if first is None or first.size == 0 or not np.isfinite(first).all() or first.min() < 0 or first.max() > 255 \
+            or np.any(first != np.round(first)):
+        return None  # a CT (or no label map): the case's own read and checks decide the rest
+    del first
+    try:
         from ..io import read_volume
         from ..validation import label_map_description
 

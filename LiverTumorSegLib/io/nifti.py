@@ -457,3 +457,24 @@ def _nifti_scaling(image) -> Tuple[float, float]:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
+
+
+def first_slice_values(path: Path) -> Optional[np.ndarray]:
+    """The voxel values (scaled as the header says) of the NIfTI file ``path``'s first slice, the first bytes of its
+    voxels, read without the rest (a few ms for a 512 x 512 CT, where reading it whole takes tens); None for a file
+    that is no 3D (or 4D) scalar NIfTI or cannot be read (its full read then says what is wrong). What a folder's
+    file most likely is, cheaply: a CT's first slice nearly always holds air or padding far below 0 HU, a label
+    map's never a value below 0."""
+    if full_suffix(path) not in (".nii", ".nii.gz") or not Path(path).is_file():
+        return None
+    try:
+        import nibabel as nib
+
+        image = nib.load(str(path), mmap=False)  # the header; voxels are read on slicing, the needed bytes only
+        if len(image.shape) < 3 or image.get_data_dtype().names is not None or image.get_data_dtype().kind == "c":
+            return None
+        return np.asanyarray(image.dataobj[:, :, 0])
+    except KeyboardInterrupt:
+        raise
+    except Exception:  # noqa: BLE001 - nibabel raises many types for bad files; the full read names the problem
+        return None

@@ -1189,6 +1189,37 @@ def test_references_named_with_a_tag_after_the_case_name_are_named_so(tmp_path, 
     assert "2 reference name(s) are another case's name with a tag after it" in capsys.readouterr().err + caplog.text
 
 
+def test_cts_beside_the_label_maps_in_a_ref_folder_are_not_read_as_references(tmp_path, capsys, caplog):
+    """A researcher's data folder holds each CT beside its label maps (case0.nii.gz, case0_liver_tsv1.nii.gz; the
+    layout of the shared real cases): given as --ref, the CT, whose case name is the case's, was paired as the
+    reference and the whole evaluation stopped ('Label map ... has values -1000 ...: is it the CT'). CTs (told by
+    their first slice's air) are left out with a warning naming them; the tagged label map is named as such; a
+    folder of CTs only is kept whole, so that the error says a CT was given."""
+    import logging
+
+    data = tmp_path / "data"
+    phantom = _case(data, "case1_seg.nii.gz")
+    write_volume(data / "case0.nii.gz", phantom.ct)
+    write_volume(data / "case1.nii.gz", phantom.ct)
+    write_label_map(data / "case0_liver_tsv1.nii.gz", phantom.labels, phantom.ct.geometry)
+    for name in ("case0.nii.gz", "case1.nii.gz"):
+        _case(tmp_path / "pred", name)
+    with caplog.at_level(logging.WARNING):
+        code = _evaluate("--pred", tmp_path / "pred", "--ref", data, "-o", tmp_path / "out", "--no-surface",
+                         "--no-plots")
+    text = capsys.readouterr().err + caplog.text
+    assert code == 0, text
+    assert "2 file(s) in --ref" in text and "hold CT values" in text and "(case0.nii.gz, case1.nii.gz)" in text
+    assert "1 reference name(s) are another case's name with a tag after it ('case0' -> 'case0_liver_tsv1')" in text
+    cases = list(csv.DictReader((tmp_path / "out" / "cases.csv").open(encoding="utf-8")))
+    assert [row["case"] for row in cases] == ["case1"]
+    cts = tmp_path / "cts"
+    cts.mkdir()
+    shutil.copy(data / "case1.nii.gz", cts)
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", cts, "-o", tmp_path / "out2", "--no-surface") == 2
+    assert "is it the CT rather than the label map?" in capsys.readouterr().err
+
+
 def test_no_matching_case_names_shows_what_each_side_s_names_became(tmp_path, capsys):
     """LiTS-named predictions (volume-0, from a batch of LiTS's volumes) against MSD labels (labelsTr/liver_0) were
     told only that no case name matches; the message now shows the case names each side's files became, so the

@@ -460,6 +460,13 @@ def _check_output_kinds(paths: Dict[str, Path]) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"-o '{out_dir}' is a file; evaluate writes a folder (cases.csv, summary.json, plots/): "
                          f"name a new or existing folder.")
+    from ..fileutil import full_suffix
+    # a new -o named like one of its own result files (`-o results.csv`, `-o summary.json`) was made a folder of that
+    # name holding cases.csv, as the batch form of segment refuses `-o seg.nii.gz`; a folder named after an input
+    # (`-o eval_case1.nii.gz`, as scripts name them) is still taken
+    if not out_dir.exists() and full_suffix(out_dir) in (".csv", ".json"):
+        raise InputError(f"-o '{out_dir}' names a {full_suffix(out_dir)} file, but evaluate writes a folder "
+                         f"(cases.csv, summary.json, plots/): give a folder name (e.g. -o eval/).")
     if paths["plots"].exists() and not paths["plots"].is_dir():
         raise InputError(f"'{paths['plots']}' is a file, but evaluate writes its plots into a folder of that name; "
                          f"move it or choose another -o folder.")

@@ -294,6 +294,30 @@ def test_output_naming_a_file_is_a_one_line_error(tmp_path, capsys):
     assert "Traceback" not in err and target.read_text() == "keep me\n"
 
 
+@pytest.mark.parametrize("name", ["results.csv", "summary.JSON"])
+def test_new_output_named_like_a_file_is_a_one_line_error(tmp_path, capsys, name):
+    """`-o results.csv` (a user expecting a table file) made a folder named results.csv holding cases.csv; as
+    segment's batch refuses `-o seg.nii.gz`, evaluate refuses it before any case is read, writing nothing."""
+    _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz", seed=1)
+    target = tmp_path / name
+    code = _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", target)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "names a" in err and "folder name" in err
+    assert err.count("\n") == 1 and not target.exists()
+
+
+@pytest.mark.parametrize("name", ["eval_v1.0", "eval_case1.nii.gz"])
+def test_new_output_folder_with_a_dot_in_its_name_is_taken(tmp_path, capsys, name):
+    """A folder name with a version number (`eval_v1.0`) or named after an input, as scripts name them, is taken:
+    evaluated as before."""
+    _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz", seed=1)
+    target = tmp_path / name
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", target, "--no-plots") == 0
+    assert (target / "cases.csv").is_file() and (target / "summary.json").is_file()
+
+
 @pytest.mark.parametrize("existing_folder", [False, True])
 def test_corrupt_images_ct_leaves_no_outputs(tmp_path, capsys, existing_folder):
     phantom = _case(tmp_path / "ref", "a.nii.gz")

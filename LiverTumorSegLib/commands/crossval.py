@@ -98,6 +98,12 @@ def run(args: argparse.Namespace) -> int:
         _say_ignored_file_options(args)
     if not config.output:
         raise InputError("No output folder given: pass -o OUT_DIR.")
+    from ..fileutil import full_suffix
+    if not Path(config.output).exists() and full_suffix(config.output) in (".csv", ".json", ".safetensors"):
+        # -o cv.csv trained every fold into a folder named cv.csv (as evaluate -o results.csv made one)
+        raise InputError(f"-o '{config.output}' names a {full_suffix(config.output)} file, but crossval writes a "
+                         f"folder (fold_<i>.safetensors, crossval.csv, crossval.json): give a folder name "
+                         f"(e.g. -o cv/).")
     if config.folds < 2:
         config = config.updated({"folds": 4, "fold": 0})
     out_dir = config.output

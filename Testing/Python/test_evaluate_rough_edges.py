@@ -235,6 +235,23 @@ def test_crossval_printout_names_the_folds_whose_tumor_dice_only_says_whether_tu
     assert tumor_dice_notes(unknown + [mean_row(unknown)]) == []
 
 
+@pytest.mark.parametrize("name", ["cv.csv", "crossval.json", "model.safetensors"])
+def test_crossval_output_named_like_a_file_is_refused_before_any_fold_trains(tmp_path, capsys, monkeypatch, name):
+    """`crossval -o cv.csv` trained every fold into a folder named cv.csv; refused in one line before any data is
+    read (the data folder here does not even exist) or any fold trains."""
+    import LiverTumorSegLib.training.crossval as crossval_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("crossval started")
+
+    monkeypatch.setattr(crossval_module, "run_crossval", no_training)
+    monkeypatch.chdir(tmp_path)
+    code = main(["crossval", "--data", str(tmp_path / "cases.csv"), "--folds", "2", "-o", name, "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and f"-o '{name}' names a" in err and "folder name" in err
+    assert err.count("\n") == 1 and not (tmp_path / name).exists()
+
+
 def test_crossval_table_first_column_is_fold(tmp_path):
     from LiverTumorSegLib.training.crossval import mean_row, write_table
 

@@ -426,10 +426,19 @@ def _run_batch(args: argparse.Namespace) -> int:
     per-case status table (also ``OUT/batch_status.csv``). Exit 0 when no case failed, else 2."""
     from ..inference.batch import batch_folder_lock, check_status_file_is_a_table, find_cases
 
+    # what to do instead, per option: "a batch writes OUT/reports/<case>.json" told a --series or
+    # --slice-thickness-mm user nothing they could do (the fresh-user audit)
+    one_ct_only = {"--report": "a batch writes OUT/<case>.nii.gz and OUT/reports/<case>.json",
+                   "--preview": "a batch writes OUT/<case>.nii.gz and OUT/reports/<case>.json",
+                   "--series": "segment that DICOM folder alone with --series, or list a folder holding only that "
+                               "series in a case CSV (column 'image')",
+                   "--slice-thickness-mm": "a batch's CTs may differ in thickness: segment that CT alone with it, "
+                                           "or give it to measure on the case's label map (measure LABELS --ct CT "
+                                           "--slice-thickness-mm MM)"}
     for flag, value in (("--report", args.report), ("--preview", args.preview), ("--series", args.series),
                         ("--slice-thickness-mm", args.slice_thickness_mm)):
         if value is not None:
-            raise InputError(f"{flag} is for one CT; a batch writes OUT/<case>.nii.gz and OUT/reports/<case>.json.")
+            raise InputError(f"{flag} is for one CT; {one_ct_only[flag]}.")
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1 (got {args.batch_size}).")
     out = Path(args.output)

@@ -310,6 +310,21 @@ def test_cli_batch_folder_with_tiny_model(tmp_path, capsys):
     assert code == 2 and "--report is for one CT" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value, remedy", [
+    ("--series", "2", "segment that DICOM folder alone with --series"),
+    ("--slice-thickness-mm", "5", "measure LABELS --ct CT --slice-thickness-mm MM")])
+def test_one_ct_options_in_a_batch_say_what_to_do_instead(tmp_path, capsys, option, value, remedy):
+    """--series and --slice-thickness-mm in a batch were told 'a batch writes OUT/<case>.nii.gz and
+    OUT/reports/<case>.json', which says nothing a user can do; each names its way now, refused before any work."""
+    cts = tmp_path / "cts"
+    cts.mkdir()
+    (cts / "a.nii.gz").write_bytes(b"not read")
+    code = cli.main(["segment", str(cts), "-o", str(tmp_path / "out"), option, value, "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{option} is for one CT; " in err and remedy in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_batch_writes_each_cases_probability_map_as_a_single_run_does(tmp_path, capsys):
     """`segment FOLDER -o OUT --probabilities PROB` writes PROB/<case>.nii.gz, the map a single run's --probabilities
     writes for that CT (it was refused: 'is for one CT', so a dataset could not be segmented for evaluate --prob);

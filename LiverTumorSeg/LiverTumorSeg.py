@@ -144,8 +144,9 @@ class LiverTumorSegParameterNode:
     showTumorProbability - also load the tumor probability map;
     "Compare with baseline": baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
     alignOnCT (else on the liver masks), nadirSumMm (the RECIST nadir as typed, mm; '' = none),
-    afterCompleteResponse (the previous assessment was a CR: any baseline lesion seen again is PD) and changeTable (its
-    last follow-up table), so a saved scene reopens with the comparison as it was left.
+    afterCompleteResponse (the previous assessment was a CR: any baseline lesion seen again is PD), previousChangeReport
+    (the previous follow-up's change.json, ``followup --previous``; '' = none) and changeTable (its last follow-up
+    table), so a saved scene reopens with the comparison as it was left.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -172,13 +173,16 @@ class LiverTumorSegParameterNode:
     alignOnCT: bool = True
     nadirSumMm: str = ""
     afterCompleteResponse: bool = False
+    previousChangeReport: str = ""
     changeTable: vtkMRMLTableNode
 
 
 COMPARE_PARAMETERS = ("baselineSegmentation", "baselineVolume", "followupSegmentation", "followupVolume",
                       "alignOnCT", "nadirSumMm", "afterCompleteResponse")
 """Parameter-node fields of the "Compare with baseline" widgets (built in code, so bound by name, not by the .ui's
-SlicerParameterName)."""
+SlicerParameterName). ``previousChangeReport`` is not among them: its ctkPathLineEdit has no parameterNodeWrapper
+connector for a ``str`` (only for ``pathlib.Path``, whose empty value is '.'), so the widget copies it both ways
+(onPreviousChangeReportChanged, updateGUI)."""
 
 
 def segmentationOptionsFromParameters(p: LiverTumorSegParameterNode) -> job.SegmentationOptions:
@@ -212,6 +216,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._task = None
         self._comparison = None  # the running follow-up comparison (a followup_job.FollowupJob), if any
         self._summaryTable = None  # the change table the compare section's result text describes
+        self._lastChange = None  # the last comparison's change report (dict), for Save change report
         self._measuring = None  # the running "Update lesion table" (a measure_job.MeasureJob), if any
         self._installingPackages = False  # dependenciesReady is installing (pip_install processes events meanwhile)
         self._cleanedUp = False  # cleanup() ran (Reload, closing Slicer): this panel's widgets are gone
@@ -284,6 +289,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.resultsSummaryLabel.text = panel_text.NO_RESULT  # the closed scene's numbers are not the next one's
         self.compare["result"].text = ""
         self._summaryTable = None
+        self._lastChange = None  # the closed scene's comparison is not saved as the next one's
         for view in (self.ui.lesionTableView, self.compare["table"]):  # sceneless views keep a table until told
             view.setMRMLTableNode(None)
         self.ui.statusLabel.text = ""
@@ -392,6 +398,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 # a scene loaded from disk: no run outcome, but the table keeps its whole-organ numbers
                 self.ui.resultsSummaryLabel.text = panel_text.table_summary_text(shownTable)
         self.showChangeTable(p.changeTable)
+        if self.compare["previousChangeReport"].currentPath != p.previousChangeReport:  # a scene loaded, or a new one
+            self.compare["previousChangeReport"].currentPath = p.previousChangeReport
         running = self._task is not None
         measuring = self._measuring is not None  # the two runs both refill the lesion table: one at a time
         ready = bool(p.inputVolume and p.modelPath) and not self._installingPackages
@@ -699,6 +707,12 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "it first): the nadir is then 0 mm and any baseline lesion seen again is PD, also under 5 mm and also a "
             "non-target (RECIST working group FAQ). A lesion at a new site is still judged as a new lesion")
         form.addRow(self.compare["afterCompleteResponse"])
+        self.compare["previousChangeReport"] = ctk.ctkPathLineEdit()
+        self.compare["previousChangeReport"].filters = ctk.ctkPathLineEdit.Files
+        self.compare["previousChangeReport"].nameFilters = ["Change report (*.json)"]
+        self.compare["previousChangeReport"].toolTip = panel_text.PREVIOUS_CHANGE_REPORT_TOOLTIP
+        form.addRow(followup_job.PREVIOUS_FIELD_NAME + ":", self.compare["previousChangeReport"])
+        self.compare["previousChangeReport"].connect("currentPathChanged(QString)", self.onPreviousChangeReportChanged)
         self.compare["button"] = qt.QPushButton("Compare")
         self.compare["button"].toolTip = panel_text.COMPARE_TOOLTIP
         form.addRow(self.compare["button"])
@@ -708,7 +722,11 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.compare["table"] = slicer.qMRMLTableView()  # no scene, as the lesion table (see setup)
         self.compare["table"].setMinimumHeight(120)
         form.addRow(self.compare["table"])
+        self.compare["save"] = qt.QPushButton("Save change report...")
+        self.compare["save"].toolTip = panel_text.SAVE_CHANGE_REPORT_TOOLTIP
+        form.addRow(self.compare["save"])
         self.compare["button"].connect("clicked(bool)", self.onCompareButton)
+        self.compare["save"].connect("clicked(bool)", self.onSaveChangeReport)
         self.layout.addWidget(section)
         self.layout.addStretch(1)  # below every section (the .ui ends without a spacer, which had pushed this one down)
 
@@ -737,6 +755,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         try:
             nadirSumMm = followup_job.nadir_sum_from_text(c["nadirSumMm"].text)
+            previousReport = followup_job.previous_report_from_text(c["previousChangeReport"].currentPath)
+            followup_job.check_previous_report_alone(previousReport, nadirSumMm, c["afterCompleteResponse"].checked)
         except LiverTumorSegError as exc:  # what was typed, and what to type, before any install is offered
             c["result"].text = str(exc)
             slicer.util.errorDisplay(str(exc))
@@ -749,7 +769,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._comparison = self.logic.compareWithBaseline(
                 *nodes, alignOnCT=c["alignOnCT"].checked, tableNode=reuse, waitForCompletion=False,
                 onFinished=self.onCompareFinished, nadirSumMm=nadirSumMm,
-                afterCompleteResponse=c["afterCompleteResponse"].checked)
+                afterCompleteResponse=c["afterCompleteResponse"].checked, previousReport=previousReport)
         except Exception as exc:  # noqa: BLE001 - a failure to start is shown, the panel stays usable
             self._comparison = None
             c["result"].text = f"Could not start: {exc}"
@@ -775,12 +795,37 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     [node.GetName() for node in compared],
                     outcome.table_node.GetName() if outcome.table_node is not None else "?"), text])
             c["result"].text = text
+            self._lastChange = outcome.change  # Save change report writes it
             if self._parameterNode:  # saved with the scene
                 self._parameterNode.changeTable = outcome.table_node
         elif outcome.kind == job.CANCELLED:
             c["result"].text = "" if closedByScene else "Cancelled; the scene was not changed."
         else:
             self.showFailure(c["result"], outcome, "Comparison")
+
+    def onPreviousChangeReportChanged(self, path) -> None:
+        """The previous follow-up report's path, kept in the parameter node (saved with the scene)."""
+        if self._parameterNode and self._parameterNode.previousChangeReport != path:
+            self._parameterNode.previousChangeReport = path
+
+    def onSaveChangeReport(self) -> None:
+        """Write the last comparison's change.json where the user chooses: the child's copy is in a temporary folder
+        that is deleted, and the next follow-up's comparison needs it as its *Previous follow-up report*."""
+        c = self.compare
+        if self._lastChange is None:
+            slicer.util.errorDisplay(panel_text.NO_CHANGE_REPORT_TO_SAVE)
+            return
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), "Save the change report", "change.json",
+                                              "Change report (*.json)")
+        if not path:
+            return
+        try:
+            saved = followup_job.save_change_report(
+                self._lastChange, path, followup_job.previous_report_from_text(c["previousChangeReport"].currentPath))
+        except (LiverTumorSegError, OSError) as exc:
+            slicer.util.errorDisplay(str(exc))
+            return
+        c["result"].text = "\n".join([c["result"].text, panel_text.change_report_saved_text(saved)]).strip()
 
 
 #
@@ -1125,13 +1170,15 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
     def compareWithBaseline(self, baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
                             alignOnCT: bool = True, tableNode=None, waitForCompletion: bool = True,
                             onFinished: Optional[Callable[[Any], None]] = None, nadirSumMm: Optional[float] = None,
-                            afterCompleteResponse: bool = False):
+                            afterCompleteResponse: bool = False, previousReport: Optional[str] = None):
         """Follow-up comparison of two segmentations (each on its CT) in a child process
         (``LiverTumorSegLib followup``: SimpleITK registration and lesion matching took 14 s for two
         160 x 512 x 512 CTs, which in Slicer's process froze the GUI). ``nadirSumMm``: the RECIST nadir, the smallest
         sum of diameters (mm) of the baseline's target lesions at an earlier follow-up (None: the baseline is the
         reference). ``afterCompleteResponse``: the previous assessment was a complete response (``followup
-        --after-complete-response``). ``waitForCompletion=True``: blocks and
+        --after-complete-response``). ``previousReport``: the previous follow-up's change.json against this baseline
+        (``followup --previous``: its nadir and complete response carry over; not with the two above).
+        ``waitForCompletion=True``: blocks and
         returns ``(change report dict, table node)`` (raises on failure). ``False``: returns the running
         ``followup_job.FollowupJob`` (``.cancel()``); ``onFinished(outcome)`` is called on the main thread."""
         env = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None
@@ -1139,7 +1186,7 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
             slicer.mrmlScene, baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
             self.runnerFactory(), self.python or pythonSlicerExecutable(), libraryRoot(), align_on_ct=alignOnCT,
             table_node=tableNode, temp_root=slicer.app.temporaryPath, env=env, nadir_sum_mm=nadirSumMm,
-            after_complete_response=afterCompleteResponse)
+            after_complete_response=afterCompleteResponse, previous_report=previousReport)
         result = self._runChild("compare", comparison, waitForCompletion, onFinished or (lambda outcome: None))
         if not waitForCompletion:
             return result

@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Optional
 
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
-from LiverTumorSegLib.followup import check_after_complete_response, check_nadir_sum_mm
+from LiverTumorSegLib.followup import (check_after_complete_response, check_nadir_sum_mm, read_previous_change,
+                                      write_change_report)
 
 from . import panel_text
 from .childjob import (DONE, ChildJob, check_shown_in_scratch_scene, last_error_line,
@@ -26,6 +27,60 @@ NADIR_FIELD_NAME = "Nadir sum of diameters (mm)"
 AFTER_CR_FIELD_NAME = "Previous assessment was a complete response"
 """The compare section's check box for ``followup --after-complete-response`` (named in the error for a nadir above 0
 mm given with it)."""
+PREVIOUS_FIELD_NAME = "Previous follow-up report (change.json)"
+"""The compare section's path field for ``followup --previous CHANGE_JSON``: the change report of the previous
+follow-up against the same baseline, whose nadir and complete response carry over (named in its errors)."""
+
+
+def previous_report_from_text(text: str) -> Optional[str]:
+    """The previous follow-up's change report named in the compare section's *Previous follow-up report* field: None
+    for an empty field (no earlier follow-up report: the nadir field and the complete-response box decide), else the
+    path, once read as a change report (:func:`~LiverTumorSegLib.followup.read_previous_change`), so that a missing
+    file, one that is not JSON or not a change report is an :class:`InputError` in the field's words before the
+    child starts. Quotes around the path (Windows' *Copy as path*) are taken off."""
+    cleaned = (text or "").strip()
+    if len(cleaned) >= 2 and cleaned[0] == cleaned[-1] and cleaned[0] in "'\"":
+        cleaned = cleaned[1:-1].strip()
+    if not cleaned:
+        return None
+    try:
+        read_previous_change(cleaned)
+    except InputError as exc:
+        raise InputError(str(exc).replace("--previous ", f"{PREVIOUS_FIELD_NAME}: ", 1)) from exc
+    return cleaned
+
+
+def check_previous_report_alone(previous_report: Optional[str], nadir_sum_mm: Optional[float],
+                                after_complete_response: bool) -> None:
+    """InputError when a previous follow-up report is given with a nadir or the complete-response box: the report
+    gives both (as ``followup --previous`` refuses ``--nadir-sum-mm`` and ``--after-complete-response``)."""
+    if previous_report is None or (nadir_sum_mm is None and not after_complete_response):
+        return
+    given = NADIR_FIELD_NAME if nadir_sum_mm is not None else AFTER_CR_FIELD_NAME
+    raise InputError(f"{PREVIOUS_FIELD_NAME} gives the nadir and whether the previous assessment was a complete "
+                     f"response; clear '{given}' (or clear the report to give them by hand).")
+
+
+def save_change_report(change: Dict[str, Any], path: str, previous_report: Optional[str] = None) -> str:
+    """Write the comparison's change report (``change``, the follow-up command's JSON as the panel shows it) to
+    ``path`` (``.json`` added when it has no suffix), replacing a file there (the save dialog asked), so that the next
+    follow-up's comparison can name it in *Previous follow-up report*. The report named in that field
+    (``previous_report``) is refused as the place: saving there would replace the previous follow-up's report with
+    this one's. Returns the path written."""
+    from pathlib import Path
+
+    if not change:
+        raise InputError(panel_text.NO_CHANGE_REPORT_TO_SAVE)
+    if not str(path or "").strip():
+        raise InputError("Give a file name for the change report (e.g. change_followup2.json).")
+    target = Path(str(path).strip())
+    if not target.suffix:
+        target = target.with_suffix(".json")
+    if previous_report and target.resolve() == Path(previous_report).resolve():
+        raise InputError(f"'{target}' is the {PREVIOUS_FIELD_NAME} this comparison read: saving there would replace "
+                         f"the previous follow-up's report with this one's; give this report another name.")
+    write_change_report(change, target, overwrite=True)
+    return str(target)
 
 
 def nadir_sum_from_text(text: str) -> Optional[float]:
@@ -101,7 +156,9 @@ class FollowupJob(ChildJob):
     (else, or None: a new one, so another patient's comparison is never overwritten). ``nadir_sum_mm``: the RECIST
     nadir, the smallest sum of diameters (mm) of the baseline's target lesions at an earlier follow-up (None: the
     baseline is the reference; ``followup --nadir-sum-mm``). ``after_complete_response``: the previous assessment
-    was a complete response (``followup --after-complete-response``: any baseline lesion seen again is PD). Runner, python, library root, temp root and env as for
+    was a complete response (``followup --after-complete-response``: any baseline lesion seen again is PD).
+    ``previous_report``: the change.json of the previous follow-up against this baseline (``followup --previous``:
+    its nadir and complete response carry over; not with either of the two). Runner, python, library root, temp root and env as for
     :class:`~.childjob.ChildJob`."""
 
     outcome_class = FollowupOutcome
@@ -110,7 +167,8 @@ class FollowupJob(ChildJob):
     def __init__(self, scene: Any, baseline_segmentation: Any, baseline_volume: Any, followup_segmentation: Any,
                  followup_volume: Any, runner: Any, python: str, library_root: str, align_on_ct: bool = True,
                  table_node: Any = None, temp_root: Optional[str] = None, env: Optional[Dict[str, str]] = None,
-                 nadir_sum_mm: Optional[float] = None, after_complete_response: bool = False) -> None:
+                 nadir_sum_mm: Optional[float] = None, after_complete_response: bool = False,
+                 previous_report: Optional[str] = None) -> None:
         nodes = (baseline_segmentation, baseline_volume, followup_segmentation, followup_volume)
         if not all(nodes):
             raise InputError("Select the baseline and follow-up segmentations and their CTs.")
@@ -122,6 +180,9 @@ class FollowupJob(ChildJob):
         check_nadir_sum_mm(nadir_sum_mm, "The nadir sum of diameters")  # before anything is handed over
         check_after_complete_response(after_complete_response, nadir_sum_mm, AFTER_CR_FIELD_NAME,
                                       "the nadir sum of diameters")
+        check_previous_report_alone(previous_report, nadir_sum_mm, after_complete_response)
+        if previous_report is not None:  # missing, not JSON or no change report: said before anything is handed over
+            previous_report = previous_report_from_text(previous_report)
         for segmentation in (baseline_segmentation, followup_segmentation):  # else it was compared as empty
             mrml.require_output_segments(segmentation)
         # swapped CT selectors compared each segmentation on the other CT's grid and HU (a PD that was an SD)
@@ -135,6 +196,7 @@ class FollowupJob(ChildJob):
         self._align_on_ct = bool(align_on_ct)
         self._nadir_sum_mm = None if nadir_sum_mm is None else float(nadir_sum_mm)
         self._after_complete_response = bool(after_complete_response)
+        self._previous_report = previous_report
         self._table_node = table_node
         self._ct_names = {}  # type: Dict[str, str]  # the CT file handed over -> the volume's name
         self._left_out = []  # type: List[str]  # warnings for segments the comparison leaves out
@@ -226,6 +288,8 @@ class FollowupJob(ChildJob):
         nadir = [] if self._nadir_sum_mm is None else ["--nadir-sum-mm", repr(self._nadir_sum_mm)]
         if self._after_complete_response:
             nadir.append("--after-complete-response")
+        if self._previous_report is not None:
+            nadir += ["--previous", self._previous_report]
         return ["-m", "LiverTumorSegLib", "followup", "--baseline", base_labels, "--followup", follow_labels,
                 "--baseline-ct", base_ct, "--followup-ct", follow_ct, "--alignment",
                 "ct" if self._align_on_ct else "liver", *nadir, *self._slice_thickness_arguments(), "--no-picture",

@@ -377,7 +377,34 @@ def comparison_text(change: Dict[str, Any]) -> str:
     from LiverTumorSegLib.followup import change_summary_lines
 
     lines = [line for line in change_summary_lines(dict(change, warnings=[])) if not line.startswith(" ")]
-    return "\n".join(lines + [f"Warning: {warning}" for warning in change.get("warnings") or []])
+    reference = reference_line(change)
+    return "\n".join(lines + ([reference] if reference else [])
+                     + [f"Warning: {warning}" for warning in change.get("warnings") or []])
+
+
+def reference_line(change: Dict[str, Any]) -> str:
+    """What the response was judged from, as the report's ``response_criteria`` says it (the baseline alone, the
+    nadir given, the nadir of the previous follow-up report, after a complete response), with the nadir in mm and
+    what the previous follow-up report (``previous``) held: the panel showed the response without it, so a reader of
+    a third scan could not see whether progression was judged from the nadir or from the baseline alone. '' for a
+    report without that text."""
+    from LiverTumorSegLib.followup import TIME_POINT_NOTE
+
+    head = "RECIST 1.1 on the liver lesions of the label maps; "
+    criteria = str(change.get("response_criteria") or "")
+    if not criteria.startswith(head):
+        return ""
+    line = "Reference: " + criteria[len(head):].split("; " + TIME_POINT_NOTE)[0]
+    nadir = (change.get("sum_of_diameters") or {}).get("nadir_mm")
+    if nadir is not None:
+        line += f" (nadir {_fixed(float(nadir), 1)} mm)"
+    previous = change.get("previous")
+    if isinstance(previous, dict):
+        def mm(value: Any) -> str:
+            return "none" if value is None else f"{_fixed(float(value), 1)} mm"
+        line += (f"; previous follow-up report: response {previous.get('response') or 'unknown'}, its follow-up "
+                 f"sum {mm(previous.get('followup_mm'))}, its nadir {mm(previous.get('nadir_mm'))}")
+    return line
 
 
 def not_selected_text(ct_name: str, segmentation_name: str, table_name: str) -> str:
@@ -480,6 +507,25 @@ COMPARE_TOOLTIP = "Align the follow-up to the baseline, match lesions, RECIST 1.
 """The compare section's button's tooltip; while a comparison runs the button reads Cancel, with
 :data:`COMPARE_CANCEL_TOOLTIP`."""
 COMPARE_CANCEL_TOOLTIP = "Stop the comparison (the scene is not changed)"
+PREVIOUS_CHANGE_REPORT_TOOLTIP = (
+    "The change report (change.json) of the previous follow-up compared with this same baseline, saved with 'Save "
+    "change report...' or written by 'livertumorseg followup' (its --previous): RECIST 1.1 then judges progression "
+    "from the nadir it carries (the smaller of its nadir and its follow-up sum) and takes its CR as a complete "
+    "response. Empty: the nadir field and the complete-response box decide. Not with either of them")
+"""The compare section's *Previous follow-up report (change.json)* field's tooltip."""
+SAVE_CHANGE_REPORT_TOOLTIP = (
+    "Save the last comparison's change report (change.json) to a file, to give it as 'Previous follow-up report' "
+    "when the next follow-up is compared with this baseline (the comparison's own copy is deleted with its "
+    "temporary folder)")
+"""The compare section's *Save change report...* button's tooltip."""
+NO_CHANGE_REPORT_TO_SAVE = ("No comparison to save: press Compare first (a scene loaded from disk keeps the change "
+                            "table, not its report).")
+
+
+def change_report_saved_text(path: str) -> str:
+    """The line under the comparison's result once its change report was saved."""
+    return (f"Change report saved: {path} (give it as 'Previous follow-up report' when comparing the next follow-up "
+            f"with this baseline).")
 
 
 def measure_button_state(measuring: bool, running: bool, has_input: bool, has_segments: bool, own_ct: bool,

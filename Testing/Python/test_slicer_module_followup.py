@@ -228,6 +228,11 @@ def test_the_compare_section_is_saved_with_the_scene():
     made = set(re.findall(r'\("(\w+)", "[^"]*:", "vtkMRML\w+"\)', methods["setupCompareSection"])
                + re.findall(r'self\.compare\["(\w+)"\] = qt\.', methods["setupCompareSection"]))
     assert made >= set(names)  # each bound name is a widget of the section
+    # the previous follow-up report is saved with the scene too, copied both ways by the widget (not bound by name:
+    # parameterNodeWrapper has no str connector for its ctkPathLineEdit)
+    assert fields.get("previousChangeReport") == "str" and "previousChangeReport" not in names
+    assert "self._parameterNode.previousChangeReport = path" in methods["onPreviousChangeReportChanged"]
+    assert 'self.compare["previousChangeReport"].currentPath = p.previousChangeReport' in methods["updateGUI"]
     assert re.search(r"widgets\.update\(\{name: self\.compare\[name\] for name in COMPARE_PARAMETERS\}\)",
                      methods["setParameterNode"])
     assert "self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(widgets)" in methods["setParameterNode"]
@@ -470,6 +475,7 @@ def test_compare_reads_the_nadir_field_and_refuses_a_wrong_one_before_anything_s
     widget.compare = dict({key: chosen for key in ("baselineSegmentation", "baselineVolume", "followupSegmentation",
                                                     "followupVolume", "alignOnCT", "button")},
                           nadirSumMm=nadir, afterCompleteResponse=types.SimpleNamespace(checked=False),
+                          previousChangeReport=types.SimpleNamespace(currentPath=""),
                           result=types.SimpleNamespace(text=""))
     widget._parameterNode = None
     calls, errors = [], []
@@ -519,7 +525,8 @@ def test_a_comparison_whose_pair_was_changed_while_it_ran_says_whose_response_it
     widget.compare = {"baselineSegmentation": Field(node=first[1]), "baselineVolume": Field(node=first[0]),
                       "followupSegmentation": Field(node=second[1]), "followupVolume": Field(node=second[0]),
                       "alignOnCT": Field(checked=True), "nadirSumMm": Field(text=""),
-                      "afterCompleteResponse": Field(checked=False), "button": Field(text="Compare"),
+                      "afterCompleteResponse": Field(checked=False), "previousChangeReport": Field(currentPath=""),
+                      "button": Field(text="Compare"),
                       "result": Field(text=""), "table": Field(node=None)}
     widget._parameterNode = None
     widget.dependenciesReady = lambda: True
@@ -602,3 +609,128 @@ def test_compare_hands_each_cts_dicom_slice_thickness_to_the_child(module, monke
     logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: stand_in, python=sys.executable)
     logic.compareWithBaseline(base_segmentation, base_volume, follow_segmentation, follow_volume, alignOnCT=False)
     assert len(children) == 2 and not [a for a in children[-1] if a.endswith("-slice-thickness-mm")]
+
+
+def test_a_previous_follow_up_report_carries_its_nadir_to_the_next_comparison(module, tmp_path):
+    """The CLI's ``followup --previous CHANGE_JSON`` carries a chain's nadir and CR; the panel's Compare had no way to
+    give it, so a third scan read in Slicer was judged from the baseline alone (SD) unless the nadir was typed by hand.
+    ``compareWithBaseline(previousReport=...)`` hands the saved report to the child: the same pair is PD from the
+    nadir the previous report carries, and the panel's text says where the nadir came from."""
+    from LiverTumorSegLib.errors import InputError
+
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
+                        noise_hu=5.0, origin=(-40.0, -30.0, 60.0))
+    volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=module.m.childprocess.SubprocessRunner, python=sys.executable)
+    fj = module.m.followup_job
+    first, _ = logic.compareWithBaseline(segmentation, volume, segmentation, volume, alignOnCT=False, nadirSumMm=5.0)
+    saved = fj.save_change_report(first, str(tmp_path / "followup1"))  # .json added
+    assert saved == str(tmp_path / "followup1.json")
+    change, _ = logic.compareWithBaseline(segmentation, volume, segmentation, volume, alignOnCT=False,
+                                          previousReport=saved)
+    assert change["response"] == "PD" and change["sum_of_diameters"]["nadir_mm"] == 5.0
+    assert change["previous"]["nadir_mm"] == 5.0 and "nadir from the previous change report" in change[
+        "response_criteria"]
+    reference = module.m.panel_text.reference_line(change)
+    assert reference.startswith("Reference: partial response from the baseline, progression from the smaller of the "
+                                "baseline's sum and the nadir from the previous change report (nadir 5.0 mm); "
+                                "previous follow-up report: response ")
+    assert "its nadir 5.0 mm" in reference and reference in module.m.panel_text.comparison_text(change)
+    without, _ = logic.compareWithBaseline(segmentation, volume, segmentation, volume, alignOnCT=False)
+    assert without["response"] == "SD"
+    assert module.m.panel_text.reference_line(without) == \
+        "Reference: the baseline is the reference (no nadir given)"
+    # refused before anything starts: with a nadir or the CR box, a missing file, a file that is no change report
+    with pytest.raises(InputError, match=r"Previous follow-up report \(change.json\) gives the nadir .* clear "
+                                         r"'Nadir sum of diameters \(mm\)'"):
+        logic.compareWithBaseline(segmentation, volume, segmentation, volume, nadirSumMm=5.0, previousReport=saved)
+    with pytest.raises(InputError, match="clear 'Previous assessment was a complete response'"):
+        logic.compareWithBaseline(segmentation, volume, segmentation, volume, afterCompleteResponse=True,
+                                  previousReport=saved)
+    with pytest.raises(InputError, match=r"^Previous follow-up report \(change.json\): '.*gone.json' does not exist"):
+        logic.compareWithBaseline(segmentation, volume, segmentation, volume, previousReport=str(tmp_path / "gone.json"))
+    (tmp_path / "other.json").write_text('{"response": "SD"}', encoding="utf-8")
+    with pytest.raises(InputError, match="is not a followup change report"):
+        logic.compareWithBaseline(segmentation, volume, segmentation, volume,
+                                  previousReport=str(tmp_path / "other.json"))
+    assert list(module.temp.iterdir()) == []
+
+
+def test_the_previous_report_field_reads_a_path_and_the_change_report_is_saved_where_the_user_finds_it(
+        module, tmp_path):
+    """The path field: empty is none, quotes (Windows' Copy as path) are taken off. The panel's change.json was in a
+    temporary folder deleted after the run, so there was nothing to give as the next follow-up's previous report:
+    save_change_report writes it, refusing the previous report's own path (that follow-up's report would be lost)."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.followup import read_previous_change
+
+    fj = module.m.followup_job
+    assert fj.previous_report_from_text("") is None and fj.previous_report_from_text("  ") is None
+    change = {"response": "PR", "response_reason": "x", "lesions": [], "warnings": [],
+              "sum_of_diameters": {"target_lesion_ids": [1], "baseline_mm": 20.0, "followup_mm": 12.0, "nadir_mm": None}}
+    path = fj.save_change_report(change, str(tmp_path / "fu1.json"))
+    assert read_previous_change(path)["sum_of_diameters"]["followup_mm"] == 12.0
+    assert fj.previous_report_from_text(f' "{path}" ') == path
+    with pytest.raises(InputError, match="would replace the previous follow-up's report"):
+        fj.save_change_report(change, path, previous_report=path)
+    with pytest.raises(InputError, match="No comparison to save"):
+        fj.save_change_report({}, str(tmp_path / "x.json"))
+    with pytest.raises(InputError, match="must end in .json"):
+        fj.save_change_report(change, str(tmp_path / "x.txt"))
+
+
+def test_the_panels_compare_passes_the_previous_report_and_save_writes_the_last_change(module, monkeypatch, tmp_path):
+    """The widget: the *Previous follow-up report* field goes to ``compareWithBaseline(previousReport=...)``; given
+    with a nadir it is refused in the panel before anything starts; the field is kept in the parameter node and
+    shown again from it; *Save change report...* writes the last comparison's report where the dialog says."""
+    import types
+    import slicer.util
+
+    from LiverTumorSegLib.followup import read_previous_change
+
+    m = module.m
+    fj = m.followup_job
+    previous = fj.save_change_report({"response": "SD", "lesions": [], "sum_of_diameters": {
+        "target_lesion_ids": [1], "baseline_mm": 20.0, "followup_mm": 18.0, "nadir_mm": None}},
+        str(tmp_path / "fu1.json"))
+    widget = m.LiverTumorSegWidget()
+    chosen = types.SimpleNamespace(checked=True, text="Compare", currentNode=lambda: "node")
+    nadir, field = types.SimpleNamespace(text=""), types.SimpleNamespace(currentPath=previous)
+    widget.compare = dict({key: chosen for key in ("baselineSegmentation", "baselineVolume", "followupSegmentation",
+                                                    "followupVolume", "alignOnCT", "button")},
+                          nadirSumMm=nadir, afterCompleteResponse=types.SimpleNamespace(checked=False),
+                          previousChangeReport=field, result=types.SimpleNamespace(text=""))
+    widget._parameterNode = None
+    calls, errors = [], []
+    widget.dependenciesReady = lambda: True
+    widget.logic = types.SimpleNamespace(compareWithBaseline=lambda *a, **k: calls.append(k["previousReport"]) or "job")
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: errors.append(text))
+    widget.onCompareButton()
+    assert calls == [previous] and errors == []
+    widget._comparison, calls[:] = None, []
+    nadir.text = "12"
+    widget.onCompareButton()
+    assert calls == [] and len(errors) == 1 and "clear 'Nadir sum of diameters (mm)'" in errors[0]
+    # kept in the parameter node both ways
+    widget._parameterNode = types.SimpleNamespace(previousChangeReport="")
+    widget.onPreviousChangeReportChanged(previous)
+    assert widget._parameterNode.previousChangeReport == previous
+    # Save change report: nothing compared yet, then the last comparison's report
+    errors[:] = []
+    saved_to = str(tmp_path / "fu2.json")
+    monkeypatch.setattr(m.qt, "QFileDialog", types.SimpleNamespace(getSaveFileName=lambda *a: saved_to),
+                        raising=False)
+    monkeypatch.setattr(slicer.util, "mainWindow", lambda *a, **k: None, raising=False)
+    widget._lastChange = None
+    widget.onSaveChangeReport()
+    assert errors == [m.panel_text.NO_CHANGE_REPORT_TO_SAVE]
+    widget._lastChange = {"response": "PD", "lesions": [], "sum_of_diameters": {
+        "target_lesion_ids": [1], "baseline_mm": 20.0, "followup_mm": 30.0, "nadir_mm": 18.0}}
+    widget.compare["result"].text = "RECIST 1.1 response: PD"
+    widget.onSaveChangeReport()
+    assert read_previous_change(saved_to)["response"] == "PD"
+    assert widget.compare["result"].text.splitlines()[-1] == m.panel_text.change_report_saved_text(saved_to)
+    saved_to = previous  # the dialog pointed at the previous report in the field: refused, it is kept
+    widget.onSaveChangeReport()
+    assert "would replace the previous follow-up's report" in errors[-1]
+    assert read_previous_change(previous)["response"] == "SD"

@@ -121,6 +121,10 @@ CHECKED_IN_SLICER_5_6: Dict[str, str] = {
                      "vtkOrientedImageDataResample", "vtkSlicerApplicationLogic", "vtkSlicerColorLogic",
                      "vtkSlicerVolumesLogic", "vtkSlicerSegmentationsModuleLogic", "qMRMLNodeComboBox",
                      "qMRMLTableView", "ctkCollapsibleButton"), "api"),
+    # ctkPathLineEdit and its Filter value Files: commontk/CTK ctkPathLineEdit.h 03bf8478 (C++98, older than 5.6's
+    # CTK), and Slicer's parameterNodeWrapper guiConnectors.py (5.2 and later) binds a ctkPathLineEdit (see
+    # test_slicer_module_qt_api.py, source ``ctkpath``)
+    **dict.fromkeys(("ctkPathLineEdit", "Files"), "ctkpath: commontk/CTK ctkPathLineEdit.h 03bf8478"),
     **dict.fromkeys(("vtkCommand", "vtkDoubleArray", "vtkFloatArray", "vtkImageCast", "vtkImageData", "vtkIntArray",
                      "vtkLogger",
                      "vtkMatrix4x4", "vtkStringArray", "vtkTable", "vtkVector3d"), "vtk"),

@@ -29,6 +29,12 @@ Sources, read with the stored-source search (27 Nov 2026); a hit without a repos
 - ``template``: how every scripted module since Slicer 4 uses its parent: ``parent.title`` ... ``acknowledgementText``
   assigned, ``self.layout = self.parent.layout()`` (a QVBoxLayout), ``setMRMLScene`` on a ``qMRMLWidget`` (many
   modules in the stored sources).
+- ``ctkpath``: commontk/CTK Libs/Widgets/ctkPathLineEdit.h 03bf8478 (C++98 ``0`` defaults, so older than 5.6's
+  CTK): ``Q_PROPERTY`` currentPath (``USER``), filters (``Filters``, enum value ``Files``) and nameFilters; signal
+  ``currentPathChanged(const QString&)``. The same members used in a Slicer of the ``parameterNodeWrapper`` era (5.2
+  and later): its guiConnectors.py ``ctkPathLineEditToPathConnector`` reads and assigns ``currentPath`` and connects
+  ``currentPathChanged``, and scripted modules in the stored sources set ``filters = ctk.ctkPathLineEdit.Files`` and
+  ``nameFilters = [...]`` as this module does (read 29 Nov 2026).
 - ``qt``: Qt 5's own API (PythonQt wraps QObject subclasses' public methods through its generated wrappers; the Qt 5
   wrappers of QProcess, hits with ``qint64 processId(QProcess* theWrappedObject)``, list every QProcess method used
   here, with the enums SeparateChannels, NotRunning, CrashExit). The ``Q_PROPERTY``s of Qt's widgets used here
@@ -93,6 +99,10 @@ QT_MEMBERS: Dict[str, Dict[str, Tuple[str, str]]] = {
     "QItemSelectionModel": {"selectedIndexes": (PROPERTY, "qt55")},
     "QModelIndex": {**dict.fromkeys(("sibling", "row", "data"), (CALL, "qt"))},
     "ctkCollapsibleButton": {"collapsed": (PROPERTY, "ctk"), "text": (PROPERTY, "qt")},
+    "ctkPathLineEdit": {
+        **dict.fromkeys(("currentPath", "filters", "nameFilters"), (PROPERTY, "ctkpath")),
+        "toolTip": (PROPERTY, "qt"), "Files": (ENUM, "ctkpath"), "connect": (CALL, "pythonqt"),
+    },
     "qMRMLWidget": {"setMRMLScene": (CALL, "template")},
     "QVBoxLayout": {**dict.fromkeys(("addWidget", "addStretch"), (CALL, "template"))},
     "QFormLayout": {"addRow": (CALL, "qt")},
@@ -115,7 +125,7 @@ QT_MEMBERS: Dict[str, Dict[str, Tuple[str, str]]] = {
                          "exitCode", "waitForReadyRead", "kill", "waitForFinished", "close"), (CALL, "qt")),
         **dict.fromkeys(("SeparateChannels", "NotRunning", "CrashExit"), (ENUM, "qt")),
     },
-    "QFileDialog": {"getOpenFileName": (CALL, "qt")},
+    "QFileDialog": {**dict.fromkeys(("getOpenFileName", "getSaveFileName"), (CALL, "qt"))},
     "qSlicerApplication": {
         "temporaryPath": (PROPERTY, "app"), "repositoryRevision": (PROPERTY, "app"),
         "applicationVersion": (PROPERTY, "qt"),  # QCoreApplication's
@@ -134,7 +144,8 @@ QT_MEMBERS: Dict[str, Dict[str, Tuple[str, str]]] = {
 COMPARE_WIDGETS = {"baselineSegmentation": "qMRMLNodeComboBox", "baselineVolume": "qMRMLNodeComboBox",
                    "followupSegmentation": "qMRMLNodeComboBox", "followupVolume": "qMRMLNodeComboBox",
                    "alignOnCT": "QCheckBox", "nadirSumMm": "QLineEdit", "afterCompleteResponse": "QCheckBox",
-                   "button": "QPushButton", "result": "QLabel",
+                   "previousChangeReport": "ctkPathLineEdit", "button": "QPushButton", "save": "QPushButton",
+                   "result": "QLabel",
                    "table": "qMRMLTableView"}
 """The compare section's widgets (setupCompareSection) by key."""
 
@@ -146,7 +157,7 @@ MODULE_RECEIVERS: List[Tuple[str, str]] = [
     (r"indexes\[0\]|indexes\[0\]\.sibling\(.*\)", "QModelIndex"),
     (r"self\.layout", "QVBoxLayout"), (r"uiWidget", "qMRMLWidget"), (r"label", "QLabel"), (r"w", "QObject"),
     (r"self\.parent", "module parent"), (r"qt\.QProcess", "QProcess"),
-    (r"qt\.QFileDialog", "QFileDialog"),
+    (r"qt\.QFileDialog", "QFileDialog"), (r"ctk\.ctkPathLineEdit", "ctkPathLineEdit"),
     (r"slicer\.app", "qSlicerApplication"), (r"slicer\.app\.commandOptions\(\)", "qSlicerCommandOptions"),
     (r"slicer\.modules\.colors", "qSlicerAbstractCoreModule"),
 ]

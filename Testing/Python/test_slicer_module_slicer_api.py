@@ -48,8 +48,11 @@ SUPPORTED_BINDINGS = {
 
 # Signals checked in the sources: qMRMLTableView.h (Slicer/Slicer 11a1fae3: ``void selectionChanged();``); Qt 5's
 # QAbstractButton ``clicked(bool checked = false)`` (moc also registers ``clicked()``), QComboBox
-# ``currentIndexChanged(int)`` (also in Qt 6), QTimer ``timeout()``.
+# ``currentIndexChanged(int)`` (also in Qt 6), QTimer ``timeout()``; commontk/CTK ctkPathLineEdit.h 03bf8478
+# ``void currentPathChanged(const QString& path);`` (moc normalises it to ``currentPathChanged(QString)``; Slicer's
+# guiConnectors.py connects the same signal).
 VERIFIED_SIGNALS = {
+    "ctkPathLineEdit": {"currentPathChanged(QString)": 1},
     "QPushButton": {"clicked()": 0, "clicked(bool)": 1, "toggled(bool)": 1},
     "QComboBox": {"currentIndexChanged(int)": 1},
     "qMRMLTableView": {"selectionChanged()": 0},

@@ -370,10 +370,12 @@ def test_the_update_lesion_table_button_says_why_it_is_off(module):
         modelComboBox=combo, deviceComboBox=combo, windowLevelSpinBox=Label(), windowWidthSpinBox=Label(),
         lesionTableView=TableViewStandIn(None), resultsSummaryLabel=Label(), segmentButton=Label(),
         measureButton=Label())
-    widget.compare = {"table": TableViewStandIn(None), "result": Label()}
+    widget.compare = {"table": TableViewStandIn(None), "result": Label(),
+                      "previousChangeReport": types.SimpleNamespace(currentPath="")}
     widget._parameterNode = types.SimpleNamespace(
         modelPath="default.safetensors", device="auto", overrideWindow=False, inputVolume=ct,
-        outputSegmentation=outcome.segmentation_node, lesionTable=outcome.table_node, changeTable=None)
+        outputSegmentation=outcome.segmentation_node, lesionTable=outcome.table_node, changeTable=None,
+        previousChangeReport="")
     widget._lastInputVolume = ct
     widget.updateGUI()
     button = widget.ui.measureButton
@@ -385,3 +387,8 @@ def test_the_update_lesion_table_button_says_why_it_is_off(module):
     widget._measuring = object()
     widget.updateGUI()
     assert (button.enabled, button.text) == (True, "Cancel") and button.toolTip.startswith("Stop updating")
+    # the previous follow-up report's field (not bound by the wrapper: no str connector for a ctkPathLineEdit) shows
+    # the parameter node's path, e.g. of a scene loaded from disk
+    widget._parameterNode.previousChangeReport = "/reports/followup1.json"
+    widget.updateGUI()
+    assert widget.compare["previousChangeReport"].currentPath == "/reports/followup1.json"

@@ -820,8 +820,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not path:
             return
         try:
+            # the field's path as typed: a report since moved away does not stop the save (it is not read here)
             saved = followup_job.save_change_report(
-                self._lastChange, path, followup_job.previous_report_from_text(c["previousChangeReport"].currentPath))
+                self._lastChange, path, followup_job.previous_report_path(c["previousChangeReport"].currentPath))
         except (LiverTumorSegError, OSError) as exc:
             slicer.util.errorDisplay(str(exc))
             return
@@ -1384,7 +1385,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Lesion table updated from edited segments")
 
     def test_CompareSectionSavedWithScene(self):
-        """The compare section's segmentations, CTs, alignment choice, nadir and last table are saved with the
+        """The compare section's segmentations, CTs, alignment choice, nadir, previous report and last table are saved with the
         scene: set in the panel, saved as a .mrb, the scene cleared and the file loaded, the panel shows them again
         (nodes of the loaded scene) and the table's response line. No segmentation is run."""
         import tempfile
@@ -1408,12 +1409,15 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
             widget.compare[key].setCurrentNode(node)
         widget.compare["alignOnCT"].checked = False
         widget.compare["nadirSumMm"].text = "35.5"
+        previousReport = os.path.join(tempfile.gettempdir(), "followup1_change.json")  # not read: no Compare here
+        widget.compare["previousChangeReport"].currentPath = previousReport
         change = {"response": "SD", "response_reason": "sum of diameters +0.0 %", "lesions": [],
                   "sum_of_diameters": {"baseline_mm": 40.0, "followup_mm": 40.0, "change_percent": 0.0}}
         widget._parameterNode.changeTable = mrml.create_change_table_node(slicer.mrmlScene, change)
         self.assertIs(widget._parameterNode.baselineSegmentation, segmentations[0])  # the panel wrote the node
         self.assertFalse(widget._parameterNode.alignOnCT)
         self.assertEqual(widget._parameterNode.nadirSumMm, "35.5")
+        self.assertEqual(widget._parameterNode.previousChangeReport, previousReport)  # copied by the widget
         names = {key: node.GetName() for key, node in chosen.items()}
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "compare.mrb")
@@ -1427,6 +1431,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
             self.assertTrue(slicer.mrmlScene.IsNodePresent(node))
         self.assertFalse(widget.compare["alignOnCT"].checked)
         self.assertEqual(widget.compare["nadirSumMm"].text, "35.5")
+        self.assertEqual(widget.compare["previousChangeReport"].currentPath, previousReport)
         self.assertIsNotNone(widget.compare["table"].mrmlTableNode())
         self.assertEqual(widget.compare["table"].mrmlTableNode().GetName(), "Lesion follow-up")
         self.assertTrue(widget.compare["result"].text.startswith("RECIST 1.1 response: SD"))

@@ -32,15 +32,22 @@ PREVIOUS_FIELD_NAME = "Previous follow-up report (change.json)"
 follow-up against the same baseline, whose nadir and complete response carry over (named in its errors)."""
 
 
+def previous_report_path(text: str) -> str:
+    """The path in the *Previous follow-up report* field as typed, without surrounding blanks and quotes (Windows'
+    *Copy as path*), not read: '' for none."""
+    cleaned = (text or "").strip()
+    if len(cleaned) >= 2 and cleaned[0] == cleaned[-1] and cleaned[0] in "'\"":
+        cleaned = cleaned[1:-1].strip()
+    return cleaned
+
+
 def previous_report_from_text(text: str) -> Optional[str]:
     """The previous follow-up's change report named in the compare section's *Previous follow-up report* field: None
     for an empty field (no earlier follow-up report: the nadir field and the complete-response box decide), else the
     path, once read as a change report (:func:`~LiverTumorSegLib.followup.read_previous_change`), so that a missing
     file, one that is not JSON or not a change report is an :class:`InputError` in the field's words before the
     child starts. Quotes around the path (Windows' *Copy as path*) are taken off."""
-    cleaned = (text or "").strip()
-    if len(cleaned) >= 2 and cleaned[0] == cleaned[-1] and cleaned[0] in "'\"":
-        cleaned = cleaned[1:-1].strip()
+    cleaned = previous_report_path(text)
     if not cleaned:
         return None
     try:

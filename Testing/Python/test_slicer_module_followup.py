@@ -734,3 +734,8 @@ def test_the_panels_compare_passes_the_previous_report_and_save_writes_the_last_
     widget.onSaveChangeReport()
     assert "would replace the previous follow-up's report" in errors[-1]
     assert read_previous_change(previous)["response"] == "SD"
+    # a previous report named in the field that is gone since does not stop saving this one
+    field.currentPath, saved_to = str(tmp_path / "moved_away.json"), str(tmp_path / "fu2b.json")
+    errors[:] = []
+    widget.onSaveChangeReport()
+    assert errors == [] and read_previous_change(saved_to)["response"] == "PD"

@@ -1000,7 +1000,8 @@ def test_a_scene_closed_while_packages_install_starts_nothing_and_says_so(module
     widget.compare = dict({key: chosen for key in ("baselineSegmentation", "baselineVolume", "followupSegmentation",
                                                     "followupVolume", "alignOnCT", "button")},
                           nadirSumMm=types.SimpleNamespace(text=""), result=types.SimpleNamespace(text=""),
-                          table=_TableViewStandIn())
+                          afterCompleteResponse=types.SimpleNamespace(checked=False),
+                          previousChangeReport=types.SimpleNamespace(currentPath=""), table=_TableViewStandIn())
     closedScenes = types.SimpleNamespace(outputSegmentation=None, inputVolume="CT", modelPath="m.safetensors",
                                          device="auto", lesionTable=None, changeTable=None, parameterNode=None,
                                          disconnectGui=lambda tag: None)

@@ -87,6 +87,9 @@ HELP = {
     "overwrite": "replace an existing output / start over in a log dir holding a checkpoint",
     "allow_non_hu": "train on volumes that do not look like CT in Hounsfield units (MR, normalised data); NaN, "
                     "constant and broken volumes are refused all the same",
+    "oblique_grid": ("how a CT turned more than 5 degrees against the patient's axes is trained and validated: "
+                     "aligned, on the patient-aligned grid segment gives the network; stored, on its own oblique "
+                     "slices, as before slice cache format 4 (default: aligned)"),
     "max_time_minutes": "stop gracefully after this many minutes and still write the package (0 = no limit)",
     "checkpoint_every_steps": ("also save <log_dir>/checkpoints/last.pt every this many steps (0 = at each epoch's "
                                "end only)"),
@@ -166,6 +169,8 @@ def add_config_options(parser: argparse.ArgumentParser, help_for: Optional[Dict[
         elif f.name == "synthetic_lesions":
             parser.add_argument(*names, dest=f.name, default=None, choices=["auto", "true", "false"],
                                 help=help_text)
+        elif f.name == "oblique_grid":
+            parser.add_argument(*names, dest=f.name, default=None, choices=["aligned", "stored"], help=help_text)
         else:
             shown = help_text if f.name in help_for else _with_default(help_text, value)
             metavar = METAVAR.get(f.name, "N" if type(value) is int else None)

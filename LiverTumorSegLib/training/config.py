@@ -71,6 +71,10 @@ class TrainConfig:
     (fine-tuning; :mod:`.init_from`): ``model``, ``model_options`` and ``preprocessing`` must be its own.
     ``resume``: continue from ``<log_dir>/checkpoints/last.pt``.
     ``allow_non_hu``: train on volumes that do not look like CT in HU (each case gets ``segment``'s checks).
+    ``oblique_grid``: "aligned" (default): a CT turned more than 5 degrees against the patient's axes is trained and
+    validated on the patient-aligned grid ``segment`` gives the network (:func:`.slice_cache.aligned_network_ct`);
+    "stored": on its own oblique slices, as before (and ``segment --oblique-grid stored`` in the whole-volume
+    validation).
     ``max_time_minutes``: stop gracefully when exceeded and still write the model package (0 = no limit).
     ``use_best_checkpoint``: package (and validate on whole volumes) the weights of the best validation epoch
     instead of the last epoch's. Chosen on the validation cases, so the validation numbers it reports are
@@ -127,6 +131,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     allow_non_hu: bool = False
+    oblique_grid: str = "aligned"
     max_time_minutes: float = 0.0
     checkpoint_every_steps: int = 0
     progress_bar: bool = True
@@ -190,6 +195,7 @@ class TrainConfig:
         choice("optimizer", OPTIMIZERS)
         choice("schedule", SCHEDULES)
         choice("amp", ("auto", "bf16", "fp16", "off"))
+        choice("oblique_grid", ("aligned", "stored"))
         if str(self.synthetic_lesions).lower() not in ("auto", "true", "false"):
             raise InputError(f"Option synthetic_lesions={self.synthetic_lesions!r} must be auto, true or false.")
         for name in ("epochs", "iterations_per_epoch", "batch_size", "patch_size"):

@@ -953,19 +953,26 @@ _WARNED_CASES: Set[Tuple[str, str]] = set()
 
 
 def load_case(case: Case, label_map: Optional[Dict] = None, allow_non_hu: bool = False,
-              content_warnings: bool = True) -> Tuple[CTVolume, np.ndarray]:
+              content_warnings: bool = True, aligned_for_model: bool = False) -> Tuple[CTVolume, np.ndarray]:
     """Read, check and canonicalize one case -> (canonical CTVolume (z, y, x) HU, labels (z, y, x) uint8).
     Each CT warning is logged once per process and image, however often the case is read.
 
     The CT gets the checks ``segment`` makes (:func:`validation.check_ct`: NaN/Inf, constant, not HU, ...), so a
     model is never trained on a volume it would refuse to segment; ``allow_non_hu`` as there.
-    ``content_warnings``: as :func:`read_case_labels`'s."""
+    ``content_warnings``: as :func:`read_case_labels`'s. ``aligned_for_model``: the network is given an oblique CT
+    on a patient-aligned grid (training's ``oblique_grid`` ``aligned``: the slice cache and the whole-volume
+    validation), so the warning that the model reads the grid's oblique slices as axial ones (and advice to resample
+    the CT first) is left out; the slice cache's log names such a case with its angle."""
     from ..io import read_volume
     from ..orientation import canonicalize
-    from ..validation import check_ct
+    from ..validation import check_ct, model_obliquity_warnings
 
     image = read_volume(case.image_path)
-    for warning in check_ct(image, allow_non_hu=allow_non_hu):
+    warnings = check_ct(image, allow_non_hu=allow_non_hu, aligned_for_model=aligned_for_model)
+    if aligned_for_model:  # segment's words for it ('segment gave the model ...'): the cache log says it instead
+        said = set(model_obliquity_warnings(image.geometry.direction_matrix, image.source or "the volume", True))
+        warnings = [warning for warning in warnings if warning not in said]
+    for warning in warnings:
         key = (str(case.image_path), warning)
         if key not in _WARNED_CASES:  # a validation case is read for the slice cache and again at the end
             _WARNED_CASES.add(key)

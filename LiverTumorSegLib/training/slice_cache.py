@@ -32,8 +32,15 @@ from ..fileutil import atomic_output
 from ..inference.body_size import body_diameter_mm
 from .datasets import Case, load_case, voxel_digest
 
-CACHE_VERSION = 3  # 2: shrunk labels take the largest bilinear share (were nearest: half a pixel off at 2:1); 3: a
-# resampling's fill outside the original field of view is cached as -1024 HU, as segment gives it to the network
+CACHE_VERSION = 4  # 2: shrunk labels take the largest bilinear share (were nearest: half a pixel off at 2:1); 3: a
+# resampling's fill outside the original field of view is cached as -1024 HU, as segment gives it to the network;
+# 4: an oblique CT is cached on segment's patient-aligned grid (oblique_grid "aligned"; it was cached as stored)
+
+OBLIQUE_GRIDS = ("aligned", "stored")
+"""Training's ``oblique_grid``: ``aligned`` (default) caches a CT turned more than
+:data:`~..inference.axis_aligned.OBLIQUE_THRESHOLD_DEGREES` against the patient's axes on the patient-aligned grid
+``segment`` gives the network (:func:`aligned_network_ct`); ``stored`` caches its own (oblique) slices, as versions
+before 0.6.5's cache format 4 did."""
 
 
 @dataclass
@@ -43,7 +50,8 @@ class CachedCase:
     :func:`~.datasets.voxel_digest`; ``body_diameter_mm`` the canonical CT's body size
     (:func:`~..inference.body_size.body_diameter_mm`; None where the image or a round field of view cuts the body);
     ``resampling_fill`` the :meth:`~..inference.resampling_fill.ResamplingFill.record` of the fill cached as
-    -1024 HU, or None."""
+    -1024 HU, or None; ``network_grid`` the patient-aligned grid an oblique CT was cached on
+    (:meth:`~..inference.axis_aligned.AlignedGrid.record` with ``obliquity_degrees``), or None: its own grid."""
 
     case_id: str
     patient_id: str
@@ -59,6 +67,7 @@ class CachedCase:
     _labels: Any = None
     body_diameter_mm: Optional[float] = None
     resampling_fill: Optional[Dict[str, Any]] = None
+    network_grid: Optional[Dict[str, Any]] = None
 
     @property
     def hu(self) -> np.ndarray:
@@ -79,9 +88,9 @@ class CachedCase:
         return state
 
 
-def cache_key(spatial_settings: Dict[str, Any], label_map: Optional[Dict]) -> str:
+def cache_key(spatial_settings: Dict[str, Any], label_map: Optional[Dict], oblique_grid: str = "aligned") -> str:
     """Short hash of everything that changes the cached arrays."""
-    text = json.dumps({"v": CACHE_VERSION, "spatial": spatial_settings,
+    text = json.dumps({"v": CACHE_VERSION, "spatial": spatial_settings, "oblique_grid": str(oblique_grid),
                        "label_map": {str(k): int(v) for k, v in (label_map or {}).items()}}, sort_keys=True)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
@@ -335,7 +344,7 @@ def _usable_entry(meta_path: Path, hu_path: Path, lab_path: Path, signature: Dic
         # a missing key: rebuild (entries cached before the voxel digest or the body's size was taken are cached
         # again, once)
         for key in ("spacing_zyx", "native_spacing_zyx", "liver_slices", "tumor_slices", "case_id", "voxel_sha256",
-                    "body_diameter_mm", "resampling_fill"):
+                    "body_diameter_mm", "resampling_fill", "network_grid"):
             meta[key]  # noqa: B018
         return meta
     except (OSError, ValueError, KeyError, TypeError):
@@ -353,7 +362,8 @@ def slice_indices(labels_zhw: np.ndarray) -> Tuple[List[int], List[int]]:
 def build_slice_cache(cases: Sequence[Case], preprocessor, cache_dir, label_map: Optional[Dict] = None,
                       spatial_settings: Optional[Dict[str, Any]] = None,
                       log: Optional[Callable[[str], None]] = None, allow_non_hu: bool = False,
-                      signatures: Optional[Dict[str, Any]] = None) -> List[CachedCase]:
+                      signatures: Optional[Dict[str, Any]] = None,
+                      oblique_grid: str = "aligned") -> List[CachedCase]:
     """Cache every case (reusing valid entries) and return their :class:`CachedCase` records.
 
     ``preprocessor``: a ``SlicePreprocessor`` (``spatial_forward`` / ``labels_forward``).
@@ -361,16 +371,22 @@ def build_slice_cache(cases: Sequence[Case], preprocessor, cache_dir, label_map:
     the preprocessor config's ``to_dict()``).
     ``signatures``: the source files' signatures :func:`data_fingerprint` took (``{path: signature}``); a path
     not in it is stat'ed here.
+    ``oblique_grid``: :data:`OBLIQUE_GRIDS` (part of the cache key); each case cached on a patient-aligned grid is
+    named in ``log``, built or reused.
     """
+    if oblique_grid not in OBLIQUE_GRIDS:
+        raise InputError(f"Option oblique_grid must be one of {', '.join(OBLIQUE_GRIDS)} (got {oblique_grid!r}).")
     if spatial_settings is None:
         spatial_settings = spatial_settings_of(preprocessor.config.to_dict())
-    folder = Path(cache_dir) / cache_key(spatial_settings, label_map)
+    folder = Path(cache_dir) / cache_key(spatial_settings, label_map, oblique_grid)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for case in cases:
-        cached = _cache_one(case, preprocessor, folder, label_map, log, allow_non_hu, signatures)
+        cached = _cache_one(case, preprocessor, folder, label_map, log, allow_non_hu, signatures, oblique_grid)
         if log and cached.resampling_fill:  # built or reused: the run's log names every such case
             log(f"case {case.case_id}: {resampling_fill_note(cached.resampling_fill)}")
+        if log and cached.network_grid:
+            log(f"case {case.case_id}: {network_grid_note(cached.network_grid)}")
         out.append(cached)
     return out
 
@@ -386,6 +402,49 @@ def resampling_fill_cases(train_cached: Sequence[CachedCase],
             if case.resampling_fill:
                 found[case.case_id] = dict(case.resampling_fill, used_for=used_for)
     return found
+
+
+def aligned_grid_cases(train_cached: Sequence[CachedCase],
+                       val_cached: Sequence[CachedCase] = ()) -> Dict[str, Dict[str, Any]]:
+    """A package's ``training.cases_on_aligned_grid``: per case id of an oblique CT cached on segment's
+    patient-aligned grid, its ``network_grid`` record (``kind``, ``shape_zyx``, ``spacing_mm``, ``origin_lps_mm``,
+    ``obliquity_degrees``) and ``used_for`` (``training`` or ``validation``); ``{}`` when there was none."""
+    found = {}
+    for used_for, cached in (("training", train_cached), ("validation", val_cached)):
+        for case in cached:
+            if case.network_grid:
+                found[case.case_id] = dict(case.network_grid, used_for=used_for)
+    return found
+
+
+def network_grid_note(record: Dict[str, Any]) -> str:
+    """The training log's words for a case cached on a patient-aligned grid (``network_grid``)."""
+    return (f"its CT is turned {float(record['obliquity_degrees']):.1f} degrees against the patient's axes; it is "
+            f"resampled onto the patient-aligned grid segment gives the network "
+            f"({' x '.join(str(int(n)) for n in record['shape_zyx'])} voxels, z y x; labels by their largest share), "
+            f"as segment runs on it")
+
+
+def aligned_network_ct(volume: Any, labels: np.ndarray, target_spacing_mm: Optional[float]) -> Tuple[Any, Any, Any]:
+    """``(CT, labels, network_grid record)`` of a training CT ``volume`` (canonical, as :func:`_network_ct` gives
+    it) with its ``labels``, on the patient-aligned grid ``segment`` gives the network
+    (:meth:`~..inference.segmenter.Segmenter._aligned_grid`: the same :func:`~..inference.axis_aligned.aligned_grid`
+    and :func:`~..inference.axis_aligned.resampled_onto`, beyond the CT's grid its nearest edge voxel) when it is
+    turned more than :data:`~..inference.axis_aligned.OBLIQUE_THRESHOLD_DEGREES` against the patient's axes; labels
+    by each label's largest trilinear share (:func:`~..inference.axis_aligned.labels_back`, the nearest edge voxel's
+    label beyond the CT's grid, as its HU there). Any other CT: ``(volume, labels, None)``, untouched."""
+    from ..inference import axis_aligned
+    from ..orientation import obliquity_degrees
+
+    degrees = obliquity_degrees(volume.geometry.direction_matrix)
+    if not degrees > axis_aligned.OBLIQUE_THRESHOLD_DEGREES:
+        return volume, labels, None
+    grid = axis_aligned.aligned_grid(volume.geometry, volume.shape_zyx,
+                                     axis_aligned.aligned_spacing_xyz(volume, target_spacing_mm))
+    on_grid = axis_aligned.resampled_onto(volume, grid)
+    on_grid_labels = axis_aligned.labels_back(np.asarray(labels, dtype=np.uint8), volume.geometry, grid.geometry,
+                                              grid.shape_zyx)
+    return on_grid, on_grid_labels, dict(grid.record(), obliquity_degrees=round(float(degrees), 2))
 
 
 def resampling_fill_note(record: Dict[str, Any]) -> str:
@@ -410,7 +469,7 @@ def _network_ct(volume: Any) -> Tuple[Any, Any]:
 
 def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict],
                log: Optional[Callable[[str], None]], allow_non_hu: bool = False,
-               signatures: Optional[Dict[str, Any]] = None) -> CachedCase:
+               signatures: Optional[Dict[str, Any]] = None, oblique_grid: str = "aligned") -> CachedCase:
     name = _entry_name(case)
     meta_path, hu_path, lab_path = entry_paths(folder, name)
     signature = _source_signature(case, signatures)
@@ -420,16 +479,24 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
     _check_cache_writable(folder, case)
     if log:
         log(f"caching {case.case_id} ({Path(case.image_path).name})")
-    volume, labels = load_case(case, label_map, allow_non_hu)
+    volume, labels = load_case(case, label_map, allow_non_hu, aligned_for_model=oblique_grid == "aligned")
     network_ct, fill = _network_ct(volume)
-    hu_net, info = preprocessor.spatial_forward(network_ct.array, volume.spacing_zyx)
+    grid_record = None
+    network_labels = labels
+    if oblique_grid == "aligned":  # after the fill is air, as segment resamples the CT it gives the network
+        config = preprocessor.config
+        target = None if getattr(config, "target_size", None) else getattr(config, "target_spacing_mm", None)
+        network_ct, network_labels, grid_record = aligned_network_ct(network_ct, labels, target)
+    hu_net, info = preprocessor.spatial_forward(network_ct.array, network_ct.spacing_zyx)
+    spacing_net = list(network_spacing(info, network_ct, hu_net.shape))
     del network_ct
-    lab_net = preprocessor.labels_forward(labels, info)
+    lab_net = preprocessor.labels_forward(network_labels, info)
+    del network_labels
     hu_net = np.ascontiguousarray(hu_net, dtype=np.float32)
     lab_net = np.ascontiguousarray(lab_net, dtype=np.uint8)
     liver, tumor = slice_indices(lab_net)
     meta = {"source": signature, "case_id": case.case_id, "patient_id": case.patient_id,
-            "shape_zhw": list(hu_net.shape), "spacing_zyx": list(network_spacing(info, volume, hu_net.shape)),
+            "shape_zhw": list(hu_net.shape), "spacing_zyx": spacing_net,
             "native_spacing_zyx": list(volume.spacing_zyx), "liver_slices": liver, "tumor_slices": tumor,
             "allow_non_hu": bool(allow_non_hu), "voxel_sha256": voxel_digest(volume.array),
             # the package records it (segment's body-size scaling): on the CT as read, where the image's side
@@ -437,7 +504,7 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
             # padding hide it: a cut body's part was recorded as its size)
             "body_diameter_mm": body_diameter_mm(volume.array, volume.geometry,
                                                  None if fill is None else fill.mask)["diameter_mm"],
-            "resampling_fill": None if fill is None else fill.record()}
+            "resampling_fill": None if fill is None else fill.record(), "network_grid": grid_record}
     _save_npy_atomic(hu_path, hu_net)
     _save_npy_atomic(lab_path, lab_net)
     with atomic_output(meta_path, overwrite=True) as tmp:
@@ -467,7 +534,7 @@ def _record(case: Case, meta: Dict[str, Any], hu_path: Path, lab_path: Path) -> 
                       native_spacing_zyx=tuple(meta["native_spacing_zyx"]), liver_slices=list(meta["liver_slices"]),
                       tumor_slices=list(meta["tumor_slices"]), num_slices=int(meta["shape_zhw"][0]),
                       voxel_sha256=str(meta["voxel_sha256"]), body_diameter_mm=meta["body_diameter_mm"],
-                      resampling_fill=meta["resampling_fill"])
+                      resampling_fill=meta["resampling_fill"], network_grid=meta["network_grid"])
 
 
 def network_spacing(info, volume, shape_zhw: Sequence[int]) -> Tuple[float, float, float]:

@@ -47,7 +47,7 @@ from .optim import (SCHEDULES_OVER_TOTAL, build_optimizer, build_scheduler, curr
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
 from .shared_memory import batches_of, worker_context
 from .slice_cache import (CachedCase, build_slice_cache, changed_files, data_fingerprint, holds_finished_entries,
-                          resampling_fill_cases)
+                          resampling_fill_cases, aligned_grid_cases)
 from .splits import select_split
 from ..package import SEGMENTATION_CLASSES
 from ..resources import expand_home
@@ -822,10 +822,11 @@ class Trainer:
         allow = bool(self.config.allow_non_hu)
         # the signatures data_fingerprint took just before (ranks that took none stat the files here)
         signatures = self._source_signatures
+        grid = str(self.config.oblique_grid)  # an oblique CT on segment's patient-aligned grid, or as stored
         self.train_cached = build_slice_cache(self.train_cases, self.preprocessor, cache_dir, label_map, log=log,
-                                              allow_non_hu=allow, signatures=signatures)
+                                              allow_non_hu=allow, signatures=signatures, oblique_grid=grid)
         self.val_cached = build_slice_cache(self.val_cases, self.preprocessor, cache_dir, label_map, log=log,
-                                            allow_non_hu=allow, signatures=signatures)
+                                            allow_non_hu=allow, signatures=signatures, oblique_grid=grid)
         # one scan saved as two files (another format or compression) under two patients: the byte hashes at the
         # start differ, the voxels read for the cache do not
         refuse_identical_voxels(self.train_cases + self.val_cases, self._voxel_digests())
@@ -1375,6 +1376,8 @@ class Trainer:
                     "tumor_label_cases": sum(1 for c in self.train_cached if c.tumor_slices),
                     # the cases whose CT held a resampling's fill, cached as -1024 HU (the log named them only)
                     "cases_with_resampling_fill": resampling_fill_cases(self.train_cached, self.val_cached),
+                    # the oblique CTs trained and validated on segment's patient-aligned grid (config.oblique_grid)
+                    "cases_on_aligned_grid": aligned_grid_cases(self.train_cached, self.val_cached),
                     "config": cfg.to_dict(), "epochs_completed": len(self.history),
                     # the weights in this package (validation_selection): the last step's (the last epoch's,
                     # or some steps into the next after a time-limit stop: weights_note), or the best validation
@@ -1456,10 +1459,12 @@ class Trainer:
         try:
             segmenter = Segmenter(SegmentationOptions(model=str(package_path), device=str(self.device),
                                                       precision=precision,
-                                                      allow_non_hu=bool(self.config.allow_non_hu))).load()
+                                                      allow_non_hu=bool(self.config.allow_non_hu),
+                                                      oblique_grid=str(self.config.oblique_grid))).load()
             rows = []
             for case in self.val_cases:  # the package is loaded and the engine built once for all cases
-                volume, labels = load_case(case, self.config.label_map or None, bool(self.config.allow_non_hu))
+                volume, labels = load_case(case, self.config.label_map or None, bool(self.config.allow_non_hu),
+                                           aligned_for_model=str(self.config.oblique_grid) == "aligned")
                 # segment_volume(volume, checked=True) in its two parts (load_case checked the CT), so that the
                 # network's own labels are scored too
                 output = segmenter.predict(volume)

@@ -1,0 +1,202 @@
+"""Training gives the network an oblique CT on the patient-aligned grid ``segment`` uses
+(:mod:`LiverTumorSegLib.inference.axis_aligned`): the slice cache holds a CT turned more than 5 degrees against the
+patient's axes resampled as ``segment`` resamples it (labels by their largest share), the log and the package name
+such cases, and ``oblique_grid: stored`` keeps the CT's own slices. Before, training cached an oblique CT's own
+(oblique) slices: a package learned from slices unlike those segment gives it, and its slice-level validation Dice
+was taken on another grid than segment's. An axis-aligned CT is cached bit for bit as before."""
+import json
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.inference import axis_aligned
+from LiverTumorSegLib.io import write_label_map, write_volume
+from LiverTumorSegLib.orientation import canonicalize
+from LiverTumorSegLib.phantom import make_phantom
+from LiverTumorSegLib.preprocessing import PreprocessingConfig, SlicePreprocessor
+from LiverTumorSegLib.training.datasets import Case
+from LiverTumorSegLib.training.slice_cache import build_slice_cache, cache_key
+from LiverTumorSegLib.volume import ImageGeometry
+
+SHAPE_ZYX = (12, 40, 40)
+SPACING_XYZ = (1.5, 1.5, 3.0)
+
+
+def _tilted(degrees):
+    """A direction turned ``degrees`` about left-right (x), centred on the LPS origin, and its origin."""
+    a = np.deg2rad(degrees)
+    direction = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
+    half = (np.asarray(SHAPE_ZYX[::-1], dtype=float) - 1.0) / 2.0 * np.asarray(SPACING_XYZ)
+    return tuple(direction.ravel()), tuple(-direction @ half)
+
+
+def _case(root, degrees, name="c", seed=0):
+    direction, origin = _tilted(degrees)
+    phantom = make_phantom(SHAPE_ZYX, SPACING_XYZ, origin=origin, direction=direction, seed=seed)
+    root.mkdir(parents=True, exist_ok=True)
+    image = write_volume(root / f"{name}.nii.gz", phantom.ct)
+    label = write_label_map(root / f"{name}_lab.nii.gz", phantom.labels, phantom.ct.geometry)
+    return Case(name, f"p_{name}", str(image), str(label), "csv"), phantom
+
+
+def _config(**changes):
+    settings = dict(channels=[{"kind": "window", "level": 40.0, "width": 400.0}], context_slices=1,
+                    crop_to_body=False, size_multiple=8, target_spacing_mm=1.5)
+    settings.update(changes)
+    return PreprocessingConfig(**settings)
+
+
+def _as_segment_gives_it(preprocessor, phantom):
+    """The network grid of the CT and labels on segment's aligned grid (computed here from the CT as stored, as
+    segment reads it), labels by their largest share."""
+    ct = phantom.ct
+    target = preprocessor.config.target_spacing_mm
+    grid = axis_aligned.aligned_grid(ct.geometry, ct.shape_zyx, axis_aligned.aligned_spacing_xyz(ct, target))
+    on_grid = axis_aligned.resampled_onto(ct, grid)
+    labels = axis_aligned.labels_back(phantom.labels, ct.geometry, grid.geometry, grid.shape_zyx)
+    hu, info = preprocessor.spatial_forward(on_grid.array, on_grid.spacing_zyx)
+    return hu, preprocessor.labels_forward(labels, info), grid
+
+
+def test_an_oblique_training_ct_is_cached_on_the_aligned_grid_segment_uses_and_named_in_the_log(tmp_path):
+    case, phantom = _case(tmp_path / "data", 20.0)
+    preprocessor = SlicePreprocessor(_config())
+    said = []
+    (cached,) = build_slice_cache([case], preprocessor, tmp_path / "cache", log=said.append)
+    expected_hu, expected_labels, grid = _as_segment_gives_it(preprocessor, phantom)
+    canonical = canonicalize(phantom.ct)[0]
+    as_stored, _ = preprocessor.spatial_forward(canonical.array, canonical.spacing_zyx)
+    assert cached.hu.shape != as_stored.shape  # 12 oblique slices before; the aligned grid has more
+    assert cached.hu.shape == expected_hu.shape and cached.hu.shape[0] == grid.shape_zyx[0]
+    np.testing.assert_allclose(cached.hu, expected_hu, atol=0.01)  # HU; float32 rounding
+    np.testing.assert_array_equal(cached.labels, expected_labels)
+    # no label is lost: every lesion is still there; the liver keeps its volume within 2 %, the lesions (two balls
+    # of about 30 and 4 voxels) theirs within 25 % (the largest share moves a voxel's worth at their edges: 0.23 mL
+    # -> 0.19 here, 0.20 nearest-neighbour)
+    from scipy import ndimage
+
+    voxel_ml = float(np.prod(SPACING_XYZ)) / 1000.0
+    aligned_ml = float(np.prod(grid.geometry.spacing)) / 1000.0
+    for value, tolerance in ((1, 0.02), (2, 0.25)):
+        before = np.count_nonzero(phantom.labels == value) * voxel_ml
+        after = np.count_nonzero(np.asarray(cached.labels) == value) * aligned_ml
+        assert before > 0 and abs(after - before) / before < tolerance, (value, before, after)
+    lesions = ndimage.label(phantom.labels == 2)[1]
+    assert lesions >= 1 and ndimage.label(np.asarray(cached.labels) == 2)[1] == lesions
+    assert cached.network_grid["kind"] == "axis_aligned"
+    assert cached.network_grid["shape_zyx"] == list(grid.shape_zyx)
+    assert cached.network_grid["obliquity_degrees"] == pytest.approx(20.0)
+    assert cached.spacing_zyx == pytest.approx((3.0, 1.5, 1.5))
+    named = [line for line in said if line.startswith("case c: ")]
+    assert len(named) == 1 and "turned 20.0 degrees" in named[0] and "patient-aligned grid" in named[0]
+    # reused from the cache: named again, not rebuilt
+    said.clear()
+    (again,) = build_slice_cache([case], preprocessor, tmp_path / "cache", log=said.append)
+    assert not [line for line in said if line.startswith("caching")]
+    assert [line for line in said if line.startswith("case c: ")] == named
+    assert again.network_grid == cached.network_grid
+
+
+def test_oblique_grid_stored_caches_the_ct_s_own_slices_in_another_cache_folder(tmp_path):
+    case, phantom = _case(tmp_path / "data", 20.0)
+    preprocessor = SlicePreprocessor(_config())
+    said = []
+    (cached,) = build_slice_cache([case], preprocessor, tmp_path / "cache", log=said.append, oblique_grid="stored")
+    canonical = canonicalize(phantom.ct)[0]
+    as_stored, _ = preprocessor.spatial_forward(canonical.array, canonical.spacing_zyx)
+    np.testing.assert_allclose(cached.hu, as_stored, atol=1e-3)
+    assert cached.network_grid is None and not [line for line in said if line.startswith("case c: ")]
+    assert cache_key({}, None, "stored") != cache_key({}, None, "aligned")
+    with pytest.raises(InputError, match="oblique_grid must be one of aligned, stored"):
+        build_slice_cache([case], preprocessor, tmp_path / "cache", oblique_grid="bogus")
+
+
+@pytest.mark.parametrize("degrees", [0.0, 4.0])
+def test_an_axial_or_nearly_axial_training_ct_is_cached_bit_for_bit_as_before(tmp_path, degrees):
+    """As segment: at most 5 degrees the CT's own grid (the cache folder's name changed with the format only)."""
+    case, phantom = _case(tmp_path / "data", degrees)
+    preprocessor = SlicePreprocessor(_config())
+    said = []
+    (cached,) = build_slice_cache([case], preprocessor, tmp_path / "cache", log=said.append)
+    canonical, reorientation = canonicalize(phantom.ct)
+    hu, info = preprocessor.spatial_forward(canonical.array, canonical.spacing_zyx)
+    labels = preprocessor.labels_forward(reorientation.to_canonical(phantom.labels), info)
+    assert np.array_equal(np.asarray(cached.hu), np.ascontiguousarray(hu, dtype=np.float32))
+    assert np.array_equal(np.asarray(cached.labels), labels)
+    assert cached.network_grid is None and not [line for line in said if line.startswith("case c: ")]
+
+
+def test_an_aligned_grid_ct_keeps_its_own_grid_whatever_oblique_grid(tmp_path):
+    """The aligned grid of an axis-aligned geometry is its own grid (the identity): nothing to resample."""
+    geometry = ImageGeometry(spacing=SPACING_XYZ, origin=(0.0, 0.0, 0.0))
+    grid = axis_aligned.aligned_grid(geometry, SHAPE_ZYX, SPACING_XYZ)
+    assert grid.shape_zyx == SHAPE_ZYX
+
+
+def test_the_training_option_is_checked():
+    from LiverTumorSegLib.training.config import TrainConfig
+
+    with pytest.raises(InputError, match="oblique_grid='sideways' is not one of aligned, stored"):
+        TrainConfig.from_dict(dict(data="x.csv", output="m.safetensors", oblique_grid="sideways")).validate()
+
+
+def test_a_tiny_training_on_a_tilted_phantom_learns_from_aligned_slices_and_the_package_says_so(tmp_path):
+    """Trains (1 step, seeded) on two CTs turned 20 degrees; the slices it sampled (the cache it built) are
+    segment's aligned grid, and the package lists both cases under ``training.cases_on_aligned_grid``."""
+    import torch
+
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.trainer import train
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    rows = ["image,label,patient,case"]
+    phantoms = {}
+    for i in range(2):
+        case, phantoms[f"t{i}"] = _case(tmp_path / "data", 20.0, name=f"t{i}", seed=i)
+        rows.append(f"{case.image_path},{case.label_path},p{i},t{i}")
+    (tmp_path / "cases.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    preprocessing = {"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 1,
+                     "target_spacing_mm": 1.5, "size_multiple": 8, "crop_to_body": False}
+    config = TrainConfig.from_dict(dict(
+        data=str(tmp_path / "cases.csv"), model="unet", model_options={"channels": [4, 8, 16]},
+        preprocessing=preprocessing, epochs=1, iterations_per_epoch=1, batch_size=2, patch_size=32, num_workers=0,
+        val_fraction=0.5, output=str(tmp_path / "m.safetensors"), cache_dir=str(tmp_path / "cache"),
+        progress_bar=False, tensorboard=False, seed=3))
+    said = []
+    result = train(config, log=said.append)
+    training = read_package_metadata(result.package_path)["training"]
+    grids = training["cases_on_aligned_grid"]
+    assert sorted(grids) == ["t0", "t1"]
+    assert {grids[c]["used_for"] for c in grids} == {"training", "validation"}
+    assert all(grids[c]["obliquity_degrees"] == pytest.approx(20.0) for c in grids)
+    assert training["config"]["oblique_grid"] == "aligned"
+    assert [line for line in said if line.startswith("case t0: ") and "patient-aligned grid" in line]
+    preprocessor = SlicePreprocessor(PreprocessingConfig.from_dict(preprocessing))
+    sidecars = sorted((tmp_path / "cache").glob("*/*.json"))
+    assert len(sidecars) == 2
+    for sidecar in sidecars:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        expected_hu, expected_labels, _ = _as_segment_gives_it(preprocessor, phantoms[meta["case_id"]])
+        stem = str(sidecar)[:-len(".json")]
+        np.testing.assert_allclose(np.load(stem + ".hu.npy"), expected_hu, atol=0.01)
+        np.testing.assert_array_equal(np.load(stem + ".labels.npy"), expected_labels)
+
+
+@pytest.mark.parametrize("oblique_grid", ["aligned", "stored"])
+def test_a_ct_turned_30_degrees_is_not_warned_of_as_read_in_oblique_slices_when_training_aligns_it(
+        tmp_path, caplog, oblique_grid):
+    """Training on the aligned grid warned 'the model reads the grid's slices as axial slices ... Resample it onto an
+    axial, patient-aligned grid first', which it no longer does; with ``stored`` it still does, and is warned of."""
+    import logging
+
+    from LiverTumorSegLib.training import datasets
+
+    case, _ = _case(tmp_path / "data", 30.0, name=f"w_{oblique_grid}")
+    datasets._WARNED_CASES.clear()
+    with caplog.at_level(logging.WARNING, logger="LiverTumorSegLib.training.datasets"):
+        build_slice_cache([case], SlicePreprocessor(_config()), tmp_path / "cache", oblique_grid=oblique_grid)
+    oblique = [r.getMessage() for r in caplog.records if "reads the grid's slices as axial slices" in r.getMessage()]
+    assert len(oblique) == (1 if oblique_grid == "stored" else 0), oblique

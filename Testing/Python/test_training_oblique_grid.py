@@ -167,7 +167,11 @@ def test_a_tiny_training_on_a_tilted_phantom_learns_from_aligned_slices_and_the_
         progress_bar=False, tensorboard=False, seed=3))
     said = []
     result = train(config, log=said.append)
-    training = read_package_metadata(result.package_path)["training"]
+    meta = read_package_metadata(result.package_path)
+    training = meta["training"]
+    # the whole-volume validation (segment's pipeline, oblique_grid as trained) ran on the oblique validation case
+    assert not [line for line in said if "whole-volume validation skipped" in line]
+    assert [row["case"] for row in meta["validation"]["whole_volume"]["cases"]] == list(result.val_cases)
     grids = training["cases_on_aligned_grid"]
     assert sorted(grids) == ["t0", "t1"]
     assert {grids[c]["used_for"] for c in grids} == {"training", "validation"}

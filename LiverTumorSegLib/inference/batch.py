@@ -532,6 +532,25 @@ def _cases_from_csv(csv_path: Path) -> List[tuple]:
     return out
 
 
+def _check_no_ct_listed_under_two_case_ids(csv_path: Path, pairs: List[tuple]) -> None:
+    """Refuse a case list that names one CT (a file, or a DICOM folder: the same real path, or the same file through
+    a hard link) under two different case_ids (``pairs``: :func:`_cases_from_csv`): a row pasted twice and then
+    given another case_id, or the CT listed once by each of two people. It was segmented twice without a word, the
+    table listing two cases, and each model run's time spent twice. Rows with the same case_id are
+    :func:`find_cases`' to refuse (with the same advice)."""
+    seen = {}  # type: Dict[Any, tuple]
+    for case_id, path in pairs:
+        identities = file_identities(path)
+        earlier = next((seen[identity] for identity in identities if identity in seen), None)
+        if earlier is not None and earlier[0] != case_id:
+            other_id, other_path = earlier
+            spelled = "" if Path(other_path) == Path(path) else f" (also as '{other_path}')"
+            raise InputError(f"Case list '{csv_path}' lists '{path}'{spelled} twice, as case '{other_id}' and as "
+                             f"case '{case_id}', so the one CT would be segmented twice; remove one of the rows.")
+        for identity in identities:
+            seen.setdefault(identity, (case_id, path))
+
+
 def _warn_of_paths_from_the_working_folder(csv_path: Path, lines: List[tuple]) -> None:
     """Warn, before the run, of the case list's relative paths (``(line, cell text)``) that do not exist beside the
     list but do from the working folder: each such case failed, after the model load, as "does not exist", without
@@ -640,6 +659,8 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
         pairs = [(case_id_of(p), p) for p in _cts_of_folder(input_path, (output_folder, probability_folder))]
     if not pairs:
         raise InputError(f"No CT files (.nii.gz, .nii, .nrrd, .mha, .mhd) in '{input_path}'.")
+    if input_path.is_file():
+        _check_no_ct_listed_under_two_case_ids(input_path, pairs)
     seen = {}  # type: Dict[str, tuple]
     for case_id, path in pairs:
         # 'CT' and 'ct' are one file name on Windows and macOS disks, and so are 'café' composed (NFC) and decomposed

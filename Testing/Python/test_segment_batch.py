@@ -1858,3 +1858,25 @@ def test_a_device_fallback_during_the_next_cases_network_stays_out_of_the_case_b
     assert [s.status for s in statuses] == ["done", "done"] and len(networks) == 2
     first, second = (json.loads(case.report_path.read_text())["warnings"] for case in cases)
     assert fallback not in first and fallback in second
+
+
+def test_a_ct_listed_under_two_case_ids_is_named_as_listed_twice(tmp_path):
+    """One CT listed under two case_ids (a row pasted twice and renamed; the file through a link or a hard link; a
+    DICOM folder twice) was segmented twice without a word, as two cases; it is now refused before any work, as the
+    list naming that CT twice. Two CTs under two case_ids stay two cases."""
+    write_phantoms(tmp_path / "cts", 2)
+    _csv_refused(tmp_path / "list.csv", "case_id,image\na,cts/ct_0.nii.gz\nb,cts/ct_1.nii.gz\nc,cts/ct_0.nii.gz\n",
+                 r"lists '.*cts/ct_0.nii.gz' twice, as case 'a' and as case 'c', so the one CT would be segmented "
+                 r"twice; remove one of the rows\.")
+    _csv_refused(tmp_path / "list.csv", "case_id,image\nA,cts/ct_0.nii.gz\na,cts/../cts/ct_0.nii.gz\n",
+                 r"lists '.*cts/\.\./cts/ct_0.nii.gz' \(also as '.*cts/ct_0.nii.gz'\) twice, as case 'A' and as case "
+                 r"'a'")
+    (tmp_path / "dicom").mkdir()
+    _csv_refused(tmp_path / "list.csv", "case_id,image\np1,dicom\np2,dicom/\n", r"twice, as case 'p1' and as case 'p2'")
+    if os.name == "posix":  # links need privileges on Windows
+        os.link(tmp_path / "cts" / "ct_0.nii.gz", tmp_path / "hard.nii.gz")
+        _csv_refused(tmp_path / "list.csv", "case_id,image\na,cts/ct_0.nii.gz\nb,hard.nii.gz\n",
+                     r"lists '.*hard.nii.gz' \(also as '.*cts/ct_0.nii.gz'\) twice, as case 'a' and as case 'b'")
+    listing = tmp_path / "list.csv"
+    listing.write_text("case_id,image\na,cts/ct_0.nii.gz\nb,cts/ct_1.nii.gz\n", encoding="utf-8")
+    assert [c.case_id for c in find_cases(listing, tmp_path / "out")] == ["a", "b"]

@@ -406,8 +406,8 @@ def _cts_of_folder(folder: Path, own: Sequence[Path] = ()) -> List[Path]:
     """The folder's CT files (:func:`_ct_files`) but those named as label or probability maps
     (:func:`~..casenames.named_as_label_or_probability`: LiTS's ``segmentation-N`` beside ``volume-N``, a
     ``case_seg.nii.gz`` beside ``case.nii.gz``), which are left out with a warning naming them; they were read as
-    CTs, refused as not CT and the batch ended with exit 2; and NIfTI files whose content is a label map
-    (:func:`_nifti_label_map_description`), left out with a warning of their own. A folder of such files only is
+    CTs, refused as not CT and the batch ended with exit 2; and NIfTI, NRRD and MetaImage files whose content is a
+    label map (:func:`_label_map_description_of_file`), left out with a warning of their own. A folder of such files only is
     taken whole (each case then says why it is no CT)."""
     from ..casenames import named_as_label_or_probability
 
@@ -416,7 +416,7 @@ def _cts_of_folder(folder: Path, own: Sequence[Path] = ()) -> List[Path]:
     left_out = [p for p in files if named_as_label_or_probability(p)]
     if len(left_out) == len(files):
         return files
-    held = [p for p in files if p not in left_out and _nifti_label_map_description(p) is not None]
+    held = [p for p in files if p not in left_out and _label_map_description_of_file(p) is not None]
     if len(left_out) + len(held) == len(files):
         return files  # a folder of label maps only (the labels folder given for the CTs'): each case says why
     if left_out:
@@ -434,19 +434,25 @@ def _cts_of_folder(folder: Path, own: Sequence[Path] = ()) -> List[Path]:
     return [p for p in files if p not in left_out and p not in held]
 
 
-def _nifti_label_map_description(path: Path) -> Optional[str]:
-    """What makes the NIfTI file ``path`` a label map (:func:`~..validation.label_map_description`, the test that
-    refuses it as a case's CT), or None: no NIfTI, unreadable, or a CT. Names like ``case_liver_tsv1.nii.gz``,
-    ``case_gt.nii.gz`` or ``case-label.nii.gz`` say nothing the name rule knows, and such label maps beside the CTs
-    failed as cases ('looks like a label map') and the batch ended with exit 2. Cheap for a CT: its file's first
-    slice (the first bytes of its voxels) nearly always holds air or padding below 0 HU, which settles it; only a file
-    whose first slice is all whole values in 0..255 is read whole, as the case's read would. Other formats are left to
-    the case's read."""
+def _label_map_description_of_file(path: Path) -> Optional[str]:
+    """What makes the NIfTI, NRRD or MetaImage file ``path`` a label map (:func:`~..validation.label_map_description`,
+    the test that refuses it as a case's CT), or None: unreadable, or a CT. Names like ``case_liver_tsv1.nii.gz``,
+    ``case_gt.nrrd`` or ``case-label.mha`` say nothing the name rule knows, and such label maps beside the CTs
+    failed as cases ('looks like a label map') and the batch ended with exit 2; a ``case.nrrd`` label map beside the
+    CT ``case.nii.gz`` stopped the batch as "Two cases are both named 'case'". Cheap for a CT: its file's first
+    slice (the first bytes of its voxels: :func:`~..io.nifti.first_slice_values`,
+    :func:`~..io.itk.first_slice_values`) nearly always holds air or padding below 0 HU, which settles it; only a file
+    whose first slice is all whole values in 0..255 is read whole, as the case's read would. A file whose first slice
+    cannot be read so (a DICOM folder, a NRRD stored as text, a header ITK must interpret) is left to the case's
+    read."""
     import numpy as np
 
+    from ..io.itk import first_slice_values as itk_first_slice_values
     from ..io.nifti import first_slice_values
 
     first = first_slice_values(path)
+    if first is None:
+        first = itk_first_slice_values(path)
     if first is None or first.size == 0 or not np.isfinite(first).all() or first.min() < 0 or first.max() > 255 \
             or np.any(first != np.round(first)):
         return None  # a CT (or no label map): the case's own read and checks decide the rest

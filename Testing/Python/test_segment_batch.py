@@ -159,11 +159,11 @@ def test_csv_paths_written_from_the_working_folder_are_warned_of(tmp_path, caplo
     load as "does not exist", without a word that relative paths are read from the list's folder."""
     import logging
 
-    write_phantoms(tmp_path / "cts", 2)
+    write_phantoms(tmp_path / "cts", 3)
     (tmp_path / "lists").mkdir()
     listing = tmp_path / "lists" / "list.csv"
     absolute = tmp_path / "cts" / "ct_1.nii.gz"
-    listing.write_text(f"image,case_id\ncts/ct_0.nii.gz,a\n{absolute},b\n../cts/ct_1.nii.gz,c\n")
+    listing.write_text(f"image,case_id\ncts/ct_0.nii.gz,a\n{absolute},b\n../cts/ct_2.nii.gz,c\n")
     monkeypatch.chdir(tmp_path)
     with caplog.at_level(logging.WARNING):
         find_cases(listing, tmp_path / "out")
@@ -754,12 +754,12 @@ def test_batch_warnings_orientation_and_case_ids_like_single_runs(tmp_path, capl
     listing = tmp_path / "list.csv"
     _csv_refused(listing, "case_id,image\n\nfirst,cts/ct_0.nii.gz\n\nbad/id,cts/ct_0.nii.gz\n",
                  "line 5: case_id 'bad/id'")
-    _csv_refused(listing, "case_id,image\nCT,cts/ct_0.nii.gz\nct,cts/ct_0.nii.gz\n",
+    _csv_refused(listing, "case_id,image\nCT,cts/ct_0.nii.gz\nct,cts/other.nii.gz\n",
                  "named 'CT' and 'ct'.*ignore letter case")
     # 'café' composed and decomposed: one name on a macOS disk (the second report replaced the first's there)
-    _csv_refused(listing, "case_id,image\ncaf\u00e9,cts/ct_0.nii.gz\ncafe\u0301,cts/ct_0.nii.gz\n",
+    _csv_refused(listing, "case_id,image\ncaf\u00e9,cts/ct_0.nii.gz\ncafe\u0301,cts/other.nii.gz\n",
                  "how an accented letter is encoded")
-    listing.write_text("case_id,image\nstra\u00dfe,cts/ct_0.nii.gz\nSTRASSE,cts/ct_0.nii.gz\n", encoding="utf-8")
+    listing.write_text("case_id,image\nstra\u00dfe,cts/ct_0.nii.gz\nSTRASSE,cts/other.nii.gz\n", encoding="utf-8")
     assert [c.case_id for c in find_cases(listing, tmp_path / "out_sharp_s")] == ["stra\u00dfe", "STRASSE"]
 
 
@@ -1880,3 +1880,37 @@ def test_a_ct_listed_under_two_case_ids_is_named_as_listed_twice(tmp_path):
     listing = tmp_path / "list.csv"
     listing.write_text("case_id,image\na,cts/ct_0.nii.gz\nb,cts/ct_1.nii.gz\n", encoding="utf-8")
     assert [c.case_id for c in find_cases(listing, tmp_path / "out")] == ["a", "b"]
+
+
+def test_nrrd_and_metaimage_label_maps_are_told_by_their_content_and_not_segmented(tmp_path, caplog):
+    """The content screen covered NIfTI only: a label map beside the CTs as case_gt.nrrd, .nhdr, .mha or .mhd failed
+    as a case (exit 2), and a case.nrrd label map beside the CT case.nii.gz stopped the whole batch as "Two cases are
+    both named 'case' ... give them distinct case_id values in a CSV". Such files are now left out by their content
+    (their first slice, read from the file's bytes) with the NIfTI label maps' warning; a NRRD or MetaImage CT, also
+    one whose first slice is all 0, is still a case, and two CTs of one name are still refused."""
+    import logging
+
+    import SimpleITK as sitk
+
+    paths = write_phantoms(tmp_path / "cts", 2)
+    ct = sitk.ReadImage(str(paths[0]))
+    labels = sitk.Cast(ct > 40, sitk.sitkUInt8) + sitk.Cast(ct > 100, sitk.sitkUInt8)
+    paths[0].rename(tmp_path / "cts" / "case.nii.gz")
+    names = ["case.nrrd", "case_gt.nhdr", "case_liver_v2.mha", "case-label.mhd"]
+    for name in names:
+        sitk.WriteImage(labels, str(tmp_path / "cts" / name), name.endswith((".nrrd", ".mha")))
+    other = sitk.ReadImage(str(paths[1]))
+    padded = sitk.GetArrayFromImage(other)
+    padded[0] = 0  # a CT whose file starts with a slice of zeros: judged on all its voxels, kept
+    image = sitk.GetImageFromArray(padded)
+    image.CopyInformation(other)
+    sitk.WriteImage(image, str(tmp_path / "cts" / "ct_2.nrrd"), True)
+    sitk.WriteImage(ct, str(tmp_path / "cts" / "ct_3.mha"), True)
+    with caplog.at_level(logging.WARNING):
+        cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    assert [c.case_id for c in cases] == ["case", "ct_1", "ct_2", "ct_3"]
+    warned = [r.getMessage() for r in caplog.records if "hold label maps, not CTs" in r.getMessage()]
+    assert len(warned) == 1 and "4 file(s)" in warned[0] and all(name in warned[0] for name in names)
+    sitk.WriteImage(ct, str(tmp_path / "cts" / "ct_1.nrrd"), True)  # a CT of the same name: two cases, refused
+    with pytest.raises(InputError, match=r"Two cases are both named 'ct_1'"):
+        find_cases(tmp_path / "cts", tmp_path / "out")

@@ -280,8 +280,9 @@ def test_case_ids_windows_cannot_name_are_refused_before_any_work(tmp_path, case
 
 def test_ordinary_case_ids_stay_accepted(tmp_path):
     (tmp_path / "ct.nii.gz").write_bytes(b"")
+    (tmp_path / "ct2.nii.gz").write_bytes(b"x")
     cases = tmp_path / "cases.csv"
-    cases.write_text("image,case_id\nct.nii.gz,CONTRAST_01\nct.nii.gz,patient 7 (v2)\n", encoding="utf-8")
+    cases.write_text("image,case_id\nct.nii.gz,CONTRAST_01\nct2.nii.gz,patient 7 (v2)\n", encoding="utf-8")
     assert [c.case_id for c in batch.find_cases(cases, tmp_path / "out")] == ["CONTRAST_01", "patient 7 (v2)"]
 
 

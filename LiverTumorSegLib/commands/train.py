@@ -354,7 +354,28 @@ def config_from_args(args: argparse.Namespace, name_unused_val_fraction: bool = 
     _refuse_data_beside_the_config_only(config.data, "data" in cli, getattr(args, "config_file", None))
     for text in unused_typed_options(config, cli, crossval=command == "crossval"):
         log.warning("warning: %s", text)
+    if command == "train":
+        text = recipe_name_notice(file_values, cli, args.config_file)
+        if text:
+            log.warning("warning: %s", text)
     return config
+
+
+def recipe_name_notice(file_values: Dict[str, Any], typed: Dict[str, Any], config_file: Optional[str]) -> str:
+    """The warning when the package takes the name ``default`` from the config file (the bundled models' recipes in
+    ``scripts/`` set it, with the bundled model's description): such a package is what ``--model default`` never
+    loads (that name means the bundled default), and it was written with no word at run time, so that a researcher
+    training on a copy of a recipe had a second package called 'default' describing the bundled model. The
+    bundled model's own rebuild (scripts/train_default_model.sh) still gets the recipe's name and description; only
+    the run says so. "" when ``--name`` is given or the file names the package otherwise."""
+    if "name" in typed or str(file_values.get("name") or "") != "default":
+        return ""
+    described = bool(file_values.get("description")) and "description" not in typed
+    carries = " and its description" if described else ""
+    flags = "--name and --description" if described else "--name"
+    return (f"the package will be called 'default'{carries}, from name in '{config_file}' (the bundled models' "
+            f"recipes set the bundled model's): '--model default' loads the bundled default, not this package. Give "
+            f"{flags} to name your own model (the bundled model's rebuild keeps the recipe's).")
 
 
 def _refuse_data_beside_the_config_only(data: str, typed: bool, config_file: Optional[str]) -> None:

@@ -570,3 +570,29 @@ def test_train_data_help_and_layout_error_name_the_csv_case_column():
         help_text = {o: a.help for a in parsers[command]._actions for o in a.option_strings}["--data"]
         assert "image,label[,patient][,case]" in help_text, (command, help_text)
     assert "image,label[,patient][,case]" in _LAYOUT_HELP
+
+
+def test_train_with_a_bundled_recipe_warns_that_the_package_is_called_default(tmp_path, caplog, monkeypatch):
+    """scripts/default_model_v2.yaml sets name: default and the bundled model's description: a package trained
+    with it was called 'default' (which --model default never loads) with no word at run time."""
+    import logging
+    from pathlib import Path
+
+    from LiverTumorSegLib.commands.train import config_from_args
+
+    recipe = str(Path(__file__).resolve().parents[2] / "scripts" / "default_model_v2.yaml")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        config = config_from_args(_parse(["train", "--config", recipe, "--data", "d.csv", "-o", "mine.safetensors"]))
+    assert config.name == "default"  # the recipe still names it (the bundled model's rebuild relies on that)
+    assert "the package will be called 'default' and its description, from name in" in caplog.text
+    assert "Give --name and --description" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        config = config_from_args(_parse(["train", "--config", recipe, "--data", "d.csv", "--name", "mine"]))
+    assert config.name == "mine"
+    assert "called 'default'" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        config_from_args(_parse(["train", "--data", "d.csv"]))
+    assert "called 'default'" not in caplog.text

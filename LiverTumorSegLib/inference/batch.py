@@ -25,6 +25,7 @@ import contextvars
 import logging
 import os
 import re
+import threading
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -714,12 +715,52 @@ def _read_case(case: BatchCase, allow_non_hu: bool, share: CoreShare, aligned_fo
         return volume, warnings, time.perf_counter() - start
 
 
-def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare, segmenter: Any) -> tuple:
+class RunningNetworkMemory:
+    """What the running case's network may still allocate, for the reader's early preparation of the next CT
+    (:func:`_read_and_prepare_case`): that preparation's own memory check counted nothing for it, so the next CT's
+    network-grid copy could be allocated after the running case's check had passed and take the memory its network
+    was about to use. The batch loop publishes each case's estimate once its check has passed (0 once its network
+    has run, or when it failed before), and the reader's preparation of case ``i`` waits until case ``i - 1`` is
+    published. None: prepare nothing ahead (the running case waits for the read, as it does not fit beside it, or
+    the batch is ending)."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._published = -1
+        self._bytes = 0  # type: Optional[int]
+
+    def publish(self, index: int, reserved_bytes: Optional[int]) -> None:
+        with self._condition:
+            self._published = max(self._published, index)
+            self._bytes = reserved_bytes
+            self._condition.notify_all()
+
+    def close(self) -> None:
+        """Nothing more is published: a preparation still waiting prepares nothing (the batch is ending)."""
+        self.publish(1 << 62, None)
+
+    def __enter__(self) -> "RunningNetworkMemory":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def reserved_before(self, index: int) -> Optional[int]:
+        """Bytes the running network (case ``index - 1``) may still take, once published; None: prepare nothing."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._published >= index - 1)
+            return self._bytes
+
+
+def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare, segmenter: Any,
+                           running: Optional[RunningNetworkMemory] = None, index: int = 0) -> tuple:
     """(volume, warnings, read seconds, PreparedInput or None): :func:`_read_case`, then, when the engine's
     preprocessing is known by then (:attr:`Segmenter.known_preprocessing`), the CT resampled to the network grid
     here on the reader thread, so the network thread only runs the network (on a GPU the preprocessing was most
     of a CT's time on the CPU side). Not in two-stage mode; a failure or a CT too large for the early copy only
-    means the engine prepares it, as before."""
+    means the engine prepares it, as before. ``running``: the memory the previous case's network may still take
+    (case ``index - 1``, :class:`RunningNetworkMemory`), counted by the early copy's check; none is made when the
+    copy would not fit beside it (the engine prepares the CT when its turn comes)."""
     options = getattr(segmenter, "options", None)
     volume, warnings, seconds = _read_case(case, allow_non_hu, share,
                                            getattr(options, "oblique_grid", "aligned") == "aligned")
@@ -730,6 +771,9 @@ def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare
         return volume, warnings, seconds, None  # an oblique CT too: the network runs on an axis-aligned grid
     from .prepared_input import prepare_ahead
 
+    reserved = 0 if running is None else running.reserved_before(index)
+    if reserved is None:
+        return volume, warnings, seconds, None
     with share.busy():
         # the object the network is given (a child's CT enlarged): the engine uses a preparation of that object only
         if hasattr(segmenter, "network_volume_ahead"):  # None: its fill's copy would not fit (the check says so)
@@ -739,7 +783,7 @@ def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare
         if network_volume is None:
             return volume, warnings, seconds, None
         early = prepare_ahead(network_volume, config, getattr(options, "batch_size", None),
-                              what=f"case {case.case_id}")
+                              what=f"case {case.case_id}", reserved_bytes=reserved)
     return volume, warnings, seconds, early
 
 
@@ -942,13 +986,14 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
     from .segmenter import _estimate_and_check_memory, _load_in_background, wait_for_load
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-reader") as reader, \
-            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="case-finisher") as finisher:
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="case-finisher") as finisher, \
+            RunningNetworkMemory() as running:  # closed first: a read waiting for it ends before the executors
         reads = {}  # type: Dict[int, concurrent.futures.Future]
 
         def start_read(index: int) -> None:
             if index < len(todo) and index not in reads:
                 reads[index] = submit_in_caller_context(reader, _read_and_prepare_case, todo[index], allow_non_hu,
-                                                        share, segmenter)
+                                                        share, segmenter, running, index)
 
         # the first two CTs are read while the model loads: the load (imports, mostly one thread) leaves a core
         # free for longer than one read takes; later on, one CT is read ahead, so no more CTs are held than before.
@@ -988,10 +1033,13 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                     # at the network's grid and the model's channels (the model is loaded by now); after the offer,
                     # so that the check does not ask again for the network-grid CT the reader has made already
                     if hasattr(segmenter, "check_network_memory"):  # a child's CT: the enlarged grid it is given
-                        _check_beside_the_next_read(segmenter, volume, reads.get(index + 1),
-                                                    todo[index + 1] if index + 1 < len(todo) else None)
+                        required = _check_beside_the_next_read(segmenter, volume, reads.get(index + 1),
+                                                               todo[index + 1] if index + 1 < len(todo) else None,
+                                                               running, index)
                     else:
-                        _estimate_and_check_memory(volume, segmenter.package, segmenter.options.batch_size)
+                        required = _estimate_and_check_memory(volume, segmenter.package, segmenter.options.batch_size)
+                    # the next CT's early copy counts what this network may still take (beyond the CT, held)
+                    running.publish(index, max(0, int(required or 0) - int(volume.array.nbytes)))
                     output = segmenter.predict(volume)
                 except KeyboardInterrupt:
                     raise
@@ -999,6 +1047,8 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                     finished(CaseStatus(case.case_id, "failed", time.perf_counter() - start,
                                         _one_line(exc) + _earlier_result_kept_text(case)))
                     continue
+                finally:
+                    running.publish(index, 0)  # this network has run (or never will)
                 status = CaseStatus(case.case_id, "done", time.perf_counter() - start,
                                     precision=str(output.facts.get("precision", {}).get("used", "")))
                 # post-processing, report and writing overlap the next case's network; at most one case waits to
@@ -1046,25 +1096,29 @@ def next_read_bytes(read: Optional["concurrent.futures.Future"], case: Optional[
 
 
 def _check_beside_the_next_read(segmenter: Any, volume: Any, read: Optional["concurrent.futures.Future"],
-                                case: Optional[BatchCase]) -> None:
+                                case: Optional[BatchCase], running: Optional[RunningNetworkMemory] = None,
+                                index: int = 0) -> Optional[int]:
     """``segmenter.check_network_memory(volume)`` counting the next CT's read, which runs on the reader thread
     while this case's network runs: checked without it, the next CT was allocated after the check had passed and
     the network ran out of memory that the check had seen free. When the case fits alone but not beside the read,
     the read is waited for and the case checked again (the next CT then held, in the available memory): a case is
-    never refused for the read ahead, which only loses its overlap with this network."""
+    never refused for the read ahead, which only loses its overlap with this network; that read then makes no
+    early network-grid copy (``running``, this case's ``index``: it would not fit beside this network either, and
+    the read would wait for this case's estimate). Returns the estimate (bytes)."""
     from ..errors import ResourceError
 
     pending = next_read_bytes(read, case)
     if pending <= 0:
-        segmenter.check_network_memory(volume)
-        return
+        return segmenter.check_network_memory(volume)
     try:
-        segmenter.check_network_memory(volume, pending_bytes=pending)
+        return segmenter.check_network_memory(volume, pending_bytes=pending)
     except ResourceError:
+        if running is not None:
+            running.publish(index, None)
         concurrent.futures.wait([read])
         log.debug("waited for the next CT's read before the network: %.0f MiB would not fit beside it",
                   pending / 2 ** 20)
-        segmenter.check_network_memory(volume)
+        return segmenter.check_network_memory(volume)
 
 
 def _earlier_result_kept_text(case: BatchCase) -> str:

@@ -52,16 +52,18 @@ def prepare_input(volume: CTVolume, config: Any) -> PreparedInput:
 
 
 def prepare_if_it_fits(volume: CTVolume, config: Any, batch_size: Optional[int] = None,
-                       threads: Optional[int] = None) -> Optional[PreparedInput]:
+                       threads: Optional[int] = None, reserved_bytes: int = 0) -> Optional[PreparedInput]:
     """:func:`prepare_input`, or None when the network-grid copy would not fit in memory
     (``validation.check_network_memory``): the caller's own memory check, after the model has loaded, then
     refuses the CT with the full message, and nothing was allocated for it before. ``threads``: torch's CPU
-    threads for the resampling (``--threads``; the caller's count again afterwards), None = as they are."""
+    threads for the resampling (``--threads``; the caller's count again afterwards), None = as they are.
+    ``reserved_bytes``: memory other work may still take meanwhile (a batch's running network, while its reader
+    prepares the next CT), asked for too: the copy is made only when it fits beside that."""
     from ..errors import ResourceError
     from ..validation import check_network_memory
 
     try:
-        check_network_memory(volume, config, None, 3, batch_size, 0.0)
+        check_network_memory(volume, config, None, 3, batch_size, 0.0, pending_bytes=int(reserved_bytes))
     except ResourceError:
         return None
     from .device import torch_threads
@@ -71,12 +73,12 @@ def prepare_if_it_fits(volume: CTVolume, config: Any, batch_size: Optional[int] 
 
 
 def prepare_ahead(volume: CTVolume, config: Any, batch_size: Optional[int] = None, threads: Optional[int] = None,
-                  what: str = "the CT") -> Optional[PreparedInput]:
+                  what: str = "the CT", reserved_bytes: int = 0) -> Optional[PreparedInput]:
     """:func:`prepare_if_it_fits`, or None when that fails for any reason (logged at debug level, naming ``what``):
     a preparation made ahead is only an offer, so the engine then prepares the CT itself and a real problem with it
     is reported there, as it is without this step."""
     try:
-        return prepare_if_it_fits(volume, config, batch_size, threads)
+        return prepare_if_it_fits(volume, config, batch_size, threads, reserved_bytes)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.debug("preparing %s ahead of the engine failed (%s); the engine prepares it", what, exc)
         return None

@@ -339,6 +339,68 @@ def test_a_batch_cases_memory_check_counts_the_next_ct_being_read_and_waits_for_
     assert ct_0_checks[-1] == (10, 0, True)  # so it waited for the read, and was checked again with the CT held
 
 
+def test_a_batch_readers_early_copy_counts_the_running_cases_network(tmp_path, monkeypatch):
+    """The reader resamples case i+1 to the network grid while case i's network runs; that early copy's memory
+    check counted nothing for the running network, so the copy could take the memory case i's check had seen free
+    for its network. It counts that network's estimate now: a copy that fits alone but not beside it is not made
+    early (the engine prepares the CT in its turn), and both cases are done."""
+    import threading
+
+    from LiverTumorSegLib import validation
+    from LiverTumorSegLib.inference import prepared_input
+    from LiverTumorSegLib.inference.batch import find_cases, segment_batch
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    from inference_helpers import oracle_package, oracle_predictor
+
+    cts = tmp_path / "cts"
+    cts.mkdir()
+    for i in range(2):
+        write_volume(cts / f"ct_{i}.nii.gz", _phantom(i).ct)
+    real_check = validation.check_network_memory
+    early_checks = []  # (slices, bytes asked beside the copy's own need) of the reader's checks
+
+    def check(volume, *args, **kwargs):
+        kwargs.pop("available_bytes", None)
+        if threading.current_thread() is threading.main_thread():
+            return real_check(volume, *args, available_bytes=1 << 50, **kwargs)
+        alone = real_check(volume, *args, **dict(kwargs, pending_bytes=0), available_bytes=1 << 50) \
+            - volume.array.nbytes - int(kwargs.get("held_bytes", 0))
+        early_checks.append((volume.shape_zyx[0], int(kwargs.get("pending_bytes", 0))))
+        if volume.shape_zyx[0] == 12:
+            early_checked.set()
+        return real_check(volume, *args, available_bytes=alone + 1024, **kwargs)  # fits alone, by 1 KiB
+
+    early_checked = threading.Event()
+
+    made_early = []
+    real_prepare = prepared_input.prepare_input
+
+    def prepare(volume, config):
+        if threading.current_thread() is not threading.main_thread():
+            made_early.append(volume.shape_zyx[0])
+        return real_prepare(volume, config)
+
+    monkeypatch.setattr(validation, "check_network_memory", check)
+    monkeypatch.setattr(prepared_input, "prepare_input", prepare)
+    segmenter = Segmenter(engine=SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                                      batch_predictor=oracle_predictor))
+    real_predict = segmenter.predict
+
+    def predict(volume):
+        if volume.shape_zyx[0] == 10:  # ct_0's network runs until the reader has checked ct_1's early copy
+            assert early_checked.wait(timeout=30.0)
+        return real_predict(volume)
+
+    monkeypatch.setattr(segmenter, "predict", predict)
+    statuses = segment_batch(find_cases(cts, tmp_path / "out"), segmenter)
+    assert [s.status for s in statuses] == ["done", "done"], [s.message for s in statuses]
+    ct_1 = [asked for slices, asked in early_checks if slices == 12]
+    assert ct_1 and ct_1[0] > 0  # ct_0's network estimate was asked for beside ct_1's early copy
+    assert 12 not in made_early  # so ct_1 was not resampled on the reader thread while ct_0's network could run
+
+
 TRAIN_STAGES = [
     "LiverTumorSegLib.training.trainer:Trainer._build_caches",
     "LiverTumorSegLib.training.trainer:Trainer._loss_and_gradients",

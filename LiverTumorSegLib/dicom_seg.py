@@ -469,7 +469,8 @@ def _fill_missing_slice_thickness(seg: Any, thickness_mm: Optional[float] = None
     without a SliceThickness value (de-identified, or written by SimpleITK) gave a SEG without one, which the
     Segmentation IOD requires: highdicom's reader, and so measure, evaluate and followup, refused that SEG ("Sequence
     does not have the required attributes for a Pixel Measures Sequence"). The slice spacing stands in for the
-    unknown reconstruction thickness (contiguous slices), as the CT reader takes it."""
+    unknown reconstruction thickness (contiguous slices), as the CT reader takes it; reading the SEG back, a
+    thickness equal to the spacing is taken as that stand-in (:func:`_is_the_slice_spacing`)."""
     filled = False
     for groups in (getattr(seg, "SharedFunctionalGroupsSequence", None) or []):
         for measures in (getattr(groups, "PixelMeasuresSequence", None) or []):
@@ -804,13 +805,23 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
         warnings += _frames_left_out_warning(seg, labels.shape[0])
     out = CTVolume(array=labels, geometry=geometry, source=str(path),
                    meta={"format": "dicom-seg", "segments": segments})
-    if stated_thickness_mm is not None and abs(float(np.dot(seg_slice_axis, geometry.direction_matrix[:, 2]))) > 0.999:
+    if stated_thickness_mm is not None and abs(float(np.dot(seg_slice_axis, geometry.direction_matrix[:, 2]))) > 0.999 \
+            and not _is_the_slice_spacing(stated_thickness_mm, float(geometry.spacing[2])):
         # the thickness of the SEG's slices, kept while they stay the grid's slices (not on a reference in another
         # axis order): RECIST's measurable minimum of 'measure seg.dcm' without --ct (it took the spacing)
         out.meta[SEG_SLICE_THICKNESS_META] = stated_thickness_mm
     if warnings:
         out.meta["warnings"] = warnings
     return out
+
+
+def _is_the_slice_spacing(thickness_mm: float, spacing_mm: float) -> bool:
+    """Whether a SEG's SliceThickness is its slice spacing (to the 6 significant digits the writer gives): this
+    project's writer (and others) fills the spacing in where the source series states no thickness
+    (:func:`_fill_missing_slice_thickness`), so such a value is no measured thickness, and the reader cannot tell it
+    from a contiguous series' own. Not kept as the SEG's thickness: RECIST's minimum is the same either way (the
+    spacing), and the report names its source 'slice spacing' instead of 'dicom_seg'."""
+    return abs(float(thickness_mm) - float(spacing_mm)) <= 1e-5 * max(abs(float(spacing_mm)), 1.0)
 
 
 def _seg_slice_thickness_mm(dataset: Any) -> Optional[float]:

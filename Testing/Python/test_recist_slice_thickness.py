@@ -428,6 +428,31 @@ def test_a_dicom_seg_that_states_no_slice_thickness_keeps_the_spacing(tmp_path):
     assert (recist["slice_thickness_source"], recist["measurable_minimum_mm"]) == ("slice spacing", 10.0)
 
 
+def test_a_dicom_seg_whose_thickness_is_the_writers_stand_in_reports_slice_spacing(tmp_path):
+    """The writer fills a series' missing SliceThickness with the slice spacing (the IOD requires one); measure
+    seg.dcm then called that stand-in a 'dicom_seg' thickness. A SEG thickness equal to its spacing is reported as
+    'slice spacing' now (the same minimum: a contiguous series' own equal value gives it too)."""
+    import pydicom
+
+    from LiverTumorSegLib.dicom_seg import dicom_series_files, write_dicom_seg
+    from LiverTumorSegLib.io import read_label_map
+
+    ct, labels = ct_and_labels_with_a_12_mm_lesion()
+    write_ct_series(tmp_path / "dicom", ct, slice_thickness_mm=7.0)
+    for path in dicom_series_files(tmp_path / "dicom"):  # a de-identified series: no SliceThickness
+        dataset = pydicom.dcmread(str(path))
+        del dataset.SliceThickness
+        dataset.save_as(str(path))
+    seg = write_dicom_seg(tmp_path / "seg.dcm", labels, ct.geometry, dicom_series_files(tmp_path / "dicom"))
+    measures = pydicom.dcmread(str(seg)).SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert float(measures.SliceThickness) == pytest.approx(5.0)  # the writer's stand-in: the 5 mm spacing
+    assert "seg_slice_thickness_mm" not in read_label_map(seg).meta
+    out = tmp_path / "seg.json"
+    assert main(["measure", str(seg), "-o", str(out)]) == 0
+    recist = json.loads(out.read_text())["recist"]
+    assert (recist["slice_thickness_source"], recist["measurable_minimum_mm"]) == ("slice spacing", 10.0)
+
+
 def test_followup_of_two_dicom_segs_takes_each_segs_slice_thickness(tmp_path):
     """followup on DICOM SEG label maps without CTs judged both time points by the 5 mm spacing; the SEGs say 7 mm."""
     _, _, seg = _seg_of_overlapping_slices(tmp_path)

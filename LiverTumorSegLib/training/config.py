@@ -9,7 +9,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, ClassVar, Dict, FrozenSet, List, Optional, Union
 
 from ..configutil import typed_scalar
 from ..errors import InputError
@@ -74,7 +74,9 @@ class TrainConfig:
     ``oblique_grid``: "aligned" (default): a CT turned more than 5 degrees against the patient's axes is trained and
     validated on the patient-aligned grid ``segment`` gives the network (:func:`.slice_cache.aligned_network_ct`);
     "stored": on its own oblique slices, as before (and ``segment --oblique-grid stored`` in the whole-volume
-    validation).
+    validation). A ``resume`` of a checkpoint written before this option existed (its saved config has no
+    ``oblique_grid``: it was trained on oblique CTs as stored) continues "stored" unless ``oblique_grid`` was given
+    (:attr:`given`), which a resume with "aligned" then refuses as another setting.
     ``max_time_minutes``: stop gracefully when exceeded and still write the model package (0 = no limit).
     ``use_best_checkpoint``: package (and validate on whole volumes) the weights of the best validation epoch
     instead of the last epoch's. Chosen on the validation cases, so the validation numbers it reports are
@@ -139,6 +141,11 @@ class TrainConfig:
     name: str = ""
     description: str = ""
 
+    given = frozenset()  # type: ClassVar[FrozenSet[str]]
+    """The fields set by the values :meth:`from_dict`/:meth:`updated` applied (a config file's keys, the typed
+    options), not by the defaults; an instance attribute, outside the fields (``to_dict`` leaves it out). A resume
+    reads it to tell ``oblique_grid`` asked for from the default."""
+
     # ----------------------------------------------------------------- construction
     @classmethod
     def field_names(cls) -> List[str]:
@@ -176,6 +183,8 @@ class TrainConfig:
                              f"{f' ({hint})' if hint else ''}. {VALID_OPTIONS_LEAD} {', '.join(sorted(known))}.")
         cfg = TrainConfig(**current)
         cfg.validate()
+        cfg.given = frozenset(self.given) | {str(key).replace("-", "_") for key, value in (values or {}).items()
+                                             if value is not None}
         return cfg
 
     def validate(self) -> None:

@@ -142,6 +142,8 @@ def differing_settings(saved_config: Any, config: TrainConfig, source: Path, sav
         saved = TrainConfig.from_dict(dict(stored), source=str(source)).to_dict()
     except (InputError, ValueError, TypeError):
         return ""
+    if "oblique_grid" not in stored:  # written before the option: its oblique CTs were trained as stored
+        saved["oblique_grid"] = "stored" if "oblique_grid" in config.given else config.oblique_grid
     now = config.to_dict()
     differing = [name for name in sorted(now) if name not in RESUME_MAY_CHANGE and (
         not _same_data(saved.get(name), now.get(name), saved_data_path) if name == "data"
@@ -602,6 +604,7 @@ class Trainer:
         self.last_path, self.best_path = self.ckpt_dir / "last.pt", self.ckpt_dir / "best.pt"
         self.output = Path(cfg.output) if cfg.output else None
         self._check_outputs()
+        cfg = self.config  # a resume may have settled oblique_grid (_resumed_oblique_grid)
         # every rank has judged the folders before rank 0 makes anything in them (the slice cache, checkpoints/):
         # a rank that came to its check later found rank 0's 'checkpoints' there and refused the run as a folder
         # of the user's (seen with crossval under torchrun, whose ranks reach each fold at their own pace)
@@ -736,6 +739,26 @@ class Trainer:
         self.log(f"warning: the preprocessing's {', '.join(steps)} depend(s) on the whole slice; training computes "
                  f"them {where}, so the network is trained on other inputs than it will see. {advice}")
 
+    def _resumed_oblique_grid(self, saved_config: Any) -> TrainConfig:
+        """The config to resume with: a checkpoint written before ``oblique_grid`` existed (its saved config has no
+        such key) trained its oblique CTs as stored, so the run continues ``stored`` (said in the log) unless
+        ``oblique_grid`` was given (:attr:`TrainConfig.given`); a given "aligned" is then refused by
+        :func:`check_resume_config` as another setting. Before, such a resume went on, without a word, on the
+        aligned grid."""
+        cfg = self.config
+        try:
+            stored = json.loads(saved_config) if isinstance(saved_config, str) else saved_config
+        except ValueError:
+            return cfg
+        if (not isinstance(stored, dict) or not stored or "oblique_grid" in stored or "oblique_grid" in cfg.given
+                or cfg.oblique_grid == "stored"):
+            return cfg
+        self.config = cfg.updated({"oblique_grid": "stored"})
+        self.log(f"Resuming '{self.last_path}' with oblique_grid stored: the checkpoint was written before the "
+                 f"option existed, and its run trained oblique CTs on their stored slices (pass --oblique-grid "
+                 f"stored to say so; --oblique-grid aligned is refused, as another setting).")
+        return self.config
+
     def _check_outputs(self) -> None:
         cfg = self.config
         if self.output is not None:
@@ -764,6 +787,7 @@ class Trainer:
         if cfg.resume and self.last_path.is_file():  # a refused checkpoint fails here, before any work
             payload = load_checkpoint(self.last_path, map_location="cpu")
             self._resume_payload = payload  # restore() continues from it: the file is read once
+            cfg = self._resumed_oblique_grid(payload.get("config"))
             check_resume_config(payload.get("config"), cfg, self.last_path, saved_data_path=payload.get("data_path"))
             check_resume_schedule(payload, cfg, self.last_path)
             check_resume_world_size(payload, self.dist.world_size, int(cfg.batch_size), self.last_path)

@@ -204,3 +204,69 @@ def test_a_ct_turned_30_degrees_is_not_warned_of_as_read_in_oblique_slices_when_
         build_slice_cache([case], SlicePreprocessor(_config()), tmp_path / "cache", oblique_grid=oblique_grid)
     oblique = [r.getMessage() for r in caplog.records if "reads the grid's slices as axial slices" in r.getMessage()]
     assert len(oblique) == (1 if oblique_grid == "stored" else 0), oblique
+
+
+def _tiny_run_before_oblique_grid(tmp_path):
+    """A tiny seeded training (1 epoch, schedule none) on CTs turned 20 degrees, whose checkpoint's saved config
+    then has ``oblique_grid`` removed, as a checkpoint written before the option existed has; and the values that
+    resume it with 2 epochs."""
+    import torch
+
+    from LiverTumorSegLib.training.checkpoint import load_checkpoint, save_checkpoint
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.trainer import train
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    rows = ["image,label,patient,case"]
+    for i in range(2):
+        case, _ = _case(tmp_path / "data", 20.0, name=f"t{i}", seed=i)
+        rows.append(f"{case.image_path},{case.label_path},p{i},t{i}")
+    (tmp_path / "cases.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    values = dict(
+        data=str(tmp_path / "cases.csv"), model="unet", model_options={"channels": [4, 8, 16]},
+        preprocessing={"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 1,
+                       "target_spacing_mm": 1.5, "size_multiple": 8, "crop_to_body": False},
+        epochs=1, iterations_per_epoch=1, batch_size=2, patch_size=32, num_workers=0, schedule="none",
+        val_fraction=0.5, output=str(tmp_path / "m.safetensors"), cache_dir=str(tmp_path / "cache"),
+        log_dir=str(tmp_path / "run"), progress_bar=False, tensorboard=False, seed=3)
+    train(TrainConfig.from_dict(values), log=lambda text: None)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    payload = load_checkpoint(last, map_location="cpu")
+    saved = json.loads(payload["config"]) if isinstance(payload["config"], str) else dict(payload["config"])
+    saved.pop("oblique_grid")
+    payload["config"] = json.dumps(saved, sort_keys=True) if isinstance(payload["config"], str) else saved
+    save_checkpoint(last, payload)
+    return dict(values, epochs=2, resume=True)
+
+
+def test_resuming_a_checkpoint_from_before_oblique_grid_continues_its_oblique_cts_as_stored(tmp_path):
+    """Its run trained the oblique CTs on their stored slices: --resume without --oblique-grid continues the same
+    run (said in the log, recorded in the package), not silently on the aligned grid."""
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.trainer import train
+
+    values = _tiny_run_before_oblique_grid(tmp_path)
+    said = []
+    result = train(TrainConfig.from_dict(values), log=said.append)
+    assert [line for line in said if "with oblique_grid stored" in line and "before the option existed" in line]
+    training = read_package_metadata(result.package_path)["training"]
+    assert training["config"]["oblique_grid"] == "stored"
+    assert not training.get("cases_on_aligned_grid")
+
+
+@pytest.mark.parametrize("grid, refused", [("aligned", True), ("stored", False)])
+def test_resuming_a_checkpoint_from_before_oblique_grid_with_the_option_given(tmp_path, grid, refused):
+    """--oblique-grid aligned given: refused as another setting (as every other one is); stored: resumes."""
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.trainer import train
+
+    values = dict(_tiny_run_before_oblique_grid(tmp_path), oblique_grid=grid)
+    if refused:
+        with pytest.raises(InputError, match=r"other settings: oblique_grid 'stored' \(now 'aligned'\)"):
+            train(TrainConfig.from_dict(values), log=lambda text: None)
+        return
+    result = train(TrainConfig.from_dict(values), log=lambda text: None)
+    assert read_package_metadata(result.package_path)["training"]["config"]["oblique_grid"] == "stored"

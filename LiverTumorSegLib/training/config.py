@@ -141,7 +141,7 @@ class TrainConfig:
     name: str = ""
     description: str = ""
 
-    given = frozenset()  # type: ClassVar[FrozenSet[str]]
+    given: ClassVar[FrozenSet[str]] = frozenset()
     """The fields set by the values :meth:`from_dict`/:meth:`updated` applied (a config file's keys, the typed
     options), not by the defaults; an instance attribute, outside the fields (``to_dict`` leaves it out). A resume
     reads it to tell ``oblique_grid`` asked for from the default."""

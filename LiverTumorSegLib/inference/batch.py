@@ -558,6 +558,29 @@ def _check_no_ct_listed_under_two_case_ids(csv_path: Path, pairs: List[tuple]) -
             seen.setdefault(identity, (case_id, path))
 
 
+def _one_name_per_ct(pairs: List[tuple]) -> List[tuple]:
+    """A folder's cases (``pairs``: case_id, path) with each CT once: a second name of one file (a symbolic link
+    ``ct_link.nii.gz -> ct_0.nii.gz``, a hard link; the identity test of :func:`_check_no_ct_listed_under_two_case_ids`)
+    is left out with a warning naming both. It was segmented twice, as two cases. A folder is not a deliberate list,
+    so it is not refused as a case CSV listing one CT twice is. The name kept is the one that is not a symbolic link
+    (of two such, or two hard links, the first in name order)."""
+    order = sorted(range(len(pairs)), key=lambda i: (os.path.islink(pairs[i][1]), i))
+    seen = {}  # type: Dict[Any, tuple]
+    dropped = set()
+    for i in order:
+        case_id, path = pairs[i]
+        identities = file_identities(path)
+        earlier = next((seen[identity] for identity in identities if identity in seen), None)
+        if earlier is not None:
+            dropped.add(i)
+            log.warning("warning: '%s' is another name of '%s' (a link to the same file), so that CT is segmented "
+                        "once, as case '%s' (to segment it twice, copy the file).", Path(path).name, Path(earlier[1]).name, earlier[0])
+            continue
+        for identity in identities:
+            seen.setdefault(identity, (case_id, path))
+    return [pair for i, pair in enumerate(pairs) if i not in dropped]
+
+
 def _warn_of_paths_from_the_working_folder(csv_path: Path, lines: List[tuple]) -> None:
     """Warn, before the run, of the case list's relative paths (``(line, cell text)``) that do not exist beside the
     list but do from the working folder: each such case failed, after the model load, as "does not exist", without
@@ -663,7 +686,8 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
     if input_path.is_file():
         pairs = _cases_from_csv(input_path)
     else:
-        pairs = [(case_id_of(p), p) for p in _cts_of_folder(input_path, (output_folder, probability_folder))]
+        pairs = _one_name_per_ct([(case_id_of(p), p) for p in _cts_of_folder(input_path,
+                                                                              (output_folder, probability_folder))])
     if not pairs:
         raise InputError(f"No CT files (.nii.gz, .nii, .nrrd, .mha, .mhd) in '{input_path}'.")
     if input_path.is_file():

@@ -1914,3 +1914,21 @@ def test_nrrd_and_metaimage_label_maps_are_told_by_their_content_and_not_segment
     sitk.WriteImage(ct, str(tmp_path / "cts" / "ct_1.nrrd"), True)  # a CT of the same name: two cases, refused
     with pytest.raises(InputError, match=r"Two cases are both named 'ct_1'"):
         find_cases(tmp_path / "cts", tmp_path / "out")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="links need privileges on Windows")
+def test_a_link_in_a_batch_folder_to_another_of_its_cts_is_left_out_with_a_warning(tmp_path, caplog):
+    """cts/ct_link.nii.gz -> ct_0.nii.gz (a symbolic link) or a hard link to ct_0.nii.gz segmented that CT twice, as
+    cases ct_0 and ct_link. A folder is not a deliberate list (a case CSV naming one CT twice is refused): the second
+    name is left out with a warning naming both, keeping the name that is not a symbolic link."""
+    import logging
+
+    write_phantoms(tmp_path / "cts", 2)
+    os.symlink("ct_1.nii.gz", tmp_path / "cts" / "a_link.nii.gz")  # sorts first: the real name is kept anyway
+    os.link(tmp_path / "cts" / "ct_0.nii.gz", tmp_path / "cts" / "ct_hard.nii.gz")
+    with caplog.at_level(logging.WARNING):
+        cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    assert [(c.case_id, c.input_path.name) for c in cases] == [("ct_0", "ct_0.nii.gz"), ("ct_1", "ct_1.nii.gz")]
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [m for m in said if "'a_link.nii.gz' is another name of 'ct_1.nii.gz'" in m and "as case 'ct_1'" in m]
+    assert [m for m in said if "'ct_hard.nii.gz' is another name of 'ct_0.nii.gz'" in m and "as case 'ct_0'" in m]

@@ -1382,3 +1382,42 @@ def test_a_folder_named_as_an_output_is_refused_before_the_run(tmp_path, capsys)
     assert code == 2 and "cases.csv' is a folder" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cases.csv"]
     assert (tmp_path / "out" / "cases.csv" / "mine.txt").read_text() == "the user's"
+
+
+@pytest.mark.parametrize("ext", [".nrrd", ".mha"])
+def test_nrrd_and_metaimage_cts_beside_their_label_maps_in_a_ref_folder_are_screened_out_as_nifti_ones(
+        tmp_path, capsys, caplog, ext):
+    """The CT screen of a --ref folder read NIfTI only: a folder of .nrrd (or .mha) CTs beside .nrrd label maps paired
+    each CT as the case's reference and the evaluation stopped (exit 2, 'is it the CT'). The CTs are now told by their
+    first slice (read from the file's bytes) and left out with the NIfTI CTs' warning; a folder of label maps only
+    is read as before, every file a case."""
+    import logging
+
+    data = tmp_path / "data"
+    data.mkdir()
+    phantom = _case(tmp_path / "pred", "case0.nii.gz")
+    _case(tmp_path / "pred", "case1.nii.gz")
+    labelled = {"case0": "case0_liver_tsv1", "case1": "case1_seg"}  # a tag case names keep, and one they drop
+    for name in ("case0", "case1"):
+        write_volume(data / f"{name}{ext}", phantom.ct)
+        write_label_map(data / f"{labelled[name]}{ext}", phantom.labels, phantom.ct.geometry)
+    with caplog.at_level(logging.WARNING):
+        code = _evaluate("--pred", tmp_path / "pred", "--ref", data, "-o", tmp_path / "out", "--no-surface",
+                         "--no-plots")
+    text = capsys.readouterr().err + caplog.text
+    assert code == 0, text
+    assert "2 file(s) in --ref" in text and "hold CT values" in text and f"(case0{ext}, case1{ext})" in text
+    assert "1 reference name(s) are another case's name with a tag after it ('case0' -> 'case0_liver_tsv1')" in text
+    cases = list(csv.DictReader((tmp_path / "out" / "cases.csv").open(encoding="utf-8")))
+    assert [row["case"] for row in cases] == ["case1"]
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for name in ("case0", "case1"):
+        shutil.copy(data / f"{labelled[name]}{ext}", labels / f"{name}{ext}")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert _evaluate("--pred", tmp_path / "pred", "--ref", labels, "-o", tmp_path / "out2", "--no-surface",
+                         "--no-plots") == 0
+    assert "hold CT values" not in capsys.readouterr().err + caplog.text
+    cases = list(csv.DictReader((tmp_path / "out2" / "cases.csv").open(encoding="utf-8")))
+    assert [row["case"] for row in cases] == ["case0", "case1"]

@@ -40,7 +40,7 @@ OBLIQUE_GRIDS = ("aligned", "stored")
 """Training's ``oblique_grid``: ``aligned`` (default) caches a CT turned more than
 :data:`~..inference.axis_aligned.OBLIQUE_THRESHOLD_DEGREES` against the patient's axes on the patient-aligned grid
 ``segment`` gives the network (:func:`aligned_network_ct`); ``stored`` caches its own (oblique) slices, as versions
-before 0.6.5's cache format 4 did."""
+before 0.6.6's cache format 4 did."""
 
 
 @dataclass

@@ -216,7 +216,6 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._task = None
         self._comparison = None  # the running follow-up comparison (a followup_job.FollowupJob), if any
         self._summaryTable = None  # the change table the compare section's result text describes
-        self._lastChange = None  # the last comparison's change report (dict), for Save change report
         self._measuring = None  # the running "Update lesion table" (a measure_job.MeasureJob), if any
         self._installingPackages = False  # dependenciesReady is installing (pip_install processes events meanwhile)
         self._cleanedUp = False  # cleanup() ran (Reload, closing Slicer): this panel's widgets are gone
@@ -289,7 +288,6 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.resultsSummaryLabel.text = panel_text.NO_RESULT  # the closed scene's numbers are not the next one's
         self.compare["result"].text = ""
         self._summaryTable = None
-        self._lastChange = None  # the closed scene's comparison is not saved as the next one's
         for view in (self.ui.lesionTableView, self.compare["table"]):  # sceneless views keep a table until told
             view.setMRMLTableNode(None)
         self.ui.statusLabel.text = ""
@@ -795,7 +793,6 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     [node.GetName() for node in compared],
                     outcome.table_node.GetName() if outcome.table_node is not None else "?"), text])
             c["result"].text = text
-            self._lastChange = outcome.change  # Save change report writes it
             if self._parameterNode:  # saved with the scene
                 self._parameterNode.changeTable = outcome.table_node
         elif outcome.kind == job.CANCELLED:
@@ -809,10 +806,12 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.previousChangeReport = path
 
     def onSaveChangeReport(self) -> None:
-        """Write the last comparison's change.json where the user chooses: the child's copy is in a temporary folder
-        that is deleted, and the next follow-up's comparison needs it as its *Previous follow-up report*."""
+        """Write the change.json of the change table shown where the user chooses: the child's copy is in a temporary
+        folder that is deleted, and the next follow-up's comparison needs it as its *Previous follow-up report*. The
+        report is kept with the table (``mrml.change_report_of``), so a table of a scene loaded from disk has it too."""
         c = self.compare
-        if self._lastChange is None:
+        change = mrml.change_report_of(c["table"].mrmlTableNode())
+        if change is None:
             slicer.util.errorDisplay(panel_text.NO_CHANGE_REPORT_TO_SAVE)
             return
         path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), "Save the change report", "change.json",
@@ -822,7 +821,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             # the field's path as typed: a report since moved away does not stop the save (it is not read here)
             saved = followup_job.save_change_report(
-                self._lastChange, path, followup_job.previous_report_path(c["previousChangeReport"].currentPath))
+                change, path, followup_job.previous_report_path(c["previousChangeReport"].currentPath))
         except (LiverTumorSegError, OSError) as exc:
             slicer.util.errorDisplay(str(exc))
             return
@@ -1385,11 +1384,13 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Lesion table updated from edited segments")
 
     def test_CompareSectionSavedWithScene(self):
-        """The compare section's segmentations, CTs, alignment choice, nadir, previous report and last table are saved with the
-        scene: set in the panel, saved as a .mrb, the scene cleared and the file loaded, the panel shows them again
-        (nodes of the loaded scene) and the table's response line. No segmentation is run."""
+        """The compare section's segmentations, CTs, alignment choice, nadir, previous report and last table (with its
+        change report) are saved with the scene: set in the panel, saved as a .mrb, the scene cleared and the file
+        loaded, the panel shows them again (nodes of the loaded scene), the table's response line, and the table's
+        report is there for Save change report. No segmentation is run."""
         import tempfile
         import numpy as np
+        from LiverTumorSegLib.followup import read_previous_change
         from LiverTumorSegLib.resources import sample_reference_path
 
         slicer.util.selectModule("LiverTumorSeg")
@@ -1435,6 +1436,12 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         self.assertIsNotNone(widget.compare["table"].mrmlTableNode())
         self.assertEqual(widget.compare["table"].mrmlTableNode().GetName(), "Lesion follow-up")
         self.assertTrue(widget.compare["result"].text.startswith("RECIST 1.1 response: SD"))
+        # the table's change report came back with it: Save change report writes it for the next follow-up
+        kept = mrml.change_report_of(widget.compare["table"].mrmlTableNode())
+        self.assertEqual(kept, change)
+        with tempfile.TemporaryDirectory() as folder:
+            saved = followup_job.save_change_report(kept, os.path.join(folder, "followup1_change"), previousReport)
+            self.assertEqual(read_previous_change(saved), change)
         self.delayDisplay("Compare section restored with the scene")
 
     def test_Cancel(self):

@@ -940,23 +940,26 @@ def _sum_rule_shows_progression(base_sum_mm: float, follow_sum_mm: float, nadir_
     return meets_progression(reference, follow_sum_mm)
 
 
-def read_previous_change(path: Any) -> Dict[str, Any]:
+def read_previous_change(path: Any, source: str = "--previous", advice: Optional[str] = None) -> Dict[str, Any]:
     """The change report (``followup``'s change.json) at ``path``, of the previous follow-up of the same baseline;
-    InputError, saying what is wrong, for a file that is missing, not JSON or not a change report."""
+    InputError, saying what is wrong, for a file that is missing, not JSON or not a change report. ``source``: where
+    the path was given, leading each message (the option ``--previous``; the Slicer panel gives its field's name);
+    ``advice``: what to do instead, ending each message (None: the command line's words)."""
     import json
 
-    source = Path(path)
-    if not source.is_file():
-        raise InputError(f"--previous '{source}' does not exist; give the change.json of the previous follow-up.")
+    source_path = Path(path)
+    where = f"{source} '{source_path}'"
+    give_written = advice or "give the change.json that followup wrote for the previous follow-up"
+    if not source_path.is_file():
+        raise InputError(f"{where} does not exist; {advice or 'give the change.json of the previous follow-up'}.")
     try:
-        change = json.loads(source.read_text(encoding="utf-8"))
+        change = json.loads(source_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"--previous '{source}' is not a readable JSON file ({exc}); give the change.json that "
-                         f"followup wrote for the previous follow-up.") from exc
+        raise InputError(f"{where} is not a readable JSON file ({exc}); {give_written}.") from exc
     sums = change.get("sum_of_diameters") if isinstance(change, dict) else None
     if not isinstance(sums, dict) or "response" not in change or "baseline_mm" not in sums:
-        raise InputError(f"--previous '{source}' is not a followup change report (no response and sum_of_diameters); "
-                         f"give the change.json that followup wrote for the previous follow-up.")
+        raise InputError(f"{where} is not a followup change report (no response and sum_of_diameters); "
+                         f"{give_written}.")
     return change
 
 

@@ -1744,7 +1744,56 @@ def create_change_table_node(scene, change: Dict[str, Any], table_node=None, nam
              "sum_of_diameters_change_percent": sod.get("change_percent")}
     for key, value in facts.items():
         table_node.SetAttribute(TABLE_ATTRIBUTE_PREFIX + key, "" if value is None else str(value))
+    set_change_report(table_node, change)
     return table_node
+
+
+CHANGE_REPORT_ROLE = "LiverTumorSegChangeReport"
+"""Node reference role from a follow-up change table to the ``vtkMRMLTextNode`` holding its change report (the
+``followup`` command's change.json text), so that the report is saved with the scene (in an .mrb its own ``.txt``
+file) and *Save change report...* works on a table of a scene loaded from disk."""
+
+
+def set_change_report(table_node, change: Dict[str, Any]) -> Any:
+    """Keep ``change`` (the change report the table was made from) as JSON text (:func:`~.followup.change_to_json`,
+    as *Save change report...* writes it) in a ``vtkMRMLTextNode`` that ``table_node`` references
+    (:data:`CHANGE_REPORT_ROLE`); the table's text node is refilled, unless another node also references it (a copy of
+    the table made with the Data module's Clone keeps the report it was copied with): then a new one. Returns the text
+    node."""
+    from .followup import change_to_json
+
+    scene = table_node.GetScene()
+    text_node = table_node.GetNodeReference(CHANGE_REPORT_ROLE)
+    if text_node is None or _referenced_by_another(scene, text_node, table_node):
+        text_node = scene.AddNewNodeByClass("vtkMRMLTextNode", f"{table_node.GetName()} change report")
+        table_node.SetNodeReferenceID(CHANGE_REPORT_ROLE, text_node.GetID())
+    text_node.SetText(change_to_json(change))
+    return text_node
+
+
+def _referenced_by_another(scene, text_node, table_node) -> bool:
+    """Whether a table of ``scene`` other than ``table_node`` references ``text_node`` as its change report (only
+    tables get the role: a change table and its copies)."""
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLTableNode")
+        if node is not table_node and node.GetNodeReferenceID(CHANGE_REPORT_ROLE) == text_node.GetID():
+            return True
+    return False
+
+
+def change_report_of(table_node) -> Optional[Dict[str, Any]]:
+    """The change report kept with a follow-up change table (:func:`set_change_report`): None for no table, a table
+    without one (made before reports were kept, or its text node deleted) or a text that is no JSON object (edited
+    by hand)."""
+    import json
+
+    text_node = table_node.GetNodeReference(CHANGE_REPORT_ROLE) if table_node is not None else None
+    text = text_node.GetText() if text_node is not None and hasattr(text_node, "GetText") else None
+    try:
+        change = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return change if isinstance(change, dict) else None
 
 
 def change_table_rows(table_node) -> List[Dict[str, Any]]:

@@ -30,6 +30,10 @@ mm given with it)."""
 PREVIOUS_FIELD_NAME = "Previous follow-up report (change.json)"
 """The compare section's path field for ``followup --previous CHANGE_JSON``: the change report of the previous
 follow-up against the same baseline, whose nadir and complete response carry over (named in its errors)."""
+PREVIOUS_REPORT_ADVICE = ("choose in that field the change report that 'Save change report...' saved for the previous "
+                          "follow-up (or that 'livertumorseg followup' wrote), or clear the field")
+"""What the errors about the *Previous follow-up report* say to do (the command line's say ``give the change.json that
+followup wrote``)."""
 
 
 def previous_report_path(text: str) -> str:
@@ -50,10 +54,7 @@ def previous_report_from_text(text: str) -> Optional[str]:
     cleaned = previous_report_path(text)
     if not cleaned:
         return None
-    try:
-        read_previous_change(cleaned)
-    except InputError as exc:
-        raise InputError(str(exc).replace("--previous ", f"{PREVIOUS_FIELD_NAME}: ", 1)) from exc
+    read_previous_change(cleaned, f"{PREVIOUS_FIELD_NAME}:", PREVIOUS_REPORT_ADVICE)
     return cleaned
 
 

@@ -247,6 +247,11 @@ _FOLLOWUP_PANEL_WORDS = (
     # the panel hands over segments, not a file: 'the wrong file' told of a file its user never chose
     (" label map holds no liver and no tumor (every voxel 0): a failed segmentation or the wrong file;",
      " segmentation's Liver and Liver tumor segments are empty (a failed segmentation, or segments erased);"),
+    # the panel's field for --previous (followup_job.PREVIOUS_FIELD_NAME), named where the child read the report
+    ("The previous change report was made against another baseline",
+     "The Previous follow-up report (change.json) was made against another baseline"),
+    ("Give the change.json of a follow-up compared with this baseline.",
+     "Choose in that field the change report of a follow-up compared with this baseline, or clear the field."),
 )
 
 
@@ -514,12 +519,12 @@ PREVIOUS_CHANGE_REPORT_TOOLTIP = (
     "response. Empty: the nadir field and the complete-response box decide. Not with either of them")
 """The compare section's *Previous follow-up report (change.json)* field's tooltip."""
 SAVE_CHANGE_REPORT_TOOLTIP = (
-    "Save the last comparison's change report (change.json) to a file, to give it as 'Previous follow-up report' "
-    "when the next follow-up is compared with this baseline (the comparison's own copy is deleted with its "
-    "temporary folder)")
+    "Save the change report (change.json) of the comparison shown to a file, to give it as 'Previous follow-up "
+    "report' when the next follow-up is compared with this baseline (the comparison's own copy is deleted with its "
+    "temporary folder; the report is saved with the scene, with its table)")
 """The compare section's *Save change report...* button's tooltip."""
-NO_CHANGE_REPORT_TO_SAVE = ("No comparison to save: press Compare first (a scene loaded from disk keeps the change "
-                            "table, not its report).")
+NO_CHANGE_REPORT_TO_SAVE = ("No comparison to save: press Compare first (the change table shown, if any, keeps no "
+                            "report: it was made by an earlier version, or its 'change report' text node was deleted).")
 
 
 def change_report_saved_text(path: str) -> str:

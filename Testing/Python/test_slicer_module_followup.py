@@ -721,11 +721,13 @@ def test_the_panels_compare_passes_the_previous_report_and_save_writes_the_last_
     monkeypatch.setattr(m.qt, "QFileDialog", types.SimpleNamespace(getSaveFileName=lambda *a: saved_to),
                         raising=False)
     monkeypatch.setattr(slicer.util, "mainWindow", lambda *a, **k: None, raising=False)
-    widget._lastChange = None
+    shown = types.SimpleNamespace(table=None)
+    widget.compare["table"] = types.SimpleNamespace(mrmlTableNode=lambda: shown.table)
     widget.onSaveChangeReport()
     assert errors == [m.panel_text.NO_CHANGE_REPORT_TO_SAVE]
-    widget._lastChange = {"response": "PD", "lesions": [], "sum_of_diameters": {
-        "target_lesion_ids": [1], "baseline_mm": 20.0, "followup_mm": 30.0, "nadir_mm": 18.0}}
+    shown.table = module.mrml.create_change_table_node(module.scene, {"response": "PD", "lesions": [],
+                                                                      "sum_of_diameters": {
+        "target_lesion_ids": [1], "baseline_mm": 20.0, "followup_mm": 30.0, "nadir_mm": 18.0}})
     widget.compare["result"].text = "RECIST 1.1 response: PD"
     widget.onSaveChangeReport()
     assert read_previous_change(saved_to)["response"] == "PD"
@@ -739,3 +741,103 @@ def test_the_panels_compare_passes_the_previous_report_and_save_writes_the_last_
     errors[:] = []
     widget.onSaveChangeReport()
     assert errors == [] and read_previous_change(saved_to)["response"] == "PD"
+
+
+def test_the_change_report_is_saved_with_the_scene_and_save_change_report_works_after_loading_it(module, monkeypatch,
+                                                                                                   tmp_path):
+    """A scene saved (.mrb) and loaded again had its change table back but not its report, so *Save change report...*
+    said 'No comparison to save: press Compare first' and the next follow-up could not be chained without comparing
+    again. The report is kept in a text node the table references (a file of its own in the .mrb): after the round
+    trip through a real Slicer data bundle (slicer-core's application logic) Save writes the same report. A copy of
+    the table (the Data module's Clone) keeps its report when the original is refilled."""
+    import json
+    import types
+    import zipfile
+
+    import slicer
+    import slicer.util
+
+    from LiverTumorSegLib.followup import change_to_json, read_previous_change
+
+    m, mrml = module.m, module.mrml
+    change = {"response": "PR", "response_reason": "sum of diameters -40.0 % (a:b; \"quoted\" & <tag> 50 \u00b5m)",
+              "lesions": [{"number": i, "status": "shrunk"} for i in range(1, 31)], "warnings": ["one; two: three"],
+              "sum_of_diameters": {"target_lesion_ids": [1, 2], "baseline_mm": 50.0, "followup_mm": 30.0,
+                                   "nadir_mm": None, "change_percent": -40.0}}
+    scene = mrml.make_headless_scene()
+    table = mrml.create_change_table_node(scene, change)
+    assert mrml.change_report_of(table) == json.loads(change_to_json(change))
+    app = slicer.vtkSlicerApplicationLogic()
+    app.SetMRMLScene(scene)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    assert app.SaveSceneToSlicerDataBundleDirectory(str(bundle), None)
+    assert len(change_to_json(change)) > 256 and (bundle / "Data" / "Lesion follow-up change report.txt").is_file()
+    mrb = tmp_path / "compare.mrb"
+    assert app.Zip(str(mrb), str(bundle))
+    assert zipfile.is_zipfile(mrb)
+    loaded_scene = mrml.make_headless_scene()
+    loader = slicer.vtkSlicerApplicationLogic()
+    loader.SetMRMLScene(loaded_scene)
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    assert loader.OpenSlicerDataBundle(str(mrb), str(unpacked))  # as Slicer's File > Add Data of an .mrb
+    loaded = loaded_scene.GetFirstNodeByClass("vtkMRMLTableNode")
+    assert loaded is not None and mrml.change_report_of(loaded) == mrml.change_report_of(table)
+    # the panel's Save on the loaded table: the same report, ready to be the next follow-up's previous report
+    widget = m.LiverTumorSegWidget()
+    widget.compare = {"table": types.SimpleNamespace(mrmlTableNode=lambda: loaded),
+                      "previousChangeReport": types.SimpleNamespace(currentPath=""),
+                      "result": types.SimpleNamespace(text="RECIST 1.1 response: PR")}
+    errors, saved_to = [], str(tmp_path / "fu1.json")
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: errors.append(text))
+    monkeypatch.setattr(m.qt, "QFileDialog", types.SimpleNamespace(getSaveFileName=lambda *a: saved_to), raising=False)
+    monkeypatch.setattr(slicer.util, "mainWindow", lambda *a, **k: None, raising=False)
+    widget.onSaveChangeReport()
+    assert errors == []
+    assert read_previous_change(saved_to) == mrml.change_report_of(table)
+    assert (tmp_path / "fu1.json").read_text(encoding="utf-8") == change_to_json(change)
+    # a copy keeps the report it was copied with when the original is refilled by a later comparison
+    copy = loaded_scene.AddNewNodeByClass("vtkMRMLTableNode")
+    copy.Copy(loaded)
+    mrml.create_change_table_node(loaded_scene, dict(change, response="PD"), table_node=loaded)
+    assert mrml.change_report_of(loaded)["response"] == "PD" and mrml.change_report_of(copy)["response"] == "PR"
+    # no report (an older scene's table, its text node deleted, a text edited by hand): nothing to save
+    loaded_scene.RemoveNode(loaded.GetNodeReference(mrml.CHANGE_REPORT_ROLE))
+    assert mrml.change_report_of(loaded) is None
+    copy.GetNodeReference(mrml.CHANGE_REPORT_ROLE).SetText("not JSON")
+    assert mrml.change_report_of(copy) is None and mrml.change_report_of(None) is None
+    widget.onSaveChangeReport()
+    assert errors == [m.panel_text.NO_CHANGE_REPORT_TO_SAVE]
+
+
+def test_errors_about_the_previous_report_name_the_panels_field_and_what_to_do_there(module, tmp_path):
+    """Shown in the panel, the errors about the previous follow-up report ended in the command line's words ('give the
+    change.json that followup wrote ...'), and the child's 'another baseline' error named no field: they now name the
+    *Previous follow-up report* field and say what to choose there; the command line's messages are unchanged."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.followup import previous_assessment, read_previous_change
+
+    fj, panel_text = module.m.followup_job, module.m.panel_text
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
+    (tmp_path / "other.json").write_text('{"response": "SD"}', encoding="utf-8")
+    for name in ("gone.json", "bad.json", "other.json"):
+        path = str(tmp_path / name)
+        with pytest.raises(InputError) as panel:
+            fj.previous_report_from_text(path)
+        message = str(panel.value)
+        assert message.startswith(f"{fj.PREVIOUS_FIELD_NAME}: '{path}' ")
+        assert message.endswith(f"; {fj.PREVIOUS_REPORT_ADVICE}.") and "followup wrote" not in message
+        assert "--previous" not in message
+        with pytest.raises(InputError) as cli:
+            read_previous_change(path)
+        assert str(cli.value).startswith(f"--previous '{path}' ")
+        assert str(cli.value).endswith("give the change.json of the previous follow-up." if name == "gone.json" else
+                                       "give the change.json that followup wrote for the previous follow-up.")
+    previous = {"response": "SD", "sum_of_diameters": {"target_lesion_ids": [1], "baseline_mm": 20.0}}
+    with pytest.raises(InputError) as child:
+        previous_assessment(previous, [1, 2], 35.0, 2)
+    shown = panel_text.followup_text(str(child.value))
+    assert shown.startswith(f"The {fj.PREVIOUS_FIELD_NAME} was made against another baseline: ")
+    assert shown.endswith("Choose in that field the change report of a follow-up compared with this baseline, or "
+                          "clear the field.")

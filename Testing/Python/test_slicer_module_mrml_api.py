@@ -64,6 +64,10 @@ CHECKED_IN_SLICER_5_6: Dict[str, str] = {
     **dict.fromkeys(("SetAndObserveTransformNodeID", "GetTransformNodeID", "GetParentTransformNode"), "svn"),
     **dict.fromkeys(("GetStorageNode", "SetAndObserveStorageNodeID", "GetModifiedSinceRead"), "svn"),
     **dict.fromkeys(("CreateDefaultDisplayNodes", "GetDisplayNode"), "api"),
+    # vtkMRMLTextNode (the change table's report): Slicer/SlicerGitSVNArchive f3819d38 Libs/MRML/Core/vtkMRMLTextNode.h;
+    # Slicer/Slicer's stored header 0c78d50f has the same SetText(const std::string&, int encoding=-1) and
+    # vtkGetMacro(Text, std::string)
+    **dict.fromkeys(("vtkMRMLTextNode", "SetText", "GetText"), "svn"),
     # vtkMRMLTransformNode
     **dict.fromkeys(("IsTransformToWorldLinear", "GetMatrixTransformToWorld"), "old"),
     "IsLinear": "svn: vtkMRMLTransformNode.h's 'virtual int IsLinear()', 1 if linear (Slicer 4's linear and "

@@ -245,6 +245,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.measureButton.connect("clicked(bool)", self.onMeasureButton)
         self.setupCompareSection()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndBatchProcessEvent, self.onSceneEndBatchProcess)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self.onSceneNodeRemoved)
         self.ui.progressBar.setVisible(False)
         self.populateModels()
         self.updateDeviceInfo()
@@ -303,6 +304,12 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         those references name)."""
         if self._parameterNode:
             self._parameterNode.Modified()
+        mrml.remove_orphan_change_reports(slicer.mrmlScene)  # the tables a batch removed (skipped during it)
+
+    def onSceneNodeRemoved(self, caller, event) -> None:
+        """A deleted change table takes its change report text node with it (``mrml.remove_orphan_change_reports``):
+        it stayed behind in the Data module, belonging to nothing, and was saved with the scene."""
+        mrml.remove_orphan_change_reports(slicer.mrmlScene)
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:

@@ -1766,9 +1766,42 @@ def set_change_report(table_node, change: Dict[str, Any]) -> Any:
     text_node = table_node.GetNodeReference(CHANGE_REPORT_ROLE)
     if text_node is None or _referenced_by_another(scene, text_node, table_node):
         text_node = scene.AddNewNodeByClass("vtkMRMLTextNode", f"{table_node.GetName()} change report")
+        text_node.SetAttribute(CHANGE_REPORT_ATTRIBUTE, "1")
         table_node.SetNodeReferenceID(CHANGE_REPORT_ROLE, text_node.GetID())
     text_node.SetText(change_to_json(change))
     return text_node
+
+
+CHANGE_REPORT_ATTRIBUTE = TABLE_ATTRIBUTE_PREFIX + "ChangeReport"
+"""Attribute (``"1"``) marking a ``vtkMRMLTextNode`` made by :func:`set_change_report`, so that
+:func:`remove_orphan_change_reports` removes only the reports this module made, never a text node of the user's."""
+
+
+def remove_orphan_change_reports(scene) -> int:
+    """Remove the change report text nodes (:data:`CHANGE_REPORT_ATTRIBUTE`) no node of ``scene`` references any
+    more (:data:`CHANGE_REPORT_ROLE`): their change table was deleted (the Data module's Delete, the Tables module,
+    ``slicer.mrmlScene.RemoveNode``), which leaves the report a node of its own in the Data module that is saved with
+    the scene but belongs to nothing. A report another table (a clone) still references is kept. Nothing is done
+    while the scene closes, imports or batch-processes (the module calls this again at the batch's end). Returns how
+    many text nodes were removed."""
+    if scene is None or scene.IsClosing() or scene.IsImporting() or scene.IsBatchProcessing():
+        return 0
+    reports = [node for node in _nodes_of_class(scene, "vtkMRMLTextNode")
+               if node.GetAttribute(CHANGE_REPORT_ATTRIBUTE) == "1"]
+    if not reports:
+        return 0
+    referenced = set()
+    for node in _nodes_of_class(scene, "vtkMRMLNode"):
+        for i in range(node.GetNumberOfNodeReferences(CHANGE_REPORT_ROLE)):
+            referenced.add(node.GetNthNodeReferenceID(CHANGE_REPORT_ROLE, i))
+    orphans = [node for node in reports if node.GetID() not in referenced]
+    for node in orphans:
+        scene.RemoveNode(node)
+    return len(orphans)
+
+
+def _nodes_of_class(scene, class_name: str) -> List[Any]:
+    return [scene.GetNthNodeByClass(i, class_name) for i in range(scene.GetNumberOfNodesByClass(class_name))]
 
 
 def _referenced_by_another(scene, text_node, table_node) -> bool:

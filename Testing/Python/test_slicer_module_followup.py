@@ -841,3 +841,35 @@ def test_errors_about_the_previous_report_name_the_panels_field_and_what_to_do_t
     assert shown.startswith(f"The {fj.PREVIOUS_FIELD_NAME} was made against another baseline: ")
     assert shown.endswith("Choose in that field the change report of a follow-up compared with this baseline, or "
                           "clear the field.")
+
+
+def test_deleting_a_change_table_removes_its_change_report_text_node(module):
+    """The change report lives in a text node the change table references. Deleting the table (Data module, Tables
+    module, a script) left that text node behind in the scene, belonging to nothing and saved with the scene; now the
+    widget's scene observer removes a report no table references any more. A report a clone still references stays,
+    and so does a text node of the user's; during a batch (a scene import) it waits for the batch's end."""
+    import inspect
+
+    m, mrml, scene = module.m, module.mrml, module.scene
+    widget = m.LiverTumorSegWidget()
+    assert "NodeRemovedEvent, self.onSceneNodeRemoved" in inspect.getsource(m.LiverTumorSegWidget.setup)
+    scene.AddObserver(scene.NodeRemovedEvent, widget.onSceneNodeRemoved)
+    users = scene.AddNewNodeByClass("vtkMRMLTextNode", "my notes")
+    table = mrml.create_change_table_node(scene, {"lesions": [], "response": "SD"})
+    report = table.GetNodeReference(mrml.CHANGE_REPORT_ROLE)
+    clone = scene.AddNewNodeByClass("vtkMRMLTableNode")
+    clone.Copy(table)
+    scene.RemoveNode(table)
+    assert scene.IsNodePresent(report) and mrml.change_report_of(clone)["response"] == "SD"
+    scene.RemoveNode(clone)
+    assert not scene.IsNodePresent(report)
+    assert scene.IsNodePresent(users)
+    other = mrml.create_change_table_node(scene, {"lesions": [], "response": "PD"})
+    other_report = other.GetNodeReference(mrml.CHANGE_REPORT_ROLE)
+    scene.StartState(scene.BatchProcessState)
+    scene.RemoveNode(other)
+    assert scene.IsNodePresent(other_report)
+    scene.EndState(scene.BatchProcessState)
+    widget.onSceneEndBatchProcess(None, None)
+    assert not scene.IsNodePresent(other_report) and scene.IsNodePresent(users)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLTextNode") == 1

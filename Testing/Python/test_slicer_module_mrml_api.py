@@ -56,6 +56,9 @@ CHECKED_IN_SLICER_5_6: Dict[str, str] = {
                      "GetNthNodeByClass", "GetNumberOfNodesByClass", "GetNumberOfNodes", "GenerateUniqueName"), "svn"),
     "Clear": "svn: Clear(int); fork2022: Clear(int removeSingletons=0), called without argument by the self-test",
     **dict.fromkeys(("StartCloseEvent", "EndCloseEvent", "EndBatchProcessEvent"), "api"),
+    # vtkMRMLScene.h 3101ab48: SceneEventType's NodeRemovedEvent, IsBatchProcessing/IsClosing/IsImporting (the change
+    # report clean-up, mrml.remove_orphan_change_reports)
+    **dict.fromkeys(("NodeRemovedEvent", "IsBatchProcessing", "IsClosing", "IsImporting"), "svn"),
     # vtkMRMLNode and its storable / transformable / displayable subclasses
     **dict.fromkeys(("SetAttribute", "GetAttribute", "SetName", "GetName", "GetID", "SetNodeReferenceID",
                      "GetNodeReferenceID", "GetNodeReference", "RemoveNodeReferenceIDs", "Modified"), "svn"),

@@ -801,7 +801,7 @@ def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare
     with share.busy():
         # the object the network is given (a child's CT enlarged): the engine uses a preparation of that object only
         if hasattr(segmenter, "network_volume_ahead"):  # None: its fill's copy would not fit (the check says so)
-            network_volume = segmenter.network_volume_ahead(volume)
+            network_volume = segmenter.network_volume_ahead(volume, reserved_bytes=reserved)
         else:
             network_volume = segmenter.network_volume(volume)[0] if hasattr(segmenter, "network_volume") else volume
         if network_volume is None:

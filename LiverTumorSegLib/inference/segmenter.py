@@ -384,17 +384,19 @@ class Segmenter:
         preparation serves only that object)."""
         return self._network_form(volume)[:2]
 
-    def network_volume_ahead(self, volume: CTVolume) -> Optional[CTVolume]:
+    def network_volume_ahead(self, volume: CTVolume, reserved_bytes: int = 0) -> Optional[CTVolume]:
         """The CT the network is given (:meth:`network_volume`) for a preparation made ahead (``segment`` while the
         model loads, a batch's reader), or None when the copy with a resampling's fill made air would not fit in
         memory beside the network's needs: nothing is copied then, and the memory check after the load refuses the
-        CT with its numbers."""
+        CT with its numbers. ``reserved_bytes``: memory other work may still take meanwhile (a batch's running
+        network, :class:`~.batch.RunningNetworkMemory`), asked for too, as the network-grid copy's check does."""
         try:
-            return self._network_form(volume, ahead=True)[0]
+            return self._network_form(volume, ahead=True, reserved_bytes=reserved_bytes)[0]
         except _FillCopyWouldNotFit:
             return None
 
-    def _network_form(self, volume: CTVolume, ahead: bool = False) -> Tuple[CTVolume, Optional[Dict[str, Any]], Any]:
+    def _network_form(self, volume: CTVolume, ahead: bool = False,
+                      reserved_bytes: int = 0) -> Tuple[CTVolume, Optional[Dict[str, Any]], Any]:
         """:meth:`network_volume` and the :class:`~.resampling_fill.ResamplingFill` found in ``volume`` (or None).
         The fill's copy is checked against the available memory before it is made (:meth:`_check_fill_copy_fits`;
         ``ahead``: :meth:`network_volume_ahead`'s check, which raises :class:`_FillCopyWouldNotFit`)."""
@@ -409,7 +411,7 @@ class Segmenter:
         if fill is not None:
             from .resampling_fill import without_fill
 
-            self._check_fill_copy_fits(volume, ahead)
+            self._check_fill_copy_fits(volume, ahead, reserved_bytes)
             network_volume = without_fill(volume, fill.mask)  # a copy: the user's CT is left as it is
         if self.options.body_size_scaling and in_hu:
             from .body_size import body_size_failed_record, body_size_record, with_in_plane_scale
@@ -434,18 +436,21 @@ class Segmenter:
                 self._network_volumes.pop(next(iter(self._network_volumes)))
         return network_volume, record, fill
 
-    def _check_fill_copy_fits(self, volume: CTVolume, ahead: bool = False) -> None:
+    def _check_fill_copy_fits(self, volume: CTVolume, ahead: bool = False, reserved_bytes: int = 0) -> None:
         """Refuse (ResourceError, with the numbers and the copy named) a CT whose copy with a resampling's fill made
         air (:func:`~.resampling_fill.fill_copy_bytes`) would not fit in memory beside what the network needs, before
         the copy is made: made first (the memory check ran after it), a CT too large for it ended in a bare
         MemoryError ('Ran out of memory (MemoryError)') instead of the check's refusal. ``ahead`` (a preparation made
         while the model loads, or by a batch's reader): :class:`_FillCopyWouldNotFit` instead, so that the check after
         the load words the refusal; before the load the package's preprocessing is used, as the preparation's own
-        check does (``prepared_input.prepare_if_it_fits``)."""
+        check does (``prepared_input.prepare_if_it_fits``). ``reserved_bytes`` (ahead only): memory other work may
+        still take meanwhile (a batch's running network), asked for beside the copy."""
         from ..errors import ResourceError
         from .resampling_fill import fill_copy_bytes
 
         pending = fill_copy_bytes(volume.array)
+        if ahead:
+            pending += int(reserved_bytes or 0)
         try:
             if ahead and not self.loaded:
                 config = self.known_preprocessing

@@ -78,3 +78,49 @@ def test_a_preparation_ahead_makes_no_copy_that_would_not_fit(monkeypatch):
 def test_unsigned_ct_s_copy_is_counted_as_float32():
     assert resampling_fill.fill_copy_bytes(np.zeros((2, 3, 4), np.uint16)) == 2 * 3 * 4 * 4
     assert resampling_fill.fill_copy_bytes(np.zeros((2, 3, 4), np.int16)) == 2 * 3 * 4 * 2
+
+
+def test_a_batch_readers_fill_copy_counts_the_running_cases_network(monkeypatch):
+    """A batch's reader prepares the next CT while the running case's network may still allocate
+    (``batch.RunningNetworkMemory``). The network-grid copy's check counted that network, the earlier copy with the
+    resampling's fill made air did not: with memory enough for the copy alone, it was made beside the running
+    network. Now the reserved bytes are asked for too, and the reader passes them (no copy then: the engine makes it
+    in the CT's turn)."""
+    from LiverTumorSegLib.inference import batch, segmenter as segmenter_module
+
+    volume = _ct(np.int16, fill=0, body_mm=330.0, shape=SHAPE)
+    probe = _segmenter()
+    low, high = 0, 1 << 40
+    while low < high:  # the least available memory with which the early copy is made
+        middle = (low + high) // 2
+        _available(monkeypatch, middle)
+        try:
+            probe._check_fill_copy_fits(volume, ahead=True)
+            high = middle
+        except segmenter_module._FillCopyWouldNotFit:
+            low = middle + 1
+    _available(monkeypatch, low)
+    assert _segmenter().network_volume_ahead(volume) is not None  # alone it fits
+    calls = _copy_refused(monkeypatch)
+    assert _segmenter().network_volume_ahead(volume, reserved_bytes=1 << 20) is None  # beside 1 MiB it does not
+    assert calls == []
+
+    asked = []
+
+    class Reader:
+        options = _segmenter().options
+        known_preprocessing = {"target_spacing": [1.0, 1.0, 1.0]}
+
+        def network_volume_ahead(self, ct, reserved_bytes=0):
+            asked.append(reserved_bytes)
+            return None
+
+    monkeypatch.setattr(batch, "_read_case", lambda *args: (volume, [], 0.0))
+    monkeypatch.setattr(segmenter_module, "_prepare_while_loading_wanted", lambda options, ct: True)
+    running = batch.RunningNetworkMemory()
+    running.publish(0, 12345)
+    from LiverTumorSegLib.inference.core_share import CoreShare
+
+    case = batch.BatchCase(case_id="ct_1", input_path=None, output_path=None, report_path=None)
+    result = batch._read_and_prepare_case(case, False, CoreShare(), Reader(), running, 1)
+    assert asked == [12345] and result[3] is None

@@ -310,6 +310,65 @@ def fold_other_settings(fold_cfg: TrainConfig) -> Tuple[bool, str, bool]:
     return bool(differences), (differences[0] if differences else ""), False
 
 
+def _recorded_oblique_grids(config: TrainConfig, out_dir: Path) -> Tuple[List[Path], bool]:
+    """``(before, recorded)`` over the fold packages and interrupt checkpoints an earlier run left in ``out_dir``:
+    the files whose saved config has no ``oblique_grid`` (written before the option existed: their runs trained
+    oblique CTs on their stored slices), and whether any saved config holds the key. Unreadable files are left to
+    the folds, which refuse or retrain them."""
+    from ..package import readable_package_metadata
+    from .checkpoint import load_checkpoint
+
+    before, recorded = [], False
+    for fold in range(config.folds):
+        fold_cfg = fold_config(config, out_dir, fold)
+        saved = []
+        meta = readable_package_metadata(fold_cfg.output)
+        if meta is not None:
+            saved.append((Path(fold_cfg.output), (meta.get("training") or {}).get("config")))
+        last = Path(fold_cfg.log_dir) / "checkpoints" / "last.pt"
+        if last.is_file():
+            try:
+                saved.append((last, load_checkpoint(last, map_location="cpu").get("config")))
+            except InputError:
+                pass
+        for path, stored in saved:
+            try:
+                stored = json.loads(stored) if isinstance(stored, str) else stored
+            except ValueError:
+                continue
+            if not isinstance(stored, dict) or not stored:
+                continue
+            if "oblique_grid" in stored:
+                recorded = True
+            else:
+                before.append(path)
+    return before, recorded
+
+
+def resumed_oblique_grid(config: TrainConfig, out_dir: Path, log: Callable[[str], None]) -> TrainConfig:
+    """The config a ``crossval --resume`` trains its remaining folds with: when the folder's fold packages or
+    interrupt checkpoints were written before ``oblique_grid`` existed (their saved configs lack it, and none holds
+    it) the run trained oblique CTs on their stored slices, so every remaining fold trains ``stored`` too (said in
+    one line) unless ``oblique_grid`` was given (:attr:`TrainConfig.given`): a given "stored" resumes, a given
+    "aligned" is refused as another setting, as ``train --resume`` refuses it
+    (:meth:`~.trainer.Trainer._resumed_oblique_grid`). Before, the interrupted fold continued stored while the folds
+    not started yet trained aligned: one cross-validation mixed two grids."""
+    before, recorded = _recorded_oblique_grids(config, out_dir)
+    if not before or recorded:
+        return config
+    if "oblique_grid" in config.given:
+        if config.oblique_grid != "stored":
+            raise InputError(f"'{before[0]}' is from a run with other settings: oblique_grid 'stored' (now "
+                             f"{config.oblique_grid!r}): it was written before --oblique-grid existed, and its run "
+                             f"trained oblique CTs on their stored slices. Resume with the interrupted run's "
+                             f"settings, or pass --overwrite (without --resume) to start over.")
+        return config
+    log(f"Resuming the cross-validation in '{out_dir}' with oblique_grid stored: '{before[0]}' was written before "
+        f"the option existed, and its run trained oblique CTs on their stored slices, so every remaining fold does "
+        f"too (pass --oblique-grid stored to say so; --oblique-grid aligned is refused, as another setting).")
+    return config.updated({"oblique_grid": "stored"})
+
+
 def _refuse_used_fold_folders(config: TrainConfig, out_dir: Path) -> None:
     """Refuse, before any fold trains, a fold's training folder that already holds a user's files (a fold refuses
     it when its turn comes, and a user's folder 'fold_1_train' was found only after fold 0 had trained; the advice
@@ -406,6 +465,8 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
         check_model_spec(config.model, preprocessing.in_channels, config.model_options, preprocessing.num_context)
         listed = discover_cases(config.data, config.format)
         kfold_splits(listed, config.folds, config.data_split_seed)  # too few patients: refused before any banner
+        if resuming:
+            config = resumed_oblique_grid(config, out_dir, log)
         this_run_found = False  # a fold before holds a package or checkpoint of this run's settings
         for fold in range(config.folds):
             # numbered from 0, as fold_K.safetensors, the table and train --fold K are ("fold 2/2" beside the

@@ -270,3 +270,100 @@ def test_resuming_a_checkpoint_from_before_oblique_grid_with_the_option_given(tm
         return
     result = train(TrainConfig.from_dict(values), log=lambda text: None)
     assert read_package_metadata(result.package_path)["training"]["config"]["oblique_grid"] == "stored"
+
+
+def _crossval_values(tmp_path):
+    """A tiny seeded 2-fold crossval on CTs turned 20 degrees (one patient each)."""
+    rows = ["image,label,patient,case"]
+    for i in range(2):
+        case, _ = _case(tmp_path / "data", 20.0, name=f"t{i}", seed=i)
+        rows.append(f"{case.image_path},{case.label_path},p{i},t{i}")
+    (tmp_path / "cases.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return dict(
+        data=str(tmp_path / "cases.csv"), model="unet", model_options={"channels": [4, 8, 16]},
+        preprocessing={"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 1,
+                       "target_spacing_mm": 1.5, "size_multiple": 8, "crop_to_body": False},
+        epochs=1, iterations_per_epoch=2, batch_size=2, patch_size=32, num_workers=0, schedule="none", folds=2,
+        progress_bar=False, tensorboard=False, seed=3)
+
+
+def _crossval_before_oblique_grid(tmp_path, where):
+    """A 2-fold crossval stopped (Ctrl-C) as a version before ``oblique_grid`` left it: ``where`` "package": fold 0
+    finished (its package's ``training.config`` without the key, rewritten with its integrity record sealed again,
+    and its checkpoints' configs without it), fold 1 not started; "checkpoint": fold 0 interrupted after its first
+    step (its checkpoint's config without the key). Returns the run's values and its folder."""
+    import torch
+
+    from LiverTumorSegLib.package import rewrite_package_metadata
+    from LiverTumorSegLib.training.checkpoint import load_checkpoint, save_checkpoint
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.crossval import run_crossval
+    from LiverTumorSegLib.training.trainer import train
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    values = _crossval_values(tmp_path)
+    out = tmp_path / "cv"
+
+    class CtrlC:
+        def on_step_end(self, info):
+            raise KeyboardInterrupt()
+
+    def stopped(fold_cfg, command="", log=print):
+        if fold_cfg.fold == 1:
+            raise KeyboardInterrupt()
+        return train(fold_cfg, command=command, log=log, callbacks=[CtrlC()] if where == "checkpoint" else [])
+
+    with pytest.raises(KeyboardInterrupt):
+        run_crossval(TrainConfig.from_dict(values), out, train_fn=stopped, log=lambda text: None)
+    if where == "package":
+        rewrite_package_metadata(out / "fold_0.safetensors",
+                                 lambda meta: meta["training"]["config"].pop("oblique_grid"))
+    for last in (out / "fold_0_train" / "checkpoints").glob("*.pt"):  # a finished fold keeps its checkpoints too
+        payload = load_checkpoint(last, map_location="cpu")
+        saved = json.loads(payload["config"]) if isinstance(payload["config"], str) else dict(payload["config"])
+        saved.pop("oblique_grid")
+        payload["config"] = json.dumps(saved, sort_keys=True) if isinstance(payload["config"], str) else saved
+        save_checkpoint(last, payload)
+    return values, out
+
+
+@pytest.mark.parametrize("where", ["package", "checkpoint"])
+def test_crossval_resume_of_a_run_from_before_oblique_grid_trains_every_remaining_fold_stored(tmp_path, where):
+    """The interrupted fold continued as stored (the trainer's resume), but folds not started yet trained aligned:
+    one cross-validation mixed two grids. Now every fold of the resumed run trains stored, said in one line."""
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.crossval import run_crossval
+
+    values, out = _crossval_before_oblique_grid(tmp_path, where)
+    said = []
+    table = run_crossval(TrainConfig.from_dict(dict(values, resume=True)), out, log=said.append)
+    assert [row["fold"] for row in table] == [0, 1, "mean"]
+    lines = [line for line in said if "with oblique_grid stored" in line and "before the option existed" in line]
+    assert len(lines) == 1, said
+    for fold in range(2):
+        training = read_package_metadata(out / f"fold_{fold}.safetensors")["training"]
+        if fold == 1 or where == "checkpoint":  # trained by this run (the faked fold 0 package was trained aligned)
+            assert training["config"]["oblique_grid"] == "stored", fold
+            assert not training.get("cases_on_aligned_grid"), fold
+
+
+@pytest.mark.parametrize("grid, refused", [("aligned", True), ("stored", False)])
+def test_crossval_resume_of_a_run_from_before_oblique_grid_with_the_option_given(tmp_path, grid, refused):
+    """--oblique-grid aligned given: refused as another setting before any fold trains; stored: resumes."""
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.crossval import run_crossval
+
+    values, out = _crossval_before_oblique_grid(tmp_path, "package")
+    config = TrainConfig.from_dict(dict(values, resume=True, oblique_grid=grid))
+    if refused:
+        with pytest.raises(InputError, match=r"fold_0.safetensors' is from a run with other settings: oblique_grid "
+                                             r"'stored' \(now 'aligned'\): it was written before --oblique-grid "
+                                             r"existed"):
+            run_crossval(config, out, log=lambda text: None)
+        assert not (out / "fold_1.safetensors").exists()
+        return
+    run_crossval(config, out, log=lambda text: None)
+    assert read_package_metadata(out / "fold_1.safetensors")["training"]["config"]["oblique_grid"] == "stored"

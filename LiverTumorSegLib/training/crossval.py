@@ -23,7 +23,7 @@ predicted at all, not how well it was outlined (slice-level synthetic-tumor Dice
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..errors import CancelledError, InputError, OutputExistsError
 from ..fileutil import (atomic_output, check_folder_writable, check_path_encoding, nearest_existing_folder,
@@ -310,15 +310,15 @@ def fold_other_settings(fold_cfg: TrainConfig) -> Tuple[bool, str, bool]:
     return bool(differences), (differences[0] if differences else ""), False
 
 
-def _recorded_oblique_grids(config: TrainConfig, out_dir: Path) -> Tuple[List[Path], bool]:
+def _recorded_oblique_grids(config: TrainConfig, out_dir: Path) -> Tuple[List[Path], Set[str]]:
     """``(before, recorded)`` over the fold packages and interrupt checkpoints an earlier run left in ``out_dir``:
     the files whose saved config has no ``oblique_grid`` (written before the option existed: their runs trained
-    oblique CTs on their stored slices), and whether any saved config holds the key. Unreadable files are left to
-    the folds, which refuse or retrain them."""
+    oblique CTs on their stored slices), and the ``oblique_grid`` values the other saved configs hold. Unreadable
+    files are left to the folds, which refuse or retrain them."""
     from ..package import readable_package_metadata
     from .checkpoint import load_checkpoint
 
-    before, recorded = [], False
+    before, recorded = [], set()
     for fold in range(config.folds):
         fold_cfg = fold_config(config, out_dir, fold)
         saved = []
@@ -339,7 +339,7 @@ def _recorded_oblique_grids(config: TrainConfig, out_dir: Path) -> Tuple[List[Pa
             if not isinstance(stored, dict) or not stored:
                 continue
             if "oblique_grid" in stored:
-                recorded = True
+                recorded.add(str(stored["oblique_grid"]))
             else:
                 before.append(path)
     return before, recorded
@@ -347,14 +347,17 @@ def _recorded_oblique_grids(config: TrainConfig, out_dir: Path) -> Tuple[List[Pa
 
 def resumed_oblique_grid(config: TrainConfig, out_dir: Path, log: Callable[[str], None]) -> TrainConfig:
     """The config a ``crossval --resume`` trains its remaining folds with: when the folder's fold packages or
-    interrupt checkpoints were written before ``oblique_grid`` existed (their saved configs lack it, and none holds
-    it) the run trained oblique CTs on their stored slices, so every remaining fold trains ``stored`` too (said in
+    interrupt checkpoints were written before ``oblique_grid`` existed (their saved configs lack it, and any other
+    holds "stored": a fold an earlier such resume trained or interrupted) the run trained oblique CTs on their stored slices, so every remaining fold trains ``stored`` too (said in
     one line) unless ``oblique_grid`` was given (:attr:`TrainConfig.given`): a given "stored" resumes, a given
     "aligned" is refused as another setting, as ``train --resume`` refuses it
     (:meth:`~.trainer.Trainer._resumed_oblique_grid`). Before, the interrupted fold continued stored while the folds
     not started yet trained aligned: one cross-validation mixed two grids."""
     before, recorded = _recorded_oblique_grids(config, out_dir)
-    if not before or recorded:
+    # a fold that an earlier resume of such a run trained (or interrupted) records "stored": still the same run. Its
+    # second resume trained the remaining folds aligned (retraining that fold from scratch, 'left by the run that an
+    # interrupted --overwrite run ... was replacing'), mixing grids again
+    if not before or recorded - {"stored"}:
         return config
     if "oblique_grid" in config.given:
         if config.oblique_grid != "stored":

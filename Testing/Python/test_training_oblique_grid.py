@@ -367,3 +367,37 @@ def test_crossval_resume_of_a_run_from_before_oblique_grid_with_the_option_given
         return
     run_crossval(config, out, log=lambda text: None)
     assert read_package_metadata(out / "fold_1.safetensors")["training"]["config"]["oblique_grid"] == "stored"
+
+
+def test_a_second_crossval_resume_of_a_run_from_before_oblique_grid_still_trains_stored(tmp_path):
+    """The first resume trained fold 1 stored and was interrupted in it (its checkpoint records "stored"): the
+    second resume (the same command) must continue fold 1 stored. It saw a saved config holding the key and gave up
+    on the run's grid: fold 1's checkpoint was taken for a replaced run's, fold 1 trained again from scratch on
+    the aligned grid, beside fold 0 trained stored."""
+    import torch
+
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.crossval import run_crossval
+    from LiverTumorSegLib.training.trainer import train
+
+    values, out = _crossval_before_oblique_grid(tmp_path, "package")
+    torch.manual_seed(0)
+
+    class CtrlC:
+        def on_step_end(self, info):
+            raise KeyboardInterrupt()
+
+    def stopped(fold_cfg, command="", log=print, callbacks=()):
+        return train(fold_cfg, command=command, log=log, callbacks=[CtrlC()])
+
+    with pytest.raises(KeyboardInterrupt):  # the first resume: fold 1 (stored) stopped after its first step
+        run_crossval(TrainConfig.from_dict(dict(values, resume=True)), out, train_fn=stopped, log=lambda text: None)
+    assert not (out / "fold_1.safetensors").exists() and (out / "fold_1_train" / "checkpoints" / "last.pt").is_file()
+    said = []
+    run_crossval(TrainConfig.from_dict(dict(values, resume=True)), out, log=said.append)
+    assert not [line for line in said if "training it again from scratch" in line], said
+    assert len([line for line in said if "with oblique_grid stored" in line]) == 1, said
+    training = read_package_metadata(out / "fold_1.safetensors")["training"]
+    assert training["config"]["oblique_grid"] == "stored"
+    assert not training.get("cases_on_aligned_grid")

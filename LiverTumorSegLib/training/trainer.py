@@ -739,23 +739,30 @@ class Trainer:
         self.log(f"warning: the preprocessing's {', '.join(steps)} depend(s) on the whole slice; training computes "
                  f"them {where}, so the network is trained on other inputs than it will see. {advice}")
 
-    def _resumed_oblique_grid(self, saved_config: Any) -> TrainConfig:
-        """The config to resume with: a checkpoint written before ``oblique_grid`` existed (its saved config has no
-        such key) trained its oblique CTs as stored, so the run continues ``stored`` (said in the log) unless
-        ``oblique_grid`` was given (:attr:`TrainConfig.given`); a given "aligned" is then refused by
-        :func:`check_resume_config` as another setting. Before, such a resume went on, without a word, on the
-        aligned grid."""
+    def _resumed_oblique_grid(self, payload: Dict[str, Any]) -> TrainConfig:
+        """The config to resume the checkpoint ``payload`` with: a checkpoint written before ``oblique_grid``
+        existed (its saved config has no such key) trained its oblique CTs as stored, so the run continues
+        ``stored`` (said in the log) unless ``oblique_grid`` was given (:attr:`TrainConfig.given`); a given
+        "aligned" is then refused by :func:`check_resume_config` as another setting. Before, such a resume went on,
+        without a word, on the aligned grid. The checkpoints of such a run record it
+        (``oblique_grid_before_option``), so that its next resume, the same command, continues ``stored`` too: it
+        was refused as a run of other settings ('oblique_grid 'stored' (now 'aligned')')."""
         cfg = self.config
         try:
+            saved_config = payload.get("config")
             stored = json.loads(saved_config) if isinstance(saved_config, str) else saved_config
         except ValueError:
             return cfg
-        if (not isinstance(stored, dict) or not stored or "oblique_grid" in stored or "oblique_grid" in cfg.given
-                or cfg.oblique_grid == "stored"):
+        if not isinstance(stored, dict) or not stored:
+            return cfg
+        before_option = "oblique_grid" not in stored or (bool(payload.get("oblique_grid_before_option"))
+                                                         and stored.get("oblique_grid") == "stored")
+        self._oblique_grid_before_option = before_option
+        if not before_option or "oblique_grid" in cfg.given or cfg.oblique_grid == "stored":
             return cfg
         self.config = cfg.updated({"oblique_grid": "stored"})
-        self.log(f"Resuming '{self.last_path}' with oblique_grid stored: the checkpoint was written before the "
-                 f"option existed, and its run trained oblique CTs on their stored slices (pass --oblique-grid "
+        self.log(f"Resuming '{self.last_path}' with oblique_grid stored: the checkpoint's run began before the "
+                 f"option existed, and trained oblique CTs on their stored slices (pass --oblique-grid "
                  f"stored to say so; --oblique-grid aligned is refused, as another setting).")
         return self.config
 
@@ -783,11 +790,12 @@ class Trainer:
             # while the run trains is another's and is kept (_package_target)
             self._output_identity = _file_identity(self.output)
         self._resume_payload = None  # type: Optional[Dict[str, Any]]
+        self._oblique_grid_before_option = False  # _resumed_oblique_grid
         self._finish_only = None  # type: Optional[str]
         if cfg.resume and self.last_path.is_file():  # a refused checkpoint fails here, before any work
             payload = load_checkpoint(self.last_path, map_location="cpu")
             self._resume_payload = payload  # restore() continues from it: the file is read once
-            cfg = self._resumed_oblique_grid(payload.get("config"))
+            cfg = self._resumed_oblique_grid(payload)
             check_resume_config(payload.get("config"), cfg, self.last_path, saved_data_path=payload.get("data_path"))
             check_resume_schedule(payload, cfg, self.last_path)
             check_resume_world_size(payload, self.dist.world_size, int(cfg.batch_size), self.last_path)
@@ -949,7 +957,10 @@ class Trainer:
             "preprocessing_resolved": json.dumps(self.pre_config.to_dict(), sort_keys=True),
             "data_fingerprint": self._data_fingerprint, "schedule_total_steps": self.schedule_total_steps,
             "init_from": getattr(self, "init_record", None), "world_size": int(self.dist.world_size),
-            "cpu_threads": int(torch.get_num_threads())})
+            "cpu_threads": int(torch.get_num_threads()),
+            # a run from before oblique_grid (resumed stored): its next resume continues stored without the option
+            "oblique_grid_before_option": bool(self._oblique_grid_before_option
+                                               and self.config.oblique_grid == "stored")})
 
     def _note_other_thread_count(self, saved: Any) -> None:
         """Say so when a CPU run resumes with another torch thread count than its checkpoint was saved with

@@ -401,3 +401,46 @@ def test_a_second_crossval_resume_of_a_run_from_before_oblique_grid_still_trains
     training = read_package_metadata(out / "fold_1.safetensors")["training"]
     assert training["config"]["oblique_grid"] == "stored"
     assert not training.get("cases_on_aligned_grid")
+
+
+def test_a_second_train_resume_of_a_run_from_before_oblique_grid_continues_stored(tmp_path):
+    """The first resume continued stored and was stopped again (its checkpoint's config now holds "stored"): the
+    same command again must continue stored. It was refused: 'other settings: oblique_grid 'stored' (now
+    'aligned'). Resume with the interrupted run's settings', which the user had typed."""
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.trainer import train
+
+    values = dict(_tiny_run_before_oblique_grid(tmp_path), epochs=3)
+
+    class CtrlC:
+        def on_step_end(self, info):
+            raise KeyboardInterrupt()
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig.from_dict(values), log=lambda text: None, callbacks=[CtrlC()])
+    said = []
+    result = train(TrainConfig.from_dict(values), log=said.append)
+    assert [line for line in said if "with oblique_grid stored" in line and "before the option existed" in line]
+    training = read_package_metadata(result.package_path)["training"]
+    assert training["config"]["oblique_grid"] == "stored" and not training.get("cases_on_aligned_grid")
+
+
+def test_a_resume_of_a_run_started_with_the_option_is_not_taken_for_one_from_before_it(tmp_path):
+    """A run started with --oblique-grid stored records it as any option: resumed without it, refused as before."""
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.trainer import train
+
+    values = dict(_tiny_run_before_oblique_grid(tmp_path), resume=False, overwrite=True, oblique_grid="stored",
+                  epochs=3)
+
+    class CtrlC:
+        def on_step_end(self, info):
+            raise KeyboardInterrupt()
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig.from_dict(values), log=lambda text: None, callbacks=[CtrlC()])
+    values = dict(values, resume=True, overwrite=False)
+    values.pop("oblique_grid")
+    with pytest.raises(InputError, match=r"other settings: oblique_grid 'stored' \(now 'aligned'\)"):
+        train(TrainConfig.from_dict(values), log=lambda text: None)

@@ -432,6 +432,7 @@ def test_a_dicom_seg_whose_thickness_is_the_writers_stand_in_reports_slice_spaci
     """The writer fills a series' missing SliceThickness with the slice spacing (the IOD requires one); measure
     seg.dcm then called that stand-in a 'dicom_seg' thickness. A SEG thickness equal to its spacing is reported as
     'slice spacing' now (the same minimum: a contiguous series' own equal value gives it too)."""
+    pytest.importorskip("highdicom")  # the DICOM SEG writer's (Python >= 3.10)
     import pydicom
 
     from LiverTumorSegLib.dicom_seg import dicom_series_files, write_dicom_seg

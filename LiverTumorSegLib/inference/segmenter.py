@@ -389,10 +389,17 @@ class Segmenter:
         model loads, a batch's reader), or None when the copy with a resampling's fill made air would not fit in
         memory beside the network's needs: nothing is copied then, and the memory check after the load refuses the
         CT with its numbers. ``reserved_bytes``: memory other work may still take meanwhile (a batch's running
-        network, :class:`~.batch.RunningNetworkMemory`), asked for too, as the network-grid copy's check does."""
+        network, :class:`~.batch.RunningNetworkMemory`), asked for too, as the network-grid copy's check does.
+        None too when making it fails in any other way (logged at debug level): a preparation made ahead is only an
+        offer, and :meth:`network_volume` in the CT's turn does it again and reports a real problem. Running out of
+        memory here (the fill search, beside the model load or a batch's running network) failed the case as 'Ran
+        out of memory' before its turn, for memory that other work held."""
         try:
             return self._network_form(volume, ahead=True, reserved_bytes=reserved_bytes)[0]
         except _FillCopyWouldNotFit:
+            return None
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.debug("the CT's network form was not made ahead (%s); it is made in the CT's turn", exc)
             return None
 
     def _network_form(self, volume: CTVolume, ahead: bool = False,

@@ -1,0 +1,201 @@
+"""Stress tests of the batch's reader / network / finisher threads (``segment_batch``): the reader's early
+network-grid copy waits for the running case's memory estimate (``batch.RunningNetworkMemory``), and a case that
+does not fit beside the next read waits for it (``batch._check_beside_the_next_read``). A hang or a lost case in an
+overnight batch is the worst outcome, so each run here is made in a thread with a hard time limit: a deadlock fails
+the test instead of hanging the suite."""
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from LiverTumorSegLib import validation  # noqa: E402
+from LiverTumorSegLib.errors import ResourceError  # noqa: E402
+from LiverTumorSegLib.inference import batch as batch_module  # noqa: E402
+from LiverTumorSegLib.inference.batch import RunningNetworkMemory, find_cases, segment_batch  # noqa: E402
+from LiverTumorSegLib.inference.engine import SliceInferenceEngine  # noqa: E402
+from LiverTumorSegLib.inference.segmenter import Segmenter  # noqa: E402
+from LiverTumorSegLib.io import write_volume  # noqa: E402
+from LiverTumorSegLib.phantom import PhantomLesion, make_phantom  # noqa: E402
+
+from inference_helpers import oracle_package, oracle_predictor  # noqa: E402
+
+LIMIT_S = 30.0
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    torch.set_num_threads(1)
+
+
+def _write_cts(folder, count):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        lesion = PhantomLesion(center_zyx=(4.0, 14.0, 12.0), radius_mm=4.0, hu=15.0)
+        ph = make_phantom((8 + i, 32, 32), (2.0, 2.0, 4.0), lesions=[lesion], noise_hu=0.0)
+        write_volume(folder / f"ct_{i}.nii.gz", ph.ct)
+    return folder
+
+
+def _segmenter():
+    return Segmenter(engine=SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                                 batch_predictor=oracle_predictor))
+
+
+def _run_with_limit(cases, segmenter, **kwargs):
+    """``segment_batch`` on a thread of its own: (statuses, exception); fails when it has not ended in LIMIT_S."""
+    result = {}
+
+    def run():
+        try:
+            result["statuses"] = segment_batch(cases, segmenter, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(LIMIT_S)
+    assert not thread.is_alive(), "segment_batch hung (a thread waits for something that never comes)"
+    return result.get("statuses"), result.get("error")
+
+
+def _slices(volume):
+    return int(volume.shape_zyx[0])
+
+
+def test_a_mixed_batch_with_done_unreadable_failing_and_memory_tight_cases_ends_with_every_case(tmp_path, monkeypatch):
+    """Cases done by an earlier run interleaved with new ones, an unreadable CT, a network failure, a finish that
+    fails, and cases that do not fit beside the next read (the check publishes None and waits for it): every case
+    has its status, each new one once, and the batch ends."""
+    cts = _write_cts(tmp_path / "cts", 8)
+    out = tmp_path / "out"
+    cases = find_cases(cts, out)
+    first = _run_with_limit([cases[1], cases[4]], _segmenter())[0]
+    assert [s.status for s in first] == ["done", "done"]
+    (cts / "ct_3.nii.gz").write_bytes(b"not a CT at all")  # its read fails
+    segmenter = _segmenter()
+    real_check = validation.check_network_memory
+
+    def check(volume, *args, **kwargs):
+        # the network's check refuses the case beside an unfinished read (each second case), so it waits for it
+        if kwargs.get("pending_bytes") and _slices(volume) % 2 == 0 and not \
+                threading.current_thread().name.startswith("ct-reader"):
+            raise ResourceError("not beside the read (test)")
+        return real_check(volume, *args, **kwargs)
+
+    real_predict = segmenter.predict
+
+    def predict(volume, *args, **kwargs):
+        if _slices(volume) == 8 + 5:
+            raise RuntimeError("the network failed (test)")
+        return real_predict(volume, *args, **kwargs)
+
+    real_finish = batch_module._finish_and_write_case
+
+    def finish(case, *args, **kwargs):
+        if case.case_id == "ct_6":
+            raise OSError("disk full (test)")
+        return real_finish(case, *args, **kwargs)
+
+    monkeypatch.setattr(validation, "check_network_memory", check)
+    monkeypatch.setattr(segmenter, "predict", predict)
+    monkeypatch.setattr(batch_module, "_finish_and_write_case", finish)
+    seen = []
+    statuses, error = _run_with_limit(find_cases(cts, out), segmenter, on_case=lambda s: seen.append(s.case_id))
+    assert error is None, error
+    by_id = {s.case_id: s for s in statuses}
+    assert sorted(seen) == sorted(by_id) == [f"ct_{i}" for i in range(8)]  # each case once
+    assert by_id["ct_1"].status == by_id["ct_4"].status == "skipped"
+    assert by_id["ct_3"].status == "failed" and by_id["ct_5"].status == "failed" and by_id["ct_6"].status == "failed"
+    assert [by_id[f"ct_{i}"].status for i in (0, 2, 7)] == ["done"] * 3, [s.message for s in statuses]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_short_batches_and_a_last_case_that_does_not_fit_beside_nothing_end(tmp_path, monkeypatch, count):
+    """A batch of 1, 2 and 3 (the last case has no next read to wait for) with every check refusing a case beside
+    an unfinished read."""
+    cts = _write_cts(tmp_path / "cts", count)
+    real_check = validation.check_network_memory
+
+    def check(volume, *args, **kwargs):
+        if kwargs.get("pending_bytes") and not threading.current_thread().name.startswith("ct-reader"):
+            raise ResourceError("not beside the read (test)")
+        return real_check(volume, *args, **kwargs)
+
+    monkeypatch.setattr(validation, "check_network_memory", check)
+    statuses, error = _run_with_limit(find_cases(cts, tmp_path / "out"), _segmenter())
+    assert error is None, error
+    assert [s.status for s in statuses] == ["done"] * count, [s.message for s in statuses]
+
+
+@pytest.mark.parametrize("where", ["predict", "check"])
+def test_an_interruption_while_the_reader_waits_for_the_running_case_ends_the_batch(tmp_path, monkeypatch, where):
+    """Ctrl-C (KeyboardInterrupt, raised on the main thread) while case 1's network runs or is checked, the reader meanwhile
+    waiting in ``reserved_before`` for case 2: the batch ends with the interruption, it does not hang."""
+    cts = _write_cts(tmp_path / "cts", 5)
+    segmenter = _segmenter()
+    real_predict = segmenter.predict
+    real_check = segmenter.check_network_memory
+
+    def predict(volume, *args, **kwargs):
+        if where == "predict" and _slices(volume) == 9:
+            raise KeyboardInterrupt
+        return real_predict(volume, *args, **kwargs)
+
+    def check(volume, *args, **kwargs):
+        if where == "check" and _slices(volume) == 9:
+            raise KeyboardInterrupt
+        return real_check(volume, *args, **kwargs)
+
+    monkeypatch.setattr(segmenter, "predict", predict)
+    monkeypatch.setattr(segmenter, "check_network_memory", check)
+    statuses, error = _run_with_limit(find_cases(cts, tmp_path / "out"), segmenter)
+    assert isinstance(error, KeyboardInterrupt)
+
+
+def test_running_network_memory_hands_each_reader_its_cases_estimate_and_none_once_closed():
+    """``reserved_before(i)`` waits for case i - 1 and returns its last estimate; once closed a waiting reader gets
+    None (prepare nothing) at once."""
+    running = RunningNetworkMemory()
+    assert running.reserved_before(0) == 0  # the first case has no network before it
+    got = []
+    reader = threading.Thread(target=lambda: got.append(running.reserved_before(3)), daemon=True)
+    reader.start()
+    running.publish(1, 100)
+    reader.join(0.2)
+    assert reader.is_alive() and not got  # case 2 not published yet
+    running.publish(2, 200)
+    reader.join(LIMIT_S)
+    assert got == [200]
+    waiting = threading.Thread(target=lambda: got.append(running.reserved_before(10)), daemon=True)
+    waiting.start()
+    running.close()
+    waiting.join(LIMIT_S)
+    assert not waiting.is_alive() and got[-1] is None
+
+
+def test_running_out_of_memory_in_the_readers_early_fill_search_leaves_the_case_to_the_engine(tmp_path, monkeypatch):
+    """The reader's early preparation of case i + 1 runs beside case i's network, where memory is shortest: a
+    MemoryError in its resampling-fill search (raised since that search no longer hides running out of memory) is
+    only a preparation not made ahead, as any other failure of it is; the case is prepared by the engine in its
+    turn and done, not failed as 'Ran out of memory' for memory the running network held."""
+    from LiverTumorSegLib.inference import resampling_fill
+
+    cts = _write_cts(tmp_path / "cts", 3)
+    real_search = resampling_fill.find_resampling_fill
+    failed_on_reader = []
+
+    def search(*args, **kwargs):
+        if threading.current_thread().name.startswith("ct-reader"):
+            failed_on_reader.append(True)
+            raise MemoryError("Unable to allocate 1.00 GiB for an array with shape (512, 512, 1024) (test)")
+        return real_search(*args, **kwargs)
+
+    monkeypatch.setattr(resampling_fill, "find_resampling_fill", search)
+    statuses, error = _run_with_limit(find_cases(cts, tmp_path / "out"), _segmenter())
+    assert error is None, error
+    assert failed_on_reader  # the reader did look for the fill ahead
+    assert [s.status for s in statuses] == ["done"] * 3, [s.message for s in statuses]

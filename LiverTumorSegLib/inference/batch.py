@@ -754,8 +754,14 @@ class RunningNetworkMemory:
         self._bytes = 0  # type: Optional[int]
 
     def publish(self, index: int, reserved_bytes: Optional[int]) -> None:
+        """Case ``index``'s estimate (None: prepare nothing ahead). One for an earlier case than one published
+        already, or after :meth:`close`, is ignored: it would replace a later case's estimate (or the closing None)
+        with a stale one, so that a reader counted too little beside that case's network, or prepared a CT when the
+        batch was ending."""
         with self._condition:
-            self._published = max(self._published, index)
+            if index < self._published:
+                return
+            self._published = index
             self._bytes = reserved_bytes
             self._condition.notify_all()
 
@@ -1065,7 +1071,8 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                     # the next CT's early copy counts what this network may still take (beyond the CT, held)
                     running.publish(index, max(0, int(required or 0) - int(volume.array.nbytes)))
                     output = segmenter.predict(volume)
-                except KeyboardInterrupt:
+                except KeyboardInterrupt:  # Ctrl-C, SIGTERM: a read waiting for this case's estimate prepares nothing
+                    running.close()
                     raise
                 except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
                     finished(CaseStatus(case.case_id, "failed", time.perf_counter() - start,

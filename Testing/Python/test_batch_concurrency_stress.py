@@ -3,6 +3,7 @@ network-grid copy waits for the running case's memory estimate (``batch.RunningN
 does not fit beside the next read waits for it (``batch._check_beside_the_next_read``). A hang or a lost case in an
 overnight batch is the worst outcome, so each run here is made in a thread with a hard time limit: a deadlock fails
 the test instead of hanging the suite."""
+import contextlib
 import threading
 
 import numpy as np
@@ -199,3 +200,108 @@ def test_running_out_of_memory_in_the_readers_early_fill_search_leaves_the_case_
     assert error is None, error
     assert failed_on_reader  # the reader did look for the fill ahead
     assert [s.status for s in statuses] == ["done"] * 3, [s.message for s in statuses]
+
+
+def test_a_next_read_that_fails_while_the_running_case_waits_for_it_fails_only_that_case(tmp_path, monkeypatch):
+    """Case 1 does not fit beside case 2's unfinished read, so it waits for that read; the read then fails (a file
+    that breaks after its header). Case 1 is checked again and done, case 2 fails with its read's error, case 3 is
+    done: no hang, no case lost."""
+    cts = _write_cts(tmp_path / "cts", 4)
+    checked_beside_the_read = threading.Event()
+    real_read = batch_module._read_case
+
+    def read(case, *args, **kwargs):
+        if case.case_id == "ct_2":
+            assert checked_beside_the_read.wait(LIMIT_S)  # still running when case 1 is checked
+            raise OSError(f"'{case.input_path}' is truncated (test)")
+        return real_read(case, *args, **kwargs)
+
+    real_check = validation.check_network_memory
+    pending_seen = []
+
+    def check(volume, *args, **kwargs):
+        if kwargs.get("pending_bytes") and not threading.current_thread().name.startswith("ct-reader"):
+            pending_seen.append(_slices(volume))
+            checked_beside_the_read.set()
+            raise ResourceError("not beside the read (test)")
+        return real_check(volume, *args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "_read_case", read)
+    monkeypatch.setattr(validation, "check_network_memory", check)
+    statuses, error = _run_with_limit(find_cases(cts, tmp_path / "out"), _segmenter())
+    assert error is None, error
+    assert 9 in pending_seen  # case 1 (9 slices) was checked beside case 2's read and waited for it
+    assert [s.status for s in statuses] == ["done", "done", "failed", "done"], [s.message for s in statuses]
+    assert "truncated" in statuses[2].message
+
+
+def test_a_stale_publish_never_replaces_a_later_cases_estimate_or_the_close():
+    """``publish`` of an earlier case after a later one (or after ``close``) replaced the later estimate: a reader
+    then counted the earlier network's bytes beside the later one, or prepared a CT while the batch was ending."""
+    running = RunningNetworkMemory()
+    running.publish(2, 500)
+    running.publish(1, 0)  # stale: case 1's network has long ended
+    assert running.reserved_before(3) == 500
+    running.close()
+    running.publish(2, 0)  # the running case's 'finally' after the batch was closed
+    assert running.reserved_before(3) is None
+
+
+def test_an_interruption_while_the_reader_waits_makes_no_early_copy_of_the_next_ct(tmp_path, monkeypatch):
+    """Ctrl-C while case 1 is checked, the reader waiting for its estimate to prepare case 2: the reader woke to the
+    interrupted case's 'finally' (estimate 0) and, when it ran before the batch closed the estimates, resampled case
+    2 to the network grid while the batch was ending (seconds for a large CT before the command could stop). The
+    interruption closes them first now, and a publish after the close is ignored: it prepares nothing."""
+    from LiverTumorSegLib.inference import prepared_input
+
+    cts = _write_cts(tmp_path / "cts", 4)
+    reader_waits_for_case_1 = threading.Event()
+    real_reserved_before = RunningNetworkMemory.reserved_before
+
+    reader_answered = threading.Event()
+
+    def reserved_before(self, index):
+        if index == 2:
+            reader_waits_for_case_1.set()
+        try:
+            return real_reserved_before(self, index)
+        finally:
+            if index == 2:
+                reader_answered.set()
+
+    real_cores_shared = batch_module._cores_shared
+
+    @contextlib.contextmanager
+    def cores_shared(*args):
+        # the batch loop's way out, between the interrupted case's 'finally' and the end of the batch: held until
+        # the reader has had its answer, so that the test does not depend on which thread runs first
+        with real_cores_shared(*args):
+            try:
+                yield
+            finally:
+                reader_answered.wait(LIMIT_S)
+
+    prepared_on_reader = []
+    real_prepare = prepared_input.prepare_input
+
+    def prepare(volume, config):
+        if threading.current_thread().name.startswith("ct-reader"):
+            prepared_on_reader.append(_slices(volume))
+        return real_prepare(volume, config)
+
+    segmenter = _segmenter()
+    real_check = segmenter.check_network_memory
+
+    def check(volume, *args, **kwargs):
+        if _slices(volume) == 9:  # case 1
+            assert reader_waits_for_case_1.wait(LIMIT_S)
+            raise KeyboardInterrupt
+        return real_check(volume, *args, **kwargs)
+
+    monkeypatch.setattr(RunningNetworkMemory, "reserved_before", reserved_before)
+    monkeypatch.setattr(batch_module, "_cores_shared", cores_shared)
+    monkeypatch.setattr(prepared_input, "prepare_input", prepare)
+    monkeypatch.setattr(segmenter, "check_network_memory", check)
+    statuses, error = _run_with_limit(find_cases(cts, tmp_path / "out"), segmenter)
+    assert isinstance(error, KeyboardInterrupt)
+    assert 10 not in prepared_on_reader  # case 2 (10 slices) not resampled ahead while the batch ended

@@ -305,3 +305,58 @@ def test_an_interruption_while_the_reader_waits_makes_no_early_copy_of_the_next_
     statuses, error = _run_with_limit(find_cases(cts, tmp_path / "out"), segmenter)
     assert isinstance(error, KeyboardInterrupt)
     assert 10 not in prepared_on_reader  # case 2 (10 slices) not resampled ahead while the batch ended
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_long_batch_with_random_failures_and_waits_ends_with_each_case_once(tmp_path, monkeypatch, seed):
+    """24 cases, each at random (seeded) one of: done by an earlier run, unreadable, failing in the network, failing
+    while finished, not fitting beside the next read (waits for it), plain. The batch ends in time, with each case
+    reported once and with the status its kind gives."""
+    import random
+
+    rng = random.Random(seed)
+    count = 24
+    kinds = [rng.choice(["earlier", "unreadable", "network", "finish", "tight", "plain"]) for _ in range(count)]
+    cts = _write_cts(tmp_path / "cts", count)
+    out = tmp_path / "out"
+    cases = find_cases(cts, out)
+    cases.sort(key=lambda case: int(case.case_id.split("_")[1]))  # in the order of ``kinds`` (ct_2 before ct_10)
+    earlier = [case for case, kind in zip(cases, kinds) if kind == "earlier"]
+    if earlier:
+        assert all(s.status == "done" for s in _run_with_limit(earlier, _segmenter())[0])
+    for i, kind in enumerate(kinds):
+        if kind == "unreadable":
+            (cts / f"ct_{i}.nii.gz").write_bytes(b"\x1f\x8b broken")
+    kind_of_slices = {8 + i: kind for i, kind in enumerate(kinds)}
+    segmenter = _segmenter()
+    real_check = validation.check_network_memory
+    real_predict = segmenter.predict
+    real_finish = batch_module._finish_and_write_case
+
+    def check(volume, *args, **kwargs):
+        if kwargs.get("pending_bytes") and kind_of_slices.get(_slices(volume)) == "tight" and \
+                not threading.current_thread().name.startswith("ct-reader"):
+            raise ResourceError("not beside the read (test)")
+        return real_check(volume, *args, **kwargs)
+
+    def predict(volume, *args, **kwargs):
+        if kind_of_slices.get(_slices(volume)) == "network":
+            raise RuntimeError("the network failed (test)")
+        return real_predict(volume, *args, **kwargs)
+
+    def finish(case, *args, **kwargs):
+        if kinds[int(case.case_id.split("_")[1])] == "finish":
+            raise OSError("disk full (test)")
+        return real_finish(case, *args, **kwargs)
+
+    monkeypatch.setattr(validation, "check_network_memory", check)
+    monkeypatch.setattr(segmenter, "predict", predict)
+    monkeypatch.setattr(batch_module, "_finish_and_write_case", finish)
+    reported = []
+    statuses, error = _run_with_limit(cases, segmenter, on_case=lambda s: reported.append(s.case_id))
+    assert error is None, error
+    assert sorted(reported) == sorted(s.case_id for s in statuses) == sorted(c.case_id for c in cases)
+    expected = {"earlier": "skipped", "unreadable": "failed", "network": "failed", "finish": "failed",
+                "tight": "done", "plain": "done"}
+    assert [s.status for s in statuses] == [expected[kind] for kind in kinds], \
+        [(kind, s.status, s.message) for kind, s in zip(kinds, statuses)]

@@ -1008,7 +1008,10 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
             count = len(result.report.get("warnings") or [])  # the input checks' and the result's
             if count:
                 status.message = f"{count} warning(s); see its report"
-        except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
+        except BaseException as exc:  # noqa: BLE001 - one case's failure must not stop the batch
+            # BaseException too: this runs on the finishing thread as a callback, where an exception that is no
+            # Exception (SystemExit, a KeyboardInterrupt raised by code, never by a signal) ended the thread, and the
+            # batch then waited for its next case's finish for ever
             status.status, status.message = "failed", f"post-processing or writing: {_one_line(exc)}" + \
                 _earlier_result_kept_text(case)
         finished(status)

@@ -360,3 +360,23 @@ def test_a_long_batch_with_random_failures_and_waits_ends_with_each_case_once(tm
                 "tight": "done", "plain": "done"}
     assert [s.status for s in statuses] == [expected[kind] for kind in kinds], \
         [(kind, s.status, s.message) for kind, s in zip(kinds, statuses)]
+
+
+@pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt()])
+def test_an_exception_that_is_no_exception_on_the_finishing_thread_fails_that_case_and_the_batch_ends(
+        tmp_path, monkeypatch, raised):
+    """A finish raising SystemExit or KeyboardInterrupt (from code: signals reach only the main thread) escaped the
+    finished-case callback and ended the finishing thread; the next case's finish was never run and the batch waited
+    for it for ever. That case fails now and the others are done."""
+    cts = _write_cts(tmp_path / "cts", 4)
+    real_finish = batch_module._finish_and_write_case
+
+    def finish(case, *args, **kwargs):
+        if case.case_id == "ct_1":
+            raise raised
+        return real_finish(case, *args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "_finish_and_write_case", finish)
+    statuses, error = _run_with_limit(find_cases(cts, tmp_path / "out"), _segmenter())
+    assert error is None, error
+    assert [s.status for s in statuses] == ["done", "failed", "done", "done"], [s.message for s in statuses]

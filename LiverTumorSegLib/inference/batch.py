@@ -1052,54 +1052,61 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                 on_loaded()
         with _cores_shared(segmenter, share if share_cores else None):
             finishing = None  # type: Optional[concurrent.futures.Future]
-            for index, case in enumerate(todo):
-                current = reads.pop(index)
-                start_read(index + 1)  # read the next CT while the network runs on this one
-                start = time.perf_counter()
-                try:
-                    volume, warnings, read_seconds, early = current.result()
-                    for message in warnings:
-                        log.warning("warning: %s: %s", case.case_id, message)
-                    if early is not None and hasattr(segmenter.engine, "offer_prepared"):
-                        segmenter.engine.offer_prepared(early)  # used when it is this CT and the engine's config
-                    early = None  # the network loop lets go of it (not held while the case is finished)
-                    # at the network's grid and the model's channels (the model is loaded by now); after the offer,
-                    # so that the check does not ask again for the network-grid CT the reader has made already
-                    if hasattr(segmenter, "check_network_memory"):  # a child's CT: the enlarged grid it is given
-                        required = _check_beside_the_next_read(segmenter, volume, reads.get(index + 1),
-                                                               todo[index + 1] if index + 1 < len(todo) else None,
-                                                               running, index)
-                    else:
-                        required = _estimate_and_check_memory(volume, segmenter.package, segmenter.options.batch_size)
-                    # the next CT's early copy counts what this network may still take (beyond the CT, held)
-                    running.publish(index, max(0, int(required or 0) - int(volume.array.nbytes)))
-                    output = segmenter.predict(volume)
-                except KeyboardInterrupt:  # Ctrl-C, SIGTERM: a read waiting for this case's estimate prepares nothing
-                    running.close()
-                    raise
-                except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
-                    finished(CaseStatus(case.case_id, "failed", time.perf_counter() - start,
-                                        _one_line(exc) + _earlier_result_kept_text(case)))
-                    continue
-                finally:
-                    running.publish(index, 0)  # this network has run (or never will)
-                status = CaseStatus(case.case_id, "done", time.perf_counter() - start,
-                                    precision=str(output.facts.get("precision", {}).get("used", "")))
-                # post-processing, report and writing overlap the next case's network; at most one case waits to
-                # be finished, so a fast GPU cannot pile up CTs in memory behind a slower finishing thread
-                if finishing is not None:
-                    concurrent.futures.wait([finishing])
-                future = submit_in_caller_context(finisher, _finish_and_write_case, case, segmenter, volume, output,
-                                                  warnings, read_seconds, overwrite, share)
-                # the callback runs on the finishing thread once the case is done there: in the caller's context,
-                # so a case failing there is worded for the command line too ('--batch-size 1', not 'batch_size=1')
-                caller_context = contextvars.copy_context()
-                future.add_done_callback(lambda f, c=case, s=status, context=caller_context:
-                                         context.run(finish_done, c, s, f))
-                # only this one is kept: a list of every finished future held each case's label map (and CT) to
-                # the end of the batch, about 50 MB per 512 x 512 x 200 case
-                finishing = future
-                del volume, output, current, early
+            try:
+                for index, case in enumerate(todo):
+                    current = reads.pop(index)
+                    start_read(index + 1)  # read the next CT while the network runs on this one
+                    start = time.perf_counter()
+                    try:
+                        volume, warnings, read_seconds, early = current.result()
+                        for message in warnings:
+                            log.warning("warning: %s: %s", case.case_id, message)
+                        if early is not None and hasattr(segmenter.engine, "offer_prepared"):
+                            segmenter.engine.offer_prepared(early)  # used when it is this CT and the engine's config
+                        early = None  # the network loop lets go of it (not held while the case is finished)
+                        # at the network's grid and the model's channels (the model is loaded by now); after the offer,
+                        # so that the check does not ask again for the network-grid CT the reader has made already
+                        if hasattr(segmenter, "check_network_memory"):  # a child's CT: the enlarged grid it is given
+                            required = _check_beside_the_next_read(segmenter, volume, reads.get(index + 1),
+                                                                   todo[index + 1] if index + 1 < len(todo) else None,
+                                                                   running, index)
+                        else:
+                            required = _estimate_and_check_memory(volume, segmenter.package,
+                                                                  segmenter.options.batch_size)
+                        # the next CT's early copy counts what this network may still take (beyond the CT, held)
+                        running.publish(index, max(0, int(required or 0) - int(volume.array.nbytes)))
+                        output = segmenter.predict(volume)
+                    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: closed before 'finally' publishes 0, so that a read
+                        running.close()  # waiting for this case's estimate prepares nothing
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
+                        finished(CaseStatus(case.case_id, "failed", time.perf_counter() - start,
+                                            _one_line(exc) + _earlier_result_kept_text(case)))
+                        continue
+                    finally:
+                        running.publish(index, 0)  # this network has run (or never will)
+                    status = CaseStatus(case.case_id, "done", time.perf_counter() - start,
+                                        precision=str(output.facts.get("precision", {}).get("used", "")))
+                    # post-processing, report and writing overlap the next case's network; at most one case waits to
+                    # be finished, so a fast GPU cannot pile up CTs in memory behind a slower finishing thread
+                    if finishing is not None:
+                        concurrent.futures.wait([finishing])
+                    future = submit_in_caller_context(finisher, _finish_and_write_case, case, segmenter, volume, output,
+                                                      warnings, read_seconds, overwrite, share)
+                    # the callback runs on the finishing thread once the case is done there: in the caller's context,
+                    # so a case failing there is worded for the command line too ('--batch-size 1', not 'batch_size=1')
+                    caller_context = contextvars.copy_context()
+                    future.add_done_callback(lambda f, c=case, s=status, context=caller_context:
+                                             context.run(finish_done, c, s, f))
+                    # only this one is kept: a list of every finished future held each case's label map (and CT) to
+                    # the end of the batch, about 50 MB per 512 x 512 x 200 case
+                    finishing = future
+                    del volume, output, current, early
+            except BaseException:  # Ctrl-C, SIGTERM anywhere in the loop: the batch ends without the next CT's
+                running.close()  # read (when not started yet) and without an early copy of it
+                for future in reads.values():
+                    future.cancel()
+                raise
             if finishing is not None:
                 concurrent.futures.wait([finishing])
     return [statuses[case.case_id] for case in cases]

@@ -134,8 +134,8 @@ def test_short_batches_and_a_last_case_that_does_not_fit_beside_nothing_end(tmp_
 
 @pytest.mark.parametrize("where", ["predict", "check"])
 def test_an_interruption_while_the_reader_waits_for_the_running_case_ends_the_batch(tmp_path, monkeypatch, where):
-    """Ctrl-C (KeyboardInterrupt, raised on the main thread) while case 1's network runs or is checked, the reader meanwhile
-    waiting in ``reserved_before`` for case 2: the batch ends with the interruption, it does not hang."""
+    """Ctrl-C (KeyboardInterrupt, raised on the main thread) while case 1's network runs or is checked, the reader
+    meanwhile waiting in ``reserved_before`` for case 2: the batch ends with the interruption, it does not hang."""
     cts = _write_cts(tmp_path / "cts", 5)
     segmenter = _segmenter()
     real_predict = segmenter.predict
@@ -380,3 +380,62 @@ def test_an_exception_that_is_no_exception_on_the_finishing_thread_fails_that_ca
     statuses, error = _run_with_limit(find_cases(cts, tmp_path / "out"), _segmenter())
     assert error is None, error
     assert [s.status for s in statuses] == ["done", "failed", "done", "done"], [s.message for s in statuses]
+
+
+def test_ctrl_c_while_a_case_waits_for_its_read_does_not_read_the_next_ct_first(tmp_path, monkeypatch):
+    """Ctrl-C (SIGINT to the main thread) while case 1 waits for its CT's read: the next CT's read, queued behind it,
+    was still made (a whole CT, a DICOM series: seconds to a minute) before the batch ended; it is cancelled now."""
+    import signal
+
+    if not hasattr(signal, "pthread_kill"):
+        pytest.skip("needs signal.pthread_kill (POSIX)")
+    cts = _write_cts(tmp_path / "cts", 4)
+    reading_case_1, release = threading.Event(), threading.Event()
+    started = []
+    real_read = batch_module._read_case
+
+    def read(case, *args, **kwargs):
+        started.append(case.case_id)
+        if case.case_id == "ct_1":
+            reading_case_1.set()
+            assert release.wait(LIMIT_S)  # the reader stays on ct_1 until the interruption has been handled
+        return real_read(case, *args, **kwargs)
+
+    queued = {}
+    real_submit = batch_module.submit_in_caller_context
+
+    def submit(executor, function, case, *args):
+        future = real_submit(executor, function, case, *args)
+        if function is batch_module._read_and_prepare_case:
+            queued[case.case_id] = future
+        return future
+
+    main = threading.main_thread().ident
+    pause = threading.Event()  # never set: a 10 ms step of the waits below
+
+    def interrupt():
+        # ct_2's read is queued (behind ct_1's, which the reader is on) once the loop has taken case 1: interrupt
+        # the main thread then, and let ct_1's read end once ct_2's was cancelled (or after 10 s without)
+        if reading_case_1.wait(LIMIT_S):
+            for _ in range(1000):
+                if "ct_2" in queued:
+                    break
+                pause.wait(0.01)
+            signal.pthread_kill(main, signal.SIGINT)
+            for _ in range(1000):
+                if "ct_2" in queued and queued["ct_2"].cancelled():
+                    break
+                pause.wait(0.01)
+        release.set()
+
+    monkeypatch.setattr(batch_module, "_read_case", read)
+    monkeypatch.setattr(batch_module, "submit_in_caller_context", submit)
+    helper = threading.Thread(target=interrupt, daemon=True)
+    helper.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            segment_batch(find_cases(cts, tmp_path / "out"), _segmenter())
+    finally:
+        release.set()
+    helper.join(LIMIT_S)
+    assert "ct_2" in queued and "ct_2" not in started, started

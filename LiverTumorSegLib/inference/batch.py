@@ -1073,8 +1073,13 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                         else:
                             required = _estimate_and_check_memory(volume, segmenter.package,
                                                                   segmenter.options.batch_size)
-                        # the next CT's early copy counts what this network may still take (beyond the CT, held)
-                        running.publish(index, max(0, int(required or 0) - int(volume.array.nbytes)))
+                        # the next CT's early copy counts what this network may still take: beyond the CT and a
+                        # network-grid copy prepared ahead, held already (and so out of the memory its check reads)
+                        if hasattr(segmenter, "network_memory_to_come"):
+                            to_come = segmenter.network_memory_to_come(volume, required)
+                        else:
+                            to_come = max(0, int(required or 0) - int(volume.array.nbytes))
+                        running.publish(index, to_come)
                         output = segmenter.predict(volume)
                     except KeyboardInterrupt:  # Ctrl-C, SIGTERM: closed before 'finally' publishes 0, so that a read
                         running.close()  # waiting for this case's estimate prepares nothing

@@ -520,6 +520,20 @@ class Segmenter:
                                 f"network, as its body is small; to give it as it is, run again with "
                                 f"{flag}.)") from None
 
+    def network_memory_to_come(self, volume: CTVolume, required: Optional[int]) -> int:
+        """Bytes the network may still allocate for ``volume`` beyond what it holds already, given ``required``
+        (:meth:`check_network_memory`'s estimate): the estimate less the CT the network is given
+        (:meth:`network_volume`, made already) and less a network-grid CT prepared ahead for it
+        (:func:`_prepared_bytes`), which the check counted as held too; never negative. A batch publishes it for
+        the reader's early copy of the next CT (:class:`~.batch.RunningNetworkMemory`): that copy's check reads
+        the available memory, out of which these arrays are taken already, and counting them again refused the
+        next CT's early copy beside a network that had room for it."""
+        if not required:
+            return 0
+        network_volume = self.network_volume(volume)[0]
+        held = int(network_volume.array.nbytes) + _prepared_bytes(self.engine, network_volume)
+        return max(0, int(required) - held)
+
     def _take_network_volume(self, volume: CTVolume) -> Tuple[CTVolume, Optional[Dict[str, Any]], Any]:
         """:meth:`_network_form` (with the resampling fill), then forgotten (the CT is not held beyond its run)."""
         result = self._network_form(volume)

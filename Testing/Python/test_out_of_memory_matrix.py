@@ -401,6 +401,54 @@ def test_a_batch_readers_early_copy_counts_the_running_cases_network(tmp_path, m
     assert 12 not in made_early  # so ct_1 was not resampled on the reader thread while ct_0's network could run
 
 
+def test_a_batch_publishes_what_the_running_network_may_still_take_without_its_early_copy(tmp_path, monkeypatch):
+    """The running case's estimate the reader's early copy of the next CT counts (``RunningNetworkMemory``) was the
+    estimate less the CT only: the network-grid copy the reader had prepared for this case, held already and so
+    out of the available memory the next copy's check reads, was counted again, and the next CT's early copy was
+    refused beside a network that had room for it. It is the estimate less the CT and that held copy now."""
+    import threading
+
+    from LiverTumorSegLib import validation
+    from LiverTumorSegLib.inference.batch import RunningNetworkMemory, find_cases, segment_batch
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    from inference_helpers import oracle_package, oracle_predictor
+
+    cts = tmp_path / "cts"
+    cts.mkdir()
+    for i in range(3):
+        write_volume(cts / f"ct_{i}.nii.gz", _phantom(i).ct)
+    real_check = validation.check_network_memory
+    checks = {}  # slices -> (estimate, CT bytes, held bytes) of the running case's check
+
+    def check(volume, *args, **kwargs):
+        kwargs.pop("available_bytes", None)
+        required = real_check(volume, *args, available_bytes=1 << 50, **kwargs)
+        if threading.current_thread() is threading.main_thread():
+            checks[volume.shape_zyx[0]] = (required, int(volume.array.nbytes), int(kwargs.get("held_bytes", 0)))
+        return required
+
+    published = {}
+    real_publish = RunningNetworkMemory.publish
+
+    def publish(self, index, reserved_bytes):
+        if reserved_bytes:
+            published[index] = reserved_bytes
+        return real_publish(self, index, reserved_bytes)
+
+    monkeypatch.setattr(validation, "check_network_memory", check)
+    monkeypatch.setattr(RunningNetworkMemory, "publish", publish)
+    segmenter = Segmenter(engine=SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                                      batch_predictor=oracle_predictor))
+    statuses = segment_batch(find_cases(cts, tmp_path / "out"), segmenter)
+    assert [s.status for s in statuses] == ["done"] * 3, [s.message for s in statuses]
+    required, ct_bytes, held = checks[12]  # ct_1: its network-grid copy was prepared by the reader
+    assert held > 0
+    assert published[1] == required - ct_bytes - held
+    assert published[1] >= 0
+
+
 TRAIN_STAGES = [
     "LiverTumorSegLib.training.trainer:Trainer._build_caches",
     "LiverTumorSegLib.training.trainer:Trainer._loss_and_gradients",

@@ -1126,19 +1126,34 @@ def next_read_bytes(read: Optional["concurrent.futures.Future"], case: Optional[
     """Bytes the read of the next ``case`` (its future ``read``) may still allocate: 0 when it has finished (its
     arrays are in memory, and counted so in the available memory) or was never started; else the voxels its header
     gives (:func:`~LiverTumorSegLib.io.reading.read_header_geometry`) at :data:`READ_AHEAD_BYTES_PER_VOXEL`, or for
-    a DICOM folder (no header read) the size of its files."""
+    a DICOM folder (no header read) the size of the files its read may read, its subfolders' included
+    (:func:`~LiverTumorSegLib.io.dicom.dicom_folder_file_bytes`: a series in subfolders, a PACS export's
+    PATIENT/STUDY/SERIES, was counted 0); a DICOMDIR or a file of a DICOM series is read as its folder, and
+    counted so."""
     if read is None or case is None or read.done():
         return 0
     path = Path(case.input_path)
     try:
+        from ..io.dicom import dicom_folder_file_bytes
+
         if path.is_dir():
-            return sum(entry.stat().st_size for entry in os.scandir(path) if entry.is_file())
+            return dicom_folder_file_bytes(path)
+        if _read_as_its_folder(path):
+            return dicom_folder_file_bytes(path.parent)
         from ..io.reading import read_header_geometry
 
         _, shape_zyx = read_header_geometry(path)
         return int(shape_zyx[0]) * int(shape_zyx[1]) * int(shape_zyx[2]) * READ_AHEAD_BYTES_PER_VOXEL
     except Exception:  # noqa: BLE001 - an unreadable header: that read fails on its own; nothing counted here
         return 0
+
+
+def _read_as_its_folder(path: Path) -> bool:
+    """Whether ``read_volume(path)`` reads ``path``'s folder: a DICOMDIR, or a file of a DICOM series."""
+    from ..fileutil import full_suffix
+    from ..io.formats import DICOM_FILE_SUFFIXES, may_be_dicom_file
+
+    return path.name.upper() == "DICOMDIR" or full_suffix(path) in DICOM_FILE_SUFFIXES or may_be_dicom_file(path)
 
 
 def _check_beside_the_next_read(segmenter: Any, volume: Any, read: Optional["concurrent.futures.Future"],

@@ -265,6 +265,24 @@ def _folder_headers(folder: Path) -> List[_DicomFileHeader]:
     return [h for h in headers if h is not None]
 
 
+def dicom_folder_file_bytes(folder: PathLike) -> int:
+    """The sizes of the files a read of the DICOM folder ``folder`` may read (:func:`_read_dicom_folder`): the
+    visible files in it and in the subfolders its search looks at (:func:`_subfolder_search`, as
+    :func:`find_dicom_series` walks them), from the file system alone (no header or pixel read). All of them: the
+    read may take any of those folders' series, so this is the most it reads. 0 when the folder cannot be listed."""
+    folder = Path(folder)
+    total = 0
+    for current in [folder] + _subfolder_search(folder).folders:
+        try:
+            with os.scandir(str(current)) as entries:
+                for entry in entries:
+                    if not is_hidden_name(entry.name) and entry.is_file():
+                        total += entry.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
 def _series_listing_of(folder_headers: Sequence[Sequence[_DicomFileHeader]]) -> List[DicomSeriesInfo]:
     """The series of the files whose headers ``folder_headers`` holds, one list per folder (the folder itself
     first): each folder's new series in GDCM's order (by series key), folder by folder, each with its files from

@@ -439,3 +439,33 @@ def test_ctrl_c_while_a_case_waits_for_its_read_does_not_read_the_next_ct_first(
         release.set()
     helper.join(LIMIT_S)
     assert "ct_2" in queued and "ct_2" not in started, started
+
+
+def test_the_next_reads_bytes_count_a_dicom_series_in_subfolders_as_the_reader_reads_it(tmp_path):
+    """A DICOM folder case's unfinished read was counted by the files directly in the folder: a PACS export
+    (PATIENT/STUDY/SERIES/files), which the reader finds in its subfolders, counted 0 beside the running case's
+    network. It counts the visible files of the folders the reader's search walks now (no header read), and a
+    DICOMDIR or a file of a series as its folder, which is what the reader reads."""
+    import concurrent.futures
+
+    from LiverTumorSegLib.inference.batch import BatchCase, next_read_bytes
+
+    export = tmp_path / "export"
+    series = export / "PATIENT" / "STUDY" / "SERIES"
+    series.mkdir(parents=True)
+    for i in range(5):
+        (series / f"IM{i:04d}.dcm").write_bytes(b"\0" * 1000)
+    (series / ".IM0000.dcm.tmp").write_bytes(b"\0" * 7)  # hidden: the reader leaves it out
+    (export / "DICOMDIR").write_bytes(b"\0" * 200)
+    (export / "__MACOSX").mkdir()
+    (export / "__MACOSX" / "IM0000.dcm").write_bytes(b"\0" * 11)  # a macOS zip's copy: not searched
+    running = concurrent.futures.Future()  # a read not finished
+
+    def case(path):
+        return BatchCase("c", path, tmp_path / "out.nii.gz", tmp_path / "out.json")
+
+    assert next_read_bytes(running, case(export)) == 5 * 1000 + 200
+    assert next_read_bytes(running, case(export / "DICOMDIR")) == 5 * 1000 + 200
+    assert next_read_bytes(running, case(series / "IM0002.dcm")) == 5 * 1000
+    running.set_result(None)
+    assert next_read_bytes(running, case(export)) == 0  # a finished read: its CT is in memory already

@@ -164,16 +164,15 @@ padding lower), never a label map, which holds 0..255 only (an 'ignore' value -1
 
 def _without_cts(folder: Path, what: str, listed: List[Path]) -> List[Path]:
     """``listed`` (the files of a --pred or --ref folder) without the NIfTI, NRRD and MetaImage files whose names do not
-    say they are label maps and whose first slice (:func:`~..io.nifti.first_slice_values`,
-    :func:`~..io.itk.first_slice_values`: a few ms a file) holds CT values
+    say they are label maps and whose first slice (:func:`~..io.reading.first_slice_values`: a few ms a file) holds
+    CT values
     (:data:`CT_FIRST_SLICE_BELOW`), named in a warning: a researcher's folder holds each CT beside its label map
     (``case.nii.gz`` and ``case_liver_tsv1.nii.gz``), and the CT, whose case name was the case's, was paired as the
     reference and stopped the whole evaluation ('Label map ... has values -1207 ...: is it the CT'). A folder of CTs
     only is kept whole, so that this error says what was given."""
     import numpy as np
 
-    from ..io.itk import first_slice_values as itk_first_slice_values
-    from ..io.nifti import first_slice_values
+    from ..io.reading import first_slice_values
 
     cts = []
     for path in listed:
@@ -181,8 +180,6 @@ def _without_cts(folder: Path, what: str, listed: List[Path]) -> List[Path]:
         if key is not None and key[1] == "label":
             continue
         first = first_slice_values(path)
-        if first is None:  # NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd), read from the file's bytes without ITK
-            first = itk_first_slice_values(path)
         if first is not None and first.size and np.nanmin(first) <= CT_FIRST_SLICE_BELOW:
             cts.append(path)
     if not cts or len(cts) == len(listed):

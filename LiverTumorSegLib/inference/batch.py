@@ -441,19 +441,15 @@ def _label_map_description_of_file(path: Path) -> Optional[str]:
     ``case_gt.nrrd`` or ``case-label.mha`` say nothing the name rule knows, and such label maps beside the CTs
     failed as cases ('looks like a label map') and the batch ended with exit 2; a ``case.nrrd`` label map beside the
     CT ``case.nii.gz`` stopped the batch as "Two cases are both named 'case'". Cheap for a CT: its file's first
-    slice (the first bytes of its voxels: :func:`~..io.nifti.first_slice_values`,
-    :func:`~..io.itk.first_slice_values`) nearly always holds air or padding below 0 HU, which settles it; only a file
+    slice (the first bytes of its voxels: :func:`~..io.reading.first_slice_values`) nearly always holds air or padding below 0 HU, which settles it; only a file
     whose first slice is all whole values in 0..255 is read whole, as the case's read would. A file whose first slice
     cannot be read so (a DICOM folder, a NRRD stored as text, a header ITK must interpret) is left to the case's
     read."""
     import numpy as np
 
-    from ..io.itk import first_slice_values as itk_first_slice_values
-    from ..io.nifti import first_slice_values
+    from ..io.reading import first_slice_values
 
     first = first_slice_values(path)
-    if first is None:
-        first = itk_first_slice_values(path)
     if first is None or first.size == 0 or not np.isfinite(first).all() or first.min() < 0 or first.max() > 255 \
             or np.any(first != np.round(first)):
         return None  # a CT (or no label map): the case's own read and checks decide the rest

@@ -2,6 +2,8 @@
 from pathlib import Path
 from typing import Optional, Tuple
 
+import numpy as np
+
 from ..errors import InputError, raise_if_out_of_memory
 from ..fileutil import check_path_encoding, full_suffix, path_limit_hint, similar_names_hint, unexpanded_home_hint
 from ..volume import CTVolume, ImageGeometry
@@ -169,3 +171,16 @@ def read_header_geometry(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int,
     else:
         raise InputError(f"'{path}' is not a NIfTI, NRRD or MetaImage file.")
     return geometry, (shape_xyz[2], shape_xyz[1], shape_xyz[0])
+
+
+def first_slice_values(path: PathLike) -> Optional[np.ndarray]:
+    """The voxel values of the first slice (z = 0) of the NIfTI, NRRD or MetaImage file ``path``, read without the
+    rest (:func:`~.nifti.first_slice_values`, else :func:`~.itk.first_slice_values`: a few ms a file); None for any
+    other file or one whose first slice cannot be read so (its full read then says what is wrong). What a folder's
+    file most likely is, cheaply: a CT's first slice nearly always holds air or padding far below 0 HU, a label
+    map's never a value below 0 (the batch's label-map screen and evaluate's CT screen)."""
+    from .itk import first_slice_values as itk_first_slice_values
+    from .nifti import first_slice_values as nifti_first_slice_values
+
+    first = nifti_first_slice_values(Path(path))
+    return first if first is not None else itk_first_slice_values(path)

@@ -396,12 +396,7 @@ def resampling_fill_cases(train_cached: Sequence[CachedCase],
     """A package's ``training.cases_with_resampling_fill``: per case id whose CT held a resampling's fill (cached as
     -1024 HU), its ``resampling_fill`` record (``values_hu``, ``volume_ml``, ``read_as_hu``) and ``used_for``
     (``training`` or ``validation``); ``{}`` when no case held one. Only the training log named them before."""
-    found = {}
-    for used_for, cached in (("training", train_cached), ("validation", val_cached)):
-        for case in cached:
-            if case.resampling_fill:
-                found[case.case_id] = dict(case.resampling_fill, used_for=used_for)
-    return found
+    return _cases_with_record(train_cached, val_cached, "resampling_fill")
 
 
 def aligned_grid_cases(train_cached: Sequence[CachedCase],
@@ -409,11 +404,18 @@ def aligned_grid_cases(train_cached: Sequence[CachedCase],
     """A package's ``training.cases_on_aligned_grid``: per case id of an oblique CT cached on segment's
     patient-aligned grid, its ``network_grid`` record (``kind``, ``shape_zyx``, ``spacing_mm``, ``origin_lps_mm``,
     ``obliquity_degrees``) and ``used_for`` (``training`` or ``validation``); ``{}`` when there was none."""
+    return _cases_with_record(train_cached, val_cached, "network_grid")
+
+
+def _cases_with_record(train_cached: Sequence[CachedCase], val_cached: Sequence[CachedCase],
+                       record: str) -> Dict[str, Dict[str, Any]]:
+    """Per case id whose :class:`CachedCase` ``record`` attribute is set: that record with ``used_for``
+    (``training`` or ``validation``)."""
     found = {}
     for used_for, cached in (("training", train_cached), ("validation", val_cached)):
         for case in cached:
-            if case.network_grid:
-                found[case.case_id] = dict(case.network_grid, used_for=used_for)
+            if getattr(case, record):
+                found[case.case_id] = dict(getattr(case, record), used_for=used_for)
     return found
 
 

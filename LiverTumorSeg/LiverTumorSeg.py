@@ -125,6 +125,9 @@ class LiverTumorSeg(ScriptedLoadableModule):
             "Built on 3D Slicer, PyTorch and MONAI. Sample CT from TotalSegmentator (Apache-2.0). The bundled models "
             "were trained on CT from TotalSegmentator (Apache-2.0) and QIICR/dcmqi (BSD-3-Clause, Brigham and "
             "Women's Hospital); the licences are installed with the extension (LICENSES/).")
+        # a deleted change table takes its report text node with it from Slicer's start on, not only once the panel
+        # was opened (slicer.mrmlScene is set before modules load: slicerqt.py's _Internal)
+        mrml.observe_change_reports(getattr(slicer, "mrmlScene", None))
 
 
 #
@@ -245,7 +248,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.measureButton.connect("clicked(bool)", self.onMeasureButton)
         self.setupCompareSection()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndBatchProcessEvent, self.onSceneEndBatchProcess)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self.onSceneNodeRemoved)
+        mrml.observe_change_reports(slicer.mrmlScene)  # added by the module class already: removes orphans now
         self.ui.progressBar.setVisible(False)
         self.populateModels()
         self.updateDeviceInfo()
@@ -304,12 +307,6 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         those references name)."""
         if self._parameterNode:
             self._parameterNode.Modified()
-        mrml.remove_orphan_change_reports(slicer.mrmlScene)  # the tables a batch removed (skipped during it)
-
-    def onSceneNodeRemoved(self, caller, event) -> None:
-        """A deleted change table takes its change report text node with it (``mrml.remove_orphan_change_reports``):
-        it stayed behind in the Data module, belonging to nothing, and was saved with the scene."""
-        mrml.remove_orphan_change_reports(slicer.mrmlScene)
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:

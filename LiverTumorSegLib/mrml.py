@@ -1800,6 +1800,28 @@ def remove_orphan_change_reports(scene) -> int:
     return len(orphans)
 
 
+CHANGE_REPORT_OBSERVERS = "_livertumorseg_change_report_observers"
+"""Python attribute of a scene holding the observer tags :func:`observe_change_reports` added (added once)."""
+
+
+def observe_change_reports(scene) -> int:
+    """Remove the change reports left without a table (:func:`remove_orphan_change_reports`) now, and from now on
+    whenever a node of ``scene`` is removed or a batch (a scene import) ends: observers added once per scene, however
+    often this is called. The module class calls it when Slicer loads the module, so a change table deleted before the
+    module's panel was first opened (e.g. right after loading an .mrb) takes its report with it; the widget's observer
+    alone left that report behind, belonging to nothing and saved with the scene. Returns how many reports were removed
+    now (0 for no scene)."""
+    if scene is None:
+        return 0
+    if not getattr(scene, CHANGE_REPORT_OBSERVERS, None):
+        def removed(caller, event) -> None:
+            remove_orphan_change_reports(caller)
+
+        setattr(scene, CHANGE_REPORT_OBSERVERS, [scene.AddObserver(event, removed)
+                                                 for event in (scene.NodeRemovedEvent, scene.EndBatchProcessEvent)])
+    return remove_orphan_change_reports(scene)
+
+
 def _nodes_of_class(scene, class_name: str) -> List[Any]:
     return [scene.GetNthNodeByClass(i, class_name) for i in range(scene.GetNumberOfNodesByClass(class_name))]
 

@@ -845,15 +845,17 @@ def test_errors_about_the_previous_report_name_the_panels_field_and_what_to_do_t
 
 def test_deleting_a_change_table_removes_its_change_report_text_node(module):
     """The change report lives in a text node the change table references. Deleting the table (Data module, Tables
-    module, a script) left that text node behind in the scene, belonging to nothing and saved with the scene; now the
-    widget's scene observer removes a report no table references any more. A report a clone still references stays,
-    and so does a text node of the user's; during a batch (a scene import) it waits for the batch's end."""
-    import inspect
+    module, a script) left that text node behind in the scene, belonging to nothing and saved with the scene; now a
+    scene observer the module class adds when Slicer loads the module removes a report no table references any more,
+    also before the panel was ever opened (no widget here: the observer was the widget's, so a table deleted right
+    after loading an .mrb left its report). A report a clone still references stays, and so does a text node of the
+    user's; during a batch (a scene import) it waits for the batch's end."""
+    import types
 
     m, mrml, scene = module.m, module.mrml, module.scene
-    widget = m.LiverTumorSegWidget()
-    assert "NodeRemovedEvent, self.onSceneNodeRemoved" in inspect.getsource(m.LiverTumorSegWidget.setup)
-    scene.AddObserver(scene.NodeRemovedEvent, widget.onSceneNodeRemoved)
+    loaded = m.LiverTumorSeg.__new__(m.LiverTumorSeg)
+    loaded.parent = types.SimpleNamespace()  # what Slicer's ScriptedLoadableModule.__init__ sets
+    loaded.__init__(loaded.parent)  # what Slicer does at start-up; no widget is made
     users = scene.AddNewNodeByClass("vtkMRMLTextNode", "my notes")
     table = mrml.create_change_table_node(scene, {"lesions": [], "response": "SD"})
     report = table.GetNodeReference(mrml.CHANGE_REPORT_ROLE)
@@ -870,6 +872,24 @@ def test_deleting_a_change_table_removes_its_change_report_text_node(module):
     scene.RemoveNode(other)
     assert scene.IsNodePresent(other_report)
     scene.EndState(scene.BatchProcessState)
-    widget.onSceneEndBatchProcess(None, None)
     assert not scene.IsNodePresent(other_report) and scene.IsNodePresent(users)
     assert scene.GetNumberOfNodesByClass("vtkMRMLTextNode") == 1
+
+
+def test_change_report_observers_are_added_once_and_orphans_already_there_are_removed(module):
+    """``mrml.observe_change_reports`` (the module class at Slicer's start, the widget's setup again): a report already
+    left without its table (a scene whose table was removed before anything observed it) is removed when it is
+    called, and a second call adds no second pair of observers."""
+    import inspect
+
+    m, mrml, scene = module.m, module.mrml, module.scene
+    table = mrml.create_change_table_node(scene, {"lesions": [], "response": "SD"})
+    report = table.GetNodeReference(mrml.CHANGE_REPORT_ROLE)
+    scene.RemoveNode(table)  # nothing observes the scene yet: the report stays, an orphan
+    assert scene.IsNodePresent(report)
+    assert mrml.observe_change_reports(scene) == 1 and not scene.IsNodePresent(report)
+    tags = list(getattr(scene, mrml.CHANGE_REPORT_OBSERVERS))
+    assert len(tags) == 2 and mrml.observe_change_reports(scene) == 0
+    assert getattr(scene, mrml.CHANGE_REPORT_OBSERVERS) == tags
+    assert mrml.observe_change_reports(None) == 0
+    assert "mrml.observe_change_reports(slicer.mrmlScene)" in inspect.getsource(m.LiverTumorSegWidget.setup)

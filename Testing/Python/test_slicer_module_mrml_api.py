@@ -119,7 +119,7 @@ CHECKED_IN_SLICER_5_6: Dict[str, str] = {
                      "GetValueByName", "ToString", "ToDouble", "ToInt", "GetElement", "SetElement",
                      "GetNumberOfItems", "GetItemAsObject", "ModifiedEvent", "GetCurrentVerbosityCutoff",
                      "SetStderrVerbosity", "GetScalarType", "GetScalarRange", "SetInputData", "SetOutputScalarType",
-                     "Update", "GetOutput"), "vtk"),
+                     "Update", "GetOutput", "AddObserver"), "vtk"),
     # classes named
     **dict.fromkeys(("vtkMRMLScene", "vtkMRMLNode", "vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode",
                      "vtkMRMLSegmentationNode", "vtkMRMLSegmentationStorageNode", "vtkMRMLVolumeArchetypeStorageNode", "vtkMRMLTableNode",

@@ -524,7 +524,8 @@ SAVE_CHANGE_REPORT_TOOLTIP = (
     "temporary folder; the report is saved with the scene, with its table)")
 """The compare section's *Save change report...* button's tooltip."""
 NO_CHANGE_REPORT_TO_SAVE = ("No comparison to save: press Compare first (the change table shown, if any, keeps no "
-                            "report: it was made by an earlier version, or its 'change report' text node was deleted).")
+                            "report: it was made by an earlier version, or its 'change report' text node was deleted "
+                            "or its text edited).")
 
 
 def change_report_saved_text(path: str) -> str:

@@ -1391,7 +1391,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         """The compare section's segmentations, CTs, alignment choice, nadir, previous report and last table (with its
         change report) are saved with the scene: set in the panel, saved as a .mrb, the scene cleared and the file
         loaded, the panel shows them again (nodes of the loaded scene), the table's response line, and the table's
-        report is there for Save change report. No segmentation is run."""
+        report is there for Save change report; deleting that table removes its report. No segmentation is run."""
         import tempfile
         import numpy as np
         from LiverTumorSegLib.followup import read_previous_change
@@ -1446,6 +1446,12 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         with tempfile.TemporaryDirectory() as folder:
             saved = followup_job.save_change_report(kept, os.path.join(folder, "followup1_change"), previousReport)
             self.assertEqual(read_previous_change(saved), change)
+        # deleting the loaded table takes its report text node with it (the scene observer the module class added)
+        loadedTable = widget.compare["table"].mrmlTableNode()
+        report = loadedTable.GetNodeReference(mrml.CHANGE_REPORT_ROLE)
+        self.assertIsNotNone(report)
+        slicer.mrmlScene.RemoveNode(loadedTable)
+        self.assertFalse(slicer.mrmlScene.IsNodePresent(report))
         self.delayDisplay("Compare section restored with the scene")
 
     def test_Cancel(self):

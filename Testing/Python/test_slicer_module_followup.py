@@ -809,6 +809,8 @@ def test_the_change_report_is_saved_with_the_scene_and_save_change_report_works_
     assert mrml.change_report_of(copy) is None and mrml.change_report_of(None) is None
     widget.onSaveChangeReport()
     assert errors == [m.panel_text.NO_CHANGE_REPORT_TO_SAVE]
+    # the message names each cause a table without a report has (it named no edited text, the cause here)
+    assert all(cause in errors[0] for cause in ("earlier version", "deleted", "text edited"))
 
 
 def test_errors_about_the_previous_report_name_the_panels_field_and_what_to_do_there(module, tmp_path):
@@ -893,3 +895,34 @@ def test_change_report_observers_are_added_once_and_orphans_already_there_are_re
     assert getattr(scene, mrml.CHANGE_REPORT_OBSERVERS) == tags
     assert mrml.observe_change_reports(None) == 0
     assert "mrml.observe_change_reports(slicer.mrmlScene)" in inspect.getsource(m.LiverTumorSegWidget.setup)
+
+
+def test_a_change_table_deleted_right_after_loading_an_mrb_takes_its_report_along_without_the_panel(module, tmp_path):
+    """The case users met: an .mrb with a change table loaded (File > Add Data, slicer-core's application logic here)
+    and the table deleted before the module's panel was opened; its report text node stayed. The module class's
+    observers (added when Slicer loads the module) remove it; the import itself keeps the report its table
+    references."""
+    import types
+
+    import slicer
+
+    m, mrml, scene = module.m, module.mrml, module.scene
+    loaded = m.LiverTumorSeg.__new__(m.LiverTumorSeg)
+    loaded.parent = types.SimpleNamespace()
+    loaded.__init__(loaded.parent)
+    source = mrml.make_headless_scene()
+    mrml.create_change_table_node(source, {"lesions": [], "response": "SD", "sum_of_diameters": {"baseline_mm": 1.0}})
+    saver = slicer.vtkSlicerApplicationLogic()
+    saver.SetMRMLScene(source)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    assert saver.SaveSceneToSlicerDataBundleDirectory(str(bundle), None)
+    assert saver.Zip(str(tmp_path / "compare.mrb"), str(bundle))
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    assert scene._livertumorseg_logics[0].OpenSlicerDataBundle(str(tmp_path / "compare.mrb"), str(unpacked))
+    table = scene.GetFirstNodeByClass("vtkMRMLTableNode")
+    report = table.GetNodeReference(mrml.CHANGE_REPORT_ROLE)
+    assert report is not None and mrml.change_report_of(table)["response"] == "SD"
+    scene.RemoveNode(table)
+    assert not scene.IsNodePresent(report)

@@ -146,6 +146,8 @@ def add_config_options(parser: argparse.ArgumentParser, help_for: Optional[Dict[
                         help="training recipe: a YAML/JSON file of the options below (command-line options override "
                              "it); a model package to start from goes to --init-from")
     for f in dataclasses.fields(TrainConfig):
+        if f.name not in TrainConfig.field_names():  # TrainConfig.given: bookkeeping, not an option
+            continue
         flag = "--" + f.name.replace("_", "-")
         names = [flag]
         if f.name == "output":

@@ -4,12 +4,13 @@ Precedence: dataclass defaults < config file (``--config train.yaml``) < command
 Unknown keys in a config file are an error (a typo would otherwise be silently ignored).
 """
 import dataclasses
+import functools
 import json
 import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, FrozenSet, List, Optional, Union
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Union
 
 from ..configutil import typed_scalar
 from ..errors import InputError
@@ -42,6 +43,10 @@ def _typed_value(name: str, value: Any, default: Any, source: str) -> Any:
             and not isinstance(value, bool):
         return str(value)  # 'name: 2024' in YAML is a number: it was always stored as text
     return typed_scalar(f"Option {name} in {source}", value, default, whole_from_text=False)
+
+
+_BOOKKEEPING_FIELDS = ("given",)
+"""TrainConfig fields that are no option (:attr:`TrainConfig.given`)."""
 
 
 MAX_PATCH_SIZE = 2048
@@ -141,15 +146,19 @@ class TrainConfig:
     name: str = ""
     description: str = ""
 
-    given: ClassVar[FrozenSet[str]] = frozenset()
-    """The fields set by the values :meth:`from_dict`/:meth:`updated` applied (a config file's keys, the typed
-    options), not by the defaults; an instance attribute, outside the fields (``to_dict`` leaves it out). A resume
-    reads it to tell ``oblique_grid`` asked for from the default."""
+    given: FrozenSet[str] = field(default=frozenset(), compare=False, repr=False)
+    """The options the user set (a config file's keys, the typed options), not the defaults: those
+    :meth:`from_dict`/:meth:`updated` applied, or passed by name to ``TrainConfig(...)``. Bookkeeping, not an
+    option: :meth:`field_names`, :meth:`to_dict` (the checkpoint's and package's config) and the command line leave
+    it out, and equality ignores it. ``dataclasses.replace`` keeps it as it was (the values it changes are not
+    marked: use :meth:`updated` for values the user gave); :meth:`from_json` (a run's stored config, typed by
+    nobody) starts it empty. A resume reads it to tell ``oblique_grid`` asked for from the default."""
 
     # ----------------------------------------------------------------- construction
     @classmethod
     def field_names(cls) -> List[str]:
-        return [f.name for f in dataclasses.fields(cls)]
+        """The options (every field but :attr:`given`)."""
+        return [f.name for f in dataclasses.fields(cls) if f.name not in _BOOKKEEPING_FIELDS]
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any], source: str = "config") -> "TrainConfig":
@@ -164,7 +173,7 @@ class TrainConfig:
     def updated(self, values: Dict[str, Any], source: str = "config") -> "TrainConfig":
         """A copy with ``values`` applied (``None`` values are ignored); keys may use ``-`` or ``_``."""
         known = set(self.field_names())
-        current = dataclasses.asdict(self)
+        current = self.to_dict()
         unknown = []
         for key, value in (values or {}).items():
             name = str(key).replace("-", "_")
@@ -181,10 +190,10 @@ class TrainConfig:
             hint = "; ".join(f"{key}: did you mean {found[0]}?" for key, found in close.items() if found)
             raise InputError(f"Unknown training option(s) {', '.join(sorted(unknown))} in {source}"
                              f"{f' ({hint})' if hint else ''}. {VALID_OPTIONS_LEAD} {', '.join(sorted(known))}.")
-        cfg = TrainConfig(**current)
+        given = frozenset(self.given) | {str(key).replace("-", "_") for key, value in (values or {}).items()
+                                         if value is not None}
+        cfg = TrainConfig(**current, given=given)
         cfg.validate()
-        cfg.given = frozenset(self.given) | {str(key).replace("-", "_") for key, value in (values or {}).items()
-                                             if value is not None}
         return cfg
 
     def validate(self) -> None:
@@ -335,14 +344,40 @@ class TrainConfig:
         return None if value == "auto" else value == "true"
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The options as a mapping (what a checkpoint and a package record): :attr:`given` left out."""
+        values = dataclasses.asdict(self)
+        for name in _BOOKKEEPING_FIELDS:
+            values.pop(name, None)
+        return values
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
-        return cls.from_dict(json.loads(text), source="checkpoint")
+    def from_json(cls, text: str, given: Iterable[str] = ()) -> "TrainConfig":
+        """The config a checkpoint's ``config`` (:meth:`to_json`) records. Its :attr:`given` is ``given`` (empty by
+        default): the stored values are a run's record, typed by nobody now; from_dict marked every one of them
+        given, so an ``oblique_grid`` recorded "aligned" refused a resume of a checkpoint written before the option
+        as if "aligned" had been asked for. A caller passing a config on (e.g. to each process of a distributed
+        run) passes its :attr:`given` along."""
+        cfg = cls.from_dict(json.loads(text), source="checkpoint")
+        return dataclasses.replace(cfg, given=frozenset(given))
+
+
+_DATACLASS_INIT = TrainConfig.__init__
+
+
+@functools.wraps(_DATACLASS_INIT)
+def _init_noting_given(self, *args, **kwargs) -> None:
+    """The dataclass's ``__init__``; without a ``given`` (``dataclasses.replace`` passes the source's), the options
+    passed are :attr:`TrainConfig.given`: ``TrainConfig(oblique_grid="aligned")`` asks for it as the command line's
+    ``--oblique-grid aligned`` does."""
+    _DATACLASS_INIT(self, *args, **kwargs)
+    if "given" not in kwargs and len(args) < len(dataclasses.fields(TrainConfig)):
+        self.given = frozenset(TrainConfig.field_names()[:len(args)]) | frozenset(kwargs)
+
+
+TrainConfig.__init__ = _init_noting_given
 
 
 def _check_weights(name: str, weights: Any) -> None:

@@ -143,7 +143,11 @@ def differing_settings(saved_config: Any, config: TrainConfig, source: Path, sav
     except (InputError, ValueError, TypeError):
         return ""
     if "oblique_grid" not in stored:  # written before the option: its oblique CTs were trained as stored
-        saved["oblique_grid"] = "stored" if "oblique_grid" in config.given else config.oblique_grid
+        # whether or not oblique_grid was given: a resume settles an ungiven one to "stored" first
+        # (Trainer._resumed_oblique_grid, crossval.resumed_oblique_grid). Compared with the ungiven "aligned", a
+        # crossval --resume took such a fold package, left by the run an interrupted --overwrite run was replacing,
+        # as a fold of this aligned run: one table of two grids
+        saved["oblique_grid"] = "stored"
     now = config.to_dict()
     differing = [name for name in sorted(now) if name not in RESUME_MAY_CHANGE and (
         not _same_data(saved.get(name), now.get(name), saved_data_path) if name == "data"

@@ -444,3 +444,67 @@ def test_a_resume_of_a_run_started_with_the_option_is_not_taken_for_one_from_bef
     values.pop("oblique_grid")
     with pytest.raises(InputError, match=r"other settings: oblique_grid 'stored' \(now 'aligned'\)"):
         train(TrainConfig.from_dict(values), log=lambda text: None)
+
+
+def test_crossval_resume_retrains_a_fold_package_from_before_oblique_grid_beside_folds_of_this_run(tmp_path):
+    """Fold 0 of this (aligned) run finished; fold 1 held a package from before ``oblique_grid`` (left by the run an
+    interrupted ``--overwrite`` of an older version was replacing). Its missing key was compared as this run's
+    ungiven "aligned", so the resume took it as this run's fold 1: one table of two grids. It is compared as the
+    "stored" it was trained with now, and the fold is trained again."""
+    import torch
+
+    from LiverTumorSegLib.package import read_package_metadata, rewrite_package_metadata
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.crossval import run_crossval
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    values = _crossval_values(tmp_path)
+    out = tmp_path / "cv"
+    run_crossval(TrainConfig.from_dict(values), out, log=lambda text: None)
+    rewrite_package_metadata(out / "fold_1.safetensors", lambda meta: meta["training"]["config"].pop("oblique_grid"))
+    for last in (out / "fold_1_train" / "checkpoints").glob("*.pt"):
+        last.unlink()
+    said = []
+    run_crossval(TrainConfig.from_dict(dict(values, resume=True)), out, log=said.append)
+    assert not [line for line in said if "fold 1 already finished" in line], said
+    assert [line for line in said if "fold 1: " in line and "oblique_grid 'stored' (now 'aligned')" in line
+            and "training it again from scratch" in line], said
+    assert read_package_metadata(out / "fold_1.safetensors")["training"]["config"]["oblique_grid"] == "aligned"
+
+
+def test_given_survives_replace_and_a_stored_config_marks_nothing_given(tmp_path):
+    """``TrainConfig.given`` (the options the user set) was lost by ``dataclasses.replace``: a recipe asking for
+    ``oblique_grid: aligned``, given ``resume=True`` by replace, resumed a run from before the option on its stored
+    grid without a refusal. ``from_json`` (a checkpoint's stored config) marked every option given: its recorded
+    "aligned", asked for by nobody, refused that resume. Both are checked where crossval settles the grid."""
+    import dataclasses
+
+    from LiverTumorSegLib.training.crossval import resumed_oblique_grid
+    from LiverTumorSegLib.training.config import TrainConfig
+
+    recipe = TrainConfig.from_dict({"oblique_grid": "aligned", "lr": 0.01})
+    assert dataclasses.replace(recipe, resume=True).given == {"oblique_grid", "lr"}
+    stored = TrainConfig.from_json(recipe.to_json())
+    assert stored == recipe and stored.given == frozenset()
+    assert TrainConfig.from_json(recipe.to_json(), given=recipe.given).given == recipe.given
+    assert TrainConfig(oblique_grid="aligned", lr=0.01).given == {"oblique_grid", "lr"}
+    assert TrainConfig().given == frozenset() and TrainConfig.from_dict({}).given == frozenset()
+    assert "given" not in recipe.to_dict() and "given" not in TrainConfig.field_names()
+    with pytest.raises(InputError, match="Unknown training option"):
+        TrainConfig.from_dict({"given": ["lr"]})
+
+    values, out = _crossval_before_oblique_grid(tmp_path, "package")
+    asked = TrainConfig.from_dict(dict(values, oblique_grid="aligned"))
+    with pytest.raises(InputError, match=r"other settings: oblique_grid 'stored' \(now 'aligned'\)"):
+        resumed_oblique_grid(dataclasses.replace(asked, resume=True), out, log=lambda text: None)
+    said = []
+    settled = resumed_oblique_grid(TrainConfig.from_json(asked.to_json()).updated({"resume": True}), out, said.append)
+    assert settled.oblique_grid == "stored" and len(said) == 1
+
+
+def test_the_command_line_has_no_option_for_the_given_bookkeeping():
+    from LiverTumorSegLib.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--given", "lr"])

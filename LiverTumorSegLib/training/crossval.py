@@ -490,6 +490,8 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
             else:
                 if is_main:
                     _remove_earlier_tables(out_dir, log)
+                    if config.overwrite and fold == 0:
+                        _remove_replaced_folds(config, out_dir, log)
                 result = _train_fold(train_fn, fold_cfg, command, log, fold_progress, cancel, out_dir)
             fold_progress(1.0, f"fold {fold} (folds 0-{config.folds - 1}): finished")
             rows.append(fold_row(fold, result))
@@ -642,6 +644,37 @@ def _remove_earlier_tables(out_dir: Path, log: Callable[[str], None]) -> None:
     if removed:
         log(f"removed the earlier run's {' and '.join(removed)} from '{out_dir}': this run replaces its fold "
             f"packages and writes new tables once every fold is trained")
+
+
+REPLACED_CHECKPOINTS = ("last.pt", "best.pt", "last_rng_rank*.pt")
+"""The checkpoints (in a fold's ``fold_<i>_train/checkpoints/``) :func:`_remove_replaced_folds` removes: those a
+fold's training writes (``Trainer._clear_earlier_run`` removes the same when the fold starts over)."""
+
+
+def _remove_replaced_folds(config: TrainConfig, out_dir: Path, log: Callable[[str], None]) -> None:
+    """``--overwrite``: remove the fold packages ``fold_<i>.safetensors`` (``i < folds``) and their folds'
+    checkpoints an earlier run left, before this run trains its first fold. Each fold removed its own only when its
+    turn came, so a run interrupted after fold 0 left the earlier run's later folds, which a ``--resume`` then took
+    as this run's whenever their recorded settings differed only where a resume may differ (another ``--epochs``:
+    the earlier fold's checkpoint was continued; another ``--early-stopping-patience``) or not at all as recorded
+    (a package from before ``oblique_grid``): one table of two runs. Only what this run writes and replaces goes:
+    the folds' logs stay (each fold replaces them when it trains), and so do fold packages beyond ``folds``
+    (:func:`folds_beyond`) and anything else in the folder."""
+    removed = []
+    for fold in range(config.folds):
+        fold_cfg = fold_config(config, out_dir, fold)
+        checkpoints = Path(fold_cfg.log_dir) / "checkpoints"
+        paths = [Path(fold_cfg.output)] + sorted(path for pattern in REPLACED_CHECKPOINTS
+                                                 for path in checkpoints.glob(pattern))
+        for path in paths:
+            if path.is_file() or path.is_symlink():  # a link: the link goes, not what it points to
+                path.unlink()
+                removed.append(path)
+    if removed:
+        packages = sum(1 for path in removed if path.suffix == ".safetensors")
+        log(f"--overwrite: removed the earlier run's {packages} fold package(s) and {len(removed) - packages} "
+            f"checkpoint(s) from '{out_dir}' before training fold 0, so that no fold of that run is taken as this "
+            f"run's by a later --resume")
 
 
 def selection_summary(folds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:

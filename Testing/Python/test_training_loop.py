@@ -1271,6 +1271,49 @@ def test_crossval_resume_of_an_interrupted_overwrite_with_other_settings_retrain
         assert [row["fold"] for row in table] == [0, 1, "mean"]
 
 
+def test_crossval_overwrite_leaves_no_fold_of_the_replaced_run_for_a_later_resume(tmp_path):
+    """A finished 1-epoch crossval, then `crossval --overwrite --epochs 2` stopped (Ctrl-C) before fold 1, then
+    `--resume --epochs 2`: fold 1 still held the first run's package and checkpoints, whose settings differ only in
+    --epochs (which a resume may change), so fold 1 continued the first run's checkpoint ('resuming from ... epoch
+    2 of 2'): one table of two runs. --overwrite now removes the earlier run's fold packages and checkpoints before
+    its first fold; the folds' logs and anything else stay."""
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.crossval import run_crossval
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 2, (8, 48, 48))
+    first = tiny_config(data, tmp_path, epochs=1, iterations_per_epoch=1, folds=2, output="")
+    out = tmp_path / "cv"
+    run_crossval(first, out, log=lambda s: None)
+    assert (out / "fold_1_train" / "checkpoints" / "last.pt").is_file()  # a finished fold keeps its checkpoint
+    (out / "notes.txt").write_text("a user's file")
+    second = first.updated({"epochs": 2})
+
+    def ctrl_c_before_fold_1(fold_cfg, command="", log=print):
+        if fold_cfg.fold == 1:
+            raise KeyboardInterrupt()
+        return train(fold_cfg, command=command, log=log)
+
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        run_crossval(second.updated({"overwrite": True}), out, train_fn=ctrl_c_before_fold_1, log=lines.append)
+    assert not (out / "fold_1.safetensors").exists()
+    assert not list((out / "fold_1_train" / "checkpoints").glob("*.pt"))
+    assert (out / "fold_1_train" / "log.csv").is_file() and (out / "notes.txt").read_text() == "a user's file"
+    assert any("--overwrite: removed the earlier run's 2 fold package(s)" in line for line in lines), lines
+    lines = []
+    table = run_crossval(second.updated({"resume": True}), out, log=lines.append)
+    assert not any("resuming from" in line for line in lines), lines
+    assert any("fold 1: " in line and "holds no checkpoint" in line for line in lines), lines
+    for fold in range(2):
+        training = read_package_metadata(out / f"fold_{fold}.safetensors")["training"]
+        assert (training["config"]["epochs"], training["epochs_completed"]) == (2, 2), fold
+        assert not training.get("resumes"), fold
+    assert [row["epochs"] for row in table[:2]] == [2, 2]
+
+
 def test_crossval_resume_trains_again_a_fold_killed_before_its_first_checkpoint(tmp_path):
     """A crossval killed (SIGKILL, out of memory) in fold 1 before that fold's first checkpoint left fold_1_train/ with
     tensorboard/ and an empty checkpoints/: --resume was refused ('Training folder ... holds 2 item(s) (e.g.

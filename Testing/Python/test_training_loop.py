@@ -1261,7 +1261,8 @@ def test_crossval_resume_of_an_interrupted_overwrite_with_other_settings_retrain
     (tmp_path / "no_checkpoint" / "fold_1_train" / "checkpoints" / "last.pt").unlink()  # stopped before one
     with pytest.raises(InputError, match=r"Fold 0: .* other settings: lr 0.001 \(now 0.01\), and no earlier fold"):
         run_crossval(second.updated({"resume": True, "lr": 1e-2}), tmp_path / "cv", log=lambda s: None)
-    for folder, said in (("cv", "resuming from"), ("no_checkpoint", "training it again from scratch")):
+    # --overwrite removed the first run's fold 1 package before its fold 0: the fold without a checkpoint starts over
+    for folder, said in (("cv", "resuming from"), ("no_checkpoint", "holds no checkpoint")):
         lines = []
         table = run_crossval(second.updated({"resume": True}), tmp_path / folder, log=lines.append)
         assert any(said in line for line in lines), folder

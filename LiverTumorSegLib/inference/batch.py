@@ -1122,20 +1122,21 @@ def next_read_bytes(read: Optional["concurrent.futures.Future"], case: Optional[
     """Bytes the read of the next ``case`` (its future ``read``) may still allocate: 0 when it has finished (its
     arrays are in memory, and counted so in the available memory) or was never started; else the voxels its header
     gives (:func:`~LiverTumorSegLib.io.reading.read_header_geometry`) at :data:`READ_AHEAD_BYTES_PER_VOXEL`, or for
-    a DICOM folder (no header read) the size of the files its read may read, its subfolders' included
-    (:func:`~LiverTumorSegLib.io.dicom.dicom_folder_file_bytes`: a series in subfolders, a PACS export's
-    PATIENT/STUDY/SERIES, was counted 0); a DICOMDIR or a file of a DICOM series is read as its folder, and
-    counted so."""
+    a DICOM folder the peak its read may hold from the headers of the files it may read, its subfolders' included
+    (:func:`~LiverTumorSegLib.io.dicom.dicom_folder_read_bytes`: the files' bytes counted an int16 series at a third
+    of that peak, a JPEG/RLE-compressed one at a seventh; a series in subfolders, a PACS export's
+    PATIENT/STUDY/SERIES, was counted 0 before that); a DICOMDIR or a file of a DICOM series is read as its folder,
+    and counted so."""
     if read is None or case is None or read.done():
         return 0
     path = Path(case.input_path)
     try:
-        from ..io.dicom import dicom_folder_file_bytes
+        from ..io.dicom import dicom_folder_read_bytes
 
         if path.is_dir():
-            return dicom_folder_file_bytes(path)
+            return dicom_folder_read_bytes(path)
         if _read_as_its_folder(path):
-            return dicom_folder_file_bytes(path.parent)
+            return dicom_folder_read_bytes(path.parent)
         from ..io.reading import read_header_geometry
 
         _, shape_zyx = read_header_geometry(path)

@@ -469,3 +469,44 @@ def test_the_next_reads_bytes_count_a_dicom_series_in_subfolders_as_the_reader_r
     assert next_read_bytes(running, case(series / "IM0002.dcm")) == 5 * 1000
     running.set_result(None)
     assert next_read_bytes(running, case(export)) == 0  # a finished read: its CT is in memory already
+
+
+def test_the_next_reads_bytes_count_a_dicom_series_by_its_voxels_not_its_file_bytes(tmp_path):
+    """A DICOM folder case's unfinished read was counted by its files' bytes: about 2 bytes a voxel of an int16
+    series, under 1 for an RLE or JPEG one, where the read holds 3 copies of the voxels at its peak (measured 6.0
+    bytes a voxel of int16, 14.0 of int32: docs/speed.md, 30 Nov 2026). It is counted from the headers now: voxels x 3 copies of
+    the type GDCM reads them as, and a final int16 copy where that type is not int16."""
+    import concurrent.futures
+
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.uid import RLELossless
+
+    from LiverTumorSegLib.inference.batch import BatchCase, next_read_bytes
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    from dicom_helpers import write_ct_series
+
+    voxels = np.full((4, 64, 80), -1000, np.int16)
+    voxels[:, 16:48, 20:60] = 60
+    files = write_ct_series(tmp_path / "plain", CTVolume(voxels, ImageGeometry(spacing=(0.8, 0.8, 2.0))))
+    (tmp_path / "rle").mkdir()
+    (tmp_path / "wide").mkdir()
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.compress(RLELossless)  # pydicom's own RLE encoder: no extra package
+        ds.save_as(tmp_path / "rle" / path.name)
+        ds = pydicom.dcmread(path)
+        ds.RescaleIntercept = -1024  # signed 16 bits and an intercept: GDCM reads int32
+        ds.save_as(tmp_path / "wide" / path.name)
+    running = concurrent.futures.Future()  # a read not finished
+
+    def case(path):
+        return BatchCase("c", path, tmp_path / "out.nii.gz", tmp_path / "out.json")
+
+    count = voxels.size
+    for folder in ("plain", "rle"):  # what was counted before: its files' bytes, under 3 bytes a voxel
+        assert sum(p.stat().st_size for p in (tmp_path / folder).iterdir()) < 3 * count
+    assert next_read_bytes(running, case(tmp_path / "plain")) == 6 * count
+    assert next_read_bytes(running, case(tmp_path / "rle")) == 6 * count
+    assert next_read_bytes(running, case(tmp_path / "rle" / files[0].name)) == 6 * count  # read as its folder
+    assert next_read_bytes(running, case(tmp_path / "wide")) == (3 * 4 + 4) * count

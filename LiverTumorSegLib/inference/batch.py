@@ -1048,6 +1048,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                 on_loaded()
         with _cores_shared(segmenter, share if share_cores else None):
             finishing = None  # type: Optional[concurrent.futures.Future]
+            finishing_bytes = 0  # what that finish may allocate at its peak (finish_memory_bytes)
             try:
                 for index, case in enumerate(todo):
                     current = reads.pop(index)
@@ -1065,7 +1066,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                         if hasattr(segmenter, "check_network_memory"):  # a child's CT: the enlarged grid it is given
                             required = _check_beside_the_next_read(segmenter, volume, reads.get(index + 1),
                                                                    todo[index + 1] if index + 1 < len(todo) else None,
-                                                                   running, index)
+                                                                   running, index, finishing, finishing_bytes)
                         else:
                             required = _estimate_and_check_memory(volume, segmenter.package,
                                                                   segmenter.options.batch_size)
@@ -1101,7 +1102,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                                              context.run(finish_done, c, s, f))
                     # only this one is kept: a list of every finished future held each case's label map (and CT) to
                     # the end of the batch, about 50 MB per 512 x 512 x 200 case
-                    finishing = future
+                    finishing, finishing_bytes = future, finish_memory_bytes(volume)
                     del volume, output, current, early
             except BaseException:  # Ctrl-C, SIGTERM anywhere in the loop: the batch ends without the next CT's
                 running.close()  # read (when not started yet) and without an early copy of it
@@ -1153,19 +1154,39 @@ def _read_as_its_folder(path: Path) -> bool:
     return path.name.upper() == "DICOMDIR" or full_suffix(path) in DICOM_FILE_SUFFIXES or may_be_dicom_file(path)
 
 
+FINISH_BYTES_PER_VOXEL = 12
+FINISH_FIXED_BYTES = 96 << 20
+"""What a case's finish (``segmenter.finish``: post-processing, the lesion report and plausibility checks, then the
+writing) may allocate at its peak beside the CT and the network's labels it is given: voxels of the CT x
+:data:`FINISH_BYTES_PER_VOXEL` + :data:`FINISH_FIXED_BYTES`. Measured (30 Nov 2026, stand-in network, second finish in
+one process, peak RSS rise): 11.3 bytes a voxel of a 512 x 512 x 100 CT (295 MiB), 16.5 of 512 x 512 x 20 (86 MiB),
+71 of 122 x 101 x 112 (99 MiB)."""
+
+
+def finish_memory_bytes(volume: Any) -> int:
+    """Bytes the finish of ``volume``'s case may allocate at its peak (:data:`FINISH_BYTES_PER_VOXEL`)."""
+    return int(volume.array.size) * FINISH_BYTES_PER_VOXEL + FINISH_FIXED_BYTES
+
+
 def _check_beside_the_next_read(segmenter: Any, volume: Any, read: Optional["concurrent.futures.Future"],
                                 case: Optional[BatchCase], running: Optional[RunningNetworkMemory] = None,
-                                index: int = 0) -> Optional[int]:
+                                index: int = 0, finishing: Optional["concurrent.futures.Future"] = None,
+                                finishing_bytes: int = 0) -> Optional[int]:
     """``segmenter.check_network_memory(volume)`` counting the next CT's read, which runs on the reader thread
     while this case's network runs: checked without it, the next CT was allocated after the check had passed and
     the network ran out of memory that the check had seen free. When the case fits alone but not beside the read,
     the read is waited for and the case checked again (the next CT then held, in the available memory): a case is
     never refused for the read ahead, which only loses its overlap with this network; that read then makes no
     early network-grid copy (``running``, this case's ``index``: it would not fit beside this network either, and
-    the read would wait for this case's estimate). Returns the estimate (bytes)."""
+    the read would wait for this case's estimate). The previous case's finish (``finishing``, its peak
+    ``finishing_bytes``: :func:`finish_memory_bytes`), which runs on the finishing thread beside this network, is
+    counted so too while it has not ended, and waited for alike: it was counted by no check, so a case was let in
+    while the previous one's post-processing was still to allocate its arrays. Returns the estimate (bytes)."""
     from ..errors import ResourceError
 
     pending = next_read_bytes(read, case)
+    if finishing is not None and not finishing.done():
+        pending += int(finishing_bytes)
     if pending <= 0:
         return segmenter.check_network_memory(volume)
     try:
@@ -1173,9 +1194,9 @@ def _check_beside_the_next_read(segmenter: Any, volume: Any, read: Optional["con
     except ResourceError:
         if running is not None:
             running.publish(index, None)
-        concurrent.futures.wait([read])
-        log.debug("waited for the next CT's read before the network: %.0f MiB would not fit beside it",
-                  pending / 2 ** 20)
+        concurrent.futures.wait([future for future in (read, finishing) if future is not None])
+        log.debug("waited for the next CT's read and the previous case's finish before the network: %.0f MiB would "
+                  "not fit beside them", pending / 2 ** 20)
         return segmenter.check_network_memory(volume)
 
 

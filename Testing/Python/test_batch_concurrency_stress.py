@@ -510,3 +510,51 @@ def test_the_next_reads_bytes_count_a_dicom_series_by_its_voxels_not_its_file_by
     assert next_read_bytes(running, case(tmp_path / "rle")) == 6 * count
     assert next_read_bytes(running, case(tmp_path / "rle" / files[0].name)) == 6 * count  # read as its folder
     assert next_read_bytes(running, case(tmp_path / "wide")) == (3 * 4 + 4) * count
+
+
+def test_a_case_check_counts_the_previous_case_finish_still_running_and_waits_for_it_when_short(tmp_path,
+                                                                                             monkeypatch):
+    """The previous case's finish (post-processing, report, writing) runs on the finishing thread beside the next
+    case's network, and no check counted it: the second case of a batch was let in with nothing pending while the
+    first case's finish had its arrays still to allocate. The check counts it now while it runs
+    (``finish_memory_bytes``), and a case that fits alone but not beside it waits for it instead of being refused."""
+    from LiverTumorSegLib.inference.batch import finish_memory_bytes
+    from LiverTumorSegLib.io import read_volume
+
+    cts = _write_cts(tmp_path / "cts", 2)
+    first_finish_bytes = finish_memory_bytes(read_volume(cts / "ct_0.nii.gz"))
+    for short in (False, True):
+        segmenter = _segmenter()
+        checked = threading.Event()
+        asked = []  # (slices, pending bytes, whether the first finish had ended) of each case's check
+        first_finished = threading.Event()
+        real_check, real_finish = segmenter.check_network_memory, segmenter.finish
+
+        def check(volume, pending_bytes=0, real_check=real_check, asked=asked, checked=checked, short=short,
+                  first_finished=first_finished):
+            asked.append((_slices(volume), pending_bytes, first_finished.is_set()))
+            if _slices(volume) == 9:
+                checked.set()  # the first case's finish may end now
+                if short and pending_bytes:
+                    raise ResourceError("Not enough memory beside the first case's finish")
+            return real_check(volume, pending_bytes=pending_bytes)
+
+        def finish(volume, output, *args, real_finish=real_finish, checked=checked, first_finished=first_finished):
+            if _slices(volume) == 8:
+                checked.wait(LIMIT_S / 3)  # held while the second case is checked
+                result = real_finish(volume, output, *args)
+                first_finished.set()
+                return result
+            return real_finish(volume, output, *args)
+
+        monkeypatch.setattr(segmenter, "check_network_memory", check)
+        monkeypatch.setattr(segmenter, "finish", finish)
+        statuses, error = _run_with_limit(find_cases(cts, tmp_path / f"out_{short}"), segmenter)
+        assert error is None and [s.status for s in statuses] == ["done", "done"], statuses
+        second = [entry for entry in asked if entry[0] == 9]
+        assert second[0][1] == first_finish_bytes  # no read ahead for the last case: the first finish alone
+        assert not second[0][2]
+        if short:  # checked again once the first case's finish had ended, with nothing pending
+            assert second[1:] == [(9, 0, True)]
+        else:
+            assert len(second) == 1

@@ -114,12 +114,17 @@ def in_plane_turn_degrees(direction: np.ndarray) -> float:
 def measurement_tilt_warnings(direction: np.ndarray, name: str) -> List[str]:
     """Where lesions are measured (``measure``, ``followup``), not segmented: a warning when the slices nearest to
     axial are tilted more than :data:`OBLIQUE_WARN_DEGREES` from the axial plane (:func:`slice_tilt_degrees`), since
-    RECIST axes are measured in those slices. A grid turned only about S has true axial slices and gets none."""
+    RECIST axes are measured in true axial planes through such a grid's voxels
+    (:func:`~.metrics.recist.lesion_axes`: each point takes the label of the stored voxel it lies in), which reads
+    their staircase edges up to about a voxel differently from the same lesion stored axial; the warning says so. A
+    grid turned only about S has true axial slices and gets none. (It said the axes were measured in the tilted
+    slices, which they were: 27.7 mm for a 30 mm lesion stored tilted 45 degrees.)"""
     tilt = slice_tilt_degrees(direction)
     if tilt <= OBLIQUE_WARN_DEGREES:
         return []
     return [f"'{name}' is stored in slices tilted {tilt:.0f} degrees from the axial plane: the long and short axes "
-            f"are measured in those slices, not in true axial planes."]
+            f"are measured in true axial planes through its voxels (each point takes the label of the voxel it lies "
+            f"in), within about a voxel of the same lesion stored axial."]
 
 
 def model_obliquity_warnings(direction: np.ndarray, name: str, aligned_for_model: bool = False,

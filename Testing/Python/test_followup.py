@@ -564,7 +564,7 @@ def test_followup_without_matplotlib_is_a_clear_error_and_leaves_no_report(tmp_p
 
 def test_measure_without_a_ct_says_when_the_label_grid_is_tilted(tmp_path):
     """Without --ct no CT check ran, so a label map on a grid tilted 30 degrees gave a report without a word,
-    although its axes are measured in the grid's slices, not in true axial planes."""
+    although its axes are measured through the tilted grid's voxels (in true axial planes since 30 Nov 2026)."""
     angle = np.radians(30.0)
     tilted = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(angle), -np.sin(angle)], [0.0, np.sin(angle), np.cos(angle)]])
     g = ImageGeometry(spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=tuple(tilted.ravel()))
@@ -574,7 +574,7 @@ def test_measure_without_a_ct_says_when_the_label_grid_is_tilted(tmp_path):
     path = write_label_map(tmp_path / "tilted.nii.gz", labels, g)
     assert main(["measure", str(path), "-o", str(tmp_path / "r.json")]) == 0
     warnings = json.loads((tmp_path / "r.json").read_text())["warnings"]
-    assert len(warnings) == 1 and "tilted 30 degrees" in warnings[0] and "not in true axial planes" in warnings[0]
+    assert len(warnings) == 1 and "tilted 30 degrees" in warnings[0] and "in true axial planes" in warnings[0]
     turned = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
     path = write_label_map(tmp_path / "turned.nii.gz", labels, ImageGeometry(
         spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=tuple(turned.ravel())))

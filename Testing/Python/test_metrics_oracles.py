@@ -366,15 +366,15 @@ def oracle_long_axis(mask_yx: np.ndarray, spacing_xy) -> float:
        shift=st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 1.0)),
        spacing_xy=st.sampled_from([(0.6, 0.9), (0.9, 0.6), (0.7, 0.7)]),
        tilt_axis=st.tuples(*[st.floats(-1.0, 1.0)] * 3).filter(lambda v: np.linalg.norm(v) > 0.1),
-       tilt=st.floats(0.0, 20.0))
+       tilt=st.floats(0.0, 5.0))
 @example(a=15.0, ratio=10 / 15, angle=math.radians(30), shift=(0.5, 0.5), spacing_xy=(0.6, 0.9),
-         tilt_axis=(1.0, 0.0, 0.0), tilt=12.0)
+         tilt_axis=(1.0, 0.0, 0.0), tilt=4.5)
 def test_recist_axes_of_discretised_ellipses(a, ratio, angle, shift, spacing_xy, tilt_axis, tilt):
     """Long axis = the all-pairs oracle (to rounding); both axes within -1 to +1.5 of the larger pixel spacing of the
     ellipse's diameters (voxel centres inside the ellipse: 2,100 draws at 0.6 x 0.9, 0.9 x 0.6 and 0.7 x 0.7 mm gave
     -0.76 to +1.03 pixels), the short one never longer, the two perpendicular; a
-    direction turned by up to 20 degrees (axial slices still the array's, as recist documents) measures the same
-    voxels to 1e-6 mm; the lesion's volume is voxels x spacing product / 1000 mL."""
+    direction turned by up to 5 degrees (axial slices still the array's, as recist documents; beyond, slices tilted
+    more than 5 degrees are measured in true axial planes) measures the same voxels to 1e-6 mm; the lesion's volume is voxels x spacing product / 1000 mL."""
     b = a * ratio
     mask = _elliptic_cylinder(a, b, angle, shift, spacing_xy)
     spacing = (spacing_xy[0], spacing_xy[1], 2.5)

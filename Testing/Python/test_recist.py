@@ -155,8 +155,10 @@ def test_a_float32_tilted_header_does_not_raise_the_measurable_minimum_over_10_m
 
 def test_a_float32_tilted_header_does_not_shorten_an_in_plane_10_mm_lesion_below_measurable():
     # 0.625 mm pixels tilted 15 degrees about x, the voxel-to-RAS matrix in float32 as a NIfTI header holds it: 16
-    # pixels along y measured 9.999999666 mm, and a lesion the same CT untilted makes a target was none
-    geometry = float32_tilted_geometry(15.0, (0.625, 0.625, 2.0))
+    # pixels along y measured 9.999999666 mm, and a lesion the same CT untilted makes a target was none. Tilted 2
+    # degrees (9.99999966 mm): over 5 degrees the axes are measured in true axial planes, which cut this one-slice
+    # plate of 2 mm short of its 10 mm (AXIAL_PLANES_TILT_DEGREES)
+    geometry = float32_tilted_geometry(2.0, (0.625, 0.625, 2.0))
     labels = np.zeros((5, 40, 30), np.uint8)  # (z, y, x)
     labels[1:4, 2:38, 2:28] = 1
     labels[2, 10:26, 15] = 2  # 16 voxels of 0.625 mm along y: a long axis of 10.0 mm

@@ -430,7 +430,8 @@ def test_a_grid_turned_about_s_is_warned_about_as_an_in_plane_rotation_and_not_w
     assert [w for w in check_ct(volume("z", 70.0)) if "degrees" in w] == []  # 70 about S: 20 from the other axis
     measured = [w for w in check_ct(volume("x", 25.0), for_model=False) if "degrees" in w]
     assert measured == ["'grid.nii.gz' is stored in slices tilted 25 degrees from the axial plane: the long and "
-                        "short axes are measured in those slices, not in true axial planes."]
+                        "short axes are measured in true axial planes through its voxels (each point takes the label "
+                        "of the voxel it lies in), within about a voxel of the same lesion stored axial."]
 
 
 def test_missing_air_and_soft_tissue_warn():

@@ -924,6 +924,16 @@ def _equivocal_new_text(entries: Sequence[Dict[str, Any]], response: str, min_ne
             f"from this scan)" + (EQUIVOCAL_AFTER_CR_TEXT if after_complete_response else ""))
 
 
+CR_UNCHECKED_TEXT = ("; a CR of the liver lesions: RECIST 1.1's CR also needs every lesion outside the liver gone and "
+                     "every lymph node under 10 mm short axis, which the liver label maps do not show (the reader's)")
+"""Added to the response reason of a CR: the liver label maps show the liver lesions only, and RECIST 1.1's CR (every
+target and non-target lesion gone, pathological nodes under 10 mm short axis) is of the whole patient. The reason read
+'all lesions disappeared' alone."""
+PREVIOUS_CR_CRITERIA_TEXT = ("; after the previous change report's CR, an automatic time-point response taken as a "
+                             "complete response (confirm it): any baseline lesion present again is PD")
+"""What ``response_criteria`` says where ``--previous``'s CR made this a follow-up after a complete response: it said
+'after the complete response given', as of a CR a reader gave (``--after-complete-response``), and only a warning
+told that it was an automatic, unconfirmed one."""
 EQUIVOCAL_AFTER_CR_TEXT = ("; after the complete response a baseline lesion seen again is PD at any size, but these lie "
                            "where no baseline lesion was: new lesions, PD only when unequivocal")
 """Added by :func:`_equivocal_new_text` after a complete response: why an equivocal new lesion leaves the CR standing
@@ -1287,6 +1297,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
             + " grew by 20 % and 5 mm or more: RECIST 1.1 calls PD for unequivocal progression of non-target "
               "lesions, a reader's judgement this program does not make; the response above does not include it")
     reason += _equivocal_new_text(entries, response, min_new_lesion_mm, bool(nadir_cr))
+    if response == "CR":  # 'all lesions disappeared' spoke of the liver label maps as if of the whole patient
+        reason += CR_UNCHECKED_TEXT
     counts = {s: sum(1 for e in entries if e["status"] == s) for s in STATUSES}
     change = None if base_sum is None or follow_sum is None else follow_sum - base_sum
     return {
@@ -1294,8 +1306,9 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
         "response_criteria": "RECIST 1.1 on the liver lesions of the label maps; " + (
             "the baseline is the reference (no nadir given)" if nadir_sum_mm is None else
             "partial response from the baseline, progression from the smaller of the baseline's sum and "
-            + nadir_text) + ("; after the complete response given (the previous assessment): any baseline lesion present "
-                        "again is PD" if after_complete_response else "") + "; " + TIME_POINT_NOTE + "; " + RECIST_NOTE + "; not a medical device",
+            + nadir_text) + ((PREVIOUS_CR_CRITERIA_TEXT if previous_change is not None else
+                              "; after the complete response given (the previous assessment): any baseline lesion "
+                              "present again is PD") if after_complete_response else "") + "; " + TIME_POINT_NOTE + "; " + RECIST_NOTE + "; not a medical device",
         "sum_of_diameters": {"target_lesion_ids": targets, "baseline_mm": base_sum, "followup_mm": follow_sum,
                              "nadir_mm": None if nadir_sum_mm is None else float(nadir_sum_mm),
                              "change_mm": change,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from LiverTumorSegLib.cli import main
-from LiverTumorSegLib.followup import _link_groups, _overlap_counts, compare_followup, match_lesions
+from LiverTumorSegLib.followup import CR_UNCHECKED_TEXT, _link_groups, _overlap_counts, compare_followup, match_lesions
 from LiverTumorSegLib.io import write_label_map, write_volume
 from LiverTumorSegLib.phantom import PhantomLesion, make_phantom
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry
@@ -349,7 +349,7 @@ def test_recist_rules_a_radiologist_applies_at_follow_up():
     # the reason named it: 'all lesions disappeared' stood beside a lesion in the follow-up
     assert change["response_reason"] == ("all lesions disappeared; new lesion(s) in row(s) 3 are under 5 mm: "
                                          "equivocal, not counted (RECIST 1.1: if a later scan confirms one, PD "
-                                         "dates from this scan)")
+                                         "dates from this scan)" + CR_UNCHECKED_TEXT)
 
     satellite = np.ones_like(base)
     satellite[2:4, 5:19, 5:9] = 2                # target 1 shrinks to 14 x 4 mm ...

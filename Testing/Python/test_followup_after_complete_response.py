@@ -186,3 +186,32 @@ def test_response_criteria_say_where_the_nadir_came_from():
     assert "no nadir given" in criteria()
     over = compare_followup(base, follow, alignment="none", nadir_sum_mm=99.0)["warnings"]
     assert any(w.startswith("the nadir given (99.0 mm) is above the baseline's sum") for w in over), over
+
+
+def test_a_cr_says_what_the_liver_label_maps_cannot_show_and_a_previous_reports_cr_is_named_automatic(tmp_path):
+    """RECIST 1.1's CR is every target and non-target lesion gone and every pathological lymph node under 10 mm short
+    axis, in the whole patient; the reason read 'all lesions disappeared' of the liver label maps alone. A next
+    follow-up with --previous took that CR as a complete response, and only a warning said it was an automatic,
+    unconfirmed one: its response_criteria said 'after the complete response given', as of a reader's CR."""
+    from LiverTumorSegLib.followup import CR_UNCHECKED_TEXT, PREVIOUS_CR_CRITERIA_TEXT
+
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 1.0))
+    paths = {}
+    for name, boxes in (("base", BASELINE), ("gone", []), ("back", [SMALL_TARGET])):
+        paths[name] = write_label_map(tmp_path / f"{name}.nii.gz", _labels(boxes).array, geometry)
+    first = tmp_path / "first.json"
+    assert main(["followup", "--baseline", str(paths["base"]), "--followup", str(paths["gone"]), "--alignment",
+                 "none", "--no-picture", "-o", str(first)]) == 0
+    change = json.loads(first.read_text())
+    assert change["response"] == "CR"
+    assert change["response_reason"] == "all lesions disappeared" + CR_UNCHECKED_TEXT
+    assert "outside the liver" in CR_UNCHECKED_TEXT and "lymph node under 10 mm short axis" in CR_UNCHECKED_TEXT
+    second = tmp_path / "second.json"
+    assert main(["followup", "--baseline", str(paths["base"]), "--followup", str(paths["back"]), "--alignment",
+                 "none", "--previous", str(first), "--no-picture", "-o", str(second)]) == 0
+    change = json.loads(second.read_text())
+    assert change["response"] == "PD" and change["after_complete_response"] is True
+    assert PREVIOUS_CR_CRITERIA_TEXT in change["response_criteria"]
+    assert "automatic time-point response" in change["response_criteria"]
+    assert "after the complete response given" not in change["response_criteria"]
+    assert CR_UNCHECKED_TEXT not in change["response_reason"]  # said of a CR only

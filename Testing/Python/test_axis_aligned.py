@@ -768,3 +768,33 @@ def test_the_precision_check_of_an_oblique_ct_s_first_run_stays_this_ct_s(monkey
     check = result.report["precision"]["check"]
     assert check["this_volume"] is True and check["footprint_run"][0] == 0
     assert engine.precision_message in result.warnings
+
+
+@pytest.mark.parametrize("preset, runs", [("default", True), ("zscore_body", False), ("two_windows_histscaled", False),
+                                          ("window250_equalized", False), ("clahe", False)])
+def test_footprint_runs_only_where_a_run_s_box_gives_the_network_the_values_of_whole_aligned_slices(
+        monkeypatch, preset, runs):
+    """Training caches whole aligned slices; a run's box gave the network other values inside the CT wherever the
+    preprocessing reads the whole slice: z-score, histogram scaling or equalization statistics over the box (measured
+    on a phantom turned 30 degrees: zscore_body up to 6.8 apart), ``target_size`` (each box resized to 256 x 256: rows
+    of 0.55-1.2 mm where training had 1.34 mm), CLAHE's tiles. Those get whole aligned slices, as trained; fixed
+    windows (the default preset) keep the runs."""
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+
+    monkeypatch.setattr(axis_aligned, "FOOTPRINT_MARGIN_PIXELS", 2)
+    if preset == "clahe":
+        config = PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}], equalize="clahe")
+    else:
+        config = PreprocessingConfig.preset(preset)
+    volume = _thin_tilted_slab()
+    engine = _HUEngine()
+    engine.preprocessing = config
+    segmenter = _segmenter(engine)
+    grid = segmenter._aligned_grid(volume)
+    grid_ct = axis_aligned.resampled_onto(volume, grid)
+    found = segmenter._footprint_runs(grid_ct, volume)
+    assert (found is not None) == runs
+    result = segmenter.segment_volume(volume, checked=True)
+    assert ("footprint" in result.report["network_grid"]) == runs
+    if not runs:
+        assert len(engine.given) == 1 and engine.given[0].shape_zyx == tuple(grid.shape_zyx)

@@ -47,6 +47,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..configutil import JsonDataclassMixin
+from .labels import organ
 
 RngLike = Union[np.random.Generator, int, None]
 
@@ -158,7 +159,7 @@ def liver_hu_shift(hu: np.ndarray, labels: np.ndarray, shift_hu: float, tumor_fr
     changed. Returns a new float32 array.
     """
     lab = np.broadcast_to(labels, hu.shape)
-    weight = _organ_weight(lab >= 1)
+    weight = _organ_weight(organ(lab))
     per_voxel = np.where(lab == 2, np.float32(shift_hu * tumor_fraction), np.float32(shift_hu))
     return (np.asarray(hu, dtype=np.float32) + weight * per_voxel).astype(np.float32)
 
@@ -172,12 +173,12 @@ def smooth_liver_field(hu: np.ndarray, labels: np.ndarray, amplitude_hu: float, 
     :func:`liver_hu_shift`), and it is scaled so the largest change of any voxel is ``amplitude_hu``.
     Background (label 0) is never changed. Returns a new float32 array."""
     lab = np.broadcast_to(labels, hu.shape)
-    organ = lab >= 1
+    liver = organ(lab)
     out = np.asarray(hu, dtype=np.float32).copy()
-    if not organ.any():
+    if not liver.any():
         return out
     field = smooth_displacement(hu.shape[1:], 1.0, max(2.0, float(scale_px)), rng)[0]
-    change = _organ_weight(organ) * field[None]
+    change = _organ_weight(liver) * field[None]
     peak = float(np.abs(change).max())
     return out + change * np.float32(amplitude_hu / peak) if peak > 0 else out
 
@@ -430,7 +431,7 @@ class SliceAugmenter:
             air = bool(rng.random() < cfg.edge_context_air_fraction)
             out_hu, out_lab = cut_context(out_hu, out_lab, side, keep, air)
             params["edge_context"] = {"side": side, "keep": keep, "air": air}
-        if rng.random() < cfg.liver_shift_probability and (out_lab >= 1).any():
+        if rng.random() < cfg.liver_shift_probability and organ(out_lab).any():
             shift = float(rng.uniform(*cfg.liver_shift_range_hu))
             liver_values = out_hu[np.broadcast_to(out_lab, out_hu.shape) == 1]
             if cfg.liver_target_hu_range is not None and liver_values.size:
@@ -441,7 +442,7 @@ class SliceAugmenter:
             out_hu = liver_hu_shift(out_hu, out_lab, shift, fraction)
             params["liver_shift_hu"], params["tumor_shift_fraction"] = shift, fraction
         # drawn only when switched on, so recipes without it keep their random stream (and weights)
-        if cfg.liver_field_probability > 0 and rng.random() < cfg.liver_field_probability and (out_lab >= 1).any():
+        if cfg.liver_field_probability > 0 and rng.random() < cfg.liver_field_probability and organ(out_lab).any():
             amplitude = float(rng.uniform(*cfg.liver_field_amplitude_hu))
             scale_mm = float(rng.uniform(*cfg.liver_field_scale_mm))
             out_hu = smooth_liver_field(out_hu, out_lab, amplitude, scale_mm / pixel_mm, rng)

@@ -6,6 +6,10 @@
   (the mean of weight x loss, not CE's weighted mean); ``dice_focal``.
 :class:`DeepSupervisionLoss` applies a loss to the main output and to auxiliary outputs (upsampled to the
 target size), with weights halving per level by default.
+
+Target pixels of :data:`~.labels.IGNORE_LABEL` (an oblique CT's aligned grid outside its footprint) count in no
+loss: CE and focal average over the other pixels, Dice sums over them; a batch without any other pixel gives 0. A
+target without it takes the same computation as before, value for value.
 """
 from typing import List, Optional, Sequence
 
@@ -14,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from .labels import IGNORE_LABEL
 
 
 def _weights_tensor(class_weights: Optional[Sequence[float]], logits: torch.Tensor) -> Optional[torch.Tensor]:
@@ -26,7 +31,7 @@ def _weights_tensor(class_weights: Optional[Sequence[float]], logits: torch.Tens
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5,
-                   include_background: bool = False) -> torch.Tensor:
+                   include_background: bool = False, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``1 - mean_k dice_k`` of softmax probabilities, summed over batch and pixels per class (MONAI's DiceLoss
     with ``batch=True``, ``smooth_nr = smooth_dr = smooth``).
 
@@ -34,10 +39,17 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
     stays well below ``smooth``; any real prediction gives it about 0 (a perfect prediction of a tumor-free
     batch at logit margin 10: loss 0.5, at 30: 0). So in a tumor-free batch this term pushes the tumor
     probability towards 0 everywhere.
+
+    ``valid`` (bool ``(N, H, W)``): only those pixels count (the others' target may be any value).
     """
     num_classes = logits.shape[1]
     probs = torch.softmax(logits.float(), dim=1)
+    if valid is not None:
+        target = torch.where(valid, target.long(), torch.zeros_like(target, dtype=torch.long))
     onehot = F.one_hot(target.long(), num_classes).permute(0, 3, 1, 2).float()
+    if valid is not None:
+        keep = valid.unsqueeze(1).float()
+        probs, onehot = probs * keep, onehot * keep
     start = 0 if include_background else 1
     probs, onehot = probs[:, start:], onehot[:, start:]
     dims = (0, 2, 3)
@@ -48,15 +60,17 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
-               class_weights: Optional[Sequence[float]] = None) -> torch.Tensor:
-    """Mean over pixels of ``-w_t (1 - p_t)^gamma log p_t``."""
+               class_weights: Optional[Sequence[float]] = None, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean over pixels (``valid``, bool ``(N, H, W)``: over those) of ``-w_t (1 - p_t)^gamma log p_t``."""
+    if valid is not None:
+        target = torch.where(valid, target.long(), torch.zeros_like(target, dtype=torch.long))
     logp = F.log_softmax(logits.float(), dim=1)
     logp_t = logp.gather(1, target.long().unsqueeze(1)).squeeze(1)
     loss = -((1.0 - logp_t.exp()) ** gamma) * logp_t
     w = _weights_tensor(class_weights, logits)
     if w is not None:
         loss = loss * w[target.long()]
-    return loss.mean()
+    return loss.mean() if valid is None else loss[valid].mean()
 
 
 class SegmentationLoss(nn.Module):
@@ -70,6 +84,9 @@ class SegmentationLoss(nn.Module):
         self.class_weights = list(class_weights) if class_weights is not None else None
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ignored = target == IGNORE_LABEL
+        if bool(ignored.any()):
+            return self._with_ignored(logits, target, ~ignored)
         total = logits.new_zeros((), dtype=torch.float32)
         if self.name in ("ce", "dice_ce"):
             total = total + F.cross_entropy(logits.float(), target.long(),
@@ -78,6 +95,22 @@ class SegmentationLoss(nn.Module):
             total = total + focal_loss(logits, target, class_weights=self.class_weights)
         if self.name in ("dice", "dice_ce", "dice_focal"):
             total = total + soft_dice_loss(logits, target)
+        return total
+
+    def _with_ignored(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` of a target holding :data:`~.labels.IGNORE_LABEL`: only ``valid`` pixels count; none
+        valid: 0 (with the logits' graph, so that every rank's backward still runs)."""
+        if not bool(valid.any()):
+            return logits.float().sum() * 0.0
+        total = logits.new_zeros((), dtype=torch.float32)
+        if self.name in ("ce", "dice_ce"):
+            total = total + F.cross_entropy(logits.float(), target.long(),
+                                            weight=_weights_tensor(self.class_weights, logits),
+                                            ignore_index=IGNORE_LABEL)
+        if self.name in ("focal", "dice_focal"):
+            total = total + focal_loss(logits, target, class_weights=self.class_weights, valid=valid)
+        if self.name in ("dice", "dice_ce", "dice_focal"):
+            total = total + soft_dice_loss(logits, target, valid=valid)
         return total
 
 
@@ -119,10 +152,12 @@ class DeepSupervisionLoss(nn.Module):
 
 
 def dice_per_class(pred: torch.Tensor, target: torch.Tensor) -> dict:
-    """Hard liver (label >= 1) and tumor (label == 2) Dice counts of integer maps: intersections and sums,
-    for accumulating over a whole volume. Returns ``{"liver": (inter, sum), "tumor": (inter, sum)}``."""
+    """Hard liver (label 1 or 2) and tumor (label == 2) Dice counts of integer maps: intersections and sums,
+    for accumulating over a whole volume (a target pixel of :data:`~.labels.IGNORE_LABEL` counts in neither map).
+    Returns ``{"liver": (inter, sum), "tumor": (inter, sum)}``."""
     out = {}
-    for name, fn in (("liver", lambda t: t >= 1), ("tumor", lambda t: t == 2)):
-        a, b = fn(pred), fn(target)
+    valid = target != IGNORE_LABEL
+    for name, fn in (("liver", lambda t: (t == 1) | (t == 2)), ("tumor", lambda t: t == 2)):
+        a, b = fn(pred) & valid, fn(target)
         out[name] = (float((a & b).sum()), float(a.sum() + b.sum()))
     return out

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..errors import InputError
 from .augmentation import _log_uniform
+from .labels import organ
 
 METAL_HU = 3071.0
 """HU given to the metal's own pixels: the ceiling of a 12-bit CT (-1024..3071), where steel and titanium land."""
@@ -271,7 +272,7 @@ def _pick_metal_centre(hu_yx: np.ndarray, labels_yx: np.ndarray, rng: np.random.
     hu = hu_yx[y0:y1, x0:x1]
     u = rng.random()
     kind = "bone" if u < 0.4 else ("liver" if u < 0.75 else "body")
-    candidates = {"bone": hu > 300.0, "liver": labels_yx[y0:y1, x0:x1] >= 1, "body": hu > -200.0}[kind]
+    candidates = {"bone": hu > 300.0, "liver": organ(labels_yx[y0:y1, x0:x1]), "body": hu > -200.0}[kind]
     ys, xs = np.nonzero(candidates)
     if ys.size == 0:
         ys, xs = np.nonzero(hu > -200.0)

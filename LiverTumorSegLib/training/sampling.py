@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..preprocessing.preprocessor import context_positions, slices_at
+from .labels import IGNORE_LABEL, organ
 from .slice_cache import CachedCase
 
 # augmenter(hu (T, H, W), labels (T, H, W), rng) -> (hu, labels); lesion_inserter likewise + spacing
@@ -53,7 +54,7 @@ def crop_box(labels_hw: np.ndarray, patch: int, rng: np.random.Generator, liver_
     image is smaller; :func:`crop_with_padding` pads). With probability ``liver_bias`` and liver present,
     the crop is centred on a random liver pixel; else on a random pixel."""
     h, w = labels_hw.shape
-    ys, xs = np.nonzero(labels_hw >= 1)
+    ys, xs = np.nonzero(organ(labels_hw))
     if ys.size and rng.random() < liver_bias:
         k = rng.integers(ys.size)
         cy, cx = int(ys[k]), int(xs[k])
@@ -187,7 +188,8 @@ class PatchDataset:
         y0, x0 = (jittered_start(start, n, self.patch_size, jitter, rng) for start, n in zip((y0, x0), hu.shape[1:]))
         y0, x0 = y0 - (region - self.patch_size) // 2, x0 - (region - self.patch_size) // 2
         hu = crop_with_padding(hu, y0, x0, region, self.pad_hu)
-        labels = crop_with_padding(labels, y0, x0, region, 0)
+        # beyond an aligned-grid case's slices: outside its CT's footprint too (ignored, as inside them)
+        labels = crop_with_padding(labels, y0, x0, region, IGNORE_LABEL if getattr(case, "network_grid", None) else 0)
         if self.lesion_inserter is not None:  # its 3D lesions span the stack's own slice distance
             stack_spacing = (float(case.spacing_zyx[0]) * offset,) + tuple(case.spacing_zyx[1:])
             hu, labels = self.lesion_inserter(hu, labels, stack_spacing, rng)

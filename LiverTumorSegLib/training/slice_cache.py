@@ -2,7 +2,7 @@
 
 Per case the cache holds ``hu`` ``(z, H, W)`` float32 HU on the network grid (after
 ``SlicePreprocessor.spatial_forward``), ``labels`` ``(z, H, W)`` uint8 (nearest-neighbour
-``labels_forward``) and a JSON sidecar (source files, sizes, spacings, liver and tumor slice indices, the
+``labels_forward``; on an oblique CT's patient-aligned grid :data:`~.labels.IGNORE_LABEL` outside its footprint) and a JSON sidecar (source files, sizes, spacings, liver and tumor slice indices, the
 SHA-256 of the canonical CT's voxels, :func:`~.datasets.voxel_digest`, which finds one scan saved as two files, and
 the ``resampling_fill`` found, or null). A CT in HU with a resampling's fill outside its original field of view
 (:mod:`~..inference.resampling_fill`, SimpleITK's default 0 HU) is cached with -1024 HU there, as ``segment`` gives
@@ -31,10 +31,12 @@ from ..errors import InputError, option_hint
 from ..fileutil import atomic_output
 from ..inference.body_size import body_diameter_mm
 from .datasets import Case, load_case, voxel_digest
+from .labels import IGNORE_LABEL, organ
 
-CACHE_VERSION = 4  # 2: shrunk labels take the largest bilinear share (were nearest: half a pixel off at 2:1); 3: a
+CACHE_VERSION = 5  # 2: shrunk labels take the largest bilinear share (were nearest: half a pixel off at 2:1); 3: a
 # resampling's fill outside the original field of view is cached as -1024 HU, as segment gives it to the network;
-# 4: an oblique CT is cached on segment's patient-aligned grid (oblique_grid "aligned"; it was cached as stored)
+# 4: an oblique CT is cached on segment's patient-aligned grid (oblique_grid "aligned"; it was cached as stored);
+# 5: on that grid, the labels outside the CT's footprint are IGNORE_LABEL (were background); axial CTs as before
 
 OBLIQUE_GRIDS = ("aligned", "stored")
 """Training's ``oblique_grid``: ``aligned`` (default) caches a CT turned more than
@@ -354,7 +356,7 @@ def _usable_entry(meta_path: Path, hu_path: Path, lab_path: Path, signature: Dic
 def slice_indices(labels_zhw: np.ndarray) -> Tuple[List[int], List[int]]:
     """(slices holding any liver or tumor, slices holding tumor) of a ``(z, H, W)`` label stack."""
     flat = labels_zhw.reshape(labels_zhw.shape[0], -1)
-    liver = np.flatnonzero((flat >= 1).any(axis=1)).tolist()
+    liver = np.flatnonzero(organ(flat).any(axis=1)).tolist()  # IGNORE_LABEL is no liver
     tumor = np.flatnonzero((flat == 2).any(axis=1)).tolist()
     return liver, tumor
 
@@ -489,11 +491,15 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
         config = preprocessor.config
         target = None if getattr(config, "target_size", None) else getattr(config, "target_spacing_mm", None)
         network_ct, network_labels, grid_record = aligned_network_ct(network_ct, labels, target)
+    inside = None if grid_record is None else _footprint_on_grid(network_ct, volume)
     hu_net, info = preprocessor.spatial_forward(network_ct.array, network_ct.spacing_zyx)
     spacing_net = list(network_spacing(info, network_ct, hu_net.shape))
     del network_ct
     lab_net = preprocessor.labels_forward(network_labels, info)
     del network_labels
+    if inside is not None:  # outside the CT's footprint (and the padding beyond the grid): no loss counts it
+        lab_net[preprocessor.labels_forward(inside, info) == 0] = IGNORE_LABEL
+    del inside
     hu_net = np.ascontiguousarray(hu_net, dtype=np.float32)
     lab_net = np.ascontiguousarray(lab_net, dtype=np.uint8)
     liver, tumor = slice_indices(lab_net)
@@ -512,6 +518,15 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
     with atomic_output(meta_path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(meta), encoding="utf-8")
     return _record(case, meta, hu_path, lab_path)
+
+
+def _footprint_on_grid(grid_ct: Any, volume: Any) -> np.ndarray:
+    """uint8 ``(z, y, x)`` on ``grid_ct``'s patient-aligned grid: 1 within the footprint of the canonical CT
+    ``volume`` (:func:`~..inference.axis_aligned.footprint`), where ``segment`` brings the network's labels back onto
+    the CT; 0 where the grid holds only the CT's edge voxels repeated and ``segment`` labels nothing."""
+    from ..inference.axis_aligned import footprint
+
+    return footprint(grid_ct.geometry, grid_ct.shape_zyx, volume.geometry, volume.shape_zyx).view(np.uint8)
 
 
 def _check_cache_writable(folder: Path, case: Case) -> None:

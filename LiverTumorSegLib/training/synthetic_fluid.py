@@ -103,7 +103,9 @@ def insert_perihepatic_fluid(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Se
     """
     from scipy.ndimage import distance_transform_edt
 
-    liver = labels >= 1
+    from .labels import organ
+
+    liver = organ(labels)
     if np.count_nonzero(liver) < config.min_liver_voxels:
         return []
     spacing = np.asarray(spacing_zyx, dtype=float)

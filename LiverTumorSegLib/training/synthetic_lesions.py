@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..configutil import JsonDataclassMixin
+from .labels import organ
 
 RngLike = Union[np.random.Generator, int, None]
 
@@ -677,7 +678,7 @@ def insert_lesions(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[flo
         out_labels = lab3[hu_arr.shape[0] // 2].copy() if single_label else lab3
         return hu_new, out_labels, infos
 
-    liver = lab3 >= 1
+    liver = organ(lab3)
     if anchor_slice is not None:  # checked before any draw: a wrong index fails every time, not by chance
         if isinstance(anchor_slice, (bool, np.bool_)) or not isinstance(anchor_slice, numbers.Integral) \
                 or not 0 <= int(anchor_slice) < hu_arr.shape[0] or not liver[int(anchor_slice)].any():

@@ -38,6 +38,7 @@ from .config import TrainConfig
 from .datasets import check_dataset_labels, discover_cases, refuse_identical_images, refuse_identical_voxels
 from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
 from .logs import CsvLog, TensorBoardLog, plot_curves, read_log, remove_tensorboard_events
+from .labels import IGNORE_LABEL, organ
 from .init_from import check_same_start, load_start_package, overlap_text, patients_seen, start_record
 from .interrupts import (WorkerSetup, call_with_interrupts_held, interrupts_deferred,
                          is_worker_stopped_by_signal, stop_loader_workers)
@@ -504,8 +505,8 @@ def validate_slices(model, cases: Sequence[Any], preprocessor, device: torch.dev
     """Slice-level validation on cached (network-grid) volumes.
 
     Every case (``.hu``, ``.labels`` ``(z, H, W)``, ``.num_slices``, ``.case_id``) is predicted slice by slice
-    on whole slices; liver (label >= 1) and tumor (label 2) Dice are computed per case over the whole
-    volume (or ``max_slices`` evenly spaced slices) and averaged over cases. Tumor Dice is NaN for a case
+    on whole slices; liver (label 1 or 2) and tumor (label 2) Dice are computed per case over the whole
+    volume (without the pixels of :data:`~.labels.IGNORE_LABEL`) (or ``max_slices`` evenly spaced slices) and averaged over cases. Tumor Dice is NaN for a case
     without reference tumor (so tumor-free validation data does not reward predicting nothing).
     Returns ``{"loss", "liver_dice", "tumor_dice", "cases": [{"case", "liver_dice", "tumor_dice"}]}``.
     """
@@ -529,8 +530,9 @@ def validate_slices(model, cases: Sequence[Any], preprocessor, device: torch.dev
             if loss_fn is not None:
                 losses.append(float(loss_fn(logits, y)))
             pred = logits.argmax(1)
-            for name, sel in (("liver", lambda t: t >= 1), ("tumor", lambda t: t == 2)):
-                a, b = sel(pred), sel(y)
+            valid = y != IGNORE_LABEL  # an aligned grid outside its CT's footprint: segment labels nothing there
+            for name, sel in (("liver", organ), ("tumor", lambda t: t == 2)):
+                a, b = sel(pred) & valid, sel(y)
                 counts[name][0] += float((a & b).sum())
                 counts[name][1] += float(a.sum() + b.sum())
             has_tumor = has_tumor or bool((y == 2).any())

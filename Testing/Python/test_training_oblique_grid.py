@@ -16,6 +16,7 @@ from LiverTumorSegLib.orientation import canonicalize
 from LiverTumorSegLib.phantom import make_phantom
 from LiverTumorSegLib.preprocessing import PreprocessingConfig, SlicePreprocessor
 from LiverTumorSegLib.training.datasets import Case
+from LiverTumorSegLib.training.labels import IGNORE_LABEL
 from LiverTumorSegLib.training.slice_cache import build_slice_cache, cache_key
 from LiverTumorSegLib.volume import ImageGeometry
 
@@ -49,14 +50,18 @@ def _config(**changes):
 
 def _as_segment_gives_it(preprocessor, phantom):
     """The network grid of the CT and labels on segment's aligned grid (computed here from the CT as stored, as
-    segment reads it), labels by their largest share."""
+    segment reads it), labels by their largest share; outside the CT's footprint (where segment labels nothing)
+    IGNORE_LABEL."""
     ct = phantom.ct
     target = preprocessor.config.target_spacing_mm
     grid = axis_aligned.aligned_grid(ct.geometry, ct.shape_zyx, axis_aligned.aligned_spacing_xyz(ct, target))
     on_grid = axis_aligned.resampled_onto(ct, grid)
     labels = axis_aligned.labels_back(phantom.labels, ct.geometry, grid.geometry, grid.shape_zyx)
     hu, info = preprocessor.spatial_forward(on_grid.array, on_grid.spacing_zyx)
-    return hu, preprocessor.labels_forward(labels, info), grid
+    labels = preprocessor.labels_forward(labels, info)
+    inside = axis_aligned.footprint(grid.geometry, grid.shape_zyx, ct.geometry, ct.shape_zyx).astype(np.uint8)
+    labels[preprocessor.labels_forward(inside, info) == 0] = IGNORE_LABEL
+    return hu, labels, grid
 
 
 def test_an_oblique_training_ct_is_cached_on_the_aligned_grid_segment_uses_and_named_in_the_log(tmp_path):

@@ -1,0 +1,111 @@
+"""IGNORE_LABEL: an oblique CT's aligned-grid voxels outside its footprint (edge voxels repeated, where segment
+labels nothing) count in no loss, no validation Dice, no liver sampling. Before, they were cached and trained as
+background (liver labels repeated there as liver). Targets without it are computed exactly as before."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from LiverTumorSegLib.training.labels import IGNORE_LABEL  # noqa: E402
+from LiverTumorSegLib.training.losses import SegmentationLoss, dice_per_class  # noqa: E402
+from LiverTumorSegLib.training.sampling import crop_box  # noqa: E402
+from LiverTumorSegLib.training.slice_cache import slice_indices  # noqa: E402
+
+LOSSES = ["ce", "dice", "dice_ce", "focal", "dice_focal"]
+
+
+def _batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 3, 8, 8, generator=g)
+    target = torch.randint(0, 3, (2, 8, 8), generator=g)
+    return logits, target
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("weights", [None, [0.2, 1.0, 3.0]])
+def test_an_ignored_image_adds_nothing_to_any_loss(name, weights):
+    """A batch whose second image is all IGNORE_LABEL scores as the first image alone, whatever that image's
+    logits; its logits get no gradient."""
+    logits, target = _batch()
+    loss = SegmentationLoss(name, weights)
+    alone = loss(logits[:1], target[:1])
+    ignored = target.clone()
+    ignored[1] = IGNORE_LABEL
+    for scale in (1.0, 50.0):
+        given = logits.clone()
+        given[1] *= scale
+        given.requires_grad_(True)
+        value = loss(given, ignored)
+        assert torch.isfinite(value)
+        assert float(value.detach()) == pytest.approx(float(alone), rel=1e-5, abs=1e-6)
+        value.backward()
+        assert float(given.grad[1].abs().max()) == 0.0 and float(given.grad[0].abs().max()) > 0.0
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_a_batch_ignored_whole_gives_zero_and_a_backward(name):
+    logits, _ = _batch(1)
+    logits.requires_grad_(True)
+    value = SegmentationLoss(name)(logits, torch.full((2, 8, 8), IGNORE_LABEL, dtype=torch.long))
+    assert float(value.detach()) == 0.0
+    value.backward()
+    assert float(logits.grad.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_ignored_pixels_within_an_image_count_in_no_loss(name):
+    """Changing the logits of ignored pixels changes nothing; a target without them is scored as before."""
+    logits, target = _batch(2)
+    ignored = target.clone()
+    ignored[:, :, :3] = IGNORE_LABEL
+    loss = SegmentationLoss(name)
+    changed = logits.clone()
+    changed[:, :, :, :3] = torch.randn(2, 3, 8, 3, generator=torch.Generator().manual_seed(5)) * 10
+    assert float(loss(logits, ignored)) == pytest.approx(float(loss(changed, ignored)), rel=1e-6)
+    assert float(loss(logits, ignored)) != pytest.approx(float(loss(logits, target)), rel=1e-3)
+
+
+def test_dice_counts_leave_ignored_pixels_out():
+    target = torch.tensor([[1, 1, IGNORE_LABEL, IGNORE_LABEL], [0, 2, 0, IGNORE_LABEL]])
+    pred = torch.tensor([[1, 1, 1, 2], [0, 2, 0, 1]])
+    counts = dice_per_class(pred, target)
+    assert counts["liver"] == (3.0, 6.0) and counts["tumor"] == (1.0, 2.0)
+
+
+def test_an_ignored_voxel_is_no_liver_to_sample():
+    labels = np.zeros((3, 6, 6), dtype=np.uint8)
+    labels[0] = IGNORE_LABEL
+    labels[1, 2, 2] = 1
+    labels[2, 3, 3] = 2
+    assert slice_indices(labels) == ([1, 2], [2])
+    only_ignored = np.full((40, 40), IGNORE_LABEL, dtype=np.uint8)
+    only_ignored[30, 30] = 1
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # always centred on the one liver pixel (liver_bias 1)
+        assert crop_box(only_ignored, 8, rng, 1.0) == (26, 26)
+
+
+def test_slice_validation_scores_no_ignored_pixel():
+    """A network saying liver exactly where the slice is liver and background on its ignored half: liver Dice 1
+    (the ignored half read as liver gave 0.67), and a finite loss."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig, SlicePreprocessor
+    from LiverTumorSegLib.training.trainer import validate_slices
+
+    labels = np.ones((2, 8, 8), dtype=np.uint8)
+    labels[:, :, 4:] = IGNORE_LABEL
+    case = SimpleNamespace(case_id="c", hu=np.zeros((2, 8, 8), dtype=np.float32), labels=labels, num_slices=2,
+                           spacing_zyx=(3.0, 1.5, 1.5))
+    preprocessor = SlicePreprocessor(PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}],
+                                                         context_slices=0, crop_to_body=False, size_multiple=8))
+
+    class Liver(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 3, x.shape[2], x.shape[3])
+            logits[:, 1, :, :4] = 5.0
+            return logits
+
+    result = validate_slices(Liver(), [case], preprocessor, torch.device("cpu"), 2, SegmentationLoss("dice_ce"))
+    assert result["liver_dice"] == pytest.approx(1.0)
+    assert np.isfinite(result["loss"])

@@ -815,8 +815,10 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         report is kept with the table (``mrml.change_report_of``), so a table of a scene loaded from disk has it too."""
         c = self.compare
         change = mrml.change_report_of(c["table"].mrmlTableNode())
-        if change is None:
-            slicer.util.errorDisplay(panel_text.NO_CHANGE_REPORT_TO_SAVE)
+        try:  # before the dialog: an empty or hand-edited report was refused after it, or saved and refused later
+            followup_job.check_change_report_to_save(change)
+        except LiverTumorSegError as exc:
+            slicer.util.errorDisplay(str(exc))
             return
         path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), "Save the change report", "change.json",
                                               "Change report (*.json)")

@@ -966,11 +966,18 @@ def read_previous_change(path: Any, source: str = "--previous", advice: Optional
         change = json.loads(source_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{where} is not a readable JSON file ({exc}); {give_written}.") from exc
-    sums = change.get("sum_of_diameters") if isinstance(change, dict) else None
-    if not isinstance(sums, dict) or "response" not in change or "baseline_mm" not in sums:
+    if not is_change_report(change):
         raise InputError(f"{where} is not a followup change report (no response and sum_of_diameters); "
                          f"{give_written}.")
     return change
+
+
+def is_change_report(change: Any) -> bool:
+    """Whether ``change`` (JSON read back) is a ``followup`` change report that :func:`read_previous_change` takes
+    as the previous follow-up's: an object with a ``response`` and a ``sum_of_diameters`` object with its
+    ``baseline_mm``. The Slicer panel checks the report it is asked to save with it, before its save dialog."""
+    sums = change.get("sum_of_diameters") if isinstance(change, dict) else None
+    return isinstance(sums, dict) and "response" in change and "baseline_mm" in sums
 
 
 def previous_assessment(previous: Dict[str, Any], target_ids: Sequence[int], baseline_sum_mm: Optional[float],

@@ -11,8 +11,8 @@ from typing import Any, Dict, List, Optional
 
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
-from LiverTumorSegLib.followup import (check_after_complete_response, check_nadir_sum_mm, read_previous_change,
-                                      write_change_report)
+from LiverTumorSegLib.followup import (check_after_complete_response, check_nadir_sum_mm, is_change_report,
+                                      read_previous_change, write_change_report)
 
 from . import panel_text
 from .childjob import (DONE, ChildJob, check_shown_in_scratch_scene, last_error_line,
@@ -69,6 +69,18 @@ def check_previous_report_alone(previous_report: Optional[str], nadir_sum_mm: Op
                      f"response; clear '{given}' (or clear the report to give them by hand).")
 
 
+def check_change_report_to_save(change: Optional[Dict[str, Any]]) -> None:
+    """InputError, in the panel's words, unless ``change`` (the report kept with the change table shown,
+    :func:`~LiverTumorSegLib.mrml.change_report_of`) is a change report the next follow-up's *Previous follow-up
+    report* field takes (:func:`~LiverTumorSegLib.followup.is_change_report`): none or an empty one, nothing to save;
+    JSON that is no change report (its text node edited by hand), refused here and not first when named as the
+    previous report. The panel checks it before its save dialog opens."""
+    if not change:
+        raise InputError(panel_text.NO_CHANGE_REPORT_TO_SAVE)
+    if not is_change_report(change):
+        raise InputError(panel_text.NOT_A_CHANGE_REPORT_TO_SAVE)
+
+
 def save_change_report(change: Dict[str, Any], path: str, previous_report: Optional[str] = None) -> str:
     """Write the comparison's change report (``change``, the follow-up command's JSON as the panel shows it) to
     ``path`` (``.json`` added when it has no suffix), replacing a file there (the save dialog asked), so that the next
@@ -77,8 +89,7 @@ def save_change_report(change: Dict[str, Any], path: str, previous_report: Optio
     this one's. Returns the path written."""
     from pathlib import Path
 
-    if not change:
-        raise InputError(panel_text.NO_CHANGE_REPORT_TO_SAVE)
+    check_change_report_to_save(change)
     if not str(path or "").strip():
         raise InputError("Give a file name for the change report (e.g. change_followup2.json).")
     target = Path(str(path).strip())

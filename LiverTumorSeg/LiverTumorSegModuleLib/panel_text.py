@@ -526,6 +526,12 @@ SAVE_CHANGE_REPORT_TOOLTIP = (
 NO_CHANGE_REPORT_TO_SAVE = ("No comparison to save: press Compare first (the change table shown, if any, keeps no "
                             "report: it was made by an earlier version, or its 'change report' text node was deleted "
                             "or its text edited).")
+NOT_A_CHANGE_REPORT_TO_SAVE = ("Nothing saved: the report the change table shown keeps is not a followup change report "
+                               "(no response and sum_of_diameters: its 'change report' text node was edited), so it "
+                               "could not be given as the next follow-up's Previous follow-up report; press Compare "
+                               "again to make a new one.")
+"""*Save change report...* on a table whose kept report is JSON but no change report (its text node edited by hand):
+said before the save dialog opens, as the previous-report field would refuse the file later."""
 
 
 def change_report_saved_text(path: str) -> str:

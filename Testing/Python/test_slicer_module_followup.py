@@ -813,6 +813,55 @@ def test_the_change_report_is_saved_with_the_scene_and_save_change_report_works_
     assert all(cause in errors[0] for cause in ("earlier version", "deleted", "text edited"))
 
 
+def test_save_change_report_refuses_a_hand_edited_report_before_its_dialog_opens(module, monkeypatch, tmp_path):
+    """A change table whose kept report text is JSON but no change report (edited by hand to {"foo": 1}) was saved
+    by *Save change report...* as if it were one, and refused only later when named as the next follow-up's
+    *Previous follow-up report* (or ``followup --previous``); an emptied one ('{}') was refused only after the save
+    dialog. Both are refused now before any dialog opens, with the panel's message naming what is wrong; the library
+    call ``save_change_report`` refuses such a report too, and a real report is still saved."""
+    import types
+
+    import slicer.util
+
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.followup import read_previous_change
+
+    m, mrml = module.m, module.mrml
+    table = mrml.create_change_table_node(module.scene, {"response": "SD", "lesions": [], "sum_of_diameters": {
+        "target_lesion_ids": [1], "baseline_mm": 20.0, "followup_mm": 19.0, "nadir_mm": None}})
+    text_node = table.GetNodeReference(mrml.CHANGE_REPORT_ROLE)
+    widget = m.LiverTumorSegWidget()
+    widget.compare = {"table": types.SimpleNamespace(mrmlTableNode=lambda: table),
+                      "previousChangeReport": types.SimpleNamespace(currentPath=""),
+                      "result": types.SimpleNamespace(text="RECIST 1.1 response: SD")}
+    errors, dialogs, saved_to = [], [], str(tmp_path / "fu1.json")
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: errors.append(text))
+    monkeypatch.setattr(m.qt, "QFileDialog", types.SimpleNamespace(
+        getSaveFileName=lambda *a: dialogs.append(a) or saved_to), raising=False)
+    monkeypatch.setattr(slicer.util, "mainWindow", lambda *a, **k: None, raising=False)
+    for edited, expected in (('{"foo": 1}', m.panel_text.NOT_A_CHANGE_REPORT_TO_SAVE),
+                             ('{"response": "SD"}', m.panel_text.NOT_A_CHANGE_REPORT_TO_SAVE),
+                             ('{"response": "SD", "sum_of_diameters": {}}', m.panel_text.NOT_A_CHANGE_REPORT_TO_SAVE),
+                             ("{}", m.panel_text.NO_CHANGE_REPORT_TO_SAVE)):
+        text_node.SetText(edited)
+        errors[:] = []
+        widget.onSaveChangeReport()
+        assert (errors, dialogs) == ([expected], []), edited
+        assert not (tmp_path / "fu1.json").exists() and widget.compare["result"].text == "RECIST 1.1 response: SD"
+    assert "no response and sum_of_diameters" in m.panel_text.NOT_A_CHANGE_REPORT_TO_SAVE
+    with pytest.raises(InputError, match="is not a followup change report"):
+        m.followup_job.save_change_report({"foo": 1}, saved_to)
+    assert not (tmp_path / "fu1.json").exists()
+    # the report as Compare kept it: the dialog opens and the file is one the previous-report field takes
+    mrml.create_change_table_node(module.scene, {"response": "PR", "lesions": [], "sum_of_diameters": {
+        "target_lesion_ids": [1], "baseline_mm": 20.0, "followup_mm": 12.0, "nadir_mm": None}}, table_node=table)
+    errors[:] = []
+    widget.onSaveChangeReport()
+    assert errors == [] and len(dialogs) == 1
+    assert read_previous_change(saved_to)["response"] == "PR"
+    assert m.followup_job.previous_report_from_text(saved_to) == saved_to
+
+
 def test_errors_about_the_previous_report_name_the_panels_field_and_what_to_do_there(module, tmp_path):
     """Shown in the panel, the errors about the previous follow-up report ended in the command line's words ('give the
     change.json that followup wrote ...'), and the child's 'another baseline' error named no field: they now name the

@@ -275,9 +275,11 @@ def tagged_names_hint(only_pred: Sequence[str], only_ref: Sequence[str]) -> str:
         return ""
     shown = ", ".join(f"'{base}' -> '{name}'" for _, base, name in pairs[:3]) + (" ..." if len(pairs) > 3 else "")
     side = pairs[0][0] if len({side for side, _, _ in pairs}) == 1 else "file"
+    # the example names no extension: 'case0.nii.gz' was advised for a 'case0_liver_tsv1.nrrd' too, which renamed so
+    # is a NRRD file under a NIfTI name; and where both sides held such names it read 'each file file'
     return (f" {len(pairs)} {side} name(s) are another case's name with a tag after it ({shown}), which case names "
-            f"do not drop: rename (or link) each {side} file to its case's name (e.g. "
-            f"'{pairs[0][1]}.nii.gz'), so that prediction and reference share one.")
+            f"do not drop: rename (or link) each such file to its case's name, keeping its extension (e.g. "
+            f"'{pairs[0][2]}' as '{pairs[0][1]}'), so that prediction and reference share one.")
 
 
 def _pair_cases(preds: "OrderedDict[str, Path]", refs: "OrderedDict[str, Path]") -> List[Tuple[str, Path, Path]]:

@@ -1222,7 +1222,8 @@ def test_references_named_with_a_tag_after_the_case_name_are_named_so(tmp_path, 
     err = capsys.readouterr().err
     assert "No case name matches" in err
     assert "2 reference name(s) are another case's name with a tag after it ('case0' -> 'case0_liver_tsv1', " \
-           "'case1' -> 'case1-gt')" in err and "rename (or link) each reference file" in err, err
+           "'case1' -> 'case1-gt')" in err and "rename (or link) each such file to its case's name, keeping its " \
+                                              "extension (e.g. 'case0_liver_tsv1' as 'case0')" in err, err
     _case(tmp_path / "ref", "case2.nii.gz")
     with caplog.at_level(logging.WARNING):
         assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out2",
@@ -1421,3 +1422,17 @@ def test_nrrd_and_metaimage_cts_beside_their_label_maps_in_a_ref_folder_are_scre
     assert "hold CT values" not in capsys.readouterr().err + caplog.text
     cases = list(csv.DictReader((tmp_path / "out2" / "cases.csv").open(encoding="utf-8")))
     assert [row["case"] for row in cases] == ["case0", "case1"]
+
+
+def test_the_tagged_names_hint_keeps_each_files_extension_and_reads_right_for_both_sides():
+    """The hint advised 'case0.nii.gz' whatever the tagged file's format (a NRRD reference renamed so is a NRRD file
+    under a NIfTI name, refused when read), and where predictions and references both held such names it said
+    'rename (or link) each file file'."""
+    from LiverTumorSegLib.commands.evaluate import tagged_names_hint
+
+    mixed = tagged_names_hint(["case0", "case1-gt"], ["case0_liver_tsv1", "case1"])
+    assert "2 file name(s) are another case's name" in mixed
+    assert "file file" not in mixed and ".nii.gz" not in mixed, mixed
+    assert "rename (or link) each such file to its case's name, keeping its extension (e.g. 'case0_liver_tsv1' " \
+           "as 'case0')" in mixed, mixed
+    assert tagged_names_hint(["case0"], ["case1"]) == ""

@@ -1114,15 +1114,12 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
     return [statuses[case.case_id] for case in cases]
 
 
-READ_AHEAD_BYTES_PER_VOXEL = 4
-"""Bytes a voxel of the next CT is counted at while it is being read (float32, the most a read CT or its network-grid
-copy takes a voxel): more than an int16 CT holds, so that the check errs towards waiting for the read."""
-
-
 def next_read_bytes(read: Optional["concurrent.futures.Future"], case: Optional[BatchCase]) -> int:
     """Bytes the read of the next ``case`` (its future ``read``) may still allocate: 0 when it has finished (its
     arrays are in memory, and counted so in the available memory) or was never started; else the voxels its header
-    gives (:func:`~LiverTumorSegLib.io.reading.read_header_geometry`) at :data:`READ_AHEAD_BYTES_PER_VOXEL`, or for
+    gives at the bytes a voxel its read holds at its peak, the stored voxels and their HU copy, as the reader's own
+    check counts them (:func:`~LiverTumorSegLib.io.reading.read_peak_bytes`: 8 for a float32 NIfTI, whose read
+    peaked at 7.6 bytes a voxel where every file was counted at 4 before; 4 for an int16 one), or for
     a DICOM folder the peak its read may hold from the headers of the files it may read, its subfolders' included
     (:func:`~LiverTumorSegLib.io.dicom.dicom_folder_read_bytes`: the files' bytes counted an int16 series at a third
     of that peak, a JPEG/RLE-compressed one at a seventh; a series in subfolders, a PACS export's
@@ -1138,10 +1135,9 @@ def next_read_bytes(read: Optional["concurrent.futures.Future"], case: Optional[
             return dicom_folder_read_bytes(path)
         if _read_as_its_folder(path):
             return dicom_folder_read_bytes(path.parent)
-        from ..io.reading import read_header_geometry
+        from ..io.reading import read_peak_bytes
 
-        _, shape_zyx = read_header_geometry(path)
-        return int(shape_zyx[0]) * int(shape_zyx[1]) * int(shape_zyx[2]) * READ_AHEAD_BYTES_PER_VOXEL
+        return read_peak_bytes(path)
     except Exception:  # noqa: BLE001 - an unreadable header: that read fails on its own; nothing counted here
         return 0
 

@@ -265,12 +265,15 @@ def _folder_headers(folder: Path) -> List[_DicomFileHeader]:
     return [h for h in headers if h is not None]
 
 
-DICOM_READ_COPIES = 3
+DICOM_READ_COPIES = 1
 """Copies of the series' voxels, in the type GDCM reads them as, that a DICOM read holds at its peak: the series
-reader's own output (kept while its per-slice tags are read), the SimpleITK image made unique for numpy, and the numpy
-array (:func:`_read_dicom_folder`). Measured (30 Nov 2026, a 512 x 512 x 100 series, second read in one process):
-peak RSS 6.0 bytes a voxel of int16, 14.0 of int32 (int16 stored with intercept -1024, signed 16 bits: 3 x 4 and
-the int16 copy); the files are 2.0 bytes a voxel uncompressed, 0.9 RLE-compressed."""
+reader's image alone (:func:`_read_dicom_folder` lets the reader go, and its hold on that image, before the voxels are
+copied), beside the HU copy made from it: int16 (2 bytes a voxel) where GDCM reads int16, else counted at 4 (int16 or
+float32). Measured (30 Nov 2026, a 512 x 512 x 100 series, second read in one process, peak RSS rise): 4.0 bytes a
+voxel of int16, 6.0 of int32 (int16 stored with intercept -1024, signed 16 bits: 4 and the int16 copy). Until then
+the reader's output was kept while its per-slice tags were read, and SimpleITK copied the image for numpy's copy: 3
+copies, 6.0 and 14.0 bytes a voxel. The files are 2.0 bytes a voxel uncompressed, 0.9 RLE-compressed. Not counted: a
+series whose rescale differs between its slices is read twice (again as float32) and holds both reads at once."""
 
 
 def _gdcm_output_itemsize(ds: Any) -> Tuple[int, bool]:
@@ -307,8 +310,8 @@ _UNCOMPRESSED_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.1
 def _file_read_bytes(path: str, size: int) -> Tuple[int, bool]:
     """``(bytes, same for another file of this size)``: what a DICOM read holds at its peak for the image file
     ``path`` of ``size`` bytes, from its header alone (pydicom, ``stop_before_pixels``): Rows x Columns x frames x
-    samples voxels at :data:`DICOM_READ_COPIES` copies of the type GDCM reads them as, and a final int16 or float32
-    copy (4 bytes a voxel) unless that type is int16. An uncompressed file's count holds for another file of its size
+    samples voxels at :data:`DICOM_READ_COPIES` copies of the type GDCM reads them as, and the HU copy: 2 bytes a
+    voxel (int16) where that type is int16, else 4 (int16 or float32). An uncompressed file's count holds for another file of its size
     in its folder (its pixel data are as many bytes); a compressed one's, or one without pixels (a DICOMDIR, a
     report: 0), does not. A file pydicom cannot read as DICOM is counted at its size (the read leaves it out, or
     fails on it), which holds for another of its size."""
@@ -328,7 +331,7 @@ def _file_read_bytes(path: str, size: int) -> Tuple[int, bool]:
     except (AttributeError, TypeError, ValueError):
         return size, False
     voxels = rows * columns * frames * samples
-    per_voxel = DICOM_READ_COPIES * itemsize + (0 if is_int16 else 4)
+    per_voxel = DICOM_READ_COPIES * itemsize + (2 if is_int16 else 4)
     return voxels * per_voxel, voxels > 0 and syntax in _UNCOMPRESSED_SYNTAXES
 
 
@@ -1085,8 +1088,14 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         note = _check_slice_positions(chosen, image, folder, positions)
         if note:
             notes.append(note)
+    # the per-slice tags still needed, then the reader let go before the voxels are copied: it keeps its output (the
+    # image's own buffer) alive, so numpy's copy made SimpleITK copy the image first (3 copies at the peak, not 2)
+    padding = _padding_hu_intervals(reader, len(chosen.files), image.GetSize()[2] if image.GetDimension() >= 3 else 1)
+    thickness_mm = multiframe_thickness_mm or _series_slice_thickness(reader, len(chosen.files))
+    del reader
     volume = _volume_from_sitk(image, f"{folder} (series {chosen.uid})")
-    padded = _apply_pixel_padding(volume, reader, len(chosen.files))
+    del image
+    padded = _apply_pixel_padding(volume, padding)
     if padded:
         volume.meta["padding_voxels"] = padded
     if notes:
@@ -1095,7 +1104,6 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
                         "modality": chosen.modality, "num_files": chosen.num_files,
                         "files": list(chosen.files),  # what a DICOM SEG of this volume references
                         "input_dicom": dicom_series_fingerprint(chosen, folder)})
-    thickness_mm = multiframe_thickness_mm or _series_slice_thickness(reader, len(chosen.files))
     if thickness_mm is not None:  # RECIST's measurable minimum is twice it above 5 mm (7 mm slices every 5 mm: 14 mm)
         volume.meta["dicom_slice_thickness_mm"] = thickness_mm
     if len(chosen.files) > 1 and volume.shape_zyx[0] != len(chosen.files):
@@ -1600,16 +1608,24 @@ def _signed_stored_value(value: float, bits: int) -> float:
     return float(low - 2 ** bits if low >= 2 ** (bits - 1) else low)
 
 
-def _apply_pixel_padding(volume: CTVolume, reader, num_files: int) -> int:
+def _padding_hu_intervals(reader, num_files: int, depth: int) -> List[Optional[Tuple[float, float]]]:
+    """For each of the ``depth`` slices a series read gave, the HU interval its file marks as padding
+    (:func:`_padding_hu_interval`; one file: every frame uses its tags), or None; read from the series reader's
+    per-file tags before the reader is let go (:func:`_read_dicom_folder`)."""
+    return [_padding_hu_interval(reader, k if num_files > 1 else 0) for k in range(depth)]
+
+
+def _apply_pixel_padding(volume: CTVolume, intervals: Sequence[Optional[Tuple[float, float]]]) -> int:
     """Set the voxels that the series marks as padding to air (:data:`PADDING_AIR_HU`), in place; returns how many.
 
     ITK/GDCM apply the rescale but not the padding, so an unsigned series padded with 63536 read its corners as
     +62512 HU (and was refused as "shifted by +1024"). Padding that maps into :data:`PHYSICAL_HU_RANGE` is left as
-    it is. ``volume.array`` is ``(z, y, x)`` with slice k read from file k (one file: every frame uses its tags)."""
+    it is. ``volume.array`` is ``(z, y, x)``; ``intervals[k]``: slice k's padding interval
+    (:func:`_padding_hu_intervals`)."""
     padded = 0
     array = volume.array
     for k in range(array.shape[0]):
-        interval = _padding_hu_interval(reader, k if num_files > 1 else 0)
+        interval = intervals[k] if k < len(intervals) else None
         if interval is None or (PHYSICAL_HU_RANGE[0] <= interval[0] and interval[1] <= PHYSICAL_HU_RANGE[1]):
             continue
         mask = (array[k] >= interval[0]) & (array[k] <= interval[1])

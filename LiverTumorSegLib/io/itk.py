@@ -80,8 +80,15 @@ def _volume_from_sitk(image, source: str, uint8_if_fits: bool = False) -> CTVolu
         extract = list(shape) + [0] * (image.GetDimension() - 3)
         image = sitk.Extract(image, extract, index)
     check_geometry_values(image.GetSpacing(), image.GetOrigin(), image.GetDirection(), source)
-    return _volume_from_voxels(sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetOrigin(),
-                               image.GetDirection(), source, uint8_if_fits)
+    # the HU array made from a view of the image's buffer, copied only when it is that buffer (an int16 CT): numpy's
+    # copy (GetArrayFromImage) and then the HU copy held 3 copies of an int32 or float64 read at once, not 2
+    view = sitk.GetArrayViewFromImage(image)
+    array = to_hu_dtype(view, uint8_if_fits)
+    if np.may_share_memory(array, view):  # the view lives only as long as the image: an array of its own
+        array = np.array(array, copy=True)
+    del view
+    return _volume_from_voxels(array, image.GetSpacing(), image.GetOrigin(), image.GetDirection(), source,
+                               uint8_if_fits)
 
 
 def _volume_from_voxels(voxels_zyx: np.ndarray, spacing_xyz: Sequence[float], origin_xyz: Sequence[float],

@@ -271,6 +271,26 @@ def hu_copy_itemsize(stored_itemsize: int, scaled: bool) -> int:
     return 4 if scaled else max(2, min(4, int(stored_itemsize)))
 
 
+def _read_as_scaled(image: Any, slope: float, inter: float) -> bool:
+    """Whether :func:`_read_nifti` scales the stored values of the loaded NIfTI ``image`` (``slope``, ``inter``:
+    :func:`_nifti_scaling`) into a float32 copy: a scale other than (1, 0), unless it is a probability map as written
+    (:func:`_stored_as_probability_255`)."""
+    header = image.header
+    return (slope, inter) != (1.0, 0.0) and \
+        not _stored_as_probability_255(_nifti_content(header), header, slope, inter)
+
+
+def nifti_read_itemsizes(image: Any) -> Tuple[int, int]:
+    """``(read, copy)`` bytes a voxel that :func:`_read_nifti` of the loaded (header only) NIfTI ``image`` holds at
+    its peak: the stored voxels it read (as float32 at least when scaled) and the HU copy beside them
+    (:func:`hu_copy_itemsize`). Its own memory check counts them, and so does a batch's count of a read ahead
+    (:func:`~LiverTumorSegLib.io.reading.read_peak_bytes`)."""
+    slope, inter = _nifti_scaling(image)
+    scaled = _read_as_scaled(image, slope, inter)
+    stored_itemsize = int(image.header.get_data_dtype().itemsize)
+    return (max(4, stored_itemsize) if scaled else stored_itemsize), hu_copy_itemsize(stored_itemsize, scaled)
+
+
 def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     """A NIfTI file as a :class:`CTVolume` (``uint8_if_fits``: see :func:`~.conversions.to_hu_dtype`)."""
     import nibabel as nib
@@ -301,11 +321,10 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
                          f"slope (1 for Hounsfield units). Fix scl_slope in the header, or export the file again.")
     warnings += _unused_intercept_warnings(path)
     content = _nifti_content(header)
-    scaled = (slope, inter) != (1.0, 0.0) and not _stored_as_probability_255(content, header, slope, inter)
+    scaled = _read_as_scaled(image, slope, inter)
     warnings += _check_data_fits_file(path, shape, header, int(getattr(image.dataobj, "offset", 0) or 0))
-    stored_itemsize = int(header.get_data_dtype().itemsize)
-    check_memory_for_read(shape, max(4, stored_itemsize) if scaled else stored_itemsize, str(path),
-                          copy_itemsize=hu_copy_itemsize(stored_itemsize, scaled))
+    read_itemsize, copy_itemsize = nifti_read_itemsizes(image)
+    check_memory_for_read(shape, read_itemsize, str(path), copy_itemsize=copy_itemsize)
     try:
         if full_suffix(path) == ".nii.gz":  # few, large zlib calls (io.gzip_inflate) instead of nibabel's gzip
             data = _gzip_voxels(path, image, shape, warnings)

@@ -142,12 +142,30 @@ def read_header_geometry(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int,
     """``(geometry, shape_zyx)`` of a NIfTI, NRRD or MetaImage file from its header alone (no voxels read), as
     :func:`read_volume` would build them (NIfTI: sform before qform, as nibabel). Raises InputError when the
     file is not one of those or its header is unreadable."""
+    geometry, shape_zyx, _ = _read_header(path)
+    return geometry, shape_zyx
+
+
+def read_peak_bytes(path: PathLike) -> int:
+    """The most memory :func:`read_volume` of the NIfTI, NRRD or MetaImage file ``path`` holds at its peak, from its
+    header alone, as the reader's own memory check counts it: its voxels at the bytes a voxel of the stored voxels it
+    reads and of the Hounsfield copy it makes of them (NIfTI: :func:`~.nifti.nifti_read_itemsizes`, e.g. 8 for a
+    float32 file, 4 for an int16 one; NRRD/MetaImage: twice the stored item size). Raises InputError as
+    :func:`read_header_geometry` does. A batch counted every such read ahead at 4 bytes a voxel, where reading a
+    512 x 512 x 100 float32 ``.nii.gz`` peaked at 7.6 (docs/speed.md)."""
+    _, shape_zyx, (read_itemsize, copy_itemsize) = _read_header(path)
+    return int(shape_zyx[0]) * int(shape_zyx[1]) * int(shape_zyx[2]) * (int(read_itemsize) + int(copy_itemsize))
+
+
+def _read_header(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int, int], Tuple[int, int]]:
+    """``(geometry, shape_zyx, (read, copy) bytes a voxel)`` of :func:`read_header_geometry` and
+    :func:`read_peak_bytes`."""
     path = check_path_encoding(path, "Input")
     suffix = full_suffix(path)
     if suffix in NIFTI_SUFFIXES:
         import nibabel as nib
 
-        from .nifti import _nifti_geometry
+        from .nifti import _nifti_geometry, nifti_read_itemsizes
         try:
             image = nib.load(str(path), mmap=False)
         except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
@@ -155,8 +173,10 @@ def read_header_geometry(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int,
             raise InputError(f"Cannot read the NIfTI header of '{path}'.") from None
         geometry, _ = _nifti_geometry(image.header, str(path), warn=False)
         shape_xyz = tuple(int(n) for n in image.shape[:3])
+        itemsizes = nifti_read_itemsizes(image)
     elif suffix in ITK_SUFFIXES:
-        from .itk import _direction_3d, _quiet_itk, check_header_dimension, itk_file_reader, non_ascii_path_hint
+        from .itk import (_direction_3d, _itk_itemsize, _quiet_itk, check_header_dimension, itk_file_reader,
+                          non_ascii_path_hint)
         check_header_dimension(path)
         reader = itk_file_reader(path)
         try:
@@ -168,9 +188,11 @@ def read_header_geometry(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int,
         spacing, direction = unit_direction(tuple(reader.GetSpacing())[:3], _direction_3d(reader))
         geometry = ImageGeometry(spacing=spacing, origin=tuple(reader.GetOrigin())[:3], direction=direction)
         shape_xyz = tuple(int(n) for n in (tuple(reader.GetSize()) + (1, 1))[:3])
+        stored = _itk_itemsize(reader.GetPixelID()) * int(reader.GetNumberOfComponents())
+        itemsizes = (stored, stored)  # as _read_itk_file's check: the stored voxels and a copy of them
     else:
         raise InputError(f"'{path}' is not a NIfTI, NRRD or MetaImage file.")
-    return geometry, (shape_xyz[2], shape_xyz[1], shape_xyz[0])
+    return geometry, (shape_xyz[2], shape_xyz[1], shape_xyz[0]), itemsizes
 
 
 def first_slice_values(path: PathLike) -> Optional[np.ndarray]:

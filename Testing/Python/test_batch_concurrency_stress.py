@@ -473,9 +473,10 @@ def test_the_next_reads_bytes_count_a_dicom_series_in_subfolders_as_the_reader_r
 
 def test_the_next_reads_bytes_count_a_dicom_series_by_its_voxels_not_its_file_bytes(tmp_path):
     """A DICOM folder case's unfinished read was counted by its files' bytes: about 2 bytes a voxel of an int16
-    series, under 1 for an RLE or JPEG one, where the read holds 3 copies of the voxels at its peak (measured 6.0
-    bytes a voxel of int16, 14.0 of int32: docs/speed.md, 30 Nov 2026). It is counted from the headers now: voxels x 3 copies of
-    the type GDCM reads them as, and a final int16 copy where that type is not int16."""
+    series, under 1 for an RLE or JPEG one, where the read holds the series reader's image and its HU copy at its
+    peak (measured 4.0 bytes a voxel of int16, 6.0 of int32: docs/speed.md, 30 Nov 2026; 3 copies, 6.0 and 14.0, before
+    the reader was let go first). It is counted from the headers now: voxels x the type GDCM reads them as, and the
+    HU copy (2 bytes where that type is int16, else 4)."""
     import concurrent.futures
 
     pydicom = pytest.importorskip("pydicom")
@@ -506,10 +507,10 @@ def test_the_next_reads_bytes_count_a_dicom_series_by_its_voxels_not_its_file_by
     count = voxels.size
     for folder in ("plain", "rle"):  # what was counted before: its files' bytes, under 3 bytes a voxel
         assert sum(p.stat().st_size for p in (tmp_path / folder).iterdir()) < 3 * count
-    assert next_read_bytes(running, case(tmp_path / "plain")) == 6 * count
-    assert next_read_bytes(running, case(tmp_path / "rle")) == 6 * count
-    assert next_read_bytes(running, case(tmp_path / "rle" / files[0].name)) == 6 * count  # read as its folder
-    assert next_read_bytes(running, case(tmp_path / "wide")) == (3 * 4 + 4) * count
+    assert next_read_bytes(running, case(tmp_path / "plain")) == 4 * count
+    assert next_read_bytes(running, case(tmp_path / "rle")) == 4 * count
+    assert next_read_bytes(running, case(tmp_path / "rle" / files[0].name)) == 4 * count  # read as its folder
+    assert next_read_bytes(running, case(tmp_path / "wide")) == (4 + 4) * count
 
 
 def test_a_case_check_counts_the_previous_case_finish_still_running_and_waits_for_it_when_short(tmp_path,

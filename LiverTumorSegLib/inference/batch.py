@@ -748,6 +748,15 @@ class RunningNetworkMemory:
         self._condition = threading.Condition()
         self._published = -1
         self._bytes = 0  # type: Optional[int]
+        self._finishing = None  # type: Optional[concurrent.futures.Future]
+        self._finishing_bytes = 0
+
+    def finishing(self, future: "concurrent.futures.Future", peak_bytes: int) -> None:
+        """The latest case's finish (``future``, on the finishing thread) and what it may allocate at its peak
+        (:func:`finish_memory_bytes`): counted beside the running network while it has not ended, so that the
+        reader's early copy of the next CT is not made in the memory that finish is about to take."""
+        with self._condition:
+            self._finishing, self._finishing_bytes = future, int(peak_bytes)
 
     def publish(self, index: int, reserved_bytes: Optional[int]) -> None:
         """Case ``index``'s estimate (None: prepare nothing ahead). One for an earlier case than one published
@@ -772,10 +781,14 @@ class RunningNetworkMemory:
         self.close()
 
     def reserved_before(self, index: int) -> Optional[int]:
-        """Bytes the running network (case ``index - 1``) may still take, once published; None: prepare nothing."""
+        """Bytes the running network (case ``index - 1``) may still take, once published, and the latest case's
+        finish while it runs (:meth:`finishing`); None: prepare nothing."""
         with self._condition:
             self._condition.wait_for(lambda: self._published >= index - 1)
-            return self._bytes
+            if self._bytes is None:
+                return None
+            finishing = self._finishing is not None and not self._finishing.done()
+            return self._bytes + (self._finishing_bytes if finishing else 0)
 
 
 def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare, segmenter: Any,
@@ -1103,6 +1116,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                     # only this one is kept: a list of every finished future held each case's label map (and CT) to
                     # the end of the batch, about 50 MB per 512 x 512 x 200 case
                     finishing, finishing_bytes = future, finish_memory_bytes(volume)
+                    running.finishing(finishing, finishing_bytes)  # the next CT's early copy counts it too
                     del volume, output, current, early
             except BaseException:  # Ctrl-C, SIGTERM anywhere in the loop: the batch ends without the next CT's
                 running.close()  # read (when not started yet) and without an early copy of it

@@ -89,3 +89,52 @@ def test_a_nifti_read_ahead_is_counted_by_its_stored_type_and_hu_copy(tmp_path, 
     assert next_read_bytes(running, case) == per_voxel * int(np.prod(shape))
     running.set_result(None)
     assert next_read_bytes(running, case) == 0
+
+
+def test_the_readers_early_copy_counts_the_latest_finish_while_it_runs():
+    """The reader's early network-grid copy of the next CT counted the running network only, not the previous case's
+    finish (post-processing, report, writing) running beside it on the finishing thread, which the cases' own checks
+    count (``finish_memory_bytes``): the copy could be made in the memory that finish was about to take."""
+    from LiverTumorSegLib.inference.batch import RunningNetworkMemory
+
+    running = RunningNetworkMemory()
+    running.publish(0, 12345)
+    finish = concurrent.futures.Future()
+    running.finishing(finish, 1000)
+    assert running.reserved_before(1) == 12345 + 1000
+    finish.set_result(None)
+    assert running.reserved_before(1) == 12345  # ended: its memory is in the available memory, or freed
+    running.finishing(concurrent.futures.Future(), 7)
+    running.close()
+    assert running.reserved_before(2) is None  # prepare nothing stays nothing
+
+
+def test_a_batch_tells_the_reader_each_cases_finish_and_its_peak(tmp_path, monkeypatch):
+    from LiverTumorSegLib.inference import batch
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+    from LiverTumorSegLib.io import write_volume
+    from LiverTumorSegLib.phantom import make_phantom
+
+    from inference_helpers import oracle_package, oracle_predictor
+
+    cts = tmp_path / "cts"
+    cts.mkdir()
+    voxels = []
+    for i in range(3):
+        ct = make_phantom((10 + 2 * i, 36, 40), (2.0, 2.0, 4.0), noise_hu=0.0).ct
+        write_volume(cts / f"ct_{i}.nii.gz", ct)
+        voxels.append(ct.array.size)
+    told = []
+    real = batch.RunningNetworkMemory.finishing
+
+    def finishing(self, future, peak_bytes):
+        told.append(peak_bytes)
+        return real(self, future, peak_bytes)
+
+    monkeypatch.setattr(batch.RunningNetworkMemory, "finishing", finishing)
+    segmenter = Segmenter(engine=SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                                      batch_predictor=oracle_predictor))
+    statuses = batch.segment_batch(batch.find_cases(cts, tmp_path / "out"), segmenter)
+    assert [s.status for s in statuses] == ["done"] * 3, [s.message for s in statuses]
+    assert told == [n * batch.FINISH_BYTES_PER_VOXEL + batch.FINISH_FIXED_BYTES for n in voxels]

@@ -1,10 +1,11 @@
 """Liver/tumor-biased random patch sampling from the slice cache, and full-slice inputs for validation.
 
 A training sample (see ARCHITECTURE.md, "Training contract"):
-centre slice (liver/tumor favoured) -> HU stack ``(T, H, W)`` with ``T = 2c + 1`` (neighbours as inference takes
-them: ``PreprocessingConfig.context_offset``) and labels ``(T, H, W)``
--> the ``P x P`` box centred on a random liver pixel (or any pixel), moved by a jitter of up to ``(R - P) // 4``
-and inward only as far as it takes to stay inside the image (no jitter along an axis the box spans whole) ->
+centre slice (liver/tumor favoured; else any slice holding a pixel not ``IGNORE_LABEL``) -> HU stack ``(T, H, W)``
+with ``T = 2c + 1`` (neighbours as inference takes them: ``PreprocessingConfig.context_offset``) and labels
+``(T, H, W)`` -> the ``P x P`` box centred on a random liver pixel (or any pixel not ``IGNORE_LABEL``), moved by a
+jitter of up to ``(R - P) // 4`` and inward only as far as it takes to stay inside the image (no jitter along an axis
+the box spans whole) ->
 region crop ``(T, R, R)``, ``R >= 1.75 P``, around that box -> synthetic lesions (HU) -> augmentation -> the
 region's centre ``(P, P)`` (the box) ->
 ``intensity_channels`` -> slice-major stacking -> ``x (C, P, P)`` float32, ``y (P, P)`` int64 (centre label).
@@ -12,7 +13,7 @@ region's centre ``(P, P)`` (the box) ->
 Every sample is a pure function of ``(seed, rank, global index)``: the same run gives the same batches
 with any number of DataLoader workers, and a resumed run continues with exactly the batches it missed.
 """
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -25,9 +26,13 @@ Augmenter = Callable[[np.ndarray, np.ndarray, np.random.Generator], Tuple[np.nda
 
 
 def choose_slice(case: CachedCase, rng: np.random.Generator, liver_fraction: float, tumor_fraction: float,
-                 every_other_slice: bool = False, neighbour_step: int = 1) -> int:
+                 every_other_slice: bool = False, neighbour_step: int = 1,
+                 trainable: Optional[Sequence[int]] = None) -> int:
     """Centre slice index: from liver slices with probability ``liver_fraction`` (of those, tumor slices with
-    probability ``tumor_fraction`` when the case has any), else uniform over all slices.
+    probability ``tumor_fraction`` when the case has any), else uniform over all slices, or over ``trainable``
+    (the slices holding any pixel that is not :data:`~.labels.IGNORE_LABEL`, :func:`trainable_slices`) where given
+    and not empty: an oblique CT's aligned grid may hold slices wholly outside its footprint, whose patch no loss
+    counts.
     ``every_other_slice`` keeps every other run of ``neighbour_step`` slices (the case's 2.5D neighbour distance in
     slices; 1: the even indices), so fewer centres share neighbours and every slice is still read as a centre or a
     neighbour. Keeping the even indices alone never read the odd slices of a case whose neighbours are 2 slices
@@ -45,21 +50,41 @@ def choose_slice(case: CachedCase, rng: np.random.Generator, liver_fraction: flo
         if tumor and rng.random() < tumor_fraction:
             return int(tumor[rng.integers(len(tumor))])
         return int(liver[rng.integers(len(liver))])
-    candidates = keep(range(case.num_slices))
+    candidates = keep(trainable if trainable else range(case.num_slices))
     return int(candidates[rng.integers(len(candidates))])
+
+
+def trainable_slices(labels_zhw: np.ndarray, chunk: int = 16) -> List[int]:
+    """Indices of the slices of a ``(z, H, W)`` label stack holding any pixel that is not
+    :data:`~.labels.IGNORE_LABEL` (read ``chunk`` slices at a time: the stack may be a large memory map)."""
+    out: List[int] = []
+    for start in range(0, labels_zhw.shape[0], chunk):
+        block = np.asarray(labels_zhw[start:start + chunk])
+        out.extend(start + int(i) for i in np.flatnonzero((block != IGNORE_LABEL).reshape(block.shape[0], -1)
+                                                          .any(axis=1)))
+    return out
 
 
 def crop_box(labels_hw: np.ndarray, patch: int, rng: np.random.Generator, liver_bias: float) -> Tuple[int, int]:
     """Top-left corner ``(y0, x0)`` of a ``patch x patch`` crop (may be negative / past the edge when the
     image is smaller; :func:`crop_with_padding` pads). With probability ``liver_bias`` and liver present,
-    the crop is centred on a random liver pixel; else on a random pixel."""
+    the crop is centred on a random liver pixel; else on a random pixel, one that is not
+    :data:`~.labels.IGNORE_LABEL` where the slice holds any (on an oblique CT's aligned grid up to 89 % of a thin
+    slab's slice lies outside its footprint: a patch centred there was mostly or wholly ignored, trained on
+    nothing). A slice without ignored pixels draws exactly as before."""
     h, w = labels_hw.shape
     ys, xs = np.nonzero(organ(labels_hw))
     if ys.size and rng.random() < liver_bias:
         k = rng.integers(ys.size)
         cy, cx = int(ys[k]), int(xs[k])
     else:
-        cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        ignored = labels_hw == IGNORE_LABEL
+        ty, tx = np.nonzero(~ignored) if ignored.any() else (None, None)
+        if ty is not None and ty.size:
+            k = rng.integers(ty.size)
+            cy, cx = int(ty[k]), int(tx[k])
+        else:
+            cy, cx = int(rng.integers(h)), int(rng.integers(w))
     y0 = min(max(cy - patch // 2, min(0, h - patch)), max(0, h - patch))
     x0 = min(max(cx - patch // 2, min(0, w - patch)), max(0, w - patch))
     if h < patch:
@@ -118,6 +143,7 @@ class PatchDataset:
         self.augmenter = augmenter
         self.pad_hu = float(pad_hu)
         self._statistics_memo: Dict[Tuple[str, Tuple[int, ...]], Any] = {}
+        self._trainable_memo: Dict[int, Optional[List[int]]] = {}
 
     def __len__(self) -> int:
         return 2 ** 62  # indices come from EpochSampler; the dataset itself is unbounded
@@ -129,6 +155,14 @@ class PatchDataset:
         """HU patch stack ``(T, P, P)`` float32 and centre label ``(P, P)`` uint8 for global ``index``."""
         hu, label, _, _ = self._sample(index)
         return hu, label
+
+    def _trainable_slices(self, position: int, case: CachedCase) -> Optional[List[int]]:
+        """:func:`trainable_slices` of a case cached on a patient-aligned grid (``network_grid``; read once per
+        process), None for any other (its labels hold no :data:`~.labels.IGNORE_LABEL`: every slice, as before)."""
+        if position not in self._trainable_memo:
+            self._trainable_memo[position] = (trainable_slices(case.labels)
+                                              if getattr(case, "network_grid", None) else None)
+        return self._trainable_memo[position]
 
     def _slice_statistics(self, case: CachedCase, idx: Any, hu: np.ndarray) -> Any:
         """``preprocessor.slice_statistics`` of the un-augmented slices at positions ``idx`` of ``case``: a function of the
@@ -147,13 +181,15 @@ class PatchDataset:
         """:meth:`sample_arrays`, the case the patch came from and the whole slices' statistics for the
         preprocessing's pointwise whole-slice steps (``SlicePreprocessor.slice_statistics``; None without)."""
         rng = self.rng_for(index)
-        case = self.cases[int(rng.integers(len(self.cases)))]
+        position = int(rng.integers(len(self.cases)))
+        case = self.cases[position]
         # the 2.5D neighbours as inference takes them for this case's slice spacing: every k-th slice, or HU
         # interpolated between adjacent slices (PreprocessingConfig.context_offset); a neighbour's label is the
         # nearest slice's (only the centre's is learned; the others place the synthetic lesions)
         offset = self.preprocessor.config.context_offset(case.spacing_zyx[0])
         center = choose_slice(case, rng, self.liver_slice_fraction, self.tumor_slice_fraction,
-                              self.every_other_slice, int(round(offset)) if offset >= 1 else 1)
+                              self.every_other_slice, int(round(offset)) if offset >= 1 else 1,
+                              self._trainable_slices(position, case))
         positions = context_positions(center, self.context, case.num_slices, offset)
         # nearest slice, a tie rounded away from the centre (np.rint's half-to-even made the two sides of one
         # stack unequal at offset 0.5)

@@ -779,6 +779,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         c["result"].text = "Comparing in a separate process (registration and lesion matching)..."
         c["button"].text, c["button"].toolTip = "Cancel", panel_text.COMPARE_CANCEL_TOOLTIP
+        c["save"].enabled, c["save"].toolTip = panel_text.save_change_report_button_state(True)
 
     def onCompareFinished(self, outcome) -> None:
         c = self.compare
@@ -786,6 +787,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         closedByScene = self._closedByScene(self._comparison)
         self._comparison = None
         c["button"].text, c["button"].toolTip = "Compare", panel_text.COMPARE_TOOLTIP
+        c["save"].enabled, c["save"].toolTip = panel_text.save_change_report_button_state(False)
         if outcome.kind == job.DONE:
             self._summaryTable = outcome.table_node  # the run's own lines follow, not the table's attributes
             self.showChangeTable(outcome.table_node)
@@ -814,6 +816,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         folder that is deleted, and the next follow-up's comparison needs it as its *Previous follow-up report*. The
         report is kept with the table (``mrml.change_report_of``), so a table of a scene loaded from disk has it too."""
         c = self.compare
+        if self._comparison is not None:  # the button is greyed out meanwhile; the table shown is the previous run's
+            slicer.util.errorDisplay(panel_text.COMPARISON_RUNNING_NOTHING_SAVED)
+            return
         change = mrml.change_report_of(c["table"].mrmlTableNode())
         try:  # before the dialog: an empty or hand-edited report was refused after it, or saved and refused later
             followup_job.check_change_report_to_save(change)

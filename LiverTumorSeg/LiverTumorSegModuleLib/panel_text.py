@@ -523,6 +523,21 @@ SAVE_CHANGE_REPORT_TOOLTIP = (
     "report' when the next follow-up is compared with this baseline (the comparison's own copy is deleted with its "
     "temporary folder; the report is saved with the scene, with its table)")
 """The compare section's *Save change report...* button's tooltip."""
+SAVE_CHANGE_REPORT_WAIT_TOOLTIP = ("Wait for the comparison to end (or cancel it): the change report shown is the "
+                                   "previous comparison's, and this one's replaces it")
+"""The *Save change report...* button's tooltip while a comparison runs (the button is greyed out)."""
+COMPARISON_RUNNING_NOTHING_SAVED = ("Nothing saved: a comparison is running and its change report will replace the "
+                                    "one shown; save when it has ended (or cancel it).")
+"""Refused by *Save change report...* while a comparison runs (it saved the previous comparison's report, and the
+run's end wiped the 'saved' line)."""
+
+
+def save_change_report_button_state(comparing: bool) -> tuple:
+    """``(enabled, tooltip)`` of the *Save change report...* button; ``comparing``: a comparison runs. Clickable while
+    one ran, it saved the report of the table shown before the run and its 'saved' line was then replaced."""
+    if comparing:
+        return False, SAVE_CHANGE_REPORT_WAIT_TOOLTIP
+    return True, SAVE_CHANGE_REPORT_TOOLTIP
 NO_CHANGE_REPORT_TO_SAVE = ("No comparison to save: press Compare first (the change table shown, if any, keeps no "
                             "report: it was made by an earlier version, or its 'change report' text node was deleted "
                             "or its text edited).")

@@ -476,7 +476,7 @@ def test_compare_reads_the_nadir_field_and_refuses_a_wrong_one_before_anything_s
                                                     "followupVolume", "alignOnCT", "button")},
                           nadirSumMm=nadir, afterCompleteResponse=types.SimpleNamespace(checked=False),
                           previousChangeReport=types.SimpleNamespace(currentPath=""),
-                          result=types.SimpleNamespace(text=""))
+                          result=types.SimpleNamespace(text=""), save=types.SimpleNamespace(enabled=True, toolTip=""))
     widget._parameterNode = None
     calls, errors = [], []
     widget.dependenciesReady = lambda: calls.append("dependencies") or True
@@ -526,7 +526,7 @@ def test_a_comparison_whose_pair_was_changed_while_it_ran_says_whose_response_it
                       "followupSegmentation": Field(node=second[1]), "followupVolume": Field(node=second[0]),
                       "alignOnCT": Field(checked=True), "nadirSumMm": Field(text=""),
                       "afterCompleteResponse": Field(checked=False), "previousChangeReport": Field(currentPath=""),
-                      "button": Field(text="Compare"),
+                      "button": Field(text="Compare"), "save": Field(enabled=True, toolTip=""),
                       "result": Field(text=""), "table": Field(node=None)}
     widget._parameterNode = None
     widget.dependenciesReady = lambda: True
@@ -547,6 +547,71 @@ def test_a_comparison_whose_pair_was_changed_while_it_ran_says_whose_response_it
                         "'follow-up CT'), which are no longer the selected segmentations and CTs: see the table "
                         "'Lesion follow-up'.")
     assert lines[1].startswith("RECIST 1.1 response: SD")
+
+
+def test_save_change_report_is_greyed_out_and_refused_while_a_comparison_runs(module, monkeypatch, tmp_path):
+    """*Save change report...* could be clicked while a comparison ran: it saved the report of the table shown before
+    that run (not the running one's) and appended its 'saved' line to 'Comparing...', which the run's end then
+    replaced. The button is now greyed out while a comparison runs (its tooltip says why) and a click that still
+    arrives is refused with a line saying so; after the run it saves the new comparison's report."""
+    import types
+
+    import slicer.util
+
+    from test_slicer_module_logic import FakeTimer
+
+    from LiverTumorSegLib.followup import read_previous_change
+
+    m, mrml = module.m, module.mrml
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
+                        noise_hu=5.0)
+    first = _ct_and_segmentation(module.scene, mrml, base, "baseline")
+    second = _ct_and_segmentation(module.scene, mrml, base, "follow-up")
+    earlier = mrml.create_change_table_node(module.scene, {"response": "PR", "lesions": [], "sum_of_diameters": {
+        "target_lesion_ids": [1], "baseline_mm": 40.0, "followup_mm": 20.0, "nadir_mm": None}})
+    widget = m.LiverTumorSegWidget()
+
+    class Field(types.SimpleNamespace):
+        def currentNode(self):
+            return self.node
+
+        def setMRMLTableNode(self, table):
+            self.node = table
+
+        def mrmlTableNode(self):
+            return self.node
+
+    widget.compare = {"baselineSegmentation": Field(node=first[1]), "baselineVolume": Field(node=first[0]),
+                      "followupSegmentation": Field(node=second[1]), "followupVolume": Field(node=second[0]),
+                      "alignOnCT": Field(checked=True), "nadirSumMm": Field(text=""),
+                      "afterCompleteResponse": Field(checked=False), "previousChangeReport": Field(currentPath=""),
+                      "button": Field(text="Compare"), "save": Field(enabled=True, toolTip=""),
+                      "result": Field(text=""), "table": Field(node=earlier)}  # the earlier comparison's table
+    widget._parameterNode = None
+    widget.dependenciesReady = lambda: True
+    widget.logic = m.LiverTumorSegLogic(runnerFactory=lambda: _change_writing_runner(dict(_CHANGE, response="PD")),
+                                        python=sys.executable)
+    errors, dialogs, saved_to = [], [], str(tmp_path / "change.json")
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: errors.append(text))
+    monkeypatch.setattr(m.qt, "QFileDialog", types.SimpleNamespace(
+        getSaveFileName=lambda *a: dialogs.append(a) or saved_to), raising=False)
+    monkeypatch.setattr(slicer.util, "mainWindow", lambda *a, **k: None, raising=False)
+    widget.onCompareButton()
+    running, save = widget._comparison, widget.compare["save"]
+    assert running is not None
+    assert (save.enabled, save.toolTip) == (False, m.panel_text.SAVE_CHANGE_REPORT_WAIT_TOOLTIP)
+    comparing = widget.compare["result"].text
+    widget.onSaveChangeReport()  # a click that arrives all the same
+    assert (errors, dialogs) == ([m.panel_text.COMPARISON_RUNNING_NOTHING_SAVED], [])
+    assert not (tmp_path / "change.json").exists() and widget.compare["result"].text == comparing
+    while widget._comparison is not None:
+        running._runner.wait(0.2)
+        FakeTimer.instances[-1].fire()
+    assert (save.enabled, save.toolTip) == (True, m.panel_text.SAVE_CHANGE_REPORT_TOOLTIP)
+    errors[:] = []
+    widget.onSaveChangeReport()
+    assert errors == [] and len(dialogs) == 1 and read_previous_change(saved_to)["response"] == "PD"
+    assert widget.compare["result"].text.splitlines()[-1] == m.panel_text.change_report_saved_text(saved_to)
 
 
 def test_an_empty_segmentation_compared_is_refused_in_the_panels_words(module):
@@ -699,7 +764,8 @@ def test_the_panels_compare_passes_the_previous_report_and_save_writes_the_last_
     widget.compare = dict({key: chosen for key in ("baselineSegmentation", "baselineVolume", "followupSegmentation",
                                                     "followupVolume", "alignOnCT", "button")},
                           nadirSumMm=nadir, afterCompleteResponse=types.SimpleNamespace(checked=False),
-                          previousChangeReport=field, result=types.SimpleNamespace(text=""))
+                          previousChangeReport=field, result=types.SimpleNamespace(text=""),
+                          save=types.SimpleNamespace(enabled=True, toolTip=""))
     widget._parameterNode = None
     calls, errors = [], []
     widget.dependenciesReady = lambda: True

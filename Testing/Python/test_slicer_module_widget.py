@@ -265,7 +265,7 @@ def test_the_compare_section_shows_every_warning_and_the_sum_of_diameters(module
     """The compare section showed the first three summary lines, in which the warnings come right after the response:
     with two warnings the sum of diameters and the alignment were not shown, and a third warning was dropped."""
     widget = module.m.LiverTumorSegWidget()
-    widget.compare = {"button": Label("Cancel"), "result": Label(), "table": TableViewStandIn(None)}
+    widget.compare = {"button": Label("Cancel"), "save": Label(), "result": Label(), "table": TableViewStandIn(None)}
     widget._comparison, widget._summaryTable, widget._parameterNode = object(), None, None
     change = {"response": "PR", "response_reason": "sum of diameters -40.0 %", "lesions": [],
               "warnings": ["first", "second", "third"],
@@ -297,7 +297,7 @@ def test_a_measure_or_comparison_cancelled_by_a_scene_close_says_nothing_in_the_
     w = panel.widget
     w.ui.lesionTableView = TableViewStandIn(None)
     w.ui.resultsSummaryLabel, w.ui.statusLabel = Label(), Label()
-    w.compare.update(table=TableViewStandIn(None), result=Label(), button=Label("Cancel"))
+    w.compare.update(table=TableViewStandIn(None), result=Label(), button=Label("Cancel"), save=Label())
     measuring, comparing = CancellableJob(), CancellableJob()
     w._task, w._measuring, w._comparison = None, measuring, comparing
     w.initializeParameterNode()
@@ -325,7 +325,7 @@ def test_a_measure_or_comparison_cancelled_by_a_scene_close_is_let_go_once_its_o
     w = panel.widget
     w.ui.lesionTableView = TableViewStandIn(None)
     w.ui.resultsSummaryLabel, w.ui.statusLabel = Label(), Label()
-    w.compare.update(table=TableViewStandIn(None), result=Label(), button=Label("Cancel"))
+    w.compare.update(table=TableViewStandIn(None), result=Label(), button=Label("Cancel"), save=Label())
     w._task, w._measuring, w._comparison = None, CancellableJob(), CancellableJob()
     jobs = [weakref.ref(w._measuring), weakref.ref(w._comparison)]
     w.initializeParameterNode()

@@ -691,6 +691,38 @@ def _recist_followup_mm(entry: Dict[str, Any], too_small_default: bool = False,
     return float(sum(max(float(follow_long_axes[j]), RECIST_TOO_SMALL_MM) for j in ids))
 
 
+def _under_5_mm_text(entries: Sequence[Dict[str, Any]], follow_long_axes: Dict[int, float],
+                     default_response: str) -> str:
+    """The response reason's part on the targets flagged ``recist_under_5_mm`` whose 5 mm default
+    (:func:`_recist_followup_mm`) gives ``default_response``. A target measured as one follow-up lesion "measures
+    under 5 mm"; a split target (several fragments counted) is named with its fragments under 5 mm only, since the
+    lesion, its fragments summed, may well measure more (8 + 3.8 = 11.8 mm): it read "measure under 5 mm" for it."""
+    whole, split, fragments_under = [], [], 0
+    for e in entries:
+        if not e.get("recist_under_5_mm"):
+            continue
+        ids = e["recist_followup_ids"]
+        if len(ids) < 2:
+            whole.append(str(e["number"]))
+            continue
+        fragments = [float(follow_long_axes[j]) for j in ids]
+        under = [mm for mm in fragments if not at_least(mm, RECIST_TOO_SMALL_MM)]
+        fragments_under += len(under)
+        split.append(f"split target lesion {e['number']} has {len(under)} of its {len(fragments)} fragments under "
+                     f"5 mm ({', '.join(f'{mm:.1f}' for mm in under)} mm; its fragments sum to "
+                     f"{float(e['recist_followup_mm']):.1f} mm)")
+    parts = ([f"target lesion(s) {', '.join(whole)} measure under 5 mm"] if whole else []) + split
+    if not split:
+        return (f"{parts[0]}: counted as measured (RECIST 1.1 4.3.2); a reader who judges them too small to measure "
+                f"counts 5 mm, which gives {default_response}")
+    defaults = ", ".join(f"lesion {e['number']}: {_recist_followup_mm(e, True, follow_long_axes):.1f} mm"
+                         for e in entries if e.get("recist_under_5_mm") and len(e["recist_followup_ids"]) > 1)
+    several = len(whole) + fragments_under > 1
+    return (f"{' and '.join(parts)}: counted as measured (RECIST 1.1 4.3.2); a reader who judges "
+            f"{'them' if several else 'it'} too small to measure counts 5 mm for {'each' if several else 'it'}, a "
+            f"split lesion's fragments then summed ({defaults}), which gives {default_response}")
+
+
 def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_by_id: Dict[int, Dict[str, Any]],
                  follow_by_id: Dict[int, Dict[str, Any]], targets: Sequence[int], min_new_lesion_mm: float,
                  follow_centroids_on_base_lps: Dict[int, np.ndarray],
@@ -1225,12 +1257,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     if small:
         default_response = response_for(True)[0]
         if default_response != response:
-            split = [e["number"] for e in entries if e.get("recist_under_5_mm") and len(e["recist_followup_ids"]) > 1]
-            each = (f" (the fragments of split lesion(s) {', '.join(map(str, split))} each, their diameters summed)"
-                    if split else "")
-            reason += (f"; target lesion(s) {', '.join(map(str, small))} measure under 5 mm: counted as measured "
-                       f"(RECIST 1.1 4.3.2); a reader who judges them too small to measure counts 5 mm{each}, which "
-                       f"gives {default_response}")
+            reason += "; " + _under_5_mm_text(entries, follow_long_axes, default_response)
     from .inference.lesion_report import listed_lesions_text
 
     warnings = []  # type: List[str]

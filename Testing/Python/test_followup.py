@@ -1718,5 +1718,31 @@ def test_a_split_target_whose_fragments_are_each_under_5_mm_gets_5_mm_per_fragme
     assert group["recist_followup_mm"] == pytest.approx(2 * (2 * np.sqrt(2) + 1), abs=1e-6)  # 7.66 mm: +2.7 mm
     assert group["recist_under_5_mm"] is True
     assert change["response"] == "PR", change["response_reason"]      # measured: -62 % from the baseline
-    assert ("a reader who judges them too small to measure counts 5 mm (the fragments of split lesion(s) "
-            f"{group['number']} each, their diameters summed), which gives PD") in change["response_reason"]
+    n = group["number"]
+    assert (f"split target lesion {n} has 2 of its 2 fragments under 5 mm (3.8, 3.8 mm; its fragments sum to 7.7 mm): "
+            "counted as measured (RECIST 1.1 4.3.2); a reader who judges them too small to measure counts 5 mm for "
+            f"each, a split lesion's fragments then summed (lesion {n}: 10.0 mm), which gives PD"
+            ) in change["response_reason"]
+
+
+def test_a_split_target_with_one_fragment_under_5_mm_is_not_said_to_measure_under_5_mm():
+    """A split target whose fragments measure 8.0 and 3.8 mm (11.8 mm summed) is flagged for its 3.8 mm fragment, but
+    the response reason said 'target lesion(s) 1 measure under 5 mm', untrue of the lesion. It now names the fragment
+    under 5 mm and what the 5 mm default gives the lesion (8.0 + 5.0 = 13.0 mm: +5.5 mm from a 7.5 mm nadir, PD)."""
+    g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    base = np.ones((6, 40, 40), np.uint8)
+    base[2:4, 5:25, 5:10] = 2                    # one target, about 20 mm long
+    follow = np.ones_like(base)
+    follow[3, 6, 6:14] = 2                       # a fragment 8 voxels long: 8.0 mm
+    follow[3, 20:23, 6:9] = 2                    # a fragment of 3 x 3 voxels: 3.8 mm
+    change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none", nadir_sum_mm=7.5)
+    group = next(e for e in change["lesions"] if 1 in e["baseline_ids"])
+    n = group["number"]
+    assert group["status"] == "split" and group["recist_under_5_mm"] is True
+    assert group["recist_followup_mm"] == pytest.approx(8.0 + 2 * np.sqrt(2) + 1, abs=1e-6)
+    reason = change["response_reason"]
+    assert change["response"] == "PR", reason    # measured: +4.3 mm from the nadir, -42 % from the baseline
+    assert "measure under 5 mm" not in reason
+    assert (f"split target lesion {n} has 1 of its 2 fragments under 5 mm (3.8 mm; its fragments sum to 11.8 mm): "
+            "counted as measured (RECIST 1.1 4.3.2); a reader who judges it too small to measure counts 5 mm for it, "
+            f"a split lesion's fragments then summed (lesion {n}: 13.0 mm), which gives PD") in reason

@@ -742,7 +742,10 @@ class RunningNetworkMemory:
     was about to use. The batch loop publishes each case's estimate once its check has passed (0 once its network
     has run, or when it failed before), and the reader's preparation of case ``i`` waits until case ``i - 1`` is
     published. None: prepare nothing ahead (the running case waits for the read, as it does not fit beside it, or
-    the batch is ending)."""
+    the batch is ending). The reader also says when a CT's read is done (:meth:`read_done`): its future runs on while
+    it waits for the estimate, and the running case's check (:func:`_check_beside_the_next_read`) counted the whole
+    CT as a read still to come, though it was in memory, so that with little memory free the case waited for that
+    read and the early copy was dropped."""
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
@@ -750,6 +753,7 @@ class RunningNetworkMemory:
         self._bytes = 0  # type: Optional[int]
         self._finishing = None  # type: Optional[concurrent.futures.Future]
         self._finishing_bytes = 0
+        self._read = -1  # the last case whose CT the reader has read (the reader reads them in order)
 
     def finishing(self, future: "concurrent.futures.Future", peak_bytes: int) -> None:
         """The latest case's finish (``future``, on the finishing thread) and what it may allocate at its peak
@@ -757,6 +761,17 @@ class RunningNetworkMemory:
         reader's early copy of the next CT is not made in the memory that finish is about to take."""
         with self._condition:
             self._finishing, self._finishing_bytes = future, int(peak_bytes)
+
+    def read_done(self, index: int) -> None:
+        """Case ``index``'s CT is read (in memory): what its read future may still allocate is its early copy only,
+        which that copy's own check counts beside the running network."""
+        with self._condition:
+            self._read = max(self._read, index)
+
+    def is_read(self, index: int) -> bool:
+        """Whether case ``index``'s CT has been read (:meth:`read_done`)."""
+        with self._condition:
+            return self._read >= index
 
     def publish(self, index: int, reserved_bytes: Optional[int]) -> None:
         """Case ``index``'s estimate (None: prepare nothing ahead). One for an earlier case than one published
@@ -805,6 +820,8 @@ def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare
                                            getattr(options, "oblique_grid", "aligned") == "aligned")
     from .segmenter import _prepare_while_loading_wanted
 
+    if running is not None:
+        running.read_done(index)
     config = getattr(segmenter, "known_preprocessing", None)
     if config is None or options is None or not _prepare_while_loading_wanted(options, volume):
         return volume, warnings, seconds, None  # an oblique CT too: the network runs on an axis-aligned grid
@@ -1191,10 +1208,14 @@ def _check_beside_the_next_read(segmenter: Any, volume: Any, read: Optional["con
     the read would wait for this case's estimate). The previous case's finish (``finishing``, its peak
     ``finishing_bytes``: :func:`finish_memory_bytes`), which runs on the finishing thread beside this network, is
     counted so too while it has not ended, and waited for alike: it was counted by no check, so a case was let in
-    while the previous one's post-processing was still to allocate its arrays. Returns the estimate (bytes)."""
+    while the previous one's post-processing was still to allocate its arrays. A next CT already read
+    (:meth:`RunningNetworkMemory.is_read`), its future waiting for this case's estimate before its early copy, is
+    in memory and counted nothing more: it was counted whole as still to come, which, with little memory free, made
+    the case wait for that read and drop the early copy. Returns the estimate (bytes)."""
     from ..errors import ResourceError
 
-    pending = next_read_bytes(read, case)
+    read_in_memory = running is not None and running.is_read(index + 1)
+    pending = 0 if read_in_memory else next_read_bytes(read, case)
     if finishing is not None and not finishing.done():
         pending += int(finishing_bytes)
     if pending <= 0:

@@ -559,3 +559,59 @@ def test_a_case_check_counts_the_previous_case_finish_still_running_and_waits_fo
             assert second[1:] == [(9, 0, True)]
         else:
             assert len(second) == 1
+
+
+def test_a_next_ct_already_read_is_not_counted_again_as_a_read_to_come(tmp_path, monkeypatch):
+    """The reader reads the next CT and then waits for the running case's estimate before its early network-grid
+    copy, so its future is still running at that case's check although the CT is in memory: the check counted the
+    whole CT again as a read to come (``pending_bytes``), and with little memory free the case waited for the read and
+    the next CT lost its early copy. Case 0 is checked here once the reader holds case 1's CT and waits (as after a
+    model load longer than two reads), with memory that fits nothing beside a read still to come: it is checked with
+    nothing pending and case 1 is resampled ahead on the reader."""
+    from LiverTumorSegLib.inference import prepared_input
+
+    cts = _write_cts(tmp_path / "cts", 2)
+    reader_waits_with_case_1_read = threading.Event()
+    real_reserved_before = RunningNetworkMemory.reserved_before
+
+    def reserved_before(self, index):
+        if index == 1:
+            reader_waits_with_case_1_read.set()
+        return real_reserved_before(self, index)
+
+    prepared_on_reader = []
+    real_prepare = prepared_input.prepare_input
+
+    def prepare(volume, config):
+        if threading.current_thread().name.startswith("ct-reader"):
+            prepared_on_reader.append(_slices(volume))
+        return real_prepare(volume, config)
+
+    segmenter = _segmenter()
+    real_check = segmenter.check_network_memory
+    pending_at_case_0 = []
+
+    from LiverTumorSegLib.inference import segmenter as segmenter_module
+
+    real_wait_for_load = segmenter_module.wait_for_load
+
+    def wait_for_load(loading):  # a model load that outlasts the reads of cases 0 and 1
+        real_wait_for_load(loading)
+        assert reader_waits_with_case_1_read.wait(LIMIT_S)
+
+    def check(volume, *args, **kwargs):
+        if _slices(volume) == 8 and not threading.current_thread().name.startswith("ct-reader"):
+            pending_at_case_0.append(kwargs.get("pending_bytes", 0))
+            if kwargs.get("pending_bytes"):
+                raise ResourceError("not beside the read (test)")
+        return real_check(volume, *args, **kwargs)
+
+    monkeypatch.setattr(RunningNetworkMemory, "reserved_before", reserved_before)
+    monkeypatch.setattr(segmenter_module, "wait_for_load", wait_for_load)
+    monkeypatch.setattr(prepared_input, "prepare_input", prepare)
+    monkeypatch.setattr(segmenter, "check_network_memory", check)
+    statuses, error = _run_with_limit(find_cases(cts, tmp_path / "out"), segmenter)
+    assert error is None, error
+    assert [s.status for s in statuses] == ["done", "done"], [s.message for s in statuses]
+    assert pending_at_case_0 == [0]  # before: [9 * 32 * 32 * 4, 0], the read counted, then waited for
+    assert 9 in prepared_on_reader  # case 1 (9 slices) resampled ahead: its early copy was not dropped

@@ -3,8 +3,9 @@
 A progress callback has the signature ``callback(fraction: float, stage: str) -> None`` where
 ``fraction`` is in [0, 1] and never decreases within one operation.
 """
+import contextvars
 import threading
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .errors import CancelledError
 
@@ -30,6 +31,30 @@ class CancellationToken:
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise CancelledError("Cancelled by the user; no output was written.")
+
+
+_READ_STOP = contextvars.ContextVar("livertumorseg_read_stop", default=None)  # type: contextvars.ContextVar
+
+
+def run_with_read_stop(token: CancellationToken, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)`` with ``token`` as the read stop that :func:`raise_if_read_stopped` checks,
+    for work on a helper thread (a batch's reader), where Ctrl-C is never raised: Python raises it in the main
+    thread only, which then waited for the read under way to end (seconds for a large ``.nii.gz``). The setting
+    ends with the call."""
+    reset = _READ_STOP.set(token)
+    try:
+        return function(*args, **kwargs)
+    finally:
+        _READ_STOP.reset(reset)
+
+
+def raise_if_read_stopped() -> None:
+    """Raise :class:`CancelledError` when the read stop of this context (:func:`run_with_read_stop`) was
+    cancelled; nothing when none was set (a read on the main thread is stopped by Ctrl-C itself). Called by long
+    reads between their steps (each ``.nii.gz`` inflate step)."""
+    token = _READ_STOP.get()
+    if token is not None and token.is_cancelled:
+        raise CancelledError("Cancelled: the CT read was stopped.")
 
 
 class ProgressReporter:

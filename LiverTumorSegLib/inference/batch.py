@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from ..errors import InputError, LiverTumorSegError, out_of_memory_error, submit_in_caller_context
+from ..progress import CancellationToken, raise_if_read_stopped, run_with_read_stop
 from ..fileutil import (WINDOWS_RESERVED_NAMES, atomic_outputs, csv_cell_path, file_identities, full_suffix,
                         is_dicom_file, json_loads_noting_repeats, read_csv_rows, restore_set_aside_outputs_of,
                         same_file_among)
@@ -730,6 +731,7 @@ def _read_case(case: BatchCase, allow_non_hu: bool, share: CoreShare, aligned_fo
     with share.busy():
         start = time.perf_counter()
         volume = read_volume(case.input_path)
+        raise_if_read_stopped()  # Ctrl-C during the read: the checks are not run
         warnings = check_ct(volume, allow_non_hu=allow_non_hu, aligned_for_model=aligned_for_model,
                             oblique_grid_stored=not aligned_for_model)  # segment's only other choice
         return volume, warnings, time.perf_counter() - start
@@ -820,6 +822,7 @@ def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare
                                            getattr(options, "oblique_grid", "aligned") == "aligned")
     from .segmenter import _prepare_while_loading_wanted
 
+    raise_if_read_stopped()  # Ctrl-C during the read or its checks: no network-grid copy is made
     if running is not None:
         running.read_done(index)
     config = getattr(segmenter, "known_preprocessing", None)
@@ -1048,11 +1051,15 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="case-finisher") as finisher, \
             RunningNetworkMemory() as running:  # closed first: a read waiting for it ends before the executors
         reads = {}  # type: Dict[int, concurrent.futures.Future]
+        # Ctrl-C is raised in the main thread only, which then waits (leaving the executors) for the read under way:
+        # the reader stops at its next step instead (a .nii.gz inflate step), where a 512 x 512 x 300 read was
+        # waited for to its end (2-3 s measured, more for larger CTs)
+        stop_reads = CancellationToken()
 
         def start_read(index: int) -> None:
             if index < len(todo) and index not in reads:
-                reads[index] = submit_in_caller_context(reader, _read_and_prepare_case, todo[index], allow_non_hu,
-                                                        share, segmenter, running, index)
+                reads[index] = submit_in_caller_context(reader, run_with_read_stop, stop_reads, _read_and_prepare_case,
+                                                        todo[index], allow_non_hu, share, segmenter, running, index)
 
         # the first two CTs are read while the model loads: the load (imports, mostly one thread) leaves a core
         # free for longer than one read takes; later on, one CT is read ahead, so no more CTs are held than before.
@@ -1068,6 +1075,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
             try:
                 wait_for_load(loading)  # Ctrl-C is not delayed by the load (Windows)
             except BaseException:
+                stop_reads.cancel()
                 for future in reads.values():
                     future.cancel()
                 raise
@@ -1137,6 +1145,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                     del volume, output, current, early
             except BaseException:  # Ctrl-C, SIGTERM anywhere in the loop: the batch ends without the next CT's
                 running.close()  # read (when not started yet) and without an early copy of it
+                stop_reads.cancel()  # a read under way stops at its next step
                 for future in reads.values():
                     future.cancel()
                 raise

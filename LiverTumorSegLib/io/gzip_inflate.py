@@ -14,6 +14,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from ..errors import InputError
+from ..progress import raise_if_read_stopped
 
 INFLATE_STEP_BYTES = 64 * 1024 * 1024
 """Largest piece of output one zlib call produces (bounds the temporary bytes object beside the result)."""
@@ -107,6 +108,7 @@ def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_s
         with open(path, "rb") as handle:
             handle.seek(start)
             while written < nbytes or to_end:
+                raise_if_read_stopped()  # a batch's reader thread stopped by Ctrl-C: at most one step more
                 if len(pending) < _MIN_PENDING_BYTES:  # a new member's header is read whole
                     pending += handle.read(read_step)  # no name kept for the read: it held a second copy
                 if member_ended and pending and not pending.strip(b"\0"):

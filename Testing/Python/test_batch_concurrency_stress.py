@@ -404,10 +404,10 @@ def test_ctrl_c_while_a_case_waits_for_its_read_does_not_read_the_next_ct_first(
     queued = {}
     real_submit = batch_module.submit_in_caller_context
 
-    def submit(executor, function, case, *args):
-        future = real_submit(executor, function, case, *args)
-        if function is batch_module._read_and_prepare_case:
-            queued[case.case_id] = future
+    def submit(executor, function, *args):
+        future = real_submit(executor, function, *args)
+        if function is batch_module.run_with_read_stop and args[1] is batch_module._read_and_prepare_case:
+            queued[args[2].case_id] = future  # (read stop, _read_and_prepare_case, case, ...)
         return future
 
     main = threading.main_thread().ident

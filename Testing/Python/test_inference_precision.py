@@ -300,7 +300,9 @@ def test_file_report_holds_precision_and_every_stage_time(tmp_path):
     result = Segmenter(engine=engine).segment_file(ct, tmp_path / "seg.nii.gz", report_path=tmp_path / "r.json")
     written = json.loads((tmp_path / "r.json").read_text())
     assert written["precision"]["requested"] == "fp32" and written["precision"]["used"] == "fp32"
-    assert set(written["postprocessing_changes"]) == {"liver_in_air_ml", "tumor_in_air_ml", "liver_above_lungs_ml",
+    assert set(written["postprocessing_changes"]) == {"liver_in_air_ml", "tumor_in_air_ml",
+                                                      "liver_in_air_without_body_ml", "tumor_in_air_without_body_ml",
+                                                      "air_slices_without_body", "liver_above_lungs_ml",
                                                       "tumor_above_lungs_ml", "liver_components_removed",
                                                       "tumor_components", "head_foot_order"}
     stages = {"read", "checks", "reorient", "preprocess", "network", "restore", "postprocess", "report", "write",

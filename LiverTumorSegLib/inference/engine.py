@@ -43,6 +43,7 @@ import numpy as np
 from ..errors import InputError, ResourceError, option_hint, out_of_memory_error
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume
+from .thresholds import threshold_for
 from .device import (DEFAULT_CPU_BATCH, MAX_THREADS, bytes_per_slice, check_count, check_precision, choose_batch_size,
                      cpu_has_native_bf16, default_inference_threads, gpu_info, resolve_device, torch_threads)
 
@@ -158,13 +159,37 @@ def resolve_backend(requested: str, device_type: str, custom_predictor: bool = F
     return "torch"
 
 
-def _batches(count: int, size_getter: Callable[[], int]) -> Iterator[List[int]]:
-    """Consecutive index lists covering ``range(count)``; the size is re-read each time (OOM back-off)."""
+def _batches(count: object, size_getter: Callable[[], int]) -> Iterator[List[int]]:
+    """Consecutive index lists covering ``range(count)`` (or the list of slice indices ``count``, in order); the
+    size is re-read each time (OOM back-off)."""
+    indices = list(range(count)) if isinstance(count, numbers.Integral) else [int(i) for i in count]
     start = 0
-    while start < count:
+    while start < len(indices):
         size = max(1, int(size_getter()))
-        yield list(range(start, min(count, start + size)))
+        yield indices[start:start + size]
         start += size
+
+
+def air_stack_slices(hu_zyx: object, threshold_hu: float, context: int, offset: float = 1.0,
+                     chunk: int = 16) -> np.ndarray:
+    """``(z,)`` bool: the slices whose whole 2.5D input stack (the slice and its ``context`` neighbours ``offset``
+    slices away either side, edges replicated; both slices around a fractional position) lies below
+    ``threshold_hu`` at every voxel. Given nothing but air, the bundled v3 network labels most of the slice liver
+    (all its window channels 0: p(liver) 0.61 on average over a 352 x 352 grid), which the post-processing's air
+    step then removes whole. ``hu_zyx``: a canonical CT ``(z, y, x)`` (an array or memory map), read ``chunk``
+    slices at a time; a NaN makes a slice not air."""
+    from ..preprocessing.preprocessor import context_positions
+
+    count = int(hu_zyx.shape[0])
+    air = np.zeros(count, dtype=bool)
+    for start in range(0, count, chunk):
+        block = np.asarray(hu_zyx[start:start + chunk])
+        below = block < threshold_for(block, threshold_hu)
+        air[start:start + block.shape[0]] = below.reshape(block.shape[0], -1).all(axis=1)
+    if not air.any():
+        return air
+    positions = context_positions(np.arange(count), int(context), count, float(offset))
+    return air[np.floor(positions).astype(np.int64)].all(axis=1) & air[np.ceil(positions).astype(np.int64)].all(axis=1)
 
 
 def _short_error(exc: BaseException) -> str:
@@ -411,6 +436,11 @@ class SliceInferenceEngine:
         self._cpu_model = None  # type: Optional[object]  # MPS: the CPU network to check against and fall back to
         self._cached = None  # type: Optional[Tuple[List[int], np.ndarray]]
         self._offered = None  # type: Optional[object]  # a PreparedInput for the next predict call (offer_prepared)
+        # HU below which a slice whose whole 2.5D stack lies is not given to the network (labels 0, probability 0);
+        # None runs every slice. The Segmenter sets it to the post-processing's air threshold while that step runs
+        self.skip_air_below_hu = None  # type: Optional[float]
+        self.last_air_slices_skipped = 0
+        self._active = None  # type: Optional[List[int]]  # the slices this volume's network runs on
         self._device_batches = None  # type: Optional[object]  # a DeviceBatchBuilder during a CUDA volume
         self.used_offered = False  # whether the last predict call used the offered preparation
         self._working = 0  # calls under way (_own_threads)
@@ -630,6 +660,25 @@ class SliceInferenceEngine:
         if count == 0:
             reporter(1.0, "segmenting")
             return labels
+        self._active = None
+        self.last_air_slices_skipped = 0
+        if self.skip_air_below_hu is not None:
+            start = time.perf_counter()
+            air = air_stack_slices(canonical.array, float(self.skip_air_below_hu),
+                                   int(self.preprocessing.context_slices), float(getattr(prepared, "context_offset", 1.0)))
+            self._add_time("preprocess", time.perf_counter() - start)
+            if air.any():
+                labels[air] = 0
+                if probability_out is not None:
+                    probability_out[air] = 0
+                self._active = [int(i) for i in np.flatnonzero(~air)]
+                self.last_air_slices_skipped = int(np.count_nonzero(air))
+                if not self._active:  # nothing but air: no network, no precision check (a later CT gets it)
+                    self._active = None
+                    self._start_precision_record()
+                    self.last_precision["used"] = self.precision_used
+                    reporter(1.0, "segmenting")
+                    return labels
         self._restore_batch_size()
         if self.batch_size is None:
             self.batch_size = self._auto_batch_size(prepared)
@@ -643,21 +692,26 @@ class SliceInferenceEngine:
             self._check_cpu_precision(prepared, count, cancel)
         self._device_batches = self._device_batch_builder(prepared)
         try:
-            self._run_batches(prepared, count, labels, reporter, cancel)
+            self._run_batches(prepared, count if self._active is None else self._active, labels, reporter, cancel)
         finally:
             self._device_batches = None  # holds the prepared volume: not kept past it, also after an error
+            self._active = None
         self._cached = None
         self.last_precision["used"] = self.precision_used
         reporter(1.0, "segmenting")
         return labels
 
-    def _run_batches(self, prepared: object, count: int, labels: np.ndarray, reporter: "ProgressReporter",
+    def _run_batches(self, prepared: object, count: object, labels: np.ndarray, reporter: "ProgressReporter",
                      cancel: Optional[CancellationToken]) -> None:
         """The batch loop of :meth:`_predict_canonical`: each batch's input (on the host, or on the GPU through
         :attr:`_device_batches`), the network, and the previous batch finished into ``labels`` while it runs."""
         done = 0
         pending = None  # type: Optional[_Pending]
-        for indices in _batches(count, lambda: self.batch_size):
+        if not isinstance(count, numbers.Integral):  # the slices to run (air stacks left out)
+            count, order = len(count), count
+        else:
+            order = count
+        for indices in _batches(order, lambda: self.batch_size):
             if cancel is not None:
                 cancel.raise_if_cancelled()
             self._share_cores()
@@ -750,8 +804,9 @@ class SliceInferenceEngine:
         """The slices and input ``(n, C, H, W)`` of the checks' batch: one batch from the middle of the volume
         (likely abdomen, not an empty end slice)."""
         size = int(self.batch_size)
-        first = ((count - 1) // size // 2) * size
-        indices = list(range(first, min(count, first + size)))
+        active = list(range(count)) if self._active is None else self._active
+        first = ((len(active) - 1) // size // 2) * size
+        indices = active[first:first + size]  # a batch the loop runs (its result is kept for it)
         start = time.perf_counter()
         x = np.ascontiguousarray(prepared.batch(indices), dtype=np.float32)
         self._add_time("preprocess", time.perf_counter() - start)

@@ -713,9 +713,19 @@ class Segmenter:
         network_volume, body_size, fill = self._take_network_volume(volume)
         with self._network_lock:  # two threads sharing one Segmenter mixed up the engine's buffers
             two_stage_record, grid_record = {}, {}  # type: Dict[str, Any], Dict[str, Any]
-            labels, probability = self._network(network_volume, reporter.sub(0.02, 1.0), cancel,
-                                                keep_probability=True, two_stage_record=two_stage_record,
-                                                in_hu=not_hu is None, grid_record=grid_record)
+            skips_air = hasattr(self.engine, "skip_air_below_hu")
+            if skips_air:  # slices whose whole input stack is air, which the air step would clear, are not run
+                from .postprocess import ORGAN_AIR_HU
+
+                self.engine.skip_air_below_hu = ORGAN_AIR_HU if (self.options.postprocessing.air_to_background
+                                                                 and not_hu is None) else None
+            try:
+                labels, probability = self._network(network_volume, reporter.sub(0.02, 1.0), cancel,
+                                                    keep_probability=True, two_stage_record=two_stage_record,
+                                                    in_hu=not_hu is None, grid_record=grid_record)
+            finally:
+                if skips_air:
+                    self.engine.skip_air_below_hu = None
             if fill is not None:  # no label in a resampling's fill: this call's own arrays, cleared in place
                 labels, probability = _cleared_outside_scan(labels, probability, fill.mask)
             timings.update(getattr(self.engine, "last_timings", None) or {})

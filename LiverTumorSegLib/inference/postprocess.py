@@ -892,8 +892,8 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         if array is not None and tuple(np.shape(array)) != labels.shape:  # a CT on another grid was dropped silently
             raise InputError(f"{what} has shape {tuple(np.shape(array))}, the labels {labels.shape} (z, y, x); give "
                              f"it on the labels' grid.")
-    record = {"liver_in_air_ml": 0.0, "tumor_in_air_ml": 0.0, "liver_in_air_without_body_ml": 0.0,
-              "tumor_in_air_without_body_ml": 0.0, "air_slices_without_body": 0, "liver_above_lungs_ml": 0.0,
+    record = {"liver_in_air_ml": 0.0, "tumor_in_air_ml": 0.0, "liver_in_air_outside_body_ml": 0.0,
+              "tumor_in_air_outside_body_ml": 0.0, "air_slices_without_body": 0, "liver_above_lungs_ml": 0.0,
               "tumor_above_lungs_ml": 0.0, "liver_components_removed": [], "tumor_components": [],
               "head_foot_order": {"judged": False, "why": "no liver" if hu_zyx is not None and geometry is not None
                                   else "no CT in HU with its geometry given"}}
@@ -925,12 +925,12 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
             hu = reorientation.canonical_view(hu)
     if options.air_to_background and hu is not None:
         # first: the air must not join the liver's component
-        without_body = [0, 0, 0]
-        organ, tumor = remove_organ_in_air(labels, hu, without_body=without_body)
+        outside_body = [0, 0, 0]
+        organ, tumor = remove_organ_in_air(labels, hu, outside_body=outside_body)
         record["liver_in_air_ml"], record["tumor_in_air_ml"] = organ * voxel_ml, tumor * voxel_ml
-        record["liver_in_air_without_body_ml"] = without_body[0] * voxel_ml
-        record["tumor_in_air_without_body_ml"] = without_body[1] * voxel_ml
-        record["air_slices_without_body"] = without_body[2]
+        record["liver_in_air_outside_body_ml"] = outside_body[0] * voxel_ml
+        record["tumor_in_air_outside_body_ml"] = outside_body[1] * voxel_ml
+        record["air_slices_without_body"] = outside_body[2]
     if hu is not None and geometry is not None:
         from .head_foot import head_foot_order
 
@@ -974,8 +974,23 @@ threshold (-500): partial-volume voxels at the dome, where the liver meets the l
 (132 voxels of the dcmqi 3-slice reference lie below -500, none below -800)."""
 
 
+def _outside_body(slice_hu: np.ndarray, body_hu: float) -> Optional[np.ndarray]:
+    """``(y, x)`` bool: the slice's voxels below ``body_hu`` joined to its edge (4-connected), i.e. the air around
+    the body, not the gas or lung within its outline; None when no voxel reaches ``body_hu`` (no body at all). A
+    body cut open by the field of view lets its lung or gas join the edge too."""
+    from scipy import ndimage
+
+    body = slice_hu >= threshold_for(slice_hu, body_hu)
+    if not body.any():
+        return None
+    air, _ = ndimage.label(~body)
+    edge = np.unique(np.concatenate([air[0], air[-1], air[:, 0], air[:, -1]]))
+    edge = edge[edge > 0]
+    return np.isin(air, edge)
+
+
 def remove_organ_in_air(labels: np.ndarray, hu: np.ndarray, chunk: int = 16,
-                        threshold_hu: float = ORGAN_AIR_HU, without_body: Optional[List[int]] = None
+                        threshold_hu: float = ORGAN_AIR_HU, outside_body: Optional[List[int]] = None
                         ) -> Tuple[int, int]:
     """Set liver and tumor voxels below ``threshold_hu`` (:data:`ORGAN_AIR_HU`) to background, in place; returns
     ``(organ, tumor)`` voxel
@@ -985,10 +1000,10 @@ def remove_organ_in_air(labels: np.ndarray, hu: np.ndarray, chunk: int = 16,
     one, so the largest-component step kept it, and the two-stage crop followed it. ``(z, y, x)``, any layout;
     read in blocks of ``chunk`` slices (no full-size temporaries).
 
-    ``without_body``: a list ``[organ, tumor, slices]`` to which the organ and tumor voxels removed on slices
-    holding no body (no voxel at or above :data:`~LiverTumorSegLib.preprocessing.intensity.BODY_THRESHOLD_HU`)
-    and the number of such slices are added: that "liver" lies beyond the body, never liver, so no option should be advised to keep
-    it (:func:`postprocessing_warnings`)."""
+    ``outside_body``: a list ``[organ, tumor, slices]`` to which the organ and tumor voxels removed outside the
+    body are added (:func:`_outside_body`: in the air joined to the slice's edge, or on a slice holding no body at
+    all, whose number goes to ``slices``): that "liver" lies in the air around the body, never liver, so no option
+    should be advised to keep it (:func:`postprocessing_warnings`)."""
     from ..preprocessing.intensity import BODY_THRESHOLD_HU
 
     organ = tumor = 0
@@ -1008,17 +1023,16 @@ def remove_organ_in_air(labels: np.ndarray, hu: np.ndarray, chunk: int = 16,
         if air.any():
             tumor += int(np.count_nonzero(block[air] == 2))
             organ += int(np.count_nonzero(air))
-            if without_body is not None:
-                removed = np.count_nonzero(air, axis=(1, 2))
-                for k in np.flatnonzero(removed):
-                    # the organ's box holding body answers for the slice; else the whole slice is read
-                    if (block_hu[k] >= threshold_for(block_hu, BODY_THRESHOLD_HU)).any():
-                        continue
-                    whole = np.asarray(hu[start + int(k)])
-                    if not (whole >= threshold_for(whole, BODY_THRESHOLD_HU)).any():
-                        without_body[0] += int(removed[k])
-                        without_body[1] += int(np.count_nonzero(block[k][air[k]] == 2))
-                        without_body[2] += 1
+            if outside_body is not None:  # only slices that lost organ labels are read whole (about 1 ms each)
+                for k in np.flatnonzero(air.any(axis=(1, 2))):
+                    outside = _outside_body(np.asarray(hu[start + int(k)]), BODY_THRESHOLD_HU)
+                    if outside is None:
+                        there = air[k]
+                        outside_body[2] += 1
+                    else:
+                        there = air[k] & outside[box[1], box[2]]
+                    outside_body[0] += int(np.count_nonzero(there))
+                    outside_body[1] += int(np.count_nonzero(block[k][there] == 2))
             block[air] = 0
     return organ, tumor
 
@@ -1132,41 +1146,41 @@ def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[flo
 
 
 AIR_BEYOND_LIVER_ML = 5000.0
-"""Organ removed at air density (mL, on slices holding body) above which it cannot be liver the air rule took by
+"""Organ removed at air density (mL) within the body's outline above which it cannot be liver the air rule took by
 mistake: the largest plausible liver (``segmenter.PLAUSIBLE_LIVER_ML``), so its warning advises no option to keep
 it."""
 
 
 def _air_warnings(changes: Dict[str, Any]) -> List[str]:
-    """The air step's warning(s): what it removed on slices holding no body (the network's "liver" on empty slices:
-    never liver, so no option is advised), and what it removed on slices with body (gas, or liver the rule
-    mistook: ``--keep-liver-in-air`` keeps it, unless it is more than any liver holds). The advice to keep the
-    whole of it, given for 2,929 mL on 20 padded air slices and 20,427 mL around a turned CT, kept litres of false
-    liver."""
+    """The air step's warning(s): what it removed outside the body (in the air around it, or on slices holding no
+    body: the network's "liver" there is never liver, so no option is advised), and what it removed within the
+    body's outline (gas or lung, or liver the rule mistook: ``--keep-liver-in-air`` keeps it, unless it is more
+    than any liver holds). The advice to keep the whole of it, given for 2,929 mL on 20 padded air slices and
+    20,427 mL around a turned CT, kept litres of false liver."""
     in_air = float(changes.get("liver_in_air_ml", 0.0))
     tumor_in_air = float(changes.get("tumor_in_air_ml", 0.0))
     if in_air < WARN_LIVER_REMOVED_ML and tumor_in_air < WARN_TUMOR_CHANGED_ML:
         return []
-    empty = min(in_air, float(changes.get("liver_in_air_without_body_ml", 0.0)))
-    rest = in_air - empty
-    rest_tumor = tumor_in_air - min(tumor_in_air, float(changes.get("tumor_in_air_without_body_ml", 0.0)))
+    outside = min(in_air, float(changes.get("liver_in_air_outside_body_ml", 0.0)))
+    rest = in_air - outside
+    rest_tumor = tumor_in_air - min(tumor_in_air, float(changes.get("tumor_in_air_outside_body_ml", 0.0)))
     lines = []
-    if empty > 0.0 and (empty >= WARN_LIVER_REMOVED_ML or rest < WARN_LIVER_REMOVED_ML):
+    if outside > 0.0 and (outside >= WARN_LIVER_REMOVED_ML or rest < WARN_LIVER_REMOVED_ML):
         slices = int(changes.get("air_slices_without_body", 0))
-        lines.append(f"post-processing removed {_ml(empty)} mL labelled liver or tumor on {slices} slice(s) holding "
-                     f"no body (nothing above -500 HU: air beyond the body, e.g. a reconstruction range longer than "
-                     f"the body or the air around a turned CT): the network labels such empty slices liver; that is "
-                     f"never liver, and the labels are right without it.")
+        empty = f", {slices} slice(s) of it holding no body at all" if slices else ""
+        lines.append(f"post-processing removed {_ml(outside)} mL labelled liver or tumor in the air outside the body "
+                     f"(below {ORGAN_AIR_HU:.0f} HU and joined to the image's edge{empty}: e.g. a reconstruction "
+                     f"range longer than the body, or the air around a turned CT): the network labels such air "
+                     f"liver; that is never liver, and the labels are right without it.")
         if rest < WARN_LIVER_REMOVED_ML and rest_tumor < WARN_TUMOR_CHANGED_ML:
             return lines
-    where = " on slices holding body" if empty > 0.0 else ""
+    where = " within the body's outline" if outside > 0.0 else ""
     if rest > AIR_BEYOND_LIVER_ML:
         lines.append(f"post-processing removed {_ml(rest)} mL labelled liver or tumor at air density (below "
                      f"{ORGAN_AIR_HU:.0f} HU){where}: more than any liver holds, so it is air the network mistook "
-                     f"for liver (as around the body of a turned CT or beside a scan's air slices), not liver; "
-                     f"the labels are right without it.")
+                     f"for liver, not liver; the labels are right without it.")
     else:
-        what = ", on slices holding body: gas or lung" if empty > 0.0 else ": air slices or gas"
+        what = f"{where}: gas or lung" if outside > 0.0 else ": air slices or gas"
         lines.append(f"post-processing removed {_ml(rest)} mL labelled liver or tumor at air density (below "
                      f"{ORGAN_AIR_HU:.0f} HU{what} the network mistook for liver); to keep it, "
                      f"{KEEP_HINT.format(_switch('--keep-liver-in-air', 'air_to_background'))}.")

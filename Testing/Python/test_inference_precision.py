@@ -301,7 +301,7 @@ def test_file_report_holds_precision_and_every_stage_time(tmp_path):
     written = json.loads((tmp_path / "r.json").read_text())
     assert written["precision"]["requested"] == "fp32" and written["precision"]["used"] == "fp32"
     assert set(written["postprocessing_changes"]) == {"liver_in_air_ml", "tumor_in_air_ml",
-                                                      "liver_in_air_without_body_ml", "tumor_in_air_without_body_ml",
+                                                      "liver_in_air_outside_body_ml", "tumor_in_air_outside_body_ml",
                                                       "air_slices_without_body", "liver_above_lungs_ml",
                                                       "tumor_above_lungs_ml", "liver_components_removed",
                                                       "tumor_components", "head_foot_order"}

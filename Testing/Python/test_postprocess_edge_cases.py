@@ -330,13 +330,14 @@ def test_liver_and_tumor_at_air_density_become_background_and_are_reported():
     labels[1, 10:14, 10:14] = 2                     # and a "tumor" in the air
     labels[6:10, 8:16, 8:16] = 2                    # a real one (0.5 mL)
     hu[4, 5:25, 5:25] = -750                        # partial volume at the dome: kept
-    hu[:4, 27:30, 27:30] = 40                       # the air slices hold body (else: the next test)
+    hu[:4, 2:28, 2:28] = 40                         # the air lies within the body's outline (else: the next test)
+    hu[:4, 5:25, 5:25] = -1000
     changes = {}
     out = postprocess_labels(labels, (2.0, 2.0, 2.0), hu_zyx=hu, changes=changes)
     assert not out[:4].any() and np.array_equal(out[4:], labels[4:])
     assert changes["liver_in_air_ml"] == pytest.approx(4 * 400 * 0.008)           # 12.8 mL, tumor included
     assert changes["tumor_in_air_ml"] == pytest.approx(16 * 0.008)
-    assert changes["liver_in_air_without_body_ml"] == 0.0 and changes["air_slices_without_body"] == 0
+    assert changes["liver_in_air_outside_body_ml"] == 0.0 and changes["air_slices_without_body"] == 0
     assert any("12.8 mL" not in w and "13 mL labelled liver or tumor at air density" in w
                and "air_to_background=False" in w for w in postprocessing_warnings(changes))
     kept = postprocess_labels(labels, (2.0, 2.0, 2.0), PostprocessingOptions(air_to_background=False), hu_zyx=hu)
@@ -345,38 +346,43 @@ def test_liver_and_tumor_at_air_density_become_background_and_are_reported():
                                              hu_zyx=hu), labels)
 
 
-def test_liver_on_slices_holding_no_body_is_not_advised_to_be_kept():
+def test_liver_in_the_air_outside_the_body_is_not_advised_to_be_kept():
     """20 slices of -1024 HU padded above a real CT: the v3 network labelled 2,929 mL of them liver, the air step
-    removed it, and the warning advised 'run again with --keep-liver-in-air', which kept litres of false liver.
-    Liver on slices holding no body is now counted apart and named as never liver, with no option to keep it."""
+    removed it, and the warning advised 'run again with --keep-liver-in-air', which kept litres of false liver
+    (20,427 mL around a turned CT, in the air beside its body on slices holding body). Liver removed in the air
+    outside the body (joined to the image's edge, or on slices holding no body) is now counted apart and named as
+    never liver, with no option to keep it; gas within the body keeps the advice."""
     from LiverTumorSegLib.errors import cli_wording
     from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
 
     hu = np.full((12, 30, 30), -1024, np.int16)
     hu[4:12, 2:28, 2:28] = 40                       # the body's slices
     hu[4:12, 5:25, 5:25] = 60                       # the liver
+    hu[8, 12:14, 12:14] = -1000                     # gas within the liver
     labels = np.zeros(hu.shape, np.uint8)
     labels[:, 3:27, 3:27] = 1                       # the network's liver, slices 0-3 all air
     labels[2, 10:14, 10:14] = 2
     labels[6:10, 8:16, 8:16] = 2
-    hu[6, 12:14, 12:14] = -1000                     # gas within the liver, on a slice holding body
+    labels[5, 27:30, 0:30] = 1                      # in the air beside the body on a body slice (a turned CT)
     changes = {}
     out = postprocess_labels(labels, (2.0, 2.0, 2.0), hu_zyx=hu, changes=changes)
-    assert not out[:4].any()
-    empty_ml, gas_ml = 4 * 576 * 0.008, 4 * 0.008
-    assert changes["liver_in_air_ml"] == pytest.approx(empty_ml + gas_ml)
-    assert changes["liver_in_air_without_body_ml"] == pytest.approx(empty_ml)
-    assert changes["tumor_in_air_without_body_ml"] == pytest.approx(16 * 0.008)
+    assert not out[:4].any() and not out[5, 28:].any()
+    empty_ml, beside_ml, gas_ml = 4 * 576 * 0.008, 64 * 0.008, 4 * 0.008
+    assert changes["liver_in_air_ml"] == pytest.approx(empty_ml + beside_ml + gas_ml)
+    assert changes["liver_in_air_outside_body_ml"] == pytest.approx(empty_ml + beside_ml)
+    assert changes["tumor_in_air_outside_body_ml"] == pytest.approx(16 * 0.008)
     assert changes["air_slices_without_body"] == 4
     with cli_wording():
         lines = [w for w in postprocessing_warnings(changes) if "air" in w]
-    assert len(lines) == 1 and "on 4 slice(s) holding no body" in lines[0] and "18 mL" in lines[0]
+    assert len(lines) == 1 and "removed 19 mL labelled liver or tumor in the air outside the body" in lines[0]
+    assert "4 slice(s) of it holding no body at all" in lines[0]
     assert "keep-liver-in-air" not in lines[0] and "never liver" in lines[0]
-    # gas on the body's slices above the limit still gets its own line, with the switch that keeps it
+    # gas within the body above the limit still gets its own line, with the switch that keeps it
     with cli_wording():
-        lines = postprocessing_warnings(dict(changes, liver_in_air_ml=empty_ml + 40.0))
+        lines = postprocessing_warnings(dict(changes, liver_in_air_ml=empty_ml + beside_ml + 40.0))
     assert len(lines) == 2 and "keep-liver-in-air" not in lines[0]
-    assert "removed 40 mL" in lines[1] and "on slices holding body" in lines[1] and "--keep-liver-in-air" in lines[1]
+    assert "removed 40 mL" in lines[1] and "within the body's outline" in lines[1]
+    assert "--keep-liver-in-air" in lines[1]
 
 
 def test_air_removed_beyond_any_liver_is_not_advised_to_be_kept():
@@ -387,7 +393,7 @@ def test_air_removed_beyond_any_liver_is_not_advised_to_be_kept():
 
     with cli_wording():
         (line,) = postprocessing_warnings({"liver_in_air_ml": 20427.0, "tumor_in_air_ml": 0.05,
-                                           "liver_in_air_without_body_ml": 0.0})
+                                           "liver_in_air_outside_body_ml": 0.0})
     assert "removed 20427 mL" in line and "more than any liver holds" in line and "keep-liver-in-air" not in line
     with cli_wording():
         (line,) = postprocessing_warnings({"liver_in_air_ml": 300.0})  # an old report: the advice as before
@@ -462,8 +468,8 @@ def test_no_liver_still_reports_every_postprocessing_key():
 
     changes = {}
     postprocess_labels(np.zeros((3, 8, 8), np.uint8), (1.0, 1.0, 1.0), changes=changes)
-    assert changes == {"liver_in_air_ml": 0.0, "tumor_in_air_ml": 0.0, "liver_in_air_without_body_ml": 0.0,
-                       "tumor_in_air_without_body_ml": 0.0, "air_slices_without_body": 0, "liver_above_lungs_ml": 0.0,
+    assert changes == {"liver_in_air_ml": 0.0, "tumor_in_air_ml": 0.0, "liver_in_air_outside_body_ml": 0.0,
+                       "tumor_in_air_outside_body_ml": 0.0, "air_slices_without_body": 0, "liver_above_lungs_ml": 0.0,
                        "tumor_above_lungs_ml": 0.0, "liver_components_removed": [], "tumor_components": [],
                        "head_foot_order": {"judged": False, "why": "no CT in HU with its geometry given"}}
 

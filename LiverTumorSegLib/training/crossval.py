@@ -672,9 +672,15 @@ def _remove_replaced_folds(config: TrainConfig, out_dir: Path, log: Callable[[st
                 removed.append(path)
     if removed:
         packages = sum(1 for path in removed if path.suffix == ".safetensors")
-        log(f"--overwrite: removed the earlier run's {packages} fold package(s) and {len(removed) - packages} "
-            f"checkpoint(s) from '{out_dir}' before training fold 0, so that no fold of that run is taken as this "
-            f"run's by a later --resume")
+        # the checkpoints lie in the folds' training folders: under --log-dir when one is given (fold_config); the
+        # line said they were removed from the output folder
+        logs = Path(config.log_dir) if config.log_dir else Path(out_dir)
+        where = (f"{packages} fold package(s) and {len(removed) - packages} checkpoint(s) from '{out_dir}'"
+                 if logs == Path(out_dir) else
+                 f"{packages} fold package(s) from '{out_dir}' and {len(removed) - packages} checkpoint(s) from "
+                 f"'{logs}'")
+        log(f"--overwrite: removed the earlier run's {where} before training fold 0, so that no fold of that run is "
+            f"taken as this run's by a later --resume")
 
 
 def selection_summary(folds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:

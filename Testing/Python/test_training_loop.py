@@ -1315,6 +1315,35 @@ def test_crossval_overwrite_leaves_no_fold_of_the_replaced_run_for_a_later_resum
     assert [row["epochs"] for row in table[:2]] == [2, 2]
 
 
+
+def test_crossval_overwrite_names_the_log_dir_its_checkpoints_were_removed_from(tmp_path):
+    """With --log-dir the folds' checkpoints lie in LOG_DIR/fold_<i>_train/checkpoints, not in the output folder,
+    but the --overwrite line said it removed them 'from' the output folder."""
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.crossval import _remove_replaced_folds
+
+    logs, out = tmp_path / "logs", tmp_path / "cv"
+    out.mkdir()
+    cfg = TrainConfig().updated({"data": str(tmp_path / "data"), "folds": 2, "log_dir": str(logs), "overwrite": True})
+    for fold in range(2):
+        (out / f"fold_{fold}.safetensors").write_bytes(b"x")
+        (logs / f"fold_{fold}_train" / "checkpoints").mkdir(parents=True)
+        (logs / f"fold_{fold}_train" / "checkpoints" / "last.pt").write_bytes(b"x")
+    lines = []
+    _remove_replaced_folds(cfg, out, lines.append)
+    assert not list(out.glob("*.safetensors")) and not list(logs.rglob("*.pt"))
+    assert lines == [f"--overwrite: removed the earlier run's 2 fold package(s) from '{out}' and 2 checkpoint(s) "
+                     f"from '{logs}' before training fold 0, so that no fold of that run is taken as this run's by a "
+                     f"later --resume"], lines
+    # without --log-dir both lie in the output folder: one folder named, as before
+    for fold in range(2):
+        (out / f"fold_{fold}.safetensors").write_bytes(b"x")
+    lines = []
+    _remove_replaced_folds(cfg.updated({"log_dir": ""}), out, lines.append)
+    assert lines[0].startswith(f"--overwrite: removed the earlier run's 2 fold package(s) and 0 checkpoint(s) from "
+                               f"'{out}' before training fold 0"), lines
+
+
 def test_crossval_resume_trains_again_a_fold_killed_before_its_first_checkpoint(tmp_path):
     """A crossval killed (SIGKILL, out of memory) in fold 1 before that fold's first checkpoint left fold_1_train/ with
     tensorboard/ and an empty checkpoints/: --resume was refused ('Training folder ... holds 2 item(s) (e.g.

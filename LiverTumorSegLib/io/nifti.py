@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import InputError, raise_if_out_of_memory
+from ..errors import CancelledError, InputError, raise_if_out_of_memory
 from ..fileutil import full_suffix
 from ..volume import CTVolume, ImageGeometry
 from .conversions import (_check_3d_shape, _check_header_spacing, axes_are_orthogonal, check_geometry_values,
@@ -331,7 +331,7 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
         else:
             proxy = image.dataobj
             data = np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
-    except InputError:
+    except (InputError, CancelledError):  # a batch reader's read stop (Ctrl-C) is no corrupt file
         raise
     except Exception as exc:  # noqa: BLE001 - EOFError, zlib.error, ValueError ...
         raise_if_out_of_memory(exc, str(path))  # decoding a large CT: not a corrupt file

@@ -64,6 +64,20 @@ def test_an_inflate_without_a_read_stop_or_with_one_not_cancelled_reads_everythi
     raise_if_read_stopped()  # the read stop ended with run_with_read_stop: a later read here is not stopped by it
 
 
+
+def test_a_stopped_nifti_read_says_it_was_stopped_not_that_the_file_is_corrupt(tmp_path):
+    """read_volume of a .nii.gz whose read stop is cancelled (a batch's reader at Ctrl-C): the stop's CancelledError
+    came out as "InputError: Cannot read '...': the file is truncated or corrupt (Cancelled: the CT read was
+    stopped.)" of a sound file; a read without a stop reads it."""
+    path = tmp_path / "ct.nii.gz"
+    write_volume(path, make_phantom((8, 32, 32), (2.0, 2.0, 4.0), noise_hu=0.0).ct)
+    token = CancellationToken()
+    token.cancel()
+    with pytest.raises(CancelledError) as caught:
+        run_with_read_stop(token, io_module.read_volume, path)
+    assert "corrupt" not in str(caught.value)
+    assert io_module.read_volume(path).shape_zyx == (8, 32, 32)
+
 def _segmenter():
     return Segmenter(engine=SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
                                                  batch_predictor=oracle_predictor))

@@ -507,7 +507,8 @@ def validate_slices(model, cases: Sequence[Any], preprocessor, device: torch.dev
     Every case (``.hu``, ``.labels`` ``(z, H, W)``, ``.num_slices``, ``.case_id``) is predicted slice by slice
     on whole slices; liver (label 1 or 2) and tumor (label 2) Dice are computed per case over the whole
     volume (without the pixels of :data:`~.labels.IGNORE_LABEL`) (or ``max_slices`` evenly spaced slices) and averaged over cases. Tumor Dice is NaN for a case
-    without reference tumor (so tumor-free validation data does not reward predicting nothing).
+    without reference tumor (so tumor-free validation data does not reward predicting nothing). ``loss``: the mean
+    of ``loss_fn`` over the batches holding a pixel not :data:`~.labels.IGNORE_LABEL` (NaN: none, or no ``loss_fn``).
     Returns ``{"loss", "liver_dice", "tumor_dice", "cases": [{"case", "liver_dice", "tumor_dice"}]}``.
     """
     was_training = model.training
@@ -527,10 +528,12 @@ def validate_slices(model, cases: Sequence[Any], preprocessor, device: torch.dev
                 out = model(x)
             logits = out[0] if isinstance(out, (tuple, list)) else out
             logits = logits.float()
-            if loss_fn is not None:
+            valid = y != IGNORE_LABEL  # an aligned grid outside its CT's footprint: segment labels nothing there
+            if loss_fn is not None and bool(valid.any()):
+                # a batch wholly outside the footprint has no loss (the loss gives it 0, for training's backward):
+                # counted as 0 it pulled the validation loss down, which the plateau scheduler follows
                 losses.append(float(loss_fn(logits, y)))
             pred = logits.argmax(1)
-            valid = y != IGNORE_LABEL  # an aligned grid outside its CT's footprint: segment labels nothing there
             for name, sel in (("liver", organ), ("tumor", lambda t: t == 2)):
                 a, b = sel(pred) & valid, sel(y)
                 counts[name][0] += float((a & b).sum())

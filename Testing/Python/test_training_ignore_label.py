@@ -109,3 +109,39 @@ def test_slice_validation_scores_no_ignored_pixel():
     result = validate_slices(Liver(), [case], preprocessor, torch.device("cpu"), 2, SegmentationLoss("dice_ce"))
     assert result["liver_dice"] == pytest.approx(1.0)
     assert np.isfinite(result["loss"])
+
+
+def test_a_validation_batch_wholly_ignored_is_left_out_of_the_validation_loss():
+    """A batch of slices wholly outside an oblique CT's footprint (every target pixel IGNORE_LABEL) scored loss 0,
+    which pulled the validation loss (the plateau scheduler's) down: the same case with two such slices read a third
+    of the loss of its one scored batch. Such batches are left out of the mean."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig, SlicePreprocessor
+    from LiverTumorSegLib.training.trainer import validate_slices
+
+    preprocessor = SlicePreprocessor(PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}],
+                                                         context_slices=0, crop_to_body=False, size_multiple=8))
+
+    class Unsure(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 3, x.shape[2], x.shape[3])
+            logits[:, 1] = 0.5
+            return logits
+
+    def case(labels):
+        return SimpleNamespace(case_id="c", hu=np.zeros(labels.shape, dtype=np.float32), labels=labels,
+                               num_slices=labels.shape[0], spacing_zyx=(3.0, 1.5, 1.5))
+
+    inside = np.ones((2, 8, 8), dtype=np.uint8)
+    inside[:, :, 4:] = 0
+    outside = np.full((4, 8, 8), IGNORE_LABEL, dtype=np.uint8)
+    loss = SegmentationLoss("dice_ce")
+    alone = validate_slices(Unsure(), [case(inside)], preprocessor, torch.device("cpu"), 2, loss)
+    with_outside = validate_slices(Unsure(), [case(np.concatenate([inside, outside]))], preprocessor,
+                                   torch.device("cpu"), 2, loss)
+    assert alone["loss"] > 0.1
+    assert with_outside["loss"] == pytest.approx(alone["loss"], rel=1e-6)
+    assert with_outside["liver_dice"] == pytest.approx(alone["liver_dice"])
+    only_outside = validate_slices(Unsure(), [case(outside)], preprocessor, torch.device("cpu"), 2, loss)
+    assert np.isnan(only_outside["loss"])  # nothing to score: no loss (the scheduler skips NaN), not a perfect 0

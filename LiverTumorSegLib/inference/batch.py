@@ -764,6 +764,15 @@ class RunningNetworkMemory:
         with self._condition:
             self._finishing, self._finishing_bytes = future, int(peak_bytes)
 
+    def handed_to_finish(self, index: int, future: "concurrent.futures.Future", peak_bytes: int) -> None:
+        """Case ``index``'s network has run and its finish (``future``, its peak ``peak_bytes``) has started: in one
+        step, the finish is counted (:meth:`finishing`) and the case's reservation (its finish's bytes, published
+        when its network ended) drops to 0, so that no reader's early copy is checked between the two with that
+        finish counted nowhere."""
+        with self._condition:  # a re-entrant lock: finishing and publish take it again
+            self.finishing(future, peak_bytes)
+            self.publish(index, 0)
+
     def read_done(self, index: int) -> None:
         """Case ``index``'s CT is read (in memory): what its read future may still allocate is its early copy only,
         which that copy's own check counts beside the running network."""
@@ -1092,6 +1101,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                     current = reads.pop(index)
                     start_read(index + 1)  # read the next CT while the network runs on this one
                     start = time.perf_counter()
+                    ran = False
                     try:
                         volume, warnings, read_seconds, early = current.result()
                         for message in warnings:
@@ -1116,6 +1126,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                             to_come = max(0, int(required or 0) - int(volume.array.nbytes))
                         running.publish(index, to_come)
                         output = segmenter.predict(volume)
+                        ran = True
                     except KeyboardInterrupt:  # Ctrl-C, SIGTERM: closed before 'finally' publishes 0, so that a read
                         running.close()  # waiting for this case's estimate prepares nothing
                         raise
@@ -1124,7 +1135,10 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                                             _one_line(exc) + _earlier_result_kept_text(case)))
                         continue
                     finally:
-                        running.publish(index, 0)  # this network has run (or never will)
+                        # this network has run (or never will): what stays reserved is its finish, which follows it
+                        # (until handed_to_finish counts that finish itself); a read ending in between made its early
+                        # copy with 0 reserved and that finish counted nowhere
+                        running.publish(index, finish_memory_bytes(volume) if ran else 0)
                     status = CaseStatus(case.case_id, "done", time.perf_counter() - start,
                                         precision=str(output.facts.get("precision", {}).get("used", "")))
                     # post-processing, report and writing overlap the next case's network; at most one case waits to
@@ -1141,7 +1155,8 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                     # only this one is kept: a list of every finished future held each case's label map (and CT) to
                     # the end of the batch, about 50 MB per 512 x 512 x 200 case
                     finishing, finishing_bytes = future, finish_memory_bytes(volume)
-                    running.finishing(finishing, finishing_bytes)  # the next CT's early copy counts it too
+                    # the next CT's early copy counts it too; this case's reservation is dropped in the same step
+                    running.handed_to_finish(index, finishing, finishing_bytes)
                     del volume, output, current, early
             except BaseException:  # Ctrl-C, SIGTERM anywhere in the loop: the batch ends without the next CT's
                 running.close()  # read (when not started yet) and without an early copy of it

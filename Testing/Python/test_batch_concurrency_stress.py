@@ -615,3 +615,45 @@ def test_a_next_ct_already_read_is_not_counted_again_as_a_read_to_come(tmp_path,
     assert [s.status for s in statuses] == ["done", "done"], [s.message for s in statuses]
     assert pending_at_case_0 == [0]  # before: [9 * 32 * 32 * 4, 0], the read counted, then waited for
     assert 9 in prepared_on_reader  # case 1 (9 slices) resampled ahead: its early copy was not dropped
+
+
+def test_a_read_ending_between_a_network_and_its_finish_counts_that_finish(tmp_path, monkeypatch):
+    """Case 0's network ended with its reservation published as 0 (the loop's 'finally'), and its finish was
+    registered only after the previous finish had been waited for and this one submitted: a read of case 1 ending in
+    between made its early copy with nothing counted for case 0's finish, about to allocate its arrays. The reader's
+    check is held here exactly in that window (right after the publish that ends case 0's network): it counts case
+    0's finish (finish_memory_bytes of its CT), and no later state counts less while that finish runs."""
+    cts = _write_cts(tmp_path / "cts", 2)
+    network_0_published = threading.Event()
+    reader_counted = threading.Event()
+    counted = []
+    real_publish = RunningNetworkMemory.publish
+    real_reserved_before = RunningNetworkMemory.reserved_before
+    publishes_of_0 = []
+
+    def publish(self, index, reserved_bytes):
+        real_publish(self, index, reserved_bytes)
+        if index == 0:
+            publishes_of_0.append(reserved_bytes)
+            if len(publishes_of_0) == 2:  # the first: its estimate before the network; the second: the network ran
+                network_0_published.set()
+                assert reader_counted.wait(LIMIT_S)
+
+    def reserved_before(self, index):
+        if index != 1:
+            return real_reserved_before(self, index)
+        assert network_0_published.wait(LIMIT_S)
+        try:
+            counted.append(real_reserved_before(self, index))
+            return counted[-1]
+        finally:
+            reader_counted.set()
+
+    monkeypatch.setattr(RunningNetworkMemory, "publish", publish)
+    monkeypatch.setattr(RunningNetworkMemory, "reserved_before", reserved_before)
+    statuses, error = _run_with_limit(find_cases(cts, tmp_path / "out"), _segmenter())
+    assert error is None, error
+    assert [s.status for s in statuses] == ["done", "done"], [s.message for s in statuses]
+    case_0_finish = 8 * 32 * 32 * batch_module.FINISH_BYTES_PER_VOXEL + batch_module.FINISH_FIXED_BYTES
+    assert counted == [case_0_finish]  # before: [0]
+    assert publishes_of_0[1:] == [case_0_finish, 0]  # then handed to its finish, counted there, in one step

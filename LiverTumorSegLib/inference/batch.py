@@ -1239,9 +1239,9 @@ def _check_beside_the_next_read(segmenter: Any, volume: Any, read: Optional["con
     from ..errors import ResourceError
 
     read_in_memory = running is not None and running.is_read(index + 1)
-    pending = 0 if read_in_memory else next_read_bytes(read, case)
-    if finishing is not None and not finishing.done():
-        pending += int(finishing_bytes)
+    read_bytes = 0 if read_in_memory else next_read_bytes(read, case)
+    finish_bytes = int(finishing_bytes) if finishing is not None and not finishing.done() else 0
+    pending = read_bytes + finish_bytes
     if pending <= 0:
         return segmenter.check_network_memory(volume)
     try:
@@ -1250,8 +1250,11 @@ def _check_beside_the_next_read(segmenter: Any, volume: Any, read: Optional["con
         if running is not None:
             running.publish(index, None)
         concurrent.futures.wait([future for future in (read, finishing) if future is not None])
-        log.debug("waited for the next CT's read and the previous case's finish before the network: %.0f MiB would "
-                  "not fit beside them", pending / 2 ** 20)
+        # it said 'the next CT's read and the previous case's finish' also when only one of them was counted
+        waited = [name for name, counted in (("the next CT's read", read_bytes), ("the previous case's finish",
+                                                                                 finish_bytes)) if counted > 0]
+        log.debug("waited for %s before the network: %.0f MiB would not fit beside %s", " and ".join(waited),
+                  pending / 2 ** 20, "them" if len(waited) > 1 else "it")
         return segmenter.check_network_memory(volume)
 
 

@@ -657,3 +657,39 @@ def test_a_read_ending_between_a_network_and_its_finish_counts_that_finish(tmp_p
     case_0_finish = 8 * 32 * 32 * batch_module.FINISH_BYTES_PER_VOXEL + batch_module.FINISH_FIXED_BYTES
     assert counted == [case_0_finish]  # before: [0]
     assert publishes_of_0[1:] == [case_0_finish, 0]  # then handed to its finish, counted there, in one step
+
+
+@pytest.mark.parametrize("read_left, finish_left, said", [
+    (True, False, "waited for the next CT's read before the network: 1 MiB would not fit beside it"),
+    (False, True, "waited for the previous case's finish before the network: 2 MiB would not fit beside it"),
+    (True, True, "waited for the next CT's read and the previous case's finish before the network: 3 MiB would not "
+                 "fit beside them"),
+])
+def test_the_wait_before_a_network_names_what_it_waited_for(monkeypatch, caplog, read_left, finish_left, said):
+    """The debug line said it waited for 'the next CT's read and the previous case's finish' also when only one of
+    them was pending: it names the one(s) counted."""
+    import concurrent.futures
+    import logging
+
+    read, finish = concurrent.futures.Future(), concurrent.futures.Future()
+    for future, left in ((read, read_left), (finish, finish_left)):
+        if not left:
+            future.set_result(None)
+    monkeypatch.setattr(batch_module, "next_read_bytes", lambda future, case: (1 << 20) if not future.done() else 0)
+    asked = []
+
+    class Segmenter:
+        def check_network_memory(self, volume, pending_bytes=0):
+            asked.append(pending_bytes)
+            if pending_bytes:
+                for future in (read, finish):  # what the wait waits for has ended (no timing)
+                    if not future.done():
+                        future.set_result(None)
+                raise ResourceError("not beside them (test)")
+            return 5
+
+    with caplog.at_level(logging.DEBUG, logger=batch_module.log.name):
+        assert batch_module._check_beside_the_next_read(Segmenter(), object(), read, object(), None, 0, finish,
+                                                        2 << 20) == 5
+    assert asked == [(1 << 20) * read_left + (2 << 20) * finish_left, 0]
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("waited")] == [said]

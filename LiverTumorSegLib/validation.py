@@ -116,7 +116,7 @@ def measurement_tilt_warnings(direction: np.ndarray, name: str) -> List[str]:
     axial are tilted more than :data:`OBLIQUE_WARN_DEGREES` from the axial plane (:func:`slice_tilt_degrees`), since
     RECIST axes are measured in true axial planes through such a grid's voxels
     (:func:`~.metrics.recist.lesion_axes`: each point takes the label of the stored voxel it lies in), which reads
-    their staircase edges up to about a voxel differently from the same lesion stored axial; the warning says so. A
+    their staircase edges up to about two voxels differently from the same lesion stored axial; the warning says so. A
     grid turned only about S has true axial slices and gets none. (It said the axes were measured in the tilted
     slices, which they were: 27.7 mm for a 30 mm lesion stored tilted 45 degrees.)"""
     tilt = slice_tilt_degrees(direction)
@@ -124,7 +124,8 @@ def measurement_tilt_warnings(direction: np.ndarray, name: str) -> List[str]:
         return []
     return [f"'{name}' is stored in slices tilted {tilt:.0f} degrees from the axial plane: the long and short axes "
             f"are measured in true axial planes through its voxels (each point takes the label of the voxel it lies "
-            f"in), within about a voxel of the same lesion stored axial."]
+            f"in), within about two voxels of the same lesion stored axial (1.7 mm longer measured for a 30 mm lesion "
+            f"on 1 mm voxels tilted 45 degrees)."]
 
 
 def model_obliquity_warnings(direction: np.ndarray, name: str, aligned_for_model: bool = False,

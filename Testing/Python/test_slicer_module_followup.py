@@ -3,6 +3,7 @@ the Logic runs with the same stand-ins as Testing/Python/test_slicer_module_logi
 import ast
 import re
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,30 @@ MODULE_FILE = Path(__file__).resolve().parents[2] / "LiverTumorSeg" / "LiverTumo
 def _ct_and_segmentation(scene, mrml, phantom, name):
     volume = add_volume_node(scene, phantom.ct.array, phantom.ct.geometry, name + " CT")
     return volume, mrml.labels_to_segmentation_node(scene, phantom.labels, phantom.ct.geometry)
+
+
+class _CompareField(types.SimpleNamespace):
+    """A stand-in for one of the compare section's widgets: a node selector, table view, button or label."""
+
+    def currentNode(self):
+        return self.node
+
+    def setMRMLTableNode(self, table):
+        self.node = table
+
+    def mrmlTableNode(self):
+        return self.node
+
+
+def _compare_section_stand_in(first, second, table=None):
+    """The compare section's widgets (``widget.compare``) for the ``(CT, segmentation)`` pairs ``first`` (baseline)
+    and ``second`` (follow-up), with ``table`` shown."""
+    f = _CompareField
+    return {"baselineSegmentation": f(node=first[1]), "baselineVolume": f(node=first[0]),
+            "followupSegmentation": f(node=second[1]), "followupVolume": f(node=second[0]),
+            "alignOnCT": f(checked=True), "nadirSumMm": f(text=""), "afterCompleteResponse": f(checked=False),
+            "previousChangeReport": f(currentPath=""), "button": f(text="Compare"),
+            "save": f(enabled=True, toolTip=""), "result": f(text=""), "table": f(node=table)}
 
 
 def test_logic_compare_with_baseline_fills_the_change_table(module):
@@ -465,7 +490,6 @@ def test_a_complete_response_before_reaches_the_child_and_a_nadir_above_0_with_i
 def test_compare_reads_the_nadir_field_and_refuses_a_wrong_one_before_anything_starts(module, monkeypatch):
     """The widget's Compare: the typed nadir goes to ``compareWithBaseline`` as mm (empty: None); text that is no
     sum of diameters is shown with what to type, and neither an install nor a comparison is started."""
-    import types
     import slicer.util
 
     m = module.m
@@ -500,8 +524,6 @@ def test_a_comparison_whose_pair_was_changed_while_it_ran_says_whose_response_it
     ("RECIST 1.1 response: PD ...") then stood under the newly chosen pair as if it were theirs. It now begins by naming
     the pair it compares (as a segment run whose CT is no longer the input does); a pair left as it was reads as
     before."""
-    import types
-
     from test_slicer_module_logic import FakeTimer
 
     base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
@@ -512,22 +534,7 @@ def test_a_comparison_whose_pair_was_changed_while_it_ran_says_whose_response_it
     second[1].SetName("Follow-up segmentation")
     widget = module.m.LiverTumorSegWidget()
 
-    class Field(types.SimpleNamespace):
-        def currentNode(self):
-            return self.node
-
-        def setMRMLTableNode(self, table):
-            self.node = table
-
-        def mrmlTableNode(self):
-            return self.node
-
-    widget.compare = {"baselineSegmentation": Field(node=first[1]), "baselineVolume": Field(node=first[0]),
-                      "followupSegmentation": Field(node=second[1]), "followupVolume": Field(node=second[0]),
-                      "alignOnCT": Field(checked=True), "nadirSumMm": Field(text=""),
-                      "afterCompleteResponse": Field(checked=False), "previousChangeReport": Field(currentPath=""),
-                      "button": Field(text="Compare"), "save": Field(enabled=True, toolTip=""),
-                      "result": Field(text=""), "table": Field(node=None)}
+    widget.compare = _compare_section_stand_in(first, second)
     widget._parameterNode = None
     widget.dependenciesReady = lambda: True
     widget.logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: _change_writing_runner(_CHANGE),
@@ -554,8 +561,6 @@ def test_save_change_report_is_greyed_out_and_refused_while_a_comparison_runs(mo
     that run (not the running one's) and appended its 'saved' line to 'Comparing...', which the run's end then
     replaced. The button is now greyed out while a comparison runs (its tooltip says why) and a click that still
     arrives is refused with a line saying so; after the run it saves the new comparison's report."""
-    import types
-
     import slicer.util
 
     from test_slicer_module_logic import FakeTimer
@@ -571,22 +576,7 @@ def test_save_change_report_is_greyed_out_and_refused_while_a_comparison_runs(mo
         "target_lesion_ids": [1], "baseline_mm": 40.0, "followup_mm": 20.0, "nadir_mm": None}})
     widget = m.LiverTumorSegWidget()
 
-    class Field(types.SimpleNamespace):
-        def currentNode(self):
-            return self.node
-
-        def setMRMLTableNode(self, table):
-            self.node = table
-
-        def mrmlTableNode(self):
-            return self.node
-
-    widget.compare = {"baselineSegmentation": Field(node=first[1]), "baselineVolume": Field(node=first[0]),
-                      "followupSegmentation": Field(node=second[1]), "followupVolume": Field(node=second[0]),
-                      "alignOnCT": Field(checked=True), "nadirSumMm": Field(text=""),
-                      "afterCompleteResponse": Field(checked=False), "previousChangeReport": Field(currentPath=""),
-                      "button": Field(text="Compare"), "save": Field(enabled=True, toolTip=""),
-                      "result": Field(text=""), "table": Field(node=earlier)}  # the earlier comparison's table
+    widget.compare = _compare_section_stand_in(first, second, earlier)  # the earlier comparison's table
     widget._parameterNode = None
     widget.dependenciesReady = lambda: True
     widget.logic = m.LiverTumorSegLogic(runnerFactory=lambda: _change_writing_runner(dict(_CHANGE, response="PD")),
@@ -748,7 +738,6 @@ def test_the_panels_compare_passes_the_previous_report_and_save_writes_the_last_
     """The widget: the *Previous follow-up report* field goes to ``compareWithBaseline(previousReport=...)``; given
     with a nadir it is refused in the panel before anything starts; the field is kept in the parameter node and
     shown again from it; *Save change report...* writes the last comparison's report where the dialog says."""
-    import types
     import slicer.util
 
     from LiverTumorSegLib.followup import read_previous_change
@@ -817,7 +806,6 @@ def test_the_change_report_is_saved_with_the_scene_and_save_change_report_works_
     trip through a real Slicer data bundle (slicer-core's application logic) Save writes the same report. A copy of
     the table (the Data module's Clone) keeps its report when the original is refilled."""
     import json
-    import types
     import zipfile
 
     import slicer
@@ -885,8 +873,6 @@ def test_save_change_report_refuses_a_hand_edited_report_before_its_dialog_opens
     *Previous follow-up report* (or ``followup --previous``); an emptied one ('{}') was refused only after the save
     dialog. Both are refused now before any dialog opens, with the panel's message naming what is wrong; the library
     call ``save_change_report`` refuses such a report too, and a real report is still saved."""
-    import types
-
     import slicer.util
 
     from LiverTumorSegLib.errors import InputError
@@ -967,8 +953,6 @@ def test_deleting_a_change_table_removes_its_change_report_text_node(module):
     also before the panel was ever opened (no widget here: the observer was the widget's, so a table deleted right
     after loading an .mrb left its report). A report a clone still references stays, and so does a text node of the
     user's; during a batch (a scene import) it waits for the batch's end."""
-    import types
-
     m, mrml, scene = module.m, module.mrml, module.scene
     loaded = m.LiverTumorSeg.__new__(m.LiverTumorSeg)
     loaded.parent = types.SimpleNamespace()  # what Slicer's ScriptedLoadableModule.__init__ sets
@@ -1017,8 +1001,6 @@ def test_a_change_table_deleted_right_after_loading_an_mrb_takes_its_report_alon
     and the table deleted before the module's panel was opened; its report text node stayed. The module class's
     observers (added when Slicer loads the module) remove it; the import itself keeps the report its table
     references."""
-    import types
-
     import slicer
 
     m, mrml, scene = module.m, module.mrml, module.scene

@@ -15,7 +15,7 @@ from ..errors import InputError, option_hint, raise_if_out_of_memory
 from ..fileutil import check_path_encoding, is_hidden_name, media_storage_sop_class
 from ..thread_warnings import warnings_hidden_in_this_thread
 from ..volume import CTVolume
-from .conversions import check_memory_for_read, to_hu_dtype
+from .conversions import check_memory_for_read, hu_copy_itemsize, to_hu_dtype
 from .formats import _FILE_FORMATS_TEXT, PathLike
 from .itk import _direction_3d, _itk_itemsize, _itk_reason, _quiet_itk, _sitk, _volume_from_sitk
 
@@ -1782,7 +1782,10 @@ def _check_no_gantry_tilt(series: DicomSeriesInfo, points_xyz: np.ndarray, direc
 def _check_dicom_series_memory(series: DicomSeriesInfo, folder: Path) -> None:
     """Memory check from the first file's header (columns x rows, pixel type) times the number of files. The
     header is the one the series listing read (``series._first_header``); the file is read again only for a
-    series that did not come from the listing."""
+    series that did not come from the listing. Counted: the voxels in the type GDCM reads them as
+    (:data:`DICOM_READ_COPIES`) and their HU copy (:func:`~.conversions.hu_copy_itemsize`: int16 or float32, made
+    from a view of the image), as :func:`dicom_folder_read_bytes` counts them; until 30 Nov 2026 a copy of GDCM's
+    type (float64 for a fractional rescale slope: 16 bytes a voxel where the read holds 12)."""
     header = series._first_header
     if header is None or header.path != series.files[0]:
         with _quiet_itk():
@@ -1791,7 +1794,9 @@ def _check_dicom_series_memory(series: DicomSeriesInfo, folder: Path) -> None:
             return  # the series read below reports the unreadable file
     size = header.size
     shape_xyz = (size[0], size[1], max(len(series.files), size[2] if len(size) > 2 else 1))
-    check_memory_for_read(shape_xyz, _itk_itemsize(header.pixel_id), f"{folder} (series {series.uid})")
+    itemsize = _itk_itemsize(header.pixel_id)
+    check_memory_for_read(shape_xyz, DICOM_READ_COPIES * itemsize, f"{folder} (series {series.uid})",
+                          copy_itemsize=hu_copy_itemsize(itemsize, False))
 
 
 def _series_slice_thickness(reader, num_files: int) -> Optional[float]:

@@ -15,7 +15,7 @@ from ..errors import InputError, out_of_memory_error, raise_if_out_of_memory
 from ..fileutil import full_suffix
 from ..volume import CTVolume, ImageGeometry
 from .conversions import (_check_3d_shape, check_data_fits_file, check_geometry_values, check_memory_for_read,
-                          data_after_voxels_warning, to_hu_dtype, unit_direction)
+                          data_after_voxels_warning, hu_copy_itemsize, to_hu_dtype, unit_direction)
 
 
 def _sitk():
@@ -1026,14 +1026,15 @@ def _nrrd_axes_without_spacing_notes(header: _Header) -> List[str]:
             f"volume with its spacing (for a CT: its slice spacing)"]
 
 
-def checked_before_voxels(path: Path, reader: Any
+def checked_before_voxels(path: Path, reader: Any, copy_itemsize: Optional[int] = None
                           ) -> Tuple[Tuple[int, int, int], Optional[_Header], Optional[_StoredData], List[str]]:
     """The checks a NRRD or MetaImage file gets from the header ``reader`` (after ``ReadImageInformation``) before
     any voxel is read: a 3D shape, finite and bounded geometry, MetaImage fields ITK gets wrong, data that fits the
     bytes the file holds (a 4 KB file claiming 4 GiB), and the memory, for all of the reader's components (a
     ``.seg.nrrd``'s layers). Returns ``(shape_xyz, header, stored data, warnings)``: the warnings say that 1 mm
     voxels were assumed, or that a raw file holds a slice or more after its voxels. The CT reader and the
-    ``.seg.nrrd`` reader share it."""
+    ``.seg.nrrd`` reader share it. ``copy_itemsize``: bytes a voxel of the copy the reader makes beside the stored
+    voxels (:func:`~.conversions.check_memory_for_read`; None: one of the stored type)."""
     shape = _check_3d_shape(tuple(reader.GetSize()), str(path))
     check_geometry_values(reader.GetSpacing(), reader.GetOrigin(), tuple(reader.GetDirection())[:9]
                           if reader.GetDimension() == 3 else _direction_3d(reader), str(path))
@@ -1047,7 +1048,7 @@ def checked_before_voxels(path: Path, reader: Any
         needed = check_data_fits_file(path, shape, itemsize, stored.size, stored.deflated)
         if not stored.deflated:  # a header edited to fewer slices (raw data), as NIfTI's reader says it
             notes += data_after_voxels_warning(shape, itemsize, stored.size - needed)
-    check_memory_for_read(shape, itemsize, str(path))
+    check_memory_for_read(shape, itemsize, str(path), copy_itemsize=copy_itemsize)
     return shape, header, stored, notes
 
 
@@ -1104,7 +1105,10 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     if reader.GetNumberOfComponents() != 1:
         raise InputError(f"'{path}' has {reader.GetNumberOfComponents()} components per voxel (RGB or vector "
                          f"image); a scalar 3D CT volume is needed.")
-    shape, header, stored, notes = checked_before_voxels(path, reader)
+    # the stored voxels (SimpleITK's image, or the inflated stream) and their HU copy, int16 or float32, made from a
+    # view (_volume_from_sitk): a float64 file's copy is 4 bytes a voxel, not 8 (docs/speed.md, 30 Nov 2026)
+    shape, header, stored, notes = checked_before_voxels(
+        path, reader, copy_itemsize=hu_copy_itemsize(_itk_itemsize(reader.GetPixelID()), False))
     voxels = inflated_voxels(path, reader, header, stored, notes)
     if voxels is not None:
         volume = _volume_from_voxels(voxels, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(),

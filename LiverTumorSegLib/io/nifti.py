@@ -10,7 +10,7 @@ from ..errors import CancelledError, InputError, raise_if_out_of_memory
 from ..fileutil import full_suffix
 from ..volume import CTVolume, ImageGeometry
 from .conversions import (_check_3d_shape, _check_header_spacing, axes_are_orthogonal, check_geometry_values,
-                          check_data_fits_file, check_memory_for_read, data_after_voxels_warning, to_hu_dtype)
+                          check_data_fits_file, hu_copy_itemsize, check_memory_for_read, data_after_voxels_warning, to_hu_dtype)
 from .formats import _SUPPORTED_TEXT
 
 
@@ -259,16 +259,6 @@ def _check_data_fits_file(path: Path, shape_xyz: tuple, header: Any, data_offset
     available = size if deflated else size - int(data_offset)
     stored = check_data_fits_file(path, shape_xyz, itemsize, available, deflated)
     return [] if deflated else data_after_voxels_warning(shape_xyz, itemsize, available - stored)
-
-
-def hu_copy_itemsize(stored_itemsize: int, scaled: bool) -> int:
-    """Bytes a voxel of the copy :func:`_read_nifti` holds beside the stored voxels it read: their float32 scaled
-    values (``scaled``), else their int16 or float32 Hounsfield copy (:func:`~.conversions.to_hu_dtype`), counted
-    as the stored type up to 4 bytes and at least 2 (an int16 CT is kept as read, its 2 bytes kept as margin). A
-    float64 file's copy is 4 bytes, not 8: reading a 512 x 512 x 200 float64 ``.nii.gz`` peaked at 10.4 bytes a
-    voxel (int16 values) and 12.1 (fractional values) with the file's bytes, where its check counts 16 (docs/speed.md,
-    29 Nov 2026; 20 before)."""
-    return 4 if scaled else max(2, min(4, int(stored_itemsize)))
 
 
 def _read_as_scaled(image: Any, slope: float, inter: float) -> bool:

@@ -10,7 +10,7 @@ from ..volume import CTVolume, ImageGeometry
 from .dicom import _dicom_series_of_file, _read_dicom_folder
 from .formats import (_SUPPORTED_TEXT, DICOM_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, PathLike,
                       may_be_dicom_file)
-from .conversions import unit_direction
+from .conversions import hu_copy_itemsize, unit_direction
 from .itk import _read_itk_file, detached_data_file
 from .nifti import _read_nifti
 
@@ -150,7 +150,8 @@ def read_peak_bytes(path: PathLike) -> int:
     """The most memory :func:`read_volume` of the NIfTI, NRRD or MetaImage file ``path`` holds at its peak, from its
     header alone, as the reader's own memory check counts it: its voxels at the bytes a voxel of the stored voxels it
     reads and of the Hounsfield copy it makes of them (NIfTI: :func:`~.nifti.nifti_read_itemsizes`, e.g. 8 for a
-    float32 file, 4 for an int16 one; NRRD/MetaImage: twice the stored item size). Raises InputError as
+    float32 file, 4 for an int16 one; NRRD/MetaImage: the stored item size and
+    :func:`~.conversions.hu_copy_itemsize`, e.g. 12 for a float64 file, 4 for an int16 one). Raises InputError as
     :func:`read_header_geometry` does. A batch counted every such read ahead at 4 bytes a voxel, where reading a
     512 x 512 x 100 float32 ``.nii.gz`` peaked at 7.6 (docs/speed.md)."""
     _, shape_zyx, (read_itemsize, copy_itemsize) = _read_header(path)
@@ -189,7 +190,8 @@ def _read_header(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int, int], T
         geometry = ImageGeometry(spacing=spacing, origin=tuple(reader.GetOrigin())[:3], direction=direction)
         shape_xyz = tuple(int(n) for n in (tuple(reader.GetSize()) + (1, 1))[:3])
         stored = _itk_itemsize(reader.GetPixelID()) * int(reader.GetNumberOfComponents())
-        itemsizes = (stored, stored)  # as _read_itk_file's check: the stored voxels and a copy of them
+        # as _read_itk_file's check: the stored voxels and their HU copy (int16 or float32)
+        itemsizes = (stored, hu_copy_itemsize(stored, False))
     else:
         raise InputError(f"'{path}' is not a NIfTI, NRRD or MetaImage file.")
     return geometry, (shape_xyz[2], shape_xyz[1], shape_xyz[0]), itemsizes

@@ -138,3 +138,64 @@ def test_a_batch_tells_the_reader_each_cases_finish_and_its_peak(tmp_path, monke
     statuses = batch.segment_batch(batch.find_cases(cts, tmp_path / "out"), segmenter)
     assert [s.status for s in statuses] == ["done"] * 3, [s.message for s in statuses]
     assert told == [n * batch.FINISH_BYTES_PER_VOXEL + batch.FINISH_FIXED_BYTES for n in voxels]
+
+
+def _asked_per_voxel(monkeypatch, read):
+    """Bytes a voxel the reader's own memory check asked for, less the 4 it counts for the labels and the overhead."""
+    import LiverTumorSegLib.validation as validation
+
+    asked = []
+    monkeypatch.setattr(validation, "check_memory",
+                        lambda required, *args, **kwargs: asked.append(int(required)))
+    volume = read()
+    assert len(asked) == 1
+    return (asked[0] - validation.RUNTIME_OVERHEAD_BYTES) / volume.array.size - 4, volume
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("dtype, per_voxel", [("int16", 4), ("int32", 8), ("float32", 8), ("float64", 12),
+                                              ("uint8", 3)])
+def test_a_nrrd_or_metaimage_read_counts_its_stored_voxels_and_hu_copy(tmp_path, monkeypatch, suffix, compressed,
+                                                                       dtype, per_voxel):
+    """The check counted two copies of the stored type: a float64 file 16 bytes a voxel, where the read holds
+    SimpleITK's image (or the inflated stream) and its int16/float32 HU copy, made from a view: 10.0 measured raw,
+    12.2-12.9 gzip (512 x 512 x 100, docs/speed.md); a uint8 file 2, where its int16 copy alone is 2 (3 held)."""
+    import SimpleITK as sitk
+
+    from LiverTumorSegLib.io import read_volume
+    from LiverTumorSegLib.io.reading import read_peak_bytes
+
+    values = np.random.default_rng(5).integers(0 if dtype == "uint8" else -1000, 255 if dtype == "uint8" else 1500,
+                                               size=(6, 20, 24)).astype(dtype)
+    path = tmp_path / f"ct{suffix}"
+    sitk.WriteImage(sitk.GetImageFromArray(values), str(path), compressed)
+    asked, volume = _asked_per_voxel(monkeypatch, lambda: read_volume(path))
+    assert asked == per_voxel
+    assert read_peak_bytes(path) == per_voxel * values.size  # a batch's count of the read ahead, the same
+    assert np.array_equal(volume.array, values)
+
+
+def test_a_dicom_read_counts_gdcms_voxels_and_the_hu_copy(tmp_path, monkeypatch):
+    """A fractional rescale slope makes GDCM read float64: the check counted 16 bytes a voxel (two float64 copies),
+    where the read holds GDCM's image and the float32 HU copy made from a view of it (12), as the batch's count of
+    a DICOM read ahead (``dicom_folder_read_bytes``) has counted it."""
+    import pydicom
+
+    from LiverTumorSegLib.io import read_volume
+    from LiverTumorSegLib.io.dicom import dicom_folder_read_bytes
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    voxels = np.random.default_rng(6).integers(-1000, 1500, size=(4, 20, 24)).astype(np.int16)
+    files = write_ct_series(tmp_path / "ct", CTVolume(voxels, ImageGeometry(spacing=(0.7, 0.8, 2.5))))
+    asked, volume = _asked_per_voxel(monkeypatch, lambda: read_volume(tmp_path / "ct"))
+    assert asked == 4  # int16: the image and its copy, as before
+    for path in files:
+        ds = pydicom.dcmread(str(path))
+        ds.RescaleSlope = "0.5"
+        ds.save_as(str(path))
+    asked, volume = _asked_per_voxel(monkeypatch, lambda: read_volume(tmp_path / "ct"))
+    assert volume.array.dtype == np.float32
+    np.testing.assert_allclose(volume.array, voxels * 0.5)
+    assert asked == 12
+    assert dicom_folder_read_bytes(tmp_path / "ct") == 12 * voxels.size

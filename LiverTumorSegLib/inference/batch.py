@@ -756,6 +756,7 @@ class RunningNetworkMemory:
         self._finishing = None  # type: Optional[concurrent.futures.Future]
         self._finishing_bytes = 0
         self._read = -1  # the last case whose CT the reader has read (the reader reads them in order)
+        self._after_finishing = False  # self._bytes is a finish that waits for the running one (publish)
 
     def finishing(self, future: "concurrent.futures.Future", peak_bytes: int) -> None:
         """The latest case's finish (``future``, on the finishing thread) and what it may allocate at its peak
@@ -784,16 +785,18 @@ class RunningNetworkMemory:
         with self._condition:
             return self._read >= index
 
-    def publish(self, index: int, reserved_bytes: Optional[int]) -> None:
+    def publish(self, index: int, reserved_bytes: Optional[int], after_finishing: bool = False) -> None:
         """Case ``index``'s estimate (None: prepare nothing ahead). One for an earlier case than one published
         already, or after :meth:`close`, is ignored: it would replace a later case's estimate (or the closing None)
         with a stale one, so that a reader counted too little beside that case's network, or prepared a CT when the
-        batch was ending."""
+        batch was ending. ``after_finishing``: ``reserved_bytes`` is the case's finish, which runs on the one
+        finishing thread after the finish running there (:meth:`finishing`) has ended, not beside it."""
         with self._condition:
             if index < self._published:
                 return
             self._published = index
             self._bytes = reserved_bytes
+            self._after_finishing = bool(after_finishing)
             self._condition.notify_all()
 
     def close(self) -> None:
@@ -808,13 +811,19 @@ class RunningNetworkMemory:
 
     def reserved_before(self, index: int) -> Optional[int]:
         """Bytes the running network (case ``index - 1``) may still take, once published, and the latest case's
-        finish while it runs (:meth:`finishing`); None: prepare nothing."""
+        finish while it runs (:meth:`finishing`); None: prepare nothing. Where what is published is case
+        ``index - 1``'s finish, waiting for the running finish (``publish(after_finishing=True)``), the larger of the
+        two: they run one after the other on the one finishing thread, and both were counted (summed) until 30 Nov
+        2026, so that an early copy that fit beside either was dropped."""
         with self._condition:
             self._condition.wait_for(lambda: self._published >= index - 1)
             if self._bytes is None:
                 return None
-            finishing = self._finishing is not None and not self._finishing.done()
-            return self._bytes + (self._finishing_bytes if finishing else 0)
+            if self._finishing is None or self._finishing.done():
+                return self._bytes
+            if self._after_finishing:
+                return max(self._bytes, self._finishing_bytes)
+            return self._bytes + self._finishing_bytes
 
 
 def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare, segmenter: Any,
@@ -1138,7 +1147,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                         # this network has run (or never will): what stays reserved is its finish, which follows it
                         # (until handed_to_finish counts that finish itself); a read ending in between made its early
                         # copy with 0 reserved and that finish counted nowhere
-                        running.publish(index, finish_memory_bytes(volume) if ran else 0)
+                        running.publish(index, finish_memory_bytes(volume) if ran else 0, after_finishing=True)
                     status = CaseStatus(case.case_id, "done", time.perf_counter() - start,
                                         precision=str(output.facts.get("precision", {}).get("used", "")))
                     # post-processing, report and writing overlap the next case's network; at most one case waits to

@@ -631,8 +631,8 @@ def test_a_read_ending_between_a_network_and_its_finish_counts_that_finish(tmp_p
     real_reserved_before = RunningNetworkMemory.reserved_before
     publishes_of_0 = []
 
-    def publish(self, index, reserved_bytes):
-        real_publish(self, index, reserved_bytes)
+    def publish(self, index, reserved_bytes, **kwargs):
+        real_publish(self, index, reserved_bytes, **kwargs)
         if index == 0:
             publishes_of_0.append(reserved_bytes)
             if len(publishes_of_0) == 2:  # the first: its estimate before the network; the second: the network ran

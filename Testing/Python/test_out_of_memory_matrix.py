@@ -432,10 +432,10 @@ def test_a_batch_publishes_what_the_running_network_may_still_take_without_its_e
     published = {}
     real_publish = RunningNetworkMemory.publish
 
-    def publish(self, index, reserved_bytes):
+    def publish(self, index, reserved_bytes, **kwargs):
         if reserved_bytes:  # the first: the estimate before the network (then its finish's bytes, once it has run)
             published.setdefault(index, reserved_bytes)
-        return real_publish(self, index, reserved_bytes)
+        return real_publish(self, index, reserved_bytes, **kwargs)
 
     monkeypatch.setattr(validation, "check_network_memory", check)
     monkeypatch.setattr(RunningNetworkMemory, "publish", publish)

@@ -199,3 +199,63 @@ def test_a_dicom_read_counts_gdcms_voxels_and_the_hu_copy(tmp_path, monkeypatch)
     np.testing.assert_allclose(volume.array, voxels * 0.5)
     assert asked == 12
     assert dicom_folder_read_bytes(tmp_path / "ct") == 12 * voxels.size
+
+
+def test_the_readers_early_copy_counts_two_finishes_that_run_one_after_the_other_once():
+    """Case i - 1's network has ended and its finish waits for case i - 2's, which runs on the one finishing thread:
+    the reader's early copy of case i counted both finishes (their sum), though the second starts only once the
+    first has ended and freed its memory; an early copy that fit beside either was dropped."""
+    from LiverTumorSegLib.inference.batch import RunningNetworkMemory
+
+    running = RunningNetworkMemory()
+    running.publish(0, 5000)  # case 0's network, beside the finish running: both count
+    earlier = concurrent.futures.Future()
+    running.finishing(earlier, 1000)
+    assert running.reserved_before(1) == 5000 + 1000
+    running.publish(0, 3000, after_finishing=True)  # case 0's network ended; its finish waits for the running one
+    assert running.reserved_before(1) == 3000  # not 4000
+    running.finishing(earlier, 4000)
+    assert running.reserved_before(1) == 4000
+    earlier.set_result(None)
+    assert running.reserved_before(1) == 3000
+    later = concurrent.futures.Future()
+    running.handed_to_finish(0, later, 3000)  # case 0's finish runs: its reservation drops to 0
+    assert running.reserved_before(1) == 3000
+    running.publish(1, 2500)  # case 1's network, beside case 0's finish: both again
+    assert running.reserved_before(2) == 2500 + 3000
+
+
+def test_a_batch_publishes_each_cases_finish_as_one_that_follows_the_running_finish(tmp_path, monkeypatch):
+    from LiverTumorSegLib.inference import batch
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+    from LiverTumorSegLib.io import write_volume
+    from LiverTumorSegLib.phantom import make_phantom
+
+    from inference_helpers import oracle_package, oracle_predictor
+
+    cts = tmp_path / "cts"
+    cts.mkdir()
+    sizes = []
+    for i in range(3):
+        ct = make_phantom((10 + 2 * i, 36, 40), (2.0, 2.0, 4.0), noise_hu=0.0).ct
+        write_volume(cts / f"ct_{i}.nii.gz", ct)
+        sizes.append(ct.array.size * batch.FINISH_BYTES_PER_VOXEL + batch.FINISH_FIXED_BYTES)
+    told = []
+    real = batch.RunningNetworkMemory.publish
+
+    def publish(self, index, reserved_bytes, after_finishing=False):
+        if index < 1 << 62:
+            told.append((index, reserved_bytes, after_finishing))
+        return real(self, index, reserved_bytes, after_finishing=True) if after_finishing else \
+            real(self, index, reserved_bytes)
+
+    monkeypatch.setattr(batch.RunningNetworkMemory, "publish", publish)
+    segmenter = Segmenter(engine=SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                                      batch_predictor=oracle_predictor))
+    statuses = batch.segment_batch(batch.find_cases(cts, tmp_path / "out"), segmenter)
+    assert [s.status for s in statuses] == ["done"] * 3, [s.message for s in statuses]
+    # per case: its network's estimate (beside the running finish), its finish once the network ended (after the
+    # running finish), and 0 once that finish has started
+    assert [(i, b, a) for i, b, a in told if a] == [(i, sizes[i], True) for i in range(3)]
+    assert [(i, b) for i, b, a in told if not a and b == 0] == [(i, 0) for i in range(3)]

@@ -659,8 +659,8 @@ def estimate_memory_bytes(shape_zyx: Sequence[int], input_itemsize: int = 2, flo
     """Rough peak memory (bytes) to segment a ``(z, y, x)`` volume at its own grid, the input included.
 
     Per voxel: the input (``input_itemsize``) and a copy of it (``copy_itemsize``; None: ``input_itemsize``, a
-    reader's check before the voxels are read: the stored voxels and the reader's copy of them, SimpleITK's image and
-    its numpy array, or nibabel's voxels and their int16/float32 Hounsfield copy; the network checks keep
+    reader's check before the voxels are read: the stored voxels and the reader's copy of them, SimpleITK's image or
+    nibabel's voxels and their int16/float32 Hounsfield copy (:func:`~.io.conversions.hu_copy_itemsize`); the network checks keep
     :data:`RUN_COPY_MARGIN_BYTES_PER_VOXEL`, as ``segment`` copies no CT), the uint8 labels and tumor probability
     and the post-processing's masks (4 bytes), ``float_copies`` float32 working volumes (none: the restore
     writes uint8 straight to the native grid) and, with ``keep_probabilities``, a float32 map per class. Plus

@@ -455,6 +455,14 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.gpuInfoLabel.text = panel_text.device_text(lastDevice)
 
     def onAddModel(self) -> None:
+        """Pick a model package and install it. With a user models folder that cannot be written, a warning comes
+        before the file dialog (a file picked there could not be added, and the user learnt that only after picking
+        it); the dialog still opens, since choosing a package already in that folder needs no writing."""
+        with slicer.util.tryWithErrorDisplay("Could not add the model."):  # no folder at all (no home): no add can
+            problem = self.logic.userModelsFolderWriteProblem()
+        if problem is not None:
+            slicer.util.warningDisplay(panel_text.add_model_read_only_warning_text(*problem),
+                                       windowTitle="Liver Tumor Segmentation")
         path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Add a LiverTumorSeg model package", "",
                                               "Model packages (*.safetensors)")
         if not path:
@@ -1052,12 +1060,10 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         return dependencies.ensure_requirements(confirm, slicer.util.pip_install, installTorch)
 
     @staticmethod
-    def writableUserModelsFolder():
-        """The user models folder (``LIVERTUMORSEG_MODELS_DIR``, else ``~/.livertumorseg/models``), made if missing,
-        after a file was created and removed in it; LiverTumorSegError naming it and what to do where it cannot be
-        written (a read-only home, a managed profile): 'Add model file...' said "[Errno 13] Permission denied:
-        '/home/u/.livertumorseg'" only, or "... is not writable ...; choose another output location", which the
-        panel has no control for."""
+    def userModelsFolderWriteProblem():
+        """None where the user models folder (``LIVERTUMORSEG_MODELS_DIR``, else ``~/.livertumorseg/models``) can be
+        written, checked by making it if missing and creating and removing a file in it; else ``(folder, reason)``
+        (a read-only home, a managed profile)."""
         import tempfile
         from LiverTumorSegLib.resources import user_models_dir
         folder = user_models_dir()
@@ -1067,11 +1073,20 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
             os.close(handle)
             os.unlink(probe)
         except OSError as exc:
-            raise LiverTumorSegError(
-                f"Cannot add the model: the user models folder '{folder}' cannot be written "
-                f"({exc.strerror or exc}). Set the environment variable LIVERTUMORSEG_MODELS_DIR to a folder you can "
-                f"write to and start Slicer again, or fix that folder's permissions.") from None
-        return folder
+            return str(folder), str(exc.strerror or exc)
+        return None
+
+    @staticmethod
+    def writableUserModelsFolder():
+        """The user models folder, made if missing, after a file was created and removed in it
+        (:meth:`userModelsFolderWriteProblem`); LiverTumorSegError naming it and what to do where it cannot be
+        written: 'Add model file...' said "[Errno 13] Permission denied: '/home/u/.livertumorseg'" only, or
+        "... is not writable ...; choose another output location", which the panel has no control for."""
+        from LiverTumorSegLib.resources import user_models_dir
+        problem = LiverTumorSegLogic.userModelsFolderWriteProblem()
+        if problem is not None:
+            raise LiverTumorSegError(panel_text.user_models_folder_not_writable_text(*problem))
+        return user_models_dir()
 
     @staticmethod
     def addUserModel(path: str) -> str:

@@ -221,6 +221,24 @@ def package_refusal_text(text: str) -> str:
     return text
 
 
+USER_MODELS_FOLDER_ADVICE = ("Set the environment variable LIVERTUMORSEG_MODELS_DIR to a folder you can write to "
+                             "and start Slicer again, or fix that folder's permissions.")
+"""What to do about a user models folder that cannot be written: the panel has no control for that folder."""
+
+
+def user_models_folder_not_writable_text(folder: str, reason: str) -> str:
+    """Why 'Add model file...' could not install the package picked: its folder cannot be written."""
+    return (f"Cannot add the model: the user models folder '{folder}' cannot be written ({reason}). "
+            f"{USER_MODELS_FOLDER_ADVICE}")
+
+
+def add_model_read_only_warning_text(folder: str, reason: str) -> str:
+    """The warning 'Add model file...' shows before its file dialog where the user models folder cannot be written:
+    only a package already installed there can be chosen (that needs no writing), any other would be refused."""
+    return (f"The user models folder '{folder}' cannot be written ({reason}), so only a model already installed "
+            f"there can be chosen; any other file cannot be added. {USER_MODELS_FOLDER_ADVICE}")
+
+
 EMPTY_SEGMENTS_PANEL_WORDS = (
     # measure's warnings for an empty label map, which the panel's "Update lesion table" hands over from the segments
     ("the label map holds no liver and no tumor (every voxel background): its liver volume 0.0 mL and empty lesion "

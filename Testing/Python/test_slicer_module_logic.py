@@ -754,6 +754,108 @@ def test_add_model_into_a_user_models_folder_that_cannot_be_written_says_what_to
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home_file", "mine.safetensors", "slicer-temp"]
 
 
+def _add_model_button_panel(module, monkeypatch, picked):
+    """The module's widget (no Qt) whose 'Add model file...' dialog answers ``picked`` (\"\" = cancelled), with the
+    module's own Logic: ``(widget, events)``, ``events`` listing in order each warning and error shown, each file
+    dialog opened and each model selected in the refilled list."""
+    import contextlib
+    import slicer.util
+
+    m = module.m
+    events = []
+
+    @contextlib.contextmanager
+    def shown_errors(message=None, show=True, waitCursor=False):
+        try:
+            yield
+        except Exception as exc:
+            events.append(("error", f"{message} {exc}"))
+            raise
+
+    monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", shown_errors)
+    monkeypatch.setattr(slicer.util, "warningDisplay", lambda text, **kw: events.append(("warning", text)))
+    monkeypatch.setattr(slicer.util, "mainWindow", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(m.qt, "QFileDialog", types.SimpleNamespace(
+        getOpenFileName=lambda *a: events.append(("dialog", a[1])) or picked), raising=False)
+    widget = m.LiverTumorSegWidget()
+    widget.logic = m.LiverTumorSegLogic  # the methods the button uses are static
+    widget.populateModels = lambda selectPath=None: events.append(("selected", selectPath))
+    return widget, events
+
+
+def test_add_model_button_warns_before_its_dialog_that_the_user_models_folder_cannot_be_written(
+        module, tmp_path, monkeypatch):
+    """With a user models folder that cannot be written, 'Add model file...' opened its file dialog and only after a
+    file was picked said "Cannot add the model: ... cannot be written". A warning now comes before the dialog, saying
+    that only a model already installed there can be chosen and what to set; the dialog still opens, since the
+    installed file chosen again needs no writing. A writable folder shows no warning."""
+    import errno
+    import shutil as shutil_module
+    import tempfile
+    from LiverTumorSegLib.resources import bundled_models_dir
+    source = tmp_path / "mine.safetensors"
+    shutil_module.copy(bundled_models_dir() / "unet16_widezoom_cpu.safetensors", source)
+    dialog = ("dialog", "Add a LiverTumorSeg model package")
+    advice = ("Set the environment variable LIVERTUMORSEG_MODELS_DIR to a folder you can write to and start Slicer "
+              "again, or fix that folder's permissions.")
+
+    # a folder below a file cannot be written (root ignores permissions): warned before the dialog, refused after
+    a_file = tmp_path / "home_file"
+    a_file.write_text("x")
+    blocked = a_file / ".livertumorseg" / "models"
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(blocked))
+    warning = ("warning", f"The user models folder '{blocked}' cannot be written (Not a directory), so only a model "
+                          f"already installed there can be chosen; any other file cannot be added. {advice}")
+    widget, events = _add_model_button_panel(module, monkeypatch, "")
+    widget.onAddModel()
+    assert events == [warning, dialog]  # cancelled: nothing more
+    widget, events = _add_model_button_panel(module, monkeypatch, str(source))
+    with pytest.raises(module.m.LiverTumorSegError):
+        widget.onAddModel()
+    assert events == [warning, dialog, ("error", f"Could not add the model. Cannot add the model: the user models "
+                                                 f"folder '{blocked}' cannot be written (Not a directory). {advice}")]
+    assert "\n" not in warning[1]
+
+    # a writable folder: no warning, the file is installed and selected
+    users = tmp_path / "user models"
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(users))
+    widget, events = _add_model_button_panel(module, monkeypatch, str(source))
+    widget.onAddModel()
+    assert events == [dialog, ("selected", str(users / "mine.safetensors"))]
+    assert sorted(p.name for p in users.iterdir()) == ["mine.safetensors"]
+
+    # that folder made read-only (creating a file in it is refused): warned, yet the installed file chosen again
+    # is selected, as before
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    widget, events = _add_model_button_panel(module, monkeypatch, str(users / "mine.safetensors"))
+    widget.onAddModel()
+    assert events == [("warning", f"The user models folder '{users}' cannot be written (Permission denied), so only "
+                                  f"a model already installed there can be chosen; any other file cannot be added. "
+                                  f"{advice}"), dialog, ("selected", str(users / "mine.safetensors"))]
+    assert sorted(p.name for p in users.iterdir()) == ["mine.safetensors"]
+
+
+def test_add_model_button_without_any_user_models_folder_says_so_before_its_dialog(module, monkeypatch):
+    """Without a home folder (and LIVERTUMORSEG_MODELS_DIR unset) there is no user models folder, so no file can be
+    added: the error is shown and no file dialog opens."""
+    from LiverTumorSegLib import resources
+    from LiverTumorSegLib.errors import InputError
+
+    def no_home():
+        raise InputError("this process has no home folder (HOME is not set); set HOME")
+
+    monkeypatch.delenv("LIVERTUMORSEG_MODELS_DIR", raising=False)
+    monkeypatch.setattr(resources, "home_folder", no_home)
+    widget, events = _add_model_button_panel(module, monkeypatch, "never asked")
+    with pytest.raises(InputError):
+        widget.onAddModel()
+    assert events == [("error", "Could not add the model. this process has no home folder (HOME is not set); set "
+                                "HOME")]
+
+
 def _segment_button_panel(module, monkeypatch, segmentation, input_volume):
     """The module's widget (no Qt) with ``segmentation`` as its output and ``input_volume`` as its CT, whose Segment
     button records each run it starts in ``starts`` and each question it asks in ``confirmations`` (answered No):

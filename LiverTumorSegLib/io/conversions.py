@@ -48,7 +48,7 @@ def to_hu_dtype(array: np.ndarray, uint8_if_fits: bool = False) -> np.ndarray:
     return array.astype(np.int16 if integral else np.float32, copy=False)
 
 
-def hu_copy_itemsize(stored_itemsize: int, scaled: bool) -> int:
+def hu_copy_itemsize(stored_itemsize: int, scaled: bool, unsigned: bool = False) -> int:
     """Bytes a voxel of the copy a reader (:func:`~.nifti._read_nifti`; the NRRD, MetaImage and DICOM readers with
     ``scaled`` False) holds beside the stored voxels it read: their float32 scaled values (``scaled``), else their
     int16 or float32 Hounsfield copy (:func:`to_hu_dtype`), counted as the stored type up to 4 bytes and at least 2 (an int16 CT is kept as read, its 2 bytes kept as margin). A
@@ -56,8 +56,12 @@ def hu_copy_itemsize(stored_itemsize: int, scaled: bool) -> int:
     voxel (int16 values) and 12.1 (fractional values) with the file's bytes, where its check counts 16 (docs/speed.md,
     29 Nov 2026; 20 before). A NRRD/MetaImage or DICOM read holds the same beside SimpleITK's image: a 512 x 512 x 100
     float64 NRRD peaked at 10.0 bytes a voxel raw, 12.2 gzip (12.9 MetaImage), where its check counted 16 (30 Nov
-    2026)."""
-    return 4 if scaled else max(2, min(4, int(stored_itemsize)))
+    2026). ``unsigned``: the stored type is unsigned; a uint16 file's copy is counted at 4 bytes, as its values
+    above 32767 (which the header cannot rule out) make it float32: a 512 x 512 x 100 uint16 ``.nii.gz``, gzip NRRD
+    or MetaImage of such values peaked at 6.0 bytes a voxel where its check counted 4 (30 Nov 2026)."""
+    if scaled or (unsigned and int(stored_itemsize) == 2):
+        return 4
+    return max(2, min(4, int(stored_itemsize)))
 
 
 def _check_3d_shape(shape_xyz: Tuple[int, ...], source: str) -> Tuple[int, int, int]:

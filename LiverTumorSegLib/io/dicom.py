@@ -17,7 +17,7 @@ from ..thread_warnings import warnings_hidden_in_this_thread
 from ..volume import CTVolume
 from .conversions import check_memory_for_read, hu_copy_itemsize, to_hu_dtype
 from .formats import _FILE_FORMATS_TEXT, PathLike
-from .itk import _direction_3d, _itk_itemsize, _itk_reason, _quiet_itk, _sitk, _volume_from_sitk
+from .itk import _direction_3d, _itk_itemsize, _itk_numpy_dtype, _itk_reason, _quiet_itk, _sitk, _volume_from_sitk
 
 
 @dataclass
@@ -1796,7 +1796,8 @@ def _check_dicom_series_memory(series: DicomSeriesInfo, folder: Path) -> None:
     shape_xyz = (size[0], size[1], max(len(series.files), size[2] if len(size) > 2 else 1))
     itemsize = _itk_itemsize(header.pixel_id)
     check_memory_for_read(shape_xyz, DICOM_READ_COPIES * itemsize, f"{folder} (series {series.uid})",
-                          copy_itemsize=hu_copy_itemsize(itemsize, False))
+                          copy_itemsize=hu_copy_itemsize(itemsize, False,
+                                                         unsigned=_itk_numpy_dtype(header.pixel_id).kind == "u"))
 
 
 def _series_slice_thickness(reader, num_files: int) -> Optional[float]:

@@ -1026,6 +1026,17 @@ def _nrrd_axes_without_spacing_notes(header: _Header) -> List[str]:
             f"volume with its spacing (for a CT: its slice spacing)"]
 
 
+def _compressed_data_bytes(path: Path) -> Optional[int]:
+    """Bytes of a deflate-compressed NRRD / MetaImage ``path``'s voxel data on disk (:func:`_stored_data`), None
+    when it is not compressed or its header cannot tell (the full read says what is wrong)."""
+    try:
+        header = _read_header(path)
+        stored = _stored_data(path, header) if header is not None else None
+    except (InputError, OSError, ValueError):
+        return None
+    return int(stored.size) if stored is not None and stored.deflated else None
+
+
 def checked_before_voxels(path: Path, reader: Any, copy_itemsize: Optional[int] = None
                           ) -> Tuple[Tuple[int, int, int], Optional[_Header], Optional[_StoredData], List[str]]:
     """The checks a NRRD or MetaImage file gets from the header ``reader`` (after ``ReadImageInformation``) before
@@ -1108,7 +1119,8 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     # the stored voxels (SimpleITK's image, or the inflated stream) and their HU copy, int16 or float32, made from a
     # view (_volume_from_sitk): a float64 file's copy is 4 bytes a voxel, not 8 (docs/speed.md, 30 Nov 2026)
     shape, header, stored, notes = checked_before_voxels(
-        path, reader, copy_itemsize=hu_copy_itemsize(_itk_itemsize(reader.GetPixelID()), False))
+        path, reader, copy_itemsize=hu_copy_itemsize(_itk_itemsize(reader.GetPixelID()), False,
+                                                     unsigned=_itk_numpy_dtype(reader.GetPixelID()).kind == "u"))
     voxels = inflated_voxels(path, reader, header, stored, notes)
     if voxels is not None:
         volume = _volume_from_voxels(voxels, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(),

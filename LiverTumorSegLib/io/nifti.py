@@ -277,8 +277,10 @@ def nifti_read_itemsizes(image: Any) -> Tuple[int, int]:
     (:func:`~LiverTumorSegLib.io.reading.read_peak_bytes`)."""
     slope, inter = _nifti_scaling(image)
     scaled = _read_as_scaled(image, slope, inter)
-    stored_itemsize = int(image.header.get_data_dtype().itemsize)
-    return (max(4, stored_itemsize) if scaled else stored_itemsize), hu_copy_itemsize(stored_itemsize, scaled)
+    stored = image.header.get_data_dtype()
+    stored_itemsize = int(stored.itemsize)
+    return (max(4, stored_itemsize) if scaled else stored_itemsize), \
+        hu_copy_itemsize(stored_itemsize, scaled, unsigned=stored.kind == "u")
 
 
 def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:

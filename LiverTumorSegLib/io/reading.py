@@ -1,4 +1,5 @@
 """The public CT read: :func:`read_volume` picks the reader (DICOM folder or file, NIfTI, NRRD/MetaImage)."""
+import os
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -142,7 +143,7 @@ def read_header_geometry(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int,
     """``(geometry, shape_zyx)`` of a NIfTI, NRRD or MetaImage file from its header alone (no voxels read), as
     :func:`read_volume` would build them (NIfTI: sform before qform, as nibabel). Raises InputError when the
     file is not one of those or its header is unreadable."""
-    geometry, shape_zyx, _ = _read_header(path)
+    geometry, shape_zyx, _, _ = _read_header(path)
     return geometry, shape_zyx
 
 
@@ -153,14 +154,23 @@ def read_peak_bytes(path: PathLike) -> int:
     float32 file, 4 for an int16 one; NRRD/MetaImage: the stored item size and
     :func:`~.conversions.hu_copy_itemsize`, e.g. 12 for a float64 file, 4 for an int16 one). Raises InputError as
     :func:`read_header_geometry` does. A batch counted every such read ahead at 4 bytes a voxel, where reading a
-    512 x 512 x 100 float32 ``.nii.gz`` peaked at 7.6 (docs/speed.md)."""
-    _, shape_zyx, (read_itemsize, copy_itemsize) = _read_header(path)
-    return int(shape_zyx[0]) * int(shape_zyx[1]) * int(shape_zyx[2]) * (int(read_itemsize) + int(copy_itemsize))
+    512 x 512 x 100 float32 ``.nii.gz`` peaked at 7.6 (docs/speed.md). A compressed file (``.nii.gz``, gzip NRRD,
+    compressed MetaImage) is counted at least at its inflating peak, the stored voxels and the buffers beside them
+    (:func:`~.gzip_inflate.inflate_peak_bytes`): reading a 512 x 512 x 20 int16 ``.nii.gz`` allocated 7.6 bytes a
+    voxel at its peak (tracemalloc), where 4 were counted."""
+    _, shape_zyx, (read_itemsize, copy_itemsize), compressed = _read_header(path)
+    voxels = int(shape_zyx[0]) * int(shape_zyx[1]) * int(shape_zyx[2])
+    peak = voxels * (int(read_itemsize) + int(copy_itemsize))
+    if compressed is not None:  # while inflating: the stored voxels, one inflated step and one compressed read step
+        from .gzip_inflate import inflate_peak_bytes
+        peak = max(peak, voxels * int(read_itemsize) + inflate_peak_bytes(voxels * int(read_itemsize), compressed))
+    return peak
 
 
-def _read_header(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int, int], Tuple[int, int]]:
-    """``(geometry, shape_zyx, (read, copy) bytes a voxel)`` of :func:`read_header_geometry` and
-    :func:`read_peak_bytes`."""
+def _read_header(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int, int], Tuple[int, int], Optional[int]]:
+    """``(geometry, shape_zyx, (read, copy) bytes a voxel, compressed bytes)`` of :func:`read_header_geometry` and
+    :func:`read_peak_bytes`; compressed bytes: the size of a compressed file's voxel data on disk (an upper bound:
+    the file's size), None for an uncompressed file."""
     path = check_path_encoding(path, "Input")
     suffix = full_suffix(path)
     if suffix in NIFTI_SUFFIXES:
@@ -175,9 +185,10 @@ def _read_header(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int, int], T
         geometry, _ = _nifti_geometry(image.header, str(path), warn=False)
         shape_xyz = tuple(int(n) for n in image.shape[:3])
         itemsizes = nifti_read_itemsizes(image)
+        compressed = os.path.getsize(str(path)) if suffix == ".nii.gz" else None
     elif suffix in ITK_SUFFIXES:
-        from .itk import (_direction_3d, _itk_itemsize, _quiet_itk, check_header_dimension, itk_file_reader,
-                          non_ascii_path_hint)
+        from .itk import (_compressed_data_bytes, _direction_3d, _itk_itemsize, _itk_numpy_dtype, _quiet_itk,
+                          check_header_dimension, itk_file_reader, non_ascii_path_hint)
         check_header_dimension(path)
         reader = itk_file_reader(path)
         try:
@@ -191,10 +202,12 @@ def _read_header(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int, int], T
         shape_xyz = tuple(int(n) for n in (tuple(reader.GetSize()) + (1, 1))[:3])
         stored = _itk_itemsize(reader.GetPixelID()) * int(reader.GetNumberOfComponents())
         # as _read_itk_file's check: the stored voxels and their HU copy (int16 or float32)
-        itemsizes = (stored, hu_copy_itemsize(stored, False))
+        unsigned = _itk_numpy_dtype(reader.GetPixelID()).kind == "u"
+        itemsizes = (stored, hu_copy_itemsize(stored, False, unsigned=unsigned))
+        compressed = _compressed_data_bytes(path)
     else:
         raise InputError(f"'{path}' is not a NIfTI, NRRD or MetaImage file.")
-    return geometry, (shape_xyz[2], shape_xyz[1], shape_xyz[0]), itemsizes
+    return geometry, (shape_xyz[2], shape_xyz[1], shape_xyz[0]), itemsizes, compressed
 
 
 def first_slice_values(path: PathLike) -> Optional[np.ndarray]:

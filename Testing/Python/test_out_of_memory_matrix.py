@@ -286,7 +286,7 @@ def test_running_out_of_memory_looking_for_a_resampling_fill_stops_segment_inste
 def test_a_batch_cases_memory_check_counts_the_next_ct_being_read_and_waits_for_it(tmp_path, monkeypatch):
     """The batch starts reading case i+1 before case i's memory check: the check saw the memory the read was about
     to take as free, and the network could run out of it. The check counts the unfinished read now (its header's
-    voxels at 4 bytes); a case that fits alone but not beside it waits for the read and is checked again (done,
+    voxels, as ``io.reading.read_peak_bytes`` counts them); a case that fits alone but not beside it waits for the read and is checked again (done,
     not refused)."""
     import threading
 
@@ -302,7 +302,11 @@ def test_a_batch_cases_memory_check_counts_the_next_ct_being_read_and_waits_for_
     cts.mkdir()
     for i in range(2):
         write_volume(cts / f"ct_{i}.nii.gz", _phantom(i).ct)
-    next_ct_bytes = 12 * 36 * 40 * 4  # ct_1's voxels, counted as float32
+    from LiverTumorSegLib.io.reading import read_peak_bytes
+
+    # ct_1's read as counted: its int16 voxels and their HU copy, or the .nii.gz's inflating peak where higher
+    next_ct_bytes = read_peak_bytes(cts / "ct_1.nii.gz")
+    assert next_ct_bytes >= 12 * 36 * 40 * 4
     release_read, read_done = threading.Event(), threading.Event()
     real_read = batch_module._read_and_prepare_case
 

@@ -198,7 +198,7 @@ def _read_image(path: Path, warnings: Optional[List[str]] = None) -> Tuple[np.nd
     (:func:`~.io.itk.inflated_voxels`) unless the header needs ITK's own read. ``warnings``: the notes the NRRD
     reader gives a plain label map are added to it (no spacing, so 1 mm voxels assumed; raw or compressed data
     holding a slice or more after the voxels the header describes)."""
-    from .io.itk import (_itk_numpy_dtype, _itk_reason, _quiet_itk, _sitk, check_header_dimension,
+    from .io.itk import (_itk_itemsize, _itk_numpy_dtype, _itk_reason, _quiet_itk, _sitk, check_header_dimension,
                          checked_before_voxels, inflated_voxels)
 
     check_segment_count(path)  # before ITK parses the header: 100,000 segments took it over 5 minutes
@@ -214,7 +214,11 @@ def _read_image(path: Path, warnings: Optional[List[str]] = None) -> Tuple[np.nd
         raise InputError(f"Cannot read '{path}' as a Slicer segmentation (.seg.nrrd): {_itk_reason(exc)}.") from None
     # the checks the CT reader makes, before any voxel is read (a 4 KB file claiming 4 GiB was allocated first; a
     # 'data file: /dev/stdin' waited for input forever), then the segment fields the MRML storage node trusts
-    shape, header, stored, notes = checked_before_voxels(path, reader)
+    # held at the peak: the stored voxels (all layers), the uint8 label map, its two masks and one layer's comparison
+    # (4 bytes a voxel; a gzip file's inflating step twice, 2 of the stored bytes, where more). It counted two copies
+    # of the stored voxels: 2 bytes a voxel for one uint8 layer, where a read allocated 5.0 (tracemalloc)
+    stored_itemsize = _itk_itemsize(reader.GetPixelID()) * int(reader.GetNumberOfComponents())
+    shape, header, stored, notes = checked_before_voxels(path, reader, copy_itemsize=max(4, 2 * stored_itemsize))
     layers = int(reader.GetNumberOfComponents())
     metadata = {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
     dtype = _itk_numpy_dtype(reader.GetPixelID())

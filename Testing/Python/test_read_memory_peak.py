@@ -339,3 +339,37 @@ def test_a_batch_publishes_each_cases_finish_as_one_that_follows_the_running_fin
     # running finish), and 0 once that finish has started
     assert [(i, b, a) for i, b, a in told if a] == [(i, sizes[i], True) for i in range(3)]
     assert [(i, b) for i, b, a in told if not a and b == 0] == [(i, 0) for i in range(3)]
+
+
+def test_a_seg_nrrd_read_is_checked_for_its_label_map_and_masks(tmp_path, monkeypatch):
+    """The .seg.nrrd reader's check counted two copies of the stored voxels (2 bytes a voxel for one uint8 layer),
+    where the read holds them, the uint8 label map, its two boolean masks and one layer's comparison: 5.0 allocated."""
+    from LiverTumorSegLib.io import itk
+    from LiverTumorSegLib.mrml import write_seg_nrrd
+    from LiverTumorSegLib.segnrrd import read_seg_nrrd_labels
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    labels = np.zeros((30, 96, 128), np.uint8)
+    labels[4:26, 20:80, 20:110] = 1
+    labels[10:16, 40:60, 40:60] = 2
+    path = write_seg_nrrd(tmp_path / "ref.seg.nrrd", labels, ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    asked = []
+    real_check = itk.check_memory_for_read
+
+    def check(shape_xyz, itemsize, source, copy_itemsize=None):
+        asked.append(itemsize + (itemsize if copy_itemsize is None else copy_itemsize))
+        return real_check(shape_xyz, itemsize, source, copy_itemsize=copy_itemsize)
+
+    monkeypatch.setattr(itk, "check_memory_for_read", check)
+    read_seg_nrrd_labels(path)  # imports and caches out of the way
+    asked.clear()
+    tracemalloc.start()
+    try:
+        volume = read_seg_nrrd_labels(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(volume.array, labels)
+    assert len(asked) == 1
+    assert peak > 2 * labels.size  # what was counted before
+    assert peak <= asked[0] * labels.size + (256 << 10), (peak / labels.size, asked)

@@ -67,6 +67,23 @@ def _slices(volume):
     return int(volume.shape_zyx[0])
 
 
+def _record_preparations_on_the_reader(monkeypatch):
+    """The slice counts of the CTs the batch's reader thread prepares for the network ahead of their turn (a list
+    filled as it runs): ``prepared_input.prepare_input`` wrapped for the test."""
+    from LiverTumorSegLib.inference import prepared_input
+
+    prepared_on_reader = []
+    real_prepare = prepared_input.prepare_input
+
+    def prepare(volume, config):
+        if threading.current_thread().name.startswith("ct-reader"):
+            prepared_on_reader.append(_slices(volume))
+        return real_prepare(volume, config)
+
+    monkeypatch.setattr(prepared_input, "prepare_input", prepare)
+    return prepared_on_reader
+
+
 def test_a_mixed_batch_with_done_unreadable_failing_and_memory_tight_cases_ends_with_every_case(tmp_path, monkeypatch):
     """Cases done by an earlier run interleaved with new ones, an unreadable CT, a network failure, a finish that
     fails, and cases that do not fit beside the next read (the check publishes None and waits for it): every case
@@ -252,8 +269,6 @@ def test_an_interruption_while_the_reader_waits_makes_no_early_copy_of_the_next_
     interrupted case's 'finally' (estimate 0) and, when it ran before the batch closed the estimates, resampled case
     2 to the network grid while the batch was ending (seconds for a large CT before the command could stop). The
     interruption closes them first now, and a publish after the close is ignored: it prepares nothing."""
-    from LiverTumorSegLib.inference import prepared_input
-
     cts = _write_cts(tmp_path / "cts", 4)
     reader_waits_for_case_1 = threading.Event()
     real_reserved_before = RunningNetworkMemory.reserved_before
@@ -281,13 +296,7 @@ def test_an_interruption_while_the_reader_waits_makes_no_early_copy_of_the_next_
             finally:
                 reader_answered.wait(LIMIT_S)
 
-    prepared_on_reader = []
-    real_prepare = prepared_input.prepare_input
-
-    def prepare(volume, config):
-        if threading.current_thread().name.startswith("ct-reader"):
-            prepared_on_reader.append(_slices(volume))
-        return real_prepare(volume, config)
+    prepared_on_reader = _record_preparations_on_the_reader(monkeypatch)
 
     segmenter = _segmenter()
     real_check = segmenter.check_network_memory
@@ -300,7 +309,6 @@ def test_an_interruption_while_the_reader_waits_makes_no_early_copy_of_the_next_
 
     monkeypatch.setattr(RunningNetworkMemory, "reserved_before", reserved_before)
     monkeypatch.setattr(batch_module, "_cores_shared", cores_shared)
-    monkeypatch.setattr(prepared_input, "prepare_input", prepare)
     monkeypatch.setattr(segmenter, "check_network_memory", check)
     statuses, error = _run_with_limit(find_cases(cts, tmp_path / "out"), segmenter)
     assert isinstance(error, KeyboardInterrupt)
@@ -568,8 +576,6 @@ def test_a_next_ct_already_read_is_not_counted_again_as_a_read_to_come(tmp_path,
     the next CT lost its early copy. Case 0 is checked here once the reader holds case 1's CT and waits (as after a
     model load longer than two reads), with memory that fits nothing beside a read still to come: it is checked with
     nothing pending and case 1 is resampled ahead on the reader."""
-    from LiverTumorSegLib.inference import prepared_input
-
     cts = _write_cts(tmp_path / "cts", 2)
     reader_waits_with_case_1_read = threading.Event()
     real_reserved_before = RunningNetworkMemory.reserved_before
@@ -579,13 +585,7 @@ def test_a_next_ct_already_read_is_not_counted_again_as_a_read_to_come(tmp_path,
             reader_waits_with_case_1_read.set()
         return real_reserved_before(self, index)
 
-    prepared_on_reader = []
-    real_prepare = prepared_input.prepare_input
-
-    def prepare(volume, config):
-        if threading.current_thread().name.startswith("ct-reader"):
-            prepared_on_reader.append(_slices(volume))
-        return real_prepare(volume, config)
+    prepared_on_reader = _record_preparations_on_the_reader(monkeypatch)
 
     segmenter = _segmenter()
     real_check = segmenter.check_network_memory
@@ -608,7 +608,6 @@ def test_a_next_ct_already_read_is_not_counted_again_as_a_read_to_come(tmp_path,
 
     monkeypatch.setattr(RunningNetworkMemory, "reserved_before", reserved_before)
     monkeypatch.setattr(segmenter_module, "wait_for_load", wait_for_load)
-    monkeypatch.setattr(prepared_input, "prepare_input", prepare)
     monkeypatch.setattr(segmenter, "check_network_memory", check)
     statuses, error = _run_with_limit(find_cases(cts, tmp_path / "out"), segmenter)
     assert error is None, error

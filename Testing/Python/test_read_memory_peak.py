@@ -109,14 +109,10 @@ def test_the_readers_early_copy_counts_the_latest_finish_while_it_runs():
     assert running.reserved_before(2) is None  # prepare nothing stays nothing
 
 
-def test_a_batch_tells_the_reader_each_cases_finish_and_its_peak(tmp_path, monkeypatch):
-    from LiverTumorSegLib.inference import batch
-    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
-    from LiverTumorSegLib.inference.segmenter import Segmenter
+def _three_phantom_cts(tmp_path):
+    """A folder of three phantom CTs of 10, 12 and 14 slices (``.nii.gz``) and each one's voxel count."""
     from LiverTumorSegLib.io import write_volume
     from LiverTumorSegLib.phantom import make_phantom
-
-    from inference_helpers import oracle_package, oracle_predictor
 
     cts = tmp_path / "cts"
     cts.mkdir()
@@ -125,6 +121,17 @@ def test_a_batch_tells_the_reader_each_cases_finish_and_its_peak(tmp_path, monke
         ct = make_phantom((10 + 2 * i, 36, 40), (2.0, 2.0, 4.0), noise_hu=0.0).ct
         write_volume(cts / f"ct_{i}.nii.gz", ct)
         voxels.append(ct.array.size)
+    return cts, voxels
+
+
+def test_a_batch_tells_the_reader_each_cases_finish_and_its_peak(tmp_path, monkeypatch):
+    from LiverTumorSegLib.inference import batch
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    from inference_helpers import oracle_package, oracle_predictor
+
+    cts, voxels = _three_phantom_cts(tmp_path)
     told = []
     real = batch.RunningNetworkMemory.finishing
 
@@ -201,12 +208,7 @@ def test_a_compressed_read_ahead_counts_the_buffers_it_inflates_through(tmp_path
     else:
         sitk.WriteImage(sitk.GetImageFromArray(values), str(path), True)
     read_volume(path)  # imports and caches out of the way
-    tracemalloc.start()
-    try:
-        volume = read_volume(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    volume, peak = _numpy_peak(lambda: read_volume(path))
     assert np.array_equal(volume.array, values)
     counted = read_peak_bytes(path)
     assert peak > 4 * values.size  # what was counted before: the stored voxels and their (int16) HU copy
@@ -224,12 +226,7 @@ def test_inflating_holds_one_step_at_a_time(tmp_path):
     path = tmp_path / "data.gz"
     path.write_bytes(gzip.compress(data, 1))
     step, read_step = 1 << 20, 256 << 10
-    tracemalloc.start()
-    try:
-        out = inflate_range(path, 0, len(data), step=step, read_step=read_step)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    out, peak = _numpy_peak(lambda: inflate_range(path, 0, len(data), step=step, read_step=read_step))
     assert out.tobytes() == data
     beside = peak - len(data)
     assert beside <= inflate_peak_bytes(len(data), path.stat().st_size, step, read_step) + (64 << 10), beside
@@ -309,18 +306,11 @@ def test_a_batch_publishes_each_cases_finish_as_one_that_follows_the_running_fin
     from LiverTumorSegLib.inference import batch
     from LiverTumorSegLib.inference.engine import SliceInferenceEngine
     from LiverTumorSegLib.inference.segmenter import Segmenter
-    from LiverTumorSegLib.io import write_volume
-    from LiverTumorSegLib.phantom import make_phantom
 
     from inference_helpers import oracle_package, oracle_predictor
 
-    cts = tmp_path / "cts"
-    cts.mkdir()
-    sizes = []
-    for i in range(3):
-        ct = make_phantom((10 + 2 * i, 36, 40), (2.0, 2.0, 4.0), noise_hu=0.0).ct
-        write_volume(cts / f"ct_{i}.nii.gz", ct)
-        sizes.append(ct.array.size * batch.FINISH_BYTES_PER_VOXEL + batch.FINISH_FIXED_BYTES)
+    cts, voxels = _three_phantom_cts(tmp_path)
+    sizes = [n * batch.FINISH_BYTES_PER_VOXEL + batch.FINISH_FIXED_BYTES for n in voxels]
     told = []
     real = batch.RunningNetworkMemory.publish
 
@@ -364,12 +354,7 @@ def test_a_seg_nrrd_read_is_checked_for_its_label_map_and_masks(tmp_path, monkey
     monkeypatch.setattr(itk, "check_memory_for_read", check)
     read_seg_nrrd_labels(path)  # imports and caches out of the way
     asked.clear()
-    tracemalloc.start()
-    try:
-        volume = read_seg_nrrd_labels(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    volume, peak = _numpy_peak(lambda: read_seg_nrrd_labels(path))
     assert np.array_equal(volume.array, labels)
     assert len(asked) == 1
     assert peak > 2 * labels.size  # what was counted before

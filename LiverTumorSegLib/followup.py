@@ -69,8 +69,8 @@ from .errors import InputError, option_hint
 from .fileutil import atomic_output, quiet_missing_glyphs
 from .metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, RECIST_PD_ABSOLUTE_MM, RECIST_TOO_SMALL_MM,
                              SLICE_THICKNESS_FROM_SPACING, SLICE_THICKNESS_SOURCE_WORDS, at_least, at_most,
-                             check_given_slice_thickness, dicom_slice_thickness_of, given_slice_thickness_warning,
-                             equal_within_rounding, meets_progression, percent_change_text)
+                             axial_slice_thickness_text, check_given_slice_thickness, dicom_slice_thickness_of,
+                             given_slice_thickness_warning, equal_within_rounding, meets_progression, percent_change_text)
 from .volume import CTVolume, ImageGeometry
 
 STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "present", "merged", "split", "not_assessed")
@@ -883,20 +883,39 @@ def _water_density_warnings(base_report: Dict[str, Any], follow_report: Dict[str
     return [f"baseline: {w}" for w in baseline] + [f"follow-up: {w}" for w in followup]
 
 
+def _slice_limited_axes_warnings(base_report: Dict[str, Any], follow_report: Dict[str, Any]) -> List[str]:
+    """The lesion reports' warnings of lesions whose axial axes are limited by the slices of a tilted grid, as
+    ``segment`` and ``measure`` give them (:func:`~.inference.lesion_report.slice_limited_axes_warnings`), prefixed
+    with the scan they name lesions of."""
+    from .inference.lesion_report import slice_limited_axes_warnings
+
+    return [f"baseline: {w}" for w in slice_limited_axes_warnings(base_report["lesions"])] + \
+        [f"follow-up: {w}" for w in slice_limited_axes_warnings(follow_report["lesions"])]
+
+
 def _thickness_text(recist: Dict[str, Any]) -> str:
-    """'7 mm slices (DICOM SliceThickness), measurable from 14 mm' of a lesion report's ``recist``."""
+    """'7 mm slices (DICOM SliceThickness), measurable from 14 mm' of a lesion report's ``recist``; slices tilted
+    from axial say what they cover along S, which the minimum doubles (:func:`~.metrics.recist.axial_slice_thickness_text`)."""
     source = recist.get("slice_thickness_source") or SLICE_THICKNESS_FROM_SPACING
     said = SLICE_THICKNESS_SOURCE_WORDS.get(source, source)
-    return f"{recist['slice_thickness_mm']:g} mm slices ({said}), measurable from {recist['measurable_minimum_mm']:g} mm"
+    return (f"{recist['slice_thickness_mm']:g} mm slices ({said}){axial_slice_thickness_text(recist)}, measurable "
+            f"from {recist['measurable_minimum_mm']:g} mm")
 
 
 def _slice_thickness_warnings(base_report: Dict[str, Any], follow_report: Dict[str, Any]) -> List[str]:
     """A warning when the baseline's and the follow-up's slice thicknesses (``recist.slice_thickness_mm``) differ:
     RECIST 1.1 asks the same technique at every time point, and where the measurable minimums differ (7 mm slices:
     14 mm; 2 mm slices: 10 mm) a lesion of 12 mm is measurable on one scan and not on the other. Names both
-    thicknesses, their sources and minimums."""
+    thicknesses, their sources and minimums. Equal thicknesses, one scan's slices tilted from axial and the other's
+    not (or tilted otherwise), differ across the axial planes the lesions are measured in
+    (``recist.axial_slice_thickness_mm``) and are warned of too."""
     base, follow = base_report["recist"], follow_report["recist"]
-    if equal_within_rounding(follow["slice_thickness_mm"], base["slice_thickness_mm"]):
+
+    def across(recist: Dict[str, Any]) -> float:
+        return float(recist.get("axial_slice_thickness_mm", recist["slice_thickness_mm"]))
+
+    if equal_within_rounding(follow["slice_thickness_mm"], base["slice_thickness_mm"]) \
+            and equal_within_rounding(across(follow), across(base)):
         return []
     if equal_within_rounding(follow["measurable_minimum_mm"], base["measurable_minimum_mm"]):
         effect = ("the measurable minimum is the same, but RECIST 1.1 asks the same imaging technique at every time "
@@ -1308,6 +1327,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     warnings.extend(thickness_unused)
     warnings.extend(_slice_thickness_warnings(base_report, follow_report))
     warnings.extend(_water_density_warnings(base_report, follow_report))
+    warnings.extend(_slice_limited_axes_warnings(base_report, follow_report))
     warnings.extend(_other_patient_warning(baseline_ct, followup_ct))
     warnings.extend(_mixed_lesion_warnings(entries, links, targets))
     moved = [(i, j) for j, i in sorted(links.owner.items()) if (i, j) not in links.overlap]

@@ -18,7 +18,7 @@ from .. import __version__
 from ..errors import InputError
 from ..io.formats import READ_SUFFIXES
 from ..metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, SLICE_THICKNESS_SOURCE_WORDS,
-                              check_given_slice_thickness, dicom_slice_thickness_of, given_slice_thickness_warning)
+                              axial_slice_thickness_text, check_given_slice_thickness, dicom_slice_thickness_of, given_slice_thickness_warning)
 
 MEAN_HU_NOT_HU = ("measured anyway: the lesions' mean_hu and median_hu in this report are this file's values, not "
                   "Hounsfield units, and water density is not judged (water_density null: the RECIST targets are "
@@ -65,12 +65,17 @@ def _without_resampling_fill(ct: Any, warnings: List[str]) -> Any:
 
 def _minimum_reason(recist: Dict[str, Any]) -> str:
     """Why RECIST's measurable minimum (report ``recist``) is above 10 mm: ', twice the 7 mm slice thickness (DICOM
-    SliceThickness)' or '... (slice spacing)'; '' at 10 mm or in a report without the thickness."""
+    SliceThickness)' or '... (slice spacing)', on slices tilted from axial with what they cover along S
+    (:func:`~..metrics.recist.axial_slice_thickness_text`: the minimum doubles that); '' at 10 mm or in a report
+    without the thickness."""
     thickness = recist.get("slice_thickness_mm")
     if thickness is None or recist["measurable_minimum_mm"] <= RECIST_MIN_LONG_AXIS_MM:
         return ""
     source = recist.get("slice_thickness_source")
     said = SLICE_THICKNESS_SOURCE_WORDS.get(source, source or "slice spacing")
+    tilted = axial_slice_thickness_text(recist)
+    if tilted:
+        return f", twice the {thickness:g} mm slices ({said}){tilted}"
     return f", twice the {thickness:g} mm slice thickness ({said})"
 
 
@@ -179,13 +184,15 @@ def run(args: argparse.Namespace) -> int:
                            tumor_probability_zyx=probability, in_hu=in_hu,
                            dicom_slice_thickness_mm=dicom_thickness_mm, given_slice_thickness_mm=given_thickness_mm,
                            dicom_slice_thickness_source=dicom_thickness_source)
+    from ..inference.lesion_report import slice_limited_axes_warnings
     from ..inference.plausibility import fat_density_lesion_warnings
     from ..inference.water_density import water_density_lesion_warnings
 
     # as segment warns; fat density is judged in HU only (a corrected or third-party label map is where fat
     # labelled tumor is most likely, and measure said nothing of a -90 HU 'tumor' it chose as a RECIST target)
     added = (fat_density_lesion_warnings(report["lesions"]) if in_hu else []) + \
-        water_density_lesion_warnings(report["lesions"], report["recist"])
+        water_density_lesion_warnings(report["lesions"], report["recist"]) + \
+        slice_limited_axes_warnings(report["lesions"])  # a tilted grid's axial axes cut by thick slices
     if (labels.array == 1).any():  # a liver cut by the scan: as segment notes it (no liver label: warned above)
         added = liver_cut_warnings(labels.array, labels.geometry, ct.array if in_hu else None,
                                    report["liver_volume_ml"]) + added

@@ -21,7 +21,10 @@ Definitions
 * ``recist_target``: the lesion is one of the RECIST 1.1 target lesions (at most 2 measurable lesions,
   long axis >= 10 mm or twice the slice thickness above 5 mm, largest first, none cut by the scan's edge, lesions
   of water density only after all others); report-level ``recist`` holds ``target_lesion_ids``,
-  ``sum_of_diameters_mm``, ``measurable_minimum_mm``, ``slice_thickness_mm``, ``slice_thickness_source`` and
+  ``sum_of_diameters_mm``, ``measurable_minimum_mm``, ``slice_thickness_mm``, ``slice_thickness_source``,
+  ``axial_slice_thickness_mm`` (the thickness the minimum doubles: ``slice_thickness_mm``, or on slices tilted more
+  than 5 degrees, whose lesions are measured in true axial planes, what they cover along S,
+  :func:`~LiverTumorSegLib.metrics.recist.axial_slice_thickness_mm`) and
   ``water_density_passed_over_ids`` (the lesions that the long axis alone would have chosen, passed over as of water
   density). The slice thickness is the one the user gave (``--slice-thickness-mm``, the Slicer panel's DICOM
   SliceThickness: source ``"given"``), else the DICOM SliceThickness where the CT was read from DICOM (``"dicom"``),
@@ -68,8 +71,8 @@ import numpy as np
 from ..errors import InputError
 from ..fileutil import atomic_output, finite_json, full_suffix, spreadsheet_safe_text
 from ..metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, at_least, axial_axis_zyx,  # noqa: F401
-                              farthest_pair, hull_vertices_2d, lesion_axes, measurable_minimum_mm,
-                              recist_slice_thickness, select_target_lesions)
+                              axial_slice_thickness_mm, farthest_pair, hull_vertices_2d, lesion_axes,
+                              measurable_minimum_mm, recist_slice_thickness, select_target_lesions)
 from ..volume import ImageGeometry, checked_geometry
 
 LESION_COLUMNS = ["id", "volume_ml", "voxel_count", "long_axis_mm", "short_axis_mm", "recist_target", "mean_hu",
@@ -351,6 +354,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
             "long_axis": axes["long_axis"],
             "short_axis": axes["short_axis"],
             "measurement_slice": axes["measurement_slice"],
+            "axial_axes_limited_by_slices": axes.get("axial_axes_limited_by_slices"),
             "centroid_lps_mm": [float(v) for v in geometry.index_to_lps(centroid_ijk)],
             "centroid_ras_mm": [float(v) for v in geometry.index_to_ras(centroid_ijk)],
             "mean_hu": _mean_hu(hu_zyx[box][mask]) if hu_zyx is not None else None,
@@ -365,7 +369,8 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
         lesions.append(lesion)
     thickness, thickness_source = recist_slice_thickness(geometry, dicom_slice_thickness_mm, given_slice_thickness_mm,
                                                          dicom_slice_thickness_source)
-    minimum = measurable_minimum_mm(thickness)
+    axial_thickness = axial_slice_thickness_mm(thickness, geometry)  # along S on a tilted grid
+    minimum = measurable_minimum_mm(axial_thickness)
     targets = select_target_lesions(lesions, minimum)
     by_long_axis_alone = select_target_lesions([dict(d, water_density=False) for d in lesions], minimum)
     for lesion in lesions:
@@ -384,7 +389,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
         "recist": {"note": RECIST_NOTE, "target_lesion_ids": targets,
                    "sum_of_diameters_mm": float(sum(by_id[i]["long_axis_mm"] for i in targets)),
                    "measurable_minimum_mm": minimum, "slice_thickness_mm": thickness,
-                   "slice_thickness_source": thickness_source,
+                   "slice_thickness_source": thickness_source, "axial_slice_thickness_mm": axial_thickness,
                    "water_density_passed_over_ids": [i for i in by_long_axis_alone if i not in targets]},
         "lesions": lesions,
     }
@@ -405,6 +410,33 @@ def listed_lesions_text(items: Sequence[str], more_in: str) -> str:
     if len(items) > LISTED_LESIONS_MAX:
         text += f" and {len(items) - LISTED_LESIONS_MAX} more ({more_in})"
     return text
+
+
+def slice_limited_axes_warnings(lesions: Sequence[Dict[str, Any]]) -> List[str]:
+    """A warning naming the lesions whose axes in true axial planes are limited by their slices
+    (``axial_axes_limited_by_slices``, :func:`~LiverTumorSegLib.metrics.recist.lesion_axes`: on a few slices of a grid
+    tilted from axial, each axial plane crosses them in a strip at most slices x spacing / sin(tilt) wide), with each
+    one's numbers and its axes in the stored slices; none when no lesion is. An ellipse of 30 x 12 mm in one 5 mm
+    slice tilted 25 degrees was reported 16.1 x 15.5 mm without a word."""
+    items = []
+    for d in lesions:
+        limit = d.get("axial_axes_limited_by_slices")
+        if not limit:
+            continue
+        text = (f"{d['id']} ({limit['slices']} slice(s) of {limit['slice_spacing_mm']:g} mm tilted "
+                f"{limit['tilt_degrees']:.0f} degrees: at most {limit['limit_mm']:.1f} mm along the tilt; "
+                f"{d['long_axis_mm']:.1f} x {d['short_axis_mm']:.1f} mm in true axial planes")
+        if limit.get("long_axis_in_stored_slices_mm") is not None:
+            text += (f", {limit['long_axis_in_stored_slices_mm']:.1f} x {limit['short_axis_in_stored_slices_mm']:.1f}"
+                     f" mm in its stored slices")
+        items.append(text + ")")
+    if not items:
+        return []
+    return [f"lesion(s) {listed_lesions_text(items, 'axial_axes_limited_by_slices in the report')} lie on too few "
+            f"slices of a grid tilted from the axial plane: in true axial planes, where RECIST's axes are measured, "
+            f"they are cut by the faces of their slices (at most slices x slice spacing / sin(tilt) along the tilt), "
+            f"not by their own edges, so their long and short axes are limited by slice thickness and tilt and can be "
+            f"shorter than the lesion; check each in the images, or use a CT reconstructed in axial or thinner slices"]
 
 
 def _number(value: Any, digits: int) -> str:

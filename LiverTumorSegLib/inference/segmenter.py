@@ -825,6 +825,8 @@ class Segmenter:
                             f"({hu_rules_skipped}): liver above the lung bases kept, liver and tumor on air "
                             f"(below {ORGAN_AIR_HU:.0f} HU) kept, tube-shaped tumors judged by shape alone, the "
                             f"liver's side not checked.")
+        from .lesion_report import slice_limited_axes_warnings
+        warnings += slice_limited_axes_warnings(report["lesions"])  # a tilted grid's axial axes cut by thick slices
         liver_xz = liver_ras_xz(labels, volume.geometry)  # read once for both checks
         warnings += liver_extent_warnings(liver_xz, volume.geometry)
         if hu is not None:  # the body is found by its HU

@@ -39,7 +39,9 @@ Definitions
 * RECIST 1.1 (Eisenhauer et al., Eur J Cancer 2009): a lesion is *measurable* when its long axis is at least
   10 mm (at least twice the slice thickness when slices are thicker than 5 mm: the DICOM SliceThickness where the
   CT was read from DICOM, else a DICOM SEG label map's own, else the spacing between slices,
-  :func:`recist_slice_thickness`); the target lesions of one
+  :func:`recist_slice_thickness`; on slices tilted more than :data:`AXIAL_PLANES_TILT_DEGREES`, whose lesions are
+  measured in true axial planes, the thickness those slices cover along the S axis, :func:`axial_slice_thickness_mm`);
+  the target lesions of one
   organ are at most 2 measurable lesions, largest long axis first, not cut by the scan's edge (RECIST asks for
   lesions suited to reproducible repeated measurement); the sum of diameters (SoD) is the sum of
   their long axes. Response vs. baseline: CR = no lesion left; PD = SoD up >= 20 % and >= 5 mm, or a new
@@ -400,11 +402,53 @@ def _lesion_axes_in_axial_planes(mask_zyx: np.ndarray, geometry: ImageGeometry, 
     if not aligned.any():  # a lesion thinner than the sampling (cannot be at the smallest spacing): the stored slices
         return _lesion_axes_in_stored_slices(mask_zyx, geometry, offset)
     axes = _lesion_axes_in_stored_slices(aligned, grid.geometry)
+    limited = _slices_limit(aligned, grid.geometry, geometry, axis, offset[axis],
+                            offset[axis] + mask_zyx.shape[axis] - 1)
+    if limited is not None:  # the stored slices' own axes, for the reader to compare
+        stored = _lesion_axes_in_stored_slices(mask_zyx, geometry, offset)
+        limited.update(long_axis_in_stored_slices_mm=stored["long_axis_mm"],
+                       short_axis_in_stored_slices_mm=stored["short_axis_mm"])
     middle = 0.5 * np.sum(np.asarray(axes["long_axis"]["end_points_lps_mm"], dtype=np.float64), axis=0)
     index_ijk = np.linalg.solve(_scaled_axes(geometry), middle - np.asarray(geometry.origin, dtype=np.float64))
     index_kji = np.rint(index_ijk[::-1]).astype(np.int64)
     axes["measurement_slice"] = {"axis_zyx": int(axis), "index": int(index_kji[axis])}
+    axes["axial_axes_limited_by_slices"] = limited
     return axes
+
+
+def _slices_limit(aligned_zyx: np.ndarray, aligned: ImageGeometry, geometry: ImageGeometry, axis: int,
+                  first: int, last: int) -> Optional[Dict[str, Any]]:
+    """Whether a lesion's axes in true axial planes are limited by its stored slices rather than by the lesion: None
+    when not, else ``{"slices", "slice_spacing_mm", "tilt_degrees", "limit_mm"}``.
+
+    A lesion on the stored slices ``first..last`` (index along ``axis``, each ``t`` mm apart, tilted by ``a`` from the
+    axial plane) lies, in any axial plane, in the strip where that plane crosses those slices: ``n t / sin a`` mm wide
+    along the tilt (``limit_mm``; one 5 mm slice tilted 25 degrees: 11.8 mm). A lesion whose cross-section in some
+    axial plane (``aligned_zyx``: the lesion sampled on the patient-aligned grid ``aligned``, one axial plane per
+    index z) reaches both edges of that strip (the outer faces of its first and its last slice, within one sampling
+    step) is cut there by the slices, not by its own edge: its axial axes can be shorter than the lesion (an ellipse
+    of 30 x 12 mm in one 5 mm slice tilted 25 degrees measured 16.1 x 15.5 mm in true axial planes, 29.8 x 12.1 mm
+    in the stored slice). A lesion that spans more slices than it is flat (a ball on n slices: n t across, under the
+    strip's n t / sin a) never reaches both."""
+    from ..validation import slice_tilt_degrees
+
+    tilt = slice_tilt_degrees(geometry.direction_matrix)
+    if tilt <= 0.0:
+        return None
+    thickness = float(geometry.spacing[2 - axis])
+    slices = int(last - first + 1)
+    limit = float(slices * thickness / np.sin(np.radians(tilt)))
+    zyx = np.argwhere(aligned_zyx)
+    points = _slice_points_lps(zyx.astype(np.float64), aligned)
+    normal = geometry.direction_matrix[:, 2 - axis]
+    k = np.linalg.solve(_scaled_axes(geometry), (points - np.asarray(geometry.origin, dtype=np.float64)).T)[2 - axis]
+    reach = max(aligned.spacing) * (abs(normal[0]) + abs(normal[1])) / thickness + 1e-6  # one sampling step, in k
+    planes = zyx[:, 0]
+    at_first = np.unique(planes[k <= first - 0.5 + reach])  # the axial planes reaching the first slice's outer face
+    at_last = np.unique(planes[k >= last + 0.5 - reach])
+    if not np.intersect1d(at_first, at_last).size:
+        return None
+    return {"slices": slices, "slice_spacing_mm": thickness, "tilt_degrees": float(tilt), "limit_mm": limit}
 
 
 def _lattice_grid(grid: Any, anchor_lps: np.ndarray) -> Any:
@@ -450,8 +494,44 @@ def _perpendicular_voxel(point: np.ndarray, a: np.ndarray, b: np.ndarray, geomet
 
 
 def measurable_minimum_mm(slice_thickness_mm: float) -> float:
-    """Smallest measurable long axis (mm) by RECIST 1.1: 10 mm, or twice the slice thickness above 5 mm."""
+    """Smallest measurable long axis (mm) by RECIST 1.1: 10 mm, or twice the slice thickness above 5 mm (the
+    thickness across the planes the lesions are measured in: :func:`axial_slice_thickness_mm`)."""
     return max(RECIST_MIN_LONG_AXIS_MM, 2.0 * float(slice_thickness_mm))
+
+
+def axial_slice_thickness_mm(slice_thickness_mm: float, geometry: ImageGeometry) -> float:
+    """The thickness (mm) RECIST 1.1's measurable minimum doubles (:func:`measurable_minimum_mm`): that of the
+    slices across the planes the lesion is measured in, from ``slice_thickness_mm`` (:func:`recist_slice_thickness`,
+    which applies across the stored slices).
+
+    RECIST's rule is about the images the diameter is measured on: on slices thicker than 5 mm a lesion under two
+    slices is too coarsely sampled across its measurement plane to be measured reliably. On a grid whose slices are
+    tilted more than :data:`AXIAL_PLANES_TILT_DEGREES` from the axial plane the lesions are measured in true axial
+    planes (:func:`lesion_axes`), each point of which takes the label of the stored slice it lies in: across those
+    planes (along the patient's S axis) one stored slice of thickness t tilted by a covers t / cos(a), 5 mm slices
+    tilted 30 degrees 5.773503 mm, so the minimum is 11.55 mm, where the stored 5 mm gave 10 mm. On a grid tilted
+    less the lesions are measured in the stored slices, and the thickness is ``slice_thickness_mm``. Rounded to
+    :data:`SLICE_THICKNESS_DECIMALS` places (a float32 NIfTI header's rounding left out)."""
+    from ..validation import slice_tilt_degrees
+
+    tilt = slice_tilt_degrees(geometry.direction_matrix)
+    thickness = float(slice_thickness_mm)
+    if tilt > AXIAL_PLANES_TILT_DEGREES:
+        thickness /= float(np.cos(np.radians(tilt)))
+    return round(thickness, SLICE_THICKNESS_DECIMALS)
+
+
+def axial_slice_thickness_text(recist: Dict[str, Any]) -> str:
+    """'' where a lesion report's ``recist`` has ``axial_slice_thickness_mm`` equal to ``slice_thickness_mm`` (or
+    lacks it: older reports); else ', tilted 30 degrees from the axial plane: 5.774 mm along the
+    head-foot axis, across the axial planes the lesions are measured in' (the tilt from the two thicknesses,
+    :func:`axial_slice_thickness_mm`), to follow the words that name ``slice_thickness_mm``."""
+    stored, axial = recist.get("slice_thickness_mm"), recist.get("axial_slice_thickness_mm")
+    if stored is None or axial is None or equal_within_rounding(float(axial), float(stored)):
+        return ""
+    tilt = float(np.degrees(np.arccos(min(1.0, float(stored) / float(axial)))))
+    return (f", tilted {tilt:.0f} degrees from the axial plane: {float(axial):.4g} mm along the head-foot axis, "
+            f"across the axial planes the lesions are measured in")
 
 
 SLICE_THICKNESS_DECIMALS = 6

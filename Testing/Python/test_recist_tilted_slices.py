@@ -1,0 +1,140 @@
+"""RECIST on grids whose slices are tilted from the axial plane: the measurable minimum's slice thickness along the
+patient's S axis, and lesions whose true axial axes are cut by a few thick tilted slices."""
+import json
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.inference.lesion_report import lesion_report, slice_limited_axes_warnings
+from LiverTumorSegLib.metrics.recist import axial_slice_thickness_mm
+from LiverTumorSegLib.volume import ImageGeometry
+
+
+def _rotation(axis, degrees):
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    return {"x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]), "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+            "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis].astype(float)
+
+
+def _geometry(axis, degrees, spacing=(0.8, 0.8, 5.0)):
+    return ImageGeometry(spacing=spacing, direction=tuple(_rotation(axis, degrees).ravel()))
+
+
+@pytest.mark.parametrize("axis, degrees, thickness, expected", [
+    ("x", 30.0, 5.0, 5.773503),   # 5 / cos 30 = 5.7735027
+    ("y", 30.0, 5.0, 5.773503),
+    ("x", 20.0, 7.0, 7.449244),   # 7 / cos 20 = 7.4492442
+    ("x", 4.0, 5.0, 5.0),         # under 5 degrees the stored slices are the measurement planes
+    ("z", 30.0, 5.0, 5.0),        # turned about S only: true axial slices
+    ("x", 0.0, 5.0, 5.0)])
+def test_the_thickness_the_minimum_doubles_is_what_a_tilted_slice_covers_along_s(axis, degrees, thickness, expected):
+    assert axial_slice_thickness_mm(thickness, _geometry(axis, degrees)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_on_5_mm_slices_tilted_30_degrees_lesions_are_measurable_from_twice_their_thickness_along_s():
+    """RECIST 1.1: measurable from twice the slice thickness above 5 mm. On a grid tilted 30 degrees the axes are
+    measured in true axial planes, across which a 5 mm slice covers 5.77 mm: the minimum is 11.55 mm (it was 10 mm,
+    from the stored 5 mm), and a lesion of 10.5-11.5 mm is no target there."""
+    geometry = _geometry("x", 30.0)
+    labels = np.ones((12, 60, 60), np.uint8)
+    labels[4:8, 28:32, 23:36] = 2  # 13 x 4 pixels of 0.8 mm on 4 slices: 10.9 mm long in true axial planes
+    report = lesion_report(labels, geometry)
+    recist, (lesion,) = report["recist"], report["lesions"]
+    assert recist["slice_thickness_mm"] == 5.0 and recist["slice_thickness_source"] == "slice spacing"
+    assert recist["axial_slice_thickness_mm"] == pytest.approx(5.773503, abs=1e-6)
+    assert recist["measurable_minimum_mm"] == pytest.approx(11.547006, abs=1e-6)
+    assert 10.0 <= lesion["long_axis_mm"] < 11.5
+    assert recist["target_lesion_ids"] == [] and not lesion["recist_target"]
+    # the same lesion on the same grid stored axial: 5 mm across, measurable from 10 mm, a target
+    axial = lesion_report(labels, _geometry("x", 0.0))
+    assert axial["recist"]["axial_slice_thickness_mm"] == 5.0 and axial["recist"]["measurable_minimum_mm"] == 10.0
+    assert axial["recist"]["target_lesion_ids"] == [1]
+
+
+def _one_slice_ellipse(geometry, shape=(9, 80, 60)):
+    """An ellipse 30 mm along the slice's j axis (the one tilted) and 12 mm along i, on the one stored slice 4."""
+    z, y, x = np.mgrid[:shape[0], :shape[1], :shape[2]]
+    labels = np.ones(shape, np.uint8)
+    labels[(z == 4) & (((y - 40) * 0.8 / 15.0) ** 2 + ((x - 30) * 0.8 / 6.0) ** 2 <= 1.0)] = 2
+    ball = np.ones(shape, np.uint8)
+    ball[((z - 4) * 5.0) ** 2 + ((y - 40) * 0.8) ** 2 + ((x - 30) * 0.8) ** 2 <= 100.0] = 2
+    return labels, ball
+
+
+@pytest.mark.parametrize("degrees", [20.0, 25.0, 30.0])
+def test_a_lesion_on_one_thick_tilted_slice_is_flagged_with_its_limit_and_its_stored_slice_axes(degrees):
+    """A lesion on one 5 mm slice tilted 25 degrees lies, in every true axial plane, in a strip 5 / sin 25 = 11.8 mm
+    wide: its 30 x 12 mm were reported 16.1 x 15.5 mm as if exact. The report now says its axes are limited by the
+    slices (axial_axes_limited_by_slices, with the limit and its axes in the stored slice) and a warning names it; a
+    20 mm ball on the same grid, over 5 slices, is not flagged."""
+    geometry = _geometry("x", degrees)
+    ellipse, ball = _one_slice_ellipse(geometry)
+    (lesion,) = lesion_report(ellipse, geometry)["lesions"]
+    limited = lesion["axial_axes_limited_by_slices"]
+    assert limited is not None
+    assert limited["slices"] == 1 and limited["slice_spacing_mm"] == 5.0
+    assert limited["tilt_degrees"] == pytest.approx(degrees, abs=1e-6)
+    assert limited["limit_mm"] == pytest.approx(5.0 / np.sin(np.radians(degrees)), rel=1e-9)
+    assert limited["long_axis_in_stored_slices_mm"] == pytest.approx(30.0, abs=1.0)
+    assert limited["short_axis_in_stored_slices_mm"] == pytest.approx(12.0, abs=1.0)
+    assert lesion["long_axis_mm"] < limited["long_axis_in_stored_slices_mm"] - 10.0  # the cut the flag reports
+    (warning,) = slice_limited_axes_warnings([lesion])
+    assert warning.startswith(f"lesion(s) 1 (1 slice(s) of 5 mm tilted {degrees:.0f} degrees: at most "
+                              f"{5.0 / np.sin(np.radians(degrees)):.1f} mm along the tilt; ")
+    assert "limited by slice thickness and tilt" in warning
+    (round_lesion,) = lesion_report(ball, geometry)["lesions"]
+    assert round_lesion["axial_axes_limited_by_slices"] is None
+    assert slice_limited_axes_warnings([round_lesion]) == []
+
+
+def test_no_flag_on_an_axial_grid_or_one_tilted_under_5_degrees():
+    for degrees in (0.0, 4.0):
+        geometry = _geometry("x", degrees)
+        ellipse, _ = _one_slice_ellipse(geometry)
+        (lesion,) = lesion_report(ellipse, geometry)["lesions"]
+        assert lesion["axial_axes_limited_by_slices"] is None
+        assert lesion["long_axis_mm"] == pytest.approx(30.0, abs=1.0)
+
+
+def test_measure_and_followup_give_the_same_numbers_flag_and_minimum_for_a_lesion_on_a_tilted_grid(tmp_path, capsys):
+    """The same label map through measure and through followup (as baseline and follow-up): the same axes, the
+    same flag and minimum, and each names the lesion in a warning; measure's summary says why the minimum is above
+    10 mm, with the thickness along S."""
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.io.writers import write_label_map
+
+    geometry = _geometry("x", 25.0)
+    labels, _ = _one_slice_ellipse(geometry)
+    path = write_label_map(tmp_path / "tilted.nii.gz", labels, geometry)
+    assert main(["measure", str(path), "-o", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    measured = json.loads((tmp_path / "m.json").read_text())
+    assert "(measurable from 11.0338 mm, twice the 5 mm slices (slice spacing), tilted 25 degrees from the axial " \
+           "plane: 5.517 mm along the head-foot axis" in out
+    assert main(["followup", "--baseline", str(path), "--followup", str(path), "-o", str(tmp_path / "c.json"),
+                 "--no-picture"]) == 0
+    change = json.loads((tmp_path / "c.json").read_text())
+    for key in ("baseline", "followup"):
+        (lesion,), (measured_lesion,) = change[key]["lesions"], measured["lesions"]
+        for name in ("long_axis_mm", "short_axis_mm", "axial_axes_limited_by_slices"):
+            assert lesion[name] == measured_lesion[name]
+        assert change[key]["recist"]["measurable_minimum_mm"] == measured["recist"]["measurable_minimum_mm"]
+    assert [w for w in measured["warnings"] if "too few slices" in w] != []
+    named = [w for w in change["warnings"] if "too few slices" in w]
+    assert [w.split(" (")[0] for w in named] == ["baseline: lesion(s) 1", "follow-up: lesion(s) 1"]
+
+
+def test_followup_warns_when_equal_slices_are_tilted_in_one_scan_only():
+    from LiverTumorSegLib.followup import _slice_thickness_warnings
+
+    flat = {"recist": {"slice_thickness_mm": 5.0, "axial_slice_thickness_mm": 5.0, "measurable_minimum_mm": 10.0,
+                       "slice_thickness_source": "slice spacing"}}
+    tilted = {"recist": {"slice_thickness_mm": 5.0, "axial_slice_thickness_mm": 5.773503,
+                         "measurable_minimum_mm": 11.547006, "slice_thickness_source": "slice spacing"}}
+    (warning,) = _slice_thickness_warnings(flat, tilted)
+    assert "the follow-up 5 mm slices (slice spacing), tilted 30 degrees from the axial plane: 5.774 mm along the " \
+           "head-foot axis" in warning and "measurable from 11.547 mm" in warning
+    assert _slice_thickness_warnings(flat, flat) == [] and _slice_thickness_warnings(tilted, tilted) == []
+    # an older report without the key: its slices count as they are
+    older = {"recist": {k: v for k, v in flat["recist"].items() if k != "axial_slice_thickness_mm"}}
+    assert _slice_thickness_warnings(older, flat) == []

@@ -459,7 +459,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         before the file dialog (a file picked there could not be added, and the user learnt that only after picking
         it); the dialog still opens, since choosing a package already in that folder needs no writing."""
         with slicer.util.tryWithErrorDisplay("Could not add the model."):  # no folder at all (no home): no add can
-            problem = self.logic.userModelsFolderWriteProblem()
+            problem = self.logic.userModelsFolderWriteProblem(keep=False)  # made when a file is added, not here
         if problem is not None:
             slicer.util.warningDisplay(panel_text.add_model_read_only_warning_text(*problem),
                                        windowTitle="Liver Tumor Segmentation")
@@ -1060,13 +1060,20 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         return dependencies.ensure_requirements(confirm, slicer.util.pip_install, installTorch)
 
     @staticmethod
-    def userModelsFolderWriteProblem():
+    def userModelsFolderWriteProblem(keep: bool = True):
         """None where the user models folder (``LIVERTUMORSEG_MODELS_DIR``, else ``~/.livertumorseg/models``) can be
         written, checked by making it if missing and creating and removing a file in it; else ``(folder, reason)``
-        (a read-only home, a managed profile)."""
+        (a read-only home, a managed profile). ``keep=False``: the folders the check made are removed again (the
+        check before the file dialog: a cancelled dialog left an empty ``~/.livertumorseg/models`` behind); a folder
+        that was there before stays."""
         import tempfile
         from LiverTumorSegLib.resources import user_models_dir
         folder = user_models_dir()
+        missing = []  # the folder and its parents that the check makes, deepest first
+        for path in (folder, *folder.parents):
+            if path.exists():
+                break
+            missing.append(path)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             handle, probe = tempfile.mkstemp(prefix=".livertumorseg-write-test.", dir=str(folder))
@@ -1074,6 +1081,12 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
             os.unlink(probe)
         except OSError as exc:
             return str(folder), str(exc.strerror or exc)
+        finally:
+            for path in ([] if keep else missing):
+                try:
+                    path.rmdir()  # empty folders only: anything put there meanwhile stays
+                except OSError:
+                    break
         return None
 
     @staticmethod

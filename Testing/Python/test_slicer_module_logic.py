@@ -856,6 +856,42 @@ def test_add_model_button_without_any_user_models_folder_says_so_before_its_dial
                                 "HOME")]
 
 
+def test_add_model_button_cancelled_leaves_no_user_models_folder_behind(module, tmp_path, monkeypatch):
+    """'Add model file...' made the user models folder (and its parents, e.g. ``~/.livertumorseg/models``) when it was
+    clicked, to check it could be written before its dialog, and left it, empty, when the dialog was cancelled. The
+    check now takes away what it made; the folder is made only when a file is actually added. A folder that was there
+    before stays."""
+    import shutil as shutil_module
+    from LiverTumorSegLib.resources import bundled_models_dir
+    home = tmp_path / "home"
+    home.mkdir()
+    users = home / ".livertumorseg" / "models"
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(users))
+    dialog = ("dialog", "Add a LiverTumorSeg model package")
+
+    widget, events = _add_model_button_panel(module, monkeypatch, "")  # cancelled
+    widget.onAddModel()
+    assert events == [dialog]  # writable: no warning
+    assert list(home.iterdir()) == []
+
+    source = tmp_path / "mine.safetensors"
+    shutil_module.copy(bundled_models_dir() / "unet16_widezoom_cpu.safetensors", source)
+    widget, events = _add_model_button_panel(module, monkeypatch, str(source))  # a file added: the folder is made
+    widget.onAddModel()
+    assert events == [dialog, ("selected", str(users / "mine.safetensors"))]
+    assert sorted(p.name for p in users.iterdir()) == ["mine.safetensors"]
+
+    widget, events = _add_model_button_panel(module, monkeypatch, "")  # an existing folder stays, cancelled or not
+    widget.onAddModel()
+    assert sorted(p.name for p in users.iterdir()) == ["mine.safetensors"]
+    empty = tmp_path / "empty models"
+    empty.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(empty))
+    widget, events = _add_model_button_panel(module, monkeypatch, "")
+    widget.onAddModel()
+    assert empty.is_dir() and list(empty.iterdir()) == []
+
+
 def _segment_button_panel(module, monkeypatch, segmentation, input_volume):
     """The module's widget (no Qt) with ``segmentation`` as its output and ``input_volume`` as its CT, whose Segment
     button records each run it starts in ``starts`` and each question it asks in ``confirmations`` (answered No):

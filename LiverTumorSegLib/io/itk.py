@@ -1059,7 +1059,8 @@ def checked_before_voxels(path: Path, reader: Any, copy_itemsize: Optional[int] 
         needed = check_data_fits_file(path, shape, itemsize, stored.size, stored.deflated)
         if not stored.deflated:  # a header edited to fewer slices (raw data), as NIfTI's reader says it
             notes += data_after_voxels_warning(shape, itemsize, stored.size - needed)
-    check_memory_for_read(shape, itemsize, str(path), copy_itemsize=copy_itemsize)
+    check_memory_for_read(shape, itemsize, str(path), copy_itemsize=copy_itemsize,  # and the inflating buffers
+                          compressed_bytes=stored.size if stored is not None and stored.deflated else None)
     return shape, header, stored, notes
 
 

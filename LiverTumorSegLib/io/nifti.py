@@ -316,7 +316,8 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     scaled = _read_as_scaled(image, slope, inter)
     warnings += _check_data_fits_file(path, shape, header, int(getattr(image.dataobj, "offset", 0) or 0))
     read_itemsize, copy_itemsize = nifti_read_itemsizes(image)
-    check_memory_for_read(shape, read_itemsize, str(path), copy_itemsize=copy_itemsize)
+    check_memory_for_read(shape, read_itemsize, str(path), copy_itemsize=copy_itemsize,  # and the inflating buffers
+                          compressed_bytes=path.stat().st_size if full_suffix(path) == ".nii.gz" else None)
     try:
         if full_suffix(path) == ".nii.gz":  # few, large zlib calls (io.gzip_inflate) instead of nibabel's gzip
             data = _gzip_voxels(path, image, shape, warnings)

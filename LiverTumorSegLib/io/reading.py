@@ -11,7 +11,7 @@ from ..volume import CTVolume, ImageGeometry
 from .dicom import _dicom_series_of_file, _read_dicom_folder
 from .formats import (_SUPPORTED_TEXT, DICOM_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, PathLike,
                       may_be_dicom_file)
-from .conversions import hu_copy_itemsize, unit_direction
+from .conversions import hu_copy_itemsize, read_peak_voxel_bytes, unit_direction
 from .itk import _read_itk_file, detached_data_file
 from .nifti import _read_nifti
 
@@ -157,14 +157,11 @@ def read_peak_bytes(path: PathLike) -> int:
     512 x 512 x 100 float32 ``.nii.gz`` peaked at 7.6 (docs/speed.md). A compressed file (``.nii.gz``, gzip NRRD,
     compressed MetaImage) is counted at least at its inflating peak, the stored voxels and the buffers beside them
     (:func:`~.gzip_inflate.inflate_peak_bytes`): reading a 512 x 512 x 20 int16 ``.nii.gz`` allocated 7.6 bytes a
-    voxel at its peak (tracemalloc), where 4 were counted."""
+    voxel at its peak (tracemalloc), where 4 were counted. One formula with the reader's own check
+    (:func:`~.conversions.read_peak_voxel_bytes`)."""
     _, shape_zyx, (read_itemsize, copy_itemsize), compressed = _read_header(path)
     voxels = int(shape_zyx[0]) * int(shape_zyx[1]) * int(shape_zyx[2])
-    peak = voxels * (int(read_itemsize) + int(copy_itemsize))
-    if compressed is not None:  # while inflating: the stored voxels, one inflated step and one compressed read step
-        from .gzip_inflate import inflate_peak_bytes
-        peak = max(peak, voxels * int(read_itemsize) + inflate_peak_bytes(voxels * int(read_itemsize), compressed))
-    return peak
+    return read_peak_voxel_bytes(voxels, read_itemsize, copy_itemsize, compressed)
 
 
 def _read_header(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int, int], Tuple[int, int], Optional[int]]:

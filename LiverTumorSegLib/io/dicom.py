@@ -205,6 +205,7 @@ class _DicomFileHeader:
     check_tags: Tuple[Optional[str], ...] = ()  # the values of _CHECK_TAGS as stored (None: absent); () unknown
     photometric: str = ""                    # PhotometricInterpretation (0028,0004), upper case; "" when absent
     localizer: bool = False                  # whether ImageType (0008,0008) says LOCALIZER (a scout, topogram)
+    rescale: Tuple[str, str] = ("", "")       # RescaleSlope, RescaleIntercept as stored ("": absent)
 
 
 _CHECK_TAGS = ("0028|0010", "0028|0011", "0028|0008", "0028|0002", "0028|0100", "0020|0037")
@@ -234,7 +235,8 @@ def _read_file_header(path: str) -> Optional[_DicomFileHeader]:
         pixel_id=int(reader.GetPixelID()),
         check_tags=tuple(reader.GetMetaData(t) if reader.HasMetaDataKey(t) else None for t in _CHECK_TAGS),
         photometric=_dicom_tag(reader, "0028|0004").upper(),
-        localizer="LOCALIZER" in _dicom_tag(reader, "0008|0008").upper())
+        localizer="LOCALIZER" in _dicom_tag(reader, "0008|0008").upper(),
+        rescale=(_dicom_tag(reader, "0028|1053"), _dicom_tag(reader, "0028|1052")))
 
 
 def _gdcm_series_id(series_instance_uid: str) -> str:
@@ -272,8 +274,10 @@ copied), beside the HU copy made from it: int16 (2 bytes a voxel) where GDCM rea
 float32). Measured (30 Nov 2026, a 512 x 512 x 100 series, second read in one process, peak RSS rise): 4.0 bytes a
 voxel of int16, 6.0 of int32 (int16 stored with intercept -1024, signed 16 bits: 4 and the int16 copy). Until then
 the reader's output was kept while its per-slice tags were read, and SimpleITK copied the image for numpy's copy: 3
-copies, 6.0 and 14.0 bytes a voxel. The files are 2.0 bytes a voxel uncompressed, 0.9 RLE-compressed. Not counted: a
-series whose rescale differs between its slices is read twice (again as float32) and holds both reads at once."""
+copies, 6.0 and 14.0 bytes a voxel. The files are 2.0 bytes a voxel uncompressed, 0.9 RLE-compressed. A series
+whose rescale differs between its slices is read twice (again as float32) and holds both reads at once: counted at
+8 bytes a voxel where GDCM's first read is narrower (:func:`_rescale_differs_in_headers`,
+:func:`_rescale_differs_in_files`; uncounted until 1 Dec 2026)."""
 
 
 def _gdcm_output_itemsize(ds: Any) -> Tuple[int, bool]:
@@ -307,21 +311,24 @@ and RescaleSlope: all :func:`_file_read_bytes` reads of a file's header."""
 _UNCOMPRESSED_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 
 
-def _file_read_bytes(path: str, size: int) -> Tuple[int, bool]:
-    """``(bytes, same for another file of this size)``: what a DICOM read holds at its peak for the image file
-    ``path`` of ``size`` bytes, from its header alone (pydicom, ``stop_before_pixels``): Rows x Columns x frames x
-    samples voxels at :data:`DICOM_READ_COPIES` copies of the type GDCM reads them as, and the HU copy: 2 bytes a
-    voxel (int16) where that type is int16, else 4 (int16 or float32). An uncompressed file's count holds for another file of its size
-    in its folder (its pixel data are as many bytes); a compressed one's, or one without pixels (a DICOMDIR, a
-    report: 0), does not. A file pydicom cannot read as DICOM is counted at its size (the read leaves it out, or
-    fails on it), which holds for another of its size."""
+def _file_read_bytes(path: str, size: int) -> Tuple[int, bool, int]:
+    """``(bytes, same for another file of this size, bytes if read twice)``: what a DICOM read holds at its peak for
+    the image file ``path`` of ``size`` bytes, from its header alone (pydicom, ``stop_before_pixels``): Rows x
+    Columns x frames x samples voxels at :data:`DICOM_READ_COPIES` copies of the type GDCM reads them as, and the HU
+    copy: 2 bytes a voxel (int16) where that type is int16, else 4 (int16 or float32). An uncompressed file's count
+    holds for another file of its size in its folder (its pixel data are as many bytes); a compressed one's, or one
+    without pixels (a DICOMDIR, a report: 0), does not. A file pydicom cannot read as DICOM is counted at its size
+    (the read leaves it out, or fails on it), which holds for another of its size. The third: what the file holds
+    where its series is read twice, its rescale differing between slices (:func:`_read_as_float`): GDCM's first
+    image beside the float32 one, then that and its HU copy (float32 where the values are fractional): at least 8
+    bytes a voxel; the same as the first where GDCM reads float64 (never read again)."""
     import pydicom
 
     try:
         with warnings_hidden_in_this_thread():  # odd values in a header are no concern here
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_READ_BYTES_TAGS))
     except Exception:  # noqa: BLE001 - not DICOM, unreadable, damaged: counted as before, by its size
-        return size, True
+        return size, True, size
     try:
         rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
         frames = max(1, int(ds.get("NumberOfFrames", 1) or 1))
@@ -329,10 +336,48 @@ def _file_read_bytes(path: str, size: int) -> Tuple[int, bool]:
         itemsize, is_int16 = _gdcm_output_itemsize(ds)
         syntax = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
     except (AttributeError, TypeError, ValueError):
-        return size, False
+        return size, False, size
     voxels = rows * columns * frames * samples
-    per_voxel = DICOM_READ_COPIES * itemsize + (2 if is_int16 else 4)
-    return voxels * per_voxel, voxels > 0 and syntax in _UNCOMPRESSED_SYNTAXES
+    held = voxels * (DICOM_READ_COPIES * itemsize + (2 if is_int16 else 4))
+    twice = held if itemsize >= 8 else max(held, voxels * (4 + max(4, DICOM_READ_COPIES * itemsize)))
+    return held, voxels > 0 and syntax in _UNCOMPRESSED_SYNTAXES, twice
+
+
+_SERIES_RESCALE_TAGS = (0x0020000E, 0x00281052, 0x00281053)
+"""SeriesInstanceUID, RescaleIntercept and RescaleSlope: what :func:`_rescale_differs_in_files` reads of a file."""
+
+
+def _file_rescale(path: str) -> Optional[Tuple[str, float, float]]:
+    """``(SeriesInstanceUID, slope, intercept)`` of the DICOM file ``path``, its header read up to the rescale tags
+    only (pydicom); None when it cannot be read (counted as it is by :func:`_file_read_bytes`)."""
+    from pydicom.filereader import read_partial
+
+    try:
+        with warnings_hidden_in_this_thread(), open(path, "rb") as handle:
+            ds = read_partial(handle, stop_when=lambda tag, vr, length: tag > 0x00281053,
+                              specific_tags=list(_SERIES_RESCALE_TAGS))
+        slope, intercept = ds.get("RescaleSlope", 1), ds.get("RescaleIntercept", 0)
+        return (str(ds.get("SeriesInstanceUID", "") or ""), float(1 if slope in (None, "") else slope),
+                float(0 if intercept in (None, "") else intercept))
+    except Exception:  # noqa: BLE001 - not DICOM, damaged, a value that is not a number: the read says what
+        return None
+
+
+def _rescale_differs_in_files(paths: Sequence[str]) -> List[str]:
+    """Of the DICOM files ``paths`` (one folder's), those whose series is read twice: its files give different
+    RescaleSlope or RescaleIntercept values, or one that is not a whole number (as
+    :func:`_rescale_differs_between_slices` finds after the first read)."""
+    by_series = {}  # type: Dict[str, List[Tuple[str, float, float]]]
+    for path in paths:
+        found = _file_rescale(path)
+        if found is not None:
+            by_series.setdefault(found[0], []).append((path, found[1], found[2]))
+    twice = []
+    for files in by_series.values():
+        pairs = {(slope, intercept) for _, slope, intercept in files}
+        if len(pairs) > 1 or not all(float(v).is_integer() for pair in pairs for v in pair):
+            twice.extend(path for path, _, _ in files)
+    return twice
 
 
 def dicom_folder_read_bytes(folder: PathLike) -> int:
@@ -343,7 +388,10 @@ def dicom_folder_read_bytes(folder: PathLike) -> int:
     one header (a 300-file series reads a header or two: a few ms); a compressed series reads each file's header
     (about 0.3 ms a file, where decoding it takes some 30). 0 when the folder cannot be listed. Counting the files'
     bytes instead, a batch counted an int16 series at a third of the peak its read held then (6.0 bytes a voxel; 4.0
-    since :data:`DICOM_READ_COPIES` is 1: half), and a JPEG/RLE one at a seventh."""
+    since :data:`DICOM_READ_COPIES` is 1: half), and a JPEG/RLE one at a seventh. Where GDCM reads a file in 2
+    bytes a voxel or fewer (where a second read would hold more than the first's count), the rescale tags of every
+    such file are read too (:func:`_rescale_differs_in_files`, about 0.3 ms a file): a series whose rescale differs
+    between slices is read twice, and held 6.0-8.0 bytes a voxel where 4.0 were counted (1 Dec 2026)."""
     folder = Path(folder)
     total = 0
     for current in [folder] + _subfolder_search(folder).folders:
@@ -353,15 +401,21 @@ def dicom_folder_read_bytes(folder: PathLike) -> int:
                          if not is_hidden_name(entry.name) and entry.is_file()]
         except OSError:
             continue
-        by_size = {}  # type: Dict[int, int]
+        by_size = {}  # type: Dict[int, Tuple[int, int]]
+        counts = {}  # type: Dict[str, Tuple[int, int]]
         for path, size in files:
             if size not in by_size:
-                held, same_for_size = _file_read_bytes(path, size)
+                held, same_for_size, twice = _file_read_bytes(path, size)
                 if not same_for_size:
-                    total += held
+                    counts[path] = (held, twice)
                     continue
-                by_size[size] = held
-            total += by_size[size]
+                by_size[size] = (held, twice)
+            counts[path] = by_size[size]
+        # every file's rescale (a later slice's fractional slope makes its series read twice), where a second read
+        # of one of them would hold more than its count
+        twice_read = set(_rescale_differs_in_files(list(counts))) if any(
+            twice > held for held, twice in counts.values()) else set()
+        total += sum(twice if path in twice_read else held for path, (held, twice) in counts.items())
     return total
 
 
@@ -1795,9 +1849,38 @@ def _check_dicom_series_memory(series: DicomSeriesInfo, folder: Path) -> None:
     size = header.size
     shape_xyz = (size[0], size[1], max(len(series.files), size[2] if len(size) > 2 else 1))
     itemsize = _itk_itemsize(header.pixel_id)
+    copy_itemsize = hu_copy_itemsize(itemsize, False, unsigned=_itk_numpy_dtype(header.pixel_id).kind == "u")
+    if _itk_numpy_dtype(header.pixel_id).kind != "f" and _rescale_differs_in_headers(series._headers):
+        # read again as float32 (_read_as_float) while GDCM's first image is held, then its HU copy beside it
+        itemsize, copy_itemsize = 4, max(4, itemsize)
     check_memory_for_read(shape_xyz, DICOM_READ_COPIES * itemsize, f"{folder} (series {series.uid})",
-                          copy_itemsize=hu_copy_itemsize(itemsize, False,
-                                                         unsigned=_itk_numpy_dtype(header.pixel_id).kind == "u"))
+                          copy_itemsize=copy_itemsize)
+
+
+def _rescale_differs_in_headers(headers: Optional[Sequence[_DicomFileHeader]]) -> bool:
+    """Whether the series whose files' listing headers are ``headers`` is read twice
+    (:func:`_rescale_differs_between_slices`, which decides it from the series reader's tags after the first read):
+    its files give different RescaleSlope or RescaleIntercept values, or one that is not a whole number. False when
+    the headers are unknown (a series that did not come from the listing)."""
+    pairs = set()
+    for header in headers or []:
+        pair = tuple(_float_or(text, default) for text, default in zip(header.rescale, (1.0, 0.0)))
+        if not all(float(v).is_integer() for v in pair):
+            return True
+        pairs.add(pair)
+    return len(pairs) > 1
+
+
+def _float_or(text: str, default: float) -> float:
+    """The first number of a DS value as stored (``default`` when absent; NaN when not a number, which is no
+    whole number: counted as a read twice, the safe side)."""
+    text = text.strip().split("\\")[0].strip()
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
 
 
 def _series_slice_thickness(reader, num_files: int) -> Optional[float]:

@@ -390,3 +390,31 @@ def test_a_readers_own_check_counts_the_buffers_it_inflates_through_as_a_batch_d
     own = asked[0] - validation.RUNTIME_OVERHEAD_BYTES  # the fixed overhead aside: what it counts for the voxels
     assert own >= read_peak_bytes(path), (own / values.size, read_peak_bytes(path) / values.size)
     assert peak <= own + (256 << 10), (peak / values.size, own / values.size)
+
+
+@pytest.mark.parametrize("later_slope, later_intercept", [("1", "1"), ("0.5", "0")])
+def test_a_dicom_series_read_twice_for_its_rescale_is_counted_so(tmp_path, monkeypatch, later_slope, later_intercept):
+    """A series whose rescale differs between slices is read again as float32 while GDCM's first (int16) image is
+    held, then the float32 image and its HU copy: a 512 x 512 x 40 series peaked at 6.0 bytes a voxel (RSS; 10.0
+    with a fractional slope, some 2 of them the HU check's fixed-size temporaries), where the reader's check and a
+    batch's count of the read ahead counted 4. Now 8; a series with one rescale stays at 4."""
+    import pydicom
+
+    from LiverTumorSegLib.io import read_volume
+    from LiverTumorSegLib.io.dicom import dicom_folder_read_bytes
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    voxels = np.random.default_rng(8).integers(-1000, 1500, size=(5, 20, 24)).astype(np.int16)
+    files = write_ct_series(tmp_path / "ct", CTVolume(voxels, ImageGeometry(spacing=(0.7, 0.8, 2.5))))
+    asked, volume = _asked_per_voxel(monkeypatch, lambda: read_volume(tmp_path / "ct"))
+    assert asked == 4 and dicom_folder_read_bytes(tmp_path / "ct") == 4 * voxels.size
+    ds = pydicom.dcmread(str(files[3]))
+    ds.RescaleSlope, ds.RescaleIntercept = later_slope, later_intercept
+    ds.save_as(str(files[3]))
+    asked, volume = _asked_per_voxel(monkeypatch, lambda: read_volume(tmp_path / "ct"))
+    expected = voxels.astype(np.float64)
+    expected[3] = expected[3] * float(later_slope) + float(later_intercept)
+    np.testing.assert_allclose(volume.array, expected)  # read twice: the later slice's rescale kept
+    assert asked == 8
+    # the batch's count: 8 for each file read twice (the fractional slope's own file is counted as GDCM reads it)
+    assert dicom_folder_read_bytes(tmp_path / "ct") >= 8 * voxels.size

@@ -584,6 +584,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = panel_text.done_text(outcome.seconds, outcome.warnings)
             for warning in outcome.warnings:
                 logging.warning(warning)
+            airSlices = panel_text.air_slices_text(outcome.report)
+            if airSlices:
+                logging.info(airSlices)
             self.updateDeviceInfo(outcome.device)
         elif outcome.kind == job.CANCELLED:
             self.ui.statusLabel.text = "" if self._closingScene else "Cancelled; the scene was not changed."

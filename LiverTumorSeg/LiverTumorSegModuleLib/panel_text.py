@@ -604,6 +604,17 @@ def done_text(seconds: float, warnings: Sequence[str] = ()) -> str:
     return f"Done in {seconds:.0f} s, with {len(warnings)} warning{'s' if len(warnings) > 1 else ''} (below)."
 
 
+def air_slices_text(report: Dict[str, Any]) -> str:
+    """The module log's line for the report's ``air_slices_skipped``: ``LiverTumorSeg: the network was not run on 4
+    slices whose whole input was air (below -800 HU); they are background.``; empty when none was left out (0, null:
+    every slice ran, or a report without the key)."""
+    count = report.get("air_slices_skipped") if isinstance(report, dict) else None
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+        return ""
+    return (f"LiverTumorSeg: the network was not run on {count} slice{'s' if count > 1 else ''} whose whole input "
+            f"was air (below -800 HU); {'they are' if count > 1 else 'it is'} background.")
+
+
 def model_choices(entries: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Combo-box items ``{"text", "path", "default", "usable"}`` from ``list_installed_models()`` entries (sorted by
     file name); unusable ones marked in the text and ``usable`` False."""

@@ -439,6 +439,8 @@ class SliceInferenceEngine:
         # HU below which a slice whose whole 2.5D stack lies is not given to the network (labels 0, probability 0);
         # None runs every slice. The Segmenter sets it to the post-processing's air threshold while that step runs
         self.skip_air_below_hu = None  # type: Optional[float]
+        # how many slices the last predict* call left out so (added up while accumulate_timings): the report's
+        # air_slices_skipped
         self.last_air_slices_skipped = 0
         self._active = None  # type: Optional[List[int]]  # the slices this volume's network runs on
         self._device_batches = None  # type: Optional[object]  # a DeviceBatchBuilder during a CUDA volume
@@ -661,7 +663,8 @@ class SliceInferenceEngine:
             reporter(1.0, "segmenting")
             return labels
         self._active = None
-        self.last_air_slices_skipped = 0
+        if not self.accumulate_timings:  # several passes (two-stage, footprint runs) add up, as last_timings do
+            self.last_air_slices_skipped = 0
         if self.skip_air_below_hu is not None:
             start = time.perf_counter()
             air = air_stack_slices(canonical.array, float(self.skip_air_below_hu),
@@ -672,7 +675,7 @@ class SliceInferenceEngine:
                 if probability_out is not None:
                     probability_out[air] = 0
                 self._active = [int(i) for i in np.flatnonzero(~air)]
-                self.last_air_slices_skipped = int(np.count_nonzero(air))
+                self.last_air_slices_skipped += int(np.count_nonzero(air))
                 if not self._active:  # nothing but air: no network, no precision check (a later CT gets it)
                     self._active = None
                     self._start_precision_record()

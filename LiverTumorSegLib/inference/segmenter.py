@@ -671,9 +671,10 @@ class Segmenter:
         ``checked=True``: the caller has run them (``segment_file``). A package whose preprocessing makes another
         number of channels than its network takes is refused here too, not only in ``segment_file``.
 
-        The report records ``precision`` (what arithmetic ran and the bf16 check) and ``timings_s``: seconds
-        per stage (``model_load`` on the call that loaded it, the engine's ``reorient``, ``preprocess``,
-        ``network``, ``restore``, then ``postprocess`` and ``report``). Same as :meth:`finish` of :meth:`predict`."""
+        The report records ``precision`` (what arithmetic ran and the bf16 check), ``air_slices_skipped`` (the
+        slices whose whole input stack was air, not given to the network; null when every slice ran) and
+        ``timings_s``: seconds per stage (``model_load`` on the call that loaded it, the engine's ``reorient``,
+        ``preprocess``, ``network``, ``restore``, then ``postprocess`` and ``report``). Same as :meth:`finish` of :meth:`predict`."""
         input_warnings = [] if checked else _checked_in_memory(volume, self.options.allow_non_hu,
                                                                  self.options.oblique_grid == "aligned")
         reporter = ProgressReporter(progress)
@@ -714,11 +715,14 @@ class Segmenter:
         with self._network_lock:  # two threads sharing one Segmenter mixed up the engine's buffers
             two_stage_record, grid_record = {}, {}  # type: Dict[str, Any], Dict[str, Any]
             skips_air = hasattr(self.engine, "skip_air_below_hu")
+            skipping_air = False
             if skips_air:  # slices whose whole input stack is air, which the air step would clear, are not run
                 from .postprocess import ORGAN_AIR_HU
 
                 self.engine.skip_air_below_hu = ORGAN_AIR_HU if (self.options.postprocessing.air_to_background
                                                                  and not_hu is None) else None
+                skipping_air = self.engine.skip_air_below_hu is not None
+                self.engine.last_air_slices_skipped = 0  # the passes and footprint runs below add to it
             try:
                 labels, probability = self._network(network_volume, reporter.sub(0.02, 1.0), cancel,
                                                     keep_probability=True, two_stage_record=two_stage_record,
@@ -733,6 +737,9 @@ class Segmenter:
                 load_parts["during_preprocess"] = bool(self._load_overlapped_preprocess and
                                                        getattr(self.engine, "used_offered", False))
             facts = self._run_facts()
+            if skips_air:  # null: every slice ran (--keep-liver-in-air, a CT not in HU)
+                facts["air_slices_skipped"] = (int(getattr(self.engine, "last_air_slices_skipped", 0) or 0)
+                                               if skipping_air else None)
             if body_size is not None:
                 facts["body_size"] = body_size
             if fill is not None:

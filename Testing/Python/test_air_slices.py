@@ -76,3 +76,51 @@ def test_segment_skips_air_stacks_only_while_the_air_step_runs():
     options = SegmentationOptions(postprocessing=PostprocessingOptions(air_to_background=False))
     kept = Segmenter(options, engine=engine).segment_volume(volume)  # --keep-liver-in-air: the network's labels
     assert sum(given) == volume.shape_zyx[0] and kept.labels[-4:].any()
+
+
+def test_the_report_says_how_many_slices_were_left_out_as_air():
+    """engine.last_air_slices_skipped had no reader: a report's reader could not tell the network had not run on
+    the 4 slices of air (labels background there by that, not by the network)."""
+    volume = _padded_phantom()
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=3,
+                                  batch_predictor=_liver_in_air_predictor([]))
+    assert Segmenter(engine=engine).segment_volume(volume).report["air_slices_skipped"] == 4
+    # the next CT of the same engine starts from 0
+    assert Segmenter(engine=engine).segment_volume(corner_phantom().ct).report["air_slices_skipped"] == 0
+    options = SegmentationOptions(postprocessing=PostprocessingOptions(air_to_background=False))
+    kept = Segmenter(options, engine=engine).segment_volume(volume)  # every slice ran: null, not 0
+    assert "air_slices_skipped" in kept.report and kept.report["air_slices_skipped"] is None
+
+
+def test_the_count_adds_up_over_passes_while_the_engine_accumulates():
+    """Two-stage's passes and an oblique CT's footprint runs call the engine several times with
+    accumulate_timings on: the count adds up as last_timings do, and starts afresh without it."""
+    volume = _padded_phantom()
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=3,
+                                  batch_predictor=_liver_in_air_predictor([]))
+    engine.skip_air_below_hu = -800.0
+    engine.accumulate_timings = True
+    engine.predict(volume)
+    engine.predict(_padded_phantom(2))
+    assert engine.last_air_slices_skipped == 4 + 2
+    engine.accumulate_timings = False
+    engine.predict(_padded_phantom(2))
+    assert engine.last_air_slices_skipped == 2
+
+
+def test_a_batch_records_each_cases_air_slices(tmp_path):
+    import json
+
+    from LiverTumorSegLib.inference.batch import find_cases, segment_batch
+    from LiverTumorSegLib.io import write_volume
+
+    (tmp_path / "cts").mkdir()
+    write_volume(tmp_path / "cts" / "a.nii.gz", _padded_phantom(4))
+    write_volume(tmp_path / "cts" / "b.nii.gz", corner_phantom().ct)
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=3,
+                                  batch_predictor=_liver_in_air_predictor([]))
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), Segmenter(engine=engine))
+    assert [s.status for s in statuses] == ["done", "done"]
+    reports = {name: json.loads((tmp_path / "out" / "reports" / f"{name}.json").read_text(encoding="utf-8"))
+               for name in ("a", "b")}
+    assert reports["a"]["air_slices_skipped"] == 4 and reports["b"]["air_slices_skipped"] == 0

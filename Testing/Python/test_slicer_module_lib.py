@@ -326,6 +326,16 @@ def test_describe_gpu_and_preprocessing_and_summary():
     assert panel_text.done_text(3.0, warnings[:1]) == "Done in 3 s, with 1 warning (below)."
 
 
+def test_the_module_log_says_how_many_air_slices_the_network_did_not_run_on():
+    """The report's air_slices_skipped reached no one in Slicer: the log now names the slices left out as air."""
+    assert panel_text.air_slices_text({"air_slices_skipped": 4}) == (
+        "LiverTumorSeg: the network was not run on 4 slices whose whole input was air (below -800 HU); they are "
+        "background.")
+    assert "on 1 slice whose" in panel_text.air_slices_text({"air_slices_skipped": 1})
+    for report in ({"air_slices_skipped": 0}, {"air_slices_skipped": None}, {}, None, {"air_slices_skipped": True}):
+        assert panel_text.air_slices_text(report) == ""
+
+
 def test_model_choices_mark_default_and_unusable():
     items = panel_text.model_choices([
         {"name": "default", "path": "/a/default.safetensors", "source": "bundled", "default": True, "error": None},

@@ -20,6 +20,7 @@ case where neither prediction nor reference holds tumor, 0.0 where only one does
 the fold's validation cases whose reference has tumor: with none, tumor Dice only says whether tumor was
 predicted at all, not how well it was outlined (slice-level synthetic-tumor Dice is in the training log).
 """
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -43,12 +44,15 @@ def fold_config(config: TrainConfig, out_dir: Path, fold: int) -> TrainConfig:
     """The TrainConfig for fold ``fold``: its own package and log folder (``fold_<i>_train`` in ``config.log_dir``
     when one is given, else in ``out_dir``; a given --log-dir was ignored before), the shared cache, and a given
     ``--name`` as ``<name>_fold_<i>`` (every fold's package was named ``<name>``, so once installed ``segment --model
-    <name>`` was refused as ambiguous; without --name each is ``fold_<i>``, its file's name)."""
+    <name>`` was refused as ambiguous; without --name each is ``fold_<i>``, its file's name). Its
+    :attr:`~.config.TrainConfig.given` is ``config``'s: the values set here are crossval's, not the user's (``updated``
+    marked ``fold``, ``output``, ``log_dir`` and ``cache_dir`` as typed)."""
     logs = Path(config.log_dir) if config.log_dir else Path(out_dir)
     named = {"name": f"{config.name}_fold_{fold}"} if config.name else {}
-    return config.updated({"fold": fold, "output": str(out_dir / f"fold_{fold}.safetensors"),
-                           "log_dir": str(logs / f"fold_{fold}_train"),
-                           "cache_dir": config.cache_dir or str(out_dir / "cache"), **named})
+    folded = config.updated({"fold": fold, "output": str(out_dir / f"fold_{fold}.safetensors"),
+                             "log_dir": str(logs / f"fold_{fold}_train"),
+                             "cache_dir": config.cache_dir or str(out_dir / "cache"), **named})
+    return dataclasses.replace(folded, given=config.given)
 
 
 def fold_row(fold: int, result) -> Dict[str, Any]:

@@ -1501,6 +1501,18 @@ def test_crossval_gives_each_fold_its_own_name(tmp_path):
     assert fold_config(unnamed, tmp_path, 1).name == ""  # the package is then named after its file, fold_1
 
 
+def test_a_folds_config_marks_as_given_only_what_the_user_set(tmp_path):
+    """TrainConfig.given is "the options the user set", but fold_config marked fold, output, log_dir and cache_dir
+    (crossval's own values) as given too."""
+    from LiverTumorSegLib.training.crossval import fold_config
+
+    config = TrainConfig.from_dict({"data": "x.csv", "folds": 3, "name": "m", "oblique_grid": "stored"})
+    folded = fold_config(config, tmp_path, 2)
+    assert folded.given == config.given == {"data", "folds", "name", "oblique_grid"}
+    assert (folded.fold, folded.name, Path(folded.output).name) == (2, "m_fold_2", "fold_2.safetensors")
+    assert fold_config(TrainConfig.from_dict({"data": "x.csv"}), tmp_path, 0).given == {"data"}
+
+
 def test_crossval_is_not_told_that_a_config_files_val_fraction_0_leaves_no_validation(caplog, tmp_path):
     """crossval validates every fold, whatever val_fraction its config file holds: --val-every is read."""
     from LiverTumorSegLib.cli import build_parser

@@ -1783,9 +1783,28 @@ def remove_orphan_change_reports(scene) -> int:
     ``slicer.mrmlScene.RemoveNode``), which leaves the report a node of its own in the Data module that is saved with
     the scene but belongs to nothing. A report another table (a clone) still references is kept. Nothing is done
     while the scene closes, imports or batch-processes (the module calls this again at the batch's end). Returns how
-    many text nodes were removed."""
+    many text nodes were removed.
+
+    Re-entrancy safe: each removal fires ``NodeRemovedEvent``, whose observer (:func:`observe_change_reports`) calls
+    this again; that nested call does nothing while this one runs (it removed the next orphans itself, one call
+    deeper per orphan, and the outer call then removed them again from a scene that no longer held them)."""
     if scene is None or scene.IsClosing() or scene.IsImporting() or scene.IsBatchProcessing():
         return 0
+    if getattr(scene, _REMOVING_CHANGE_REPORTS, False):
+        return 0
+    setattr(scene, _REMOVING_CHANGE_REPORTS, True)
+    try:
+        return _remove_orphan_change_reports(scene)
+    finally:
+        setattr(scene, _REMOVING_CHANGE_REPORTS, False)
+
+
+_REMOVING_CHANGE_REPORTS = "_livertumorseg_removing_change_reports"
+"""Python attribute of a scene, true while :func:`remove_orphan_change_reports` removes reports from it."""
+
+
+def _remove_orphan_change_reports(scene) -> int:
+    """:func:`remove_orphan_change_reports`'s work, with its guard set: the orphans, each removed if still there."""
     reports = [node for node in _nodes_of_class(scene, "vtkMRMLTextNode")
                if node.GetAttribute(CHANGE_REPORT_ATTRIBUTE) == "1"]
     if not reports:
@@ -1794,10 +1813,12 @@ def remove_orphan_change_reports(scene) -> int:
     for node in _nodes_of_class(scene, "vtkMRMLNode"):
         for i in range(node.GetNumberOfNodeReferences(CHANGE_REPORT_ROLE)):
             referenced.add(node.GetNthNodeReferenceID(CHANGE_REPORT_ROLE, i))
-    orphans = [node for node in reports if node.GetID() not in referenced]
-    for node in orphans:
-        scene.RemoveNode(node)
-    return len(orphans)
+    removed = 0
+    for node in [node for node in reports if node.GetID() not in referenced]:
+        if scene.IsNodePresent(node):  # another observer of a removal may have taken it already
+            scene.RemoveNode(node)
+            removed += 1
+    return removed
 
 
 CHANGE_REPORT_OBSERVERS = "_livertumorseg_change_report_observers"

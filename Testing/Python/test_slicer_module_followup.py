@@ -996,6 +996,37 @@ def test_change_report_observers_are_added_once_and_orphans_already_there_are_re
     assert "mrml.observe_change_reports(slicer.mrmlScene)" in inspect.getsource(m.LiverTumorSegWidget.setup)
 
 
+def test_removing_orphan_change_reports_is_reentrancy_safe():
+    """Each RemoveNode of remove_orphan_change_reports fires NodeRemovedEvent, whose observer called it again: the
+    nested call removed the next orphans itself (one call deeper per orphan) and the outer call then removed them
+    again from a scene that no longer held them (3 orphans: 6 RemoveNode calls, 3 on absent nodes)."""
+    pytest.importorskip("slicer")
+    from LiverTumorSegLib import mrml
+
+    scene = mrml.make_headless_scene()
+    users = scene.AddNewNodeByClass("vtkMRMLTextNode", "my notes")
+    tables = [mrml.create_change_table_node(scene, {"lesions": [], "response": r}) for r in ("SD", "PD", "PR")]
+    reports = [table.GetNodeReference(mrml.CHANGE_REPORT_ROLE) for table in tables]
+    for table in tables:
+        scene.RemoveNode(table)  # nothing observes the scene yet: three orphans
+    assert all(scene.IsNodePresent(report) for report in reports)
+    calls, real_remove = [], scene.RemoveNode
+
+    def remove(node):
+        calls.append((node.GetID(), bool(scene.IsNodePresent(node))))
+        return real_remove(node)
+
+    scene.RemoveNode = remove  # the same Python object is the observer's caller
+    assert mrml.observe_change_reports(scene) == 3
+    assert sorted(calls) == sorted((report.GetID(), True) for report in reports)
+    assert not any(scene.IsNodePresent(report) for report in reports) and scene.IsNodePresent(users)
+    assert not getattr(scene, mrml._REMOVING_CHANGE_REPORTS)  # the guard is down again: later removals are seen
+    table = mrml.create_change_table_node(scene, {"lesions": [], "response": "SD"})
+    report = table.GetNodeReference(mrml.CHANGE_REPORT_ROLE)
+    scene.RemoveNode(table)
+    assert not scene.IsNodePresent(report) and scene.IsNodePresent(users)
+
+
 def test_a_change_table_deleted_right_after_loading_an_mrb_takes_its_report_along_without_the_panel(module, tmp_path):
     """The case users met: an .mrb with a change table loaded (File > Add Data, slicer-core's application logic here)
     and the table deleted before the module's panel was opened; its report text node stayed. The module class's

@@ -209,7 +209,7 @@ def read_peak_voxel_bytes(voxels: int, read_itemsize: int, copy_itemsize: int,
     (``compressed_bytes`` on disk; None: not compressed), while it inflates: the stored voxels, one inflated step
     twice and one compressed read step (:func:`~.gzip_inflate.inflate_peak_bytes`), where that is more. The one
     formula the readers' own checks (:func:`check_memory_for_read`) and a batch's count of a read ahead
-    (:func:`~.reading.read_peak_bytes`) share: until 1 Dec 2026 the readers' checks left the inflating buffers out,
+    (:func:`~.reading.read_peak_bytes`) share: until 30 Nov 2026 the readers' checks left the inflating buffers out,
     so a small float64 gzip NRRD (one 64 MiB step holds it all: 8 + 16 bytes a voxel and the compressed bytes) was
     checked for 16 bytes a voxel where a batch counted the same read at 24."""
     voxels = int(voxels)

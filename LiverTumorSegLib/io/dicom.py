@@ -277,7 +277,7 @@ the reader's output was kept while its per-slice tags were read, and SimpleITK c
 copies, 6.0 and 14.0 bytes a voxel. The files are 2.0 bytes a voxel uncompressed, 0.9 RLE-compressed. A series
 whose rescale differs between its slices is read twice (again as float32) and holds both reads at once: counted at
 8 bytes a voxel where GDCM's first read is narrower (:func:`_rescale_differs_in_headers`,
-:func:`_rescale_differs_in_files`; uncounted until 1 Dec 2026)."""
+:func:`_rescale_differs_in_files`; uncounted until 30 Nov 2026)."""
 
 
 def _gdcm_output_itemsize(ds: Any) -> Tuple[int, bool]:
@@ -391,7 +391,7 @@ def dicom_folder_read_bytes(folder: PathLike) -> int:
     since :data:`DICOM_READ_COPIES` is 1: half), and a JPEG/RLE one at a seventh. Where GDCM reads a file in 2
     bytes a voxel or fewer (where a second read would hold more than the first's count), the rescale tags of every
     such file are read too (:func:`_rescale_differs_in_files`, about 0.3 ms a file): a series whose rescale differs
-    between slices is read twice, and held 6.0-8.0 bytes a voxel where 4.0 were counted (1 Dec 2026)."""
+    between slices is read twice, and held 6.0-8.0 bytes a voxel where 4.0 were counted (30 Nov 2026)."""
     folder = Path(folder)
     total = 0
     for current in [folder] + _subfolder_search(folder).folders:

@@ -15,7 +15,9 @@ file's; for a .mhd or .nhdr header, its data file's too), when the entry was mad
 current run is stricter (the CT check runs again), and when an entry is damaged (an unreadable sidecar, arrays of
 another shape or type). Files are written to a temporary name
 unique to the writer and renamed, so an interrupted build never leaves a half-written entry and two runs filling
-one cache do not take each other's temporary files.
+one cache do not take each other's temporary files. A case cached again in a new cache format (:data:`CACHE_VERSION`)
+has its older format's entry removed (:func:`remove_older_entries`: only the files that cache wrote for it, named by
+its key and the case, and the key folder once empty), so a format change no longer leaves the old cache on disk.
 """
 import hashlib
 import json
@@ -90,11 +92,74 @@ class CachedCase:
         return state
 
 
-def cache_key(spatial_settings: Dict[str, Any], label_map: Optional[Dict], oblique_grid: str = "aligned") -> str:
-    """Short hash of everything that changes the cached arrays."""
-    text = json.dumps({"v": CACHE_VERSION, "spatial": spatial_settings, "oblique_grid": str(oblique_grid),
-                       "label_map": {str(k): int(v) for k, v in (label_map or {}).items()}}, sort_keys=True)
+def cache_key(spatial_settings: Dict[str, Any], label_map: Optional[Dict], oblique_grid: str = "aligned",
+              version: Optional[int] = None) -> str:
+    """Short hash of everything that changes the cached arrays. ``version``: the cache format (default
+    :data:`CACHE_VERSION`); of a format before 4, the key as those versions made it (without ``oblique_grid``)."""
+    version = CACHE_VERSION if version is None else int(version)
+    keyed = {"v": version, "spatial": spatial_settings,
+             "label_map": {str(k): int(v) for k, v in (label_map or {}).items()}}
+    if version >= 4:  # format 4 added oblique_grid to the key
+        keyed["oblique_grid"] = str(oblique_grid)
+    text = json.dumps(keyed, sort_keys=True)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+
+def older_key_folders(cache_dir: Path, spatial_settings: Dict[str, Any], label_map: Optional[Dict],
+                      oblique_grid: str) -> List[Path]:
+    """The key folders in ``cache_dir`` that versions of an older cache format (1 to :data:`CACHE_VERSION` - 1)
+    made for these settings: no version of this one reads them again. Formats 1-3 cached every CT as stored (one
+    key for either ``oblique_grid``); format 4's key holds ``oblique_grid``."""
+    keys = {cache_key(spatial_settings, label_map, oblique_grid, version) for version in range(1, CACHE_VERSION)}
+    return [folder for folder in (Path(cache_dir) / key for key in sorted(keys))
+            if folder.is_dir() and not folder.is_symlink()]
+
+
+def _older_entry_stems(case: Case) -> List[str]:
+    """The names an older cache format gave ``case``'s entry: :func:`_entry_name` (its id and files' paths), and
+    :func:`_safe_name` of its id alone (versions before entries were named by the files' paths too)."""
+    return [_entry_name(case), _safe_name(case.case_id)]
+
+
+def _entry_of(case: Case, meta_path: Path, by_paths: bool) -> bool:
+    """Whether the older cache entry with sidecar ``meta_path`` is ``case``'s: its sidecar names the case id and
+    its image and label files; an entry named by the files' paths (``by_paths``) whose sidecar is gone (a build
+    interrupted between its files) is the case's by its name."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return by_paths
+    except (OSError, ValueError):
+        return False
+    source = meta.get("source") if isinstance(meta, dict) else None
+    return (isinstance(source, dict) and meta.get("case_id") == case.case_id
+            and source.get("image") == case.image_path and source.get("label") == case.label_path)
+
+
+def remove_older_entries(case: Case, folders: Sequence[Path]) -> int:
+    """Remove ``case``'s entry (its :data:`ENTRY_SUFFIXES` files, nothing else) from each older format's key
+    folder in ``folders`` (:func:`older_key_folders`), and such a folder once it is empty; the bytes freed. Before,
+    a format change cached every case again beside the old entries, which stayed on disk for good (a data set's
+    cache twice over). Files another program or the user put there, and other data sets' entries (other files'
+    paths), are left; a file that cannot be removed (a read-only cache) is left too."""
+    freed = 0
+    for folder in folders:
+        for stem in _older_entry_stems(case):
+            paths = entry_paths(folder, stem)
+            if not any(path.is_file() for path in paths) or not _entry_of(case, paths[0], stem == _entry_name(case)):
+                continue
+            for path in paths:
+                try:
+                    size = path.stat().st_size
+                    path.unlink()
+                    freed += size
+                except OSError:  # gone already (another rank removed it) or not ours to remove
+                    pass
+        try:
+            folder.rmdir()  # only when empty: whatever else it holds keeps it
+        except OSError:
+            pass
+    return freed
 
 
 def _file_signature(path: Path) -> List[int]:
@@ -382,14 +447,22 @@ def build_slice_cache(cases: Sequence[Case], preprocessor, cache_dir, label_map:
         spatial_settings = spatial_settings_of(preprocessor.config.to_dict())
     folder = Path(cache_dir) / cache_key(spatial_settings, label_map, oblique_grid)
     folder.mkdir(parents=True, exist_ok=True)
+    older = older_key_folders(Path(cache_dir), spatial_settings, label_map, oblique_grid)
     out = []
+    freed, replaced = 0, 0
     for case in cases:
         cached = _cache_one(case, preprocessor, folder, label_map, log, allow_non_hu, signatures, oblique_grid)
+        if older:  # built or reused here (a run stopped before removing them): the older format's entry goes
+            removed = remove_older_entries(case, older)
+            freed, replaced = freed + removed, replaced + (removed > 0)
         if log and cached.resampling_fill:  # built or reused: the run's log names every such case
             log(f"case {case.case_id}: {resampling_fill_note(cached.resampling_fill)}")
         if log and cached.network_grid:
             log(f"case {case.case_id}: {network_grid_note(cached.network_grid)}")
         out.append(cached)
+    if log and replaced:
+        log(f"removed {replaced} case(s)' entries of an older slice cache format from '{cache_dir}' "
+            f"({freed / 1e6:.1f} MB freed; cached again in format {CACHE_VERSION})")
     return out
 
 

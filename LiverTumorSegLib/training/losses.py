@@ -8,10 +8,12 @@
 target size), with weights halving per level by default.
 
 Target pixels of :data:`~.labels.IGNORE_LABEL` (an oblique CT's aligned grid outside its footprint) count in no
-loss: CE and focal average over the other pixels, Dice sums over them; a batch without any other pixel gives 0. A
-target without it takes the same computation as before, value for value.
+loss: CE and focal average over the other pixels, Dice sums over them; a batch without any other pixel gives 0
+(zero gradient). A target without it scores as the plain losses do, value for value. :class:`SegmentationLoss` reads
+no tensor's value on the host (on CUDA each such read waits for the GPU): it checked for ignored pixels with
+``bool(...)`` and copied the class weights to the GPU on every call.
 """
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +24,15 @@ from .labels import IGNORE_LABEL
 
 
 def _weights_tensor(class_weights: Optional[Sequence[float]], logits: torch.Tensor) -> Optional[torch.Tensor]:
+    """``class_weights`` (a sequence, or a tensor: used as it is when already on the logits' device) as a float32
+    tensor on the logits' device. From a sequence that is a blocking copy to the GPU (a host sync on CUDA):
+    :class:`SegmentationLoss` makes it once per device."""
     if class_weights is None:
         return None
-    w = torch.as_tensor(list(class_weights), dtype=torch.float32, device=logits.device)
+    if isinstance(class_weights, torch.Tensor):
+        w = class_weights.to(device=logits.device, dtype=torch.float32)
+    else:
+        w = torch.as_tensor(list(class_weights), dtype=torch.float32, device=logits.device)
     if w.numel() != logits.shape[1]:
         raise InputError(f"class_weights has {w.numel()} values but the model predicts {logits.shape[1]} classes.")
     return w
@@ -61,7 +69,8 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
                class_weights: Optional[Sequence[float]] = None, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Mean over pixels (``valid``, bool ``(N, H, W)``: over those) of ``-w_t (1 - p_t)^gamma log p_t``."""
+    """Mean over pixels (``valid``, bool ``(N, H, W)``: over those; none: 0) of ``-w_t (1 - p_t)^gamma log p_t``.
+    ``class_weights``: a sequence or a tensor."""
     if valid is not None:
         target = torch.where(valid, target.long(), torch.zeros_like(target, dtype=torch.long))
     logp = F.log_softmax(logits.float(), dim=1)
@@ -70,7 +79,12 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
     w = _weights_tensor(class_weights, logits)
     if w is not None:
         loss = loss * w[target.long()]
-    return loss.mean() if valid is None else loss[valid].mean()
+    if valid is None:
+        return loss.mean()
+    # the mean over the valid pixels without a host sync (boolean indexing waits for the GPU to count them): the
+    # mean over all pixels of the loss zeroed where not valid, scaled by all / valid (exactly 1 when every pixel is
+    # valid: the plain mean, value for value); none valid: 0
+    return torch.where(valid, loss, loss.new_zeros(())).mean() * (loss.numel() / valid.sum().clamp_min(1).float())
 
 
 class SegmentationLoss(nn.Module):
@@ -82,35 +96,34 @@ class SegmentationLoss(nn.Module):
             raise InputError(f"Unknown loss '{name}'; use ce, dice, dice_ce, focal or dice_focal.")
         self.name = name
         self.class_weights = list(class_weights) if class_weights is not None else None
+        self._weights_on: Dict[str, torch.Tensor] = {}  # class_weights per device, copied there once
+
+    def _weights(self, logits: torch.Tensor) -> Optional[torch.Tensor]:
+        """:attr:`class_weights` on the logits' device: copied there on the first call (a blocking copy to the GPU
+        on every call was a host sync per step)."""
+        if self.class_weights is None:
+            return None
+        key = str(logits.device)
+        if key not in self._weights_on:
+            self._weights_on[key] = _weights_tensor(self.class_weights, logits)
+        return self._weights_on[key]
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ignored = target == IGNORE_LABEL
-        if bool(ignored.any()):
-            return self._with_ignored(logits, target, ~ignored)
+        """The loss of ``logits`` against ``target``, its :data:`~.labels.IGNORE_LABEL` pixels left out, in one
+        computation whatever the target holds: no host sync (it asked the GPU whether any pixel was ignored, and
+        whether any was not, on every call: two waits per step on CUDA). A target without ignored pixels gives the
+        value the plain losses give; one wholly ignored gives 0, with the logits' graph and a zero gradient (every
+        rank's backward still runs)."""
+        valid = target != IGNORE_LABEL
         total = logits.new_zeros((), dtype=torch.float32)
         if self.name in ("ce", "dice_ce"):
-            total = total + F.cross_entropy(logits.float(), target.long(),
-                                            weight=_weights_tensor(self.class_weights, logits))
+            ce = F.cross_entropy(logits.float(), target.long(), weight=self._weights(logits), ignore_index=IGNORE_LABEL)
+            # wholly ignored: 0/0 in the mean; where() takes 0 and passes no gradient back to it
+            total = total + torch.where(valid.any(), ce, ce.new_zeros(()))
         if self.name in ("focal", "dice_focal"):
-            total = total + focal_loss(logits, target, class_weights=self.class_weights)
+            total = total + focal_loss(logits, target, class_weights=self._weights(logits), valid=valid)
         if self.name in ("dice", "dice_ce", "dice_focal"):
-            total = total + soft_dice_loss(logits, target)
-        return total
-
-    def _with_ignored(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` of a target holding :data:`~.labels.IGNORE_LABEL`: only ``valid`` pixels count; none
-        valid: 0 (with the logits' graph, so that every rank's backward still runs)."""
-        if not bool(valid.any()):
-            return logits.float().sum() * 0.0
-        total = logits.new_zeros((), dtype=torch.float32)
-        if self.name in ("ce", "dice_ce"):
-            total = total + F.cross_entropy(logits.float(), target.long(),
-                                            weight=_weights_tensor(self.class_weights, logits),
-                                            ignore_index=IGNORE_LABEL)
-        if self.name in ("focal", "dice_focal"):
-            total = total + focal_loss(logits, target, class_weights=self.class_weights, valid=valid)
-        if self.name in ("dice", "dice_ce", "dice_focal"):
-            total = total + soft_dice_loss(logits, target, valid=valid)
+            total = total + soft_dice_loss(logits, target, valid=valid)  # wholly ignored: (0 + s) / (0 + s), 0
         return total
 
 

@@ -145,3 +145,81 @@ def test_a_validation_batch_wholly_ignored_is_left_out_of_the_validation_loss():
     assert with_outside["liver_dice"] == pytest.approx(alone["liver_dice"])
     only_outside = validate_slices(Unsure(), [case(outside)], preprocessor, torch.device("cpu"), 2, loss)
     assert np.isnan(only_outside["loss"])  # nothing to score: no loss (the scheduler skips NaN), not a perfect 0
+
+
+def _no_host_reads(monkeypatch):
+    """Make every Python-side read of a tensor's values (bool(), .item(), .tolist(), .numpy(), a boolean-mask index,
+    which counts the mask's pixels on the host) raise: each is a host sync on CUDA."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the loss read a tensor's value on the host (a GPU sync per call on CUDA)")
+
+    getitem = torch.Tensor.__getitem__
+
+    def no_mask_index(self, index):
+        parts = index if isinstance(index, tuple) else (index,)
+        if any(isinstance(p, torch.Tensor) and p.dtype == torch.bool for p in parts):
+            refuse()
+        return getitem(self, index)
+
+    for name in ("__bool__", "item", "tolist", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    monkeypatch.setattr(torch.Tensor, "__getitem__", no_mask_index)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("weights", [None, [0.2, 1.0, 3.0]])
+def test_the_loss_reads_no_value_on_the_host_and_scores_as_before(name, weights, monkeypatch):
+    """Before, every call read ``bool(ignored.any())`` (and ``bool(valid.any())``, and focal's mask index) on the
+    host: on CUDA a sync per loss call. Now none; the values: a batch without ignored pixels scores as the plain
+    formulas, one with them as its valid pixels alone (to 1e-6), one wholly ignored 0 with a zero gradient."""
+    from LiverTumorSegLib.training.losses import focal_loss, soft_dice_loss
+
+    logits, target = _batch(3)
+    ignored = target.clone()
+    ignored[torch.rand(target.shape, generator=torch.Generator().manual_seed(6)) < 0.4] = IGNORE_LABEL
+    valid = ignored != IGNORE_LABEL
+    # the valid pixels alone, as one column image (CE, focal and the batch Dice's sums do not see the layout)
+    alone_logits = logits.permute(0, 2, 3, 1)[valid].T.reshape(1, 3, -1, 1)
+    alone_target = ignored[valid].reshape(1, -1, 1)
+    loss = SegmentationLoss(name, weights)
+    expected_plain = torch.zeros(())
+    if "ce" in name.split("_"):
+        expected_plain = expected_plain + torch.nn.functional.cross_entropy(
+            logits, target, weight=None if weights is None else torch.tensor(weights))
+    if "focal" in name:
+        expected_plain = expected_plain + focal_loss(logits, target, class_weights=weights)
+    if "dice" in name:
+        expected_plain = expected_plain + soft_dice_loss(logits, target)
+    expected_alone = loss(alone_logits, alone_target)
+    all_ignored = torch.full_like(target, IGNORE_LABEL)
+    grad_logits = logits.clone().requires_grad_(True)
+    _no_host_reads(monkeypatch)
+    plain, partly, none_valid = loss(logits, target), loss(logits, ignored), loss(grad_logits, all_ignored)
+    monkeypatch.undo()
+    assert float(plain) == pytest.approx(float(expected_plain), rel=1e-6, abs=1e-7)
+    assert float(partly) == pytest.approx(float(expected_alone), rel=1e-6, abs=1e-7)
+    assert float(none_valid.detach()) == 0.0
+    none_valid.backward()
+    assert torch.isfinite(grad_logits.grad).all() and float(grad_logits.grad.abs().max()) == 0.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", LOSSES)
+def test_the_loss_makes_no_cuda_sync(name):
+    """torch's sync debug mode raises on any host sync during the loss and its backward."""
+    logits, target = _batch(4)
+    target[0, :, :3] = IGNORE_LABEL
+    device = torch.device("cuda")
+    logits = logits.to(device).requires_grad_(True)
+    target = target.to(device)
+    loss = SegmentationLoss(name, [0.2, 1.0, 3.0])
+    for t in (target, torch.full_like(target, IGNORE_LABEL)):
+        loss(logits, t)  # warm up (lazy CUDA init syncs)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            value = loss(logits, t)
+            value.backward()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert torch.isfinite(value).item()

@@ -62,7 +62,8 @@ class TrainConfig:
     ``patch_size``: square random crop (pixels of the preprocessed grid), biased toward the liver.
     ``liver_slice_fraction``: the chance that a centre slice is drawn from the case's liver slices (else from all
     its slices, uniformly, which adds liver slices too: 0.85 gives 0.91 liver slices on a case with 40 % of them);
-    it is also the chance that the patch is centred on a liver pixel of that slice (else on any pixel; moved inward
+    it is also the chance that the patch is centred on a liver pixel of that slice (else on any pixel, on an oblique
+    CT's aligned grid one inside its footprint whose patch is at least half trainable where one can be; moved inward
     where the patch would leave the image). Cases are drawn
     uniformly, whatever their slice count: a 3-slice case gets as many samples as a 300-slice one.
     ``tumor_slice_fraction``: of the liver-slice draws, fraction taken from tumor slices when any exist.
@@ -86,6 +87,11 @@ class TrainConfig:
     ``use_best_checkpoint``: package (and validate on whole volumes) the weights of the best validation epoch
     instead of the last epoch's. Chosen on the validation cases, so the validation numbers it reports are
     optimistic; the package and crossval say so. Default off: the last epoch's weights (nnU-Net's convention).
+
+    Copies: :meth:`updated` marks the values it sets as :attr:`given` (as the user's); ``dataclasses.replace``
+    does not: it keeps the source's :attr:`given`, so a value it changes still reads as a default (a resume then
+    takes a replaced ``oblique_grid`` as not asked for). In the library only :meth:`from_json` calls it on a
+    TrainConfig, setting :attr:`given` itself; change a value the user gave with :meth:`updated`.
     """
 
     data: str = ""

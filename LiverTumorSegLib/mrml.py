@@ -1063,7 +1063,8 @@ def lesion_location_text(lesion: Dict[str, Any]) -> str:
     """Where to find the lesion: the report's ``location`` if given, else the axial slice of its long axis
     (``axial S ... mm``: where the views centre when the row is selected; older reports: the long axis' middle,
     else the centroid's S), a note when the scan's edge or post-processing cuts it (its size is then a lower
-    bound), and one when it has the CT values of water (``water_density``: a simple cyst is possible, or a necrotic or
+    bound) or when thick tilted slices cap its axial axes (``axial_axes_limited_by_slices``: no RECIST target), and
+    one when it has the CT values of water (``water_density``: a simple cyst is possible, or a necrotic or
     cystic tumor)."""
     if lesion.get("location"):
         return str(lesion["location"])
@@ -1073,6 +1074,8 @@ def lesion_location_text(lesion: Dict[str, Any]) -> str:
     text = "" if s_mm is None else "axial S {:.1f} mm".format(float(s_mm))
     if lesion.get("touches_scan_edge"):
         text += (", " if text else "") + "cut by scan edge"
+    if lesion.get("axial_axes_limited_by_slices"):  # thick tilted slices cap its axial axes: no RECIST target
+        text += (", " if text else "") + "axes limited by tilted slices"
     if lesion.get("cut_by_postprocessing"):  # its size is that of the part post-processing left
         text += (", " if text else "") + "cut by post-processing"
     if lesion.get("water_density"):  # a simple cyst is possible (inference.water_density): the warning says more

@@ -19,8 +19,9 @@ Definitions
   centres, i.e. ``long_axis_mm`` less that pixel spacing (a sphere of radius r gives about 2r minus up to one
   voxel).
 * ``recist_target``: the lesion is one of the RECIST 1.1 target lesions (at most 2 measurable lesions,
-  long axis >= 10 mm or twice the slice thickness above 5 mm, largest first, none cut by the scan's edge, lesions
-  of water density only after all others); report-level ``recist`` holds ``target_lesion_ids``,
+  long axis >= 10 mm or twice the slice thickness above 5 mm, largest first, none cut by the scan's edge and none
+  with ``axial_axes_limited_by_slices`` (axes that move with the scan range or the reconstruction are not
+  reproducible, which RECIST 1.1 asks of a target), lesions of water density only after all others); report-level ``recist`` holds ``target_lesion_ids``,
   ``sum_of_diameters_mm``, ``measurable_minimum_mm``, ``slice_thickness_mm``, ``slice_thickness_source``,
   ``axial_slice_thickness_mm`` (the thickness the minimum doubles: ``slice_thickness_mm``, or on slices tilted more
   than 5 degrees, whose lesions are measured in true axial planes, what they cover along S,
@@ -39,7 +40,11 @@ Definitions
   lies on or beside (a face neighbour) the scanner's padding outside its circular field of view (CT values below
   -1500: -3024, -2048, -2000, ...) or a resampling's fill of air's value (-1024) beyond a straight line (the
   body-size check's rule, :func:`~.body_size.straight_air_fill`): cut by the field of view, so its volume and axes
-  are lower bounds.
+  are lower bounds. Not chosen as a RECIST target.
+* ``axial_axes_limited_by_slices``: null, or, for a lesion on too few slices of a grid tilted from axial whose axes
+  in true axial planes are capped by its slices' faces, ``slices``, ``slice_spacing_mm``, ``tilt_degrees``,
+  ``limit_mm`` and its axes in the stored slices (:func:`~LiverTumorSegLib.metrics.recist.lesion_axes`). Not chosen
+  as a RECIST target; the CSV's ``axial_axes_limit_mm`` holds its ``limit_mm`` (empty when null).
 * ``mean_hu``: mean CT value in the lesion, the scanner's padding left out (None without a CT, or with nothing but
   padding); ``median_hu``: median CT value of the lesion's core (:mod:`.water_density`); ``water_density``: the
   lesion has the CT values of water (a simple cyst, or a necrotic or cystic tumor; None without a CT in HU);
@@ -77,7 +82,7 @@ from ..volume import ImageGeometry, checked_geometry
 
 LESION_COLUMNS = ["id", "volume_ml", "voxel_count", "long_axis_mm", "short_axis_mm", "recist_target", "mean_hu",
                   "mean_tumor_probability", "axial_position_s_mm", "touches_scan_edge", "median_hu", "water_density",
-                  "contrast_to_liver_hu", "centroid_lps_x_mm", "centroid_lps_y_mm", "centroid_lps_z_mm",
+                  "contrast_to_liver_hu", "axial_axes_limit_mm", "centroid_lps_x_mm", "centroid_lps_y_mm", "centroid_lps_z_mm",
                   "centroid_ras_x_mm", "centroid_ras_y_mm", "centroid_ras_z_mm",
                   "long_axis_ras_a_x_mm", "long_axis_ras_a_y_mm", "long_axis_ras_a_z_mm",
                   "long_axis_ras_b_x_mm", "long_axis_ras_b_y_mm", "long_axis_ras_b_z_mm",
@@ -416,8 +421,9 @@ def slice_limited_axes_warnings(lesions: Sequence[Dict[str, Any]]) -> List[str]:
     """A warning naming the lesions whose axes in true axial planes are limited by their slices
     (``axial_axes_limited_by_slices``, :func:`~LiverTumorSegLib.metrics.recist.lesion_axes`: on a few slices of a grid
     tilted from axial, each axial plane crosses them in a strip at most slices x spacing / sin(tilt) wide), with each
-    one's numbers and its axes in the stored slices; none when no lesion is. An ellipse of 30 x 12 mm in one 5 mm
-    slice tilted 25 degrees was reported 16.1 x 15.5 mm without a word."""
+    one's numbers and its axes in the stored slices, and that they are no RECIST targets
+    (:func:`~LiverTumorSegLib.metrics.recist.select_target_lesions`); none when no lesion is. An ellipse of 30 x 12 mm
+    in one 5 mm slice tilted 25 degrees was reported 16.1 x 15.5 mm without a word."""
     items = []
     for d in lesions:
         limit = d.get("axial_axes_limited_by_slices")
@@ -436,7 +442,9 @@ def slice_limited_axes_warnings(lesions: Sequence[Dict[str, Any]]) -> List[str]:
             f"slices of a grid tilted from the axial plane: in true axial planes, where RECIST's axes are measured, "
             f"they are cut by the faces of their slices (at most slices x slice spacing / sin(tilt) along the tilt), "
             f"not by their own edges, so their long and short axes are limited by slice thickness and tilt and can be "
-            f"shorter than the lesion; check each in the images, or use a CT reconstructed in axial or thinner slices"]
+            f"shorter than the lesion, and they are not chosen as RECIST targets (not reproducibly measurable, as a "
+            f"lesion cut by the scan's edge is not); check each in the images, or use a CT reconstructed in axial or "
+            f"thinner slices"]
 
 
 def _number(value: Any, digits: int) -> str:
@@ -455,7 +463,8 @@ def _lesion_cells(d: Dict[str, Any], minimum_mm: float = RECIST_MIN_LONG_AXIS_MM
              _number(d.get("mean_tumor_probability"), 4), _number(d.get("axial_position_s_mm"), 1),
              "1" if d.get("touches_scan_edge") else "0", _number(d.get("median_hu"), 1),
              "" if d.get("water_density") is None else ("1" if d["water_density"] else "0"),
-             _number(d.get("contrast_to_liver_hu"), 1)]
+             _number(d.get("contrast_to_liver_hu"), 1),
+             _number((d.get("axial_axes_limited_by_slices") or {}).get("limit_mm"), 2)]
             + [f"{v:.2f}" for v in d["centroid_lps_mm"]] + [f"{v:.2f}" for v in d["centroid_ras_mm"]] + axes)
 
 
@@ -510,6 +519,8 @@ def lesion_summary_line(lesion: Dict[str, Any], centroid: bool = False,
         text += ", centroid RAS ({}) mm".format(", ".join(f"{v:.1f}" for v in lesion["centroid_ras_mm"]))
     notes = (["target"] if lesion.get("recist_target") else []) + \
         (["cut by the scan's edge: a lower bound"] if lesion.get("touches_scan_edge") else []) + \
+        ([f"axial axes limited by its tilted slices (at most {lesion['axial_axes_limited_by_slices']['limit_mm']:.1f}"
+          f" mm): not a target"] if lesion.get("axial_axes_limited_by_slices") else []) + \
         (["water density: a cyst?"] if lesion.get("water_density") else [])
     return text + (f" ({'; '.join(notes)})" if notes else "")
 

@@ -42,8 +42,8 @@ Definitions
   :func:`recist_slice_thickness`; on slices tilted more than :data:`AXIAL_PLANES_TILT_DEGREES`, whose lesions are
   measured in true axial planes, the thickness those slices cover along the S axis, :func:`axial_slice_thickness_mm`);
   the target lesions of one
-  organ are at most 2 measurable lesions, largest long axis first, not cut by the scan's edge (RECIST asks for
-  lesions suited to reproducible repeated measurement); the sum of diameters (SoD) is the sum of
+  organ are at most 2 measurable lesions, largest long axis first, not cut by the scan's edge and not with axial
+  axes capped by thick tilted slices (RECIST asks for lesions suited to reproducible repeated measurement); the sum of diameters (SoD) is the sum of
   their long axes. Response vs. baseline: CR = no lesion left; PD = SoD up >= 20 % and >= 5 mm, or a new
   lesion; PR = SoD down >= 30 % from the baseline; else SD. RECIST's PD is judged from the smallest SoD on study,
   which two time points cannot know: it is the baseline's unless an earlier follow-up's smaller sum is given
@@ -632,7 +632,10 @@ def recist_slice_thickness(geometry: ImageGeometry, dicom_slice_thickness_mm: Op
 def given_slice_thickness_warning(geometry: ImageGeometry, given_slice_thickness_mm: Optional[float],
                                   option: str = "--slice-thickness-mm") -> str:
     """Why a given slice thickness (mm) was not used for RECIST's measurable minimum
-    (:func:`recist_slice_thickness` took the slice spacing instead), '' when it was used or none was given."""
+    (:func:`recist_slice_thickness` took the slice spacing instead), '' when it was used or none was given. On slices
+    tilted more than :data:`AXIAL_PLANES_TILT_DEGREES` from axial it names the thickness the minimum doubles, what a
+    slice covers along S (:func:`axial_slice_thickness_mm`), and that minimum: it said 'judged from the 5 mm slice
+    spacing' of 5 mm slices tilted 30 degrees, whose minimum is 11.547 mm, not 10 mm."""
     if given_slice_thickness_mm is None:
         return ""
     thickness, source = recist_slice_thickness(geometry, given_slice_thickness_mm=given_slice_thickness_mm)
@@ -644,8 +647,13 @@ def given_slice_thickness_warning(geometry: ImageGeometry, given_slice_thickness
     else:
         why = (f"it is thinner than the {thickness:g} mm spacing between the slices (a gapped series: the minimum is "
                f"never below what the spacing gives)")
+    # on slices tilted from axial the minimum doubles what a slice covers along S, not the stored spacing: name it
+    axial = axial_slice_thickness_mm(thickness, geometry)
+    tilted = axial_slice_thickness_text({"slice_thickness_mm": thickness, "axial_slice_thickness_mm": axial})
+    if tilted:
+        tilted += f" (measurable from {measurable_minimum_mm(axial):g} mm)"
     return (f"{option} {float(given_slice_thickness_mm):g} mm was not used: {why}; RECIST's measurable minimum was "
-            f"judged from the {thickness:g} mm slice spacing")
+            f"judged from the {thickness:g} mm slice spacing{tilted}")
 
 
 def select_target_lesions(lesions: Sequence[Dict[str, Any]], minimum_mm: float = RECIST_MIN_LONG_AXIS_MM,
@@ -653,13 +661,18 @@ def select_target_lesions(lesions: Sequence[Dict[str, Any]], minimum_mm: float =
     """Ids of the RECIST 1.1 target lesions of one organ: up to ``max_targets`` lesions (dicts with ``id`` and
     ``long_axis_mm``) with long axis >= ``minimum_mm``, largest long axis first (ties: lower id). A lesion cut
     by the scan's edge (``touches_scan_edge``) is not chosen: its axes are lower bounds that move with the scan
-    range, and RECIST 1.1 asks for target lesions suited to reproducible repeated measurement. A lesion of water
+    range, and RECIST 1.1 asks for target lesions suited to reproducible repeated measurement. Nor is a lesion whose
+    axes in true axial planes are capped by a few thick slices of a grid tilted from axial
+    (``axial_axes_limited_by_slices``, :func:`_slices_limit`), for the same reason: its axes are limited by slice
+    thickness and tilt, not by the lesion (a 30 x 12 mm ellipse on one 5 mm slice tilted 25 degrees measured 16.1 x
+    15.5 mm), and move with the reconstruction; it stays a non-target lesion. A lesion of water
     density (``water_density``, :mod:`~LiverTumorSegLib.inference.water_density`) comes after every other
     measurable lesion: RECIST 1.1 counts a simple cyst as neither target nor non-target, and prefers non-cystic
     lesions to cystic metastases as targets; it is chosen only where no other measurable lesion fills the place.
     A long axis of exactly ``minimum_mm`` is measurable, and long axes apart by float rounding only are equal (the
     lower id first), whatever the rounding (:data:`BOUNDARY_TOLERANCE`)."""
-    measurable = [d for d in lesions if at_least(d["long_axis_mm"], minimum_mm) and not d.get("touches_scan_edge")]
+    measurable = [d for d in lesions if at_least(d["long_axis_mm"], minimum_mm) and not d.get("touches_scan_edge")
+                  and not d.get("axial_axes_limited_by_slices")]
     solid = [d for d in measurable if not d.get("water_density")]
     water = [d for d in measurable if d.get("water_density")]
     ordered = largest_first_ties_by_id(solid, "long_axis_mm") + largest_first_ties_by_id(water, "long_axis_mm")

@@ -138,3 +138,84 @@ def test_followup_warns_when_equal_slices_are_tilted_in_one_scan_only():
     # an older report without the key: its slices count as they are
     older = {"recist": {k: v for k, v in flat["recist"].items() if k != "axial_slice_thickness_mm"}}
     assert _slice_thickness_warnings(older, flat) == []
+
+
+def _capped_ellipse_and_ball():
+    """On 5 mm slices tilted 25 degrees: lesion 1, the 30 x 12 mm ellipse on one slice (16.1 mm long in true axial
+    planes, capped by its slice: axial_axes_limited_by_slices), and lesion 2, a ball of radius 6.5 mm over three
+    slices (14.1 mm, not capped). Both are above the 11.03 mm minimum (twice 5 / cos 25)."""
+    shape = (12, 80, 110)
+    z, y, x = np.mgrid[:shape[0], :shape[1], :shape[2]]
+    labels = np.ones(shape, np.uint8)
+    labels[(z == 4) & (((y - 40) * 0.8 / 15.0) ** 2 + ((x - 30) * 0.8 / 6.0) ** 2 <= 1.0)] = 2
+    labels[((z - 6) * 5.0) ** 2 + ((y - 40) * 0.8) ** 2 + ((x - 80) * 0.8) ** 2 <= 6.5 ** 2] = 2
+    return labels, _geometry("x", 25.0)
+
+
+def test_a_lesion_whose_axial_axes_the_slices_cap_is_no_recist_target_as_one_cut_by_the_scan_edge_is_not():
+    """The capped ellipse (16.1 mm, its 30 mm cut by its slice) was chosen as a RECIST target beside the ball and
+    its capped long axis summed: 30.2 mm. Like a lesion cut by the scan's edge it is not reproducibly measurable,
+    so it is no target now: the target is the ball alone, the sum its 14.1 mm, and the warning says why."""
+    labels, geometry = _capped_ellipse_and_ball()
+    report = lesion_report(labels, geometry)
+    capped, ball = report["lesions"]
+    assert capped["axial_axes_limited_by_slices"] is not None and ball["axial_axes_limited_by_slices"] is None
+    assert capped["long_axis_mm"] == pytest.approx(16.08, abs=0.05) and ball["long_axis_mm"] == pytest.approx(
+        14.11, abs=0.05)
+    assert report["recist"]["measurable_minimum_mm"] == pytest.approx(11.03378, abs=1e-5)
+    assert report["recist"]["target_lesion_ids"] == [2]
+    assert report["recist"]["sum_of_diameters_mm"] == pytest.approx(ball["long_axis_mm"], abs=1e-9)
+    assert not capped["recist_target"] and ball["recist_target"]
+    assert report["recist"]["water_density_passed_over_ids"] == []  # no water: nothing passed over as such
+    (warning,) = slice_limited_axes_warnings(report["lesions"])
+    assert warning.startswith("lesion(s) 1 (1 slice(s) of 5 mm tilted 25 degrees: at most 11.8 mm along the tilt")
+    assert "they are not chosen as RECIST targets" in warning
+    from LiverTumorSegLib.inference.lesion_report import lesion_summary_line
+    assert lesion_summary_line(capped).endswith("(axial axes limited by its tilted slices (at most 11.8 mm): not a "
+                                                "target)")
+    assert lesion_summary_line(ball).endswith("(target)")
+    from LiverTumorSegLib import mrml
+    assert mrml.lesion_location_text(capped).endswith(", axes limited by tilted slices")
+
+
+def test_measure_csv_and_followup_agree_on_the_target_and_the_csv_gives_the_limit(tmp_path):
+    """measure (JSON and CSV) and followup (as baseline and follow-up) choose the same target, the ball, and the
+    CSV's axial_axes_limit_mm gives the capped lesion's limit, 5 / sin 25 = 11.83 mm (empty for the ball)."""
+    import csv
+
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.io.writers import write_label_map
+
+    labels, geometry = _capped_ellipse_and_ball()
+    path = write_label_map(tmp_path / "tilted.nii.gz", labels, geometry)
+    assert main(["measure", str(path), "-o", str(tmp_path / "m.json")]) == 0
+    assert main(["measure", str(path), "-o", str(tmp_path / "m.csv")]) == 0
+    measured = json.loads((tmp_path / "m.json").read_text())
+    assert measured["recist"]["target_lesion_ids"] == [2]
+    assert [w for w in measured["warnings"] if "not chosen as RECIST targets" in w] != []
+    with open(tmp_path / "m.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["id"], r["recist_target"], r["axial_axes_limit_mm"]) for r in rows] == [("1", "0", "11.83"),
+                                                                                        ("2", "1", "")]
+    assert float(rows[0]["recist_sum_of_diameters_mm"]) == pytest.approx(14.11, abs=0.01)
+    assert main(["followup", "--baseline", str(path), "--followup", str(path), "-o", str(tmp_path / "c.json"),
+                 "--no-picture"]) == 0
+    change = json.loads((tmp_path / "c.json").read_text())
+    assert change["sum_of_diameters"]["target_lesion_ids"] == [2]
+    assert change["sum_of_diameters"]["baseline_mm"] == pytest.approx(measured["recist"]["sum_of_diameters_mm"])
+    for key in ("baseline", "followup"):
+        assert change[key]["recist"]["target_lesion_ids"] == [2]
+
+
+def test_an_unused_given_thickness_on_tilted_slices_names_the_thickness_along_s_the_minimum_doubles():
+    """--slice-thickness-mm 1 on 5 mm slices tilted 30 degrees is not used (thinner than the spacing); the warning
+    said the minimum was 'judged from the 5 mm slice spacing', while it doubles 5 / cos 30 = 5.774 mm: 11.547 mm."""
+    from LiverTumorSegLib.metrics.recist import given_slice_thickness_warning
+
+    warning = given_slice_thickness_warning(_geometry("x", 30.0), 1.0)
+    assert warning.startswith("--slice-thickness-mm 1 mm was not used: it is thinner than the 5 mm spacing")
+    assert warning.endswith("judged from the 5 mm slice spacing, tilted 30 degrees from the axial plane: 5.774 mm "
+                            "along the head-foot axis, across the axial planes the lesions are measured in "
+                            "(measurable from 11.547 mm)")
+    # an axial grid's warning is as it was
+    assert given_slice_thickness_warning(_geometry("x", 0.0), 1.0).endswith("judged from the 5 mm slice spacing")

@@ -48,7 +48,9 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    lesion not assessed turns CR into PR (RECIST 1.1 Table 1: target CR, non-target not evaluated), and, without
    targets, makes the response NE (Table 2). A follow-up lesion cut by the follow-up scan's edge is a lower bound
    (growth beyond that edge is not measured): a warning names it, and when it is a target's and the response is PR
-   or SD, the reason says that the response may be understated. Non-target lesions whose long axis grew by >= 20 %
+   or SD, the reason says that the response may be understated; so it does for a target's follow-up lesion whose
+   axial axes thick tilted slices cap (``axial_axes_limited_by_slices``). Non-target lesions whose long axis grew
+   by >= 20 %
    and >= 5 mm are named in a warning: RECIST 1.1 calls PD for *unequivocal* progression of non-target lesions, a
    reader's judgement this program does not make. With ``after_complete_response`` (the previous assessment was a
    complete response: every lesion gone) any baseline lesion present again is PD (RECIST working group FAQ: after a
@@ -886,11 +888,13 @@ def _water_density_warnings(base_report: Dict[str, Any], follow_report: Dict[str
 def _slice_limited_axes_warnings(base_report: Dict[str, Any], follow_report: Dict[str, Any]) -> List[str]:
     """The lesion reports' warnings of lesions whose axial axes are limited by the slices of a tilted grid, as
     ``segment`` and ``measure`` give them (:func:`~.inference.lesion_report.slice_limited_axes_warnings`), prefixed
-    with the scan they name lesions of."""
+    with the scan they name lesions of. The baseline's say they are no targets; the follow-up's do not (the targets
+    are the baseline's, and a follow-up lesion of a target is measured as it is: the response's reason says when
+    such a one may cut the sum short)."""
     from .inference.lesion_report import slice_limited_axes_warnings
 
     return [f"baseline: {w}" for w in slice_limited_axes_warnings(base_report["lesions"])] + \
-        [f"follow-up: {w}" for w in slice_limited_axes_warnings(follow_report["lesions"])]
+        [f"follow-up: {w}" for w in slice_limited_axes_warnings(follow_report["lesions"], says_no_target=False)]
 
 
 def _thickness_text(recist: Dict[str, Any]) -> str:
@@ -1317,6 +1321,14 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     if cut_targets and response in ("PR", "SD"):  # more size could only raise the category (PD is already PD)
         reason += (f"; target lesion(s) {', '.join(cut_targets)} are cut by the follow-up scan's edge: the follow-up "
                    f"sum of diameters is a lower bound, so the response may be understated")
+    # a target's follow-up lesion on too few slices of a tilted grid: its axial axes may be cut short by the slices
+    # (30 mm measured 16.1 mm on one 5 mm slice tilted 25 degrees), which read as shrinkage: a false PR
+    capped = [str(e["number"]) for e in entries if e["recist_target"] and e["status"] != "not_assessed" and any(
+        follow_by_id[j].get("axial_axes_limited_by_slices") for j in e["recist_followup_ids"])]
+    if capped and response in ("PR", "SD"):
+        reason += (f"; target lesion(s) {', '.join(capped)} lie on too few of the follow-up's tilted slices "
+                   f"(axial_axes_limited_by_slices): their axes may be cut short by the slices, so the follow-up sum "
+                   f"of diameters may be short of the lesions' and the response may be understated")
     if nadir_sum_mm is not None and base_sum is not None and nadir_sum_mm > base_sum:
         warnings.append(f"{nadir_text} ({nadir_sum_mm:.1f} mm) is above the baseline's sum of diameters "
                         f"({base_sum:.1f} mm), so the baseline is the smallest sum on study and progression is judged "

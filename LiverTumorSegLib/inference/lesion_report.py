@@ -21,7 +21,8 @@ Definitions
 * ``recist_target``: the lesion is one of the RECIST 1.1 target lesions (at most 2 measurable lesions,
   long axis >= 10 mm or twice the slice thickness above 5 mm, largest first, none cut by the scan's edge and none
   with ``axial_axes_limited_by_slices`` (axes that move with the scan range or the reconstruction are not
-  reproducible, which RECIST 1.1 asks of a target), lesions of water density only after all others); report-level ``recist`` holds ``target_lesion_ids``,
+  reproducible, which RECIST 1.1 asks of a target), lesions of water density only after all others); report-level
+  ``recist`` holds ``target_lesion_ids``,
   ``sum_of_diameters_mm``, ``measurable_minimum_mm``, ``slice_thickness_mm``, ``slice_thickness_source``,
   ``axial_slice_thickness_mm`` (the thickness the minimum doubles: ``slice_thickness_mm``, or on slices tilted more
   than 5 degrees, whose lesions are measured in true axial planes, what they cover along S,
@@ -82,7 +83,8 @@ from ..volume import ImageGeometry, checked_geometry
 
 LESION_COLUMNS = ["id", "volume_ml", "voxel_count", "long_axis_mm", "short_axis_mm", "recist_target", "mean_hu",
                   "mean_tumor_probability", "axial_position_s_mm", "touches_scan_edge", "median_hu", "water_density",
-                  "contrast_to_liver_hu", "axial_axes_limit_mm", "centroid_lps_x_mm", "centroid_lps_y_mm", "centroid_lps_z_mm",
+                  "contrast_to_liver_hu", "axial_axes_limit_mm",
+                  "centroid_lps_x_mm", "centroid_lps_y_mm", "centroid_lps_z_mm",
                   "centroid_ras_x_mm", "centroid_ras_y_mm", "centroid_ras_z_mm",
                   "long_axis_ras_a_x_mm", "long_axis_ras_a_y_mm", "long_axis_ras_a_z_mm",
                   "long_axis_ras_b_x_mm", "long_axis_ras_b_y_mm", "long_axis_ras_b_z_mm",
@@ -417,13 +419,14 @@ def listed_lesions_text(items: Sequence[str], more_in: str) -> str:
     return text
 
 
-def slice_limited_axes_warnings(lesions: Sequence[Dict[str, Any]]) -> List[str]:
+def slice_limited_axes_warnings(lesions: Sequence[Dict[str, Any]], says_no_target: bool = True) -> List[str]:
     """A warning naming the lesions whose axes in true axial planes are limited by their slices
     (``axial_axes_limited_by_slices``, :func:`~LiverTumorSegLib.metrics.recist.lesion_axes`: on a few slices of a grid
     tilted from axial, each axial plane crosses them in a strip at most slices x spacing / sin(tilt) wide), with each
     one's numbers and its axes in the stored slices, and that they are no RECIST targets
     (:func:`~LiverTumorSegLib.metrics.recist.select_target_lesions`); none when no lesion is. An ellipse of 30 x 12 mm
-    in one 5 mm slice tilted 25 degrees was reported 16.1 x 15.5 mm without a word."""
+    in one 5 mm slice tilted 25 degrees was reported 16.1 x 15.5 mm without a word. ``says_no_target`` False leaves
+    out that they are no targets: a follow-up scan's lesions, whose targets are the baseline's (``followup``)."""
     items = []
     for d in lesions:
         limit = d.get("axial_axes_limited_by_slices")
@@ -442,9 +445,13 @@ def slice_limited_axes_warnings(lesions: Sequence[Dict[str, Any]]) -> List[str]:
             f"slices of a grid tilted from the axial plane: in true axial planes, where RECIST's axes are measured, "
             f"they are cut by the faces of their slices (at most slices x slice spacing / sin(tilt) along the tilt), "
             f"not by their own edges, so their long and short axes are limited by slice thickness and tilt and can be "
-            f"shorter than the lesion, and they are not chosen as RECIST targets (not reproducibly measurable, as a "
-            f"lesion cut by the scan's edge is not); check each in the images, or use a CT reconstructed in axial or "
-            f"thinner slices"]
+            f"shorter than the lesion{NOT_TARGETS_TEXT if says_no_target else ''}; check each in the images, or use "
+            f"a CT reconstructed in axial or thinner slices"]
+
+
+NOT_TARGETS_TEXT = (", and they are not chosen as RECIST targets (not reproducibly measurable, as a lesion cut by the "
+                    "scan's edge is not)")
+"""What :func:`slice_limited_axes_warnings` says of the lesions it names in a scan whose targets are chosen."""
 
 
 def _number(value: Any, digits: int) -> str:

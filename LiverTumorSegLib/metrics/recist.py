@@ -43,7 +43,8 @@ Definitions
   measured in true axial planes, the thickness those slices cover along the S axis, :func:`axial_slice_thickness_mm`);
   the target lesions of one
   organ are at most 2 measurable lesions, largest long axis first, not cut by the scan's edge and not with axial
-  axes capped by thick tilted slices (RECIST asks for lesions suited to reproducible repeated measurement); the sum of diameters (SoD) is the sum of
+  axes capped by thick tilted slices (RECIST asks for lesions suited to reproducible repeated measurement); the sum
+  of diameters (SoD) is the sum of
   their long axes. Response vs. baseline: CR = no lesion left; PD = SoD up >= 20 % and >= 5 mm, or a new
   lesion; PR = SoD down >= 30 % from the baseline; else SD. RECIST's PD is judged from the smallest SoD on study,
   which two time points cannot know: it is the baseline's unless an earlier follow-up's smaller sum is given

@@ -219,3 +219,36 @@ def test_an_unused_given_thickness_on_tilted_slices_names_the_thickness_along_s_
                             "(measurable from 11.547 mm)")
     # an axial grid's warning is as it was
     assert given_slice_thickness_warning(_geometry("x", 0.0), 1.0).endswith("judged from the 5 mm slice spacing")
+
+
+def test_followup_says_a_targets_follow_up_lesion_capped_by_tilted_slices_may_understate_the_response(tmp_path):
+    """Baseline: the 30 x 12 mm ellipse over 3 slices of 5 mm tilted 25 degrees (33.0 mm in true axial planes, not
+    capped: the target). Follow-up: the same ellipse on 1 slice (capped: 16.1 mm). PR by the numbers (-51 %), but
+    the lesion did not shrink in plane: the reason now says the target's follow-up axes may be cut short by the
+    slices. The follow-up warning does not call the follow-up lesion 'not chosen as a target' (it is the target's)."""
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.io.writers import write_label_map
+
+    geometry = _geometry("x", 25.0)
+    shape = (14, 80, 60)
+    z, y, x = np.mgrid[:shape[0], :shape[1], :shape[2]]
+    paths = []
+    for slices in (3, 1):
+        labels = np.ones(shape, np.uint8)
+        labels[(np.abs(z - 6) <= slices // 2) & (((y - 40) * 0.8 / 15.0) ** 2 + ((x - 30) * 0.8 / 6.0) ** 2 <= 1.0)] = 2
+        paths.append(write_label_map(tmp_path / f"s{slices}.nii.gz", labels, geometry))
+    assert main(["followup", "--baseline", str(paths[0]), "--followup", str(paths[1]), "-o", str(tmp_path / "c.json"),
+                 "--no-picture"]) == 0
+    change = json.loads((tmp_path / "c.json").read_text())
+    assert change["baseline"]["lesions"][0]["axial_axes_limited_by_slices"] is None
+    assert change["followup"]["lesions"][0]["axial_axes_limited_by_slices"] is not None
+    assert change["sum_of_diameters"]["target_lesion_ids"] == [1]
+    assert change["sum_of_diameters"]["baseline_mm"] == pytest.approx(32.96, abs=0.05)
+    assert change["sum_of_diameters"]["followup_mm"] == pytest.approx(16.08, abs=0.05)
+    assert change["response"] == "PR"
+    assert change["response_reason"].endswith(
+        "; target lesion(s) 1 lie on too few of the follow-up's tilted slices (axial_axes_limited_by_slices): their "
+        "axes may be cut short by the slices, so the follow-up sum of diameters may be short of the lesions' and the "
+        "response may be understated")
+    (named,) = [w for w in change["warnings"] if "too few slices" in w]
+    assert named.startswith("follow-up: lesion(s) 1 ") and "not chosen as RECIST targets" not in named

@@ -190,6 +190,11 @@ def check_segment_fields(path: Path, metadata: Dict[str, str], size_xyz: Sequenc
                              f"Slicer).")
 
 
+SEG_NRRD_BUILT_BYTES_PER_VOXEL = 4
+"""Bytes a voxel a ``.seg.nrrd`` read builds beside its stored voxels, whatever their layers: the uint8 label map,
+its two boolean masks and one layer's comparison (:func:`read_seg_nrrd_labels`)."""
+
+
 def _read_image(path: Path, warnings: Optional[List[str]] = None) -> Tuple[np.ndarray, Any, Dict[str, str]]:
     """``(voxels, grid, metadata)`` of a ``.seg.nrrd``: the voxels ``(z, y, x, layers)`` (one layer: a last axis
     of 1), the ITK reader of the header or the image ITK read (``GetSize``, ``GetSpacing``, ``GetOrigin``, ``GetDirection``: ``(x, y,
@@ -198,7 +203,7 @@ def _read_image(path: Path, warnings: Optional[List[str]] = None) -> Tuple[np.nd
     (:func:`~.io.itk.inflated_voxels`) unless the header needs ITK's own read. ``warnings``: the notes the NRRD
     reader gives a plain label map are added to it (no spacing, so 1 mm voxels assumed; raw or compressed data
     holding a slice or more after the voxels the header describes)."""
-    from .io.itk import (_itk_itemsize, _itk_numpy_dtype, _itk_reason, _quiet_itk, _sitk, check_header_dimension,
+    from .io.itk import (_itk_numpy_dtype, _itk_reason, _quiet_itk, _sitk, check_header_dimension,
                          checked_before_voxels, inflated_voxels)
 
     check_segment_count(path)  # before ITK parses the header: 100,000 segments took it over 5 minutes
@@ -215,10 +220,11 @@ def _read_image(path: Path, warnings: Optional[List[str]] = None) -> Tuple[np.nd
     # the checks the CT reader makes, before any voxel is read (a 4 KB file claiming 4 GiB was allocated first; a
     # 'data file: /dev/stdin' waited for input forever), then the segment fields the MRML storage node trusts
     # held at the peak: the stored voxels (all layers), the uint8 label map, its two masks and one layer's comparison
-    # (4 bytes a voxel; a gzip file's inflating step twice, 2 of the stored bytes, where more). It counted two copies
-    # of the stored voxels: 2 bytes a voxel for one uint8 layer, where a read allocated 5.0 (tracemalloc)
-    stored_itemsize = _itk_itemsize(reader.GetPixelID()) * int(reader.GetNumberOfComponents())
-    shape, header, stored, notes = checked_before_voxels(path, reader, copy_itemsize=max(4, 2 * stored_itemsize))
+    # (4 bytes a voxel, whatever the layers; a gzip file's inflating buffers are counted by the check's compressed
+    # term). It counted two copies of the stored voxels (2 bytes a voxel for one uint8 layer, where a read allocated
+    # 5.0, tracemalloc), then, until 30 Nov 2026, twice the stored bytes where more than 4: 2 per layer, where each
+    # layer adds its 1 stored byte (a 4-layer 60 x 256 x 256 file was counted at 4 + 8 and peaked at 8.0, RSS)
+    shape, header, stored, notes = checked_before_voxels(path, reader, copy_itemsize=SEG_NRRD_BUILT_BYTES_PER_VOXEL)
     layers = int(reader.GetNumberOfComponents())
     metadata = {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
     dtype = _itk_numpy_dtype(reader.GetPixelID())

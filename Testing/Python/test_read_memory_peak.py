@@ -418,3 +418,40 @@ def test_a_dicom_series_read_twice_for_its_rescale_is_counted_so(tmp_path, monke
     assert asked == 8
     # the batch's count: 8 for each file read twice (the fractional slope's own file is counted as GDCM reads it)
     assert dicom_folder_read_bytes(tmp_path / "ct") >= 8 * voxels.size
+
+
+@pytest.mark.parametrize("encoding", ["raw", "gzip"])
+@pytest.mark.parametrize("layers", [1, 4])
+def test_a_multi_layer_seg_nrrd_read_is_counted_by_its_layers(tmp_path, monkeypatch, layers, encoding):
+    """A .seg.nrrd's read holds its stored voxels (every layer) and builds 4 bytes a voxel beside them whatever the
+    layers (the label map, two masks, one layer's comparison); its check counted twice the stored bytes where more
+    than 4: a 4-layer 60 x 256 x 256 raw file counted 4 + 8 (16 with the labels) and peaked at 8.0 (RSS). Now the
+    stored layers and 4, and a gzip file's inflating buffers by the formula every reader shares."""
+    import LiverTumorSegLib.validation as validation
+    from LiverTumorSegLib.io.conversions import read_peak_voxel_bytes
+    from LiverTumorSegLib.io.itk import _compressed_data_bytes
+    from LiverTumorSegLib.segnrrd import read_seg_nrrd_labels
+    from test_segnrrd import LIVER, TUMOR, write_seg_nrrd_by_hand
+
+    rng = np.random.default_rng(21)
+    stack = [(rng.random((20, 64, 80)) < 0.3).astype(np.uint8) for _ in range(layers)]
+    segments = [LIVER] if layers == 1 else [dict(LIVER, Layer="0", LabelValue="1"), dict(TUMOR, Layer="1",
+                                                                                         LabelValue="1")] + \
+        [{"ID": f"s{i}", "Name": f"Liver {i}", "Layer": str(i), "LabelValue": "1"} for i in range(2, layers)]
+    path = write_seg_nrrd_by_hand(tmp_path / "ref.seg.nrrd", stack, segments, encoding=encoding)
+    read_seg_nrrd_labels(path)  # imports and caches out of the way
+    volume, peak = _numpy_peak(lambda: read_seg_nrrd_labels(path))
+    voxels = volume.array.size
+    if encoding == "raw":  # ITK's image of the stored voxels, which tracemalloc does not see
+        peak += layers * voxels
+    expected_tumor = stack[1].astype(bool) if layers > 1 else np.zeros(stack[0].shape, bool)
+    assert np.array_equal(volume.array == 2, expected_tumor)
+    asked = []
+    monkeypatch.setattr(validation, "check_memory", lambda required, *args, **kwargs: asked.append(int(required)))
+    read_seg_nrrd_labels(path)
+    own = asked[0] - validation.RUNTIME_OVERHEAD_BYTES
+    compressed = _compressed_data_bytes(path) if encoding == "gzip" else None
+    # the stored layers, the 4 bytes built beside them and the 4 the estimate keeps for labels made later, or the
+    # inflating peak where more
+    assert own == max((layers + 4 + 4) * voxels, read_peak_voxel_bytes(voxels, layers, 4, compressed))
+    assert peak <= own + (256 << 10), (peak / voxels, own / voxels)

@@ -203,7 +203,7 @@ def check_data_fits_file(path: Any, shape_xyz: Sequence[int], itemsize: int, ava
 
 
 def read_peak_voxel_bytes(voxels: int, read_itemsize: int, copy_itemsize: int,
-                          compressed_bytes: Optional[int] = None) -> int:
+                          compressed_bytes: Optional[int] = None, compressed_held_whole: bool = False) -> int:
     """The most bytes a reader holds for the voxels of a CT of ``voxels`` voxels while it reads them: the stored
     voxels (``read_itemsize`` bytes a voxel) and their HU copy (``copy_itemsize``), or, for a deflate-compressed file
     (``compressed_bytes`` on disk; None: not compressed), while it inflates: the stored voxels, one inflated step
@@ -211,33 +211,41 @@ def read_peak_voxel_bytes(voxels: int, read_itemsize: int, copy_itemsize: int,
     formula the readers' own checks (:func:`check_memory_for_read`) and a batch's count of a read ahead
     (:func:`~.reading.read_peak_bytes`) share: until 30 Nov 2026 the readers' checks left the inflating buffers out,
     so a small float64 gzip NRRD (one 64 MiB step holds it all: 8 + 16 bytes a voxel and the compressed bytes) was
-    checked for 16 bytes a voxel where a batch counted the same read at 24."""
+    checked for 16 bytes a voxel where a batch counted the same read at 24. ``compressed_held_whole``: ITK inflates
+    the file itself (a compressed MetaImage whose header sends it to ITK's read, :func:`~.itk.itk_holds_compressed`),
+    holding all its compressed bytes beside the stored voxels: a 40 x 512 x 512 float64 one (7.65 bytes a voxel on
+    disk) peaked at 15.6 in ITK's read (RSS; uncounted until 30 Nov 2026: at 512 x 512 x 300 some 290 MB above the
+    count)."""
     voxels = int(voxels)
     peak = voxels * (int(read_itemsize) + int(copy_itemsize))
     if compressed_bytes is not None:
         from .gzip_inflate import inflate_peak_bytes
         stored = voxels * int(read_itemsize)
         peak = max(peak, stored + inflate_peak_bytes(stored, int(compressed_bytes)))
+        if compressed_held_whole:
+            peak = max(peak, stored + int(compressed_bytes))
     return peak
 
 
 def check_memory_for_read(shape_xyz: Sequence[int], itemsize: int, source: str,
-                          copy_itemsize: Optional[int] = None, compressed_bytes: Optional[int] = None) -> None:
+                          copy_itemsize: Optional[int] = None, compressed_bytes: Optional[int] = None,
+                          compressed_held_whole: bool = False) -> None:
     """Estimate from the header, before any voxel is loaded, the memory needed to process a volume of
     ``shape_xyz`` (x, y, z) voxels of ``itemsize`` bytes (:func:`validation.estimate_memory_bytes`) and raise
     ResourceError saying how much is needed when it exceeds the available memory. ``copy_itemsize``: bytes a voxel
     of the copy the reader holds beside the stored voxels (None: ``itemsize``, a copy of the stored type).
     ``compressed_bytes``: the deflate-compressed voxel data's size on disk (None: not compressed); the read's own
     peak (:func:`read_peak_voxel_bytes`, with the inflating buffers) and the runtime's overhead are asked for where
-    that is more than the estimate (which counts the labels made later, not the read's buffers)."""
+    that is more than the estimate (which counts the labels made later, not the read's buffers);
+    ``compressed_held_whole``: see :func:`read_peak_voxel_bytes`."""
     from ..validation import RUNTIME_OVERHEAD_BYTES, check_memory, estimate_memory_bytes
 
     shape_zyx = tuple(int(s) for s in tuple(shape_xyz)[:3][::-1])
     required = estimate_memory_bytes(shape_zyx, input_itemsize=int(itemsize), copy_itemsize=copy_itemsize)
     voxels = int(np.prod(shape_zyx, dtype=np.int64))
     copy = int(itemsize) if copy_itemsize is None else int(copy_itemsize)
-    required = max(required, read_peak_voxel_bytes(voxels, int(itemsize), copy, compressed_bytes)
-                   + RUNTIME_OVERHEAD_BYTES)
+    required = max(required, read_peak_voxel_bytes(voxels, int(itemsize), copy, compressed_bytes,
+                                                   compressed_held_whole) + RUNTIME_OVERHEAD_BYTES)
     check_memory(required, what=f"'{source}' (z, y, x) {shape_zyx}")
 
 

@@ -143,7 +143,7 @@ def read_header_geometry(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int,
     """``(geometry, shape_zyx)`` of a NIfTI, NRRD or MetaImage file from its header alone (no voxels read), as
     :func:`read_volume` would build them (NIfTI: sform before qform, as nibabel). Raises InputError when the
     file is not one of those or its header is unreadable."""
-    geometry, shape_zyx, _, _ = _read_header(path)
+    geometry, shape_zyx, _, _, _ = _read_header(path)
     return geometry, shape_zyx
 
 
@@ -159,15 +159,17 @@ def read_peak_bytes(path: PathLike) -> int:
     (:func:`~.gzip_inflate.inflate_peak_bytes`): reading a 512 x 512 x 20 int16 ``.nii.gz`` allocated 7.6 bytes a
     voxel at its peak (tracemalloc), where 4 were counted. One formula with the reader's own check
     (:func:`~.conversions.read_peak_voxel_bytes`)."""
-    _, shape_zyx, (read_itemsize, copy_itemsize), compressed = _read_header(path)
+    _, shape_zyx, (read_itemsize, copy_itemsize), compressed, held_whole = _read_header(path)
     voxels = int(shape_zyx[0]) * int(shape_zyx[1]) * int(shape_zyx[2])
-    return read_peak_voxel_bytes(voxels, read_itemsize, copy_itemsize, compressed)
+    return read_peak_voxel_bytes(voxels, read_itemsize, copy_itemsize, compressed, held_whole)
 
 
-def _read_header(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int, int], Tuple[int, int], Optional[int]]:
-    """``(geometry, shape_zyx, (read, copy) bytes a voxel, compressed bytes)`` of :func:`read_header_geometry` and
-    :func:`read_peak_bytes`; compressed bytes: the size of a compressed file's voxel data on disk (an upper bound:
-    the file's size), None for an uncompressed file."""
+def _read_header(path: PathLike
+                 ) -> Tuple[ImageGeometry, Tuple[int, int, int], Tuple[int, int], Optional[int], bool]:
+    """``(geometry, shape_zyx, (read, copy) bytes a voxel, compressed bytes, held whole)`` of
+    :func:`read_header_geometry` and :func:`read_peak_bytes`; compressed bytes: the size of a compressed file's voxel
+    data on disk (an upper bound: the file's size), None for an uncompressed file; held whole: ITK's read holds them
+    all beside the image (:func:`~.itk.itk_holds_compressed`)."""
     path = check_path_encoding(path, "Input")
     suffix = full_suffix(path)
     if suffix in NIFTI_SUFFIXES:
@@ -183,6 +185,7 @@ def _read_header(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int, int], T
         shape_xyz = tuple(int(n) for n in image.shape[:3])
         itemsizes = nifti_read_itemsizes(image)
         compressed = os.path.getsize(str(path)) if suffix == ".nii.gz" else None
+        held_whole = False
     elif suffix in ITK_SUFFIXES:
         from .itk import (_compressed_data_bytes, _direction_3d, _itk_itemsize, _itk_numpy_dtype, _quiet_itk,
                           check_header_dimension, itk_file_reader, non_ascii_path_hint)
@@ -202,9 +205,14 @@ def _read_header(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int, int], T
         unsigned = _itk_numpy_dtype(reader.GetPixelID()).kind == "u"
         itemsizes = (stored, hu_copy_itemsize(stored, False, unsigned=unsigned))
         compressed = _compressed_data_bytes(path)
+        held_whole = False
+        if compressed is not None:
+            from .itk import _read_header as _itk_header, _stored_data, itk_holds_compressed
+            header = _itk_header(Path(path))
+            held_whole = itk_holds_compressed(header, reader, _stored_data(Path(path), header))
     else:
         raise InputError(f"'{path}' is not a NIfTI, NRRD or MetaImage file.")
-    return geometry, (shape_xyz[2], shape_xyz[1], shape_xyz[0]), itemsizes, compressed
+    return geometry, (shape_xyz[2], shape_xyz[1], shape_xyz[0]), itemsizes, compressed, held_whole
 
 
 def first_slice_values(path: PathLike) -> Optional[np.ndarray]:

@@ -167,6 +167,41 @@ def test_every_option_docs_cli_names_exists():
     assert sorted(set(OPTION.findall((ROOT / "docs" / "cli.md").read_text(encoding="utf-8"))) - every) == []
 
 
+def cli_md_sections(markdown: str):
+    """``{command: text}`` of docs/cli.md's ``## livertumorseg COMMAND ...`` sections (segment's two joined)."""
+    sections = {}
+    for section in ("\n" + markdown).split("\n## ")[1:]:
+        command = re.match(r"livertumorseg (\w+)", section)
+        if command:
+            sections[command.group(1)] = sections.get(command.group(1), "") + section
+    return sections
+
+
+# Commands whose docs/cli.md section has the long form, "every option's meaning" (README: The command line); train's
+# section names its main options and sends the reader to `train --help` for the rest. Spellings of an option the
+# section names otherwise, which docs/cli.md's introduction lists once.
+FULLY_DOCUMENTED_COMMANDS = ("segment", "preprocess", "evaluate")
+OTHER_SPELLINGS = {"--help", "--output", "--output-dir", "--no-progress-bar"}
+
+
+def test_cli_md_sections_reads_each_command_once():
+    text = "# T\n## livertumorseg segment (one CT)\na `--x`\n## livertumorseg segment (a folder)\n`--y`\n## Other\n"
+    assert {c: OPTION.findall(t) for c, t in cli_md_sections(text).items()} == {"segment": ["--x", "--y"]}
+
+
+@pytest.mark.parametrize("command", FULLY_DOCUMENTED_COMMANDS)
+def test_every_option_of_a_fully_documented_command_is_in_its_cli_md_section(command):
+    """``livertumorseg COMMAND --help``'s options are each in docs/cli.md's section of COMMAND (the check above runs
+    the other way): `preprocess`'s and `evaluate`'s tables had no `--no-progress`, which README says every
+    long-running command takes; the other spellings are in docs/cli.md's introduction."""
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    introduction = text.split("\n## ")[0]
+    assert sorted(o for o in OTHER_SPELLINGS if o != "--help" and o not in OPTION.findall(introduction)) == []
+    named = set(OPTION.findall(cli_md_sections(text)[command]))
+    assert sorted(o for o in command_options()[command] if o.startswith("--") and o not in named | OTHER_SPELLINGS) \
+        == []
+
+
 def _default(command: str, option: str):
     from LiverTumorSegLib.cli import build_parser
 

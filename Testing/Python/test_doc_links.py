@@ -248,6 +248,8 @@ def stated_table_defaults(markdown: str) -> List[Tuple[str, str, str]]:
                     continue
                 options = [OPTION.search(part) for part in cells[1].split(" / ")]
                 defaults = [d.strip() for d in cells[2].split(" / ")]
+                if len(options) != len(defaults):  # `--folds K --fold I` | 0 / 0
+                    options = list(OPTION.finditer(cells[1]))
                 if len(options) == len(defaults):
                     stated += [(command.group(1), o.group(0), d) for o, d in zip(options, defaults) if o]
     return stated
@@ -255,33 +257,44 @@ def stated_table_defaults(markdown: str) -> List[Tuple[str, str, str]]:
 
 def test_stated_table_defaults_reads_a_table():
     text = ("## livertumorseg segment\n\n| Option | Default | What it does |\n|---|---|---|\n"
-            "| `INPUT` | | the CT |\n| `--a N` / `--b` | 5 (mm) / off | x \\| y |\n| `--c x\\|y` | `x` | z |\n\n"
+            "| `INPUT` | | the CT |\n| `--a N` / `--b` | 5 (mm) / off | x \\| y |\n| `--c x\\|y` | `x` | z |\n"
+            "| `--e K --f I` | 0 / 1 | two in one cell |\n\n"
             "| Option | What it does |\n|---|---|\n| `--d` | w |\n")
     assert stated_table_defaults(text) == [("segment", "--a", "5 (mm)"), ("segment", "--b", "off"),
-                                           ("segment", "--c", "`x`")]
+                                           ("segment", "--c", "`x`"), ("segment", "--e", "0"), ("segment", "--f", "1")]
 
 
 def test_every_default_docs_cli_tables_state_is_the_parsers():
     """docs/cli.md's options tables give each option's default. Where argparse has one, or, for segment's
     post-processing numbers (argparse None), :class:`PostprocessingOptions` has it, the table's must be it: "off"
     for a switch, the value for the rest; a default changed in the code would have left the table wrong. Defaults
-    the hardware or the model decide (``--batch-size``, ``--threads``, the window) are not checked."""
+    the hardware or the model decide (``--batch-size``, ``--threads``, the window) are not checked. ``train``'s and
+    ``crossval``'s options are all None in argparse (a ``--config`` file's value must win over a default): their
+    defaults are :class:`TrainConfig`'s, and were not checked before; a default described in words (``--name``'s
+    "the file's name") is not compared."""
     import argparse
     import dataclasses
 
     from LiverTumorSegLib.cli import build_parser
     from LiverTumorSegLib.inference.options import POSTPROCESSING_SWITCHES
     from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
+    from LiverTumorSegLib.training.config import TrainConfig
 
     parsers = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)][0].choices
     postprocessing = {f.name: f.default for f in dataclasses.fields(PostprocessingOptions)}
     value_defaults = {s.flag: postprocessing[s.field] for s in POSTPROCESSING_SWITCHES if s.kind == "value"}
-    checked, wrong = 0, []
+    training = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    checked, checked_training, wrong = 0, 0, []
     for command, option, cell in stated_table_defaults((ROOT / "docs" / "cli.md").read_text(encoding="utf-8")):
         action = next(a for a in parsers[command]._actions if option in a.option_strings)
         default = action.default
         if default is None and command == "segment":
             default = value_defaults.get(option)
+        if default is None and command in ("train", "crossval"):
+            default = training.get(action.dest)
+            if default in ("", dataclasses.MISSING):
+                continue
+            checked_training += default is not None
         if default is None:
             continue
         checked += 1
@@ -294,7 +307,7 @@ def test_every_default_docs_cli_tables_state_is_the_parsers():
             ok = cell == f"`{default}`"
         if not ok:
             wrong.append((command, option, cell, default))
-    assert checked >= 25 and wrong == []
+    assert checked >= 25 and checked_training >= 8 and wrong == []
 
 
 def rows_with_another_cell_count(markdown: str) -> List[Tuple[int, int, int]]:

@@ -1,7 +1,7 @@
 """pytest set-up for every test file: the seeds of torch, numpy and random are set before each test.
 
-``--test-seed N`` or the environment variable ``LIVERTUMORSEG_TEST_SEED`` picks the base seed (default 0);
-see ``seeding.py``. Hypothesis tests use the same base seed (``--hypothesis-seed`` overrides it).
+``--test-seed N`` (registered in the repository root's conftest.py, so that pytest takes it without a test path) or
+the environment variable ``LIVERTUMORSEG_TEST_SEED`` picks the base seed (default 0); see ``seeding.py``. Hypothesis tests use the same base seed (``--hypothesis-seed`` overrides it).
 The library's on-disk plan cache goes to a temporary folder (``LIVERTUMORSEG_CACHE_DIR``), and the user models folder
 (``LIVERTUMORSEG_MODELS_DIR``) is an empty temporary folder: no test reads the tester's ~/.livertumorseg.
 Ctrl-C (SIGINT) raises KeyboardInterrupt, as in a terminal, also when the suite was started with SIGINT ignored.
@@ -13,11 +13,6 @@ import tempfile
 import pytest
 
 import seeding
-
-
-def pytest_addoption(parser):
-    parser.addoption("--test-seed", type=int, default=None,
-                     help=f"base seed for the tests' random generators (default: ${seeding.ENV_VAR} or 0)")
 
 
 _CACHE_DIR_MADE = []  # the plan-cache and user-models folders this run made (removed at the end of the run)

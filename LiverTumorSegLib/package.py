@@ -1744,9 +1744,21 @@ def resolve_model(name_or_path: PathLike, warn: bool = True) -> Path:
     elif Path(text).exists():
         hint = f" (a file '{text}' exists here: to use it as a package, write './{text}')"
     else:
-        hint = _hidden_package_hint(text)
+        hint = _hidden_package_hint(text) or _misspelt_model_hint(text, names)
     raise ModelPackageError(f"No installed model named '{text}'{hint}. Installed: {', '.join(names) or 'none'}. "
                             f"Give a path to a .safetensors package, or copy one into '{user_models_dir()}'.")
+
+
+def _misspelt_model_hint(text: str, names: Sequence[str]) -> str:
+    """A hint for ``--model TEXT`` that names no installed model but is spelt like one: ``(did you mean
+    'default'?)`` for ``defualt``, whose listing names the bundled default only as ``default_v10``; "" when nothing
+    is close (difflib's ratio >= 0.75, case ignored)."""
+    import difflib
+
+    candidates = {"default": "default"}
+    candidates.update((name.lower(), name) for name in names)
+    close = difflib.get_close_matches(text.lower(), list(candidates), n=1, cutoff=0.75)
+    return f" (did you mean '{candidates[close[0]]}'?)" if close else ""
 
 
 def is_bundled_default(metadata: Optional[Mapping[str, Any]]) -> bool:

@@ -611,6 +611,27 @@ def test_load_torch_state_dict_safely_reads_plain_weights(tmp_path, package_path
     assert set(from_st) == set(sd)
 
 
+def test_a_misspelt_model_name_is_answered_with_the_name_that_works(tmp_path, monkeypatch):
+    """Before: '--model defualt' listed 'default_v10' (the package's name) but not 'default', the name that works, and
+    'segnet_v3' did not point at 'segnet_v2'; a name close to none gets no guess."""
+    bundled = tmp_path / "res" / "Models"
+    bundled.mkdir(parents=True)
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(tmp_path / "user"))
+    monkeypatch.chdir(tmp_path)
+    save_model_package(bundled / "default.safetensors", _tiny_model(), PREP, metadata={"name": "default_v10",
+                                                                                       "default": True})
+    save_model_package(bundled / "segnet_v2.safetensors", _tiny_model(1), PREP, metadata={"name": "segnet_v2"})
+    with pytest.raises(ModelPackageError, match=r"named 'defualt' \(did you mean 'default'\?\)\. Installed"):
+        resolve_model("defualt")
+    with pytest.raises(ModelPackageError, match=r"named 'Segnet_V3' \(did you mean 'segnet_v2'\?\)"):
+        resolve_model("Segnet_V3")
+    with pytest.raises(ModelPackageError) as raised:
+        resolve_model("mine")
+    assert "did you mean" not in str(raised.value)
+    assert resolve_model("default").name == "default.safetensors"
+
+
 def test_installed_models_and_resolution(tmp_path, monkeypatch):
     bundled = tmp_path / "res" / "Models"
     user = tmp_path / "user"

@@ -852,7 +852,12 @@ def _in_bundled_folder(path: Path) -> bool:
     """Whether ``path`` lies in the bundled folder, also as a symbolic link placed there (resolving the link
     first would take a link to an edited file outside the folder past :data:`BUNDLED_CHECKSUMS`)."""
     folder = bundled_models_dir().resolve()
-    return Path(path).absolute().parent.resolve() == folder or Path(path).resolve().parent == folder
+    if Path(path).absolute().parent.resolve() == folder:
+        return True
+    try:
+        return Path(path).resolve().parent == folder
+    except (OSError, RuntimeError):  # a loop of links (RuntimeError before Python 3.13): weights_problem raised it
+        return False
 
 
 def read_bundled_checksums() -> Dict[str, str]:
@@ -1070,9 +1075,13 @@ def _preprocessing_from_dict(data: Dict[str, Any], path: Path):
 
 
 def _version_tuple(text: Any) -> Optional[Tuple[int, ...]]:
-    """``"0.12.3"`` -> ``(0, 12, 3)``; None for a text that is not dot-separated whole numbers (``"0.2.0rc1"``)."""
+    """``"0.12.3"`` -> ``(0, 12, 3)``; None for a text that is not dot-separated whole numbers in ASCII digits
+    (``"0.2.0rc1"``). A superscript two (``"0.\u00b2"``: ``str.isdigit`` accepts it, ``int`` refuses it) or a part of
+    5,000 digits (past Python's int-from-text limit) made every load of a package recording it an 'internal error:
+    ValueError' (exit 1)."""
     parts = str(text).split(".")
-    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) and len(parts) <= 4 else None
+    ok = len(parts) <= 4 and all(p.isascii() and p.isdigit() and len(p) <= 20 for p in parts)
+    return tuple(int(p) for p in parts) if ok else None
 
 
 def unknown_setting_advice(meta: Mapping[str, Any]) -> str:

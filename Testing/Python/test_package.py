@@ -1996,3 +1996,48 @@ def test_a_model_name_of_a_hidden_package_file_says_why_it_is_not_found(tmp_path
             resolve_model(name, warn=False)
         hinted = "names that begin with a dot are skipped as hidden files" in str(refused.value)
         assert hinted == (name == ".mine"), str(refused.value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# reproducers from a seeded fuzz of package files (byte flips, truncations, header and metadata edits)
+
+def _resealed(src: Path, dst: Path, change) -> Path:
+    """Copy package ``src`` to ``dst`` with its metadata changed by ``change(meta)`` and its own hash sealed again
+    (a self-consistent package, as the library would write it): only the changed value can be refused."""
+    from safetensors.torch import load_file, save_file
+
+    from LiverTumorSegLib.package import metadata_sha256
+
+    meta = json.loads(read_safetensors_header(src)["__metadata__"]["livertumorseg"])
+    change(meta)
+    meta.pop("metadata_sha256", None)
+    meta["metadata_sha256"] = metadata_sha256(meta)
+    save_file(load_file(str(src)), str(dst), metadata={"livertumorseg": json.dumps(meta), "format": "pt"})
+    return dst
+
+
+@pytest.mark.parametrize("version", ["0.\u00b2", "1." + "9" * 5000])
+def test_a_library_version_int_cannot_read_is_no_internal_error(package_path, tmp_path, version):
+    """'0.²' (a superscript two: str.isdigit says yes, int says no) or a 5,000-digit part (past Python's int-from-text
+    limit) as the recording library version: every load, the models list and 'models --verify' raised ValueError
+    ('internal error', exit 1). It is no version this library can compare: the package loads as one of unknown age."""
+    from LiverTumorSegLib.package import _unusable_reason, weights_problem
+
+    odd = _resealed(package_path, tmp_path / "odd.safetensors", lambda m: m.update(library_version=version))
+    assert read_package_metadata(odd)["library_version"] == version
+    assert weights_problem(odd) is None
+    assert _unusable_reason(odd)[1] is None
+    loaded = load_model_package(odd)
+    original = load_model_package(package_path)
+    assert all(torch.equal(v, original.model.state_dict()[k]) for k, v in loaded.model.state_dict().items())
+
+
+def test_a_link_loop_passed_to_weights_problem_is_named_not_raised(tmp_path):
+    """weights_problem (models --verify's check) of a symbolic link to itself raised RuntimeError ('Symlink loop')
+    from the bundled-folder test, before the header was read; it now says what the link is."""
+    from LiverTumorSegLib.package import weights_problem
+
+    loop = tmp_path / "loop.safetensors"
+    loop.symlink_to(loop)
+    problem = weights_problem(loop)
+    assert problem is not None and "symbolic link" in problem and str(loop) in problem

@@ -226,6 +226,17 @@ def _folder_names(folder: Path) -> List[str]:
         return []
 
 
+_COPY_AGAIN = "Download or copy it again."
+"""What to do about a package file damaged in transit: the advice of every header and tensor-data refusal (a header
+that is not JSON, a malformed tensor entry, overlapping data said 'the file is corrupt' and nothing to do)."""
+
+
+def _shown(name: str, limit: int = 80) -> str:
+    """A tensor name as an error message shows it: at most ``limit`` characters (a header may name a tensor with
+    100 MB of text; a 5,000-character name made a 5,300-character message)."""
+    return name if len(name) <= limit else name[:limit - 3] + "..."
+
+
 def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
     """Parse and validate a safetensors header without reading tensor data.
 
@@ -253,7 +264,7 @@ def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
     size = path.stat().st_size
     not_package = (f"'{path}' is not a LiverTumorSeg model package (a .safetensors file)")
     if size < 8:
-        raise ModelPackageError(f"{not_package}: the file is only {size} bytes (truncated or empty).")
+        raise ModelPackageError(f"{not_package}: the file is only {size} bytes (truncated or empty). {_COPY_AGAIN}")
     with open(path, "rb") as fh:
         first = fh.read(8)
         (header_len,) = struct.unpack("<Q", first)
@@ -262,50 +273,57 @@ def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
             what = _foreign_file_kind(path, first + fh.read(4088))
             raise ModelPackageError(f"{not_package}: " + (what or f"its header length ({header_len} bytes) does not "
                                                                   f"fit the file size ({size} bytes); the file is "
-                                                                  f"truncated or of another type."))
+                                                                  f"truncated or of another type: give a "
+                                                                  f"{PACKAGE_SUFFIX} model package, or download or "
+                                                                  f"copy this one again."))
         raw = fh.read(header_len)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ModelPackageError(f"{not_package}: its header is not valid JSON ({exc}); the file is corrupt.")
+        raise ModelPackageError(f"{not_package}: its header is not valid JSON ({exc}); the file is corrupt. "
+                                f"{_COPY_AGAIN}")
     except RecursionError:
         raise ModelPackageError(f"{not_package}: its header nests JSON too deeply; the file is corrupt or "
-                                f"hostile.") from None
+                                f"hostile. {_COPY_AGAIN}") from None
     if not isinstance(header, dict):
-        raise ModelPackageError(f"{not_package}: its header is not a JSON object; the file is corrupt.")
+        raise ModelPackageError(f"{not_package}: its header is not a JSON object; the file is corrupt. {_COPY_AGAIN}")
     data_len = size - 8 - header_len
     end_max = 0
     spans = []
     for name, info in header.items():
         if name == "__metadata__":
             if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
-                raise ModelPackageError(f"{not_package}: '__metadata__' must map strings to strings.")
+                raise ModelPackageError(f"{not_package}: '__metadata__' must map strings to strings; the file is "
+                                        f"corrupt. {_COPY_AGAIN}")
             continue
         try:
             dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
             count = 1
             for d in shape:
-                if not isinstance(d, int) or d < 0:
+                if not _is_int(d) or d < 0:  # (true passed as 1, and safetensors then refused it in its words)
                     raise ValueError(f"bad dimension {d!r}")
                 count *= d
             itemsize = _DTYPE_SIZES[dtype]
-            if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end):
+            if not (_is_int(begin) and _is_int(end) and 0 <= begin <= end):
                 raise ValueError("bad data_offsets")
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelPackageError(f"{not_package}: tensor entry '{name}' is malformed ({exc}).")
+            raise ModelPackageError(f"{not_package}: tensor entry '{_shown(name)}' is malformed "
+                                    f"({str(exc)[:120]}); the file is corrupt. {_COPY_AGAIN}")
         if end - begin != count * itemsize:
-            raise ModelPackageError(f"Model package '{path}' is corrupt: tensor '{name}' spans {end - begin} "
-                                    f"bytes but its shape {shape} x {dtype} needs {count * itemsize}.")
+            raise ModelPackageError(f"Model package '{path}' is corrupt: tensor '{_shown(name)}' spans "
+                                    f"{end - begin} bytes but its shape {str(shape)[:80]} x {dtype} needs "
+                                    f"{count * itemsize}. {_COPY_AGAIN}")
         if end > data_len:
-            raise ModelPackageError(f"Model package '{path}' is truncated: tensor '{name}' ends at byte "
-                                    f"{end} of a {data_len}-byte data section. Download or copy it again.")
+            raise ModelPackageError(f"Model package '{path}' is truncated: tensor '{_shown(name)}' ends at byte "
+                                    f"{end} of a {data_len}-byte data section. {_COPY_AGAIN}")
         spans.append((begin, end))
         end_max = max(end_max, end)
     spans.sort()
     position = 0
     for begin, end in spans:
         if begin != position:
-            raise ModelPackageError(f"Model package '{path}' is corrupt: tensor data overlap or leave gaps.")
+            raise ModelPackageError(f"Model package '{path}' is corrupt: tensor data overlap or leave gaps. "
+                                    f"{_COPY_AGAIN}")
         position = end
     if end_max > data_len:  # (a file cut short is refused before, naming the tensor that ends past it)
         raise ModelPackageError(f"Model package '{path}' is corrupt or truncated: the tensors fill "
@@ -315,6 +333,12 @@ def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
                                 f"{end_max} bytes of data (a safetensors file ends with its last tensor). Download or "
                                 f"copy it again.")
     return header
+
+
+class _DamagedMetadata(ModelPackageError):
+    """A package metadata refusal that names what is wrong but not what to do: loading adds that (obtain a fresh copy,
+    or restore a bundled one); :func:`save_model_package` and :func:`rewrite_package_metadata`, which check the
+    metadata they are about to write, add their own."""
 
 
 def _json_depth(value: Any, limit: int) -> int:
@@ -342,14 +366,14 @@ def _check_option_value(key: str, value: Any, where: str) -> None:
                                 f"package must be self-contained, so it is refused. Re-export the package.")
     items = value if isinstance(value, list) else [value]
     if isinstance(value, list) and len(value) > MAX_OPTION_LIST:
-        raise ModelPackageError(f"{where}: architecture option '{key}' has {len(value)} entries (at most "
+        raise _DamagedMetadata(f"{where}: architecture option '{key}' has {len(value)} entries (at most "
                                 f"{MAX_OPTION_LIST}).")
     for item in items:
         ok = (item is None or isinstance(item, bool) or (_is_int(item) and abs(item) <= MAX_OPTION_INT)
               or (isinstance(item, float) and math.isfinite(item) and abs(item) <= MAX_OPTION_INT)
               or (isinstance(item, str) and len(item) <= 256))
         if not ok:
-            raise ModelPackageError(f"{where}: architecture option '{key}' has an invalid value {repr(value)[:80]}; "
+            raise _DamagedMetadata(f"{where}: architecture option '{key}' has an invalid value {repr(value)[:80]}; "
                                     f"options are numbers up to {MAX_OPTION_INT}, booleans, short strings or short "
                                     f"lists of those.")
 
@@ -357,13 +381,13 @@ def _check_option_value(key: str, value: Any, where: str) -> None:
 def _validate_architecture(arch: Any, where: str) -> None:
     """Types and ranges of the ``architecture`` entry (no torch; see :func:`_plan_network` for the rest)."""
     if not isinstance(arch, dict) or not {"name", "in_channels", "num_classes", "options"} <= set(arch):
-        raise ModelPackageError(f"{where} has an invalid 'architecture' entry (it needs name, in_channels, "
+        raise _DamagedMetadata(f"{where} has an invalid 'architecture' entry (it needs name, in_channels, "
                                 f"num_classes and options): {str(arch)[:120]}.")
     if not isinstance(arch["name"], str) or not arch["name"]:
-        raise ModelPackageError(f"{where}: architecture name must be a string, got {repr(arch['name'])[:80]}.")
+        raise _DamagedMetadata(f"{where}: architecture name must be a string, got {repr(arch['name'])[:80]}.")
     for key, top in (("in_channels", MAX_IN_CHANNELS), ("num_classes", MAX_NUM_CLASSES)):
         if not _is_int(arch[key]) or not 1 <= arch[key] <= top:
-            raise ModelPackageError(f"{where}: architecture {key} must be an integer 1..{top}, got "
+            raise _DamagedMetadata(f"{where}: architecture {key} must be an integer 1..{top}, got "
                                     f"{repr(arch[key])[:80]}.")
     if arch["num_classes"] != SEGMENTATION_CLASSES:
         raise ModelPackageError(f"{where}: its network has {arch['num_classes']} output classes; LiverTumorSeg "
@@ -371,7 +395,7 @@ def _validate_architecture(arch: Any, where: str) -> None:
                                 f"count would write labels the outputs do not define. Train it with livertumorseg "
                                 f"train, or export a 3-class network.")
     if not isinstance(arch["options"], dict):
-        raise ModelPackageError(f"{where}: architecture options must be a JSON object, got "
+        raise _DamagedMetadata(f"{where}: architecture options must be a JSON object, got "
                                 f"{type(arch['options']).__name__}.")
     for key, value in arch["options"].items():
         _check_option_value(str(key), value, where)
@@ -406,10 +430,10 @@ def validate_package_metadata(meta: Any, path: PathLike = "package") -> Dict[str
     any JSON within the overall size and depth limits."""
     where = f"Model package '{path}'"
     if not isinstance(meta, dict):
-        raise ModelPackageError(f"{where} has corrupt metadata (not a JSON object).")
+        raise _DamagedMetadata(f"{where} has corrupt metadata (not a JSON object).")
     depth = _json_depth(meta, MAX_METADATA_DEPTH + 1)
     if depth > MAX_METADATA_DEPTH:
-        raise ModelPackageError(f"{where} has metadata nested more than {MAX_METADATA_DEPTH} levels deep; the file "
+        raise _DamagedMetadata(f"{where} has metadata nested more than {MAX_METADATA_DEPTH} levels deep; the file "
                                 f"is corrupt or hostile.")
     version = meta.get("format_version")
     if version != FORMAT_VERSION or not _is_int(version):
@@ -417,31 +441,31 @@ def validate_package_metadata(meta: Any, path: PathLike = "package") -> Dict[str
                                 f"({__version__}) reads version {FORMAT_VERSION}. Update LiverTumorSeg.")
     for key in ("name", "architecture", "weights_sha256"):
         if key not in meta:
-            raise ModelPackageError(f"{where} metadata lacks '{key}'; the file is corrupt.")
+            raise _DamagedMetadata(f"{where} metadata lacks '{key}'; the file is corrupt.")
     for key in _TEXT_FIELDS:
         if key in meta and (not isinstance(meta[key], str) or len(meta[key]) > MAX_TEXT_CHARS):
-            raise ModelPackageError(f"{where}: metadata '{key}' must be a text of at most {MAX_TEXT_CHARS} "
+            raise _DamagedMetadata(f"{where}: metadata '{key}' must be a text of at most {MAX_TEXT_CHARS} "
                                     f"characters, got {type(meta[key]).__name__}.")
     for key in _OBJECT_FIELDS:
         if key in meta and meta[key] is not None and not isinstance(meta[key], dict):
-            raise ModelPackageError(f"{where}: metadata '{key}' must be a JSON object, got "
+            raise _DamagedMetadata(f"{where}: metadata '{key}' must be a JSON object, got "
                                     f"{type(meta[key]).__name__}.")
     labels = meta.get("labels") or {}
     if not all(isinstance(v, str) and len(v) <= 256 for v in labels.values()) or len(labels) > MAX_NUM_CLASSES:
-        raise ModelPackageError(f"{where}: metadata 'labels' must map class numbers to short names.")
+        raise _DamagedMetadata(f"{where}: metadata 'labels' must map class numbers to short names.")
     problem = labels_problem(labels)
     if problem:
-        raise ModelPackageError(f"{where}: metadata 'labels' {problem}; LiverTumorSeg writes class 1 as the "
+        raise _DamagedMetadata(f"{where}: metadata 'labels' {problem}; LiverTumorSeg writes class 1 as the "
                                 f"'Liver' segment and 2 as 'Liver tumor', so a package must mean those.")
     if "default" in meta and not isinstance(meta["default"], bool):
-        raise ModelPackageError(f"{where}: metadata 'default' must be true or false.")
+        raise _DamagedMetadata(f"{where}: metadata 'default' must be true or false.")
     if meta.get("weights_storage", "float32") not in WEIGHT_STORAGE_DTYPES:
         raise ModelPackageError(f"{where}: metadata 'weights_storage' must be one of "
                                 f"{', '.join(WEIGHT_STORAGE_DTYPES)}, got {str(meta['weights_storage'])[:40]!r}. "
                                 f"{unknown_setting_advice(meta)}")
     for key in ("weights_sha256", "metadata_sha256"):
         if (key in meta or key == "weights_sha256") and not _is_sha256_hex(meta[key]):
-            raise ModelPackageError(f"{where}: metadata '{key}' is not a SHA-256 hex digest; the file is corrupt.")
+            raise _DamagedMetadata(f"{where}: metadata '{key}' is not a SHA-256 hex digest; the file is corrupt.")
     _validate_architecture(meta["architecture"], where)
     return meta
 
@@ -463,7 +487,11 @@ def _read_header_and_metadata(path: PathLike):
     meta_strings = header.get("__metadata__", {})
     if METADATA_KEY not in meta_strings:
         raise ModelPackageError(_foreign_safetensors_message(path, header))
-    meta = parse_package_metadata(meta_strings[METADATA_KEY], path)
+    try:
+        meta = parse_package_metadata(meta_strings[METADATA_KEY], path)
+    except _DamagedMetadata as exc:  # said what was wrong and nothing to do
+        raise ModelPackageError(f"{exc} The package was damaged or edited: {_fresh_copy_advice(Path(path))}") \
+            from None
     _check_metadata_hash(meta, path)
     return header, meta
 
@@ -473,14 +501,14 @@ def parse_package_metadata(text: str, path: PathLike = "package") -> Dict[str, A
     numbers, bounded integers, nesting, every field: :func:`validate_package_metadata`); ModelPackageError names
     what is wrong."""
     if len(text) > MAX_METADATA_BYTES:
-        raise ModelPackageError(f"Model package '{path}' has {len(text) / 2 ** 20:.1f} MiB of metadata (at most "
+        raise _DamagedMetadata(f"Model package '{path}' has {len(text) / 2 ** 20:.1f} MiB of metadata (at most "
                                 f"{MAX_METADATA_BYTES / 2 ** 20:.0f} MiB); the file is corrupt or hostile.")
     try:
         meta = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int)
     except ValueError as exc:
-        raise ModelPackageError(f"Model package '{path}' has corrupt metadata JSON ({exc}).")
+        raise _DamagedMetadata(f"Model package '{path}' has corrupt metadata JSON ({exc}).")
     except RecursionError:
-        raise ModelPackageError(f"Model package '{path}' has metadata nested too deeply; the file is corrupt or "
+        raise _DamagedMetadata(f"Model package '{path}' has metadata nested too deeply; the file is corrupt or "
                                 f"hostile.") from None
     return validate_package_metadata(meta, path)
 
@@ -1014,7 +1042,8 @@ def _load_tensors(path: Path, data: Optional[bytes]) -> Dict[str, Any]:
     try:
         return load_file(str(path), device="cpu") if data is None else load(data)
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelPackageError(f"Model package '{path}' could not be read: {exc}")
+        raise ModelPackageError(f"Model package '{path}' could not be read ({str(exc)[:200]}); the file is corrupt. "
+                                f"{_COPY_AGAIN}")
 
 
 def carried_metadata(meta: Mapping[str, Any]) -> Dict[str, Any]:
@@ -1264,12 +1293,13 @@ def _compare_tensor_entries(expected: Dict[str, Any], found: Dict[str, Any], whe
     if missing or unexpected or wrong:
         details = []
         if missing:
-            details.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+            details.append(f"{len(missing)} missing (e.g. {[_shown(k) for k in missing[:3]]})")
         if unexpected:
-            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+            details.append(f"{len(unexpected)} unexpected (e.g. {[_shown(k) for k in unexpected[:3]]})")
         if wrong:
             k = wrong[0]
-            details.append(f"{len(wrong)} with other shapes (e.g. '{k}' {found[k][0]} vs {expected[k][0]})")
+            details.append(f"{len(wrong)} with other shapes (e.g. '{_shown(k)}' {str(found[k][0])[:80]} vs "
+                           f"{expected[k][0]})")
         raise ModelPackageError(f"{where}: its weights do not match architecture '{arch['name']}' with options "
                                 f"{str(arch['options'])[:200]}: " + "; ".join(details)
                                 + ". The package metadata and weights are inconsistent; re-export it.")
@@ -1277,7 +1307,7 @@ def _compare_tensor_entries(expected: Dict[str, Any], found: Dict[str, Any], whe
     if other:
         k = other[0]
         raise ModelPackageError(f"{where}: {len(other)} tensor(s) have another type than the network's (e.g. "
-                                f"'{k}' is {found[k][1]} but must be {expected[k][1]}); the weights are not "
+                                f"'{_shown(k)}' is {found[k][1]} but must be {expected[k][1]}); the weights are not "
                                 f"usable as they are. Re-export the package from the trained model.")
 
 

@@ -2041,3 +2041,85 @@ def test_a_link_loop_passed_to_weights_problem_is_named_not_raised(tmp_path):
     loop.symlink_to(loop)
     problem = weights_problem(loop)
     assert problem is not None and "symbolic link" in problem and str(loop) in problem
+
+
+def _with_header(src: Path, dst: Path, change, data_change=None) -> Path:
+    """Copy package ``src`` to ``dst`` with its safetensors header (parsed JSON) changed by ``change(header)``, the
+    tensor bytes as they were (or ``data_change(data)``): damage no hash can be recomputed for."""
+    raw = src.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + length])
+    change(header)
+    data = raw[8 + length:]
+    text = json.dumps(header).encode("utf-8")
+    dst.write_bytes(struct.pack("<Q", len(text)) + text + (data_change(data) if data_change else data))
+    return dst
+
+
+def _one_element_tensor(header):
+    return next(name for name, info in header.items() if name != "__metadata__" and info["shape"] == [1])
+
+
+def test_a_boolean_in_a_tensor_shape_is_called_malformed_not_left_to_safetensors(package_path, tmp_path):
+    """JSON true passed the header check as the integer 1 (a bool is an int in Python); safetensors then refused the
+    file in its own words ('Error while deserializing header: invalid JSON in header: invalid type: boolean `true`,
+    expected usize') with nothing to do."""
+    def to_true(header):
+        header[_one_element_tensor(header)]["shape"] = [True]
+
+    bad = _with_header(package_path, tmp_path / "bool_shape.safetensors", to_true)
+    with pytest.raises(ModelPackageError) as refused:
+        load_model_package(bad)
+    text = str(refused.value)
+    assert "is malformed (bad dimension True)" in text and "deserializing" not in text
+    assert str(bad) in text and text.endswith("Download or copy it again.")
+
+
+def test_a_very_long_tensor_name_is_shortened_in_the_message(package_path, tmp_path):
+    """An extra tensor named with 5,000 characters made a 5,300-character error line (the header may hold 100 MB of
+    names); the name is now cut to 80 characters."""
+    def add(header):
+        end = max(info["data_offsets"][1] for name, info in header.items() if name != "__metadata__")
+        header["a" * 5000] = {"dtype": "F32", "shape": [1], "data_offsets": [end, end + 4]}
+
+    bad = _with_header(package_path, tmp_path / "long_name.safetensors", add, lambda data: data + bytes(4))
+    with pytest.raises(ModelPackageError) as refused:
+        load_model_package(bad)
+    text = str(refused.value)
+    assert "1 unexpected" in text and "a" * 77 + "..." in text and "a" * 81 not in text and len(text) < 1000
+
+
+def _overlap(header):
+    names = sorted((n for n in header if n != "__metadata__"), key=lambda n: header[n]["data_offsets"][0])
+    first, second = header[names[0]], header[names[1]]
+    second["data_offsets"] = [0, second["data_offsets"][1] - second["data_offsets"][0]]
+    del first  # (both now begin at byte 0)
+
+
+DAMAGE = {
+    "header not JSON": lambda src, dst: dst.write_bytes(src.read_bytes()[:20] + b"\xff" + src.read_bytes()[21:]),
+    "tensor data overlapping": lambda src, dst: _with_header(src, dst, _overlap),
+    "offsets missing": lambda src, dst: _with_header(src, dst, lambda h: h[_one_element_tensor(h)].pop(
+        "data_offsets")),
+    "__metadata__ a list": lambda src, dst: _with_header(src, dst, lambda h: h.update(__metadata__=["x"])),
+    "metadata JSON cut": lambda src, dst: _with_header(src, dst, lambda h: h["__metadata__"].update(
+        livertumorseg=h["__metadata__"]["livertumorseg"][:-1])),
+    "in_channels 0": lambda src, dst: _resealed(src, dst, lambda m: m["architecture"].update(in_channels=0)),
+    "default 'yes'": lambda src, dst: _resealed(src, dst, lambda m: m.update(default="yes")),
+    "weights_sha256 removed": lambda src, dst: _resealed(src, dst, lambda m: m.pop("weights_sha256")),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_package_is_told_what_to_do(package_path, tmp_path, damage):
+    """A fuzz of package files found 52 kinds of refusal (3,359 of 4,418 cases) that named the file and what was
+    wrong but nothing to do ('its header is not valid JSON (...); the file is corrupt.', 'tensor data overlap or
+    leave gaps.', 'metadata 'default' must be true or false.'). Damage in the header or tensor data now says to
+    download or copy it again; metadata of the wrong form, to obtain a fresh copy."""
+    bad = tmp_path / "damaged.safetensors"
+    DAMAGE[damage](package_path, bad)
+    with pytest.raises(ModelPackageError) as refused:
+        load_model_package(bad)
+    text = str(refused.value)
+    assert str(bad) in text and "\n" not in text
+    assert text.endswith("Download or copy it again.") or "obtain a fresh copy" in text, text

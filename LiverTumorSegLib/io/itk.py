@@ -272,7 +272,7 @@ def _metaimage_compressed_size(fields: Dict[str, str]) -> Optional[int]:
     """``CompressedDataSize``: the bytes of compressed voxel data ITK reads from where the voxels start; None when
     absent or not a whole number."""
     text = fields.get("compresseddatasize", "")
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isascii() and text.isdigit() else None  # '²' is a digit to isdigit, not to int
 
 
 def _metaimage_header_size(fields: Dict[str, str]) -> Optional[int]:

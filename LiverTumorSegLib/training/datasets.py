@@ -309,7 +309,9 @@ def _in_visible_tree(path: Path, root: Path) -> bool:
 
 
 def _natural_key(text: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+    """``text`` split into runs of ASCII digits (compared as numbers: case2 before case10) and the rest. ASCII only:
+    ``str.isdigit`` is also true of '²', which ``int`` refuses (a file named 'x1²' stopped the listing)."""
+    return [int(t) if t.isascii() and t.isdigit() else t for t in re.split(r"([0-9]+)", text)]
 
 
 def _discover_lits(root: Path) -> List[Case]:

@@ -1010,3 +1010,13 @@ def test_a_repeated_row_is_refused_as_one_not_told_to_get_its_own_case_id(tmp_pa
                                          r"repeated row\.") as refused:
         discover_cases(tmp_path / "list.csv")
     assert "'case' column" not in str(refused.value)
+
+
+def test_natural_key_orders_ascii_numbers_and_takes_other_digits_as_text():
+    """A file name with a superscript digit ('x1²': '²'.isdigit() is True, int('²') raises) stopped a data folder's
+    listing with ValueError; case2 still sorts before case10."""
+    from LiverTumorSegLib.training.datasets import _natural_key
+
+    assert sorted(["case10", "case2", "case1"], key=_natural_key) == ["case1", "case2", "case10"]
+    assert _natural_key("x1\u00b2") == ["x", 1, "\u00b2"]
+    assert sorted(["x1\u00b2", "x1", "x02"], key=_natural_key) == ["x1", "x1\u00b2", "x02"]

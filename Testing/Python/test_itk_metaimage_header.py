@@ -306,3 +306,14 @@ def test_an_unknown_field_beside_the_geometry_fields_is_not_warned_about(tmp_pat
     MetaIO knows, gets no warning."""
     volume = read_volume(_mha(tmp_path, extra, LITTLE))
     assert not [w for w in volume.meta.get("warnings", []) if "is not one ITK reads" in w]
+
+
+def test_compressed_data_size_reads_ascii_digits_only():
+    """'²' (byte 0xB2 in a latin-1 header) is a digit to str.isdigit but not to int: the size read raised ValueError
+    (the read's own handler then called the file unreadable); it is now 'not a whole number', as any other text."""
+    from LiverTumorSegLib.io.itk import _metaimage_compressed_size
+
+    assert _metaimage_compressed_size({"compresseddatasize": "120"}) == 120
+    assert _metaimage_compressed_size({"compresseddatasize": "\u00b2"}) is None
+    assert _metaimage_compressed_size({"compresseddatasize": "1\u00b2"}) is None
+    assert _metaimage_compressed_size({}) is None

@@ -499,7 +499,7 @@ def select_dicom_series(series: Sequence[DicomSeriesInfo], wanted: str, folder: 
     exact = [s for s in series if s.uid == wanted]
     if exact:
         return exact[0]
-    if wanted.isdigit():
+    if wanted.isascii() and wanted.isdigit():  # "²" is a digit to isdigit, not to int
         numbered = _series_by_number(series, int(wanted), folder)
         if numbered is not None:
             return numbered

@@ -222,7 +222,7 @@ def _nrrd_stored(path: Path, header: _Header) -> Optional[_StoredData]:
         size = path.stat().st_size - (end + 2)
         where, start = path, end + 2
     skip = fields.get("byte skip") or fields.get("byteskip") or "0"
-    if raw and skip.lstrip("-").isdigit():
+    if raw and skip.isascii() and skip.lstrip("-").isdigit():
         size -= max(int(skip), 0)
     return _StoredData(size, header.deflated, where, start)
 
@@ -263,6 +263,12 @@ def _metaimage_stored(path: Path, header: _Header) -> Optional[_StoredData]:
     return _StoredData(stored, header.deflated, path if local else path.parent / name, start, limit)
 
 
+def _ascii_digits(text: str) -> bool:
+    """Whether ``text`` is one or more ASCII digits: ``str.isdigit`` is also true of '²' (byte 0xB2 of a latin-1
+    header), which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _metaimage_data_file(header: _Header) -> str:
     """The ``ElementDataFile`` value as written: ``LOCAL``, a file name, ``LIST`` or a numbered pattern."""
     return header.where.group(1).decode("latin-1").strip()
@@ -279,7 +285,7 @@ def _metaimage_header_size(fields: Dict[str, str]) -> Optional[int]:
     """``HeaderSize`` (bytes of a separate data file before its voxels; -1: the voxels are its last bytes), 0 when
     absent, None when not a whole number."""
     text = fields.get("headersize", "") or "0"
-    return int(text) if text.lstrip("-").isdigit() else None
+    return int(text) if text.isascii() and text.lstrip("-").isdigit() else None
 
 
 _METAIO_TRUE = ("t", "y", "1")
@@ -310,15 +316,15 @@ def _check_metaimage_data_file_count(path: Path, header: _Header) -> None:
     the 64 KiB read of the header is not judged."""
     value = _metaimage_data_file(header).split()
     sizes, ndims = header.fields.get("dimsize", "").split(), header.fields.get("ndims", "")
-    if not value or not ndims.isdigit() or not all(size.isdigit() for size in sizes) or len(sizes) < int(ndims):
+    if not value or not _ascii_digits(ndims) or not all(_ascii_digits(size) for size in sizes) or len(sizes) < int(ndims):
         return
     if value[0].upper() == "LIST":
-        per_file = int(value[1][:-1]) if len(value) > 1 and value[1][:-1].isdigit() else int(ndims) - 1
+        per_file = int(value[1][:-1]) if len(value) > 1 and _ascii_digits(value[1][:-1]) else int(ndims) - 1
         after = header.where.string[header.where.end():]
         if len(header.where.string) >= 65536:
             return
         count, what = len([line for line in after.splitlines() if line.strip()]), "lists"
-    elif len(value) == 4 and "%" in value[0] and all(word.lstrip("-").isdigit() for word in value[1:]):
+    elif len(value) == 4 and "%" in value[0] and all(_ascii_digits(word.lstrip("-")) for word in value[1:]):
         first, last, step = (int(word) for word in value[1:])
         per_file, count, what = int(ndims) - 1, len(range(first, last + 1, step)) if step > 0 else 0, "numbers"
     else:

@@ -611,6 +611,13 @@ def test_dataset_json_labels_that_mean_liver_and_tumor_are_accepted(tmp_path, la
     check_dataset_labels(_msd_set(tmp_path / "set", labels))
 
 
+@pytest.mark.parametrize("key", ["\u00b2", "--1"])
+def test_a_dataset_json_label_key_that_is_no_ascii_number_is_a_name(tmp_path, key):
+    """{"²": "liver"}: '²'.isdigit() is True and int('²') raised ValueError (a traceback from train); "--1" passed
+    lstrip("-").isdigit() and raised too. Such keys are names, as nnU-Net v2's are (here: of no label number)."""
+    check_dataset_labels(_msd_set(tmp_path / "set", {"0": "background", "1": "liver", "2": "cancer", key: "liver"}))
+
+
 def test_one_label_file_listed_for_two_cts_is_refused(tmp_path):
     """Rows a and b both named pat0's label: b trained on a's liver (Dice 0.22 with its own CT), exit 0."""
     _write_pair(tmp_path / "ct0.nii.gz", tmp_path / "lab0.nii.gz")

@@ -1155,3 +1155,14 @@ def test_two_acquisitions_at_the_same_positions_are_refused_naming_two_files_tha
                                          r"\('ct0000.dcm' and 'ct0004.dcm' both lie at -100 mm along the slice normal; "
                                          r"acquisitions 1 and 2\)\. Export each acquisition as its own series\."):
         read_volume(tmp_path / "two_scans")
+
+
+def test_series_chosen_by_a_superscript_digit_is_not_a_series_number(tmp_path):
+    """--series ²: '²'.isdigit() is True and int('²') raised ValueError (an internal error); it is now matched as
+    text and, matching nothing, refused with the series listed."""
+    from LiverTumorSegLib.io.dicom import select_dicom_series
+
+    folder = tmp_path / "dicom"
+    write_ct_series(folder, make_phantom(shape_zyx=(4, 16, 16), seed=0).ct)
+    with pytest.raises(InputError):
+        select_dicom_series(find_dicom_series(folder), "\u00b2", folder)

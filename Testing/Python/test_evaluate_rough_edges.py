@@ -1436,3 +1436,14 @@ def test_the_tagged_names_hint_keeps_each_files_extension_and_reads_right_for_bo
     assert "rename (or link) each such file to its case's name, keeping its extension (e.g. 'case0_liver_tsv1' " \
            "as 'case0')" in mixed, mixed
     assert tagged_names_hint(["case0"], ["case1"]) == ""
+
+
+def test_a_lits_name_with_a_superscript_digit_is_a_name_not_a_case_number():
+    """'volume-².nii': '²'.isdigit() is True and int('²') raised ValueError while pairing files (evaluate, batch
+    listing); the name is now kept as written."""
+    from pathlib import Path
+
+    from LiverTumorSegLib.casenames import case_key
+
+    assert case_key(Path("volume-\u00b2.nii")) == case_key(Path("volume-\u00b2.nii"))
+    assert case_key(Path("volume-01.nii"))[0] == case_key(Path("segmentation-1.nii"))[0]

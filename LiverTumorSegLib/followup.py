@@ -49,8 +49,10 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    targets, makes the response NE (Table 2). A follow-up lesion cut by the follow-up scan's edge is a lower bound
    (growth beyond that edge is not measured): a warning names it, and when it is a target's and the response is PR
    or SD, the reason says that the response may be understated; so it does for a target's follow-up lesion whose
-   axial axes thick tilted slices cap (``axial_axes_limited_by_slices``). Non-target lesions whose long axis grew
-   by >= 20 %
+   axial axes thick tilted slices cap (``axial_axes_limited_by_slices``; the rows flag such lesions, and the reason
+   gives the sum and category their stored-slice long axes would give; a PD from a ``previous_change`` nadir that
+   counted such lesions says so where those axes would not give PD: the response stays RECIST's, by the axial axes).
+   Non-target lesions whose long axis grew by >= 20 %
    and >= 5 mm are named in a warning: RECIST 1.1 calls PD for *unequivocal* progression of non-target lesions, a
    reader's judgement this program does not make. With ``after_complete_response`` (the previous assessment was a
    complete response: every lesion gone) any baseline lesion present again is PD (RECIST working group FAQ: after a
@@ -1005,6 +1007,73 @@ def _sum_rule_shows_progression(base_sum_mm: float, follow_sum_mm: float, nadir_
     return meets_progression(reference, follow_sum_mm)
 
 
+def _stored_slice_long_axis(lesion: Dict[str, Any]) -> float:
+    """A lesion's long axis (mm), or, where thick tilted slices cap its axial axes (``axial_axes_limited_by_slices``),
+    its long axis in the stored slices where that is longer: the capped axis is cut short by the slices (30 mm read
+    16.1 mm on one 5 mm slice tilted 25 degrees, 29.8 mm in the stored slice)."""
+    measured = float(lesion["long_axis_mm"])
+    limit = lesion.get("axial_axes_limited_by_slices")
+    stored = (limit or {}).get("long_axis_in_stored_slices_mm")
+    return measured if stored is None else max(measured, float(stored))
+
+
+def _stored_sum_text(what: str, stored_sum_mm: float, base_sum_mm: float, nadir_sum_mm: Optional[float],
+                     stored_response: str, response: str) -> str:
+    """The response reason's words on a sum of diameters taken with capped lesions' stored-slice long axes
+    (:func:`_stored_slice_long_axis`): ``what`` would be ``stored_sum_mm`` (its change from the baseline, and from the
+    nadir where progression is judged from it), and the category that gives (``stored_response``) beside the one
+    the measured axes give (``response``), which stands: RECIST 1.1 measures in the axial plane."""
+    text = (f"by their long axes in the stored slices (long_axis_in_stored_slices_mm, where longer) {what} would be "
+            f"{stored_sum_mm:.1f} mm ({percent_change_text((stored_sum_mm - base_sum_mm) / base_sum_mm)} from the "
+            f"baseline's {base_sum_mm:.1f} mm")
+    if nadir_sum_mm is not None and 0 < nadir_sum_mm < base_sum_mm:
+        text += f", {percent_change_text((stored_sum_mm - nadir_sum_mm) / nadir_sum_mm)} from the nadir"
+    return text + (f"): {stored_response}, not {response}" if stored_response != response else f"): {response} too")
+
+
+def _capped_nadir_text(previous: Dict[str, Any], base_sum_mm: float, follow_sum_mm: float, nadir_sum_mm: float,
+                       entries: Sequence[Dict[str, Any]], follow_by_id: Dict[int, Dict[str, Any]],
+                       followup_count: int, baseline_lesion_count: int, nadir_cr: Optional[bool]) -> str:
+    """The PD reason's words when the nadir is the previous follow-up's sum (``previous``, its change report) and
+    that sum counted target lesions whose axes thick tilted slices capped there (cut short: a nadir too small, from
+    which this follow-up's sum read as growth) and, with the stored-slice long axes at both follow-ups
+    (:func:`_stored_slice_long_axis`), the response would not be PD; '' otherwise (also for a previous report
+    without the lesion reports). The PD, computed from the measured axes as RECIST 1.1 defines it, stands."""
+    from .metrics.recist import recist_response
+
+    sums = previous.get("sum_of_diameters") or {}
+    before = sums.get("followup_mm")
+    previous_lesions = {d.get("id"): d for d in (previous.get("followup") or {}).get("lesions") or []}
+    if before is None or not previous_lesions:
+        return ""
+    rows, extra = [], 0.0
+    for e in previous.get("lesions") or []:
+        if not e.get("recist_target") or e.get("status") == "not_assessed":
+            continue
+        ids = [j for j in e.get("recist_followup_ids") or [] if (previous_lesions.get(j) or {}).get(
+            "axial_axes_limited_by_slices")]
+        if ids:
+            rows.append(str(e.get("number")))
+            extra += sum(_stored_slice_long_axis(previous_lesions[j]) - float(previous_lesions[j]["long_axis_mm"])
+                         for j in ids)
+    stored_before = float(before) + extra
+    stored_nadir = min([stored_before] + ([float(sums["nadir_mm"])] if sums.get("nadir_mm") is not None else []))
+    if not rows or at_most(stored_nadir, nadir_sum_mm):  # the previous follow-up's sum was not the nadir
+        return ""
+    stored_sum = float(sum(_stored_slice_long_axis(follow_by_id[j]) for e in entries if e["recist_target"]
+                           for j in e["recist_followup_ids"]))
+    stored_response = recist_response(base_sum_mm, stored_sum, False, followup_count, baseline_lesion_count,
+                                      stored_nadir, nadir_cr)[0]
+    if stored_response == "PD":
+        return ""
+    return (f"; the nadir ({nadir_sum_mm:.1f} mm, the previous follow-up's sum) counts target lesion(s) in its row(s) "
+            f"{', '.join(rows)} whose axes its tilted slices capped (axial_axes_limited_by_slices): it may be short "
+            f"of the lesions' sum, so the progression may be overstated; by the long axes in the stored slices "
+            f"(long_axis_in_stored_slices_mm, where longer) the nadir would be {stored_nadir:.1f} mm and this "
+            f"follow-up's sum {stored_sum:.1f} mm ({percent_change_text((stored_sum - stored_nadir) / stored_nadir)} "
+            f"from it): {stored_response}, not PD")
+
+
 def read_previous_change(path: Any, source: str = "--previous", advice: Optional[str] = None) -> Dict[str, Any]:
     """The change report (``followup``'s change.json) at ``path``, of the previous follow-up of the same baseline;
     InputError, saying what is wrong, for a file that is missing, not JSON or not a change report. ``source``: where
@@ -1321,14 +1390,33 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     if cut_targets and response in ("PR", "SD"):  # more size could only raise the category (PD is already PD)
         reason += (f"; target lesion(s) {', '.join(cut_targets)} are cut by the follow-up scan's edge: the follow-up "
                    f"sum of diameters is a lower bound, so the response may be understated")
+    # the rows say which lesions thick tilted slices cap (as they say which a scan's edge cuts): the lesion reports
+    # alone named them by lesion id, which a reader of the rows had to look up in both
+    for e in entries:
+        for side, ids, by_id in (("baseline", e["baseline_ids"], base_by_id),
+                                 ("followup", e["followup_ids"], follow_by_id)):
+            if any(by_id[i].get("axial_axes_limited_by_slices") for i in ids):
+                e[f"{side}_axial_axes_limited_by_slices"] = True
     # a target's follow-up lesion on too few slices of a tilted grid: its axial axes may be cut short by the slices
     # (30 mm measured 16.1 mm on one 5 mm slice tilted 25 degrees), which read as shrinkage: a false PR
     capped = [str(e["number"]) for e in entries if e["recist_target"] and e["status"] != "not_assessed" and any(
         follow_by_id[j].get("axial_axes_limited_by_slices") for j in e["recist_followup_ids"])]
-    if capped and response in ("PR", "SD"):
+    if capped and response in ("PR", "SD") and follow_sum is not None:
+        # the sum with the capped lesions' long axes in the stored slices: the reason said 'may be understated' and
+        # no more, so a PR or SD that those axes make SD or PD read as sure as any other
+        stored_sum = float(sum(_stored_slice_long_axis(follow_by_id[j]) for e in entries if e["recist_target"]
+                               for j in e["recist_followup_ids"]))
+        stored_response = recist_response(base_sum, stored_sum, new_lesion, followup_count,
+                                          base_report["lesion_count"], nadir_sum_mm, nadir_cr)[0]
         reason += (f"; target lesion(s) {', '.join(capped)} lie on too few of the follow-up's tilted slices "
                    f"(axial_axes_limited_by_slices): their axes may be cut short by the slices, so the follow-up sum "
-                   f"of diameters may be short of the lesions' and the response may be understated")
+                   f"of diameters may be short of the lesions' and the response may be understated; "
+                   + _stored_sum_text("the follow-up sum", stored_sum, base_sum, nadir_sum_mm, stored_response,
+                                      response))
+    elif response == "PD" and previous_change is not None and follow_sum is not None and \
+            _sum_rule_shows_progression(base_sum, follow_sum, nadir_sum_mm) and not new_lesion:
+        reason += _capped_nadir_text(previous_change, base_sum, follow_sum, nadir_sum_mm, entries, follow_by_id,
+                                     followup_count, base_report["lesion_count"], nadir_cr)
     if nadir_sum_mm is not None and base_sum is not None and nadir_sum_mm > base_sum:
         warnings.append(f"{nadir_text} ({nadir_sum_mm:.1f} mm) is above the baseline's sum of diameters "
                         f"({base_sum:.1f} mm), so the baseline is the smallest sum on study and progression is judged "
@@ -1611,6 +1699,9 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
             if e.get("baseline_cut_by_scan_edge") else ""
         if e.get("followup_cut_by_scan_edge"):
             cut += "; cut by the follow-up scan's edge: follow-up size a lower bound"
+        for side, name in (("baseline", "baseline"), ("followup", "follow-up")):  # as the edge's: per row
+            if e.get(f"{side}_axial_axes_limited_by_slices"):
+                cut += f"; axes limited by the {name}'s tilted slices: {name} size may be cut short"
         if e["status"] == "new" and e.get("unequivocal") is False:  # printed beside 'CR' as if it counted
             cut += (f"; equivocal (long axis under {change.get('min_new_lesion_mm', DEFAULT_MIN_NEW_LESION_MM):g} mm): "
                     f"not counted as a new lesion")

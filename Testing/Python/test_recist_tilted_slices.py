@@ -249,6 +249,85 @@ def test_followup_says_a_targets_follow_up_lesion_capped_by_tilted_slices_may_un
     assert change["response_reason"].endswith(
         "; target lesion(s) 1 lie on too few of the follow-up's tilted slices (axial_axes_limited_by_slices): their "
         "axes may be cut short by the slices, so the follow-up sum of diameters may be short of the lesions' and the "
-        "response may be understated")
+        "response may be understated; by their long axes in the stored slices (long_axis_in_stored_slices_mm, where "
+        "longer) the follow-up sum would be 29.8 mm (-9.7 % from the baseline's 33.0 mm): SD, not PR")
+    assert change["lesions"][0]["followup_axial_axes_limited_by_slices"] is True
+    assert "baseline_axial_axes_limited_by_slices" not in change["lesions"][0]
     (named,) = [w for w in change["warnings"] if "too few slices" in w]
     assert named.startswith("follow-up: lesion(s) 1 ") and "not chosen as RECIST targets" not in named
+
+
+def _ellipse_on_slices(slices, half_long_mm, shape=(14, 100, 60)):
+    """A label map on 5 mm slices tilted 25 degrees: liver, and an ellipse of ``half_long_mm`` x 6 mm half axes in the
+    stored slices over ``slices`` slices (1: its axial axes capped by the slices, 16.6 mm long; 3: not capped)."""
+    from LiverTumorSegLib.volume import CTVolume
+
+    z, y, x = np.mgrid[:shape[0], :shape[1], :shape[2]]
+    labels = np.ones(shape, np.uint8)
+    labels[(np.abs(z - 6) <= slices // 2) & (((y - 50) * 0.8 / half_long_mm) ** 2 + ((x - 30) * 0.8 / 6.0) ** 2
+                                            <= 1.0)] = 2
+    return CTVolume(labels, _geometry("x", 25.0))
+
+
+def test_an_sd_that_a_capped_targets_stored_slice_axis_makes_pd_gives_that_sum_and_the_rows_flag_it():
+    """Baseline: a 19.2 mm target over 3 slices. Follow-up: a 50 x 12 mm ellipse on 1 slice, capped at 16.6 mm in
+    true axial planes (50.4 mm in the stored slice). SD by the axial axes (-13.3 %), which stands; the reason said
+    only 'may be understated', now also that the stored-slice axes give 50.4 mm (+162.5 %), PD. The row carries
+    followup_axial_axes_limited_by_slices, and the printed summary says it on the row."""
+    from LiverTumorSegLib.followup import change_summary_lines, compare_followup
+
+    change = compare_followup(_ellipse_on_slices(3, 8.0), _ellipse_on_slices(1, 25.0))
+    limit = change["followup"]["lesions"][0]["axial_axes_limited_by_slices"]
+    assert limit["long_axis_in_stored_slices_mm"] == pytest.approx(50.4)
+    assert change["sum_of_diameters"]["baseline_mm"] == pytest.approx(19.2)
+    assert change["sum_of_diameters"]["followup_mm"] == pytest.approx(16.64, abs=0.01)
+    assert change["response"] == "SD"  # RECIST 1.1 by the axial axes: unchanged
+    assert change["response_reason"].endswith(
+        "response may be understated; by their long axes in the stored slices (long_axis_in_stored_slices_mm, where "
+        "longer) the follow-up sum would be 50.4 mm (+162.5 % from the baseline's 19.2 mm): PD, not SD")
+    row = change["lesions"][0]
+    assert row["followup_axial_axes_limited_by_slices"] is True and "baseline_axial_axes_limited_by_slices" not in row
+    (line,) = [t for t in change_summary_lines(change) if t.startswith("  1:")]
+    assert line.endswith("; axes limited by the follow-up's tilted slices: follow-up size may be cut short")
+
+
+def test_a_baseline_lesion_capped_by_tilted_slices_is_flagged_on_its_row():
+    """Capped at baseline (1 slice, no target), whole at follow-up (3 slices): its row reads 'grown' against a
+    capped baseline; baseline_axial_axes_limited_by_slices says so on the row, not the follow-up's key."""
+    from LiverTumorSegLib.followup import change_summary_lines, compare_followup
+
+    change = compare_followup(_ellipse_on_slices(1, 15.0), _ellipse_on_slices(3, 15.0))
+    assert change["sum_of_diameters"]["target_lesion_ids"] == []
+    row = change["lesions"][0]
+    assert row["baseline_axial_axes_limited_by_slices"] is True and "followup_axial_axes_limited_by_slices" not in row
+    (line,) = [t for t in change_summary_lines(change) if t.startswith("  1:")]
+    assert line.endswith("; axes limited by the baseline's tilted slices: baseline size may be cut short")
+
+
+def test_a_pd_from_a_nadir_that_counted_a_capped_target_says_the_stored_slice_axes_give_sd():
+    """First follow-up: the 32.3 mm target on 1 slice (capped at 16.1 mm; 29.8 mm in the stored slice): PR, whose
+    16.1 mm becomes the nadir (--previous). Second follow-up: the same lesion over 3 slices again, 32.3 mm: PD,
+    +100.5 % from the nadir, which stands (RECIST 1.1 by the axial axes); the reason said no more, and now says that
+    nadir counted a capped target, and by the stored-slice axes the nadir would be 29.8 mm and the sum +8.3 % from
+    it: SD."""
+    from LiverTumorSegLib.followup import change_to_json, compare_followup
+
+    baseline = _ellipse_on_slices(3, 15.0)
+    first = json.loads(change_to_json(compare_followup(baseline, _ellipse_on_slices(1, 15.0))))
+    assert first["response"] == "PR" and first["lesions"][0]["followup_axial_axes_limited_by_slices"] is True
+    assert first["sum_of_diameters"]["followup_mm"] == pytest.approx(16.08, abs=0.01)
+    stored = first["followup"]["lesions"][0]["axial_axes_limited_by_slices"]["long_axis_in_stored_slices_mm"]
+    assert stored == pytest.approx(29.78, abs=0.01)
+    change = compare_followup(baseline, _ellipse_on_slices(3, 15.0), previous_change=first)
+    assert change["response"] == "PD"
+    assert change["sum_of_diameters"]["nadir_mm"] == pytest.approx(16.08, abs=0.01)
+    assert change["response_reason"].endswith(
+        "; the nadir (16.1 mm, the previous follow-up's sum) counts target lesion(s) in its row(s) 1 whose axes its "
+        "tilted slices capped (axial_axes_limited_by_slices): it may be short of the lesions' sum, so the "
+        "progression may be overstated; by the long axes in the stored slices (long_axis_in_stored_slices_mm, where "
+        "longer) the nadir would be 29.8 mm and this follow-up's sum 32.3 mm (+8.3 % from it): SD, not PD")
+    # a nadir from whole lesions is left as it was: no such words
+    whole = json.loads(change_to_json(compare_followup(baseline, _ellipse_on_slices(3, 11.0))))
+    assert not any("followup_axial_axes_limited_by_slices" in e for e in whole["lesions"])
+    again = compare_followup(baseline, _ellipse_on_slices(3, 15.0), previous_change=whole)
+    assert "nadir (" not in again["response_reason"]

@@ -195,7 +195,9 @@ def test_every_key_of_a_followup_change_report_is_documented_and_every_documente
     assert written - _documented(row_rows) == set()
     assert _documented(row_rows) - written == {"recist_under_5_mm", "not_assessed_reason", "baseline_cut_by_scan_edge",
                                                "followup_cut_by_scan_edge", "moved_without_shared_voxel_mm",
-                                               "reappeared_after_complete_response"}
+                                               "reappeared_after_complete_response",
+                                               "baseline_axial_axes_limited_by_slices",
+                                               "followup_axial_axes_limited_by_slices"}
 
 
 def test_the_network_grid_record_is_documented():

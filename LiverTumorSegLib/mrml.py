@@ -1674,8 +1674,17 @@ CHANGE_TABLE_COLUMNS = (
     ("Follow-up volume", "followup_volume_ml", "mL", "Volume at follow-up"),
     ("Volume change", "volume_change_percent", "%", "Relative change of the volume"),
     ("RECIST target", "recist_target", "", "1 = contains a RECIST 1.1 target lesion of the baseline"),
+    ("Notes", "", "", "A lesion of the row cut by a scan's edge (its size there a lower bound) or on too few of its "
+                      "scan's tilted slices (its axial axes limited by the slices: the size there may be cut short; "
+                      "axial_axes_limited_by_slices)"),
 )
-_CHANGE_TEXT_COLUMNS = ("Status", "Baseline lesions", "Follow-up lesions")
+_CHANGE_TEXT_COLUMNS = ("Status", "Baseline lesions", "Follow-up lesions", "Notes")
+CHANGE_ROW_NOTES = (("baseline_cut_by_scan_edge", "cut by the baseline scan's edge"),
+                    ("followup_cut_by_scan_edge", "cut by the follow-up scan's edge"),
+                    ("baseline_axial_axes_limited_by_slices", "axes limited by the baseline's tilted slices"),
+                    ("followup_axial_axes_limited_by_slices", "axes limited by the follow-up's tilted slices"))
+"""The change table's *Notes*: a row's flags of the change report (key, words): the table showed none, so a row
+read 'shrunk' in the panel where the printed summary said its follow-up lesion was cut short."""
 _UNIT_DECIMALS = {"mm": 1, "mL": 2, "%": 1}
 CHANGE_TABLE_DECIMALS = {col_name: _UNIT_DECIMALS[unit] for col_name, _, unit, _ in CHANGE_TABLE_COLUMNS
                          if unit in _UNIT_DECIMALS}
@@ -1683,6 +1692,8 @@ CHANGE_TABLE_DECIMALS = {col_name: _UNIT_DECIMALS[unit] for col_name, _, unit, _
 
 
 def _change_value(entry: Dict[str, Any], name: str, key: str) -> Any:
+    if name == "Notes":
+        return ", ".join(words for flag, words in CHANGE_ROW_NOTES if entry.get(flag))
     value = entry.get(key)
     if name in ("Baseline lesions", "Follow-up lesions"):
         return ", ".join(str(v) for v in value or [])

@@ -198,3 +198,18 @@ def test_the_change_table_shows_a_long_axis_change_next_to_a_threshold_as_the_su
     table = mrml.create_change_table_node(scene, {"lesions": lesions, "response": "SD"})
     shown = [r["Long axis change"] for r in mrml.change_table_rows(table)]
     assert shown == [-29.98, -30.0, 19.97, 20.0, -12.3]
+
+
+def test_the_change_table_notes_a_rows_lesions_cut_by_a_scans_edge_or_capped_by_tilted_slices(scene):
+    """The change table showed neither a row's scan-edge flags nor its tilted-slice flags: a follow-up lesion capped
+    at 16.1 mm (30 mm in its stored slice) read 'shrunk' with no word in the panel. *Notes* now names them."""
+    flags = ({}, {"followup_axial_axes_limited_by_slices": True},
+             {"baseline_axial_axes_limited_by_slices": True, "followup_cut_by_scan_edge": True},
+             {"baseline_cut_by_scan_edge": True})
+    lesions = [dict({"number": n, "status": "shrunk", "baseline_ids": [n], "followup_ids": [n],
+                     "recist_target": False}, **f) for n, f in enumerate(flags, start=1)]
+    table = mrml.create_change_table_node(scene, {"lesions": lesions, "response": "SD"})
+    assert [r["Notes"] for r in mrml.change_table_rows(table)] == [
+        "", "axes limited by the follow-up's tilted slices",
+        "cut by the follow-up scan's edge, axes limited by the baseline's tilted slices",
+        "cut by the baseline scan's edge"]

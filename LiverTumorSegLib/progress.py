@@ -57,6 +57,37 @@ def raise_if_read_stopped() -> None:
         raise CancelledError("Cancelled: the CT read was stopped.")
 
 
+def current_read_stop() -> "Optional[CancellationToken]":
+    """The read stop of this context (:func:`run_with_read_stop`), None when none is set: for a read made of one
+    long call (a DICOM series read by ITK) that can be told to stop from a callback it makes between its files."""
+    return _READ_STOP.get()
+
+
+def execute_with_read_stop(reader: Any) -> Any:
+    """``reader.Execute()`` of a SimpleITK filter (a DICOM series reader) that is aborted at its next progress
+    event (between two of its files) once the read stop of this context (:func:`run_with_read_stop`) is cancelled,
+    raising :class:`CancelledError` then; a plain ``reader.Execute()`` when no read stop is set (the main thread,
+    where Ctrl-C is raised once the call returns). The batch's reader thread waited for a 300-file series read to
+    end (0.6-1.1 s measured after Ctrl-C)."""
+    token = _READ_STOP.get()
+    if token is None:
+        return reader.Execute()
+    import SimpleITK as sitk
+
+    def on_progress() -> None:
+        if token.is_cancelled:
+            reader.Abort()
+
+    reader.AddCommand(sitk.sitkProgressEvent, on_progress)
+    try:
+        return reader.Execute()
+    except RuntimeError:
+        raise_if_read_stopped()  # ITK's "AbortGenerateDataOn" of the abort above: the stop, not a damaged file
+        raise
+    finally:
+        reader.RemoveAllCommands()  # the command holds the reader: a cycle kept its image alive until collected
+
+
 class ProgressReporter:
     """Wraps an optional callback; clamps to [0, 1] and keeps the reported fraction monotone.
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import InputError, option_hint, raise_if_out_of_memory
 from ..fileutil import check_path_encoding, is_hidden_name, media_storage_sop_class
+from ..progress import execute_with_read_stop, raise_if_read_stopped
 from ..thread_warnings import warnings_hidden_in_this_thread
 from ..volume import CTVolume
 from .conversions import check_memory_for_read, hu_copy_itemsize, to_hu_dtype
@@ -262,8 +263,11 @@ def _folder_headers(folder: Path) -> List[_DicomFileHeader]:
         return []
     for path in paths:
         check_path_encoding(path, "DICOM file")
+    headers = []
     with _quiet_itk():
-        headers = [_read_file_header(path) for path in paths]
+        for path in paths:
+            raise_if_read_stopped()  # a batch's reader thread stopped by Ctrl-C: at most one file more
+            headers.append(_read_file_header(path))
     return [h for h in headers if h is not None]
 
 
@@ -1101,7 +1105,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     reader.MetaDataDictionaryArrayUpdateOn()  # per-slice tags (positions) without reading the files again
     try:
         with _quiet_itk():
-            image = reader.Execute()
+            image = execute_with_read_stop(reader)  # a batch's reader stopped by Ctrl-C: at most one file more
     except RuntimeError as exc:
         raise_if_out_of_memory(exc, str(folder), series=chosen.uid)
         reason = _itk_reason(exc)
@@ -1790,7 +1794,7 @@ def _read_as_float(reader, folder: Path, chosen: DicomSeriesInfo):
     reader.SetOutputPixelType(sitk.sitkFloat32)
     try:
         with _quiet_itk():
-            return reader.Execute()
+            return execute_with_read_stop(reader)
     except RuntimeError as exc:
         raise_if_out_of_memory(exc, str(folder), series=chosen.uid)
         raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {_itk_reason(exc)}.") from None

@@ -894,15 +894,15 @@ _METAIMAGE_NAMES = {name.lower(): name for name in (
 ``binarydatabyteordermsb`` line, so another spelling sends the file to ITK)."""
 
 
-def _voxel_dtype(header: Optional[_Header], reader: Any) -> Optional[np.dtype]:
+def _voxel_dtype(header: Optional[_Header], reader: Any, raw_too: bool = False) -> Optional[np.dtype]:
     """The numpy type, byte order included, of the voxels of a deflate-compressed NRRD / MetaImage as stored
     (``header``: :func:`_read_header` of it), when its header says exactly how ITK would turn the inflated bytes
     into voxels: a 3D image, ``(x, y, z)`` order with x fastest (a NRRD may have a ``list`` axis before x, whose
     values ITK reads as the components of a voxel: a multi-layer ``.seg.nrrd``), of a type ITK reads as the same
     numpy type (``reader``: after ``ReadImageInformation``), no byte or line skip and no value mapping. Else None:
-    ITK reads the file."""
+    ITK reads the file. ``raw_too``: of uncompressed (raw) voxels as well."""
     components = int(reader.GetNumberOfComponents())
-    if header is None or not header.deflated or reader.GetDimension() != 3 \
+    if header is None or not (header.deflated or raw_too) or reader.GetDimension() != 3 \
             or (components != 1 and header.kind != "nrrd"):
         return None
     size = tuple(int(n) for n in reader.GetSize())
@@ -984,8 +984,23 @@ def inflated_voxels(path: Path, reader: Any, header: Optional[_Header], stored: 
     ``reader``: its ITK reader after ``ReadImageInformation``; ``header`` and ``stored``: :func:`_read_header` and
     :func:`_stored_data` of it) and return the voxels that the check inflated when the header says exactly how ITK
     reads them (:func:`_voxel_dtype`): ``(z, y, x)``, or ``(z, y, x, components)``, native byte order, writable.
-    So the stream is inflated once. None when the file is not compressed or ITK must read its voxels
-    (``reader.Execute()``, which inflates the stream again). ``warnings``: the check's notes are added to it."""
+    So the stream is inflated once. Uncompressed (raw) voxels whose header says exactly how ITK reads them are
+    read here too, in steps (:func:`~.gzip_inflate.read_range`), so that Ctrl-C (a batch reader's read stop) stops
+    the read between two steps: ITK read them in one call that nothing could stop. None when ITK must read the
+    voxels (``reader.Execute()``, which inflates a stream again). ``warnings``: the check's notes are added to it."""
+    if stored is not None and not stored.deflated:
+        raw_dtype = _voxel_dtype(header, reader, raw_too=True)
+        if raw_dtype is None:
+            return None
+        from .gzip_inflate import read_range
+
+        try:
+            data = read_range(stored.data_path, stored.start, data_bytes(reader))
+        except InputError as exc:  # a detached data file is named as the file the user gave
+            raise InputError(str(exc).replace(f"'{stored.data_path}'", f"'{path}'")) from None
+        except MemoryError as exc:  # the voxels' buffer: named as the reader's own failures are
+            raise out_of_memory_error(exc, reading=str(path)) from exc
+        return _voxels_from_inflated(data, raw_dtype, reader.GetSize(), reader.GetNumberOfComponents())
     stored_dtype = _voxel_dtype(header, reader) if stored is not None else None
     inflated = check_deflated_data(path, stored, data_bytes(reader), keep=stored_dtype is not None,
                                    warnings=warnings, shape_xyz=_check_3d_shape(tuple(reader.GetSize()), str(path)))

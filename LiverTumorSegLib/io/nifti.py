@@ -321,6 +321,8 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     try:
         if full_suffix(path) == ".nii.gz":  # few, large zlib calls (io.gzip_inflate) instead of nibabel's gzip
             data = _gzip_voxels(path, image, shape, warnings)
+        elif _plain_proxy(image):  # read in steps that a Ctrl-C (a batch reader's read stop) can stop between
+            data = _raw_voxels(path, image, shape)
         else:
             proxy = image.dataobj
             data = np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
@@ -447,6 +449,27 @@ def _gzip_voxels(path: Path, image: object, shape: Tuple[int, ...], warnings: Li
     limit = after_range_count_limit(count * dtype.itemsize)
     raw, after = inflate_to_end(path, int(proxy.offset), count * dtype.itemsize, max_after=limit)
     warnings += data_after_voxels_warning(shape, dtype.itemsize, after, counted_up_to=limit)
+    return raw.view(dtype).reshape(shape, order=getattr(proxy, "order", "F"))
+
+
+def _plain_proxy(image: Any) -> bool:
+    """Whether the voxels of the ``.nii`` ``image`` lie in its own file as nibabel's array proxy reads them: one
+    block at its ``offset``, of its ``dtype`` (byte order included), in its ``order``, unmapped."""
+    proxy = image.dataobj
+    return all(hasattr(proxy, name) for name in ("offset", "dtype", "order", "file_like")) \
+        and isinstance(proxy.file_like, str) and getattr(proxy, "_mmap", False) is False
+
+
+def _raw_voxels(path: Path, image: Any, shape: Tuple[int, ...]) -> np.ndarray:
+    """The stored (unscaled) voxels of an uncompressed ``.nii`` where and as nibabel's array proxy reads them,
+    shaped ``(x, y, z)``, read in steps (:func:`~.gzip_inflate.read_range`): nibabel read them in one call, so
+    Ctrl-C waited for the whole read."""
+    from .gzip_inflate import read_range
+
+    proxy = image.dataobj
+    dtype = np.dtype(proxy.dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = read_range(path, int(proxy.offset), count * dtype.itemsize)
     return raw.view(dtype).reshape(shape, order=getattr(proxy, "order", "F"))
 
 

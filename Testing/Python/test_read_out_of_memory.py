@@ -48,7 +48,15 @@ def test_a_memory_error_decoding_a_nifti_is_out_of_memory_not_a_corrupt_file(tmp
         with pytest.raises(ResourceError) as excinfo:
             read_volume(compressed)
         _assert_out_of_memory(excinfo, compressed, NUMPY_MEMORY_ERROR)
-    with monkeypatch.context() as patch:  # .nii: nibabel reads them
+    with monkeypatch.context() as patch:  # .nii: read in steps (io.gzip_inflate.read_range), no longer by nibabel
+        patch.setattr(gzip_inflate, "read_range", _fail_with(MemoryError(NUMPY_MEMORY_ERROR)))
+        with pytest.raises(ResourceError) as excinfo:
+            read_volume(plain)
+        _assert_out_of_memory(excinfo, plain, NUMPY_MEMORY_ERROR)
+    with monkeypatch.context() as patch:  # a .nii nibabel reads (a memory-mapped proxy, say)
+        from LiverTumorSegLib.io import nifti
+
+        patch.setattr(nifti, "_plain_proxy", lambda image: False)
         patch.setattr(ArrayProxy, "get_unscaled", _fail_with(MemoryError(NUMPY_MEMORY_ERROR)))
         with pytest.raises(ResourceError) as excinfo:
             read_volume(plain)
@@ -86,13 +94,23 @@ def test_itks_allocation_failure_is_out_of_memory_for_images_and_series(tmp_path
         writer.SetFileName(str(folder / f"s{k}.dcm"))
         writer.Execute(image)
     read_volume(folder)  # readable as it is
-    raw_nrrd = tmp_path / "raw.nrrd"  # uncompressed: ITK reads the voxels (a compressed one is built from the
-    sitk.WriteImage(sitk.ReadImage(str(nrrd)), str(raw_nrrd), False)  # integrity check's inflated bytes)
+    raw_nrrd = tmp_path / "raw.nrrd"  # uncompressed, with a field the voxels are not read here for: ITK reads them
+    sitk.WriteImage(sitk.ReadImage(str(nrrd)), str(raw_nrrd), False)  # (a plain one is read in steps, and a
+    raw = raw_nrrd.read_bytes()  # compressed one built from the integrity check's inflated bytes)
+    raw_nrrd.write_bytes(raw.replace(b"encoding: raw\n", b"encoding: raw\nbyte skip: 0\n", 1))
+    from LiverTumorSegLib.io import gzip_inflate
+
+    plain_nrrd = tmp_path / "plain.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(nrrd)), str(plain_nrrd), False)
+    with monkeypatch.context() as patch:  # the plain one: the buffer its steps are read into
+        patch.setattr(gzip_inflate, "read_range", _fail_with(MemoryError(NUMPY_MEMORY_ERROR)))
+        with pytest.raises(ResourceError) as excinfo:
+            read_volume(plain_nrrd)
+        _assert_out_of_memory(excinfo, plain_nrrd, NUMPY_MEMORY_ERROR)
     monkeypatch.setattr(sitk.ImageFileReader, "Execute", _fail_with(RuntimeError(ITK_ALLOCATION_ERROR)))
     with pytest.raises(ResourceError) as excinfo:
         read_volume(raw_nrrd)
     _assert_out_of_memory(excinfo, raw_nrrd, "Failed to allocate memory for image)")
-    from LiverTumorSegLib.io import gzip_inflate
 
     with monkeypatch.context() as patch:  # the compressed one: the buffer of its inflated voxels
         patch.setattr(gzip_inflate, "inflate_to_end", _fail_with(MemoryError(NUMPY_MEMORY_ERROR)))

@@ -1104,6 +1104,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                 on_loaded()
         with _cores_shared(segmenter, share if share_cores else None):
             finishing = None  # type: Optional[concurrent.futures.Future]
+            finishing_id = ""  # the case that finish is of
             finishing_bytes = 0  # what that finish may allocate at its peak (finish_memory_bytes)
             try:
                 for index, case in enumerate(todo):
@@ -1163,13 +1164,17 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                                              context.run(finish_done, c, s, f))
                     # only this one is kept: a list of every finished future held each case's label map (and CT) to
                     # the end of the batch, about 50 MB per 512 x 512 x 200 case
-                    finishing, finishing_bytes = future, finish_memory_bytes(volume)
+                    finishing, finishing_bytes, finishing_id = future, finish_memory_bytes(volume), case.case_id
                     # the next CT's early copy counts it too; this case's reservation is dropped in the same step
                     running.handed_to_finish(index, finishing, finishing_bytes)
                     del volume, output, current, early
             except BaseException:  # Ctrl-C, SIGTERM anywhere in the loop: the batch ends without the next CT's
                 running.close()  # read (when not started yet) and without an early copy of it
                 stop_reads.cancel()  # a read under way stops at its next step
+                if finishing is not None and not finishing.done():  # its network has run: its finish (seconds) is
+                    # waited for, so that its outputs are whole, which the run said nothing of for those seconds
+                    log.warning("stopping: case %s is finished first (its post-processing, then its report and label "
+                                "map written: seconds), then the run ends", finishing_id)
                 for future in reads.values():
                     future.cancel()
                 raise

@@ -23,7 +23,10 @@ def to_hu_dtype(array: np.ndarray, uint8_if_fits: bool = False) -> np.ndarray:
     ``uint8_if_fits``: integer (or bool) voxels that all lie in 0..255 become (or stay) uint8 instead of int16:
     label maps and 255 x p probability maps, read without an int16 copy twice their size (and the uint8 copy
     made from it again). Any other voxels get the type they get without it, so a label value outside 0..255
-    is still reported as stored. Works slice by slice along axis 0 to avoid full-size temporaries. Any shape.
+    is still reported as stored. Any shape. Floating-point voxels are checked a view at a time through two
+    small buffers (:func:`_floats_fit_int16`): at most 2.25 MiB (float64) beside the array, whatever its size, and
+    under the HU copy the memory counts hold for it (:func:`hu_copy_itemsize`: at least 2 bytes a voxel), which they
+    let go before the copy is made: no count needs a term of its own for them.
     """
     if array.size == 0:
         return array.astype(np.int16)
@@ -36,16 +39,50 @@ def to_hu_dtype(array: np.ndarray, uint8_if_fits: bool = False) -> np.ndarray:
         return array.astype(np.int16 if _fits_int16(lo, hi) else np.float32, copy=False)
     if not np.issubdtype(array.dtype, np.floating):
         raise InputError(f"Voxel type {array.dtype} is not a scalar number; a scalar CT volume is needed.")
-    integral = True
-    chunks = array.reshape((array.shape[0], -1)) if array.ndim > 1 else array.reshape((1, -1))
-    step = max(1, (1 << 22) // max(1, chunks.shape[1]))
-    for start in range(0, chunks.shape[0], step):
-        part = chunks[start:start + step]
-        if not (np.all(np.isfinite(part)) and np.array_equal(part, np.rint(part))
-                and _fits_int16(float(part.min()), float(part.max()))):
-            integral = False
-            break
-    return array.astype(np.int16 if integral else np.float32, copy=False)
+    return array.astype(np.int16 if _floats_fit_int16(array) else np.float32, copy=False)
+
+
+def _floats_fit_int16(array: np.ndarray) -> bool:
+    """Whether every value of the floating-point ``array`` (not empty) is an integer in the int16 range, checked in
+    views of at most :data:`HU_CHECK_CHUNK_VOXELS` voxels and a quarter of the array (:func:`_hu_check_chunks`)
+    through two buffers of that size, let go on return (before :func:`to_hu_dtype` makes its copy)."""
+    voxels = min(HU_CHECK_CHUNK_VOXELS, max(1, array.size // 4))
+    rounded, same = np.empty(voxels, dtype=array.dtype), np.empty(voxels, dtype=np.bool_)
+    for part in _hu_check_chunks(array, voxels):
+        part_rounded = rounded[:part.size].reshape(part.shape)
+        part_same = same[:part.size].reshape(part.shape)
+        np.rint(part, out=part_rounded)
+        np.equal(part, part_rounded, out=part_same)  # NaN is unequal to itself; an infinity fails the range below
+        if not (part_same.all() and _fits_int16(float(part.min()), float(part.max()))):
+            return False
+    return True
+
+
+HU_CHECK_CHUNK_VOXELS = 1 << 18
+"""The most voxels :func:`to_hu_dtype` checks at a time (one 512 x 512 slice; a quarter of a smaller array): its
+two buffers hold 2.25 MiB for float64 voxels, 1.25 MiB for float32, at most 2.25 bytes a voxel of the array. It
+checked 16 slices at a time until 30 Nov 2026: their temporaries (the rounded values, two boolean masks) held 20 MiB
+beside a 512 x 512 float32 CT and 36 MiB beside a float64 one (tracemalloc), counted by no memory count (a batch's
+read-ahead count has no fixed overhead), and a non-contiguous array (a transposed view) was copied whole first."""
+
+
+def _hu_check_chunks(array: np.ndarray, voxels: int):
+    """Views of ``array`` that together hold each of its voxels once, each at most ``voxels`` voxels: flat runs of a
+    contiguous array (C or Fortran order), else blocks along the first axis, the axes below it split the same way
+    where one index of the first axis holds more. Never a copy."""
+    if array.ndim <= 1 or array.flags.c_contiguous or array.flags.f_contiguous:
+        flat = array.ravel(order="K") if array.ndim != 1 else array  # a view: contiguous, or already 1-D
+        for start in range(0, flat.size, voxels):
+            yield flat[start:start + voxels]
+        return
+    per_index = array.size // array.shape[0]
+    if per_index <= voxels:
+        step = voxels // per_index
+        for start in range(0, array.shape[0], step):
+            yield array[start:start + step]
+        return
+    for index in range(array.shape[0]):
+        yield from _hu_check_chunks(array[index], voxels)
 
 
 def hu_copy_itemsize(stored_itemsize: int, scaled: bool, unsigned: bool = False) -> int:

@@ -531,3 +531,106 @@ def test_an_itk_read_checks_its_voxels_hu_type_once(tmp_path, monkeypatch):
     volume = read_volume(path)
     assert np.array_equal(volume.array, values) and volume.array.dtype == np.float32
     assert calls == [values.shape]
+
+
+@pytest.mark.parametrize("dtype, transposed", [(np.float32, False), (np.float64, False), (np.float64, True)])
+def test_the_hu_check_holds_small_bounded_temporaries(dtype, transposed):
+    """to_hu_dtype checked 16 slices at a time: their rounded values and two masks held 20 MiB beside a 512 x 512
+    float32 CT (36 float64), in no memory count (a batch's read-ahead count has no fixed overhead), and a transposed
+    (non-contiguous) array was copied whole first. Now two buffers of HU_CHECK_CHUNK_VOXELS voxels (2.25 MiB
+    float64), let go before the HU copy is made: the peak is the copy's, or the buffers' where there is none."""
+    from LiverTumorSegLib.io.conversions import HU_CHECK_CHUNK_VOXELS, to_hu_dtype
+
+    values = np.random.default_rng(9).integers(-1024, 2000, size=(8, 512, 512)).astype(dtype)
+    values = values.T if transposed else values
+    buffers = HU_CHECK_CHUNK_VOXELS * (np.dtype(dtype).itemsize + 1)
+    result, peak = _numpy_peak(lambda: to_hu_dtype(values))
+    assert result.dtype == np.int16 and np.array_equal(result, values)
+    assert peak <= result.nbytes + (64 << 10), (peak - result.nbytes) / 2 ** 20
+    fractional = values.copy()
+    fractional[-1, -1, -1] += 0.5  # in the last view checked
+    result, peak = _numpy_peak(lambda: to_hu_dtype(fractional))
+    assert result.dtype == np.float32 and np.array_equal(result, fractional.astype(np.float32))
+    copy = 0 if result is fractional else result.nbytes
+    assert peak <= max(copy, buffers) + (64 << 10), (peak - copy) / 2 ** 20
+
+
+@pytest.mark.parametrize("shape", [(3, 100, 100), (1, 40, 40), (2, 3, 5), (600, 1000)])
+def test_the_hu_checks_buffers_stay_under_the_hu_copy_of_a_small_array(shape):
+    """A quarter of the array at most: 2.25 bytes a voxel of float64, under the 4 the counts hold for its copy."""
+    from LiverTumorSegLib.io.conversions import _floats_fit_int16
+
+    values = np.random.default_rng(11).integers(-1024, 2000, size=shape).astype(np.float64)
+    fits, peak = _numpy_peak(lambda: _floats_fit_int16(values))  # integral: checked to the end
+    assert fits
+    assert peak <= 2.25 * values.size + 2048, peak / values.size
+
+
+@pytest.mark.parametrize("shape, index", [((7, 9, 11), (slice(None),) * 3), ((7, 9, 11), (slice(None, None, 2),)),
+                                          ((7, 9, 11), (slice(None), slice(1, None, 3), slice(None, None, -2))),
+                                          ((40, 30), (slice(None, None, 3),)), ((500,), (slice(None, None, 7),)),
+                                          ((3, 4, 5, 6), (Ellipsis, slice(None, None, 2)))])
+@pytest.mark.parametrize("voxels", [1, 5, 64, 10 ** 6])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_the_hu_checks_views_hold_each_voxel_once(shape, index, voxels, transposed):
+    """Every voxel in exactly one view, each a view (no copy) of at most the voxels asked, contiguous or not."""
+    from LiverTumorSegLib.io.conversions import _hu_check_chunks
+
+    base = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape)
+    array = base[index]
+    array = array.T if transposed else array
+    parts = list(_hu_check_chunks(array, voxels))
+    assert all(np.shares_memory(part, base) for part in parts)
+    assert all(part.size <= voxels for part in parts)
+    seen = np.sort(np.concatenate([part.ravel() for part in parts]))
+    assert np.array_equal(seen, np.sort(array.ravel()))
+
+
+def test_the_hu_check_gives_the_type_it_gave_for_any_values(monkeypatch):
+    """NaN, infinities, values beyond int16, -0.0 and a fraction in any view: the type is what checking the whole
+    array at once gives."""
+    from LiverTumorSegLib.io import conversions
+
+    def whole(array):
+        ok = bool(np.all(np.isfinite(array)) and np.array_equal(array, np.rint(array))
+                  and conversions._fits_int16(float(array.min()), float(array.max())))
+        return np.int16 if ok else np.float32
+
+    monkeypatch.setattr(conversions, "HU_CHECK_CHUNK_VOXELS", 4)  # many views on a small array
+    rng = np.random.default_rng(10)
+    base = rng.integers(-1024, 2000, size=(5, 6, 7)).astype(np.float64)
+    for odd in (np.nan, np.inf, -np.inf, 40000.0, -32769.0, 32767.0, -32768.0, 0.25, -0.0, 1e-9):
+        for position in ((0, 0, 0), (2, 3, 4), (4, 5, 6)):
+            for dtype in (np.float16, np.float32, np.float64):
+                array = base.copy()
+                array[position] = odd
+                array = array.astype(dtype)
+                for view in (array, array.T, array[:, ::2]):
+                    result = conversions.to_hu_dtype(view)
+                    assert result.dtype == whole(view), (odd, position, dtype)
+                    assert np.array_equal(result, view.astype(result.dtype), equal_nan=True)
+
+
+def test_a_dicom_series_read_twice_holds_no_more_than_its_counts(tmp_path, monkeypatch):
+    """Read twice (one slice's slope 0.5), the series' float32 image (4 bytes a voxel, ITK's: the first, int16
+    image let go by then) is held beside what numpy allocates: the float32 HU copy and the HU check's temporaries,
+    which were the whole array's rounded values and masks on a short CT (5.05 bytes a voxel allocated here, 9.0 RSS
+    at 512 x 512 x 16 and 10.0 at 40 slices before the check ran once, where the counts say 8). Now the copy and
+    buffers let go before it: 4.05 allocated, 8.0 RSS."""
+    import pydicom
+
+    from LiverTumorSegLib.io import read_volume
+    from LiverTumorSegLib.io.dicom import dicom_folder_read_bytes
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    voxels = np.random.default_rng(12).integers(-1000, 1500, size=(8, 256, 256)).astype(np.int16)
+    files = write_ct_series(tmp_path / "ct", CTVolume(voxels, ImageGeometry(spacing=(0.7, 0.8, 2.5))))
+    ds = pydicom.dcmread(str(files[3]))
+    ds.RescaleSlope = "0.5"
+    ds.save_as(str(files[3]))
+    asked, _ = _asked_per_voxel(monkeypatch, lambda: read_volume(tmp_path / "ct"))
+    volume, peak = _numpy_peak(lambda: read_volume(tmp_path / "ct"))
+    assert volume.array.dtype == np.float32
+    held = 4 * voxels.size + peak  # ITK's float32 image and numpy's allocations beside it
+    assert held <= asked * voxels.size + (64 << 10), held / voxels.size
+    assert held <= dicom_folder_read_bytes(tmp_path / "ct") + (64 << 10), held / voxels.size

@@ -85,18 +85,21 @@ def _hu_check_chunks(array: np.ndarray, voxels: int):
         yield from _hu_check_chunks(array[index], voxels)
 
 
-def hu_copy_itemsize(stored_itemsize: int, scaled: bool, unsigned: bool = False) -> int:
+def hu_copy_itemsize(stored_itemsize: int, scaled: bool, unsigned: bool = False, floating: bool = False) -> int:
     """Bytes a voxel of the copy a reader (:func:`~.nifti._read_nifti`; the NRRD, MetaImage and DICOM readers with
     ``scaled`` False) holds beside the stored voxels it read: their float32 scaled values (``scaled``), else their
-    int16 or float32 Hounsfield copy (:func:`to_hu_dtype`), counted as the stored type up to 4 bytes and at least 2 (an int16 CT is kept as read, its 2 bytes kept as margin). A
-    float64 file's copy is 4 bytes, not 8: reading a 512 x 512 x 200 float64 ``.nii.gz`` peaked at 10.4 bytes a
-    voxel (int16 values) and 12.1 (fractional values) with the file's bytes, where its check counts 16 (docs/speed.md,
-    29 Nov 2026; 20 before). A NRRD/MetaImage or DICOM read holds the same beside SimpleITK's image: a 512 x 512 x 100
-    float64 NRRD peaked at 10.0 bytes a voxel raw, 12.2 gzip (12.9 MetaImage), where its check counted 16 (30 Nov
-    2026). ``unsigned``: the stored type is unsigned; a uint16 file's copy is counted at 4 bytes, as its values
-    above 32767 (which the header cannot rule out) make it float32: a 512 x 512 x 100 uint16 ``.nii.gz``, gzip NRRD
-    or MetaImage of such values peaked at 6.0 bytes a voxel where its check counted 4 (30 Nov 2026)."""
-    if scaled or (unsigned and int(stored_itemsize) == 2):
+    int16 or float32 Hounsfield copy (:func:`to_hu_dtype`), counted as the stored type up to 4 bytes and at least 2
+    (an int16 CT is kept as read, its 2 bytes kept as margin). A float64 file's copy is 4 bytes, not 8: reading a
+    512 x 512 x 200 float64 ``.nii.gz`` peaked at 10.4 bytes a voxel (int16 values) and 12.1 (fractional values)
+    with the file's bytes, where its check counts 16 (docs/speed.md, 29 Nov 2026; 20 before). A NRRD/MetaImage or
+    DICOM read holds the same beside SimpleITK's image: a 512 x 512 x 100 float64 NRRD peaked at 10.0 bytes a voxel
+    raw, 12.2 gzip (12.9 MetaImage), where its check counted 16 (30 Nov 2026). ``unsigned``: the stored type is
+    unsigned; a uint16 file's copy is counted at 4 bytes, as its values above 32767 (which the header cannot rule
+    out) make it float32: a 512 x 512 x 100 uint16 ``.nii.gz``, gzip NRRD or MetaImage of such values peaked at 6.0
+    bytes a voxel where its check counted 4 (30 Nov 2026). ``floating``: the stored type is floating point, whose
+    fractional values make the copy float32 (4 bytes) whatever the stored size: float16 was counted at 2 until
+    30 Nov 2026 (no reader gives float16 voxels that day: nibabel refuses a float16 NIfTI, ITK has no such type)."""
+    if scaled or floating or (unsigned and int(stored_itemsize) == 2):
         return 4
     return max(2, min(4, int(stored_itemsize)))
 

@@ -1853,8 +1853,9 @@ def _check_dicom_series_memory(series: DicomSeriesInfo, folder: Path) -> None:
     size = header.size
     shape_xyz = (size[0], size[1], max(len(series.files), size[2] if len(size) > 2 else 1))
     itemsize = _itk_itemsize(header.pixel_id)
-    copy_itemsize = hu_copy_itemsize(itemsize, False, unsigned=_itk_numpy_dtype(header.pixel_id).kind == "u")
-    if _itk_numpy_dtype(header.pixel_id).kind != "f" and _rescale_differs_in_headers(series._headers):
+    kind = _itk_numpy_dtype(header.pixel_id).kind
+    copy_itemsize = hu_copy_itemsize(itemsize, False, unsigned=kind == "u", floating=kind == "f")
+    if kind != "f" and _rescale_differs_in_headers(series._headers):
         # read again as float32 (_read_as_float) while GDCM's first image is held, then its HU copy beside it
         itemsize, copy_itemsize = 4, max(4, itemsize)
     check_memory_for_read(shape_xyz, DICOM_READ_COPIES * itemsize, f"{folder} (series {series.uid})",

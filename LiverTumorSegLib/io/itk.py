@@ -1158,9 +1158,10 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
                          f"image); a scalar 3D CT volume is needed.")
     # the stored voxels (SimpleITK's image, or the inflated stream) and their HU copy, int16 or float32, made from a
     # view (_volume_from_sitk): a float64 file's copy is 4 bytes a voxel, not 8 (docs/speed.md, 30 Nov 2026)
+    kind = _itk_numpy_dtype(reader.GetPixelID()).kind
     shape, header, stored, notes = checked_before_voxels(
         path, reader, copy_itemsize=hu_copy_itemsize(_itk_itemsize(reader.GetPixelID()), False,
-                                                     unsigned=_itk_numpy_dtype(reader.GetPixelID()).kind == "u"))
+                                                     unsigned=kind == "u", floating=kind == "f"))
     voxels = inflated_voxels(path, reader, header, stored, notes)
     if voxels is not None:
         volume = _volume_from_voxels(voxels, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(),

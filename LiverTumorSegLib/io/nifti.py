@@ -280,7 +280,7 @@ def nifti_read_itemsizes(image: Any) -> Tuple[int, int]:
     stored = image.header.get_data_dtype()
     stored_itemsize = int(stored.itemsize)
     return (max(4, stored_itemsize) if scaled else stored_itemsize), \
-        hu_copy_itemsize(stored_itemsize, scaled, unsigned=stored.kind == "u")
+        hu_copy_itemsize(stored_itemsize, scaled, unsigned=stored.kind == "u", floating=stored.kind == "f")
 
 
 def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:

@@ -202,8 +202,8 @@ def _read_header(path: PathLike
         shape_xyz = tuple(int(n) for n in (tuple(reader.GetSize()) + (1, 1))[:3])
         stored = _itk_itemsize(reader.GetPixelID()) * int(reader.GetNumberOfComponents())
         # as _read_itk_file's check: the stored voxels and their HU copy (int16 or float32)
-        unsigned = _itk_numpy_dtype(reader.GetPixelID()).kind == "u"
-        itemsizes = (stored, hu_copy_itemsize(stored, False, unsigned=unsigned))
+        kind = _itk_numpy_dtype(reader.GetPixelID()).kind
+        itemsizes = (stored, hu_copy_itemsize(stored, False, unsigned=kind == "u", floating=kind == "f"))
         compressed = _compressed_data_bytes(path)
         held_whole = False
         if compressed is not None:

@@ -634,3 +634,24 @@ def test_a_dicom_series_read_twice_holds_no_more_than_its_counts(tmp_path, monke
     held = 4 * voxels.size + peak  # ITK's float32 image and numpy's allocations beside it
     assert held <= asked * voxels.size + (64 << 10), held / voxels.size
     assert held <= dicom_folder_read_bytes(tmp_path / "ct") + (64 << 10), held / voxels.size
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64,
+                                   np.uint64, np.float16, np.float32, np.float64])
+def test_the_hu_copy_is_counted_at_no_less_than_to_hu_dtype_makes(dtype):
+    """The readers' counts of the HU copy (hu_copy_itemsize) against what to_hu_dtype makes of the stored type's
+    values that need the widest copy (a fraction, a value beyond int16): float16 was counted at 2 bytes a voxel, where
+    a fraction makes the copy float32 (4)."""
+    from LiverTumorSegLib.io.conversions import hu_copy_itemsize, to_hu_dtype
+
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        values = np.array([[[-1000.5, 0.25, 1000.0]]], dtype)
+    elif dtype.kind == "b":
+        values = np.array([[[True, False]]])
+    else:
+        info = np.iinfo(dtype)
+        values = np.array([[[info.min, info.max]]], dtype)
+    copy = to_hu_dtype(values)
+    made = 0 if copy is values else copy.itemsize
+    assert made <= hu_copy_itemsize(dtype.itemsize, False, unsigned=dtype.kind == "u", floating=dtype.kind == "f")

@@ -25,7 +25,7 @@ def to_hu_dtype(array: np.ndarray, uint8_if_fits: bool = False) -> np.ndarray:
     made from it again). Any other voxels get the type they get without it, so a label value outside 0..255
     is still reported as stored. Any shape. Floating-point voxels are checked a view at a time through two
     small buffers (:func:`_floats_fit_int16`): at most 2.25 MiB (float64) beside the array, whatever its size, and
-    under the HU copy the memory counts hold for it (:func:`hu_copy_itemsize`: at least 2 bytes a voxel), which they
+    under the HU copy the memory counts hold for it (:func:`hu_copy_itemsize`: 4 bytes a voxel of floats), which they
     let go before the copy is made: no count needs a term of its own for them.
     """
     if array.size == 0:

@@ -30,7 +30,8 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    ``disappeared`` (baseline only, inside the follow-up's field of view), ``not_assessed`` (partly or wholly
    outside the follow-up scan: unseen or cut by its edge; or cut by the baseline scan's edge where the follow-up
    does not reach max(10 mm, its long axis) beyond that edge), ``present`` (cut by the baseline scan's edge,
-   seen at follow-up: no change against its lower-bound baseline size), ``new`` (follow-up only), ``merged``
+   seen at follow-up: no change against its lower-bound baseline size; or a baseline lesion whose axial axes thick
+   tilted slices cap, seen at follow-up: no long-axis change against its lower-bound long axis), ``new`` (follow-up only), ``merged``
    (several baseline lesions -> one, or several -> several), ``split`` (one -> several), else by the long-axis change: ``grown`` (>= +20 %),
    ``shrunk`` (<= -30 %) or ``stable`` (the RECIST 1.1 thresholds applied to each lesion).
 3. **Response** (:func:`~LiverTumorSegLib.metrics.recist.recist_response`): the baseline's target lesions
@@ -85,7 +86,9 @@ neither counted as disappeared nor measured (RECIST 1.1: a target not assessed m
 progression is shown otherwise); its entry's ``not_assessed_reason`` says which (:data:`NOT_ASSESSED_REASONS`).
 ``present``: a baseline lesion cut by the baseline scan's edge, seen at follow-up: its baseline size is a lower
 bound, so its change is not measured (None); gone on a follow-up that shows that far beyond the edge, it is
-``disappeared``."""
+``disappeared``. So is a baseline lesion whose axial axes thick tilted slices cap (``axial_axes_limited_by_slices``)
+seen at follow-up: its long axis is a lower bound, so its long-axis change is None (its volume change is given: the
+slices do not cut its volume); gone, it is ``disappeared``."""
 EDGE_CONTINUATION_MIN_MM = 10.0
 OUTSIDE_FOLLOWUP_VIEW = "outside_followup_view"
 BASELINE_EDGE_NOT_COVERED = "baseline_edge_not_covered"
@@ -1309,6 +1312,17 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
             entry["baseline_cut_by_scan_edge"] = True  # seen whole at follow-up; its baseline size is a lower bound
             if entry["status"] in ("grown", "shrunk", "stable"):  # a change against a lower bound is none of them
                 entry["status"] = "present"
+    # so are the axial axes of a baseline lesion on too few of its scan's thick tilted slices (never a target): cut
+    # short by the slices, not by its own edge (30 mm read 16.1 mm), its long axis is a lower bound and a change
+    # against it is not measured: a whole follow-up lesion read 'grown' (16.1 -> 32.3 mm) and the non-target growth
+    # warning named it. Its volume, which the slices do not cut, keeps its change.
+    for entry in entries:
+        if entry["status"] == "not_assessed" or not any(
+                base_by_id[i].get("axial_axes_limited_by_slices") for i in entry["baseline_ids"]):
+            continue
+        entry["long_axis_change_mm"] = entry["long_axis_change_percent"] = None
+        if entry["status"] in ("grown", "shrunk", "stable"):
+            entry["status"] = "present"
     base_sum = base_report["recist"]["sum_of_diameters_mm"] if targets else None
     new_lesion = any(e["status"] == "new" and e["unequivocal"] for e in entries)
     followup_count = sum(len(e["followup_ids"]) for e in entries if not (e["status"] == "new" and not e["unequivocal"]))
@@ -1702,6 +1716,8 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
         for side, name in (("baseline", "baseline"), ("followup", "follow-up")):  # as the edge's: per row
             if e.get(f"{side}_axial_axes_limited_by_slices"):
                 cut += f"; axes limited by the {name}'s tilted slices: {name} size may be cut short"
+                if side == "baseline":  # a lower bound, as the edge's: its long-axis change is None
+                    cut += ", long-axis change not measured"
         if e["status"] == "new" and e.get("unequivocal") is False:  # printed beside 'CR' as if it counted
             cut += (f"; equivocal (long axis under {change.get('min_new_lesion_mm', DEFAULT_MIN_NEW_LESION_MM):g} mm): "
                     f"not counted as a new lesion")

@@ -1663,7 +1663,8 @@ CHANGE_TABLE_COLUMNS = (
     # (column name, change-entry key, unit, description)
     ("Lesion", "number", "", "Number of the lesion (group) in the follow-up comparison"),
     ("Status", "status", "", "new, disappeared, grown, shrunk, stable, present (cut by the baseline scan's edge, "
-                             "seen at follow-up: change not measured), merged, split or not_assessed (not wholly "
+                             "seen at follow-up: change not measured; or its baseline axes limited by tilted "
+                             "slices: long axis change not measured), merged, split or not_assessed (not wholly "
                              "shown by the follow-up scan)"),
     ("Baseline lesions", "baseline_ids", "", "Lesion numbers in the baseline lesion table"),
     ("Follow-up lesions", "followup_ids", "", "Lesion numbers in the follow-up lesion table"),

@@ -9,7 +9,8 @@ allowed) and each gets a status: new, disappeared, grown (long axis >= +20 %), s
 merged, split, not_assessed (a baseline lesion partly or wholly outside the follow-up scan's field of view, or
 one cut by the baseline scan's edge where the follow-up does not reach max(10 mm, its long axis) beyond that
 edge) or present (cut by the baseline scan's edge, seen at follow-up: its change is not measured; gone on a
-follow-up that shows that far, it is disappeared), with volume and long/short-axis change. ``response`` is the
+follow-up that shows that far, it is disappeared; or with its baseline axes capped by thick tilted slices: its
+long-axis change is not measured), with volume and long/short-axis change. ``response`` is the
 RECIST 1.1 category from the baseline's target lesions (at most 2 measurable liver lesions): CR (no lesion left),
 PR (sum of diameters <= -30 %), PD (>= +20 % and >= 5 mm, or a new lesion of at least --min-new-lesion-mm), else
 SD; with lesions but no measurable target lesion, Non-CR/non-PD (CR when none is left, PD for a new lesion); NE

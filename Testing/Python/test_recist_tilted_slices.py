@@ -291,17 +291,79 @@ def test_an_sd_that_a_capped_targets_stored_slice_axis_makes_pd_gives_that_sum_a
     assert line.endswith("; axes limited by the follow-up's tilted slices: follow-up size may be cut short")
 
 
-def test_a_baseline_lesion_capped_by_tilted_slices_is_flagged_on_its_row():
-    """Capped at baseline (1 slice, no target), whole at follow-up (3 slices): its row reads 'grown' against a
-    capped baseline; baseline_axial_axes_limited_by_slices says so on the row, not the follow-up's key."""
+def test_a_baseline_lesion_capped_by_tilted_slices_is_present_with_no_long_axis_change_as_one_cut_by_the_edge():
+    """Capped at baseline (1 slice, no target: 16.1 mm in true axial planes, 29.8 mm in its stored slice), whole at
+    follow-up (3 slices: 32.3 mm): its row read 'grown' (+100.5 %) against the capped baseline, and the non-target
+    growth warning named it as growth (16.1 -> 32.3 mm). Like a baseline lesion cut by the scan's edge it is now
+    'present', its long-axis change None (a change against a lower bound); its volume (not cut by the slices) keeps
+    its change, 1.42 -> 4.25 mL (+200 %: one slice against three). baseline_axial_axes_limited_by_slices flags the
+    row, not the follow-up's key."""
     from LiverTumorSegLib.followup import change_summary_lines, compare_followup
 
     change = compare_followup(_ellipse_on_slices(1, 15.0), _ellipse_on_slices(3, 15.0))
     assert change["sum_of_diameters"]["target_lesion_ids"] == []
     row = change["lesions"][0]
     assert row["baseline_axial_axes_limited_by_slices"] is True and "followup_axial_axes_limited_by_slices" not in row
+    assert row["status"] == "present" and change["status_counts"]["present"] == 1
+    assert change["status_counts"]["grown"] == 0
+    assert row["baseline_long_axis_mm"] == pytest.approx(16.08, abs=0.01)
+    assert row["followup_long_axis_mm"] == pytest.approx(32.26, abs=0.01)
+    assert row["long_axis_change_mm"] is None and row["long_axis_change_percent"] is None
+    assert row["volume_change_percent"] == pytest.approx(200.0)
+    assert row["volume_change_ml"] == pytest.approx(row["followup_volume_ml"] - row["baseline_volume_ml"])
+    assert not [w for w in change["warnings"] if w.startswith("non-target lesion(s)")]
+    assert change["response"] == "Non-CR/non-PD"
     (line,) = [t for t in change_summary_lines(change) if t.startswith("  1:")]
-    assert line.endswith("; axes limited by the baseline's tilted slices: baseline size may be cut short")
+    assert line.startswith("  1: present ")
+    assert line.endswith("; axes limited by the baseline's tilted slices: baseline size may be cut short, long-axis "
+                         "change not measured")
+    # gone at follow-up it is disappeared, as a lesion cut by the edge is
+    from LiverTumorSegLib.volume import CTVolume
+
+    empty = _ellipse_on_slices(3, 15.0)
+    gone = CTVolume(np.where(empty.array == 2, 1, empty.array).astype(np.uint8), empty.geometry)
+    assert compare_followup(_ellipse_on_slices(1, 15.0), gone)["lesions"][0]["status"] == "disappeared"
+
+
+def test_a_capped_baseline_lesion_beside_a_target_neither_reads_grown_nor_is_named_as_non_target_growth():
+    """A whole target (a ball over 3 slices, 14.1 mm) and the capped ellipse (16.1 mm on 1 slice) at baseline; at
+    follow-up the ball is unchanged and the ellipse lies over 3 slices (33.0 mm): the ellipse's row read 'grown' and
+    the warnings said non-target lesion 2 (16.1 -> 33.0 mm) grew by 20 % and 5 mm or more. It is 'present' now, with
+    no long-axis change and no such warning; the target's row and the response (SD, 14.1 -> 14.1 mm) are as before."""
+    from LiverTumorSegLib.followup import compare_followup
+    from LiverTumorSegLib.volume import CTVolume
+
+    base_labels, geometry = _capped_ellipse_and_ball()
+    follow_labels = base_labels.copy()
+    z, y, x = np.mgrid[:base_labels.shape[0], :base_labels.shape[1], :base_labels.shape[2]]
+    follow_labels[(np.abs(z - 4) <= 1) & (((y - 40) * 0.8 / 15.0) ** 2 + ((x - 30) * 0.8 / 6.0) ** 2 <= 1.0)] = 2
+    change = compare_followup(CTVolume(base_labels, geometry), CTVolume(follow_labels, geometry))
+    rows = {tuple(e["baseline_ids"]): e for e in change["lesions"]}
+    base = {d["id"]: d for d in change["baseline"]["lesions"]}
+    (capped_id,) = [i for i, d in base.items() if d["axial_axes_limited_by_slices"]]
+    (target_id,) = change["sum_of_diameters"]["target_lesion_ids"]
+    capped, target = rows[(capped_id,)], rows[(target_id,)]
+    assert capped["status"] == "present" and capped["long_axis_change_percent"] is None
+    assert capped["baseline_long_axis_mm"] == pytest.approx(16.08, abs=0.01)
+    assert capped["followup_long_axis_mm"] == pytest.approx(32.96, abs=0.05)
+    assert not [w for w in change["warnings"] if w.startswith("non-target lesion(s)")]
+    assert target["status"] == "stable" and target["long_axis_change_percent"] == pytest.approx(0.0)
+    assert change["response"] == "SD"
+    assert change["sum_of_diameters"]["baseline_mm"] == pytest.approx(14.1, abs=0.05)
+    assert change["sum_of_diameters"]["followup_mm"] == pytest.approx(change["sum_of_diameters"]["baseline_mm"])
+
+
+def test_a_follow_up_lesion_capped_by_tilted_slices_keeps_its_status_as_one_cut_by_the_follow_up_edge():
+    """A capped follow-up lesion is treated as one cut by the follow-up scan's edge is (followup_cut_by_scan_edge
+    leaves the row's status and change measured, a lower bound, and flags the row), whether the row holds a target
+    or not (the status does not look at it): the whole ellipse at baseline (32.3 mm) reads 'shrunk' (-50.1 %)
+    against its capped follow-up lesion (16.1 mm), flagged followup_axial_axes_limited_by_slices, not 'present'."""
+    from LiverTumorSegLib.followup import compare_followup
+
+    row = compare_followup(_ellipse_on_slices(3, 15.0), _ellipse_on_slices(1, 15.0))["lesions"][0]
+    assert row["status"] == "shrunk" and row["followup_axial_axes_limited_by_slices"] is True
+    assert row["long_axis_change_percent"] == pytest.approx(-50.14, abs=0.01)
+    assert "baseline_axial_axes_limited_by_slices" not in row
 
 
 def test_a_pd_from_a_nadir_that_counted_a_capped_target_says_the_stored_slice_axes_give_sd():

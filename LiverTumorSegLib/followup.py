@@ -31,8 +31,9 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    outside the follow-up scan: unseen or cut by its edge; or cut by the baseline scan's edge where the follow-up
    does not reach max(10 mm, its long axis) beyond that edge), ``present`` (cut by the baseline scan's edge,
    seen at follow-up: no change against its lower-bound baseline size; or a baseline lesion whose axial axes thick
-   tilted slices cap, seen at follow-up: no long-axis change against its lower-bound long axis), ``new`` (follow-up only), ``merged``
-   (several baseline lesions -> one, or several -> several), ``split`` (one -> several), else by the long-axis change: ``grown`` (>= +20 %),
+   tilted slices cap, seen at follow-up: no long-axis change against its lower-bound long axis), ``new``
+   (follow-up only), ``merged`` (several baseline lesions -> one, or several -> several), ``split`` (one ->
+   several), else by the long-axis change: ``grown`` (>= +20 %),
    ``shrunk`` (<= -30 %) or ``stable`` (the RECIST 1.1 thresholds applied to each lesion).
 3. **Response** (:func:`~LiverTumorSegLib.metrics.recist.recist_response`): the baseline's target lesions
    (at most 2 measurable liver lesions) are followed: their follow-up sum of diameters is the sum of the long

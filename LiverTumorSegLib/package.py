@@ -803,7 +803,7 @@ def rewrite_package_metadata(path: PathLike, change: Callable[[Dict[str, Any]], 
         # architecture, weights_storage or weights_sha256 was written, and only then refused, leaving the package
         # unloadable
         _plan_network(changed, {name: {"shape": list(t.shape), "dtype": _safetensors_dtype(t)}
-                                for name, t in tensors.items()}, path)
+                                for name, t in tensors.items()}, path, advice="")  # the change asked is at fault
         if changed["weights_sha256"] != meta_weights_sha256:
             raise ModelPackageError(f"its weights_sha256 would no longer be the weights' ({meta_weights_sha256[:16]}"
                                     f"...); the weights are not changed here")
@@ -1208,7 +1208,8 @@ def _check_option_types(name: str, options: Dict[str, Any], where: str, advice: 
     for key in getattr(_module(name), "TRANSIENT_OPTIONS", ()):
         if options.get(key, defaults[key]) != defaults[key]:
             raise ModelPackageError(f"{where}: architecture option '{key}' would make the loader read another "
-                                    f"file; a model package must be self-contained, so it is refused.")
+                                    f"file; a model package must be self-contained, so it is refused. "
+                                    f"{advice}".rstrip())
     for key, value in options.items():
         default = defaults[key]
         if default is None or value is None:
@@ -1224,8 +1225,9 @@ def _check_option_types(name: str, options: Dict[str, Any], where: str, advice: 
         else:
             ok = True
         if not ok:
+            # said what was wrong and nothing to do (a package whose metadata was edited and re-sealed)
             raise ModelPackageError(f"{where}: architecture option '{key}' must be like its default "
-                                    f"{default!r}, got {repr(value)[:80]}.")
+                                    f"{default!r}, got {repr(value)[:80]}. {advice}".rstrip())
 
 
 def network_size_problem(parameters: int, activations: Optional[int] = None) -> Optional[str]:
@@ -1311,16 +1313,21 @@ def _compare_tensor_entries(expected: Dict[str, Any], found: Dict[str, Any], whe
                                 f"usable as they are. Re-export the package from the trained model.")
 
 
-def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> int:
+def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path, advice: Optional[str] = None) -> int:
     """Before any weight is read or any real network built: check the options against the architecture,
     build it on the meta device (no memory), and refuse more than MAX_PARAMETERS parameters, more than
     MAX_ACTIVATION_BYTES of layer outputs per 256 x 256 slice, or tensors whose names, shapes or dtypes differ
-    from the network's."""
+    from the network's. ``advice``: what a refusal of the recorded network (too large, not buildable) says to do;
+    None, as loading has it: the package was damaged or edited, obtain a fresh copy (:func:`_fresh_copy_advice`).
+    Those refusals said what was wrong and nothing to do; :func:`rewrite_package_metadata`, refusing a change it
+    was asked to make, gives ''."""
     import torch
 
     from .models import build_model
 
     where = f"Model package '{path}'"
+    if advice is None:
+        advice = f"The package was damaged or edited: {_fresh_copy_advice(path)}"
     arch = meta["architecture"]
     _check_option_types(arch["name"], arch["options"], where, unknown_setting_advice(meta))
     try:
@@ -1330,12 +1337,13 @@ def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> i
         raise _unbuildable(where, exc)
     except Exception as exc:  # noqa: BLE001 - hostile option values may fail anywhere in a constructor
         raise ModelPackageError(f"{where}: its architecture options cannot be built ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); the package is corrupt.")
+                                f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); the package is corrupt. "
+                                f"{advice}".rstrip())
     parameters = int(sum(p.numel() for p in net.parameters()))
     problem = network_size_problem(parameters)
     if problem:
         raise ModelPackageError(f"{where}: {problem}; the package is corrupt or hostile (save_model_package refuses "
-                                f"such a network).")
+                                f"such a network). {advice}".rstrip())
     expected = {k: (tuple(int(d) for d in v.shape), _storage_code(_safetensors_dtype(v), meta))
                 for k, v in net.state_dict().items()}
     found = {k: (tuple(v["shape"]), v["dtype"]) for k, v in header.items() if k != "__metadata__"}
@@ -1348,7 +1356,7 @@ def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> i
     problem = network_size_problem(parameters, activations)
     if problem:
         raise ModelPackageError(f"{where}: {problem}; the package is corrupt or hostile (save_model_package refuses "
-                                f"such a network).")
+                                f"such a network). {advice}".rstrip())
     return activations
 
 

@@ -959,7 +959,9 @@ def _int_weights(tensors):
 # name -> (what, change_meta, change_tensors, raw_meta, words)
 PACKAGE_PROBES = {
     "wide_8000": ("package whose metadata names a U-Net with 8,000-channel layers (1 KB of weights)",
-                  _set_options(channels=[8000, 8000]), None, None, ["M parameters", "more than the 200 M"]),
+                  _set_options(channels=[8000, 8000]), None, None,
+                  ["M parameters", "more than the 200 M",  # and what to do, which it did not say
+                   "such a network). The package was damaged or edited: obtain a fresh copy"]),
     "wide_100000": ("package whose metadata names 100,000-channel layers",
                     _set_options(channels=[100000, 100000]), None, None, ["channels", "numbers up to 65536"]),
     "options_list": ("package whose architecture options are a list",
@@ -971,7 +973,10 @@ PACKAGE_PROBES = {
                           ["records architecture options this library refuses",
                            "'channels' must be a list of at least 2 whole numbers >= 1", "get a fresh copy"]),
     "option_type": ("package with a string where a number belongs (num_res_units)",
-                    _set_options(num_res_units="2"), None, None, ["num_res_units", "like its default"]),
+                    _set_options(num_res_units="2"), None, None,
+                    ["num_res_units", "like its default",  # and what to do, which it did not say
+                     "got '2'. Update LiverTumorSeg if the package comes from a newer version",
+                     "otherwise it was damaged or edited: obtain a fresh copy."]),
     "deep_json": ("package whose metadata JSON nests 100,000 levels deep",
                   None, None, _deep_json, ["nested too deeply"]),
     "deep_32": ("package whose metadata nests 40 levels deep",

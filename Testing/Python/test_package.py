@@ -2123,3 +2123,53 @@ def test_a_damaged_package_is_told_what_to_do(package_path, tmp_path, damage):
     text = str(refused.value)
     assert str(bad) in text and "\n" not in text
     assert text.endswith("Download or copy it again.") or "obtain a fresh copy" in text, text
+
+
+def test_a_too_large_recorded_network_says_what_to_do_on_load_and_not_when_a_rewrite_asked_for_it(tmp_path,
+                                                                                                 monkeypatch):
+    """A package whose re-sealed metadata names 8,000-channel layers was refused with what was wrong only ('the
+    package is corrupt or hostile ...'); loading now adds the advice of the other metadata refusals: a package of the
+    bundled folder is restored from the release, any other re-obtained. rewrite_package_metadata, refusing a change
+    the caller asked for, gives no such advice (a fresh copy would not help: the change is at fault)."""
+    from LiverTumorSegLib.package import (metadata_sha256, read_safetensors_header, rewrite_package_metadata,
+                                          weights_problem)
+    from safetensors.torch import load_file, save_file
+
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    models = tmp_path / "res" / "Models"
+    models.mkdir(parents=True)
+    saved = save_model_package(tmp_path / "clinic.safetensors", _tiny_model(), PREP)
+    kept = saved.read_bytes()
+
+    def widen(meta):
+        meta["architecture"]["options"]["channels"] = [8000, 8000]
+
+    with pytest.raises(InputError) as info:
+        rewrite_package_metadata(saved, widen)
+    assert "more than the 200 M a model package may hold" in str(info.value)
+    assert "fresh copy" not in str(info.value) and "restore it" not in str(info.value)
+    assert saved.read_bytes() == kept
+
+    meta = json.loads(read_safetensors_header(saved)["__metadata__"]["livertumorseg"])
+    widen(meta)
+    meta.pop("metadata_sha256")
+    meta["metadata_sha256"] = metadata_sha256(meta)  # edited and re-sealed
+    for folder in (tmp_path / "elsewhere", models):
+        folder.mkdir(exist_ok=True)
+        bad = folder / "wide.safetensors"
+        save_file(load_file(str(saved)), str(bad), metadata={"livertumorseg": json.dumps(meta), "format": "pt"})
+        if folder == models:  # listed as it is, so that the size check, not the checksum, refuses it
+            from LiverTumorSegLib.package import record_bundled_checksum
+            record_bundled_checksum(bad)
+        with pytest.raises(ModelPackageError) as info:
+            load_model_package(bad)
+        message = str(info.value)
+        assert message.startswith(f"Model package '{bad}': the network has ")
+        assert " M parameters, more than the 200 M a model package may hold" in message
+        assert "such a network). The package was damaged or edited: " in message
+        if folder == models:
+            assert "restore it from the release" in message
+        else:
+            assert message.endswith("obtain a fresh copy (to change a package's metadata on purpose, use "
+                                    "LiverTumorSegLib.package.rewrite_package_metadata on the unchanged original).")
+        assert weights_problem(bad) == message

@@ -1116,12 +1116,16 @@ def _version_tuple(text: Any) -> Optional[Tuple[int, ...]]:
 def unknown_setting_advice(meta: Mapping[str, Any]) -> str:
     """What to do about a package recording a setting this library does not know (a preprocessing key or channel
     kind, an architecture option): update LiverTumorSeg when the package's ``library_version`` is newer than this
-    library, else that or a fresh copy. Those refusals named the setting but said nothing to do."""
+    library, a fresh copy when this version wrote it (every setting this version writes is known here), else
+    either (an older version's package: 0.1.0 was recorded by every version before 27 Nov 2026). Those refusals named the setting but said nothing to do."""
     written = meta.get("library_version")
     theirs, ours = _version_tuple(written), _version_tuple(__version__)
     if theirs is not None and ours is not None and theirs > ours:
         return (f"The package was written by LiverTumorSeg {written}, newer than this one ({__version__}): update "
                 f"LiverTumorSeg to use it.")
+    if theirs is not None and theirs == ours:  # this version wrote it: every setting it writes is known here
+        return (f"It records this version, {__version__}, whose packages hold no such setting: it was damaged or "
+                f"edited; obtain a fresh copy.")
     return (f"Update LiverTumorSeg if the package comes from a newer version (it records library_version "
             f"{str(written)[:40]!r}; this is {__version__}); otherwise it was damaged or edited: obtain a fresh copy.")
 

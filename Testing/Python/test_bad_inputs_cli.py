@@ -975,8 +975,8 @@ PACKAGE_PROBES = {
     "option_type": ("package with a string where a number belongs (num_res_units)",
                     _set_options(num_res_units="2"), None, None,
                     ["num_res_units", "like its default",  # and what to do, which it did not say
-                     "got '2'. Update LiverTumorSeg if the package comes from a newer version",
-                     "otherwise it was damaged or edited: obtain a fresh copy."]),
+                     "got '2'. It records this version, ", "whose packages hold no such setting: it was damaged or "
+                     "edited; obtain a fresh copy."]),
     "deep_json": ("package whose metadata JSON nests 100,000 levels deep",
                   None, None, _deep_json, ["nested too deeply"]),
     "deep_32": ("package whose metadata nests 40 levels deep",

@@ -1387,8 +1387,10 @@ def test_packages_of_a_newer_version_are_listed_as_unusable(tmp_path, monkeypatc
 @pytest.mark.parametrize("written_by, advice", [
     ("9.0.0", "The package was written by LiverTumorSeg 9.0.0, newer than this one ({ours}): update LiverTumorSeg "
               "to use it."),
-    (None, "Update LiverTumorSeg if the package comes from a newer version (it records library_version '{ours}'; "
-           "this is {ours}); otherwise it was damaged or edited: obtain a fresh copy."),
+    (None, "It records this version, {ours}, whose packages hold no such setting: it was damaged or edited; obtain "
+           "a fresh copy."),
+    ("0.1.0", "Update LiverTumorSeg if the package comes from a newer version (it records library_version '0.1.0'; "
+              "this is {ours}); otherwise it was damaged or edited: obtain a fresh copy."),
 ])
 def test_settings_a_newer_version_writes_are_refused_saying_what_to_do(tmp_path, written_by, advice):
     """A package recording a preprocessing key, a channel kind, an architecture option or a weight storage this

@@ -248,7 +248,7 @@ def _metaimage_stored(path: Path, header: _Header) -> Optional[_StoredData]:
     :func:`_check_metaimage_header`'s to refuse; its voxels are taken to start after the header here."""
     marker, name = header.where, _metaimage_data_file(header)
     skip = _metaimage_header_size(header.fields)
-    local = name.upper() == "LOCAL"
+    local = _metaimage_local(name)
     if skip is None or skip < 0:
         return None
     size = path.stat().st_size if local else _detached_size(path, name)
@@ -267,6 +267,17 @@ def _ascii_digits(text: str) -> bool:
     """Whether ``text`` is one or more ASCII digits: ``str.isdigit`` is also true of '²' (byte 0xB2 of a latin-1
     header), which ``int`` refuses."""
     return text.isascii() and text.isdigit()
+
+
+_METAIO_LOCAL = ("LOCAL", "Local", "local")
+"""The ``ElementDataFile`` values MetaIO takes as voxels in the header's own file: any other spelling ('LoCaL') is
+a data file's name, which ITK fails to open (SimpleITK 30 Nov 2026)."""
+
+
+def _metaimage_local(name: str) -> bool:
+    """Whether the ``ElementDataFile`` value ``name`` keeps the voxels in the header's own file, as MetaIO reads it:
+    reading the bytes after a 'LoCaL' header as voxels gave an image where ITK (and 3D Slicer) fail."""
+    return name in _METAIO_LOCAL
 
 
 def _metaimage_data_file(header: _Header) -> str:
@@ -368,7 +379,7 @@ def _check_metaimage_header_size(path: Path, header: _Header) -> None:
     if skip is None or skip < -1:
         raise InputError(f"Cannot read '{path}': its HeaderSize ({text}) is not a byte count (0 or more, or -1 for "
                          f"voxels at the end of the data file). Fix the header.")
-    if 0 < skip < header.where.end() and _metaimage_data_file(header).upper() == "LOCAL":
+    if 0 < skip < header.where.end() and _metaimage_local(_metaimage_data_file(header)):
         raise InputError(f"Cannot read '{path}': its header sets HeaderSize = {skip} with the voxels in the same file "
                          f"(ElementDataFile = LOCAL), but the header itself is {header.where.end()} bytes long, so "
                          f"ITK-based readers would read header text as voxels. Remove the HeaderSize line (or set it "
@@ -535,7 +546,8 @@ def detached_data_file(path: Path) -> Optional[Path]:
         name = header.fields.get("data file") or header.fields.get("datafile") or ""
     else:
         name = _metaimage_data_file(header)
-    if not name or name.upper() == "LOCAL" or _several_data_files(name):
+    local = name.upper() == "LOCAL" if header.kind == "nrrd" else _metaimage_local(name)
+    if not name or local or _several_data_files(name):
         return None
     return Path(path).parent / name
 

@@ -317,3 +317,21 @@ def test_compressed_data_size_reads_ascii_digits_only():
     assert _metaimage_compressed_size({"compresseddatasize": "\u00b2"}) is None
     assert _metaimage_compressed_size({"compresseddatasize": "1\u00b2"}) is None
     assert _metaimage_compressed_size({}) is None
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("spelling", ["LOCAL", "Local", "local", "LoCaL", "lOCAL"])
+def test_local_voxels_only_where_metaio_spells_local_so(tmp_path, spelling, compressed):
+    """MetaIO keeps the voxels in the header's own file for ElementDataFile LOCAL, Local or local only; another
+    spelling ('LoCaL') is a data file's name, which ITK (and 3D Slicer) cannot find. The reader read the bytes after
+    such a header as voxels where ITK fails (compressed files since the fast inflate, uncompressed ones since the
+    read in steps); now it says the data file is missing, as for any .mhd whose .raw was left behind."""
+    extra = f"CompressedData = True\nCompressedDataSize = {len(COMPRESSED)}\n" if compressed else ""
+    path = tmp_path / "ct.mha"
+    path.write_bytes(_header(extra, data_file=spelling) + (COMPRESSED if compressed else LITTLE))
+    if spelling in ("LOCAL", "Local", "local"):
+        assert np.array_equal(read_volume(path).array, TRUTH)
+    else:
+        with pytest.raises(InputError, match=f"its voxels are in the data file '{spelling}' its header names, which is "
+                                             f"not there"):
+            read_volume(path)

@@ -222,7 +222,7 @@ def _nrrd_stored(path: Path, header: _Header) -> Optional[_StoredData]:
         size = path.stat().st_size - (end + 2)
         where, start = path, end + 2
     skip = fields.get("byte skip") or fields.get("byteskip") or "0"
-    if raw and skip.isascii() and skip.lstrip("-").isdigit():
+    if raw and _ascii_int(skip):
         size -= max(int(skip), 0)
     return _StoredData(size, header.deflated, where, start)
 
@@ -280,6 +280,13 @@ def _metaimage_local(name: str) -> bool:
     return name in _METAIO_LOCAL
 
 
+def _ascii_int(text: str) -> bool:
+    """Whether ``text`` is a whole number as ``int`` reads it from ASCII: an optional '-' and ASCII digits.
+    ``text.lstrip("-").isdigit()`` let '--1' through (a numbered ElementDataFile pattern 's%03d.raw --1 3 1' stopped
+    the read with ValueError: invalid literal for int())."""
+    return re.fullmatch(r"-?[0-9]+", text) is not None
+
+
 def _metaimage_data_file(header: _Header) -> str:
     """The ``ElementDataFile`` value as written: ``LOCAL``, a file name, ``LIST`` or a numbered pattern."""
     return header.where.group(1).decode("latin-1").strip()
@@ -296,7 +303,7 @@ def _metaimage_header_size(fields: Dict[str, str]) -> Optional[int]:
     """``HeaderSize`` (bytes of a separate data file before its voxels; -1: the voxels are its last bytes), 0 when
     absent, None when not a whole number."""
     text = fields.get("headersize", "") or "0"
-    return int(text) if text.isascii() and text.lstrip("-").isdigit() else None
+    return int(text) if _ascii_int(text) else None
 
 
 _METAIO_TRUE = ("t", "y", "1")
@@ -335,7 +342,13 @@ def _check_metaimage_data_file_count(path: Path, header: _Header) -> None:
         if len(header.where.string) >= 65536:
             return
         count, what = len([line for line in after.splitlines() if line.strip()]), "lists"
-    elif len(value) == 4 and "%" in value[0] and all(_ascii_digits(word.lstrip("-")) for word in value[1:]):
+    elif len(value) == 4 and "%" in value[0]:
+        if not all(_ascii_int(word) for word in value[1:]):  # MetaIO's atoi reads '--3' as 0: a step of 0 crashed
+            # the process (SIGFPE), a last number of 0 gave an image of leftover memory
+            raise InputError(f"Cannot read '{path}': its header's numbered data files (ElementDataFile = "
+                             f"{' '.join(value)}) need three whole numbers after the pattern (first, last, step), "
+                             f"which ITK misreads otherwise. Fix those numbers in the header, or export the volume "
+                             f"again.")
         first, last, step = (int(word) for word in value[1:])
         per_file, count, what = int(ndims) - 1, len(range(first, last + 1, step)) if step > 0 else 0, "numbers"
     else:

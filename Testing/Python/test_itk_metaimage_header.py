@@ -335,3 +335,14 @@ def test_local_voxels_only_where_metaio_spells_local_so(tmp_path, spelling, comp
         with pytest.raises(InputError, match=f"its voxels are in the data file '{spelling}' its header names, which is "
                                              f"not there"):
             read_volume(path)
+
+
+@pytest.mark.parametrize("numbers", ["--1 3 1", "1 --3 1", "1 3 --1", "-1 3 1x"])
+def test_a_numbered_data_file_pattern_with_a_malformed_number_is_an_input_error(tmp_path, numbers):
+    """'--1' passed the pattern check's ``lstrip('-').isdigit()`` and ``int`` refused it: read_volume raised
+    ValueError (a traceback from segment) instead of a one-line InputError; let through, MetaIO's atoi reads it as 0:
+    a step of 0 killed the process (SIGFPE), a last number of 0 returned an image of leftover memory."""
+    path = tmp_path / "ct.mhd"
+    path.write_bytes(_header(data_file=f"s%03d.raw {numbers}"))
+    with pytest.raises(InputError, match=r"need three whole numbers after the pattern \(first, last, step\)"):
+        read_volume(path)

@@ -36,6 +36,22 @@ def shown_value(value: Any) -> str:
     return f"'{value}' (text)" if isinstance(value, str) else repr(value)
 
 
+MAX_WHOLE_NUMBER = 2 ** 63 - 1
+"""The largest size of a whole number an option file or training option takes (numpy's and torch's int64): a larger
+one ended in 'internal error: OverflowError: int too large to convert to float' (401 digits), and one of 20 digits
+was refused as 'must be a whole number', which it is."""
+
+
+def _shown_large(number: Any) -> str:
+    """A whole number too large for :data:`MAX_WHOLE_NUMBER` as a message shows it: itself up to 30 digits, else its
+    digit count (a YAML file's 5000-digit number would fill the terminal)."""
+    size = abs(int(number))
+    digits = max(1, int((size.bit_length() - 1) * math.log10(2)))  # str() refuses over 4300 digits (Python 3.11)
+    while 10 ** digits <= size:
+        digits += 1
+    return str(int(number)) if digits <= 30 else f"a number of {digits} digits"
+
+
 def typed_scalar(what: str, value: Any, default: Any, whole_from_text: bool = True) -> Any:
     """``value`` as the type of its scalar ``default`` (the one rule for every option file: top-level training
     options and the nested augmentation / lesion ones). Booleans must be real true/false (the text "false" is
@@ -55,8 +71,13 @@ def typed_scalar(what: str, value: Any, default: Any, whole_from_text: bool = Tr
                 number = float(value)
             except ValueError:
                 number = None
+        integral = isinstance(number, numbers.Integral) and not isinstance(number, (bool, np.bool_))
+        if integral and abs(int(number)) > MAX_WHOLE_NUMBER:  # float() of it overflowed: an internal error
+            span = f" from {-MAX_WHOLE_NUMBER} to {MAX_WHOLE_NUMBER}" if whole else ""
+            raise InputError(f"{what} must be {'a whole number' if whole else 'a finite number'}{span}, got "
+                             f"{_shown_large(number)}.")
         if isinstance(number, (bool, np.bool_)) or not isinstance(number, numbers.Real) \
-                or not math.isfinite(float(number)) or (whole and float(number) != int(number)):
+                or not math.isfinite(float(number)) or (whole and not integral and float(number) != int(number)):
             raise InputError(f"{what} must be {'a whole number' if whole else 'a finite number'}, got "
                              f"{shown_value(value)}.")
         return int(number) if whole else float(number)

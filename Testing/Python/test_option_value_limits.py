@@ -1,0 +1,69 @@
+"""Option values at the edge of what a number can be (found by fuzzing every option of every subcommand with nan,
+inf, -1, 0, 1e308, a 400-digit number, '1,5', ...): each is refused in one line with exit status 2 before any data
+is read, never an internal error."""
+from pathlib import Path
+
+import pytest
+
+from LiverTumorSegLib.cli import main
+from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.training.config import TrainConfig
+
+DATA = Path(__file__).resolve().parents[1] / "Data"
+HUGE = "9" * 400  # float() of it: OverflowError
+LARGE = "99999999999999999999"  # a whole number float() cannot hold exactly: was called 'not a whole number'
+
+
+def _train_argv(tmp_path: Path, *extra: str):
+    csv = tmp_path / "cases.csv"
+    csv.write_text(f"image,label\n{DATA / 'ct3slice_ct.nii.gz'},{DATA / 'ct3slice_liver_seg.nii.gz'}\n")
+    return ["train", "--data", str(csv), "-o", str(tmp_path / "m.safetensors"), "--device", "cpu",
+            "--no-progress", *extra]
+
+
+@pytest.mark.parametrize("command", ["train", "crossval"])
+@pytest.mark.parametrize("option", ["--epochs", "--batch-size", "--patch-size", "--seed", "--num-workers",
+                                    "--warmup", "--checkpoint-every-steps"])
+@pytest.mark.parametrize("value", [HUGE, LARGE])
+def test_a_huge_whole_number_option_is_one_line_exit_2(tmp_path, capsys, command, option, value):
+    """``train --epochs <400 digits>`` was 'internal error: OverflowError: int too large to convert to float'
+    (exit 1); ``--epochs 99999999999999999999`` was refused as 'must be a whole number', which it is."""
+    argv = _train_argv(tmp_path, option, value)
+    argv[0] = command
+    if command == "crossval":
+        argv[argv.index("-o") + 1] = str(tmp_path / "cv")
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "OverflowError" not in err and "internal error" not in err
+    assert f"Option {option} in command line must be a whole number from -9223372036854775807 to " \
+           f"9223372036854775807, got " in lines[0]
+    assert ("a number of 400 digits" if value == HUGE else LARGE) in lines[0]
+    assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "cv").exists()
+
+
+@pytest.mark.parametrize("key,words", [
+    ("epochs", "Option epochs in {path} must be a whole number from -9223372036854775807 to 9223372036854775807, "
+               "got a number of 400 digits"),
+    ("lr", "Option lr in {path} must be a finite number, got a number of 400 digits"),
+    ("augmentation.blur_probability", "AugmentationConfig.blur_probability must be a finite number, got a number "
+                                      "of 400 digits"),
+    ("lesions.min_liver_voxels", "LesionConfig.min_liver_voxels must be a whole number from "
+                                 "-9223372036854775807 to 9223372036854775807, got a number of 400 digits"),
+])
+def test_a_huge_number_in_a_recipe_is_refused_by_name(tmp_path, key, words):
+    """A training recipe (YAML) with a 400-digit number: the same OverflowError, top level and nested."""
+    parts = key.split(".")
+    text = f"{key}: {HUGE}\n" if len(parts) == 1 else f"{parts[0]}:\n  {parts[1]}: {HUGE}\n"
+    (tmp_path / "r.yaml").write_text(text)
+    with pytest.raises(InputError) as caught:
+        TrainConfig.from_file(tmp_path / "r.yaml")
+    assert words.format(path=tmp_path / "r.yaml") in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_whole_numbers_up_to_int64_are_still_taken():
+    assert TrainConfig.from_dict({"checkpoint_every_steps": 2 ** 63 - 1}).checkpoint_every_steps == 2 ** 63 - 1
+    assert TrainConfig.from_dict({"lr": 1}).lr == 1.0

@@ -102,6 +102,34 @@ def typed_field_value(owner: str, name: str, value: Any, default: Any, optional:
     return typed_scalar(what, value, default)
 
 
+def is_hu_field(name: str) -> bool:
+    """Whether the option ``name`` is in Hounsfield units (``fill_hu``, ``noise_std_hu``, ``hu_shift_range``,
+    ``hypo_contrast_hu``; not ``hu_scale_range``, a factor)."""
+    words = name.split("_")
+    return "hu" in words and "scale" not in words and "probability" not in words
+
+
+def _check_hu_fields(config: Any) -> None:
+    """Refuse an HU option (:func:`is_hu_field`) of ``config`` beyond :data:`preprocessing.config.HU_SETTING_RANGE`
+    (beyond any CT value, and float32-safe): ``fill_hu: 1e300``, ``noise_std_hu: [1e300, 1e300]`` or
+    ``hu_shift_range: [1e300, 1e300]`` in a training recipe were taken, and every augmented patch came out
+    non-finite (NaN and inf in float32), found only once training ran on them."""
+    from .preprocessing.config import HU_SETTING_RANGE
+
+    low, high = HU_SETTING_RANGE
+    for f in fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        if not is_hu_field(f.name) or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                              for v in values):
+            continue
+        if not all(low <= float(v) <= high for v in values):
+            default = f.default if f.default is not MISSING else None
+            default = list(default) if isinstance(default, tuple) else default
+            raise InputError(f"{type(config).__name__}.{f.name} = {value!r} is beyond any CT value: give HU from "
+                             f"{low:g} to {high:g} (its default is {default!r}).")
+
+
 class JsonDataclassMixin:
     """Mix into a ``@dataclass`` whose fields are JSON-compatible (numbers, strings, tuples, lists).
 
@@ -115,6 +143,7 @@ class JsonDataclassMixin:
             default = f.default if f.default is not MISSING else None
             setattr(self, f.name, typed_field_value(type(self).__name__, f.name, getattr(self, f.name), default,
                                                     optional="Optional" in str(f.type)))
+        _check_hu_fields(self)
         validate = getattr(self, "validate", None)
         if validate is not None:
             validate()

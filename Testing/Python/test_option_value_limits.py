@@ -67,3 +67,31 @@ def test_a_huge_number_in_a_recipe_is_refused_by_name(tmp_path, key, words):
 def test_whole_numbers_up_to_int64_are_still_taken():
     assert TrainConfig.from_dict({"checkpoint_every_steps": 2 ** 63 - 1}).checkpoint_every_steps == 2 ** 63 - 1
     assert TrainConfig.from_dict({"lr": 1}).lr == 1.0
+
+
+@pytest.mark.parametrize("option,values,words", [
+    ("--augmentation", '{"fill_hu": 1e300}', "AugmentationConfig.fill_hu = 1e+300 is beyond any CT value: give HU "
+                                             "from -10000 to 10000 (its default is -1024.0)."),
+    ("--augmentation", '{"noise_std_hu": [1e300, 1e300]}', "AugmentationConfig.noise_std_hu = (1e+300, 1e+300) is "
+                                                           "beyond any CT value"),
+    ("--augmentation", '{"hu_shift_range": [-1e300, 1e300]}', "AugmentationConfig.hu_shift_range"),
+    ("--augmentation", '{"fill_hu": -1000000}', "AugmentationConfig.fill_hu = -1000000.0 is beyond any CT value"),
+    ("--lesions", '{"min_lesion_hu": 1e300}', "LesionConfig.min_lesion_hu = 1e+300 is beyond any CT value"),
+    ("--lesions", '{"hypo_contrast_hu": [15, 100000]}', "LesionConfig.hypo_contrast_hu = (15.0, 100000.0) is beyond"),
+])
+def test_an_hu_setting_beyond_any_ct_value_is_refused_before_training(tmp_path, capsys, option, values, words):
+    """An HU option of the augmentation or synthetic lesions at 1e300 was taken, and every augmented patch came out
+    NaN/inf (float32); found only once training ran on them."""
+    code = main(_train_argv(tmp_path, option, values))
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], err
+
+
+def test_hu_settings_within_the_range_and_hu_factors_are_taken():
+    from LiverTumorSegLib.training.augmentation import AugmentationConfig
+    from LiverTumorSegLib.training.synthetic_lesions import LesionConfig
+
+    assert AugmentationConfig(fill_hu=-3024.0, hu_scale_range=(0.5, 2.0)).fill_hu == -3024.0
+    assert LesionConfig(min_lesion_hu=-10000.0).min_lesion_hu == -10000.0

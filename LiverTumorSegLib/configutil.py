@@ -6,7 +6,7 @@ Tuples become lists in :meth:`to_dict`; :meth:`from_dict` refuses unknown keys w
 import math
 import numbers
 from dataclasses import MISSING, asdict, fields
-from typing import Any, Dict, Iterable, Type, TypeVar
+from typing import Any, Dict, Iterable, Optional, Tuple, Type, TypeVar
 
 import numpy as np
 
@@ -102,32 +102,54 @@ def typed_field_value(owner: str, name: str, value: Any, default: Any, optional:
     return typed_scalar(what, value, default)
 
 
-def is_hu_field(name: str) -> bool:
-    """Whether the option ``name`` is in Hounsfield units (``fill_hu``, ``noise_std_hu``, ``hu_shift_range``,
-    ``hypo_contrast_hu``; not ``hu_scale_range``, a factor)."""
+SETTING_SIZE_LIMITS = (("hu", None, None, "HU", "beyond any CT value"),
+                       ("mm", -1000.0, 1000.0, "mm", "beyond any body (1 m)"),
+                       ("deg", -360.0, 360.0, "degrees", "beyond a full turn"),
+                       ("px", -1000.0, 1000.0, "pixels", "beyond any slice"),
+                       ("count", 0.0, 100.0, "a count", "beyond any sensible number"),
+                       ("voxels", 0.0, 1e9, "voxels", "beyond any CT"))
+"""By a word of an option's name (``fill_hu``, ``rim_width_mm``, ``count_range``): the range of each number of a
+nested training option (augmentation, synthetic lesions), its unit and why; ``None``: the preprocessing's
+HU_SETTING_RANGE. Other numbers (factors, fractions; not probabilities, which are checked in
+[0, 1]) are at most :data:`MAX_FACTOR` in size."""
+
+MAX_FACTOR = 1000.0
+
+
+def setting_size_limit(name: str) -> Optional[Tuple[float, float, str, str]]:
+    """``(low, high, unit, why)`` for the numbers of the nested training option ``name``
+    (:data:`SETTING_SIZE_LIMITS`); None for a probability (checked in [0, 1] by its class)."""
     words = name.split("_")
-    return "hu" in words and "scale" not in words and "probability" not in words
+    if "probability" in words:
+        return None
+    for word, low, high, unit, why in SETTING_SIZE_LIMITS:
+        if word in words and not (word == "hu" and "scale" in words):  # hu_scale_range is a factor
+            if low is None:
+                from .preprocessing.config import HU_SETTING_RANGE
+
+                low, high = HU_SETTING_RANGE
+            return low, high, unit, why
+    return -MAX_FACTOR, MAX_FACTOR, "a factor", "beyond any sensible factor"
 
 
-def _check_hu_fields(config: Any) -> None:
-    """Refuse an HU option (:func:`is_hu_field`) of ``config`` beyond :data:`preprocessing.config.HU_SETTING_RANGE`
-    (beyond any CT value, and float32-safe): ``fill_hu: 1e300``, ``noise_std_hu: [1e300, 1e300]`` or
-    ``hu_shift_range: [1e300, 1e300]`` in a training recipe were taken, and every augmented patch came out
-    non-finite (NaN and inf in float32), found only once training ran on them."""
-    from .preprocessing.config import HU_SETTING_RANGE
-
-    low, high = HU_SETTING_RANGE
+def _check_setting_sizes(config: Any) -> None:
+    """Refuse a number of ``config`` (an augmentation or synthetic-lesion setting) beyond its
+    :func:`setting_size_limit`: a training recipe's ``fill_hu: 1e300``, ``noise_std_hu``, ``rim_width_mm``,
+    ``irregularity_range`` or ``texture_noise_factor`` at 1e300 made every augmented patch NaN/inf in float32;
+    ``heterogeneity_scale_mm`` at 1e300 failed in the DataLoader ('Maximum allowed size exceeded') and a
+    ``count_range`` of a billion lesions hung the first sample, all found only once training ran on them."""
     for f in fields(config):  # type: ignore[arg-type]
         value = getattr(config, f.name)
         values = value if isinstance(value, tuple) else (value,)
-        if not is_hu_field(f.name) or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
-                                              for v in values):
+        limit = setting_size_limit(f.name)
+        if limit is None or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
             continue
+        low, high, unit, why = limit
         if not all(low <= float(v) <= high for v in values):
             default = f.default if f.default is not MISSING else None
             default = list(default) if isinstance(default, tuple) else default
-            raise InputError(f"{type(config).__name__}.{f.name} = {value!r} is beyond any CT value: give HU from "
-                             f"{low:g} to {high:g} (its default is {default!r}).")
+            raise InputError(f"{type(config).__name__}.{f.name} = {value!r} is {why}: give {unit} from {low:g} to "
+                             f"{high:g} (its default is {default!r}).")
 
 
 class JsonDataclassMixin:
@@ -143,7 +165,7 @@ class JsonDataclassMixin:
             default = f.default if f.default is not MISSING else None
             setattr(self, f.name, typed_field_value(type(self).__name__, f.name, getattr(self, f.name), default,
                                                     optional="Optional" in str(f.type)))
-        _check_hu_fields(self)
+        _check_setting_sizes(self)
         validate = getattr(self, "validate", None)
         if validate is not None:
             validate()

@@ -95,3 +95,49 @@ def test_hu_settings_within_the_range_and_hu_factors_are_taken():
 
     assert AugmentationConfig(fill_hu=-3024.0, hu_scale_range=(0.5, 2.0)).fill_hu == -3024.0
     assert LesionConfig(min_lesion_hu=-10000.0).min_lesion_hu == -10000.0
+
+
+@pytest.mark.parametrize("section,key,value,words", [
+    # a billion lesions per sample: the first sample never ended
+    ("lesions", "count_range", [10 ** 9, 10 ** 9], "LesionConfig.count_range = (1000000000, 1000000000) is beyond "
+                                                   "any sensible number: give a count from 0 to 100 (its default is "
+                                                   "[1, 6])."),
+    # 'Maximum allowed size exceeded' in the DataLoader
+    ("lesions", "heterogeneity_scale_mm", [1e300, 1e300], "LesionConfig.heterogeneity_scale_mm = (1e+300, 1e+300) is "
+                                                          "beyond any body (1 m): give mm from -1000 to 1000"),
+    # NaN/inf in the lesion's HU
+    ("lesions", "rim_width_mm", [1e300, 1e300], "LesionConfig.rim_width_mm"),
+    ("lesions", "irregularity_range", [1e300, 1e300], "LesionConfig.irregularity_range = (1e+300, 1e+300) is beyond "
+                                                      "any sensible factor: give a factor from -1000 to 1000"),
+    ("lesions", "texture_noise_factor", [1e300, 1e300], "LesionConfig.texture_noise_factor"),
+    ("lesions", "diameter_range_mm", [3, 1000000], "LesionConfig.diameter_range_mm"),
+    ("lesions", "min_liver_voxels", 1e300, "LesionConfig.min_liver_voxels"),
+    ("augmentation", "rotation_range_deg", [-1e300, 1e300], "AugmentationConfig.rotation_range_deg = (-1e+300, "
+                                                            "1e+300) is beyond a full turn: give degrees from -360"),
+    ("augmentation", "blur_sigma_px", [1e300, 1e300], "AugmentationConfig.blur_sigma_px"),
+])
+def test_a_nested_setting_beyond_any_sensible_size_is_refused_before_training(tmp_path, capsys, section, key, value,
+                                                                              words):
+    """Such recipe values were taken and found only once training ran on them (hang, NaN patches, DataLoader
+    errors)."""
+    import json
+
+    code = main(_train_argv(tmp_path, f"--{section}", json.dumps({key: value})))
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], err
+
+
+def test_every_default_setting_lies_within_its_size_limit():
+    import dataclasses
+
+    from LiverTumorSegLib.configutil import setting_size_limit
+    from LiverTumorSegLib.training.augmentation import AugmentationConfig
+    from LiverTumorSegLib.training.synthetic_lesions import LesionConfig
+
+    for config in (AugmentationConfig(), LesionConfig()):
+        for f in dataclasses.fields(config):
+            limit, value = setting_size_limit(f.name), getattr(config, f.name)
+            if limit is not None and isinstance(value, (int, float, tuple)) and not isinstance(value, bool):
+                assert all(limit[0] <= v <= limit[1] for v in (value if isinstance(value, tuple) else (value,)))

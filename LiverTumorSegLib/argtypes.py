@@ -1,6 +1,8 @@
-"""argparse types for numeric options with a lower bound, shared by the benchmark and helper scripts: each refuses
-text that is no number, NaN, infinity and values under the bound with one argparse line naming the rule (0 repeats
-printed 'inf s', a negative shape ended in numpy's traceback)."""
+"""argparse types for numeric options. :func:`number`: every number option of the ``livertumorseg`` commands, whose
+parse error says how to write the value (a decimal point, digits alone), where argparse said only
+``invalid float value: '1,5'``. :func:`bounded_number`, for the benchmark and helper scripts: also refuses NaN,
+infinity and values under a bound with one argparse line naming the rule (0 repeats printed 'inf s', a negative
+shape ended in numpy's traceback)."""
 import argparse
 import math
 from typing import Callable, List, Union
@@ -26,6 +28,49 @@ def bounded_number(kind: Callable[[str], Number] = int, low: Number = 1, exclusi
             raise argparse.ArgumentTypeError(f"must be {bound}{suffix}{note}, got {text}")
         return value
     return parse
+
+
+def number(kind: Callable[[str], Number] = float, unit: str = "") -> Callable[[str], Number]:
+    """An argparse ``type`` for a command's number option: ``kind(text)`` (int or float), with a message that says
+    what to type where argparse's said only ``invalid float value: '1,5'`` (a decimal comma, an empty value, a
+    hexadecimal or a decimal where a whole number goes). Range checks (NaN, infinity, bounds) stay with the
+    command, which names the rule; :func:`bounded_number` checks both."""
+    of_unit = f" (in {unit})" if unit else ""
+
+    def parse(text: str) -> Number:
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+        what = "a whole number" if kind is int else "a number"
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"must be {what}{of_unit}, got an empty value; give one, e.g. "
+                                             f"{_example(kind)}") from None
+        if "," in text and kind is int and _reads_as_float(text.replace(",", "")):
+            raise argparse.ArgumentTypeError(f"must be {what}{of_unit}, got '{shown}': write it in digits alone, "
+                                             f"without ',', e.g. {_example(kind)}") from None
+        if "," in text and kind is not int and _reads_as_float(text.replace(",", ".")):
+            raise argparse.ArgumentTypeError(f"must be {what}{of_unit}, got '{shown}': write decimals with a point, "
+                                             f"e.g. {text.strip().replace(',', '.')}") from None
+        if kind is int and _reads_as_float(text) and math.isfinite(float(text)):
+            raise argparse.ArgumentTypeError(f"must be {what}{of_unit}, got '{shown}': give it without a fraction or "
+                                             f"exponent, e.g. {_example(kind)}") from None
+        raise argparse.ArgumentTypeError(f"must be {what}{of_unit} written in decimal digits, got '{shown}', e.g. "
+                                         f"{_example(kind)}") from None
+    return parse
+
+
+def _example(kind: Callable[[str], Number]) -> str:
+    return "4" if kind is int else "2.5"
+
+
+def _reads_as_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def seed_list(text: str, example: str = "0,1,2") -> List[int]:

@@ -71,6 +71,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+from ..argtypes import number
 from ..casenames import case_key, case_name, name_with_channel_suffix
 from ..errors import InputError, OutputExistsError, ResourceError
 from ..fileutil import is_dicom_file, same_file_among, similar_names_hint
@@ -430,9 +431,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="what --prob is the probability of (default: tumor)")
     p.add_argument("--images", help="CT file or folder of CT files named like the cases (a DICOM series folder "
                                     "with one case), background of the overlay PNGs")
-    p.add_argument("--detection-iou", type=float, default=0.5, metavar="IOU",
+    p.add_argument("--detection-iou", type=number(float), default=0.5, metavar="IOU",
                    help="a lesion is detected when IoU > this (default 0.5, LiTS)")
-    p.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26,
+    p.add_argument("--connectivity", type=number(int), choices=[6, 18, 26], default=26,
                    help="voxel connectivity of lesions (default 26, as segment's lesion report counts them; "
                         "the LiTS challenge script used 6, scipy's default: pass 6 to compare with LiTS numbers)")
     p.add_argument("--rank-metric", default="dice_liver", metavar="COLUMN",

@@ -26,6 +26,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Optional
 
+from ..argtypes import number
 from ..errors import InputError
 
 
@@ -44,9 +45,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--title", default="", help="text put before the response in the picture's title")
     p.add_argument("--alignment", choices=["auto", "ct", "liver", "none"], default="auto",
                    help="auto (default): CTs when both are given, else liver masks; none: scanner coordinates")
-    p.add_argument("--min-new-lesion-mm", type=float, default=5.0, metavar="MM",
+    p.add_argument("--min-new-lesion-mm", type=number(float, "mm"), default=5.0, metavar="MM",
                    help="new lesions with a shorter long axis (mm) are listed but do not make PD (default 5)")
-    p.add_argument("--nadir-sum-mm", type=float, default=None, metavar="MM",
+    p.add_argument("--nadir-sum-mm", type=number(float, "mm"), default=None, metavar="MM",
                    help="smallest sum of diameters of the baseline's target lesions at an earlier follow-up (e.g. "
                         "sum_of_diameters.followup_mm of that follow-up's change report): RECIST 1.1 judges "
                         "progression from the smallest sum on study; without it, from the baseline")
@@ -63,7 +64,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "--after-complete-response (confirm that CR), so a chain of follow-ups carries both; not with "
                         "--nadir-sum-mm or --after-complete-response")
     for when, scan in (("baseline", "the baseline's"), ("followup", "the follow-up's")):
-        p.add_argument(f"--{when}-slice-thickness-mm", type=float, default=None, metavar="MM",
+        p.add_argument(f"--{when}-slice-thickness-mm", type=number(float, "mm"), default=None, metavar="MM",
                        help=f"the reconstruction thickness of {scan} slices in mm, for its RECIST measurable minimum "
                             f"(twice it above 5 mm){' and so the choice of target lesions' if when == 'baseline' else ''}"
                             f"; wins over the DICOM SliceThickness of --{when}-ct (report: slice_thickness_source "

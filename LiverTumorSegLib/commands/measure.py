@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .. import __version__
+from ..argtypes import number
 from ..errors import InputError
 from ..io.formats import READ_SUFFIXES
 from ..metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, SLICE_THICKNESS_SOURCE_WORDS,
@@ -40,7 +41,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="with a DICOM folder as --ct: the series (UID, unique UID prefix, description or number)")
     p.add_argument("--probabilities", default=None, metavar="PROB",
                    help="tumor probability map on the label grid (floats 0..1 or uint8 255 = 1.0)")
-    p.add_argument("--slice-thickness-mm", type=float, default=None, metavar="MM",
+    p.add_argument("--slice-thickness-mm", type=number(float, "mm"), default=None, metavar="MM",
                    help="the reconstruction thickness of the slices in mm, for RECIST's measurable minimum (twice it "
                         "above 5 mm); wins over the DICOM SliceThickness of --ct (report: slice_thickness_source "
                         "'given'); default: that DICOM value, else that of a DICOM SEG label map, else the slice "

@@ -9,6 +9,7 @@ writes a PNG grid: rows = axial slices, columns = the original (abdomen window) 
 import argparse
 from typing import Any
 
+from ..argtypes import number
 from ..errors import InputError
 
 
@@ -30,7 +31,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                             "'default', or a .safetensors path), as segment applies it with --model, except that a "
                             "child-sized body, which segment gives the network enlarged in-plane, is shown at its "
                             "own size")
-    p.add_argument("--slices", type=int, default=3, help="number of axial slices to show (default 3)")
+    p.add_argument("--slices", type=number(int), default=3, help="number of axial slices to show (default 3)")
     p.add_argument("--series", default=None,
                    help="which series of a DICOM folder holding several: its SeriesInstanceUID, a unique UID "
                         "prefix, its series description, or its number in the listing the error shows (1, 2, ...)")

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, TextIO
 
 import numpy as np
 
+from ..argtypes import number
 from ..errors import CancelledError, InputError, LiverTumorSegError, out_of_memory_error
 from ..inference.options import add_segmentation_arguments, options_from_args, postprocessing_from_args  # noqa: F401
 from ..inference.options import PROBABILITY_SUFFIXES
@@ -53,7 +54,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--series", default=None,
                    help="which series of a DICOM folder holding several: its SeriesInstanceUID, a unique UID "
                         "prefix, its series description, or its number in the listing the error shows (1, 2, ...)")
-    p.add_argument("--slice-thickness-mm", type=float, default=None, metavar="MM",
+    p.add_argument("--slice-thickness-mm", type=number(float, "mm"), default=None, metavar="MM",
                    help="the reconstruction thickness of the CT's slices in mm, for RECIST's measurable minimum "
                         "(twice it above 5 mm); wins over a DICOM SliceThickness (report: slice_thickness_source "
                         "'given'); default: the DICOM SliceThickness, else the slice spacing; one CT only")

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..argtypes import number
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def add_config_options(parser: argparse.ArgumentParser, help_for: Optional[Dict[
         elif f.name == "preprocessing":
             parser.add_argument(*names, dest=f.name, type=_preprocessing_value, default=None, help=help_text)
         elif f.name == "split_seed":
-            parser.add_argument(*names, dest=f.name, type=int, default=None, metavar="SEED", help=help_text)
+            parser.add_argument(*names, dest=f.name, type=number(int), default=None, metavar="SEED", help=help_text)
         elif isinstance(value, bool):
             shown = help_text if f.name in help_for else _with_default(help_text, value)
             parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
@@ -176,7 +177,8 @@ def add_config_options(parser: argparse.ArgumentParser, help_for: Optional[Dict[
         else:
             shown = help_text if f.name in help_for else _with_default(help_text, value)
             metavar = METAVAR.get(f.name, "N" if type(value) is int else None)
-            parser.add_argument(*names, dest=f.name, type=type(value), default=None, metavar=metavar, help=shown)
+            kind = number(type(value)) if type(value) in (int, float) else type(value)
+            parser.add_argument(*names, dest=f.name, type=kind, default=None, metavar=metavar, help=shown)
 
 
 def add_progress_options(parser: argparse.ArgumentParser, dest: str = "progress_bar") -> None:

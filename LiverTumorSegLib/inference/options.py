@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from ..argtypes import number
 from ..errors import InputError, option_hint
 from .device import DEVICE_CHOICES, MAX_THREADS, PRECISIONS, check_count, check_precision, cuda_index
 from .engine import BACKENDS
@@ -424,7 +425,7 @@ def add_segmentation_arguments(parser: Any) -> None:
             last = switch.field.rsplit("_", 1)[-1]
             unit = "P" if last == "probability" else last.upper()  # MM, ML, P
             # default None: a value typed at its default is still "given" (refused beside --no-postprocess)
-            parser.add_argument(switch.flag, type=float, default=None, metavar=unit,
+            parser.add_argument(switch.flag, type=number(float, {"MM": "mm", "ML": "mL"}.get(unit, "")), default=None, metavar=unit,
                                 help=f"{switch.help} (default {default:g})")
     parser.add_argument("--tta", action="store_true", help="test-time left-right flip augmentation (slower)")
     parser.add_argument("--two-stage", action="store_true", help="coarse liver localisation, then full-res crop")
@@ -433,17 +434,17 @@ def add_segmentation_arguments(parser: Any) -> None:
                              "per run, so it only pays off on long volumes: on 2 idle cores both ran a 32-slice "
                              "256x256 CT in 1.1 s); auto = onnx when installed and torch would run fp32 on this "
                              "CPU (ONNX Runtime runs fp32 only, slower than torch's bf16), else torch")
-    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+    parser.add_argument("--batch-size", type=number(int), default=None, metavar="N",
                         help="slices per batch (default: from free GPU memory on a GPU, 8 on the CPU)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: OMP_NUM_THREADS where set, else all cores)")
+    parser.add_argument("--threads", type=number(int), default=None, metavar="N", help="CPU threads (default: OMP_NUM_THREADS where set, else all cores)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default=defaults.precision,
                         help="network arithmetic. auto (default): bf16 on GPUs, and on CPUs with native bf16 "
                              "(AVX512-BF16/AMX), checked on one batch of the first CT against fp32 (fp32 when "
                              "labels differ on > 0.1 %% of its voxels); fp32; bf16 (unchecked). ONNX runs fp32")
-    parser.add_argument("--window-level", type=float, default=None, metavar="HU",
+    parser.add_argument("--window-level", type=number(float, "HU"), default=None, metavar="HU",
                         help="with --window-width: replace the model's first intensity window (expert override; "
                              "the model was trained with its own)")
-    parser.add_argument("--window-width", type=float, default=None, metavar="HU", help="see --window-level")
+    parser.add_argument("--window-width", type=number(float, "HU"), default=None, metavar="HU", help="see --window-level")
     parser.add_argument("--allow-non-hu", action="store_true",
                         help="accept intensities that do not look like Hounsfield units")
     parser.add_argument("--no-body-size-scaling", action="store_true",

@@ -141,3 +141,43 @@ def test_every_default_setting_lies_within_its_size_limit():
             limit, value = setting_size_limit(f.name), getattr(config, f.name)
             if limit is not None and isinstance(value, (int, float, tuple)) and not isinstance(value, bool):
                 assert all(limit[0] <= v <= limit[1] for v in (value if isinstance(value, tuple) else (value,)))
+
+
+NUMBER_OPTIONS = [("segment", "--slice-thickness-mm", float), ("segment", "--min-lesion-ml", float),
+                  ("segment", "--tumor-liver-margin-mm", float), ("segment", "--batch-size", int),
+                  ("segment", "--threads", int), ("segment", "--window-level", float),
+                  ("preprocess", "--slices", int), ("evaluate", "--detection-iou", float),
+                  ("evaluate", "--connectivity", int), ("measure", "--slice-thickness-mm", float),
+                  ("followup", "--min-new-lesion-mm", float), ("followup", "--nadir-sum-mm", float),
+                  ("followup", "--baseline-slice-thickness-mm", float), ("train", "--lr", float),
+                  ("train", "--epochs", int), ("train", "--split-seed", int), ("crossval", "--grad-clip", float)]
+
+
+def _argv_for(command: str, tmp_path: Path):
+    ct, labels = str(DATA / "ct3slice_ct.nii.gz"), str(DATA / "ct3slice_liver_seg.nii.gz")
+    out = str(tmp_path / "out")
+    return {"segment": ["segment", ct, "-o", out + ".nii.gz"], "preprocess": ["preprocess", ct, "-o", out + ".png"],
+            "evaluate": ["evaluate", "--pred", labels, "--ref", labels, "-o", out],
+            "measure": ["measure", labels, "-o", out + ".json"],
+            "followup": ["followup", "--baseline", labels, "--followup", labels, "-o", out + ".json"],
+            "train": _train_argv(tmp_path), "crossval": ["crossval"] + _train_argv(tmp_path)[1:]}[command]
+
+
+@pytest.mark.parametrize("command,option,kind,value", [
+    (command, option, kind, value) for command, option, kind in NUMBER_OPTIONS
+    for value in ["1,5", "", "0x10"] + (["2.5"] if kind is int else [])])
+def test_a_number_option_typed_wrongly_says_what_to_type(tmp_path, capsys, command, option, kind, value):
+    """argparse said only "invalid float value: '1,5'" (or '', '0x10'), and "invalid int value: '2.5'": what was
+    wrong, not what to type. Now it says how to write it: a decimal point, digits alone, no fraction."""
+    with pytest.raises(SystemExit) as exited:
+        main(_argv_for(command, tmp_path) + [f"{option}={value}"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"livertumorseg {command}: error: argument {option}: must be "
+                           f"{'a whole number' if kind is int else 'a number'}"), err
+    expected = {"1,5": "without ','" if kind is int else "write decimals with a point, e.g. 1.5",
+                "": "got an empty value; give one, e.g.", "0x10": "written in decimal digits, got '0x10', e.g.",
+                "2.5": "got '2.5': give it without a fraction or exponent, e.g. 4"}[value]
+    assert expected in last, err
+    assert "Traceback" not in err and not list(tmp_path.glob("out*"))

@@ -115,6 +115,11 @@ HU_SETTING_RANGE. Other numbers (factors, fractions; not probabilities, which ar
 
 MAX_FACTOR = 1000.0
 
+SMALLEST_NONZERO = {"mm": (0.1, "below any CT pixel"), "a factor": (1e-6, "too small to be meant")}
+"""By unit: the smallest size other than 0 a nested training setting may have, and why: ``elastic_grid_mm: 1e-308``
+ended in 'OverflowError: cannot convert float infinity to integer' in the DataLoader, and ``zoom_range`` of 1e-300
+made NaN patches."""
+
 
 def setting_size_limit(name: str) -> Optional[Tuple[float, float, str, str]]:
     """``(low, high, unit, why)`` for the numbers of the nested training option ``name``
@@ -137,7 +142,8 @@ def _check_setting_sizes(config: Any) -> None:
     :func:`setting_size_limit`: a training recipe's ``fill_hu: 1e300``, ``noise_std_hu``, ``rim_width_mm``,
     ``irregularity_range`` or ``texture_noise_factor`` at 1e300 made every augmented patch NaN/inf in float32;
     ``heterogeneity_scale_mm`` at 1e300 failed in the DataLoader ('Maximum allowed size exceeded') and a
-    ``count_range`` of a billion lesions hung the first sample, all found only once training ran on them."""
+    ``count_range`` of a billion lesions hung the first sample, all found only once training ran on them. A size other
+    than 0 under :data:`SMALLEST_NONZERO` likewise."""
     for f in fields(config):  # type: ignore[arg-type]
         value = getattr(config, f.name)
         values = value if isinstance(value, tuple) else (value,)
@@ -150,6 +156,12 @@ def _check_setting_sizes(config: Any) -> None:
             default = list(default) if isinstance(default, tuple) else default
             raise InputError(f"{type(config).__name__}.{f.name} = {value!r} is {why}: give {unit} from {low:g} to "
                              f"{high:g} (its default is {default!r}).")
+        smallest, why = SMALLEST_NONZERO.get(unit, (0.0, ""))
+        if any(0.0 < abs(float(v)) < smallest for v in values):
+            default = f.default if f.default is not MISSING else None
+            default = list(default) if isinstance(default, tuple) else default
+            raise InputError(f"{type(config).__name__}.{f.name} = {value!r} is {why}: a size other than 0 must be at "
+                             f"least {smallest:g}{' mm' if unit == 'mm' else ''} (its default is {default!r}).")
 
 
 class JsonDataclassMixin:

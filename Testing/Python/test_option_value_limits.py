@@ -181,3 +181,29 @@ def test_a_number_option_typed_wrongly_says_what_to_type(tmp_path, capsys, comma
                 "2.5": "got '2.5': give it without a fraction or exponent, e.g. 4"}[value]
     assert expected in last, err
     assert "Traceback" not in err and not list(tmp_path.glob("out*"))
+
+
+@pytest.mark.parametrize("values,words", [
+    # 'OverflowError: cannot convert float infinity to integer' in the DataLoader
+    ({"elastic_grid_mm": 1e-308}, "AugmentationConfig.elastic_grid_mm = 1e-308 is below any CT pixel: a size other "
+                                  "than 0 must be at least 0.1 mm (its default is 40.0)."),
+    # NaN patches
+    ({"zoom_range": [1e-300, 1e-300]}, "AugmentationConfig.zoom_range = (1e-300, 1e-300) is too small to be meant: a "
+                                       "size other than 0 must be at least 1e-06"),
+])
+def test_a_nested_setting_too_small_to_be_meant_is_refused(tmp_path, capsys, values, words):
+    import json
+
+    code = main(_train_argv(tmp_path, "--augmentation", json.dumps(values)))
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
+    assert code == 2, err
+    assert len(lines) == 1 and words in lines[0], err
+
+
+def test_zero_stays_a_size_where_a_setting_takes_it():
+    from LiverTumorSegLib.training.augmentation import AugmentationConfig
+    from LiverTumorSegLib.training.synthetic_lesions import LesionConfig
+
+    assert AugmentationConfig(shift_range_fraction=(0.0, 0.0)).shift_range_fraction == (0.0, 0.0)
+    assert LesionConfig(necrosis_min_diameter_mm=0.0, irregularity_range=(0.0, 0.0)).necrosis_min_diameter_mm == 0.0

@@ -835,6 +835,28 @@ def _refuse_a_surface_rank_metric_without_surfaces(metric: str, no_surface: bool
                          f"--rank-metric an overlap column (e.g. dice_liver), or leave --no-surface out.")
 
 
+def _refuse_an_unknown_rank_metric(metric: str, no_surface: bool, prob_structure: Optional[str]) -> None:
+    """InputError before any case is read when ``--rank-metric`` names no column cases.csv will have: a misspelt
+    metric (``dice_livr``) was refused only after every case had been read and scored (minutes on a data set, with
+    surface distances), and nothing was written. The columns are those of :func:`evaluate_case` on a 4 x 6 x 6 pair
+    (milliseconds; its keys depend only on ``surface``), and ``roc_auc_<structure>`` with ``--prob``."""
+    import numpy as np
+
+    from ..metrics.lits import evaluate_case
+
+    labels = np.zeros((4, 6, 6), np.uint8)
+    labels[1:3, 1:5, 1:5] = 1
+    labels[2, 2:4, 2:4] = 2
+    row = dict(evaluate_case(labels.copy(), labels, (1.0, 1.0, 1.0), case="probe", surface=not no_surface))
+    if prob_structure is not None:
+        row[f"roc_auc_{prob_structure}"] = 0.5
+    if metric not in row:
+        numeric = sorted(key for key, value in row.items()
+                         if isinstance(value, (int, float, np.number)) and not isinstance(value, bool))
+        raise InputError(f"--rank-metric {metric} is not a column of this evaluation's cases.csv; choose one of: "
+                         f"{', '.join(numeric)}.")
+
+
 def _say_surfaces_were_not_computed(settings: Dict[str, object]) -> None:
     """Make summary.json's ``settings`` (changed in place) say that ``--no-surface`` left the surface distances out:
     it described how they are computed, and listed assd_tumor_mm ... among the tumor columns, as if they were."""
@@ -859,6 +881,8 @@ def evaluate_folders(args) -> Dict[str, object]:
     if not 0.0 <= args.detection_iou < 1.0:
         raise InputError(f"--detection-iou must be in [0, 1), got {args.detection_iou}.")
     _refuse_a_surface_rank_metric_without_surfaces(args.rank_metric, args.no_surface)
+    _refuse_an_unknown_rank_metric(args.rank_metric, args.no_surface,
+                                   args.prob_structure if getattr(args, "prob", None) else None)
     out_dir = Path(args.output_dir)
     for folder, option in ((args.pred, "--pred"), (args.ref, "--ref"), (args.images, "--images"),
                            (args.prob, "--prob")):

@@ -207,3 +207,39 @@ def test_zero_stays_a_size_where_a_setting_takes_it():
 
     assert AugmentationConfig(shift_range_fraction=(0.0, 0.0)).shift_range_fraction == (0.0, 0.0)
     assert LesionConfig(necrosis_min_diameter_mm=0.0, irregularity_range=(0.0, 0.0)).necrosis_min_diameter_mm == 0.0
+
+
+def test_a_misspelt_rank_metric_is_refused_before_any_case_is_read(tmp_path, capsys, monkeypatch):
+    """``evaluate --rank-metric dice_livr`` read and scored every case (minutes on a data set, with surface
+    distances), then was refused, with nothing written."""
+    from LiverTumorSegLib.commands import evaluate
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("a case was read before --rank-metric was checked")
+
+    monkeypatch.setattr(evaluate, "_read_case", no_read)
+    labels = str(DATA / "ct3slice_liver_seg.nii.gz")
+    ref = tmp_path / "ref.nii.gz"
+    ref.write_bytes(Path(labels).read_bytes())
+    code = main(["evaluate", "--pred", labels, "--ref", str(ref), "-o", str(tmp_path / "ev"),
+                 "--rank-metric", "dice_livr", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: --rank-metric dice_livr is not a column of this evaluation's cases.csv; choose "
+                           "one of: accuracy_liver, "), err
+    assert " dice_liver, " in last and "AssertionError" not in err and not (tmp_path / "ev").exists()
+
+
+@pytest.mark.parametrize("metric,no_surface,prob_structure,refused", [
+    ("dice_liver", False, None, False), ("hd95_tumor_mm", False, None, False), ("lesion_recall", True, None, False),
+    ("roc_auc_tumor", False, "tumor", False), ("roc_auc_tumor", False, None, True), ("dice_livr", True, None, True),
+    ("hd95_tumor_mm", True, None, True)])
+def test_rank_metric_columns_known_before_reading(metric, no_surface, prob_structure, refused):
+    from LiverTumorSegLib.commands.evaluate import _refuse_an_unknown_rank_metric
+
+    if refused:
+        with pytest.raises(InputError, match=f"--rank-metric {metric} is not a column"):
+            _refuse_an_unknown_rank_metric(metric, no_surface, prob_structure)
+    else:
+        _refuse_an_unknown_rank_metric(metric, no_surface, prob_structure)

@@ -1148,14 +1148,20 @@ def check_after_complete_response(after_complete_response: Any, nadir_sum_mm: Op
                          f"remained.")
 
 
+MAX_MIN_NEW_LESION_MM = 1000.0
+"""The largest new-lesion threshold taken (mm): longer than any liver, so a larger one (1e308) only switched the
+new-lesion rule off without a word."""
+
+
 def check_min_new_lesion_mm(value: Any, name: str = "min_new_lesion_mm") -> float:
-    """``value`` as a float when it is a finite number >= 0 (mm), else InputError naming ``name`` (``nan < 0`` is
-    False: a NaN threshold let no new lesion make PD)."""
+    """``value`` as a float when it is a finite number from 0 to :data:`MAX_MIN_NEW_LESION_MM` (mm), else InputError
+    naming ``name`` (``nan < 0`` is False: a NaN threshold let no new lesion make PD)."""
     import math
 
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(value)) or value < 0:
-        raise InputError(f"{name} must be a finite number >= 0 (mm), got {value!r}.")
+            or not math.isfinite(float(value)) or value < 0 or value > MAX_MIN_NEW_LESION_MM:
+        raise InputError(f"{name} must be a finite number from 0 to {MAX_MIN_NEW_LESION_MM:g} (mm; a new lesion "
+                         f"longer than any liver never counts), got {value!r}.")
     return float(value)
 
 

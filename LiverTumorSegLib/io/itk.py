@@ -720,7 +720,8 @@ def check_nrrd_key_values(path: Union[str, Path]) -> None:
 
 def check_header_dimension(path: Path) -> None:
     """Refuse, before ITK reads it, a NRRD or MetaImage header whose axis count is not a whole number in
-    1..:data:`MAX_HEADER_DIMENSIONS`, or a NRRD header with more key/value entries than ITK parses in reasonable
+    1..:data:`MAX_HEADER_DIMENSIONS` or whose sizes are not whole numbers (:func:`_check_header_sizes`), or a NRRD
+    header with more key/value entries than ITK parses in reasonable
     time (:func:`check_nrrd_key_values`): InputError; other files pass."""
     check_nrrd_key_values(path)
     header = _read_header(Path(path))
@@ -739,6 +740,29 @@ def check_header_dimension(path: Path) -> None:
                          f"have (a 3D volume has 3); the header is damaged. Export the volume again.")
     if header.kind == "metaimage":
         _check_metaimage_value_counts(path, header, count)
+    _check_header_sizes(path, header, count)
+
+
+MAX_HEADER_AXIS_SIZE = 2 ** 31 - 1
+"""The most voxels along one axis a NRRD ``sizes`` or MetaImage ``DimSize`` value may give: ITK's NRRD reader kept
+only the low 32 bits of a larger one (99999999999 became 1215752191)."""
+
+
+def _check_header_sizes(path: Path, header: _Header, count: int) -> None:
+    """Refuse a NRRD ``sizes`` or MetaImage ``DimSize`` whose first ``count`` values are not whole numbers of voxels
+    in 0..:data:`MAX_HEADER_AXIS_SIZE` (digits only): ITK read ``1.5`` as 1, ``1e308`` and ``18446744073709551617``
+    as 1 and ``8.5`` as 8, so a label map of 8 slices became one slice of background without an error (the reader
+    fuzzing audit). A size of 0 is left to the reader's own 'zero size' message."""
+    key = "sizes" if header.kind == "nrrd" else "dimsize"
+    text = header.fields.get(key)
+    if text is None:
+        return
+    words = text.split()[:count]
+    if all(re.fullmatch(r"\+?\d+", word) and int(word) <= MAX_HEADER_AXIS_SIZE for word in words):
+        return
+    name = "sizes" if header.kind == "nrrd" else next((n for n in header.names if n.lower() == key), "DimSize")
+    raise InputError(f"Cannot read '{path}': its header's {name} is '{text}', not {count} whole numbers of voxels "
+                     f"(each 0..{MAX_HEADER_AXIS_SIZE}); the header is damaged. Export the volume again.")
 
 
 _METAIMAGE_PER_AXIS_FIELDS = ("dimsize", "elementspacing", "elementsize", "offset", "origin", "position")

@@ -277,3 +277,30 @@ def test_a_nrrd_without_the_spacing_of_one_axis_says_1_mm_was_assumed_along_it(t
     full = value.replace("none", "(0,0,3)").replace("nan", "3")
     path.write_bytes(path.read_bytes().replace(value.encode("ascii"), full.encode("ascii")))
     assert not any("spacing" in w for w in read_label_map(path).meta.get("warnings", []))
+
+
+@pytest.mark.parametrize("suffix, field", [(".nrrd", "sizes"), (".mha", "DimSize")])
+@pytest.mark.parametrize("sizes", ["6 5 1.5", "1e308 5 4", "6 18446744073709551617 4", "6 5 99999999999", "6 5 0x4"])
+def test_a_size_that_is_no_whole_number_of_voxels_is_refused_before_itk_reads_it(tmp_path, suffix, field, sizes):
+    """ITK read a NRRD 'sizes: 6 5 1.5' as 1 slice, '1e308' and 2^64 + 1 as 1 voxel, 99999999999 as 1215752191:
+    a label map of 6 x 5 x 4 became one slice (or one row) of background, read without an error (a warning of bytes
+    after the voxels at most), and `measure` reported no liver (the reader fuzzing audit). Such a size is refused."""
+    from LiverTumorSegLib.io import read_header_geometry, read_label_map
+
+    sitk = pytest.importorskip("SimpleITK")
+    path = tmp_path / ("labels" + suffix)
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels[1:3, 1:4, 1:5] = 1
+    writer = sitk.ImageFileWriter()
+    writer.SetFileName(str(path))
+    writer.SetUseCompression(False)
+    writer.Execute(sitk.GetImageFromArray(labels))
+    data = path.read_bytes()
+    written = f"{field}{': ' if suffix == '.nrrd' else ' = '}6 5 4".encode()
+    assert written in data
+    path.write_bytes(data.replace(written, written[:-5] + sizes.encode(), 1))
+    for read in (read_volume, read_label_map, read_header_geometry):
+        # ('0x4' in a MetaImage was refused before, as no finite number)
+        with pytest.raises(InputError, match=rf"its header's {field} is '{sizes}', not 3 (whole numbers of voxels "
+                                             rf"\(each 0..2147483647\)|finite numbers); the header is damaged"):
+            read(path)

@@ -976,11 +976,14 @@ CT_IMAGE_STORAGE_UIDS = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2
 
 def _damaged_files_beside(chosen: DicomSeriesInfo) -> List[str]:
     """Files in the folders of the ``chosen`` series, outside it, that look like part of it but cannot be read:
-    a CT image file (by its meta header's SOP Class) that GDCM cannot read (cut short, damaged), or an empty file
+    a CT image file (by its meta header's SOP Class) that GDCM cannot read (cut short, damaged), a file without a
+    meta header (cut short inside its preamble, its 'DICM' marker damaged) named like the series' files (their
+    names with the digits left out: ``ct0000.dcm`` beside ``ct0001.dcm``) that GDCM cannot read, or an empty file
     named like the series' files (same extension). The series scan leaves such files out, and a slice lost at
     either end of the series left no gap to notice: 19 of 20 slices were segmented without a word."""
     members = {os.path.abspath(f) for f in chosen.files}
     suffixes = {Path(f).suffix.lower() for f in chosen.files}
+    name_patterns = {_name_pattern(f) for f in chosen.files}
     damaged = []
     for home in sorted({os.path.dirname(f) for f in members}):
         try:
@@ -995,11 +998,19 @@ def _damaged_files_beside(chosen: DicomSeriesInfo) -> List[str]:
                 if Path(entry.name).suffix.lower() in suffixes:
                     damaged.append(path)
                 continue
-            if media_storage_sop_class(path) in CT_IMAGE_STORAGE_UIDS:
+            sop_class = media_storage_sop_class(path)
+            # no meta header (cut short in its preamble, 'DICM' damaged): a file named like the series' files
+            if sop_class in CT_IMAGE_STORAGE_UIDS or (sop_class is None and _name_pattern(path) in name_patterns):
                 with _quiet_itk():
                     if _read_file_header(path) is None:
                         damaged.append(path)
     return damaged
+
+
+def _name_pattern(path: str) -> str:
+    """A file's name with each run of digits as '#', lower case: 'CT0007.dcm' and 'ct0012.dcm' -> 'ct#.dcm',
+    'IM000016' -> 'im#' (the series' numbering scheme)."""
+    return re.sub(r"\d+", "#", os.path.basename(path).lower())
 
 
 def _refuse_damaged_files_beside(chosen: DicomSeriesInfo, folder: Path) -> None:

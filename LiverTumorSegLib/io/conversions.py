@@ -154,17 +154,31 @@ def check_geometry_values(spacing_xyz: Sequence[float], origin_xyz: Sequence[flo
     if not all(np.isfinite(v) for v in origin):
         raise InputError(f"'{source}' has a non-finite origin ({', '.join(f'{v:g}' for v in origin)}) in its header; "
                          f"fix the header (e.g. re-export from the scanner/PACS).")
-    spacing = [float(v) for v in spacing_xyz[:3]]
+    cosines = np.asarray([float(v) for v in direction], dtype=float)
+    spacing = _voxel_steps(spacing_xyz, cosines)
     if max(spacing) > MAX_HEADER_SPACING_MM or max(abs(v) for v in origin) > MAX_HEADER_ORIGIN_MM:
         raise InputError(f"'{source}' has voxel spacing ({', '.join(f'{v:g}' for v in spacing)}) mm and origin "
                          f"({', '.join(f'{v:g}' for v in origin)}) mm in its header: no scanner's image is "
                          f"{MAX_HEADER_SPACING_MM:g} mm a voxel or lies {MAX_HEADER_ORIGIN_MM:g} mm from its "
                          f"origin; the header is damaged. Fix it (e.g. re-export from the scanner/PACS).")
-    cosines = np.asarray([float(v) for v in direction], dtype=float)
     if cosines.size != 9 or not np.all(np.isfinite(cosines)) or abs(np.linalg.det(cosines.reshape(3, 3))) < 1e-3:
         raise InputError(f"'{source}' has an invalid (non-finite or degenerate) direction matrix in its header; fix "
                          f"the header (e.g. re-export from the scanner/PACS).")
     check_orthogonal_axes(cosines.reshape(3, 3), source)
+
+
+def _voxel_steps(spacing_xyz: Sequence[float], cosines: np.ndarray) -> List[float]:
+    """The step (mm) ITK takes along each voxel axis: the spacing times the length of the direction matrix's column
+    (:func:`unit_direction` moves that length into the spacing), the spacing alone where the column is not finite or
+    of length 0 (refused as a direction). A MetaImage ``TransformMatrix = 100000 0 0 ...`` passed the bound on its
+    ElementSpacing and was read as 1e5 mm voxels; ``1e308 ...`` (its length overflows: inf) was called sheared (the
+    reader fuzzing audit)."""
+    spacing = [float(v) for v in spacing_xyz[:3]]
+    if cosines.size != 9 or not np.all(np.isfinite(cosines)):
+        return spacing
+    with np.errstate(over="ignore"):
+        lengths = np.linalg.norm(cosines.reshape(3, 3), axis=0)
+    return [s * float(n) if n > 0 else s for s, n in zip(spacing, lengths)]
 
 
 def unit_direction(spacing_xyz: Sequence[float], direction: Sequence[float]

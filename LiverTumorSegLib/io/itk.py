@@ -1127,6 +1127,7 @@ def checked_before_voxels(path: Path, reader: Any, copy_itemsize: Optional[int] 
                           if reader.GetDimension() == 3 else _direction_3d(reader), str(path))
     itemsize = _itk_itemsize(reader.GetPixelID()) * int(reader.GetNumberOfComponents())
     header = _read_header(path)
+    _check_nrrd_space_direction_lengths(path, header)
     check_nrrd_text_data(path, header)
     stored = _stored_data(path, header)
     _check_metaimage_header(path, header, stored)
@@ -1150,6 +1151,33 @@ def itk_holds_compressed(header: Optional[_Header], reader: Any, stored: Optiona
     40 x 512 x 512 float64 one, the MetaImage's 15.6 (7.65 of them its compressed bytes; RSS, 30 Nov 2026)."""
     return stored is not None and stored.deflated and header is not None and header.kind != "nrrd" \
         and _voxel_dtype(header, reader) is None
+
+
+def _check_nrrd_space_direction_lengths(path: Path, header: Optional[_Header]) -> None:
+    """Refuse a NRRD ``space directions`` vector longer than :data:`~.conversions.MAX_HEADER_SPACING_MM`, from the
+    header's text: ITK squares the coefficients for the length, and ``(1e308,0,0)`` overflowed and was read as 1 mm
+    without a word (the reader fuzzing audit); a shorter too-long vector is refused after ITK's read as well."""
+    from .conversions import MAX_HEADER_SPACING_MM
+
+    if header is None or header.kind != "nrrd":
+        return
+    text = header.fields.get("space directions", header.fields.get("spacedirections"))
+    if text is None:
+        return
+    lengths = []
+    for vector in re.findall(r"\(([^)]*)\)|none", text, flags=re.IGNORECASE):
+        try:
+            values = [float(v) for v in vector.split(",")] if vector else []
+        except ValueError:
+            return  # ITK's own parse says what is wrong
+        if not all(math.isfinite(v) for v in values):
+            return
+        lengths.append(math.hypot(*values) if values else float("nan"))  # hypot: no overflow
+    if any(length > MAX_HEADER_SPACING_MM for length in lengths):
+        shown = ", ".join("none" if math.isnan(v) else f"{v:g}" for v in lengths)
+        raise InputError(f"'{path}' has voxel spacing ({shown}) mm in its header (the lengths of its space "
+                         f"directions): no scanner's image is {MAX_HEADER_SPACING_MM:g} mm a voxel; the header is "
+                         f"damaged. Fix it (e.g. re-export from the scanner/PACS).")
 
 
 _NRRD_TEXT_ENCODINGS = {"ascii", "text", "txt"}

@@ -304,3 +304,44 @@ def test_a_size_that_is_no_whole_number_of_voxels_is_refused_before_itk_reads_it
         with pytest.raises(InputError, match=rf"its header's {field} is '{sizes}', not 3 (whole numbers of voxels "
                                              rf"\(each 0..2147483647\)|finite numbers); the header is damaged"):
             read(path)
+
+
+@pytest.mark.parametrize("matrix", ["100000 0 0 0 1 0 0 0 1", "18446744073709551617 0 0 0 1 0 0 0 1",
+                                    "1e308 0 0 0 1 0 0 0 1"])
+def test_a_metaimage_direction_matrix_that_scales_the_voxels_beyond_any_scanner_is_refused(tmp_path, matrix):
+    """A TransformMatrix column of length 1e5 steps 1e5 x ElementSpacing mm (ITK's physical step): the reader moved
+    that length into the spacing after the 1000 mm bound was checked on ElementSpacing alone, so a label map of
+    80000 mm voxels (1.5e19 for 2^64 + 1) was read without a word; 1e308 was called a sheared grid 'up to 0 degrees
+    off a right angle' (the reader fuzzing audit). The voxel step ITK takes is what is bounded now."""
+    from LiverTumorSegLib.io import read_label_map
+
+    sitk = pytest.importorskip("SimpleITK")
+    path = tmp_path / "labels.mha"
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels[1:3, 1:4, 1:5] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(path), False)
+    data = path.read_bytes()
+    assert b"TransformMatrix = 1 0 0 0 1 0 0 0 1" in data
+    path.write_bytes(data.replace(b"TransformMatrix = 1 0 0 0 1 0 0 0 1", b"TransformMatrix = " + matrix.encode(), 1))
+    for read in (read_volume, read_label_map):
+        with pytest.raises(InputError, match=r"has voxel spacing \((100000|1\.\d+e\+19|inf), 1, 1\) mm .*no scanner's "
+                                             r"image is 1000 mm a voxel.*the header is damaged"):
+            read(path)
+
+
+@pytest.mark.parametrize("vector", ["(1e308,0,0)", "(0,1e200,0)"])
+def test_a_nrrd_space_direction_too_long_for_itk_is_refused_not_read_as_1_mm(tmp_path, vector):
+    """ITK squares a NRRD space direction's coefficients for its length: (1e308,0,0) overflowed and the axis was read
+    as 1 mm without a word (the reader fuzzing audit), where a length of 1e30 is refused as no scanner's spacing."""
+    from LiverTumorSegLib.io import read_label_map
+
+    path = tmp_path / "labels.nrrd"
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels[1:3, 1:4, 1:5] = 1
+    path.write_bytes(f"NRRD0004\ntype: uchar\ndimension: 3\nspace: left-posterior-superior\nsizes: 6 5 4\n"
+                     f"space directions: {vector} (0,0.8,0) (0,0,2.5)\nkinds: domain domain domain\n"
+                     f"encoding: raw\nspace origin: (0,0,0)\n\n".encode() + labels.tobytes())
+    for read in (read_volume, read_label_map):
+        with pytest.raises(InputError, match=r"has voxel spacing \(1e\+(308|200), 0\.8, 2\.5\) mm .*no scanner's "
+                                             r"image is 1000 mm a voxel.*the header is damaged"):
+            read(path)

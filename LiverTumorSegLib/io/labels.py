@@ -551,12 +551,33 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
                              .replace(_SUPPORTED_TEXT, _LABEL_MAP_FORMATS_TEXT)) from exc
         _refuse_probability_map(volume)
     try:
+        _refuse_labels_merged_by_header_scale(volume)
         volume.array = check_label_values(volume.array, volume.source, allowed_values)
     except LabelError as exc:
         raise _header_scaled_label_error(volume, exc) from None
     if reference is not None:
         volume = label_on_reference_grid(volume, reference, tolerance)
     return volume
+
+
+def _refuse_labels_merged_by_header_scale(volume: CTVolume) -> None:
+    """LabelError (then named by :func:`_header_scaled_label_error`) when a NIfTI header's ``scl_slope`` makes
+    distinct stored values one label once rounded as the label check rounds floats (:func:`near_integers_rounded`):
+    a slope of 1e-30 made labels 1 and 2 into 1e-30 and 2e-30, read as background, and measure reported no liver
+    (the reader fuzzing audit). Distinct stored integers are distinct labels unless a damaged scale merges them.
+    Only a header-scaled map is looked at (its distinct values sorted once)."""
+    from .nifti import NIFTI_SCALING_KEY
+
+    if volume.meta.get(NIFTI_SCALING_KEY) is None or volume.array.dtype.kind != "f":
+        return
+    values = np.unique(volume.array)
+    values = values[np.isfinite(values)]
+    labels = np.unique(np.rint(values))
+    if len(labels) < len(values):
+        shown = ", ".join(f"{v:g}" for v in labels[:5]) + (" ..." if len(labels) > 5 else "")
+        raise LabelError(f"Label map '{volume.source}' makes {len(values)} distinct stored values into the labels "
+                         f"{shown} (values {', '.join(f'{v:g}' for v in values[:5])}{' ...' if len(values) > 5 else ''} "
+                         f"round to them); convert the file first.")
 
 
 def _header_scaled_label_error(volume: CTVolume, refusal: LabelError) -> LabelError:

@@ -1513,3 +1513,20 @@ def test_a_label_map_larger_than_allowed_says_so_and_keeps_the_earlier_file(tmp_
         write_label_map(path, np.zeros((2, 4, 4), np.uint8), geometry, overwrite=True)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.nii.gz"]
+
+
+def test_label_map_whose_header_scale_collapses_its_labels_into_one_is_refused(tmp_path):
+    """A header scl_slope of 1e-30 made labels 1 and 2 into 1e-30 and 2e-30, which the label check rounds (within
+    float rounding) to 0: the map was read as all background, and measure reported no liver, exit 0 (the reader
+    fuzzing audit). Distinct stored values that the header's scale makes one label are refused, naming the header."""
+    stored = np.zeros((6, 5, 4), np.uint8)
+    stored[1:4, 1:4, 1:3] = 1
+    stored[2, 2, 1] = 2
+    image = nib.Nifti1Image(stored, np.diag([3.0, 3.0, 3.0, 1.0]))
+    image.header.set_slope_inter(1e-30, 0.0)
+    path = tmp_path / "scaled_labels.nii.gz"
+    nib.save(image, str(path))
+    with pytest.raises(LabelError, match=r"header's scale factors .*scl_slope 1e-30, scl_inter 0\) make values a label "
+                                         r"map cannot hold: it makes 3 distinct stored values into the labels 0 .*"
+                                         r"set scl_slope 1 and scl_inter 0"):
+        read_label_map(path)

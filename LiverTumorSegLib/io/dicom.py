@@ -977,7 +977,7 @@ CT_IMAGE_STORAGE_UIDS = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2
 def _damaged_files_beside(chosen: DicomSeriesInfo) -> List[str]:
     """Files in the folders of the ``chosen`` series, outside it, that look like part of it but cannot be read:
     a CT image file (by its meta header's SOP Class) that GDCM cannot read (cut short, damaged), a file without a
-    meta header (cut short inside its preamble, its 'DICM' marker damaged) named like the series' files (their
+    usable meta header (cut short inside its preamble, its 'DICM' marker or SOP Class UID damaged) named like the series' files (their
     names with the digits left out: ``ct0000.dcm`` beside ``ct0001.dcm``) that GDCM cannot read, or an empty file
     named like the series' files (same extension). The series scan leaves such files out, and a slice lost at
     either end of the series left no gap to notice: 19 of 20 slices were segmented without a word."""
@@ -999,8 +999,10 @@ def _damaged_files_beside(chosen: DicomSeriesInfo) -> List[str]:
                     damaged.append(path)
                 continue
             sop_class = media_storage_sop_class(path)
-            # no meta header (cut short in its preamble, 'DICM' damaged): a file named like the series' files
-            if sop_class in CT_IMAGE_STORAGE_UIDS or (sop_class is None and _name_pattern(path) in name_patterns):
+            # no usable meta header (cut short in its preamble, 'DICM' or its SOP Class UID damaged): a file named
+            # like the series' files
+            no_sop_class = sop_class is None or not re.fullmatch(r"[0-9.]+", sop_class.rstrip("\x00 "))
+            if sop_class in CT_IMAGE_STORAGE_UIDS or (no_sop_class and _name_pattern(path) in name_patterns):
                 with _quiet_itk():
                     if _read_file_header(path) is None:
                         damaged.append(path)

@@ -838,10 +838,10 @@ def test_a_damaged_slice_file_is_named_not_left_out(tmp_path, ct, damage):
         read_volume(tmp_path / "series")
 
 
-@pytest.mark.parametrize("damage", ["first_cut_in_preamble", "last_magic_flipped"])
+@pytest.mark.parametrize("damage", ["first_cut_in_preamble", "last_magic_flipped", "last_meta_sop_class_damaged_and_cut_short"])
 def test_a_slice_file_damaged_before_its_meta_header_is_named_not_left_out(tmp_path, ct, damage):
-    """A slice file cut short inside its 128-byte preamble, or whose 'DICM' marker was damaged, has no meta header to
-    say it is a CT image: the series was read without that slice without a word (found by fuzzing the readers; 7 of 8
+    """A slice file cut short inside its 128-byte preamble, or whose 'DICM' marker or meta header's SOP Class UID was
+    damaged, has no meta header to say it is a CT image: the series was read without that slice without a word (found by fuzzing the readers; 7 of 8
     slices, the first or last lost, leaving no gap). A file named like the series' files that GDCM cannot read is now
     named too."""
     files = write_ct_series(tmp_path / "series", ct, shuffle_names=False)  # files[k] holds slice k
@@ -849,8 +849,11 @@ def test_a_slice_file_damaged_before_its_meta_header_is_named_not_left_out(tmp_p
     data = bytearray(target.read_bytes())
     if damage == "first_cut_in_preamble":
         data = data[:60]
-    else:
+    elif damage == "last_magic_flipped":
         data[128] ^= 0x01  # 'DICM' -> 'EICM'
+    else:  # a byte of the meta header's MediaStorageSOPClassUID (no UID then), and the file cut short
+        data[bytes(data).index(b"1.2.840.10008.5.1.4.1.1.2") + 13] = 0xFF
+        data = data[:-100]
     target.write_bytes(bytes(data))
     with pytest.raises(InputError, match=rf"1 file\(s\) beside DICOM series .* cannot be read \('{target.name}'\).*"
                                          r"Copy or export the series again"):

@@ -143,10 +143,12 @@ class _Header(NamedTuple):
     @property
     def deflated(self) -> bool:
         """Whether the header says its voxel data is deflate-compressed: NRRD ``encoding: gzip`` (or ``gz``, any
-        case), MetaImage ``CompressedData = True``."""
+        case), MetaImage ``CompressedData = True`` (or any value MetaIO reads as true: one beginning with t or 1;
+        only 'true' counted before, and ITK inflated a raw file whose header said 'CompressedData = 1' into
+        uninitialised memory, other voxel values on each run, without an error: the reader fuzzing audit)."""
         if self.kind == "nrrd":
             return self.fields.get("encoding", "").lower() in _NRRD_DEFLATED
-        return self.fields.get("compresseddata", "false") == "true"
+        return self.fields.get("compresseddata", "false")[:1] in _METAIO_COMPRESSED_TRUE
 
 
 class _StoredData(NamedTuple):
@@ -306,6 +308,10 @@ def _metaimage_header_size(fields: Dict[str, str]) -> Optional[int]:
     return int(text) if _ascii_int(text) else None
 
 
+_METAIO_COMPRESSED_TRUE = ("t", "1")
+"""How a MetaImage ``CompressedData`` value begins when MetaIO reads it as compressed (``True``, ``t``, ``1``;
+``yes`` is read as raw data: measured with SimpleITK, 30 Nov 2026)."""
+
 _METAIO_TRUE = ("t", "y", "1")
 """How a MetaImage boolean (``True``, ``yes``, ``1``) begins when MetaIO reads it as true."""
 
@@ -409,7 +415,9 @@ def _check_metaimage_compressed_size(path: Path, header: _Header, stored: Option
     text = header.fields.get("compresseddatasize", "")
     if not text:
         if stored.data_path == path:  # a separate data file without it is inflated whole, as it should be
-            raise InputError(f"Cannot read '{path}': its compressed voxels (CompressedData = True) follow its header "
+            said = header.fields.get("compresseddata", "true")
+            raise InputError(f"Cannot read '{path}': its compressed voxels (CompressedData = "
+                             f"{'True' if said == 'true' else said}) follow its header "
                              f"without a CompressedDataSize, so ITK-based readers (this tool, 3D Slicer) cannot tell "
                              f"where they end and read them wrongly. Add 'CompressedDataSize = {stored.size}' to the "
                              f"header (before ElementDataFile), or export the file again.")

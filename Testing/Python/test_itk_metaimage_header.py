@@ -346,3 +346,27 @@ def test_a_numbered_data_file_pattern_with_a_malformed_number_is_an_input_error(
     path.write_bytes(_header(data_file=f"s%03d.raw {numbers}"))
     with pytest.raises(InputError, match=r"need three whole numbers after the pattern \(first, last, step\)"):
         read_volume(path)
+
+
+@pytest.mark.parametrize("value", ["1", "t", "18446744073709551617"])
+def test_compressed_data_spelled_as_metaio_reads_true_is_read_as_compressed(tmp_path, value):
+    """MetaIO takes a CompressedData beginning with t or 1 as true; this reader took only 'true' as compressed. A raw
+    .mha whose header said 'CompressedData = 18446744073709551617' (the reader fuzzing audit) was inflated by ITK,
+    which printed 'Uncompress failed' and returned uninitialised memory as voxels: other values on each run, no
+    error. Such a header is now read as one of compressed voxels: with its CompressedDataSize they are read exactly;
+    without it, or with raw voxels, it is refused."""
+    data = zlib.compress(LITTLE)
+    compressed = _mha(tmp_path, f"CompressedData = {value}\nCompressedDataSize = {len(data)}\n", data)
+    assert np.array_equal(read_volume(compressed).array, TRUTH)
+    without_size = _mha(tmp_path, f"CompressedData = {value}\n", data)
+    with pytest.raises(InputError, match=rf"\(CompressedData = {value}\) follow its header without a "
+                                         rf"CompressedDataSize"):
+        read_volume(without_size)
+    raw = _mha(tmp_path, f"CompressedData = {value}\nCompressedDataSize = {len(LITTLE)}\n", LITTLE)
+    with pytest.raises(InputError, match=r"truncated or corrupt"):
+        read_volume(raw)
+
+
+def test_compressed_data_yes_is_raw_as_metaio_reads_it(tmp_path):
+    """'CompressedData = yes' is read by MetaIO as raw data (not compressed), and so it is read here."""
+    assert np.array_equal(read_volume(_mha(tmp_path, "CompressedData = yes\n", LITTLE)).array, TRUTH)

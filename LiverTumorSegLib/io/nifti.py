@@ -384,10 +384,16 @@ NIFTI_VERSION_KEY = "nifti_version"
 
 
 def _header_transforms(header: Any) -> Dict[str, Any]:
-    """The header's sform and qform (4 x 4, in its own unit), their codes and the spatial unit, as written."""
+    """The header's sform and qform (4 x 4, in its own unit), their codes and the spatial unit, as written; "mm" for
+    a unit code nibabel cannot read (xyzt_units 130: its get_xyzt_units raised KeyError, an internal error, where
+    :func:`_unit_scale` reads such a header in mm, as ITK does: the reader fuzzing audit)."""
+    try:
+        unit = str(header.get_xyzt_units()[0])
+    except Exception:  # noqa: BLE001 - KeyError for unit bits nibabel knows no name for
+        unit = "mm"
     return {"sform": np.asarray(header.get_sform(), dtype=np.float64).tolist(), "sform_code": int(header["sform_code"]),
             "qform": np.asarray(header.get_qform(), dtype=np.float64).tolist(), "qform_code": int(header["qform_code"]),
-            "unit": str(header.get_xyzt_units()[0])}
+            "unit": unit}
 
 
 def nifti_write_options(volume: CTVolume) -> Dict[str, Any]:

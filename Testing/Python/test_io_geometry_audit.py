@@ -345,3 +345,33 @@ def test_a_nrrd_space_direction_too_long_for_itk_is_refused_not_read_as_1_mm(tmp
         with pytest.raises(InputError, match=r"has voxel spacing \(1e\+(308|200), 0\.8, 2\.5\) mm .*no scanner's "
                                              r"image is 1000 mm a voxel.*the header is damaged"):
             read(path)
+
+
+def test_a_nifti_with_disagreeing_transforms_and_an_unknown_unit_code_is_read_in_mm(tmp_path):
+    """xyzt_units with a bit nibabel knows no unit for (130 = mm + 128) made nibabel's get_xyzt_units raise KeyError
+    where the reader keeps a CT's two disagreeing transforms for its outputs: an internal error (a traceback in the
+    CLI) instead of the CT, which the geometry reader had read in mm like ITK (the reader fuzzing audit)."""
+    from LiverTumorSegLib.io import read_label_map
+    from LiverTumorSegLib.io.nifti import NIFTI_TRANSFORMS_KEY
+
+    affine = np.diag([-2.0, -2.0, 4.0, 1.0])
+    image = nib.Nifti1Image(_ct(), affine)
+    image.set_sform(affine, code=2)
+    moved = affine.copy()
+    moved[0, 3] = 48.0
+    image.set_qform(moved, code=1)
+    path = tmp_path / "ct.nii"
+    nib.save(image, str(path))
+    data = bytearray(path.read_bytes())
+    data[123] = 2 | 128  # xyzt_units: mm, and a bit of no unit
+    path.write_bytes(bytes(data))
+    volume = read_volume(path)
+    assert np.allclose(volume.geometry.spacing, (2.0, 2.0, 4.0))
+    assert volume.meta[NIFTI_TRANSFORMS_KEY]["unit"] == "mm"
+    labels = tmp_path / "labels.nii"
+    image = nib.Nifti1Image(np.zeros(_ct().shape, np.uint8), affine)
+    nib.save(image, str(labels))
+    data = bytearray(labels.read_bytes())
+    data[123] = 2 | 128
+    labels.write_bytes(bytes(data))
+    assert read_label_map(labels).shape_zyx == volume.shape_zyx

@@ -138,6 +138,11 @@ MAX_HEADER_SPACING_MM = 1000.0
 """The largest voxel spacing any reader accepts (a CT is refused above 20 mm later, by ``validation``): label maps
 had no bound, and a spacing of 1e308 mm ended measure and followup in an internal error (the fuzzing audit)."""
 
+MIN_HEADER_SPACING_MM = 1e-3
+"""The smallest voxel spacing any reader accepts (1 micrometre, below any CT's): a slice spacing of 1e-30 mm passed as
+positive, measure reported a liver of 1.6e-31 mL (exit 0) and segment ended in an internal OverflowError (the reader
+fuzzing audit)."""
+
 MAX_HEADER_ORIGIN_MM = 1e5
 """The farthest origin (each coordinate, mm) any reader accepts: 100 m, far beyond any scanner's frame (DICOM origins
 lie within a metre or so). An origin of 1e308 hung followup's registration beyond SIGTERM, and one of 1e7 gave
@@ -156,11 +161,13 @@ def check_geometry_values(spacing_xyz: Sequence[float], origin_xyz: Sequence[flo
                          f"fix the header (e.g. re-export from the scanner/PACS).")
     cosines = np.asarray([float(v) for v in direction], dtype=float)
     spacing = _voxel_steps(spacing_xyz, cosines)
-    if max(spacing) > MAX_HEADER_SPACING_MM or max(abs(v) for v in origin) > MAX_HEADER_ORIGIN_MM:
+    if max(spacing) > MAX_HEADER_SPACING_MM or min(spacing) < MIN_HEADER_SPACING_MM or \
+            max(abs(v) for v in origin) > MAX_HEADER_ORIGIN_MM:
         raise InputError(f"'{source}' has voxel spacing ({', '.join(f'{v:g}' for v in spacing)}) mm and origin "
                          f"({', '.join(f'{v:g}' for v in origin)}) mm in its header: no scanner's image is "
-                         f"{MAX_HEADER_SPACING_MM:g} mm a voxel or lies {MAX_HEADER_ORIGIN_MM:g} mm from its "
-                         f"origin; the header is damaged. Fix it (e.g. re-export from the scanner/PACS).")
+                         f"{MAX_HEADER_SPACING_MM:g} mm a voxel (or under {MIN_HEADER_SPACING_MM:g} mm) or lies "
+                         f"{MAX_HEADER_ORIGIN_MM:g} mm from its origin; the header is damaged. Fix it (e.g. re-export "
+                         f"from the scanner/PACS).")
     if cosines.size != 9 or not np.all(np.isfinite(cosines)) or abs(np.linalg.det(cosines.reshape(3, 3))) < 1e-3:
         raise InputError(f"'{source}' has an invalid (non-finite or degenerate) direction matrix in its header; fix "
                          f"the header (e.g. re-export from the scanner/PACS).")

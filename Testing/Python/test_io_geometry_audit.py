@@ -375,3 +375,35 @@ def test_a_nifti_with_disagreeing_transforms_and_an_unknown_unit_code_is_read_in
     data[123] = 2 | 128
     labels.write_bytes(bytes(data))
     assert read_label_map(labels).shape_zyx == volume.shape_zyx
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".mha"])
+def test_a_voxel_spacing_below_any_scanner_is_refused(tmp_path, suffix):
+    """A slice spacing of 1e-30 mm (a NIfTI sform, a MetaImage ElementSpacing of 1e-300) passed as positive: measure
+    reported a liver of 1.6e-31 mL with exit 0, and segment ended in 'internal error: OverflowError' (the reader
+    fuzzing audit). Spacing under 0.001 mm is refused as a damaged header, as spacing over 1000 mm is."""
+    from LiverTumorSegLib.io import read_label_map
+
+    labels = np.zeros((4, 5, 6), np.uint8)  # (z, y, x)
+    labels[1:3, 1:4, 1:5] = 1
+    path = tmp_path / ("labels" + suffix)
+    if suffix == ".mha":
+        sitk = pytest.importorskip("SimpleITK")
+        image = sitk.GetImageFromArray(labels)
+        image.SetSpacing((0.8, 0.8, 2.5))
+        sitk.WriteImage(image, str(path), False)
+        import re
+
+        data, count = re.subn(rb"ElementSpacing = [^\n]*", b"ElementSpacing = 0.8 0.8 1e-300", path.read_bytes(), 1)
+        assert count == 1
+        path.write_bytes(data)
+    else:
+        affine = np.diag([-0.8, -0.8, 1e-30, 1.0])
+        image = nib.Nifti1Image(labels.transpose(2, 1, 0), affine)
+        image.set_sform(affine, code=1)
+        image.set_qform(affine, code=0)
+        nib.save(image, str(path))
+    for read in (read_volume, read_label_map):
+        with pytest.raises(InputError, match=r"has voxel spacing \(0\.8, 0\.8, 1e-(30|300)\) mm .*no scanner's image is "
+                                             r"1000 mm a voxel \(or under 0\.001 mm\).*the header is damaged"):
+            read(path)

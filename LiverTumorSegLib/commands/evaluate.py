@@ -835,6 +835,11 @@ def _refuse_a_surface_rank_metric_without_surfaces(metric: str, no_surface: bool
                          f"--rank-metric an overlap column (e.g. dice_liver), or leave --no-surface out.")
 
 
+RANK_METRIC_PROBE_CASE = "<rank-metric probe>"
+"""The case name of the tiny pair :func:`_refuse_an_unknown_rank_metric` scores to learn cases.csv's columns (no
+file's name: it is never read, written or listed)."""
+
+
 def _refuse_an_unknown_rank_metric(metric: str, no_surface: bool, prob_structure: Optional[str]) -> None:
     """InputError before any case is read when ``--rank-metric`` names no column cases.csv will have: a misspelt
     metric (``dice_livr``) was refused only after every case had been read and scored (minutes on a data set, with
@@ -847,7 +852,8 @@ def _refuse_an_unknown_rank_metric(metric: str, no_surface: bool, prob_structure
     labels = np.zeros((4, 6, 6), np.uint8)
     labels[1:3, 1:5, 1:5] = 1
     labels[2, 2:4, 2:4] = 2
-    row = dict(evaluate_case(labels.copy(), labels, (1.0, 1.0, 1.0), case="probe", surface=not no_surface))
+    row = dict(evaluate_case(labels.copy(), labels, (1.0, 1.0, 1.0), case=RANK_METRIC_PROBE_CASE,
+                                   surface=not no_surface))
     if prob_structure is not None:
         row[f"roc_auc_{prob_structure}"] = 0.5
     if metric not in row:

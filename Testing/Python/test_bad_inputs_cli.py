@@ -760,7 +760,14 @@ def _evaluate_with_memory(tmp_path, capsys, monkeypatch, cases: Dict[str, np.nda
     monkeypatch.setattr(lts_io_nifti, "check_memory_for_read", lambda *a, **k: None)  # each map can be read
     scored = []
     real_evaluate_case = lits.evaluate_case
-    monkeypatch.setattr(lits, "evaluate_case", lambda *a, **k: scored.append(k["case"]) or real_evaluate_case(*a, **k))
+    from LiverTumorSegLib.commands.evaluate import RANK_METRIC_PROBE_CASE  # the --rank-metric check's tiny pair
+
+    def recording_evaluate_case(*a, **k):
+        if k["case"] != RANK_METRIC_PROBE_CASE:
+            scored.append(k["case"])
+        return real_evaluate_case(*a, **k)
+
+    monkeypatch.setattr(lits, "evaluate_case", recording_evaluate_case)
     argv = ["evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out", "--no-plots"]
     code, out, err = run_cli(argv + (["--prob", tmp_path / "prob"] if prob else []), capsys)
     return code, err, scored

@@ -40,6 +40,19 @@ def test_a_dicom_read_lets_the_series_reader_go_before_the_voxels_are_copied(tmp
     np.testing.assert_allclose(volume.geometry.spacing, (0.7, 0.8, 2.5))
 
 
+def _write_compressed_ct(path, values_zyx):
+    """``values_zyx`` written compressed to ``path``: .nii.gz by nibabel (identity affine), else by SimpleITK."""
+    if path.name.endswith(".nii.gz"):
+        import nibabel as nib
+
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(values_zyx.T), np.eye(4)), str(path))
+    else:
+        import SimpleITK as sitk
+
+        sitk.WriteImage(sitk.GetImageFromArray(values_zyx), str(path), True)
+    return path
+
+
 def _numpy_peak(function):
     tracemalloc.start()
     try:
@@ -195,19 +208,12 @@ def test_a_compressed_read_ahead_counts_the_buffers_it_inflates_through(tmp_path
     """A compressed file's read holds, beside the stored voxels, the inflated step (twice: zlib joins its blocks
     into one bytes object) and the compressed bytes read: a 512 x 512 x 20 int16 one allocated 7.6 bytes a voxel
     where a batch counted 4 for the read ahead. Measured here with tracemalloc on a small file."""
-    import nibabel as nib
-    import SimpleITK as sitk
-
     from LiverTumorSegLib.io import read_volume
     from LiverTumorSegLib.io.reading import read_peak_bytes
 
     rng = np.random.default_rng(11)
     values = rng.integers(-1000, 1500, size=(24, 128, 128)).astype(np.int16)
-    path = tmp_path / f"ct{suffix}"
-    if suffix == ".nii.gz":
-        nib.save(nib.Nifti1Image(np.ascontiguousarray(values.T), np.eye(4)), str(path))
-    else:
-        sitk.WriteImage(sitk.GetImageFromArray(values), str(path), True)
+    path = _write_compressed_ct(tmp_path / f"ct{suffix}", values)
     read_volume(path)  # imports and caches out of the way
     volume, peak = _numpy_peak(lambda: read_volume(path))
     assert np.array_equal(volume.array, values)
@@ -367,19 +373,12 @@ def test_a_readers_own_check_counts_the_buffers_it_inflates_through_as_a_batch_d
     """The readers' own checks left out the inflating buffers a batch's count of the same read ahead includes
     (``read_peak_bytes``): a float64 gzip file one inflating step holds whole allocates 8 + 16 bytes a voxel and its
     compressed bytes (tracemalloc), where the check counted 16 (stored, HU copy and labels). One formula now."""
-    import nibabel as nib
-    import SimpleITK as sitk
-
     import LiverTumorSegLib.validation as validation
     from LiverTumorSegLib.io import read_volume
     from LiverTumorSegLib.io.reading import read_peak_bytes
 
     values = np.random.default_rng(12).integers(-1000, 1500, size=(20, 96, 128)).astype(np.float64) + 0.25
-    path = tmp_path / f"ct{suffix}"
-    if suffix == ".nii.gz":
-        nib.save(nib.Nifti1Image(np.ascontiguousarray(values.T), np.eye(4)), str(path))
-    else:
-        sitk.WriteImage(sitk.GetImageFromArray(values), str(path), True)
+    path = _write_compressed_ct(tmp_path / f"ct{suffix}", values)
     read_volume(path)  # imports and caches out of the way
     volume, peak = _numpy_peak(lambda: read_volume(path))
     np.testing.assert_allclose(volume.array, values, atol=1e-3)

@@ -13,20 +13,8 @@ from LiverTumorSegLib.io import read_volume
 from LiverTumorSegLib.io.gzip_inflate import read_range
 from LiverTumorSegLib.progress import CancellationToken, run_with_read_stop
 
+from test_batch_ctrlc_reader import _CancelledAfter
 from test_io import UID_A, write_dicom_series
-
-
-class _CancelledAfter(CancellationToken):
-    """A token that reads as cancelled from its ``after``-th check on, counting the checks."""
-
-    def __init__(self, after):
-        super().__init__()
-        self.after, self.checks = after, 0
-
-    @property
-    def is_cancelled(self):
-        self.checks += 1
-        return self.checks >= self.after
 
 
 def _ct(shape=(6, 20, 24), seed=0):

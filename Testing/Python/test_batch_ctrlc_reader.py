@@ -65,18 +65,23 @@ def test_an_inflate_without_a_read_stop_or_with_one_not_cancelled_reads_everythi
 
 
 
+def _assert_a_stopped_read_is_cancelled_and_a_free_one_reads(path, shape_zyx):
+    """read_volume(path) under a cancelled read stop raises CancelledError (not 'corrupt'); without one it reads."""
+    token = CancellationToken()
+    token.cancel()
+    with pytest.raises(CancelledError) as caught:
+        run_with_read_stop(token, io_module.read_volume, path)
+    assert "corrupt" not in str(caught.value)
+    assert io_module.read_volume(path).shape_zyx == shape_zyx
+
+
 def test_a_stopped_nifti_read_says_it_was_stopped_not_that_the_file_is_corrupt(tmp_path):
     """read_volume of a .nii.gz whose read stop is cancelled (a batch's reader at Ctrl-C): the stop's CancelledError
     came out as "InputError: Cannot read '...': the file is truncated or corrupt (Cancelled: the CT read was
     stopped.)" of a sound file; a read without a stop reads it."""
     path = tmp_path / "ct.nii.gz"
     write_volume(path, make_phantom((8, 32, 32), (2.0, 2.0, 4.0), noise_hu=0.0).ct)
-    token = CancellationToken()
-    token.cancel()
-    with pytest.raises(CancelledError) as caught:
-        run_with_read_stop(token, io_module.read_volume, path)
-    assert "corrupt" not in str(caught.value)
-    assert io_module.read_volume(path).shape_zyx == (8, 32, 32)
+    _assert_a_stopped_read_is_cancelled_and_a_free_one_reads(path, (8, 32, 32))
 
 
 @pytest.mark.parametrize("name", ["ct.nrrd", "ct.mha", "ct.nii"])
@@ -90,12 +95,7 @@ def test_a_compressed_nrrd_or_metaimage_read_is_stopped_too_and_an_uncompressed_
     ct = make_phantom((8, 32, 32), (2.0, 2.0, 4.0), noise_hu=0.0).ct
     path = tmp_path / name
     sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(ct.array)), str(path), True)  # compressed
-    token = CancellationToken()
-    token.cancel()
-    with pytest.raises(CancelledError) as caught:
-        run_with_read_stop(token, io_module.read_volume, path)
-    assert "corrupt" not in str(caught.value)
-    assert io_module.read_volume(path).shape_zyx == (8, 32, 32)
+    _assert_a_stopped_read_is_cancelled_and_a_free_one_reads(path, (8, 32, 32))
 
 
 def _segmenter():

@@ -943,14 +943,29 @@ def undecodable_transfer_syntax(files: Sequence[Path]) -> Optional[Tuple[Path, s
             name = str(getattr(pydicom.uid.UID(uid), "name", "") or "")
             if not name or name == uid:  # one this pydicom does not know by name (JPEG XL in pydicom 3.0)
                 name = NEWER_TRANSFER_SYNTAX_NAMES.get(uid) or (
+                    "not a valid UID" if not _is_valid_uid(uid) else
                     "a standard one newer than this reader" if uid.startswith("1.2.840.10008.") else "a private one")
             return Path(path), uid, name
     return None
 
 
+_UID_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+"""A valid DICOM UID (PS3.5 9.1): numeric components, without leading zeros, separated by dots (64 characters at
+most, checked apart)."""
+
+
+def _is_valid_uid(uid: str) -> bool:
+    return len(uid) <= 64 and _UID_PATTERN.fullmatch(uid) is not None
+
+
 def _undecodable_text(found: Tuple[Path, str, str], where: str) -> str:
     path, uid, name = found
     example = "" if path.name in where else f", e.g. '{path.name}'"
+    if not _is_valid_uid(uid):  # '1.2.840.10008.q.2.1' was 'a standard one newer than this reader'
+        return (f"{where} holds DICOM images whose transfer syntax UID (0002,0010) is {uid!r}{example}, which is not "
+                f"a valid UID (a UID is numbers separated by dots): the files are damaged, and how their pixels are "
+                f"stored cannot be known. Copy them again from their source, or re-export the series from the "
+                f"scanner/PACS.")
     return (f"{where} holds DICOM images compressed in a way this reader cannot decode (transfer syntax {name}, "
             f"{uid}{example}). Decompress the files first (e.g. 'gdcmconv --raw IN OUT' or DCMTK's "
             f"'dcmdjpeg'), export them uncompressed from the PACS, or convert the series to NIfTI (dcm2niix).")
@@ -1134,6 +1149,8 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     _refuse_zero_rescale_slope(chosen, reader, folder)
     _refuse_non_numeric_rescale(chosen, reader, folder)
     _refuse_negative_rescale_slope(chosen, reader, folder)
+    _refuse_implausible_rescale_slope(chosen, reader, folder)
+    _refuse_values_beyond_bits_stored(chosen, reader, folder)
     if len(chosen.files) > 1 and _rescale_differs_between_slices(reader, len(chosen.files)) \
             and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
         image = _read_as_float(reader, folder, chosen)
@@ -1474,6 +1491,99 @@ def _refuse_negative_rescale_slope(series: DicomSeriesInfo, reader, folder: Path
                      f"({_tag_text(reader, negative[0], '0028|1053')}) in {_which_files(series, negative)}, which "
                      f"turns their values around (air bright, bone dark); a CT stores Hounsfield units with a "
                      f"positive slope. Re-export the series from the scanner/PACS.")
+
+
+CT_RESCALE_SLOPES = (1e-3, 1e3)
+"""The RescaleSlope (0028,1053) values a CT can have (inclusive): CT writes 1 (a few exports 0.5, 2, or a float
+volume's range / 65535, e.g. 0.0625). Below 1e-3 all 65536 values of 16 bits stored (a CT's most, PS3.3 C.8.2.1)
+span under 66 HU, less than fat to soft tissue; above 1e3 one stored step is over 1000 HU, air to bone. A slope
+outside (a damaged header's 1e-30) read that slice as about 0 HU without a word."""
+
+
+def _implausible_slope_text(where: str, value: str, files: str) -> str:
+    """The refusal of a RescaleSlope outside :data:`CT_RESCALE_SLOPES` (a series' files or an enhanced CT's frames)."""
+    low, high = CT_RESCALE_SLOPES
+    return (f"{where}: RescaleSlope (0028,1053) is {value} in {files}, which no CT uses (a CT's slope lies within "
+            f"{low:g}..{high:g}, usually 1): the header is damaged, and the Hounsfield units computed with it would be "
+            f"wrong. Re-export the series from the scanner/PACS.")
+
+
+def _refuse_implausible_rescale_slope(series: DicomSeriesInfo, reader, folder: Path) -> None:
+    """InputError for files of a series (read by ``reader``) whose positive RescaleSlope lies outside
+    :data:`CT_RESCALE_SLOPES` (0, negative and non-finite slopes have their own refusals)."""
+    low, high = CT_RESCALE_SLOPES
+    odd = [index for index in range(len(series.files))
+           if not low <= (_tag_numbers(reader, index, "0028|1053") or [1.0])[0] <= high]
+    if odd:
+        raise InputError(_implausible_slope_text(f"DICOM series {series.uid} in '{folder}'",
+                                                 _tag_text(reader, odd[0], "0028|1053"), _which_files(series, odd)))
+
+
+def _stored_values_beyond_bits(path: str) -> Optional[Tuple[int, int, int, bool]]:
+    """``(lowest, highest, BitsStored, signed)`` of the stored values of the file ``path`` when some of them do not
+    fit its BitsStored (0028,0101), so GDCM, which keeps only those low bits of each value, would read others than
+    the file holds; None when they fit (a signed value either sign-extended beyond BitsStored, as scanners write
+    it, or with the bits above it 0) or the file cannot be checked. Native (uncompressed) pixel data is read as
+    stored; compressed data as pydicom decodes it."""
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, force=True)
+        bits, allocated = int(ds.BitsStored), int(ds.BitsAllocated)
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        if not 0 < bits < allocated or allocated not in (8, 16, 32):
+            return None
+        syntax = ds.file_meta.TransferSyntaxUID
+        if getattr(syntax, "is_compressed", True):
+            values = np.asarray(ds.pixel_array)
+        else:
+            count = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * \
+                int(ds.get("NumberOfFrames", 1) or 1)
+            dtype = np.dtype(f"{'i' if signed else 'u'}{allocated // 8}").newbyteorder(
+                "<" if syntax.is_little_endian else ">")
+            values = np.frombuffer(ds.PixelData, dtype=dtype, count=count)
+    except Exception:  # noqa: BLE001 - pydicom raises many types for damaged files; GDCM read it: not this check's
+        return None
+    values = values.astype(np.int64)
+    low = values & (2 ** bits - 1)
+    fits = values == low
+    if signed:
+        fits |= values == np.where(low >= 2 ** (bits - 1), low - 2 ** bits, low)
+    if bool(np.all(fits)):
+        return None
+    return int(values.min()), int(values.max()), bits, signed
+
+
+def _refuse_values_beyond_bits_stored(series: DicomSeriesInfo, reader, folder: Path) -> None:
+    """InputError for a series whose files differ in BitsStored (0028,0101) and whose files with fewer bits than
+    the most hold stored values beyond their own BitsStored: GDCM keeps only those bits of each value, so one
+    slice marked BitsStored 8 among 16-bit slices read -118..80 HU where it held -1000..710, without a word. Series
+    mixing 12 and 16 bits whose values fit are read as they are (scanners write such series); only the files with
+    fewer bits are read again, with pydicom."""
+    if len(series.files) < 2:
+        return
+    bits = [int((_tag_numbers(reader, index, "0028|0101") or [0])[0]) for index in range(len(series.files))]
+    if len(set(bits)) < 2:
+        return
+    most = max(bits)
+    beyond = []
+    for index, value in enumerate(bits):
+        if value < most:
+            raise_if_read_stopped()
+            found = _stored_values_beyond_bits(series.files[index])
+            if found is not None:
+                beyond.append((index, found))
+    if not beyond:
+        return
+    counts = ", ".join(f"{b} in {bits.count(b)} file(s)" for b in sorted(set(bits), reverse=True))
+    index, (lowest, highest, stored, signed) = beyond[0]
+    fit = f"{-2 ** (stored - 1)}..{2 ** (stored - 1) - 1}" if signed else f"0..{2 ** stored - 1}"
+    raise InputError(f"DICOM series {series.uid} in '{folder}': its files differ in BitsStored (0028,0101) "
+                     f"({counts}), and {_which_files(series, [i for i, _ in beyond])} hold stored values that do not "
+                     f"fit their own BitsStored (e.g. '{Path(series.files[index]).name}': {lowest}..{highest} in "
+                     f"{stored} bits, which hold {fit}); the DICOM reader would keep only those bits and read wrong "
+                     f"Hounsfield units without saying so. The header is damaged: re-export the series from the "
+                     f"scanner/PACS.")
 
 
 def _tag_text(reader, index: int, tag: str) -> str:
@@ -2400,6 +2510,10 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> Optional[
                          f"its frames' functional groups, which turns their values around (air bright, bone dark); "
                          f"a CT stores Hounsfield units with a positive slope. Re-export the series from the "
                          f"scanner/PACS.")
+    odd = next((slope for slope, _ in rescales if not CT_RESCALE_SLOPES[0] <= slope <= CT_RESCALE_SLOPES[1]), None)
+    if odd is not None:
+        raise InputError(_implausible_slope_text(f"'{path}' (series {series.uid})", f"{odd:g}",
+                                                 "its frames' functional groups"))
     fix = "Convert it to NIfTI with a tool that reads enhanced DICOM frame by frame (e.g. dcm2niix) and segment that."
     if len(set(rescales)) > 1:
         shown = ", ".join(f"{s:g} x + {i:g}" for s, i in sorted(set(rescales))[:4])

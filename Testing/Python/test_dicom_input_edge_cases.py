@@ -1188,3 +1188,64 @@ def test_series_chosen_by_a_superscript_digit_is_not_a_series_number(tmp_path):
     write_ct_series(folder, make_phantom(shape_zyx=(4, 16, 16), seed=0).ct)
     with pytest.raises(InputError):
         select_dicom_series(find_dicom_series(folder), "\u00b2", folder)
+
+
+# ---- a reader fuzz's reproductions: bits stored, rescale slope, transfer syntax UID ------------------------------
+def test_a_slice_whose_values_do_not_fit_its_bits_stored_is_refused_and_one_whose_values_fit_is_read(tmp_path, ct):
+    """One slice marked BitsStored 8 among 16-bit slices: GDCM kept 8 bits of each of its values, so it read
+    -118..80 HU where it held -1000..710, exit 0. A slice marked 12 bits whose values fit (scanners mix 12 and 16)
+    reads as it is."""
+    files = write_ct_series(tmp_path / "damaged", ct, shuffle_names=False)
+    _retag(files[4:5], BitsStored=8, HighBit=7)
+    with pytest.raises(InputError, match=r"its files differ in BitsStored \(0028,0101\) \(16 in 7 file\(s\), 8 in 1 "
+                                         r"file\(s\)\), and 1 of its 8 files \('ct0004.dcm'\) hold stored values that "
+                                         r"do not fit their own BitsStored \(e.g. 'ct0004.dcm': -1000..710 in 8 bits, "
+                                         r"which hold -128..127\).*re-export the series"):
+        read_volume(tmp_path / "damaged")
+    files = write_ct_series(tmp_path / "mixed", ct, shuffle_names=False)
+    _retag(files[2:5], BitsStored=12, HighBit=11)  # -1000..716 fits 12 bits signed (-2048..2047)
+    np.testing.assert_array_equal(read_volume(tmp_path / "mixed").array, np.asarray(ct.array))
+
+
+@pytest.mark.parametrize("slope", ["1e-30", "0.0001", "5000"])
+def test_a_rescale_slope_no_ct_uses_is_refused_not_read_as_about_zero_hu(tmp_path, ct, slope):
+    """A RescaleSlope of 1e-30 in one file (a damaged header) passed (only 0, negative and non-finite slopes were
+    refused): that slice read as about 0 HU, exit 0. So do an enhanced CT's functional groups."""
+    files = write_ct_series(tmp_path / "series", ct)
+    _retag(files[2:3], RescaleSlope=slope)
+    with pytest.raises(InputError, match=rf"RescaleSlope \(0028,1053\) is {slope} in 1 of its 8 files \('ct0005.dcm'\), "
+                                         rf"which no CT uses \(a CT's slope lies within 0.001..1000, usually 1\)"):
+        read_volume(tmp_path / "series")
+
+    def slope_odd(dataset):
+        dataset.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleSlope = slope
+
+    _refused_from_file_and_folder(_edited_enhanced_ct(tmp_path, ct, slope_odd),
+                                  rf"RescaleSlope \(0028,1053\) is {float(slope):g} in its frames' functional groups, "
+                                  rf"which no CT uses")
+
+
+def test_a_slope_at_the_edges_of_a_cts_range_is_read(tmp_path, ct):
+    """1e-3 and 1e3 are inside the range; a slice's values follow its slope (stored x slope + intercept)."""
+    files = write_ct_series(tmp_path / "series", ct, shuffle_names=False)
+    _retag(files[1:2], RescaleSlope="0.001")
+    _retag(files[2:3], RescaleSlope="1000")
+    volume = read_volume(tmp_path / "series")
+    stored = np.asarray(ct.array, dtype=np.float64)
+    np.testing.assert_allclose(volume.array[1], stored[1] * 0.001, atol=1e-3)
+    np.testing.assert_allclose(volume.array[2], stored[2] * 1000)
+    np.testing.assert_array_equal(volume.array[3], stored[3])
+
+
+def test_a_damaged_transfer_syntax_uid_is_named_as_damaged_not_as_a_newer_standard(tmp_path, ct):
+    """'1.2.840.10008.q.2.1' (explicit VR little endian, 1.2.840.10008.1.2.1, with one character damaged) was
+    described as 'a standard one newer than this reader' with advice to decompress the files."""
+    files = write_ct_series(tmp_path / "damaged", ct)
+    for name in files:  # the file meta's TransferSyntaxUID is the first occurrence
+        name.write_bytes(name.read_bytes().replace(b"1.2.840.10008.1.2.1", b"1.2.840.10008.q.2.1", 1))
+    for given in (tmp_path / "damaged", files[2], tmp_path):  # the folder, one file, the study folder above
+        with pytest.raises(InputError, match=r"transfer syntax UID \(0002,0010\) is '1\.2\.840\.10008\.q\.2\.1'.*"
+                                             r"which is not a valid UID \(a UID is numbers separated by dots\): the "
+                                             r"files are damaged") as raised:
+            read_volume(given)
+        assert "newer than this reader" not in str(raised.value) and "Decompress" not in str(raised.value)

@@ -251,11 +251,13 @@ class TrainResult:
 # ----------------------------------------------------------------------------------------- setup helpers
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``gpu`` -> CUDA. Raises :class:`InputError` for CUDA without a
-    GPU, and for Apple GPUs (MPS), which inference uses but training has not been tested on."""
+    GPU, and for Apple GPUs (MPS), which inference uses but training has not been tested on. Letter case and
+    surrounding spaces are ignored, as segment's --device ignores them ('CPU' was refused here, taken there)."""
+    requested, name = name, str(name if name is not None else "auto").strip().lower()
     if name == "mps":
         raise InputError("Training runs on a CUDA GPU or the CPU; --device mps (an Apple GPU) is not supported for "
                          "training (segment uses it). Use --device cpu.")
-    requested, name = name, "cuda" if name == "gpu" else name
+    name = "cuda" if name == "gpu" else name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name != "cpu" and re.fullmatch(r"cuda(:[0-9]+)?", str(name)) is None:  # 'tpu' ended as an internal error

@@ -1335,9 +1335,13 @@ def test_train_refuses_an_unknown_device_by_name():
     from LiverTumorSegLib.training.trainer import resolve_device
 
     assert str(resolve_device("cpu")) == "cpu"
-    for name in ("tpu", "CPU", "cuda:x"):
+    # letter case and spaces count for nothing, as in segment's --device ('CPU' was refused here, taken there)
+    assert str(resolve_device("CPU")) == str(resolve_device(" Cpu ")) == "cpu"
+    for name in ("tpu", "cuda:x", "cuda:\u00b2"):
         with pytest.raises(InputError, match=f"Unknown device '{name}'; training runs on auto, cpu, cuda, cuda:N"):
             resolve_device(name)
+    with pytest.raises(InputError, match="Training runs on a CUDA GPU or the CPU; --device mps"):
+        resolve_device("MPS")
 
 
 SHIPPED_RECIPES = Path(__file__).resolve().parents[2] / "scripts"

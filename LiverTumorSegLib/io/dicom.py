@@ -7,7 +7,7 @@ import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -378,10 +378,25 @@ def _rescale_differs_in_files(paths: Sequence[str]) -> List[str]:
             by_series.setdefault(found[0], []).append((path, found[1], found[2]))
     twice = []
     for files in by_series.values():
-        pairs = {(slope, intercept) for _, slope, intercept in files}
-        if len(pairs) > 1 or not all(float(v).is_integer() for pair in pairs for v in pair):
+        if _rescale_read_twice((slope, intercept) for _, slope, intercept in files):
             twice.extend(path for path, _, _ in files)
     return twice
+
+
+def _rescale_read_twice(pairs: Iterable[Tuple[float, float]]) -> bool:
+    """Whether a series whose files give the ``(RescaleSlope, RescaleIntercept)`` ``pairs`` is read twice, again as
+    float32 (:func:`_read_as_float`): its files give different pairs, or a slope or intercept that is not a whole
+    number (NaN included). The one rule of :func:`_rescale_differs_between_slices` (the series reader's tags),
+    :func:`_rescale_differs_in_headers` (the listing's) and :func:`_rescale_differs_in_files` (a batch's count);
+    stops at the first pair that decides it."""
+    seen = set()
+    for slope, intercept in pairs:
+        if not (float(slope).is_integer() and float(intercept).is_integer()):
+            return True
+        seen.add((float(slope), float(intercept)))
+        if len(seen) > 1:
+            return True
+    return False
 
 
 def dicom_folder_read_bytes(folder: PathLike) -> int:
@@ -1900,15 +1915,8 @@ def _rescale_differs_between_slices(reader, num_files: int) -> bool:
     takes the pixel type from the first file: slope 1 and a whole intercept there made the volume int16, and a later
     slice with slope 0.5 lost its half HU (up to 0.5 HU off, without a word); an unsigned first slice with intercept
     0 made it uint16, and a later slice with intercept -1024 wrapped round (-500 HU read as 65036)."""
-    slopes, intercepts = set(), set()
-    for index in range(num_files):
-        slope = (_tag_numbers(reader, index, "0028|1053") or [1.0])[0]
-        intercept = (_tag_numbers(reader, index, "0028|1052") or [0.0])[0]
-        slopes.add(slope)
-        intercepts.add(intercept)
-        if len(slopes) > 1 or len(intercepts) > 1 or not (float(slope).is_integer() and float(intercept).is_integer()):
-            return True
-    return False
+    return _rescale_read_twice(((_tag_numbers(reader, index, "0028|1053") or [1.0])[0],
+                                 (_tag_numbers(reader, index, "0028|1052") or [0.0])[0]) for index in range(num_files))
 
 
 def _read_as_float(reader, folder: Path, chosen: DicomSeriesInfo):
@@ -1990,13 +1998,8 @@ def _rescale_differs_in_headers(headers: Optional[Sequence[_DicomFileHeader]]) -
     (:func:`_rescale_differs_between_slices`, which decides it from the series reader's tags after the first read):
     its files give different RescaleSlope or RescaleIntercept values, or one that is not a whole number. False when
     the headers are unknown (a series that did not come from the listing)."""
-    pairs = set()
-    for header in headers or []:
-        pair = tuple(_float_or(text, default) for text, default in zip(header.rescale, (1.0, 0.0)))
-        if not all(float(v).is_integer() for v in pair):
-            return True
-        pairs.add(pair)
-    return len(pairs) > 1
+    return _rescale_read_twice((_float_or(header.rescale[0], 1.0), _float_or(header.rescale[1], 0.0))
+                               for header in headers or [])
 
 
 def _float_or(text: str, default: float) -> float:

@@ -18,6 +18,7 @@ import unicodedata
 from pathlib import Path
 from typing import Optional, Tuple
 
+from .asciinumbers import is_ascii_digits
 from .io.formats import READ_SUFFIXES
 
 EXTENSIONS = (".seg.nrrd",) + READ_SUFFIXES  # .seg.nrrd first: it also ends in .nrrd
@@ -60,7 +61,7 @@ def _parse_name(path: Path) -> Optional[Tuple[str, Optional[str], bool]]:
         if stem.startswith(prefix) and len(stem) > len(prefix):
             stem = stem[len(prefix):]
             roles.add(role)
-            if prefix in LITS_PREFIXES and stem.isascii() and stem.isdigit():  # volume-01 and segmentation-1: one LiTS case, as
+            if prefix in LITS_PREFIXES and is_ascii_digits(stem):  # volume-01 and segmentation-1: one LiTS case, as
                 stem = str(int(stem))  # training's LiTS reader pairs them (they were 'without a reference')
             break
     removed = True

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
 
+from ..asciinumbers import is_ascii_digits
 from ..errors import InputError, option_hint
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def mps_is_available() -> bool:
 def cuda_index(text: str) -> Optional[int]:
     """The N of ``cuda:N`` written in ASCII digits ("²".isdigit() is True, and int() then fails), else None."""
     suffix = text[len("cuda:"):] if text.startswith("cuda:") else ""
-    return int(suffix) if suffix.isascii() and suffix.isdigit() else None
+    return int(suffix) if is_ascii_digits(suffix) else None
 
 
 def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = None,

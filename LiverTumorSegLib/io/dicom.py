@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from ..asciinumbers import is_ascii_digits
 from ..errors import InputError, option_hint, raise_if_out_of_memory
 from ..fileutil import check_path_encoding, is_hidden_name, media_storage_sop_class
 from ..progress import execute_with_read_stop, raise_if_read_stopped
@@ -518,7 +519,7 @@ def select_dicom_series(series: Sequence[DicomSeriesInfo], wanted: str, folder: 
     exact = [s for s in series if s.uid == wanted]
     if exact:
         return exact[0]
-    if wanted.isascii() and wanted.isdigit():  # "²" is a digit to isdigit, not to int
+    if is_ascii_digits(wanted):
         numbered = _series_by_number(series, int(wanted), folder)
         if numbered is not None:
             return numbered

@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tu
 
 import numpy as np
 
+from ..asciinumbers import is_ascii_digits, is_ascii_integer
 from ..errors import InputError, out_of_memory_error, raise_if_out_of_memory
 from ..fileutil import full_suffix
 from ..volume import CTVolume, ImageGeometry
@@ -224,7 +225,7 @@ def _nrrd_stored(path: Path, header: _Header) -> Optional[_StoredData]:
         size = path.stat().st_size - (end + 2)
         where, start = path, end + 2
     skip = fields.get("byte skip") or fields.get("byteskip") or "0"
-    if raw and _ascii_int(skip):
+    if raw and is_ascii_integer(skip):
         size -= max(int(skip), 0)
     return _StoredData(size, header.deflated, where, start)
 
@@ -265,12 +266,6 @@ def _metaimage_stored(path: Path, header: _Header) -> Optional[_StoredData]:
     return _StoredData(stored, header.deflated, path if local else path.parent / name, start, limit)
 
 
-def _ascii_digits(text: str) -> bool:
-    """Whether ``text`` is one or more ASCII digits: ``str.isdigit`` is also true of '²' (byte 0xB2 of a latin-1
-    header), which ``int`` refuses."""
-    return text.isascii() and text.isdigit()
-
-
 _METAIO_LOCAL = ("LOCAL", "Local", "local")
 """The ``ElementDataFile`` values MetaIO takes as voxels in the header's own file: any other spelling ('LoCaL') is
 a data file's name, which ITK fails to open (SimpleITK 30 Nov 2026)."""
@@ -282,13 +277,6 @@ def _metaimage_local(name: str) -> bool:
     return name in _METAIO_LOCAL
 
 
-def _ascii_int(text: str) -> bool:
-    """Whether ``text`` is a whole number as ``int`` reads it from ASCII: an optional '-' and ASCII digits.
-    ``text.lstrip("-").isdigit()`` let '--1' through (a numbered ElementDataFile pattern 's%03d.raw --1 3 1' stopped
-    the read with ValueError: invalid literal for int())."""
-    return re.fullmatch(r"-?[0-9]+", text) is not None
-
-
 def _metaimage_data_file(header: _Header) -> str:
     """The ``ElementDataFile`` value as written: ``LOCAL``, a file name, ``LIST`` or a numbered pattern."""
     return header.where.group(1).decode("latin-1").strip()
@@ -298,14 +286,14 @@ def _metaimage_compressed_size(fields: Dict[str, str]) -> Optional[int]:
     """``CompressedDataSize``: the bytes of compressed voxel data ITK reads from where the voxels start; None when
     absent or not a whole number."""
     text = fields.get("compresseddatasize", "")
-    return int(text) if text.isascii() and text.isdigit() else None  # '²' is a digit to isdigit, not to int
+    return int(text) if is_ascii_digits(text) else None
 
 
 def _metaimage_header_size(fields: Dict[str, str]) -> Optional[int]:
     """``HeaderSize`` (bytes of a separate data file before its voxels; -1: the voxels are its last bytes), 0 when
     absent, None when not a whole number."""
     text = fields.get("headersize", "") or "0"
-    return int(text) if _ascii_int(text) else None
+    return int(text) if is_ascii_integer(text) else None
 
 
 _METAIO_COMPRESSED_TRUE = ("t", "1")
@@ -340,16 +328,16 @@ def _check_metaimage_data_file_count(path: Path, header: _Header) -> None:
     the 64 KiB read of the header is not judged."""
     value = _metaimage_data_file(header).split()
     sizes, ndims = header.fields.get("dimsize", "").split(), header.fields.get("ndims", "")
-    if not value or not _ascii_digits(ndims) or not all(_ascii_digits(size) for size in sizes) or len(sizes) < int(ndims):
+    if not value or not is_ascii_digits(ndims) or not all(is_ascii_digits(size) for size in sizes) or len(sizes) < int(ndims):
         return
     if value[0].upper() == "LIST":
-        per_file = int(value[1][:-1]) if len(value) > 1 and _ascii_digits(value[1][:-1]) else int(ndims) - 1
+        per_file = int(value[1][:-1]) if len(value) > 1 and is_ascii_digits(value[1][:-1]) else int(ndims) - 1
         after = header.where.string[header.where.end():]
         if len(header.where.string) >= 65536:
             return
         count, what = len([line for line in after.splitlines() if line.strip()]), "lists"
     elif len(value) == 4 and "%" in value[0]:
-        if not all(_ascii_int(word) for word in value[1:]):  # MetaIO's atoi reads '--3' as 0: a step of 0 crashed
+        if not all(is_ascii_integer(word) for word in value[1:]):  # MetaIO's atoi reads '--3' as 0: a step of 0 crashed
             # the process (SIGFPE), a last number of 0 gave an image of leftover memory
             raise InputError(f"Cannot read '{path}': its header's numbered data files (ElementDataFile = "
                              f"{' '.join(value)}) need three whole numbers after the pattern (first, last, step), "

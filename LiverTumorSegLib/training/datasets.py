@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
+from ..asciinumbers import is_ascii_digits, is_ascii_integer
 from ..errors import InputError, LabelError
 from ..fileutil import is_hidden_name, read_csv_rows, read_text_file, similar_names_hint
 from ..io.formats import _FILE_FORMATS_TEXT, ITK_SUFFIXES, NIFTI_SUFFIXES
@@ -308,17 +309,10 @@ def _in_visible_tree(path: Path, root: Path) -> bool:
     return not any(is_hidden_name(part) for part in parts)
 
 
-def _is_ascii_integer(text: str) -> bool:
-    """Whether ``text`` is a whole number in ASCII digits, maybe negative ("-1"); '²' is a digit to str.isdigit but
-    not to int (a dataset.json label key "²" stopped the reading with ValueError)."""
-    digits = text[1:] if text.startswith("-") else text
-    return digits.isascii() and digits.isdigit()
-
-
 def _natural_key(text: str):
     """``text`` split into runs of ASCII digits (compared as numbers: case2 before case10) and the rest. ASCII only:
     ``str.isdigit`` is also true of '²', which ``int`` refuses (a file named 'x1²' stopped the listing)."""
-    return [int(t) if t.isascii() and t.isdigit() else t for t in re.split(r"([0-9]+)", text)]
+    return [int(t) if is_ascii_digits(t) else t for t in re.split(r"([0-9]+)", text)]
 
 
 def _discover_lits(root: Path) -> List[Case]:
@@ -549,7 +543,7 @@ def check_dataset_labels(root: PathLike, fmt: str = "auto", label_map: Optional[
         return
     names: Dict[int, List[str]] = {}
     for key, value in labels.items():
-        if isinstance(value, (str,)) and _is_ascii_integer(str(key).strip()):  # MSD: {"1": "liver"}
+        if isinstance(value, (str,)) and is_ascii_integer(str(key).strip()):  # MSD: {"1": "liver"}
             names.setdefault(int(key), []).append(value)
         else:  # nnU-Net v2: {"liver": 1} or a region {"liver": [1, 2]}
             for number in (value if isinstance(value, list) else [value]):

@@ -111,7 +111,8 @@ were made under ``robustness_settings``. A stored table with cases or perturbati
 kept (the run stops before any work) unless ``--replace-stored``.
 
 The summary gives, per perturbation, the number of cases it applied to and its mean change against
-``baseline`` on those same cases: a mean over fewer cases is not comparable with the baseline's. Tumor Dice
+``baseline`` on those same cases: a mean over fewer cases is not comparable with the baseline's. A mean
+tumor Dice over fewer cases than that (some cases' truth holds no tumor) is followed by its own count, ``(k)``. Tumor Dice
 depends on the synthetic-tumor draw (seeded by case id and ``--seed``): on two cases, the baseline's mean
 tumor Dice ranged 0.52-0.92 over seeds 0-5, so compare packages on the same cases and seed, and treat tumor
 differences of a few hundredths as noise.
@@ -1184,8 +1185,9 @@ def paired_change(rows: Sequence[Dict[str, Any]], name: str, key: str, reference
 
 
 def summary_table(rows: Sequence[Dict[str, Any]], perturbations: Sequence[str]) -> str:
-    """Text table: one line per perturbation, ``liver/tumor`` Dice per case, the means, the number of cases
-    the perturbation applied to, its false lesions summed over them (README's column), and the mean change
+    """Text table: one line per perturbation, ``liver/tumor`` Dice per case, the means (a tumor mean over fewer
+    cases than the row applied to, where some have no tumor in their truth, followed by that number), the number of
+    cases the perturbation applied to, its false lesions summed over them (README's column), and the mean change
     against ``baseline`` on those same cases (the fov rows: against ``baseline_whole`` when measured)."""
     cases = list(dict.fromkeys(r["case"] for r in rows))
     by_key = {(r["case"], r["perturbation"]): r for r in rows}
@@ -1195,6 +1197,7 @@ def summary_table(rows: Sequence[Dict[str, Any]], perturbations: Sequence[str]) 
     head = (f"  {'perturbation':<{name_width}}" + "".join(f" {c[-width:]:>{width}}" for c in cases)
             + "   mean liver  mean tumor   n  false lesions   vs baseline (same cases)")
     lines = [head, "  " + "-" * (len(head) - 2)]
+    fewer_tumors = False
     for name in perturbations:
         cells, livers, tumors = [], [], []
         for c in cases:
@@ -1210,6 +1213,9 @@ def summary_table(rows: Sequence[Dict[str, Any]], perturbations: Sequence[str]) 
         mean_l = fmt(float(np.mean(livers))) if livers else "  n/a"
         mean_t = fmt(float(np.mean(tumors))) if tumors else "  n/a"
         applied = sum(1 for c in cases if (c, name) in by_key)
+        if tumors and len(tumors) < applied:  # cases without a tumor in their truth: a mean over fewer cases,
+            mean_t += f" ({len(tumors)})"  # said (it was silent: n counted the cases the row applied to)
+            fewer_tumors = True
         false = sum(int(by_key[(c, name)].get("false_lesions") or 0) for c in cases if (c, name) in by_key)
         change = ""
         if name not in ("baseline", "original", *REFERENCE_OF.values()) and applied:
@@ -1217,6 +1223,9 @@ def summary_table(rows: Sequence[Dict[str, Any]], perturbations: Sequence[str]) 
             change = "   " + " / ".join("n/a" if v is None else f"{v:+.3f}" for v in parts)
         lines.append(f"  {name:<{name_width}}" + "".join(cells)
                      + f"   {mean_l:>10}  {mean_t:>10}  {applied:>2}  {false:>13}" + change)
+    if fewer_tumors:
+        lines.append("  mean tumor '(k)': over the k cases with a tumor in their truth (the others have no tumor "
+                     "Dice), fewer than n")
     return "\n".join(lines)
 
 
@@ -1459,6 +1468,10 @@ def run(args: argparse.Namespace) -> int:
         refused = []  # type: List[Tuple[str, str, str]]
         rows = evaluate(engine, cases, perturbations, args.seed, post, trained_on, say, refused,
                         trained_digests=trained_digests, body_size_scaling=not args.no_body_size_scaling)
+        if refused and args.quiet:  # said row by row only without --quiet: a missing row looked like a skip
+            print(f"warning: segment refused {len(refused)} perturbed volume(s), left out of the table and its means: "
+                  + "; ".join(f"{case} {name} ({reason[:120]})" for case, name, reason in refused[:5])
+                  + (" ..." if len(refused) > 5 else ""), file=sys.stderr)
         if refused and args.store_in_package and not args.replace_stored:  # the stored table would lose them
             raise InputError(f"segment refused {len(refused)} perturbed volume(s) (e.g. {refused[0][0]} "
                              f"{refused[0][1]}: {refused[0][2][:160]}), so the package's table would lack those "

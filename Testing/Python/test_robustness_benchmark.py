@@ -1296,3 +1296,37 @@ def test_metal_streaks_skip_a_scan_without_a_spine():
     s.hu[s.hu == 700.0] = 40.0
     assert rb.metal_streaks(s, seed=0) is None
     assert rb.skip_reason("metal_streaks").startswith("no spine")
+
+
+def test_summary_says_when_the_tumor_mean_is_over_fewer_cases():
+    """A case whose perturbed truth holds no tumor (a field of view that cut it out) has no tumor Dice: the row's
+    mean tumor Dice was over the other cases alone while ``n`` counted every case, without a word."""
+    rows = [{"case": "a", "perturbation": "fov_xy220", "liver_dice": 0.98, "tumor_dice": 0.80},
+            {"case": "b", "perturbation": "fov_xy220", "liver_dice": 0.96, "tumor_dice": None},
+            {"case": "a", "perturbation": "noise10", "liver_dice": 0.98, "tumor_dice": 0.70},
+            {"case": "b", "perturbation": "noise10", "liver_dice": 0.96, "tumor_dice": 0.50}]
+    lines = rb.summary_table(rows, ["fov_xy220", "noise10"]).splitlines()
+    fov = [t for t in lines if t.strip().startswith("fov_xy220")][0]
+    noise = [t for t in lines if t.strip().startswith("noise10")][0]
+    assert "0.800 (1)" in fov and fov.split()[-5] == "2"  # the tumor mean's case count, n still 2
+    assert "0.600 (" not in noise and "0.600" in noise  # every case measured: no count
+    assert any("over the k cases with a tumor" in t for t in lines)
+    lines = rb.summary_table(rows[2:], ["noise10"]).splitlines()
+    assert not any("over the k cases" in t for t in lines)
+
+
+def test_quiet_run_still_says_which_perturbed_volumes_segment_refused(tmp_path, monkeypatch, capsys):
+    """Under --quiet a row segment refused vanished without a word (its cell '-' as a skipped row's, its mean over
+    fewer cases); the refusals are now one warning line."""
+    package = tiny_unet_package(tmp_path)
+    write_case(tmp_path / "data")
+
+    def fake_evaluate(engine, cases, perturbations, seed, post, trained_on, log, refused, **kwargs):
+        refused.append((cases[0].case_id, "noise25", "the CT's values do not look like HU"))
+        return []
+
+    monkeypatch.setattr(rb, "evaluate", fake_evaluate)
+    argv = [str(package.path), "--data", str(tmp_path / "data"), "--perturbations", "baseline,noise25"]
+    assert rb.main(argv + ["--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "refused 1 perturbed volume(s)" in err and "noise25" in err

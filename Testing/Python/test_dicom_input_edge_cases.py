@@ -1249,3 +1249,83 @@ def test_a_damaged_transfer_syntax_uid_is_named_as_damaged_not_as_a_newer_standa
                                              r"files are damaged") as raised:
             read_volume(given)
         assert "newer than this reader" not in str(raised.value) and "Decompress" not in str(raised.value)
+
+
+def _store_with_12_bits(files, signed: bool, intercept: int, edit) -> None:
+    """Rewrite each file: stored = edit(HU) - ``intercept`` in 16 bits allocated, every file marked BitsStored 12."""
+    import pydicom
+
+    for f in files:
+        ds = pydicom.dcmread(str(f))
+        stored = edit(ds.pixel_array.astype(np.int32)) - intercept
+        ds.PixelRepresentation = 1 if signed else 0
+        ds.BitsStored, ds.HighBit = 12, 11
+        ds.RescaleIntercept = f"{intercept}"
+        ds.PixelData = stored.astype(np.int16 if signed else np.uint16).tobytes()
+        save_dicom(ds, f, implicit_vr=False)
+
+
+def _with_corner(value):
+    def edit(hu):
+        hu = hu.copy()
+        hu[:3, :3] = value
+        return hu
+    return edit
+
+
+@pytest.mark.parametrize("signed, intercept, value, shown",
+                         [(True, 0, -3024, r"-3024..712, where 12 bits hold -2048..2047"),
+                          (False, -1024, 3500, r"24..4524, where 12 bits hold 0..4095")],
+                         ids=["signed-padding-minus3024", "unsigned-metal-3500hu"])
+def test_a_series_whose_files_all_say_12_bits_but_hold_more_is_refused(tmp_path, ct, signed, intercept, value,
+                                                                      shown):
+    """Every file marked BitsStored 12 (HighBit 11) over 16-bit values: GDCM kept 12 bits of each, so padding stored
+    as -3024 read +1072 HU and metal at 3500 HU (stored 4524, intercept -1024) read -596 HU, exit 0. The same series
+    whose values fit 12 bits reads as it is."""
+    files = write_ct_series(tmp_path / "damaged", ct, shuffle_names=False)
+    _store_with_12_bits(files, signed, intercept, _with_corner(value))
+    with pytest.raises(InputError, match=r"its files say BitsStored \(0028,0101\) is 12 \(of 16 allocated\), but they "
+                                         r"hold stored values that 12 bits do not hold \(e.g. 'ct0000.dcm': "
+                                         + shown + r"\).*set BitsStored to 16 and HighBit to 15"):
+        read_volume(tmp_path / "damaged")
+    files = write_ct_series(tmp_path / "fits", ct, shuffle_names=False)
+    _store_with_12_bits(files, signed, intercept, _with_corner(-1000))
+    expected = np.asarray(ct.array).copy()
+    expected[:, :3, :3] = -1000
+    np.testing.assert_array_equal(read_volume(tmp_path / "fits").array, expected)
+
+
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEGLSLossless"])
+def test_compressed_series_with_values_beyond_bits_stored_are_refused_like_uncompressed_ones(tmp_path, ct, syntax):
+    """Compressed at 16 bits, then one slice's header marked BitsStored 8: GDCM read the RLE slice as -118..80 HU
+    where it held -1000..710, exit 0 (pydicom's RLE decoder masked the bits above BitsStored too, so the check
+    passed it). Every file marked 12 bits over padding stored as -3024: read as +1072 HU. Both refused now, as the
+    uncompressed series are; a slice marked 12 bits whose values fit reads as it is."""
+    import pydicom.uid
+
+    uid = getattr(pydicom.uid, syntax)
+    if syntax == "JPEGLSLossless":
+        pytest.importorskip("jpeg_ls")  # pyjpegls: pydicom's JPEG-LS encoder and decoder
+
+    def write(name, edit=None, retag=None):
+        import pydicom
+
+        files = write_ct_series(tmp_path / name, ct, shuffle_names=False)
+        for k, f in enumerate(files):
+            ds = pydicom.dcmread(str(f))
+            if edit is not None:
+                ds.PixelData = edit(ds.pixel_array.astype(np.int32)).astype(np.int16).tobytes()
+            ds.compress(uid)
+            if retag is not None and retag(k):
+                ds.BitsStored, ds.HighBit = retag(k)
+            save_dicom(ds, f)
+        return tmp_path / name
+
+    with pytest.raises(InputError, match=r"its files differ in BitsStored \(0028,0101\) \(16 in 7 file\(s\), 8 in 1 "
+                                         r"file\(s\)\).*'ct0004.dcm': -1000..710 in 8 bits"):
+        read_volume(write("one_8_bit", retag=lambda k: (8, 7) if k == 4 else None))
+    with pytest.raises(InputError, match=r"its files say BitsStored \(0028,0101\) is 12 \(of 16 allocated\).*"
+                                         r"'ct0000.dcm': -3024..712, where 12 bits hold -2048..2047"):
+        read_volume(write("all_12_bit", edit=_with_corner(-3024), retag=lambda k: (12, 11)))
+    fits = write("one_12_bit_fits", retag=lambda k: (12, 11) if k == 4 else None)
+    np.testing.assert_array_equal(read_volume(fits).array, np.asarray(ct.array))

@@ -65,6 +65,39 @@ def held_by_a_live_process(held: str, changed: float) -> bool:
     return bool(match) and marked_process_alive(match, changed)
 
 
+LEFTOVER_WAIT_S = 15.0
+"""Seconds a run waits for a flock still held after the run named in the lock file has ended: its forked children
+(a training's DataLoader workers) share the lock's open file, and outlive a killed run for up to torch's watchdog
+interval (5 s; measured 5.0 s after a SIGKILL of a 2-worker training)."""
+
+
+def _flock_left_by_an_ended_run(lock: Path, handle: int, wait_s: Optional[float] = None) -> bool:
+    """Whether the flock on ``handle`` was taken after waiting up to ``wait_s`` (:data:`LEFTOVER_WAIT_S`), tried only
+    while the lock file names a process of this computer that has ended. A ``train --resume`` started right after
+    the run was killed (SIGKILL, the out-of-memory killer, a job's requeue) was refused as 'Another training
+    (process N) is running', N the killed run, because its DataLoader workers still held the flock they inherited."""
+    import fcntl
+    import time
+
+    from .processes import PROCESS_MARK, marked_process_alive
+
+    deadline = time.monotonic() + (LEFTOVER_WAIT_S if wait_s is None else float(wait_s))
+    while True:
+        held, changed = read_mark(lock)
+        match = re.fullmatch(PROCESS_MARK, held)
+        if not match or marked_process_alive(match, changed):  # a live run (or one starting): busy
+            return False
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        except OSError:
+            return False
+
+
 def _flocked_lock_file(lock: Path, mark: str, busy: BusyError) -> Optional[int]:
     """POSIX: a descriptor of ``lock`` holding an exclusive ``flock`` with ``mark`` written in it, or None where
     flock is not available (Windows, some network file systems: :func:`folder_lock` then goes by the mark alone).
@@ -89,8 +122,9 @@ def _flocked_lock_file(lock: Path, mark: str, busy: BusyError) -> Optional[int]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(handle)
-            raise busy(read_mark(lock)[0]) from None
+            if not _flock_left_by_an_ended_run(lock, handle):
+                os.close(handle)
+                raise busy(read_mark(lock)[0]) from None
         except OSError:
             os.close(handle)
             return None

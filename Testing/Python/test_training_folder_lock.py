@@ -135,3 +135,59 @@ def test_the_refusal_names_a_run_on_another_computer(tmp_path):
     text = str(_busy_training_folder(tmp_path / "run", process_mark_of(pid, 12345, host=other)))
     assert f"Another training (process {pid} on another computer) is running in" in text, text
     assert "Another training is running in" in str(_busy_training_folder(tmp_path / "run", ""))
+
+
+def _leftover_holding_the_flock(lock: Path, seconds: float):
+    """A process standing in for a killed run's DataLoader worker: it holds the flock on ``lock`` (a forked worker
+    shares the run's open lock file) for ``seconds`` after it says so, then ends."""
+    import subprocess
+    import sys
+
+    code = ("import fcntl, os, sys, time\n"
+            "h = os.open(sys.argv[1], os.O_RDWR)\n"
+            "fcntl.flock(h, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(float(sys.argv[2]))\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(lock), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+@pytest.mark.skipif(__import__("os").name != "posix", reason="flock")
+def test_a_resume_right_after_a_kill_waits_for_the_killed_runs_workers_instead_of_refusing(tmp_path, monkeypatch):
+    """SIGKILL of a training with --num-workers 2, then the same command with --resume at once: refused as 'Another
+    training (process N) is running', N the killed run, for the 5 s its orphaned DataLoader workers lived on holding
+    the flock they inherited. The lock file names an ended process: the run now waits for the flock (up to
+    LEFTOVER_WAIT_S) and takes it; a holder that outlasts that is still refused, naming the process."""
+    from process_helpers import ended_process_id
+
+    from LiverTumorSegLib import folder_lock as folder_lock_module
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.processes import host_tag, process_mark, process_mark_of
+    from LiverTumorSegLib.training.trainer import TRAIN_LOCK_FILE, training_folder_lock
+
+    log_dir = tmp_path / "m_train"
+    log_dir.mkdir()
+    lock = log_dir / TRAIN_LOCK_FILE
+    killed = ended_process_id()
+    lock.write_text(process_mark_of(killed, None, host_tag()), encoding="ascii")
+    worker = _leftover_holding_the_flock(lock, 0.5)
+    try:
+        with training_folder_lock(log_dir, str(tmp_path / "m.safetensors")):
+            assert lock.read_text(encoding="ascii") == process_mark()  # taken over once the leftover ended
+    finally:
+        worker.kill()
+        worker.wait()
+    assert not lock.exists()
+
+    lock.write_text(process_mark_of(killed, None, host_tag()), encoding="ascii")
+    monkeypatch.setattr(folder_lock_module, "LEFTOVER_WAIT_S", 0.3)
+    worker = _leftover_holding_the_flock(lock, 60)
+    try:
+        with pytest.raises(InputError, match=rf"Another training \(process {killed}\) is running"):
+            with training_folder_lock(log_dir, str(tmp_path / "m.safetensors")):
+                pass
+    finally:
+        worker.kill()
+        worker.wait()
+    assert lock.read_text(encoding="ascii") == process_mark_of(killed, None, host_tag())  # left as it was

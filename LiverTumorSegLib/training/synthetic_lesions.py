@@ -12,9 +12,17 @@ lesion is consistent across the T slices) **in the HU domain, before intensity p
   (``margin_softness_mm``); optional darker necrotic centre and enhancing rim; texture = grain noise
   with the std and lag-1 correlation measured in the surrounding liver plus a smooth heterogeneity;
 * the intensity change and the label are confined to the liver (``labels >= 1``); a lesion may reach
-  the liver edge (a fraction of centres is drawn near the edge), where it is clipped.
+  the liver edge (a fraction of centres is drawn near the edge), where it is clipped;
+* except an **exophytic** lesion (``exophytic_probability``, off by default: the chance that a lesion whose centre
+  was drawn near the edge is one): its centre is put at the depth below (or above) the liver's surface that would
+  leave a share drawn from ``exophytic_outside_fraction`` (30-70 %) of a ball beyond a flat surface, where the
+  surface faces fat or soft tissue, and outside the liver its intensity and label take background of
+  :data:`EXOPHYTIC_ROOM_HU` (-250..150 HU, label 0) connected to the liver: never air, lung, bone or the padding.
+  Its HU there is the lesion's own (local liver HU plus contrast, texture, soft margin). A tumor bulging out of the
+  capsule (HCC, metastases) was found only inside the liver by a network that never saw one (issue 11).
 
-Label 2 is written where the lesion blend weight is > 0.5 and the voxel is liver.
+Label 2 is written where the lesion blend weight is > 0.5 and the voxel is liver (or, for an exophytic lesion,
+that background).
 
 **Synthetic vessels (negatives)**: with ``vessel_probability``, :func:`insert_vessels` first draws
 ``vessel_count_range`` tubes through the liver (a random 3D direction through a liver point, slightly
@@ -90,12 +98,14 @@ class LesionConfig(JsonDataclassMixin):
     perihepatic_fluid_sector_deg: Tuple[float, float] = (90.0, 240.0)   # in-plane arc around the liver's centre
     perihepatic_fluid_hu: Tuple[float, float] = (0.0, 20.0)             # water, bile, ascites, effusion
     perihepatic_fluid_reach_deg: float = 180.0   # the arc within this angle of the patient's right (180: anywhere)
+    exophytic_probability: float = 0.0           # chance a lesion drawn at the edge (edge_probability) is exophytic
+    exophytic_outside_fraction: Tuple[float, float] = (0.3, 0.7)   # its aimed share of volume outside the liver
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first field that is out of range."""
         for name in ("probability", "hypodense_probability", "necrosis_probability", "rim_probability",
                      "edge_probability", "cluster_probability", "vessel_probability",
-                     "vessel_hypodense_probability", "perihepatic_fluid_probability"):
+                     "vessel_hypodense_probability", "perihepatic_fluid_probability", "exophytic_probability"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise InputError("LesionConfig.%s = %r must be a probability in [0, 1]." % (name, getattr(self, name)))
         for f in fields(self):
@@ -124,6 +134,10 @@ class LesionConfig(JsonDataclassMixin):
             raise InputError("LesionConfig.perihepatic_fluid_reach_deg = %r: the angle (degrees) from the patient's "
                              "right the fluid's arc may reach, more than 0 and at most 180 (anywhere)."
                              % (self.perihepatic_fluid_reach_deg,))
+        if not 0.0 <= self.exophytic_outside_fraction[0] <= self.exophytic_outside_fraction[1] <= 1.0:
+            raise InputError("LesionConfig.exophytic_outside_fraction = %r: the share of an exophytic lesion's volume "
+                             "outside the liver, two fractions in [0, 1], low <= high."
+                             % (self.exophytic_outside_fraction,))
         if self.necrosis_fraction[1] > 1.0:
             raise InputError("LesionConfig.necrosis_fraction = %r: the necrotic radius is a fraction of the "
                              "lesion's, at most 1." % (self.necrosis_fraction,))
@@ -388,8 +402,10 @@ def _edge_distance_mm(liver: np.ndarray, spacing_zyx: Sequence[float], anchor_sl
 
 
 def _pick_center(liver: np.ndarray, edge_mm: Optional[np.ndarray], radius_mm: float, anchor_slice: Optional[int],
-                 config: LesionConfig, rng: np.random.Generator) -> Optional[Tuple[np.ndarray, float]]:
-    """Voxel index (z, y, x) of a lesion centre and the (possibly reduced) radius, or None."""
+                 config: LesionConfig, rng: np.random.Generator, places: Optional["_ExophyticPlaces"] = None,
+                 ) -> Optional[Tuple[np.ndarray, float, bool]]:
+    """Voxel index (z, y, x) of a lesion centre, the (possibly reduced) radius and whether the lesion is exophytic
+    (a centre at the liver's surface, :func:`_pick_exophytic`), or None."""
     region = liver[anchor_slice] if anchor_slice is not None else liver
     candidates = region
     if edge_mm is not None:
@@ -402,6 +418,12 @@ def _pick_center(liver: np.ndarray, edge_mm: Optional[np.ndarray], radius_mm: fl
             near = region & (edge_mm <= max(radius_mm, 2.0))
             if near.any():
                 candidates = near
+                # drawn only when switched on, so recipes without it keep their random stream (and weights)
+                if config.exophytic_probability > 0 and places is not None \
+                        and rng.random() < config.exophytic_probability:
+                    center = _pick_exophytic(places, radius_mm, config, rng)
+                    if center is not None:
+                        return center, radius_mm, True
     index = np.flatnonzero(candidates)
     if index.size == 0:
         return None
@@ -409,8 +431,81 @@ def _pick_center(liver: np.ndarray, edge_mm: Optional[np.ndarray], radius_mm: fl
     if anchor_slice is not None:
         y, x = np.unravel_index(flat, region.shape)
         z = float(anchor_slice)
-        return np.array([z, y, x], dtype=float), radius_mm
-    return np.array(np.unravel_index(flat, region.shape), dtype=float), radius_mm
+        return np.array([z, y, x], dtype=float), radius_mm, False
+    return np.array(np.unravel_index(flat, region.shape), dtype=float), radius_mm, False
+
+
+EXOPHYTIC_ROOM_HU = (-250.0, 150.0)
+"""CT values (HU) of the background an exophytic lesion may grow into: fat (about -100) and soft tissue, muscle,
+bowel wall, kidney (30-80), enhancing bowel up to about 150; the same range as the fluid layer's
+(:data:`~.synthetic_fluid.DISPLACEABLE_HU`). Never air or lung (below), bone or contrast-filled bowel (above), the
+padding outside the scan, or a voxel another label (a tumor) holds."""
+
+
+def _outside_depth(fraction: float) -> float:
+    """Signed depth ``t`` (in radii, positive inside the liver) of a ball's centre below a flat surface such that
+    ``fraction`` of its volume lies beyond it: the cap beyond a plane ``t r`` from the centre holds
+    ``(1 - t)^2 (2 + t) / 4`` of the ball (0.3 -> +0.26, 0.5 -> 0, 0.7 -> -0.26)."""
+    t = np.linspace(-1.0, 1.0, 2001)
+    share = (1.0 - t) ** 2 * (2.0 + t) / 4.0   # falls from 1 to 0
+    return float(np.interp(float(fraction), share[::-1], t[::-1]))
+
+
+class _ExophyticPlaces:
+    """Maps for placing exophytic lesions, computed on first use (only when a lesion is drawn exophytic): on the
+    anchor slice (2D) or the whole stack (3D, its first and last slices replicated as for the edge distance)."""
+
+    def __init__(self, hu: np.ndarray, labels: np.ndarray, liver: np.ndarray, spacing_zyx: Sequence[float],
+                 anchor_slice: Optional[int]) -> None:
+        self.hu, self.labels, self.liver = hu, labels, liver
+        self.spacing = tuple(float(s) for s in spacing_zyx)
+        self.anchor_slice = anchor_slice
+        self._maps: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None
+
+    def maps(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(depth_mm, room_distance_mm, room)``: signed distance to the liver's surface (positive inside, negative
+        outside), distance to the nearest background of :data:`EXOPHYTIC_ROOM_HU`, and that background."""
+        if self._maps is None:
+            from scipy.ndimage import distance_transform_edt
+
+            room = (self.labels == 0) & (self.hu >= EXOPHYTIC_ROOM_HU[0]) & (self.hu <= EXOPHYTIC_ROOM_HU[1])
+            if self.anchor_slice is not None:
+                liver, room, sampling = self.liver[self.anchor_slice], room[self.anchor_slice], self.spacing[1:]
+                cut = (slice(None), slice(None))
+            else:
+                pad = ((1, 1), (0, 0), (0, 0))
+                liver, room = np.pad(self.liver, pad, mode="edge"), np.pad(room, pad, mode="edge")
+                sampling = self.spacing
+                cut = (slice(1, -1), slice(None), slice(None))
+            depth = distance_transform_edt(liver, sampling=sampling) - distance_transform_edt(~liver, sampling=sampling)
+            room_distance = distance_transform_edt(~room, sampling=sampling) if room.any() \
+                else np.full(room.shape, np.inf)
+            self._maps = (depth[cut].astype(np.float32), room_distance[cut].astype(np.float32), room[cut])
+        return self._maps
+
+
+def _pick_exophytic(places: _ExophyticPlaces, radius_mm: float, config: LesionConfig,
+                    rng: np.random.Generator) -> Optional[np.ndarray]:
+    """Centre (voxel index z, y, x) of an exophytic lesion: at the signed depth below (or above) the liver's surface
+    that would put a share drawn from ``exophytic_outside_fraction`` of a ball of ``radius_mm`` beyond a flat
+    surface (:func:`_outside_depth`; 30-70 %: within 0.26 radii of it), on liver or on the background it may grow
+    into, with that background (:data:`EXOPHYTIC_ROOM_HU`) within reach across the surface: a surface against fat,
+    muscle, kidney or bowel, not lung, air or bone. None when no voxel qualifies (the caller then uses a plain
+    edge centre)."""
+    target = _outside_depth(rng.uniform(*config.exophytic_outside_fraction)) * radius_mm
+    depth, room_distance, room = places.maps()
+    region = places.liver[places.anchor_slice] if places.anchor_slice is not None else places.liver
+    tolerance = max(min(places.spacing[1:]), 1.0)
+    candidates = (np.abs(depth - np.float32(target)) <= tolerance) & (region | room) \
+        & (room_distance <= max(target, 0.0) + tolerance + 0.25 * radius_mm)
+    index = np.flatnonzero(candidates)
+    if index.size == 0:
+        return None
+    flat = int(index[rng.integers(index.size)])
+    if places.anchor_slice is not None:
+        y, x = np.unravel_index(flat, region.shape)
+        return np.array([float(places.anchor_slice), y, x], dtype=float)
+    return np.array(np.unravel_index(flat, region.shape), dtype=float)
 
 
 def _pick_next_to(first: Dict[str, Any], liver: np.ndarray, radius_mm: float, spacing_zyx: Sequence[float],
@@ -481,8 +576,10 @@ def _liver_voxel_in_reach(first_center: np.ndarray, liver: np.ndarray, reach_mm:
 
 def _insert_one(hu: np.ndarray, labels: np.ndarray, liver: np.ndarray, center_vox: np.ndarray,
                 diameter_mm: float, spacing_zyx: Sequence[float], config: LesionConfig,
-                rng: np.random.Generator, sphere: bool) -> Optional[Dict[str, Any]]:
-    """Blend one lesion into ``hu`` / ``labels`` in place (they are the caller's copies)."""
+                rng: np.random.Generator, sphere: bool, exophytic: bool = False) -> Optional[Dict[str, Any]]:
+    """Blend one lesion into ``hu`` / ``labels`` in place (they are the caller's copies). ``exophytic``: the lesion
+    also takes the background of soft tissue or fat (:data:`EXOPHYTIC_ROOM_HU`, label 0) that touches the liver in its
+    box, intensity and label alike; otherwise it is confined to the liver."""
     spacing = np.asarray(spacing_zyx, dtype=float)
     center_mm = (center_vox + 0.5) * spacing
     shape = _draw_shape(center_mm, diameter_mm, config, rng, sphere)
@@ -512,7 +609,14 @@ def _insert_one(hu: np.ndarray, labels: np.ndarray, liver: np.ndarray, center_vo
         contrast = float(rng.uniform(*config.hyper_contrast_hu))
 
     sd = _signed_distance_mm(shape, box, spacing)                    # mm, negative inside
-    weight = _sigmoid(-sd / np.float32(softness / 4.0)) * liver_box   # 10-90 % over ~softness mm
+    allowed = liver_box
+    if exophytic:  # the background beside the liver the lesion grows into (connected to the liver in the box)
+        from .synthetic_fluid import _touching
+
+        region = hu[box]
+        room = (labels[box] == 0) & (region >= EXOPHYTIC_ROOM_HU[0]) & (region <= EXOPHYTIC_ROOM_HU[1]) & ~liver_box
+        allowed = liver_box | _touching(room, liver_box)
+    weight = _sigmoid(-sd / np.float32(softness / 4.0)) * allowed     # 10-90 % over ~softness mm
     inside = (weight > 0.5)
     if not inside.any():
         return None
@@ -548,7 +652,7 @@ def _insert_one(hu: np.ndarray, labels: np.ndarray, liver: np.ndarray, center_vo
     lab[inside] = 2
     voxel_ml = float(np.prod(spacing)) / 1000.0
     count = int(np.count_nonzero(inside))
-    return {
+    info = {
         "center_zyx": [float(c) for c in center_vox],
         "diameter_mm": float(diameter_mm),
         "radii_mm": [float(r) for r in shape.radii_mm],
@@ -563,6 +667,10 @@ def _insert_one(hu: np.ndarray, labels: np.ndarray, liver: np.ndarray, center_vo
         "volume_ml": count * voxel_ml,
         "ellipsoid_volume_ml": float(4.0 / 3.0 * np.pi * np.prod(shape.radii_mm)) / 1000.0,
     }
+    if exophytic:  # only then, so that the infos of other lesions are as before
+        info["exophytic"] = True
+        info["outside_fraction"] = float(np.count_nonzero(inside & ~liver_box)) / count
+    return info
 
 
 def _tube_distance_mm(points_mm: Sequence[np.ndarray], start_mm: np.ndarray, direction: np.ndarray,
@@ -702,6 +810,7 @@ def insert_lesions(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[flo
             anchor_slice = None
     need_edges = (not config.allow_boundary_touching) or config.edge_probability > 0
     edge_mm = _edge_distance_mm(liver, spacing, anchor_slice) if need_edges else None
+    places = _ExophyticPlaces(hu_new, lab3, liver, spacing, anchor_slice) if config.exophytic_probability > 0 else None
 
     n = int(rng.integers(config.count_range[0], config.count_range[1] + 1))
     cluster = n > 1 and rng.random() < config.cluster_probability
@@ -711,16 +820,17 @@ def insert_lesions(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[flo
         diameter = float(np.exp(rng.uniform(np.log(lo_d), np.log(hi_d))))
         picked = None
         if cluster and infos:
-            picked = _pick_next_to(infos[0], liver, 0.5 * diameter, spacing, anchor_slice is not None, rng)
+            near_first = _pick_next_to(infos[0], liver, 0.5 * diameter, spacing, anchor_slice is not None, rng)
+            picked = None if near_first is None else (near_first[0], near_first[1], False)
         if picked is None:
-            picked = _pick_center(liver, edge_mm, 0.5 * diameter, anchor_slice, config, rng)
+            picked = _pick_center(liver, edge_mm, 0.5 * diameter, anchor_slice, config, rng, places)
         if picked is None:
             continue
-        center, radius = picked
+        center, radius, exophytic = picked
         diameter = 2.0 * radius
         if anchor_slice is not None and config.z_offset_fraction > 0:
             center[0] += rng.uniform(-1.0, 1.0) * config.z_offset_fraction * radius / spacing[0]
-        info = _insert_one(hu_new, lab3, liver, center, diameter, spacing, config, rng, sphere)
+        info = _insert_one(hu_new, lab3, liver, center, diameter, spacing, config, rng, sphere, exophytic)
         if info is not None:
             infos.append(info)
     return finish(infos)

@@ -78,6 +78,12 @@ where it moves anatomy, to the label) and the whole volume goes through the norm
 ``dome``            the real CT with 1-2 tumors of 10-30 mm centred on the slice 15 mm below the liver's top slice,
                     half of them at the liver's edge (issue 11 saw a tumor at the dome missed); the top of the whole
                     scan's liver, also under ``--max-slices`` (skipped when that slice is not kept)
+``exophytic``       the real CT with 1-2 tumors of 25-40 mm centred at the liver's surface where it faces fat or
+                    soft tissue, 40-70 % of each aimed outside the liver (exact for a flat surface), the outside part
+                    taking fat and soft tissue only (-250..150 HU, never air, lung or bone) with the tumor's own HU
+                    and label 2: tumors bulging out of the capsule (issue 11 saw one found only inside the liver);
+                    the truth's liver (label >= 1) grows by that part. Skipped when under a quarter of the tumor
+                    lies outside the liver (the 3-slice CT on some seeds)
 ``fluid_region``    the real CT with a 40-70 mm smooth blob of water (0-15 HU plus the liver's own noise) where
                     liver was, at its edge, labelled background: a resection bed, a large cyst or abscess, a
                     necrotic tumor (an earlier audit saw a resection bed's fluid labelled liver)
@@ -96,7 +102,9 @@ in the truth),
 ``false_lesions`` (predicted tumor components touching no true tumor; 26-connectivity), ``slices``,
 ``seconds``, on the ``fluid_region`` and ``perihepatic_fluid`` rows ``fluid_ml`` (the water put in) with
 ``fluid_as_liver_ml`` and ``fluid_as_tumor_ml`` (the parts of it predicted liver and tumor, mL; also in
-``liver_outside_ml``), and ``training_case`` (the case id or patient is listed in the package's training metadata as a
+``liver_outside_ml``), on the ``exophytic`` row ``outside_part_ml`` (the true tumor outside the real liver) with
+``outside_part_as_tumor_ml`` and ``outside_part_as_liver_ml`` (the parts of it predicted tumor and liver, mL), and
+``training_case`` (the case id or patient is listed in the package's training metadata as a
 training or validation case, or the CT's voxels have the SHA-256 its ``data_files`` record for one (packages
 trained since 25 Nov 2026): validation cases chose the best epoch, so neither kind is unseen).
 
@@ -162,6 +170,7 @@ class Sample:
     spacing_zyx: Tuple[float, float, float]
     true_spacing_zyx: Tuple[float, float, float]
     fluid: Optional[np.ndarray] = None  # (z, y, x) bool: where water was put (label 0): the fluid rows
+    outside_part: Optional[np.ndarray] = None  # (z, y, x) bool: true tumor outside the real liver (exophytic row)
     # the regrid rows' turned grid: its direction (row-major 3 x 3, columns the i, j, k axes in LPS) and origin
     # ((x, y, z) LPS mm), as a resample module records them; None: identity direction, origin 0
     direction: Optional[Tuple[float, ...]] = None
@@ -734,6 +743,34 @@ def with_dome_lesions(case: BenchCase, seed: int) -> Optional[Sample]:
     return original_with_lesions(case, seed, DOME_LESIONS, anchor_slice=anchor)
 
 
+EXOPHYTIC_LESIONS = replace(BENCHMARK_LESIONS, count_range=(1, 2), diameter_range_mm=(25.0, 40.0),
+                            edge_probability=1.0, exophytic_probability=1.0, exophytic_outside_fraction=(0.4, 0.7))
+"""1-2 tumors of 25-40 mm centred at the liver's surface where it faces fat or soft tissue, 40-70 % of each aimed
+outside the liver (``LesionConfig.exophytic_probability``; the share is exact for a flat surface, measured per row)."""
+
+
+EXOPHYTIC_MIN_OUTSIDE = 0.25
+"""The :func:`with_exophytic_lesions` row is skipped when under this share of its tumor lies outside the liver (a few
+kept slices cut the ball; the 3-slice CT kept 3 % on one seed): it would measure an ordinary tumor."""
+
+
+def with_exophytic_lesions(case: BenchCase, seed: int) -> Optional[Sample]:
+    """The real CT (``case.original``) with :data:`EXOPHYTIC_LESIONS` (seeded by ``seed``): tumors bulging out of the
+    liver's capsule into the fat or soft tissue beside it (HCC and metastases often do; issue 11 measured the bundled
+    model finding such a tumor only inside the liver). The truth's label 2 takes the part outside the liver too, and
+    the sample's ``outside_part`` marks it (the row's ``outside_part_*`` scores). None when no tumor reaches outside
+    the liver, or under :data:`EXOPHYTIC_MIN_OUTSIDE` of the tumor does (no surface facing fat or soft tissue in the
+    kept slices, or too few slices)."""
+    original = case.original
+    hu, labels, infos = insert_lesions(original.hu, original.labels, original.spacing_zyx, rng=seed,
+                                       config=EXOPHYTIC_LESIONS)
+    outside = (labels == 2) & (original.labels == 0)
+    if not any(info.get("exophytic") for info in infos) \
+            or np.count_nonzero(outside) < EXOPHYTIC_MIN_OUTSIDE * np.count_nonzero(labels == 2):
+        return None
+    return replace(original, hu=hu, labels=labels, outside_part=outside)
+
+
 FLUID_DIAMETER_MM = (40.0, 70.0)
 """Diameter range (mm) of the :func:`with_fluid_region` blob: a resection bed, a large cyst or abscess (the
 resection bed the earlier audit saw labelled liver held 1,158 - 282 = about 876 mL; a 55 mm half-ball is 44 mL)."""
@@ -940,6 +977,8 @@ SKIP_REASONS = {
     "scan_end": "the kept slices hold no tumor, or the slice where it is widest is already the scan's end",
     "metal": "no spine (bone near the midline behind the body's centre) in the slices that hold liver",
     "dome": "the slice 15 mm below the liver's top is above the kept slices (raise --max-slices)",
+    "exophytic": "under a quarter of the tumor reaches outside the liver: no stretch of its surface in the kept "
+                 "slices faces fat or soft tissue (-250..150 HU), or too few slices are kept",
     "perihepatic": "under 5 mL of fat or soft tissue (-250..150 HU) borders the liver within the drawn sector and "
                    "thickness",
     "regrid": "the scan is too thin along z for the tilted grid: it holds under a quarter of the kept slices' liver",
@@ -994,6 +1033,7 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "hyperdense": ("synthetic tumors brighter than the liver (arterial phase)", with_hyperdense_lesions),
     "large_confluent": ("one confluent mass of 3-4 tumors of 30-60 mm", with_large_confluent_lesions),
     "dome": ("1-2 tumors of 10-30 mm under the liver's dome", with_dome_lesions),
+    "exophytic": ("1-2 tumors of 25-40 mm at the liver's surface, 40-70 % outside it", with_exophytic_lesions),
     "fluid_region": ("a 40-70 mm blob of water (0-15 HU) at the liver's edge, labelled background", with_fluid_region),
     "perihepatic_fluid": ("a 5-20 mm layer of water (0-15 HU) outside the liver on a 120-200 degree sector (ascites)",
                           with_perihepatic_fluid),
@@ -1033,7 +1073,19 @@ def score(sample: Sample, predicted: np.ndarray) -> Dict[str, Any]:
             "liver_outside_ml": round(float(np.count_nonzero(pred_liver & ~truth_liver)) * voxel_ml, 2),
             "tumor_outside_ml": round(float(np.count_nonzero(pred_tumor & ~truth_tumor)) * voxel_ml, 2),
             "true_lesions": n_true, "detected_lesions": detected, "false_lesions": false,
-            **fluid_scores(sample, predicted, voxel_ml)}
+            **fluid_scores(sample, predicted, voxel_ml), **outside_part_scores(sample, predicted, voxel_ml)}
+
+
+def outside_part_scores(sample: Sample, predicted: np.ndarray, voxel_ml: float) -> Dict[str, Any]:
+    """``outside_part_ml`` (the true tumor :func:`with_exophytic_lesions` put outside the real liver, mL),
+    ``outside_part_as_tumor_ml`` and ``outside_part_as_liver_ml`` (the parts of it ``predicted`` labels tumor (2) and
+    liver (1), mL; the rest was called background); nothing for a sample without it."""
+    if sample.outside_part is None:
+        return {}
+    part = sample.outside_part
+    return {"outside_part_ml": round(float(np.count_nonzero(part)) * voxel_ml, 2),
+            "outside_part_as_tumor_ml": round(float(np.count_nonzero(part & (predicted == 2))) * voxel_ml, 2),
+            "outside_part_as_liver_ml": round(float(np.count_nonzero(part & (predicted == 1))) * voxel_ml, 2)}
 
 
 def fluid_scores(sample: Sample, predicted: np.ndarray, voxel_ml: float) -> Dict[str, Any]:
@@ -1161,7 +1213,9 @@ def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[st
                     f"{fmt(row['tumor_dice'])}  outside {row['liver_outside_ml']:.1f} mL  "
                     f"false lesions {row['false_lesions']}  {seconds:.1f} s"
                     + (f"  fluid {row['fluid_ml']:.1f} mL: {row['fluid_as_liver_ml']:.1f} called liver, "
-                       f"{row['fluid_as_tumor_ml']:.1f} tumor" if "fluid_ml" in row else ""))
+                       f"{row['fluid_as_tumor_ml']:.1f} tumor" if "fluid_ml" in row else "")
+                    + (f"  outside the liver {row['outside_part_ml']:.1f} mL: {row['outside_part_as_tumor_ml']:.1f} "
+                       f"called tumor" if "outside_part_ml" in row else ""))
         case.whole = None  # a batch of large CTs is not held twice in memory
     return rows
 

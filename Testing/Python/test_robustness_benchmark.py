@@ -1330,3 +1330,47 @@ def test_quiet_run_still_says_which_perturbed_volumes_segment_refused(tmp_path, 
     assert rb.main(argv + ["--quiet"]) == 0
     err = capsys.readouterr().err
     assert "refused 1 perturbed volume(s)" in err and "noise25" in err
+
+
+def test_exophytic_row_puts_tumors_half_outside_the_liver_into_soft_tissue_and_scores_that_part(tmp_path):
+    """Issue 11: a tumor bulging out of the liver was found only inside it. The row's truth takes the outside part
+    (label 2), only where there was fat or soft tissue, and the row says how much of that part was called tumor."""
+    from scipy import ndimage
+
+    write_case(tmp_path, shape=(24, 48, 48))  # liver on z 2..21 of 2.5 mm slices, in fat and soft tissue
+    case = rb.load_bench_case(rb.find_cases(tmp_path)[0], seed=0)
+    original = case.original
+    shares = []
+    for seed in range(3):
+        sample = rb.PERTURBATIONS["exophytic"][1](case, rb.case_seed(case.case_id + "exophytic", seed))
+        assert sample is not None
+        tumor = sample.labels == 2
+        outside = tumor & (original.labels == 0)
+        assert np.array_equal(sample.outside_part, outside) and outside.any()
+        assert not (outside & ((original.hu < -250) | (original.hu > 150))).any()   # never air or bone
+        assert (sample.labels[original.labels >= 1] >= 1).all()   # the real liver stays liver or tumor
+        _, parts = ndimage.label(tumor, np.ones((3, 3, 3)))
+        assert 1 <= parts <= 2
+        shares.append(np.count_nonzero(outside) / np.count_nonzero(tumor))
+        # scores: the true outside part, and what a prediction called it
+        predicted = original.labels.copy()              # the liver found, the tumor and its outside part missed
+        row = rb.score(sample, predicted)
+        voxel_ml = float(np.prod(sample.true_spacing_zyx)) / 1000.0
+        assert row["outside_part_ml"] == round(np.count_nonzero(outside) * voxel_ml, 2)
+        assert row["outside_part_as_tumor_ml"] == 0.0 and row["outside_part_as_liver_ml"] == 0.0
+        perfect = rb.score(sample, sample.labels)
+        assert perfect["outside_part_as_tumor_ml"] == perfect["outside_part_ml"] and perfect["tumor_dice"] == 1.0
+    assert 0.3 <= float(np.median(shares)) <= 0.75
+    assert "outside_part_ml" not in rb.score(case.sample, case.sample.labels)   # other rows: no such keys
+    assert rb.EXOPHYTIC_LESIONS.exophytic_probability == 1.0 and rb.EXOPHYTIC_LESIONS.edge_probability == 1.0
+    assert rb.EXOPHYTIC_LESIONS.diameter_range_mm == (25.0, 40.0)
+
+
+def test_exophytic_row_is_skipped_with_its_reason_where_the_liver_faces_only_air(tmp_path):
+    write_case(tmp_path, shape=(24, 48, 48))
+    case = rb.load_bench_case(rb.find_cases(tmp_path)[0], seed=0)
+    hu = case.original.hu.copy()
+    hu[case.original.labels == 0] = -1000.0
+    case.original = rb.replace(case.original, hu=hu)
+    assert rb.PERTURBATIONS["exophytic"][1](case, 0) is None
+    assert "fat or soft tissue" in rb.skip_reason("exophytic")

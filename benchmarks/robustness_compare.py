@@ -18,7 +18,9 @@ For each package, over every JSON (seed), case and perturbation:
   can be read as a rule names them);
 - on the rows that put water in (``fluid_region``, ``perihepatic_fluid``), the water's mL summed over cases and
   seeds, and how much of it was called liver and tumor (mL): v10's rule D1 read ``perihepatic_fluid``'s sums, which
-  this printed nothing of until then (a throwaway script summed them).
+  this printed nothing of until then (a throwaway script summed them);
+- on the ``exophytic`` row, the tumor put outside the liver (mL, summed the same way) and how much of it was called
+  liver and tumor (the exophytic lever's rule, docs/exophytic_lever.md).
 
 Dice are means of the per-case values (cases weighted alike). Nothing is decided here: the rule is written in
 the docs before the run, and this prints what it reads.
@@ -28,7 +30,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the repository's LiverTumorSegLib when run as a script
@@ -91,6 +93,13 @@ def _mean(values: List[float]) -> Optional[float]:
 FLUID_KEYS = ("fluid_ml", "fluid_as_liver_ml", "fluid_as_tumor_ml")
 """What robustness.py's water rows add (mL): the water put in, and the parts of it predicted liver and tumor."""
 
+OUTSIDE_PART_KEYS = ("outside_part_ml", "outside_part_as_liver_ml", "outside_part_as_tumor_ml")
+"""What robustness.py's ``exophytic`` row adds (mL): the tumor put outside the liver, and the parts of it predicted
+liver and tumor."""
+
+SUMMED_ML_KEYS = (FLUID_KEYS, OUTSIDE_PART_KEYS)
+"""Row keys summed over cases and seeds per perturbation (each group's first key: the mL put in)."""
+
 
 def summarize(rows: List[dict]) -> Dict[str, object]:
     """What the ship rules read, over ``rows`` (robustness rows of one package, any number of seeds)."""
@@ -104,13 +113,15 @@ def summarize(rows: List[dict]) -> Dict[str, object]:
                "tumor_dice": _mean([r["tumor_dice"] for r in subset if r.get("tumor_dice") is not None]),
                "false_lesions": sum(int(r.get("false_lesions") or 0) for r in subset),
                "rows": len(subset)}
-        with_fluid = [r for r in subset if r.get("fluid_ml") is not None]
-        if with_fluid:  # mL summed over cases and seeds: how much of the water put in was called liver and tumor
-            for key in FLUID_KEYS:
-                out[key] = round(sum(float(r.get(key) or 0.0) for r in with_fluid), 2)
+        for keys in SUMMED_ML_KEYS:  # mL summed over cases and seeds: how much of what was put in was called what
+            with_keys = [r for r in subset if r.get(keys[0]) is not None]
+            if with_keys:
+                for key in keys:
+                    out[key] = round(sum(float(r.get(key) or 0.0) for r in with_keys), 2)
         return out
 
-    out = {key: value for key, value in of(rows).items() if key not in FLUID_KEYS}  # two rows' water: per row only
+    summed = {key for keys in SUMMED_ML_KEYS for key in keys}
+    out = {key: value for key, value in of(rows).items() if key not in summed}  # per row only
     out["false_lesions_original"] = of([r for r in rows if r["perturbation"] == "original"])["false_lesions"]
     out["per_perturbation"] = {p: of([r for r in rows if r["perturbation"] == p]) for p in perturbations}
     return out
@@ -126,6 +137,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     from LiverTumorSegLib.cli import run_script
 
     return run_script(run, argv)
+
+
+def print_summed_ml(summary: Dict[str, dict], keys: Tuple[str, ...], what: str) -> None:
+    """The rows carrying ``keys`` (:data:`SUMMED_ML_KEYS`): mL put in / called liver / called tumor, base | candidate."""
+    names = [name for name, row in summary["base"]["per_perturbation"].items() if keys[0] in row]
+    if names:
+        print(f"\n{what}, mL summed over cases and seeds: put in / called liver / called tumor (base | candidate)")
+    for name in names:
+        cells = []
+        for row in (summary["base"]["per_perturbation"][name], summary["candidate"]["per_perturbation"].get(name)):
+            cells.append(" / ".join(f"{row[key]:.1f}" for key in keys) if row and keys[0] in row else "absent")
+        print(f"  {name:16s} {cells[0]:>24s} | {cells[1]}")
 
 
 def check_out(path: Optional[str], overwrite: bool, inputs: List[str]) -> None:
@@ -177,15 +200,8 @@ def run(argv: Optional[List[str]] = None) -> int:
         cells = [f"{_fmt(r['liver_dice'], 4)} / {_fmt(r['tumor_dice'])} / {r['false_lesions']}" if r else "absent"
                  for r in (base_row, cand_row)]
         print(f"  {name:16s} {cells[0]:>24s} | {cells[1]}")
-    fluid_rows = [name for name, row in summary["base"]["per_perturbation"].items() if "fluid_ml" in row]
-    if fluid_rows:
-        print("\nwater put in, mL summed over cases and seeds: put in / called liver / called tumor (base | candidate)")
-    for name in fluid_rows:
-        cells = []
-        for row in (summary["base"]["per_perturbation"][name], summary["candidate"]["per_perturbation"].get(name)):
-            cells.append(" / ".join(f"{row[key]:.1f}" for key in FLUID_KEYS) if row and "fluid_ml" in row
-                         else "absent")
-        print(f"  {name:16s} {cells[0]:>24s} | {cells[1]}")
+    for keys, what in ((FLUID_KEYS, "water put in"), (OUTSIDE_PART_KEYS, "tumor put outside the liver")):
+        print_summed_ml(summary, keys, what)
     if args.out:
         from LiverTumorSegLib.fileutil import atomic_output
 

@@ -131,3 +131,33 @@ def test_the_water_rows_are_summed_over_cases_and_seeds(compare, tmp_path, capsy
     assert "fluid_ml" not in summary["base"]  # fluid_region's and perihepatic_fluid's water are not one number
     printed = capsys.readouterr().out
     assert "perihepatic_fluid" in printed and "300.0 / 21.0 / 15.0 | 300.0 / 9.0 / 2.0" in printed
+
+
+def test_the_exophytic_rows_outside_part_is_summed_over_cases_and_seeds(compare, tmp_path, capsys):
+    """The exophytic lever's rule reads the share of the tumor put outside the liver that was called tumor, summed
+    over cases and seeds: the comparison printed the row's Dice alone and dropped its outside_part_* mL (sums by hand
+    below)."""
+    def exo(case, put, liver, tumor):
+        return dict(_row(case, "exophytic", 0.97, 0.6, 0), outside_part_ml=put, outside_part_as_liver_ml=liver,
+                    outside_part_as_tumor_ml=tumor)
+    files = []
+    for seed in (0, 1):
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps(_doc(seed, [exo("a", 20.0, 1.0, 4.0 + seed), exo("b", 10.0, 0.0, 2.0),
+                                               _row("a", "original", 0.9, None, 0)],
+                                        [exo("a", 20.0, 0.5, 15.0), exo("b", 10.0, 0.0, 8.0 - seed)])))
+        files.append(str(path))
+    out = tmp_path / "summary.json"
+    assert compare.main(files + ["--base", "default", "--candidate", "v5/", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    base = summary["base"]["per_perturbation"]["exophytic"]
+    assert (base["outside_part_ml"], base["outside_part_as_liver_ml"], base["outside_part_as_tumor_ml"]) == \
+        (60.0, 2.0, 13.0)
+    cand = summary["candidate"]["per_perturbation"]["exophytic"]
+    assert (cand["outside_part_ml"], cand["outside_part_as_liver_ml"], cand["outside_part_as_tumor_ml"]) == \
+        (60.0, 1.0, 45.0)
+    assert "outside_part_ml" not in summary["base"]["per_perturbation"]["original"]
+    assert "outside_part_ml" not in summary["base"] and "fluid_ml" not in summary["base"]["per_perturbation"]["exophytic"]
+    printed = capsys.readouterr().out
+    assert "tumor put outside the liver" in printed and "60.0 / 2.0 / 13.0 | 60.0 / 1.0 / 45.0" in printed
+    assert "water put in" not in printed  # no water row: no water section

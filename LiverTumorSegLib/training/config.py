@@ -54,6 +54,20 @@ MAX_PATCH_SIZE = 2048
 1.5 mm; 1024 pixels of 0.4 mm at 0.5 mm are 820)."""
 
 
+MAX_NUM_WORKERS = 256
+"""The most DataLoader worker processes (``num_workers``): each is a process of its own holding a copy of the
+data set's index; 2-8 keep a GPU fed, and 256 is beyond what any machine runs usefully (1000000 tried to fork as
+many). A fixed number, not the CPU count, so that a recipe or checkpoint written on one machine loads on another."""
+
+MAX_BATCH_SIZE = 4096
+"""The largest batch (``batch_size``, patches): 4096 patches of 160 x 160 pixels in 3 channels are 1.3 GB of
+float32 input before the network's activations; the bundled models use 16."""
+
+MAX_COUNT = 10_000_000
+"""The most epochs, batches per epoch, steps or validations a whole-number count option takes: far beyond any
+training (the bundled models run 84 epochs of 100 batches), finite so that a typo of many digits is refused."""
+
+
 @dataclass
 class TrainConfig:
     """All options of a training run. Units: lr per step, times in minutes, sizes in pixels.
@@ -302,6 +316,23 @@ class TrainConfig:
     _NON_NEGATIVE_INTEGERS = ("warmup", "plateau_patience", "val_max_slices", "num_workers",
                               "early_stopping_patience", "checkpoint_every_steps")
     _POSITIVE_INTEGERS = ("step_size", "val_every")
+    # (option, the most it takes, why): a whole number beyond was taken (only int64 was checked) and failed late or
+    # never: num_workers 1000000 went on to fork a million DataLoader workers, batch_size 10**9 to allocate them
+    _UPPER_LIMITS = (
+        ("num_workers", MAX_NUM_WORKERS, "each worker is a process of its own; 2-8 feed a GPU, 0 = in the main "
+                                         "process"),
+        ("batch_size", MAX_BATCH_SIZE, "a batch of 4096 patches of 160 pixels is 1.3 GB of input alone; the bundled "
+                                       "models use 16"),
+        ("epochs", MAX_COUNT, "far more than any training needs; the bundled models train 84"),
+        ("iterations_per_epoch", MAX_COUNT, "far more than any training needs; the bundled models use 100"),
+        ("warmup", MAX_COUNT, "steps, far more than any training needs"),
+        ("step_size", MAX_COUNT, "epochs, far more than any training needs"),
+        ("plateau_patience", MAX_COUNT, "validations, far more than any training needs"),
+        ("val_every", MAX_COUNT, "epochs, far more than any training needs"),
+        ("val_max_slices", MAX_COUNT, "more slices than any CT holds; 0 = all slices"),
+        ("early_stopping_patience", MAX_COUNT, "validations, far more than any training needs; 0 = never stop early"),
+        ("checkpoint_every_steps", MAX_COUNT, "steps, far more than any training needs; 0 = at each epoch's end only"),
+    )
 
     def _check_numeric_ranges(self) -> None:
         for name, low, high, low_in, high_in in self._RANGES:
@@ -316,6 +347,10 @@ class TrainConfig:
                 value = getattr(self, name)
                 if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                     raise InputError(f"Option {name} must be a whole number >= {minimum} (got {value!r}).")
+        for name, most, why in self._UPPER_LIMITS:
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > most:
+                raise InputError(f"Option {name} must be at most {most} (got {value}): {why}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 32:
             raise InputError(f"Option seed must be a whole number from 0 to {2 ** 32 - 1} (numpy's seed range; got "
                              f"{self.seed!r}).")

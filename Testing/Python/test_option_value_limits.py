@@ -65,7 +65,11 @@ def test_a_huge_number_in_a_recipe_is_refused_by_name(tmp_path, key, words):
 
 
 def test_whole_numbers_up_to_int64_are_still_taken():
-    assert TrainConfig.from_dict({"checkpoint_every_steps": 2 ** 63 - 1}).checkpoint_every_steps == 2 ** 63 - 1
+    """Read as whole numbers (not 'not a whole number'); a count option then has its own limit (10000000 steps:
+    test_training_option_upper_limits.py), an option without one takes them."""
+    assert TrainConfig.from_dict({"split_seed": 2 ** 63 - 1}).split_seed == 2 ** 63 - 1
+    with pytest.raises(InputError, match=r"checkpoint_every_steps must be at most 10000000 \(got 9223372036854775807"):
+        TrainConfig.from_dict({"checkpoint_every_steps": 2 ** 63 - 1})
     assert TrainConfig.from_dict({"lr": 1}).lr == 1.0
 
 

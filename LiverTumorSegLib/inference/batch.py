@@ -937,7 +937,7 @@ def batch_folder_lock(folder: Path, what: str = "output folder") -> Iterator[Non
     from ..folder_lock import folder_lock
 
     lock = folder / BATCH_LOCK_FILE
-    with folder_lock(folder, BATCH_LOCK_FILE, lambda held: _busy_error(folder, lock, held, what)):
+    with folder_lock(folder, BATCH_LOCK_FILE, lambda held: _busy_error(folder, lock, held, what), what="batch run"):
         yield
 
 

@@ -1635,7 +1635,7 @@ def _train(config: TrainConfig, callbacks: Sequence[Any], command: str, log: Cal
     trainer = Trainer(config, callbacks, command, log)
     log_dir = default_log_dir(config)
     created = not log_dir.exists() or holds_only_slice_cache(log_dir)  # a failed run's cache: cleared again
-    with training_folder_lock(log_dir, config.output):
+    with training_folder_lock(log_dir, config.output, say=log):
         try:
             trainer.setup()
             return trainer.fit()
@@ -1662,13 +1662,15 @@ def _busy_training_folder(log_dir: Path, held: str) -> InputError:
 
 
 @contextlib.contextmanager
-def training_folder_lock(log_dir: Path, output: Optional[str]) -> Iterator[None]:
+def training_folder_lock(log_dir: Path, output: Optional[str],
+                         say: Optional[Callable[[str], None]] = None) -> Iterator[None]:
     """Hold :data:`TRAIN_LOCK_FILE` in the training folder ``log_dir`` (made here when missing) for the ``with``
     block: a second run into a folder in use is refused (InputError naming the process) before it reads a
     checkpoint or caches a slice. Two runs in one folder had each resumed from the other's ``last.pt``, replaced it
     every epoch and written their epochs into one ``log.csv``. Under ``torchrun`` only rank 0 takes it (the other
     ranks write nothing there). Nothing is held where the folder cannot be made (an -o whose folder does not exist,
-    a read-only place): the run's own checks then refuse it with their message."""
+    a read-only place): the run's own checks then refuse it with their message. ``say``: where the line saying
+    that the run waits for a killed run's leftover DataLoader workers goes (the training's own log)."""
     from ..folder_lock import folder_lock
 
     if os.environ.get("RANK", "0") != "0" or (output and not Path(output).parent.is_dir()):
@@ -1679,7 +1681,8 @@ def training_folder_lock(log_dir: Path, output: Optional[str]) -> Iterator[None]
     except OSError:
         yield
         return
-    with folder_lock(log_dir, TRAIN_LOCK_FILE, lambda held: _busy_training_folder(log_dir, held)):
+    with folder_lock(log_dir, TRAIN_LOCK_FILE, lambda held: _busy_training_folder(log_dir, held), what="training",
+                     leftovers="leftover DataLoader workers", say=say):
         yield
 
 

@@ -22,7 +22,7 @@ class Busy(Exception):
 @pytest.fixture
 def without_flock(monkeypatch):
     """folder_lock as where flock is not available: by the mark alone."""
-    monkeypatch.setattr(folder_lock_module, "_flocked_lock_file", lambda lock, mark, busy: None)
+    monkeypatch.setattr(folder_lock_module, "_flocked_lock_file", lambda lock, mark, busy, *more: None)
 
 
 @needs_links

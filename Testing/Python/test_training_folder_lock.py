@@ -184,10 +184,83 @@ def test_a_resume_right_after_a_kill_waits_for_the_killed_runs_workers_instead_o
     monkeypatch.setattr(folder_lock_module, "LEFTOVER_WAIT_S", 0.3)
     worker = _leftover_holding_the_flock(lock, 60)
     try:
-        with pytest.raises(InputError, match=rf"Another training \(process {killed}\) is running"):
+        with pytest.raises(InputError, match=rf"The training that held '.*' \(process {killed}\) has ended, but "):
             with training_folder_lock(log_dir, str(tmp_path / "m.safetensors")):
                 pass
     finally:
         worker.kill()
         worker.wait()
     assert lock.read_text(encoding="ascii") == process_mark_of(killed, None, host_tag())  # left as it was
+
+
+@pytest.mark.skipif(__import__("os").name != "posix", reason="flock")
+def test_the_wait_for_a_killed_runs_workers_is_said_and_its_refusal_names_the_process_still_holding_it(
+        tmp_path, monkeypatch):
+    """The wait for a killed run's leftover DataLoader workers (up to LEFTOVER_WAIT_S, 15 s) was silent: the resume
+    printed nothing and then, when they outlasted it, 'Another training (process N) is running', N the killed run.
+    Now one line through the training's log says the wait when it starts; the refusal says the named training has
+    ended and which process still has the lock open (or 'a leftover child process' where none can be found)."""
+    import sys
+
+    from process_helpers import ended_process_id
+
+    from LiverTumorSegLib import folder_lock as folder_lock_module
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.processes import host_tag, process_mark_of
+    from LiverTumorSegLib.training.trainer import TRAIN_LOCK_FILE, training_folder_lock
+
+    log_dir = tmp_path / "m_train"
+    log_dir.mkdir()
+    lock = log_dir / TRAIN_LOCK_FILE
+    killed = ended_process_id()
+    said: List[str] = []
+    lock.write_text(process_mark_of(killed, None, host_tag()), encoding="ascii")
+    worker = _leftover_holding_the_flock(lock, 0.5)
+    try:
+        with training_folder_lock(log_dir, str(tmp_path / "m.safetensors"), say=said.append):
+            pass
+    finally:
+        worker.kill()
+        worker.wait()
+    assert said == [f"waiting for the ended training's (process {killed}) leftover DataLoader workers to release "
+                    f"'{log_dir}' (up to 15 s)"]
+
+    said.clear()
+    lock.write_text(process_mark_of(killed, None, host_tag()), encoding="ascii")
+    monkeypatch.setattr(folder_lock_module, "LEFTOVER_WAIT_S", 0.3)
+    worker = _leftover_holding_the_flock(lock, 60)
+    try:
+        with pytest.raises(InputError) as caught:
+            with training_folder_lock(log_dir, str(tmp_path / "m.safetensors"), say=said.append):
+                pass
+    finally:
+        worker.kill()
+        worker.wait()
+    assert said == [f"waiting for the ended training's (process {killed}) leftover DataLoader workers to release "
+                    f"'{log_dir}' (up to 0.3 s)"]
+    text = str(caught.value)
+    assert "\n" not in text and "is running" not in text
+    holder = f"process {worker.pid}" if sys.platform.startswith("linux") else "a leftover child process"
+    assert text.startswith(f"The training that held '{log_dir}' (process {killed}) has ended, but {holder}"), text
+    assert f"still has its lock '{TRAIN_LOCK_FILE}' open after 0.3 s of waiting (a killed training's leftover " \
+           f"DataLoader workers keep it after it ended). Wait for it to end, or end it, then run again." in text, text
+
+
+def test_no_holder_found_reads_as_a_leftover_child_process(tmp_path, monkeypatch):
+    """Where no process can be found holding it (no /proc: not Linux), the refusal says 'a leftover child process'."""
+    import os
+
+    from LiverTumorSegLib import folder_lock as folder_lock_module
+
+    lock = tmp_path / "x.lock"
+    lock.write_text("", encoding="ascii")
+    handle = os.open(str(lock), os.O_RDONLY)
+    try:
+        monkeypatch.setattr(folder_lock_module, "PROC_FOLDER", str(tmp_path / "no_proc"))
+        assert folder_lock_module.processes_holding(handle, lock) == []
+    finally:
+        os.close(handle)
+    text = str(folder_lock_module._left_over_error(lock, "", [], "training", "leftover DataLoader workers", 15.0))
+    assert text.startswith(f"The training that held '{tmp_path}' has ended, but a leftover child process still has "
+                           f"its lock 'x.lock' open after 15 s of waiting"), text
+    assert text.endswith(f"(If no such process is going on, remove '{lock}'.)"), text

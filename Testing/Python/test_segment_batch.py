@@ -1408,7 +1408,7 @@ def test_a_second_batch_run_sharing_the_probability_folder_is_refused(tmp_path, 
 
 
 @pytest.mark.skipif(os.name != "posix", reason="flock")
-def test_a_batch_lock_being_written_or_taken_over_by_another_run_is_not_taken_over_again(tmp_path):
+def test_a_batch_lock_being_written_or_taken_over_by_another_run_is_not_taken_over_again(tmp_path, monkeypatch):
     """Known limit until 25 Nov 2026: the lock went by the process mark in the file alone, so a run that found the
     file empty (another run had created it and not yet written its mark) or a killed run's mark (another run was
     taking it over at that moment) removed it and wrote on beside that run. A run now holds a flock on the file,
@@ -1416,9 +1416,11 @@ def test_a_batch_lock_being_written_or_taken_over_by_another_run_is_not_taken_ov
     taken over by one run."""
     import fcntl
 
+    from LiverTumorSegLib import folder_lock
     from LiverTumorSegLib.inference.batch import BATCH_LOCK_FILE, batch_folder_lock
     from LiverTumorSegLib.processes import process_mark_of
 
+    monkeypatch.setattr(folder_lock, "LEFTOVER_WAIT_S", 0.3)  # the wait for an ended run's leftovers: not 15 s here
     out = tmp_path / "out"
     out.mkdir()
     lock = out / BATCH_LOCK_FILE

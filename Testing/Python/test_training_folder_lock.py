@@ -3,6 +3,7 @@ refused before it reads a checkpoint; a killed run's lock is taken over; the loc
 
 Found on 27 Nov 2026 (stop 74): two ``train --resume`` runs into one folder (a script started twice) both trained on,
 each resuming from and replacing the other's ``checkpoints/last.pt`` and writing every epoch twice into one log."""
+import contextlib
 from pathlib import Path
 from typing import List
 
@@ -137,9 +138,10 @@ def test_the_refusal_names_a_run_on_another_computer(tmp_path):
     assert "Another training is running in" in str(_busy_training_folder(tmp_path / "run", ""))
 
 
+@contextlib.contextmanager
 def _leftover_holding_the_flock(lock: Path, seconds: float):
     """A process standing in for a killed run's DataLoader worker: it holds the flock on ``lock`` (a forked worker
-    shares the run's open lock file) for ``seconds`` after it says so, then ends."""
+    shares the run's open lock file) for ``seconds`` after it says so, then ends; killed on leaving the block."""
     import subprocess
     import sys
 
@@ -149,8 +151,13 @@ def _leftover_holding_the_flock(lock: Path, seconds: float):
             "print('held', flush=True)\n"
             "time.sleep(float(sys.argv[2]))\n")
     child = subprocess.Popen([sys.executable, "-c", code, str(lock), str(seconds)], stdout=subprocess.PIPE, text=True)
-    assert child.stdout.readline().strip() == "held"
-    return child
+    try:
+        assert child.stdout.readline().strip() == "held"
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
 
 
 @pytest.mark.skipif(__import__("os").name != "posix", reason="flock")
@@ -171,25 +178,17 @@ def test_a_resume_right_after_a_kill_waits_for_the_killed_runs_workers_instead_o
     lock = log_dir / TRAIN_LOCK_FILE
     killed = ended_process_id()
     lock.write_text(process_mark_of(killed, None, host_tag()), encoding="ascii")
-    worker = _leftover_holding_the_flock(lock, 0.5)
-    try:
+    with _leftover_holding_the_flock(lock, 0.5):
         with training_folder_lock(log_dir, str(tmp_path / "m.safetensors")):
             assert lock.read_text(encoding="ascii") == process_mark()  # taken over once the leftover ended
-    finally:
-        worker.kill()
-        worker.wait()
     assert not lock.exists()
 
     lock.write_text(process_mark_of(killed, None, host_tag()), encoding="ascii")
     monkeypatch.setattr(folder_lock_module, "LEFTOVER_WAIT_S", 0.3)
-    worker = _leftover_holding_the_flock(lock, 60)
-    try:
+    with _leftover_holding_the_flock(lock, 60):
         with pytest.raises(InputError, match=rf"The training that held '.*' \(process {killed}\) has ended, but "):
             with training_folder_lock(log_dir, str(tmp_path / "m.safetensors")):
                 pass
-    finally:
-        worker.kill()
-        worker.wait()
     assert lock.read_text(encoding="ascii") == process_mark_of(killed, None, host_tag())  # left as it was
 
 
@@ -215,27 +214,19 @@ def test_the_wait_for_a_killed_runs_workers_is_said_and_its_refusal_names_the_pr
     killed = ended_process_id()
     said: List[str] = []
     lock.write_text(process_mark_of(killed, None, host_tag()), encoding="ascii")
-    worker = _leftover_holding_the_flock(lock, 0.5)
-    try:
+    with _leftover_holding_the_flock(lock, 0.5):
         with training_folder_lock(log_dir, str(tmp_path / "m.safetensors"), say=said.append):
             pass
-    finally:
-        worker.kill()
-        worker.wait()
     assert said == [f"waiting for the ended training's (process {killed}) leftover DataLoader workers to release "
                     f"'{log_dir}' (up to 15 s)"]
 
     said.clear()
     lock.write_text(process_mark_of(killed, None, host_tag()), encoding="ascii")
     monkeypatch.setattr(folder_lock_module, "LEFTOVER_WAIT_S", 0.3)
-    worker = _leftover_holding_the_flock(lock, 60)
-    try:
+    with _leftover_holding_the_flock(lock, 60) as worker:
         with pytest.raises(InputError) as caught:
             with training_folder_lock(log_dir, str(tmp_path / "m.safetensors"), say=said.append):
                 pass
-    finally:
-        worker.kill()
-        worker.wait()
     assert said == [f"waiting for the ended training's (process {killed}) leftover DataLoader workers to release "
                     f"'{log_dir}' (up to 0.3 s)"]
     text = str(caught.value)

@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
+from .asciinumbers import is_ascii_digits
 from .errors import InputError
 
 BusyError = Callable[[str], BaseException]
@@ -128,7 +129,7 @@ def processes_holding(handle: int, lock: Path) -> List[str]:
     try:
         wanted = os.fstat(handle)
         target = os.path.realpath(str(lock))
-        pids = [name for name in os.listdir(str(proc)) if name.isdigit() and int(name) != os.getpid()]
+        pids = [name for name in os.listdir(str(proc)) if is_ascii_digits(name) and int(name) != os.getpid()]
     except OSError:
         return []
     found = []

@@ -442,6 +442,12 @@ bowel wall, kidney (30-80), enhancing bowel up to about 150; the same range as t
 padding outside the scan, or a voxel another label (a tumor) holds."""
 
 
+def _exophytic_room(hu: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Where an exophytic lesion may grow outside the liver: background (label 0) of :data:`EXOPHYTIC_ROOM_HU`;
+    ``hu`` and ``labels`` of one shape, ``(z, y, x)`` or a box of it."""
+    return (labels == 0) & (hu >= EXOPHYTIC_ROOM_HU[0]) & (hu <= EXOPHYTIC_ROOM_HU[1])
+
+
 def _outside_depth(fraction: float) -> float:
     """Signed depth ``t`` (in radii, positive inside the liver) of a ball's centre below a flat surface such that
     ``fraction`` of its volume lies beyond it: the cap beyond a plane ``t r`` from the centre holds
@@ -468,7 +474,7 @@ class _ExophyticPlaces:
         if self._maps is None:
             from scipy.ndimage import distance_transform_edt
 
-            room = (self.labels == 0) & (self.hu >= EXOPHYTIC_ROOM_HU[0]) & (self.hu <= EXOPHYTIC_ROOM_HU[1])
+            room = _exophytic_room(self.hu, self.labels)
             if self.anchor_slice is not None:
                 liver, room, sampling = self.liver[self.anchor_slice], room[self.anchor_slice], self.spacing[1:]
                 cut = (slice(None), slice(None))
@@ -613,8 +619,7 @@ def _insert_one(hu: np.ndarray, labels: np.ndarray, liver: np.ndarray, center_vo
     if exophytic:  # the background beside the liver the lesion grows into (connected to the liver in the box)
         from .synthetic_fluid import _touching
 
-        region = hu[box]
-        room = (labels[box] == 0) & (region >= EXOPHYTIC_ROOM_HU[0]) & (region <= EXOPHYTIC_ROOM_HU[1]) & ~liver_box
+        room = _exophytic_room(hu[box], labels[box]) & ~liver_box
         allowed = liver_box | _touching(room, liver_box)
     weight = _sigmoid(-sd / np.float32(softness / 4.0)) * allowed     # 10-90 % over ~softness mm
     inside = (weight > 0.5)

@@ -60,6 +60,12 @@ slice, so 0.1 % of all voxels is at most ~1-2 % of the liver's voxels in those s
 bf16-vs-fp32 difference on real CT slices measured 0.002-0.003 % (boundary voxels), far below it, while a
 network that bf16 actually breaks (overflow, saturated activations) disagrees on whole regions, far above."""
 
+CHECK_SLICES = DEFAULT_CPU_BATCH
+"""Slices the bf16 check and the Apple GPU check judge, whatever the batch size (they run in batches of it): the
+``CHECK_SLICES``-slice block in the middle of the slices the network runs. The check used to judge one batch, so
+``--batch-size 1`` rested the verdict on one slice and ``--batch-size 16`` on sixteen: the batch size could change
+whether bf16 ran, and so the labels."""
+
 DEVICE_MAX_DISAGREEMENT = BF16_MAX_DISAGREEMENT
 """Largest fraction of the check batch's voxels whose label on an Apple GPU (MPS, fp32) may differ from the CPU's
 before the engine moves to the CPU. Both compute fp32, so a working device differs only where rounding order
@@ -718,8 +724,9 @@ class SliceInferenceEngine:
             if cancel is not None:
                 cancel.raise_if_cancelled()
             self._share_cores()
-            if self._cached is not None and self._cached[0] == indices:  # the precision check's batch
-                submitted, self._cached = _Pending(indices, self._cached[1]), None
+            checked = self._take_checked(indices)  # slices the precision or device check ran already
+            if checked is not None:
+                submitted = _Pending(indices, checked)
             else:
                 x = None  # built on the GPU inside _submit_cuda (device_input); its host part counted below
                 start = time.perf_counter()
@@ -804,16 +811,47 @@ class SliceInferenceEngine:
             self.last_precision["note"] = self._precision_note
 
     def _check_batch(self, prepared: object, count: int) -> Tuple[List[int], np.ndarray]:
-        """The slices and input ``(n, C, H, W)`` of the checks' batch: one batch from the middle of the volume
-        (likely abdomen, not an empty end slice)."""
-        size = int(self.batch_size)
+        """The slices and input ``(n, C, H, W)`` the checks judge: the :data:`CHECK_SLICES`-slice block in the middle
+        of the slices the network runs (likely abdomen, not an empty end slice), whatever the batch size. With the
+        default CPU batch size it is one batch of the loop; its result is kept for the loop's batches within it
+        (:meth:`_take_checked`)."""
+        size = CHECK_SLICES
         active = list(range(count)) if self._active is None else self._active
         first = ((len(active) - 1) // size // 2) * size
-        indices = active[first:first + size]  # a batch the loop runs (its result is kept for it)
+        indices = active[first:first + size]
         start = time.perf_counter()
         x = np.ascontiguousarray(prepared.batch(indices), dtype=np.float32)
         self._add_time("preprocess", time.perf_counter() - start)
         return indices, x
+
+    def _check_probabilities(self, x: np.ndarray, on_cpu: bool = False,
+                             cancel: Optional[CancellationToken] = None) -> np.ndarray:
+        """:meth:`_torch_probabilities` of the check's slices ``x`` ``(n, C, H, W)``, in batches of at most the batch
+        size (which may have been set low for memory), ``cancel`` looked at between them; float32 ``(n, K, H, W)``."""
+        step = max(1, int(self.batch_size))
+        parts = []
+        for i in range(0, len(x), step):
+            if i and cancel is not None:
+                cancel.raise_if_cancelled()
+            parts.append(self._torch_probabilities(x[i:i + step], on_cpu).numpy())
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _take_checked(self, indices: List[int]) -> Optional[np.ndarray]:
+        """The check's kept probabilities ``(n, K, H, W)`` for the loop's batch ``indices`` when the check ran every
+        one of its slices (the batch is the check's block or lies within it), else None (the batch runs). The kept
+        result is let go once the loop has taken its last slice."""
+        if self._cached is None:
+            return None
+        checked, probs = self._cached
+        row = {index: i for i, index in enumerate(checked)}
+        if not all(index in row for index in indices):
+            return None
+        if indices[-1] == checked[-1]:
+            self._cached = None
+        rows = [row[index] for index in indices]
+        if rows == list(range(rows[0], rows[0] + len(rows))):
+            return probs[rows[0]:rows[0] + len(rows)]  # a view: the default batch is the check's block itself
+        return probs[rows]
 
     def _check_device_against_cpu(self, prepared: object, count: int) -> None:
         """Run the check batch on the Apple GPU (MPS) and on the CPU, both fp32; keep MPS when it ran and the
@@ -822,12 +860,12 @@ class SliceInferenceEngine:
         indices, x = self._check_batch(prepared, count)
         start = time.perf_counter()
         try:
-            on_device, error = self._torch_probabilities(x).numpy(), ""
+            on_device, error = self._check_probabilities(x), ""
         except Exception as exc:  # noqa: BLE001 - an operator Metal lacks, or its memory: the CPU takes over
             on_device, error = None, _short_error(exc)
         seconds_device = time.perf_counter() - start
         start = time.perf_counter()
-        on_cpu = self._torch_probabilities(x, on_cpu=True).numpy()
+        on_cpu = self._check_probabilities(x, on_cpu=True)
         seconds_cpu = time.perf_counter() - start
         self._add_time("network", seconds_device + seconds_cpu)
         differing, fraction = (-1, 1.0) if on_device is None else _label_disagreement(on_cpu, on_device)
@@ -864,19 +902,20 @@ class SliceInferenceEngine:
                              ) -> None:
         """Run the check batch (:meth:`_check_batch`) in fp32 and bf16; keep bf16 when their labels differ on at
         most :data:`BF16_MAX_DISAGREEMENT` of the voxels, else switch this engine to fp32 for good. Once per
-        engine. The kept result is reused for that batch (nothing is computed twice). ``cancel`` is looked at
-        between the two passes (each a whole batch: a cancel took 2.5-5 s to be seen on 2 cores), before this
+        engine. The kept result is reused for the loop's batches within the checked block (:meth:`_take_checked`;
+        with the default batch size nothing is computed twice). ``cancel`` is looked at
+        between the two passes and between their batches (a cancel took 2.5-5 s to be seen on 2 cores), before this
         engine's precision is touched, so a cancelled check runs again on the next volume."""
         indices, x = self._check_batch(prepared, count)
         start = time.perf_counter()
-        reduced = self._torch_probabilities(x).numpy()
+        reduced = self._check_probabilities(x, cancel=cancel)
         seconds_reduced = time.perf_counter() - start
         if cancel is not None:
             cancel.raise_if_cancelled()
         dtype, self.cpu_dtype = self.cpu_dtype, None
         start = time.perf_counter()
         try:
-            full = self._torch_probabilities(x).numpy()
+            full = self._check_probabilities(x, cancel=cancel)
             seconds_full = time.perf_counter() - start
             differing, fraction = _label_disagreement(full, reduced)
         except BaseException:

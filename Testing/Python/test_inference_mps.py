@@ -119,7 +119,7 @@ def _stand_in_mps(monkeypatch, wrap=None, moves=None):
 
 
 def _volume():
-    ph = corner_phantom()  # 12 slices: 3 batches of 4, the check batch is slices 4-7
+    ph = corner_phantom()  # 12 slices: 3 batches of 4; the check judges the 8-slice block 0-7 (two of them)
     volume, _ = reoriented(ph.ct, ph.labels, *ORIENTATIONS["LPS"])
     return volume
 
@@ -137,12 +137,13 @@ def test_mps_that_agrees_with_the_cpu_is_kept_and_gives_the_cpu_labels(tmp_path,
     engine = SliceInferenceEngine(package, device="auto", batch_size=4, threads=1)
     assert engine.device.type == "mps" and engine.device_description.startswith("mps (Apple GPU")
     np.testing.assert_array_equal(engine.predict(volume), expected)
-    # 3 batches on MPS, the check batch's result reused (not computed twice); each input moved to MPS and each
-    # result back to the CPU, plus the CPU reference's input and result (no-op moves on the CPU)
+    # 3 batches on MPS: the check's two (0-3, 4-7; their results reused by the loop, not computed twice), then 8-11;
+    # each input moved to MPS and each result back to the CPU, plus the CPU reference's two inputs and results
+    # (no-op moves on the CPU)
     assert engine.model.seen == 3
-    assert moves.count("mps") == 3 and moves.count("cpu") == 3 + 2
+    assert moves.count("mps") == 3 and moves.count("cpu") == 3 + 2 * 2
     check = engine.last_precision["device_check"]
-    assert check["passed"] and check["this_volume"] and check["slices"] == [4, 7]
+    assert check["passed"] and check["this_volume"] and check["slices"] == [0, 7]
     assert check["differing_voxels"] == 0 and check["error"] == ""
     assert engine.device.type == "mps" and engine.device_message == ""
     assert engine.last_precision["used"] == "fp32"
@@ -172,7 +173,8 @@ def test_mps_that_disagrees_with_the_cpu_is_dropped_for_the_cpu(tmp_path, monkey
 def test_the_disagreement_limit_decides(fraction, kept, tmp_path, monkeypatch):
     package = tiny_unet_package(tmp_path, context_slices=1)
     _stand_in_mps(monkeypatch, wrap=lambda model: _ChangesPixels(model, fraction))
-    engine = SliceInferenceEngine(package, device="mps", batch_size=4, threads=1)
+    # batch size 8: the check's block is one batch, so the stand-in's per-batch share is the check's
+    engine = SliceInferenceEngine(package, device="mps", batch_size=8, threads=1)
     engine.predict(_volume())
     check = engine.last_precision["device_check"]
     expected = int(fraction * check["voxels"]) / check["voxels"]
@@ -205,7 +207,7 @@ def test_mps_that_fails_on_a_later_batch_hands_the_rest_to_the_cpu(tmp_path, mon
     package = tiny_unet_package(tmp_path, context_slices=1)
     volume = _volume()
     expected = _cpu_labels(package, volume)
-    _stand_in_mps(monkeypatch, wrap=lambda model: _FailsAfter(model, calls=2))  # the check batch runs, then fails
+    _stand_in_mps(monkeypatch, wrap=lambda model: _FailsAfter(model, calls=3))  # the check's 2 batches run, then fails
     engine = SliceInferenceEngine(package, device="mps", batch_size=4, threads=1)
     np.testing.assert_array_equal(engine.predict(volume), expected)
     assert engine.last_precision["device_check"]["passed"]

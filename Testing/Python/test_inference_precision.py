@@ -95,7 +95,7 @@ def test_asked_for_bf16_on_a_cpu_without_it_warns_into_the_report(monkeypatch):
 
 def test_auto_uses_bf16_when_the_check_passes_and_reuses_the_checked_batch(monkeypatch):
     monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
-    ph = corner_phantom()  # 12 slices -> batches of 4: [0-3], [4-7], [8-11]; the check takes the middle one
+    ph = corner_phantom()  # 12 slices -> batches of 4: [0-3], [4-7], [8-11]; the check judges the 8-slice block 0-7
     expected = fp32_labels(ph.ct, MarginNet())
     net = MarginNet()
     engine = SliceInferenceEngine(package_with(net), device="cpu", threads=1, batch_size=4)
@@ -103,14 +103,45 @@ def test_auto_uses_bf16_when_the_check_passes_and_reuses_the_checked_batch(monke
     np.testing.assert_array_equal(labels, expected)
     check = engine.last_precision["check"]
     assert engine.last_precision["used"] == "bf16" and check["passed"] and check["differing_voxels"] == 0
-    assert check["slices"] == [4, 7] and check["this_volume"]
-    assert engine.model.calls.count(torch.float32) == 1  # the one fp32 pass of the check
-    assert engine.model.calls.count(torch.bfloat16) == 3  # 3 batches, the checked one not run again
+    assert check["slices"] == [0, 7] and check["this_volume"]
+    assert engine.model.calls.count(torch.float32) == 2  # the check's fp32 pass, in two batches of 4
+    assert engine.model.calls.count(torch.bfloat16) == 3  # the check's two, then [8-11]: [0-3], [4-7] not run again
     assert net.calls == []  # the package's own network was copied (channels-last), not changed
     engine.model.calls.clear()
     engine.predict(ph.ct)  # the next volume reuses the verdict: no fp32 pass
     assert set(engine.model.calls) == {torch.bfloat16} and len(engine.model.calls) == 3
     assert engine.last_precision["check"]["passed"] and not engine.last_precision["check"]["this_volume"]
+
+
+@pytest.mark.parametrize("batch_size, fp32_passes, bf16_passes", [
+    (1, 8, 8 + 4),   # the check's 8 slices one by one; the loop runs slices 8-11 only
+    (3, 3, 3 + 2),   # check in batches 0-2, 3-5, 6-7; loop: 0-2, 3-5 taken from it, 6-8 and 9-11 run
+    (8, 1, 1 + 1),   # the check is the loop's first batch
+    (16, 1, 1 + 1),  # one loop batch of 12 holds the block but runs (the block is part of it)
+])
+def test_the_bf16_check_judges_the_same_slices_whatever_the_batch_size(monkeypatch, batch_size, fp32_passes,
+                                                                      bf16_passes):
+    """The check judged one batch of the loop, so --batch-size 1 rested auto's verdict on one slice (slice 5 of
+    12) and --batch-size 16 on all twelve: the batch size decided what bf16 had to pass, and so could change the
+    labels. It judges the same 8-slice block now, run in batches of at most the batch size (its memory bound), and
+    the loop takes the batches within that block from the check."""
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
+    ph = corner_phantom()
+    engine = SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1, batch_size=batch_size)
+    labels = engine.predict(ph.ct)
+    np.testing.assert_array_equal(labels, fp32_labels(ph.ct, MarginNet()))
+    check = engine.last_precision["check"]
+    assert check["slices"] == [0, 7] and check["voxels"] % 8 == 0 and check["passed"]
+    assert check["voxels"] == fp32_check_voxels(ph.ct)
+    assert engine.model.calls.count(torch.float32) == fp32_passes
+    assert engine.model.calls.count(torch.bfloat16) == bf16_passes
+
+
+def fp32_check_voxels(volume):
+    """Voxels of the 8-slice block on the network grid, from a batch-size-8 engine's check record."""
+    engine = SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1, batch_size=8)
+    engine.predict(volume)
+    return engine.last_precision["check"]["voxels"]
 
 
 def test_a_cancel_during_the_bf16_check_is_seen_between_its_passes_and_the_check_runs_again(monkeypatch):

@@ -42,20 +42,21 @@ its reference lesions against its predicted ones), averaged over all detected le
 lits_lesions_scored and lits_lesion_* means), with this tool's RVD sign and 6-connected surfaces (the LiTS
 script's are 18-connected) and the lesions of --connectivity (LiTS: 6).
 
-Outputs in -o OUT_DIR (a folder, created): cases.csv (one row per case, "case" first, then metric columns
-such as dice_liver, assd_liver_mm), summary.json (mean/std/median per metric, with ci95_low and ci95_high: the
-mean's 95 % confidence interval over cases, a percentile bootstrap of 10,000 case resamples, fixed seed, said in its
-"bootstrap" key, null with fewer than 2 values; global Dice, with its interval in global_dice_ci95; lesion
-detection precision/recall (also as the LiTS script counts them), the per-lesion LiTS scores, tumor burden
-errors, mL labelled liver outside the reference liver, settings, unmatched cases, warnings, and with --prob
-the pooled ROC and, of tumor, the lesion FROC) and plots/ (box plots when there are 2 or more cases, with
---prob the ROC curve and the lesion FROC curve, overlays of the best and worst case). Every input is read
-and checked before the first output is written (a case that cannot be read or scored stops the run, its message
-naming the case and its place among the cases), and the outputs are written into a hidden staging folder
-and moved into place only when all are done, so a failing or interrupted run leaves OUT_DIR as it was (with
---overwrite: the previous results intact); without --overwrite, a result file that appeared in OUT_DIR during
-the run (another run's) is not replaced: the run stops and names it. With --overwrite, an earlier run's pictures
-this run did not draw (overlays of other cases) are removed from plots/; other files there are left alone.
+Outputs in -o OUT_DIR (a folder, created): cases.csv (one row per case, "case" first, then metric columns such as
+dice_liver, assd_liver_mm), summary.json (mean/std/median per metric, with ci95_low and ci95_high: the mean's 95 %
+confidence interval over cases, a percentile bootstrap of 10,000 case resamples, fixed seed, said in its "bootstrap"
+key, null with fewer than 2 values; global Dice, with its interval in global_dice_ci95; lesion detection
+precision/recall (also as the LiTS script counts them, and the recall by reference lesion size:
+lesion_detection_by_size, bins <10, 10-20 and >=20 mm of the equivalent-sphere diameter), the per-lesion LiTS scores,
+tumor burden errors, mL labelled liver outside the reference liver, settings, unmatched cases, warnings, and with
+--prob the pooled ROC and, of tumor, the lesion FROC) and plots/ (box plots when there are 2 or more cases, with
+--prob the ROC curve and the lesion FROC curve, overlays of the best and worst case). Every input is read and checked
+before the first output is written (a case that cannot be read or scored stops the run, its message naming the case
+and its place among the cases), and the outputs are written into a hidden staging folder and moved into place only
+when all are done, so a failing or interrupted run leaves OUT_DIR as it was (with --overwrite: the previous results
+intact); without --overwrite, a result file that appeared in OUT_DIR during the run (another run's) is not replaced:
+the run stops and names it. With --overwrite, an earlier run's pictures this run did not draw (overlays of other
+cases) are removed from plots/; other files there are left alone.
 
 Memory: a case's metrics need about 3 bytes a voxel of its grid beside its label maps (and probability map), and
 more in the boxes holding its liver and tumors: about 5 bytes a voxel in all for a liver box of an eighth of the
@@ -1083,6 +1084,7 @@ def tumor_segmentation_lines(summary: Dict[str, object]) -> List[str]:
 
 def run(args) -> int:
     from ..metrics.froc import froc_line
+    from ..metrics.report import lesion_size_line
 
     result = evaluate_folders(args)
     summary = result["summary"]
@@ -1118,6 +1120,9 @@ def run(args) -> int:
                         f"{connectivity}-connected lesions; the LiTS script used 6: --connectivity 6")
             print(f"  lesions as the LiTS script counts them (one hit per detected group; {labelled}): precision "
                   f"{_fmt(lits['precision'])}, recall {_fmt(lits['recall'])}")
+        by_size = lesion_size_line(summary.get("lesion_detection_by_size"))
+        if by_size:  # does it find the small ones? the pooled recall does not say
+            print(f"  {by_size}")
     for line in tumor_segmentation_lines(summary):
         print(f"  {line}")
     for line in held_out_lines(summary):

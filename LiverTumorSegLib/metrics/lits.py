@@ -35,6 +35,21 @@ Lesion detection (:func:`detect_lesions`), after the LiTS evaluation code (Bilic
    :func:`~.report.summarize` pools both countings; quote ``lits_script`` precision and recall, at
    ``connectivity=6``, beside LiTS numbers.
 
+Detection by lesion size (``spacing_zyx`` given; :func:`evaluate_case` always gives it): each reference lesion's size
+is its **equivalent-sphere diameter** ``(6 V / pi) ** (1/3)`` mm, ``V`` = its voxels x the voxel volume (the product of
+``spacing_zyx``, so anisotropic voxels count as they are), in ``LesionDetection.lesions`` as ``diameter_mm`` and
+``size_bin``. The bins (:data:`LESION_SIZE_BINS`) are ``< 10 mm``, ``10-20 mm`` (10 <= d < 20) and ``>= 20 mm``: a
+diameter on an edge goes to the larger bin, also where rounding left it short of the edge by no more than
+:data:`~.recist.BOUNDARY_TOLERANCE` of it (:func:`~.recist.at_least`). The LiTS paper (Bilic et al. 2023) analyses
+detection by lesion size, but its bins and diameter were not found in the text available when this was written: these
+are this tool's, not a LiTS definition. The equivalent-sphere diameter, not RECIST's longest axial diameter, because it
+needs only the voxel count (the axial long axis of every reference lesion would need its slices' hulls); for a ball it
+is the ball's diameter, for an elongated lesion it is shorter than the long axis. :func:`evaluate_case` counts per bin
+``lesions_size_<bin>_ref`` and ``lesions_size_<bin>_detected`` (detected as step 4 counts, so the bins' detected sum
+to ``lesions_detected`` and their references to ``lesions_ref``; each reference lesion of a merged group in its own
+bin); :func:`~.report.summarize_cases` pools them (``lesion_detection_by_size``: recall = sum detected / sum
+reference, per bin). Predicted lesions are not binned: a false positive has no reference size.
+
 Each structure also gets ``volume_outside_ref_<s>_ml``: predicted voxels outside the reference structure
 (false-positive volume, mL), e.g. "liver" labelled outside the real liver.
 
@@ -106,6 +121,36 @@ def check_label_values(labels: np.ndarray, name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ lesions
+LESION_SIZE_BINS = (("lt10mm", "<10 mm", None, 10.0), ("10to20mm", "10-20 mm", 10.0, 20.0),
+                    ("ge20mm", ">=20 mm", 20.0, None))
+"""``(key, label, low_mm, high_mm)`` of each lesion size bin, of the equivalent-sphere diameter: ``low_mm <= d <
+high_mm`` (None: open); a diameter on an edge is in the larger bin (module docstring)."""
+LESION_SIZE_DEFINITION = (
+    "reference lesions binned by their equivalent-sphere diameter (6 V / pi)^(1/3), V = voxels x voxel volume (mm^3): "
+    "< 10 mm, 10 mm <= d < 20 mm, >= 20 mm (an edge goes to the larger bin); detected as lesion_detection counts "
+    "(IoU of the lesion's group > the detection IoU); recall = detected / reference lesions, pooled over cases; "
+    "predicted lesions are not binned (a false positive has no reference size)")
+
+
+def equivalent_diameter_mm(voxels: int, spacing_zyx: Sequence[float]) -> float:
+    """Diameter (mm) of the sphere of a lesion's volume: ``(6 V / pi) ** (1/3)``, ``V`` = ``voxels`` x the voxel
+    volume (mm^3, the product of ``spacing_zyx``)."""
+    volume = float(voxels) * float(np.prod(np.asarray(spacing_zyx, dtype=float)))
+    return float((6.0 * volume / np.pi) ** (1.0 / 3.0))
+
+
+def lesion_size_bin(diameter_mm: float) -> str:
+    """Key of the :data:`LESION_SIZE_BINS` bin holding ``diameter_mm``: the largest bin whose ``low_mm`` the diameter
+    reaches (:func:`~.recist.at_least`: a diameter short of an edge by rounding only is on it, so in the larger bin)."""
+    from .recist import at_least
+
+    key = LESION_SIZE_BINS[0][0]
+    for bin_key, _label, low, _high in LESION_SIZE_BINS[1:]:
+        if at_least(diameter_mm, low):
+            key = bin_key
+    return key
+
+
 @dataclass
 class LesionDetection:
     """Lesion detection counts of one case (see module docstring)."""
@@ -115,7 +160,8 @@ class LesionDetection:
     detected: int
     missed: int
     false_positive: int
-    lesions: List[Dict[str, Any]] = field(default_factory=list)  # per reference lesion: id, voxels, iou, detected
+    # per reference lesion: id, voxels, iou, detected; with spacing_zyx also diameter_mm (equivalent sphere), size_bin
+    lesions: List[Dict[str, Any]] = field(default_factory=list)
     pred_no_overlap: int = 0  # predicted lesions sharing no voxel with any reference lesion
     detected_groups: int = 0  # detected groups, each counted once (the LiTS script's true positives)
     # per detected group, with spacing_zyx: its segmentation scores (LITS_LESION_KEYS), as the LiTS script scores one
@@ -262,12 +308,13 @@ def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold:
     docstring). Only the box holding both masks' tumor voxels is labelled; beside it no whole-volume array is made
     for boolean masks.
 
-    With ``spacing_zyx`` (mm, one a mask axis) each detected group is also scored as the LiTS script scores a detected
-    lesion (``detected_scores``, one dict a detected group: :data:`LITS_LESION_KEYS`, the surface distances only
-    with ``surface``). ``whole_mask_scores``: those scores of ``pred_tumor`` against ``ref_tumor`` whole, where the
-    caller has them (:func:`evaluate_case`: the tumor's :func:`structure_row`); a sole detected group holding every
-    lesion of both masks (none missed, no false positive: the common one-lesion case) is those masks, and takes them
-    instead of being scored again."""
+    With ``spacing_zyx`` (mm, one a mask axis) each reference lesion of ``lesions`` also gets ``diameter_mm`` (its
+    equivalent-sphere diameter) and ``size_bin`` (:data:`LESION_SIZE_BINS`), and each detected group is also scored
+    as the LiTS script scores a detected lesion (``detected_scores``, one dict a detected group:
+    :data:`LITS_LESION_KEYS`, the surface distances only with ``surface``). ``whole_mask_scores``: those scores of
+    ``pred_tumor`` against ``ref_tumor`` whole, where the caller has them (:func:`evaluate_case`: the tumor's
+    :func:`structure_row`); a sole detected group holding every lesion of both masks (none missed, no false positive:
+    the common one-lesion case) is those masks, and takes them instead of being scored again."""
     from scipy import ndimage
 
     if not 0.0 <= iou_threshold < 1.0:
@@ -313,6 +360,10 @@ def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold:
                                         spacing_zyx, surface)
     lesions = [{"id": j + 1, "voxels": int(ref_sizes[j]), "iou": group_iou[int(ref_group[j])],
                 "detected": int(ref_group[j]) in detected_groups} for j in range(n_ref)]
+    if spacing_zyx is not None:  # each reference lesion's size (module docstring): for the recall by size
+        for lesion in lesions:
+            lesion["diameter_mm"] = equivalent_diameter_mm(lesion["voxels"], spacing_zyx)
+            lesion["size_bin"] = lesion_size_bin(lesion["diameter_mm"])
     detected = sum(1 for lesion in lesions if lesion["detected"])
     false_positive = int(sum(1 for g in pred_group if int(g) not in detected_groups))
     return LesionDetection(ref_lesions=int(n_ref), pred_lesions=int(n_pred), detected=detected,
@@ -444,7 +495,9 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     then lesion detection (``lesions_ref``, ``lesions_pred``, ``lesions_detected``, ``lesions_missed``,
     ``lesions_false_positive``, ``lesions_pred_no_overlap``, ``lesions_detected_groups``, and the case's own
     ``lesion_precision`` and ``lesion_recall``, 1.0 for a case without reference and predicted lesions: the summary
-    pools the counts instead of averaging these, :func:`~.report.summarize_cases`), LiTS's per-lesion scores
+    pools the counts instead of averaging these, :func:`~.report.summarize_cases`; per size bin of
+    :data:`LESION_SIZE_BINS`, ``lesions_size_<bin>_ref`` and ``lesions_size_<bin>_detected``: reference lesions by
+    equivalent-sphere diameter, module docstring), LiTS's per-lesion scores
     (``lits_lesions_scored``, the case's detected groups, and ``lits_lesion_<key>`` for :data:`LITS_LESION_KEYS`, the
     surface ones only with ``surface``: the mean over those groups, NaN without one; module docstring), tumor burden
     (``tumor_burden_pred``, ``tumor_burden_ref``, ``tumor_burden_error``) and, when ``probabilities``
@@ -505,6 +558,10 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     row["lesions_detected_groups"] = detection.detected_groups
     row["lesion_precision"] = detection.precision
     row["lesion_recall"] = detection.recall
+    for key, _label, _low, _high in LESION_SIZE_BINS:  # reference lesions and those detected, per size bin
+        binned = [lesion for lesion in detection.lesions if lesion["size_bin"] == key]
+        row[f"lesions_size_{key}_ref"] = len(binned)
+        row[f"lesions_size_{key}_detected"] = sum(1 for lesion in binned if lesion["detected"])
     row["lits_lesions_scored"] = len(detection.detected_scores)
     for key in LITS_LESION_KEYS if surface else LITS_LESION_OVERLAP_KEYS:  # mean over the case's detected lesions
         values = [score[key] for score in detection.detected_scores]

@@ -34,6 +34,9 @@ LITS_LESION_PREFIX = "lits_lesion"
 """Per-case columns of the LiTS per-lesion scores (``lits_lesions_scored``, ``lits_lesion_<key>``: the mean over the
 case's detected lesions; :func:`~.lits.evaluate_case`). The summary pools them over all detected lesions of all cases
 (``lesion_segmentation_lits``), as LiTS does, instead of averaging them over cases in ``metrics``."""
+LESION_SIZE_PREFIX = "lesions_size_"
+"""Per-case columns of the detection by lesion size (``lesions_size_<bin>_ref``, ``lesions_size_<bin>_detected``;
+:func:`~.lits.evaluate_case`): pooled in the summary's ``lesion_detection_by_size``, not averaged in ``metrics``."""
 NOT_AVERAGED_COLUMNS = ("lesion_precision", "lesion_recall")
 """Per-case columns left out of the summary's ``metrics`` (they stay in the case table): lesion detection precision
 and recall are pooled counts in the field (sum TP, FP and FN over cases, then divide: ``lesion_detection``), and a
@@ -141,6 +144,40 @@ def _lits_script_counts(rows: Sequence[Dict[str, Any]], totals: Dict[str, Any]) 
     return _detection_counts(tp, totals["pred"] - tp, totals["ref"] - tp)
 
 
+def _lesion_size_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Detection by reference lesion size pooled over cases (:data:`~.lits.LESION_SIZE_BINS`): per bin ``label``,
+    ``low_mm``, ``high_mm`` (null: open), ``ref_lesions``, ``detected``, ``missed`` and ``recall`` = detected /
+    reference lesions (None without a reference lesion in the bin), the same pooling as ``lesion_detection``'s recall;
+    and ``definition``. Cases without the columns (a table written before them) are left out; ``n_cases`` counts the
+    cases used."""
+    from .lits import LESION_SIZE_BINS, LESION_SIZE_DEFINITION
+
+    used = [row for row in rows
+            if all(row.get(f"{LESION_SIZE_PREFIX}{key}_{kind}") not in (None, "")
+                   for key, _label, _low, _high in LESION_SIZE_BINS for kind in ("ref", "detected"))]
+    bins: "OrderedDict[str, Any]" = OrderedDict()
+    for key, label, low, high in LESION_SIZE_BINS:
+        ref = int(np.nansum(metric_values(used, f"{LESION_SIZE_PREFIX}{key}_ref"))) if used else 0
+        detected = int(np.nansum(metric_values(used, f"{LESION_SIZE_PREFIX}{key}_detected"))) if used else 0
+        bins[key] = OrderedDict(label=label, low_mm=low, high_mm=high, ref_lesions=ref, detected=detected,
+                                missed=ref - detected, recall=detected / ref if ref else None)
+    return OrderedDict(n_cases=len(used), bins=bins, definition=LESION_SIZE_DEFINITION)
+
+
+def lesion_size_line(by_size: Optional[Dict[str, Any]]) -> str:
+    """One line of the recall by lesion size (``summary["lesion_detection_by_size"]``), e.g. ``lesion recall by size
+    (reference lesions' equivalent-sphere diameter; predicted lesions not binned): <10 mm 3/8 (0.38), 10-20 mm 5/6
+    (0.83), >=20 mm 4/4 (1.00)``; ``""`` without it."""
+    if not by_size or not by_size.get("n_cases"):
+        return ""
+    parts = []
+    for values in by_size["bins"].values():
+        recall = "n/a" if values["recall"] is None else f"{values['recall']:.2f}"
+        parts.append(f"{values['label']} {values['detected']}/{values['ref_lesions']} ({recall})")
+    return ("lesion recall by size (reference lesions' equivalent-sphere diameter; predicted lesions not binned): "
+            + ", ".join(parts))
+
+
 LITS_LESION_DEFINITION = (
     "per detected lesion (each detected group: its reference lesions against its predicted lesions), averaged over "
     "all detected lesions of all cases, as the LiTS script averages its lesion VOE, RVD, ASD, MSD (hd_mm here) and "
@@ -216,6 +253,8 @@ def summarize_cases(rows: Sequence[Dict[str, Any]], confidence_intervals: bool =
     out. ``lesion_detection``: pooled counts with ``precision`` = TP / (TP + FP) and ``recall`` = TP / (TP + FN),
     ``pred_no_overlap`` (predicted lesions sharing no voxel with a reference lesion) and ``lits_script``: the same
     counted as the LiTS challenge script counts them (one hit per detected group; see :mod:`.lits`);
+    ``lesion_detection_by_size``: the detection of reference lesions pooled per size bin (equivalent-sphere diameter,
+    :func:`_lesion_size_summary`; only where the rows have the ``lesions_size_*`` columns, :data:`LESION_SIZE_PREFIX`);
     ``lesion_segmentation_lits``: tumor Dice, VOE, RVD, ASSD, HD (LiTS's MSD) and RMSD per detected lesion, averaged
     over all detected lesions of all cases as LiTS averages them (``n_lesions``, ``definition``); ``tumor_burden``:
     ``rmse`` and ``max_abs_error`` of ``tumor_burden_error`` (LiTS reports both); ``volume_outside_ref_total_ml``: per
@@ -224,7 +263,8 @@ def summarize_cases(rows: Sequence[Dict[str, Any]], confidence_intervals: bool =
     rows = list(rows)
     metrics: "OrderedDict[str, Any]" = OrderedDict()
     for column in table_columns(rows):
-        if column == "case" or column.startswith(NOT_SUMMARIZED_PREFIXES + (LITS_LESION_PREFIX,)) or \
+        pooled_prefixes = (LITS_LESION_PREFIX, LESION_SIZE_PREFIX)  # pooled below, not averaged
+        if column == "case" or column.startswith(NOT_SUMMARIZED_PREFIXES + pooled_prefixes) or \
                 column in NOT_AVERAGED_COLUMNS:
             continue
         cells = [row.get(column) for row in rows if row.get(column) not in (None, "")]
@@ -237,6 +277,8 @@ def summarize_cases(rows: Sequence[Dict[str, Any]], confidence_intervals: bool =
         _add_confidence_intervals(summary, rows)
     if any("lesions_ref" in row for row in rows):
         summary["lesion_detection"] = _lesion_summary(rows)
+    if any(column.startswith(LESION_SIZE_PREFIX) for row in rows for column in row):
+        summary["lesion_detection_by_size"] = _lesion_size_summary(rows)
     if any("lits_lesions_scored" in row for row in rows):
         summary["lesion_segmentation_lits"] = _lits_lesion_summary(rows)
     if any("tumor_burden_error" in row for row in rows):

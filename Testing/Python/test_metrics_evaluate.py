@@ -93,6 +93,7 @@ def dataset(tmp_path):
 SUMMARY_KEY_IN_HELP = {"metrics": "mean/std/median per metric", "global_dice": "global Dice",
                        "global_dice_ci95": "global_dice_ci95", "bootstrap": "percentile bootstrap",
                        "lesion_detection": "lesion detection precision/recall",
+                       "lesion_detection_by_size": "lesion_detection_by_size",
                        "lesion_segmentation_lits": "per-lesion LiTS scores", "tumor_burden": "tumor burden errors",
                        "volume_outside_ref_total_ml": "outside the reference liver", "settings": "settings",
                        "unmatched": "unmatched cases", "warnings": "warnings", "roc_pooled": "pooled ROC",

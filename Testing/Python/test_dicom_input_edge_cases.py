@@ -1329,3 +1329,87 @@ def test_compressed_series_with_values_beyond_bits_stored_are_refused_like_uncom
         read_volume(write("all_12_bit", edit=_with_corner(-3024), retag=lambda k: (12, 11)))
     fits = write("one_12_bit_fits", retag=lambda k: (12, 11) if k == 4 else None)
     np.testing.assert_array_equal(read_volume(fits).array, np.asarray(ct.array))
+
+
+@pytest.fixture(scope="module")
+def ct40():
+    """A phantom CT of 40 slices of 64 x 64 in HU: more files than the 5 an earlier check sampled."""
+    phantom = make_phantom(shape_zyx=(40, 64, 64), seed=5)
+    geometry = ImageGeometry(spacing=(3.0, 3.0, 2.0), origin=(-96.0, -96.0, -40.0))
+    return CTVolume(np.asarray(phantom.ct.array, dtype=np.int16), geometry)
+
+
+@pytest.mark.parametrize("signed, intercept, value, where, shown",
+                         [(True, 0, -3024, (5,), r"'ct0005.dcm': -3024..\d+, where 12 bits hold -2048..2047"),
+                          (False, -1024, 3500, (36, 37), r"'ct0036.dcm': \d+..4524, where 12 bits hold 0..4095")],
+                         ids=["signed-padding-one-slice", "unsigned-hip-metal-two-slices"])
+def test_values_beyond_12_bits_in_files_outside_any_sample_are_refused(tmp_path, ct40, signed, intercept, value,
+                                                                      where, shown):
+    """Every file marked BitsStored 12, values beyond 12 bits only in 1-2 of 40 files, none of the 5 (0, 10, 20,
+    29, 39) an earlier check sampled: metal at 3500 HU in two slices at the scan's bottom (a hip prosthesis) read
+    as -596 HU, padding stored as -3024 in one slice as +1072 HU, exit 0. Every file is checked now."""
+    files = write_ct_series(tmp_path / "damaged", ct40, shuffle_names=False)
+    corner = _with_corner(value)
+    for k, f in enumerate(files):
+        _store_with_12_bits([f], signed, intercept, corner if k in where else (lambda hu: hu))
+    with pytest.raises(InputError, match=r"its files say BitsStored \(0028,0101\) is 12 \(of 16 allocated\), but they "
+                                         r"hold stored values that 12 bits do not hold \(e.g. " + shown
+                                         + r"\).*set BitsStored to 16 and HighBit to 15"):
+        read_volume(tmp_path / "damaged")
+    fits = write_ct_series(tmp_path / "fits", ct40, shuffle_names=False)
+    for k, f in enumerate(fits):
+        _store_with_12_bits([f], signed, intercept, _with_corner(-1000) if k in where else (lambda hu: hu))
+    expected = np.asarray(ct40.array).copy()
+    expected[list(where), :3, :3] = -1000
+    np.testing.assert_array_equal(read_volume(tmp_path / "fits").array, expected)
+
+
+def test_every_file_check_reads_native_pixel_data_from_the_bytes_and_falls_back_to_pydicom(tmp_path, ct40):
+    """The check of every file reads a native slice's values straight from its last bytes (explicit and implicit
+    VR little endian alike, the values pydicom reads); a file whose PixelData is not the last element (a trailing
+    DataSetTrailingPadding) or is compressed is left to pydicom, which still finds the metal in such a file."""
+    import pydicom
+
+    from LiverTumorSegLib.io.dicom import _native_pixel_values
+
+    files = write_ct_series(tmp_path / "series", ct40, shuffle_names=False)
+    _store_with_12_bits(files[:1], False, -1024, _with_corner(3500))
+    ds = pydicom.dcmread(str(files[1]))
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    save_dicom(ds, files[1], implicit_vr=True)
+    for f in files[:2]:
+        ds = pydicom.dcmread(str(f))
+        values = _native_pixel_values(str(f), 64 * 64, 16, bool(ds.PixelRepresentation))
+        assert values is not None
+        np.testing.assert_array_equal(values, np.frombuffer(ds.PixelData, values.dtype))  # pixel_array masks
+    assert int(_native_pixel_values(str(files[0]), 64 * 64, 16, False).max()) == 4524
+    assert _native_pixel_values(str(files[0]), 64 * 64 - 1, 16, False) is None  # not the length the header gives
+    ds = pydicom.dcmread(str(files[2]))
+    ds.compress(pydicom.uid.RLELossless)
+    save_dicom(ds, files[2])
+    assert _native_pixel_values(str(files[2]), 64 * 64, 16, True) is None
+
+    damaged = write_ct_series(tmp_path / "trailing", ct40, shuffle_names=False)
+    for k, f in enumerate(damaged):
+        _store_with_12_bits([f], False, -1024, _with_corner(3500) if k == 33 else (lambda hu: hu))
+    ds = pydicom.dcmread(str(damaged[33]))
+    ds.add_new(0xFFFCFFFC, "OB", b"\0\0")
+    save_dicom(ds, damaged[33])
+    assert _native_pixel_values(str(damaged[33]), 64 * 64, 16, False) is None
+    with pytest.raises(InputError, match=r"is 12 \(of 16 allocated\).*'ct0033.dcm': \d+..4524, where 12 bits"):
+        read_volume(tmp_path / "trailing")
+
+
+@pytest.mark.parametrize("signed, intercept", [(True, 0), (False, -2048)], ids=["signed", "unsigned"])
+def test_a_real_ct_stored_in_12_bits_that_fit_reads_exactly_as_stored(tmp_path, signed, intercept):
+    """Testing/Data's real CT (30 slices, -1100..1207 HU) written as a series of 12 of 16 bits: every file is
+    checked now, and the HU read are the CT's, voxel for voxel."""
+    from LiverTumorSegLib.io.dicom import _spread_sample
+
+    source = read_volume(Path(__file__).resolve().parents[2] / "Testing" / "Data" / "example_ct_sm.nii.gz")
+    files = write_ct_series(tmp_path / "series", source, shuffle_names=False)
+    assert len(files) > len(_spread_sample(files, 5))
+    _store_with_12_bits(files, signed, intercept, lambda hu: hu)
+    volume = read_volume(tmp_path / "series")
+    np.testing.assert_array_equal(volume.array, np.asarray(source.array))
+    np.testing.assert_allclose(volume.geometry.spacing, source.geometry.spacing, atol=1e-5)

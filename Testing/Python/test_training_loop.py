@@ -335,6 +335,30 @@ def test_ctrl_c_inside_a_forward_pass_with_dropout_resumes_as_if_uninterrupted(d
     assert_resumed_as_uninterrupted(reference, cut_dir / "model_train")  # other masks: weights up to 1.6e-3 off
 
 
+def test_resume_under_the_plateau_schedule_continues_its_patience_and_best(data_csv, tmp_path):
+    """The resume tests all ran the default cosine schedule, whose state is a step count: a resume that restored
+    the learning rate (in the optimizer's state) but started ReduceLROnPlateau afresh (best loss inf, no bad epochs
+    counted) passed them all, and would halve the rate later than the uninterrupted run, or not at all. A crash in
+    epoch 3 of a plateau run, resumed, must end bit for bit as the run that was not stopped, scheduler included."""
+    torch.set_num_threads(1)
+    quiet = dict(log=lambda s: None)
+    full_dir, cut_dir = _full_and_cut_dirs(tmp_path)
+
+    def config(out_dir):
+        return tiny_config(data_csv, out_dir, epochs=4, iterations_per_epoch=2, schedule="plateau",
+                           plateau_patience=1)
+
+    train(config(full_dir), **quiet)
+    reference = run_record(full_dir / "model_train")
+    assert reference[0]["scheduler"]["last_epoch"] == 4  # stepped after each of the 4 validations
+    with pytest.raises(RuntimeError, match="killed"):
+        train(config(cut_dir), callbacks=[RaiseAt(5, RuntimeError("killed"))], **quiet)
+    last = load_checkpoint(cut_dir / "model_train" / "checkpoints" / "last.pt")
+    assert (last["epoch"], last["step_in_epoch"], last["scheduler"]["last_epoch"]) == (2, 0, 2)
+    train(config(cut_dir).updated({"resume": True}), **quiet)
+    assert_resumed_as_uninterrupted(reference, cut_dir / "model_train")
+
+
 def test_ctrl_c_while_the_best_checkpoint_is_written_resumes_with_the_same_best_and_early_stopping(data_csv, tmp_path,
                                                                                                   monkeypatch):
     """A real SIGINT while epoch 1's best.pt was written: the checkpoint redid epoch 1's validation with the new

@@ -84,6 +84,14 @@ where it moves anatomy, to the label) and the whole volume goes through the norm
                     and label 2: tumors bulging out of the capsule (issue 11 saw one found only inside the liver);
                     the truth's liver (label >= 1) grows by that part. Skipped when under a quarter of the tumor
                     lies outside the liver (the 3-slice CT on some seeds)
+``small_lesions``   the real CT with 4-8 tumors of 5-10 mm (log-uniform), each wholly inside the liver (centre at least
+                    its radius from the surface), with the benchmark's appearance: metastases are often 5-10 mm, the
+                    other rows' tumors 10-40 mm. The smallest is two of the scan's largest voxel side where that is
+                    more than 5 mm (3 mm voxels: 6-10 mm); skipped with voxels over 3.75 mm on a side (5 mm slices);
+                    a stack thinner than a lesion (the 3-slice CT, 3 mm) cuts it to a slab.
+                    The default post-processing makes lesions under 0.1 mL (a 5.8 mm ball) liver, and under 5 mL
+                    liver unless their mean tumor probability reaches 0.65: the row measures the pipeline, not the
+                    network alone (``--no-postprocessing`` shows the network's)
 ``fluid_region``    the real CT with a 40-70 mm smooth blob of water (0-15 HU plus the liver's own noise) where
                     liver was, at its edge, labelled background: a resection bed, a large cyst or abscess, a
                     necrotic tumor (an earlier audit saw a resection bed's fluid labelled liver)
@@ -771,6 +779,44 @@ def with_exophytic_lesions(case: BenchCase, seed: int) -> Optional[Sample]:
     return replace(original, hu=hu, labels=labels, outside_part=outside)
 
 
+SMALL_LESIONS = replace(BENCHMARK_LESIONS, count_range=(4, 8), diameter_range_mm=(5.0, 10.0), edge_probability=0.0,
+                        allow_boundary_touching=False)
+"""4-8 tumors of 5-10 mm (log-uniform, as the others), each wholly inside the liver (its centre at least its radius
+from the liver's surface, so none is clipped to a sliver), with the benchmark's appearance (90 % darker than the
+liver): metastases are often 5-10 mm, while the benchmark's other tumors are 10-40 mm."""
+
+SMALL_LESION_VOXELS_ACROSS = 2.0
+"""The smallest diameter the :func:`with_small_lesions` row draws is at least this many of the scan's largest voxel
+side (a 5 mm ball on 3 mm voxels holds 2.4 voxels; raised to 6 mm it holds 4.2)."""
+
+SMALL_LESION_MAX_LOW_MM = 7.5
+"""The :func:`with_small_lesions` row is skipped when the widened lower end would be above this (voxels over 3.75 mm
+on a side, such as 5 mm slices): it would no longer measure 5-10 mm lesions."""
+
+
+def small_lesion_config(spacing_zyx: Sequence[float]) -> Optional[LesionConfig]:
+    """:data:`SMALL_LESIONS` for a scan of ``spacing_zyx`` (mm): the lower end of the diameter range raised to
+    :data:`SMALL_LESION_VOXELS_ACROSS` x the largest voxel side where that is more than 5 mm (3 mm voxels: 6-10 mm);
+    None where it would exceed :data:`SMALL_LESION_MAX_LOW_MM`."""
+    low, high = SMALL_LESIONS.diameter_range_mm
+    across = SMALL_LESION_VOXELS_ACROSS * max(float(s) for s in spacing_zyx)
+    if across > SMALL_LESION_MAX_LOW_MM:
+        return None
+    return SMALL_LESIONS if across <= low else replace(SMALL_LESIONS, diameter_range_mm=(across, high))
+
+
+def with_small_lesions(case: BenchCase, seed: int) -> Optional[Sample]:
+    """The real CT (``case.original``) with :data:`SMALL_LESIONS` (seeded by ``seed``; the range widened for coarse
+    voxels by :func:`small_lesion_config`): how many small lesions the model finds (``detected_lesions`` of
+    ``true_lesions``), how many it invents (``false_lesions``), and its tumor Dice on them. Note that the default
+    post-processing makes lesions under 0.1 mL (a 5.8 mm ball) liver, and those under 5 mL liver unless their mean
+    tumor probability reaches 0.65. None when the scan's voxels are too coarse."""
+    config = small_lesion_config(case.original.spacing_zyx)
+    if config is None:
+        return None
+    return original_with_lesions(case, seed, config)
+
+
 FLUID_DIAMETER_MM = (40.0, 70.0)
 """Diameter range (mm) of the :func:`with_fluid_region` blob: a resection bed, a large cyst or abscess (the
 resection bed the earlier audit saw labelled liver held 1,158 - 282 = about 876 mL; a 55 mm half-ball is 44 mL)."""
@@ -979,6 +1025,7 @@ SKIP_REASONS = {
     "dome": "the slice 15 mm below the liver's top is above the kept slices (raise --max-slices)",
     "exophytic": "under a quarter of the tumor reaches outside the liver: no stretch of its surface in the kept "
                  "slices faces fat or soft tissue (-250..150 HU), or too few slices are kept",
+    "small": "the scan's voxels are over 3.75 mm on a side: a lesion two voxels across would be over 7.5 mm",
     "perihepatic": "under 5 mL of fat or soft tissue (-250..150 HU) borders the liver within the drawn sector and "
                    "thickness",
     "regrid": "the scan is too thin along z for the tilted grid: it holds under a quarter of the kept slices' liver",
@@ -1034,6 +1081,7 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "large_confluent": ("one confluent mass of 3-4 tumors of 30-60 mm", with_large_confluent_lesions),
     "dome": ("1-2 tumors of 10-30 mm under the liver's dome", with_dome_lesions),
     "exophytic": ("1-2 tumors of 25-40 mm at the liver's surface, 40-70 % outside it", with_exophytic_lesions),
+    "small_lesions": ("4-8 tumors of 5-10 mm inside the liver (6-10 mm on 3 mm voxels)", with_small_lesions),
     "fluid_region": ("a 40-70 mm blob of water (0-15 HU) at the liver's edge, labelled background", with_fluid_region),
     "perihepatic_fluid": ("a 5-20 mm layer of water (0-15 HU) outside the liver on a 120-200 degree sector (ascites)",
                           with_perihepatic_fluid),

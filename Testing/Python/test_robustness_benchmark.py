@@ -1374,3 +1374,76 @@ def test_exophytic_row_is_skipped_with_its_reason_where_the_liver_faces_only_air
     case.original = rb.replace(case.original, hu=hu)
     assert rb.PERTURBATIONS["exophytic"][1](case, 0) is None
     assert "fat or soft tissue" in rb.skip_reason("exophytic")
+
+
+def _equivalent_diameters_mm(tumor: np.ndarray, spacing_zyx) -> np.ndarray:
+    """Diameter (mm) of the ball holding each 26-connected component's volume."""
+    from scipy import ndimage
+
+    components, count = ndimage.label(tumor, np.ones((3, 3, 3)))
+    voxels = np.bincount(components.ravel())[1:]
+    return (6.0 * voxels * float(np.prod(spacing_zyx)) / np.pi) ** (1.0 / 3.0)
+
+
+def test_small_lesions_row_puts_4_to_8_lesions_of_5_to_10_mm_inside_the_liver_seeded(tmp_path):
+    """Metastases are often 5-10 mm, and the benchmark's tumors were 10-40 mm: nothing measured whether small ones
+    are found. The row's lesions lie wholly inside the real liver, 4-8 of them, 5-10 mm across (the ball of each
+    label component's volume; margins for voxels of 1.5 x 1.5 x 2 mm), the same for the same seed."""
+    write_case(tmp_path, shape=(28, 96, 96), spacing=(1.5, 1.5, 2.0))  # liver about 47 x 63 x 58 mm, 60 HU
+    case = rb.load_bench_case(rb.find_cases(tmp_path)[0], seed=0)
+    original = case.original
+    assert rb.small_lesion_config(original.spacing_zyx) is rb.SMALL_LESIONS  # 2 mm voxels: not widened
+    counts, diameters, tumor_hu = [], [], []
+    for seed in range(4):
+        sample = rb.PERTURBATIONS["small_lesions"][1](case, rb.case_seed(case.case_id + "small_lesions", seed))
+        tumor = sample.labels == 2
+        assert not (tumor & (original.labels == 0)).any()                     # inside the liver
+        assert np.array_equal(sample.labels >= 1, original.labels >= 1)        # the liver's extent kept
+        tumor_hu.extend(sample.hu[tumor].tolist())
+        found = _equivalent_diameters_mm(tumor, original.spacing_zyx)
+        assert 4 <= found.size <= 8
+        counts.append(found.size)
+        diameters.extend(found.tolist())
+        again = rb.PERTURBATIONS["small_lesions"][1](case, rb.case_seed(case.case_id + "small_lesions", seed))
+        np.testing.assert_array_equal(again.labels, sample.labels)             # seeded
+        np.testing.assert_array_equal(again.hu, sample.hu)
+    assert min(diameters) >= 5.0 * 0.8 and max(diameters) <= 10.0 * 1.15
+    assert len(set(counts)) > 1 or len(set(np.round(diameters, 3))) > 8       # the draw differs between seeds
+    assert float(np.median(tumor_hu)) < 60.0 - 10.0                          # mostly darker than the liver
+    assert rb.SMALL_LESIONS.hypodense_probability == rb.BENCHMARK_LESIONS.hypodense_probability
+    assert rb.SMALL_LESIONS.hypo_contrast_hu == rb.BENCHMARK_LESIONS.hypo_contrast_hu
+    assert rb.SMALL_LESIONS.diameter_range_mm == (5.0, 10.0) and rb.SMALL_LESIONS.count_range == (4, 8)
+
+
+def test_small_lesions_row_widens_its_lower_end_to_two_voxels_and_skips_coarser_scans(tmp_path):
+    """A 5 mm ball on 3 mm voxels holds about 2 voxels: the row's smallest lesion is two voxels across there (6-10
+    mm), and scans with voxels over 3.75 mm on a side (5 mm slices) are skipped with the reason."""
+    assert rb.small_lesion_config((2.0, 0.98, 0.98)).diameter_range_mm == (5.0, 10.0)
+    assert rb.small_lesion_config((3.0, 3.0, 3.0)).diameter_range_mm == (6.0, 10.0)
+    assert rb.small_lesion_config((3.75, 0.7, 0.7)).diameter_range_mm == (7.5, 10.0)
+    assert rb.small_lesion_config((5.0, 0.7, 0.7)) is None and rb.small_lesion_config((1.0, 4.0, 4.0)) is None
+    write_case(tmp_path, shape=(24, 48, 48))  # 3 x 3 x 2.5 mm voxels: 6-10 mm
+    case = rb.load_bench_case(rb.find_cases(tmp_path)[0], seed=0)
+    sample = rb.PERTURBATIONS["small_lesions"][1](case, 5)
+    found = _equivalent_diameters_mm(sample.labels == 2, sample.spacing_zyx)
+    assert 1 <= found.size <= 8 and max(found) <= 10.0 * 1.2
+    thick = rb.replace(case.original, spacing_zyx=(5.0, 3.0, 3.0), true_spacing_zyx=(5.0, 3.0, 3.0))
+    assert rb.PERTURBATIONS["small_lesions"][1](rb.BenchCase("t", "t", thick, thick), 0) is None
+    assert "3.75 mm" in rb.skip_reason("small_lesions")
+
+
+def test_adding_the_small_lesions_row_left_the_other_rows_tumors_unchanged(tmp_path):
+    """Digests of the tumor rows' labels on the phantom, computed with the code before the small_lesions row
+    (commit 86291b05): the row draws from its own seed and config only."""
+    import hashlib
+
+    write_case(tmp_path, shape=(24, 48, 48))
+    case = rb.load_bench_case(rb.find_cases(tmp_path)[0], seed=0)
+    expected = {("baseline", 0): "7a740c4cec55b131", ("hyperdense", 0): "cc87712f577c807f",
+                ("hyperdense", 1): "6c5d260e1b5c3184", ("large_confluent", 0): "c4493ef03eaa53d1",
+                ("large_confluent", 1): "8b538320a68143b7", ("dome", 0): "10d4ffc85feefb7c",
+                ("dome", 1): "7648efcc4e3e1272", ("exophytic", 0): "636a39a088915036",
+                ("exophytic", 1): "a38c8f1c1fe54954"}
+    for (name, seed), digest in expected.items():
+        sample = rb.PERTURBATIONS[name][1](case, rb.case_seed(case.case_id + name, seed))
+        assert hashlib.sha256(sample.labels.tobytes()).hexdigest()[:16] == digest, (name, seed)

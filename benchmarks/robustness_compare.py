@@ -20,7 +20,9 @@ For each package, over every JSON (seed), case and perturbation:
   seeds, and how much of it was called liver and tumor (mL): v10's rule D1 read ``perihepatic_fluid``'s sums, which
   this printed nothing of until then (a throwaway script summed them);
 - on the ``exophytic`` row, the tumor put outside the liver (mL, summed the same way) and how much of it was called
-  liver and tumor (the exophytic lever's rule, docs/exophytic_lever.md).
+  liver and tumor (the exophytic lever's rule, docs/exophytic_lever.md);
+- on every row with true tumors, the true lesions and those the prediction touched (``detected_lesions``), summed
+  over cases and seeds: the ``small_lesions`` row's question is how many it misses, which a Dice hides.
 
 Dice are means of the per-case values (cases weighted alike). Nothing is decided here: the rule is written in
 the docs before the run, and this prints what it reads.
@@ -100,6 +102,9 @@ liver and tumor."""
 SUMMED_ML_KEYS = (FLUID_KEYS, OUTSIDE_PART_KEYS)
 """Row keys summed over cases and seeds per perturbation (each group's first key: the mL put in)."""
 
+LESION_KEYS = ("true_lesions", "detected_lesions")
+"""Lesion counts summed over cases and seeds per perturbation, on rows whose truth holds tumors."""
+
 
 def summarize(rows: List[dict]) -> Dict[str, object]:
     """What the ship rules read, over ``rows`` (robustness rows of one package, any number of seeds)."""
@@ -118,9 +123,13 @@ def summarize(rows: List[dict]) -> Dict[str, object]:
             if with_keys:
                 for key in keys:
                     out[key] = round(sum(float(r.get(key) or 0.0) for r in with_keys), 2)
+        with_lesions = [r for r in subset if r.get("true_lesions")]  # older JSONs' rows may lack the keys
+        if with_lesions:
+            for key in LESION_KEYS:
+                out[key] = sum(int(r.get(key) or 0) for r in with_lesions)
         return out
 
-    summed = {key for keys in SUMMED_ML_KEYS for key in keys}
+    summed = {key for keys in SUMMED_ML_KEYS + (LESION_KEYS,) for key in keys}
     out = {key: value for key, value in of(rows).items() if key not in summed}  # per row only
     out["false_lesions_original"] = of([r for r in rows if r["perturbation"] == "original"])["false_lesions"]
     out["per_perturbation"] = {p: of([r for r in rows if r["perturbation"] == p]) for p in perturbations}
@@ -148,6 +157,19 @@ def print_summed_ml(summary: Dict[str, dict], keys: Tuple[str, ...], what: str) 
         cells = []
         for row in (summary["base"]["per_perturbation"][name], summary["candidate"]["per_perturbation"].get(name)):
             cells.append(" / ".join(f"{row[key]:.1f}" for key in keys) if row and keys[0] in row else "absent")
+        print(f"  {name:16s} {cells[0]:>24s} | {cells[1]}")
+
+
+def print_lesions_found(summary: Dict[str, dict]) -> None:
+    """Per perturbation with true lesions: detected / true lesions summed over cases and seeds, base | candidate."""
+    names = [name for name, row in summary["base"]["per_perturbation"].items() if row.get("true_lesions")]
+    if names:
+        print("\ntrue lesions touched by the prediction, summed over cases and seeds: detected / true (base | candidate)")
+    for name in names:
+        cells = []
+        for row in (summary["base"]["per_perturbation"][name], summary["candidate"]["per_perturbation"].get(name)):
+            cells.append(f"{row['detected_lesions']} / {row['true_lesions']}" if row and row.get("true_lesions")
+                         else "absent")
         print(f"  {name:16s} {cells[0]:>24s} | {cells[1]}")
 
 
@@ -202,6 +224,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         print(f"  {name:16s} {cells[0]:>24s} | {cells[1]}")
     for keys, what in ((FLUID_KEYS, "water put in"), (OUTSIDE_PART_KEYS, "tumor put outside the liver")):
         print_summed_ml(summary, keys, what)
+    print_lesions_found(summary)
     if args.out:
         from LiverTumorSegLib.fileutil import atomic_output
 

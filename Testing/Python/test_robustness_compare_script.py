@@ -161,3 +161,31 @@ def test_the_exophytic_rows_outside_part_is_summed_over_cases_and_seeds(compare,
     printed = capsys.readouterr().out
     assert "tumor put outside the liver" in printed and "60.0 / 2.0 / 13.0 | 60.0 / 1.0 / 45.0" in printed
     assert "water put in" not in printed  # no water row: no water section
+
+
+def test_detected_and_true_lesions_are_summed_per_perturbation(compare, tmp_path, capsys):
+    """The small_lesions row asks how many lesions are missed, which the comparison did not print (only Dice and
+    false lesions); rows without true tumors, or from older JSONs without the keys, add nothing (sums by hand)."""
+    def small(case, true, found):
+        return dict(_row(case, "small_lesions", 0.97, 0.4, 0), true_lesions=true, detected_lesions=found)
+    files = []
+    for seed in (0, 1):
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps(_doc(seed, [small("a", 6, 2 + seed), small("b", 4, 1),
+                                               dict(_row("a", "original", 0.9, None, 1), true_lesions=0,
+                                                    detected_lesions=0),
+                                               _row("a", "hyperdense", 0.9, 0.5, 0)],
+                                        [small("a", 6, 5), small("b", 4, 4 - seed)])))
+        files.append(str(path))
+    out = tmp_path / "summary.json"
+    assert compare.main(files + ["--base", "default", "--candidate", "v5/", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    base = summary["base"]["per_perturbation"]
+    assert (base["small_lesions"]["detected_lesions"], base["small_lesions"]["true_lesions"]) == (7, 20)
+    cand = summary["candidate"]["per_perturbation"]["small_lesions"]
+    assert (cand["detected_lesions"], cand["true_lesions"]) == (17, 20)
+    assert "true_lesions" not in base["original"] and "true_lesions" not in base["hyperdense"]
+    assert "true_lesions" not in summary["base"]
+    printed = capsys.readouterr().out
+    assert "detected / true" in printed and "7 / 20 | 17 / 20" in printed
+    assert "  original " not in printed.split("detected / true")[1]

@@ -1535,7 +1535,8 @@ def _refuse_implausible_rescale_slope(series: DicomSeriesInfo, reader, folder: P
                                                  _tag_text(reader, odd[0], "0028|1053"), _which_files(series, odd)))
 
 
-def _stored_values_beyond_bits(path: str, compressed_too: bool = True) -> Optional[Tuple[int, int, int, bool]]:
+def _stored_values_beyond_bits(path: str, compressed_too: bool = True,
+                               overlay_bits: int = 0) -> Optional[Tuple[int, int, int, bool]]:
     """``(lowest, highest, BitsStored, signed)`` of the stored values of the file ``path`` when some of them do not
     fit its BitsStored (0028,0101), so GDCM, which keeps only those low bits of each value, would read others than
     the file holds; None when they fit (a signed value either sign-extended beyond BitsStored, as scanners write
@@ -1544,7 +1545,9 @@ def _stored_values_beyond_bits(path: str, compressed_too: bool = True) -> Option
     decoder masks them unless told not to: an RLE slice marked 8 bits passed), unless ``compressed_too`` is False
     (then None, after reading the file meta alone: decoding every slice of a series would cost more than GDCM's
     read). A file whose values lie within BitsStored's range is
-    decided by their lowest and highest; only one outside it is looked at value by value (about 11 ms)."""
+    decided by their lowest and highest; only one outside it is looked at value by value (about 11 ms).
+    ``overlay_bits``: the bits of overlay planes embedded in the pixel data (:func:`_embedded_overlay_bits`),
+    which are not stored values."""
     try:
         import pydicom
 
@@ -1573,12 +1576,15 @@ def _stored_values_beyond_bits(path: str, compressed_too: bool = True) -> Option
             values = np.frombuffer(ds.PixelData, dtype=dtype, count=count)
     except Exception:  # noqa: BLE001 - pydicom raises many types for damaged files; GDCM read it: not this check's
         return None
-    return _values_beyond_bits(values, bits, signed)
+    return _values_beyond_bits(values, bits, signed, overlay_bits)
 
 
-def _values_beyond_bits(values: np.ndarray, bits: int, signed: bool) -> Optional[Tuple[int, int, int, bool]]:
+def _values_beyond_bits(values: np.ndarray, bits: int, signed: bool,
+                        overlay_bits: int = 0) -> Optional[Tuple[int, int, int, bool]]:
     """``(lowest, highest, bits, signed)`` of the stored ``values`` when some of them do not fit ``bits`` bits
-    (neither within their range, nor, signed, written with the bits above them 0); None when they all fit."""
+    (neither within their range, nor, signed, written with the bits above them 0); None when they all fit. The
+    bits of ``overlay_bits`` (overlay planes embedded above BitsStored, which GDCM drops as the standard says)
+    are not looked at."""
     if values.size == 0:
         return None
     least, most = _bits_range(bits, signed)
@@ -1586,11 +1592,13 @@ def _values_beyond_bits(values: np.ndarray, bits: int, signed: bool) -> Optional
     if highest <= most and (values.dtype.kind == "u" or least <= int(values.min())):  # one pass where unsigned
         return None
     lowest = int(values.min())
+    width = 8 * values.dtype.itemsize
+    high = ((1 << width) - 1) & ~((1 << bits) - 1) & ~overlay_bits  # the bits above BitsStored, overlays not
     values = values.astype(np.int64)
-    low = values & (2 ** bits - 1)
-    fits = values == low
-    if signed:
-        fits |= values == np.where(low >= 2 ** (bits - 1), low - 2 ** bits, low)
+    above = values & high
+    fits = above == 0
+    if signed:  # sign-extended: every bit above set, and the sign bit
+        fits |= (above == high) & (((values >> (bits - 1)) & 1) == 1)
     if bool(np.all(fits)):
         return None
     return lowest, highest, bits, signed
@@ -1669,8 +1677,25 @@ def _file_values_beyond_bits(series: DicomSeriesInfo, reader, index: int, bits: 
             layout.buffer = bytearray(size + (size & 1) + 12)
         values = _native_pixel_values(series.files[index], layout.count, layout.allocated, signed, layout.buffer)
         if values is not None:
-            return _values_beyond_bits(values, bits, signed)
-    return _stored_values_beyond_bits(series.files[index], compressed_too)
+            found = _values_beyond_bits(values, bits, signed)
+            overlay = 0 if found is None else _embedded_overlay_bits(reader, index, bits, layout.allocated)
+            return _values_beyond_bits(values, bits, signed, overlay) if overlay else found
+    found = _stored_values_beyond_bits(series.files[index], compressed_too)
+    overlay = 0 if found is None else _embedded_overlay_bits(reader, index, bits, layout.allocated)
+    return _stored_values_beyond_bits(series.files[index], compressed_too, overlay) if overlay else found
+
+
+def _embedded_overlay_bits(reader, index: int, bits: int, allocated: int) -> int:
+    """The bits above BitsStored ``bits`` that file ``index`` gives to overlay planes embedded in its pixel data
+    (OverlayBitPosition (60xx,0102), retired in 2004, still in older archives): GDCM drops them, reading the
+    values right, so they must not be taken for values beyond BitsStored. Read only for a file that failed the
+    check."""
+    mask = 0
+    for group in range(0x6000, 0x6020, 2):
+        position = _tag_numbers(reader, index, f"{group:04x}|0102")
+        if position and bits <= position[0] < allocated and float(position[0]).is_integer():
+            mask |= 1 << int(position[0])
+    return mask
 
 
 BITS_STORED_SAMPLE = 5

@@ -1413,3 +1413,42 @@ def test_a_real_ct_stored_in_12_bits_that_fit_reads_exactly_as_stored(tmp_path, 
     volume = read_volume(tmp_path / "series")
     np.testing.assert_array_equal(volume.array, np.asarray(source.array))
     np.testing.assert_allclose(volume.geometry.spacing, source.geometry.spacing, atol=1e-5)
+
+
+def _with_embedded_overlay(files, bit: int, metal_slice: int = -1) -> None:
+    """Rewrite each file as unsigned 12 of 16 bits (intercept -1024) with an overlay plane embedded at ``bit``
+    (OverlayBitsAllocated 16, OverlayBitPosition ``bit``: the retired way older scanners stored overlays) set over a
+    square; slice ``metal_slice`` also holds 3500 HU (stored 4524) in a corner."""
+    import pydicom
+
+    for k, f in enumerate(files):
+        ds = pydicom.dcmread(str(f))
+        stored = ds.pixel_array.astype(np.int32) + 1024
+        if k == metal_slice:
+            stored[:3, :3] = 3500 + 1024
+        stored = stored.astype(np.uint16)
+        stored[5:10, 5:10] |= np.uint16(1 << bit)
+        ds.PixelRepresentation, ds.BitsStored, ds.HighBit, ds.RescaleIntercept = 0, 12, 11, "-1024"
+        ds.add_new(0x60000010, "US", ds.Rows)
+        ds.add_new(0x60000011, "US", ds.Columns)
+        ds.add_new(0x60000040, "CS", "G")
+        ds.add_new(0x60000050, "SS", [1, 1])
+        ds.add_new(0x60000100, "US", 16)
+        ds.add_new(0x60000102, "US", bit)
+        ds.PixelData = stored.tobytes()
+        save_dicom(ds, f, implicit_vr=False)
+
+
+def test_an_overlay_embedded_above_12_bits_is_not_taken_for_values_beyond_bits_stored(tmp_path, ct):
+    """A series of 12 of 16 bits with an overlay plane embedded at bit 12 (retired in 2004, still in older
+    archives): GDCM drops the overlay bit and reads the CT's HU exactly, but the every-file check took the
+    overlay for values beyond BitsStored and refused the series (a CT that opened before no longer did). Values
+    beyond 12 bits besides the overlay's bit (metal stored as 4524 under an overlay at bit 15) are still refused."""
+    files = write_ct_series(tmp_path / "overlay", ct, shuffle_names=False)
+    _with_embedded_overlay(files, 12)
+    np.testing.assert_array_equal(read_volume(tmp_path / "overlay").array, np.asarray(ct.array))
+    files = write_ct_series(tmp_path / "overlay_and_metal", ct, shuffle_names=False)
+    _with_embedded_overlay(files, 15, metal_slice=3)
+    with pytest.raises(InputError, match=r"is 12 \(of 16 allocated\).*'ct0003.dcm': \d+..\d+, where 12 bits hold "
+                                         r"0..4095"):
+        read_volume(tmp_path / "overlay_and_metal")

@@ -839,15 +839,16 @@ class SliceInferenceEngine:
     def _take_checked(self, indices: List[int]) -> Optional[np.ndarray]:
         """The check's kept probabilities ``(n, K, H, W)`` for the loop's batch ``indices`` when the check ran every
         one of its slices (the batch is the check's block or lies within it), else None (the batch runs). The kept
-        result is let go once the loop has taken its last slice."""
+        result is let go once the loop reaches the block's last slice (the loop runs the slices in order), also where
+        that batch reaches past the block and so runs."""
         if self._cached is None:
             return None
         checked, probs = self._cached
+        if checked[-1] in indices:
+            self._cached = None
         row = {index: i for i, index in enumerate(checked)}
         if not all(index in row for index in indices):
             return None
-        if indices[-1] == checked[-1]:
-            self._cached = None
         rows = [row[index] for index in indices]
         if rows == list(range(rows[0], rows[0] + len(rows))):
             return probs[rows[0]:rows[0] + len(rows)]  # a view: the default batch is the check's block itself

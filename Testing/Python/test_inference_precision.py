@@ -135,6 +135,26 @@ def test_the_bf16_check_judges_the_same_slices_whatever_the_batch_size(monkeypat
     assert check["voxels"] == fp32_check_voxels(ph.ct)
     assert engine.model.calls.count(torch.float32) == fp32_passes
     assert engine.model.calls.count(torch.bfloat16) == bf16_passes
+    assert engine._cached is None  # the check's result is not held once the loop is past it
+
+
+def test_the_checks_result_is_let_go_when_the_loop_passes_the_block_in_a_batch_that_reaches_beyond_it(monkeypatch):
+    """Batch size 3 on 12 slices: the loop's batch 6-8 holds the block's last slice (7) and reaches past it, so it
+    runs; the check's 8 rows were held until the volume ended (a review found it), though no later batch takes
+    them. They are let go there now."""
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
+    engine = SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1, batch_size=3)
+    held = []
+    real = engine._take_checked
+
+    def recording(indices):
+        out = real(indices)
+        held.append((list(indices), engine._cached is not None))
+        return out
+
+    monkeypatch.setattr(engine, "_take_checked", recording)
+    engine.predict(corner_phantom().ct)
+    assert held == [([0, 1, 2], True), ([3, 4, 5], True), ([6, 7, 8], False), ([9, 10, 11], False)]
 
 
 def fp32_check_voxels(volume):

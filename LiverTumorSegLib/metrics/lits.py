@@ -141,9 +141,12 @@ def equivalent_diameter_mm(voxels: int, spacing_zyx: Sequence[float]) -> float:
 
 def lesion_size_bin(diameter_mm: float) -> str:
     """Key of the :data:`LESION_SIZE_BINS` bin holding ``diameter_mm``: the largest bin whose ``low_mm`` the diameter
-    reaches (:func:`~.recist.at_least`: a diameter short of an edge by rounding only is on it, so in the larger bin)."""
+    reaches (:func:`~.recist.at_least`: a diameter short of an edge by rounding only is on it, so in the larger bin).
+    ValueError for a diameter that is not a finite number >= 0 (NaN fell into the smallest bin)."""
     from .recist import at_least
 
+    if not (np.isfinite(diameter_mm) and diameter_mm >= 0):
+        raise ValueError(f"a lesion's diameter must be a finite number of mm >= 0, got {diameter_mm!r}")
     key = LESION_SIZE_BINS[0][0]
     for bin_key, _label, low, _high in LESION_SIZE_BINS[1:]:
         if at_least(diameter_mm, low):

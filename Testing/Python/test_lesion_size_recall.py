@@ -57,6 +57,9 @@ def test_each_reference_lesion_gets_its_equivalent_sphere_diameter_at_anisotropi
 def test_a_diameter_on_a_bin_edge_goes_to_the_larger_bin():
     assert lesion_size_bin(10.0) == "10to20mm" and lesion_size_bin(20.0) == "ge20mm"
     assert lesion_size_bin(9.99) == "lt10mm" and lesion_size_bin(19.99) == "10to20mm"
+    for bad in (float("nan"), float("inf"), -1.0):  # NaN was binned < 10 mm
+        with pytest.raises(ValueError, match="finite number of mm"):
+            lesion_size_bin(bad)
     assert lesion_size_bin(0.0) == "lt10mm" and lesion_size_bin(500.0) == "ge20mm"
     # a one-voxel lesion of exactly (pi / 6) x 1000 mm^3 is a 10 mm sphere, which rounding can leave a hair short
     edge_spacing = (10.0 * math.pi / 6.0, 10.0, 10.0)

@@ -21,10 +21,10 @@ non-blocking copies; for window-only preprocessing the 2.5D input is built on th
 the CPU while the GPU computes batch ``i``. The batch
 size comes from free GPU memory and halves on out-of-memory. On CPU: all cores, optional ONNX Runtime (fp32),
 and with ``precision="auto"`` bf16 autocast (channels-last) on CPUs that compute bf16 natively
-(AVX512-BF16 / AMX-BF16): verified on one batch of the engine's first volume against fp32 (see
-:data:`BF16_MAX_DISAGREEMENT`); whether bf16 suits a network is a property of the network and the CPU, so
-later volumes (batch runs) reuse that verdict instead of paying an fp32 batch each. On an Apple GPU
-(MPS): fp32, checked in the same way on one batch of the first volume against the CPU (see
+(AVX512-BF16 / AMX-BF16): verified on the :data:`CHECK_SLICES` middle slices of the engine's first volume against
+fp32, whatever the batch size (see :data:`BF16_MAX_DISAGREEMENT`); whether bf16 suits a network is a property of
+the network and the CPU, so later volumes (batch runs) reuse that verdict instead of paying an fp32 batch each.
+On an Apple GPU (MPS): fp32, checked in the same way on those slices of the first volume against the CPU (see
 :data:`DEVICE_MAX_DISAGREEMENT`); an error or a disagreement there, or an error on a later batch, moves the
 engine to the CPU for good, with a warning (``device_message``) that the report carries.
 
@@ -54,7 +54,7 @@ BACKENDS = ("auto", "torch", "onnx")
 BatchPredictor = Callable[[np.ndarray], np.ndarray]
 
 BF16_MAX_DISAGREEMENT = 0.001
-"""Largest fraction of a check batch's voxels (network grid) whose bf16 label may differ from the fp32 label
+"""Largest fraction of the check's voxels (network grid) whose bf16 label may differ from the fp32 label
 before ``precision="auto"`` falls back to fp32. Why 0.1 %: the liver fills roughly 5-15 % of an abdominal
 slice, so 0.1 % of all voxels is at most ~1-2 % of the liver's voxels in those slices; the bundled model's
 bf16-vs-fp32 difference on real CT slices measured 0.002-0.003 % (boundary voxels), far below it, while a
@@ -67,7 +67,7 @@ CHECK_SLICES = DEFAULT_CPU_BATCH
 whether bf16 ran, and so the labels."""
 
 DEVICE_MAX_DISAGREEMENT = BF16_MAX_DISAGREEMENT
-"""Largest fraction of the check batch's voxels whose label on an Apple GPU (MPS, fp32) may differ from the CPU's
+"""Largest fraction of the check's voxels whose label on an Apple GPU (MPS, fp32) may differ from the CPU's
 before the engine moves to the CPU. Both compute fp32, so a working device differs only where rounding order
 tips a boundary voxel; an operator Metal computes wrongly differs on whole regions."""
 
@@ -391,9 +391,9 @@ class SliceInferenceEngine:
     logged message if the network cannot be exported). ``threads``: CPU threads (None = all cores).
     ``batch_predictor``: replaces the network with a function ``(n, C, H, W) -> probabilities (n, K, H, W)`` (tests,
     custom runtimes). ``precision``: ``auto`` (CUDA: bf16/fp16 autocast as ``amp`` says; CPU torch: bf16 autocast
-    when the CPU computes bf16 natively, checked on one batch of the first volume against fp32 and dropped for fp32
-    when labels differ on more than :data:`BF16_MAX_DISAGREEMENT` of its voxels; ONNX Runtime: fp32), ``fp32``, or
-    ``bf16`` (no check).
+    when the CPU computes bf16 natively, checked on the :data:`CHECK_SLICES` middle slices of the first volume
+    against fp32 and dropped for fp32 when labels differ on more than :data:`BF16_MAX_DISAGREEMENT` of their voxels;
+    ONNX Runtime: fp32), ``fp32``, or ``bf16`` (no check).
     """
 
     def __init__(self, package: object, device: str = "auto", batch_size: Optional[int] = None, amp: bool = True,
@@ -437,7 +437,7 @@ class SliceInferenceEngine:
         self._verify_cpu_dtype = False
         self._precision_check = None  # type: Optional[Dict[str, object]]
         self._precision_note = ""  # why precision="auto" runs fp32 on this CPU, for last_precision["note"]
-        self._verify_device = False  # MPS: check the first volume's middle batch against the CPU
+        self._verify_device = False  # MPS: check the first volume's middle slices against the CPU
         self._device_check = None  # type: Optional[Dict[str, object]]
         self._cpu_model = None  # type: Optional[object]  # MPS: the CPU network to check against and fall back to
         self._cached = None  # type: Optional[Tuple[List[int], np.ndarray]]

@@ -187,7 +187,7 @@ class SegmentationOptions:
     * ``probabilities``: keep the network's tumor probability (uint8 ``round(255 p)``) in the result.
     * ``allow_non_hu``: accept intensities that do not look like Hounsfield units.
     * ``precision``: ``auto|fp32|bf16`` network arithmetic (auto: bf16 on GPUs, and on CPUs with native bf16
-      after a check against fp32 on one batch; see :class:`~.engine.SliceInferenceEngine`).
+      after a check against fp32 on the first CT's 8 middle slices; see :class:`~.engine.SliceInferenceEngine`).
     * ``body_size_scaling``: a body much narrower than the training adults' (a child) is given to the network
       enlarged in-plane (:mod:`~LiverTumorSegLib.inference.body_size`); False gives every CT as it is.
     * ``oblique_grid``: ``aligned`` (default): a CT turned more than 5 degrees against the patient's axes is
@@ -439,8 +439,9 @@ def add_segmentation_arguments(parser: Any) -> None:
     parser.add_argument("--threads", type=number(int), default=None, metavar="N", help="CPU threads (default: OMP_NUM_THREADS where set, else all cores)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default=defaults.precision,
                         help="network arithmetic. auto (default): bf16 on GPUs, and on CPUs with native bf16 "
-                             "(AVX512-BF16/AMX), checked on one batch of the first CT against fp32 (fp32 when "
-                             "labels differ on > 0.1 %% of its voxels); fp32; bf16 (unchecked). ONNX runs fp32")
+                             "(AVX512-BF16/AMX), checked on the 8 middle slices of the first CT against fp32, "
+                             "whatever --batch-size (fp32 when labels differ on > 0.1 %% of their voxels); fp32; "
+                             "bf16 (unchecked). ONNX runs fp32")
     parser.add_argument("--window-level", type=number(float, "HU"), default=None, metavar="HU",
                         help="with --window-width: replace the model's first intensity window (expert override; "
                              "the model was trained with its own)")

@@ -339,6 +339,18 @@ def test_precision_is_a_segmentation_option_and_cli_flag():
     assert options_from_args(args).precision == "fp32"
 
 
+def test_segment_help_says_the_bf16_check_judges_the_middle_slices_whatever_the_batch_size(capsys):
+    # 0.6.10 made the check judge CHECK_SLICES middle slices; --help still said "one batch of the first CT"
+    from LiverTumorSegLib import cli
+
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["segment", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "one batch" not in text
+    assert f"checked on the {engine_module.CHECK_SLICES} middle slices of the first CT against fp32, whatever " \
+           "--batch-size" in text
+
+
 def test_file_report_holds_precision_and_every_stage_time(tmp_path):
     import json
 

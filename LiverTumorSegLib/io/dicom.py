@@ -1562,9 +1562,7 @@ def _stored_values_beyond_bits(path: str, compressed_too: bool = True,
         if not 0 < bits < allocated or allocated not in (8, 16, 32):
             return None
         syntax = ds.file_meta.TransferSyntaxUID
-        if getattr(syntax, "is_compressed", True):
-            if not compressed_too:
-                return None
+        if getattr(syntax, "is_compressed", True):  # not reached without compressed_too: the file meta said so
             if hasattr(ds, "pixel_array_options"):  # pydicom 3; pydicom 2 (Python 3.9) has no such option
                 ds.pixel_array_options(correct_unused_bits=False)
             values = np.asarray(ds.pixel_array)
@@ -1611,6 +1609,13 @@ _NATIVE_PIXEL_DATA_HEADS = (
 )
 
 
+def _native_pixel_element_bytes(count: int, allocated: int) -> int:
+    """Bytes of a native PixelData element holding ``count`` values of ``allocated`` bits: its 12-byte header (tag,
+    VR and reserved bytes or implicit VR, length) and the values, padded to an even length as every element is."""
+    size = count * allocated // 8
+    return size + (size & 1) + 12
+
+
 def _native_pixel_values(path: str, count: int, allocated: int, signed: bool,
                          buffer: Optional[bytearray] = None) -> Optional[np.ndarray]:
     """The ``count`` stored values of ``allocated`` bits of the file ``path``, read straight from its last bytes,
@@ -1621,8 +1626,7 @@ def _native_pixel_values(path: str, count: int, allocated: int, signed: bool,
     0.4 ms."""
     if allocated not in (8, 16, 32) or count <= 0:
         return None
-    size = count * allocated // 8
-    padded = size + (size & 1)  # an element's length is even
+    padded = _native_pixel_element_bytes(count, allocated) - 12
     if buffer is None or len(buffer) != padded + 12:
         buffer = bytearray(padded + 12)
     try:
@@ -1662,7 +1666,14 @@ class _PixelLayout:
         self.allocated = number("0028|0100", 0)
         self.count = number("0028|0010", 0) * number("0028|0011", 0) * max(number("0028|0002", 1), 1) * \
             max(number("0028|0008", 1), 1)
-        self.buffer = bytearray(0)
+        self._buffer = None  # type: Optional[bytearray]
+
+    @property
+    def buffer(self) -> bytearray:
+        """The bytearray :func:`_native_pixel_values` reads each file's PixelData element into, made on first use."""
+        if self._buffer is None:
+            self._buffer = bytearray(_native_pixel_element_bytes(self.count, self.allocated))
+        return self._buffer
 
 
 def _file_values_beyond_bits(series: DicomSeriesInfo, reader, index: int, bits: int, layout: _PixelLayout,
@@ -1670,19 +1681,22 @@ def _file_values_beyond_bits(series: DicomSeriesInfo, reader, index: int, bits: 
     """:func:`_stored_values_beyond_bits` of file ``index`` (BitsStored ``bits``) of a series read by ``reader``:
     its native pixel data read straight from its bytes (:func:`_native_pixel_values`), else with pydicom
     (compressed files only where ``compressed_too``)."""
+    path, values = series.files[index], None
     if 0 < bits < layout.allocated:
         signed = int((_tag_numbers(reader, index, "0028|0103") or [0])[0]) == 1
-        size = layout.count * layout.allocated // 8
-        if len(layout.buffer) != size + (size & 1) + 12:
-            layout.buffer = bytearray(size + (size & 1) + 12)
-        values = _native_pixel_values(series.files[index], layout.count, layout.allocated, signed, layout.buffer)
-        if values is not None:
-            found = _values_beyond_bits(values, bits, signed)
-            overlay = 0 if found is None else _embedded_overlay_bits(reader, index, bits, layout.allocated)
-            return _values_beyond_bits(values, bits, signed, overlay) if overlay else found
-    found = _stored_values_beyond_bits(series.files[index], compressed_too)
-    overlay = 0 if found is None else _embedded_overlay_bits(reader, index, bits, layout.allocated)
-    return _stored_values_beyond_bits(series.files[index], compressed_too, overlay) if overlay else found
+        values = _native_pixel_values(path, layout.count, layout.allocated, signed, layout.buffer)
+    if values is not None:
+        def check(overlay: int) -> Optional[Tuple[int, int, int, bool]]:
+            return _values_beyond_bits(values, bits, signed, overlay)
+    else:
+        def check(overlay: int) -> Optional[Tuple[int, int, int, bool]]:
+            return _stored_values_beyond_bits(path, compressed_too, overlay)
+    found = check(0)
+    if found is not None:  # overlay planes' bits are not values: looked up only for a file that failed
+        overlay = _embedded_overlay_bits(reader, index, bits, layout.allocated)
+        if overlay:
+            found = check(overlay)
+    return found
 
 
 def _embedded_overlay_bits(reader, index: int, bits: int, allocated: int) -> int:

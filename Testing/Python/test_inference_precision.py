@@ -132,7 +132,7 @@ def test_the_bf16_check_judges_the_same_slices_whatever_the_batch_size(monkeypat
     np.testing.assert_array_equal(labels, fp32_labels(ph.ct, MarginNet()))
     check = engine.last_precision["check"]
     assert check["slices"] == [0, 7] and check["voxels"] % 8 == 0 and check["passed"]
-    assert check["voxels"] == fp32_check_voxels(ph.ct)
+    assert check["voxels"] == check_voxels_at_batch_8(ph.ct)
     assert engine.model.calls.count(torch.float32) == fp32_passes
     assert engine.model.calls.count(torch.bfloat16) == bf16_passes
     assert engine._cached is None  # the check's result is not held once the loop is past it
@@ -157,7 +157,7 @@ def test_the_checks_result_is_let_go_when_the_loop_passes_the_block_in_a_batch_t
     assert held == [([0, 1, 2], True), ([3, 4, 5], True), ([6, 7, 8], False), ([9, 10, 11], False)]
 
 
-def fp32_check_voxels(volume):
+def check_voxels_at_batch_8(volume):
     """Voxels of the 8-slice block on the network grid, from a batch-size-8 engine's check record."""
     engine = SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1, batch_size=8)
     engine.predict(volume)

@@ -41,6 +41,8 @@ HELP = {
     "lesions": "JSON LesionConfig overrides for synthetic lesions, merged key by key into --config's",
     "synthetic_lesions": "auto (on when the data has no tumor label), true or false",
     "loss": "ce, dice, dice_ce (default), focal or dice_focal",
+    "lesion_loss_weight": ("add this times a per-lesion Dice of the tumor class to the loss (every tumor weighs "
+                           "the same, whatever its size: the blob loss of Kofler et al. 2023; 0 = off)"),
     "class_weights": "JSON list of 3 cross-entropy/focal class weights (background, liver, tumor; default: all 1)",
     "deep_supervision_weights": ("JSON list of loss weights: the main output, then the auxiliary outputs finest "
                                  "first (default 1, 1/2, 1/4, ...; normalised to sum 1)"),
@@ -104,7 +106,7 @@ METAVAR = {"lr": "LR", "weight_decay": "X", "momentum": "X", "gamma": "X", "plat
            "liver_slice_fraction": "P", "tumor_slice_fraction": "P", "val_fraction": "P", "grad_clip": "NORM",
            "patch_size": "PIXELS", "max_time_minutes": "MINUTES", "output": "OUTPUT", "log_dir": "DIR",
            "cache_dir": "DIR", "data": "DIR|CSV", "name": "TEXT", "description": "TEXT",
-           "init_from": "PACKAGE"}
+           "init_from": "PACKAGE", "lesion_loss_weight": "W"}
 """Option metavars; other whole-number options show N: argparse's default, the option's name in capitals
 (``EARLY_STOPPING_PATIENCE``), made crossval's usage lines wider than 80 columns."""
 

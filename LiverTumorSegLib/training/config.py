@@ -83,6 +83,8 @@ class TrainConfig:
     ``tumor_slice_fraction``: of the liver-slice draws, fraction taken from tumor slices when any exist.
     ``synthetic_lesions``: "auto" (on when the training data has no tumor label), true or false.
     ``label_map``: remap raw label values, e.g. ``{"5": 1}``; values not listed become 0. Empty = no remap.
+    ``lesion_loss_weight``: adds that times a per-lesion Dice of the tumor class to ``loss``
+    (:func:`.losses.lesion_dice_loss`: every tumor of a sample weighs the same, whatever its size; 0 = off).
     ``deep_supervision_weights``: main output first, then the auxiliary outputs finest first (default 1, 1/2,
     1/4, ...; normalised to sum 1).
     ``val_fraction``: patient-level hold-out used when ``folds`` is 0; ``folds``/``fold``: k-fold split.
@@ -119,6 +121,7 @@ class TrainConfig:
     lesions: Dict[str, Any] = field(default_factory=dict)
     synthetic_lesions: Union[str, bool] = "auto"
     loss: str = "dice_ce"
+    lesion_loss_weight: float = 0.0
     class_weights: Optional[List[float]] = None
     deep_supervision_weights: Optional[List[float]] = None
     optimizer: str = "adamw"
@@ -312,7 +315,7 @@ class TrainConfig:
                ("weight_decay", 0.0, 10.0, True, True), ("momentum", 0.0, 1.0, True, False),
                ("plateau_factor", 0.0, 1.0, False, False), ("gamma", 0.0, 1.0, False, True),
                ("tumor_slice_fraction", 0.0, 1.0, True, True), ("grad_clip", 0.0, math.inf, True, False),
-               ("max_time_minutes", 0.0, math.inf, True, False))
+               ("max_time_minutes", 0.0, math.inf, True, False), ("lesion_loss_weight", 0.0, 100.0, True, True))
     _NON_NEGATIVE_INTEGERS = ("warmup", "plateau_patience", "val_max_slices", "num_workers",
                               "early_stopping_patience", "checkpoint_every_steps")
     _POSITIVE_INTEGERS = ("step_size", "val_every")

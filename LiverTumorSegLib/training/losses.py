@@ -4,17 +4,20 @@
 * ``dice``: soft Dice over the foreground classes (1..K-1), computed over the whole batch;
 * ``dice_ce``: ``dice + ce``; ``focal``: focal loss (gamma 2), class weights as MONAI's FocalLoss applies them
   (the mean of weight x loss, not CE's weighted mean); ``dice_focal``.
+* ``lesion_weight`` (any of them, default 0): adds that times :func:`lesion_dice_loss`, a per-lesion Dice of the
+  tumor class ("blob loss", Kofler et al. 2023) that weighs every tumor as much as any other, whatever its size.
 :class:`DeepSupervisionLoss` applies a loss to the main output and to auxiliary outputs (upsampled to the
 target size), with weights halving per level by default.
 
 Target pixels of :data:`~.labels.IGNORE_LABEL` (an oblique CT's aligned grid outside its footprint) count in no
 loss: CE and focal average over the other pixels, Dice sums over them; a batch without any other pixel gives 0
 (zero gradient). A target without it scores as the plain losses do, value for value. :class:`SegmentationLoss` reads
-no tensor's value on the host (on CUDA each such read waits for the GPU): it checked for ignored pixels with
+(without ``lesion_weight``) no tensor's value on the host (on CUDA each such read waits for the GPU): it checked for ignored pixels with
 ``bool(...)`` and copied the class weights to the GPU on every call.
 """
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -87,14 +90,74 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
     return torch.where(valid, loss, loss.new_zeros(())).mean() * (loss.numel() / valid.sum().clamp_min(1).float())
 
 
-class SegmentationLoss(nn.Module):
-    """One of ``ce``, ``dice``, ``dice_ce``, ``focal``, ``dice_focal`` (see module docstring)."""
+TUMOR_CLASS = 2
+"""The tumor's label (and class channel) in this library's targets: background 0, liver 1, tumor 2."""
 
-    def __init__(self, name: str = "dice_ce", class_weights: Optional[Sequence[float]] = None) -> None:
+
+def tumor_components(target: torch.Tensor, tumor_class: int = TUMOR_CLASS) -> np.ndarray:
+    """The tumor's connected components of each slice of ``target`` ``(N, H, W)``, 8-connected in-plane (the
+    samples are 2-D): an int32 ``(N, H, W)`` array numbering the components 1..M over the whole batch (0 elsewhere).
+    Read on the host (scipy), a copy of the target's bytes: on CUDA one wait for the GPU per call."""
+    from scipy import ndimage
+
+    tumor = (target == tumor_class).cpu().numpy()
+    components = np.zeros(tumor.shape, dtype=np.int32)
+    count = 0
+    for n in range(tumor.shape[0]):
+        if tumor[n].any():
+            labelled, found = ndimage.label(tumor[n], structure=np.ones((3, 3), dtype=bool))
+            components[n] = np.where(labelled > 0, labelled + count, 0)
+            count += int(found)
+    return components
+
+
+def lesion_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Tensor] = None,
+                     smooth: float = 1e-5, tumor_class: int = TUMOR_CLASS) -> torch.Tensor:
+    """``1 - mean_i dice_i`` over the target's tumor components ``i`` (:func:`tumor_components`, each slice's own):
+    ``dice_i`` is the soft Dice of the softmax tumor probability against component ``i`` on its slice with the other
+    tumor components of that slice left out, so a lesion is scored alone (the "blob loss" of Kofler et al., 2023,
+    arXiv:2205.08209, with a Dice term). Every lesion weighs the same: a 5 mm lesion of 10 pixels moves this term as
+    much as a 60 mm one of 1,200, where the whole-batch Dice of :func:`soft_dice_loss` weighs it by its pixels.
+    Probability outside every lesion on the slice counts as a false positive of each of its lesions.
+
+    ``valid`` (bool ``(N, H, W)``): only those pixels count. A batch without tumor gives 0 (with the logits' graph
+    and a zero gradient). Values in 0..1."""
+    components = tumor_components(target, tumor_class)
+    count = int(components.max()) if components.size else 0
+    if count == 0:
+        return logits.sum() * 0.0
+    comp = torch.from_numpy(components).to(logits.device)
+    ids = torch.arange(1, count + 1, device=logits.device)
+    # the slice each component lies on, read on the host array (no device sync)
+    first = np.zeros(count + 1, dtype=np.int64)
+    n_index = np.nonzero(components)[0]
+    first[components[components > 0]] = n_index
+    slice_of = torch.from_numpy(first[1:]).to(logits.device)  # (M,)
+    tumor_p = torch.softmax(logits.float(), dim=1)[:, tumor_class]  # (N, H, W)
+    comp_m = comp[slice_of]  # (M, H, W): each component's slice
+    own = comp_m == ids.view(-1, 1, 1)
+    keep = ~((comp_m > 0) & ~own)  # the other lesions of the slice left out
+    if valid is not None:
+        keep = keep & valid[slice_of]
+    p = tumor_p[slice_of] * keep.float()
+    t = own.float()
+    inter = (p * t).sum((1, 2))
+    denom = p.sum((1, 2)) + t.sum((1, 2))
+    dice = (2.0 * inter + smooth) / (denom + smooth)
+    return 1.0 - dice.mean()
+
+
+class SegmentationLoss(nn.Module):
+    """One of ``ce``, ``dice``, ``dice_ce``, ``focal``, ``dice_focal`` (see module docstring), plus
+    ``lesion_weight`` times :func:`lesion_dice_loss` when that is above 0 (0: the loss alone, as before)."""
+
+    def __init__(self, name: str = "dice_ce", class_weights: Optional[Sequence[float]] = None,
+                 lesion_weight: float = 0.0) -> None:
         super().__init__()
         if name not in ("ce", "dice", "dice_ce", "focal", "dice_focal"):
             raise InputError(f"Unknown loss '{name}'; use ce, dice, dice_ce, focal or dice_focal.")
         self.name = name
+        self.lesion_weight = float(lesion_weight)
         self.class_weights = list(class_weights) if class_weights is not None else None
         self._weights_on: Dict[str, torch.Tensor] = {}  # class_weights per device, copied there once
 
@@ -124,6 +187,8 @@ class SegmentationLoss(nn.Module):
             total = total + focal_loss(logits, target, class_weights=self._weights(logits), valid=valid)
         if self.name in ("dice", "dice_ce", "dice_focal"):
             total = total + soft_dice_loss(logits, target, valid=valid)  # wholly ignored: (0 + s) / (0 + s), 0
+        if self.lesion_weight > 0:  # reads the target on the host (its components): one wait per call on CUDA
+            total = total + self.lesion_weight * lesion_dice_loss(logits, target, valid=valid)
         return total
 
 

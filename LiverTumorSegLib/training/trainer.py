@@ -899,7 +899,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(model, device_ids=ids)
         torch.manual_seed(cfg.seed + 1000 * self.dist.rank)  # dropout etc. differ per rank
-        base = SegmentationLoss(cfg.loss, cfg.class_weights)
+        base = SegmentationLoss(cfg.loss, cfg.class_weights, lesion_weight=cfg.lesion_loss_weight)
         self.base_loss = base
         self.loss_fn = DeepSupervisionLoss(base, cfg.deep_supervision_weights)
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay,

@@ -1,0 +1,190 @@
+"""The per-lesion Dice term of the training loss (``lesion_loss_weight``, the blob loss of Kofler et al. 2023):
+known answers by hand on small targets, its place in SegmentationLoss, the option's checks and a training run with
+it that records it in the package."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.training.config import TrainConfig
+from LiverTumorSegLib.training.losses import SegmentationLoss, lesion_dice_loss, soft_dice_loss, tumor_components
+from LiverTumorSegLib.training.labels import IGNORE_LABEL
+
+MARGIN = 60.0  # logit margin: softmax probabilities are 0 or 1 to float32 precision
+
+
+def two_lesion_target():
+    """One 8 x 8 slice: liver everywhere, lesion A (2 x 2 = 4 pixels) at the top left, lesion B (4 x 4 = 16 pixels)
+    at the bottom right, apart."""
+    target = torch.ones((1, 8, 8), dtype=torch.long)
+    target[0, 0:2, 0:2] = 2
+    target[0, 4:8, 4:8] = 2
+    return target
+
+
+def logits_calling_tumor(where):
+    """``(N, 3, H, W)`` logits: tumor where ``where`` (bool ``(N, H, W)``), liver elsewhere, at :data:`MARGIN`."""
+    n, h, w = where.shape
+    logits = torch.zeros((n, 3, h, w))
+    logits[:, 1] = torch.where(where, torch.tensor(0.0), torch.tensor(MARGIN))
+    logits[:, 2] = torch.where(where, torch.tensor(MARGIN), torch.tensor(0.0))
+    return logits
+
+
+def test_components_are_numbered_per_slice_over_the_batch_8_connected():
+    target = torch.zeros((2, 6, 6), dtype=torch.long)
+    target[0, 0, 0] = target[0, 1, 1] = 2      # diagonal neighbours: one lesion (8-connected)
+    target[0, 4, 4] = 2                        # a second lesion on slice 0
+    target[1, 0, 0] = 2                        # slice 1's own lesion, at the same place as slice 0's first
+    target[1, 3, 3] = 1                        # liver is no lesion
+    comps = tumor_components(target)
+    assert comps.dtype == np.int32 and comps.max() == 3
+    assert comps[0, 0, 0] == comps[0, 1, 1] == 1 and comps[0, 4, 4] == 2 and comps[1, 0, 0] == 3
+    assert np.count_nonzero(comps) == 4
+
+
+def test_a_missed_small_lesion_costs_as_much_as_a_missed_large_one():
+    """By hand: B (16 px) found exactly, A (4 px) missed: Dice_B = 1, Dice_A = (0 + s) / (4 + s) ~ 0, so the
+    per-lesion loss is 1 - (1 + 0) / 2 = 0.5, where the whole-slice tumor Dice sees 2 * 16 / (16 + 20) = 0.889
+    (loss 0.111); the reverse (A found, B missed) costs the same 0.5 per lesion and 1 - 8 / 20 = 0.6 whole."""
+    target = two_lesion_target()
+    b_only = logits_calling_tumor(target == 2)
+    b_only[0, :, 0:2, 0:2] = logits_calling_tumor(torch.zeros((1, 2, 2), dtype=torch.bool))[0]
+    assert lesion_dice_loss(b_only, target).item() == pytest.approx(0.5, abs=1e-5)
+    # soft_dice_loss averages liver and tumor: liver predicted on 44 of its 48 target pixels plus A's 4
+    assert soft_dice_loss(b_only, target).item() == pytest.approx(1 - (2 * 44 / 92 + 2 * 16 / 36) / 2, abs=1e-5)
+    a_only = logits_calling_tumor(torch.zeros((1, 8, 8), dtype=torch.bool))
+    a_only[0, :, 0:2, 0:2] = logits_calling_tumor(torch.ones((1, 2, 2), dtype=torch.bool))[0]
+    assert lesion_dice_loss(a_only, target).item() == pytest.approx(0.5, abs=1e-5)
+
+
+def test_each_lesion_is_scored_without_the_other_lesions_of_its_slice():
+    """Both lesions found exactly: 0. Without leaving B out of A's score, B's 16 predicted pixels would be false
+    positives of A: Dice_A = 2 * 4 / (20 + 4) = 1/3 and the loss 1/3."""
+    target = two_lesion_target()
+    assert lesion_dice_loss(logits_calling_tumor(target == 2), target).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_tumor_called_beside_a_lesion_is_its_false_positive():
+    """B found and 16 more pixels called tumor next to it (rows 0-3 of columns 4-7): Dice_B = 2 * 16 / (32 + 16)
+    = 2/3; A missed: 0. Loss 1 - (2/3 + 0) / 2 = 2/3."""
+    target = two_lesion_target()
+    called = target == 2
+    called[0, 0:2, 0:2] = False
+    called[0, 0:4, 4:8] = True
+    assert lesion_dice_loss(logits_calling_tumor(called), target).item() == pytest.approx(2 / 3, abs=1e-5)
+
+
+def test_a_lesion_is_scored_on_its_own_slice_only():
+    """Slice 0 holds a lesion, found; slice 1 none, with tumor called all over it: slice 1 is no lesion's slice, so
+    the per-lesion loss stays 0 (the whole-batch Dice term is the one that sees slice 1's false tumor)."""
+    target = torch.ones((2, 8, 8), dtype=torch.long)
+    target[0, 2:5, 2:5] = 2
+    called = target == 2
+    called[1] = True
+    assert lesion_dice_loss(logits_calling_tumor(called), target).item() == pytest.approx(0.0, abs=1e-5)
+    called[0, 2:5, 2:5] = False  # now slice 0's lesion is missed
+    assert lesion_dice_loss(logits_calling_tumor(called), target).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ignored_pixels_count_in_no_lesion():
+    """False tumor on ignored pixels (outside an oblique CT's footprint) is left out: B's score stays 1."""
+    target = two_lesion_target()
+    called = target == 2
+    called[0, 0:4, 4:8] = True
+    target_ignored = target.clone()
+    target_ignored[0, 0:4, 4:8] = IGNORE_LABEL
+    valid = target_ignored != IGNORE_LABEL
+    assert lesion_dice_loss(logits_calling_tumor(called), target_ignored, valid=valid).item() == \
+        pytest.approx(0.0, abs=1e-5)
+    assert SegmentationLoss("dice", lesion_weight=1.0)(logits_calling_tumor(called), target_ignored).item() == \
+        pytest.approx(SegmentationLoss("dice")(logits_calling_tumor(called), target_ignored).item(), abs=1e-5)
+
+
+def test_a_batch_without_tumor_gives_zero_with_a_zero_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn((2, 3, 8, 8), requires_grad=True)
+    target = torch.ones((2, 8, 8), dtype=torch.long)
+    loss = lesion_dice_loss(logits, target)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.count_nonzero(logits.grad) == 0
+
+
+def test_the_gradient_raises_a_missed_lesions_tumor_logit():
+    """A missed lesion: descending the per-lesion loss raises the tumor logit on its pixels."""
+    target = two_lesion_target()
+    logits = torch.zeros((1, 3, 8, 8), requires_grad=True)
+    lesion_dice_loss(logits, target).backward()
+    assert (logits.grad[0, 2][target[0] == 2] < 0).all()
+
+
+def test_segmentation_loss_adds_the_weighted_lesion_term_and_weight_zero_is_the_loss_alone():
+    torch.manual_seed(1)
+    logits = torch.randn((2, 3, 8, 8))
+    target = torch.ones((2, 8, 8), dtype=torch.long)
+    target[0, 1:3, 1:3] = 2
+    target[1, 5:8, 0:4] = 2
+    for name in ("ce", "dice", "dice_ce", "focal", "dice_focal"):
+        alone = SegmentationLoss(name)(logits, target).item()
+        assert SegmentationLoss(name, lesion_weight=0.0)(logits, target).item() == alone
+        with_term = SegmentationLoss(name, lesion_weight=2.5)(logits, target).item()
+        assert with_term == pytest.approx(alone + 2.5 * lesion_dice_loss(logits, target).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("value", [-0.5, 101.0, float("nan"), float("inf")])
+def test_the_option_refuses_a_weight_outside_0_to_100(value):
+    with pytest.raises(InputError, match="lesion_loss_weight"):
+        TrainConfig.from_dict({"data": "x.csv", "lesion_loss_weight": value})
+
+
+def test_the_option_reads_from_the_command_line_and_defaults_to_off():
+    import argparse
+
+    from LiverTumorSegLib.commands.train import add_config_options
+
+    assert TrainConfig().lesion_loss_weight == 0.0
+    parser = argparse.ArgumentParser()
+    add_config_options(parser)
+    assert parser.parse_args(["--lesion-loss-weight", "0.5"]).lesion_loss_weight == 0.5
+    assert parser.parse_args([]).lesion_loss_weight is None  # not given: the config file's value (or 0) holds
+
+
+def test_a_training_run_with_the_lesion_term_records_it_and_its_loss_is_larger(tmp_path):
+    """Two tiny runs on phantoms with tumors, the same seed: the one with the lesion term packages
+    ``lesion_loss_weight`` in its recipe and logs a larger first-epoch loss (the term adds a value in 0..1 to
+    every batch holding tumor)."""
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.trainer import train
+    from training_helpers import write_phantom_cases
+    from seeding import test_seed
+
+    torch.set_num_threads(1)
+    (tmp_path / "phantoms").mkdir()
+    data_csv = write_phantom_cases(tmp_path / "phantoms", 2, (8, 48, 48))
+    first_losses, metas = [], []
+    for weight in (0.0, 1.0):
+        out = tmp_path / f"run{weight}"
+        out.mkdir()
+        cfg = TrainConfig.from_dict(dict(
+            data=str(data_csv), model="unet", model_options={"channels": [4, 8, 16]},
+            preprocessing={"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 1,
+                           "target_spacing_mm": 3.0, "size_multiple": 16, "crop_to_body": True},
+            epochs=1, iterations_per_epoch=3, batch_size=4, patch_size=32, num_workers=0, lr=3e-3, val_fraction=0,
+            output=str(out / "model.safetensors"), cache_dir=str(tmp_path / "cache"), progress_bar=False,
+            tensorboard=False, seed=test_seed(11), synthetic_lesions="true", tumor_slice_fraction=1.0,
+            lesion_loss_weight=weight))
+        result = train(cfg, command="test", log=lambda s: None)
+        first_losses.append(result.history[0]["train_loss"])
+        metas.append(read_package_metadata(result.package_path))
+    assert [json_config(m)["lesion_loss_weight"] for m in metas] == [0.0, 1.0]
+    assert math.isfinite(first_losses[1]) and first_losses[1] > first_losses[0] + 0.3  # 0.91-0.94 over seeds 1-4
+
+
+def json_config(meta):
+    import json
+
+    config = meta["training"]["config"]
+    return json.loads(config) if isinstance(config, str) else config

@@ -126,23 +126,23 @@ def lesion_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: Optional
     count = int(components.max()) if components.size else 0
     if count == 0:
         return logits.sum() * 0.0
-    comp = torch.from_numpy(components).to(logits.device)
-    ids = torch.arange(1, count + 1, device=logits.device)
+    # Per-lesion sums over the batch's pixels, without an (M, H, W) copy per lesion (that took 1.5 GB for a
+    # validation batch of 16 whole 512 x 512 slices with 20 lesions each): the pixels each lesion's Dice counts
+    # are its own (all valid: tumor is no ignored label) and its slice's valid pixels outside every lesion.
+    comp = torch.from_numpy(components.astype(np.int64).reshape(-1)).to(logits.device)  # (N*H*W,)
     # the slice each component lies on, read on the host array (no device sync)
     first = np.zeros(count + 1, dtype=np.int64)
     n_index = np.nonzero(components)[0]
     first[components[components > 0]] = n_index
     slice_of = torch.from_numpy(first[1:]).to(logits.device)  # (M,)
     tumor_p = torch.softmax(logits.float(), dim=1)[:, tumor_class]  # (N, H, W)
-    comp_m = comp[slice_of]  # (M, H, W): each component's slice
-    own = comp_m == ids.view(-1, 1, 1)
-    keep = ~((comp_m > 0) & ~own)  # the other lesions of the slice left out
+    background = tumor_p * torch.from_numpy(components == 0).to(logits.device)  # outside every lesion
     if valid is not None:
-        keep = keep & valid[slice_of]
-    p = tumor_p[slice_of] * keep.float()
-    t = own.float()
-    inter = (p * t).sum((1, 2))
-    denom = p.sum((1, 2)) + t.sum((1, 2))
+        background = background * valid
+    background_sum = background.sum((1, 2))  # (N,)
+    inter = tumor_p.new_zeros(count + 1).index_add(0, comp, tumor_p.reshape(-1))[1:]  # (M,)
+    size = torch.from_numpy(np.bincount(components.reshape(-1), minlength=count + 1)[1:].astype(np.float32))
+    denom = background_sum[slice_of] + inter + size.to(logits.device)
     dice = (2.0 * inter + smooth) / (denom + smooth)
     return 1.0 - dice.mean()
 

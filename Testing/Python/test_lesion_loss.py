@@ -188,3 +188,63 @@ def json_config(meta):
 
     config = meta["training"]["config"]
     return json.loads(config) if isinstance(config, str) else config
+
+
+def test_many_lesions_on_whole_slices_take_no_copy_of_the_batch_per_lesion(tmp_path):
+    """A validation batch of whole slices with many lesions: the loss built an ``(M, H, W)`` copy of the batch
+    per lesion (8 slices of 256 x 256 with 100 lesions each: about 1 GB more peak memory, on the GPU in a CUDA
+    run); per-lesion sums need none. Run in a fresh process so that its peak memory is this call's."""
+    import subprocess
+    import sys
+    import textwrap
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("ru_maxrss is in kilobytes on Linux")
+    script = textwrap.dedent("""
+        import resource, torch
+        from LiverTumorSegLib.training.losses import lesion_dice_loss
+        torch.manual_seed(0)
+        target = torch.ones((8, 256, 256), dtype=torch.long)
+        for k in range(100):
+            r, c = 4 + 25 * (k // 10), 4 + 25 * (k % 10)
+            target[:, r:r + 5, c:c + 5] = 2
+        logits = torch.randn((8, 3, 256, 256))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with torch.no_grad():
+            value = float(lesion_dice_loss(logits, target))
+        print(value, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    """)
+    import os
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    value, grown_mb = (float(v) for v in out.stdout.split())
+    assert 0.9 < value < 1.0  # random logits: about a third tumor probability everywhere, lesions of 25 pixels
+    assert grown_mb < 200, f"the loss took {grown_mb:.0f} MB more peak memory"
+
+
+def test_descending_the_lesion_term_alone_finds_a_missed_small_lesion():
+    """A tiny network, one slice with a large (8 x 8) and a small (2 x 2) lesion, both brighter than the liver
+    around them; 50 SGD steps on the per-lesion term alone take the small lesion's hard Dice from 0 to above 0.5
+    (the term's gradient for a missed small lesion is as large as for a missed large one)."""
+    torch.manual_seed(0)
+    target = torch.ones((1, 24, 24), dtype=torch.long)
+    target[0, 3:11, 3:11] = 2
+    target[0, 17:19, 17:19] = 2
+    image = (target == 2).float().unsqueeze(1) + 0.05 * torch.randn((1, 1, 24, 24))
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 1))
+    with torch.no_grad():
+        net[2].bias.copy_(torch.tensor([0.0, 1.0, -1.0]))  # starts calling liver everywhere: both lesions missed
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+
+    def small_dice():
+        pred = net(image).argmax(1)[0, 15:21, 15:21] == 2
+        truth = target[0, 15:21, 15:21] == 2
+        return 2 * float((pred & truth).sum()) / float(pred.sum() + truth.sum())
+
+    assert small_dice() == 0.0
+    for _ in range(50):
+        optimizer.zero_grad()
+        lesion_dice_loss(net(image), target).backward()
+        optimizer.step()
+    assert small_dice() > 0.5

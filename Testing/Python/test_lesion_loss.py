@@ -48,7 +48,8 @@ def test_components_are_numbered_per_slice_over_the_batch_8_connected():
 def test_a_missed_small_lesion_costs_as_much_as_a_missed_large_one():
     """By hand: B (16 px) found exactly, A (4 px) missed: Dice_B = 1, Dice_A = (0 + s) / (4 + s) ~ 0, so the
     per-lesion loss is 1 - (1 + 0) / 2 = 0.5, where the whole-slice tumor Dice sees 2 * 16 / (16 + 20) = 0.889
-    (loss 0.111); the reverse (A found, B missed) costs the same 0.5 per lesion and 1 - 8 / 20 = 0.6 whole."""
+    (loss 0.111); the reverse (A found, B missed) costs the same 0.5 per lesion and 1 - 8 / 24 = 0.667
+    whole."""
     target = two_lesion_target()
     b_only = logits_calling_tumor(target == 2)
     b_only[0, :, 0:2, 0:2] = logits_calling_tumor(torch.zeros((1, 2, 2), dtype=torch.bool))[0]

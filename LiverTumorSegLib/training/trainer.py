@@ -587,6 +587,10 @@ class Trainer:
         self.command = command
         self._log = log
         self.t0 = time.time()
+        # the software this run started with, recorded in its package: read when the package was written, a commit
+        # made (or a file edited) while it trained was recorded as the code that trained (a 17-minute fine-tune
+        # named the version bump committed 2 minutes in, and its source hash was of the files then)
+        self.environment = software_environment()
         # the epoch in progress: when it started here, and how long it ran before a resume
         self.epoch_t0, self.epoch_elapsed_before = self.t0, 0.0
 
@@ -1444,7 +1448,7 @@ class Trainer:
                     "lesions_resolved": None if self.lesion_inserter is None else self.lesion_inserter.config.to_dict(),
                     "data_files": data_files(list(self.train_cases) + list(self.val_cases), self._voxel_digests(),
                                              self._data_fingerprint),
-                    "environment": software_environment()}
+                    "environment": dict(self.environment)}
         if getattr(self, "init_record", None) is not None:
             training["init_from"] = dict(self.init_record, validation_patients_it_trained_on=sorted(self.init_overlap),
                                          matched_by=dict(self.init_overlap))

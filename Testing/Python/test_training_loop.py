@@ -1767,6 +1767,29 @@ def test_git_commit_is_read_from_a_checkout_a_linked_worktree_and_packed_refs(tm
     assert _git_commit(tmp_path / "not_a_checkout") is None
 
 
+def test_the_package_records_the_software_the_run_started_with(data_csv, tmp_path, monkeypatch):
+    """A commit made (or a file edited) while a run trained was recorded as the code that trained: the software was
+    read when the package was written (a fine-tune named the version bump committed 2 minutes into its 17). Here the
+    'checkout' changes after the first epoch; the package names the one the run started with."""
+    import LiverTumorSegLib.training.trainer as trainer_module
+
+    checkout = {"git_commit": "commit-at-start"}
+    monkeypatch.setattr(trainer_module, "software_environment", lambda: dict(checkout))
+
+    class CommitDuringTraining:
+        def on_epoch_end(self, row):
+            checkout["git_commit"] = "commit-made-while-it-trained"
+
+    torch.set_num_threads(1)
+    cfg = tiny_config(data_csv, tmp_path / "run", epochs=2, iterations_per_epoch=1, val_fraction=0)
+    (tmp_path / "run").mkdir()
+    result = train(cfg, callbacks=[CommitDuringTraining()], log=lambda s: None)
+    from LiverTumorSegLib.package import read_package_metadata
+
+    assert checkout["git_commit"] == "commit-made-while-it-trained"  # the callback ran
+    assert read_package_metadata(result.package_path)["training"]["environment"] == {"git_commit": "commit-at-start"}
+
+
 def test_the_library_source_hash_tells_edited_code_from_the_commit(tmp_path):
     """A package trained from uncommitted edits recorded only the commit checked out; the source hash differs
     as soon as one file's bytes or name differ, and compiled files do not count."""

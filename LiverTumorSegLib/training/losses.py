@@ -15,7 +15,7 @@ loss: CE and focal average over the other pixels, Dice sums over them; a batch w
 (without ``lesion_weight``) no tensor's value on the host (on CUDA each such read waits for the GPU): it checked for ignored pixels with
 ``bool(...)`` and copied the class weights to the GPU on every call.
 """
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -112,7 +112,8 @@ def tumor_components(target: torch.Tensor, tumor_class: int = TUMOR_CLASS) -> np
 
 
 def lesion_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Tensor] = None,
-                     smooth: float = 1e-5, tumor_class: int = TUMOR_CLASS) -> torch.Tensor:
+                     smooth: float = 1e-5, tumor_class: int = TUMOR_CLASS,
+                     components: Optional[np.ndarray] = None) -> torch.Tensor:
     """``1 - mean_i dice_i`` over the target's tumor components ``i`` (:func:`tumor_components`, each slice's own):
     ``dice_i`` is the soft Dice of the softmax tumor probability against component ``i`` on its slice with the other
     tumor components of that slice left out, so a lesion is scored alone (the "blob loss" of Kofler et al., 2023,
@@ -121,8 +122,10 @@ def lesion_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: Optional
     Probability outside every lesion on the slice counts as a false positive of each of its lesions.
 
     ``valid`` (bool ``(N, H, W)``): only those pixels count. A batch without tumor gives 0 (with the logits' graph
-    and a zero gradient). Values in 0..1."""
-    components = tumor_components(target, tumor_class)
+    and a zero gradient). Values in 0..1. ``components``: :func:`tumor_components` of ``target`` when the caller
+    has them (:class:`DeepSupervisionLoss` finds them once for all its outputs); else found here."""
+    if components is None:
+        components = tumor_components(target, tumor_class)
     count = int(components.max()) if components.size else 0
     if count == 0:
         return logits.sum() * 0.0
@@ -171,12 +174,14 @@ class SegmentationLoss(nn.Module):
             self._weights_on[key] = _weights_tensor(self.class_weights, logits)
         return self._weights_on[key]
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor,
+                components: Optional[np.ndarray] = None) -> torch.Tensor:
         """The loss of ``logits`` against ``target``, its :data:`~.labels.IGNORE_LABEL` pixels left out, in one
         computation whatever the target holds: no host sync (it asked the GPU whether any pixel was ignored, and
         whether any was not, on every call: two waits per step on CUDA). A target without ignored pixels gives the
         value the plain losses give; one wholly ignored gives 0, with the logits' graph and a zero gradient (every
-        rank's backward still runs)."""
+        rank's backward still runs). ``components``: the target's :func:`tumor_components` for the lesion term, when
+        the caller has them."""
         valid = target != IGNORE_LABEL
         total = logits.new_zeros((), dtype=torch.float32)
         if self.name in ("ce", "dice_ce"):
@@ -188,7 +193,7 @@ class SegmentationLoss(nn.Module):
         if self.name in ("dice", "dice_ce", "dice_focal"):
             total = total + soft_dice_loss(logits, target, valid=valid)  # wholly ignored: (0 + s) / (0 + s), 0
         if self.lesion_weight > 0:  # reads the target on the host (its components): one wait per call on CUDA
-            total = total + self.lesion_weight * lesion_dice_loss(logits, target, valid=valid)
+            total = total + self.lesion_weight * lesion_dice_loss(logits, target, valid=valid, components=components)
         return total
 
 
@@ -219,13 +224,18 @@ class DeepSupervisionLoss(nn.Module):
                              f"{len(outputs)} output(s) (the main one first, then its auxiliary heads); give one "
                              f"weight per output, or leave it out for the default 1, 1/2, 1/4, ...")
         weights = self.level_weights(len(outputs))
+        # every output is scored against the same target: its tumor components (the lesion term's, read on the
+        # host) are found once, not once per output (each a label pass and, on CUDA, a wait for the GPU)
+        shared: Dict[str, Any] = {}
+        if getattr(self.base, "lesion_weight", 0) > 0 and sum(1 for w in weights if w != 0) > 1:
+            shared["components"] = tumor_components(target)
         total = logits.new_zeros((), dtype=torch.float32)
         for w, out in zip(weights, outputs):
             if w == 0:
                 continue
             if out.shape[-2:] != target.shape[-2:]:
                 out = F.interpolate(out.float(), size=tuple(target.shape[-2:]), mode="bilinear", align_corners=False)
-            total = total + w * self.base(out, target)
+            total = total + w * self.base(out, target, **shared)
         return total
 
 

@@ -249,3 +249,24 @@ def test_descending_the_lesion_term_alone_finds_a_missed_small_lesion():
         lesion_dice_loss(net(image), target).backward()
         optimizer.step()
     assert small_dice() > 0.5
+
+
+def test_deep_supervision_finds_the_tumor_components_once_for_all_its_outputs(monkeypatch):
+    """Every output is scored against the same target: its components were found once per output (three label
+    passes, and on CUDA three waits for the GPU, for a network with two auxiliary heads); now once, with the same
+    value as scoring each output on its own."""
+    import LiverTumorSegLib.training.losses as losses
+    from LiverTumorSegLib.training.losses import DeepSupervisionLoss
+
+    torch.manual_seed(2)
+    target = two_lesion_target().repeat(2, 1, 1)
+    main, aux = torch.randn((2, 3, 8, 8)), [torch.randn((2, 3, 4, 4)), torch.randn((2, 3, 2, 2))]
+    base = SegmentationLoss("dice_ce", lesion_weight=1.0)
+    weights = DeepSupervisionLoss(base).level_weights(3)
+    by_hand = sum(w * base(torch.nn.functional.interpolate(o, size=(8, 8), mode="bilinear", align_corners=False)
+                           if o.shape[-1] != 8 else o, target).item() for w, o in zip(weights, [main] + aux))
+    calls = []
+    real = losses.tumor_components
+    monkeypatch.setattr(losses, "tumor_components", lambda *a, **k: calls.append(1) or real(*a, **k))
+    value = DeepSupervisionLoss(base)(main, aux, target).item()
+    assert len(calls) == 1 and value == pytest.approx(by_hand, rel=1e-6)

@@ -515,21 +515,45 @@ def component_sums(components: np.ndarray, count: int, values: np.ndarray) -> np
 
 
 def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count: int, new_value: np.ndarray,
-                          rule_of: np.ndarray, spacing_zyx: Sequence[float]) -> None:
-    """Append to ``changes["tumor_components"]`` one ``{"rule", "became", "volume_ml"}`` per tumor component a
+                          rule_of: np.ndarray, spacing_zyx: Sequence[float],
+                          probability: Optional[np.ndarray] = None, geometry: Any = None,
+                          offset_zyx: Sequence[int] = (0, 0, 0)) -> None:
+    """Append to ``changes["tumor_components"]`` one ``{"rule", "became", "volume_ml", "mean_tumor_probability"}``
+    (with ``geometry`` also ``"centroid_lps_mm"`` and ``"centroid_ras_mm"``) per tumor component a
     rule changed (``outside_liver``: removed; ``tubular``, ``small``, ``uncertain``: became liver, or background
     when the part touches no liver; ``became``: ``"liver"`` or ``"background"``). ``components``:
     the voxels of each component that count (:func:`clean_tumors` passes those the network labelled tumor, so a
-    filled core, background before and liver or background after, is not reported as tumor changed)."""
+    filled core, background before and liver or background after, is not reported as tumor changed); volume,
+    centroid and mean probability are all of these voxels.
+
+    ``probability`` (the tumor probability on the grid of ``components``, as :func:`component_mean_probability`
+    reads it): ``mean_tumor_probability`` 0..1, else None. ``geometry`` (:class:`ImageGeometry` of the whole array
+    ``components`` was cut from, ``offset_zyx`` the index there of ``components[0, 0, 0]``): the centroids, the
+    mean voxel-centre position as the lesion report gives a lesion's, patient LPS and RAS mm, so a reader can find
+    a candidate post-processing took away; without ``geometry`` these two keys are left out."""
     voxel_ml = float(np.prod([float(s) for s in spacing_zyx])) / 1000.0
     sizes = np.bincount(components.ravel(), minlength=count + 1)
     record = changes.setdefault("tumor_components", [])
-    for k in np.flatnonzero(new_value[1:] != 2) + 1:
-        if not sizes[k]:
-            continue
-        rule = str(rule_of[k])
-        record.append({"rule": rule, "became": "liver" if new_value[k] == 1 else "background",
-                       "volume_ml": float(sizes[k] * voxel_ml)})
+    changed = [int(k) for k in np.flatnonzero(new_value[1:] != 2) + 1 if sizes[k]]
+    if not changed:
+        return
+    mean_p = None if probability is None else component_mean_probability(components, count, probability)
+    centres = None
+    if geometry is not None:
+        where = np.nonzero(components)
+        ids = components[where]
+        centres = np.stack([np.bincount(ids, weights=axis.astype(np.float64), minlength=count + 1)[:count + 1]
+                            for axis in where], axis=1) / np.maximum(sizes[:count + 1], 1)[:, None]
+        centres += np.asarray([int(o) for o in offset_zyx], dtype=np.float64)
+    for k in changed:
+        entry = {"rule": str(rule_of[k]), "became": "liver" if new_value[k] == 1 else "background",
+                 "volume_ml": float(sizes[k] * voxel_ml),
+                 "mean_tumor_probability": None if mean_p is None else float(mean_p[k])}  # type: Dict[str, Any]
+        if centres is not None:
+            ijk = centres[k][::-1]
+            entry["centroid_lps_mm"] = [float(v) for v in geometry.index_to_lps(ijk)]
+            entry["centroid_ras_mm"] = [float(v) for v in geometry.index_to_ras(ijk)]
+        record.append(entry)
 
 
 def reach_voxels(radius_mm: float, spacing_zyx: Sequence[float]) -> List[int]:
@@ -661,7 +685,8 @@ def component_mean_probability(components: np.ndarray, count: int, probability: 
 
 def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: PostprocessingOptions,
                  tumor_probability: Optional[np.ndarray] = None, hu: Optional[np.ndarray] = None,
-                 changes: Optional[Dict[str, Any]] = None, network_tumor: Optional[np.ndarray] = None) -> np.ndarray:
+                 changes: Optional[Dict[str, Any]] = None, network_tumor: Optional[np.ndarray] = None,
+                 geometry: Any = None, offset_zyx: Sequence[int] = (0, 0, 0)) -> np.ndarray:
     """Steps 3-6 with one labelling of the tumor's bounding box, in place: components away from the liver
     -> 0; tube-like, smaller than ``min_lesion_ml``, or small and uncertain -> liver. ``tumor_probability``:
     uint8 ``round(255 p)`` on the grid of ``labels`` (step 6 is skipped without it). ``hu`` (the CT on the
@@ -670,7 +695,10 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
     a tumor; without ``hu`` shape alone decides. ``changes``: a dict that receives what each rule did
     (:func:`postprocess_labels`). ``network_tumor`` (bool, grid of ``labels``): the voxels the network labelled
     tumor, when the hole fill has made more of them tumor (None: the tumor of ``labels``); a lesion's mean
-    probability and the volume recorded in ``changes`` count these voxels only."""
+    probability and the volume recorded in ``changes`` count these voxels only. ``geometry`` (the
+    :class:`ImageGeometry` of the array ``labels`` was cut from, ``offset_zyx`` the index there of
+    ``labels[0, 0, 0]``): each record in ``changes`` also gets its centroid (:func:`_record_tumor_changes`).
+    ``tumor_probability`` with ``min_lesion_probability`` 0 only gives the records their mean probability."""
     from scipy import ndimage
 
     tumor = labels == 2
@@ -727,7 +755,8 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
         new_value[to_liver & ~near_liver_components(region, components, count, spacing_zyx, 0.0)] = 0
     if changes is not None and count:
         _record_tumor_changes(changes, components if network is None else components * network, count, new_value,
-                              rule_of, spacing_zyx)
+                              rule_of, spacing_zyx, None if tumor_probability is None else tumor_probability[box],
+                              geometry, [int(o) + b.start for o, b in zip(offset_zyx, box)])
     changed = new_value != 2
     changed[0] = False
     if changed.any():
@@ -867,18 +896,23 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     ``hu_zyx`` (the CT in HU on the same grid) and ``geometry`` (its :class:`ImageGeometry`, for the
     superior direction) enable ``below_lungs``; without them that step is skipped. ``hu_zyx`` also lets the
     tube rule check a vessel's density. ``tumor_probability_zyx`` (uint8 ``round(255 p)`` of the tumor
-    class, same grid, before post-processing) enables ``min_lesion_probability``.
+    class, same grid, before post-processing) enables ``min_lesion_probability`` and gives each
+    ``tumor_components`` record its ``mean_tumor_probability``.
 
     ``changes``: a dict that receives what the steps took out, so nothing is removed silently:
     ``liver_above_lungs_ml`` (organ removed above the lung bases, tumor included), ``tumor_above_lungs_ml``
     (the tumor part of it), ``liver_components_removed`` (list of
     ``{"volume_ml", "tumor_ml"}``: organ parts apart from the kept one, the largest with liver),
     ``tumor_components`` (list of
-    ``{"rule", "volume_ml"}``; rules ``outside_liver`` (removed), ``tubular``, ``small``, ``uncertain``
-    (became liver); ``volume_ml`` counts the component's voxels the network labelled tumor, not a core the hole
-    fill added), ``head_foot_order`` (:func:`~.head_foot.head_foot_order`: whether the lungs lie below the
-    liver, a header with head and foot swapped; read whenever ``hu_zyx`` and ``geometry`` are given, with the
-    rules off too; where they do, ``below_lungs`` is not applied). Volumes in mL.
+    ``{"rule", "became", "volume_ml", "mean_tumor_probability", "centroid_lps_mm", "centroid_ras_mm"}``; rules
+    ``outside_liver`` (removed), ``tubular``, ``small``, ``uncertain`` (became liver, or background when touching
+    no liver); ``volume_ml``, the mean probability and the centroids count the component's voxels the network
+    labelled tumor, not a core the hole fill added; ``mean_tumor_probability`` 0..1, None without
+    ``tumor_probability_zyx``; the centroids (mean voxel-centre position, patient LPS and RAS mm, as the lesion
+    report's) only with ``geometry``, left out without it), ``head_foot_order``
+    (:func:`~.head_foot.head_foot_order`: whether the lungs lie below the liver, a header with head and foot
+    swapped; read whenever ``hu_zyx`` and ``geometry`` are given, with the rules off too; where they do,
+    ``below_lungs`` is not applied). Volumes in mL.
     """
     from ..io.labels import as_label_array
     from ..volume import checked_spacing
@@ -948,9 +982,9 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
                                                                 found_lungs) * voxel_ml
             record["tumor_above_lungs_ml"] = sum(tumor_above) * voxel_ml
     probability = None
-    if tumor_probability_zyx is not None and options.min_lesion_probability > 0:
+    if tumor_probability_zyx is not None:  # the uncertain-lesion rule's, and each record's mean probability
         probability = np.asarray(tumor_probability_zyx)
-        if probability.dtype != np.uint8:  # its shape was checked with the CT's above
+        if options.min_lesion_probability > 0 and probability.dtype != np.uint8:  # shape checked with the CT's
             raise ValueError(f"tumor_probability_zyx must be uint8 of shape {tuple(labels_zyx.shape)}, got "
                              f"{probability.dtype} {probability.shape}: give round(255 p), as segment writes it "
                              f"(np.round(np.clip(p, 0, 1) * 255).astype(np.uint8) for a map p of 0..1).")
@@ -961,8 +995,10 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
                                       air_hu=hu if options.air_to_background else None, spacing_zyx=spacing)
     record["liver_components_removed"] = [{"volume_ml": organ * voxel_ml, "tumor_ml": tumor * voxel_ml}
                                           for organ, tumor in sorted(dropped, reverse=True)]
+    # the records' centroids: box indices of the canonical view, whose geometry puts each voxel where it lies
+    located = None if geometry is None else (geometry if reorientation is None else reorientation.canonical_geometry)
     clean_tumors(labels[box], spacing, options, None if probability is None else probability[box],
-                 None if hu is None else hu[box], record, network_tumor)
+                 None if hu is None else hu[box], record, network_tumor, located, [b.start for b in box])
     if changes is not None:
         changes.update(record)
     return result

@@ -984,11 +984,15 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     probability = None
     if tumor_probability_zyx is not None:  # the uncertain-lesion rule's, and each record's mean probability
         probability = np.asarray(tumor_probability_zyx)
-        if options.min_lesion_probability > 0 and probability.dtype != np.uint8:  # shape checked with the CT's
-            raise ValueError(f"tumor_probability_zyx must be uint8 of shape {tuple(labels_zyx.shape)}, got "
-                             f"{probability.dtype} {probability.shape}: give round(255 p), as segment writes it "
-                             f"(np.round(np.clip(p, 0, 1) * 255).astype(np.uint8) for a map p of 0..1).")
-        if reorientation is not None:  # a view: only the tumors' box is read
+        if probability.dtype != np.uint8:  # shape checked with the CT's
+            if options.min_lesion_probability > 0:
+                raise ValueError(f"tumor_probability_zyx must be uint8 of shape {tuple(labels_zyx.shape)}, got "
+                                 f"{probability.dtype} {probability.shape}: give round(255 p), as segment writes "
+                                 f"it (np.round(np.clip(p, 0, 1) * 255).astype(np.uint8) for a map p of 0..1).")
+            # the confidence step off: a map not in round(255 p) is left unread, as before, rather than an int16
+            # map's values being misread as 255ths in the records' mean probability
+            probability = None
+        if probability is not None and reorientation is not None:  # a view: only the tumors' box is read
             probability = reorientation.canonical_view(probability)
     dropped = []  # type: list
     box, network_tumor = _clean_organ(labels, options, dropped,

@@ -104,6 +104,21 @@ def test_with_the_confidence_step_off_a_record_still_carries_the_mean_probabilit
     assert record["centroid_lps_mm"] == pytest.approx(LESION_LPS, abs=1e-9)
 
 
+def test_with_the_confidence_step_off_a_map_not_in_255ths_is_left_unread_not_misread():
+    """The confidence step refuses a map that is not uint8 round(255 p); with the step off such a map was ignored,
+    and reading it for the records' mean would take an int16 map's 100 for 100/255: it stays unread (None)."""
+    labels, probability = _liver_with_an_uncertain_lesion()
+    changes = {}
+    postprocess_labels(labels, FLIPPED.spacing[::-1], PostprocessingOptions(min_lesion_probability=0.0,
+                                                                          min_lesion_ml=1.0),
+                       geometry=FLIPPED, tumor_probability_zyx=probability.astype(np.int16), changes=changes)
+    (record,) = changes["tumor_components"]
+    assert record["rule"] == "small" and record["mean_tumor_probability"] is None
+    with pytest.raises(ValueError, match="uint8"):
+        postprocess_labels(labels, FLIPPED.spacing[::-1], PostprocessingOptions(), geometry=FLIPPED,
+                           tumor_probability_zyx=probability.astype(np.int16))
+
+
 class _StandInEngine:
     """An engine stand-in: 60 HU is liver, 10 HU tumor, at tumor probability 100/255 (an uncertain lesion)."""
 

@@ -516,7 +516,7 @@ def component_sums(components: np.ndarray, count: int, values: np.ndarray) -> np
 
 def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count: int, new_value: np.ndarray,
                           rule_of: np.ndarray, spacing_zyx: Sequence[float],
-                          probability: Optional[np.ndarray] = None, geometry: Any = None,
+                          mean_probability: Optional[np.ndarray] = None, geometry: Any = None,
                           offset_zyx: Sequence[int] = (0, 0, 0)) -> None:
     """Append to ``changes["tumor_components"]`` one ``{"rule", "became", "volume_ml", "mean_tumor_probability"}``
     (with ``geometry`` also ``"centroid_lps_mm"`` and ``"centroid_ras_mm"``) per tumor component a
@@ -526,8 +526,9 @@ def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count
     filled core, background before and liver or background after, is not reported as tumor changed); volume,
     centroid and mean probability are all of these voxels.
 
-    ``probability`` (the tumor probability on the grid of ``components``, as :func:`component_mean_probability`
-    reads it): ``mean_tumor_probability`` 0..1, else None. ``geometry`` (:class:`ImageGeometry` of the whole array
+    ``mean_probability`` (per component ``0..count``, 0..1: :func:`component_mean_probability` over the same
+    voxels, as :func:`clean_tumors` takes it once for its uncertain rule too): ``mean_tumor_probability``, else
+    None. ``geometry`` (:class:`ImageGeometry` of the whole array
     ``components`` was cut from, ``offset_zyx`` the index there of ``components[0, 0, 0]``): the centroids, the
     mean voxel-centre position as the lesion report gives a lesion's, patient LPS and RAS mm, so a reader can find
     a candidate post-processing took away; without ``geometry`` these two keys are left out."""
@@ -537,7 +538,6 @@ def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count
     changed = [int(k) for k in np.flatnonzero(new_value[1:] != 2) + 1 if sizes[k]]
     if not changed:
         return
-    mean_p = None if probability is None else component_mean_probability(components, count, probability)
     centres = None
     if geometry is not None:
         where = np.nonzero(components)
@@ -548,7 +548,8 @@ def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count
     for k in changed:
         entry = {"rule": str(rule_of[k]), "became": "liver" if new_value[k] == 1 else "background",
                  "volume_ml": float(sizes[k] * voxel_ml),
-                 "mean_tumor_probability": None if mean_p is None else float(mean_p[k])}  # type: Dict[str, Any]
+                 "mean_tumor_probability": None if mean_probability is None else float(mean_probability[k]),
+                 }  # type: Dict[str, Any]
         if centres is not None:
             ijk = centres[k][::-1]
             entry["centroid_lps_mm"] = [float(v) for v in geometry.index_to_lps(ijk)]
@@ -720,6 +721,10 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
     network = None if network_tumor is None else network_tumor[box]
     new_value = np.full(count + 1, 2, dtype=np.uint8)
     rule_of = np.full(count + 1, "", dtype=object)  # the first rule that turned a component into liver
+    # each lesion's mean tumor probability over its network-labelled voxels: read once, by the uncertain rule and by
+    # the records in ``changes`` (each took it itself)
+    mean_p = component_mean_probability(components, count, tumor_probability[box], network_tumor=network) \
+        if tumor_probability is not None and (uncertain or changes is not None) else None
     if options.tubular_lesions_to_liver or small or uncertain:
         voxels, elongation, width = component_shape(components, count, spacing_zyx)
         voxel_ml = float(np.prod([float(s) for s in spacing_zyx])) / 1000.0
@@ -737,7 +742,6 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
             new_value[tiny] = 1
             rule_of[tiny & (rule_of == "")] = "small"
         if uncertain:
-            mean_p = component_mean_probability(components, count, tumor_probability[box], voxels, network)
             doubtful = (mean_p < float(options.min_lesion_probability)) & \
                 volume_below(voxels * voxel_ml, float(options.uncertain_lesion_max_ml))
             doubtful[0] = False
@@ -755,8 +759,8 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
         new_value[to_liver & ~near_liver_components(region, components, count, spacing_zyx, 0.0)] = 0
     if changes is not None and count:
         _record_tumor_changes(changes, components if network is None else components * network, count, new_value,
-                              rule_of, spacing_zyx, None if tumor_probability is None else tumor_probability[box],
-                              geometry, [int(o) + b.start for o, b in zip(offset_zyx, box)])
+                              rule_of, spacing_zyx, mean_p, geometry,
+                              [int(o) + b.start for o, b in zip(offset_zyx, box)])
     changed = new_value != 2
     changed[0] = False
     if changed.any():

@@ -43,6 +43,12 @@ HELP = {
     "loss": "ce, dice, dice_ce (default), focal or dice_focal",
     "lesion_loss_weight": ("add this times a per-lesion Dice of the tumor class to the loss (every tumor weighs "
                            "the same, whatever its size: the blob loss of Kofler et al. 2023; 0 = off)"),
+    "lesion_loss_min_pixels": ("--lesion-loss-weight: leave tumor components of a patch slice with fewer than N "
+                               "pixels (of the network's grid: 1.5 mm pixels unless --preprocessing sets another "
+                               "spacing) out of the per-lesion term, as no lesion and as no false positive of the "
+                               "slice's other ones; 0 scores every one"),
+    "lesion_loss_average": ("--lesion-loss-weight: lesion, the mean of the batch's lesions' Dice; image, the mean "
+                            "over each slice's lesions, then over the slices holding one (Kofler et al.'s)"),
     "class_weights": "JSON list of 3 cross-entropy/focal class weights (background, liver, tumor; default: all 1)",
     "deep_supervision_weights": ("JSON list of loss weights: the main output, then the auxiliary outputs finest "
                                  "first (default 1, 1/2, 1/4, ...; normalised to sum 1)"),
@@ -141,7 +147,7 @@ def _preprocessing_value(text: str) -> Any:
 def add_config_options(parser: argparse.ArgumentParser, help_for: Optional[Dict[str, str]] = None) -> None:
     """One ``--option-name`` per TrainConfig field (default None = not given, so the config file wins).
     ``help_for``: field name -> help text replacing train's (``argparse.SUPPRESS`` hides the option)."""
-    from ..training.config import TrainConfig
+    from ..training.config import LESION_AVERAGES, TrainConfig
 
     help_for = help_for or {}
 
@@ -176,6 +182,9 @@ def add_config_options(parser: argparse.ArgumentParser, help_for: Optional[Dict[
                                 help=help_text)
         elif f.name == "oblique_grid":
             parser.add_argument(*names, dest=f.name, default=None, choices=["aligned", "stored"], help=help_text)
+        elif f.name == "lesion_loss_average":
+            parser.add_argument(*names, dest=f.name, default=None, choices=list(LESION_AVERAGES),
+                                help=help_text if f.name in help_for else _with_default(help_text, value))
         else:
             shown = help_text if f.name in help_for else _with_default(help_text, value)
             metavar = METAVAR.get(f.name, "N" if type(value) is int else None)

@@ -18,6 +18,11 @@ from ..fileutil import read_text_file
 
 FORMATS = ("auto", "lits", "msd", "ircadb", "csv")
 LOSSES = ("ce", "dice", "dice_ce", "focal", "dice_focal")
+LESION_AVERAGES = ("lesion", "image")
+"""How the per-lesion loss term (:func:`.losses.lesion_dice_loss`) averages its lesions' Dice: ``lesion``, the mean
+over the batch's lesions (a slice of 3 lesions weighs 3 times one of 1); ``image``, the mean over each sample's
+(slice's) lesions, then the mean over the samples holding a scored lesion (Kofler et al. 2023, arXiv:2205.08209:
+per image first, then over images)."""
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
 SCHEDULES = ("cosine", "step", "plateau", "none")
 
@@ -85,6 +90,11 @@ class TrainConfig:
     ``label_map``: remap raw label values, e.g. ``{"5": 1}``; values not listed become 0. Empty = no remap.
     ``lesion_loss_weight``: adds that times a per-lesion Dice of the tumor class to ``loss``
     (:func:`.losses.lesion_dice_loss`: every tumor of a sample weighs the same, whatever its size; 0 = off).
+    ``lesion_loss_min_pixels``: that term leaves out tumor components of a sample's slice with fewer pixels (of
+    the network's grid, 1.5 mm in the default recipes; 0 = every one scored), and their pixels count as no false
+    positive of the slice's other lesions. ``lesion_loss_average``: "lesion" (the mean over the batch's lesions) or
+    "image" (over each sample's lesions, then over the samples holding one: Kofler et al.'s). A run recorded
+    before these options read their defaults (0, "lesion": the term as it was).
     ``deep_supervision_weights``: main output first, then the auxiliary outputs finest first (default 1, 1/2,
     1/4, ...; normalised to sum 1).
     ``val_fraction``: patient-level hold-out used when ``folds`` is 0; ``folds``/``fold``: k-fold split.
@@ -122,6 +132,8 @@ class TrainConfig:
     synthetic_lesions: Union[str, bool] = "auto"
     loss: str = "dice_ce"
     lesion_loss_weight: float = 0.0
+    lesion_loss_min_pixels: int = 0
+    lesion_loss_average: str = "lesion"
     class_weights: Optional[List[float]] = None
     deep_supervision_weights: Optional[List[float]] = None
     optimizer: str = "adamw"
@@ -237,6 +249,7 @@ class TrainConfig:
         choice("schedule", SCHEDULES)
         choice("amp", ("auto", "bf16", "fp16", "off"))
         choice("oblique_grid", ("aligned", "stored"))
+        choice("lesion_loss_average", LESION_AVERAGES)
         if str(self.synthetic_lesions).lower() not in ("auto", "true", "false"):
             raise InputError(f"Option synthetic_lesions={self.synthetic_lesions!r} must be auto, true or false.")
         for name in ("epochs", "iterations_per_epoch", "batch_size", "patch_size"):
@@ -304,6 +317,14 @@ class TrainConfig:
                                  f"the validation cases, and val_fraction 0 leaves none: "
                                  f"{'it' if len(deciding) == 1 else 'they'} would do nothing. Give a val_fraction "
                                  f"above 0 (or folds), or leave {'it' if len(deciding) == 1 else 'them'} out.")
+        lesion_options = [name for name, on in (("lesion_loss_min_pixels", int(self.lesion_loss_min_pixels) > 0),
+                                                ("lesion_loss_average", self.lesion_loss_average != "lesion")) if on]
+        if lesion_options and float(self.lesion_loss_weight) == 0.0:
+            raise InputError(f"Option {' and '.join(lesion_options)} shape{'s' if len(lesion_options) == 1 else ''} "
+                             f"the per-lesion loss term, which lesion_loss_weight 0 leaves out: "
+                             f"{'it' if len(lesion_options) == 1 else 'they'} would do nothing. Give a "
+                             f"lesion_loss_weight above 0, or leave {'it' if len(lesion_options) == 1 else 'them'} "
+                             f"out.")
         if self.schedule == "plateau" and int(self.warmup) > 0:
             raise InputError(f"Option warmup ({self.warmup} steps) is not applied by schedule plateau, which changes "
                              f"the learning rate only after validations; use schedule cosine, step or none with a "
@@ -317,7 +338,7 @@ class TrainConfig:
                ("tumor_slice_fraction", 0.0, 1.0, True, True), ("grad_clip", 0.0, math.inf, True, False),
                ("max_time_minutes", 0.0, math.inf, True, False), ("lesion_loss_weight", 0.0, 100.0, True, True))
     _NON_NEGATIVE_INTEGERS = ("warmup", "plateau_patience", "val_max_slices", "num_workers",
-                              "early_stopping_patience", "checkpoint_every_steps")
+                              "early_stopping_patience", "checkpoint_every_steps", "lesion_loss_min_pixels")
     _POSITIVE_INTEGERS = ("step_size", "val_every")
     # (option, the most it takes, why): a whole number beyond was taken (only int64 was checked) and failed late or
     # never: num_workers 1000000 went on to fork a million DataLoader workers, batch_size 10**9 to allocate them
@@ -335,6 +356,7 @@ class TrainConfig:
         ("val_max_slices", MAX_COUNT, "more slices than any CT holds; 0 = all slices"),
         ("early_stopping_patience", MAX_COUNT, "validations, far more than any training needs; 0 = never stop early"),
         ("checkpoint_every_steps", MAX_COUNT, "steps, far more than any training needs; 0 = at each epoch's end only"),
+        ("lesion_loss_min_pixels", MAX_PATCH_SIZE ** 2, "pixels, the most a slice holds; 0 = every lesion scored"),
     )
 
     def _check_numeric_ranges(self) -> None:

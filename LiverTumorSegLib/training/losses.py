@@ -5,7 +5,9 @@
 * ``dice_ce``: ``dice + ce``; ``focal``: focal loss (gamma 2), class weights as MONAI's FocalLoss applies them
   (the mean of weight x loss, not CE's weighted mean); ``dice_focal``.
 * ``lesion_weight`` (any of them, default 0): adds that times :func:`lesion_dice_loss`, a per-lesion Dice of the
-  tumor class ("blob loss", Kofler et al. 2023) that weighs every tumor as much as any other, whatever its size.
+  tumor class ("blob loss", Kofler et al. 2023) that weighs every tumor as much as any other, whatever its size;
+  ``lesion_min_pixels`` leaves its slivers (components of fewer pixels) out of it, ``lesion_average`` chooses the
+  mean over the batch's lesions or over each slice's first (:data:`LESION_AVERAGES`).
 :class:`DeepSupervisionLoss` applies a loss to the main output and to auxiliary outputs (upsampled to the
 target size), with weights halving per level by default.
 
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from .config import LESION_AVERAGES
 from .labels import IGNORE_LABEL
 
 
@@ -111,9 +114,40 @@ def tumor_components(target: torch.Tensor, tumor_class: int = TUMOR_CLASS) -> np
     return components
 
 
+def scored_lesions(components: np.ndarray, min_pixels: int = 0) -> np.ndarray:
+    """The components of :func:`tumor_components` (int ``(N, H, W)``, 1..M, 0 elsewhere) that the per-lesion term
+    scores, renumbered 1..K (int64, same shape): those of at least ``min_pixels`` pixels (pixels of the grid the
+    components are on, the network's). A smaller one (a lesion's top or bottom slice, a patch edge cutting one)
+    becomes -1: scored as no lesion, and no false positive of its slice's other lesions either. ``min_pixels`` 0
+    or 1 keeps every component, numbered as they were."""
+    labels = components.astype(np.int64)
+    count = int(labels.max()) if labels.size else 0
+    if min_pixels <= 1 or count == 0:
+        return labels
+    sizes = np.bincount(labels.reshape(-1), minlength=count + 1)
+    kept = sizes >= min_pixels
+    kept[0] = False
+    renumber = np.full(count + 1, -1, dtype=np.int64)  # a component too small: -1
+    renumber[0] = 0
+    renumber[kept] = np.arange(1, int(kept.sum()) + 1)
+    return renumber[labels]
+
+
+def _lesion_weights(slice_of: np.ndarray, average: str) -> np.ndarray:
+    """float32 ``(K,)`` weights, summing to 1, of the K scored lesions' Dice (``slice_of``: each lesion's sample
+    index in the batch, int ``(K,)``) in the mean ``average`` (:data:`LESION_AVERAGES`) takes: ``lesion``, 1/K
+    each; ``image``, 1 / (the lesion's slice's lesion count x the number of slices holding one)."""
+    if average == "lesion":
+        return np.full(slice_of.shape, 1.0 / slice_of.size, dtype=np.float32)
+    per_slice = np.bincount(slice_of)
+    slices = np.count_nonzero(per_slice)
+    return (1.0 / (per_slice[slice_of] * slices)).astype(np.float32)
+
+
 def lesion_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Tensor] = None,
                      smooth: float = 1e-5, tumor_class: int = TUMOR_CLASS,
-                     components: Optional[np.ndarray] = None) -> torch.Tensor:
+                     components: Optional[np.ndarray] = None, min_pixels: int = 0,
+                     average: str = "lesion") -> torch.Tensor:
     """``1 - mean_i dice_i`` over the target's tumor components ``i`` (:func:`tumor_components`, each slice's own):
     ``dice_i`` is the soft Dice of the softmax tumor probability against component ``i`` on its slice with the other
     tumor components of that slice left out, so a lesion is scored alone (the "blob loss" of Kofler et al., 2023,
@@ -121,46 +155,62 @@ def lesion_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: Optional
     much as a 60 mm one of 1,200, where the whole-batch Dice of :func:`soft_dice_loss` weighs it by its pixels.
     Probability outside every lesion on the slice counts as a false positive of each of its lesions.
 
-    ``valid`` (bool ``(N, H, W)``): only those pixels count. A batch without tumor gives 0 (with the logits' graph
-    and a zero gradient). Values in 0..1. ``components``: :func:`tumor_components` of ``target`` when the caller
-    has them (:class:`DeepSupervisionLoss` finds them once for all its outputs); else found here."""
+    ``min_pixels``: a component of fewer pixels (of the ``(H, W)`` grid: the network's) is not scored, and its
+    pixels are no false positive of its slice's other lesions (:func:`scored_lesions`); 0 scores every one.
+    ``average`` (:data:`LESION_AVERAGES`): ``lesion``, the mean over the batch's scored lesions; ``image``, the mean
+    over each slice's, then over the slices holding one.
+
+    ``valid`` (bool ``(N, H, W)``): only those pixels count. A batch without a scored lesion gives 0 (with the
+    logits' graph and a zero gradient). Values in 0..1. ``components``: :func:`tumor_components` of ``target`` when
+    the caller has them (:class:`DeepSupervisionLoss` finds them once for all its outputs); else found here."""
+    if average not in LESION_AVERAGES:
+        raise InputError(f"Unknown lesion average '{average}'; use {' or '.join(LESION_AVERAGES)}.")
     if components is None:
         components = tumor_components(target, tumor_class)
-    count = int(components.max()) if components.size else 0
+    labels = scored_lesions(components, int(min_pixels))  # (N, H, W): 1..K scored, -1 left out, 0 elsewhere
+    count = int(labels.max()) if labels.size else 0
     if count == 0:
         return logits.sum() * 0.0
     # Per-lesion sums over the batch's pixels, without an (M, H, W) copy per lesion (that took 1.5 GB for a
     # validation batch of 16 whole 512 x 512 slices with 20 lesions each): the pixels each lesion's Dice counts
     # are its own (all valid: tumor is no ignored label) and its slice's valid pixels outside every lesion.
-    comp = torch.from_numpy(components.astype(np.int64).reshape(-1)).to(logits.device)  # (N*H*W,)
-    # the slice each component lies on, read on the host array (no device sync)
+    flat = labels.reshape(-1)
+    comp = torch.from_numpy(np.maximum(flat, 0)).to(logits.device)  # (N*H*W,): left-out pixels go to bin 0
+    # the slice each scored lesion lies on, read on the host array (no device sync)
     first = np.zeros(count + 1, dtype=np.int64)
-    n_index = np.nonzero(components)[0]
-    first[components[components > 0]] = n_index
-    slice_of = torch.from_numpy(first[1:]).to(logits.device)  # (M,)
+    first[labels[labels > 0]] = np.nonzero(labels > 0)[0]
+    slice_of = first[1:]  # (K,)
     tumor_p = torch.softmax(logits.float(), dim=1)[:, tumor_class]  # (N, H, W)
-    background = tumor_p * torch.from_numpy(components == 0).to(logits.device)  # outside every lesion
+    background = tumor_p * torch.from_numpy(labels == 0).to(logits.device)  # outside every lesion, scored or not
     if valid is not None:
         background = background * valid
     background_sum = background.sum((1, 2))  # (N,)
-    inter = tumor_p.new_zeros(count + 1).index_add(0, comp, tumor_p.reshape(-1))[1:]  # (M,)
-    size = torch.from_numpy(np.bincount(components.reshape(-1), minlength=count + 1)[1:].astype(np.float32))
-    denom = background_sum[slice_of] + inter + size.to(logits.device)
+    inter = tumor_p.new_zeros(count + 1).index_add(0, comp, tumor_p.reshape(-1))[1:]  # (K,)
+    size = torch.from_numpy(np.bincount(np.maximum(flat, 0), minlength=count + 1)[1:].astype(np.float32))
+    denom = background_sum[torch.from_numpy(slice_of).to(logits.device)] + inter + size.to(logits.device)
     dice = (2.0 * inter + smooth) / (denom + smooth)
-    return 1.0 - dice.mean()
+    if average == "lesion":
+        return 1.0 - dice.mean()  # the mean as before the option, value for value
+    weights = torch.from_numpy(_lesion_weights(slice_of, average)).to(logits.device)
+    return 1.0 - (dice * weights).sum()
 
 
 class SegmentationLoss(nn.Module):
     """One of ``ce``, ``dice``, ``dice_ce``, ``focal``, ``dice_focal`` (see module docstring), plus
-    ``lesion_weight`` times :func:`lesion_dice_loss` when that is above 0 (0: the loss alone, as before)."""
+    ``lesion_weight`` times :func:`lesion_dice_loss` when that is above 0 (0: the loss alone, as before), with its
+    ``min_pixels`` = ``lesion_min_pixels`` (network-grid pixels) and ``average`` = ``lesion_average``."""
 
     def __init__(self, name: str = "dice_ce", class_weights: Optional[Sequence[float]] = None,
-                 lesion_weight: float = 0.0) -> None:
+                 lesion_weight: float = 0.0, lesion_min_pixels: int = 0, lesion_average: str = "lesion") -> None:
         super().__init__()
         if name not in ("ce", "dice", "dice_ce", "focal", "dice_focal"):
             raise InputError(f"Unknown loss '{name}'; use ce, dice, dice_ce, focal or dice_focal.")
+        if lesion_average not in LESION_AVERAGES:
+            raise InputError(f"Unknown lesion average '{lesion_average}'; use {' or '.join(LESION_AVERAGES)}.")
         self.name = name
         self.lesion_weight = float(lesion_weight)
+        self.lesion_min_pixels = int(lesion_min_pixels)
+        self.lesion_average = lesion_average
         self.class_weights = list(class_weights) if class_weights is not None else None
         self._weights_on: Dict[str, torch.Tensor] = {}  # class_weights per device, copied there once
 
@@ -193,7 +243,9 @@ class SegmentationLoss(nn.Module):
         if self.name in ("dice", "dice_ce", "dice_focal"):
             total = total + soft_dice_loss(logits, target, valid=valid)  # wholly ignored: (0 + s) / (0 + s), 0
         if self.lesion_weight > 0:  # reads the target on the host (its components): one wait per call on CUDA
-            total = total + self.lesion_weight * lesion_dice_loss(logits, target, valid=valid, components=components)
+            total = total + self.lesion_weight * lesion_dice_loss(
+                logits, target, valid=valid, components=components, min_pixels=self.lesion_min_pixels,
+                average=self.lesion_average)
         return total
 
 

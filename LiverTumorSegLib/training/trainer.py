@@ -903,7 +903,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(model, device_ids=ids)
         torch.manual_seed(cfg.seed + 1000 * self.dist.rank)  # dropout etc. differ per rank
-        base = SegmentationLoss(cfg.loss, cfg.class_weights, lesion_weight=cfg.lesion_loss_weight)
+        base = SegmentationLoss(cfg.loss, cfg.class_weights, lesion_weight=cfg.lesion_loss_weight,
+                                lesion_min_pixels=cfg.lesion_loss_min_pixels, lesion_average=cfg.lesion_loss_average)
         self.base_loss = base
         self.loss_fn = DeepSupervisionLoss(base, cfg.deep_supervision_weights)
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay,

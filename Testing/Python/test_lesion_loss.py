@@ -270,3 +270,214 @@ def test_deep_supervision_finds_the_tumor_components_once_for_all_its_outputs(mo
     monkeypatch.setattr(losses, "tumor_components", lambda *a, **k: calls.append(1) or real(*a, **k))
     value = DeepSupervisionLoss(base)(main, aux, target).item()
     assert len(calls) == 1 and value == pytest.approx(by_hand, rel=1e-6)
+
+
+# ----------------------------------------------------------------- lesion_loss_min_pixels and lesion_loss_average
+def lesion_and_sliver_target():
+    """One 8 x 8 slice: liver everywhere, lesion B (4 x 4 = 16 pixels) at the bottom right and a sliver S of 2
+    pixels (rows 0-1 of column 0: a lesion's edge a patch border cut) at the top left, apart."""
+    target = torch.ones((1, 8, 8), dtype=torch.long)
+    target[0, 4:8, 4:8] = 2
+    target[0, 0:2, 0] = 2
+    return target
+
+
+def test_a_sliver_under_min_pixels_is_not_scored():
+    """B found, the 2-pixel sliver missed: every component scored, 1 - (1 + 0) / 2 = 0.5; with min_pixels 3 the
+    sliver is left out and B alone scores 1: loss ~0. min_pixels 2 (the sliver's size) still scores it."""
+    target = lesion_and_sliver_target()
+    logits = logits_calling_tumor((target == 2) & (torch.arange(8) >= 4).view(1, 1, 8))  # B only
+    assert lesion_dice_loss(logits, target).item() == pytest.approx(0.5, abs=1e-5)
+    assert lesion_dice_loss(logits, target, min_pixels=2).item() == pytest.approx(0.5, abs=1e-5)
+    assert lesion_dice_loss(logits, target, min_pixels=3).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_a_left_out_slivers_pixels_are_no_false_positive_of_the_other_lesions():
+    """Both B and the sliver called tumor: with min_pixels 3 the sliver's 2 called pixels are left out of B's
+    score, which stays 1 (loss ~0); counted as B's false positives they would give Dice_B = 2 * 16 / (18 + 16)
+    = 16/17 and a loss of 1/17 = 0.059."""
+    target = lesion_and_sliver_target()
+    logits = logits_calling_tumor(target == 2)
+    assert lesion_dice_loss(logits, target, min_pixels=3).item() == pytest.approx(0.0, abs=1e-5)
+    called_beside = (target == 2).clone()
+    called_beside[0, 0:2, 2] = True  # 2 pixels called tumor outside every lesion: those are B's false positives
+    assert lesion_dice_loss(logits_calling_tumor(called_beside), target, min_pixels=3).item() == \
+        pytest.approx(1 / 17, abs=1e-5)
+
+
+def test_min_pixels_above_every_component_gives_zero_with_a_zero_gradient():
+    target = two_lesion_target()  # components of 4 and 16 pixels
+    torch.manual_seed(3)
+    logits = torch.randn((1, 3, 8, 8), requires_grad=True)
+    loss = lesion_dice_loss(logits, target, min_pixels=17)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.count_nonzero(logits.grad) == 0
+    assert lesion_dice_loss(logits, target, min_pixels=16).item() > 0.0  # B (16 pixels) is scored at 16
+
+
+def one_and_three_lesion_batch():
+    """Two 12 x 12 slices of liver: slice 0 holds one lesion (rows 1-3, columns 1-3), slice 1 three (rows 1-3 of
+    columns 1-3, 5-7 and 9-11), all of 9 pixels and apart."""
+    target = torch.ones((2, 12, 12), dtype=torch.long)
+    target[0, 1:4, 1:4] = 2
+    for c in (1, 5, 9):
+        target[1, 1:4, c:c + 3] = 2
+    return target
+
+
+def test_image_averaging_weighs_each_slice_alike_and_lesion_averaging_each_lesion():
+    """Slice 0's lesion missed (Dice ~0), slice 1's three found (Dice 1 each): the mean over the batch's lesions
+    is 3/4 (loss 0.25); over each slice's first, (0 + 1) / 2 (loss 0.5). Reversed (slice 0 found, slice 1's three
+    missed): lesion 1 - 1/4 = 0.75, image again 0.5."""
+    target = one_and_three_lesion_batch()
+    called = target == 2
+    called[0] = False
+    logits = logits_calling_tumor(called)
+    assert lesion_dice_loss(logits, target).item() == pytest.approx(0.25, abs=1e-5)
+    assert lesion_dice_loss(logits, target, average="lesion").item() == pytest.approx(0.25, abs=1e-5)
+    assert lesion_dice_loss(logits, target, average="image").item() == pytest.approx(0.5, abs=1e-5)
+    reversed_called = target == 2
+    reversed_called[1] = False
+    logits = logits_calling_tumor(reversed_called)
+    assert lesion_dice_loss(logits, target, average="lesion").item() == pytest.approx(0.75, abs=1e-5)
+    assert lesion_dice_loss(logits, target, average="image").item() == pytest.approx(0.5, abs=1e-5)
+
+
+def test_image_averaging_leaves_out_a_slice_whose_components_are_all_under_min_pixels():
+    """Slice 0 holds only a 2-pixel sliver, missed; slice 1 a 16-pixel lesion, found. Image averaging: every
+    component scored, (0 + 1) / 2 (loss 0.5); with min_pixels 3 slice 0 has no scored lesion and is no image of
+    the mean: loss ~0 (not 0.5, as it would be if it counted with a mean of 0). A slice without tumor counts in
+    neither."""
+    target = torch.ones((3, 8, 8), dtype=torch.long)
+    target[0, 0:2, 0] = 2
+    target[1, 4:8, 4:8] = 2
+    called = target == 2
+    called[0] = False
+    logits = logits_calling_tumor(called)
+    assert lesion_dice_loss(logits, target, average="image").item() == pytest.approx(0.5, abs=1e-5)
+    assert lesion_dice_loss(logits, target, average="image", min_pixels=3).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_image_averaging_matches_a_per_slice_loop_on_random_logits():
+    """On random logits: ``image`` equals the mean, over slices holding tumor, of each slice's own lesion term
+    (each slice's lesions scored alone against its own pixels), within float32 rounding."""
+    torch.manual_seed(4)
+    target = one_and_three_lesion_batch()
+    target = torch.cat([target, torch.ones((1, 12, 12), dtype=torch.long)])  # a third slice without tumor
+    logits = torch.randn((3, 3, 12, 12))
+    per_slice = [lesion_dice_loss(logits[n:n + 1], target[n:n + 1]).item() for n in range(2)]
+    assert lesion_dice_loss(logits, target, average="image").item() == pytest.approx(sum(per_slice) / 2, abs=1e-6)
+
+
+def test_an_unknown_average_is_refused():
+    target = two_lesion_target()
+    with pytest.raises(InputError, match="lesion or image"):
+        lesion_dice_loss(logits_calling_tumor(target == 2), target, average="blob")
+    with pytest.raises(InputError, match="lesion or image"):
+        SegmentationLoss("dice", lesion_weight=1.0, lesion_average="blob")
+
+
+def test_segmentation_and_deep_supervision_losses_pass_the_options_on():
+    """The weighted term in SegmentationLoss is lesion_dice_loss with the same min_pixels and average, and
+    DeepSupervisionLoss still finds the components once for all its outputs with them."""
+    from LiverTumorSegLib.training.losses import DeepSupervisionLoss
+
+    torch.manual_seed(5)
+    target = lesion_and_sliver_target().repeat(2, 1, 1)
+    target[1, 0:2, 0] = 1  # slice 1: B alone
+    logits = torch.randn((2, 3, 8, 8))
+    options = dict(min_pixels=3, average="image")
+    alone = SegmentationLoss("dice_ce")(logits, target).item()
+    base = SegmentationLoss("dice_ce", lesion_weight=2.0, lesion_min_pixels=3, lesion_average="image")
+    assert base(logits, target).item() == pytest.approx(
+        alone + 2.0 * lesion_dice_loss(logits, target, **options).item(), rel=1e-6)
+    assert lesion_dice_loss(logits, target, **options).item() != pytest.approx(
+        lesion_dice_loss(logits, target).item(), abs=1e-3)  # the options change this batch's value
+    aux = [torch.randn((2, 3, 4, 4))]
+    weights = DeepSupervisionLoss(base).level_weights(2)
+    up = torch.nn.functional.interpolate(aux[0], size=(8, 8), mode="bilinear", align_corners=False)
+    by_hand = weights[0] * base(logits, target).item() + weights[1] * base(up, target).item()
+    assert DeepSupervisionLoss(base)(logits, aux, target).item() == pytest.approx(by_hand, rel=1e-6)
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, True, "3", 2048 * 2048 + 1])
+def test_min_pixels_must_be_a_whole_number_from_0(value):
+    with pytest.raises(InputError) as refused:
+        TrainConfig.from_dict({"data": "x.csv", "lesion_loss_weight": 1.0, "lesion_loss_min_pixels": value})
+    assert "lesion_loss_min_pixels" in str(refused.value) and "Unknown" not in str(refused.value)
+
+
+def test_the_average_must_be_lesion_or_image():
+    with pytest.raises(InputError, match="lesion_loss_average='mean' is not one of lesion, image"):
+        TrainConfig.from_dict({"data": "x.csv", "lesion_loss_weight": 1.0, "lesion_loss_average": "mean"})
+
+
+@pytest.mark.parametrize("values, named", [({"lesion_loss_min_pixels": 3}, "lesion_loss_min_pixels"),
+                                           ({"lesion_loss_average": "image"}, "lesion_loss_average")])
+def test_the_options_are_refused_without_the_lesion_term(values, named):
+    """Without lesion_loss_weight the term is off: these options would do nothing, and a package would record them
+    as if they had shaped the training."""
+    with pytest.raises(InputError, match=f"{named} shapes the per-lesion loss term"):
+        TrainConfig.from_dict(dict({"data": "x.csv"}, **values))
+    cfg = TrainConfig.from_dict(dict({"data": "x.csv", "lesion_loss_weight": 0.5}, **values))
+    assert getattr(cfg, named) == values[named]
+
+
+def test_the_options_read_from_the_command_line_and_default_to_todays_term():
+    import argparse
+
+    from LiverTumorSegLib.commands.train import add_config_options
+
+    assert (TrainConfig().lesion_loss_min_pixels, TrainConfig().lesion_loss_average) == (0, "lesion")
+    parser = argparse.ArgumentParser()
+    add_config_options(parser)
+    args = parser.parse_args(["--lesion-loss-min-pixels", "3", "--lesion-loss-average", "image"])
+    assert (args.lesion_loss_min_pixels, args.lesion_loss_average) == (3, "image")
+    empty = parser.parse_args([])
+    assert empty.lesion_loss_min_pixels is None and empty.lesion_loss_average is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--lesion-loss-average", "mean"])
+
+
+def test_a_run_recorded_before_the_options_reads_their_defaults_on_resume():
+    """A checkpoint's config written before these options (no such keys) reads 0 and "lesion": a resume with the
+    defaults finds no other setting; one asking for another min_pixels is refused, naming it."""
+    from pathlib import Path
+
+    from LiverTumorSegLib.training.trainer import differing_settings
+
+    now = TrainConfig.from_dict({"data": "x.csv", "lesion_loss_weight": 1.0})
+    older = now.to_dict()
+    del older["lesion_loss_min_pixels"], older["lesion_loss_average"]
+    saved = TrainConfig.from_json(__import__("json").dumps(older))
+    assert (saved.lesion_loss_min_pixels, saved.lesion_loss_average) == (0, "lesion")
+    assert differing_settings(older, now, Path("last.pt")) == ""
+    other = now.updated({"lesion_loss_min_pixels": 3})
+    assert differing_settings(older, other, Path("last.pt")) == "lesion_loss_min_pixels 0 (now 3)"
+
+
+def test_a_training_run_records_the_lesion_term_options(tmp_path):
+    """A tiny run with the term, min_pixels 3 and image averaging packages both options in its recipe and trains
+    to a finite loss."""
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.trainer import train
+    from training_helpers import write_phantom_cases
+    from seeding import test_seed
+
+    torch.set_num_threads(1)
+    (tmp_path / "phantoms").mkdir()
+    data_csv = write_phantom_cases(tmp_path / "phantoms", 2, (8, 48, 48))
+    cfg = TrainConfig.from_dict(dict(
+        data=str(data_csv), model="unet", model_options={"channels": [4, 8, 16]},
+        preprocessing={"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 1,
+                       "target_spacing_mm": 3.0, "size_multiple": 16, "crop_to_body": True},
+        epochs=1, iterations_per_epoch=2, batch_size=4, patch_size=32, num_workers=0, lr=3e-3, val_fraction=0,
+        output=str(tmp_path / "model.safetensors"), cache_dir=str(tmp_path / "cache"), progress_bar=False,
+        tensorboard=False, seed=test_seed(11), synthetic_lesions="true", tumor_slice_fraction=1.0,
+        lesion_loss_weight=1.0, lesion_loss_min_pixels=3, lesion_loss_average="image"))
+    result = train(cfg, command="test", log=lambda s: None)
+    recorded = json_config(read_package_metadata(result.package_path))
+    assert (recorded["lesion_loss_weight"], recorded["lesion_loss_min_pixels"], recorded["lesion_loss_average"]) == \
+        (1.0, 3, "image")
+    assert math.isfinite(result.history[0]["train_loss"])

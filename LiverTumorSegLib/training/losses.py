@@ -175,7 +175,9 @@ def lesion_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: Optional
     # validation batch of 16 whole 512 x 512 slices with 20 lesions each): the pixels each lesion's Dice counts
     # are its own (all valid: tumor is no ignored label) and its slice's valid pixels outside every lesion.
     flat = labels.reshape(-1)
-    comp = torch.from_numpy(np.maximum(flat, 0)).to(logits.device)  # (N*H*W,): left-out pixels go to bin 0
+    if labels.min() < 0:  # left-out pixels go to bin 0 of the per-lesion sums, the one dropped
+        flat = np.maximum(flat, 0)
+    comp = torch.from_numpy(flat).to(logits.device)  # (N*H*W,)
     # the slice each scored lesion lies on, read on the host array (no device sync)
     first = np.zeros(count + 1, dtype=np.int64)
     first[labels[labels > 0]] = np.nonzero(labels > 0)[0]
@@ -186,7 +188,7 @@ def lesion_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: Optional
         background = background * valid
     background_sum = background.sum((1, 2))  # (N,)
     inter = tumor_p.new_zeros(count + 1).index_add(0, comp, tumor_p.reshape(-1))[1:]  # (K,)
-    size = torch.from_numpy(np.bincount(np.maximum(flat, 0), minlength=count + 1)[1:].astype(np.float32))
+    size = torch.from_numpy(np.bincount(flat, minlength=count + 1)[1:].astype(np.float32))
     denom = background_sum[torch.from_numpy(slice_of).to(logits.device)] + inter + size.to(logits.device)
     dice = (2.0 * inter + smooth) / (denom + smooth)
     if average == "lesion":

@@ -365,8 +365,9 @@ def test_file_report_holds_precision_and_every_stage_time(tmp_path):
     assert written["precision"]["requested"] == "fp32" and written["precision"]["used"] == "fp32"
     assert set(written["postprocessing_changes"]) == {"liver_in_air_ml", "tumor_in_air_ml",
                                                       "liver_in_air_outside_body_ml", "tumor_in_air_outside_body_ml",
-                                                      "air_slices_without_body", "liver_above_lungs_ml",
-                                                      "tumor_above_lungs_ml", "liver_components_removed",
+                                                      "air_slices_without_body", "tumor_in_air_components",
+                                                      "liver_above_lungs_ml", "tumor_above_lungs_ml",
+                                                      "tumor_above_lungs_components", "liver_components_removed",
                                                       "tumor_components", "head_foot_order"}
     stages = {"read", "checks", "reorient", "preprocess", "network", "restore", "postprocess", "report", "write",
               "total"}

@@ -1176,6 +1176,52 @@ def _warn_unrecorded_preprocessing(recorded: Mapping[str, Any], preprocessing: A
                     path, ", ".join(missing))
 
 
+def _network_with_weights(planned: Any, tensors: Dict[str, Any], path: Path, arch: Dict[str, Any]) -> Any:
+    """The network of ``arch`` on the CPU holding ``tensors`` (the package's weights, float32 where the network is).
+    ``planned``: that network as :func:`_planned_network` built it on the meta device; it gets uninitialised CPU
+    memory (``to_empty``) and then every tensor through the strict ``load_state_dict`` (names, shapes, dtypes
+    checked first, :func:`_check_state_dict_matches`). Building a second network drew random initial weights
+    (kaiming/uniform: 0.05 s for the bundled UNet on a 2-core CPU), all of which the package's replaced, and its
+    construction cost as much again. A network with a parameter or buffer the package does not fill (a
+    non-persistent buffer), or a plain tensor attribute, would keep uninitialised or meta tensors that way: it is
+    built for real instead (:func:`_built_network_with_weights`), as before."""
+    if not _fully_loadable(planned, tensors):
+        return _built_network_with_weights(tensors, path, arch)
+    _check_state_dict_matches(planned, tensors, path, arch)
+    model = planned.to_empty(device="cpu")
+    model.load_state_dict(tensors, strict=True)
+    return model
+
+
+def _fully_loadable(net: Any, tensors: Mapping[str, Any]) -> bool:
+    """Whether loading ``tensors`` (a state dict) fills every parameter and buffer of ``net`` and ``net`` keeps no
+    other tensor in a module attribute, so nothing of it is left as the meta device or ``to_empty`` made it."""
+    import torch
+
+    names = {name for name, _ in net.named_parameters(remove_duplicate=False)}
+    names.update(name for name, _ in net.named_buffers(remove_duplicate=False))
+    if not names <= set(tensors):
+        return False
+    return not any(isinstance(value, torch.Tensor) for module in net.modules() for value in vars(module).values())
+
+
+def _built_network_with_weights(tensors: Dict[str, Any], path: Path, arch: Dict[str, Any]) -> Any:
+    """The network of ``arch`` built on the CPU (random initial weights drawn on a copy of torch's generator, so
+    the caller's random state is left as it was), then given ``tensors`` by the strict ``load_state_dict``."""
+    import torch
+
+    from .models import build_model
+
+    try:
+        with torch.random.fork_rng(devices=[]):  # the random initial weights, replaced below, draw on a copy
+            model = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
+    except InputError as exc:
+        raise _unbuildable(f"Model package '{path}'", exc)
+    _check_state_dict_matches(model, tensors, path, arch)
+    model.load_state_dict(tensors, strict=True)
+    return model
+
+
 def _check_state_dict_matches(model, tensors: Mapping[str, Any], path: Path, arch: Dict[str, Any]) -> None:
     """The real network against the loaded tensors (names, shapes, dtypes): the same rules and messages as the
     header check in :func:`_plan_network`."""
@@ -1324,7 +1370,15 @@ def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path, advi
     from the network's. ``advice``: what a refusal of the recorded network (too large, not buildable) says to do;
     None, as loading has it: the package was damaged or edited, obtain a fresh copy (:func:`_fresh_copy_advice`).
     Those refusals said what was wrong and nothing to do; :func:`rewrite_package_metadata`, refusing a change it
-    was asked to make, gives ''."""
+    was asked to make, gives ''. Returns the layer outputs' bytes per 256 x 256 slice."""
+    return _planned_network(meta, header, path, advice)[0]
+
+
+def _planned_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path,
+                     advice: Optional[str] = None) -> Tuple[int, Any]:
+    """:func:`_plan_network`'s checks; returns ``(activation bytes per 256 x 256 slice, the network built on the
+    meta device)``, so that loading gives that network its weights (:func:`_network_with_weights`) instead of
+    building it a second time."""
     import torch
 
     from .models import build_model
@@ -1361,7 +1415,7 @@ def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path, advi
     if problem:
         raise ModelPackageError(f"{where}: {problem}; the package is corrupt or hostile (save_model_package refuses "
                                 f"such a network). {advice}".rstrip())
-    return activations
+    return activations, net
 
 
 def weights_problem(path: PathLike) -> Optional[str]:
@@ -1438,11 +1492,12 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu",
     device (option types, parameter and activation limits, tensor names/shapes/dtypes against the header;
     :func:`_plan_network`) -> safetensors tensor load (no pickle) -> SHA-256 check (of the stored tensors; a
     bundled package's whole file also against :data:`BUNDLED_CHECKSUMS`) ->
-    float16-stored weights cast to float32 -> the real network built
+    float16-stored weights cast to float32 -> the planned network given CPU memory (no random initial weights;
+    built for real when the package would not fill all of it: :func:`_network_with_weights`)
     -> strict key/shape check -> ``load_state_dict`` -> ``.to(device).eval()``. Nothing in a package makes
-    the loader read another file. The caller's random state is left as it was: the network's random initial
-    weights, which the package's replace, were drawn from torch's global generator, so loading a model between
-    a notebook's ``torch.manual_seed`` and its own draws changed them.
+    the loader read another file. The caller's random state is left as it was: a network built for real draws its
+    random initial weights, which the package's replace, on a copy of torch's global generator (they were drawn
+    from it, so loading a model between a notebook's ``torch.manual_seed`` and its own draws changed them).
 
     ``preprocessing_ready``: called with the package's preprocessing config as soon as its metadata has passed
     validation (types, ranges, sizes), before the tensors' hashes are checked and before the network is planned
@@ -1451,8 +1506,6 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu",
     caller may only start work it throws away when the load fails (the engine also uses such work only for an
     equal config).
     """
-    from .models import build_model
-
     _check_load_device(device)
     path = resolve_model(path_or_name)
     bundled_bytes = _verified_bundled_bytes(path)  # first: a bundled file's own check names SHA256SUMS and restoring
@@ -1461,20 +1514,11 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu",
     _warn_unrecorded_preprocessing(meta.get("preprocessing") or {}, preprocessing, path, meta)
     if preprocessing_ready is not None:
         preprocessing_ready(preprocessing)
-    activations = _plan_network(meta, header, path)
+    activations, planned = _planned_network(meta, header, path)
     tensors, digest = _verified_tensors(path, meta, bundled_bytes)
     del bundled_bytes
     tensors = _from_storage_dtype(tensors, meta)
-    arch = meta["architecture"]
-    import torch  # imported by the planning above
-
-    try:
-        with torch.random.fork_rng(devices=[]):  # the random initial weights, replaced below, draw on a copy
-            model = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
-    except InputError as exc:
-        raise _unbuildable(f"Model package '{path}'", exc)
-    _check_state_dict_matches(model, tensors, path, arch)
-    model.load_state_dict(tensors, strict=True)
+    model = _network_with_weights(planned, tensors, path, meta["architecture"])
     model.to(device)
     model.eval()
     return ModelPackage(model=model, preprocessing=preprocessing, metadata=meta, path=path,

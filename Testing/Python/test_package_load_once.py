@@ -143,3 +143,20 @@ def test_loading_leaves_the_callers_random_state_as_it_was(tmp_path):
     torch.manual_seed(11)
     load_model_package(path)
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_a_fresh_process_s_load_imports_no_symbolic_shapes(tmp_path):
+    """``Module.to_empty`` on the meta device goes through ``torch._refs.empty_like``, which imports torch's symbolic
+    shapes and sympy (0.9 s of a fresh process's load on a 2-core CPU). With the plan cache warm, a load in a fresh
+    process imports neither."""
+    import subprocess
+    import sys
+
+    path, _ = _saved_tiny(tmp_path, "unet")
+    env = dict(os.environ, LIVERTUMORSEG_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    script = ("import sys; from LiverTumorSegLib.package import load_model_package; "
+              f"load_model_package({str(path)!r}); print('sympy' in sys.modules)")
+    runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+            for _ in range(2)]  # the first fills the plan cache (its meta forward may import sympy)
+    assert runs[1].returncode == 0, runs[1].stderr[-2000:]
+    assert runs[1].stdout.strip().splitlines()[-1] == "False"

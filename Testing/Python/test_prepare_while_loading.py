@@ -175,12 +175,12 @@ def test_the_package_announces_its_preprocessing_before_the_network_is_planned_a
     real_build = models_module.build_model
 
     def recording_build(*args, **kwargs):
-        events.append("build")  # the plan on the meta device (MONAI's import on first use), then the network
+        events.append("build")  # the plan on the meta device (MONAI's import on first use), then filled
         return real_build(*args, **kwargs)
 
     monkeypatch.setattr(models_module, "build_model", recording_build)
     package = package_module.load_model_package(tiny_path, preprocessing_ready=lambda c: events.append(c))
-    assert events[0] == package.preprocessing and events[1:] == ["build", "build"]
+    assert events[0] == package.preprocessing and events[1:] == ["build"]  # planned once, then given the weights
 
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"not a package")

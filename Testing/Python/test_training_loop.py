@@ -418,6 +418,39 @@ def test_a_warmup_as_long_as_the_run_is_said(data_csv, tmp_path):
     assert not any("warning: warmup" in line for line in said)
 
 
+def test_bf16_autocast_on_a_cpu_without_native_bf16_is_said(data_csv, tmp_path, monkeypatch):
+    """--amp bf16 on an AVX2-only CPU ran emulated: the v10 fine-tune recipe had not finished one 100-step epoch in
+    13 minutes where a CPU with AVX512-BF16 took 99-108 s, and nothing said why (30 Nov 2026)."""
+    from LiverTumorSegLib.inference import device as device_module
+
+    said = []
+    monkeypatch.setattr(device_module, "_proc_cpuinfo", lambda: "flags\t\t: fpu sse2 avx avx2 fma\n")
+    train(tiny_config(data_csv, tmp_path, amp="bf16", epochs=1, iterations_per_epoch=1), log=said.append)
+    assert sum("warning: --amp bf16 on this CPU, which reports no native bf16" in line and "--amp off" in line
+               for line in said) == 1
+    said.clear()  # the same CPU, fp32: nothing to say
+    train(tiny_config(data_csv, tmp_path, amp="off", epochs=1, iterations_per_epoch=1, overwrite=True),
+          log=said.append)
+    assert not any("native bf16" in line for line in said)
+    said.clear()  # a CPU with AVX512-BF16: bf16 is its fast path
+    monkeypatch.setattr(device_module, "_proc_cpuinfo", lambda: "flags\t\t: avx2 avx512f avx512_bf16\n")
+    train(tiny_config(data_csv, tmp_path, amp="bf16", epochs=1, iterations_per_epoch=1, overwrite=True),
+          log=said.append)
+    assert not any("native bf16" in line for line in said)
+
+
+def test_the_emulated_autocast_warning_reads_the_device_and_dtype():
+    from LiverTumorSegLib.training.trainer import emulated_cpu_autocast_warning
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu avx avx2 fma\n"
+    cpu = torch.device("cpu")
+    assert "emulated" in emulated_cpu_autocast_warning(cpu, torch.bfloat16, avx2)
+    assert emulated_cpu_autocast_warning(cpu, torch.bfloat16, avx2 + "flags\t\t: amx_bf16\n") is None
+    assert emulated_cpu_autocast_warning(cpu, None, avx2) is None  # --amp off / auto on the CPU
+    assert emulated_cpu_autocast_warning(cpu, torch.float16, avx2) is None  # not measured: not claimed
+    assert emulated_cpu_autocast_warning(torch.device("cuda"), torch.bfloat16, avx2) is None
+
+
 def test_tensorboard_keeps_one_runs_events(data_csv, tmp_path, monkeypatch):
     """An overwritten run's TensorBoard events stayed beside the new run's (loss/train twice at each step), and a
     resumed run logged its first epoch's steps again (the training audit): a fresh start clears the folder, and

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..volume import ImageGeometry
-from .sampling import anchored_start, in_patient_order, runs_forward
+from .sampling import anchored_start, in_patient_order, runs_forward, sampled_slices_holding
 
 BODY_HU = -500.0
 """The body: voxels above this (HU), as the plausibility checks' :data:`~.plausibility.BODY_HU`."""
@@ -120,14 +120,14 @@ to a 200 HU aorta (0.45) is not called arterial; a late arterial phase with a st
 the aorta is missed."""
 
 
-def _liver_slices(labels_zyx: np.ndarray, head_foot: int, geometry: ImageGeometry) -> np.ndarray:
+def _liver_slices(labels_zyx: np.ndarray, head_foot: int, geometry: ImageGeometry,
+                  liver_box: Optional[Tuple[slice, ...]] = None) -> np.ndarray:
     """Indices along ``head_foot`` of the slices that hold liver (label 1 or 2), read every third pixel (the same
-    pixels of the patient however the CT is stored, :mod:`.sampling`)."""
-    shape = np.shape(labels_zyx)
-    sampled = [slice(anchored_start(geometry, shape, axis, 3), None, 3) for axis in range(3)]
-    sampled[head_foot] = slice(None)
-    other = tuple(a for a in range(3) if a != head_foot)
-    return np.nonzero((np.asarray(labels_zyx)[tuple(sampled)] >= 1).any(axis=other))[0]
+    pixels of the patient however the CT is stored, :mod:`.sampling`); only inside ``liver_box`` (``(z, y, x)``
+    slices holding all the liver) when given."""
+    steps = [3, 3, 3]
+    steps[head_foot] = 1
+    return sampled_slices_holding(labels_zyx, geometry, steps, head_foot, liver_box)
 
 
 def _plane(array_zyx: np.ndarray, head_foot: int, index: int, step: Tuple[int, int],
@@ -307,26 +307,28 @@ audit)."""
 
 
 def estimate_contrast_phase(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGeometry,
-                            midline_x_mm: Optional[float] = None) -> Dict[str, Any]:
+                            midline_x_mm: Optional[float] = None,
+                            liver_box: Optional[Tuple[slice, ...]] = None) -> Dict[str, Any]:
     """The report's ``contrast_phase``: ``{"estimate", "aorta_hu", "liver_hu", "aorta_slices", "slices_read",
     "reason"}``: the class (:func:`classify_phase`), the aorta's median core value (HU, over the slices where it was
     found; None where it was not), the liver's median (label 1, HU, same slices), in how many of the slices read the
     aorta was found, and ``reason`` (None, or why the estimate is ``"unknown"``). ``hu_zyx`` (HU) and
     ``labels_zyx`` are ``(z, y, x)`` on ``geometry``; ``midline_x_mm``: the spine's midline (RAS x, mm) when known
-    (:func:`_spine_back`). Never raises: any failure gives ``"unknown"``."""
+    (:func:`_spine_back`); ``liver_box``: slices holding all the liver (its bounding box), when the caller has it.
+    Never raises: any failure gives ``"unknown"``."""
     try:
-        return _estimate(hu_zyx, labels_zyx, geometry, midline_x_mm)
+        return _estimate(hu_zyx, labels_zyx, geometry, midline_x_mm, liver_box)
     except Exception as error:  # an estimate for the report; it must never fail the run
         return unknown_phase(f"the estimate failed ({type(error).__name__}: {error})")
 
 
 def _estimate(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGeometry,
-              midline_x_mm: Optional[float] = None) -> Dict[str, Any]:
+              midline_x_mm: Optional[float] = None, liver_box: Optional[Tuple[slice, ...]] = None) -> Dict[str, Any]:
     """:func:`estimate_contrast_phase` without its guard."""
     from ..metrics.recist import axial_axis_zyx
 
     head_foot = axial_axis_zyx(geometry)
-    slices = in_patient_order(_liver_slices(labels_zyx, head_foot, geometry), geometry, head_foot)
+    slices = in_patient_order(_liver_slices(labels_zyx, head_foot, geometry, liver_box), geometry, head_foot)
     if slices.size == 0:
         return unknown_phase("no liver was segmented")
     picked = np.unique(slices[np.linspace(0, slices.size - 1, min(MAX_SLICES, slices.size)).round().astype(int)])

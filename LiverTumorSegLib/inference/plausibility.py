@@ -109,14 +109,16 @@ checks' and the lesion report's threshold for it (:data:`~..validation.PADDING_B
 
 
 def liver_cut_by_image_side(labels_zyx: np.ndarray, geometry: ImageGeometry,
-                            hu_zyx: Optional[np.ndarray] = None) -> bool:
+                            hu_zyx: Optional[np.ndarray] = None,
+                            liver_box: Optional[Tuple[slice, ...]] = None) -> bool:
     """True when liver (label >= 1 of ``labels_zyx``, ``(z, y, x)`` on ``geometry``) lies on the first or last row
     or column of the slices (along either array axis that does not run head to foot; an axial scan: y and x) or,
     given the CT ``hu_zyx`` (same grid), next to (in the slice: a 4-neighbour) padding below
     :data:`FOV_PADDING_HU` outside a circular reconstruction field of view. A field of view narrower than the body
     (an obese patient, or one reconstructed around the liver) then cuts the liver, so its volume is that of the
     part inside the image: a 30 mm narrower field of view gave 871 of a 1123 mL liver without a word, and a
-    circular one of 228 mm 858 mL of a liver whose 943 mL inside it the scan showed."""
+    circular one of 228 mm 858 mL of a liver whose 943 mL inside it the scan showed. ``liver_box``:
+    ``bounding_box(labels_zyx, 1)`` (``(z, y, x)`` slices) when the caller has it, not read again."""
     from ..metrics.recist import axial_axis_zyx
 
     labels = np.asarray(labels_zyx)
@@ -126,16 +128,18 @@ def liver_cut_by_image_side(labels_zyx: np.ndarray, geometry: ImageGeometry,
     in_plane = [axis for axis in range(3) if axis != head_foot]
     if any(bool((np.take(labels, end, axis=axis) >= 1).any()) for axis in in_plane for end in (0, -1)):
         return True
-    return hu_zyx is not None and _liver_next_to_padding(labels, np.asarray(hu_zyx), in_plane)
+    return hu_zyx is not None and _liver_next_to_padding(labels, np.asarray(hu_zyx), in_plane, liver_box)
 
 
-def _liver_next_to_padding(labels_zyx: np.ndarray, hu_zyx: np.ndarray, in_plane: List[int]) -> bool:
+def _liver_next_to_padding(labels_zyx: np.ndarray, hu_zyx: np.ndarray, in_plane: List[int],
+                           liver_box: Optional[Tuple[slice, ...]] = None) -> bool:
     """True when a liver voxel (label >= 1 of ``labels_zyx``, a 0/1/2 label map) has a neighbour along an axis of
     ``in_plane`` whose CT value is below :data:`FOV_PADDING_HU`; only the liver's bounding box is thresholded (0.1 s
-    for a 200 x 250 x 260 voxel liver box of a 300 x 512 x 512 CT)."""
+    for a 200 x 250 x 260 voxel liver box of a 300 x 512 x 512 CT). ``liver_box``: that box
+    (``bounding_box(labels_zyx, 1)``) when the caller has it."""
     from ..metrics.surface import bounding_box
 
-    box = bounding_box(labels_zyx, 1)  # labels 0/1/2: any label is liver (>= 1)
+    box = bounding_box(labels_zyx, 1) if liver_box is None else liver_box  # labels 0/1/2: any label is liver
     if box is None:
         return False
     liver = labels_zyx[box] >= 1

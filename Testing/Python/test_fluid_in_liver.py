@@ -180,7 +180,7 @@ def test_a_failing_fluid_check_is_a_warning_not_a_failed_segmentation(monkeypatc
     from LiverTumorSegLib.inference.segmenter import NetworkOutput, Segmenter
     from LiverTumorSegLib.volume import CTVolume
 
-    def broken(labels_zyx, hu_zyx, geometry):
+    def broken(labels_zyx, hu_zyx, geometry, liver_box=None):
         raise MemoryError("Unable to allocate 2.00 GiB")
 
     monkeypatch.setattr(fluid_in_liver, "fluid_regions_in_liver", broken)

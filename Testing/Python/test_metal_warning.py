@@ -125,7 +125,7 @@ def test_a_clip_is_measured_alike_however_the_ct_is_stored():
 def test_a_failing_metal_check_is_a_warning_not_a_failed_segmentation(monkeypatch):
     import LiverTumorSegLib.inference.metal as metal
 
-    def broken(hu_zyx, labels_zyx, geometry):
+    def broken(hu_zyx, labels_zyx, geometry, liver_box=None):
         raise IndexError("index 2 is out of bounds for axis 1 with size 2")
 
     monkeypatch.setattr(metal, "metal_in_liver_slices", broken)

@@ -107,6 +107,7 @@ def step_calls(volume, output, options=None):
     from LiverTumorSegLib.inference.options import SegmentationOptions
     from LiverTumorSegLib.inference.postprocess import postprocess_labels
     from LiverTumorSegLib.inference.segmenter import _outside_scan_cleared
+    from LiverTumorSegLib.metrics.surface import bounding_box
 
     options = options or SegmentationOptions()
     geometry = volume.geometry
@@ -117,6 +118,7 @@ def step_calls(volume, output, options=None):
                                   geometry=geometry, tumor_probability_zyx=probability, changes={})
 
     labels = postprocess()
+    liver_box = bounding_box(labels, 1)  # read once by finish and handed to the checks that read the liver
     liver_xz = plausibility.liver_ras_xz(labels, geometry)
     spine = plausibility.spine_sample(hu, geometry)
     midline = plausibility.spine_midline_x_mm(hu, geometry, liver_xz, spine)
@@ -124,17 +126,19 @@ def step_calls(volume, output, options=None):
         ("postprocess_labels", postprocess),
         ("lesion_report", lambda: lesion_report(labels, geometry, hu, extra={}, tumor_probability_zyx=probability,
                                                 network_labels_zyx=network_labels, in_hu=True)),
+        ("liver_box", lambda: bounding_box(labels, 1)),
         ("liver_cut_by_scan_end", lambda: plausibility.liver_cut_by_scan_end(labels, geometry)),
-        ("liver_cut_by_image_side", lambda: plausibility.liver_cut_by_image_side(labels, geometry, hu)),
+        ("liver_cut_by_image_side",
+         lambda: plausibility.liver_cut_by_image_side(labels, geometry, hu, liver_box=liver_box)),
         ("liver_ras_xz", lambda: plausibility.liver_ras_xz(labels, geometry)),
         ("spine_sample", lambda: plausibility.spine_sample(hu, geometry)),
         ("spine_front_back_warnings",
          lambda: plausibility.spine_front_back_warnings(hu, geometry, spine, liver_xz[1])),
         ("spine_midline_x_mm", lambda: plausibility.spine_midline_x_mm(hu, geometry, liver_xz, spine)),
         ("liver_side_warnings", lambda: plausibility.liver_side_warnings(liver_xz, hu, geometry, midline)),
-        ("fluid_in_liver", lambda: fluid_in_liver_warnings(labels, hu, geometry)),
-        ("metal", lambda: metal_warnings(hu, labels, geometry)),
-        ("contrast_phase", lambda: estimate_contrast_phase(hu, labels, geometry, midline)),
+        ("fluid_in_liver", lambda: fluid_in_liver_warnings(labels, hu, geometry, liver_box)),
+        ("metal", lambda: metal_warnings(hu, labels, geometry, liver_box)),
+        ("contrast_phase", lambda: estimate_contrast_phase(hu, labels, geometry, midline, liver_box)),
     ]
 
 

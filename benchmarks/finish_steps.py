@@ -119,7 +119,7 @@ def step_calls(volume, output, options=None):
 
     labels = postprocess()
     liver_box = bounding_box(labels, 1)  # read once by finish and handed to the checks that read the liver
-    liver_xz = plausibility.liver_ras_xz(labels, geometry)
+    liver_xz = plausibility.liver_ras_xz(labels, geometry, liver_box)
     spine = plausibility.spine_sample(hu, geometry)
     midline = plausibility.spine_midline_x_mm(hu, geometry, liver_xz, spine)
     return [
@@ -130,7 +130,7 @@ def step_calls(volume, output, options=None):
         ("liver_cut_by_scan_end", lambda: plausibility.liver_cut_by_scan_end(labels, geometry)),
         ("liver_cut_by_image_side",
          lambda: plausibility.liver_cut_by_image_side(labels, geometry, hu, liver_box=liver_box)),
-        ("liver_ras_xz", lambda: plausibility.liver_ras_xz(labels, geometry)),
+        ("liver_ras_xz", lambda: plausibility.liver_ras_xz(labels, geometry, liver_box)),
         ("spine_sample", lambda: plausibility.spine_sample(hu, geometry)),
         ("spine_front_back_warnings",
          lambda: plausibility.spine_front_back_warnings(hu, geometry, spine, liver_xz[1])),

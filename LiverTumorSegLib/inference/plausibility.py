@@ -50,29 +50,34 @@ a liver is called enlarged, so only a segmentation that took in other organs (or
 
 
 def _ras_of(sampled_mask_zyx: np.ndarray, geometry: ImageGeometry, step_zyx: Tuple[int, int, int],
-            axes: Tuple[int, ...] = (0,)) -> np.ndarray:
+            axes: Tuple[int, ...] = (0,), first_zyx: Tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
     """RAS coordinates ``axes`` (mm; 0 = x, + the patient's right; 2 = z, + superior) of the voxels of a mask
-    already sampled every ``step_zyx`` voxels (``mask[::sz, ::sy, ::sx]``), shape ``(len(axes), n)``. Thresholding
-    the sample, not the whole volume, keeps the checks cheap: whole-volume thresholds of a 512 x 512 x 300 CT took
-    0.2-0.4 s."""
-    ijk = _sampled_indices_ijk(sampled_mask_zyx, step_zyx)
+    already sampled every ``step_zyx`` voxels from voxel ``first_zyx`` (``mask[z0::sz, y0::sy, x0::sx]``, or a box
+    of it), shape ``(len(axes), n)``. Thresholding the sample, not the whole volume, keeps the checks cheap:
+    whole-volume thresholds of a 512 x 512 x 300 CT took 0.2-0.4 s."""
+    ijk = _sampled_indices_ijk(sampled_mask_zyx, step_zyx, first_zyx)
     ijk_to_ras = geometry.ijk_to_ras()[list(axes)]
     return ijk_to_ras[:, :3] @ ijk + ijk_to_ras[:, 3:]
 
 
-def _sampled_indices_ijk(sampled_mask_zyx: np.ndarray, step_zyx: Tuple[int, int, int]) -> np.ndarray:
+def _sampled_indices_ijk(sampled_mask_zyx: np.ndarray, step_zyx: Tuple[int, int, int],
+                         first_zyx: Tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
     """Full-grid voxel indices ``(i, j, k)`` (float64, shape ``(3, n)``, C order of the mask's voxels) of the set
-    voxels of a mask sampled every ``step_zyx`` voxels: the same numbers as ``np.stack(np.nonzero(mask)[::-1])``
-    times the steps, from one flat index split by integer division. ``np.nonzero`` of a 3-D mask took 0.054 s of
-    :func:`liver_ras_xz`'s 0.078 s (CPU) on a 300 x 512 x 512 CT with 1.4 million sampled liver voxels."""
+    voxels of a mask sampled every ``step_zyx`` voxels from voxel ``first_zyx``: the same numbers as
+    ``np.stack(np.nonzero(mask)[::-1])`` times the steps plus the first voxel, from one flat index split by integer
+    division. ``np.nonzero`` of a 3-D mask took 0.054 s of :func:`liver_ras_xz`'s 0.078 s (CPU) on a 300 x 512 x 512
+    CT with 1.4 million sampled liver voxels."""
     mask = np.ascontiguousarray(sampled_mask_zyx, dtype=bool)
     flat = np.flatnonzero(mask)
     _, ny, nx = mask.shape
     k, rest = np.divmod(flat, ny * nx)
     j, i = np.divmod(rest, nx)
     ijk = np.empty((3, flat.size), dtype=np.float64)
-    for row, (index, step) in enumerate(((i, step_zyx[2]), (j, step_zyx[1]), (k, step_zyx[0]))):
+    for row, (index, step, first) in enumerate(((i, step_zyx[2], first_zyx[2]), (j, step_zyx[1], first_zyx[1]),
+                                                (k, step_zyx[0], first_zyx[0]))):
         np.multiply(index, step, out=ijk[row], casting="unsafe")  # integers: exact in float64
+        if first:
+            ijk[row] += first
     return ijk
 
 
@@ -167,13 +172,37 @@ def liver_step_zyx(geometry: ImageGeometry) -> Tuple[int, int, int]:
     return tuple(1 if axis == head_foot else 2 for axis in range(3))  # type: ignore[return-value]
 
 
-def liver_ras_xz(labels_zyx: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
+def liver_ras_xz(labels_zyx: np.ndarray, geometry: ImageGeometry,
+                 liver_box: Optional[Tuple[slice, ...]] = None) -> np.ndarray:
     """RAS x and z (mm) of the liver's voxels (label >= 1 of ``labels_zyx``, ``(z, y, x)`` on ``geometry``) read
     every :func:`liver_step_zyx` voxels of its canonical layout (:func:`_canonical`), shape ``(2, n)``: what every
-    check of this module reads (``liver_xz``)."""
-    labels_zyx, geometry = _canonical(labels_zyx, geometry)
+    check of this module reads (``liver_xz``). ``liver_box``: ``(z, y, x)`` slices (step 1) of ``labels_zyx``
+    holding all its liver (its bounding box), when the caller has it: only the sampled voxels inside it are read,
+    the same voxels in the same order (0.09 s for a 300 x 512 x 512 map read whole)."""
+    from ..orientation import plan_reorientation
+
+    reorientation = plan_reorientation(geometry, np.shape(labels_zyx))
+    canonical, geometry = reorientation.canonical_view(labels_zyx), reorientation.canonical_geometry
     step = liver_step_zyx(geometry)
-    return _ras_of(_sampled(labels_zyx, step) >= 1, geometry, step, axes=(0, 2))
+    if liver_box is None:
+        return _ras_of(_sampled(canonical, step) >= 1, geometry, step, axes=(0, 2))
+    box = _canonical_box(liver_box, reorientation.source_axis, reorientation.flip, np.shape(labels_zyx))
+    first = tuple(-(-part.start // k) * k for part, k in zip(box, step))  # the sampled grid's first voxel in it
+    read = canonical[tuple(slice(a, part.stop, k) for a, part, k in zip(first, box, step))]
+    return _ras_of(read >= 1, geometry, step, axes=(0, 2), first_zyx=first)  # type: ignore[arg-type]
+
+
+def _canonical_box(box_zyx: Tuple[slice, ...], source_axis: Tuple[int, int, int], flip: Tuple[bool, bool, bool],
+                   shape_zyx: Tuple[int, ...]) -> Tuple[slice, ...]:
+    """``box_zyx`` (step-1 slices of an array of ``shape_zyx``) as slices of its canonical view
+    (:class:`~..orientation.Reorientation`'s ``source_axis`` and ``flip``: canonical axis ``n`` is stored axis
+    ``source_axis[n]``, reversed where ``flip[n]``)."""
+    parts = []
+    for axis, reversed_axis in zip(source_axis, flip):
+        n = int(shape_zyx[axis])
+        low, high, _ = box_zyx[axis].indices(n)
+        parts.append(slice(n - high, n - low) if reversed_axis else slice(low, high))
+    return tuple(parts)
 
 
 def liver_side_mm(liver_xz: np.ndarray, hu_zyx: np.ndarray, geometry: ImageGeometry

@@ -840,7 +840,7 @@ class Segmenter:
                             f"liver's side not checked.")
         from .lesion_report import slice_limited_axes_warnings
         warnings += slice_limited_axes_warnings(report["lesions"])  # a tilted grid's axial axes cut by thick slices
-        liver_xz = liver_ras_xz(labels, volume.geometry)  # read once for both checks
+        liver_xz = liver_ras_xz(labels, volume.geometry, liver_box)  # read once for both checks
         warnings += liver_extent_warnings(liver_xz, volume.geometry)
         if hu is not None:  # the body is found by its HU
             # front and back swapped: that warning says it, and the liver's side and the aorta, found from the spine's

@@ -83,3 +83,27 @@ def test_metal_below_the_threshold_everywhere_is_none_without_a_mask():
     hu_float[0, 0, 0] = np.nan  # a float CT: no shortcut (its max would be NaN)
     hu_float[10:30, 30:32, 40:44] = 3071
     assert metal_in_liver_slices(hu_float, labels, ImageGeometry(spacing=(1.0, 1.0, 2.0))) is not None
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_liver_ras_xz_in_the_liver_box_is_the_whole_maps_to_the_bit(seed):
+    """Any storage order (a signed permutation as direction), odd and even box starts: the same coordinates, in the
+    same order, as the whole map's reading."""
+    from LiverTumorSegLib.inference.plausibility import liver_ras_xz
+
+    rng = np.random.default_rng(100 + seed)
+    shape = tuple(int(n) for n in rng.integers(6, 25, size=3))
+    labels = np.zeros(shape, dtype=np.uint8)
+    low = [int(rng.integers(0, n - 2)) for n in shape]
+    high = [int(rng.integers(lo + 1, n + 1)) for lo, n in zip(low, shape)]
+    inside = tuple(slice(lo, hi) for lo, hi in zip(low, high))
+    labels[inside] = (rng.random(labels[inside].shape) < 0.4) * rng.integers(1, 3, size=labels[inside].shape)
+    direction = np.eye(3)[:, rng.permutation(3)] * rng.choice([-1.0, 1.0], size=3)
+    geometry = ImageGeometry(spacing=(0.7, 0.8, 3.0), origin=(-12.5, 30.25, 100.0), direction=direction)
+    whole = liver_ras_xz(labels, geometry)
+    for margin in (0, 1, 2):
+        box = bounding_box(labels, margin)
+        if box is None:
+            continue
+        in_box = liver_ras_xz(labels, geometry, box)
+        assert in_box.shape == whole.shape and in_box.tobytes() == whole.tobytes()

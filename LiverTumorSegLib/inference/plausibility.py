@@ -307,9 +307,9 @@ def liver_side_warnings(liver_xz: np.ndarray, hu_zyx: np.ndarray, geometry: Imag
     liver_x = liver_xz[0]
     if liver_x.size == 0:
         return []
-    check = (f"Check the image's left-right orientation (its header), that this is an abdominal CT, situs inversus, "
-             f"or a resection of the right liver (a left lobe alone lies near the midline), and review the result "
-             f"before use.")
+    check = ("Check the image's left-right orientation (its header), that this is an abdominal CT, situs inversus, "
+             "or a resection of the right liver (a left lobe alone lies near the midline), and review the result "
+             "before use.")
     midline = spine_midline_x_mm(hu_zyx, geometry, liver_xz) if midline_x_mm is _FIND else midline_x_mm
     if midline is not None:
         offset = float(liver_x.mean()) - midline  # RAS x: + the patient's right

@@ -595,13 +595,38 @@ def count_and_centre(mask: np.ndarray) -> Tuple[int, Optional[np.ndarray]]:
     return voxels, np.asarray(centre)
 
 
-def _runs_along_z(at_zyx: np.ndarray) -> List[np.ndarray]:
-    """``at_zyx`` (``(n, 3)`` indices, z first) split into groups whose slices run without a gap: no
-    26-connected piece spans an empty slice, so each group's box can be labelled alone (tumor removed in air on a
-    CT's first and last slices is two small boxes, not one of the whole scan)."""
-    at_zyx = at_zyx[np.argsort(at_zyx[:, 0], kind="stable")]
-    gaps = np.flatnonzero(np.diff(at_zyx[:, 0]) > 1) + 1
-    return np.split(at_zyx, gaps)
+FORWARD_26 = tuple((dz, dy, dx) for dz in (0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                   if (dz, dy, dx) > (0, 0, 0))
+"""The 13 of the 26 neighbour offsets ``(z, y, x)`` that come after a voxel in C order: each neighbour pair once."""
+
+
+def _pieces_of_voxels(at_zyx: np.ndarray) -> np.ndarray:
+    """26-connected piece number (0..K-1, numbered in C order of each piece's first voxel, as ``ndimage.label``
+    numbers them) of each row of ``at_zyx`` (``(n, 3)`` distinct int indices ``(z, y, x)``, any order), found from
+    the voxels alone: memory and time grow with n, not with their bounding box (two specks at opposite corners of
+    100 slices of 512 x 512 made a box labelling of 135 MiB and 2.3 s)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    low = at_zyx.min(axis=0)
+    extent = at_zyx.max(axis=0) - low + 3  # one voxel of margin on each side: a neighbour key never wraps a row
+    shifted = at_zyx - low + 1
+    keys = (shifted[:, 0] * extent[1] + shifted[:, 1]) * extent[2] + shifted[:, 2]  # C order of the voxels
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    first, second = [], []
+    for dz, dy, dx in FORWARD_26:
+        wanted = sorted_keys + (dz * extent[1] + dy) * extent[2] + dx
+        found = np.minimum(np.searchsorted(sorted_keys, wanted), sorted_keys.size - 1)
+        hit = sorted_keys[found] == wanted
+        first.append(np.flatnonzero(hit))
+        second.append(found[hit])
+    rows, columns = np.concatenate(first), np.concatenate(second)
+    graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, columns)), shape=(keys.size, keys.size))
+    _, in_c_order = connected_components(graph, directed=False)  # numbered by each piece's lowest (first) voxel
+    pieces = np.empty(keys.size, dtype=np.int64)
+    pieces[order] = in_c_order
+    return pieces
 
 
 def removed_tumor_components(removed_at: Sequence[np.ndarray], voxel_ml: float,
@@ -610,27 +635,18 @@ def removed_tumor_components(removed_at: Sequence[np.ndarray], voxel_ml: float,
     voxels a step removed (``removed_at``: ``(n, 3)`` int indices ``(z, y, x)`` of the array ``geometry``
     describes, as :func:`remove_above_lungs` and :func:`remove_organ_in_air` give them), largest first: the
     step's total in mL said how much, these say where to look. The centroid (mean voxel-centre position,
-    patient LPS and RAS mm, as a lesion's) is left out without ``geometry``. Only the removed voxels' box (per run
-    of slices) is labelled, never the whole volume."""
-    from scipy import ndimage
-
+    patient LPS and RAS mm, as a lesion's) is left out without ``geometry``. The pieces are found from the removed
+    voxels alone (:func:`_pieces_of_voxels`), never from a box around them."""
     parts = [a for a in removed_at if len(a)]
     if not parts:
         return []
-    pieces = []  # type: List[Tuple[int, np.ndarray]]
-    for run in _runs_along_z(np.concatenate(parts).astype(np.int64)):
-        low = run.min(axis=0)
-        local = tuple((run - low).T)
-        mask = np.zeros(tuple(run.max(axis=0) - low + 1), dtype=bool)
-        mask[local] = True
-        ids, count = ndimage.label(mask, structure=CONNECTIVITY_26)
-        piece = ids[local]
-        sizes = np.bincount(piece, minlength=count + 1)
-        sums = np.stack([np.bincount(piece, weights=run[:, a].astype(np.float64), minlength=count + 1)
-                         for a in range(3)], axis=1)
-        pieces.extend((int(sizes[k]), sums[k] / sizes[k]) for k in range(1, count + 1) if sizes[k])
+    at = np.concatenate(parts).astype(np.int64)
+    piece = _pieces_of_voxels(at)
+    sizes = np.bincount(piece)
+    sums = np.stack([np.bincount(piece, weights=at[:, a].astype(np.float64)) for a in range(3)], axis=1)
+    pieces = [(int(sizes[k]), sums[k] / sizes[k]) for k in range(sizes.size)]  # in C order of first voxels
     records = []
-    for voxels, centre in sorted(pieces, key=lambda p: -p[0]):  # stable: equal sizes keep slice order
+    for voxels, centre in sorted(pieces, key=lambda p: -p[0]):  # stable: equal sizes keep C order
         entry = {"volume_ml": voxels * voxel_ml}  # type: Dict[str, Any]
         if geometry is not None:
             entry.update(patient_position(geometry, centre))

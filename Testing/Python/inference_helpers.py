@@ -128,3 +128,22 @@ def without_nifti_orientation(source, target):
     bare.set_qform(None, code=0)
     nib.save(bare, str(target))
     return target
+
+
+class HUThresholdEngine:
+    """An engine stand-in for ``Segmenter(engine=...)``: 60 +- 15 HU is liver, 10 +- 15 HU tumor, every tumor voxel at
+    tumor probability ``tumor_probability`` (uint8 255ths; 100 is an uncertain lesion, 230 a sure one)."""
+
+    def __init__(self, tumor_probability):
+        self.package = types.SimpleNamespace(metadata={}, name="stand-in", path="stand-in")
+        self.tumor_probability = int(tumor_probability)
+
+    def predict(self, volume, progress=None, cancel=None):
+        hu = np.asarray(volume.array, dtype=np.float32)
+        labels = (np.abs(hu - 60.0) < 15.0).astype(np.uint8)
+        labels[np.abs(hu - 10.0) < 15.0] = 2
+        return labels
+
+    def predict_with_probability(self, volume, progress=None, cancel=None, probability_everywhere=True, **kwargs):
+        labels = self.predict(volume)
+        return labels, np.where(labels == 2, self.tumor_probability, 0).astype(np.uint8)

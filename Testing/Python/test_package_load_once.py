@@ -12,17 +12,7 @@ from LiverTumorSegLib.errors import ModelPackageError
 from LiverTumorSegLib.models import build_model
 from LiverTumorSegLib.package import load_model_package, save_model_package
 
-# small widths, as test_models.py's TINY: the whole file runs in a few seconds on one CPU core
-TINY = {
-    "unet": dict(channels=(8, 16, 32), num_res_units=1),
-    "segnet": dict(width=0.125),
-    "resnet18_fcn": dict(width=0.125, decoder_channels=(32, 16, 16, 16, 16)),
-    "resnet34_fcn": dict(width=0.125, decoder_channels=(32, 16, 16, 16, 16)),
-    "resnet50_fcn": dict(width=0.125, decoder_channels=(32, 16, 16, 16, 16)),
-    "alexnet_fcn": dict(width=0.125, fc_channels=512, dropout=0.0),
-    "attention_unet": dict(channels=(8, 16, 32), deep_supervision=True),
-    "dalunet": dict(channels=(8, 16, 32)),
-}
+from test_models import TINY  # small widths: the whole file runs in a few seconds on one CPU core
 
 
 @pytest.fixture(autouse=True)

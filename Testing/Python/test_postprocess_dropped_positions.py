@@ -4,13 +4,13 @@ lung-base and air steps remove is listed per connected piece with its volume and
 (``tumor_above_lungs_components``, ``tumor_in_air_components``). Before, these gave mL only: a tumor lying in a
 dropped part, or above the lung bases, disappeared without a position. Labels do not change: records are added."""
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from LiverTumorSegLib.inference.postprocess import PostprocessingOptions, postprocess_labels
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+from inference_helpers import HUThresholdEngine
 
 # (x, y, z) spacing 0.7 / 0.8 / 2.5 mm; the j axis runs toward anterior (flipped), so post-processing works on a
 # canonical view with its own box offsets: LPS x = -120.5 + 0.7 i, y = 85.25 - 0.8 j, z = -310 + 2.5 k
@@ -200,22 +200,6 @@ def test_tumor_removed_above_the_lung_bases_is_listed_per_piece_with_its_centroi
 
 # ------------------------------------------------------------------------------------------ segment's report
 
-class _StandInEngine:
-    """An engine stand-in: 60 HU is liver, 10 HU tumor."""
-
-    def __init__(self):
-        self.package = SimpleNamespace(metadata={}, name="stand-in", path="stand-in")
-
-    def predict(self, volume, progress=None, cancel=None):
-        hu = np.asarray(volume.array, dtype=np.float32)
-        labels = (np.abs(hu - 60.0) < 15.0).astype(np.uint8)
-        labels[np.abs(hu - 10.0) < 15.0] = 2
-        return labels
-
-    def predict_with_probability(self, volume, progress=None, cancel=None, probability_everywhere=True, **kwargs):
-        labels = self.predict(volume)
-        return labels, np.where(labels == 2, 230, 0).astype(np.uint8)
-
 
 def test_segment_files_json_report_says_where_a_dropped_part_and_its_tumor_lay(tmp_path):
     from LiverTumorSegLib.inference import SegmentationOptions
@@ -228,7 +212,7 @@ def test_segment_files_json_report_says_where_a_dropped_part_and_its_tumor_lay(t
     hu[labels == 1] = 60
     hu[labels == 2] = 10
     ct = write_volume(tmp_path / "ct.nii.gz", CTVolume(hu, FLIPPED))
-    segmenter = Segmenter(SegmentationOptions(body_size_scaling=False), engine=_StandInEngine())
+    segmenter = Segmenter(SegmentationOptions(body_size_scaling=False), engine=HUThresholdEngine(230))
     segmenter.segment_file(ct, tmp_path / "seg.nii.gz", report_path=tmp_path / "report.json")
     written = json.loads((tmp_path / "report.json").read_text())
     with_tumor = written["postprocessing_changes"]["liver_components_removed"][0]

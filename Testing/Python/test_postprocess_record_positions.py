@@ -2,13 +2,13 @@
 (``postprocessing_changes.tumor_components``: ``centroid_lps_mm``, ``centroid_ras_mm``, ``mean_tumor_probability``):
 the report said how many mL a rule took away, but not where, so no one could look at a lesion it demoted."""
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from LiverTumorSegLib.inference.postprocess import PostprocessingOptions, postprocess_labels
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+from inference_helpers import HUThresholdEngine
 
 # (x, y, z) spacing 0.7 / 0.8 / 2.5 mm; the j axis runs toward anterior (flipped), so post-processing works on a
 # canonical view with its own box offsets
@@ -119,23 +119,6 @@ def test_with_the_confidence_step_off_a_map_not_in_255ths_is_left_unread_not_mis
                            tumor_probability_zyx=probability.astype(np.int16))
 
 
-class _StandInEngine:
-    """An engine stand-in: 60 HU is liver, 10 HU tumor, at tumor probability 100/255 (an uncertain lesion)."""
-
-    def __init__(self):
-        self.package = SimpleNamespace(metadata={}, name="stand-in", path="stand-in")
-
-    def predict(self, volume, progress=None, cancel=None):
-        hu = np.asarray(volume.array, dtype=np.float32)
-        labels = (np.abs(hu - 60.0) < 15.0).astype(np.uint8)
-        labels[np.abs(hu - 10.0) < 15.0] = 2
-        return labels
-
-    def predict_with_probability(self, volume, progress=None, cancel=None, probability_everywhere=True, **kwargs):
-        labels = self.predict(volume)
-        return labels, np.where(labels == 2, 100, 0).astype(np.uint8)
-
-
 def test_segment_files_json_report_holds_where_and_how_sure(tmp_path):
     from LiverTumorSegLib.inference import SegmentationOptions
     from LiverTumorSegLib.inference.segmenter import Segmenter
@@ -146,7 +129,7 @@ def test_segment_files_json_report_holds_where_and_how_sure(tmp_path):
     hu[1:11, 3:30, 4:40] = 60               # liver
     hu[LESION] = 10                         # the lesion
     ct = write_volume(tmp_path / "ct.nii.gz", CTVolume(hu, FLIPPED))
-    segmenter = Segmenter(SegmentationOptions(body_size_scaling=False), engine=_StandInEngine())
+    segmenter = Segmenter(SegmentationOptions(body_size_scaling=False), engine=HUThresholdEngine(100))
     segmenter.segment_file(ct, tmp_path / "seg.nii.gz", report_path=tmp_path / "report.json")
     written = json.loads((tmp_path / "report.json").read_text())
     (record,) = written["postprocessing_changes"]["tumor_components"]

@@ -1397,6 +1397,33 @@ def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path, advi
     return _planned_network(meta, header, path, advice)[0]
 
 
+META_INIT_METHODS = frozenset({"uniform_", "normal_", "fill_", "zero_"})
+"""In-place tensor methods the layers' random initialisation calls (``reset_parameters``), besides the
+``torch.nn.init`` functions: on a meta tensor they hold no data to fill, so the planning build skips them."""
+
+
+def _meta_init_skipped() -> Any:
+    """A torch function mode under which ``torch.nn.init`` functions and :data:`META_INIT_METHODS` called on a meta
+    tensor return it untouched: the planned network (:func:`_planned_network`) has no values to initialise (the
+    package's weights fill it). On torch 2.8 (the newest for Python 3.9, Slicer's) a meta tensor's ``uniform_`` runs
+    through torch's decompositions, which import its symbolic shapes and sympy: 0.7 s of every fresh process's
+    first load. Every other call, and any call on a real tensor, runs as it would."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    class MetaInitSkipped(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if getattr(func, "__module__", None) == "torch.nn.init" or \
+                    getattr(func, "__name__", None) in META_INIT_METHODS:
+                first = args[0] if args else kwargs.get("tensor")
+                if isinstance(first, torch.Tensor) and first.is_meta:
+                    return first
+            return func(*args, **kwargs)
+
+    return MetaInitSkipped()
+
+
 def _planned_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path,
                      advice: Optional[str] = None) -> Tuple[int, Any]:
     """:func:`_plan_network`'s checks; returns ``(activation bytes per 256 x 256 slice, the network built on the
@@ -1412,7 +1439,7 @@ def _planned_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path,
     arch = meta["architecture"]
     _check_option_types(arch["name"], arch["options"], where, unknown_setting_advice(meta))
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _meta_init_skipped():
             net = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
     except InputError as exc:
         raise _unbuildable(where, exc)

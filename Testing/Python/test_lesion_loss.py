@@ -11,6 +11,7 @@ from LiverTumorSegLib.errors import InputError
 from LiverTumorSegLib.training.config import TrainConfig
 from LiverTumorSegLib.training.losses import SegmentationLoss, lesion_dice_loss, soft_dice_loss, tumor_components
 from LiverTumorSegLib.training.labels import IGNORE_LABEL
+from seeding import test_seed
 
 MARGIN = 60.0  # logit margin: softmax probabilities are 0 or 1 to float32 precision
 
@@ -31,6 +32,20 @@ def logits_calling_tumor(where):
     logits[:, 1] = torch.where(where, torch.tensor(0.0), torch.tensor(MARGIN))
     logits[:, 2] = torch.where(where, torch.tensor(MARGIN), torch.tensor(0.0))
     return logits
+
+
+def tiny_lesion_config(data_csv, output, cache_dir, **overrides):
+    """A one-epoch, 4-16 channel U-Net training on phantoms with synthetic tumors in every sample, ``overrides``
+    (the lesion-loss settings, iterations) on top."""
+    values = dict(
+        data=str(data_csv), model="unet", model_options={"channels": [4, 8, 16]},
+        preprocessing={"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 1,
+                       "target_spacing_mm": 3.0, "size_multiple": 16, "crop_to_body": True},
+        epochs=1, batch_size=4, patch_size=32, num_workers=0, lr=3e-3, val_fraction=0, output=str(output),
+        cache_dir=str(cache_dir), progress_bar=False, tensorboard=False, seed=test_seed(11),
+        synthetic_lesions="true", tumor_slice_fraction=1.0)
+    values.update(overrides)
+    return TrainConfig.from_dict(values)
 
 
 def test_components_are_numbered_per_slice_over_the_batch_8_connected():
@@ -160,7 +175,6 @@ def test_a_training_run_with_the_lesion_term_records_it_and_its_loss_is_larger(t
     from LiverTumorSegLib.package import read_package_metadata
     from LiverTumorSegLib.training.trainer import train
     from training_helpers import write_phantom_cases
-    from seeding import test_seed
 
     torch.set_num_threads(1)
     (tmp_path / "phantoms").mkdir()
@@ -169,14 +183,8 @@ def test_a_training_run_with_the_lesion_term_records_it_and_its_loss_is_larger(t
     for weight in (0.0, 1.0):
         out = tmp_path / f"run{weight}"
         out.mkdir()
-        cfg = TrainConfig.from_dict(dict(
-            data=str(data_csv), model="unet", model_options={"channels": [4, 8, 16]},
-            preprocessing={"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 1,
-                           "target_spacing_mm": 3.0, "size_multiple": 16, "crop_to_body": True},
-            epochs=1, iterations_per_epoch=3, batch_size=4, patch_size=32, num_workers=0, lr=3e-3, val_fraction=0,
-            output=str(out / "model.safetensors"), cache_dir=str(tmp_path / "cache"), progress_bar=False,
-            tensorboard=False, seed=test_seed(11), synthetic_lesions="true", tumor_slice_fraction=1.0,
-            lesion_loss_weight=weight))
+        cfg = tiny_lesion_config(data_csv, out / "model.safetensors", tmp_path / "cache", iterations_per_epoch=3,
+                                 lesion_loss_weight=weight)
         result = train(cfg, command="test", log=lambda s: None)
         first_losses.append(result.history[0]["train_loss"])
         metas.append(read_package_metadata(result.package_path))
@@ -463,19 +471,12 @@ def test_a_training_run_records_the_lesion_term_options(tmp_path):
     from LiverTumorSegLib.package import read_package_metadata
     from LiverTumorSegLib.training.trainer import train
     from training_helpers import write_phantom_cases
-    from seeding import test_seed
 
     torch.set_num_threads(1)
     (tmp_path / "phantoms").mkdir()
     data_csv = write_phantom_cases(tmp_path / "phantoms", 2, (8, 48, 48))
-    cfg = TrainConfig.from_dict(dict(
-        data=str(data_csv), model="unet", model_options={"channels": [4, 8, 16]},
-        preprocessing={"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 1,
-                       "target_spacing_mm": 3.0, "size_multiple": 16, "crop_to_body": True},
-        epochs=1, iterations_per_epoch=2, batch_size=4, patch_size=32, num_workers=0, lr=3e-3, val_fraction=0,
-        output=str(tmp_path / "model.safetensors"), cache_dir=str(tmp_path / "cache"), progress_bar=False,
-        tensorboard=False, seed=test_seed(11), synthetic_lesions="true", tumor_slice_fraction=1.0,
-        lesion_loss_weight=1.0, lesion_loss_min_pixels=3, lesion_loss_average="image"))
+    cfg = tiny_lesion_config(data_csv, tmp_path / "model.safetensors", tmp_path / "cache", iterations_per_epoch=2,
+                             lesion_loss_weight=1.0, lesion_loss_min_pixels=3, lesion_loss_average="image")
     result = train(cfg, command="test", log=lambda s: None)
     recorded = json_config(read_package_metadata(result.package_path))
     assert (recorded["lesion_loss_weight"], recorded["lesion_loss_min_pixels"], recorded["lesion_loss_average"]) == \

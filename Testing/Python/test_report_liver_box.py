@@ -23,15 +23,23 @@ def _old_sampled_slices(labels, geometry, steps, head_foot):
     return found * cut[head_foot].step + cut[head_foot].start
 
 
+def labels_in_a_random_box(rng, size_range, end_gap, fraction):
+    """A uint8 ``(z, y, x)`` map of a random shape (each side in ``size_range``, end exclusive) holding labels 1/2 on
+    about ``fraction`` of the voxels of a random box (its start at least ``end_gap`` voxels before each end), 0
+    elsewhere; returns ``(labels, the box as slices)``."""
+    shape = tuple(int(n) for n in rng.integers(*size_range, size=3))
+    labels = np.zeros(shape, dtype=np.uint8)
+    low = [int(rng.integers(0, n - end_gap)) for n in shape]
+    high = [int(rng.integers(lo + 1, n + 1)) for lo, n in zip(low, shape)]
+    inside = tuple(slice(lo, hi) for lo, hi in zip(low, high))
+    labels[inside] = (rng.random(labels[inside].shape) < fraction) * rng.integers(1, 3, size=labels[inside].shape)
+    return labels, inside
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_sampled_slices_in_the_liver_box_equal_those_of_the_whole_map(seed):
     rng = np.random.default_rng(seed)
-    shape = tuple(int(n) for n in rng.integers(5, 30, size=3))
-    labels = np.zeros(shape, dtype=np.uint8)
-    low = [int(rng.integers(0, n - 1)) for n in shape]
-    high = [int(rng.integers(lo + 1, n + 1)) for lo, n in zip(low, shape)]
-    inside = tuple(slice(lo, hi) for lo, hi in zip(low, high))
-    labels[inside] = (rng.random(labels[inside].shape) < 0.15) * rng.integers(1, 3, size=labels[inside].shape)
+    labels, inside = labels_in_a_random_box(rng, (5, 30), 1, 0.15)
     geometry = ImageGeometry(spacing=(0.8, 0.9, 2.5), direction=DIRECTIONS[seed % len(DIRECTIONS)])
     head_foot = seed % 3
     steps = [int(s) for s in rng.integers(1, 4, size=3)]
@@ -92,12 +100,7 @@ def test_liver_ras_xz_in_the_liver_box_is_the_whole_maps_to_the_bit(seed):
     from LiverTumorSegLib.inference.plausibility import liver_ras_xz
 
     rng = np.random.default_rng(100 + seed)
-    shape = tuple(int(n) for n in rng.integers(6, 25, size=3))
-    labels = np.zeros(shape, dtype=np.uint8)
-    low = [int(rng.integers(0, n - 2)) for n in shape]
-    high = [int(rng.integers(lo + 1, n + 1)) for lo, n in zip(low, shape)]
-    inside = tuple(slice(lo, hi) for lo, hi in zip(low, high))
-    labels[inside] = (rng.random(labels[inside].shape) < 0.4) * rng.integers(1, 3, size=labels[inside].shape)
+    labels, inside = labels_in_a_random_box(rng, (6, 25), 2, 0.4)
     direction = np.eye(3)[:, rng.permutation(3)] * rng.choice([-1.0, 1.0], size=3)
     geometry = ImageGeometry(spacing=(0.7, 0.8, 3.0), origin=(-12.5, 30.25, 100.0), direction=direction)
     whole = liver_ras_xz(labels, geometry)

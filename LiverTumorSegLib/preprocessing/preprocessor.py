@@ -332,12 +332,13 @@ class PreparedVolume:
         """``(n, K, H, W)`` network-grid maps -> ``(n, K, y, x)`` on the native canonical grid."""
         return self.preprocessor.spatial_inverse(probs_nkhw, self.info, outside)
 
-    def restore_argmax(self, probs_nkhw: np.ndarray, class_index: Optional[int] = None
+    def restore_argmax(self, probs_nkhw: np.ndarray, class_index: Optional[int] = None,
+                       out: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None
                        ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """``(n, K, H, W)`` network-grid probabilities -> native canonical ``(labels, probability)``, both
         ``(n, y, x)`` uint8: the argmax of :meth:`restore` and, with ``class_index``, ``round(255 * p)`` of that
-        class (spatial.inverse_argmax)."""
-        return spatial.inverse_argmax(probs_nkhw, self.info, class_index)
+        class (spatial.inverse_argmax); written into ``out``'s arrays when given."""
+        return spatial.inverse_argmax(probs_nkhw, self.info, class_index, out=out)
 
     def restore_argmax_tensor(self, probs_nkhw: "object", class_index: Optional[int] = None
                               ) -> Tuple["object", "object"]:

@@ -1225,7 +1225,30 @@ def _fully_loadable(net: Any, tensors: Mapping[str, Any]) -> bool:
     names.update(name for name, _ in net.named_buffers(remove_duplicate=False))
     if not names <= set(tensors):
         return False
-    return not any(isinstance(value, torch.Tensor) for module in net.modules() for value in vars(module).values())
+    return not any(_holds_tensor(value) for module in net.modules() for key, value in vars(module).items()
+                   if key not in _MODULE_REGISTRIES)
+
+
+_MODULE_REGISTRIES = frozenset({"_parameters", "_buffers", "_modules"})
+"""A module's own dicts of its parameters, buffers and submodules: checked above by name, not as stray tensors."""
+
+
+def _holds_tensor(value: Any, depth: int = 3) -> bool:
+    """Whether ``value`` is a tensor or a list, tuple, set or dict holding one (``depth`` levels down): a module
+    keeping a tensor that is not a parameter or buffer in a container attribute (a list of anchors, a dict of
+    constants) would be left on the meta device or as ``to_empty`` made it, unseen by a check of plain
+    attributes only."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return True
+    if depth <= 0 or isinstance(value, (str, bytes, torch.nn.Module)):  # a module's own tensors are checked as one
+        return False
+    if isinstance(value, dict):
+        return any(_holds_tensor(item, depth - 1) for item in value.values())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_holds_tensor(item, depth - 1) for item in value)
+    return False
 
 
 def _built_network_with_weights(tensors: Dict[str, Any], path: Path, arch: Dict[str, Any]) -> Any:

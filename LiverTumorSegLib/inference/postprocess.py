@@ -530,6 +530,38 @@ def component_sums(components: np.ndarray, count: int, values: np.ndarray) -> np
     return sums[:count + 1]
 
 
+def tumor_changes_not_listed() -> Dict[str, Any]:
+    """An empty ``tumor_components_not_listed``: ``{"count": 0, "volume_ml": 0.0, "by_rule": {}}``
+    (:func:`_count_tumor_changes_not_listed` adds to it)."""
+    return {"count": 0, "volume_ml": 0.0, "by_rule": {}}
+
+
+def _count_tumor_changes_not_listed(summary: Dict[str, Any], left_out: np.ndarray, sizes: np.ndarray,
+                                    new_value: np.ndarray, rule_of: np.ndarray, voxel_ml: float) -> None:
+    """Add the changed tumor components ``left_out`` (component numbers; ``sizes`` their voxels, ``new_value`` and
+    ``rule_of`` as :func:`_record_tumor_changes` takes them) to ``summary`` (:func:`tumor_changes_not_listed`): their
+    count and mL, and per rule ``{"count", "volume_ml", "became_background"}``, what
+    :func:`postprocessing_warnings` counts per rule."""
+    for rule in sorted({str(rule_of[k]) for k in left_out}):
+        of_rule = left_out[rule_of[left_out] == rule]
+        voxels = int(sizes[of_rule].sum())
+        entry = summary["by_rule"].setdefault(rule, {"count": 0, "volume_ml": 0.0, "became_background": 0})
+        entry["count"] += int(of_rule.size)
+        entry["volume_ml"] += voxels * voxel_ml
+        entry["became_background"] += int(np.count_nonzero(new_value[of_rule] == 0))
+        summary["count"] += int(of_rule.size)
+        summary["volume_ml"] += voxels * voxel_ml
+
+
+def _listed_and_left_out(changed: np.ndarray, sizes: np.ndarray, room: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(listed, left out)``: of the component numbers ``changed`` (ascending), the ``room`` largest by ``sizes``
+    (equal sizes: the lower number), kept in ascending order, and the others."""
+    if changed.size <= room:
+        return changed, changed[:0]
+    largest = np.argsort(-sizes[changed], kind="stable")
+    return np.sort(changed[largest[:room]]), np.sort(changed[largest[room:]])
+
+
 def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count: int, new_value: np.ndarray,
                           rule_of: np.ndarray, spacing_zyx: Sequence[float],
                           mean_probability: Optional[np.ndarray] = None, geometry: Any = None,
@@ -537,7 +569,9 @@ def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count
     """Append to ``changes["tumor_components"]`` one ``{"rule", "became", "volume_ml", "mean_tumor_probability"}``
     (with ``geometry`` also ``"centroid_lps_mm"`` and ``"centroid_ras_mm"``) per tumor component a
     rule changed (``outside_liver``: removed; ``tubular``, ``small``, ``uncertain``: became liver, or background
-    when the part touches no liver; ``became``: ``"liver"`` or ``"background"``). ``components``:
+    when the part touches no liver; ``became``: ``"liver"`` or ``"background"``), in the order of the components'
+    numbers, up to :data:`LISTED_RECORDS_MAX` records in the list: the largest; the others are counted in
+    ``changes["tumor_components_not_listed"]`` (:func:`_count_tumor_changes_not_listed`). ``components``:
     the voxels of each component that count (:func:`clean_tumors` passes those the network labelled tumor, so a
     filled core, background before and liver or background after, is not reported as tumor changed); volume,
     centroid and mean probability are all of these voxels.
@@ -551,17 +585,21 @@ def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count
     voxel_ml = float(np.prod([float(s) for s in spacing_zyx])) / 1000.0
     sizes = np.bincount(components.ravel(), minlength=count + 1)
     record = changes.setdefault("tumor_components", [])
-    changed = [int(k) for k in np.flatnonzero(new_value[1:] != 2) + 1 if sizes[k]]
-    if not changed:
+    summary = changes.setdefault("tumor_components_not_listed", tumor_changes_not_listed())
+    changed = np.flatnonzero(new_value[1:count + 1] != 2) + 1
+    changed = changed[sizes[changed] > 0]
+    if not changed.size:
         return
+    listed, left_out = _listed_and_left_out(changed, sizes, max(0, LISTED_RECORDS_MAX - len(record)))
+    _count_tumor_changes_not_listed(summary, left_out, sizes, new_value, rule_of, voxel_ml)
     centres = None
-    if geometry is not None:
+    if geometry is not None and listed.size:
         where = np.nonzero(components)
         ids = components[where]
         centres = np.stack([np.bincount(ids, weights=axis.astype(np.float64), minlength=count + 1)[:count + 1]
                             for axis in where], axis=1) / np.maximum(sizes[:count + 1], 1)[:, None]
         centres += np.asarray([int(o) for o in offset_zyx], dtype=np.float64)
-    for k in changed:
+    for k in listed:
         entry = {"rule": str(rule_of[k]), "became": "liver" if new_value[k] == 1 else "background",
                  "volume_ml": float(sizes[k] * voxel_ml),
                  "mean_tumor_probability": None if mean_probability is None else float(mean_probability[k]),
@@ -629,6 +667,44 @@ def _pieces_of_voxels(at_zyx: np.ndarray) -> np.ndarray:
     return pieces
 
 
+LISTED_RECORDS_MAX = 100
+"""Records each per-piece list of :func:`postprocess_labels`'s ``changes`` holds at most (``tumor_in_air_components``,
+``tumor_above_lungs_components``, ``liver_components_removed``, ``tumor_components``): the largest; the rest are
+counted and summed in the list's ``<list>_not_listed``, so the totals stay exact. On 100 x 512 x 512 voxels, 20,000
+one-voxel specks (in the air, as separate organ parts, inside the liver) made 20,000 records a list: 4.5-9.4 MB of
+the JSON report (indent 2) and 1.3-3.7 s of building them, for specks a reader never reads one by one."""
+
+
+def pieces_not_listed(voxels: Sequence[int], voxel_ml: float) -> Dict[str, Any]:
+    """``{"count", "volume_ml"}`` of the pieces of ``voxels`` (voxel count each) a capped list leaves out
+    (:data:`LISTED_RECORDS_MAX`): how many and their mL together; ``0`` and ``0.0`` when all are listed."""
+    return {"count": int(len(voxels)), "volume_ml": int(np.sum(voxels, dtype=np.int64)) * voxel_ml}
+
+
+def removed_tumor_pieces(removed_at: Sequence[np.ndarray], voxel_ml: float, geometry: Any = None,
+                         limit: Optional[int] = None) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """``(records, not listed)``: :func:`removed_tumor_components`'s records of the ``limit`` largest pieces (all
+    with None), in its order, and :func:`pieces_not_listed` of the others. Only the listed pieces' records are
+    built (each centroid's patient-space conversion is what takes the time: 20,000 specks took 1.3 s)."""
+    parts = [a for a in removed_at if len(a)]
+    if not parts:
+        return [], pieces_not_listed([], voxel_ml)
+    at = np.concatenate(parts).astype(np.int64)
+    piece = _pieces_of_voxels(at)  # numbered in C order of each piece's first voxel
+    sizes = np.bincount(piece)
+    largest_first = np.argsort(-sizes, kind="stable")  # stable: equal sizes keep C order
+    listed = largest_first if limit is None else largest_first[:max(0, int(limit))]
+    sums = np.stack([np.bincount(piece, weights=at[:, a].astype(np.float64)) for a in range(3)], axis=1)
+    records = []
+    for k in listed:
+        voxels = int(sizes[k])
+        entry = {"volume_ml": voxels * voxel_ml}  # type: Dict[str, Any]
+        if geometry is not None:
+            entry.update(patient_position(geometry, sums[k] / voxels))
+        records.append(entry)
+    return records, pieces_not_listed(sizes[largest_first[len(listed):]], voxel_ml)
+
+
 def removed_tumor_components(removed_at: Sequence[np.ndarray], voxel_ml: float,
                              geometry: Any = None) -> List[Dict[str, Any]]:
     """One record ``{"volume_ml", "centroid_lps_mm", "centroid_ras_mm"}`` per 26-connected piece of the tumor
@@ -636,22 +712,9 @@ def removed_tumor_components(removed_at: Sequence[np.ndarray], voxel_ml: float,
     describes, as :func:`remove_above_lungs` and :func:`remove_organ_in_air` give them), largest first: the
     step's total in mL said how much, these say where to look. The centroid (mean voxel-centre position,
     patient LPS and RAS mm, as a lesion's) is left out without ``geometry``. The pieces are found from the removed
-    voxels alone (:func:`_pieces_of_voxels`), never from a box around them."""
-    parts = [a for a in removed_at if len(a)]
-    if not parts:
-        return []
-    at = np.concatenate(parts).astype(np.int64)
-    piece = _pieces_of_voxels(at)
-    sizes = np.bincount(piece)
-    sums = np.stack([np.bincount(piece, weights=at[:, a].astype(np.float64)) for a in range(3)], axis=1)
-    pieces = [(int(sizes[k]), sums[k] / sizes[k]) for k in range(sizes.size)]  # in C order of first voxels
-    records = []
-    for voxels, centre in sorted(pieces, key=lambda p: -p[0]):  # stable: equal sizes keep C order
-        entry = {"volume_ml": voxels * voxel_ml}  # type: Dict[str, Any]
-        if geometry is not None:
-            entry.update(patient_position(geometry, centre))
-        records.append(entry)
-    return records
+    voxels alone (:func:`_pieces_of_voxels`), never from a box around them. Every piece; :func:`postprocess_labels`
+    lists the largest :data:`LISTED_RECORDS_MAX` (:func:`removed_tumor_pieces`)."""
+    return removed_tumor_pieces(removed_at, voxel_ml, geometry)[0]
 
 
 def dropped_part_record(part: Tuple[int, int, np.ndarray, Optional[np.ndarray]], voxel_ml: float,
@@ -669,6 +732,20 @@ def dropped_part_record(part: Tuple[int, int, np.ndarray, Optional[np.ndarray]],
         entry["tumor_centroid_lps_mm"] = None if at is None else at["centroid_lps_mm"]
         entry["tumor_centroid_ras_mm"] = None if at is None else at["centroid_ras_mm"]
     return entry
+
+
+def dropped_parts_not_listed(parts: Sequence[Tuple[int, int, Any, Any]], voxel_ml: float) -> Dict[str, Any]:
+    """``liver_components_removed_not_listed``: of the dropped organ ``parts`` (as :func:`dropped_part_record` takes
+    them) a capped list leaves out, ``count``, ``volume_ml`` and ``tumor_ml`` together, and what
+    :func:`postprocessing_warnings` counts of them: ``notable_count`` / ``notable_volume_ml`` (parts of
+    :data:`WARN_LIVER_REMOVED_ML` or more, or holding tumor) and ``mostly_tumor_count`` (at least half tumor);
+    all 0 (``0.0`` mL) when every part is listed."""
+    organ = np.asarray([int(p[0]) for p in parts], dtype=np.int64)
+    tumor = np.asarray([int(p[1]) for p in parts], dtype=np.int64)
+    notable = (organ * voxel_ml >= WARN_LIVER_REMOVED_ML) | (tumor > 0)
+    return {"count": int(organ.size), "volume_ml": int(organ.sum()) * voxel_ml, "tumor_ml": int(tumor.sum()) * voxel_ml,
+            "notable_count": int(np.count_nonzero(notable)), "notable_volume_ml": int(organ[notable].sum()) * voxel_ml,
+            "mostly_tumor_count": int(np.count_nonzero((2 * tumor >= organ) & (organ > 0)))}
 
 
 def reach_voxels(radius_mm: float, spacing_zyx: Sequence[float]) -> List[int]:
@@ -1091,10 +1168,14 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         if array is not None and tuple(np.shape(array)) != labels.shape:  # a CT on another grid was dropped silently
             raise InputError(f"{what} has shape {tuple(np.shape(array))}, the labels {labels.shape} (z, y, x); give "
                              f"it on the labels' grid.")
+    none = pieces_not_listed([], voxel_ml=0.0)  # each capped list's summary of what it leaves out: nothing yet
     record = {"liver_in_air_ml": 0.0, "tumor_in_air_ml": 0.0, "liver_in_air_outside_body_ml": 0.0,
               "tumor_in_air_outside_body_ml": 0.0, "air_slices_without_body": 0, "tumor_in_air_components": [],
+              "tumor_in_air_components_not_listed": dict(none),
               "liver_above_lungs_ml": 0.0, "tumor_above_lungs_ml": 0.0, "tumor_above_lungs_components": [],
-              "liver_components_removed": [], "tumor_components": [],
+              "tumor_above_lungs_components_not_listed": dict(none),
+              "liver_components_removed": [], "liver_components_removed_not_listed": dropped_parts_not_listed([], 0.0),
+              "tumor_components": [], "tumor_components_not_listed": tumor_changes_not_listed(),
               "head_foot_order": {"judged": False, "why": "no liver" if hu_zyx is not None and geometry is not None
                                   else "no CT in HU with its geometry given"}}
     if not labels.any():  # uint8 0/1/2: nonzero is organ (labels >= 1 made a whole-volume mask)
@@ -1134,7 +1215,8 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         record["liver_in_air_outside_body_ml"] = outside_body[0] * voxel_ml
         record["tumor_in_air_outside_body_ml"] = outside_body[1] * voxel_ml
         record["air_slices_without_body"] = outside_body[2]
-        record["tumor_in_air_components"] = removed_tumor_components(tumor_at, voxel_ml, located)
+        record["tumor_in_air_components"], record["tumor_in_air_components_not_listed"] = \
+            removed_tumor_pieces(tumor_at, voxel_ml, located, LISTED_RECORDS_MAX)
     if hu is not None and geometry is not None:
         from .head_foot import head_foot_order
 
@@ -1151,7 +1233,8 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
             record["liver_above_lungs_ml"] = remove_above_lungs(labels, hu, spacing, options, tumor_above,
                                                                 found_lungs, tumor_at) * voxel_ml
             record["tumor_above_lungs_ml"] = sum(tumor_above) * voxel_ml
-            record["tumor_above_lungs_components"] = removed_tumor_components(tumor_at, voxel_ml, located)
+            record["tumor_above_lungs_components"], record["tumor_above_lungs_components_not_listed"] = \
+                removed_tumor_pieces(tumor_at, voxel_ml, located, LISTED_RECORDS_MAX)
     probability = None
     if tumor_probability_zyx is not None:  # the uncertain-lesion rule's, and each record's mean probability
         probability = np.asarray(tumor_probability_zyx)
@@ -1169,8 +1252,11 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     box, network_tumor = _clean_organ(labels, options, dropped,
                                       air_hu=hu if options.air_to_background else None, spacing_zyx=spacing)
     # largest first, as before (sorted on the voxel counts only: the centres take no part in the order)
+    largest_first = sorted(dropped, key=lambda p: (p[0], p[1]), reverse=True)
     record["liver_components_removed"] = [dropped_part_record(part, voxel_ml, located)
-                                          for part in sorted(dropped, key=lambda p: (p[0], p[1]), reverse=True)]
+                                          for part in largest_first[:LISTED_RECORDS_MAX]]
+    record["liver_components_removed_not_listed"] = dropped_parts_not_listed(largest_first[LISTED_RECORDS_MAX:],
+                                                                             voxel_ml)
     clean_tumors(labels[box], spacing, options, None if probability is None else probability[box],
                  None if hu is None else hu[box], record, network_tumor, located, [b.start for b in box])
     if changes is not None:
@@ -1325,45 +1411,53 @@ def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[flo
         lines.append(f"post-processing removed {what} above the lung bases (heart or chest){flip}; if it belongs to "
                      f"the liver, {KEEP_HINT.format(_switch('--keep-liver-above-lungs', 'below_lungs'))}.")
     parts = changes.get("liver_components_removed", [])
+    # the parts a capped list leaves out (LISTED_RECORDS_MAX), each smaller than every listed one: counted too
+    unlisted = changes.get("liver_components_removed_not_listed") or {}
     notable = [p for p in parts if p["volume_ml"] >= WARN_LIVER_REMOVED_ML or p["tumor_ml"] > 0]
-    if notable:
-        volume = sum(p["volume_ml"] for p in notable)
-        tumor = sum(p["tumor_ml"] for p in notable)
-        rest = len(parts) - len(notable)  # specks: counted, so the warning and the report's list agree
-        more = (f"; {rest} smaller part(s) without tumor ({_ml(sum(p['volume_ml'] for p in parts) - volume)} mL) "
-                f"too, listed in the report") if rest else ""
-        # parts mostly tumor and smaller than the liver kept go only when farther than the tumor margin
+    notable_count = len(notable) + int(unlisted.get("notable_count", 0))
+    if notable_count:
+        volume = sum(p["volume_ml"] for p in notable) + float(unlisted.get("notable_volume_ml", 0.0))
+        tumor = sum(p["tumor_ml"] for p in notable) + float(unlisted.get("tumor_ml", 0.0))
+        # specks: counted, so the warning and the report's list (with its not-listed summary) agree
+        rest = len(parts) + int(unlisted.get("count", 0)) - notable_count
+        everything = sum(p["volume_ml"] for p in parts) + float(unlisted.get("volume_ml", 0.0))
+        more = (f"; {rest} smaller part(s) without tumor ({_ml(everything - volume)} mL) "
+                f"too, {'listed' if not unlisted.get('count') else 'counted'} in the report") if rest else ""
+        # parts mostly tumor and smaller than the liver kept go only when farther than the tumor margin (a part not
+        # listed is smaller than every listed one: taken as smaller than the liver kept)
         lesion_like = sum(1 for p in notable if 2 * p["tumor_ml"] >= p["volume_ml"] > 0
-                          and (liver_left_ml is None or p["volume_ml"] < float(liver_left_ml)))
+                          and (liver_left_ml is None or p["volume_ml"] < float(liver_left_ml))) + \
+            int(unlisted.get("mostly_tumor_count", 0))
         lesion_advice = (f" {lesion_like} of them mostly tumor, farther from the liver than the tumor margin: if "
                          f"that is a lesion (an exophytic or pedunculated tumor), a larger "
                          f"{option_hint(MARGIN_FLAG, 'postprocessing liver_dilation_mm')} keeps it.") \
             if lesion_like else ""
-        lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the "
+        lines.append(f"post-processing removed {notable_count} part(s) of the liver label apart from the "
                      f"largest one holding liver "
                      f"({_part_ml(volume)} mL, {_part_ml(tumor)} mL of it tumor){more}; "
                      f"{liver_parts_advice(cut_by_scan_end)}{lesion_advice}")
         # ... both to 0.1 mL: '23 mL, 23.2 mL of it tumor' read as more tumor than the parts held (23.355 mL)
     components = changes.get("tumor_components", [])
+    unlisted_by_rule = (changes.get("tumor_components_not_listed") or {}).get("by_rule", {})
     # with no liver left, 'away from the liver' named a liver that was not there (a prediction of tumor alone)
     away = "tumor region(s) with no liver found anywhere removed (tumor is kept in or near the liver only)" \
         if liver_left_ml is not None and float(liver_left_ml) <= 0.0 else "tumor region(s) away from the liver removed"
     for rule, what, switch in (("outside_liver", away,
                                 _switch("--allow-tumor-outside-liver", "tumor_inside_liver")),
-                               ("tubular", "tube-shaped tumor region(s) read as vessels and " + _made(components,
-                                                                                                   "tubular"),
+                               ("tubular", "tube-shaped tumor region(s) read as vessels and " +
+                                _made(components, "tubular", unlisted_by_rule),
                                 _switch("--keep-tubular-lesions", "tubular_lesions_to_liver"))):
-        hits = [c["volume_ml"] for c in components if c["rule"] == rule]
-        if sum(hits) >= WARN_TUMOR_CHANGED_ML:
-            lines.append(f"post-processing: {len(hits)} {what} ({sum(hits):.1f} mL); to keep them, "
+        hits, hits_ml = _rule_count_and_ml(components, unlisted_by_rule, rule)
+        if hits_ml >= WARN_TUMOR_CHANGED_ML:
+            lines.append(f"post-processing: {hits} {what} ({hits_ml:.1f} mL); to keep them, "
                          f"{KEEP_HINT.format(switch)}.")
     # lesions of low confidence made liver: three lesions of about 20 mm (RECIST-measurable) went without a word
-    doubtful = [c["volume_ml"] for c in components if c["rule"] == "uncertain"]
-    if sum(doubtful) >= WARN_TUMOR_CHANGED_ML:
+    doubtful, doubtful_ml = _rule_count_and_ml(components, unlisted_by_rule, "uncertain")
+    if doubtful_ml >= WARN_TUMOR_CHANGED_ML:
         switch = option_hint(KEEP_ALL_LESIONS_FLAG, "postprocessing min_lesion_probability=0")
-        lines.append(f"post-processing: {len(doubtful)} small lesion(s) whose mean tumor probability was below the "
-                     f"limit were {_made(components, 'uncertain')} ({sum(doubtful):.1f} mL); to keep them, "
-                     f"{KEEP_HINT.format(switch)}.")
+        lines.append(f"post-processing: {doubtful} small lesion(s) whose mean tumor probability was below the "
+                     f"limit were {_made(components, 'uncertain', unlisted_by_rule)} ({doubtful_ml:.1f} mL); to keep "
+                     f"them, {KEEP_HINT.format(switch)}.")
     return lines
 
 
@@ -1409,11 +1503,23 @@ def _air_warnings(changes: Dict[str, Any]) -> List[str]:
     return lines
 
 
-def _made(components: Sequence[Dict[str, Any]], rule: str) -> str:
+def _rule_count_and_ml(components: Sequence[Dict[str, Any]], unlisted_by_rule: Dict[str, Any],
+                       rule: str) -> Tuple[int, float]:
+    """``(count, mL)`` of the tumor components of ``rule``: those listed (``tumor_components``) and those the capped
+    list left out (``tumor_components_not_listed["by_rule"]``)."""
+    volumes = [c["volume_ml"] for c in components if c["rule"] == rule]
+    unlisted = unlisted_by_rule.get(rule, {})
+    return len(volumes) + int(unlisted.get("count", 0)), sum(volumes) + float(unlisted.get("volume_ml", 0.0))
+
+
+def _made(components: Sequence[Dict[str, Any]], rule: str, unlisted_by_rule: Optional[Dict[str, Any]] = None) -> str:
     """What the tumor components of ``rule`` became, for a warning: 'labelled liver', or with those touching no
-    liver (``became`` background: :func:`clean_tumors`) counted."""
-    apart = sum(1 for c in components if c["rule"] == rule and c.get("became") == "background")
-    every = sum(1 for c in components if c["rule"] == rule)
+    liver (``became`` background: :func:`clean_tumors`) counted; ``unlisted_by_rule``: those a capped list left out
+    (``tumor_components_not_listed["by_rule"]``), counted too."""
+    unlisted = (unlisted_by_rule or {}).get(rule, {})
+    apart = sum(1 for c in components if c["rule"] == rule and c.get("became") == "background") + \
+        int(unlisted.get("became_background", 0))
+    every = sum(1 for c in components if c["rule"] == rule) + int(unlisted.get("count", 0))
     if not apart:
         return "labelled liver"
     if apart == every:

@@ -368,7 +368,11 @@ def test_file_report_holds_precision_and_every_stage_time(tmp_path):
                                                       "air_slices_without_body", "tumor_in_air_components",
                                                       "liver_above_lungs_ml", "tumor_above_lungs_ml",
                                                       "tumor_above_lungs_components", "liver_components_removed",
-                                                      "tumor_components", "head_foot_order"}
+                                                      "tumor_components", "head_foot_order",
+                                                      "tumor_in_air_components_not_listed",
+                                                      "tumor_above_lungs_components_not_listed",
+                                                      "liver_components_removed_not_listed",
+                                                      "tumor_components_not_listed"}
     stages = {"read", "checks", "reorient", "preprocess", "network", "restore", "postprocess", "report", "write",
               "total"}
     assert stages <= set(written["timings_s"]) and written["timings_s"] == result.report["timings_s"]

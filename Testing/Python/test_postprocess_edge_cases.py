@@ -470,8 +470,17 @@ def test_no_liver_still_reports_every_postprocessing_key():
     postprocess_labels(np.zeros((3, 8, 8), np.uint8), (1.0, 1.0, 1.0), changes=changes)
     assert changes == {"liver_in_air_ml": 0.0, "tumor_in_air_ml": 0.0, "liver_in_air_outside_body_ml": 0.0,
                        "tumor_in_air_outside_body_ml": 0.0, "air_slices_without_body": 0,
-                       "tumor_in_air_components": [], "liver_above_lungs_ml": 0.0, "tumor_above_lungs_ml": 0.0,
-                       "tumor_above_lungs_components": [], "liver_components_removed": [], "tumor_components": [],
+                       "tumor_in_air_components": [],
+                       "tumor_in_air_components_not_listed": {"count": 0, "volume_ml": 0.0},
+                       "liver_above_lungs_ml": 0.0, "tumor_above_lungs_ml": 0.0,
+                       "tumor_above_lungs_components": [],
+                       "tumor_above_lungs_components_not_listed": {"count": 0, "volume_ml": 0.0},
+                       "liver_components_removed": [],
+                       "liver_components_removed_not_listed": {"count": 0, "volume_ml": 0.0, "tumor_ml": 0.0,
+                                                               "notable_count": 0, "notable_volume_ml": 0.0,
+                                                               "mostly_tumor_count": 0},
+                       "tumor_components": [],
+                       "tumor_components_not_listed": {"count": 0, "volume_ml": 0.0, "by_rule": {}},
                        "head_foot_order": {"judged": False, "why": "no CT in HU with its geometry given"}}
 
 

@@ -1,7 +1,7 @@
 """models.monai_import: a segment-only process imports MONAI with its optional plotting/signal packages hidden;
 the U-Net is the same network (same outputs), the packages import normally afterwards, and a MONAI that needs a
-hidden package falls back to a normal import. Each case runs in a fresh interpreter (the import state of this
-test process is never touched)."""
+hidden package falls back to a normal import. Each case runs in a fresh interpreter (nothing is hidden in this
+test process, which only saves a tiny package)."""
 import json
 import os
 import subprocess
@@ -36,27 +36,7 @@ print(json.dumps({{"values": y.flatten()[::37].tolist(), "sum": float(y.double()
 """
 
 
-def _run(code: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def test_hidden_import_gives_the_same_unet_and_unhides_the_packages():
-    lean = _run(_FORWARD.format(hide=True))
-    full = _run(_FORWARD.format(hide=False))
-    assert lean["facts"]["optional_packages_hidden"] is True and full["facts"]["optional_packages_hidden"] is False
-    assert lean["hidden_loaded"] == [] and lean["blocked_left"] == []  # not loaded by MONAI, and not left blocked
-    assert lean["values"] == pytest.approx(full["values"], abs=1e-6)
-    assert lean["sum"] == pytest.approx(full["sum"], abs=1e-4)
-
-
-def test_building_a_unet_leaves_the_callers_warnings_and_environment_as_they_were():
-    """The first U-Net imports MONAI, whose __init__ replaced warnings.showwarning, filtered the py.warnings logger
-    and set CUBLAS_WORKSPACE_CONFIG in os.environ: a notebook, training script or Slicer that imported the library
-    had them changed for the rest of the process (and its child processes). One interpreter (MONAI imports once):
-    the library's import path (a segment-only process hides packages around the same import)."""
-    code = """
+_CALLERS_STATE_AROUND_THE_FIRST_UNET = """
 import json, logging, os, warnings
 from LiverTumorSegLib.models import monai_import
 os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
@@ -70,7 +50,46 @@ print(json.dumps({"showwarning": warnings.showwarning is showwarning,
                   "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG"), "kept": os.environ["LIVERTUMORSEG_TEST_KEPT"],
                   "monai": monai_import.monai_import_facts()["optional_packages_hidden"]}))
 """
-    assert _run(code) == {"showwarning": True, "filters": True, "cublas": None, "kept": "1", "monai": False}
+
+
+def _printed(code: str) -> list:
+    """The lines ``code`` printed on stdout in a fresh interpreter (which must exit 0)."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip().splitlines()
+
+
+def _run(code: str) -> dict:
+    """The JSON object on the last line ``code`` printed in a fresh interpreter."""
+    return json.loads(_printed(code)[-1])
+
+
+@pytest.fixture(scope="module")
+def normal_import():
+    """One fresh interpreter that imports MONAI the library's normal way (nothing hidden): ``{"callers_state":
+    the first U-Net's effect on the caller (below), "forward": _FORWARD's result}``. The second build runs in
+    the same interpreter: it is seeded, and MONAI imports once either way (two interpreters cost 6-8 s more)."""
+    callers_state, forward = (json.loads(line) for line in
+                             _printed(_CALLERS_STATE_AROUND_THE_FIRST_UNET + _FORWARD.format(hide=False)))
+    return {"callers_state": callers_state, "forward": forward}
+
+
+def test_hidden_import_gives_the_same_unet_and_unhides_the_packages(normal_import):
+    lean = _run(_FORWARD.format(hide=True))
+    full = normal_import["forward"]
+    assert lean["facts"]["optional_packages_hidden"] is True and full["facts"]["optional_packages_hidden"] is False
+    assert lean["hidden_loaded"] == [] and lean["blocked_left"] == []  # not loaded by MONAI, and not left blocked
+    assert lean["values"] == pytest.approx(full["values"], abs=1e-6)
+    assert lean["sum"] == pytest.approx(full["sum"], abs=1e-4)
+
+
+def test_building_a_unet_leaves_the_callers_warnings_and_environment_as_they_were(normal_import):
+    """The first U-Net imports MONAI, whose __init__ replaced warnings.showwarning, filtered the py.warnings logger
+    and set CUBLAS_WORKSPACE_CONFIG in os.environ: a notebook, training script or Slicer that imported the library
+    had them changed for the rest of the process (and its child processes). One interpreter (MONAI imports once):
+    the library's import path (a segment-only process hides packages around the same import)."""
+    assert normal_import["callers_state"] == {"showwarning": True, "filters": True, "cublas": None, "kept": "1",
+                                              "monai": False}
 
 
 def test_a_monai_that_needs_a_hidden_module_is_imported_normally():
@@ -88,12 +107,20 @@ print(json.dumps({"hidden_worked": ok, "unet": UNet.__module__,
 
 
 def test_the_segment_command_hides_them(tmp_path):
-    """The CLI (and so the Slicer module's child process) runs with the packages hidden while MONAI imports."""
+    """The CLI (and so the Slicer module's child process) runs with the packages hidden while MONAI imports. A tiny
+    U-Net package (MONAI's UNet, as the bundled default) on a small phantom CT: the hiding is the command's, whatever
+    the model and CT (the bundled model on the sample CT took 10 s more)."""
+    from inference_helpers import corner_phantom, tiny_unet_package
+
+    from LiverTumorSegLib.io import write_volume
+
+    package = tiny_unet_package(tmp_path).path
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
     code = f"""
 import json, sys
 from LiverTumorSegLib.cli import main
-code = main(["segment", "--sample", "-o", {str(tmp_path / 'seg.nii.gz')!r}, "--report",
-             {str(tmp_path / 'r.json')!r}, "--no-progress", "--device", "cpu"])
+code = main(["segment", {str(ct)!r}, "--model", {str(package)!r}, "-o", {str(tmp_path / 'seg.nii.gz')!r},
+             "--report", {str(tmp_path / 'r.json')!r}, "--no-progress", "--device", "cpu"])
 print(json.dumps({{"code": code, "signal_loaded": sys.modules.get("scipy.signal") is not None}}))
 """
     result = _run(code)

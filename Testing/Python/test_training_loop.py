@@ -1588,99 +1588,122 @@ def test_crossval_resume_refuses_finished_folds_trained_on_files_that_changed_si
 
 
 # ----------------------------------------------------------------------------------------------- DDP
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(count):
+    """``count`` distinct TCP ports free on 127.0.0.1 now (one per process group a test's workers make)."""
+    ports = set()
+    while len(ports) < count:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.add(s.getsockname()[1])
+    return sorted(ports)
 
 
-def _ddp_worker(rank, world, port, config_json, out_dir):
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+def _ddp_jobs_worker(rank, world, jobs):
+    """One rank of two-process runs made one after another in this process. ``jobs``: ``(port, config_json,
+    out_dir, kill_at)`` each; a run interrupted (both ranks, KeyboardInterrupt) after ``kill_at`` steps (0: not
+    interrupted) leaves its checkpoints only, a finished one also ``rank<r>.pt`` (the weights) and ``rank<r>.txt``
+    ('<global step> <world size>') in ``out_dir``. Each run's Trainer makes its own process group on its own port
+    and removes it when it ends (finished or interrupted), as a run of the command line does."""
     torch.set_num_threads(1)
-    trainer = Trainer(TrainConfig.from_json(config_json), log=lambda s: None)
-    trainer.setup()
-    result = trainer.fit()
-    torch.save({k: v.detach().clone() for k, v in trainer.model.named_parameters()},
-               os.path.join(out_dir, f"rank{rank}.pt"))
-    with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as handle:
-        handle.write(f"{result.global_step} {trainer.dist.world_size}")
+    for port, config_json, out_dir, kill_at in jobs:
+        os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+        trainer = Trainer(TrainConfig.from_json(config_json), log=lambda s: None)
+        if kill_at:
+            trainer.callbacks.append(RaiseAt(kill_at, KeyboardInterrupt()))
+        trainer.setup()
+        try:
+            result = trainer.fit()
+        except KeyboardInterrupt:
+            continue
+        torch.save({k: v.detach().clone() for k, v in trainer.model.named_parameters()},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+        with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as handle:
+            handle.write(f"{result.global_step} {trainer.dist.world_size}")
 
 
-@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                    reason="torch.distributed with gloo is not available")
-def test_two_process_ddp_gloo_ends_with_identical_weights(data_csv, tmp_path):
+def _spawn_ddp_jobs(jobs):
+    """Run ``jobs`` (``(config, out_dir, kill_at)`` each) in order in one pair of spawned processes (gloo)."""
     import torch.multiprocessing as mp
 
-    cfg = tiny_config(data_csv, tmp_path, epochs=1, iterations_per_epoch=2, batch_size=2, val_fraction=0.0)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg.to_json(), str(tmp_path)), nprocs=2, join=True)
-    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    assert (tmp_path / "rank0.txt").read_text() == "2 2" == (tmp_path / "rank1.txt").read_text()
+    ports = _free_ports(len(jobs))
+    specs = [(port, cfg.to_json(), str(out), kill) for port, (cfg, out, kill) in zip(ports, jobs)]
+    mp.spawn(_ddp_jobs_worker, args=(2, specs), nprocs=2, join=True)
+
+
+# the two interrupted-and-resumed runs: (kill after this many steps, config); the dropout run is killed at the end
+# of its first epoch, the other in the middle of its only epoch
+DDP_RESUMES = {"dropout": (3, dict(epochs=2, iterations_per_epoch=3,
+                                   model_options={"channels": [4, 8], "num_res_units": 0, "dropout": 0.3})),
+               "mid_epoch": (2, dict(epochs=1, iterations_per_epoch=4))}
+
+
+def _ddp_config(data_csv, out_dir, resume, config):
+    """The tiny config of one run of :data:`DDP_RESUMES` (no augmentation or synthetic lesions) in ``out_dir``."""
+    return tiny_config(data_csv, out_dir, batch_size=2, val_fraction=0.0, resume=resume,
+                       augmentation={"enabled": False}, synthetic_lesions=False, **config)
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(data_csv, tmp_path_factory):
+    """The DDP tests' two-process runs of tiny configs, made in two spawns of two processes where the tests made
+    seven (each spawn imports torch and the library again in both processes: ~14 s of a 2-core CPU, the runs
+    themselves well under a second each). First spawn: the plain run (``identical``), then, for each run of
+    :data:`DDP_RESUMES`, its uninterrupted twin (``<name>/whole``) and its interrupted run (``<name>/resumed``).
+    Second spawn, new processes as after a real kill: the ``--resume`` of each interrupted run, the dropout one
+    first (so its random state is restored into processes that never trained). Returns the root folder."""
+    root = tmp_path_factory.mktemp("ddp")
+    (root / "identical").mkdir()
+    first = [(tiny_config(data_csv, root / "identical", epochs=1, iterations_per_epoch=2, batch_size=2,
+                          val_fraction=0.0), root / "identical", 0)]
+    second = []
+    for name, (kill_at, config) in DDP_RESUMES.items():
+        whole, resumed = root / name / "whole", root / name / "resumed"
+        whole.mkdir(parents=True)
+        resumed.mkdir()
+        first += [(_ddp_config(data_csv, whole, False, config), whole, 0),
+                  (_ddp_config(data_csv, resumed, False, config), resumed, kill_at)]
+        second.append((_ddp_config(data_csv, resumed, True, config), resumed, 0))
+    _spawn_ddp_jobs(first)
+    _spawn_ddp_jobs(second)
+    return root
+
+
+GLOO = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                          reason="torch.distributed with gloo is not available")
+
+
+@GLOO
+def test_two_process_ddp_gloo_ends_with_identical_weights(ddp_runs):
+    out = ddp_runs / "identical"
+    w0 = torch.load(out / "rank0.pt", weights_only=True)
+    w1 = torch.load(out / "rank1.pt", weights_only=True)
+    assert (out / "rank0.txt").read_text() == "2 2" == (out / "rank1.txt").read_text()
     for key in w0:
         assert torch.equal(w0[key], w1[key]), key
-    assert (tmp_path / "model.safetensors").is_file()
+    assert (out / "model.safetensors").is_file()
 
 
-def _ddp_kill_resume_worker(rank, world, port, config_json, out_dir, kill_at):
-    """One rank of a run interrupted (both ranks) after ``kill_at`` steps (0: not interrupted)."""
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    torch.set_num_threads(1)
-    trainer = Trainer(TrainConfig.from_json(config_json), log=lambda s: None)
-    if kill_at:
-        trainer.callbacks.append(RaiseAt(kill_at, KeyboardInterrupt()))
-    trainer.setup()
-    try:
-        trainer.fit()
-    except KeyboardInterrupt:
-        return
-    torch.save({k: v.detach().clone() for k, v in trainer.model.named_parameters()},
-               os.path.join(out_dir, f"rank{rank}.pt"))
-
-
-def _ddp_whole_and_resumed(data_csv, tmp_path, kill_at, **config):
-    """Two-process runs in ``tmp_path/whole`` (uninterrupted) and ``tmp_path/resumed`` (both ranks interrupted
-    after ``kill_at`` steps, then ``--resume``) of the same tiny config; returns ``{name: folder}``."""
-    import torch.multiprocessing as mp
-
-    folders = {}
-    for name, runs in (("whole", [(False, 0)]), ("resumed", [(False, kill_at), (True, 0)])):
-        out = folders[name] = tmp_path / name
-        out.mkdir()
-        for resume, kill in runs:
-            cfg = tiny_config(data_csv, out, batch_size=2, val_fraction=0.0, resume=resume,
-                              augmentation={"enabled": False}, synthetic_lesions=False, **config)
-            mp.spawn(_ddp_kill_resume_worker, args=(2, _free_port(), cfg.to_json(), str(out), kill), nprocs=2,
-                     join=True)
-    return folders
-
-
-@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                    reason="torch.distributed with gloo is not available")
-def test_two_process_ddp_resume_with_dropout_is_bit_for_bit(data_csv, tmp_path):
+@GLOO
+def test_two_process_ddp_resume_with_dropout_is_bit_for_bit(ddp_runs):
     """Rank 1 was reseeded on resume while its uninterrupted twin kept drawing: with dropout the resumed run's
     weights differed (2.9e-4). Each rank now saves its own random state beside last.pt."""
-    options = {"channels": [4, 8], "num_res_units": 0, "dropout": 0.3}
-    results = {name: [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
-               for name, out in _ddp_whole_and_resumed(data_csv, tmp_path, 3, epochs=2, iterations_per_epoch=3,
-                                                       model_options=options).items()}
-    assert any((tmp_path / "resumed").rglob("last_rng_rank1.pt"))  # beside last.pt, wherever the log dir is
+    results = {name: [torch.load(ddp_runs / "dropout" / name / f"rank{rank}.pt", weights_only=True)
+                      for rank in range(2)] for name in ("whole", "resumed")}
+    assert any((ddp_runs / "dropout" / "resumed").rglob("last_rng_rank1.pt"))  # beside last.pt, wherever the log dir is
     for key in results["whole"][0]:
         assert torch.equal(results["whole"][0][key], results["resumed"][0][key]), key
         assert torch.equal(results["whole"][1][key], results["resumed"][1][key]), key
 
 
-@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                    reason="torch.distributed with gloo is not available")
-def test_two_process_ddp_resume_mid_epoch_logs_the_same_train_loss(data_csv, tmp_path):
+@GLOO
+def test_two_process_ddp_resume_mid_epoch_logs_the_same_train_loss(ddp_runs):
     """Killed mid-epoch and resumed, every rank took rank 0's running loss from last.pt, so the epoch's mean over
     ranks counted rank 0's early steps twice (1.45827 against 1.45810 in an audit). Each rank now keeps its own."""
     from LiverTumorSegLib.training.logs import read_log
 
-    losses = {name: [row["train_loss"] for row in read_log(next(out.rglob("log.csv")))]
-              for name, out in _ddp_whole_and_resumed(data_csv, tmp_path, 2, epochs=1,
-                                                      iterations_per_epoch=4).items()}
+    losses = {name: [row["train_loss"] for row in read_log(next((ddp_runs / "mid_epoch" / name).rglob("log.csv")))]
+              for name in ("whole", "resumed")}
     assert losses["resumed"] == losses["whole"] and len(losses["whole"]) == 1
 
 

@@ -61,6 +61,20 @@ runpy.run_module("LiverTumorSegLib", run_name="__main__", alter_sys=True)
 """
 
 
+# the --resume run, started beside the run to be killed: it imports what the command imports (torch and the library:
+# ~7 s of a 2-core CPU's ~8 s start-up) while that run trains, then waits for the file named first to exist before it
+# runs the command as `python -m LiverTumorSegLib` would, in this process that never trained
+IMPORTED_THEN_WAITING = """
+import runpy, sys, time
+from pathlib import Path
+import LiverTumorSegLib.cli, LiverTumorSegLib.training.trainer
+go = Path(sys.argv.pop(1))
+while not go.exists():
+    time.sleep(0.05)
+runpy.run_module("LiverTumorSegLib", run_name="__main__", alter_sys=True)
+"""
+
+
 def test_sigkill_mid_epoch_then_resume_loses_at_most_one_epoch(phantom_csv, tmp_path):
     """The run pauses after epoch 2's first step and says so in a file, then is killed: the test used to watch
     tqdm's bar and kill once it showed epoch 2, a race a slow, busy machine could lose (epoch 2's other 11 steps
@@ -72,6 +86,36 @@ def test_sigkill_mid_epoch_then_resume_loses_at_most_one_epoch(phantom_csv, tmp_
     marker = tmp_path / "paused.txt"
     command = _train_command(phantom_csv, out)
     command[1:3] = ["-c", PAUSED_IN_EPOCH_2, str(marker)]  # in place of '-m LiverTumorSegLib'
+    go = tmp_path / "resume_now"
+    resume_command = _train_command(phantom_csv, out) + ["--resume", "--no-progress-bar"]
+    resume_command[1:3] = ["-c", IMPORTED_THEN_WAITING, str(go)]
+    resume = subprocess.Popen(resume_command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                              cwd=str(tmp_path))
+    try:
+        seen = _kill_when_paused_in_epoch_2(command, marker, err_path, tmp_path)
+        _assert_killed_in_epoch_2_after_its_checkpoint(seen, out, last)
+        go.write_text("go")
+        stdout, stderr = resume.communicate(timeout=600)
+    finally:
+        if resume.poll() is None:
+            resume.kill()
+            resume.communicate(timeout=30)
+    assert resume.returncode == 0, stderr[-2000:]
+    assert f"epoch 2 of 2, global step {STEPS}" in stdout  # resumed at the start of epoch 2
+    lost_steps = seen[1]
+    assert lost_steps < STEPS  # at most one (partial) epoch redone
+    assert f"done: 2 epochs, {2 * STEPS} steps (completed)" in stdout
+    assert "epoch 1/2" not in stdout and "epoch 2/2" in stdout
+    final = load_checkpoint(last)
+    assert (final["epoch"], final["step_in_epoch"], final["global_step"]) == (2, 0, 2 * STEPS)
+    with open(tmp_path / "model_train" / "log.csv") as handle:
+        assert [line.split(",")[0] for line in handle.read().splitlines()[1:]] == ["1", "2"]
+    assert out.is_file() and not list(last.parent.glob("*.tmp"))
+
+
+def _kill_when_paused_in_epoch_2(command, marker, err_path, tmp_path):
+    """Run ``command`` (the training that pauses after epoch 2's first step, saying so in ``marker``), SIGKILL it
+    there and return ``(epoch, step)`` read from ``marker`` (None if it never paused: killed at the deadline)."""
     with open(err_path, "w") as err, open(tmp_path / "stdout.txt", "w") as stdout:
         proc = subprocess.Popen(command, stdout=stdout, stderr=err, env=_env(), cwd=str(tmp_path))
         seen = None
@@ -88,27 +132,17 @@ def test_sigkill_mid_epoch_then_resume_loses_at_most_one_epoch(phantom_csv, tmp_
                 proc.kill()  # the SIGKILL above, or a run that never reached epoch 2 in time
             proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, err_path.read_text()[-2000:])
+    return seen
+
+
+def _assert_killed_in_epoch_2_after_its_checkpoint(seen, out, last):
+    """Killed after epoch 2's first step: no package, and ``last`` (last.pt) complete, the end of epoch 1 (what
+    SIGKILL could not take away), no half-written file beside it."""
     assert seen == (2, 1), seen
     assert not out.exists()  # no package from a killed run
-
-    # the last checkpoint is complete and is the end of epoch 1 (what SIGKILL could not take away)
     payload = load_checkpoint(last)
     assert (payload["epoch"], payload["step_in_epoch"], payload["global_step"]) == (1, 0, STEPS)
     assert not list(last.parent.glob("*.tmp"))
-
-    resumed = subprocess.run(_train_command(phantom_csv, out) + ["--resume", "--no-progress-bar"],
-                             capture_output=True, text=True, env=_env(), cwd=str(tmp_path))
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"epoch 2 of 2, global step {STEPS}" in resumed.stdout  # resumed at the start of epoch 2
-    lost_steps = seen[1]
-    assert lost_steps < STEPS  # at most one (partial) epoch redone
-    assert f"done: 2 epochs, {2 * STEPS} steps (completed)" in resumed.stdout
-    assert "epoch 1/2" not in resumed.stdout and "epoch 2/2" in resumed.stdout
-    final = load_checkpoint(last)
-    assert (final["epoch"], final["step_in_epoch"], final["global_step"]) == (2, 0, 2 * STEPS)
-    with open(tmp_path / "model_train" / "log.csv") as handle:
-        assert [line.split(",")[0] for line in handle.read().splitlines()[1:]] == ["1", "2"]
-    assert out.is_file() and not list(last.parent.glob("*.tmp"))
 
 
 def _children(pid):

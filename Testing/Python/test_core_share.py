@@ -41,9 +41,10 @@ def test_network_threads_count_busy_helpers():
 
 
 def _recording_engine(tmp_path, seen):
-    """A tiny U-Net engine with 2 threads whose network records torch's thread count at every batch."""
+    """A tiny U-Net engine with 2 threads in one stream (the thread sharing of one network; two streams' share is
+    test_cpu_streams.py's) whose network records torch's thread count at every batch."""
     engine = SliceInferenceEngine(tiny_unet_package(tmp_path), device="cpu", threads=2, batch_size=4,
-                                  precision="fp32")
+                                  precision="fp32", cpu_streams=1)
     forward = engine.model.forward
 
     def recording_forward(*args, **kwargs):

@@ -290,17 +290,20 @@ CPU (0.96 M of 2.1 M pixels of a 4-class map), so more classes stay contiguous."
 
 def restore_layout(chunk: "Any", info: SpatialInfo) -> "Any":
     """The float32 tensor ``(m, K, h, w)`` laid out for the restore's interpolation: channels-last
-    (``(m, h, w, K)`` in memory) on the CPU when the crop is upsampled (no antialias) and ``K`` <=
-    :data:`CHANNELS_LAST_MAX_CLASSES`, else contiguous. Same numbers either way (see
-    :data:`CHANNELS_LAST_MAX_CLASSES`); channels-last upsampled 16 x 3 x 184 x 333 -> 283 x 512 in 0.05-0.10 s CPU
-    against 0.21-0.35 s contiguous (one thread, 30 Nov 2026, AMD EPYC Zen 3): the contiguous kernel walks each
-    class's plane separately. Shrinking (antialiased) it was slower (0.046 against 0.025 s), so it stays contiguous."""
+    (``(m, h, w, K)`` in memory) on the CPU at one torch thread when the crop is upsampled (no antialias) and ``K``
+    <= :data:`CHANNELS_LAST_MAX_CLASSES`, else contiguous. Same numbers either way (see
+    :data:`CHANNELS_LAST_MAX_CLASSES`). On one thread (how the engine's calling thread restores beside its network
+    streams) channels-last upsampled 16 x 3 x 184 x 333 -> 283 x 512 in 0.05-0.10 s CPU against 0.21-0.35 s
+    contiguous, and a 300-slice CT's whole restore took 1.11-1.38 against 1.26-1.93 s; on two threads the contiguous
+    kernel shares its planes out well and channels-last did not (0.46-0.68 against 0.82-1.04 s: 30 Nov 2026, AMD
+    EPYC Zen 3). Shrinking (antialiased) channels-last was slower (0.046 against 0.025 s), so it stays contiguous."""
     import torch
 
     oh, ow = info.crop_shape_yx
     h, w = chunk.shape[-2:]
     upsampled = info.is_resampled and oh >= h and ow >= w
-    if chunk.device.type == "cpu" and upsampled and chunk.shape[1] <= CHANNELS_LAST_MAX_CLASSES:
+    if chunk.device.type == "cpu" and upsampled and chunk.shape[1] <= CHANNELS_LAST_MAX_CLASSES \
+            and torch.get_num_threads() == 1:
         return chunk.contiguous(memory_format=torch.channels_last)
     return chunk.contiguous()
 

@@ -179,16 +179,21 @@ def _restore_info(native_yx, resampled_yx):
 
 @pytest.mark.parametrize("classes", [1, 2, 3])
 def test_restore_layout_upsamples_channels_last_with_the_contiguous_kernels_numbers(classes):
-    """The CPU restore upsamples channels-last (2.5-4x faster) only where PyTorch's two bilinear kernels give the
-    same float32 numbers: up to 3 classes. 4 x K x 92 x 167 -> 141 x 256 (the bundled model's 1.54x restore)."""
+    """The CPU restore on one thread upsamples channels-last (2.5-4x faster) only where PyTorch's two bilinear kernels
+    give the same float32 numbers: up to 3 classes. 4 x K x 92 x 167 -> 141 x 256 (the bundled model's 1.54x
+    restore). On two threads (where the contiguous kernel is the faster) it stays contiguous."""
     import torch
 
+    from LiverTumorSegLib.inference.device import torch_threads
     from LiverTumorSegLib.preprocessing.spatial import restore_layout
 
     info = _restore_info((141, 256), (92, 167))
     rng = np.random.default_rng(5)
     chunk = torch.softmax(torch.from_numpy(rng.normal(scale=3.0, size=(4, classes, 92, 167)).astype(np.float32)), 1)
-    laid_out = restore_layout(chunk, info)
+    with torch_threads(2):
+        assert restore_layout(chunk, info).is_contiguous()
+    with torch_threads(1):
+        laid_out = restore_layout(chunk, info)
     assert laid_out.is_contiguous(memory_format=torch.channels_last) and not laid_out.is_contiguous() or classes == 1
     resize = dict(size=(141, 256), mode="bilinear", align_corners=False)
     assert torch.equal(torch.nn.functional.interpolate(laid_out, **resize),
@@ -201,19 +206,22 @@ def test_restore_layout_keeps_four_classes_and_shrinking_contiguous():
     stay contiguous."""
     import torch
 
+    from LiverTumorSegLib.inference.device import torch_threads
     from LiverTumorSegLib.preprocessing.spatial import restore_layout
 
     rng = np.random.default_rng(6)
     four = torch.softmax(torch.from_numpy(rng.normal(scale=3.0, size=(4, 4, 92, 167)).astype(np.float32)), 1)
     up = _restore_info((141, 256), (92, 167))
-    assert restore_layout(four, up).is_contiguous()
-    assert restore_layout(four.contiguous(memory_format=torch.channels_last), up).is_contiguous()
+    with torch_threads(1):
+        assert restore_layout(four, up).is_contiguous()
+        assert restore_layout(four.contiguous(memory_format=torch.channels_last), up).is_contiguous()
     three = four[:, :3].contiguous()
     shrunk = _restore_info((60, 100), (92, 167))
-    assert restore_layout(three, shrunk).is_contiguous()
     one_axis_shrinks = _restore_info((141, 120), (92, 167))
-    assert restore_layout(three, one_axis_shrinks).is_contiguous()
-    assert restore_layout(three, up).is_contiguous(memory_format=torch.channels_last)
+    with torch_threads(1):
+        assert restore_layout(three, shrunk).is_contiguous()
+        assert restore_layout(three, one_axis_shrinks).is_contiguous()
+        assert restore_layout(three, up).is_contiguous(memory_format=torch.channels_last)
 
 
 def test_inverse_argmax_into_out_arrays_fills_every_pixel_with_the_same_numbers():

@@ -143,6 +143,14 @@ def restore_targets(labels: np.ndarray, probability: Optional[np.ndarray], indic
     return views[0], None if probability is None else views[1]
 
 
+def _slice_count_and_order(count: object) -> Tuple[int, object]:
+    """``(number of slices, what :func:`_batches` walks)`` for a batch loop's ``count``: a slice count, or the list of
+    slices to run (air stacks left out)."""
+    if isinstance(count, numbers.Integral):
+        return int(count), count
+    return len(count), count
+
+
 def default_cpu_streams(threads: int) -> int:
     """Batches the torch CPU network runs at once by default for ``threads`` threads: 2 for an even count of 2 or
     more (each on half the threads), else 1. Measured on 2 cores only (30 Nov 2026):
@@ -682,10 +690,9 @@ class SliceInferenceEngine:
         scratch = self._scratch
         if scratch is None or scratch[0].shape[0] < count or scratch[0].shape[1:] != tuple(shape_yx) \
                 or (with_probability and scratch[1] is None):
-            size = max(count, self.batch_size or 0)
-            scratch = tuple(np.empty((size,) + tuple(shape_yx), np.uint8) for _ in range(2 if with_probability else 1))
-            self._scratch = scratch if with_probability else (scratch[0], None)
-            scratch = self._scratch
+            shape = (max(count, self.batch_size or 0),) + tuple(shape_yx)
+            probability = np.empty(shape, np.uint8) if with_probability else None
+            scratch = self._scratch = (np.empty(shape, np.uint8), probability)
         return scratch[0][:count], scratch[1][:count] if with_probability else None
 
     def _predict_canonical_into(self, canonical: CTVolume, progress: Optional[ProgressCallback],
@@ -771,10 +778,7 @@ class SliceInferenceEngine:
             return
         done = 0
         pending = None  # type: Optional[_Pending]
-        if not isinstance(count, numbers.Integral):  # the slices to run (air stacks left out)
-            count, order = len(count), count
-        else:
-            order = count
+        count, order = _slice_count_and_order(count)
         for indices in _batches(order, lambda: self.batch_size):
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -824,10 +828,7 @@ class SliceInferenceEngine:
         streams = self._streams_for_this_run()
         per_stream = max(1, self.threads // streams)
         done = 0
-        if not isinstance(count, numbers.Integral):  # the slices to run (air stacks left out)
-            count, order = len(count), count
-        else:
-            order = count
+        count, order = _slice_count_and_order(count)
         in_flight = collections.deque()  # type: collections.deque
         with torch_threads(1), concurrent.futures.ThreadPoolExecutor(streams, "network-stream") as pool:
             for indices in _batches(order, lambda: max(1, int(self.batch_size) // streams)):

@@ -1196,6 +1196,9 @@ def _run_process(argv: List[str], cwd: Path, timeout: int = 300) -> subprocess.C
                           capture_output=True, timeout=timeout, cwd=str(cwd), env=env)
 
 
+# The real-process tests of a refused input run ``preprocess``: it reads the CT as ``segment`` does (read_volume,
+# under the same ``_main``), without ``segment``'s model load, which a refused input waits for (torch and MONAI
+# imported for nothing: 4-5 s a test). ``segment``'s own refusals run in-process (test_segment_bad_input).
 def test_a_broken_header_gives_one_line_and_no_library_chatter(tmp_path):
     """nibabel logged its own note of a bad datatype code twice (its handler and the root's) beside our error;
     only a real process shows it (nibabel's handler holds the real stderr)."""
@@ -1203,7 +1206,7 @@ def test_a_broken_header_gives_one_line_and_no_library_chatter(tmp_path):
     raw = bytearray(gzip.decompress(ct.read_bytes()))
     raw[70:72] = (1234).to_bytes(2, "little")  # datatype code
     (tmp_path / "bad_dtype.nii").write_bytes(bytes(raw))
-    proc = _run_process(["segment", "bad_dtype.nii", "-o", "out.nii.gz", "--no-progress"], tmp_path)
+    proc = _run_process(["preprocess", "bad_dtype.nii", "-o", "preview.png"], tmp_path)
     lines = proc.stderr.decode().strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "1234" in lines[0], lines
 
@@ -1218,7 +1221,7 @@ def test_header_claiming_more_voxels_than_the_file_can_hold_is_a_broken_file_not
     path = tmp_path / f"hugedims{suffix}"
     raw = header.binaryblock + b"\0" * 4 + b"\0" * 64
     path.write_bytes(gzip.compress(raw) if suffix == ".nii.gz" else raw)
-    proc = _run_process(["segment", path.name, "-o", "out.nii.gz", "--no-progress"], tmp_path)
+    proc = _run_process(["preprocess", path.name, "-o", "preview.png"], tmp_path)
     err = proc.stderr.decode()
     assert proc.returncode == 2 and "truncated or its header is wrong" in err and "32767 x 32767 x 32767" in err
     assert "memory" not in err
@@ -1249,7 +1252,7 @@ def test_non_utf8_path_is_refused_up_front(tmp_path, where):
         bad = tmp_path / _non_utf8(b"scan\xff.nrrd")
         write_volume(tmp_path / "scan.nrrd", _phantom().ct)
         os.rename(tmp_path / "scan.nrrd", bad)
-        argv = ["segment", bad, "-o", out_dir / "seg.nrrd", "--no-progress"]
+        argv = ["preprocess", bad, "-o", out_dir / "preview.png"]  # the read's refusal, without a model load
     else:
         argv = ["segment", ct, "-o", out_dir / _non_utf8(b"seg\xff.nrrd"), "--no-progress"]
     proc = _run_process(argv, tmp_path)

@@ -1312,7 +1312,7 @@ def test_sigterm_during_the_write_phase_removes_temporaries(tmp_path, signal_nam
     """SIGHUP (a closed terminal, a dropped ssh connection) ended the run with no clean-up; it is handled as
     SIGTERM is, with exit 128 + its number."""
     ct = _tiny_ct(tmp_path)
-    pkg = _tiny_package(tmp_path)
+    pkg = _tiny_package(tmp_path, arch="resnet18_fcn", width=0.125)  # a network without MONAI's import (~1.5 s)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     argv = ["segment", str(ct), "-o", str(out_dir / "seg.nii.gz"), "--report", str(out_dir / "r.json"),

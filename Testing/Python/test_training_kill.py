@@ -62,12 +62,17 @@ runpy.run_module("LiverTumorSegLib", run_name="__main__", alter_sys=True)
 
 
 # the --resume run, started beside the run to be killed: it imports what the command imports (torch and the library:
-# ~7 s of a 2-core CPU's ~8 s start-up) while that run trains, then waits for the file named first to exist before it
-# runs the command as `python -m LiverTumorSegLib` would, in this process that never trained
+# ~7 s of a 2-core CPU's ~8 s start-up; then MONAI, which the trainer imports when it builds the network, and
+# torch._dynamo, which torch imports when the first optimizer is made: another 4-6 s of the resume's own run) while
+# that run trains, then waits for the file named first to exist before it runs the command as
+# `python -m LiverTumorSegLib` would, in this process that never trained (nothing trained, nothing built: imports only)
 IMPORTED_THEN_WAITING = """
 import runpy, sys, time
 from pathlib import Path
 import LiverTumorSegLib.cli, LiverTumorSegLib.training.trainer
+import torch._dynamo
+from LiverTumorSegLib.models.monai_import import monai_unet_class
+monai_unet_class()
 go = Path(sys.argv.pop(1))
 while not go.exists():
     time.sleep(0.05)

@@ -1622,40 +1622,73 @@ def _ddp_jobs_worker(rank, world, jobs):
             handle.write(f"{result.global_step} {trainer.dist.world_size}")
 
 
-def _spawn_ddp_jobs(jobs):
-    """Run ``jobs`` (``(config, out_dir, kill_at)`` each) in order in one pair of spawned processes (gloo)."""
+def _ddp_batches_worker(batches):
+    """Run ``batches`` (lists of ``(config_json, out_dir, kill_at)``) one after another, each in its own new pair of
+    rank processes (gloo), forked from this process where the platform forks. This process is a spawned one that
+    imported torch and the library once and trained nothing; a batch's ranks are new processes that never held an
+    earlier batch's runs, as after a real kill, without importing everything again (~5 s of a 2-core CPU each)."""
+    import importlib
+    import multiprocessing
+
     import torch.multiprocessing as mp
 
-    ports = _free_ports(len(jobs))
-    specs = [(port, cfg.to_json(), str(out), kill) for port, (cfg, out, kill) in zip(ports, jobs)]
-    mp.spawn(_ddp_jobs_worker, args=(2, specs), nprocs=2, join=True)
+    from LiverTumorSegLib.training.trainer import check_model_spec
 
+    # what every rank would import on its own (~3 s of a 2-core CPU each): the network and its meta-device check,
+    # and matplotlib for curves.png
+    check_model_spec(DDP_MODEL["model"], 3, DDP_MODEL["model_options"])
+    for name in ("matplotlib.backends.backend_agg", "matplotlib.figure"):
+        importlib.import_module(name)
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    for batch in batches:
+        specs = [(port, *job) for port, job in zip(_free_ports(len(batch)), batch)]
+        mp.start_processes(_ddp_jobs_worker, args=(2, specs), nprocs=2, join=True, start_method=method)
+
+
+def _spawn_ddp_batches(batches):
+    """Run ``batches`` (lists of ``(config, out_dir, kill_at)``, each run in order in one pair of rank processes)
+    one after another, all from one spawned process (see :func:`_ddp_batches_worker`)."""
+    import multiprocessing
+
+    specs = [[(cfg.to_json(), str(out), kill) for cfg, out, kill in batch] for batch in batches]
+    process = multiprocessing.get_context("spawn").Process(target=_ddp_batches_worker, args=(specs,))
+    process.start()
+    process.join()
+    assert process.exitcode == 0, f"the DDP runs failed (exit code {process.exitcode}; their traceback above)"
+
+
+DDP_MODEL = dict(model="attention_unet", model_options={"channels": [4, 8], "norm": "instance"})
+"""The DDP runs' network: a 2-level attention U-Net (1,798 weights, instance norm as the U-Net's). Not MONAI's U-Net:
+importing MONAI took each spawned process 5-8 s of the fixture's ~30 s; what these tests check (gradients averaged
+over ranks, each rank's random state and running loss kept for a resume) is the trainer's, whatever the network."""
 
 # the two interrupted-and-resumed runs: (kill after this many steps, config); the dropout run is killed at the end
 # of its first epoch, the other in the middle of its only epoch
 DDP_RESUMES = {"dropout": (3, dict(epochs=2, iterations_per_epoch=3,
-                                   model_options={"channels": [4, 8], "num_res_units": 0, "dropout": 0.3})),
+                                   model_options=dict(DDP_MODEL["model_options"], dropout=0.3))),
                "mid_epoch": (2, dict(epochs=1, iterations_per_epoch=4))}
 
 
 def _ddp_config(data_csv, out_dir, resume, config):
     """The tiny config of one run of :data:`DDP_RESUMES` (no augmentation or synthetic lesions) in ``out_dir``."""
     return tiny_config(data_csv, out_dir, batch_size=2, val_fraction=0.0, resume=resume,
-                       augmentation={"enabled": False}, synthetic_lesions=False, **config)
+                       augmentation={"enabled": False}, synthetic_lesions=False, **dict(DDP_MODEL, **config))
 
 
 @pytest.fixture(scope="module")
 def ddp_runs(data_csv, tmp_path_factory):
-    """The DDP tests' two-process runs of tiny configs, made in two spawns of two processes where the tests made
-    seven (each spawn imports torch and the library again in both processes: ~14 s of a 2-core CPU, the runs
-    themselves well under a second each). First spawn: the plain run (``identical``), then, for each run of
-    :data:`DDP_RESUMES`, its uninterrupted twin (``<name>/whole``) and its interrupted run (``<name>/resumed``).
-    Second spawn, new processes as after a real kill: the ``--resume`` of each interrupted run, the dropout one
-    first (so its random state is restored into processes that never trained). Returns the root folder."""
+    """The DDP tests' two-process runs of tiny configs, made in two batches, each in one new pair of processes,
+    where the tests made seven spawns (each spawn imported torch and the library again in both processes: ~14 s
+    of a 2-core CPU, the runs themselves well under a second each); both pairs are forked from one spawned process
+    that imported them once (:func:`_ddp_batches_worker`). First batch: the plain run (``identical``), then, for each
+    run of :data:`DDP_RESUMES`, its uninterrupted twin (``<name>/whole``) and its interrupted run
+    (``<name>/resumed``). Second batch, new processes as after a real kill: the ``--resume`` of each interrupted
+    run, the dropout one first (so its random state is restored into processes that never trained). Returns the
+    root folder."""
     root = tmp_path_factory.mktemp("ddp")
     (root / "identical").mkdir()
     first = [(tiny_config(data_csv, root / "identical", epochs=1, iterations_per_epoch=2, batch_size=2,
-                          val_fraction=0.0), root / "identical", 0)]
+                          val_fraction=0.0, **DDP_MODEL), root / "identical", 0)]
     second = []
     for name, (kill_at, config) in DDP_RESUMES.items():
         whole, resumed = root / name / "whole", root / name / "resumed"
@@ -1664,8 +1697,7 @@ def ddp_runs(data_csv, tmp_path_factory):
         first += [(_ddp_config(data_csv, whole, False, config), whole, 0),
                   (_ddp_config(data_csv, resumed, False, config), resumed, kill_at)]
         second.append((_ddp_config(data_csv, resumed, True, config), resumed, 0))
-    _spawn_ddp_jobs(first)
-    _spawn_ddp_jobs(second)
+    _spawn_ddp_batches([first, second])
     return root
 
 

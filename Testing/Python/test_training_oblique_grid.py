@@ -245,14 +245,36 @@ def _tiny_run_before_oblique_grid(tmp_path):
     return dict(values, epochs=2, resume=True)
 
 
-def test_resuming_a_checkpoint_from_before_oblique_grid_continues_its_oblique_cts_as_stored(tmp_path):
+@pytest.fixture(scope="module")
+def run_before_oblique_grid(tmp_path_factory):
+    """One :func:`_tiny_run_before_oblique_grid` for the tests that resume or overwrite it (each a copy of it, made
+    by :func:`_copy_of_run_before_oblique_grid`): (its folder, the values that resume it)."""
+    root = tmp_path_factory.mktemp("before_oblique_grid")
+    return root, _tiny_run_before_oblique_grid(root)
+
+
+def _copy_of_run_before_oblique_grid(run_before_oblique_grid, tmp_path):
+    """The shared run's training folder, package and slice cache copied into ``tmp_path``, its CTs read where they
+    are (no test changes them), and the values that resume the copy with 2 epochs."""
+    import shutil
+
+    root, values = run_before_oblique_grid
+    for name in ("run", "cache"):
+        shutil.copytree(root / name, tmp_path / name)
+    shutil.copy2(root / "m.safetensors", tmp_path / "m.safetensors")
+    return dict(values, output=str(tmp_path / "m.safetensors"), cache_dir=str(tmp_path / "cache"),
+                log_dir=str(tmp_path / "run"))
+
+
+def test_resuming_a_checkpoint_from_before_oblique_grid_continues_its_oblique_cts_as_stored(tmp_path,
+                                                                                             run_before_oblique_grid):
     """Its run trained the oblique CTs on their stored slices: --resume without --oblique-grid continues the same
     run (said in the log, recorded in the package), not silently on the aligned grid."""
     from LiverTumorSegLib.package import read_package_metadata
     from LiverTumorSegLib.training.config import TrainConfig
     from LiverTumorSegLib.training.trainer import train
 
-    values = _tiny_run_before_oblique_grid(tmp_path)
+    values = _copy_of_run_before_oblique_grid(run_before_oblique_grid, tmp_path)
     said = []
     result = train(TrainConfig.from_dict(values), log=said.append)
     assert [line for line in said if "with oblique_grid stored" in line and "before the option existed" in line]
@@ -262,13 +284,14 @@ def test_resuming_a_checkpoint_from_before_oblique_grid_continues_its_oblique_ct
 
 
 @pytest.mark.parametrize("grid, refused", [("aligned", True), ("stored", False)])
-def test_resuming_a_checkpoint_from_before_oblique_grid_with_the_option_given(tmp_path, grid, refused):
+def test_resuming_a_checkpoint_from_before_oblique_grid_with_the_option_given(tmp_path, grid, refused,
+                                                                             run_before_oblique_grid):
     """--oblique-grid aligned given: refused as another setting (as every other one is); stored: resumes."""
     from LiverTumorSegLib.package import read_package_metadata
     from LiverTumorSegLib.training.config import TrainConfig
     from LiverTumorSegLib.training.trainer import train
 
-    values = dict(_tiny_run_before_oblique_grid(tmp_path), oblique_grid=grid)
+    values = dict(_copy_of_run_before_oblique_grid(run_before_oblique_grid, tmp_path), oblique_grid=grid)
     if refused:
         with pytest.raises(InputError, match=r"other settings: oblique_grid 'stored' \(now 'aligned'\)"):
             train(TrainConfig.from_dict(values), log=lambda text: None)
@@ -408,7 +431,7 @@ def test_a_second_crossval_resume_of_a_run_from_before_oblique_grid_still_trains
     assert not training.get("cases_on_aligned_grid")
 
 
-def test_a_second_train_resume_of_a_run_from_before_oblique_grid_continues_stored(tmp_path):
+def test_a_second_train_resume_of_a_run_from_before_oblique_grid_continues_stored(tmp_path, run_before_oblique_grid):
     """The first resume continued stored and was stopped again (its checkpoint's config now holds "stored"): the
     same command again must continue stored. It was refused: 'other settings: oblique_grid 'stored' (now
     'aligned'). Resume with the interrupted run's settings', which the user had typed."""
@@ -416,7 +439,7 @@ def test_a_second_train_resume_of_a_run_from_before_oblique_grid_continues_store
     from LiverTumorSegLib.training.config import TrainConfig
     from LiverTumorSegLib.training.trainer import train
 
-    values = dict(_tiny_run_before_oblique_grid(tmp_path), epochs=3)
+    values = dict(_copy_of_run_before_oblique_grid(run_before_oblique_grid, tmp_path), epochs=3)
 
     class CtrlC:
         def on_step_end(self, info):
@@ -431,13 +454,14 @@ def test_a_second_train_resume_of_a_run_from_before_oblique_grid_continues_store
     assert training["config"]["oblique_grid"] == "stored" and not training.get("cases_on_aligned_grid")
 
 
-def test_a_resume_of_a_run_started_with_the_option_is_not_taken_for_one_from_before_it(tmp_path):
+def test_a_resume_of_a_run_started_with_the_option_is_not_taken_for_one_from_before_it(tmp_path,
+                                                                                      run_before_oblique_grid):
     """A run started with --oblique-grid stored records it as any option: resumed without it, refused as before."""
     from LiverTumorSegLib.training.config import TrainConfig
     from LiverTumorSegLib.training.trainer import train
 
-    values = dict(_tiny_run_before_oblique_grid(tmp_path), resume=False, overwrite=True, oblique_grid="stored",
-                  epochs=3)
+    values = dict(_copy_of_run_before_oblique_grid(run_before_oblique_grid, tmp_path), resume=False, overwrite=True,
+                  oblique_grid="stored", epochs=3)
 
     class CtrlC:
         def on_step_end(self, info):

@@ -5,6 +5,7 @@ the environment variable ``LIVERTUMORSEG_TEST_SEED`` picks the base seed (defaul
 The library's on-disk plan cache goes to a temporary folder (``LIVERTUMORSEG_CACHE_DIR``), and the user models folder
 (``LIVERTUMORSEG_MODELS_DIR``) is an empty temporary folder: no test reads the tester's ~/.livertumorseg.
 Ctrl-C (SIGINT) raises KeyboardInterrupt, as in a terminal, also when the suite was started with SIGINT ignored.
+Child processes write bytecode also where the shell sets ``PYTHONDONTWRITEBYTECODE`` (``children_write_bytecode``).
 """
 import os
 import signal
@@ -17,6 +18,7 @@ import seeding
 
 _CACHE_DIR_MADE = []  # the plan-cache and user-models folders this run made (removed at the end of the run)
 _SAVED_MODELS_DIR = []  # LIVERTUMORSEG_MODELS_DIR as the run found it (None: unset), put back at the end
+_SAVED_DONT_WRITE_BYTECODE = []  # PYTHONDONTWRITEBYTECODE as the run found it (None: unset), put back at the end
 
 
 def pytest_configure(config):
@@ -37,6 +39,7 @@ def pytest_configure(config):
     _SAVED_MODELS_DIR.append(os.environ.get("LIVERTUMORSEG_MODELS_DIR"))
     os.environ["LIVERTUMORSEG_MODELS_DIR"] = tempfile.mkdtemp(prefix="livertumorseg-test-models-")
     _CACHE_DIR_MADE.append(os.environ["LIVERTUMORSEG_MODELS_DIR"])
+    _SAVED_DONT_WRITE_BYTECODE.append(children_write_bytecode(os.environ))
 
 
 def pytest_unconfigure(config):
@@ -54,6 +57,25 @@ def pytest_unconfigure(config):
         else:
             os.environ["LIVERTUMORSEG_MODELS_DIR"] = saved
     _SAVED_MODELS_DIR.clear()
+    for saved in _SAVED_DONT_WRITE_BYTECODE:
+        put_back_dont_write_bytecode(os.environ, saved)
+    _SAVED_DONT_WRITE_BYTECODE.clear()
+
+
+def children_write_bytecode(environ):
+    """Take ``PYTHONDONTWRITEBYTECODE`` out of ``environ`` (os.environ: what the suite's child processes inherit) and
+    return its value (None: it was not set). Set in some CI and sandbox shells, it made every child process the suite
+    starts (the CLI, the Slicer module's child jobs: hundreds) compile the library from source again, 0.3-0.5 s
+    each: five child-heavy test files took 117-118 s with it and 88 s without (2-core CPU, 30 Nov 2026). The
+    children write and reuse bytecode as Python does by default (``__pycache__``, which .gitignore lists); the
+    pytest process itself keeps the setting it started with."""
+    return environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+
+def put_back_dont_write_bytecode(environ, saved):
+    """Undo :func:`children_write_bytecode`: ``saved`` (its return value) back into ``environ``, nothing for None."""
+    if saved is not None:
+        environ["PYTHONDONTWRITEBYTECODE"] = saved
 
 
 def pytest_collection_modifyitems(config, items):

@@ -315,3 +315,26 @@ def test_axes_in_true_axial_planes_do_not_depend_on_the_crop_of_the_mask(axis, s
         for key in ("long_axis", "short_axis"):
             np.testing.assert_allclose(axes[key]["end_points_lps_mm"], full[key]["end_points_lps_mm"], atol=1e-9)
     assert full["long_axis_mm"] == pytest.approx(30.0, abs=1.5) and full["short_axis_mm"] == pytest.approx(20.0, abs=1.5)
+
+
+def test_the_tie_frame_is_lps_on_an_axis_aligned_grid_and_the_same_for_every_storage_order_and_small_turn():
+    """Equally long axes are decided in recist.tie_frame's coordinates: the identity (LPS) on any axis-aligned grid;
+    the same frame for a grid stored flipped or with its axes swapped; turned with the grid, so that a voxel's
+    coordinates in it do not change when the grid turns a little."""
+    from LiverTumorSegLib.metrics.recist import tie_frame
+
+    flipped_swapped = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+    for direction in (np.eye(3), flipped_swapped):
+        np.testing.assert_array_equal(tie_frame(ImageGeometry(spacing=(1.0, 1.0, 1.0), direction=tuple(direction.ravel()))), np.eye(3))
+    angle = np.radians(3.0)
+    turn = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    for direction in (np.eye(3), flipped_swapped):
+        turned = ImageGeometry(spacing=(1.0, 1.0, 1.0), direction=tuple((turn @ direction).ravel()))
+        np.testing.assert_allclose(tie_frame(turned), turn, atol=1e-12)  # R P^T = T
+        # a voxel's coordinates in the frame: the same on the turned grid as on the straight one
+        index_mm = np.array([3.0, -2.0, 5.0])
+        np.testing.assert_allclose(tie_frame(turned).T @ (turn @ direction @ index_mm), direction @ index_mm,
+                                   atol=1e-12)
+    # two index axes nearest to one patient axis (a 45-degree grid): no permutation, the identity (LPS) as before
+    diagonal = np.array([[np.sqrt(0.5), -np.sqrt(0.5), 0.0], [np.sqrt(0.5), np.sqrt(0.5), 0.0], [0.0, 0.0, 1.0]])
+    np.testing.assert_array_equal(tie_frame(ImageGeometry(spacing=(1.0, 1.0, 1.0), direction=tuple(diagonal.ravel()))), np.eye(3))

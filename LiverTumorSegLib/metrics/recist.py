@@ -267,7 +267,8 @@ def _long_axis_in_slice(kji: np.ndarray, geometry: ImageGeometry, axis: int
     centre, extended = _extended_lengths(lps, geometry, axis)
     longest = float(extended.max())
     rows, cols = np.nonzero(np.triu(extended >= longest - 1e-9 * max(1.0, longest), k=1))
-    keys = [_point_key(point, tie_frame(geometry)) for point in lps]
+    frame = tie_frame(geometry)
+    keys = [_point_key(point, frame) for point in lps]
     pairs = [tuple(sorted((int(r), int(c)), key=lambda i: keys[i])) for r, c in zip(rows, cols)]
     a, b = min(pairs, key=lambda pair: (keys[pair[0]], keys[pair[1]]))
     return float(extended[a, b]), float(centre[a, b]), lps[a], lps[b]
@@ -360,9 +361,9 @@ def _lesion_axes_in_stored_slices(mask_zyx: np.ndarray, geometry: ImageGeometry,
     short_centres_mm, c, d = _short_axis_in_slice(kji, geometry, axis, a, b)
     if np.allclose(a, b):  # one voxel in the measurement slice: its in-plane sides are the axes
         # longer side first; square pixels: the side whose end points come first (not the storage order)
+        frame = tie_frame(geometry)
         sides = sorted((_voxel_side(a, geometry, x) for x in in_plane),
-                       key=lambda side: (-round(side[0], 6), _point_key(side[1], tie_frame(geometry)),
-                                         _point_key(side[2], tie_frame(geometry))))
+                       key=lambda side: (-round(side[0], 6), _point_key(side[1], frame), _point_key(side[2], frame)))
         (long_mm, a, b), (short_mm, c, d) = sides
     else:
         if np.allclose(c, d):  # one voxel wide: one voxel across

@@ -601,6 +601,61 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
     assert not target.exists()
 
 
+def test_a_pipe_named_like_a_package_is_refused_without_waiting_for_a_writer(tmp_path):
+    """A named pipe (e.g. a download streamed through mkfifo) blocks whoever opens it until a writer comes: loading
+    must refuse it by its type, before opening it, and say what to give."""
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes on this platform")
+    pipe = tmp_path / "streamed.safetensors"
+    os.mkfifo(pipe)
+    for read in (load_model_package, read_package_metadata):
+        with pytest.raises(ModelPackageError, match=r"is not a regular file \(a device, pipe or socket\); give the "
+                                                    r"path of a \.safetensors model package file"):
+            read(pipe)
+
+
+def test_a_plain_python_pickle_is_refused_as_a_pickle(tmp_path):
+    """A pickle written by pickle.dump (protocol 2 or later begins with byte 0x80, not with torch's zip) is named a
+    pickle that is never loaded, whatever its suffix, and nothing of it runs."""
+    import pickle
+
+    for name in ("weights.pkl", "weights.safetensors"):
+        path = tmp_path / name
+        path.write_bytes(pickle.dumps({"weight": [1.0, 2.0]}, protocol=2))
+        with pytest.raises(ModelPackageError, match="looks like a PyTorch pickle .* never loaded because unpickling "
+                                                    "can run arbitrary code"):
+            load_model_package(path)
+
+
+@pytest.mark.parametrize("preprocessing, named", [
+    (None, "A model package needs the preprocessing configuration used in training."),
+    ([40, 400], "preprocessing must be a PreprocessingConfig or a dict, got list."),
+])
+def test_save_without_a_usable_preprocessing_writes_nothing(tmp_path, preprocessing, named):
+    """A package without the preprocessing its network was trained with could not segment: refused by name."""
+    with pytest.raises(InputError) as refused:
+        save_model_package(tmp_path / "model.safetensors", _tiny_model(), preprocessing)
+    assert str(refused.value) == named
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_refuses_metadata_json_cannot_hold_and_writes_nothing(tmp_path):
+    """A set (e.g. the training cases as a Python set) has no JSON form: refused as such, nothing written."""
+    with pytest.raises(InputError, match="Package metadata must be JSON-serialisable: Object of type set"):
+        save_model_package(tmp_path / "model.safetensors", _tiny_model(), PREP,
+                           metadata={"training": {"cases": {"case_001", "case_002"}}})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [{"epoch": 3}, [torch.zeros(2)]], ids=["dict of numbers", "list of tensors"])
+def test_weights_that_are_no_state_dict_are_named(tmp_path, content):
+    """A checkpoint holding no {name: tensor} mapping is refused saying so (not a KeyError later)."""
+    path = tmp_path / "checkpoint.pt"
+    torch.save(content, path)
+    with pytest.raises(ModelPackageError, match=r"does not hold a \{name: tensor\} state dict"):
+        load_torch_state_dict_safely(path)
+
+
 def test_load_torch_state_dict_safely_reads_plain_weights(tmp_path, package_path):
     sd = _tiny_model().state_dict()
     pt = tmp_path / "sd.pth"
@@ -2098,6 +2153,21 @@ def _overlap(header):
     del first  # (both now begin at byte 0)
 
 
+def _with_raw_header(src: Path, dst: Path, header_text: bytes) -> Path:
+    """Copy package ``src`` to ``dst`` with its header replaced by the bytes ``header_text`` (length field to match),
+    the tensor bytes as they were."""
+    raw = src.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    dst.write_bytes(struct.pack("<Q", len(header_text)) + header_text + raw[8 + length:])
+    return dst
+
+
+def _shrink_a_shape(header):
+    """A tensor of more than one element said to hold one: its data span (bytes) no longer fits its shape."""
+    name = next(n for n, info in header.items() if n != "__metadata__" and info["shape"] != [1])
+    header[name]["shape"] = [1]
+
+
 DAMAGE = {
     "header not JSON": lambda src, dst: dst.write_bytes(src.read_bytes()[:20] + b"\xff" + src.read_bytes()[21:]),
     "tensor data overlapping": lambda src, dst: _with_header(src, dst, _overlap),
@@ -2109,6 +2179,11 @@ DAMAGE = {
     "in_channels 0": lambda src, dst: _resealed(src, dst, lambda m: m["architecture"].update(in_channels=0)),
     "default 'yes'": lambda src, dst: _resealed(src, dst, lambda m: m.update(default="yes")),
     "weights_sha256 removed": lambda src, dst: _resealed(src, dst, lambda m: m.pop("weights_sha256")),
+    "header a JSON list": lambda src, dst: _with_raw_header(src, dst, b"[1, 2]"),
+    "header nested 100,000 deep": lambda src, dst: _with_raw_header(src, dst, b"[" * 100_000 + b"]" * 100_000),
+    "negative data offset": lambda src, dst: _with_header(src, dst, lambda h: h[_one_element_tensor(h)].update(
+        data_offsets=[-4, h[_one_element_tensor(h)]["data_offsets"][1]])),
+    "shape too small for its bytes": lambda src, dst: _with_header(src, dst, _shrink_a_shape),
 }
 
 
@@ -2125,6 +2200,25 @@ def test_a_damaged_package_is_told_what_to_do(package_path, tmp_path, damage):
     text = str(refused.value)
     assert str(bad) in text and "\n" not in text
     assert text.endswith("Download or copy it again.") or "obtain a fresh copy" in text, text
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("header a JSON list", "its header is not a JSON object; the file is corrupt."),
+    ("header nested 100,000 deep", "its header nests JSON too deeply; the file is corrupt or hostile."),
+    ("negative data offset", "is malformed (bad data_offsets); the file is corrupt."),
+    ("shape too small for its bytes", "bytes but its shape [1] x F32 needs 4."),
+])
+def test_header_damage_is_named_alike_by_loading_and_the_metadata_reader(package_path, tmp_path, damage, named):
+    """These header refusals had never run in a test: each names what is wrong (a list for the header, JSON nested
+    deeper than Python's parser recurses, a negative byte offset, a 4-byte shape over more bytes), and
+    read_package_metadata (the models listing) refuses as loading does, not with a RecursionError or a raw
+    safetensors error."""
+    bad = tmp_path / "damaged.safetensors"
+    DAMAGE[damage](package_path, bad)
+    for read in (load_model_package, read_package_metadata):
+        with pytest.raises(ModelPackageError) as refused:
+            read(bad)
+        assert named in str(refused.value) and str(bad) in str(refused.value)
 
 
 def test_a_too_large_recorded_network_says_what_to_do_on_load_and_not_when_a_rewrite_asked_for_it(tmp_path,

@@ -1650,6 +1650,18 @@ def _starts_like_torch_file(path: PathLike) -> bool:
     return any(head.startswith(start) for start in TORCH_FILE_STARTS)
 
 
+def _not_a_weights_file(path: Path) -> str:
+    """Why ``path``, not a regular file, cannot be a weights file, and what to give (a folder or a named pipe was
+    said not to exist)."""
+    if path.is_dir():
+        return (f"Weights file '{path}' is a folder, not a weights file; give the path of the weights file (.pt, .pth "
+                f"or .safetensors) in it.")
+    if path.exists():
+        return (f"Weights file '{path}' is not a regular file (a device, pipe or socket); give the path of a weights "
+                f"file (.pt, .pth or .safetensors).")
+    return f"Weights file '{path}' does not exist. Check the path."
+
+
 def load_torch_state_dict_safely(path: PathLike) -> Dict[str, Any]:
     """A ``{name: tensor}`` state dict from a local file, never executing code from it.
 
@@ -1662,7 +1674,7 @@ def load_torch_state_dict_safely(path: PathLike) -> Dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise ModelPackageError(f"Weights file '{path}' does not exist.")
+        raise ModelPackageError(_not_a_weights_file(path))
     with open(path, "rb") as fh:
         head = fh.read(9)
     if path.suffix.lower() == PACKAGE_SUFFIX or (len(head) == 9 and head[8:9] == b"{"):

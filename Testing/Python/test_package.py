@@ -656,6 +656,21 @@ def test_weights_that_are_no_state_dict_are_named(tmp_path, content):
         load_torch_state_dict_safely(path)
 
 
+def test_a_weights_path_that_is_a_folder_or_a_pipe_is_named_as_such_not_as_missing(tmp_path):
+    """A folder (e.g. the torchvision cache folder given for its ResNet file) or a named pipe given as the weights
+    file was said not to exist, while it was there: it is now named as what it is, with what to give instead."""
+    with pytest.raises(ModelPackageError, match=r"is a folder, not a weights file; give the path of the weights file "
+                                                r"\(\.pt, \.pth or \.safetensors\) in it"):
+        load_torch_state_dict_safely(tmp_path)
+    if hasattr(os, "mkfifo"):
+        pipe = tmp_path / "resnet18.pth"
+        os.mkfifo(pipe)
+        with pytest.raises(ModelPackageError, match=r"is not a regular file \(a device, pipe or socket\)"):
+            load_torch_state_dict_safely(pipe)
+    with pytest.raises(ModelPackageError, match=r"'.*gone\.pth' does not exist\. Check the path\."):
+        load_torch_state_dict_safely(tmp_path / "gone.pth")
+
+
 def test_load_torch_state_dict_safely_reads_plain_weights(tmp_path, package_path):
     sd = _tiny_model().state_dict()
     pt = tmp_path / "sd.pth"

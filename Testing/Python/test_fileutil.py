@@ -1074,3 +1074,31 @@ def test_an_output_set_aside_under_an_id_alone_now_held_by_a_later_process_is_pu
     assert len(said) == 1 and "was restored" in said[0]
     assert [p.name for p in tmp_path.iterdir()] == ["seg.nii.gz"]
     assert (tmp_path / "seg.nii.gz").read_text() == "earlier"
+
+
+def test_an_output_appearing_while_it_is_written_is_kept_and_our_temporary_removed(tmp_path):
+    """Another process (a second segment run given the same -o) writes the output while ours is being written: ours
+    is refused before it is placed, the other's file stays as it was, and no temporary of ours is left."""
+    target = tmp_path / "seg.nii.gz"
+    with pytest.raises(OutputExistsError, match=r"Output '.*seg\.nii\.gz' appeared while writing; not overwriting "
+                                                r"it\."):
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(b"ours")
+            target.write_bytes(b"the other run's")
+    assert target.read_bytes() == b"the other run's"
+    assert [p.name for p in tmp_path.iterdir()] == ["seg.nii.gz"]
+
+
+def test_an_output_folder_that_is_a_file_is_named_and_nothing_is_written(tmp_path):
+    """'-o report.json/seg.nii.gz' (a file where the folder should be): named as such, the file left as it was."""
+    from LiverTumorSegLib.fileutil import check_can_write
+
+    existing = tmp_path / "report.json"
+    existing.write_text("{}")
+    with pytest.raises(InputError, match=r"Output folder '.*report\.json' is not a folder; choose another output "
+                                         r"path\."):
+        check_can_write(existing / "seg.nii.gz")
+    with pytest.raises(InputError, match="is not a folder"):
+        with atomic_output(existing / "seg.nii.gz") as tmp:
+            tmp.write_bytes(b"never")
+    assert existing.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == ["report.json"]

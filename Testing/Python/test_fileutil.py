@@ -916,7 +916,7 @@ def test_a_temporary_of_another_computer_is_never_removed_and_is_said(tmp_path, 
     assert len(warned) == 1 and "another computer or container" in warned[0], caplog.text
     assert f"'{names['elsewhere_old']}'" in warned[0] and f"'{names['elsewhere_folder']}'" in warned[0]
     assert f"'{names['elsewhere_recent']}'" not in caplog.text
-    assert f"removed 1 unfinished temporary file(s)" in caplog.text and f"'{names['here_ended']}'" in caplog.text
+    assert "removed 1 unfinished temporary file(s)" in caplog.text and f"'{names['here_ended']}'" in caplog.text
 
 
 def test_an_output_another_computer_set_aside_is_not_put_back(tmp_path):

@@ -807,3 +807,27 @@ def test_release_freed_heap_runs_malloc_trim_on_glibc_only(monkeypatch):
         assert validation.release_freed_heap() is True
     monkeypatch.setattr(validation.sys, "platform", "win32")
     assert validation.release_freed_heap() is False
+
+
+def test_complex_voxels_given_through_the_api_are_refused_naming_the_type():
+    """The readers refuse complex images; a CTVolume built in Python from an FFT's complex result reached check_ct's
+    type check, which had never run: it names the voxel type and what is needed."""
+    ct = phantom_ct()
+    complex_ct = with_array(ct, ct.array.astype(np.complex64))
+    with pytest.raises(InputError, match=r"^'test\.nii\.gz' has voxel type complex64; a scalar numeric CT volume "
+                                         r"is needed\.$"):
+        check_ct(complex_ct)
+
+
+def test_network_grid_of_a_target_size_preprocessing_is_what_plan_spatial_makes():
+    """A preprocessing that resizes to target_size (H, W) pixels: the memory check's grid (z, H, W) is that size
+    padded up to size_multiple, the same as preprocessing's own plan (known answer: 256 x 190 padded to 32s is
+    256 x 192), whatever the CT's spacing (mm)."""
+    from LiverTumorSegLib.preprocessing.spatial import plan_spatial
+    from LiverTumorSegLib.validation import network_grid_zyx
+
+    settings = {"target_size": [256, 190], "size_multiple": 32}
+    assert network_grid_zyx((10, 512, 400), (2.0, 0.7, 0.7), settings) == (10, 256, 192)
+    assert network_grid_zyx((10, 100, 80), (5.0, 1.4, 0.5), settings) == (10, 256, 192)
+    planned = plan_spatial((10, 512, 400), (0.7, 0.7), None, None, (256, 190), 32)
+    assert tuple(planned.net_shape_yx) == (256, 192)

@@ -80,3 +80,27 @@ def test_a_named_pipe_at_the_lock_is_not_read(tmp_path, without_flock, how):
         helper.join()
     assert time.monotonic() - start < 4.0
     assert not os.path.lexists(out / ".lock")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock")
+def test_a_live_run_that_holds_the_lock_by_its_mark_alone_is_busy_and_its_mark_kept(tmp_path):
+    """A run of a version that took no flock (or one on a share without flock) holds the lock by its mark alone:
+    the flock is free, but the mark names a live process, so the run is refused as busy, and the lock file still
+    names that process (it is not cut to our mark before the refusal)."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        theirs = process_mark(other.pid)
+        (out / ".lock").write_text(theirs, encoding="ascii")
+        with pytest.raises(Busy) as refused:
+            with folder_lock(out, ".lock", Busy):
+                pytest.fail("the lock of a live run was taken")
+        assert refused.value.args == (theirs,)
+        assert (out / ".lock").read_text(encoding="ascii") == theirs
+    finally:
+        other.kill()
+        other.wait()
+    with folder_lock(out, ".lock", Busy) as lock:  # its process ended: taken over
+        assert read_mark(lock)[0] == process_mark()
+    assert not os.path.lexists(out / ".lock")

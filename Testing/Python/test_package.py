@@ -263,6 +263,27 @@ def test_a_folder_named_like_a_package_in_the_user_folder_is_named_as_skipped(tm
     assert skipped_weight_entries(tmp_path / "missing") == []
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not hasattr(os, "symlink"), reason="named pipes, symbolic links")
+def test_a_dead_link_and_a_named_pipe_in_the_user_folder_are_named_as_skipped_without_being_opened(
+        tmp_path, monkeypatch, capsys):
+    """A link to moved weights ('old.pt') and a named pipe ('streamed.safetensors') in the user models folder are
+    named with why they are skipped; the pipe is never opened (opening it waits for a writer that never comes)."""
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.package import skipped_weight_entries
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "old.pt").symlink_to(tmp_path / "moved_away.pt")
+    os.mkfifo(user / "streamed.safetensors")
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    assert skipped_weight_entries(user) == [(user / "old.pt", "a link whose target is gone"),
+                                            (user / "streamed.safetensors", "not a regular file")]
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert ("skipped in the user folder: 'old.pt' (a link whose target is gone), 'streamed.safetensors' (not a "
+            "regular file)") in out
+
+
 def test_the_models_listing_prints_no_control_characters_from_a_package(tmp_path, monkeypatch, capsys):
     """A package's name (and validation keys) holding a newline or a terminal escape sequence was printed raw by
     'livertumorseg models': the name could clear the screen or add a fake line, such as a fake default model."""

@@ -501,8 +501,10 @@ def parse_package_metadata(text: str, path: PathLike = "package") -> Dict[str, A
     numbers, bounded integers, nesting, every field: :func:`validate_package_metadata`); ModelPackageError names
     what is wrong."""
     if len(text) > MAX_METADATA_BYTES:
-        raise _DamagedMetadata(f"Model package '{path}' has {len(text) / 2 ** 20:.1f} MiB of metadata (at most "
-                                f"{MAX_METADATA_BYTES / 2 ** 20:.0f} MiB); the file is corrupt or hostile.")
+        # an exact count: one character over read '4.0 MiB of metadata (at most 4 MiB)', a size within the limit
+        raise _DamagedMetadata(f"Model package '{path}' has {len(text):,} characters of metadata (at most "
+                                f"{MAX_METADATA_BYTES:,}: {MAX_METADATA_BYTES / 2 ** 20:g} MiB); the file is corrupt "
+                                f"or hostile.")
     try:
         meta = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int)
     except ValueError as exc:

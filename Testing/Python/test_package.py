@@ -1287,6 +1287,25 @@ def test_save_refuses_metadata_that_loading_would_refuse(tmp_path, metadata, nam
     assert list(tmp_path.iterdir()) == []
 
 
+def test_metadata_just_over_its_limit_is_said_to_be_over_it(package_path, tmp_path):
+    """Metadata one character over the 4 MiB limit was refused as '4.0 MiB of metadata (at most 4 MiB)': a size
+    that read as within the limit. The count is now exact, on loading and on saving."""
+    from LiverTumorSegLib.package import MAX_METADATA_BYTES
+
+    over = MAX_METADATA_BYTES + 1
+    bad = _with_header(package_path, tmp_path / "big_metadata.safetensors",
+                       lambda h: h["__metadata__"].update(livertumorseg=" " * over))
+    with pytest.raises(ModelPackageError) as refused:
+        load_model_package(bad)
+    assert f"has {over:,} characters of metadata (at most {MAX_METADATA_BYTES:,}: 4 MiB)" in str(refused.value)
+    assert "obtain a fresh copy" in str(refused.value)
+    target = tmp_path / "history.safetensors"
+    with pytest.raises(InputError, match=r"Not saved: loading would refuse this package: .* has [\d,]+ characters of "
+                                         r"metadata \(at most 4,194,304: 4 MiB\)"):
+        save_model_package(target, _tiny_model(), PREP, metadata={"training": {"loss": [0.123456789] * 400_000}})
+    assert not target.exists()
+
+
 def test_a_damaged_user_package_named_like_a_bundled_one_is_refused_not_replaced(tmp_path, monkeypatch):
     """A truncated user package 'other' gave a warning and then the *bundled* 'other' ran (exit 0): the user
     believed their model segmented. An intact copy of the same name is refused as ambiguous; so is this now."""

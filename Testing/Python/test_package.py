@@ -2239,6 +2239,12 @@ DAMAGE = {
     "negative data offset": lambda src, dst: _with_header(src, dst, lambda h: h[_one_element_tensor(h)].update(
         data_offsets=[-4, h[_one_element_tensor(h)]["data_offsets"][1]])),
     "shape too small for its bytes": lambda src, dst: _with_header(src, dst, _shrink_a_shape),
+    "metadata a JSON list": lambda src, dst: _with_header(src, dst, lambda h: h["__metadata__"].update(
+        livertumorseg="[1]")),
+    "architecture without options": lambda src, dst: _resealed(src, dst, lambda m: m["architecture"].pop("options")),
+    "architecture name a number": lambda src, dst: _resealed(src, dst, lambda m: m["architecture"].update(name=3)),
+    "19 channel entries": lambda src, dst: _resealed(src, dst, lambda m: m["architecture"]["options"].update(
+        channels=list(range(1, 20)))),
 }
 
 
@@ -2262,12 +2268,18 @@ def test_a_damaged_package_is_told_what_to_do(package_path, tmp_path, damage):
     ("header nested 100,000 deep", "its header nests JSON too deeply; the file is corrupt or hostile."),
     ("negative data offset", "is malformed (bad data_offsets); the file is corrupt."),
     ("shape too small for its bytes", "bytes but its shape [1] x F32 needs 4."),
+    ("metadata a JSON list", "has corrupt metadata (not a JSON object)."),
+    ("architecture without options", "has an invalid 'architecture' entry (it needs name, in_channels, num_classes "
+                                     "and options)"),
+    ("architecture name a number", "architecture name must be a string, got 3."),
+    ("19 channel entries", "architecture option 'channels' has 19 entries (at most 16)."),
 ])
 def test_header_damage_is_named_alike_by_loading_and_the_metadata_reader(package_path, tmp_path, damage, named):
-    """These header refusals had never run in a test: each names what is wrong (a list for the header, JSON nested
-    deeper than Python's parser recurses, a negative byte offset, a 4-byte shape over more bytes), and
-    read_package_metadata (the models listing) refuses as loading does, not with a RecursionError or a raw
-    safetensors error."""
+    """These header and metadata refusals had never run in a test: each names what is wrong (a list for the header
+    or the metadata, JSON nested deeper than Python's parser recurses, a negative byte offset, a 4-byte shape over
+    more bytes, an architecture entry lacking a key, of the wrong type or with too long a list), and
+    read_package_metadata (the models listing) refuses as loading does, not with a RecursionError, a KeyError or a
+    raw safetensors error."""
     bad = tmp_path / "damaged.safetensors"
     DAMAGE[damage](package_path, bad)
     for read in (load_model_package, read_package_metadata):

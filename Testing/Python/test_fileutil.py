@@ -1102,3 +1102,23 @@ def test_an_output_folder_that_is_a_file_is_named_and_nothing_is_written(tmp_pat
         with atomic_output(existing / "seg.nii.gz") as tmp:
             tmp.write_bytes(b"never")
     assert existing.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_the_sop_class_is_read_from_a_dicom_meta_header_and_a_header_cut_short_gives_none(tmp_path):
+    """media_storage_sop_class reads (0002,0002) after an OB element ((0002,0001), 12-byte element header); a file
+    cut after 'DICM' or inside that element's header gives None (the reader then judges the file), never an error
+    or a UID read from bytes past the end."""
+    import struct
+
+    from LiverTumorSegLib.fileutil import media_storage_sop_class
+
+    seg_class = b"1.2.840.10008.5.1.4.1.1.66.4"
+    version = b"\x02\x00\x01\x00OB\x00\x00" + struct.pack("<I", 2) + b"\x00\x01"
+    sop_class = b"\x02\x00\x02\x00UI" + struct.pack("<H", len(seg_class)) + seg_class
+    whole = b"\0" * 128 + b"DICM" + version + sop_class
+    for name, data, expected in (("whole.dcm", whole, seg_class.decode("ascii")),
+                                 ("after_dicm.dcm", whole[:132], None),
+                                 ("inside_ob_header.dcm", whole[:132 + 10], None)):
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert media_storage_sop_class(path) == expected, name

@@ -1122,3 +1122,19 @@ def test_the_sop_class_is_read_from_a_dicom_meta_header_and_a_header_cut_short_g
         path = tmp_path / name
         path.write_bytes(data)
         assert media_storage_sop_class(path) == expected, name
+
+
+def test_a_set_aside_output_whose_visible_name_is_taken_is_left_hidden_and_named_nothing_replaced(tmp_path):
+    """The visible name 'r.json.<pid>.old' is already taken (an earlier restore for a run of the same process id,
+    which the user kept): neither file is replaced; the hidden earlier version stays where it is and is named, with
+    what to do."""
+    dead = ended_process_id()
+    (tmp_path / "r.json").write_text("newer")
+    hidden = tmp_path / f".r.json.{dead}.old"
+    hidden.write_text("earlier")
+    (tmp_path / f"r.json.{dead}.old").write_text("kept from before")
+    said = fileutil.restore_set_aside_outputs_of([tmp_path / "r.json"])
+    assert said == [f"'{hidden}' is an earlier version of '{tmp_path / 'r.json'}', left by a run (process {dead}) "
+                    f"that was stopped while replacing it; move it elsewhere or delete it."]
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {
+        "r.json": "newer", f".r.json.{dead}.old": "earlier", f"r.json.{dead}.old": "kept from before"}

@@ -718,11 +718,13 @@ def check_header_dimension(path: Path) -> None:
     """Refuse, before ITK reads it, a NRRD or MetaImage header whose axis count is not a whole number in
     1..:data:`MAX_HEADER_DIMENSIONS` or whose sizes are not whole numbers (:func:`_check_header_sizes`), or a NRRD
     header with more key/value entries than ITK parses in reasonable
-    time (:func:`check_nrrd_key_values`): InputError; other files pass."""
+    time (:func:`check_nrrd_key_values`): InputError; other files pass. So are headers whose fault ITK's own message
+    misnames (:func:`_check_header_before_itk`)."""
     check_nrrd_key_values(path)
     header = _read_header(Path(path))
     if header is None:
         return
+    _check_header_before_itk(Path(path), header)
     text = header.fields.get("dimension" if header.kind == "nrrd" else "ndims")
     if text is None:
         return
@@ -737,6 +739,20 @@ def check_header_dimension(path: Path) -> None:
     if header.kind == "metaimage":
         _check_metaimage_value_counts(path, header, count)
     _check_header_sizes(path, header, count)
+
+
+def _check_header_before_itk(path: Path, header: _Header) -> None:
+    """Refuse, naming the fault, a header ITK's header read fails on with a message that blames the file: a
+    detached NRRD (``.nhdr``) whose one data file is not there (ITK said "not a valid .nhdr file (couldn't open
+    ...)" and the header reader "Cannot read the header", where the header is fine: the ``.raw`` was left behind,
+    which a MetaImage ``.mhd`` is told plainly), and a MetaImage ``HeaderSize`` that is no whole number (ITK said
+    "File cannot be read ... for reading", as for a file without read permission)."""
+    if header.kind == "nrrd":
+        name = header.fields.get("data file") or header.fields.get("datafile")
+        if name:
+            _detached_size(path, name)  # InputError when the one data file it names is not there
+    elif _metaimage_header_size(header.fields) is None:
+        _check_metaimage_header_size(path, header)
 
 
 MAX_HEADER_AXIS_SIZE = 2 ** 31 - 1

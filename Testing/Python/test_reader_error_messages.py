@@ -45,6 +45,48 @@ def test_a_metaimage_whose_data_file_is_missing_names_that_file(tmp_path):
     assert read_volume(path).array.shape == (4, 5, 6)
 
 
+def _detached_nrrd(path, data_file="ct.raw"):
+    """A detached NRRD header (6 x 5 x 4 int16 voxels of 2 x 2 x 3 mm, LPS) naming ``data_file``."""
+    path.write_bytes(("NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\nsizes: 6 5 4\n"
+                      "space directions: (2,0,0) (0,2,0) (0,0,3)\nendian: little\nencoding: raw\n"
+                      f"data file: {data_file}\n").encode("ascii"))
+    return path
+
+
+def test_a_detached_nrrd_whose_data_file_is_missing_names_that_file_as_a_metaimage_does(tmp_path):
+    """A .nhdr whose .raw was left behind was 'not a valid .nhdr file (couldn't open ...)' and, for the header
+    reader, 'Cannot read the header of ct.nhdr', where the header is fine (ITK's NRRD reader opens the data file
+    while reading the header); a .mhd is told which file to copy."""
+    from LiverTumorSegLib.io import read_header_geometry, read_label_map
+
+    path = _detached_nrrd(tmp_path / "ct.nhdr")
+    for read in (read_volume, read_label_map, read_header_geometry):
+        with pytest.raises(InputError, match=r"its voxels are in the data file 'ct\.raw' its header names, which is "
+                                             r"not there .*Keep the header and its data file together") as refused:
+            read(path)
+        assert "not a valid" not in str(refused.value) and "Cannot read the header" not in str(refused.value)
+    (tmp_path / "ct.raw").write_bytes(np.full(6 * 5 * 4, -1000, "<i2").tobytes())
+    volume = read_volume(path)
+    assert volume.array.shape == (4, 5, 6) and volume.geometry.spacing == pytest.approx((2.0, 2.0, 3.0))
+    assert int(volume.array.min()) == -1000
+
+
+def test_a_metaimage_header_size_that_is_no_number_is_named_not_called_unreadable(tmp_path, capfd):
+    """`HeaderSize = abc`: MetaIO failed the header read with 'File cannot be read ... for reading' (as for a file
+    without read permission) and printed four lines of its own; the header reader said 'Cannot read the header'."""
+    from LiverTumorSegLib.io import read_header_geometry, read_label_map
+
+    path = tmp_path / "ct.mha"
+    good = _metaimage(path).read_bytes()
+    path.write_bytes(good.replace(b"ElementType", b"HeaderSize = abc\nElementType", 1))
+    for read in (read_volume, read_label_map, read_header_geometry):
+        with pytest.raises(InputError, match=r"its HeaderSize \(abc\) is not a byte count") as refused:
+            read(path)
+        assert "cannot be read" not in str(refused.value)
+    captured = capfd.readouterr()
+    assert "MetaImage" not in captured.err + captured.out and "DimSize" not in captured.err + captured.out
+
+
 def test_a_nifti_data_offset_past_the_end_of_the_file_is_not_a_negative_byte_count(tmp_path):
     path = _nifti(tmp_path / "ct.nii")
     raw = bytearray(path.read_bytes())

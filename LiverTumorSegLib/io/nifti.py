@@ -159,7 +159,7 @@ def _nifti_geometry(header, source: str, warn: bool = True) -> Tuple[ImageGeomet
         if qform_code > 0 and not axes_are_orthogonal(affine[:3, :3], 1e-4):
             # the qform's spacing is pixdim, checked as for a qform-only file (a pixdim of 0 became 1 mm); the
             # sform's warnings ('this tool follows the sform') would say the opposite of what is done
-            _check_pixdim_and_quatern(header, source, qform_code)
+            _check_qform_standing_in_for_sheared_sform(header, source, qform_code)
             warnings.append("NIfTI sform is sheared (its voxel axes are not at right angles), so the qform was used "
                             "instead; nibabel-based tools place this CT by the sheared sform. NIfTI outputs keep both "
                             "transforms and their codes, so each tool lays them over this file; other output formats "
@@ -205,6 +205,16 @@ def _check_pixdim_and_quatern(header: Any, source: str, qform_code: int) -> None
     if problem:  # nibabel's get_qform raised 'w2 should be positive', an internal error
         raise InputError(f"'{source}' has a damaged qform orientation ({problem}); fix the header (e.g. re-export "
                          f"from the scanner/PACS).")
+
+
+def _check_qform_standing_in_for_sheared_sform(header: Any, source: str, qform_code: int) -> None:
+    """:func:`_check_pixdim_and_quatern` of the qform that places a file whose sform is sheared, its refusal saying
+    why the sform cannot be used instead: 'a damaged qform' alone left a reader asking why the sform was not."""
+    try:
+        _check_pixdim_and_quatern(header, source, qform_code)
+    except InputError as exc:
+        raise InputError(f"{exc} Its sform cannot place it instead: the sform is sheared (its voxel axes are not at "
+                         f"right angles).") from None
 
 
 QUATERNION_TOLERANCE = 3 * float(np.finfo(np.float32).eps)

@@ -74,6 +74,43 @@ def test_a_damaged_qform_quaternion_is_a_clear_error_or_a_warning_not_an_interna
             read_volume(path)
 
 
+def _with_quatern_b(path, value):
+    """The NIfTI-1 file ``path`` with its quatern_b (the float32 at byte 256 of the header) set to ``value``."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    data[256:260] = struct.pack("<f", value)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_nan_qform_quaternion_beside_a_valid_sform_is_read_by_the_sform_with_a_warning(tmp_path):
+    """NaN in the quaternion (not only b^2 + c^2 + d^2 > 1) is a damaged qform: the valid sform places the CT."""
+    affine = np.array([[-3.0, 0, 0, 30.0], [0, 2.0, 0, -20.0], [0, 0, 4.0, 10.0], [0, 0, 0, 1]])
+    image = nib.Nifti1Image(_ct(), affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=2)
+    path = tmp_path / "ct.nii"
+    nib.save(image, str(path))
+    volume = read_volume(_with_quatern_b(path, float("nan")))
+    assert volume.geometry.spacing == pytest.approx((3.0, 2.0, 4.0))
+    assert volume.geometry.origin == pytest.approx((-30.0, 20.0, 10.0))  # RAS (30, -20, 10) in LPS
+    assert any("qform is damaged (its quaternion is not finite)" in w and "the sform was used" in w
+               for w in volume.meta.get("warnings", [])), volume.meta.get("warnings")
+
+
+@pytest.mark.parametrize("quatern_b,problem", [(-2.3611832414348226e21, "damaged qform orientation .*no rotation"),
+                                               (float("nan"), "non-finite values .*in its qform")])
+def test_a_sheared_sform_beside_a_damaged_qform_is_refused_saying_why_neither_places_it(tmp_path, quatern_b,
+                                                                                       problem):
+    """With a sheared sform the qform must place the CT: a damaged one is refused, and the message says the sform
+    cannot stand in (it named only the qform, leaving the reader asking why the sform was not used)."""
+    path = tmp_path / "ct.nii"
+    _sheared_sform_nifti(path)
+    with pytest.raises(InputError, match=problem + r".*the sform is sheared \(its voxel axes are not at right "):
+        read_volume(_with_quatern_b(path, quatern_b))
+
+
 @pytest.mark.parametrize("ndims", ["99", "65", "-3", "1000", "x"])
 def test_a_metaimage_axis_count_itk_cannot_take_is_refused_before_itk_reads_it(tmp_path, ndims):
     """NDims 65-100 corrupted the heap inside ITK's MetaIO reader (glibc abort) and -3 or 1000 crashed it (SIGSEGV):

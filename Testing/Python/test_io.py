@@ -699,6 +699,29 @@ def test_label_values_are_checked(tmp_path):
         read_label_map(neg)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_float_label_map_with_nan_or_inf_is_refused_naming_them(tmp_path, bad):
+    """One NaN or infinite voxel among 0/1/2 (a label map saved from a float computation) is named as such, not
+    rounded to a label or called an out-of-range value."""
+    array = np.zeros((3, 4, 5), np.float32)
+    array[1, 1:3, 1:4] = 1.0
+    array[1, 2, 2] = 2.0
+    array[0, 0, 0] = bad
+    path = _write_nifti(tmp_path / "labels.nii.gz", array)
+    with pytest.raises(LabelError, match=r"Label map '.*labels\.nii\.gz' contains NaN/Inf values; it must hold the "
+                                         r"integers 0, 1, 2\."):
+        read_label_map(path)
+
+
+@pytest.mark.parametrize("text", ["[]", "{}", "null", '"255"', "[255, 1]"])
+def test_a_label_map_option_that_is_no_json_object_says_what_it_must_be(text):
+    from LiverTumorSegLib.io.labels import parse_label_map_option
+
+    with pytest.raises(InputError, match=r"--label-map must be a non-empty JSON object like '\{\"255\": 1\}', got "
+                                         + re.escape(repr(text))):
+        parse_label_map_option(text)
+
+
 def test_a_macos_resource_file_is_named_as_one_with_the_image_beside_it(tmp_path):
     """MSD's Task03_Liver.tar holds ._liver_N.nii.gz (AppleDouble) beside each image; a case CSV made from a file
     search lists them, and reading one said 'not a gzip file. Check that the file is complete.'"""

@@ -290,6 +290,44 @@ def test_a_segment_label_value_below_1_is_refused_not_read_as_the_background(tmp
         read_seg_nrrd_labels(path)
 
 
+@pytest.mark.parametrize("field, value, said", [
+    ("LabelValue", "abc", "has LabelValue 'abc', not a whole number"),
+    ("LabelValue", "1.5", "has LabelValue '1.5', not a whole number"),
+    ("Layer", "5", "is in layer 5, but the file has 1 layer(s)"),
+    ("Layer", "-1", "is in layer -1, but the file has 1 layer(s)"),
+    ("Extent", "a b c d e f", "has Extent 'a b c d e f', not six whole numbers (i0 i1 j0 j1 k0 k1)"),
+    ("Extent", "0 6 0 5 0", "has Extent '0 6 0 5 0', not six whole numbers"),
+    ("Extent", "0 7 0 5 0 2", "has Extent '0 7 0 5 0 2', which reaches outside the file's 7 x 6 x 3 voxels"),
+])
+def test_a_damaged_segment_field_is_refused_by_the_reader_evaluate_uses(tmp_path, field, value, said):
+    """The Slicer-free reader (evaluate, measure) refuses a segment field no reader can take as it is, naming the
+    segment and the field; only the slicer-core reader's refusals had been run (in a child process)."""
+    labels = np.zeros((3, 6, 7), np.uint8)
+    labels[1, 2:4, 2:5] = 1
+    labels[1, 3, 3] = 2
+    path = write_seg_nrrd_by_hand(tmp_path / "case.seg.nrrd", [labels], [dict(LIVER, **{field: value}), TUMOR])
+    for read in (read_seg_nrrd_labels, read_label_map):
+        with pytest.raises(LabelError) as refused:
+            read(path)
+        assert f"segment 'Liver' {said}" in str(refused.value)
+        assert str(refused.value).endswith("the file is damaged (re-save it from Slicer).")
+    # the same file with an extent inside the grid reads
+    good = write_seg_nrrd_by_hand(tmp_path / "good.seg.nrrd", [labels], [dict(LIVER, Extent="0 6 0 5 0 2"), TUMOR])
+    assert np.array_equal(read_seg_nrrd_labels(good).array, labels)
+
+
+def test_a_seg_nrrd_without_segments_or_file_is_named_as_such(tmp_path):
+    """No SegmentN_ entries: not a Slicer segmentation, told to give a plain label map; a missing file: named."""
+    from LiverTumorSegLib.errors import InputError
+
+    path = write_seg_nrrd_by_hand(tmp_path / "plain.seg.nrrd", [np.zeros((2, 3, 4), np.uint8)], [])
+    with pytest.raises(LabelError, match="has no SegmentN_ entries in its header, so it is not a Slicer "
+                                         "segmentation; give a plain label map"):
+        read_label_map(path)
+    with pytest.raises(InputError, match="Segmentation file '.*gone.seg.nrrd' does not exist; check the path"):
+        read_seg_nrrd_labels(tmp_path / "gone.seg.nrrd")
+
+
 def _oblique_geometry() -> ImageGeometry:
     """A non-trivial grid: 0.7 x 0.8 x 2.5 mm, off the origin, rotated about x, then z, then y."""
     def rot(axis, deg):

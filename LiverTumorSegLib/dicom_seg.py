@@ -418,7 +418,7 @@ def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, 
         try:
             seg = _segmentation(hd, datasets, pixel_array, model_name, series_description, first)
         except ValueError as exc:  # a source value highdicom refuses that _seg_ready_header does not know of
-            raise InputError(f"The DICOM SEG cannot be written from this series' header: {str(exc)[:200]}. Write the "
+            raise InputError(f"The DICOM SEG cannot be written from this series' header: {_first_line(exc, 200)}. Write the "
                              f"result as NIfTI, NRRD or .seg.nrrd instead (e.g. -o result.seg.nrrd).") from None
     if "ContentCreatorName" not in seg:  # Type 2 in the Content Identification Macro; highdicom omits it unless given
         seg.ContentCreatorName = ""
@@ -628,7 +628,7 @@ def _frames_by_source_slice(seg: Any, numbers: Sequence[int], reference: CTVolum
     except Exception as exc:  # noqa: BLE001 - a SEG of another series
         raise_if_out_of_memory(exc, str(path))
         raise InputError(f"DICOM SEG '{path}' does not fit the reference series "
-                         f"({str(exc).splitlines()[0][:160]}).") from None
+                         f"({_first_line(exc)}).") from None
     return np.asarray(pixels)
 
 
@@ -742,6 +742,34 @@ def _undefined_label_value(path: Any, allowed: set) -> Tuple[Optional[int], Opti
     return None, None
 
 
+SEG_ATTRIBUTES_READ = ("SegmentationType", "SegmentSequence", "SharedFunctionalGroupsSequence",
+                      "PerFrameFunctionalGroupsSequence", "DimensionIndexSequence")
+"""Attributes a DICOM SEG must hold (Type 1 or 2) without which highdicom cannot place or name its frames."""
+
+
+def _check_seg_attributes_present(dataset: Any, path: Any) -> None:
+    """InputError when ``dataset`` (read from ``path``) is no SEG by its SOP class (a CT slice was 'Cannot read DICOM
+    SEG: Dataset is not a Segmentation..'), or naming the :data:`SEG_ATTRIBUTES_READ` it lacks: without
+    SegmentationType or DimensionIndexSequence the read failed inside highdicom ("no such column:
+    FrameLUT.ReferencedSegmentNumber") and was blamed on 'slightly uneven slice gaps'; without a sequence it said
+    "'Segmentation' object has no attribute ..." and nothing of what to do."""
+    sop_class = str(dataset.get("SOPClassUID", ""))
+    if sop_class not in (SEG_SOP_CLASS_UID, LABEL_MAP_SEG_SOP_CLASS_UID):
+        raise InputError(f"'{path}' is not a DICOM SEG (its SOPClassUID is {sop_class or 'missing'}); give the "
+                         f"segmentation's own file.")
+    missing = [name for name in SEG_ATTRIBUTES_READ if name not in dataset]
+    if missing:
+        raise InputError(f"DICOM SEG '{path}' lacks {', '.join(missing)}, which every DICOM SEG holds; the file is "
+                         f"damaged or was written incompletely: export the segmentation again.")
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of ``exc``'s message (its type's name when it has none), at most ``limit`` characters,
+    without a closing full stop (the messages that quote it add their own: 'Dataset is not a Segmentation..')."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0][:limit] if lines else type(exc).__name__).rstrip(". ")
+
+
 def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
     """Label map ``(z, y, x)`` uint8 (0/1/2) from a DICOM SEG file (see module doc); ``meta["format"]`` is
     ``"dicom-seg"`` and ``meta["segments"]`` lists ``{number, label, value}``."""
@@ -751,12 +779,16 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
         import pydicom
 
         dataset = pydicom.dcmread(str(path))
+        _check_seg_attributes_present(dataset, path)
         stated_thickness_mm = _seg_slice_thickness_mm(dataset)  # before a missing one is filled from the spacing
         _fill_missing_slice_thickness(dataset)  # a SEG written without it (by versions before 27 Nov 2026, too)
         seg = hd.seg.Segmentation.from_dataset(dataset, copy=False)
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - pydicom/highdicom raise many types for bad files
         raise_if_out_of_memory(exc, str(path))
-        raise InputError(f"Cannot read DICOM SEG '{path}': {str(exc).splitlines()[0][:160]}.") from None
+        raise InputError(f"Cannot read DICOM SEG '{path}': {_first_line(exc)}; the file is damaged or no complete "
+                         f"DICOM SEG: export the segmentation again.") from None
     mapping = {}  # type: dict
     warnings = []
     segments = []
@@ -783,7 +815,7 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
     except Exception as exc:  # noqa: BLE001 - irregular frames and the like
         raise_if_out_of_memory(exc, str(path))  # not an irregular SEG: reading it frame by frame needs as much
         if reference is None or not reference.meta.get("files"):
-            raise InputError(f"DICOM SEG '{path}' is not a regular 3D volume ({str(exc).splitlines()[0][:160]}), "
+            raise InputError(f"DICOM SEG '{path}' is not a regular 3D volume ({_first_line(exc)}), "
                              f"e.g. made from a series with slightly uneven slice gaps; it can be read only with its "
                              f"CT series as the reference (measure SEG --ct DICOM_FOLDER). To evaluate it, segment "
                              f"the series to .nii.gz (or .seg.nrrd) and compare that file.") from None

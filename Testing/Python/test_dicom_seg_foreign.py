@@ -272,3 +272,59 @@ def test_a_one_part_patient_name_is_copied_into_the_seg_without_a_python_warning
     dataset = pydicom.dcmread(str(out))
     assert str(dataset.PatientName) == "ANONYMOUS"
     np.testing.assert_array_equal(read_dicom_seg(out, reference=read).array, labels)
+
+
+@pytest.mark.parametrize("attribute", ["SegmentationType", "SegmentSequence", "SharedFunctionalGroupsSequence",
+                                       "DimensionIndexSequence"])
+def test_a_seg_lacking_an_attribute_every_seg_holds_is_named_as_damaged(series_a, tmp_path, attribute):
+    """Without SegmentationType or DimensionIndexSequence the read failed inside highdicom and was called 'not a
+    regular 3D volume ... e.g. made from a series with slightly uneven slice gaps' ('no such column:
+    FrameLUT.ReferencedSegmentNumber'); without a sequence it was "'Segmentation' object has no attribute ...",
+    with nothing of what to do."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.io import read_label_map
+
+    ct, _, seg = series_a
+    dataset = pydicom.dcmread(str(seg))
+    delattr(dataset, attribute)
+    dataset.save_as(str(tmp_path / "damaged.dcm"))
+    for reference in (None, ct):
+        with pytest.raises(InputError) as refused:
+            read_label_map(tmp_path / "damaged.dcm", reference=reference)
+        assert str(refused.value) == (f"DICOM SEG '{tmp_path / 'damaged.dcm'}' lacks {attribute}, which every DICOM "
+                                      f"SEG holds; the file is damaged or was written incompletely: export the "
+                                      f"segmentation again.")
+
+
+def test_a_ct_slice_read_as_a_seg_is_named_as_no_seg(series_a, tmp_path):
+    """It was "Cannot read DICOM SEG '...': Dataset is not a Segmentation.." (two full stops, no advice)."""
+    from LiverTumorSegLib.errors import InputError
+
+    ct_file = dicom_series_files(tmp_path / "A")[0]
+    with pytest.raises(InputError) as refused:
+        read_dicom_seg(ct_file)
+    assert str(refused.value) == (f"'{ct_file}' is not a DICOM SEG (its SOPClassUID is 1.2.840.10008.5.1.4.1.1.2); "
+                                  f"give the segmentation's own file.")
+
+
+def test_a_seg_of_another_organ_only_or_with_cut_pixel_data_is_refused_saying_so(series_a, tmp_path):
+    """A SEG of the spleen alone names its segments and the codes read; one whose Pixel Data was cut to half says
+    how many bytes it holds of how many."""
+    from LiverTumorSegLib.errors import InputError
+
+    ct, labels, seg = series_a
+    datasets = [pydicom.dcmread(str(f)) for f in dicom_series_files(tmp_path / "A")]
+    spleen = [hd.seg.SegmentDescription(segment_number=1, segment_label="Spleen", algorithm_type="MANUAL",
+                                        segmented_property_category=C("123037004", "SCT", "Anatomical Structure"),
+                                        segmented_property_type=C("78961009", "SCT", "Spleen"))]
+    _binary_seg(datasets, (labels > 0).astype(np.uint8)[..., None], spleen, "x").save_as(str(tmp_path / "sp.dcm"))
+    with pytest.raises(LabelError, match=r"has no liver or liver-tumor segment \(segments: 'Spleen'\); its segment "
+                                         r"types must be SNOMED CT Liver \(10200004\) or Neoplasm \(108369006\)"):
+        read_dicom_seg(tmp_path / "sp.dcm", reference=ct)
+    dataset = pydicom.dcmread(str(seg))
+    full = len(dataset.PixelData)
+    dataset.PixelData = dataset.PixelData[:full // 2]
+    dataset.save_as(str(tmp_path / "cut.dcm"))
+    with pytest.raises(InputError, match=f"{full} bytes of pixel data, but holds {full // 2} .*it is truncated or its "
+                                         f"header is wrong. Export the segmentation again"):
+        read_dicom_seg(tmp_path / "cut.dcm")

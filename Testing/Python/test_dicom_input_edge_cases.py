@@ -1452,3 +1452,21 @@ def test_an_overlay_embedded_above_12_bits_is_not_taken_for_values_beyond_bits_s
     with pytest.raises(InputError, match=r"is 12 \(of 16 allocated\).*'ct0003.dcm': \d+..\d+, where 12 bits hold "
                                          r"0..4095"):
         read_volume(tmp_path / "overlay_and_metal")
+
+
+def test_one_file_of_a_series_without_series_uid_is_sent_to_its_folder_which_reads_it(tmp_path, ct):
+    """A file without SeriesInstanceUID cannot name its series: the message says to give the folder, and the
+    folder of such files is read as its one series, value for value on the written grid."""
+    import pydicom
+
+    files = write_ct_series(tmp_path / "ct", ct)
+    for name in files:
+        dataset = pydicom.dcmread(str(name))
+        del dataset.SeriesInstanceUID
+        dataset.save_as(str(name))
+    with pytest.raises(InputError) as refused:
+        read_volume(files[0])
+    assert str(refused.value) == f"DICOM file '{files[0]}' has no SeriesInstanceUID; give its folder instead."
+    volume = read_volume(tmp_path / "ct")
+    assert volume.shape_zyx == ct.shape_zyx and volume.geometry.spacing == pytest.approx(ct.geometry.spacing)
+    np.testing.assert_array_equal(volume.array, ct.array)

@@ -37,7 +37,7 @@ from ..progress import CancellationToken, raise_if_read_stopped, run_with_read_s
 from ..fileutil import (WINDOWS_RESERVED_NAMES, atomic_outputs, csv_cell_path, file_identities, full_suffix,
                         is_dicom_file, json_loads_noting_repeats, read_csv_rows, restore_set_aside_outputs_of,
                         same_file_among)
-from ..io.dicom import holds_dicom_images
+from ..io.dicom import dicom_images_below, holds_dicom_images
 from ..io.formats import READ_SUFFIXES
 from .core_share import CoreShare
 
@@ -294,9 +294,10 @@ def is_batch_input(input_path: Any) -> bool:
 
 def check_batch_folder_has_cts(input_path: Any, output_path: Any) -> None:
     """Refuse (InputError naming the input folder) ``segment FOLDER -o OUT`` where ``OUT`` has no extension (a batch's
-    output folder) and ``FOLDER`` holds no CT file, no DICOM image and no subfolder (which could hold a DICOM
-    series): empty, or files of other names only (``ct.nii.gz.bak``, notes). Such a run was told "Output 'OUT' has
-    no file extension", blaming the output folder, not the folder without CTs."""
+    output folder) and ``FOLDER`` holds no CT file, no DICOM image and no subfolder holding one (a DICOM study
+    folder, which ``segment`` searches: :func:`~..io.dicom.dicom_images_below`): empty, files of other names only
+    (``ct.nii.gz.bak``, notes), or subfolders without DICOM images (empty ones, notes). Such a run was told "Output
+    'OUT' has no file extension", blaming the output folder, not the folder without CTs."""
     folder = Path(input_path)
     if not folder.is_dir() or full_suffix(output_path) or _ct_files(folder) or \
             holds_dicom_images(folder, is_dicom=is_dicom_file):  # also bare data sets without the preamble
@@ -308,9 +309,12 @@ def check_batch_folder_has_cts(input_path: Any, output_path: Any) -> None:
     subfolders = [entry for entry in entries if entry.is_dir()]
     if subfolders:
         _refuse_data_set_folder(folder, subfolders)
-        return  # maybe a DICOM study folder: segment_file searches it (and says what it found)
-    held = ("it is empty" if not entries else "it holds " + ", ".join(p.name for p in entries[:5])
-            + (" ..." if len(entries) > 5 else ""))
+        if dicom_images_below(folder, is_dicom=is_dicom_file) is not False:
+            return  # a DICOM study folder (or one searched only in part): segment_file searches it
+    held = ("it is empty" if not entries else "it holds " + ", ".join(
+        p.name + ("/" if p.is_dir() else "") for p in entries[:5]) + (" ..." if len(entries) > 5 else ""))
+    if subfolders:
+        held += "; nor do its subfolders hold a DICOM series, searched as a DICOM folder is"
     raise InputError(f"Folder '{folder}' holds no CT files (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd) to segment as "
                      f"a batch, and no DICOM series ({held}). Give a folder of CT files, or a CSV listing them.")
 

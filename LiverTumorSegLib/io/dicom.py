@@ -170,6 +170,17 @@ def _subfolders(folder: Path) -> List[Path]:
     return _subfolder_search(folder).folders
 
 
+def dicom_images_below(folder: Path, is_dicom: Optional[Callable[[Path], bool]] = None) -> Optional[bool]:
+    """Whether a subfolder of ``folder`` that :func:`find_dicom_series` would search (:func:`_subfolder_search`: at
+    most :data:`MAX_SUBFOLDER_DEPTH` levels, :data:`MAX_SUBFOLDERS` folders) holds a DICOM image
+    (:func:`holds_dicom_images` with ``is_dicom``); None when none does but the search stopped at a limit (a folder
+    below was not looked at). ``folder``'s own files are not looked at."""
+    search = _subfolder_search(folder)
+    if any(holds_dicom_images(sub, is_dicom=is_dicom) for sub in search.folders):
+        return True
+    return None if search.cut else False
+
+
 def list_dicom_series(folder: PathLike, recursive: bool = False) -> List[DicomSeriesInfo]:
     """All DICOM series directly inside ``folder`` in GDCM's order; with ``recursive`` those in its subfolders
     too (:func:`_subfolders`: at most :data:`MAX_SUBFOLDER_DEPTH` levels and :data:`MAX_SUBFOLDERS` folders;

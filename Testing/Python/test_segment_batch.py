@@ -1691,6 +1691,37 @@ def test_a_batch_of_a_folder_without_cts_names_the_folder_not_the_output(tmp_pat
         assert not (tmp_path / "out").exists()
 
 
+def test_a_folder_whose_subfolders_hold_no_dicom_series_names_the_folder_not_the_output(tmp_path, capsys):
+    """'segment FOLDER -o OUT' where FOLDER held only an empty subfolder or one of notes was told "Output 'OUT' has
+    no file extension", blaming the output folder (a subfolder was taken for a possible DICOM study). It now says
+    the folder and its subfolders hold no CT; a study folder with a DICOM series below is still left to the DICOM
+    search (the output's missing extension is what is wrong there)."""
+    (tmp_path / "study" / "empty").mkdir(parents=True)
+    (tmp_path / "study" / "notes" / "deeper").mkdir(parents=True)
+    (tmp_path / "study" / "notes" / "deeper" / "read_me.txt").write_text("no images here")
+    code = cli.main(["segment", str(tmp_path / "study"), "-o", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no file extension" not in err
+    assert "holds no CT files" in err and "empty/, notes/" in err and "nor do its subfolders hold a DICOM" in err
+    assert not (tmp_path / "out").exists()
+    series = tmp_path / "study" / "notes" / "deeper" / "series"
+    series.mkdir()
+    (series / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
+    code = cli.main(["segment", str(tmp_path / "study"), "-o", str(tmp_path / "out"), "--no-progress"])
+    assert code == 2 and "no file extension" in capsys.readouterr().err
+
+
+def test_a_case_list_row_without_an_image_and_an_unknown_output_type_are_refused(tmp_path):
+    """A case list's row with an empty (or blank) 'image' cell names its line; an output type no writer takes is
+    refused naming the ones it takes, before any work."""
+    write_phantoms(tmp_path / "cts", 1)
+    listing = tmp_path / "list.csv"
+    _csv_refused(listing, "case_id,image\na,cts/ct_0.nii.gz\nb,  \n", "line 3 has an empty 'image'")
+    with pytest.raises(InputError, match=r"'\.png' is not supported; use \.nii\.gz, \.nii, \.nrrd or \.mha"):
+        find_cases(tmp_path / "cts", tmp_path / "out", suffix=".png")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_data_set_folder_names_its_subfolders_of_cts_not_the_output(tmp_path, capsys):
     """'segment Task03_Liver -o OUT' (an MSD or nnU-Net data set's top folder, or LiTS's folder of 'Training
     Batch 1'/'2') said "Output 'OUT' has no file extension: one CT (a DICOM series folder is one) ...", blaming the

@@ -403,6 +403,23 @@ def test_series_number_stays_an_integer_string_and_a_seg_beside_its_ct_is_not_a_
     assert again.meta["modality"] == "CT" and np.array_equal(again.array, ct.array)
 
 
+def test_an_output_that_is_a_slice_beside_an_input_given_as_one_dicom_file_is_refused_even_with_overwrite(
+        series, tmp_path):
+    """A series given by one of its files ('segment ct/IM0003.dcm -o ct/IM0004.dcm --overwrite') is guarded as its
+    folder is: the other slice is not replaced by the SEG, nor is the file given as the input."""
+    from LiverTumorSegLib.inference.api import segment_file
+
+    folder, _, _ = series
+    copies = _copy_series_without(folder, tmp_path / "ct", [])
+    given, victim = copies[1], copies[2]
+    before = {path: path.read_bytes() for path in (given, victim)}
+    with pytest.raises(InputError, match="existing DICOM file in the input's folder, possibly a slice"):
+        segment_file(given, victim, overwrite=True, engine=_oracle_engine())
+    with pytest.raises(InputError, match="are the same file"):
+        segment_file(given, given, overwrite=True, engine=_oracle_engine())
+    assert {path: path.read_bytes() for path in (given, victim)} == before
+
+
 def test_an_output_that_is_a_slice_of_the_input_series_is_refused_even_with_overwrite(series, tmp_path):
     """'segment DICOM_FOLDER -o DICOM_FOLDER/<a slice>.dcm --overwrite' replaced a slice of the series with the SEG
     (the outputs were compared with the folder only); re-running into an earlier result.dcm there still works."""

@@ -2,6 +2,8 @@
 fix): a CT on another grid or a bad spacing given to post-processing, volume_ml with a bad spacing, NaN scores in
 the pooled ROC, empty label maps scored as perfect, a bad spacing given to preprocessing, a float probability map
 outside 0..1 in the lesion report, and segment_volume's allow_non_hu."""
+import re
+
 import numpy as np
 import pytest
 
@@ -27,6 +29,17 @@ def test_postprocess_refuses_a_ct_on_another_grid_and_a_bad_spacing():
     for spacing in ((-3.0, 2.0, 2.0), (0.0, 2.0, 2.0), (float("nan"), 2.0, 2.0), (2.0, 2.0)):
         with pytest.raises(InputError, match="spacing_zyx must be 3 positive, finite"):
             postprocess_labels(labels, spacing)
+
+
+def test_postprocess_refuses_a_label_map_that_is_not_3d_and_leaves_the_callers_map_unchanged():
+    """One slice (2D) or a map with a leading channel axis (4D) names the shape it got and the axis order it needs."""
+    labels = _labels()
+    before = labels.copy()
+    for bad in (labels[8], labels[None]):
+        with pytest.raises(InputError, match=r"needs a 3-D \(z, y, x\) label map, got shape " +
+                           re.escape(str(bad.shape))):
+            postprocess_labels(bad, (3.0, 2.0, 2.0))
+    assert np.array_equal(labels, before)
 
 
 def test_volume_ml_refuses_a_spacing_that_is_not_one_positive_size_per_axis():

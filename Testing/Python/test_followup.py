@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from LiverTumorSegLib.cli import main
+from LiverTumorSegLib.errors import InputError
 from LiverTumorSegLib.followup import CR_UNCHECKED_TEXT, _link_groups, _overlap_counts, compare_followup, match_lesions
 from LiverTumorSegLib.io import write_label_map, write_volume
 from LiverTumorSegLib.phantom import PhantomLesion, make_phantom
@@ -187,6 +188,50 @@ def test_followup_and_measure_refuse_a_nan_ct(tmp_path, capsys):
     assert "NaN/Inf voxels" in err and "vnl" not in err and not (tmp_path / "c.json").exists()
     assert main(["measure", str(seg2), "--ct", str(bad), "-o", str(tmp_path / "m.json")]) == 2
     assert "NaN/Inf voxels" in capsys.readouterr().err and not (tmp_path / "m.json").exists()
+
+
+def test_followup_refuses_ct_alignment_with_one_ct_and_a_ct_of_another_size_and_writes_nothing(tmp_path, capsys):
+    """--alignment ct with one CT names both CT options; a CT that is not the label map's size (two slices cut off)
+    names the label map and what to give; neither run leaves a report or a picture."""
+    from LiverTumorSegLib.volume import CTVolume as Volume
+
+    base, follow = shifted_pair()
+    seg = write_label_map(tmp_path / "base_seg.nii.gz", base.labels, base.ct.geometry)
+    seg2 = write_label_map(tmp_path / "follow_seg.nii.gz", follow.labels, follow.ct.geometry)
+    follow_ct = write_volume(tmp_path / "follow_ct.nii.gz", follow.ct)
+    cut = write_volume(tmp_path / "cut_ct.nii.gz", Volume(array=base.ct.array[:-2], geometry=base.ct.geometry))
+    out = tmp_path / "c.json"
+    common = ["followup", "--baseline", str(seg), "--followup", str(seg2), "-o", str(out)]
+    capsys.readouterr()
+    assert main(common + ["--followup-ct", str(follow_ct), "--alignment", "ct"]) == 2
+    assert "--alignment ct needs both --baseline-ct and --followup-ct" in capsys.readouterr().err
+    assert main(common + ["--baseline-ct", str(cut), "--followup-ct", str(follow_ct)]) == 2
+    err = capsys.readouterr().err
+    assert "base_seg.nii.gz' does not match its" in err and "Use the label map made for this image" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        "base_seg.nii.gz", "follow_seg.nii.gz", "follow_ct.nii.gz", "cut_ct.nii.gz"])
+
+
+def test_followup_api_refuses_an_unknown_alignment_and_says_a_nadir_without_baseline_targets_is_unused():
+    """The library call names the alignments it takes (and, for 'ct', both CT arguments), names a CT's and its label
+    map's shapes where they differ, and wants a bool for after_complete_response; a nadir given
+    for a baseline without tumor (so without target lesions) is said to be unused, not silently dropped."""
+    base, follow = shifted_pair()
+    with pytest.raises(InputError, match="Unknown alignment 'rigid'; use one of auto, ct, liver, none"):
+        compare_followup(labels_of(base), labels_of(follow), alignment="rigid")
+    with pytest.raises(InputError, match=r"Alignment 'ct' needs both CTs \(baseline_ct=, followup_ct=\)"):
+        compare_followup(labels_of(base), labels_of(follow), followup_ct=follow.ct, alignment="ct")
+    with pytest.raises(InputError, match="after_complete_response must be True or False, got 'yes'"):
+        compare_followup(labels_of(base), labels_of(follow), after_complete_response="yes")
+    cut = CTVolume(array=base.ct.array[:-2], geometry=base.ct.geometry)
+    with pytest.raises(InputError, match=r"The baseline CT \(22, 72, 72\) and label map \(24, 72, 72\) \(z, y, x\) "
+                       "differ in size; give the CT the label map was made on"):
+        compare_followup(labels_of(base), labels_of(follow), baseline_ct=cut, followup_ct=follow.ct)
+    no_tumor = CTVolume(array=np.minimum(base.labels, 1).astype(np.uint8), geometry=base.ct.geometry)
+    change = compare_followup(no_tumor, labels_of(follow), nadir_sum_mm=30.0)
+    assert change["sum_of_diameters"]["baseline_mm"] is None
+    assert ("the nadir given (30.0 mm) is not used: the baseline has no measurable target lesion, so there is no "
+            "sum of diameters to follow") in change["warnings"]
 
 
 def test_measure_command_ellipsoid_30_by_20(tmp_path, capsys):

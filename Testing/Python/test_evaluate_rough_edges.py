@@ -940,6 +940,61 @@ def test_an_all_nan_images_ct_is_said_and_the_overlay_drawn_without_it(tmp_path,
     assert any(p.name.startswith("overlay") or "best" in p.name for p in out.rglob("*.png"))
 
 
+def _two_tumor_free_cases(tmp_path: Path):
+    """ref/ and pred/ holding cases a and b (8 x 24 x 24 phantoms without lesions, prediction = reference); returns
+    case a's phantom."""
+    phantom = None
+    for name in ("a.nii.gz", "b.nii.gz"):
+        made = _case(tmp_path / "ref", name, tumor=False)
+        _case(tmp_path / "pred", name, tumor=False)
+        phantom = phantom or made
+    return phantom
+
+
+def test_a_users_plots_file_or_figure_in_the_output_folder_is_kept_and_nothing_written(tmp_path, capsys):
+    """OUT/plots as a file, or a plots folder holding a figure, without --overwrite: refused before any result is
+    written, the user's file left as it was."""
+    _two_tumor_free_cases(tmp_path)
+    (tmp_path / "o1").mkdir()
+    (tmp_path / "o1" / "plots").write_text("my notes", encoding="utf-8")
+    (tmp_path / "o2" / "plots").mkdir(parents=True)
+    (tmp_path / "o2" / "plots" / "fig.png").write_bytes(b"mine")
+    for out, says in (("o1", "plots' is a file, but evaluate writes its plots into a folder of that name; move it"),
+                      ("o2", "plots' already holds plots; pass --overwrite or choose another -o folder")):
+        code = _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / out, "--no-surface")
+        assert code == 2 and says in capsys.readouterr().err
+        assert not (tmp_path / out / "cases.csv").exists() and not (tmp_path / out / "summary.json").exists()
+    assert (tmp_path / "o1" / "plots").read_text(encoding="utf-8") == "my notes"
+    assert (tmp_path / "o2" / "plots" / "fig.png").read_bytes() == b"mine"
+
+
+def test_one_ct_file_for_two_cases_or_a_missing_prob_folder_is_refused_and_a_ct_off_the_grid_is_said(
+        tmp_path, capsys, caplog):
+    """--images naming one CT file for two cases says to give a folder; a --prob path that is not there says so;
+    a case's CT of another size draws its overlay without it, with a warning; a --rank-metric no case has a value
+    of draws no overlay, with a warning (exit 0 for both)."""
+    phantom = _two_tumor_free_cases(tmp_path)
+    write_volume(tmp_path / "ct.nii.gz", phantom.ct)
+    base = ["--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "--no-surface"]
+    assert _evaluate(*base, "-o", tmp_path / "o1", "--images", tmp_path / "ct.nii.gz") == 2
+    assert "ct.nii.gz' is one file but 2 cases are evaluated; give a folder" in capsys.readouterr().err
+    assert _evaluate(*base, "-o", tmp_path / "o2", "--prob", tmp_path / "nope") == 2
+    assert "--prob '" + str(tmp_path / "nope") + "' does not exist; check the path" in capsys.readouterr().err
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    images = tmp_path / "img"
+    images.mkdir()
+    wider = make_phantom(shape_zyx=(8, 24, 26), seed=0)
+    write_volume(images / "a.nii.gz", wider.ct)
+    write_volume(images / "b.nii.gz", phantom.ct)
+    with caplog.at_level("WARNING"):
+        assert _evaluate(*base, "-o", tmp_path / "o3", "--images", images) == 0
+        assert "a.nii.gz' is not on the label grid of case 'a'; overlay without CT" in caplog.text
+        assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "o4",
+                         "--rank-metric", "hd95_tumor_mm") == 0  # surfaces measured: the column is there, empty
+    assert "no case has a value for --rank-metric hd95_tumor_mm; no overlays drawn" in caplog.text
+    assert not list((tmp_path / "o4").rglob("overlay*.png"))
+
+
 def test_one_file_name_in_per_case_folders_is_told_apart_from_two_files_of_one_case(tmp_path):
     """TotalSegmentator writes CASE/liver.nii.gz; such a --pred folder was refused as 'case liver' with the advice
     to keep one of the files in this folder, which would have dropped all other cases."""

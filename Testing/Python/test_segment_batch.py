@@ -325,6 +325,24 @@ def test_one_ct_options_in_a_batch_say_what_to_do_instead(tmp_path, capsys, opti
     assert not (tmp_path / "out").exists()
 
 
+def test_a_batch_refuses_an_output_that_is_a_file_a_zero_batch_size_and_an_input_beside_sample(tmp_path, capsys):
+    """A folder of CTs with -o naming an existing file (a user's) is refused and the file kept; --batch-size 0 in a
+    batch is refused as in a single run; an INPUT with --sample says to give one of them. All before any work."""
+    write_phantoms(tmp_path / "cts", 1)
+    mine = tmp_path / "results.nii.gz"
+    mine.write_bytes(b"a user's file")
+    code = cli.main(["segment", str(tmp_path / "cts"), "-o", str(mine), "--no-progress"])
+    assert code == 2 and f"-o must be an output folder; '{mine}' is a file" in capsys.readouterr().err
+    assert mine.read_bytes() == b"a user's file"
+    out = tmp_path / "out"
+    code = cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--batch-size", "0", "--no-progress"])
+    assert code == 2 and "--batch-size must be at least 1 (got 0)" in capsys.readouterr().err
+    code = cli.main(["segment", str(tmp_path / "cts" / "ct_0.nii.gz"), "--sample", "-o", str(tmp_path / "s.nii.gz"),
+                     "--no-progress"])
+    assert code == 2 and "Give either an INPUT or --sample, not both" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "s.nii.gz").exists()
+
+
 def test_cli_batch_writes_each_cases_probability_map_as_a_single_run_does(tmp_path, capsys):
     """`segment FOLDER -o OUT --probabilities PROB` writes PROB/<case>.nii.gz, the map a single run's --probabilities
     writes for that CT (it was refused: 'is for one CT', so a dataset could not be segmented for evaluate --prob);

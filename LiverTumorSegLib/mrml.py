@@ -564,17 +564,20 @@ def _record_result_voxels(segmentation_node) -> None:
 def segments_edited_since_result(segmentation_node) -> List[str]:
     """Names (as they are now) of this tool's segments whose voxels differ from what the last run wrote into
     ``segmentation_node`` (:data:`RESULT_VOXELS_ATTRIBUTE`): a reader's corrections in Segment Editor, which another run
-    into the node would replace. [] when the node records no run (made before this record, or not by this tool) or
-    nothing of it was edited; a segment deleted since is not listed."""
+    into the node would replace. [] when the node records no run (made before this record, or not by this tool, or a
+    record edited by hand that is no JSON object of such entries) or nothing of it was edited; a segment deleted since
+    is not listed."""
     import json
 
     if segmentation_node is None:
         return []
     try:
         recorded = json.loads(segmentation_node.GetAttribute(RESULT_VOXELS_ATTRIBUTE) or "{}")
+        if not isinstance(recorded, dict):  # a list, number or null: 'no attribute items' ended the Segment click
+            return []
         recorded = {segment_id: (digest, np.asarray(grid, dtype=float).reshape(4, 4))
                     for segment_id, (digest, grid) in recorded.items()}
-    except (ValueError, TypeError):  # edited by hand: no record
+    except (ValueError, TypeError, RecursionError):  # edited by hand (nested thousands deep too): no record
         return []
     segmentation = segmentation_node.GetSegmentation()
     edited = []

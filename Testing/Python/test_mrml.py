@@ -331,6 +331,19 @@ def test_an_edit_of_part_of_a_voxel_on_a_finer_grid_is_an_edit(edit):
 
 
 @needs_slicer
+@pytest.mark.parametrize("record", ["[1]", "null", "5", '"text"', "{bad", '{"livertumorseg_liver": 5}',
+                                    "[" * 5000 + "]" * 5000])
+def test_a_result_record_edited_by_hand_into_no_json_object_reads_as_no_record(scene, record):
+    """The record of the run's voxels lies in the scene file: edited into a JSON list, number or null (or nested
+    thousands deep), the Segment button's question raised AttributeError ('list' object has no attribute 'items',
+    or RecursionError) and the click did nothing; such a record now reads as none, as unreadable JSON did."""
+    seg = mrml.labels_to_segmentation_node(scene, _labels(), _oblique_geometry(), name="Edited record")
+    seg.SetAttribute(mrml.RESULT_VOXELS_ATTRIBUTE, record)
+    assert mrml.segments_edited_since_result(seg) == []
+    scene.RemoveNode(seg)
+
+
+@needs_slicer
 def test_empty_and_vector_volumes_are_refused(scene):
     empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
     with pytest.raises(InputError, match="no image data"):

@@ -1333,8 +1333,14 @@ def format_status_table(statuses: List[CaseStatus], overwrite: bool = False) -> 
 def check_status_file_is_a_table(output_folder: Any, overwrite: bool = False) -> None:
     """Refuse (InputError, before any work) a file at ``OUT/batch_status.csv`` that is no batch's status table (its
     first line is not the table's header, ``case_id,status,...``): a user's own file of that name was replaced by the
-    run's table without ``--overwrite``. An earlier batch's table is replaced, as each run writes its own."""
+    run's table without ``--overwrite``. An earlier batch's table is replaced, as each run writes its own. A folder
+    of that name is refused with ``overwrite`` too: the run was told to pass --overwrite, then segmented every case,
+    wrote no table and ended with exit 0 (a warning per case that the table was not written)."""
     path = Path(output_folder) / STATUS_FILE
+    if path.is_dir():
+        raise InputError(f"'{path}' is a folder, but the batch writes its status table as a file of that name "
+                         f"(--overwrite does not replace a folder); move or rename that folder, or choose another "
+                         f"output folder.")
     if overwrite or not path.exists():
         return
     try:

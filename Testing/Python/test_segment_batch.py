@@ -1803,6 +1803,26 @@ def test_a_users_file_named_batch_status_csv_in_the_output_folder_is_kept(tmp_pa
     assert "ct_0,skipped" in (tmp_path / "out" / "batch_status.csv").read_text(encoding="utf-8")
 
 
+def test_a_folder_named_batch_status_csv_in_the_output_folder_is_refused_also_with_overwrite(tmp_path, capsys):
+    """A folder OUT/batch_status.csv was refused as "no batch status table ... pass --overwrite to replace it"; with
+    --overwrite every case was segmented, no table written (a warning per case) and the run ended with exit 0. It is
+    now refused before any work, with or without --overwrite, and the folder kept."""
+    package = tiny_unet_package(tmp_path)
+    write_phantoms(tmp_path / "cts", 1)
+    folder = tmp_path / "out" / "batch_status.csv"
+    folder.mkdir(parents=True)
+    (folder / "keep.txt").write_text("mine", encoding="utf-8")
+    args = ["segment", str(tmp_path / "cts"), "-o", str(tmp_path / "out"), "--model", str(package.path),
+            "--device", "cpu", "--precision", "fp32", "--no-progress"]
+    for extra in ([], ["--overwrite"]):
+        assert cli.main(args + extra) == 2
+        err = capsys.readouterr().err
+        assert "batch_status.csv' is a folder, but the batch writes its status table as a file" in err
+        assert "pass --overwrite" not in err
+    assert (folder / "keep.txt").read_text(encoding="utf-8") == "mine"
+    assert not (tmp_path / "out" / "ct_0.nii.gz").exists() and not (tmp_path / "out" / "reports").exists()
+
+
 def test_a_ct_listed_twice_in_a_case_list_is_named_as_such(tmp_path):
     """A CSV row pasted twice was refused as "Two cases are both named 'ct_0' (X and X) ... give them distinct
     case_id values", which would segment the one CT twice; it now says the list names that CT twice."""

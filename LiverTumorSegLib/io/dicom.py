@@ -1388,14 +1388,11 @@ def _checked_slice_positions(series: DicomSeriesInfo, reader, image, folder: Pat
             text = reader.GetMetaData(index, "0020|0032")
         except RuntimeError:
             _refuse_files_without_position(series, reader, folder)
-        try:
-            xyz = [float(v) for v in text.strip().split("\\")[:3]]
-        except ValueError:
-            xyz = []
-        if len(xyz) != 3 or not all(np.isfinite(v) for v in xyz):
+        xyz = _position_xyz(text)
+        if xyz is None:
             raise InputError(f"DICOM series {series.uid} in '{folder}' has an invalid ImagePositionPatient "
-                             f"({text.strip()[:60]!r}) in file '{name}'; the slice geometry "
-                             f"cannot be built. Re-export the series from the scanner/PACS.")
+                             f"({text.strip()[:60]!r}) in file '{name}': it must be 3 numbers (x, y, z in mm), "
+                             f"so the slice geometry cannot be built. Re-export the series from the scanner/PACS.")
         for tag, what, fix in PLANE_TAG_CHECKS:
             values = _tag_numbers(reader, index, tag)
             if values is None:
@@ -1416,6 +1413,17 @@ def _checked_slice_positions(series: DicomSeriesInfo, reader, image, folder: Pat
     _refuse_interleaved_acquisitions(series, reader, positions, folder)
     _check_no_gantry_tilt(series, np.asarray(points), direction, image.GetSpacing(), folder)
     return np.asarray(positions)
+
+
+def _position_xyz(text: str) -> Optional[List[float]]:
+    """An ImagePositionPatient value as stored (``'x\\y\\z'``) as 3 floats (mm, LPS); None unless it is exactly 3
+    finite numbers: a fourth value was dropped and the first three trusted ('1\\2\\3\\4' was then refused as
+    a gantry tilt, and a stray fourth value after the right position went unseen)."""
+    try:
+        xyz = [float(v) for v in text.strip(" \0").split("\\")]
+    except ValueError:
+        return None
+    return xyz if len(xyz) == 3 and all(np.isfinite(v) for v in xyz) else None
 
 
 def _first_names(names: Sequence[str], shown: int = 3) -> str:
@@ -2143,8 +2151,10 @@ def _check_no_gantry_tilt(series: DicomSeriesInfo, points_xyz: np.ndarray, direc
         return
     in_plane = points_xyz @ direction[:, :2]  # (n, 2) mm along the row and column directions
     drift = float(np.max(np.ptp(in_plane, axis=0)))
-    if drift <= 0.5 * min(float(spacing_xyz[0]), float(spacing_xyz[1])):
+    tolerance = 0.5 * min(float(spacing_xyz[0]), float(spacing_xyz[1]))
+    if drift <= tolerance:
         return
+    _refuse_slices_off_the_line(series, points_xyz, in_plane, tolerance, folder)
     along = points_xyz @ direction[:, 2]
     span = float(np.ptp(along))
     tilt = float(np.degrees(np.arctan2(drift, span))) if span > 0 else 90.0
@@ -2154,6 +2164,30 @@ def _check_no_gantry_tilt(series: DicomSeriesInfo, points_xyz: np.ndarray, direc
                      f"Convert it with a tool that corrects gantry tilt (dcm2niix; or 3D Slicer's DICOM module with "
                      f"acquisition geometry regularization, then harden the transform and save as NRRD/NIfTI) and "
                      f"segment that file.")
+
+
+def _refuse_slices_off_the_line(series: DicomSeriesInfo, points_xyz: np.ndarray, in_plane: np.ndarray,
+                                tolerance: float, folder: Path) -> None:
+    """InputError naming the files of ``series`` (file order) whose slice origin lies more than ``tolerance`` mm
+    within the image plane from where the other slices, which agree among themselves, lie: fewer than half of the
+    files, the others within ``tolerance`` of their median. ``points_xyz``: each file's ImagePositionPatient
+    ``(n, 3)`` mm; ``in_plane``: its ``(n, 2)`` mm along the row and column directions. One slice 20 mm sideways
+    (a damaged header, a slice of another series under this UID) was called a gantry tilt of 55 degrees, with the
+    advice to convert the series with dcm2niix; a real tilt moves every slice a little. Returns for a tilt."""
+    offsets = np.linalg.norm(in_plane - np.median(in_plane, axis=0), axis=1)  # mm from the slices' median
+    off = [int(index) for index in np.flatnonzero(offsets > tolerance)]
+    rest = [index for index in range(len(points_xyz)) if offsets[index] <= tolerance]
+    if not off or len(off) * 2 >= len(points_xyz) or float(np.max(np.ptp(in_plane[rest], axis=0))) > tolerance:
+        return
+    first = off[0]
+    where = (f"file '{Path(series.files[first]).name}' has an ImagePositionPatient"
+             if len(off) == 1 else f"{_which_files(series, off)} have ImagePositionPatients, e.g.")
+    raise InputError(f"DICOM series {series.uid} in '{folder}': {where} ({_format_numbers(points_xyz[first])}) "
+                     f"{offsets[first]:.3g} mm within the image plane from the other {len(rest)} slices' (e.g. "
+                     f"{_format_numbers(points_xyz[rest[0]])}), so they are not slices of one straight stack: a "
+                     f"damaged header, or images of another series filed under this one's UID. Remove "
+                     f"{'that file if it does' if len(off) == 1 else 'those files if they do'} not belong to the "
+                     f"series, else re-export the series from the scanner/PACS.")
 
 
 def _check_dicom_series_memory(series: DicomSeriesInfo, folder: Path) -> None:

@@ -1470,3 +1470,43 @@ def test_one_file_of_a_series_without_series_uid_is_sent_to_its_folder_which_rea
     volume = read_volume(tmp_path / "ct")
     assert volume.shape_zyx == ct.shape_zyx and volume.geometry.spacing == pytest.approx(ct.geometry.spacing)
     np.testing.assert_array_equal(volume.array, ct.array)
+
+
+def _with_raw_position(path: Path, value: str) -> None:
+    """Rewrite the ImagePositionPatient of the explicit-VR little-endian DICOM file ``path`` as the bytes of
+    ``value`` (padded to even length), which pydicom would refuse to write (``abc``, two or four values)."""
+    import struct
+
+    data = path.read_bytes()
+    head = b"\x20\x00\x32\x00DS"
+    at = data.index(head)
+    old_length = struct.unpack("<H", data[at + 6:at + 8])[0]
+    raw = value.encode("ascii") + (b" " if len(value) % 2 else b"")
+    path.write_bytes(data[:at] + head + struct.pack("<H", len(raw)) + raw + data[at + 8 + old_length:])
+
+
+@pytest.mark.parametrize("position", ["abc\\1\\2", "1\\2", "nan\\1\\2", "1e400\\1\\2", "1\\2\\3\\4", "1\\2\\3\\",
+                                      "-48\\-60\\-94\\5"])
+def test_a_slice_whose_position_is_not_three_numbers_is_named(tmp_path, ct, position):
+    """An ImagePositionPatient that is not 3 finite numbers (x, y, z in mm) names its file and value. With four
+    values the first three were taken: '1\\2\\3\\4' was refused as 'gantry-tilted' (advice: convert with dcm2niix)
+    and '-48\\-60\\-94\\5' (the right position and a stray fourth value) was read without a word."""
+    files = write_ct_series(tmp_path / "ct", ct)
+    _with_raw_position(files[3], position)
+    shown = re.escape(repr(position.rstrip()))
+    with pytest.raises(InputError, match=f"has an invalid ImagePositionPatient \\({shown}\\) in file 'ct0004.dcm': "
+                                         f"it must be 3 numbers \\(x, y, z in mm\\).*Re-export the series"):
+        read_volume(tmp_path / "ct")
+
+
+def test_one_slice_off_the_line_of_the_others_is_named_not_called_a_gantry_tilt(tmp_path, ct):
+    """One file whose ImagePositionPatient lies 20 mm sideways of the other 7 slices' (a damaged header, or a
+    slice of another series under this series' UID) was refused as 'gantry-tilted ... (a tilt of about 55
+    degrees)' with the advice to convert the series with dcm2niix. A real tilt moves every slice a little."""
+    files = write_ct_series(tmp_path / "ct", ct)
+    _with_raw_position(files[3], "-28.000000\\-60.000000\\-94.000000")  # x -48 -> -28 mm, z on its slice
+    with pytest.raises(InputError, match=r"file 'ct0004.dcm' has an ImagePositionPatient \(-28\\-60\\-94\) 20 mm "
+                                         r"within the image plane from the other 7 slices' \(e.g. -48\\-60\\-100\).*"
+                                         r"Remove that file if it does not belong") as refused:
+        read_volume(tmp_path / "ct")
+    assert "gantry" not in str(refused.value)

@@ -654,3 +654,31 @@ def test_the_hu_copy_is_counted_at_no_less_than_to_hu_dtype_makes(dtype):
     copy = to_hu_dtype(values)
     made = 0 if copy is values else copy.itemsize
     assert made <= hu_copy_itemsize(dtype.itemsize, False, unsigned=dtype.kind == "u", floating=dtype.kind == "f")
+
+
+@pytest.mark.parametrize("bits_stored, signed, slope, intercept, itemsize", [
+    (16, 1, "1", "0", 2), (12, 0, "1", "-1024", 2), (16, 1, "2", "-1024", 4), (16, 0, "2", "-1024", 4),
+    (16, 1, "0.5", "0", 8)])
+def test_a_dicom_files_count_takes_the_pixel_type_gdcm_reads_it_as(tmp_path, bits_stored, signed, slope, intercept,
+                                                                 itemsize):
+    """The bytes a voxel that a DICOM file's count (``_gdcm_output_itemsize``, from its header alone) takes are
+    those of the type GDCM reads it as: int16 where the rescaled range fits 16 bits, int32 where a whole slope
+    takes it beyond (signed 16 bits times 2: -66560..64510), float64 for a fractional rescale. The batch's count
+    of the read ahead is then that type and the HU copy (4 bytes a voxel where GDCM's type is not int16)."""
+    import pydicom
+    import SimpleITK as sitk
+
+    from LiverTumorSegLib.io.dicom import _gdcm_output_itemsize, dicom_folder_read_bytes
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    files = write_ct_series(tmp_path / "ct", CTVolume(np.zeros((2, 6, 8), np.int16), ImageGeometry(spacing=(1, 1, 2))))
+    for name in files:
+        ds = pydicom.dcmread(str(name))
+        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits_stored, bits_stored - 1, signed
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.save_as(str(name))
+    header = pydicom.dcmread(str(files[0]), stop_before_pixels=True)
+    read = sitk.ReadImage(str(files[0]))
+    assert _gdcm_output_itemsize(header) == (itemsize, itemsize == 2)
+    assert read.GetSizeOfPixelComponent() == itemsize, read.GetPixelIDTypeAsString()
+    assert dicom_folder_read_bytes(tmp_path / "ct") == 2 * 6 * 8 * (itemsize + (2 if itemsize == 2 else 4))

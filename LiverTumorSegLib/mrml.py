@@ -15,6 +15,7 @@ Conventions
   its geometry, voxels untouched). A non-linear (warping) transform is refused: harden or remove it first.
 """
 import contextlib
+import logging
 import re
 import threading
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from .errors import InputError, LabelError, OutputExistsError
 from .io.conversions import axes_angles_deg, axes_are_orthogonal
 from .fileutil import atomic_output, full_suffix
 from .volume import CTVolume, ImageGeometry
+
+log = logging.getLogger(__name__)
 
 # --- segment definitions ----------------------------------------------------------------------------
 
@@ -1399,13 +1402,14 @@ def set_lesion_table_warnings(table_node, warnings: Any) -> None:
 
 def lesion_table_warnings(table_node) -> List[str]:
     """The warnings kept on a lesion table (:func:`set_lesion_table_warnings`); [] for none, a table without them
-    (made before they were kept) or an attribute that is no JSON list (edited by hand)."""
+    (made before they were kept) or an attribute that is no JSON list (edited by hand, or nested too deep for Python
+    to read)."""
     import json
 
     text = table_node.GetAttribute(LESION_TABLE_WARNINGS_ATTRIBUTE) if table_node is not None else None
     try:
         warnings = json.loads(text) if text else []
-    except ValueError:
+    except (ValueError, RecursionError):  # edited by hand (nested thousands deep too): none kept
         return []
     return [str(w) for w in warnings] if isinstance(warnings, list) else []
 
@@ -1555,19 +1559,101 @@ def focus_on_table_lesion(scene, table_node, lesion_id: int) -> List[Any]:
 
     A table linked to its segmentation (:func:`link_lesion_table`) shows the lesion where the segmentation is
     now: the axes go under the segmentation's parent transform, in its own coordinates, so they also follow
-    later changes of that transform. The table's Centroid R/A/S columns stay the world points of the run."""
-    import json
+    later changes of that transform. The table's Centroid R/A/S columns stay the world points of the run.
 
-    lesions = json.loads(table_node.GetAttribute(LESION_AXES_ATTRIBUTE) or "[]")
+    Both attributes are saved with the scene and can be edited by hand: an axes record that is no JSON list reads as
+    none and an entry of it that is no showable lesion as absent (InputError: no such lesion); a frame that is no
+    finite invertible 4x4 as none (the run's world points are shown). Each is logged."""
+    lesions = _table_lesions(table_node)
     segmentation = table_node.GetNodeReference(LESION_TABLE_SEGMENTATION_ROLE)
-    frame = table_node.GetAttribute(LESION_FRAME_ATTRIBUTE)
-    if segmentation is None or not scene.IsNodePresent(segmentation) or not frame:
+    measured_to_world = _lesion_frame_of(table_node)
+    if segmentation is None or not scene.IsNodePresent(segmentation) or measured_to_world is None:
         return focus_on_lesion(scene, {"lesions": lesions}, int(lesion_id), table_node=table_node)
     lesion = _lesion_of(lesions, lesion_id)
-    measured_to_world = np.asarray(json.loads(frame), dtype=np.float64).reshape(4, 4)
     local = _lesion_points_mapped(lesion, np.linalg.inv(measured_to_world))
     center_slice_views_on(scene, _mapped_point(node_to_world(segmentation), lesion_focus_ras(local)))
     return show_lesion_axes(scene, local, transform_node_id=segmentation.GetTransformNodeID(), table_node=table_node)
+
+
+def _json_attribute(node, attribute: str) -> Any:
+    """``attribute`` of ``node`` read as JSON; None when it is empty or no JSON (edited by hand, or nested too deep
+    for Python to read: RecursionError), the latter logged."""
+    import json
+
+    text = node.GetAttribute(attribute)
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        log.info("%s of %s is no readable JSON (edited by hand?), read as none: %s", attribute, node.GetName(),
+                 type(exc).__name__)
+        return None
+
+
+def _table_lesions(table_node) -> List[Dict[str, Any]]:
+    """The lesions a lesion table keeps for showing its rows (:data:`LESION_AXES_ATTRIBUTE`, see
+    :func:`lesion_axes_json`): ``id``, centroid and axis end points in world RAS mm. A record edited by hand that is
+    no JSON list reads as none; an entry of it that is no showable lesion (:func:`_showable_lesion`) is left out.
+    Both logged."""
+    lesions = _json_attribute(table_node, LESION_AXES_ATTRIBUTE)
+    if lesions is None:
+        return []
+    if not isinstance(lesions, list):
+        log.info("%s of %s is no JSON list (edited by hand?), read as none", LESION_AXES_ATTRIBUTE,
+                 table_node.GetName())
+        return []
+    showable = [_showable_lesion(entry) for entry in lesions]
+    if None in showable:
+        log.info("%s of %s: %d of its %d lesions are unreadable (edited by hand?) and left out", LESION_AXES_ATTRIBUTE,
+                 table_node.GetName(), showable.count(None), len(showable))
+    return [lesion for lesion in showable if lesion is not None]
+
+
+def _ras_point(value: Any) -> List[float]:
+    """``value`` as 3 finite floats (RAS mm); ValueError or TypeError otherwise."""
+    point = [float(v) for v in value]
+    if len(point) != 3 or not np.all(np.isfinite(point)):
+        raise ValueError(f"no RAS point: {value!r}")
+    return point
+
+
+def _showable_lesion(entry: Any) -> Optional[Dict[str, Any]]:
+    """A copy of a kept lesion (:func:`lesion_axes_json`) with an integer id, finite RAS points (mm) for its centroid
+    and axis end points, and a centroid or long axis to centre on; None for any other entry."""
+    if not isinstance(entry, dict):
+        return None
+    try:
+        lesion = dict(entry, id=int(entry["id"]))
+        if entry.get("centroid_ras_mm") is not None:
+            lesion["centroid_ras_mm"] = _ras_point(entry["centroid_ras_mm"])
+        for which in ("long", "short"):
+            axis = entry.get(f"{which}_axis") or {}
+            ends = axis.get("end_points_ras_mm")
+            if ends and len(ends) == 2:
+                lesion[f"{which}_axis"] = dict(axis, end_points_ras_mm=[_ras_point(ends[0]), _ras_point(ends[1])])
+        lesion_focus_ras(lesion)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        return None
+    return lesion
+
+
+def _lesion_frame_of(table_node) -> Optional[np.ndarray]:
+    """The 4x4 from the segmentation's own coordinates to world RAS kept on a lesion table
+    (:data:`LESION_FRAME_ATTRIBUTE`); None when there is none (a non-linear transform, a table made before it was
+    kept) or it is no finite invertible 4x4 (edited by hand: logged)."""
+    frame = _json_attribute(table_node, LESION_FRAME_ATTRIBUTE)
+    if frame is None:
+        return None
+    try:
+        matrix = np.asarray(frame, dtype=np.float64).reshape(4, 4)
+        if np.all(np.isfinite(matrix)) and np.all(np.isfinite(np.linalg.inv(matrix))):
+            return matrix
+    except (TypeError, ValueError):  # numpy's LinAlgError (a singular matrix) is a ValueError
+        pass
+    log.info("%s of %s is no finite invertible 4x4 (edited by hand?): its lesions are shown at the run's world points",
+             LESION_FRAME_ATTRIBUTE, table_node.GetName())
+    return None
 
 
 def _lesion_of(lesions: Sequence[Dict[str, Any]], lesion_id: int) -> Dict[str, Any]:
@@ -1878,14 +1964,14 @@ def _referenced_by_another(scene, text_node, table_node) -> bool:
 def change_report_of(table_node) -> Optional[Dict[str, Any]]:
     """The change report kept with a follow-up change table (:func:`set_change_report`): None for no table, a table
     without one (made before reports were kept, or its text node deleted) or a text that is no JSON object (edited
-    by hand)."""
+    by hand, or nested too deep for Python to read)."""
     import json
 
     text_node = table_node.GetNodeReference(CHANGE_REPORT_ROLE) if table_node is not None else None
     text = text_node.GetText() if text_node is not None and hasattr(text_node, "GetText") else None
     try:
         change = json.loads(text) if text else None
-    except ValueError:
+    except (ValueError, RecursionError):  # edited by hand (nested thousands deep too): no report
         return None
     return change if isinstance(change, dict) else None
 

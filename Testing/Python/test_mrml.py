@@ -1244,3 +1244,19 @@ def test_two_segments_with_one_label_value_in_one_layer_are_refused(tmp_path):
     bad.write_bytes(data.replace(b"Segment1_LabelValue:=2", b"Segment1_LabelValue:=1"))
     with pytest.raises(LabelError, match="segments 'Liver' and 'Liver tumor' both have LabelValue 1 in layer 0"):
         read_seg_nrrd_labels(bad)
+
+
+@needs_slicer
+def test_table_warnings_and_change_report_nested_too_deep_read_as_none(scene):
+    """A lesion table's warnings and a change table's report lie in the scene file: edited by hand into JSON nested
+    thousands deep, json.loads raised RecursionError (not the ValueError caught), and the panel's summary or *Save
+    change report...* raised; they now read as none, as unreadable JSON does."""
+    deep = "[" * 5000 + "]" * 5000
+    table = mrml.create_lesion_table_node(scene, {"lesions": [], "liver_volume_ml": 1.0})
+    table.SetAttribute(mrml.LESION_TABLE_WARNINGS_ATTRIBUTE, deep)
+    assert mrml.lesion_table_warnings(table) == []
+    change_table = mrml.create_change_table_node(scene, {"lesions": [], "response": "SD"})
+    mrml.set_change_report(change_table, {"lesions": [], "response": "SD"}).SetText(deep)
+    assert mrml.change_report_of(change_table) is None
+    for node in (table, change_table, change_table.GetNodeReference(mrml.CHANGE_REPORT_ROLE)):
+        scene.RemoveNode(node)

@@ -213,3 +213,53 @@ def test_the_change_table_notes_a_rows_lesions_cut_by_a_scans_edge_or_capped_by_
         "", "axes limited by the follow-up's tilted slices",
         "cut by the follow-up scan's edge, axes limited by the baseline's tilted slices",
         "cut by the baseline scan's edge"]
+
+
+DEEP_JSON = "[" * 5000 + "]" * 5000  # json.loads raises RecursionError, not ValueError
+
+
+@pytest.mark.parametrize("axes", [DEEP_JSON, "{bad", "null", "5", '{"id": 3}', "[5]", '[{"id": "x"}]', '[{"id": 3}]',
+                                  '[{"id": 3, "long_axis": 5}]', '[{"id": 3, "centroid_ras_mm": "abc"}]',
+                                  '[{"id": 3, "long_axis": {"end_points_ras_mm": [[1, 2], [3, 4]]}}]',
+                                  '[{"id": 3, "centroid_ras_mm": [NaN, 0, 0]}]'])
+def test_a_lesion_axes_record_edited_by_hand_reads_as_no_such_lesion(scene, axes):
+    """The table's axes record lies in the scene file: edited by hand (no JSON, no list, nested thousands deep, an
+    entry without a readable id or points), selecting a row raised RecursionError, KeyError, AttributeError or a VTK
+    TypeError, which the panel did not catch; the lesion now reads as absent (InputError, which the panel logs)."""
+    table = mrml.create_lesion_table_node(scene, {"lesions": [LESION], "liver_volume_ml": 1.0})
+    table.SetAttribute(mrml.LESION_AXES_ATTRIBUTE, axes)
+    with pytest.raises(InputError, match="no lesion 3"):
+        mrml.focus_on_table_lesion(scene, table, 3)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode") == 0
+    scene.RemoveNode(table)
+
+
+def test_an_unreadable_entry_of_the_lesion_axes_record_leaves_the_others_showable(scene):
+    table = mrml.create_lesion_table_node(scene, {"lesions": [LESION], "liver_volume_ml": 1.0})
+    table.SetAttribute(mrml.LESION_AXES_ATTRIBUTE, '[5, {"id": 1, "long_axis": 2}, %s]' % mrml.lesion_axes_json(
+        {"lesions": [LESION]})[1:-1])
+    long_axis, _ = mrml.focus_on_table_lesion(scene, table, 3)
+    np.testing.assert_allclose(_line_points(long_axis), [[10.0, 20.0, 30.0], [40.0, 20.0, 30.0]], atol=1e-9)
+    with pytest.raises(InputError, match="no lesion 1"):
+        mrml.focus_on_table_lesion(scene, table, 1)
+    assert mrml.remove_lesion_axis_markups(scene) == 2
+    scene.RemoveNode(table)
+
+
+SINGULAR_FRAME = str([0.0] * 16)
+
+
+@pytest.mark.parametrize("frame", [DEEP_JSON, "{bad", "null", "[1, 2]", '"text"', '{"a": 1}', SINGULAR_FRAME])
+def test_a_lesion_frame_edited_by_hand_reads_as_none_and_the_run_points_are_shown(scene, frame):
+    """The segmentation's frame of the run, hand-edited into no finite invertible 4x4, raised ValueError,
+    LinAlgError or RecursionError (the last not caught by the panel); it now reads as none: the run's world points
+    are drawn, as for a table without a frame."""
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "framed segmentation")
+    table = mrml.create_lesion_table_node(scene, {"lesions": [LESION], "liver_volume_ml": 1.0})
+    mrml.link_lesion_table(table, segmentation)
+    table.SetAttribute(mrml.LESION_FRAME_ATTRIBUTE, frame)
+    long_axis, _ = mrml.focus_on_table_lesion(scene, table, 3)
+    np.testing.assert_allclose(_line_points(long_axis), [[10.0, 20.0, 30.0], [40.0, 20.0, 30.0]], atol=1e-9)
+    assert mrml.remove_lesion_axis_markups(scene) == 2
+    scene.RemoveNode(table)
+    scene.RemoveNode(segmentation)

@@ -10,7 +10,8 @@ Segments become labels by ID or name (case-insensitive): ``livertumorseg_liver``
 ``livertumorseg_tumor`` / "Liver tumor" (also "tumor", "tumour", "lesion", "liver lesion", "liver tumour")
 -> 2 (tumor, drawn over the liver). What ``segment`` and the Slicer module write reads back exactly. Other
 segments are left out with a warning; a file with neither raises :class:`~LiverTumorSegLib.errors.LabelError`
-naming the segments it holds.
+naming the segments it holds. A file that holds no 3D segmentation is refused saying so: 2D, floating-point values
+that are no whole numbers (a probability map), or a colour axis (``RGB-color``) taken for layers.
 
 A header describing more than :data:`MAX_SEGMENTS` segments is refused before ITK parses it
 (:func:`check_segment_count`).
@@ -224,7 +225,9 @@ def _read_image(path: Path, warnings: Optional[List[str]] = None) -> Tuple[np.nd
     # term). It counted two copies of the stored voxels (2 bytes a voxel for one uint8 layer, where a read allocated
     # 5.0, tracemalloc), then, until 30 Nov 2026, twice the stored bytes where more than 4: 2 per layer, where each
     # layer adds its 1 stored byte (a 4-layer 60 x 256 x 256 file was counted at 4 + 8 and peaked at 8.0, RSS)
+    check_seg_nrrd_is_3d(path, tuple(reader.GetSize()))  # the CT reader's check said 'a 3D CT volume is needed'
     shape, header, stored, notes = checked_before_voxels(path, reader, copy_itemsize=SEG_NRRD_BUILT_BYTES_PER_VOXEL)
+    check_not_a_colour_image(path, header.fields.get("kinds", "") if header is not None else "")
     layers = int(reader.GetNumberOfComponents())
     metadata = {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
     dtype = _itk_numpy_dtype(reader.GetPixelID())
@@ -242,9 +245,65 @@ def _read_image(path: Path, warnings: Optional[List[str]] = None) -> Tuple[np.nd
         raise InputError(f"Cannot read '{path}' as a Slicer segmentation (.seg.nrrd): {_itk_reason(exc)}.") from None
     if reader.GetNumberOfComponents() == 1:
         voxels = voxels[..., None]
+    if dtype.kind == "f":
+        check_whole_label_values(path, voxels)
     if warnings is not None:  # as a plain .nrrd label map gets them (they were dropped: a header edited to fewer
         warnings.extend(notes)  # slices, or without spacings, was read without a word)
     return voxels, grid, metadata
+
+
+_WHAT_A_SEG_NRRD_HOLDS = ("a .seg.nrrd holds whole-number label values (SegmentN_LabelValue), one 3D layer per "
+                          "entry of its first ('list') axis")
+
+
+def check_seg_nrrd_is_3d(path: Path, size_xyz: Sequence[int]) -> None:
+    """Refuse (InputError) a ``.seg.nrrd`` whose image is not 3D (``size_xyz``: the ITK reader's size, (x, y, z, ...),
+    layers not counted; trailing axes of 1 dropped), in a segmentation's words: the CT reader's own check refused a
+    2D one as 'a 3D CT volume is needed (NIfTI ...)'."""
+    shape = [int(s) for s in size_xyz]
+    while len(shape) > 3 and shape[-1] == 1:
+        shape.pop()
+    if len(shape) == 3:
+        return
+    dims = " x ".join(str(s) for s in shape)
+    raise InputError(f"'{path}' is a {len(shape)}D segmentation ({dims} voxels); a segmentation of a 3D CT is "
+                     f"needed: {_WHAT_A_SEG_NRRD_HOLDS}. Save the segmentation from Slicer on its 3D CT (Segmentations "
+                     f"module: Export to files), or give a 3D label map (.nii.gz, .nrrd: 0 background, 1 liver, "
+                     f"2 tumor).")
+
+
+_COLOUR_KINDS = ("rgb-color", "rgba-color", "hsv-color", "xyz-color", "3-color", "4-color")
+"""NRRD axis kinds of a colour image: ITK reads the axis as components, as a ``.seg.nrrd``'s ``list`` of layers, and
+a colour image with segment fields read as all background (no segment value among its colours) without a word."""
+
+
+def check_not_a_colour_image(path: Path, kinds: str) -> None:
+    """Refuse (LabelError) a ``.seg.nrrd`` whose NRRD ``kinds`` field (as written, e.g. ``"RGB-color domain domain
+    domain"``) names a colour axis (:data:`_COLOUR_KINDS`): a colour image (a screenshot or a coloured export), not
+    segment layers. Slicer writes layers as ``list`` (a multi-layer file); ``vector`` and other kinds pass."""
+    colour = [kind for kind in kinds.split() if kind.lower() in _COLOUR_KINDS]
+    if colour:
+        raise LabelError(f"'{path}' stores a colour image (its header's kinds: {kinds.strip()}), not segments: "
+                         f"{_WHAT_A_SEG_NRRD_HOLDS}, which a colour axis is not. Save the segmentation from Slicer "
+                         f"(Segmentations module: Export to files), or give a label map (0 background, 1 liver, "
+                         f"2 tumor).")
+
+
+def check_whole_label_values(path: Path, voxels: np.ndarray, slab: int = 16) -> None:
+    """Refuse (LabelError) a floating-point ``.seg.nrrd`` (``voxels``: (z, y, x, layers)) holding a value that is not a
+    whole number (or NaN): a probability map or an interpolated segmentation, whose segments matched no voxel (0.9 is
+    no LabelValue 1) and read as empty without a word. Whole-number floats read as their integers (as Slicer reads
+    them, by truncation), so they pass. Checked ``slab`` slices at a time (a float copy of the whole file is not
+    made)."""
+    for start in range(0, voxels.shape[0], slab):
+        part = np.asarray(voxels[start:start + slab])
+        off = part[~(part == np.floor(part))]  # a NaN too (NaN == NaN is False); infinity by the finite check
+        if off.size or not np.all(np.isfinite(part)):
+            example = off.flat[0] if off.size else part[~np.isfinite(part)].flat[0]
+            raise LabelError(f"'{path}' holds voxel values that are not whole numbers (e.g. {float(example):g}): "
+                             f"{_WHAT_A_SEG_NRRD_HOLDS}, so no segment's voxels can be told. A probability map or an "
+                             f"interpolated (resampled) segmentation is no segmentation: threshold it into a label map "
+                             f"(0 background, 1 liver, 2 tumor), or save the segmentation from Slicer again.")
 
 
 REFERENCE_GEOMETRY_PARAMETER = "Reference image geometry"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from LiverTumorSegLib.cli import main
-from LiverTumorSegLib.errors import LabelError
+from LiverTumorSegLib.errors import InputError, LabelError
 from LiverTumorSegLib.io import read_label_map, write_label_map
 from LiverTumorSegLib.phantom import make_phantom
 from LiverTumorSegLib.segnrrd import read_seg_nrrd_labels
@@ -508,3 +508,82 @@ def test_a_recorded_reference_grid_whose_extent_starts_above_zero_starts_at_that
     assert shape_zyx == (2, 6, 10)
     assert geometry.spacing == pytest.approx((1.0, 2.0, 3.0))
     assert geometry.origin == pytest.approx((-8.0, -14.0, 42.0))
+
+
+def _write_nrrd_with_segments(path: Path, data: np.ndarray, type_name: str, sizes: str, kinds: str, directions: str,
+                              space: str = "space: left-posterior-superior", origin: str = "(0,0,0)",
+                              segments: Sequence[Dict[str, str]] = (LIVER, TUMOR)) -> Path:
+    """A raw little-endian NRRD of ``data`` (its C order is the NRRD order: the header's first axis fastest) with
+    ``segments``' fields (default: Liver and Liver tumor in layer 0, LabelValue 1 and 2), for headers Slicer does not
+    write."""
+    lines = ["NRRD0004", f"type: {type_name}", f"dimension: {len(sizes.split())}", space, f"sizes: {sizes}",
+             f"space directions: {directions}", f"kinds: {kinds}", "encoding: raw", "endian: little",
+             f"space origin: {origin}"]
+    for i, segment in enumerate(segments):
+        lines += [f"Segment{i}_{key}:={value}" for key, value in segment.items()]
+    little_endian = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<"))
+    path.write_bytes(("\n".join(lines) + "\n\n").encode("ascii") + little_endian.tobytes())
+    return path
+
+
+def _phantom_labels() -> np.ndarray:
+    labels = np.zeros((4, 8, 8), np.uint8)  # (z, y, x): 64 liver voxels, 8 of them tumor
+    labels[:, 2:6, 2:6] = 1
+    labels[1:3, 3:5, 3:5] = 2
+    return labels
+
+
+def test_a_2d_seg_nrrd_is_refused_as_a_segmentation_not_as_a_ct(tmp_path):
+    """A one-slice 2D .seg.nrrd was refused as '2D ...; a 3D CT volume is needed (NIfTI (.nii, .nii.gz), ...', the CT
+    reader's words, for a file given as a segmentation."""
+    path = _write_nrrd_with_segments(tmp_path / "flat.seg.nrrd", _phantom_labels()[0], "unsigned char", "8 8",
+                                     "domain domain", "(1,0) (0,1)", space="space dimension: 2", origin="(0,0)")
+    with pytest.raises(InputError) as raised:
+        read_seg_nrrd_labels(path)
+    message = str(raised.value)
+    assert "is a 2D segmentation (8 x 8 voxels)" in message and "a segmentation of a 3D CT is needed" in message
+    assert "CT volume" not in message and "3D label map" in message
+
+
+def test_a_float_seg_nrrd_with_fractional_values_is_refused_naming_them(tmp_path):
+    """A probability map saved as .seg.nrrd (0.9 inside the liver) read as all background without a word: no voxel
+    equals LabelValue 1, and the next step said only that there was no liver."""
+    labels = _phantom_labels()
+    path = _write_nrrd_with_segments(tmp_path / "prob.seg.nrrd", (labels > 0).astype(np.float32) * 0.9, "float",
+                                     "8 8 4", "domain domain domain", "(1,0,0) (0,1,0) (0,0,1)")
+    with pytest.raises(LabelError, match=r"values that are not whole numbers \(e\.g\. 0\.9\).*threshold it"):
+        read_seg_nrrd_labels(path)
+
+
+def test_a_float_seg_nrrd_holding_whole_numbers_reads_as_its_integers(tmp_path):
+    labels = _phantom_labels()
+    path = _write_nrrd_with_segments(tmp_path / "whole.seg.nrrd", labels.astype(np.float32), "float", "8 8 4",
+                                     "domain domain domain", "(1,0,0) (0,1,0) (0,0,1)")
+    assert np.array_equal(read_seg_nrrd_labels(path).array, labels)
+
+
+@pytest.mark.parametrize("kind", ["RGB-color", "RGBA-color", "3-color"])
+def test_a_colour_image_with_segment_fields_is_refused_naming_its_kinds(tmp_path, kind):
+    """A colour export (liver drawn (216, 101, 79)) with segment fields read as all background without a word: ITK
+    reads a colour axis as components, as a multi-layer file's 'list' axis."""
+    labels = _phantom_labels()
+    channels = 4 if kind.startswith("RGBA") else 3
+    colours = np.zeros(labels.shape + (channels,), np.uint8)  # (z, y, x, colour): the colour varies fastest
+    colours[labels == 1] = (216, 101, 79, 255)[:channels]
+    colours[labels == 2] = (128, 174, 128, 255)[:channels]
+    path = _write_nrrd_with_segments(tmp_path / "colour.seg.nrrd", colours, "unsigned char", f"{channels} 8 8 4",
+                                     f"{kind} domain domain domain", "none (1,0,0) (0,1,0) (0,0,1)")
+    with pytest.raises(LabelError, match=f"stores a colour image \\(its header's kinds: {kind} domain domain domain"):
+        read_seg_nrrd_labels(path)
+
+
+@pytest.mark.parametrize("kind", ["list", "vector", "3-vector"])
+def test_three_layers_under_a_list_or_vector_axis_read_as_layers(tmp_path, kind):
+    """Slicer writes layers along a 'list' axis; a 'vector' axis of whole-number layers is read the same way (ITK
+    makes both components), so neither is refused with the colour kinds."""
+    labels = _phantom_labels()
+    layers = np.stack([labels == 1, labels == 2, np.zeros_like(labels)], axis=-1).astype(np.uint8)
+    path = _write_nrrd_with_segments(tmp_path / "layers.seg.nrrd", layers, "unsigned char", "3 8 8 4",
+                                     f"{kind} domain domain domain", "none (1,0,0) (0,1,0) (0,0,1)",
+                                     segments=(LIVER, dict(TUMOR, Layer="1", LabelValue="1")))
+    assert np.array_equal(read_seg_nrrd_labels(path).array, labels)

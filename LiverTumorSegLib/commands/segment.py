@@ -23,7 +23,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, TextIO
+from typing import Any, Callable, Dict, List, Optional, Set, TextIO
 
 import numpy as np
 
@@ -499,13 +499,19 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
     def so_far(message: str) -> List[Any]:  # every case: its status, or 'not run' with ``message``
         return [finished.get(c.case_id) or CaseStatus(c.case_id, "not run", message=message) for c in cases]
 
+    causes_said: Set[str] = set()
+
     def write_table(statuses: List[Any]) -> None:
         try:
             out.mkdir(parents=True, exist_ok=True)
             write_status_csv(statuses, out / STATUS_FILE)
         except (OSError, LiverTumorSegError) as exc:  # a full disk, an output folder gone read-only
             from ..cli import file_system_error_text
-            log.warning("warning: %s was not written: %s", out / STATUS_FILE, file_system_error_text(exc) or exc)
+            cause = str(file_system_error_text(exc) or exc)
+            if cause not in causes_said:  # the table is tried as each case ends: a full disk said it for every case
+                causes_said.add(cause)
+                log.warning("warning: %s was not written: %s (it is tried again as each case ends and at the "
+                            "batch's end; this warning is not repeated for the same cause)", out / STATUS_FILE, cause)
 
     def on_case(status: Any) -> None:
         with table_lock:

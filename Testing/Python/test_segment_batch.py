@@ -2003,3 +2003,24 @@ def test_a_link_in_a_batch_folder_to_another_of_its_cts_is_left_out_with_a_warni
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [m for m in said if "'a_link.nii.gz' is another name of 'ct_1.nii.gz'" in m and "as case 'ct_1'" in m]
     assert [m for m in said if "'ct_hard.nii.gz' is another name of 'ct_0.nii.gz'" in m and "as case 'ct_0'" in m]
+
+
+def test_a_status_file_that_cannot_be_written_is_warned_of_once_per_cause(tmp_path, capsys, caplog, monkeypatch):
+    """The table is written again as each case ends and at the batch's end: on a full disk the same 'was not written'
+    warning was repeated for every case and once more at the end (4 times for 3 cases). Said once per cause now; a
+    cause that changes is said too."""
+    package = tiny_unet_package(tmp_path)
+    write_phantoms(tmp_path / "cts", 3)
+    causes = iter([(28, "No space left on device")] * 3 + [(13, "Permission denied")])
+
+    def cannot_write(statuses, path):
+        number, words = next(causes)
+        raise OSError(number, words, str(path))
+
+    monkeypatch.setattr(batch_module, "write_status_csv", cannot_write)
+    code = cli.main(["segment", str(tmp_path / "cts"), "-o", str(tmp_path / "out"), "--model", str(package.path),
+                     "--device", "cpu", "--precision", "fp32", "--no-progress"])
+    assert code == 0 and "3 done, 0 skipped" in capsys.readouterr().out
+    warnings = [r.getMessage() for r in caplog.records if "batch_status.csv was not written" in r.getMessage()]
+    assert len(warnings) == 2, warnings
+    assert "No space left" in warnings[0] and "Permission denied" in warnings[1]

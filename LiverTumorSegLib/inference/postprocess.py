@@ -620,19 +620,6 @@ def patient_position(geometry: Any, centre_zyx: Sequence[float]) -> Dict[str, Li
             "centroid_ras_mm": [float(v) for v in geometry.index_to_ras(ijk)]}
 
 
-def count_and_centre(mask: np.ndarray) -> Tuple[int, Optional[np.ndarray]]:
-    """``(voxels, mean index (z, y, x) float64)`` of a boolean ``(z, y, x)`` mask, from its three axis
-    profiles (no index arrays); ``(0, None)`` when it is empty."""
-    voxels = int(np.count_nonzero(mask))
-    if not voxels:
-        return 0, None
-    centre = []
-    for axis in range(3):
-        profile = mask.sum(axis=tuple(a for a in range(3) if a != axis), dtype=np.int64)
-        centre.append(float(np.dot(profile, np.arange(profile.size, dtype=np.float64))) / voxels)
-    return voxels, np.asarray(centre)
-
-
 FORWARD_26 = tuple((dz, dy, dx) for dz in (0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
                    if (dz, dy, dx) > (0, 0, 0))
 """The 13 of the 26 neighbour offsets ``(z, y, x)`` that come after a voxel in C order: each neighbour pair once."""

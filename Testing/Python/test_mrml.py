@@ -1260,3 +1260,17 @@ def test_table_warnings_and_change_report_nested_too_deep_read_as_none(scene):
     assert mrml.change_report_of(change_table) is None
     for node in (table, change_table, change_table.GetNodeReference(mrml.CHANGE_REPORT_ROLE)):
         scene.RemoveNode(node)
+
+
+@needs_slicer
+def test_a_fractional_float_seg_nrrd_is_refused_before_the_storage_node_truncates_it(tmp_path):
+    """Slicer's storage node truncates a float .seg.nrrd's values (0.5 -> 0) and loaded such a file's segments with
+    parts of them missing, without a word; its check (shared with segnrrd's reader) refuses it, leaving no node."""
+    from test_segnrrd import _phantom_labels, _write_nrrd_with_segments
+
+    path = _write_nrrd_with_segments(tmp_path / "half.seg.nrrd", _phantom_labels().astype(np.float32) * 0.5, "float",
+                                     "8 8 4", "domain domain domain", "(1,0,0) (0,1,0) (0,0,1)")
+    scene = mrml.make_headless_scene()
+    with pytest.raises(LabelError, match=r"not whole numbers \(e\.g\. 0\.5\)"):
+        mrml.read_seg_nrrd(scene, path)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0

@@ -489,6 +489,18 @@ def segment_look(segment: Any) -> tuple:
     return tuple(round(float(c), 6) for c in segment.GetColor()), mrml.segment_terminology_tag(segment)
 
 
+def _grid_text(geometry: Any, shape_zyx: Any, with_direction: bool = False) -> str:
+    """``(z, y, x) shape (4, 5, 6), spacing (0.8, 0.9, 2.5) mm, origin (10, -5, 3) mm`` (spacing and origin in the
+    library's (x, y, z) LPS order) of a grid, for a message; ``with_direction``: its 3x3 direction cosines too
+    (row-major), for grids that differ in them."""
+    def numbers(values: Any) -> str:
+        return "(" + ", ".join(f"{float(value):.6g}" for value in values) + ")"
+
+    text = (f"(z, y, x) shape {tuple(int(n) for n in shape_zyx)}, spacing {numbers(geometry.spacing)} mm, "
+            f"origin {numbers(geometry.origin)} mm")
+    return text + (f", direction {numbers(geometry.direction)}" if with_direction else "")
+
+
 def same_grid(geometry: Any, shape_zyx: Any, other_geometry: Any, other_shape_zyx: Any) -> bool:
     """Whether two ``(geometry, (z, y, x) shape)`` grids are one (within ``LiverTumorSegLib.io.GEOMETRY_TOLERANCE``);
     a missing geometry (None) is no grid."""
@@ -657,15 +669,18 @@ class SegmentationJob(ChildJob):
         except LiverTumorSegError as exc:  # a truncated or damaged file: "Check that the file is complete"
             raise unusable_result(self.WHAT, os.path.basename(path), exc) from exc
         if not same_grid(volume.geometry, volume.shape_zyx, self.geometry, self.shape_zyx):
-            raise RuntimeError(f"The segmentation process wrote a {what} on another grid ({volume.shape_zyx} (z, y, "
-                               f"x), {volume.geometry.to_dict()}) than the CT's ({self.shape_zyx}, "
-                               f"{self.geometry.to_dict()}).")
+            # a ChildResultError as for a damaged file: it says that the scene was not changed and what to do
+            turned = not np.allclose(volume.geometry.direction, self.geometry.direction, atol=GEOMETRY_TOLERANCE)
+            raise unusable_result(self.WHAT, os.path.basename(path),
+                                  f"the {what} is on another grid than the CT's: "
+                                  f"{_grid_text(volume.geometry, volume.shape_zyx, turned)} instead of "
+                                  f"{_grid_text(self.geometry, self.shape_zyx, turned)}")
         return volume.array
 
     def _load_results(self, seconds: float) -> SegmentationOutcome:
         labels_path = self._output_path("labels", self._path("labels.nii.gz"))
-        if labels_path is None:
-            raise RuntimeError("The segmentation process reported success but wrote no label map.")
+        if labels_path is None:  # said as for a missing report: the scene was not changed, and what to do
+            raise unusable_result(self.WHAT, "labels.nii.gz", "no such file")
         labels = self._read_child_volume(labels_path, "label map")
         report_path = self._output_path("report", self._path("report.json"))
         if report_path is None:  # asked for with --report: the table and the summary are made of it

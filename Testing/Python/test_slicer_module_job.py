@@ -1423,12 +1423,26 @@ def _edit_report(change):
     return spoil
 
 
+def _move_labels(labels_path, report_path):
+    """The label map written again 1 mm further along x (voxels unchanged): on another grid than the CT's."""
+    import SimpleITK as sitk
+    image = sitk.ReadImage(labels_path)
+    image.SetOrigin(tuple(np.add(image.GetOrigin(), (1.0, 0.0, 0.0))))
+    sitk.WriteImage(image, labels_path)
+
+
 @pytest.mark.parametrize("spoil, named", [
     (lambda labels, report: _truncate(labels), "labels.nii.gz"),
+    (lambda labels, report: os.remove(labels), "labels.nii.gz: no such file"),
+    (lambda labels, report: os.remove(report), "report.json: no such file"),
+    (_move_labels, "labels.nii.gz: the label map is on another grid than the CT's: (z, y, x) shape (4, 5, 6), "
+                   "spacing (0.8, 0.9, 2.5) mm, origin (11, -5, 3) mm instead of (z, y, x) shape (4, 5, 6), "
+                   "spacing (0.8, 0.9, 2.5) mm, origin (10, -5, 3) mm"),
     (lambda labels, report: _truncate(report), "report.json"),
     (_edit_report(lambda r: dict(r, lesions=[{"id": 1, "volume_ml": "12 mL"}])), "report.json"),
     (_edit_report(lambda r: {k: v for k, v in r.items() if k != "liver_volume_ml"}), "liver_volume_ml"),
-], ids=["truncated labels", "truncated report", "lesion volume not a number", "no liver volume"])
+], ids=["truncated labels", "no labels", "no report", "labels off the CT's grid", "truncated report",
+        "lesion volume not a number", "no liver volume"])
 def test_a_result_that_cannot_be_read_is_refused_saying_so_and_the_users_nodes_stay_as_they_were(fake, spoil, named):
     """A report that was JSON but not a lesion report (a lesion volume as text) failed with "could not convert string
     to float" after the user's Liver / Liver tumor segments had already been replaced; one without its liver volume was

@@ -364,3 +364,50 @@ def test_update_lesion_table_hands_the_dicom_slice_thickness_to_the_child(module
     monkeypatch.setattr(slicer, "dicomDatabase", None)  # no DICOM module: the spacing, as before
     recist = _logic(module).measureSegmentation(segmentation, volume).report["recist"]
     assert (recist["slice_thickness_mm"], recist["slice_thickness_source"]) == (4.0, "slice spacing")
+
+
+_FAILING_MEASURE = """
+import sys
+args = sys.argv[1:]
+ct = args[args.index("--ct") + 1]
+sys.stderr.write("reading the label map\\n")
+if "{mode}" == "user error":
+    sys.stderr.write("error: '" + ct + "' holds NaN voxels; check the export and load the CT again.\\n")
+    sys.exit(2)
+sys.stderr.write("Traceback (most recent call last):\\nMemoryError: cannot allocate 12 GiB for '" + ct + "'\\n")
+sys.exit(1)
+"""
+
+
+def _failing_measure_runner(module, mode):
+    """A runner that starts, in place of ``-m LiverTumorSegLib measure ...``, a child that fails as ``mode`` says
+    ("user error": exit 2 with an ``error:`` line naming the handed-over CT; else a crash: exit 1 with a traceback)."""
+    class FailingMeasureRunner(module.m.childprocess.SubprocessRunner):
+        def start(self, program, args, env=None):
+            assert list(args[:3]) == ["-m", "LiverTumorSegLib", "measure"]
+            super().start(sys.executable, ["-c", _FAILING_MEASURE.replace("{mode}", mode)] + list(args[3:]), env)
+    return FailingMeasureRunner
+
+
+@pytest.mark.parametrize("mode", ["user error", "crash"])
+def test_a_measuring_that_fails_names_the_ct_not_its_temporary_file_and_leaves_the_table_as_it_was(module, mode):
+    """The child's message names the temporary copy of the CT it was handed; the panel names the volume instead (the
+    copy is gone once the job ends), and the table, its rows and the temporary folder are as before the run."""
+    phantom, volume, segmentation = _scene_with_result(module)
+    table = _logic(module).measureSegmentation(segmentation, volume).table_node
+    rows_before = str(module.mrml.lesion_table_rows(table))
+    tables_before = module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_failing_measure_runner(module, mode), python=sys.executable)
+    expected = module.m.measure_job.MeasureProcessError if mode == "user error" else RuntimeError
+    with pytest.raises(expected) as raised:
+        logic.measureSegmentation(segmentation, volume, tableNode=table)
+    message = str(raised.value)
+    assert "ct.nii" not in message and str(module.temp) not in message
+    if mode == "user error":
+        assert message == "Volume 'phantom CT' holds NaN voxels; check the export and load the CT again."
+    else:
+        assert message == ("The measuring process ended with exit code 1 (MemoryError: cannot allocate 12 GiB for "
+                           "Volume 'phantom CT').")
+    assert str(module.mrml.lesion_table_rows(table)) == rows_before
+    assert module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == tables_before
+    assert list(module.temp.iterdir()) == []

@@ -889,6 +889,8 @@ def test_a_child_killed_without_a_word_is_reported_with_the_likely_reason(fake):
     assert "crashed or was killed (no message); when nobody" in ended_text(-1, "X", "")  # Qt's CrashExit
     assert ended_text(-15, "X", "") == "X was stopped by SIGTERM (exit code -15; no message)."
     assert ended_text(1, "X", "boom") == "X ended with exit code 1 (boom)."
+    # a real-time signal (SIGRTMIN + 6 on Linux) has no name of its own: said by its number
+    assert ended_text(-40, "X", "") == "X was stopped by signal 40 (exit code -40; no message)."
     # Slicer's PythonSlicer launcher reports a crashed or killed python-real this way and exits 1 (Slicer forum
     # logs, 5.6.2 and 5.8.1): the panel said "exit code 1 (... Report the problem.)" without the likely reason
     launcher = "[/opt/Slicer-5.6.2-linux-amd64/bin/python-real] exit abnormally - Report the problem."
@@ -923,6 +925,19 @@ def test_job_cancel_kills_the_child_at_once_and_changes_nothing(fake):
     assert fake.runners[-1].exit_code() == -signal.SIGKILL  # killed, not asked to stop and waited for
     # only a hang reaches this (cancel() took ~0.1 s; a bound of 2 s could fail on a slow, busy CI machine)
     assert time.monotonic() - started < 30
+    assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
+
+
+def test_a_wait_that_runs_out_of_time_kills_the_child_and_changes_nothing(fake):
+    """``wait(timeout_s=...)`` (a script's bound on a run): once the time is up the child is killed, the outcome is
+    cancelled, and neither the scene nor the temporary folder keeps anything of the run."""
+    before = _scene_counts(fake.scene)
+    segmentation_job = fake.job("hang").start()
+    started = time.monotonic()
+    outcome = segmentation_job.wait(timeout_s=0.5, poll_interval_s=0.05)
+    assert outcome.kind == job.CANCELLED and segmentation_job.poll() is outcome
+    assert 0.45 <= time.monotonic() - started < 30  # the hang child sleeps 120 s: only a wait that never ends gets there
+    assert not process_alive(segmentation_job.child_pid)
     assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
 
 

@@ -936,7 +936,7 @@ def test_a_wait_that_runs_out_of_time_kills_the_child_and_changes_nothing(fake):
     started = time.monotonic()
     outcome = segmentation_job.wait(timeout_s=0.5, poll_interval_s=0.05)
     assert outcome.kind == job.CANCELLED and segmentation_job.poll() is outcome
-    assert 0.45 <= time.monotonic() - started < 30  # the hang child sleeps 120 s: only a wait that never ends gets there
+    assert 0.45 <= time.monotonic() - started < 30  # the child sleeps 120 s: only a wait that never ends
     assert not process_alive(segmentation_job.child_pid)
     assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
 

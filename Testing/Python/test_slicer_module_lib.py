@@ -792,3 +792,34 @@ def test_the_install_messages_do_not_send_an_update_compare_or_self_check_user_t
     for message in (failed, dependencies.DECLINED_MESSAGE):
         assert "Segment again" not in message and "again" in message, message
     assert "check the internet connection" in failed
+
+
+def test_the_installed_versions_and_requirements_are_read_from_this_pythons_metadata():
+    """The real defaults of the check (the tests above pass stand-ins): a distribution's version and requirement
+    strings from its metadata, None and [] for one that is not installed (nothing imported, no network)."""
+    import numpy
+    import scipy
+    assert dependencies.installed_version("numpy") == numpy.__version__
+    assert dependencies.installed_version("no-such-distribution-livertumorseg") is None
+    numpy_pins = [r for r in dependencies.distribution_requires("scipy") if r.replace(" ", "").startswith("numpy")]
+    assert numpy_pins and scipy.__version__ == dependencies.installed_version("scipy")
+    assert dependencies.distribution_requires("no-such-distribution-livertumorseg") == []
+
+
+def test_a_pip_failure_without_an_error_line_still_says_where_its_output_is(capsys):
+    """pip killed or crashed with a traceback prints no ``ERROR:`` line: the message has no empty 'pip said:' part,
+    and still gives the exit status and where pip's whole output is. The lines are recorded from a printer that
+    flushes and reads the stream's attributes (Slicer's logProcessOutput), and still reach the console."""
+    import subprocess
+
+    with dependencies.recorded_output() as printed:
+        print("Collecting monai>=1.3", flush=True)
+        sys.stdout.write("Traceback (most recent call last):\nMemoryError\n")
+        assert sys.stdout.encoding  # an attribute of the stream it stands in for
+    lines = printed()
+    assert lines == ["Collecting monai>=1.3", "Traceback (most recent call last):", "MemoryError"]
+    assert capsys.readouterr().out == "Collecting monai>=1.3\nTraceback (most recent call last):\nMemoryError\n"
+    assert dependencies.pip_reason(lines) == []
+    message = dependencies.install_failure_message("monai", subprocess.CalledProcessError(-9, "pip"), lines)
+    assert message.startswith("Installing monai failed (pip ended with exit status -9).\npip's whole output is in")
+    assert "pip said" not in message and "internet" not in message

@@ -737,6 +737,23 @@ def test_the_previous_report_field_reads_a_path_and_the_change_report_is_saved_w
         fj.save_change_report({}, str(tmp_path / "x.json"))
     with pytest.raises(InputError, match="must end in .json"):
         fj.save_change_report(change, str(tmp_path / "x.txt"))
+    for no_name in ("", "   ", None):  # the save dialog's field left empty: said so, nothing written anywhere
+        with pytest.raises(InputError, match=r"^Give a file name for the change report \(e.g. change_followup2.json\)"):
+            fj.save_change_report(change, no_name)
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["fu1.json"]
+
+
+def test_a_comparison_without_all_four_nodes_is_refused_saying_which_to_select(module):
+    """A script's compareWithBaseline (or the panel) with a segmentation or CT not chosen: one message naming the four
+    selections, before any child or temporary folder."""
+    from LiverTumorSegLib.errors import InputError
+
+    logic = module.m.LiverTumorSegLogic(runnerFactory=module.m.childprocess.SubprocessRunner, python=sys.executable)
+    with pytest.raises(InputError, match="^Select the baseline and follow-up segmentations and their CTs.$"):
+        logic.compareWithBaseline(None, None, None, None)
+    with pytest.raises(InputError, match="^Select the CT and its liver segmentation to measure.$"):
+        logic.measureSegmentation(None, None)
+    assert list(module.temp.iterdir()) == []
 
 
 def test_the_panels_compare_passes_the_previous_report_and_save_writes_the_last_change(module, monkeypatch, tmp_path):

@@ -108,7 +108,7 @@ def describe_gpu(info: Optional[Dict[str, Any]]) -> str:
 def _channel_text(channel: Dict[str, Any]) -> str:
     kind = channel.get("kind")
     if kind == "window":
-        return f"window L{channel.get('level', '?'):g}/W{channel.get('width', '?'):g} HU" \
+        return f"window L{channel['level']:g}/W{channel['width']:g} HU" \
             if isinstance(channel.get("level"), (int, float)) else f"window {channel.get('preset', '?')}"
     if kind == "hist_scaled":
         return "histogram-scaled"
@@ -127,10 +127,40 @@ def _context_distance(preprocessing: Dict[str, Any]) -> str:
     return f" at most {float(high):g} mm from the centre" if high else ""
 
 
+DAMAGED_PREPROCESSING_TEXT = ("cannot be read: {problem}. The model file is damaged or was edited; Segment will refuse "
+                              "it. Add the model again from its original file.")
+
+
 def describe_preprocessing(preprocessing: Dict[str, Any]) -> str:
-    """One line: intensity channels, 2.5D context and in-plane resampling of a preprocessing dict."""
+    """One line: intensity channels, 2.5D context and in-plane resampling of a preprocessing dict. A dict the library
+    would refuse (a package's header is read without checking it: a window without its width, a target_size of three
+    numbers) gets :data:`DAMAGED_PREPROCESSING_TEXT` with the library's own reason; it raised in the panel's
+    model-changed slot, leaving the previous model's line on show."""
     if not preprocessing:
         return "unknown"
+    try:
+        return _preprocessing_line(preprocessing)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        return DAMAGED_PREPROCESSING_TEXT.format(problem=_preprocessing_problem(preprocessing, exc))
+
+
+def _preprocessing_problem(preprocessing: Any, fallback: BaseException) -> str:
+    """Why the library refuses ``preprocessing`` (its PreprocessingConfigError, without the final stop), else
+    ``fallback``'s text."""
+    try:
+        from LiverTumorSegLib.preprocessing import PreprocessingConfig
+    except ImportError:  # its dependencies not installed in Slicer's Python yet
+        return str(fallback).rstrip(".")
+    try:
+        PreprocessingConfig.from_dict(preprocessing)
+    except Exception as exc:  # noqa: BLE001 - whatever the library says of it is the reason shown
+        return str(exc).rstrip(".")
+    return str(fallback).rstrip(".")
+
+
+def _preprocessing_line(preprocessing: Dict[str, Any]) -> str:
+    """:func:`describe_preprocessing` of a dict; TypeError, ValueError, KeyError or AttributeError for one whose
+    fields have the wrong types or shapes."""
     parts = [", ".join(_channel_text(c) for c in preprocessing.get("channels", []))]
     context = int(preprocessing.get("context_slices", 0) or 0)
     parts.append(f"2.5D context +/-{context} slice(s){_context_distance(preprocessing)}" if context

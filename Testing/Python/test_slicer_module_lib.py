@@ -249,6 +249,34 @@ def test_device_text_before_and_after_a_run():
 
 # ---- panel texts ----------------------------------------------------------------------------------------
 
+def test_describe_preprocessing_names_channels_context_and_resampling():
+    assert panel_text.describe_preprocessing({
+        "channels": [{"kind": "window", "level": 40.0, "width": 400.0}, {"kind": "window", "preset": "liver"},
+                     {"kind": "zscore", "mask": "body"}, {"kind": "hist_scaled"}],
+        "context_slices": 2, "context_max_mm": 5.0, "target_size": [256, 192], "equalize": "clahe"}) == (
+        "window L40/W400 HU, window liver, z-score, histogram-scaled; 2.5D context +/-2 slice(s) at most 5 mm from the "
+        "centre; 256x192 pixels; clahe equalization")
+    assert panel_text.describe_preprocessing({"channels": [{"kind": "zscore"}], "target_spacing_mm": 0.8}) == \
+        "z-score; single slices; 0.8 mm pixels"
+    assert panel_text.describe_preprocessing({}) == "unknown"
+
+
+@pytest.mark.parametrize("preprocessing, reason", [
+    ({"channels": [{"kind": "window", "level": 40}]}, "channels[0]: A window needs 'level' and 'width' (HU)"),
+    ({"channels": [{"kind": "window", "level": 40, "width": "400"}]}, "channels[0] width must be a number, got '400'"),
+    ({"channels": [{"kind": "zscore"}], "target_size": [1, 2, 3]}, "target_size must be [H, W] in pixels"),
+    ({"channels": [{"kind": "zscore"}], "context_slices": "two"}, "context_slices must be an integer >= 0"),
+], ids=["window without width", "width as text", "three target sizes", "context as text"])
+def test_describe_preprocessing_of_a_damaged_package_says_why_instead_of_raising(preprocessing, reason):
+    """A package's header is read without checking its preprocessing, so an edited one (a window without its width)
+    reached the panel, whose model-changed slot raised 'Unknown format code g' and left the previous model's
+    preprocessing line on show. It now says the library's reason and what to do."""
+    text = panel_text.describe_preprocessing(preprocessing)
+    assert text.startswith("cannot be read: " + reason), text
+    assert text.endswith("The model file is damaged or was edited; Segment will refuse it. Add the model again from "
+                         "its original file.")
+
+
 def test_describe_model_shows_description_training_data_and_dice():
     text = panel_text.describe_model({
         "description": "2.5D U-Net", "architecture": {"name": "unet2d", "in_channels": 9},

@@ -41,6 +41,9 @@ def test_parse_line_reads_the_three_messages_and_tolerates_anything_else():
                                                          3.5, "cpu")
     e = childprocess.parse_line('{"error": "Input \'x\' does not exist; check the path."}')
     assert (e.kind, e.error) == (childprocess.ERROR, "Input 'x' does not exist; check the path.")
+    # a number the child cannot have meant (another version's, a stray print) reads as 0, not as a crash of the poll
+    assert childprocess.parse_line('{"progress": "half"}').fraction == 0.0
+    assert childprocess.parse_line('{"done": true, "seconds": null, "outputs": {}}').seconds == 0.0
     for other in ("100%|####|", "[1, 2]", '{"done": false}', ""):
         assert childprocess.parse_line(other).kind == childprocess.OTHER
 
@@ -368,6 +371,9 @@ def test_job_success_loads_labels_report_and_probability_and_leaves_no_file(fake
     assert outcome.probability_node.GetName() == "CT tumor probability"
     assert segmentation_job.other_output == ["a stray line that is not JSON"]
     assert list(fake.temp_root.iterdir()) == []
+    segmentation_job.cancel()  # a Cancel click that comes after the result was loaded: the result stays
+    assert segmentation_job.poll() is outcome and outcome.kind == job.DONE
+    assert fake.scene.IsNodePresent(outcome.segmentation_node)
 
 
 def test_a_ct_node_whose_image_extent_does_not_start_at_0_is_segmented_on_its_own_grid(fake):
@@ -836,6 +842,33 @@ def test_job_hands_over_the_nodes_own_file_when_unchanged(fake, tmp_path):
     nib.save(bare, str(tmp_path / "no_orientation.nii.gz"))
     unoriented = read_volume_node(fake.scene, tmp_path / "no_orientation.nii.gz", "unoriented")
     assert not unoriented.GetModifiedSinceRead() and job.usable_storage_file(unoriented) is None
+
+
+def test_a_ct_edited_or_whose_file_is_gone_since_it_was_loaded_is_handed_over_as_a_copy(fake, tmp_path):
+    """The node's own file is handed over only while it holds the node's voxels: after an edit in Slicer (a
+    threshold, a mask) the file would give the child the voxels as loaded, and a file moved or deleted since
+    loading cannot be read at all; either way the node is written to a temporary copy and segmented as it is."""
+    import slicer
+    path = tmp_path / "ct.nrrd"
+    storage = fake.scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.WriteData(fake.node)
+    edited = read_volume_node(fake.scene, path, "edited")
+    voxels = slicer.util.arrayFromVolume(edited)
+    voxels[2, 2, 2] = 50  # the tumor-bright voxel (200 HU) toned down: label 1 instead of 2 there
+    slicer.util.arrayFromVolumeModified(edited)
+    assert edited.GetModifiedSinceRead() and job.usable_storage_file(edited) is None
+    outcome = fake.job(node=edited).start().wait(timeout_s=60)
+    assert outcome.kind == job.DONE, outcome.details
+    labels = fake.mrml.segmentation_to_labels(outcome.segmentation_node, fake.geometry, _ct_array().shape)
+    np.testing.assert_array_equal(labels, (_ct_array() > 0).astype(np.uint8))  # the edited voxels were segmented
+    moved = read_volume_node(fake.scene, path, "moved")
+    path.rename(tmp_path / "elsewhere.nrrd")
+    assert not moved.GetModifiedSinceRead() and job.usable_storage_file(moved) is None
+    segmentation_job = fake.job(node=moved).start()
+    assert not segmentation_job.used_storage_file
+    assert segmentation_job.wait(timeout_s=60).kind == job.DONE
+    assert list(fake.temp_root.iterdir()) == [] and (tmp_path / "elsewhere.nrrd").exists()
 
 
 def test_job_reports_a_user_error_and_a_crash_and_changes_nothing(fake):
@@ -1454,10 +1487,11 @@ def _move_labels(labels_path, report_path):
                    "spacing (0.8, 0.9, 2.5) mm, origin (11, -5, 3) mm instead of (z, y, x) shape (4, 5, 6), "
                    "spacing (0.8, 0.9, 2.5) mm, origin (10, -5, 3) mm"),
     (lambda labels, report: _truncate(report), "report.json"),
+    (_edit_report(lambda r: [r]), "report.json: a JSON list, not an object"),
     (_edit_report(lambda r: dict(r, lesions=[{"id": 1, "volume_ml": "12 mL"}])), "report.json"),
     (_edit_report(lambda r: {k: v for k, v in r.items() if k != "liver_volume_ml"}), "liver_volume_ml"),
 ], ids=["truncated labels", "no labels", "no report", "labels off the CT's grid", "truncated report",
-        "lesion volume not a number", "no liver volume"])
+        "report a list", "lesion volume not a number", "no liver volume"])
 def test_a_result_that_cannot_be_read_is_refused_saying_so_and_the_users_nodes_stay_as_they_were(fake, spoil, named):
     """A report that was JSON but not a lesion report (a lesion volume as text) failed with "could not convert string
     to float" after the user's Liver / Liver tumor segments had already been replaced; one without its liver volume was

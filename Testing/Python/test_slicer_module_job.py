@@ -871,6 +871,27 @@ def test_a_ct_edited_or_whose_file_is_gone_since_it_was_loaded_is_handed_over_as
     assert list(fake.temp_root.iterdir()) == [] and (tmp_path / "elsewhere.nrrd").exists()
 
 
+def test_a_colour_image_or_a_volume_without_voxels_as_the_ct_is_refused_before_any_child(fake):
+    """The input selector lists every scalar volume, and Slicer's RGB volume (a photo, a colour DICOM secondary
+    capture) is one; a scene whose CT file was missing at load has a node without image data. Each is refused
+    saying what is wrong and what to choose, before a child or a temporary folder, and the scene keeps no node."""
+    import vtk
+    rgb = fake.scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "photo")
+    image = vtk.vtkImageData()
+    image.SetDimensions(6, 5, 4)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 3)
+    rgb.SetAndObserveImageData(image)
+    empty = fake.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "missing file")
+    before = _scene_counts(fake.scene)
+    for node, message in ((rgb, "Volume 'photo' is a color or vector image; choose a scalar CT volume."),
+                          (empty, "Volume 'missing file' holds no image data; load a CT volume.")):
+        with pytest.raises(InputError) as refused:
+            fake.job(node=node).start()
+        assert str(refused.value) == message
+        assert fake.runners[-1].args is None  # no child was started
+    assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
+
+
 def test_job_reports_a_user_error_and_a_crash_and_changes_nothing(fake):
     before = _scene_counts(fake.scene)
     outcome = fake.job("error").start().wait(timeout_s=60)

@@ -1076,3 +1076,19 @@ def test_a_change_table_deleted_right_after_loading_an_mrb_takes_its_report_alon
     assert report is not None and mrml.change_report_of(table)["response"] == "SD"
     scene.RemoveNode(table)
     assert not scene.IsNodePresent(report)
+
+
+def test_a_segment_that_is_neither_liver_nor_tumor_is_named_as_left_out_of_the_comparison(module):
+    """A segment the reader added beside the module's two (a vessel, a lesion named without 'tumor' or 'lesion') is
+    not compared: the comparison's warnings name it and say how to name a tumor, as the measuring's do."""
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
+                        noise_hu=5.0)
+    volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    other_volume, other = _ct_and_segmentation(module.scene, module.mrml, base, "follow-up")
+    segmentation.SetName("Baseline segmentation")
+    segmentation.GetSegmentation().AddEmptySegment("vein", "Portal vein")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: _change_writing_runner(_CHANGE), python=sys.executable)
+    change, _ = logic.compareWithBaseline(segmentation, volume, other, other_volume)
+    left_out = [w for w in change["warnings"] if "left out" in w]
+    assert left_out == ["segment(s) 'Portal vein' of 'Baseline segmentation' are neither liver nor tumor by name and "
+                        "are left out (name a tumor segment so that it holds 'tumor' or 'lesion')"]

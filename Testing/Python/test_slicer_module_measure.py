@@ -95,6 +95,14 @@ def test_update_lesion_table_gives_each_lesion_the_networks_mean_probability(mod
     outcome = _logic(module).measureSegmentation(segmentation, volume, tableNode=outcome.table_node)
     (row,) = module.mrml.lesion_table_rows(outcome.table_node)
     assert row["Volume"] == pytest.approx(1.92, abs=0.0051) and row["Tumor probability"] in ("", "nan", None)
+    # a map on another grid (here 2 mm off in x) would give each lesion the probabilities of other voxels: it is
+    # not handed over, and the lesions are measured without it
+    shifted = ImageGeometry(spacing=GEOMETRY.spacing, origin=(-58.0, -40.0, 90.0))
+    elsewhere = module.mrml.probability_volume_node(module.scene, probability, shifted)
+    segmentation.SetNodeReferenceID(module.mrml.PROBABILITY_VOLUME_ROLE, elsewhere.GetID())
+    outcome = _logic(module).measureSegmentation(segmentation, volume, tableNode=outcome.table_node)
+    (row,) = module.mrml.lesion_table_rows(outcome.table_node)
+    assert row["Volume"] == pytest.approx(1.92, abs=0.0051) and row["Tumor probability"] in ("", "nan", None)
 
 
 def test_update_lesion_table_refuses_a_segmentation_without_the_modules_segments(module):

@@ -1330,6 +1330,14 @@ def test_segments_edited_or_renamed_during_the_run_are_kept_and_the_result_goes_
     assert renamed.kind == job.DONE and renamed.segmentation_node is not seg
     assert "['Liver (reviewed)']" in renamed.warnings[0]
     assert seg.GetSegmentation().GetSegment("livertumorseg_liver").GetName() == "Liver (reviewed)"
+    # the tumor segment deleted during the run: nothing of the reader's is lost, so the result goes in place
+    restoring = fake.job(segmentation_node=outcome.segmentation_node).start()
+    outcome.segmentation_node.GetSegmentation().RemoveSegment("livertumorseg_tumor")
+    restored = restoring.wait(timeout_s=60)
+    assert restored.kind == job.DONE and restored.segmentation_node is outcome.segmentation_node
+    assert not any("edited or renamed" in w for w in restored.warnings)
+    np.testing.assert_array_equal(fake.mrml.segmentation_to_labels(outcome.segmentation_node, fake.geometry, shape),
+                                  expected)
     # left alone (another segment added to the node meanwhile): replaced in place, as agreed
     again = fake.job(segmentation_node=outcome.segmentation_node).start()
     other = outcome.segmentation_node.GetSegmentation().AddEmptySegment("", "Spleen")

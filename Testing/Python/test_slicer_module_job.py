@@ -333,8 +333,9 @@ def fake(tmp_path):
         runner = FakeChildRunner(script, mode)
         runners.append(runner)
         return job.SegmentationJob(scene, node, kwargs.pop("options", job.SegmentationOptions(model="m.safetensors")),
-                                   runner, sys.executable, str(ROOT), temp_root=str(temp_root), show_3d=False,
-                                   colors_logic=scene._livertumorseg_logics[1], **kwargs)
+                                   runner, sys.executable, str(ROOT), temp_root=str(temp_root),
+                                   show_3d=kwargs.pop("show_3d", False), colors_logic=scene._livertumorseg_logics[1],
+                                   **kwargs)
 
     return type("Fake", (), {"scene": scene, "node": node, "geometry": geometry, "job": staticmethod(make_job),
                              "temp_root": temp_root, "mrml": mrml,
@@ -374,6 +375,22 @@ def test_job_success_loads_labels_report_and_probability_and_leaves_no_file(fake
     segmentation_job.cancel()  # a Cancel click that comes after the result was loaded: the result stays
     assert segmentation_job.poll() is outcome and outcome.kind == job.DONE
     assert fake.scene.IsNodePresent(outcome.segmentation_node)
+
+
+def test_show_in_3d_gives_the_result_a_closed_surface_and_a_run_without_it_none(fake):
+    """The panel's *Show 3D* option: the segments get their closed-surface representation (what the 3D view draws),
+    made of the result's labels (a surface with points for both segments); without the option none is made."""
+    closed_surface = "Closed surface"
+    plain = fake.job().start().wait(timeout_s=60)
+    assert plain.kind == job.DONE, plain.details
+    assert not plain.segmentation_node.GetSegmentation().ContainsRepresentation(closed_surface)
+    shown = fake.job(show_3d=True).start().wait(timeout_s=60)
+    assert shown.kind == job.DONE, shown.details
+    segmentation = shown.segmentation_node.GetSegmentation()
+    assert segmentation.ContainsRepresentation(closed_surface)
+    for segment_id in ("livertumorseg_liver", "livertumorseg_tumor"):
+        surface = segmentation.GetSegment(segment_id).GetRepresentation(closed_surface)
+        assert surface is not None and surface.GetNumberOfPoints() > 0, segment_id
 
 
 def test_a_ct_node_whose_image_extent_does_not_start_at_0_is_segmented_on_its_own_grid(fake):

@@ -83,7 +83,7 @@ def check_change_report_to_save(change: Optional[Dict[str, Any]]) -> None:
 
 def save_change_report(change: Dict[str, Any], path: str, previous_report: Optional[str] = None) -> str:
     """Write the comparison's change report (``change``, the follow-up command's JSON as the panel shows it) to
-    ``path`` (``.json`` added when it has no suffix), replacing a file there (the save dialog asked), so that the next
+    ``path`` (``.json`` added when it has no suffix, in place of a trailing dot), replacing a file there (the save dialog asked), so that the next
     follow-up's comparison can name it in *Previous follow-up report*. The report named in that field
     (``previous_report``) is refused as the place: saving there would replace the previous follow-up's report with
     this one's. Returns the path written."""
@@ -93,8 +93,11 @@ def save_change_report(change: Dict[str, Any], path: str, previous_report: Optio
     if not str(path or "").strip():
         raise InputError("Give a file name for the change report (e.g. change_followup2.json).")
     target = Path(str(path).strip())
-    if not target.suffix:
-        target = target.with_suffix(".json")
+    if not target.suffix:  # 'followup2.' has no suffix either: it became 'followup2..json'
+        if not target.name.rstrip("."):
+            raise InputError(f"'{target}' is no file name; give one for the change report (e.g. "
+                             f"change_followup2.json).")
+        target = target.with_name(target.name.rstrip(".") + ".json")
     if previous_report and target.resolve() == Path(previous_report).resolve():
         raise InputError(f"'{target}' is the {PREVIOUS_FIELD_NAME} this comparison read: saving there would replace "
                          f"the previous follow-up's report with this one's; give this report another name.")

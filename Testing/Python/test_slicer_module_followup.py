@@ -741,6 +741,11 @@ def test_the_previous_report_field_reads_a_path_and_the_change_report_is_saved_w
         with pytest.raises(InputError, match=r"^Give a file name for the change report \(e.g. change_followup2.json\)"):
             fj.save_change_report(change, no_name)
     assert sorted(p.name for p in tmp_path.glob("*.json")) == ["fu1.json"]
+    # a name typed with a trailing dot gets .json in its place ('fu2.' was saved as 'fu2..json')
+    assert fj.save_change_report(change, str(tmp_path / "fu2.")) == str(tmp_path / "fu2.json")
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["fu1.json", "fu2.json"]
+    with pytest.raises(InputError, match="is no file name"):
+        fj.save_change_report(change, str(tmp_path / ".."))
 
 
 def test_a_comparison_without_all_four_nodes_is_refused_saying_which_to_select(module):

@@ -87,6 +87,7 @@ class MeasureJob(ChildJob):
         self.ct_path = ""
         self._placed_at_start = None  # type: Any  # see _placement (set when the run starts)
         self._left_out = ""  # the warning for segments measure leaves out (set when the run starts)
+        self._probability_left_out = ""  # the warning for a probability map off the CT's grid (set when it starts)
         self._segments_at_start = {}  # type: Dict[str, Any]  # segments_state as handed over, and their grids:
         self._grids_at_start = {}  # type: Dict[str, Any]  # an edit while the child runs is not in the table
         self._voxels_at_start = None  # type: Any  # the CT's job.voxels_state as handed over (set when it starts)
@@ -94,13 +95,18 @@ class MeasureJob(ChildJob):
     def _probability_arguments(self) -> List[str]:
         """``--probabilities PATH`` when the segmentation has its tumor probability volume, with voxels, on the CT's
         grid (the report then gives each lesion's mean network probability), else nothing: the probability is
-        optional, so a map whose file was missing when a saved scene was loaded does not stop the measuring."""
+        optional, so a map whose file was missing when a saved scene was loaded does not stop the measuring. A map on
+        another grid is left out with a warning (:attr:`_probability_left_out`): the column was empty without a word."""
         probability = mrml.probability_volume_of(self._segmentation)  # not the original's, for a copy
         if probability is None or not self._scene.IsNodePresent(probability) or probability.GetImageData() is None:
             return []  # none, removed, or its file was missing when the scene loaded: the column stays empty
         ct_geometry, ct_shape = volume_grid(self._volume)
         geometry, shape = volume_grid(probability)
-        if not same_grid(geometry, shape, ct_geometry, ct_shape):
+        if not same_grid(geometry, shape, ct_geometry, ct_shape):  # its voxels would be other places' probabilities
+            self._probability_left_out = (
+                f"The tumor probability volume '{probability.GetName()}' is not on the grid of the CT "
+                f"'{self._volume.GetName()}' (moved, resampled or cropped since the segmentation), so the lesion "
+                f"table's Tumor probability column is left empty; segment the CT again for a probability on its grid.")
             return []
         return ["--probabilities", write_temporary_ct(probability, self._path("probabilities.nii"))]
 
@@ -173,7 +179,7 @@ class MeasureJob(ChildJob):
         mrml.link_lesion_table(table_node, self._segmentation)
         if reuse is None:
             mrml.place_beside(self._scene, table_node, self._volume)
-        warnings = ([self._left_out] if self._left_out else []) + panel_text.result_warnings(
+        warnings = [w for w in (self._left_out, self._probability_left_out) if w] + panel_text.result_warnings(
             report, self.ct_path, self._volume.GetName())
         now = segments_state(self._segmentation, self._grids_at_start)
         edited = changed_segment_names(self._segments_at_start, now)

@@ -81,7 +81,8 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu", required: Sequenc
                          f"not written by livertumorseg train. Delete it to start over.")
     for key in required:
         if key not in payload:
-            raise InputError(f"Checkpoint '{path}' lacks '{key}'; it was not written by livertumorseg train.")
+            raise InputError(f"Checkpoint '{path}' lacks '{key}'; it was not written by livertumorseg train. Delete "
+                             f"it (or its run folder) to start over.")
     return payload
 
 

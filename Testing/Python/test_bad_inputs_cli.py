@@ -1528,6 +1528,27 @@ def test_checkpoint_of_another_model_is_refused_in_one_line(tmp_path, capsys, tr
     record15("`train --resume` with a checkpoint of another model", line, tmp_path)
 
 
+@pytest.mark.parametrize("saved, words", [
+    ("state_dict", ["last.pt' lacks 'model'", "Delete it (or its run folder) to start over"]),
+    ("tensor", ["last.pt' holds a Tensor, not a training checkpoint", "Delete it to start over"]),
+])
+def test_foreign_checkpoint_is_refused_saying_what_to_do(tmp_path, capsys, train_csv, saved, words):
+    """A bare state dict (what most PyTorch code saves) or a bare tensor at last.pt loads safely but is not this
+    program's checkpoint; --resume refuses it in one line that names the file and what to do (the state dict's
+    'lacks' message said only what was wrong), and the file is left for the user."""
+    import collections
+
+    import torch
+
+    ckpt = tmp_path / "model_train" / "checkpoints" / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save(collections.OrderedDict(w=torch.zeros(2)) if saved == "state_dict" else torch.zeros(3), str(ckpt))
+    before = ckpt.read_bytes()
+    code, text, err = run_cli(_train_argv(train_csv, tmp_path / "model.safetensors") + ["--resume"], capsys)
+    assert_clean_error(code, err, words)
+    assert ckpt.read_bytes() == before and not (tmp_path / "model.safetensors").exists()
+
+
 @pytest.mark.parametrize("command", ["train", "crossval"])
 def test_train_into_unwritable_folder_is_refused_before_the_work(tmp_path, capsys, train_csv, command):
     out = Path("/sys/model.safetensors") if command == "train" else Path("/sys/cv")

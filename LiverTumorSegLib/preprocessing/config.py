@@ -400,6 +400,9 @@ class PreprocessingConfig:
         """Read a JSON config file; missing/unreadable files raise :class:`InputError`."""
         from pathlib import Path
         p = Path(path)
+        if p.is_dir():  # was "does not exist; check the path", of a folder that does
+            raise InputError(f"Preprocessing config '{p}' is a folder, not a JSON file; give the path of the "
+                             f"JSON file.")
         if not p.is_file():
             raise InputError(f"Preprocessing config file '{p}' does not exist; check the path.")
         from ..fileutil import read_text_file

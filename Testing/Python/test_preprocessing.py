@@ -252,6 +252,60 @@ def test_config_bad_json_and_missing_file(tmp_path):
         PreprocessingConfig.preset("nope")
 
 
+def test_config_path_of_a_folder_says_it_is_a_folder(tmp_path):
+    """``--preprocessing configs/`` (the folder, not the file in it) was refused as "does not exist; check the
+    path", of a path that exists."""
+    folder = tmp_path / "configs.json"
+    folder.mkdir()
+    with pytest.raises(InputError, match=r"configs\.json' is a folder, not a JSON file; give the path") as caught:
+        PreprocessingConfig.from_file(folder)
+    assert "does not exist" not in str(caught.value)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"channels": ["window"]}, r"channels\[0\] must be an object like .* got 'window'"),
+    ({"channels": [{"kind": "window", "preset": "liver", "name": 3}]}, r"channels\[0\] name must be a string"),
+    ({"channels": [{"kind": "hist_scaled", "bins": -100}]}, r"bins must be a non-empty list of HU values"),
+    ({"channels": [{"kind": "hist_scaled", "bins": []}]}, r"bins must be a non-empty list of HU values"),
+    ({"channels": [{"kind": "hist_scaled", "bins": [0, -100]}]}, r"bins must be sorted ascending"),
+    ({"channels": [{"kind": "zscore", "mask": "liver"}]}, r"mask must be one of \['body', 'none'\], got 'liver'"),
+    ({"target_spacing_mm": None, "target_size": [256]}, r"target_size must be \[H, W\] in pixels, got \[256\]"),
+    ({"crop_to_body": "false"}, r"crop_to_body must be true or false, got 'false'"),
+    ({"clahe_clip_limit": 0}, r"clahe_clip_limit must be > 0"),
+    ({"equalize": "CLAHE"}, r"equalize must be null, \"histogram\" or \"clahe\", got 'CLAHE'"),
+], ids=["channel-string", "name-number", "bins-number", "bins-empty", "bins-descending", "zscore-mask",
+        "size-one-number", "crop-string", "clip-zero", "equalize-capitals"])
+def test_a_researchers_config_mistake_names_the_key_and_the_value(settings, message):
+    """Each refusal of a hand-written config names the key (and channel), what it holds and what is allowed."""
+    with pytest.raises(PreprocessingConfigError, match=message):
+        PreprocessingConfig.from_dict(settings)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "null"])
+def test_a_config_that_is_not_a_json_object_is_refused(text):
+    with pytest.raises(PreprocessingConfigError, match="must be a JSON object, got"):
+        PreprocessingConfig.from_json(text)
+
+
+def test_fixed_bins_and_a_named_channel_give_known_values_and_names():
+    """hist_scaled with fixed ``bins`` (the same map for every slice) maps HU linearly between the break points,
+    a repeated break point sharing one value, and a channel's ``name`` is what the preview and the input channel
+    names show. Bins [-100, 0, 0, 200] HU are values 0, 0.5, 0.5, 1."""
+    config = PreprocessingConfig.from_dict({
+        "channels": [{"kind": "window", "preset": "liver", "name": "liver window"},
+                     {"kind": "hist_scaled", "bins": [-100, 0, 0, 200]}],
+        "context_slices": 1, "target_spacing_mm": None})
+    assert config.channels[1]["bins"] == [-100.0, 0.0, 0.0, 200.0]
+    assert config.input_channel_names == [
+        "z-1: liver window", "z-1: hist_scaled (fixed bins)", "z: liver window", "z: hist_scaled (fixed bins)",
+        "z+1: liver window", "z+1: hist_scaled (fixed bins)"]
+    hu = np.array([[[-200, -100, -50, 0, 100, 200, 300]]], np.float32)  # (n=1, H=1, W=7)
+    channels = SlicePreprocessor(config).intensity_channels(hu)  # (n, C0, H, W)
+    np.testing.assert_allclose(channels[0, 1, 0], [0, 0, 0.25, 0.5, 0.75, 1, 1], atol=1e-6)
+    np.testing.assert_allclose(channels[0, 0, 0], window_hu(hu, 60, 200)[0, 0], atol=0)  # liver: L60 W200
+    assert SlicePreprocessor(config).slice_statistics(hu) is None  # nothing per slice: training = inference
+
+
 # ---- 2.5D stacking ------------------------------------------------------------------------------
 def test_stack_context_slice_major_with_replicated_edges():
     z, h, w = 6, 2, 3

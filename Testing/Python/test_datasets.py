@@ -1027,3 +1027,60 @@ def test_natural_key_orders_ascii_numbers_and_takes_other_digits_as_text():
     assert sorted(["case10", "case2", "case1"], key=_natural_key) == ["case1", "case2", "case10"]
     assert _natural_key("x1\u00b2") == ["x", 1, "\u00b2"]
     assert sorted(["x1\u00b2", "x1", "x02"], key=_natural_key) == ["x1", "x1\u00b2", "x02"]
+
+
+def test_a_slicer_seg_nrrd_label_cropped_to_its_segments_is_trained_where_the_nifti_label_is(tmp_path):
+    """A training CSV may list a Slicer .seg.nrrd as a case's label; Slicer stores it cropped to the segments'
+    extent. load_case places it back into the CT's grid by its origin (LPS, mm): the same labels (z, y, x) as the
+    full NIfTI label map of the same case."""
+    from test_segnrrd import LIVER, TUMOR, write_seg_nrrd_by_hand
+
+    ph = _write_pair(tmp_path / "ct.nii.gz", tmp_path / "lab.nii.gz")  # spacing (4, 4, 5) mm, origin 0, LPS axes
+    zs, ys, xs = (np.flatnonzero(ph.labels.any(axis=axes)) for axes in [(1, 2), (0, 2), (0, 1)])
+    box = ph.labels[zs[0]:zs[-1] + 1, ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+    assert box.shape != ph.labels.shape  # really cropped
+    write_seg_nrrd_by_hand(tmp_path / "lab.seg.nrrd", [box], [LIVER, TUMOR], spacing=(4.0, 4.0, 5.0),
+                           origin=(4.0 * xs[0], 4.0 * ys[0], 5.0 * zs[0]))
+    (tmp_path / "seg.csv").write_text("image,label,case,patient\nct.nii.gz,lab.seg.nrrd,c0,P0\n")
+    (tmp_path / "nii.csv").write_text("image,label,case,patient\nct.nii.gz,lab.nii.gz,c0,P0\n")
+    _, from_seg_nrrd = load_case(discover_cases(tmp_path / "seg.csv")[0])
+    _, from_nifti = load_case(discover_cases(tmp_path / "nii.csv")[0])
+    np.testing.assert_array_equal(from_seg_nrrd, from_nifti)
+    assert np.count_nonzero(from_seg_nrrd == 2) == np.count_nonzero(ph.labels == 2) > 0
+
+
+def test_two_csv_rows_with_one_case_id_are_refused_naming_the_column_to_add(tmp_path):
+    """Two CTs both named ct.nii.gz in other folders take the same case id from their file name; the cases' slice
+    caches and report rows would mix. The refusal names the id and the 'case' column that tells them apart."""
+    _write_pair(tmp_path / "a" / "ct.nii.gz", tmp_path / "a" / "seg.nii.gz")
+    _write_pair(tmp_path / "b" / "ct.nii.gz", tmp_path / "b" / "seg.nii.gz", seed=1)
+    (tmp_path / "l.csv").write_text("image,label,patient\na/ct.nii.gz,a/seg.nii.gz,P0\nb/ct.nii.gz,b/seg.nii.gz,P1\n")
+    with pytest.raises(InputError, match=r"Case ids \['ct'\] occur more than once .*l\.csv'; give each case a "
+                                         r"unique id \(CSV: a 'case' column\)"):
+        discover_cases(tmp_path / "l.csv")
+
+
+@pytest.mark.parametrize("fmt, words", [
+    ("auto", r"holds several CSV files \(a\.csv, b\.csv\); pass the one to use as --data"),
+    ("csv", r"Expected exactly one CSV in .*, found 2; pass the CSV file as --data"),
+])
+def test_a_folder_of_two_csv_lists_asks_which_one(tmp_path, fmt, words):
+    _write_pair(tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz")
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / name).write_text("image,label\nct.nii.gz,seg.nii.gz\n")
+    with pytest.raises(InputError, match=words):
+        discover_cases(tmp_path, fmt)
+
+
+def test_a_zipped_ircadb_download_is_told_to_unzip_and_a_json_list_is_no_manifest(tmp_path):
+    patient = tmp_path / "ircadb" / "3Dircadb1.1"
+    patient.mkdir(parents=True)
+    for name in ("PATIENT_DICOM.zip", "MASKS_DICOM.zip"):
+        (patient / name).write_bytes(b"PK\x03\x04")
+    with pytest.raises(InputError, match=r"holds zipped 3D-IRCADb folders \(PATIENT_DICOM.zip\); unzip"):
+        discover_cases(tmp_path / "ircadb")
+    msd = tmp_path / "msd"
+    _write_pair(msd / "imagesTr" / "liver_1.nii.gz", msd / "labelsTr" / "liver_1.nii.gz")
+    (msd / "dataset.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match=r"dataset.json' must hold a JSON object \(MSD / nnU-Net dataset.json\)"):
+        discover_cases(msd)

@@ -781,6 +781,41 @@ def test_a_damaged_slice_cache_entry_is_rebuilt_not_an_error(tmp_path):
     assert not [p.name for p in (tmp_path / "cache").rglob("*tmp*")]  # no temporary left
 
 
+def test_a_slice_cache_entry_whose_array_is_not_the_recorded_shape_is_rebuilt(tmp_path):
+    """A .hu.npy of another build (a valid array of another shape beside this sidecar) is not cut into patches:
+    the entry is cached again and gives the case's own slices (z, H, W)."""
+    from LiverTumorSegLib.training.slice_cache import build_slice_cache
+
+    case, preprocessor = _cache_fixture(tmp_path)
+    (entry,) = build_slice_cache([case], preprocessor, tmp_path / "cache")
+    expected = np.array(entry.hu)
+    np.save(entry.hu_path, np.zeros((2,) + expected.shape[1:], np.float32))  # 2 slices, the sidecar says 4
+    logged = []
+    (again,) = build_slice_cache([case], preprocessor, tmp_path / "cache", log=logged.append)
+    assert logged == [f"caching c1 ({Path(case.image_path).name})"]
+    np.testing.assert_array_equal(again.hu, expected)
+
+
+def test_a_damaged_content_hash_store_is_hashed_again_and_rewritten(tmp_path):
+    """The kept hashes (cache/CONTENT_HASHES_NAME) half-written or not JSON: every file is hashed again (the
+    fingerprint is the files' SHA-256 all the same) and the store is written anew, not an error."""
+    import hashlib
+
+    from LiverTumorSegLib.training import slice_cache
+    from LiverTumorSegLib.training.datasets import Case
+
+    (tmp_path / "ct.nii").write_bytes(b"ct")
+    (tmp_path / "lab.nii").write_bytes(b"label")
+    cases = [Case("c0", "p0", str(tmp_path / "ct.nii"), str(tmp_path / "lab.nii"))]
+    store = tmp_path / "cache" / slice_cache.CONTENT_HASHES_NAME
+    store.parent.mkdir()
+    store.write_text('{"' + str(tmp_path / "ct.nii"), encoding="utf-8")  # cut off mid-key
+    fingerprint = slice_cache.data_fingerprint(cases, tmp_path / "cache")
+    assert fingerprint == {"c0": {"label_sha256": hashlib.sha256(b"label").hexdigest(),
+                                  "image_sha256": hashlib.sha256(b"ct").hexdigest(), "image_bytes": 2}}
+    assert sorted(json.loads(store.read_text(encoding="utf-8"))) == [str(tmp_path / "ct.nii"), str(tmp_path / "lab.nii")]
+
+
 def test_a_slice_cache_entry_without_the_voxel_digest_is_rebuilt_and_gets_it(tmp_path):
     """Entries cached before the voxel digest existed cannot take part in the one-scan-two-files check: they are
     cached again once, and the digest is that of the canonical CT."""

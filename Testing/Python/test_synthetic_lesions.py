@@ -207,6 +207,19 @@ def test_each_refusal_names_only_the_wrong_key(options, named, other):
     assert other not in str(refused.value)
 
 
+@pytest.mark.parametrize("options, words", [
+    ({"anisotropy": 0.5}, r"LesionConfig\.anisotropy = 0\.5 must be >= 1 \(1 = sphere\)"),
+    ({"anchor": "edge"}, r"LesionConfig\.anchor = 'edge' must be 'middle_slice' or 'any'"),
+    ({"hypo_contrast_hu": [-10, 5]}, r"LesionConfig\.hypo_contrast_hu = \(-10\.0, 5\.0\) must be >= 0"),
+    ({"local_radius_mm": -5}, r"LesionConfig\.local_radius_mm = -5\.0 must be >= 0"),
+])
+def test_a_recipes_lesion_setting_of_the_wrong_sign_or_word_is_refused_naming_it(options, words):
+    """--lesions / a recipe's lesions: a hyperdense contrast written as a negative hypodense one, a squashed
+    anisotropy below 1 or a misspelt anchor is refused with the key, the value and the allowed range."""
+    with pytest.raises(InputError, match=words):
+        LesionConfig.from_dict(options)
+
+
 def test_vessels_never_run_through_a_labelled_tumor(phantom):
     """Vessels are the negatives for 'a bright tube is tumor': one drawn through a real tumor (label 2, synthetic
     lesions switched on for data with tumor labels) was a bright tube labelled tumor (67 of 100 stacks)."""

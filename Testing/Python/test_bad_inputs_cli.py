@@ -1365,6 +1365,22 @@ def test_train_with_stderr_closed_writes_its_package(tmp_path, monkeypatch, trai
     assert sys.stderr is None
 
 
+def test_train_name_and_description_reach_the_package_and_a_pt_output_is_refused(tmp_path, capsys, train_csv):
+    """--name is what `segment --model NAME` finds an installed package by, --description its free text; no test
+    had trained with them. -o model.pt (PyTorch's habit) is refused before a training folder is made."""
+    from LiverTumorSegLib.package import readable_package_metadata
+
+    code, text, err = run_cli(_train_argv(train_csv, tmp_path / "model.pt", epochs=1), capsys)
+    assert_clean_error(code, err, ["model.pt' must end in .safetensors (a model package)"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    out = tmp_path / "tiny.safetensors"
+    argv = _train_argv(train_csv, out, epochs=1) + ["--name", "Tiny liver net", "--description", "2 phantoms, 1 epoch"]
+    code, text, err = run_cli(argv, capsys)
+    assert code == 0, err
+    meta = readable_package_metadata(out)
+    assert (meta["name"], meta["description"]) == ("Tiny liver net", "2 phantoms, 1 epoch")
+
+
 def test_resume_at_an_epoch_boundary_logs_no_phantom_epoch(tmp_path, capsys, monkeypatch, train_csv):
     """Ctrl-C right after the end-of-epoch-1 checkpoint; --resume must continue with epoch 2, not log epoch 1
     again with loss 0."""

@@ -175,8 +175,8 @@ def finished_fold(fold_cfg: TrainConfig, cases: Optional[Sequence[Any]] = None):
 
     path = Path(fold_cfg.output)
     meta = readable_package_metadata(path)
-    if meta is None:  # none, or unreadable: the fold is trained again (with --resume from its checkpoint)
-        return None
+    if meta is None:  # none, or unreadable: the fold is trained again (with --resume from its checkpoint; one of a
+        return None  # finished training refuses an unreadable package, saying to delete it: trainer's refusal)
     training = meta.get("training") or {}
     if training.get("stop_reason") not in FINISHED_STOP_REASONS:
         return None

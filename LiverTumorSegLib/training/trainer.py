@@ -162,6 +162,22 @@ def differing_settings(saved_config: Any, config: TrainConfig, source: Path, sav
     return listed + (f" and {len(differing) - 6} more" if len(differing) > 6 else "")
 
 
+def _refuse_unreadable_package(output: Path, log_dir: Path, epochs_done: int) -> None:
+    """Raise OutputExistsError when the package ``output`` that a finished run (``epochs_done`` epochs, checkpoints
+    in ``log_dir``) wrote cannot be read (damaged, cut short). Such a run was refused as "already finished ... wrote
+    the package; nothing to resume", with advice to train longer, and ``crossval --resume`` met the same for a fold
+    whose package it had found unreadable and meant to write again."""
+    from ..package import ModelPackageError, read_package_metadata
+
+    try:
+        read_package_metadata(output)
+    except ModelPackageError:
+        raise OutputExistsError(f"The run in '{log_dir}' finished its {epochs_done} epochs, but '{output}' cannot be "
+                                f"read as a model package (damaged, cut short, or another kind of file). If it is "
+                                f"that run's package, delete it and run again with --resume: the package is written "
+                                f"anew from the run's checkpoint; else give another -o.") from None
+
+
 def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, what: str = "Checkpoint",
                         saved_data_path: Any = None) -> None:
     """Raise InputError when the stored configuration of an earlier run (``saved_config``: JSON text or a dict,
@@ -847,6 +863,7 @@ class Trainer:
                 self._finish_only = final
                 return
             if done >= cfg.epochs and not cfg.overwrite and self.output is not None and self.output.exists():
+                _refuse_unreadable_package(self.output, self.log_dir, done)
                 longer = ("Pass a larger --epochs to train on, or --overwrite to write the package again"
                           if cfg.schedule not in SCHEDULES_OVER_TOTAL else
                           f"Its {cfg.schedule} schedule has ended (it is laid over the run's epochs); to train "

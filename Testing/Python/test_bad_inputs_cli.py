@@ -1422,6 +1422,31 @@ def test_resume_of_a_finished_run_does_not_rewrite_the_package(tmp_path, capsys,
     record15("`train --resume` of a run that already finished", line, tmp_path)
 
 
+def test_resume_of_a_finished_run_whose_package_was_damaged_says_so_and_how_to_write_it_again(tmp_path, capsys,
+                                                                                              train_csv):
+    """A finished run's package cut short (a copy that stopped): --resume answered "already finished its 1 epochs and
+    wrote it; nothing to resume ... start over with --overwrite and a larger --epochs", though the package could not
+    be used at all (crossval --resume met the same for a fold package it could not read). The refusal says the file
+    cannot be read, keeps it, and deleting it lets --resume write the package from the checkpoint."""
+    from LiverTumorSegLib.package import readable_package_metadata
+
+    out = tmp_path / "model.safetensors"
+    argv = _train_argv(train_csv, out, epochs=1)
+    code, text, err = run_cli(argv, capsys)
+    assert code == 0, err
+    whole = out.read_bytes()
+    out.write_bytes(whole[: len(whole) // 2])
+    code, text, err = run_cli(argv + ["--resume"], capsys)
+    line = assert_clean_error(code, err, ["finished its 1 epochs, but", "model.safetensors' cannot be read as a "
+                                          "model package", "delete it and run again with --resume"])
+    assert "nothing to resume" not in line and out.read_bytes() == whole[: len(whole) // 2]
+    record15("`train --resume` of a finished run whose package was damaged (cut short)", line, tmp_path)
+    out.unlink()
+    code, text, err = run_cli(argv + ["--resume"], capsys)
+    assert code == 0, err
+    assert "all 1 epochs were trained" in text and readable_package_metadata(out)["training"]["epochs_completed"] == 1
+
+
 def test_train_into_a_users_existing_folder_is_refused(tmp_path, capsys, train_csv):
     """`-o proj.safetensors` logs into proj_train/; a folder of the user's by that name lost its log.csv."""
     folder = tmp_path / "model_train"

@@ -1251,6 +1251,24 @@ def test_crossval_resume_keeps_finished_folds_and_continues_the_interrupted_one(
         run_crossval(cfg.updated({"resume": True, "split_seed": 99}), tmp_path / "cv", log=lambda s: None)
 
 
+def test_crossval_resume_with_a_damaged_fold_checkpoint_is_refused_keeping_it(data_csv, tmp_path):
+    """crossval --resume whose interrupted fold's last.pt is damaged: fold_other_settings leaves an unreadable
+    checkpoint to the fold's training, which refuses it before any step, naming the file and what to do; the file
+    stays and no fold package or table is written."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.training.crossval import run_crossval
+
+    cfg = tiny_config(data_csv, tmp_path, epochs=1, iterations_per_epoch=2, folds=2, output="", resume=True)
+    last = tmp_path / "cv" / "fold_0_train" / "checkpoints" / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"not a checkpoint" * 64)
+    with pytest.raises(InputError, match=r"fold_0_train/checkpoints/last.pt' cannot be read and was refused: .*"
+                                         r"delete it \(or its run folder\) to start over"):
+        run_crossval(cfg, tmp_path / "cv", log=lambda s: None)
+    assert last.read_bytes() == b"not a checkpoint" * 64
+    assert not list((tmp_path / "cv").glob("*.safetensors")) and not list((tmp_path / "cv").glob("crossval.*"))
+
+
 def test_crossval_reports_progress_over_all_folds(data_csv, tmp_path):
     """run_crossval took no progress callback (train and segment's API follow theirs), so a researcher's script or a
     panel driving a cross-validation could show nothing for hours. The fraction now rises over both folds to 1.0, the

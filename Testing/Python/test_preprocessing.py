@@ -683,6 +683,29 @@ def test_settings_beyond_any_use_are_refused_when_read(settings, message):
         PreprocessingConfig.from_dict(settings)
 
 
+def test_clahe_equalize_in_the_preprocessor_equalizes_only_the_window_channels():
+    """``"equalize": "clahe"`` had no test through :meth:`SlicePreprocessor.intensity_channels`: the window channel
+    of a low-contrast liver slice (60 +- 10 HU in a W400 window: std 0.025) gets CLAHE's contrast (std > 0.1) within
+    [0, 1] with the config's clip limit and tiles, a z-score channel is left as it is, and one (H, W) slice gives
+    ``(1, C0, H, W)`` with the same values."""
+    config = PreprocessingConfig(channels=[{"kind": "window", "level": 40, "width": 400},
+                                           {"kind": "zscore", "mask": "none"}],
+                                 equalize="clahe", clahe_clip_limit=0.02, clahe_tiles=2, context_slices=0,
+                                 target_spacing_mm=None)
+    pre = SlicePreprocessor(config)
+    hu = np.random.default_rng(0).normal(60, 10, (2, 32, 32)).astype(np.float32)  # (n, H, W)
+    channels = pre.intensity_channels(hu)  # (n, C0, H, W)
+    window = window_hu(hu, 40, 400)
+    assert channels.shape == (2, 2, 32, 32) and window.std() < 0.03
+    assert channels[:, 0].std() > 0.1 and 0.0 <= channels[:, 0].min() and channels[:, 0].max() <= 1.0
+    np.testing.assert_allclose(channels[:, 0], clahe(window, 0.02, 2, value_range=(0.0, 1.0)), atol=1e-6)
+    assert not np.allclose(channels[:, 0], clahe(window, 0.01, 8, value_range=(0.0, 1.0)), atol=1e-3)
+    np.testing.assert_allclose(channels[0, 1], (hu[0] - hu[0].mean()) / hu[0].std(), atol=1e-5)
+    single = pre.intensity_channels(hu[0])
+    assert single.shape == (1, 2, 32, 32) and np.array_equal(single[0], channels[0])
+    assert config.patch_computed_steps == ["clahe equalization"]
+
+
 def test_clahe_keeps_tiles_of_several_pixels():
     """64 tiles on a 64 x 64 slice made 1-pixel tiles, each mapping its pixel to 1.0: a constant channel."""
     rng = np.random.default_rng(5)

@@ -77,6 +77,19 @@ def test_labels_shrunk_two_to_one_stay_registered_with_the_hu():
     assert abs(np.mean(areas) - 1.0) < 0.01
 
 
+@pytest.mark.parametrize("value", [0, 1, 2])
+def test_labels_of_one_value_shrunk_keep_that_value_inside_and_pad_with_background(value):
+    """A crop holding one label only (a slice stack all background, all liver or all tumor) shrunk 2:1 and padded
+    to a multiple of 16: the resampled core holds that value, the padding 0 (background)."""
+    info = plan_spatial((2, 20, 24), (1.0, 1.0), None, 2.0, None, 16)  # (z, y, x) 20 x 24 px -> 10 x 12 -> 16 x 16
+    assert tuple(info.resampled_shape_yx) == (10, 12) and tuple(info.net_shape_yx) == (16, 16)
+    net = forward_labels(np.full((2, 20, 24), value, np.uint8), info)
+    t, b, l, r = info.pad_yx
+    core = net[:, t:16 - b, l:16 - r]
+    assert net.dtype == np.uint8 and core.shape == (2, 10, 12) and np.all(core == value)
+    assert np.count_nonzero(net) == (core.size if value else 0)
+
+
 @pytest.mark.parametrize("target", [None, 1.0, 4.0])  # copied, enlarged (nearest), shrunk (largest share)
 @pytest.mark.parametrize("value", [258, -1, 1.5, np.nan])
 def test_forward_labels_refuses_values_uint8_cannot_hold(target, value):

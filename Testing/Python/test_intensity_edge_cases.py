@@ -81,3 +81,19 @@ def test_histogram_equalization_maps_the_darkest_occupied_bin_to_0_between_bin_c
 
     out = equalize_histogram(np.array([[0.375, 0.5, 0.875, 0.875]], np.float32), n_bins=4, value_range=(0.0, 1.0))
     np.testing.assert_allclose(out, [[0.0, 1.0 / 6.0, 1.0, 1.0]], atol=1e-6)
+
+
+def test_zscore_body_channel_of_slices_above_the_body_uses_the_whole_slices():
+    """A batch of slices without any voxel above the body threshold (a CT's first slices, all air): body_mask is
+    all False (body_mask's early return), so the body z-score of each slice (n, H, W) falls back to the whole
+    slice: air with 5 HU noise gives mean 0 and std 1 per slice; a constant slice gives 0, not NaN."""
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig, SlicePreprocessor
+
+    rng = np.random.default_rng(3)
+    air = np.stack([rng.normal(-1000, 5, (16, 16)), np.full((16, 16), -1024.0)]).astype(np.float32)
+    assert not body_mask(air).any() and body_mask(air).shape == air.shape
+    config = PreprocessingConfig(channels=[{"kind": "zscore", "mask": "body"}], context_slices=0,
+                                 target_spacing_mm=None)
+    channel = SlicePreprocessor(config).intensity_channels(air)[:, 0]  # (n, H, W)
+    assert abs(float(channel[0].mean())) < 1e-4 and abs(float(channel[0].std()) - 1.0) < 1e-3
+    np.testing.assert_array_equal(channel[1], np.zeros((16, 16), np.float32))

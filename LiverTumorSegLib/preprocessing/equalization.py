@@ -11,13 +11,14 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..errors import InputError
+from .intensity import slice_rows
 
 
 def _as_rows(x: np.ndarray) -> Tuple[np.ndarray, Tuple[int, ...]]:
     x = np.asarray(x, dtype=np.float32)
     if x.ndim not in (2, 3):
         raise InputError(f"Equalization needs a slice (H, W) or slices (n, H, W); got shape {x.shape}.")
-    return x.reshape(1 if x.ndim == 2 else x.shape[0], -1), x.shape
+    return slice_rows(x), x.shape
 
 
 def _row_range(rows: np.ndarray, value_range: Optional[Tuple[float, float]]) -> Tuple[np.ndarray, np.ndarray]:

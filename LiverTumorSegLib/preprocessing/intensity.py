@@ -89,6 +89,14 @@ def resolve_window(name: Optional[str] = None, level: Optional[float] = None,
     return float(level), float(width)
 
 
+def slice_rows(x: np.ndarray) -> np.ndarray:
+    """Slices ``(n, H, W)`` (or one ``(H, W)``) as rows ``(n, H * W)`` (``(1, H * W)``), a view where numpy can.
+    Zero slices give ``(0, H * W)``: ``reshape(0, -1)`` raised numpy's "cannot reshape array of size 0"."""
+    if x.ndim == 2:
+        return x.reshape(1, x.size)
+    return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
+
+
 def _freqhist_positions(n_values: int, n_bins: int) -> np.ndarray:
     """Indices into sorted values used as break points (fastai): 0.1 %, mid-quantiles, 99.9 %."""
     t = np.concatenate([[0.001], np.arange(n_bins, dtype=np.float64) / n_bins + 0.5 / n_bins, [0.999]])
@@ -172,7 +180,7 @@ def hist_scaled(x: np.ndarray, bins: Optional[np.ndarray] = None, n_bins: int = 
     if x.ndim not in (2, 3):
         raise InputError(f"hist_scaled without bins needs a slice (H, W) or slices (n, H, W); got shape {x.shape}.")
     shape = x.shape
-    rows = x.reshape(1 if x.ndim == 2 else shape[0], -1)
+    rows = slice_rows(x)
     if rows.shape[1] == 0:
         return np.zeros(shape, dtype=np.float32)
     return apply_row_map(x, hist_scaling_of(x, n_bins))
@@ -183,7 +191,7 @@ def hist_scaling_of(x: np.ndarray, n_bins: int = 100) -> Tuple[np.ndarray, np.nd
     ``(break points, target values)``, float32 ``(n, m)``. :func:`apply_row_map` applies it to other pixels,
     e.g. a training patch scaled by its whole slice's histogram, as inference scales it."""
     x = np.asarray(x, dtype=np.float32)
-    rows = x.reshape(1 if x.ndim == 2 else x.shape[0], -1)
+    rows = slice_rows(x)
     breaks, targets = _batched_breaks(torch_from(rows), n_bins)
     return breaks.numpy(), targets.numpy()
 
@@ -193,7 +201,7 @@ def apply_row_map(x: np.ndarray, row_map: Tuple[np.ndarray, np.ndarray]) -> np.n
     row per slice (:func:`hist_scaling_of`, ``equalization.equalization_of``), float32, same shape: a training
     patch mapped by its whole slice's statistics, as inference maps it."""
     x = np.asarray(x, dtype=np.float32)
-    rows = x.reshape(1 if x.ndim == 2 else x.shape[0], -1)
+    rows = slice_rows(x)
     knots, values = (torch_from(a) for a in row_map)
     return _interp_rows(torch_from(rows), knots, values).numpy().reshape(x.shape)
 

@@ -97,3 +97,20 @@ def test_zscore_body_channel_of_slices_above_the_body_uses_the_whole_slices():
     channel = SlicePreprocessor(config).intensity_channels(air)[:, 0]  # (n, H, W)
     assert abs(float(channel[0].mean())) < 1e-4 and abs(float(channel[0].std()) - 1.0) < 1e-3
     np.testing.assert_array_equal(channel[1], np.zeros((16, 16), np.float32))
+
+
+def test_zero_slices_give_zero_slices_for_every_channel_kind_and_equalization():
+    """An empty selection of slices (0, H, W): windows and z-scores gave (0, C0, H, W), but histogram scaling and
+    histogram or CLAHE equalization raised numpy's "cannot reshape array of size 0" (a ValueError, no InputError)
+    from their per-slice rows."""
+    from LiverTumorSegLib.preprocessing import (PreprocessingConfig, SlicePreprocessor, clahe, equalize_histogram,
+                                                hist_scaled)
+
+    empty = np.zeros((0, 8, 6), np.float32)  # (n, H, W)
+    for function in (hist_scaled, equalize_histogram, clahe):
+        out = function(empty)
+        assert out.shape == (0, 8, 6) and out.dtype == np.float32, function.__name__
+    for config in (PreprocessingConfig(equalize="histogram"), PreprocessingConfig(equalize="clahe"),
+                   PreprocessingConfig.preset("two_windows_histscaled")):
+        channels = SlicePreprocessor(config).intensity_channels(empty)
+        assert channels.shape == (0, len(config.channels), 8, 6) and channels.dtype == np.float32

@@ -492,11 +492,13 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
                 log(f"fold {fold} already finished ({result.epochs_completed} epochs, {result.stop_reason}): "
                     f"taking {fold_cfg.output} as it is")
             else:
+                earlier_tables = {}  # type: Dict[str, bytes]
                 if is_main:
-                    _remove_earlier_tables(out_dir, log)
+                    earlier_tables = _remove_earlier_tables(out_dir, log)
                     if config.overwrite and fold == 0:
                         _remove_replaced_folds(config, out_dir, log)
-                result = _train_fold(train_fn, fold_cfg, command, log, fold_progress, cancel, out_dir)
+                result = _train_fold_keeping_tables(train_fn, fold_cfg, command, log, fold_progress, cancel, out_dir,
+                                                    {} if config.overwrite else earlier_tables)
             fold_progress(1.0, f"fold {fold} (folds 0-{config.folds - 1}): finished")
             rows.append(fold_row(fold, result))
             options.append(recorded_postprocessing(result))
@@ -637,17 +639,51 @@ def _killed_before_a_checkpoint(fold_cfg: TrainConfig, log: Callable[[str], None
     return fold_cfg.updated({"overwrite": True, "resume": False})
 
 
-def _remove_earlier_tables(out_dir: Path, log: Callable[[str], None]) -> None:
+def _remove_earlier_tables(out_dir: Path, log: Callable[[str], None]) -> Dict[str, bytes]:
     """Remove an earlier run's ``crossval.csv`` and ``crossval.json`` (``--overwrite``, or ``--resume`` after an
     interrupted ``--overwrite`` run) before a fold is trained: its packages are replaced from here on, and an
     interrupted run left the earlier run's tables, which look finished, beside this run's fold_0.safetensors and the
-    earlier run's other folds (their Dice and validation cases not those of the packages beside them)."""
-    removed = [name for name in TABLE_NAMES if (out_dir / name).is_file()]
+    earlier run's other folds (their Dice and validation cases not those of the packages beside them). Returns the
+    removed tables' contents by name, for :func:`_train_fold_keeping_tables` to put back."""
+    removed = {name: (out_dir / name).read_bytes() for name in TABLE_NAMES if (out_dir / name).is_file()}
     for name in removed:
         (out_dir / name).unlink()
     if removed:
         log(f"removed the earlier run's {' and '.join(removed)} from '{out_dir}': this run replaces its fold "
             f"packages and writes new tables once every fold is trained")
+    return removed
+
+
+def _train_fold_keeping_tables(train_fn: Callable, fold_cfg: TrainConfig, command: str, log: Callable[[str], None],
+                               progress: ProgressReporter, cancel: Optional[CancellationToken], out_dir: Path,
+                               earlier_tables: Dict[str, bytes]):
+    """:func:`_train_fold`, putting ``earlier_tables`` (:func:`_remove_earlier_tables`; empty under --overwrite,
+    whose packages are replaced) back when the fold fails or is stopped with its package unchanged: they still
+    describe the packages beside them. A finished crossval's tables were lost to a --resume whose fold was then
+    refused (another --epochs under a cosine schedule, a damaged fold package)."""
+    from .trainer import _file_identity
+
+    package_before = _file_identity(Path(fold_cfg.output))
+    try:
+        return _train_fold(train_fn, fold_cfg, command, log, progress, cancel, out_dir)
+    except BaseException:
+        if earlier_tables and _file_identity(Path(fold_cfg.output)) == package_before:
+            _put_back_tables(out_dir, earlier_tables, log)
+        raise
+
+
+def _put_back_tables(out_dir: Path, tables: Dict[str, bytes], log: Callable[[str], None]) -> None:
+    """Write the tables :func:`_remove_earlier_tables` removed back in place (each one no other file took since)."""
+    back = []
+    for name, data in tables.items():
+        try:
+            with atomic_output(out_dir / name) as tmp:  # refuses (InputError) a file written there meanwhile
+                tmp.write_bytes(data)
+            back.append(name)
+        except (OSError, InputError, OutputExistsError):
+            pass
+    if back:
+        log(f"put the earlier run's {' and '.join(back)} back in '{out_dir}': no fold package was replaced")
 
 
 REPLACED_CHECKPOINTS = ("last.pt", "best.pt", "last_rng_rank*.pt")

@@ -1269,6 +1269,28 @@ def test_crossval_resume_with_a_damaged_fold_checkpoint_is_refused_keeping_it(da
     assert not list((tmp_path / "cv").glob("*.safetensors")) and not list((tmp_path / "cv").glob("crossval.*"))
 
 
+def test_a_refused_crossval_resume_of_a_finished_run_keeps_its_tables(data_csv, tmp_path):
+    """crossval --resume --epochs 2 of a finished 1-epoch cosine run: fold 0 is refused (its schedule would be laid
+    over another total), as it should be, but the run's crossval.csv and crossval.json had been removed first, so
+    the finished results were gone after a refused command. They are put back, byte for byte, when no fold package
+    was replaced."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.training.crossval import TABLE_NAMES, run_crossval
+
+    torch.set_num_threads(1)
+    cfg = tiny_config(data_csv, tmp_path, epochs=1, iterations_per_epoch=2, folds=2, output="")
+    out = tmp_path / "cv"
+    run_crossval(cfg, out, log=lambda s: None)
+    tables = {name: (out / name).read_bytes() for name in TABLE_NAMES}
+    packages = {p.name: p.read_bytes() for p in out.glob("fold_*.safetensors")}
+    lines = []
+    with pytest.raises(InputError, match=r"cosine schedule laid over 1 epochs.*Resume with --epochs 1"):
+        run_crossval(cfg.updated({"resume": True, "epochs": 2}), out, log=lines.append)
+    assert {name: (out / name).read_bytes() for name in TABLE_NAMES} == tables
+    assert {p.name: p.read_bytes() for p in out.glob("fold_*.safetensors")} == packages
+    assert any("put the earlier run's crossval.csv and crossval.json back" in line for line in lines)
+
+
 def test_crossval_reports_progress_over_all_folds(data_csv, tmp_path):
     """run_crossval took no progress callback (train and segment's API follow theirs), so a researcher's script or a
     panel driving a cross-validation could show nothing for hours. The fraction now rises over both folds to 1.0, the

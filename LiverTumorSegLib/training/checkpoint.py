@@ -83,7 +83,40 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu", required: Sequenc
         if key not in payload:
             raise InputError(f"Checkpoint '{path}' lacks '{key}'; it was not written by livertumorseg train. Delete "
                              f"it (or its run folder) to start over.")
+    wrong = malformed_entry(payload)
+    if wrong:
+        raise InputError(f"Checkpoint '{path}' holds {wrong}; it is damaged or was not written by livertumorseg "
+                         f"train. Delete it (or its run folder) to start over.")
     return payload
+
+
+COUNT_KEYS = ("epoch", "step_in_epoch", "global_step")
+JSON_OBJECT_KEYS = ("config", "state")
+
+
+def malformed_entry(payload: Dict[str, Any]) -> str:
+    """What of a loaded checkpoint ``payload`` is not as :func:`save_checkpoint`'s callers write it, in words ("" when
+    nothing): a count (:data:`COUNT_KEYS`) that is no whole number >= 0, a JSON object (:data:`JSON_OBJECT_KEYS`) that
+    is not one, or a torch CPU random state (``rng``) of another size than this torch's. Each ended a --resume in an
+    "internal error" (JSONDecodeError, ValueError, AttributeError, RuntimeError). Only the keys present are checked."""
+    for key in COUNT_KEYS:
+        value = payload.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{key} = {value!r:.40}, not a whole number >= 0"
+    for key in JSON_OBJECT_KEYS:
+        value = payload.get(key)
+        try:
+            value = json.loads(value) if isinstance(value, str) else value
+        except ValueError:
+            return f"a '{key}' that is not valid JSON"
+        if value is not None and not isinstance(value, dict):
+            return f"a '{key}' that is a {type(value).__name__}, not a JSON object"
+    rng = payload.get("rng", {})
+    cpu = rng.get("torch_cpu") if isinstance(rng, dict) else None
+    if not isinstance(rng, dict) or (cpu is not None and (not isinstance(cpu, torch.Tensor)
+                                                          or cpu.numel() != torch.get_rng_state().numel())):
+        return "a random state ('rng') of another form than this PyTorch's"
+    return ""
 
 
 def decode_json(payload: Dict[str, Any], key: str) -> Any:

@@ -1553,6 +1553,11 @@ def test_refused_checkpoint_is_one_line_in_our_words(tmp_path, capsys, train_csv
     line = assert_clean_error(code, err, ["last.pt' cannot be read and was refused",
                                           "it is truncated or not a PyTorch file (it does not begin as one"])
     assert "could run code" not in line
+    # one that loads but whose training state is not JSON was an "internal error: JSONDecodeError"
+    torch.save({"model": collections.OrderedDict(), "optimizer": {}, "epoch": 0, "global_step": 0,
+                "config": "{}", "state": "{cut sho"}, str(ckpt))
+    code, text, err = run_cli(_train_argv(train_csv, tmp_path / "model.safetensors") + ["--resume"], capsys)
+    assert_clean_error(code, err, ["last.pt' holds a 'state' that is not valid JSON", "Delete it"])
 
 
 def test_checkpoint_of_another_model_is_refused_in_one_line(tmp_path, capsys, train_csv):

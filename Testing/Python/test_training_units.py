@@ -2,6 +2,7 @@
 import json
 import math
 import pathlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -335,6 +336,31 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path):
         load_checkpoint(tmp_path / "bad.pt")
     with pytest.raises(InputError, match="No checkpoint"):
         load_checkpoint(tmp_path / "none.pt")
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"state": "{not json"}, "holds a 'state' that is not valid JSON"),
+    ({"state": "[1]"}, "holds a 'state' that is a list, not a JSON object"),
+    ({"config": "[]"}, "holds a 'config' that is a list, not a JSON object"),
+    ({"epoch": "abc"}, "holds epoch = 'abc', not a whole number >= 0"),
+    ({"global_step": None}, "holds global_step = None, not a whole number >= 0"),
+    ({"step_in_epoch": -1}, "holds step_in_epoch = -1, not a whole number >= 0"),
+    ({"epoch": True}, "holds epoch = True, not a whole number >= 0"),
+    ({"rng": {"torch_cpu": torch.zeros(3, dtype=torch.uint8)}}, "holds a random state ('rng') of another form"),
+], ids=["state-not-json", "state-list", "config-list", "epoch-text", "step-none", "negative-step", "epoch-bool",
+        "rng-short"])
+def test_a_checkpoint_with_a_damaged_entry_is_refused_naming_it(tmp_path, change, words):
+    """A checkpoint that loads (weights only) but holds an entry no training wrote ended --resume in an "internal
+    error" (JSONDecodeError, ValueError, AttributeError, RuntimeError from the random state). load_checkpoint now
+    refuses it, naming the entry and saying to delete the file; a well-formed one still loads."""
+    good = {"model": {"w": torch.zeros(2)}, "optimizer": {}, "epoch": 1, "step_in_epoch": 0, "global_step": 3,
+            "config": json.dumps({"epochs": 2}), "state": json.dumps({"history": []}),
+            "rng": {"torch_cpu": torch.get_rng_state()}}
+    assert load_checkpoint(save_checkpoint(tmp_path / "good.pt", good))["global_step"] == 3
+    path = save_checkpoint(tmp_path / "last.pt", dict(good, **change))
+    with pytest.raises(InputError, match=re.escape(words) + r".*damaged or was not written by livertumorseg train\. "
+                                         r"Delete it \(or its run folder\) to start over"):
+        load_checkpoint(path)
 
 
 def test_checkpoint_write_failing_midway_keeps_previous_file(tmp_path, monkeypatch):

@@ -1557,7 +1557,9 @@ def test_refused_checkpoint_is_one_line_in_our_words(tmp_path, capsys, train_csv
     torch.save({"model": collections.OrderedDict(), "optimizer": {}, "epoch": 0, "global_step": 0,
                 "config": "{}", "state": "{cut sho"}, str(ckpt))
     code, text, err = run_cli(_train_argv(train_csv, tmp_path / "model.safetensors") + ["--resume"], capsys)
-    assert_clean_error(code, err, ["last.pt' holds a 'state' that is not valid JSON", "Delete it"])
+    line = assert_clean_error(code, err, ["last.pt' holds a 'state' that is not valid JSON", "Delete it"])
+    record15("`train --resume` whose checkpoint loads but holds a damaged entry (a training state that is not JSON, "
+             "a step count that is no whole number, a random state of another size)", line, tmp_path)
 
 
 def test_checkpoint_of_another_model_is_refused_in_one_line(tmp_path, capsys, train_csv):

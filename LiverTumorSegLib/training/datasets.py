@@ -534,11 +534,14 @@ def check_dataset_labels(root: PathLike, fmt: str = "auto", label_map: Optional[
     ``{"1": "Vessel", "2": "Tumour"}``): trained as they are, a swapped data set teaches the liver as tumor
     without any other check noticing. A ``label_map`` (``--label-map``) is the user's own reading and is not
     second-guessed; a dataset.json without ``labels`` is not judged. Both MSD (``{"1": "liver"}``) and nnU-Net
-    v2 (``{"liver": 1}``, regions ``{"liver": [1, 2]}``) forms are read."""
+    v2 (``{"liver": 1}``, regions ``{"liver": [1, 2]}``) forms are read, and a list of names (``["background",
+    "liver", "tumor"]``) as names of the values 0, 1, 2 (:func:`_labels_of_a_list`)."""
     root = Path(root)
     if label_map or not root.is_dir() or (fmt not in ("auto", "msd")) or not (root / "dataset.json").is_file():
         return
     labels = _read_dataset_json(root).get("labels")
+    if isinstance(labels, list):
+        labels = _labels_of_a_list(root / "dataset.json", labels)
     if not isinstance(labels, dict) or not labels:
         return
     names: Dict[int, List[str]] = {}
@@ -570,6 +573,19 @@ def check_dataset_labels(root: PathLike, fmt: str = "auto", label_map: Optional[
     raise InputError(f"'{root / 'dataset.json'}' says its label values mean {meaning}; training needs 1 = liver "
                      f"and 2 = liver tumor. Pass --label-map to say which values are liver and tumor ({example}; "
                      f"values left out become background), or fix dataset.json's \"labels\" if they are wrong.{note}")
+
+
+def _labels_of_a_list(manifest: Path, labels: List[Any]) -> Dict[str, Any]:
+    """dataset.json's ``"labels"`` given as a list of names, read as MSD's ``{"0": name, "1": name, ...}`` (the
+    list's index is the label value). It was not checked at all, so ``["background", "tumor", "liver"]`` trained
+    the liver as tumor without a word. A list holding anything but names (numbers, lists) says no value's meaning
+    and is refused (InputError), naming the forms that do."""
+    if all(isinstance(name, str) for name in labels):
+        return {str(value): name for value, name in enumerate(labels)}
+    raise InputError(f"'{manifest}' gives \"labels\" as a list that is not a list of names "
+                     f"({json.dumps(labels)[:80]}), so it does not say which value is the liver and which the "
+                     f"tumor. Give them as {{\"0\": \"background\", \"1\": \"liver\", \"2\": \"tumor\"}} (MSD) "
+                     f"or {{\"background\": 0, \"liver\": 1, \"tumor\": 2}} (nnU-Net v2), or pass --label-map.")
 
 
 def _label_map_from_names(names: Dict[int, List[str]]) -> Dict[str, int]:

@@ -611,6 +611,25 @@ def test_dataset_json_labels_that_mean_liver_and_tumor_are_accepted(tmp_path, la
     check_dataset_labels(_msd_set(tmp_path / "set", labels))
 
 
+def test_dataset_json_labels_given_as_a_list_of_names_are_checked_by_their_index(tmp_path):
+    """A list (["background", "tumor", "liver"]: index = label value) was not checked at all, so a swapped one
+    trained the liver as tumor with exit 0; it is now read as MSD's {"0": ..., "1": ..., "2": ...}."""
+    swapped = _msd_set(tmp_path / "swapped", ["background", "tumor", "liver"])
+    with pytest.raises(InputError, match=r"1 = tumor, 2 = liver; training needs 1 = liver and 2 = liver tumor"
+                                         r".*'\{\"1\": 2, \"2\": 1\}'"):
+        check_dataset_labels(swapped)
+    check_dataset_labels(swapped, label_map={"1": 2, "2": 1})  # the user's own reading is not second-guessed
+    check_dataset_labels(_msd_set(tmp_path / "right", ["background", "liver", "cancer"]))
+
+
+def test_dataset_json_labels_given_as_a_list_of_no_names_are_refused_saying_which_form_to_give(tmp_path):
+    """[0, 2, 1] names no value's meaning: refused, not taken as saying nothing."""
+    root = _msd_set(tmp_path / "set", [0, 2, 1])
+    with pytest.raises(InputError, match=r"gives \"labels\" as a list that is not a list of names \(\[0, 2, 1\]\)"
+                                         r".*\{\"0\": \"background\", \"1\": \"liver\", \"2\": \"tumor\"\}"):
+        check_dataset_labels(root)
+
+
 @pytest.mark.parametrize("key", ["\u00b2", "--1"])
 def test_a_dataset_json_label_key_that_is_no_ascii_number_is_a_name(tmp_path, key):
     """{"²": "liver"}: '²'.isdigit() is True and int('²') raised ValueError (a traceback from train); "--1" passed

@@ -1004,9 +1004,3 @@ def load_case(case: Case, label_map: Optional[Dict] = None, allow_non_hu: bool =
         _WARNED_CASES.add((str(case.image_path), side))
         log.warning("warning: case %s: %s", case.case_id, side)
     return canonical, labels
-
-
-def summarize_cases(cases: Sequence[Case]) -> Dict[str, object]:
-    """Case ids, patient ids and counts (for the model package's ``training`` metadata)."""
-    return {"num_cases": len(cases), "num_patients": len({c.patient_id for c in cases}),
-            "case_ids": [c.case_id for c in cases]}

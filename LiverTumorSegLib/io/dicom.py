@@ -1439,13 +1439,16 @@ def _which_files(series: DicomSeriesInfo, indices: Sequence[int]) -> str:
     return f"{which} ({_first_names([Path(series.files[index]).name for index in indices])})"
 
 
-def _files_without_tag(series: DicomSeriesInfo, reader, tag: str) -> List[str]:
-    """Names of the files of ``series`` (file order) whose tags, as a series reader read them, lack ``tag``."""
+def _files_without_tag(series: DicomSeriesInfo, reader, tag: str, empty_too: bool = False) -> List[str]:
+    """Names of the files of ``series`` (file order) whose tags, as a series reader read them, lack ``tag``;
+    ``empty_too``: also those whose value is empty (only spaces)."""
     missing = []
     for index in range(len(series.files)):
         try:
-            reader.GetMetaData(index, tag)
+            value = reader.GetMetaData(index, tag)
         except RuntimeError:
+            value = None
+        if value is None or (empty_too and not value.strip()):
             missing.append(Path(series.files[index]).name)
     return missing
 
@@ -2089,9 +2092,10 @@ def _check_pixel_spacing(series: DicomSeriesInfo, reader, folder: Path) -> None:
 def _check_orientation_present(series: DicomSeriesInfo, reader, folder: Path) -> None:
     """Every file of a single-frame series must have an ImageOrientationPatient (0020,0037; Type 1 in the Image
     Plane Module). GDCM takes a missing one as the identity: a series without it was read as axial, and a sagittal
-    series whose first file lacked it was read as axial too, both without a word. (Values that are no rotation:
-    :func:`_check_orientation`; files that differ: :func:`_checked_slice_positions`.)"""
-    missing = _files_without_tag(series, reader, "0020|0037")
+    series whose first file lacked it was read as axial too, both without a word. An empty value is no orientation
+    either: a first slice with one among slices turned by 20 degrees was read as axial, without a word. (Values
+    that are no rotation: :func:`_check_orientation`; files that differ: :func:`_checked_slice_positions`.)"""
+    missing = _files_without_tag(series, reader, "0020|0037", empty_too=True)
     if not missing:
         return
     shown = _first_names(missing)

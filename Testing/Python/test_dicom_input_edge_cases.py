@@ -1514,6 +1514,46 @@ def test_a_slice_with_an_empty_position_is_refused_with_nothing_else_on_stderr(t
     assert printed.err == "" and printed.out == ""
 
 
+def _with_raw_orientation(path: Path, value: str) -> None:
+    """Rewrite the ImageOrientationPatient (0020,0037) of the explicit-VR DICOM file ``path`` as ``value``."""
+    import struct
+
+    data = path.read_bytes()
+    head = b"\x20\x00\x37\x00DS"
+    at = data.index(head)
+    old_length = struct.unpack("<H", data[at + 6:at + 8])[0]
+    raw = value.encode("ascii") + (b" " if len(value) % 2 else b"")
+    path.write_bytes(data[:at] + head + struct.pack("<H", len(raw)) + raw + data[at + 8 + old_length:])
+
+
+@pytest.mark.parametrize("index", [0, 3])
+def test_a_slice_with_an_empty_orientation_among_turned_slices_is_refused(tmp_path, ct, index):
+    """Slices turned 20 degrees about z, one with an empty ImageOrientationPatient: only a missing tag counted as
+    no orientation, and where the empty one was the first slice the series was read as axial (direction identity:
+    the whole CT turned by 20 degrees in patient space), exit 0. It is named as a missing one is."""
+    turn = np.deg2rad(20.0)
+    rotation = np.array([[np.cos(turn), -np.sin(turn), 0.0], [np.sin(turn), np.cos(turn), 0.0], [0.0, 0.0, 1.0]])
+    turned = CTVolume(ct.array, ImageGeometry(spacing=ct.geometry.spacing, origin=ct.geometry.origin,
+                                              direction=tuple(rotation.ravel())))
+    files = write_ct_series(tmp_path / "ct", turned)
+    read = read_volume(tmp_path / "ct")
+    assert np.allclose(np.asarray(read.geometry.direction).reshape(3, 3), rotation, atol=1e-5)  # as written
+    _with_raw_orientation(files[index], "")
+    with pytest.raises(InputError, match=f"1 of its 8 files \\('{files[index].name}'\\) has no orientation "
+                                         f"\\(ImageOrientationPatient, 0020,0037\\).*would take them as axial"):
+        read_volume(tmp_path / "ct")
+
+
+def test_a_one_slice_series_with_an_empty_orientation_is_refused(tmp_path, ct):
+    """One slice whose ImageOrientationPatient is empty was read as axial without a word (a missing one is
+    refused)."""
+    one = CTVolume(ct.array[:1], ct.geometry)
+    files = write_ct_series(tmp_path / "ct", one)
+    _with_raw_orientation(files[0], "")
+    with pytest.raises(InputError, match=r"its files \('ct0000.dcm'\) have no orientation \(ImageOrientationPatient"):
+        read_volume(tmp_path / "ct")
+
+
 def test_one_slice_off_the_line_of_the_others_is_named_not_called_a_gantry_tilt(tmp_path, ct):
     """One file whose ImagePositionPatient lies 20 mm sideways of the other 7 slices' (a damaged header, or a
     slice of another series under this series' UID) was refused as 'gantry-tilted ... (a tilt of about 55

@@ -1786,3 +1786,31 @@ def test_a_batch_that_finds_no_shared_memory_is_said_with_what_to_do_and_other_e
         with pytest.raises(type(error)) as raised:
             list(batches_of(Loader(error), workers))
         assert raised.value is error
+
+
+@pytest.mark.parametrize("where", ["beside", "in_cache"])
+def test_a_failed_run_removes_no_file_of_a_folder_it_did_not_make(tmp_path, monkeypatch, where):
+    """Guard for the cleanup of a failed run (remove_if_no_checkpoint): it is only called for a folder the run
+    made, or one holding nothing but a finished slice cache. A folder of the user's given with --log-dir and
+    --overwrite, also one whose cache/ holds a file of the user's (which makes holds_finished_entries False, the
+    case where the whole folder is removed), keeps every file when the run fails before its first checkpoint."""
+    from LiverTumorSegLib.training import slice_cache, trainer
+    from LiverTumorSegLib.training.config import TrainConfig
+
+    folder = tmp_path / "mine"
+    key = folder / "cache" / "abc123def456"
+    key.mkdir(parents=True)
+    for suffix in slice_cache.ENTRY_SUFFIXES:
+        (key / f"c0{suffix}").write_bytes(b"x")
+    notes = (folder if where == "beside" else folder / "cache") / "notes.txt"
+    notes.write_text("mine")
+
+    def failing_setup(self):
+        raise RuntimeError("failed before the first checkpoint")
+
+    monkeypatch.setattr(trainer.Trainer, "setup", failing_setup)
+    config = TrainConfig(data=str(tmp_path / "data"), log_dir=str(folder), output=str(tmp_path / "m.safetensors"),
+                         overwrite=True)
+    with pytest.raises(RuntimeError, match="before the first checkpoint"):
+        trainer.train(config, log=lambda text: None)
+    assert notes.read_text() == "mine" and (key / "c0.json").is_file()

@@ -2330,3 +2330,94 @@ def test_training_with_workers_leaves_the_process_wide_start_method_unchosen(dat
     assert worker_context().get_start_method() == multiprocessing.get_all_start_methods()[0]  # the default
     multiprocessing.set_start_method("spawn")  # the caller's own choice, after a training: still free
     assert worker_context().get_start_method() == "spawn"  # and the training's workers would follow it
+
+
+def _parameters(model):
+    """The model's trainable parameters by name, copied (buffers such as norm statistics left out)."""
+    return {name: value.detach().clone() for name, value in model.named_parameters()}
+
+
+def _step_length(before, after):
+    """Euclidean length of the change between two parameter dicts (float64 sum over every parameter)."""
+    return math.sqrt(sum(float(((after[k] - before[k]).double() ** 2).sum()) for k in before))
+
+
+def test_grad_clip_bounds_the_length_of_an_sgd_step(data_csv, tmp_path):
+    """--grad-clip C clips the gradient's global norm to C before the optimizer step; no test ran it. Plain SGD (no
+    momentum, no weight decay), one step at lr 0.1: the weights move by exactly lr x C = 1e-4 with C = 1e-3 (the
+    tiny net's gradient is far longer), and by far more without clipping."""
+    lengths = {}
+    for clip in (0.0, 1e-3):
+        (tmp_path / f"clip{clip}").mkdir()
+        cfg = tiny_config(data_csv, tmp_path / f"clip{clip}", epochs=1, iterations_per_epoch=1, val_fraction=0.0,
+                          optimizer="sgd", momentum=0.0, weight_decay=0.0, lr=0.1, grad_clip=clip)
+        trainer = Trainer(cfg, log=lambda s: None)
+        trainer.setup()
+        before = _parameters(trainer.model)
+        trainer.fit()
+        lengths[clip] = _step_length(before, _parameters(trainer.model))
+    assert lengths[1e-3] == pytest.approx(0.1 * 1e-3, rel=1e-3)
+    assert lengths[0.0] > 100 * lengths[1e-3]
+
+
+def _plateau_rates(losses, lr, factor, patience, threshold=1e-4):
+    """The learning rate after each epoch of ReduceLROnPlateau (mode min, relative threshold, no cooldown) fed
+    ``losses``: what the log's ``lr`` column must hold."""
+    best, bad, rates = math.inf, 0, []
+    for loss in losses:
+        if loss < best * (1 - threshold):
+            best, bad = loss, 0
+        else:
+            bad += 1
+        if bad > patience:
+            lr, bad = lr * factor, 0
+        rates.append(lr)
+    return rates
+
+
+def test_plateau_schedule_without_validation_data_follows_the_training_loss(data_csv, tmp_path):
+    """--schedule plateau with no validation cases (--val-fraction 0) steps the scheduler on each epoch's training
+    loss; no test ran it. Its best is the lowest training loss of the run, and the lr column is what
+    ReduceLROnPlateau gives for the logged training losses."""
+    cfg = tiny_config(data_csv, tmp_path, epochs=4, iterations_per_epoch=2, val_fraction=0.0, schedule="plateau",
+                      plateau_patience=0, plateau_factor=0.5)
+    trainer = Trainer(cfg, log=lambda s: None)
+    trainer.setup()
+    result = trainer.fit()
+    losses = [row["train_loss"] for row in result.history]
+    assert result.val_cases == [] and len(losses) == 4
+    assert trainer.scheduler.best == pytest.approx(min(losses), rel=1e-12)
+    assert [row["lr"] for row in result.history] == pytest.approx(_plateau_rates(losses, 3e-3, 0.5, 0), rel=1e-9)
+
+
+def test_channels_last_trains_to_the_same_losses(data_csv, tmp_path):
+    """--channels-last (a memory layout for GPUs) must not change what is trained; no test ran it. Two epochs on the
+    CPU with and without it: the same training losses (to float rounding) and a package either way."""
+    histories = {}
+    for layout in (False, True):
+        out = tmp_path / f"layout{layout}"
+        out.mkdir()
+        result = train(tiny_config(data_csv, out, epochs=2, iterations_per_epoch=2, val_fraction=0.0,
+                                   channels_last=layout), log=lambda s: None)
+        assert Path(result.package_path).is_file()
+        histories[layout] = [row["train_loss"] for row in result.history]
+    assert histories[True] == pytest.approx(histories[False], rel=1e-4)
+
+
+def test_resume_rewrites_a_log_csv_that_an_interrupt_cut_short(data_csv, tmp_path):
+    """A run stopped while log.csv was written lost that epoch's row (the checkpoint has it): --resume writes the
+    file again from the checkpoint's history, so the log has every epoch once, with the checkpoint's numbers."""
+    from LiverTumorSegLib.training.logs import read_log
+
+    cfg = tiny_config(data_csv, tmp_path, epochs=2, iterations_per_epoch=2, val_fraction=0.0, schedule="none")
+    first = train(cfg, log=lambda s: None)
+    log_csv = Path(first.log_dir) / "log.csv"
+    lines = log_csv.read_text().splitlines(keepends=True)
+    assert len(lines) == 3  # header, epochs 1 and 2
+    log_csv.write_text("".join(lines[:2]))  # epoch 2's row lost
+    resumed = train(cfg.updated({"resume": True, "epochs": 3}), log=lambda s: None)
+    rows = read_log(log_csv)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [float(r["train_loss"]) for r in rows[:2]] == pytest.approx([h["train_loss"] for h in first.history],
+                                                                      rel=1e-5)
+    assert float(rows[2]["train_loss"]) == pytest.approx(resumed.history[2]["train_loss"], rel=1e-5)

@@ -2421,3 +2421,31 @@ def test_resume_rewrites_a_log_csv_that_an_interrupt_cut_short(data_csv, tmp_pat
     assert [float(r["train_loss"]) for r in rows[:2]] == pytest.approx([h["train_loss"] for h in first.history],
                                                                       rel=1e-5)
     assert float(rows[2]["train_loss"]) == pytest.approx(resumed.history[2]["train_loss"], rel=1e-5)
+
+
+def test_training_runs_on_a_thread_other_than_the_main_one(data_csv, tmp_path):
+    """A program that trains in a background thread (a GUI keeping its window alive, a notebook's worker) cannot set
+    signal handlers there (Python allows that on the main thread only): the training's holding of Ctrl-C around a
+    step does nothing on such a thread instead of failing with "signal only works in main thread". No test trained
+    off the main thread. One epoch with a DataLoader worker: a package, and the main thread's SIGINT handler as
+    before."""
+    import signal
+    import threading
+
+    handler_before = signal.getsignal(signal.SIGINT)
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = train(tiny_config(data_csv, tmp_path, epochs=1, iterations_per_epoch=2,
+                                                  val_fraction=0.0, num_workers=1), log=lambda s: None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread to assert on
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="background-training")
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert "error" not in outcome, repr(outcome.get("error"))
+    assert outcome["result"].stop_reason == "completed" and Path(outcome["result"].package_path).is_file()
+    assert signal.getsignal(signal.SIGINT) is handler_before

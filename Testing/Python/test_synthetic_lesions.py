@@ -432,3 +432,40 @@ def test_anchor_slice_puts_every_centre_on_that_slice_and_a_slice_without_liver_
     for wrong in (empty, labels.shape[0], -1, True, 2.0):
         with pytest.raises(InputError, match="anchor_slice"):
             insert_lesions(hu, labels, spacing, seeding.rng(5), _fixed(probability=0.0), anchor_slice=wrong)
+
+
+@pytest.mark.parametrize("hu_shape, label_shape, words", [
+    ((8, 8), (8, 8), r"needs an HU stack \(z, y, x\); got shape \(8, 8\)"),
+    ((3, 8, 8), (8, 9), r"Label \(H, W\) \(8, 9\) does not match the HU stack's slices \(8, 8\)")])
+def test_an_hu_array_not_3d_or_a_slice_label_of_another_size_is_refused(hu_shape, label_shape, words):
+    """A single CT slice for the stack, or an (H, W) middle-slice label of another size: each refused in words
+    that give the shapes (no test ran either)."""
+    with pytest.raises(InputError, match=words):
+        insert_lesions(np.zeros(hu_shape, np.float32), np.zeros(label_shape, np.uint8), (1.0, 1.0, 1.0), 0)
+
+
+def test_a_liver_smaller_than_min_liver_voxels_gets_no_lesion(phantom):
+    """Fewer liver voxels than ``min_liver_voxels`` (a stack at the liver's tip): unchanged copies and no lesion,
+    even with probability 1 (no test ran it)."""
+    hu, labels, spacing = phantom
+    liver_voxels = int(np.count_nonzero(labels >= 1))
+    cfg = _fixed(min_liver_voxels=liver_voxels + 1)
+    hu_new, lab_new, infos = insert_lesions(hu, labels, spacing, seeding.rng(4), cfg)
+    assert infos == []
+    assert np.array_equal(hu_new, hu) and np.array_equal(lab_new, labels)
+    assert hu_new is not hu and lab_new is not labels  # copies: the caller's arrays are never handed back
+
+
+def test_a_middle_slice_without_liver_places_lesions_on_the_other_slices(phantom):
+    """anchor middle_slice on a stack whose middle slice holds no liver (a stack reaching over the liver's top or
+    bottom): lesions are still placed, in the liver of the other slices (no test ran it), and the middle slice
+    is left as it was."""
+    hu, labels, spacing = phantom
+    middle = hu.shape[0] // 2
+    cut = labels.copy()
+    cut[middle] = 0
+    cfg = _fixed(count_range=(3, 3), anchor="middle_slice", diameter_range_mm=(10.0, 10.0))
+    hu_new, lab_new, infos = insert_lesions(hu, cut, spacing, seeding.rng(5), cfg)
+    assert len(infos) >= 1 and (lab_new == 2).any()
+    assert np.all(cut[lab_new == 2] == 1)  # tumor only where the given labels had liver
+    assert np.array_equal(lab_new[middle], cut[middle]) and np.array_equal(hu_new[middle], hu[middle])

@@ -2449,3 +2449,29 @@ def test_training_runs_on_a_thread_other_than_the_main_one(data_csv, tmp_path):
     assert "error" not in outcome, repr(outcome.get("error"))
     assert outcome["result"].stop_reason == "completed" and Path(outcome["result"].package_path).is_file()
     assert signal.getsignal(signal.SIGINT) is handler_before
+
+
+def test_crossval_resume_with_more_epochs_trains_finished_folds_on(data_csv, tmp_path):
+    """crossval --resume with a larger --epochs (a schedule that does not depend on the total: none) does not take
+    the finished folds as they are: each continues from its checkpoint to the new epochs (no test ran it), and the
+    table says so."""
+    from LiverTumorSegLib.training.crossval import run_crossval
+    from LiverTumorSegLib.training.trainer import train
+
+    torch.set_num_threads(1)
+    cfg = tiny_config(data_csv, tmp_path, epochs=1, iterations_per_epoch=2, folds=2, output="", schedule="none",
+                      val_fraction=0.0)
+    from LiverTumorSegLib.training.logs import read_log
+
+    run_crossval(cfg, tmp_path / "cv", log=lambda s: None)
+    first_rows = [read_log(tmp_path / "cv" / f"fold_{fold}_train" / "log.csv") for fold in (0, 1)]
+    trained, lines = [], []
+    table = run_crossval(cfg.updated({"resume": True, "epochs": 2}), tmp_path / "cv",
+                         train_fn=lambda c, command="", log=print: (trained.append(c.fold), train(c, log=log))[1],
+                         log=lines.append)
+    assert trained == [0, 1]
+    assert not any("already finished" in line for line in lines)
+    assert [row["epochs"] for row in table[:2]] == [2, 2]
+    for fold in (0, 1):  # continued, not started over: epoch 1's row is the first run's
+        rows = read_log(tmp_path / "cv" / f"fold_{fold}_train" / "log.csv")
+        assert [int(r["epoch"]) for r in rows] == [1, 2] and rows[0] == first_rows[fold][0]

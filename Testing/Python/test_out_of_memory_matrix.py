@@ -95,6 +95,27 @@ def test_segment_one_ct_running_out_of_memory_is_one_line_and_keeps_the_users_fi
     assert _snapshot(out) == previous  # nothing new, nothing hidden, nothing replaced
 
 
+def test_segment_with_json_progress_running_out_of_memory_ends_on_the_memory_line(tmp_path, package, monkeypatch,
+                                                                                   capsys):
+    """``--progress json`` (the Slicer module's child): the network running out of memory ends the JSON lines on
+    the same 'Ran out of memory ...' words (not 'internal error'), exit 2, and the user's earlier output is kept."""
+    import json
+
+    ct = write_volume(tmp_path / "ct.nii.gz", _phantom().ct)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "seg.nii.gz").write_bytes(b"an earlier labels file")
+    _inject(monkeypatch, "LiverTumorSegLib.inference.engine:SliceInferenceEngine._forward_logits")
+    code = cli.main(["segment", str(ct), "-o", str(out / "seg.nii.gz"), "--model", str(package.path),
+                     "--device", "cpu", "--precision", "fp32", "--overwrite", "--progress", "json"])
+    captured = capsys.readouterr()
+    _assert_one_line_out_of_memory(code, captured.err)
+    last = json.loads(captured.out.strip().splitlines()[-1])
+    assert set(last) == {"error"}, last  # one line: no "details" beside it
+    assert last["error"].startswith("Ran out of memory") and "--batch-size" in last["error"], last
+    assert _snapshot(out) == {"seg.nii.gz": b"an earlier labels file"}
+
+
 BATCH_STAGES = SEGMENT_STAGES[:-1]  # a batch writes no preview
 
 

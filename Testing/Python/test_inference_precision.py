@@ -197,6 +197,50 @@ def test_a_cancel_during_the_bf16_check_is_seen_between_its_passes_and_the_check
             ph.ct, cancel=cancelled_first)
 
 
+@pytest.mark.parametrize("net_class, used", [(MarginNet, "bf16"), (BrokenUnderBf16Net, "fp32")])
+def test_the_bf16_check_with_two_cpu_streams_gives_one_streams_labels_and_runs_no_slice_twice(monkeypatch, net_class,
+                                                                                              used):
+    """On a bf16 CPU with 2 threads, two network streams are the default: the streamed loop takes the check's slices
+    from it as the one-stream loop does. 12 slices, batch size 8 -> stream batches of 4: [0-3] and [4-7] come from
+    the check (its pass in the precision it chose: bf16, or fp32 after a failed check of a network bf16 breaks),
+    only [8-11] runs. Labels and probability equal a one-stream run's, bit for bit."""
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
+    ph = corner_phantom()
+    streamed = SliceInferenceEngine(package_with(net_class()), device="cpu", threads=2, cpu_streams=2, batch_size=8)
+    single = SliceInferenceEngine(package_with(net_class()), device="cpu", threads=1, batch_size=4)
+    assert streamed._streams_for_this_run() == 2
+    labels, probability = streamed.predict_with_probability(ph.ct)
+    labels_1, probability_1 = single.predict_with_probability(ph.ct)
+    np.testing.assert_array_equal(labels, fp32_labels(ph.ct, MarginNet()))
+    np.testing.assert_array_equal(labels, labels_1)
+    np.testing.assert_array_equal(probability, probability_1)
+    assert streamed.last_precision["used"] == used and streamed.last_precision["check"]["slices"] == [0, 7]
+    loop_pass = {"bf16": torch.bfloat16, "fp32": torch.float32}[used]  # [8-11] only
+    assert sorted(map(str, streamed.model.calls)) == sorted(map(str, [torch.bfloat16, torch.float32, loop_pass]))
+    assert streamed._cached is None
+
+
+def test_a_cancel_during_a_one_batch_bf16_check_is_seen_before_its_fp32_pass(monkeypatch):
+    """Batch size 8: the check's bf16 pass is one batch, so no cancel is looked at inside it; the cancel that came
+    while it ran is seen before the fp32 pass, and the engine stays bf16, unchecked, for the next volume."""
+    from LiverTumorSegLib.errors import CancelledError
+    from LiverTumorSegLib.progress import CancellationToken
+
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
+    token = CancellationToken()
+
+    class CancelOnFirstPass(MarginNet):
+        def forward(self, x):
+            token.cancel()
+            return super().forward(x)
+
+    engine = SliceInferenceEngine(package_with(CancelOnFirstPass()), device="cpu", threads=1, batch_size=8)
+    with pytest.raises(CancelledError):
+        engine.predict(corner_phantom().ct, cancel=token)
+    assert engine.model.calls == [torch.bfloat16]  # one bf16 batch of 8, no fp32 pass
+    assert engine.cpu_dtype == torch.bfloat16 and engine._verify_cpu_dtype
+
+
 def test_a_failure_in_the_fp32_pass_of_the_bf16_check_leaves_the_check_to_the_next_volume(monkeypatch):
     """A first CT whose check failed in its fp32 pass (out of memory, Ctrl-C) left the engine in fp32 for good: every
     later CT of the batch (or of a notebook's Segmenter) ran fp32, unchecked ('check': None) and without a word. bf16

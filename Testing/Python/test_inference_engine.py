@@ -937,3 +937,86 @@ def test_out_of_memory_back_off_lasts_for_one_ct_only(tmp_path, monkeypatch):
     second = engine.predict(ph.ct)
     assert sizes[0] == 8 and engine.batch_size == 8  # the next CT: the chosen size again
     np.testing.assert_array_equal(first, second)
+
+
+class _DeepSupervisionNet(torch.nn.Module):
+    """A network whose forward returns ``(main logits, coarser auxiliary logits)`` (deep supervision), or a list of
+    them: the main logits are those of ``inner``, the auxiliary ones disagree with them everywhere."""
+
+    def __init__(self, inner, as_list=False):
+        super().__init__()
+        self.inner, self.as_list = inner, as_list
+
+    def forward(self, x):
+        logits = self.inner(x)
+        outputs = (logits, -logits[:, :, ::2, ::2])
+        return list(outputs) if self.as_list else outputs
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+@pytest.mark.parametrize("as_list", [False, True])
+def test_a_deep_supervision_network_is_read_by_its_main_output(tmp_path, backend, as_list):
+    """A package whose network returns several outputs (deep supervision) segments with the first, main one: the
+    same labels and probability as the plain network, with flip TTA too."""
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime")
+    import types
+
+    package = tiny_unet_package(tmp_path)
+    deep = types.SimpleNamespace(preprocessing=package.preprocessing, name="deep",
+                                 model=_DeepSupervisionNet(package.model, as_list=as_list))
+    volume = corner_phantom().ct
+    kwargs = dict(device="cpu", threads=1, precision="fp32", backend=backend, tta_flip=True)
+    labels, probability = SliceInferenceEngine(deep, **kwargs).predict_with_probability(volume)
+    labels_plain, probability_plain = SliceInferenceEngine(package, **kwargs).predict_with_probability(volume)
+    np.testing.assert_array_equal(labels, labels_plain)
+    np.testing.assert_array_equal(probability, probability_plain)
+    assert labels.max() >= 1
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_with_probability"])
+def test_a_cancel_after_the_last_batch_is_honoured_and_progress_never_says_done(method):
+    """The cancel comes after the network's last batch, while its labels are put in place (here: at the last
+    progress report before 'done'): the call still ends cancelled, and the progress never reached 1.0 'done'."""
+    token = CancellationToken()
+    seen = []
+
+    def progress(fraction, stage):
+        seen.append((fraction, stage))
+        if fraction >= 0.9:
+            token.cancel()
+
+    engine = oracle_engine(batch_size=64)
+    with pytest.raises(CancelledError):
+        getattr(engine, method)(corner_phantom().ct, progress=progress, cancel=token)
+    assert seen and (1.0, "done") not in seen and max(f for f, _ in seen) >= 0.9
+
+
+def test_predict_canonical_matches_predict_and_refuses_output_arrays_of_the_wrong_shape():
+    """``predict_canonical`` on the canonical copy of a CT gives the labels ``predict`` gives, seen through the same
+    canonical view; a probability or labels array of another shape than the CT's (z, y, x) is refused, naming both."""
+    volume = corner_phantom().ct
+    engine = oracle_engine(batch_size=3)
+    labels = engine.predict(volume)
+    canonical, reorientation, _ = engine._canonical_of(volume)
+    probability = np.zeros(canonical.shape_zyx, dtype=np.uint8)
+    np.testing.assert_array_equal(engine.predict_canonical(canonical, probability_out=probability),
+                                  reorientation.canonical_view(labels))
+    assert probability.max() == 255 and np.array_equal(probability == 255, reorientation.canonical_view(labels) == 2)
+    with pytest.raises(ValueError, match=r"probability_out has shape \(1, 2, 3\), expected \(12, 40, 44\)"):
+        engine.predict_canonical(canonical, probability_out=np.zeros((1, 2, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"labels_out has shape \(12, 40, 43\), expected \(12, 40, 44\)"):
+        engine._predict_canonical(canonical, None, None, labels_out=np.zeros((12, 40, 43), dtype=np.uint8))
+
+
+def test_a_package_with_a_dict_preprocessing_runs_and_one_without_a_network_is_refused():
+    """A package object given by a caller with its preprocessing as a plain dict (as stored in the file's metadata)
+    segments as with the config object; one without a network, and no batch predictor, is an InputError."""
+    import types
+
+    volume = corner_phantom().ct
+    as_dict = types.SimpleNamespace(preprocessing=oracle_package().preprocessing.to_dict(), model=None, name="dict")
+    engine = SliceInferenceEngine(as_dict, device="cpu", threads=1, batch_predictor=oracle_predictor)
+    np.testing.assert_array_equal(engine.predict(volume), oracle_engine().predict(volume))
+    with pytest.raises(InputError, match="no network to run"):
+        SliceInferenceEngine(as_dict, device="cpu", threads=1)

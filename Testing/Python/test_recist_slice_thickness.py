@@ -199,6 +199,27 @@ def test_measure_takes_a_given_thickness_for_a_nifti_ct_and_over_the_dicom_one(t
     assert recist["measurable_minimum_mm"] == pytest.approx(10.0) and recist["target_lesion_ids"] == [1]
 
 
+def test_segment_says_in_its_report_when_a_given_thickness_is_not_used(tmp_path):
+    """``segment --slice-thickness-mm`` (the Slicer panel passes a DICOM SliceThickness so): 1 mm on 5 mm slices is
+    thinner than their spacing, so RECIST takes the spacing and the report's warnings say why, as measure's do."""
+    from inference_helpers import tiny_unet_package
+
+    package = tiny_unet_package(tmp_path)
+    ct, _ = ct_and_labels_with_a_12_mm_lesion()
+    nifti = write_volume(tmp_path / "ct.nii.gz", ct)
+    report_path = tmp_path / "seg.json"
+    assert main(["segment", str(nifti), "-o", str(tmp_path / "seg.nii.gz"), "--report", str(report_path),
+                 "--model", str(package.path), "--device", "cpu", "--precision", "fp32",
+                 "--slice-thickness-mm", "1", "--no-progress"]) == 0
+    report = json.loads(report_path.read_text())
+    assert [w for w in report["warnings"] if "--slice-thickness-mm" in w] == [
+        "--slice-thickness-mm 1 mm was not used: it is thinner than the 5 mm spacing between the slices (a gapped "
+        "series: the minimum is never below what the spacing gives); RECIST's measurable minimum was judged from the "
+        "5 mm slice spacing"]
+    assert (report["recist"]["slice_thickness_mm"], report["recist"]["slice_thickness_source"]) == \
+        (5.0, "slice spacing")
+
+
 def test_measure_says_when_a_given_thickness_is_not_used_and_refuses_a_bad_one(tmp_path, capsys):
     ct, labels = ct_and_labels_with_a_12_mm_lesion()
     labels_path = tmp_path / "labels.nii.gz"

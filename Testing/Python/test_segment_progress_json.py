@@ -354,3 +354,44 @@ def test_a_signal_while_the_ct_is_read_cancels_at_once(tmp_path, tiny_package, c
     assert code == 130 and final == {"error": "cancelled"}, captured.err
     assert not read_to_the_end  # the wait in slow_read (10 s) was cut short
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz"]
+
+
+def test_a_json_error_line_is_the_first_line_of_a_longer_message_with_the_whole_text_beside_it():
+    """The Slicer module reads ``error`` (one line); a message of several lines keeps its whole text in ``details``,
+    and an exception without a message is named by its type."""
+    import io
+
+    from LiverTumorSegLib.errors import InputError
+
+    stream = io.StringIO()
+    lines = JsonLines(stream)
+    lines.error(InputError("Two CT series in the folder.\n  1.2.3 (40 slices)\n  1.2.4 (12 slices)"))
+    lines.error(InputError("One line."))
+    lines.error(RuntimeError())
+    assert [json.loads(x) for x in stream.getvalue().splitlines()] == [
+        {"error": "Two CT series in the folder.",
+         "details": "Two CT series in the folder.\n  1.2.3 (40 slices)\n  1.2.4 (12 slices)"},
+        {"error": "One line."}, {"error": "RuntimeError"}]
+
+
+def test_the_summary_lists_ten_lesions_and_counts_the_rest():
+    """A CT with 12 lesions: the printed summary lists the first 10 and says '... 2 more in the report'."""
+    import types
+
+    from LiverTumorSegLib.commands.segment import format_summary
+    from LiverTumorSegLib.inference.lesion_report import LISTED_LESIONS_MAX, lesion_report
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    labels = np.zeros((6, 40, 64), np.uint8)
+    labels[:, 2:38, 2:62] = 1
+    for i in range(12):  # 12 separate 3 x 4 x 4-voxel lesions
+        row, column = divmod(i, 6)
+        labels[1:4, 5 + 16 * row:9 + 16 * row, 5 + 10 * column:9 + 10 * column] = 2
+    report = lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    assert report["lesion_count"] == 12
+    result = types.SimpleNamespace(output_path="seg.nii.gz", seconds=1.0, device="cpu", report=report,
+                                   report_path="seg.json", preview_path=None, probability_path=None)
+    text = format_summary(result).splitlines()
+    assert LISTED_LESIONS_MAX == 10 and len([line for line in text if line.startswith("  ") and "mL" in line]) == 10
+    assert "  ... 2 more in the report" in text and text[-1] == "report: seg.json"
+    assert not [line for line in text if "edge" in line]  # away from the scan's edges

@@ -502,6 +502,22 @@ def test_models_prints_means_rounded_once_and_names_perturbations_without_rows()
     assert "baseline 0.980/0.876 (tumor: 3 cases)" in models_cmd.robustness_lines(rows)[1]
 
 
+def test_models_says_when_a_table_does_not_record_its_weights():
+    """A table stored before tables named their weights: 'not recorded', said under the table (not 'STALE', not
+    silence); no table: no status and no lines, also for a table that is not a list."""
+    from LiverTumorSegLib.commands import models as models_cmd
+
+    rows = [{"case": "a", "perturbation": "baseline", "liver_dice": 0.98, "tumor_dice": 0.8}]
+    for settings in (None, {}, {"perturbations": ["baseline"]}, "not a dict"):
+        metadata = {"robustness": rows, "robustness_settings": settings, "weights_sha256": "ab" * 32}
+        assert models_cmd.robustness_weights_status(metadata) == "not recorded"
+    lines = models_cmd.robustness_lines(rows, weights="not recorded")
+    assert lines[-1] == "  (the table does not record the weights it was measured on: stored before tables did)"
+    assert not any("STALE" in line for line in lines)
+    assert models_cmd.robustness_weights_status({"robustness": [], "weights_sha256": "ab" * 32}) == ""
+    assert models_cmd.robustness_means({"baseline": 0.9}) == [] and models_cmd.robustness_lines("rows") == []
+
+
 def test_field_of_view_rows_crop_the_whole_scan_not_the_kept_slices(tmp_path):
     """With --max-slices the kept slices lay within the liver +- 20 mm on every case, so the field-of-view rows
     were skipped everywhere (the stored table had none). They now crop the whole scan, with the same tumors."""

@@ -359,7 +359,8 @@ class Segmenter:
     def __init__(self, options: Optional[SegmentationOptions] = None, package: Any = None, engine: Any = None) -> None:
         options = options if options is not None else SegmentationOptions()
         if not isinstance(options, SegmentationOptions):
-            raise InputError(f"options must be SegmentationOptions (got {type(options).__name__}).")
+            convert = "; for a dict use SegmentationOptions.from_dict(...)" if isinstance(options, dict) else ""
+            raise InputError(f"options must be SegmentationOptions (got {type(options).__name__}){convert}.")
         self.package = package if engine is None else getattr(engine, "package", package)
         self.engine = engine
         self._engine_given = engine is not None  # its model is the engine's, whatever options.model names

@@ -587,3 +587,37 @@ def test_a_model_trained_without_tumors_is_said_not_to_segment_tumors(tmp_path):
             training={"synthetic_lesions": False, "tumor_label_cases": tumor_cases}))
         warnings = Segmenter(options).segment_volume(ct).report["warnings"]
         assert any(said in w for w in warnings) == warned
+
+
+def test_a_package_object_with_a_dict_preprocessing_takes_the_window_override_and_stays_as_given(tmp_path):
+    """A caller's own package object (not a ModelPackage dataclass) whose preprocessing is a plain dict, as in the
+    file's metadata: the Segmenter knows its config as a PreprocessingConfig before the run, a window override
+    (55 / 350 HU) reaches the engine, and the caller's object keeps its own window (40 / 400 HU)."""
+    import copy
+    import types
+
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+
+    tiny = tiny_unet_package(tmp_path)
+    given = tiny.preprocessing.to_dict()
+    package = types.SimpleNamespace(preprocessing=copy.deepcopy(given), model=tiny.model, name="own",
+                                    metadata=tiny.metadata, path=tiny.path)
+    options = SegmentationOptions(device="cpu", threads=1, precision="fp32")
+    plain = Segmenter(options, package=package).load()
+    assert isinstance(plain.known_preprocessing, PreprocessingConfig)
+    assert plain.engine.preprocessing.channels == [{"kind": "window", "level": 40.0, "width": 400.0}]
+    overridden = Segmenter(SegmentationOptions(device="cpu", threads=1, precision="fp32", window_level=55.0,
+                                               window_width=350.0), package=package).load()
+    assert overridden.engine.preprocessing.channels == [{"kind": "window", "level": 55.0, "width": 350.0}]
+    assert overridden.known_preprocessing.channels == overridden.engine.preprocessing.channels
+    assert package.preprocessing == given and overridden.engine.package is not package
+
+
+def test_options_given_as_a_dict_are_refused_with_the_way_to_convert_them():
+    """A notebook passing the options' dict form got 'must be SegmentationOptions (got dict).' without the way
+    from one to the other."""
+    with pytest.raises(InputError, match=r"options must be SegmentationOptions \(got dict\); .*"
+                                         r"SegmentationOptions\.from_dict"):
+        Segmenter({"device": "cpu"})
+    with pytest.raises(InputError, match=r"^options must be SegmentationOptions \(got str\)\.$"):
+        Segmenter("cpu")

@@ -168,8 +168,10 @@ def override_window(preprocessing: Dict[str, Any], level: float, width: float) -
             channel["level"] = float(level)
             channel["width"] = float(width)
             return result
-    raise InputError("This model's preprocessing has no intensity window to override; clear the window "
-                     "override.")
+    kinds = ", ".join(str(channel.get("kind")) for channel in result.get("channels", [])) or "none"
+    fix = option_hint("run without --window-level and --window-width", "leave window_level and window_width unset")
+    raise InputError(f"This model's preprocessing has no intensity window to override (its channels: {kinds}); "
+                     f"{fix}.")
 
 
 @dataclass(frozen=True)

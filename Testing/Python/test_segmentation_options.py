@@ -215,6 +215,24 @@ def test_override_window_changes_only_the_first_window_channel():
     assert out["channels"][1] == pre["channels"][1] and pre["channels"][0] == {"kind": "window", "preset": "liver"}
 
 
+def test_a_window_override_for_a_model_without_a_window_says_which_channels_it_has_and_what_to_drop():
+    """A z-score model given --window-level / --window-width was told to 'clear the window override', words of
+    neither the command line nor Python; the message names the model's channel kinds and the option to drop, in
+    the caller's words. A width of 0 HU is refused by its own words."""
+    from LiverTumorSegLib.errors import cli_wording
+
+    zscore = {"channels": [{"kind": "zscore", "mask": "none"}, {"kind": "hist_scaled", "n_bins": 100}]}
+    with pytest.raises(InputError) as from_python:
+        override_window(zscore, 40, 400)
+    with cli_wording(), pytest.raises(InputError) as from_cli:
+        override_window(zscore, 40, 400)
+    assert str(from_python.value) == ("This model's preprocessing has no intensity window to override (its "
+                                      "channels: zscore, hist_scaled); leave window_level and window_width unset.")
+    assert str(from_cli.value).endswith("; run without --window-level and --window-width.")
+    with pytest.raises(InputError, match=r"^Window width must be positive \(got 0 HU\)\.$"):
+        override_window({"channels": [{"kind": "window", "level": 40, "width": 400}]}, 40, 0)
+
+
 def test_segment_command_args_for_a_child_process():
     argv = segment_command_args("in dir/ct.nrrd", "out.seg.nrrd", NON_DEFAULT, report_path="r.json",
                                 probability_path="p.nii.gz", series="2", overwrite=True)

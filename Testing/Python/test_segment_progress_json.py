@@ -395,3 +395,24 @@ def test_the_summary_lists_ten_lesions_and_counts_the_rest():
     assert LISTED_LESIONS_MAX == 10 and len([line for line in text if line.startswith("  ") and "mL" in line]) == 10
     assert "  ... 2 more in the report" in text and text[-1] == "report: seg.json"
     assert not [line for line in text if "edge" in line]  # away from the scan's edges
+
+
+def test_json_progress_runs_from_a_thread_that_cannot_take_the_signals(tmp_path, tiny_package, capsys):
+    """``main([... '--progress', 'json'])`` called from a worker thread (a GUI or notebook running the command):
+    only the main thread may install signal handlers, so cancel-by-signal is left out and the run ends with its
+    'done' line; the process's own handlers stay as they were."""
+    import signal
+    import threading
+
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    codes = []
+    worker = threading.Thread(target=lambda: codes.append(main(
+        ["segment", str(ct), "-o", str(tmp_path / "seg.nii.gz"), "--model", str(tiny_package), "--device", "cpu",
+         "--progress", "json"])))
+    worker.start()
+    worker.join(60)
+    assert codes == [0]
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["done"] is True and last["outputs"]["labels"] == str(tmp_path / "seg.nii.gz")
+    assert {signum: signal.getsignal(signum) for signum in handlers} == handlers

@@ -1015,6 +1015,23 @@ def test_hostile_package_is_refused_before_building(tmp_path, capsys, name):
     record15(what, line, tmp_path)
 
 
+def test_tta_with_a_file_that_is_no_package_gets_the_loads_error(tmp_path, capsys):
+    """--tta reads the package's header before the CT to refuse flips a model was not trained with; a header that
+    cannot be read is left to the load, which says why: the same one line as without --tta, and nothing written."""
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a package at all")
+    ct = _tiny_ct(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    lines = []
+    for extra in ([], ["--tta"]):
+        code, _, err = run_cli(["segment", ct, "-o", out_dir / "seg.nii.gz", "--model", bad, "--device", "cpu",
+                                "--no-progress"] + extra, capsys)
+        lines.append(assert_clean_error(code, err, ["is not a LiverTumorSeg model package", "truncated"]))
+    assert lines[0] == lines[1]
+    assert files_under(out_dir) == []
+
+
 def test_package_pretrained_path_message_does_not_tell_whether_the_file_exists(tmp_path, capsys):
     src = _tiny_package(tmp_path, name="resnet", arch="resnet18_fcn", width=0.125)
     lines = []

@@ -667,3 +667,26 @@ def test_air_set_to_one_value_around_a_body_with_a_flat_back_inside_a_round_fiel
     assert body_diameter_mm(hu, geometry)["slices_cut"] == 0
     assert not straight_air_fill(hu[0], (1.0, 1.0)).any()
 
+
+
+def _u_shaped_table(object_side_mm=None):
+    """(z, y, x) HU on 1 mm pixels: a 6 mm thick U-shaped table (a 240 mm base, 60 mm rails; 2160 mm^2, above the
+    smallest body area) in air, optionally with a square object of water density ``object_side_mm`` on its base."""
+    plane = np.full((256, 256), -1000, np.int16)
+    plane[200:206, 8:248] = 100
+    plane[140:200, 8:14] = 100
+    plane[140:200, 242:248] = 100
+    if object_side_mm is not None:
+        plane[200 - object_side_mm:200, 118:118 + object_side_mm] = 40
+    return np.repeat(plane[None], 4, axis=0), ImageGeometry(spacing=(1.0, 1.0, 5.0))
+
+
+@pytest.mark.parametrize("object_side_mm", [None, 30])
+def test_a_table_alone_or_with_an_object_smaller_than_a_body_gives_no_diameter(object_side_mm):
+    """Everything of the table is thinner than the opening's disc: nothing is left, so no body (not the table's
+    52 mm area-equivalent diameter); a 30 mm object on it (900 mm^2) is left but is no body (under 2000 mm^2).
+    Either way the CT is given to the network as it is (no diameter, no scale)."""
+    hu, geometry = _u_shaped_table(object_side_mm)
+    record = body_diameter_mm(hu, geometry)
+    assert record == {"diameter_mm": None, "slices_measured": 0, "slices_cut": 0}
+    assert in_plane_scale(record["diameter_mm"], 315.0) == 1.0

@@ -416,3 +416,18 @@ def test_json_progress_runs_from_a_thread_that_cannot_take_the_signals(tmp_path,
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["done"] is True and last["outputs"]["labels"] == str(tmp_path / "seg.nii.gz")
     assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
+
+
+def test_json_lines_say_1_0_once_whatever_stage_reports_it_again():
+    """After a stage reached 1.0, a later stage reporting 1.0 (writing, then finish's 'done') writes no second 1.0
+    line: the protocol's last progress line is 1.0, once."""
+    import io
+
+    stream = io.StringIO()
+    lines = JsonLines(stream)
+    lines(0.5, "network")
+    lines(1.0, "post-processing")
+    lines(1.0, "writing")
+    lines.finish()
+    assert [json.loads(x) for x in stream.getvalue().splitlines()] == [
+        {"progress": 0.5, "stage": "network"}, {"progress": 1.0, "stage": "post-processing"}]

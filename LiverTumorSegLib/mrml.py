@@ -568,8 +568,8 @@ def segments_edited_since_result(segmentation_node) -> List[str]:
     """Names (as they are now) of this tool's segments whose voxels differ from what the last run wrote into
     ``segmentation_node`` (:data:`RESULT_VOXELS_ATTRIBUTE`): a reader's corrections in Segment Editor, which another run
     into the node would replace. [] when the node records no run (made before this record, or not by this tool, or a
-    record edited by hand that is no JSON object of such entries) or nothing of it was edited; a segment deleted since
-    is not listed."""
+    record edited by hand that is no JSON object of such entries, or whose grids are no voxel grid the segments can be
+    moved onto: :func:`_recorded_grid`) or nothing of it was edited; a segment deleted since is not listed."""
     import json
 
     if segmentation_node is None:
@@ -578,17 +578,34 @@ def segments_edited_since_result(segmentation_node) -> List[str]:
         recorded = json.loads(segmentation_node.GetAttribute(RESULT_VOXELS_ATTRIBUTE) or "{}")
         if not isinstance(recorded, dict):  # a list, number or null: 'no attribute items' ended the Segment click
             return []
-        recorded = {segment_id: (digest, np.asarray(grid, dtype=float).reshape(4, 4))
-                    for segment_id, (digest, grid) in recorded.items()}
-    except (ValueError, TypeError, RecursionError):  # edited by hand (nested thousands deep too): no record
+        recorded = {segment_id: (digest, _recorded_grid(grid)) for segment_id, (digest, grid) in recorded.items()}
+    except (ValueError, TypeError, RecursionError, InputError):  # edited by hand (nested thousands deep too)
         return []
     segmentation = segmentation_node.GetSegmentation()
     edited = []
     for segment_id, (digest, grid) in sorted(recorded.items()):
         segment = segmentation.GetSegment(segment_id)
-        if segment is not None and segment_voxels_fingerprint(segmentation_node, segment_id, grid) != digest:
+        try:
+            fingerprint = segment_voxels_fingerprint(segmentation_node, segment_id, grid) if segment is not None \
+                else digest
+        except (MemoryError, OverflowError) as exc:  # a grid edited to far finer voxels, or placed 1e300 mm away
+            log.info("%s of %s holds a grid its segments cannot be moved onto (edited by hand?), read as no record: "
+                     "%s", RESULT_VOXELS_ATTRIBUTE, segmentation_node.GetName(), type(exc).__name__)
+            return []
+        if fingerprint != digest:
             edited.append(segment.GetName() or segment_id)
     return edited
+
+
+def _recorded_grid(values: Any) -> np.ndarray:
+    """A grid of :data:`RESULT_VOXELS_ATTRIBUTE` (16 numbers, the image-to-world 4x4 row by row, mm) as a 4x4 array;
+    ValueError (numpy's LinAlgError too), TypeError or InputError when it is no finite invertible voxel grid (edited
+    by hand): a singular or NaN one raised from the Segment button's question and the click did nothing."""
+    grid = np.asarray(values, dtype=float).reshape(4, 4)
+    if not (np.all(np.isfinite(grid)) and np.all(np.isfinite(np.linalg.inv(grid)))):
+        raise ValueError("no finite invertible 4x4")
+    ImageGeometry.from_ijk_to_ras(grid)  # InputError or ValueError for a zero, NaN or infinite voxel size
+    return grid
 
 
 def require_output_segments(segmentation_node) -> None:

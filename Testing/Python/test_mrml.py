@@ -344,6 +344,33 @@ def test_a_result_record_edited_by_hand_into_no_json_object_reads_as_no_record(s
 
 
 @needs_slicer
+@pytest.mark.parametrize("edit", ["singular", "nan", "voxels 1e-4 as large", "origin 1e300 mm"])
+def test_a_result_record_whose_grid_was_edited_by_hand_reads_as_no_record(scene, edit):
+    """The record's grid (16 numbers a segment) lies in the scene file too: edited into no finite invertible 4x4, or
+    one whose voxels are 10,000 times smaller (382 TiB to move the segment onto) or lie 1e300 mm away, the Segment
+    button's question raised LinAlgError, InputError, MemoryError or OverflowError and the click did nothing; such a
+    record now reads as none, as a record that is no JSON object does."""
+    import json
+
+    seg = mrml.labels_to_segmentation_node(scene, _labels(), _oblique_geometry(), name="Edited grid")
+    record = json.loads(seg.GetAttribute(mrml.RESULT_VOXELS_ATTRIBUTE))
+    segment_id = sorted(record)[0]
+    grid = np.asarray(record[segment_id][1], dtype=float).reshape(4, 4)
+    if edit == "singular":
+        grid[:] = 0.0
+    elif edit == "nan":
+        grid[0, 0] = float("nan")
+    elif edit.startswith("voxels"):
+        grid[:3, :3] *= 1e-4
+    else:
+        grid[:3, 3] = 1e300
+    record[segment_id][1] = [float(v) for v in grid.ravel()]
+    seg.SetAttribute(mrml.RESULT_VOXELS_ATTRIBUTE, json.dumps(record))
+    assert mrml.segments_edited_since_result(seg) == []
+    scene.RemoveNode(seg)
+
+
+@needs_slicer
 def test_empty_and_vector_volumes_are_refused(scene):
     empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
     with pytest.raises(InputError, match="no image data"):

@@ -107,7 +107,7 @@ def malformed_entry(payload: Dict[str, Any]) -> str:
         value = payload.get(key)
         try:
             value = json.loads(value) if isinstance(value, str) else value
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
             return f"a '{key}' that is not valid JSON"
         if value is not None and not isinstance(value, dict):
             return f"a '{key}' that is a {type(value).__name__}, not a JSON object"

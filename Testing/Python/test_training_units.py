@@ -340,6 +340,7 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path):
 
 @pytest.mark.parametrize("change, words", [
     ({"state": "{not json"}, "holds a 'state' that is not valid JSON"),
+    ({"state": "[" * 100000 + "]" * 100000}, "holds a 'state' that is not valid JSON"),  # was RecursionError
     ({"state": "[1]"}, "holds a 'state' that is a list, not a JSON object"),
     ({"config": "[]"}, "holds a 'config' that is a list, not a JSON object"),
     ({"epoch": "abc"}, "holds epoch = 'abc', not a whole number >= 0"),
@@ -347,7 +348,7 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path):
     ({"step_in_epoch": -1}, "holds step_in_epoch = -1, not a whole number >= 0"),
     ({"epoch": True}, "holds epoch = True, not a whole number >= 0"),
     ({"rng": {"torch_cpu": torch.zeros(3, dtype=torch.uint8)}}, "holds a random state ('rng') of another form"),
-], ids=["state-not-json", "state-list", "config-list", "epoch-text", "step-none", "negative-step", "epoch-bool",
+], ids=["state-not-json", "state-nested-too-deep", "state-list", "config-list", "epoch-text", "step-none", "negative-step", "epoch-bool",
         "rng-short"])
 def test_a_checkpoint_with_a_damaged_entry_is_refused_naming_it(tmp_path, change, words):
     """A checkpoint that loads (weights only) but holds an entry no training wrote ended --resume in an "internal

@@ -671,8 +671,12 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if table is None or not indexes:
             return
         lesionText = indexes[0].sibling(indexes[0].row(), 0).data()  # column 0 = "Lesion" number
+        lesionNumber = panel_text.lesion_number_of_cell(lesionText)
+        if lesionNumber is None:  # a cell edited to no whole number ('inf' raised OverflowError here)
+            logging.info(f"LiverTumorSeg: no axes to show for the selected row (Lesion cell {lesionText!r})")
+            return
         try:
-            mrml.focus_on_table_lesion(slicer.mrmlScene, table, int(float(lesionText)))
+            mrml.focus_on_table_lesion(slicer.mrmlScene, table, lesionNumber)
         except (TypeError, ValueError, LiverTumorSegError) as exc:
             logging.info(f"LiverTumorSeg: no axes to show for the selected row ({exc})")
 

@@ -175,6 +175,18 @@ def _preprocessing_line(preprocessing: Dict[str, Any]) -> str:
     return "; ".join(p for p in parts if p)
 
 
+def lesion_number_of_cell(text: Any) -> Optional[int]:
+    """The lesion number shown in a lesion table's *Lesion* cell (``"3"``, or ``"3.0"`` from a table saved and loaded
+    again), or None for a cell that holds no whole number (empty, text, ``inf``, ``nan``, ``3.5``: a table edited by
+    hand or by a script). ``int(float("inf"))`` raised OverflowError in the table's selection slot, which caught only
+    TypeError and ValueError."""
+    try:
+        number = float(str(text).strip())
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) and number == int(number) else None
+
+
 def _number(value: Any) -> float:
     try:
         return float(value)

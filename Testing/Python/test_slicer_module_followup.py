@@ -226,6 +226,9 @@ def test_widget_connects_the_table_selection_and_builds_the_compare_section():
     assert 'self.ui.lesionTableView.connect("selectionChanged()", self.onLesionSelectionChanged)' in methods["setup"]
     assert "self.setupCompareSection()" in methods["setup"]
     assert "mrml.focus_on_table_lesion(" in methods["onLesionSelectionChanged"]
+    # the Lesion cell read by panel_text (None for 'inf', text, ...), not int(float(...)), which raised OverflowError
+    assert "panel_text.lesion_number_of_cell(" in methods["onLesionSelectionChanged"]
+    assert "int(float(" not in methods["onLesionSelectionChanged"]
     assert "self.logic.compareWithBaseline(" in methods["onCompareButton"]
     # Compare writes label maps with nibabel in Slicer's process: it checks the packages as Segment does (it
     # failed with "No module named 'nibabel'" in a fresh Slicer)

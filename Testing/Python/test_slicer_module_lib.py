@@ -249,6 +249,15 @@ def test_device_text_before_and_after_a_run():
 
 # ---- panel texts ----------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("cell, number", [("3", 3), ("3.0", 3), (" 12 ", 12), (7, 7), ("inf", None), ("-inf", None),
+                                          ("nan", None), ("3.5", None), ("", None), ("three", None), (None, None),
+                                          ("1e400", None)])
+def test_a_lesion_cell_gives_its_lesion_number_or_none(cell, number):
+    """The lesion table's selection slot takes the Lesion cell's number through this: 'inf' (a cell edited by hand or
+    a script) raised OverflowError there, which the slot did not catch."""
+    assert panel_text.lesion_number_of_cell(cell) == number
+
+
 def test_describe_preprocessing_names_channels_context_and_resampling():
     assert panel_text.describe_preprocessing({
         "channels": [{"kind": "window", "level": 40.0, "width": 400.0}, {"kind": "window", "preset": "liver"},

@@ -1472,17 +1472,22 @@ def test_one_file_of_a_series_without_series_uid_is_sent_to_its_folder_which_rea
     np.testing.assert_array_equal(volume.array, ct.array)
 
 
-def _with_raw_position(path: Path, value: str) -> None:
-    """Rewrite the ImagePositionPatient of the explicit-VR little-endian DICOM file ``path`` as the bytes of
-    ``value`` (padded to even length), which pydicom would refuse to write (``abc``, two or four values)."""
+def _with_raw_ds_value(path: Path, element: int, value: str) -> None:
+    """Rewrite the DS element (0020,``element``) of the explicit-VR little-endian DICOM file ``path`` as the bytes
+    of ``value`` (padded to even length), which pydicom would refuse to write (``abc``, two or four values)."""
     import struct
 
     data = path.read_bytes()
-    head = b"\x20\x00\x32\x00DS"
+    head = b"\x20\x00" + struct.pack("<H", element) + b"DS"
     at = data.index(head)
     old_length = struct.unpack("<H", data[at + 6:at + 8])[0]
     raw = value.encode("ascii") + (b" " if len(value) % 2 else b"")
     path.write_bytes(data[:at] + head + struct.pack("<H", len(raw)) + raw + data[at + 8 + old_length:])
+
+
+def _with_raw_position(path: Path, value: str) -> None:
+    """:func:`_with_raw_ds_value` of the ImagePositionPatient (0020,0032)."""
+    _with_raw_ds_value(path, 0x0032, value)
 
 
 @pytest.mark.parametrize("position", ["abc\\1\\2", "1\\2", "nan\\1\\2", "1e400\\1\\2", "1\\2\\3\\4", "1\\2\\3\\",
@@ -1515,15 +1520,8 @@ def test_a_slice_with_an_empty_position_is_refused_with_nothing_else_on_stderr(t
 
 
 def _with_raw_orientation(path: Path, value: str) -> None:
-    """Rewrite the ImageOrientationPatient (0020,0037) of the explicit-VR DICOM file ``path`` as ``value``."""
-    import struct
-
-    data = path.read_bytes()
-    head = b"\x20\x00\x37\x00DS"
-    at = data.index(head)
-    old_length = struct.unpack("<H", data[at + 6:at + 8])[0]
-    raw = value.encode("ascii") + (b" " if len(value) % 2 else b"")
-    path.write_bytes(data[:at] + head + struct.pack("<H", len(raw)) + raw + data[at + 8 + old_length:])
+    """:func:`_with_raw_ds_value` of the ImageOrientationPatient (0020,0037)."""
+    _with_raw_ds_value(path, 0x0037, value)
 
 
 @pytest.mark.parametrize("index", [0, 3])

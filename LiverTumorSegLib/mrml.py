@@ -1420,14 +1420,8 @@ def set_lesion_table_warnings(table_node, warnings: Any) -> None:
 def lesion_table_warnings(table_node) -> List[str]:
     """The warnings kept on a lesion table (:func:`set_lesion_table_warnings`); [] for none, a table without them
     (made before they were kept) or an attribute that is no JSON list (edited by hand, or nested too deep for Python
-    to read)."""
-    import json
-
-    text = table_node.GetAttribute(LESION_TABLE_WARNINGS_ATTRIBUTE) if table_node is not None else None
-    try:
-        warnings = json.loads(text) if text else []
-    except (ValueError, RecursionError):  # edited by hand (nested thousands deep too): none kept
-        return []
+    to read: :func:`_json_attribute`)."""
+    warnings = _json_attribute(table_node, LESION_TABLE_WARNINGS_ATTRIBUTE) if table_node is not None else None
     return [str(w) for w in warnings] if isinstance(warnings, list) else []
 
 

@@ -472,6 +472,9 @@ def _segment_mask_box(image, label_value: int) -> Tuple[Optional[np.ndarray], np
     return mask[box], np.array([z0 + box[0].start, y0 + box[1].start, x0 + box[2].start], np.int64)
 
 
+_VTK_EXTENT_LIMIT = 2 ** 31  # VTK image extents are C ints
+
+
 def _mask_resampled(mask: np.ndarray, first_zyx: np.ndarray, matrix: np.ndarray, grid: np.ndarray):
     """``(mask, first voxel IJK (z, y, x))`` of a box mask on the grid ``matrix`` moved onto the grid ``grid`` (both
     4x4 image-to-world) by nearest neighbour, cut to its bounding box: a layer the storage node moved onto a user's
@@ -481,6 +484,9 @@ def _mask_resampled(mask: np.ndarray, first_zyx: np.ndarray, matrix: np.ndarray,
                         for y in (first_zyx[1] - 1, first_zyx[1] + mask.shape[1])
                         for x in (first_zyx[2] - 1, first_zyx[2] + mask.shape[2])]).T
     ijk = (np.linalg.inv(grid) @ matrix @ corners)[:3]  # (x, y, z) rows on the target grid
+    if not np.isfinite(ijk).all() or np.abs(ijk).max() >= _VTK_EXTENT_LIMIT:
+        # before the cast to int, which numpy does with an 'invalid value' warning and a wrong number
+        raise OverflowError(f"the segment lies beyond voxel {_VTK_EXTENT_LIMIT} of the grid it is to be moved onto")
     low, high = np.floor(ijk.min(axis=1)).astype(int), np.ceil(ijk.max(axis=1)).astype(int)
     start_zyx, shape_zyx = low[::-1], (high - low + 1)[::-1]
     source = oriented_image_from_array(mask.astype(np.uint8), ImageGeometry.from_ijk_to_ras(matrix), first_zyx)

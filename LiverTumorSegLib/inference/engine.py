@@ -153,8 +153,9 @@ def _slice_count_and_order(count: object) -> Tuple[int, object]:
 
 def default_cpu_streams(threads: int) -> int:
     """Batches the torch CPU network runs at once by default for ``threads`` threads: 2 for an even count of 2 or
-    more (each on half the threads), else 1. Measured on 2 cores only (30 Nov 2026):
-    :meth:`SliceInferenceEngine._run_streamed_batches`."""
+    more (each on half the threads), else 1. Measured on 2 cores only (30 Nov 2026, AVX2 fp32:
+    :meth:`SliceInferenceEngine._run_streamed_batches`; 1 Dec 2026, bf16 on AMX, where two bare one-thread lanes are
+    slower than one two-thread lane but the engine's two streams still beat one: docs/speed.md)."""
     return 2 if threads >= 2 and threads % 2 == 0 else 1
 
 

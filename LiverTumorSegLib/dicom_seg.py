@@ -247,19 +247,6 @@ def dicom_series_files(folder: Any, series: Optional[str] = None) -> List[str]:
     return list(all_series[0].files)
 
 
-def source_series_files(input_path: Any, series: Optional[str] = None) -> List[str]:
-    """The DICOM files a SEG of ``input_path``'s segmentation must reference: the chosen series of a DICOM
-    folder, or the series of a single DICOM file's folder (:func:`io.read_volume` also stores them as
-    ``volume.meta["files"]``). Raises InputError for any other input."""
-    check_dicom_seg_input(input_path)
-    path = Path(input_path)
-    if path.is_dir():
-        return dicom_series_files(path, series)
-    from .io.dicom import _dicom_series_of_file
-
-    return dicom_series_files(path.parent, series or _dicom_series_of_file(path))
-
-
 def check_dicom_seg_input(input_path: Any) -> None:
     """Before any work: a DICOM SEG output needs highdicom and a DICOM input (folder or file); else InputError."""
     _highdicom()

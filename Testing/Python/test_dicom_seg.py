@@ -11,8 +11,8 @@ hd = pytest.importorskip("highdicom")
 pydicom = pytest.importorskip("pydicom")
 
 from LiverTumorSegLib.cli import main  # noqa: E402
-from LiverTumorSegLib.dicom_seg import (dicom_series_files, is_dicom_seg, read_dicom_seg,  # noqa: E402
-                                        source_series_files, write_dicom_seg)
+from LiverTumorSegLib.dicom_seg import (check_dicom_seg_input, dicom_series_files, is_dicom_seg,  # noqa: E402
+                                        read_dicom_seg, write_dicom_seg)
 from LiverTumorSegLib.errors import InputError, LabelError, OutputExistsError  # noqa: E402
 from LiverTumorSegLib.io import read_label_map, read_volume, write_label_map  # noqa: E402
 
@@ -268,13 +268,12 @@ def test_series_without_frame_of_reference_is_refused_with_what_to_write_instead
     assert not list(tmp_path.glob("nofor.dcm*"))
 
 
-def test_source_series_of_a_folder_or_one_file_and_refusal_for_nifti(series, tmp_path):
+def test_a_dicom_seg_output_takes_a_dicom_folder_or_file_and_refuses_nifti(series):
     folder, _, _ = series
-    files = dicom_series_files(folder)
-    assert sorted(source_series_files(folder)) == sorted(files)
-    assert sorted(source_series_files(files[1])) == sorted(files)
+    check_dicom_seg_input(folder)
+    check_dicom_seg_input(dicom_series_files(folder)[1])
     with pytest.raises(InputError, match="not DICOM"):
-        source_series_files(DATA / "ct3slice_ct.nii.gz")
+        check_dicom_seg_input(DATA / "ct3slice_ct.nii.gz")
 
 
 def test_segment_dicom_folder_to_dicom_seg(series, tmp_path):

@@ -1470,6 +1470,22 @@ def test_the_v8_recipe_is_v7s_with_fluid_beside_the_liver_on_its_right():
     assert v8 == v7
 
 
+def test_the_v11_recipe_is_v10s_with_the_lighter_per_lesion_loss():
+    """docs/small_lesion_lever.md measured this one change (the fourth arm, confirmed on seeds 3-5 at the 0.75 lesion
+    confidence) as a fine-tune of v10; the recipe its folds train from must carry nothing else unmeasured."""
+    from LiverTumorSegLib.cli import build_parser
+    from LiverTumorSegLib.commands.train import config_from_args
+    from LiverTumorSegLib.training.config import load_config_file
+
+    v10 = load_config_file(SHIPPED_RECIPES / "default_model_v10.yaml")
+    v11 = load_config_file(SHIPPED_RECIPES / "default_model_v11.yaml")
+    assert v11.pop("lesion_loss_weight") == 0.3 and v11.pop("lesion_loss_min_pixels") == 8
+    assert v11 == v10
+    cfg = config_from_args(build_parser().parse_args(
+        ["train", "--config", str(SHIPPED_RECIPES / "default_model_v11.yaml"), "--data", "d.csv"]))
+    assert (cfg.lesion_loss_weight, cfg.lesion_loss_min_pixels, cfg.lesion_loss_average) == (0.3, 8, "lesion")
+
+
 @pytest.mark.parametrize("option", ["name", "description"])
 def test_a_name_or_description_longer_than_a_package_holds_is_refused_before_training(option):
     """A 70,000-character --description trained the whole run and was then refused by the package writer, in words

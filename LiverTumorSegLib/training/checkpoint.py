@@ -104,9 +104,8 @@ def malformed_entry(payload: Dict[str, Any]) -> str:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             return f"{key} = {value!r:.40}, not a whole number >= 0"
     for key in JSON_OBJECT_KEYS:
-        value = payload.get(key)
         try:
-            value = json.loads(value) if isinstance(value, str) else value
+            value = decode_json(payload, key)
         except (ValueError, RecursionError):  # RecursionError: nested thousands deep
             return f"a '{key}' that is not valid JSON"
         if value is not None and not isinstance(value, dict):

@@ -83,10 +83,10 @@ def check_change_report_to_save(change: Optional[Dict[str, Any]]) -> None:
 
 def save_change_report(change: Dict[str, Any], path: str, previous_report: Optional[str] = None) -> str:
     """Write the comparison's change report (``change``, the follow-up command's JSON as the panel shows it) to
-    ``path`` (``.json`` added when it has no suffix, in place of a trailing dot), replacing a file there (the save dialog asked), so that the next
-    follow-up's comparison can name it in *Previous follow-up report*. The report named in that field
-    (``previous_report``) is refused as the place: saving there would replace the previous follow-up's report with
-    this one's. Returns the path written."""
+    ``path`` (``.json`` added when it has no suffix, in place of a trailing dot), replacing a file there (the save
+    dialog asked), so that the next follow-up's comparison can name it in *Previous follow-up report*. The report
+    named in that field (``previous_report``) is refused as the place: saving there would replace the previous
+    follow-up's report with this one's. Returns the path written."""
     from pathlib import Path
 
     check_change_report_to_save(change)

@@ -1,7 +1,7 @@
 """Leave-one-patient-out fold models on their held-out patients, as the default model's ship rules read them.
 
     python scripts/evaluate_folds.py --cases CASES.csv FOLD.safetensors [FOLD.safetensors ...] [--json OUT.json]
-        [--overwrite]
+        [--overwrite] [--min-lesion-probability P]
 
 Each fold package records the cases it held out (``training.validation_cases``); each such case's whole CT is
 segmented through the normal pipeline with the default post-processing on the CPU, exactly as
@@ -9,6 +9,9 @@ segmented through the normal pipeline with the default post-processing on the CP
 needing the final model or writing a package: for folds trained before the final model, or with a second training
 seed. Prints one JSON line per case (liver Dice and surface distances, false tumor in mL and each false lesion's mL,
 largest first: the shared cases' references have no tumor), then the mean liver Dice and the total false tumor.
+``--min-lesion-probability P`` reads every fold with the post-processing's lesion confidence threshold at P instead
+of the default 0.65 (``segment --min-lesion-probability``; v11's rule reads its folds at 0.75), and the rows and the
+summary record it.
 Each row also names the fold package's training ``seed`` and ``fold`` (as its training record gives them): the
 ``--json`` rows of every seed, put together under ``rows`` with a ``source`` and the ``recipe``, are what
 ``finalize_default_model.py --recorded-folds`` takes when the fold packages will not be kept.
@@ -25,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finalize_default_model import evaluate_fold  # noqa: E402
 
+from LiverTumorSegLib.argtypes import number  # noqa: E402
 from LiverTumorSegLib.errors import InputError  # noqa: E402
 from LiverTumorSegLib.package import read_package_metadata  # noqa: E402
 from LiverTumorSegLib.training.datasets import discover_cases  # noqa: E402
@@ -65,7 +69,11 @@ def run(argv=None) -> int:
     parser.add_argument("--cases", required=True, help="the CSV (image,label,patient) the folds were trained from")
     parser.add_argument("--json", default=None, help="also write every row, the mean and the total here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    parser.add_argument("--min-lesion-probability", type=number(), default=None, metavar="P",
+                        help="the post-processing's lesion confidence threshold, 0..1 (default: segment's, 0.65)")
     args = parser.parse_args(argv)
+    if args.min_lesion_probability is not None and not 0 <= args.min_lesion_probability <= 1:
+        parser.error(f"--min-lesion-probability is a probability, between 0 and 1 (got {args.min_lesion_probability:g})")
     if not Path(args.cases).is_file():
         parser.error(f"--cases '{args.cases}' does not exist")
     check_json_output(args.json, args.overwrite, [args.cases] + list(args.packages))
@@ -78,13 +86,15 @@ def run(argv=None) -> int:
             plan.append((Path(package), cases[case_id]))
     rows = []
     for package, case in plan:
-        row = evaluate_fold(package, case)
+        row = evaluate_fold(package, case, args.min_lesion_probability)
         row["package"] = str(package)
         config = ((read_package_metadata(package) or {}).get("training") or {}).get("config") or {}
         row.update({key: config[key] for key in ("seed", "fold") if isinstance(config.get(key), int)})
         rows.append(row)
     summary = {"rows": rows, "dice_liver_mean": round(statistics.mean(r["dice_liver"] for r in rows), 4),
                "false_tumor_ml_total": round(sum(r["false_tumor_ml"] for r in rows), 2)}
+    if args.min_lesion_probability is not None:
+        summary["min_lesion_probability"] = float(args.min_lesion_probability)
     print(f"mean liver Dice {summary['dice_liver_mean']:.4f} over {len(rows)} held-out case(s); false tumor "
           f"{summary['false_tumor_ml_total']:.1f} mL in all")
     if args.json:

@@ -39,6 +39,7 @@ import numpy as np
 
 from LiverTumorSegLib.fileutil import finite_json
 from LiverTumorSegLib.inference.api import segment_volume
+from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
 from LiverTumorSegLib.io import read_label_map, read_volume
 from LiverTumorSegLib.io.labels import ANY_LABEL_VALUE, LABEL_VALUES, remap_labels
 from LiverTumorSegLib.metrics.lits import evaluate_case
@@ -51,7 +52,11 @@ from LiverTumorSegLib.training.splits import kfold_splits
 KEEP = ["dice_liver", "iou_liver", "assd_liver_mm", "hd95_liver_mm", "rvd_liver"]
 
 
-def evaluate_fold(package_path: Path, case) -> dict:
+def evaluate_fold(package_path: Path, case, min_lesion_probability=None) -> dict:
+    """One fold model on one held-out case, the whole CT through ``segment``'s pipeline on the CPU with the default
+    post-processing; ``min_lesion_probability`` (0..1, None: the default 0.65) replaces that one setting, for a
+    candidate read at another lesion confidence threshold (docs/default_model_v11.md). A row of liver metrics and
+    false tumor (mL); with a threshold given, the row records it."""
     package = load_model_package(package_path)
     listed = (package.metadata.get("training") or {}).get("validation_cases")
     if isinstance(listed, list) and case.case_id not in listed:
@@ -63,7 +68,10 @@ def evaluate_fold(package_path: Path, case) -> dict:
     label_map = ((package.metadata.get("training") or {}).get("config") or {}).get("label_map") or None
     ref = read_label_map(case.label_path, reference=ct, allowed_values=ANY_LABEL_VALUE if label_map else LABEL_VALUES)
     ref_labels = (remap_labels(ref.array, label_map, case.label_path) >= 1).astype(np.uint8)  # liver (0/1)
-    result = segment_volume(ct, package, device="cpu")
+    postprocessing = None
+    if min_lesion_probability is not None:
+        postprocessing = PostprocessingOptions(min_lesion_probability=float(min_lesion_probability))
+    result = segment_volume(ct, package, device="cpu", postprocessing=postprocessing)
     row = evaluate_case(result.labels, ref_labels, ct.spacing_zyx, case=case.case_id)
     out = {"case": case.case_id, "patient": case.patient_id}
     out.update({k: round(float(row[k]), 4) for k in KEEP})
@@ -74,6 +82,8 @@ def evaluate_fold(package_path: Path, case) -> dict:
     out["reference_liver_ml"] = round(float(ref_labels.sum()) * ct.geometry.voxel_volume_ml, 1)
     out["in_plane_spacing_mm"] = round(float(ct.geometry.spacing[0]), 3)
     out["slices"] = int(ct.shape_zyx[0])
+    if min_lesion_probability is not None:
+        out["min_lesion_probability"] = float(min_lesion_probability)
     print(json.dumps(finite_json(out)))  # NaN (a fold without liver: HD95, ASSD) is not JSON: null
     return out
 

@@ -373,3 +373,45 @@ def test_evaluate_folds_rows_are_what_recorded_folds_takes(tmp_path, three_cases
     assert "training steps not recorded" in validation["method"]
     assert validation["dice_liver_mean_of_folds_run"] == pytest.approx(sum(r["dice_liver"] for r in rows) / 2,
                                                                        abs=1e-4)
+
+
+def test_evaluate_folds_reads_each_fold_at_the_given_lesion_confidence_threshold(tmp_path, three_cases, capsys,
+                                                                                  monkeypatch):
+    """v11's rule reads its folds with --min-lesion-probability 0.75 (docs/default_model_v11.md): the threshold
+    reaches the segmentation's post-processing of every fold, and the rows and the summary record it; without
+    the option the post-processing is segment's default; a value outside 0..1 is refused before any fold runs."""
+    import json
+
+    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
+
+    csv, _, held = three_cases
+    evaluate = load_script("scripts/evaluate_folds.py", "evaluate_folds_script")
+    folds = [_package(tmp_path / f"fold{k}.safetensors", held[k], seed=k) for k in (0, 1)]
+    seen = []
+    where = evaluate.evaluate_fold.__globals__  # the finalize module evaluate_folds.py imported
+    real = where["segment_volume"]
+
+    def recording(ct, package, **kwargs):
+        seen.append(kwargs.get("postprocessing"))
+        return real(ct, package, **kwargs)
+
+    monkeypatch.setitem(where, "segment_volume", recording)
+    out = tmp_path / "folds.json"
+    assert evaluate.main([*map(str, folds), "--cases", str(csv), "--json", str(out),
+                          "--min-lesion-probability", "0.75"]) == 0
+    assert [p.min_lesion_probability for p in seen] == [0.75, 0.75]
+    assert all(p == PostprocessingOptions(min_lesion_probability=0.75) for p in seen)  # nothing else changed
+    summary = json.loads(out.read_text())
+    assert summary["min_lesion_probability"] == 0.75
+    assert [r["min_lesion_probability"] for r in summary["rows"]] == [0.75, 0.75]
+    seen.clear()
+    assert evaluate.main([str(folds[0]), "--cases", str(csv), "--json", str(out), "--overwrite"]) == 0
+    assert seen == [None] and PostprocessingOptions().min_lesion_probability == 0.65
+    summary = json.loads(out.read_text())
+    assert "min_lesion_probability" not in summary and "min_lesion_probability" not in summary["rows"][0]
+    capsys.readouterr()
+    monkeypatch.setitem(where, "segment_volume", lambda *a, **k: pytest.fail("a fold was evaluated"))
+    for bad in ("1.5", "-0.1", "nan"):
+        with pytest.raises(SystemExit) as stop:
+            evaluate.main([str(folds[0]), "--cases", str(csv), "--min-lesion-probability", bad])
+        assert stop.value.code == 2 and "between 0 and 1" in capsys.readouterr().err, bad

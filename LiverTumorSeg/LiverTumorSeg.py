@@ -141,7 +141,8 @@ class LiverTumorSegParameterNode:
     inputVolume - the CT; outputSegmentation - None = create a new node; lesionTable - last lesion table;
     modelPath - model package file; device - auto | gpu | cpu (also cuda, mps); overrideWindow, windowLevel,
     windowWidth (HU);
-    post-processing switches, minLesionMl (mL) and minLesionProbability (0..1: small lesions below it become liver),
+    post-processing switches, minLesionMl (mL) and minLesionProbability (0..1: small lesions below it become liver;
+    set to the model's own threshold when another model is chosen: lesionProbabilityModel is the model it was set for),
     removeLiverAboveLungs and tubularLesionsToLiver (the anatomical rules); bodySizeScaling (a child-sized body is
     given to the network enlarged);
     showTumorProbability - also load the tumor probability map;
@@ -165,6 +166,7 @@ class LiverTumorSegParameterNode:
     tumorInsideLiver: bool = True
     minLesionMl: Annotated[float, WithinRange(0, 100)] = 0.1
     minLesionProbability: Annotated[float, WithinRange(0, 1)] = 0.65
+    lesionProbabilityModel: str = ""
     removeLiverAboveLungs: bool = True
     tubularLesionsToLiver: bool = True
     bodySizeScaling: bool = True
@@ -444,6 +446,12 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.ui.modelInfoLabel.text = panel_text.describe_model(metadata)
         self.ui.preprocessingLabel.text = panel_text.describe_preprocessing(metadata.get("preprocessing") or {})
+        p = self._parameterNode
+        if p and p.modelPath == path and p.lesionProbabilityModel != path:
+            # a probability threshold belongs to the network that makes the probabilities: another model brings its
+            # own (the one its package records, else 0.65); the same model (a scene reopened) keeps what was set
+            p.minLesionProbability = panel_text.model_lesion_probability(metadata)
+            p.lesionProbabilityModel = path
 
     def onDeviceChanged(self, index: int = -1) -> None:
         if self._parameterNode:

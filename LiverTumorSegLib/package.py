@@ -466,8 +466,71 @@ def validate_package_metadata(meta: Any, path: PathLike = "package") -> Dict[str
     for key in ("weights_sha256", "metadata_sha256"):
         if (key in meta or key == "weights_sha256") and not _is_sha256_hex(meta[key]):
             raise _DamagedMetadata(f"{where}: metadata '{key}' is not a SHA-256 hex digest; the file is corrupt.")
+    problem = model_postprocessing_problem(meta)
+    if problem:
+        raise ModelPackageError(f"{where}: metadata 'postprocessing' {problem}. {unknown_setting_advice(meta)}")
     _validate_architecture(meta["architecture"], where)
     return meta
+
+
+MODEL_POSTPROCESSING_SETTINGS = ("min_lesion_probability",)
+"""The post-processing settings a package may record as its own (metadata ``postprocessing``, an object): those
+that belong to the network, not to anatomy. ``min_lesion_probability`` (0..1) is a threshold on the network's own
+tumor probability, which another network calibrates otherwise (v11's candidate was chosen at 0.75, every model
+before it at 0.65); ``segment`` uses it where the user sets none."""
+
+
+def model_postprocessing_problem(meta: Mapping[str, Any]) -> Optional[str]:
+    """What is wrong with a package's recorded ``postprocessing`` (None: nothing, or none recorded): not an object,
+    a setting not in :data:`MODEL_POSTPROCESSING_SETTINGS`, or a threshold that is no number in 0..1."""
+    if "postprocessing" not in meta:
+        return None
+    recorded = meta["postprocessing"]
+    if not isinstance(recorded, dict):
+        return f"must be a JSON object, got {type(recorded).__name__}"
+    unknown = sorted(str(key)[:40] for key in recorded if key not in MODEL_POSTPROCESSING_SETTINGS)
+    if unknown:
+        return (f"holds {', '.join(unknown)}, which this version does not know (a package may record "
+                f"{', '.join(MODEL_POSTPROCESSING_SETTINGS)})")
+    value = recorded.get("min_lesion_probability")
+    if "min_lesion_probability" in recorded and not (_is_number(value) and 0 <= value <= 1):
+        return f"min_lesion_probability must be a number from 0 to 1, got {str(value)[:40]}"
+    return None
+
+
+def package_min_lesion_probability(meta: Optional[Mapping[str, Any]]) -> Optional[float]:
+    """The lesion confidence threshold (0..1) a package's metadata records as its own (``postprocessing``'s
+    ``min_lesion_probability``), or None where it records none (the library's default then applies:
+    :data:`~LiverTumorSegLib.inference.postprocess.DEFAULT_MIN_LESION_PROBABILITY`). Metadata is validated when
+    read; a value that is not a number in 0..1 here (metadata built by hand) raises ModelPackageError."""
+    if not meta:
+        return None
+    problem = model_postprocessing_problem(meta)
+    if problem:
+        raise ModelPackageError(f"Model package metadata 'postprocessing' {problem}.")
+    value = (meta.get("postprocessing") or {}).get("min_lesion_probability")
+    return None if value is None else float(value)
+
+
+def set_package_min_lesion_probability(path: PathLike, value: Optional[float]) -> Path:
+    """Record ``value`` (0..1) as the package's own lesion confidence threshold, which ``segment`` and the Slicer
+    module use for it where the user sets none; None removes the record (0.65 applies again). The package is
+    rewritten with :func:`rewrite_package_metadata` (weights unchanged, metadata sealed again). Returns its path."""
+    if value is not None and not (_is_number(value) and 0 <= float(value) <= 1):
+        raise InputError(f"A lesion confidence threshold is a probability from 0 to 1 (got {value!r}).")
+
+    def change(meta: Dict[str, Any]) -> None:
+        recorded = dict(meta.get("postprocessing") or {})
+        if value is None:
+            recorded.pop("min_lesion_probability", None)
+        else:
+            recorded["min_lesion_probability"] = float(value)
+        if recorded:
+            meta["postprocessing"] = recorded
+        else:
+            meta.pop("postprocessing", None)
+
+    return rewrite_package_metadata(path, change)
 
 
 def _foreign_safetensors_message(path: PathLike, header: Mapping[str, Any]) -> str:
@@ -1821,7 +1884,9 @@ once (segment warned of each unusable user package twice)."""
 def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
     """Packages in the bundled folder (``resources.bundled_models_dir()``) then the user folder
     (``resources.user_models_dir()``). Each entry: ``name, path, source ("bundled"|"user"), default,
-    architecture, in_channels, description, validation, error`` (``error`` is None for readable
+    architecture, in_channels, description, validation, min_lesion_probability, error`` (``min_lesion_probability``:
+    the lesion confidence threshold the package records as its own, None where it records none and 0.65 applies;
+    ``error`` is None for readable
     packages, else the reason it cannot be used). A file that is not a usable package never raises: it
     gets an ``error`` and, with ``warn``, a logged ``warning: ... skipped`` line (once per file and reason in a
     process)."""
@@ -1833,7 +1898,7 @@ def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
         for file in _package_files(Path(folder)):
             entry: Dict[str, Any] = {"name": file.stem, "path": str(file), "source": source, "default": False,
                                      "architecture": None, "in_channels": None, "description": "",
-                                     "validation": {}, "error": None}
+                                     "validation": {}, "min_lesion_probability": None, "error": None}
             meta, reason = _unusable_reason(file)
             if reason is not None:
                 entry["error"] = reason
@@ -1846,7 +1911,8 @@ def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
                              architecture=meta["architecture"]["name"],
                              in_channels=meta["architecture"]["in_channels"],
                              description=str(meta.get("description", "")),
-                             validation=meta.get("validation", {}) or {})
+                             validation=meta.get("validation", {}) or {},
+                             min_lesion_probability=package_min_lesion_probability(meta))
             entries.append(entry)
     return entries
 

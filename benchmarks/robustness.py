@@ -1398,21 +1398,24 @@ def code_version() -> Dict[str, Any]:
 
 
 def run_settings(args: argparse.Namespace, cases: Sequence[BenchCase], perturbations: Sequence[str],
-                 weights_sha256: Optional[str] = None, code: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                 weights_sha256: Optional[str] = None, code: Optional[Dict[str, Any]] = None,
+                 min_lesion_probability: Optional[float] = None) -> Dict[str, Any]:
     """What a stored table was made with, so two packages' tables can be compared (or found not comparable):
     also the synthetic tumors' settings, the code's git commit and the SHA-256 of the weights measured
     (``livertumorseg models`` flags a table whose weights differ from the package's). ``code``: the
-    :func:`code_version` taken when the run started (files edited during a run do not count)."""
+    :func:`code_version` taken when the run started (files edited during a run do not count).
+    ``min_lesion_probability``: the lesion confidence threshold the package ran at (its own; None: 0.65)."""
     import datetime
 
     from LiverTumorSegLib import __version__
-    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
+    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions, with_min_lesion_probability
 
     return {"command": "benchmarks/robustness.py", "data": str(args.data), "cases": [c.case_id for c in cases],
             "perturbations": list(perturbations), "seed": int(args.seed), "max_slices": int(args.max_slices),
             "label_map": args.label_map, "allow_non_hu": bool(args.allow_non_hu),
             "regrid_degrees": float(getattr(args, "regrid_degrees", REGRID_DEGREES)),
-            "postprocessing": PostprocessingOptions().to_dict(), "device": str(args.device),
+            "postprocessing": with_min_lesion_probability(PostprocessingOptions(), min_lesion_probability).to_dict(),
+            "device": str(args.device),
             "benchmark_lesions": BENCHMARK_LESIONS.to_dict(), "library_version": __version__,
             "code": code_version() if code is None else code, "weights_sha256": weights_sha256,
             "date": datetime.date.today().isoformat()}
@@ -1468,7 +1471,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--no-postprocessing", action="store_true", help="score the raw network output")
     p.add_argument("--min-lesion-probability", type=float, default=None, metavar="P",
                    help="the post-processing's lesion-confidence threshold (segment --min-lesion-probability; "
-                        "0 turns the step off) instead of the default 0.65")
+                        "0 turns the step off) instead of each package's own (the one it records, else 0.65)")
     p.add_argument("--keep-liver-in-air", action="store_true",
                    help="turn off the post-processing step that makes voxels below -800 HU background (segment "
                         "--keep-liver-in-air): what does the step change?")
@@ -1500,8 +1503,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from LiverTumorSegLib.inference.api import make_engine
-    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
-    from LiverTumorSegLib.package import load_model_package, read_package_metadata, resolve_model
+    from LiverTumorSegLib.inference.postprocess import DEFAULT_MIN_LESION_PROBABILITY, PostprocessingOptions
+    from LiverTumorSegLib.package import (load_model_package, package_min_lesion_probability, read_package_metadata,
+                                          resolve_model)
 
     code = code_version()  # the code this run imports, before anything can be edited
     # each once (a repeat stored its rows twice, and `models` counted its cases twice), in the order given
@@ -1582,9 +1586,13 @@ def run(args: argparse.Namespace) -> int:
         # runs bf16 on a CPU with native bf16 and fp32 elsewhere, and the two give other Dice in the 3rd decimal
         used = {"device_used": engine.device.type, "precision_used": engine.precision_used}
         # "given": the argument as typed (e.g. "default"), which robustness_compare.py's --base/--candidate match
+        # the threshold each package ran at: the one given, else the package's own (0.65 where it records none)
+        threshold = None if args.no_postprocessing else args.min_lesion_probability
+        if threshold is None and not args.no_postprocessing:
+            threshold = package_min_lesion_probability(package.metadata)
+            threshold = DEFAULT_MIN_LESION_PROBABILITY if threshold is None else threshold
         results.append({"package": str(path), "name": package.name, "given": str(given), "rows": rows,
-                        "weights_sha256": package.sha256, **used})
-        threshold = args.min_lesion_probability
+                        "weights_sha256": package.sha256, "min_lesion_probability_used": threshold, **used})
         print(f"\n{package.name} ({path}) - liver Dice / synthetic-tumor Dice"
               f"{' (raw network output)' if args.no_postprocessing else ''}"
               f"{'' if threshold is None else f' (min lesion probability {threshold:g})'}"
@@ -1629,7 +1637,8 @@ def run(args: argparse.Namespace) -> int:
                   f"a commit.",
                   file=sys.stderr)
         for result in results:
-            settings = run_settings(args, cases, perturbations, result["weights_sha256"], code)
+            settings = run_settings(args, cases, perturbations, result["weights_sha256"], code,
+                                    result["min_lesion_probability_used"])
             settings.update({k: result[k] for k in ("device_used", "precision_used")})
             store_robustness(result["package"], result["rows"], settings, args.replace_stored)
             print(f"stored {len(result['rows'])} robustness rows in {result['package']}")

@@ -39,7 +39,7 @@ import numpy as np
 
 from LiverTumorSegLib.fileutil import finite_json
 from LiverTumorSegLib.inference.api import segment_volume
-from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
+from LiverTumorSegLib.inference.postprocess import DEFAULT_MIN_LESION_PROBABILITY, PostprocessingOptions
 from LiverTumorSegLib.io import read_label_map, read_volume
 from LiverTumorSegLib.io.labels import ANY_LABEL_VALUE, LABEL_VALUES, remap_labels
 from LiverTumorSegLib.metrics.lits import evaluate_case
@@ -223,6 +223,19 @@ def recorded_validation(recorded: dict, final_config: dict, config_path: str) ->
     return rows, method
 
 
+def recorded_threshold_problem(rows: list, threshold) -> str:
+    """Why recorded fold rows do not describe a package whose lesion confidence threshold is ``threshold`` (None:
+    0.65), or "": each row read at another (``evaluate_folds.py --min-lesion-probability`` records it in the row;
+    a row without it was read at 0.65), so its false tumor is not the package's."""
+    expected = DEFAULT_MIN_LESION_PROBABILITY if threshold is None else float(threshold)
+    read_at = sorted({float(row.get("min_lesion_probability", DEFAULT_MIN_LESION_PROBABILITY)) for row in rows})
+    if read_at == [expected]:
+        return ""
+    return (f"its folds were read at lesion confidence threshold(s) {', '.join(f'{t:g}' for t in read_at)}, the "
+            f"package runs at {expected:g}; read them again with scripts/evaluate_folds.py --min-lesion-probability "
+            f"{expected:g}, or give finalize the threshold they were read at")
+
+
 def recorded_hardware(training: dict) -> str:
     """How the final model was trained, from its package's ``training`` record (device, AMP, processes, steps,
     batch and patch size; "" when it records none of them): the old ``--hardware`` default described the v1 run on
@@ -272,10 +285,17 @@ def main() -> int:
     parser.add_argument("--recorded-folds", default=None,
                         help="JSON of the folds' numbers measured earlier (scripts/evaluate_folds.py) when the fold "
                              "packages were not kept; --models then needs only default.safetensors")
+    parser.add_argument("--min-lesion-probability", type=float, default=None, metavar="P",
+                        help="record P (0..1) as the package's own lesion confidence threshold, which segment and the "
+                             "Slicer module use for it where none is given, and read the folds at it (v11's rule: "
+                             "0.75); default: none recorded, 0.65 applies")
     parser.add_argument("--folds", default="0,1,2",
                         help="comma-separated folds that were trained (default all three); the rest are recorded "
                              "as not run")
     args = parser.parse_args()
+    threshold = args.min_lesion_probability
+    if threshold is not None and not 0 <= threshold <= 1:  # NaN too
+        parser.error(f"--min-lesion-probability is a probability, between 0 and 1 (got {threshold:g})")
     from LiverTumorSegLib.errors import LiverTumorSegError, cli_wording
     from LiverTumorSegLib.fileutil import check_can_write
     try:  # before the folds' evaluations (minutes each), not after them
@@ -338,13 +358,16 @@ def main() -> int:
         except ValueError as exc:
             parser.error(str(exc))
         folds = sorted({row["fold"] for row in rows})
+        wrong = recorded_threshold_problem(rows, threshold)
+        if wrong:
+            parser.error(f"--recorded-folds {args.recorded_folds}: {wrong}")
     else:
         rows = []
         for fold, (_, held_out) in enumerate(splits):
             if fold not in folds:
                 continue
             for case in held_out:
-                row = evaluate_fold(Path(args.models) / f"fold{fold}.safetensors", case)
+                row = evaluate_fold(Path(args.models) / f"fold{fold}.safetensors", case, threshold)
                 row["fold"] = fold
                 rows.append(row)
     final = load_model_package(Path(args.models) / "default.safetensors")
@@ -386,6 +409,8 @@ def main() -> int:
         metadata["description"] = args.description
     if args.name:
         metadata["name"] = args.name
+    if threshold is not None:  # the model's own, which its folds were read at too (recorded ones: as recorded)
+        metadata["postprocessing"] = dict(metadata.get("postprocessing") or {}, min_lesion_probability=float(threshold))
     metadata["default"] = True
     metadata["training"] = dict(metadata.get("training", {}))
     metadata["training"]["trained_at"] = final.metadata.get("created")

@@ -139,6 +139,7 @@ from LiverTumorSegLib.errors import InputError  # noqa: E402
 from LiverTumorSegLib.fileutil import spreadsheet_cell_text, spreadsheet_safe_text  # noqa: E402
 from LiverTumorSegLib.inference.batch import STATUS_FILE  # noqa: E402
 from LiverTumorSegLib.parent_watch import parent_environment  # noqa: E402
+from LiverTumorSegLib.package import read_package_metadata  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -756,13 +757,14 @@ def check_probability_map(case: Any, pred: Path, name: str) -> None:
 
 
 def check_predictions(cases: List[Any], pred: Path, name: str, weights_sha256: str,
-                      options: Optional[Any] = None) -> None:
+                      options: Optional[Any] = None, model_metadata: Optional[Dict[str, Any]] = None) -> None:
     """Refuse a ``pred`` folder whose label maps ``segment`` would keep as already done but that are not NAME's as
     this script segments it: one whose report names other weights than ``weights_sha256`` (or none), one of a
     case not in ``cases`` (``batch.find_cases`` of CTS), or, with ``options`` (:func:`segment_options` of this
     script's segment command), one that ``batch.check_earlier_results`` finds made otherwise (other result-changing
     settings, such as ``--no-postprocess``): segment itself refuses those, after the models before NAME ran, and
-    each of the others would be evaluated as NAME's."""
+    each of the others would be evaluated as NAME's. ``model_metadata``: NAME's package's, whose own lesion
+    confidence threshold segment runs at (a package recording none: 0.65)."""
     if not pred.is_dir():
         for case in cases:  # a map left in OUT/NAME/prob without its folder of label maps and reports
             if case.probability_path is not None:
@@ -790,7 +792,7 @@ def check_predictions(cases: List[Any], pred: Path, name: str, weights_sha256: s
         from LiverTumorSegLib.inference.batch import check_earlier_results
 
         try:
-            check_earlier_results(cases, weights_sha256, options)
+            check_earlier_results(cases, weights_sha256, options, model_metadata=model_metadata)
         except InputError as exc:
             said = str(exc)
             cut = said.find(" Rerun with --overwrite")  # segment's own way out: this script never passes it on
@@ -1140,7 +1142,8 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
         options = segment_options(segment_argv(cts, out / name / "pred", package, device,
                                                prob_folder(out, name, probabilities)))
         weights[name] = _weights_sha256(package)
-        check_predictions(cases[name], out / name / "pred", name, weights[name], options)
+        check_predictions(cases[name], out / name / "pred", name, weights[name], options,
+                          read_package_metadata(package))
     check_references_have_cts(cts, next(iter(cases.values())), references)
     check_references(next(iter(cases.values())), references, label_map)
     rows = {}  # type: Dict[str, Dict[str, Any]]

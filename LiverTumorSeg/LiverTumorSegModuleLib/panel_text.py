@@ -73,6 +73,16 @@ def training_data_text(training: Dict[str, Any]) -> str:
     return f"{int(count)} training case(s)" if isinstance(count, (int, float)) else ""
 
 
+def model_lesion_probability(metadata: Dict[str, Any]) -> float:
+    """The lesion confidence threshold (0..1) the panel shows for a model: the one its package records as its own
+    (``postprocessing.min_lesion_probability``), else the library's default, 0.65."""
+    from LiverTumorSegLib.inference.postprocess import DEFAULT_MIN_LESION_PROBABILITY
+    from LiverTumorSegLib.package import package_min_lesion_probability
+
+    recorded = package_min_lesion_probability(metadata)
+    return DEFAULT_MIN_LESION_PROBABILITY if recorded is None else recorded
+
+
 def describe_model(metadata: Dict[str, Any]) -> str:
     """Description, training data and validation Dice of a model package (``read_package_metadata``)."""
     lines = []
@@ -93,6 +103,9 @@ def describe_model(metadata: Dict[str, Any]) -> str:
     method = validation.get("method") if isinstance(validation.get("method"), str) else ""
     lines.append("Validation" + (f" ({method.split(':')[0].strip()})" if method else "") + ": "
                  + ("; ".join(dice) if dice else "no Dice reported"))
+    recorded = (metadata.get("postprocessing") or {}) if isinstance(metadata.get("postprocessing"), dict) else {}
+    if isinstance(recorded.get("min_lesion_probability"), (int, float)):
+        lines.append(f"Lesion confidence threshold: {recorded['min_lesion_probability']:g} (this model's own)")
     return "\n".join(lines)
 
 

@@ -373,6 +373,7 @@ def _format_params(count: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..inference.postprocess import DEFAULT_MIN_LESION_PROBABILITY
     from ..package import list_installed_models, other_weight_files, skipped_weight_entries
     from ..resources import bundled_models_dir, user_models_dir
 
@@ -438,6 +439,9 @@ def run(args: argparse.Namespace) -> int:
              f"{dice_summary(entry['validation']):<32} {entry['path']}")
         for caveat in validation_caveats(entry["validation"]):
             _say(f"      note: {caveat}")
+        if entry.get("min_lesion_probability") is not None:
+            _say(f"      lesion confidence threshold {entry['min_lesion_probability']:g} (this model's own, used where "
+                 f"--min-lesion-probability is not given; other models: {DEFAULT_MIN_LESION_PROBABILITY:g})")
         if entry.get("name_note"):
             _say(f"      note: {entry['name_note']}")
         if entry.get("segment_refusal"):

@@ -22,6 +22,7 @@ recorded with its one-line error and the others go on.
 import concurrent.futures
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import os
 import re
@@ -218,7 +219,7 @@ def _changed_option_text(name: str, earlier: Any, now: Any) -> str:
 
 
 def check_earlier_results(cases: List["BatchCase"], weights_sha256: str, options: Any,
-                          settings_sha256: str = "") -> None:
+                          settings_sha256: str = "", model_metadata: Optional[Dict[str, Any]] = None) -> None:
     """Refuse (InputError, before any work) a run without ``--overwrite`` that would keep, as "already segmented",
     label maps an earlier run made with other weights (``weights_sha256``: this run's package's) or other
     result-changing options (:data:`RESULT_OPTIONS` of ``options``, a SegmentationOptions), or of another CT file
@@ -226,8 +227,11 @@ def check_earlier_results(cases: List["BatchCase"], weights_sha256: str, options
     say: the folder would mix two models' or two settings' results under one run's table, or keep a result of
     another CT. ``settings_sha256``: this run's package's architecture and preprocessing
     (:func:`segmenter_settings_sha256`). A label map without a readable report is kept as before (nothing to
-    compare)."""
-    settings = options.to_dict()
+    compare). ``options``' lesion confidence threshold of None (the model's) is compared as the one that runs: the
+    package's whose ``model_metadata`` is given, else 0.65 (:func:`segmenter_result_options` gives it resolved)."""
+    from .segmenter import model_postprocessing
+
+    settings = dataclasses.replace(options, postprocessing=model_postprocessing(options, model_metadata)).to_dict()
     differing = []
     for case in cases:
         if not case.output_path.exists():
@@ -258,17 +262,34 @@ def segmenter_weights_sha256(segmenter: Any) -> str:
     return str(read_package_metadata(resolve_model(segmenter.options.model)).get("weights_sha256") or "")
 
 
-def segmenter_settings_sha256(segmenter: Any) -> str:
-    """The :func:`~..package.network_settings_sha256` of the package a :class:`~.segmenter.Segmenter` runs (or will
-    run), read as :func:`segmenter_weights_sha256` reads the weights' hash; "" when neither says."""
-    from ..package import network_settings_sha256, read_package_metadata, resolve_model
+def _segmenter_metadata(segmenter: Any) -> Dict[str, Any]:
+    """The metadata of the package a :class:`~.segmenter.Segmenter` runs (or will run): its loaded package's, else
+    read from the header of the package its options name (no torch import)."""
+    from ..package import read_package_metadata, resolve_model
 
     package = getattr(segmenter, "package", None)
     if package is not None:
-        metadata = getattr(package, "metadata", None) or {}
-    else:
-        metadata = read_package_metadata(resolve_model(segmenter.options.model))
+        return getattr(package, "metadata", None) or {}
+    return read_package_metadata(resolve_model(segmenter.options.model))
+
+
+def segmenter_settings_sha256(segmenter: Any) -> str:
+    """The :func:`~..package.network_settings_sha256` of the package a :class:`~.segmenter.Segmenter` runs (or will
+    run), read as :func:`segmenter_weights_sha256` reads the weights' hash; "" when neither says."""
+    from ..package import network_settings_sha256
+
+    metadata = _segmenter_metadata(segmenter)
     return network_settings_sha256(metadata) if metadata else ""
+
+
+def segmenter_result_options(segmenter: Any) -> Any:
+    """The options a :class:`~.segmenter.Segmenter` segments with, as its reports record them: the model's lesion
+    confidence threshold (None in the options) filled in from its package (:func:`~.segmenter.model_postprocessing`),
+    so an earlier run's report, which records the threshold that ran, compares equal when nothing changed."""
+    from .segmenter import model_postprocessing
+
+    options = segmenter.options
+    return dataclasses.replace(options, postprocessing=model_postprocessing(options, _segmenter_metadata(segmenter)))
 
 
 def is_batch_input(input_path: Any) -> bool:
@@ -1016,7 +1037,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
     # a label map a killed --overwrite run left hidden is back before "already segmented" is judged by it
     restore_set_aside_outputs_of([path for case in cases for path in case.outputs()])
     if not overwrite and any(case.output_path.exists() for case in cases):
-        check_earlier_results(cases, segmenter_weights_sha256(segmenter), segmenter.options,
+        check_earlier_results(cases, segmenter_weights_sha256(segmenter), segmenter_result_options(segmenter),
                               segmenter_settings_sha256(segmenter))
     for case in cases:
         probability = case.probability_path

@@ -31,7 +31,7 @@ from ..argtypes import number
 from ..errors import InputError, option_hint
 from .device import DEVICE_CHOICES, MAX_THREADS, PRECISIONS, check_count, check_precision, cuda_index
 from .engine import BACKENDS
-from .postprocess import PostprocessingOptions
+from .postprocess import DEFAULT_MIN_LESION_PROBABILITY, PostprocessingOptions
 
 __all__ = ["SegmentationOptions", "DEVICE_CHOICES", "BACKENDS", "LABEL_MAP_SUFFIXES", "SEG_NRRD_SUFFIX",
            "OUTPUT_SUFFIXES", "PROBABILITY_SUFFIXES", "PREVIEW_SUFFIX", "POSTPROCESSING_SWITCHES",
@@ -134,7 +134,9 @@ def _checked_postprocessing(value: Any) -> PostprocessingOptions:
         if isinstance(default, bool):
             if not isinstance(got, bool):
                 raise InputError(f"{where} must be true or false (got {got!r}).")
-        elif _is_number(default):
+        elif f.name == "min_lesion_probability" and got is None:
+            continue  # the model's threshold (its package's, else DEFAULT_MIN_LESION_PROBABILITY), set at the load
+        elif _is_number(default) or f.name == "min_lesion_probability":
             if not _is_number(got) or got != got or got < 0:
                 raise InputError(f"{where} must be a number >= 0 (got {got!r}).")
             if f.name == "min_lesion_probability" and got > 1:
@@ -380,9 +382,12 @@ report recorded a margin or a size cap that never applied); child arguments leav
 def _has_no_effect(options: PostprocessingOptions, field: str) -> bool:
     """Whether ``field``'s value is read by no step of ``options`` (:data:`NO_EFFECT_PAIRS`), or is a
     ``min_lesion_probability`` above 0 that no lesion can meet (:func:`_probability_rule_has_no_lesions`)."""
-    if field == "min_lesion_probability" and options.min_lesion_probability > 0:
+    if field == "min_lesion_probability" and (options.min_lesion_probability is None
+                                              or options.min_lesion_probability > 0):  # None: the model's, > 0
         return _probability_rule_has_no_lesions(options)
-    return any(field == dependent and not getattr(options, step) for step, dependent in NO_EFFECT_PAIRS)
+    # a step's value of None (min_lesion_probability: the model's threshold, above 0) keeps the step on
+    return any(field == dependent and getattr(options, step) is not None and not getattr(options, step)
+               for step, dependent in NO_EFFECT_PAIRS)
 
 
 def _probability_rule_has_no_lesions(options: PostprocessingOptions) -> bool:
@@ -424,11 +429,13 @@ def add_segmentation_arguments(parser: Any) -> None:
             parser.add_argument(switch.flag, action="store_true", help=switch.help)
         else:
             default = getattr(post, switch.field)
+            shown = (f"default: the model's, {DEFAULT_MIN_LESION_PROBABILITY:g} unless its package records another"
+                     if default is None else f"default {default:g}")
             last = switch.field.rsplit("_", 1)[-1]
             unit = "P" if last == "probability" else last.upper()  # MM, ML, P
             # default None: a value typed at its default is still "given" (refused beside --no-postprocess)
             parser.add_argument(switch.flag, type=number(float, {"MM": "mm", "ML": "mL"}.get(unit, "")), default=None, metavar=unit,
-                                help=f"{switch.help} (default {default:g})")
+                                help=f"{switch.help} ({shown})")
     parser.add_argument("--tta", action="store_true", help="test-time left-right flip augmentation (slower)")
     parser.add_argument("--two-stage", action="store_true", help="coarse liver localisation, then full-res crop")
     parser.add_argument("--backend", choices=list(BACKENDS), default=defaults.backend,

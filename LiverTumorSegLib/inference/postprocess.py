@@ -24,14 +24,18 @@
    the voxels the network labelled tumor: a core step 2 made tumor, background to the network, does not count). Chosen
    from lesion statistics of held-out patients (``docs/lesion_confidence.md``): 0.65 removed 41 % of the false
    lesions there and no true one; larger components are never removed for low confidence (a large isodense
-   tumor is better shown and doubted than hidden).
+   tumor is better shown and doubted than hidden). A probability threshold belongs to the network whose
+   probabilities it reads: None (the default) is the model's, the threshold its package records
+   (:func:`~LiverTumorSegLib.package.package_min_lesion_probability`), else
+   :data:`DEFAULT_MIN_LESION_PROBABILITY`; ``segment`` resolves it once the package is known
+   (:func:`with_min_lesion_probability`), and :func:`postprocess_labels` called without a package takes 0.65.
 
 All work happens in the canonical orientation (z = superior) on the organ's bounding box: one organ
 labelling and one tumor labelling (steps 3-6 share it), plus one labelling of the enclosed air on a grid
 of about ``lung_grid_mm`` in-plane. Boolean/uint8/int32 arrays only, no float volumes (per-lesion means read the
 lesion voxels only). The fixed thresholds named above are the fields of :class:`AnatomyRules`.
 """
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -48,10 +52,16 @@ CROSS_6 = IN_PLANE_4.copy()                            # 6-connectivity (binary_
 CROSS_6[0, 1, 1] = CROSS_6[2, 1, 1] = True
 
 
+DEFAULT_MIN_LESION_PROBABILITY = 0.65
+"""The lesion confidence threshold (step 6) of a model whose package records none: every model before v11's
+candidate was read at it (``docs/lesion_confidence.md``)."""
+
+
 @dataclass(frozen=True)
 class PostprocessingOptions:
     """Switches of :func:`postprocess_labels`. ``PostprocessingOptions.disabled()`` turns everything off.
-    Frozen, like :class:`~.options.SegmentationOptions` that holds it: change with ``dataclasses.replace``."""
+    Frozen, like :class:`~.options.SegmentationOptions` that holds it: change with ``dataclasses.replace``.
+    ``min_lesion_probability`` None: the model's threshold (step 6 of the module's docstring)."""
 
     largest_liver_component: bool = True
     fill_liver_holes: bool = True
@@ -60,7 +70,7 @@ class PostprocessingOptions:
     min_lesion_ml: float = 0.1
     below_lungs: bool = True
     tubular_lesions_to_liver: bool = True
-    min_lesion_probability: float = 0.65
+    min_lesion_probability: Optional[float] = None
     uncertain_lesion_max_ml: float = 5.0
     air_to_background: bool = True
 
@@ -72,6 +82,16 @@ class PostprocessingOptions:
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
+
+
+def with_min_lesion_probability(options: PostprocessingOptions, model_threshold: Optional[float]
+                                ) -> PostprocessingOptions:
+    """``options`` with a ``min_lesion_probability`` of None (the model's) replaced by ``model_threshold`` (the
+    package's recorded threshold; None: :data:`DEFAULT_MIN_LESION_PROBABILITY`); a value already set stays."""
+    if options.min_lesion_probability is not None:
+        return options
+    value = DEFAULT_MIN_LESION_PROBABILITY if model_threshold is None else float(model_threshold)
+    return replace(options, min_lesion_probability=value)
 
 
 @dataclass(frozen=True)
@@ -883,6 +903,7 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
     tumor = labels == 2
     if not tumor.any():
         return labels
+    options = with_min_lesion_probability(options, None)  # the model's, where none is known: the default
     check_liver = options.tumor_inside_liver
     small = options.min_lesion_ml and options.min_lesion_ml > 0
     uncertain = tumor_probability is not None and options.min_lesion_probability > 0
@@ -1148,9 +1169,12 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     ``{"count", "volume_ml"}`` (:func:`pieces_not_listed`) for the two removed-tumor lists, with ``tumor_ml`` and
     the counts the warning reads for ``liver_components_removed`` (:func:`dropped_parts_not_listed`), with
     ``by_rule`` for ``tumor_components`` (:func:`_count_tumor_changes_not_listed`).
+    ``options.min_lesion_probability`` None (the model's) is :data:`DEFAULT_MIN_LESION_PROBABILITY` here, where no
+    package is known (``segment`` gives its package's).
     """
     from ..io.labels import as_label_array
     from ..volume import checked_spacing
+    options = with_min_lesion_probability(options, None)
     # 258 became 2 (tumor), -1 255, 1.9999 liver
     labels = np.array(as_label_array(labels_zyx, "labels given to postprocess_labels"), dtype=np.uint8, copy=True,
                       order="C")

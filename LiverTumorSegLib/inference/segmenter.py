@@ -39,6 +39,7 @@ from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume, ImageGeometry
 from .options import (LABEL_MAP_SUFFIXES, PREVIEW_SUFFIX, PROBABILITY_SUFFIXES, SEG_NRRD_SUFFIX,
                       SegmentationOptions, override_window)
+from .postprocess import PostprocessingOptions
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,32 @@ def _engine_settings(options: SegmentationOptions, engine: Any) -> Dict[str, Any
             "batch_size": getattr(engine, "batch_size", options.batch_size),
             "threads": getattr(engine, "threads", options.threads),
             "precision": str(getattr(engine, "precision", None) or options.precision)}
+
+
+def model_postprocessing(options: SegmentationOptions, metadata: Optional[Dict[str, Any]]) -> PostprocessingOptions:
+    """``options.postprocessing`` for the package whose ``metadata`` is given: a ``min_lesion_probability`` of None
+    (the model's) becomes the package's recorded threshold
+    (:func:`~LiverTumorSegLib.package.package_min_lesion_probability`), else
+    :data:`~.postprocess.DEFAULT_MIN_LESION_PROBABILITY`; a value the options set stays."""
+    from ..package import package_min_lesion_probability
+    from .postprocess import with_min_lesion_probability
+
+    return with_min_lesion_probability(options.postprocessing, package_min_lesion_probability(metadata))
+
+
+MIN_LESION_PROBABILITY_SOURCES = ("options", "model package", "library default")
+"""Where a run's lesion confidence threshold came from (the report's ``min_lesion_probability_from``): set in the
+options (``--min-lesion-probability``, the Slicer panel), recorded by the model's package, or 0.65."""
+
+
+def min_lesion_probability_source(options: SegmentationOptions, metadata: Optional[Dict[str, Any]]) -> str:
+    """Which of :data:`MIN_LESION_PROBABILITY_SOURCES` decided the threshold of ``options`` run with the package
+    whose ``metadata`` is given."""
+    from ..package import package_min_lesion_probability
+
+    if options.postprocessing.min_lesion_probability is not None:
+        return MIN_LESION_PROBABILITY_SOURCES[0]
+    return MIN_LESION_PROBABILITY_SOURCES[1 if package_min_lesion_probability(metadata) is not None else 2]
 
 
 def _engine_options(options: SegmentationOptions, engine: Any) -> SegmentationOptions:
@@ -621,6 +648,12 @@ class Segmenter:
         reporter(1.0, "loading model")
 
     @property
+    def postprocessing(self) -> PostprocessingOptions:
+        """``options.postprocessing`` as it runs with this Segmenter's package: a ``min_lesion_probability`` of
+        None (the model's) is the package's recorded threshold, else 0.65 (:func:`model_postprocessing`)."""
+        return model_postprocessing(self.options, getattr(self.package, "metadata", None))
+
+    @property
     def device_description(self) -> str:
         """What runs the network, e.g. ``cpu (2 threads, torch)`` (after :meth:`load`)."""
         return str(getattr(self.engine, "device_description", self.options.device))
@@ -640,7 +673,8 @@ class Segmenter:
         from ..package import network_settings_sha256
 
         engine, package = self.engine, self.package
-        options = dataclasses.replace(self.options, **_engine_settings(self.options, engine))  # e.g. "auto" resolved
+        options = dataclasses.replace(self.options, **_engine_settings(self.options, engine),  # e.g. "auto" resolved
+                                      postprocessing=self.postprocessing)  # the model's lesion threshold filled in
         metadata = getattr(package, "metadata", None) or {}
         return {"model": str(getattr(package, "name", "") or getattr(package, "path", "") or options.model),
                 "model_path": str(getattr(package, "path", "") or ""),  # which file ran (names can repeat)
@@ -651,6 +685,7 @@ class Segmenter:
                 "device": self.device_description,
                 "backend": options.backend,
                 "postprocessing": options.postprocessing.to_dict(),
+                "min_lesion_probability_from": min_lesion_probability_source(self.options, metadata),
                 "two_stage": bool(options.two_stage),
                 "tta_flip": bool(getattr(engine, "tta_flip", options.tta)),
                 "precision": dict(getattr(engine, "last_precision", None) or {"requested": options.precision}),
@@ -781,7 +816,7 @@ class Segmenter:
         # instead of HU thresholds on 0..1; a CT in HU keeps them, allow_non_hu or not
         hu_rules_skipped = output.not_hu or ""
         hu = None if hu_rules_skipped else hu_ct
-        labels = postprocess_labels(network_labels, volume.spacing_zyx, self.options.postprocessing,
+        labels = postprocess_labels(network_labels, volume.spacing_zyx, self.postprocessing,
                                     hu_zyx=hu, geometry=volume.geometry, tumor_probability_zyx=probability,
                                     changes=changes)
         timings["postprocess"] = time.perf_counter() - start

@@ -1580,7 +1580,7 @@ class Trainer:
                 # named when written (crossval shows the name and the options as recorded: a later change of
                 # segment's defaults must not relabel this package)
                 "postprocessing_label": WHOLE_VOLUME_POSTPROCESSING,
-                "postprocessing": options.postprocessing.to_dict(), "tta": bool(options.tta),
+                "postprocessing": segmenter.postprocessing.to_dict(), "tta": bool(options.tta),  # the threshold run
                 "two_stage": bool(options.two_stage), "raw_network": means("_raw"), "cases": rows}
 
 

@@ -588,6 +588,48 @@ def test_min_lesion_probability_option_reaches_the_post_processing(tmp_path, cap
     assert "--store-in-package stores the table of the default inference" in capsys.readouterr().err
 
 
+def test_each_package_runs_at_its_own_lesion_threshold_unless_one_is_given(tmp_path, capsys, monkeypatch):
+    """A package recording its own threshold (v11's candidate: 0.75) is benchmarked at it, a package recording
+    none at 0.65, in the same run; the JSON and a stored table record the threshold each ran at; one given on the
+    command line applies to both."""
+    import shutil
+
+    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions, with_min_lesion_probability
+    from LiverTumorSegLib.package import read_package_metadata, set_package_min_lesion_probability
+
+    write_case(tmp_path / "data")
+    plain = tiny_unet_package(tmp_path)
+    own = tmp_path / "own.safetensors"
+    shutil.copyfile(plain.path, own)
+    set_package_min_lesion_probability(own, 0.75)
+    ran_at = []  # the threshold each package's segmentations would run at (a Segmenter resolves None so)
+
+    def evaluate(engine, cases, names, seed, post, *a, **k):
+        from LiverTumorSegLib.package import package_min_lesion_probability
+
+        post = post if post is not None else PostprocessingOptions()  # None: segment's defaults
+        ran_at.append(with_min_lesion_probability(post, package_min_lesion_probability(
+            engine.package.metadata)).min_lesion_probability)
+        return [{"case": "case1_ct", "perturbation": "original", "liver_dice": 0.9, "tumor_dice": 0.5,
+                 "training_case": False}]
+
+    monkeypatch.setattr(rb, "evaluate", evaluate)
+    out = tmp_path / "rob.json"
+    assert rb.main([str(plain.path), str(own), "--data", str(tmp_path / "data"), "--perturbations", "original",
+                    "--quiet", "--json", str(out), "--store-in-package", "--replace-stored"]) == 0
+    assert ran_at == [0.65, 0.75]
+    printed = capsys.readouterr().out
+    assert "(min lesion probability 0.65)" in printed and "(min lesion probability 0.75)" in printed
+    assert [p["min_lesion_probability_used"] for p in json.loads(out.read_text())["packages"]] == [0.65, 0.75]
+    assert read_package_metadata(own)["robustness_settings"]["postprocessing"]["min_lesion_probability"] == 0.75
+    assert read_package_metadata(plain.path)["robustness_settings"]["postprocessing"]["min_lesion_probability"] == 0.65
+    ran_at.clear()
+    assert rb.main([str(plain.path), str(own), "--data", str(tmp_path / "data"), "--perturbations", "original",
+                    "--quiet", "--json", str(out), "--overwrite", "--min-lesion-probability", "0.5"]) == 0
+    assert ran_at == [0.5, 0.5]
+    assert [p["min_lesion_probability_used"] for p in json.loads(out.read_text())["packages"]] == [0.5, 0.5]
+
+
 def test_json_output_is_checked_before_the_run_and_never_replaces_an_input(tmp_path, capsys, monkeypatch):
     """--json replaced any file without a word, the CT, the data CSV and the package included, and was checked
     only after the whole benchmark (hours on real data)."""

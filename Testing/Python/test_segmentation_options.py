@@ -112,7 +112,9 @@ def test_lesion_confidence_switches_on_the_command_line():
     post = options_from_args(parse_segment(["--min-lesion-probability", "0.8", "--uncertain-lesion-max-ml", "2"])
                              ).postprocessing
     assert post.min_lesion_probability == 0.8 and post.uncertain_lesion_max_ml == 2.0
-    assert options_from_args(parse_segment([])).postprocessing.min_lesion_probability == 0.65  # the default
+    # not typed: the model's (its package's threshold, else 0.65), filled in once the package is known
+    assert options_from_args(parse_segment([])).postprocessing.min_lesion_probability is None
+    assert "--min-lesion-probability" not in SegmentationOptions().to_cli_args()  # a child run keeps the model's
     with pytest.raises(InputError, match="between 0 and 1"):
         options_from_args(parse_segment(["--min-lesion-probability", "65"]))  # a percentage by mistake
     round_trip = SegmentationOptions(postprocessing=post)
@@ -161,7 +163,9 @@ def test_a_lesion_probability_that_no_lesion_can_meet_is_refused(flags, words):
     --min-lesion-ml, whose step made those lesions liver already) left it none, and 0.8 was recorded."""
     with pytest.raises(InputError, match=words + ".*would have no effect"):
         options_from_args(parse_segment(flags))
-    assert options_from_args(parse_segment(["--uncertain-lesion-max-ml", "0"])).postprocessing.min_lesion_probability
+    # a cap of 0 alone: the model's threshold stays (None), which is on, so the cap is not refused as having no effect
+    assert options_from_args(parse_segment(["--uncertain-lesion-max-ml", "0"])).postprocessing.min_lesion_probability \
+        is None
     post = options_from_args(parse_segment(["--min-lesion-probability", "0.8", "--min-lesion-ml", "4.9"])).postprocessing
     assert post.min_lesion_probability == 0.8
     # a library object so gives child arguments the command line takes, with the same (no) effect

@@ -356,7 +356,11 @@ def test_panel_post_processing_defaults_are_the_library_defaults():
     assert defaults["fillLiverHoles"] == library.fill_liver_holes
     assert defaults["tumorInsideLiver"] == library.tumor_inside_liver
     assert defaults["minLesionMl"] == library.min_lesion_ml
-    assert defaults["minLesionProbability"] == library.min_lesion_probability
+    # the library's None is the model's threshold: the panel starts at 0.65 and takes the chosen model's own
+    # (onModelChanged, test_the_panel_takes_a_newly_chosen_models_threshold)
+    from LiverTumorSegLib.inference.postprocess import DEFAULT_MIN_LESION_PROBABILITY
+    assert library.min_lesion_probability is None and defaults["minLesionProbability"] == DEFAULT_MIN_LESION_PROBABILITY
+    assert defaults["lesionProbabilityModel"] == ""
     assert defaults["removeLiverAboveLungs"] == library.below_lungs                 # the anatomical rules: the
     assert defaults["tubularLesionsToLiver"] == library.tubular_lesions_to_liver    # panel's warnings name them
     from LiverTumorSegLib.inference.options import SegmentationOptions
@@ -642,3 +646,17 @@ def test_the_installed_dcmqi_licence_is_the_one_beside_the_test_data():
     installed = (ROOT / "LICENSES" / "dcmqi-LICENSE.txt").read_bytes()
     assert installed == (ROOT / "Testing" / "Data" / "dcmqi-LICENSE.txt").read_bytes()
     assert b"Redistribution and use in source and binary forms" in installed
+
+
+def test_the_panel_takes_a_newly_chosen_models_threshold():
+    """A probability threshold belongs to the network: choosing another model sets the panel's lesion threshold to
+    that model's own (panel_text.model_lesion_probability), once per model, so a reopened scene keeps a value the
+    user set for its model."""
+    method = next(n for n in ast.walk(_module_tree()) if isinstance(n, ast.FunctionDef) and n.name == "onModelChanged")
+    text = ast.unparse(method)
+    assert "p.minLesionProbability = panel_text.model_lesion_probability(metadata)" in text
+    assert "p.lesionProbabilityModel != path" in text and "p.lesionProbabilityModel = path" in text
+    tip = _ui_widgets()["minLesionProbabilitySpinBox"][1]["toolTip"]
+    assert "Choosing a model sets this to the model's own threshold (0.65 unless its package records another)" in tip
+    # only after the metadata was read (an unreadable model returns before)
+    assert text.index("read_package_metadata(path)") < text.index("p.minLesionProbability =")

@@ -31,6 +31,7 @@ import torch
 
 from ..errors import InputError, OutputExistsError
 from ..inference.body_size import PACKAGE_KEY as BODY_SIZE_KEY
+from ..inference.postprocess import DEFAULT_MIN_LESION_PROBABILITY
 from ..fileutil import check_can_write
 from .callbacks import BestTracker, EarlyStopping, validation_score, validation_selection
 from .checkpoint import decode_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -50,7 +51,7 @@ from .shared_memory import batches_of, worker_context
 from .slice_cache import (CachedCase, build_slice_cache, changed_files, data_fingerprint, holds_finished_entries,
                           resampling_fill_cases, aligned_grid_cases)
 from .splits import select_split
-from ..package import SEGMENTATION_CLASSES
+from ..package import SEGMENTATION_CLASSES, package_min_lesion_probability
 from ..resources import expand_home
 
 NUM_CLASSES = SEGMENTATION_CLASSES  # the package's classes: background, liver, tumor
@@ -726,6 +727,12 @@ class Trainer:
                          f"validation patient(s) {overlap_text(self.init_overlap)}, so they are not held out and this "
                          f"run's validation Dice "
                          f"is optimistic (the package records it)")
+            start_threshold = package_min_lesion_probability(self.init_package.metadata)
+            if start_threshold is not None:  # calibrated for the start's weights, not for the fine-tuned ones
+                self.log(f"note: the package this run starts from records its own lesion confidence threshold "
+                         f"({start_threshold:g}); this run's package records none, so segment reads it at "
+                         f"{DEFAULT_MIN_LESION_PROBABILITY:g} until one measured for it is recorded "
+                         f"(LiverTumorSegLib.package.set_package_min_lesion_probability)")
         if not any(c.liver_slices for c in self.train_cached):  # each case warned; all of them is no task at all
             raise InputError(f"No training case's label holds any liver or tumor voxel ({len(self.train_cached)} "
                              f"training cases), so the network would only learn to call every CT background. Check "

@@ -268,3 +268,23 @@ def test_a_start_package_of_a_newer_version_is_refused_saying_what_to_do(start_p
     with pytest.raises(ModelPackageError, match=r"\['bias_field_correction'\].*The package was written by "
                                                 r"LiverTumorSeg 9\.0\.0, newer than this one .*: update LiverTumorSeg"):
         package_settings(str(newer))
+
+
+def test_a_start_with_its_own_lesion_threshold_is_named_and_not_carried_over(data_csv, start_package, tmp_path):
+    """The start's recorded threshold was chosen for its weights: the fine-tuned package records none (0.65 applies
+    to it), and the run says so rather than leaving a user of the new package to find out."""
+    import shutil
+
+    from LiverTumorSegLib.package import set_package_min_lesion_probability
+
+    start = tmp_path / "start_own.safetensors"
+    shutil.copyfile(start_package, start)
+    set_package_min_lesion_probability(start, 0.75)
+    logs = []
+    tuned = train(_config(data_csv, tmp_path / "tuned", init_from=str(start)), log=logs.append)
+    assert "postprocessing" not in read_package_metadata(tuned.package_path)
+    (note,) = [line for line in logs if "lesion confidence threshold" in line]
+    assert "records its own lesion confidence threshold (0.75)" in note and "reads it at 0.65" in note
+    logs.clear()
+    train(_config(data_csv, tmp_path / "tuned_plain", init_from=str(start_package)), log=logs.append)
+    assert not [line for line in logs if "lesion confidence threshold" in line]

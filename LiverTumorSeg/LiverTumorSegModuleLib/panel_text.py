@@ -103,9 +103,11 @@ def describe_model(metadata: Dict[str, Any]) -> str:
     method = validation.get("method") if isinstance(validation.get("method"), str) else ""
     lines.append("Validation" + (f" ({method.split(':')[0].strip()})" if method else "") + ": "
                  + ("; ".join(dice) if dice else "no Dice reported"))
-    recorded = (metadata.get("postprocessing") or {}) if isinstance(metadata.get("postprocessing"), dict) else {}
-    if isinstance(recorded.get("min_lesion_probability"), (int, float)):
-        lines.append(f"Lesion confidence threshold: {recorded['min_lesion_probability']:g} (this model's own)")
+    from LiverTumorSegLib.package import package_min_lesion_probability
+
+    own = package_min_lesion_probability(metadata)  # read_package_metadata's metadata: validated already
+    if own is not None:
+        lines.append(f"Lesion confidence threshold: {own:g} (this model's own)")
     return "\n".join(lines)
 
 

@@ -1503,7 +1503,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from LiverTumorSegLib.inference.api import make_engine
-    from LiverTumorSegLib.inference.postprocess import DEFAULT_MIN_LESION_PROBABILITY, PostprocessingOptions
+    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions, with_min_lesion_probability
     from LiverTumorSegLib.package import (load_model_package, package_min_lesion_probability, read_package_metadata,
                                           resolve_model)
 
@@ -1587,10 +1587,8 @@ def run(args: argparse.Namespace) -> int:
         used = {"device_used": engine.device.type, "precision_used": engine.precision_used}
         # "given": the argument as typed (e.g. "default"), which robustness_compare.py's --base/--candidate match
         # the threshold each package ran at: the one given, else the package's own (0.65 where it records none)
-        threshold = None if args.no_postprocessing else args.min_lesion_probability
-        if threshold is None and not args.no_postprocessing:
-            threshold = package_min_lesion_probability(package.metadata)
-            threshold = DEFAULT_MIN_LESION_PROBABILITY if threshold is None else threshold
+        threshold = None if args.no_postprocessing else with_min_lesion_probability(
+            post or PostprocessingOptions(), package_min_lesion_probability(package.metadata)).min_lesion_probability
         results.append({"package": str(path), "name": package.name, "given": str(given), "rows": rows,
                         "weights_sha256": package.sha256, "min_lesion_probability_used": threshold, **used})
         print(f"\n{package.name} ({path}) - liver Dice / synthetic-tumor Dice"

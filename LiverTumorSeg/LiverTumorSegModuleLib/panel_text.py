@@ -76,11 +76,11 @@ def training_data_text(training: Dict[str, Any]) -> str:
 def model_lesion_probability(metadata: Dict[str, Any]) -> float:
     """The lesion confidence threshold (0..1) the panel shows for a model: the one its package records as its own
     (``postprocessing.min_lesion_probability``), else the library's default, 0.65."""
-    from LiverTumorSegLib.inference.postprocess import DEFAULT_MIN_LESION_PROBABILITY
+    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions, with_min_lesion_probability
     from LiverTumorSegLib.package import package_min_lesion_probability
 
-    recorded = package_min_lesion_probability(metadata)
-    return DEFAULT_MIN_LESION_PROBABILITY if recorded is None else recorded
+    return with_min_lesion_probability(PostprocessingOptions(), package_min_lesion_probability(metadata)
+                                       ).min_lesion_probability
 
 
 def describe_model(metadata: Dict[str, Any]) -> str:

@@ -2,7 +2,8 @@
 parse error says how to write the value (a decimal point, digits alone), where argparse said only
 ``invalid float value: '1,5'``. :func:`bounded_number`, for the benchmark and helper scripts: also refuses NaN,
 infinity and values under a bound with one argparse line naming the rule (0 repeats printed 'inf s', a negative
-shape ended in numpy's traceback)."""
+shape ended in numpy's traceback). :func:`probability`: a number from 0 to 1 (the scripts' lesion confidence
+threshold)."""
 import argparse
 import math
 from typing import Callable, List, Union
@@ -59,6 +60,15 @@ def number(kind: Callable[[str], Number] = float, unit: str = "") -> Callable[[s
         raise argparse.ArgumentTypeError(f"must be {what}{of_unit} written in decimal digits, got '{shown}', e.g. "
                                          f"{_example(kind)}") from None
     return parse
+
+
+def probability(text: str) -> float:
+    """An argparse ``type``: a probability, a float from 0 to 1 inclusive (NaN refused), with :func:`number`'s
+    message for text that is no number (the scripts' ``--min-lesion-probability`` each had its own range check)."""
+    value = number(float)(text)
+    if not 0 <= value <= 1:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be a probability, from 0 to 1, got {text}")
+    return value
 
 
 def _example(kind: Callable[[str], Number]) -> str:

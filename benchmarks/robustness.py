@@ -150,6 +150,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from LiverTumorSegLib.argtypes import probability  # noqa: E402
 from LiverTumorSegLib.errors import InputError  # noqa: E402
 from LiverTumorSegLib.preprocessing.preprocessor import slices_at  # noqa: E402
 from LiverTumorSegLib.training.synthetic_lesions import LesionConfig, insert_lesions  # noqa: E402
@@ -1469,7 +1470,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "on every CPU")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic tumors and the noise")
     p.add_argument("--no-postprocessing", action="store_true", help="score the raw network output")
-    p.add_argument("--min-lesion-probability", type=float, default=None, metavar="P",
+    p.add_argument("--min-lesion-probability", type=probability, default=None, metavar="P",
                    help="the post-processing's lesion-confidence threshold (segment --min-lesion-probability; "
                         "0 turns the step off) instead of each package's own (the one it records, else 0.65)")
     p.add_argument("--keep-liver-in-air", action="store_true",

@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finalize_default_model import evaluate_fold  # noqa: E402
 
-from LiverTumorSegLib.argtypes import number  # noqa: E402
+from LiverTumorSegLib.argtypes import probability  # noqa: E402
 from LiverTumorSegLib.errors import InputError  # noqa: E402
 from LiverTumorSegLib.package import read_package_metadata  # noqa: E402
 from LiverTumorSegLib.training.datasets import discover_cases  # noqa: E402
@@ -69,11 +69,9 @@ def run(argv=None) -> int:
     parser.add_argument("--cases", required=True, help="the CSV (image,label,patient) the folds were trained from")
     parser.add_argument("--json", default=None, help="also write every row, the mean and the total here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
-    parser.add_argument("--min-lesion-probability", type=number(), default=None, metavar="P",
+    parser.add_argument("--min-lesion-probability", type=probability, default=None, metavar="P",
                         help="the post-processing's lesion confidence threshold, 0..1 (default: segment's, 0.65)")
     args = parser.parse_args(argv)
-    if args.min_lesion_probability is not None and not 0 <= args.min_lesion_probability <= 1:
-        parser.error(f"--min-lesion-probability is a probability, between 0 and 1 (got {args.min_lesion_probability:g})")
     if not Path(args.cases).is_file():
         parser.error(f"--cases '{args.cases}' does not exist")
     check_json_output(args.json, args.overwrite, [args.cases] + list(args.packages))

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from LiverTumorSegLib.argtypes import probability
 from LiverTumorSegLib.fileutil import finite_json
 from LiverTumorSegLib.inference.api import segment_volume
 from LiverTumorSegLib.inference.postprocess import DEFAULT_MIN_LESION_PROBABILITY, PostprocessingOptions
@@ -285,7 +286,7 @@ def main() -> int:
     parser.add_argument("--recorded-folds", default=None,
                         help="JSON of the folds' numbers measured earlier (scripts/evaluate_folds.py) when the fold "
                              "packages were not kept; --models then needs only default.safetensors")
-    parser.add_argument("--min-lesion-probability", type=float, default=None, metavar="P",
+    parser.add_argument("--min-lesion-probability", type=probability, default=None, metavar="P",
                         help="record P (0..1) as the package's own lesion confidence threshold, which segment and the "
                              "Slicer module use for it where none is given, and read the folds at it (v11's rule: "
                              "0.75); default: none recorded, 0.65 applies")
@@ -294,8 +295,6 @@ def main() -> int:
                              "as not run")
     args = parser.parse_args()
     threshold = args.min_lesion_probability
-    if threshold is not None and not 0 <= threshold <= 1:  # NaN too
-        parser.error(f"--min-lesion-probability is a probability, between 0 and 1 (got {threshold:g})")
     from LiverTumorSegLib.errors import LiverTumorSegError, cli_wording
     from LiverTumorSegLib.fileutil import check_can_write
     try:  # before the folds' evaluations (minutes each), not after them

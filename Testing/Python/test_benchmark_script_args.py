@@ -210,6 +210,21 @@ def test_bounded_number_is_the_one_rule_of_the_scripts_numeric_options():
             parse(text)
 
 
+def test_probability_is_the_scripts_one_lesion_threshold_rule():
+    """evaluate_folds.py, finalize_default_model.py and robustness.py each checked --min-lesion-probability's range
+    their own way (robustness.py only when the post-processing options were built); argtypes.probability now does."""
+    import argparse
+
+    from LiverTumorSegLib.argtypes import probability
+
+    assert probability("0") == 0.0 and probability("0.75") == 0.75 and probability("1") == 1.0
+    for text, words in (("1.5", "must be a probability, from 0 to 1, got 1.5"), ("-0.1", "from 0 to 1, got -0.1"),
+                        ("nan", "got nan"), ("inf", "got inf"), ("0,75", "write decimals with a point, e.g. 0.75"),
+                        ("", "got an empty value")):
+        with pytest.raises(argparse.ArgumentTypeError, match=words):
+            probability(text)
+
+
 def test_bench_inference_imports_without_resource_and_reads_peak_memory_in_each_platforms_unit(monkeypatch):
     """bench_inference.py imported the POSIX-only module ``resource`` at the top (it failed to start on Windows),
     called os.sched_getaffinity (missing on macOS and Windows) for its default thread count, and divided ru_maxrss

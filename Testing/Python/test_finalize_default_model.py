@@ -414,4 +414,7 @@ def test_evaluate_folds_reads_each_fold_at_the_given_lesion_confidence_threshold
     for bad in ("1.5", "-0.1", "nan"):
         with pytest.raises(SystemExit) as stop:
             evaluate.main([str(folds[0]), "--cases", str(csv), "--min-lesion-probability", bad])
-        assert stop.value.code == 2 and "between 0 and 1" in capsys.readouterr().err, bad
+        assert stop.value.code == 2 and "must be a probability, from 0 to 1" in capsys.readouterr().err, bad
+        with pytest.raises(SystemExit) as stop:  # finalize's flag (the threshold it records): the same rule
+            _run(monkeypatch, "--cases", csv, "--models", tmp_path, "--min-lesion-probability", bad)
+        assert stop.value.code == 2 and "must be a probability, from 0 to 1" in capsys.readouterr().err, bad

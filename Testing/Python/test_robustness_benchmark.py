@@ -581,8 +581,9 @@ def test_min_lesion_probability_option_reaches_the_post_processing(tmp_path, cap
                     "--min-lesion-probability", "0", "--quiet"]) == 0
     assert seen[0].min_lesion_probability == 0.0 and seen[0].tubular_lesions_to_liver  # the rest as default
     assert "(min lesion probability 0)" in capsys.readouterr().out
-    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--min-lesion-probability", "1.5"]) == 2
-    assert "between 0 and 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # argparse's usage error, before any package is loaded
+        rb.main([str(package.path), "--data", str(tmp_path / "data"), "--min-lesion-probability", "1.5"])
+    assert stop.value.code == 2 and "must be a probability, from 0 to 1, got 1.5" in capsys.readouterr().err
     assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--min-lesion-probability", "0",
                     "--store-in-package"]) == 2
     assert "--store-in-package stores the table of the default inference" in capsys.readouterr().err

@@ -60,20 +60,47 @@ def lps_of(geometry: ImageGeometry, kji) -> np.ndarray:
 
 
 def point_and_values(volume: CTVolume):
-    """Every voxel's LPS position (n, 3) and value (n,), sorted by position: the same for one image stored in any
-    axis order."""
+    """Every voxel's LPS position (n, 3), mm, and value (n,), in the array's ``(z, y, x)`` order."""
     kji = np.argwhere(np.ones(volume.array.shape, bool))
     points = np.asarray(volume.geometry.ijk_to_lps()[:3, :3] @ kji[:, ::-1].T).T + np.asarray(volume.geometry.origin)
-    order = np.lexsort(np.round(points, 1).T[::-1])
-    return points[order], volume.array[tuple(kji[order].T)]
+    return points, volume.array[tuple(kji.T)]
 
 
 def assert_same_physical_image(a: CTVolume, b: CTVolume, atol_mm: float = 1e-3) -> None:
+    """``a`` and ``b`` hold the same value at the same LPS place for every voxel, whatever their axis orders: each
+    voxel of ``a`` is matched to the nearest voxel of ``b`` (voxels are 0.5 mm apart or more, far beyond
+    ``atol_mm``), the match must be one to one, within ``atol_mm``, and of equal value. (The points were sorted
+    by their coordinates rounded to 0.1 mm: a place on a rounding boundary, an origin of 0.65 mm read back as
+    0.6500000000000045, sorted two voxels apart in the two images; seed 777 found it, stop 104.)"""
     pa, va = point_and_values(a)
     pb, vb = point_and_values(b)
     assert pa.shape == pb.shape
-    np.testing.assert_allclose(pa, pb, atol=atol_mm)
-    np.testing.assert_array_equal(va, vb)
+    distance = np.linalg.norm(pa[:, None, :] - pb[None, :, :], axis=2)
+    nearest = distance.argmin(axis=1)
+    assert len(np.unique(nearest)) == len(pa), "two voxels of one image at one place of the other"
+    np.testing.assert_allclose(distance[np.arange(len(pa)), nearest], 0.0, atol=atol_mm)
+    np.testing.assert_array_equal(va, vb[nearest])
+
+
+def test_the_physical_image_comparison_matches_voxels_not_rounded_coordinates():
+    """The comparison every geometry property test uses: an image read back with its origin 0.6500000000000045 mm
+    instead of 0.65 (a place on the old 0.1 mm rounding boundary) and stored in another axis order is the same
+    image; one reversed along an axis, or moved by 0.01 mm, is not (seed 777's example, stop 104)."""
+    direction = (0.03051499006914918, 0.016935832604256722, 0.9993908209279693, -0.9995342758358328,
+                 0.0002584771112892277, 0.03051499006914918, 0.0002584771112892277, -0.9998565450921365,
+                 0.016935832604256722)
+    geometry = ImageGeometry((1.1515659245288474, 1.5937972217539125, 4.892032549747152),
+                             (0.65, -375.93115381618554, -183.51838742152063), direction)
+    hu = np.random.default_rng(16178).integers(-1000, 1000, (2, 5, 3)).astype(np.int16)
+    image = CTVolume(hu, geometry)
+    read_back = CTVolume(hu, ImageGeometry(geometry.spacing, (0.6500000000000045,) + geometry.origin[1:], direction))
+    stored_otherwise, _ = reoriented(read_back, hu, (2, 0, 1), (True, False, True))
+    assert_same_physical_image(stored_otherwise, image)
+    with pytest.raises(AssertionError):
+        assert_same_physical_image(CTVolume(np.ascontiguousarray(hu[:, ::-1]), geometry), image)
+    moved = ImageGeometry(geometry.spacing, (0.66,) + geometry.origin[1:], direction)
+    with pytest.raises(AssertionError):
+        assert_same_physical_image(CTVolume(hu, moved), image)
 
 
 def _third_party_lps(path, suffix: str) -> np.ndarray:

@@ -149,9 +149,10 @@ def final_package_problems(final: dict, folds: dict, patients: set) -> list:
 
 RECORDED_ROW_KEYS = {"seed", "fold", "case", "patient", "dice_liver", "iou_liver", "assd_liver_mm", "hd95_liver_mm",
                      "rvd_liver", "false_tumor_ml", "false_lesions", "largest_false_lesion_ml", "false_lesions_ml",
-                     "reference_liver_ml", "in_plane_spacing_mm", "slices", "package"}
-"""What a recorded fold row may carry: a row of ``scripts/evaluate_folds.py --json`` as it is, or fewer numbers (a
-count and the largest lesion where the lesions' list was not kept)."""
+                     "reference_liver_ml", "in_plane_spacing_mm", "slices", "package", "min_lesion_probability"}
+"""What a recorded fold row may carry: a row of ``scripts/evaluate_folds.py --json`` as it is (with
+``--min-lesion-probability``, the threshold it was read at), or fewer numbers (a count and the largest lesion where the
+lesions' list was not kept)."""
 
 
 def recorded_fold_problems(recorded: dict, config_path: str, expected: dict) -> list:
@@ -177,6 +178,9 @@ def recorded_fold_problems(recorded: dict, config_path: str, expected: dict) -> 
         extra = sorted(set(row) - RECORDED_ROW_KEYS)
         if extra:
             problems.append(f"row {k} has unknown key(s) {', '.join(extra)}.")
+        threshold = row.get("min_lesion_probability", 0.0)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            problems.append(f"row {k}'s min_lesion_probability must be a number from 0 to 1, not {threshold!r}.")
         seed, fold, case, dice = row.get("seed"), row.get("fold"), row.get("case"), row.get("dice_liver")
         if isinstance(seed, bool) or not isinstance(seed, int) or fold not in expected or \
                 isinstance(fold, bool) or not isinstance(case, str):

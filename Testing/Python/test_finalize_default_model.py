@@ -375,6 +375,51 @@ def test_evaluate_folds_rows_are_what_recorded_folds_takes(tmp_path, three_cases
                                                                        abs=1e-4)
 
 
+def test_folds_read_at_0_75_finalize_a_package_that_runs_at_0_75(tmp_path, three_cases, monkeypatch, capsys):
+    """v11's path (docs/default_model_v11.md): evaluate_folds --min-lesion-probability 0.75 records the threshold in
+    each row, and those rows, recorded, finalize the default with --min-lesion-probability 0.75, which the package
+    then records. Finalize refused them as having an 'unknown key' min_lesion_probability (stop 104: the key the
+    threshold check reads was missing from the keys a recorded row may carry); without the flag it refuses them
+    as read at another threshold than the package's 0.65; a threshold that is no number is refused."""
+    import json
+
+    from LiverTumorSegLib.package import load_model_package, package_min_lesion_probability
+
+    csv, config, held = three_cases
+    evaluate = load_script("scripts/evaluate_folds.py", "evaluate_folds_at_075")
+    folds = [_package(tmp_path / f"fold{k}.safetensors", held[k], config={"seed": 11, "fold": k}) for k in range(3)]
+    measured = tmp_path / "s11.json"
+    assert evaluate.main([*map(str, folds), "--cases", str(csv), "--json", str(measured),
+                          "--min-lesion-probability", "0.75"]) == 0
+    rows = json.loads(measured.read_text())["rows"]
+    assert [r["min_lesion_probability"] for r in rows] == [0.75] * 3
+    recorded = tmp_path / "recorded.json"
+    recorded.write_text(json.dumps({"source": "test run", "recipe": str(config), "fold_steps": None, "rows": rows}))
+    models = tmp_path / "models"
+    models.mkdir()
+    _package(models / "default.safetensors", [], patients=["p0", "p1", "p2"], config={"seed": 0})
+    monkeypatch.setattr(fin, "evaluate_fold", lambda *a, **k: pytest.fail("a fold was evaluated"))
+    out = tmp_path / "final.safetensors"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--recorded-folds", recorded,
+             "-o", out)
+    assert stop.value.code == 2 and "read at lesion confidence threshold(s) 0.75" in capsys.readouterr().err
+    assert not out.exists()
+    assert _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--recorded-folds", recorded,
+                "--min-lesion-probability", "0.75", "-o", out) == 0
+    final = load_model_package(out)
+    assert package_min_lesion_probability(final.metadata) == 0.75
+    assert [r["min_lesion_probability"] for r in final.metadata["validation"]["cases"]] == [0.75] * 3
+    rows[1]["min_lesion_probability"] = "high"
+    recorded.write_text(json.dumps({"source": "test run", "recipe": str(config), "fold_steps": None, "rows": rows}))
+    with pytest.raises(SystemExit) as stop:
+        _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--recorded-folds", recorded,
+             "--min-lesion-probability", "0.75", "-o", tmp_path / "other.safetensors")
+    assert stop.value.code == 2 and "row 1's min_lesion_probability must be a number from 0 to 1" in \
+        capsys.readouterr().err
+
+
 def test_evaluate_folds_reads_each_fold_at_the_given_lesion_confidence_threshold(tmp_path, three_cases, capsys,
                                                                                   monkeypatch):
     """v11's rule reads its folds with --min-lesion-probability 0.75 (docs/default_model_v11.md): the threshold

@@ -420,6 +420,46 @@ def test_folds_read_at_0_75_finalize_a_package_that_runs_at_0_75(tmp_path, three
         capsys.readouterr().err
 
 
+@pytest.mark.parametrize("recorded_name, threshold", [("default_model_v10_folds.json", None),
+                                                       ("default_model_v11_folds.json", 0.75)])
+def test_the_shipped_fold_records_are_what_finalize_takes(recorded_name, threshold):
+    """docs/default_model_v10_folds.json (v10's folds, their packages gone) and docs/default_model_v11_folds.json
+    (v11's, read at 0.75): each is a --recorded-folds file finalize accepts for its recipe, under split seed 2027
+    over the three shared patients (as .gpudata/cases.csv names them), read at the threshold its package runs at."""
+    import json
+
+    from LiverTumorSegLib.training.datasets import Case
+
+    root = Path(__file__).resolve().parents[2]
+    recorded = json.loads((root / "docs" / recorded_name).read_text())
+    cases = [Case(case, patient, f"{case}.nii.gz", "label.nii.gz") for case, patient in
+             (("example_ct_dicom20", "ts_dicom20"), ("example_ct_full112", "ts_full112"),
+              ("ct3slice_ct", "dcmqi_ct3slice"))]
+    expected = {k: [c.case_id for c in held] for k, (_, held) in enumerate(kfold_splits(cases, 3, 2027))}
+    assert fin.recorded_fold_problems(recorded, str(root / recorded["recipe"]), expected) == []
+    assert fin.recorded_threshold_problem(recorded["rows"], threshold) == ""
+    assert len(recorded["rows"]) == 6 and {r["seed"] for r in recorded["rows"]} == {11, 13}
+
+
+def test_v11s_fold_clauses_follow_from_its_recorded_rows():
+    """docs/default_model_v11.md's fold clauses, recomputed from the recorded rows: F1 six-fold mean liver Dice
+    0.7472 (>= 0.740), F3 two-seed false tumor summed 1,528.0 mL (<= 1,596), each patient's two-seed means."""
+    import json
+    import statistics
+
+    root = Path(__file__).resolve().parents[2]
+    rows = json.loads((root / "docs" / "default_model_v11_folds.json").read_text())["rows"]
+    assert statistics.mean(r["dice_liver"] for r in rows) == pytest.approx(0.7472, abs=5e-5)
+
+    def two_seed(patient, key):
+        return statistics.mean(r[key] for r in rows if r["patient"] == patient)
+    assert [round(two_seed(p, "dice_liver"), 4) for p in ("ts_dicom20", "ts_full112", "dcmqi_ct3slice")] == \
+        [0.9593, 0.3677, 0.9147]
+    false_ml = [two_seed(p, "false_tumor_ml") for p in ("ts_dicom20", "ts_full112", "dcmqi_ct3slice")]
+    assert false_ml == pytest.approx([0.805, 1527.225, 0.0], abs=1e-3) and sum(false_ml) == pytest.approx(1528.03)
+    assert max(x for r in rows if r["patient"] == "ts_dicom20" for x in r["false_lesions_ml"]) == 1.61
+
+
 def test_evaluate_folds_reads_each_fold_at_the_given_lesion_confidence_threshold(tmp_path, three_cases, capsys,
                                                                                   monkeypatch):
     """v11's rule reads its folds with --min-lesion-probability 0.75 (docs/default_model_v11.md): the threshold

@@ -44,7 +44,8 @@ from LiverTumorSegLib.inference.postprocess import DEFAULT_MIN_LESION_PROBABILIT
 from LiverTumorSegLib.io import read_label_map, read_volume
 from LiverTumorSegLib.io.labels import ANY_LABEL_VALUE, LABEL_VALUES, remap_labels
 from LiverTumorSegLib.metrics.lits import evaluate_case
-from LiverTumorSegLib.package import carried_metadata, list_installed_models, load_model_package, save_model_package
+from LiverTumorSegLib.package import (carried_metadata, list_installed_models, load_model_package,
+                                      model_postprocessing_problem, save_model_package)
 from LiverTumorSegLib.resources import bundled_models_dir
 from LiverTumorSegLib.training.config import TrainConfig
 from LiverTumorSegLib.training.datasets import discover_cases
@@ -178,9 +179,11 @@ def recorded_fold_problems(recorded: dict, config_path: str, expected: dict) -> 
         extra = sorted(set(row) - RECORDED_ROW_KEYS)
         if extra:
             problems.append(f"row {k} has unknown key(s) {', '.join(extra)}.")
-        threshold = row.get("min_lesion_probability", 0.0)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-            problems.append(f"row {k}'s min_lesion_probability must be a number from 0 to 1, not {threshold!r}.")
+        if "min_lesion_probability" in row:  # the threshold it was read at: the rule a package's record obeys
+            wrong = model_postprocessing_problem({"postprocessing": {"min_lesion_probability":
+                                                                     row["min_lesion_probability"]}})
+            if wrong:
+                problems.append(f"row {k}'s {wrong}.")
         seed, fold, case, dice = row.get("seed"), row.get("fold"), row.get("case"), row.get("dice_liver")
         if isinstance(seed, bool) or not isinstance(seed, int) or fold not in expected or \
                 isinstance(fold, bool) or not isinstance(case, str):

@@ -69,6 +69,9 @@ or an installed model's name). Built-in:
 - ``v2``: the default before v3, from this repository's git history (commit 013a56e);
 - ``v4``: the candidate that lost to v3 by the two-seed rule (docs/default_model_v4.md), from git history
   (commit 4614857).
+- ``v11``: the candidate that lost to v10 (docs/default_model_v11.md: more small lesions found, more false lesions on
+  the robustness rows), from git history (commit 782f880); it records its own lesion confidence threshold, 0.75,
+  which ``segment`` uses for it.
 
 The bundled packages keep their 2.5D neighbour slices 1-3 mm from the centre (``context_min_mm`` 1.0 and
 ``context_max_mm`` 3.0, set on 25 Nov 2026: on a CT with slices under 1 mm they take every second or third slice,
@@ -170,6 +173,12 @@ BUILTIN_MODELS = {
     "v2": BuiltinModel("default before v3", "013a56e", "Resources/Models/default.safetensors",
                        "dbe4e960200498115d4bae703f298b48880d62f65312626b796c1aab945c47f2",
                        "0f8e4401978ef5103123402434c0eb1fb01ae6dafa5a45cd27a8727fc9f1d605"),
+    # v11 failed its default's clauses against v10 (more small lesions found, more false lesions elsewhere); kept
+    # so the held-out CT can say which of the two trades is the better one there
+    "v11": BuiltinModel("candidate that lost to v10 (docs/default_model_v11.md)", "782f880",
+                        "docs/candidates/default_v11.safetensors",
+                        "f7d5407ff8e7a90ba163f62cc46e3c25ae85a0d61b19439c390c540101086abc",
+                        "9b703a9c5e7d08baa0555f391e26fdd0bc2c4fec0fa71e50ffb7a1974bf97216"),
     "v4": BuiltinModel("candidate that lost to v3 (docs/default_model_v4.md)", "4614857",
                        "docs/candidates/default_v4.safetensors",
                        "a41ba2b24a24470f0e718c833eff1a9f6f1e5682d0aa10249f502229885051b9",

@@ -173,16 +173,16 @@ BUILTIN_MODELS = {
     "v2": BuiltinModel("default before v3", "013a56e", "Resources/Models/default.safetensors",
                        "dbe4e960200498115d4bae703f298b48880d62f65312626b796c1aab945c47f2",
                        "0f8e4401978ef5103123402434c0eb1fb01ae6dafa5a45cd27a8727fc9f1d605"),
+    "v4": BuiltinModel("candidate that lost to v3 (docs/default_model_v4.md)", "4614857",
+                       "docs/candidates/default_v4.safetensors",
+                       "a41ba2b24a24470f0e718c833eff1a9f6f1e5682d0aa10249f502229885051b9",
+                       "28978b94a32b07f8ac574cc969222304ba4816665611a4a500652f5ac22b9026"),
     # v11 failed its default's clauses against v10 (more small lesions found, more false lesions elsewhere); kept
     # so the held-out CT can say which of the two trades is the better one there
     "v11": BuiltinModel("candidate that lost to v10 (docs/default_model_v11.md)", "782f880",
                         "docs/candidates/default_v11.safetensors",
                         "f7d5407ff8e7a90ba163f62cc46e3c25ae85a0d61b19439c390c540101086abc",
                         "9b703a9c5e7d08baa0555f391e26fdd0bc2c4fec0fa71e50ffb7a1974bf97216"),
-    "v4": BuiltinModel("candidate that lost to v3 (docs/default_model_v4.md)", "4614857",
-                       "docs/candidates/default_v4.safetensors",
-                       "a41ba2b24a24470f0e718c833eff1a9f6f1e5682d0aa10249f502229885051b9",
-                       "28978b94a32b07f8ac574cc969222304ba4816665611a4a500652f5ac22b9026"),
 }
 
 RESERVED_NAMES = ("models", "comparison.md", "comparison.json", "per_case.csv")

@@ -738,8 +738,6 @@ def test_each_builtin_model_is_in_this_repositorys_history_with_its_pinned_file_
     """The pins are typed by hand when a candidate is kept (v11's on 1 Dec 2026): a wrong commit, path or hash would
     show only when the team's held-out read asks for that model. Each built-in is read from this clone's history as
     builtin_package reads it, and its file's and its weights' SHA-256 must be the pinned ones."""
-    from LiverTumorSegLib.package import load_model_package
-
     root = Path(comparison.ROOT)
     if shutil.which("git") is None or not (root / ".git").exists():
         pytest.skip("not a git clone of the repository (a source archive has no history)")
@@ -751,7 +749,7 @@ def test_each_builtin_model_is_in_this_repositorys_history_with_its_pinned_file_
         blob = comparison._git_blob(model.commit, model.path, root)
         assert hashlib.sha256(blob).hexdigest() == model.file_sha256, name
         (tmp_path / f"{name}.safetensors").write_bytes(blob)
-        assert load_model_package(tmp_path / f"{name}.safetensors").sha256 == model.weights_sha256, name
+        assert comparison._weights_sha256(tmp_path / f"{name}.safetensors") == model.weights_sha256, name
 
 
 def test_references_with_other_label_values_are_read_with_label_map(tmp_path):

@@ -1,6 +1,7 @@
 """scripts/heldout_comparison.py: issue 11's table for several models from `segment` + `evaluate`, a failed case
 counted as a failure, built-in models from git history only with their pinned weights, nothing replaced without
 --overwrite."""
+import contextlib
 import csv
 import hashlib
 import json
@@ -504,6 +505,23 @@ def _process_state(pid):
     return text[text.rindex(")") + 2]
 
 
+def _processes_now(script, child, marker):
+    """What the script and its child are doing, for a failure's message: each one's state and pending signals (or
+    that it has ended), and what the child wrote on getting a stop signal. (The Ctrl-Z test ran into its timeout
+    once in a CI run, in 100 runs and more not again, and its message said only that the script had not ended.)"""
+    def described(pid):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except OSError:
+            return "ended"
+        wanted = ("State", "SigPnd", "ShdPnd", "SigBlk", "SigCgt", "Threads")
+        return "; ".join(line.replace("\t", " ") for line in status if line.split(":")[0] in wanted)
+
+    got = Path(marker + ".got")
+    return (f"script (exit status {script.poll()}): {described(script.pid)} | child: {described(child)} | the "
+            f"child's signal file: {got.read_text() if got.exists() else 'none'}")
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGTSTP") or not Path("/proc/self/stat").exists(),
                     reason="POSIX job control and /proc")
 def test_ctrl_z_pauses_the_running_segment_with_the_script_and_fg_continues_both(tmp_path):
@@ -514,11 +532,12 @@ def test_ctrl_z_pauses_the_running_segment_with_the_script_and_fg_continues_both
     import time
 
     script, marker = _script_running_a_waiting_child(tmp_path)
+    child = None
 
     def wait_for(condition):
         deadline = time.monotonic() + 60  # only a hang reaches it (30 s ran out on a machine loaded 7-fold)
         while not condition():
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline, _processes_now(script, child, marker)
             time.sleep(0.05)
 
     try:
@@ -528,10 +547,16 @@ def test_ctrl_z_pauses_the_running_segment_with_the_script_and_fg_continues_both
         os.kill(script.pid, signal.SIGCONT)  # fg
         wait_for(lambda: _process_state(script.pid) != "T" and _process_state(child) != "T")
         os.kill(script.pid, signal.SIGTERM)  # and it still stops as before
-        script.communicate(timeout=60)
+        try:
+            script.communicate(timeout=60)  # until both end: the child holds the script's output open too
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"60 s after SIGTERM: {_processes_now(script, child, marker)}")
     finally:
         if script.poll() is None:
             script.kill()
+        if child is not None:  # a child left paused by a failure would stay so for ever
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGKILL)
     assert script.returncode == 128 + signal.SIGTERM
     assert Path(marker + ".got").read_text() == f"{int(signal.SIGTERM)}\n"
 

@@ -473,11 +473,13 @@ def validate_package_metadata(meta: Any, path: PathLike = "package") -> Dict[str
     return meta
 
 
-MODEL_POSTPROCESSING_SETTINGS = ("min_lesion_probability",)
+MODEL_POSTPROCESSING_SETTINGS = ("min_lesion_probability", "lesion_probability_statistic")
 """The post-processing settings a package may record as its own (metadata ``postprocessing``, an object): those
 that belong to the network, not to anatomy. ``min_lesion_probability`` (0..1) is a threshold on the network's own
 tumor probability, which another network calibrates otherwise (v11's candidate was chosen at 0.75, every model
-before it at 0.65); ``segment`` uses it where the user sets none."""
+before it at 0.65), and ``lesion_probability_statistic`` (``"mean"`` or ``"peak"``) what of a lesion's
+probabilities it is compared with (a network trained with the per-lesion loss term separates its false lesions
+by their peak, ``docs/lesion_peak_probability.md``); ``segment`` uses them where the user sets none."""
 
 
 def model_postprocessing_problem(meta: Mapping[str, Any]) -> Optional[str]:
@@ -495,6 +497,13 @@ def model_postprocessing_problem(meta: Mapping[str, Any]) -> Optional[str]:
     value = recorded.get("min_lesion_probability")
     if "min_lesion_probability" in recorded and not (_is_number(value) and 0 <= value <= 1):
         return f"min_lesion_probability must be a number from 0 to 1, got {str(value)[:40]}"
+    if "lesion_probability_statistic" in recorded:  # the names are post-processing's (imported only here)
+        from .inference.postprocess import LESION_PROBABILITY_STATISTICS
+
+        statistic = recorded["lesion_probability_statistic"]
+        if statistic not in LESION_PROBABILITY_STATISTICS:
+            return (f"lesion_probability_statistic must be one of {', '.join(LESION_PROBABILITY_STATISTICS)}, got "
+                    f"{str(statistic)[:40]}")
     return None
 
 
@@ -512,19 +521,48 @@ def package_min_lesion_probability(meta: Optional[Mapping[str, Any]]) -> Optiona
     return None if value is None else float(value)
 
 
-def set_package_min_lesion_probability(path: PathLike, value: Optional[float]) -> Path:
+def package_lesion_probability_statistic(meta: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """The statistic (``"mean"`` or ``"peak"``) a package's metadata records for its lesion confidence threshold
+    (``postprocessing``'s ``lesion_probability_statistic``), or None where it records none (the mean then applies:
+    :data:`~LiverTumorSegLib.inference.postprocess.DEFAULT_LESION_PROBABILITY_STATISTIC`). A value it does not know
+    raises ModelPackageError, as :func:`package_min_lesion_probability` does."""
+    if not meta:
+        return None
+    problem = model_postprocessing_problem(meta)
+    if problem:
+        raise ModelPackageError(f"Model package metadata 'postprocessing' {problem}.")
+    value = (meta.get("postprocessing") or {}).get("lesion_probability_statistic")
+    return None if value is None else str(value)
+
+
+def set_package_min_lesion_probability(path: PathLike, value: Optional[float], statistic: Optional[str] = None
+                                       ) -> Path:
     """Record ``value`` (0..1) as the package's own lesion confidence threshold, which ``segment`` and the Slicer
-    module use for it where the user sets none; None removes the record (0.65 applies again). The package is
-    rewritten with :func:`rewrite_package_metadata` (weights unchanged, metadata sealed again). Returns its path."""
+    module use for it where the user sets none, and ``statistic`` (``"mean"`` or ``"peak"``; None records none, the
+    mean) as what a lesion's probabilities give to compare with it; ``value`` None removes both records (0.65 of
+    the mean applies again). The package is rewritten with :func:`rewrite_package_metadata` (weights unchanged,
+    metadata sealed again). Returns its path."""
     if value is not None and not (_is_number(value) and 0 <= float(value) <= 1):
         raise InputError(f"A lesion confidence threshold is a probability from 0 to 1 (got {value!r}).")
+    if statistic is not None:
+        from .inference.postprocess import LESION_PROBABILITY_STATISTICS
+
+        if statistic not in LESION_PROBABILITY_STATISTICS:
+            raise InputError(f"A lesion probability statistic is one of {', '.join(LESION_PROBABILITY_STATISTICS)} "
+                             f"(got {statistic!r}).")
+    if value is None and statistic is not None:
+        raise InputError("A lesion probability statistic is recorded with the threshold it is read at: give the "
+                         "threshold too.")
 
     def change(meta: Dict[str, Any]) -> None:
         recorded = dict(meta.get("postprocessing") or {})
+        recorded.pop("lesion_probability_statistic", None)
         if value is None:
             recorded.pop("min_lesion_probability", None)
         else:
             recorded["min_lesion_probability"] = float(value)
+            if statistic is not None:
+                recorded["lesion_probability_statistic"] = str(statistic)
         if recorded:
             meta["postprocessing"] = recorded
         else:
@@ -1884,8 +1922,10 @@ once (segment warned of each unusable user package twice)."""
 def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
     """Packages in the bundled folder (``resources.bundled_models_dir()``) then the user folder
     (``resources.user_models_dir()``). Each entry: ``name, path, source ("bundled"|"user"), default,
-    architecture, in_channels, description, validation, min_lesion_probability, error`` (``min_lesion_probability``:
-    the lesion confidence threshold the package records as its own, None where it records none and 0.65 applies;
+    architecture, in_channels, description, validation, min_lesion_probability, lesion_probability_statistic,
+    error`` (``min_lesion_probability``: the lesion confidence threshold the package records as its own, None where
+    it records none and 0.65 applies; ``lesion_probability_statistic``: what it is compared with, ``"peak"`` or
+    ``"mean"`` where recorded, else None and the mean applies;
     ``error`` is None for readable
     packages, else the reason it cannot be used). A file that is not a usable package never raises: it
     gets an ``error`` and, with ``warn``, a logged ``warning: ... skipped`` line (once per file and reason in a
@@ -1898,7 +1938,8 @@ def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
         for file in _package_files(Path(folder)):
             entry: Dict[str, Any] = {"name": file.stem, "path": str(file), "source": source, "default": False,
                                      "architecture": None, "in_channels": None, "description": "",
-                                     "validation": {}, "min_lesion_probability": None, "error": None}
+                                     "validation": {}, "min_lesion_probability": None,
+                                     "lesion_probability_statistic": None, "error": None}
             meta, reason = _unusable_reason(file)
             if reason is not None:
                 entry["error"] = reason
@@ -1912,7 +1953,8 @@ def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
                              in_channels=meta["architecture"]["in_channels"],
                              description=str(meta.get("description", "")),
                              validation=meta.get("validation", {}) or {},
-                             min_lesion_probability=package_min_lesion_probability(meta))
+                             min_lesion_probability=package_min_lesion_probability(meta),
+                             lesion_probability_statistic=package_lesion_probability_statistic(meta))
             entries.append(entry)
     return entries
 

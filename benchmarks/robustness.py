@@ -1400,12 +1400,14 @@ def code_version() -> Dict[str, Any]:
 
 def run_settings(args: argparse.Namespace, cases: Sequence[BenchCase], perturbations: Sequence[str],
                  weights_sha256: Optional[str] = None, code: Optional[Dict[str, Any]] = None,
-                 min_lesion_probability: Optional[float] = None) -> Dict[str, Any]:
+                 min_lesion_probability: Optional[float] = None,
+                 lesion_probability_statistic: Optional[str] = None) -> Dict[str, Any]:
     """What a stored table was made with, so two packages' tables can be compared (or found not comparable):
     also the synthetic tumors' settings, the code's git commit and the SHA-256 of the weights measured
     (``livertumorseg models`` flags a table whose weights differ from the package's). ``code``: the
     :func:`code_version` taken when the run started (files edited during a run do not count).
-    ``min_lesion_probability``: the lesion confidence threshold the package ran at (its own; None: 0.65)."""
+    ``min_lesion_probability``: the lesion confidence threshold the package ran at (its own; None: 0.65), and
+    ``lesion_probability_statistic`` what it was compared with (its own; None: the mean)."""
     import datetime
 
     from LiverTumorSegLib import __version__
@@ -1415,7 +1417,8 @@ def run_settings(args: argparse.Namespace, cases: Sequence[BenchCase], perturbat
             "perturbations": list(perturbations), "seed": int(args.seed), "max_slices": int(args.max_slices),
             "label_map": args.label_map, "allow_non_hu": bool(args.allow_non_hu),
             "regrid_degrees": float(getattr(args, "regrid_degrees", REGRID_DEGREES)),
-            "postprocessing": with_min_lesion_probability(PostprocessingOptions(), min_lesion_probability).to_dict(),
+            "postprocessing": with_min_lesion_probability(PostprocessingOptions(), min_lesion_probability,
+                                                          lesion_probability_statistic).to_dict(),
             "device": str(args.device),
             "benchmark_lesions": BENCHMARK_LESIONS.to_dict(), "library_version": __version__,
             "code": code_version() if code is None else code, "weights_sha256": weights_sha256,
@@ -1505,8 +1508,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def run(args: argparse.Namespace) -> int:
     from LiverTumorSegLib.inference.api import make_engine
     from LiverTumorSegLib.inference.postprocess import PostprocessingOptions, with_min_lesion_probability
-    from LiverTumorSegLib.package import (load_model_package, package_min_lesion_probability, read_package_metadata,
-                                          resolve_model)
+    from LiverTumorSegLib.package import (load_model_package, package_lesion_probability_statistic,
+                                          package_min_lesion_probability, read_package_metadata, resolve_model)
 
     code = code_version()  # the code this run imports, before anything can be edited
     # each once (a repeat stored its rows twice, and `models` counted its cases twice), in the order given
@@ -1588,13 +1591,18 @@ def run(args: argparse.Namespace) -> int:
         used = {"device_used": engine.device.type, "precision_used": engine.precision_used}
         # "given": the argument as typed (e.g. "default"), which robustness_compare.py's --base/--candidate match
         # the threshold each package ran at: the one given, else the package's own (0.65 where it records none)
-        threshold = None if args.no_postprocessing else with_min_lesion_probability(
-            post or PostprocessingOptions(), package_min_lesion_probability(package.metadata)).min_lesion_probability
+        ran = None if args.no_postprocessing else with_min_lesion_probability(
+            post or PostprocessingOptions(), package_min_lesion_probability(package.metadata),
+            package_lesion_probability_statistic(package.metadata))
+        threshold = None if ran is None else ran.min_lesion_probability
+        statistic = None if ran is None else ran.lesion_probability_statistic
         results.append({"package": str(path), "name": package.name, "given": str(given), "rows": rows,
-                        "weights_sha256": package.sha256, "min_lesion_probability_used": threshold, **used})
+                        "weights_sha256": package.sha256, "min_lesion_probability_used": threshold,
+                        "lesion_probability_statistic_used": statistic, **used})
         print(f"\n{package.name} ({path}) - liver Dice / synthetic-tumor Dice"
               f"{' (raw network output)' if args.no_postprocessing else ''}"
-              f"{'' if threshold is None else f' (min lesion probability {threshold:g})'}"
+              f"{'' if threshold is None else f' (min lesion probability {threshold:g}'}"
+              f"{'' if threshold is None else (')' if statistic == 'mean' else f' of the {statistic})')}"
               f"{' (left-right flip test-time augmentation)' if args.tta else ''}"
               f"{' (air step off: --keep-liver-in-air)' if args.keep_liver_in_air else ''}"
               f"{' (no body-size scaling)' if args.no_body_size_scaling else ''}:")
@@ -1637,7 +1645,8 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         for result in results:
             settings = run_settings(args, cases, perturbations, result["weights_sha256"], code,
-                                    result["min_lesion_probability_used"])
+                                    result["min_lesion_probability_used"],
+                                    result["lesion_probability_statistic_used"])
             settings.update({k: result[k] for k in ("device_used", "precision_used")})
             store_robustness(result["package"], result["rows"], settings, args.replace_stored)
             print(f"stored {len(result['rows'])} robustness rows in {result['package']}")

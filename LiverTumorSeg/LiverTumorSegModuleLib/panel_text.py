@@ -103,11 +103,13 @@ def describe_model(metadata: Dict[str, Any]) -> str:
     method = validation.get("method") if isinstance(validation.get("method"), str) else ""
     lines.append("Validation" + (f" ({method.split(':')[0].strip()})" if method else "") + ": "
                  + ("; ".join(dice) if dice else "no Dice reported"))
-    from LiverTumorSegLib.package import package_min_lesion_probability
+    from LiverTumorSegLib.package import package_lesion_probability_statistic, package_min_lesion_probability
 
     own = package_min_lesion_probability(metadata)  # read_package_metadata's metadata: validated already
     if own is not None:
-        lines.append(f"Lesion confidence threshold: {own:g} (this model's own)")
+        statistic = package_lesion_probability_statistic(metadata) or "mean"
+        lines.append(f"Lesion confidence threshold: {own:g} of each lesion's {statistic} tumor probability "
+                     f"(this model's own)")
     return "\n".join(lines)
 
 

@@ -440,8 +440,10 @@ def run(args: argparse.Namespace) -> int:
         for caveat in validation_caveats(entry["validation"]):
             _say(f"      note: {caveat}")
         if entry.get("min_lesion_probability") is not None:
-            _say(f"      lesion confidence threshold {entry['min_lesion_probability']:g} (this model's own, used where "
-                 f"--min-lesion-probability is not given; other models: {DEFAULT_MIN_LESION_PROBABILITY:g})")
+            statistic = entry.get("lesion_probability_statistic") or "mean"
+            _say(f"      lesion confidence threshold {entry['min_lesion_probability']:g} of each lesion's {statistic} "
+                 f"tumor probability (this model's own, used where --min-lesion-probability is not given; other "
+                 f"models: {DEFAULT_MIN_LESION_PROBABILITY:g} of the mean)")
         if entry.get("name_note"):
             _say(f"      note: {entry['name_note']}")
         if entry.get("segment_refusal"):

@@ -124,6 +124,20 @@ RESULT_OPTIONS = ("postprocessing", "two_stage", "tta", "window_level", "window_
 backend and precision ``auto`` do not (bf16 runs there only where its check agrees with fp32); an explicit
 ``--precision bf16``, which runs unchecked, counts as another setting against any other precision."""
 
+SETTINGS_BEFORE_THEY_WERE_RECORDED = {"postprocessing": {"lesion_probability_statistic": "mean"}}
+"""Settings of :data:`RESULT_OPTIONS` a later library added whose value every earlier run had without naming it: an
+earlier report that lacks one is read with that value (a batch started with 0.6.14 resumes), while a setting that
+added a step (``air_to_background``) still counts as changed."""
+
+
+def _as_recorded_now(earlier: Dict[str, Any]) -> Dict[str, Any]:
+    """An earlier report's ``options`` with :data:`SETTINGS_BEFORE_THEY_WERE_RECORDED` filled in where it lacks them."""
+    filled = dict(earlier)
+    for name, implied in SETTINGS_BEFORE_THEY_WERE_RECORDED.items():
+        if isinstance(filled.get(name), dict):
+            filled[name] = dict(implied, **filled[name])
+    return filled
+
 
 def _other_input_file(report: Dict[str, Any], input_path: Any) -> bool:
     """True when the report's ``input_file`` (the :func:`~..io.reading.file_fingerprint` of the CT file it
@@ -193,6 +207,7 @@ def _earlier_run_differences(report: Any, weights_sha256: str, settings: Dict[st
             why.append("another model (the same weights with other preprocessing or network settings)")
     earlier = report.get("options")
     if isinstance(earlier, dict):
+        earlier = _as_recorded_now(earlier)
         changed = [_changed_option_text(name, earlier[name], settings[name]) for name in RESULT_OPTIONS
                    if name in earlier and earlier[name] != settings[name]]
         precisions = (earlier.get("precision"), settings.get("precision"))

@@ -57,7 +57,9 @@ Definitions
   255 x probability as ``segment --probabilities`` writes), over the lesion's voxels the network labelled tumor
   when its labels are given (``segment``: a core the hole fill made tumor does not dilute it), else, and for a
   lesion without such a voxel, over the whole lesion; the post-processing's uncertain-lesion rule reads the same
-  number (``postprocess.component_mean_probability``).
+  number (``postprocess.component_mean_probability``); ``peak_tumor_probability``: the largest value of the map over
+  the same voxels (``postprocess.component_peak_probability``; what the rule reads for a model whose package records
+  the ``peak`` statistic); in the JSON report only, not in the CSV table.
 * ``liver_volume_ml``: label >= 1 (liver including tumors, LiTS convention);
   ``tumor_burden_percent`` = tumor volume / liver volume x 100.
 
@@ -303,7 +305,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     ``hu_zyx``: the CT in HU on the same grid (mean HU, water density, scan-edge padding), or None.
 
     ``tumor_probability_zyx``: optional tumor probability map on the label grid; adds
-    ``mean_tumor_probability`` to every lesion, taken over the voxels ``network_labels_zyx`` (the network's labels
+    ``mean_tumor_probability`` and ``peak_tumor_probability`` to every lesion, taken over the voxels ``network_labels_zyx`` (the network's labels
     before post-processing, same grid; optional) labels tumor (module doc). ``in_hu``: the CT's values are
     Hounsfield units (False: ``water_density`` is None, as without a CT; ``segment --allow-non-hu``).
 
@@ -334,13 +336,14 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     components, _, tumor_box = _lesion_components_in_box(labels_zyx, geometry)
     lesions = []  # type: List[Dict[str, Any]]
     inner_boxes = [] if components is None else ndimage.find_objects(components)
-    mean_probability = None
+    mean_probability = peak_probability = None
     fill_by_slice = {}  # type: Dict[int, np.ndarray]
     if tumor_probability_zyx is not None and components is not None:
-        from .postprocess import component_mean_probability
+        from .postprocess import component_mean_probability, component_peak_probability
         network = None if network_labels_zyx is None else np.asarray(network_labels_zyx)[tumor_box] == 2
-        mean_probability = component_mean_probability(components, len(inner_boxes),
-                                                      np.asarray(tumor_probability_zyx)[tumor_box], None, network)
+        in_box = np.asarray(tumor_probability_zyx)[tumor_box]
+        mean_probability = component_mean_probability(components, len(inner_boxes), in_box, None, network)
+        peak_probability = component_peak_probability(components, len(inner_boxes), in_box, network)
     for index, inner in enumerate(inner_boxes, start=1):
         if inner is None:
             continue
@@ -373,6 +376,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
         lesion.update(_density(hu_zyx, labels_zyx, mask, box, geometry, in_hu))
         if mean_probability is not None:
             lesion["mean_tumor_probability"] = float(mean_probability[index])
+            lesion["peak_tumor_probability"] = float(peak_probability[index])
         lesions.append(lesion)
     thickness, thickness_source = recist_slice_thickness(geometry, dicom_slice_thickness_mm, given_slice_thickness_mm,
                                                          dicom_slice_thickness_source)

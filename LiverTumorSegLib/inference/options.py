@@ -23,7 +23,7 @@ import math
 import numbers
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from ..argtypes import number
 from ..errors import InputError, option_hint
 from .device import DEVICE_CHOICES, MAX_THREADS, PRECISIONS, check_count, check_precision, cuda_index
 from .engine import BACKENDS
-from .postprocess import DEFAULT_MIN_LESION_PROBABILITY, PostprocessingOptions
+from .postprocess import DEFAULT_MIN_LESION_PROBABILITY, LESION_PROBABILITY_STATISTICS, PostprocessingOptions
 
 __all__ = ["SegmentationOptions", "DEVICE_CHOICES", "BACKENDS", "LABEL_MAP_SUFFIXES", "SEG_NRRD_SUFFIX",
            "OUTPUT_SUFFIXES", "PROBABILITY_SUFFIXES", "PREVIEW_SUFFIX", "POSTPROCESSING_SWITCHES",
@@ -52,13 +52,15 @@ OBLIQUE_GRIDS = ("aligned", "stored")
 class PostprocessingSwitch:
     """How one :class:`PostprocessingOptions` field appears on the command line.
 
-    ``kind``: ``"off"`` = a flag that sets the (default True) field to False; ``"value"`` = a number option.
+    ``kind``: ``"off"`` = a flag that sets the (default True) field to False; ``"value"`` = a number option;
+    ``"choice"`` = one word of ``choices``.
     """
 
     field: str
     flag: str
     kind: str
     help: str
+    choices: Tuple[str, ...] = ()
 
 
 # One row per PostprocessingOptions field (a test checks that every field has one).
@@ -79,8 +81,12 @@ POSTPROCESSING_SWITCHES = (
                          "keep tube-shaped tumor components as tumor (by default those no more than 15 HU darker "
                          "than the liver, i.e. vessels, become liver; clearly darker tubes stay tumor)"),
     PostprocessingSwitch("min_lesion_probability", "--min-lesion-probability", "value",
-                         "lesions smaller than --uncertain-lesion-max-ml whose mean tumor probability is below "
-                         "this (0..1) become liver (0 keeps all)"),
+                         "lesions smaller than --uncertain-lesion-max-ml whose tumor probability (their mean, or "
+                         "peak: --lesion-probability-statistic) is below this (0..1) become liver (0 keeps all)"),
+    PostprocessingSwitch("lesion_probability_statistic", "--lesion-probability-statistic", "choice",
+                         "what --min-lesion-probability compares, per lesion: the mean or the peak (largest) tumor "
+                         "probability of its voxels (default: the model's, mean unless its package records peak)",
+                         LESION_PROBABILITY_STATISTICS),
     PostprocessingSwitch("uncertain_lesion_max_ml", "--uncertain-lesion-max-ml", "value",
                          "larger lesions (mL) are never removed for a low tumor probability"),
     PostprocessingSwitch("air_to_background", "--keep-liver-in-air", "off",
@@ -136,6 +142,9 @@ def _checked_postprocessing(value: Any) -> PostprocessingOptions:
                 raise InputError(f"{where} must be true or false (got {got!r}).")
         elif f.name == "min_lesion_probability" and got is None:
             continue  # the model's threshold (its package's, else DEFAULT_MIN_LESION_PROBABILITY), set at the load
+        elif f.name == "lesion_probability_statistic":
+            if got is not None and got not in LESION_PROBABILITY_STATISTICS:  # None: the model's, set at the load
+                raise InputError(f"{where} must be one of {', '.join(LESION_PROBABILITY_STATISTICS)} (got {got!r}).")
         elif _is_number(default) or f.name == "min_lesion_probability":
             if not _is_number(got) or got != got or got < 0:
                 raise InputError(f"{where} must be a number >= 0 (got {got!r}).")
@@ -368,12 +377,13 @@ def _postprocessing_cli_args(options: PostprocessingOptions) -> List[str]:
         if switch is None:
             raise InputError(f"postprocessing.{f.name} has no command-line switch; it cannot be passed to "
                              f"`livertumorseg segment`.")
-        args += [switch.flag] if switch.kind == "off" else [switch.flag, _number_text(value)]
+        args += [switch.flag] if switch.kind == "off" else [switch.flag, _number_text(value)]  # a choice: its word
     return args
 
 
 NO_EFFECT_PAIRS = (("tumor_inside_liver", "liver_dilation_mm"),
-                   ("min_lesion_probability", "uncertain_lesion_max_ml"))
+                   ("min_lesion_probability", "uncertain_lesion_max_ml"),
+                   ("min_lesion_probability", "lesion_probability_statistic"))
 """``(field, dependent)``: when ``field`` is off (False, or 0) its step does not run, and ``dependent``, which only
 that step reads, has no effect. The command line refuses both typed together, as for --no-postprocess (the
 report recorded a margin or a size cap that never applied); child arguments leave such a value out."""
@@ -427,6 +437,8 @@ def add_segmentation_arguments(parser: Any) -> None:
     for switch in POSTPROCESSING_SWITCHES:
         if switch.kind == "off":
             parser.add_argument(switch.flag, action="store_true", help=switch.help)
+        elif switch.kind == "choice":  # default None: the model's
+            parser.add_argument(switch.flag, choices=list(switch.choices), default=None, help=switch.help)
         else:
             default = getattr(post, switch.field)
             shown = (f"default: the model's, {DEFAULT_MIN_LESION_PROBABILITY:g} unless its package records another"
@@ -479,7 +491,10 @@ def postprocessing_from_args(args: Any) -> PostprocessingOptions:
         given = getattr(args, attr, None)
         if given is None or (switch.kind == "off" and not given):
             continue
-        values[switch.field] = False if switch.kind == "off" else float(given)
+        if switch.kind == "off":
+            values[switch.field] = False
+        else:  # a choice is its word
+            values[switch.field] = given if switch.kind == "choice" else float(given)
         set_explicitly.append(switch.flag)
     chosen = _checked_postprocessing(PostprocessingOptions(**values))  # checked also when all is switched off
     if args.no_postprocess and set_explicitly:  # the value was dropped without a word, and recorded as 0

@@ -20,8 +20,11 @@
    i.e. a vessel segment, not a round lesion) -> liver.
 5. ``min_lesion_ml``: tumor components (26-connectivity) smaller than this become liver.
 6. ``min_lesion_probability`` (needs the network's tumor probability; skipped without it): tumor components
-   smaller than ``uncertain_lesion_max_ml`` whose mean tumor probability is below this become liver (the mean over
-   the voxels the network labelled tumor: a core step 2 made tumor, background to the network, does not count). Chosen
+   smaller than ``uncertain_lesion_max_ml`` whose tumor probability is below this become liver. A lesion's
+   probability is its ``lesion_probability_statistic``: ``"mean"`` (the default) or ``"peak"`` (its largest), over
+   the voxels the network labelled tumor (a core step 2 made tumor, background to the network, does not count);
+   None is the model's (its package may record ``"peak"``: a network trained with the per-lesion loss term is sure
+   somewhere inside a true lesion and lukewarm throughout a false one, ``docs/lesion_peak_probability.md``). Chosen
    from lesion statistics of held-out patients (``docs/lesion_confidence.md``): 0.65 removed 41 % of the false
    lesions there and no true one; larger components are never removed for low confidence (a large isodense
    tumor is better shown and doubted than hidden). A probability threshold belongs to the network whose
@@ -56,12 +59,20 @@ DEFAULT_MIN_LESION_PROBABILITY = 0.65
 """The lesion confidence threshold (step 6) of a model whose package records none: every model before v11's
 candidate was read at it (``docs/lesion_confidence.md``)."""
 
+LESION_PROBABILITY_STATISTICS = ("mean", "peak")
+"""What step 6 compares with its threshold, per lesion: the mean or the largest (peak) tumor probability of the
+voxels the network labelled tumor."""
+
+DEFAULT_LESION_PROBABILITY_STATISTIC = "mean"
+"""Step 6's statistic for a model whose package records none (every model before the peak was measured)."""
+
 
 @dataclass(frozen=True)
 class PostprocessingOptions:
     """Switches of :func:`postprocess_labels`. ``PostprocessingOptions.disabled()`` turns everything off.
     Frozen, like :class:`~.options.SegmentationOptions` that holds it: change with ``dataclasses.replace``.
-    ``min_lesion_probability`` None: the model's threshold (step 6 of the module's docstring)."""
+    ``min_lesion_probability`` and ``lesion_probability_statistic`` None: the model's (step 6 of the module's
+    docstring)."""
 
     largest_liver_component: bool = True
     fill_liver_holes: bool = True
@@ -71,6 +82,7 @@ class PostprocessingOptions:
     below_lungs: bool = True
     tubular_lesions_to_liver: bool = True
     min_lesion_probability: Optional[float] = None
+    lesion_probability_statistic: Optional[str] = None
     uncertain_lesion_max_ml: float = 5.0
     air_to_background: bool = True
 
@@ -84,14 +96,19 @@ class PostprocessingOptions:
         return asdict(self)
 
 
-def with_min_lesion_probability(options: PostprocessingOptions, model_threshold: Optional[float]
-                                ) -> PostprocessingOptions:
+def with_min_lesion_probability(options: PostprocessingOptions, model_threshold: Optional[float],
+                                model_statistic: Optional[str] = None) -> PostprocessingOptions:
     """``options`` with a ``min_lesion_probability`` of None (the model's) replaced by ``model_threshold`` (the
-    package's recorded threshold; None: :data:`DEFAULT_MIN_LESION_PROBABILITY`); a value already set stays."""
-    if options.min_lesion_probability is not None:
-        return options
-    value = DEFAULT_MIN_LESION_PROBABILITY if model_threshold is None else float(model_threshold)
-    return replace(options, min_lesion_probability=value)
+    package's recorded threshold; None: :data:`DEFAULT_MIN_LESION_PROBABILITY`) and a
+    ``lesion_probability_statistic`` of None by ``model_statistic`` (the package's; None:
+    :data:`DEFAULT_LESION_PROBABILITY_STATISTIC`); a value already set stays."""
+    filled = {}  # type: Dict[str, Any]
+    if options.min_lesion_probability is None:
+        filled["min_lesion_probability"] = (DEFAULT_MIN_LESION_PROBABILITY if model_threshold is None
+                                            else float(model_threshold))
+    if options.lesion_probability_statistic is None:
+        filled["lesion_probability_statistic"] = model_statistic or DEFAULT_LESION_PROBABILITY_STATISTIC
+    return replace(options, **filled) if filled else options
 
 
 @dataclass(frozen=True)
@@ -585,8 +602,10 @@ def _listed_and_left_out(changed: np.ndarray, sizes: np.ndarray, room: int) -> T
 def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count: int, new_value: np.ndarray,
                           rule_of: np.ndarray, spacing_zyx: Sequence[float],
                           mean_probability: Optional[np.ndarray] = None, geometry: Any = None,
-                          offset_zyx: Sequence[int] = (0, 0, 0)) -> None:
-    """Append to ``changes["tumor_components"]`` one ``{"rule", "became", "volume_ml", "mean_tumor_probability"}``
+                          offset_zyx: Sequence[int] = (0, 0, 0), peak_probability: Optional[np.ndarray] = None
+                          ) -> None:
+    """Append to ``changes["tumor_components"]`` one ``{"rule", "became", "volume_ml", "mean_tumor_probability",
+    "peak_tumor_probability"}``
     (with ``geometry`` also ``"centroid_lps_mm"`` and ``"centroid_ras_mm"``) per tumor component a
     rule changed (``outside_liver``: removed; ``tubular``, ``small``, ``uncertain``: became liver, or background
     when the part touches no liver; ``became``: ``"liver"`` or ``"background"``), in the order of the components'
@@ -598,7 +617,8 @@ def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count
 
     ``mean_probability`` (per component ``0..count``, 0..1: :func:`component_mean_probability` over the same
     voxels, as :func:`clean_tumors` takes it once for its uncertain rule too): ``mean_tumor_probability``, else
-    None. ``geometry`` (:class:`ImageGeometry` of the whole array
+    None; ``peak_probability`` (:func:`component_peak_probability`, the same way): ``peak_tumor_probability``.
+    ``geometry`` (:class:`ImageGeometry` of the whole array
     ``components`` was cut from, ``offset_zyx`` the index there of ``components[0, 0, 0]``): the centroids, the
     mean voxel-centre position as the lesion report gives a lesion's, patient LPS and RAS mm, so a reader can find
     a candidate post-processing took away; without ``geometry`` these two keys are left out."""
@@ -623,6 +643,7 @@ def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count
         entry = {"rule": str(rule_of[k]), "became": "liver" if new_value[k] == 1 else "background",
                  "volume_ml": float(sizes[k] * voxel_ml),
                  "mean_tumor_probability": None if mean_probability is None else float(mean_probability[k]),
+                 "peak_tumor_probability": None if peak_probability is None else float(peak_probability[k]),
                  }  # type: Dict[str, Any]
         if centres is not None:
             ijk = centres[k][::-1]
@@ -882,6 +903,28 @@ def component_mean_probability(components: np.ndarray, count: int, probability: 
     return mean
 
 
+def component_peak_probability(components: np.ndarray, count: int, probability: np.ndarray,
+                               network_tumor: Optional[np.ndarray] = None) -> np.ndarray:
+    """Largest tumor probability (0..1) per component ``0..count`` (index 0, the background, is 0) of a map on the
+    same grid, read as :func:`component_mean_probability` reads it (``round(255 p)`` integers or p in 0..1; over
+    the voxels ``network_tumor`` marks, where a component has any, else over all its voxels)."""
+    inside = components > 0
+    ids = components[inside]
+    values = probability[inside]
+    values = values.astype(np.float64) / 255.0 if np.issubdtype(values.dtype, np.integer) \
+        else np.clip(values.astype(np.float64), 0.0, 1.0)
+    peak = np.zeros(count + 1, dtype=np.float64)
+    np.maximum.at(peak, ids, values)
+    if network_tumor is not None:
+        labelled = network_tumor[inside]
+        net_peak = np.zeros(count + 1, dtype=np.float64)
+        np.maximum.at(net_peak, ids[labelled], values[labelled])
+        use = np.bincount(ids[labelled], minlength=count + 1)[:count + 1] > 0
+        peak = np.where(use, net_peak, peak)
+    peak[0] = 0.0
+    return peak
+
+
 def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: PostprocessingOptions,
                  tumor_probability: Optional[np.ndarray] = None, hu: Optional[np.ndarray] = None,
                  changes: Optional[Dict[str, Any]] = None, network_tumor: Optional[np.ndarray] = None,
@@ -924,6 +967,8 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
     # the records in ``changes`` (each took it itself)
     mean_p = component_mean_probability(components, count, tumor_probability[box], network_tumor=network) \
         if tumor_probability is not None and (uncertain or changes is not None) else None
+    peak_p = component_peak_probability(components, count, tumor_probability[box], network_tumor=network) \
+        if tumor_probability is not None and (uncertain or changes is not None) else None
     if options.tubular_lesions_to_liver or small or uncertain:
         voxels, elongation, width = component_shape(components, count, spacing_zyx)
         voxel_ml = float(np.prod([float(s) for s in spacing_zyx])) / 1000.0
@@ -941,7 +986,8 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
             new_value[tiny] = 1
             rule_of[tiny & (rule_of == "")] = "small"
         if uncertain:
-            doubtful = (mean_p < float(options.min_lesion_probability)) & \
+            score = peak_p if options.lesion_probability_statistic == "peak" else mean_p
+            doubtful = (score < float(options.min_lesion_probability)) & \
                 volume_below(voxels * voxel_ml, float(options.uncertain_lesion_max_ml))
             doubtful[0] = False
             new_value[doubtful] = 1
@@ -959,7 +1005,7 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
     if changes is not None and count:
         _record_tumor_changes(changes, components if network is None else components * network, count, new_value,
                               rule_of, spacing_zyx, mean_p, geometry,
-                              [int(o) + b.start for o, b in zip(offset_zyx, box)])
+                              [int(o) + b.start for o, b in zip(offset_zyx, box)], peak_p)
     changed = new_value != 2
     changed[0] = False
     if changed.any():
@@ -1154,10 +1200,11 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     None for a part without tumor, :func:`dropped_part_record`; all centroids in patient LPS and RAS mm, left out
     without ``geometry``),
     ``tumor_components`` (list of
-    ``{"rule", "became", "volume_ml", "mean_tumor_probability", "centroid_lps_mm", "centroid_ras_mm"}``; rules
+    ``{"rule", "became", "volume_ml", "mean_tumor_probability", "peak_tumor_probability", "centroid_lps_mm",
+    "centroid_ras_mm"}``; rules
     ``outside_liver`` (removed), ``tubular``, ``small``, ``uncertain`` (became liver, or background when touching
-    no liver); ``volume_ml``, the mean probability and the centroids count the component's voxels the network
-    labelled tumor, not a core the hole fill added; ``mean_tumor_probability`` 0..1, None without
+    no liver); ``volume_ml``, the mean and peak probability and the centroids count the component's voxels the
+    network labelled tumor, not a core the hole fill added; the two probabilities 0..1, None without
     ``tumor_probability_zyx``; the centroids (mean voxel-centre position, patient LPS and RAS mm, as the lesion
     report's) only with ``geometry``, left out without it), ``head_foot_order``
     (:func:`~.head_foot.head_foot_order`: whether the lungs lie below the liver, a header with head and foot

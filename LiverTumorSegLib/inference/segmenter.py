@@ -228,11 +228,14 @@ def model_postprocessing(options: SegmentationOptions, metadata: Optional[Dict[s
     """``options.postprocessing`` for the package whose ``metadata`` is given: a ``min_lesion_probability`` of None
     (the model's) becomes the package's recorded threshold
     (:func:`~LiverTumorSegLib.package.package_min_lesion_probability`), else
-    :data:`~.postprocess.DEFAULT_MIN_LESION_PROBABILITY`; a value the options set stays."""
-    from ..package import package_min_lesion_probability
+    :data:`~.postprocess.DEFAULT_MIN_LESION_PROBABILITY`, and a ``lesion_probability_statistic`` of None the
+    package's (:func:`~LiverTumorSegLib.package.package_lesion_probability_statistic`), else the mean; a value the
+    options set stays."""
+    from ..package import package_lesion_probability_statistic, package_min_lesion_probability
     from .postprocess import with_min_lesion_probability
 
-    return with_min_lesion_probability(options.postprocessing, package_min_lesion_probability(metadata))
+    return with_min_lesion_probability(options.postprocessing, package_min_lesion_probability(metadata),
+                                       package_lesion_probability_statistic(metadata))
 
 
 MIN_LESION_PROBABILITY_SOURCES = ("options", "model package", "library default")

@@ -93,7 +93,8 @@ def test_a_package_records_removes_and_refuses_its_threshold(tmp_path):
     ([0.75], "must be a JSON object"),
     ({"min_lesion_probability": 1.5}, "from 0 to 1"),
     ({"min_lesion_probability": "high"}, "from 0 to 1"),
-    ({"min_lesion_probability": 0.7, "min_lesion_ml": 2.0}, "min_lesion_ml, which this version does not know")])
+    ({"min_lesion_probability": 0.7, "min_lesion_ml": 2.0}, "min_lesion_ml, which this version does not know"),
+    ({"min_lesion_probability": 0.99, "lesion_probability_statistic": "max"}, "one of mean, peak, got max")])
 def test_a_package_with_a_malformed_threshold_is_refused(recorded, words):
     from LiverTumorSegLib.package import package_min_lesion_probability, validate_package_metadata
 
@@ -112,8 +113,8 @@ def test_a_batch_compares_earlier_reports_with_the_threshold_that_will_run():
     from LiverTumorSegLib.inference.batch import _earlier_run_differences, segmenter_result_options
 
     package = types.SimpleNamespace(metadata={"postprocessing": {"min_lesion_probability": 0.75}})
-    earlier = {"options": SegmentationOptions(postprocessing=PostprocessingOptions(min_lesion_probability=0.75)
-                                              ).to_dict()}
+    earlier = {"options": SegmentationOptions(postprocessing=PostprocessingOptions(
+        min_lesion_probability=0.75, lesion_probability_statistic="mean")).to_dict()}  # resolved, as reports hold it
     same = types.SimpleNamespace(package=package, options=SegmentationOptions())
     assert segmenter_result_options(same).postprocessing.min_lesion_probability == 0.75
     assert _earlier_run_differences(earlier, "", segmenter_result_options(same).to_dict()) == []
@@ -135,12 +136,17 @@ def test_check_earlier_results_reads_an_unset_threshold_as_the_packages(tmp_path
     (out / "reports").mkdir(parents=True)
     (out / "ct_0.nii.gz").write_bytes(b"a label map")
     ran = SegmentationOptions(postprocessing=PostprocessingOptions(min_lesion_probability=0.75)).to_dict()
+    del ran["postprocessing"]["lesion_probability_statistic"]  # a report of 0.6.14, which read every lesion's mean
     (out / "reports" / "ct_0.json").write_text(json.dumps({"options": ran}))
     cases = find_cases(tmp_path / "cts", out)
     own = {"postprocessing": {"min_lesion_probability": 0.75}}
     check_earlier_results(cases, "", SegmentationOptions(), model_metadata=own)  # the same: kept
     with pytest.raises(InputError, match=r"ct_0 \(other postprocessing \(min_lesion_probability\)\)"):
         check_earlier_results(cases, "", SegmentationOptions())  # a package recording none runs at 0.65
+    # a package that records the peak reads lesions otherwise than the earlier run did
+    with pytest.raises(InputError, match=r"ct_0 \(other postprocessing \(lesion_probability_statistic\)\)"):
+        check_earlier_results(cases, "", SegmentationOptions(), model_metadata={"postprocessing": dict(
+            own["postprocessing"], lesion_probability_statistic="peak")})
 
 
 def test_segment_help_says_the_default_is_the_models(capsys):
@@ -159,7 +165,12 @@ def test_the_panel_shows_the_models_threshold():
     assert panel_text.model_lesion_probability({}) == 0.65
     recorded = {"postprocessing": {"min_lesion_probability": 0.75}}
     assert panel_text.model_lesion_probability(recorded) == 0.75
-    assert "Lesion confidence threshold: 0.75 (this model's own)" in panel_text.describe_model(recorded)
+    assert ("Lesion confidence threshold: 0.75 of each lesion's mean tumor probability (this model's own)"
+            in panel_text.describe_model(recorded))
+    peak = {"postprocessing": {"min_lesion_probability": 0.99, "lesion_probability_statistic": "peak"}}
+    assert panel_text.model_lesion_probability(peak) == 0.99
+    assert ("Lesion confidence threshold: 0.99 of each lesion's peak tumor probability (this model's own)"
+            in panel_text.describe_model(peak))
     assert "Lesion confidence threshold" not in panel_text.describe_model({})
 
 
@@ -177,7 +188,36 @@ def test_models_lists_a_packages_own_threshold(tmp_path, monkeypatch, capsys):
     assert listed[str(Path(package.path))]["min_lesion_probability"] == 0.8
     assert all(e["min_lesion_probability"] is None for p, e in listed.items() if p != str(Path(package.path)))
     assert main(["models"]) == 0
-    assert "lesion confidence threshold 0.8 (this model's own" in capsys.readouterr().out
+    assert "lesion confidence threshold 0.8 of each lesion's mean tumor probability (this model's own" in \
+        " ".join(capsys.readouterr().out.split())
+    assert listed[str(Path(package.path))]["lesion_probability_statistic"] is None  # none recorded: the mean
+    set_package_min_lesion_probability(package.path, 0.99, "peak")
+    assert main(["models", "--json"]) == 0
+    entry = {e["path"]: e for e in json.loads(capsys.readouterr().out)["installed"]}[str(Path(package.path))]
+    assert (entry["min_lesion_probability"], entry["lesion_probability_statistic"]) == (0.99, "peak")
+    assert main(["models"]) == 0
+    assert "lesion confidence threshold 0.99 of each lesion's peak tumor probability" in \
+        " ".join(capsys.readouterr().out.split())
+
+
+def test_a_package_records_its_statistic_only_beside_its_threshold(tmp_path):
+    """set_package_min_lesion_probability records the statistic with the threshold it is read at; a threshold set
+    again alone records none (the mean), and an unknown statistic or one without a threshold is refused."""
+    from LiverTumorSegLib.package import (package_lesion_probability_statistic, package_min_lesion_probability,
+                                          read_package_metadata, set_package_min_lesion_probability)
+
+    package = tiny_unet_package(tmp_path)
+    set_package_min_lesion_probability(package.path, 0.99, "peak")
+    meta = read_package_metadata(package.path)
+    assert (package_min_lesion_probability(meta), package_lesion_probability_statistic(meta)) == (0.99, "peak")
+    set_package_min_lesion_probability(package.path, 0.7)
+    meta = read_package_metadata(package.path)
+    assert (package_min_lesion_probability(meta), package_lesion_probability_statistic(meta)) == (0.7, None)
+    with pytest.raises(InputError, match="one of mean, peak"):
+        set_package_min_lesion_probability(package.path, 0.7, "median")
+    with pytest.raises(InputError, match="give the threshold too"):
+        set_package_min_lesion_probability(package.path, None, "peak")
+    assert package_lesion_probability_statistic(read_package_metadata(package.path)) is None  # nothing written
 
 
 def test_finalize_refuses_recorded_folds_read_at_another_threshold():

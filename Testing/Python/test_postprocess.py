@@ -305,7 +305,8 @@ def test_tube_rule_takes_only_vessel_dense_tubes_and_reports_them():
     assert (out[vessel] == 1).all() and (out[tumor] == 2).all()
     assert changes["tumor_components"] == [{"rule": "tubular", "became": "liver",
                                            "volume_ml": pytest.approx(vessel.sum() / 1000.0),
-                                           "mean_tumor_probability": None}]   # no probability, no geometry given
+                                           "mean_tumor_probability": None,
+                                           "peak_tumor_probability": None}]   # no probability, no geometry given
     no_ct = clean_tumors(labels.copy(), (1.0, 1.0, 1.0), PostprocessingOptions(min_lesion_ml=0))
     assert (no_ct[tumor] == 1).all()                                        # shape alone: as before
     for darker, expected in ((14.0, 1), (16.0, 2)):                         # the 15 HU boundary

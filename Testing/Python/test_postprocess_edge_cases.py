@@ -606,7 +606,8 @@ def test_an_uncertain_ring_lesion_is_recorded_with_the_tumor_the_network_labelle
     assert not (out == 2).any() and (out[core] == 1).all()
     assert changes["tumor_components"] == [{"rule": "uncertain", "became": "liver",
                                            "volume_ml": pytest.approx(1738 * 0.00128),
-                                           "mean_tumor_probability": pytest.approx(128 / 255.0)}]  # the ring's
+                                           "mean_tumor_probability": pytest.approx(128 / 255.0),   # the ring's
+                                           "peak_tumor_probability": pytest.approx(128 / 255.0)}]
 
 
 def test_lesion_mean_probability_counts_the_network_tumor_voxels_else_the_whole_lesion():

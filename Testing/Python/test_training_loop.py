@@ -833,8 +833,9 @@ def test_whole_volume_validation_records_its_post_processing_and_the_raw_network
     torch.set_num_threads(1)
     result = train(tiny_config(data_csv, tmp_path, epochs=1), log=lambda s: None)
     whole = read_package_metadata(result.package_path)["validation"]["whole_volume"]
-    # the threshold that ran: the package being trained records none, so 0.65
-    assert whole["postprocessing"] == dict(PostprocessingOptions().to_dict(), min_lesion_probability=0.65)
+    # the threshold that ran: the package being trained records none, so 0.65 of each lesion's mean
+    assert whole["postprocessing"] == dict(PostprocessingOptions().to_dict(), min_lesion_probability=0.65,
+                                           lesion_probability_statistic="mean")
     assert whole["tta"] is False and whole["two_stage"] is False and "post-processing" in whole["method"]
     cases = {c.case_id: c for c in discover_cases(data_csv)}
     for name, options, suffix in (("after", PostprocessingOptions(), ""),

@@ -305,8 +305,9 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     ``hu_zyx``: the CT in HU on the same grid (mean HU, water density, scan-edge padding), or None.
 
     ``tumor_probability_zyx``: optional tumor probability map on the label grid; adds
-    ``mean_tumor_probability`` and ``peak_tumor_probability`` to every lesion, taken over the voxels ``network_labels_zyx`` (the network's labels
-    before post-processing, same grid; optional) labels tumor (module doc). ``in_hu``: the CT's values are
+    ``mean_tumor_probability`` and ``peak_tumor_probability`` to every lesion, taken over the voxels
+    ``network_labels_zyx`` (the network's labels before post-processing, same grid; optional) labels tumor (module
+    doc). ``in_hu``: the CT's values are
     Hounsfield units (False: ``water_density`` is None, as without a CT; ``segment --allow-non-hu``).
 
     ``dicom_slice_thickness_mm``: the SliceThickness (mm) of the DICOM series ``geometry`` is the grid of, as read

@@ -1188,7 +1188,7 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     superior direction) enable ``below_lungs``; without them that step is skipped. ``hu_zyx`` also lets the
     tube rule check a vessel's density. ``tumor_probability_zyx`` (uint8 ``round(255 p)`` of the tumor
     class, same grid, before post-processing) enables ``min_lesion_probability`` and gives each
-    ``tumor_components`` record its ``mean_tumor_probability``.
+    ``tumor_components`` record its ``mean_tumor_probability`` and ``peak_tumor_probability``.
 
     ``changes``: a dict that receives what the steps took out, so nothing is removed silently:
     ``liver_above_lungs_ml`` (organ removed above the lung bases, tumor included), ``tumor_above_lungs_ml``

@@ -1,7 +1,7 @@
 """Leave-one-patient-out fold models on their held-out patients, as the default model's ship rules read them.
 
     python scripts/evaluate_folds.py --cases CASES.csv FOLD.safetensors [FOLD.safetensors ...] [--json OUT.json]
-        [--overwrite] [--min-lesion-probability P]
+        [--overwrite] [--min-lesion-probability P] [--lesion-probability-statistic mean|peak]
 
 Each fold package records the cases it held out (``training.validation_cases``); each such case's whole CT is
 segmented through the normal pipeline with the default post-processing on the CPU, exactly as
@@ -10,8 +10,9 @@ needing the final model or writing a package: for folds trained before the final
 seed. Prints one JSON line per case (liver Dice and surface distances, false tumor in mL and each false lesion's mL,
 largest first: the shared cases' references have no tumor), then the mean liver Dice and the total false tumor.
 ``--min-lesion-probability P`` reads every fold with the post-processing's lesion confidence threshold at P instead
-of the default 0.65 (``segment --min-lesion-probability``; v11's rule reads its folds at 0.75), and the rows and the
-summary record it.
+of the default 0.65 (``segment --min-lesion-probability``; v11's rule reads its folds at 0.75), and
+``--lesion-probability-statistic peak`` compares each lesion's peak tumor probability with it instead of its mean
+(``docs/lesion_peak_probability.md``); the rows and the summary record what was given.
 Each row also names the fold package's training ``seed`` and ``fold`` (as its training record gives them): the
 ``--json`` rows of every seed, put together under ``rows`` with a ``source`` and the ``recipe``, are what
 ``finalize_default_model.py --recorded-folds`` takes when the fold packages will not be kept.
@@ -30,6 +31,7 @@ from finalize_default_model import evaluate_fold  # noqa: E402
 
 from LiverTumorSegLib.argtypes import probability  # noqa: E402
 from LiverTumorSegLib.errors import InputError  # noqa: E402
+from LiverTumorSegLib.inference.postprocess import LESION_PROBABILITY_STATISTICS  # noqa: E402
 from LiverTumorSegLib.package import read_package_metadata  # noqa: E402
 from LiverTumorSegLib.training.datasets import discover_cases  # noqa: E402
 
@@ -71,6 +73,9 @@ def run(argv=None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--min-lesion-probability", type=probability, default=None, metavar="P",
                         help="the post-processing's lesion confidence threshold, 0..1 (default: segment's, 0.65)")
+    parser.add_argument("--lesion-probability-statistic", choices=LESION_PROBABILITY_STATISTICS, default=None,
+                        help="what each lesion gives to compare with the threshold: its mean or peak tumor "
+                             "probability (default: segment's, the mean)")
     args = parser.parse_args(argv)
     if not Path(args.cases).is_file():
         parser.error(f"--cases '{args.cases}' does not exist")
@@ -84,7 +89,7 @@ def run(argv=None) -> int:
             plan.append((Path(package), cases[case_id]))
     rows = []
     for package, case in plan:
-        row = evaluate_fold(package, case, args.min_lesion_probability)
+        row = evaluate_fold(package, case, args.min_lesion_probability, args.lesion_probability_statistic)
         row["package"] = str(package)
         config = ((read_package_metadata(package) or {}).get("training") or {}).get("config") or {}
         row.update({key: config[key] for key in ("seed", "fold") if isinstance(config.get(key), int)})
@@ -93,6 +98,8 @@ def run(argv=None) -> int:
                "false_tumor_ml_total": round(sum(r["false_tumor_ml"] for r in rows), 2)}
     if args.min_lesion_probability is not None:
         summary["min_lesion_probability"] = float(args.min_lesion_probability)
+    if args.lesion_probability_statistic is not None:
+        summary["lesion_probability_statistic"] = args.lesion_probability_statistic
     print(f"mean liver Dice {summary['dice_liver_mean']:.4f} over {len(rows)} held-out case(s); false tumor "
           f"{summary['false_tumor_ml_total']:.1f} mL in all")
     if args.json:

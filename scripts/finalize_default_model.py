@@ -40,7 +40,9 @@ import numpy as np
 from LiverTumorSegLib.argtypes import probability
 from LiverTumorSegLib.fileutil import finite_json
 from LiverTumorSegLib.inference.api import segment_volume
-from LiverTumorSegLib.inference.postprocess import DEFAULT_MIN_LESION_PROBABILITY, PostprocessingOptions
+from LiverTumorSegLib.inference.postprocess import (DEFAULT_LESION_PROBABILITY_STATISTIC,
+                                                    DEFAULT_MIN_LESION_PROBABILITY, LESION_PROBABILITY_STATISTICS,
+                                                    PostprocessingOptions)
 from LiverTumorSegLib.io import read_label_map, read_volume
 from LiverTumorSegLib.io.labels import ANY_LABEL_VALUE, LABEL_VALUES, remap_labels
 from LiverTumorSegLib.metrics.lits import evaluate_case
@@ -54,11 +56,13 @@ from LiverTumorSegLib.training.splits import kfold_splits
 KEEP = ["dice_liver", "iou_liver", "assd_liver_mm", "hd95_liver_mm", "rvd_liver"]
 
 
-def evaluate_fold(package_path: Path, case, min_lesion_probability=None) -> dict:
+def evaluate_fold(package_path: Path, case, min_lesion_probability=None, lesion_probability_statistic=None) -> dict:
     """One fold model on one held-out case, the whole CT through ``segment``'s pipeline on the CPU with the default
     post-processing; ``min_lesion_probability`` (0..1, None: the default 0.65) replaces that one setting, for a
-    candidate read at another lesion confidence threshold (docs/default_model_v11.md). A row of liver metrics and
-    false tumor (mL); with a threshold given, the row records it."""
+    candidate read at another lesion confidence threshold (docs/default_model_v11.md), and
+    ``lesion_probability_statistic`` (``"mean"`` or ``"peak"``, None: the mean) what each lesion gives to compare
+    with it (docs/lesion_peak_probability.md). A row of liver metrics and false tumor (mL); with a threshold or a
+    statistic given, the row records it."""
     package = load_model_package(package_path)
     listed = (package.metadata.get("training") or {}).get("validation_cases")
     if isinstance(listed, list) and case.case_id not in listed:
@@ -71,8 +75,10 @@ def evaluate_fold(package_path: Path, case, min_lesion_probability=None) -> dict
     ref = read_label_map(case.label_path, reference=ct, allowed_values=ANY_LABEL_VALUE if label_map else LABEL_VALUES)
     ref_labels = (remap_labels(ref.array, label_map, case.label_path) >= 1).astype(np.uint8)  # liver (0/1)
     postprocessing = None
-    if min_lesion_probability is not None:
-        postprocessing = PostprocessingOptions(min_lesion_probability=float(min_lesion_probability))
+    if min_lesion_probability is not None or lesion_probability_statistic is not None:
+        postprocessing = PostprocessingOptions(
+            min_lesion_probability=None if min_lesion_probability is None else float(min_lesion_probability),
+            lesion_probability_statistic=lesion_probability_statistic)
     result = segment_volume(ct, package, device="cpu", postprocessing=postprocessing)
     row = evaluate_case(result.labels, ref_labels, ct.spacing_zyx, case=case.case_id)
     out = {"case": case.case_id, "patient": case.patient_id}
@@ -86,6 +92,8 @@ def evaluate_fold(package_path: Path, case, min_lesion_probability=None) -> dict
     out["slices"] = int(ct.shape_zyx[0])
     if min_lesion_probability is not None:
         out["min_lesion_probability"] = float(min_lesion_probability)
+    if lesion_probability_statistic is not None:
+        out["lesion_probability_statistic"] = str(lesion_probability_statistic)
     print(json.dumps(finite_json(out)))  # NaN (a fold without liver: HD95, ASSD) is not JSON: null
     return out
 
@@ -150,7 +158,8 @@ def final_package_problems(final: dict, folds: dict, patients: set) -> list:
 
 RECORDED_ROW_KEYS = {"seed", "fold", "case", "patient", "dice_liver", "iou_liver", "assd_liver_mm", "hd95_liver_mm",
                      "rvd_liver", "false_tumor_ml", "false_lesions", "largest_false_lesion_ml", "false_lesions_ml",
-                     "reference_liver_ml", "in_plane_spacing_mm", "slices", "package", "min_lesion_probability"}
+                     "reference_liver_ml", "in_plane_spacing_mm", "slices", "package", "min_lesion_probability",
+                     "lesion_probability_statistic"}
 """What a recorded fold row may carry: a row of ``scripts/evaluate_folds.py --json`` as it is (with
 ``--min-lesion-probability``, the threshold it was read at), or fewer numbers (a count and the largest lesion where the
 lesions' list was not kept)."""
@@ -179,11 +188,11 @@ def recorded_fold_problems(recorded: dict, config_path: str, expected: dict) -> 
         extra = sorted(set(row) - RECORDED_ROW_KEYS)
         if extra:
             problems.append(f"row {k} has unknown key(s) {', '.join(extra)}.")
-        if "min_lesion_probability" in row:  # the threshold it was read at: the rule a package's record obeys
-            wrong = model_postprocessing_problem({"postprocessing": {"min_lesion_probability":
-                                                                     row["min_lesion_probability"]}})
-            if wrong:
-                problems.append(f"row {k}'s {wrong}.")
+        read_with = {key: row[key] for key in ("min_lesion_probability", "lesion_probability_statistic")
+                     if key in row}  # the threshold and statistic it was read at: the rule a package's record obeys
+        wrong = model_postprocessing_problem({"postprocessing": read_with}) if read_with else None
+        if wrong:
+            problems.append(f"row {k}'s {wrong}.")
         seed, fold, case, dice = row.get("seed"), row.get("fold"), row.get("case"), row.get("dice_liver")
         if isinstance(seed, bool) or not isinstance(seed, int) or fold not in expected or \
                 isinstance(fold, bool) or not isinstance(case, str):
@@ -231,17 +240,25 @@ def recorded_validation(recorded: dict, final_config: dict, config_path: str) ->
     return rows, method
 
 
-def recorded_threshold_problem(rows: list, threshold) -> str:
+def recorded_threshold_problem(rows: list, threshold, statistic=None) -> str:
     """Why recorded fold rows do not describe a package whose lesion confidence threshold is ``threshold`` (None:
-    0.65), or "": each row read at another (``evaluate_folds.py --min-lesion-probability`` records it in the row;
-    a row without it was read at 0.65), so its false tumor is not the package's."""
+    0.65) of each lesion's ``statistic`` (None: the mean), or "": each row read at another (``evaluate_folds.py
+    --min-lesion-probability`` and ``--lesion-probability-statistic`` record them in the row; a row without them was
+    read at 0.65 of the mean), so its false tumor is not the package's."""
     expected = DEFAULT_MIN_LESION_PROBABILITY if threshold is None else float(threshold)
     read_at = sorted({float(row.get("min_lesion_probability", DEFAULT_MIN_LESION_PROBABILITY)) for row in rows})
-    if read_at == [expected]:
+    if read_at != [expected]:
+        return (f"its folds were read at lesion confidence threshold(s) {', '.join(f'{t:g}' for t in read_at)}, "
+                f"the package runs at {expected:g}; read them again with scripts/evaluate_folds.py "
+                f"--min-lesion-probability {expected:g}, or give finalize the threshold they were read at")
+    wanted = statistic or DEFAULT_LESION_PROBABILITY_STATISTIC
+    read_by = sorted({str(row.get("lesion_probability_statistic", DEFAULT_LESION_PROBABILITY_STATISTIC))
+                      for row in rows})
+    if read_by == [wanted]:
         return ""
-    return (f"its folds were read at lesion confidence threshold(s) {', '.join(f'{t:g}' for t in read_at)}, the "
-            f"package runs at {expected:g}; read them again with scripts/evaluate_folds.py --min-lesion-probability "
-            f"{expected:g}, or give finalize the threshold they were read at")
+    return (f"its folds were read by each lesion's {' and '.join(read_by)} tumor probability, the package reads "
+            f"the {wanted}; read them again with scripts/evaluate_folds.py --lesion-probability-statistic {wanted}, "
+            f"or give finalize the statistic they were read by")
 
 
 def recorded_hardware(training: dict) -> str:
@@ -297,11 +314,18 @@ def main() -> int:
                         help="record P (0..1) as the package's own lesion confidence threshold, which segment and the "
                              "Slicer module use for it where none is given, and read the folds at it (v11's rule: "
                              "0.75); default: none recorded, 0.65 applies")
+    parser.add_argument("--lesion-probability-statistic", choices=LESION_PROBABILITY_STATISTICS, default=None,
+                        help="with --min-lesion-probability: record what each lesion gives to compare with it, its "
+                             "mean or peak tumor probability, and read the folds so (docs/lesion_peak_probability.md);"
+                             " default: none recorded, the mean applies")
     parser.add_argument("--folds", default="0,1,2",
                         help="comma-separated folds that were trained (default all three); the rest are recorded "
                              "as not run")
     args = parser.parse_args()
-    threshold = args.min_lesion_probability
+    threshold, statistic = args.min_lesion_probability, args.lesion_probability_statistic
+    if statistic is not None and threshold is None:
+        parser.error("--lesion-probability-statistic is recorded with the threshold it is read at: give "
+                     "--min-lesion-probability too")
     from LiverTumorSegLib.errors import LiverTumorSegError, cli_wording
     from LiverTumorSegLib.fileutil import check_can_write
     try:  # before the folds' evaluations (minutes each), not after them
@@ -364,7 +388,7 @@ def main() -> int:
         except ValueError as exc:
             parser.error(str(exc))
         folds = sorted({row["fold"] for row in rows})
-        wrong = recorded_threshold_problem(rows, threshold)
+        wrong = recorded_threshold_problem(rows, threshold, statistic)
         if wrong:
             parser.error(f"--recorded-folds {args.recorded_folds}: {wrong}")
     else:
@@ -373,7 +397,7 @@ def main() -> int:
             if fold not in folds:
                 continue
             for case in held_out:
-                row = evaluate_fold(Path(args.models) / f"fold{fold}.safetensors", case, threshold)
+                row = evaluate_fold(Path(args.models) / f"fold{fold}.safetensors", case, threshold, statistic)
                 row["fold"] = fold
                 rows.append(row)
     final = load_model_package(Path(args.models) / "default.safetensors")
@@ -417,6 +441,8 @@ def main() -> int:
         metadata["name"] = args.name
     if threshold is not None:  # the model's own, which its folds were read at too (recorded ones: as recorded)
         metadata["postprocessing"] = dict(metadata.get("postprocessing") or {}, min_lesion_probability=float(threshold))
+        if statistic is not None:
+            metadata["postprocessing"]["lesion_probability_statistic"] = statistic
     metadata["default"] = True
     metadata["training"] = dict(metadata.get("training", {}))
     metadata["training"]["trained_at"] = final.metadata.get("created")

@@ -503,3 +503,63 @@ def test_evaluate_folds_reads_each_fold_at_the_given_lesion_confidence_threshold
         with pytest.raises(SystemExit) as stop:  # finalize's flag (the threshold it records): the same rule
             _run(monkeypatch, "--cases", csv, "--models", tmp_path, "--min-lesion-probability", bad)
         assert stop.value.code == 2 and "must be a probability, from 0 to 1" in capsys.readouterr().err, bad
+
+
+def test_folds_read_by_the_peak_finalize_a_package_that_reads_the_peak(tmp_path, three_cases, monkeypatch, capsys):
+    """The path docs/lesion_peak_probability.md names for a candidate read by its lesions' peak: evaluate_folds
+    --lesion-probability-statistic peak reaches every fold's post-processing and each row records it; those rows,
+    recorded, finalize the default only with --lesion-probability-statistic peak (read by the mean they describe
+    another package), which the package then records beside its threshold; the statistic alone is refused."""
+    import json
+
+    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
+    from LiverTumorSegLib.package import (load_model_package, package_lesion_probability_statistic,
+                                          package_min_lesion_probability)
+
+    csv, config, held = three_cases
+    evaluate = load_script("scripts/evaluate_folds.py", "evaluate_folds_by_peak")
+    folds = [_package(tmp_path / f"fold{k}.safetensors", held[k], config={"seed": 11, "fold": k}) for k in range(3)]
+    seen = []
+    where = evaluate.evaluate_fold.__globals__
+    real = where["segment_volume"]
+    monkeypatch.setitem(where, "segment_volume", lambda ct, package, **kwargs: seen.append(
+        kwargs.get("postprocessing")) or real(ct, package, **kwargs))
+    measured = tmp_path / "s11.json"
+    assert evaluate.main([*map(str, folds), "--cases", str(csv), "--json", str(measured),
+                          "--min-lesion-probability", "0.99", "--lesion-probability-statistic", "peak"]) == 0
+    assert seen == [PostprocessingOptions(min_lesion_probability=0.99, lesion_probability_statistic="peak")] * 3
+    summary = json.loads(measured.read_text())
+    rows = summary["rows"]
+    assert summary["lesion_probability_statistic"] == "peak"
+    assert [(r["min_lesion_probability"], r["lesion_probability_statistic"]) for r in rows] == [(0.99, "peak")] * 3
+    recorded = tmp_path / "recorded.json"
+    recorded.write_text(json.dumps({"source": "test run", "recipe": str(config), "fold_steps": None, "rows": rows}))
+    models = tmp_path / "models"
+    models.mkdir()
+    _package(models / "default.safetensors", [], patients=["p0", "p1", "p2"], config={"seed": 0})
+    monkeypatch.setattr(fin, "evaluate_fold", lambda *a, **k: pytest.fail("a fold was evaluated"))
+    out = tmp_path / "final.safetensors"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--recorded-folds", recorded,
+             "--min-lesion-probability", "0.99", "-o", out)
+    assert stop.value.code == 2 and "read by each lesion's peak tumor probability, the package reads the mean" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--recorded-folds", recorded,
+             "--lesion-probability-statistic", "peak", "-o", out)
+    assert stop.value.code == 2 and "give --min-lesion-probability too" in capsys.readouterr().err
+    assert not out.exists()
+    assert _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--recorded-folds", recorded,
+                "--min-lesion-probability", "0.99", "--lesion-probability-statistic", "peak", "-o", out) == 0
+    final = load_model_package(out)
+    assert package_min_lesion_probability(final.metadata) == 0.99
+    assert package_lesion_probability_statistic(final.metadata) == "peak"
+    rows[2]["lesion_probability_statistic"] = "max"
+    recorded.write_text(json.dumps({"source": "test run", "recipe": str(config), "fold_steps": None, "rows": rows}))
+    with pytest.raises(SystemExit) as stop:
+        _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--recorded-folds", recorded,
+             "--min-lesion-probability", "0.99", "--lesion-probability-statistic", "peak",
+             "-o", tmp_path / "other.safetensors")
+    assert stop.value.code == 2 and "row 2's lesion_probability_statistic must be one of mean, peak" in \
+        capsys.readouterr().err

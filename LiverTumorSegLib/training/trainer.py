@@ -51,7 +51,7 @@ from .shared_memory import batches_of, worker_context
 from .slice_cache import (CachedCase, build_slice_cache, changed_files, data_fingerprint, holds_finished_entries,
                           resampling_fill_cases, aligned_grid_cases)
 from .splits import select_split
-from ..package import SEGMENTATION_CLASSES, package_min_lesion_probability
+from ..package import SEGMENTATION_CLASSES, package_lesion_probability_statistic, package_min_lesion_probability
 from ..resources import expand_home
 
 NUM_CLASSES = SEGMENTATION_CLASSES  # the package's classes: background, liver, tumor
@@ -729,9 +729,11 @@ class Trainer:
                          f"is optimistic (the package records it)")
             start_threshold = package_min_lesion_probability(self.init_package.metadata)
             if start_threshold is not None:  # calibrated for the start's weights, not for the fine-tuned ones
+                statistic = package_lesion_probability_statistic(self.init_package.metadata) or "mean"
                 self.log(f"note: the package this run starts from records its own lesion confidence threshold "
-                         f"({start_threshold:g}); this run's package records none, so segment reads it at "
-                         f"{DEFAULT_MIN_LESION_PROBABILITY:g} until one measured for it is recorded "
+                         f"({start_threshold:g} of each lesion's {statistic} tumor probability); this run's package "
+                         f"records none, so segment reads it at {DEFAULT_MIN_LESION_PROBABILITY:g} of the mean until "
+                         f"one measured for it is recorded "
                          f"(LiverTumorSegLib.package.set_package_min_lesion_probability)")
         if not any(c.liver_slices for c in self.train_cached):  # each case warned; all of them is no task at all
             raise InputError(f"No training case's label holds any liver or tumor voxel ({len(self.train_cached)} "

@@ -279,12 +279,13 @@ def test_a_start_with_its_own_lesion_threshold_is_named_and_not_carried_over(dat
 
     start = tmp_path / "start_own.safetensors"
     shutil.copyfile(start_package, start)
-    set_package_min_lesion_probability(start, 0.75)
+    set_package_min_lesion_probability(start, 0.75, "peak")
     logs = []
     tuned = train(_config(data_csv, tmp_path / "tuned", init_from=str(start)), log=logs.append)
-    assert "postprocessing" not in read_package_metadata(tuned.package_path)
+    assert "postprocessing" not in read_package_metadata(tuned.package_path)  # neither threshold nor statistic
     (note,) = [line for line in logs if "lesion confidence threshold" in line]
-    assert "records its own lesion confidence threshold (0.75)" in note and "reads it at 0.65" in note
+    assert "records its own lesion confidence threshold (0.75 of each lesion's peak tumor probability)" in note
+    assert "reads it at 0.65 of the mean" in note
     logs.clear()
     train(_config(data_csv, tmp_path / "tuned_plain", init_from=str(start_package)), log=logs.append)
     assert not [line for line in logs if "lesion confidence threshold" in line]

@@ -1453,12 +1453,15 @@ def _part_ml(volume_ml: float) -> str:
 
 
 def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[float] = None,
-                            cut_by_scan_end: bool = False) -> list:
+                            cut_by_scan_end: bool = False, statistic: str = DEFAULT_LESION_PROBABILITY_STATISTIC
+                            ) -> list:
     """One line per step of :func:`postprocess_labels` that took out a notable amount (its ``changes``), with
     the switch that keeps it: anatomical rules can be wrong on anatomy they were not built for.
     ``liver_left_ml``: the organ (label >= 1) left after post-processing; when the lung-base step removed more
     than that (most of the organ), its line adds that a head-foot flip in the file's header does this.
-    ``cut_by_scan_end``: the liver left lies on the scan's first or last slice (:func:`liver_parts_advice`)."""
+    ``cut_by_scan_end``: the liver left lies on the scan's first or last slice (:func:`liver_parts_advice`).
+    ``statistic``: what the uncertain-lesion rule read of each lesion (``lesion_probability_statistic``: mean or
+    peak), as its line names it."""
     from ..errors import option_hint
 
     lines = []
@@ -1519,7 +1522,7 @@ def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[flo
     doubtful, doubtful_ml = _rule_count_and_ml(components, unlisted_by_rule, "uncertain")
     if doubtful_ml >= WARN_TUMOR_CHANGED_ML:
         switch = option_hint(KEEP_ALL_LESIONS_FLAG, "postprocessing min_lesion_probability=0")
-        lines.append(f"post-processing: {doubtful} small lesion(s) whose mean tumor probability was below the "
+        lines.append(f"post-processing: {doubtful} small lesion(s) whose {statistic} tumor probability was below the "
                      f"limit were {_made(components, 'uncertain', unlisted_by_rule)} ({doubtful_ml:.1f} mL); to keep "
                      f"them, {KEEP_HINT.format(switch)}.")
     return lines

@@ -862,7 +862,8 @@ class Segmenter:
                                                     liver_box=liver_box)
         fill_warning = resampling_fill_warning(facts.get("resampling_fill"))
         warnings = ([fill_warning] if fill_warning else []) + head_foot_warnings(changes.get("head_foot_order")) + \
-            postprocessing_warnings(changes, report["liver_volume_ml"], cut_by_scan_end) + \
+            postprocessing_warnings(changes, report["liver_volume_ml"], cut_by_scan_end,
+                                    self.postprocessing.lesion_probability_statistic) + \
             liver_volume_warnings(report["liver_volume_ml"], cut_by_scan_end=cut_by_scan_end,
                                   cut_by_image_side=cut_by_image_side)
         if cut:

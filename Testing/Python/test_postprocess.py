@@ -337,6 +337,9 @@ def test_a_separated_liver_part_is_reported_with_its_tumor():
     # without a word: the post-processing audit)
     (doubtful,) = postprocessing_warnings({"tumor_components": [{"rule": "uncertain", "volume_ml": 3.0}]})
     assert "1 small lesion(s) whose mean tumor probability was below the limit" in doubtful and "3.0 mL" in doubtful
+    (doubtful,) = postprocessing_warnings({"tumor_components": [{"rule": "uncertain", "volume_ml": 3.0}]},
+                                          statistic="peak")  # a model read by its lesions' peak: named so
+    assert "1 small lesion(s) whose peak tumor probability was below the limit" in doubtful
 
 
 def test_enclosed_background_equals_scipy_fill_holes():

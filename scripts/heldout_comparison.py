@@ -72,6 +72,9 @@ or an installed model's name). Built-in:
 - ``v11``: the candidate that lost to v10 (docs/default_model_v11.md: more small lesions found, more false lesions on
   the robustness rows), from git history (commit 782f880); it records its own lesion confidence threshold, 0.75,
   which ``segment`` uses for it.
+- ``v11peak``: the same file with 0.99 of each lesion's peak tumor probability recorded as its rule instead
+  (docs/lesion_peak_probability.md: fewer false lesions than v10 on the robustness rows with v11's small-lesion
+  gain, more water beside the liver called tumor); written into ``OUT/models`` once, weights checked.
 
 The bundled packages keep their 2.5D neighbour slices 1-3 mm from the centre (``context_min_mm`` 1.0 and
 ``context_max_mm`` 3.0, set on 25 Nov 2026: on a CT with slices under 1 mm they take every second or third slice,
@@ -134,7 +137,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -158,6 +161,9 @@ class BuiltinModel:
     file_sha256: str
     weights_sha256: str
     bundled_name: Optional[str] = None  # an installed model that holds these weights while it is the default
+    # (threshold, statistic) recorded in the file from history before it runs (set_package_min_lesion_probability):
+    # the same network with its lesions read otherwise
+    lesion_rule: Optional[Tuple[float, str]] = None
 
 
 BUILTIN_MODELS = {
@@ -183,6 +189,13 @@ BUILTIN_MODELS = {
                         "docs/candidates/default_v11.safetensors",
                         "f7d5407ff8e7a90ba163f62cc46e3c25ae85a0d61b19439c390c540101086abc",
                         "9b703a9c5e7d08baa0555f391e26fdd0bc2c4fec0fa71e50ffb7a1974bf97216"),
+    # v11's network read by each lesion's peak tumor probability (docs/lesion_peak_probability.md): fewer false
+    # lesions than v10 on the robustness rows with v11's small-lesion gain, more perihepatic water called tumor
+    "v11peak": BuiltinModel("v11 read by its lesions' peak tumor probability, 0.99 (docs/lesion_peak_probability.md)",
+                            "782f880", "docs/candidates/default_v11.safetensors",
+                            "f7d5407ff8e7a90ba163f62cc46e3c25ae85a0d61b19439c390c540101086abc",
+                            "9b703a9c5e7d08baa0555f391e26fdd0bc2c4fec0fa71e50ffb7a1974bf97216",
+                            lesion_rule=(0.99, "peak")),
 }
 
 RESERVED_NAMES = ("models", "comparison.md", "comparison.json", "per_case.csv")
@@ -357,7 +370,8 @@ def builtin_package(name: str, models_dir: Path, repo: Path = ROOT) -> str:
     """A package file (or installed model name) holding built-in model ``name``: the bundled default while its
     weights are ``name``'s, else ``models_dir/NAME.safetensors`` from git history (kept for a rerun), checked by
     the file's SHA-256. An existing ``models_dir/NAME.safetensors`` that is not that file is refused, not
-    replaced."""
+    replaced. A model with a ``lesion_rule`` is that file with the rule recorded (:func:`_with_lesion_rule`), and an
+    existing file is taken when it holds those weights with that rule."""
     model = BUILTIN_MODELS[name]
     if model.bundled_name is not None:
         try:
@@ -366,6 +380,12 @@ def builtin_package(name: str, models_dir: Path, repo: Path = ROOT) -> str:
         except Exception:  # noqa: BLE001 - not installed, or another default: take it from history
             pass
     target = models_dir / f"{name}.safetensors"
+    if target.exists() and model.lesion_rule is not None:
+        if _lesion_rule_of(target) != (model.weights_sha256,) + tuple(model.lesion_rule):
+            raise InputError(f"{target} exists and is not {name} (not {name}'s weights with its lesion rule "
+                             f"{model.lesion_rule[0]:g} of the {model.lesion_rule[1]}): remove it (this script "
+                             f"takes {name} from git history again), or give another -o.")
+        return str(target)
     if target.exists():
         found = _file_sha256(target)
         if found != model.file_sha256:
@@ -380,14 +400,36 @@ def builtin_package(name: str, models_dir: Path, repo: Path = ROOT) -> str:
                          f"{model.file_sha256}: the history was rewritten or the file damaged; give {name} with "
                          f"--model {name}=PACKAGE.")
     models_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
+    partial = target.with_name(f".{name}.partial.safetensors")
     try:
         partial.write_bytes(blob)
+        if model.lesion_rule is not None:
+            _with_lesion_rule(partial, model.lesion_rule)
         partial.replace(target)  # a killed run leaves no half-written NAME.safetensors
     finally:
         if partial.exists():
             partial.unlink()
     return str(target)
+
+
+def _with_lesion_rule(path: Path, rule: Tuple[float, str]) -> None:
+    """Record ``rule`` (threshold, statistic) as the package's own lesion confidence rule, weights unchanged."""
+    from LiverTumorSegLib.package import set_package_min_lesion_probability
+
+    set_package_min_lesion_probability(path, rule[0], rule[1])
+
+
+def _lesion_rule_of(path: Path) -> Tuple[Any, ...]:
+    """``(weights SHA-256, threshold, statistic)`` the package at ``path`` records (None where it records none);
+    ``()`` for a file that is no readable package."""
+    from LiverTumorSegLib.package import package_lesion_probability_statistic, package_min_lesion_probability
+
+    try:
+        meta = read_package_metadata(path)
+        return (_weights_sha256(path), package_min_lesion_probability(meta),
+                package_lesion_probability_statistic(meta))
+    except Exception:  # noqa: BLE001 - any file that is not such a package is simply not the model
+        return ()
 
 
 def parse_models(builtin: str, extra: Sequence[str]) -> Dict[str, Optional[str]]:

@@ -759,6 +759,36 @@ def test_a_builtin_model_comes_from_history_only_with_its_pinned_weights(tmp_pat
     assert calls == []
 
 
+def test_a_builtin_model_with_a_lesion_rule_is_its_history_file_with_the_rule_recorded(tmp_path, history,
+                                                                                      monkeypatch):
+    """v11peak is v11's file read by each lesion's peak: the file from history (its pins checked), with the rule
+    recorded and the weights unchanged; a rerun takes the file it wrote, and a file in its place that holds the same
+    weights without that rule is refused, never replaced."""
+    from LiverTumorSegLib.package import (package_lesion_probability_statistic, package_min_lesion_probability,
+                                          read_package_metadata)
+
+    repo, commit, file_sha, weights_sha = history
+    models = tmp_path / "out" / "models"
+    monkeypatch.setitem(comparison.BUILTIN_MODELS, "peaked", comparison.BuiltinModel(
+        "x", commit, "pkg/m.safetensors", file_sha, weights_sha, lesion_rule=(0.9, "peak")))
+    path = comparison.builtin_package("peaked", models, repo)
+    assert path == str(models / "peaked.safetensors") and sorted(p.name for p in models.iterdir()) == [
+        "peaked.safetensors"]  # no partial file left
+    meta = read_package_metadata(path)
+    assert (package_min_lesion_probability(meta), package_lesion_probability_statistic(meta)) == (0.9, "peak")
+    assert comparison._weights_sha256(path) == weights_sha
+    written = Path(path).read_bytes()
+    assert comparison.builtin_package("peaked", models, repo) == path and Path(path).read_bytes() == written
+    Path(path).write_bytes((repo / "pkg" / "m.safetensors").read_bytes())  # its weights, read by the mean
+    with pytest.raises(InputError, match="exists and is not peaked .*lesion rule 0.9 of the peak"):
+        comparison.builtin_package("peaked", models, repo)
+    assert Path(path).read_bytes() == (repo / "pkg" / "m.safetensors").read_bytes()
+    Path(path).write_bytes(b"mine")
+    with pytest.raises(InputError, match="exists and is not peaked"):
+        comparison.builtin_package("peaked", models, repo)
+    assert Path(path).read_bytes() == b"mine"
+
+
 def test_each_builtin_model_is_in_this_repositorys_history_with_its_pinned_file_and_weights(tmp_path):
     """The pins are typed by hand when a candidate is kept (v11's on 1 Dec 2026): a wrong commit, path or hash would
     show only when the team's held-out read asks for that model. Each built-in is read from this clone's history as
@@ -769,7 +799,7 @@ def test_each_builtin_model_is_in_this_repositorys_history_with_its_pinned_file_
     if subprocess.run(["git", "-C", str(root), "rev-parse", "--is-shallow-repository"], stdout=subprocess.PIPE,
                       text=True).stdout.strip() == "true":
         pytest.skip("a shallow clone lacks the commits the built-in models are kept in")
-    assert {"v10", "v3", "v11"} <= set(comparison.BUILTIN_MODELS)
+    assert {"v10", "v3", "v11", "v11peak"} <= set(comparison.BUILTIN_MODELS)
     for name, model in comparison.BUILTIN_MODELS.items():
         blob = comparison._git_blob(model.commit, model.path, root)
         assert hashlib.sha256(blob).hexdigest() == model.file_sha256, name

@@ -507,31 +507,33 @@ def model_postprocessing_problem(meta: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-def package_min_lesion_probability(meta: Optional[Mapping[str, Any]]) -> Optional[float]:
-    """The lesion confidence threshold (0..1) a package's metadata records as its own (``postprocessing``'s
-    ``min_lesion_probability``), or None where it records none (the library's default then applies:
-    :data:`~LiverTumorSegLib.inference.postprocess.DEFAULT_MIN_LESION_PROBABILITY`). Metadata is validated when
-    read; a value that is not a number in 0..1 here (metadata built by hand) raises ModelPackageError."""
+def _recorded_model_setting(meta: Optional[Mapping[str, Any]], key: str) -> Any:
+    """What a package's metadata records under ``postprocessing``'s ``key`` (one of
+    :data:`MODEL_POSTPROCESSING_SETTINGS`), None where it records none. Metadata is validated when read; a record
+    that is wrong here (metadata built by hand) raises ModelPackageError (:func:`model_postprocessing_problem`)."""
     if not meta:
         return None
     problem = model_postprocessing_problem(meta)
     if problem:
         raise ModelPackageError(f"Model package metadata 'postprocessing' {problem}.")
-    value = (meta.get("postprocessing") or {}).get("min_lesion_probability")
+    return (meta.get("postprocessing") or {}).get(key)
+
+
+def package_min_lesion_probability(meta: Optional[Mapping[str, Any]]) -> Optional[float]:
+    """The lesion confidence threshold (0..1) a package's metadata records as its own (``postprocessing``'s
+    ``min_lesion_probability``), or None where it records none (the library's default then applies:
+    :data:`~LiverTumorSegLib.inference.postprocess.DEFAULT_MIN_LESION_PROBABILITY`); a value that is not a number in
+    0..1 raises ModelPackageError."""
+    value = _recorded_model_setting(meta, "min_lesion_probability")
     return None if value is None else float(value)
 
 
 def package_lesion_probability_statistic(meta: Optional[Mapping[str, Any]]) -> Optional[str]:
     """The statistic (``"mean"`` or ``"peak"``) a package's metadata records for its lesion confidence threshold
     (``postprocessing``'s ``lesion_probability_statistic``), or None where it records none (the mean then applies:
-    :data:`~LiverTumorSegLib.inference.postprocess.DEFAULT_LESION_PROBABILITY_STATISTIC`). A value it does not know
-    raises ModelPackageError, as :func:`package_min_lesion_probability` does."""
-    if not meta:
-        return None
-    problem = model_postprocessing_problem(meta)
-    if problem:
-        raise ModelPackageError(f"Model package metadata 'postprocessing' {problem}.")
-    value = (meta.get("postprocessing") or {}).get("lesion_probability_statistic")
+    :data:`~LiverTumorSegLib.inference.postprocess.DEFAULT_LESION_PROBABILITY_STATISTIC`); a value it does not know
+    raises ModelPackageError."""
+    value = _recorded_model_setting(meta, "lesion_probability_statistic")
     return None if value is None else str(value)
 
 

@@ -375,6 +375,19 @@ def test_evaluate_folds_rows_are_what_recorded_folds_takes(tmp_path, three_cases
                                                                        abs=1e-4)
 
 
+def _recorded_folds_and_final_model(tmp_path, config, rows):
+    """``(recorded-folds JSON, --models folder)``: ``rows`` recorded as ``evaluate_folds.py --json`` measured them,
+    and a final model trained on the three patients."""
+    import json
+
+    recorded = tmp_path / "recorded.json"
+    recorded.write_text(json.dumps({"source": "test run", "recipe": str(config), "fold_steps": None, "rows": rows}))
+    models = tmp_path / "models"
+    models.mkdir()
+    _package(models / "default.safetensors", [], patients=["p0", "p1", "p2"], config={"seed": 0})
+    return recorded, models
+
+
 def test_folds_read_at_0_75_finalize_a_package_that_runs_at_0_75(tmp_path, three_cases, monkeypatch, capsys):
     """v11's path (docs/default_model_v11.md): evaluate_folds --min-lesion-probability 0.75 records the threshold in
     each row, and those rows, recorded, finalize the default with --min-lesion-probability 0.75, which the package
@@ -393,11 +406,7 @@ def test_folds_read_at_0_75_finalize_a_package_that_runs_at_0_75(tmp_path, three
                           "--min-lesion-probability", "0.75"]) == 0
     rows = json.loads(measured.read_text())["rows"]
     assert [r["min_lesion_probability"] for r in rows] == [0.75] * 3
-    recorded = tmp_path / "recorded.json"
-    recorded.write_text(json.dumps({"source": "test run", "recipe": str(config), "fold_steps": None, "rows": rows}))
-    models = tmp_path / "models"
-    models.mkdir()
-    _package(models / "default.safetensors", [], patients=["p0", "p1", "p2"], config={"seed": 0})
+    recorded, models = _recorded_folds_and_final_model(tmp_path, config, rows)
     monkeypatch.setattr(fin, "evaluate_fold", lambda *a, **k: pytest.fail("a fold was evaluated"))
     out = tmp_path / "final.safetensors"
     capsys.readouterr()
@@ -532,11 +541,7 @@ def test_folds_read_by_the_peak_finalize_a_package_that_reads_the_peak(tmp_path,
     rows = summary["rows"]
     assert summary["lesion_probability_statistic"] == "peak"
     assert [(r["min_lesion_probability"], r["lesion_probability_statistic"]) for r in rows] == [(0.99, "peak")] * 3
-    recorded = tmp_path / "recorded.json"
-    recorded.write_text(json.dumps({"source": "test run", "recipe": str(config), "fold_steps": None, "rows": rows}))
-    models = tmp_path / "models"
-    models.mkdir()
-    _package(models / "default.safetensors", [], patients=["p0", "p1", "p2"], config={"seed": 0})
+    recorded, models = _recorded_folds_and_final_model(tmp_path, config, rows)
     monkeypatch.setattr(fin, "evaluate_fold", lambda *a, **k: pytest.fail("a fold was evaluated"))
     out = tmp_path / "final.safetensors"
     capsys.readouterr()

@@ -59,7 +59,7 @@ Definitions
   lesion without such a voxel, over the whole lesion; the post-processing's uncertain-lesion rule reads the same
   number (``postprocess.component_mean_probability``); ``peak_tumor_probability``: the largest value of the map over
   the same voxels (``postprocess.component_peak_probability``; what the rule reads for a model whose package records
-  the ``peak`` statistic); in the JSON report only, not in the CSV table.
+  the ``peak`` statistic).
 * ``liver_volume_ml``: label >= 1 (liver including tumors, LiTS convention);
   ``tumor_burden_percent`` = tumor volume / liver volume x 100.
 
@@ -84,7 +84,8 @@ from ..metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, at_least, ax
 from ..volume import ImageGeometry, checked_geometry
 
 LESION_COLUMNS = ["id", "volume_ml", "voxel_count", "long_axis_mm", "short_axis_mm", "recist_target", "mean_hu",
-                  "mean_tumor_probability", "axial_position_s_mm", "touches_scan_edge", "median_hu", "water_density",
+                  "mean_tumor_probability", "peak_tumor_probability", "axial_position_s_mm", "touches_scan_edge",
+                  "median_hu", "water_density",
                   "contrast_to_liver_hu", "axial_axes_limit_mm",
                   "centroid_lps_x_mm", "centroid_lps_y_mm", "centroid_lps_z_mm",
                   "centroid_ras_x_mm", "centroid_ras_y_mm", "centroid_ras_z_mm",
@@ -472,7 +473,8 @@ def _lesion_cells(d: Dict[str, Any], minimum_mm: float = RECIST_MIN_LONG_AXIS_MM
     long_axis = f"{d['long_axis_mm']:.{places_short_of(d['long_axis_mm'], minimum_mm, 2)}f}"
     return ([str(d["id"]), number_text(d["volume_ml"], 4), str(d["voxel_count"]), long_axis,
              f"{d['short_axis_mm']:.2f}", "1" if d.get("recist_target") else "0", _number(d.get("mean_hu"), 1),
-             _number(d.get("mean_tumor_probability"), 4), _number(d.get("axial_position_s_mm"), 1),
+             _number(d.get("mean_tumor_probability"), 4), _number(d.get("peak_tumor_probability"), 4),
+             _number(d.get("axial_position_s_mm"), 1),
              "1" if d.get("touches_scan_edge") else "0", _number(d.get("median_hu"), 1),
              "" if d.get("water_density") is None else ("1" if d["water_density"] else "0"),
              _number(d.get("contrast_to_liver_hu"), 1),

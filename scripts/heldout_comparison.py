@@ -226,10 +226,12 @@ class Stopped(Exception):
 
 
 class _Child:
-    """The command :func:`run_child` runs now, and the stop signals this script got meanwhile."""
+    """The command :func:`run_child` runs now, the stop signals this script got meanwhile, and whether a Ctrl-Z came
+    while it was being started (``pause_pending``: it is paused with this script once it exists)."""
     process = None  # type: Optional[subprocess.Popen]
     starting = False
     received = []  # type: List[int]
+    pause_pending = False
 
 
 def stop_signals() -> List[int]:
@@ -252,8 +254,13 @@ def _on_stop_signal(signum: int, frame: Any) -> None:
 def _on_pause_signal(signum: int, frame: Any) -> None:
     """Ctrl-Z (SIGTSTP): the running command lives in a session of its own (:func:`run_child`), so the terminal's
     Ctrl-Z paused this script alone and the command wrote on. It is paused (SIGSTOP) with this script, and goes on
-    (SIGCONT) when this script is continued (``fg``, ``bg``, SIGCONT)."""
+    (SIGCONT) when this script is continued (``fg``, ``bg``, SIGCONT). A Ctrl-Z while the command is being started
+    (it may run already, and ``subprocess.Popen`` has not returned it) is acted on once it has
+    (:func:`run_child`): this script had paused alone then, and the command wrote on (seen in a test, 1 Dec 2026)."""
     child = _Child.process
+    if child is None and _Child.starting:
+        _Child.pause_pending = True
+        return
     if child is not None:
         with contextlib.suppress(OSError):
             os.kill(child.pid, signal.SIGSTOP)
@@ -308,6 +315,7 @@ def run_child(command: List[str], what: str = "") -> int:
     script, which hands it on once (:func:`stops_forwarded`) instead of the child getting two. After a stop signal
     the child is waited for and :class:`Stopped` raised (``what`` names the child in its message)."""
     _Child.received = []
+    _Child.pause_pending = False
     _Child.starting = True  # a signal from here on is handed on once the child exists
     try:
         # the child stops itself once this script has ended, also when it was killed outright (SIGKILL): no
@@ -321,6 +329,9 @@ def run_child(command: List[str], what: str = "") -> int:
         if _Child.received:  # came while the child started
             with contextlib.suppress(OSError, ValueError):
                 process.send_signal(_Child.received[0])
+        if _Child.pause_pending:  # a Ctrl-Z came while the child started: both pause now
+            _Child.pause_pending = False
+            _on_pause_signal(signal.SIGTSTP, None)
         code = wait_for_child(process)  # a stop signal's handler runs within one step
     finally:
         _Child.process = None

@@ -561,6 +561,61 @@ def test_ctrl_z_pauses_the_running_segment_with_the_script_and_fg_continues_both
     assert Path(marker + ".got").read_text() == f"{int(signal.SIGTERM)}\n"
 
 
+CTRL_Z_WHILE_STARTING = """
+import os, signal, subprocess, time
+_started_by_popen = subprocess.Popen
+class _CtrlZWhileStarting(_started_by_popen):  # the child runs, and run_child has not been given it yet
+    def __init__(self, args, *rest, **kwargs):
+        super().__init__(args, *rest, **kwargs)
+        if "-c" in args:  # the segment the script starts
+            with open({marker!r} + ".popen", "w") as handle:
+                handle.write(str(self.pid))
+            os.kill(os.getpid(), signal.SIGTSTP)  # Ctrl-Z now
+            time.sleep(0.5)  # its handler runs here, inside Popen
+subprocess.Popen = _CtrlZWhileStarting
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTSTP") or not Path("/proc/self/stat").exists(),
+                    reason="POSIX job control and /proc")
+def test_ctrl_z_while_the_segment_starts_pauses_it_once_it_is_started(tmp_path):
+    """Seen in a stress run of the test above (1 Dec 2026): a Ctrl-Z whose handler ran while subprocess.Popen had
+    started segment but not yet returned it paused the script alone (state T) and segment went on (S). The handler
+    now leaves the pause to run_child, which pauses both as soon as it has the child."""
+    import os
+    import time
+
+    script, marker = _script_running_a_waiting_child(tmp_path, prelude=CTRL_Z_WHILE_STARTING)
+    child = None
+
+    def wait_for(condition, limit=60):
+        deadline = time.monotonic() + limit
+        while not condition():
+            assert time.monotonic() < deadline, _processes_now(script, child or 0, marker)
+            time.sleep(0.05)
+
+    try:
+        wait_for(lambda: Path(marker + ".popen").exists() and Path(marker + ".popen").read_text(),
+                 CHILD_STARTED_WITHIN_S)
+        child = int(Path(marker + ".popen").read_text())
+        wait_for(lambda: _process_state(script.pid) == "T" and _process_state(child) == "T")
+        os.kill(script.pid, signal.SIGCONT)  # fg
+        assert _waited_child_pid(script, marker) == child  # it goes on: its handlers set, it waits
+        os.kill(script.pid, signal.SIGTERM)
+        try:
+            script.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"60 s after SIGTERM: {_processes_now(script, child, marker)}")
+    finally:
+        if script.poll() is None:
+            script.kill()
+        if child is not None:
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGKILL)
+    assert script.returncode == 128 + signal.SIGTERM
+    assert Path(marker + ".got").read_text() == f"{int(signal.SIGTERM)}\n"
+
+
 def recording(calls, code=2):
     """A runner that records each argv and does nothing (a segment that fails at once)."""
     def run(argv):

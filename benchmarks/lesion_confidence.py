@@ -60,7 +60,8 @@ def lesions_of(labels: np.ndarray, probability_u8: np.ndarray, truth_tumor: np.n
     slices (the axial slices it spans), true (it touches ``truth_tumor``)."""
     from scipy import ndimage
 
-    from LiverTumorSegLib.inference.postprocess import CONNECTIVITY_26, component_mean_probability
+    from LiverTumorSegLib.inference.postprocess import (CONNECTIVITY_26, component_mean_probability,
+                                                        component_peak_probability)
 
     components, count = ndimage.label(labels == 2, structure=CONNECTIVITY_26)
     if count == 0:
@@ -69,7 +70,7 @@ def lesions_of(labels: np.ndarray, probability_u8: np.ndarray, truth_tumor: np.n
     voxels = np.bincount(components.ravel(), minlength=count + 1)
     mean = component_mean_probability(components, count, probability_u8, voxels)[1:]
     voxels = voxels[1:]
-    top = ndimage.maximum(probability_u8, components, index) / 255.0
+    top = component_peak_probability(components, count, probability_u8)[1:]
     p90 = component_percentile(components, count, probability_u8, 0.9)
     core = np.bincount(components[probability_u8 >= round(255 * CORE_PROBABILITY)], minlength=count + 1)[1:]
     spans = [s[0].stop - s[0].start for s in ndimage.find_objects(components)]

@@ -967,8 +967,9 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
     # the records in ``changes`` (each took it itself)
     mean_p = component_mean_probability(components, count, tumor_probability[box], network_tumor=network) \
         if tumor_probability is not None and (uncertain or changes is not None) else None
+    by_peak = options.lesion_probability_statistic == "peak"  # the mean-read rule needs no peak unless recorded
     peak_p = component_peak_probability(components, count, tumor_probability[box], network_tumor=network) \
-        if tumor_probability is not None and (uncertain or changes is not None) else None
+        if tumor_probability is not None and ((uncertain and by_peak) or changes is not None) else None
     if options.tubular_lesions_to_liver or small or uncertain:
         voxels, elongation, width = component_shape(components, count, spacing_zyx)
         voxel_ml = float(np.prod([float(s) for s in spacing_zyx])) / 1000.0
@@ -986,7 +987,7 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
             new_value[tiny] = 1
             rule_of[tiny & (rule_of == "")] = "small"
         if uncertain:
-            score = peak_p if options.lesion_probability_statistic == "peak" else mean_p
+            score = peak_p if by_peak else mean_p
             doubtful = (score < float(options.min_lesion_probability)) & \
                 volume_below(voxels * voxel_ml, float(options.uncertain_lesion_max_ml))
             doubtful[0] = False

@@ -375,9 +375,9 @@ def test_evaluate_folds_rows_are_what_recorded_folds_takes(tmp_path, three_cases
                                                                        abs=1e-4)
 
 
-def _recorded_folds_and_final_model(tmp_path, config, rows):
-    """``(recorded-folds JSON, --models folder)``: ``rows`` recorded as ``evaluate_folds.py --json`` measured them,
-    and a final model trained on the three patients."""
+def _recorded_folds_and_final_model(tmp_path, config, rows, monkeypatch, capsys):
+    """``(recorded-folds JSON, --models folder, -o path)``: ``rows`` recorded as ``evaluate_folds.py --json``
+    measured them, a final model trained on the three patients, no fold evaluated from here on, output cleared."""
     import json
 
     recorded = tmp_path / "recorded.json"
@@ -385,7 +385,9 @@ def _recorded_folds_and_final_model(tmp_path, config, rows):
     models = tmp_path / "models"
     models.mkdir()
     _package(models / "default.safetensors", [], patients=["p0", "p1", "p2"], config={"seed": 0})
-    return recorded, models
+    monkeypatch.setattr(fin, "evaluate_fold", lambda *a, **k: pytest.fail("a fold was evaluated"))
+    capsys.readouterr()
+    return recorded, models, tmp_path / "final.safetensors"
 
 
 def test_folds_read_at_0_75_finalize_a_package_that_runs_at_0_75(tmp_path, three_cases, monkeypatch, capsys):
@@ -406,10 +408,7 @@ def test_folds_read_at_0_75_finalize_a_package_that_runs_at_0_75(tmp_path, three
                           "--min-lesion-probability", "0.75"]) == 0
     rows = json.loads(measured.read_text())["rows"]
     assert [r["min_lesion_probability"] for r in rows] == [0.75] * 3
-    recorded, models = _recorded_folds_and_final_model(tmp_path, config, rows)
-    monkeypatch.setattr(fin, "evaluate_fold", lambda *a, **k: pytest.fail("a fold was evaluated"))
-    out = tmp_path / "final.safetensors"
-    capsys.readouterr()
+    recorded, models, out = _recorded_folds_and_final_model(tmp_path, config, rows, monkeypatch, capsys)
     with pytest.raises(SystemExit) as stop:
         _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--recorded-folds", recorded,
              "-o", out)
@@ -541,10 +540,7 @@ def test_folds_read_by_the_peak_finalize_a_package_that_reads_the_peak(tmp_path,
     rows = summary["rows"]
     assert summary["lesion_probability_statistic"] == "peak"
     assert [(r["min_lesion_probability"], r["lesion_probability_statistic"]) for r in rows] == [(0.99, "peak")] * 3
-    recorded, models = _recorded_folds_and_final_model(tmp_path, config, rows)
-    monkeypatch.setattr(fin, "evaluate_fold", lambda *a, **k: pytest.fail("a fold was evaluated"))
-    out = tmp_path / "final.safetensors"
-    capsys.readouterr()
+    recorded, models, out = _recorded_folds_and_final_model(tmp_path, config, rows, monkeypatch, capsys)
     with pytest.raises(SystemExit) as stop:
         _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--recorded-folds", recorded,
              "--min-lesion-probability", "0.99", "-o", out)

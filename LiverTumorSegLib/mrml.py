@@ -1072,6 +1072,10 @@ LESION_TABLE_COLUMNS = (
     ("Tumor probability", "mean_tumor_probability", "",
      "Mean tumor probability the network gave the lesion's voxels (0-1, before post-processing): low values are "
      "the least certain lesions; not a calibrated likelihood of malignancy. Empty when the report has none"),
+    ("Peak tumor probability", "peak_tumor_probability", "",
+     "Highest tumor probability the network gave any voxel of the lesion (0-1, before post-processing): what the "
+     "lesion-confidence step reads for a model that records the peak statistic (docs/lesion_peak_probability.md); "
+     "4 decimals, as near 1 the digits that tell lesions apart are the last ones. Empty when the report has none"),
     ("Centroid R", "centroid_ras_mm", "mm", "Centroid, RAS right coordinate"),
     ("Centroid A", "centroid_ras_mm", "mm", "Centroid, RAS anterior coordinate"),
     ("Centroid S", "centroid_ras_mm", "mm", "Centroid, RAS superior coordinate"),
@@ -1084,8 +1088,9 @@ LESION_TABLE_COLUMNS = (
 
 # Displayed digits per numeric column (the report keeps full precision): no false precision in the panel
 TABLE_DECIMALS = {"Volume": 2, "Long axis": 1, "Short axis": 1, "Mean HU": 1, "Contrast to liver": 1,
-                  "Tumor probability": 2, "Centroid R": 1, "Centroid A": 1, "Centroid S": 1}
-TEXT_COLUMNS = ("Location", "Tumor probability")  # shown as text: an absent value is empty, not "nan"
+                  "Tumor probability": 2, "Peak tumor probability": 4, "Centroid R": 1, "Centroid A": 1,
+                  "Centroid S": 1}
+TEXT_COLUMNS = ("Location", "Tumor probability", "Peak tumor probability")  # an absent value is empty, not "nan"
 
 
 def lesion_location_text(lesion: Dict[str, Any]) -> str:

@@ -756,7 +756,7 @@ REPORT = {
         {"id": 1, "volume_ml": 10.0, "long_axis_mm": 31.5, "short_axis_mm": 20.0, "recist_target": True,
          "centroid_ras_mm": [1.0, 2.0, 3.0],
          "centroid_lps_mm": [-1.0, -2.0, 3.0], "mean_hu": 61.0, "mean_tumor_probability": 0.91,
-         "contrast_to_liver_hu": -32.46},
+         "peak_tumor_probability": 0.99987, "contrast_to_liver_hu": -32.46},
         {"id": 2, "volume_ml": 2.5, "long_axis_mm": 15.0, "short_axis_mm": 9.5, "recist_target": False,
          "centroid_ras_mm": [-4.0, 5.5, 60.0],
          "centroid_lps_mm": [4.0, -5.5, 60.0], "mean_hu": 48.5, "location": "right lobe"},
@@ -777,6 +777,8 @@ def test_lesion_table_has_one_row_per_lesion(scene):
     assert (rows[1]["Centroid R"], rows[1]["Centroid A"], rows[1]["Centroid S"]) == (-4.0, 5.5, 60.0)
     assert [r["Location"] for r in rows] == ["axial S 3.0 mm", "right lobe"]
     assert [r["Tumor probability"] for r in rows] == ["0.91", ""]     # empty, not "nan", when the report has none
+    # the peak a peak-reading model's rule reads: 4 places (2 would show 1.00 for every lesion such a rule keeps)
+    assert [r["Peak tumor probability"] for r in rows] == ["0.9999", ""]
     assert rows[0]["Contrast to liver"] == -32.5 and math.isnan(rows[1]["Contrast to liver"])  # a number: sortable
     assert table.GetColumnUnitLabel("Contrast to liver") == "HU"
     assert table.GetLocked()                                           # read-only: row selection reads "Lesion"

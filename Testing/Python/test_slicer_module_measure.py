@@ -89,6 +89,7 @@ def test_update_lesion_table_gives_each_lesion_the_networks_mean_probability(mod
     outcome = _logic(module).measureSegmentation(segmentation, volume)
     (row,) = module.mrml.lesion_table_rows(outcome.table_node)
     assert float(row["Tumor probability"]) == pytest.approx(0.5, abs=0.005)  # a text column, 2 decimals
+    assert row["Peak tumor probability"] == "0.7500"  # the largest value over the lesion's voxels, 4 decimals
     assert not [w for w in outcome.warnings if "not on the grid" in w]
     # a saved scene whose probability file was missing at load: the node is there without voxels. Measuring
     # was refused with "holds no image data; load a CT volume"; the probability is optional
@@ -96,6 +97,7 @@ def test_update_lesion_table_gives_each_lesion_the_networks_mean_probability(mod
     outcome = _logic(module).measureSegmentation(segmentation, volume, tableNode=outcome.table_node)
     (row,) = module.mrml.lesion_table_rows(outcome.table_node)
     assert row["Volume"] == pytest.approx(1.92, abs=0.0051) and row["Tumor probability"] in ("", "nan", None)
+    assert row["Peak tumor probability"] in ("", "nan", None)
     # a map on another grid (here 2 mm off in x) would give each lesion the probabilities of other voxels: it is
     # not handed over, and the lesions are measured without it
     shifted = ImageGeometry(spacing=GEOMETRY.spacing, origin=(-58.0, -40.0, 90.0))
@@ -104,6 +106,7 @@ def test_update_lesion_table_gives_each_lesion_the_networks_mean_probability(mod
     outcome = _logic(module).measureSegmentation(segmentation, volume, tableNode=outcome.table_node)
     (row,) = module.mrml.lesion_table_rows(outcome.table_node)
     assert row["Volume"] == pytest.approx(1.92, abs=0.0051) and row["Tumor probability"] in ("", "nan", None)
+    assert row["Peak tumor probability"] in ("", "nan", None)
     # ... and says so (the column was left empty without a word), once, kept with the table
     said = [w for w in outcome.warnings if "is not on the grid of the CT" in w]
     assert len(said) == 1 and f"'{elsewhere.GetName()}'" in said[0] and "Tumor probability column is left empty" in said[0]

@@ -115,7 +115,16 @@ def max_pairwise_distance(points: np.ndarray) -> float:
 
 
 def longest_axial_diameter_mm(mask_zyx: np.ndarray, geometry: ImageGeometry) -> float:
-    """Longest in-slice voxel-centre distance (mm) of a boolean lesion mask ``(z, y, x)`` over axial slices."""
+    """Longest in-slice voxel-centre distance (mm) of a boolean lesion mask ``(z, y, x)`` over axial slices: the
+    stored slices nearest to axial, or on a grid tilted more than
+    :data:`~LiverTumorSegLib.metrics.recist.AXIAL_PLANES_TILT_DEGREES` from axial true axial planes, as the report's
+    ``longest_axial_diameter_mm`` (:func:`~LiverTumorSegLib.metrics.recist.lesion_axes`; the tilted slices read a
+    30 x 20 mm ellipsoid tilted 45 degrees about P 19.4 mm here, 30.0 mm in the report)."""
+    from ..metrics.recist import AXIAL_PLANES_TILT_DEGREES
+    from ..validation import slice_tilt_degrees
+
+    if slice_tilt_degrees(geometry.direction_matrix) > AXIAL_PLANES_TILT_DEGREES and np.any(mask_zyx):
+        return float(lesion_axes(np.asarray(mask_zyx, dtype=bool), geometry)["long_axis_voxel_centres_mm"])
     axis = axial_axis_zyx(geometry)
     scaled = geometry.direction_matrix @ np.diag(geometry.spacing)  # columns: mm per index step (i, j, k)
     best = 0.0

@@ -134,9 +134,18 @@ LESION_SIZE_DEFINITION = (
 
 def equivalent_diameter_mm(voxels: int, spacing_zyx: Sequence[float]) -> float:
     """Diameter (mm) of the sphere of a lesion's volume: ``(6 V / pi) ** (1/3)``, ``V`` = ``voxels`` x the voxel
-    volume (mm^3, the product of ``spacing_zyx``)."""
-    volume = float(voxels) * float(np.prod(np.asarray(spacing_zyx, dtype=float)))
-    return float((6.0 * volume / np.pi) ** (1.0 / 3.0))
+    volume (mm^3, the product of ``spacing_zyx``). Two spacings (a 2-D ``(y, x)`` mask, which
+    :func:`detect_lesions` takes): the diameter of the circle of the lesion's area ``A`` (mm^2), ``(4 A / pi) **
+    (1/2)`` (the sphere's formula took the area for a volume: a 20 mm disc read 8.5 mm, in the smallest bin)."""
+    from .surface import _check_spacing
+
+    spacing = _check_spacing(spacing_zyx, len(spacing_zyx)) if len(spacing_zyx) in (2, 3) else None
+    if spacing is None:
+        raise ValueError(f"spacing_zyx must be 2 (y, x) or 3 (z, y, x) voxel sizes in mm, got {spacing_zyx!r}")
+    size = float(voxels) * float(np.prod(spacing))
+    if len(spacing) == 2:
+        return float((4.0 * size / np.pi) ** 0.5)
+    return float((6.0 * size / np.pi) ** (1.0 / 3.0))
 
 
 def lesion_size_bin(diameter_mm: float) -> str:
@@ -326,6 +335,9 @@ def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold:
     ref_tumor = _as_bool(ref_tumor)
     if pred_tumor.shape != ref_tumor.shape:
         raise ValueError(f"pred shape {pred_tumor.shape} differs from ref shape {ref_tumor.shape}")
+    if spacing_zyx is not None:  # one positive, finite mm a mask axis: 2 for 3-D masks made a sphere of an area, a
+        from .surface import _check_spacing  # negative one a complex diameter (TypeError)
+        spacing_zyx = _check_spacing(spacing_zyx, pred_tumor.ndim)
     structure = _structure(connectivity, pred_tumor.ndim)
     box = union_bounding_box(pred_tumor, ref_tumor)  # only the box's voxels are labelled
     if box is None:
@@ -389,7 +401,10 @@ def structure_row(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float
     (predicted outside the reference) and the voxel counts
     ``voxels_tp/pred/ref_<s>`` that global (pooled) Dice needs. Each is of the masks as given: for the tumor, the
     case's whole tumor mask, not LiTS's per-lesion average (module docstring)."""
+    from .surface import _check_spacing
+
     counts = confusion_counts(pred, ref)
+    spacing_zyx = _check_spacing(spacing_zyx, np.ndim(pred))  # also without the surface metrics, which check it
     row: "OrderedDict[str, float]" = OrderedDict()
     for key, value in overlap_metrics_from_counts(counts).items():
         row[f"{key}_{structure}"] = value

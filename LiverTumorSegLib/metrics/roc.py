@@ -247,7 +247,10 @@ class RocAccumulator:
     """Pools ROC statistics over cases in ``n_bins`` equal score bins over [0, 1].
 
     ``add(probabilities, labels)`` per case; ``curve()`` gives the pooled curve. Scores outside [0, 1]
-    are clipped. Bin ``b`` holds scores in ``[b / n_bins, (b + 1) / n_bins)`` (the last bin includes 1).
+    are clipped. Bin ``b`` holds scores in ``[b / n_bins, (b + 1) / n_bins)`` (the last bin includes 1), as
+    computed in float32 (maps are binned in float32 pieces): a float64 score exactly on an edge may fall one bin low
+    (0.251, 0.253, 0.502, 0.506 and 0.511 of the 1001 values k / 1000 do), a shift of at most 1 / n_bins in the
+    threshold a point of the curve is drawn at; uint8 levels (255 x p) are binned exactly.
     """
 
     def __init__(self, n_bins: int = 1000) -> None:

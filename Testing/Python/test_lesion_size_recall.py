@@ -135,3 +135,33 @@ def test_evaluate_prints_writes_and_documents_the_recall_by_size(tmp_path, capsy
         (case,) = list(csv.DictReader(handle))
     assert [case[f"lesions_size_{key}_ref"] for key in BIN_KEYS] == ["2", "1", "1"]
     assert [case[f"lesions_size_{key}_detected"] for key in BIN_KEYS] == ["1", "0", "1"]
+
+
+def test_a_2d_masks_lesion_is_sized_by_the_circle_of_its_area():
+    """detect_lesions takes 2-D (y, x) masks (4- or 8-connected), but sized every lesion as the sphere of a volume:
+    a 20 mm disc (317 pixels of 1 mm^2) read (6 x 317 / pi)^(1/3) = 8.46 mm, in the smallest bin. The circle of its
+    area: (4 x 317 / pi)^(1/2) = 20.09 mm."""
+    yy, xx = np.mgrid[:40, :40]
+    disc = (yy - 20) ** 2 + (xx - 20) ** 2 <= 100
+    assert int(disc.sum()) == 317
+    (lesion,) = detect_lesions(disc, disc, spacing_zyx=(1.0, 1.0)).lesions
+    assert lesion["diameter_mm"] == pytest.approx(math.sqrt(4 * 317 / math.pi)) and lesion["size_bin"] == "ge20mm"
+    # at 0.5 mm pixels the same disc covers a quarter of the area: half the diameter
+    assert equivalent_diameter_mm(317, (0.5, 0.5)) == pytest.approx(0.5 * math.sqrt(4 * 317 / math.pi))
+    assert equivalent_diameter_mm(317, (1.0, 1.0, 1.0)) == pytest.approx((6 * 317 / math.pi) ** (1 / 3))
+
+
+@pytest.mark.parametrize("spacing, said", [((1.0, 1.0), "3"), ((-2.0, 1.0, 1.0), "positive"),
+                                            ((1.0, float("nan"), 1.0), "finite")])
+def test_detect_lesions_refuses_a_spacing_that_is_not_one_positive_mm_a_mask_axis(spacing, said):
+    """Without a detected group (so no surface distance checked it) a 3-D mask with 2 spacings was sized as a disc
+    (400 voxels: 9.14 mm, no error) and a negative spacing raised TypeError on a complex diameter."""
+    ref = np.zeros((10, 30, 30), bool)
+    ref[3:7, 10:20, 10:20] = True
+    pred = np.zeros_like(ref)
+    pred[0, 0, 0] = True  # far from it: missed, nothing scored
+    with pytest.raises(ValueError, match=said):
+        detect_lesions(pred, ref, spacing_zyx=spacing)
+    with pytest.raises(ValueError, match=said):  # nor does the row of a structure without its surface metrics
+        from LiverTumorSegLib.metrics.lits import structure_row
+        structure_row(pred, ref, spacing, "tumor", surface=False)

@@ -711,7 +711,9 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
     created = segmentation_node is None
     if created:
         segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-        segmentation_node.CreateDefaultDisplayNodes()
+    # also for a given node without one (made by a script): the result was written and never shown (it does nothing
+    # to a node that has a display node)
+    segmentation_node.CreateDefaultDisplayNodes()
     try:
         present = existing_output_segment_ids(segmentation_node)
         doomed = [i for i in remove_segment_ids if segmentation_node.GetSegmentation().GetSegment(i) is not None
@@ -1538,6 +1540,26 @@ def read_seg_nrrd(scene, path: Union[str, Path]):
 # --- RECIST axes as line markups, views centred on a lesion ----------------------------------------------
 
 LESION_AXIS_ATTRIBUTE = "LiverTumorSeg.lesionAxis"  # "long" / "short" on the line markups made here
+MADE_AS_ATTRIBUTE = TABLE_ATTRIBUTE_PREFIX + "madeAsNodeID"
+"""On a node this module made and removes again by itself (lesion axis markups, change reports): the node's own ID
+when it was made. The Data module's Clone copies attributes and node references, so a copy the user made to keep
+carried every mark of ours and was removed with ours (an axis when another row was selected, a change report when any
+node was deleted); a copy's ID is not the one it was made as. Nodes of scenes saved before this attribute have none
+and count as ours, as before; a scene imported into one whose node IDs clash gets new IDs, and its nodes then count as
+the user's and are left in place (never the other way round)."""
+
+
+def made_here(node) -> bool:
+    """Whether ``node`` is one this module made (:data:`MADE_AS_ATTRIBUTE` is its own ID, or absent: made before the
+    attribute), not a copy of one."""
+    made_as = node.GetAttribute(MADE_AS_ATTRIBUTE)
+    return made_as is None or made_as == node.GetID()
+
+
+def _mark_made_here(node) -> None:
+    node.SetAttribute(MADE_AS_ATTRIBUTE, node.GetID())
+
+
 LESION_AXIS_TABLE_ROLE = "LiverTumorSegLesionTable"
 """Node reference role from an axis line markup to the lesion table whose row it was drawn for: when that table is
 refilled (a re-run, *Update lesion table*), its drawn axes are taken away with the rows they belonged to."""
@@ -1714,7 +1736,7 @@ def remove_lesion_axis_markups(scene, table_node=None) -> int:
     that lesion table); returns how many were removed."""
     nodes = [scene.GetNthNodeByClass(i, "vtkMRMLMarkupsLineNode")
              for i in range(scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode"))]
-    ours = [n for n in nodes if n is not None and n.GetAttribute(LESION_AXIS_ATTRIBUTE)
+    ours = [n for n in nodes if n is not None and n.GetAttribute(LESION_AXIS_ATTRIBUTE) and made_here(n)
             and (table_node is None or n.GetNodeReferenceID(LESION_AXIS_TABLE_ROLE) == table_node.GetID())]
     for node in ours:
         scene.RemoveNode(node)
@@ -1738,6 +1760,7 @@ def show_lesion_axes(scene, lesion: Dict[str, Any], transform_node_id: Optional[
         node.AddControlPoint(vtk.vtkVector3d(*q))
         node.SetLocked(True)
         node.SetAttribute(LESION_AXIS_ATTRIBUTE, which)
+        _mark_made_here(node)  # a copy the user keeps (Clone) is not removed with ours
         if table_node is not None:
             node.SetNodeReferenceID(LESION_AXIS_TABLE_ROLE, table_node.GetID())
         node.CreateDefaultDisplayNodes()
@@ -1893,6 +1916,7 @@ def set_change_report(table_node, change: Dict[str, Any]) -> Any:
     if text_node is None or _referenced_by_another(scene, text_node, table_node):
         text_node = scene.AddNewNodeByClass("vtkMRMLTextNode", f"{table_node.GetName()} change report")
         text_node.SetAttribute(CHANGE_REPORT_ATTRIBUTE, "1")
+        _mark_made_here(text_node)  # a copy the user keeps (Clone) is not taken for an orphan of ours
         table_node.SetNodeReferenceID(CHANGE_REPORT_ROLE, text_node.GetID())
     text_node.SetText(change_to_json(change))
     return text_node
@@ -1932,7 +1956,7 @@ _REMOVING_CHANGE_REPORTS = "_livertumorseg_removing_change_reports"
 def _remove_orphan_change_reports(scene) -> int:
     """:func:`remove_orphan_change_reports`'s work, with its guard set: the orphans, each removed if still there."""
     reports = [node for node in _nodes_of_class(scene, "vtkMRMLTextNode")
-               if node.GetAttribute(CHANGE_REPORT_ATTRIBUTE) == "1"]
+               if node.GetAttribute(CHANGE_REPORT_ATTRIBUTE) == "1" and made_here(node)]
     if not reports:
         return 0
     referenced = set()

@@ -406,6 +406,20 @@ def test_segment_names_colors_and_terminology(scene):
 
 
 @needs_slicer
+def test_a_result_written_into_a_segmentation_without_a_display_node_gets_one(scene):
+    """A segmentation node a script made (AddNewNodeByClass makes no display node) got the result and was never shown:
+    the panel's showResult does nothing without a display node. An existing display node is kept as it is."""
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "made by a script")
+    assert seg.GetDisplayNode() is None
+    mrml.labels_to_segmentation_node(scene, _labels(), _oblique_geometry(), segmentation_node=seg)
+    display = seg.GetDisplayNode()
+    assert display is not None
+    display.SetOpacity(0.3)  # the user's setting
+    mrml.labels_to_segmentation_node(scene, _labels(), _oblique_geometry(), segmentation_node=seg)
+    assert seg.GetDisplayNode() is display and display.GetOpacity() == pytest.approx(0.3)
+
+
+@needs_slicer
 def test_rerun_replaces_only_our_segments(scene):
     geometry = _oblique_geometry()
     labels = _labels()

@@ -63,6 +63,32 @@ def test_a_refilled_lesion_table_takes_away_the_axes_drawn_for_its_old_rows(scen
     assert mrml.remove_lesion_axis_markups(scene) == 2
 
 
+def test_a_users_clone_of_a_drawn_axis_stays_when_another_row_is_selected_or_the_table_refilled(scene):
+    """The Data module's Clone copies attributes and node references, so a copy of a drawn axis the user made to keep
+    (a measurement to show a colleague) was taken for ours and removed on the next row selected, or when the table
+    was refilled. Drawn axes record the ID they were made as; a copy's is another."""
+    report = {"lesions": [dict(LESION, id=1), dict(LESION, id=2)], "liver_volume_ml": 1.0}
+    table = mrml.create_lesion_table_node(scene, report)
+
+    def clone(node):  # what Clone does: CreateNodeByClass, AddNode, Copy
+        copy = scene.AddNewNodeByClass(node.GetClassName())
+        copy.Copy(node)
+        copy.SetName(node.GetName() + " (kept)")
+        return copy
+
+    kept = clone(mrml.focus_on_table_lesion(scene, table, 1)[0])
+    assert kept.GetAttribute(mrml.LESION_AXIS_ATTRIBUTE) == "long" and not mrml.made_here(kept)
+    drawn = mrml.focus_on_table_lesion(scene, table, 2)  # another row: lesion 1's two axes go, the copy stays
+    assert scene.IsNodePresent(kept) and scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode") == 3
+    kept_too = clone(drawn[1])
+    mrml.create_lesion_table_node(scene, report, table_node=table)  # a re-run / Update lesion table
+    assert scene.IsNodePresent(kept) and scene.IsNodePresent(kept_too)
+    assert not any(scene.IsNodePresent(node) for node in drawn)
+    assert mrml.remove_lesion_axis_markups(scene) == 0  # only ours, and none is left
+    for node in (kept, kept_too):
+        scene.RemoveNode(node)
+
+
 def test_focus_on_lesion_centres_every_slice_view(scene):
     views = []
     for name, orientation in (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal")):

@@ -1007,6 +1007,25 @@ def test_deleting_a_change_table_removes_its_change_report_text_node(module):
     assert scene.GetNumberOfNodesByClass("vtkMRMLTextNode") == 1
 
 
+def test_a_users_clone_of_a_change_report_is_not_taken_for_an_orphan(module):
+    """The Data module's Clone of a change report copies its attributes, so the copy the user made to keep was marked
+    as ours and, referenced by no table, removed at the next deletion of any node. A report made here records the ID
+    it was made as; the copy's ID is another, and it stays. The report itself still goes with its table."""
+    mrml, scene = module.mrml, module.scene
+    mrml.observe_change_reports(scene)
+    table = mrml.create_change_table_node(scene, {"lesions": [], "response": "SD"})
+    report = table.GetNodeReference(mrml.CHANGE_REPORT_ROLE)
+    kept = scene.AddNewNodeByClass("vtkMRMLTextNode")
+    kept.Copy(report)  # what Clone does (CreateNodeByClass, AddNode, Copy: attributes and references too)
+    kept.SetName("my kept change report")
+    assert kept.GetAttribute(mrml.CHANGE_REPORT_ATTRIBUTE) == "1" and not mrml.made_here(kept)
+    scene.RemoveNode(scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "unrelated"))
+    assert scene.IsNodePresent(kept) and scene.IsNodePresent(report)
+    scene.RemoveNode(table)
+    assert not scene.IsNodePresent(report) and scene.IsNodePresent(kept)
+    assert '"response": "SD"' in kept.GetText()
+
+
 def test_change_report_observers_are_added_once_and_orphans_already_there_are_removed(module):
     """``mrml.observe_change_reports`` (the module class at Slicer's start, the widget's setup again): a report already
     left without its table (a scene whose table was removed before anything observed it) is removed when it is

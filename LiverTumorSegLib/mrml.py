@@ -711,9 +711,7 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
     created = segmentation_node is None
     if created:
         segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-    # also for a given node without one (made by a script): the result was written and never shown (it does nothing
-    # to a node that has a display node)
-    segmentation_node.CreateDefaultDisplayNodes()
+        segmentation_node.CreateDefaultDisplayNodes()
     try:
         present = existing_output_segment_ids(segmentation_node)
         doomed = [i for i in remove_segment_ids if segmentation_node.GetSegmentation().GetSegment(i) is not None
@@ -734,6 +732,9 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
         raise
     segmentation = segmentation_node.GetSegmentation()
     check_labelmap_output(segmentation_node)
+    # a given node without a display node (made by a script) gets one once the result is to be written: it was
+    # written and never shown (this does nothing to a node that has one; a refused run leaves the node as it was)
+    segmentation_node.CreateDefaultDisplayNodes()
     for segment_id in doomed:
         segmentation.RemoveSegment(segment_id)
     _make_labelmap_the_source(segmentation)

@@ -1097,7 +1097,45 @@ def read_previous_change(path: Any, source: str = "--previous", advice: Optional
     if not is_change_report(change):
         raise InputError(f"{where} is not a followup change report (no response and sum_of_diameters); "
                          f"{give_written}.")
+    wrong = change_report_field_errors(change)
+    if wrong:  # a string sum crashed after the registration ("internal error"), a negative one became a CR's nadir
+        raise InputError(f"{where} is not a change report as followup writes it: {'; '.join(wrong)}; "
+                         f"{give_written}.")
     return change
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def change_report_field_errors(change: Dict[str, Any]) -> List[str]:
+    """What is wrong with the fields a change report passes on as the previous follow-up's (:func:`previous_assessment`
+    reads them), each as ``field: what it holds``: ``response`` one of RECIST's responses; ``sum_of_diameters``'s
+    ``baseline_mm``, ``followup_mm`` and ``nadir_mm`` null or a finite sum of 0 mm or more; its
+    ``target_lesion_ids`` null or a list of lesion numbers; ``baseline`` null or an object whose ``lesion_count`` is
+    null or a count. [] when all are right."""
+    from .metrics.recist import RESPONSES
+
+    wrong = []  # type: List[str]
+    if change.get("response") not in RESPONSES:
+        wrong.append(f"response is {change.get('response')!r}, not one of {', '.join(RESPONSES)}")
+    sums = change["sum_of_diameters"]
+    for key in ("baseline_mm", "followup_mm", "nadir_mm"):
+        value = sums.get(key)
+        if value is not None and not (_is_number(value) and np.isfinite(value) and value >= 0):
+            wrong.append(f"sum_of_diameters.{key} is {value!r}, not a sum of diameters in mm (0 or more) or null")
+    ids = sums.get("target_lesion_ids")
+    if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool)
+                                                               and i >= 1 for i in ids)):
+        wrong.append(f"sum_of_diameters.target_lesion_ids is {ids!r}, not a list of lesion numbers or null")
+    baseline = change.get("baseline")
+    if baseline is not None and not isinstance(baseline, dict):
+        wrong.append(f"baseline is {baseline!r}, not an object or null")
+    elif baseline is not None:
+        count = baseline.get("lesion_count")
+        if count is not None and not (isinstance(count, int) and not isinstance(count, bool) and count >= 0):
+            wrong.append(f"baseline.lesion_count is {count!r}, not a count of lesions or null")
+    return wrong
 
 
 def is_change_report(change: Any) -> bool:
@@ -1238,6 +1276,13 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     if previous_change is not None and (nadir_sum_mm is not None or after_complete_response):
         raise InputError("previous_change gives the nadir and whether the previous assessment was a complete "
                          "response; give it or nadir_sum_mm / after_complete_response, not both.")
+    if previous_change is not None:
+        if not is_change_report(previous_change):
+            raise InputError("previous_change is not a followup change report (no response and sum_of_diameters); "
+                             "give the change report followup wrote for the previous follow-up.")
+        wrong = change_report_field_errors(previous_change)
+        if wrong:
+            raise InputError(f"previous_change is not a change report as followup writes it: {'; '.join(wrong)}.")
     for labels, what in ((baseline, "baseline"), (followup, "follow-up")):
         # a CT given as the label map (the arguments swapped) was named 'label map', not which of the two it was
         require_label_values(np.asarray(labels.array), labels.source or f"{what} given to compare_followup")

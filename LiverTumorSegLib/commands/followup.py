@@ -23,6 +23,7 @@ as in the JSON (every lesion outlined; at most 100 numbered per side, the larges
 medical device.
 """
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -144,6 +145,12 @@ def run(args: argparse.Namespace) -> int:
                        (args.baseline_ct, "--baseline-ct"), (args.followup_ct, "--followup-ct")):
         if path and not Path(path).exists():
             raise InputError(f"{what} '{path}' does not exist; check the path.")
+    from ..fileutil import same_file_among
+    for first, second, what in ((args.baseline, args.followup, "--baseline and --followup"),
+                                (args.baseline_ct, args.followup_ct, "--baseline-ct and --followup-ct")):
+        if first and second and same_file_among([first, second]):  # evaluate refuses --pred = --ref alike
+            raise InputError(f"{what} are the same file ('{first}', '{second}'): compared with itself every lesion "
+                             f"would read as unchanged (SD); give the baseline's and the follow-up's own files.")
     baseline_ct, followup_ct = _read_ct(args.baseline_ct), _read_ct(args.followup_ct)
     baseline = read_label_map(args.baseline, reference=baseline_ct)
     followup = read_label_map(args.followup, reference=followup_ct)
@@ -165,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
         write_change_report(change, temporary["report"], overwrite=True)  # left the report behind
         if picture is not None:
             save_change_picture(temporary["picture"], change, overwrite=True, title=args.title)
-    print("\n".join(change_summary_lines(change)))
+    for line in change_summary_lines(change):  # warnings on stderr, as every other command's (in their place:
+        warning = line.startswith("warning: ")   # under the response line, where a terminal shows them)
+        print(line, file=sys.stderr if warning else sys.stdout, flush=True)
     print(f"change report: {output}")
     if picture is not None:
         print(f"picture: {picture}")

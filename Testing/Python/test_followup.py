@@ -322,8 +322,11 @@ def test_measure_says_what_a_ct_that_is_not_in_hu_means_for_its_report(tmp_path)
 def test_followup_says_what_a_ct_that_is_not_in_hu_means_without_naming_a_switch(tmp_path, capsys):
     """followup has no --allow-non-hu either; its warning for an MR-like --baseline-ct said 'non-HU input was
     allowed'."""
+    import shutil
+
     path = _normalised_ct_and_labels(tmp_path)
-    assert main(["followup", "--baseline", str(path), "--followup", str(path), "--baseline-ct",
+    again = shutil.copy(path, tmp_path / "again.nii.gz")  # another file: the same one is refused
+    assert main(["followup", "--baseline", str(path), "--followup", str(again), "--baseline-ct",
                  str(tmp_path / "ct.nii.gz"), "--alignment", "none", "--no-picture", "-o",
                  str(tmp_path / "c.json")]) == 0
     err = capsys.readouterr().err
@@ -1472,9 +1475,12 @@ def test_followup_warns_of_a_label_whose_header_mirrors_it_off_its_ct(tmp_path):
     from LiverTumorSegLib.cli import main
     from test_lesion_report_edge_cases import _label_with_a_mirrored_header
 
+    import shutil
+
     ct, right, flipped = _label_with_a_mirrored_header(tmp_path)
+    ct_again = str(shutil.copy(ct, tmp_path / "again_ct.nii.gz"))  # the same file twice is refused
     out = tmp_path / "change.json"
-    assert main(["followup", "--baseline", flipped, "--followup", right, "--baseline-ct", ct, "--followup-ct", ct,
+    assert main(["followup", "--baseline", flipped, "--followup", right, "--baseline-ct", ct, "--followup-ct", ct_again,
                  "-o", str(out), "--no-picture"]) == 0
     warnings = json.loads(out.read_text())["warnings"]
     assert sum("does not fit its CT where its header places it" in w and "liver_header_flipped" in w
@@ -1791,3 +1797,30 @@ def test_a_split_target_with_one_fragment_under_5_mm_is_not_said_to_measure_unde
     assert (f"split target lesion {n} has 1 of its 2 fragments under 5 mm (3.8 mm; its fragments sum to 11.8 mm): "
             "counted as measured (RECIST 1.1 4.3.2); a reader who judges it too small to measure counts 5 mm for it, "
             f"a split lesion's fragments then summed (lesion {n}: 13.0 mm), which gives PD") in reason
+
+
+def test_followup_refuses_one_file_as_baseline_and_follow_up_and_prints_warnings_on_stderr(tmp_path, capsys):
+    """The same file (by another spelling too) as --baseline and --followup read as every lesion unchanged: SD, exit
+    0, without a word (evaluate refuses --pred = --ref); now refused before anything is read, the CTs alike. The
+    summary's warnings were printed on stdout, unlike every other command's."""
+    import os
+
+    base, follow = shifted_pair()
+    paths = {name: write_label_map(tmp_path / f"{name}_seg.nii.gz", phantom.labels, phantom.ct.geometry)
+             for name, phantom in (("base", base), ("follow", follow))}
+    link = tmp_path / "link.nii.gz"
+    os.symlink(paths["base"], link)
+    for follow in (paths["base"], link, tmp_path / "." / paths["base"].name):
+        assert main(["followup", "--baseline", str(paths["base"]), "--followup", str(follow), "--alignment", "none",
+                     "--no-picture", "-o", str(tmp_path / "c.json")]) == 2
+        assert "--baseline and --followup are the same file" in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()
+    assert main(["followup", "--baseline", str(paths["base"]), "--followup", str(paths["follow"]), "--baseline-ct",
+                 str(paths["base"]), "--followup-ct", str(link), "--no-picture", "-o", str(tmp_path / "c.json")]) == 2
+    assert "--baseline-ct and --followup-ct are the same file" in capsys.readouterr().err
+    assert main(["followup", "--baseline", str(paths["base"]), "--followup", str(paths["follow"]), "--alignment",
+                 "none", "--no-picture", "-o", str(tmp_path / "c.json")]) == 0
+    captured = capsys.readouterr()
+    warnings = json.loads((tmp_path / "c.json").read_text())["warnings"]
+    assert warnings and all(f"warning: {w}" in captured.err for w in warnings)
+    assert "warning:" not in captured.out and "RECIST 1.1 response" in captured.out

@@ -147,10 +147,11 @@ def test_followup_previous_carries_the_complete_response_and_the_nadir(tmp_path,
     rows = [write(f"row{n}", [_row(n)]) for n in (25, 20)]
     first = followup(rows[0], rows[1], "sd.json")[1]
     assert first["response"] == "SD" and first["sum_of_diameters"]["followup_mm"] == pytest.approx(20.0)
-    code, change = followup(rows[0], rows[0], "pd.json", "--previous", str(tmp_path / "sd.json"))
+    again = write("again", [_row(25)])  # the same lesion again, in another file (the same file is refused)
+    code, change = followup(rows[0], again, "pd.json", "--previous", str(tmp_path / "sd.json"))
     assert change["response"] == "PD" and change["sum_of_diameters"]["nadir_mm"] == pytest.approx(20.0)
     assert change["after_complete_response"] is False
-    assert followup(rows[0], rows[0], "same.json")[1]["response"] == "SD"
+    assert followup(rows[0], again, "same.json")[1]["response"] == "SD"
 
     (tmp_path / "base.nii.gz.json").write_text('{"response": "CR"}')
     capsys.readouterr()
@@ -162,10 +163,45 @@ def test_followup_previous_carries_the_complete_response_and_the_nadir(tmp_path,
                            (["--previous", str(tmp_path / "base.nii.gz.json")], "is not a followup change report")):
         out = "sd.json" if "--overwrite" in extra else "refused.json"
         before = (tmp_path / "sd.json").read_bytes()
-        assert main(["followup", "--baseline", rows[0], "--followup", rows[0], "--alignment", "none",
+        assert main(["followup", "--baseline", rows[0], "--followup", again, "--alignment", "none",
                      "--no-picture", "-o", str(tmp_path / out), *extra]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "refused.json").exists() and (tmp_path / "sd.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("followup_mm", "abc", "sum_of_diameters.followup_mm is 'abc'"),
+    ("followup_mm", -5.0, "sum_of_diameters.followup_mm is -5.0"),
+    ("nadir_mm", [1], "sum_of_diameters.nadir_mm is [1]"),
+    ("baseline_mm", True, "sum_of_diameters.baseline_mm is True"),
+    ("target_lesion_ids", 5, "sum_of_diameters.target_lesion_ids is 5"),
+    ("response", "XX", "response is 'XX', not one of CR, PR, SD, PD"),
+    ("baseline", [1], "baseline is [1], not an object"),
+])
+def test_a_previous_change_report_with_a_wrong_field_is_refused_before_any_work(tmp_path, capsys, field, value, said):
+    """--previous read a change report's fields unchecked: a sum "abc" (or a list, a number for the target list) ended
+    in "internal error" after the registration, a sum of -5 mm was taken as the nadir (below 0 mm: read as after a
+    complete response, every lesion seen again PD), a response "XX" passed. Each is refused, naming the field, before
+    anything is read; the library's previous_change the same."""
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 1.0))
+    base = str(write_label_map(tmp_path / "base.nii.gz", _labels(BASELINE).array, geometry))
+    same = str(write_label_map(tmp_path / "same.nii.gz", _labels(BASELINE).array, geometry))
+    first = tmp_path / "first.json"
+    assert main(["followup", "--baseline", base, "--followup", same, "--alignment", "none", "--no-picture",
+                 "-o", str(first)]) == 0
+    change = json.loads(first.read_text())
+    holder = change if field in ("response", "baseline") else change["sum_of_diameters"]
+    holder[field] = value
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(change))
+    capsys.readouterr()
+    assert main(["followup", "--baseline", base, "--followup", same, "--alignment", "none", "--no-picture",
+                 "-o", str(tmp_path / "second.json"), "--previous", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "internal error" not in err and not (tmp_path / "second.json").exists()
+    from LiverTumorSegLib.errors import InputError
+    with pytest.raises(InputError, match="previous_change is not a change report as followup writes it"):
+        compare_followup(_labels(BASELINE), _labels(BASELINE), alignment="none", previous_change=change)
 
 
 def test_response_criteria_say_where_the_nadir_came_from():

@@ -477,9 +477,12 @@ def test_a_dicom_seg_whose_thickness_is_the_writers_stand_in_reports_slice_spaci
 
 def test_followup_of_two_dicom_segs_takes_each_segs_slice_thickness(tmp_path):
     """followup on DICOM SEG label maps without CTs judged both time points by the 5 mm spacing; the SEGs say 7 mm."""
+    import shutil
+
     _, _, seg = _seg_of_overlapping_slices(tmp_path)
+    again = shutil.copy(seg, tmp_path / "again.dcm")  # the same file twice is refused
     out = tmp_path / "change.json"
-    assert main(["followup", "--baseline", str(seg), "--followup", str(seg), "--alignment", "none", "--no-picture",
+    assert main(["followup", "--baseline", str(seg), "--followup", str(again), "--alignment", "none", "--no-picture",
                  "-o", str(out)]) == 0
     change = json.loads(out.read_text())
     for when in ("baseline", "followup"):

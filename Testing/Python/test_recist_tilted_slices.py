@@ -10,6 +10,13 @@ from LiverTumorSegLib.metrics.recist import axial_slice_thickness_mm
 from LiverTumorSegLib.volume import ImageGeometry
 
 
+def _copy(path):
+    """A copy of ``path`` beside it: followup refuses the same file as baseline and follow-up."""
+    import shutil
+
+    return shutil.copy(path, str(path).replace(".nii.gz", "_again.nii.gz"))
+
+
 def _rotation(axis, degrees):
     c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
     return {"x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]), "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
@@ -111,7 +118,7 @@ def test_measure_and_followup_give_the_same_numbers_flag_and_minimum_for_a_lesio
     measured = json.loads((tmp_path / "m.json").read_text())
     assert "(measurable from 11.0338 mm, twice the 5 mm slices (slice spacing), tilted 25 degrees from the axial " \
            "plane: 5.517 mm along the head-foot axis" in out
-    assert main(["followup", "--baseline", str(path), "--followup", str(path), "-o", str(tmp_path / "c.json"),
+    assert main(["followup", "--baseline", str(path), "--followup", str(_copy(path)), "-o", str(tmp_path / "c.json"),
                  "--no-picture"]) == 0
     change = json.loads((tmp_path / "c.json").read_text())
     for key in ("baseline", "followup"):
@@ -198,7 +205,7 @@ def test_measure_csv_and_followup_agree_on_the_target_and_the_csv_gives_the_limi
     assert [(r["id"], r["recist_target"], r["axial_axes_limit_mm"]) for r in rows] == [("1", "0", "11.83"),
                                                                                         ("2", "1", "")]
     assert float(rows[0]["recist_sum_of_diameters_mm"]) == pytest.approx(14.11, abs=0.01)
-    assert main(["followup", "--baseline", str(path), "--followup", str(path), "-o", str(tmp_path / "c.json"),
+    assert main(["followup", "--baseline", str(path), "--followup", str(_copy(path)), "-o", str(tmp_path / "c.json"),
                  "--no-picture"]) == 0
     change = json.loads((tmp_path / "c.json").read_text())
     assert change["sum_of_diameters"]["target_lesion_ids"] == [2]

@@ -146,11 +146,11 @@ def run(args: argparse.Namespace) -> int:
         if path and not Path(path).exists():
             raise InputError(f"{what} '{path}' does not exist; check the path.")
     from ..fileutil import same_file_among
-    for first, second, what in ((args.baseline, args.followup, "--baseline and --followup"),
-                                (args.baseline_ct, args.followup_ct, "--baseline-ct and --followup-ct")):
-        if first and second and same_file_among([first, second]):  # evaluate refuses --pred = --ref alike
-            raise InputError(f"{what} are the same file ('{first}', '{second}'): compared with itself every lesion "
-                             f"would read as unchanged (SD); give the baseline's and the follow-up's own files.")
+    # (one CT for both stays allowed: two segmentations of the same scan, as the Slicer panel may compare)
+    if same_file_among([args.baseline, args.followup]):  # evaluate refuses --pred = --ref alike
+        raise InputError(f"--baseline and --followup are the same file ('{args.baseline}', '{args.followup}'): "
+                         f"compared with itself every lesion would read as unchanged (SD); give the baseline's and "
+                         f"the follow-up's own label maps.")
     baseline_ct, followup_ct = _read_ct(args.baseline_ct), _read_ct(args.followup_ct)
     baseline = read_label_map(args.baseline, reference=baseline_ct)
     followup = read_label_map(args.followup, reference=followup_ct)

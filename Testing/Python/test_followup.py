@@ -1475,12 +1475,9 @@ def test_followup_warns_of_a_label_whose_header_mirrors_it_off_its_ct(tmp_path):
     from LiverTumorSegLib.cli import main
     from test_lesion_report_edge_cases import _label_with_a_mirrored_header
 
-    import shutil
-
     ct, right, flipped = _label_with_a_mirrored_header(tmp_path)
-    ct_again = str(shutil.copy(ct, tmp_path / "again_ct.nii.gz"))  # the same file twice is refused
     out = tmp_path / "change.json"
-    assert main(["followup", "--baseline", flipped, "--followup", right, "--baseline-ct", ct, "--followup-ct", ct_again,
+    assert main(["followup", "--baseline", flipped, "--followup", right, "--baseline-ct", ct, "--followup-ct", ct,
                  "-o", str(out), "--no-picture"]) == 0
     warnings = json.loads(out.read_text())["warnings"]
     assert sum("does not fit its CT where its header places it" in w and "liver_header_flipped" in w
@@ -1815,9 +1812,6 @@ def test_followup_refuses_one_file_as_baseline_and_follow_up_and_prints_warnings
                      "--no-picture", "-o", str(tmp_path / "c.json")]) == 2
         assert "--baseline and --followup are the same file" in capsys.readouterr().err
     assert not (tmp_path / "c.json").exists()
-    assert main(["followup", "--baseline", str(paths["base"]), "--followup", str(paths["follow"]), "--baseline-ct",
-                 str(paths["base"]), "--followup-ct", str(link), "--no-picture", "-o", str(tmp_path / "c.json")]) == 2
-    assert "--baseline-ct and --followup-ct are the same file" in capsys.readouterr().err
     assert main(["followup", "--baseline", str(paths["base"]), "--followup", str(paths["follow"]), "--alignment",
                  "none", "--no-picture", "-o", str(tmp_path / "c.json")]) == 0
     captured = capsys.readouterr()

@@ -1798,8 +1798,9 @@ def test_a_split_target_with_one_fragment_under_5_mm_is_not_said_to_measure_unde
 
 def test_followup_refuses_one_file_as_baseline_and_follow_up_and_prints_warnings_on_stderr(tmp_path, capsys):
     """The same file (by another spelling too) as --baseline and --followup read as every lesion unchanged: SD, exit
-    0, without a word (evaluate refuses --pred = --ref); now refused before anything is read, the CTs alike. The
-    summary's warnings were printed on stdout, unlike every other command's."""
+    0, without a word (evaluate refuses --pred = --ref); now refused before anything is read (one CT for both stays
+    allowed: two segmentations of one scan, as the Slicer panel compares them). The summary's warnings were printed
+    on stdout, unlike every other command's."""
     import os
 
     base, follow = shifted_pair()

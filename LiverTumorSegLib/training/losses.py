@@ -29,6 +29,17 @@ from .config import LESION_AVERAGES
 from .labels import IGNORE_LABEL
 
 
+def _ce_with_zero_weights(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
+                          valid: torch.Tensor) -> torch.Tensor:
+    """Weighted cross-entropy (the weighted mean F.cross_entropy gives: sum of w[t] x nll over the valid pixels
+    divided by the sum of their w[t]) for class weights of which some are 0: a batch whose valid pixels all belong to
+    classes of weight 0 (a patch of background with ``class_weights: [0, 1, 1]``) gave 0/0, NaN, and ended the run as
+    "diverged", and NaN gradients even where masked. Such a batch gives 0 here, with zero gradients."""
+    nll = F.cross_entropy(logits.float(), target.long(), reduction="none", ignore_index=IGNORE_LABEL)
+    pixel_weights = weights[torch.where(valid, target, torch.zeros_like(target)).long()] * valid
+    return (pixel_weights * nll).sum() / pixel_weights.sum().clamp_min(torch.finfo(torch.float32).tiny)
+
+
 def _weights_tensor(class_weights: Optional[Sequence[float]], logits: torch.Tensor) -> Optional[torch.Tensor]:
     """``class_weights`` (a sequence, or a tensor: used as it is when already on the logits' device) as a float32
     tensor on the logits' device. From a sequence that is a blocking copy to the GPU (a host sync on CUDA):
@@ -237,9 +248,13 @@ class SegmentationLoss(nn.Module):
         valid = target != IGNORE_LABEL
         total = logits.new_zeros((), dtype=torch.float32)
         if self.name in ("ce", "dice_ce"):
-            ce = F.cross_entropy(logits.float(), target.long(), weight=self._weights(logits), ignore_index=IGNORE_LABEL)
-            # wholly ignored: 0/0 in the mean; where() takes 0 and passes no gradient back to it
-            total = total + torch.where(valid.any(), ce, ce.new_zeros(()))
+            weights = self._weights(logits)
+            if self.class_weights is not None and min(float(w) for w in self.class_weights) == 0.0:
+                total = total + _ce_with_zero_weights(logits, target, weights, valid)
+            else:
+                ce = F.cross_entropy(logits.float(), target.long(), weight=weights, ignore_index=IGNORE_LABEL)
+                # wholly ignored: 0/0 in the mean; where() takes 0 and passes no gradient back to it
+                total = total + torch.where(valid.any(), ce, ce.new_zeros(()))
         if self.name in ("focal", "dice_focal"):
             total = total + focal_loss(logits, target, class_weights=self._weights(logits), valid=valid)
         if self.name in ("dice", "dice_ce", "dice_focal"):

@@ -223,3 +223,31 @@ def test_the_loss_makes_no_cuda_sync(name):
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert torch.isfinite(value).item()
+
+
+@pytest.mark.parametrize("name", ["ce", "dice_ce"])
+def test_class_weights_with_a_zero_give_a_finite_loss_on_a_batch_of_that_class_only(name):
+    """class_weights [0, 1, 1] (allowed: >= 0, one above 0) on a patch of background only: F.cross_entropy's weighted
+    mean is 0/0, NaN, and the run stopped as "diverged" at the first such batch (and validation losses were NaN).
+    Such a batch now adds 0 with zero, finite gradients; any other batch the same weighted mean as before, to the
+    rounding of another summation order, ignored pixels left out too."""
+    logits, target = _batch(3)
+    loss = SegmentationLoss(name, [0.0, 1.0, 1.0])
+    background = torch.zeros_like(target)
+    given = logits.clone().requires_grad_(True)
+    value = loss(given, background)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(given.grad).all()
+    if name == "ce":
+        assert float(value) == 0.0 and float(given.grad.abs().max()) == 0.0
+    import torch.nn.functional as F
+    expected_ce = F.cross_entropy(logits, target, weight=torch.tensor([0.0, 1.0, 1.0]))
+    plain = SegmentationLoss(name, [0.0, 1.0, 1.0])(logits, target)
+    dice_part = 0.0 if name == "ce" else float(SegmentationLoss("dice")(logits, target))
+    assert float(plain) == pytest.approx(float(expected_ce) + dice_part, rel=1e-5)
+    partly = target.clone()
+    partly[0, :4] = IGNORE_LABEL
+    keep = partly != IGNORE_LABEL
+    expected = F.cross_entropy(logits, partly.long(), weight=torch.tensor([0.0, 1.0, 1.0]), ignore_index=IGNORE_LABEL)
+    assert keep.any() and float(SegmentationLoss("ce", [0.0, 1.0, 1.0])(logits, partly)) == \
+        pytest.approx(float(expected), rel=1e-5)

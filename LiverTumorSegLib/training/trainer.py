@@ -1174,7 +1174,9 @@ class Trainer:
                     self.log(f"early stopping: no validation improvement in {cfg.early_stopping_patience} "
                              f"validation(s) (every {cfg.val_every} epoch(s))")
                     break
-                if self._time_up():
+                # only with epochs left: a run whose last epoch ended on the limit was recorded "time_limit", told
+                # to --resume, and --resume then said it had finished (the training audit)
+                if epoch + 1 < cfg.epochs and self._time_up():
                     stop_reason = "time_limit"
                     break
         except (KeyboardInterrupt, RuntimeError, EOFError, OSError) as exc:  # the last three: a killed worker

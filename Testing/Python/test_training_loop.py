@@ -2518,3 +2518,22 @@ def test_a_log_csv_held_open_to_the_end_of_the_run_is_said_with_the_rows_it_lack
     assert lacks == [f"warning: {log_csv} lacks the last 2 epoch row(s): it could not be written (is it open in "
                      f"another program?); curves.png lacks them too."]
     assert sum("cannot write" in line for line in said) == 1  # said once when the first row failed
+
+
+def test_a_run_whose_last_epoch_ends_on_the_time_limit_is_completed_not_stopped(data_csv, tmp_path, monkeypatch):
+    """The time limit was checked after every epoch, the last one too: a run that had trained all its epochs when the
+    limit came was recorded as stopped by it ("rerun with --resume"), its package refused without --resume, and
+    --resume then said it had finished: a circle. With no epoch left it is completed; with one left it still stops."""
+    from LiverTumorSegLib.package import read_package_metadata
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(Trainer, "_time_up", lambda self: True)  # the limit is always reached
+    said = []
+    result = train(tiny_config(data_csv, tmp_path, epochs=1, iterations_per_epoch=1), log=said.append)
+    training = read_package_metadata(result.package_path)["training"]
+    assert training["stop_reason"] == "completed" and training["epochs_completed"] == 1
+    assert not [line for line in said if "--resume" in line], said
+    result = train(tiny_config(data_csv, tmp_path, epochs=2, iterations_per_epoch=1, overwrite=True),
+                   log=said.append)
+    training = read_package_metadata(result.package_path)["training"]
+    assert training["stop_reason"] == "time_limit" and training["epochs_completed"] == 1

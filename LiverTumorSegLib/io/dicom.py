@@ -2344,6 +2344,7 @@ def pixel_data_sizes(ds: Any) -> Optional[Tuple[int, int]]:
         if element is None or syntax not in UNCOMPRESSED_TRANSFER_SYNTAXES:
             return None
         stored = int(element.length) if hasattr(element, "length") else len(element.value)
+        stored = min(stored, _bytes_in_file_from(element, ds))  # the length the header gives, or what is left
         stated = getattr(ds, "NumberOfFrames", None)
         frames = 1 if stated is None or str(stated).strip() == "" else int(stated)
         expected = (int(ds.Rows) * int(ds.Columns) * frames * int(getattr(ds, "SamplesPerPixel", 1) or 1)
@@ -2351,6 +2352,22 @@ def pixel_data_sizes(ds: Any) -> Optional[Tuple[int, int]]:
     except Exception:  # noqa: BLE001 - what pydicom cannot tell, the reader judges
         return None
     return None if stored == 0xFFFFFFFF else (stored, expected)
+
+
+def _bytes_in_file_from(element: Any, ds: Any) -> int:
+    """How many bytes the file of ``ds`` holds from where the deferred ``element``'s value starts (its
+    ``value_tell``) to its end; a very large number when that is not known (read from memory, not deferred). A
+    truncated file's Pixel Data element still states its whole length: a DICOM SEG cut in half passed the size
+    check and was then called "not a regular 3D volume", with advice that led to another wrong message."""
+    import os
+
+    start, name = getattr(element, "value_tell", None), getattr(ds, "filename", None)
+    if start is None or not isinstance(name, (str, os.PathLike)):
+        return 1 << 62
+    try:
+        return max(0, os.path.getsize(name) - int(start))
+    except (OSError, TypeError, ValueError):
+        return 1 << 62
 
 
 _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")

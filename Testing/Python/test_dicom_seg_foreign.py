@@ -328,3 +328,12 @@ def test_a_seg_of_another_organ_only_or_with_cut_pixel_data_is_refused_saying_so
     with pytest.raises(InputError, match=f"{full} bytes of pixel data, but holds {full // 2} .*it is truncated or its "
                                          f"header is wrong. Export the segmentation again"):
         read_dicom_seg(tmp_path / "cut.dcm")
+    # the file itself cut short (a copy broken off): the Pixel Data element still states its whole length, which
+    # passed, and the SEG was called "not a regular 3D volume" with advice (--ct) that led to another wrong message
+    whole = seg.read_bytes()
+    (tmp_path / "broken_off.dcm").write_bytes(whole[:len(whole) - full // 2])
+    with pytest.raises(InputError, match=f"{full} bytes of pixel data, but holds {full - full // 2} .*it is truncated "
+                                         f"or its header is wrong"):
+        read_dicom_seg(tmp_path / "broken_off.dcm")
+    with pytest.raises(InputError, match="it is truncated or its header is wrong"):
+        read_dicom_seg(tmp_path / "broken_off.dcm", reference=ct)

@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from .volume import CTVolume, ImageGeometry
+from .volume import CTVolume, ImageGeometry, meta_for_another_grid
 
 
 @dataclass(frozen=True)
@@ -160,5 +160,5 @@ def canonicalize(volume: CTVolume, copy: bool = True) -> Tuple[CTVolume, Reorien
     reorientation = plan_reorientation(volume.geometry, volume.shape_zyx)
     array = reorientation.to_canonical(volume.array) if copy else reorientation.canonical_view(volume.array)
     canonical = CTVolume(array=array, geometry=reorientation.canonical_geometry, source=volume.source,
-                         meta=dict(volume.meta))
+                         meta=dict(volume.meta) if reorientation.is_identity else meta_for_another_grid(volume.meta))
     return canonical, reorientation

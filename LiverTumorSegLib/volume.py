@@ -203,6 +203,19 @@ class ImageGeometry:
         return cls(spacing=tuple(d["spacing"]), origin=tuple(d["origin"]), direction=tuple(d["direction"]))
 
 
+PLACEMENT_META_KEYS = ("nifti_header_transforms", "nifti_orientation_unknown")
+""":attr:`CTVolume.meta` keys that say how the file placed the grid it was read on (a NIfTI's sform and qform as
+written, a NIfTI without orientation; the NIfTI writers keep them, ``nifti_write_options``). They are true of that grid
+only: a volume on another grid (reoriented, resampled, cropped) carried them on, and a NIfTI written with them was
+placed as the file placed the original (a canonicalized CT's label map mirrored left-right and front-back)."""
+
+
+def meta_for_another_grid(meta: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of ``meta`` for a volume on another grid than the one it was read on: without
+    :data:`PLACEMENT_META_KEYS`."""
+    return {key: value for key, value in meta.items() if key not in PLACEMENT_META_KEYS}
+
+
 @dataclass
 class CTVolume:
     """A 3D scalar image and its geometry.

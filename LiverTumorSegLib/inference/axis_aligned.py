@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..volume import CTVolume, ImageGeometry
+from ..volume import CTVolume, ImageGeometry, meta_for_another_grid
 
 OBLIQUE_THRESHOLD_DEGREES = 5.0
 """A CT whose grid is turned more than this against the patient's axes (:func:`..orientation.obliquity_degrees`) is
@@ -253,7 +253,7 @@ def run_volume(grid_ct: CTVolume, run: FootprintRun) -> CTVolume:
     geometry = ImageGeometry(spacing=tuple(float(s) for s in grid_ct.geometry.spacing),
                              origin=tuple(float(v) for v in origin))
     return CTVolume(array=grid_ct.array[run.read_box], geometry=geometry, source=grid_ct.source,
-                    meta=dict(grid_ct.meta))
+                    meta=meta_for_another_grid(grid_ct.meta))
 
 
 def onto_aligned_grid(volume: CTVolume, spacing_xyz: Sequence[float]) -> Tuple[CTVolume, AlignedGrid]:
@@ -266,7 +266,7 @@ def resampled_onto(volume: CTVolume, grid: AlignedGrid, slab_done: Optional[Slab
     """``volume`` resampled onto ``grid`` (float32 HU; beyond its grid: :data:`EDGE_MODE`; ``slab_done`` after each
     slab)."""
     array = resample(volume.array, volume.geometry, grid.geometry, grid.shape_zyx, 0.0, EDGE_MODE, slab_done)
-    return CTVolume(array=array, geometry=grid.geometry, source=volume.source, meta=dict(volume.meta))
+    return CTVolume(array=array, geometry=grid.geometry, source=volume.source, meta=meta_for_another_grid(volume.meta))
 
 
 def aligned_spacing_xyz(volume: CTVolume, target_spacing_mm: Optional[float]) -> Tuple[float, float, float]:

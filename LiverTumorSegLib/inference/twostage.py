@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
-from ..volume import CTVolume, ImageGeometry
+from ..volume import CTVolume, ImageGeometry, meta_for_another_grid
 from .postprocess import CONNECTIVITY_26, largest_part_holding_liver
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def decimate_volume(volume: CTVolume, factors_zyx: Sequence[int]) -> CTVolume:
     g = volume.geometry
     spacing = (g.spacing[0] * fx, g.spacing[1] * fy, g.spacing[2] * fz)
     geometry = ImageGeometry(spacing=spacing, origin=g.origin, direction=g.direction)
-    return CTVolume(array=array, geometry=geometry, source=volume.source, meta=dict(volume.meta))
+    return CTVolume(array=array, geometry=geometry, source=volume.source, meta=meta_for_another_grid(volume.meta))
 
 
 def crop_volume(volume: CTVolume, box_zyx: Box) -> CTVolume:
@@ -48,7 +48,7 @@ def crop_volume(volume: CTVolume, box_zyx: Box) -> CTVolume:
     g = volume.geometry
     geometry = ImageGeometry(spacing=g.spacing, origin=tuple(origin), direction=g.direction)
     return CTVolume(array=np.ascontiguousarray(volume.array[box_zyx]), geometry=geometry, source=volume.source,
-                    meta=dict(volume.meta))
+                    meta=meta_for_another_grid(volume.meta))
 
 
 def organ_components(coarse_labels: np.ndarray) -> Components:

@@ -8,7 +8,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 import numpy as np
 
 from ..errors import InputError, LabelError
-from ..volume import CTVolume, ImageGeometry
+from ..volume import CTVolume, ImageGeometry, meta_for_another_grid
 from .formats import _LABEL_MAP_FORMATS_TEXT, _SUPPORTED_TEXT, PathLike
 from .reading import read_volume
 
@@ -118,7 +118,8 @@ def _reoriented_onto(volume: CTVolume, reference: CTVolume, tolerance: float, wh
         array = np.zeros(reference_shape, dtype=volume.array.dtype)
         array[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]] = view
         note = part_note
-    out = CTVolume(array=array, geometry=reference.geometry, source=volume.source, meta=dict(volume.meta))
+    out = CTVolume(array=array, geometry=reference.geometry, source=volume.source,
+                   meta=meta_for_another_grid(volume.meta))
     out.meta["warnings"] = list(volume.meta.get("warnings", [])) + [note]
     return out
 

@@ -301,12 +301,12 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
         image = nib.load(str(path), mmap=False)  # a .nii stays unmapped: Windows cannot replace a mapped file
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
         raise_if_out_of_memory(exc, str(path))
-        problem = _qform_problem_of_file(path)
+        from .formats import renamed_hint
+        hint = renamed_hint(path, full_suffix(path))  # first: a gzip stream read as a header often looks like a
+        problem = None if hint else _qform_problem_of_file(path)  # damaged qform (5 of 12 such files said so)
         if problem:  # nibabel computes the affine from a qform-only header while loading ('w2 should be positive')
             raise InputError(f"'{path}' has a damaged qform orientation ({problem}) and no sform; fix the header (e.g. "
                              f"re-export from the scanner/PACS).") from None
-        from .formats import renamed_hint
-        hint = renamed_hint(path, full_suffix(path))
         raise InputError(f"Cannot read '{path}' as NIfTI: {_short(exc)}"
                          f"{hint or '. Check that the file is complete'}.") from None
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):

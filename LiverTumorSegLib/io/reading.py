@@ -11,7 +11,8 @@ from ..volume import CTVolume, ImageGeometry
 from .dicom import _dicom_series_of_file, _read_dicom_folder
 from .formats import (_SUPPORTED_TEXT, DICOM_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, PathLike,
                       may_be_dicom_file)
-from .conversions import hu_copy_itemsize, read_peak_voxel_bytes, unit_direction
+from .conversions import (_check_3d_shape, check_geometry_values, hu_copy_itemsize, read_peak_voxel_bytes,
+                          unit_direction)
 from .itk import _read_itk_file, detached_data_file
 from .nifti import _read_nifti
 
@@ -181,8 +182,9 @@ def _read_header(path: PathLike
         except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
             raise_if_out_of_memory(exc, str(path))
             raise InputError(f"Cannot read the NIfTI header of '{path}'.") from None
+        # the reader's shape check first (a 2-D file raised IndexError here, a 16 x 16 x 1 x 5 one was 1 slice)
+        shape_xyz = _check_3d_shape(image.shape, str(path))
         geometry, _ = _nifti_geometry(image.header, str(path), warn=False)
-        shape_xyz = tuple(int(n) for n in image.shape[:3])
         itemsizes = nifti_read_itemsizes(image)
         compressed = os.path.getsize(str(path)) if suffix == ".nii.gz" else None
         held_whole = False
@@ -197,9 +199,10 @@ def _read_header(path: PathLike
         except RuntimeError as exc:
             raise_if_out_of_memory(exc, str(path))
             raise InputError(f"Cannot read the header of '{path}'{non_ascii_path_hint(path)}.") from None
+        shape_xyz = _check_3d_shape(tuple(reader.GetSize()), str(path))  # as the reader: 2-D, 4-D refused
         spacing, direction = unit_direction(tuple(reader.GetSpacing())[:3], _direction_3d(reader))
+        check_geometry_values(spacing, tuple(reader.GetOrigin())[:3], direction, str(path))  # a sheared grid too
         geometry = ImageGeometry(spacing=spacing, origin=tuple(reader.GetOrigin())[:3], direction=direction)
-        shape_xyz = tuple(int(n) for n in (tuple(reader.GetSize()) + (1, 1))[:3])
         stored = _itk_itemsize(reader.GetPixelID()) * int(reader.GetNumberOfComponents())
         # as _read_itk_file's check: the stored voxels and their HU copy (int16 or float32)
         kind = _itk_numpy_dtype(reader.GetPixelID()).kind

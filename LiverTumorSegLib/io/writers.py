@@ -82,6 +82,8 @@ def _write_nifti(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, cont
         image.set_sform(affine, code=1)  # scanner anatomical
         image.set_qform(affine, code=1)
     image.header.set_xyzt_units(unit, "sec")
+    if orientation_unknown or nifti_transforms:
+        _check_placed_as_given(image.header, geometry, tmp)
     if content:
         image.header["descrip"] = content.encode("ascii")[:79]
     if content == PROBABILITY_255_CONTENT:
@@ -89,6 +91,30 @@ def _write_nifti(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, cont
     if intent:
         image.header.set_intent(intent)
     nib.save(image, str(tmp))
+
+
+PLACEMENT_TOLERANCE_MM = 1e-3
+"""How far (mm, and in direction cosines) the grid a NIfTI header written with an input's own placement
+(``orientation_unknown``, ``nifti_transforms``) places may lie from the geometry asked for: the header stores float32."""
+
+
+class PlacementMismatch(ValueError):
+    """NIfTI placement options (an input's own) given for an array on another grid (:func:`_check_placed_as_given`)."""
+
+
+def _check_placed_as_given(header: Any, geometry: ImageGeometry, tmp: Path) -> None:
+    """ValueError unless ``header`` (sform/qform as an input had them) places the voxels on ``geometry``, as this
+    library reads NIfTI: those placement options belong to the grid the input was read on, and a volume on another
+    grid (reoriented, cropped) written with them lay mirrored or shifted, while the writer promised ``geometry``."""
+    from .nifti import _nifti_geometry
+
+    placed, _ = _nifti_geometry(header, str(tmp), warn=False)
+    if not placed.almost_equal(geometry, PLACEMENT_TOLERANCE_MM):
+        raise PlacementMismatch(f"The NIfTI placement options (orientation_unknown / nifti_transforms, an input's own) place "
+                         f"this array on spacing {placed.spacing}, origin {placed.origin}, direction "
+                         f"{placed.direction}, not on the geometry given ({geometry.spacing}, {geometry.origin}, "
+                         f"{geometry.direction}): they belong to the grid the input was read on. Give "
+                         f"nifti_write_options of a volume on this grid, or none.")
 
 
 def _scale_as_probability(header: Any) -> None:
@@ -271,5 +297,16 @@ def storable_array(array: np.ndarray) -> np.ndarray:
 
 def write_volume(path: PathLike, volume: CTVolume, overwrite: bool = False) -> Path:
     """Write ``volume`` (``(z, y, x)``; dtype kept where every format stores it, see :func:`storable_array`)
-    to .nii/.nii.gz/.nrrd/.mha with exact geometry."""
-    return _write_array(path, storable_array(volume.array), volume.geometry, overwrite)
+    to .nii/.nii.gz/.nrrd/.mha with exact geometry. A NIfTI volume read from NIfTI keeps that file's own placement
+    (no orientation, or its two disagreeing transforms with their codes: ``nifti_write_options``) and version, so every
+    tool places the copy where it places the original (ITK and 3D Slicer put a copy with sform = qform 48 mm off, or
+    mirrored front-back for a file without orientation), where it still places it on ``volume.geometry``."""
+    from .nifti import nifti_write_options
+
+    array = storable_array(volume.array)
+    if full_suffix(Path(path)) in NIFTI_SUFFIXES:
+        try:
+            return _write_array(path, array, volume.geometry, overwrite, **nifti_write_options(volume))
+        except PlacementMismatch:  # meta of another grid than this one: written with its own geometry
+            pass
+    return _write_array(path, array, volume.geometry, overwrite)

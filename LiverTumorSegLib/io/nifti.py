@@ -307,6 +307,11 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
         if problem:  # nibabel computes the affine from a qform-only header while loading ('w2 should be positive')
             raise InputError(f"'{path}' has a damaged qform orientation ({problem}) and no sform; fix the header (e.g. "
                              f"re-export from the scanner/PACS).") from None
+        suffix = full_suffix(path)
+        written = path.name[len(path.name) - len(suffix):]
+        if not hint and written not in (suffix, suffix.upper()):  # nibabel looked for 'X.nii' ('No such file')
+            hint = (f" (its extension '{written}' is in mixed case, which nibabel and ITK do not open: rename it "
+                    f"to '{path.name[:len(path.name) - len(suffix)] + suffix}')")
         raise InputError(f"Cannot read '{path}' as NIfTI: {_short(exc)}"
                          f"{hint or '. Check that the file is complete'}.") from None
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):

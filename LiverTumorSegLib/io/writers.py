@@ -28,8 +28,10 @@ def _check_write_suffix(path: Path) -> str:
 def check_metaimage_name(path: PathLike) -> None:
     """InputError for an output named ``.mha`` (or ``.mhd``) in other than lower case (``OUT.MHA``): ITK opens a
     MetaImage by its lower-case extension only, so 3D Slicer ('FileFormatError') and SimpleITK ('Unable to
-    determine ImageIO reader') could not open the label map ``segment -o OUT.MHA`` wrote, after the whole run. The
-    name with the extension in lower case is suggested. Other names pass."""
+    determine ImageIO reader') could not open the label map ``segment -o OUT.MHA`` wrote, after the whole run; and
+    for a NIfTI extension in mixed case (``OUT.Nii``, ``OUT.nii.GZ``: ITK says "mixed case extension is not valid",
+    and nibabel looked for ``OUT.nii``); all upper case (``OUT.NII.GZ``) is read by both. The name with the
+    extension in lower case is suggested. Other names pass."""
     path = Path(path)
     suffix = full_suffix(path)
     written = path.name[len(path.name) - len(suffix):]
@@ -37,6 +39,11 @@ def check_metaimage_name(path: PathLike) -> None:
         raise InputError(f"Cannot write '{path}': ITK-based programs (3D Slicer, SimpleITK) open a MetaImage file "
                          f"only by the lower-case extension {suffix}, so they could not open it as '{written}'; name "
                          f"it '{path.with_name(path.name[:len(path.name) - len(suffix)] + suffix)}'.")
+    if suffix in (".nii", ".nii.gz") and written not in (suffix, suffix.upper()):
+        # ITK refuses a mixed-case NIfTI extension ('.Nii'), and nibabel opened 'X.Nii' as 'X.nii' (no such file)
+        raise InputError(f"Cannot write '{path}': 3D Slicer and SimpleITK refuse a NIfTI extension in mixed case "
+                         f"('{written}'); name it "
+                         f"'{path.with_name(path.name[:len(path.name) - len(suffix)] + suffix)}'.")
 
 
 NIFTI1_MAX_DIMENSION = 32767

@@ -289,6 +289,26 @@ def test_a_metaimage_named_in_upper_case_is_refused_naming_the_lower_case_name(t
         assert read_volume(write_label_map(tmp_path / other, labels, geometry)).geometry == geometry
 
 
+@pytest.mark.parametrize("name", ["OUT.Nii", "out.Nii.Gz", "out.nii.GZ"])
+def test_a_nifti_named_in_mixed_case_is_refused_and_read_with_a_rename_hint(tmp_path, name):
+    """``segment -o X.Nii`` wrote (exit 0) a label map that ITK refuses ('mixed case extension is not valid') and
+    that this tool could not read back ('No such file ... X.nii. Check that the file is complete'). Refused before
+    anything is written, naming the lower-case name; all upper case (.NII.GZ) stays allowed (ITK and nibabel open it),
+    and such an input says to rename it."""
+    import shutil
+
+    geometry = ImageGeometry(spacing=(1, 1, 1))
+    labels = np.zeros((2, 3, 4), np.uint8)
+    with pytest.raises(InputError, match=r"refuse a NIfTI extension in mixed case .*name it '.*\.nii(\.gz)?'"):
+        write_label_map(tmp_path / name, labels, geometry)
+    assert list(tmp_path.iterdir()) == []
+    written = write_label_map(tmp_path / ("ok.nii.gz" if name.lower().endswith(".gz") else "ok.nii"), labels, geometry)
+    if name == "OUT.Nii":  # nibabel opens X.Nii as X.nii: no such file
+        shutil.copy(written, tmp_path / name)
+        with pytest.raises(InputError, match=r"extension '\.Nii' is in mixed case, .*rename it to 'OUT\.nii'"):
+            read_volume(tmp_path / name)
+
+
 # ------------------------------------------------------------------------------------------- DICOM
 def write_dicom_series(folder: Path, stored_zyx: np.ndarray, uid: str, description: str,
                        origin=(-10.5, 20.25, 100.0), pixel_spacing_xy=(0.6, 0.75), thickness=2.5,

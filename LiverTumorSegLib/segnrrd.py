@@ -347,6 +347,21 @@ def _all_segments_empty(segments: List[Dict[str, str]]) -> bool:
     return bool(segments)
 
 
+def _refuse_unclaimed_values(array: np.ndarray, claimed: Dict[int, List[int]], path: Path) -> None:
+    """LabelError naming the voxel values of a layer of ``array`` ``(z, y, x, layers)`` that no segment claims (its
+    LabelValue in that layer; ``claimed``): they were read as background without a word (a tumor stored as 3 with
+    the segments at 1 and 2 measured no tumor)."""
+    for layer in range(array.shape[-1]):
+        values, counts = np.unique(array[..., layer], return_counts=True)
+        stray = [(int(v), int(n)) for v, n in zip(values, counts) if v != 0 and int(v) not in claimed.get(layer, [])]
+        if stray:
+            listed = ", ".join(f"{v} ({n} voxels)" for v, n in stray[:10])
+            raise LabelError(f"'{path}' has voxels of value {listed} in layer {layer}, which no segment of its header "
+                             f"claims (its segments there have LabelValue {sorted(claimed.get(layer, []))}); the "
+                             f"file's header and voxels disagree. Save the segmentation again from 3D Slicer, or give "
+                             f"a plain label map (0 background, 1 liver, 2 tumor).")
+
+
 def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
                          reference: Optional[CTVolume] = None) -> CTVolume:
     """Read a ``.seg.nrrd`` as a uint8 ``(z, y, x)`` label map (0 background, 1 liver, 2 tumor).
@@ -382,16 +397,19 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
     masks: Dict[int, np.ndarray] = {1: np.zeros(labels.shape, bool), 2: np.zeros(labels.shape, bool)}
     ignored = []
     ignored_voxels = {}  # type: Dict[str, int]
+    claimed = {}  # type: Dict[int, List[int]]  # layer: the LabelValues its segments give
     for index, segment in enumerate(segments):
         label = label_of_segment(segment)
         layer = _int_field(segment, "Layer", index if layers > 1 else 0, path)  # in range: check_segment_fields
         value = _int_field(segment, "LabelValue", 1, path)
+        claimed.setdefault(layer, []).append(value)
         if label is None:
             name = segment.get("Name") or segment.get("ID") or f"Segment{index}"
             ignored.append(name)
             ignored_voxels[name] = ignored_voxels.get(name, 0) + int(np.count_nonzero(array[..., layer] == value))
             continue
         masks[label] |= array[..., layer] == value
+    _refuse_unclaimed_values(array, claimed, path)
     if len(ignored) == len(segments):
         raise LabelError(f"'{path}' holds the segments {', '.join(repr(n) for n in ignored)}, none of them liver or "
                          f"tumor; name them 'Liver' and 'Liver tumor' (as segment writes them).")

@@ -121,7 +121,7 @@ def test_other_segments_are_left_out_and_no_liver_segment_is_an_error(tmp_path, 
     volume = read_seg_nrrd_labels(write_seg_nrrd_by_hand(tmp_path / "s.seg.nrrd", [arr], [LIVER, spleen]))
     assert volume.array[0, 1, 1] == 1 and volume.array[1, 2, 2] == 0
     assert "Spleen" in caplog.text
-    path = write_seg_nrrd_by_hand(tmp_path / "only.seg.nrrd", [arr], [spleen])
+    path = write_seg_nrrd_by_hand(tmp_path / "only.seg.nrrd", [np.where(arr == 3, 3, 0).astype(np.uint8)], [spleen])
     with pytest.raises(LabelError, match="'Spleen', none of them liver or tumor"):
         read_seg_nrrd_labels(path)
 
@@ -271,12 +271,31 @@ def test_evaluate_records_the_segments_it_left_out(tmp_path, capsys):
     (tmp_path / "ref").mkdir()
     vein = {"ID": "Segment_5", "Name": "Portal vein", "Layer": "0", "LabelValue": "5"}
     write_seg_nrrd_by_hand(tmp_path / "pred" / "case1.seg.nrrd", [arr], [LIVER, TUMOR, vein])
-    write_seg_nrrd_by_hand(tmp_path / "ref" / "case1.seg.nrrd", [arr], [LIVER, TUMOR])
+    write_seg_nrrd_by_hand(tmp_path / "ref" / "case1.seg.nrrd", [np.where(arr == 5, 0, arr).astype(np.uint8)],
+                           [LIVER, TUMOR])  # the vein's voxel is no value of its segments
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o",
                  str(tmp_path / "ev"), "--no-plots", "--no-progress"]) == 0
     warnings = json.loads((tmp_path / "ev" / "summary.json").read_text())["warnings"]
     assert list(warnings) == ["case1"] and "'Portal vein'" in warnings["case1"][0]
     assert warnings["case1"][0].startswith("prediction: ")
+
+
+def test_voxels_of_a_value_no_segment_claims_are_refused_not_read_as_background(tmp_path):
+    """A tumor stored as 3 in a file whose segments are Liver = 1 and Liver tumor = 2 (header and voxels out of step:
+    hand-edited, or written by another tool) was read as background: measure said 'tumors: 0' and evaluate scored
+    no tumor, without a word. A plain label map holding 3 is refused; so is this, naming the value and layer."""
+    phantom = make_phantom(shape_zyx=(6, 20, 24), seed=1)
+    stored = phantom.labels.copy()
+    assert (stored == 2).any()
+    stored[stored == 2] = 3
+    path = write_seg_nrrd_by_hand(tmp_path / "case.seg.nrrd", [stored], [LIVER, TUMOR])
+    with pytest.raises(LabelError, match=rf"has voxels of value 3 \({int((stored == 3).sum())} voxels\) in layer 0, "
+                                         r"which no segment of its header claims \(its segments there have LabelValue "
+                                         r"\[1, 2\]\)"):
+        read_seg_nrrd_labels(path)
+    # a value a segment of another structure claims (left out with a warning) stays allowed
+    vein = {"ID": "Segment_3", "Name": "Portal vein", "Layer": "0", "LabelValue": "3"}
+    read_seg_nrrd_labels(write_seg_nrrd_by_hand(tmp_path / "vein.seg.nrrd", [stored], [LIVER, TUMOR, vein]))
 
 
 @pytest.mark.parametrize("value", ["0", "-1"])

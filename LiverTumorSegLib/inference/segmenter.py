@@ -1415,6 +1415,19 @@ def _load_in_background(segmenter: "Segmenter") -> "concurrent.futures.Future":
     return future
 
 
+def _input_data_file(input_path: Any) -> Optional[Path]:
+    """The one file a detached-header input (``.mhd``, ``.nhdr``) keeps its voxels in, or None (any other input,
+    one without such a file, or one whose header cannot be read: the reader says what is wrong)."""
+    if input_path is None or full_suffix(Path(input_path)) not in (".mhd", ".nhdr"):
+        return None
+    try:
+        from ..io.itk import detached_data_file
+
+        return detached_data_file(Path(input_path))
+    except Exception:  # noqa: BLE001 - a damaged header is the reader's to report
+        return None
+
+
 def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_path: Any, probability_path: Any,
                    overwrite: bool) -> Dict[str, Optional[Path]]:
     """Every output checked (extension, existence, folder) before any work; ``{"labels", "report", ...}``."""
@@ -1429,6 +1442,9 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
     roles = ("input", "output", "report", "preview", "probability map")
     given = [(role, Path(p)) for role, p in zip(roles, (input_path, output_path, report_path, preview_path,
                                                         probability_path)) if p is not None]
+    data_file = _input_data_file(input_path)
+    if data_file is not None:  # a .mhd's ElementDataFile, a .nhdr's data file: its voxels, overwritten by -o before
+        given.insert(1, ("input's data file", data_file))
     # before the existence checks ('segment ct.nii.gz -o ct.nii.gz' was told to pass --overwrite); also 'ct.nii.gz'
     # against 'CT.nii.gz' on Windows and macOS, hard links and symbolic links
     identities = [set(file_identities(path)) for _, path in given]  # each path's once, not once per pair

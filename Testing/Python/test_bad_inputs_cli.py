@@ -1654,6 +1654,23 @@ def test_segment_sample_refuses_writing_over_the_bundled_reference(tmp_path, mon
     assert not (tmp_path / "seg.nii.gz").exists()
 
 
+@pytest.mark.parametrize("header_name, header", [
+    ("ct.mhd", "ObjectType = Image\nNDims = 3\nDimSize = 8 6 4\nElementType = MET_SHORT\nElementSpacing = 1 1 1\n"
+               "ElementDataFile = {data}\n"),
+    ("ct.nhdr", "NRRD0004\ntype: short\ndimension: 3\nsizes: 8 6 4\nspace: left-posterior-superior\n"
+                "space directions: (1,0,0) (0,1,0) (0,0,1)\nencoding: raw\nendian: little\ndata file: {data}\n")])
+def test_an_output_that_is_the_inputs_data_file_is_refused(tmp_path, capsys, header_name, header):
+    """A .mhd whose ElementDataFile (or a .nhdr whose data file) is 'out.nii', segmented with '-o out.nii
+    --overwrite': only the header was compared with the outputs, and the CT's voxels were replaced by the labels."""
+    (tmp_path / "out.nii").write_bytes(np.zeros((4, 6, 8), "<i2").tobytes())
+    (tmp_path / header_name).write_text(header.format(data="out.nii"))
+    before = (tmp_path / "out.nii").read_bytes()
+    code = main(["segment", str(tmp_path / header_name), "-o", str(tmp_path / "out.nii"), "--overwrite",
+                 "--no-progress"])
+    assert_clean_error(code, capsys.readouterr().err, ["input's data file", "are the same file"])
+    assert (tmp_path / "out.nii").read_bytes() == before
+
+
 def test_output_that_is_the_input_under_another_spelling_is_refused(tmp_path, monkeypatch):
     """'-o CT.nii.gz --overwrite' for the input 'ct.nii.gz' replaced the CT on macOS and Windows (one file there:
     the paths were compared with case); a hard link to the input, or a probability map named like the output,

@@ -17,11 +17,14 @@ log = logging.getLogger(__name__)
 LABEL_VALUES = (0, 1, 2)
 GEOMETRY_TOLERANCE = 1e-3  # mm for spacing and origin, unitless for direction cosines
 
-_REMAP_ADVICE = ("remap them first (e.g. in 3D Slicer, or with SimpleITK: "
-                 "sitk.ChangeLabel(image, changeMap={255: 1})); evaluate and train can map them with --label-map "
-                 "instead.")
-"""How to fix a label map with other values: measure and followup have no --label-map (the advice said only 'remap
-them first', without how)."""
+def _remap_advice(value: int) -> str:
+    """How to fix a label map holding ``value`` (one of its values outside 0, 1, 2): measure and followup have no
+    --label-map (the advice said only 'remap them first', without how), with the file's own value in the example
+    (it showed {255: 1} for every value, 3 too)."""
+    example = 1 if value == 255 else 2  # 0/255 is a mask of the liver; another value more often a lesion class
+    return (f"remap them first (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, changeMap={{{value}: "
+            f"{example}}}), each value mapped to the label it stands for); evaluate and train can map them with "
+            f"--label-map instead.")
 
 
 def describe_grid_mismatch(label: CTVolume, reference: CTVolume, tolerance: float,
@@ -363,7 +366,7 @@ def check_label_values(array: np.ndarray, source: str = "label map",
                              f"--label-map, which maps values 0..255). {hint[:1].upper() + hint[1:]}")
         meaning = "" if "0 background" in allowed_txt else " (0 background, 1 liver, 2 tumor)"
         raise LabelError(f"Label map '{source}' has values {shown} outside the allowed {allowed_txt}{meaning}; "
-                         f"{_ct_hint(bad) or (advice if outside_bytes else _REMAP_ADVICE)}")
+                         f"{_ct_hint(bad) or (advice if outside_bytes else _remap_advice(int(bad[0])))}")
     return array.astype(np.uint8, copy=False)
 
 

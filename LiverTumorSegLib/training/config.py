@@ -237,12 +237,17 @@ class TrainConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise InputError(f"Option {name}={value!r} is not one of {', '.join(allowed)}.")
-        from ..package import MAX_TEXT_CHARS
+        from ..package import MAX_TEXT_CHARS, looks_like_path
 
         for name in sorted(FREE_TEXT_FIELDS):  # the package refused them after the training (naming a function)
             if len(str(getattr(self, name) or "")) > MAX_TEXT_CHARS:
                 raise InputError(f"Option {name} is {len(str(getattr(self, name)))} characters long; a model package "
                                  f"holds at most {MAX_TEXT_CHARS}. Shorten it (--{name}).")
+        if self.name and looks_like_path(str(self.name)):  # 'segment --model NAME' would read it as a file path
+            raise InputError(f"Option name {self.name!r} has a path separator or ends in a weights suffix, so "
+                             f"'segment --model {self.name}' would take it for a file path and never find the "
+                             f"installed model by it; choose a name without '/' or '\\' and without such an "
+                             f"ending (e.g. {str(self.name).replace('/', '-').replace(chr(92), '-').rsplit('.', 1)[0]!r}).")
         choice("format", FORMATS)
         choice("loss", LOSSES)
         choice("optimizer", OPTIMIZERS)
@@ -452,8 +457,9 @@ def _check_weights(name: str, weights: Any) -> None:
         return
     if not isinstance(weights, (list, tuple)) or not weights or any(
             isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0 for w in weights):
-        raise InputError(f"Option {name} must be a list of finite numbers >= 0, one per class (e.g. [1, 1, 3]); "
-                         f"got {weights!r}.")
+        each = ("one per output: the main one first, then the auxiliary ones finest first (e.g. [1, 0.5, 0.25])"
+                if name == "deep_supervision_weights" else "one per class (e.g. [1, 1, 3])")
+        raise InputError(f"Option {name} must be a list of finite numbers >= 0, {each}; got {weights!r}.")
     if not any(w > 0 for w in weights):
         raise InputError(f"Option {name} must have at least one weight above 0; got {list(weights)!r}.")
 

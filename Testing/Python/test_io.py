@@ -702,8 +702,10 @@ def test_label_values_are_checked(tmp_path):
     with pytest.raises(LabelError) as err:  # a few odd label values are no CT
         read_label_map(bad)
     assert "Hounsfield" not in str(err.value)
+    # the file's own value in the example (it showed {255: 1} whatever the value)
     assert str(err.value).endswith("remap them first (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, "
-                                   "changeMap={255: 1})); evaluate and train can map them with --label-map instead.")
+                                   "changeMap={3: 2}), each value mapped to the label it stands for); evaluate and "
+                                   "train can map them with --label-map instead.")
 
     frac = _write_nifti(tmp_path / "prob.nii.gz", np.array([[[0.0, 0.5], [1.0, 0.25]]], np.float32))
     with pytest.raises(LabelError, match="non-integer values"):

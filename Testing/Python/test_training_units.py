@@ -132,6 +132,11 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
     ({"class_weights": [1, -1, 1]}, "finite numbers >= 0"),
     ({"class_weights": [0, 0, 0]}, "at least one weight above 0"),
     ({"deep_supervision_weights": "1,0.5"}, "finite numbers >= 0"),
+    # weights of the outputs, not of the classes (the message said 'one per class (e.g. [1, 1, 3])')
+    ({"deep_supervision_weights": [1, -1]}, r"one per output: the main one first, then the auxiliary ones"),
+    # a name segment --model takes for a file path: trained, installed and never found by that name
+    ({"name": "abdomen/liver"}, r"'segment --model abdomen/liver' would take it for a file path .*'abdomen-liver'"),
+    ({"name": "liver.onnx"}, r"ends in a weights suffix"),
     # refused at the first step after every case was cached, or kept in the package doing nothing
     ({"class_weights": [1, 2]}, "one weight per class, 3 .*got 2"),
     ({"class_weights": [1, 1, 3], "loss": "dice"}, "loss dice has neither"),

@@ -569,6 +569,12 @@ def _series_by_number(series: Sequence[DicomSeriesInfo], number: int, folder: Pa
         return by_header[0]
     if listed is None and not by_header:
         return None
+    if listed is not None:  # a derived object (a DICOM SEG written into the folder) is no volume --series picks: it
+        header_images = [s for s in by_header if _is_image_series(s)]  # took place 1 of the listing, and the CT's
+        if not _is_image_series(listed) and len(header_images) == 1:  # own SeriesNumber 1 became ambiguous
+            return header_images[0]
+        if _is_image_series(listed) and header_images in ([], [listed]):
+            return listed
     shown = ([listed] if listed is not None else []) + [s for s in by_header if s is not listed]
     place = (f"number {number} in the listing is '{listed.description or listed.uid}'" if listed is not None else
              f"no series is number {number} in the listing")

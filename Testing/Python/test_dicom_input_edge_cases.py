@@ -249,6 +249,30 @@ def test_the_number_an_ambiguous_series_choice_lists_is_the_one_series_takes(tmp
     assert read_volume(folder, series=str(venous)).meta["series_description"] == "Abdomen venous"
 
 
+def test_a_dicom_seg_in_the_folder_does_not_make_the_cts_own_series_number_ambiguous():
+    """'segment dcm -o dcm/seg.dcm' (allowed) puts a SEG into the CT's folder; its UID sorted first, so
+    '--series 1', the CT's own SeriesNumber, was refused as ambiguous ('number 1 in the listing is the SEG'). A
+    derived object (SEG, RTSTRUCT, ...) is no volume --series picks, so the one image series the number names is
+    taken; two image series that the number names differently are still refused."""
+    from LiverTumorSegLib.io.dicom import DicomSeriesInfo, select_dicom_series
+
+    seg = DicomSeriesInfo(uid="1.2.826.1", description="LiverTumorSeg liver and tumor", modality="SEG",
+                          series_number="1001", files=["seg.dcm"])
+    venous = DicomSeriesInfo(uid="1.2.840.2", description="venous", modality="CT", series_number="1",
+                             files=["s0.dcm", "s1.dcm"])
+    assert select_dicom_series([seg, venous], "1", "dcm") is venous
+    assert select_dicom_series([venous, seg], "1001", "dcm") is seg  # a SeriesNumber nothing else has
+    arterial = DicomSeriesInfo(uid="1.2.826.0", description="arterial", modality="CT", series_number="2",
+                               files=["a0.dcm"])
+    with pytest.raises(InputError, match="number 1 in the listing is 'arterial', while SeriesNumber 1 is that of "
+                                         "'venous'"):
+        select_dicom_series([arterial, seg, venous], "1", "dcm")
+    # the number's place is a CT and the SeriesNumber only a SEG's: the CT
+    seg_numbered = DicomSeriesInfo(uid="1.2.826.1", description="seg", modality="SEG", series_number="2",
+                                   files=["seg.dcm"])
+    assert select_dicom_series([venous, arterial, seg_numbered], "2", "dcm") is arterial
+
+
 def test_a_series_number_that_is_another_series_place_in_the_list_is_refused(tmp_path, ct):
     """The listing is ordered by UID, so its numbers are not the SeriesNumbers a PACS shows: '--series 3' typed for
     the PACS's series 3 (the arterial phase here) read the listing's third series (the portal venous one) without a

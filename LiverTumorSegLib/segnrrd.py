@@ -352,8 +352,14 @@ def _refuse_unclaimed_values(array: np.ndarray, claimed: Dict[int, List[int]], p
     LabelValue in that layer; ``claimed``): they were read as background without a word (a tumor stored as 3 with
     the segments at 1 and 2 measured no tumor)."""
     for layer in range(array.shape[-1]):
-        values, counts = np.unique(array[..., layer], return_counts=True)
-        stray = [(int(v), int(n)) for v, n in zip(values, counts) if v != 0 and int(v) not in claimed.get(layer, [])]
+        voxels = array[..., layer]
+        unclaimed = voxels != 0  # one byte a voxel, and one for each comparison (np.unique sorted a copy)
+        for value in claimed.get(layer, []):
+            unclaimed &= voxels != value
+        if not unclaimed.any():
+            continue
+        values, counts = np.unique(voxels[unclaimed], return_counts=True)  # the stray voxels only
+        stray = [(int(v), int(n)) for v, n in zip(values, counts)]
         if stray:
             listed = ", ".join(f"{v} ({n} voxels)" for v, n in stray[:10])
             raise LabelError(f"'{path}' has voxels of value {listed} in layer {layer}, which no segment of its header "
@@ -393,23 +399,25 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
         raise LabelError(f"'{path}' has no SegmentN_ entries in its header, so it is not a Slicer segmentation; "
                          f"give a plain label map (.nrrd, .nii.gz) instead.")
     layers = array.shape[-1]  # its shape, geometry and segment fields were checked by _read_image
+    claimed = {}  # type: Dict[int, List[int]]  # layer: the LabelValues its segments give
+    for index, segment in enumerate(segments):
+        layer = _int_field(segment, "Layer", index if layers > 1 else 0, path)  # in range: check_segment_fields
+        claimed.setdefault(layer, []).append(_int_field(segment, "LabelValue", 1, path))
+    _refuse_unclaimed_values(array, claimed, path)  # before the label map and masks: at most 2 bytes a voxel more
     labels = np.zeros(array.shape[:3], dtype=np.uint8)
     masks: Dict[int, np.ndarray] = {1: np.zeros(labels.shape, bool), 2: np.zeros(labels.shape, bool)}
     ignored = []
     ignored_voxels = {}  # type: Dict[str, int]
-    claimed = {}  # type: Dict[int, List[int]]  # layer: the LabelValues its segments give
     for index, segment in enumerate(segments):
         label = label_of_segment(segment)
         layer = _int_field(segment, "Layer", index if layers > 1 else 0, path)  # in range: check_segment_fields
         value = _int_field(segment, "LabelValue", 1, path)
-        claimed.setdefault(layer, []).append(value)
         if label is None:
             name = segment.get("Name") or segment.get("ID") or f"Segment{index}"
             ignored.append(name)
             ignored_voxels[name] = ignored_voxels.get(name, 0) + int(np.count_nonzero(array[..., layer] == value))
             continue
         masks[label] |= array[..., layer] == value
-    _refuse_unclaimed_values(array, claimed, path)
     if len(ignored) == len(segments):
         raise LabelError(f"'{path}' holds the segments {', '.join(repr(n) for n in ignored)}, none of them liver or "
                          f"tumor; name them 'Liver' and 'Liver tumor' (as segment writes them).")

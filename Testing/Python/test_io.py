@@ -289,6 +289,22 @@ def test_a_metaimage_named_in_upper_case_is_refused_naming_the_lower_case_name(t
         assert read_volume(write_label_map(tmp_path / other, labels, geometry)).geometry == geometry
 
 
+def test_a_label_map_with_voxels_over_20_mm_is_refused_as_segment_refuses_such_a_ct(tmp_path):
+    """measure and followup took a label map with 300 mm voxels (a header in cm read as mm, or worse): a 4118 mm long
+    axis, 11,502,000 mL and 'PD', with volume warnings only, where segment refuses such a CT as a wrong header."""
+    from LiverTumorSegLib.cli import main
+
+    labels = np.zeros((4, 6, 8), np.uint8)
+    labels[1:3, 1:5, 1:7] = 1
+    path = write_label_map(tmp_path / "huge.nii.gz", labels, ImageGeometry(spacing=(300.0, 300.0, 5.0)))
+    with pytest.raises(InputError, match=r"voxel spacing \(300, 300, 5\) mm, over 20 mm: the header is wrong"):
+        read_label_map(path)
+    assert main(["measure", str(path), "-o", str(tmp_path / "m.json")]) == 2 and not (tmp_path / "m.json").exists()
+    # one slice of 30 mm is no axis the label map extends along: kept, as for a CT
+    one = write_label_map(tmp_path / "one.nii.gz", labels[:1], ImageGeometry(spacing=(0.8, 0.8, 30.0)))
+    assert read_label_map(one).shape_zyx == (1, 6, 8)
+
+
 @pytest.mark.parametrize("name", ["OUT.Nii", "out.Nii.Gz", "out.nii.GZ"])
 def test_a_nifti_named_in_mixed_case_is_refused_and_read_with_a_rename_hint(tmp_path, name):
     """``segment -o X.Nii`` wrote (exit 0) a label map that ITK refuses ('mixed case extension is not valid') and

@@ -239,6 +239,9 @@ def _not_hu_reason(lo: float, hi: float, whole_numbers: bool = True) -> Optional
         if not whole_numbers:
             return f"values lie within 0..255: {lo:g}..{hi:g}, with fractions, like PET (SUV) or rescaled data"
         return f"values lie within 0..255: {lo:g}..{hi:g}, like an 8-bit picture or a windowed export"
+    if whole_numbers and lo == -128 and hi <= 127:  # a windowed export stored signed: the window's floor at -128
+        return (f"values lie within -128..127: {lo:g}..{hi:g}, with the floor at -128, like a signed 8-bit picture "
+                f"or a windowed export")
     if hi - lo <= 20:
         return f"values span only {lo:g}..{hi:g}, like z-scored or rescaled data"
     if lo >= 0:

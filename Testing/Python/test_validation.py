@@ -793,6 +793,11 @@ def test_pet_suv_values_are_not_called_an_8_bit_picture():
     for stored in (picture.astype(np.uint8), picture.astype(np.float32)):
         with pytest.raises(InputError, match=r"within 0\.\.255: 0\.\.255, like an 8-bit picture or a windowed export"):
             check_ct(with_array(real, stored))
+    # the same export stored signed (int8, -128..127): it was segmented with only a 'no air' warning (a CLI audit)
+    with pytest.raises(InputError, match=r"within -128\.\.127: -128\.\.127, with the floor at -128, like a signed "
+                                         r"8-bit picture or a windowed export"):
+        check_ct(with_array(real, (picture - 128).astype(np.int8)))
+    check_ct(real)  # the CT itself (air at -1000 and below) passes
 
 
 def test_release_freed_heap_runs_malloc_trim_on_glibc_only(monkeypatch):

@@ -145,7 +145,7 @@ from LiverTumorSegLib.errors import InputError  # noqa: E402
 from LiverTumorSegLib.fileutil import spreadsheet_cell_text, spreadsheet_safe_text  # noqa: E402
 from LiverTumorSegLib.inference.batch import STATUS_FILE  # noqa: E402
 from LiverTumorSegLib.parent_watch import parent_environment  # noqa: E402
-from LiverTumorSegLib.package import read_package_metadata  # noqa: E402
+from LiverTumorSegLib.package import read_package_metadata, resolve_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -1204,8 +1204,10 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
         options = segment_options(segment_argv(cts, out / name / "pred", package, device,
                                                prob_folder(out, name, probabilities)))
         weights[name] = _weights_sha256(package)
+        # an installed name ('default', as v10 is while bundled) resolved first: the metadata reader takes files
+        # only, and the script's default --models v10,v3 stopped here before any work
         check_predictions(cases[name], out / name / "pred", name, weights[name], options,
-                          read_package_metadata(package))
+                          read_package_metadata(resolve_model(package)))
     check_references_have_cts(cts, next(iter(cases.values())), references)
     check_references(next(iter(cases.values())), references, label_map)
     rows = {}  # type: Dict[str, Dict[str, Any]]

@@ -781,6 +781,21 @@ def history(tmp_path):
     return repo, commit, hashlib.sha256((repo / "pkg" / "m.safetensors").read_bytes()).hexdigest(), package.sha256
 
 
+def test_the_bundled_v10_is_taken_by_its_installed_name(tmp_path):
+    """v10 is taken as installed ('default') while the bundled weights are v10's, and a package may be given as an
+    installed model's name; the predictions' check then read the package's metadata from the name as a file path,
+    and the script's default (--models v10,v3) stopped with "Model package 'default' does not exist" before any
+    work (an audit of the scripts, 1 Dec 2026)."""
+    cts, labels = write_cases(tmp_path, count=1)
+    assert comparison.builtin_package("v10", tmp_path / "models") == "default"
+    for models in ({"v10": None}, {"d": "default"}):
+        calls = []
+        rows = comparison.compare(str(cts), str(labels), tmp_path / f"out_{len(models)}_{next(iter(models))}",
+                                  models, runner=recording(calls), device="cpu")
+        assert [c[0] for c in calls] == ["segment"] and "default" in calls[0]  # segment ran, with the name
+        assert "error" in next(iter(rows.values()))  # the recording runner 'failed' it, as a row, not a stop
+
+
 def test_a_builtin_model_comes_from_history_only_with_its_pinned_weights(tmp_path, history, monkeypatch):
     repo, commit, file_sha, weights_sha = history
     models = tmp_path / "out" / "models"

@@ -525,6 +525,9 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
                                    "written)"))
 
     interrupted = None  # type: Optional[BaseException]
+    # once before any case: a run killed before its first case ended left the previous run's table, which called a
+    # case done whose label map had since been removed to redo it (the batch audit)
+    write_table(so_far("not reached (this run was going on, or was killed, when the table was written)"))
     try:
         statuses = segment_batch(cases, segmenter, overwrite=args.overwrite, on_case=on_case, on_loaded=on_loaded)
     except (KeyboardInterrupt, CancelledError) as exc:

@@ -104,7 +104,7 @@ def _skipped_status(case: "BatchCase") -> CaseStatus:
         report = _report_json(Path(case.report_path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         report = None
-    if not isinstance(report, dict):
+    if not (_is_a_report_of_this_tool(Path(case.report_path)) and isinstance(report, dict)):  # JSON of one's own
         return CaseStatus(case.case_id, "failed", message=(
             f"{case.output_path} exists but {case.report_path} is missing or unreadable, so it is no finished "
             f"result of a segment run; it was kept. Remove it, or pass --overwrite to segment this case again"))
@@ -160,6 +160,8 @@ def _other_input_file(report: Dict[str, Any], input_path: Any) -> bool:
     recorded = report.get("input_file")
     if not isinstance(recorded, dict) or input_path is None:
         return False
+    if Path(input_path).is_dir():  # a file was segmented, a DICOM folder is listed now: another CT (its
+        return True  # fingerprint raised IsADirectoryError, an OSError read as 'the same file', and it was kept)
     try:
         now = file_fingerprint(input_path)
     except OSError:
@@ -510,6 +512,8 @@ def case_id_of(path: Path) -> str:
     """File name without its CT extension: ``a/ct_01.nii.gz`` -> ``ct_01``; a DICOM folder or file keeps its
     whole name (the series folders ``1.2.840.1136.1`` and ``1.2.840.1136.2`` were both ``1.2.840.1136``, and the
     batch was refused as two cases with one output)."""
+    if path.name in ("", ".", ".."):  # a CSV's '.' or '..' (a DICOM folder): the folder's own name, not '' or '..',
+        path = Path(os.path.abspath(path))  # which named hidden outputs '...nii.gz' or none at all
     name = path.name
     suffix = full_suffix(path)
     if suffix in READ_SUFFIXES and not path.is_dir():  # full_suffix is taken from the name's end
@@ -583,8 +587,9 @@ def _check_no_ct_listed_under_two_case_ids(csv_path: Path, pairs: List[tuple]) -
     table listing two cases, and each model run's time spent twice. Rows with the same case_id are
     :func:`find_cases`' to refuse (with the same advice)."""
     seen = {}  # type: Dict[Any, tuple]
+    series = _dicom_series_identities(pairs)
     for case_id, path in pairs:
-        identities = file_identities(path)
+        identities = file_identities(path) + series.get(str(path), [])
         earlier = next((seen[identity] for identity in identities if identity in seen), None)
         if earlier is not None and earlier[0] != case_id:
             other_id, other_path = earlier
@@ -593,6 +598,43 @@ def _check_no_ct_listed_under_two_case_ids(csv_path: Path, pairs: List[tuple]) -
                              f"case '{case_id}', so the one CT would be segmented twice; remove one of the rows.")
         for identity in identities:
             seen.setdefault(identity, (case_id, path))
+
+
+def _dicom_series_identities(pairs: List[tuple]) -> Dict[str, List[tuple]]:
+    """``{path: [("dicom series", real folder, series UID)]}`` for the cases (``pairs``) that read a DICOM series by a
+    file of it (:func:`_read_as_its_folder`), and for a listed DICOM folder that such a file lies in (the one series
+    ``read_volume`` reads there): one series listed by two of its files, or by its folder and one of its files, was
+    segmented twice as two cases. Two files of two series of one folder stay two cases. Files that cannot be read
+    are left to the reader."""
+    from ..io.dicom import _dicom_series_of_file, find_dicom_series
+
+    found = {}  # type: Dict[str, List[tuple]]
+    folders = set()
+    for _, path in pairs:
+        path = Path(path)
+        if path.is_file() and _read_as_its_folder(path) and path.name.upper() != "DICOMDIR":
+            try:
+                uid = _dicom_series_of_file(path)
+            except Exception:  # noqa: BLE001 - not readable as DICOM: the reader says so
+                continue
+            folder = os.path.realpath(path.parent)
+            found[str(path)] = [("dicom series", folder, uid)]
+            folders.add(folder)
+    for _, path in pairs:  # a listed folder is looked into only when a listed file lies in it
+        if Path(path).is_dir() and os.path.realpath(path) in folders:
+            try:
+                images = [info for info in find_dicom_series(path) if _is_image(info)]
+            except Exception:  # noqa: BLE001 - the reader's to report
+                continue
+            if len(images) == 1:
+                found[str(path)] = [("dicom series", os.path.realpath(path), images[0].uid)]
+    return found
+
+
+def _is_image(info: Any) -> bool:
+    from ..io.dicom import DERIVED_OBJECT_MODALITIES
+
+    return (info.modality or "").upper() not in DERIVED_OBJECT_MODALITIES
 
 
 def _one_name_per_ct(pairs: List[tuple]) -> List[tuple]:

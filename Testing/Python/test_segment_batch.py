@@ -1008,13 +1008,14 @@ def test_a_label_map_a_killed_overwrite_run_left_hidden_is_put_back_and_counts_a
     (out / "reports").mkdir(parents=True)
     dead = ended_process_id()
     (out / f".ct_0.nii.gz.{dead}.old").write_bytes(b"the earlier run's label map")
-    (out / "reports" / f".ct_0.json.{dead}.old").write_text('{"run": "earlier"}')
-    (out / "reports" / "ct_0.json").write_text('{"run": "killed"}')  # placed before the label map was
+    earlier = '{"run": "earlier", "liver_volume_ml": 1.0, "lesions": []}'  # a segment report's keys
+    (out / "reports" / f".ct_0.json.{dead}.old").write_text(earlier)
+    (out / "reports" / "ct_0.json").write_text('{"run": "killed", "liver_volume_ml": 2.0, "lesions": []}')
     with caplog.at_level("WARNING"):
         statuses = segment_batch(find_cases(tmp_path / "cts", out), oracle_segmenter())
     assert [s.status for s in statuses] == ["skipped"]
     assert (out / "ct_0.nii.gz").read_bytes() == b"the earlier run's label map"
-    assert (out / "reports" / "ct_0.json").read_text() == '{"run": "earlier"}'
+    assert (out / "reports" / "ct_0.json").read_text() == earlier
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["ct_0.nii.gz", "reports",
                                                                         str(out.joinpath("reports", "ct_0.json").relative_to(out))]
     assert "ct_0.nii.gz' was restored" in caplog.text and "ct_0.json' was put back to its earlier" in caplog.text
@@ -2006,12 +2007,12 @@ def test_a_link_in_a_batch_folder_to_another_of_its_cts_is_left_out_with_a_warni
 
 
 def test_a_status_file_that_cannot_be_written_is_warned_of_once_per_cause(tmp_path, capsys, caplog, monkeypatch):
-    """The table is written again as each case ends and at the batch's end: on a full disk the same 'was not written'
-    warning was repeated for every case and once more at the end (4 times for 3 cases). Said once per cause now; a
-    cause that changes is said too."""
+    """The table is written before the first case, again as each case ends and at the batch's end: on a full disk the
+    same 'was not written' warning was repeated for every case and once more at the end (4 times for 3 cases). Said
+    once per cause now; a cause that changes is said too."""
     package = tiny_unet_package(tmp_path)
     write_phantoms(tmp_path / "cts", 3)
-    causes = iter([(28, "No space left on device")] * 3 + [(13, "Permission denied")])
+    causes = iter([(28, "No space left on device")] * 4 + [(13, "Permission denied")])
 
     def cannot_write(statuses, path):
         number, words = next(causes)
@@ -2024,3 +2025,86 @@ def test_a_status_file_that_cannot_be_written_is_warned_of_once_per_cause(tmp_pa
     warnings = [r.getMessage() for r in caplog.records if "batch_status.csv was not written" in r.getMessage()]
     assert len(warnings) == 2, warnings
     assert "No space left" in warnings[0] and "Permission denied" in warnings[1]
+
+
+def test_a_json_at_a_cases_report_path_that_is_no_segment_report_does_not_mark_the_case_done(tmp_path):
+    """A label map put there by hand (here a copy of the CT) beside '{"note": ...}' at the case's report path was
+    skipped as already segmented: only 'a JSON object' was asked of the report (the batch audit, 1 Dec 2026)."""
+    paths = write_phantoms(tmp_path / "cts", 1)
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    cases[0].output_path.parent.mkdir(parents=True)
+    shutil.copy(paths[0], cases[0].output_path)
+    cases[0].report_path.parent.mkdir(parents=True)
+    cases[0].report_path.write_text('{"note": "my own notes"}', encoding="utf-8")
+    (status,) = segment_batch(cases, oracle_segmenter())
+    assert status.status == "failed" and "no finished result" in status.message
+    assert cases[0].report_path.read_text(encoding="utf-8") == '{"note": "my own notes"}'  # kept
+
+
+def test_a_case_whose_list_row_now_names_a_folder_is_not_the_file_it_was_done_from(tmp_path):
+    """A case done from ct0.nii.gz, its CSV row later pointing at a DICOM folder: the recorded file's fingerprint was
+    compared with the folder's, which raised IsADirectoryError, read as 'the same file', and another patient's
+    series kept the first CT's label map as done."""
+    from LiverTumorSegLib.inference.batch import _other_input_file
+    from LiverTumorSegLib.io.reading import file_fingerprint
+
+    paths = write_phantoms(tmp_path / "cts", 1)
+    report = {"input_file": file_fingerprint(paths[0])}
+    assert not _other_input_file(report, paths[0])
+    (tmp_path / "series").mkdir()
+    assert _other_input_file(report, tmp_path / "series")
+
+
+def test_a_list_rows_dot_or_dot_dot_names_its_case_by_the_folder(tmp_path):
+    """A case list inside a DICOM folder naming it '.', or one below it naming '..': the case id was '' (its report
+    'reports/.json' refused after the network ran) or '..' (hidden outputs '...nii.gz'). The folder's own name now."""
+    (tmp_path / "series_a" / "lists").mkdir(parents=True)
+    here = tmp_path / "series_a" / "list.csv"
+    here.write_text("image\n.\n")
+    assert [c.case_id for c in find_cases(here, tmp_path / "out")] == ["series_a"]
+    below = tmp_path / "series_a" / "lists" / "list.csv"
+    below.write_text("image\n..\n")
+    (case,) = find_cases(below, tmp_path / "out")
+    assert case.case_id == "series_a" and case.output_path == tmp_path / "out" / "series_a.nii.gz"
+
+
+def test_one_dicom_series_listed_by_two_of_its_files_or_by_its_folder_and_a_file_is_refused(tmp_path):
+    """A DICOM file is read as its folder's series, so two of its files under two case_ids (or the folder and one of
+    its files) segmented one series twice, byte-identical outputs; the list's one-CT-twice refusal compared files
+    only. Two files of two series in one folder stay two cases."""
+    from dicom_helpers import write_ct_series
+
+    ct = make_phantom((4, 24, 28), (2.0, 2.0, 4.0), noise_hu=0.0).ct
+    files = write_ct_series(tmp_path / "series", ct, uid_seed=1)
+    listing = tmp_path / "list.csv"
+    for rows in ([files[0], files[2]], [tmp_path / "series", files[1]]):
+        listing.write_text("image,case_id\n" + "".join(f"{p},case{i}\n" for i, p in enumerate(rows)))
+        with pytest.raises(InputError, match="twice, as case 'case0' and as case 'case1'"):
+            find_cases(listing, tmp_path / "out")
+    other = write_ct_series(tmp_path / "two", ct, uid_seed=2, name_prefix="a")
+    second = write_ct_series(tmp_path / "two", ct, uid_seed=3, name_prefix="b")
+    listing.write_text(f"image,case_id\n{other[0]},first\n{second[0]},second\n")
+    assert [c.case_id for c in find_cases(listing, tmp_path / "out")] == ["first", "second"]
+
+
+def test_a_batch_killed_before_its_first_case_ends_replaces_the_earlier_table(tmp_path, capsys, monkeypatch):
+    """The table was first written when a case ended: a run killed before that left the previous run's, which called
+    ct_0 done although its label map had been removed to redo it (the docs' way to redo a case)."""
+    package = tiny_unet_package(tmp_path)
+    write_phantoms(tmp_path / "cts", 2)
+    out = tmp_path / "out"
+    argv = ["segment", str(tmp_path / "cts"), "-o", str(out), "--model", str(package.path), "--device", "cpu",
+            "--precision", "fp32", "--no-progress"]
+    assert cli.main(argv) == 0
+    (out / "ct_0.nii.gz").unlink()
+
+    class Killed(BaseException):
+        pass
+
+    def killed(self, *args, **kwargs):
+        raise Killed
+    monkeypatch.setattr(Segmenter, "predict", killed)
+    with pytest.raises(Killed):
+        cli.main(argv)
+    rows = (out / "batch_status.csv").read_text().splitlines()
+    assert rows[1].startswith("ct_0,not run") and "not reached" in rows[1]

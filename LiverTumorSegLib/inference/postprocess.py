@@ -957,6 +957,8 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
     if options.tubular_lesions_to_liver and hu is not None:
         # a tube is compared with the liver around it, so the box takes that liver in, liver check or not
         margin = [max(m, h + 1) for m, h in zip(margin, reach_voxels(RULES.tube_liver_reach_mm, spacing_zyx))]
+    if options.largest_liver_component:  # one voxel at least: whether a lesion made liver touches the liver (below)
+        margin = [max(m, 1) for m in margin]  # is seen also where that liver lies just beyond the tumor's box
     box = bounding_box(tumor, margin)
     region = labels[box]
     components, count = ndimage.label(region == 2, structure=CONNECTIVITY_26)
@@ -999,10 +1001,15 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
         rule_of[away] = "outside_liver"
     new_value[0] = 0
     to_liver = new_value == 1
-    if options.largest_liver_component and to_liver.any() and (region == 1).any():
+    if options.largest_liver_component and to_liver.any():
         # a part the largest-component step left to these rules (near the liver, not touching it) was made liver
-        # as uncertain, tubular or small: a piece of 'liver' apart from the liver, which that step exists to drop
-        new_value[to_liver & ~near_liver_components(region, components, count, spacing_zyx, 0.0)] = 0
+        # as uncertain, tubular or small: a piece of 'liver' apart from the liver, which that step exists to drop.
+        # With no liver in the box (tumor allowed outside the liver, far from it) none touches it: a far uncertain
+        # lesion became a detached 'liver' (the post-processing audit); a map without any liver keeps the old way
+        if (region == 1).any():
+            new_value[to_liver & ~near_liver_components(region, components, count, spacing_zyx, 0.0)] = 0
+        elif (labels == 1).any():
+            new_value[to_liver] = 0
     if changes is not None and count:
         _record_tumor_changes(changes, components if network is None else components * network, count, new_value,
                               rule_of, spacing_zyx, mean_p, geometry,
@@ -1073,6 +1080,13 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
             organ = components == largest
             staying = organ if spared.sum() == 1 else spared[components]  # the kept part, and any left to the rules
             gone = ~staying & (region >= 1)  # the dropped parts' voxels
+            if spared.sum() > 1:  # a part left to the tumor rules keeps its tumor only: its liver-labelled voxels
+                # stayed a piece of 'liver' apart from the liver, and made its tumor look as if it touched the
+                # liver, so the small, uncertain or tube rule made that tumor liver too (the post-processing audit)
+                others = spared.copy()
+                others[largest] = False
+                gone |= others[components] & (region == 1)
+                del others
             if removed is not None:
                 removed.extend(_dropped_parts(components, count, region, gone, [b.start for b in box]))
             region[gone] = 0

@@ -866,6 +866,34 @@ def test_a_tumor_part_near_the_liver_is_left_to_the_tumor_margin_not_dropped_as_
     assert not postprocess_labels(liver_only, (1.0, 1.0, 1.0), PostprocessingOptions())[part].any()
 
 
+@pytest.mark.parametrize("tumor_inside_liver", [True, False])
+def test_a_tumor_part_left_to_the_tumor_rules_keeps_no_liver_of_its_own(tumor_inside_liver):
+    """A separate part mostly tumor (left to the tumor rules, above) kept its own liver-labelled voxels: they stayed
+    a detached piece of 'liver', and made its tumor look as if it touched the liver, so the uncertain rule made that
+    tumor liver too: two organ components came out, 196 and 5.9 mL (the post-processing audit, 1 Dec 2026). Such a
+    part's liver voxels now go (recorded as a removed part), and its tumor is judged against the liver proper."""
+    from scipy import ndimage
+
+    spacing = (5.0, 0.7, 0.7)
+    labels = np.zeros((20, 120, 160), np.uint8)
+    labels[2:18, 10:110, 10:60] = 1                      # the liver, x 10..59
+    gap = 2 if tumor_inside_liver else 70                # 1.4 mm beside it, or 50 mm away
+    labels[7:11, 45:75, 60 + gap:77 + gap] = 2           # 4 x 30 x 17 voxels of tumor: 5.0 mL ...
+    labels[7:11, 45:75, 77 + gap:80 + gap] = 1           # ... and its far side labelled liver: 360 voxels, 0.88 mL
+    probability = np.where(labels == 2, 128, 0).astype(np.uint8)  # mean 0.50: under the 0.65 of the uncertain rule
+    options = PostprocessingOptions(tumor_inside_liver=tumor_inside_liver)
+    changes = {}
+    out = postprocess_labels(labels.copy(), spacing, options, tumor_probability_zyx=probability, changes=changes)
+    _, parts = ndimage.label(out >= 1, structure=np.ones((3, 3, 3)))
+    assert parts == 1 and int(np.count_nonzero(out >= 1)) == 16 * 100 * 50  # the liver alone
+    assert [part["volume_ml"] for part in changes["liver_components_removed"]] == [pytest.approx(360 * 0.0245 * 0.1)]
+    (record,) = changes["tumor_components"]
+    assert (record["rule"], record["became"]) == ("uncertain", "background")
+    certain = np.where(labels == 2, 250, 0).astype(np.uint8)  # a certain tumor beside the liver stays tumor, alone
+    out = postprocess_labels(labels.copy(), spacing, options, tumor_probability_zyx=certain)
+    assert int(np.count_nonzero(out == 2)) == 4 * 30 * 17 and not (out[7:11, 45:75, 77 + gap:80 + gap] == 1).any()
+
+
 def _organ_filling_the_grid() -> np.ndarray:
     """An organ over most of a 48 x 160 x 160 grid with a hole, a lesion and a far second part (count > 1)."""
     labels = np.zeros((48, 160, 160), np.uint8)

@@ -930,8 +930,9 @@ class SliceInferenceEngine:
             self.last_precision["note"] = self._precision_note
 
     def _check_batch(self, prepared: object, count: int) -> Tuple[List[int], np.ndarray]:
-        """The slices and input ``(n, C, H, W)`` the checks judge: the :data:`CHECK_SLICES`-slice block in the middle
-        of the slices the network runs (likely abdomen, not an empty end slice), whatever the batch size. With the
+        """The slices and input ``(n, C, H, W)`` the checks judge: the :data:`CHECK_SLICES`-slice block, aligned to
+        multiples of it, nearest the middle of the slices the network runs (likely abdomen, not an empty end slice;
+        on a scan of 16 slices or fewer, the first block), whatever the batch size. With the
         default CPU batch size it is one batch of the loop; its result is kept for the loop's batches within it
         (:meth:`_take_checked`)."""
         size = CHECK_SLICES

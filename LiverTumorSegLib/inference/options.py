@@ -199,8 +199,9 @@ class SegmentationOptions:
       is ``postprocessing.min_lesion_ml``).
     * ``probabilities``: keep the network's tumor probability (uint8 ``round(255 p)``) in the result.
     * ``allow_non_hu``: accept intensities that do not look like Hounsfield units.
-    * ``precision``: ``auto|fp32|bf16`` network arithmetic (auto: bf16 on GPUs, and on CPUs with native bf16
-      after a check against fp32 on the first CT's 8 middle slices; see :class:`~.engine.SliceInferenceEngine`).
+    * ``precision``: ``auto|fp32|bf16`` network arithmetic (auto: on an NVIDIA GPU bf16 autocast, fp16 on one
+      without bf16, not checked; on a CPU with native bf16, bf16 after a check against fp32 on the first CT's 8
+      middle slices; see :class:`~.engine.SliceInferenceEngine`).
     * ``body_size_scaling``: a body much narrower than the training adults' (a child) is given to the network
       enlarged in-plane (:mod:`~LiverTumorSegLib.inference.body_size`); False gives every CT as it is.
     * ``oblique_grid``: ``aligned`` (default): a CT turned more than 5 degrees against the patient's axes is
@@ -459,8 +460,9 @@ def add_segmentation_arguments(parser: Any) -> None:
                         help="slices per batch (default: from free GPU memory on a GPU, 8 on the CPU)")
     parser.add_argument("--threads", type=number(int), default=None, metavar="N", help="CPU threads (default: OMP_NUM_THREADS where set, else all cores)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default=defaults.precision,
-                        help="network arithmetic. auto (default): bf16 on GPUs, and on CPUs with native bf16 "
-                             "(AVX512-BF16/AMX), checked on the 8 middle slices of the first CT against fp32, "
+                        help="network arithmetic. auto (default): on an NVIDIA GPU bf16 autocast (fp16 on one "
+                             "without bf16), not checked; on a CPU with native bf16 (AVX512-BF16/AMX) bf16, "
+                             "checked on the 8 middle slices of the first CT against fp32, "
                              "whatever --batch-size (fp32 when labels differ on > 0.1 %% of their voxels); fp32; "
                              "bf16 (unchecked). ONNX runs fp32")
     parser.add_argument("--window-level", type=number(float, "HU"), default=None, metavar="HU",

@@ -449,8 +449,9 @@ def restrict_tumor_to_liver(labels: np.ndarray, spacing_zyx: Sequence[float], di
 
 
 def remove_small_lesions(labels: np.ndarray, spacing_zyx: Sequence[float], min_ml: float) -> np.ndarray:
-    """Tumor components of a ``(z, y, x)`` 0/1/2 map under ``min_ml`` millilitres become liver (in place);
-    ``spacing_zyx``: voxel size in mm, same axis order."""
+    """Tumor components of a ``(z, y, x)`` 0/1/2 map under ``min_ml`` millilitres become liver (in place), or
+    background where they touch no liver (a piece of 'liver' apart from the liver is what the largest-component step
+    drops); ``spacing_zyx``: voxel size in mm, same axis order."""
     if min_ml <= 0:
         return labels
     options = PostprocessingOptions(tumor_inside_liver=False, min_lesion_ml=min_ml, tubular_lesions_to_liver=False)

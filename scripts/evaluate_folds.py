@@ -81,6 +81,12 @@ def run(argv=None) -> int:
         parser.error(f"--cases '{args.cases}' does not exist")
     check_json_output(args.json, args.overwrite, [args.cases] + list(args.packages))
     cases = {case.case_id: case for case in discover_cases(args.cases, "csv")}
+    from LiverTumorSegLib.fileutil import same_file_among
+
+    for i, package in enumerate(args.packages):  # one package twice counted its cases twice in the mean and total
+        if same_file_among([package] + list(args.packages[:i])):
+            parser.error(f"'{package}' is given twice (or is the same file as an earlier one); give each fold "
+                         f"package once")
     plan = []
     for package in args.packages:  # every package's cases are checked before the first (minutes-long) evaluation
         for case_id in held_out_cases(Path(package)):

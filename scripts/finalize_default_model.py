@@ -62,7 +62,7 @@ def evaluate_fold(package_path: Path, case, min_lesion_probability=None, lesion_
     candidate read at another lesion confidence threshold (docs/default_model_v11.md), and
     ``lesion_probability_statistic`` (``"mean"`` or ``"peak"``, None: the mean) what each lesion gives to compare
     with it (docs/lesion_peak_probability.md). A row of liver metrics and false tumor (mL); with a threshold or a
-    statistic given, the row records it."""
+    statistic given, or recorded by the package and so used, the row records the one that ran."""
     package = load_model_package(package_path)
     listed = (package.metadata.get("training") or {}).get("validation_cases")
     if isinstance(listed, list) and case.case_id not in listed:
@@ -90,10 +90,15 @@ def evaluate_fold(package_path: Path, case, min_lesion_probability=None, lesion_
     out["reference_liver_ml"] = round(float(ref_labels.sum()) * ct.geometry.voxel_volume_ml, 1)
     out["in_plane_spacing_mm"] = round(float(ct.geometry.spacing[0]), 3)
     out["slices"] = int(ct.shape_zyx[0])
-    if min_lesion_probability is not None:
-        out["min_lesion_probability"] = float(min_lesion_probability)
-    if lesion_probability_statistic is not None:
-        out["lesion_probability_statistic"] = str(lesion_probability_statistic)
+    ran = result.report.get("postprocessing") or {}
+    # what ran: the one given, else the package's own where it records one (a row without them reads as 0.65 and
+    # the mean, and a fold package recording 0.95 was read at 0.95 without a word: the scripts' audit)
+    from_package = result.report.get("min_lesion_probability_from") == "model package"
+    if min_lesion_probability is not None or from_package:
+        out["min_lesion_probability"] = float(ran.get("min_lesion_probability", min_lesion_probability))
+    if lesion_probability_statistic is not None or ran.get("lesion_probability_statistic", "mean") != "mean":
+        out["lesion_probability_statistic"] = str(ran.get("lesion_probability_statistic",
+                                                          lesion_probability_statistic))
     print(json.dumps(finite_json(out)))  # NaN (a fold without liver: HD95, ASSD) is not JSON: null
     return out
 

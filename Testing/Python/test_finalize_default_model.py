@@ -513,6 +513,29 @@ def test_evaluate_folds_reads_each_fold_at_the_given_lesion_confidence_threshold
         assert stop.value.code == 2 and "must be a probability, from 0 to 1" in capsys.readouterr().err, bad
 
 
+def test_evaluate_folds_records_a_fold_packages_own_threshold_and_counts_each_package_once(tmp_path, three_cases,
+                                                                                          capsys):
+    """A fold package recording its own lesion confidence threshold was read at it (segment's default is the
+    model's), while its row recorded none, which finalize --recorded-folds reads as 0.65; and one package given twice
+    counted its cases twice in the mean and the total (the scripts' audit, 1 Dec 2026)."""
+    import json
+
+    from LiverTumorSegLib.package import set_package_min_lesion_probability
+
+    csv, _, held = three_cases
+    evaluate = load_script("scripts/evaluate_folds.py", "evaluate_folds_script")
+    fold = _package(tmp_path / "fold0.safetensors", held[0])
+    set_package_min_lesion_probability(fold, 0.95, "peak")
+    out = tmp_path / "folds.json"
+    assert evaluate.main([str(fold), "--cases", str(csv), "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert (row["min_lesion_probability"], row["lesion_probability_statistic"]) == (0.95, "peak")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main([str(fold), str(tmp_path / "." / "fold0.safetensors"), "--cases", str(csv)])
+    assert stop.value.code == 2 and "is given twice" in capsys.readouterr().err
+
+
 def test_folds_read_by_the_peak_finalize_a_package_that_reads_the_peak(tmp_path, three_cases, monkeypatch, capsys):
     """The path docs/lesion_peak_probability.md names for a candidate read by its lesions' peak: evaluate_folds
     --lesion-probability-statistic peak reaches every fold's post-processing and each row records it; those rows,

@@ -675,14 +675,20 @@ def _refuse_patient_ids_differing_in_case(root: Path, patients: Sequence[str]) -
     """InputError for two patient ids of a CSV's 'patient' cells (``patients``) that differ only in letter case
     ('P07' and 'p07'): read as two patients, one patient's scans were split between training and validation (and
     its validation measured a patient the network was trained on); which spelling is meant is the user's to say."""
+    import unicodedata
+
     first: Dict[str, str] = {}
     for patient in patients:
-        seen = first.setdefault(patient.casefold(), patient)
+        # and in Unicode form: 'José' composed (NFC) and decomposed (NFD, as macOS writes names) were two patients,
+        # one patient's arterial scan trained on and its venous scan validated (the data audit)
+        seen = first.setdefault(unicodedata.normalize("NFC", patient).casefold(), patient)
         if seen != patient:
-            raise InputError(f"CSV '{root}' names patients '{seen}' and '{patient}', which differ only in "
-                             f"letter case; they would be taken as two patients, and one patient's scans could be "
+            how = ("letter case" if unicodedata.normalize("NFC", seen) != unicodedata.normalize("NFC", patient)
+                   else "Unicode form (composed and decomposed accents, which look the same)")
+            raise InputError(f"CSV '{root}' names patients {seen!r} and {patient!r}, which differ only in "
+                             f"{how}; they would be taken as two patients, and one patient's scans could be "
                              f"split between training and validation. Spell each patient's id one way (or make "
-                             f"two patients' ids differ by more than letter case).")
+                             f"two patients' ids differ by more than that).")
 
 
 def _csv_case_name(root: Path, number: int, row: Dict[str, str]) -> str:

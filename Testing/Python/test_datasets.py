@@ -955,6 +955,22 @@ def test_a_csv_whose_every_row_takes_another_scan_folders_label_is_refused(tmp_p
         discover_cases(tmp_path / "crossed.csv")
 
 
+def test_csv_patient_ids_that_differ_only_in_unicode_form_are_refused(tmp_path):
+    """'José' written composed (NFC) in one row and decomposed (NFD, as macOS writes names) in another was two
+    patients: k-fold splits put the arterial scan in training and the venous one in validation (the data audit)."""
+    import unicodedata
+
+    for n in range(3):
+        _write_pair(tmp_path / f"ct{n}.nii.gz", tmp_path / f"lab{n}.nii.gz", n)
+    composed, decomposed = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
+    assert composed != decomposed
+    (tmp_path / "cases.csv").write_text(f"image,label,patient\nct0.nii.gz,lab0.nii.gz,{composed}\n"
+                                        f"ct1.nii.gz,lab1.nii.gz,{decomposed}\nct2.nii.gz,lab2.nii.gz,P08\n",
+                                        encoding="utf-8")
+    with pytest.raises(InputError, match=r"which differ only in Unicode form"):
+        discover_cases(tmp_path / "cases.csv")
+
+
 def test_csv_patient_ids_that_differ_only_in_letter_case_are_refused(tmp_path):
     """'P07' and 'p07' were two patients: one patient's two scans landed in training and in validation."""
     for n in range(3):

@@ -19,10 +19,13 @@ one cache do not take each other's temporary files. A case cached again in a new
 has its older format's entry removed (:func:`remove_older_entries`: only the files that cache wrote for it, named by
 its key and the case, and the key folder once empty), so a format change no longer leaves the old cache on disk.
 """
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -34,6 +37,8 @@ from ..fileutil import atomic_output
 from ..inference.body_size import body_diameter_mm
 from .datasets import Case, load_case, voxel_digest
 from .labels import IGNORE_LABEL, organ
+
+_log = logging.getLogger(__name__)
 
 CACHE_VERSION = 5  # 2: shrunk labels take the largest bilinear share (were nearest: half a pixel off at 2:1); 3: a
 # resampling's fill outside the original field of view is cached as -1024 HU, as segment gives it to the network;
@@ -403,6 +408,8 @@ def _usable_entry(meta_path: Path, hu_path: Path, lab_path: Path, signature: Dic
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("source") != signature or (meta.get("allow_non_hu", True) and not allow_non_hu):
             return None
+        if meta.get("library_version") != _library_version():  # another version's reading and checks: an entry
+            return None  # 0.6.8 made of a label its scale had zeroed trained as background under 0.6.15
         shape = tuple(int(n) for n in meta["shape_zhw"])
         for path, dtype in ((hu_path, np.float32), (lab_path, np.uint8)):
             array = np.load(str(path), mmap_mode="r")
@@ -544,6 +551,48 @@ def _network_ct(volume: Any) -> Tuple[Any, Any]:
     return (volume, None) if not_hu_reason(volume) is not None else fill_replaced(volume)
 
 
+def _library_version() -> str:
+    from .. import __version__
+
+    return str(__version__)
+
+
+class _KeptWarnings(logging.Handler):
+    def __init__(self, into: List[str]) -> None:
+        super().__init__(level=logging.WARNING)
+        self.into, self.thread = into, threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread and record.levelno >= logging.WARNING:
+            self.into.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _warnings_kept(into: List[str]):
+    """The library's warnings logged in this thread within the block, appended to ``into`` (their texts): a cache
+    entry keeps those of reading its case, which a later run that reuses the entry says again."""
+    handler = _KeptWarnings(into)
+    logger = logging.getLogger("LiverTumorSegLib")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def _warn_again(case: Case, warnings: Sequence[str]) -> None:
+    """Log the warnings an entry's case gave when it was cached (a reused entry said nothing: a label without liver
+    or tumor was warned of by the run that cached it only), once per process and text."""
+    from .datasets import _WARNED_CASES
+
+    for text in warnings:
+        text = str(text)
+        bare = text[len("warning: "):] if text.startswith("warning: ") else text  # load_case's key for it
+        if (str(case.image_path), text) not in _WARNED_CASES and (str(case.image_path), bare) not in _WARNED_CASES:
+            _WARNED_CASES.update({(str(case.image_path), text), (str(case.image_path), bare)})
+            _log.warning("%s", text)
+
+
 def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict],
                log: Optional[Callable[[str], None]], allow_non_hu: bool = False,
                signatures: Optional[Dict[str, Any]] = None, oblique_grid: str = "aligned") -> CachedCase:
@@ -552,11 +601,14 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
     signature = _source_signature(case, signatures)
     meta = _usable_entry(meta_path, hu_path, lab_path, signature, allow_non_hu)
     if meta is not None:
+        _warn_again(case, meta.get("warnings") or [])
         return _record(case, meta, hu_path, lab_path)
     _check_cache_writable(folder, case)
     if log:
         log(f"caching {case.case_id} ({Path(case.image_path).name})")
-    volume, labels = load_case(case, label_map, allow_non_hu, aligned_for_model=oblique_grid == "aligned")
+    warned = []  # type: List[str]
+    with _warnings_kept(warned):
+        volume, labels = load_case(case, label_map, allow_non_hu, aligned_for_model=oblique_grid == "aligned")
     network_ct, fill = _network_ct(volume)
     grid_record = None
     network_labels = labels
@@ -585,7 +637,8 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
             # padding hide it: a cut body's part was recorded as its size)
             "body_diameter_mm": body_diameter_mm(volume.array, volume.geometry,
                                                  None if fill is None else fill.mask)["diameter_mm"],
-            "resampling_fill": None if fill is None else fill.record(), "network_grid": grid_record}
+            "resampling_fill": None if fill is None else fill.record(), "network_grid": grid_record,
+            "library_version": _library_version(), "warnings": warned}
     _save_npy_atomic(hu_path, hu_net)
     _save_npy_atomic(lab_path, lab_net)
     with atomic_output(meta_path, overwrite=True) as tmp:

@@ -80,3 +80,40 @@ def test_a_format_3_cache_goes_but_not_another_data_sets_entry_nor_a_current_cac
     assert all(p.read_bytes() == data for p, data in elsewhere.items())  # current caches untouched
     build_slice_cache([other], preprocessor, cache)
     assert not old_folder.exists()
+
+
+def test_an_entry_of_another_library_version_is_made_again_and_a_reused_entry_says_its_warnings(tmp_path, monkeypatch,
+                                                                                                caplog):
+    """An entry was keyed on the cache format only: one made by 0.6.8 of a label its header's scale had zeroed
+    (0.6.8 read it as all background; later versions refuse it) was reused by 0.6.15, which trained on it without a
+    word; and a reused entry said none of the warnings its case gave when it was cached (a label without liver or
+    tumor, warned of by the run that cached it only). Entries record the library version and their case's warnings
+    (the data audit, 1 Dec 2026)."""
+    import logging
+
+    from LiverTumorSegLib.training import datasets
+
+    monkeypatch.setattr(oblique, "SHAPE_ZYX", (4, 24, 24))
+    (case,) = [oblique._case(tmp_path / "data", 0.0, name="c")[0]]
+    preprocessor = SlicePreprocessor(oblique._config())
+    cache = tmp_path / "cache"
+    built = []
+    real = slice_cache.load_case
+
+    def load_and_warn(*args, **kwargs):
+        built.append(1)
+        logging.getLogger("LiverTumorSegLib.training.datasets").warning("warning: the case's own warning")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(slice_cache, "load_case", load_and_warn)
+    build_slice_cache([case], preprocessor, cache)
+    (sidecar,) = cache.rglob("*.json")
+    meta = json.loads(sidecar.read_text())
+    assert meta["warnings"][0] == "warning: the case's own warning" and meta["library_version"]
+    datasets._WARNED_CASES.clear()  # another process
+    with caplog.at_level(logging.WARNING):
+        build_slice_cache([case], preprocessor, cache)
+    assert built == [1] and "the case's own warning" in caplog.text  # reused, and said again
+    sidecar.write_text(json.dumps(dict(meta, library_version="0.6.8")))
+    build_slice_cache([case], preprocessor, cache)
+    assert built == [1, 1]  # another version's entry is made again

@@ -99,7 +99,13 @@ def _image_files(folder: Path) -> List[Path]:
     if own:
         return own
     found = []
-    for root, dirs, files in os.walk(folder):
+    seen = set()  # each real folder once: linked folders are followed (a linked 'Training Batch 2' was skipped)
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         depth = len(Path(root).relative_to(folder).parts)
         dirs[:] = sorted(d for d in dirs if not hidden(d)) if depth < MAX_SUBFOLDER_DEPTH else []
         found.extend(Path(root) / f for f in files if not hidden(f) and case_key(Path(f)) is not None)

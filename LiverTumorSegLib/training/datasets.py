@@ -32,7 +32,7 @@ import numpy as np
 
 from ..asciinumbers import is_ascii_digits, is_ascii_integer
 from ..errors import InputError, LabelError
-from ..fileutil import is_hidden_name, read_csv_rows, read_text_file, similar_names_hint
+from ..fileutil import is_hidden_name, read_csv_rows, read_text_file, similar_names_hint, tree_paths
 from ..io.formats import _FILE_FORMATS_TEXT, ITK_SUFFIXES, NIFTI_SUFFIXES
 from ..io.labels import ANY_LABEL_VALUE, label_value_counts, remap_labels
 from ..resources import expand_home
@@ -224,14 +224,14 @@ def detect_format(root: PathLike) -> str:
     if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
         found = "msd"
     elif any(_LITS_NAME.match(p.name) and p.name[:1] in "vV" and _in_visible_tree(p, root)
-             for p in root.rglob("*")):  # Volume-N.NII too: the glob 'volume-*.nii*' is case-sensitive on Linux
+             for p in tree_paths(root)):  # Volume-N.NII too: the glob 'volume-*.nii*' is case-sensitive on Linux
         found = "lits"
-    elif any(p.is_dir() and _in_visible_tree(p, root) for p in root.rglob("PATIENT_DICOM")):
+    elif any(p.name == "PATIENT_DICOM" and p.is_dir() and _in_visible_tree(p, root) for p in tree_paths(root)):
         found = "ircadb"
     if found:
         _warn_unread_csvs(root, found)
         return found
-    if any(_in_visible_tree(p, root) for p in root.rglob("PATIENT_DICOM.zip")):
+    if any(p.name == "PATIENT_DICOM.zip" and _in_visible_tree(p, root) for p in tree_paths(root)):
         raise InputError(f"'{root}' holds zipped 3D-IRCADb folders (PATIENT_DICOM.zip); unzip PATIENT_DICOM.zip "
                          f"and MASKS_DICOM.zip in each patient folder first.")
     csvs = [p for p in root.glob("*.csv") if _visible(p)]
@@ -252,7 +252,7 @@ def _lits_test_set_hint(root: Path) -> str:
     challenge kept them): given as training data, they were answered with the list of layouts only. '' otherwise."""
     if not root.is_dir():
         return ""
-    found = sorted(p.name for p in root.rglob("*") if _LITS_TEST_NAME.match(p.name) and _in_visible_tree(p, root))
+    found = sorted(p.name for p in tree_paths(root) if _LITS_TEST_NAME.match(p.name) and _in_visible_tree(p, root))
     if not found:
         return ""
     shown = ", ".join(found[:3]) + (" ..." if len(found) > 3 else "")
@@ -318,7 +318,7 @@ def _natural_key(text: str):
 def _discover_lits(root: Path) -> List[Case]:
     volumes: Dict[str, Path] = {}
     labels: Dict[str, Path] = {}
-    for path in root.rglob("*"):  # any letter case (_LITS_NAME)
+    for path in tree_paths(root):  # any letter case (_LITS_NAME)
         if not _in_visible_tree(path, root):
             continue
         m = _LITS_NAME.match(path.name)
@@ -604,14 +604,14 @@ def _label_map_from_names(names: Dict[int, List[str]]) -> Dict[str, int]:
 
 
 def _discover_ircadb(root: Path) -> List[Case]:
-    zipped = sorted(str(z.parent) for z in root.rglob("PATIENT_DICOM.zip")
+    zipped = sorted(str(z.parent) for z in (p for p in tree_paths(root) if p.name == "PATIENT_DICOM.zip")
                     if _in_visible_tree(z, root) and not (z.parent / "PATIENT_DICOM").is_dir())
     if zipped:
         raise InputError(f"3D-IRCADb patient folder(s) {', '.join(repr(z) for z in zipped[:5])} still hold "
                          f"PATIENT_DICOM.zip without a PATIENT_DICOM/ folder; unzip PATIENT_DICOM.zip and "
                          f"MASKS_DICOM.zip there first (or remove those patients), so that no patient is left out.")
     cases = []
-    for patient_dicom in sorted(root.rglob("PATIENT_DICOM")):
+    for patient_dicom in sorted(p for p in tree_paths(root) if p.name == "PATIENT_DICOM"):
         if not patient_dicom.is_dir() or not _in_visible_tree(patient_dicom, root) \
                 or patient_dicom.parent.name == "PATIENT_DICOM":  # the inner folder of a wrapped one
             continue

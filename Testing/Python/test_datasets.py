@@ -1119,3 +1119,32 @@ def test_a_zipped_ircadb_download_is_told_to_unzip_and_a_json_list_is_no_manifes
     (msd / "dataset.json").write_text("[1, 2]")
     with pytest.raises(InputError, match=r"dataset.json' must hold a JSON object \(MSD / nnU-Net dataset.json\)"):
         discover_cases(msd)
+
+
+def test_a_linked_batch_folder_is_followed_in_discovery_and_evaluate(tmp_path):
+    """'Training Batch 2' a symbolic link to another disk (a common layout): Path.rglob does not follow it (Python
+    3.11), so discovery found 2 of 4 LiTS cases and train ran on them without a word, and evaluate scored 2 of 4
+    (the data audit, 1 Dec 2026). Linked folders are followed, each real folder once (a loop is not walked again)."""
+    import os
+
+    from LiverTumorSegLib.commands.evaluate import list_cases
+
+    root, elsewhere = tmp_path / "lits", tmp_path / "other_disk" / "batch2"
+    for n in (0, 1):
+        _write_pair(root / "Training Batch 1" / f"volume-{n}.nii", root / "Training Batch 1" / f"segmentation-{n}.nii",
+                    n)
+    for n in (2, 3):
+        _write_pair(elsewhere / f"volume-{n}.nii", elsewhere / f"segmentation-{n}.nii", n)
+    os.symlink(elsewhere, root / "Training Batch 2")
+    os.symlink(root, root / "Training Batch 1" / "loop")  # back up: walked once
+    assert sorted(c.case_id for c in discover_cases(root)) == ["lits-0", "lits-1", "lits-2", "lits-3"]
+    refs = tmp_path / "refs"
+    (refs / "one").mkdir(parents=True)
+    for n in (0, 1):
+        os.link(root / "Training Batch 1" / f"segmentation-{n}.nii", refs / "one" / f"case{n}.nii")
+    linked = tmp_path / "more_refs"
+    linked.mkdir()
+    for n in (2, 3):
+        os.link(elsewhere / f"segmentation-{n}.nii", linked / f"case{n}.nii")
+    os.symlink(linked, refs / "two")
+    assert sorted(list_cases(refs, "--ref")) == ["case0", "case1", "case2", "case3"]

@@ -504,6 +504,10 @@ def model_postprocessing_problem(meta: Mapping[str, Any]) -> Optional[str]:
         if statistic not in LESION_PROBABILITY_STATISTICS:
             return (f"lesion_probability_statistic must be one of {', '.join(LESION_PROBABILITY_STATISTICS)}, got "
                     f"{str(statistic)[:40]}")
+        if recorded.get("min_lesion_probability") is None:  # as set_package_min_lesion_probability refuses to
+            # write it: the statistic belongs to a threshold, and alone it made segment compare each lesion's peak
+            # with the default 0.65 while 'models' showed nothing (the models audit)
+            return "records lesion_probability_statistic without min_lesion_probability, the threshold it is read at"
     return None
 
 

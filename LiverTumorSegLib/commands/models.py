@@ -426,7 +426,12 @@ def run(args: argparse.Namespace) -> int:
         from ..resources import MISSING_RESOURCES_HINT
         print("  none. Train one with 'livertumorseg train' or copy a .safetensors package into the user folder.")
         if not bundled_models_dir().is_dir():
-            print(f"  (no bundled models folder: {MISSING_RESOURCES_HINT})")
+            import os
+
+            chosen = os.environ.get("LIVERTUMORSEG_RESOURCES")  # the cause when set: not the install's
+            print(f"  (no bundled models folder: '{bundled_models_dir()}' does not exist; chosen by "
+                  f"LIVERTUMORSEG_RESOURCES={chosen}, which should name a folder holding Models/ and Sample/)"
+                  if chosen else f"  (no bundled models folder: {MISSING_RESOURCES_HINT})")
         return 0
     _say(f"  {'name':<24} {'architecture':<16} {'source':<8} {'validation':<32} file")
     for entry in installed:
@@ -457,9 +462,13 @@ def run(args: argparse.Namespace) -> int:
             _say("      " + line)
     if not verify:
         print("  (weights are checked when a package is loaded; 'livertumorseg models --verify' checks them all now)")
-    elif code:
-        failed = sum(1 for e in installed if e["error"])
-        print(f"error: {failed} installed package(s) failed verification (listed as UNUSABLE above)", file=sys.stderr)
+    elif code:  # counted as verify_exit_code counts: it said '0 failed' for a package segment refuses
+        unusable = sum(1 for e in installed if e["error"])
+        refused = sum(1 for e in installed if not e["error"] and e.get("segment_refusal"))
+        parts = [f"{unusable} listed as UNUSABLE"] * bool(unusable) + \
+            [f"{refused} noted as refused by segment and evaluate"] * bool(refused)
+        print(f"error: {unusable + refused} installed package(s) failed verification ({', '.join(parts)} above)",
+              file=sys.stderr)
     return code
 
 

@@ -116,3 +116,15 @@ def test_the_command_line_takes_the_statistic_and_refuses_it_where_no_step_reads
         parsed(["--lesion-probability-statistic", "median"])
     with pytest.raises(InputError, match=r"lesion_probability_statistic .* must be one of mean, peak"):
         SegmentationOptions(postprocessing={"lesion_probability_statistic": "max"})
+
+
+def test_a_package_recording_a_statistic_without_a_threshold_is_refused_as_the_writer_refuses_it():
+    """set_package_min_lesion_probability refuses a statistic without a threshold, but loading took such metadata
+    (edited by hand): segment then compared each lesion's peak with the default 0.65 while 'models' showed no
+    threshold line (the models audit, 1 Dec 2026)."""
+    from LiverTumorSegLib.package import model_postprocessing_problem
+
+    assert model_postprocessing_problem({"postprocessing": {"lesion_probability_statistic": "peak"}}) == (
+        "records lesion_probability_statistic without min_lesion_probability, the threshold it is read at")
+    assert model_postprocessing_problem({"postprocessing": {"min_lesion_probability": 0.99,
+                                                            "lesion_probability_statistic": "peak"}}) is None

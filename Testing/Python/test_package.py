@@ -1423,7 +1423,10 @@ def test_models_verify_finds_a_flipped_weight_byte_and_names_a_shadowed_default(
     assert main(["models", "--verify"]) == 2  # a script's check step sees the damaged package (it exited 0)
     captured = capsys.readouterr()
     verified = captured.out
-    assert "1 installed package(s) failed verification" in captured.err
+    # the flipped one, and the two tiny 1-channel networks with 9-channel preprocessing that segment refuses (the
+    # line counted the first only: '1 ... failed')
+    assert "3 installed package(s) failed verification (1 listed as UNUSABLE, 2 noted as refused by segment and " \
+           "evaluate above)" in captured.err
     assert main(["models", "--verify", "--json"]) == 2
     capsys.readouterr()
     rows = {line.split()[-1]: line for line in verified.splitlines() if line.strip().endswith(".safetensors")}
@@ -1926,7 +1929,9 @@ def test_models_notes_a_package_that_loads_but_segment_refuses(tmp_path, monkeyp
     rows = {e["path"]: e for e in json.loads(capsys.readouterr().out)["installed"]}
     assert "9 input channels" in rows[str(odd)]["segment_refusal"] and "segment_refusal" not in rows[str(fine)]
     assert main(["models", "--verify"]) == 2       # unusable for segment: --verify exited 0 with the note only
-    capsys.readouterr()
+    # and its error line counts it (it said '0 installed package(s) failed verification (listed as UNUSABLE above)')
+    assert "error: 1 installed package(s) failed verification (1 noted as refused by segment and evaluate above)" \
+        in capsys.readouterr().err
     odd.unlink()
     assert main(["models", "--verify"]) == 0
 

@@ -226,6 +226,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cleanedUp = False  # cleanup() ran (Reload, closing Slicer): this panel's widgets are gone
         self._sceneCloses = 0  # how many scene closes began (dependenciesReady: one during the install)
         self._defaultModelPath = ""  # the model list's default package (populateModels)
+        self._modelItems = []  # the model list's items (panel_text.model_choices), with each unusable one's reason
         ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
@@ -372,6 +373,11 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if p is None:
             return
         index = self.ui.modelComboBox.findData(p.modelPath)
+        found = panel_text.installed_by_file_name(p.modelPath, self._modelItems) if index < 0 and p.modelPath else ""
+        if found:  # the scene's package installed here under another folder (another computer, a moved folder)
+            self.ui.statusLabel.text = panel_text.model_found_by_name_text(p.modelPath, found)
+            p.modelPath = found
+            return  # this change calls updateGUI again
         if index < 0 and self._defaultModelPath:
             # none yet (a new scene), or a model path the list lacks (a scene from another installation) ran while
             # the list showed another model: take the default, which the list shows (this calls updateGUI again).
@@ -406,7 +412,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.compare["previousChangeReport"].currentPath = p.previousChangeReport
         running = self._task is not None
         measuring = self._measuring is not None  # the two runs both refill the lesion table: one at a time
-        ready = bool(p.inputVolume and p.modelPath) and not self._installingPackages
+        ready = bool(p.inputVolume and p.modelPath) and not self._installingPackages \
+            and self._modelUsable(p.modelPath)
         notCT = job.not_a_ct_reason(p.inputVolume) if p.inputVolume is not None else ""
         self.ui.segmentButton.enabled, self.ui.segmentButton.toolTip = panel_text.segment_button_state(
             running, ready, measuring, notCT, self._installingPackages)
@@ -424,7 +431,14 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         items = panel_text.model_choices(list_installed_models())
         for item in items:
             self.ui.modelComboBox.addItem(item["text"], item["path"])
+        self._modelItems = items
         self._defaultModelPath = panel_text.default_model_path(items)
+        # the refilled list's first item had become current: adding the model already selected (the same value
+        # set again changes no parameter) switched the panel to alexnet_fcn_v2 without a word (the panel audit)
+        wanted = selectPath or (self._parameterNode.modelPath if self._parameterNode else "")
+        index = self.ui.modelComboBox.findData(wanted) if wanted else -1
+        if index >= 0:
+            self.ui.modelComboBox.currentIndex = index
         self.ui.modelComboBox.blockSignals(False)
         if selectPath and self._parameterNode:
             self._parameterNode.modelPath = selectPath
@@ -438,11 +452,16 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode and self._parameterNode.modelPath != path:
             self._parameterNode.modelPath = path
         from LiverTumorSegLib.package import read_package_metadata
+        unusable = next((item.get("error") for item in self._modelItems if item["path"] == path
+                         and not item.get("usable", True)), None)
         try:
+            if unusable:  # the list's reason (an unknown network...): it was described as a model that runs
+                raise LiverTumorSegError(unusable)
             metadata = read_package_metadata(path)
-        except LiverTumorSegError as exc:
+        except (LiverTumorSegError, OSError, ValueError, RecursionError) as exc:  # a file that cannot be read too
             self.ui.modelInfoLabel.text = f"This model cannot be used: {exc}"
             self.ui.preprocessingLabel.text = ""
+            self.updateGUI()  # Segment off for it
             return
         self.ui.modelInfoLabel.text = panel_text.describe_model(metadata)
         self.ui.preprocessingLabel.text = panel_text.describe_preprocessing(metadata.get("preprocessing") or {})
@@ -452,6 +471,10 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # own (the one its package records, else 0.65); the same model (a scene reopened) keeps what was set
             p.minLesionProbability = panel_text.model_lesion_probability(metadata)
             p.lesionProbabilityModel = path
+
+    def _modelUsable(self, path: str) -> bool:
+        """Whether the model list does not mark ``path`` unusable (a path it lacks is judged by the child)."""
+        return not any(item["path"] == path and not item.get("usable", True) for item in self._modelItems)
 
     def onDeviceChanged(self, index: int = -1) -> None:
         if self._parameterNode:

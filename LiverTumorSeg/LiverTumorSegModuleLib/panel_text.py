@@ -685,8 +685,25 @@ def model_choices(entries: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
         if entry.get("error"):
             text += " - unusable"
         items.append({"text": text, "path": str(entry["path"]), "default": bool(entry.get("default"))
-                      and not entry.get("error"), "usable": not entry.get("error")})
+                      and not entry.get("error"), "usable": not entry.get("error"), "error": entry.get("error")})
     return items
+
+
+def installed_by_file_name(model_path: str, items: Sequence[Dict[str, Any]]) -> str:
+    """The path of the one usable item (:func:`model_choices`) whose file has ``model_path``'s file name, else ''.
+    A scene saved on another computer, or before an update moved the user folder, names the model by a path this
+    installation lacks; the same package installed here was replaced by the default, with a note that it was not
+    installed."""
+    name = os.path.basename(str(model_path).replace("\\", "/"))
+    found = [item["path"] for item in items if item.get("usable", True) and os.path.basename(item["path"]) == name]
+    return found[0] if name and len(found) == 1 else ""
+
+
+def model_found_by_name_text(model_path: str, found: str) -> str:
+    """The panel's note that the scene's model was taken from this installation under another folder."""
+    name = os.path.basename(str(model_path).replace("\\", "/"))
+    return (f"The scene's model '{name}' was saved from another folder; the installed file of that name is "
+            f"selected ({found}).")
 
 
 def default_model_path(items: Sequence[Dict[str, Any]]) -> str:

@@ -378,9 +378,13 @@ def test_model_choices_mark_default_and_unusable():
         {"name": "default", "path": "/a/default.safetensors", "source": "bundled", "default": True, "error": None},
         {"name": "broken", "path": "/b/broken.safetensors", "source": "user", "error": "truncated"}])
     assert items == [{"text": "default (bundled) - default", "path": "/a/default.safetensors", "default": True,
-                      "usable": True},
+                      "usable": True, "error": None},
                      {"text": "broken (user) - unusable", "path": "/b/broken.safetensors", "default": False,
-                      "usable": False}]
+                      "usable": False, "error": "truncated"}]  # the reason, which the panel's model text gives
+    # a scene's model saved under another folder: the one installed file of that name
+    assert panel_text.installed_by_file_name("/home/x/models/default.safetensors", items) == "/a/default.safetensors"
+    assert panel_text.installed_by_file_name("/home/x/models/broken.safetensors", items) == ""  # not usable
+    assert panel_text.installed_by_file_name("C:\\Users\\x\\default.safetensors", items) == "/a/default.safetensors"
 
 
 def test_a_new_scene_gets_the_default_model_not_the_first_in_the_list():

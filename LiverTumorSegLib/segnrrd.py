@@ -94,16 +94,17 @@ def left_out_text(names: Sequence[str], where: str) -> str:
 
 
 def label_of_segment(segment: Dict[str, str]) -> Optional[int]:
-    """1 (liver), 2 (tumor) or None (some other structure) from the segment's ID or name: the exact names first
-    (:data:`LIVER_NAMES`, :data:`TUMOR_NAMES`), then a name holding a :data:`TUMOR_WORDS` word that is not
-    negated (:func:`names_tumor`). 'Liver segment 7' or 'Portal vein' is neither."""
-    texts = [t.strip().lower() for t in (segment.get("ID", ""), segment.get("Name", ""))]
-    for text in texts:
-        if text in LIVER_NAMES:
-            return 1
-        if text in TUMOR_NAMES:
-            return 2
-    return 2 if names_tumor(texts[1] or texts[0]) else None
+    """1 (liver), 2 (tumor) or None (some other structure) from the segment's name, or its ID where it has no name:
+    the exact names first (:data:`LIVER_NAMES`, :data:`TUMOR_NAMES`), then a name holding a :data:`TUMOR_WORDS`
+    word that is not negated (:func:`names_tumor`). 'Liver segment 7' or 'Portal vein' is neither. The name is what
+    a reader sees and edits: a segment with the ID 'tumor' (a label-map import, another tool's file) that the
+    reader renamed 'Simple cyst (benign)' was still measured as a lesion by its ID (the panel audit)."""
+    text = (segment.get("Name", "") or segment.get("ID", "")).strip().lower()
+    if text in LIVER_NAMES:
+        return 1
+    if text in TUMOR_NAMES:
+        return 2
+    return 2 if names_tumor(text) else None
 
 
 def _int_field(segment: Dict[str, str], key: str, default: int, path: Path) -> int:

@@ -427,3 +427,24 @@ def test_a_measuring_that_fails_names_the_ct_not_its_temporary_file_and_leaves_t
     assert str(module.mrml.lesion_table_rows(table)) == rows_before
     assert module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == tables_before
     assert list(module.temp.iterdir()) == []
+
+
+def test_a_segment_renamed_to_say_it_is_no_tumor_is_left_out_whatever_its_id(module):
+    """A segment with the ID 'tumor' (a label-map import, another tool's .seg.nrrd) that the reader renamed 'Simple
+    cyst (benign)' was still measured as a lesion by its ID: Update lesion table counted it (one row more, 1.92 mL)
+    and no warning named it (the panel audit, 1 Dec 2026). The name, which the reader sees and edits, decides."""
+    phantom, volume, segmentation = _scene_with_result(module)
+    before = len(module.mrml.lesion_table_rows(_logic(module).measureSegmentation(segmentation, volume).table_node))
+    drawn = np.zeros(phantom.labels.shape, np.uint8)
+    drawn[4:8, 20:26, 14:19] = 1
+    scratch = module.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "scratch")
+    module.mrml.labels_to_segmentation_node(module.scene, drawn, GEOMETRY, segmentation_node=scratch)
+    segments = segmentation.GetSegmentation()
+    segments.AddEmptySegment("tumor", "tumor")
+    segments.GetSegment("tumor").DeepCopy(scratch.GetSegmentation().GetSegment(module.mrml.SEGMENTS[0].segment_id))
+    segments.GetSegment("tumor").SetName("Simple cyst (benign)")
+    labels = module.mrml.segmentation_to_labels(segmentation, GEOMETRY, phantom.labels.shape)
+    assert not (labels[4:8, 20:26, 14:19] == 2).any()
+    assert "Simple cyst (benign)" in module.mrml.left_out_warning(segmentation)
+    outcome = _logic(module).measureSegmentation(segmentation, volume)
+    assert len(module.mrml.lesion_table_rows(outcome.table_node)) == before

@@ -898,7 +898,7 @@ class QProcessRunner:
         self._process = qt.QProcess()
         self._process.setProcessChannelMode(qt.QProcess.SeparateChannels)
         self._stdout = childprocess.LineBuffer()
-        self._stderr = ""
+        self._stderr = b""  # bytes: decoded when read, so a character split between two reads is not broken
 
     @property
     def pid(self) -> Optional[int]:
@@ -920,9 +920,8 @@ class QProcessRunner:
         return lines
 
     def read_stderr(self) -> str:
-        text = childprocess.qbytearray_bytes(self._process.readAllStandardError()).decode("utf-8", "replace")
-        self._stderr = (self._stderr + text)[-65536:]
-        return self._stderr
+        self._stderr = (self._stderr + childprocess.qbytearray_bytes(self._process.readAllStandardError()))[-65536:]
+        return self._stderr.decode("utf-8", "replace")  # a cut at the start: at most one character replaced
 
     def is_running(self) -> bool:
         return self._process.state() != qt.QProcess.NotRunning

@@ -49,13 +49,19 @@ class ChildMessage:
     error: str = ""
 
 
+MAX_MESSAGE_CHARS = 1 << 20
+"""The longest stdout line read as one of the child's JSON messages (a progress line is under 200 characters)."""
+
+
 def parse_line(line: str) -> ChildMessage:
     """Parse one stdout line of the child. Anything that is not one of the three JSON objects is ``other``."""
     text = line.strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return ChildMessage(OTHER, text=text)
+    try:  # RecursionError: a line nested thousands deep crashed the run's poll, which killed the child
+        data = json.loads(text) if len(text) <= MAX_MESSAGE_CHARS else None
+    except (ValueError, RecursionError):
+        return ChildMessage(OTHER, text=text[:MAX_MESSAGE_CHARS])
+    if data is None:  # a line longer than any message the child writes: other output, kept short
+        return ChildMessage(OTHER, text=text[:MAX_MESSAGE_CHARS])
     if not isinstance(data, dict):
         return ChildMessage(OTHER, text=text)
     if "error" in data:

@@ -16,9 +16,10 @@
 Temporary files (input copy, outputs) live in one folder that is removed in every outcome. Nothing runs in a
 Python thread: Slicer's main thread holds the GIL while Qt idles, which starves Python worker threads.
 """
+import collections
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -35,6 +36,10 @@ from .childjob import unusable_result
 from LiverTumorSegLib.inference.device import DEVICE_CHOICES as DEVICES  # noqa: F401 - one list for all callers
 from LiverTumorSegLib.inference.options import SegmentationOptions, segment_command_args
 from LiverTumorSegLib.inference.options import override_window  # noqa: F401 - re-exported for scripts
+
+OTHER_OUTPUT_LINES = 200
+"""How many of the child's stray stdout lines (not its JSON messages) a run keeps; its error details show the last
+20."""
 
 
 
@@ -571,7 +576,8 @@ class SegmentationJob(ChildJob):
         self.input_path: Optional[str] = None
         self.used_storage_file = False
         self.stages: List[str] = []
-        self.other_output: List[str] = []
+        # the last lines only (20 go into the details): a child printing 300,000 stray lines kept them all
+        self.other_output: Deque[str] = collections.deque(maxlen=OTHER_OUTPUT_LINES)
         self._last_fraction = 0.0
         self._done: Optional[childprocess.ChildMessage] = None
         self._error: Optional[childprocess.ChildMessage] = None
@@ -629,7 +635,7 @@ class SegmentationJob(ChildJob):
         seconds = self.elapsed_seconds()
         code = self._runner.exit_code()
         stderr = self._runner.read_stderr()
-        details = "\n".join(self.other_output[-20:] + ([stderr[-4000:]] if stderr else []))
+        details = "\n".join(list(self.other_output)[-20:] + ([stderr[-4000:]] if stderr else []))
         if self._error is not None and self._error.error == CHILD_CANCELLED_ERROR:  # the panel's Cancel kills it
             return SegmentationOutcome(FAILED, error=RuntimeError(stopped_from_outside_text(code)), details=details,
                                        seconds=seconds)

@@ -370,7 +370,7 @@ def test_job_success_loads_labels_report_and_probability_and_leaves_no_file(fake
     probability = slicer.util.arrayFromVolume(outcome.probability_node)
     np.testing.assert_allclose(probability, np.clip(_ct_array(), 0, 255) / 255.0, atol=1e-6)
     assert outcome.probability_node.GetName() == "CT tumor probability"
-    assert segmentation_job.other_output == ["a stray line that is not JSON"]
+    assert list(segmentation_job.other_output) == ["a stray line that is not JSON"]
     assert list(fake.temp_root.iterdir()) == []
     segmentation_job.cancel()  # a Cancel click that comes after the result was loaded: the result stays
     assert segmentation_job.poll() is outcome and outcome.kind == job.DONE

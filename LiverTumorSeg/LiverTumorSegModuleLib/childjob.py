@@ -7,12 +7,13 @@ child and its children at once) and :meth:`~ChildJob.wait` (blocking, for script
 the child's inputs and returns its arguments (:meth:`~ChildJob._prepare`), reads the child's stdout while it runs
 (:meth:`~ChildJob._read_messages`) and turns the ended child into an outcome (:meth:`~ChildJob._finish`).
 """
+import collections
 import json
 import os
 import shutil
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 from . import childprocess
 
@@ -197,6 +198,11 @@ def make_job_folder(temp_root: Optional[str] = None) -> str:
                          f"that has free space, or free space there, and try again.") from None
 
 
+
+KEPT_STDOUT_LINES = 200
+"""How many stdout lines of a measure or compare child :meth:`ChildJob._read_messages` keeps (for a failure's
+details; those children write their results to files)."""
+
 class ChildJob:
     """Base of the module's child-process runs (see the module docstring).
 
@@ -213,6 +219,7 @@ class ChildJob:
         self._env = env
         self._temp_root = temp_root
         self.temp_dir: Optional[str] = None
+        self.stdout_lines: Deque[str] = collections.deque(maxlen=KEPT_STDOUT_LINES)  # see _read_messages
         self._cancelled = False
         self._outcome: Any = None
         self._start_time = time.time()
@@ -223,7 +230,12 @@ class ChildJob:
         raise NotImplementedError
 
     def _read_messages(self) -> None:
-        """Read what the child printed so far (called while it runs and once after it ended)."""
+        """Read what the child printed so far (called while it runs and once after it ended). Here: drain both
+        pipes (the runner keeps stderr's last 64 KiB; stdout lines are not messages of these children, the last
+        :data:`KEPT_STDOUT_LINES` are kept): undrained, a child writing more than a pipe holds blocked, and a
+        headless run (SubprocessRunner; Slicer's QProcess buffers) never ended (the panel audit)."""
+        if self._runner is not None:
+            self.stdout_lines.extend(self._runner.read_stdout_lines())
 
     def _finish(self) -> Any:
         """The outcome of the ended child (its exit code, stderr and files are there to read)."""

@@ -93,3 +93,34 @@ def test_the_qt_runner_decodes_a_character_split_between_two_reads(module, monke
     assert "\u0141ukasz" in stderr
 
 
+
+
+CHATTY_MEASURE = textwrap.dedent('''
+    import json, sys
+    args = sys.argv[1:]
+    for i in range(4000):  # e.g. a library warning repeated per slice or per lesion
+        sys.stderr.write("RuntimeWarning: invalid value encountered in divide (slice %d)\\n" % i)
+    out = args[args.index("-o") + 1]
+    json.dump({"liver_volume_ml": 1.5, "tumor_volume_ml": 0.0, "tumor_burden_percent": 0.0, "lesions": []},
+              open(out, "w"))
+''')
+
+
+def test_a_measure_child_that_writes_much_to_stderr_ends(module, tmp_path):
+    import time
+    import test_slicer_module_measure as tm
+    from LiverTumorSegModuleLib import measure_job
+    script = tmp_path / "chatty_measure.py"
+    script.write_text(CHATTY_MEASURE)
+
+    class Runner(childprocess.SubprocessRunner):
+        def start(self, program, args, env=None):
+            super().start(sys.executable, [str(script)] + list(args[3:]), env)
+
+    phantom, volume, segmentation = tm._scene_with_result(module)
+    j = measure_job.MeasureJob(module.scene, segmentation, volume, Runner(), sys.executable, str(ROOT),
+                               temp_root=str(module.temp))
+    began = time.monotonic()
+    outcome = j.start().wait(timeout_s=20)
+    assert outcome.kind == "done" and time.monotonic() - began < 20  # it blocked on a full stderr pipe, and ended
+    # 'cancelled' at the wait's timeout (a wait without one never returned)

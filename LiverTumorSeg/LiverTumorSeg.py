@@ -402,11 +402,23 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return  # this change calls updateGUI again
         # only the selected output's own lesions: after a switch to another CT the table view is empty
         shownTable = job.lesion_table_to_show(p.lesionTable, p.outputSegmentation)
+        if shownTable is None and p.outputSegmentation is not None and p.outputSegmentation.GetScene() is not None:
+            # another result of the same CT chosen as the output: its own table, which the scene holds
+            output = p.outputSegmentation
+            own = job.reusable_table(output.GetScene(), None, lambda table: mrml.lesion_table_owned_by(table, output),
+                                     search_scene=True)
+            if own is not None and own is not p.lesionTable:
+                p.lesionTable = own
+                return  # this change calls updateGUI again
         if self.ui.lesionTableView.mrmlTableNode() is not shownTable:
             self.ui.lesionTableView.setMRMLTableNode(shownTable)
-            if shownTable is not None and self.ui.resultsSummaryLabel.text in ("", panel_text.NO_RESULT):
-                # a scene loaded from disk: no run outcome, but the table keeps its whole-organ numbers
+            # the shown table's whole-organ numbers (a scene loaded from disk, another output chosen), or none: the
+            # previous result's summary stayed beside another output's table (the panel audit); a run's own summary
+            # is written after its table is shown
+            if shownTable is not None:
                 self.ui.resultsSummaryLabel.text = panel_text.table_summary_text(shownTable)
+            elif self.ui.resultsSummaryLabel.text != panel_text.NO_RESULT:
+                self.ui.resultsSummaryLabel.text = ""
         self.showChangeTable(p.changeTable)
         if self.compare["previousChangeReport"].currentPath != p.previousChangeReport:  # a scene loaded, or a new one
             self.compare["previousChangeReport"].currentPath = p.previousChangeReport

@@ -8,6 +8,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,7 +16,7 @@ sys.path.insert(0, str(ROOT / "LiverTumorSeg"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 pytest.importorskip("slicer")
-from LiverTumorSegModuleLib import panel_text  # noqa: E402
+from LiverTumorSegModuleLib import job, panel_text  # noqa: E402
 from test_slicer_module_logic import module  # noqa: E402,F401,F811
 
 
@@ -213,3 +214,51 @@ def test_a_model_file_that_cannot_be_read_is_said_so_not_raised(module, monkeypa
     w.onModelChanged()
     assert w.ui.modelInfoLabel.text.startswith("This model cannot be used: ") and "Permission denied" in \
         w.ui.modelInfoLabel.text and w.ui.preprocessingLabel.text == ""
+
+
+class TableView(Anything):
+    def __init__(self):
+        super().__init__()
+        self.node = None
+
+    def mrmlTableNode(self):
+        return self.node
+
+    def setMRMLTableNode(self, node):
+        self.node = node
+
+
+def test_another_output_of_the_same_ct_shows_its_own_table_and_summary(module):
+    from test_slicer_module_job import _ct_array
+    from LiverTumorSegLib.volume import ImageGeometry
+    from mrml_helpers import add_volume_node
+    geometry = ImageGeometry(spacing=(0.8, 0.9, 2.5))
+    ct = add_volume_node(module.scene, _ct_array(), geometry, "CT")
+    labels = (_ct_array() > 0).astype(np.uint8) + (_ct_array() > 100)
+    report_a = {"liver_volume_ml": 900.0, "tumor_volume_ml": 0.0, "tumor_burden_percent": 0.0, "lesions": []}
+    report_b = {"liver_volume_ml": 1520.0, "tumor_volume_ml": 12.5, "tumor_burden_percent": 0.82, "lesions": []}
+    seg_a, table_a = job.apply_result(module.scene, labels, report_a, geometry, ct, show_3d=False)
+    seg_b, table_b = job.apply_result(module.scene, labels, report_b, geometry, ct, show_3d=False)
+    w = module.m.LiverTumorSegWidget()
+    w._defaultModelPath = "m.safetensors"
+    combo = FakeCombo()
+    combo.addItem("m", "m.safetensors")
+    w.ui = Anything(modelComboBox=combo, deviceComboBox=Anything(currentText="Auto"), windowLevelSpinBox=Anything(),
+                    windowWidthSpinBox=Anything(), lesionTableView=TableView(),
+                    resultsSummaryLabel=Anything(text=""), statusLabel=Anything(text=""),
+                    segmentButton=Anything(), measureButton=Anything())
+    w.compare = {"table": TableView(), "result": Anything(text=""), "previousChangeReport": Anything(currentPath="")}
+    p = types.SimpleNamespace(modelPath="m.safetensors", device="auto", overrideWindow=False, inputVolume=ct,
+                              outputSegmentation=seg_b, lesionTable=table_b, changeTable=None, previousChangeReport="")
+    w._parameterNode = p
+    w.updateGUI()
+    w.ui.resultsSummaryLabel.text = panel_text.summary_text(report_b)  # what onFinished wrote after run B
+    # the reader chooses the first result (same CT) as the output segmentation
+    p.outputSegmentation = seg_a
+    w.updateGUI()  # finds A's own table and makes it the panel's table ...
+    assert p.lesionTable is table_a
+    w.updateGUI()  # ... which the parameter node's observer shows
+    assert w.ui.lesionTableView.node is table_a
+    assert "1520" not in w.ui.resultsSummaryLabel.text and "900" in w.ui.resultsSummaryLabel.text  # B's numbers stayed
+
+

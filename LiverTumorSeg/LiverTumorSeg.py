@@ -227,6 +227,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._sceneCloses = 0  # how many scene closes began (dependenciesReady: one during the install)
         self._defaultModelPath = ""  # the model list's default package (populateModels)
         self._modelItems = []  # the model list's items (panel_text.model_choices), with each unusable one's reason
+        self._thresholdSetFor = ""  # the model updateGUI last gave its own lesion threshold (an older scene's)
         ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
@@ -389,6 +390,13 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if index >= 0 and index != self.ui.modelComboBox.currentIndex:
             self.ui.modelComboBox.currentIndex = index
+        elif index >= 0 and p.lesionProbabilityModel != p.modelPath and self._thresholdSetFor != p.modelPath:
+            # a scene saved before 0.6.14 whose model the list already shows: no index change, so the threshold was
+            # never set to its model's, as docs/slicer.md says it is once (the panel audit); tried once per model
+            self._thresholdSetFor = p.modelPath
+            self.onModelChanged()
+            if p.lesionProbabilityModel == p.modelPath:  # set: the next older scene of this model is set too
+                self._thresholdSetFor = ""
         deviceText = DEVICE_TEXT_BY_VALUE.get(p.device, "Auto")
         if self.ui.deviceComboBox.currentText != deviceText:
             self.ui.deviceComboBox.currentText = deviceText
@@ -473,7 +481,6 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except (LiverTumorSegError, OSError, ValueError, RecursionError) as exc:  # a file that cannot be read too
             self.ui.modelInfoLabel.text = f"This model cannot be used: {exc}"
             self.ui.preprocessingLabel.text = ""
-            self.updateGUI()  # Segment off for it
             return
         self.ui.modelInfoLabel.text = panel_text.describe_model(metadata)
         self.ui.preprocessingLabel.text = panel_text.describe_preprocessing(metadata.get("preprocessing") or {})

@@ -248,7 +248,8 @@ def test_another_output_of_the_same_ct_shows_its_own_table_and_summary(module):
                     resultsSummaryLabel=Anything(text=""), statusLabel=Anything(text=""),
                     segmentButton=Anything(), measureButton=Anything())
     w.compare = {"table": TableView(), "result": Anything(text=""), "previousChangeReport": Anything(currentPath="")}
-    p = types.SimpleNamespace(modelPath="m.safetensors", device="auto", overrideWindow=False, inputVolume=ct,
+    p = types.SimpleNamespace(modelPath="m.safetensors", lesionProbabilityModel="m.safetensors", device="auto",
+                              overrideWindow=False, inputVolume=ct,
                               outputSegmentation=seg_b, lesionTable=table_b, changeTable=None, previousChangeReport="")
     w._parameterNode = p
     w.updateGUI()
@@ -262,3 +263,38 @@ def test_another_output_of_the_same_ct_shows_its_own_table_and_summary(module):
     assert "1520" not in w.ui.resultsSummaryLabel.text and "900" in w.ui.resultsSummaryLabel.text  # B's numbers stayed
 
 
+
+
+def test_an_older_scenes_threshold_is_set_to_its_models_once(module, tmp_path, monkeypatch):
+    import shutil
+    import vtk
+    users = tmp_path / "models"
+    users.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(users))
+    mine = users / "mymodel.safetensors"
+    shutil.copyfile(ROOT / "Resources" / "Models" / "segnet_v2.safetensors", mine)
+    node = module.scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "LiverTumorSeg")
+    w = module.m.LiverTumorSegWidget()
+    w.logic = module.m.LiverTumorSegLogic()
+    combo = FakeCombo()
+    combo.connect("currentIndexChanged(int)", w.onModelChanged)
+    w.ui = Anything(modelComboBox=combo, modelInfoLabel=Anything(text=""), preprocessingLabel=Anything(text=""),
+                    deviceComboBox=Anything(currentText="Auto"), windowLevelSpinBox=Anything(),
+                    windowWidthSpinBox=Anything(), lesionTableView=Anything(), resultsSummaryLabel=Anything(text=""),
+                    statusLabel=Anything(text=""), segmentButton=Anything(), measureButton=Anything())
+    w.compare = {"table": Anything(), "result": Anything(text=""), "previousChangeReport": Anything(currentPath="")}
+    w.populateModels()  # setup
+    w._parameterNode = Params(node)
+    node.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: w.updateGUI())  # _observeParameterNode
+    w.updateGUI()  # a new scene: the default model
+    default = w._defaultModelPath
+    assert combo.currentData == default and w._parameterNode.lesionProbabilityModel == default
+    # an older scene (saved before 0.6.14: no lesionProbabilityModel) with the default model and a threshold of 0.5
+    # is loaded: the import copies its parameters into the panel's node (one Modified)
+    node.DisableModifiedEventOn()
+    node.UnsetParameter("lesionProbabilityModel")
+    w._parameterNode.other["minLesionProbability"] = 0.5
+    node.SetParameter("modelPath", default)
+    node.DisableModifiedEventOff()
+    node.Modified()
+    assert w._parameterNode.minLesionProbability == 0.65  # docs/slicer.md: "an older scene's value is set to its model's once"

@@ -373,9 +373,9 @@ def test_the_update_lesion_table_button_says_why_it_is_off(module):
     widget.compare = {"table": TableViewStandIn(None), "result": Label(),
                       "previousChangeReport": types.SimpleNamespace(currentPath="")}
     widget._parameterNode = types.SimpleNamespace(
-        modelPath="default.safetensors", device="auto", overrideWindow=False, inputVolume=ct,
-        outputSegmentation=outcome.segmentation_node, lesionTable=outcome.table_node, changeTable=None,
-        previousChangeReport="")
+        modelPath="default.safetensors", lesionProbabilityModel="default.safetensors", device="auto",
+        overrideWindow=False, inputVolume=ct, outputSegmentation=outcome.segmentation_node,
+        lesionTable=outcome.table_node, changeTable=None, previousChangeReport="")
     widget._lastInputVolume = ct
     widget.updateGUI()
     button = widget.ui.measureButton

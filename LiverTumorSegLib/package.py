@@ -1243,9 +1243,38 @@ def _recorded_preprocessing(meta: Mapping[str, Any], path: Path) -> Any:
     """:func:`_preprocessing_from_dict` of a package's recorded preprocessing (absent: the defaults), its refusal
     ending in :func:`unknown_setting_advice`."""
     try:
-        return _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
+        config = _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
     except ModelPackageError as exc:
         raise ModelPackageError(f"{exc} {unknown_setting_advice(meta)}") from None
+    recorded = meta.get("preprocessing") if isinstance(meta.get("preprocessing"), dict) else {}
+    if hasattr(config, "to_dict") and _created_since(meta, EVERY_SETTING_RECORDED_SINCE):
+        missing = sorted(setting for setting in set(config.to_dict()) - set(recorded)
+                         if _setting_existed_when_created(setting, meta))
+        if missing:  # a package of a version that writes every setting: its channels (or all) taken away
+            raise ModelPackageError(
+                f"Model package '{path}' does not record the preprocessing setting(s) {', '.join(missing)}, which "
+                f"every package saved since {EVERY_SETTING_RECORDED_SINCE[:10]} records: it was damaged or edited "
+                f"(run, it was given this library's defaults: a 15,302 mL 'liver', Dice 0.09, in the models "
+                f"audit); obtain a fresh copy.")
+    return config
+
+
+EVERY_SETTING_RECORDED_SINCE = "2026-11-26T00:00:00+00:00"
+"""From this time (UTC) every saved package records every preprocessing setting (``save_model_package`` fills in
+each one since 25 Nov 2026); an earlier package lacking some was saved from a partial dict and gets the defaults with
+a warning (:func:`_warn_unrecorded_preprocessing`), a later one lacking some was edited and is refused."""
+
+
+def _created_since(meta: Mapping[str, Any], moment: str) -> bool:
+    """Whether the package's ``created`` time (ISO 8601, with a zone) is at or after ``moment``; False when it
+    cannot be read or has no zone."""
+    import datetime
+
+    try:
+        created = datetime.datetime.fromisoformat(str(meta.get("created")))
+        return created.tzinfo is not None and created >= datetime.datetime.fromisoformat(moment)
+    except ValueError:
+        return False
 
 
 PREPROCESSING_SETTINGS_ADDED = {"context_min_mm": "2026-11-25T08:40:04+00:00",

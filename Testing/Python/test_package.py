@@ -2034,8 +2034,9 @@ def test_a_package_records_every_preprocessing_setting_and_an_older_partial_one_
         load_model_package(saved)
     assert "does not record the preprocessing" not in caplog.text
 
-    def drop(meta):  # as an older package recorded it
+    def drop(meta):  # as an older package (saved before 26 Nov 2026) recorded it
         meta["preprocessing"] = {"target_spacing_mm": 2.0}
+        meta["created"] = "2026-11-24T12:00:00+00:00"
 
     rewrite_package_metadata(saved, drop)
     caplog.clear()
@@ -2044,6 +2045,17 @@ def test_a_package_records_every_preprocessing_setting_and_an_older_partial_one_
     assert package.preprocessing.to_dict() == expected
     assert "does not record the preprocessing setting(s) body_threshold_hu, channels, " in caplog.text
     assert "current defaults are used for them" in caplog.text
+    # the same gap in a package saved since every setting is recorded was made by hand (its channels taken away,
+    # the network run on the defaults: a 15,302 mL 'liver' in the models audit): refused, and 'models' says so
+    from LiverTumorSegLib.package import _recorded_preprocessing
+
+    edited = dict(read_package_metadata(saved), created="2026-12-01T12:00:00+00:00")
+    with pytest.raises(ModelPackageError, match=r"does not record the preprocessing setting\(s\) body_threshold_hu, "
+                                                r"channels, .*every package saved since 2026-11-26 records: it was "
+                                                r"damaged or edited"):
+        _recorded_preprocessing(edited, saved)  # what load, the listing and --verify read it with
+    with pytest.raises(InputError, match="was not changed: loading or segmenting would refuse"):
+        rewrite_package_metadata(saved, lambda meta: meta.update(created="2026-12-01T12:00:00+00:00"))
 
 
 def test_a_package_saved_before_the_context_bounds_existed_loads_without_the_unrecorded_setting_warning(tmp_path,

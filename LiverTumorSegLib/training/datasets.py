@@ -452,6 +452,19 @@ def _discover_msd(root: Path) -> List[Case]:
                         and not re.search(ending.name_re, p.name))
         if others:
             raise InputError(_no_image_of_ending_text(images_dir, others, ending, "file_ending" in info))
+    # the data audit: 'case_002_0000.NII.GZ' was dropped without a word (LiTS names are read in any case), and a
+    # dataset.json naming 5 training cases with 2 pairs there was taken as it was (nnU-Net's own check refuses it)
+    cased = sorted(p.name for p in images_dir.iterdir() if _visible(p) and not re.search(ending.name_re, p.name)
+                   and re.search(ending.name_re, p.name, flags=re.IGNORECASE))
+    if cased:
+        log.warning("warning: %d file(s) in '%s' end in %s in other letter case and are not used: %s%s. Rename them "
+                    "with the lower-case ending.", len(cased), images_dir, ending.text, ", ".join(cased[:5]),
+                    " ..." if len(cased) > 5 else "")
+    stated = info.get("numTraining")
+    if isinstance(stated, int) and not isinstance(stated, bool) and stated != len(pairs):
+        log.warning("warning: '%s' says numTraining %d, but %d image/label pair(s) were found in '%s': a copy that "
+                    "was cut short, or files left out (see the warnings above); check the data set.", manifest,
+                    stated, len(pairs), images_dir)
     _check_labels_without_image(labels_dir, pairs, listed_in_manifest="training" in info, ending=ending)
     cases = []
     for image, label in pairs:

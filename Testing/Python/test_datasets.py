@@ -97,6 +97,22 @@ def test_nnunet_v2_raw_layout_pairs_channel_0000_with_its_case_label(tmp_path, c
     assert [c.case_id for c in discover_cases(tmp_path / "msd", "msd")] == ["case_0001"]
 
 
+def test_nnunet_files_in_another_letter_case_and_a_numtraining_that_does_not_match_are_warned_of(tmp_path, caplog):
+    """'case_002_0000.NII.GZ' was dropped without a word, and a dataset.json saying numTraining 5 with 2 pairs there
+    was taken as it was (nnU-Net's own integrity check refuses it): the data audit, 1 Dec 2026."""
+    for case in ("liver_000", "liver_001"):
+        _write_pair(tmp_path / "imagesTr" / f"{case}_0000.nii.gz", tmp_path / "labelsTr" / f"{case}.nii.gz")
+    _write_pair(tmp_path / "imagesTr" / "liver_002_0000.NII.GZ", tmp_path / "labelsTr" / "liver_002.NII.GZ")
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "numTraining": 5,
+                                                       "labels": {"background": 0, "liver": 1, "tumor": 2},
+                                                       "file_ending": ".nii.gz"}))
+    with caplog.at_level("WARNING"):
+        cases = discover_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["liver_000", "liver_001"]
+    assert "end in .nii.gz in other letter case and are not used: liver_002_0000.NII.GZ" in caplog.text
+    assert "says numTraining 5, but 2 image/label pair(s) were found" in caplog.text
+
+
 def _write_nnunet_case(root: Path, case: str, ending: str, ph) -> None:
     """imagesTr/CASE_0000<ending> and labelsTr/CASE<ending> of the phantom ``ph``, written by SimpleITK itself on
     an oblique-free but flipped, anisotropic grid (spacing x, y, z 0.7, 0.8, 2.5 mm; x and y axes reversed)."""

@@ -18,8 +18,9 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    ``LARGE_ROTATION_DEG`` (20 degrees), the sign of a scan stored mirrored. Rigid on
    purpose: a scaling or deformable transform would absorb the lesion and liver size changes that are
    being measured. ``method="none"`` uses the scanner coordinates as they are.
-2. **Matching** (:func:`link_lesions`): the follow-up lesion map is resampled onto the baseline grid
-   (nearest neighbour); each follow-up lesion belongs to the baseline lesion it shares most voxels with (ties:
+2. **Matching** (:func:`link_lesions`): the follow-up lesion map is resampled onto the baseline grid and the
+   baseline's onto the follow-up grid (nearest neighbour), and each pair's shared volume is the larger of the two
+   (:func:`overlap_volumes`); each follow-up lesion belongs to the baseline lesion it shares most of with (ties:
    the lower baseline id), and a baseline lesion that owns none but shares voxels with follow-up lesions
    coalesced into the one it shares most voxels with; a lesion without any overlap is linked to the nearest
    lesion of the other scan that has no link yet whose centroid (after alignment) is within max(5 mm, half the
@@ -518,6 +519,31 @@ def resample_to_baseline(array_zyx: np.ndarray, followup_geometry: ImageGeometry
     return sitk.GetArrayFromImage(out)
 
 
+def resample_to_followup(array_zyx: np.ndarray, baseline_geometry: ImageGeometry, followup: CTVolume,
+                         transform) -> np.ndarray:
+    """Baseline integer array ``(z, y, x)`` on the follow-up grid (nearest neighbour, 0 outside): the inverse of
+    :func:`resample_to_baseline`'s mapping (``transform`` takes baseline points to follow-up points)."""
+    sitk = _sitk()
+    dtype = np.uint16 if array_zyx.max(initial=0) < 65535 else np.uint32
+    moving = to_sitk(array_zyx.astype(dtype), baseline_geometry)
+    reference = to_sitk(np.zeros(followup.shape_zyx, np.uint8), followup.geometry)
+    out = sitk.Resample(moving, reference, transform.GetInverse(), sitk.sitkNearestNeighbor, 0, moving.GetPixelID())
+    return sitk.GetArrayFromImage(out)
+
+
+def overlap_volumes(base_components: np.ndarray, follow_on_base: np.ndarray, base_on_follow: np.ndarray,
+                    follow_components: np.ndarray, base_voxel_ml: float, follow_voxel_ml: float
+                    ) -> Dict[Tuple[int, int], float]:
+    """``{(baseline id, follow-up id): shared mL}``, the larger of the overlap counted on the baseline grid and on the
+    follow-up grid. Counted on the baseline's voxel centres alone, a follow-up lesion lying between two thick baseline
+    slices (5 mm) shared no voxel with the baseline lesion it lies inside: the target 'disappeared' and the remnant was
+    'new', PD, where it had shrunk (PR); a 2.5 mm shift along z decided it (the follow-up audit)."""
+    on_base = _overlap_counts(base_components, follow_on_base)
+    on_follow = _overlap_counts(base_on_follow, follow_components)
+    return {key: max(on_base.get(key, 0) * float(base_voxel_ml), on_follow.get(key, 0) * float(follow_voxel_ml))
+            for key in sorted(set(on_base) | set(on_follow))}
+
+
 def _link_groups(edges: List[Tuple[int, int]], n_base: int, n_follow: int) -> List[Tuple[List[int], List[int]]]:
     """Connected groups of the bipartite link graph: [(baseline ids, follow-up ids)], every lesion once."""
     parent = {}  # type: Dict[Tuple[str, int], Tuple[str, int]]
@@ -548,7 +574,7 @@ class LesionLinks:
     groups: List[Tuple[List[int], List[int]]]  # (baseline ids, follow-up ids): one row of the change table each
     owner: Dict[int, int]  # follow-up id -> the baseline lesion it belongs to (overlaps most, or moved from)
     coalesced: Dict[int, int]  # baseline id owning no follow-up lesion -> the follow-up lesion it merged into
-    overlap: Dict[Tuple[int, int], int]  # (baseline id, follow-up id) -> shared voxels on the baseline grid
+    overlap: Dict[Tuple[int, int], Any]  # (baseline id, follow-up id) -> shared mL (both grids), or voxels
 
     def followup_of(self, base_id: int) -> List[int]:
         """The follow-up lesions that belong to baseline lesion ``base_id``: those it owns (its own lesion, or
@@ -572,13 +598,15 @@ def _overlap_counts(base_components: np.ndarray, follow_on_base: np.ndarray) -> 
 
 
 def link_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_lesions: Sequence[Dict[str, Any]],
-                 follow_lesions: Sequence[Dict[str, Any]], follow_centroids_on_base_lps: Dict[int, np.ndarray]
-                 ) -> LesionLinks:
+                 follow_lesions: Sequence[Dict[str, Any]], follow_centroids_on_base_lps: Dict[int, np.ndarray],
+                 overlap: Optional[Dict[Tuple[int, int], float]] = None) -> LesionLinks:
     """Links from voxel overlap on the baseline grid, then the centroid rule for lesions without overlap (see
     module doc). Each follow-up lesion belongs to the baseline lesion it shares most voxels with (ties: the lower
     baseline id); a baseline lesion that owns none but overlaps follow-up lesions coalesced into the one it shares
-    most voxels with. ``*_lesions``: the two reports' lesion dicts."""
-    overlap = _overlap_counts(base_components, follow_on_base)
+    most voxels with. ``*_lesions``: the two reports' lesion dicts. ``overlap``: the shared amount of each pair where
+    the caller has it (:func:`overlap_volumes`, mL on both grids), else voxels counted on the baseline grid."""
+    if overlap is None:
+        overlap = _overlap_counts(base_components, follow_on_base)
     owner = {}  # type: Dict[int, int]
     for (i, j), n in sorted(overlap.items()):  # a follow-up lesion touching a target and a non-target
         if j not in owner or n > overlap[(owner[j], j)]:  # (one grown into the other's old place) is not both
@@ -1324,8 +1352,11 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     align = align_followup(baseline, followup, baseline_ct, followup_ct, method=alignment)
     follow_on_base = resample_to_baseline(follow_components, followup.geometry, baseline, align.transform)
     follow_centroids = {d["id"]: align.map_followup_to_baseline(d["centroid_lps_mm"]) for d in follow_report["lesions"]}
+    overlap = overlap_volumes(base_components, follow_on_base,  # on both grids: the finer one sees what the
+                              resample_to_followup(base_components, baseline.geometry, followup, align.transform),
+                              follow_components, baseline.geometry.voxel_volume_ml, followup.geometry.voxel_volume_ml)
     links = link_lesions(base_components, follow_on_base, base_report["lesions"], follow_report["lesions"],
-                         follow_centroids)
+                         follow_centroids, overlap)
     groups = sorted(links.groups, key=lambda g: (not g[0], g[0][0] if g[0] else g[1][0]))
     base_by_id = {d["id"]: d for d in base_report["lesions"]}
     follow_by_id = {d["id"]: d for d in follow_report["lesions"]}

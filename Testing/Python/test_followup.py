@@ -1819,3 +1819,26 @@ def test_followup_refuses_one_file_as_baseline_and_follow_up_and_prints_warnings
     warnings = json.loads((tmp_path / "c.json").read_text())["warnings"]
     assert warnings and all(f"warning: {w}" in captured.err for w in warnings)
     assert "warning:" not in captured.out and "RECIST 1.1 response" in captured.out
+
+
+@pytest.mark.parametrize("centre_z_mm", [20.0, 22.5])
+def test_a_remnant_between_thick_baseline_slices_is_the_shrunk_target_not_a_new_lesion(centre_z_mm):
+    """Overlap was counted on the baseline's voxel centres alone: on 5 mm baseline slices a 7 mm remnant lying
+    between two slice centres, inside the target it shrank from, shared no voxel with it, and the target
+    'disappeared' while the remnant was 'new': PD, where at z 20 mm (on a slice centre) it was PR. A 2.5 mm shift
+    decided it (the follow-up audit, 1 Dec 2026). Counted on both grids, the finer sees it."""
+    def ellipsoid_labels(shape, spacing, lesion):
+        geometry = ImageGeometry(spacing=spacing)
+        z, y, x = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+        xx, yy, zz = x * spacing[0], y * spacing[1], z * spacing[2]
+        labels = np.zeros(shape, np.uint8)
+        labels[((xx - 38) / 28) ** 2 + ((yy - 40) / 22) ** 2 + ((zz - 20) / 14) ** 2 <= 1] = 1
+        cx, cy, cz, rx, ry, rz = lesion
+        labels[((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 + ((zz - cz) / rz) ** 2 <= 1] = 2
+        return CTVolume(labels, geometry)
+
+    baseline = ellipsoid_labels((8, 80, 80), (1.0, 1.0, 5.0), (40, 40, 20, 20, 20, 6))   # a 41 mm target
+    followup = ellipsoid_labels((40, 80, 80), (1.0, 1.0, 1.0), (53, 40, centre_z_mm, 3, 3, 1.6))  # inside it
+    change = compare_followup(baseline, followup, alignment="none")
+    assert [e["status"] for e in change["lesions"]] == ["shrunk"]
+    assert change["response"] == "PR", change["response_reason"]

@@ -606,7 +606,7 @@ def _dicom_series_identities(pairs: List[tuple]) -> Dict[str, List[tuple]]:
     ``read_volume`` reads there): one series listed by two of its files, or by its folder and one of its files, was
     segmented twice as two cases. Two files of two series of one folder stay two cases. Files that cannot be read
     are left to the reader."""
-    from ..io.dicom import _dicom_series_of_file, find_dicom_series
+    from ..io.dicom import _dicom_series_of_file, _is_image_series, find_dicom_series
 
     found = {}  # type: Dict[str, List[tuple]]
     folders = set()
@@ -623,18 +623,12 @@ def _dicom_series_identities(pairs: List[tuple]) -> Dict[str, List[tuple]]:
     for _, path in pairs:  # a listed folder is looked into only when a listed file lies in it
         if Path(path).is_dir() and os.path.realpath(path) in folders:
             try:
-                images = [info for info in find_dicom_series(path) if _is_image(info)]
+                images = [info for info in find_dicom_series(path) if _is_image_series(info)]
             except Exception:  # noqa: BLE001 - the reader's to report
                 continue
             if len(images) == 1:
                 found[str(path)] = [("dicom series", os.path.realpath(path), images[0].uid)]
     return found
-
-
-def _is_image(info: Any) -> bool:
-    from ..io.dicom import DERIVED_OBJECT_MODALITIES
-
-    return (info.modality or "").upper() not in DERIVED_OBJECT_MODALITIES
 
 
 def _one_name_per_ct(pairs: List[tuple]) -> List[tuple]:

@@ -99,7 +99,10 @@ class Anything(types.SimpleNamespace):
         pass
 
 
-def test_adding_the_selected_model_again_keeps_it_selected(module, tmp_path, monkeypatch):
+def _panel_with_a_user_model(module, tmp_path, monkeypatch):
+    """``(widget, combo box, parameter node, user model path)``: the panel set up on a new scene (the default model
+    selected) with a user model folder holding 'mymodel.safetensors' (a copy of segnet_v2), the parameter node
+    observed as the widget observes it."""
     import shutil
     import vtk
     users = tmp_path / "models"
@@ -121,6 +124,11 @@ def test_adding_the_selected_model_again_keeps_it_selected(module, tmp_path, mon
     w._parameterNode = Params(node)
     node.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: w.updateGUI())  # _observeParameterNode
     w.updateGUI()  # a new scene: the default model
+    return w, combo, node, mine
+
+
+def test_adding_the_selected_model_again_keeps_it_selected(module, tmp_path, monkeypatch):
+    w, combo, node, mine = _panel_with_a_user_model(module, tmp_path, monkeypatch)
     w._parameterNode.modelPath = str(mine)  # the user picks the own model in the list
     assert combo.currentData == str(mine) and w._parameterNode.modelPath == str(mine)
     # Add model file... with that same installed file (onAddModel's two calls)
@@ -130,27 +138,7 @@ def test_adding_the_selected_model_again_keeps_it_selected(module, tmp_path, mon
 
 
 def test_a_scene_naming_an_installed_model_by_another_folder_selects_it(module, tmp_path, monkeypatch):
-    import shutil
-    import vtk
-    users = tmp_path / "models"
-    users.mkdir()
-    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(users))
-    mine = users / "mymodel.safetensors"
-    shutil.copyfile(ROOT / "Resources" / "Models" / "segnet_v2.safetensors", mine)
-    node = module.scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "LiverTumorSeg")
-    w = module.m.LiverTumorSegWidget()
-    w.logic = module.m.LiverTumorSegLogic()
-    combo = FakeCombo()
-    combo.connect("currentIndexChanged(int)", w.onModelChanged)
-    w.ui = Anything(modelComboBox=combo, modelInfoLabel=Anything(text=""), preprocessingLabel=Anything(text=""),
-                    deviceComboBox=Anything(currentText="Auto"), windowLevelSpinBox=Anything(),
-                    windowWidthSpinBox=Anything(), lesionTableView=Anything(), resultsSummaryLabel=Anything(text=""),
-                    statusLabel=Anything(text=""), segmentButton=Anything(), measureButton=Anything())
-    w.compare = {"table": Anything(), "result": Anything(text=""), "previousChangeReport": Anything(currentPath="")}
-    w.populateModels()  # setup
-    w._parameterNode = Params(node)
-    node.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: w.updateGUI())  # _observeParameterNode
-    w.updateGUI()  # a new scene: the default model
+    w, combo, node, mine = _panel_with_a_user_model(module, tmp_path, monkeypatch)
     # a scene saved on another computer (or before Slicer / the extension was updated) names the same packages
     # under other folders: the user's own model and a bundled one
     for saved in ("/home/alice/.livertumorseg/models/mymodel.safetensors",
@@ -266,27 +254,7 @@ def test_another_output_of_the_same_ct_shows_its_own_table_and_summary(module):
 
 
 def test_an_older_scenes_threshold_is_set_to_its_models_once(module, tmp_path, monkeypatch):
-    import shutil
-    import vtk
-    users = tmp_path / "models"
-    users.mkdir()
-    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(users))
-    mine = users / "mymodel.safetensors"
-    shutil.copyfile(ROOT / "Resources" / "Models" / "segnet_v2.safetensors", mine)
-    node = module.scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "LiverTumorSeg")
-    w = module.m.LiverTumorSegWidget()
-    w.logic = module.m.LiverTumorSegLogic()
-    combo = FakeCombo()
-    combo.connect("currentIndexChanged(int)", w.onModelChanged)
-    w.ui = Anything(modelComboBox=combo, modelInfoLabel=Anything(text=""), preprocessingLabel=Anything(text=""),
-                    deviceComboBox=Anything(currentText="Auto"), windowLevelSpinBox=Anything(),
-                    windowWidthSpinBox=Anything(), lesionTableView=Anything(), resultsSummaryLabel=Anything(text=""),
-                    statusLabel=Anything(text=""), segmentButton=Anything(), measureButton=Anything())
-    w.compare = {"table": Anything(), "result": Anything(text=""), "previousChangeReport": Anything(currentPath="")}
-    w.populateModels()  # setup
-    w._parameterNode = Params(node)
-    node.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: w.updateGUI())  # _observeParameterNode
-    w.updateGUI()  # a new scene: the default model
+    w, combo, node, mine = _panel_with_a_user_model(module, tmp_path, monkeypatch)
     default = w._defaultModelPath
     assert combo.currentData == default and w._parameterNode.lesionProbabilityModel == default
     # an older scene (saved before 0.6.14: no lesionProbabilityModel) with the default model and a threshold of 0.5

@@ -508,27 +508,28 @@ def _checked(alignment: Alignment, without: Sequence[str]) -> Alignment:
     return alignment
 
 
+def _integers_onto(array_zyx: np.ndarray, geometry: ImageGeometry, onto: CTVolume, transform) -> np.ndarray:
+    """Integer array ``(z, y, x)`` on ``geometry`` resampled onto ``onto``'s grid (nearest neighbour, 0 outside);
+    ``transform`` takes ``onto``'s points to ``geometry``'s."""
+    sitk = _sitk()
+    dtype = np.uint16 if array_zyx.max(initial=0) < 65535 else np.uint32
+    moving = to_sitk(array_zyx.astype(dtype), geometry)
+    reference = to_sitk(np.zeros(onto.shape_zyx, np.uint8), onto.geometry)
+    out = sitk.Resample(moving, reference, transform, sitk.sitkNearestNeighbor, 0, moving.GetPixelID())
+    return sitk.GetArrayFromImage(out)
+
+
 def resample_to_baseline(array_zyx: np.ndarray, followup_geometry: ImageGeometry, baseline: CTVolume,
                          transform) -> np.ndarray:
     """Follow-up integer array ``(z, y, x)`` on the baseline grid (nearest neighbour, 0 outside)."""
-    sitk = _sitk()
-    dtype = np.uint16 if array_zyx.max(initial=0) < 65535 else np.uint32
-    moving = to_sitk(array_zyx.astype(dtype), followup_geometry)
-    reference = to_sitk(np.zeros(baseline.shape_zyx, np.uint8), baseline.geometry)
-    out = sitk.Resample(moving, reference, transform, sitk.sitkNearestNeighbor, 0, moving.GetPixelID())
-    return sitk.GetArrayFromImage(out)
+    return _integers_onto(array_zyx, followup_geometry, baseline, transform)
 
 
 def resample_to_followup(array_zyx: np.ndarray, baseline_geometry: ImageGeometry, followup: CTVolume,
                          transform) -> np.ndarray:
     """Baseline integer array ``(z, y, x)`` on the follow-up grid (nearest neighbour, 0 outside): the inverse of
     :func:`resample_to_baseline`'s mapping (``transform`` takes baseline points to follow-up points)."""
-    sitk = _sitk()
-    dtype = np.uint16 if array_zyx.max(initial=0) < 65535 else np.uint32
-    moving = to_sitk(array_zyx.astype(dtype), baseline_geometry)
-    reference = to_sitk(np.zeros(followup.shape_zyx, np.uint8), followup.geometry)
-    out = sitk.Resample(moving, reference, transform.GetInverse(), sitk.sitkNearestNeighbor, 0, moving.GetPixelID())
-    return sitk.GetArrayFromImage(out)
+    return _integers_onto(array_zyx, baseline_geometry, followup, transform.GetInverse())
 
 
 def overlap_volumes(base_components: np.ndarray, follow_on_base: np.ndarray, base_on_follow: np.ndarray,

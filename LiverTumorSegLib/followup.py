@@ -1672,12 +1672,15 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
         ax.imshow(np.where(liver, 0.45, 0.0), cmap="gray", vmin=0, vmax=1, aspect=sy / sx, interpolation="nearest")
         outlines = []  # one collection per panel: an artist per lesion made thousands of lesions take minutes
         numbers = []  # (pixels, number, x, y, colour) per outlined row of the change table
+        not_drawn = []  # rows with lesions of this scan that its panel (the baseline grid) does not hold
         for entry in change["lesions"]:
             ids, style, source = entry[key], "solid", (components, boxes[0 if key == "baseline_ids" else 1])
             if not ids and key == "followup_ids" and entry["status"] == "disappeared":
                 ids, style, source = entry["baseline_ids"], "dashed", (panels[0][2], boxes[0])  # where it was
             projection = _lesion_projection(*source, ids)
             if projection is None:
+                if ids:  # beyond the baseline's field of view, or between its thick slices: said, not hidden
+                    not_drawn.append(entry["number"])
                 continue
             mask, (row0, col0) = projection
             color = STATUS_COLORS[entry["status"]]
@@ -1691,6 +1694,10 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
                 ax.text(x, y, str(number), color=color, fontsize=12, fontweight="bold", ha="center", va="bottom")
         count = sum(len(e[key]) for e in change["lesions"])  # lesions, not groups (a merge is 2 baseline lesions)
         capped = f"\nnumbered: the {len(shown)} largest of {len(numbers)} outlines" if len(shown) < len(numbers) else ""
+        if not_drawn:  # the new lesion that made PD lay outside the baseline's grid and was nowhere (the audit)
+            capped += (f"\nnot drawn (outside the baseline's grid or between its slices): row"
+                       f"{'' if len(not_drawn) == 1 else 's'} {', '.join(str(n) for n in not_drawn[:10])}"
+                       f"{' ...' if len(not_drawn) > 10 else ''}")
         ax.set_title(f"{name}\n(axial projection; {count} lesion{'' if count == 1 else 's'}){capped}")
         ax.set_xticks([])
         ax.set_yticks([])

@@ -1842,3 +1842,25 @@ def test_a_remnant_between_thick_baseline_slices_is_the_shrunk_target_not_a_new_
     change = compare_followup(baseline, followup, alignment="none")
     assert [e["status"] for e in change["lesions"]] == ["shrunk"]
     assert change["response"] == "PR", change["response_reason"]
+
+
+def test_the_change_picture_names_a_follow_up_lesion_it_cannot_draw(tmp_path, monkeypatch):
+    """The follow-up panel is drawn on the baseline's grid: a new lesion outside the baseline's field of view (the
+    one that made the response PD) was drawn nowhere while the title counted it (the follow-up audit, 1 Dec 2026).
+    The panel now names the rows it cannot draw."""
+    pytest.importorskip("matplotlib")
+
+    def labels(width, lesions):
+        array = np.zeros((20, 60, width), np.uint8)
+        array[4:16, 10:50, 5:55] = 1  # the liver, inside both fields of view
+        for z, y, x, r in lesions:
+            zz, yy, xx = np.ogrid[:20, :60, :width]
+            array[(zz - z) ** 2 + (yy - y) ** 2 + (xx - x) ** 2 <= r * r] = 2
+        return CTVolume(array, ImageGeometry(spacing=(1.0, 1.0, 1.0)))
+
+    baseline = labels(60, [(10, 30, 30, 6)])
+    followup = labels(80, [(10, 30, 30, 6), (10, 30, 70, 5)])  # and one at x 70 mm, beyond the baseline's 60 mm
+    change = compare_followup(baseline, followup, alignment="none")
+    assert change["response"] == "PD" and [e["status"] for e in change["lesions"]] == ["stable", "new"]
+    titles = [t for t in _picture_texts(tmp_path, monkeypatch, change) if t.startswith("Follow-up")]
+    assert len(titles) == 1 and "not drawn (outside the baseline's grid or between its slices): row 2" in titles[0]

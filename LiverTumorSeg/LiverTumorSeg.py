@@ -472,8 +472,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode and self._parameterNode.modelPath != path:
             self._parameterNode.modelPath = path
         from LiverTumorSegLib.package import read_package_metadata
-        unusable = next((item.get("error") for item in self._modelItems if item["path"] == path
-                         and not item.get("usable", True)), None)
+        unusable = self._modelError(path)
         try:
             if unusable:  # the list's reason (an unknown network...): it was described as a model that runs
                 raise LiverTumorSegError(unusable)
@@ -491,9 +490,13 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.minLesionProbability = panel_text.model_lesion_probability(metadata)
             p.lesionProbabilityModel = path
 
+    def _modelError(self, path: str) -> Optional[str]:
+        """Why the model list marks ``path`` unusable, or None (a path it lacks is judged by the child)."""
+        return next((item.get("error") or "unusable" for item in self._modelItems
+                     if item["path"] == path and not item.get("usable", True)), None)
+
     def _modelUsable(self, path: str) -> bool:
-        """Whether the model list does not mark ``path`` unusable (a path it lacks is judged by the child)."""
-        return not any(item["path"] == path and not item.get("usable", True) for item in self._modelItems)
+        return self._modelError(path) is None
 
     def onDeviceChanged(self, index: int = -1) -> None:
         if self._parameterNode:

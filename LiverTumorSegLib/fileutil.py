@@ -29,6 +29,21 @@ PathLike = Union[str, "os.PathLike[str]"]
 log = logging.getLogger(__name__)
 
 
+def written_suffix(path: PathLike) -> Tuple[str, str]:
+    """``(full_suffix, the suffix as the name writes it, its letter case kept)``: ``X.Nii.Gz`` -> ``(".nii.gz",
+    ".Nii.Gz")``."""
+    name = Path(path).name
+    suffix = full_suffix(path)
+    return suffix, name[len(name) - len(suffix):]
+
+
+def with_lower_suffix(path: PathLike) -> Path:
+    """``path`` with its :func:`full_suffix` in lower case: ``X.Nii`` -> ``X.nii``."""
+    path = Path(path)
+    suffix, written = written_suffix(path)
+    return path.with_name(path.name[:len(path.name) - len(written)] + suffix)
+
+
 def full_suffix(path: PathLike) -> str:
     """Lower-case extension including compound ones: ``a.nii.gz`` -> ``.nii.gz``, ``b.seg.nrrd`` -> ``.seg.nrrd``."""
     name = Path(path).name.lower()
@@ -1369,11 +1384,11 @@ def quiet_missing_glyphs() -> Iterator[None]:
 
 
 
-def tree_paths(root: PathLike) -> Iterator[Path]:
-    """Every file and folder below ``root`` (not ``root`` itself), through linked folders too, each real folder once:
-    ``Path.rglob`` does not follow a folder that is a symbolic link (Python 3.11), so a data set whose 'Training
-    Batch 2' links to another disk lost its cases without a word (the data audit). Paths are given as reached (below
-    ``root``, not resolved); a link that leads back up (a loop) is not followed again."""
+def walk_through_links(root: PathLike) -> Iterator[Tuple[str, List[str], List[str]]]:
+    """``os.walk(root)`` (top down: a caller may prune ``dirs`` in place) through linked folders too, each real folder
+    once: ``Path.rglob`` and ``os.walk`` do not follow a folder that is a symbolic link, so a data set whose 'Training
+    Batch 2' links to another disk lost its cases without a word (the data audit); a link that leads back up (a loop)
+    is not followed again. ``dirs`` come sorted."""
     seen = set()
     for top, dirs, files in os.walk(os.fspath(root), followlinks=True):
         try:
@@ -1387,5 +1402,12 @@ def tree_paths(root: PathLike) -> Iterator[Path]:
             continue
         seen.add(identity)
         dirs.sort()
-        for name in dirs + sorted(files):
+        yield top, dirs, files
+
+
+def tree_paths(root: PathLike) -> Iterator[Path]:
+    """Every file and folder below ``root`` (not ``root`` itself), through linked folders too
+    (:func:`walk_through_links`); paths as reached (below ``root``, not resolved)."""
+    for top, dirs, files in walk_through_links(root):
+        for name in list(dirs) + sorted(files):
             yield Path(top) / name

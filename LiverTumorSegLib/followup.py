@@ -1123,14 +1123,19 @@ def read_previous_change(path: Any, source: str = "--previous", advice: Optional
         change = json.loads(source_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{where} is not a readable JSON file ({exc}); {give_written}.") from exc
-    if not is_change_report(change):
-        raise InputError(f"{where} is not a followup change report (no response and sum_of_diameters); "
-                         f"{give_written}.")
-    wrong = change_report_field_errors(change)
-    if wrong:  # a string sum crashed after the registration ("internal error"), a negative one became a CR's nadir
-        raise InputError(f"{where} is not a change report as followup writes it: {'; '.join(wrong)}; "
-                         f"{give_written}.")
+    problem = change_report_problem(change)
+    if problem:  # a string sum crashed after the registration ("internal error"), a negative one became a CR's nadir
+        raise InputError(f"{where} is {problem}; {give_written}.")
     return change
+
+
+def change_report_problem(change: Any) -> Optional[str]:
+    """Why ``change`` (JSON read back) is no change report the next follow-up takes as the previous one's
+    (:func:`is_change_report`, :func:`change_report_field_errors`), as words after "is"; None when it is one."""
+    if not is_change_report(change):
+        return "not a followup change report (no response and sum_of_diameters)"
+    wrong = change_report_field_errors(change)
+    return f"not a change report as followup writes it: {'; '.join(wrong)}" if wrong else None
 
 
 def _is_number(value: Any) -> bool:
@@ -1305,13 +1310,10 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     if previous_change is not None and (nadir_sum_mm is not None or after_complete_response):
         raise InputError("previous_change gives the nadir and whether the previous assessment was a complete "
                          "response; give it or nadir_sum_mm / after_complete_response, not both.")
-    if previous_change is not None:
-        if not is_change_report(previous_change):
-            raise InputError("previous_change is not a followup change report (no response and sum_of_diameters); "
-                             "give the change report followup wrote for the previous follow-up.")
-        wrong = change_report_field_errors(previous_change)
-        if wrong:
-            raise InputError(f"previous_change is not a change report as followup writes it: {'; '.join(wrong)}.")
+    problem = None if previous_change is None else change_report_problem(previous_change)
+    if problem:
+        raise InputError(f"previous_change is {problem}; give the change report followup wrote for the previous "
+                         f"follow-up.")
     for labels, what in ((baseline, "baseline"), (followup, "follow-up")):
         # a CT given as the label map (the arguments swapped) was named 'label map', not which of the two it was
         require_label_values(np.asarray(labels.array), labels.source or f"{what} given to compare_followup")

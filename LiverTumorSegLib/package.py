@@ -1270,11 +1270,8 @@ def _created_since(meta: Mapping[str, Any], moment: str) -> bool:
     cannot be read or has no zone."""
     import datetime
 
-    try:
-        created = datetime.datetime.fromisoformat(str(meta.get("created")))
-        return created.tzinfo is not None and created >= datetime.datetime.fromisoformat(moment)
-    except ValueError:
-        return False
+    created = _created_time(meta)
+    return created is not None and created.tzinfo is not None and created >= datetime.datetime.fromisoformat(moment)
 
 
 PREPROCESSING_SETTINGS_ADDED = {"context_min_mm": "2026-11-25T08:40:04+00:00",
@@ -1291,11 +1288,19 @@ def _setting_existed_when_created(setting: str, meta: Mapping[str, Any]) -> bool
     import datetime
 
     added = PREPROCESSING_SETTINGS_ADDED.get(setting)
+    created = _created_time(meta)
+    return added is None or created is None or created.tzinfo is None or \
+        created >= datetime.datetime.fromisoformat(added)
+
+
+def _created_time(meta: Mapping[str, Any]) -> Any:
+    """The package's ``created`` time (``datetime``, ISO 8601), None when it cannot be read."""
+    import datetime
+
     try:
-        created = datetime.datetime.fromisoformat(str(meta.get("created")))
-        return added is None or created.tzinfo is None or created >= datetime.datetime.fromisoformat(added)
+        return datetime.datetime.fromisoformat(str(meta.get("created")))
     except ValueError:
-        return True
+        return None
 
 
 def _warn_unrecorded_preprocessing(recorded: Mapping[str, Any], preprocessing: Any, path: Path,

@@ -360,13 +360,11 @@ def _refuse_unclaimed_values(array: np.ndarray, claimed: Dict[int, List[int]], p
         if not unclaimed.any():
             continue
         values, counts = np.unique(voxels[unclaimed], return_counts=True)  # the stray voxels only
-        stray = [(int(v), int(n)) for v, n in zip(values, counts)]
-        if stray:
-            listed = ", ".join(f"{v} ({n} voxels)" for v, n in stray[:10])
-            raise LabelError(f"'{path}' has voxels of value {listed} in layer {layer}, which no segment of its header "
-                             f"claims (its segments there have LabelValue {sorted(claimed.get(layer, []))}); the "
-                             f"file's header and voxels disagree. Save the segmentation again from 3D Slicer, or give "
-                             f"a plain label map (0 background, 1 liver, 2 tumor).")
+        listed = ", ".join(f"{int(v)} ({int(n)} voxels)" for v, n in list(zip(values, counts))[:10])
+        raise LabelError(f"'{path}' has voxels of value {listed} in layer {layer}, which no segment of its header "
+                         f"claims (its segments there have LabelValue {sorted(claimed.get(layer, []))}); the "
+                         f"file's header and voxels disagree. Save the segmentation again from 3D Slicer, or give "
+                         f"a plain label map (0 background, 1 liver, 2 tumor).")
 
 
 def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,

@@ -163,6 +163,14 @@ def model_obliquity_warnings(direction: np.ndarray, name: str, aligned_for_model
     return []
 
 
+def spacing_over_limit(volume: CTVolume) -> bool:
+    """Whether ``volume``'s voxels are over :data:`MAX_SPACING_MM` (to :data:`SPACING_DECIMALS` places) along an axis
+    it has more than one voxel of: a wrong header, or no diagnostic CT (segment refuses such a CT; measure and
+    followup such a label map)."""
+    spacing = np.round(np.asarray(volume.geometry.spacing, dtype=float), SPACING_DECIMALS)
+    return any(s > MAX_SPACING_MM for s, n in zip(spacing, volume.shape_zyx[::-1]) if n > 1)
+
+
 def _check_geometry(volume: CTVolume, warnings: List[str], for_model: bool = True,
                     aligned_for_model: bool = False, oblique_grid_stored: bool = False) -> None:
     name = _source(volume)
@@ -176,7 +184,7 @@ def _check_geometry(volume: CTVolume, warnings: List[str], for_model: bool = Tru
     # called thick slices '(6 mm)', which the same slices untilted were not
     spacing = np.round(spacing, SPACING_DECIMALS)
     relevant = [s for s, n in zip(spacing, sizes_xyz) if n > 1]
-    if any(s > MAX_SPACING_MM for s in relevant):
+    if spacing_over_limit(volume):
         raise InputError(f"'{name}' has voxel spacing ({shown}) mm, over {MAX_SPACING_MM:g} mm: the header is "
                          f"wrong or this is not a diagnostic CT. Fix the spacing in the header.")
     if any(s < SMALL_SPACING_WARN_MM for s in relevant):

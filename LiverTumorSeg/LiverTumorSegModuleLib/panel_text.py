@@ -38,11 +38,16 @@ def _no_case_has_reference_tumor(block: Dict[str, Any]) -> bool:
         isinstance(c, dict) and c.get("reference_has_tumor") is False for c in cases)
 
 
+def _file_name(path: str) -> str:
+    """The file name of ``path`` as a scene saved it, on any system (a Windows path too)."""
+    return os.path.basename(str(path).replace("\\", "/"))
+
+
 def model_not_installed_text(model_path: str) -> str:
     """The panel's note that the scene's model (``model_path``, a package file path saved with the scene, e.g. from
     another computer) is not installed here and the default model is selected instead: the switch was written to the
     Python console only, so a reader could segment with another model than the scene's without a word."""
-    name = os.path.basename(str(model_path).replace("\\", "/")) or str(model_path)
+    name = _file_name(model_path) or str(model_path)
     return (f"The scene's model '{name}' is not installed here, so the default model is selected. To use that model, "
             f"add its file with 'Add model file...' and pick it in the list.")
 
@@ -694,14 +699,14 @@ def installed_by_file_name(model_path: str, items: Sequence[Dict[str, Any]]) -> 
     A scene saved on another computer, or before an update moved the user folder, names the model by a path this
     installation lacks; the same package installed here was replaced by the default, with a note that it was not
     installed."""
-    name = os.path.basename(str(model_path).replace("\\", "/"))
+    name = _file_name(model_path)
     found = [item["path"] for item in items if item.get("usable", True) and os.path.basename(item["path"]) == name]
     return found[0] if name and len(found) == 1 else ""
 
 
 def model_found_by_name_text(model_path: str, found: str) -> str:
     """The panel's note that the scene's model was taken from this installation under another folder."""
-    name = os.path.basename(str(model_path).replace("\\", "/"))
+    name = _file_name(model_path)
     return (f"The scene's model '{name}' was saved from another folder; the installed file of that name is "
             f"selected ({found}).")
 

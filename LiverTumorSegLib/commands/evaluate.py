@@ -93,19 +93,13 @@ def _image_files(folder: Path) -> List[Path]:
     :data:`MAX_SUBFOLDER_DEPTH` levels down (LiTS's "Training Batch 1" / "Training Batch 2"; a folder given by
     mistake, such as a home folder, is not walked whole). Hidden files and folders and ``__MACOSX`` copies are
     skipped."""
-    from ..fileutil import is_hidden_name as hidden
+    from ..fileutil import is_hidden_name as hidden, walk_through_links
 
     own = [p for p in sorted(folder.iterdir()) if p.is_file() and not hidden(p.name) and case_key(p) is not None]
     if own:
         return own
     found = []
-    seen = set()  # each real folder once: linked folders are followed (a linked 'Training Batch 2' was skipped)
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
+    for root, dirs, files in walk_through_links(folder):  # linked folders too (a linked 'Training Batch 2' was skipped)
         depth = len(Path(root).relative_to(folder).parts)
         dirs[:] = sorted(d for d in dirs if not hidden(d)) if depth < MAX_SUBFOLDER_DEPTH else []
         found.extend(Path(root) / f for f in files if not hidden(f) and case_key(Path(f)) is not None)

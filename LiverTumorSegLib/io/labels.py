@@ -569,11 +569,9 @@ def _refuse_implausible_spacing(volume: CTVolume) -> None:
     """InputError for a label map whose voxels are over :data:`~LiverTumorSegLib.validation.MAX_SPACING_MM` along an
     axis it has more than one voxel of, as segment refuses such a CT: a label map with 300 mm voxels was measured
     (measure, followup: a 4118 mm long axis, 11,502,000 mL, 'PD') with only volume warnings."""
-    from ..validation import MAX_SPACING_MM, SPACING_DECIMALS
+    from ..validation import MAX_SPACING_MM, spacing_over_limit
 
-    spacing = np.round(np.asarray(volume.geometry.spacing, dtype=float), SPACING_DECIMALS)
-    relevant = [s for s, n in zip(spacing, volume.shape_zyx[::-1]) if n > 1]
-    if any(s > MAX_SPACING_MM for s in relevant):
+    if spacing_over_limit(volume):
         shown = ", ".join(f"{s:g}" for s in volume.geometry.spacing)
         raise InputError(f"Label map '{volume.source}' has voxel spacing ({shown}) mm, over {MAX_SPACING_MM:g} mm: "
                          f"the header is wrong (a CT's voxels are at most a few mm). Fix the spacing in the header "

@@ -7,8 +7,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import CancelledError, InputError, raise_if_out_of_memory
-from ..fileutil import full_suffix
-from ..volume import CTVolume, ImageGeometry
+from ..fileutil import full_suffix, with_lower_suffix, written_suffix
+from ..volume import PLACEMENT_META_KEYS, CTVolume, ImageGeometry
 from .conversions import (_check_3d_shape, _check_header_spacing, axes_are_orthogonal, check_geometry_values,
                           check_data_fits_file, hu_copy_itemsize, check_memory_for_read, data_after_voxels_warning, to_hu_dtype)
 from .formats import _SUPPORTED_TEXT
@@ -307,11 +307,10 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
         if problem:  # nibabel computes the affine from a qform-only header while loading ('w2 should be positive')
             raise InputError(f"'{path}' has a damaged qform orientation ({problem}) and no sform; fix the header (e.g. "
                              f"re-export from the scanner/PACS).") from None
-        suffix = full_suffix(path)
-        written = path.name[len(path.name) - len(suffix):]
+        suffix, written = written_suffix(path)
         if not hint and written not in (suffix, suffix.upper()):  # nibabel looked for 'X.nii' ('No such file')
             hint = (f" (its extension '{written}' is in mixed case, which nibabel and ITK do not open: rename it "
-                    f"to '{path.name[:len(path.name) - len(suffix)] + suffix}')")
+                    f"to '{with_lower_suffix(path).name}')")
         raise InputError(f"Cannot read '{path}' as NIfTI: {_short(exc)}"
                          f"{hint or '. Check that the file is complete'}.") from None
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
@@ -364,7 +363,7 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     array = to_hu_dtype(data, uint8_if_fits)
     volume = CTVolume(array=array, geometry=geometry, source=str(path), meta={"format": "nifti"})
     if int(header["sform_code"]) <= 0 and int(header["qform_code"]) <= 0:
-        volume.meta["nifti_orientation_unknown"] = True  # the writers keep it so (orientation_unknown)
+        volume.meta[NIFTI_ORIENTATION_UNKNOWN_KEY] = True  # the writers keep it so (orientation_unknown)
     elif _transforms_disagree(header, _unit_scale(header)[0]):
         volume.meta[NIFTI_TRANSFORMS_KEY] = _header_transforms(header)  # the writers keep them (nifti_transforms)
     if scaled:
@@ -389,7 +388,7 @@ def _check_scaling_kept_values_finite(data: np.ndarray, slope: float, inter: flo
                      f"again.")
 
 
-NIFTI_TRANSFORMS_KEY = "nifti_header_transforms"
+NIFTI_TRANSFORMS_KEY, NIFTI_ORIENTATION_UNKNOWN_KEY = PLACEMENT_META_KEYS  # meta of the grid read only
 NIFTI_SCALING_KEY = "nifti_scaling"
 """``CTVolume.meta`` key: ``(scl_slope, scl_inter)`` of a NIfTI file whose header scaled its stored values (absent
 when the header has none, slope 1 and intercept 0, or for a ``segment --probabilities`` map read as stored), so that
@@ -428,7 +427,7 @@ def has_unknown_orientation(volume: CTVolume) -> bool:
     """Whether ``volume`` was read from a NIfTI without orientation (sform and qform codes 0): its NIfTI outputs
     are then written without one too (``orientation_unknown=`` of the writers), so every tool places them as it
     places the CT."""
-    return bool(getattr(volume, "meta", {}).get("nifti_orientation_unknown"))
+    return bool(getattr(volume, "meta", {}).get(NIFTI_ORIENTATION_UNKNOWN_KEY))
 
 
 def _nifti_content(header: object) -> str:

@@ -5,7 +5,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from ..errors import InputError
-from ..fileutil import atomic_output, full_suffix
+from ..fileutil import atomic_output, full_suffix, with_lower_suffix, written_suffix
 from ..volume import CTVolume, ImageGeometry, checked_geometry, numeric_array
 from .formats import (CONTENT_KEY, NIFTI_SUFFIXES, PROBABILITY_255_CONTENT, PROBABILITY_255_SLOPE, WRITE_SUFFIXES,
                       PathLike)
@@ -33,17 +33,15 @@ def check_metaimage_name(path: PathLike) -> None:
     and nibabel looked for ``OUT.nii``); all upper case (``OUT.NII.GZ``) is read by both. The name with the
     extension in lower case is suggested. Other names pass."""
     path = Path(path)
-    suffix = full_suffix(path)
-    written = path.name[len(path.name) - len(suffix):]
+    suffix, written = written_suffix(path)
     if suffix in (".mha", ".mhd") and written != suffix:
         raise InputError(f"Cannot write '{path}': ITK-based programs (3D Slicer, SimpleITK) open a MetaImage file "
                          f"only by the lower-case extension {suffix}, so they could not open it as '{written}'; name "
-                         f"it '{path.with_name(path.name[:len(path.name) - len(suffix)] + suffix)}'.")
+                         f"it '{with_lower_suffix(path)}'.")
     if suffix in (".nii", ".nii.gz") and written not in (suffix, suffix.upper()):
         # ITK refuses a mixed-case NIfTI extension ('.Nii'), and nibabel opened 'X.Nii' as 'X.nii' (no such file)
         raise InputError(f"Cannot write '{path}': 3D Slicer and SimpleITK refuse a NIfTI extension in mixed case "
-                         f"('{written}'); name it "
-                         f"'{path.with_name(path.name[:len(path.name) - len(suffix)] + suffix)}'.")
+                         f"('{written}'); name it '{with_lower_suffix(path)}'.")
 
 
 NIFTI1_MAX_DIMENSION = 32767

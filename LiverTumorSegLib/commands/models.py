@@ -400,7 +400,11 @@ def run(args: argparse.Namespace) -> int:
                                       "user_models_dir": str(user_models_dir()),
                                       "user_models_dir_exists": user_models_dir().is_dir(),
                                       "user_models_dir_skipped": [{"path": str(entry), "reason": why} for entry, why
-                                                                  in skipped_weight_entries(user_models_dir())]}),
+                                                                  in skipped_weight_entries(user_models_dir())],
+                                      # weights that are no package (.pt, .onnx, .zip): the text names them, the JSON
+                                      # left them out
+                                      "user_models_dir_other_weight_files": [
+                                          str(p) for p in other_weight_files(user_models_dir())]}),
                          indent=2,
                          allow_nan=False))
         return code

@@ -235,6 +235,9 @@ def test_weight_files_in_the_user_folder_that_are_no_package_are_named(tmp_path,
     out = capsys.readouterr().out
     assert "not listed, no model package (.safetensors): weights.pt in the user folder" in out
     assert "notes.txt" not in out
+    assert main(["models", "--json"]) == 0  # the JSON named them too (it left them out)
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["user_models_dir_other_weight_files"] == [str(user / "weights.pt")]
 
 
 def test_a_folder_named_like_a_package_in_the_user_folder_is_named_as_skipped(tmp_path, monkeypatch, capsys):

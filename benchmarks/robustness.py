@@ -389,8 +389,11 @@ def add_noise(sample: Sample, std_hu: float, seed: int) -> Sample:
 
 
 def thick_slices(sample: Sample, thickness_mm: float = 5.0) -> Optional[Sample]:
-    """Slabs of ``thickness_mm`` on a new z grid: HU = overlap-weighted mean of the original slices, label =
-    the original slice at the slab centre. None when fewer than 2 slabs fit or the slices are already thick."""
+    """Slabs of ``thickness_mm`` on a new z grid: HU = overlap-weighted mean of the original slices, label = per
+    pixel the label holding most of the slab (the same overlap weights; a tie goes to the higher label, so liver
+    over background and tumor over liver). None when fewer than 2 slabs fit or the slices are already thick.
+    The label of the slice at the slab's centre lay half an original slice from the image wherever a slab held an
+    even number of slices (2.5 mm, 1.25 mm): its centre is a slice boundary, and the upper slice was taken."""
     nz = sample.hu.shape[0]
     sz = sample.spacing_zyx[0]
     if sz >= thickness_mm:
@@ -407,10 +410,25 @@ def thick_slices(sample: Sample, thickness_mm: float = 5.0) -> Optional[Sample]:
         idx = np.nonzero(overlap > 1e-9)[0]
         w = (overlap[idx] / overlap[idx].sum()).astype(np.float32)
         hu[j] = np.tensordot(w, sample.hu[idx], axes=(0, 0))
-        labels[j] = sample.labels[min(int((a + b) / 2.0 / sz), nz - 1)]
+        labels[j] = slab_majority_label(sample.labels[idx], overlap[idx])
     spacing = (float(thickness_mm),) + tuple(sample.spacing_zyx[1:])
     true_spacing = (float(thickness_mm),) + tuple(sample.true_spacing_zyx[1:])
     return Sample(hu, labels, spacing, true_spacing)
+
+
+def slab_majority_label(labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per pixel of the ``(slices, y, x)`` label maps ``labels`` (uint8), the label whose slices hold the largest
+    sum of ``weights`` (one per slice, e.g. mm of overlap with a slab); a tie goes to the higher label.
+    Returns ``(y, x)`` uint8."""
+    values = np.unique(labels)
+    best = np.full(labels.shape[1:], values[0], dtype=np.uint8)
+    best_weight = np.full(labels.shape[1:], -1.0)
+    for value in values:  # ascending, so '>=' hands a tie to the higher label
+        weight = np.tensordot(np.asarray(weights, dtype=np.float64), labels == value, axes=(0, 0))
+        take = weight >= best_weight - 1e-9
+        best[take] = value
+        best_weight[take] = np.maximum(weight[take], best_weight[take])
+    return best
 
 
 def thin_slices(sample: Sample, spacing_mm: float = 0.75) -> Optional[Sample]:
@@ -1070,9 +1088,10 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "scan_end_tumor": ("the scan's end cuts the widest tumor slice", lambda c, s: cut_at_widest_tumor(c.sample)),
     "rotate-10": ("anatomy turned -10 degrees in-plane", lambda c, s: rotate_in_plane(c.sample, -10.0)),
     "rotate+10": ("anatomy turned +10 degrees in-plane", lambda c, s: rotate_in_plane(c.sample, 10.0)),
-    "regrid_fill0": ("resampled onto a grid turned 30 degrees about left-right, fill 0 HU (SimpleITK's default)",
+    "regrid_fill0": ("resampled onto a grid turned {regrid_degrees:g} degrees about left-right, fill 0 HU "
+                     "(SimpleITK's default)",
                      lambda c, s: regrid_tilted(c.sample, REGRID_DEGREES_USED, 0.0)),
-    "regrid_fill-1024": ("resampled onto a grid turned 30 degrees about left-right, fill -1024 HU",
+    "regrid_fill-1024": ("resampled onto a grid turned {regrid_degrees:g} degrees about left-right, fill -1024 HU",
                          lambda c, s: regrid_tilted(c.sample, REGRID_DEGREES_USED, -1024.0)),
     "fov_xy300": ("in-plane field of view 300 mm around the liver", lambda c, s: crop_in_plane(c.sample, 300.0)),
     "fov_xy220": ("in-plane field of view 220 mm around the liver", lambda c, s: crop_in_plane(c.sample, 220.0)),
@@ -1087,6 +1106,12 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "perihepatic_fluid": ("a 5-20 mm layer of water (0-15 HU) outside the liver on a 120-200 degree sector (ascites)",
                           with_perihepatic_fluid),
 }
+
+
+def perturbation_description(name: str) -> str:
+    """What row ``name`` of :data:`PERTURBATIONS` does, with the regrid rows' angle as run
+    (:data:`REGRID_DEGREES_USED`): the JSON said 'turned 30 degrees' of rows run with --regrid-degrees 10."""
+    return PERTURBATIONS[name][0].format(regrid_degrees=REGRID_DEGREES_USED)
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -1625,7 +1650,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         from LiverTumorSegLib.fileutil import atomic_output
 
-        document = {"data": str(args.data), "perturbations": {k: PERTURBATIONS[k][0] for k in perturbations},
+        document = {"data": str(args.data), "perturbations": {k: perturbation_description(k) for k in perturbations},
                     "seed": args.seed, "max_slices": args.max_slices, "postprocessing": not args.no_postprocessing,
                     "min_lesion_probability": args.min_lesion_probability,
                     "keep_liver_in_air": bool(args.keep_liver_in_air),

@@ -84,6 +84,27 @@ def test_thick_slices_average_overlapping_slabs():
     assert rb.thick_slices(rb.Sample(s.hu[:2], s.labels[:2], s.spacing_zyx, s.spacing_zyx), 5.0) is None
 
 
+def test_thick_slab_labels_lie_where_the_averaged_image_shows_the_liver():
+    """On 2.5 mm slices a 5 mm slab's centre is a slice boundary, and the label of the upper slice was taken: the
+    label lay half a slice (1.25 mm) from the averaged image (the audit's case). The label holding most of the slab
+    is taken now, a tie (half liver) going to the liver at both ends alike."""
+    nz, sz = 80, 2.5
+    centres = (np.arange(nz) + 0.5) * sz
+    labels = np.zeros((nz, 4, 4), np.uint8)
+    labels[(centres > 52) & (centres < 148)] = 1  # slices 21..58: 52.5..147.5 mm
+    out = rb.thick_slices(rb.Sample(labels * 100.0, labels, (sz, 1.0, 1.0), (sz, 1.0, 1.0)), 5.0)
+    liver_slabs = np.flatnonzero(out.labels[:, 0, 0])
+    assert liver_slabs.tolist() == list(range(10, 30))  # slabs 10 and 29 are half liver (HU 50): both liver
+    assert out.hu[10, 0, 0] == pytest.approx(50.0) and out.hu[29, 0, 0] == pytest.approx(50.0)
+    image_centre = float((out.hu[:, 0, 0] * np.arange(out.hu.shape[0])).sum() / out.hu[:, 0, 0].sum())
+    assert liver_slabs.mean() == pytest.approx(image_centre, abs=1e-6)  # no shift between label and image
+    # three of five 1 mm slices tumor, two liver: tumor; a voxel mostly background stays background
+    thin = np.zeros((5, 1, 2), np.uint8)
+    thin[:3, 0, 0], thin[3:, 0, 0] = 2, 1
+    thin[:2, 0, 1] = 1
+    assert rb.slab_majority_label(thin, np.ones(5)).tolist() == [[2, 0]]
+
+
 def test_thin_slices_interpolate_between_slice_centres():
     s = sample_with_liver(z_slices=(2, 6), nz=10, spacing=(2.0, 1.0, 1.0))   # 20 mm -> 40 slices of 0.5 mm
     s.hu[:] = (10.0 * np.arange(10, dtype=np.float32))[:, None, None]
@@ -314,7 +335,11 @@ def test_regrid_degrees_turns_the_regrid_rows_is_recorded_and_is_never_stored(tm
     out_json = tmp_path / "rob.json"
     assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--json", str(out_json), "--regrid-degrees",
                     "10", "--perturbations", "regrid_fill-1024", "--threads", "1", "--quiet"]) == 0
-    assert turned and set(turned) == {10.0} and json.loads(out_json.read_text())["regrid_degrees"] == 10.0
+    document = json.loads(out_json.read_text())
+    assert turned and set(turned) == {10.0} and document["regrid_degrees"] == 10.0
+    # the row's description said 'turned 30 degrees' of rows turned 10
+    assert document["perturbations"]["regrid_fill-1024"] == ("resampled onto a grid turned 10 degrees about "
+                                                             "left-right, fill -1024 HU")
 
 
 def test_replace_stored_without_store_in_package_is_refused(tmp_path, capsys, monkeypatch):

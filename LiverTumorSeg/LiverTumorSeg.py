@@ -1116,7 +1116,8 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
             installTorch = cls.installTorch
         except ImportError:
             installTorch = None  # ensure_requirements explains how to get the PyTorch extension
-        return dependencies.ensure_requirements(confirm, slicer.util.pip_install, installTorch)
+        # asked once: Slicer 5.11's installer asks again by default, and its Cancel raised an error no one caught
+        return dependencies.ensure_requirements(confirm, dependencies.asked_once(slicer.util.pip_install), installTorch)
 
     @staticmethod
     def userModelsFolderWriteProblem(keep: bool = True):

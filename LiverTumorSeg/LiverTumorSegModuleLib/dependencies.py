@@ -394,6 +394,38 @@ def install_failure_message(what: str, error: subprocess.CalledProcessError, lin
     return text
 
 
+USER_CANCELLED_INSTALL_ERRORS = ("InstallationAbortedError",)
+"""Names of the exceptions Slicer's installer raises when the user cancels its own question: Slicer 5.11's
+``slicer.packaging.pip_install`` asks "Install dependencies?" itself (``interactive=True`` by default) and raises
+``InstallationAbortedError(command, dependee)`` on Cancel, which is no ``CalledProcessError``; the panel showed it
+as "The required Python packages are not ready: (['monai>=1.3', '-c', ...], ...)". Compared by name: the class lives
+in a module only newer Slicers have."""
+
+
+def asked_once(pip_install: Callable[..., object]) -> Callable[[List[str]], object]:
+    """``pip_install`` (Slicer's ``slicer.util.pip_install`` or its 5.11 ``slicer.packaging`` successor) wrapped for
+    :func:`ensure_requirements`, which has already asked the user: where it takes ``interactive`` (5.11+) it is
+    given ``interactive=False`` so that Slicer does not ask a second time, and a Cancel of Slicer's own question
+    (:data:`USER_CANCELLED_INSTALL_ERRORS`) becomes :class:`DependencyDeclinedError` with :data:`DECLINED_MESSAGE`.
+    Other errors (``CalledProcessError`` of a failed pip) pass through unchanged."""
+    import inspect
+
+    try:
+        takes_interactive = "interactive" in inspect.signature(pip_install).parameters
+    except (TypeError, ValueError):  # a builtin or a wrapped callable without a signature
+        takes_interactive = False
+
+    def install(args: List[str]) -> object:
+        try:
+            return pip_install(args, interactive=False) if takes_interactive else pip_install(args)
+        except Exception as error:
+            if type(error).__name__ in USER_CANCELLED_INSTALL_ERRORS:
+                raise DependencyDeclinedError(DECLINED_MESSAGE) from error
+            raise
+
+    return install
+
+
 def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[List[str]], None],
                         install_torch: Optional[Callable[[str], object]],
                         requirements: Sequence[Requirement] = REQUIREMENTS,

@@ -780,6 +780,57 @@ def test_a_failed_pip_install_says_pips_reason_not_slicers_command_line(caplog, 
     assert args[0] == "install" and args[-2] == "-c" and not os.path.exists(args[-1])
 
 
+def slicer_5_11_pip_install(calls, cancel, install=lambda args: None):
+    """Stands in for Slicer 5.11's ``slicer.packaging.pip_install(args, *, requirements=None, interactive=True)``
+    (Base/Python/slicer/packaging/installer.py): with ``interactive`` it asks "Install dependencies?" itself and
+    raises ``InstallationAbortedError(command, dependee)`` on Cancel; ``interactive=False`` installs without asking."""
+    import shlex
+
+    class InstallationAbortedError(Exception):
+        def __init__(self, command, dependee):
+            super().__init__(command, dependee)
+
+    def pip_install(args=None, *, requirements=None, interactive=True):
+        calls.append((list(args), interactive))
+        if interactive and cancel:
+            raise InstallationAbortedError(args, shlex.join(args))
+        install(args)
+    return pip_install
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_slicer_5_11s_installer_does_not_ask_again_and_its_cancel_is_a_decline(wrapped):
+    """Slicer 5.11's installer asks its own question after the module's; a Cancel there raised
+    InstallationAbortedError, which the panel showed as "not ready: (['monai>=1.3', '-c', '/tmp/...'], ...)". The
+    module's wrapper (asked_once) installs without the second question, and maps that Cancel to the decline."""
+    calls = []
+    env = FakeEnvironment(dict(ALL_OK, scipy="1.8.1"))
+    pip_install = slicer_5_11_pip_install(calls, cancel=True)
+    if not wrapped:  # the call as the module made it
+        with pytest.raises(Exception) as raised:
+            dependencies.ensure_requirements(lambda q: True, pip_install, None, version_of=env.version_of,
+                                             requires_of=env.requires_of, find_spec=env.find_spec,
+                                             installed=lambda: [])
+        assert type(raised.value).__name__ == "InstallationAbortedError" and calls[0][1] is True
+        return
+    env.pip_install = dependencies.asked_once(slicer_5_11_pip_install(calls, cancel=True, install=env.pip_install))
+    assert [s.requirement.distribution for s in env.ensure()] == ["scipy"]  # no second question: installed
+    assert calls and all(interactive is False for _, interactive in calls)
+    # an installer that takes no 'interactive' (5.2-5.10) is called as before; its Cancel-like error is the decline
+    older = []
+    dependencies.asked_once(lambda requirements: older.append(requirements))(["scipy>=1.9"])
+    assert older == [["scipy>=1.9"]]
+    aborting = slicer_5_11_pip_install([], cancel=True)
+    with pytest.raises(dependencies.DependencyDeclinedError, match="Nothing was installed"):
+        dependencies.asked_once(lambda args: aborting(args))(["scipy>=1.9"])  # no 'interactive' in its signature
+    import subprocess
+
+    def failing(args, interactive=True):
+        raise subprocess.CalledProcessError(1, ["uv"])
+    with pytest.raises(subprocess.CalledProcessError):  # pip's failure keeps its own path (its reason is quoted)
+        dependencies.asked_once(failing)(["scipy>=1.9"])
+
+
 def test_a_failed_torch_install_and_a_version_conflict_say_what_pip_said():
     conflict = ["Collecting monai>=1.3",  # pip 23.0's words for monai>=1.5 under torch==2.1.2 (run here)
                 "ERROR: Cannot install monai==1.5.0 and monai==1.5.2 because these package versions have "

@@ -507,15 +507,25 @@ def _check_outputs(paths: Dict[str, Path], overwrite: bool, cases: Sequence[str]
 def _read_labels(pred_path: Path, ref_path: Path, label_maps: Tuple[Optional[dict], Optional[dict]]):
     """``(prediction, reference)`` label maps (0/1/2 uint8 on the reference's grid), each remapped by its
     ``--pred-label-map`` / ``--label-map`` when given."""
+    from ..dicom_seg import is_dicom_seg
     from ..io import read_label_map
     from ..io.labels import ANY_LABEL_VALUE, remap_labels
 
     pred_map, ref_map = label_maps
-    ref = read_label_map(ref_path, allowed_values=ANY_LABEL_VALUE)
+    pred = None
+    if is_dicom_seg(ref_path) and not is_dicom_seg(pred_path):
+        # a reference SEG that leaves out empty frames (dcmqi's, OHIF's default) is read as the slices it holds:
+        # placed on the prediction's grid (that of the CT the SEG references), as a --pred SEG is on the reference's;
+        # the prediction was refused as "made for another image" (112 slices vs the SEG's 42)
+        pred = read_label_map(pred_path, allowed_values=ANY_LABEL_VALUE)
+        ref = read_label_map(ref_path, reference=pred, allowed_values=ANY_LABEL_VALUE)
+    else:
+        ref = read_label_map(ref_path, allowed_values=ANY_LABEL_VALUE)
     # what a map sends to background is also among the case's warnings in summary.json, not only on stderr
     ref.array = remap_labels(ref.array, ref_map, str(ref_path), option="--label-map",
                              warnings=ref.meta.setdefault("warnings", []))
-    pred = read_label_map(pred_path, reference=ref, allowed_values=ANY_LABEL_VALUE)
+    if pred is None:
+        pred = read_label_map(pred_path, reference=ref, allowed_values=ANY_LABEL_VALUE)
     pred.array = remap_labels(pred.array, pred_map, str(pred_path), option="--pred-label-map",
                               warnings=pred.meta.setdefault("warnings", []))
     return pred, ref

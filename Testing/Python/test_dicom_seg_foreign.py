@@ -128,6 +128,34 @@ def _binary_seg(datasets, pixels, descriptions, manufacturer):
                                manufacturer_model_name="x", software_versions="1", device_serial_number="1")
 
 
+def test_a_reference_seg_without_its_empty_frames_is_placed_on_the_predictions_grid(series_a, tmp_path, capsys):
+    """dcmqi's and OHIF's SEGs leave out empty frames (highdicom's default too): given as evaluate's --ref, it was read
+    as the slices it holds, and the prediction on the CT's whole grid was refused as "made for another image" (given
+    as --pred, the same pair scored Dice 1). It is placed on the prediction's grid now, as a --pred SEG is."""
+    import csv
+
+    from LiverTumorSegLib.dicom_seg import segment_descriptions
+
+    ct, labels, _ = series_a
+    datasets = sorted((pydicom.dcmread(str(f)) for f in dicom_series_files(tmp_path / "A")),
+                      key=lambda d: int(d.InstanceNumber))
+    pixels = np.stack([labels == 1, labels == 2], axis=-1).astype(np.uint8)  # slices 1 and 3 of 5 hold segments
+    _binary_seg(datasets, pixels, segment_descriptions(), "other tool").save_as(str(tmp_path / "ref.dcm"))
+    assert read_dicom_seg(tmp_path / "ref.dcm").shape_zyx[0] < ct.shape_zyx[0]  # frames left out: a sub-grid
+    write_label_map(tmp_path / "pred.nii.gz", labels, ct.geometry)
+    for pred, ref, out in (("pred.nii.gz", "ref.dcm", "e1"), ("ref.dcm", "pred.nii.gz", "e2")):
+        assert main(["evaluate", "--pred", str(tmp_path / pred), "--ref", str(tmp_path / ref), "-o",
+                     str(tmp_path / out), "--no-surface", "--no-plots", "--no-progress"]) == 0, capsys.readouterr().err
+        (row,) = list(csv.DictReader(open(tmp_path / out / "cases.csv", newline="")))
+        assert float(row["dice_liver"]) == 1.0 and float(row["dice_tumor"]) == 1.0
+    shifted = np.roll(labels, 1, axis=0)  # one slice off: measured as such, not refused or read on the SEG's slices
+    write_label_map(tmp_path / "pred2.nii.gz", shifted, ct.geometry)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred2.nii.gz"), "--ref", str(tmp_path / "ref.dcm"), "-o",
+                 str(tmp_path / "e3"), "--no-surface", "--no-plots", "--no-progress"]) == 0
+    (row,) = list(csv.DictReader(open(tmp_path / "e3" / "cases.csv", newline="")))
+    assert float(row["dice_liver"]) == 0.0
+
+
 @pytest.mark.parametrize("liver_code, tumor_code, region", [
     (("T-62000", "SRT", "Liver"), ("M-80003", "SRT", "Neoplasm, Primary"), ("T-62000", "SRT", "Liver")),
     (("181268008", "SCT", "Entire liver"), ("14799000", "SCT", "Neoplasm, metastatic"), None),

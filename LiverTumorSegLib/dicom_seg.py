@@ -821,7 +821,7 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
         labels = _onto_reference(labels, geometry, reference, path)
         geometry = reference.geometry
     if reference is None:
-        warnings += _frames_left_out_warning(seg, labels.shape[0])
+        warnings += _frames_left_out_warning(seg, labels.shape[0], bool(labels[-1].any()))
     out = CTVolume(array=labels, geometry=geometry, source=str(path),
                    meta={"format": "dicom-seg", "segments": segments})
     if stated_thickness_mm is not None and abs(float(np.dot(seg_slice_axis, geometry.direction_matrix[:, 2]))) > 0.999 \
@@ -856,17 +856,51 @@ def _seg_slice_thickness_mm(dataset: Any) -> Optional[float]:
         return None
 
 
-def _frames_left_out_warning(seg: Any, slices: int) -> List[str]:
+def _frames_left_out_warning(seg: Any, slices: int, last_slice_has_segments: bool = True) -> List[str]:
     """A warning when a SEG read without its CT references more source images than the slices its frames cover:
     its empty frames were left out (highdicom's and dcmqi's default), so its grid covers only the slices with
     segments. A lesion on its first or last frame was then called cut by the scan's edge and left out of the RECIST
-    targets (64.3 mm of target diameters read 44.6 mm), without a word (the output-format audit)."""
+    targets (64.3 mm of target diameters read 44.6 mm), without a word (the output-format audit). A SEG of a
+    multi-frame (Enhanced) CT references one instance: its frames' source frame numbers tell instead (not from 1, or
+    with gaps: frames left out; 1 to k: the CT's own count is not in the SEG, so it is said only when segments lie
+    on the last slice, ``last_slice_has_segments``, where a lesion would be taken as cut)."""
+    consequence = ("so without its CT its grid holds only the slices with segments, and a lesion on its first or "
+                   "last slice is taken as cut by the scan's edge (and left out of the RECIST targets). Give the CT "
+                   "series (--ct) to measure on the whole scan")
+    frames = _referenced_source_frames(seg)
+    if frames:  # an Enhanced (multi-frame) CT: one referenced instance, so the count below said nothing
+        first, last = min(frames), max(frames)
+        if first > 1 or last - first + 1 > len(frames):
+            return [f"the DICOM SEG's frames reference frames {first}-{last} of a multi-frame CT"
+                    f"{' with gaps' if last - first + 1 > len(frames) else ''}: its empty frames were left out, "
+                    + consequence]
+        if not last_slice_has_segments:  # a complete SEG (ours) and one cut short read alike: said only if it matters
+            return []
+        return [f"the DICOM SEG's frames reference frames 1-{last} of a multi-frame CT, whose number of frames the "
+                f"SEG does not record: if the CT has more, its empty frames were left out, " + consequence]
     referenced = 0
     for series in getattr(seg, "ReferencedSeriesSequence", None) or []:
         referenced += len(getattr(series, "ReferencedInstanceSequence", None) or [])
     if referenced <= slices:
         return []
     return [f"the DICOM SEG covers {slices} slice(s) but references {referenced} source images: its empty frames "
-            f"were left out, so without its CT its grid holds only the slices with segments, and a lesion on its "
-            f"first or last slice is taken as cut by the scan's edge (and left out of the RECIST targets). Give the "
-            f"CT series (--ct) to measure on the whole scan"]
+            f"were left out, " + consequence]
+
+
+def _referenced_source_frames(seg: Any) -> List[int]:
+    """The source frame numbers (``ReferencedFrameNumber`` of each frame's derivation source) a SEG of a multi-frame
+    (Enhanced) CT references; [] for a SEG of single-frame images or one that does not say."""
+    frames = set()
+    for group in getattr(seg, "PerFrameFunctionalGroupsSequence", None) or []:
+        for derivation in getattr(group, "DerivationImageSequence", None) or []:
+            for source in getattr(derivation, "SourceImageSequence", None) or []:
+                numbers = getattr(source, "ReferencedFrameNumber", None)
+                if numbers is None:
+                    continue
+                for number in (numbers if isinstance(numbers, (list, tuple)) or hasattr(numbers, "__iter__")
+                               and not isinstance(numbers, (str, bytes)) else [numbers]):
+                    try:
+                        frames.add(int(number))
+                    except (TypeError, ValueError):
+                        continue
+    return sorted(frames)

@@ -126,6 +126,48 @@ def test_seg_that_omits_empty_frames_is_placed_on_the_reference_grid(series, tmp
                                               dicom_series_files(folder))).meta.get("warnings")
 
 
+def test_a_seg_of_an_enhanced_ct_without_its_empty_frames_says_so_when_read_alone(tmp_path):
+    """A SEG of a multi-frame (Enhanced) CT references one instance, so counting referenced instances never found
+    frames left out: a tumor-only SEG without its empty frames, measured without --ct, dropped its RECIST target as
+    'cut by the scan's edge' without a word. Its frames' source frame numbers tell now."""
+    from LiverTumorSegLib.dicom_seg import segment_descriptions
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    from dicom_helpers import write_enhanced_ct
+
+    ct_volume = CTVolume(np.full((12, 16, 16), 40, np.int16), ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    path = write_enhanced_ct(tmp_path / "enhanced.dcm", ct_volume)
+    source = pydicom.dcmread(str(path))
+    labels = np.zeros((12, 16, 16), np.uint8)
+    labels[:10, 2:14, 2:14] = 1  # the liver ends two slices before the scan
+    labels[4:8, 5:10, 5:10] = 2  # a tumor on slices 4-7 of 12
+
+    tumor = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="Liver tumor", algorithm_type="MANUAL",
+        segmented_property_category=hd.sr.CodedConcept("49755003", "SCT", "Morphologically Altered Structure"),
+        segmented_property_type=hd.sr.CodedConcept("108369006", "SCT", "Neoplasm"))
+
+    def seg_of(pixels, segments, omit, name):
+        hd.seg.Segmentation(source_images=[source], pixel_array=pixels, segmentation_type="BINARY",
+                            segment_descriptions=segment_descriptions() if segments == 2 else [tumor],
+                            series_instance_uid=hd.UID(), series_number=9, sop_instance_uid=hd.UID(),
+                            instance_number=1, manufacturer="x", manufacturer_model_name="x", software_versions="1",
+                            device_serial_number="1", omit_empty_frames=omit).save_as(str(tmp_path / name))
+        return read_dicom_seg(tmp_path / name)
+
+    tumor_only = seg_of((labels == 2).astype(np.uint8), 1, True, "tumor.dcm")
+    assert tumor_only.shape_zyx[0] == 4
+    (said,) = tumor_only.meta["warnings"]
+    assert "reference frames 5-8 of a multi-frame CT" in said and "--ct" in said
+    both = np.stack([labels == 1, labels == 2], axis=-1).astype(np.uint8)
+    assert not seg_of(both, 2, False, "whole.dcm").meta.get("warnings")  # every frame, none on the last: silent
+    top = labels.copy()
+    top[8:] = 0  # liver ends at slice 8: frames 9-12 are empty and left out, frames 1-8 kept
+    cut = seg_of(np.stack([top == 1, top == 2], axis=-1).astype(np.uint8), 2, True, "top.dcm")
+    (said,) = cut.meta["warnings"]
+    assert "frames 1-8 of a multi-frame CT, whose number of frames the SEG does not record" in said
+
+
 def test_errors_are_one_line_and_clear(series, tmp_path):
     folder, ct, labels = series
     files = dicom_series_files(folder)

@@ -1838,6 +1838,9 @@ def test_models_verify_says_on_stderr_which_package_it_is_reading(tmp_path, monk
                                                            "verified 2 package(s), 0.0 MB"]
     assert calls[0][0] == 0.0 and 0.4 < calls[1][0] < 0.6 and calls[2][0] == 1.0  # two packages of one size
     assert all(entry["weights_verified"] and entry["error"] is None for entry in installed)
+    refused = [{"name": "edited", "path": str(folder / "first.safetensors"), "error": "edited metadata"}]
+    models_command.mark_damaged_weights(refused, None)  # refused before: its weights were never read
+    assert refused[0]["weights_verified"] is False and refused[0]["error"] == "edited metadata"
     assert main(["models", "--verify", "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["installed"]  # stdout is the JSON alone

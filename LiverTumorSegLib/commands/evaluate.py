@@ -345,12 +345,42 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
         hint = ""
         if any((p / "MASKS_DICOM").is_dir() for p in (pred, ref, *pred.iterdir(), *ref.iterdir()) if p.is_dir()):
             hint = " 3D-IRCADb masks (MASKS_DICOM/ DICOM series) are not label map files: " + _IRCADB_HINT
+        hint += _seg_files_hint(pred, ref)
         raise InputError(f"No case name matches between --pred '{pred}' ({len(preds)} files{_names_text(preds)}) and "
                          f"--ref '{ref}' ({len(refs)} files{_names_text(refs)}). Case names are file names without "
                          f"extension and without prefixes such as 'segmentation-' (see 'livertumorseg evaluate "
                          f"--help'): rename or link the files so that each prediction and its reference share one."
                          f"{tagged_names_hint(list(preds), list(refs))}{hint}")
     return matched, only_pred, only_ref
+
+
+SEG_FILES_LOOKED_AT = 200
+"""At most this many ``.dcm`` files of each folder are opened by :func:`_seg_files_hint` (a DICOM series folder
+holds thousands)."""
+
+
+def _seg_files_hint(*folders: Path) -> str:
+    """A hint naming the DICOM SEG files (``.dcm``) in ``folders`` (their own files): folders are paired by case
+    name, which a ``.dcm`` has none of (DICOM files are named by UIDs), so SEGs were left out without a word and
+    the error said only "0 files"; '' when there are none."""
+    from ..dicom_seg import is_dicom_seg
+
+    found = []
+    for folder in folders:
+        looked = 0
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() != ".dcm" or not path.is_file():
+                continue
+            looked += 1
+            if looked > SEG_FILES_LOOKED_AT:
+                break
+            if is_dicom_seg(path):
+                found.append(path)
+    if not found:
+        return ""
+    names = ", ".join(f"'{p}'" for p in found[:3]) + (" ..." if len(found) > 3 else "")
+    return (f" DICOM SEG files ({len(found)}: {names}) are not paired from folders: give each as a file (--pred FILE "
+            f"--ref FILE), or write the predictions as .nii.gz / .seg.nrrd named by case (segment -o case.nii.gz).")
 
 
 def optional_inputs(path: Optional[str], cases: List[str], what: str,

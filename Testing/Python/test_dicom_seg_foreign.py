@@ -148,6 +148,13 @@ def test_a_reference_seg_without_its_empty_frames_is_placed_on_the_predictions_g
                      str(tmp_path / out), "--no-surface", "--no-plots", "--no-progress"]) == 0, capsys.readouterr().err
         (row,) = list(csv.DictReader(open(tmp_path / out / "cases.csv", newline="")))
         assert float(row["dice_liver"]) == 1.0 and float(row["dice_tumor"]) == 1.0
+    (tmp_path / "refs").mkdir()  # folders are paired by case name, which a .dcm has none of: said, not "0 files"
+    (tmp_path / "refs" / "case1.dcm").write_bytes((tmp_path / "ref.dcm").read_bytes())
+    (tmp_path / "preds").mkdir()
+    write_label_map(tmp_path / "preds" / "case1.nii.gz", labels, ct.geometry)
+    assert main(["evaluate", "--pred", str(tmp_path / "preds"), "--ref", str(tmp_path / "refs"), "-o",
+                 str(tmp_path / "e4"), "--no-progress"]) == 2
+    assert "DICOM SEG files (1: '" in capsys.readouterr().err
     shifted = np.roll(labels, 1, axis=0)  # one slice off: measured as such, not refused or read on the SEG's slices
     write_label_map(tmp_path / "pred2.nii.gz", shifted, ct.geometry)
     assert main(["evaluate", "--pred", str(tmp_path / "pred2.nii.gz"), "--ref", str(tmp_path / "ref.dcm"), "-o",

@@ -4,7 +4,8 @@
     python scripts/record_training_body_size.py PACKAGE [--image CASE=PATH ...]
 
 Each training CT the package lists (``training.data_files``: case name and image path; of them, the cases in
-``training.cases``, not the validation CTs) is read and measured with
+``training.cases``, not the validation CTs; a package from before data_files were recorded names its cases only,
+and ``--image`` must then give each one's file) is read and measured with
 ``body_diameter_mm`` (area-equivalent diameter of the body, mm); a CT whose body the image or a round field of view
 cuts is recorded as null. ``--image CASE=PATH`` reads a case from another place (the data moved). A listed CT that
 cannot be read stops the script with nothing written: a record of some cases only would set the scale by them.
@@ -32,6 +33,13 @@ def training_images(metadata: dict, overrides: Dict[str, str]) -> Dict[str, str]
     trained = training.get("cases")
     if isinstance(trained, list) and trained:
         images = {case: image for case, image in images.items() if case in {str(c) for c in trained}}
+        if not files:  # a package from before data_files was recorded names its cases only: --image says where
+            missing = sorted({str(c) for c in trained} - set(overrides))
+            if missing:
+                raise InputError(f"the package names its training cases ({', '.join(sorted(str(c) for c in trained))}) "
+                                 f"but not their files (no training.data_files): give each with --image CASE=PATH; "
+                                 f"missing: {', '.join(missing)}.")
+            images = {str(c): overrides[str(c)] for c in trained}
     if not images:
         raise InputError("the package lists no training CTs (training.data_files): its training data is unknown, so "
                          "no body size can be recorded.")

@@ -172,6 +172,17 @@ def test_the_record_script_writes_each_training_ct_s_body_diameter_into_the_pack
     assert recorded["cut"] is None and recorded["small"] == pytest.approx(np.sqrt(160.0 * 100.0), abs=3.0)
     assert training_body_diameter_mm(read_package_metadata(package)) == recorded["small"]
     assert "cut: cut by the field of view (null)" in capsys.readouterr().out
+    # a package from before data_files were recorded names its cases only (the v2 family packages): --image gives
+    # each one's file (it was refused as 'training data unknown' whatever --image said)
+    (tmp_path / "older").mkdir()
+    older = tiny_unet_package(tmp_path / "older").path
+    rewrite_package_metadata(older, lambda meta: meta.setdefault("training", {}).update(
+        cases=["small", "cut"], data_files=[]))
+    before = older.read_bytes()
+    assert script.main([str(older), "--image", f"small={small}"]) == 2 and older.read_bytes() == before
+    assert "give each with --image CASE=PATH; missing: cut" in capsys.readouterr().err
+    assert script.main([str(older), "--image", f"small={small}", "--image", f"cut={cut}"]) == 0
+    assert read_package_metadata(older)[PACKAGE_KEY] == recorded
 
 
 def test_the_bundled_default_records_its_training_bodies():

@@ -17,7 +17,8 @@ SD; with lesions but no measurable target lesion, Non-CR/non-PD (CR when none is
 when neither time point has a lesion; with --after-complete-response (the previous assessment was a CR) any
 baseline lesion seen again is PD; --previous CHANGE_JSON (the previous follow-up's report) carries its nadir and
 its CR into this one. Each scan's measurable minimum is twice its slice thickness above 5 mm: the DICOM
-SliceThickness of a CT read from DICOM, else the slice spacing; --baseline-slice-thickness-mm and
+SliceThickness of a CT read from DICOM, else that of a DICOM SEG label map, else the slice spacing;
+--baseline-slice-thickness-mm and
 --followup-slice-thickness-mm give it where it is known (a NIfTI records none). A PNG shows baseline and aligned follow-up side by side, lesions numbered
 as in the JSON (every lesion outlined; at most 100 numbered per side, the largest). Research use only: not a
 medical device.
@@ -69,7 +70,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                        help=f"the reconstruction thickness of {scan} slices in mm, for its RECIST measurable minimum "
                             f"(twice it above 5 mm){' and so the choice of target lesions' if when == 'baseline' else ''}"
                             f"; wins over the DICOM SliceThickness of --{when}-ct (report: slice_thickness_source "
-                            f"'given'); default: that DICOM value, else the slice spacing (a NIfTI records none)")
+                            f"'given'); default: that DICOM value, else that of a DICOM SEG label map, else the "
+                            f"slice spacing (a NIfTI records none)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
                    help="accepted as by the other commands (--no-progress-bar is the same); this one prints no progress")

@@ -300,6 +300,10 @@ class PatchDataset:
         if self.augmenter is not None:
             hu, labels = self.augmenter(hu, labels, rng, spatial=spatial, pixel_spacing_mm=pixel_mm) \
                 if spatial is not None else self.augmenter(hu, labels, rng)
+        # at a scan's first or last slice the clipped neighbours are exact copies of the slice they repeat, as at
+        # inference: the lesion inserter (which takes the stack as evenly spaced) and the noise had made them differ
+        # by tens of HU, an input inference never gives (the preprocessing audit)
+        hu, labels = copies_at_clipped_positions(hu, labels, positions, self.context)
         oy = ox = (region - self.patch_size) // 2
         hu = np.ascontiguousarray(hu[:, oy:oy + self.patch_size, ox:ox + self.patch_size], dtype=np.float32)
         label = np.ascontiguousarray(labels[self.context, oy:oy + self.patch_size, ox:ox + self.patch_size],
@@ -313,6 +317,23 @@ class PatchDataset:
         x = self.preprocessor.stack_input(hu, spacing_yx=case.spacing_zyx[1:],  # (C, P, P), slice-major channels
                                           statistics=statistics)
         return torch.from_numpy(x), torch.from_numpy(label.astype(np.int64))
+
+
+def copies_at_clipped_positions(hu: np.ndarray, labels: np.ndarray, positions: np.ndarray, center: int
+                                ) -> Tuple[np.ndarray, np.ndarray]:
+    """``hu`` and ``labels`` ``(T, H, W)`` of a 2.5D stack whose members at the same slice ``positions`` (clipped at
+    the scan's ends by :func:`~..preprocessing.preprocessor.context_positions`) are made copies of the one of them
+    nearest the centre (index ``center``). Unchanged (the same arrays) where no position repeats."""
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1)
+    sources = np.arange(positions.size)
+    for j in range(positions.size):
+        if j < center:  # the member of this position nearest the centre: the highest index up to the centre
+            sources[j] = max(k for k in range(j, center + 1) if positions[k] == positions[j])
+        elif j > center:
+            sources[j] = min(k for k in range(center, j + 1) if positions[k] == positions[j])
+    if np.array_equal(sources, np.arange(positions.size)):
+        return hu, labels
+    return hu[sources], (labels[sources] if labels.ndim == 3 and labels.shape[0] == positions.size else labels)
 
 
 class EpochSampler:

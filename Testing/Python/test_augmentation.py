@@ -305,6 +305,28 @@ def test_cut_context_known_answers(side, keep, air, hu_z, labels_z):
     np.testing.assert_array_equal(cut_context(hu, centre_label, side, keep, air)[1], centre_label)
 
 
+def test_a_repeated_edge_slice_stays_an_exact_copy_through_the_noise():
+    """cut_context's repeat is inference's clipped neighbour, an exact copy of the scan's last slice; the noise
+    drawn after it gave the copy noise of its own (an input inference never gives). Air keeps its own noise."""
+    seeding.seed_everything(44)
+    hu, labels = _numbered_stack()
+    augmenter = SliceAugmenter(_only(edge_context_probability=1.0, edge_context_air_fraction=0.5,
+                                     noise_probability=1.0, noise_std_hu=(20.0, 20.0)))
+    rng = np.random.default_rng(test_seed(44))
+    kinds = set()
+    for _ in range(60):
+        out_hu, _ = augmenter(hu, labels, rng)
+        cut = augmenter.last_params["edge_context"]
+        c, last = 2, 2 + cut["side"] * cut["keep"]
+        beyond = range(last + 1, 5) if cut["side"] > 0 else range(0, last)
+        for j in beyond:
+            same = np.array_equal(out_hu[j], out_hu[last])
+            assert same != cut["air"], (cut, j)  # a repeat: the very slice; air: noise of its own
+        assert not np.array_equal(out_hu[c], hu[c])  # the noise was drawn
+        kinds.add(cut["air"])
+    assert kinds == {True, False}
+
+
 def test_cut_context_refuses_what_is_no_stack_or_no_cut():
     hu, labels = _numbered_stack()
     for bad in [dict(side=0, keep=0), dict(side=1, keep=2), dict(side=-1, keep=-1)]:

@@ -555,6 +555,53 @@ def test_zoomed_out_patches_read_only_real_pixels(tmp_path):
     assert hu.shape == (3, patch, patch) and label.shape == (patch, patch)
 
 
+def test_clipped_neighbours_at_a_scans_ends_are_copies_of_the_slice_they_repeat(tmp_path):
+    """At a scan's first and last slice the 2.5D neighbours are clipped: inference repeats the slice itself. In
+    training the lesion inserter took the stack as evenly spaced and the noise was drawn per slice, so the repeated
+    neighbour differed from the centre by tens of HU where a lesion sat (the preprocessing audit). They are copies
+    now; a centre inside the scan keeps neighbours of its own."""
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig, SlicePreprocessor
+    from LiverTumorSegLib.training.augmentation import AugmentationConfig, SliceAugmenter
+    from LiverTumorSegLib.training.sampling import PatchDataset, copies_at_clipped_positions
+    from LiverTumorSegLib.training.trainer import LesionInserter
+
+    import seeding
+
+    z, size = 4, 96
+    yy, xx = np.indices((size, size))
+    liver = ((yy - 48) / 40.0) ** 2 + ((xx - 48) / 40.0) ** 2 <= 1
+    labels = np.zeros((z, size, size), np.uint8)
+    labels[:, liver] = 1
+    hu = np.where(labels == 1, 100.0, -100.0).astype(np.float32)
+    np.save(tmp_path / "hu.npy", hu)
+    np.save(tmp_path / "lab.npy", labels)
+    case = CachedCase("c", "p", str(tmp_path / "hu.npy"), str(tmp_path / "lab.npy"), (2.0, 1.5, 1.5),
+                      (2.0, 1.5, 1.5), list(range(z)), [], z)
+    noise = AugmentationConfig.disabled()
+    noise.noise_probability, noise.noise_std_hu = 1.0, (10.0, 10.0)
+    dataset = PatchDataset([case], SlicePreprocessor(PreprocessingConfig.preset("default")), 64, seed=seeding.test_seed(5),
+                           lesion_inserter=LesionInserter({"probability": 1.0}), augmenter=SliceAugmenter(noise),
+                           liver_slice_fraction=1.0)
+    at_edge = inside = 0
+    for index in range(60):
+        stack, _, _, _ = dataset._sample(index)
+        same = [np.array_equal(stack[j], stack[1]) for j in (0, 2)]
+        if any(same):  # a scan's end: exactly one neighbour repeats the centre
+            at_edge += 1
+            assert sum(same) == 1
+        else:
+            inside += 1
+            assert not np.array_equal(stack[0], stack[2])
+    assert at_edge >= 10 and inside >= 10  # 2 of 4 slices are ends: about half each
+    hu3, lab3 = np.arange(5.0)[:, None, None] * np.ones((5, 2, 2)), np.arange(5)[:, None, None] * np.ones((5, 2, 2))
+    out, out_lab = copies_at_clipped_positions(hu3, lab3, np.array([0.0, 0.0, 0.0, 1.0, 2.0]), 2)
+    assert out[:, 0, 0].tolist() == [2.0, 2.0, 2.0, 3.0, 4.0] and out_lab[:, 0, 0].tolist() == [2, 2, 2, 3, 4]
+    out, _ = copies_at_clipped_positions(hu3, lab3, np.array([5.0, 5.4, 6.0, 6.0, 6.0]), 2)
+    assert out[:, 0, 0].tolist() == [0.0, 1.0, 2.0, 2.0, 2.0]
+    unchanged = copies_at_clipped_positions(hu3, lab3, np.array([1.0, 2.0, 3.0, 4.0, 5.0]), 2)
+    assert unchanged[0] is hu3 and unchanged[1] is lab3
+
+
 def test_edge_context_reaches_the_training_patches_after_the_lesions(tmp_path):
     """The recipes' ``edge_context_probability``: a patch's 2.5D neighbours on one side become air or repeat the
     centre, after the synthetic lesions were drawn through the whole stack (a tumor on a scan's last slice, with

@@ -400,3 +400,36 @@ def test_a_pd_from_a_nadir_that_counted_a_capped_target_says_the_stored_slice_ax
     assert not any("followup_axial_axes_limited_by_slices" in e for e in whole["lesions"])
     again = compare_followup(baseline, _ellipse_on_slices(3, 15.0), previous_change=whole)
     assert "nadir (" not in again["response_reason"]
+
+
+def test_a_tilted_scan_stored_flipped_measures_the_same_lesion_axes_and_position():
+    """The sampling lattice of a tilted grid's axial planes went through the volume's first voxel, another corner
+    for each storage order: the same voxels stored with i and k reversed read a 16.82 x 12.74 mm lesion as
+    16.82 x 13.32 mm and put another's axial position 1.6 mm off (the lesion-report audit)."""
+    from LiverTumorSegLib.metrics.recist import lesion_axes
+
+    rotation = _rotation("x", 20.0)
+    shape_xyz = (90, 90, 14)
+    scaled = rotation @ np.diag([0.7, 0.7, 5.0])  # columns: the i, j, k steps in mm
+    origin = np.array([-30.0, -30.0, -20.0])
+    ijk = np.stack(np.meshgrid(*map(np.arange, shape_xyz), indexing="ij"), -1).reshape(-1, 3)
+    lps = ijk @ scaled.T + origin
+    c, s = np.cos(0.5), np.sin(0.5)
+    turn = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    results = []
+    for centre, semi in (((1.0, 2.0, 12.0), (14.0, 9.0, 10.0)), ((5.0, 5.0, 35.0), (8.0, 6.0, 9.0))):
+        inside = ((((lps - centre) @ turn) / semi) ** 2).sum(1) <= 1
+        mask_xyz = inside.reshape(shape_xyz)
+        stored = ImageGeometry(spacing=(0.7, 0.7, 5.0), origin=tuple(origin), direction=tuple(rotation.ravel()))
+        flipped_direction = rotation @ np.diag([-1.0, 1.0, -1.0])
+        flipped_origin = origin + scaled[:, 0] * (shape_xyz[0] - 1) + scaled[:, 2] * (shape_xyz[2] - 1)
+        flipped = ImageGeometry(spacing=(0.7, 0.7, 5.0), origin=tuple(flipped_origin),
+                                direction=tuple(flipped_direction.ravel()))
+        as_stored = lesion_axes(np.ascontiguousarray(mask_xyz.transpose(2, 1, 0)), stored)
+        reversed_ = lesion_axes(np.ascontiguousarray(mask_xyz[::-1, :, ::-1].transpose(2, 1, 0)), flipped)
+        for key in ("long_axis_mm", "short_axis_mm"):
+            assert reversed_[key] == pytest.approx(as_stored[key], abs=1e-9), key
+        ends = [sorted(map(tuple, np.round(r["long_axis"]["end_points_lps_mm"], 6))) for r in (as_stored, reversed_)]
+        assert ends[0] == ends[1]
+        results.append(as_stored)
+    assert results[0]["long_axis_mm"] == pytest.approx(28.3, abs=1.5)  # the 28 x 18 mm ellipse, within a voxel

@@ -1300,7 +1300,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     from .metrics.recist import NON_CR_NON_PD, recist_response
 
     from .io.labels import GEOMETRY_TOLERANCE, describe_grid_mismatch, require_label_values
-    from .io.nifti import has_unknown_orientation
+    from .volume import sides_unknown
 
     check_min_new_lesion_mm(min_new_lesion_mm)
     check_nadir_sum_mm(nadir_sum_mm)
@@ -1590,7 +1590,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                                                                         align.transform),
                     "baseline_geometry": baseline.geometry,
                     # a NIfTI without sform/qform: its sides are a guess, not marked R/L/A (as segment's preview)
-                    "orientation_known": not any(has_unknown_orientation(v) for v in (baseline, followup))},
+                    "orientation_known": not any(sides_unknown(v) for v in (baseline, followup))},
     }
 
 
@@ -1725,7 +1725,8 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
         ([f"the alignment turned the follow-up by {angle:.1f} degrees: check that neither scan is stored mirrored"]
          if angle is not None and angle > LARGE_ROTATION_DEG else []) + \
         ([] if arrays.get("orientation_known", True) else
-         ["ORIENTATION UNKNOWN (NIfTI without sform/qform): left/right and front/back may be swapped"])
+         ["ORIENTATION UNKNOWN (a NIfTI without sform/qform, or a NRRD without space): left/right and front/back "
+          "may be swapped"])
     fig.suptitle(f"{title + ': ' if title else ''}RECIST 1.1 response {change['response']}{sod_text}\n"
                  f"({RECIST_NOTE})" + "".join(f"\n{d}" for d in doubts), fontsize=13)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))

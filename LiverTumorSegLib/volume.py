@@ -210,6 +210,20 @@ only: a volume on another grid (reoriented, resampled, cropped) carried them on,
 placed as the file placed the original (a canonicalized CT's label map mirrored left-right and front-back)."""
 
 
+ORIENTATION_ASSUMED_KEY = "orientation_assumed"
+""":attr:`CTVolume.meta` key set on a volume whose file does not say which patient sides its axes run to (a NRRD
+without a ``space`` field, which ITK, 3D Slicer and this tool read as LPS), so that pictures draw no side letters
+(:func:`sides_unknown`). Unlike :data:`PLACEMENT_META_KEYS` it stays true on another grid of the same scan."""
+
+
+def sides_unknown(volume: Any) -> bool:
+    """Whether the patient sides of ``volume``'s grid are a guess: a NIfTI without sform and qform, or a file without
+    an anatomical space (:data:`ORIENTATION_ASSUMED_KEY`). Pictures then mark no R/L/A/P: they would draw a guess as
+    a fact (a NRRD without 'space' stored right to left came out mirrored with the letters drawn)."""
+    meta = getattr(volume, "meta", None) or {}
+    return bool(meta.get(PLACEMENT_META_KEYS[1]) or meta.get(ORIENTATION_ASSUMED_KEY))
+
+
 def meta_for_another_grid(meta: Dict[str, Any]) -> Dict[str, Any]:
     """A copy of ``meta`` for a volume on another grid than the one it was read on: without
     :data:`PLACEMENT_META_KEYS`."""

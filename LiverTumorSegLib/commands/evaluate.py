@@ -641,7 +641,7 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
     ``tag, case, pred, ref, image, spacing_zyx, title`` (canonical ``(z, y, x)`` arrays)."""
     from . import read_one_series
     from ..io.labels import onto_reference_grid
-    from ..io.nifti import has_unknown_orientation
+    from ..volume import sides_unknown
     from ..metrics.report import rank_cases
     from ..orientation import canonicalize
     import numpy as np
@@ -688,7 +688,7 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
                          "slice_s_mm": [ref_c.geometry.slice_centre_s_mm(k, ref_c.shape_zyx)
                                         for k in range(ref_c.shape_zyx[0])],
                          # a NIfTI without sform and qform: its sides are a guess, not marked R/L/A/P
-                         "orientation_known": not has_unknown_orientation(ref)})
+                         "orientation_known": not sides_unknown(ref)})
         if best == worst:
             break
     return overlays

@@ -84,9 +84,9 @@ def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, ov
     if count:
         shown = len(np.setdiff1d(np.unique(axial_ids), [0]))
         axial_title += f"\nlesions numbered as in the report; {shown} of {count} on this slice"
-    from ..io.nifti import has_unknown_orientation
+    from ..volume import sides_unknown
 
-    unknown = has_unknown_orientation(volume)  # no side letters then: they would be a guess drawn as a fact
+    unknown = sides_unknown(volume)  # no side letters then: they would be a guess drawn as a fact
     fig = Figure(figsize=(10, 5.4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
@@ -107,8 +107,8 @@ def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, ov
         ax.text(0.01, 0.5, left, ha="left", va="center", **style)
         ax.text(0.99, 0.5, right, ha="right", va="center", **style)
     if unknown:
-        fig.suptitle("ORIENTATION UNKNOWN (NIfTI without sform/qform): left/right and front/back of this picture "
-                     "are not known", color="red", fontsize=11, fontweight="bold")
+        fig.suptitle("ORIENTATION UNKNOWN (a NIfTI without sform/qform, or a NRRD without space): left/right and "
+                     "front/back of this picture are not known", color="red", fontsize=11, fontweight="bold")
     fig.legend(handles=[Patch(color=LIVER_RGBA[:3], label="liver (label 1)"),
                         Patch(color=TUMOR_RGBA[:3], label="tumor (label 2)")],
                loc="lower center", ncol=2, frameon=False)

@@ -1268,6 +1268,16 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     notes += _unrecognised_geometry_key_warnings(header)
     notes += _anatomical_orientation_warnings(header, volume.geometry.direction_matrix)
     notes += _space_units_warnings(header)
+    if header is not None and header.kind == "nrrd" and "space" not in header.fields:
+        from ..volume import ORIENTATION_ASSUMED_KEY
+
+        # no anatomical space: ITK (and 3D Slicer) take the axes as L, P, S; a NRRD stored right to left was segmented
+        # mirrored (liver Dice 0) and its preview drew R and L as facts, with no word of doubt
+        volume.meta[ORIENTATION_ASSUMED_KEY] = True
+        notes.append(f"the NRRD header of '{path.name}' has no 'space' field, so which patient side each axis runs to "
+                     f"is unknown: it was read as ITK and 3D Slicer read it, the axes running to the patient's left, "
+                     f"back and head (LPS). If left and right or front and back look wrong, re-export the CT with its "
+                     f"orientation (a 'space: left-posterior-superior' line with 'space directions')")
     if notes:
         volume.meta.setdefault("warnings", []).extend(notes)
     from .formats import CONTENT_KEY

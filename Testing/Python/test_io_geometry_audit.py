@@ -444,3 +444,33 @@ def test_a_voxel_spacing_below_any_scanner_is_refused(tmp_path, suffix):
         with pytest.raises(InputError, match=r"has voxel spacing \(0\.8, 0\.8, 1e-(30|300)\) mm .*no scanner's image is "
                                              r"1000 mm a voxel \(or under 0\.001 mm\).*the header is damaged"):
             read(path)
+
+
+def test_a_nrrd_without_space_is_read_as_lps_with_a_warning_and_its_pictures_draw_no_sides(tmp_path):
+    """A NRRD with 'spacings' and no 'space' field says nothing of the patient's sides; ITK reads it as LPS. Stored
+    right to left it was segmented mirrored (liver Dice 0) and its preview drew R and L as facts, without a word.
+    It is read as ITK reads it, with a warning, and marked so that pictures draw no side letters."""
+    from LiverTumorSegLib.volume import sides_unknown
+
+    data = _ct((6, 5, 4))
+    header = ("NRRD0004\ntype: short\ndimension: 3\nsizes: 6 5 4\nspacings: 3 2 1.5\nencoding: raw\n"
+              "endian: little\n\n")
+    path = tmp_path / "nospace.nrrd"
+    path.write_bytes(header.encode("ascii") + np.ascontiguousarray(data.transpose(2, 1, 0)).astype("<i2").tobytes())
+    volume = read_volume(path)
+    assert volume.geometry.spacing == pytest.approx((3.0, 2.0, 1.5))
+    np.testing.assert_allclose(volume.geometry.direction_matrix, np.eye(3))  # as ITK and 3D Slicer place it
+    np.testing.assert_array_equal(volume.array, data.transpose(2, 1, 0))
+    assert sides_unknown(volume)
+    (said,) = [w for w in volume.meta["warnings"] if "'space'" in w]
+    assert "no 'space' field" in said and "LPS" in said
+    spaced = tmp_path / "lps.nrrd"  # the same file saying its space: no doubt
+    spaced.write_bytes(header.replace("spacings: 3 2 1.5\n", "space: left-posterior-superior\nspace directions: "
+                                      "(3,0,0) (0,2,0) (0,0,1.5)\n").encode("ascii")
+                       + np.ascontiguousarray(data.transpose(2, 1, 0)).astype("<i2").tobytes())
+    assert not sides_unknown(read_volume(spaced))
+    unknown_nifti = nib.Nifti1Image(data, np.eye(4))
+    unknown_nifti.set_sform(None, code=0)
+    unknown_nifti.set_qform(None, code=0)
+    nib.save(unknown_nifti, str(tmp_path / "unknown.nii.gz"))
+    assert sides_unknown(read_volume(tmp_path / "unknown.nii.gz"))  # the NIfTI case, as before

@@ -163,6 +163,15 @@ def model_obliquity_warnings(direction: np.ndarray, name: str, aligned_for_model
     return []
 
 
+def converted_unit_hint(volume: CTVolume) -> str:
+    """For a refusal or warning of a spacing: where a NIfTI header's unit (metres, microns) was converted to mm,
+    a sentence saying so ('' otherwise); '3000 mm' of a header whose pixdim reads 3 in metres said nothing of why."""
+    from .io.nifti import SPATIAL_UNIT_KEY, unit_conversion_text
+
+    unit = (getattr(volume, "meta", None) or {}).get(SPATIAL_UNIT_KEY)
+    return unit_conversion_text(unit["unit"], unit["mm_per_unit"]) if unit else ""
+
+
 def spacing_over_limit(volume: CTVolume) -> bool:
     """Whether ``volume``'s voxels are over :data:`MAX_SPACING_MM` (to :data:`SPACING_DECIMALS` places) along an axis
     it has more than one voxel of: a wrong header, or no diagnostic CT (segment refuses such a CT; measure and
@@ -186,10 +195,11 @@ def _check_geometry(volume: CTVolume, warnings: List[str], for_model: bool = Tru
     relevant = [s for s, n in zip(spacing, sizes_xyz) if n > 1]
     if spacing_over_limit(volume):
         raise InputError(f"'{name}' has voxel spacing ({shown}) mm, over {MAX_SPACING_MM:g} mm: the header is "
-                         f"wrong or this is not a diagnostic CT. Fix the spacing in the header.")
+                         f"wrong or this is not a diagnostic CT. Fix the spacing in the header."
+                         f"{converted_unit_hint(volume)}")
     if any(s < SMALL_SPACING_WARN_MM for s in relevant):
         warnings.append(f"'{name}' has very small voxel spacing ({shown}) mm; check the header (micro-CT or a "
-                        f"unit error?).")
+                        f"unit error?).{converted_unit_hint(volume)}")
     nz = volume.shape_zyx[0]
     if nz > 1 and spacing[2] > THICK_SLICE_WARN_MM:
         warnings.append(f"'{name}' has thick slices ({spacing[2]:g} mm); small lesions may be missed.")

@@ -569,13 +569,13 @@ def _refuse_implausible_spacing(volume: CTVolume) -> None:
     """InputError for a label map whose voxels are over :data:`~LiverTumorSegLib.validation.MAX_SPACING_MM` along an
     axis it has more than one voxel of, as segment refuses such a CT: a label map with 300 mm voxels was measured
     (measure, followup: a 4118 mm long axis, 11,502,000 mL, 'PD') with only volume warnings."""
-    from ..validation import MAX_SPACING_MM, spacing_over_limit
+    from ..validation import MAX_SPACING_MM, converted_unit_hint, spacing_over_limit
 
     if spacing_over_limit(volume):
         shown = ", ".join(f"{s:g}" for s in volume.geometry.spacing)
         raise InputError(f"Label map '{volume.source}' has voxel spacing ({shown}) mm, over {MAX_SPACING_MM:g} mm: "
                          f"the header is wrong (a CT's voxels are at most a few mm). Fix the spacing in the header "
-                         f"(e.g. copy the CT's geometry onto it).")
+                         f"(e.g. copy the CT's geometry onto it).{converted_unit_hint(volume)}")
 
 
 def _refuse_labels_merged_by_header_scale(volume: CTVolume) -> None:

@@ -106,6 +106,9 @@ def _unused_intercept_warnings(path: Path) -> List[str]:
 
 
 NIFTI_UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
+SPATIAL_UNIT_KEY = "nifti_spatial_unit"
+""":attr:`CTVolume.meta` key of a NIfTI whose header is in another unit than mm (``{"unit": "meter",
+"mm_per_unit": 1000.0}``): its spacing and origin were converted, as ITK and 3D Slicer convert them."""
 """The header's spatial unit (``xyzt_units``) in mm; unknown is taken as mm, as ITK and Slicer do."""
 
 
@@ -144,7 +147,25 @@ def _transforms_disagree(header: Any, scale: float) -> bool:
 
 def _nifti_geometry(header, source: str, warn: bool = True) -> Tuple[ImageGeometry, List[str]]:
     """Geometry from a NIfTI header, following nibabel (sform if set, else qform) = ``img.affine``, in mm (a
-    header in metres or microns is converted, :func:`_unit_scale`)."""
+    header in metres or microns is converted, :func:`_unit_scale`; a refusal of the converted spacing or origin
+    names the unit: pixdim 3 in metres was refused as '3000 mm' voxels without a word of why)."""
+    scale, _ = _unit_scale(header)
+    try:
+        return _nifti_geometry_in_mm(header, source, warn)
+    except InputError as exc:
+        if scale == 1.0:
+            raise
+        raise InputError(f"{exc}{unit_conversion_text(str(header.get_xyzt_units()[0]), scale)}") from None
+
+
+def unit_conversion_text(unit: str, mm_per_unit: float) -> str:
+    """The sentence a refusal or warning of a converted NIfTI spacing ends with (a leading space)."""
+    return (f" The NIfTI header gives its spatial unit as {unit}s, so its numbers were multiplied by {mm_per_unit:g} "
+            f"to mm, as ITK and 3D Slicer read them; if they are mm, set the header's xyzt_units to mm.")
+
+
+def _nifti_geometry_in_mm(header, source: str, warn: bool = True) -> Tuple[ImageGeometry, List[str]]:
+    """:func:`_nifti_geometry` without naming the unit in its refusals."""
     scale, warnings = _unit_scale(header)
     sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
     if sform_code <= 0:
@@ -362,6 +383,9 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
             _check_scaling_kept_values_finite(data, slope, inter, path)
     array = to_hu_dtype(data, uint8_if_fits)
     volume = CTVolume(array=array, geometry=geometry, source=str(path), meta={"format": "nifti"})
+    unit_scale = _unit_scale(header)[0]
+    if unit_scale != 1.0:  # named where a spacing is refused (validation.converted_unit_hint): '3000 mm' said nothing
+        volume.meta[SPATIAL_UNIT_KEY] = {"unit": str(header.get_xyzt_units()[0]), "mm_per_unit": unit_scale}
     if int(header["sform_code"]) <= 0 and int(header["qform_code"]) <= 0:
         volume.meta[NIFTI_ORIENTATION_UNKNOWN_KEY] = True  # the writers keep it so (orientation_unknown)
     elif _transforms_disagree(header, _unit_scale(header)[0]):

@@ -1159,6 +1159,46 @@ def test_header_geometry_is_what_read_volume_builds(tmp_path, suffix):
         read_header_geometry(tmp_path / "folder")
 
 
+def test_a_spacing_refused_after_a_unit_conversion_names_the_headers_unit(tmp_path):
+    """A NIfTI whose pixdim reads 3 with xyzt_units metres is read as 3000 mm voxels (as ITK reads it) and refused;
+    the refusal said only '(3000, 3000, 3000) mm ... the header is damaged', nothing of the unit that made it so."""
+    import nibabel as nib
+
+    from LiverTumorSegLib.io.labels import read_label_map
+    from LiverTumorSegLib.validation import check_ct
+
+    data = np.full((6, 5, 4), -100, np.int16)
+    image = nib.Nifti1Image(data, np.diag([3.0, 3.0, 3.0, 1.0]))
+    image.header.set_xyzt_units("meter", "sec")
+    nib.save(image, str(tmp_path / "ct.nii.gz"))
+    with pytest.raises(InputError, match=r"\(3000, 3000, 3000\) mm.*spatial unit as meters, so its numbers were "
+                                         r"multiplied by 1000 to mm.*set the header's xyzt_units to mm"):
+        check_ct(read_volume(tmp_path / "ct.nii.gz"))
+    labels = nib.Nifti1Image(np.zeros((6, 5, 4), np.uint8), np.diag([3.0, 3.0, 3.0, 1.0]))
+    labels.header.set_xyzt_units("meter", "sec")
+    nib.save(labels, str(tmp_path / "labels.nii.gz"))
+    with pytest.raises(InputError, match="spatial unit as meters"):
+        read_label_map(tmp_path / "labels.nii.gz")
+    for spacing_m, unit in ((0.05, "meter"), (50.0, "micron")):  # read (50 mm; 0.05 mm), then refused or warned of
+        varied = data.copy()
+        varied[:, :, :2] = -1000  # air and tissue: an image, not a constant volume
+        odd = nib.Nifti1Image(varied, np.diag([spacing_m, spacing_m, spacing_m, 1.0]))
+        odd.header.set_xyzt_units(unit, "sec")
+        nib.save(odd, str(tmp_path / f"odd_{unit}.nii.gz"))
+        volume = read_volume(tmp_path / f"odd_{unit}.nii.gz")
+        if unit == "meter":
+            with pytest.raises(InputError, match="over 20 mm.*spatial unit as meters"):
+                check_ct(volume)
+        else:
+            warned = [w for w in check_ct(volume, allow_non_hu=True) if "very small voxel spacing" in w]
+            assert warned and "spatial unit as microns, so its numbers were multiplied by 0.001" in warned[0]
+    plain = nib.Nifti1Image(np.zeros((6, 5, 4), np.uint8), np.diag([300.0, 300.0, 300.0, 1.0]))
+    nib.save(plain, str(tmp_path / "plain.nii.gz"))  # in mm: no word of a unit
+    with pytest.raises(InputError) as refused:
+        read_label_map(tmp_path / "plain.nii.gz")
+    assert "spatial unit" not in str(refused.value)
+
+
 @pytest.mark.parametrize("unit, per_mm", [("meter", 0.001), ("micron", 1000.0), ("mm", 1.0)])
 def test_a_nifti_in_metres_or_microns_is_read_in_mm_as_itk_reads_it(tmp_path, unit, per_mm):
     """nibabel does not convert the header's spatial unit; ITK (so Slicer) does. A CT stored in metres was read

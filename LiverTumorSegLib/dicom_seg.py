@@ -59,10 +59,12 @@ its SNOMED-RT form (PS3.16's SRT-to-SCT mapping)."""
 SEGMENT_RGB = {1: (221, 130, 101), 2: (144, 238, 144)}
 
 
-HIGHDICOM_MINIMUM = (0, 23)
-"""The oldest highdicom our SEG code works with (pyproject's ``highdicom>=0.23``, which needs pydicom 3 and Python
->= 3.10): highdicom 0.22, the last for pydicom 2 and Python 3.9, has no ``CIELabColor.from_rgb`` and no label-map
-SEGs, and writing a SEG with it ended in 'internal error: AttributeError'."""
+HIGHDICOM_MINIMUM = (0, 28)
+"""The oldest highdicom our SEG code works with (pyproject's ``highdicom>=0.28``, which needs pydicom 3.0.1 and Python
+>= 3.10): 0.28 brought ``highdicom.enum.SpecificCharacterSetValues`` (writing a SEG with 0.23-0.27 ended in 'internal
+error: ImportError') and 0.24 ``Segmentation.get_volume`` (reading one with 0.23 was refused as 'not a regular 3D
+volume'); both found by installing each release (the minimal-install audit, 1 Dec 2026). highdicom 0.22, the last for
+pydicom 2 and Python 3.9, has no ``CIELabColor.from_rgb`` and no label-map SEGs."""
 
 
 def _highdicom():

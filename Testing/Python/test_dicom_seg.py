@@ -715,16 +715,19 @@ def test_a_valid_label_map_seg_is_checked_by_each_frames_maximum_not_by_sorting_
     assert dicom_seg._undefined_label_value(path, {0, 1, 2, 5}) == (None, None)
 
 
-def test_a_highdicom_older_than_0_23_is_named_not_an_internal_error(series, tmp_path, monkeypatch):
-    """highdicom 0.22 (the last for pydicom 2 and Python 3.9) lacks CIELabColor.from_rgb: writing a SEG with it
-    ended in 'internal error: AttributeError' (seen on Python 3.9 with highdicom 0.22.0). Its version is now
-    checked first, and nothing is written."""
+@pytest.mark.parametrize("old", ["0.22.0", "0.27.0"])
+def test_a_highdicom_older_than_0_28_is_named_not_an_internal_error(series, tmp_path, monkeypatch, old):
+    """highdicom 0.22 (the last for pydicom 2 and Python 3.9) lacks CIELabColor.from_rgb, and 0.23-0.27 lack
+    highdicom.enum.SpecificCharacterSetValues (and 0.23 Segmentation.get_volume): writing a SEG with them ended in
+    'internal error: AttributeError' or 'ImportError' (0.22.0 seen on Python 3.9; 0.23-0.27 installed one by one by
+    the minimal-install audit). The version is checked first, and nothing is written."""
     folder, ct, labels = series
-    monkeypatch.setattr(hd, "__version__", "0.22.0")
-    with pytest.raises(InputError, match=r"DICOM SEG needs highdicom 0\.23 or newer \(with pydicom 3, Python >= "
-                                         r"3\.10\); this Python has highdicom 0\.22\.0\..*-o result\.seg\.nrrd"):
+    monkeypatch.setattr(hd, "__version__", old)
+    with pytest.raises(InputError, match=r"DICOM SEG needs highdicom 0\.28 or newer \(with pydicom 3, Python >= "
+                                         rf"3\.10\); this Python has highdicom {old.replace('.', '[.]')}\..*"
+                                         r"-o result\.seg\.nrrd"):
         write_dicom_seg(tmp_path / "result.dcm", labels, ct.geometry, dicom_series_files(folder), model_name="x")
     assert not (tmp_path / "result.dcm").exists()
-    monkeypatch.setattr(hd, "__version__", "0.27.0")
+    monkeypatch.setattr(hd, "__version__", "0.28.0")
     assert is_dicom_seg(write_dicom_seg(tmp_path / "result.dcm", labels, ct.geometry, dicom_series_files(folder),
                                         model_name="x"))

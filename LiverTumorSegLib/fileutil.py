@@ -1139,17 +1139,28 @@ def move_all_or_none(moves: Sequence[Tuple[Path, Path]], overwrite: bool = True)
             replace_file(source, target)
             placed.append(target)
     except BaseException:
-        for target in placed:
-            with contextlib.suppress(OSError):
-                target.unlink()
-        for target, backup in moved:
-            if os.path.lexists(backup):  # not when the signal came before its rename
-                with contextlib.suppress(OSError):
-                    replace_file(backup, target)
+        # with a second Ctrl-C or SIGTERM held until it is done: one landing inside it left the outputs half new,
+        # half the user's, with the user's earlier report hidden (the interruption audit)
+        from .training.interrupts import interrupts_deferred
+
+        with interrupts_deferred():
+            _put_back(placed, moved)
         raise
     for _, backup in moved:
         _remove_replaced(backup)
     return placed
+
+
+def _put_back(placed: List[Path], moved: List[Tuple[Path, Path]]) -> None:
+    """Undo :func:`move_all_or_none`'s placements: remove the new files ``placed``, and put each set-aside earlier
+    version back (``moved``: ``(target, backup)``). Never raises OSError."""
+    for target in placed:
+        with contextlib.suppress(OSError):
+            target.unlink()
+    for target, backup in moved:
+        if os.path.lexists(backup):  # not when the signal came before its rename
+            with contextlib.suppress(OSError):
+                replace_file(backup, target)
 
 
 def _remove_replaced(backup: Path) -> None:

@@ -1138,3 +1138,35 @@ def test_a_set_aside_output_whose_visible_name_is_taken_is_left_hidden_and_named
                     f"that was stopped while replacing it; move it elsewhere or delete it."]
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {
         "r.json": "newer", f".r.json.{dead}.old": "earlier", f"r.json.{dead}.old": "kept from before"}
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGINT") or sys.platform == "win32",
+                    reason="a signal sent to this process")
+def test_a_second_ctrl_c_during_the_rollback_waits_until_every_earlier_output_is_back(tmp_path, monkeypatch):
+    """A Ctrl-C on a placement starts the rollback; a second one landing in it (a double Ctrl-C, SIGTERM then SIGHUP)
+    ended it half done: the label map the user's, the report this run's, the user's report hidden (the interruption
+    audit). The rollback now holds such a signal until it is done, then the run stops."""
+    import signal
+
+    for name in ("labels.nii.gz", "report.json"):
+        (tmp_path / name).write_text("user " + name)
+    for name in ("new_labels", "new_report"):
+        (tmp_path / name).write_text("new")
+    real, calls = fileutil.replace_file, [0]
+
+    def replace(source, target):
+        calls[0] += 1
+        real(source, target)
+        if calls[0] == 4:  # the second placement: Ctrl-C, as the handler raises it
+            raise KeyboardInterrupt
+        if calls[0] == 5:  # the rollback's first step: a second Ctrl-C, a real signal
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(fileutil, "replace_file", replace)
+    with pytest.raises(KeyboardInterrupt):
+        fileutil.move_all_or_none([(tmp_path / "new_labels", tmp_path / "labels.nii.gz"),
+                                   (tmp_path / "new_report", tmp_path / "report.json")])
+    assert calls[0] >= 6  # the rollback went on past the second signal
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.nii.gz", "report.json"]
+    assert [(tmp_path / n).read_text() for n in ("labels.nii.gz", "report.json")] == ["user labels.nii.gz",
+                                                                                      "user report.json"]

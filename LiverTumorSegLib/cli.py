@@ -832,8 +832,11 @@ def _main(argv: Optional[List[str]] = None) -> int:
         with cli_wording():  # messages name --flags, not Python arguments
             return int(args._run(args) or 0)
     except LiverTumorSegError as exc:
-        if args.debug:
-            raise
+        if args.debug:  # the traceback, and still exit 2: a user error is not made an internal one (exit 1) by
+            # --debug, which a caller of --progress json reads as a bug
+            import traceback
+
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C, or Terminated (SIGTERM, SIGHUP)
@@ -843,9 +846,13 @@ def _main(argv: Optional[List[str]] = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except Exception as exc:  # noqa: BLE001 - last-resort message for bugs
-        if args.debug:
-            raise
         text = user_error_text(exc, batch_size_option=hasattr(args, "batch_size"))  # segment, train, crossval
+        if args.debug:
+            if text is None and peer_process_failure_text(exc) is None:
+                raise  # an internal error: the traceback, exit 1
+            import traceback
+
+            traceback.print_exc()  # a user error (out of memory, ...) keeps its exit 2 under --debug
         if text is not None:
             print(f"error: {text}", file=sys.stderr)
             return 2

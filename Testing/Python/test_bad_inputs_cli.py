@@ -832,11 +832,11 @@ def test_real_process_exit_code_and_traceback_only_with_debug(tmp_path, debug):
     argv = [sys.executable, "-m", "LiverTumorSegLib"] + (["--debug"] if debug else []) + [
         "preprocess", str(bad), "-o", str(tmp_path / "preview.png")]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # a user error with --debug too (it exited 1, an internal error's code)
     if debug:
         assert "Traceback" in proc.stderr and "InputError" in proc.stderr
+        assert proc.stderr.rstrip().splitlines()[-1].startswith("error: Cannot read")
     else:
-        assert proc.returncode == 2
         assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
         assert proc.stderr.startswith("error: Cannot read") and "Traceback" not in proc.stderr
     assert not (tmp_path / "preview.png").exists()

@@ -792,10 +792,33 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
     cases = [BatchCase(case_id, path, output_folder / f"{case_id}{suffix}", reports / f"{case_id}.json",
                        None if probability_folder is None else probability_folder / f"{case_id}{suffix}")
              for case_id, path in pairs]
+    _check_output_names_fit(input_path, cases)
     if probability_folder is not None:  # first: the folder's own message, not one of its maps' (an input CT)
         _check_probability_folder_holds_no_ct(input_path, cases, probability_folder)
     _check_outputs_are_not_inputs(input_path, output_folder, cases)
     return cases
+
+
+def _check_output_names_fit(input_path: Path, cases: Sequence[BatchCase]) -> None:
+    """InputError naming the first case whose output, report or probability file name is longer than its folder's
+    file system takes (:func:`~..fileutil._longest_name`, bytes): a 250-character case_id stopped the whole batch
+    after the model load with "File name too long", naming neither the case nor a way out, and the other cases
+    were not segmented (the interruption audit)."""
+    from ..fileutil import _longest_name
+
+    for case in cases:
+        for path in (case.output_path, case.report_path, case.probability_path):
+            if path is None:
+                continue
+            limit = _longest_name(path.parent)
+            size = len(os.fsencode(path.name))  # the bytes the file system counts (a non-UTF-8 name's too)
+            if size > limit:
+                where = (f"Case list '{input_path}': case_id" if input_path.is_file() else
+                         f"The CT '{case.input_path}' names its case")
+                raise InputError(f"{where} '{case.case_id}' makes the output file name '{path.name}' "
+                                 f"{size} bytes long, over the {limit} bytes a file name may "
+                                 f"have in '{path.parent}'; give it a shorter case_id"
+                                 f"{' (a case list with a case_id column names it)' if not input_path.is_file() else ''}.")
 
 
 def _read_case(case: BatchCase, allow_non_hu: bool, share: CoreShare, aligned_for_model: bool = True) -> tuple:

@@ -42,6 +42,26 @@ def write_phantoms(folder, count=3):
     return paths
 
 
+def test_a_case_whose_output_name_is_too_long_is_refused_before_the_model_loads(tmp_path):
+    """A 250-character case_id made 'OUT/<case_id>.nii.gz' longer than a file name may be: the batch stopped after
+    the model load with 'File name too long', naming neither the case nor a way out, and no case was segmented
+    (the interruption audit). It is refused with the others' checks, naming the case."""
+    paths = write_phantoms(tmp_path / "cts", 2)
+    listing = tmp_path / "list.csv"
+    long_id = "z" * 250
+    listing.write_text(f"case_id,image\n{long_id},cts/ct_0.nii.gz\nok,cts/ct_1.nii.gz\n")
+    with pytest.raises(InputError, match=rf"case_id '{long_id}' makes the output file name '{long_id}.nii.gz' "
+                                         r"257 bytes long, over the 255 bytes"):
+        find_cases(listing, tmp_path / "out")
+    listing.write_text(f"case_id,image\n{'z' * 240},cts/ct_0.nii.gz\n")  # 247 bytes with .nii.gz: it fits
+    assert find_cases(listing, tmp_path / "out")[0].output_path.name == "z" * 240 + ".nii.gz"
+    named = tmp_path / "long"  # a folder's CT named so names its case by the file
+    named.mkdir()
+    shutil.copy(paths[0], named / ("y" * 250 + ".mha"))
+    with pytest.raises(InputError, match="names its case 'y+' makes the output file name .* shorter case_id"):
+        find_cases(named, tmp_path / "out2")
+
+
 def oracle_engine(predictor=oracle_predictor):
     return SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4, batch_predictor=predictor)
 

@@ -168,6 +168,16 @@ class _TqdmProgress:
             self.bar.update(target - self.bar.n)
         self.bar.set_description_str(stage, refresh=False)
 
+    def logging_beside_bar(self) -> Any:
+        """A context in which log lines (the run's warnings) are written through tqdm, each on a line of its own with
+        the bar redrawn below it: logged while the bar was open, a warning began in the middle of the bar's line
+        ('lesion report 95%|...| 00:10warning: The scan starts ...'), on a terminal and in a log file alike."""
+        if self.bar is None:
+            return contextlib.nullcontext()
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        return logging_redirect_tqdm()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -567,7 +577,8 @@ def run(args: argparse.Namespace) -> int:
         check_batch_folder_has_cts(args.input, args.output)
     progress = _TqdmProgress(enabled=args.progress == "bar")
     try:
-        result = _segment(args, progress=progress)
+        with progress.logging_beside_bar():
+            result = _segment(args, progress=progress)
     finally:
         progress.close()
     _print_summary(args, result, sys.stdout)

@@ -485,3 +485,27 @@ def test_segment_file_seconds_cover_the_whole_run(tmp_path, tiny_package, monkey
     wall = time_module.perf_counter() - start
     assert 0.5 <= result.seconds <= wall
     assert result.seconds >= result.report["timings_s"]["read"]
+
+
+def test_warnings_logged_while_the_progress_bar_is_open_begin_their_own_line(tmp_path):
+    """A warning logged during the run was written into the bar's line ('lesion report 95%|...| 00:10warning: The
+    scan starts ...'), on a terminal and in a log file: 'grep ^warning' found none. Log lines now go through the bar,
+    each on a line of its own (the interruption audit). A real run of the bundled model on the 30-slice test CT,
+    whose liver reaches its last slice (a warning every run gives), with stderr a file as in a log."""
+    import subprocess
+    import sys
+
+    from bundled_model_helpers import bundled_default_model_or_skip
+
+    bundled_default_model_or_skip()
+    ct = Path(__file__).resolve().parents[1] / "Data" / "example_ct_sm.nii.gz"
+    with open(tmp_path / "log.txt", "w") as log:
+        proc = subprocess.run([sys.executable, "-m", "LiverTumorSegLib", "segment", str(ct), "-o",
+                               str(tmp_path / "seg.nii.gz"), "--threads", "1"], stderr=log, stdout=subprocess.PIPE,
+                              text=True, timeout=600, cwd=str(tmp_path))
+    assert proc.returncode == 0
+    text = (tmp_path / "log.txt").read_text()
+    assert "%|" in text  # the bar was drawn (it shows from half a second on)
+    pieces = re.split(r"[\r\n]", text)
+    warned = [p for p in pieces if "The scan starts or ends inside the liver" in p]
+    assert warned and all(p.startswith("warning: ") for p in warned), warned

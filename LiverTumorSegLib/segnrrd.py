@@ -407,6 +407,7 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
     masks: Dict[int, np.ndarray] = {1: np.zeros(labels.shape, bool), 2: np.zeros(labels.shape, bool)}
     ignored = []
     ignored_voxels = {}  # type: Dict[str, int]
+    tumor_segments = []  # type: List[Tuple[str, int, int]]  # (name, layer, value) of each tumor segment
     for index, segment in enumerate(segments):
         label = label_of_segment(segment)
         layer = _int_field(segment, "Layer", index if layers > 1 else 0, path)  # in range: check_segment_fields
@@ -417,6 +418,16 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
             ignored_voxels[name] = ignored_voxels.get(name, 0) + int(np.count_nonzero(array[..., layer] == value))
             continue
         masks[label] |= array[..., layer] == value
+        if label == 2:
+            tumor_segments.append((segment.get("Name") or segment.get("ID") or f"Segment{index}", layer, value))
+    no_space = "NRRD_space" not in metadata  # sides unknown, as for a plain NRRD without 'space' (io.itk)
+    if no_space:
+        from .io.itk import nrrd_without_space_text
+
+        notes.append(nrrd_without_space_text(path))
+    joined = _touching_tumor_segments_text(array, masks[2], tumor_segments, path)
+    if joined:
+        notes.append(joined)
     if len(ignored) == len(segments):
         raise LabelError(f"'{path}' holds the segments {', '.join(repr(n) for n in ignored)}, none of them liver or "
                          f"tumor; name them 'Liver' and 'Liver tumor' (as segment writes them).")
@@ -429,6 +440,10 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
     volume = CTVolume(array=labels, geometry=geometry, source=str(path))
     volume.meta["format"] = "seg.nrrd"
     volume.meta["segments"] = [s.get("Name", "") for s in segments]
+    if no_space:
+        from .volume import ORIENTATION_ASSUMED_KEY
+
+        volume.meta[ORIENTATION_ASSUMED_KEY] = True
     stand_in = _all_segments_empty(segments) and not labels.any()
     if stand_in:  # the grid of its one stand-in voxel is not used, so what the reader says of it does not matter
         notes = []
@@ -451,6 +466,33 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
         full_grid = CTVolume(array=np.broadcast_to(np.uint8(0), grid[1]), geometry=grid[0], source=str(path))
         volume = embed_in_reference(volume, full_grid)
     return volume
+
+
+def _touching_tumor_segments_text(array: np.ndarray, tumor: np.ndarray, tumor_segments: List[Tuple[str, int, int]],
+                                  path: Path) -> str:
+    """A warning naming tumor segments whose voxels touch (26-connected, the lesions' own rule) and so read as one
+    lesion; '' when there are fewer than two tumor segments or none touch. Segments a reader drew apart (Slicer's
+    'Split islands to segments', 'Liver tumor -_1', 'Liver tumor -_2') became one lesion, one RECIST target,
+    without a word (the lesion-report audit). ``array``: the file's ``(z, y, x, layers)`` voxels; ``tumor``: their
+    union."""
+    if len(tumor_segments) < 2 or not tumor.any():
+        return ""
+    from scipy import ndimage
+
+    parts, _ = ndimage.label(tumor, structure=np.ones((3, 3, 3), bool))
+    owners = {}  # type: Dict[int, List[str]]  # part: the segments in it
+    for name, layer, value in tumor_segments:
+        for part in np.unique(parts[array[..., layer] == value]):
+            if part and name not in owners.setdefault(int(part), []):
+                owners[int(part)].append(name)
+    groups = [names for names in owners.values() if len(names) > 1]
+    if not groups:
+        return ""
+    shown = "; ".join(" and ".join(repr(n) for n in names[:5]) + (" ..." if len(names) > 5 else "")
+                      for names in groups[:5]) + (" ..." if len(groups) > 5 else "")
+    return (f"'{path.name}' has tumor segments that touch ({shown}): lesions are the connected parts of the tumor "
+            f"label (26-connected), so each group is measured as one lesion. If they are separate lesions, leave "
+            f"a voxel between them, or measure each segment's file alone")
 
 
 def _empty_on_its_grid(volume: CTVolume, metadata: Dict[str, str], reference: Optional[CTVolume],

@@ -1274,10 +1274,7 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
         # no anatomical space: ITK (and 3D Slicer) take the axes as L, P, S; a NRRD stored right to left was segmented
         # mirrored (liver Dice 0) and its preview drew R and L as facts, with no word of doubt
         volume.meta[ORIENTATION_ASSUMED_KEY] = True
-        notes.append(f"the NRRD header of '{path.name}' has no 'space' field, so which patient side each axis runs to "
-                     f"is unknown: it was read as ITK and 3D Slicer read it, the axes running to the patient's left, "
-                     f"back and head (LPS). If left and right or front and back look wrong, re-export the CT with its "
-                     f"orientation (a 'space: left-posterior-superior' line with 'space directions')")
+        notes.append(nrrd_without_space_text(path))
     if notes:
         volume.meta.setdefault("warnings", []).extend(notes)
     from .formats import CONTENT_KEY
@@ -1285,6 +1282,15 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     if tags.HasMetaDataKey(CONTENT_KEY):  # what a file written by this library says its voxels are
         volume.meta["content"] = tags.GetMetaData(CONTENT_KEY).strip()
     return volume
+
+
+def nrrd_without_space_text(path: Path) -> str:
+    """The warning for a NRRD (or ``.seg.nrrd``) whose header has no ``space`` field: its sides are unknown, and it
+    was read as ITK and 3D Slicer read it (LPS)."""
+    return (f"the NRRD header of '{Path(path).name}' has no 'space' field, so which patient side each axis runs to is "
+            f"unknown: it was read as ITK and 3D Slicer read it, the axes running to the patient's left, back and "
+            f"head (LPS). If left and right or front and back look wrong, re-export it with its orientation (a "
+            f"'space: left-posterior-superior' line with 'space directions')")
 
 
 FIRST_SLICE_MAX_BYTES = 64 << 20

@@ -84,14 +84,19 @@ def test_measure_says_a_seg_nrrd_has_more_slices_or_no_spacing_as_it_says_it_of_
     edited = _fewer_slices(write_seg_nrrd_by_hand(tmp_path / "edited.seg.nrrd", [labels], [LIVER, TUMOR],
                                                   encoding="gzip"))
     bare = _without_spacing(write_seg_nrrd_by_hand(tmp_path / "bare.seg.nrrd", [labels], [LIVER, TUMOR]))
-    for path, said in ((edited, EXTRA_SLICES.format(n=960)), (bare, NO_SPACING)):
+    from LiverTumorSegLib.io.itk import nrrd_without_space_text
+
+    for path, said in ((edited, [EXTRA_SLICES.format(n=960)]),
+                       (bare, [NO_SPACING, nrrd_without_space_text(bare)])):  # no 'space' either: sides unknown
         stderr, report = _measure(path, capsys)
-        cut = report["warnings"][1:]  # the phantom's liver lies on the scan's first or last slice: segment's note
+        cut = report["warnings"][len(said):]  # the phantom's liver lies on the scan's first or last slice
         assert len(cut) == 1 and cut[0].startswith("The scan starts or ends inside the liver")
-        assert stderr == [f"warning: {said}", f"warning: {cut[0]}"] and report["warnings"] == [said] + cut
+        assert stderr == [f"warning: {w}" for w in said + cut] and report["warnings"] == said + cut
         plain = tmp_path / path.name.replace(".seg.nrrd", ".nrrd")
         plain.write_bytes(path.read_bytes())
-        assert _measure(plain, capsys) == (stderr, dict(report, labels=str(plain)))
+        named = (lambda text: text.replace(f"'{path.name}'", f"'{plain.name}'"))  # a warning names its file
+        assert _measure(plain, capsys) == ([named(w) for w in stderr],
+                                           dict(report, labels=str(plain), warnings=[named(w) for w in report["warnings"]]))
     # 1 mm assumed: the liver's volume is its voxel count in mL / 1000, as the warning says
     assert report["liver_volume_ml"] == pytest.approx(np.count_nonzero(labels) / 1000.0)
 
@@ -103,8 +108,12 @@ def test_evaluate_records_the_reader_warnings_of_a_seg_nrrd(tmp_path):
         _without_spacing(write_seg_nrrd_by_hand(tmp_path / folder / "case1.seg.nrrd", [labels], [LIVER, TUMOR]))
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o",
                  str(tmp_path / "ev"), "--no-plots", "--no-surface", "--no-progress"]) == 0
+    from LiverTumorSegLib.io.itk import nrrd_without_space_text
+
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
-    assert summary["warnings"] == {"case1": [f"prediction: {NO_SPACING}", f"reference: {NO_SPACING}"]}
+    no_space = nrrd_without_space_text(Path("case1.seg.nrrd"))  # no 'space' either: its sides are unknown
+    assert summary["warnings"] == {"case1": [f"prediction: {NO_SPACING}", f"prediction: {no_space}",
+                                             f"reference: {NO_SPACING}", f"reference: {no_space}"]}
 
 
 def test_an_empty_stand_in_without_spacing_reads_on_its_recorded_grid_without_the_1_mm_note(tmp_path):
@@ -136,3 +145,32 @@ def test_measure_says_a_left_out_segment_once(tmp_path, capsys):
     assert len(left_out) == 1 and left_out[0].startswith("warning: ") and "left out" in left_out[0], proc.stderr
     report = json.loads(out.read_text())
     assert [w for w in report["warnings"] if "'Portal vein'" in w] == [left_out[0][len("warning: "):]]
+
+
+def test_tumor_segments_that_touch_are_named_as_one_lesion(tmp_path, capsys):
+    """Two tumor segments a reader drew apart ('Liver tumor -_1', '-_2', as Slicer's Split islands names them) whose
+    voxels touch were measured as one lesion, one RECIST target, without a word (the lesion-report audit). They are
+    still one lesion (the lesions' own rule: 26-connected parts of label 2), and a warning says so; segments apart,
+    or one tumor segment, give none."""
+    stored = np.zeros((10, 40, 40), np.uint8)
+    stored[2:8, 5:35, 5:35] = 1
+    stored[3:6, 10:20, 10:20] = 2  # 'Liver tumor -_1'
+    stored[3:6, 10:20, 20:28] = 3  # 'Liver tumor -_2', touching it across a face
+    tumors = [{"ID": "t1", "Name": "Liver tumor -_1", "Layer": "0", "LabelValue": "2"},
+              {"ID": "t2", "Name": "Liver tumor -_2", "Layer": "0", "LabelValue": "3"}]
+    path = write_seg_nrrd_by_hand(tmp_path / "split.seg.nrrd", [stored], [LIVER] + tumors, spacing=(1.0, 1.0, 3.0))
+    said = [w for w in read_label_map(path).meta.get("warnings", []) if "touch" in w]
+    assert said == ["'split.seg.nrrd' has tumor segments that touch ('Liver tumor -_1' and 'Liver tumor -_2'): "
+                    "lesions are the connected parts of the tumor label (26-connected), so each group is measured "
+                    "as one lesion. If they are separate lesions, leave a voxel between them, or measure each "
+                    "segment's file alone"]
+    printed, report = _measure(path, capsys)
+    assert report["lesion_count"] == 1 and any("touch" in w for w in report["warnings"])
+    assert any("tumor segments that touch" in line for line in printed)
+    apart = stored.copy()
+    apart[3:6, 10:20, 20] = 1  # a voxel of liver between them: two lesions, no warning
+    path = write_seg_nrrd_by_hand(tmp_path / "apart.seg.nrrd", [apart], [LIVER] + tumors, spacing=(1.0, 1.0, 3.0))
+    assert not [w for w in read_label_map(path).meta.get("warnings", []) if "touch" in w]
+    one = np.where(stored == 3, 2, stored)
+    path = write_seg_nrrd_by_hand(tmp_path / "one.seg.nrrd", [one], [LIVER, TUMOR], spacing=(1.0, 1.0, 3.0))
+    assert not [w for w in read_label_map(path).meta.get("warnings", []) if "touch" in w]

@@ -2,6 +2,7 @@
 writes (cancel/failure leave nothing), one-line errors, CPU fallback, --sample."""
 import argparse
 import json
+import os
 import re
 from pathlib import Path
 
@@ -499,12 +500,12 @@ def test_warnings_logged_while_the_progress_bar_is_open_begin_their_own_line(tmp
 
     bundled_default_model_or_skip()
     ct = Path(__file__).resolve().parents[1] / "Data" / "example_ct_sm.nii.gz"
-    with open(tmp_path / "log.txt", "w") as log:
+    with open(tmp_path / "log.txt", "wb") as log:  # bytes: the bar's blocks are UTF-8, whatever this locale says
         proc = subprocess.run([sys.executable, "-m", "LiverTumorSegLib", "segment", str(ct), "-o",
                                str(tmp_path / "seg.nii.gz"), "--threads", "1"], stderr=log, stdout=subprocess.PIPE,
-                              text=True, timeout=600, cwd=str(tmp_path))
+                              timeout=600, cwd=str(tmp_path), env=dict(os.environ, PYTHONIOENCODING="utf-8"))
     assert proc.returncode == 0
-    text = (tmp_path / "log.txt").read_text()
+    text = (tmp_path / "log.txt").read_bytes().decode("utf-8", "replace")
     assert "%|" in text  # the bar was drawn (it shows from half a second on)
     pieces = re.split(r"[\r\n]", text)
     warned = [p for p in pieces if "The scan starts or ends inside the liver" in p]

@@ -564,10 +564,12 @@ def _read_labels(pred_path: Path, ref_path: Path, label_maps: Tuple[Optional[dic
 def _scale_undecided(prob, divisor: float) -> bool:
     """Whether a probability map read with ``divisor`` (:func:`~..io.probability.probability_divisor`) holds
     integers whose scale its file does not settle: untagged integers of only 0 and 1, a hard 0/1 map or a confident
-    255 x p map (tumor-free: its highest value 1 = 1/255)."""
+    255 x p map (tumor-free: its highest value 1 = 1/255). An all-zero map is 0 in any scale (it was named as read
+    in 255ths); a map stored as floats is probabilities (the reader keeps it float)."""
     import numpy as np
 
-    return bool(np.issubdtype(np.asarray(prob).dtype, np.integer)) and divisor == 1.0
+    array = np.asarray(prob)
+    return bool(np.issubdtype(array.dtype, np.integer)) and divisor == 1.0 and bool(array.size) and array.max() == 1
 
 
 def _pool_undecided(roc, froc_cases: list, undecided: list, integer_255: bool) -> Optional[str]:

@@ -17,6 +17,13 @@ def _fits_int16(lo: float, hi: float) -> bool:
     return _INT16_MIN <= lo and hi <= _INT16_MAX
 
 
+STORED_FLOATING_KEY = "stored_floating"
+""":attr:`CTVolume.meta` key set by the file readers when the file stores floating-point voxels, which
+:func:`to_hu_dtype` may have made integers (whole numbers): a probability map of floats holding only 0.0 and 1.0
+is probabilities 0 and 1, not an untagged integer map of unknown scale (``evaluate`` read it as 0 and 1/255 beside
+255 x p maps)."""
+
+
 def to_hu_dtype(array: np.ndarray, uint8_if_fits: bool = False) -> np.ndarray:
     """Return ``array`` as int16 when every value is an integer in the int16 range, else as float32.
 

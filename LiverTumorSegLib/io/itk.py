@@ -16,7 +16,8 @@ from ..errors import InputError, out_of_memory_error, raise_if_out_of_memory
 from ..fileutil import full_suffix
 from ..volume import CTVolume, ImageGeometry
 from .conversions import (_check_3d_shape, check_data_fits_file, check_geometry_values, check_memory_for_read,
-                          data_after_voxels_warning, hu_copy_itemsize, to_hu_dtype, unit_direction)
+                          data_after_voxels_warning, hu_copy_itemsize, to_hu_dtype, unit_direction,
+                          STORED_FLOATING_KEY)
 
 
 def _sitk():
@@ -86,13 +87,17 @@ def _volume_from_sitk(image, source: str, uint8_if_fits: bool = False) -> CTVolu
     # the HU array made from a view of the image's buffer, copied only when it is that buffer (an int16 CT): numpy's
     # copy (GetArrayFromImage) and then the HU copy held 3 copies of an int32 or float64 read at once, not 2
     view = sitk.GetArrayViewFromImage(image).reshape(tuple(shape)[::-1])
+    stored_floating = np.issubdtype(view.dtype, np.floating)
     array = to_hu_dtype(view, uint8_if_fits)
     if np.may_share_memory(array, view):  # the view lives only as long as the image: an array of its own
         array = np.array(array, copy=True)
     del view
     # already in its HU type: _volume_from_voxels's to_hu_dtype checked every voxel a second time, its temporaries
     # beside the image and the copy (a 20 x 512 x 512 float32 NRRD peaked at 12.0 bytes a voxel, counted 8; RSS)
-    return _volume_from_voxels(array, spacing, origin, direction, source, uint8_if_fits, hu_checked=True)
+    volume = _volume_from_voxels(array, spacing, origin, direction, source, uint8_if_fits, hu_checked=True)
+    if stored_floating:
+        volume.meta[STORED_FLOATING_KEY] = True
+    return volume
 
 
 def _volume_from_voxels(voxels_zyx: np.ndarray, spacing_xyz: Sequence[float], origin_xyz: Sequence[float],
@@ -105,7 +110,10 @@ def _volume_from_voxels(voxels_zyx: np.ndarray, spacing_xyz: Sequence[float], or
     spacing, direction = unit_direction(spacing_xyz, direction)
     geometry = ImageGeometry(spacing=spacing, origin=tuple(origin_xyz), direction=direction)
     array = voxels_zyx if hu_checked else to_hu_dtype(voxels_zyx, uint8_if_fits)
-    return CTVolume(array=array, geometry=geometry, source=source)
+    volume = CTVolume(array=array, geometry=geometry, source=source)
+    if not hu_checked and np.issubdtype(voxels_zyx.dtype, np.floating):
+        volume.meta[STORED_FLOATING_KEY] = True
+    return volume
 
 
 def _itk_itemsize(pixel_id: int) -> int:

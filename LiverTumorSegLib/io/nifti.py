@@ -10,7 +10,8 @@ from ..errors import CancelledError, InputError, raise_if_out_of_memory
 from ..fileutil import full_suffix, with_lower_suffix, written_suffix
 from ..volume import PLACEMENT_META_KEYS, CTVolume, ImageGeometry
 from .conversions import (_check_3d_shape, _check_header_spacing, axes_are_orthogonal, check_geometry_values,
-                          check_data_fits_file, hu_copy_itemsize, check_memory_for_read, data_after_voxels_warning, to_hu_dtype)
+                          check_data_fits_file, hu_copy_itemsize, check_memory_for_read, data_after_voxels_warning, to_hu_dtype,
+                          STORED_FLOATING_KEY)
 from .formats import _SUPPORTED_TEXT
 
 
@@ -381,8 +382,11 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
             data += np.float32(inter)
         if can_overflow:
             _check_scaling_kept_values_finite(data, slope, inter, path)
+    stored_floating = header.get_data_dtype().kind == "f"
     array = to_hu_dtype(data, uint8_if_fits)
     volume = CTVolume(array=array, geometry=geometry, source=str(path), meta={"format": "nifti"})
+    if stored_floating:
+        volume.meta[STORED_FLOATING_KEY] = True
     unit_scale = _unit_scale(header)[0]
     if unit_scale != 1.0:  # named where a spacing is refused (validation.converted_unit_hint): '3000 mm' said nothing
         volume.meta[SPATIAL_UNIT_KEY] = {"unit": str(header.get_xyzt_units()[0]), "mm_per_unit": unit_scale}

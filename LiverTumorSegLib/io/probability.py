@@ -76,11 +76,19 @@ def read_probability_levels(path, reference, not_on_grid: str,
     from .labels import GEOMETRY_TOLERANCE, describe_grid_mismatch, onto_reference_grid
     from .reading import read_volume
 
+    import numpy as np
+
+    from .conversions import STORED_FLOATING_KEY
+
     read = read_volume(path, uint8_if_fits=True)  # an integer map of 0..255 as uint8: no int16 copy
     placed = onto_reference_grid(read, reference, GEOMETRY_TOLERANCE)
     if placed is None:
         raise error_class(f"{not_on_grid}: {'; '.join(describe_grid_mismatch(read, reference, GEOMETRY_TOLERANCE))}. Give the map "
                           f"written with this segmentation (segment --probabilities).")
+    if read.meta.get(STORED_FLOATING_KEY) and np.issubdtype(placed.array.dtype, np.integer):
+        # floats of whole numbers only (a hard 0.0/1.0 map), made integers by the reader: floats again, so that they
+        # are probabilities 0 and 1, not integers of unknown scale (read as 0 and 1/255 beside 255 x p maps)
+        return placed.array.astype(np.float32), 1.0
     return placed.array, probability_divisor(placed.array, path, read.meta.get("content", ""))
 
 

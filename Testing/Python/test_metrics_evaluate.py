@@ -296,6 +296,41 @@ def test_an_untagged_0_1_map_takes_the_scale_of_the_sets_other_integer_maps(tmp_
     assert "probability_scale" not in summary
 
 
+def test_a_float_map_of_0_and_1_stays_probabilities_beside_255_maps_and_an_all_zero_map_is_no_scale_question(
+        tmp_path, caplog):
+    """A map stored as floats holding only 0.0 and 1.0 (a hard map) was made integers by the reader and then read as
+    0 and 1/255 beside segment's 255 x p maps: its lesions' FROC confidences 0.0039 instead of 1, a wrong pooled AUC
+    (0.748 against 0.996 in the metrics audit's example), under a warning telling the user to store floats, as was
+    done. An untagged all-zero map was named among the maps of unknown scale, though 0 is 0 in any scale."""
+    from LiverTumorSegLib.metrics.roc import RocAccumulator
+
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    shape = (6, 24, 24)
+    ref_a = np.ones(shape, np.uint8)
+    ref_a[2:4, 8:14, 8:14] = 2
+    prob_a = np.full(shape, 30, np.uint8)
+    prob_a[2:4, 8:14, 8:14] = 200
+    ref_b = ref_a.copy()
+    prob_b = (ref_b == 2).astype(np.float32)  # a hard map, stored as floats
+    prob_b[0, :3, :3] = 1.0  # and a false positive
+    write_evaluate_folders(tmp_path, {"a": ref_a, "b": ref_b}, geometry, {"a": prob_a, "b": prob_b})
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--prob",
+                 str(tmp_path / "prob"), "-o", str(tmp_path / "out"), "--no-surface", "--no-plots"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    expected = RocAccumulator()
+    expected.add(prob_a / 255.0, ref_a == 2)
+    expected.add(prob_b, ref_b == 2)
+    assert summary["roc_pooled"]["auc"] == pytest.approx(expected.curve().auc, abs=1e-9)
+    assert "probability_scale" not in summary and "1/255" not in caplog.text
+    zero = tmp_path / "zero"
+    zero.mkdir()
+    write_evaluate_folders(zero, {"a": ref_a, "b": np.ones(shape, np.uint8)}, geometry,
+                           {"a": prob_a, "b": np.zeros(shape, np.int16)})
+    assert main(["evaluate", "--pred", str(zero / "pred"), "--ref", str(zero / "ref"), "--prob", str(zero / "prob"),
+                 "-o", str(zero / "out"), "--no-surface", "--no-plots"]) == 0
+    assert "probability_scale" not in json.loads((zero / "out" / "summary.json").read_text())
+
+
 def test_evaluate_prob_counts_each_map_once_for_its_auc_and_the_pooled_roc(tmp_path, monkeypatch):
     """evaluate --prob counted every uint8 map's levels twice, once for the case's AUC (evaluate_case's roc_auc) and
     once for the pooled bins (RocAccumulator.add): two passes over the map for the same counts. The numbers are

@@ -1457,6 +1457,19 @@ def test_alignment_reports_the_rotations_whole_angle_not_only_the_translation():
     record = Alignment(method="ct", transform=euler, liver_dice=0.9).to_dict()
     assert record["rotation_angle_deg"] == pytest.approx(12.0, abs=1e-6)
     assert max(abs(a) for a in record["rotation_deg_xyz"]) < 11.0  # no single Euler angle is the whole turn
+    # the record rebuilds the transform: its matrix, and the Euler angles composed as ITK's Euler3D, Rz Rx Ry (read
+    # as x, then y, then z they gave another rotation; the record named no order)
+    matrix = np.asarray(record["rotation_matrix"]).reshape(3, 3)
+    np.testing.assert_allclose(matrix, np.asarray(versor.GetMatrix()).reshape(3, 3), atol=1e-12)
+    ax, ay, az = np.deg2rad(record["rotation_deg_xyz"])
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    np.testing.assert_allclose(rz @ rx @ ry, matrix, atol=1e-9)
+    assert "R = Rz Rx Ry" in record["meaning"]
+    point = np.array([10.0, -20.0, 30.0])
+    centre, moved = np.asarray(record["center_lps_mm"]), np.asarray(euler.TransformPoint(tuple(point)))
+    np.testing.assert_allclose(matrix @ (point - centre) + centre + record["translation_lps_mm"], moved, atol=1e-9)
     change = {"response": "SD", "response_reason": "", "sum_of_diameters": {"baseline_mm": None}, "lesions": [],
               "alignment": record}
     line = [text for text in change_summary_lines(change) if text.startswith("alignment:")][0]

@@ -396,6 +396,23 @@ def _existing_segment_ids(segmentation, spec: "SegmentSpec") -> List[str]:
     return found
 
 
+def _measured_segment_ids(segmentation, spec: "SegmentSpec") -> List[str]:
+    """:func:`_existing_segment_ids` of ``spec`` that are measured as it: this tool's own segment (fixed ID) only
+    while its name still says so (:func:`~.segnrrd.label_of_segment`), as ``measure`` reads the saved ``.seg.nrrd``:
+    our "Liver tumor" renamed "Simple cyst (benign)" stayed a lesion in the panel's table (left out by ``measure``),
+    and our "Liver" renamed "Liver (corrected)" stayed liver (dropped by ``measure``). A renamed one is then judged
+    by its new name with the other segments (:func:`_other_segments`). A re-run still replaces it by its ID
+    (:func:`existing_output_segment_ids`)."""
+    from .segnrrd import label_of_segment
+
+    measured = []
+    for segment_id in _existing_segment_ids(segmentation, spec):
+        name = segmentation.GetSegment(segment_id).GetName() or ""
+        if segment_id not in _OUR_SEGMENT_IDS or label_of_segment({"ID": segment_id, "Name": name}) == spec.label:
+            measured.append(segment_id)
+    return measured
+
+
 def segment_names(segmentation_node, segment_ids: Sequence[str]) -> List[str]:
     """The names the segments ``segment_ids`` of ``segmentation_node`` have now (those still there, in that order)."""
     segmentation = segmentation_node.GetSegmentation() if segmentation_node is not None else None
@@ -825,7 +842,7 @@ def segmentation_to_labels(segmentation_node, geometry: ImageGeometry,
     # count what measure counts; liver first, tumor over it
     others = _other_segments(segmentation)
     for spec in SEGMENTS:
-        segment_ids = _existing_segment_ids(segmentation, spec) + [
+        segment_ids = _measured_segment_ids(segmentation, spec) + [
             segment_id for segment_id, _, label in others if label == spec.label]
         for segment_id in segment_ids:
             labels[segment_mask(segmentation_node, segment_id, geometry, shape_zyx) > 0] = spec.label
@@ -837,7 +854,7 @@ def _other_segments(segmentation) -> List[Tuple[str, str, Optional[int]]]:
     or name); the label (1 liver, 2 tumor, None neither) is :func:`~.segnrrd.label_of_segment`'s."""
     from .segnrrd import label_of_segment
 
-    ours = {segment_id for spec in SEGMENTS for segment_id in _existing_segment_ids(segmentation, spec)}
+    ours = {segment_id for spec in SEGMENTS for segment_id in _measured_segment_ids(segmentation, spec)}
     found = []
     for index in range(segmentation.GetNumberOfSegments()):
         segment_id = segmentation.GetNthSegmentID(index)

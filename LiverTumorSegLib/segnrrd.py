@@ -96,7 +96,8 @@ def left_out_text(names: Sequence[str], where: str) -> str:
 def label_of_segment(segment: Dict[str, str]) -> Optional[int]:
     """1 (liver), 2 (tumor) or None (some other structure) from the segment's name, or its ID where it has no name:
     the exact names first (:data:`LIVER_NAMES`, :data:`TUMOR_NAMES`), then a name holding a :data:`TUMOR_WORDS`
-    word that is not negated (:func:`names_tumor`). 'Liver segment 7' or 'Portal vein' is neither. The name is what
+    word that is not negated (:func:`names_tumor`), then the liver with words a reader adds (:data:`LIVER_QUALIFIERS`:
+    'Liver (corrected)'). 'Liver segment 7' or 'Portal vein' is neither. The name is what
     a reader sees and edits: a segment with the ID 'tumor' (a label-map import, another tool's file) that the
     reader renamed 'Simple cyst (benign)' was still measured as a lesion by its ID (the panel audit)."""
     text = (segment.get("Name", "") or segment.get("ID", "")).strip().lower()
@@ -104,7 +105,27 @@ def label_of_segment(segment: Dict[str, str]) -> Optional[int]:
         return 1
     if text in TUMOR_NAMES:
         return 2
-    return 2 if names_tumor(text) else None
+    if names_tumor(text):
+        return 2
+    return 1 if _names_whole_liver(text) else None
+
+
+LIVER_QUALIFIERS = ("corrected", "edited", "reviewed", "final", "manual", "whole", "entire", "total", "parenchyma",
+                    "mask", "segmentation", "label")
+"""Words a reader adds to a liver segment's name that keep it the whole liver: 'Liver (corrected)', 'Whole liver',
+'Liver parenchyma', 'Liver_2'. A renamed 'Liver' was left out (liver 0 mL, burden 100 %); 'Liver segment 7' or
+'Liver vein' names a part or another structure and stays neither."""
+
+
+def _names_whole_liver(text: str) -> bool:
+    """Whether the lower-case segment name ``text`` is 'liver' with only :data:`LIVER_QUALIFIERS`, numbers and
+    punctuation beside it."""
+    words = [w for w in re.split(r"[\s_()\[\],.:;/-]+", text) if w]
+    # tumor words here are negated ('Liver without tumor', 'tumor-free liver': names_tumor was False)
+    negation = ("without", "excluding", "no", "non", "free", "tumor", "tumors", "tumour", "tumours", "lesion",
+                "lesions")
+    return "liver" in words and all(w == "liver" or w in LIVER_QUALIFIERS or w in negation or w.isdigit()
+                                    for w in words)
 
 
 def _int_field(segment: Dict[str, str], key: str, default: int, path: Path) -> int:

@@ -236,8 +236,12 @@ def test_tumor_segments_named_by_readers_or_split_islands_are_tumor(tmp_path, ca
     assert volume.array[1, 4, 6] == 2 and volume.array[0, 0, 7] == 2 and volume.array[2, 5, 7] == 0
     assert any("'Portal vein'" in w and "left out" in w for w in volume.meta["warnings"])
     from LiverTumorSegLib.segnrrd import label_of_segment
-    assert label_of_segment({"Name": "Liver without tumor"}) is None
+    # not tumor; the parenchyma, as label 1 is (it was left out as neither, 1 Dec 2026), and so is a liver a reader
+    # renamed 'Liver (corrected)'; a part or another structure is neither
+    assert label_of_segment({"Name": "Liver without tumor"}) == 1
+    assert label_of_segment({"Name": "Liver (corrected)"}) == 1 and label_of_segment({"Name": "Whole liver"}) == 1
     assert label_of_segment({"Name": "Liver segment 7"}) is None and label_of_segment({"Name": "Tumour 2"}) == 2
+    assert label_of_segment({"Name": "Liver vein"}) is None and label_of_segment({"Name": "Liver tumor (edited)"}) == 2
     out = tmp_path / "r.json"
     assert main(["measure", str(path), "-o", str(out)]) == 0
     import json

@@ -448,3 +448,43 @@ def test_a_segment_renamed_to_say_it_is_no_tumor_is_left_out_whatever_its_id(mod
     assert "Simple cyst (benign)" in module.mrml.left_out_warning(segmentation)
     outcome = _logic(module).measureSegmentation(segmentation, volume)
     assert len(module.mrml.lesion_table_rows(outcome.table_node)) == before
+
+
+def test_the_tools_own_segments_renamed_are_judged_by_their_new_names_as_measure_reads_the_file(module, tmp_path):
+    """This tool's own "Liver tumor" (fixed ID) renamed "Simple cyst (benign)" stayed a lesion in the panel's table
+    (tumor 2.32 mL, one lesion) while `measure` of the saved .seg.nrrd left it out; its "Liver" renamed "Liver
+    (corrected)" stayed liver in the panel and was dropped by `measure` (liver 2.32 mL, burden 100 %): the slicer-core
+    audit. Both now go by the name, and "Liver (corrected)" is liver in both."""
+    import json
+    import subprocess
+
+    import slicer
+
+    phantom, volume, segmentation = _scene_with_result(module)
+    tumor_id, liver_id = (spec.segment_id for spec in reversed(module.mrml.SEGMENTS))
+    assert {spec.label: spec.segment_id for spec in module.mrml.SEGMENTS} == {1: liver_id, 2: tumor_id}
+    segments = segmentation.GetSegmentation()
+
+    def measured(name_of, label_file):
+        for segment_id, name in name_of.items():
+            segments.GetSegment(segment_id).SetName(name)
+        report = _logic(module).measureSegmentation(segmentation, volume).report
+        storage = slicer.vtkMRMLSegmentationStorageNode()
+        module.scene.AddNode(storage)
+        storage.SetFileName(str(tmp_path / label_file))
+        assert storage.WriteData(segmentation)
+        subprocess.run([sys.executable, "-m", "LiverTumorSegLib", "measure", str(tmp_path / label_file), "-o",
+                        str(tmp_path / "r.json"), "--overwrite", "--no-progress"], check=True, capture_output=True)
+        by_file = json.loads((tmp_path / "r.json").read_text())
+        return [(round(r["liver_volume_ml"], 2), round(r["tumor_volume_ml"], 2), len(r["lesions"]))
+                for r in (report, by_file)]
+
+    liver_ml = round(float((phantom.labels >= 1).sum()) * 16.0 / 1000.0, 2)
+    panel, by_file = measured({tumor_id: "Simple cyst (benign)"}, "cyst.seg.nrrd")
+    parenchyma_ml = round(float((phantom.labels == 1).sum()) * 16.0 / 1000.0, 2)
+    assert panel == by_file == (parenchyma_ml, 0.0, 0)
+    assert "Simple cyst (benign)" in module.mrml.left_out_warning(segmentation)
+    panel, by_file = measured({tumor_id: "Liver tumor", liver_id: "Liver (corrected)"}, "corrected.seg.nrrd")
+    assert panel == by_file and panel[0] == liver_ml and panel[2] == 1
+    assert module.mrml.left_out_warning(segmentation) == ""
+    assert module.mrml.existing_output_segment_ids(segmentation) == [liver_id, tumor_id]  # a re-run replaces them

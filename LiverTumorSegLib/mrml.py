@@ -864,6 +864,30 @@ def _other_segments(segmentation) -> List[Tuple[str, str, Optional[int]]]:
     return found
 
 
+def touching_tumor_segments_warning(segmentation_node, geometry: ImageGeometry,
+                                    shape_zyx: Tuple[int, int, int]) -> str:
+    """The warning naming the tumor segments of ``segmentation_node`` (this tool's and those named as tumors) whose
+    voxels touch on the CT grid (``geometry``, ``shape_zyx``), as ``measure`` names them in a ``.seg.nrrd``; ''
+    when fewer than two or none touch. The panel hands the segments over as one label map, so its child never saw
+    them apart: a tumor split into two touching segments was one lesion in the table without a word."""
+    from .segnrrd import touching_segments_text
+
+    segmentation = segmentation_node.GetSegmentation()
+    tumor_spec = next(spec for spec in SEGMENTS if spec.label == 2)
+    tumor_ids = _measured_segment_ids(segmentation, tumor_spec) + [
+        segment_id for segment_id, _, label in _other_segments(segmentation) if label == 2]
+    if len(tumor_ids) < 2:
+        return ""
+    masks = {segment_id: segment_mask(segmentation_node, segment_id, geometry, shape_zyx) > 0
+             for segment_id in tumor_ids}
+    union = np.zeros(shape_zyx, bool)
+    for mask in masks.values():
+        union |= mask
+    names = {segment_id: segmentation.GetSegment(segment_id).GetName() or segment_id for segment_id in tumor_ids}
+    return touching_segments_text(f"'{segmentation_node.GetName()}'", union,
+                                  ((names[i], lambda i=i: masks[i]) for i in tumor_ids))
+
+
 def left_out_warning(segmentation_node) -> str:
     """The panel's warning naming the segments of ``segmentation_node`` that measuring and comparing leave out
     (:func:`segments_left_out`; '' when there are none), in the ``.seg.nrrd`` reader's words."""

@@ -496,14 +496,25 @@ def _touching_tumor_segments_text(array: np.ndarray, tumor: np.ndarray, tumor_se
     'Split islands to segments', 'Liver tumor -_1', 'Liver tumor -_2') became one lesion, one RECIST target,
     without a word (the lesion-report audit). ``array``: the file's ``(z, y, x, layers)`` voxels; ``tumor``: their
     union."""
-    if len(tumor_segments) < 2 or not tumor.any():
+    if len(tumor_segments) < 2:
+        return ""
+    return touching_segments_text(f"'{path.name}'", tumor, ((name, lambda l=layer, v=value: array[..., l] == v)
+                                                           for name, layer, value in tumor_segments))
+
+
+def touching_segments_text(where: str, tumor: np.ndarray, named_masks: Any) -> str:
+    """The warning naming tumor segments of ``where`` (a quoted file or node name) that touch, '' when none do:
+    ``tumor`` the ``(z, y, x)`` union of the tumor segments, ``named_masks`` ``(name, function giving the segment's
+    boolean mask on that grid)`` per segment (made one at a time). Shared by the ``.seg.nrrd`` reader and the
+    Slicer panel (:func:`~.mrml.touching_tumor_segments_warning`)."""
+    if not tumor.any():
         return ""
     from scipy import ndimage
 
     parts, _ = ndimage.label(tumor, structure=np.ones((3, 3, 3), bool))
     owners = {}  # type: Dict[int, List[str]]  # part: the segments in it
-    for name, layer, value in tumor_segments:
-        for part in np.unique(parts[array[..., layer] == value]):
+    for name, mask_of in named_masks:
+        for part in np.unique(parts[mask_of()]):
             if part and name not in owners.setdefault(int(part), []):
                 owners[int(part)].append(name)
     groups = [names for names in owners.values() if len(names) > 1]
@@ -511,9 +522,9 @@ def _touching_tumor_segments_text(array: np.ndarray, tumor: np.ndarray, tumor_se
         return ""
     shown = "; ".join(" and ".join(repr(n) for n in names[:5]) + (" ..." if len(names) > 5 else "")
                       for names in groups[:5]) + (" ..." if len(groups) > 5 else "")
-    return (f"'{path.name}' has tumor segments that touch ({shown}): lesions are the connected parts of the tumor "
+    return (f"{where} has tumor segments that touch ({shown}): lesions are the connected parts of the tumor "
             f"label (26-connected), so each group is measured as one lesion. If they are separate lesions, leave "
-            f"a voxel between them, or measure each segment's file alone")
+            f"a voxel between them, or measure each segment alone")
 
 
 def _empty_on_its_grid(volume: CTVolume, metadata: Dict[str, str], reference: Optional[CTVolume],

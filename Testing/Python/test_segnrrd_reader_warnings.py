@@ -163,7 +163,7 @@ def test_tumor_segments_that_touch_are_named_as_one_lesion(tmp_path, capsys):
     assert said == ["'split.seg.nrrd' has tumor segments that touch ('Liver tumor -_1' and 'Liver tumor -_2'): "
                     "lesions are the connected parts of the tumor label (26-connected), so each group is measured "
                     "as one lesion. If they are separate lesions, leave a voxel between them, or measure each "
-                    "segment's file alone"]
+                    "segment alone"]
     printed, report = _measure(path, capsys)
     assert report["lesion_count"] == 1 and any("touch" in w for w in report["warnings"])
     assert any("tumor segments that touch" in line for line in printed)

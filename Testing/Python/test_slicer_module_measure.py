@@ -488,3 +488,38 @@ def test_the_tools_own_segments_renamed_are_judged_by_their_new_names_as_measure
     assert panel == by_file and panel[0] == liver_ml and panel[2] == 1
     assert module.mrml.left_out_warning(segmentation) == ""
     assert module.mrml.existing_output_segment_ids(segmentation) == [liver_id, tumor_id]  # a re-run replaces them
+
+
+def test_tumor_segments_that_touch_are_named_in_the_panel_as_measure_names_them(module):
+    """A tumor split into two touching segments ('Liver tumor' and 'Liver tumor_2', as Split islands names them) was
+    one lesion in the panel's table without a word, while `measure` of the saved .seg.nrrd names them: the panel
+    hands the segments over as one label map. It names them now; apart by a voxel, they are two lesions, unnamed."""
+    phantom, volume, segmentation = _scene_with_result(module)
+    edited = _edited(phantom.labels)
+    module.mrml.labels_to_segmentation_node(module.scene, edited, GEOMETRY, segmentation_node=segmentation)
+    second = np.zeros(edited.shape, np.uint8)
+    second[4:8, 20:26, 17:19] = 1  # the box's last two columns, as a second segment touching the first
+    first = (edited == 2) & (second == 0)
+    scratch = module.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "scratch")
+    segments = segmentation.GetSegmentation()
+    tumor_id = module.mrml.SEGMENTS[1].segment_id
+    for mask, segment_id in ((first, tumor_id), (second.astype(bool), "split_2")):
+        module.mrml.labels_to_segmentation_node(module.scene, mask.astype(np.uint8), GEOMETRY,
+                                                segmentation_node=scratch)
+        if segments.GetSegment(segment_id) is None:
+            segments.AddEmptySegment(segment_id, "Liver tumor_2")
+        segments.GetSegment(segment_id).DeepCopy(
+            scratch.GetSegmentation().GetSegment(module.mrml.SEGMENTS[0].segment_id))
+    segments.GetSegment("split_2").SetName("Liver tumor_2")
+    segments.GetSegment(tumor_id).SetName("Liver tumor")
+    outcome = _logic(module).measureSegmentation(segmentation, volume)
+    assert len(outcome.report["lesions"]) == 1
+    said = [w for w in outcome.warnings if "touch" in w]
+    assert len(said) == 1 and "('Liver tumor' and 'Liver tumor_2')" in said[0] and "one lesion" in said[0]
+    apart = second.copy()
+    apart[:, :, 17] = 0  # a column of liver between them
+    module.mrml.labels_to_segmentation_node(module.scene, apart, GEOMETRY, segmentation_node=scratch)
+    segments.GetSegment("split_2").DeepCopy(scratch.GetSegmentation().GetSegment(module.mrml.SEGMENTS[0].segment_id))
+    segments.GetSegment("split_2").SetName("Liver tumor_2")
+    outcome = _logic(module).measureSegmentation(segmentation, volume)
+    assert len(outcome.report["lesions"]) == 2 and not [w for w in outcome.warnings if "touch" in w]

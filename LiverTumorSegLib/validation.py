@@ -124,8 +124,8 @@ def measurement_tilt_warnings(direction: np.ndarray, name: str) -> List[str]:
         return []
     return [f"'{name}' is stored in slices tilted {tilt:.0f} degrees from the axial plane: the long and short axes "
             f"are measured in true axial planes through its voxels (each point takes the label of the voxel it lies "
-            f"in), within about two voxels of the same lesion stored axial (1.7 mm longer measured for a 30 mm lesion "
-            f"on 1 mm voxels tilted 45 degrees)."]
+            f"in), within about two voxels of the same lesion stored axial (up to 1.7 mm longer for a 30 mm lesion on "
+            f"1 mm voxels tilted 45 degrees, with where the sampling falls)."]
 
 
 def model_obliquity_warnings(direction: np.ndarray, name: str, aligned_for_model: bool = False,

@@ -397,9 +397,10 @@ def _lesion_axes_in_axial_planes(mask_zyx: np.ndarray, geometry: ImageGeometry, 
     """:func:`lesion_axes` of a lesion on a grid tilted more than :data:`AXIAL_PLANES_TILT_DEGREES`: the mask is
     sampled (each point: the label of the stored voxel it lies in, nearest-neighbour) on a patient-aligned grid
     (identity direction) of the smallest stored spacing in every direction, covering the lesion's voxels whole, its
-    points on the lattice of that spacing through the voxel centre nearest the LPS origin (neither the mask's crop, so a full-volume mask
-    and a tight crop with ``offset_zyx`` measure the same, nor the volume's first voxel, so a scan stored flipped
-    or permuted measures the same), and measured there in true axial planes. The end points
+    points on the lattice of that spacing through the lesion's own first voxel centre (:func:`first_voxel_centre`:
+    not the mask's crop, so a full-volume mask and a tight crop with ``offset_zyx`` measure the same, nor the
+    volume's first voxel or a fixed point, so a scan stored flipped or permuted, or moved, measures the same), and
+    measured there in true axial planes. The end points
     are physical (LPS/RAS), so they need no mapping back; ``measurement_slice`` is the stored slice (``axis``) through the middle of the long axis. The stored voxels'
     staircase, sampled at most one aligned voxel off, keeps the axes within about a voxel of those of the same
     lesion stored axial, somewhat more for a tilt that makes a voxel's corners reach along the long axis: a 30 x 20
@@ -423,11 +424,12 @@ def _lesion_axes_in_axial_planes(mask_zyx: np.ndarray, geometry: ImageGeometry, 
     points = float(np.prod(extent / spacing + 1.0))
     if points > AXIAL_PLANES_MAX_POINTS:
         spacing *= (points / AXIAL_PLANES_MAX_POINTS) ** (1.0 / 3.0)
-    # the lattice through the voxel centre nearest the patient's LPS origin: through the volume's first voxel, a scan
-    # stored flipped or in another axis order (another corner first) was sampled at another phase (a 16.82 x 12.74 mm
-    # lesion read 16.82 x 13.32 mm, its axial position 1.6 mm off: the lesion-report audit)
+    # the lattice through the lesion's own first voxel centre (tie_frame order): through the volume's first voxel, a
+    # scan stored flipped or in another axis order (another corner first) was sampled at another phase (a 16.82 x
+    # 12.74 mm lesion read 16.82 x 13.32 mm: the lesion-report audit); through the voxel centre nearest the LPS
+    # origin, a scan moved 1.5 mm read 33.89 x 25.73 mm as 32.55 x 28.59 mm (the invariance audit)
     grid = _lattice_grid(aligned_grid(crop_geometry, padded.shape, (spacing, spacing, spacing)),
-                         voxel_centre_nearest_lps_origin(geometry))
+                         first_voxel_centre(mask_zyx, geometry, offset))
     matrix, shift = _index_map_zyx(grid.geometry, crop_geometry)
     aligned = ndimage.affine_transform(padded, matrix, offset=shift, output_shape=grid.shape_zyx, order=0,
                                        mode="constant", cval=0) > 0
@@ -483,26 +485,23 @@ def _slices_limit(aligned_zyx: np.ndarray, aligned: ImageGeometry, geometry: Ima
     return {"slices": slices, "slice_spacing_mm": thickness, "tilt_degrees": float(tilt), "limit_mm": limit}
 
 
-def voxel_centre_nearest_lps_origin(geometry: ImageGeometry) -> np.ndarray:
-    """The LPS position (mm) of the voxel centre of ``geometry``'s grid (extended beyond the volume) nearest the
-    LPS origin, ties taken by the smallest (L, P, S): the same point however the grid is stored (flipped, permuted),
-    as the set of voxel centres is. A voxel centre, not the origin itself: sampling points through a point on a voxel
-    face fall on faces along whole lines, where nearest-neighbour sampling splits ties one way (the phantom centred
-    on the origin of an even-sized grid read its 30 mm lesion 2.2 mm long at 45 degrees)."""
-    scaled = _scaled_axes(geometry)
-    origin = np.asarray(geometry.origin, dtype=np.float64)
-    cell = np.floor(np.linalg.solve(scaled, -origin))
-    corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], dtype=np.float64) + cell
-    points = corners @ scaled.T + origin
-    distances = np.round(np.linalg.norm(points, axis=1), 6)
-    best = min(range(len(points)), key=lambda n: (distances[n], tuple(np.round(points[n], 6))))
-    return points[best]
+def first_voxel_centre(mask_zyx: np.ndarray, geometry: ImageGeometry, offset_zyx: Sequence[int]) -> np.ndarray:
+    """The LPS position (mm) of the lesion's voxel centre that comes first in :func:`_point_key` order along
+    :func:`tie_frame`'s axes (``mask_zyx``: the lesion, cropped, its first voxel at ``offset_zyx`` of the volume): a
+    point of the lesion itself, so the same however the scan is stored (flipped, permuted), cropped or moved. A voxel
+    centre: sampling points through a point on a voxel face fall on faces along whole lines, where nearest-neighbour
+    sampling splits ties one way."""
+    kji = np.argwhere(mask_zyx) + np.asarray(offset_zyx, dtype=np.int64)
+    points = _slice_points_lps(kji.astype(np.float64), geometry)
+    keys = np.round(points @ tie_frame(geometry), 4)  # frame.T @ point per row, as _point_key
+    first = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0]))[0]
+    return points[first]
 
 
 def _lattice_grid(grid: Any, anchor_lps: np.ndarray) -> Any:
     """``grid`` (an :class:`~LiverTumorSegLib.inference.axis_aligned.AlignedGrid`) moved onto the lattice of its
-    spacing through ``anchor_lps`` (:func:`voxel_centre_nearest_lps_origin`) and grown to cover the same box: its points no longer depend
-    on where the box starts (so on neither the crop of the mask, the lesion's extent nor the storage order)."""
+    spacing through ``anchor_lps`` (:func:`first_voxel_centre`) and grown to cover the same box: its points no longer
+    depend on where the box starts (so on neither the crop of the mask, the storage order nor where the scan lies)."""
     from ..inference.axis_aligned import AlignedGrid
 
     spacing = np.asarray(grid.geometry.spacing, dtype=np.float64)

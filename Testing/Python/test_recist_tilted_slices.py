@@ -150,7 +150,7 @@ def test_followup_warns_when_equal_slices_are_tilted_in_one_scan_only():
 def _capped_ellipse_and_ball():
     """On 5 mm slices tilted 25 degrees: lesion 1, the 30 x 12 mm ellipse on one slice (16.1 mm long in true axial
     planes, capped by its slice: axial_axes_limited_by_slices), and lesion 2, a ball of radius 6.5 mm over three
-    slices (14.1 mm, not capped). Both are above the 11.03 mm minimum (twice 5 / cos 25)."""
+    slices (14.6 mm, not capped). Both are above the 11.03 mm minimum (twice 5 / cos 25)."""
     shape = (12, 80, 110)
     z, y, x = np.mgrid[:shape[0], :shape[1], :shape[2]]
     labels = np.ones(shape, np.uint8)
@@ -162,13 +162,15 @@ def _capped_ellipse_and_ball():
 def test_a_lesion_whose_axial_axes_the_slices_cap_is_no_recist_target_as_one_cut_by_the_scan_edge_is_not():
     """The capped ellipse (16.1 mm, its 30 mm cut by its slice) was chosen as a RECIST target beside the ball and
     its capped long axis summed: 30.2 mm. Like a lesion cut by the scan's edge it is not reproducibly measurable,
-    so it is no target now: the target is the ball alone, the sum its 14.1 mm, and the warning says why."""
+    so it is no target now: the target is the ball alone, the sum its 14.6 mm, and the warning says why."""
     labels, geometry = _capped_ellipse_and_ball()
     report = lesion_report(labels, geometry)
     capped, ball = report["lesions"]
     assert capped["axial_axes_limited_by_slices"] is not None and ball["axial_axes_limited_by_slices"] is None
+    # the ball's true 13 mm, sampled on the tilted voxels' staircase (14.11 mm before 1 Dec 2026: the sampling lattice
+    # then went through the volume's first voxel, which made the axes depend on how the scan was stored)
     assert capped["long_axis_mm"] == pytest.approx(16.08, abs=0.05) and ball["long_axis_mm"] == pytest.approx(
-        14.11, abs=0.05)
+        14.56, abs=0.05)
     assert report["recist"]["measurable_minimum_mm"] == pytest.approx(11.03378, abs=1e-5)
     assert report["recist"]["target_lesion_ids"] == [2]
     assert report["recist"]["sum_of_diameters_mm"] == pytest.approx(ball["long_axis_mm"], abs=1e-9)
@@ -204,7 +206,7 @@ def test_measure_csv_and_followup_agree_on_the_target_and_the_csv_gives_the_limi
         rows = list(csv.DictReader(f))
     assert [(r["id"], r["recist_target"], r["axial_axes_limit_mm"]) for r in rows] == [("1", "0", "11.83"),
                                                                                         ("2", "1", "")]
-    assert float(rows[0]["recist_sum_of_diameters_mm"]) == pytest.approx(14.11, abs=0.01)
+    assert float(rows[0]["recist_sum_of_diameters_mm"]) == pytest.approx(14.56, abs=0.01)
     assert main(["followup", "--baseline", str(path), "--followup", str(_copy(path)), "-o", str(tmp_path / "c.json"),
                  "--no-picture"]) == 0
     change = json.loads((tmp_path / "c.json").read_text())
@@ -300,8 +302,8 @@ def test_an_sd_that_a_capped_targets_stored_slice_axis_makes_pd_gives_that_sum_a
 
 def test_a_baseline_lesion_capped_by_tilted_slices_is_present_with_no_long_axis_change_as_one_cut_by_the_edge():
     """Capped at baseline (1 slice, no target: 16.1 mm in true axial planes, 29.8 mm in its stored slice), whole at
-    follow-up (3 slices: 32.3 mm): its row read 'grown' (+100.5 %) against the capped baseline, and the non-target
-    growth warning named it as growth (16.1 -> 32.3 mm). Like a baseline lesion cut by the scan's edge it is now
+    follow-up (3 slices: 33.0 mm): its row read 'grown' (+104.9 %) against the capped baseline, and the non-target
+    growth warning named it as growth (16.1 -> 33.0 mm). Like a baseline lesion cut by the scan's edge it is now
     'present', its long-axis change None (a change against a lower bound); its volume (not cut by the slices) keeps
     its change, 1.42 -> 4.25 mL (+200 %: one slice against three). baseline_axial_axes_limited_by_slices flags the
     row, not the follow-up's key."""
@@ -314,7 +316,7 @@ def test_a_baseline_lesion_capped_by_tilted_slices_is_present_with_no_long_axis_
     assert row["status"] == "present" and change["status_counts"]["present"] == 1
     assert change["status_counts"]["grown"] == 0
     assert row["baseline_long_axis_mm"] == pytest.approx(16.08, abs=0.01)
-    assert row["followup_long_axis_mm"] == pytest.approx(32.26, abs=0.01)
+    assert row["followup_long_axis_mm"] == pytest.approx(32.96, abs=0.01)
     assert row["long_axis_change_mm"] is None and row["long_axis_change_percent"] is None
     assert row["volume_change_percent"] == pytest.approx(200.0)
     assert row["volume_change_ml"] == pytest.approx(row["followup_volume_ml"] - row["baseline_volume_ml"])
@@ -333,10 +335,10 @@ def test_a_baseline_lesion_capped_by_tilted_slices_is_present_with_no_long_axis_
 
 
 def test_a_capped_baseline_lesion_beside_a_target_neither_reads_grown_nor_is_named_as_non_target_growth():
-    """A whole target (a ball over 3 slices, 14.1 mm) and the capped ellipse (16.1 mm on 1 slice) at baseline; at
+    """A whole target (a ball over 3 slices, 14.6 mm) and the capped ellipse (16.1 mm on 1 slice) at baseline; at
     follow-up the ball is unchanged and the ellipse lies over 3 slices (33.0 mm): the ellipse's row read 'grown' and
     the warnings said non-target lesion 2 (16.1 -> 33.0 mm) grew by 20 % and 5 mm or more. It is 'present' now, with
-    no long-axis change and no such warning; the target's row and the response (SD, 14.1 -> 14.1 mm) are as before."""
+    no long-axis change and no such warning; the target's row and the response (SD, 14.6 -> 14.6 mm) are as before."""
     from LiverTumorSegLib.followup import compare_followup
     from LiverTumorSegLib.volume import CTVolume
 
@@ -356,28 +358,28 @@ def test_a_capped_baseline_lesion_beside_a_target_neither_reads_grown_nor_is_nam
     assert not [w for w in change["warnings"] if w.startswith("non-target lesion(s)")]
     assert target["status"] == "stable" and target["long_axis_change_percent"] == pytest.approx(0.0)
     assert change["response"] == "SD"
-    assert change["sum_of_diameters"]["baseline_mm"] == pytest.approx(14.1, abs=0.05)
+    assert change["sum_of_diameters"]["baseline_mm"] == pytest.approx(14.56, abs=0.05)
     assert change["sum_of_diameters"]["followup_mm"] == pytest.approx(change["sum_of_diameters"]["baseline_mm"])
 
 
 def test_a_follow_up_lesion_capped_by_tilted_slices_keeps_its_status_as_one_cut_by_the_follow_up_edge():
     """A capped follow-up lesion is treated as one cut by the follow-up scan's edge is (followup_cut_by_scan_edge
     leaves the row's status and change measured, a lower bound, and flags the row), whether the row holds a target
-    or not (the status does not look at it): the whole ellipse at baseline (32.3 mm) reads 'shrunk' (-50.1 %)
+    or not (the status does not look at it): the whole ellipse at baseline (33.0 mm) reads 'shrunk' (-51.2 %)
     against its capped follow-up lesion (16.1 mm), flagged followup_axial_axes_limited_by_slices, not 'present'."""
     from LiverTumorSegLib.followup import compare_followup
 
     row = compare_followup(_ellipse_on_slices(3, 15.0), _ellipse_on_slices(1, 15.0))["lesions"][0]
     assert row["status"] == "shrunk" and row["followup_axial_axes_limited_by_slices"] is True
-    assert row["long_axis_change_percent"] == pytest.approx(-50.14, abs=0.01)
+    assert row["long_axis_change_percent"] == pytest.approx(-51.20, abs=0.01)
     assert "baseline_axial_axes_limited_by_slices" not in row
 
 
 def test_a_pd_from_a_nadir_that_counted_a_capped_target_says_the_stored_slice_axes_give_sd():
-    """First follow-up: the 32.3 mm target on 1 slice (capped at 16.1 mm; 29.8 mm in the stored slice): PR, whose
-    16.1 mm becomes the nadir (--previous). Second follow-up: the same lesion over 3 slices again, 32.3 mm: PD,
-    +100.5 % from the nadir, which stands (RECIST 1.1 by the axial axes); the reason said no more, and now says that
-    nadir counted a capped target, and by the stored-slice axes the nadir would be 29.8 mm and the sum +8.3 % from
+    """First follow-up: the 33.0 mm target on 1 slice (capped at 16.1 mm; 29.8 mm in the stored slice): PR, whose
+    16.1 mm becomes the nadir (--previous). Second follow-up: the same lesion over 3 slices again, 33.0 mm: PD,
+    +104.9 % from the nadir, which stands (RECIST 1.1 by the axial axes); the reason said no more, and now says that
+    nadir counted a capped target, and by the stored-slice axes the nadir would be 29.8 mm and the sum +10.7 % from
     it: SD."""
     from LiverTumorSegLib.followup import change_to_json, compare_followup
 
@@ -394,7 +396,7 @@ def test_a_pd_from_a_nadir_that_counted_a_capped_target_says_the_stored_slice_ax
         "; the nadir (16.1 mm, the previous follow-up's sum) counts target lesion(s) in its row(s) 1 whose axes its "
         "tilted slices capped (axial_axes_limited_by_slices): it may be short of the lesions' sum, so the "
         "progression may be overstated; by the long axes in the stored slices (long_axis_in_stored_slices_mm, where "
-        "longer) the nadir would be 29.8 mm and this follow-up's sum 32.3 mm (+8.3 % from it): SD, not PD")
+        "longer) the nadir would be 29.8 mm and this follow-up's sum 33.0 mm (+10.7 % from it): SD, not PD")
     # a nadir from whole lesions is left as it was: no such words
     whole = json.loads(change_to_json(compare_followup(baseline, _ellipse_on_slices(3, 11.0))))
     assert not any("followup_axial_axes_limited_by_slices" in e for e in whole["lesions"])
@@ -402,10 +404,12 @@ def test_a_pd_from_a_nadir_that_counted_a_capped_target_says_the_stored_slice_ax
     assert "nadir (" not in again["response_reason"]
 
 
-def test_a_tilted_scan_stored_flipped_measures_the_same_lesion_axes_and_position():
+def test_a_tilted_scan_stored_flipped_or_moved_measures_the_same_lesion_axes_and_position():
     """The sampling lattice of a tilted grid's axial planes went through the volume's first voxel, another corner
     for each storage order: the same voxels stored with i and k reversed read a 16.82 x 12.74 mm lesion as
-    16.82 x 13.32 mm and put another's axial position 1.6 mm off (the lesion-report audit)."""
+    16.82 x 13.32 mm and put another's axial position 1.6 mm off (the lesion-report audit); through the voxel centre
+    nearest the LPS origin instead, a scan moved by 1.5 mm read 33.89 x 25.73 mm as 32.55 x 28.59 mm (the
+    invariance audit). It goes through the lesion's own first voxel centre now."""
     from LiverTumorSegLib.metrics.recist import lesion_axes
 
     rotation = _rotation("x", 20.0)
@@ -427,8 +431,12 @@ def test_a_tilted_scan_stored_flipped_measures_the_same_lesion_axes_and_position
                                 direction=tuple(flipped_direction.ravel()))
         as_stored = lesion_axes(np.ascontiguousarray(mask_xyz.transpose(2, 1, 0)), stored)
         reversed_ = lesion_axes(np.ascontiguousarray(mask_xyz[::-1, :, ::-1].transpose(2, 1, 0)), flipped)
+        # and moved: anchored at the voxel centre nearest the LPS origin, a scan moved 1.5 mm measured otherwise
+        moved = lesion_axes(np.ascontiguousarray(mask_xyz.transpose(2, 1, 0)), ImageGeometry(
+            spacing=stored.spacing, origin=tuple(origin + (37.3, -1.5, 100.7)), direction=stored.direction))
         for key in ("long_axis_mm", "short_axis_mm"):
             assert reversed_[key] == pytest.approx(as_stored[key], abs=1e-9), key
+            assert moved[key] == pytest.approx(as_stored[key], abs=1e-9), key
         ends = [sorted(map(tuple, np.round(r["long_axis"]["end_points_lps_mm"], 6))) for r in (as_stored, reversed_)]
         assert ends[0] == ends[1]
         results.append(as_stored)

@@ -431,8 +431,9 @@ def test_a_grid_turned_about_s_is_warned_about_as_an_in_plane_rotation_and_not_w
     measured = [w for w in check_ct(volume("x", 25.0), for_model=False) if "degrees" in w]
     assert measured == ["'grid.nii.gz' is stored in slices tilted 25 degrees from the axial plane: the long and "
                         "short axes are measured in true axial planes through its voxels (each point takes the label "
-                        "of the voxel it lies in), within about two voxels of the same lesion stored axial (1.7 mm "
-                        "longer measured for a 30 mm lesion on 1 mm voxels tilted 45 degrees)."]
+                        "of the voxel it lies in), within about two voxels of the same lesion stored axial (up to "
+                        "1.7 mm longer for a 30 mm lesion on 1 mm voxels tilted 45 degrees, with where the sampling "
+                        "falls)."]
 
 
 def test_missing_air_and_soft_tissue_warn():

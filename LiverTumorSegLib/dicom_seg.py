@@ -415,6 +415,7 @@ def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, 
         _set_single_slice_spacing(seg, geometry)  # slice as 1 mm, a quarter of its volume
     else:
         _fill_missing_slice_thickness(seg, float(geometry.spacing[2]))
+        _set_slice_spacing(seg, geometry)
     path = Path(path)
     with atomic_output(path, overwrite) as tmp:
         try:
@@ -450,6 +451,17 @@ def _set_single_slice_spacing(seg: Any, geometry: ImageGeometry) -> None:
         for measures in (getattr(groups, "PixelMeasuresSequence", None) or []):
             measures.SpacingBetweenSlices = f"{thickness:.6g}"
             measures.SliceThickness = f"{thickness:.6g}"
+
+
+def _set_slice_spacing(seg: Any, geometry: ImageGeometry) -> None:
+    """The SEG's SpacingBetweenSlices: the grid's slice spacing, which the CT reader took from the slices' positions
+    (its SliceThickness, the reconstruction's, is left as the source gave it). highdicom copied the source's own
+    SpacingBetweenSlices, which a series may hold wrong (GDCM wrote 1 into slices 3 mm apart): the SEG was read back
+    on that spacing, 88 slices of 1 mm, a third of the liver's volume (the invariance audit)."""
+    spacing = f"{float(geometry.spacing[2]):.6g}"
+    for groups in (getattr(seg, "SharedFunctionalGroupsSequence", None) or []):
+        for measures in (getattr(groups, "PixelMeasuresSequence", None) or []):
+            measures.SpacingBetweenSlices = spacing
 
 
 def _fill_missing_slice_thickness(seg: Any, thickness_mm: Optional[float] = None) -> bool:

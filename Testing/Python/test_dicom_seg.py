@@ -168,6 +168,30 @@ def test_a_seg_of_an_enhanced_ct_without_its_empty_frames_says_so_when_read_alon
     assert "frames 1-8 of a multi-frame CT, whose number of frames the SEG does not record" in said
 
 
+def test_a_seg_of_a_series_with_a_wrong_spacing_between_slices_reads_back_on_the_slices_own_spacing(tmp_path):
+    """A series whose SpacingBetweenSlices disagrees with its slice positions (GDCM wrote 1 into slices 3 mm apart):
+    highdicom copied the 1 into the SEG, which read back as slices 1 mm apart, a third of the liver's volume, and
+    was refused against its own series (the invariance audit). The SEG holds the positions' spacing now."""
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    geometry = ImageGeometry(spacing=(1.5, 1.5, 3.0), origin=(-20.0, 10.0, 50.0))
+    ct_volume = CTVolume(np.full((6, 16, 16), 40, np.int16), geometry)
+    files = write_ct_series(tmp_path / "ct", ct_volume)
+    for f in files:
+        ds = pydicom.dcmread(str(f))
+        ds.SpacingBetweenSlices = "1"
+        ds.save_as(str(f))
+    ct = read_volume(tmp_path / "ct")
+    assert ct.geometry.spacing[2] == pytest.approx(3.0)  # the reader goes by the positions
+    labels = np.zeros(ct.shape_zyx, np.uint8)
+    labels[1:5, 3:13, 3:13] = 1
+    labels[2:4, 6:9, 6:9] = 2
+    seg = write_dicom_seg(tmp_path / "seg.dcm", labels, ct.geometry, dicom_series_files(tmp_path / "ct"))
+    alone = read_dicom_seg(seg)
+    assert alone.geometry.spacing[2] == pytest.approx(3.0) and alone.shape_zyx == ct.shape_zyx  # empty frames kept
+    np.testing.assert_array_equal(read_dicom_seg(seg, reference=ct).array, labels)
+
+
 def test_errors_are_one_line_and_clear(series, tmp_path):
     folder, ct, labels = series
     files = dicom_series_files(folder)

@@ -245,6 +245,10 @@ class FollowupJob(ChildJob):
         left_out = mrml.left_out_warning(segmentation)
         if left_out:
             self._left_out.append(left_out)
+        # handed over as one label map, tumor segments that touch are one lesion: said, as measure says it
+        touching = mrml.touching_tumor_segments_warning(segmentation, *volume_grid(volume))
+        if touching:
+            self._left_out.append(touching)
         grids = segment_grids(segmentation)
         self._handed_over.append((segmentation, grids, segments_state(segmentation, grids)))
         paths = hand_over_segmentation(segmentation, volume, self._path(f"{tag}_labels.nii"),

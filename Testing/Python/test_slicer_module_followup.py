@@ -1119,3 +1119,33 @@ def test_a_segment_that_is_neither_liver_nor_tumor_is_named_as_left_out_of_the_c
     left_out = [w for w in change["warnings"] if "left out" in w]
     assert left_out == ["segment(s) 'Portal vein' of 'Baseline segmentation' are neither liver nor tumor by name and "
                         "are left out (name a tumor segment so that it holds 'tumor' or 'lesion')"]
+
+
+def test_tumor_segments_that_touch_are_named_in_the_comparison(module):
+    """A baseline tumor split into two touching segments was compared as one lesion without a word (handed over as
+    one label map); the comparison's warnings name them, as measure and the panel's lesion table do."""
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
+                        noise_hu=5.0)
+    volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    other_volume, other = _ct_and_segmentation(module.scene, module.mrml, base, "follow-up")
+    segmentation.SetName("Baseline segmentation")
+    tumor = (base.labels == 2)
+    half = np.zeros(tumor.shape, bool)
+    half[:, :, 16:] = tumor[:, :, 16:]  # the lesion's right half, a segment of its own touching the left half
+    scratch = module.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "scratch")
+    segments = segmentation.GetSegmentation()
+    tumor_id = module.mrml.SEGMENTS[1].segment_id
+    for mask, segment_id in ((tumor & ~half, tumor_id), (half, "split_2")):
+        module.mrml.labels_to_segmentation_node(module.scene, mask.astype(np.uint8), base.ct.geometry,
+                                                segmentation_node=scratch)
+        if segments.GetSegment(segment_id) is None:
+            segments.AddEmptySegment(segment_id, "Liver tumor_2")
+        segments.GetSegment(segment_id).DeepCopy(
+            scratch.GetSegmentation().GetSegment(module.mrml.SEGMENTS[0].segment_id))
+    segments.GetSegment(tumor_id).SetName("Liver tumor")
+    segments.GetSegment("split_2").SetName("Liver tumor_2")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: _change_writing_runner(_CHANGE), python=sys.executable)
+    change, _ = logic.compareWithBaseline(segmentation, volume, other, other_volume)
+    said = [w for w in change["warnings"] if "touch" in w]
+    assert said and "'Baseline segmentation' has tumor segments that touch ('Liver tumor' and 'Liver tumor_2')" in \
+        said[0]

@@ -18,20 +18,31 @@ def read_one_series(path, command: str):
 
 
 def read_checked_ct(path, series=None, allow_non_hu: bool = False, warnings_out=None, non_hu_going_on=None,
-                    command: str = "", for_model: bool = True, aligned_for_model: bool = False):
+                    command: str = "", for_model: bool = True, aligned_for_model: bool = False,
+                    label_map_advice: str = ""):
     """``read_volume(path, series)`` with :func:`~LiverTumorSegLib.validation.check_ct`: InputError for what
     cannot be a CT (NaN/Inf, constant, not HU unless ``allow_non_hu``), each warning printed on stderr as
     ``warning: ...`` and appended to the list ``warnings_out`` when given (for a report). ``non_hu_going_on``:
     check_ct's ending for values that do not look like HU (its default when None). ``command``: the name of a
     command without ``--series`` (:func:`read_one_series`). ``for_model``: check_ct's (False where no model reads the
     CT: an oblique grid is then warned about as measurements see it); ``aligned_for_model``: check_ct's (segment
-    and ``preprocess``, which give the model an oblique CT on a patient-aligned grid)."""
+    and ``preprocess``, which give the model an oblique CT on a patient-aligned grid). ``label_map_advice``: when
+    given, a volume that looks like a label map is refused with it (InputError) even where ``allow_non_hu`` lets
+    other values through with a warning."""
     import sys
 
+    import numpy as np
+
+    from ..errors import InputError
     from ..io import read_volume
-    from ..validation import NON_HU_GOING_ON, check_ct
+    from ..validation import NON_HU_GOING_ON, check_ct, label_map_description
 
     volume = read_one_series(path, command) if command else read_volume(path, series=series)
+    if label_map_advice and float(np.min(volume.array)) >= 0 and float(np.max(volume.array)) <= 255:
+        described = label_map_description(volume.array)
+        if described:
+            raise InputError(f"'{path}' looks like a label map (a segmentation), not a CT ({described}): "
+                             f"{label_map_advice}")
     for warning in check_ct(volume, allow_non_hu=allow_non_hu, non_hu_going_on=non_hu_going_on or NON_HU_GOING_ON,
                             for_model=for_model, aligned_for_model=aligned_for_model):
         print(f"warning: {warning}", file=sys.stderr)

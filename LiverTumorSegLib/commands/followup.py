@@ -81,19 +81,23 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _read_ct(path: Optional[str]):
+def _read_ct(path: Optional[str], option: str):
     """The CT at ``path`` (None without one), checked like ``segment``'s input except that values which do not
-    look like HU only warn: NaN/Inf, constant or broken volumes are refused (NaN once reached ITK's SVD)."""
+    look like HU only warn: NaN/Inf, constant or broken volumes are refused (NaN once reached ITK's SVD), and so is
+    a label map given for the CT (``option`` names where): the scans were aligned on its labels' values, and two
+    identical label maps compared with one given as the baseline CT answered PD (a lesion 'disappeared', one 'new')
+    with exit 0 (the file-kind audit)."""
     from . import read_checked_ct
 
-    return read_checked_ct(path, allow_non_hu=True, non_hu_going_on=CT_NOT_HU, command="followup",
-                           for_model=False) if path else None
+    return read_checked_ct(path, allow_non_hu=True, non_hu_going_on=CT_NOT_HU, command="followup", for_model=False,
+                           label_map_advice=f"give the CT scan itself as {option}, or leave {option} out to align "
+                                            f"the scans on their livers") if path else None
 
 
-CT_NOT_HU = ("compared anyway: followup reads the CTs only to align the scans and for the lesions' mean and median "
-             "HU, which are then this file's values, not Hounsfield units, and water density is not judged (the "
-             "baseline's RECIST targets are chosen by their long axes alone; volumes, diameters and the response "
-             "do not depend on the values)")
+CT_NOT_HU = ("compared anyway: followup reads the CTs to align the scans and for the lesions' mean and median HU, "
+             "which are then this file's values, not Hounsfield units, and water density is not judged (the "
+             "baseline's RECIST targets are chosen by their long axes alone; volumes and diameters do not depend on "
+             "the values, but the alignment, and so which lesions are matched, does: check it in the picture)")
 """How followup's warning ends for a CT that does not look like HU (it has no --allow-non-hu: none was given)."""
 
 
@@ -153,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--baseline and --followup are the same file ('{args.baseline}', '{args.followup}'): "
                          f"compared with itself every lesion would read as unchanged (SD); give the baseline's and "
                          f"the follow-up's own label maps.")
-    baseline_ct, followup_ct = _read_ct(args.baseline_ct), _read_ct(args.followup_ct)
+    baseline_ct, followup_ct = _read_ct(args.baseline_ct, "--baseline-ct"), _read_ct(args.followup_ct, "--followup-ct")
     baseline = read_label_map(args.baseline, reference=baseline_ct)
     followup = read_label_map(args.followup, reference=followup_ct)
     _warn_of_labels_fitting_only_as_stored(((args.baseline, baseline_ct, baseline),

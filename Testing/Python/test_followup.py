@@ -190,6 +190,26 @@ def test_followup_and_measure_refuse_a_nan_ct(tmp_path, capsys):
     assert "NaN/Inf voxels" in capsys.readouterr().err and not (tmp_path / "m.json").exists()
 
 
+def test_followup_refuses_a_label_map_given_as_a_ct(tmp_path, capsys):
+    """A label map given as --baseline-ct was only warned of ('the response does not depend on the values'), then the
+    scans were aligned on its labels: two identical label maps answered PD (a lesion 'disappeared', one 'new'), exit 0
+    (the file-kind audit). It is refused before any work, naming the option and what to give."""
+    base, follow = shifted_pair()
+    seg = write_label_map(tmp_path / "base_seg.nii.gz", base.labels, base.ct.geometry)
+    seg2 = write_label_map(tmp_path / "follow_seg.nii.gz", follow.labels, follow.ct.geometry)
+    labels_as_ct = write_label_map(tmp_path / "labels_again.nii.gz", base.labels, base.ct.geometry)
+    follow_ct = write_volume(tmp_path / "follow_ct.nii.gz", follow.ct)
+    capsys.readouterr()
+    assert main(["followup", "--baseline", str(seg), "--followup", str(seg2), "--baseline-ct", str(labels_as_ct),
+                 "--followup-ct", str(follow_ct), "-o", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err
+    assert "looks like a label map (a segmentation), not a CT" in err and "give the CT scan itself as --baseline-ct" \
+        in err and not (tmp_path / "c.json").exists() and not (tmp_path / "c.png").exists()
+    base_ct = write_volume(tmp_path / "base_ct.nii.gz", base.ct)  # the CTs themselves: compared
+    assert main(["followup", "--baseline", str(seg), "--followup", str(seg2), "--baseline-ct", str(base_ct),
+                 "--followup-ct", str(follow_ct), "-o", str(tmp_path / "c.json"), "--no-picture"]) == 0
+
+
 def test_followup_refuses_ct_alignment_with_one_ct_and_a_ct_of_another_size_and_writes_nothing(tmp_path, capsys):
     """--alignment ct with one CT names both CT options; a CT that is not the label map's size (two slices cut off)
     names the label map and what to give; neither run leaves a report or a picture."""

@@ -351,8 +351,9 @@ def test_followup_says_what_a_ct_that_is_not_in_hu_means_without_naming_a_switch
                  str(tmp_path / "c.json")]) == 0
     err = capsys.readouterr().err
     assert "does not look like CT in Hounsfield units" in err and "was allowed" not in err
-    assert "followup reads the CTs only to align the scans" in err
+    assert "followup reads the CTs to align the scans" in err
     assert "mean and median HU" in err and "water density is not judged" in err
+    assert "the alignment, and so which lesions are matched, does" in err  # it said the response did not depend
 
 
 def test_measure_reads_a_slicer_seg_nrrd(tmp_path):

@@ -92,6 +92,9 @@ def renamed_hint(path: PathLike, suffix: str) -> str:
         return (f": it is a macOS resource file (AppleDouble), not an image; macOS writes such '._NAME' files beside "
                 f"'NAME' when copying to other disks or into archives. Use '{image}' and leave the '._' files out "
                 f"(e.g. of a case list made with a file search)")
+    if name.lower().endswith(".seg.nrrd"):  # renamed to .nrrd, it was refused next as a label map: a dead end
+        return (": it is a Slicer segmentation (a label map), not an image volume such as a CT (measure, evaluate "
+                "and followup read it where labels are asked for)")
     found = content_format(path)
     if found is None or found[1] == suffix or (found[1] == ".mha" and suffix == ".mhd"):
         return ""

@@ -1898,3 +1898,22 @@ def test_the_change_picture_names_a_follow_up_lesion_it_cannot_draw(tmp_path, mo
     assert change["response"] == "PD" and [e["status"] for e in change["lesions"]] == ["stable", "new"]
     titles = [t for t in _picture_texts(tmp_path, monkeypatch, change) if t.startswith("Follow-up")]
     assert len(titles) == 1 and "not drawn (outside the baseline's grid or between its slices): row 2" in titles[0]
+
+
+def test_a_folder_given_as_previous_is_named_a_folder_and_a_seg_nrrd_given_as_a_ct_is_named(tmp_path, capsys):
+    """followup --previous FOLDER said the folder 'does not exist'; a .seg.nrrd given as the CT was told to be renamed
+    to .nrrd, after which it was refused as a label map (the file-kind audit)."""
+    base, follow = shifted_pair()
+    seg = write_label_map(tmp_path / "base_seg.nii.gz", base.labels, base.ct.geometry)
+    seg2 = write_label_map(tmp_path / "follow_seg.nii.gz", follow.labels, follow.ct.geometry)
+    (tmp_path / "previous").mkdir()
+    capsys.readouterr()
+    assert main(["followup", "--baseline", str(seg), "--followup", str(seg2), "--previous", str(tmp_path / "previous"),
+                 "-o", str(tmp_path / "c.json")]) == 2
+    assert "is a folder; give the change.json file of the previous follow-up" in capsys.readouterr().err
+    fake = tmp_path / "case.seg.nrrd"
+    fake.write_bytes(b"NRRD0004\n")
+    assert main(["followup", "--baseline", str(seg), "--followup", str(seg2), "--baseline-ct", str(fake),
+                 "-o", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err
+    assert "it is a Slicer segmentation (a label map), not an image volume such as a CT" in err and "rename" not in err

@@ -2036,6 +2036,10 @@ def resolve_model(name_or_path: PathLike, warn: bool = True) -> Path:
         candidate = Path(text)
         if not candidate.exists():
             raise _missing_package_error(candidate, named_like_path=text)
+        kind = _other_file_kind(candidate)
+        if kind:  # './ct.nii.gz' was told to be gunzipped, a JSON report that its header length was 8e18 bytes
+            raise ModelPackageError(f"'{text}' is {kind}, not a model package: --model takes a .safetensors package "
+                                    f"(its path) or an installed model's name (livertumorseg models lists them).")
         return candidate
     if text == "default":
         listed = [e for e in list_installed_models(warn) if e["source"] == "bundled"]
@@ -2072,11 +2076,29 @@ def resolve_model(name_or_path: PathLike, warn: bool = True) -> Path:
     if Path(text).is_dir():
         hint = f" (a folder '{text}' exists here; a model is one .safetensors file: give its path)"
     elif Path(text).exists():
-        hint = f" (a file '{text}' exists here: to use it as a package, write './{text}')"
+        kind = _other_file_kind(Path(text))
+        hint = (f" (a file '{text}' exists here, but it is {kind}, not a package)" if kind else
+                f" (a file '{text}' exists here: to use it as a package, write './{text}')")
     else:
         hint = _hidden_package_hint(text) or _misspelt_model_hint(text, names)
     raise ModelPackageError(f"No installed model named '{text}'{hint}. Installed: {', '.join(names) or 'none'}. "
                             f"Give a path to a .safetensors package, or copy one into '{user_models_dir()}'.")
+
+
+def _other_file_kind(path: Path) -> str:
+    """What ``path`` is when its name says it is no model package: an image volume (NIfTI, NRRD, MetaImage, DICOM),
+    a report or table (JSON, CSV) or a picture; '' otherwise (a package's own checks judge it)."""
+    from .fileutil import full_suffix
+    from .io.formats import ITK_SUFFIXES, NIFTI_SUFFIXES
+
+    suffix = full_suffix(path).lower()
+    if suffix in NIFTI_SUFFIXES + ITK_SUFFIXES or suffix == ".dcm" or path.name.lower().endswith(".seg.nrrd"):
+        return f"an image volume ({suffix})"
+    if suffix in (".json", ".csv", ".txt", ".yaml", ".yml"):
+        return f"a text file ({suffix}: a report, table or recipe)"
+    if suffix in (".png", ".jpg", ".jpeg"):
+        return f"a picture ({suffix})"
+    return ""
 
 
 def _misspelt_model_hint(text: str, names: Sequence[str]) -> str:

@@ -2359,3 +2359,20 @@ def test_a_too_large_recorded_network_says_what_to_do_on_load_and_not_when_a_rew
             assert message.endswith("obtain a fresh copy (to change a package's metadata on purpose, use "
                                     "LiverTumorSegLib.package.rewrite_package_metadata on the unchanged original).")
         assert weights_problem(bad) == message
+
+
+def test_a_ct_or_a_report_given_as_the_model_is_named_for_what_it_is(tmp_path, monkeypatch):
+    """--model ct.nii.gz was told 'write ./ct.nii.gz to use it as a package', then './ct.nii.gz' that it was
+    gzip-compressed and should be unpacked; a JSON report had a header length of 8e18 bytes (the file-kind audit)."""
+    from LiverTumorSegLib.package import resolve_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ct.nii.gz").write_bytes(b"\x1f\x8b" + bytes(100))
+    (tmp_path / "seg.json").write_text('{"liver_volume_ml": 1}')
+    with pytest.raises(ModelPackageError, match=r"'\./ct\.nii\.gz' is an image volume \(\.nii\.gz\), not a model "
+                                                r"package: --model takes a \.safetensors package"):
+        resolve_model("./ct.nii.gz")
+    with pytest.raises(ModelPackageError, match=r"'\./seg\.json' is a text file \(\.json"):
+        resolve_model("./seg.json")
+    with pytest.raises(ModelPackageError, match=r"a file 'ct\.nii\.gz' exists here, but it is an image volume"):
+        resolve_model("ct.nii.gz")

@@ -835,7 +835,9 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
         labels = _onto_reference(labels, geometry, reference, path)
         geometry = reference.geometry
     if reference is None:
-        warnings += _frames_left_out_warning(seg, labels.shape[0], bool(labels[-1].any()))
+        # which end is frame k depends on the slices' order: either end holding segments (frame 1's is the scan's
+        # own edge, so at worst a warning too many)
+        warnings += _frames_left_out_warning(seg, labels.shape[0], bool(labels[0].any() or labels[-1].any()))
     out = CTVolume(array=labels, geometry=geometry, source=str(path),
                    meta={"format": "dicom-seg", "segments": segments})
     if stated_thickness_mm is not None and abs(float(np.dot(seg_slice_axis, geometry.direction_matrix[:, 2]))) > 0.999 \
@@ -877,11 +879,14 @@ def _frames_left_out_warning(seg: Any, slices: int, last_slice_has_segments: boo
     targets (64.3 mm of target diameters read 44.6 mm), without a word (the output-format audit). A SEG of a
     multi-frame (Enhanced) CT references one instance: its frames' source frame numbers tell instead (not from 1, or
     with gaps: frames left out; 1 to k: the CT's own count is not in the SEG, so it is said only when segments lie
-    on the last slice, ``last_slice_has_segments``, where a lesion would be taken as cut)."""
+    on an end slice, ``last_slice_has_segments``, where a lesion would be taken as cut)."""
     consequence = ("so without its CT its grid holds only the slices with segments, and a lesion on its first or "
                    "last slice is taken as cut by the scan's edge (and left out of the RECIST targets). Give the CT "
                    "series (--ct) to measure on the whole scan")
-    frames = _referenced_source_frames(seg)
+    referenced = 0
+    for series in getattr(seg, "ReferencedSeriesSequence", None) or []:
+        referenced += len(getattr(series, "ReferencedInstanceSequence", None) or [])
+    frames = _referenced_source_frames(seg) if referenced == 1 else []
     if frames:  # an Enhanced (multi-frame) CT: one referenced instance, so the count below said nothing
         first, last = min(frames), max(frames)
         if first > 1 or last - first + 1 > len(frames):
@@ -892,9 +897,6 @@ def _frames_left_out_warning(seg: Any, slices: int, last_slice_has_segments: boo
             return []
         return [f"the DICOM SEG's frames reference frames 1-{last} of a multi-frame CT, whose number of frames the "
                 f"SEG does not record: if the CT has more, its empty frames were left out, " + consequence]
-    referenced = 0
-    for series in getattr(seg, "ReferencedSeriesSequence", None) or []:
-        referenced += len(getattr(series, "ReferencedInstanceSequence", None) or [])
     if referenced <= slices:
         return []
     return [f"the DICOM SEG covers {slices} slice(s) but references {referenced} source images: its empty frames "
@@ -911,8 +913,8 @@ def _referenced_source_frames(seg: Any) -> List[int]:
                 numbers = getattr(source, "ReferencedFrameNumber", None)
                 if numbers is None:
                     continue
-                for number in (numbers if isinstance(numbers, (list, tuple)) or hasattr(numbers, "__iter__")
-                               and not isinstance(numbers, (str, bytes)) else [numbers]):
+                for number in (numbers if hasattr(numbers, "__iter__") and not isinstance(numbers, (str, bytes))
+                               else [numbers]):
                     try:
                         frames.add(int(number))
                     except (TypeError, ValueError):

@@ -71,6 +71,10 @@ negated: 'Lesion no 2' (no. 2), 'Tumor No 3' and 'Non-enhancing tumor part' are 
 or 'non-' in the name as a negation, and those hand-drawn lesions were left out of the lesion table)."""
 
 
+_NEGATED_TUMOR_WHOLE = re.compile("(?:" + _NEGATED_TUMOR.pattern + r")\w*")
+""":data:`_NEGATED_TUMOR` with the rest of its last word ('without any lesion' + 's')."""
+
+
 def names_tumor(name: str) -> bool:
     """Whether a segment name or DICOM SEG label (any case) names a liver tumor by its words: one of
     :data:`TUMOR_WORDS`, not negated (:data:`_NEGATED_TUMOR`)."""
@@ -120,12 +124,10 @@ LIVER_QUALIFIERS = ("corrected", "edited", "reviewed", "final", "manual", "whole
 def _names_whole_liver(text: str) -> bool:
     """Whether the lower-case segment name ``text`` is 'liver' with only :data:`LIVER_QUALIFIERS`, numbers and
     punctuation beside it."""
-    words = [w for w in re.split(r"[\s_()\[\],.:;/-]+", text) if w]
-    # tumor words here are negated ('Liver without tumor', 'tumor-free liver': names_tumor was False)
-    negation = ("without", "excluding", "no", "non", "free", "tumor", "tumors", "tumour", "tumours", "lesion",
-                "lesions")
-    return "liver" in words and all(w == "liver" or w in LIVER_QUALIFIERS or w in negation or w.isdigit()
-                                    for w in words)
+    # a negated tumor ('Liver without tumor', 'tumor-free liver') is taken out first; a negated liver ('Non-liver',
+    # 'No liver', 'Liver-free') keeps its negation and is no liver
+    words = [w for w in re.split(r"[\s_()\[\],.:;/-]+", _NEGATED_TUMOR_WHOLE.sub(" ", text)) if w]
+    return "liver" in words and all(w == "liver" or w in LIVER_QUALIFIERS or w.isdigit() for w in words)
 
 
 def _int_field(segment: Dict[str, str], key: str, default: int, path: Path) -> int:

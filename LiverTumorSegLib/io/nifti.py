@@ -107,10 +107,11 @@ def _unused_intercept_warnings(path: Path) -> List[str]:
 
 
 NIFTI_UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
+"""The header's spatial unit (``xyzt_units``) in mm; unknown is taken as mm, as ITK and Slicer do."""
+
 SPATIAL_UNIT_KEY = "nifti_spatial_unit"
 """:attr:`CTVolume.meta` key of a NIfTI whose header is in another unit than mm (``{"unit": "meter",
 "mm_per_unit": 1000.0}``): its spacing and origin were converted, as ITK and 3D Slicer convert them."""
-"""The header's spatial unit (``xyzt_units``) in mm; unknown is taken as mm, as ITK and Slicer do."""
 
 
 def _unit_scale(header) -> Tuple[float, List[str]]:

@@ -85,9 +85,11 @@ def read_probability_levels(path, reference, not_on_grid: str,
     if placed is None:
         raise error_class(f"{not_on_grid}: {'; '.join(describe_grid_mismatch(read, reference, GEOMETRY_TOLERANCE))}. Give the map "
                           f"written with this segmentation (segment --probabilities).")
-    if read.meta.get(STORED_FLOATING_KEY) and np.issubdtype(placed.array.dtype, np.integer):
-        # floats of whole numbers only (a hard 0.0/1.0 map), made integers by the reader: floats again, so that they
-        # are probabilities 0 and 1, not integers of unknown scale (read as 0 and 1/255 beside 255 x p maps)
+    if read.meta.get(STORED_FLOATING_KEY) and np.issubdtype(placed.array.dtype, np.integer) \
+            and placed.array.size and int(placed.array.max()) <= 1 and int(placed.array.min()) >= 0:
+        # floats of 0.0 and 1.0 only (a hard map), made integers by the reader: floats again, so that they are
+        # probabilities 0 and 1, not integers of unknown scale (read as 0 and 1/255 beside 255 x p maps); whole
+        # floats above 1 (255 x p, or a label map stored as floats) keep the integer path and its checks
         return placed.array.astype(np.float32), 1.0
     return placed.array, probability_divisor(placed.array, path, read.meta.get("content", ""))
 

@@ -159,8 +159,10 @@ def test_a_seg_of_an_enhanced_ct_without_its_empty_frames_says_so_when_read_alon
     assert tumor_only.shape_zyx[0] == 4
     (said,) = tumor_only.meta["warnings"]
     assert "reference frames 5-8 of a multi-frame CT" in said and "--ct" in said
-    both = np.stack([labels == 1, labels == 2], axis=-1).astype(np.uint8)
-    assert not seg_of(both, 2, False, "whole.dcm").meta.get("warnings")  # every frame, none on the last: silent
+    inner = labels.copy()
+    inner[0] = 0  # segments on neither end slice
+    both = np.stack([inner == 1, inner == 2], axis=-1).astype(np.uint8)
+    assert not seg_of(both, 2, False, "whole.dcm").meta.get("warnings")  # every frame, none on an end: silent
     top = labels.copy()
     top[8:] = 0  # liver ends at slice 8: frames 9-12 are empty and left out, frames 1-8 kept
     cut = seg_of(np.stack([top == 1, top == 2], axis=-1).astype(np.uint8), 2, True, "top.dcm")

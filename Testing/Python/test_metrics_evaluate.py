@@ -329,6 +329,16 @@ def test_a_float_map_of_0_and_1_stays_probabilities_beside_255_maps_and_an_all_z
     assert main(["evaluate", "--pred", str(zero / "pred"), "--ref", str(zero / "ref"), "--prob", str(zero / "prob"),
                  "-o", str(zero / "out"), "--no-surface", "--no-plots"]) == 0
     assert "probability_scale" not in json.loads((zero / "out" / "summary.json").read_text())
+    # whole floats above 1 (255 x p stored as float32) keep the integer path: read as 255ths, not as probabilities 255
+    from LiverTumorSegLib.io.probability import read_probability_levels
+    from LiverTumorSegLib.io.reading import read_volume
+
+    from LiverTumorSegLib.volume import CTVolume
+
+    write_volume(tmp_path / "p255.nii.gz", CTVolume(prob_a.astype(np.float32), geometry))
+    reference = read_volume(tmp_path / "p255.nii.gz")
+    levels, divisor = read_probability_levels(tmp_path / "p255.nii.gz", reference, "map")
+    assert divisor == 255.0 and levels.max() == 200
 
 
 def test_evaluate_prob_counts_each_map_once_for_its_auc_and_the_pooled_roc(tmp_path, monkeypatch):

@@ -242,6 +242,9 @@ def test_tumor_segments_named_by_readers_or_split_islands_are_tumor(tmp_path, ca
     assert label_of_segment({"Name": "Liver (corrected)"}) == 1 and label_of_segment({"Name": "Whole liver"}) == 1
     assert label_of_segment({"Name": "Liver segment 7"}) is None and label_of_segment({"Name": "Tumour 2"}) == 2
     assert label_of_segment({"Name": "Liver vein"}) is None and label_of_segment({"Name": "Liver tumor (edited)"}) == 2
+    for negated in ("Non-liver", "No liver", "Liver-free"):  # a negated liver is no liver (the whole-change read)
+        assert label_of_segment({"Name": negated}) is None, negated
+    assert label_of_segment({"Name": "liver without any lesions"}) == 1
     out = tmp_path / "r.json"
     assert main(["measure", str(path), "-o", str(out)]) == 0
     import json

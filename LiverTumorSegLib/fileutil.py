@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 
 from .errors import OutputExistsError, InputError, option_hint
+from .training.interrupts import call_with_interrupts_held
 from .processes import HOST_TAG_CHARACTERS, PROCESS_MARK, marked_elsewhere, marked_process_alive, process_mark
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -1139,12 +1140,10 @@ def move_all_or_none(moves: Sequence[Tuple[Path, Path]], overwrite: bool = True)
             replace_file(source, target)
             placed.append(target)
     except BaseException:
-        # with a second Ctrl-C or SIGTERM held until it is done: one landing inside it left the outputs half new,
-        # half the user's, with the user's earlier report hidden (the interruption audit)
-        from .training.interrupts import interrupts_deferred
-
-        with interrupts_deferred():
-            _put_back(placed, moved)
+        # with a second Ctrl-C or SIGTERM held until it is done (also one landing just before the hold): one landing
+        # inside it left the outputs half new, half the user's, with the user's earlier report hidden (the
+        # interruption audit)
+        call_with_interrupts_held(lambda: _put_back(placed, moved))
         raise
     for _, backup in moved:
         _remove_replaced(backup)

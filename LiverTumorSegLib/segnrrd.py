@@ -111,7 +111,7 @@ def label_of_segment(segment: Dict[str, str]) -> Optional[int]:
         return 2
     if names_tumor(text):
         return 2
-    return 1 if _names_whole_liver(text) else None
+    return 1 if names_whole_liver(text) else None
 
 
 LIVER_QUALIFIERS = ("corrected", "edited", "reviewed", "final", "manual", "whole", "entire", "total", "parenchyma",
@@ -121,9 +121,10 @@ LIVER_QUALIFIERS = ("corrected", "edited", "reviewed", "final", "manual", "whole
 'Liver vein' names a part or another structure and stays neither."""
 
 
-def _names_whole_liver(text: str) -> bool:
-    """Whether the lower-case segment name ``text`` is 'liver' with only :data:`LIVER_QUALIFIERS`, numbers and
-    punctuation beside it."""
+def names_whole_liver(text: str) -> bool:
+    """Whether the segment name or label ``text`` (any case) is 'liver' with only :data:`LIVER_QUALIFIERS`, numbers,
+    punctuation and a negated tumor beside it: the one rule for .seg.nrrd names and DICOM SEG labels."""
+    text = text.strip().lower()
     # a negated tumor ('Liver without tumor', 'tumor-free liver') is taken out first; a negated liver ('Non-liver',
     # 'No liver', 'Liver-free') keeps its negation and is no liver
     words = [w for w in re.split(r"[\s_()\[\],.:;/-]+", _NEGATED_TUMOR_WHOLE.sub(" ", text)) if w]

@@ -553,7 +553,7 @@ def _has_values_in(arr: np.ndarray, lo: float, hi: float, chunk_slices: int = 8)
 
 
 def _checked_as_label_map(volume: CTVolume, lo: float, hi: float, allow_non_hu: bool, warnings: List[str],
-                          going_on: str) -> bool:
+                          going_on: str, label_map_advice: str = "") -> bool:
     """Whether ``volume`` (value range ``lo``..``hi``) looks like a label map (:func:`label_map_description`): then
     InputError, or with ``allow_non_hu`` a warning ending in ``going_on`` and True. Its message does not offer
     ``--allow-non-hu``: a segmentation given for the CT is no CT in any units, and segmenting it gave nonsense."""
@@ -561,6 +561,8 @@ def _checked_as_label_map(volume: CTVolume, lo: float, hi: float, allow_non_hu: 
     if label_map is None:
         return False
     what = f"'{_source(volume)}' looks like a label map (a segmentation), not a CT ({label_map})"
+    if label_map_advice:  # refused whatever allow_non_hu says (followup's CTs: it aligned the scans on the labels)
+        raise InputError(f"{what}: {label_map_advice}")
     if not allow_non_hu:
         raise InputError(f"{what}: give the CT scan itself (the image in Hounsfield units), not a segmentation.")
     warnings.append(f"{what}; {going_on}.")
@@ -590,7 +592,7 @@ def _refuse_header_scaled_beyond_hu(volume: CTVolume, lo: float, hi: float) -> N
 
 
 def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str],
-                       going_on: str = NON_HU_GOING_ON) -> None:
+                       going_on: str = NON_HU_GOING_ON, label_map_advice: str = "") -> None:
     arr = volume.array
     name = _source(volume)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating) or arr.dtype == np.bool_):
@@ -617,7 +619,7 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
         shifted = _shifted_by_intercept_reason(arr, hi) or _scaled_reason(arr)
     if reason is None and shifted is None:
         reason = _not_hu_content_reason(arr, lo, hi)  # after the raw-CT rule, whose re-export advice is the fix
-    if _checked_as_label_map(volume, lo, hi, allow_non_hu, warnings, going_on):
+    if _checked_as_label_map(volume, lo, hi, allow_non_hu, warnings, going_on, label_map_advice):
         return
     if reason is not None or shifted is not None:
         what = f"'{name}' does not look like CT in Hounsfield units ({reason or shifted})"
@@ -637,8 +639,8 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
 
 
 def check_ct(volume: CTVolume, allow_non_hu: bool = False, non_hu_going_on: str = NON_HU_GOING_ON,
-             for_model: bool = True, aligned_for_model: bool = False, oblique_grid_stored: bool = False
-             ) -> List[str]:
+             for_model: bool = True, aligned_for_model: bool = False, oblique_grid_stored: bool = False,
+             label_map_advice: str = "") -> List[str]:
     """Check that ``volume`` (``(z, y, x)``, HU) is a usable CT. Returns warnings (may be empty).
 
     Raises InputError for: not 3D, empty, a line/voxel, a single non-axial slice, invalid or > 20 mm
@@ -654,12 +656,14 @@ def check_ct(volume: CTVolume, allow_non_hu: bool = False, non_hu_going_on: str 
     ``followup``'s CTs: :func:`measurement_tilt_warnings`). ``aligned_for_model``: ``segment``, which gives the
     model an oblique CT resampled onto a patient-aligned grid (its warning says so); ``oblique_grid_stored``:
     ``segment --oblique-grid stored``, whose oblique-grid warning says that dropping the option does that.
+    ``label_map_advice``: when given, a volume that looks like a label map is refused with it even where
+    ``allow_non_hu`` lets other values through with a warning (``followup``'s CTs).
     """
     warnings: List[str] = [str(note) for note in volume.meta.get("warnings", [])]
     _check_shape(volume, warnings)
     _check_geometry(volume, warnings, for_model, aligned_for_model, oblique_grid_stored)
     _check_modality(volume, allow_non_hu, warnings, non_hu_going_on)
-    _check_intensities(volume, allow_non_hu, warnings, non_hu_going_on)
+    _check_intensities(volume, allow_non_hu, warnings, non_hu_going_on, label_map_advice)
     return warnings
 
 

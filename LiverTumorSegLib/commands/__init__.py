@@ -31,20 +31,13 @@ def read_checked_ct(path, series=None, allow_non_hu: bool = False, warnings_out=
     other values through with a warning."""
     import sys
 
-    import numpy as np
-
-    from ..errors import InputError
     from ..io import read_volume
-    from ..validation import NON_HU_GOING_ON, check_ct, label_map_description
+    from ..validation import NON_HU_GOING_ON, check_ct
 
     volume = read_one_series(path, command) if command else read_volume(path, series=series)
-    if label_map_advice and float(np.min(volume.array)) >= 0 and float(np.max(volume.array)) <= 255:
-        described = label_map_description(volume.array)
-        if described:
-            raise InputError(f"'{path}' looks like a label map (a segmentation), not a CT ({described}): "
-                             f"{label_map_advice}")
     for warning in check_ct(volume, allow_non_hu=allow_non_hu, non_hu_going_on=non_hu_going_on or NON_HU_GOING_ON,
-                            for_model=for_model, aligned_for_model=aligned_for_model):
+                            for_model=for_model, aligned_for_model=aligned_for_model,
+                            label_map_advice=label_map_advice):
         print(f"warning: {warning}", file=sys.stderr)
         if warnings_out is not None:
             warnings_out.append(warning)

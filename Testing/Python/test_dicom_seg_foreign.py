@@ -247,7 +247,9 @@ def test_segment_label_words_follow_the_seg_nrrd_rule_negations_included():
                                SegmentLabel=label, anatomic_regions=None)
 
     assert _label_of_segment(described("Tumor-free parenchyma")) is None
-    assert _label_of_segment(described("Liver without lesion")) is None
+    # the liver's own words, as .seg.nrrd names are read since 0.6.17: the parenchyma, a reader's corrected liver
+    assert _label_of_segment(described("Liver without lesion")) == 1
+    assert _label_of_segment(described("Liver (corrected)")) == 1 and _label_of_segment(described("No liver")) is None
     assert _label_of_segment(described("Metastasis 2")) == 2
     assert _label_of_segment(described("LIVER TUMOR -_1")) == 2
 

@@ -847,8 +847,9 @@ def _main(argv: Optional[List[str]] = None) -> int:
         return 0
     except Exception as exc:  # noqa: BLE001 - last-resort message for bugs
         text = user_error_text(exc, batch_size_option=hasattr(args, "batch_size"))  # segment, train, crossval
+        peer = peer_process_failure_text(exc)
         if args.debug:
-            if text is None and peer_process_failure_text(exc) is None:
+            if text is None and peer is None:
                 raise  # an internal error: the traceback, exit 1
             import traceback
 
@@ -856,7 +857,6 @@ def _main(argv: Optional[List[str]] = None) -> int:
         if text is not None:
             print(f"error: {text}", file=sys.stderr)
             return 2
-        peer = peer_process_failure_text(exc)
         if peer is not None:
             print(f"error: {peer}", file=sys.stderr)
             return 2

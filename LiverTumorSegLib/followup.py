@@ -1596,7 +1596,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                     "followup_labels_on_baseline": resample_to_baseline(followup.array, followup.geometry, baseline,
                                                                         align.transform),
                     "baseline_geometry": baseline.geometry,
-                    # a NIfTI without sform/qform: its sides are a guess, not marked R/L/A (as segment's preview)
+                    # a NIfTI without sform/qform, a NRRD without space: its sides are a guess, not marked R/L/A
+                    # (as segment's preview)
                     "orientation_known": not any(sides_unknown(v) for v in (baseline, followup))},
     }
 

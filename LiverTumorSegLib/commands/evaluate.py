@@ -535,8 +535,9 @@ def _check_outputs(paths: Dict[str, Path], overwrite: bool, cases: Sequence[str]
 
 
 def _read_labels(pred_path: Path, ref_path: Path, label_maps: Tuple[Optional[dict], Optional[dict]]):
-    """``(prediction, reference)`` label maps (0/1/2 uint8 on the reference's grid), each remapped by its
-    ``--pred-label-map`` / ``--label-map`` when given."""
+    """``(prediction, reference)`` label maps (0/1/2 uint8 on the reference's grid; on the prediction's where the
+    reference is a DICOM SEG, placed there), each remapped by its ``--pred-label-map`` / ``--label-map`` when
+    given."""
     from ..dicom_seg import is_dicom_seg
     from ..io import read_label_map
     from ..io.labels import ANY_LABEL_VALUE, remap_labels
@@ -689,7 +690,8 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
                          "ref": ref_c.array, "image": image, "spacing_zyx": ref_c.spacing_zyx, "title": title,
                          "slice_s_mm": [ref_c.geometry.slice_centre_s_mm(k, ref_c.shape_zyx)
                                         for k in range(ref_c.shape_zyx[0])],
-                         # a NIfTI without sform and qform: its sides are a guess, not marked R/L/A/P
+                         # a NIfTI without sform and qform, a NRRD without space: its sides are a guess, not
+                         # marked R/L/A/P
                          "orientation_known": not sides_unknown(ref)})
         if best == worst:
             break

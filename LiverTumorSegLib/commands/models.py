@@ -49,9 +49,9 @@ def mark_damaged_weights(installed: List[Dict[str, Any]], progress: Optional[Any
                              f"({size / 1e6:.1f} MB)")
         entry["error"] = weights_problem(entry["path"])
         done += size
-    for entry in installed:  # True only where --verify read and hashed the weights: one refused before (edited
-        # metadata) was marked verified too
-        entry["weights_verified"] = any(entry is c for c in checked)
+    verified = {id(entry) for entry in checked}  # True only where --verify read and hashed the weights: one refused
+    for entry in installed:  # before (edited metadata) was marked verified too
+        entry["weights_verified"] = id(entry) in verified
     if checked:
         report(1.0, f"verified {len(checked)} package(s), {done / 1e6:.1f} MB")
 

@@ -598,7 +598,8 @@ def plot_case_overlay(pred_labels: np.ndarray, ref_labels: np.ndarray, path: Pat
     a black background. Arrays ``(z, y, x)`` in the canonical orientation (:mod:`~LiverTumorSegLib.orientation`),
     shown in radiological convention as ``segment --preview`` shows them: image left = patient right, top =
     anterior, marked R, L, A and P on the image's edges (``orientation_known=False``, a NIfTI without sform or
-    qform: no letters, which would be a guess drawn as a fact); ``spacing_zyx`` (mm) sets the pixel aspect ratio.
+    qform or a NRRD without space, :func:`~..volume.sides_unknown`: no letters, which would be a guess drawn as a
+    fact); ``spacing_zyx`` (mm) sets the pixel aspect ratio.
     ``reference_name`` names the reference in the legend ("reference"; say "expert" only when it is).
     ``slice_s_mm``: each slice's S position (mm), which the title then gives: the arrays are often a reoriented
     copy, whose slice index is no slice number of the user's file."""

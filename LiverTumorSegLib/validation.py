@@ -552,6 +552,16 @@ def _has_values_in(arr: np.ndarray, lo: float, hi: float, chunk_slices: int = 8)
     return False
 
 
+def _refuse_probability_map(volume: CTVolume) -> None:
+    """InputError for a file tagged as a ``segment --probabilities`` map given as the CT, whatever ``allow_non_hu``:
+    it was called 'a label map (a segmentation)', which it is not (the file-kind audit)."""
+    from .io.formats import PROBABILITY_255_CONTENT
+
+    if volume.meta.get("content") == PROBABILITY_255_CONTENT:
+        raise InputError(f"'{_source(volume)}' is a tumor probability map (as segment --probabilities writes it), "
+                         f"not a CT: give the CT scan itself (the image in Hounsfield units).")
+
+
 def _checked_as_label_map(volume: CTVolume, lo: float, hi: float, allow_non_hu: bool, warnings: List[str],
                           going_on: str, label_map_advice: str = "") -> bool:
     """Whether ``volume`` (value range ``lo``..``hi``) looks like a label map (:func:`label_map_description`): then
@@ -619,6 +629,7 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
         shifted = _shifted_by_intercept_reason(arr, hi) or _scaled_reason(arr)
     if reason is None and shifted is None:
         reason = _not_hu_content_reason(arr, lo, hi)  # after the raw-CT rule, whose re-export advice is the fix
+    _refuse_probability_map(volume)
     if _checked_as_label_map(volume, lo, hi, allow_non_hu, warnings, going_on, label_map_advice):
         return
     if reason is not None or shifted is not None:

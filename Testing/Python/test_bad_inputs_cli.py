@@ -415,6 +415,29 @@ def test_a_label_map_given_as_the_ct_is_not_told_to_pass_allow_non_hu(tmp_path, 
     assert "--allow-non-hu" not in line and "pre-normalised" not in line
 
 
+@pytest.mark.parametrize("command", ["segment", "measure"])
+def test_segments_own_probability_map_given_as_the_ct_is_named_a_probability_map(tmp_path, capsys, command):
+    """segment's tumor probability map (uint8 255 x p, tagged) given as the CT was called 'a label map (a
+    segmentation)' (the file-kind audit); it is named for what it is, and refused by measure --ct too, where it was
+    measured as HU."""
+    import numpy as np
+
+    from LiverTumorSegLib.io import write_label_map, write_probability_map
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    probability = np.zeros((6, 20, 20), np.uint8)
+    probability[2:4, 5:10, 5:10] = 230
+    prob_path = write_probability_map(tmp_path / "prob.nii.gz", probability, geometry)
+    labels = write_label_map(tmp_path / "labels.nii.gz", (probability > 0).astype(np.uint8) * 2 + 0, geometry)
+    argv = ([command, prob_path, "-o", tmp_path / "seg.nii.gz"] if command == "segment" else
+            [command, labels, "--ct", prob_path, "-o", tmp_path / "r.json"])
+    code, out, err = run_cli(argv, capsys)
+    line = assert_clean_error(code, err, ["is a tumor probability map (as segment --probabilities writes it), not a "
+                                          "CT: give the CT scan itself"])
+    assert "label map" not in line and not (tmp_path / "seg.nii.gz").exists() and not (tmp_path / "r.json").exists()
+
+
 def test_measure_with_a_label_map_as_its_ct_warns_that_it_looks_like_a_label_map(tmp_path, capsys):
     inp = make_label_map_as_ct(tmp_path)
     code, out, err = run_cli(["measure", inp, "--ct", inp, "-o", tmp_path / "r.json"], capsys)

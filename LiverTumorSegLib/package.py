@@ -2089,14 +2089,14 @@ def _other_file_kind(path: Path) -> str:
     """What ``path`` is when its name says it is no model package: an image volume (NIfTI, NRRD, MetaImage, DICOM),
     a report or table (JSON, CSV) or a picture; '' otherwise (a package's own checks judge it)."""
     from .fileutil import full_suffix
-    from .io.formats import ITK_SUFFIXES, NIFTI_SUFFIXES
+    from .io.formats import DICOM_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, READ_SUFFIXES
 
-    suffix = full_suffix(path).lower()
-    if suffix in NIFTI_SUFFIXES + ITK_SUFFIXES or suffix == ".dcm" or path.name.lower().endswith(".seg.nrrd"):
+    suffix = full_suffix(path)  # lower case; '.seg.nrrd' whole
+    if suffix in READ_SUFFIXES + DICOM_FILE_SUFFIXES or suffix == ".seg.nrrd":
         return f"an image volume ({suffix})"
     if suffix in (".json", ".csv", ".txt", ".yaml", ".yml"):
         return f"a text file ({suffix}: a report, table or recipe)"
-    if suffix in (".png", ".jpg", ".jpeg"):
+    if suffix in IMAGE_2D_SUFFIXES:
         return f"a picture ({suffix})"
     return ""
 

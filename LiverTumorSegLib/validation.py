@@ -603,6 +603,7 @@ def _refuse_header_scaled_beyond_hu(volume: CTVolume, lo: float, hi: float) -> N
 
 def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str],
                        going_on: str = NON_HU_GOING_ON, label_map_advice: str = "") -> None:
+    _refuse_probability_map(volume)  # its file's tag says so: before any pass over the voxels
     arr = volume.array
     name = _source(volume)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating) or arr.dtype == np.bool_):
@@ -629,7 +630,6 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
         shifted = _shifted_by_intercept_reason(arr, hi) or _scaled_reason(arr)
     if reason is None and shifted is None:
         reason = _not_hu_content_reason(arr, lo, hi)  # after the raw-CT rule, whose re-export advice is the fix
-    _refuse_probability_map(volume)
     if _checked_as_label_map(volume, lo, hi, allow_non_hu, warnings, going_on, label_map_advice):
         return
     if reason is not None or shifted is not None:

@@ -806,11 +806,14 @@ def _check_output_names_fit(input_path: Path, cases: Sequence[BatchCase]) -> Non
     were not segmented (the interruption audit)."""
     from ..fileutil import _longest_name
 
+    limits = {}  # type: Dict[Path, int]  # folder: its longest name (three folders, however many cases)
     for case in cases:
         for path in (case.output_path, case.report_path, case.probability_path):
             if path is None:
                 continue
-            limit = _longest_name(path.parent)
+            if path.parent not in limits:
+                limits[path.parent] = _longest_name(path.parent)
+            limit = limits[path.parent]
             size = len(os.fsencode(path.name))  # the bytes the file system counts (a non-UTF-8 name's too)
             if size > limit:
                 where = (f"Case list '{input_path}': case_id" if input_path.is_file() else

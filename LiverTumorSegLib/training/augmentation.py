@@ -221,18 +221,6 @@ def cut_context(hu: np.ndarray, labels: np.ndarray, side: int, keep: int, air: b
     return out_hu, out_lab
 
 
-def repeat_slice_beyond(hu: np.ndarray, side: int, keep: int) -> np.ndarray:
-    """``hu`` ``(T, H, W)`` with the slices :func:`cut_context` replaced on ``side`` beyond ``keep`` set to the
-    slice ``keep`` from the centre again (a copy): after the HU augmentation, so that they stay exact copies of
-    it, as inference's repeated edge slice is."""
-    t = hu.shape[0]
-    c = t // 2
-    last = c + side * int(keep)
-    out = np.array(hu, copy=True)
-    out[slice(last + 1, t) if side > 0 else slice(0, last)] = out[last]
-    return out
-
-
 def gamma_in_window(hu: np.ndarray, gamma: float, window_hu: Tuple[float, float]) -> np.ndarray:
     """Apply ``x ** gamma`` to HU inside ``window_hu`` (mapped to [0, 1] and back); outside unchanged."""
     lo, hi = float(window_hu[0]), float(window_hu[1])
@@ -502,6 +490,6 @@ class SliceAugmenter:
         if edge is not None and not edge["air"]:
             # a repeated last slice is an exact copy at inference (the clipped neighbour): one drawn with noise (or
             # metal streaks) of its own was an input inference never gives
-            out_hu = repeat_slice_beyond(out_hu, edge["side"], edge["keep"])
+            out_hu = cut_context(out_hu, out_lab, edge["side"], edge["keep"], air=False)[0]
         self.last_params = params
         return out_hu.astype(np.float32, copy=False), out_lab

@@ -3,6 +3,7 @@
 A progress callback has the signature ``callback(fraction: float, stage: str) -> None`` where
 ``fraction`` is in [0, 1] and never decreases within one operation.
 """
+import contextlib
 import contextvars
 import threading
 from typing import Any, Callable, Optional
@@ -31,6 +32,18 @@ class CancellationToken:
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise CancelledError("Cancelled by the user; no output was written.")
+
+
+def logging_beside_bar(bar: Any) -> Any:
+    """A context in which log lines (warnings) go through tqdm while the tqdm ``bar`` is shown, each on a line of its
+    own with the bar redrawn below it: logged while a bar was open, a warning began in the middle of the bar's line
+    ('network 69%|...| 00:04warning: ...'), on a terminal and in a log file alike. Nothing changes when ``bar`` is
+    None or disabled."""
+    if bar is None or bar.disable:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
 
 
 _READ_STOP = contextvars.ContextVar("livertumorseg_read_stop", default=None)  # type: contextvars.ContextVar

@@ -32,6 +32,7 @@ from ..errors import CancelledError, InputError, LiverTumorSegError, out_of_memo
 from ..inference.options import add_segmentation_arguments, options_from_args, postprocessing_from_args  # noqa: F401
 from ..inference.options import PROBABILITY_SUFFIXES
 from ..io.formats import READ_SUFFIXES
+from ..progress import logging_beside_bar
 
 log = logging.getLogger(__name__)
 
@@ -169,14 +170,9 @@ class _TqdmProgress:
         self.bar.set_description_str(stage, refresh=False)
 
     def logging_beside_bar(self) -> Any:
-        """A context in which log lines (the run's warnings) are written through tqdm, each on a line of its own with
-        the bar redrawn below it: logged while the bar was open, a warning began in the middle of the bar's line
-        ('lesion report 95%|...| 00:10warning: The scan starts ...'), on a terminal and in a log file alike."""
-        if self.bar is None:
-            return contextlib.nullcontext()
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        return logging_redirect_tqdm()
+        """A context in which the run's warnings are logged each on a line of their own (see
+        :func:`~..progress.logging_beside_bar`)."""
+        return logging_beside_bar(self.bar)
 
     def close(self) -> None:
         if self.bar is not None:

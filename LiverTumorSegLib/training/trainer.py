@@ -33,6 +33,7 @@ from ..errors import InputError, OutputExistsError
 from ..inference.body_size import PACKAGE_KEY as BODY_SIZE_KEY
 from ..inference.postprocess import DEFAULT_MIN_LESION_PROBABILITY
 from ..fileutil import check_can_write
+from ..progress import logging_beside_bar
 from .callbacks import BestTracker, EarlyStopping, validation_score, validation_selection
 from .checkpoint import decode_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
@@ -1246,31 +1247,38 @@ class Trainer:
 
         bar = tqdm(total=self.steps_per_epoch, initial=first_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (self.dist.is_main and cfg.progress_bar), leave=False, dynamic_ncols=True)
-        step = first_step
         try:
-            for x, y in batches_of(self.loader, self.loader.num_workers):
-                loss = self._loss_and_gradients(x, y)
-                with interrupts_deferred():  # the update and the position the interrupt checkpoint records: whole
-                    self._update_weights()
-                    step += 1
-                    self.global_step += 1
-                    self.loss_sum += loss
-                    self.loss_count += 1
-                    self._interrupt_epoch, self._interrupt_step = epoch, step
-                    self._interrupt_rng = rng_state()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}")
-                self._callback("on_step_end", {"epoch": epoch, "step_in_epoch": step,
-                                               "global_step": self.global_step, "loss": loss,
-                                               "steps_per_epoch": self.steps_per_epoch, "epochs": cfg.epochs})
-                if cfg.checkpoint_every_steps and self.global_step % cfg.checkpoint_every_steps == 0 \
-                        and step < self.steps_per_epoch:
-                    self.save_last(epoch, step)
-                if step < self.steps_per_epoch and self._time_up():
-                    self.save_last(epoch, step)
-                    return "time_limit_mid_epoch"
+            # log lines of the epoch (a case's warning, a callback's) go through the bar, each on a line of its own,
+            # as segment's do: they began in the middle of the bar's line
+            with logging_beside_bar(bar):
+                return self._train_steps(epoch, first_step, bar)
         finally:
             bar.close()
+
+    def _train_steps(self, epoch: int, step: int, bar: Any) -> str:
+        """The steps of one epoch from ``step`` on (see :meth:`_train_epoch`); "ok" or "time_limit_mid_epoch"."""
+        cfg = self.config
+        for x, y in batches_of(self.loader, self.loader.num_workers):
+            loss = self._loss_and_gradients(x, y)
+            with interrupts_deferred():  # the update and the position the interrupt checkpoint records: whole
+                self._update_weights()
+                step += 1
+                self.global_step += 1
+                self.loss_sum += loss
+                self.loss_count += 1
+                self._interrupt_epoch, self._interrupt_step = epoch, step
+                self._interrupt_rng = rng_state()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            self._callback("on_step_end", {"epoch": epoch, "step_in_epoch": step,
+                                           "global_step": self.global_step, "loss": loss,
+                                           "steps_per_epoch": self.steps_per_epoch, "epochs": cfg.epochs})
+            if cfg.checkpoint_every_steps and self.global_step % cfg.checkpoint_every_steps == 0 \
+                    and step < self.steps_per_epoch:
+                self.save_last(epoch, step)
+            if step < self.steps_per_epoch and self._time_up():
+                self.save_last(epoch, step)
+                return "time_limit_mid_epoch"
         return "ok"
 
     def _loss_and_gradients(self, x: torch.Tensor, y: torch.Tensor) -> float:

@@ -2537,3 +2537,39 @@ def test_a_run_whose_last_epoch_ends_on_the_time_limit_is_completed_not_stopped(
                    log=said.append)
     training = read_package_metadata(result.package_path)["training"]
     assert training["stop_reason"] == "time_limit" and training["epochs_completed"] == 1
+
+
+class LogAt:
+    """Callback logging a library warning after global step ``step``, as a case read during the epoch would."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, info):
+        if info["global_step"] == self.step:
+            import logging
+
+            logging.getLogger("LiverTumorSegLib.training").warning("warning: logged in the middle of an epoch")
+
+
+def test_warnings_logged_during_an_epoch_begin_their_own_line(data_csv, tmp_path, monkeypatch):
+    """A warning logged while the epoch's progress bar was shown began inside the bar's line ('epoch 1/1: 33%|...|
+    warning: ...'), as segment's once did; log lines now go through the bar. stderr is a file, as in a log."""
+    import io
+    import logging
+    import re
+
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [handler])
+    (tmp_path / "run").mkdir()
+    train(tiny_config(data_csv, tmp_path / "run", epochs=1, iterations_per_epoch=3, val_fraction=0.0,
+                      progress_bar=True), callbacks=[LogAt(1)], log=lambda s: None)
+    text = err.getvalue()
+    assert "%|" in text  # the bar was drawn
+    pieces = re.split(r"[\r\n]", text)
+    warned = [p for p in pieces if "logged in the middle of an epoch" in p]
+    assert warned and all(p.startswith("warning: ") for p in warned), warned

@@ -393,7 +393,7 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
         volume.meta[SPATIAL_UNIT_KEY] = {"unit": str(header.get_xyzt_units()[0]), "mm_per_unit": unit_scale}
     if int(header["sform_code"]) <= 0 and int(header["qform_code"]) <= 0:
         volume.meta[NIFTI_ORIENTATION_UNKNOWN_KEY] = True  # the writers keep it so (orientation_unknown)
-    elif _transforms_disagree(header, _unit_scale(header)[0]):
+    elif _transforms_disagree(header, unit_scale):
         volume.meta[NIFTI_TRANSFORMS_KEY] = _header_transforms(header)  # the writers keep them (nifti_transforms)
     if scaled:
         volume.meta[NIFTI_SCALING_KEY] = (float(slope), float(inter))  # a label map or CT check names the header

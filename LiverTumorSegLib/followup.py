@@ -1123,9 +1123,9 @@ def read_previous_change(path: Any, source: str = "--previous", advice: Optional
     where = f"{source} '{source_path}'"
     give_written = advice or "give the change.json that followup wrote for the previous follow-up"
     if source_path.is_dir():  # was called missing
-        raise InputError(f"{where} is a folder; {advice or 'give the change.json file of the previous follow-up'}.")
+        raise InputError(f"{where} is a folder; {give_written}.")
     if not source_path.is_file():
-        raise InputError(f"{where} does not exist; {advice or 'give the change.json of the previous follow-up'}.")
+        raise InputError(f"{where} does not exist; {give_written}.")
     try:
         change = json.loads(source_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:

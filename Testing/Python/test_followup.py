@@ -1910,7 +1910,7 @@ def test_a_folder_given_as_previous_is_named_a_folder_and_a_seg_nrrd_given_as_a_
     capsys.readouterr()
     assert main(["followup", "--baseline", str(seg), "--followup", str(seg2), "--previous", str(tmp_path / "previous"),
                  "-o", str(tmp_path / "c.json")]) == 2
-    assert "is a folder; give the change.json file of the previous follow-up" in capsys.readouterr().err
+    assert "is a folder; give the change.json that followup wrote for the previous follow-up" in capsys.readouterr().err
     fake = tmp_path / "case.seg.nrrd"
     fake.write_bytes(b"NRRD0004\n")
     assert main(["followup", "--baseline", str(seg), "--followup", str(seg2), "--baseline-ct", str(fake),

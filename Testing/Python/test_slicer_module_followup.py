@@ -965,8 +965,7 @@ def test_errors_about_the_previous_report_name_the_panels_field_and_what_to_do_t
         with pytest.raises(InputError) as cli:
             read_previous_change(path)
         assert str(cli.value).startswith(f"--previous '{path}' ")
-        assert str(cli.value).endswith("give the change.json of the previous follow-up." if name == "gone.json" else
-                                       "give the change.json that followup wrote for the previous follow-up.")
+        assert str(cli.value).endswith("; give the change.json that followup wrote for the previous follow-up.")
     previous = {"response": "SD", "sum_of_diameters": {"target_lesion_ids": [1], "baseline_mm": 20.0}}
     with pytest.raises(InputError) as child:
         previous_assessment(previous, [1, 2], 35.0, 2)

@@ -468,7 +468,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="voxel connectivity of lesions (default 26, as segment's lesion report counts them; "
                         "the LiTS challenge script used 6, scipy's default: pass 6 to compare with LiTS numbers)")
     p.add_argument("--rank-metric", default="dice_liver", metavar="COLUMN",
-                   help="metric choosing the best and worst case overlays (default dice_liver); cases where it "
+                   help="score choosing the best and worst case overlays (default dice_liver; a volume, burden "
+                        "or lesion count is no score and is refused); cases where it "
                         "is undefined (NaN, e.g. hd95_tumor_mm of a case with no predicted tumor) are not ranked, "
                         "so the 'worst' overlay is the worst case with a value")
     p.add_argument("--no-surface", action="store_true", help="skip surface distances (faster)")
@@ -893,6 +894,7 @@ def _refuse_an_unknown_rank_metric(metric: str, no_surface: bool, prob_structure
     import numpy as np
 
     from ..metrics.lits import evaluate_case
+    from ..metrics.report import is_measurement_column
 
     labels = np.zeros((4, 6, 6), np.uint8)
     labels[1:3, 1:5, 1:5] = 1
@@ -901,11 +903,16 @@ def _refuse_an_unknown_rank_metric(metric: str, no_surface: bool, prob_structure
                                    surface=not no_surface))
     if prob_structure is not None:
         row[f"roc_auc_{prob_structure}"] = 0.5
+    numeric = sorted(key for key, value in row.items()
+                     if isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+                     and not is_measurement_column(key))
     if metric not in row:
-        numeric = sorted(key for key, value in row.items()
-                         if isinstance(value, (int, float, np.number)) and not isinstance(value, bool))
         raise InputError(f"--rank-metric {metric} is not a column of this evaluation's cases.csv; choose one of: "
                          f"{', '.join(numeric)}.")
+    if is_measurement_column(metric):  # the largest liver volume was drawn as the 'best' case
+        raise InputError(f"--rank-metric {metric} measures a case (a volume, burden or count), it does not score the "
+                         f"prediction: no value of it is better than another, so it picks no best and worst case. "
+                         f"Choose a score: {', '.join(numeric)}.")
 
 
 def _say_surfaces_were_not_computed(settings: Dict[str, object]) -> None:

@@ -31,7 +31,12 @@ Lesion detection (:func:`detect_lesions`), after the LiTS evaluation code (Bilic
    and one miss (step 4 counts two hits), and a detected lesion predicted in two pieces gives it one hit and
    one false positive (step 4: one hit, no false positive). With one predicted and one reference lesion per
    group the two countings agree. (The script also takes k hits off for an undetected group of k merged
-   reference lesions, which it had counted as one; that slip is not copied here: such a group counts 0.)
+   reference lesions, which it had counted as one; that slip is not copied here: such a group counts 0. Nor is a
+   second one: its IoU test looks a predicted lesion up by its own number, ``d == p_id``, in the array it has just
+   relabelled with reference numbers, so where a case's predicted and reference lesions are numbered differently
+   it measures the union with another lesion's voxels: a lesion found with IoU 0.6 counted as missed, or a poor
+   one as found. ``lits_script`` is the count the script means; on cases with several lesions its published
+   numbers can differ from it either way, and so can the set of lesions it scores per lesion.)
    :func:`~.report.summarize` pools both countings; quote ``lits_script`` precision and recall, at
    ``connectivity=6``, beside LiTS numbers.
 

@@ -29,6 +29,11 @@ from .lits import STRUCTURES, global_dice
 PathLike = Union[str, Path]
 LOWER_IS_BETTER_PREFIXES = ("voe", "rvd", "tumor_burden_error", "volume_outside_ref_", "lesions_pred_no_overlap",
                             "lesions_false_positive", "lesions_missed", "lits_lesion_voe", "lits_lesion_rvd")
+MEASUREMENT_COLUMNS = ("lesions_ref", "lesions_pred", "lits_lesions_scored", "tumor_burden_pred", "tumor_burden_ref")
+MEASUREMENT_PREFIXES = ("volume_pred_", "volume_ref_", "voxels_", "lesions_size_")
+"""cases.csv columns that measure a case instead of scoring the prediction (volumes, voxel and lesion counts, tumor
+burdens): no value of them is better than another, so they rank no best and worst case (:func:`rank_cases`); the
+largest liver volume was drawn as the 'best' case."""
 NOT_SUMMARIZED_PREFIXES = ("voxels_",)  # raw counts: used for global Dice, not averaged
 LITS_LESION_PREFIX = "lits_lesion"
 """Per-case columns of the LiTS per-lesion scores (``lits_lesions_scored``, ``lits_lesion_<key>``: the mean over the
@@ -383,7 +388,11 @@ def rank_cases(rows: Sequence[Dict[str, Any]], metric: str = "dice_liver") -> Tu
     ending in ``_mm``, starting with ``voe``/``rvd``/``tumor_burden_error``, and for counts and volumes of
     errors (false or missed lesions, volume outside the reference) lower absolute value is better). Cases with
     NaN are ignored; ``(None, None)`` when no case has a value. Ties go to the first such case in ``rows``' order, so
-    where every case has the same value both are the first case (evaluate then draws one overlay)."""
+    where every case has the same value both are the first case (evaluate then draws one overlay). ValueError for a
+    column that measures instead of scoring (:func:`is_measurement_column`)."""
+    if is_measurement_column(metric):
+        raise ValueError(f"{metric} measures a case (no value of it is better than another); rank by a score such "
+                         f"as dice_liver, hd95_liver_mm or lesions_false_positive")
     values = metric_values(rows, metric)
     if metric.endswith("_mm") or metric.startswith(LOWER_IS_BETTER_PREFIXES):
         values = -np.abs(values)
@@ -393,6 +402,14 @@ def rank_cases(rows: Sequence[Dict[str, Any]], metric: str = "dice_liver") -> Tu
     best = valid[np.argmax(values[valid])]
     worst = valid[np.argmin(values[valid])]
     return str(rows[best]["case"]), str(rows[worst]["case"])
+
+
+def is_measurement_column(column: str) -> bool:
+    """Whether the cases.csv ``column`` measures a case (:data:`MEASUREMENT_COLUMNS`, :data:`MEASUREMENT_PREFIXES`)
+    instead of scoring the prediction against the reference."""
+    if column.startswith(LOWER_IS_BETTER_PREFIXES):  # lesions_pred_no_overlap is an error count
+        return False
+    return column in MEASUREMENT_COLUMNS or column.startswith(MEASUREMENT_PREFIXES)
 
 
 # ------------------------------------------------------------------------------------------------ plots

@@ -247,3 +247,31 @@ def test_rank_metric_columns_known_before_reading(metric, no_surface, prob_struc
             _refuse_an_unknown_rank_metric(metric, no_surface, prob_structure)
     else:
         _refuse_an_unknown_rank_metric(metric, no_surface, prob_structure)
+
+
+@pytest.mark.parametrize("metric", ["volume_pred_liver_ml", "volume_ref_tumor_ml", "lesions_pred", "lesions_ref",
+                                    "tumor_burden_pred", "lits_lesions_scored", "voxels_tp_liver",
+                                    "lesions_size_lt10mm_ref"])
+def test_a_rank_metric_that_measures_instead_of_scoring_is_refused_before_reading(metric):
+    """``--rank-metric volume_pred_liver_ml`` drew the case with the largest predicted liver as the 'best' case (any
+    column not named lower-is-better was ranked higher-is-better): a volume, burden or count has no better value.
+    Refused before any case is read, naming scores to choose from (no measurement among them)."""
+    from LiverTumorSegLib.commands.evaluate import _refuse_an_unknown_rank_metric
+
+    with pytest.raises(InputError, match=f"--rank-metric {metric} measures a case") as refused:
+        _refuse_an_unknown_rank_metric(metric, False, None)
+    choices = str(refused.value).split("Choose a score: ")[1]
+    assert "dice_liver" in choices and "lesions_pred_no_overlap" in choices and "hd95_liver_mm" in choices
+    assert "volume_pred_liver_ml" not in choices and "lesions_pred," not in choices
+
+
+def test_rank_cases_refuses_a_measurement_and_keeps_error_counts_lower_is_better():
+    from LiverTumorSegLib.metrics import report
+
+    rows = [{"case": "a", "volume_pred_liver_ml": 1500.0, "lesions_pred_no_overlap": 3},
+            {"case": "b", "volume_pred_liver_ml": 900.0, "lesions_pred_no_overlap": 0}]
+    with pytest.raises(ValueError, match="volume_pred_liver_ml measures a case"):
+        report.rank_cases(rows, "volume_pred_liver_ml")
+    assert report.rank_cases(rows, "lesions_pred_no_overlap") == ("b", "a")
+    assert not report.is_measurement_column("lesions_pred_no_overlap")
+    assert report.is_measurement_column("lesions_pred") and report.is_measurement_column("volume_ref_liver_ml")

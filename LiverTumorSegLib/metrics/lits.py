@@ -90,7 +90,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import LabelError
-from .overlap import _as_bool, confusion_counts, overlap_metrics_from_counts
+from .overlap import _as_bool, confusion_counts, mask_array, overlap_metrics_from_counts
 from .roc import roc_auc, scoring_memory_bytes
 from .surface import box_voxels, surface_memory_bytes, surface_metrics, union_bounding_box
 
@@ -105,6 +105,7 @@ or no liver, in both maps); Dice and F1 stay LiTS's 1.0, specificity and accurac
 
 def structure_mask(labels: np.ndarray, structure: str) -> np.ndarray:
     """Boolean mask of ``structure`` in a 0/1/2 label map: "liver" = label >= 1, "tumor" = label == 2."""
+    labels = mask_array(labels, "structure_mask")
     if structure == "liver":
         return labels >= 1
     if structure == "tumor":
@@ -394,6 +395,7 @@ def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold:
 def tumor_burden(labels: np.ndarray) -> float:
     """Tumor voxels / liver voxels (label 2 / label >= 1) of a 0/1/2 map (a fraction, 0-1); 0.0 without
     liver (no tumor either), as the lesion report's ``tumor_burden_percent``."""
+    labels = mask_array(labels, "tumor_burden")
     liver = int(np.count_nonzero(labels >= 1))
     return 0.0 if liver == 0 else int(np.count_nonzero(labels == 2)) / liver
 
@@ -532,8 +534,8 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     defined), ``dice_tumor`` and ``f1_tumor`` 1.0 (LiTS's Dice of such a case); so has the liver's a case with liver
     on neither side (:data:`UNDEFINED_WHEN_ABSENT_KEYS`).
     """
-    pred_labels = np.asarray(pred_labels)
-    ref_labels = np.asarray(ref_labels)
+    pred_labels = mask_array(pred_labels, "evaluate_case")
+    ref_labels = mask_array(ref_labels, "evaluate_case")
     if pred_labels.ndim != 3:
         raise LabelError(f"case '{case}': label maps must be 3-D (z, y, x); the prediction has "
                          f"{pred_labels.ndim} axes {tuple(pred_labels.shape)}.")

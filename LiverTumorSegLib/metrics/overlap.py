@@ -47,7 +47,7 @@ NaN values are reported as such and left out of means (the summary counts them);
 :mod:`LiverTumorSegLib.metrics.report`.
 """
 from dataclasses import dataclass
-from typing import Dict
+from typing import Any, Dict
 
 import numpy as np
 
@@ -82,8 +82,21 @@ class ConfusionCounts:
         return ConfusionCounts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
 
 
+MASK_READER = "LiverTumorSegLib.io.read_label_map(path).array"
+"""How to get a mask array from a file, named where an image object was given instead."""
+
+
+def mask_array(mask: Any, function: str = "the metrics") -> np.ndarray:
+    """``mask`` as a numeric numpy array (a numpy array as it is), else TypeError naming ``function`` and saying
+    how to get the array: numpy made a nibabel image a 0-D object array counted as one foreground voxel (Dice of any
+    two images 1.0, a volume of one voxel) and a SimpleITK image a flat 1-D array."""
+    from ..volume import numeric_array
+
+    return numeric_array(mask, f"{function}: a mask must be a numpy array in (z, y, x) order", MASK_READER)
+
+
 def _as_bool(mask: np.ndarray) -> np.ndarray:
-    mask = np.asarray(mask)
+    mask = mask_array(mask, "the overlap metrics")
     return mask if mask.dtype == bool else mask != 0
 
 
@@ -231,4 +244,5 @@ def volume_ml(mask: np.ndarray, spacing_zyx) -> float:
     """Volume of a mask in millilitres; ``spacing_zyx`` in mm, one positive size per axis of ``mask`` (any axis
     order works: only the product). A negative spacing gave -1.0 mL, a 2-value one half the volume."""
     from .surface import _check_spacing
-    return float(np.count_nonzero(mask)) * float(np.prod(_check_spacing(spacing_zyx, np.ndim(mask)))) / 1000.0
+    mask = mask_array(mask, "volume_ml")
+    return float(np.count_nonzero(mask)) * float(np.prod(_check_spacing(spacing_zyx, mask.ndim))) / 1000.0

@@ -249,8 +249,10 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[f
     """Directed surface distances (mm) between two masks of the same shape, usually ``(z, y, x)``;
     ``spacing_zyx``: voxel size in mm in the masks' axis order (``CTVolume.spacing_zyx``, not
     ``geometry.spacing``, which is ``(x, y, z)``). See the module docstring."""
-    pred = np.asarray(pred)
-    ref = np.asarray(ref)
+    from .overlap import mask_array
+
+    pred = mask_array(pred, "the surface distances")
+    ref = mask_array(ref, "the surface distances")
     if pred.shape != ref.shape:
         raise ValueError(f"pred shape {pred.shape} differs from ref shape {ref.shape}")
     spacing = _check_spacing(spacing_zyx, pred.ndim)

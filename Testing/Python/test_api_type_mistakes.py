@@ -177,3 +177,35 @@ def test_voxel_volume_refuses_a_direction_with_the_spacing_folded_in():
         print(folded_geometry().voxel_volume_ml)
     rotated = ImageGeometry(spacing=(0.8, 0.8, 2.5), direction=(0, -1, 0, 1, 0, 0, 0, 0, 1))
     assert rotated.voxel_volume_ml == pytest.approx(0.0016)
+
+
+@pytest.mark.parametrize("make_image, how", [(nibabel_image, r"np\.asarray\(img\.dataobj\)\.T"),
+                                             (simpleitk_image, r"sitk\.GetArrayFromImage\(image\)")],
+                         ids=["nibabel", "SimpleITK"])
+def test_the_metrics_refuse_an_image_object_as_a_mask_and_name_the_array(make_image, how):
+    """numpy made a nibabel image a 0-D object array counted as one foreground voxel: dice(nib.load(a), nib.load(b))
+    was 1.0 for any two images and volume_ml one voxel's volume, without an error (the library API audit); a
+    SimpleITK image became a flat array (a 'spacing must be 1 value' error)."""
+    from LiverTumorSegLib import metrics
+
+    labels = small_labels()
+    other = np.zeros_like(labels)
+    other[0, 0, 0] = 1
+    image = make_image(labels)
+    calls = {"the overlap metrics": [lambda: metrics.dice(image, other), lambda: metrics.dice(other, image),
+                                     lambda: metrics.overlap_metrics(image, other),
+                                     lambda: metrics.confusion_counts(image, other)],
+             "volume_ml": [lambda: metrics.volume_ml(image, (2.5, 0.9, 0.8))],
+             "the surface distances": [lambda: metrics.hd95(image, other, (2.5, 0.9, 0.8))],
+             "evaluate_case": [lambda: metrics.evaluate_case(image, labels, (2.5, 0.9, 0.8))],
+             "tumor_burden": [lambda: metrics.tumor_burden(image)],
+             "structure_mask": [lambda: metrics.structure_mask(image, "liver")]}
+    for function, made in calls.items():
+        for call in made:
+            with pytest.raises(TypeError, match=rf"{function}: a mask must be a numpy array in \(z, y, x\) order, got "
+                                                r"a (nibabel Nifti1Image|SimpleITK Image); .*read_label_map\(path\)"
+                                                r"\.array.*" + how):
+                call()
+    # the arrays the message names give the right numbers
+    assert metrics.dice(labels, other) == 0.0
+    assert metrics.volume_ml(labels >= 1, (2.5, 0.9, 0.8)) == pytest.approx(24 * 2.5 * 0.9 * 0.8 / 1000.0)

@@ -79,8 +79,17 @@ def _check_shape(volume: CTVolume, warnings: List[str]) -> None:
                         f"it and 3D post-processing has nothing to work with; results may be poorer.")
     if min(ny, nx) < MIN_INPLANE_WARN_VOXELS:
         hint = (" or an (x, y, z) array (nibabel's order) given as (z, y, x)? Pass array.T with the spacing "
-                "(x, y, z)" if nz > 4 * max(ny, nx) else "")
+                "(x, y, z)" if _looks_transposed(nz, ny, nx) else "")
         warnings.append(f"'{name}' has very small axial slices ({ny} x {nx} voxels); is it cropped{hint}?")
+
+
+def _looks_transposed(nz: int, ny: int, nx: int) -> bool:
+    """Whether a grid of ``nz`` slices of ``ny`` x ``nx`` voxels, one of them small, may be an ``(x, y, z)`` array
+    given as ``(z, y, x)``: thin "slices" of a tall stack, or one short in-plane axis with the other in-plane axis
+    and the slice count both at least 4 times it (a 512 x 512 x 20 CT in nibabel's order: slices of 512 x 20, where
+    only the tall-stack rule was asked and said nothing, while the run gave a 7 mL liver)."""
+    short = min(ny, nx)
+    return nz > 4 * max(ny, nx) or min(nz, max(ny, nx)) >= 4 * short
 
 
 def _slice_axes(direction: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

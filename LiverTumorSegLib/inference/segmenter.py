@@ -704,8 +704,9 @@ class Segmenter:
 
         The CT first gets the checks ``segment`` makes (:func:`~LiverTumorSegLib.validation.check_ct`: not HU,
         NaN, 2D/4D, a broken direction, ...; ``options.allow_non_hu`` as there), so an array scaled to 0..1 is
-        refused instead of segmented into nonsense (an array in (x, y, z) order is caught only when its shape
-        gives it away: thin "slices" of a tall stack; a full CT transposed is not, so give the ``(z, y, x)`` array
+        refused instead of segmented into nonsense (an array in (x, y, z) order gets a warning only when its shape
+        gives it away: slices with one short side, 20 voxels of a 20-slice CT, or thin "slices" of a tall stack; a
+        CT with as many slices as columns transposed gets none, so give the ``(z, y, x)`` array
         :func:`~LiverTumorSegLib.io.read_volume` returns); its warnings come first in ``result.warnings``.
         ``checked=True``: the caller has run them (``segment_file``). A package whose preprocessing makes another
         number of channels than its network takes is refused here too, not only in ``segment_file``.

@@ -837,3 +837,15 @@ def test_network_grid_of_a_target_size_preprocessing_is_what_plan_spatial_makes(
     assert network_grid_zyx((10, 100, 80), (5.0, 1.4, 0.5), settings) == (10, 256, 192)
     planned = plan_spatial((10, 512, 400), (0.7, 0.7), None, None, (256, 190), 32)
     assert tuple(planned.net_shape_yx) == (256, 192)
+
+
+def test_a_thin_ct_in_nibabel_order_is_asked_about_its_axis_order():
+    """A 20-slice CT as nibabel gives it, (x, y, z) = 512 x 512 x 20, given as (z, y, x) has 'slices' of 512 x 20:
+    the hint naming nibabel's order was asked only for thin slices of a taller stack (z > 4 x 512), so the warning
+    asked only whether it was cropped, and the run gave a 7 mL liver (the library API audit)."""
+    ct = phantom_ct(shape_zyx=(20, 160, 160))
+    nibabel_order = CTVolume(np.ascontiguousarray(ct.array.T), ImageGeometry(spacing=(2.0, 0.8, 0.8)), "xyz")
+    warned = [w for w in check_ct(nibabel_order) if "very small axial slices" in w]
+    assert len(warned) == 1 and "(x, y, z) array (nibabel's order)" in warned[0] and "array.T" in warned[0]
+    cropped = check_ct(phantom_ct(shape_zyx=(6, 20, 40)))  # a small crop is asked only whether it is cropped
+    assert len(cropped) == 1 and "nibabel" not in cropped[0]

@@ -194,12 +194,21 @@ def load_pretrained_encoder(encoder: ResNetEncoder, path: str) -> None:
     if conv1 is not None and conv1.ndim == 4 and conv1.shape[1] != target["conv1.weight"].shape[1]:
         c = target["conv1.weight"].shape[1]
         stripped["conv1.weight"] = conv1.mean(dim=1, keepdim=True).repeat(1, c, 1, 1) * (conv1.shape[1] / c)
+    for key in target:  # BatchNorm's step counters, which checkpoints from before PyTorch 0.4.1 (torchvision's
+        if key.endswith(".num_batches_tracked") and key not in stripped:  # ImageNet ResNets) lack: torch fills them
+            stripped[key] = target[key]                                   # too, and they were called missing keys
     missing = sorted(set(target) - set(stripped))
     wrong = sorted(k for k in set(target) & set(stripped) if tuple(target[k].shape) != tuple(stripped[k].shape))
     if missing or wrong:
-        raise InputError(f"Pretrained encoder '{path}' does not fit this ResNet (depth/width): "
+        advice = []
+        if missing:
+            advice.append("its key names must be torchvision's (conv1, bn1, layer1..layer4; a prefix module., "
+                          "encoder. or backbone. is taken off)")
+        if wrong:
+            advice.append("use weights of the same depth and width=1.0")
+        raise InputError(f"Pretrained encoder '{path}' does not fit this ResNet: "
                          f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(wrong)} with other shapes "
-                         f"(e.g. {wrong[:3]}). Use weights of the same depth and width=1.0.")
+                         f"(e.g. {wrong[:3]}); {' and '.join(advice)}.")
     encoder.load_state_dict({k: stripped[k] for k in target}, strict=True)
 
 

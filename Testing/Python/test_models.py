@@ -594,3 +594,23 @@ def test_readme_architecture_table_matches_the_parameter_counts():
         with torch.device("meta"):
             count = _n_params(build_model(name, 3, 3))
         assert f"{count / 1e6:.{len(text.split('.')[1])}f}" == text, name
+
+
+def test_resnet_pretrained_encoder_without_batchnorm_step_counters_loads_as_torch_loads_it(tmp_path):
+    """torchvision's ImageNet ResNet files predate BatchNorm's num_batches_tracked counters; torch's own loader fills
+    them, while ours called them missing keys and said 'use weights of the same depth and width', which they were
+    (the architecture audit). A file whose names are not torchvision's still says what is wrong."""
+    torch.manual_seed(4)
+    source = build_model("resnet18_fcn", 3, 3, width=0.125).encoder
+    weights = {k: v.clone() for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "old_resnet18.pth"
+    torch.save(weights, path)
+    model = build_model("resnet18_fcn", 3, 3, width=0.125, pretrained_encoder_path=str(path))
+    got = model.encoder.state_dict()
+    assert all(torch.equal(got[k], weights[k]) for k in weights)
+    assert all(int(got[k]) == 0 for k in got if k.endswith("num_batches_tracked"))
+    torch.save({"features." + k: v for k, v in weights.items()}, tmp_path / "other_names.pth")
+    with pytest.raises(InputError, match=r"does not fit this ResNet: \d+ missing keys .* key names must be "
+                                         r"torchvision's") as raised:
+        build_model("resnet18_fcn", 3, 3, width=0.125, pretrained_encoder_path=str(tmp_path / "other_names.pth"))
+    assert "same depth" not in str(raised.value)

@@ -185,6 +185,29 @@ def header_misfits(ct_zyx: np.ndarray, placed_zyx: np.ndarray, stored_zyx: Calla
     return placed, as_stored
 
 
+MIRROR_AXIS_WORDS = ("z (the slice order reversed)", "y (front and back as stored)", "x (left and right as stored)")
+"""How a refusal names the ``(z, y, x)`` axis along which a label's voxels fit their CT mirrored."""
+
+
+def mirrored_misfits(ct_zyx: np.ndarray, labels_zyx: np.ndarray) -> Optional[Tuple[float, float, int]]:
+    """``(misfit as given, misfit mirrored, axis)`` (:func:`label_misfit`; ``axis`` 0, 1 or 2 of ``(z, y, x)``) when
+    a label map on its CT's own grid (same shape, HU) fits it badly (:data:`LABEL_MISFIT_REFUSED` or more of its
+    voxels outside :data:`LABEL_HU_RANGE`) while its voxels mirrored along one axis fit at least 3 times better: voxels
+    flipped against the CT by a conversion (slice order reversed) or a script (``arr[::-1]``) under the CT's own
+    header, which no grid check sees. The best such axis; None otherwise (a label that fits, or one no mirror
+    mends)."""
+    given = label_misfit(ct_zyx, labels_zyx)
+    if given is None or given < LABEL_MISFIT_REFUSED:
+        return None
+    labels = np.asarray(labels_zyx)
+    mirrored = [label_misfit(ct_zyx, np.flip(labels, axis)) for axis in range(labels.ndim)]
+    axis = int(np.argmin([1.0 if m is None else m for m in mirrored]))
+    best = mirrored[axis]
+    if best is None or best * 3 > given:
+        return None
+    return given, best, axis
+
+
 REORIENTED_NOTE = "label map stored in another axis order; reoriented to the CT"
 """The note :func:`label_on_reference_grid` adds to a label map it reoriented onto its CT."""
 

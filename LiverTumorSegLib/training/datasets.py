@@ -830,8 +830,9 @@ def read_case_labels(case: Case, image: CTVolume, label_map: Optional[Dict] = No
     ``label_map`` maps raw values to 0/1/2 (keys may be strings); unlisted values become 0.
     Raises :class:`LabelError` for a shape/geometry mismatch or values outside {0, 1, 2} (without a map), and for
     a label whose header stores the CT's grid in another axis order while its voxels fit the CT only in the CT's
-    own voxel order (:func:`_refuse_label_fitting_only_as_stored`; not with ``allow_non_hu``, whose CT values
-    are not HU). Logs a warning when the label was stored in another axis order than the CT (it is reoriented)
+    own voxel order (:func:`_refuse_label_fitting_only_as_stored`), and for a label on the CT's own grid whose
+    voxels fit the CT only mirrored along one axis (:func:`_refuse_label_fitting_only_mirrored`); neither with
+    ``allow_non_hu``, whose CT values are not HU. Logs a warning when the label was stored in another axis order than the CT (it is reoriented)
     and for content that would teach the network something wrong (:func:`label_content_warnings`; not with
     ``content_warnings=False``, for a caller that checks the labels its own way).
     """
@@ -848,6 +849,8 @@ def read_case_labels(case: Case, image: CTVolume, label_map: Optional[Dict] = No
     labels = remap_labels(raw, label_map, case.label_path, log_dropped=False)
     if stored is not None and not allow_non_hu:
         _refuse_label_fitting_only_as_stored(case, image, labels, stored, label_map)
+    elif not allow_non_hu:
+        _refuse_label_fitting_only_mirrored(case, image, labels)
     for warning in label_content_warnings(labels, raw if label_map else None, label_map) if content_warnings else []:
         _warn_once(case.label_path, f"case {case.case_id}: {warning}")
     return labels
@@ -905,6 +908,27 @@ def _refuse_label_fitting_only_as_stored(case: Case, image: CTVolume, labels: np
         f"conversion), and training would learn a mirrored label. Give the label map the CT's header (e.g. nibabel: "
         f"Nifti1Image(label voxels, ct.affine, ct.header)) and run again; if the label really is mirrored, fix or "
         f"remove this case.")
+
+
+def _refuse_label_fitting_only_mirrored(case: Case, image: CTVolume, labels: np.ndarray) -> None:
+    """LabelError when the label, on the CT's own grid (``labels``, ``(z, y, x)``), fits the CT badly while its voxels
+    mirrored along one axis fit it (:func:`~..io.labels.mirrored_misfits`): voxels flipped against the CT under the
+    CT's own header (slice order reversed by a conversion, an array flipped in a script) passed every check and
+    trained a mirrored label (a real 3 mm CT, slices reversed: 42 % of the label outside the liver's HU against 0 %;
+    mirrored in x, only the liver-side warning, which blamed the CT's header)."""
+    from ..io.labels import LABEL_HU_RANGE, MIRROR_AXIS_WORDS, mirrored_misfits
+
+    misfits = mirrored_misfits(image.array, labels)
+    if misfits is None:
+        return
+    given, mirrored, axis = misfits
+    low, high = LABEL_HU_RANGE
+    raise LabelError(
+        f"Case {case.case_id}: label map '{case.label_path}' does not fit its CT '{case.image_path}': {given:.0%} of "
+        f"its liver and tumor voxels lie outside {low:g}..{high:g} HU (fat, air or bone), while mirrored along "
+        f"{MIRROR_AXIS_WORDS[axis]} only {mirrored:.0%} would: its voxels are probably flipped against the CT's (by "
+        f"a conversion or a script), and training would learn a mirrored label. Flip the label's voxels back along "
+        f"that axis, keeping the CT's header, or remove this case.")
 
 
 def liver_side_warning(ct: CTVolume, labels_zyx: np.ndarray) -> Optional[str]:
@@ -990,6 +1014,22 @@ def _merge_ircadb_masks(masks_dir: Path, image: CTVolume) -> np.ndarray:
 _WARNED_CASES: Set[Tuple[str, str]] = set()
 
 
+def _read_case_image(case: Case) -> CTVolume:
+    """``read_volume`` of the case's CT; a DICOM folder of several series is refused naming the case and saying how
+    to choose one here: its message said to choose one with --series, which train and crossval do not have (a CSV
+    has no series column either)."""
+    from ..io import read_volume
+    from ..io.dicom import SeveralSeriesError
+
+    try:
+        return read_volume(case.image_path)
+    except SeveralSeriesError as exc:
+        listing = str(exc).split("\n", 1)[1] if "\n" in str(exc) else ""
+        raise InputError(f"Case {case.case_id}: {exc.headline}; training reads one series per case: give the case a "
+                         f"folder that holds only the series you want, or in a CSV's image cell one file of it (its "
+                         f"whole series is read):\n{listing}".rstrip()) from None
+
+
 def load_case(case: Case, label_map: Optional[Dict] = None, allow_non_hu: bool = False,
               content_warnings: bool = True, aligned_for_model: bool = False) -> Tuple[CTVolume, np.ndarray]:
     """Read, check and canonicalize one case -> (canonical CTVolume (z, y, x) HU, labels (z, y, x) uint8).
@@ -1001,11 +1041,10 @@ def load_case(case: Case, label_map: Optional[Dict] = None, allow_non_hu: bool =
     on a patient-aligned grid (training's ``oblique_grid`` ``aligned``: the slice cache and the whole-volume
     validation), so the warning that the model reads the grid's oblique slices as axial ones (and advice to resample
     the CT first) is left out; the slice cache's log names such a case with its angle."""
-    from ..io import read_volume
     from ..orientation import canonicalize
     from ..validation import check_ct, model_obliquity_warnings
 
-    image = read_volume(case.image_path)
+    image = _read_case_image(case)
     warnings = check_ct(image, allow_non_hu=allow_non_hu, aligned_for_model=aligned_for_model)
     if aligned_for_model:  # segment's words for it ('segment gave the model ...'): the cache log says it instead
         said = set(model_obliquity_warnings(image.geometry.direction_matrix, image.source or "the volume", True))

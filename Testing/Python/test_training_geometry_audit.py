@@ -237,3 +237,52 @@ def test_a_header_that_differs_by_rounding_is_told_to_take_the_images_header_not
     pred, ref = CTVolume(array=ph.labels, geometry=shifted(0.02)), CTVolume(array=ph.labels, geometry=g)
     with pytest.raises(Refused, match=r"do not resample the prediction"):
         check_same_grid(pred, ref, "c1")
+
+
+@pytest.mark.parametrize("axis, words", [(0, "along z (the slice order reversed)"),
+                                         (2, "along x (left and right as stored)")])
+def test_a_label_whose_voxels_are_mirrored_under_the_cts_header_is_refused(tmp_path, axis, words):
+    """Voxels flipped against the CT (slice order reversed by a conversion, an array flipped in a script) under the
+    CT's own header passed every check: a real 3 mm CT's label with its slices reversed trained without a word (42 %
+    of it outside the liver's HU), mirrored in x with only the liver-side warning (the dataset audit)."""
+    ph = _phantom()
+    labels = ph.labels.copy()
+    if axis == 0:
+        labels[:3] = 0  # a liver in the upper slices only: mirrored in z, it falls where the CT holds no liver
+    ct = ph.ct.array.copy()
+    ct[(np.flip(labels, axis) > 0) & (labels == 0)] = -800 if axis == 0 else -120
+    case = _write_case(tmp_path, f"m{axis}", ct, ph.ct.geometry, np.ascontiguousarray(np.flip(labels, axis)),
+                       ph.ct.geometry)
+    with pytest.raises(LabelError) as raised:
+        load_case(case)
+    text = str(raised.value)
+    assert f"Case m{axis}: label map" in text and "does not fit its CT" in text and words in text
+    assert "outside -50..300 HU" in text and "only 0% would" in text
+    # the same label as drawn trains
+    fixed = _write_case(tmp_path, f"ok{axis}", ct, ph.ct.geometry, labels, ph.ct.geometry)
+    assert np.array_equal(load_case(fixed)[1], labels)
+
+
+def test_a_case_folder_of_several_dicom_series_names_the_case_and_how_training_chooses_one(tmp_path):
+    """A CSV image cell naming a folder of two CT series was refused with 'choose one with --series', which train
+    and crossval do not have ('unrecognized arguments: --series'); the case was not named (the dataset audit). One
+    file of the wanted series in the cell reads that whole series."""
+    from dicom_helpers import write_ct_series
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.training.datasets import Case
+
+    ph = _phantom()
+    folder = tmp_path / "p0" / "ct"
+    first = write_ct_series(folder, ph.ct, uid_seed=1, name_prefix="a")
+    write_ct_series(folder, ph.ct, uid_seed=2, name_prefix="b", description="second")
+    label = tmp_path / "p0" / "liver.nii.gz"
+    from LiverTumorSegLib.io import write_label_map
+
+    write_label_map(label, ph.labels, ph.ct.geometry)
+    with pytest.raises(InputError) as raised:
+        load_case(Case(case_id="p0", patient_id="p0", image_path=str(folder), label_path=str(label)))
+    text = str(raised.value)
+    assert text.startswith(f"Case p0: Folder '{folder}' holds 2 DICOM series; training reads one series per case")
+    assert "--series" not in text and "one file of it" in text and "\n  1. " in text and "\n  2. " in text
+    image, labels = load_case(Case(case_id="p0", patient_id="p0", image_path=str(first[0]), label_path=str(label)))
+    assert image.shape_zyx == ph.ct.shape_zyx and int(np.count_nonzero(labels)) == int(np.count_nonzero(ph.labels))

@@ -88,8 +88,9 @@ class SlicePreprocessor:
         return spatial.forward_image(hu_zyx, info, self.config.pad_hu), info
 
     def labels_forward(self, labels_zyx: np.ndarray, info: SpatialInfo) -> np.ndarray:
-        """Label map ``(z, y, x)`` -> ``(z, H, W)`` uint8 on the grid of ``info`` (nearest). Its slices must be the
-        CT's: a label map of another slice count was mapped, and its slices no longer lined up with the CT's (the
+        """Label map ``(z, y, x)`` -> ``(z, H, W)`` uint8 on the grid of ``info`` (:func:`~.spatial.forward_labels`:
+        the nearest label where slices are enlarged, the largest share where shrunk). Its slices must be the CT's: a
+        label map of another slice count was mapped, and its slices no longer lined up with the CT's (the
         preprocessing audit)."""
         labels_zyx = np.asarray(labels_zyx)
         if labels_zyx.shape[-2:] != tuple(info.native_shape_yx):

@@ -23,6 +23,13 @@ DEFAULT_OPTIONS = {
 }
 
 
+ELEMENTWISE_ACTIVATIONS = ("PRELU", "RELU", "LEAKYRELU", "ELU", "SELU", "CELU", "GELU", "SWISH", "MEMSWISH", "MISH",
+                           "RELU6", "TANH", "SIGMOID")
+"""MONAI activation names the U-Net's ``act`` takes: each acts on every value alone. MONAI's factory also has GEGLU
+(halves the last axis: the first forward failed, reported as an internal error), SOFTMAX and LOGSOFTMAX (normalise
+across an axis: no hidden-layer activation)."""
+
+
 class PaddedUNet(nn.Module):
     """MONAI ``UNet(spatial_dims=2)`` wrapped so any (H, W) works: (N, C, H, W) -> (N, K, H, W) logits."""
 
@@ -41,6 +48,9 @@ class PaddedUNet(nn.Module):
         if str(norm).lower() not in ("instance", "batch"):
             raise ValueError(f"norm must be 'instance' or 'batch' for MONAI's U-Net, got {norm!r} (MONAI's group, "
                              f"layer and local-response norms need arguments this option cannot pass)")
+        if str(act).upper() not in ELEMENTWISE_ACTIVATIONS:
+            raise ValueError(f"act must be one of {', '.join(ELEMENTWISE_ACTIVATIONS)} (MONAI's activations that act "
+                             f"on each value alone), got {act!r}")
         self.in_channels = int(in_channels)
         self.size_multiple = 1
         for s in strides:

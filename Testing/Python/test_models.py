@@ -577,6 +577,16 @@ def test_unet_norm_names_its_choices(norm):
         build_model("unet", 3, 3, channels=(4, 8), norm=norm)
 
 
+@pytest.mark.parametrize("act", ["geglu", "softmax", "LOGSOFTMAX"])
+def test_unet_act_takes_only_activations_that_act_on_each_value(act):
+    """MONAI's GEGLU halves the last axis: the U-Net built and its first forward failed, which train reported as an
+    internal error; SOFTMAX and LOGSOFTMAX normalise across an axis (the architecture audit)."""
+    with pytest.raises(InputError, match=r"act must be one of PRELU, RELU, .*, got '" + act + "'"):
+        build_model("unet", 3, 3, channels=(4, 8), act=act)
+    model = build_model("unet", 3, 3, channels=(4, 8), act="gelu")  # an elementwise one builds and runs
+    assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+
+
 def test_readme_architecture_table_matches_the_parameter_counts():
     """The README's architecture table (parameters at default widths, 3 input channels) against build_model."""
     import re

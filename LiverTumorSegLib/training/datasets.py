@@ -991,7 +991,37 @@ def label_content_warnings(labels: np.ndarray, raw: Optional[np.ndarray] = None,
         if apart:
             warnings.append(f"{apart} of its {n} tumor components touch no liver voxel (tumor outside the liver); "
                             f"check the label.")
+        swapped = _liver_inside_tumor_fraction(labels) if counts[2] > counts[1] else None
+        if swapped is not None and swapped >= SWAPPED_LIVER_BORDER_FRACTION:
+            warnings.append(f"its tumor (2) holds more voxels ({counts[2]}) than its liver (1, {counts[1]}), and "
+                            f"{swapped:.0%} of the liver's border faces tumor: are 1 and 2 swapped (1 tumor, 2 liver)? "
+                            f"This tool reads 0 background, 1 liver, 2 tumor (LiTS); if so, train with --label-map "
+                            f"'{{\"0\": 0, \"1\": 2, \"2\": 1}}'.")
     return warnings
+
+
+SWAPPED_LIVER_BORDER_FRACTION = 0.9
+"""Share of the liver label's border (its 6-connected outer rim) lying in tumor above which a label whose tumor
+outnumbers its liver is asked whether 1 and 2 are swapped: a liver's border faces the outside of the organ, so in a
+right label most of it is background whatever the tumor burden; a label with 1 and 2 swapped has its 'liver' (the
+tumors) inside its 'tumor' (the liver)."""
+
+
+def _liver_inside_tumor_fraction(labels: np.ndarray) -> Optional[float]:
+    """The fraction of the liver label's (1) 6-connected outer rim that is tumor (2), in ``labels`` (``(z, y, x)``
+    0/1/2); None without liver."""
+    from scipy import ndimage
+
+    from ..metrics.surface import bounding_box
+
+    box = bounding_box(labels > 0, 1)
+    if box is None:
+        return None
+    region = labels[box]
+    liver = region == 1
+    rim = ndimage.binary_dilation(liver) & ~liver
+    border = int(np.count_nonzero(rim))
+    return float(np.count_nonzero(rim & (region == 2))) / border if border else None
 
 
 def _merge_ircadb_masks(masks_dir: Path, image: CTVolume) -> np.ndarray:

@@ -556,11 +556,46 @@ def _read_labels(pred_path: Path, ref_path: Path, label_maps: Tuple[Optional[dic
     # what a map sends to background is also among the case's warnings in summary.json, not only on stderr
     ref.array = remap_labels(ref.array, ref_map, str(ref_path), option="--label-map",
                              warnings=ref.meta.setdefault("warnings", []))
+    reoriented = pred is None
     if pred is None:
         pred = read_label_map(pred_path, reference=ref, allowed_values=ANY_LABEL_VALUE)
     pred.array = remap_labels(pred.array, pred_map, str(pred_path), option="--pred-label-map",
                               warnings=pred.meta.setdefault("warnings", []))
+    if reoriented:
+        _warn_of_a_header_that_mirrors(pred, ref, pred_path, pred_map)
     return pred, ref
+
+
+def _warn_of_a_header_that_mirrors(pred, ref, pred_path: Path, pred_map: Optional[dict]) -> None:
+    """A warning (logged, and among the prediction's warnings for summary.json) when the prediction, stored in another
+    axis order than its reference and reoriented onto it by its header, overlaps the reference's liver far less than
+    its voxels as stored would (:data:`HEADER_MIRROR_DICE_GAIN`): one of the two headers is probably flipped (a
+    conversion), and the case's Dice says so only as a low number (0.23 for a prediction equal to its reference but
+    for a header flipped in x, with the note 'reoriented' in summary.json alone: the data-side audit)."""
+    from ..io import read_label_map
+    from ..io.labels import ANY_LABEL_VALUE, REORIENTED_NOTE, remap_labels
+    from ..metrics.overlap import dice
+
+    if REORIENTED_NOTE not in pred.meta.get("warnings", []):
+        return
+    stored = read_label_map(pred_path, allowed_values=ANY_LABEL_VALUE).array
+    if stored.shape != ref.array.shape:  # a transposed grid: the reference's voxel order cannot be meant
+        return
+    stored = remap_labels(stored, pred_map, str(pred_path), option="--pred-label-map", warnings=[])
+    placed_dice, stored_dice = dice(pred.array >= 1, ref.array >= 1), dice(stored >= 1, ref.array >= 1)
+    if not stored_dice >= HEADER_MIRROR_DICE_GAIN * placed_dice + 0.2:
+        return
+    text = (f"'{pred_path}' is stored in another axis order than its reference and was reoriented onto it by its "
+            f"header, which gives liver Dice {placed_dice:.4f}; read in the reference's own voxel order it would be "
+            f"{stored_dice:.4f}: one of the two headers is probably wrong (flipped by a conversion). Give the "
+            f"prediction its CT's header (as segment writes it) and evaluate again")
+    pred.meta.setdefault("warnings", []).append(text)
+    log.warning("warning: %s", text)
+
+
+HEADER_MIRROR_DICE_GAIN = 2.0
+"""How many times (plus 0.2) a prediction's liver Dice read in its reference's voxel order must exceed its Dice as
+its header places it before evaluate says a header probably mirrors it."""
 
 
 def _scale_undecided(prob, divisor: float) -> bool:

@@ -55,11 +55,13 @@ def _fmt(values: Iterable[float]) -> str:
     return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
 
 
-REORIENTED_NOTE = "stored in another axis order than its reference; reoriented onto it"
+REORIENTED_ONTO_REFERENCE_NOTE = "stored in another axis order than its reference; reoriented onto it"
+"""The note :func:`onto_reference_grid` adds by default to a volume it reoriented onto its reference (a label map
+reoriented onto its CT gets :data:`REORIENTED_NOTE`)."""
 
 
 def onto_reference_grid(volume: CTVolume, reference: CTVolume, tolerance: float,
-                        note: str = REORIENTED_NOTE) -> Optional[CTVolume]:
+                        note: str = REORIENTED_ONTO_REFERENCE_NOTE) -> Optional[CTVolume]:
     """``volume`` on the reference's grid: its voxels as they are when the grids match (within ``tolerance``),
     reoriented when it is the same grid stored in another axis order (e.g. LPS vs RAS, a flipped or permuted file),
     None when the grids differ; either way with the reference's geometry (:func:`_with_reference_geometry`). Any

@@ -1502,3 +1502,33 @@ def test_a_lits_name_with_a_superscript_digit_is_a_name_not_a_case_number():
 
     assert case_key(Path("volume-\u00b2.nii")) == case_key(Path("volume-\u00b2.nii"))
     assert case_key(Path("volume-01.nii"))[0] == case_key(Path("segmentation-1.nii"))[0]
+
+
+def test_a_prediction_whose_header_mirrors_it_is_named_not_only_scored(tmp_path, caplog):
+    """A prediction equal to its reference but for a header flipped in x scored liver Dice 0.23, with the note
+    'reoriented' in summary.json alone (the data-side audit). Now a warning says the voxels as stored would score
+    1.0 and that a header is probably wrong. The same prediction stored flipped with a header that says so (a right
+    reorientation) is not warned of."""
+    import nibabel as nib
+
+    data = Path(__file__).resolve().parents[1] / "Data" / "example_ct_sm_liver.nii.gz"
+    ref = nib.load(str(data))
+    voxels = np.asarray(ref.dataobj)
+    flipped_axis = ref.affine.copy()
+    flipped_axis[:, 0] *= -1
+    flipped_axis[:3, 3] = ref.affine[:3, 3] + ref.affine[:3, 0] * (voxels.shape[0] - 1)
+    nib.save(nib.Nifti1Image(voxels, ref.affine), str(tmp_path / "ref.nii.gz"))
+    nib.save(nib.Nifti1Image(voxels, flipped_axis), str(tmp_path / "wrong.nii.gz"))  # voxels as drawn, header flipped
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(voxels[::-1]), flipped_axis), str(tmp_path / "right.nii.gz"))
+    assert main(["evaluate", "--pred", str(tmp_path / "wrong.nii.gz"), "--ref", str(tmp_path / "ref.nii.gz"),
+                 "-o", str(tmp_path / "a"), "--no-plots", "--no-surface", "--no-progress"]) == 0
+    err = caplog.text
+    assert "was reoriented onto it by its header, which gives liver Dice 0.2" in err
+    assert "read in the reference's own voxel order it would be 1.0000" in err
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert "it would be 1.0000" in json.dumps(summary)
+    assert main(["evaluate", "--pred", str(tmp_path / "right.nii.gz"), "--ref", str(tmp_path / "ref.nii.gz"),
+                 "-o", str(tmp_path / "b"), "--no-plots", "--no-surface", "--no-progress"]) == 0
+    assert caplog.text.count("probably wrong") == 1  # the first run's alone
+    rows = list(csv.DictReader(open(tmp_path / "b" / "cases.csv")))
+    assert float(rows[0]["dice_liver"]) == 1.0

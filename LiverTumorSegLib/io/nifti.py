@@ -446,10 +446,12 @@ def nifti_write_options(volume: CTVolume) -> Dict[str, Any]:
     ``nifti_version``, 2 for a NIfTI-2 CT (else 1), so that its outputs are NIfTI-2 as well. nibabel and this
     tool place a CT with disagreeing transforms by its sform, ITK and 3D Slicer by its qform unless the sform code
     is 1; a label map written with sform = qform = the sform's geometry lay 48 mm off the CT in Slicer (sform code
-    2, qform moved 48 mm). Other output formats ignore all three."""
+    2, qform moved 48 mm). Other output formats ignore all three. Also ``shape_zyx``, the CT's ``(z, y, x)`` shape,
+    which every format's writer checks the map's against (an (x, y, z) array was written on another grid)."""
     meta = getattr(volume, "meta", {})
     return {"orientation_unknown": has_unknown_orientation(volume), "nifti_transforms": meta.get(NIFTI_TRANSFORMS_KEY),
-            "nifti_version": int(meta.get(NIFTI_VERSION_KEY, 1))}
+            "nifti_version": int(meta.get(NIFTI_VERSION_KEY, 1)),
+            "shape_zyx": tuple(int(n) for n in volume.shape_zyx)}
 
 
 def has_unknown_orientation(volume: CTVolume) -> bool:

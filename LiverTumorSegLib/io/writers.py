@@ -1,6 +1,6 @@
 """Writing CT volumes and label maps (.nii, .nii.gz, .nrrd, .mha) atomically with exact geometry."""
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -165,8 +165,10 @@ def _checked_map(array: Any, caller: str, what: str, reader: str) -> np.ndarray:
 def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry, overwrite: bool,
                  content: str = "", orientation_unknown: bool = False,
                  nifti_transforms: Optional[Dict[str, Any]] = None, nifti_version: int = 1,
-                 nifti_intent: str = "") -> Path:
+                 nifti_intent: str = "", shape_zyx: Optional[Sequence[int]] = None) -> Path:
     """``content``: the tag (:data:`~.formats.CONTENT_KEY`) saying what the voxels hold, or "" for none.
+    ``shape_zyx``: the ``(z, y, x)`` shape of the volume whose geometry is written (:func:`~.nifti.nifti_write_options`
+    gives the CT's), refused when the array's differs (:func:`_check_shape_of_geometry`); None: not checked.
     ``nifti_intent``: a NIfTI output's intent (nibabel's name, e.g. :data:`NIFTI_LABEL_INTENT`), "" for none.
     ``orientation_unknown``: a NIfTI output gets no sform/qform, like an input that had none (``geometry`` must
     then be that input's nibabel base affine); ``nifti_version``: 2 writes a NIfTI output as NIfTI-2
@@ -175,6 +177,7 @@ def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry,
     suffix = _check_write_suffix(path)
     if array_zyx.ndim != 3:
         raise ValueError(f"expected a 3D (z, y, x) array, got shape {array_zyx.shape}")
+    _check_shape_of_geometry(array_zyx.shape, shape_zyx)
     from ..validation import check_direction_axes
 
     # an ImageGeometry with the spacing folded into its direction was written with other voxel sizes than its
@@ -199,6 +202,20 @@ def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry,
     return path
 
 
+def _check_shape_of_geometry(shape: Sequence[int], shape_zyx: Optional[Sequence[int]]) -> None:
+    """ValueError when an array of ``shape`` is written with the geometry of a volume of another ``shape_zyx``: a
+    label map in nibabel's (x, y, z) order, 20 x 320 x 320 for a 320 x 320 x 20 CT, was written with the CT's
+    geometry, a file of another grid that only a later read against the CT refused (the library API audit)."""
+    if shape_zyx is None or tuple(int(n) for n in shape) == tuple(int(n) for n in shape_zyx):
+        return
+    hint = ""
+    if tuple(int(n) for n in shape)[::-1] == tuple(int(n) for n in shape_zyx):
+        hint = " It is the CT's shape reversed: an (x, y, z) array (nibabel's order)? Pass array.T."
+    raise ValueError(f"the array to write is (z, y, x) {tuple(int(n) for n in shape)}, while the geometry given is "
+                     f"that of a volume of {tuple(int(n) for n in shape_zyx)}: written so, it would lie on another "
+                     f"grid than that volume.{hint}")
+
+
 def _likely_write_cause(exc: BaseException) -> str:
     """What most likely made a write fail, as a question for the user: a file larger than allowed (EFBIG) was
     asked 'is the disk full or read-only?'."""
@@ -212,7 +229,8 @@ def _likely_write_cause(exc: BaseException) -> str:
 
 def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeometry,
                     overwrite: bool = False, orientation_unknown: bool = False,
-                    nifti_transforms: Optional[Dict[str, Any]] = None, nifti_version: int = 1) -> Path:
+                    nifti_transforms: Optional[Dict[str, Any]] = None, nifti_version: int = 1,
+                    shape_zyx: Optional[Sequence[int]] = None) -> Path:
     """Write a ``(z, y, x)`` label map (integers 0..255; floats within 1e-3 of one rounded to it, as
     :func:`~.labels.read_label_map` rounds them) as uint8 to .nii/.nii.gz/.nrrd/.mha; returns the path.
 
@@ -224,7 +242,9 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
     NIfTI output gets the same two, with their codes and unit, for the same reason. ``nifti_version``: 2 for the
     label map of a NIfTI-2 CT (:func:`~.nifti.nifti_write_options`), whose NIfTI output is then NIfTI-2 as well
     (tools expect the format they gave back); a map with more than 32767 voxels along an axis, which NIfTI-1
-    cannot describe, is written as NIfTI-2 whatever is given.
+    cannot describe, is written as NIfTI-2 whatever is given. ``shape_zyx``: the shape of the CT whose geometry is
+    given (:func:`~.nifti.nifti_write_options` gives it), when given a label map of another shape is refused
+    (ValueError; an (x, y, z) array was written on another grid than its CT's).
     """
     labels_zyx = _checked_map(labels_zyx, "write_label_map", "label map",
                               "LiverTumorSegLib.io.read_label_map(path) (its .array)")
@@ -237,7 +257,7 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
         labels_zyx = labels_zyx.astype(np.uint8)
     return _write_array(path, labels_zyx, geometry, overwrite, orientation_unknown=orientation_unknown,
                         nifti_transforms=nifti_transforms, nifti_version=nifti_version,
-                        nifti_intent=NIFTI_LABEL_INTENT)
+                        nifti_intent=NIFTI_LABEL_INTENT, shape_zyx=shape_zyx)
 
 
 def _whole_label_values(labels_zyx: np.ndarray) -> np.ndarray:
@@ -259,13 +279,14 @@ def _whole_label_values(labels_zyx: np.ndarray) -> np.ndarray:
 
 def write_probability_map(path: PathLike, probability_zyx: np.ndarray, geometry: ImageGeometry,
                           overwrite: bool = False, orientation_unknown: bool = False,
-                          nifti_transforms: Optional[Dict[str, Any]] = None, nifti_version: int = 1) -> Path:
+                          nifti_transforms: Optional[Dict[str, Any]] = None, nifti_version: int = 1,
+                          shape_zyx: Optional[Sequence[int]] = None) -> Path:
     """Write a tumor probability map ``(z, y, x)`` uint8 ``round(255 p)`` (``segment --probabilities``) to
     .nii/.nii.gz/.nrrd/.mha, tagged :data:`~.formats.PROBABILITY_255_CONTENT` so that readers take its values as
     255 x p even when the largest is 0 or 1 (a confident tumor-free case; untagged, that reads as a hard 0/1 map).
     A NIfTI map also gets ``scl_slope`` 1/255 (:data:`~.formats.PROBABILITY_255_SLOPE`), so that other tools read
     it as probabilities in [0, 1]; this library's readers keep its stored uint8.
-    ``orientation_unknown``, ``nifti_transforms`` and ``nifti_version`` as in :func:`write_label_map`."""
+    ``orientation_unknown``, ``nifti_transforms``, ``nifti_version`` and ``shape_zyx`` as in :func:`write_label_map`."""
     probability_zyx = _checked_map(probability_zyx, "write_probability_map", "probability map",
                                    "LiverTumorSegLib.io.read_volume(path) (its .array)")
     geometry = checked_geometry(geometry, "write_probability_map")
@@ -273,7 +294,7 @@ def write_probability_map(path: PathLike, probability_zyx: np.ndarray, geometry:
         raise ValueError(f"a probability map is written as uint8 255 x p, got {probability_zyx.dtype}; pass "
                          f"np.round(255 * p).astype(np.uint8) for probabilities p in 0..1")
     return _write_array(path, probability_zyx, geometry, overwrite, PROBABILITY_255_CONTENT, orientation_unknown,
-                        nifti_transforms, nifti_version)
+                        nifti_transforms, nifti_version, shape_zyx=shape_zyx)
 
 
 def storable_array(array: np.ndarray) -> np.ndarray:

@@ -209,3 +209,24 @@ def test_the_metrics_refuse_an_image_object_as_a_mask_and_name_the_array(make_im
     # the arrays the message names give the right numbers
     assert metrics.dice(labels, other) == 0.0
     assert metrics.volume_ml(labels >= 1, (2.5, 0.9, 0.8)) == pytest.approx(24 * 2.5 * 0.9 * 0.8 / 1000.0)
+
+
+def test_a_label_map_in_nibabel_order_written_with_its_cts_options_is_refused(tmp_path):
+    """write_label_map wrote an (x, y, z) label array with its CT's geometry without a word: a file of 20 x 320 x
+    320 for a 320 x 320 x 20 CT, which only a later read against the CT refused (the library API audit). With the
+    CT's nifti_write_options (as README's example writes it), the shape is checked, in every format."""
+    from LiverTumorSegLib.io import nifti_write_options
+
+    labels = small_labels()
+    ct = CTVolume(labels.astype(np.int16), GEOMETRY)
+    for suffix in (".nii.gz", ".nrrd"):
+        with pytest.raises(ValueError, match=r"the array to write is \(z, y, x\) \(5, 6, 4\), while the geometry given "
+                                             r"is that of a volume of \(4, 6, 5\).*an \(x, y, z\) array \(nibabel's "
+                                             r"order\)\? Pass array\.T"):
+            write_label_map(tmp_path / f"xyz{suffix}", np.ascontiguousarray(labels.T), ct.geometry,
+                            **nifti_write_options(ct))
+        with pytest.raises(ValueError, match="the array to write is"):
+            write_probability_map(tmp_path / f"p{suffix}", np.ascontiguousarray(labels.T), ct.geometry,
+                                  **nifti_write_options(ct))
+        write_label_map(tmp_path / f"zyx{suffix}", labels, ct.geometry, **nifti_write_options(ct))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zyx.nii.gz", "zyx.nrrd"]

@@ -423,6 +423,7 @@ def _discover_msd(root: Path) -> List[Case]:
                 raise InputError(f"'{manifest}': entry {number} of \"training\" must be an object with the strings "
                                  f"\"image\" and \"label\" (paths relative to the data set), got {str(item)[:120]}.")
             pairs.append((_listed_nifti(root, item["image"]), _listed_nifti(root, item["label"])))
+        _refuse_nnunet_v1_naming(pairs, ending, manifest)  # before the unlisted warning: its CASE_0000 files
         listed = {image for image, _ in pairs}
         unlisted = sorted(p.name for p in images_dir.iterdir()
                           if _visible(p) and re.search(ending.name_re, p.name) and p.resolve() not in listed)
@@ -469,11 +470,6 @@ def _discover_msd(root: Path) -> List[Case]:
     cases = []
     for image, label in pairs:
         if not image.is_file():
-            channel_file = image.with_name(re.sub(ending.name_re, r"_0000\g<0>", image.name))
-            if channel_file.is_file():  # nnU-Net v1: dataset.json names CASE, the file is CASE_0000
-                raise InputError(f"dataset.json lists '{image.name}', but imagesTr/ holds '{channel_file.name}': "
-                                 f"nnU-Net v1 naming. Rename or delete '{manifest}' so that CASE_0000 images pair with "
-                                 f"labelsTr/CASE labels by file name.")
             raise InputError(f"MSD image '{image}' listed in dataset.json is missing. Restore it, or remove its "
                              f"entry from dataset.json's \"training\" list.")
         if not label.is_file():
@@ -496,6 +492,20 @@ def _no_image_of_ending_text(images_dir: Path, others: Sequence[str], ending: _F
             f"format the reader reads (.nrrd, .nhdr, .mha, .mhd), give dataset.json the nnU-Net v2 key "
             f"\"file_ending\" (e.g. \".mha\"); otherwise list the pairs in a CSV (columns image,label) and pass it "
             f"as --data.")
+
+
+def _refuse_nnunet_v1_naming(pairs: Sequence[Tuple[Path, Path]], ending: "_FileEnding", manifest: Path) -> None:
+    """InputError when dataset.json lists an image ``CASE`` that is missing while imagesTr/ holds ``CASE_0000``
+    (nnU-Net v1's naming), before any other word about the listing: every such file was first called 'not listed in
+    dataset.json and not used' in a warning, then the error said why (the data-side audit)."""
+    for image, _ in pairs:
+        if image.is_file():
+            continue
+        channel_file = image.with_name(re.sub(ending.name_re, r"_0000\g<0>", image.name))
+        if channel_file.is_file():  # nnU-Net v1: dataset.json names CASE, the file is CASE_0000
+            raise InputError(f"dataset.json lists '{image.name}', but imagesTr/ holds '{channel_file.name}': "
+                             f"nnU-Net v1 naming. Rename or delete '{manifest}' so that CASE_0000 images pair with "
+                             f"labelsTr/CASE labels by file name.")
 
 
 def _listed_nifti(root: Path, listed: str) -> Path:

@@ -694,12 +694,14 @@ def test_a_malformed_dataset_json_training_list_is_a_clear_error(tmp_path, train
         discover_cases(root)
 
 
-def test_nnunet_v1_and_non_nifti_folders_get_advice_that_fits(tmp_path):
+def test_nnunet_v1_and_non_nifti_folders_get_advice_that_fits(tmp_path, caplog):
     v1 = _msd_set(tmp_path / "v1")
     (v1 / "dataset.json").write_text(json.dumps({"training": [
         {"image": "./imagesTr/case_0.nii.gz", "label": "./labelsTr/case_0.nii.gz"}]}))
     with pytest.raises(InputError, match="nnU-Net v1 naming"):
         discover_cases(v1)
+    # its CASE_0000 files were first called 'not listed in dataset.json and not used' (the data-side audit)
+    assert "not listed" not in caplog.text
     nrrd = tmp_path / "nrrd"
     (nrrd / "imagesTr").mkdir(parents=True)
     (nrrd / "labelsTr").mkdir()

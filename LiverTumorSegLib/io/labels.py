@@ -17,10 +17,18 @@ log = logging.getLogger(__name__)
 LABEL_VALUES = (0, 1, 2)
 GEOMETRY_TOLERANCE = 1e-3  # mm for spacing and origin, unitless for direction cosines
 
-def _remap_advice(value: int) -> str:
-    """How to fix a label map holding ``value`` (one of its values outside 0, 1, 2): measure and followup have no
+def _remap_advice(values: Sequence[int]) -> str:
+    """How to fix a label map holding ``values`` (its values outside 0, 1, 2, sorted): measure and followup have no
     --label-map (the advice said only 'remap them first', without how), with the file's own value in the example
-    (it showed {255: 1} for every value, 3 too)."""
+    (it showed {255: 1} for every value, 3 too). More than two such values are a multi-organ labelling, whose 1 and
+    2 are other organs: its example mapped its first extra value to tumor (TotalSegmentator's 3, the left kidney)
+    and left its 1 (spleen) and 2 (right kidney) as liver and tumor (the measure audit)."""
+    if len(values) > 2:
+        return ("it looks like a multi-organ label map, whose 1 and 2 are other organs too: set the value that means "
+                "liver in its labelling to 1 and every other value, 1 and 2 included, to 0 (TotalSegmentator's, "
+                "liver = 5: keep only 5, as 1; e.g. with SimpleITK, sitk.BinaryThreshold(image, 5, 5, 1, 0)), and "
+                "its tumor value, where it has one, to 2; evaluate and train can map them with --label-map instead.")
+    value = int(values[0])
     example = 1 if value == 255 else 2  # 0/255 is a mask of the liver; another value more often a lesion class
     return (f"remap them first (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, changeMap={{{value}: "
             f"{example}}}), each value mapped to the label it stands for); evaluate and train can map them with "
@@ -391,7 +399,7 @@ def check_label_values(array: np.ndarray, source: str = "label map",
                              f"--label-map, which maps values 0..255). {hint[:1].upper() + hint[1:]}")
         meaning = "" if "0 background" in allowed_txt else " (0 background, 1 liver, 2 tumor)"
         raise LabelError(f"Label map '{source}' has values {shown} outside the allowed {allowed_txt}{meaning}; "
-                         f"{_ct_hint(bad) or (advice if outside_bytes else _remap_advice(int(bad[0])))}")
+                         f"{_ct_hint(bad) or (advice if outside_bytes else _remap_advice([int(v) for v in bad]))}")
     return array.astype(np.uint8, copy=False)
 
 

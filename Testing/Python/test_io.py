@@ -722,6 +722,13 @@ def test_label_values_are_checked(tmp_path):
     assert str(err.value).endswith("remap them first (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, "
                                    "changeMap={3: 2}), each value mapped to the label it stands for); evaluate and "
                                    "train can map them with --label-map instead.")
+    # a multi-organ map (TotalSegmentator's 1..7, liver = 5): its 1 and 2 are organs too; the advice mapped its 3 (a
+    # kidney) to tumor and kept 1 and 2 (the measure audit)
+    organs = _write_nifti(tmp_path / "organs.nii.gz", np.arange(8, dtype=np.uint8).reshape(2, 2, 2))
+    with pytest.raises(LabelError) as err:
+        read_label_map(organs)
+    assert "multi-organ label map, whose 1 and 2 are other organs too" in str(err.value)
+    assert "every other value, 1 and 2 included, to 0" in str(err.value) and "changeMap={3: 2}" not in str(err.value)
 
     frac = _write_nifti(tmp_path / "prob.nii.gz", np.array([[[0.0, 0.5], [1.0, 0.25]]], np.float32))
     with pytest.raises(LabelError, match="non-integer values"):

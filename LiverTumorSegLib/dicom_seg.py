@@ -28,7 +28,7 @@ import logging
 import re
 import warnings
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -827,6 +827,9 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
     labels = np.zeros(stacked.shape[:3], dtype=np.uint8)
     for channel, number in sorted(enumerate(numbers), key=lambda cn: mapping[cn[1]]):  # tumor last: it wins
         labels[(stacked[..., channel] >= inside) if inside else (stacked[..., channel] > 0)] = mapping[number]
+    touching = _touching_tumor_segments_text(stacked, inside, labels == 2, numbers, mapping, segments, path)
+    if touching:  # one segment per lesion (as OHIF writes them) merged into one lesion without a word (.seg.nrrd said)
+        warnings.append(touching)
     if reference is not None and labels.shape[0] == 1 == reference.shape_zyx[0]:
         # one slice: its thickness is not a position (SEGs written before 24 Nov 2026 said 1 mm): the reference's
         geometry = ImageGeometry(spacing=tuple(geometry.spacing[:2]) + (float(reference.geometry.spacing[2]),),
@@ -849,6 +852,26 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
     if warnings:
         out.meta["warnings"] = warnings
     return out
+
+
+def _touching_tumor_segments_text(stacked: np.ndarray, inside: float, tumor: np.ndarray, numbers: List[int],
+                                  mapping: Dict[int, int], segments: List[Dict[str, Any]], path: Path) -> str:
+    """The warning naming the SEG's tumor segments that touch (:func:`~.segnrrd.touching_segments_text`), '' when
+    none do: ``stacked`` the segments' frames ``(z, y, x, segment)`` in the order of ``numbers``, a voxel in a
+    segment at ``> 0`` (``inside`` 0) or ``>= inside`` (FRACTIONAL); ``tumor`` their tumor union."""
+    from .segnrrd import touching_segments_text
+
+    label_of = {s["number"]: s["label"] for s in segments}
+    tumors = [(channel, number) for channel, number in enumerate(numbers) if mapping[number] == 2]
+    if len(tumors) < 2:
+        return ""
+
+    def mask_of(channel: int) -> np.ndarray:
+        return (stacked[..., channel] >= inside) if inside else (stacked[..., channel] > 0)
+
+    return touching_segments_text(f"'{Path(path).name}'", tumor,
+                                  ((f"{label_of[number]} (segment {number})", lambda c=channel: mask_of(c))
+                                   for channel, number in tumors))
 
 
 def _is_the_slice_spacing(thickness_mm: float, spacing_mm: float) -> bool:

@@ -374,3 +374,29 @@ def test_a_seg_of_another_organ_only_or_with_cut_pixel_data_is_refused_saying_so
         read_dicom_seg(tmp_path / "broken_off.dcm")
     with pytest.raises(InputError, match="it is truncated or its header is wrong"):
         read_dicom_seg(tmp_path / "broken_off.dcm", reference=ct)
+
+
+def test_touching_tumor_segments_of_a_seg_are_named_as_in_a_seg_nrrd(series_a, tmp_path):
+    """A SEG with one segment per lesion (as OHIF writes them) whose two lesions touch was measured as one lesion
+    without a word; a .seg.nrrd's touching tumor segments were named (the measure audit). Apart, nothing is said."""
+    ct, labels, _ = series_a
+    datasets = sorted((pydicom.dcmread(str(f)) for f in dicom_series_files(tmp_path / "A")),
+                      key=lambda d: int(d.InstanceNumber))
+    neoplasm = dict(segmented_property_category=C("49755003", "SCT", "Morphologically Altered Structure"),
+                    segmented_property_type=C("108369006", "SCT", "Neoplasm"), algorithm_type="MANUAL")
+    liver = hd.seg.SegmentDescription(segment_number=1, segment_label="Liver", algorithm_type="MANUAL",
+                                      segmented_property_category=C("123037004", "SCT", "Anatomical Structure"),
+                                      segmented_property_type=C("10200004", "SCT", "Liver"))
+    descriptions = [liver] + [hd.seg.SegmentDescription(segment_number=n, segment_label=f"Lesion {n - 1}", **neoplasm)
+                              for n in (2, 3)]
+    first, second = np.zeros(ct.shape_zyx, bool), np.zeros(ct.shape_zyx, bool)
+    first[1, 3:6, 4:8] = True
+    for gap, name in ((0, "touch.dcm"), (1, "apart.dcm")):
+        second[:] = False
+        second[1, 6 + gap:9, 4:8] = True
+        pixels = np.stack([labels >= 1, first, second], axis=-1).astype(np.uint8)
+        _binary_seg(datasets, pixels, descriptions, "other tool").save_as(str(tmp_path / name))
+    touching = read_dicom_seg(tmp_path / "touch.dcm", reference=ct).meta.get("warnings", [])
+    assert any("'touch.dcm' has tumor segments that touch ('Lesion 1 (segment 2)' and 'Lesion 2 (segment 3)')" in w
+               for w in touching), touching
+    assert not any("touch" in w for w in read_dicom_seg(tmp_path / "apart.dcm", reference=ct).meta.get("warnings", []))

@@ -851,7 +851,8 @@ def segmentation_to_labels(segmentation_node, geometry: ImageGeometry,
 
 def _other_segments(segmentation) -> List[Tuple[str, str, Optional[int]]]:
     """``(segment ID, name, label by name)`` of each segment that is not this tool's "Liver" / "Liver tumor" (by ID
-    or name); the label (1 liver, 2 tumor, None neither) is :func:`~.segnrrd.label_of_segment`'s."""
+    or name); the label (1 liver, 2 tumor, None neither) is :func:`~.segnrrd.label_of_segment`'s (by the segment's
+    terminology where its name says nothing, as a saved ``.seg.nrrd`` reads)."""
     from .segnrrd import label_of_segment
 
     ours = {segment_id for spec in SEGMENTS for segment_id in _measured_segment_ids(segmentation, spec)}
@@ -859,8 +860,11 @@ def _other_segments(segmentation) -> List[Tuple[str, str, Optional[int]]]:
     for index in range(segmentation.GetNumberOfSegments()):
         segment_id = segmentation.GetNthSegmentID(index)
         if segment_id not in ours:
-            name = segmentation.GetSegment(segment_id).GetName() or ""
-            found.append((segment_id, name, label_of_segment({"ID": segment_id, "Name": name})))
+            segment = segmentation.GetSegment(segment_id)
+            name = segment.GetName() or ""
+            # its terminology as a .seg.nrrd stores it, read where the name says nothing ('Segment_1')
+            tags = f"TerminologyEntry:{segment_terminology_tag(segment)}|"
+            found.append((segment_id, name, label_of_segment({"ID": segment_id, "Name": name, "Tags": tags})))
     return found
 
 

@@ -61,14 +61,18 @@ Task03 names label 2 'cancer'. "hcc" counts only as a word of its own (not insid
 _WHOLE_WORDS_ONLY = ("hcc",)
 _TUMOR_WORD = "(?:" + "|".join(rf"\b{w}\b" if w in _WHOLE_WORDS_ONLY else re.escape(w) for w in TUMOR_WORDS) + ")"
 _NEGATED_TUMOR = re.compile(
-    r"\b(?:without|excluding|no|negative[\s_-]+for|no[\s_-]+evidence[\s_-]+of)[\s_-]+(?:any[\s_-]+)?"
+    r"(?:\b(?:without|excluding|excl\.?|except|minus|not|no|negative[\s_-]+for|no[\s_-]+evidence[\s_-]+of)|"
+    r"\bw/o)[\s_-]+(?:(?:any|an?)[\s_-]+)?"
     r"(?:liver[\s_-]+)?\w*" + _TUMOR_WORD  # 'liver without tumor', 'no evidence of tumor', 'negative for lesions'
     + r"|\bnon[\s_-]*" + _TUMOR_WORD  # 'non-tumor liver', 'nontumorous'
-    + r"|" + _TUMOR_WORD + r"\w*[\s_-]*(?:free|absent|\(?none\)?)(?!\w)")  # 'tumor-free', 'Tumor (none)'
-"""A negated tumor word: 'no', 'without', 'excluding', 'negative for' or 'no evidence of' before it (one 'any' or
-'liver' between allowed), 'non' joined to it, or 'free', 'absent' or 'none' after it. Only the tumor word itself is
-negated: 'Lesion no 2' (no. 2), 'Tumor No 3' and 'Non-enhancing tumor part' are tumors (a first rule took any 'no '
-or 'non-' in the name as a negation, and those hand-drawn lesions were left out of the lesion table)."""
+    + r"|" + _TUMOR_WORD + r"\w*[\s_-]*(?:free|absent|\(?none\)?|excluded|removed|subtracted)(?!\w)")
+"""A negated tumor word: 'no', 'not', 'without', 'w/o', 'excluding', 'excl.', 'except', 'minus', 'negative for' or
+'no evidence of' before it (one 'any', 'a', 'an' or 'liver' between allowed), 'non' joined to it, or 'free',
+'absent', 'none', 'excluded', 'removed' or 'subtracted' after it ('tumor-free', 'Tumor (none)', 'Liver (tumor
+excluded)'). Only the tumor word itself is negated: 'Lesion no 2' (no. 2), 'Tumor No 3' and 'Non-enhancing tumor
+part' are tumors (a first rule took any 'no ' or 'non-' in the name as a negation, and those hand-drawn lesions were
+left out of the lesion table). 'Liver w/o tumor', 'Liver minus tumor' or 'Liver excl. tumors' were read as tumor:
+the whole liver one lesion and a RECIST target (the measure audit)."""
 
 
 _NEGATED_TUMOR_WHOLE = re.compile("(?:" + _NEGATED_TUMOR.pattern + r")\w*")
@@ -111,7 +115,39 @@ def label_of_segment(segment: Dict[str, str]) -> Optional[int]:
         return 2
     if names_tumor(text):
         return 2
-    return 1 if names_whole_liver(text) else None
+    if names_whole_liver(text):
+        return 1
+    return label_of_terminology(segment.get("Tags", "")) if _GENERIC_NAME.match(text) else None
+
+
+_GENERIC_NAME = re.compile(r"^(?:segment)?[\s_-]*\d*$")
+"""A segment name that says nothing of what it holds: '' or Slicer's default 'Segment_1' ('Segment 2', '3')."""
+
+
+def label_of_terminology(tags: str) -> Optional[int]:
+    """1 (liver), 2 (liver tumor) or None from a ``.seg.nrrd`` segment's ``Tags`` (``TerminologyEntry:...|...``, the
+    terminology Slicer records: :func:`~.mrml.parse_terminology_tag`), by its type code as the DICOM SEG reader reads
+    one (:data:`~.dicom_seg.LIVER_TYPE_VALUES`, :data:`~.dicom_seg.NEOPLASM_TYPE_VALUES`; a neoplasm whose anatomic
+    region is another organ is none). Asked only for a segment whose name says nothing (:data:`_GENERIC_NAME`): a
+    name the reader gave decides, as it is what they see. 'Segment_1' with the terminology Liver and 'Segment_2'
+    with Neoplasm were left out, and the file was refused as holding neither (the measure audit)."""
+    from .dicom_seg import LIVER_TYPE_VALUES, NEOPLASM_TYPE_VALUES
+    from .mrml import parse_terminology_tag
+
+    entry = next((part.split(":", 1)[1] for part in str(tags).split("|") if part.startswith("TerminologyEntry:")), "")
+    try:
+        terminology = parse_terminology_tag(entry) if entry else None
+    except ValueError:  # a tag of another format: the name alone decides
+        return None
+    if terminology is None or terminology["type"] is None:
+        return None
+    value = terminology["type"][1]
+    region = terminology["anatomic_region"]
+    if value in LIVER_TYPE_VALUES:
+        return 1
+    if value in NEOPLASM_TYPE_VALUES:
+        return None if region is not None and region[1] not in LIVER_TYPE_VALUES else 2
+    return None
 
 
 LIVER_QUALIFIERS = ("corrected", "edited", "reviewed", "final", "manual", "whole", "entire", "total", "parenchyma",
@@ -489,7 +525,33 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
         check_memory_for_read(tuple(grid[1])[::-1], 1, f"{path} (its recorded reference grid)")
         full_grid = CTVolume(array=np.broadcast_to(np.uint8(0), grid[1]), geometry=grid[0], source=str(path))
         volume = embed_in_reference(volume, full_grid)
+    if embed_in_stored_reference and (grid is None or tuple(volume.shape_zyx) != tuple(grid[1])) \
+            and fills_its_grid(volume.array):
+        volume.meta.setdefault("warnings", []).append(_cropped_grid_text(path))
     return volume
+
+
+def fills_its_grid(labels_zyx: np.ndarray, margin: int = 1) -> bool:
+    """Whether the labelled voxels of ``labels_zyx`` come within ``margin`` voxels of every one of its six faces, as
+    in a segmentation stored cropped to its segments' extent (Slicer's default; a segmentation on a finer grid than
+    its CT was stored with a voxel to spare on three faces), and as a liver and its tumors on a CT's whole grid do
+    not."""
+    labels = np.asarray(labels_zyx)
+    for axis in range(labels.ndim):  # each axis's profile: no copy of the volume (a read's memory peak is counted)
+        found = np.flatnonzero(labels.any(axis=tuple(a for a in range(labels.ndim) if a != axis)))
+        if not found.size or found[0] > margin or found[-1] < labels.shape[axis] - 1 - margin:
+            return False
+    return True
+
+
+def _cropped_grid_text(path: Path) -> str:
+    """The warning for a ``.seg.nrrd`` read on its own cropped grid (:func:`fills_its_grid`) because its header
+    records no reference grid it can be put back into: its box's faces were taken for the scan's edges (lesions on
+    them 'cut by the scan's edge', left out of the RECIST targets) without a word (the measure audit)."""
+    return (f"'{path.name}' looks stored cropped to its segments' extent (they reach every face of its grid) and "
+            f"records no reference grid it can be put back into (Slicer's reference image geometry), so it is read "
+            f"on that crop: lesions and liver at its faces count as cut by the scan's edge. Give the CT it was made "
+            f"on (measure --ct) to measure it on the scan's grid")
 
 
 def _touching_tumor_segments_text(array: np.ndarray, tumor: np.ndarray, tumor_segments: List[Tuple[str, int, int]],

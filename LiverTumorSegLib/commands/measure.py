@@ -117,6 +117,24 @@ def liver_cut_warnings(labels_zyx: Any, geometry: Any, hu_zyx: Any, liver_ml: fl
     return liver_volume_warnings(liver_ml, cut_by_scan_end=by_scan_end, cut_by_image_side=by_image_side)
 
 
+def lesion_mask_warnings(labels_zyx: Any, liver_ml: float) -> List[str]:
+    """A warning for a label map (``(z, y, x)``, 0/1/2) of liver (1) without tumor whose liver, not cut by the scan
+    (the caller's :func:`liver_cut_warnings` said nothing), is smaller than any whole liver
+    (``segmenter.PLAUSIBLE_LIVER_ML``): a reader's lesion mask (lesion = 1) was measured as a 2.1 mL liver with no
+    tumor, without a word (the measure audit)."""
+    import numpy as np
+
+    from ..inference.segmenter import PLAUSIBLE_LIVER_ML
+
+    smallest = PLAUSIBLE_LIVER_ML[0]
+    if liver_ml >= smallest or np.any(np.asarray(labels_zyx) == 2):
+        return []
+    return [f"the label map holds liver (1) of only {liver_ml:.1f} mL and no tumor (2), while a whole liver is "
+            f"{smallest:g} mL or more: if it is a lesion mask (lesion = 1), map its 1 to 2 first (e.g. SimpleITK: "
+            f"sitk.ChangeLabel(image, changeMap={{1: 2}})) and measure again; this tool reads 0 background, 1 liver, "
+            f"2 tumor"]
+
+
 def run(args: argparse.Namespace) -> int:
     from ..fileutil import check_can_write
     from ..inference.lesion_report import check_report_path, lesion_report, write_report
@@ -195,8 +213,8 @@ def run(args: argparse.Namespace) -> int:
         water_density_lesion_warnings(report["lesions"], report["recist"]) + \
         slice_limited_axes_warnings(report["lesions"])  # a tilted grid's axial axes cut by thick slices
     if (labels.array == 1).any():  # a liver cut by the scan: as segment notes it (no liver label: warned above)
-        added = liver_cut_warnings(labels.array, labels.geometry, ct.array if in_hu else None,
-                                   report["liver_volume_ml"]) + added
+        cut = liver_cut_warnings(labels.array, labels.geometry, ct.array if in_hu else None, report["liver_volume_ml"])
+        added = (cut or lesion_mask_warnings(labels.array, report["liver_volume_ml"])) + added
     for warning in added:
         print(f"warning: {warning}", file=sys.stderr)
         report["warnings"] = list(report["warnings"]) + [warning]

@@ -497,6 +497,25 @@ def test_a_rerun_removes_the_pieces_segment_editor_split_off_the_earlier_tumor(s
 
 
 @needs_slicer
+def test_a_segment_named_by_default_counts_by_its_terminology_as_in_the_saved_file(scene):
+    """A segment the reader added as 'Segment_1' and gave the terminology Neoplasm in the liver counts as tumor in
+    the panel, as measure reads the saved .seg.nrrd (where the name says nothing, the terminology decides)."""
+    geometry = _oblique_geometry()
+    labels = _labels()
+    seg = mrml.labels_to_segmentation_node(scene, labels, geometry)
+    extra = np.zeros(labels.shape, np.uint8)
+    extra[5, 6:8, 7:9] = 1
+    _add_segment(seg, "Segment_1", "Segment_1", extra, geometry)
+    segment = seg.GetSegmentation().GetSegment("Segment_1")
+    neoplasm = mrml.SEGMENTS[1].terminology_tag()
+    assert mrml.parse_terminology_tag(neoplasm)["type"][1] == "108369006"
+    segment.SetTag(segment.GetTerminologyEntryTagName(), neoplasm)
+    assert (mrml.segmentation_to_labels(seg, geometry, labels.shape)[5, 6:8, 7:9] == 2).all()
+    segment.SetName("Cyst")  # a name the reader gave decides
+    assert (mrml.segmentation_to_labels(seg, geometry, labels.shape)[5, 6:8, 7:9] == labels[5, 6:8, 7:9]).all()
+
+
+@needs_slicer
 def test_only_names_segment_editor_gives_split_off_pieces_count_as_pieces(scene):
     """The Islands effect names the pieces it splits off "Liver tumor" from "_2" on (the first island stays in the
     segment): a user's "Liver tumor_1" (a first lesion), "Liver_0" or "Liver tumor_02" was taken for a piece too and

@@ -167,7 +167,12 @@ def test_cropped_segmentation_is_put_back_into_the_grid_its_header_records(tmp_p
     # without the recorded grid the file stays as it is
     bare = write_seg_nrrd_by_hand(tmp_path / "bare.seg.nrrd", [full[2:4, 4:7, 5:9]], [LIVER, TUMOR],
                                   spacing=spacing, origin=crop_origin)
-    assert read_seg_nrrd_labels(bare).shape_zyx == (2, 3, 4)
+    bare_read = read_seg_nrrd_labels(bare)
+    assert bare_read.shape_zyx == (2, 3, 4)
+    # ... and says that its faces will pass for the scan's edges (nothing said so: the measure audit)
+    assert any("looks stored cropped to its segments' extent" in w and "measure --ct" in w
+               for w in bare_read.meta.get("warnings", []))
+    assert not any("cropped" in w for w in labels.meta.get("warnings", []) if "looks stored" in w)
 
     ref = tmp_path / "pred.nii.gz"
     write_label_map(ref, full, ImageGeometry(spacing=spacing, origin=origin))
@@ -261,6 +266,28 @@ def test_measure_warns_when_a_map_holds_tumor_but_no_liver(tmp_path):
     out = tmp_path / "r.json"
     assert main(["measure", str(path), "-o", str(out)]) == 0
     assert any("no liver label (1)" in w for w in json.loads(out.read_text())["warnings"])
+
+
+def test_measure_asks_whether_a_small_liver_without_tumor_is_a_lesion_mask(tmp_path):
+    """A reader's lesion mask (lesion = 1) was measured as a 2.1 mL liver with no tumor, without a word (the measure
+    audit). A liver that the scan cuts gets the cut warning instead; a liver with its tumor is not asked."""
+    import json
+
+    from LiverTumorSegLib.io import write_label_map
+
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    mask = np.zeros((8, 20, 20), np.uint8)
+    mask[3:5, 5:10, 5:10] = 1  # 0.1 mL, inside the scan
+    write_label_map(tmp_path / "lesion_mask.nii.gz", mask, geometry)
+    assert main(["measure", str(tmp_path / "lesion_mask.nii.gz"), "-o", str(tmp_path / "a.json")]) == 0
+    warned = [w for w in json.loads((tmp_path / "a.json").read_text())["warnings"] if "lesion mask" in w]
+    assert len(warned) == 1 and "liver (1) of only 0.1 mL and no tumor (2)" in warned[0]
+    assert "changeMap={1: 2}" in warned[0]
+    with_tumor = mask.copy()
+    with_tumor[4, 6:8, 6:8] = 2
+    write_label_map(tmp_path / "small.nii.gz", with_tumor, geometry)
+    assert main(["measure", str(tmp_path / "small.nii.gz"), "-o", str(tmp_path / "b.json")]) == 0
+    assert not any("lesion mask" in w for w in json.loads((tmp_path / "b.json").read_text())["warnings"])
 
 
 def test_evaluate_records_the_segments_it_left_out(tmp_path, capsys):
@@ -426,12 +453,23 @@ def test_empty_seg_nrrd_as_slicer_saves_it_reads_onto_its_recorded_grid(tmp_path
     ("Liver excluding tumours", False), ("without any lesion", False), ("liver without liver tumor", False),
     ("Liver", False), ("Liver segment 7", False), ("Portal vein", False), ("tchcc", False),
     ("No evidence of tumor", False), ("tumor absent", False), ("Tumor (none)", False), ("negative for lesions", False),
-    ("Tumor nonenhancing", True), ("Lesion absentia 2", True)])
+    ("Tumor nonenhancing", True), ("Lesion absentia 2", True),
+    # read as tumor until the measure audit: the whole liver one lesion and a RECIST target
+    ("Liver w/o tumor", False), ("Liver (tumor excluded)", False), ("Liver excl. tumors", False),
+    ("Liver minus tumor", False), ("Not tumor", False), ("Cyst (not a tumor)", False), ("Liver except lesions", False),
+    ("Liver (tumors removed)", False), ("Lesion 1 not enhancing", True), ("Tumor not measured", True),
+    ("Lesion excl 3", True)])
 def test_only_a_negated_tumor_word_makes_a_name_no_tumor(name, tumor):
     """Any 'no ' or 'non-' in a name was taken as a negation: hand-drawn 'Lesion no 2' and 'Non-enhancing tumor
     part' were left out of the lesion table, and 'HCC' held no tumor word."""
-    from LiverTumorSegLib.segnrrd import names_tumor
+    from LiverTumorSegLib.segnrrd import label_of_segment, names_tumor
     assert names_tumor(name) is tumor
+    if name in LIVERS_WITHOUT_TUMOR:  # a liver without its tumors is the liver
+        assert label_of_segment({"Name": name}) == 1, name
+
+
+LIVERS_WITHOUT_TUMOR = ("Liver without tumor", "Liver w/o tumor", "Liver (tumor excluded)", "Liver excl. tumors",
+                        "Liver minus tumor", "Liver except lesions", "Liver (tumors removed)", "Liver excluding tumours")
 
 
 def test_our_segments_say_their_names_and_colours_were_chosen(tmp_path):
@@ -613,3 +651,47 @@ def test_three_layers_under_a_list_or_vector_axis_read_as_layers(tmp_path, kind)
                                      f"{kind} domain domain domain", "none (1,0,0) (0,1,0) (0,0,1)",
                                      segments=(LIVER, dict(TUMOR, Layer="1", LabelValue="1")))
     assert np.array_equal(read_seg_nrrd_labels(path).array, labels)
+
+
+def test_a_whole_grid_segmentation_is_not_called_cropped():
+    """The cropped-file warning asks that the labels come within a voxel of all six faces: a liver on its CT's whole
+    grid does not; a crop to the segments' extent does, also with a voxel to spare (a finer grid than the CT's)."""
+    from LiverTumorSegLib.segnrrd import fills_its_grid
+
+    phantom = make_phantom(shape_zyx=(8, 32, 32), seed=3)
+    assert phantom.labels.any() and not fills_its_grid(phantom.labels)
+    z, y, x = np.nonzero(phantom.labels)
+    crop = phantom.labels[z.min():z.max() + 1, y.min():y.max() + 1, x.min():x.max() + 1]
+    assert fills_its_grid(crop) and fills_its_grid(np.pad(crop, 1)) and not fills_its_grid(np.pad(crop, 2))
+    assert not fills_its_grid(np.zeros((3, 3, 3), np.uint8))
+
+
+LIVER_TAGS = ("TerminologyEntry:Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical "
+              "Structure~SCT^10200004^Liver~^^~Anatomic codes - DICOM master list~^^~^^|")
+NEOPLASM_TAGS = ("TerminologyEntry:Segmentation category and type - 3D Slicer General Anatomy list~SCT^49755003^"
+                 "Morphologically Altered Structure~SCT^108369006^Neoplasm~^^~Anatomic codes - DICOM master list~"
+                 "SCT^10200004^Liver~^^|")
+
+
+def test_segments_named_by_default_are_read_by_their_terminology(tmp_path):
+    """'Segment_1' with the terminology Liver and 'Segment_2' with Neoplasm were left out, the file refused as holding
+    neither (the measure audit): the DICOM SEG reader read the codes, this one did not. A name the reader gave still
+    decides ('Cyst' stays out whatever its terminology), and a neoplasm of another organ is no liver tumor."""
+    import json
+
+    from LiverTumorSegLib.segnrrd import label_of_segment
+
+    arr = np.zeros((4, 12, 12), np.uint8)
+    arr[1:3, 2:10, 2:10] = 1
+    arr[1:3, 4:6, 4:6] = 2
+    segments = [{"ID": "Segment_1", "Name": "Segment_1", "Layer": "0", "LabelValue": "1", "Tags": LIVER_TAGS},
+                {"ID": "Segment_2", "Name": "Segment_2", "Layer": "0", "LabelValue": "2", "Tags": NEOPLASM_TAGS}]
+    path = write_seg_nrrd_by_hand(tmp_path / "term.seg.nrrd", [arr], segments)
+    assert np.array_equal(read_seg_nrrd_labels(path).array, arr)
+    assert main(["measure", str(path), "-o", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["lesion_count"] == 1
+    assert label_of_segment({"Name": "Cyst", "Tags": NEOPLASM_TAGS}) is None
+    kidney = NEOPLASM_TAGS.replace("SCT^10200004^Liver~^^|", "SCT^64033007^Kidney~^^|")
+    assert label_of_segment({"Name": "Segment_3", "Tags": kidney}) is None
+    assert label_of_segment({"Name": "Segment_3", "Tags": "TerminologyEntry:not a tag|"}) is None
+    assert label_of_segment({"Name": "Segment_3"}) is None

@@ -54,12 +54,16 @@ def segment_table(metadata: Dict[str, str]) -> List[Dict[str, str]]:
     return [segments[i] for i in sorted(segments)]
 
 
-TUMOR_WORDS = ("tumor", "tumour", "lesion", "neoplasm", "metasta", "cancer", "carcinoma", "malignan", "hcc")
+TUMOR_WORDS = ("tumor", "tumour", "tumeur", "lesion", "läsion", "lésion", "lesión", "neopla", "metasta", "metást",
+               "cancer", "carcinoma", "malignan", "hcc")
 """A segment whose name holds one of these is a liver tumor (as for DICOM SEG labels): Segment Editor's "Split
 islands to segments" names the parts 'Liver tumor -_1', readers add 'Liver tumor 2', 'Metastasis' or 'HCC'; MSD's
-Task03 names label 2 'cancer'. "hcc" counts only as a word of its own (not inside another word)."""
+Task03 names label 2 'cancer'; German, French and Spanish readers write 'Läsion', 'Tumeur', 'Lésion', 'Metástasis'
+(a first list held English words only, and those segments were left out). "hcc" counts only where no letter
+touches it ('HCC', 'HCC_1', 'hcc2'; not inside another word)."""
 _WHOLE_WORDS_ONLY = ("hcc",)
-_TUMOR_WORD = "(?:" + "|".join(rf"\b{w}\b" if w in _WHOLE_WORDS_ONLY else re.escape(w) for w in TUMOR_WORDS) + ")"
+_TUMOR_WORD = "(?:" + "|".join(rf"(?<![^\W\d_]){w}(?![^\W\d_])" if w in _WHOLE_WORDS_ONLY else re.escape(w)
+                               for w in TUMOR_WORDS) + ")"
 _NEGATED_TUMOR = re.compile(
     r"(?:\b(?:without|excluding|excl\.?|except|minus|not|no|negative[\s_-]+for|no[\s_-]+evidence[\s_-]+of)|"
     r"\bw/o)[\s_-]+(?:(?:any|an?)[\s_-]+)?"

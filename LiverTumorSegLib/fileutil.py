@@ -1380,14 +1380,23 @@ def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def quiet_missing_glyphs() -> Iterator[None]:
-    """Around drawing a matplotlib figure (a decorator on the plotting functions): drop its "Glyph ... missing
-    from font" warnings. A case or file name in Chinese, Japanese or Korean in a title printed a UserWarning per
-    character on stderr; the picture is written all the same (those characters as boxes), and the name is in
-    the report's text anyway."""
+def picture_text_as_given() -> Iterator[None]:
+    """Around drawing a matplotlib figure (a decorator on the plotting functions): its texts are drawn as given, and
+    its "Glyph ... missing from font" warnings dropped.
+
+    * matplotlib read text between two ``$`` as math: a case, file name or ``--title`` holding ``$\\x$`` ended the
+      command with an internal error and nothing written (evaluate lost its whole evaluation to one title), and
+      'case $1 and $2' was drawn as 'case 1and2' (the pictures audit). Texts made inside are plain
+      (``text.parse_math`` off; no picture here uses math).
+    * A case or file name in Chinese, Japanese or Korean in a title printed a UserWarning per character on stderr;
+      the picture is written all the same (those characters as boxes), and the name is in the report's text
+      anyway."""
     import warnings
 
-    with warnings.catch_warnings():
+    import matplotlib
+
+    plain = {"text.parse_math": False} if "text.parse_math" in matplotlib.rcParams else {}  # matplotlib >= 3.5
+    with warnings.catch_warnings(), matplotlib.rc_context(plain):
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
         warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support", category=UserWarning)
         yield

@@ -73,7 +73,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, option_hint
-from .fileutil import atomic_output, quiet_missing_glyphs
+from .fileutil import atomic_output, picture_text_as_given
 from .metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, RECIST_PD_ABSOLUTE_MM, RECIST_TOO_SMALL_MM,
                              SLICE_THICKNESS_FROM_SPACING, SLICE_THICKNESS_SOURCE_WORDS, at_least, at_most,
                              axial_slice_thickness_text, check_given_slice_thickness, dicom_slice_thickness_of,
@@ -1640,7 +1640,7 @@ def _lesion_projection(components: np.ndarray, boxes: Sequence[Any], ids: Sequen
     return mask.any(axis=0), (box[1].start, box[2].start)
 
 
-@quiet_missing_glyphs()
+@picture_text_as_given()
 def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = False, title: str = "") -> Path:
     """PNG: baseline (left) and follow-up aligned to the baseline (right), axial maximum projections of the
     liver (grey) and the lesions (outlined in their status colour, numbered as in ``change["lesions"]``: at most

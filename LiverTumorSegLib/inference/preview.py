@@ -9,7 +9,7 @@ from typing import Any, Tuple
 
 import numpy as np
 
-from ..fileutil import atomic_output, quiet_missing_glyphs
+from ..fileutil import atomic_output, picture_text_as_given
 from ..volume import CTVolume
 
 LIVER_RGBA = (0.1, 0.85, 0.2, 0.35)
@@ -49,7 +49,12 @@ def overlay_rgb(hu_2d: np.ndarray, labels_2d: np.ndarray, level: float = 40.0, w
     return rgb
 
 
-@quiet_missing_glyphs()
+PANELS_TOP_UNDER_BANNER = 0.88
+"""The top of the panels (a fraction of the figure's height) when the two-line orientation banner is drawn above
+them: with the panels up to the top, it covered the axial panel's title (its slice position)."""
+
+
+@picture_text_as_given()
 def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, overwrite: bool = False) -> Path:
     """Write the two-panel preview PNG for ``volume`` and its ``labels_zyx`` (input geometry); atomic.
 
@@ -106,13 +111,13 @@ def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, ov
         ax.text(0.5, 0.01, bottom, ha="center", va="bottom", **style)
         ax.text(0.01, 0.5, left, ha="left", va="center", **style)
         ax.text(0.99, 0.5, right, ha="right", va="center", **style)
-    if unknown:
-        fig.suptitle("ORIENTATION UNKNOWN (a NIfTI without sform/qform, or a NRRD without space): left/right and "
+    if unknown:  # two lines, above the panels' titles (one line was wider than the figure and lay over them)
+        fig.suptitle("ORIENTATION UNKNOWN (a NIfTI without sform/qform, or a NRRD without space):\nleft/right and "
                      "front/back of this picture are not known", color="red", fontsize=11, fontweight="bold")
     fig.legend(handles=[Patch(color=LIVER_RGBA[:3], label="liver (label 1)"),
                         Patch(color=TUMOR_RGBA[:3], label="tumor (label 2)")],
                loc="lower center", ncol=2, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, PANELS_TOP_UNDER_BANNER if unknown else 1))
     path = Path(path)
     with atomic_output(path, overwrite) as tmp:
         # bbox "tight": titles and legend are never cut off, whatever the panels' shapes

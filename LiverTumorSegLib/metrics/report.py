@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..fileutil import atomic_output, quiet_missing_glyphs, spreadsheet_cell_text, spreadsheet_safe_text
+from ..fileutil import atomic_output, picture_text_as_given, spreadsheet_cell_text, spreadsheet_safe_text
 from .lits import STRUCTURES, global_dice
 
 PathLike = Union[str, Path]
@@ -435,7 +435,7 @@ def _save_figure(fig, path: PathLike, overwrite: bool) -> Path:
 MIN_BOXPLOT_CASES = 2
 
 
-@quiet_missing_glyphs()
+@picture_text_as_given()
 def plot_metric_boxplots(rows: Sequence[Dict[str, Any]], path: PathLike,
                          metrics: Optional[Sequence[str]] = None, overwrite: bool = False) -> Optional[Path]:
     """One box plot per metric (cases as dots) in a grid, saved as PNG; metrics without any finite
@@ -472,7 +472,7 @@ def plot_metric_boxplots(rows: Sequence[Dict[str, Any]], path: PathLike,
     return _save_figure(fig, path, overwrite)
 
 
-@quiet_missing_glyphs()
+@picture_text_as_given()
 def plot_roc_curve(curve, path: PathLike, title: str = "ROC curve", overwrite: bool = False) -> Path:
     """Plot a :class:`~LiverTumorSegLib.metrics.roc.RocCurve` (with its AUC in the legend) as PNG."""
     fig, ax = agg_subplots((4.5, 4.5))
@@ -488,7 +488,7 @@ def plot_roc_curve(curve, path: PathLike, title: str = "ROC curve", overwrite: b
     return _save_figure(fig, path, overwrite)
 
 
-@quiet_missing_glyphs()
+@picture_text_as_given()
 def plot_froc_curve(curve, path: PathLike, title: str = "Lesion FROC", overwrite: bool = False) -> Path:
     """Plot a :class:`~LiverTumorSegLib.metrics.froc.FrocCurve` as PNG: sensitivity against false-positive lesions
     per case (log axis), the operating points as a step line, the sensitivity at each of
@@ -605,7 +605,7 @@ def overlay_slice_index(pred_labels: np.ndarray, ref_labels: np.ndarray) -> int:
     return int(ref_labels.shape[0] // 2)
 
 
-@quiet_missing_glyphs()
+@picture_text_as_given()
 def plot_case_overlay(pred_labels: np.ndarray, ref_labels: np.ndarray, path: PathLike,
                       image: Optional[np.ndarray] = None, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
                       title: str = "", overwrite: bool = False, reference_name: str = "reference",

@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 
 from ..errors import InputError
-from ..fileutil import atomic_output, quiet_missing_glyphs
+from ..fileutil import atomic_output, picture_text_as_given
 from ..volume import CTVolume
 from .config import PreprocessingConfig
 from .intensity import WINDOW_PRESETS, window_hu
@@ -43,7 +43,7 @@ def choose_preview_slices(hu_zyx: np.ndarray, n_slices: int, labels_zyx: Optiona
     return sorted(set(int(p) for p in picks))
 
 
-@quiet_missing_glyphs()
+@picture_text_as_given()
 def render_preview(volume: CTVolume, config: Union[PreprocessingConfig, str, None], out_png: Union[str, Path],
                    n_slices: int = 3, labels: Optional[np.ndarray] = None, overwrite: bool = False,
                    slices: Optional[Sequence[int]] = None) -> Path:

@@ -203,5 +203,8 @@ def plot_curves(log_path, png_path) -> Optional[Path]:
     ax2.legend()
     fig.tight_layout()
     png_path = Path(png_path)
-    fig.savefig(str(png_path), dpi=100)
+    from ..fileutil import atomic_output
+
+    with atomic_output(png_path, overwrite=True) as tmp:  # a run stopped while it was written left half a picture
+        fig.savefig(str(tmp), dpi=100, format="png")
     return png_path

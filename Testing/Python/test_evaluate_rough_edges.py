@@ -1532,3 +1532,26 @@ def test_a_prediction_whose_header_mirrors_it_is_named_not_only_scored(tmp_path,
     assert caplog.text.count("probably wrong") == 1  # the first run's alone
     rows = list(csv.DictReader(open(tmp_path / "b" / "cases.csv")))
     assert float(rows[0]["dice_liver"]) == 1.0
+
+
+def test_a_case_name_with_dollar_signs_is_drawn_as_written(tmp_path):
+    """matplotlib read text between two '$' as math: a case named 'ct$\\x$' ended evaluate with an internal error
+    (ParseFatalException) and nothing written, and 'case $1 and $2' was titled 'case 1and2' (the pictures audit).
+    Texts of every picture are plain now."""
+    from matplotlib.figure import Figure
+
+    from LiverTumorSegLib.fileutil import picture_text_as_given
+
+    labels = Path(__file__).resolve().parents[1] / "Data" / "ct3slice_liver_seg.nii.gz"
+    for folder in ("p", "r"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(labels, tmp_path / folder / "ct$\\x$.nii.gz")
+    assert main(["evaluate", "--pred", str(tmp_path / "p"), "--ref", str(tmp_path / "r"), "-o", str(tmp_path / "o"),
+                 "--no-surface", "--no-progress"]) == 0
+    assert (tmp_path / "o" / "cases.csv").is_file() and list((tmp_path / "o" / "plots").glob("overlay_best_*.png"))
+
+    @picture_text_as_given()
+    def title(text):
+        return Figure().suptitle(text)
+
+    assert title("case $1 and $2").get_text() == "case $1 and $2" and not title("x").get_parse_math()

@@ -302,6 +302,7 @@ def test_measure_report_carries_the_runs_warnings(tmp_path):
     ct[:, 5:35, 5:35] = 50
     labels = np.zeros(ct.shape, np.uint8)
     labels[1:5, 10:30, 10:30] = 1
+    labels[2:4, 15:20, 15:20] = 2  # a small liver with its tumor (without one, it is asked whether it is a lesion mask)
     write_volume(tmp_path / "ct.nii.gz", CTVolume(array=ct, geometry=g))
     path = write_label_map(tmp_path / "labels.nii.gz", labels, g)
     assert main(["measure", str(path), "--ct", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "r.json")]) == 0

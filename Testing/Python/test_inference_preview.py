@@ -159,3 +159,34 @@ def test_preview_titles_give_mm_positions_that_do_not_depend_on_the_storage_orde
     first, second = said[:2], said[2:4]
     assert first == second
     assert first[0].startswith("axial at S -5.0 mm") and first[1].startswith("coronal at A ")
+
+
+def test_the_orientation_banner_lies_above_the_panel_titles_and_within_the_figure(tmp_path, monkeypatch):
+    """The red 'ORIENTATION UNKNOWN' banner of a CT without orientation lay over the axial panel's title (its slice
+    position, unreadable), and as one line wider than the figure it widened the saved picture (the pictures audit)."""
+    from matplotlib.figure import Figure
+
+    from LiverTumorSegLib.inference.preview import save_overlay_preview
+    from LiverTumorSegLib.phantom import make_phantom
+    from LiverTumorSegLib.volume import ORIENTATION_ASSUMED_KEY, CTVolume
+
+    drawn = []
+    original = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        drawn.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    phantom = make_phantom(shape_zyx=(12, 64, 64), seed=0)
+    volume = CTVolume(phantom.ct.array, phantom.ct.geometry, "x", meta={ORIENTATION_ASSUMED_KEY: True})
+    save_overlay_preview(tmp_path / "unknown.png", volume, phantom.labels)
+    fig = drawn[-1]
+    renderer = fig.canvas.get_renderer()
+    banner = fig._suptitle.get_window_extent(renderer)
+    figure_box = fig.bbox
+    assert "ORIENTATION UNKNOWN" in fig._suptitle.get_text()
+    assert banner.x0 >= figure_box.x0 and banner.x1 <= figure_box.x1  # within the figure's width
+    for ax in fig.axes:
+        title = ax.title.get_window_extent(renderer)
+        assert title.y1 <= banner.y0, (title, banner)  # below the banner, not under it

@@ -68,8 +68,8 @@ def _stop_this_process(pid: int) -> None:
     """Stop this process as SIGTERM would (POSIX), or as Ctrl-C would (Windows: no signal can be sent to oneself
     there), after one line on stderr that says why."""
     try:
-        print(f"the program that started this command (process {pid}) has ended; stopping", file=sys.stderr,
-              flush=True)
+        print(f"the program that started this command (process {pid}) has ended, or no longer holds this process "
+              f"(a process between them ended); stopping", file=sys.stderr, flush=True)
     except (OSError, ValueError):  # stderr closed with its reader
         pass
     if os.name == "posix":
@@ -96,7 +96,9 @@ class ParentWatch:
 
     def _check(self) -> None:
         while not self._stopped.wait(self._interval_s):
-            if not _still_there(self.pid, self._start_time):
+            # also when the starter runs but this process has left its descendants: the launcher between them (Slicer's
+            # PythonSlicer) was killed, and the orphan computed to the end while Slicer lived on (the child-job audit)
+            if not _still_there(self.pid, self._start_time) or is_ancestor(self.pid) is False:
                 if not self._stopped.is_set():
                     _stop_this_process(self.pid)
                 return

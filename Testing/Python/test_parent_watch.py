@@ -81,7 +81,7 @@ def test_a_command_whose_starter_has_already_ended_stops_before_any_work(tmp_pat
                           env=_environment(**{parent_watch.PARENT_VARIABLE: str(ended_process_id())}),
                           capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
     assert done.returncode == 143, done.stderr
-    assert "has ended; stopping" in done.stderr and "terminated (SIGTERM)" in done.stderr
+    assert "has ended, or no longer holds this process" in done.stderr and "terminated (SIGTERM)" in done.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -125,3 +125,75 @@ def test_a_command_stops_and_cleans_up_when_its_starter_is_killed(tmp_path):
     else:
         os.kill(child_pid, signal.SIGKILL)
         pytest.fail("the child ran on after its starter was killed")
+
+
+def test_a_watch_stops_when_this_process_leaves_its_starters_descendants(monkeypatch):
+    """The starter still runs but this process is no longer its descendant (a launcher between them was killed): it
+    stopped only when the starter ended, so the orphan computed to the end (the child-job audit)."""
+    stops = []
+    monkeypatch.setattr(parent_watch, "_stop_this_process", stops.append)
+    monkeypatch.setattr(parent_watch, "_still_there", lambda pid, start: True)
+    descendant = {"now": True}
+    monkeypatch.setattr(parent_watch, "is_ancestor", lambda pid: True if descendant["now"] else False)
+    watch = parent_watch.watch_parent(12345, interval_s=0.01)
+    assert watch is not None
+    try:
+        descendant["now"] = False
+        watch.thread.join(60)  # a bound that only a thread that never ends reaches, even on a slow, busy machine
+        assert stops == [12345]
+    finally:  # a watch left running would stop the test process itself once the patches are undone
+        watch.stop()
+        watch.thread.join(60)
+
+
+@posix_only
+def test_a_command_stops_when_the_launcher_between_it_and_its_starter_is_killed(tmp_path):
+    """Slicer (the starter) runs PythonSlicer (a launcher) that runs Python: the launcher killed from outside left the
+    command running to its end while Slicer lived on. It now stops within seconds, as SIGTERM ends it."""
+    if not os.path.exists(f"/proc/{os.getpid()}/stat"):
+        pytest.skip("ancestors beyond the parent are read from /proc (Linux)")
+    launcher = textwrap.dedent("""
+        import subprocess, sys
+        p = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+        print(p.pid, flush=True)
+        p.wait()
+    """)
+    starter = textwrap.dedent("""
+        import subprocess, sys, time
+        from LiverTumorSegLib.parent_watch import parent_environment
+        p = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], env=parent_environment(),
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+        print(p.pid, p.stdout.readline().strip(), flush=True)
+        time.sleep(120)
+    """)
+    child = textwrap.dedent(f"""
+        import sys, time
+        from LiverTumorSegLib import cli
+        def run(argv):
+            open({str(tmp_path / 'started')!r}, 'w').close()
+            time.sleep(120)
+            return 0
+        cli._main = run
+        sys.exit(cli.main([]))
+    """)
+    process = subprocess.Popen([sys.executable, "-c", starter, launcher, child], env=_environment(),
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        launcher_pid, child_pid = (int(n) for n in process.stdout.readline().split())
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / "started").exists()
+        os.kill(launcher_pid, signal.SIGKILL)
+        ended_at = time.monotonic() + 60  # only a child that never noticed reaches it (it would sleep 120 s)
+        while time.monotonic() < ended_at:
+            if not process_alive(child_pid):
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(child_pid, signal.SIGKILL)
+            pytest.fail("the command ran on after the launcher between it and its starter was killed")
+        assert process.poll() is None  # the starter lives on, as Slicer does
+    finally:
+        process.kill()
+        process.wait(10)

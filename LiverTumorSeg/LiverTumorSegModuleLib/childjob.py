@@ -142,12 +142,14 @@ LAUNCHER_CRASH_TEXT = "exit abnormally"
 started crashed or was killed: the signal never reaches the module as an exit code."""
 
 
-def ended_text(code: Optional[int], what: str, last_line: str) -> str:
+def ended_text(code: Optional[int], what: str, last_line: str, stderr: str = "") -> str:
     """How a child that ended without its result is reported: ``what`` ("The segmentation process") and how it
     ended. A child killed by a signal (``code`` -N from subprocess, 128 + N from a shell-like launcher), one
     that Qt saw crash (-1) or one whose launcher says it ended abnormally (:data:`LAUNCHER_CRASH_TEXT`) gets the
     likely reason: a kill nobody asked for is usually the system's out-of-memory killer, which leaves no
-    message."""
+    message; a crash whose ``stderr`` holds Python's fault handler's line (``Fatal Python error: Segmentation
+    fault``, which the module turns on) is named as that crash instead (behind the launcher a segfault or an
+    OpenMP abort was called 'most likely out of memory')."""
     import signal
 
     number = None
@@ -155,6 +157,10 @@ def ended_text(code: Optional[int], what: str, last_line: str) -> str:
         number = -code
     elif code is not None and 128 < code < 160:
         number = code - 128
+    fault = fatal_python_error(stderr)
+    if fault and (code == -1 or LAUNCHER_CRASH_TEXT in last_line or number is not None):
+        return (f"{what} crashed ({fault}; exit code {code}): a fault in compiled code, not a lack of memory. The "
+                f"details hold where it happened; please report it with them.")
     if code == -1 or LAUNCHER_CRASH_TEXT in last_line:
         return f"{what} crashed or was killed ({last_line or 'no message'}){_MEMORY_HINT}."
     if number == SIGKILL_NUMBER:
@@ -166,6 +172,15 @@ def ended_text(code: Optional[int], what: str, last_line: str) -> str:
             name = f"signal {number}"
         return f"{what} was stopped by {name} (exit code {code}; {last_line or 'no message'})."
     return f"{what} ended with exit code {code} ({last_line or 'no message'})."
+
+
+def fatal_python_error(stderr: str) -> str:
+    """What Python's fault handler said ended the child (``Fatal Python error: Segmentation fault`` gives
+    'Segmentation fault'), from its ``stderr``; '' when it said nothing (a kill by a signal leaves no such line)."""
+    import re
+
+    found = re.findall(r"Fatal Python error: ([^\r\n]+)", stderr or "")
+    return found[-1].strip() if found else ""
 
 
 def remove_stale_job_folders(temp_root: Optional[str] = None) -> None:
@@ -275,7 +290,8 @@ class ChildJob:
         its last ``error:`` line) as ``error_class`` when it exited 2 (an error the user can fix), else what
         ended it (:func:`ended_text`), with the stderr tail as details."""
         message = last_error_line(stderr) if message is None else message
-        error = error_class(message or "no message") if code == 2 else RuntimeError(ended_text(code, what, message))
+        error = error_class(message or "no message") if code == 2 else RuntimeError(ended_text(code, what, message,
+                                                                                                stderr))
         return self.failed_outcome(error, stderr[-4000:])
 
     def _path(self, name: str) -> str:

@@ -30,7 +30,7 @@ from LiverTumorSegLib.io import GEOMETRY_TOLERANCE
 from . import childprocess, panel_text
 from .childjob import CANCELLED, DONE, FAILED, ChildJob, ChildResultError, ended_text  # noqa: F401 - re-exported
 from .childjob import check_shown_in_scratch_scene, read_result_json, require_node_of_class, require_scene_node
-from .childjob import reusable_table
+from .childjob import last_error_line, reusable_table
 from .childjob import unusable_result
 
 from LiverTumorSegLib.inference.device import DEVICE_CHOICES as DEVICES  # noqa: F401 - one list for all callers
@@ -639,13 +639,14 @@ class SegmentationJob(ChildJob):
         if self._error is not None and self._error.error == CHILD_CANCELLED_ERROR:  # the panel's Cancel kills it
             return SegmentationOutcome(FAILED, error=RuntimeError(stopped_from_outside_text(code)), details=details,
                                        seconds=seconds)
-        if self._error is not None:
+        if self._error is not None and code == 2:  # an error the user can fix (the command line's exit 2)
             message = panel_text.error_text(self._error.error, self.input_path or "", self._input.GetName())
             return SegmentationOutcome(FAILED, error=SegmentationProcessError(message), details=details,
                                        seconds=seconds)
-        if code != 0 or self._done is None:
-            last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
-            return SegmentationOutcome(FAILED, error=RuntimeError(ended_text(code, "The segmentation process", last)),
+        if self._error is not None or code != 0 or self._done is None:
+            # an internal error (exit 1: a bug, 'please report it') was shown as a user's error, without details
+            last = self._error.error if self._error is not None else last_error_line(stderr)
+            return SegmentationOutcome(FAILED, error=RuntimeError(ended_text(code, self.WHAT, last, stderr)),
                                        details=details, seconds=seconds)
         if self._progress:  # loading blocks the main thread: the panel says so before it starts
             self._progress(1.0, LOADING_RESULT_STAGE)

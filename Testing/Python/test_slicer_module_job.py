@@ -264,6 +264,16 @@ FAKE_CHILD = textwrap.dedent('''
     if mode == "crash":
         sys.stderr.write("Traceback ...\\nMemoryError: out of memory\\n")
         sys.exit(1)
+    if mode == "internal":  # the command line's internal error under --progress json: an error line, exit 1
+        say({"error": "internal error: ValueError: operands could not be broadcast together"})
+        sys.stderr.write("error: internal error: ValueError: operands could not be broadcast together (rerun with "
+                         "--debug for the traceback; please report it)\\n")
+        sys.exit(1)
+    if mode == "segfault":  # a launcher's view of a native crash: the fault handler's lines, then its own, exit 1
+        sys.stderr.write("Fatal Python error: Segmentation fault\\n\\nCurrent thread 0x1 (most recent call first):\\n"
+                         "  File \\"x.py\\", line 4 in <module>\\n[/opt/Slicer/bin/python-real] exit abnormally - "
+                         "Report the problem.\\n")
+        sys.exit(1)
     say({"progress": 0.2, "stage": "network"})
     if mode == "killed":  # as the system's out-of-memory killer does it: no message
         os.kill(os.getpid(), signal.SIGKILL)
@@ -920,6 +930,33 @@ def test_job_reports_a_user_error_and_a_crash_and_changes_nothing(fake):
     assert outcome.kind == job.FAILED and "exit code 1 (MemoryError: out of memory)" in str(outcome.error)
     assert "Traceback" in outcome.details
     assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
+
+
+def test_an_internal_error_of_the_child_is_no_users_error_and_keeps_its_details(fake):
+    """The child's internal error (a bug, exit 1) came with an error line, and was shown as a user's error without
+    details: the 'please report it' line and the exit code were hidden (the child-job audit)."""
+    outcome = fake.job("internal").start().wait(timeout_s=60)
+    assert outcome.kind == job.FAILED and not isinstance(outcome.error, job.SegmentationProcessError)
+    assert str(outcome.error) == ("The segmentation process ended with exit code 1 (internal error: ValueError: "
+                                  "operands could not be broadcast together).")
+    assert "please report it" in outcome.details and list(fake.temp_root.iterdir()) == []
+
+
+def test_a_native_crash_behind_the_launcher_is_named_a_crash_not_a_lack_of_memory(fake):
+    """Behind Slicer's launcher a segfault reached the panel as exit 1 and 'exit abnormally', and was called 'most
+    likely ran out of memory', though the fault handler had said what happened (the child-job audit)."""
+    from LiverTumorSegModuleLib.childjob import ended_text
+
+    outcome = fake.job("segfault").start().wait(timeout_s=60)
+    assert outcome.kind == job.FAILED
+    assert str(outcome.error).startswith("The segmentation process crashed (Segmentation fault; exit code 1): a fault "
+                                         "in compiled code, not a lack of memory")
+    assert "memory" not in str(outcome.error).split("not a lack of memory")[1]
+    assert "Fatal Python error" in outcome.details
+    launcher = "[/opt/Slicer/bin/python-real] exit abnormally - Report the problem."
+    assert "most likely ran out of memory" in ended_text(1, "X", launcher, "no fault handler line")
+    assert ended_text(-6, "X", "", "Fatal Python error: Aborted\n").startswith("X crashed (Aborted; exit code -6)")
+    assert ended_text(-9, "X", "", "").startswith("X was killed (signal 9, SIGKILL)")
 
 
 def test_a_surface_segmentation_as_the_output_is_refused_before_the_child_starts(fake):

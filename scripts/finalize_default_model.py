@@ -272,8 +272,8 @@ def recorded_hardware(training: dict) -> str:
     an H100 (4000 steps) in every package finalized without that option, CPU-trained v3 included."""
     config = training.get("config") or {}
     device = str(training.get("device") or "")
-    amp = config.get("amp")
-    if amp == "auto":  # the trainer's rule: bf16 on CUDA, none on the CPU
+    amp = training.get("amp") or config.get("amp")  # what auto resolved to, where the package records it (0.6.18)
+    if amp == "auto":  # older packages: the trainer's rule then, bf16 on CUDA, none on the CPU
         amp = "bf16" if device.startswith("cuda") else "off"
     world = training.get("world_size") or 1
     steps, batch, patch = training.get("global_step"), config.get("batch_size"), config.get("patch_size")

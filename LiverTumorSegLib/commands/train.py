@@ -81,7 +81,7 @@ HELP = {
     "val_max_slices": "validate on at most this many evenly spaced slices per case (0 = all slices)",
     "seed": "random seed of the training (and of the patient split, unless --split-seed)",
     "device": "auto (CUDA when available), cpu, cuda, cuda:N, gpu (= cuda); mps (Apple GPUs) is for segment only",
-    "amp": "auto (bf16 on CUDA), bf16, fp16 or off",
+    "amp": "auto (bf16 on a CUDA GPU with native bf16, fp16 on an older one, off on the CPU), bf16, fp16 or off",
     "channels_last": "channels-last memory layout (can be faster on GPUs with tensor cores)",
     "num_workers": "DataLoader worker processes (0 = in the main process)",
     "early_stopping_patience": ("stop after this many validations without improvement (0 = never); decided on the "

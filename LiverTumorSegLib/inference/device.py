@@ -102,6 +102,23 @@ def _device_option(text: str) -> str:
     return option_hint(f"--device {text}", f"device='{text}'")
 
 
+CUDA_NATIVE_BF16_CAPABILITY = (8, 0)
+"""The compute capability from which an NVIDIA GPU computes bf16 natively (Ampere: A100, RTX 30xx, and newer)."""
+
+
+def cuda_native_bf16(device: "object" = None) -> bool:
+    """Whether the CUDA ``device`` (None: the current one) computes bf16 natively, by its compute capability (from
+    :data:`CUDA_NATIVE_BF16_CAPABILITY`): ``torch.cuda.is_bf16_supported()`` answers True on a T4 or V100 from torch
+    2.3 on (it counts emulation), and judges the current device, not ``cuda:1`` (the GPU code audit); on those GPUs
+    bf16 convolutions are emulated, slow, or refused by cuDNN."""
+    import torch
+
+    index = getattr(device, "index", None) if device is not None and not isinstance(device, int) else device
+    if index is None:
+        index = torch.cuda.current_device()
+    return tuple(torch.cuda.get_device_capability(index)) >= CUDA_NATIVE_BF16_CAPABILITY
+
+
 def gpu_info(device: "object") -> Dict[str, object]:
     """Name, total and free memory (bytes) of a CUDA device; ``{}`` for CPU."""
     import torch
@@ -111,7 +128,7 @@ def gpu_info(device: "object") -> Dict[str, object]:
     index = device.index if device.index is not None else torch.cuda.current_device()
     free, total = torch.cuda.mem_get_info(index)
     return {"name": torch.cuda.get_device_name(index), "total_bytes": int(total), "free_bytes": int(free),
-            "bf16": bool(torch.cuda.is_bf16_supported())}
+            "bf16": cuda_native_bf16(index)}
 
 
 MAX_THREADS = 1024

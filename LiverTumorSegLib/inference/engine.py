@@ -400,18 +400,22 @@ _autotuning_off = {"blocks": 0, "callers": False}
 """:func:`cudnn_autotuning_off`'s blocks running now, on every thread, and the caller's setting they put back."""
 
 
-def _cuda_amp_dtype(precision: str, amp: bool) -> "object":
-    """CUDA autocast dtype: ``fp32`` -> None; ``bf16`` -> bf16 (InputError if the GPU lacks it); ``auto`` -> bf16
-    where supported else fp16, or None when ``amp`` is off."""
+def _cuda_amp_dtype(precision: str, amp: bool, device: "object" = None) -> "object":
+    """CUDA autocast dtype on ``device``: ``fp32`` -> None; ``bf16`` -> bf16 (InputError if the GPU lacks it);
+    ``auto`` -> bf16 where the GPU computes it natively (:func:`~.device.cuda_native_bf16`) else fp16, or None when
+    ``amp`` is off."""
     import torch
+
+    from .device import cuda_native_bf16
 
     if precision == "fp32" or (precision == "auto" and not amp):
         return None
     if precision == "bf16":
-        if not torch.cuda.is_bf16_supported():
-            raise InputError("This GPU has no bf16; use --precision auto (fp16) or fp32.")
+        if not cuda_native_bf16(device):
+            raise InputError("This GPU has no native bf16 (compute capability below 8.0: before Ampere); use "
+                             "--precision auto (fp16) or fp32.")
         return torch.bfloat16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cuda_native_bf16(device) else torch.float16
 
 
 class SliceInferenceEngine:
@@ -512,7 +516,7 @@ class SliceInferenceEngine:
                 self._fall_back_to_cpu(f"The Apple GPU (MPS) could not take the network ({_short_error(exc)})")
             if self.device.type == "cuda":
                 self.model = self.model.to(memory_format=torch.channels_last)
-                self.amp_dtype = _cuda_amp_dtype(precision, amp)
+                self.amp_dtype = _cuda_amp_dtype(precision, amp, self.device)
             elif self.device.type == "mps":
                 if precision == "bf16":
                     raise InputError("--precision bf16 is not offered on an Apple GPU (MPS), which runs fp32 here; "
@@ -1238,7 +1242,10 @@ class SliceInferenceEngine:
         class, are copied back to pinned host memory."""
         import torch
 
-        with torch.inference_mode():
+        # on the engine's GPU: the event below is recorded on the current device's stream, and pinned memory makes
+        # its context there; with --device cuda:1 both were cuda:0's, so the wait returned before cuda:1's copies
+        # to the host had arrived
+        with torch.cuda.device(self.device), torch.inference_mode():
             if x is None:  # windows and 2.5D stacking on the GPU (bit-identical to prepared.batch)
                 xt = self._device_batches.batch(indices, self.device)
             else:
@@ -1284,16 +1291,18 @@ class SliceInferenceEngine:
         try:
             return self._submit_cuda(indices, x, prepared)
         except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            if len(indices) <= 1:
-                cpu = option_hint("--device cpu", "device='cpu'")
-                raise ResourceError(f"The GPU ran out of memory even with one slice per batch; use {cpu} or free "
-                                    f"GPU memory (close other GPU programs).")
-            step = max(1, len(indices) // 2)
-            if self._batch_size_before_back_off is None:
-                self._batch_size_before_back_off = self.batch_size
-            self.batch_size = step
-            log.warning("warning: GPU out of memory; retrying with batch size %d", step)
-            parts = [self._submit_cuda_with_backoff(indices[s:s + step], None if x is None else x[s:s + step],
-                                                    prepared) for s in range(0, len(indices), step)]
-            return _concatenate_pending(indices, parts)
+            pass  # retried below, outside this block: inside it, the error's traceback held the failed batch's
+            # tensors (input, activations, logits), which no empty_cache frees, so every smaller batch ran out too
+        torch.cuda.empty_cache()
+        if len(indices) <= 1:
+            cpu = option_hint("--device cpu", "device='cpu'")
+            raise ResourceError(f"The GPU ran out of memory even with one slice per batch; use {cpu} or free "
+                                f"GPU memory (close other GPU programs).")
+        step = max(1, len(indices) // 2)
+        if self._batch_size_before_back_off is None:
+            self._batch_size_before_back_off = self.batch_size
+        self.batch_size = step
+        log.warning("warning: GPU out of memory; retrying with batch size %d", step)
+        parts = [self._submit_cuda_with_backoff(indices[s:s + step], None if x is None else x[s:s + step],
+                                                prepared) for s in range(0, len(indices), step)]
+        return _concatenate_pending(indices, parts)

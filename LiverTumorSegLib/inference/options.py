@@ -200,7 +200,7 @@ class SegmentationOptions:
     * ``probabilities``: keep the network's tumor probability (uint8 ``round(255 p)``) in the result.
     * ``allow_non_hu``: accept intensities that do not look like Hounsfield units.
     * ``precision``: ``auto|fp32|bf16`` network arithmetic (auto: on an NVIDIA GPU bf16 autocast, fp16 on one
-      without bf16, not checked; on a CPU with native bf16, bf16 after a check against fp32 on the first CT's 8
+      without native bf16 (compute capability below 8.0), not checked; on a CPU with native bf16, bf16 after a check against fp32 on the first CT's 8
       middle slices; see :class:`~.engine.SliceInferenceEngine`).
     * ``body_size_scaling``: a body much narrower than the training adults' (a child) is given to the network
       enlarged in-plane (:mod:`~LiverTumorSegLib.inference.body_size`); False gives every CT as it is.
@@ -461,7 +461,7 @@ def add_segmentation_arguments(parser: Any) -> None:
     parser.add_argument("--threads", type=number(int), default=None, metavar="N", help="CPU threads (default: OMP_NUM_THREADS where set, else all cores)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default=defaults.precision,
                         help="network arithmetic. auto (default): on an NVIDIA GPU bf16 autocast (fp16 on one "
-                             "without bf16), not checked; on a CPU with native bf16 (AVX512-BF16/AMX) bf16, "
+                             "without native bf16: before Ampere), not checked; on a CPU with native bf16 (AVX512-BF16/AMX) bf16, "
                              "checked on the 8 middle slices of the first CT against fp32, "
                              "whatever --batch-size (fp32 when labels differ on > 0.1 %% of their voxels); fp32; "
                              "bf16 (unchecked). ONNX runs fp32")

@@ -98,7 +98,8 @@ class TrainConfig:
     ``deep_supervision_weights``: main output first, then the auxiliary outputs finest first (default 1, 1/2,
     1/4, ...; normalised to sum 1).
     ``val_fraction``: patient-level hold-out used when ``folds`` is 0; ``folds``/``fold``: k-fold split.
-    ``amp``: "auto" (bf16 on CUDA, off on CPU), "bf16", "fp16", "off".
+    ``amp``: "auto" (bf16 on a CUDA GPU computing it natively, fp16 on an older one, off on CPU), "bf16", "fp16",
+    "off".
     ``init_from``: a model package (a path or an installed model's name) whose weights the network starts from
     (fine-tuning; :mod:`.init_from`): ``model``, ``model_options`` and ``preprocessing`` must be its own.
     ``resume``: continue from ``<log_dir>/checkpoints/last.pt``.

@@ -282,16 +282,36 @@ def resolve_device(name: str) -> torch.device:
         raise InputError(f"Unknown device '{requested}'; training runs on auto, cpu, cuda, cuda:N or gpu (= cuda).")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device '{requested}' requested but this torch has no usable CUDA GPU; use --device cpu.")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        # it was taken, every case hashed and cached, then the first use of the GPU ended as an internal error
+        raise InputError(f"device '{requested}' requested, but this computer has {torch.cuda.device_count()} GPU(s) "
+                         f"(cuda:0 ..); choose one of them.")
+    return device
 
 
 def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """Autocast dtype: ``auto`` = bf16 on CUDA, none on CPU; ``fp16``/``bf16`` forced; ``off`` none."""
+    """Autocast dtype: ``auto`` = bf16 on a CUDA GPU that computes it natively, else fp16 there (with the gradient
+    scaler), none on the CPU; ``fp16``/``bf16`` forced (``bf16`` refused on a CUDA GPU without native bf16: a T4 or
+    V100, where ``auto`` took bf16 too and cuDNN emulated or refused it); ``off`` none."""
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
     if amp == "fp16":
         return torch.float16
+    if device.type == "cuda":
+        from ..inference.device import cuda_native_bf16
+
+        if not cuda_native_bf16(device):
+            if amp == "bf16":
+                raise InputError(f"{device} has no native bf16 (compute capability below 8.0: before Ampere); use "
+                                 f"--amp fp16 (or auto, which takes fp16 there) or --amp off.")
+            return torch.float16
     return torch.bfloat16
+
+
+def amp_name(amp_dtype: Optional[torch.dtype]) -> str:
+    """``bf16``, ``fp16`` or ``off``: the autocast a training ran with, as its package records it (``training.amp``)."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "off")
 
 
 def emulated_cpu_autocast_warning(device: torch.device, amp_dtype: Optional[torch.dtype],
@@ -1498,6 +1518,7 @@ class Trainer:
                     **({"final_stop_reason": final_stop_reason} if final_stop_reason else {}),
                     "seconds": round(self.elapsed_before + time.time() - self.t0, 1),
                     "world_size": self.dist.world_size, "device": str(self.device),
+                    "amp": amp_name(self.amp_dtype),  # what config.amp resolved to (auto: bf16 or fp16 by the GPU)
                     # each step's batch: batch_size patches in each process (config.batch_size is per process)
                     "patches_per_step": int(cfg.batch_size) * int(self.dist.world_size),
                     # what config.augmentation / config.lesions (user overrides only) resolved to, the files read

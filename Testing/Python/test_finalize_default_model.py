@@ -587,3 +587,13 @@ def test_folds_read_by_the_peak_finalize_a_package_that_reads_the_peak(tmp_path,
              "-o", tmp_path / "other.safetensors")
     assert stop.value.code == 2 and "row 2's lesion_probability_statistic must be one of mean, peak" in \
         capsys.readouterr().err
+
+
+def test_the_hardware_line_takes_the_amp_a_package_records_it_trained_with():
+    """amp 'auto' was written as bf16 for every CUDA training; on a GPU without native bf16 it is fp16, which the
+    package records since 0.6.18 (training.amp). Older packages keep the old rule."""
+    config = {"amp": "auto", "batch_size": 16, "patch_size": 192}
+    assert fin.recorded_hardware({"device": "cuda:0", "amp": "fp16", "global_step": 10, "config": config}) \
+        .startswith("cuda:0 (AMP fp16)")
+    assert fin.recorded_hardware({"device": "cuda:0", "global_step": 10, "config": config}).startswith("cuda:0 (AMP bf16)")
+    assert fin.recorded_hardware({"device": "cpu", "amp": "off", "global_step": 10, "config": config}).startswith("cpu,")

@@ -1020,3 +1020,76 @@ def test_a_package_with_a_dict_preprocessing_runs_and_one_without_a_network_is_r
     np.testing.assert_array_equal(engine.predict(volume), oracle_engine().predict(volume))
     with pytest.raises(InputError, match="no network to run"):
         SliceInferenceEngine(as_dict, device="cpu", threads=1)
+
+
+def test_out_of_memory_back_off_retries_after_the_failed_batch_is_released(tmp_path, monkeypatch):
+    """The back-off retried inside the except block, where the error's traceback held the failed batch's tensors:
+    each smaller batch found the memory still taken and failed too, down to 'even with one slice per batch' (the
+    GPU code audit). The real _submit_cuda runs on the CPU here with a fake GPU of 10 units (3 a slice)."""
+    import contextlib
+    import weakref
+
+    from LiverTumorSegLib.inference import engine as engine_module
+
+    budget, held, on_entry = 10, {"units": 0}, []
+
+    def alloc(n):
+        if held["units"] + n > budget:
+            raise torch.cuda.OutOfMemoryError(f"fake: want {n}, {held['units']} of {budget} in use")
+        t = torch.zeros(n)
+        held["units"] += n
+        weakref.finalize(t, lambda: held.__setitem__("units", held["units"] - n))
+        return t
+
+    class FakeGpuNet(torch.nn.Module):
+        def forward(self, x):  # activations the forward holds in its locals (as a network's frames do)
+            encoder = alloc(x.shape[0])
+            decoder = alloc(x.shape[0])
+            head = alloc(x.shape[0])
+            return torch.zeros(x.shape[0], 3, x.shape[2], x.shape[3]) + 0 * (encoder.sum() + decoder.sum() + head.sum())
+
+    class Event:
+        def record(self, stream=None):
+            pass
+
+        def synchronize(self):
+            pass
+
+    package = engine_module.load_package(tiny_unet_package(tmp_path))
+    package.model = FakeGpuNet()
+    engine = SliceInferenceEngine(package, device="cpu", batch_size=8, precision="fp32", backend="torch")
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)
+    monkeypatch.setattr(engine_module, "_to_pinned_host", lambda t: t.clone())
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    real_submit = engine._submit_cuda
+
+    def traced(indices, x, prepared=None):
+        on_entry.append((len(indices), held["units"]))
+        return real_submit(indices, x, prepared)
+
+    monkeypatch.setattr(engine, "_submit_cuda", traced)
+    x = np.zeros((8, 1, 16, 16), np.float32)
+    probs = engine._submit_cuda_with_backoff(list(range(8)), x).get()
+    assert probs.shape == (8, 3, 16, 16) and engine.batch_size == 2
+    assert [units for _, units in on_entry] == [0] * len(on_entry)  # nothing of a failed batch held at a retry
+    assert [size for size, _ in on_entry] == [8, 4, 2, 2, 4, 2, 2]
+
+
+def test_cuda_precision_is_chosen_by_the_engines_own_gpu_and_its_native_bf16(monkeypatch):
+    """torch.cuda.is_bf16_supported() answers True on a T4 or V100 from torch 2.3 on (it counts emulation) and judges
+    the current device, not cuda:1: auto took bf16 there and --precision bf16 was never refused (the GPU audit)."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.inference.engine import _cuda_amp_dtype
+
+    capabilities = {0: (8, 0), 1: (7, 0)}  # an A100 as cuda:0, a V100 as cuda:1
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: capabilities[index])
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert _cuda_amp_dtype("auto", True, torch.device("cuda:0")) is torch.bfloat16
+    assert _cuda_amp_dtype("auto", True, torch.device("cuda:1")) is torch.float16
+    assert _cuda_amp_dtype("auto", True, torch.device("cuda")) is torch.bfloat16  # the current device, cuda:0
+    with pytest.raises(InputError, match="no native bf16"):
+        _cuda_amp_dtype("bf16", True, torch.device("cuda:1"))
+    assert _cuda_amp_dtype("fp32", True, torch.device("cuda:1")) is None

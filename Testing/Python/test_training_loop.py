@@ -1799,13 +1799,41 @@ def test_bad_model_spec_fails_before_reading_data(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_resolve_amp_is_bf16_on_cuda_only():
-    from LiverTumorSegLib.training.trainer import resolve_amp
+def test_resolve_amp_is_bf16_on_cuda_only(monkeypatch):
+    """auto: bf16 on a CUDA GPU computing it natively (compute capability 8.0 on), fp16 on an older one (a T4 got bf16:
+    torch's is_bf16_supported counts emulation; the GPU code audit), none on the CPU."""
+    from LiverTumorSegLib.training.trainer import amp_name, resolve_amp
 
+    asked = []
+    capability = {"now": (8, 0)}
+
+    def device_capability(index):
+        asked.append(index)
+        return capability["now"]
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", device_capability)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     assert resolve_amp("auto", torch.device("cpu")) is None
     assert resolve_amp("auto", torch.device("cuda")) is torch.bfloat16
     assert resolve_amp("fp16", torch.device("cuda")) is torch.float16
     assert resolve_amp("off", torch.device("cuda")) is None
+    capability["now"] = (7, 5)  # a T4
+    assert resolve_amp("auto", torch.device("cuda:1")) is torch.float16 and asked[-1] == 1
+    with pytest.raises(InputError, match="cuda:1 has no native bf16"):
+        resolve_amp("bf16", torch.device("cuda:1"))
+    assert resolve_amp("bf16", torch.device("cpu")) is torch.bfloat16  # the CPU's own warning says if it is emulated
+    assert [amp_name(d) for d in (torch.bfloat16, torch.float16, None)] == ["bf16", "fp16", "off"]
+
+
+def test_a_cuda_device_beyond_the_gpus_is_refused_before_any_work(monkeypatch):
+    """train --device cuda:7 on a 2-GPU machine hashed and cached every case, then ended in an internal error."""
+    from LiverTumorSegLib.training.trainer import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(InputError, match="'cuda:7' requested, but this computer has 2 GPU"):
+        resolve_device("cuda:7")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
 
 
 @pytest.mark.gpu

@@ -723,12 +723,43 @@ def test_distributed_cuda_training_uses_gloo_where_pytorch_has_no_nccl(monkeypat
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, **kw: chosen.append(backend))
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     for nccl, expected in ((False, "gloo"), (True, "nccl")):
         monkeypatch.setattr(distributed.dist, "is_nccl_available", lambda nccl=nccl: nccl)
         distributed.init_distributed("cuda")
         assert chosen[-1] == expected
     distributed.init_distributed("cpu")
     assert chosen[-1] == "gloo"
+
+
+def test_torchrun_processes_wait_long_enough_for_the_cache_and_fit_the_gpus(monkeypatch):
+    """NCCL's default 10-minute timeout stopped the processes waiting while process 0 cached a large data set; a
+    node started with more processes than GPUs failed in set_device as an internal error (the GPU code audit)."""
+    import datetime
+
+    import torch
+
+    from LiverTumorSegLib.training import distributed
+
+    given = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "is_nccl_available", lambda: True)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, **kw: given.update(kw))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(InputError, match="started process 1 of this node, but it has 1 GPU"):
+        distributed.init_distributed("cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    distributed.init_distributed("cuda")
+    assert given["timeout"] == datetime.timedelta(minutes=distributed.DDP_TIMEOUT_MINUTES) > datetime.timedelta(
+        minutes=10)
+    assert distributed.process_group_timeout({distributed.DDP_TIMEOUT_VARIABLE: "30"}) == datetime.timedelta(minutes=30)
+    for bad in ("0", "-5", "abc", "nan"):
+        with pytest.raises(InputError, match="must be a positive number of minutes"):
+            distributed.process_group_timeout({distributed.DDP_TIMEOUT_VARIABLE: bad})
 
 
 def test_resume_from_another_folder_with_a_relative_data_path_is_the_same_data(tmp_path, monkeypatch):

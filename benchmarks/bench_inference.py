@@ -110,7 +110,7 @@ def monai_sliding_window_segment(package, volume, device):
 def peak_memory_mib(device):
     """Peak GPU memory of the last variant (CUDA) or the process's peak RSS so far (CPU), MiB."""
     if str(device).startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2 ** 20
+        return torch.cuda.max_memory_allocated(torch.device(str(device))) / 2 ** 20  # --device cuda:1's own
     return peak_rss_mib()
 
 
@@ -149,13 +149,15 @@ def _windows_peak_working_set_mib():
         return float("nan")
 
 
-def timed(fn, repeats):
+def timed(fn, repeats, device=None):
+    """Best of ``repeats`` wall times (s) of ``fn``, each after the GPU's work ended (``device``'s, cuda:1 too)."""
     best = float("inf")
+    cuda = torch.device(str(device)) if str(device).startswith("cuda") else None
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         if torch.cuda.is_available():
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(cuda)
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -163,8 +165,8 @@ def timed(fn, repeats):
 def measured(fn, repeats, device):
     """(best seconds, peak memory MiB) of ``fn``."""
     if str(device).startswith("cuda") and torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    seconds = timed(fn, repeats)
+        torch.cuda.reset_peak_memory_stats(torch.device(str(device)))
+    seconds = timed(fn, repeats, device)
     return seconds, peak_memory_mib(device)
 
 

@@ -91,7 +91,7 @@ class AugmentationConfig(JsonDataclassMixin):
     blur_sigma_px: Tuple[float, float] = (0.3, 1.0)
     noise_probability: float = 0.3
     noise_std_hu: Tuple[float, float] = (2.0, 12.0)
-    noise_grain_probability: float = 0.0                       # off (measured, not adopted: docs/synthetic_lesions.md)
+    noise_grain_probability: float = 0.0                       # off by default; the v7, v10 and v11 recipes: 0.5
     noise_grain_px: Tuple[float, float] = (0.5, 1.5)           # in-plane Gaussian sigma of the noise's grain, px
     # the 2.5D stack at a scan's end (off: existing recipes draw the same numbers): the neighbours on one side,
     # beyond a random one of them, replaced by air or by the last kept slice (cut_context)

@@ -1117,7 +1117,7 @@ def read_previous_change(path: Any, source: str = "--previous", advice: Optional
     InputError, saying what is wrong, for a file that is missing, not JSON or not a change report. ``source``: where
     the path was given, leading each message (the option ``--previous``; the Slicer panel gives its field's name);
     ``advice``: what to do instead, ending each message (None: the command line's words)."""
-    import json
+    from .fileutil import json_loads_noting_repeats
 
     source_path = Path(path)
     where = f"{source} '{source_path}'"
@@ -1126,8 +1126,8 @@ def read_previous_change(path: Any, source: str = "--previous", advice: Optional
         raise InputError(f"{where} is a folder; {give_written}.")
     if not source_path.is_file():
         raise InputError(f"{where} does not exist; {give_written}.")
-    try:
-        change = json.loads(source_path.read_text(encoding="utf-8"))
+    try:  # arrays nested thousands deep raised RecursionError: an internal error (the file-safety audit)
+        change = json_loads_noting_repeats(source_path.read_text(encoding="utf-8"))[0]
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{where} is not a readable JSON file ({exc}); {give_written}.") from exc
     problem = change_report_problem(change)

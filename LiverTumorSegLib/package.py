@@ -1805,12 +1805,36 @@ def _not_a_weights_file(path: Path) -> str:
     return f"Weights file '{path}' does not exist. Check the path."
 
 
+SAFE_WEIGHTS_ONLY_TORCH = (2, 6)
+"""The torch release from which ``torch.load(weights_only=True)`` has no known way to run code from a crafted file
+(CVE-2025-32434, GHSA-53q9-r3pm-6pq6, fixed in 2.6.0; torch 2.1-2.5, which this package otherwise accepts, were
+affected)."""
+
+
+def refuse_pickle_loader_with_known_flaws(path: PathLike, torch_version: str) -> None:
+    """ModelPackageError before a pickle-based weights file (``.pth``/``.pt``, e.g. ``pretrained_encoder_path``) at
+    ``path`` is read with a torch older than :data:`SAFE_WEIGHTS_ONLY_TORCH` (``torch_version``, e.g. '2.5.1+cu121'),
+    whose restricted loader a crafted file can get past: reading a downloaded file is then not safe, and the message
+    says how to read it safely. Nothing for an unreadable version string (a build's own)."""
+    import re
+
+    found = re.match(r"(\d+)\.(\d+)", str(torch_version))
+    if not found or (int(found.group(1)), int(found.group(2))) >= SAFE_WEIGHTS_ONLY_TORCH:
+        return
+    wanted = ".".join(str(n) for n in SAFE_WEIGHTS_ONLY_TORCH)
+    raise ModelPackageError(f"Refused to read '{path}' with torch {torch_version}: its restricted loader "
+                            f"(weights_only) can be made to run code by a crafted file (CVE-2025-32434, fixed in "
+                            f"torch {wanted}). Install torch {wanted} or newer, or give the weights as a .safetensors "
+                            f"file (e.g. converted with safetensors.torch.save_file on a machine with torch {wanted}+).")
+
+
 def load_torch_state_dict_safely(path: PathLike) -> Dict[str, Any]:
     """A ``{name: tensor}`` state dict from a local file, never executing code from it.
 
     ``.safetensors`` files are read as such; other files go through ``torch.load(weights_only=True)``,
     whose restricted unpickler refuses anything but tensors and plain containers (a pickle with code
-    in ``__reduce__`` raises ModelPackageError without running). A checkpoint dict holding the weights
+    in ``__reduce__`` raises ModelPackageError without running), and only with a torch whose restricted loader has no
+    known flaw (:func:`refuse_pickle_loader_with_known_flaws`). A checkpoint dict holding the weights
     under ``state_dict`` or ``model`` is unwrapped.
     """
     import torch
@@ -1829,6 +1853,7 @@ def load_torch_state_dict_safely(path: PathLike) -> Dict[str, Any]:
             return dict(load_file(str(path), device="cpu"))
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelPackageError(f"Weights file '{path}' could not be read: {exc}")
+    refuse_pickle_loader_with_known_flaws(path, torch.__version__)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ...

@@ -1918,3 +1918,14 @@ def test_a_folder_given_as_previous_is_named_a_folder_and_a_seg_nrrd_given_as_a_
                  "-o", str(tmp_path / "c.json")]) == 2
     err = capsys.readouterr().err
     assert "it is a Slicer segmentation (a label map), not an image volume such as a CT" in err and "rename" not in err
+
+
+def test_previous_json_nested_too_deep_is_refused_as_unreadable(tmp_path):
+    """A change.json of 100,000 opening brackets raised RecursionError: 'internal error ... please report it' (the
+    file-safety audit)."""
+    from LiverTumorSegLib.followup import read_previous_change
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000, encoding="utf-8")
+    with pytest.raises(InputError, match="is not a readable JSON file .*nested too deep"):
+        read_previous_change(deep)

@@ -624,3 +624,17 @@ def test_resnet_pretrained_encoder_without_batchnorm_step_counters_loads_as_torc
                                          r"torchvision's") as raised:
         build_model("resnet18_fcn", 3, 3, width=0.125, pretrained_encoder_path=str(tmp_path / "other_names.pth"))
     assert "same depth" not in str(raised.value)
+
+
+def test_a_pickle_weights_file_is_not_read_with_a_torch_whose_restricted_loader_has_a_known_flaw(tmp_path):
+    """torch 2.1-2.5, which the package accepts, let a crafted file run code through torch.load(weights_only=True)
+    (CVE-2025-32434, fixed in 2.6): a downloaded pretrained_encoder_path .pth is refused there, with what to do; a
+    .safetensors file is read with any torch (the file-safety audit)."""
+    from LiverTumorSegLib.errors import ModelPackageError
+    from LiverTumorSegLib.package import refuse_pickle_loader_with_known_flaws
+
+    for old in ("2.5.1+cu121", "2.1.0", "1.13.1"):
+        with pytest.raises(ModelPackageError, match=r"CVE-2025-32434, fixed in torch 2\.6.*\.safetensors"):
+            refuse_pickle_loader_with_known_flaws(tmp_path / "r.pth", old)
+    for fine in ("2.6.0", "2.13.0+cpu", "3.0.0", "unknown"):
+        refuse_pickle_loader_with_known_flaws(tmp_path / "r.pth", fine)

@@ -652,7 +652,7 @@ segments, :data:`~LiverTumorSegLib.segnrrd.MAX_SEGMENTS`: 18,000); a CT a handfu
 
 _NRRD_HEADER_READ_BYTES = 65536  # as _file_head reads: a header is a few KB (a 1 MiB buffer was most of a small
 # label map's read peak)
-_NRRD_HEADER_LINE_BYTES = 16 << 20  # a longer line: not a header this reader judges (ITK says what it makes of it)
+_NRRD_HEADER_LINE_BYTES = 16 << 20  # a longer line: a damaged header, refused (nrrd_header_keys)
 
 
 _LINE_END = re.compile(b"\r\n|\r|\n")
@@ -662,8 +662,8 @@ def _header_lines(handle: Any) -> Iterator[bytes]:
     """The lines of ``handle`` from where it is, without their ends, read 64 KiB at a time: a line ends at
     ``\\n``, ``\\r\\n`` or a lone ``\\r``, as teem (ITK's NRRD reader) reads them (a header with ``\\r`` alone
     between its lines is read by ITK, and was one long line here: 40,000 key/value lines passed the count and took
-    ITK 7.8 s). Stops at the file's end or after a line longer than 16 MiB; each byte is looked at once (joining
-    the pieces of a long line at every read took 0.8 s to give up on a 16 MiB one)."""
+    ITK 7.8 s). Stops at the file's end; raises :class:`_HeaderLineTooLong` at a line longer than 16 MiB; each byte is
+    looked at once (joining the pieces of a long line at every read took 0.8 s to give up on a 16 MiB one)."""
     pending: List[bytes] = []  # the pieces of a line not ended yet
     pending_bytes, after_cr = 0, False
     while True:
@@ -683,14 +683,20 @@ def _header_lines(handle: Any) -> Iterator[bytes]:
         pending.append(pieces[-1])
         pending_bytes += len(pieces[-1])
         if pending_bytes > _NRRD_HEADER_LINE_BYTES:
-            return
+            raise _HeaderLineTooLong()
+
+
+class _HeaderLineTooLong(ValueError):
+    """A header line longer than 16 MiB (:func:`_header_lines`): no image's header needs one."""
 
 
 def nrrd_header_keys(path: Union[str, Path]) -> Iterator[str]:
     """The keys of the ``key:=value`` lines of the NRRD header of ``path`` (teem's rule: the ``:=`` before any
     ``': '``; comments skipped), in file order, read 64 KiB at a time up to the blank line that ends the header and
     no further than the caller takes them (lines end as teem ends them: :func:`_header_lines`). Nothing for a file
-    that is not NRRD or cannot be read (ITK's own read says why), or after a line longer than 16 MiB."""
+    that is not NRRD or cannot be read (ITK's own read says why); InputError at a header line longer than 16 MiB: the
+    count stopped there, and a header of 200,000 keys behind one long comment went to ITK, which parsed it for
+    minutes (the file-safety audit)."""
     try:
         handle = open(str(path), "rb")
     except OSError:
@@ -699,15 +705,20 @@ def nrrd_header_keys(path: Union[str, Path]) -> Iterator[str]:
         if handle.read(4) != b"NRRD":
             return
         lines = _header_lines(handle)
-        next(lines, None)  # the rest of 'NRRD0004'
-        for line in lines:
-            if not line:  # the blank line that ends the header
-                return
-            if line.startswith(b"#"):
-                continue
-            pair, field = line.find(b":="), line.find(b": ")
-            if pair > 0 and (field < 0 or pair < field):
-                yield line[:pair].decode("latin-1")
+        try:
+            next(lines, None)  # the rest of 'NRRD0004'
+            for line in lines:
+                if not line:  # the blank line that ends the header
+                    return
+                if line.startswith(b"#"):
+                    continue
+                pair, field = line.find(b":="), line.find(b": ")
+                if pair > 0 and (field < 0 or pair < field):
+                    yield line[:pair].decode("latin-1")
+        except _HeaderLineTooLong:
+            raise InputError(f"Cannot read '{path}': its NRRD header holds a line longer than "
+                             f"{_NRRD_HEADER_LINE_BYTES // 2 ** 20} MiB, which no image's header needs; the header is "
+                             f"damaged. Export the volume again.") from None
 
 
 def check_nrrd_key_values(path: Union[str, Path]) -> None:

@@ -297,6 +297,31 @@ def test_a_nrrd_header_with_more_key_value_entries_than_itk_parses_in_time_is_re
             f"square: 500,000 took minutes); the header is damaged. Export the volume again.")
 
 
+def test_a_nrrd_header_line_too_long_to_count_past_is_refused_before_itk(tmp_path, monkeypatch):
+    """The key count stopped at a header line over 16 MiB, so 200,000 'key:=value' lines behind one long comment went
+    to ITK, which parsed them for minutes (the file-safety audit). Such a line is refused; a .seg.nrrd's segment count
+    reads the header the same way."""
+    import SimpleITK
+
+    from LiverTumorSegLib.io import itk, read_label_map
+
+    monkeypatch.setattr(itk, "_NRRD_HEADER_LINE_BYTES", 4096)  # the rule at a size a test writes quickly
+    monkeypatch.setattr(itk, "_NRRD_HEADER_READ_BYTES", 1024)  # (a line is measured across reads, as 16 MiB ones are)
+    head = b"NRRD0004\ntype: short\ndimension: 3\nsizes: 2 2 2\nendian: little\nencoding: raw\nspacings: 1 1 1\n"
+    path = tmp_path / "long.nrrd"
+    path.write_bytes(head + b"# " + b"x" * 10000 + b"\n" + b"".join(b"k%d:=v\n" % i for i in range(100)) + b"\n"
+                     + bytes(16))
+
+    def itk_parses(*args, **kwargs):
+        raise AssertionError("ITK parsed the header")
+
+    monkeypatch.setattr(SimpleITK.ImageFileReader, "ReadImageInformation", itk_parses)
+    for read in (read_volume, read_label_map):
+        with pytest.raises(InputError, match=r"its NRRD header holds a line longer than 0 MiB, which no image's "
+                                             r"header needs; the header is damaged"):
+            read(path)
+
+
 @pytest.mark.parametrize("field, value", [("space directions", "(2,0,0) (0,2,0) none"), ("spacings", "2 2 nan")])
 def test_a_nrrd_without_the_spacing_of_one_axis_says_1_mm_was_assumed_along_it(tmp_path, field, value):
     """`space directions: ... none` (or `spacings: ... nan`) for the slice axis: ITK takes 1 mm along it, and a CT

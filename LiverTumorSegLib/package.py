@@ -657,9 +657,18 @@ def _check_metadata_hash(meta: Dict[str, Any], path: PathLike) -> None:
     before it existed, are left to the weights' hash and, when bundled, to :data:`BUNDLED_CHECKSUMS`, with a warning
     once per file (an edited window level with the hash key deleted loaded without a word); one whose
     ``library_version`` is :data:`SEALED_SINCE_VERSION` or later was saved with it, so its record was removed: refused
-    (a window level edited from 40 to 300 with the record deleted ran with a warning and labelled 240 mL of tumor)."""
+    (a window level edited from 40 to 300 with the record deleted ran with a warning and labelled 240 mL of tumor);
+    so is one whose ``library_version`` is missing or unreadable ('0.6.17-dev'), which loaded with the warning alone
+    (the file-safety audit). The hashes are not signatures: they find damage and hand edits; anyone who edits a
+    package can also compute them again (check a downloaded package's file SHA-256 against its publisher's)."""
     written = _version_tuple(meta.get("library_version"))
-    if "metadata_sha256" not in meta and written is not None and written >= SEALED_SINCE_VERSION:
+    if "metadata_sha256" not in meta and written is None:  # only a package dated before the record may lack it
+        raise ModelPackageError(f"Model package '{path}' failed its integrity check: it records no metadata SHA-256 "
+                                f"and no library version that dates it before that record existed (library_version "
+                                f"{str(meta.get('library_version'))[:40]!r}): the record was removed and the version "
+                                f"changed or deleted, so its preprocessing, labels or architecture may have been "
+                                f"changed. A package runs only as trained; {_fresh_copy_advice(Path(path))}")
+    if "metadata_sha256" not in meta and written >= SEALED_SINCE_VERSION:
         raise ModelPackageError(f"Model package '{path}' failed its integrity check: it was written by LiverTumorSeg "
                                 f"{meta.get('library_version')}, which records every package's metadata SHA-256, but "
                                 f"this one records none: the record was removed, so its preprocessing, labels or "

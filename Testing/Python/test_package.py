@@ -1391,6 +1391,25 @@ def test_an_unsealed_package_loads_with_a_warning_and_save_refuses_what_loading_
     assert not (tmp_path / "bad.safetensors").exists()
 
 
+@pytest.mark.parametrize("written_by", ["0.6.17-dev", None, "", "unknown"])
+def test_a_package_without_its_seal_or_a_version_that_dates_it_before_the_seal_is_refused(package_path, tmp_path,
+                                                                                         written_by):
+    """Only a package dated before the metadata record (0.1.0) may lack it: one with the record removed and its
+    library_version deleted or made unreadable ('0.6.17-dev') loaded with the warning alone, its window edited to
+    300 (the file-safety audit)."""
+    def edit(meta):
+        if written_by is None:
+            meta.pop("library_version")
+        else:
+            meta["library_version"] = written_by
+        meta["preprocessing"]["channels"][0]["level"] = 300.0
+
+    edited = _rewrite_metadata(package_path, tmp_path / "edited.safetensors", edit)
+    with pytest.raises(ModelPackageError, match=r"records no metadata SHA-256 and no library version that dates it "
+                                                r"before that record existed"):
+        load_model_package(edited)
+
+
 @pytest.mark.parametrize("written_by", ["0.2.0", "0.4.0", "1.0"])
 def test_a_package_of_a_version_that_seals_every_package_without_its_seal_is_refused(package_path, tmp_path,
                                                                                       written_by):

@@ -119,7 +119,43 @@ def yaml_loads_noting_repeats(text: str) -> Tuple[Any, List[str]]:
         return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
     RepeatNotingLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
-    return yaml.load(text, Loader=RepeatNotingLoader), repeated
+    loaded = yaml.load(text, Loader=RepeatNotingLoader)
+    if expanded_size(loaded, MAX_EXPANDED_VALUES) > MAX_EXPANDED_VALUES:
+        raise ValueError(f"its aliases (*name) expand to more than {MAX_EXPANDED_VALUES:,} values, more than any "
+                         f"options file needs (an alias bomb); write the values out")
+    return loaded, repeated
+
+
+MAX_EXPANDED_VALUES = 1_000_000
+"""The most values an options file may hold with its YAML aliases written out: 1.5 KB of nested aliases make a list
+of 10^9, which every later step (checks, messages, the package's JSON record) writes out in full (the file-safety
+audit: out of memory after a minute)."""
+
+
+def expanded_size(value: Any, limit: int) -> int:
+    """The number of values ``value`` holds with every shared list or mapping counted where it occurs (YAML aliases
+    written out), each counted once per place; stops counting past ``limit`` (returns a number above it). Shared
+    containers are sized once (memo by identity), so a nested alias bomb is sized in a few steps."""
+    memo: Dict[int, int] = {}
+
+    def size(item: Any, depth: int) -> int:
+        if not isinstance(item, (list, tuple, dict)):
+            return 1
+        known = memo.get(id(item))
+        if known is not None:
+            return known
+        if depth > 1000:  # deeper than any options file: counted as over the limit
+            return limit + 1
+        children = list(item.keys()) + list(item.values()) if isinstance(item, dict) else item
+        total = 1
+        for child in children:
+            total += size(child, depth + 1)
+            if total > limit:
+                break
+        memo[id(item)] = total
+        return total
+
+    return size(value, 0)
 
 
 def printable_path(path: PathLike) -> str:

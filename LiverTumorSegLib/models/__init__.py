@@ -25,6 +25,7 @@ import numbers
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..configutil import short_repr
 from ..errors import InputError
 
 # name -> (module in this package, fixed keyword arguments, one-line description)
@@ -146,7 +147,7 @@ def _counts(key: str, optional: bool = False, minimum_length: int = 1):
         wholes = [_whole(v) for v in items] if items is not None else []
         if items is None or len(items) < minimum_length or any(w is None or w < 1 for w in wholes):
             raise InputError(f"'{key}' must be a list of at least {minimum_length} whole numbers >= 1"
-                             f"{' (or null)' if optional else ''}, got {value!r}.")
+                             f"{' (or null)' if optional else ''}, got {short_repr(value)}.")
         return wholes
     return check
 

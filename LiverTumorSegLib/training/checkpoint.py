@@ -13,6 +13,7 @@ from typing import Any, Dict, Sequence, Union
 
 import torch
 
+from ..configutil import short_repr
 from ..errors import InputError, raise_if_out_of_memory
 from ..fileutil import apply_default_permissions, make_temporary_file, replace_file, write_errors_naming
 from ..package import refusal_reason
@@ -102,7 +103,7 @@ def malformed_entry(payload: Dict[str, Any]) -> str:
     for key in COUNT_KEYS:
         value = payload.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            return f"{key} = {value!r:.40}, not a whole number >= 0"
+            return f"{key} = {short_repr(value, 40)}, not a whole number >= 0"  # repr() built it whole first
     for key in JSON_OBJECT_KEYS:
         try:
             value = decode_json(payload, key)

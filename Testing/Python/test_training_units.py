@@ -1914,3 +1914,34 @@ def test_a_failed_run_removes_no_file_of_a_folder_it_did_not_make(tmp_path, monk
     with pytest.raises(RuntimeError, match="before the first checkpoint"):
         trainer.train(config, log=lambda text: None)
     assert notes.read_text() == "mine" and (key / "c0.json").is_file()
+
+
+def test_a_yaml_alias_bomb_is_refused_and_an_error_never_writes_a_huge_value_out(tmp_path):
+    """1.5 KB of nested YAML aliases make a list of 10^9 values: the check's error message quoted it with repr() and
+    ran out of memory after a minute (the file-safety audit). Such a file is refused as it is read; an ordinary
+    alias still reads; a huge shared value in a message is cut short without being written out."""
+    import time
+
+    from LiverTumorSegLib.configutil import short_repr
+    from LiverTumorSegLib.training.config import TrainConfig
+
+    lines = ["a0: &a0 [1, 2, 3, 4, 5, 6, 7, 8]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]"
+              for i in range(1, 10)]
+    lines += ["channels: *a9"]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    start = time.monotonic()
+    with pytest.raises(InputError, match=r"Cannot parse training config .*aliases \(\*name\) expand to more than "
+                                         r"1,000,000 values"):
+        TrainConfig.from_file(bomb)
+    assert time.monotonic() - start < 30
+    fine = tmp_path / "fine.yaml"
+    fine.write_text("lr_values: &lr 0.001\nlr: *lr\nepochs: 2\n")
+    with pytest.raises(InputError, match="lr_values"):  # read; only the unknown key is refused
+        TrainConfig.from_file(fine)
+    shared = [1, 2]
+    for _ in range(30):
+        shared = [shared] * 8
+    start = time.monotonic()
+    assert len(short_repr(shared)) <= 203 and time.monotonic() - start < 5

@@ -2,7 +2,7 @@
 scl_slope/scl_inter applied in float32."""
 import io
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -316,10 +316,49 @@ def nifti_read_itemsizes(image: Any) -> Tuple[int, int]:
         hu_copy_itemsize(stored_itemsize, scaled, unsigned=stored.kind == "u", floating=stored.kind == "f")
 
 
+MAX_NIFTI_EXTENSION_BYTES = 64 << 20
+"""The most bytes of header extensions (between the 348/540-byte header and the voxels, ``vox_offset``) a NIfTI may
+hold: scanners' and converters' extensions (DICOM tags, AFNI, JSON sidecars) take kilobytes; nibabel reads them all
+into memory before anything else, so a 6 MB .nii.gz whose header claimed six 1 GiB extensions took 6.6 GB (the
+file-safety audit)."""
+
+
+def check_nifti_extensions(path: Union[str, Path]) -> None:
+    """InputError, before nibabel reads ``path``, when its header puts the voxels more than
+    :data:`MAX_NIFTI_EXTENSION_BYTES` after the header (``vox_offset``); nothing for a file whose first bytes are no
+    NIfTI-1/2 header (nibabel's own read says what is wrong). Reads the first 544 bytes only (decompressed for .gz)."""
+    import gzip
+    import struct
+
+    try:
+        opener = gzip.open if str(path).lower().endswith(".gz") else open
+        with opener(str(path), "rb") as handle:
+            head = handle.read(544)
+    except Exception:  # noqa: BLE001 - OSError, EOFError, zlib.error of a damaged stream: nibabel's read names it
+        return
+    if len(head) < 348:
+        return
+    for order in ("<", ">"):
+        size = struct.unpack(order + "i", head[:4])[0]
+        if size == 348:
+            offset, header_bytes = float(struct.unpack(order + "f", head[108:112])[0]), 348
+        elif size == 540 and len(head) >= 540:
+            offset, header_bytes = float(struct.unpack(order + "q", head[168:176])[0]), 540
+        else:
+            continue
+        if offset - header_bytes > MAX_NIFTI_EXTENSION_BYTES:  # NaN passes: nibabel's own checks say so
+            raise InputError(f"Cannot read '{path}': its NIfTI header puts the voxels {offset:.0f} bytes into the "
+                             f"file (vox_offset), after {offset - header_bytes:.0f} bytes of header extensions, more "
+                             f"than any image needs (at most {MAX_NIFTI_EXTENSION_BYTES // 2 ** 20} MiB here); the "
+                             f"header is damaged. Export the volume again.")
+        return
+
+
 def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     """A NIfTI file as a :class:`CTVolume` (``uint8_if_fits``: see :func:`~.conversions.to_hu_dtype`)."""
     import nibabel as nib
 
+    check_nifti_extensions(path)
     try:
         image = nib.load(str(path), mmap=False)  # a .nii stays unmapped: Windows cannot replace a mapped file
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
@@ -556,6 +595,7 @@ def first_slice_values(path: Path) -> Optional[np.ndarray]:
     try:
         import nibabel as nib
 
+        check_nifti_extensions(path)  # (refused here as None: the full read says why)
         image = nib.load(str(path), mmap=False)  # the header; voxels are read on slicing, the needed bytes only
         if len(image.shape) < 3 or image.get_data_dtype().names is not None or image.get_data_dtype().kind == "c":
             return None

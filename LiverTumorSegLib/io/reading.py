@@ -176,7 +176,8 @@ def _read_header(path: PathLike
     if suffix in NIFTI_SUFFIXES:
         import nibabel as nib
 
-        from .nifti import _nifti_geometry, nifti_read_itemsizes
+        from .nifti import _nifti_geometry, check_nifti_extensions, nifti_read_itemsizes
+        check_nifti_extensions(path)
         try:
             image = nib.load(str(path), mmap=False)
         except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files

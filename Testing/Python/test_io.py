@@ -1638,3 +1638,31 @@ def test_label_map_whose_header_scale_collapses_its_labels_into_one_is_refused(t
                                          r"map cannot hold: it makes 3 distinct stored values into the labels 0 .*"
                                          r"set scl_slope 1 and scl_inter 0"):
         read_label_map(path)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_nifti_whose_header_claims_huge_extensions_is_refused_before_nibabel_reads_them(tmp_path, suffix):
+    """nibabel reads every header extension into memory before anything else: a 6 MB .nii.gz whose header put the
+    voxels after six 1 GiB extensions took 6.6 GB (the file-safety audit). vox_offset is checked first; a file with
+    an ordinary extension still reads."""
+    import gzip
+    import struct
+
+    import nibabel as nib
+
+    from LiverTumorSegLib.io import read_header_geometry, read_label_map
+    from LiverTumorSegLib.io.nifti import MAX_NIFTI_EXTENSION_BYTES
+
+    image = nib.Nifti1Image(np.zeros((4, 5, 6), np.int16) - 1000, np.eye(4))
+    image.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"a small extension"))
+    ok = tmp_path / f"ok{suffix}"
+    nib.save(image, str(ok))
+    assert read_volume(ok).shape_zyx == (6, 5, 4)
+    raw = bytearray(gzip.decompress(ok.read_bytes()) if suffix == ".nii.gz" else ok.read_bytes())
+    raw[108:112] = struct.pack("<f", float(MAX_NIFTI_EXTENSION_BYTES + 4096))  # vox_offset
+    bad = tmp_path / f"bad{suffix}"
+    bad.write_bytes(gzip.compress(bytes(raw)) if suffix == ".nii.gz" else bytes(raw))
+    for read in (read_volume, read_label_map, read_header_geometry):
+        with pytest.raises(InputError, match=r"its NIfTI header puts the voxels \d+ bytes into the file \(vox_offset\), "
+                                             r"after \d+ bytes of header extensions"):
+            read(bad)

@@ -343,7 +343,8 @@ def _file_read_bytes(path: str, size: int) -> Tuple[int, bool, int]:
     try:
         with warnings_hidden_in_this_thread():  # odd values in a header are no concern here
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_READ_BYTES_TAGS))
-    except Exception:  # noqa: BLE001 - not DICOM, unreadable, damaged: counted as before, by its size
+    except Exception as exc:  # noqa: BLE001 - not DICOM, unreadable, damaged: counted as before, by its size
+        raise_if_out_of_memory(exc, str(path))  # a deflated file inflated past the memory: said, not "no DICOM"
         return size, True, size
     try:
         rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
@@ -375,7 +376,8 @@ def _file_rescale(path: str) -> Optional[Tuple[str, float, float]]:
         slope, intercept = ds.get("RescaleSlope", 1), ds.get("RescaleIntercept", 0)
         return (str(ds.get("SeriesInstanceUID", "") or ""), float(1 if slope in (None, "") else slope),
                 float(0 if intercept in (None, "") else intercept))
-    except Exception:  # noqa: BLE001 - not DICOM, damaged, a value that is not a number: the read says what
+    except Exception as exc:  # noqa: BLE001 - not DICOM, damaged, a value that is not a number: the read says what
+        raise_if_out_of_memory(exc, str(path))  # a deflated file inflated past the memory: said, not "no DICOM"
         return None
 
 
@@ -833,7 +835,8 @@ def _series_and_image_key(path: str) -> Optional[Tuple[str, _ImageKey]]:
         position = ds.get("ImagePositionPatient") or ()
         return (_gdcm_series_id(str(ds.get("SeriesInstanceUID", ""))),
                 _image_key(str(ds.get("SOPInstanceUID", "")), position if isinstance(position, Sequence) else ()))
-    except Exception:  # noqa: BLE001 - not DICOM, unreadable, damaged: not a part of the series
+    except Exception as exc:  # noqa: BLE001 - not DICOM, unreadable, damaged: not a part of the series
+        raise_if_out_of_memory(exc, str(path))  # a deflated file inflated past the memory: said, not "no DICOM"
         return None
 
 
@@ -892,7 +895,8 @@ def _float_pixel_file(folder: Path, limit: int = 20) -> Optional[Path]:
     for path in files:
         try:
             ds = pydicom.dcmread(str(path), stop_before_pixels=False, specific_tags=list(FLOAT_PIXEL_TAGS))
-        except Exception:  # noqa: BLE001 - not DICOM, unreadable: not this case
+        except Exception as exc:  # noqa: BLE001 - not DICOM, unreadable: not this case
+            raise_if_out_of_memory(exc, str(path))  # a deflated file inflated past the memory: said, not "no DICOM"
             continue
         if any(tag in ds for tag in FLOAT_PIXEL_TAGS):
             return path
@@ -969,7 +973,8 @@ def undecodable_transfer_syntax(files: Sequence[Path]) -> Optional[Tuple[Path, s
     for path in files:
         try:
             ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
-        except Exception:  # noqa: BLE001 - not DICOM, unreadable: not this case
+        except Exception as exc:  # noqa: BLE001 - not DICOM, unreadable: not this case
+            raise_if_out_of_memory(exc, str(path))  # a deflated file inflated past the memory: said, not "no DICOM"
             continue
         uid = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
         if uid and uid not in READABLE_TRANSFER_SYNTAXES and "Rows" in ds:
@@ -1841,7 +1846,8 @@ def zero_rescale_slope_file(files: Sequence[Path]) -> Optional[Path]:
     for path in files:
         try:
             dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
-        except Exception:  # noqa: BLE001 - not DICOM, unreadable: not this case
+        except Exception as exc:  # noqa: BLE001 - not DICOM, unreadable: not this case
+            raise_if_out_of_memory(exc, str(path))  # a deflated file inflated past the memory: said, not "no DICOM"
             continue
         if _zero_slope_in(dataset):
             return Path(path)
@@ -1899,7 +1905,8 @@ def non_finite_rescale_file(files: Sequence[Path]) -> Optional[Tuple[Path, str, 
                 warnings.simplefilter("ignore")  # pydicom's 'Invalid value for VR DS': the value is named below
                 dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
                 problem = _non_finite_rescale_in(dataset)
-        except Exception:  # noqa: BLE001 - not DICOM, unreadable: not this case
+        except Exception as exc:  # noqa: BLE001 - not DICOM, unreadable: not this case
+            raise_if_out_of_memory(exc, str(path))  # a deflated file inflated past the memory: said, not "no DICOM"
             continue
         if problem is not None:
             return (Path(path),) + problem
@@ -2489,7 +2496,8 @@ def _refuse_pixel_data_of_another_size(series: DicomSeriesInfo, folder: Path) ->
             continue
         try:
             ds = pydicom.dcmread(str(name), defer_size=1024, force=True)
-        except Exception:  # noqa: BLE001 - what pydicom cannot read, the series reader judges
+        except Exception as exc:  # noqa: BLE001 - what pydicom cannot read, the series reader judges
+            raise_if_out_of_memory(exc, str(name))  # a deflated file inflated past the memory: said, not "no DICOM"
             continue
         _check_orientation(ds, name, series, folder)
         sizes = pixel_data_sizes(ds)

@@ -1587,3 +1587,26 @@ def test_one_slice_off_the_line_of_the_others_is_named_not_called_a_gantry_tilt(
                                          r"Remove that file if it does not belong") as refused:
         read_volume(tmp_path / "ct")
     assert "gantry" not in str(refused.value)
+
+
+def test_running_out_of_memory_while_reading_a_dicom_header_is_said_not_called_no_dicom(tmp_path, monkeypatch):
+    """A deflated DICOM is inflated whole by pydicom; three 7.8 MB files holding 7.5 GiB of private elements ran out
+    of memory, and the broad excepts of the header reads took the MemoryError for 'not DICOM': 'Folder ... holds no
+    DICOM series' (the file-safety audit). The memory failure is said now."""
+    import pydicom
+
+    from LiverTumorSegLib.errors import ResourceError
+    from LiverTumorSegLib.io import dicom
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError()
+
+    import pydicom.filereader
+
+    path = tmp_path / "x.dcm"
+    path.write_bytes(bytes(200))
+    monkeypatch.setattr(pydicom, "dcmread", out_of_memory)
+    monkeypatch.setattr(pydicom.filereader, "read_partial", out_of_memory)
+    for read in (dicom._series_and_image_key, dicom._file_rescale):
+        with pytest.raises(ResourceError, match="memory"):
+            read(str(path))

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import __version__, plan_cache
-from .errors import InputError, ModelPackageError, raise_if_out_of_memory
+from .errors import InputError, ModelPackageError, ResourceError, raise_if_out_of_memory
 from .fileutil import atomic_output, chmod_where_allowed, finite_json, same_file_among, unexpanded_home_hint
 from .resources import bundled_models_dir, user_models_dir
 
@@ -1619,6 +1619,14 @@ def _planned_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path,
     except InputError as exc:
         raise _unbuildable(where, exc)
     except Exception as exc:  # noqa: BLE001 - hostile option values may fail anywhere in a constructor
+        # the machine's or the installation's failure, not the file's: 'the package is corrupt, restore it' was said
+        # of the bundled model under a memory limit (the memory audit)
+        raise_if_out_of_memory(exc, str(path))
+        if isinstance(exc, (ImportError, OSError)):
+            raise ResourceError(f"{where}: its network could not be built because a library failed to load "
+                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}): the "
+                                f"installation or the machine, not the package. Check the Python environment "
+                                f"(reinstall numpy and torch), and the memory limits (ulimit -v).") from exc
         raise ModelPackageError(f"{where}: its architecture options cannot be built ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); the package is corrupt. "
                                 f"{advice}".rstrip())

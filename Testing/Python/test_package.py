@@ -2395,3 +2395,22 @@ def test_a_ct_or_a_report_given_as_the_model_is_named_for_what_it_is(tmp_path, m
         resolve_model("./seg.json")
     with pytest.raises(ModelPackageError, match=r"a file 'ct\.nii\.gz' exists here, but it is an image volume"):
         resolve_model("ct.nii.gz")
+
+
+@pytest.mark.parametrize("failure, said", [(MemoryError(), "memory"), (ImportError("failed to map segment"),
+                                                                        "a library failed to load")])
+def test_a_network_that_the_machine_cannot_build_is_not_called_a_corrupt_package(package_path, monkeypatch, failure,
+                                                                                  said):
+    """Under a memory limit, building the network failed with MemoryError or an ImportError (a library that could
+    not be mapped), and the message said 'the package is corrupt ... restore it from the release' of a good file
+    (the memory audit)."""
+    from LiverTumorSegLib import models
+    from LiverTumorSegLib.errors import ResourceError
+
+    def fails(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(models, "build_model", fails)
+    with pytest.raises(ResourceError, match=said) as raised:
+        load_model_package(package_path)
+    assert "corrupt" not in str(raised.value)

@@ -978,6 +978,26 @@ def _limit_note(available_bytes: int) -> str:
     return ""
 
 
+MODEL_LOAD_ADDRESS_SPACE_BYTES = 1 << 30
+"""Address space loading a model takes, at least (measured: importing torch and MONAI and building the bundled
+network on the CPU maps 0.76 GiB more, and the threads of the math libraries more; 26 Nov 2026 and the memory
+audit). Under an address-space limit (``ulimit -v``) that leaves less, the load is refused before it starts: under
+a limit of 0.8-0.95 GiB it hung in OpenBLAS's start (for good, deaf to Ctrl-C), ended in 'pthread_create failed',
+or in an ImportError called a corrupt package."""
+
+
+def check_room_for_model_load(room_bytes: Optional[int] = None) -> None:
+    """ResourceError when this process's address-space limit (``ulimit -v``; :func:`address_space_room`, or
+    ``room_bytes``) leaves less than :data:`MODEL_LOAD_ADDRESS_SPACE_BYTES` to load a model in; nothing without a
+    limit."""
+    room = address_space_room() if room_bytes is None else room_bytes
+    if room is None or room >= MODEL_LOAD_ADDRESS_SPACE_BYTES:
+        return
+    raise ResourceError(f"Loading the model needs at least {MODEL_LOAD_ADDRESS_SPACE_BYTES / GIB:.1f} GiB of address "
+                        f"space, but this process's limit leaves {room / GIB:.2f} GiB (ulimit -v: raise it, e.g. "
+                        f"'ulimit -v unlimited', or ask the batch job for more memory).")
+
+
 MEMORY_ADVICE = "close other programs, crop the volume, or use a machine with more memory"
 """What :func:`check_memory`'s error tells to do unless the caller says otherwise."""
 

@@ -584,6 +584,9 @@ class Segmenter:
         with self._load_lock:
             try:
                 if self.engine is None:
+                    from ..validation import check_room_for_model_load
+
+                    check_room_for_model_load()  # before torch is imported: a load under a tight ulimit -v hung
                     self._load(progress)
             finally:
                 self._preprocessing_known.set()  # loaded or failed: nobody waits for a config any more
@@ -708,8 +711,10 @@ class Segmenter:
         gives it away: slices with one short side, 20 voxels of a 20-slice CT, or thin "slices" of a tall stack; a
         CT with as many slices as columns transposed gets none, so give the ``(z, y, x)`` array
         :func:`~LiverTumorSegLib.io.read_volume` returns); its warnings come first in ``result.warnings``.
-        ``checked=True``: the caller has run them (``segment_file``). A package whose preprocessing makes another
-        number of channels than its network takes is refused here too, not only in ``segment_file``.
+        ``checked=True``: the caller has run them (``segment_file``), and the memory check at the network's
+        resolution (:meth:`check_network_memory`, ResourceError), which is made here otherwise. A package whose
+        preprocessing makes another number of channels than its network takes is refused here too, not only in
+        ``segment_file``.
 
         The report records ``precision`` (what arithmetic ran and the bf16 check), ``air_slices_skipped`` (the
         slices whose whole input stack was air, not given to the network; null when every slice ran) and
@@ -718,6 +723,10 @@ class Segmenter:
         input_warnings = [] if checked else _checked_in_memory(volume, self.options.allow_non_hu,
                                                                  self.options.oblique_grid == "aligned")
         reporter = ProgressReporter(progress)
+        if not checked:  # the memory check segment makes at the network's resolution: a CT with 19.9 mm pixels
+            if not self.loaded:  # ran into a MemoryError minutes in here, where segment refused it at once
+                self.load(reporter.sub(0.0, 0.02))
+            self.check_network_memory(volume)
         output = self.predict(volume, reporter.sub(0.0, 0.9), cancel)
         if cancel is not None:
             cancel.raise_if_cancelled()

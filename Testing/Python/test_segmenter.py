@@ -621,3 +621,24 @@ def test_options_given_as_a_dict_are_refused_with_the_way_to_convert_them():
         Segmenter({"device": "cpu"})
     with pytest.raises(InputError, match=r"^options must be SegmentationOptions \(got str\)\.$"):
         Segmenter("cpu")
+
+
+def test_in_memory_segmentation_gets_the_memory_check_segment_makes(tiny_path, monkeypatch):
+    """segment_volume went straight to the network: a CT that segment refused at once for memory (19.9 mm pixels
+    made a 6816 x 6816 network grid) ran into a MemoryError minutes in, or the out-of-memory killer (the memory
+    audit). It is refused before the network now; with checked=True (segment_file has checked) it is not asked
+    again."""
+    from LiverTumorSegLib import validation
+    from LiverTumorSegLib.errors import ResourceError
+
+    segmenter = Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu", threads=1, batch_size=4))
+    volume = corner_phantom().ct
+    monkeypatch.setattr(validation, "available_memory_bytes", lambda *a, **k: 1 << 20)
+    ran = []
+    monkeypatch.setattr(Segmenter, "predict", lambda self, *a, **k: ran.append(1))
+    with pytest.raises(ResourceError, match="memory"):
+        segmenter.segment_volume(volume)
+    assert ran == []
+    with pytest.raises(AttributeError):  # past the check: the stand-in predict's None reaches finish
+        segmenter.segment_volume(volume, checked=True)
+    assert ran == [1]

@@ -849,3 +849,23 @@ def test_a_thin_ct_in_nibabel_order_is_asked_about_its_axis_order():
     assert len(warned) == 1 and "(x, y, z) array (nibabel's order)" in warned[0] and "array.T" in warned[0]
     cropped = check_ct(phantom_ct(shape_zyx=(6, 20, 40)))  # a small crop is asked only whether it is cropped
     assert len(cropped) == 1 and "nibabel" not in cropped[0]
+
+
+def test_a_model_load_under_an_address_space_limit_too_tight_for_it_is_refused_before_it_starts(monkeypatch):
+    """Under ulimit -v of 0.8-0.95 GiB the load hung in OpenBLAS's start (for good, deaf to Ctrl-C), or ended in
+    'pthread_create failed' or an ImportError called a corrupt package (the memory audit). It is refused first."""
+    from LiverTumorSegLib import validation
+    from LiverTumorSegLib.inference import SegmentationOptions, Segmenter
+    from LiverTumorSegLib.validation import MODEL_LOAD_ADDRESS_SPACE_BYTES, check_room_for_model_load
+
+    with pytest.raises(ResourceError, match=r"Loading the model needs at least 1\.0 GiB of address space, but this "
+                                            r"process's limit leaves 0\.50 GiB \(ulimit -v"):
+        check_room_for_model_load(room_bytes=MODEL_LOAD_ADDRESS_SPACE_BYTES // 2)
+    check_room_for_model_load(room_bytes=MODEL_LOAD_ADDRESS_SPACE_BYTES)
+    monkeypatch.setattr(validation, "address_space_room", lambda *a, **k: None)  # no limit: nothing said
+    check_room_for_model_load()
+    monkeypatch.setattr(validation, "address_space_room", lambda *a, **k: 1 << 20)
+    segmenter = Segmenter(SegmentationOptions(model="default", device="cpu"))
+    monkeypatch.setattr(segmenter, "_load", lambda progress: pytest.fail("the load started"))
+    with pytest.raises(ResourceError, match="ulimit -v"):
+        segmenter.load()

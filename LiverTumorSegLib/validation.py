@@ -1017,8 +1017,9 @@ def check_memory(required_bytes: int, available_bytes: Optional[int] = None, wha
         return None
     if required_bytes > available_bytes:
         limit = _limit_note(available_bytes) if asked_the_system else ""
-        raise ResourceError(f"Processing {what} needs about {required_bytes / GIB:.1f} GiB of memory but only "
-                            f"{available_bytes / GIB:.1f} GiB is available{limit}; {advice}.")
+        digits = 1 if f"{required_bytes / GIB:.1f}" != f"{available_bytes / GIB:.1f}" else 2  # not '1.4 but only 1.4'
+        raise ResourceError(f"Processing {what} needs about {required_bytes / GIB:.{digits}f} GiB of memory but only "
+                            f"{available_bytes / GIB:.{digits}f} GiB is available{limit}; {advice}.")
     return int(available_bytes)
 
 

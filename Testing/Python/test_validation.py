@@ -869,3 +869,13 @@ def test_a_model_load_under_an_address_space_limit_too_tight_for_it_is_refused_b
     monkeypatch.setattr(segmenter, "_load", lambda progress: pytest.fail("the load started"))
     with pytest.raises(ResourceError, match="ulimit -v"):
         segmenter.load()
+
+
+def test_a_memory_refusal_shows_enough_digits_to_tell_the_two_amounts_apart():
+    """'needs about 1.4 GiB of memory but only 1.4 GiB is available' read as no shortage (the memory audit)."""
+    from LiverTumorSegLib.validation import GIB, check_memory
+
+    with pytest.raises(ResourceError, match=r"needs about 1\.44 GiB of memory but only 1\.38 GiB is available"):
+        check_memory(int(1.44 * GIB), int(1.38 * GIB))
+    with pytest.raises(ResourceError, match=r"needs about 2\.0 GiB of memory but only 1\.0 GiB is available"):
+        check_memory(2 * GIB, GIB)

@@ -798,7 +798,9 @@ def _cgroup_headroom(directory: Path, limit_file: str, usage_file: str) -> Optio
 
 
 def _windows_available() -> Optional[int]:
-    """``ullAvailPhys`` of Windows' GlobalMemoryStatusEx (what Task Manager shows as available), or None."""
+    """The smaller of ``ullAvailPhys`` (what Task Manager shows as available) and ``ullAvailPageFile`` (what the commit
+    limit still allows: with a small or no page file, an allocation failed below the physical memory free) of
+    Windows' GlobalMemoryStatusEx, or None."""
     import ctypes
 
     class MemoryStatusEx(ctypes.Structure):
@@ -813,7 +815,7 @@ def _windows_available() -> Optional[int]:
         status.dwLength = ctypes.sizeof(MemoryStatusEx)
         if not ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):  # type: ignore[attr-defined]
             return None
-        return int(status.ullAvailPhys)
+        return int(min(status.ullAvailPhys, status.ullAvailPageFile))
     except (AttributeError, OSError):
         return None
 

@@ -176,10 +176,11 @@ def ended_text(code: Optional[int], what: str, last_line: str, stderr: str = "")
 
 def fatal_python_error(stderr: str) -> str:
     """What Python's fault handler said ended the child (``Fatal Python error: Segmentation fault`` gives
-    'Segmentation fault'), from its ``stderr``; '' when it said nothing (a kill by a signal leaves no such line)."""
+    'Segmentation fault'; on Windows ``Windows fatal exception: access violation`` gives 'access violation'), from its
+    ``stderr``; '' when it said nothing (a kill by a signal leaves no such line)."""
     import re
 
-    found = re.findall(r"Fatal Python error: ([^\r\n]+)", stderr or "")
+    found = re.findall(r"(?:Fatal Python error|Windows fatal exception): ([^\r\n]+)", stderr or "")
     return found[-1].strip() if found else ""
 
 

@@ -2,6 +2,7 @@
 applied, values are HU), with slice-position and memory checks."""
 import os
 import re
+import sys
 import time
 import warnings
 from collections import deque
@@ -1183,6 +1184,9 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
                f"and 'DICM' before it, which this reader needs; rewrite them as standard DICOM files (e.g. DCMTK's "
                f"'dcmconv', or pydicom's dcmread(..., force=True) and save_as)." if bare else
                "Check that all its files are complete.")
+        if sys.platform == "win32" and not all(ord(c) < 128 for c in os.path.abspath(str(folder))):
+            fix += (" On Windows, ITK (GDCM), which reads DICOM series, cannot open paths with non-ASCII characters: "
+                    "copy the series to a folder whose path has only ASCII characters.")  # (the portability audit)
         raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {reason}. {fix}") from None
     _refuse_zero_rescale_slope(chosen, reader, folder)
     _refuse_non_numeric_rescale(chosen, reader, folder)

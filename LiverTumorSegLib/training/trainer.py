@@ -428,7 +428,9 @@ def library_source_sha256(root: Optional[Path] = None) -> str:
     """SHA-256 of the library's Python source as it ran: each ``.py`` file under ``root`` (default: this
     ``LiverTumorSegLib``) in sorted POSIX relative-path order, its path and its bytes. ``git_commit`` names the
     commit checked out, not uncommitted edits; a package trained from edited code recorded only the commit. Compare
-    this value with ``library_source_sha256()`` of a checkout to tell whether it is the code that trained."""
+    this value with ``library_source_sha256()`` of a checkout to tell whether it is the code that trained. Line ends are
+    read as ``\n``: a Windows checkout (Git's autocrlf writes ``\r\n``) of the same commit gave another value, so the
+    comparison called unedited code edited (the portability audit)."""
     root = Path(__file__).resolve().parents[1] if root is None else Path(root)
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
@@ -436,7 +438,7 @@ def library_source_sha256(root: Optional[Path] = None) -> str:
         if "__pycache__" in relative:
             continue
         digest.update(relative.encode("utf-8") + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+        digest.update(path.read_bytes().replace(b"\r\n", b"\n") + b"\0")
     return digest.hexdigest()
 
 

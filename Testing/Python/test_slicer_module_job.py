@@ -1639,3 +1639,16 @@ def test_no_non_hu_refusal_reaches_the_panel_naming_allow_non_hu():
         assert "--allow-non-hu" in str(refused.value), what  # the child's words
         text = panel_text.error_text(str(refused.value), "/t/ct.nii", "CT")
         assert "--allow-non-hu" not in text and "allow" not in text and text.endswith("."), (what, text)
+
+
+def test_a_native_crash_on_windows_is_named_a_crash_too():
+    """Python's fault handler words a crash on Windows 'Windows fatal exception: access violation', which was not
+    read, so a Windows user was told the system most likely ran out of memory (the portability audit)."""
+    from LiverTumorSegModuleLib.childjob import ended_text, fatal_python_error
+
+    stderr = ("Windows fatal exception: access violation\n\nCurrent thread 0x00001a2c (most recent call first):\n"
+              "[C:/Slicer/bin/python-real.exe] exit abnormally - Report the problem.\n")
+    assert fatal_python_error(stderr) == "access violation"
+    assert ended_text(1, "X", "[C:/Slicer/bin/python-real.exe] exit abnormally - Report the problem.",
+                      stderr).startswith("X crashed (access violation; exit code 1): a fault in compiled code")
+    assert ended_text(-1, "X", "", stderr).startswith("X crashed (access violation; exit code -1)")

@@ -1969,6 +1969,10 @@ def test_the_library_source_hash_tells_edited_code_from_the_commit(tmp_path):
     (library / "io" / "nifti.py").rename(library / "io" / "nrrd.py")
     assert library_source_sha256(library) not in (first, edited)
     assert software_environment()["library_sha256"] == library_source_sha256()
+    # a Windows checkout of the same code (CRLF line ends) is the same code (the portability audit)
+    renamed = library_source_sha256(library)
+    (library / "io" / "nrrd.py").write_bytes(b"SCALE = 2\r\n")
+    assert library_source_sha256(library) == renamed
 
 
 def test_a_fold_whose_whole_volume_validation_failed_is_named_and_left_out_of_the_mean():

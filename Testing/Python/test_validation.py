@@ -879,3 +879,24 @@ def test_a_memory_refusal_shows_enough_digits_to_tell_the_two_amounts_apart():
         check_memory(int(1.44 * GIB), int(1.38 * GIB))
     with pytest.raises(ResourceError, match=r"needs about 2\.0 GiB of memory but only 1\.0 GiB is available"):
         check_memory(2 * GIB, GIB)
+
+
+def test_windows_available_memory_is_the_smaller_of_free_memory_and_the_commit_room(monkeypatch):
+    """With a small or no page file, Windows refuses an allocation once the commit limit is reached, below the free
+    physical memory the check read (the portability audit): the smaller of the two counts."""
+    import ctypes
+    import types
+
+    from LiverTumorSegLib import validation
+
+    def memory_status(available_phys, available_page_file):
+        def fill(reference):
+            status = reference._obj
+            status.ullAvailPhys, status.ullAvailPageFile = available_phys, available_page_file
+            return 1
+        return types.SimpleNamespace(kernel32=types.SimpleNamespace(GlobalMemoryStatusEx=fill))
+
+    monkeypatch.setattr(ctypes, "windll", memory_status(8 << 30, 2 << 30), raising=False)
+    assert validation._windows_available() == 2 << 30
+    monkeypatch.setattr(ctypes, "windll", memory_status(3 << 30, 40 << 30), raising=False)
+    assert validation._windows_available() == 3 << 30

@@ -121,21 +121,46 @@ def process_mark_of(pid: int, start_time: Optional[int], host: Optional[str] = N
     return mark if host is None else f"{mark}@{host}"
 
 
+def stable_machine_id(platform: Optional[str] = None) -> str:
+    """This computer's own id where the system keeps one that a network does not change: macOS's IOPlatformUUID
+    (``ioreg``), Windows' MachineGuid (the registry); '' elsewhere or where it cannot be read (Linux keeps its
+    computer name: a container's own name is what tells it apart there)."""
+    platform = sys.platform if platform is None else platform
+    try:
+        if platform == "darwin":
+            text = subprocess.run(["ioreg", "-rd1", "-c", "IOPlatformExpertDevice"], capture_output=True, text=True,
+                                  timeout=10).stdout
+            found = re.search(r'"IOPlatformUUID"\s*=\s*"([^"]+)"', text)
+            return found.group(1) if found else ""
+        if platform == "win32":
+            import winreg  # type: ignore[import-not-found]
+
+            with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SOFTWARE\Microsoft\Cryptography") as key:
+                return str(winreg.QueryValueEx(key, "MachineGuid")[0])
+    except Exception:  # noqa: BLE001 - no ioreg, no registry access: the computer's name stands for it
+        return ""
+    return ""
+
+
 @functools.lru_cache(maxsize=None)
 def host_tag() -> str:
-    """:data:`HOST_TAG_CHARACTERS` base-36 characters of a SHA-256 of this computer's name
-    (``socket.gethostname()``) and, on Linux, this process's process-id namespace (``/proc/self/ns/pid``: a
-    container sharing the computer's name, such as a Kubernetes pod on the host network, has its own process ids).
-    Process ids in names carrying another tag are not this computer's to judge. A computer whose name changes
-    (macOS renames itself on some networks) sees its own earlier names as another computer's: they are then kept
-    and reported, never removed by mistake."""
+    """:data:`HOST_TAG_CHARACTERS` base-36 characters of a SHA-256 of this computer's id (:func:`stable_machine_id` on
+    macOS and Windows, else its name, ``socket.gethostname()``) and, on Linux, this process's process-id namespace
+    (``/proc/self/ns/pid``: a container sharing the computer's name, such as a Kubernetes pod on the host network,
+    has its own process ids). Process ids in names carrying another tag are not this computer's to judge. A Mac's
+    name changes with the network it joins, and with it the tag did: a killed run's lock then blocked later runs as
+    'another computer's', and the CT copies a crashed Slicer job left were never removed (the portability audit); its
+    IOPlatformUUID does not change. A computer whose tag changes sees its own earlier names as another computer's:
+    they are then kept and reported, never removed by mistake."""
     import hashlib
     import socket
 
-    try:
-        name = socket.gethostname()
-    except OSError:
-        name = ""
+    name = stable_machine_id()
+    if not name:
+        try:
+            name = socket.gethostname()
+        except OSError:
+            name = ""
     namespace = ""
     if sys.platform.startswith("linux"):
         try:

@@ -1170,3 +1170,36 @@ def test_a_second_ctrl_c_during_the_rollback_waits_until_every_earlier_output_is
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.nii.gz", "report.json"]
     assert [(tmp_path / n).read_text() for n in ("labels.nii.gz", "report.json")] == ["user labels.nii.gz",
                                                                                       "user report.json"]
+
+
+def test_the_host_tag_of_a_mac_or_a_windows_pc_is_its_machine_id_not_its_changing_name(monkeypatch):
+    """A Mac's name changes with the network it joins, and the tag with it: a killed run's lock then blocked later runs
+    as 'another computer's', and a crashed Slicer job's CT copies were never removed (the portability audit). The
+    tag comes from the machine id there (IOPlatformUUID; Windows' MachineGuid), from the name where none is read."""
+    import socket
+    import subprocess
+
+    from LiverTumorSegLib import processes
+
+    ioreg = '  "IOPlatformSerialNumber" = "C02X"\n  "IOPlatformUUID" = "12345678-ABCD-4EF0-9876-0123456789AB"\n'
+    monkeypatch.setattr(processes.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=ioreg, stderr=""))
+    assert processes.stable_machine_id("darwin") == "12345678-ABCD-4EF0-9876-0123456789AB"
+    assert processes.stable_machine_id("linux") == ""
+    monkeypatch.setattr(processes.sys, "platform", "darwin")
+    tags = []
+    for name in ("Annas-MacBook-Pro.local", "dhcp-10-2-3-4.hospital.org"):
+        monkeypatch.setattr(socket, "gethostname", lambda name=name: name)
+        processes.host_tag.cache_clear()
+        tags.append(processes.host_tag())
+    assert tags[0] == tags[1]  # the name changed, the tag did not
+
+    def no_ioreg(*args, **kwargs):
+        raise FileNotFoundError("ioreg")
+
+    monkeypatch.setattr(processes.subprocess, "run", no_ioreg)
+    assert processes.stable_machine_id("darwin") == ""
+    processes.host_tag.cache_clear()
+    assert processes.host_tag() != tags[0]  # the name stands for the id where none is read
+    monkeypatch.undo()
+    processes.host_tag.cache_clear()

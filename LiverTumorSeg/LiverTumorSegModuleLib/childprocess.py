@@ -195,7 +195,11 @@ def kill_process_tree(pid: int) -> None:
     if pid is None or pid <= 0:
         return
     if sys.platform.startswith("win"):
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, **_NO_CONSOLE_WINDOW)
+        try:  # a taskkill that hangs froze Slicer's main thread with it
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, timeout=30,
+                           **_NO_CONSOLE_WINDOW)
+        except (subprocess.TimeoutExpired, OSError):
+            pass
         return
     victims = descendant_pids(pid)
     for target in [pid] + victims:

@@ -1423,7 +1423,8 @@ def picture_text_as_given() -> Iterator[None]:
     * matplotlib read text between two ``$`` as math: a case, file name or ``--title`` holding ``$\\x$`` ended the
       command with an internal error and nothing written (evaluate lost its whole evaluation to one title), and
       'case $1 and $2' was drawn as 'case 1and2' (the pictures audit). Texts made inside are plain
-      (``text.parse_math`` off; no picture here uses math).
+      (``text.parse_math`` off); a picture whose axis matplotlib would label in math text (a log axis: '$10^{-1}$')
+      gives that axis plain tick labels of its own.
     * A case or file name in Chinese, Japanese or Korean in a title printed a UserWarning per character on stderr;
       the picture is written all the same (those characters as boxes), and the name is in the report's text
       anyway."""

@@ -69,11 +69,11 @@ _NEGATED_TUMOR = re.compile(
     r"\bw/o)[\s_-]+(?:(?:any|an?)[\s_-]+)?"
     r"(?:liver[\s_-]+)?\w*" + _TUMOR_WORD  # 'liver without tumor', 'no evidence of tumor', 'negative for lesions'
     + r"|\bnon[\s_-]*" + _TUMOR_WORD  # 'non-tumor liver', 'nontumorous'
-    + r"|" + _TUMOR_WORD + r"\w*[\s_-]*(?:free|absent|\(?none\)?|excluded|removed|subtracted)(?!\w)")
+    + r"|" + _TUMOR_WORD + r"\w*[\s_-]*(?:free|absent|\(?none\)?)(?!\w)")
 """A negated tumor word: 'no', 'not', 'without', 'w/o', 'excluding', 'excl.', 'except', 'minus', 'negative for' or
 'no evidence of' before it (one 'any', 'a', 'an' or 'liver' between allowed), 'non' joined to it, or 'free',
-'absent', 'none', 'excluded', 'removed' or 'subtracted' after it ('tumor-free', 'Tumor (none)', 'Liver (tumor
-excluded)'). Only the tumor word itself is negated: 'Lesion no 2' (no. 2), 'Tumor No 3' and 'Non-enhancing tumor
+'absent' or 'none' after it ('tumor-free', 'Tumor (none)'; 'excluded', 'removed' or 'subtracted' only after a
+liver set apart from it: :data:`_TUMOR_TAKEN_OUT_OF_LIVER`). Only the tumor word itself is negated: 'Lesion no 2' (no. 2), 'Tumor No 3' and 'Non-enhancing tumor
 part' are tumors (a first rule took any 'no ' or 'non-' in the name as a negation, and those hand-drawn lesions were
 left out of the lesion table). 'Liver w/o tumor', 'Liver minus tumor' or 'Liver excl. tumors' were read as tumor:
 the whole liver one lesion and a RECIST target (the measure audit)."""
@@ -82,12 +82,20 @@ the whole liver one lesion and a RECIST target (the measure audit)."""
 _NEGATED_TUMOR_WHOLE = re.compile("(?:" + _NEGATED_TUMOR.pattern + r")\w*")
 """:data:`_NEGATED_TUMOR` with the rest of its last word ('without any lesion' + 's')."""
 
+_TUMOR_TAKEN_OUT_OF_LIVER = re.compile(r"\bliver\b[\s_]*[(\[,:-][\s_]*(" + _TUMOR_WORD
+                                       + r"\w*[\s_-]*(?:excluded|removed|subtracted)(?!\w))")
+"""'Liver' set apart from a tumor word with 'excluded', 'removed' or 'subtracted' after it: 'Liver (tumor excluded)',
+'Liver - tumors removed' name the liver; without it they are lesions ('Tumor removed', 'Lesion excluded from RECIST',
+'Liver tumor removed', as a reader marks a resected or left-out lesion), which the suffix alone read as negations
+(the diff review). Group 1: the negated tumor."""
+
 
 def names_tumor(name: str) -> bool:
     """Whether a segment name or DICOM SEG label (any case) names a liver tumor by its words: one of
     :data:`TUMOR_WORDS`, not negated (:data:`_NEGATED_TUMOR`)."""
     name = name.strip().lower()
-    return re.search(_TUMOR_WORD, name) is not None and _NEGATED_TUMOR.search(name) is None
+    return (re.search(_TUMOR_WORD, name) is not None and _NEGATED_TUMOR.search(name) is None
+            and _TUMOR_TAKEN_OUT_OF_LIVER.search(name) is None)
 
 
 def names_liver(name: str) -> bool:
@@ -167,6 +175,9 @@ def names_whole_liver(text: str) -> bool:
     text = text.strip().lower()
     # a negated tumor ('Liver without tumor', 'tumor-free liver') is taken out first; a negated liver ('Non-liver',
     # 'No liver', 'Liver-free') keeps its negation and is no liver
+    taken_out = _TUMOR_TAKEN_OUT_OF_LIVER.search(text)
+    if taken_out:  # 'liver (tumor excluded)': the liver's words stay, the negated tumor goes
+        text = text[:taken_out.start(1)] + " " + text[taken_out.end(1):]
     words = [w for w in re.split(r"[\s_()\[\],.:;/-]+", _NEGATED_TUMOR_WHOLE.sub(" ", text)) if w]
     return "liver" in words and all(w == "liver" or w in LIVER_QUALIFIERS or w.isdigit() for w in words)
 

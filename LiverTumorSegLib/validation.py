@@ -988,10 +988,16 @@ a limit of 0.8-0.95 GiB it hung in OpenBLAS's start (for good, deaf to Ctrl-C), 
 or in an ImportError called a corrupt package."""
 
 
-def check_room_for_model_load(room_bytes: Optional[int] = None) -> None:
+def check_room_for_model_load(room_bytes: Optional[int] = None, torch_imported: Optional[bool] = None) -> None:
     """ResourceError when this process's address-space limit (``ulimit -v``; :func:`address_space_room`, or
     ``room_bytes``) leaves less than :data:`MODEL_LOAD_ADDRESS_SPACE_BYTES` to load a model in; nothing without a
-    limit."""
+    limit, nor once torch is imported (``torch_imported``; default: whether it is in ``sys.modules``): most of that
+    room is torch's and MONAI's, and a second model of a process that has them (train's whole-volume validation)
+    needs a few MiB."""
+    if torch_imported is None:
+        torch_imported = "torch" in sys.modules
+    if torch_imported:
+        return
     room = address_space_room() if room_bytes is None else room_bytes
     if room is None or room >= MODEL_LOAD_ADDRESS_SPACE_BYTES:
         return

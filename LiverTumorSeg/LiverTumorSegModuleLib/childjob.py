@@ -159,6 +159,10 @@ def ended_text(code: Optional[int], what: str, last_line: str, stderr: str = "")
         number = code - 128
     fault = fatal_python_error(stderr)
     if fault and (code == -1 or LAUNCHER_CRASH_TEXT in last_line or number is not None):
+        if "abort" in fault.lower():  # a library that stops the process: some do so when memory or threads run out
+            return (f"{what} crashed ({fault}; exit code {code}): a library stopped it, as some do when they cannot "
+                    f"get memory or threads (close other programs, or crop the CT) or on an error of their own. The "
+                    f"details hold where it happened; if it happens again, please report it with them.")
         return (f"{what} crashed ({fault}; exit code {code}): a fault in compiled code, not a lack of memory. The "
                 f"details hold where it happened; please report it with them.")
     if code == -1 or LAUNCHER_CRASH_TEXT in last_line:

@@ -20,14 +20,19 @@ GEOMETRY_TOLERANCE = 1e-3  # mm for spacing and origin, unitless for direction c
 def _remap_advice(values: Sequence[int]) -> str:
     """How to fix a label map holding ``values`` (its values outside 0, 1, 2, sorted): measure and followup have no
     --label-map (the advice said only 'remap them first', without how), with the file's own value in the example
-    (it showed {255: 1} for every value, 3 too). More than two such values are a multi-organ labelling, whose 1 and
-    2 are other organs: its example mapped its first extra value to tumor (TotalSegmentator's 3, the left kidney)
-    and left its 1 (spleen) and 2 (right kidney) as liver and tumor (the measure audit)."""
+    (it showed {255: 1} for every value, 3 too). More than two such values are either lesions numbered one by one
+    (Slicer's export of Liver, Lesion 1, Lesion 2, ...) or a multi-organ labelling, whose 1 and 2 are other organs:
+    both readings are given (the example mapped TotalSegmentator's 3, the left kidney, to tumor and left its 1, the
+    spleen, and 2, the right kidney, as liver and tumor: the measure audit)."""
     if len(values) > 2:
-        return ("it looks like a multi-organ label map, whose 1 and 2 are other organs too: set the value that means "
-                "liver in its labelling to 1 and every other value, 1 and 2 included, to 0 (TotalSegmentator's, "
-                "liver = 5: keep only 5, as 1; e.g. with SimpleITK, sitk.BinaryThreshold(image, 5, 5, 1, 0)), and "
-                "its tumor value, where it has one, to 2; evaluate and train can map them with --label-map instead.")
+        lesions = "{" + ", ".join(f"{int(v)}: 2" for v in values[:6]) + (", ..." if len(values) > 6 else "") + "}"
+        return (f"it holds more values than liver and tumor. If 1 is the liver and the others are lesions numbered "
+                f"one by one (as Slicer's 'Export to labelmap' of Liver, Lesion 1, Lesion 2, ... writes them), map "
+                f"them all to 2 (SimpleITK: sitk.ChangeLabel(image, changeMap={lesions})). If it is a multi-organ "
+                f"label map, whose 1 and 2 are other organs too, set the value that means liver to 1 and every other "
+                f"value, 1 and 2 included, to 0 (TotalSegmentator's, liver = 5: sitk.BinaryThreshold(image, 5, 5, 1, "
+                f"0)), and its tumor value, where it has one, to 2. evaluate and train can map them with --label-map "
+                f"instead.")
     value = int(values[0])
     example = 1 if value == 255 else 2  # 0/255 is a mask of the liver; another value more often a lesion class
     return (f"remap them first (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, changeMap={{{value}: "

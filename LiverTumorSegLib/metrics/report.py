@@ -503,6 +503,13 @@ def plot_froc_curve(curve, path: PathLike, title: str = "Lesion FROC", overwrite
     at = [curve.sensitivity_at(rate) for rate in FROC_FP_RATES]
     ax.plot(FROC_FP_RATES, at, "o", color="black", markersize=4, label="at 1/8, 1/4, ... 8 FP/case")
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    # plain tick labels (1/8 ... 8 as 0.125 ... 8): a log axis labels its ticks in math text ('$10^{-1}$'), which
+    # the pictures' plain text (picture_text_as_given) showed as raw TeX laid over each other
+    ax.set_xticks(list(FROC_FP_RATES))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlim(low, high)
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("false-positive lesions per case")

@@ -728,7 +728,9 @@ def test_label_values_are_checked(tmp_path):
     with pytest.raises(LabelError) as err:
         read_label_map(organs)
     assert "multi-organ label map, whose 1 and 2 are other organs too" in str(err.value)
-    assert "every other value, 1 and 2 included, to 0" in str(err.value) and "changeMap={3: 2}" not in str(err.value)
+    assert "every other value, 1 and 2 included, to 0" in str(err.value) and "changeMap={3: 2})" not in str(err.value)
+    # ... or a liver with lesions numbered one by one (Slicer's export): both readings are given (the diff review)
+    assert "lesions numbered one by one" in str(err.value) and "changeMap={3: 2, 4: 2, 5: 2, 6: 2, 7: 2}" in str(err.value)
 
     frac = _write_nifti(tmp_path / "prob.nii.gz", np.array([[[0.0, 0.5], [1.0, 0.25]]], np.float32))
     with pytest.raises(LabelError, match="non-integer values"):

@@ -234,3 +234,29 @@ def test_evaluate_froc_thresholds_are_the_confidences_measure_reports(tmp_path, 
                                                           reverse=True)
     assert froc["points"]["threshold"][2] == pytest.approx(RING_WHOLE, abs=1e-12)
     assert froc["points"]["sensitivity"] == [0.0, 0.0, 1.0] and froc["points"]["fp_per_case"] == [0.0, 1.0, 1.0]
+
+
+def test_the_froc_pictures_tick_labels_are_plain_numbers(tmp_path, monkeypatch):
+    """The pictures' texts are drawn as given (a '$' in a case name ended evaluate); a log axis labels its ticks in
+    math text ('$\\mathdefault{10^{-1}}$'), which then showed as raw TeX laid over each other (the diff review). The
+    FROC axis has plain labels of its own: 0.125 ... 8 false positives per case."""
+    from matplotlib.figure import Figure
+
+    from LiverTumorSegLib.metrics.froc import FrocCurve
+    from LiverTumorSegLib.metrics.report import plot_froc_curve
+
+    drawn = []
+    original = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        drawn.append([t.get_text() for t in self.axes[0].get_xticklabels()])
+        return result
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    curve = FrocCurve(thresholds=np.array([np.inf, 0.9, 0.5]), sensitivity=np.array([0.0, 0.5, 1.0]),
+                      fp_per_case=np.array([0.0, 0.5, 3.0]), n_cases=2, n_ref_lesions=2, n_pred_lesions=5)
+    plot_froc_curve(curve, tmp_path / "froc.png")
+    labels = [text for text in drawn[-1] if text]
+    assert labels and not any("$" in text for text in labels), labels
+    assert {"0.125", "1", "8"} <= set(labels)

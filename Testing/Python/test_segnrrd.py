@@ -458,7 +458,8 @@ def test_empty_seg_nrrd_as_slicer_saves_it_reads_onto_its_recorded_grid(tmp_path
     ("Liver w/o tumor", False), ("Liver (tumor excluded)", False), ("Liver excl. tumors", False),
     ("Liver minus tumor", False), ("Not tumor", False), ("Cyst (not a tumor)", False), ("Liver except lesions", False),
     ("Liver (tumors removed)", False), ("Lesion 1 not enhancing", True), ("Tumor not measured", True),
-    ("Lesion excl 3", True),
+    ("Lesion excl 3", True), ("Tumor removed", True), ("Lesion excluded from RECIST", True),
+    ("Liver tumor removed", True), ("Liver - tumors removed", False),
     # left out until the measure audit: a number joined to HCC, and other languages' words
     ("HCC_1", True), ("hcc2", True), ("hccx", False), ("Läsion 1", True), ("Tumeur", True), ("Lésion 2", True),
     ("Metástasis", True), ("Neoplasia", True)])
@@ -472,6 +473,7 @@ def test_only_a_negated_tumor_word_makes_a_name_no_tumor(name, tumor):
 
 
 LIVERS_WITHOUT_TUMOR = ("Liver without tumor", "Liver w/o tumor", "Liver (tumor excluded)", "Liver excl. tumors",
+                        "Liver - tumors removed",
                         "Liver minus tumor", "Liver except lesions", "Liver (tumors removed)", "Liver excluding tumours")
 
 

@@ -85,6 +85,21 @@ def test_a_command_whose_starter_has_already_ended_stops_before_any_work(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+def _sleeping_command(tmp_path):
+    """A command's main with its SIGTERM handling, as Python source; its 'work' is a sleep that the SIGTERM ends, after
+    it has made ``tmp_path/started``."""
+    return textwrap.dedent(f"""
+        import sys, time
+        from LiverTumorSegLib import cli
+        def run(argv):
+            open({str(tmp_path / 'started')!r}, 'w').close()
+            time.sleep(120)
+            return 0
+        cli._main = run
+        sys.exit(cli.main([]))
+    """)
+
+
 @posix_only
 def test_a_command_stops_and_cleans_up_when_its_starter_is_killed(tmp_path):
     """The starter (standing for Slicer or heldout_comparison.py) is SIGKILLed while its child runs: the child,
@@ -97,17 +112,7 @@ def test_a_command_stops_and_cleans_up_when_its_starter_is_killed(tmp_path):
         print(p.pid, flush=True)
         p.wait()
     """)
-    # a command's main with its SIGTERM handling; the 'work' is a sleep that the SIGTERM ends
-    child = textwrap.dedent(f"""
-        import sys, time
-        from LiverTumorSegLib import cli
-        def run(argv):
-            open({str(tmp_path / 'started')!r}, 'w').close()
-            time.sleep(120)
-            return 0
-        cli._main = run
-        sys.exit(cli.main([]))
-    """)
+    child = _sleeping_command(tmp_path)
     process = subprocess.Popen([sys.executable, "-c", starter, child], env=_environment(), stdout=subprocess.PIPE,
                                text=True)
     child_pid = int(process.stdout.readline())
@@ -166,16 +171,7 @@ def test_a_command_stops_when_the_launcher_between_it_and_its_starter_is_killed(
         print(p.pid, p.stdout.readline().strip(), flush=True)
         time.sleep(120)
     """)
-    child = textwrap.dedent(f"""
-        import sys, time
-        from LiverTumorSegLib import cli
-        def run(argv):
-            open({str(tmp_path / 'started')!r}, 'w').close()
-            time.sleep(120)
-            return 0
-        cli._main = run
-        sys.exit(cli.main([]))
-    """)
+    child = _sleeping_command(tmp_path)
     process = subprocess.Popen([sys.executable, "-c", starter, launcher, child], env=_environment(),
                                stdout=subprocess.PIPE, text=True)
     try:

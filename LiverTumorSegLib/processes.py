@@ -16,8 +16,10 @@ never judged ended here (:func:`marked_process_alive`).
 import calendar
 import contextlib
 import functools
+import hashlib
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -122,60 +124,66 @@ def process_mark_of(pid: int, start_time: Optional[int], host: Optional[str] = N
 
 
 def stable_machine_id(platform: Optional[str] = None) -> str:
-    """This computer's own id where the system keeps one that a network does not change: macOS's IOPlatformUUID
-    (``ioreg``), Windows' MachineGuid (the registry); '' elsewhere or where it cannot be read (Linux keeps its
-    computer name: a container's own name is what tells it apart there)."""
+    """A Mac's own id, which the network it joins does not change (IOPlatformUUID, from ``ioreg``); '' elsewhere or
+    where it cannot be read (Linux and Windows keep the computer's name: a container's own name tells it apart on
+    Linux, and a Windows PC's name does not change with its network)."""
     platform = sys.platform if platform is None else platform
-    try:
-        if platform == "darwin":
-            text = subprocess.run(["ioreg", "-rd1", "-c", "IOPlatformExpertDevice"], capture_output=True, text=True,
-                                  timeout=10).stdout
-            found = re.search(r'"IOPlatformUUID"\s*=\s*"([^"]+)"', text)
-            return found.group(1) if found else ""
-        if platform == "win32":
-            import winreg  # type: ignore[import-not-found]
-
-            with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SOFTWARE\Microsoft\Cryptography") as key:
-                return str(winreg.QueryValueEx(key, "MachineGuid")[0])
-    except Exception:  # noqa: BLE001 - no ioreg, no registry access: the computer's name stands for it
+    if platform != "darwin":
         return ""
+    try:
+        text = subprocess.run(["ioreg", "-rd1", "-c", "IOPlatformExpertDevice"], capture_output=True, text=True,
+                              timeout=10).stdout
+    except Exception:  # noqa: BLE001 - no ioreg: the computer's name stands for it
+        return ""
+    found = re.search(r'"IOPlatformUUID"\s*=\s*"([^"]+)"', text or "")
+    return found.group(1) if found else ""
+
+
+def _tag_of(name: str, namespace: str) -> str:
+    digest = hashlib.sha256(f"{name}\0{namespace}".encode("utf-8", "surrogateescape")).digest()
+    return _in_base_36(int.from_bytes(digest[:8], "big") % 36 ** HOST_TAG_CHARACTERS).rjust(HOST_TAG_CHARACTERS, "0")
+
+
+def _computer_name() -> str:
+    try:
+        return socket.gethostname()
+    except OSError:
+        return ""
+
+
+def _pid_namespace() -> str:
+    if sys.platform.startswith("linux"):
+        try:
+            return os.readlink("/proc/self/ns/pid")
+        except OSError:
+            pass
     return ""
 
 
 @functools.lru_cache(maxsize=None)
 def host_tag() -> str:
-    """:data:`HOST_TAG_CHARACTERS` base-36 characters of a SHA-256 of this computer's id (:func:`stable_machine_id` on
-    macOS and Windows, else its name, ``socket.gethostname()``) and, on Linux, this process's process-id namespace
-    (``/proc/self/ns/pid``: a container sharing the computer's name, such as a Kubernetes pod on the host network,
-    has its own process ids). Process ids in names carrying another tag are not this computer's to judge. A Mac's
-    name changes with the network it joins, and with it the tag did: a killed run's lock then blocked later runs as
-    'another computer's', and the CT copies a crashed Slicer job left were never removed (the portability audit); its
-    IOPlatformUUID does not change. A computer whose tag changes sees its own earlier names as another computer's:
-    they are then kept and reported, never removed by mistake."""
-    import hashlib
-    import socket
+    """:data:`HOST_TAG_CHARACTERS` base-36 characters of a SHA-256 of this computer's id (a Mac's
+    :func:`stable_machine_id`, else its name, ``socket.gethostname()``) and, on Linux, this process's process-id
+    namespace (``/proc/self/ns/pid``: a container sharing the computer's name, such as a Kubernetes pod on the host
+    network, has its own process ids). Process ids in names carrying another tag are not this computer's to judge
+    (:func:`marked_elsewhere`, which also takes a Mac's name-based tag of earlier versions as its own). A Mac's name
+    changes with the network it joins, and with it the tag did: a killed run's lock then blocked later runs as
+    'another computer's', and the CT copies a crashed Slicer job left were never removed (the portability audit)."""
+    return _tag_of(stable_machine_id() or _computer_name(), _pid_namespace())
 
-    name = stable_machine_id()
-    if not name:
-        try:
-            name = socket.gethostname()
-        except OSError:
-            name = ""
-    namespace = ""
-    if sys.platform.startswith("linux"):
-        try:
-            namespace = os.readlink("/proc/self/ns/pid")
-        except OSError:
-            pass
-    digest = hashlib.sha256(f"{name}\0{namespace}".encode("utf-8", "surrogateescape")).digest()
-    return _in_base_36(int.from_bytes(digest[:8], "big") % 36 ** HOST_TAG_CHARACTERS).rjust(HOST_TAG_CHARACTERS, "0")
+
+@functools.lru_cache(maxsize=None)
+def _name_tag() -> str:
+    """The tag of this computer's name (:func:`host_tag`'s up to 0.6.17, on a Mac too)."""
+    return _tag_of(_computer_name(), _pid_namespace())
 
 
 def marked_elsewhere(match: "re.Match") -> bool:
     """Whether a match of :data:`PROCESS_MARK` names a process of another computer or container (its ``host`` is
-    not this :func:`host_tag`); False for marks without a host (versions up to 0.2.0)."""
+    neither this :func:`host_tag` nor the tag of this computer's present name, which a Mac's files of 0.6.17 and
+    earlier carry); False for marks without a host (versions up to 0.2.0)."""
     host = match.groupdict().get("host")
-    return host is not None and host != host_tag()
+    return host is not None and host not in (host_tag(), _name_tag())  # a Mac's files of earlier versions: its own
 
 
 def _in_base_36(number: int) -> str:

@@ -72,8 +72,8 @@ _NEGATED_TUMOR = re.compile(
     + r"|" + _TUMOR_WORD + r"\w*[\s_-]*(?:free|absent|\(?none\)?)(?!\w)")
 """A negated tumor word: 'no', 'not', 'without', 'w/o', 'excluding', 'excl.', 'except', 'minus', 'negative for' or
 'no evidence of' before it (one 'any', 'a', 'an' or 'liver' between allowed), 'non' joined to it, or 'free',
-'absent' or 'none' after it ('tumor-free', 'Tumor (none)'; 'excluded', 'removed' or 'subtracted' only after a
-liver set apart from it: :data:`_TUMOR_TAKEN_OUT_OF_LIVER`). Only the tumor word itself is negated: 'Lesion no 2' (no. 2), 'Tumor No 3' and 'Non-enhancing tumor
+'absent' or 'none' after it ('tumor-free', 'Tumor (none)'; 'excluded', 'removed' or 'subtracted' only where the rest
+of the name is the liver: :func:`_liver_without_taken_out_tumor`). Only the tumor word itself is negated: 'Lesion no 2' (no. 2), 'Tumor No 3' and 'Non-enhancing tumor
 part' are tumors (a first rule took any 'no ' or 'non-' in the name as a negation, and those hand-drawn lesions were
 left out of the lesion table). 'Liver w/o tumor', 'Liver minus tumor' or 'Liver excl. tumors' were read as tumor:
 the whole liver one lesion and a RECIST target (the measure audit)."""
@@ -82,12 +82,27 @@ the whole liver one lesion and a RECIST target (the measure audit)."""
 _NEGATED_TUMOR_WHOLE = re.compile("(?:" + _NEGATED_TUMOR.pattern + r")\w*")
 """:data:`_NEGATED_TUMOR` with the rest of its last word ('without any lesion' + 's')."""
 
-_TUMOR_TAKEN_OUT_OF_LIVER = re.compile(r"\bliver\b[\s_]*[(\[,:-][\s_]*(" + _TUMOR_WORD
-                                       + r"\w*[\s_-]*(?:excluded|removed|subtracted)(?!\w))")
-"""'Liver' set apart from a tumor word with 'excluded', 'removed' or 'subtracted' after it: 'Liver (tumor excluded)',
-'Liver - tumors removed' name the liver; without it they are lesions ('Tumor removed', 'Lesion excluded from RECIST',
-'Liver tumor removed', as a reader marks a resected or left-out lesion), which the suffix alone read as negations
-(the diff review). Group 1: the negated tumor."""
+_TUMOR_TAKEN_OUT = re.compile(r"(?:(?:with|all|any)[\s_]+)*" + _TUMOR_WORD
+                              + r"\w*[\s_-]*(?:excluded|removed|subtracted)(?!\w)")
+"""A tumor word with 'excluded', 'removed' or 'subtracted' after it ('with', 'all' or 'any' before it allowed): a
+negation only where the rest of the name is the liver (:func:`_liver_without_taken_out_tumor`)."""
+
+
+def _liver_without_taken_out_tumor(name: str) -> Optional[str]:
+    """``name`` (lower case) without its tumor taken out (:data:`_TUMOR_TAKEN_OUT`) when that leaves the whole liver
+    (:func:`names_whole_liver`) and the tumor word is not joined to 'liver' by spaces alone: 'Liver (tumor
+    excluded)', 'Liver parenchyma (tumor excluded)', 'Liver with tumors removed', 'Liver_(tumor_excluded)' name the
+    liver, while 'Tumor removed', 'Lesion excluded from RECIST' and 'Liver tumor removed' (a resected or left-out
+    lesion) name a tumor (the suffix alone was read as a negation, then only right after 'liver (': both found by
+    reviews of the change). None otherwise."""
+    found = _TUMOR_TAKEN_OUT.search(name)
+    if found is None:
+        return None
+    before, after = name[:found.start()], name[found.end():]
+    if re.search(r"(?<![^\W\d_])liver[ \t]+$", before) and re.match(_TUMOR_WORD, found.group(0)):
+        return None  # 'liver tumor removed': the liver's tumor, removed
+    rest = before + " " + after
+    return rest if names_whole_liver(rest) else None
 
 
 def names_tumor(name: str) -> bool:
@@ -95,7 +110,7 @@ def names_tumor(name: str) -> bool:
     :data:`TUMOR_WORDS`, not negated (:data:`_NEGATED_TUMOR`)."""
     name = name.strip().lower()
     return (re.search(_TUMOR_WORD, name) is not None and _NEGATED_TUMOR.search(name) is None
-            and _TUMOR_TAKEN_OUT_OF_LIVER.search(name) is None)
+            and _liver_without_taken_out_tumor(name) is None)
 
 
 def names_liver(name: str) -> bool:
@@ -175,10 +190,12 @@ def names_whole_liver(text: str) -> bool:
     text = text.strip().lower()
     # a negated tumor ('Liver without tumor', 'tumor-free liver') is taken out first; a negated liver ('Non-liver',
     # 'No liver', 'Liver-free') keeps its negation and is no liver
-    taken_out = _TUMOR_TAKEN_OUT_OF_LIVER.search(text)
-    if taken_out:  # 'liver (tumor excluded)': the liver's words stay, the negated tumor goes
-        text = text[:taken_out.start(1)] + " " + text[taken_out.end(1):]
-    words = [w for w in re.split(r"[\s_()\[\],.:;/-]+", _NEGATED_TUMOR_WHOLE.sub(" ", text)) if w]
+    if _TUMOR_TAKEN_OUT.search(text):  # 'liver (tumor excluded)': the liver's words stay, the negated tumor goes
+        rest = _liver_without_taken_out_tumor(text)
+        if rest is None:
+            return False
+        text = rest
+    words = [w for w in re.split(r"[\s_()\[\],.:;/\u2013\u2014-]+", _NEGATED_TUMOR_WHOLE.sub(" ", text)) if w]
     return "liver" in words and all(w == "liver" or w in LIVER_QUALIFIERS or w.isdigit() for w in words)
 
 

@@ -25,7 +25,8 @@ def _remap_advice(values: Sequence[int]) -> str:
     both readings are given (the example mapped TotalSegmentator's 3, the left kidney, to tumor and left its 1, the
     spleen, and 2, the right kidney, as liver and tumor: the measure audit)."""
     if len(values) > 2:
-        lesions = "{" + ", ".join(f"{int(v)}: 2" for v in values[:6]) + (", ..." if len(values) > 6 else "") + "}"
+        lesions = "{" + ", ".join(f"{int(v)}: 2" for v in values[:12]) + "}" + (  # Python as written: no '...'
+            f" and the other {len(values) - 12} values alike" if len(values) > 12 else "")
         return (f"it holds more values than liver and tumor. If 1 is the liver and the others are lesions numbered "
                 f"one by one (as Slicer's 'Export to labelmap' of Liver, Lesion 1, Lesion 2, ... writes them), map "
                 f"them all to 2 (SimpleITK: sitk.ChangeLabel(image, changeMap={lesions})). If it is a multi-organ "
@@ -33,11 +34,12 @@ def _remap_advice(values: Sequence[int]) -> str:
                 f"value, 1 and 2 included, to 0 (TotalSegmentator's, liver = 5: sitk.BinaryThreshold(image, 5, 5, 1, "
                 f"0)), and its tumor value, where it has one, to 2. evaluate and train can map them with --label-map "
                 f"instead.")
-    value = int(values[0])
-    example = 1 if value == 255 else 2  # 0/255 is a mask of the liver; another value more often a lesion class
-    return (f"remap them first (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, changeMap={{{value}: "
-            f"{example}}}), each value mapped to the label it stands for); evaluate and train can map them with "
-            f"--label-map instead.")
+    # 0/255 is a mask of the liver; another value more often a lesion class (Liver with Lesion 1 and 2 exported by
+    # Slicer: 3 and 4, both given, where the example showed {3: 2} alone)
+    example = "{" + ", ".join(f"{int(v)}: {1 if int(v) == 255 else 2}" for v in values) + "}"
+    return (f"remap them first (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, changeMap={example}), "
+            f"each value mapped to the label it stands for); evaluate and train can map them with --label-map "
+            f"instead.")
 
 
 def describe_grid_mismatch(label: CTVolume, reference: CTVolume, tolerance: float,

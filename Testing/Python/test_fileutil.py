@@ -1172,34 +1172,45 @@ def test_a_second_ctrl_c_during_the_rollback_waits_until_every_earlier_output_is
                                                                                       "user report.json"]
 
 
-def test_the_host_tag_of_a_mac_or_a_windows_pc_is_its_machine_id_not_its_changing_name(monkeypatch):
+def test_the_host_tag_of_a_mac_is_its_machine_id_not_its_changing_name(monkeypatch):
     """A Mac's name changes with the network it joins, and the tag with it: a killed run's lock then blocked later runs
     as 'another computer's', and a crashed Slicer job's CT copies were never removed (the portability audit). The
-    tag comes from the machine id there (IOPlatformUUID; Windows' MachineGuid), from the name where none is read."""
+    tag comes from its IOPlatformUUID, and files its name-based tag of earlier versions marks are its own too. On
+    Linux the tag stays the name's (and the process namespace's), as in every earlier version."""
+    import re
     import socket
     import subprocess
 
     from LiverTumorSegLib import processes
 
+    def hash_tag(name, namespace):  # the formula every version has used
+        import hashlib
+        digest = hashlib.sha256(f"{name}\0{namespace}".encode("utf-8", "surrogateescape")).digest()
+        return processes._in_base_36(int.from_bytes(digest[:8], "big") % 36 ** 4).rjust(4, "0")
+
     ioreg = '  "IOPlatformSerialNumber" = "C02X"\n  "IOPlatformUUID" = "12345678-ABCD-4EF0-9876-0123456789AB"\n'
     monkeypatch.setattr(processes.subprocess, "run",
                         lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=ioreg, stderr=""))
     assert processes.stable_machine_id("darwin") == "12345678-ABCD-4EF0-9876-0123456789AB"
-    assert processes.stable_machine_id("linux") == ""
+    assert processes.stable_machine_id("linux") == "" and processes.stable_machine_id("win32") == ""
     monkeypatch.setattr(processes.sys, "platform", "darwin")
     tags = []
     for name in ("Annas-MacBook-Pro.local", "dhcp-10-2-3-4.hospital.org"):
         monkeypatch.setattr(socket, "gethostname", lambda name=name: name)
         processes.host_tag.cache_clear()
+        processes._name_tag.cache_clear()
         tags.append(processes.host_tag())
+        # a lock of 0.6.17 on this Mac, under its present name, is this computer's
+        legacy = re.match(r"(?P<host>\w+)", hash_tag(name, ""))
+        assert not processes.marked_elsewhere(legacy)
+        assert processes.marked_elsewhere(re.match(r"(?P<host>\w+)", "zzzz" if tags[-1] != "zzzz" else "zzzy"))
     assert tags[0] == tags[1]  # the name changed, the tag did not
-
-    def no_ioreg(*args, **kwargs):
-        raise FileNotFoundError("ioreg")
-
-    monkeypatch.setattr(processes.subprocess, "run", no_ioreg)
-    assert processes.stable_machine_id("darwin") == ""
-    processes.host_tag.cache_clear()
-    assert processes.host_tag() != tags[0]  # the name stands for the id where none is read
     monkeypatch.undo()
     processes.host_tag.cache_clear()
+    processes._name_tag.cache_clear()
+    if sys.platform.startswith("linux"):
+        try:
+            namespace = os.readlink("/proc/self/ns/pid")
+        except OSError:
+            namespace = ""
+        assert processes.host_tag() == hash_tag(socket.gethostname(), namespace)  # Linux: unchanged

@@ -720,7 +720,7 @@ def test_label_values_are_checked(tmp_path):
     assert "Hounsfield" not in str(err.value)
     # the file's own value in the example (it showed {255: 1} whatever the value)
     assert str(err.value).endswith("remap them first (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, "
-                                   "changeMap={3: 2}), each value mapped to the label it stands for); evaluate and "
+                                   "changeMap={3: 2, 7: 2}), each value mapped to the label it stands for); evaluate and "
                                    "train can map them with --label-map instead.")
     # a multi-organ map (TotalSegmentator's 1..7, liver = 5): its 1 and 2 are organs too; the advice mapped its 3 (a
     # kidney) to tumor and kept 1 and 2 (the measure audit)

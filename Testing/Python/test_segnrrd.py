@@ -460,6 +460,10 @@ def test_empty_seg_nrrd_as_slicer_saves_it_reads_onto_its_recorded_grid(tmp_path
     ("Liver (tumors removed)", False), ("Lesion 1 not enhancing", True), ("Tumor not measured", True),
     ("Lesion excl 3", True), ("Tumor removed", True), ("Lesion excluded from RECIST", True),
     ("Liver tumor removed", True), ("Liver - tumors removed", False),
+    # read as tumor by a first rule for these suffixes (a review of the change): the whole liver a lesion
+    ("Liver parenchyma (tumor excluded)", False), ("Liver 2 (tumor excluded)", False),
+    ("Liver (corrected, tumor excluded)", False), ("Liver_(tumor_excluded)", False), ("Liver/tumor removed", False),
+    ("Liver with tumors removed", False), ("Liver (all tumors excluded)", False), ("Liver \u2013 tumor excluded", False),
     # left out until the measure audit: a number joined to HCC, and other languages' words
     ("HCC_1", True), ("hcc2", True), ("hccx", False), ("Läsion 1", True), ("Tumeur", True), ("Lésion 2", True),
     ("Metástasis", True), ("Neoplasia", True)])
@@ -473,7 +477,8 @@ def test_only_a_negated_tumor_word_makes_a_name_no_tumor(name, tumor):
 
 
 LIVERS_WITHOUT_TUMOR = ("Liver without tumor", "Liver w/o tumor", "Liver (tumor excluded)", "Liver excl. tumors",
-                        "Liver - tumors removed",
+                        "Liver - tumors removed", "Liver parenchyma (tumor excluded)", "Liver (corrected, tumor excluded)",
+                        "Liver_(tumor_excluded)", "Liver with tumors removed", "Liver \u2013 tumor excluded",
                         "Liver minus tumor", "Liver except lesions", "Liver (tumors removed)", "Liver excluding tumours")
 
 

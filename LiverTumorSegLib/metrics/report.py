@@ -507,7 +507,10 @@ def plot_froc_curve(curve, path: PathLike, title: str = "Lesion FROC", overwrite
 
     # plain tick labels (1/8 ... 8 as 0.125 ... 8): a log axis labels its ticks in math text ('$10^{-1}$'), which
     # the pictures' plain text (picture_text_as_given) showed as raw TeX laid over each other
-    ax.set_xticks(list(FROC_FP_RATES))
+    ticks = list(FROC_FP_RATES)
+    while ticks[-1] * 2 <= high:  # a curve reaching far past 8 FP/case: its axis labelled on
+        ticks.append(ticks[-1] * 2)
+    ax.set_xticks(ticks)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlim(low, high)

@@ -578,11 +578,14 @@ def _warn_of_a_header_that_mirrors(pred, ref, pred_path: Path, pred_map: Optiona
 
     if REORIENTED_NOTE not in pred.meta.get("warnings", []):
         return
+    placed_dice = dice(pred.array >= 1, ref.array >= 1)
+    if HEADER_MIRROR_DICE_GAIN * placed_dice + 0.2 > 1.0:  # no Dice as stored could be that much higher: no re-read
+        return
     stored = read_label_map(pred_path, allowed_values=ANY_LABEL_VALUE).array
     if stored.shape != ref.array.shape:  # a transposed grid: the reference's voxel order cannot be meant
         return
     stored = remap_labels(stored, pred_map, str(pred_path), option="--pred-label-map", warnings=[])
-    placed_dice, stored_dice = dice(pred.array >= 1, ref.array >= 1), dice(stored >= 1, ref.array >= 1)
+    stored_dice = dice(stored >= 1, ref.array >= 1)
     if not stored_dice >= HEADER_MIRROR_DICE_GAIN * placed_dice + 0.2:
         return
     text = (f"'{pred_path}' is stored in another axis order than its reference and was reoriented onto it by its "

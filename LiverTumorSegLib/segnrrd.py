@@ -568,12 +568,12 @@ def fills_its_grid(labels_zyx: np.ndarray, margin: int = 1) -> bool:
     in a segmentation stored cropped to its segments' extent (Slicer's default; a segmentation on a finer grid than
     its CT was stored with a voxel to spare on three faces), and as a liver and its tumors on a CT's whole grid do
     not."""
+    from .metrics.surface import bounding_box
+
     labels = np.asarray(labels_zyx)
-    for axis in range(labels.ndim):  # each axis's profile: no copy of the volume (a read's memory peak is counted)
-        found = np.flatnonzero(labels.any(axis=tuple(a for a in range(labels.ndim) if a != axis)))
-        if not found.size or found[0] > margin or found[-1] < labels.shape[axis] - 1 - margin:
-            return False
-    return True
+    box = bounding_box(labels)  # the labels' extent, without a copy of the volume (a read's memory peak is counted)
+    return box is not None and all(part.start <= margin and part.stop >= size - margin
+                                   for part, size in zip(box, labels.shape))
 
 
 def _cropped_grid_text(path: Path) -> str:

@@ -264,13 +264,21 @@ def test_a_text_nrrd_whose_data_is_no_numbers_is_refused_before_itk_reads_it(tmp
             read(path)
 
 
+def _forbid_itk_header_parse(monkeypatch):
+    """Make ITK's header parse fail the test: the check before it must refuse the file."""
+    import SimpleITK
+
+    def itk_parses(*args, **kwargs):
+        raise AssertionError("ITK parsed the header")
+
+    monkeypatch.setattr(SimpleITK.ImageFileReader, "ReadImageInformation", itk_parses)
+
+
 def test_a_nrrd_header_with_more_key_value_entries_than_itk_parses_in_time_is_refused_before_itk(tmp_path,
                                                                                                   monkeypatch):
     """ITK's NRRD header parser looks each key up among those before it: 50,000 'key:=value' lines took 4 s,
     500,000 (a .seg.nrrd claiming 100,000 segments) minutes, before any check. The CT and label map readers
     (and the header-only read) now count them first, up to MAX_NRRD_KEY_VALUES."""
-    import SimpleITK
-
     from LiverTumorSegLib.io import read_header_geometry, read_label_map
     from LiverTumorSegLib.io.itk import MAX_NRRD_KEY_VALUES, check_nrrd_key_values
 
@@ -284,10 +292,7 @@ def test_a_nrrd_header_with_more_key_value_entries_than_itk_parses_in_time_is_re
     check_nrrd_key_values(path)  # the limit itself passes (ITK then parses it in about 1 s)
     path.write_bytes(head + keys + b"one:=more\n\n" + bytes(16))
 
-    def itk_parses(*args, **kwargs):
-        raise AssertionError("ITK parsed the header")
-
-    monkeypatch.setattr(SimpleITK.ImageFileReader, "ReadImageInformation", itk_parses)
+    _forbid_itk_header_parse(monkeypatch)
     for read in (read_volume, read_label_map, read_header_geometry):
         with pytest.raises(InputError) as excinfo:
             read(path)
@@ -301,8 +306,6 @@ def test_a_nrrd_header_line_too_long_to_count_past_is_refused_before_itk(tmp_pat
     """The key count stopped at a header line over 16 MiB, so 200,000 'key:=value' lines behind one long comment went
     to ITK, which parsed them for minutes (the file-safety audit). Such a line is refused; a .seg.nrrd's segment count
     reads the header the same way."""
-    import SimpleITK
-
     from LiverTumorSegLib.io import itk, read_label_map
 
     monkeypatch.setattr(itk, "_NRRD_HEADER_LINE_BYTES", 4096)  # the rule at a size a test writes quickly
@@ -312,10 +315,7 @@ def test_a_nrrd_header_line_too_long_to_count_past_is_refused_before_itk(tmp_pat
     path.write_bytes(head + b"# " + b"x" * 10000 + b"\n" + b"".join(b"k%d:=v\n" % i for i in range(100)) + b"\n"
                      + bytes(16))
 
-    def itk_parses(*args, **kwargs):
-        raise AssertionError("ITK parsed the header")
-
-    monkeypatch.setattr(SimpleITK.ImageFileReader, "ReadImageInformation", itk_parses)
+    _forbid_itk_header_parse(monkeypatch)
     for read in (read_volume, read_label_map):
         with pytest.raises(InputError, match=r"its NRRD header holds a line longer than 0 MiB, which no image's "
                                              r"header needs; the header is damaged"):

@@ -88,29 +88,46 @@ _TUMOR_TAKEN_OUT = re.compile(r"(?:(?:with|all|any)[\s_]+)*" + _TUMOR_WORD
 negation only where the rest of the name is the liver (:func:`_liver_without_taken_out_tumor`)."""
 
 
-def _liver_without_taken_out_tumor(name: str) -> Optional[str]:
-    """``name`` (lower case) without its tumor taken out (:data:`_TUMOR_TAKEN_OUT`) when that leaves the whole liver
-    (:func:`names_whole_liver`) and the tumor word is not joined to 'liver' by spaces alone: 'Liver (tumor
-    excluded)', 'Liver parenchyma (tumor excluded)', 'Liver with tumors removed', 'Liver_(tumor_excluded)' name the
-    liver, while 'Tumor removed', 'Lesion excluded from RECIST' and 'Liver tumor removed' (a resected or left-out
-    lesion) name a tumor (the suffix alone was read as a negation, then only right after 'liver (': both found by
-    reviews of the change). None otherwise."""
+def _rest_beside_taken_out_tumor(name: str) -> Optional[str]:
+    """``name`` (lower case) without its tumor taken out (:data:`_TUMOR_TAKEN_OUT`), or None where it takes none out
+    or the tumor word is joined to the word before it by spaces alone ('Liver tumor removed', 'Liver segment 7 tumor
+    removed': that tumor, removed)."""
     found = _TUMOR_TAKEN_OUT.search(name)
     if found is None:
         return None
     before, after = name[:found.start()], name[found.end():]
-    if re.search(r"(?<![^\W\d_])liver[ \t]+$", before) and re.match(_TUMOR_WORD, found.group(0)):
-        return None  # 'liver tumor removed': the liver's tumor, removed
-    rest = before + " " + after
-    return rest if names_whole_liver(rest) else None
+    if re.search(r"[^\W_][ \t]+$", before) and re.match(_TUMOR_WORD, found.group(0)):
+        return None
+    return before + " " + after
+
+
+def _liver_without_taken_out_tumor(name: str) -> Optional[str]:
+    """``name`` (lower case) without its tumor taken out (:func:`_rest_beside_taken_out_tumor`) when that leaves the
+    whole liver (:func:`names_whole_liver`): 'Liver (tumor excluded)', 'Liver parenchyma (tumor excluded)', 'Liver
+    with tumors removed', 'Liver_(tumor_excluded)' name the liver, while 'Tumor removed', 'Lesion excluded from
+    RECIST' and 'Liver tumor removed' (a resected or left-out lesion) name a tumor (the suffix alone was read as a
+    negation, then only right after 'liver (': both found by reviews of the change). None otherwise."""
+    rest = _rest_beside_taken_out_tumor(name)
+    return rest if rest is not None and names_whole_liver(rest) else None
+
+
+def _liver_part_without_taken_out_tumor(name: str) -> bool:
+    """Whether ``name`` (lower case) takes its tumor out of the liver or a named part of it, the rest naming the
+    liver and no other tumor: 'Liver (tumor excluded)', 'Liver segment 7 (tumor excluded)', 'Left liver lobe (tumors
+    removed)'. A part is liver tissue, though not the whole liver (:func:`names_whole_liver`), so it is neither
+    liver nor tumor; it was read as a tumor, one lesion the size of a Couinaud segment (stop 109's note)."""
+    rest = _rest_beside_taken_out_tumor(name)
+    return (rest is not None and re.search(r"(?<![^\W\d_])liver(?![^\W\d_])", rest) is not None
+            and re.search(_TUMOR_WORD, rest) is None)
 
 
 def names_tumor(name: str) -> bool:
     """Whether a segment name or DICOM SEG label (any case) names a liver tumor by its words: one of
-    :data:`TUMOR_WORDS`, not negated (:data:`_NEGATED_TUMOR`)."""
+    :data:`TUMOR_WORDS`, not negated (:data:`_NEGATED_TUMOR`), not taken out of the liver or a part of it
+    (:func:`_liver_part_without_taken_out_tumor`)."""
     name = name.strip().lower()
     return (re.search(_TUMOR_WORD, name) is not None and _NEGATED_TUMOR.search(name) is None
-            and _liver_without_taken_out_tumor(name) is None)
+            and not _liver_part_without_taken_out_tumor(name))
 
 
 def names_liver(name: str) -> bool:

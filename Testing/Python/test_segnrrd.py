@@ -466,7 +466,10 @@ def test_empty_seg_nrrd_as_slicer_saves_it_reads_onto_its_recorded_grid(tmp_path
     ("Liver with tumors removed", False), ("Liver (all tumors excluded)", False), ("Liver \u2013 tumor excluded", False),
     # left out until the measure audit: a number joined to HCC, and other languages' words
     ("HCC_1", True), ("hcc2", True), ("hccx", False), ("Läsion 1", True), ("Tumeur", True), ("Lésion 2", True),
-    ("Metástasis", True), ("Neoplasia", True)])
+    ("Metástasis", True), ("Neoplasia", True),
+    # read as tumor until stop 110: a liver part without its tumor was one lesion the size of the part
+    ("Liver segment 7 (tumor excluded)", False), ("Left liver lobe (tumors removed)", False),
+    ("Liver segment 7 tumor removed", True), ("Liver segment 7 (tumor excluded, lesion 2)", True)])
 def test_only_a_negated_tumor_word_makes_a_name_no_tumor(name, tumor):
     """Any 'no ' or 'non-' in a name was taken as a negation: hand-drawn 'Lesion no 2' and 'Non-enhancing tumor
     part' were left out of the lesion table, and 'HCC' held no tumor word."""
@@ -474,6 +477,8 @@ def test_only_a_negated_tumor_word_makes_a_name_no_tumor(name, tumor):
     assert names_tumor(name) is tumor
     if name in LIVERS_WITHOUT_TUMOR:  # a liver without its tumors is the liver
         assert label_of_segment({"Name": name}) == 1, name
+    if name in ("Liver segment 7 (tumor excluded)", "Left liver lobe (tumors removed)"):  # a liver part: neither
+        assert label_of_segment({"Name": name}) is None, name
 
 
 LIVERS_WITHOUT_TUMOR = ("Liver without tumor", "Liver w/o tumor", "Liver (tumor excluded)", "Liver excl. tumors",

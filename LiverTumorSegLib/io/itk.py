@@ -576,15 +576,19 @@ def _several_data_files(name: str) -> bool:
 
 def _detached_size(header: Path, name: str) -> "Optional[int]":
     """Bytes of the data file ``name`` a header names (relative to the header's folder), or None for a list of files
-    or a numbered pattern, which is not judged. InputError when that file is not there: a MetaImage header whose
-    ``.raw`` was left behind was called 'truncated, the file holds 0 bytes' (the bad-input audit)."""
+    or a numbered pattern, which is not judged. InputError when that file is not there (a MetaImage header whose
+    ``.raw`` was left behind was called 'truncated, the file holds 0 bytes': the bad-input audit) or is no regular
+    file (a named pipe hung ITK's read for ever, ``/dev/stdin`` too when a terminal or pipe held it)."""
     if _several_data_files(name):
         return None
     target = header.parent / name  # an absolute name stays absolute
     if not target.exists():
         raise InputError(f"Cannot read '{header}': its voxels are in the data file '{name}' its header names, which "
                          f"is not there ({target}). Keep the header and its data file together (copy both).")
-    return target.stat().st_size if target.is_file() else 0  # a device (/dev/stdin): no voxels to count on
+    if not target.is_file():  # a FIFO, socket or device: ITK waited for ever on a pipe nobody wrote to
+        raise InputError(f"Cannot read '{header}': the data file '{name}' its header names is not a regular file (a "
+                         f"pipe, socket or device: {target}). Point the header at the file that holds the voxels.")
+    return target.stat().st_size
 
 
 def data_bytes(reader: Any) -> int:

@@ -1511,6 +1511,34 @@ def test_a_pipe_or_a_device_given_as_the_ct_is_named_as_no_regular_file(tmp_path
             read_volume(path)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+@pytest.mark.parametrize("suffix", [".nhdr", ".mhd"])
+def test_a_header_whose_data_file_is_a_pipe_is_refused_at_once(tmp_path, suffix):
+    """A detached NRRD (raw or gzip) or MetaImage whose data file was a named pipe hung ITK's read for ever (stop
+    109's note): the read runs in a child process with a time limit here, so that the old behaviour fails the test
+    instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "data.raw")
+    header = tmp_path / f"ct{suffix}"
+    if suffix == ".nhdr":
+        header.write_text("NRRD0004\ntype: int16\ndimension: 3\nsizes: 8 8 8\nspace: left-posterior-superior\n"
+                          "space directions: (1,0,0) (0,1,0) (0,0,1)\nencoding: gzip\nendian: little\n"
+                          "data file: data.raw\n\n")
+    else:
+        header.write_text("ObjectType = Image\nNDims = 3\nDimSize = 8 8 8\nElementType = MET_SHORT\n"
+                          "ElementSpacing = 1 1 1\nElementDataFile = data.raw\n")
+    script = ("from LiverTumorSegLib.io import read_volume\nfrom LiverTumorSegLib.errors import InputError\n"
+              f"try:\n    read_volume({str(header)!r})\nexcept InputError as exc:\n    print('refused:', exc)\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pytest.fail("reading a header whose data file is a named pipe waited on the pipe")
+    assert "refused:" in done.stdout and "is not a regular file (a pipe, socket or device" in done.stdout, done
+
+
 def test_the_label_map_advice_gives_a_whole_map_that_loses_nothing():
     """The advice for values outside 0/1/2 named only the first of them and left the file's own 1 and 2 out of the
     map ('{"127": 1}' for a 0/127/255 reference, whose tumor then became background; helper-13's dress rehearsal):

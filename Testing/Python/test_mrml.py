@@ -779,7 +779,7 @@ def test_a_damaged_seg_nrrd_is_refused_without_ending_the_process_or_leaving_nod
     said = {"type": "Cannot read", "gzip": "Cannot read", "zero_spacing": "invalid voxel spacing",
             "parallel_axes": "direction matrix", "extent_below": "reaches outside", "extent_above": "reaches outside",
             "label_text": "not a whole number", "label_huge": "LabelValue 99999999999999999999, but its voxels hold "
-            "1..255", "layer": "is in layer 5, but the file has 1", "stdin": "truncated or its header is wrong"}
+            "1..255", "layer": "is in layer 5, but the file has 1", "stdin": "is not a regular file (a pipe, socket or device"}
     assert said[damage] in proc.stdout, proc.stdout
 
 

@@ -101,18 +101,18 @@ CT_NOT_HU = ("compared anyway: followup reads the CTs to align the scans and for
 """How followup's warning ends for a CT that does not look like HU (it has no --allow-non-hu: none was given)."""
 
 
-def _warn_of_labels_fitting_only_as_stored(read: Any) -> None:
+def _warn_of_labels_fitting_only_mirrored(read: Any) -> None:
     """Add to a label map's warnings (``read``: ``(path, its CT or None, the label map read onto it)`` pairs) that it
-    fits its CT only in the CT's own voxel order, not where its header (another axis order) places it
-    (:func:`~..io.labels.reoriented_label_fit_warning`; a CT in HU only): such a label was compared mirrored, with
-    only the note that it was reoriented."""
-    from ..io.labels import reoriented_label_fit_warning
+    fits its CT only in the CT's own voxel order, not where its header (another axis order) places it, or only
+    mirrored (:func:`~..io.labels.label_fit_warning`; a CT in HU only): such a label was compared mirrored, with
+    only the note that it was reoriented, or none."""
+    from ..io.labels import label_fit_warning
     from ..validation import not_hu_reason
 
     for path, ct, labels in read:
         if ct is None or not_hu_reason(ct) is not None:
             continue
-        misfit = reoriented_label_fit_warning(path, ct, labels)
+        misfit = label_fit_warning(path, ct, labels)
         if misfit:
             labels.meta["warnings"] = list(labels.meta.get("warnings", [])) + [misfit]
 
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     baseline_ct, followup_ct = _read_ct(args.baseline_ct, "--baseline-ct"), _read_ct(args.followup_ct, "--followup-ct")
     baseline = read_label_map(args.baseline, reference=baseline_ct)
     followup = read_label_map(args.followup, reference=followup_ct)
-    _warn_of_labels_fitting_only_as_stored(((args.baseline, baseline_ct, baseline),
+    _warn_of_labels_fitting_only_mirrored(((args.baseline, baseline_ct, baseline),
                                             (args.followup, followup_ct, followup)))
     change = compare_followup(baseline, followup, baseline_ct, followup_ct, alignment=args.alignment,
                               min_new_lesion_mm=args.min_new_lesion_mm, nadir_sum_mm=args.nadir_sum_mm,

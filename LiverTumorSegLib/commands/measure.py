@@ -162,10 +162,10 @@ def run(args: argparse.Namespace) -> int:
     from ..validation import not_hu_reason
 
     in_hu = ct is not None and not_hu_reason(ct) is None  # water density is judged in HU only
-    if in_hu:  # a header flipped by a conversion: measured mirrored with only the note 'reoriented to the CT'
-        from ..io.labels import reoriented_label_fit_warning
+    if in_hu:  # a header flipped by a conversion, or voxels flipped under the CT's header: measured mirrored
+        from ..io.labels import label_fit_warning
 
-        misfit = reoriented_label_fit_warning(args.labels, ct, labels)
+        misfit = label_fit_warning(args.labels, ct, labels)
         warnings += [misfit] if misfit else []
     if in_hu:  # a resampling's 0 HU fill read as tissue: a lesion against the old grid's edge was reported whole
         ct = _without_resampling_fill(ct, warnings)

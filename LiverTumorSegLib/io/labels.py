@@ -257,6 +257,33 @@ def reoriented_label_fit_warning(path: PathLike, ct: CTVolume, placed: CTVolume)
             f"Nifti1Image(label voxels, ct.affine, ct.header)) and run again.")
 
 
+def mirrored_label_fit_warning(path: PathLike, ct: CTVolume, placed: CTVolume) -> Optional[str]:
+    """A warning when the label map at ``path``, on the CT ``ct``'s own grid (``placed``; CT in HU), fits the CT badly
+    while its voxels mirrored along one axis fit it (:func:`mirrored_misfits`): voxels flipped against the CT under
+    the CT's own header (slice order reversed by a conversion, ``arr[::-1]`` in a script), which no grid check sees.
+    ``train`` refuses such a label; ``measure`` and ``followup`` measured it mirrored without a word (stop 109's
+    note). None otherwise."""
+    misfits = mirrored_misfits(np.asarray(ct.array), np.asarray(placed.array))
+    if misfits is None:
+        return None
+    given, mirrored, axis = misfits
+    low, high = LABEL_HU_RANGE
+    return (f"label map '{path}' does not fit its CT: {given:.0%} of its liver and tumor voxels lie outside "
+            f"{low:g}..{high:g} HU (fat, air or bone), while mirrored along {MIRROR_AXIS_WORDS[axis]} only "
+            f"{mirrored:.0%} would: its voxels are probably flipped against the CT's (by a conversion or a script), "
+            f"and the lesions' positions and HU here are those of a mirrored label. Flip the label's voxels back along "
+            f"that axis, keeping the CT's header, and run again.")
+
+
+def label_fit_warning(path: PathLike, ct: CTVolume, placed: CTVolume) -> Optional[str]:
+    """The warning of :func:`reoriented_label_fit_warning` for a label map its header reoriented onto the CT, else
+    that of :func:`mirrored_label_fit_warning` (``ct`` in HU; ``placed``: the label map read onto it); None when
+    the label fits, or no mirror mends it."""
+    if REORIENTED_NOTE in placed.meta.get("warnings", []):
+        return reoriented_label_fit_warning(path, ct, placed)
+    return mirrored_label_fit_warning(path, ct, placed)
+
+
 def label_on_reference_grid(label: CTVolume, reference: CTVolume, tolerance: float) -> CTVolume:
     """Return ``label`` on the reference's grid (:func:`onto_reference_grid`: itself, or reoriented when it is the
     same grid in another axis order), else raise LabelError naming the differences."""

@@ -1519,6 +1519,25 @@ def test_followup_warns_of_a_label_whose_header_mirrors_it_off_its_ct(tmp_path):
                for w in warnings) == 1, warnings
 
 
+def test_followup_warns_of_a_label_whose_voxels_are_mirrored_under_the_cts_header(tmp_path):
+    """A follow-up label whose voxels were flipped against its CT under the CT's own header was compared mirrored
+    without a word (stop 109's note); with the CTs given, the change report names the axis."""
+    import json
+
+    from LiverTumorSegLib.cli import main
+    from test_lesion_report_edge_cases import _label_with_mirrored_voxels
+
+    ct, flipped = _label_with_mirrored_voxels(tmp_path)
+    right = ct.replace("example_ct_sm.nii.gz", "example_ct_sm_liver.nii.gz")
+    out = tmp_path / "change.json"
+    assert main(["followup", "--baseline", right, "--followup", flipped, "--baseline-ct", ct, "--followup-ct", ct,
+                 "-o", str(out), "--no-picture"]) == 0
+    warnings = json.loads(out.read_text())["warnings"]
+    assert sum("does not fit its CT:" in w and "liver_voxels_flipped" in w and "along x" in w
+               for w in warnings) == 1, warnings
+    assert not any("example_ct_sm_liver" in w and "does not fit" in w for w in warnings), warnings
+
+
 def test_followup_judges_progression_from_a_nadir_given(tmp_path, capsys):
     """RECIST 1.1 measures progression from the smallest sum on study: a 10 % shrink from the baseline is SD, but
     with an earlier follow-up's sum well below it (--nadir-sum-mm) the same scans are PD; the report records the

@@ -437,6 +437,36 @@ def test_measure_warns_of_a_label_whose_header_mirrors_it_off_its_ct(tmp_path, c
     assert not any("does not fit its CT" in w for w in json.loads((tmp_path / "r2.json").read_text())["warnings"])
 
 
+def _label_with_mirrored_voxels(tmp_path):
+    """Testing/Data's 30-slice CT and its liver label, the label's voxels flipped in x under the CT's own header (a
+    script's ``arr[::-1]``): the same grid, so no grid check sees it."""
+    from pathlib import Path
+
+    import nibabel as nib
+
+    data = Path(__file__).resolve().parents[1] / "Data"
+    ct = nib.load(str(data / "example_ct_sm.nii.gz"))
+    label = np.asarray(nib.load(str(data / "example_ct_sm_liver.nii.gz")).dataobj).astype(np.uint8)
+    path = tmp_path / "liver_voxels_flipped.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(label[::-1]), ct.affine), str(path))  # nibabel (x, y, z): x
+    return str(data / "example_ct_sm.nii.gz"), str(path)
+
+
+def test_measure_warns_of_a_label_whose_voxels_are_mirrored_under_the_cts_header(tmp_path, capsys):
+    """A label whose voxels were flipped against the CT under the CT's own header (train refuses it) was measured
+    mirrored without a word (stop 109's note); measure --ct now names the axis along which it would fit."""
+    import json
+
+    from LiverTumorSegLib.cli import main
+
+    ct, flipped = _label_with_mirrored_voxels(tmp_path)
+    assert main(["measure", flipped, "--ct", ct, "-o", str(tmp_path / "r.json")]) == 0
+    warnings = json.loads((tmp_path / "r.json").read_text())["warnings"]
+    misfit = [w for w in warnings if "does not fit its CT:" in w]
+    assert len(misfit) == 1 and "mirrored along x (left and right as stored)" in misfit[0], warnings
+    assert "probably flipped against the CT's" in capsys.readouterr().err
+
+
 def test_measure_of_a_badly_fitting_label_stored_transposed_runs(tmp_path):
     """A label map whose header stores the CT's grid transposed (x and y swapped, so the stored voxels have another
     shape than the CT) and that fits the CT badly where its header places it: the misfit check compared the CT with

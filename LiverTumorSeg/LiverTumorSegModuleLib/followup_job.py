@@ -339,6 +339,11 @@ class FollowupJob(ChildJob):
         reuse = reusable_table(self._scene, self._table_node,  # a reloaded scene's table for this pair too
                                lambda table: mrml.change_table_owned_by(table, baseline, followup),
                                search_scene=True)
-        table_node = mrml.create_change_table_node(self._scene, change, table_node=reuse)
+        # a new table is named after its follow-up CT and kept in that CT's study: every comparison's table was
+        # 'Lesion follow-up' under the scene, and baseline vs FU1 could not be told from baseline vs FU2
+        name = self._scene.GenerateUniqueName(f"{self._nodes[3].GetName()} lesion follow-up")
+        table_node = mrml.create_change_table_node(self._scene, change, table_node=reuse, name=name)
+        if reuse is None:
+            mrml.place_beside(self._scene, table_node, self._nodes[3])
         mrml.link_change_table(table_node, baseline, followup)
         return FollowupOutcome(DONE, change, table_node, seconds=self.elapsed_seconds())

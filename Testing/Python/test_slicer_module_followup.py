@@ -85,6 +85,31 @@ def test_logic_compare_with_baseline_fills_the_change_table(module):
 
 
 
+def test_each_comparison_table_is_named_after_its_follow_up_and_joins_its_study(module):
+    """Every comparison's table was 'Lesion follow-up' (its report text node 'Lesion follow-up change report') under
+    the scene: baseline vs FU1 and baseline vs FU2 could not be told apart in the Data and Tables modules (the Slicer
+    audit). A new table is named after its follow-up CT, uniquely, and kept in that CT's study."""
+    import slicer
+
+    phantom = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
+                           noise_hu=5.0)
+    scene, mrml = module.scene, module.mrml
+    base, fu1, fu2 = (_ct_and_segmentation(scene, mrml, phantom, name) for name in ("baseline", "FU1", "FU2"))
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    study = hierarchy.CreateStudyItem(hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Patient"), "FU2 study")
+    hierarchy.SetItemParent(hierarchy.GetItemByDataNode(fu2[0]) or hierarchy.CreateItem(study, fu2[0]), study)
+    logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: _change_writing_runner(_CHANGE), python=sys.executable)
+    tables = [logic.compareWithBaseline(base[1], base[0], follow[1], follow[0], alignOnCT=False)[1]
+              for follow in (fu1, fu2, fu1)]
+    assert tables[2] is tables[0]  # the same pair's table is refilled, under its name
+    assert [t.GetName() for t in tables[:2]] == ["FU1 CT lesion follow-up", "FU2 CT lesion follow-up"]
+    reports = [t.GetNodeReference(mrml.CHANGE_REPORT_ROLE).GetName() for t in tables[:2]]
+    assert reports == ["FU1 CT lesion follow-up change report", "FU2 CT lesion follow-up change report"]
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(tables[1])) == study
+    again = logic.compareWithBaseline(fu1[1], fu1[0], fu2[1], fu2[0], alignOnCT=False)[1]  # another pair, same FU
+    assert again.GetName() == "FU2 CT lesion follow-up_1"
+
+
 def test_a_copy_of_a_change_table_is_never_refilled_by_a_later_comparison(module):
     """A copy of the follow-up table (the Data module's Clone copies its links to the two segmentations) was taken for
     the pair's table: Compare given it (or finding it once the original was deleted) refilled it, and the response
@@ -560,7 +585,7 @@ def test_a_comparison_whose_pair_was_changed_while_it_ran_says_whose_response_it
             assert lines[0].startswith("RECIST 1.1 response: SD")
     assert lines[0] == ("Comparison of 'Baseline segmentation' (on 'baseline CT') with 'Follow-up segmentation' (on "
                         "'follow-up CT'), which are no longer the selected segmentations and CTs: see the table "
-                        "'Lesion follow-up'.")
+                        "'follow-up CT lesion follow-up'.")
     assert lines[1].startswith("RECIST 1.1 response: SD")
 
 

@@ -282,22 +282,27 @@ def _without_resampling_fill(ct: Optional[CTVolume], in_hu: bool, what: str, war
     beside it as cut). ``segment`` labels nothing in such a fill, so read as tissue or air the follow-up showed, a
     target lying there was 'disappeared'; as padding it lies outside the follow-up's view, as in a round field of
     view's padding, and a lesion the baseline's fill cuts may go on beyond it unseen (it was 'disappeared' from a
-    follow-up with the same -1024 fill, which the check of what the follow-up shows beyond read as shown)."""
+    follow-up with the same -1024 fill, which the check of what the follow-up shows beyond read as shown). A round
+    field of view padded with air's value (-1024; :func:`~.inference.body_size.round_air_padding_zyx`) is set to the
+    padding too, without a warning: it is no fill, but read as air a target lying there was 'disappeared', as in
+    -3024 padding before it was read as outside the scan."""
     if ct is None or not in_hu:
         return ct
+    from .inference.body_size import round_air_padding_zyx
     from .inference.resampling_fill import (READ_AS_PADDING_HU, find_resampling_fill, find_straight_air_fill,
                                             resampling_fill_warning, straight_air_fill_warning, without_fill)
 
     fill = find_resampling_fill(ct.array, ct.geometry)
     air_fill = find_straight_air_fill(ct.array, ct.geometry)
-    if fill is None and air_fill is None:
-        return ct
+    round_padding = round_air_padding_zyx(ct.array, ct.geometry)  # a round field of view padded with -1024: no fill
     if fill is not None:
         warnings.append(f"{what} CT: {resampling_fill_warning(fill.record(), for_network=False)}")
     if air_fill is not None:
         warnings.append(f"{what} CT: {straight_air_fill_warning(ct.array, air_fill, ct.geometry)}")
-    outside = air_fill if fill is None else (fill.mask if air_fill is None else fill.mask | air_fill)
-    return without_fill(ct, outside, READ_AS_PADDING_HU)
+    masks = [mask for mask in (None if fill is None else fill.mask, air_fill, round_padding) if mask is not None]
+    if not masks:
+        return ct
+    return without_fill(ct, np.logical_or.reduce(masks), READ_AS_PADDING_HU)
 
 
 def followup_view(followup: CTVolume, followup_ct: Optional[CTVolume] = None) -> np.ndarray:

@@ -39,9 +39,9 @@ Definitions
   tilted slice has no single S: there, the mean S of the long axis' end points, its middle).
 * ``touches_scan_edge``: the lesion reaches the first or last voxel of the scan along some axis, or, with a CT,
   lies on or beside (a face neighbour) the scanner's padding outside its circular field of view (CT values below
-  -1500: -3024, -2048, -2000, ...) or a resampling's fill of air's value (-1024) beyond a straight line (the
-  body-size check's rule, :func:`~.body_size.straight_air_fill`): cut by the field of view, so its volume and axes
-  are lower bounds. Not chosen as a RECIST target.
+  -1500: -3024, -2048, -2000, ...; or written with air's value, -1024) or a resampling's fill of air's value
+  beyond a straight line (the body-size check's rules, :func:`~.body_size.outside_scan_pixels`): cut by the field
+  of view, so its volume and axes are lower bounds. Not chosen as a RECIST target.
 * ``axial_axes_limited_by_slices``: null, or, for a lesion on too few slices of a grid tilted from axial whose axes
   in true axial planes are capped by its slices' faces, ``slices``, ``slice_spacing_mm``, ``tilt_degrees``,
   ``limit_mm`` and its axes in the stored slices (:func:`~LiverTumorSegLib.metrics.recist.lesion_axes`). Not chosen
@@ -236,8 +236,8 @@ def _borders_scanner_padding(mask: np.ndarray, box: Tuple[slice, ...], hu_zyx: O
     """True when the lesion ``mask`` (``(z, y, x)``, the part of the volume in ``box``) lies on or beside (a face
     neighbour) a CT voxel below :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`: the scanner's padding
     outside its circular field of view (-3024, -2048, -2000, ...), which cuts the lesion as the array's edge would;
-    or, with ``geometry``, beside a resampling's fill written with air's value (-1024) beyond a straight line
-    (:func:`_borders_straight_air_fill`). False without a CT."""
+    or, with ``geometry``, beside such padding written with air's value (-1024): a round field of view's, or a
+    resampling's fill beyond a straight line (:func:`_borders_air_valued_padding`). False without a CT."""
     if hu_zyx is None:
         return False
     from scipy import ndimage
@@ -252,21 +252,23 @@ def _borders_scanner_padding(mask: np.ndarray, box: Tuple[slice, ...], hu_zyx: O
         return True
     if geometry is None:
         return False
-    return _borders_straight_air_fill(beside, grown, hu_zyx, geometry,
+    return _borders_air_valued_padding(beside, grown, hu_zyx, geometry,
                                       {} if fill_by_slice is None else fill_by_slice)
 
 
-def _borders_straight_air_fill(beside: np.ndarray, grown: Tuple[slice, ...], hu_zyx: np.ndarray,
-                               geometry: ImageGeometry, fill_by_slice: Dict[int, np.ndarray]) -> bool:
-    """True when a voxel ``beside`` a lesion (``(z, y, x)`` mask of the part ``grown`` of ``hu_zyx``) lies in a
-    resampling's fill written with air's value: in its axial slice, a region of the slice's lowest value (below
+def _borders_air_valued_padding(beside: np.ndarray, grown: Tuple[slice, ...], hu_zyx: np.ndarray,
+                                geometry: ImageGeometry, fill_by_slice: Dict[int, np.ndarray]) -> bool:
+    """True when a voxel ``beside`` a lesion (``(z, y, x)`` mask of the part ``grown`` of ``hu_zyx``) lies outside the
+    scan where that is written with air's value: in its axial slice, a region of the slice's lowest value (below
     :data:`~.body_size.BODY_HU`; in a slice holding the scanner's padding, -1024: :func:`~.body_size.straight_fill_value`)
-    reaching the slice's edge and bordering the rest along a straight line
-    (:func:`~.body_size.straight_air_fill`, the body-size check's rule, here on every pixel). A CT resampled onto a
-    turned grid with a -1024 fill (no fill :mod:`.resampling_fill` looks for, since int16 CTs hold real air at -1024)
-    cuts a lesion there as the array's edge would. Only the slices where an air voxel beside the lesion holds the
-    value that rule reads are read (whole slices, cached in ``fill_by_slice`` by slice index: lesions share them)."""
-    from .body_size import BODY_HU, straight_air_fill, straight_fill_value
+    that is a round field of view's padding or a resampling's fill beyond a straight line
+    (:func:`~.body_size.outside_scan_pixels`, the body-size check's rule, here on every pixel). A round field of view
+    padded with -1024 (many scanners' exports, and any CT clipped at -1024 as LiTS and nnU-Net pipelines do) cut a
+    lesion that was reported whole and chosen as a RECIST target (the lesion audit); a CT resampled onto a turned grid
+    with a -1024 fill (no fill :mod:`.resampling_fill` looks for, since int16 CTs hold real air at -1024) cuts one as
+    the array's edge would. Only the slices where an air voxel beside the lesion holds the value that rule reads are
+    read (whole slices, cached in ``fill_by_slice`` by slice index: lesions share them)."""
+    from .body_size import BODY_HU, outside_scan_pixels, straight_fill_value
 
     hu = np.asarray(hu_zyx)
     values = hu[grown]
@@ -281,7 +283,7 @@ def _borders_straight_air_fill(beside: np.ndarray, grown: Tuple[slice, ...], hu_
         if fill_value is None or not (np.take(values, int(local), axis=axis)[beside_here] == fill_value).any():
             continue
         if k not in fill_by_slice:
-            fill_by_slice[k] = straight_air_fill(plane, pixel_spacing_mm)
+            fill_by_slice[k] = outside_scan_pixels(plane, pixel_spacing_mm)
         if fill_by_slice[k][in_plane][beside_here].any():
             return True
     return False

@@ -118,8 +118,9 @@ def liver_cut_by_image_side(labels_zyx: np.ndarray, geometry: ImageGeometry,
                             liver_box: Optional[Tuple[slice, ...]] = None) -> bool:
     """True when liver (label >= 1 of ``labels_zyx``, ``(z, y, x)`` on ``geometry``) lies on the first or last row
     or column of the slices (along either array axis that does not run head to foot; an axial scan: y and x) or,
-    given the CT ``hu_zyx`` (same grid), next to (in the slice: a 4-neighbour) padding below
-    :data:`FOV_PADDING_HU` outside a circular reconstruction field of view. A field of view narrower than the body
+    given the CT ``hu_zyx`` (same grid), next to (in the slice: a 4-neighbour) padding outside a circular
+    reconstruction field of view: below :data:`FOV_PADDING_HU`, or written with air's value
+    (:func:`_liver_next_to_air_valued_padding`). A field of view narrower than the body
     (an obese patient, or one reconstructed around the liver) then cuts the liver, so its volume is that of the
     part inside the image: a 30 mm narrower field of view gave 871 of a 1123 mL liver without a word, and a
     circular one of 228 mm 858 mL of a liver whose 943 mL inside it the scan showed. ``liver_box``:
@@ -133,7 +134,11 @@ def liver_cut_by_image_side(labels_zyx: np.ndarray, geometry: ImageGeometry,
     in_plane = [axis for axis in range(3) if axis != head_foot]
     if any(bool((np.take(labels, end, axis=axis) >= 1).any()) for axis in in_plane for end in (0, -1)):
         return True
-    return hu_zyx is not None and _liver_next_to_padding(labels, np.asarray(hu_zyx), in_plane, liver_box)
+    if hu_zyx is None:
+        return False
+    hu = np.asarray(hu_zyx)
+    return _liver_next_to_padding(labels, hu, in_plane, liver_box) or \
+        _liver_next_to_air_valued_padding(labels, hu, geometry, liver_box)
 
 
 def _liver_next_to_padding(labels_zyx: np.ndarray, hu_zyx: np.ndarray, in_plane: List[int],
@@ -158,6 +163,50 @@ def _liver_next_to_padding(labels_zyx: np.ndarray, hu_zyx: np.ndarray, in_plane:
         upper = [slice(None)] * 3
         lower[axis], upper[axis] = slice(0, n - 1), slice(1, n)
         if (liver[tuple(lower)] & padding[tuple(upper)]).any() or (liver[tuple(upper)] & padding[tuple(lower)]).any():
+            return True
+    return False
+
+
+def _liver_next_to_air_valued_padding(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry: ImageGeometry,
+                                      liver_box: Optional[Tuple[slice, ...]] = None) -> bool:
+    """True when a liver voxel (label >= 1) has an in-plane neighbour (4-neighbour in its axial slice) outside the
+    scan where that is written with air's value: a round field of view padded with -1024 (many scanners' exports,
+    and any CT clipped at -1024 as LiTS and nnU-Net pipelines do) or a resampling's fill beyond a straight line
+    (:func:`~.body_size.outside_scan_pixels`, the body-size check's rule, which the lesion report's scan-edge flag
+    reads too). Such a field of view cut the liver without the warning -3024 padding gave (the lesion audit). Only
+    the axial slices where a neighbour of the liver holds the value that rule reads
+    (:func:`~.body_size.straight_fill_value`: the slice's lowest value below :data:`~.body_size.BODY_HU`) are read
+    whole (real air clipped at -1024 beside the liver, in the lung or bowel, is no padding: it reaches no corner of
+    the slice along a circle or a straight line)."""
+    from ..metrics.recist import axial_axis_zyx
+    from ..metrics.surface import bounding_box
+    from .body_size import BODY_HU, outside_scan_pixels, straight_fill_value
+
+    box = bounding_box(labels_zyx, 1) if liver_box is None else liver_box
+    if box is None:
+        return False
+    axis = axial_axis_zyx(geometry)
+    grown = tuple(b if a == axis else slice(max(b.start - 1, 0), min(b.stop + 1, n))
+                  for a, (b, n) in enumerate(zip(box, labels_zyx.shape)))
+    liver = np.asarray(labels_zyx[grown]) >= 1
+    beside = np.zeros_like(liver)
+    for a in range(3):
+        if a != axis:
+            lower, upper = [slice(None)] * 3, [slice(None)] * 3
+            lower[a], upper[a] = slice(0, -1), slice(1, None)
+            beside[tuple(lower)] |= liver[tuple(upper)]
+            beside[tuple(upper)] |= liver[tuple(lower)]
+    values = np.asarray(hu_zyx[grown])
+    beside &= ~liver & (values < BODY_HU)
+    pixel_spacing_mm = tuple(float(geometry.spacing[2 - a]) for a in range(3) if a != axis)  # (rows, columns)
+    in_plane = tuple(g for a, g in enumerate(grown) if a != axis)
+    for local in np.unique(np.nonzero(beside)[axis]):
+        plane = np.take(hu_zyx, int(local) + grown[axis].start, axis=axis)
+        here = np.take(beside, int(local), axis=axis)
+        fill_value = straight_fill_value(plane)  # the slice's lowest value; -1024 in a slice padded below air
+        if fill_value is None or not (np.take(values, int(local), axis=axis)[here] == fill_value).any():
+            continue
+        if outside_scan_pixels(plane, pixel_spacing_mm)[in_plane][here].any():
             return True
     return False
 

@@ -492,6 +492,47 @@ def test_a_target_in_the_followup_cts_padding_outside_its_round_field_of_view_is
     assert sorted(e["status"] for e in without_ct["lesions"]) == ["shrunk", "stable"]  # its part in the circle
 
 
+def _band_phantom_with_round_view(padding_hu):
+    """(baseline labels, baseline CT, follow-up labels, follow-up CT) on a 160 x 160 grid of 2 mm pixels: a phantom
+    body cut to a band 50 px high, in noisy air clipped at -1024 as scanners store it; a lesion at the liver's
+    lateral side and one in its middle. The follow-up is reconstructed with a round field of view of 30 px radius
+    about the grid's centre, padded with ``padding_hu``: the lateral lesion lies outside it, the other inside."""
+    rng = np.random.default_rng(0)
+    base = make_phantom((8, 96, 96), (2.0, 2.0, 4.0), lesions=[PhantomLesion((4, 39, 15), 5.0, 15.0),
+                                                               PhantomLesion((4, 39, 31), 5.0, 20.0)],
+                        noise_hu=5.0, seed=0)
+    hu = np.clip(np.rint(rng.normal(-1000.0, 20.0, (8, 160, 160))), -1024, None).astype(np.int16)
+    labels = np.zeros((8, 160, 160), np.uint8)
+    hu[:, 32:128, 32:128] = base.ct.array
+    labels[:, 32:128, 32:128] = base.labels
+    band = np.abs(np.arange(160) - 79.5) <= 25
+    hu[:, ~band] = np.clip(np.rint(rng.normal(-1000.0, 20.0, hu[:, ~band].shape)), -1024, None)
+    labels[:, ~band] = 0
+    geometry = base.ct.geometry
+    rows, columns = np.mgrid[0:160, 0:160]
+    outside = np.hypot(rows - 79.5, columns - 79.5) > 30.0
+    assert (labels[:, outside] == 2).any() and (labels[:, ~outside] == 2).any()
+    follow_hu = np.where(outside[None], padding_hu, hu).astype(np.int16)
+    follow_labels = np.where(outside[None], 0, labels).astype(np.uint8)
+    return (CTVolume(labels, geometry, source="baseline labels"), CTVolume(hu, geometry, source="baseline CT"),
+            CTVolume(follow_labels, geometry, source="follow-up labels"),
+            CTVolume(follow_hu, geometry, source="follow-up CT"))
+
+
+@pytest.mark.parametrize("padding_hu", [-1024, -3024])
+def test_a_target_outside_the_followups_round_field_of_view_is_not_assessed_whatever_the_padding_value(padding_hu):
+    """A follow-up reconstructed with a round field of view padded with -1024 (many scanners' exports; any CT clipped
+    at -1024, as LiTS and nnU-Net pipelines clip): the padding read as air the follow-up showed, and a target lying
+    there was 'disappeared' (the response PR) where -3024 padding made it not assessed (NE) (the lesion audit's
+    finding, carried to followup)."""
+    baseline, baseline_ct, follow, follow_ct = _band_phantom_with_round_view(padding_hu)
+    change = compare_followup(baseline, follow, baseline_ct, follow_ct, alignment="none")
+    by_status = {e["status"]: e for e in change["lesions"]}
+    assert sorted(by_status) == ["not_assessed", "stable"] and change["response"] == "NE", change["lesions"]
+    assert by_status["not_assessed"]["not_assessed_reason"] == "outside_followup_view"
+    assert not any("fill" in w for w in change["warnings"]), change["warnings"]  # no fill: nothing to warn of
+
+
 def test_a_target_in_the_followup_cts_resampling_fill_is_not_assessed():
     """A follow-up CT resampled onto another grid with SimpleITK's default fill (0 HU) outside its own field of view:
     segment labels nothing in the fill, and a target lying there was 'disappeared' (the fill read as tissue the

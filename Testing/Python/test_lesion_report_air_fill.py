@@ -84,7 +84,7 @@ def test_a_lesion_away_from_the_fill_is_not_cut():
 
 def _without_fill_rule(monkeypatch):
     module = importlib.import_module("LiverTumorSegLib.inference.lesion_report")  # the package's name is the function
-    monkeypatch.setattr(module, "_borders_straight_air_fill", lambda *args: False)
+    monkeypatch.setattr(module, "_borders_air_valued_padding", lambda *args: False)
 
 
 def _round_fov_padded_with_air(seed=0):
@@ -98,13 +98,57 @@ def _round_fov_padded_with_air(seed=0):
     return hu, labels
 
 
-@pytest.mark.parametrize("case", ["noisy", "one value", "round field of view"])
+@pytest.mark.parametrize("case", ["noisy", "one value"])
 def test_reports_without_a_straight_fill_are_unchanged(case, monkeypatch):
-    """No straight fill: the report is the one the scanner-padding check alone gave."""
-    hu, labels = _round_fov_padded_with_air() if case == "round field of view" else _phantom(case)
+    """No fill and no padding: the report is the one the scanner-padding check alone gave."""
+    hu, labels = _phantom(case)
     now = lesion_report(labels, GEOMETRY, hu_zyx=hu)
     _without_fill_rule(monkeypatch)
     assert lesion_report(labels, GEOMETRY, hu_zyx=hu) == now
+
+
+@pytest.mark.parametrize("padding_hu", [-1024, -3024])
+def test_a_lesion_cut_by_a_round_field_of_view_is_cut_whatever_the_padding_value(padding_hu):
+    """A round field of view padded with -1024 (many scanners' exports; any CT clipped at -1024, as LiTS and nnU-Net
+    pipelines clip) cut a lesion that was reported whole and chosen as the RECIST target, where -3024 padding made it
+    cut (the lesion audit: a real CT, 3.2 mL, 23.7 mm, either way). The same lesion moved into the circle is not."""
+    hu, labels = _round_fov_padded_with_air()
+    hu[hu == -1024] = padding_hu  # the padding (noisy air inside the circle holds -1024 on a few pixels too)
+    report = lesion_report(labels, GEOMETRY, hu_zyx=hu)
+    lesion = _only_lesion(report)
+    assert lesion["touches_scan_edge"] is True and lesion["recist_target"] is False
+    assert report["recist"]["target_lesion_ids"] == []
+    moved = np.where(labels == 2, 1, labels).astype(np.uint8)
+    moved[(labels == 2)[:, list(range(12, 64)) + list(range(12))]] = 2  # 12 rows up, inside the circle
+    assert _only_lesion(lesion_report(moved, GEOMETRY, hu_zyx=hu))["touches_scan_edge"] is False
+
+
+@pytest.mark.parametrize("padding_hu", [-1024, -3024])
+def test_a_liver_cut_by_a_round_field_of_view_is_cut_whatever_the_padding_value(padding_hu):
+    """segment's and measure's check that the field of view cuts the liver (its volume then that of the part inside
+    the image) read padding below -1500 HU only: the same circle padded with -1024 cut the liver without a word (the
+    lesion audit). Air set to -1024 all round the body (no circle) cuts nothing."""
+    from LiverTumorSegLib.inference.plausibility import liver_cut_by_image_side
+
+    hu, labels = _round_fov_padded_with_air()
+    hu[hu == -1024] = padding_hu
+    assert liver_cut_by_image_side(labels, GEOMETRY, hu) is True
+    hu, labels = _phantom("one value")
+    assert liver_cut_by_image_side(labels, GEOMETRY, hu) is False
+
+
+def test_real_cts_livers_are_not_cut_clipped_at_air_or_not():
+    """Testing/Data's 30-slice CT (a round field of view padded with -3024 that does not reach the liver) and the
+    same CT clipped at -1024, as LiTS and nnU-Net pipelines clip: its liver, beside lung and bowel air, is not cut."""
+    from LiverTumorSegLib.inference.plausibility import liver_cut_by_image_side
+    from LiverTumorSegLib.io.reading import read_volume
+
+    data = Path(__file__).resolve().parents[2] / "Testing" / "Data"
+    ct = read_volume(data / "example_ct_sm.nii.gz")
+    labels = (np.asarray(read_volume(data / "example_ct_sm_liver.nii.gz").array) > 0).astype(np.uint8)
+    hu = np.asarray(ct.array)
+    for given in (hu, np.maximum(hu, -1024)):
+        assert liver_cut_by_image_side(labels, ct.geometry, given) is False
 
 
 @pytest.mark.parametrize("name", ["example_ct_sm", "ct3slice_ct"])

@@ -423,13 +423,19 @@ def _zero_outside_crop(target: "Any", info: SpatialInfo) -> None:
 
 
 def inverse_labels(labels_nhw: np.ndarray, info: SpatialInfo) -> np.ndarray:
-    """Label slices ``(n, H, W)`` on the network grid -> ``(n, y, x)`` uint8 native (nearest; 0 outside crop)."""
+    """Label slices ``(n, H, W)`` on the network grid -> ``(n, y, x)`` uint8 native (0 outside crop): enlarged
+    slices take the nearest label, shrunk ones (native pixels coarser than the network's) the label with the largest
+    share, as :func:`forward_labels` does. The nearest label of a 2:1 shrink came always from the second of the two
+    network pixels each native pixel covers: objects restored half a native pixel toward lower indices (1 mm on 3 mm
+    pixels; :func:`inverse_argmax`, the engine's path, kept them in place) (the numerics audit)."""
     lab = np.asarray(labels_nhw)
     if lab.ndim != 3:
         raise InputError(f"Expected label slices (n, H, W), got shape {lab.shape}.")
     core = _unpad(lab, info)
-    if info.is_resampled:
+    if info.is_resampled and all(int(o) >= int(n) for o, n in zip(info.crop_shape_yx, core.shape[-2:])):
         core = np.rint(resample_slices(core, info.crop_shape_yx, "nearest")).astype(np.uint8)
+    elif info.is_resampled:
+        core = _label_with_largest_share(core, info.crop_shape_yx)
     ny, nx = info.native_shape_yx
     out = np.zeros((lab.shape[0], ny, nx), dtype=np.uint8)
     y0, y1, x0, x1 = info.crop_yx

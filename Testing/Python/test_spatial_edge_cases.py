@@ -77,6 +77,24 @@ def test_labels_shrunk_two_to_one_stay_registered_with_the_hu():
     assert abs(np.mean(areas) - 1.0) < 0.01
 
 
+def test_labels_restored_to_coarser_native_pixels_stay_in_place():
+    """inverse_labels (PreparedVolume.restore_labels) took the nearest network pixel when native pixels are coarser
+    (3 mm native, 1.5 mm network): each native pixel took the second of the two it covers, and objects came back half
+    a native pixel toward lower indices, where inverse_argmax of the same labels kept them (the numerics audit)."""
+    info = plan_spatial((1, 4, 4), (3.0, 3.0), None, 1.5, None, 1)  # 2:1
+    net = np.broadcast_to(np.array([0, 0, 0, 1, 1, 1, 0, 0], np.uint8), (1, 8, 8)).copy()  # x = 4.5..9.0 mm
+    restored = inverse_labels(net, info)[0]
+    assert restored[:, 2].all() and not restored[:, [0, 3]].any()  # covered wholly, not at all
+    assert restored[:, 1].sum() == 2  # half covered: the object's on alternate rows (nearest: on every row)
+    info = plan_spatial((1, 40, 40), (3.0, 3.0), None, 1.5, None, 1)
+    rows, columns = np.mgrid[0:80, 0:80]
+    disk = (np.hypot(rows - 40.0, columns - 38.5) <= 13.3).astype(np.uint8)[None]  # 40 mm across
+    restored = inverse_labels(disk, info)[0]
+    net_centre = np.array(np.nonzero(disk[0])).mean(1) * 1.5 + 0.75  # mm from the grid's first edge
+    native_centre = np.array(np.nonzero(restored)).mean(1) * 3.0 + 1.5
+    np.testing.assert_allclose(native_centre, net_centre, atol=0.3)  # nearest: about 1 mm off in y and x
+
+
 @pytest.mark.parametrize("value", [0, 1, 2])
 def test_labels_of_one_value_shrunk_keep_that_value_inside_and_pad_with_background(value):
     """A crop holding one label only (a slice stack all background, all liver or all tumor) shrunk 2:1 and padded

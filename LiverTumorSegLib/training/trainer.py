@@ -850,6 +850,19 @@ class Trainer:
                  f"stored to say so; --oblique-grid aligned is refused, as another setting).")
         return self.config
 
+    def _refuse_replacing_another_runs_package(self) -> None:
+        """OutputExistsError when ``--resume`` (without ``--overwrite``) would replace a file at ``-o`` that no run of
+        this training folder wrote (:func:`_package_of_run`): the check of an existing output was skipped whenever a
+        checkpoint was found, and ``-o`` may change on resume, so ``--resume -o precious.safetensors`` replaced
+        another model package without a word (the file-safety audit)."""
+        if self.output is None or self.config.overwrite or not self.output.exists():
+            return
+        if _package_of_run(self.output, self.log_dir):
+            return  # this run's own package (a time limit's, or one an --overwrite restart is replacing)
+        raise OutputExistsError(f"Output '{self.output}' already exists and is not a package of the run in "
+                                f"'{self.log_dir}', which --resume continues: finishing it would replace that file. "
+                                f"Choose another -o, or pass --overwrite with --resume to replace it.")
+
     def _check_outputs(self) -> None:
         cfg = self.config
         if self.output is not None:
@@ -879,6 +892,7 @@ class Trainer:
         if cfg.resume and self.last_path.is_file():  # a refused checkpoint fails here, before any work
             payload = load_checkpoint(self.last_path, map_location="cpu")
             self._resume_payload = payload  # restore() continues from it: the file is read once
+            self._refuse_replacing_another_runs_package()
             cfg = self._resumed_oblique_grid(payload)
             check_resume_config(payload.get("config"), cfg, self.last_path, saved_data_path=payload.get("data_path"))
             check_resume_schedule(payload, cfg, self.last_path)
@@ -1784,6 +1798,25 @@ def _file_identity(path: Optional[Path]) -> Optional[tuple]:
     except (OSError, TypeError):
         return None
     return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def _package_of_run(package: Path, log_dir: Path) -> bool:
+    """Whether the model package at ``package`` was written by a run whose training folder is ``log_dir``: the folder
+    its ``training.config`` names (``log_dir``, or the default beside its ``output``: :func:`default_log_dir`), as
+    every package train writes records it (relative paths are read from the current folder). False for an
+    unreadable file or another run's package."""
+    from ..package import readable_package_metadata
+
+    config = ((readable_package_metadata(package) or {}).get("training") or {}).get("config")
+    try:
+        config = json.loads(config) if isinstance(config, str) else config
+        if not isinstance(config, dict) or not (config.get("log_dir") or config.get("output")):
+            return False
+        folder = default_log_dir(TrainConfig(log_dir=str(config.get("log_dir") or ""),
+                                             output=str(config.get("output") or "")))
+        return folder.resolve() == Path(log_dir).resolve()
+    except (ValueError, OSError, RuntimeError, InputError):
+        return False
 
 
 def _package_stop_reason(package: Optional[Path]) -> Optional[str]:

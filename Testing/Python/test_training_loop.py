@@ -979,6 +979,41 @@ def test_a_run_restarted_with_overwrite_and_resumed_packages_its_own_weights(dat
     assert matches(last_b) > 0 and matches(best_a) == 0
 
 
+def test_resume_does_not_replace_another_runs_package_at_its_output(data_csv, tmp_path):
+    """The check of an existing -o was skipped whenever --resume found a checkpoint, and -o may change on resume:
+    `--resume -o precious.safetensors` (a package of another run) replaced it without a word (the file-safety
+    audit). Now refused, the file kept; --overwrite with --resume replaces it; the run's own package at -o (a
+    time limit's) is still replaced."""
+    from LiverTumorSegLib.errors import OutputExistsError
+
+    quiet = dict(log=lambda s: None)
+    other = tmp_path / "other"
+    other.mkdir()
+    precious = train(tiny_config(data_csv, other, epochs=1, iterations_per_epoch=1, val_fraction=0.0),
+                     **quiet).package_path
+    kept = precious.read_bytes()
+    run = tmp_path / "run"
+    run.mkdir()
+    logs = str(run / "logs")
+    cfg = tiny_config(data_csv, run, epochs=2, iterations_per_epoch=2, val_fraction=0.0, log_dir=logs)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, callbacks=[RaiseAt(3, RuntimeError("killed"))], **quiet)
+    resumed = cfg.updated({"resume": True, "output": str(precious)})
+    with pytest.raises(OutputExistsError, match="is not a package of the run in"):
+        train(resumed, **quiet)
+    assert precious.read_bytes() == kept
+    result = train(resumed.updated({"overwrite": True}), **quiet)
+    assert result.package_path == precious and precious.read_bytes() != kept
+    # the run's own package at -o: a time limit's, continued by --resume without --overwrite
+    limited = tiny_config(data_csv, run, epochs=2, iterations_per_epoch=2, val_fraction=0.0,
+                          log_dir=str(run / "logs2"), output=str(run / "limited.safetensors"))
+    with pytest.raises(RuntimeError, match="killed"):
+        train(limited, callbacks=[RaiseAt(3, RuntimeError("killed"))], **quiet)
+    shutil.copyfile(precious, run / "limited.safetensors")  # not its own: refused
+    with pytest.raises(OutputExistsError, match="is not a package of the run in"):
+        train(limited.updated({"resume": True}), **quiet)
+
+
 def _scripted_validation(monkeypatch, liver_dice_per_call):
     """Trainer._validate answering the given liver Dice in turn (then the last one again): which epoch is the
     'best' is then decided by the test, not by what 6 steps of a tiny network happen to learn."""

@@ -725,8 +725,9 @@ def _check_probability_folder(output_folder: Path, probability_folder: Path) -> 
 
 
 def _check_probability_folder_holds_no_ct(input_path: Path, cases: List[BatchCase], probability_folder: Path) -> None:
-    """Refuse a probability folder that holds a case's CT: the input folder, or a folder a CSV lists a CT in. The maps
-    would lie among the CTs, and a later batch of that folder would read them as CTs."""
+    """Refuse a probability folder that holds a case's CT: the input folder, a folder a CSV lists a CT in, or a case's
+    DICOM series folder. The maps would lie among the CTs, and a later batch of that folder would read them as CTs
+    (a series folder holding one is refused as neither a series nor a batch folder)."""
     same = set(file_identities(probability_folder))
     if not same:
         return
@@ -734,6 +735,10 @@ def _check_probability_folder_holds_no_ct(input_path: Path, cases: List[BatchCas
         raise InputError(f"--probabilities '{probability_folder}' is the input folder: the maps would be read as "
                          f"CTs by the next run. Give another folder.")
     for case in cases:
+        if case.input_path.is_dir() and same & set(file_identities(case.input_path)):  # a DICOM series' folder
+            raise InputError(f"--probabilities '{probability_folder}' is the folder of case '{case.case_id}' (a "
+                             f"DICOM series): a map there makes the folder neither one series nor a folder of CT "
+                             f"files, and later runs would refuse it. Give another folder.")
         if same & set(file_identities(case.input_path.parent)):
             raise InputError(f"--probabilities '{probability_folder}' holds case '{case.case_id}''s CT "
                              f"'{case.input_path}': the maps would lie among the CTs and be read as CTs by a later "

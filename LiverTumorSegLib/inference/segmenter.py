@@ -1481,6 +1481,7 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
         check_metaimage_name(probability_path)
         outputs["probabilities"] = check_can_write(probability_path, overwrite)
     _refuse_replacing_input_dicom(Path(input_path), [p for p in outputs.values() if p is not None])
+    _refuse_images_in_input_dicom_folder(Path(input_path), [p for p in outputs.values() if p is not None])
     return outputs
 
 
@@ -1492,17 +1493,45 @@ def _refuse_replacing_input_dicom(input_path: Path, outputs: List[Path]) -> None
     whole uncompressed NIfTI, 4-12 s on one with zero slices."""
     from ..dicom_seg import is_dicom_seg
     from ..io.formats import may_be_dicom_file
-    if input_path.is_dir():
-        folder = input_path.resolve()
-    elif input_path.is_file() and may_be_dicom_file(input_path):
-        folder = input_path.resolve().parent
-    else:
+    folder = input_dicom_folder(input_path)
+    if folder is None:
         return
     for path in outputs:
         if path.is_file() and folder in path.resolve().parents and may_be_dicom_file(path) and not is_dicom_seg(path):
             raise InputError(f"Output '{path}' is an existing DICOM file in the input's folder, possibly a slice of "
                              f"the series being segmented; write the result elsewhere (e.g. -o result.dcm beside "
                              f"the folder).")
+
+
+def input_dicom_folder(input_path: Path) -> Optional[Path]:
+    """The folder of the DICOM series ``input_path`` names (the folder itself, or a DICOM file's folder), resolved;
+    None for another input. An input named NIfTI, NRRD or MetaImage is not sniffed for DICOM
+    (:func:`~..io.formats.may_be_dicom_file`)."""
+    from ..io.formats import may_be_dicom_file
+
+    if input_path.is_dir():
+        return input_path.resolve()
+    if input_path.is_file() and may_be_dicom_file(input_path):
+        return input_path.resolve().parent
+    return None
+
+
+def _refuse_images_in_input_dicom_folder(input_path: Path, outputs: List[Path]) -> None:
+    """Refuse a label or probability map (NIfTI, NRRD, MetaImage) written into the input DICOM series' own folder:
+    the next read of that folder found DICOM files and a NIfTI and refused it as neither one series nor a batch
+    folder, so the tool's own output made the series unsegmentable (the file-safety audit). A DICOM SEG, a report
+    or a preview there does not disturb the read."""
+    from ..io.formats import READ_SUFFIXES
+
+    folder = input_dicom_folder(input_path)
+    if folder is None:
+        return
+    for path in outputs:
+        if full_suffix(path) in READ_SUFFIXES and path.resolve().parent == folder:
+            raise InputError(f"Output '{path}' would be written into the input DICOM series' folder '{input_path}': "
+                             f"a NIfTI/NRRD/MetaImage file there makes the folder neither one DICOM series nor a "
+                             f"folder of CT files, and later runs would refuse it. Write the result beside the folder "
+                             f"(e.g. -o {folder.name}_seg.nii.gz) or into another one.")
 
 
 def _prepared_bytes(engine: Any, network_volume: CTVolume) -> int:

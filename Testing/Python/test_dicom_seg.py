@@ -470,6 +470,32 @@ def test_series_number_stays_an_integer_string_and_a_seg_beside_its_ct_is_not_a_
     assert again.meta["modality"] == "CT" and np.array_equal(again.array, ct.array)
 
 
+def test_a_label_or_probability_map_written_into_the_input_series_folder_is_refused(series, tmp_path):
+    """'segment ct -o ct/seg.nii.gz' wrote a NIfTI into the DICOM series' folder, and every later run on that folder
+    (even the same command with --overwrite) refused it as neither one series nor a batch folder: the tool's own
+    output made the series unsegmentable (the file-safety audit). Refused before any work, in single and batch runs;
+    a DICOM SEG there is written as before, and a map beside the folder too."""
+    from LiverTumorSegLib.inference.api import segment_file
+    from LiverTumorSegLib.inference.batch import find_cases
+
+    folder, _, _ = series
+    ct = tmp_path / "ct"
+    _copy_series_without(folder, ct, [])
+    listed = sorted(p.name for p in ct.iterdir())
+    for output, probabilities in ((ct / "seg.nii.gz", None), (ct / "seg.nrrd", None),
+                                  (tmp_path / "seg.nii.gz", ct / "p.nii.gz")):
+        with pytest.raises(InputError, match="would be written into the input DICOM series' folder"):
+            segment_file(ct, output, probability_path=probabilities, engine=_oracle_engine())
+    with pytest.raises(InputError, match="would be written into the input DICOM series' folder"):
+        segment_file(ct / listed[0], ct / "seg.nii.gz", engine=_oracle_engine())  # a series given by one file
+    assert sorted(p.name for p in ct.iterdir()) == listed
+    segment_file(ct, tmp_path / "seg.nii.gz", engine=_oracle_engine())
+    segment_file(ct, ct / "result.dcm", engine=_oracle_engine())
+    (tmp_path / "cases.csv").write_text(f"image,case_id\n{ct},d1\n")
+    with pytest.raises(InputError, match="is the folder of case 'd1' \\(a DICOM series\\)"):
+        find_cases(tmp_path / "cases.csv", tmp_path / "out", probability_folder=ct)
+
+
 def test_an_output_that_is_a_slice_beside_an_input_given_as_one_dicom_file_is_refused_even_with_overwrite(
         series, tmp_path):
     """A series given by one of its files ('segment ct/IM0003.dcm -o ct/IM0004.dcm --overwrite') is guarded as its

@@ -1018,7 +1018,12 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, SeveralSeriesError):  # batch has no --series: its listing was cut off too
         text = (exc.headline + "; a batch reads one series per case: list each series' own folder (or a file of "
                 "it) as a case in a CSV")
-    return text if isinstance(exc, LiverTumorSegError) else f"{type(exc).__name__}: {text}"
+    if isinstance(exc, LiverTumorSegError):
+        return text
+    from ..cli import file_system_error_text
+
+    said = file_system_error_text(exc)  # a full disk, no permission: in the words a single run gives them
+    return said if said else f"{type(exc).__name__}: {text}"
 
 
 BATCH_LOCK_FILE = ".livertumorseg-batch.lock"

@@ -986,6 +986,9 @@ def test_an_overwriting_batch_replaces_report_and_label_map_together(tmp_path, m
     statuses = segment_batch(find_cases(tmp_path / "cts", out), oracle_segmenter(lambda x: 0.5 * oracle_predictor(x)
                                                                                   + 0.25), overwrite=True)
     assert [s.status for s in statuses] == ["failed"]
+    # in the words a single run gives a full disk (it was 'OSError: [Errno 28] ...', read as an internal error)
+    assert "No space left for" in statuses[0].message and "free disk space" in statuses[0].message, statuses[0]
+    assert "OSError" not in statuses[0].message
     assert {path: path.read_bytes() for path in before} == before  # both as they were, never a mix
     assert sorted(p.name for p in out.iterdir()) == ["ct_0.nii.gz", "reports"]  # no temporaries left
     monkeypatch.setattr("LiverTumorSegLib.io.write_label_map", real)

@@ -17,7 +17,8 @@
 3. ``tumor_inside_liver``: tumor components with no voxel within ``liver_dilation_mm`` of the liver -> background.
 4. ``tubular_lesions_to_liver``: tumor components that are tube-like (PCA of the component's voxel
    positions in mm: ``sqrt(l1 / l2) >= tube_elongation`` and cross-section ``4 sqrt(l2) <= tube_max_width_mm``,
-   i.e. a vessel segment, not a round lesion) -> liver.
+   i.e. a vessel segment, not a round lesion), no thicker than that anywhere, and, with a CT, no more than
+   ``tube_darker_hu`` darker than the liver around them on average and where they are thickest -> liver.
 5. ``min_lesion_ml``: tumor components (26-connectivity) smaller than this become liver.
 6. ``min_lesion_probability`` (needs the network's tumor probability; skipped without it): tumor components
    smaller than ``uncertain_lesion_max_ml`` whose tumor probability is below this become liver. A lesion's
@@ -476,9 +477,9 @@ def volume_below(volume_ml: np.ndarray, threshold_ml: float) -> np.ndarray:
 def _vessel_like_density(components: np.ndarray, count: int, region: np.ndarray, hu: np.ndarray,
                          voxels: np.ndarray, spacing_zyx: Sequence[float], candidates: np.ndarray,
                          labels: Optional[np.ndarray] = None, all_hu: Optional[np.ndarray] = None) -> np.ndarray:
-    """Per component ``0..count``: whether its mean HU is at least the median HU of the liver around it minus
-    ``tube_darker_hu`` (a vessel: bright with contrast, a little darker than liver without; tumors are typically
-    20-70 HU darker). The liver around a component is the liver (label 1 in ``region``) within
+    """Per component ``0..count``: whether its mean HU, and that where it is thickest
+    (:func:`_thickest_core_mean_hu`), are at least the median HU of the liver around it minus ``tube_darker_hu`` (a
+    vessel: bright with contrast, a little darker than liver without; tumors are typically 20-70 HU darker). The liver around a component is the liver (label 1 in ``region``) within
     ``tube_liver_reach_mm`` of it; without any there, the liver of ``region``, then of the whole ``labels`` (with
     ``all_hu`` on its grid); True when there is no liver at all to compare with (shape alone decides, as without a
     CT). Only ``candidates`` (the tube-shaped components) are judged; the others are False. The liver around all
@@ -503,19 +504,40 @@ def _vessel_like_density(components: np.ndarray, count: int, region: np.ndarray,
                 fallback.append(None)
         return fallback[0]
 
+    sampling = [float(v) for v in spacing_zyx]
     for k, grown in component_neighbourhoods(components, half, only=candidates):
         liver = region[grown] == 1
         reference = None
         if liver.any():
-            distance = ndimage.distance_transform_edt(components[grown] != k,
-                                                      sampling=[float(v) for v in spacing_zyx])
+            distance = ndimage.distance_transform_edt(components[grown] != k, sampling=sampling)
             near = liver & (distance <= reach_mm + 1e-6)
             if near.any():
                 reference = float(np.median(hu[grown][near]))
         if reference is None:
             reference = wider_reference()
-        judged[k] = True if reference is None else bool(mean[k] >= reference - RULES.tube_darker_hu)
+        if reference is None:
+            judged[k] = True
+            continue
+        limit = reference - RULES.tube_darker_hu
+        judged[k] = bool(mean[k] >= limit) and _thickest_core_mean_hu(components[grown] == k, hu[grown],
+                                                                       sampling) >= limit
     return judged
+
+
+def _thickest_core_mean_hu(mask: np.ndarray, hu: np.ndarray, sampling: Sequence[float]) -> float:
+    """Mean HU of the component ``mask`` (``hu`` on its grid) where it is thickest: its voxels inside the largest
+    ball it holds (centred on its deepest voxel, the radius that voxel's distance to the nearest voxel outside). A
+    10-15 mm hypodense tumor joined to a bright vessel the network also called tumor had a component mean near the
+    liver's (the vessel's voxels outweighed it) and became liver whole; its thickest place is the tumor, 50 HU
+    darker, while a vessel's is a stretch of its bright lumen (the post-processing audit)."""
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=list(sampling))[1:-1, 1:-1, 1:-1]
+    deepest = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    grid = np.ogrid[tuple(slice(0, n) for n in depth.shape)]
+    squared = sum(((g - c) * float(v)) ** 2 for g, c, v in zip(grid, deepest, sampling))
+    core = mask & (squared <= float(depth[deepest]) ** 2 + 1e-9)
+    return float(np.mean(hu[core], dtype=np.float64))
 
 
 def thin_everywhere(components: np.ndarray, count: int, spacing_zyx: Sequence[float], candidates: np.ndarray,

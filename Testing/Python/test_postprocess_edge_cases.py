@@ -834,6 +834,36 @@ def test_a_round_tumor_joined_to_a_vessel_labelled_tumor_is_not_taken_for_a_vess
     assert (out[vessel & ~sphere] == 1).all()                                # a vessel by itself is still liver
 
 
+@pytest.mark.parametrize("radius_mm", [5.0, 6.0, 7.0, 7.5])
+def test_a_small_dark_tumor_joined_to_a_bright_vessel_labelled_tumor_stays_a_tumor(radius_mm):
+    """A 10-15 mm tumor 50 HU darker than the liver, joined to a bright 7 x 60 mm vessel the network also called
+    tumor, on a 0.8 x 0.8 x 2.5 mm grid: thin enough everywhere for a tube and, by the mean of all its voxels (the
+    vessel's outweigh the tumor's), not darker than the liver, so it became liver whole, a measurable lesion gone
+    (the post-processing audit). The component's thickest core, the tumor's centre, is darker: it stays a tumor.
+    The vessel alone still becomes liver."""
+    spacing = (2.5, 0.8, 0.8)
+    shape = (24, 80, 140)
+    z, y, x = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, spacing)), indexing="ij", sparse=True)
+    labels = np.ones(shape, np.uint8)
+    hu = np.full(shape, 100.0, np.float32)
+    centre = (30.0, 32.0, 20.0)  # mm (z, y, x)
+    ball = (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= radius_mm ** 2
+    vessel = ((z - centre[0]) ** 2 + (y - centre[1]) ** 2 <= 3.5 ** 2) & (x >= centre[2]) & (x <= centre[2] + 60.0)
+    vessel = np.broadcast_to(vessel, shape)
+    ball = np.broadcast_to(ball, shape)
+    hu[vessel] = 180.0
+    hu[ball] = 50.0
+    labels[ball | vessel] = 2
+    options = PostprocessingOptions(min_lesion_ml=0.0, tumor_inside_liver=False)
+    changes = {}
+    out = clean_tumors(labels.copy(), spacing, options, hu=hu, changes=changes)
+    assert (out[ball] == 2).all() and changes.get("tumor_components", []) == [], changes
+    alone = np.ones(shape, np.uint8)
+    alone[vessel & ~ball] = 2
+    out = clean_tumors(alone, spacing, options, hu=hu)
+    assert (out[vessel & ~ball] == 1).all()                                # a vessel by itself is still liver
+
+
 def test_a_tumor_part_near_the_liver_is_left_to_the_tumor_margin_not_dropped_as_a_separate_part():
     """A 33 mL tumor one voxel off the liver (an exophytic or pedunculated tumor whose stalk the network missed)
     was dropped as a separate organ part whatever --tumor-liver-margin-mm said: the margin rule only saw parts

@@ -479,12 +479,12 @@ def _vessel_like_density(components: np.ndarray, count: int, region: np.ndarray,
                          labels: Optional[np.ndarray] = None, all_hu: Optional[np.ndarray] = None) -> np.ndarray:
     """Per component ``0..count``: whether its mean HU, and that where it is thickest
     (:func:`_thickest_core_mean_hu`), are at least the median HU of the liver around it minus ``tube_darker_hu`` (a
-    vessel: bright with contrast, a little darker than liver without; tumors are typically 20-70 HU darker). The liver around a component is the liver (label 1 in ``region``) within
-    ``tube_liver_reach_mm`` of it; without any there, the liver of ``region``, then of the whole ``labels`` (with
-    ``all_hu`` on its grid); True when there is no liver at all to compare with (shape alone decides, as without a
-    CT). Only ``candidates`` (the tube-shaped components) are judged; the others are False. The liver around all
-    tumors together made one lesion's fate depend on another's: a tube 30 HU darker than its own liver became
-    liver beside a lesion in fatty liver 12 cm away."""
+    vessel: bright with contrast, a little darker than liver without; tumors are typically 20-70 HU darker). The
+    liver around a component is the liver (label 1 in ``region``) within ``tube_liver_reach_mm`` of it; without any
+    there, the liver of ``region``, then of the whole ``labels`` (with ``all_hu`` on its grid); True when there is
+    no liver at all to compare with (shape alone decides, as without a CT). Only ``candidates`` (the tube-shaped
+    components) are judged; the others are False. The liver around all tumors together made one lesion's fate depend
+    on another's: a tube 30 HU darker than its own liver became liver beside a lesion in fatty liver 12 cm away."""
     from scipy import ndimage
 
     judged = np.zeros(count + 1, dtype=bool)
@@ -1071,7 +1071,7 @@ def tumor_parts_left_to_tumor_rules(components: np.ndarray, count: int, largest:
 
 def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
                  removed: Optional[list] = None, air_hu: Optional[np.ndarray] = None,
-                 spacing_zyx: Optional[Sequence[float]] = None
+                 spacing_zyx: Optional[Sequence[float]] = None, filled: Optional[List[int]] = None
                  ) -> Tuple[Tuple[slice, ...], Optional[np.ndarray]]:
     """Steps 1-2 on the organ's bounding box (one organ labelling), in place. Returns the kept organ's
     bounding box (+1 voxel) in ``labels``, where the tumor steps then work (the whole array if it is empty), and
@@ -1082,7 +1082,8 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
     CT (same grid) when the air step ran: a hole below :data:`ORGAN_AIR_HU` stays background, and so does a
     dropped component inside a hole (the fill had put both back, while the report said they were removed).
     ``spacing_zyx`` (mm): given, parts that are mostly tumor near the kept part are left to the tumor rules
-    (:func:`tumor_parts_left_to_tumor_rules`) and the returned box takes them in."""
+    (:func:`tumor_parts_left_to_tumor_rules`) and the returned box takes them in. ``filled``: a list ``[liver,
+    tumor]`` to which the voxels the hole fill labelled are added."""
     from scipy import ndimage
 
     if not labels.any():  # uint8 0/1/2: nonzero is organ (a whole-volume mask labels >= 1 is not needed)
@@ -1130,13 +1131,15 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
     tumor_before = None
     if options.fill_liver_holes and organ.any():
         tumor_before = region == 2
-        filled_tumor = 0
+        filled_all = filled_tumor = 0
         stay_empty = dropped
         if air_hu is not None:
             box_hu = np.asarray(air_hu[box])
             air = box_hu < threshold_for(box_hu, ORGAN_AIR_HU)
             stay_empty = air if stay_empty is None else (stay_empty | air)
-        filled_tumor += fill_cavities(region, _fillable(enclosed_background(organ, CROSS_6), stay_empty), CROSS_6)[1]
+        holes = _fillable(enclosed_background(organ, CROSS_6), stay_empty)
+        count, tumor_count = fill_cavities(region, holes, CROSS_6)
+        filled_all, filled_tumor = filled_all + count, filled_tumor + tumor_count
         # the scan's first and last slices: a hole there touches the array's z face, which is the scan's end,
         # not the body's outside; their holes are filled per slice (on a one-slice scan, the only fill there is)
         for z in sorted({0, region.shape[0] - 1}):
@@ -1144,7 +1147,11 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
                 edge = region[z:z + 1]
                 holes = _fillable(enclosed_background(edge >= 1, IN_PLANE_4),
                                   None if stay_empty is None else stay_empty[z:z + 1])
-                filled_tumor += fill_cavities(edge, holes, IN_PLANE_4)[1]
+                count, tumor_count = fill_cavities(edge, holes, IN_PLANE_4)
+                filled_all, filled_tumor = filled_all + count, filled_tumor + tumor_count
+        if filled is not None:
+            filled[0] += filled_all - filled_tumor
+            filled[1] += filled_tumor
         if not filled_tumor:
             tumor_before = None
     return box, tumor_before
@@ -1237,7 +1244,8 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     "tumor_centroid_ras_mm"}``: organ parts apart from the kept one, the largest with liver; the tumor centroids
     None for a part without tumor, :func:`dropped_part_record`; all centroids in patient LPS and RAS mm, left out
     without ``geometry``),
-    ``tumor_components`` (list of
+    ``holes_filled_liver_ml`` and ``holes_filled_tumor_ml`` (background enclosed by the organ that the hole fill
+    labelled liver, or tumor: a necrotic core inside a tumor), ``tumor_components`` (list of
     ``{"rule", "became", "volume_ml", "mean_tumor_probability", "peak_tumor_probability", "centroid_lps_mm",
     "centroid_ras_mm"}``; rules
     ``outside_liver`` (removed), ``tubular``, ``small``, ``uncertain`` (became liver, or background when touching
@@ -1278,6 +1286,7 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
               "tumor_above_lungs_components_not_listed": dict(none),
               "liver_components_removed": [], "liver_components_removed_not_listed": dropped_parts_not_listed([], 0.0),
               "tumor_components": [], "tumor_components_not_listed": tumor_changes_not_listed(),
+              "holes_filled_liver_ml": 0.0, "holes_filled_tumor_ml": 0.0,
               "head_foot_order": {"judged": False, "why": "no liver" if hu_zyx is not None and geometry is not None
                                   else "no CT in HU with its geometry given"}}
     if not labels.any():  # uint8 0/1/2: nonzero is organ (labels >= 1 made a whole-volume mask)
@@ -1350,9 +1359,11 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
             probability = None
         if probability is not None and reorientation is not None:  # a view: only the tumors' box is read
             probability = reorientation.canonical_view(probability)
-    dropped = []  # type: list
+    dropped, filled = [], [0, 0]  # type: list, List[int]
     box, network_tumor = _clean_organ(labels, options, dropped,
-                                      air_hu=hu if options.air_to_background else None, spacing_zyx=spacing)
+                                      air_hu=hu if options.air_to_background else None, spacing_zyx=spacing,
+                                      filled=filled)
+    record["holes_filled_liver_ml"], record["holes_filled_tumor_ml"] = filled[0] * voxel_ml, filled[1] * voxel_ml
     # largest first, as before (sorted on the voxel counts only: the centres take no part in the order)
     largest_first = sorted(dropped, key=lambda p: (p[0], p[1]), reverse=True)
     record["liver_components_removed"] = [dropped_part_record(part, voxel_ml, located)

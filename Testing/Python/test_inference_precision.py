@@ -416,7 +416,8 @@ def test_file_report_holds_precision_and_every_stage_time(tmp_path):
                                                       "tumor_in_air_components_not_listed",
                                                       "tumor_above_lungs_components_not_listed",
                                                       "liver_components_removed_not_listed",
-                                                      "tumor_components_not_listed"}
+                                                      "tumor_components_not_listed", "holes_filled_liver_ml",
+                                                      "holes_filled_tumor_ml"}
     stages = {"read", "checks", "reorient", "preprocess", "network", "restore", "postprocess", "report", "write",
               "total"}
     assert stages <= set(written["timings_s"]) and written["timings_s"] == result.report["timings_s"]

@@ -481,6 +481,7 @@ def test_no_liver_still_reports_every_postprocessing_key():
                                                                "mostly_tumor_count": 0},
                        "tumor_components": [],
                        "tumor_components_not_listed": {"count": 0, "volume_ml": 0.0, "by_rule": {}},
+                       "holes_filled_liver_ml": 0.0, "holes_filled_tumor_ml": 0.0,
                        "head_foot_order": {"judged": False, "why": "no CT in HU with its geometry given"}}
 
 
@@ -862,6 +863,25 @@ def test_a_small_dark_tumor_joined_to_a_bright_vessel_labelled_tumor_stays_a_tum
     alone[vessel & ~ball] = 2
     out = clean_tumors(alone, spacing, options, hu=hu)
     assert (out[vessel & ~ball] == 1).all()                                # a vessel by itself is still liver
+
+
+def test_the_hole_fill_records_what_it_labelled():
+    """The hole fill relabelled background inside the organ (a necrotic core became tumor, a missed spot liver)
+    without a record: every key of postprocessing_changes was 0 (the post-processing audit; 457 mL of a confluent
+    tumor's core on a phantom). It records the liver and tumor it filled, in mL."""
+    labels = np.zeros((20, 40, 40), np.uint8)
+    labels[2:18, 4:36, 4:36] = 1
+    labels[4:14, 8:24, 8:24] = 2      # a tumor ...
+    labels[6:12, 12:20, 12:20] = 0    # ... with a core the network left out: 6 x 8 x 8 voxels
+    labels[8:11, 28:31, 28:31] = 0    # a hole in the liver: 3 x 3 x 3 voxels
+    changes = {}
+    out = postprocess_labels(labels, (2.0, 1.0, 1.0), PostprocessingOptions(min_lesion_ml=0.0), changes=changes)
+    assert (out[6:12, 12:20, 12:20] == 2).all() and (out[8:11, 28:31, 28:31] == 1).all()
+    assert changes["holes_filled_tumor_ml"] == pytest.approx(6 * 8 * 8 * 2.0 / 1000)
+    assert changes["holes_filled_liver_ml"] == pytest.approx(27 * 2.0 / 1000)
+    nothing = {}
+    postprocess_labels(out, (2.0, 1.0, 1.0), PostprocessingOptions(min_lesion_ml=0.0), changes=nothing)
+    assert nothing["holes_filled_tumor_ml"] == 0.0 and nothing["holes_filled_liver_ml"] == 0.0
 
 
 def test_a_tumor_part_near_the_liver_is_left_to_the_tumor_margin_not_dropped_as_a_separate_part():

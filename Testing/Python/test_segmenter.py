@@ -118,7 +118,8 @@ def test_an_input_named_nifti_nrrd_or_metaimage_is_not_sniffed_for_dicom(tiny_pa
     series = tmp_path / "series"  # an existing output inside the input's DICOM folder, replaced with --overwrite:
     series.mkdir()                # its name says what it is too (3.4 s for a 26 MB label map)
     (series / "seg.nii").write_bytes(b"\0" * 1024)
-    _check_outputs(series, series / "seg.nii", None, None, None, overwrite=True)
+    with pytest.raises(InputError, match="would be written into the input DICOM series' folder"):  # a NIfTI there
+        _check_outputs(series, series / "seg.nii", None, None, None, overwrite=True)          # is refused anyway
     assert sniffed == []
     (tmp_path / "IM000016").write_bytes(b"\0" * 1024)
     with pytest.raises(AssertionError, match="IM000016 was sniffed"):

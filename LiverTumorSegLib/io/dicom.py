@@ -1107,7 +1107,11 @@ def _image_files_held_text(folder: Path) -> str:
             f"of them.")
 
 
-def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
+def _read_dicom_folder(folder: Path, series: Optional[str], given_file: Optional[Tuple[Path, str]] = None
+                       ) -> CTVolume:
+    """The DICOM series ``series`` picks in ``folder`` (or its only one). ``given_file``: ``(file, its series UID)``
+    when the user gave one file of a series and ``series`` too: a ``series`` that picks another series than the
+    file's is refused (it read that other series without a word)."""
     all_series, search = _search_dicom_series(folder)
     if not all_series:
         float_file = _float_pixel_file(folder)
@@ -1138,6 +1142,11 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     images = [s for s in all_series if _is_image_series(s)]
     if series is not None:
         chosen = select_dicom_series(all_series, series, folder)
+        if given_file is not None and chosen.uid != given_file[1]:
+            raise InputError(f"'{given_file[0]}' is a file of DICOM series {given_file[1]}, but --series "
+                             f"'{series}' picks another series of its folder ({chosen.uid}"
+                             f"{', ' + repr(chosen.description) if chosen.description else ''}). Give the file of "
+                             f"the series you want, or the folder with --series.")
     elif len(all_series) == 1:
         chosen = all_series[0]
     elif len(images) == 1:  # e.g. the CT and the DICOM SEG written from it in one folder
@@ -1199,8 +1208,9 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     _refuse_inverted_grey_scale(chosen, reader, folder)
     _refuse_localizer_series(chosen, _localizer_kinds(chosen, reader), folder, others=len(images) > 1)
     multiframe_thickness_mm = None  # type: Optional[float]
+    multiframe_rescale = []  # type: list  # the frames' rescale, which the padding is mapped with
     if len(chosen.files) == 1 and image.GetDimension() >= 3 and image.GetSize()[2] > 1:  # one multi-frame file
-        multiframe_thickness_mm = _check_multiframe(chosen, image, folder)
+        multiframe_thickness_mm = _check_multiframe(chosen, image, folder, multiframe_rescale)
     else:  # single-frame slices (a multi-frame file keeps its spacing in functional groups)
         _check_pixel_spacing(chosen, reader, folder)
         _check_orientation_present(chosen, reader, folder)
@@ -1221,7 +1231,8 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
             notes.append(note)
     # the per-slice tags still needed, then the reader let go before the voxels are copied: it keeps its output (the
     # image's own buffer) alive, so numpy's copy made SimpleITK copy the image first (3 copies at the peak, not 2)
-    padding = _padding_hu_intervals(reader, len(chosen.files), image.GetSize()[2] if image.GetDimension() >= 3 else 1)
+    padding = _padding_hu_intervals(reader, len(chosen.files), image.GetSize()[2] if image.GetDimension() >= 3 else 1,
+                                    multiframe_rescale[0] if multiframe_rescale else None)
     thickness_mm = multiframe_thickness_mm or _series_slice_thickness(reader, len(chosen.files))
     del reader
     volume = _volume_from_sitk(image, f"{folder} (series {chosen.uid})")
@@ -1989,9 +2000,13 @@ PHYSICAL_HU_RANGE = (-1024.5, 3071.5)
 """Padding that maps into this range (HU) is left alone: it cannot be told from tissue, and it is plausible CT."""
 
 
-def _padding_hu_interval(reader, index: int) -> Optional[Tuple[float, float]]:
+def _padding_hu_interval(reader, index: int, rescale: Optional[Tuple[float, float]] = None
+                         ) -> Optional[Tuple[float, float]]:
     """The HU interval that file ``index`` marks as padding (PixelPaddingValue, 0028,0120, and
     PixelPaddingRangeLimit, 0028,0121, are *stored* values, before the rescale slope and intercept), or None.
+    ``rescale``: ``(slope, intercept)`` of a multi-frame file's functional groups, where an enhanced CT keeps it
+    (the top-level tags it lacks read as 1 and 0: padding 63536 of an unsigned file with intercept -1024 stayed
+    +62512 HU, and the CT was refused as shifted by +1024; the DICOM audit).
 
     A signed series (PixelRepresentation 1) whose padding was written unsigned (63536 for -2000) is read as the
     two's complement of its BitsStored (:func:`_signed_stored_value`)."""
@@ -2003,8 +2018,11 @@ def _padding_hu_interval(reader, index: int) -> Optional[Tuple[float, float]]:
     bits = int((_tag_numbers(reader, index, "0028|0101") or [16])[0])
     if signed and 0 < bits <= 32:
         stored = [_signed_stored_value(v, bits) for v in stored]
-    slope = (_tag_numbers(reader, index, "0028|1053") or [1.0])[0]
-    intercept = (_tag_numbers(reader, index, "0028|1052") or [0.0])[0]
+    if rescale is not None:
+        slope, intercept = rescale
+    else:
+        slope = (_tag_numbers(reader, index, "0028|1053") or [1.0])[0]
+        intercept = (_tag_numbers(reader, index, "0028|1052") or [0.0])[0]
     hu = [v * slope + intercept for v in stored]
     margin = 0.5 * abs(slope)  # stored values are integers: half a step either side
     return min(hu) - margin, max(hu) + margin
@@ -2021,11 +2039,13 @@ def _signed_stored_value(value: float, bits: int) -> float:
     return float(low - 2 ** bits if low >= 2 ** (bits - 1) else low)
 
 
-def _padding_hu_intervals(reader, num_files: int, depth: int) -> List[Optional[Tuple[float, float]]]:
+def _padding_hu_intervals(reader, num_files: int, depth: int, rescale: Optional[Tuple[float, float]] = None
+                          ) -> List[Optional[Tuple[float, float]]]:
     """For each of the ``depth`` slices a series read gave, the HU interval its file marks as padding
-    (:func:`_padding_hu_interval`; one file: every frame uses its tags), or None; read from the series reader's
-    per-file tags before the reader is let go (:func:`_read_dicom_folder`)."""
-    return [_padding_hu_interval(reader, k if num_files > 1 else 0) for k in range(depth)]
+    (:func:`_padding_hu_interval`; one file: every frame uses its tags, and ``rescale``, its frames' rescale, where
+    given), or None; read from the series reader's per-file tags before the reader is let go
+    (:func:`_read_dicom_folder`)."""
+    return [_padding_hu_interval(reader, k if num_files > 1 else 0, rescale) for k in range(depth)]
 
 
 def _apply_pixel_padding(volume: CTVolume, intervals: Sequence[Optional[Tuple[float, float]]]) -> int:
@@ -2711,23 +2731,28 @@ def _set_multiframe_spacing(image, pixel_spacing: Tuple[float, float], positions
     """Give ``image`` (SimpleITK, read from one multi-frame file; changed in place) the frames' ``pixel_spacing``
     (row, column; mm) where the reader's in-plane spacing differs from it (GDCM reads the pixel measures of the
     shared functional groups, else of the first frame only), and then the distance between slices from the
-    frames' ``positions`` (mm, LPS, frame order) along the slice normal (their median step), which the reader
-    took from the same measures; :func:`_check_multiframe` then checks every frame against that grid."""
+    frames' ``positions`` (mm, LPS, frame order) along the slice normal (their mean step), which the reader
+    took from the same measures; :func:`_check_multiframe` then checks every frame against that grid. The step is
+    the first-to-last distance over the frames between (the mean step), set also where the in-plane spacing was
+    right: GDCM falls back to 1 mm slices when the frames' positions are not exactly even (a micrometre of rounding),
+    and the median step of positions written to 0.01 mm (0.63 for 0.625) put frame 480 2.4 mm off; both were refused
+    as 'frames out of order' (the DICOM audit)."""
     column_row = (pixel_spacing[1], pixel_spacing[0])  # ITK: x (along a row, the column spacing) first
-    if np.allclose(image.GetSpacing()[:2], column_row, rtol=1e-4, atol=1e-6):
-        return
     spacing = list(image.GetSpacing())
-    spacing[:2] = column_row
+    if not np.allclose(spacing[:2], column_row, rtol=1e-4, atol=1e-6):
+        spacing[:2] = column_row
     if len(positions) > 1:
         size = int(round(len(image.GetDirection()) ** 0.5))
         normal = np.asarray(image.GetDirection(), dtype=float).reshape(size, size)[:3, 2]
-        step = float(np.median(np.diff(np.asarray(positions, dtype=float) @ normal)))
+        along = np.asarray(positions, dtype=float) @ normal
+        step = float((along[-1] - along[0]) / (len(along) - 1))
         if step > 0:
             spacing[2] = step
     image.SetSpacing(tuple(spacing))
 
 
-def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> Optional[float]:
+def _check_multiframe(series: DicomSeriesInfo, image, folder: Path, rescale_out: Optional[list] = None
+                      ) -> Optional[float]:
     """Refuse a multi-frame (enhanced) CT file whose frames the reader would misplace or mis-scale: it builds the
     grid from the first frames and applies one rescale to all, so frames out of order, a missing frame or a
     rescale intercept set per frame came out silently wrong (1 mm slices, a 0 mL liver; every other slice
@@ -2735,7 +2760,10 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> Optional[
     frames' functional groups (:func:`_multiframe_pixel_spacing`; ``image``'s spacing is set in place where the
     reader's differs). Needs pydicom to see the frames. Returns the frames' SliceThickness (mm, from their Pixel
     Measures functional groups, the largest where frames differ; None where none gives one), which the reader's
-    top-level tags do not hold."""
+    top-level tags do not hold. ``rescale_out``: a list that receives the frames' one ``(slope, intercept)`` (from
+    their functional groups, which the reader applies), when they give one. Frames whose orientations
+    (PlaneOrientationSequence) differ are refused, as a single-frame series' files are: the reader placed every
+    frame as the first (the DICOM audit)."""
     path = series.files[0]
     try:
         import pydicom
@@ -2751,12 +2779,15 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> Optional[
     frames = getattr(dataset, "PerFrameFunctionalGroupsSequence", None)
     shared = getattr(dataset, "SharedFunctionalGroupsSequence", None)
     shared = shared[0] if shared else None
-    positions, rescales = [], []
+    positions, rescales, orientations = [], [], []
     for index in range(count):
         frame = frames[index] if frames is not None and len(frames) > index else None
         plane = _functional_item(frame, shared, "PlanePositionSequence")
         if plane is not None and "ImagePositionPatient" in plane:
             positions.append([float(v) for v in plane.ImagePositionPatient])
+        turned = _functional_item(frame, shared, "PlaneOrientationSequence")
+        if turned is not None and "ImageOrientationPatient" in turned:
+            orientations.append((index, [float(v) for v in turned.ImageOrientationPatient]))
         transform = _functional_item(frame, shared, "PixelValueTransformationSequence")
         if transform is not None:
             slope, intercept = _rescale_text(transform, "RescaleSlope"), _rescale_text(transform, "RescaleIntercept")
@@ -2779,6 +2810,16 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> Optional[
         raise InputError(_implausible_slope_text(f"'{path}' (series {series.uid})", f"{odd:g}",
                                                  "its frames' functional groups"))
     fix = "Convert it to NIfTI with a tool that reads enhanced DICOM frame by frame (e.g. dcm2niix) and segment that."
+    first = orientations[0] if orientations else None
+    turned = next(((n, o) for n, o in orientations
+                   if first is not None and (len(o) != len(first[1]) or
+                                             np.max(np.abs(np.subtract(o, first[1]))) > SERIES_HEADER_TOLERANCE)),
+                  None)
+    if turned is not None:
+        raise InputError(f"'{path}' (series {series.uid}): frame {turned[0] + 1} has another orientation "
+                         f"(ImageOrientationPatient {_format_numbers(turned[1])}) than frame {first[0] + 1} "
+                         f"({_format_numbers(first[1])}); the DICOM reader places every frame as the first, so those "
+                         f"frames' anatomy would be turned. {fix}")
     if len(set(rescales)) > 1:
         shown = ", ".join(f"{s:g} x + {i:g}" for s, i in sorted(set(rescales))[:4])
         raise InputError(f"'{path}' (series {series.uid}) sets its rescale per frame ({shown}); the DICOM reader "
@@ -2786,6 +2827,8 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> Optional[
     if len(positions) != count or count != image.GetSize()[2]:
         raise InputError(f"'{path}' (series {series.uid}) has {count} frames but {len(positions)} frame positions "
                          f"and {image.GetSize()[2]} slices were read; its slice geometry cannot be trusted. {fix}")
+    if rescales and rescale_out is not None:
+        rescale_out.append(rescales[0])
     _set_multiframe_spacing(image, _multiframe_pixel_spacing(path, series, frames, shared, count), positions)
     rest = (0,) * (image.GetDimension() - 3)  # ITK reads a multi-frame file as (x, y, frames, 1)
     expected = np.array([image.TransformIndexToPhysicalPoint((0, 0, k) + rest)[:3] for k in range(count)],

@@ -70,7 +70,8 @@ def read_volume(path: PathLike, series: Optional[str] = None, uint8_if_fits: boo
         raise InputError(f"'{path}' is 2D (a {suffix} picture); a 3D CT volume is needed ({_SUPPORTED_TEXT}).")
     if suffix in DICOM_FILE_SUFFIXES or may_be_dicom_file(path):
         uid = _dicom_series_of_file(path)  # (IM000016 on a DICOMDIR medium is DICOM without an extension)
-        return _read_dicom_folder(path.parent, series if series is not None else uid)
+        return _read_dicom_folder(path.parent, series if series is not None else uid,
+                                  given_file=(path, uid) if series is not None else None)
     if series is not None and suffix in NIFTI_SUFFIXES + ITK_SUFFIXES:  # was dropped without a word
         from ..errors import option_hint
         raise InputError(f"{option_hint('--series', 'series=')} picks a series in a DICOM folder, but '{path}' is a "

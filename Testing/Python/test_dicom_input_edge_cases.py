@@ -1610,3 +1610,83 @@ def test_running_out_of_memory_while_reading_a_dicom_header_is_said_not_called_n
     for read in (dicom._series_and_image_key, dicom._file_rescale):
         with pytest.raises(ResourceError, match="memory"):
             read(str(path))
+
+
+def test_an_enhanced_cts_padding_is_mapped_with_its_frames_rescale(tmp_path, ct):
+    """An unsigned Enhanced CT keeps its rescale (intercept -1024) in the frames' functional groups, its
+    PixelPaddingValue (63536) at the top level: the padding was mapped with the missing top-level rescale (1, 0), so
+    the corners stayed +62512 HU and the CT was refused as 'shifted by +1024' (the DICOM audit). Read as the same
+    pixels in single-frame files are: the corners -1024 HU, counted as padding."""
+    import pydicom
+
+    (tmp_path / "enhanced").mkdir()
+    path = write_enhanced_ct(tmp_path / "enhanced" / "ct.dcm", ct)
+    ds = pydicom.dcmread(str(path))
+    stored = np.frombuffer(ds.PixelData, np.int16).reshape(ct.shape_zyx).astype(np.int32) + 1024
+    stored[:, :6, :6] = 63536
+    ds.PixelData = stored.astype(np.uint16).tobytes()
+    ds.PixelRepresentation = 0
+    ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleIntercept = "-1024"
+    ds.add_new(0x00280120, "US", 63536)  # PixelPaddingValue
+    save_dicom(ds, path)
+    volume = read_volume(path)
+    assert (volume.array[:, :6, :6] == -1024).all() and volume.meta.get("padding_voxels") == 6 * 6 * ct.shape_zyx[0]
+    np.testing.assert_array_equal(volume.array[:, 6:, 6:], ct.array[:, 6:, 6:])
+
+
+@pytest.mark.parametrize("spacing_mm, noise", [((1.0, 1.0, 0.8), "jitter"), ((3.0, 3.0, 0.625), "two decimals")])
+def test_an_enhanced_ct_whose_frame_positions_are_not_exactly_even_is_read(tmp_path, ct, spacing_mm, noise):
+    """Frame positions a micrometre off an even grid (GDCM then falls back to 1 mm slices, which the spacing fix
+    kept where the pixels were 1 mm) or written to 0.01 mm (the median step 0.63 for 0.625 put the last frame off by
+    a slice and more) were refused as 'frames out of order, a missing frame or uneven spacing', while the same
+    positions in single-frame files read (the DICOM audit). The slice spacing is the frames' mean step now."""
+    import pydicom
+
+    frames = 60 if noise == "two decimals" else ct.shape_zyx[0]
+    array = np.resize(np.asarray(ct.array), (frames,) + tuple(ct.shape_zyx[1:])).astype(np.int16)
+    volume = CTVolume(array, ImageGeometry(spacing=spacing_mm, origin=(-48.0, -60.0, -100.0)))
+    (tmp_path / "enhanced").mkdir()
+    path = write_enhanced_ct(tmp_path / "enhanced" / "ct.dcm", volume)
+    ds = pydicom.dcmread(str(path))
+    rng = np.random.default_rng(0)
+    for k, group in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        z = -100.0 + k * spacing_mm[2]
+        z = z + rng.uniform(-0.002, 0.002) if noise == "jitter" else round(z, 2)
+        group.PlanePositionSequence[0].ImagePositionPatient = ["-48.000000", "-60.000000", f"{z:.6f}"]
+    save_dicom(ds, path)
+    read = read_volume(path)
+    np.testing.assert_allclose(read.geometry.spacing, spacing_mm, atol=2e-3)
+    assert read.shape_zyx == volume.shape_zyx
+
+
+def test_an_enhanced_ct_whose_frames_are_turned_differently_is_refused(tmp_path, ct):
+    """Frames with another ImageOrientationPatient (per-frame PlaneOrientationSequence) were all placed as the
+    first frame, without a word, where a single-frame series with such files is refused (the DICOM audit)."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    (tmp_path / "enhanced").mkdir()
+    path = write_enhanced_ct(tmp_path / "enhanced" / "ct.dcm", ct)
+    ds = pydicom.dcmread(str(path))
+    del ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence
+    for k, group in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        turned = Dataset()
+        turned.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"] if k < 4 else ["0", "1", "0", "-1", "0", "0"]
+        group.PlaneOrientationSequence = Sequence([turned])
+    save_dicom(ds, path)
+    with pytest.raises(InputError, match=r"frame 5 has another orientation \(ImageOrientationPatient "
+                                         r"0\\1\\0\\-1\\0\\0\) than frame 1"):
+        read_volume(path)
+
+
+def test_a_dicom_file_with_a_series_that_picks_another_series_is_refused(tmp_path, ct):
+    """read_volume('P000.dcm', series='Arterial'), the file of another series of the folder, read the Arterial
+    series without a word (the DICOM audit); a series that picks the file's own series still reads it."""
+    portal = write_ct_series(tmp_path / "study", ct, uid_seed=1, description="Portal venous", series_number=1,
+                             name_prefix="P")
+    write_ct_series(tmp_path / "study", ct, uid_seed=2, description="Arterial", series_number=5, name_prefix="A")
+    with pytest.raises(InputError, match=r"is a file of DICOM series .*, but --series 'Arterial' picks another "
+                                         r"series of its folder \(.*'Arterial'\)"):
+        read_volume(portal[0], series="Arterial")
+    assert read_volume(portal[0], series="Portal venous").meta["series_description"] == "Portal venous"

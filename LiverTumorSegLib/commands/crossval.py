@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
               f"own labels before it: mean liver Dice {mean['liver_dice_raw']:.3f}, tumor Dice "
               f"{mean.get('tumor_dice_raw', float('nan')):.3f} (columns liver_dice_raw, tumor_dice_raw)")
     summary = selection_summary(table[:-1])  # crossval.json's notes
-    for key in ("not_held_out", "note"):
+    for key in ("not_held_out", "note", "unfinished"):
         if summary.get(key):
             print(f"note: {summary[key]}")
     print(f"table written to {Path(out_dir) / 'crossval.csv'}")

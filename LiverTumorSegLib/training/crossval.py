@@ -70,6 +70,7 @@ def fold_row(fold: int, result) -> Dict[str, Any]:
             "liver_dice_raw": _num(raw.get("liver_dice")), "tumor_dice_raw": _num(raw.get("tumor_dice")),
             "tumor_ref_cases": sum(1 for c in with_tumor if c["reference_has_tumor"]) if with_tumor else float("nan"),
             "val_cases": VAL_CASES_SEPARATOR.join(result.val_cases), "epochs": result.epochs_completed,
+            "stop_reason": str(getattr(result, "stop_reason", "") or "completed"),
             "validation": "whole volume" if whole else (
                 f"whole-volume validation failed (see the fold's log); slice-level liver "
                 f"{_num(v.get('liver_dice')):.3f}, tumor {_num(v.get('tumor_dice')):.3f}: not comparable"),
@@ -158,6 +159,9 @@ def mean_row(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     out["selected_on_validation"] = f"yes, {OPTIMISTIC_NOTE} (see the folds)" if summary["optimistic"] else "no"
     seen = [str(r["fold"]) for r in rows if str(r.get("held_out", "yes")) != "yes"]
     out["held_out"] = "yes" if not seen else f"no for fold(s) {', '.join(seen)} (see the folds)"
+    unfinished = summary.get("unfinished_folds") or []
+    out["stop_reason"] = "finished" if not unfinished else \
+        f"not finished: fold(s) {', '.join(str(f) for f in unfinished)} (see the folds)"
     return out
 
 
@@ -725,10 +729,19 @@ def _remove_replaced_folds(config: TrainConfig, out_dir: Path, log: Callable[[st
 
 def selection_summary(folds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """crossval.json's ``weights`` (each fold's, one value when all agree), ``optimistic`` (a fold decided
-    something on its validation cases) and, when so, ``note``: a reader of the summary alone sees it too."""
+    something on its validation cases) and, when so, ``note``: a reader of the summary alone sees it too;
+    ``unfinished_folds`` (the folds whose training stopped before its end: a time limit) and, when any, ``unfinished``,
+    the note saying so."""
     weights = sorted({str(r.get("weights")) for r in folds if r.get("weights")})
     selected = [r["fold"] for r in folds if str(r.get("selected_on_validation") or "no") != "no"]
     summary = {"weights": weights[0] if len(weights) == 1 else weights, "optimistic": bool(selected)}
+    unfinished = [r["fold"] for r in folds if str(r.get("stop_reason") or "completed") not in FINISHED_STOP_REASONS]
+    summary["unfinished_folds"] = unfinished
+    if unfinished:  # a time-limited fold was averaged with finished ones without a word (the crossval audit)
+        summary["unfinished"] = (f"fold(s) {', '.join(str(f) for f in unfinished)} stopped before the end of their "
+                                 f"training (see each fold's stop_reason, e.g. time_limit for --max-time-minutes): "
+                                 f"their Dice measure partly trained networks, and the mean mixes them with the "
+                                 f"others. Run crossval again with --resume to finish them.")
     seen = [r["fold"] for r in folds if str(r.get("held_out", "yes")) != "yes"]
     if seen:
         summary["not_held_out"] = (f"fold(s) {', '.join(str(f) for f in seen)} started (--init-from) from a package "

@@ -289,3 +289,26 @@ def test_a_start_with_its_own_lesion_threshold_is_named_and_not_carried_over(dat
     logs.clear()
     train(_config(data_csv, tmp_path / "tuned_plain", init_from=str(start_package)), log=logs.append)
     assert not [line for line in logs if "lesion confidence threshold" in line]
+
+
+def test_crossval_marks_folds_the_time_limit_stopped_and_their_mean():
+    """Folds stopped by --max-time-minutes were averaged with finished ones into the mean, with only an epochs
+    number (often 0) to tell (the crossval audit): each fold says its stop_reason, the mean row and crossval.json's
+    summary name the unfinished folds, and the printed note says to --resume."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.training.crossval import fold_row, mean_row, selection_summary
+
+    def result(stop_reason):
+        return SimpleNamespace(validation={"whole_volume": {"liver_dice": 0.9, "tumor_dice": 1.0, "cases": []}},
+                               epochs_completed=0 if stop_reason == "time_limit" else 3, val_cases=["p0"],
+                               stop_reason=stop_reason)
+
+    rows = [fold_row(0, result("completed")), fold_row(1, result("time_limit")), fold_row(2, result("early_stopping"))]
+    assert [r["stop_reason"] for r in rows] == ["completed", "time_limit", "early_stopping"]
+    assert mean_row(rows)["stop_reason"] == "not finished: fold(s) 1 (see the folds)"
+    summary = selection_summary(rows)
+    assert summary["unfinished_folds"] == [1] and "fold(s) 1 stopped before the end" in summary["unfinished"]
+    assert "--resume" in summary["unfinished"]
+    finished = [rows[0], rows[2]]
+    assert mean_row(finished)["stop_reason"] == "finished" and selection_summary(finished)["unfinished_folds"] == []

@@ -766,6 +766,8 @@ def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     assert summary["metrics_over_folds"]["liver_dice"]["mean"] == pytest.approx(table[3]["liver_dice"])
     # each fold validated its last epoch's weights, on cases that decided nothing in its training
     assert all(r["weights"] == "last_epoch" and r["selected_on_validation"] == "no" for r in table)
+    assert [r["stop_reason"] for r in table] == ["completed"] * 3 + ["finished"]
+    assert summary["unfinished_folds"] == [] and "unfinished" not in summary
     assert summary["weights"] == "last_epoch" and summary["optimistic"] is False
     # the post-processing as the packages recorded it
     whole = read_package_metadata(tmp_path / "cv" / "fold_0.safetensors")["validation"]["whole_volume"]

@@ -49,7 +49,8 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    category, the reason says so (per lesion: each fragment of a split target, summed; :func:`_recist_followup_mm`). A target not assessed (outside the follow-up scan) makes the response NE
    unless a new lesion or the measured targets show PD, and leaves the follow-up sum unknown (None); a non-target
    lesion not assessed turns CR into PR (RECIST 1.1 Table 1: target CR, non-target not evaluated), and, without
-   targets, makes the response NE (Table 2). A follow-up lesion cut by the follow-up scan's edge is a lower bound
+   targets, makes the response NE (Table 2) unless the follow-up shows it (a non-target judged present: non-CR/
+   non-PD). A follow-up lesion cut by the follow-up scan's edge is a lower bound
    (growth beyond that edge is not measured): a warning names it, and when it is a target's and the response is PR
    or SD, the reason says that the response may be understated; so it does for a target's follow-up lesion whose
    axial axes thick tilted slices cap (``axial_axes_limited_by_slices``; the rows flag such lesions, and the reason
@@ -1484,8 +1485,17 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     elif unseen and targets and response == "CR":  # Table 1: target CR, non-target not evaluated, no new -> PR
         response, reason = "PR", (f"all target lesions disappeared; {_unseen_text(unseen, 'non-target lesion(s)')} "
                                   f"(not evaluated), so not CR (RECIST 1.1 Table 1)")
-    elif unseen and not targets and response in ("CR", NON_CR_NON_PD):  # Table 2: not all evaluated -> NE
-        response, reason = "NE", f"{_unseen_text(unseen, 'lesion(s)')} (not evaluated); {reason}"
+    elif unseen and not targets and response in ("CR", NON_CR_NON_PD):
+        # Table 2: non-targets are judged present or absent. One the follow-up shows (a lesion cut by the
+        # baseline's edge, seen again) is present, whatever its size: evaluated, non-CR/non-PD; only one of which the
+        # follow-up shows nothing may lie beyond its view, not evaluated -> NE (a dome lesion cut at the top of both
+        # scans made NE, 'not evaluated' beside 'non-target lesions persist': the followup audit)
+        absent = [e for e in unseen if not e["followup_ids"]]
+        if absent:
+            response, reason = "NE", f"{_unseen_text(absent, 'lesion(s)')} (not evaluated); {reason}"
+        else:
+            reason += (f"; {_unseen_text(unseen, 'lesion(s)')}, but present at follow-up: as non-target lesions "
+                       f"they are evaluated as present (their change in size is not measured)")
     # a follow-up lesion the follow-up scan's edge cuts is a lower bound: growth beyond that edge is not measured
     cut_rows = [(e, [j for j in e["followup_ids"] if follow_by_id[j].get("touches_scan_edge")]) for e in entries
                 if e["status"] != "not_assessed"]

@@ -1989,3 +1989,22 @@ def test_previous_json_nested_too_deep_is_refused_as_unreadable(tmp_path):
     deep.write_text("[" * 100000, encoding="utf-8")
     with pytest.raises(InputError, match="is not a readable JSON file .*nested too deep"):
         read_previous_change(deep)
+
+
+def test_a_non_target_cut_by_the_scan_edge_and_seen_at_follow_up_is_present_not_unevaluated():
+    """RECIST 1.1 judges non-target lesions present or absent. A lesion cut by the baseline scan's top edge, where
+    the follow-up does not reach farther, was not assessed and, without targets, made the response NE, though the
+    follow-up showed it: 'not evaluated' beside 'non-target lesions persist' (the followup audit; a dome lesion cut
+    at the top of both abdominal scans). Seen at follow-up it is present: Non-CR/non-PD. Gone, it may lie beyond the
+    follow-up's view: NE, as before."""
+    base = make_phantom((16, 48, 40), (2.0, 2.0, 3.0), lesions=[PhantomLesion((6, 19, 13), 7.0, 15.0)],
+                        noise_hu=0.0, seed=0)
+    geometry = ImageGeometry(spacing=(2.0, 2.0, 3.0))
+    labels = CTVolume(np.ascontiguousarray(base.labels[6:]), geometry, source="baseline")  # starts in the lesion
+    seen = compare_followup(labels, CTVolume(labels.array.copy(), geometry, source="follow-up"), alignment="none")
+    (row,) = seen["lesions"]
+    assert row["status"] == "not_assessed" and row["followup_ids"] == [1]
+    assert seen["response"] == "Non-CR/non-PD" and "present at follow-up" in seen["response_reason"]
+    gone = compare_followup(labels, CTVolume(np.minimum(labels.array, 1), geometry, source="follow-up"),
+                            alignment="none")
+    assert gone["response"] == "NE" and "(not evaluated)" in gone["response_reason"]

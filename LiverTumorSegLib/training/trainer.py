@@ -850,15 +850,26 @@ class Trainer:
                  f"stored to say so; --oblique-grid aligned is refused, as another setting).")
         return self.config
 
-    def _refuse_replacing_another_runs_package(self) -> None:
+    def _refuse_replacing_another_runs_package(self, finished: bool) -> None:
         """OutputExistsError when ``--resume`` (without ``--overwrite``) would replace a file at ``-o`` that no run of
         this training folder wrote (:func:`_package_of_run`): the check of an existing output was skipped whenever a
         checkpoint was found, and ``-o`` may change on resume, so ``--resume -o precious.safetensors`` replaced
-        another model package without a word (the file-safety audit)."""
+        another model package without a word (the file-safety audit). A file that is no readable package is left to
+        :func:`_refuse_unreadable_package` when the run has ``finished`` its epochs (which names that case), and is
+        refused as unreadable otherwise (its owner cannot be told)."""
+        from ..package import readable_package_metadata
+
         if self.output is None or self.config.overwrite or not self.output.exists():
             return
         if _package_of_run(self.output, self.log_dir):
             return  # this run's own package (a time limit's, or one an --overwrite restart is replacing)
+        if readable_package_metadata(self.output) is None:
+            if finished:
+                return
+            raise OutputExistsError(f"Output '{self.output}' already exists and cannot be read as a model package "
+                                    f"(damaged, cut short, or another kind of file), so whose it is cannot be told: "
+                                    f"--resume would replace it. If it is this run's package, delete it and run "
+                                    f"again with --resume; else choose another -o.")
         raise OutputExistsError(f"Output '{self.output}' already exists and is not a package of the run in "
                                 f"'{self.log_dir}', which --resume continues: finishing it would replace that file. "
                                 f"Choose another -o, or pass --overwrite with --resume to replace it.")
@@ -892,7 +903,7 @@ class Trainer:
         if cfg.resume and self.last_path.is_file():  # a refused checkpoint fails here, before any work
             payload = load_checkpoint(self.last_path, map_location="cpu")
             self._resume_payload = payload  # restore() continues from it: the file is read once
-            self._refuse_replacing_another_runs_package()
+            self._refuse_replacing_another_runs_package(finished=int(payload["epoch"]) >= int(cfg.epochs))
             cfg = self._resumed_oblique_grid(payload)
             check_resume_config(payload.get("config"), cfg, self.last_path, saved_data_path=payload.get("data_path"))
             check_resume_schedule(payload, cfg, self.last_path)

@@ -453,6 +453,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelComboBox.addItem(item["text"], item["path"])
         self._modelItems = items
         self._defaultModelPath = panel_text.default_model_path(items)
+        if not self._defaultModelPath and panel_text.unusable_default_text(items):  # a damaged default: said
+            self.ui.statusLabel.text = panel_text.unusable_default_text(items)
         # the refilled list's first item had become current: adding the model already selected (the same value
         # set again changes no parameter) switched the panel to alexnet_fcn_v2 without a word (the panel audit)
         wanted = selectPath or (self._parameterNode.modelPath if self._parameterNode else "")

@@ -690,8 +690,14 @@ def model_choices(entries: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
         if entry.get("error"):
             text += " - unusable"
         items.append({"text": text, "path": str(entry["path"]), "default": bool(entry.get("default"))
-                      and not entry.get("error"), "usable": not entry.get("error"), "error": entry.get("error")})
+                      and not entry.get("error"), "usable": not entry.get("error"), "error": entry.get("error"),
+                      "bundled_default_file": entry.get("source") == "bundled"
+                      and _file_name(str(entry["path"])) == BUNDLED_DEFAULT_FILE})
     return items
+
+
+BUNDLED_DEFAULT_FILE = "default.safetensors"
+"""The bundled package ``--model default`` runs (by its file name in the bundled folder)."""
 
 
 def installed_by_file_name(model_path: str, items: Sequence[Dict[str, Any]]) -> str:
@@ -712,12 +718,30 @@ def model_found_by_name_text(model_path: str, found: str) -> str:
 
 
 def default_model_path(items: Sequence[Dict[str, Any]]) -> str:
-    """The path the panel selects for a new scene: the usable package flagged default, else the first usable item
-    ('' when none is usable: a new scene then selects nothing rather than a package that cannot run). The list is
-    sorted by file name, so its first item was alexnet_fcn_v2, not the default."""
+    """The path the panel selects for a new scene: the usable package flagged default, else, where the bundled
+    folder holds no default file at all, the first usable item; '' when none is usable, or when the bundled default
+    is there but cannot be used (damaged): a new scene then selects nothing (:func:`unusable_default_text` says
+    why) rather than another architecture without a word, where ``segment`` refuses the damaged default (the
+    package audit: alexnet_fcn_v2 was selected). The list is sorted by file name, so its first item was
+    alexnet_fcn_v2, not the default."""
     usable = [item for item in items if item.get("usable", True)]
     flagged = [item["path"] for item in usable if item.get("default")]
-    return flagged[0] if flagged else (usable[0]["path"] if usable else "")
+    if flagged:
+        return flagged[0]
+    if any(item.get("bundled_default_file") for item in items):
+        return ""
+    return usable[0]["path"] if usable else ""
+
+
+def unusable_default_text(items: Sequence[Dict[str, Any]]) -> str:
+    """The panel's note when the bundled default package is there but cannot be used (:func:`default_model_path`
+    then selects nothing), naming why and the fix; '' otherwise."""
+    broken = [item for item in items if item.get("bundled_default_file") and not item.get("usable", True)]
+    if not broken:
+        return ""
+    return (f"The bundled default model cannot be used: {broken[0].get('error')}. Restore "
+            f"Resources/Models/{BUNDLED_DEFAULT_FILE} from the release (or reinstall the extension), or choose "
+            f"another model in the list.")
 
 
 def device_text(last_device: str = "") -> str:

@@ -378,9 +378,9 @@ def test_model_choices_mark_default_and_unusable():
         {"name": "default", "path": "/a/default.safetensors", "source": "bundled", "default": True, "error": None},
         {"name": "broken", "path": "/b/broken.safetensors", "source": "user", "error": "truncated"}])
     assert items == [{"text": "default (bundled) - default", "path": "/a/default.safetensors", "default": True,
-                      "usable": True, "error": None},
+                      "usable": True, "error": None, "bundled_default_file": True},
                      {"text": "broken (user) - unusable", "path": "/b/broken.safetensors", "default": False,
-                      "usable": False, "error": "truncated"}]  # the reason, which the panel's model text gives
+                      "usable": False, "error": "truncated", "bundled_default_file": False}]  # the reason: model text
     # a scene's model saved under another folder: the one installed file of that name
     assert panel_text.installed_by_file_name("/home/x/models/default.safetensors", items) == "/a/default.safetensors"
     assert panel_text.installed_by_file_name("/home/x/models/broken.safetensors", items) == ""  # not usable
@@ -399,14 +399,31 @@ def test_a_new_scene_gets_the_default_model_not_the_first_in_the_list():
     assert panel_text.default_model_path([]) == ""
 
 
-def test_without_a_usable_default_a_new_scene_gets_the_first_usable_package_not_a_broken_one():
+def test_without_a_default_file_a_new_scene_gets_the_first_usable_package_not_a_broken_one():
     items = panel_text.model_choices([
         {"name": "a_broken", "path": "/b/a_broken.safetensors", "source": "user", "error": "truncated"},
-        {"name": "default", "path": "/a/default.safetensors", "source": "bundled", "default": True,
-         "error": "hash mismatch"},
         {"name": "unet", "path": "/a/unet.safetensors", "source": "bundled", "error": None}])
     assert panel_text.default_model_path(items) == "/a/unet.safetensors"
-    assert panel_text.default_model_path(items[:2]) == ""
+    assert panel_text.default_model_path(items[:1]) == ""
+    assert panel_text.unusable_default_text(items) == ""
+
+
+def test_a_damaged_bundled_default_selects_nothing_and_says_why():
+    """A damaged default.safetensors made a new scene select the first usable package (alexnet_fcn_v2) without a
+    word, and a scene whose model was not installed here was told 'the default model is selected', while segment
+    refuses the damaged default (the package audit). Nothing is selected now, and the panel says why."""
+    items = panel_text.model_choices([
+        {"name": "alexnet_fcn_v2", "path": "/a/alexnet_fcn_v2.safetensors", "source": "bundled", "error": None},
+        {"name": "default", "path": "/a/default.safetensors", "source": "bundled", "default": False,
+         "error": "its metadata failed its integrity check"},
+        {"name": "unet", "path": "/a/unet.safetensors", "source": "bundled", "error": None}])
+    assert panel_text.default_model_path(items) == ""
+    text = panel_text.unusable_default_text(items)
+    assert "its metadata failed its integrity check" in text and "Restore Resources/Models/default.safetensors" in text
+    user_named_default = panel_text.model_choices([  # a user's file named default.safetensors is not the bundled one
+        {"name": "default", "path": "/u/default.safetensors", "source": "user", "error": "truncated"},
+        {"name": "unet", "path": "/a/unet.safetensors", "source": "bundled", "error": None}])
+    assert panel_text.default_model_path(user_named_default) == "/a/unet.safetensors"
 
 
 def test_training_data_text_prefers_description_and_hides_build_machine_paths():

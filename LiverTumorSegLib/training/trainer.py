@@ -850,18 +850,19 @@ class Trainer:
                  f"stored to say so; --oblique-grid aligned is refused, as another setting).")
         return self.config
 
-    def _refuse_replacing_another_runs_package(self, finished: bool) -> None:
+    def _refuse_replacing_another_runs_package(self, cfg: TrainConfig, finished: bool) -> None:
         """OutputExistsError when ``--resume`` (without ``--overwrite``) would replace a file at ``-o`` that no run of
         this training folder wrote (:func:`_package_of_run`): the check of an existing output was skipped whenever a
         checkpoint was found, and ``-o`` may change on resume, so ``--resume -o precious.safetensors`` replaced
         another model package without a word (the file-safety audit). A file that is no readable package is left to
         :func:`_refuse_unreadable_package` when the run has ``finished`` its epochs (which names that case), and is
-        refused as unreadable otherwise (its owner cannot be told)."""
+        refused as unreadable otherwise (its owner cannot be told). ``cfg``: the resumed run's settings (an older
+        checkpoint's ``oblique_grid`` settled)."""
         from ..package import readable_package_metadata
 
-        if self.output is None or self.config.overwrite or not self.output.exists():
+        if self.output is None or cfg.overwrite or not self.output.exists():
             return
-        if _package_of_run(self.output, self.log_dir):
+        if _package_of_run(self.output, self.log_dir, cfg):
             return  # this run's own package (a time limit's, or one an --overwrite restart is replacing)
         if readable_package_metadata(self.output) is None:
             if finished:
@@ -871,8 +872,9 @@ class Trainer:
                                     f"--resume would replace it. If it is this run's package, delete it and run "
                                     f"again with --resume; else choose another -o.")
         raise OutputExistsError(f"Output '{self.output}' already exists and is not a package of the run in "
-                                f"'{self.log_dir}', which --resume continues: finishing it would replace that file. "
-                                f"Choose another -o, or pass --overwrite with --resume to replace it.")
+                                f"'{self.log_dir}', which --resume continues (another training folder and other "
+                                f"settings): finishing it would replace that file. Choose another -o, or pass "
+                                f"--overwrite with --resume to replace it.")
 
     def _check_outputs(self) -> None:
         cfg = self.config
@@ -903,11 +905,11 @@ class Trainer:
         if cfg.resume and self.last_path.is_file():  # a refused checkpoint fails here, before any work
             payload = load_checkpoint(self.last_path, map_location="cpu")
             self._resume_payload = payload  # restore() continues from it: the file is read once
-            self._refuse_replacing_another_runs_package(finished=int(payload["epoch"]) >= int(cfg.epochs))
             cfg = self._resumed_oblique_grid(payload)
             check_resume_config(payload.get("config"), cfg, self.last_path, saved_data_path=payload.get("data_path"))
             check_resume_schedule(payload, cfg, self.last_path)
             check_resume_world_size(payload, self.dist.world_size, int(cfg.batch_size), self.last_path)
+            self._refuse_replacing_another_runs_package(cfg, finished=int(payload["epoch"]) >= int(cfg.epochs))
             self._note_other_thread_count(payload.get("cpu_threads"))
             done = int(payload["epoch"])
             payload["state"] = decode_json(payload, "state") or {}  # decoded once: restore() reads this dict
@@ -1811,21 +1813,26 @@ def _file_identity(path: Optional[Path]) -> Optional[tuple]:
     return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
-def _package_of_run(package: Path, log_dir: Path) -> bool:
-    """Whether the model package at ``package`` was written by a run whose training folder is ``log_dir``: the folder
-    its ``training.config`` names (``log_dir``, or the default beside its ``output``: :func:`default_log_dir`), as
-    every package train writes records it (relative paths are read from the current folder). False for an
-    unreadable file or another run's package."""
+def _package_of_run(package: Path, log_dir: Path, config: TrainConfig) -> bool:
+    """Whether the model package at ``package`` is one the run ``config`` (training folder ``log_dir``) may replace:
+    written by a run whose training folder is ``log_dir`` (the folder its ``training.config`` names: ``log_dir``, or
+    the default beside its ``output``, :func:`default_log_dir`; relative paths are read from the current folder),
+    or by a run of the same experiment (:func:`differing_settings` finds no difference: a training folder moved or
+    copied with its package, whose recorded folder is the old one). False for an unreadable file, one without a
+    recorded training configuration, or another experiment's package."""
     from ..package import readable_package_metadata
 
-    config = ((readable_package_metadata(package) or {}).get("training") or {}).get("config")
+    training = (readable_package_metadata(package) or {}).get("training") or {}
+    saved = training.get("config")
     try:
-        config = json.loads(config) if isinstance(config, str) else config
-        if not isinstance(config, dict) or not (config.get("log_dir") or config.get("output")):
+        saved = json.loads(saved) if isinstance(saved, str) else saved
+        if not isinstance(saved, dict) or not (saved.get("log_dir") or saved.get("output")):
             return False
-        folder = default_log_dir(TrainConfig(log_dir=str(config.get("log_dir") or ""),
-                                             output=str(config.get("output") or "")))
-        return folder.resolve() == Path(log_dir).resolve()
+        folder = default_log_dir(TrainConfig(log_dir=str(saved.get("log_dir") or ""),
+                                             output=str(saved.get("output") or "")))
+        if folder.resolve() == Path(log_dir).resolve():
+            return True
+        return differing_settings(saved, config, package, saved_data_path=training.get("data_path")) == ""
     except (ValueError, OSError, RuntimeError, InputError):
         return False
 

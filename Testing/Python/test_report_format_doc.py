@@ -221,7 +221,7 @@ def test_the_network_grid_record_is_documented():
 def _crossval_results():
     """Two folds' training results as run_crossval tabulates them (no training): fold 0 validated on whole volumes,
     its weights chosen on its validation cases and started from a package that saw its patient; fold 1's
-    whole-volume validation failed (NaN Dice)."""
+    whole-volume validation failed (NaN Dice), and the time limit stopped its training."""
     whole = {"liver_dice": 0.93, "tumor_dice": 0.61, "raw_network": {"liver_dice": 0.92, "tumor_dice": 0.55},
              "cases": [{"case": "a", "reference_has_tumor": True}, {"case": "b", "reference_has_tumor": False}],
              "postprocessing_label": "segment's defaults", "postprocessing": {"fill_holes": True}}
@@ -230,7 +230,7 @@ def _crossval_results():
                                         "init_trained_on_validation_patients": ["p1"]},
                             val_cases=["a", "b"], epochs_completed=3)
     second = SimpleNamespace(validation={"liver_dice": 0.8, "tumor_dice": 0.4, "weights": "last_epoch"},
-                             val_cases=["c"], epochs_completed=3)
+                             val_cases=["c"], epochs_completed=3, stop_reason="time_limit")
     return [first, second]
 
 
@@ -274,7 +274,7 @@ def test_every_crossval_column_and_summary_key_is_documented_and_every_documente
     summary_title = "`crossval`'s `crossval.json`: `summary`"
     sometimes = {key for keys, _ in summary_rows for key in keys
                  if _cell_text(summary_title, key).strip().startswith(("(when", "(only when"))}
-    assert sometimes == {"postprocessing", "postprocessing_options", "note", "not_held_out"}
+    assert sometimes == {"postprocessing", "postprocessing_options", "note", "not_held_out", "unfinished"}
     assert _documented(summary_rows) - set(plain_written["summary"]) == sometimes - {"postprocessing"}
     (tmp_path / "failed").mkdir()  # no fold validated on whole volumes: no post-processing to name
     _, failed_written = _crossval_tables(tmp_path / "failed", _crossval_results()[1:])

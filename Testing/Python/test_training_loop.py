@@ -984,8 +984,8 @@ def test_a_run_restarted_with_overwrite_and_resumed_packages_its_own_weights(dat
 def test_resume_does_not_replace_another_runs_package_at_its_output(data_csv, tmp_path):
     """The check of an existing -o was skipped whenever --resume found a checkpoint, and -o may change on resume:
     `--resume -o precious.safetensors` (a package of another run) replaced it without a word (the file-safety
-    audit). Now refused, the file kept; --overwrite with --resume replaces it; the run's own package at -o (a
-    time limit's) is still replaced."""
+    audit). Now refused, the file kept; --overwrite with --resume replaces it. The run's own package at -o (a time
+    limit's; also one moved or copied with its training folder, found by its settings) is still replaced."""
     from LiverTumorSegLib.errors import OutputExistsError
 
     quiet = dict(log=lambda s: None)
@@ -1011,7 +1011,7 @@ def test_resume_does_not_replace_another_runs_package_at_its_output(data_csv, tm
                           log_dir=str(run / "logs2"), output=str(run / "limited.safetensors"))
     with pytest.raises(RuntimeError, match="killed"):
         train(limited, callbacks=[RaiseAt(3, RuntimeError("killed"))], **quiet)
-    shutil.copyfile(precious, run / "limited.safetensors")  # not its own: refused
+    (run / "limited.safetensors").write_bytes(kept)  # another experiment's package (fewer iterations): refused
     with pytest.raises(OutputExistsError, match="is not a package of the run in"):
         train(limited.updated({"resume": True}), **quiet)
 
@@ -1152,7 +1152,7 @@ def test_early_stopping_and_the_plateau_schedule_mark_the_validation_numbers_opt
     assert mean_row([plain, older])["weights"] == "mixed: best_on_validation, last_epoch"
     summary = selection_summary([plain, older])
     assert summary["optimistic"] is True and "fold(s) 2" in summary["note"]
-    assert selection_summary([plain]) == {"weights": "last_epoch", "optimistic": False}
+    assert selection_summary([plain]) == {"weights": "last_epoch", "optimistic": False, "unfinished_folds": []}
 
 
 def test_resume_of_a_run_that_stopped_early_is_refused_as_finished(data_csv, tmp_path):

@@ -242,6 +242,16 @@ def _tiny_run_before_oblique_grid(tmp_path):
     saved.pop("oblique_grid")
     payload["config"] = json.dumps(saved, sort_keys=True) if isinstance(payload["config"], str) else saved
     save_checkpoint(last, payload)
+
+    def without_option(meta):  # the run's package records no oblique_grid either, as one written before it did not
+        config = meta["training"]["config"]
+        config = json.loads(config) if isinstance(config, str) else config
+        config.pop("oblique_grid", None)
+        meta["training"]["config"] = config
+
+    from LiverTumorSegLib.package import rewrite_package_metadata
+
+    rewrite_package_metadata(tmp_path / "m.safetensors", without_option)
     return dict(values, epochs=2, resume=True)
 
 

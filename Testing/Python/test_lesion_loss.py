@@ -235,13 +235,15 @@ def test_many_lesions_on_whole_slices_take_no_copy_of_the_batch_per_lesion(tmp_p
 def test_descending_the_lesion_term_alone_finds_a_missed_small_lesion():
     """A tiny network, one slice with a large (8 x 8) and a small (2 x 2) lesion, both brighter than the liver
     around them; 50 SGD steps on the per-lesion term alone take the small lesion's hard Dice from 0 to above 0.5
-    (the term's gradient for a missed small lesion is as large as for a missed large one)."""
-    torch.manual_seed(0)
+    (the term's gradient for a missed small lesion is as large as for a missed large one). Sixteen hidden channels:
+    with four, 3 of 30 seeds left the small lesion missed (dead ReLU units; the determinism audit), with eight 4 of
+    200, with sixteen none of 700 (seeds 0-699, one thread)."""
+    torch.manual_seed(test_seed(235))
     target = torch.ones((1, 24, 24), dtype=torch.long)
     target[0, 3:11, 3:11] = 2
     target[0, 17:19, 17:19] = 2
     image = (target == 2).float().unsqueeze(1) + 0.05 * torch.randn((1, 1, 24, 24))
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 1))
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 3, 1))
     with torch.no_grad():
         net[2].bias.copy_(torch.tensor([0.0, 1.0, -1.0]))  # starts calling liver everywhere: both lesions missed
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5)

@@ -995,15 +995,25 @@ def file_sha256(path: PathLike) -> str:
 
 
 def _in_bundled_folder(path: Path) -> bool:
-    """Whether ``path`` lies in the bundled folder, also as a symbolic link placed there (resolving the link
-    first would take a link to an edited file outside the folder past :data:`BUNDLED_CHECKSUMS`)."""
+    """Whether ``path`` lies in the bundled folder (:func:`_bundled_name`)."""
+    return _bundled_name(path) is not None
+
+
+def _bundled_name(path: Path) -> Optional[str]:
+    """The name under which the bundled folder's :data:`BUNDLED_CHECKSUMS` lists ``path``, or None for a file outside
+    that folder: ``path``'s own name where it lies there, also as a symbolic link placed there (resolving the link
+    first would take a link to an edited file outside the folder past the list); its target's name for a link from
+    elsewhere to a file there (looked up under the link's own name, a user folder's link to a bundled package was
+    called an unlisted bundled file, its release check skipped, and a rewrite through it listed a name the folder
+    does not hold: the package audit)."""
     folder = bundled_models_dir().resolve()
     if Path(path).absolute().parent.resolve() == folder:
-        return True
+        return Path(path).name
     try:
-        return Path(path).resolve().parent == folder
+        target = Path(path).resolve()
     except (OSError, RuntimeError):  # a loop of links (RuntimeError before Python 3.13): weights_problem raised it
-        return False
+        return None
+    return target.name if target.parent == folder else None
 
 
 def read_bundled_checksums() -> Dict[str, str]:
@@ -1024,19 +1034,32 @@ def _read_checksum_file(listing: Path) -> Dict[str, str]:
 
 
 def record_bundled_checksum(path: PathLike) -> None:
-    """After a package is written into the bundled folder, or into any folder holding a :data:`BUNDLED_CHECKSUMS`
-    list (a clone's Resources/Models written while LIVERTUMORSEG_RESOURCES points elsewhere), put its SHA-256
-    into that list: a stale list made every later load from that folder fail its integrity check."""
+    """After a package is written into the bundled folder, or into another ``Resources/Models`` folder holding a
+    :data:`BUNDLED_CHECKSUMS` list (a clone's, written while LIVERTUMORSEG_RESOURCES points elsewhere), put its
+    SHA-256 into that list (under :func:`_bundled_name`): a stale list made every later load from that folder fail
+    its integrity check. Any other folder's list (a publisher's beside a download) is left as it is, with a
+    warning where it lists the file: rewriting it made 'sha256sum -c' vouch for the changed file (the package
+    audit)."""
     path = Path(path)
-    listing = path.absolute().parent / BUNDLED_CHECKSUMS
-    if _in_bundled_folder(path):
+    name = _bundled_name(path)
+    if name is not None:
         listing = bundled_models_dir() / BUNDLED_CHECKSUMS
-    elif not listing.is_file():
-        return
-    entry = f"{file_sha256(path)}  {path.name}"
+    else:
+        listing = path.absolute().parent / BUNDLED_CHECKSUMS
+        if not listing.is_file():
+            return
+        name = path.name
+        folder = path.absolute().parent
+        if not (folder.name == "Models" and folder.parent.name == "Resources"):
+            if any(_checksum_line_name(line) == name
+                   for line in listing.read_text(encoding="utf-8", errors="replace").splitlines()):
+                log.warning("warning: '%s' no longer matches its line in '%s' (written by whoever made that list, "
+                            "e.g. its publisher); the list was left as it is", path, listing)
+            return
+    entry = f"{file_sha256(path)}  {name}"
     lines = listing.read_text(encoding="utf-8").splitlines() if listing.is_file() else []
-    kept = [line for line in lines if _checksum_line_name(line) != path.name]
-    at = next((i for i, line in enumerate(lines) if _checksum_line_name(line) == path.name), len(lines))
+    kept = [line for line in lines if _checksum_line_name(line) != name]
+    at = next((i for i, line in enumerate(lines) if _checksum_line_name(line) == name), len(lines))
     kept.insert(min(at, len(kept)), entry)  # its old place; every other line as it was (it was rewritten sorted,
     # in GNU form: a folder's own list, with comments or 'SHA256 (name) = ...' lines, was mangled)
     with atomic_output(listing, overwrite=True) as tmp:
@@ -1098,7 +1121,7 @@ def _fresh_copy_advice(path: Path) -> str:
     seal the unknown edit (in the bundled folder also record it in SHA256SUMS), and needs the network, which a
     package that does not load cannot give: that advice was unusable."""
     if _in_bundled_folder(path):
-        return f"restore it {_from_the_release(path.name)}."
+        return f"restore it {_from_the_release(_bundled_name(path) or path.name)}."
     return ("obtain a fresh copy (to change a package's metadata on purpose, use "
             "LiverTumorSegLib.package.rewrite_package_metadata on the unchanged original).")
 
@@ -1108,7 +1131,7 @@ def _bundled_checksum_error(path: Path, found: str, expected: str) -> ModelPacka
     return ModelPackageError(f"Bundled model package '{path}' failed its integrity check: its SHA-256 is "
                              f"{found[:16]}... but {BUNDLED_CHECKSUMS} beside it records {expected[:16]}...; the "
                              f"file (metadata or weights) or {BUNDLED_CHECKSUMS} was modified or damaged. Restore "
-                             f"both {_from_the_release(path.name, BUNDLED_CHECKSUMS)}.")
+                             f"both {_from_the_release(_bundled_name(path) or path.name, BUNDLED_CHECKSUMS)}.")
 
 
 def _warn_unlisted_bundled(path: Path, listed: bool = True) -> None:
@@ -1141,7 +1164,7 @@ def _verified_bundled_bytes(path: Path) -> Optional[bytes]:
     if not _in_bundled_folder(path):
         return None
     sums = read_bundled_checksums()  # {} when the folder has no list
-    expected = sums.get(path.name)
+    expected = sums.get(_bundled_name(path) or path.name)
     if expected is None:
         _warn_unlisted_bundled(path, listed=(bundled_models_dir() / BUNDLED_CHECKSUMS).is_file())
         return None

@@ -1231,7 +1231,7 @@ def test_a_package_written_beside_a_checksum_list_updates_it(tmp_path, monkeypat
     left that folder's SHA256SUMS stale: every later load from it failed its integrity check."""
     from LiverTumorSegLib import package as package_module
     monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "elsewhere"))
-    clone = tmp_path / "clone" / "Models"
+    clone = tmp_path / "clone" / "Resources" / "Models"
     clone.mkdir(parents=True)
     save_model_package(clone / "segnet_v2.safetensors", _tiny_model(), PREP, {"name": "segnet_v2"})
     listing = clone / package_module.BUNDLED_CHECKSUMS
@@ -1239,7 +1239,7 @@ def test_a_package_written_beside_a_checksum_list_updates_it(tmp_path, monkeypat
     save_model_package(clone / "segnet_v2.safetensors", _tiny_model(1), PREP, {"name": "segnet_v2"},
                        overwrite=True)
     assert listing.read_text().split()[0] == package_module.file_sha256(clone / "segnet_v2.safetensors")
-    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "clone"))
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "clone" / "Resources"))
     load_model_package(clone / "segnet_v2.safetensors")                     # passes the whole-file check
     plain = tmp_path / "plain"
     plain.mkdir()
@@ -1247,13 +1247,13 @@ def test_a_package_written_beside_a_checksum_list_updates_it(tmp_path, monkeypat
     assert not (plain / package_module.BUNDLED_CHECKSUMS).exists()          # no list is made where none was
 
 
-def test_a_folder_s_own_checksum_list_keeps_its_other_lines_when_a_package_is_saved_there(tmp_path, monkeypatch):
-    """Saving a package into a folder holding the user's own SHA256SUMS (a download folder) rewrote that list sorted
-    in one form: its 'sha256sum --tag' line became 'sha256  (notes.txt) = ...', which 'sha256sum -c' calls
-    improperly formatted, and its comment and '*' marks were changed."""
+def test_a_clone_s_checksum_list_keeps_its_other_lines_when_a_package_is_saved_there(tmp_path, monkeypatch):
+    """Saving a package into a Resources/Models folder holding a SHA256SUMS rewrote that list sorted in one form: its
+    'sha256sum --tag' line became 'sha256  (notes.txt) = ...', which 'sha256sum -c' calls improperly formatted, and
+    its comment and '*' marks were changed."""
     monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "elsewhere"))
-    folder = tmp_path / "downloads"
-    folder.mkdir()
+    folder = tmp_path / "clone" / "Resources" / "Models"
+    folder.mkdir(parents=True)
     other = "9" * 64
     listing = folder / "SHA256SUMS"
     lines = [f"SHA256 (notes.txt) = {other}", "# release 1.2", f"{other} *notes.txt", f"{'0' * 64}  x.safetensors",
@@ -1264,6 +1264,55 @@ def test_a_folder_s_own_checksum_list_keeps_its_other_lines_when_a_package_is_sa
     from LiverTumorSegLib.package import file_sha256
     assert listing.read_text().splitlines() == lines[:3] + [f"{file_sha256(package)}  x.safetensors", lines[4],
                                                             f"{file_sha256(folder / 'new.safetensors')}  new.safetensors"]
+
+
+def test_a_publishers_checksum_list_beside_a_download_is_left_as_it_is(tmp_path, monkeypatch, caplog):
+    """Rewriting a downloaded package (set_package_min_lesion_probability, or a re-save) rewrote the publisher's
+    SHA256SUMS beside it, so 'sha256sum -c' vouched for the changed file (the package audit). The list is left as it
+    is, with a warning naming it."""
+    import logging
+
+    from LiverTumorSegLib.package import file_sha256, set_package_min_lesion_probability
+
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "elsewhere"))
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    package = save_model_package(folder / "clinic.safetensors", _tiny_model(), PREP)
+    listing = folder / "SHA256SUMS"
+    published = f"{file_sha256(package)}  clinic.safetensors\n"
+    listing.write_text(published)
+    with caplog.at_level(logging.WARNING, logger="LiverTumorSegLib.package"):
+        set_package_min_lesion_probability(package, 0.8)
+    assert listing.read_text() == published and file_sha256(package) != published.split()[0]
+    assert "no longer matches its line in" in caplog.text and "SHA256SUMS" in caplog.text
+
+
+def test_a_link_from_the_user_folder_to_a_bundled_package_is_checked_and_listed_under_the_targets_name(
+        tmp_path, monkeypatch):
+    """A link in the user folder to a bundled package was looked up in SHA256SUMS under the link's name: called an
+    unlisted bundled file (its release check skipped), and a rewrite through it listed 'mysegnet.safetensors', a
+    file the bundled folder does not hold (the package audit)."""
+    from LiverTumorSegLib import package as package_module
+    from LiverTumorSegLib.package import file_sha256, set_package_min_lesion_probability
+
+    models = tmp_path / "res" / "Models"
+    models.mkdir(parents=True)
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    bundled = save_model_package(models / "segnet_v2.safetensors", _tiny_model(), PREP, {"name": "segnet_v2"})
+    user = tmp_path / "user"
+    user.mkdir()
+    link = user / "mysegnet.safetensors"
+    link.symlink_to(bundled)
+    assert package_module._bundled_name(link) == "segnet_v2.safetensors"
+    listing = models / package_module.BUNDLED_CHECKSUMS
+    assert listing.read_text().split() == [file_sha256(bundled), "segnet_v2.safetensors"]
+    bundled.write_bytes(bundled.read_bytes()[:-1] + b" ")  # damaged: the release check through the link sees it
+    with pytest.raises(ModelPackageError, match="failed its integrity check.*Resources/Models/segnet_v2"):
+        load_model_package(link)
+    save_model_package(models / "segnet_v2.safetensors", _tiny_model(), PREP, {"name": "segnet_v2"}, overwrite=True)
+    set_package_min_lesion_probability(link, 0.7)
+    assert listing.read_text().split() == [file_sha256(bundled), "segnet_v2.safetensors"]  # no line for the link
+    load_model_package(link)
 
 
 def test_any_64_bit_integer_in_metadata_is_read():

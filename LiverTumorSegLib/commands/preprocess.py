@@ -7,6 +7,7 @@ Reads the CT (file or DICOM folder), puts it in canonical orientation, applies t
 writes a PNG grid: rows = axial slices, columns = the original (abdomen window) and each channel.
 """
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..argtypes import number
@@ -116,16 +117,19 @@ def _on_the_network_grid_of_segment(volume: Any, config: Any) -> Any:
 
 def _package_preprocessing(model: str) -> Any:
     """The preprocessing recorded in the model package ``model`` (a name, "default" or a path), read from its header
-    (metadata integrity checked as loading checks it; no weights are read)."""
-    from ..package import ModelPackageError, read_package_metadata, resolve_model
-    from ..preprocessing import PreprocessingConfig
+    (metadata integrity checked as loading checks it; no weights are read) and judged as loading judges it
+    (``package._recorded_preprocessing``: a setting a package of its version must record refused, a newer version's
+    setting refused with the advice to update; ``package._warn_unrecorded_preprocessing``: an older package's
+    unrecorded settings warned of). It was read with PreprocessingConfig.from_dict alone, so a package segment
+    refuses was previewed with the library's default windows (the package audit)."""
+    from ..package import (ModelPackageError, _recorded_preprocessing, _warn_unrecorded_preprocessing,
+                           read_package_metadata, resolve_model)
 
     path = resolve_model(model)
     meta = read_package_metadata(path)
     if not meta.get("preprocessing"):
         raise ModelPackageError(f"Model package '{path}' records no preprocessing configuration; it cannot show "
                                 f"what the network was trained on.")
-    try:
-        return PreprocessingConfig.from_dict(meta["preprocessing"])
-    except InputError as exc:
-        raise ModelPackageError(f"Model package '{path}' has an invalid preprocessing configuration: {exc}") from None
+    config = _recorded_preprocessing(meta, Path(path))
+    _warn_unrecorded_preprocessing(meta.get("preprocessing") or {}, config, Path(path), meta)
+    return config

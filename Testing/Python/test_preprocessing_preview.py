@@ -208,6 +208,38 @@ def test_preprocess_command_previews_the_preprocessing_a_model_package_records(t
     assert "does not exist" in capsys.readouterr().err and not (tmp_path / "q.png").exists()
 
 
+def test_preprocess_command_judges_a_packages_preprocessing_as_loading_does(tmp_path, capsys):
+    """A package of today's version without its preprocessing channels (edited and resealed) is refused by segment
+    and load_model_package, while preprocess --model previewed the library's default windows with exit 0 (the
+    package audit): refused alike now, and no PNG is written."""
+    import torch
+
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.models import build_model
+    from LiverTumorSegLib.package import (ModelPackageError, load_model_package, metadata_sha256,
+                                          read_safetensors_header, save_model_package)
+
+    cfg = PreprocessingConfig(channels=[{"kind": "window", "level": 123.0, "width": 321.0}], context_slices=1,
+                              target_spacing_mm=2.7, size_multiple=8)
+    torch.manual_seed(0)
+    model = build_model("attention_unet", in_channels=cfg.in_channels, num_classes=3, channels=(4, 8))
+    package = save_model_package(tmp_path / "m.safetensors", model, cfg, metadata={"name": "m"})
+    meta = json.loads(read_safetensors_header(package)["__metadata__"]["livertumorseg"])
+    meta["preprocessing"].pop("channels")  # edited by hand and resealed: what a loader must judge on its own
+    meta.pop("metadata_sha256")
+    meta["metadata_sha256"] = metadata_sha256(meta)
+    save_file(load_file(str(package)), str(package), metadata={"livertumorseg": json.dumps(meta), "format": "pt"})
+    with pytest.raises(ModelPackageError, match="channels"):
+        load_model_package(package)
+    out = tmp_path / "p.png"
+    assert main(["preprocess", "Testing/Data/example_ct_sm.nii.gz", "--model", str(package), "-o", str(out)]) == 2
+    assert "channels" in capsys.readouterr().err and not out.exists()
+
+
 def test_preprocess_command_names_a_training_recipe_given_as_config(tmp_path, capsys):
     """A training recipe (train --config, YAML) given to preprocess --config said only 'Preprocessing config is
     not valid JSON: Expecting value'; it is refused naming what it is and what to give instead, before the CT is

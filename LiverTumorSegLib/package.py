@@ -1451,13 +1451,16 @@ def _check_state_dict_matches(model, tensors: Mapping[str, Any], path: Path, arc
     _compare_tensor_entries(expected, found, f"Model package '{path}'", arch)
 
 
-def _unbuildable(where: str, exc: BaseException) -> ModelPackageError:
+def _unbuildable(where: str, exc: BaseException, advice: str = "") -> ModelPackageError:
     """The error for a package (``where``) naming an architecture this library does not have (``exc``: the models
-    registry's error, which lists the ones it has), or options its network refuses (build_model's option checks:
-    a damaged or hand-edited package, which a newer LiverTumorSeg would not build either)."""
+    registry's error, which lists the ones it has), or options its network refuses (build_model's option checks).
+    ``advice`` (:func:`unknown_setting_advice` of its metadata) ends the latter where given: an option value a newer
+    version takes (``norm: group`` of a package from 9.0.0) was called damage, while an unknown option name of the
+    same package was told to update LiverTumorSeg (the package audit); without it, a damaged or hand-edited
+    package."""
     if str(exc).startswith("Invalid options for model"):
-        return ModelPackageError(f"{where} records architecture options this library refuses: {exc} The package is "
-                                 f"damaged or was edited by hand; get a fresh copy of it (or retrain it).")
+        return ModelPackageError(f"{where} records architecture options this library refuses: {exc} " + (
+            advice or "The package is damaged or was edited by hand; get a fresh copy of it (or retrain it)."))
     return ModelPackageError(f"{where} needs an architecture this library cannot build: {exc} Update LiverTumorSeg "
                              f"or use another package.")
 
@@ -1471,7 +1474,7 @@ def _check_option_types(name: str, options: Dict[str, Any], where: str, advice: 
     try:
         defaults = default_options(name)
     except InputError as exc:
-        raise _unbuildable(where, exc)
+        raise _unbuildable(where, exc, advice)
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise ModelPackageError(f"{where}: unknown option(s) {unknown[:5]} for architecture '{name}'; valid "
@@ -1640,7 +1643,7 @@ def _planned_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path,
         with torch.device("meta"), _meta_init_skipped():
             net = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
     except InputError as exc:
-        raise _unbuildable(where, exc)
+        raise _unbuildable(where, exc, unknown_setting_advice(meta))
     except Exception as exc:  # noqa: BLE001 - hostile option values may fail anywhere in a constructor
         # the machine's or the installation's failure, not the file's: 'the package is corrupt, restore it' was said
         # of the bundled model under a memory limit (the memory audit)

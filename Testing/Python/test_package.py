@@ -2463,3 +2463,23 @@ def test_a_network_that_the_machine_cannot_build_is_not_called_a_corrupt_package
     with pytest.raises(ResourceError, match=said) as raised:
         load_model_package(package_path)
     assert "corrupt" not in str(raised.value)
+
+
+def test_an_option_value_of_a_newer_version_is_told_to_update(package_path, tmp_path):
+    """An architecture option value this library refuses (``norm: group``) in a package written by a newer
+    version was called damage ('get a fresh copy'), while an unknown option name in the same package was told to
+    update LiverTumorSeg (the package audit): both say to update now."""
+    from LiverTumorSegLib.package import metadata_sha256
+
+    def newer(meta):
+        meta["library_version"] = "9.0.0"
+        meta["architecture"]["options"]["norm"] = "group"
+        meta.pop("metadata_sha256")
+        meta["metadata_sha256"] = metadata_sha256(meta)
+
+    changed = _rewrite_metadata(package_path, tmp_path / "newer.safetensors", newer, keep_metadata_hash=True)
+    with pytest.raises(ModelPackageError) as info:
+        load_model_package(changed)
+    message = str(info.value)
+    assert "records architecture options this library refuses" in message, message
+    assert "written by LiverTumorSeg 9.0.0, newer than this one" in message and "fresh copy" not in message

@@ -436,7 +436,10 @@ def validate_package_metadata(meta: Any, path: PathLike = "package") -> Dict[str
         raise _DamagedMetadata(f"{where} has metadata nested more than {MAX_METADATA_DEPTH} levels deep; the file "
                                 f"is corrupt or hostile.")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION or not _is_int(version):
+    if not _is_int(version):  # '1' as text said 'has format_version 1; this library reads version 1. Update'
+        raise _DamagedMetadata(f"{where} has format_version {str(version)[:40]!r}, which must be a whole number "
+                               f"(this library reads version {FORMAT_VERSION}); the file is corrupt or was edited.")
+    if version != FORMAT_VERSION:
         raise ModelPackageError(f"{where} has format_version {str(version)[:40]}; this library "
                                 f"({__version__}) reads version {FORMAT_VERSION}. Update LiverTumorSeg.")
     for key in ("name", "architecture", "weights_sha256"):

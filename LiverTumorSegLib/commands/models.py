@@ -90,7 +90,11 @@ def name_notes(installed: List[Dict[str, Any]]) -> Dict[str, str]:
             continue
         if entry["name"] == "default":  # the name always means the bundled default
             if entry["source"] != "bundled":
-                notes[entry["path"]] = "'--model default' means the bundled default, not this package: give its path"
+                stem = Path(entry["path"]).stem  # its file name reaches it where that names it alone
+                by_file = stem != "default" and len(installed_matches(usable, stem)) == 1
+                notes[entry["path"]] = ("'--model default' means the bundled default, not this package: give "
+                                        + (f"'--model {stem}' (its file name) or its path" if by_file else
+                                           "its path"))
             continue
         matches = installed_matches(usable, entry["name"])  # resolve_model's own rule
         if len(matches) > 1:

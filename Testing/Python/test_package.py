@@ -386,6 +386,21 @@ def test_a_package_named_like_a_path_is_noted_and_found(tmp_path, monkeypatch, c
     assert resolve_model("liver2") == package
 
 
+def test_a_user_package_named_default_is_noted_with_its_file_name(tmp_path, monkeypatch, capsys):
+    """A user package named 'default' (a former bundled default restored into the user folder) was noted 'give its
+    path', though '--model v3' (its file name) reaches it (the package audit)."""
+    from LiverTumorSegLib.cli import main
+
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    package = save_model_package(user / "v3.safetensors", _tiny_model(), PREP, metadata={"name": "default"})
+    assert main(["models"]) == 0
+    assert ("'--model default' means the bundled default, not this package: give '--model v3' (its file name) or "
+            "its path") in capsys.readouterr().out
+    assert resolve_model("v3") == package
+
+
 def test_an_installed_package_s_file_name_given_as_model_is_named(tmp_path, monkeypatch):
     """'--model liver2.safetensors' (the file name 'livertumorseg models' lists) is read as a path in the working
     folder, and said only 'does not exist' although that package is installed."""
@@ -583,8 +598,14 @@ def test_refuses_option_mismatch(package_path, tmp_path):
 def test_refuses_other_format_version_and_plain_safetensors(package_path, tmp_path):
     from safetensors.torch import save_file
     bad = _rewrite_metadata(package_path, tmp_path / "v2.safetensors", lambda m: m.update(format_version=2))
-    with pytest.raises(ModelPackageError, match="format_version"):
+    with pytest.raises(ModelPackageError, match="format_version 2; this library .* reads version 1. Update"):
         load_model_package(bad)
+    # the version as text was told to update to the version it already names (the package audit)
+    text = _rewrite_metadata(package_path, tmp_path / "text.safetensors", lambda m: m.update(format_version="1"))
+    with pytest.raises(ModelPackageError) as info:
+        load_model_package(text)
+    assert "format_version '1', which must be a whole number" in str(info.value)
+    assert "Update LiverTumorSeg" not in str(info.value)
     plain = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(3)}, str(plain))
     with pytest.raises(ModelPackageError, match="not a LiverTumorSeg model package"):

@@ -1049,6 +1049,9 @@ class Segmenter:
             record.update(run_slices=int(axis_aligned.FOOTPRINT_RUN_SLICES),
                           margin_pixels=int(axis_aligned.FOOTPRINT_MARGIN_PIXELS), runs=len(runs),
                           network_voxels=int(sum(run.read_voxels for run in runs)))
+        switch = getattr(self.engine, "use_torch_for_several_slice_sizes", None)  # an ONNX export per box size
+        if switch is not None:
+            switch(len(runs))
         labels = np.zeros(grid_ct.shape_zyx, dtype=np.uint8)
         probability = np.zeros(grid_ct.shape_zyx, dtype=np.uint8) if keep_probability else None
         total, done = max(1, sum(run.read_voxels for run in runs)), 0

@@ -32,6 +32,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    "folder; the slice cache stays in --cache-dir)",
         "cache_dir": "folder for the preprocessed slice cache, shared by the folds (default: <output folder>/cache/)",
         "resume": "continue each unfinished fold from its fold_<i>_train/checkpoints/last.pt (default: off)",
+        "overwrite": "train every fold again in the folder of an earlier run, removing that run's fold packages and "
+                     "checkpoints first (default: off; not with --resume)",
         "max_time_minutes": "stop each fold gracefully after this many minutes and still write its package (0 = no "
                             "limit) (default 0.0)",
         "name": "model name stored in each fold's package as NAME_fold_<i>, which segment --model takes once it is "
@@ -86,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
         # ran five (the researcher-journey audit)
         raise InputError(f"crossval trains every fold; --fold picks one fold for 'livertumorseg train' (train "
                          f"--folds K --fold {args.fold} trains fold {args.fold} alone): leave --fold out here.")
+    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
+        # train reads the pair as 'resume, and replace -o'; crossval's --overwrite removes the earlier run's folds
+        # first, so the pair deleted hours of finished folds with --resume ignored (the command-line audit)
+        raise InputError("crossval --resume continues the earlier run's folds and --overwrite removes them to train "
+                         "every fold again: give one of the two.")
     if getattr(args, "val_fraction", None) is not None:  # an option list shared with train: said, not refused
         log.warning("warning: --val-fraction does not apply to crossval, which validates each fold on the patients "
                     "it holds out; it is ignored.")

@@ -1539,6 +1539,22 @@ def test_crossval_into_a_folder_with_results_is_refused(tmp_path, capsys, train_
     record15("`crossval -o cv` where `cv/crossval.csv` exists", line, tmp_path)
 
 
+def test_crossval_resume_with_overwrite_is_refused_before_a_fold_is_removed(tmp_path, capsys, train_csv):
+    """train reads --resume --overwrite as 'resume, and replace -o'; crossval's --overwrite removes the earlier run's
+    fold packages and checkpoints first, so the pair deleted finished folds with --resume ignored (the command-line
+    audit). Refused now, every file kept."""
+    out = tmp_path / "cv"
+    (out / "fold_0_train" / "checkpoints").mkdir(parents=True)
+    (out / "fold_0.safetensors").write_bytes(b"a finished fold")
+    (out / "fold_0_train" / "checkpoints" / "last.pt").write_bytes(b"its checkpoint")
+    argv = _train_argv(train_csv, out, epochs=1, command="crossval") + ["--folds", "2", "--resume", "--overwrite"]
+    argv.remove("--val-fraction"), argv.remove("0.5")
+    code, text, err = run_cli(argv, capsys)
+    assert_clean_error(code, err, ["--resume continues the earlier run's folds", "give one of the two"])
+    assert (out / "fold_0.safetensors").read_bytes() == b"a finished fold"
+    assert (out / "fold_0_train" / "checkpoints" / "last.pt").is_file()
+
+
 @pytest.mark.parametrize("command", ["train", "crossval", "crossval --log-dir"])
 def test_failed_run_leaves_only_the_slice_cache_of_the_cases_before_it(tmp_path, capsys, train_csv, command):
     """A case that cannot be read (found while building the slice cache, after the run's folders were made).

@@ -131,6 +131,11 @@ def gpu_info(device: "object") -> Dict[str, object]:
             "bf16": cuda_native_bf16(index)}
 
 
+MAX_BATCH_SIZE = 4096
+"""The largest inference batch (``--batch-size``, slices), as training's: 10,000,000 allocated 115 GiB of scratch
+for a 112-slice CT and failed on memory, and a 23-digit number ended in an internal error (the command-line audit);
+a batch of 4096 slices of 512 x 512 in 3 channels is 12 GiB of input alone."""
+
 MAX_THREADS = 1024
 """The most CPU threads ``--threads`` takes: torch refused 3,000,000,000 with an internal OverflowError, and a
 count far above the cores only slows the network (2,000 on 2 cores: 7x slower)."""

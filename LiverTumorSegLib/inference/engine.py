@@ -46,8 +46,9 @@ from ..errors import InputError, ResourceError, option_hint, out_of_memory_error
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume
 from .thresholds import threshold_for
-from .device import (DEFAULT_CPU_BATCH, MAX_THREADS, bytes_per_slice, check_count, check_precision, choose_batch_size,
-                     cpu_has_native_bf16, default_inference_threads, gpu_info, resolve_device, torch_threads)
+from .device import (DEFAULT_CPU_BATCH, MAX_BATCH_SIZE, MAX_THREADS, bytes_per_slice, check_count, check_precision,
+                     choose_batch_size, cpu_has_native_bf16, default_inference_threads, gpu_info, resolve_device,
+                     torch_threads)
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +446,7 @@ class SliceInferenceEngine:
         precision = check_precision(precision)
         if backend not in BACKENDS:
             raise InputError(f"Unknown backend '{backend}'; use one of {', '.join(BACKENDS)}.")
-        batch_size = check_count("batch_size", "--batch-size", batch_size)
+        batch_size = check_count("batch_size", "--batch-size", batch_size, MAX_BATCH_SIZE)
         threads = check_count("threads", "--threads", threads, MAX_THREADS)
         self.package = load_package(package)
         self.preprocessing = preprocessing_config(self.package)
@@ -695,7 +696,7 @@ class SliceInferenceEngine:
         scratch = self._scratch
         if scratch is None or scratch[0].shape[0] < count or scratch[0].shape[1:] != tuple(shape_yx) \
                 or (with_probability and scratch[1] is None):
-            shape = (max(count, self.batch_size or 0),) + tuple(shape_yx)
+            shape = (count,) + tuple(shape_yx)  # a batch: the later ones of the CT are no larger
             probability = np.empty(shape, np.uint8) if with_probability else None
             scratch = self._scratch = (np.empty(shape, np.uint8), probability)
         return scratch[0][:count], scratch[1][:count] if with_probability else None

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..argtypes import number
 from ..errors import InputError, option_hint
-from .device import DEVICE_CHOICES, MAX_THREADS, PRECISIONS, check_count, check_precision, cuda_index
+from .device import DEVICE_CHOICES, MAX_BATCH_SIZE, MAX_THREADS, PRECISIONS, check_count, check_precision, cuda_index
 from .engine import BACKENDS
 from .postprocess import DEFAULT_MIN_LESION_PROBABILITY, LESION_PROBABILITY_STATISTICS, PostprocessingOptions
 
@@ -242,7 +242,7 @@ class SegmentationOptions:
         if self.backend not in BACKENDS:
             raise InputError(f"backend (--backend): unknown backend {self.backend!r}; use one of "
                              f"{', '.join(BACKENDS)}.")
-        set_("batch_size", check_count("batch_size", "--batch-size", self.batch_size))
+        set_("batch_size", check_count("batch_size", "--batch-size", self.batch_size, MAX_BATCH_SIZE))
         set_("threads", check_count("threads", "--threads", self.threads, MAX_THREADS))
         for name in ("tta", "two_stage", "probabilities", "allow_non_hu", "body_size_scaling"):
             _check_bool(name, _FLAGS[name], getattr(self, name))
@@ -457,7 +457,7 @@ def add_segmentation_arguments(parser: Any) -> None:
                              "256x256 CT in 1.1 s); auto = onnx when installed and torch would run fp32 on this "
                              "CPU (ONNX Runtime runs fp32 only, slower than torch's bf16), else torch")
     parser.add_argument("--batch-size", type=number(int), default=None, metavar="N",
-                        help="slices per batch (default: from free GPU memory on a GPU, 8 on the CPU)")
+                        help="slices per batch, 1-4096 (default: from free GPU memory on a GPU, 8 on the CPU)")
     parser.add_argument("--threads", type=number(int), default=None, metavar="N", help="CPU threads (default: OMP_NUM_THREADS where set, else all cores)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default=defaults.precision,
                         help="network arithmetic. auto (default): on an NVIDIA GPU bf16 autocast (fp16 on one "

@@ -419,6 +419,11 @@ def test_cli_bad_batch_size_fails_before_reading_input(tmp_path, capsys, monkeyp
     assert run_cli("--sample", "-o", tmp_path / "seg.nii.gz", "--batch-size", "0") == 2
     assert "--batch-size must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "seg.nii.gz").exists()
+    # no upper bound: 10,000,000 allocated 115 GiB for a 112-slice CT, a 23-digit value was an internal error
+    for huge in ("10000000", "99999999999999999999999"):
+        assert run_cli("--sample", "-o", tmp_path / "seg.nii.gz", "--batch-size", huge) == 2
+        assert "at least 1 and at most 4096" in capsys.readouterr().err
+    assert not (tmp_path / "seg.nii.gz").exists()
 
 
 def test_segment_file_progress_is_monotone_through_all_stages_and_ends_at_one(tmp_path):

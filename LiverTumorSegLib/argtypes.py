@@ -39,8 +39,11 @@ def number(kind: Callable[[str], Number] = float, unit: str = "") -> Callable[[s
     of_unit = f" (in {unit})" if unit else ""
 
     def parse(text: str) -> Number:
+        # Python's int() and float() also take '4_000' and other scripts' digits ('\u0664'): a mistyped 1_0 ran as 10
+        plain = "_" not in text and text.isascii()
         try:
-            return kind(text)
+            if plain:
+                return kind(text)
         except ValueError:
             pass
         what = "a whole number" if kind is int else "a number"
@@ -48,13 +51,13 @@ def number(kind: Callable[[str], Number] = float, unit: str = "") -> Callable[[s
         if not text.strip():
             raise argparse.ArgumentTypeError(f"must be {what}{of_unit}, got an empty value; give one, e.g. "
                                              f"{_example(kind)}") from None
-        if "," in text and kind is int and _reads_as_float(text.replace(",", "")):
+        if "," in text and plain and kind is int and _reads_as_float(text.replace(",", "")):
             raise argparse.ArgumentTypeError(f"must be {what}{of_unit}, got '{shown}': write it in digits alone, "
                                              f"without ',', e.g. {_example(kind)}") from None
-        if "," in text and kind is not int and _reads_as_float(text.replace(",", ".")):
+        if "," in text and plain and kind is not int and _reads_as_float(text.replace(",", ".")):
             raise argparse.ArgumentTypeError(f"must be {what}{of_unit}, got '{shown}': write decimals with a point, "
                                              f"e.g. {text.strip().replace(',', '.')}") from None
-        if kind is int and _reads_as_float(text) and math.isfinite(float(text)):
+        if kind is int and plain and _reads_as_float(text) and math.isfinite(float(text)):
             raise argparse.ArgumentTypeError(f"must be {what}{of_unit}, got '{shown}': give it without a fraction or "
                                              f"exponent, e.g. {_example(kind)}") from None
         raise argparse.ArgumentTypeError(f"must be {what}{of_unit} written in decimal digits, got '{shown}', e.g. "

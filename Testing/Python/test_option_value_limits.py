@@ -169,7 +169,7 @@ def _argv_for(command: str, tmp_path: Path):
 
 @pytest.mark.parametrize("command,option,kind,value", [
     (command, option, kind, value) for command, option, kind in NUMBER_OPTIONS
-    for value in ["1,5", "", "0x10"] + (["2.5"] if kind is int else [])])
+    for value in ["1,5", "", "0x10", "1_0", "\u0664"] + (["2.5"] if kind is int else [])])
 def test_a_number_option_typed_wrongly_says_what_to_type(tmp_path, capsys, command, option, kind, value):
     """argparse said only "invalid float value: '1,5'" (or '', '0x10'), and "invalid int value: '2.5'": what was
     wrong, not what to type. Now it says how to write it: a decimal point, digits alone, no fraction."""
@@ -182,6 +182,8 @@ def test_a_number_option_typed_wrongly_says_what_to_type(tmp_path, capsys, comma
                            f"{'a whole number' if kind is int else 'a number'}"), err
     expected = {"1,5": "without ','" if kind is int else "write decimals with a point, e.g. 1.5",
                 "": "got an empty value; give one, e.g.", "0x10": "written in decimal digits, got '0x10', e.g.",
+                # Python reads these as 10 and 4: a mistyped --min-lesion-ml 1_0 ran as 10 mL (the command-line audit)
+                "1_0": "written in decimal digits, got '1_0', e.g.", "\u0664": "written in decimal digits, got",
                 "2.5": "got '2.5': give it without a fraction or exponent, e.g. 4"}[value]
     assert expected in last, err
     assert "Traceback" not in err and not list(tmp_path.glob("out*"))

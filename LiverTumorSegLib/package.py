@@ -1257,6 +1257,13 @@ def _version_tuple(text: Any) -> Optional[Tuple[int, ...]]:
     return tuple(int(p) for p in parts) if ok else None
 
 
+def _newer_version_advice(meta: Mapping[str, Any]) -> str:
+    """:func:`unknown_setting_advice` for a package a newer LiverTumorSeg wrote (update to use it), else '': a value
+    this library refuses in a package of its own or an older version is damage, said as such by the caller."""
+    theirs, ours = _version_tuple(meta.get("library_version")), _version_tuple(__version__)
+    return unknown_setting_advice(meta) if theirs is not None and ours is not None and theirs > ours else ""
+
+
 def unknown_setting_advice(meta: Mapping[str, Any]) -> str:
     """What to do about a package recording a setting this library does not know (a preprocessing key or channel
     kind, an architecture option): update LiverTumorSeg when the package's ``library_version`` is newer than this
@@ -1646,7 +1653,7 @@ def _planned_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path,
         with torch.device("meta"), _meta_init_skipped():
             net = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
     except InputError as exc:
-        raise _unbuildable(where, exc, unknown_setting_advice(meta))
+        raise _unbuildable(where, exc, _newer_version_advice(meta))
     except Exception as exc:  # noqa: BLE001 - hostile option values may fail anywhere in a constructor
         # the machine's or the installation's failure, not the file's: 'the package is corrupt, restore it' was said
         # of the bundled model under a memory limit (the memory audit)

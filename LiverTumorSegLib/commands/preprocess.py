@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
                          f"preprocessing config JSON file; preview a recipe's input with --preset NAME (its "
                          f"'preprocessing' value, e.g. --preset default) or a trained package's with --model.")
     else:
-        config = (PreprocessingConfig.from_file(args.config) if args.config
+        config = (PreprocessingConfig.from_file(args.config, given=True) if args.config
                   else PreprocessingConfig.preset(args.preset or "default"))
     volume = _as_segment_gives_it(read_checked_ct(args.input, args.series, args.allow_non_hu, aligned_for_model=True),
                                   config)

@@ -382,7 +382,24 @@ class PreprocessingConfig:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "PreprocessingConfig":
+    def from_given_dict(cls, d: Dict[str, Any]) -> "PreprocessingConfig":
+        """A configuration a user gives (``train``/``crossval`` ``--preprocessing`` as JSON or a file, a recipe's
+        ``preprocessing:`` mapping, ``preprocess --config``): the keys not given are the ``default`` preset's, as the
+        help says ("default: 'default'"). :meth:`from_dict` fills them from the dataclass, whose 2.5D context bounds
+        are None (what a package from before those bounds was trained with), so changing only the pixel size also
+        dropped the 1-3 mm neighbour spacing without a word (the researcher-journey audit). The two context bounds
+        go together: given one, the other is the given one's or none (a minimum of 6 mm would not fit under the
+        preset's maximum of 3); give ``context_min_mm``/``context_max_mm`` null for no bound."""
+        if not isinstance(d, dict):
+            return cls.from_dict(d)  # (its refusal)
+        base = copy.deepcopy(PRESETS["default"])
+        if "context_min_mm" in d or "context_max_mm" in d:
+            base["context_min_mm"] = base["context_max_mm"] = None
+        return cls.from_dict(dict(base, **d))
+
+    @classmethod
+    def from_json(cls, text: str, given: bool = False) -> "PreprocessingConfig":
+        """From JSON text; ``given``: a user's (:meth:`from_given_dict`), else :meth:`from_dict`."""
         from ..fileutil import json_loads_noting_repeats
 
         try:
@@ -393,11 +410,12 @@ class PreprocessingConfig:
             raise PreprocessingConfigError(f"Preprocessing config gives the key(s) "
                                            f"{', '.join(repr(k) for k in dict.fromkeys(repeated))} more than once; "
                                            f"give each key once.")
-        return cls.from_dict(d)
+        return cls.from_given_dict(d) if given else cls.from_dict(d)
 
     @classmethod
-    def from_file(cls, path: Any) -> "PreprocessingConfig":
-        """Read a JSON config file; missing/unreadable files raise :class:`InputError`."""
+    def from_file(cls, path: Any, given: bool = False) -> "PreprocessingConfig":
+        """Read a JSON config file (``given``: a user's, :meth:`from_given_dict`); missing/unreadable files raise
+        :class:`InputError`."""
         from pathlib import Path
         p = Path(path)
         if p.is_dir():  # was "does not exist; check the path", of a folder that does
@@ -411,7 +429,7 @@ class PreprocessingConfig:
         except OSError as exc:
             raise InputError(f"Cannot read preprocessing config '{p}': {exc}.") from None
         try:
-            return cls.from_json(text)
+            return cls.from_json(text, given=given)
         except PreprocessingConfigError as exc:
             raise PreprocessingConfigError(f"{p}: {exc}") from None
 

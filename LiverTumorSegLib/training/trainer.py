@@ -343,14 +343,15 @@ def default_log_dir(config: TrainConfig) -> Path:
 
 
 def build_preprocessing(spec):
-    """``PreprocessingConfig`` from a preset name, a dict, or a path to a JSON file."""
+    """``PreprocessingConfig`` from a preset name, a dict, or a path to a JSON file; a dict or file gives only the
+    keys it changes from the ``default`` preset (:meth:`~..preprocessing.PreprocessingConfig.from_given_dict`)."""
     from ..preprocessing import PreprocessingConfig
 
     if isinstance(spec, dict):
-        return PreprocessingConfig.from_dict(spec)
+        return PreprocessingConfig.from_given_dict(spec)
     text = str(spec)
     if text.endswith(".json") or os.path.sep in text:
-        return PreprocessingConfig.from_file(text)
+        return PreprocessingConfig.from_file(text, given=True)
     return PreprocessingConfig.preset(text)
 
 

@@ -754,3 +754,25 @@ def test_window_into_a_given_array_gives_the_same_numbers(dtype):
     channels = SlicePreprocessor(PreprocessingConfig.preset("default")).intensity_channels(hu)
     for c, (level, width) in enumerate([(40, 400), (75, 250), (0, 2000)]):
         assert np.array_equal(channels[:, c], window_hu(hu, level, width))
+
+
+def test_a_users_partial_preprocessing_keeps_the_default_presets_other_settings(tmp_path):
+    """train --preprocessing '{"target_spacing_mm": 1.25}' (help: 'default: default') took the other keys from the
+    dataclass, whose 2.5D context bounds are None: the 1-3 mm neighbour spacing of the default preset was dropped
+    without a word (the researcher-journey audit). A user's dict or file changes only the keys it gives; null keeps
+    no bound; a package's recorded preprocessing is read as recorded (from_dict)."""
+    from LiverTumorSegLib.training.trainer import build_preprocessing
+
+    default = PreprocessingConfig.preset("default").to_dict()
+    given = build_preprocessing({"target_spacing_mm": 1.25}).to_dict()
+    assert given == dict(default, target_spacing_mm=1.25)
+    assert given["context_min_mm"] == 1.0 and given["context_max_mm"] == 3.0
+    unbounded = build_preprocessing({"context_min_mm": None, "context_max_mm": None})
+    assert unbounded.context_min_mm is None and unbounded.context_max_mm is None
+    wide = build_preprocessing({"context_min_mm": 6.0})  # the bounds go together: no maximum of 3 under 6
+    assert wide.context_min_mm == 6.0 and wide.context_max_mm is None
+    path = tmp_path / "pre.json"
+    path.write_text('{"target_spacing_mm": 1.25}')
+    assert build_preprocessing(str(path)).to_dict() == given
+    assert PreprocessingConfig.from_file(path, given=True).to_dict() == given
+    assert PreprocessingConfig.from_dict({"target_spacing_mm": 1.25}).context_min_mm is None  # a package's record

@@ -808,6 +808,32 @@ QUIET_UNDER_DEBUG = ("matplotlib", "PIL")
 """Loggers kept at INFO under ``--debug``: libraries whose debug lines say nothing about this program's work."""
 
 
+EMPTY_VALUE_ALLOWED = ("--title",)
+"""Options whose value may be empty (``followup --title ''``: no text before the response)."""
+
+
+def empty_argument_text(raw: List[str]) -> Optional[str]:
+    """The refusal of an empty argument among the command line's ``raw`` arguments, or None: an option given ''
+    (``--ct ''``, ``--ct=''``: a script's ``--ct "$CT"`` with ``CT`` unset) was taken as not given (measure ran
+    without the CT, followup aligned on the labels) or as the folder '.' ('Output '.' has no file extension'), and an
+    empty input as '.' (the command-line audit). :data:`EMPTY_VALUE_ALLOWED` may be empty."""
+    for i, token in enumerate(raw):
+        if token.startswith("--") and "=" in token:
+            name, value = token.split("=", 1)
+            if value == "" and name not in EMPTY_VALUE_ALLOWED:
+                return (f"{name} was given an empty value; give one (an unset shell variable, such as "
+                        f"{name} \"$X\" with X unset?), or leave the option out.")
+        elif token == "":
+            before = raw[i - 1] if i else ""
+            if before.startswith("-") and before != "--" and "=" not in before:
+                if before in EMPTY_VALUE_ALLOWED:
+                    continue
+                return (f"{before} was given an empty value; give one (an unset shell variable, such as "
+                        f"{before} \"$X\" with X unset?), or leave the option out.")
+            return "an empty argument ('') was given; give the file or folder meant (an unset shell variable?)."
+    return None
+
+
 def _main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
@@ -827,6 +853,12 @@ def _main(argv: Optional[List[str]] = None) -> int:
         return 2
     if getattr(args, "_unavailable", None):
         print(f"error: command '{args.command}' is unavailable: {args._unavailable}", file=sys.stderr)
+        return 2
+    empty = empty_argument_text(raw)
+    if empty:
+        if _wants_json_progress(raw):
+            print(json.dumps({"error": empty}), flush=True)
+        print(f"error: {empty}", file=sys.stderr)
         return 2
     try:
         with cli_wording():  # messages name --flags, not Python arguments

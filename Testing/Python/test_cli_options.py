@@ -596,3 +596,23 @@ def test_train_with_a_bundled_recipe_warns_that_the_package_is_called_default(tm
     with caplog.at_level(logging.WARNING):
         config_from_args(_parse(["train", "--data", "d.csv"]))
     assert "called 'default'" not in caplog.text
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["measure", "labels.nii.gz", "-o", "m.json", "--ct", ""], "--ct was given an empty value"),
+    (["followup", "--baseline", "a.nii.gz", "--followup", "b.nii.gz", "-o", "c.json", "--baseline-ct="],
+     "--baseline-ct was given an empty value"),
+    (["segment", "ct.nii.gz", "-o", ""], "-o was given an empty value"),
+    (["segment", "", "-o", "seg.nii.gz"], "an empty argument ('') was given"),
+    (["evaluate", "--pred", "p", "--ref", "r", "-o", "ev", "--prob", ""], "--prob was given an empty value")])
+def test_an_empty_argument_is_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, named):
+    """A script's `--ct "$CT"` with CT unset gave the option '': measure ran without the CT (its HU columns null),
+    followup aligned on the labels, segment -o '' was told "Output '.' has no file extension" (the command-line
+    audit). Refused now, naming the option, before anything is read; followup --title '' stays allowed."""
+    from LiverTumorSegLib.cli import empty_argument_text, main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+    assert empty_argument_text(["followup", "--title", "", "--title="]) is None

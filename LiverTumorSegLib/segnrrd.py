@@ -88,15 +88,15 @@ _TUMOR_TAKEN_OUT = re.compile(r"(?:(?:with|all|any)[\s_]+)*" + _TUMOR_WORD
 negation only where the rest of the name is the liver (:func:`_liver_without_taken_out_tumor`)."""
 
 
-def _rest_beside_taken_out_tumor(name: str) -> Optional[str]:
+def _rest_beside_taken_out_tumor(name: str, joined: str) -> Optional[str]:
     """``name`` (lower case) without its tumor taken out (:data:`_TUMOR_TAKEN_OUT`), or None where it takes none out
-    or the tumor word is joined to the word before it by spaces alone ('Liver tumor removed', 'Liver segment 7 tumor
-    removed': that tumor, removed)."""
+    or the tumor word follows the end of ``before`` matched by the regular expression ``joined`` (a word joined to
+    it by spaces alone: 'Liver tumor removed', that tumor, removed)."""
     found = _TUMOR_TAKEN_OUT.search(name)
     if found is None:
         return None
     before, after = name[:found.start()], name[found.end():]
-    if re.search(r"[^\W_][ \t]+$", before) and re.match(_TUMOR_WORD, found.group(0)):
+    if re.search(joined, before) and re.match(_TUMOR_WORD, found.group(0)):
         return None
     return before + " " + after
 
@@ -104,19 +104,23 @@ def _rest_beside_taken_out_tumor(name: str) -> Optional[str]:
 def _liver_without_taken_out_tumor(name: str) -> Optional[str]:
     """``name`` (lower case) without its tumor taken out (:func:`_rest_beside_taken_out_tumor`) when that leaves the
     whole liver (:func:`names_whole_liver`): 'Liver (tumor excluded)', 'Liver parenchyma (tumor excluded)', 'Liver
-    with tumors removed', 'Liver_(tumor_excluded)' name the liver, while 'Tumor removed', 'Lesion excluded from
-    RECIST' and 'Liver tumor removed' (a resected or left-out lesion) name a tumor (the suffix alone was read as a
-    negation, then only right after 'liver (': both found by reviews of the change). None otherwise."""
-    rest = _rest_beside_taken_out_tumor(name)
+    with tumors removed', 'Liver_(tumor_excluded)', 'Liver parenchyma tumor excluded' name the liver, while 'Tumor
+    removed', 'Lesion excluded from RECIST' and 'Liver tumor removed' (a resected or left-out lesion) name a tumor
+    (the suffix alone was read as a negation, then only right after 'liver (': both found by reviews of the
+    change). None otherwise."""
+    rest = _rest_beside_taken_out_tumor(name, r"(?<![^\W\d_])liver[ \t]+$")
     return rest if rest is not None and names_whole_liver(rest) else None
 
 
 def _liver_part_without_taken_out_tumor(name: str) -> bool:
-    """Whether ``name`` (lower case) takes its tumor out of the liver or a named part of it, the rest naming the
-    liver and no other tumor: 'Liver (tumor excluded)', 'Liver segment 7 (tumor excluded)', 'Left liver lobe (tumors
-    removed)'. A part is liver tissue, though not the whole liver (:func:`names_whole_liver`), so it is neither
-    liver nor tumor; it was read as a tumor, one lesion the size of a Couinaud segment (stop 109's note)."""
-    rest = _rest_beside_taken_out_tumor(name)
+    """Whether ``name`` (lower case) takes its tumor out of the liver (:func:`_liver_without_taken_out_tumor`) or
+    out of a named part of it, the rest naming the liver and no other tumor, the tumor word not joined to the word
+    before it by spaces alone ('Liver segment 7 (tumor excluded)', 'Left liver lobe (tumors removed)'; 'Liver segment
+    7 tumor removed' is that segment's tumor, removed). A part is liver tissue, though not the whole liver, so it is
+    neither liver nor tumor; it was read as a tumor, one lesion the size of a Couinaud segment (stop 109's note)."""
+    if _liver_without_taken_out_tumor(name) is not None:
+        return True
+    rest = _rest_beside_taken_out_tumor(name, r"[^\W_][ \t]+$")
     return (rest is not None and re.search(r"(?<![^\W\d_])liver(?![^\W\d_])", rest) is not None
             and re.search(_TUMOR_WORD, rest) is None)
 

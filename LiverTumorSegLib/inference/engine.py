@@ -871,19 +871,26 @@ class SliceInferenceEngine:
             torch.set_num_threads(threads)
         return self._torch_probabilities(x).numpy()
 
-    def use_torch_for_several_slice_sizes(self, sizes: int) -> None:
-        """Run torch, not an automatically chosen ONNX backend (``--backend auto``), from now on, where one CT is
-        given to the network in ``sizes`` (> 1) boxes, each of its own size after cropping (an oblique CT's
-        footprint runs): ONNX exports the network once per slice size, so a 20-slice CT tilted 20 degrees was
-        exported 6 times and ran 2-3.5 x slower than torch (the inference audit). Said in ``device_message`` (the
-        report's warning); ``--backend onnx`` asked for by name is kept."""
+    def use_torch_for_several_slice_sizes(self, sizes: int) -> Optional[Tuple[str, Optional[str]]]:
+        """Run torch, not an automatically chosen ONNX backend (``--backend auto``), for a CT given to the network in
+        boxes of ``sizes`` (> 1) different sizes (an oblique CT's footprint runs): ONNX exports the network once per
+        slice size, so a 20-slice CT tilted 20 degrees was exported 6 times and ran 2-3.5 x slower than torch (the
+        inference audit). Said in ``device_message`` (that CT's report warning). Returns ``(backend, device
+        message)`` to put back when the CT is done (:meth:`restore_backend`: a batch's later CTs run ONNX again),
+        or None when nothing changed (``--backend onnx`` asked for by name, one size, torch already)."""
         if self.backend != "onnx" or not self._backend_auto or sizes <= 1:
-            return
-        self._onnx, self.backend = None, "torch"
-        self.device_message = (f"this CT's network runs in {sizes} boxes of their own sizes (an oblique CT's "
-                               f"footprint), each needing its own ONNX export; using torch on the CPU instead of "
-                               f"ONNX Runtime")
+            return None
+        before = (self.backend, self.device_message)
+        self.backend = "torch"  # the ONNX sessions are kept for the next CT
+        self.device_message = (f"this CT's network runs in boxes of {sizes} sizes (an oblique CT's footprint), each "
+                               f"needing its own ONNX export; torch ran on the CPU instead of ONNX Runtime")
         log.info("%s", self.device_message)
+        return before
+
+    def restore_backend(self, before: Optional[Tuple[str, Optional[str]]]) -> None:
+        """Put back what :meth:`use_torch_for_several_slice_sizes` returned (nothing for None)."""
+        if before is not None and self.backend == "torch" and self._onnx is not None:
+            self.backend, self.device_message = before
 
     def predict_batch_probabilities(self, x_nchw: np.ndarray) -> np.ndarray:
         """Softmax probabilities ``(n, K, H, W)`` float32 for one preprocessed batch ``(n, C, H, W)``."""

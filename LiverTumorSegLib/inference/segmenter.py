@@ -746,6 +746,7 @@ class Segmenter:
         reporter = ProgressReporter(progress)
         if not self.loaded:
             self.load(reporter.sub(0.0, 0.02))
+        self._put_backend_back()  # an earlier CT's torch run that ended in an error (cancelled, refused)
         if getattr(self.engine, "_batch_predictor", None) is None:  # a stand-in predictor has no network to feed
             from ..package import check_input_channels
             check_input_channels(self.package)  # segment_volume and segment_file both come here
@@ -803,6 +804,7 @@ class Segmenter:
             # runs, and a fallback there (an Apple GPU or ONNX Runtime failing on it) put its warning in this
             # CT's report, which ran before it
             device_message = getattr(self.engine, "device_message", None)
+            self._put_backend_back()  # this CT's torch run ends here (use_torch_for_several_slice_sizes)
         from ..validation import release_freed_heap
 
         release_freed_heap()  # the network's freed batch buffers, before post-processing adds its arrays
@@ -1050,8 +1052,9 @@ class Segmenter:
                           margin_pixels=int(axis_aligned.FOOTPRINT_MARGIN_PIXELS), runs=len(runs),
                           network_voxels=int(sum(run.read_voxels for run in runs)))
         switch = getattr(self.engine, "use_torch_for_several_slice_sizes", None)  # an ONNX export per box size
-        if switch is not None:
-            switch(len(runs))
+        if switch is not None:  # put back once this CT's facts are read (_network_stage): not for a batch's next CT
+            self._backend_to_restore = switch(len({tuple(axis_aligned.run_volume(grid_ct, run).shape_zyx[1:])
+                                                   for run in runs}))
         labels = np.zeros(grid_ct.shape_zyx, dtype=np.uint8)
         probability = np.zeros(grid_ct.shape_zyx, dtype=np.uint8) if keep_probability else None
         total, done = max(1, sum(run.read_voxels for run in runs)), 0
@@ -1079,6 +1082,14 @@ class Segmenter:
             self.engine.last_precision["check"] = check
         progress(1.0, "network")
         return labels, probability
+
+    def _put_backend_back(self) -> None:
+        """The engine's backend as before this CT's footprint runs switched it to torch
+        (:meth:`_network_over_footprint`; nothing when none did), so a batch's next CT runs ONNX again."""
+        before, self._backend_to_restore = getattr(self, "_backend_to_restore", None), None
+        restore = getattr(self.engine, "restore_backend", None)
+        if before is not None and restore is not None:
+            restore(before)
 
     def _context_reach_slices(self, grid_ct: CTVolume) -> int:
         """How many slices either side of a slice the engine's 2.5D context reads on ``grid_ct``'s slices: its

@@ -110,7 +110,9 @@ def check_resume_contents(payload: Dict[str, Any], split: Dict[str, List[str]], 
     saved_preprocessing = payload.get("preprocessing_resolved")
     if saved_preprocessing and json.loads(saved_preprocessing) != json.loads(json.dumps(preprocessing, sort_keys=True)):
         raise InputError(f"Checkpoint '{source}' was trained with other preprocessing (the preprocessing file or "
-                         f"preset changed since). Resume with the interrupted run's preprocessing, or pass "
+                         f"preset changed since; or a partial --preprocessing of a run started before 0.6.19, "
+                         f"whose keys not given are now the default preset's: give its context_min_mm and "
+                         f"context_max_mm as null). Resume with the interrupted run's preprocessing, or pass "
                          f"--overwrite (without --resume) to start over.")
     saved_fingerprint = payload.get("data_fingerprint")
     if isinstance(saved_fingerprint, dict) and fingerprint is not None:
@@ -1833,8 +1835,10 @@ def _package_of_run(package: Path, log_dir: Path, config: TrainConfig) -> bool:
                                              output=str(saved.get("output") or "")))
         if folder.resolve() == Path(log_dir).resolve():
             return True
+        TrainConfig.from_dict(dict(saved))  # a configuration this library cannot read (a newer version's) is no
+        # run's own: differing_settings says "" of it (a review found such a package replaced)
         return differing_settings(saved, config, package, saved_data_path=training.get("data_path")) == ""
-    except (ValueError, OSError, RuntimeError, InputError):
+    except (ValueError, TypeError, OSError, RuntimeError, InputError):
         return False
 
 

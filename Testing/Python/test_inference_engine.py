@@ -402,15 +402,15 @@ def test_an_automatic_onnx_backend_gives_way_to_torch_for_a_ct_run_in_boxes_of_s
     monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: False)  # else auto keeps torch's bf16
     auto = SliceInferenceEngine(package, device="cpu", threads=1, backend="auto")
     assert auto.backend == "onnx"
-    auto.use_torch_for_several_slice_sizes(1)
-    assert auto.backend == "onnx"
-    auto.use_torch_for_several_slice_sizes(6)
-    assert auto.backend == "torch" and "6 boxes of their own sizes" in auto.device_message
+    assert auto.use_torch_for_several_slice_sizes(1) is None and auto.backend == "onnx"
+    before = auto.use_torch_for_several_slice_sizes(6)
+    assert auto.backend == "torch" and "boxes of 6 sizes" in auto.device_message
     x = np.random.default_rng(0).random((2, 1, 16, 20), dtype=np.float32)
     assert auto.predict_batch_probabilities(x).shape == (2, 3, 16, 20)
+    auto.restore_backend(before)  # the CT is done: a batch's next CT runs ONNX again, without that CT's message
+    assert auto.backend == "onnx" and auto.device_message == before[1]
     explicit = SliceInferenceEngine(package, device="cpu", threads=1, backend="onnx")
-    explicit.use_torch_for_several_slice_sizes(6)
-    assert explicit.backend == "onnx"
+    assert explicit.use_torch_for_several_slice_sizes(6) is None and explicit.backend == "onnx"
 
 
 def soft_oracle_predictor(x_nchw):

@@ -469,7 +469,9 @@ def test_empty_seg_nrrd_as_slicer_saves_it_reads_onto_its_recorded_grid(tmp_path
     ("Metástasis", True), ("Neoplasia", True),
     # read as tumor until stop 110: a liver part without its tumor was one lesion the size of the part
     ("Liver segment 7 (tumor excluded)", False), ("Left liver lobe (tumors removed)", False),
-    ("Liver segment 7 tumor removed", True), ("Liver segment 7 (tumor excluded, lesion 2)", True)])
+    ("Liver segment 7 tumor removed", True), ("Liver segment 7 (tumor excluded, lesion 2)", True),
+    # a whole liver whose tumor word follows a qualifier by a space (a review of that change read it as tumor)
+    ("Liver parenchyma tumor excluded", False), ("Liver 2 tumor excluded", False)])
 def test_only_a_negated_tumor_word_makes_a_name_no_tumor(name, tumor):
     """Any 'no ' or 'non-' in a name was taken as a negation: hand-drawn 'Lesion no 2' and 'Non-enhancing tumor
     part' were left out of the lesion table, and 'HCC' held no tumor word."""
@@ -482,6 +484,7 @@ def test_only_a_negated_tumor_word_makes_a_name_no_tumor(name, tumor):
 
 
 LIVERS_WITHOUT_TUMOR = ("Liver without tumor", "Liver w/o tumor", "Liver (tumor excluded)", "Liver excl. tumors",
+                        "Liver parenchyma tumor excluded", "Liver 2 tumor excluded",
                         "Liver - tumors removed", "Liver parenchyma (tumor excluded)", "Liver (corrected, tumor excluded)",
                         "Liver_(tumor_excluded)", "Liver with tumors removed", "Liver \u2013 tumor excluded",
                         "Liver minus tumor", "Liver except lesions", "Liver (tumors removed)", "Liver excluding tumours")

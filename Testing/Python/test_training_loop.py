@@ -2642,3 +2642,22 @@ def test_warnings_logged_during_an_epoch_begin_their_own_line(data_csv, tmp_path
     pieces = re.split(r"[\r\n]", text)
     warned = [p for p in pieces if "logged in the middle of an epoch" in p]
     assert warned and all(p.startswith("warning: ") for p in warned), warned
+
+
+def test_a_package_whose_training_settings_this_library_cannot_read_is_no_runs_own(data_csv, tmp_path):
+    """A resumed run replaces a package at -o that a run of the same experiment wrote (a training folder moved
+    with its package); a package of a newer version, whose training settings hold a key this library does not
+    know, read as 'no difference' and was replaced too (a review of that change). It is no run's own now."""
+    from LiverTumorSegLib.package import save_model_package
+    from LiverTumorSegLib.training.trainer import _package_of_run
+    from inference_helpers import tiny_unet_package
+
+    cfg = tiny_config(data_csv, tmp_path, log_dir=str(tmp_path / "here"))
+    saved = dict(cfg.to_dict(), log_dir=str(tmp_path / "moved"))
+    tiny = tiny_unet_package(tmp_path)
+    model, pre = tiny.model, tiny.preprocessing
+    same = save_model_package(tmp_path / "same.safetensors", model, pre, metadata={"training": {"config": saved}})
+    assert _package_of_run(same, tmp_path / "here", cfg)
+    newer = save_model_package(tmp_path / "newer.safetensors", model, pre,
+                               metadata={"training": {"config": dict(saved, option_of_a_later_version=1)}})
+    assert not _package_of_run(newer, tmp_path / "here", cfg)

@@ -88,11 +88,6 @@ def run(args: argparse.Namespace) -> int:
         # ran five (the researcher-journey audit)
         raise InputError(f"crossval trains every fold; --fold picks one fold for 'livertumorseg train' (train "
                          f"--folds K --fold {args.fold} trains fold {args.fold} alone): leave --fold out here.")
-    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
-        # train reads the pair as 'resume, and replace -o'; crossval's --overwrite removes the earlier run's folds
-        # first, so the pair deleted hours of finished folds with --resume ignored (the command-line audit)
-        raise InputError("crossval --resume continues the earlier run's folds and --overwrite removes them to train "
-                         "every fold again: give one of the two.")
     if getattr(args, "val_fraction", None) is not None:  # an option list shared with train: said, not refused
         log.warning("warning: --val-fraction does not apply to crossval, which validates each fold on the patients "
                     "it holds out; it is ignored.")

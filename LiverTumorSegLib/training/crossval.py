@@ -419,6 +419,11 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
     train_fn = train_fn or train
     if config.folds < 2:
         raise InputError("crossval needs --folds K with K >= 2 (4 is usual, as in Elmenabawy et al.).")
+    if config.resume and config.overwrite:
+        # train reads the pair as 'resume, and replace -o'; here --overwrite removes the earlier run's folds first,
+        # so the pair deleted hours of finished folds with --resume ignored (the command-line audit)
+        raise InputError("crossval --resume continues the earlier run's folds and --overwrite removes them to train "
+                         "every fold again: give one of the two.")
     out_dir = check_path_encoding(out_dir, "Output folder")
     check_folder_writable(nearest_existing_folder(out_dir))  # before any fold trains
     tables = [out_dir / name for name in TABLE_NAMES if (out_dir / name).exists()]

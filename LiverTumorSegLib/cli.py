@@ -294,6 +294,14 @@ class _CommandAwareParser(_WholeOptionParser):
             if started:  # a shortened option: options are taken spelt in full only
                 hints.append(f"{extra} -> options are spelt in full: {' or '.join(started)}?")
                 continue
+            owners = [name for name, other in (getattr(parsed, "_command_parsers", None) or {}).items()
+                      if other is not command and given in {o for a in other._actions for o in a.option_strings}]
+            if owners and command is not self:
+                # another command's option: a close match of this command's was offered instead ('segment
+                # --min-new-lesion-mm 5 -> did you mean --min-lesion-ml?', which would drop lesions under 5 mL;
+                # the command-line audit)
+                hints.append(f"{given} is an option of {' and '.join(sorted(owners))}, not of {parsed.command}")
+                continue
             close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
             if close:
                 hints.append(f"{extra} -> did you mean {close[0]}?")

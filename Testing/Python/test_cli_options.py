@@ -616,3 +616,25 @@ def test_an_empty_argument_is_refused_before_any_work(tmp_path, capsys, monkeypa
     err = capsys.readouterr().err
     assert named in err and "Traceback" not in err
     assert empty_argument_text(["followup", "--title", "", "--title="]) is None
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["segment", "ct.nii.gz", "-o", "s.nii.gz", "--min-new-lesion-mm", "5"],
+     "--min-new-lesion-mm is an option of followup, not of segment"),
+    (["followup", "--baseline", "a", "--followup", "b", "-o", "c.json", "--min-lesion-ml", "0.5"],
+     "--min-lesion-ml is an option of segment, not of followup"),
+    (["evaluate", "--pred", "p", "--ref", "r", "-o", "ev", "--threads", "2"], "--threads is an option of")])
+def test_another_commands_option_is_named_as_such_not_matched_to_a_near_name(capsys, argv, said):
+    """An option of another command was answered with this command's closest name: 'segment --min-new-lesion-mm 5 ->
+    did you mean --min-lesion-ml?', which would remove every lesion under 5 mL (a 21 mm ball), and mL offered for mm
+    the other way round (the command-line audit). The command that has the option is named; a misspelling of this
+    command's own option still gets its close match."""
+    from LiverTumorSegLib.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and said in err and "did you mean" not in err, err
+    with pytest.raises(SystemExit):
+        main(["segment", "ct.nii.gz", "-o", "s.nii.gz", "--no-progess"])
+    assert "did you mean --no-progress?" in capsys.readouterr().err

@@ -127,7 +127,7 @@ import logging  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
 import threading  # noqa: E402
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterable, Iterator, List, Optional
 
 from . import __version__
 from .errors import LiverTumorSegError, cli_wording, out_of_memory_error
@@ -820,11 +820,13 @@ EMPTY_VALUE_ALLOWED = ("--title",)
 """Options whose value may be empty (``followup --title ''``: no text before the response)."""
 
 
-def empty_argument_text(raw: List[str]) -> Optional[str]:
+def empty_argument_text(raw: List[str], flags: Iterable[str] = ()) -> Optional[str]:
     """The refusal of an empty argument among the command line's ``raw`` arguments, or None: an option given ''
     (``--ct ''``, ``--ct=''``: a script's ``--ct "$CT"`` with ``CT`` unset) was taken as not given (measure ran
     without the CT, followup aligned on the labels) or as the folder '.' ('Output '.' has no file extension'), and an
-    empty input as '.' (the command-line audit). :data:`EMPTY_VALUE_ALLOWED` may be empty."""
+    empty input as '.' (the command-line audit). :data:`EMPTY_VALUE_ALLOWED` may be empty. ``flags``: options that
+    take no value (``--overwrite``): a '' after one is an empty argument of its own, not its value."""
+    flags = set(flags)
     for i, token in enumerate(raw):
         if token.startswith("--") and "=" in token:
             name, value = token.split("=", 1)
@@ -833,7 +835,7 @@ def empty_argument_text(raw: List[str]) -> Optional[str]:
                         f"{name} \"$X\" with X unset?), or leave the option out.")
         elif token == "":
             before = raw[i - 1] if i else ""
-            if before.startswith("-") and before != "--" and "=" not in before:
+            if before.startswith("-") and before != "--" and "=" not in before and before not in flags:
                 if before in EMPTY_VALUE_ALLOWED:
                     continue
                 return (f"{before} was given an empty value; give one (an unset shell variable, such as "
@@ -862,7 +864,9 @@ def _main(argv: Optional[List[str]] = None) -> int:
     if getattr(args, "_unavailable", None):
         print(f"error: command '{args.command}' is unavailable: {args._unavailable}", file=sys.stderr)
         return 2
-    empty = empty_argument_text(raw)
+    command = (getattr(args, "_command_parsers", None) or {}).get(args.command)
+    empty = empty_argument_text(raw, [o for a in getattr(command, "_actions", []) if a.nargs == 0
+                                      for o in a.option_strings])
     if empty:
         if _wants_json_progress(raw):
             print(json.dumps({"error": empty}), flush=True)

@@ -1054,8 +1054,11 @@ def record_bundled_checksum(path: PathLike) -> None:
         name = path.name
         folder = path.absolute().parent
         if not (folder.name == "Models" and folder.parent.name == "Resources"):
-            if any(_checksum_line_name(line) == name
-                   for line in listing.read_text(encoding="utf-8", errors="replace").splitlines()):
+            try:
+                listed = _read_checksum_file(listing).get(name)
+            except (OSError, UnicodeDecodeError):  # a list this reader cannot read: nothing to say of it
+                listed = None
+            if listed is not None and listed.lower() != file_sha256(path):  # said only where it no longer matches
                 log.warning("warning: '%s' no longer matches its line in '%s' (written by whoever made that list, "
                             "e.g. its publisher); the list was left as it is", path, listing)
             return

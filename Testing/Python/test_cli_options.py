@@ -616,6 +616,8 @@ def test_an_empty_argument_is_refused_before_any_work(tmp_path, capsys, monkeypa
     err = capsys.readouterr().err
     assert named in err and "Traceback" not in err
     assert empty_argument_text(["followup", "--title", "", "--title="]) is None
+    # after a flag, '' is an empty argument of its own, not the flag's value
+    assert empty_argument_text(["segment", "--overwrite", ""], ["--overwrite"]).startswith("an empty argument")
 
 
 @pytest.mark.parametrize("argv, said", [

@@ -1306,6 +1306,12 @@ def test_a_publishers_checksum_list_beside_a_download_is_left_as_it_is(tmp_path,
         set_package_min_lesion_probability(package, 0.8)
     assert listing.read_text() == published and file_sha256(package) != published.split()[0]
     assert "no longer matches its line in" in caplog.text and "SHA256SUMS" in caplog.text
+    caplog.clear()
+    listing.write_text(f"{file_sha256(package)}  clinic.safetensors\n")  # the list matches: nothing to say
+    from LiverTumorSegLib.package import record_bundled_checksum
+    with caplog.at_level(logging.WARNING, logger="LiverTumorSegLib.package"):
+        record_bundled_checksum(package)
+    assert "no longer matches" not in caplog.text
 
 
 def test_a_link_from_the_user_folder_to_a_bundled_package_is_checked_and_listed_under_the_targets_name(

@@ -3,7 +3,8 @@
 0. ``below_lungs`` (needs the CT in HU and its geometry; skipped without them): the liver lies under the
    diaphragm. Lungs = air (< ``AIR_HU`` = -400 HU) enclosed by the body in an axial slice, in 3D air components that
    reach a *thoracic* slice (enclosed air >= ``AnatomyRules.thorax_air_fraction`` of the body's area; bowel gas stays far
-   below that). For every axial column (y, x) the lowest lung voxel gives the diaphragm height; columns
+   below that). For every vertical column the lowest lung voxel gives the diaphragm height (an index column
+   (y, x) of an axial grid; on a grid tilted from axial, a vertical line of the patient in LPS mm); columns
    without lung within ``heart_reach_mm`` of a lung column (the heart, the mediastinum) take the height of
    the nearest lung column. Organ voxels more than ``lung_margin_mm`` above that height are removed: the
    heart and lung-base tissue called liver goes, while the dome under the lung (the lung lies *above* it in
@@ -374,34 +375,46 @@ def true_indices(mask: np.ndarray) -> Tuple[np.ndarray, ...]:
     return np.unravel_index(np.flatnonzero(mask), mask.shape)
 
 
+LEVEL_GRID_MAX_TILT_DEGREES = 1.0
+"""A canonical grid whose slice axis is within this angle of the superior direction is level: the lung-base rule
+compares the voxels of an index column (:func:`remove_above_lungs`). A grid tilted more (gantry tilt, an oblique
+reformat) is judged in vertical columns of the patient instead: an index column of a grid tilted 15-30 degrees
+crosses from the liver's dome into the lung recess below its side, whose lowest voxel then removed 16-87 mL of
+dome liver of a chest phantom."""
+
+
+def superior_tilt_degrees(direction: np.ndarray) -> float:
+    """The angle, degrees, between the slice axis (column 2, k) of a 3 x 3 LPS ``direction`` matrix (unit columns)
+    and the superior direction (LPS +z): 0 for an axial grid with z up."""
+    k_axis = np.asarray(direction, dtype=np.float64).reshape(3, 3)[:, 2]
+    cosine = float(k_axis[2] / max(float(np.linalg.norm(k_axis)), 1e-12))
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+
+
 def remove_above_lungs(labels: np.ndarray, hu: np.ndarray, spacing_zyx: Sequence[float],
                        options: PostprocessingOptions, removed_tumor: Optional[list] = None,
                        found_lungs: Optional[Tuple[Optional[np.ndarray], int]] = None,
-                       removed_tumor_at: Optional[list] = None) -> int:
+                       removed_tumor_at: Optional[list] = None, direction: Optional[np.ndarray] = None) -> int:
     """Canonical ``labels`` (z up): organ voxels more than ``lung_margin_mm`` above the diaphragm height of
     their column -> 0, in place. Returns the number of voxels removed; ``removed_tumor`` (a list) receives
     how many of them were tumor (label 2). ``found_lungs``: :func:`find_lungs` of ``hu`` where already found.
     ``removed_tumor_at`` (a list) receives the ``(n, 3)`` int indices ``(z, y, x)`` in ``labels`` of the tumor
-    voxels removed (nothing when none were), for :func:`removed_tumor_components`."""
+    voxels removed (nothing when none were), for :func:`removed_tumor_components`. ``direction``: the grid's 3 x 3
+    LPS direction matrix (columns: the unit vectors of the x, y, z index axes); on a grid tilted more than
+    :data:`LEVEL_GRID_MAX_TILT_DEGREES` from axial a column is a vertical line of the patient
+    (:func:`_above_diaphragm_tilted`), else an index column (None: the grid is axial)."""
     organ_z = np.flatnonzero(labels.any(axis=(1, 2)))  # uint8 0/1/2: nonzero is organ, no whole-volume mask
     if organ_z.size == 0:
         return 0
     lungs, step = find_lungs(hu, spacing_zyx, options) if found_lungs is None else found_lungs
     if lungs is None:
         return 0
-    height = diaphragm_height(lungs, spacing_zyx, step, RULES.heart_reach_mm)
-    ny, nx = labels.shape[1:]
-    # (y, x) slice index: each full-resolution column takes the highest height of the coarse samples around it
-    # (the sample at its block's corner alone could lie up to 3 mm across a diaphragm step and remove liver)
-    below_y, below_x = np.arange(ny) // step, np.arange(nx) // step
-    above_y = np.minimum(below_y + (np.arange(ny) % step > 0), height.shape[0] - 1)
-    above_x = np.minimum(below_x + (np.arange(nx) % step > 0), height.shape[1] - 1)
-    full = np.maximum.reduce([height[ys][:, xs] for ys in (below_y, above_y) for xs in (below_x, above_x)])
-    margin = RULES.lung_margin_mm / float(spacing_zyx[0])
     box = bounding_box(labels)  # nonzero = organ; not None: the organ is present (checked above)
-    z = np.arange(box[0].start, box[0].stop, dtype=np.float32)[:, None, None]
-    above = z > (full[box[1], box[2]] + np.float32(margin))[None]
     region = labels[box]
+    if direction is not None and superior_tilt_degrees(direction) > LEVEL_GRID_MAX_TILT_DEGREES:
+        above = _above_diaphragm_tilted(lungs, step, region, box, spacing_zyx, direction, labels.shape)
+    else:
+        above = _above_diaphragm_level(lungs, step, box, spacing_zyx, labels.shape)
     remove = above & (region >= 1)
     count = int(np.count_nonzero(remove))
     if count:
@@ -414,6 +427,69 @@ def remove_above_lungs(labels: np.ndarray, hu: np.ndarray, spacing_zyx: Sequence
                                         + np.asarray([b.start for b in box]))
         region[remove] = 0
     return count
+
+
+def _above_diaphragm_level(lungs: np.ndarray, step: int, box: Tuple[slice, ...], spacing_zyx: Sequence[float],
+                           shape_zyx: Sequence[int]) -> np.ndarray:
+    """Bool over ``box`` of an axial grid ``(z, y, x)``: the voxels more than ``lung_margin_mm`` above the lowest
+    lung voxel of their index column (:func:`diaphragm_height`)."""
+    height = diaphragm_height(lungs, spacing_zyx, step, RULES.heart_reach_mm)
+    ny, nx = shape_zyx[1:]
+    # (y, x) slice index: each full-resolution column takes the highest height of the coarse samples around it
+    # (the sample at its block's corner alone could lie up to 3 mm across a diaphragm step and remove liver)
+    below_y, below_x = np.arange(ny) // step, np.arange(nx) // step
+    above_y = np.minimum(below_y + (np.arange(ny) % step > 0), height.shape[0] - 1)
+    above_x = np.minimum(below_x + (np.arange(nx) % step > 0), height.shape[1] - 1)
+    full = np.maximum.reduce([height[ys][:, xs] for ys in (below_y, above_y) for xs in (below_x, above_x)])
+    margin = RULES.lung_margin_mm / float(spacing_zyx[0])
+    z = np.arange(box[0].start, box[0].stop, dtype=np.float32)[:, None, None]
+    return z > (full[box[1], box[2]] + np.float32(margin))[None]
+
+
+def _above_diaphragm_tilted(lungs: np.ndarray, step: int, region: np.ndarray, box: Tuple[slice, ...],
+                            spacing_zyx: Sequence[float], direction: np.ndarray, shape_zyx: Sequence[int],
+                            chunk: int = 16) -> np.ndarray:
+    """Bool over ``box`` of a tilted canonical grid ``(z, y, x)``: the organ voxels (``region >= 1``) more than
+    ``lung_margin_mm`` above the diaphragm of their vertical column of the patient. The lung voxels (coarse grid
+    ``lungs``, every ``step``-th row and column) are placed in LPS mm (``direction``, spacing; the origin cancels)
+    and binned on a horizontal (L, P) grid of ``step`` in-plane pixels; a cell's height is the S position of its
+    lowest lung voxel, a cell without lung takes the nearest lung cell's within ``heart_reach_mm`` and none (no
+    removal) beyond, as :func:`diaphragm_height` does per index column. An organ voxel takes the highest height of
+    the four cells around its (L, P) position, as an axial grid's columns take their four coarse samples'."""
+    from scipy import ndimage
+
+    spacing_xyz = np.asarray([float(v) for v in spacing_zyx[::-1]], dtype=np.float64)
+    to_mm = np.asarray(direction, dtype=np.float64).reshape(3, 3) * spacing_xyz[None, :]  # (i, j, k) -> LPS offset
+    corners = np.array([[i, j, k] for i in (0, shape_zyx[2] - 1) for j in (0, shape_zyx[1] - 1)
+                        for k in (0, shape_zyx[0] - 1)], dtype=np.float64) @ to_mm.T
+    low = corners[:, :2].min(axis=0)
+    cell = float(step) * float(min(spacing_xyz[0], spacing_xyz[1]))
+    cells = np.floor((corners[:, :2].max(axis=0) - low) / cell).astype(np.int64) + 1   # (L, P) cell counts
+    lz, ly, lx = true_indices(lungs)
+    lung_mm = np.stack([lx * float(step), ly * float(step), lz.astype(np.float64)], axis=1) @ to_mm.T
+    at = np.floor((lung_mm[:, :2] - low) / cell).astype(np.int64)
+    lowest = np.full((int(cells[1]), int(cells[0])), np.inf)                             # (P, L)
+    np.minimum.at(lowest, (at[:, 1], at[:, 0]), lung_mm[:, 2])
+    has = np.isfinite(lowest)
+    distance, (iy, ix) = ndimage.distance_transform_edt(~has, sampling=(cell, cell), return_indices=True)
+    height = lowest[iy, ix]
+    height[distance > RULES.heart_reach_mm] = np.inf
+    above = np.zeros(region.shape, dtype=bool)
+    starts = np.asarray([b.start for b in box], dtype=np.float64)
+    for first in range(0, region.shape[0], chunk):
+        block = region[first:first + chunk]
+        oz, oy, ox = true_indices(block >= 1)
+        if oz.size == 0:
+            continue
+        index = np.stack([ox + starts[2], oy + starts[1], oz + first + starts[0]], axis=1)
+        organ_mm = index @ to_mm.T
+        where = (organ_mm[:, :2] - low) / cell - 0.5                                   # from cell centres
+        below = np.clip(np.floor(where).astype(np.int64), 0, cells - 1)
+        beyond = np.clip(below + 1, 0, cells - 1)
+        full = np.maximum.reduce([height[py, px] for py in (below[:, 1], beyond[:, 1])
+                                  for px in (below[:, 0], beyond[:, 0])])
+        above[first:first + chunk][oz, oy, ox] = organ_mm[:, 2] > full + RULES.lung_margin_mm
+    return above
 
 
 # ------------------------------------------------------------------------------------------ tumors
@@ -1342,7 +1418,8 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         if options.below_lungs and not record["head_foot_order"].get("lungs_below_liver"):
             tumor_above, tumor_at = [], []  # type: list, list
             record["liver_above_lungs_ml"] = remove_above_lungs(labels, hu, spacing, options, tumor_above,
-                                                                found_lungs, tumor_at) * voxel_ml
+                                                                found_lungs, tumor_at,
+                                                                located.direction_matrix) * voxel_ml
             record["tumor_above_lungs_ml"] = sum(tumor_above) * voxel_ml
             record["tumor_above_lungs_components"], record["tumor_above_lungs_components_not_listed"] = \
                 removed_tumor_pieces(tumor_at, voxel_ml, located, LISTED_RECORDS_MAX)

@@ -78,7 +78,8 @@ from .fileutil import atomic_output, picture_text_as_given
 from .metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, RECIST_PD_ABSOLUTE_MM, RECIST_TOO_SMALL_MM,
                              SLICE_THICKNESS_FROM_SPACING, SLICE_THICKNESS_SOURCE_WORDS, at_least, at_most,
                              axial_slice_thickness_text, check_given_slice_thickness, dicom_slice_thickness_of,
-                             given_slice_thickness_warning, equal_within_rounding, meets_progression, percent_change_text)
+                             given_slice_thickness_warning, equal_within_rounding, meets_progression,
+                             percent_change_text, change_places, places_short_of)
 from .volume import CTVolume, ImageGeometry
 
 STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "present", "merged", "split", "not_assessed")
@@ -755,9 +756,10 @@ def _under_5_mm_text(entries: Sequence[Dict[str, Any]], follow_long_axes: Dict[i
             continue
         fragments = [float(follow_long_axes[j]) for j in ids]
         under = [mm for mm in fragments if not at_least(mm, RECIST_TOO_SMALL_MM)]
+        under_text = ", ".join(f"{mm:.{places_short_of(mm, RECIST_TOO_SMALL_MM, 1)}f}" for mm in under)  # 4.98: not 5.0
         fragments_under += len(under)
         split.append(f"split target lesion {e['number']} has {len(under)} of its {len(fragments)} fragments under "
-                     f"5 mm ({', '.join(f'{mm:.1f}' for mm in under)} mm; its fragments sum to "
+                     f"5 mm ({under_text} mm; its fragments sum to "
                      f"{float(e['recist_followup_mm']):.1f} mm)")
     parts = ([f"target lesion(s) {', '.join(whole)} measure under 5 mm"] if whole else []) + split
     if not split:
@@ -1737,10 +1739,7 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
     names = {"new": f"new ({equivocal} equivocal, not counted)"} if equivocal else {}
     fig.legend(handles=[Patch(color=STATUS_COLORS[s], label=names.get(s, s)) for s in present], loc="lower center",
                ncol=max(1, len(present)), frameon=False)
-    sod = change["sum_of_diameters"]
-    follow_text = "unknown" if sod["followup_mm"] is None else f"{sod['followup_mm']:.1f} mm"
-    sod_text = "" if sod["baseline_mm"] is None else (f"; sum of diameters {sod['baseline_mm']:.1f} mm -> "
-                                                       f"{follow_text}")
+    sod_text = sum_of_diameters_title_text(change["sum_of_diameters"])
     dice = alignment.get("liver_dice_after_alignment")
     angle = alignment.get("rotation_angle_deg")  # reports from before it was recorded have none
     doubts = ([f"the livers overlap little after alignment (liver Dice {dice:.3f}): check the alignment"]
@@ -1764,24 +1763,43 @@ def response_line(response: str, reason: str) -> str:
     return f"RECIST 1.1 response: {response} ({reason}); {RECIST_NOTE}"
 
 
+def sum_of_diameters_title_text(sod: Dict[str, Any]) -> str:
+    """The change picture's title part on the sum of diameters (a change report's ``sum_of_diameters``, mm):
+    ``; sum of diameters 20.0 mm -> 25.0 mm (+24.9 %)``, to as many places as keep the change on its side of the
+    rules (:func:`~.metrics.recist.change_places`: 20.03 -> 25.01 mm read '20.0 mm -> 25.0 mm', +5 mm and +25 %,
+    beside SD, without the percent); '' without target lesions."""
+    if sod.get("baseline_mm") is None:
+        return ""
+    if sod.get("followup_mm") is None:
+        return f"; sum of diameters {sod['baseline_mm']:.1f} mm -> unknown"
+    places = change_places(sod["baseline_mm"], sod["followup_mm"])
+    percent = sod.get("change_percent")
+    change = "" if percent is None else \
+        f" ({percent_change_text(float(percent) / 100.0) if round(float(percent), 1) else '0.0 %'})"
+    return f"; sum of diameters {sod['baseline_mm']:.{places}f} mm -> {sod['followup_mm']:.{places}f} mm{change}"
+
+
 def sum_of_diameters_line(sum_of_diameters: Dict[str, Any]) -> Optional[str]:
     """The sum-of-diameters line of :func:`change_summary_lines` from a change report's ``sum_of_diameters``
     (mm; ``target_lesion_ids`` may be left out), or None without target lesions."""
     sod = sum_of_diameters
     if sod.get("baseline_mm") is None:
         return None
+    # both sums to as many places as keep the change on its side of the rules (a +4.98 mm rise read '+5.0 mm' beside
+    # SD: metrics.recist.change_places)
+    places = 1 if sod.get("followup_mm") is None else change_places(sod["baseline_mm"], sod["followup_mm"])
     if sod.get("followup_mm") is None:
         follow = "unknown (a target lies outside the follow-up scan)"
     elif sod.get("change_percent") is None:  # no percent of a zero baseline sum
-        follow = f"{sod['followup_mm']:.1f} mm"
+        follow = f"{sod['followup_mm']:.{places}f} mm"
     else:
         change = round(float(sod["change_percent"]), 1) + 0.0  # -0.02 % printed '-0.0 %': a change none can see
         # as the response's reason words it (0.01 % next to a threshold not met): -29.98 % read '-30.0 %' here
         # beside SD, under a reason that said '-29.98 %'
         percent = percent_change_text(float(sod["change_percent"]) / 100.0) if change else "0.0 %"
-        follow = f"{sod['followup_mm']:.1f} mm ({percent})"
+        follow = f"{sod['followup_mm']:.{places}f} mm ({percent})"
     targets = "target lesions" if sod.get("target_lesion_ids") is None else f"target lesions {sod['target_lesion_ids']}"
-    return f"{targets}: sum of diameters {sod['baseline_mm']:.1f} -> {follow}"
+    return f"{targets}: sum of diameters {sod['baseline_mm']:.{places}f} -> {follow}"
 
 
 def measurable_minimum_lines(change: Dict[str, Any]) -> List[str]:
@@ -1845,13 +1863,27 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
         # a merged or split group's numbers are sums over its lesions (RECIST sums the fragments' diameters)
         several = len(e["baseline_ids"]) > 1 or len(e["followup_ids"]) > 1
         lines.append(f"  {e['number']}: {e['status']:<11} {ids}; {'long axes summed' if several else 'long axis'} "
-                     f"{e['baseline_long_axis_mm']:.1f} -> {e['followup_long_axis_mm']:.1f} mm, "
+                     f"{long_axes_change_text(e, change.get('min_new_lesion_mm', DEFAULT_MIN_NEW_LESION_MM))}, "
                      f"volume{'s summed' if several else ''} {_ml_text(e['baseline_volume_ml'])} -> "
                      f"{_ml_text(e['followup_volume_ml'])} mL{cut}")
     more = change["lesions"][LISTED_LESIONS_MAX:]
     if more:
         lines.append(f"  ... {len(more)} more lesion group(s) in the change report ({_status_counts_text(more)})")
     return lines
+
+
+def long_axes_change_text(entry: Dict[str, Any], min_new_lesion_mm: float) -> str:
+    """A change row's ``20.0 -> 24.0 mm`` (baseline and follow-up long axes, mm), to as many places as keep the row's
+    change on its side of the status rules (+20 % grown, -30 % shrunk; :func:`~.metrics.recist.change_places`) and
+    a new lesion's long axis on its side of ``min_new_lesion_mm`` (a 4.98 mm new lesion read '5.0 mm' beside
+    'equivocal (long axis under 5 mm)'; a +19.8 % change '20.0 -> 24.0 mm' beside 'stable')."""
+    from .inference.lesion_report import long_axis_text
+
+    before, after = float(entry["baseline_long_axis_mm"]), float(entry["followup_long_axis_mm"])
+    if entry["status"] == "new":
+        return f"{before:.1f} -> {long_axis_text(after, min_new_lesion_mm)} mm"
+    places = change_places(before, after, relative_rules=(GROWN_CHANGE, SHRUNK_CHANGE), absolute_rise=None)
+    return f"{before:.{places}f} -> {after:.{places}f} mm"
 
 
 def _status_counts_text(groups: List[Dict[str, Any]]) -> str:

@@ -1872,7 +1872,9 @@ CHANGE_TABLE_DECIMALS = {col_name: _UNIT_DECIMALS[unit] for col_name, _, unit, _
 """Displayed digits per numeric column of the change table (the change report keeps full precision)."""
 
 
-def _change_value(entry: Dict[str, Any], name: str, key: str) -> Any:
+def _change_value(entry: Dict[str, Any], name: str, key: str, min_new_lesion_mm: float) -> Any:
+    """One cell of the change table; ``min_new_lesion_mm``: the change report's, which a new lesion's long axis
+    short of it is not rounded onto."""
     if name == "Notes":
         return ", ".join(words for flag, words in CHANGE_ROW_NOTES if entry.get(flag))
     value = entry.get(key)
@@ -1888,7 +1890,27 @@ def _change_value(entry: Dict[str, Any], name: str, key: str) -> Any:
         return float("nan")
     if name == "Long axis change":
         return _long_axis_change_shown(float(value))
+    if name in ("Baseline long axis", "Follow-up long axis"):
+        return round(float(value), _long_axis_places(entry, name, min_new_lesion_mm))
     return round(float(value), CHANGE_TABLE_DECIMALS.get(name, 3))
+
+
+def _long_axis_places(entry: Dict[str, Any], name: str, min_new_lesion_mm: float) -> int:
+    """Decimal places of a change row's long axis, as the printed summary gives them
+    (:func:`~.followup.long_axes_change_text`): a new lesion of 4.98 mm read 5.0 beside 'equivocal', and 20.03 ->
+    23.99 mm (+19.8 %) 20.0 -> 24.0 beside 'stable'."""
+    from .followup import GROWN_CHANGE, SHRUNK_CHANGE
+    from .metrics.recist import change_places, places_short_of
+
+    decimals = CHANGE_TABLE_DECIMALS.get(name, 1)
+    before, after = entry.get("baseline_long_axis_mm"), entry.get("followup_long_axis_mm")
+    if entry.get("status") == "new":
+        return places_short_of(float(after), min_new_lesion_mm, decimals) if name == "Follow-up long axis" and \
+            after is not None else decimals
+    if before is None or after is None:
+        return decimals
+    return change_places(float(before), float(after), decimals, relative_rules=(GROWN_CHANGE, SHRUNK_CHANGE),
+                         absolute_rise=None)
 
 
 def _long_axis_change_shown(percent: float) -> float:
@@ -1911,9 +1933,12 @@ def create_change_table_node(scene, change: Dict[str, Any], table_node=None, nam
     (:func:`LiverTumorSegLib.followup.compare_followup`), columns :data:`CHANGE_TABLE_COLUMNS`. The response,
     its reason and the sums of diameters are node attributes ``LiverTumorSeg.<key>`` (strings)."""
     import vtk
+
+    from .followup import DEFAULT_MIN_NEW_LESION_MM
     if table_node is None:
         table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     table = vtk.vtkTable()
+    min_new_lesion_mm = float(change.get("min_new_lesion_mm", DEFAULT_MIN_NEW_LESION_MM))
     for col_name, key, unit, description in CHANGE_TABLE_COLUMNS:
         if col_name in _CHANGE_TEXT_COLUMNS:
             column = vtk.vtkStringArray()
@@ -1923,7 +1948,7 @@ def create_change_table_node(scene, change: Dict[str, Any], table_node=None, nam
             column = vtk.vtkDoubleArray()
         column.SetName(col_name)
         for entry in change.get("lesions", []):
-            column.InsertNextValue(_change_value(entry, col_name, key))
+            column.InsertNextValue(_change_value(entry, col_name, key, min_new_lesion_mm))
         table.AddColumn(column)
     table_node.SetAndObserveTable(table)
     for col_name, key, unit, description in CHANGE_TABLE_COLUMNS:

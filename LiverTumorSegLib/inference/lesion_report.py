@@ -79,6 +79,7 @@ import numpy as np
 from ..errors import InputError
 from ..fileutil import atomic_output, finite_json, full_suffix, spreadsheet_safe_text
 from ..metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, at_least, axial_axis_zyx,  # noqa: F401
+                              places_short_of,
                               axial_slice_thickness_mm, farthest_pair, hull_vertices_2d, lesion_axes,
                               measurable_minimum_mm, recist_slice_thickness, select_target_lesions)
 from ..volume import ImageGeometry, checked_geometry
@@ -507,20 +508,6 @@ def number_text(value: float, decimals: int) -> str:
     """``value`` as text to :func:`places_keeping_nonzero` places: the console said '0.00 mL' and 'burden 0.00 %'
     of a lesion the report holds."""
     return f"{float(value):.{places_keeping_nonzero(value, decimals)}f}"
-
-
-def places_short_of(value: float, minimum: float, decimals: int) -> int:
-    """Decimal places to show ``value`` with: ``decimals``, or more where ``decimals`` would round a value short of
-    ``minimum`` (:func:`~LiverTumorSegLib.metrics.recist.at_least`: not met) onto it, as many as show it below
-    (at most 6): a 9.988 mm long axis read 'long axis 10.0 mm' beside a RECIST rule 'measurable from 10 mm' that it
-    does not meet (the report audit)."""
-    value = float(value)
-    if not np.isfinite(value) or at_least(value, minimum):
-        return decimals
-    places = decimals
-    while places < 6 and round(value, places) >= minimum:
-        places += 1
-    return places
 
 
 def long_axis_text(long_axis_mm: float, minimum_mm: float = RECIST_MIN_LONG_AXIS_MM) -> str:

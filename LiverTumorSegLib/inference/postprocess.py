@@ -1596,7 +1596,7 @@ def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[flo
     tumor_above = float(changes.get("tumor_above_lungs_ml", 0.0))
     if above >= WARN_LIVER_REMOVED_ML or tumor_above >= WARN_TUMOR_CHANGED_ML:
         what = f"{_ml(above)} mL labelled liver" if not tumor_above else \
-            f"{above:.1f} mL labelled liver or tumor ({tumor_above:.1f} mL of it tumor)"
+            f"{_part_ml(above)} mL labelled liver or tumor ({_part_ml(tumor_above)} mL of it tumor)"
         flip = ""
         if liver_left_ml is not None and above > float(liver_left_ml):  # most of the organ: the lungs "below" it
             flip = (f", most of the organ ({_ml(float(liver_left_ml))} mL left): a head-foot flip in the file's "

@@ -102,6 +102,43 @@ def at_most(value: float, threshold: float) -> bool:
     return bool(value <= threshold + _allowance(threshold))
 
 
+def places_short_of(value: float, minimum: float, decimals: int) -> int:
+    """Decimal places to show ``value`` with: ``decimals``, or more where ``decimals`` would round a value short of
+    ``minimum`` (:func:`at_least`: not met) onto it, as many as show it below (at most 6): a 9.988 mm long axis read
+    'long axis 10.0 mm' beside a RECIST rule 'measurable from 10 mm' that it does not meet (the report audit)."""
+    value = float(value)
+    if not np.isfinite(value) or at_least(value, minimum):
+        return decimals
+    places = decimals
+    while places < 6 and round(value, places) >= minimum:
+        places += 1
+    return places
+
+
+def change_places(before: float, after: float, decimals: int = 1,
+                  relative_rules: Sequence[float] = (RECIST_PD_CHANGE, RECIST_PR_CHANGE),
+                  absolute_rise: Optional[float] = RECIST_PD_ABSOLUTE_MM) -> int:
+    """Decimal places to show two sizes ``before -> after`` (mm) with: ``decimals``, or more (at most 6) where the
+    rounded pair would put the change on the other side of a rule it is judged by: its relative change against each
+    of ``relative_rules`` (a rise, >= one that is positive; a fall, <= one that is negative) and its rise against
+    ``absolute_rise`` (mm; None: none). A sum of diameters of 20.03 -> 25.01 mm (+4.98 mm) read '20.0 -> 25.0 mm',
+    +5 mm and +25 %, beside SD, and a long axis of 20.03 -> 23.99 mm (+19.8 %) '20.0 -> 24.0 mm', +20 %, beside
+    'stable' (the printed-numbers audit)."""
+    def sides(b: float, a: float) -> Tuple[bool, ...]:
+        relative = tuple((at_least((a - b) / b, rule) if rule > 0 else at_most((a - b) / b, rule)) if b > 0
+                         else False for rule in relative_rules)
+        return relative + ((at_least(a - b, absolute_rise),) if absolute_rise is not None else ())
+
+    before, after = float(before), float(after)
+    if not (np.isfinite(before) and np.isfinite(after)):
+        return decimals
+    truth = sides(before, after)
+    places = decimals
+    while places < 6 and sides(round(before, places), round(after, places)) != truth:
+        places += 1
+    return places
+
+
 def equal_within_rounding(value: float, reference: float) -> bool:
     """Whether ``value`` and ``reference`` (same unit) are apart by rounding only: within :func:`_allowance` of
     ``reference`` (1e-6 of it, at least 1e-6), the allowance :func:`at_least` gives a threshold."""
@@ -778,7 +815,11 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
     if nadir_complete_response and nadir_sum_mm is None:
         nadir_sum_mm = 0.0
     relative = (followup_sum_mm - baseline_sum_mm) / baseline_sum_mm
-    text = f"sum of diameters {baseline_sum_mm:.1f} -> {followup_sum_mm:.1f} mm ({percent_change_text(relative)})"
+    places = change_places(baseline_sum_mm, followup_sum_mm)
+    if nadir_sum_mm is not None and 0 < nadir_sum_mm < baseline_sum_mm:  # the nadir's pair is read too
+        places = max(places, change_places(nadir_sum_mm, followup_sum_mm))
+    text = (f"sum of diameters {baseline_sum_mm:.{places}f} -> {followup_sum_mm:.{places}f} mm "
+            f"({percent_change_text(relative)})")
     if nadir_sum_mm is not None and nadir_sum_mm < baseline_sum_mm:  # PD from the nadir, PR from the baseline
         if nadir_sum_mm <= 0:
             if followup_sum_mm > 0:
@@ -792,18 +833,19 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
                     return "PD", text + "; target lesions still gone, but non-target " + REAPPEARED_AFTER_CR_TEXT
         else:
             from_nadir = (followup_sum_mm - nadir_sum_mm) / nadir_sum_mm
-            text += f"; nadir {nadir_sum_mm:.1f} mm ({percent_change_text(from_nadir)} from it)"
+            text += f"; nadir {nadir_sum_mm:.{places}f} mm ({percent_change_text(from_nadir)} from it)"
             if meets_progression(nadir_sum_mm, followup_sum_mm):
                 return "PD", text
             if at_least(from_nadir, RECIST_PD_CHANGE) and not at_most(relative, RECIST_PR_CHANGE):
-                return "SD", text + (f"; up by {followup_sum_mm - nadir_sum_mm:.1f} mm from the nadir, under the "
-                                     f"{RECIST_PD_ABSOLUTE_MM:g} mm PD needs")
+                return "SD", text + (f"; up by {rise_text(followup_sum_mm - nadir_sum_mm)} mm from the nadir, under "
+                                     f"the {RECIST_PD_ABSOLUTE_MM:g} mm PD needs")
     elif meets_progression(baseline_sum_mm, followup_sum_mm):
         return "PD", text
     if at_most(relative, RECIST_PR_CHANGE):
         return "PR", text
     if at_least(relative, RECIST_PD_CHANGE):  # up 20 % or more, but by under 5 mm: said, as it is not PD
-        text += f"; up by {followup_sum_mm - baseline_sum_mm:.1f} mm, under the {RECIST_PD_ABSOLUTE_MM:g} mm PD needs"
+        text += (f"; up by {rise_text(followup_sum_mm - baseline_sum_mm)} mm, under the {RECIST_PD_ABSOLUTE_MM:g} mm "
+                 f"PD needs")
     return "SD", text
 
 
@@ -824,13 +866,20 @@ def _reappearance_text(followup_sum_mm: float, nadir_complete_response: Optional
     if at_least(followup_sum_mm, RECIST_PD_ABSOLUTE_MM):
         return ""
     if nadir_complete_response:
-        return (f" ({followup_sum_mm:.1f} mm, under the {RECIST_PD_ABSOLUTE_MM:g} mm the sum rule needs, but every "
-                f"lesion had disappeared at that follow-up (CR), and after a CR any lesion that reappears is PD)")
-    text = f"; up by {followup_sum_mm:.1f} mm from the nadir, under the {RECIST_PD_ABSOLUTE_MM:g} mm PD needs"
+        return (f" ({rise_text(followup_sum_mm)} mm, under the {RECIST_PD_ABSOLUTE_MM:g} mm the sum rule needs, but "
+                f"every lesion had disappeared at that follow-up (CR), and after a CR any lesion that reappears is PD)")
+    text = f"; up by {rise_text(followup_sum_mm)} mm from the nadir, under the {RECIST_PD_ABSOLUTE_MM:g} mm PD needs"
     if nadir_complete_response is None:
         text += (" (PD if that follow-up was a complete response, every lesion gone: after a CR any lesion that "
                  "reappears is PD)")
     return text
+
+
+def rise_text(rise_mm: float) -> str:
+    """A rise of a sum of diameters (mm) as text to 0.1 mm, or to as many places as keep a rise short of the
+    :data:`RECIST_PD_ABSOLUTE_MM` PD needs below it (:func:`places_short_of`): +4.98 mm read 'up by 5.0 mm, under
+    the 5 mm PD needs'."""
+    return f"{float(rise_mm):.{places_short_of(rise_mm, RECIST_PD_ABSOLUTE_MM, 1)}f}"
 
 
 def percent_change_text(relative: float) -> str:

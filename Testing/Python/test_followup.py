@@ -1219,7 +1219,9 @@ def test_the_sum_of_diameters_line_words_a_change_near_a_threshold_as_the_respon
     follow[1, np.arange(5, 35), np.arange(5, 35)] = 2
     change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
     assert change["response"] == "SD" and change["response_reason"].endswith("(-29.98 %)")
-    assert change_summary_lines(change)[1] == "target lesions [1]: sum of diameters 60.0 -> 42.0 mm (-29.98 %)"
+    # the sums too: '60.0 -> 42.0 mm' is -30 % exactly, the PR the percent beside it says is not met
+    assert change_summary_lines(change)[1] == "target lesions [1]: sum of diameters 60.00 -> 42.01 mm (-29.98 %)"
+    assert change["response_reason"].startswith("sum of diameters 60.00 -> 42.01 mm")
 
 
 def test_outlines_are_drawn_for_one_pixel_masks_and_closed_along_the_image_edge():
@@ -2008,3 +2010,40 @@ def test_a_non_target_cut_by_the_scan_edge_and_seen_at_follow_up_is_present_not_
     gone = compare_followup(labels, CTVolume(np.minimum(labels.array, 1), geometry, source="follow-up"),
                             alignment="none")
     assert gone["response"] == "NE" and "(not evaluated)" in gone["response_reason"]
+
+
+def test_change_rows_never_round_a_long_axis_onto_a_rule_it_misses():
+    """A new lesion of 4.98 mm read 'long axis 0.0 -> 5.0 mm ... equivocal (long axis under 5 mm)', and a long axis of
+    20.03 -> 23.99 mm (+19.8 %) '20.0 -> 24.0 mm' (+20 %, grown) beside 'stable' (the printed-numbers audit)."""
+    g = ImageGeometry(spacing=(1.0, 1.0, 5.0))
+    base = np.ones((6, 60, 60), np.uint8)
+    base[2, 10, 10:30] = 2                               # 20 mm
+    follow = np.ones_like(base)
+    follow[2, 10, 10:30] = 2
+    follow[2, 40, 10:15] = 2                             # a new lesion, 5 mm
+    stable = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
+    assert [e["status"] for e in stable["lesions"]] == ["stable", "new"]
+    from LiverTumorSegLib.followup import change_summary_lines, long_axes_change_text
+
+    grown_by = dict(stable["lesions"][0], baseline_long_axis_mm=20.03, followup_long_axis_mm=23.99)
+    assert long_axes_change_text(grown_by, 5.0) == "20.03 -> 23.99 mm"
+    assert long_axes_change_text(dict(grown_by, followup_long_axis_mm=30.0), 5.0) == "20.0 -> 30.0 mm"
+    new = dict(stable["lesions"][1], followup_long_axis_mm=4.98, unequivocal=False)
+    assert long_axes_change_text(new, 5.0) == "0.0 -> 4.98 mm"
+    assert long_axes_change_text(dict(new, followup_long_axis_mm=5.0), 5.0) == "0.0 -> 5.0 mm"
+    lines = change_summary_lines(dict(stable, lesions=[grown_by, new]))
+    assert any("long axis 20.03 -> 23.99 mm" in line and "stable" in line for line in lines)
+    assert any("long axis 0.0 -> 4.98 mm" in line and "equivocal" in line for line in lines)
+
+
+def test_the_change_picture_title_gives_the_sums_to_the_places_that_keep_the_rules_and_the_percent():
+    from LiverTumorSegLib.followup import sum_of_diameters_line, sum_of_diameters_title_text
+
+    sod = {"baseline_mm": 20.0256, "followup_mm": 25.0056, "change_percent": 24.87}
+    assert sum_of_diameters_title_text(sod) == "; sum of diameters 20.03 mm -> 25.01 mm (+24.9 %)"
+    assert sum_of_diameters_line(sod) == "target lesions: sum of diameters 20.03 -> 25.01 mm (+24.9 %)"
+    assert sum_of_diameters_title_text({"baseline_mm": 20.0, "followup_mm": 30.0, "change_percent": 50.0}) == \
+        "; sum of diameters 20.0 mm -> 30.0 mm (+50.0 %)"
+    assert sum_of_diameters_title_text({"baseline_mm": 20.0, "followup_mm": None, "change_percent": None}) == \
+        "; sum of diameters 20.0 mm -> unknown"
+    assert sum_of_diameters_title_text({"baseline_mm": None, "followup_mm": None}) == ""

@@ -226,6 +226,24 @@ def test_the_change_table_shows_a_long_axis_change_next_to_a_threshold_as_the_su
     assert shown == [-29.98, -30.0, 19.97, 20.0, -12.3]
 
 
+def test_the_change_tables_long_axes_are_not_rounded_onto_a_rule_they_miss(scene):
+    """A new lesion of 4.98 mm read 5.0 beside its 'equivocal' note (under 5 mm), and 20.03 -> 23.99 mm (+19.8 %,
+    stable) read 20.0 -> 24.0 (+20 %): the digits the printed summary gives (the printed-numbers audit)."""
+    lesions = [{"number": 1, "status": "stable", "baseline_ids": [1], "followup_ids": [1], "recist_target": False,
+                "baseline_long_axis_mm": 20.03, "followup_long_axis_mm": 23.99, "long_axis_change_percent": 19.77},
+               {"number": 2, "status": "new", "baseline_ids": [], "followup_ids": [2], "recist_target": False,
+                "baseline_long_axis_mm": 0.0, "followup_long_axis_mm": 4.98, "unequivocal": False},
+               {"number": 3, "status": "grown", "baseline_ids": [3], "followup_ids": [3], "recist_target": False,
+                "baseline_long_axis_mm": 20.04, "followup_long_axis_mm": 30.04, "long_axis_change_percent": 49.9}]
+    table = mrml.create_change_table_node(scene, {"lesions": lesions, "response": "SD", "min_new_lesion_mm": 5.0})
+    rows = mrml.change_table_rows(table)
+    assert [(r["Baseline long axis"], r["Follow-up long axis"]) for r in rows] == [(20.03, 23.99), (0.0, 4.98),
+                                                                                  (20.0, 30.0)]
+    lesions[1]["followup_long_axis_mm"] = 6.04   # at or above the minimum: a tenth of a millimetre
+    assert mrml.change_table_rows(mrml.create_change_table_node(
+        scene, {"lesions": lesions, "response": "PD"}))[1]["Follow-up long axis"] == 6.0
+
+
 def test_the_change_table_notes_a_rows_lesions_cut_by_a_scans_edge_or_capped_by_tilted_slices(scene):
     """The change table showed neither a row's scan-edge flags nor its tilted-slice flags: a follow-up lesion capped
     at 16.1 mm (30 mm in its stored slice) read 'shrunk' with no word in the panel. *Notes* now names them."""

@@ -1213,3 +1213,13 @@ def test_a_lesion_whose_mean_probability_is_exactly_the_minimum_stays_tumor(p_u8
     options = PostprocessingOptions(min_lesion_ml=0.0, tubular_lesions_to_liver=False, min_lesion_probability=0.6)
     out = clean_tumors(labels.copy(), (1.0, 1.0, 1.0), options, tumor_probability=probability)
     assert np.count_nonzero(out == 2) == (8 if kept else 0)
+
+
+def test_the_lung_base_warning_shows_a_small_removed_tumor_as_nonzero():
+    """'12.3 mL labelled liver or tumor (0.0 mL of it tumor)' of a removal that took 0.027 mL of tumor (the
+    printed-numbers audit)."""
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+
+    (line,) = [w for w in postprocessing_warnings({"liver_above_lungs_ml": 12.34, "tumor_above_lungs_ml": 0.027})
+               if "above the lung bases" in w]
+    assert "12.3 mL labelled liver or tumor (0.027 mL of it tumor)" in line

@@ -150,8 +150,9 @@ def test_non_square_pixels_never_give_a_short_axis_longer_than_the_long_axis():
 def test_the_response_reason_never_rounds_a_change_onto_a_threshold_it_misses_and_says_why_20_percent_is_not_pd():
     """+19.97 % read '+20.0 %' beside SD and -29.96 % read '-30.0 %' beside SD; 20 -> 24 mm (+20 %, +4 mm) said
     nothing of the 5 mm rule (the follow-up audit)."""
-    assert recist_response(100.0, 119.97, False, 1, 1) == ("SD", "sum of diameters 100.0 -> 120.0 mm (+19.97 %)")
-    assert recist_response(100.0, 70.04, False, 1, 1) == ("SD", "sum of diameters 100.0 -> 70.0 mm (-29.96 %)")
+    # the sums as well: '100.0 -> 120.0 mm' is +20 % and '100.0 -> 70.0 mm' -30 %, the rules the percents miss
+    assert recist_response(100.0, 119.97, False, 1, 1) == ("SD", "sum of diameters 100.00 -> 119.97 mm (+19.97 %)")
+    assert recist_response(100.0, 70.04, False, 1, 1) == ("SD", "sum of diameters 100.00 -> 70.04 mm (-29.96 %)")
     category, reason = recist_response(20.0, 24.0, False, 1, 1)
     assert category == "SD" and reason.endswith("(+20.0 %); up by 4.0 mm, under the 5 mm PD needs")
     assert recist_response(100.0, 120.0, False, 1, 1) == ("PD", "sum of diameters 100.0 -> 120.0 mm (+20.0 %)")
@@ -339,3 +340,33 @@ def test_the_tie_frame_is_lps_on_an_axis_aligned_grid_and_the_same_for_every_sto
     # two index axes nearest to one patient axis (a 45-degree grid): no permutation, the identity (LPS) as before
     diagonal = np.array([[np.sqrt(0.5), -np.sqrt(0.5), 0.0], [np.sqrt(0.5), np.sqrt(0.5), 0.0], [0.0, 0.0, 1.0]])
     np.testing.assert_array_equal(tie_frame(ImageGeometry(spacing=(1.0, 1.0, 1.0), direction=tuple(diagonal.ravel()))), np.eye(3))
+
+
+def test_a_rise_short_of_5_mm_is_never_printed_as_5_mm_beside_sd():
+    """20.0256 -> 25.0056 mm (+4.98 mm, +24.87 %) read 'sum of diameters 20.0 -> 25.0 mm (+24.9 %); up by 5.0 mm,
+    under the 5 mm PD needs': numbers that make PD beside SD (the printed-numbers audit). The same from a nadir,
+    and for a target back at 4.97 mm after a nadir of 0 mm."""
+    category, reason = recist_response(20.0256, 25.0056, False, 1, 1)
+    assert category == "SD"
+    assert reason == "sum of diameters 20.03 -> 25.01 mm (+24.9 %); up by 4.98 mm, under the 5 mm PD needs"
+    category, reason = recist_response(30.0, 24.98, False, 1, 1, nadir_sum_mm=20.0)
+    assert category == "SD"
+    assert "nadir 20.00 mm" in reason and reason.endswith("up by 4.98 mm from the nadir, under the 5 mm PD needs")
+    category, reason = recist_response(30.0, 4.97, False, 1, 1, nadir_sum_mm=0.0)
+    assert category == "PR" and "up by 4.97 mm from the nadir" in reason
+    category, reason = recist_response(30.0, 4.97, False, 1, 1, nadir_sum_mm=0.0, nadir_complete_response=True)
+    assert category == "PD" and "(4.97 mm, under the 5 mm" in reason
+    # away from the rules, a tenth of a millimetre as before
+    assert recist_response(20.0, 30.0, False, 1, 1)[1] == "sum of diameters 20.0 -> 30.0 mm (+50.0 %)"
+
+
+def test_change_places_keeps_each_rule_on_its_side():
+    from LiverTumorSegLib.metrics.recist import change_places
+
+    assert change_places(20.0, 30.0) == 1
+    assert change_places(20.0256, 25.0056) == 2                 # +4.98 mm, not '+5.0'
+    assert change_places(100.0, 119.97) == 2                    # +19.97 %, not '+20.0 %'
+    assert change_places(100.0, 70.04) == 2                     # -29.96 %, not '-30.0 %'
+    assert change_places(100.0, 120.0) == 1 and change_places(100.0, 70.0) == 1   # exactly on a rule: met
+    assert change_places(20.03, 23.99, relative_rules=(0.2, -0.3), absolute_rise=None) == 2   # +19.8 %
+    assert change_places(0.0, 4.0) == 1 and change_places(float("nan"), 4.0) == 1

@@ -219,7 +219,7 @@ def test_the_documented_spine_distances_of_the_bundled_cases_are_the_measured_on
 
     cts = [read_volume(sample_ct_path()), read_volume(DATA / "ct3slice_ct.nii.gz")]
     measured = [-spine_front_back_mm(ct.array, ct.geometry) for ct in cts]  # RAS A: behind the centre is negative
-    assert [round(v) for v in measured] == [33, 77]
+    assert [round(v) for v in measured] == [33, 73]   # 77 while the CT table counted as bone
     front_to_back = np.ascontiguousarray(np.flip(cts[1].array, axis=1))  # (z, y, x): y runs front to back here
     warning_text = spine_front_back_warnings(front_to_back, cts[1].geometry)[0]
     cli_md = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
@@ -324,7 +324,7 @@ def test_liver_coordinates_are_those_of_every_sampled_liver_voxel_in_their_order
 def test_spine_sample_reads_the_same_voxels_from_its_contiguous_copy():
     """spine_sample thresholds one contiguous copy of the sampled CT: body centre and bone samples as the strided
     view gives them."""
-    from LiverTumorSegLib.inference.plausibility import (BODY_HU, SPINE_BONE_HU, _canonical, _mean_ras, _sampled,
+    from LiverTumorSegLib.inference.plausibility import (BODY_HU, _canonical, _mean_ras, _sampled, bone_with_cortex,
                                                          spine_sample)
 
     rng = np.random.default_rng(3)
@@ -336,8 +336,28 @@ def test_spine_sample_reads_the_same_voxels_from_its_contiguous_copy():
     step = spine_step_zyx(canonical_geometry)
     view = _sampled(canonical, step)
     assert np.array_equal(sample.body_centre, _mean_ras(view > BODY_HU, canonical_geometry, step))
-    k, j, i = np.nonzero(view > SPINE_BONE_HU)
+    k, j, i = np.nonzero(bone_with_cortex(np.ascontiguousarray(view), canonical, step))
     ijk = np.stack([i * step[2], j * step[1], k * step[0]]).astype(np.float64)
     ijk_to_ras = canonical_geometry.ijk_to_ras()
     assert ijk.shape[1] > 10
     assert np.array_equal(sample.bone_ras, ijk_to_ras[:3, :3] @ ijk + ijk_to_ras[:3, 3:])
+
+
+def test_oral_contrast_in_front_of_the_spine_is_not_bone():
+    """A stomach of oral contrast (about 350 HU, 4x the spine's volume) in front of the spine near the midline put
+    the 'spine' in front of the body's centre, and the CT was called flipped front to back (the HU rules audit):
+    bone is what lies in a component holding cortex (700 HU or more)."""
+    geometry = ImageGeometry(spacing=(2.0, 2.0, 5.0), origin=(-200.0, -150.0, 0.0))
+    hu = np.full((6, 150, 200), -1000, np.int16)
+    hu[:, 25:125, 25:175] = 40                  # the body: LPS y -100..98 mm
+    hu[:, 92:108, 92:108] = 250                 # a vertebral body: trabecular bone ...
+    hu[:, 90:110, 90:92] = hu[:, 90:110, 108:110] = 1000        # ... in a cortical shell
+    hu[:, 90:92, 90:110] = hu[:, 108:110, 90:110] = 1000
+    behind = spine_front_back_mm(hu, geometry)
+    assert behind == pytest.approx(-50.0, abs=3.0)
+    hu[:, 35:75, 75:125] = 350                  # the stomach: LPS y -80..-2 (anterior), x -50..48 mm
+    assert spine_front_back_mm(hu, geometry) == pytest.approx(behind, abs=0.5)
+    assert spine_front_back_warnings(hu, geometry) == []
+    assert len(spine_front_back_warnings(np.ascontiguousarray(hu[:, ::-1]), geometry)) == 1   # truly flipped
+    no_cortex = np.where(hu == 1000, 400, hu).astype(np.int16)   # cortex read thin: every voxel over 300 HU, as before
+    assert spine_front_back_mm(no_cortex, geometry) > 0

@@ -545,3 +545,33 @@ def fat_density_lesion_warnings(lesions: List[dict]) -> List[str]:
             f"which a liver tumor rarely has (a lipoma or angiomyolipoma may): most likely fat beside the liver, in "
             f"a fissure or in a resection bed was labelled tumor{target_note}. Check each in the images; if it is "
             f"not a tumor, remove it before using the lesion count, volumes and RECIST sum."]
+
+
+LESION_DENSE_MIN_HU = 250.0
+"""A lesion whose mean CT value is at or above this (HU) is denser than any enhancing liver tumor (an HCC or a
+hemangioma in the arterial phase: about 100-200 HU on average), so it gets a warning: positive oral contrast in a
+stomach or bowel loop beside the liver (a 126 mL stomach at 350 HU, next to the liver, was called a 26 mL target
+lesion of mean 349 HU without a word, the HU rules audit), a contrast-filled vessel, calcification, or lipiodol
+after chemoembolisation (a treated lesion: the reader judges it)."""
+
+
+def dense_lesion_warnings(lesions: List[dict]) -> List[str]:
+    """One warning naming the lesions of the report's ``lesions`` (dicts with ``id``, ``mean_hu`` (HU, None without
+    a CT) and ``recist_target``) whose mean CT value is at or above :data:`LESION_DENSE_MIN_HU` (the first
+    :data:`~.lesion_report.LISTED_LESIONS_MAX`, then how many more); none without such a lesion."""
+    dense = [lesion for lesion in lesions
+             if lesion.get("mean_hu") is not None and lesion["mean_hu"] >= LESION_DENSE_MIN_HU]
+    if not dense:
+        return []
+    from .lesion_report import listed_lesions_text
+
+    listed = listed_lesions_text([f"{lesion['id']} ({lesion['mean_hu']:.0f} HU)" for lesion in dense],
+                                 "mean_hu in the report")
+    targets = [str(lesion["id"]) for lesion in dense if lesion.get("recist_target")]
+    target_note = (f"; lesion(s) {', '.join(targets)} count among the RECIST target lesions and in the sum of "
+                   f"diameters" if targets else "")
+    return [f"Implausible lesion(s) {listed}: a mean density of {LESION_DENSE_MIN_HU:.0f} HU or more, denser than "
+            f"an enhancing liver tumor: most likely oral contrast in the stomach or a bowel loop beside the liver, a "
+            f"contrast-filled vessel or calcification was labelled tumor (or lipiodol after chemoembolisation marks "
+            f"a treated lesion){target_note}. Check each in the images; if it is not a tumor, remove it before using "
+            f"the lesion count, volumes and RECIST sum."]

@@ -346,6 +346,31 @@ def test_measure_warns_of_a_lesion_of_fat_density_as_segment_does(tmp_path, caps
     assert code == 0 and not any("Implausible" in w for w in json.loads((tmp_path / "r2.json").read_text())["warnings"])
 
 
+def test_measure_warns_of_a_dense_lesion_as_segment_does(tmp_path, capsys):
+    """A 350 HU 'tumor' (oral contrast in a stomach beside the liver) is named, as segment names it."""
+    import json
+
+    import nibabel as nib
+
+    from LiverTumorSegLib.cli import main
+
+    labels = np.zeros((20, 40, 40), np.uint8)
+    labels[2:18, 5:35, 5:35] = 1
+    labels[6:12, 10:24, 10:24] = 2
+    ct = np.where(labels == 1, 60, -1000).astype(np.int16)
+    ct[labels == 2] = 350
+    ct[:, 36:39, 18:22] = 500
+    ct[:, 0:2, :] = 40
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    for name, array in (("labels.nii.gz", labels), ("ct.nii.gz", ct)):
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(array.transpose(2, 1, 0)), affine), str(tmp_path / name))
+    out = tmp_path / "r.json"
+    code = main(["measure", str(tmp_path / "labels.nii.gz"), "--ct", str(tmp_path / "ct.nii.gz"), "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert any(w.startswith("Implausible lesion(s) 1 (350 HU): a mean density of 250 HU or more")
+               for w in json.loads(out.read_text())["warnings"])
+
+
 def test_measure_notes_a_liver_the_scan_cuts_as_segment_does(tmp_path, capsys):
     """measure gave the 70 mL liver of a 3-slice scan as the liver volume without a word, where segment notes that
     it is the volume of the part scanned; a liver inside the scan gets no note."""

@@ -361,3 +361,18 @@ def test_oral_contrast_in_front_of_the_spine_is_not_bone():
     assert len(spine_front_back_warnings(np.ascontiguousarray(hu[:, ::-1]), geometry)) == 1   # truly flipped
     no_cortex = np.where(hu == 1000, 400, hu).astype(np.int16)   # cortex read thin: every voxel over 300 HU, as before
     assert spine_front_back_mm(no_cortex, geometry) > 0
+
+
+def test_a_lesion_denser_than_any_enhancing_tumor_is_flagged():
+    """A stomach of oral contrast beside the liver was called a 26 mL target lesion of mean 349 HU without a word (the
+    HU rules audit). From 250 HU a lesion is named, with its mean and whether it is a RECIST target; an arterial
+    HCC's 180 HU is not, nor a lesion without a CT's HU."""
+    from LiverTumorSegLib.inference.plausibility import LESION_DENSE_MIN_HU, dense_lesion_warnings
+
+    lesions = [{"id": 1, "mean_hu": 349.2, "recist_target": True}, {"id": 2, "mean_hu": 180.0, "recist_target": True},
+               {"id": 3, "mean_hu": LESION_DENSE_MIN_HU, "recist_target": False}, {"id": 4, "mean_hu": None}]
+    (warning,) = dense_lesion_warnings(lesions)
+    assert warning.startswith("Implausible lesion(s) 1 (349 HU), 3 (250 HU): a mean density of 250 HU or more")
+    assert "oral contrast" in warning and "lipiodol" in warning
+    assert "lesion(s) 1 count among the RECIST target lesions" in warning
+    assert dense_lesion_warnings(lesions[1:2] + lesions[3:]) == []

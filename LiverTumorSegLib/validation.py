@@ -209,15 +209,20 @@ def _check_geometry(volume: CTVolume, warnings: List[str], for_model: bool = Tru
     if any(s < SMALL_SPACING_WARN_MM for s in relevant):
         warnings.append(f"'{name}' has very small voxel spacing ({shown}) mm; check the header (micro-CT or a "
                         f"unit error?).{converted_unit_hint(volume)}")
-    nz = volume.shape_zyx[0]
-    if nz > 1 and spacing[2] > THICK_SLICE_WARN_MM:
-        warnings.append(f"'{name}' has thick slices ({spacing[2]:g} mm); small lesions may be missed.")
     origin = np.asarray(volume.geometry.origin, dtype=float)
     if not np.all(np.isfinite(origin)):
         raise InputError(f"'{name}' has a non-finite origin ({', '.join(f'{v:g}' for v in origin)}); fix the "
                          f"header (e.g. re-export from the scanner/PACS).")
     direction = volume.geometry.direction_matrix
     check_direction_axes(direction, name)
+    # the slices nearest to axial, whichever array axis holds them: a CT stored coronal or sagittal (its slice
+    # axis first in the file) had its in-plane spacing read as the slice thickness, and 7 mm slices went unwarned
+    from .orientation import plan_reorientation
+
+    canonical = plan_reorientation(volume.geometry, volume.shape_zyx)
+    slice_mm = float(np.round(canonical.canonical_geometry.spacing[2], SPACING_DECIMALS))
+    if canonical.canonical_shape[0] > 1 and slice_mm > THICK_SLICE_WARN_MM:
+        warnings.append(f"'{name}' has thick slices ({slice_mm:g} mm); small lesions may be missed.")
     warnings += (model_obliquity_warnings(direction, name, aligned_for_model, oblique_grid_stored) if for_model
                  else measurement_tilt_warnings(direction, name))
 

@@ -63,7 +63,7 @@ def metal_in_liver_slices(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: 
     """Metal (at or above :data:`METAL_MIN_HU`) in the slices that hold liver (label >= 1 of ``labels_zyx``), as
     ``{"volume_ml", "slices", "liver_slices", "s_range_mm", "distance_mm"}``: the metal's volume (mL, from a sample
     of the CT every :data:`METAL_SAMPLE_MM` in-plane), how many of the liver's slices hold it out of how many, the
-    RAS S range (mm, superior +) of those slices, and the distance (mm, :func:`_metal_to_liver_mm`) from the metal to
+    RAS S range (mm, superior +) of the metal in them, and the distance (mm, :func:`_metal_to_liver_mm`) from the metal to
     the nearest liver voxel (0: metal inside the liver). None with less than :data:`METAL_MIN_ML`. The samples are
     the same voxels of the patient however the CT is stored (:mod:`.sampling`). ``hu_zyx`` (HU) and ``labels_zyx``
     are ``(z, y, x)`` on ``geometry``; slices are taken along the array axis that runs head to foot
@@ -97,7 +97,7 @@ def metal_in_liver_slices(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: 
     metal_zyx = (np.stack(np.nonzero(metal[box])) + origin[:, None]) * np.array(step)[:, None] + start[:, None]
     metal_slices = along[head_foot] + first
     return {"volume_ml": count * voxel_ml, "slices": int(metal_slices.size),
-            "liver_slices": last - first + 1, "s_range_mm": _s_range(metal_slices, head_foot, geometry),
+            "liver_slices": last - first + 1, "s_range_mm": _s_range(metal_zyx, geometry),
             "distance_mm": _metal_to_liver_mm(metal_zyx, labels, geometry)}
 
 
@@ -160,11 +160,11 @@ def _metal_to_liver_mm(metal_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: 
     return float(np.min(fine))
 
 
-def _s_range(slices: np.ndarray, head_foot: int, geometry: ImageGeometry) -> Tuple[float, float]:
-    """RAS S (mm) of the lowest and highest of the ``slices`` (indices along array axis ``head_foot``) at the
-    volume's corner (on an axial scan each slice has one S)."""
-    row = geometry.ijk_to_ras()[2]
-    s = row[2 - head_foot] * slices.astype(np.float64) + row[3]
+def _s_range(metal_zyx: np.ndarray, geometry: ImageGeometry) -> Tuple[float, float]:
+    """RAS S (mm) of the lowest and highest metal voxel (indices ``(3, n)``, ``(z, y, x)``): on an axial scan the S of
+    their slices. The S of a slice's corner voxel was given, which on a grid tilted 20-30 degrees lay 70-100 mm from
+    the metal (a rod at S -15..35 mm read 'from S -87 to -42 mm', the oblique-grid audit)."""
+    s = _ras(metal_zyx, geometry)[2]
     return float(s.min()), float(s.max())
 
 
@@ -182,6 +182,6 @@ def metal_warnings(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGe
             f"its nearest part about {distance:.0f} mm from the segmented liver")
     return [f"Metal in the liver's slices: about {found['volume_ml']:.1f} mL at or above {METAL_MIN_HU:.0f} HU (a "
             f"screw, rod, clip, coil or stent; bone and contrast stay below) in {found['slices']} of the "
-            f"{found['liver_slices']} slices that hold liver ({where}), {near}. Streaks from metal can make the "
-            f"liver's outline and the lesions wrong in those slices: check them in the images; a lesion near the "
+            f"{found['liver_slices']} slices that hold liver (the metal {where}), {near}. Streaks from metal can make "
+            f"the liver's outline and the lesions wrong in those slices: check them in the images; a lesion near the "
             f"streaks may be an artefact, and one there may be missed."]

@@ -37,7 +37,7 @@ def test_metal_in_the_liver_slices_is_found_with_its_amount_slices_and_distance(
     assert found["distance_mm"] == pytest.approx(np.hypot(60 - 54, 47 - 44), abs=2.0)  # liver corner (54, 44)
     warning, = metal_warnings(hu, labels, GEOMETRY)
     assert warning.startswith("Metal in the liver's slices: about 1.")
-    assert "in 7 of the 11 slices that hold liver (from S 24 to 36 mm)" in warning
+    assert "in 7 of the 11 slices that hold liver (the metal from S 24 to 36 mm)" in warning
     distance = float(re.search(r"its nearest part about (\d+) mm from the segmented liver", warning).group(1))
     assert distance == pytest.approx(6.7, abs=2.0)
     assert "check them in the images" in warning and "may be an artefact" in warning
@@ -53,7 +53,7 @@ def test_metal_only_below_the_liver_as_a_hip_prosthesis_gets_no_warning():
     assert metal_in_liver_slices(hu, labels, GEOMETRY) is None and metal_warnings(hu, labels, GEOMETRY) == []
     hu[9:11, 40:70, 70:90] = 3071.0  # reaching into the liver's lowest slice: warned
     warning, = metal_warnings(hu, labels, GEOMETRY)
-    assert "in 1 of the 11 slices that hold liver (at S 20 mm)" in warning
+    assert "in 1 of the 11 slices that hold liver (the metal at S 20 mm)" in warning
 
 
 def test_bone_and_contrast_or_a_few_metal_voxels_get_no_warning():
@@ -162,3 +162,18 @@ def test_a_thin_rod_is_found_and_measured_wherever_it_falls_on_the_pixel_grid(sh
     found = metal_in_liver_slices(hu, labels, GEOMETRY)
     assert found["volume_ml"] == pytest.approx(11 * 2e-3 * (1 + 4 + 6))  # 0.242 mL, every voxel counted
     assert found["slices"] == 11
+
+
+@pytest.mark.parametrize("degrees", [20.0, -30.0])
+def test_the_s_range_is_the_metals_own_on_a_tilted_grid(degrees):
+    """The S of each metal slice's corner voxel was given: on a grid tilted 20-30 degrees 70-100 mm from the metal (a
+    rod at S -15..35 mm read 'from S -87 to -42 mm', the oblique-grid audit). It is the metal voxels' own S now."""
+    hu, labels = _trunk()
+    hu[12:19, 60:80, 47:53] = 3071.0
+    t = np.radians(degrees)
+    tilted = ImageGeometry(spacing=(1.0, 1.0, 2.0), origin=(-50.0, -50.0, 0.0),
+                           direction=(1, 0, 0, 0, np.cos(t), -np.sin(t), 0, np.sin(t), np.cos(t)))
+    k, j, i = np.nonzero(hu >= METAL_MIN_HU)
+    s = (tilted.ijk_to_ras()[2, :3] @ np.stack([i, j, k]).astype(float)) + tilted.ijk_to_ras()[2, 3]
+    low, high = metal_in_liver_slices(hu, labels, tilted)["s_range_mm"]
+    assert low == pytest.approx(s.min(), abs=3.0) and high == pytest.approx(s.max(), abs=3.0)

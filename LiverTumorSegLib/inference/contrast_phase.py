@@ -119,6 +119,15 @@ portal venous CT: 93 / 158 = 0.59, and 0.42 with its aorta raised to 220 HU). A 
 to a 200 HU aorta (0.45) is not called arterial; a late arterial phase with a strongly enhanced liver above 0.4 of
 the aorta is missed."""
 
+ARTERIAL_UNAMBIGUOUS_AORTA_MIN_HU = 250.0
+LIVER_MAY_BE_FATTY_BELOW_HU = 60.0
+"""Under :data:`ARTERIAL_UNAMBIGUOUS_AORTA_MIN_HU` (an aorta a portal venous phase also gives: 150-220 HU) a liver
+below :data:`LIVER_MAY_BE_FATTY_BELOW_HU` does not make the phase arterial: a fatty liver (unenhanced 0-40 HU) stays
+dark in every phase, and a portal venous CT whose aorta read 212 HU and whose fatty liver 53 HU (0.25 of it) was
+called arterial, with the warning to look for bright lesions by eye (the HU rules audit). From 250 HU on (a late
+arterial aorta: 290-360 HU) the liver's ratio decides as before; an arterial phase with a weak bolus (aorta under
+250 HU) in a fatty liver is then missed."""
+
 
 def _liver_slices(labels_zyx: np.ndarray, head_foot: int, geometry: ImageGeometry,
                   liver_box: Optional[Tuple[slice, ...]] = None) -> np.ndarray:
@@ -282,14 +291,15 @@ def _aorta_in_slice(hu: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray, pixel_mm
 
 def classify_phase(aorta_hu: Optional[float], liver_hu: Optional[float]) -> str:
     """``"unenhanced"``, ``"arterial"``, ``"portal_venous_or_later"`` or ``"unknown"`` (no aorta or no liver value)
-    from the aorta's and the liver's median HU, by :data:`UNENHANCED_AORTA_MAX_HU`, :data:`ARTERIAL_AORTA_MIN_HU`
-    and :data:`ARTERIAL_LIVER_TO_AORTA_MAX`."""
+    from the aorta's and the liver's median HU, by :data:`UNENHANCED_AORTA_MAX_HU`, :data:`ARTERIAL_AORTA_MIN_HU`,
+    :data:`ARTERIAL_LIVER_TO_AORTA_MAX` and, for a liver that may be fatty, :data:`ARTERIAL_UNAMBIGUOUS_AORTA_MIN_HU`."""
     if aorta_hu is None or liver_hu is None:
         return "unknown"
     if aorta_hu < UNENHANCED_AORTA_MAX_HU:
         return "unenhanced"
     if aorta_hu >= ARTERIAL_AORTA_MIN_HU and liver_hu <= ARTERIAL_LIVER_TO_AORTA_MAX * aorta_hu:
-        return "arterial"
+        if aorta_hu >= ARTERIAL_UNAMBIGUOUS_AORTA_MIN_HU or liver_hu >= LIVER_MAY_BE_FATTY_BELOW_HU:
+            return "arterial"
     return "portal_venous_or_later"
 
 

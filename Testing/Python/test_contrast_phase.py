@@ -90,6 +90,16 @@ def test_classification_bounds():
     assert classify_phase(None, 50.0) == classify_phase(300.0, None) == "unknown"
 
 
+def test_a_fatty_liver_beside_a_portal_venous_aorta_is_not_called_arterial():
+    """A portal venous CT (aorta 212 HU) with a fatty liver enhanced to 53 HU (0.25 of the aorta) was called arterial,
+    with the warning to look for bright lesions by eye (the HU rules audit): under 250 HU of aorta a liver below 60 HU
+    does not decide; with a late arterial aorta it does, and a normal liver's ratio decides as before."""
+    assert classify_phase(212.0, 53.0) == "portal_venous_or_later"
+    assert classify_phase(249.0, 59.0) == "portal_venous_or_later"
+    assert classify_phase(212.0, 60.0) == "arterial"           # 0.28 of the aorta, not fatty
+    assert classify_phase(300.0, 53.0) == "arterial"           # a late arterial aorta: fatty or not
+
+
 def _finished(hu, labels, package=None, facts=None):
     """segment's path after the network (Segmenter.finish) with ``labels`` as the network's output on ``hu``;
     ``package``: the package that ran (an object with its ``metadata``), ``facts``: the run's report entries."""

@@ -904,3 +904,30 @@ def test_windows_available_memory_is_the_smaller_of_free_memory_and_the_commit_r
     assert validation._windows_available() == 2 << 30
     monkeypatch.setattr(ctypes, "windll", memory_status(3 << 30, 40 << 30), raising=False)
     assert validation._windows_available() == 3 << 30
+
+
+def _child_in_a_wide_field_of_view(shift=0.0, body_reaches_sides=False):
+    """``CTVolume`` (20, 128, 128) on 3.9 mm pixels (a 500 mm field of view): air (-1000 HU) around a 55 x 70 mm
+    body of soft tissue (40 HU) with a little bone (1200 HU, off the validation's every-4th-voxel sample); ``shift``
+    added to every value (-1024: the intercept applied twice, the air then clipped at -2048); ``body_reaches_sides``:
+    a 70 mm band of body cut by the field of view's sides instead."""
+    hu = np.full((20, 128, 128), -1000.0, np.float32)
+    y, x = np.ogrid[:128, :128]
+    body = ((y - 64) / 9.0) ** 2 + ((x - 64) / 7.0) ** 2 <= 1.0
+    if body_reaches_sides:
+        body = np.broadcast_to(np.abs(y - 64) <= 9, (128, 128))
+    hu[:, body] = 40.0
+    hu[:, 69:71, 63:65] = 1200.0
+    hu = np.maximum(hu + shift, -2048.0)
+    return CTVolume(hu.astype(np.int16), ImageGeometry(spacing=(3.9, 3.9, 5.0)))
+
+
+def test_a_small_child_in_a_wide_field_of_view_is_not_called_doubly_shifted():
+    """A 106 mm wide child in a 500 mm field of view read 1.5 % soft tissue among 'air' that was the room around it,
+    and was refused as 'the rescale intercept applied twice' (the HU rules audit); the air around the body, joined to
+    all four edges of its slices, is left out of the shares. The same CT doubly shifted is refused still, also when
+    its body reaches the field of view's sides."""
+    assert not any("shifted" in w for w in check_ct(_child_in_a_wide_field_of_view()))
+    for sides in (False, True):
+        with pytest.raises(InputError, match=r"applied twice"):
+            check_ct(_child_in_a_wide_field_of_view(shift=-1024.0, body_reaches_sides=sides))

@@ -1432,7 +1432,7 @@ def picture_text_as_given() -> Iterator[None]:
 
     import matplotlib
 
-    plain = {"text.parse_math": False} if "text.parse_math" in matplotlib.rcParams else {}  # matplotlib >= 3.5
+    plain = {"text.parse_math": False} if "text.parse_math" in matplotlib.rcParams else {}  # matplotlib >= 3.6 (the floor)
     with warnings.catch_warnings(), matplotlib.rc_context(plain):
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
         warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support", category=UserWarning)

@@ -49,6 +49,10 @@ class Requirement:
 
 
 TORCH = Requirement("torch", "torch", "2.1")
+TORCH_FOR_NUMPY_2 = "2.3"
+"""The first torch built against numpy 2 (Slicer 5.10 holds numpy 2.0.2): an older one, which ``torch>=2.1`` allows,
+cannot exchange arrays with it, and every run ended in 'internal error: RuntimeError: Numpy is not available'. With
+numpy 2 installed, a torch older than this is too old (the minimum-versions audit)."""
 # torch first: installed through the PyTorch extension (matching the GPU driver), the rest with pip.
 REQUIREMENTS = (
     TORCH,
@@ -58,7 +62,7 @@ REQUIREMENTS = (
     Requirement("scipy", "scipy", "1.9"),
     Requirement("SimpleITK", "SimpleITK", "2.2"),
     Requirement("yaml", "pyyaml", "6.0"),
-    Requirement("tqdm", "tqdm", "4.60"),
+    Requirement("tqdm", "tqdm", "4.62.1"),  # 4.60-4.62.0 wrote our warnings to stdout beside a bar
 )
 
 
@@ -119,6 +123,8 @@ class RequirementStatus:
         if self.state == MISSING:
             return f"{self.requirement.pip} (not installed)"
         if self.state == TOO_OLD:
+            if self.detail:  # a torch too old for the installed numpy
+                return f"torch>={TORCH_FOR_NUMPY_2} (installed: {self.version}; {self.detail})"
             return f"{self.requirement.pip} (installed: {self.version})"
         if self.state == INCOMPATIBLE:
             return f"{self.requirement.distribution} {self.version} ({self.detail})"
@@ -143,6 +149,11 @@ def check_requirements(requirements: Sequence[Requirement] = REQUIREMENTS,
             statuses.append(RequirementStatus(requirement, MISSING))
         elif requirement.minimum and not version_at_least(version, requirement.minimum):
             statuses.append(RequirementStatus(requirement, TOO_OLD, version))
+        elif (requirement.distribution == "torch" and version_at_least(version_of("numpy") or "0", "2")
+              and not version_at_least(version, TORCH_FOR_NUMPY_2)):
+            statuses.append(RequirementStatus(requirement, TOO_OLD, version,
+                                              f"it is built for numpy 1, and numpy {version_of('numpy')} is "
+                                              f"installed"))
         elif requirement.distribution == "monai" and torch_version:
             needs = minimum_torch_of(requires_of("monai"))
             if needs and not version_at_least(torch_version, needs):
@@ -205,13 +216,14 @@ pins: for a monai whose newest release needs a newer torch than the installed on
 pip upgrades torch from PyPI, whose Windows wheels are CPU-only, replacing the CUDA build PyTorch Utils chose."""
 
 
-def too_old_torch_message(version: str) -> str:
+def too_old_torch_message(version: str, why: str = "") -> str:
     """What to do about an installed torch older than :data:`TORCH`'s minimum. The PyTorch extension has no update:
     its *Install PyTorch* button only says "PyTorch X is already installed" while any torch is installed, and its
     version field "has no effect if PyTorch is already installed" (PyTorchUtils.py ``onInstallTorch`` and the tool
     tip in PyTorchUtils.ui, fepegar/SlicerPyTorch). So the way is: uninstall there, restart, and let this module
     install a current one through the extension (the build for the GPU driver)."""
-    return (f"PyTorch {version} is too old; LiverTumorSeg needs torch>={TORCH.minimum}. Other modules may use this "
+    needs = f"torch>={TORCH.minimum}" if not why else f"torch>={TORCH_FOR_NUMPY_2} ({why})"
+    return (f"PyTorch {version} is too old; LiverTumorSeg needs {needs}. Other modules may use this "
             f"PyTorch, so it is not replaced here. To replace it: open the PyTorch Utils module (Utilities), click "
             f"'Uninstall PyTorch', then 'Restart the application'; after the restart click Segment, Update lesion table "
             f"or Compare again: it offers to install a current PyTorch through the PyTorch extension (the build for your "
@@ -451,7 +463,7 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
         return []
     torch_status = next((s for s in to_fix if s.requirement.module == "torch"), None)
     if torch_status is not None and torch_status.state == TOO_OLD:
-        raise DependencyError(too_old_torch_message(torch_status.version))
+        raise DependencyError(too_old_torch_message(torch_status.version, torch_status.detail))
     if torch_status is not None and install_torch is None:  # said before the question: OK could install nothing
         raise DependencyError(NO_PYTORCH_EXTENSION_MESSAGE)
     if not confirm(confirmation_text(to_fix)):

@@ -52,6 +52,31 @@ def cuda_index(text: str) -> Optional[int]:
     return int(suffix) if is_ascii_digits(suffix) else None
 
 
+TORCH_FOR_NUMPY_2 = (2, 3)
+"""The first torch built against numpy 2: an older one (2.1, 2.2, which ``torch>=2.1`` allows) beside numpy 2 printed
+'Failed to initialize NumPy: _ARRAY_API not found' and ended segment with 'internal error: RuntimeError: Numpy is not
+available ... please report it' (the minimum-versions audit; pip resolves exactly that for torch 2.1 with MONAI
+1.3.2, and Slicer 5.10 holds numpy 2)."""
+
+
+def _release(version: str) -> tuple:
+    """The leading numbers of a version string: ``"2.2.2+cu118"`` -> ``(2, 2, 2)``."""
+    import re
+
+    match = re.match(r"\s*(\d+(?:\.\d+)*)", str(version))
+    return tuple(int(part) for part in match.group(1).split(".")) if match else ()
+
+
+def check_torch_numpy(torch_version: str, numpy_version: str) -> None:
+    """InputError when torch older than :data:`TORCH_FOR_NUMPY_2` runs beside numpy 2 or newer: such a torch cannot
+    exchange arrays with it, and every run would end in torch's 'Numpy is not available'."""
+    if _release(numpy_version)[:1] >= (2,) and () < _release(torch_version)[:2] < TORCH_FOR_NUMPY_2:
+        needed = ".".join(str(v) for v in TORCH_FOR_NUMPY_2)
+        raise InputError(f"PyTorch {torch_version} was built for numpy 1 and cannot exchange arrays with the installed "
+                         f"numpy {numpy_version}: install torch>={needed} (pip install 'torch>={needed}', or the build "
+                         f"for your GPU from pytorch.org), or numpy 1 (pip install 'numpy<2').")
+
+
 def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = None,
                    mps_available: Optional[bool] = None) -> DeviceChoice:
     """Map ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` / ``mps`` / ``gpu`` to a torch device.
@@ -60,9 +85,13 @@ def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = Non
     with a message). ``cuda`` or ``mps`` that is not there falls back to CPU (as TotalSegmentator does) and sets
     ``message`` (logged as a warning; ``segment`` puts it into the report's ``warnings``). An MPS choice is
     checked against the CPU on the first batch by the engine, which falls back to the CPU when they disagree.
-    ``cuda_available`` / ``mps_available`` override detection (tests).
+    ``cuda_available`` / ``mps_available`` override detection (tests). A torch too old for the installed numpy is
+    refused first (:func:`check_torch_numpy`).
     """
+    import numpy
     import torch
+
+    check_torch_numpy(torch.__version__, numpy.__version__)
 
     text = str(requested or "auto").strip().lower()
     if text not in DEVICE_CHOICES and not text.startswith("cuda:"):

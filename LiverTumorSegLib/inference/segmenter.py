@@ -627,9 +627,13 @@ class Segmenter:
         reporter = ProgressReporter(progress)
         reporter(0.0, "loading model")
         start = time.perf_counter()
-        import torch  # noqa: F401 - timed on its own: in a fresh process the imports are most of a model load
+        import numpy
+        import torch  # timed on its own: in a fresh process the imports are most of a model load
 
         from ..models.monai_import import monai_import_facts
+        from .device import check_torch_numpy
+
+        check_torch_numpy(torch.__version__, numpy.__version__)  # before the package's tensors meet numpy
         from .engine import SliceInferenceEngine, load_package
 
         imported = time.perf_counter()

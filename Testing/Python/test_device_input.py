@@ -104,3 +104,32 @@ def test_cuda_engine_labels_are_the_same_with_the_input_built_on_the_gpu(tmp_pat
     np.testing.assert_array_equal(probability, probability_host)
     assert on_gpu.last_timings["preprocess"] > 0
     assert on_gpu._device_batches is None  # the builder (it holds the network-grid CT) is let go after the volume
+
+
+def test_a_torch_built_for_numpy_1_is_refused_beside_numpy_2_before_it_fails_inside():
+    """torch 2.1/2.2 beside numpy 2 printed 'Failed to initialize NumPy' and ended segment with 'internal error:
+    RuntimeError: Numpy is not available ... please report it' (the minimum-versions audit): one error naming both
+    versions and what to install, from the device choice every run makes."""
+    import pytest
+
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.inference import device
+
+    with pytest.raises(InputError, match=r"PyTorch 2\.2\.2\+cu118 was built for numpy 1 .* numpy 2\.0\.2: install "
+                                         r"torch>=2\.3"):
+        device.check_torch_numpy("2.2.2+cu118", "2.0.2")
+    for torch_version, numpy_version in (("2.2.2", "1.26.4"), ("2.3.0", "2.0.2"), ("2.13.0+cpu", "2.4.6"),
+                                         ("2.1.0", "1.22.4")):
+        device.check_torch_numpy(torch_version, numpy_version)
+    import numpy
+    import torch
+
+    real = torch.__version__
+    try:
+        torch.__version__ = "2.1.0"
+        if numpy.__version__.startswith("1."):
+            pytest.skip("numpy 1 here: no refusal to see")
+        with pytest.raises(InputError, match="built for numpy 1"):
+            device.resolve_device("cpu")
+    finally:
+        torch.__version__ = real

@@ -879,8 +879,10 @@ def test_a_slice_file_damaged_before_its_meta_header_is_named_not_left_out(tmp_p
         data[bytes(data).index(b"1.2.840.10008.5.1.4.1.1.2") + 13] = 0xFF
         data = data[:-100]
     target.write_bytes(bytes(data))
-    with pytest.raises(InputError, match=rf"1 file\(s\) beside DICOM series .* cannot be read \('{target.name}'\).*"
-                                         r"Copy or export the series again"):
+    # as a cut-short file above: SimpleITK 2.2's GDCM lists the last one in the series, and the pixel-data check names it
+    beside = rf"1 file\(s\) beside DICOM series .* cannot be read \('{target.name}'\)"
+    in_series = rf"DICOM file '{target.name}' of series .* holds \d+ bytes of pixel data, but its header describes"
+    with pytest.raises(InputError, match=rf"({beside}|{in_series}).*Copy or export the series again"):
         read_volume(tmp_path / "series")
 
 

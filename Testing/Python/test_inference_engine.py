@@ -398,6 +398,7 @@ def test_an_automatic_onnx_backend_gives_way_to_torch_for_a_ct_run_in_boxes_of_s
     per size: a 20-slice CT tilted 20 degrees was exported 6 times, 2-3.5 x slower than torch (the inference audit).
     An automatically chosen ONNX backend gives way to torch there, said in the device message; asked for by name,
     ONNX is kept; one box changes nothing."""
+    pytest.importorskip("onnxruntime")
     package = tiny_unet_package(tmp_path)
     monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: False)  # else auto keeps torch's bf16
     auto = SliceInferenceEngine(package, device="cpu", threads=1, backend="auto")

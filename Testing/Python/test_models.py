@@ -3,6 +3,7 @@ round trip, architecture-specific behaviour (SegNet pool indices, deep supervisi
 learning test (each network overfits one phantom slice)."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -21,6 +22,11 @@ from LiverTumorSegLib.models import (
 )
 from LiverTumorSegLib.models.layers import AttentionGate, ConvLSTMCell, crop_to_size, pad_to_multiple, run_conv_lstm
 from seeding import seed_everything
+
+PICKLE_LOADER_REFUSED = pytest.mark.skipif(
+    tuple(int(n) for n in re.match(r"(\d+)\.(\d+)", torch.__version__).groups()) < (2, 6),
+    reason="torch < 2.6: .pth weights are refused (CVE-2025-32434), which other tests check")
+
 
 ALL = ["alexnet_fcn", "attention_unet", "dalunet", "resnet18_fcn", "resnet34_fcn", "resnet50_fcn", "segnet", "unet"]
 
@@ -355,6 +361,7 @@ def test_attention_gate_weights_skip_between_zero_and_one():
     assert torch.allclose(out, skip * alpha)
 
 
+@PICKLE_LOADER_REFUSED
 def test_resnet_pretrained_encoder_from_local_files(tmp_path):
     from safetensors.torch import save_file
 
@@ -606,6 +613,7 @@ def test_readme_architecture_table_matches_the_parameter_counts():
         assert f"{count / 1e6:.{len(text.split('.')[1])}f}" == text, name
 
 
+@PICKLE_LOADER_REFUSED
 def test_resnet_pretrained_encoder_without_batchnorm_step_counters_loads_as_torch_loads_it(tmp_path):
     """torchvision's ImageNet ResNet files predate BatchNorm's num_batches_tracked counters; torch's own loader fills
     them, while ours called them missing keys and said 'use weights of the same depth and width', which they were

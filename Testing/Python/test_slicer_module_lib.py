@@ -932,3 +932,22 @@ def test_a_pip_failure_without_an_error_line_still_says_where_its_output_is(caps
     message = dependencies.install_failure_message("monai", subprocess.CalledProcessError(-9, "pip"), lines)
     assert message.startswith("Installing monai failed (pip ended with exit status -9).\npip's whole output is in")
     assert "pip said" not in message and "internet" not in message
+
+
+def test_a_torch_built_for_numpy_1_beside_numpy_2_is_too_old():
+    """torch 2.1 and 2.2 (which torch>=2.1 allows) are built for numpy 1: beside numpy 2 (Slicer 5.10's) every run
+    ended in 'internal error: RuntimeError: Numpy is not available' while the check said every package was ok (the
+    minimum-versions audit)."""
+    env = FakeEnvironment(dict(ALL_OK, torch="2.2.2+cu118", numpy="2.0.2"))
+    statuses = {s.requirement.distribution: s for s in dependencies.check_requirements(
+        version_of=env.version_of, requires_of=env.requires_of, find_spec=env.find_spec)}
+    assert statuses["torch"].state == dependencies.TOO_OLD
+    assert statuses["torch"].describe() == ("torch>=2.3 (installed: 2.2.2+cu118; it is built for numpy 1, and numpy "
+                                            "2.0.2 is installed)")
+    with pytest.raises(dependencies.DependencyError, match=r"PyTorch 2\.2\.2\+cu118 is too old; LiverTumorSeg needs "
+                                                           r"torch>=2\.3 \(it is built for numpy 1"):
+        env.ensure()
+    for fine in (dict(ALL_OK, torch="2.2.2", numpy="1.26.4"), dict(ALL_OK, torch="2.3.0", numpy="2.0.2")):
+        env = FakeEnvironment(fine)
+        assert dependencies.problems(dependencies.check_requirements(
+            version_of=env.version_of, requires_of=env.requires_of, find_spec=env.find_spec)) == []

@@ -550,7 +550,13 @@ def in_plane_scale(diameter_mm: Optional[float], training_diameter_mm: Optional[
 
 def with_in_plane_scale(volume: CTVolume, scale: float) -> CTVolume:
     """``volume`` with the same voxels (not copied) and its two in-plane pixel spacings multiplied by ``scale``
-    (the axis closest to head-foot keeps its spacing; origin and direction kept): what the network is given."""
+    (the axis closest to head-foot keeps its spacing; origin and direction kept): what the network is given.
+
+    Known limit: on a grid turned against the patient's axes the in-plane axes are turned too, so the enlargement
+    stretches the anatomy along them, and the patient-aligned grid the network then runs on
+    (:mod:`.axis_aligned`) shows it sheared: a horizontal plate lay 5.9 degrees oblique there for a grid turned 10
+    degrees and 11.4 for one turned 20, at a scale of 2.4 (the oblique-grid audit). A pure left-right / front-back
+    enlargement of a turned grid is no grid of orthogonal axes; doing it on the aligned grid instead is not built."""
     from ..metrics.recist import axial_axis_zyx
 
     spacing = list(volume.geometry.spacing)

@@ -266,7 +266,8 @@ def _not_hu_reason(lo: float, hi: float, whole_numbers: bool = True) -> Optional
     values are (:func:`_whole_numbers`): a range within 0..255 with fractions is no 8-bit picture (PET SUVs are such
     floats, 0 to about 20)."""
     if lo >= 0 and hi <= 1:
-        return f"values lie within 0..1: {lo:g}..{hi:g}"
+        # a probability map (another tool's, or a float one) lies here too: segmenting it as stored is no use
+        return f"values lie within 0..1: {lo:g}..{hi:g}, like a normalised image or a probability map"
     if lo >= 0 and hi <= 255:
         if not whole_numbers:
             return f"values lie within 0..255: {lo:g}..{hi:g}, with fractions, like PET (SUV) or rescaled data"

@@ -931,3 +931,11 @@ def test_a_small_child_in_a_wide_field_of_view_is_not_called_doubly_shifted():
     for sides in (False, True):
         with pytest.raises(InputError, match=r"applied twice"):
             check_ct(_child_in_a_wide_field_of_view(shift=-1024.0, body_reaches_sides=sides))
+
+
+def test_values_within_0_and_1_are_named_as_a_normalised_image_or_a_probability_map():
+    """A float probability map given as the CT was called only 'pre-normalised' and offered allow_non_hu, which would
+    segment the map as stored (stop 109's file-kind notes): the message names what such values usually are."""
+    array = np.random.default_rng(0).random((8, 32, 32)).astype(np.float32)
+    with pytest.raises(InputError, match=r"values lie within 0\.\.1: .*, like a normalised image or a probability map"):
+        check_ct(CTVolume(array, ImageGeometry(spacing=(1.0, 1.0, 2.0))))

@@ -411,16 +411,33 @@ def _shifted_by_intercept_reason(arr: np.ndarray, maximum: float) -> Optional[st
     soft = float(np.count_nonzero((sample >= soft_lo) & (sample <= soft_hi))) / sample.size
     air = float(np.count_nonzero((sample >= air_lo) & (sample <= air_hi))) / sample.size
     if soft < DOUBLE_SHIFT_SOFT_FRACTION and air > DOUBLE_SHIFT_AIR_FRACTION and maximum > -200:
-        inside = _without_air_around_the_body(sampled)
-        if inside.size:
+        inside = np.zeros(0) if _image_below_padding(sampled) else _without_air_around_the_body(sampled)
+        if inside.size:  # a body inside a room of air: its own shares decide
             soft = float(np.count_nonzero((inside >= soft_lo) & (inside <= soft_hi))) / inside.size
             air = float(np.count_nonzero((inside >= air_lo) & (inside <= air_hi))) / inside.size
-        if inside.size == 0 or soft >= DOUBLE_SHIFT_SOFT_FRACTION or air <= DOUBLE_SHIFT_AIR_FRACTION:
-            return None
+            if soft >= DOUBLE_SHIFT_SOFT_FRACTION or air <= DOUBLE_SHIFT_AIR_FRACTION:
+                return None
         return (f"only {100 * soft:.1f} % of the voxels above the padding are soft tissue ({soft_lo:g}..{soft_hi:g}) "
                 f"while {100 * air:.0f} % read as air: the values look shifted by about -1024, i.e. the rescale "
                 f"intercept was applied twice")
     return None
+
+
+DOUBLE_SHIFT_IMAGE_BELOW_PADDING_FRACTION = 0.005
+"""A sampled volume with more than this fraction of its voxels below :data:`PADDING_BELOW_HU` other than its most
+common value there (the scanner's padding) holds image there: a doubly shifted CT's gas and air (about -2024). Such a
+CT is never taken for a small body in a wide field of view (:func:`_without_air_around_the_body`), whose air lies at
+-1000."""
+
+
+def _image_below_padding(sampled_zyx: np.ndarray) -> bool:
+    """Whether more than :data:`DOUBLE_SHIFT_IMAGE_BELOW_PADDING_FRACTION` of the sampled voxels lie below
+    :data:`PADDING_BELOW_HU` with a value other than the most common one there."""
+    below = sampled_zyx[sampled_zyx <= PADDING_BELOW_HU]
+    if below.size == 0:
+        return False
+    _, counts = np.unique(below, return_counts=True)
+    return (below.size - int(counts.max())) > DOUBLE_SHIFT_IMAGE_BELOW_PADDING_FRACTION * sampled_zyx.size
 
 
 def _without_air_around_the_body(sampled_zyx: np.ndarray) -> np.ndarray:
@@ -428,8 +445,8 @@ def _without_air_around_the_body(sampled_zyx: np.ndarray) -> np.ndarray:
     body: in :data:`AIR_HU_RANGE` and joined (4-connected in their slice, through such voxels) to all four edges of
     the slice, the room around a body inside the field of view. A 106 mm wide child in a 500 mm field of view read
     1.5 % soft tissue among 'air' that was that room, and the CT was refused as having its rescale intercept applied
-    twice (the HU rules audit). A doubly shifted CT's 'air' is its body (its real air lies below -1500), which reaches
-    two edges at most where the field of view cuts it, so it stays."""
+    twice (the HU rules audit). A doubly shifted CT's 'air' is its body, and its real air and gas lie below -1500
+    (:func:`_image_below_padding`, checked first): where its body fills the image it reached all four edges too."""
     from scipy import ndimage
 
     air_lo, air_hi = AIR_HU_RANGE

@@ -939,3 +939,17 @@ def test_values_within_0_and_1_are_named_as_a_normalised_image_or_a_probability_
     array = np.random.default_rng(0).random((8, 32, 32)).astype(np.float32)
     with pytest.raises(InputError, match=r"values lie within 0\.\.1: .*, like a normalised image or a probability map"):
         check_ct(CTVolume(array, ImageGeometry(spacing=(1.0, 1.0, 2.0))))
+
+
+def test_a_doubly_shifted_ct_whose_body_fills_the_image_is_refused_still():
+    """The review of the child fix: a body reaching all four edges (a field of view cut to the abdomen), doubly
+    shifted, read as a 'room' joined to every edge, was left out, and the shifted cortex left passed as soft tissue:
+    the CT was accepted without a word. Its gas (-1000 HU, shifted to -2024) is image below -1500: no such rescue."""
+    hu = np.full((40, 128, 128), 40.0)
+    hu[:, :6, :] = hu[:, -6:, :] = -100.0                 # fat at the rim
+    hu[:, 84:96, 58:70] = 1200.0                          # a vertebra
+    hu[:, 30:50, 30:60] = -1000.0                         # bowel gas
+    hu += np.random.default_rng(0).normal(0.0, 10.0, hu.shape)
+    twice = np.maximum(np.round(hu) - 1024.0, -2048.0).astype(np.int16)
+    with pytest.raises(InputError, match=r"applied twice"):
+        check_ct(CTVolume(twice, ImageGeometry(spacing=(2.5, 2.5, 2.5))))

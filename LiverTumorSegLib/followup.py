@@ -852,7 +852,8 @@ def _padding_beyond(base_components: np.ndarray, lesion: Dict[str, Any], geometr
                     baseline_ct: Optional[CTVolume], margin_mm: float) -> np.ndarray:
     """``(n, 3)`` ``(z, y, x)`` indices of the baseline CT's scanner padding (outside a round field of view, below
     :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`) where ``lesion`` may go on unseen: the padding voxels
-    beside it (face neighbours) and those ``margin_mm`` (less the largest voxel spacing) to ``margin_mm`` from it,
+    beside it (face neighbours; any neighbour on a turned grid, :func:`~.inference.lesion_report.padding_neighbourhood`)
+    and those ``margin_mm`` (less the largest voxel spacing) to ``margin_mm`` from it,
     evenly thinned to :data:`EDGE_PADDING_POINTS_MAX`; none when it borders no padding or no CT is given. Only
     the grid's faces were tested, so a lesion cut by that round edge alone counted as seen beyond it: gone at a
     follow-up of the same field of view, it was 'disappeared' and the response CR (the follow-up audit)."""

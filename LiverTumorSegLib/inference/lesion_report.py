@@ -38,7 +38,7 @@ Definitions
   measured, the number Slicer's axial slice slider and a PACS show for that slice, so a reader can go to it (a
   tilted slice has no single S: there, the mean S of the long axis' end points, its middle).
 * ``touches_scan_edge``: the lesion reaches the first or last voxel of the scan along some axis, or, with a CT,
-  lies on or beside (a face neighbour) the scanner's padding outside its circular field of view (CT values below
+  lies on or beside (a face neighbour; any neighbour on a grid turned from the patient's axes) the scanner's padding outside its circular field of view (CT values below
   -1500: -3024, -2048, -2000, ...; or written with air's value, -1024) or a resampling's fill of air's value
   beyond a straight line (the body-size check's rules, :func:`~.body_size.outside_scan_pixels`): cut by the field
   of view, so its volume and axes are lower bounds. Not chosen as a RECIST target.
@@ -233,18 +233,19 @@ def _density(hu_zyx: Optional[np.ndarray], labels_zyx: np.ndarray, mask: np.ndar
 
 def padding_neighbourhood(geometry: Optional[ImageGeometry]) -> np.ndarray:
     """The ``(3, 3, 3)`` structure of the voxels beside a lesion that are read for padding: the face neighbours, or,
-    on a grid tilted more than :data:`~LiverTumorSegLib.metrics.recist.AXIAL_PLANES_TILT_DEGREES` from axial, every
+    on a grid turned more than :data:`~LiverTumorSegLib.metrics.recist.AXIAL_PLANES_TILT_DEGREES` against the
+    patient's axes (:func:`~LiverTumorSegLib.orientation.obliquity_degrees`: tilted, or turned in-plane), every
     neighbour. A resampling's fill beyond the old grid is a staircase of voxels on a turned grid, and the network's
     lesion stops one diagonal step short of it: a lesion the scan's top cut, on a CT turned 20 degrees with a -3024
     fill, was reported whole (4.6 of 5.3 mL) and chosen as a RECIST target, where the same scan axial flagged it (the
-    oblique-grid audit)."""
+    oblique-grid audit; a grid turned about S leaves the staircase in-plane, the review)."""
     from scipy import ndimage
 
     from ..metrics.recist import AXIAL_PLANES_TILT_DEGREES
-    from ..validation import slice_tilt_degrees
+    from ..orientation import obliquity_degrees
 
-    tilted = geometry is not None and slice_tilt_degrees(geometry.direction_matrix) > AXIAL_PLANES_TILT_DEGREES
-    return ndimage.generate_binary_structure(3, 3 if tilted else 1)
+    turned = geometry is not None and obliquity_degrees(geometry.direction_matrix) > AXIAL_PLANES_TILT_DEGREES
+    return ndimage.generate_binary_structure(3, 3 if turned else 1)
 
 
 def _borders_scanner_padding(mask: np.ndarray, box: Tuple[slice, ...], hu_zyx: Optional[np.ndarray],

@@ -61,3 +61,24 @@ def test_followup_reads_the_same_neighbours_for_where_a_cut_lesion_may_go_on(deg
     lesion = {"id": 1, "bounding_box_zyx": [[int(a), int(b) + 1] for a, b in zip(where.min(0), where.max(0))]}
     points = _padding_beyond(components, lesion, turned(degrees), CTVolume(hu, turned(degrees)), margin_mm=10.0)
     assert (len(points) > 0) is beside
+
+
+def test_a_grid_turned_in_plane_reads_every_neighbour_too():
+    """The review: a grid turned 30 degrees about S leaves the fill's staircase in (y, x), and a lesion one diagonal
+    step from it was reported whole, a RECIST target."""
+    z, y, x = np.meshgrid(np.arange(12), np.arange(48), np.arange(48), indexing="ij")
+    fill = y + x >= 60
+    labels = np.zeros((12, 48, 48), np.uint8)
+    labels[1:11, 4:44, 4:44] = 1
+    labels[fill] = 0
+    lesion = np.zeros_like(labels, dtype=bool)
+    lesion[3:9, 22:32, 22:32] = True
+    lesion &= (y + x <= 58)
+    labels[lesion] = 2
+    hu = np.where(labels == 1, 60, 40).astype(np.int16)
+    hu[lesion] = 20
+    hu[fill] = -3024
+    t = np.radians(30.0)
+    about_s = ImageGeometry(spacing=(1.5, 1.5, 2.0), direction=(np.cos(t), -np.sin(t), 0, np.sin(t), np.cos(t), 0, 0, 0, 1))
+    (reported,) = lesion_report(labels, about_s, hu_zyx=hu)["lesions"]
+    assert reported["touches_scan_edge"] is True and reported["recist_target"] is False

@@ -67,14 +67,27 @@ def _release(version: str) -> tuple:
     return tuple(int(part) for part in match.group(1).split(".")) if match else ()
 
 
-def check_torch_numpy(torch_version: str, numpy_version: str) -> None:
+def check_torch_numpy(torch_version: str, numpy_version: str, torch_module: Any = None) -> None:
     """InputError when torch older than :data:`TORCH_FOR_NUMPY_2` runs beside numpy 2 or newer: such a torch cannot
-    exchange arrays with it, and every run would end in torch's 'Numpy is not available'."""
+    exchange arrays with it, and every run would end in torch's 'Numpy is not available'. With ``torch_module``
+    (the imported torch) one array is also handed over, which catches builds the version does not tell (users report
+    'Numpy is not available' for Windows wheels of torch 2.3.1 beside numpy 2 and for torch 2.4.0 beside numpy 2.1:
+    pytorch/pytorch#128860, #135013)."""
+    needed = ".".join(str(v) for v in TORCH_FOR_NUMPY_2)
+    advice = (f"install torch>={needed} (pip install 'torch>={needed}', or the build for your GPU from pytorch.org), or "
+              f"numpy 1 (pip install 'numpy<2')")
     if _release(numpy_version)[:1] >= (2,) and () < _release(torch_version)[:2] < TORCH_FOR_NUMPY_2:
-        needed = ".".join(str(v) for v in TORCH_FOR_NUMPY_2)
         raise InputError(f"PyTorch {torch_version} was built for numpy 1 and cannot exchange arrays with the installed "
-                         f"numpy {numpy_version}: install torch>={needed} (pip install 'torch>={needed}', or the build "
-                         f"for your GPU from pytorch.org), or numpy 1 (pip install 'numpy<2').")
+                         f"numpy {numpy_version}: {advice}.")
+    if torch_module is not None:
+        import numpy
+
+        try:
+            torch_module.from_numpy(numpy.zeros(1, dtype=numpy.float32))
+        except RuntimeError as error:  # 'Numpy is not available'
+            raise InputError(f"PyTorch {torch_version} cannot exchange arrays with the installed numpy "
+                             f"{numpy_version} ({error}): install a newer torch (the build for your GPU from "
+                             f"pytorch.org), or numpy 1 (pip install 'numpy<2').") from None
 
 
 def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = None,
@@ -91,7 +104,7 @@ def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = Non
     import numpy
     import torch
 
-    check_torch_numpy(torch.__version__, numpy.__version__)
+    check_torch_numpy(torch.__version__, numpy.__version__, torch)
 
     text = str(requested or "auto").strip().lower()
     if text not in DEVICE_CHOICES and not text.startswith("cuda:"):

@@ -633,7 +633,7 @@ class Segmenter:
         from ..models.monai_import import monai_import_facts
         from .device import check_torch_numpy
 
-        check_torch_numpy(torch.__version__, numpy.__version__)  # before the package's tensors meet numpy
+        check_torch_numpy(torch.__version__, numpy.__version__, torch)  # before the package's tensors meet numpy
         from .engine import SliceInferenceEngine, load_package
 
         imported = time.perf_counter()

@@ -124,6 +124,15 @@ def test_a_torch_built_for_numpy_1_is_refused_beside_numpy_2_before_it_fails_ins
     import numpy
     import torch
 
+    class NoNumpy:  # a torch whose build cannot hand arrays over, whatever its version says
+        @staticmethod
+        def from_numpy(array):
+            raise RuntimeError("Numpy is not available")
+
+    with pytest.raises(InputError, match=r"PyTorch 2\.4\.0 cannot exchange arrays with the installed numpy 2\.0\.2 "
+                                         r"\(Numpy is not available\)"):
+        device.check_torch_numpy("2.4.0", "2.0.2", NoNumpy())
+    device.check_torch_numpy(torch.__version__, numpy.__version__, torch)   # this one can
     real = torch.__version__
     try:
         torch.__version__ = "2.1.0"

@@ -90,7 +90,8 @@ def lesion_water_density(hu_zyx: np.ndarray, labels_zyx: np.ndarray, mask: np.nd
     """The density of one lesion: ``median_hu`` (HU, over its core: the voxels whose 6 neighbours are all in it, or
     over all its voxels when the core holds fewer than :data:`MIN_VOXELS`; None when every voxel is the scanner's
     padding), ``spread_hu`` (that core's interquartile range, HU), ``liver_median_hu`` and ``liver_spread_hu`` (the
-    same of the liver around it, :data:`SURROUNDING_MM`; None without :data:`MIN_VOXELS` such voxels),
+    same of the liver around it, :data:`SURROUNDING_MM`, its tissue where fluid labelled liver lies there too,
+    :func:`liver_tissue_around`; None without :data:`MIN_VOXELS` such voxels),
     ``water_density`` (bool, see the module doc) and ``contrast_to_liver_hu`` (HU: the median of all the lesion's
     voxels, padding left out, minus the median of the liver beside it, :data:`CONTRAST_SHELL_MM`; None with fewer
     than :data:`CONTRAST_MIN_SHELL_VOXELS` such voxels; negative: darker than the liver).
@@ -123,11 +124,33 @@ def lesion_water_density(hu_zyx: np.ndarray, labels_zyx: np.ndarray, mask: np.nd
         lesion_median = float(np.median(hu[lesion & tissue].astype(np.float64)))
         out["contrast_to_liver_hu"] = lesion_median - float(np.median(beside.astype(np.float64)))
     del beside, distance
+    liver = liver_tissue_around(liver)
     if liver.size >= MIN_VOXELS:
         out["liver_median_hu"], out["liver_spread_hu"] = _median_and_spread(liver)
     out["water_density"] = is_water_density(out["median_hu"], out["spread_hu"], out["liver_median_hu"],
                                             out["liver_spread_hu"], int(np.count_nonzero(lesion)))
     return out
+
+
+def liver_tissue_around(values: np.ndarray) -> np.ndarray:
+    """The values (HU) of the label-1 voxels around a lesion that are liver tissue: those above
+    :data:`~.fluid_in_liver.FLUID_MAX_HU`, where they are :data:`~.fluid_in_liver.TISSUE_MIN_SHARE` of all and their
+    median :data:`~.fluid_in_liver.TISSUE_ABOVE_ALL_HU` above the median of all (as :func:`.fluid_in_liver.
+    liver_reference_hu` reads the liver); else all of them. Ascites or a resection bed the network split into tumor
+    and 'liver' put fluid around the lesions it called tumor: 'the liver around it' read 17-25 HU, the lesions of 10 HU
+    were not of water density against it, and RECIST chose them as targets ahead of the flagged ones (the
+    clinical-variants audit)."""
+    from .fluid_in_liver import FLUID_MAX_HU, TISSUE_ABOVE_ALL_HU, TISSUE_MIN_SHARE
+
+    values = np.asarray(values)
+    if values.size == 0:
+        return values
+    tissue = values[values > FLUID_MAX_HU]
+    if tissue.size >= max(TISSUE_MIN_SHARE * values.size, MIN_VOXELS) and \
+            float(np.median(tissue.astype(np.float64))) >= float(np.median(values.astype(np.float64))) + \
+            TISSUE_ABOVE_ALL_HU:
+        return tissue
+    return values
 
 
 def _median_and_spread(values: np.ndarray) -> Tuple[float, float]:
@@ -230,5 +253,6 @@ def water_density_lesion_warnings(lesions: List[dict], recist: Optional[Dict[str
     targets = [str(lesion["id"]) for lesion in watery if lesion.get("recist_target")]
     if targets:
         text += (f" Lesion(s) {', '.join(targets)} count among the RECIST target lesions and in the sum of diameters, "
-                 f"as no other measurable lesion was found: if a simple cyst, it is no target.")
+                 f"as too few other measurable lesions were found to fill the target places: if a simple cyst, it is "
+                 f"no target.")
     return [text]

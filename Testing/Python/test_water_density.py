@@ -346,3 +346,28 @@ def test_a_lesions_density_numbers_with_the_liver_beside_it_along_x_only():
     density = lesion_water_density(hu, labels, labels[box] == 2, box, (5.0, 1.0, 1.0))
     assert (density["median_hu"], density["spread_hu"]) == (pytest.approx(8.5), pytest.approx(8.5))
     assert density["contrast_to_liver_hu"] == pytest.approx(-91.5)
+
+
+def test_a_fluid_lesion_in_fluid_labelled_liver_is_of_water_density_against_the_liver_tissue():
+    """Ascites or a resection bed split by the network into tumor and 'liver': the liver around a 10 HU lesion was a
+    rim of fluid (17-25 HU), the lesion not 20 HU darker than it, and RECIST chose it as a target ahead of the flagged
+    ones (the clinical-variants audit). Around it, the liver's tissue is what it is compared with."""
+    shape = (36, 48, 48)
+    labels, hu = _liver_with_lesions(60.0, [((18, 24, 24), 7, _uniform(10.0))], shape=shape)
+    rim = _ball(shape, (18, 24, 24), 15) & (labels == 1)       # 8 mm of fluid labelled liver around it
+    hu[rim] = 15.0 + np.random.default_rng(1).normal(0.0, NOISE_HU, int(rim.sum())).astype(np.float32)
+    (lesion,) = _report(labels, hu)["lesions"]
+    assert lesion["water_density"] is True and lesion["median_hu"] == pytest.approx(10.0, abs=3.0)
+    labels, hu = _liver_with_lesions(15.0, [((18, 24, 24), 7, _uniform(10.0))], shape=shape)   # a fatty liver: no
+    (lesion,) = _report(labels, hu)["lesions"]
+    assert lesion["water_density"] is False
+
+
+def test_the_target_words_do_not_say_no_other_lesion_was_found_beside_another_target():
+    """'... count among the RECIST target lesions ..., as no other measurable lesion was found' beside another target
+    (a hemangioma) was false (the clinical-variants audit)."""
+    lesions = [dict(id=1, median_hu=5.0, water_density=True, recist_target=True),
+               dict(id=2, median_hu=48.0, water_density=False, recist_target=True)]
+    warning, = water_density_lesion_warnings(lesions, {"water_density_passed_over_ids": []})
+    assert "no other measurable lesion" not in warning
+    assert "as too few other measurable lesions were found to fill the target places" in warning

@@ -871,7 +871,7 @@ def _padding_beyond(base_components: np.ndarray, lesion: Dict[str, Any], geometr
     if not padding.any():
         return np.zeros((0, 3), np.int64)
     inside = base_components[box] == lesion["id"]
-    # beside it: a face neighbour (any neighbour on a tilted grid), as the lesion report's touches_scan_edge reads it
+    # beside it: a face neighbour (any neighbour on a turned grid), as the lesion report's touches_scan_edge reads it
     # (within the largest spacing took padding 5 mm away in-plane on 5 mm slices: a lesion near the circle was
     # 'not_assessed', NE for CR)
     from .inference.lesion_report import padding_neighbourhood

@@ -85,9 +85,10 @@ def check_torch_numpy(torch_version: str, numpy_version: str, torch_module: Any 
         try:
             torch_module.from_numpy(numpy.zeros(1, dtype=numpy.float32))
         except RuntimeError as error:  # 'Numpy is not available'
+            other = " or numpy 1 (pip install 'numpy<2')" if _release(numpy_version)[:1] >= (2,) else ""
             raise InputError(f"PyTorch {torch_version} cannot exchange arrays with the installed numpy "
                              f"{numpy_version} ({error}): install a newer torch (the build for your GPU from "
-                             f"pytorch.org), or numpy 1 (pip install 'numpy<2').") from None
+                             f"pytorch.org){other}, or reinstall the one you have.") from None
 
 
 def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = None,

@@ -86,22 +86,26 @@ def _grown_box(box: Tuple[slice, ...], margin: int, shape: Tuple[int, ...]) -> T
 
 TISSUE_MIN_SHARE = 0.2
 TISSUE_ABOVE_ALL_HU = 15.0
-"""The liver's reference density is that of its tissue, label 1 whose local mean lies above :data:`FLUID_MAX_HU`,
-where that tissue is at least :data:`TISSUE_MIN_SHARE` of label 1 and its median at least this far (HU) above the
-median of all label 1: a fluid-filled resection bed the network labelled liver, half of label 1 or more, pulled that
-median into the fluid range (16 HU with 431 mL of fluid beside 243 mL of liver), no part was 20 HU darker than 'the
-liver', and a liver volume three times too large was reported without a word (the clinical-variants audit). A liver
-dark as a whole (fatty, 0-30 HU) has too little such tissue, or not that much brighter, and keeps the median of all."""
+TISSUE_MIN_HU = FLUID_MAX_HU + FLUID_DARKER_THAN_LIVER_HU
+"""The liver's reference density is that of its tissue, label 1 whose local mean lies above :data:`FLUID_MAX_HU`, where
+that tissue is at least :data:`TISSUE_MIN_SHARE` of label 1, its median at least this far (HU) above the median of all
+label 1 and at least :data:`TISSUE_MIN_HU` (45 HU: fluid can lie 20 HU below it; the upper tail of a uniformly dark
+liver, 15 HU with noise, met the first two and 215 mL of it were called fluid, the review): a fluid-filled resection bed
+the network labelled liver, half of label 1 or more, pulled that median into the fluid range (16 HU with 431 mL of fluid
+beside 243 mL of liver), no part was 20 HU darker than 'the liver', and a liver volume three times too large was
+reported without a word (the clinical-variants audit). A liver dark as a whole (fatty, 0-30 HU) has too little such
+tissue, or not that much brighter, and keeps the median of all."""
 
 
 def liver_reference_hu(raw: np.ndarray, smoothed: np.ndarray, parenchyma: np.ndarray) -> float:
     """The median (HU) the fluid check compares with: of the liver's tissue (``smoothed`` above :data:`FLUID_MAX_HU`,
-    ``raw`` values) where :data:`TISSUE_ABOVE_ALL_HU` applies, else of all of ``parenchyma`` (label 1)."""
+    ``raw`` values) where :data:`TISSUE_MIN_SHARE`, :data:`TISSUE_ABOVE_ALL_HU` and :data:`TISSUE_MIN_HU` hold, else
+    of all of ``parenchyma`` (label 1)."""
     everything = float(np.median(raw[parenchyma]))
     tissue = parenchyma & (smoothed > FLUID_MAX_HU)
     if np.count_nonzero(tissue) >= TISSUE_MIN_SHARE * np.count_nonzero(parenchyma):
         tissue_median = float(np.median(raw[tissue]))
-        if tissue_median >= everything + TISSUE_ABOVE_ALL_HU:
+        if tissue_median >= max(everything + TISSUE_ABOVE_ALL_HU, TISSUE_MIN_HU):
             return tissue_median
     return everything
 
@@ -111,9 +115,10 @@ def fluid_regions_in_liver(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry:
     """Connected parts of the liver (label 1 of ``labels_zyx``, ``(z, y, x)`` on ``geometry``; ``hu_zyx`` the CT in
     HU on the same grid) of water density: median in :data:`FLUID_MIN_HU` .. :data:`FLUID_MAX_HU`, at least
     :data:`FLUID_DARKER_THAN_LIVER_HU` below the liver's median, with an edge (:data:`SHARP_EDGE_FRACTION`),
-    :data:`FLUID_MIN_ML` or more. Each is a dict of ``volume_ml``, ``median_hu``, ``liver_median_hu`` (of all label
-    1, or of its tissue where much of label 1 is fluid: :func:`liver_reference_hu`), ``edge_contrast_hu`` (the median of the liver just around it minus its own), ``centroid_ras_mm`` and
-    ``slices_z`` (first and last array index along z), largest first.
+    :data:`FLUID_MIN_ML` or more. Each is a dict of ``volume_ml``, ``median_hu``, ``liver_median_hu`` (of all label 1,
+    or of its tissue where much of label 1 is fluid: :func:`liver_reference_hu`), ``edge_contrast_hu`` (the median of
+    the liver just around it minus its own), ``centroid_ras_mm`` and ``slices_z`` (first and last array index along z),
+    largest first.
 
     Method, on every :data:`SAMPLE_MM` of the liver's bounding box: the CT averaged over 3 x 3 x 3 sampled voxels
     (noise), the liver (label >= 1) peeled by :data:`EDGE_VOXELS` (partial volume with fat, not at the scan's or
@@ -213,7 +218,8 @@ def fluid_in_liver_warnings(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry
             f"Possible fluid labelled liver: a part of about {_about_ml(region['volume_ml'])} mL of the segmented "
             f"liver (its core, read about every {SAMPLE_MM:g} mm, so the whole may be larger; centre RAS "
             f"({where}) mm, array slices z {region['slices_z'][0]}-{region['slices_z'][1]}) has water density "
-            f"(median {region['median_hu']:.0f} HU; the liver's median {region['liver_median_hu']:.0f} HU). It may be "
+            f"(median {region['median_hu']:.0f} HU; the liver's median {region['liver_median_hu']:.0f} HU, of its tissue "
+            f"where fluid is much of it). It may be "
             f"fluid (a resection bed, a cyst, an abscess, ascites or the gallbladder) or a cystic or necrotic lesion "
             f"the segmentation missed. Check it in the images: the liver volume includes it.")
     return warnings

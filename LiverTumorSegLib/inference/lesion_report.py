@@ -37,11 +37,12 @@ Definitions
 * ``axial_position_s_mm``: the S (superior, RAS = LPS z) coordinate of the axial slice where the long axis was
   measured, the number Slicer's axial slice slider and a PACS show for that slice, so a reader can go to it (a
   tilted slice has no single S: there, the mean S of the long axis' end points, its middle).
-* ``touches_scan_edge``: the lesion reaches the first or last voxel of the scan along some axis, or, with a CT,
-  lies on or beside (a face neighbour; any neighbour on a grid turned from the patient's axes) the scanner's padding outside its circular field of view (CT values below
-  -1500: -3024, -2048, -2000, ...; or written with air's value, -1024) or a resampling's fill of air's value
-  beyond a straight line (the body-size check's rules, :func:`~.body_size.outside_scan_pixels`): cut by the field
-  of view, so its volume and axes are lower bounds. Not chosen as a RECIST target.
+* ``touches_scan_edge``: the lesion reaches the first or last voxel of the scan along some axis, or, with a CT, lies on
+  or beside (a face neighbour; any neighbour on a grid turned from the patient's axes) the scanner's padding outside its
+  circular field of view (CT values below -1500: -3024, -2048, -2000, ...; or written with air's value, -1024) or a
+  resampling's fill of air's value beyond a straight line (the body-size check's rules,
+  :func:`~.body_size.outside_scan_pixels`): cut by the field of view, so its volume and axes are lower bounds. Not
+  chosen as a RECIST target.
 * ``axial_axes_limited_by_slices``: null, or, for a lesion on too few slices of a grid tilted from axial whose axes
   in true axial planes are capped by its slices' faces, ``slices``, ``slice_spacing_mm``, ``tilt_degrees``,
   ``limit_mm`` and its axes in the stored slices (:func:`~LiverTumorSegLib.metrics.recist.lesion_axes`). Not chosen
@@ -252,7 +253,7 @@ def _borders_scanner_padding(mask: np.ndarray, box: Tuple[slice, ...], hu_zyx: O
                              geometry: Optional[ImageGeometry] = None,
                              fill_by_slice: Optional[Dict[int, np.ndarray]] = None) -> bool:
     """True when the lesion ``mask`` (``(z, y, x)``, the part of the volume in ``box``) lies on or beside (a face
-    neighbour; any neighbour on a grid tilted from axial, :func:`padding_neighbourhood`) a CT voxel below
+    neighbour; any neighbour on a grid turned against the patient's axes, :func:`padding_neighbourhood`) a CT voxel below
     :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`: the scanner's padding outside its circular field of view
     (-3024, -2048, -2000, ...), which cuts the lesion as the array's edge would; or, with ``geometry``, beside such
     padding written with air's value (-1024): a round field of view's, or a resampling's fill beyond a straight line

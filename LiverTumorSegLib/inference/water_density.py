@@ -118,13 +118,15 @@ def lesion_water_density(hu_zyx: np.ndarray, labels_zyx: np.ndarray, mask: np.nd
         return out
     out["median_hu"], out["spread_hu"] = _median_and_spread(hu[core])
     del core
-    liver, distance = _liver_around(lesion, hu, np.asarray(labels_zyx)[grown], tissue, margin, spacing_zyx)
+    labels = np.asarray(labels_zyx)[grown]
+    liver, distance, local = _liver_around(lesion, hu, labels, tissue, margin, spacing_zyx)
     beside = liver[within_shell(distance, CONTRAST_SHELL_MM)]
     if beside.size >= CONTRAST_MIN_SHELL_VOXELS:
         lesion_median = float(np.median(hu[lesion & tissue].astype(np.float64)))
         out["contrast_to_liver_hu"] = lesion_median - float(np.median(beside.astype(np.float64)))
     del beside, distance
-    liver = liver_tissue_around(liver)
+    liver = liver_tissue_around(liver, local)
+    del local
     if liver.size >= MIN_VOXELS:
         out["liver_median_hu"], out["liver_spread_hu"] = _median_and_spread(liver)
     out["water_density"] = is_water_density(out["median_hu"], out["spread_hu"], out["liver_median_hu"],
@@ -132,23 +134,27 @@ def lesion_water_density(hu_zyx: np.ndarray, labels_zyx: np.ndarray, mask: np.nd
     return out
 
 
-def liver_tissue_around(values: np.ndarray) -> np.ndarray:
-    """The values (HU) of the label-1 voxels around a lesion that are liver tissue: those above
+def liver_tissue_around(values: np.ndarray, local_means: np.ndarray) -> np.ndarray:
+    """The values (HU) of the label-1 voxels around a lesion that are liver tissue: those whose local mean
+    (``local_means``, same order: the 3 x 3 x 3 mean of the liver's own voxels) lies above
     :data:`~.fluid_in_liver.FLUID_MAX_HU`, where they are :data:`~.fluid_in_liver.TISSUE_MIN_SHARE` of all and their
-    median :data:`~.fluid_in_liver.TISSUE_ABOVE_ALL_HU` above the median of all (as :func:`.fluid_in_liver.
-    liver_reference_hu` reads the liver); else all of them. Ascites or a resection bed the network split into tumor
+    median :data:`~.fluid_in_liver.TISSUE_ABOVE_ALL_HU` above the median of all and at least
+    :data:`~.fluid_in_liver.TISSUE_MIN_HU`, as :func:`.fluid_in_liver.liver_reference_hu` reads the liver; else all of
+    them (selected by the raw values, a noisy fatty liver's upper half of noise made the reference, flags came and
+    went both ways, the review). Ascites or a resection bed the network split into tumor
     and 'liver' put fluid around the lesions it called tumor: 'the liver around it' read 17-25 HU, the lesions of 10 HU
     were not of water density against it, and RECIST chose them as targets ahead of the flagged ones (the
     clinical-variants audit)."""
-    from .fluid_in_liver import FLUID_MAX_HU, TISSUE_ABOVE_ALL_HU, TISSUE_MIN_SHARE
+    from .fluid_in_liver import FLUID_MAX_HU, TISSUE_ABOVE_ALL_HU, TISSUE_MIN_HU, TISSUE_MIN_SHARE
 
     values = np.asarray(values)
     if values.size == 0:
         return values
-    tissue = values[values > FLUID_MAX_HU]
-    if tissue.size >= max(TISSUE_MIN_SHARE * values.size, MIN_VOXELS) and \
-            float(np.median(tissue.astype(np.float64))) >= float(np.median(values.astype(np.float64))) + \
-            TISSUE_ABOVE_ALL_HU:
+    tissue = values[np.asarray(local_means) > FLUID_MAX_HU]
+    if tissue.size < max(TISSUE_MIN_SHARE * values.size, MIN_VOXELS):
+        return values
+    tissue_median = float(np.median(tissue.astype(np.float64)))
+    if tissue_median >= max(float(np.median(values.astype(np.float64))) + TISSUE_ABOVE_ALL_HU, TISSUE_MIN_HU):
         return tissue
     return values
 
@@ -181,11 +187,23 @@ def _block_lengths(shape: Sequence[int], reach: Sequence[int], max_voxels: int) 
     return lengths
 
 
+def _liver_local_means(hu: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Float32, on ``hu``'s grid (a block of a lesion's grown box): the mean of the liver's own voxels (label 1) over
+    3 x 3 x 3 around each voxel (the fluid check's local mean), 0 where none is liver."""
+    from scipy import ndimage
+
+    liver = labels == 1
+    weight = ndimage.uniform_filter(liver.astype(np.float32), size=3, mode="nearest")
+    total = ndimage.uniform_filter(np.where(liver, hu.astype(np.float32), np.float32(0)), size=3, mode="nearest")
+    return total / np.maximum(weight, np.float32(1e-3))
+
+
 def _liver_around(lesion: np.ndarray, hu: np.ndarray, labels: np.ndarray, tissue: np.ndarray, reach: Sequence[int],
-                  spacing_zyx: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
-    """``(values, distances)``: CT values (HU, the CT's dtype, in no set order) of the liver around the lesion, label-1
-    voxels of tissue (not padding) more than ``SURROUNDING_MM[0]`` and at most ``SURROUNDING_MM[1]`` mm from the nearest
-    lesion voxel (centres, ``spacing_zyx`` in mm), and each one's distance (mm, same order). All arrays
+                  spacing_zyx: Sequence[float]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(values, distances, local means)``: CT values (HU, the CT's dtype, in no set order) of the liver around the
+    lesion, label-1 voxels of tissue (not padding) more than ``SURROUNDING_MM[0]`` and at most ``SURROUNDING_MM[1]`` mm
+    from the nearest lesion voxel (centres, ``spacing_zyx`` in mm), each one's distance (mm, same order) and the mean of
+    the liver's voxels around it (:func:`_liver_local_means`, float32, same order). All arrays
     ``(z, y, x)`` on the lesion's grown box; ``reach``: voxels per axis spanning ``SURROUNDING_MM[1]``.
 
     Block by block (:data:`SHELL_BLOCK_VOXELS`): each block's distance transform gives the true distance wherever it
@@ -197,7 +215,7 @@ def _liver_around(lesion: np.ndarray, hu: np.ndarray, labels: np.ndarray, tissue
     sampling = tuple(float(s) for s in spacing_zyx)
     shape = lesion.shape
     lengths = _block_lengths(shape, reach, SHELL_BLOCK_VOXELS)
-    found, distances = [], []  # type: List[np.ndarray], List[np.ndarray]
+    found, distances, extra = [], [], []  # type: List[np.ndarray], List[np.ndarray], List[np.ndarray]
     for start in itertools.product(*(range(0, s, n) for s, n in zip(shape, lengths))):
         decided = tuple(slice(b, min(b + n, s)) for b, n, s in zip(start, lengths, shape))
         liver = (labels[decided] == 1) & tissue[decided]
@@ -212,9 +230,11 @@ def _liver_around(lesion: np.ndarray, hu: np.ndarray, labels: np.ndarray, tissue
         liver &= within_shell(distance, SURROUNDING_MM)
         found.append(hu[decided][liver])
         distances.append(distance[liver])
+        inner = tuple(slice(d.start - b.start, d.stop - b.start) for d, b in zip(decided, block))
+        extra.append(_liver_local_means(hu[block], labels[block])[inner][liver])  # per block: bounded memory
     if not found:
-        return np.empty(0, dtype=hu.dtype), np.empty(0, dtype=np.float64)
-    return np.concatenate(found), np.concatenate(distances)
+        return np.empty(0, dtype=hu.dtype), np.empty(0, dtype=np.float64), np.empty(0, dtype=np.float32)
+    return np.concatenate(found), np.concatenate(distances), np.concatenate(extra)
 
 
 def is_water_density(median_hu: Optional[float], spread_hu: Optional[float], liver_median_hu: Optional[float],
@@ -253,6 +273,6 @@ def water_density_lesion_warnings(lesions: List[dict], recist: Optional[Dict[str
     targets = [str(lesion["id"]) for lesion in watery if lesion.get("recist_target")]
     if targets:
         text += (f" Lesion(s) {', '.join(targets)} count among the RECIST target lesions and in the sum of diameters, "
-                 f"as too few other measurable lesions were found to fill the target places: if a simple cyst, it is "
+                 f"as too few other measurable lesions were found to take the target places: if a simple cyst, it is "
                  f"no target.")
     return [text]

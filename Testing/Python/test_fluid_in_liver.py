@@ -213,3 +213,17 @@ def test_a_resection_bed_filling_most_of_the_label_is_still_fluid(fluid_share):
 def test_a_liver_dark_as_a_whole_is_not_fluid_with_the_tissue_reference(liver_hu):
     hu, labels = _phantom(liver_hu=liver_hu)
     assert fluid_regions_in_liver(labels, hu, GEOMETRY) == []
+
+
+def test_the_upper_tail_of_a_uniformly_dark_liver_is_no_tissue_reference():
+    """The review of the tissue rule: a liver of 15 HU with noise has an upper tail (local mean above 25 HU) of a fifth
+    of it, 15 HU above its median, and 215 mL of a real liver was called fluid against it. The tissue must reach 45 HU
+    too; a resection bed's tissue (60 HU) does."""
+    from LiverTumorSegLib.inference.fluid_in_liver import liver_reference_hu
+
+    rng = np.random.default_rng(0)
+    dark = rng.normal(15.0, 15.0, 20000).astype(np.float32)      # a quarter of it above 25 HU, their median ~31
+    everywhere = np.ones(dark.shape, dtype=bool)
+    assert liver_reference_hu(dark, dark, everywhere) == pytest.approx(float(np.median(dark)))
+    bed = np.concatenate([rng.normal(10.0, 8.0, 14000), rng.normal(60.0, 8.0, 6000)]).astype(np.float32)
+    assert liver_reference_hu(bed, bed, np.ones(bed.shape, dtype=bool)) == pytest.approx(60.0, abs=1.0)

@@ -953,3 +953,17 @@ def test_a_doubly_shifted_ct_whose_body_fills_the_image_is_refused_still():
     twice = np.maximum(np.round(hu) - 1024.0, -2048.0).astype(np.int16)
     with pytest.raises(InputError, match=r"applied twice"):
         check_ct(CTVolume(twice, ImageGeometry(spacing=(2.5, 2.5, 2.5))))
+
+
+def test_a_resampled_childs_round_padding_rim_is_padding_not_image():
+    """The review of the rescue's guard: a child CT with a round -3024 field of view, resampled (linear) to a coarser
+    grid, had an interpolated rim of values between -3024 and -1000 (0.57 % of the samples), counted as image below
+    -1500, and the CT was refused as 'intercept applied twice' again. Values beside the padding are padding."""
+    from scipy import ndimage
+
+    child = _child_in_a_wide_field_of_view().array.astype(np.float32)
+    y, x = np.ogrid[:128, :128]
+    child[:, (y - 63.5) ** 2 + (x - 63.5) ** 2 > 63.0 ** 2] = -3024.0          # the round field of view's padding
+    coarse = ndimage.zoom(child, (1.0, 0.77, 0.77), order=1)                 # resampled: a rim of in-between values
+    volume = CTVolume(np.round(coarse).astype(np.int16), ImageGeometry(spacing=(5.06, 5.06, 5.0)))
+    assert not any("shifted" in w for w in check_ct(volume))

@@ -370,4 +370,18 @@ def test_the_target_words_do_not_say_no_other_lesion_was_found_beside_another_ta
                dict(id=2, median_hu=48.0, water_density=False, recist_target=True)]
     warning, = water_density_lesion_warnings(lesions, {"water_density_passed_over_ids": []})
     assert "no other measurable lesion" not in warning
-    assert "as too few other measurable lesions were found to fill the target places" in warning
+    assert "as too few other measurable lesions were found to take the target places" in warning
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_noisy_fatty_liver_keeps_all_its_voxels_as_the_reference(seed):
+    """The review of the tissue rule: picked by raw values, the liver tissue of a noisy fatty liver (20 HU, noise SD
+    25) was its upper half of noise, 15-30 HU brighter, and a lesion 15 HU darker than the liver was flagged. Picked by
+    the local mean, and only where that tissue reaches 45 HU, such a liver is read whole."""
+    rng = np.random.default_rng(seed)
+    shape = (36, 48, 48)
+    labels, hu = _liver_with_lesions(20.0, [((18, 24, 24), 8, _uniform(5.0))], seed=seed, shape=shape)
+    hu += rng.normal(0.0, 22.0, shape).astype(np.float32)        # noise SD about 25 HU in all
+    found = lesion_water_density(hu, labels, labels == 2, tuple(slice(0, n) for n in shape), (1.0, 1.0, 1.0))
+    assert found["liver_median_hu"] == pytest.approx(20.0, abs=4.0)   # raw-value picking read about 45
+    assert found["water_density"] is False

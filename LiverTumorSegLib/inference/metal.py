@@ -18,8 +18,9 @@ from .thresholds import threshold_for
 
 METAL_MIN_HU = 2500.0
 """Voxels at or above this (HU) are taken as metal. Cortical bone reaches about 1000-2000 HU and contrast (oral,
-IV, excreted) stays below it as well: the highest value in the liver's slices of the four shared cases (one of
-them a contrast CT) is 1839 HU. Metal lies above it: steel and titanium reach the ceiling of the usual 12-bit scale
+IV, excreted) mostly stays below it as well: the highest value in the liver's slices of the four shared cases (one of
+them a contrast CT) is 1839 HU; compact lipiodol after chemoembolisation and dense excreted contrast can pass it,
+which the warning names too. Metal lies above it: steel and titanium reach the ceiling of the usual 12-bit scale
 (3071 HU) or more on an extended scale; the hip prosthesis of the shared abdomen-pelvis CT (3 mm voxels) has 11.6 mL
 at or above it, up to 3382 HU."""
 
@@ -181,7 +182,8 @@ def metal_warnings(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGe
     near = ("touching or inside the segmented liver" if distance <= METAL_TOUCHING_MM else
             f"its nearest part about {distance:.0f} mm from the segmented liver")
     return [f"Metal in the liver's slices: about {found['volume_ml']:.1f} mL at or above {METAL_MIN_HU:.0f} HU (a "
-            f"screw, rod, clip, coil or stent; bone and contrast stay below) in {found['slices']} of the "
+            f"screw, rod, clip, coil or stent, or compact lipiodol or excreted contrast; bone stays below) in "
+            f"{found['slices']} of the "
             f"{found['liver_slices']} slices that hold liver (the metal {where}), {near}. Streaks from metal can make "
             f"the liver's outline and the lesions wrong in those slices: check them in the images; a lesion near the "
             f"streaks may be an artefact, and one there may be missed."]

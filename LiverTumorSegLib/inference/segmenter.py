@@ -901,7 +901,7 @@ class Segmenter:
         if hu is not None:  # the body is found by its HU
             # front and back swapped: that warning says it, and the liver's side and the aorta, found from the spine's
             # place, are not judged (the side check called such a liver 62 mm left of a 'spine' that was not one)
-            spine = spine_sample(hu, volume.geometry)  # read once for both spine checks
+            spine = spine_sample(hu, volume.geometry, labels)  # read once for both spine checks
             front_back = spine_front_back_warnings(hu, volume.geometry, spine, liver_xz[1])  # the liver's levels
             midline = None if front_back else spine_midline_x_mm(hu, volume.geometry, liver_xz, spine)
             warnings += front_back or liver_side_warnings(liver_xz, hu, volume.geometry, midline)

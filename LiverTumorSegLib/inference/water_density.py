@@ -47,6 +47,12 @@ The ratio, not an absolute bound, as noise differs between scanners: the liver a
 spread 14.0-70.9 HU (the noisy 3-slice GE CT: 44-71 HU), the lesions 0.78-1.11 times that (16 lesions as above). It
 does not tell the benchmark's synthetic tumors (drawn with the liver's noise grain and 0-8 HU of smooth texture):
 they spread 0.47-1.69 times their liver."""
+WATER_LESION_DENSE_HU = 300.0
+WATER_LESION_DENSE_SHARE_MAX = 0.01
+"""A lesion with more than this share of its voxels at or above :data:`WATER_LESION_DENSE_HU` (lipiodol after
+chemoembolisation, calcification) is no simple cyst, however homogeneous its core: a necrotic 10 HU tumor holding a
+1.4 mL blob of lipiodol (mean 115 HU) was flagged as possibly a simple cyst and passed over as a RECIST target (the
+clinical-variants audit); the interquartile range does not see a dense tenth."""
 SURROUNDING_MM = (2.0, 10.0)
 """The liver around a lesion: label-1 voxels this far (mm, from ... to, from the lesion's voxel centres) outside it;
 the first 2 mm hold partial volume with the lesion."""
@@ -118,6 +124,8 @@ def lesion_water_density(hu_zyx: np.ndarray, labels_zyx: np.ndarray, mask: np.nd
         return out
     out["median_hu"], out["spread_hu"] = _median_and_spread(hu[core])
     del core
+    dense_share = float(np.count_nonzero(hu[lesion & tissue] >= WATER_LESION_DENSE_HU)) / max(
+        int(np.count_nonzero(lesion & tissue)), 1)
     labels = np.asarray(labels_zyx)[grown]
     liver, distance, local = _liver_around(lesion, hu, labels, tissue, margin, spacing_zyx)
     beside = liver[within_shell(distance, CONTRAST_SHELL_MM)]
@@ -130,7 +138,8 @@ def lesion_water_density(hu_zyx: np.ndarray, labels_zyx: np.ndarray, mask: np.nd
     if liver.size >= MIN_VOXELS:
         out["liver_median_hu"], out["liver_spread_hu"] = _median_and_spread(liver)
     out["water_density"] = is_water_density(out["median_hu"], out["spread_hu"], out["liver_median_hu"],
-                                            out["liver_spread_hu"], int(np.count_nonzero(lesion)))
+                                            out["liver_spread_hu"], int(np.count_nonzero(lesion))) and \
+        dense_share <= WATER_LESION_DENSE_SHARE_MAX  # lipiodol or calcium in it: no simple cyst
     return out
 
 

@@ -177,3 +177,12 @@ def test_the_s_range_is_the_metals_own_on_a_tilted_grid(degrees):
     s = (tilted.ijk_to_ras()[2, :3] @ np.stack([i, j, k]).astype(float)) + tilted.ijk_to_ras()[2, 3]
     low, high = metal_in_liver_slices(hu, labels, tilted)["s_range_mm"]
     assert low == pytest.approx(s.min(), abs=3.0) and high == pytest.approx(s.max(), abs=3.0)
+
+
+def test_the_warning_names_lipiodol_and_excreted_contrast_too():
+    """Compact lipiodol after chemoembolisation and dense excreted contrast can pass 2500 HU; the warning said 'bone and
+    contrast stay below' beside them (the clinical-variants audit)."""
+    hu, labels = _trunk()
+    hu[12:19, 60:80, 47:53] = 3071.0
+    warning, = metal_warnings(hu, labels, GEOMETRY)
+    assert "or compact lipiodol or excreted contrast; bone stays below" in warning

@@ -7,7 +7,7 @@ import pytest
 from LiverTumorSegLib.inference.plausibility import (LIVER_HEAD_FOOT_MAX_MM, liver_extent_warnings,
                                                      liver_head_foot_mm, liver_ras_xz, liver_side_mm,
                                                      liver_side_warnings, spine_front_back_mm, spine_step_zyx,
-                                                     spine_front_back_warnings)
+                                                     spine_front_back_warnings, spine_midline_x_mm, spine_sample)
 from LiverTumorSegLib.io import read_label_map, read_volume
 from LiverTumorSegLib.volume import ImageGeometry
 
@@ -121,7 +121,9 @@ def test_the_spine_is_read_at_the_livers_levels_not_at_a_pubic_bone_below():
     hu[:, 25:125, 25:175] = 40
     hu[8:, 90:110, 90:110] = 700                # slices 8-19: the spine, posterior
     hu[:8, 27:67, 80:120] = 700                 # slices 0-7 (40 mm under the liver): a larger bone in front
-    assert spine_front_back_mm(hu, geometry) > 20.0          # the whole scan: 'in front'
+    # the whole scan: the bone on the most levels, the spine (the mean of all midline bone lay 'in front' until the
+    # clinical-variants audit's lipiodol deposits made the position the bone of the most levels)
+    assert spine_front_back_mm(hu, geometry) == pytest.approx(-50.0, abs=3.0)
     labels = np.zeros(hu.shape, np.uint8)
     labels[14:19, 40:90, 30:80] = 1             # the liver on the upper slices
     liver_s = liver_ras_xz(labels, geometry)[1]
@@ -135,7 +137,7 @@ def test_the_spine_is_read_at_the_livers_levels_not_at_a_pubic_bone_below():
 def test_real_cts_pass_and_their_voxels_mirrored_front_to_back_or_turned_180_degrees_warn():
     # 0.81 x 0.81 x 1 mm, 3 slices; 3 mm voxels, 30 slices (read every (2, 4, 4) voxels, as before, it gave 28 midline
     # bone samples and was not judged: its voxels turned by 180 degrees were segmented without the warning)
-    for name, behind_mm in (("ct3slice_ct.nii.gz", 77.0), ("example_ct_sm.nii.gz", 55.0)):
+    for name, behind_mm in (("ct3slice_ct.nii.gz", 89.0), ("example_ct_sm.nii.gz", 59.0)):
         ct = read_volume(DATA / name)
         assert spine_front_back_mm(ct.array, ct.geometry) == pytest.approx(-behind_mm, abs=5.0)
         assert spine_front_back_warnings(ct.array, ct.geometry) == []
@@ -209,7 +211,8 @@ def _documented_mm_range(text: str, pattern: str) -> tuple:
 
 
 def test_the_documented_spine_distances_of_the_bundled_cases_are_the_measured_ones():
-    """docs/cli.md and the warning said the spine lies '33-77 mm' (33-73 mm since the CT table is no bone) behind the body's centre on the bundled cases;
+    """docs/cli.md and the warning said the spine lies '33-77 mm' behind the body's centre on the bundled cases (43-89 mm
+    since the position is the bone of the most levels and the CT table no bone);
     measured it is 32.0 mm on the sample CT (a training patient of the bundled model) and 78.3 mm on the 3-slice GE
     CT (the third, the 20-slice contrast CT, reads 70.9 mm), so both ends were off. The range quoted in the docs and
     in the warning must hold the two measurable here, rounded to whole mm as quoted. (Since the CT is read about every
@@ -219,7 +222,7 @@ def test_the_documented_spine_distances_of_the_bundled_cases_are_the_measured_on
 
     cts = [read_volume(sample_ct_path()), read_volume(DATA / "ct3slice_ct.nii.gz")]
     measured = [-spine_front_back_mm(ct.array, ct.geometry) for ct in cts]  # RAS A: behind the centre is negative
-    assert [round(v) for v in measured] == [33, 73]   # 77 while the CT table counted as bone
+    assert [round(v) for v in measured] == [43, 89]   # the bone on the most levels, not the mean of all
     front_to_back = np.ascontiguousarray(np.flip(cts[1].array, axis=1))  # (z, y, x): y runs front to back here
     warning_text = spine_front_back_warnings(front_to_back, cts[1].geometry)[0]
     cli_md = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
@@ -354,7 +357,7 @@ def test_oral_contrast_in_front_of_the_spine_is_not_bone():
     hu[:, 90:110, 90:92] = hu[:, 90:110, 108:110] = 1000        # ... in a cortical shell
     hu[:, 90:92, 90:110] = hu[:, 108:110, 90:110] = 1000
     behind = spine_front_back_mm(hu, geometry)
-    assert behind == pytest.approx(-50.0, abs=3.0)
+    assert -60.0 < behind < -45.0
     hu[:, 35:75, 75:125] = 350                  # the stomach: LPS y -80..-2 (anterior), x -50..48 mm
     assert spine_front_back_mm(hu, geometry) == pytest.approx(behind, abs=0.5)
     assert spine_front_back_warnings(hu, geometry) == []
@@ -391,3 +394,26 @@ def test_noise_spikes_in_oral_contrast_do_not_make_it_bone():
     hu[:, 100:200, 220:340] = 350                                      # 235 mL of oral contrast in front
     hu += np.random.default_rng(0).normal(0.0, 80.0, hu.shape).astype(np.float32)
     assert spine_front_back_mm(hu.astype(np.int16), geometry) == pytest.approx(-50.0, abs=5.0)
+
+
+def test_the_spine_is_the_bone_on_the_most_levels_not_contrast_or_a_deposit_on_a_few():
+    """Excreted contrast in a renal pelvis (1000 HU: all of it 'cortex') outweighed the spine by its voxels, the
+    midline moved to the kidney and the liver was called on the wrong side; a lipiodol deposit near the midline put
+    the 'spine' in front (the clinical-variants audit). The spine runs through every level; they lie on a few."""
+    hu, geometry = _trunk_with_spine()                       # 12 slices; the vertebra at LPS x -20..18, behind
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[:, 40:90, 20:70] = 1                              # the liver on the patient's right (low LPS x)
+    liver_xz = liver_ras_xz(labels, geometry)
+    before = spine_midline_x_mm(hu, geometry, liver_xz)
+    assert before == pytest.approx(0.0, abs=4.0)
+    kidney = hu.copy()
+    kidney[3:9, 80:124, 40:60] = 1000                        # a renal pelvis full of contrast, 6 slices, right
+    assert spine_midline_x_mm(kidney, geometry, liver_xz) == pytest.approx(before, abs=4.0)
+    deposit = hu.copy()
+    deposit[4:8, 30:70, 85:115] = 1200                       # lipiodol near the midline, in front, 4 slices
+    assert spine_front_back_mm(deposit, geometry) == pytest.approx(spine_front_back_mm(hu, geometry), abs=3.0)
+    assert spine_front_back_warnings(deposit, geometry) == []
+    inside = np.zeros(hu.shape, np.uint8)
+    inside[4:8, 30:70, 85:115] = 1                           # ... inside the segmented liver: no bone at all
+    sample = spine_sample(deposit, geometry, inside)
+    assert sample.bone_ras.shape[1] == spine_sample(hu, geometry).bone_ras.shape[1]

@@ -385,3 +385,18 @@ def test_a_noisy_fatty_liver_keeps_all_its_voxels_as_the_reference(seed):
     found = lesion_water_density(hu, labels, labels == 2, tuple(slice(0, n) for n in shape), (1.0, 1.0, 1.0))
     assert found["liver_median_hu"] == pytest.approx(20.0, abs=4.0)   # raw-value picking read about 45
     assert found["water_density"] is False
+
+
+def test_a_necrotic_lesion_holding_lipiodol_is_no_simple_cyst():
+    """A 10 HU necrotic tumor holding a blob of lipiodol (a tenth of it at 1000 HU; mean 115 HU) was flagged as possibly
+    a simple cyst, its core's interquartile range blind to the dense tenth (the clinical-variants audit)."""
+    def necrotic_with_lipiodol(rng, n):
+        values = np.full(n, 10.0)
+        values[: n // 10] = 1000.0
+        return values
+
+    labels, hu = _liver_with_lesions(60.0, [((18, 24, 24), 8, necrotic_with_lipiodol)])
+    (lesion,) = _report(labels, hu)["lesions"]
+    assert lesion["water_density"] is False
+    labels, hu = _liver_with_lesions(60.0, [((18, 24, 24), 8, _uniform(10.0))])   # without it: flagged as before
+    assert _report(labels, hu)["lesions"][0]["water_density"] is True

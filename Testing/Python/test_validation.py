@@ -967,3 +967,22 @@ def test_a_resampled_childs_round_padding_rim_is_padding_not_image():
     coarse = ndimage.zoom(child, (1.0, 0.77, 0.77), order=1)                 # resampled: a rim of in-between values
     volume = CTVolume(np.round(coarse).astype(np.int16), ImageGeometry(spacing=(5.06, 5.06, 5.0)))
     assert not any("shifted" in w for w in check_ct(volume))
+
+
+@pytest.mark.parametrize("first_slice", [0, 16, 48])
+def test_a_doubly_shifted_ct_cropped_into_its_body_with_round_padding_is_refused(first_slice):
+    """The second review of the child fix: the sample CT's 16-slice slabs cropped just inside the body, doubly
+    shifted, a round -3024 field of view around them: the body (reading as air) joined the padding to the image's
+    edges and was taken for a room of air, and the shifted bone and fat left passed; 12 of 32 such slabs of the shared
+    CTs were accepted without a word. What is left must be mostly soft tissue and fat, as a body is."""
+    from LiverTumorSegLib.resources import sample_ct_path
+
+    ct = read_volume(sample_ct_path())
+    part = ct.array.astype(np.float32)[first_slice:first_slice + 16]
+    ys, xs = np.nonzero((part > -500).any(axis=0))
+    part = part[:, ys.min() + 2:ys.max() - 2, xs.min() + 2:xs.max() - 2] - 1024.0
+    _, h, w = part.shape
+    y, x = np.ogrid[:h, :w]
+    part[:, ((y - h / 2) / (h / 2)) ** 2 + ((x - w / 2) / (w / 2)) ** 2 > 1] = -3024.0
+    with pytest.raises(InputError, match=r"applied twice"):
+        check_ct(CTVolume(part.astype(np.int16), ct.geometry))

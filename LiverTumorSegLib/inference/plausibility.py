@@ -38,13 +38,13 @@ SPINE_MIDLINE_MM = 30.0
 SPINE_IN_FRONT_MIN_MM = 10.0
 """The spine (bone above :data:`SPINE_BONE_HU` in components reaching cortex, :func:`bone_with_cortex`, within
 :data:`SPINE_MIDLINE_MM` of the body's left-right centre) lies behind the body's centre in every abdominal CT,
-whichever way the patient lay (DICOM's axes are the patient's): 43-89 mm behind on the bundled cases (the sample
-CT, 43 mm, and the 3-slice GE CT, 89 mm, which Testing/Data holds) and 14 mm on the 20-slice contrast CT of the
+whichever way the patient lay (DICOM's axes are the patient's): 38-77 mm behind on the bundled cases (the sample
+CT, 38 mm, and the 3-slice GE CT, 77 mm, which Testing/Data holds) and 24 mm on the 20-slice contrast CT of the
 shared cases (the CTs of the bundled model's three training patients; read as :func:`spine_front_back_mm` reads
 them), and as far in front when their voxels are mirrored front to back. A spine at least this far (mm) in front gets a warning: the header's front and back are swapped.
 It was 20 mm while the CT table (about 450 HU, behind the patient) counted as spine and read the contrast CT 53 mm
-behind; without the table, that CT mirrored reads 18 mm in front (the bone of the most levels,
-:func:`on_most_levels_mm`), too near 20."""
+behind; without the table, that CT mirrored reads 24 mm in front (the spine's run of bins on the most levels,
+:func:`spine_run_mm`), its first 3-10 slices 11-21 mm."""
 SPINE_SAMPLE_MM = 2.5
 """The spine check reads the CT about every this many mm along each array axis (every voxel of voxels this large or
 larger), so that a coarse CT gives as many samples of its spine as a fine one: read every (2, 4, 4) voxels, the
@@ -287,10 +287,13 @@ def _sampled(array_zyx: np.ndarray, step_zyx: Tuple[int, int, int]) -> np.ndarra
 
 class SpineSample(NamedTuple):
     """What the spine checks read of a CT (:func:`spine_sample`): the body's mean RAS position (mm; None without
-    body voxels), the RAS x, y, z (mm, ``(3, n)``) of its bone samples, and the mL each sample stands for."""
+    body voxels), the RAS x, y, z (mm, ``(3, n)``) of its bone samples, the mL each sample stands for, and each bone
+    sample's slice (its index along the canonical slice axis, ``(n,)``: a level, also on a tilted grid, where every
+    row of a slice has its own S)."""
     body_centre: Optional[np.ndarray]
     bone_ras: np.ndarray
     sample_ml: float
+    bone_slices: Optional[np.ndarray] = None
 
 
 def spine_sample(hu_zyx: np.ndarray, geometry: ImageGeometry, labels_zyx: Optional[np.ndarray] = None) -> SpineSample:
@@ -310,7 +313,8 @@ def spine_sample(hu_zyx: np.ndarray, geometry: ImageGeometry, labels_zyx: Option
     if labels_zyx is not None:  # dense material in the segmented liver (lipiodol, a calcification) is no spine
         bone_mask &= np.asarray(_sampled(labels_zyx, step)) == 0
     bone = _ras_of(bone_mask, geometry, step, axes=(0, 1, 2))  # few voxels
-    return SpineSample(body_centre, bone, float(np.prod(geometry.spacing) * np.prod(step)) / 1000.0)
+    slices = np.flatnonzero(np.ascontiguousarray(bone_mask)) // (bone_mask.shape[1] * bone_mask.shape[2])  # C order
+    return SpineSample(body_centre, bone, float(np.prod(geometry.spacing) * np.prod(step)) / 1000.0, slices)
 
 
 def bone_with_cortex(sampled_hu: np.ndarray, hu_zyx: np.ndarray, step_zyx: Tuple[int, int, int]) -> np.ndarray:
@@ -365,19 +369,48 @@ and the liver both 'liver', reaching 108-129 mm left with 34-70 % of it there, a
 two of the four (the warnings audit)."""
 
 
-def on_most_levels_mm(positions_mm: np.ndarray, levels_mm: np.ndarray) -> float:
-    """The centre (mm) of the :data:`SPINE_BIN_MM` bin of ``positions_mm`` (one coordinate of bone samples) whose
-    samples, counted with its two neighbours', lie on the most distinct axial levels (``levels_mm``, their S, same
-    order), the samples' count breaking ties: the spine runs through every level of the liver, while excreted contrast
-    in a renal pelvis (19 mL at 1000 HU, all of it 'cortex') or a lipiodol deposit (14-55 mL) lies on a few, and by
-    their voxels alone they outweighed it (the clinical-variants audit: a false left-right warning, a false 'front and
-    back swapped')."""
+def _levels(sample: "SpineSample") -> np.ndarray:
+    """Each bone sample's level: its canonical slice (``bone_slices``), or, for a sample made without them, its RAS S
+    rounded to 0.1 mm."""
+    if sample.bone_slices is not None:
+        return np.asarray(sample.bone_slices)
+    return np.round(np.asarray(sample.bone_ras[2], dtype=np.float64), 1)
+
+
+def _level_bins(positions_mm: np.ndarray, levels: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(edges, distinct levels per bin, samples per bin)`` of ``positions_mm`` in :data:`SPINE_BIN_MM` bins."""
     edges = np.arange(float(positions_mm.min()) - SPINE_BIN_MM / 2, float(positions_mm.max()) + 1.5 * SPINE_BIN_MM,
                       SPINE_BIN_MM)
     column = np.clip(np.digitize(positions_mm, edges) - 1, 0, len(edges) - 2)
-    rounded = np.round(np.asarray(levels_mm, dtype=np.float64), 1)
-    covered = np.array([np.unique(rounded[column == b]).size for b in range(len(edges) - 1)], dtype=np.float64)
+    levels = np.asarray(levels)
+    covered = np.array([np.unique(levels[column == b]).size for b in range(len(edges) - 1)], dtype=np.float64)
     counts = np.histogram(positions_mm, edges)[0].astype(np.float64)
+    return edges, covered, counts
+
+
+def spine_run_mm(positions_mm: np.ndarray, levels: np.ndarray) -> Tuple[float, float]:
+    """``(low, high)`` mm: the run of :data:`SPINE_BIN_MM` bins around :func:`on_most_levels_mm`'s whose samples lie on
+    at least half as many levels as the most: the spine's whole depth front to back. Its bins all lie on every level,
+    and the one with the most samples alone (the vertebral body's front) read a mirrored 10-slice CT 9.9 mm in front,
+    under the warning's 10 mm (the review)."""
+    edges, covered, _ = _level_bins(positions_mm, levels)
+    best = int(np.argmin(np.abs(0.5 * (edges[:-1] + edges[1:]) - on_most_levels_mm(positions_mm, levels))))
+    low = high = best
+    while low > 0 and covered[low - 1] >= 0.5 * covered[best]:
+        low -= 1
+    while high < len(covered) - 1 and covered[high + 1] >= 0.5 * covered[best]:
+        high += 1
+    return float(edges[low]), float(edges[high + 1])
+
+
+def on_most_levels_mm(positions_mm: np.ndarray, levels: np.ndarray) -> float:
+    """The centre (mm) of the :data:`SPINE_BIN_MM` bin of ``positions_mm`` (one coordinate of bone samples) whose
+    samples, counted with its two neighbours', lie on the most distinct axial levels (``levels``, their canonical
+    slices, same order: :func:`_levels`), the samples' count breaking ties: the spine runs through every level of the liver, while excreted contrast
+    in a renal pelvis (19 mL at 1000 HU, all of it 'cortex') or a lipiodol deposit (14-55 mL) lies on a few, and by
+    their voxels alone they outweighed it (the clinical-variants audit: a false left-right warning, a false 'front and
+    back swapped')."""
+    edges, covered, counts = _level_bins(positions_mm, levels)
     score = np.convolve(covered, np.ones(3), mode="same") * (counts.sum() + 1.0) + np.convolve(counts, np.ones(3),
                                                                                                  mode="same")
     best = int(np.argmax(score))
@@ -396,14 +429,15 @@ def spine_midline_x_mm(hu_zyx: np.ndarray, geometry: ImageGeometry, liver_xz: np
     side check called a normal liver implausible) or reaches the pelvis (iliac wings and femoral heads)."""
     if liver_xz.shape[1] == 0:
         return None
-    body_centre, bone, sample_ml = sample or spine_sample(hu_zyx, geometry)
+    sample = sample or spine_sample(hu_zyx, geometry)
+    body_centre, bone, sample_ml = sample.body_centre, sample.bone_ras, sample.sample_ml
     if body_centre is None:
         return None
     z_lo, z_hi = float(liver_xz[1].min()), float(liver_xz[1].max())
     x = bone[0][(bone[1] < body_centre[1]) & (bone[2] >= z_lo) & (bone[2] <= z_hi)]  # RAS y: + anterior
     if x.size == 0:
         return None
-    levels = bone[2][(bone[1] < body_centre[1]) & (bone[2] >= z_lo) & (bone[2] <= z_hi)]
+    levels = _levels(sample)[(bone[1] < body_centre[1]) & (bone[2] >= z_lo) & (bone[2] <= z_hi)]
     densest = on_most_levels_mm(x, levels)
     column = x[np.abs(x - densest) < SPINE_HALF_WIDTH_MM]
     if column.size * sample_ml < SPINE_MIN_BONE_ML:
@@ -494,8 +528,8 @@ def spine_front_back_mm(hu_zyx: np.ndarray, geometry: ImageGeometry,
                         sample: Optional[SpineSample] = None,
                         liver_s_mm: Optional[np.ndarray] = None) -> Optional[float]:
     """How far (mm, RAS: + anterior) the midline bone (:data:`SPINE_BONE_HU`, within :data:`SPINE_MIDLINE_MM` of the
-    body's left-right centre; of it the part within :data:`SPINE_HALF_WIDTH_MM` of the bone on the most levels,
-    :func:`on_most_levels_mm`) lies from the body's centre (voxels above :data:`BODY_HU`), read every
+    body's left-right centre; of it the spine's run of bins on the most levels, :func:`spine_run_mm`) lies from the
+    body's centre (voxels above :data:`BODY_HU`), read every
     :func:`spine_step_zyx` voxels of ``hu_zyx`` (``(z, y, x)`` on ``geometry``; ``sample``: :func:`spine_sample` of
     them when the caller has it); None with less than :data:`SPINE_MIN_BONE_ML` of such bone (no spine in the
     scan, or not a CT of the trunk). ``liver_s_mm``: the RAS S (mm) of the segmented liver's voxels
@@ -503,7 +537,8 @@ def spine_front_back_mm(hu_zyx: np.ndarray, geometry: ImageGeometry,
     :data:`SPINE_LEVELS_MARGIN_MM`), where the midline bone is the spine, and None without liver. Read over the whole
     scan, the pubic symphysis in front of a lower-pelvis slab (the shared abdomen-pelvis CT's slices 0-29, no liver)
     put the midline bone 34 mm in front of the body's centre, and the front and back were called swapped."""
-    body_centre, bone, sample_ml = sample or spine_sample(hu_zyx, geometry)
+    sample = sample or spine_sample(hu_zyx, geometry)
+    body_centre, bone, sample_ml, slices = sample.body_centre, sample.bone_ras, sample.sample_ml, _levels(sample)
     if body_centre is None:
         return None
     if liver_s_mm is not None:
@@ -512,13 +547,13 @@ def spine_front_back_mm(hu_zyx: np.ndarray, geometry: ImageGeometry,
             return None
         levels = (bone[2] >= liver_s.min() - SPINE_LEVELS_MARGIN_MM) & \
             (bone[2] <= liver_s.max() + SPINE_LEVELS_MARGIN_MM)
-        bone = bone[:, levels]
+        bone, slices = bone[:, levels], slices[levels]
     midline = np.abs(bone[0] - body_centre[0]) < SPINE_MIDLINE_MM
     if int(midline.sum()) * sample_ml < SPINE_MIN_BONE_ML:
         return None
     y = bone[1][midline]
-    spine = np.abs(y - on_most_levels_mm(y, bone[2][midline])) < SPINE_HALF_WIDTH_MM  # not a deposit on few levels
-    return float(y[spine].mean() - body_centre[1])
+    low, high = spine_run_mm(y, slices[midline])  # the spine front to back, not a deposit on a few levels
+    return float(y[(y >= low) & (y <= high)].mean() - body_centre[1])
 
 
 def _mean_ras(sampled_mask_zyx: np.ndarray, geometry: ImageGeometry, step_zyx: Tuple[int, int, int]
@@ -548,7 +583,7 @@ def spine_front_back_warnings(hu_zyx: np.ndarray, geometry: ImageGeometry,
     if offset is None or offset < SPINE_IN_FRONT_MIN_MM:
         return []
     return [f"Implausible orientation: the spine (bone near the midline) lies {offset:.0f} mm in front of the body's "
-            f"centre, where it lies behind it in every CT of the trunk (43-89 mm on the bundled cases). The image's "
+            f"centre, where it lies behind it in every CT of the trunk (38-77 mm on the bundled cases). The image's "
             f"front and back look swapped (a flipped image or a wrong direction in its header): check its orientation "
             f"in a viewer; the segmentation of such a file is not to be trusted."]
 

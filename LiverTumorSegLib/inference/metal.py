@@ -186,4 +186,4 @@ def metal_warnings(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGe
             f"{found['slices']} of the "
             f"{found['liver_slices']} slices that hold liver (the metal {where}), {near}. Streaks from metal can make "
             f"the liver's outline and the lesions wrong in those slices: check them in the images; a lesion near the "
-            f"streaks may be an artefact, and one there may be missed."]
+            f"streaks may be an artefact (beside lipiodol, a treated tumor), and one there may be missed."]

@@ -355,9 +355,11 @@ def bone_with_cortex(sampled_hu: np.ndarray, hu_zyx: np.ndarray, step_zyx: Tuple
 
 
 SPINE_BIN_MM = 10.0
-"""Width (mm) of the left-right bins in which :func:`spine_midline_x_mm` looks for the densest column of bone."""
+"""Width (mm) of the bins in which the spine checks look for the column of bone on the most levels
+(:func:`on_most_levels_mm`)."""
 SPINE_HALF_WIDTH_MM = 25.0
-"""Half the left-right width (mm) of a vertebral body: the bone within it of the densest column is the spine's."""
+"""Half the left-right width (mm) of a vertebral body: the bone within it of the column on the most levels is the
+spine's."""
 LIVER_LEFT_REACH_MAX_MM = 90.0
 LIVER_LEFT_SHARE_MAX = 0.30
 """A 'liver' reaching at least :data:`LIVER_LEFT_REACH_MAX_MM` to the patient's left of the spine (its 2nd
@@ -420,8 +422,8 @@ def on_most_levels_mm(positions_mm: np.ndarray, levels: np.ndarray) -> float:
 def spine_midline_x_mm(hu_zyx: np.ndarray, geometry: ImageGeometry, liver_xz: np.ndarray,
                        sample: Optional[SpineSample] = None) -> Optional[float]:
     """RAS x (mm) of the spine's midline at the liver's height: among the bone (:data:`SPINE_BONE_HU`) behind the
-    body's centre on the slices the liver spans (``liver_xz``'s RAS z range), the densest left-right column
-    (:data:`SPINE_BIN_MM` bins, each counted with its neighbours), then the median of the bone within
+    body's centre on the slices the liver spans (``liver_xz``'s RAS z range), the left-right column on the most
+    levels (:func:`on_most_levels_mm`; :data:`SPINE_BIN_MM` bins, each counted with its neighbours), then the median of the bone within
     :data:`SPINE_HALF_WIDTH_MM` of it; read every :func:`spine_step_zyx` voxels. None with less than
     :data:`SPINE_MIN_BONE_ML` of such bone; ``sample``: :func:`spine_sample` of the CT when the caller has it.
     Unlike the body's centre, it stays put when the field of view is cut

@@ -604,19 +604,27 @@ def fat_density_lesion_warnings(lesions: List[dict]) -> List[str]:
     :data:`~.lesion_report.LISTED_LESIONS_MAX`, then how many more); none without such a lesion."""
     fatty = [lesion for lesion in lesions
              if lesion.get("mean_hu") is not None and lesion["mean_hu"] <= LESION_FAT_MAX_HU]
-    if not fatty:
+    return _implausible_density_warnings(
+        fatty, f"a mean density of fat (at or below {LESION_FAT_MAX_HU:.0f} HU), which a liver tumor rarely has (a "
+               f"lipoma or angiomyolipoma may): most likely fat beside the liver, in a fissure or in a resection bed was "
+               f"labelled tumor")
+
+
+def _implausible_density_warnings(chosen: List[dict], why: str) -> List[str]:
+    """One warning naming the ``chosen`` lesions by id and mean HU (the first :data:`~.lesion_report.LISTED_LESIONS_MAX`,
+    then how many more), ``why`` they are implausible, which of them are RECIST targets, and what to do; none
+    without a lesion."""
+    if not chosen:
         return []
     from .lesion_report import listed_lesions_text
 
-    listed = listed_lesions_text([f"{lesion['id']} ({lesion['mean_hu']:.0f} HU)" for lesion in fatty],
+    listed = listed_lesions_text([f"{lesion['id']} ({lesion['mean_hu']:.0f} HU)" for lesion in chosen],
                                  "mean_hu in the report")
-    targets = [str(lesion["id"]) for lesion in fatty if lesion.get("recist_target")]
+    targets = [str(lesion["id"]) for lesion in chosen if lesion.get("recist_target")]
     target_note = (f"; lesion(s) {', '.join(targets)} count among the RECIST target lesions and in the sum of "
                    f"diameters" if targets else "")
-    return [f"Implausible lesion(s) {listed}: a mean density of fat (at or below {LESION_FAT_MAX_HU:.0f} HU), "
-            f"which a liver tumor rarely has (a lipoma or angiomyolipoma may): most likely fat beside the liver, in "
-            f"a fissure or in a resection bed was labelled tumor{target_note}. Check each in the images; if it is "
-            f"not a tumor, remove it before using the lesion count, volumes and RECIST sum."]
+    return [f"Implausible lesion(s) {listed}: {why}{target_note}. Check each in the images; if it is not a tumor, "
+            f"remove it before using the lesion count, volumes and RECIST sum."]
 
 
 LESION_DENSE_MIN_HU = 250.0
@@ -633,17 +641,7 @@ def dense_lesion_warnings(lesions: List[dict]) -> List[str]:
     :data:`~.lesion_report.LISTED_LESIONS_MAX`, then how many more); none without such a lesion."""
     dense = [lesion for lesion in lesions
              if lesion.get("mean_hu") is not None and lesion["mean_hu"] >= LESION_DENSE_MIN_HU]
-    if not dense:
-        return []
-    from .lesion_report import listed_lesions_text
-
-    listed = listed_lesions_text([f"{lesion['id']} ({lesion['mean_hu']:.0f} HU)" for lesion in dense],
-                                 "mean_hu in the report")
-    targets = [str(lesion["id"]) for lesion in dense if lesion.get("recist_target")]
-    target_note = (f"; lesion(s) {', '.join(targets)} count among the RECIST target lesions and in the sum of "
-                   f"diameters" if targets else "")
-    return [f"Implausible lesion(s) {listed}: a mean density of {LESION_DENSE_MIN_HU:.0f} HU or more, denser than "
-            f"an enhancing liver tumor: most likely oral contrast in the stomach or a bowel loop beside the liver, a "
-            f"contrast-filled vessel or calcification was labelled tumor (or lipiodol after chemoembolisation marks "
-            f"a treated lesion){target_note}. Check each in the images; if it is not a tumor, remove it before using "
-            f"the lesion count, volumes and RECIST sum."]
+    return _implausible_density_warnings(
+        dense, f"a mean density of {LESION_DENSE_MIN_HU:.0f} HU or more, denser than an enhancing liver tumor: most "
+               f"likely oral contrast in the stomach or a bowel loop beside the liver, a contrast-filled vessel or "
+               f"calcification was labelled tumor (or lipiodol after chemoembolisation marks a treated lesion)")

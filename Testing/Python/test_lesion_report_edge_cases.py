@@ -316,10 +316,9 @@ def test_a_long_axis_short_of_the_measurable_minimum_is_not_shown_rounded_onto_i
     assert row[3] == "9.996"                                        # 2 places would read 10.00
 
 
-def test_measure_warns_of_a_lesion_of_fat_density_as_segment_does(tmp_path, capsys):
-    """measure --ct chose a -90 HU 'tumor' as a RECIST target without a word, where segment warns of it."""
-    import json
-
+def _measure_lesion_of_hu(tmp_path, lesion_hu):
+    """``(exit code, report path)`` of ``measure --ct`` on a liver box (60 HU) with one 14 mm lesion of ``lesion_hu``,
+    bone and soft tissue beside it (a CT in HU), 1 x 1 x 2 mm voxels."""
     import nibabel as nib
 
     from LiverTumorSegLib.cli import main
@@ -328,14 +327,23 @@ def test_measure_warns_of_a_lesion_of_fat_density_as_segment_does(tmp_path, caps
     labels[2:18, 5:35, 5:35] = 1
     labels[6:12, 10:24, 10:24] = 2                                  # 14 mm across: measurable
     ct = np.where(labels == 1, 60, -1000).astype(np.int16)
-    ct[labels == 2] = -90
+    ct[labels == 2] = lesion_hu
     ct[:, 36:39, 18:22] = 500                                       # bone and soft tissue: a CT in HU
     ct[:, 0:2, :] = 40
     affine = np.diag([1.0, 1.0, 2.0, 1.0])
     for name, array in (("labels.nii.gz", labels), ("ct.nii.gz", ct)):
         nib.save(nib.Nifti1Image(np.ascontiguousarray(array.transpose(2, 1, 0)), affine), str(tmp_path / name))
     out = tmp_path / "r.json"
-    code = main(["measure", str(tmp_path / "labels.nii.gz"), "--ct", str(tmp_path / "ct.nii.gz"), "-o", str(out)])
+    return main(["measure", str(tmp_path / "labels.nii.gz"), "--ct", str(tmp_path / "ct.nii.gz"), "-o", str(out)]), out
+
+
+def test_measure_warns_of_a_lesion_of_fat_density_as_segment_does(tmp_path, capsys):
+    """measure --ct chose a -90 HU 'tumor' as a RECIST target without a word, where segment warns of it."""
+    import json
+
+    from LiverTumorSegLib.cli import main
+
+    code, out = _measure_lesion_of_hu(tmp_path, -90)
     assert code == 0, capsys.readouterr().err
     err = capsys.readouterr().err
     report = json.loads(out.read_text())
@@ -350,22 +358,7 @@ def test_measure_warns_of_a_dense_lesion_as_segment_does(tmp_path, capsys):
     """A 350 HU 'tumor' (oral contrast in a stomach beside the liver) is named, as segment names it."""
     import json
 
-    import nibabel as nib
-
-    from LiverTumorSegLib.cli import main
-
-    labels = np.zeros((20, 40, 40), np.uint8)
-    labels[2:18, 5:35, 5:35] = 1
-    labels[6:12, 10:24, 10:24] = 2
-    ct = np.where(labels == 1, 60, -1000).astype(np.int16)
-    ct[labels == 2] = 350
-    ct[:, 36:39, 18:22] = 500
-    ct[:, 0:2, :] = 40
-    affine = np.diag([1.0, 1.0, 2.0, 1.0])
-    for name, array in (("labels.nii.gz", labels), ("ct.nii.gz", ct)):
-        nib.save(nib.Nifti1Image(np.ascontiguousarray(array.transpose(2, 1, 0)), affine), str(tmp_path / name))
-    out = tmp_path / "r.json"
-    code = main(["measure", str(tmp_path / "labels.nii.gz"), "--ct", str(tmp_path / "ct.nii.gz"), "-o", str(out)])
+    code, out = _measure_lesion_of_hu(tmp_path, 350)
     assert code == 0, capsys.readouterr().err
     assert any(w.startswith("Implausible lesion(s) 1 (350 HU): a mean density of 250 HU or more")
                for w in json.loads(out.read_text())["warnings"])

@@ -9,17 +9,19 @@ from LiverTumorSegLib.inference.lesion_report import lesion_report, padding_neig
 from LiverTumorSegLib.volume import ImageGeometry
 
 
-def staircase_case():
-    """``(labels, hu)`` ``(z, y, x)`` (24, 40, 40): a liver with one 12 mm lesion whose voxels reach index z + y = 38,
-    beside fill (-3024) from z + y = 40 on: only diagonal neighbours of the lesion lie in the fill."""
-    z, y, _ = np.meshgrid(np.arange(24), np.arange(40), np.arange(40), indexing="ij")
-    fill = z + y >= 40
-    labels = np.zeros((24, 40, 40), np.uint8)
-    labels[2:22, 4:36, 4:36] = 1
+def staircase_case(axes=(0, 1), shape=(24, 40, 40), fill_from=40, lesion_box=(slice(14, 20),) * 3):
+    """``(labels, hu)`` ``(z, y, x)``: a liver with one lesion whose voxels reach index sum ``fill_from - 2`` along the
+    two array ``axes``, beside fill (-3024) from ``fill_from`` on: only diagonal neighbours of the lesion lie in the
+    fill (``axes`` (0, 1): a staircase across slices, as a grid tilted about L leaves it; (1, 2): in-plane)."""
+    index = np.indices(shape)
+    along = index[axes[0]] + index[axes[1]]
+    fill = along >= fill_from
+    labels = np.zeros(shape, np.uint8)
+    labels[tuple(slice(1, n - 1) if a == 0 else slice(4, n - 4) for a, n in enumerate(shape))] = 1
     labels[fill] = 0
-    lesion = np.zeros_like(labels, dtype=bool)
-    lesion[14:20, 14:20, 14:20] = True
-    lesion &= (z + y <= 38)
+    lesion = np.zeros(shape, dtype=bool)
+    lesion[lesion_box] = True
+    lesion &= along <= fill_from - 2
     labels[lesion] = 2
     hu = np.where(labels == 1, 60, 40).astype(np.int16)
     hu[lesion] = 20
@@ -66,19 +68,10 @@ def test_followup_reads_the_same_neighbours_for_where_a_cut_lesion_may_go_on(deg
 def test_a_grid_turned_in_plane_reads_every_neighbour_too():
     """The review: a grid turned 30 degrees about S leaves the fill's staircase in (y, x), and a lesion one diagonal
     step from it was reported whole, a RECIST target."""
-    z, y, x = np.meshgrid(np.arange(12), np.arange(48), np.arange(48), indexing="ij")
-    fill = y + x >= 60
-    labels = np.zeros((12, 48, 48), np.uint8)
-    labels[1:11, 4:44, 4:44] = 1
-    labels[fill] = 0
-    lesion = np.zeros_like(labels, dtype=bool)
-    lesion[3:9, 22:32, 22:32] = True
-    lesion &= (y + x <= 58)
-    labels[lesion] = 2
-    hu = np.where(labels == 1, 60, 40).astype(np.int16)
-    hu[lesion] = 20
-    hu[fill] = -3024
+    labels, hu = staircase_case(axes=(1, 2), shape=(12, 48, 48), fill_from=60,
+                                lesion_box=(slice(3, 9), slice(22, 32), slice(22, 32)))
     t = np.radians(30.0)
-    about_s = ImageGeometry(spacing=(1.5, 1.5, 2.0), direction=(np.cos(t), -np.sin(t), 0, np.sin(t), np.cos(t), 0, 0, 0, 1))
+    about_s = ImageGeometry(spacing=(1.5, 1.5, 2.0),
+                            direction=(np.cos(t), -np.sin(t), 0, np.sin(t), np.cos(t), 0, 0, 0, 1))
     (reported,) = lesion_report(labels, about_s, hu_zyx=hu)["lesions"]
     assert reported["touches_scan_edge"] is True and reported["recist_target"] is False

@@ -466,10 +466,13 @@ def _without_air_around_the_body(sampled_zyx: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     air_lo, air_hi = AIR_HU_RANGE
-    # the padding of a round field of view belongs to the room: the air inside the circle reaches no edge of the image
-    air = (sampled_zyx >= air_lo) & (sampled_zyx <= air_hi) | (sampled_zyx <= PADDING_BELOW_HU)
+    # the padding of a round field of view belongs to the room: the air inside the circle reaches no edge of the image;
+    # so does a resampling's rim beside it (values between the padding and air: -1500..-1200, neither of them)
+    padding = sampled_zyx <= PADDING_BELOW_HU
     in_plane = np.zeros((3, 3, 3), dtype=bool)
     in_plane[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
+    rim = ndimage.binary_dilation(padding, structure=in_plane) & (sampled_zyx < air_lo)
+    air = (sampled_zyx >= air_lo) & (sampled_zyx <= air_hi) | padding | rim
     components, count = ndimage.label(air, structure=in_plane)
     edge = np.ones(count + 1, dtype=bool)
     for face in (components[:, 0, :], components[:, -1, :], components[:, :, 0], components[:, :, -1]):

@@ -405,16 +405,32 @@ def spine_run_mm(positions_mm: np.ndarray, levels: np.ndarray) -> Tuple[float, f
     return float(edges[low]), float(edges[high + 1])
 
 
-def on_most_levels_mm(positions_mm: np.ndarray, levels: np.ndarray) -> float:
+def _with_neighbours(values: np.ndarray) -> np.ndarray:
+    """Each bin's value plus its two neighbours', as long as ``values`` (``np.convolve(..., mode="same")`` returns 3
+    values for 2 bins, and the best bin's index then ran past the bins' edges)."""
+    return np.convolve(np.asarray(values, dtype=np.float64), np.ones(3), mode="full")[1:-1]
+
+
+def on_most_levels_mm(positions_mm: np.ndarray, levels: np.ndarray, near_mm: Optional[float] = None) -> float:
     """The centre (mm) of the :data:`SPINE_BIN_MM` bin of ``positions_mm`` (one coordinate of bone samples) whose
     samples, counted with its two neighbours', lie on the most distinct axial levels (``levels``, their canonical
     slices, same order: :func:`_levels`), the samples' count breaking ties: the spine runs through every level of the liver, while excreted contrast
     in a renal pelvis (19 mL at 1000 HU, all of it 'cortex') or a lipiodol deposit (14-55 mL) lies on a few, and by
     their voxels alone they outweighed it (the clinical-variants audit: a false left-right warning, a false 'front and
-    back swapped')."""
+    back swapped'). ``near_mm``: ties on levels go to the bin nearest this position instead (the spine's midline among
+    arm bones, which lie on every level of a short crop and outnumbered it: a normal CT's liver read 140 mm left of
+    the 'spine', the third review)."""
     edges, covered, counts = _level_bins(positions_mm, levels)
-    score = np.convolve(covered, np.ones(3), mode="same") * (counts.sum() + 1.0) + np.convolve(counts, np.ones(3),
-                                                                                                 mode="same")
+    if near_mm is not None:  # ties on levels go to the run of bins nearest ``near_mm`` (arm bones lie on every level)
+        centres = 0.5 * (edges[:-1] + edges[1:])
+        levels_around = _with_neighbours(covered)
+        top = np.flatnonzero(levels_around == levels_around.max())
+        runs = np.split(top, np.flatnonzero(np.diff(top) > 1) + 1)
+        gap = [max(centres[run[0]] - float(near_mm), float(near_mm) - centres[run[-1]], 0.0) for run in runs]
+        run = runs[int(np.argmin(gap))]
+        counts_around = _with_neighbours(counts)
+        return float(centres[run[int(np.argmax(counts_around[run]))]])  # the densest bin of that run
+    score = _with_neighbours(covered) * (counts.sum() + 1.0) + _with_neighbours(counts)
     best = int(np.argmax(score))
     return 0.5 * (edges[best] + edges[best + 1])
 
@@ -440,7 +456,7 @@ def spine_midline_x_mm(hu_zyx: np.ndarray, geometry: ImageGeometry, liver_xz: np
     if x.size == 0:
         return None
     levels = _levels(sample)[(bone[1] < body_centre[1]) & (bone[2] >= z_lo) & (bone[2] <= z_hi)]
-    densest = on_most_levels_mm(x, levels)
+    densest = on_most_levels_mm(x, levels, near_mm=float(body_centre[0]))  # not an arm's bone, on every level too
     column = x[np.abs(x - densest) < SPINE_HALF_WIDTH_MM]
     if column.size * sample_ml < SPINE_MIN_BONE_ML:
         return None

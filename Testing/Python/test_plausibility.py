@@ -422,3 +422,15 @@ def test_the_spine_is_the_bone_on_the_most_levels_not_contrast_or_a_deposit_on_a
     inside[4:8, 30:70, 85:115] = 1                           # ... inside the segmented liver: no bone at all
     sample = spine_sample(deposit, geometry, inside)
     assert sample.bone_ras.shape[1] == spine_sample(hu, geometry).bone_ras.shape[1]
+
+
+def test_arm_bones_on_every_level_are_not_the_spine():
+    """The third review: on a short crop the arm bones (beside the body, behind its centre, on every level) held more
+    samples than the spine, and a normal liver read 140 mm left of the 'spine'. Ties on levels go to the bin nearest
+    the body's centre."""
+    hu, geometry = _trunk_with_spine()
+    hu[:, 85:125, 1:14] = 1200                               # an arm's bone at each side, behind the centre, every slice
+    hu[:, 85:125, 186:199] = 1200
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[:, 40:90, 20:70] = 1
+    assert spine_midline_x_mm(hu, geometry, liver_ras_xz(labels, geometry)) == pytest.approx(0.0, abs=4.0)

@@ -986,3 +986,18 @@ def test_a_doubly_shifted_ct_cropped_into_its_body_with_round_padding_is_refused
     part[:, ((y - h / 2) / (h / 2)) ** 2 + ((x - w / 2) / (w / 2)) ** 2 > 1] = -3024.0
     with pytest.raises(InputError, match=r"applied twice"):
         check_ct(CTVolume(part.astype(np.int16), ct.geometry))
+
+
+@pytest.mark.parametrize("zoom", [0.77, 1.2, 1.3])
+def test_a_childs_ct_resampled_either_way_is_not_called_doubly_shifted(zoom):
+    """The third review: resampled finer (1.2, 1.3), the round padding's rim held values between it and air (-1500 to
+    -1200), neither padding nor air: they counted as the body and its share of soft tissue fell under a half. The rim
+    beside the padding belongs to the room."""
+    from scipy import ndimage
+
+    child = _child_in_a_wide_field_of_view().array.astype(np.float32)
+    y, x = np.ogrid[:128, :128]
+    child[:, (y - 63.5) ** 2 + (x - 63.5) ** 2 > 63.0 ** 2] = -3024.0
+    resampled = np.round(ndimage.zoom(child, (1.0, zoom, zoom), order=1)).astype(np.int16)
+    assert not any("shifted" in w for w in check_ct(CTVolume(resampled, ImageGeometry(spacing=(3.9 / zoom,
+                                                                                                 3.9 / zoom, 5.0)))))

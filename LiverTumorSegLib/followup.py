@@ -79,7 +79,7 @@ from .metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, RECIST_PD_ABS
                              SLICE_THICKNESS_FROM_SPACING, SLICE_THICKNESS_SOURCE_WORDS, at_least, at_most,
                              axial_slice_thickness_text, check_given_slice_thickness, dicom_slice_thickness_of,
                              given_slice_thickness_warning, equal_within_rounding, meets_progression,
-                             percent_change_text, change_places, places_short_of)
+                             percent_change_text, change_places, places_short_of, text_short_of)
 from .volume import CTVolume, ImageGeometry
 
 STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "present", "merged", "split", "not_assessed")
@@ -756,7 +756,7 @@ def _under_5_mm_text(entries: Sequence[Dict[str, Any]], follow_long_axes: Dict[i
             continue
         fragments = [float(follow_long_axes[j]) for j in ids]
         under = [mm for mm in fragments if not at_least(mm, RECIST_TOO_SMALL_MM)]
-        under_text = ", ".join(f"{mm:.{places_short_of(mm, RECIST_TOO_SMALL_MM, 1)}f}" for mm in under)  # 4.98: not 5.0
+        under_text = ", ".join(text_short_of(mm, RECIST_TOO_SMALL_MM) for mm in under)  # 4.98: not '5.0'
         fragments_under += len(under)
         split.append(f"split target lesion {e['number']} has {len(under)} of its {len(fragments)} fragments under "
                      f"5 mm ({under_text} mm; its fragments sum to "
@@ -1881,13 +1881,25 @@ def long_axes_change_text(entry: Dict[str, Any], min_new_lesion_mm: float) -> st
     change on its side of the status rules (+20 % grown, -30 % shrunk; :func:`~.metrics.recist.change_places`) and
     a new lesion's long axis on its side of ``min_new_lesion_mm`` (a 4.98 mm new lesion read '5.0 mm' beside
     'equivocal (long axis under 5 mm)'; a +19.8 % change '20.0 -> 24.0 mm' beside 'stable')."""
-    from .inference.lesion_report import long_axis_text
-
     before, after = float(entry["baseline_long_axis_mm"]), float(entry["followup_long_axis_mm"])
-    if entry["status"] == "new":
-        return f"{before:.1f} -> {long_axis_text(after, min_new_lesion_mm)} mm"
-    places = change_places(before, after, relative_rules=(GROWN_CHANGE, SHRUNK_CHANGE), absolute_rise=None)
-    return f"{before:.{places}f} -> {after:.{places}f} mm"
+    before_places, after_places = long_axes_places(entry, min_new_lesion_mm)
+    return f"{before:.{before_places}f} -> {after:.{after_places}f} mm"
+
+
+def long_axes_places(entry: Dict[str, Any], min_new_lesion_mm: float, decimals: int = 1) -> Tuple[int, int]:
+    """Decimal places of a change row's baseline and follow-up long axes (``decimals``, or more where fewer would
+    round onto a rule the row misses): a new lesion's follow-up axis kept short of ``min_new_lesion_mm``
+    (:func:`~.metrics.recist.places_short_of`); any other row's pair on its side of the status rules (+20 % grown,
+    -30 % shrunk; :func:`~.metrics.recist.change_places`). The printed rows and the Slicer change table read them
+    both."""
+    before, after = entry.get("baseline_long_axis_mm"), entry.get("followup_long_axis_mm")
+    if entry.get("status") == "new":
+        return decimals, (decimals if after is None else places_short_of(float(after), min_new_lesion_mm, decimals))
+    if before is None or after is None:
+        return decimals, decimals
+    places = change_places(float(before), float(after), decimals, relative_rules=(GROWN_CHANGE, SHRUNK_CHANGE),
+                           absolute_rise=None)
+    return places, places
 
 
 def _status_counts_text(groups: List[Dict[str, Any]]) -> str:

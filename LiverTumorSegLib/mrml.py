@@ -1897,20 +1897,12 @@ def _change_value(entry: Dict[str, Any], name: str, key: str, min_new_lesion_mm:
 
 def _long_axis_places(entry: Dict[str, Any], name: str, min_new_lesion_mm: float) -> int:
     """Decimal places of a change row's long axis, as the printed summary gives them
-    (:func:`~.followup.long_axes_change_text`): a new lesion of 4.98 mm read 5.0 beside 'equivocal', and 20.03 ->
-    23.99 mm (+19.8 %) 20.0 -> 24.0 beside 'stable'."""
-    from .followup import GROWN_CHANGE, SHRUNK_CHANGE
-    from .metrics.recist import change_places, places_short_of
+    (:func:`~.followup.long_axes_places`): a new lesion of 4.98 mm read 5.0 beside 'equivocal', and 20.03 -> 23.99 mm
+    (+19.8 %) 20.0 -> 24.0 beside 'stable'."""
+    from .followup import long_axes_places
 
-    decimals = CHANGE_TABLE_DECIMALS.get(name, 1)
-    before, after = entry.get("baseline_long_axis_mm"), entry.get("followup_long_axis_mm")
-    if entry.get("status") == "new":
-        return places_short_of(float(after), min_new_lesion_mm, decimals) if name == "Follow-up long axis" and \
-            after is not None else decimals
-    if before is None or after is None:
-        return decimals
-    return change_places(float(before), float(after), decimals, relative_rules=(GROWN_CHANGE, SHRUNK_CHANGE),
-                         absolute_rise=None)
+    before_places, after_places = long_axes_places(entry, min_new_lesion_mm, CHANGE_TABLE_DECIMALS.get(name, 1))
+    return after_places if name == "Follow-up long axis" else before_places
 
 
 def _long_axis_change_shown(percent: float) -> float:

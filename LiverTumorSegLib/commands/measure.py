@@ -204,13 +204,12 @@ def run(args: argparse.Namespace) -> int:
                            dicom_slice_thickness_mm=dicom_thickness_mm, given_slice_thickness_mm=given_thickness_mm,
                            dicom_slice_thickness_source=dicom_thickness_source)
     from ..inference.lesion_report import slice_limited_axes_warnings
-    from ..inference.plausibility import dense_lesion_warnings, fat_density_lesion_warnings
+    from ..inference.plausibility import lesion_density_warnings
     from ..inference.water_density import water_density_lesion_warnings
 
     # as segment warns; fat density is judged in HU only (a corrected or third-party label map is where fat
     # labelled tumor is most likely, and measure said nothing of a -90 HU 'tumor' it chose as a RECIST target)
-    added = (fat_density_lesion_warnings(report["lesions"]) + dense_lesion_warnings(report["lesions"])
-             if in_hu else []) + \
+    added = (lesion_density_warnings(report["lesions"]) if in_hu else []) + \
         water_density_lesion_warnings(report["lesions"], report["recist"]) + \
         slice_limited_axes_warnings(report["lesions"])  # a tilted grid's axial axes cut by thick slices
     if (labels.array == 1).any():  # a liver cut by the scan: as segment notes it (no liver label: warned above)

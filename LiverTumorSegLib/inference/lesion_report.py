@@ -532,7 +532,9 @@ def number_text(value: float, decimals: int) -> str:
 def long_axis_text(long_axis_mm: float, minimum_mm: float = RECIST_MIN_LONG_AXIS_MM) -> str:
     """A long axis (mm) as text to 0.1 mm, or to as many places as keep one short of the measurable minimum
     (``minimum_mm``, the report's ``recist.measurable_minimum_mm``) below it (:func:`places_short_of`)."""
-    return f"{float(long_axis_mm):.{places_short_of(long_axis_mm, minimum_mm, 1)}f}"
+    from ..metrics.recist import text_short_of
+
+    return text_short_of(long_axis_mm, minimum_mm)
 
 
 def lesion_summary_line(lesion: Dict[str, Any], centroid: bool = False,

@@ -293,7 +293,7 @@ class SpineSample(NamedTuple):
     body_centre: Optional[np.ndarray]
     bone_ras: np.ndarray
     sample_ml: float
-    bone_slices: Optional[np.ndarray] = None
+    bone_slices: np.ndarray
 
 
 def spine_sample(hu_zyx: np.ndarray, geometry: ImageGeometry, labels_zyx: Optional[np.ndarray] = None) -> SpineSample:
@@ -371,14 +371,6 @@ and the liver both 'liver', reaching 108-129 mm left with 34-70 % of it there, a
 two of the four (the warnings audit)."""
 
 
-def _levels(sample: "SpineSample") -> np.ndarray:
-    """Each bone sample's level: its canonical slice (``bone_slices``), or, for a sample made without them, its RAS S
-    rounded to 0.1 mm."""
-    if sample.bone_slices is not None:
-        return np.asarray(sample.bone_slices)
-    return np.round(np.asarray(sample.bone_ras[2], dtype=np.float64), 1)
-
-
 def _level_bins(positions_mm: np.ndarray, levels: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(edges, distinct levels per bin, samples per bin)`` of ``positions_mm`` in :data:`SPINE_BIN_MM` bins."""
     edges = np.arange(float(positions_mm.min()) - SPINE_BIN_MM / 2, float(positions_mm.max()) + 1.5 * SPINE_BIN_MM,
@@ -414,12 +406,12 @@ def _with_neighbours(values: np.ndarray) -> np.ndarray:
 def on_most_levels_mm(positions_mm: np.ndarray, levels: np.ndarray, near_mm: Optional[float] = None) -> float:
     """The centre (mm) of the :data:`SPINE_BIN_MM` bin of ``positions_mm`` (one coordinate of bone samples) whose
     samples, counted with its two neighbours', lie on the most distinct axial levels (``levels``, their canonical
-    slices, same order: :func:`_levels`), the samples' count breaking ties: the spine runs through every level of the liver, while excreted contrast
-    in a renal pelvis (19 mL at 1000 HU, all of it 'cortex') or a lipiodol deposit (14-55 mL) lies on a few, and by
-    their voxels alone they outweighed it (the clinical-variants audit: a false left-right warning, a false 'front and
-    back swapped'). ``near_mm``: ties on levels go to the bin nearest this position instead (the spine's midline among
-    arm bones, which lie on every level of a short crop and outnumbered it: a normal CT's liver read 140 mm left of
-    the 'spine', the third review)."""
+    slices, same order: ``SpineSample.bone_slices``), the samples' count breaking ties: the spine runs through every
+    level of the liver, while excreted contrast in a renal pelvis (19 mL at 1000 HU, all of it 'cortex') or a lipiodol
+    deposit (14-55 mL) lies on a few, and by their voxels alone they outweighed it (the clinical-variants audit: a false
+    left-right warning, a false 'front and back swapped'). ``near_mm``: ties on levels go to the bin nearest this
+    position instead (the spine's midline among arm bones, which lie on every level of a short crop and outnumbered it:
+    a normal CT's liver read 140 mm left of the 'spine', the third review)."""
     edges, covered, counts = _level_bins(positions_mm, levels)
     if near_mm is not None:  # ties on levels go to the run of bins nearest ``near_mm`` (arm bones lie on every level)
         centres = 0.5 * (edges[:-1] + edges[1:])
@@ -437,14 +429,14 @@ def on_most_levels_mm(positions_mm: np.ndarray, levels: np.ndarray, near_mm: Opt
 
 def spine_midline_x_mm(hu_zyx: np.ndarray, geometry: ImageGeometry, liver_xz: np.ndarray,
                        sample: Optional[SpineSample] = None) -> Optional[float]:
-    """RAS x (mm) of the spine's midline at the liver's height: among the bone (:data:`SPINE_BONE_HU`) behind the
-    body's centre on the slices the liver spans (``liver_xz``'s RAS z range), the left-right column on the most
-    levels (:func:`on_most_levels_mm`; :data:`SPINE_BIN_MM` bins, each counted with its neighbours), then the median of the bone within
-    :data:`SPINE_HALF_WIDTH_MM` of it; read every :func:`spine_step_zyx` voxels. None with less than
-    :data:`SPINE_MIN_BONE_ML` of such bone; ``sample``: :func:`spine_sample` of the CT when the caller has it.
-    Unlike the body's centre, it stays put when the field of view is cut
-    to the liver (a 260 mm square about the liver put the body's centre 17 mm left of the liver's centre, and the
-    side check called a normal liver implausible) or reaches the pelvis (iliac wings and femoral heads)."""
+    """RAS x (mm) of the spine's midline at the liver's height: among the bone (:data:`SPINE_BONE_HU`) behind the body's
+    centre on the slices the liver spans (``liver_xz``'s RAS z range), the left-right column on the most levels
+    (:func:`on_most_levels_mm`; :data:`SPINE_BIN_MM` bins, each counted with its neighbours), then the median of the
+    bone within :data:`SPINE_HALF_WIDTH_MM` of it; read every :func:`spine_step_zyx` voxels. None with less than
+    :data:`SPINE_MIN_BONE_ML` of such bone; ``sample``: :func:`spine_sample` of the CT when the caller has it. Unlike
+    the body's centre, it stays put when the field of view is cut to the liver (a 260 mm square about the liver put the
+    body's centre 17 mm left of the liver's centre, and the side check called a normal liver implausible) or reaches the
+    pelvis (iliac wings and femoral heads)."""
     if liver_xz.shape[1] == 0:
         return None
     sample = sample or spine_sample(hu_zyx, geometry)
@@ -455,7 +447,7 @@ def spine_midline_x_mm(hu_zyx: np.ndarray, geometry: ImageGeometry, liver_xz: np
     x = bone[0][(bone[1] < body_centre[1]) & (bone[2] >= z_lo) & (bone[2] <= z_hi)]  # RAS y: + anterior
     if x.size == 0:
         return None
-    levels = _levels(sample)[(bone[1] < body_centre[1]) & (bone[2] >= z_lo) & (bone[2] <= z_hi)]
+    levels = sample.bone_slices[(bone[1] < body_centre[1]) & (bone[2] >= z_lo) & (bone[2] <= z_hi)]
     densest = on_most_levels_mm(x, levels, near_mm=float(body_centre[0]))  # not an arm's bone, on every level too
     column = x[np.abs(x - densest) < SPINE_HALF_WIDTH_MM]
     if column.size * sample_ml < SPINE_MIN_BONE_ML:
@@ -556,7 +548,7 @@ def spine_front_back_mm(hu_zyx: np.ndarray, geometry: ImageGeometry,
     scan, the pubic symphysis in front of a lower-pelvis slab (the shared abdomen-pelvis CT's slices 0-29, no liver)
     put the midline bone 34 mm in front of the body's centre, and the front and back were called swapped."""
     sample = sample or spine_sample(hu_zyx, geometry)
-    body_centre, bone, sample_ml, slices = sample.body_centre, sample.bone_ras, sample.sample_ml, _levels(sample)
+    body_centre, bone, sample_ml, slices = sample.body_centre, sample.bone_ras, sample.sample_ml, sample.bone_slices
     if body_centre is None:
         return None
     if liver_s_mm is not None:
@@ -661,3 +653,9 @@ def dense_lesion_warnings(lesions: List[dict]) -> List[str]:
         dense, f"a mean density of {LESION_DENSE_MIN_HU:.0f} HU or more, denser than an enhancing liver tumor: most "
                f"likely oral contrast in the stomach or a bowel loop beside the liver, a contrast-filled vessel or "
                f"calcification was labelled tumor (or lipiodol after chemoembolisation marks a treated lesion)")
+
+
+def lesion_density_warnings(lesions: List[dict]) -> List[str]:
+    """The warnings of lesions whose mean CT value no liver tumor has (:func:`fat_density_lesion_warnings`,
+    :func:`dense_lesion_warnings`), as ``segment`` and ``measure --ct`` give them (a CT in HU only)."""
+    return fat_density_lesion_warnings(lesions) + dense_lesion_warnings(lesions)

@@ -856,7 +856,7 @@ class Segmenter:
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently
         # returned here; segment_file also logs them
         cut = _lesions_cut_by_postprocessing(network_labels, labels, volume.geometry, changes)
-        from .plausibility import (dense_lesion_warnings, fat_density_lesion_warnings, liver_cut_by_image_side,
+        from .plausibility import (lesion_density_warnings, liver_cut_by_image_side,
                                    liver_cut_by_scan_end, liver_extent_warnings, liver_ras_xz, liver_side_warnings,
                                    spine_front_back_warnings, spine_midline_x_mm, spine_sample)
         from .fluid_in_liver import fluid_in_liver_warnings
@@ -905,8 +905,7 @@ class Segmenter:
             front_back = spine_front_back_warnings(hu, volume.geometry, spine, liver_xz[1])  # the liver's levels
             midline = None if front_back else spine_midline_x_mm(hu, volume.geometry, liver_xz, spine)
             warnings += front_back or liver_side_warnings(liver_xz, hu, volume.geometry, midline)
-            warnings += fat_density_lesion_warnings(report["lesions"])  # mean_hu is HU only here
-            warnings += dense_lesion_warnings(report["lesions"])
+            warnings += lesion_density_warnings(report["lesions"])  # mean_hu is HU only here
             warnings += water_density_lesion_warnings(report["lesions"], report["recist"])  # a cyst is no tumor
             warnings += _check_warnings("fluid in the liver", fluid_in_liver_warnings, labels, hu,
                                         volume.geometry, liver_box)  # water density in label 1

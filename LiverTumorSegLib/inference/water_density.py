@@ -196,7 +196,8 @@ def _block_lengths(shape: Sequence[int], reach: Sequence[int], max_voxels: int) 
 
 def _liver_local_means(hu: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Float32, on ``hu``'s grid (a block of a lesion's grown box): the mean of the liver's own voxels (label 1) over
-    3 x 3 x 3 around each voxel (the fluid check's local mean), 0 where none is liver."""
+    3 x 3 x 3 around each voxel, 0 where none is liver. (The fluid check averages label >= 1 on its coarse sample;
+    here the lesion itself, label 2, is left out of its surroundings' means.)"""
     from scipy import ndimage
 
     liver = labels == 1

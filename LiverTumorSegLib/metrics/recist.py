@@ -875,11 +875,17 @@ def _reappearance_text(followup_sum_mm: float, nadir_complete_response: Optional
     return text
 
 
+def text_short_of(value: float, minimum: float, decimals: int = 1) -> str:
+    """``value`` as text to ``decimals`` places, or to as many as keep a value short of ``minimum`` below it
+    (:func:`places_short_of`)."""
+    return f"{float(value):.{places_short_of(value, minimum, decimals)}f}"
+
+
 def rise_text(rise_mm: float) -> str:
     """A rise of a sum of diameters (mm) as text to 0.1 mm, or to as many places as keep a rise short of the
-    :data:`RECIST_PD_ABSOLUTE_MM` PD needs below it (:func:`places_short_of`): +4.98 mm read 'up by 5.0 mm, under
-    the 5 mm PD needs'."""
-    return f"{float(rise_mm):.{places_short_of(rise_mm, RECIST_PD_ABSOLUTE_MM, 1)}f}"
+    :data:`RECIST_PD_ABSOLUTE_MM` PD needs below it (:func:`text_short_of`): +4.98 mm read 'up by 5.0 mm, under the
+    5 mm PD needs'."""
+    return text_short_of(rise_mm, RECIST_PD_ABSOLUTE_MM)
 
 
 def percent_change_text(relative: float) -> str:

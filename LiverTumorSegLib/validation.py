@@ -437,6 +437,13 @@ fat below -1200 HU, passed the looser shares (12 of 32 slabs of the shared CTs, 
 review)."""
 
 
+def _most_common(values: np.ndarray) -> float:
+    """The most common of ``values`` (1-D, not empty; the lowest of those tied): below :data:`PADDING_BELOW_HU`, the
+    scanner's padding, where the rest there is image (:func:`_image_below_padding`, :func:`_scaled_reason`)."""
+    found, counts = np.unique(values, return_counts=True)
+    return found[int(np.argmax(counts))]
+
+
 def _image_below_padding(sampled_zyx: np.ndarray) -> bool:
     """Whether more than :data:`DOUBLE_SHIFT_IMAGE_BELOW_PADDING_FRACTION` of the sampled voxels lie below
     :data:`PADDING_BELOW_HU` with a value other than the most common one there, and not beside it (in-plane): a
@@ -446,8 +453,7 @@ def _image_below_padding(sampled_zyx: np.ndarray) -> bool:
     below_mask = sampled_zyx <= PADDING_BELOW_HU
     if not below_mask.any():
         return False
-    values, counts = np.unique(sampled_zyx[below_mask], return_counts=True)
-    padding = sampled_zyx == values[int(np.argmax(counts))]
+    padding = sampled_zyx == _most_common(sampled_zyx[below_mask])
     in_plane = np.zeros((3, 3, 3), dtype=bool)
     in_plane[1] = True
     rim = ndimage.binary_dilation(padding, structure=in_plane, iterations=1)
@@ -531,8 +537,7 @@ def _scaled_reason(arr: np.ndarray) -> Optional[str]:
         return None
     low = sample[sample < PADDING_BELOW_HU]
     if low.size >= SCALED_IMAGE_BELOW_PADDING_FRACTION * sample.size:  # else too few to be image, whatever they are
-        values, counts = np.unique(low, return_counts=True)
-        image = low[low != values[counts.argmax()]]
+        image = low[low != _most_common(low)]  # the padding left out
         fraction = image.size / sample.size
         spread = float(np.ptp(np.percentile(image, [5, 95]))) if image.size else 0.0
         if fraction >= SCALED_IMAGE_BELOW_PADDING_FRACTION and np.unique(image).size >= PADDED_PICTURE_MIN_VALUES \

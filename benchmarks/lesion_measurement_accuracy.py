@@ -79,6 +79,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from LiverTumorSegLib.argtypes import bounded_number  # noqa: E402
+from LiverTumorSegLib.robust_stats import robust_std  # noqa: E402
 
 EDGE_MM = 0.7
 """Sigmoid width (mm) of the lesion's soft edge: the blend weight is 1 / (1 + exp(d / EDGE_MM)), d the signed
@@ -370,7 +371,7 @@ def liver_noise_hu(hu: np.ndarray, liver: np.ndarray) -> float:
         a, b = (np.moveaxis(x, axis, 0) for x in (hu, liver))
         both = b[1:] & b[:-1]
         diff = (a[1:].astype(np.float64) - a[:-1].astype(np.float64))[both]
-        values.append(1.4826 * np.median(np.abs(diff - np.median(diff))) / math.sqrt(2.0))
+        values.append(robust_std(diff) / math.sqrt(2.0))
     return float(np.mean(values))
 
 

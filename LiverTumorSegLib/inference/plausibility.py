@@ -387,8 +387,8 @@ def spine_run_mm(positions_mm: np.ndarray, levels: np.ndarray) -> Tuple[float, f
     at least half as many levels as the most: the spine's whole depth front to back. Its bins all lie on every level,
     and the one with the most samples alone (the vertebral body's front) read a mirrored 10-slice CT 9.9 mm in front,
     under the warning's 10 mm (the review)."""
-    edges, covered, _ = _level_bins(positions_mm, levels)
-    best = int(np.argmin(np.abs(0.5 * (edges[:-1] + edges[1:]) - on_most_levels_mm(positions_mm, levels))))
+    edges, covered, counts = _level_bins(positions_mm, levels)
+    best = _most_levels_bin(edges, covered, counts)
     low = high = best
     while low > 0 and covered[low - 1] >= 0.5 * covered[best]:
         low -= 1
@@ -413,6 +413,13 @@ def on_most_levels_mm(positions_mm: np.ndarray, levels: np.ndarray, near_mm: Opt
     position instead (the spine's midline among arm bones, which lie on every level of a short crop and outnumbered it:
     a normal CT's liver read 140 mm left of the 'spine', the third review)."""
     edges, covered, counts = _level_bins(positions_mm, levels)
+    best = _most_levels_bin(edges, covered, counts, near_mm)
+    return float(0.5 * (edges[best] + edges[best + 1]))
+
+
+def _most_levels_bin(edges: np.ndarray, covered: np.ndarray, counts: np.ndarray, near_mm: Optional[float] = None
+                     ) -> int:
+    """The index of :func:`on_most_levels_mm`'s bin among :func:`_level_bins`' ``(edges, covered, counts)``."""
     if near_mm is not None:  # ties on levels go to the run of bins nearest ``near_mm`` (arm bones lie on every level)
         centres = 0.5 * (edges[:-1] + edges[1:])
         levels_around = _with_neighbours(covered)
@@ -421,10 +428,9 @@ def on_most_levels_mm(positions_mm: np.ndarray, levels: np.ndarray, near_mm: Opt
         gap = [max(centres[run[0]] - float(near_mm), float(near_mm) - centres[run[-1]], 0.0) for run in runs]
         run = runs[int(np.argmin(gap))]
         counts_around = _with_neighbours(counts)
-        return float(centres[run[int(np.argmax(counts_around[run]))]])  # the densest bin of that run
+        return int(run[int(np.argmax(counts_around[run]))])  # the densest bin of that run
     score = _with_neighbours(covered) * (counts.sum() + 1.0) + _with_neighbours(counts)
-    best = int(np.argmax(score))
-    return 0.5 * (edges[best] + edges[best + 1])
+    return int(np.argmax(score))
 
 
 def spine_midline_x_mm(hu_zyx: np.ndarray, geometry: ImageGeometry, liver_xz: np.ndarray,

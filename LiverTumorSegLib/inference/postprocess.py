@@ -48,6 +48,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..metrics.surface import bounding_box
+from ..robust_stats import robust_std
 from .thresholds import threshold_for
 
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
@@ -346,15 +347,21 @@ def lung_parenchyma(lungs: np.ndarray, hu: np.ndarray) -> np.ndarray:
 def diaphragm_height(lungs: np.ndarray, spacing_zyx: Sequence[float], step: int, reach_mm: float) -> np.ndarray:
     """Per coarse column ``(y, x)``: the lowest lung slice index; columns without lung within ``reach_mm``
     of a lung column take the nearest one's value; farther columns get a value above every slice."""
-    from scipy import ndimage
-
-    has = lungs.any(axis=0)
     lowest = np.argmax(lungs, axis=0).astype(np.float32)
     sampling = (float(spacing_zyx[1]) * step, float(spacing_zyx[2]) * step)
+    return _nearest_within(lowest, lungs.any(axis=0), sampling, reach_mm)
+
+
+def _nearest_within(values: np.ndarray, has: np.ndarray, sampling: Sequence[float], reach_mm: float) -> np.ndarray:
+    """``values`` (2-D) where ``has``; elsewhere the value of the nearest cell with ``has`` (``sampling``: the cells'
+    size in mm per axis) when it lies within ``reach_mm``, else +inf (above every height: nothing is removed there).
+    The fill of both the index columns of a level grid and the vertical columns of a tilted one."""
+    from scipy import ndimage
+
     distance, (iy, ix) = ndimage.distance_transform_edt(~has, sampling=sampling, return_indices=True)
-    height = lowest[iy, ix]
-    height[distance > reach_mm] = np.float32(np.inf)
-    return height
+    filled = values[iy, ix]
+    filled[distance > reach_mm] = np.inf
+    return filled
 
 
 def find_lungs(hu: np.ndarray, spacing_zyx: Sequence[float], options: PostprocessingOptions
@@ -386,7 +393,10 @@ dome liver of a chest phantom."""
 
 def superior_tilt_degrees(direction: np.ndarray) -> float:
     """The angle, degrees, between the slice axis (column 2, k) of a 3 x 3 LPS ``direction`` matrix (unit columns)
-    and the superior direction (LPS +z): 0 for an axial grid with z up."""
+    and the superior direction (LPS +z): 0 for an axial grid with z up, 180 for one with z down. Unlike
+    :func:`~LiverTumorSegLib.validation.slice_tilt_degrees` (the slices' normal, either way up, of any storage
+    order), a grid not canonical reads far from level here and is judged in the patient's vertical columns, which
+    hold for any grid, rather than in index columns taken as vertical and upward."""
     k_axis = np.asarray(direction, dtype=np.float64).reshape(3, 3)[:, 2]
     cosine = float(k_axis[2] / max(float(np.linalg.norm(k_axis)), 1e-12))
     return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
@@ -457,8 +467,6 @@ def _above_diaphragm_tilted(lungs: np.ndarray, step: int, region: np.ndarray, bo
     lowest lung voxel, a cell without lung takes the nearest lung cell's within ``heart_reach_mm`` and none (no
     removal) beyond, as :func:`diaphragm_height` does per index column. An organ voxel takes the highest height of
     the four cells around its (L, P) position, as an axial grid's columns take their four coarse samples'."""
-    from scipy import ndimage
-
     spacing_xyz = np.asarray([float(v) for v in spacing_zyx[::-1]], dtype=np.float64)
     to_mm = np.asarray(direction, dtype=np.float64).reshape(3, 3) * spacing_xyz[None, :]  # (i, j, k) -> LPS offset
     corners = np.array([[i, j, k] for i in (0, shape_zyx[2] - 1) for j in (0, shape_zyx[1] - 1)
@@ -471,10 +479,7 @@ def _above_diaphragm_tilted(lungs: np.ndarray, step: int, region: np.ndarray, bo
     at = np.floor((lung_mm[:, :2] - low) / cell).astype(np.int64)
     lowest = np.full((int(cells[1]), int(cells[0])), np.inf)                             # (P, L)
     np.minimum.at(lowest, (at[:, 1], at[:, 0]), lung_mm[:, 2])
-    has = np.isfinite(lowest)
-    distance, (iy, ix) = ndimage.distance_transform_edt(~has, sampling=(cell, cell), return_indices=True)
-    height = lowest[iy, ix]
-    height[distance > RULES.heart_reach_mm] = np.inf
+    height = _nearest_within(lowest, np.isfinite(lowest), (cell, cell), RULES.heart_reach_mm)
     above = np.zeros(region.shape, dtype=bool)
     starts = np.asarray([b.start for b in box], dtype=np.float64)
     for first in range(0, region.shape[0], chunk):
@@ -590,8 +595,7 @@ def _vessel_like_density(components: np.ndarray, count: int, region: np.ndarray,
             near = liver & (distance <= reach_mm + 1e-6)
             if near.any():
                 around = hu[grown][near].astype(np.float64)
-                reference = float(np.median(around))
-                noise = MAD_TO_SD * float(np.median(np.abs(around - reference)))
+                reference, noise = float(np.median(around)), robust_std(around)
         if reference is None:
             reference = wider_reference()
         if reference is None:
@@ -605,9 +609,6 @@ def _vessel_like_density(components: np.ndarray, count: int, region: np.ndarray,
         judged[k] = core_mean >= limit - min(2.0 * noise / np.sqrt(core_voxels), CORE_NOISE_ALLOWANCE_MAX_HU)
     return judged
 
-
-MAD_TO_SD = 1.4826
-"""The standard deviation of normal noise per unit of its median absolute deviation."""
 
 CORE_NOISE_ALLOWANCE_MAX_HU = 10.0
 """The tube rule's density test where a component is thickest (:func:`_thickest_core_mean_hu`) allows for the noise of

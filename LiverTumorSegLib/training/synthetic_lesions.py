@@ -46,6 +46,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..configutil import JsonDataclassMixin
+from ..robust_stats import robust_std
 from .labels import organ
 
 RngLike = Union[np.random.Generator, int, None]
@@ -158,13 +159,6 @@ class LesionConfig(JsonDataclassMixin):
 # ----------------------------------------------------------------------------------------------------------
 # local image statistics
 
-def _robust_std(values: np.ndarray) -> float:
-    """Gaussian-equivalent std from the median absolute deviation."""
-    if values.size < 2:
-        return 0.0
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
-
-
 def local_liver_stats(hu: np.ndarray, liver: np.ndarray, center_zyx: Sequence[float],
                       spacing_zyx: Sequence[float], radius_mm: float) -> Tuple[float, float, Tuple[float, float, float]]:
     """Median HU, grain noise std (HU) and per-axis lag-1 noise correlation of the liver near a point.
@@ -186,7 +180,7 @@ def local_liver_stats(hu: np.ndarray, liver: np.ndarray, center_zyx: Sequence[fl
         return float("nan"), 0.0, (0.0, 0.0, 0.0)
     values = h[m]
     median = float(np.median(values))
-    spread = _robust_std(values)
+    spread = robust_std(values)
     diff_stds = []
     for axis in range(3):
         if h.shape[axis] < 2:
@@ -197,7 +191,7 @@ def local_liver_stats(hu: np.ndarray, liver: np.ndarray, center_zyx: Sequence[fl
         a[axis], b[axis] = slice(1, None), slice(None, -1)
         both = m[tuple(a)] & m[tuple(b)]
         d = (h[tuple(a)] - h[tuple(b)])[both]
-        diff_stds.append(_robust_std(d) / np.sqrt(2.0) if d.size >= 20 else None)
+        diff_stds.append(robust_std(d) / np.sqrt(2.0) if d.size >= 20 else None)
     in_plane = [s for s in diff_stds[1:] if s is not None]
     if in_plane:
         # grain std: the larger of the spread and the difference-based estimate (differences of noise with

@@ -686,6 +686,7 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
     from ..volume import sides_unknown
     from ..metrics.report import rank_cases
     from ..orientation import canonicalize
+    from ..validation import label_map_description
     import numpy as np
 
     known = {key for row in rows for key in row}
@@ -714,9 +715,13 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
         if case in images:
             ct = onto_reference_grid(read_one_series(images[case], "evaluate"), ref, 1e-3)  # or another axis order
             bad = 0 if ct is None else int(ct.array.size - np.count_nonzero(np.isfinite(ct.array)))
+            label_map = None if ct is None or bad else label_map_description(ct.array)
             if bad:  # an all-NaN CT drew a blank overlay without a word
                 log.warning("warning: CT '%s' of case '%s' has %d NaN/Inf voxels; overlay without CT",
                             images[case], case, bad)
+            elif label_map is not None:  # a label map given as --images drew a black overlay without a word
+                log.warning("warning: '%s', given with --images as the CT of case '%s', looks like a label map, not a "
+                            "CT (%s); overlay without CT: give the CTs' folder", images[case], case, label_map)
             elif ct is not None:
                 image = reorientation.to_canonical(ct.array)
             else:

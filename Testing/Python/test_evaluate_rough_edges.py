@@ -940,6 +940,28 @@ def test_an_all_nan_images_ct_is_said_and_the_overlay_drawn_without_it(tmp_path,
     assert any(p.name.startswith("overlay") or "best" in p.name for p in out.rglob("*.png"))
 
 
+def test_a_label_map_given_as_the_images_ct_is_said_and_the_overlay_drawn_without_it(tmp_path, caplog):
+    """--images naming the label maps' folder (the reference's) drew a black overlay without a word, exit 0."""
+    _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz")
+    with caplog.at_level("WARNING"):
+        code = _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "--images", tmp_path / "ref",
+                         "-o", tmp_path / "out", "--no-surface")
+    assert code == 0
+    assert "a.nii.gz', given with --images as the CT of case 'a', looks like a label map, not a CT (only 3 " \
+           "distinct whole values (0, 1, 2)" in caplog.text
+    assert "overlay without CT: give the CTs' folder" in caplog.text
+    assert list((tmp_path / "out").rglob("*.png"))
+    caplog.clear()
+    images = tmp_path / "img"                       # the CT itself: no such warning
+    images.mkdir()
+    write_volume(images / "a.nii.gz", make_phantom(shape_zyx=(8, 24, 24), seed=0).ct)
+    with caplog.at_level("WARNING"):
+        assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "--images", images,
+                         "-o", tmp_path / "out2", "--no-surface") == 0
+    assert "looks like a label map" not in caplog.text
+
+
 def _two_tumor_free_cases(tmp_path: Path):
     """ref/ and pred/ holding cases a and b (8 x 24 x 24 phantoms without lesions, prediction = reference); returns
     case a's phantom."""

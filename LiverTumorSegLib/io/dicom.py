@@ -81,12 +81,20 @@ CHARSET_ENCODINGS = {"ISO_IR 100": "latin_1", "ISO_IR 101": "iso8859_2", "ISO_IR
 
 def _dicom_text(reader, tag: str) -> str:
     """A text tag decoded with the file's SpecificCharacterSet: GDCM hands over the raw bytes, which Python saw
-    as UTF-8, so a Latin-1 'portalvenös' became 'portalven\\udcf6s' and could not be matched by --series."""
+    as UTF-8, so a Latin-1 'portalvenös' became 'portalven\\udcf6s' and could not be matched by --series. Text in
+    ISO 2022 character sets (Japanese 'ISO 2022 IR 87', Korean 'ISO 2022 IR 149': escape sequences switch the
+    character set) is decoded by pydicom, as the standard describes (PS3.5 6.1.2.5): it read as escape codes and
+    Latin-1 ('\\x1b$BJ"It...' for a Japanese description), which no --series could match (the DICOM audit)."""
     text = _dicom_tag(reader, tag)
-    if not any("\udc80" <= c <= "\udcff" for c in text):
+    if not any("\udc80" <= c <= "\udcff" or c == "\x1b" for c in text):
         return text
     raw = text.encode("utf-8", "surrogateescape")
-    charset = _dicom_tag(reader, "0008|0005").split("\\")[-1].strip().upper()
+    charsets = [value.strip().upper() for value in _dicom_tag(reader, "0008|0005").split("\\")]
+    if any(value.startswith("ISO 2022") for value in charsets):
+        decoded = _iso2022_text(raw, charsets)
+        if decoded is not None:
+            return decoded
+    charset = charsets[-1]
     for encoding in (CHARSET_ENCODINGS.get(charset), "latin_1"):
         if encoding:
             try:
@@ -94,6 +102,20 @@ def _dicom_text(reader, tag: str) -> str:
             except (UnicodeDecodeError, LookupError):
                 continue
     return text
+
+
+def _iso2022_text(raw: bytes, charsets: Sequence[str]) -> Optional[str]:
+    """``raw`` text bytes decoded with pydicom's reading of the ISO 2022 code extensions of ``charsets`` (the values
+    of SpecificCharacterSet, the first the default repertoire), stripped; None where pydicom cannot."""
+    try:
+        from pydicom.charset import convert_encodings, decode_bytes
+    except ImportError:
+        return None
+    try:
+        with warnings_hidden_in_this_thread():  # pydicom warns of an unknown character set and replaces it
+            return decode_bytes(raw, convert_encodings(list(charsets)), set()).strip()
+    except (LookupError, UnicodeDecodeError, ValueError):
+        return None
 
 
 MAX_SUBFOLDER_DEPTH = 6
@@ -1096,15 +1118,24 @@ def _image_files_held_text(folder: Path) -> str:
     from ..fileutil import full_suffix
     from .formats import READ_SUFFIXES
 
+    from .formats import is_archive_name
+
     try:
-        held = sorted(p.name for p in folder.iterdir() if not is_hidden_name(p.name) and full_suffix(p) in READ_SUFFIXES)
+        entries = sorted(p for p in folder.iterdir() if not is_hidden_name(p.name))
     except OSError:
         return ""
-    if not held:
-        return ""
-    shown = ", ".join(held[:3]) + (" ..." if len(held) > 3 else "")
-    return (f" It holds {len(held)} NIfTI/NRRD/MetaImage file(s) ({shown}), which are read one at a time: give one "
-            f"of them.")
+    held = [p.name for p in entries if full_suffix(p) in READ_SUFFIXES]
+    archives = [p.name for p in entries if is_archive_name(p) and p.is_file()]
+    text = ""
+    if held:
+        shown = ", ".join(held[:3]) + (" ..." if len(held) > 3 else "")
+        text += (f" It holds {len(held)} NIfTI/NRRD/MetaImage file(s) ({shown}), which are read one at a time: give "
+                 f"one of them.")
+    if archives:  # a study exported as a zip: 'holds no DICOM series' said nothing of it (the DICOM audit)
+        shown = ", ".join(archives[:3]) + (" ..." if len(archives) > 3 else "")
+        text += (f" It holds {len(archives)} archive(s) ({shown}), which this tool does not open: extract them and "
+                 f"give the extracted DICOM series folder or CT file.")
+    return text
 
 
 def _read_dicom_folder(folder: Path, series: Optional[str], given_file: Optional[Tuple[Path, str]] = None
@@ -1199,6 +1230,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str], given_file: Optional
         raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {reason}. {fix}") from None
     _refuse_zero_rescale_slope(chosen, reader, folder)
     _refuse_non_numeric_rescale(chosen, reader, folder)
+    _refuse_missing_rescale(chosen, reader, folder)
     _refuse_negative_rescale_slope(chosen, reader, folder)
     _refuse_implausible_rescale_slope(chosen, reader, folder)
     _refuse_values_beyond_bits_stored(chosen, reader, folder)
@@ -1540,6 +1572,25 @@ def _refuse_non_numeric_rescale(series: DicomSeriesInfo, reader, folder: Path) -
                          f"computed; the DICOM reader would take {taken} without saying so. Re-export the series "
                          f"from the scanner/PACS (or, if you know the value, set it, e.g. DCMTK: dcmodify -m "
                          f"\"({tag.replace('|', ',')})=VALUE\" FILES).")
+
+
+def _refuse_missing_rescale(series: DicomSeriesInfo, reader, folder: Path) -> None:
+    """InputError for files of a series (read by ``reader``) that lack RescaleSlope or RescaleIntercept (or hold it
+    empty) where other files of it give one: GDCM takes slope 1 and intercept 0 for them without a word, so an
+    unsigned series stored with intercept -1024 read such a slice 1024 HU too bright, exit 0 (the DICOM audit). The
+    tags are required in a CT image (Type 1, PS3.3 C.8.2.1); where no file has them the series is read as stored
+    and the HU checks judge its values."""
+    for tag, name, taken in _RESCALE_TAGS:
+        missing = [index for index in range(len(series.files)) if not _tag_text(reader, index, tag)]
+        if not missing or len(missing) == len(series.files):
+            continue
+        given = next(index for index in range(len(series.files)) if index not in set(missing))
+        raise InputError(f"DICOM series {series.uid} in '{folder}': {name} is missing or empty in "
+                         f"{_which_files(series, missing)}, while the others give it (e.g. "
+                         f"'{_tag_text(reader, given, tag)}' in '{Path(series.files[given]).name}'); the DICOM reader "
+                         f"would take {taken} for those slices without saying so, and their Hounsfield units would be "
+                         f"wrong. Re-export the series from the scanner/PACS (or, if you know the value, set it, e.g. "
+                         f"DCMTK: dcmodify -i \"({tag.replace('|', ',')})=VALUE\" FILES).")
 
 
 def _refuse_negative_rescale_slope(series: DicomSeriesInfo, reader, folder: Path) -> None:
@@ -2779,7 +2830,7 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path, rescale_out:
     frames = getattr(dataset, "PerFrameFunctionalGroupsSequence", None)
     shared = getattr(dataset, "SharedFunctionalGroupsSequence", None)
     shared = shared[0] if shared else None
-    positions, rescales, orientations = [], [], []
+    positions, rescales, orientations, without_rescale = [], [], [], []
     for index in range(count):
         frame = frames[index] if frames is not None and len(frames) > index else None
         plane = _functional_item(frame, shared, "PlanePositionSequence")
@@ -2797,6 +2848,16 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path, rescale_out:
                                                               f"its frames' functional groups (frame {index + 1})",
                                                               unreadable=False))
             rescales.append((float(slope) if slope else 1.0, float(intercept) if intercept else 0.0))
+        else:
+            without_rescale.append(index)
+    if rescales and without_rescale:  # GDCM then applied no rescale to any frame: all 1024 HU off, without a word
+        raise InputError(f"'{path}' (series {series.uid}): frame{'s' if len(without_rescale) > 1 else ''} "
+                         f"{', '.join(str(i + 1) for i in without_rescale[:5])}{', ...' if len(without_rescale) > 5 else ''}"
+                         f" of {count} give{'' if len(without_rescale) > 1 else 's'} no rescale (no "
+                         f"PixelValueTransformationSequence in the frame's or the shared functional groups) while the "
+                         f"other frames give one, so the Hounsfield units of the frames cannot all be known; the DICOM "
+                         f"reader would apply one rescale, or none, to every frame without saying so. Re-export the "
+                         f"series from the scanner/PACS.")
     if any(slope == 0 for slope, _ in rescales):
         raise InputError(_zero_slope_text(f"'{path}' (series {series.uid})", "its frames' functional groups"))
     negative = next((slope for slope, _ in rescales if slope < 0), None)

@@ -71,6 +71,22 @@ def content_format(path: PathLike) -> "Union[tuple, None]":
     return None
 
 
+ARCHIVE_NAME_ENDINGS = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".7z", ".rar")
+"""Names of archives (a PACS or web export of a study, a data set's download), which no reader opens."""
+
+
+def is_archive_name(path: PathLike) -> bool:
+    """Whether ``path``'s name ends like an archive's (:data:`ARCHIVE_NAME_ENDINGS`, any letter case)."""
+    return os.path.basename(str(path)).lower().endswith(ARCHIVE_NAME_ENDINGS)
+
+
+def archive_text(path: PathLike) -> str:
+    """The sentence for an archive given where an image belongs: what to do instead (the DICOM audit: 'study.zip' was
+    an 'Unknown file type' to give NIfTI, NRRD, MetaImage or a DICOM folder, without a word about extracting it)."""
+    return (f"'{path}' is an archive; this tool reads no archives: extract it (e.g. unzip, tar -xf, 7-Zip) and give "
+            f"the extracted CT file or DICOM series folder.")
+
+
 APPLE_DOUBLE_MAGIC = b"\x00\x05\x16\x07"
 """The first bytes of a macOS AppleDouble file: the ``._NAME`` that macOS writes beside ``NAME`` on a non-Mac disk
 or in a zip or tar (MSD's Task03_Liver.tar holds ``._liver_N.nii.gz`` beside every ``liver_N.nii.gz``)."""

@@ -81,7 +81,9 @@ def read_volume(path: PathLike, series: Optional[str] = None, uint8_if_fits: boo
         volume = _read_nifti(path, uint8_if_fits) if suffix in NIFTI_SUFFIXES else _read_itk_file(path, uint8_if_fits)
         volume.meta["input_file"] = before
         return volume
-    from .formats import renamed_hint  # a NIfTI saved without its extension was only 'unknown'
+    from .formats import archive_text, is_archive_name, renamed_hint  # a NIfTI saved without its extension was only
+    if is_archive_name(path):                                              # 'unknown'
+        raise InputError(archive_text(path))
     raise InputError(f"Unknown file type '{suffix or path.name}' for '{path}'{renamed_hint(path, suffix)}; give "
                      f"{_SUPPORTED_TEXT}.")
 

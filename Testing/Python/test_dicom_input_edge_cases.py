@@ -344,6 +344,18 @@ def test_a_latin1_series_description_is_listed_and_chosen_as_written(tmp_path, c
     assert chosen.meta["series_description"] == "Abdomen portalvenös"
 
 
+@pytest.mark.parametrize("charset, first, second", [
+    (["ISO 2022 IR 13", "ISO 2022 IR 87"], "腹部 造影", "腹部 単純"),     # Japanese: escape sequences switch sets
+    (["", "ISO 2022 IR 149"], "복부 조영", "복부 단순")])                   # Korean
+def test_an_iso2022_series_description_is_listed_and_chosen_as_written(tmp_path, ct, charset, first, second):
+    """Japanese text read as its escape codes ('\x1b$BJ"It...'), Korean as Latin-1: neither could be chosen by
+    --series."""
+    write_ct_series(tmp_path / "study", ct, uid_seed=1, description=first, charset=charset, name_prefix="a")
+    write_ct_series(tmp_path / "study", ct, uid_seed=2, description=second, charset=charset, name_prefix="b")
+    assert sorted(s.description for s in find_dicom_series(tmp_path / "study")) == sorted([first, second])
+    assert read_volume(tmp_path / "study", series=second).meta["series_description"] == second
+
+
 def _pad_series(files, outside, padding, signed: bool, vr: str, intercept: float = -1024.0, bits_stored: int = 16,
                 slope: int = 1):
     """Rewrite each file: stored = (HU - intercept) // slope, with PixelPaddingValue ``padding`` outside the circle, in
@@ -1692,3 +1704,60 @@ def test_a_dicom_file_with_a_series_that_picks_another_series_is_refused(tmp_pat
                                          r"series of its folder \(.*'Arterial'\)"):
         read_volume(portal[0], series="Arterial")
     assert read_volume(portal[0], series="Portal venous").meta["series_description"] == "Portal venous"
+
+
+@pytest.mark.parametrize("keyword, empty", [("RescaleIntercept", False), ("RescaleIntercept", True),
+                                            ("RescaleSlope", False)])
+def test_a_slice_without_the_rescale_the_others_give_is_refused_naming_it(tmp_path, ct, keyword, empty):
+    """An unsigned series stored with intercept -1024 whose one slice lacked RescaleIntercept (or held it empty)
+    read that slice 1024 HU too bright, without a word (GDCM takes intercept 0); the file is named instead."""
+    import pydicom
+
+    stored = CTVolume((np.asarray(ct.array, dtype=np.int32) + 1024).astype(np.int16), ct.geometry)
+    files = write_ct_series(tmp_path / "ct", stored)  # slice order
+    _retag(files, RescaleIntercept="-1024", PixelRepresentation=0)
+    intact = read_volume(tmp_path / "ct")
+    np.testing.assert_array_equal(np.asarray(intact.array, dtype=np.float64), np.asarray(ct.array, np.float64))
+    ds = pydicom.dcmread(str(files[4]))
+    if empty:
+        setattr(ds, keyword, "")
+    else:
+        delattr(ds, keyword)
+    save_dicom(ds, files[4], implicit_vr=False)
+    tag = "(0028,1052)" if keyword == "RescaleIntercept" else "(0028,1053)"
+    with pytest.raises(InputError, match=re.escape(f"{keyword} {tag} is missing or empty in 1 of its 8 files "
+                                                   f"('{files[4].name}'), while the others give it")):
+        read_volume(tmp_path / "ct")
+
+
+def test_an_enhanced_ct_whose_one_frame_has_no_rescale_is_refused_naming_the_frame(tmp_path, ct):
+    """Frames 2..n giving intercept -1024 per frame and frame 1 none: the reader applied no rescale to any frame
+    (all 1024 HU too bright), which was read without a word, or refused as 'stored without its intercept'."""
+    import pydicom
+
+    path = write_enhanced_ct(tmp_path / "per_frame.dcm", ct, intercepts=[-1024.0] * ct.shape_zyx[0], uid_seed=4)
+    np.testing.assert_array_equal(read_volume(path).array, ct.array)  # every frame with its rescale: read right
+    ds = pydicom.dcmread(str(path))
+    del ds.PerFrameFunctionalGroupsSequence[0].PixelValueTransformationSequence
+    save_dicom(ds, path)
+    with pytest.raises(InputError, match=re.escape("frame 1 of 8 gives no rescale (no PixelValueTransformationSequence"
+                                                   " in the frame's or the shared functional groups) while the other "
+                                                   "frames give one")):
+        read_volume(path)
+
+
+@pytest.mark.parametrize("name", ["study.zip", "Export.TAR.GZ", "series.7z"])
+def test_an_archive_or_a_folder_of_archives_is_told_to_be_extracted(tmp_path, name):
+    """A PACS export given as its zip was an 'Unknown file type' to give NIfTI, NRRD, MetaImage or a DICOM folder; a
+    folder holding only the zip 'holds no DICOM series', without a word of the archive (the DICOM audit)."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / name).write_bytes(b"PK\x03\x04" + b"\0" * 64)
+    with pytest.raises(InputError, match=re.escape(f"'{folder / name}' is an archive; this tool reads no archives: "
+                                                   f"extract it")):
+        read_volume(folder / name)
+    with pytest.raises(InputError, match=re.escape(f"holds no DICOM series, nor do its subfolders (searched 6 levels "
+                                                   f"deep). Give a folder of DICOM files, or a NIfTI (.nii, .nii.gz),"
+                                                   f" NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd) file. It holds 1 "
+                                                   f"archive(s) ({name}), which this tool does not open: extract")):
+        read_volume(folder)

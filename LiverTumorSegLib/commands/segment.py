@@ -559,7 +559,7 @@ def run(args: argparse.Namespace) -> int:
         try:  # a refusal before the run (a folder of CTs, a folder mixing DICOM and CT files) ends the protocol too
             check_model_is_a_package(args.model)
             check_model_resolves(args.model, tta=bool(args.tta))
-            if args.input and not args.sample and is_batch_input(args.input):
+            if args.input and not args.sample and is_batch_input(args.input, args.output):
                 raise InputError("--progress json is for one CT; run a batch with --progress bar or none.")
         except LiverTumorSegError as exc:
             JsonLines(sys.stdout).error(exc)
@@ -567,7 +567,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_json(args)
     check_model_is_a_package(args.model)
     check_model_resolves(args.model, tta=bool(args.tta))
-    if args.input and not args.sample and is_batch_input(args.input):
+    if args.input and not args.sample and is_batch_input(args.input, args.output):
         return _run_batch(args)
     if args.input and not args.sample and args.output:
         check_batch_folder_has_cts(args.input, args.output)

@@ -1,8 +1,8 @@
 """Segment many CTs with one loaded model (a :class:`~.segmenter.Segmenter`): :func:`find_cases` and
 :func:`segment_batch`.
 
-Cases come from a folder (every CT file in it: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd; hidden files skipped)
-or a CSV (column ``image``, optional ``case_id`` or ``case``; relative paths are relative to the CSV's folder; an
+Cases come from a folder (every CT file in it: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd; hidden files skipped;
+or, in a folder without them, each subfolder holding a DICOM series, :func:`dicom_case_folders`) or a CSV (column ``image``, optional ``case_id`` or ``case``; relative paths are relative to the CSV's folder; an
 ``image`` may be a DICOM folder; UTF-8, or UTF-16 with a byte-order mark, separated by comma, tab or semicolon, as
 Excel and PowerShell save it). Case ``c`` writes ``OUT/c.nii.gz`` (labels 0/1/2 in the input geometry) and
 ``OUT/reports/c.json`` (lesion report with ``timings_s`` and ``precision``) and, with a probability folder
@@ -309,8 +309,10 @@ def segmenter_result_options(segmenter: Any) -> Any:
     return dataclasses.replace(options, postprocessing=model_postprocessing(options, _segmenter_metadata(segmenter)))
 
 
-def is_batch_input(input_path: Any) -> bool:
-    """True for a ``.csv`` case list, or a folder holding CT files (a DICOM folder holds none of these).
+def is_batch_input(input_path: Any, output_path: Any = None) -> bool:
+    """True for a ``.csv`` case list, a folder holding CT files (a DICOM folder holds none of these), or, with an
+    ``output_path`` without a file extension (an output folder), a folder of DICOM series folders
+    (:func:`dicom_case_folders`).
 
     A folder holding both CT files and DICOM files is ambiguous (a DICOM series with a stray mask beside it, or
     a batch folder with DICOM files in it) and raises InputError saying how to make it one or the other."""
@@ -327,7 +329,25 @@ def is_batch_input(input_path: Any) -> bool:
                          f"the DICOM series, move the other files out (a label map an earlier run wrote into the "
                          f"series' folder counts too: write results elsewhere); for a batch, put each DICOM series "
                          f"in a subfolder and list it in a case CSV (column 'image').")
-    return bool(ct_files)
+    if ct_files:
+        return True
+    return output_path is not None and not full_suffix(output_path) and bool(dicom_case_folders(path))
+
+
+def dicom_case_folders(folder: Path) -> List[Path]:
+    """The subfolders (hidden ones left out, sorted by name) of ``folder`` that hold DICOM images, in them or below
+    (searched as ``segment`` searches a DICOM folder: :func:`~..io.dicom.dicom_images_below`), where ``folder``
+    holds no CT file and no DICOM image of its own: a PACS export of one folder per patient (``PATIENTS/p1/...``),
+    each a case of a batch named by its folder. ``segment PATIENTS -o OUT`` was told 'Output has no file extension:
+    one CT ...' (the DICOM audit). Empty for any other folder."""
+    try:
+        if _ct_files(folder) or holds_dicom_images(folder, is_dicom=is_dicom_file):
+            return []
+        subfolders = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir())
+    except OSError:
+        return []
+    return [sub for sub in subfolders if sub.name not in LABEL_FOLDER_NAMES
+            and (holds_dicom_images(sub, is_dicom=is_dicom_file) or dicom_images_below(sub, is_dicom=is_dicom_file))]
 
 
 def check_batch_folder_has_cts(input_path: Any, output_path: Any) -> None:
@@ -353,8 +373,14 @@ def check_batch_folder_has_cts(input_path: Any, output_path: Any) -> None:
         p.name + ("/" if p.is_dir() else "") for p in entries[:5]) + (" ..." if len(entries) > 5 else ""))
     if subfolders:
         held += "; nor do its subfolders hold a DICOM series, searched as a DICOM folder is"
+    from ..io.formats import is_archive_name
+
+    archives = [entry.name for entry in entries if is_archive_name(entry) and entry.is_file()]
+    extract = (f" Its archive(s) ({', '.join(archives[:3])}{' ...' if len(archives) > 3 else ''}) are not opened: "
+               f"extract them first." if archives else "")
     raise InputError(f"Folder '{folder}' holds no CT files (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd) to segment as "
-                     f"a batch, and no DICOM series ({held}). Give a folder of CT files, or a CSV listing them.")
+                     f"a batch, and no DICOM series ({held}). Give a folder of CT files, or a CSV listing them."
+                     f"{extract}")
 
 
 LABEL_FOLDER_NAMES = ("labelsTr", "labelsTs")
@@ -763,6 +789,8 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
         raise InputError(f"Batch output type '{suffix}' is not supported; use .nii.gz, .nii, .nrrd or .mha.")
     if input_path.is_file():
         pairs = _cases_from_csv(input_path)
+    elif not _ct_files(input_path) and dicom_case_folders(input_path):  # a folder per patient's DICOM
+        pairs = _dicom_folder_cases(input_path)
     else:
         pairs = _one_name_per_ct([(case_id_of(p), p) for p in _cts_of_folder(input_path,
                                                                               (output_folder, probability_folder))])
@@ -802,6 +830,34 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
         _check_probability_folder_holds_no_ct(input_path, cases, probability_folder)
     _check_outputs_are_not_inputs(input_path, output_folder, cases)
     return cases
+
+
+def _dicom_folder_cases(folder: Path) -> List[tuple]:
+    """``(case_id, folder)`` per :func:`dicom_case_folders` of ``folder``, the case named by its folder; a folder
+    name that is no plain file name on every system is refused as a CSV's case_id is (:func:`_check_case_id`)."""
+    pairs = []
+    for sub in dicom_case_folders(folder):
+        try:
+            _check_case_id(sub.name, folder, 0)
+        except InputError:
+            raise InputError(f"The DICOM folder '{sub}' cannot name its case: '{sub.name}' cannot be a file name on "
+                             f"Windows (no < > \" | ? *, control characters, a trailing space or dot, or the device "
+                             f"names CON, PRN, AUX, NUL, COM0-9, LPT0-9), and each case is written as "
+                             f"OUT/<case>.nii.gz. Rename the folder, or list the folders in a case CSV (columns "
+                             f"'image' and 'case_id').") from None
+        pairs.append((sub.name, sub))
+    taken = {sub for _, sub in pairs}
+    try:
+        others = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir() and p not in taken
+                        and p.name not in LABEL_FOLDER_NAMES and _readable_ct_files(p))
+    except OSError:
+        others = []
+    if others:
+        names = ", ".join(p.name for p in others[:5]) + (" ..." if len(others) > 5 else "")
+        log.warning("warning: %d subfolder(s) of '%s' hold CT files that are not segmented (%s): a batch of a folder "
+                    "of DICOM folders takes each DICOM folder as one case; run segment on those subfolders, or list "
+                    "every CT in a case CSV (column 'image').", len(others), folder, names)
+    return pairs
 
 
 def _check_output_names_fit(input_path: Path, cases: Sequence[BatchCase]) -> None:

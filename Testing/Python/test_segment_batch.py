@@ -1733,11 +1733,21 @@ def test_a_batch_of_a_folder_without_cts_names_the_folder_not_the_output(tmp_pat
         assert not (tmp_path / "out").exists()
 
 
+def test_a_batch_folder_of_archives_is_told_to_extract_them(tmp_path, capsys):
+    """'segment EXPORTS -o OUT' with zips only named them among what the folder holds, nothing more."""
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "p1.zip").write_bytes(b"PK\x03\x04" + b"\0" * 64)
+    code = cli.main(["segment", str(tmp_path / "exports"), "-o", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds no CT files" in err and "Its archive(s) (p1.zip) are not opened: extract them" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_folder_whose_subfolders_hold_no_dicom_series_names_the_folder_not_the_output(tmp_path, capsys):
     """'segment FOLDER -o OUT' where FOLDER held only an empty subfolder or one of notes was told "Output 'OUT' has
     no file extension", blaming the output folder (a subfolder was taken for a possible DICOM study). It now says
-    the folder and its subfolders hold no CT; a study folder with a DICOM series below is still left to the DICOM
-    search (the output's missing extension is what is wrong there)."""
+    the folder and its subfolders hold no CT; a subfolder with a DICOM series below makes it a batch of DICOM
+    folders (:func:`test_a_folder_of_dicom_folders_is_a_batch_of_one_case_per_folder`)."""
     (tmp_path / "study" / "empty").mkdir(parents=True)
     (tmp_path / "study" / "notes" / "deeper").mkdir(parents=True)
     (tmp_path / "study" / "notes" / "deeper" / "read_me.txt").write_text("no images here")
@@ -1749,8 +1759,40 @@ def test_a_folder_whose_subfolders_hold_no_dicom_series_names_the_folder_not_the
     series = tmp_path / "study" / "notes" / "deeper" / "series"
     series.mkdir()
     (series / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
-    code = cli.main(["segment", str(tmp_path / "study"), "-o", str(tmp_path / "out"), "--no-progress"])
-    assert code == 2 and "no file extension" in capsys.readouterr().err
+    assert is_batch_input(tmp_path / "study", tmp_path / "out")           # case 'notes'
+    assert not is_batch_input(tmp_path / "study", tmp_path / "out.nii.gz")  # one CT: the DICOM search
+
+
+def test_a_folder_of_dicom_folders_is_a_batch_of_one_case_per_folder(tmp_path, capsys, caplog):
+    """A PACS export of one folder per patient, 'segment PATIENTS -o OUT', was told "Output 'OUT' has no file
+    extension: one CT (a DICOM series folder is one) ..." (the DICOM audit): each subfolder holding a DICOM series
+    (in it or below) is now a case named by it; a rerun skips them; subfolders of CT files beside them are named as
+    not segmented; with an output file name, the folder is still one CT's DICOM search."""
+    import logging
+
+    from dicom_helpers import write_ct_series
+
+    phantom = make_phantom(shape_zyx=(6, 32, 32), seed=1)
+    write_ct_series(tmp_path / "patients" / "p1" / "study" / "series", phantom.ct, uid_seed=1)
+    write_ct_series(tmp_path / "patients" / "p2", phantom.ct, uid_seed=2)
+    (tmp_path / "patients" / "empty").mkdir()
+    write_phantoms(tmp_path / "patients" / "niftis", 1)
+    assert [(c.case_id, c.input_path.name) for c in find_cases(tmp_path / "patients", tmp_path / "out")] == [
+        ("p1", "p1"), ("p2", "p2")]
+    package = tiny_unet_package(tmp_path)
+    args = ["segment", str(tmp_path / "patients"), "-o", str(tmp_path / "out"), "--model", str(package.path),
+            "--no-progress", "--device", "cpu", "--precision", "fp32"]
+    with caplog.at_level(logging.WARNING):
+        assert cli.main(args) == 0
+    assert "1 subfolder(s) of" in caplog.text and "(niftis)" in caplog.text
+    out = capsys.readouterr().out
+    assert "2 done, 0 skipped" in out
+    single = read_label_map(tmp_path / "out" / "p2.nii.gz")
+    np.testing.assert_array_equal(read_label_map(tmp_path / "out" / "p1.nii.gz").array, single.array)
+    assert single.shape_zyx == (6, 32, 32)
+    assert cli.main(args) == 0 and "0 done, 2 skipped" in capsys.readouterr().out
+    assert not is_batch_input(tmp_path / "patients", tmp_path / "one.nii.gz")
+    assert not is_batch_input(tmp_path / "patients" / "p2", tmp_path / "out2")  # a series folder is one CT
 
 
 def test_a_case_list_row_without_an_image_and_an_unknown_output_type_are_refused(tmp_path):

@@ -2047,3 +2047,48 @@ def test_the_change_picture_title_gives_the_sums_to_the_places_that_keep_the_rul
     assert sum_of_diameters_title_text({"baseline_mm": 20.0, "followup_mm": None, "change_percent": None}) == \
         "; sum of diameters 20.0 mm -> unknown"
     assert sum_of_diameters_title_text({"baseline_mm": None, "followup_mm": None}) == ""
+
+
+def _turned_followup_in_a_round_view():
+    """Baseline: a phantom with three lesions; follow-up: the same patient turned 6 degrees about S and moved
+    (8, -6, 4) mm, reconstructed with a round field of view (radius 66 px about column 88) that cuts off 40 % of the
+    liver, the scanner's padding (-3024) outside it. ``(baseline labels, follow-up labels, baseline CT, follow-up
+    CT)``."""
+    import math
+
+    import SimpleITK as sitk
+
+    from LiverTumorSegLib.followup import to_sitk
+
+    base = make_phantom((40, 96, 96), (2.0, 2.0, 4.0), lesions=[
+        PhantomLesion((14, 30, 24), 7.0, 15.0), PhantomLesion((22, 38, 32), 7.0, 20.0),
+        PhantomLesion((20, 50, 40), 6.0, 20.0)], noise_hu=5.0, seed=0)
+    geometry = base.ct.geometry
+    ct, labels = to_sitk(base.ct.array.astype(np.float32), geometry), to_sitk(base.labels, geometry)
+    turn = sitk.Euler3DTransform()
+    turn.SetCenter(ct.TransformContinuousIndexToPhysicalPoint([48, 48, 20]))
+    turn.SetRotation(0.0, 0.0, math.radians(6.0))
+    turn.SetTranslation((8.0, -6.0, 4.0))
+    follow_ct = sitk.GetArrayFromImage(sitk.Resample(ct, ct, turn, sitk.sitkLinear, -1000.0))
+    follow = sitk.GetArrayFromImage(sitk.Resample(labels, labels, turn, sitk.sitkNearestNeighbor, 0))
+    y, x = np.mgrid[0:96, 0:96]
+    outside = (y - 48) ** 2 + (x - 88) ** 2 > 66 ** 2
+    shown_share = np.count_nonzero(follow[:, ~outside] >= 1) / np.count_nonzero(follow >= 1)
+    assert 0.55 < shown_share < 0.65  # the field of view cuts off about 40 % of the liver
+    follow_ct[:, outside], follow[:, outside] = -3024, 0
+    return (CTVolume(base.labels, geometry), CTVolume(follow, geometry),
+            CTVolume(base.ct.array.astype(np.float32), geometry), CTVolume(follow_ct.astype(np.float32), geometry))
+
+
+@pytest.mark.parametrize("alignment", ["auto", "liver"])
+def test_a_followup_whose_round_field_of_view_cuts_the_liver_is_aligned_where_it_shows(alignment):
+    """A follow-up whose round field of view cut off 40 % of the liver: the masks' alignment matched the cut liver to
+    the whole one (0.86 liver Dice where both show) and read the loss as a resection, so the CT registration was
+    kept where it went 20 mm astray (liver Dice 0.44): all three lesions 'disappeared' and two 'new', a false PD.
+    The metric now reads each scan where it shows, and the volumes are compared there."""
+    base, follow, base_ct, follow_ct = _turned_followup_in_a_round_view()
+    change = compare_followup(base, follow, base_ct, follow_ct, alignment=alignment)
+    align = change["alignment"]
+    assert align["liver_dice_after_alignment"] > 0.95
+    assert statuses(change) == ["not_assessed", "stable", "stable"] and change["response"] != "PD"
+    assert not any("volumes differ" in w for w in change["warnings"])

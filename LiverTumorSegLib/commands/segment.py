@@ -487,7 +487,8 @@ def _run_batch(args: argparse.Namespace) -> int:
 def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], out: Path) -> int:
     """The batch's ``cases`` into the output folder ``out`` (made and locked by :func:`_run_batch`) with the
     segmentation ``options``."""
-    from ..inference.batch import STATUS_FILE, format_status_table, segment_batch, write_status_csv
+    from ..inference.batch import (STATUS_FILE, format_status_table, segment_batch, statuses_before_the_run,
+                                   write_status_csv)
     from ..inference.segmenter import Segmenter
 
     segmenter = Segmenter(options)  # loaded by segment_batch while it reads the first two CTs
@@ -499,7 +500,7 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
 
     from ..inference.batch import CaseStatus
 
-    finished = {}  # type: Dict[str, Any]
+    finished = statuses_before_the_run(cases, bool(args.overwrite))  # type: Dict[str, Any]  # then as cases end
     table_lock = threading.Lock()  # cases end on the finishing thread and on this one
 
     def so_far(message: str) -> List[Any]:  # every case: its status, or 'not run' with ``message``

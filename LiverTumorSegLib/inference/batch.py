@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
-from ..errors import InputError, LiverTumorSegError, out_of_memory_error, submit_in_caller_context
+from ..errors import (InputError, LiverTumorSegError, OutputExistsError, out_of_memory_error,
+                      submit_in_caller_context)
 from ..progress import CancellationToken, raise_if_read_stopped, run_with_read_stop
-from ..fileutil import (WINDOWS_RESERVED_NAMES, atomic_outputs, csv_cell_path, file_identities, full_suffix,
+from ..fileutil import (WINDOWS_RESERVED_NAMES, atomic_output, atomic_outputs, csv_cell_path, file_identities, full_suffix,
                         is_dicom_file, json_loads_noting_repeats, read_csv_rows, restore_set_aside_outputs_of,
                         same_file_among)
 from ..io.dicom import dicom_images_below, holds_dicom_images
@@ -96,10 +97,11 @@ def _report_json(text: str) -> Any:
 
 def _skipped_status(case: "BatchCase") -> CaseStatus:
     """The status of a case whose output path holds a file: ``skipped`` when its report is there and readable (a run
-    writes the report first and the label map last, so a finished case has both), with its liver volume, lesion
-    count and precision from that report (a resumed batch's table kept only blanks); else ``failed``: no finished
-    run wrote that file (a file put there by hand, a copy of the CT, an empty file), which is kept. It was counted
-    'already segmented' and the batch ended with exit 0."""
+    writes the report first and the label map last, so a finished case has both) and, where the report records it
+    (0.6.21 and later), the file's SHA-256 is its ``label_map_sha256``, with its liver volume, lesion count and
+    precision from that report (a resumed batch's table kept only blanks); else ``failed``: no finished run wrote
+    that file (a file put there by hand, a copy of the CT, an empty file, a label map cut short by a power cut),
+    which is kept. It was counted 'already segmented' and the batch ended with exit 0."""
     try:
         report = _report_json(Path(case.report_path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -108,6 +110,13 @@ def _skipped_status(case: "BatchCase") -> CaseStatus:
         return CaseStatus(case.case_id, "failed", message=(
             f"{case.output_path} exists but {case.report_path} is missing or unreadable, so it is no finished "
             f"result of a segment run; it was kept. Remove it, or pass --overwrite to segment this case again"))
+    recorded = report.get("label_map_sha256")
+    if isinstance(recorded, str) and recorded != _sha256_or_none(case.output_path):  # (reports before 0.6.21 lack it)
+        return CaseStatus(case.case_id, "failed", message=(
+            f"{case.output_path} is not the label map its report {case.report_path} names (another file was put "
+            f"there, or it was cut short: its SHA-256 differs from the report's label_map_sha256), so it is no "
+            f"finished result of a segment run; it was kept. Remove it (and the report), or pass --overwrite to "
+            f"segment this case again"))
     status = CaseStatus(case.case_id, "skipped", message=f"{case.output_path} exists")
     try:
         status.liver_ml = float(report["liver_volume_ml"])
@@ -116,6 +125,16 @@ def _skipped_status(case: "BatchCase") -> CaseStatus:
     except (ValueError, KeyError, TypeError, AttributeError):
         pass
     return status
+
+
+def statuses_before_the_run(cases: List["BatchCase"], overwrite: bool) -> Dict[str, CaseStatus]:
+    """Case id -> :func:`_skipped_status` of each case whose label map is there before a run without ``overwrite``
+    (which keeps it): the status table a run writes before its first case ends. Every case was 'not run' in it, so a
+    rerun refused for other settings, or killed while its model loaded, left a table calling finished cases never
+    run (the interruption audit)."""
+    if overwrite:
+        return {}
+    return {case.case_id: _skipped_status(case) for case in cases if case.output_path.exists()}
 
 
 RESULT_OPTIONS = ("postprocessing", "two_stage", "tta", "window_level", "window_width", "allow_non_hu",
@@ -1050,20 +1069,69 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
             case.probability_path.parent.mkdir(parents=True, exist_ok=True)
             targets["probabilities"] = case.probability_path
             result.report["probabilities"] = _recorded_path(case.probability_path)  # whose map it is (resume)
-        # --overwrite: all or none (replaced one by one, a kill or a full disk between them left this run's
-        # report beside the earlier run's label map); else the report first (it names the map), then the
-        # probability map (one there is replaced only when this report named it: segment_batch kept any other),
-        # the label map (which marks the case done) last
-        with atomic_outputs(targets, overwrite=True) if overwrite else contextlib.nullcontext(targets) as paths:
-            write_report(result.report, paths["report"], overwrite=True)
-            if case.probability_path is not None:
-                from ..io import write_probability_map
+        # the label map is written to a temporary first and its SHA-256 recorded in the report, so that a rerun
+        # takes only that file as the case's (label_map_sha256, :func:`_skipped_status`). --overwrite: all placed or
+        # none (replaced one by one, a kill or a full disk between them left this run's report beside the earlier
+        # run's label map); else the report first (it names the maps), then the probability map (one there is
+        # replaced only when this report named it: segment_batch kept any other), the label map (which marks the
+        # case done) placed last, never over one that appeared meanwhile (the report is then put back)
+        from ..package import file_sha256
 
-                write_probability_map(paths["probabilities"], result.tumor_probability, volume.geometry,
-                                      overwrite=True, **nifti_write_options(volume))
-            write_label_map(paths["labels"], result.labels, result.geometry, overwrite=overwrite,
-                            **nifti_write_options(volume))
+        earlier_report, report_written = None if overwrite else _bytes_if_there(case.report_path), False
+        try:
+            with atomic_outputs(targets, overwrite=True) if overwrite else contextlib.nullcontext(targets) as paths, \
+                    contextlib.nullcontext(paths["labels"]) if overwrite else \
+                    atomic_output(case.output_path, overwrite=False) as labels_path:
+                write_label_map(labels_path, result.labels, result.geometry, overwrite=True,
+                                **nifti_write_options(volume))
+                result.report["label_map_sha256"] = file_sha256(labels_path)
+                write_report(result.report, paths["report"], overwrite=True)
+                report_written = True
+                if case.probability_path is not None:
+                    from ..io import write_probability_map
+
+                    write_probability_map(paths["probabilities"], result.tumor_probability, volume.geometry,
+                                          overwrite=True, **nifti_write_options(volume))
+        except OutputExistsError:  # a label map appeared while the case ran: kept, and the report put back
+            if report_written and not overwrite:
+                _put_report_back(case.report_path, earlier_report)
+            raise
         return result, time.perf_counter() - start
+
+
+def _sha256_or_none(path: Path) -> Optional[str]:
+    """The SHA-256 of the file ``path``, None where it cannot be read."""
+    from ..package import file_sha256
+
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
+
+
+def _bytes_if_there(path: Path) -> Optional[bytes]:
+    """The bytes of the file ``path``, None where there is none (or it cannot be read)."""
+    try:
+        return Path(path).read_bytes() if Path(path).is_file() else None
+    except OSError:
+        return None
+
+
+def _put_report_back(path: Path, earlier: Optional[bytes]) -> None:
+    """The report at ``path`` as it was before this run wrote it (``earlier``: its bytes, None for none), where the
+    case's label map could not be placed because one appeared meanwhile (copied in by hand, written by a single
+    ``segment``): the batch's report was left beside a label map no run of it made, and a rerun skipped that pair as
+    this batch's finished case (the interruption audit). A failure to put it back is logged, not raised over the
+    case's own error."""
+    try:
+        if earlier is None:
+            Path(path).unlink()
+        else:
+            with atomic_output(path, overwrite=True) as tmp:
+                Path(tmp).write_bytes(earlier)
+    except (OSError, LiverTumorSegError) as exc:
+        log.warning("warning: the report '%s' could not be put back as it was before this run (%s); it names this "
+                    "run's result, not the label map beside it", path, exc)
 
 
 def _one_line(exc: BaseException) -> str:

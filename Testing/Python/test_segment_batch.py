@@ -2173,3 +2173,85 @@ def test_a_batch_killed_before_its_first_case_ends_replaces_the_earlier_table(tm
         cli.main(argv)
     rows = (out / "batch_status.csv").read_text().splitlines()
     assert rows[1].startswith("ct_0,not run") and "not reached" in rows[1]
+
+
+def _tiny_batch_args(tmp_path, *more):
+    """The command line of a batch of ``tmp_path/cts`` into ``tmp_path/out`` with a tiny untrained U-Net (saved once
+    in ``tmp_path/model``), and ``more``."""
+    package = tmp_path / "model" / "tiny.safetensors"
+    if not package.exists():
+        package.parent.mkdir()
+        tiny_unet_package(package.parent)
+    return ["segment", str(tmp_path / "cts"), "-o", str(tmp_path / "out"), "--model", str(package),
+            "--device", "cpu", "--precision", "fp32", "--no-progress"] + list(more)
+
+
+def test_a_refused_rerun_keeps_the_finished_cases_in_the_status_table(tmp_path, capsys):
+    """A rerun refused for other settings (after the model load) rewrote batch_status.csv calling every finished
+    case 'not run', 'not reached (this run was going on, or was killed ...)' (the interruption audit)."""
+    import csv
+
+    write_phantoms(tmp_path / "cts", 2)
+    assert cli.main(_tiny_batch_args(tmp_path)) == 0
+    capsys.readouterr()
+    assert cli.main(_tiny_batch_args(tmp_path, "--no-postprocess")) == 2
+    assert "segmented by an earlier run with" in capsys.readouterr().err
+    with open(tmp_path / "out" / "batch_status.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["case_id"], row["status"]) for row in rows] == [("ct_0", "skipped"), ("ct_1", "skipped")]
+
+
+def test_a_label_map_that_appears_during_the_run_is_not_paired_with_its_report(tmp_path, monkeypatch, capsys):
+    """A label map copied into OUT while its case ran: the batch's report replaced the one there (or was written
+    where none was), the label map could not be placed, and a rerun skipped that pair as the batch's finished case
+    (the interruption audit). The report is put back as it was, so the rerun fails the case instead."""
+    import importlib
+    from pathlib import Path
+
+    lesion_report = importlib.import_module("LiverTumorSegLib.inference.lesion_report")
+    write_phantoms(tmp_path / "cts", 2)
+    reports = tmp_path / "out" / "reports"
+    reports.mkdir(parents=True)
+    mine = '{"liver_volume_ml": 1.0, "lesions": [], "label_map_sha256": "%s"}' % ("0" * 64)  # a killed run's
+    (reports / "ct_1.json").write_text(mine, encoding="utf-8")   # ct_1: a report there before (a killed run's)
+    written = lesion_report.write_report
+
+    def write_then_a_label_map_appears(report, path, overwrite=False):
+        out = written(report, path, overwrite=overwrite)
+        (tmp_path / "out" / (Path(path).stem + ".nii.gz")).write_bytes(b"someone else's label map")
+        return out
+
+    monkeypatch.setattr(lesion_report, "write_report", write_then_a_label_map_appears)
+    assert cli.main(_tiny_batch_args(tmp_path)) == 2
+    assert "2 failed" in capsys.readouterr().out
+    assert not (reports / "ct_0.json").exists()                                  # none before: none after
+    assert (reports / "ct_1.json").read_text(encoding="utf-8") == mine
+    monkeypatch.setattr(lesion_report, "write_report", written)
+    assert cli.main(_tiny_batch_args(tmp_path)) == 2
+    printed = capsys.readouterr().out
+    assert "0 skipped" in printed and "2 failed" in printed
+    assert "is missing or unreadable, so it is no finished result" in printed                     # ct_0
+    assert "is not the label map its report" in printed and "SHA-256 differs" in printed          # ct_1
+
+
+def test_a_finished_cases_label_map_replaced_or_cut_short_is_not_taken_as_done(tmp_path, capsys):
+    """A rerun skipped a case whose label map had been replaced by another file, or cut short (as a power cut can
+    leave a file no one synced), beside its report (the interruption audit): the report records the label map's
+    SHA-256 and a rerun checks it."""
+    import json
+
+    write_phantoms(tmp_path / "cts", 2)
+    assert cli.main(_tiny_batch_args(tmp_path)) == 0
+    capsys.readouterr()
+    report = json.loads((tmp_path / "out" / "reports" / "ct_0.json").read_text(encoding="utf-8"))
+    from LiverTumorSegLib.package import file_sha256
+
+    assert report["label_map_sha256"] == file_sha256(tmp_path / "out" / "ct_0.nii.gz")
+    data = (tmp_path / "out" / "ct_0.nii.gz").read_bytes()
+    (tmp_path / "out" / "ct_0.nii.gz").write_bytes(data[: len(data) // 2])
+    assert cli.main(_tiny_batch_args(tmp_path)) == 2
+    printed = capsys.readouterr().out
+    assert "1 skipped" in printed and "1 failed" in printed and "SHA-256 differs" in printed
+    assert (tmp_path / "out" / "ct_0.nii.gz").read_bytes() == data[: len(data) // 2]              # kept
+    assert cli.main(_tiny_batch_args(tmp_path, "--overwrite")) == 0
+    assert "2 done" in capsys.readouterr().out

@@ -106,8 +106,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"-o '{config.output}' names a {full_suffix(config.output)} file, but crossval writes a "
                          f"folder (fold_<i>.safetensors, crossval.csv, crossval.json): give a folder name "
                          f"(e.g. -o cv/).")
-    if config.folds < 2:
-        config = config.updated({"folds": 4, "fold": 0})
     out_dir = config.output
     table = run_crossval(config.updated({"output": ""}), out_dir, command=command_line())
     if env_rank() != 0:  # under torchrun: rank 0 prints (and wrote) the table

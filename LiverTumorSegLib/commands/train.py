@@ -356,6 +356,8 @@ def config_from_args(args: argparse.Namespace, name_unused_val_fraction: bool = 
     if merged.get("model") is not None:
         check_model_is_an_architecture(merged["model"], command, None if "model" in cli else args.config_file)
     values = with_start_package_settings(merged)
+    if command == "crossval":  # its folds decide validation: checked as folds, not as train's hold-out split
+        values = crossval_values(values)
     try:
         config = TrainConfig.from_dict(values, source=args.config_file or "command line")
     except InputError as exc:  # a typed option is named as typed: 'Option batch_size must ...' read as a file key
@@ -374,6 +376,23 @@ def config_from_args(args: argparse.Namespace, name_unused_val_fraction: bool = 
         if text:
             log.warning("warning: %s", text)
     return config
+
+
+CROSSVAL_FOLDS = 4
+"""The folds ``crossval`` makes when neither ``--folds`` nor the config file asks for 2 or more."""
+
+
+def crossval_values(values: Dict[str, Any]) -> Dict[str, Any]:
+    """``crossval``'s training values: ``val_fraction`` and ``fold`` (train's hold-out share and single fold, which
+    crossval ignores with a warning) left out and ``folds`` :data:`CROSSVAL_FOLDS` where it is absent or 0, before
+    the options are checked. They were checked as a hold-out run first: '--val-fraction 0
+    --early-stopping-patience 5', or a recipe with 'val_fraction: 0' and 'use_best_checkpoint: true' (an all-data
+    train run's), was refused because no validation cases would be left, right after the warning that
+    --val-fraction is ignored; a recipe's 'fold: 2' was refused as 'fold 2 needs folds K' (the training audit)."""
+    values = {key: value for key, value in values.items() if key not in ("val_fraction", "fold")}
+    if not values.get("folds"):
+        values["folds"] = CROSSVAL_FOLDS
+    return values
 
 
 def recipe_name_notice(file_values: Dict[str, Any], typed: Dict[str, Any], config_file: Optional[str]) -> str:

@@ -199,6 +199,34 @@ def test_crossval_says_a_config_files_fold_and_hold_out_folds_are_ignored(tmp_pa
     assert "crossval makes 4 folds" not in caplog.text and "picks one fold" not in caplog.text
 
 
+def test_crossval_checks_its_options_as_folds_not_as_trains_hold_out_split(tmp_path, capsys, caplog):
+    """'crossval --val-fraction 0 --early-stopping-patience 5', or a recipe of an all-data train run ('val_fraction:
+    0', 'use_best_checkpoint: true'), was refused because no validation cases would be left, right after the warning
+    that --val-fraction is ignored; a recipe's lone 'fold: 2' was refused as 'fold 2 needs folds K' where crossval
+    says it ignores it (the training audit). Each fold validates on the patients it holds out: the run goes on (here
+    to the missing data)."""
+    import logging
+
+    from LiverTumorSegLib.cli import main
+
+    missing = str(tmp_path / "missing.csv")
+    config = tmp_path / "recipe.yaml"
+    runs = [(["--val-fraction", "0", "--early-stopping-patience", "5"], None),
+            ([], "val_fraction: 0\nuse_best_checkpoint: true\n"), ([], "fold: 2\nepochs: 1\n"),
+            ([], "folds: 0\nval_fraction: 0\nuse_best_checkpoint: true\n")]
+    for options, recipe in runs:
+        if recipe is not None:
+            config.write_text(recipe)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            code = main(["crossval", "--data", missing, "-o", str(tmp_path / "cv")] + options
+                        + (["--config", str(config)] if recipe is not None else []))
+        err = capsys.readouterr().err
+        assert code == 2 and "missing.csv" in err, (options, recipe, err)
+        assert "decides on the validation cases" not in err and "needs folds" not in err
+        assert "ignored" in caplog.text or "crossval makes 4 folds" in caplog.text
+
+
 @pytest.mark.parametrize("repeat, named", [
     (["--report", "a.json", "--report", "a.csv"], "--report given more than once"),
     (["--report=a.json", "--report", "a.csv"], "--report given more than once"),

@@ -1467,6 +1467,10 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
             entry["status"] = "not_assessed"
             entry["not_assessed_reason"] = OUTSIDE_FOLLOWUP_VIEW if uncovered.intersection(ids) else \
                 BASELINE_EDGE_NOT_COVERED
+            # its follow-up size is unknown, not 0: 'Follow-up long axis 0.0' in the Slicer change table read as a
+            # lesion gone (the follow-up audit)
+            for key in ("followup_volume_ml", "followup_long_axis_mm", "followup_short_axis_mm"):
+                entry[key] = None
         else:
             entry["baseline_cut_by_scan_edge"] = True  # seen whole at follow-up; its baseline size is a lower bound
             if entry["status"] in ("grown", "shrunk", "stable"):  # a change against a lower bound is none of them

@@ -454,6 +454,10 @@ def test_a_target_outside_the_followup_scan_is_not_assessed_not_gone():
     assert "outside the follow-up scan's field of view" in upper["response_reason"]
     assert by_status["not_assessed"]["not_assessed_reason"] == "outside_followup_view"  # a code; the words: printed
     assert by_status["not_assessed"]["long_axis_change_percent"] is None  # not a -100 % "change"
+    # its follow-up size is unknown, not 0 (the Slicer change table read 'Follow-up long axis 0.0', as if gone)
+    assert [by_status["not_assessed"][key] for key in ("followup_volume_ml", "followup_long_axis_mm",
+                                                       "followup_short_axis_mm")] == [None, None, None]
+    assert by_status["stable"]["followup_long_axis_mm"] > 10.0
     from LiverTumorSegLib.followup import change_summary_lines
     assert any("not wholly in both scans (partly or wholly outside the follow-up scan): not measured" in line
                for line in change_summary_lines(upper))

@@ -1812,7 +1812,8 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
          ["ORIENTATION UNKNOWN (a NIfTI without sform/qform, or a NRRD without space): left/right and front/back "
           "may be swapped"])
     fig.suptitle(f"{title + ': ' if title else ''}RECIST 1.1 response {change['response']}{sod_text}\n"
-                 f"({RECIST_NOTE})" + "".join(f"\n{d}" for d in doubts), fontsize=13)
+                 + picture_reason_text(change.get("response_reason") or "") + f"({RECIST_NOTE})"
+                 + "".join(f"\n{d}" for d in doubts), fontsize=13)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     path = Path(path)
     with atomic_output(path, overwrite) as tmp:
@@ -1823,6 +1824,29 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
 def response_line(response: str, reason: str) -> str:
     """The first line of :func:`change_summary_lines`: the RECIST 1.1 response and its reason."""
     return f"RECIST 1.1 response: {response} ({reason}); {RECIST_NOTE}"
+
+
+PICTURE_REASON_WIDTH = 110
+PICTURE_REASON_LINES = 3
+"""The change picture's title gives the response's reason in at most this many lines of this many characters."""
+
+
+def picture_reason_text(reason: str) -> str:
+    """The change picture's lines of the response's ``reason`` (each ending in a line break; '' for none), cut after
+    :data:`PICTURE_REASON_LINES` lines with a pointer to the change report. The title gave the category and the sum
+    of diameters only: 'PD; 43.4 mm -> 47.6 mm (+9.6 %)' beside rows all 'stable' (PD from the nadir), 'PD; 43.4 mm
+    -> 0.0 mm (-100.0 %)' after a complete response, where the picture is often shown alone (the follow-up
+    audit)."""
+    import textwrap
+
+    if not reason:
+        return ""
+    lines = textwrap.wrap(reason, PICTURE_REASON_WIDTH)
+    if len(lines) > PICTURE_REASON_LINES:
+        lines = lines[:PICTURE_REASON_LINES]
+        more = " ... (the whole reason: the change report)"
+        lines[-1] = lines[-1][:PICTURE_REASON_WIDTH - len(more)].rstrip() + more
+    return "".join(f"{line}\n" for line in lines)
 
 
 def sum_of_diameters_title_text(sod: Dict[str, Any]) -> str:

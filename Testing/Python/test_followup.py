@@ -1061,6 +1061,19 @@ def test_change_picture_says_when_the_follow_up_was_not_aligned_or_its_sides_are
     assert not {"R", "L", "A"} & set(said)
     (title,) = [t for t in said if t.startswith("RECIST 1.1 response")]
     assert "ORIENTATION UNKNOWN" in title and "livers overlap little after alignment (liver Dice 0.655)" in title
+    # the response's reason too: 'PD' beside rows all 'stable' (from the nadir) said nothing of why
+    assert change["response_reason"] and " ".join(change["response_reason"].split()[:6]) in title
+
+
+def test_the_change_pictures_reason_is_wrapped_and_cut_after_three_lines():
+    from LiverTumorSegLib.followup import PICTURE_REASON_WIDTH, picture_reason_text
+
+    assert picture_reason_text("") == ""
+    assert picture_reason_text("new lesion") == "new lesion\n"
+    long = " ".join(f"word{i}" for i in range(200))
+    lines = picture_reason_text(long).splitlines()
+    assert len(lines) == 3 and all(len(line) <= PICTURE_REASON_WIDTH for line in lines)
+    assert lines[0].startswith("word0 word1") and lines[-1].endswith("... (the whole reason: the change report)")
 
 
 def _spheres(spheres, shape=(40, 120, 160)):

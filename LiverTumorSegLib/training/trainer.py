@@ -69,6 +69,23 @@ and how it reports. Every other field (data, split, seeds, model, loss, optimise
 augmentation) defines the experiment: a checkpoint trained under other values is refused on resume."""
 
 
+VALIDATION_SAMPLE_FIELDS = frozenset({"val_every", "val_max_slices"})
+"""Fields of :data:`RESUME_MAY_CHANGE` that a resume may not change where the validation score decides something
+(:func:`validation_decides`): the best epoch, early stopping's count and the plateau schedule compare scores taken on
+other slices or at other steps. A resume with another --val-max-slices counted an unchanged model's score on fewer
+slices as an improvement, trained on past the early stop and packaged another epoch (the training audit)."""
+
+
+def validation_decides(config: Dict[str, Any]) -> bool:
+    """Whether the run of ``config`` (a TrainConfig dict) lets its validation score choose: the packaged epoch
+    (``use_best_checkpoint``), when to stop (``early_stopping_patience``) or the learning rate (``plateau``)."""
+    try:
+        patience = int(config.get("early_stopping_patience") or 0)
+    except (TypeError, ValueError):
+        patience = 0
+    return bool(config.get("use_best_checkpoint")) or patience > 0 or config.get("schedule") == "plateau"
+
+
 def _comparable(value: Any) -> Any:
     """A config value as compared on resume: mappings with their keys as text (a YAML ``label_map: {5: 1}`` is
     stored as ``{"5": 1}`` in the checkpoint's JSON)."""
@@ -154,7 +171,9 @@ def differing_settings(saved_config: Any, config: TrainConfig, source: Path, sav
         # as a fold of this aligned run: one table of two grids
         saved["oblique_grid"] = "stored"
     now = config.to_dict()
-    differing = [name for name in sorted(now) if name not in RESUME_MAY_CHANGE and (
+    may_change = RESUME_MAY_CHANGE - (VALIDATION_SAMPLE_FIELDS if validation_decides(saved) or validation_decides(now)
+                                      else frozenset())
+    differing = [name for name in sorted(now) if name not in may_change and (
         not _same_data(saved.get(name), now.get(name), saved_data_path) if name == "data"
         else not _same_data(saved.get(name), now.get(name)) if name == "init_from"  # its weights: check_same_start
         # a preprocessing file given as ./pre.json, then by its full path, is one file (its content is compared
@@ -231,6 +250,18 @@ def check_resume_schedule(payload: Dict[str, Any], config: TrainConfig, source: 
                      f"would record a schedule that never ran). Resume with --epochs {epochs_before or '(as before)'}; "
                      f"to train longer, start over with --overwrite and the new --epochs. The step, plateau and none "
                      f"schedules do not depend on the total: runs under them may resume with another --epochs.")
+
+
+def check_resume_epochs(epochs_done: int, step_in_epoch: int, epochs: int, source: Path) -> None:
+    """Raise InputError when a checkpoint saved ``step_in_epoch`` steps into epoch ``epochs_done + 1`` is resumed
+    with ``epochs`` (--epochs) that ends before that epoch: its weights hold those steps, and the package recorded
+    'all 2 epochs were trained (7 steps)' of 3-step epochs, and a time limit that was never set as the reason for
+    the extra step (the training audit)."""
+    if step_in_epoch <= 0 or epochs > epochs_done:
+        return
+    raise InputError(f"Checkpoint '{source}' was saved {step_in_epoch} step(s) into epoch {epochs_done + 1}; --epochs "
+                     f"{epochs} ends before that epoch, and its weights hold those steps. Resume with --epochs "
+                     f"{epochs_done + 1} or more, or start over with --overwrite and --epochs {epochs}.")
 
 
 def check_resume_world_size(payload: Dict[str, Any], world_size: int, batch_size: int, source: Path) -> None:
@@ -915,6 +946,7 @@ class Trainer:
             self._refuse_replacing_another_runs_package(cfg, finished=int(payload["epoch"]) >= int(cfg.epochs))
             self._note_other_thread_count(payload.get("cpu_threads"))
             done = int(payload["epoch"])
+            check_resume_epochs(done, int(payload.get("step_in_epoch", 0) or 0), int(cfg.epochs), self.last_path)
             payload["state"] = decode_json(payload, "state") or {}  # decoded once: restore() reads this dict
             early = EarlyStopping(cfg.early_stopping_patience)
             early.load(payload["state"].get("early") or {})

@@ -787,6 +787,39 @@ def test_resume_from_another_folder_with_a_relative_data_path_is_the_same_data(t
                             saved_data_path=saved_path)
 
 
+@pytest.mark.parametrize("deciding", [{"use_best_checkpoint": True}, {"early_stopping_patience": 2},
+                                      {"schedule": "plateau"}])
+def test_a_resume_may_not_change_the_validation_sample_where_validation_decides(tmp_path, deciding):
+    """A resume with another --val-max-slices counted an unchanged model's score on fewer slices as an improvement,
+    trained past the early stop and packaged another epoch (the training audit). Where the validation score decides
+    nothing, the validation sample may still change on resume (it only reports)."""
+    import json
+
+    from LiverTumorSegLib.training.trainer import check_resume_config
+
+    for field, other in (("val_max_slices", 1), ("val_every", 3)):
+        saved = json.dumps(TrainConfig.from_dict(dict(deciding, val_max_slices=4, val_every=1)).to_dict())
+        changed = TrainConfig.from_dict(dict(deciding, **dict({"val_max_slices": 4, "val_every": 1}, **{field: other})))
+        with pytest.raises(InputError, match=field):
+            check_resume_config(saved, changed, tmp_path / "last.pt")
+        plain = json.dumps(TrainConfig.from_dict({"val_max_slices": 4, "val_every": 1}).to_dict())
+        check_resume_config(plain, TrainConfig.from_dict({"val_max_slices": 4, "val_every": 1, field: other}),
+                            tmp_path / "last.pt")
+
+
+def test_a_resume_with_epochs_ending_before_the_epoch_in_progress_is_refused(tmp_path):
+    """A checkpoint 1 step into epoch 3, resumed with --epochs 2: 'all 2 epochs were trained (7 steps)' of 3-step
+    epochs, the package blaming a time limit never set (the training audit)."""
+    from LiverTumorSegLib.training.trainer import check_resume_epochs
+
+    with pytest.raises(InputError, match=r"saved 1 step\(s\) into epoch 3; --epochs 2 ends before that epoch.*"
+                                         r"--epochs 3 or more"):
+        check_resume_epochs(2, 1, 2, tmp_path / "last.pt")
+    check_resume_epochs(2, 1, 3, tmp_path / "last.pt")   # the epoch in progress is trained to its end
+    check_resume_epochs(2, 0, 2, tmp_path / "last.pt")   # at an epoch's end: nothing left, the package is written
+    check_resume_epochs(2, 0, 1, tmp_path / "last.pt")
+
+
 def test_resume_check_takes_yaml_int_keys_as_the_checkpoints_text_keys(tmp_path):
     """A YAML label_map {5: 1} is stored as {"5": 1} in the checkpoint's JSON: resuming with the same YAML was
     refused; a real difference still is."""

@@ -1340,16 +1340,49 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
     suffix = full_suffix(path)
     stem = path.name[: max(1, len(path.name) - len(suffix))]
     folder = path.parent if str(path.parent) else Path(".")
-    tmp_path = make_temporary_file(folder, ascii_stem(stem), suffix)
+    made = []  # type: List[Path]
     try:
-        apply_default_permissions(tmp_path)
-        yield tmp_path
+        with stop_signals_held():  # a stop signal as mkstemp returned left the empty temporary behind
+            made.append(make_temporary_file(folder, ascii_stem(stem), suffix))
+        apply_default_permissions(made[0])
+        yield made[0]
     finally:
-        if tmp_path.exists():
+        if made and made[0].exists():
             # one that cannot be removed (held open on Windows; after place_without_replacing, a second name of
             # the placed output) is left to a later write's clean-up (remove_stale_temporaries), not an error
             with contextlib.suppress(OSError):
-                tmp_path.unlink()
+                made[0].unlink()
+
+
+@contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held for a ``with`` block and delivered to the handler in place when it ends normally
+    (dropped when it raises: its exception ends the run anyway): around making a temporary file or folder whose name
+    the block records, so that a stop cannot land between its creation and its clean-up's knowing it (2 of 6
+    SIGTERMs sent as a preview's temporary appeared left it behind, empty; the interruption audit). Only in the
+    main thread, where Python runs signal handlers, and only where both handlers are Python's (a host application's
+    own, such as an embedding program's, are left alone); else nothing is held."""
+    import signal
+
+    numbers = [getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)]
+    previous = {number: signal.getsignal(number) for number in numbers}
+    if threading.current_thread() is not threading.main_thread() or any(h is None for h in previous.values()):
+        yield
+        return
+    received = []  # type: List[int]
+    try:
+        for number in numbers:
+            signal.signal(number, lambda signum, frame: received.append(signum))
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if received:
+        handler = previous[received[0]]
+        if callable(handler):
+            handler(received[0], None)
+        elif handler != signal.SIG_IGN:  # the default action: the signal again, now unheld
+            os.kill(os.getpid(), received[0])
 
 
 WRITE_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)

@@ -1214,3 +1214,46 @@ def test_the_host_tag_of_a_mac_is_its_machine_id_not_its_changing_name(monkeypat
         except OSError:
             namespace = ""
         assert processes.host_tag() == hash_tag(socket.gethostname(), namespace)  # Linux: unchanged
+
+
+class _Stop(Exception):
+    """What the test's SIGINT handler raises (the CLI's handler raises KeyboardInterrupt, which would end pytest)."""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "kill"), reason="needs os.kill")
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_stop_signal_as_a_temporary_is_made_leaves_none_behind(tmp_path, monkeypatch, what):
+    """A SIGTERM that landed as mkstemp (or evaluate's mkdtemp) returned, before the clean-up knew the temporary, left
+    it behind: an empty '.p.<mark>.tmp.png' beside a preview, an evaluate staging folder (the interruption audit)."""
+    import os
+    import signal
+    import tempfile
+
+    from LiverTumorSegLib.commands import evaluate
+    from LiverTumorSegLib.fileutil import atomic_output
+
+    def stop(signum, frame):
+        raise _Stop()
+
+    name = "mkstemp" if what == "file" else "mkdtemp"
+    real = getattr(tempfile, name)
+
+    def made_then_stopped(*args, **kwargs):
+        made = real(*args, **kwargs)
+        if not str(kwargs.get("prefix", "")).startswith(".livertumorseg-write-test"):  # not the writability probe
+            os.kill(os.getpid(), signal.SIGINT)
+        return made
+
+    monkeypatch.setattr(tempfile, name, made_then_stopped)
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        with pytest.raises(_Stop):
+            if what == "file":
+                with atomic_output(tmp_path / "p.png"):
+                    pass
+            else:
+                with evaluate._staged_outputs(tmp_path / "ev", overwrite=False):
+                    pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 from .asciinumbers import is_ascii_digits
 from .errors import InputError
+from .fileutil import write_errors_naming
 
 BusyError = Callable[[str], BaseException]
 """Builds the refusal from the mark held in the lock file ('' when it could not be read)."""
@@ -227,8 +228,15 @@ def _flocked_lock_file(lock: Path, mark: str, busy: BusyError, what: str = "run"
         if held != mark and held_by_a_live_process(held, changed):  # a run of a version that took no flock
             os.close(handle)
             raise busy(held)
-        os.ftruncate(handle, 0)
-        os.write(handle, mark.encode("ascii"))
+        try:
+            with write_errors_naming(lock):  # a full disk said 'No space left for a file', naming nothing
+                os.ftruncate(handle, 0)
+                os.write(handle, mark.encode("ascii"))
+        except OSError:
+            os.close(handle)
+            with contextlib.suppress(OSError):  # an empty lock file was left (taken over later: cosmetic)
+                lock.unlink()
+            raise
         return handle
     raise InputError(f"Could not take the lock '{lock}'; remove it if no run is writing there.")
 
@@ -245,8 +253,13 @@ def _marked_lock_file(lock: Path, mark: str, busy: BusyError) -> None:
             with contextlib.suppress(OSError):
                 lock.unlink()  # a killed run's (or an unreadable one's): taken over
             continue
-        with os.fdopen(handle, "w", encoding="ascii") as stream:
-            stream.write(mark)
+        try:
+            with write_errors_naming(lock), os.fdopen(handle, "w", encoding="ascii") as stream:
+                stream.write(mark)
+        except OSError:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+            raise
         return
     raise InputError(f"Could not take the lock '{lock}'; remove it if no run is writing there.")
 

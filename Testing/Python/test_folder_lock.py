@@ -104,3 +104,33 @@ def test_a_live_run_that_holds_the_lock_by_its_mark_alone_is_busy_and_its_mark_k
     with folder_lock(out, ".lock", Busy) as lock:  # its process ended: taken over
         assert read_mark(lock)[0] == process_mark()
     assert not os.path.lexists(out / ".lock")
+
+
+@pytest.mark.parametrize("flock", [True, False], ids=["flock", "mark_alone"])
+def test_a_full_disk_while_taking_the_lock_names_the_lock_and_leaves_no_empty_lock(tmp_path, monkeypatch, flock):
+    """A full disk as the lock's mark was written said 'No space left for a file' (naming nothing) and left an empty
+    lock file behind (the interruption audit)."""
+    import errno
+    import io
+
+    from LiverTumorSegLib.cli import file_system_error_text
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if flock:
+        monkeypatch.setattr(folder_lock_module.os, "write", full)
+    else:  # where flock is not available: the mark alone, written through a stream
+        monkeypatch.setattr(folder_lock_module, "_flocked_lock_file", lambda lock, mark, busy, *more: None)
+
+        class FullStream(io.StringIO):
+            write = full
+
+        monkeypatch.setattr(folder_lock_module.os, "fdopen",
+                            lambda handle, *a, **k: os.close(handle) or FullStream())
+    with pytest.raises(OSError) as raised:
+        with folder_lock(tmp_path, ".lock", lambda held: RuntimeError(held)):
+            pass
+    monkeypatch.undo()
+    assert str(tmp_path / ".lock") in str(file_system_error_text(raised.value))
+    assert not (tmp_path / ".lock").exists()

@@ -1238,6 +1238,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str], given_file: Optional
             and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
         image = _read_as_float(reader, folder, chosen)
     _refuse_inverted_grey_scale(chosen, reader, folder)
+    _refuse_signed_values_marked_unsigned(chosen, reader, image, folder)
     _refuse_localizer_series(chosen, _localizer_kinds(chosen, reader), folder, others=len(images) > 1)
     multiframe_thickness_mm = None  # type: Optional[float]
     multiframe_rescale = []  # type: list  # the frames' rescale, which the padding is mapped with
@@ -1825,6 +1826,44 @@ def _bits_range(stored: int, signed: bool) -> Tuple[int, int]:
 def _fit_text(stored: int, signed: bool) -> str:
     """The stored values ``stored`` bits hold, e.g. ``-2048..2047`` (signed 12) or ``0..4095``."""
     return "%d..%d" % _bits_range(stored, signed)
+
+
+WRAPPED_SIGNED_SHARE = 0.01
+"""A 16-bit series marked unsigned (PixelRepresentation 0) with at least this share of its sampled stored values at
+32768 or more, and as much at 8191 or less, holds signed values: a CT's air and fat stored as two's complement
+(-1000 as 64536). A real unsigned CT's stored values stay under 8192 (12 to 13 bits)."""
+
+
+WRAPPED_SIGNED_MIN_VALUES = 8
+"""...and those high values take at least this many distinct values (air and fat with their noise), where an
+unsigned series' padding stored as 65535 is one value."""
+
+
+def _refuse_signed_values_marked_unsigned(series: DicomSeriesInfo, reader, image, folder: Path) -> None:
+    """InputError for a series whose files say PixelRepresentation 0 (unsigned) and BitsStored 16 but whose stored
+    values are signed (:data:`WRAPPED_SIGNED_SHARE`): GDCM reads -1000 HU as 64536, and the check of the HU said
+    the values look like 'CT stored without its rescale intercept' and offered --allow-non-hu, which would segment
+    the wrapped values (the DICOM audit). The header is what is wrong; the message says how to mend it."""
+    files = range(len(series.files))
+    if any((_tag_numbers(reader, i, "0028|0103") or [0])[0] != 0 for i in files) or \
+            any((_tag_numbers(reader, i, "0028|0101") or [0])[0] != 16 for i in files):
+        return
+    sitk = _sitk()
+    values = sitk.GetArrayViewFromImage(image)[::4, ::4, ::4].astype(np.float64)
+    slope = (_tag_numbers(reader, 0, "0028|1053") or [1.0])[0] or 1.0
+    stored = (values - (_tag_numbers(reader, 0, "0028|1052") or [0.0])[0]) / slope
+    high = stored[stored >= 32768]
+    share_high = float(high.size) / max(1, stored.size)
+    share_low = float(np.count_nonzero(stored <= 8191)) / max(1, stored.size)
+    if share_high < WRAPPED_SIGNED_SHARE or share_low < WRAPPED_SIGNED_SHARE or \
+            np.unique(high).size < WRAPPED_SIGNED_MIN_VALUES:  # one value up there: a padding value, no image
+        return
+    raise InputError(f"DICOM series {series.uid} in '{folder}': its files say PixelRepresentation (0028,0103) is 0 "
+                     f"(unsigned), but {100 * share_high:.0f} % of its stored values are 32768 or more beside small "
+                     f"ones: signed values (air's -1000 stored as 64536) in a header that calls them unsigned, so "
+                     f"every value below 0 would read about 65536 too high. The header is damaged: re-export the "
+                     f"series from the scanner/PACS, or, if the values are signed, set PixelRepresentation to 1 in "
+                     f"every file (e.g. DCMTK: dcmodify -m \"(0028,0103)=1\" FILES).")
 
 
 def _refuse_values_beyond_bits_stored(series: DicomSeriesInfo, reader, folder: Path) -> None:

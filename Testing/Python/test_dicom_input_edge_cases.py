@@ -1761,3 +1761,24 @@ def test_an_archive_or_a_folder_of_archives_is_told_to_be_extracted(tmp_path, na
                                                    f" NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd) file. It holds 1 "
                                                    f"archive(s) ({name}), which this tool does not open: extract")):
         read_volume(folder)
+
+
+def test_signed_values_in_a_series_marked_unsigned_are_refused_saying_what_to_mend(tmp_path, ct):
+    """Two's complement values (air's -1000 as 64536) in files marked PixelRepresentation 0 were refused as 'CT
+    stored without its rescale intercept', with --allow-non-hu offered, which would segment the wrapped values (the
+    DICOM audit). An unsigned series stored with intercept -1024 still reads right."""
+    import pydicom
+
+    files = write_ct_series(tmp_path / "wrapped", ct)
+    for path in files:
+        ds = pydicom.dcmread(str(path))
+        ds.PixelRepresentation = 0
+        save_dicom(ds, path, implicit_vr=False)
+    with pytest.raises(InputError, match=r"PixelRepresentation \(0028,0103\) is 0 \(unsigned\), but \d+ % of its "
+                                         r"stored values are 32768 or more.*dcmodify -m \"\(0028,0103\)=1\""):
+        read_volume(tmp_path / "wrapped")
+    stored = CTVolume((np.asarray(ct.array, dtype=np.int32) + 1024).astype(np.int16), ct.geometry)
+    files = write_ct_series(tmp_path / "unsigned", stored, uid_seed=2)
+    _retag(files, RescaleIntercept="-1024", PixelRepresentation=0)
+    np.testing.assert_array_equal(np.asarray(read_volume(tmp_path / "unsigned").array, np.float64),
+                                  np.asarray(ct.array, np.float64))

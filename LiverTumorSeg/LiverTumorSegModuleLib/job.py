@@ -707,7 +707,12 @@ class SegmentationJob(ChildJob):
                    for node in (self._segmentation_node, self._table_node)]
         redirected = self._segments_added_during_run(present[0])
         edited = self._segments_edited_during_run(present[0])
-        if redirected or edited:
+        # the user's segments on another series' grid: written there, the result would be resampled onto that grid
+        # when the scene is saved (the Slicer glue audit); it goes into a new segmentation instead
+        other_grid = not (redirected or edited) and present[0] is not None and mrml.result_resampled_on_saving(
+            present[0], self.geometry, self._split_offs_still_there(present[0]))
+        chosen_name = present[0].GetName() if other_grid else ""
+        if redirected or edited or other_grid:
             present = [None, None]
         segmentation_node, table_node = apply_result(
             self._scene, labels.astype(np.uint8, copy=False), report, self.geometry, self._input, present[0],
@@ -736,6 +741,12 @@ class SegmentationJob(ChildJob):
             warnings.insert(0, f"'{self._segmentation_node.GetName()}' was given the segment(s) {redirected} while "
                                f"the CT was segmented; they are kept, and the result went into the new segmentation "
                                f"'{segmentation_node.GetName()}'.")
+        if other_grid:
+            warnings.insert(0, f"'{chosen_name}' holds segments on a grid that does not hold this CT's voxels "
+                               f"(another series'); "
+                               f"written there, the result would be resampled onto that grid when the scene is saved "
+                               f"(lesions merged or lost, volumes changed), so it went into the new segmentation "
+                               f"'{segmentation_node.GetName()}'. Its segments are kept as they were.")
         if edited:
             warnings.insert(0, f"The segment(s) {edited} of '{self._segmentation_node.GetName()}' were edited or "
                                f"renamed while the CT was segmented; they are kept as edited, and the result went into "

@@ -1340,3 +1340,54 @@ def test_a_fractional_float_seg_nrrd_is_refused_before_the_storage_node_truncate
     with pytest.raises(LabelError, match=r"not whole numbers \(e\.g\. 0\.5\)"):
         mrml.read_seg_nrrd(scene, path)
     assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+
+def test_a_grid_holds_another_exactly_only_as_a_whole_number_subdivision_on_its_lattice():
+    """grid_holds_grid_exactly: the grid itself, it shifted by whole voxels or flipped onto its own lattice, and
+    Segment Editor's 2x oversampling hold a 1 mm grid's voxels; a half-voxel shift, a coarser grid, 0.7 mm voxels
+    and a turned grid do not."""
+    ct, _, fine = _liver_cube_and_half_voxel_grid()
+    shifted, half, coarse, odd = np.eye(4), np.eye(4), np.diag([2.0, 2.0, 2.0, 1.0]), np.diag([0.7, 0.7, 5.0, 1.0])
+    shifted[:3, 3] = [5.0, -3.0, 2.0]
+    half[0, 3] = 0.5
+    flipped = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flipped[0, 3] = 19.0
+    turn = math.radians(17.0)
+    turned = np.eye(4)
+    turned[:2, :2] = [[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]]
+    for matrix, holds in ((np.eye(4), True), (fine, True), (shifted, True), (flipped, True), (half, False),
+                          (coarse, False), (odd, False), (turned, False)):
+        assert mrml.grid_holds_grid_exactly(matrix, ct) == holds, matrix
+
+
+@needs_slicer
+def test_a_result_into_a_segmentation_on_another_series_grid_would_be_resampled_on_saving(scene, tmp_path):
+    """A result written into a segmentation whose user segments lie on another series' grid kept that reference grid
+    (so as not to resample the user's segments), and saving the scene resampled the result onto it: 15 lesions
+    reloaded as 6, the liver 5 % larger (the Slicer glue audit). result_resampled_on_saving tells such a node
+    (the panel then writes into a new segmentation); an oversampling of the CT's grid, or a node of ours alone, is
+    no such node."""
+    ct_geometry, labels, fine = _liver_cube_and_half_voxel_grid()
+    other = ImageGeometry(spacing=(0.7, 0.7, 5.0), origin=(-3.0, -3.0, -2.0))
+    for name, grid, resampled in (("other series", other, True),
+                                  ("oversampled", ImageGeometry.from_ijk_to_ras(fine), False)):
+        seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        seg.CreateDefaultDisplayNodes()
+        mrml._set_reference_geometry(seg, grid, (10, 40, 40))
+        seg.GetSegmentation().AddEmptySegment("vessel", "Vessel", [1, 0, 0])
+        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            mrml.oriented_image_from_array(np.ones((2, 2, 2), np.uint8), grid), seg, "vessel",
+            slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+        assert mrml.result_resampled_on_saving(seg, ct_geometry) == resampled, name
+        assert not mrml.result_resampled_on_saving(seg, ct_geometry, replaced_ids=["vessel"])  # replaced: none left
+    ours = mrml.labels_to_segmentation_node(scene, labels, ct_geometry)
+    assert not mrml.result_resampled_on_saving(ours, ct_geometry)
+    # what the check guards against: written there and saved, the result comes back otherwise
+    seg = scene.GetFirstNodeByName("other series")
+    mrml.labels_to_segmentation_node(scene, labels, ct_geometry, segmentation_node=seg)
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(tmp_path / "other.seg.nrrd"))
+    assert storage.WriteData(seg)
+    reloaded = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reloaded")
+    assert storage.ReadData(reloaded)
+    assert not np.array_equal(mrml.segmentation_to_labels(reloaded, ct_geometry, labels.shape), labels)

@@ -1654,3 +1654,34 @@ def test_a_native_crash_on_windows_is_named_a_crash_too():
     assert ended_text(1, "X", "[C:/Slicer/bin/python-real.exe] exit abnormally - Report the problem.",
                       stderr).startswith("X crashed (access violation; exit code 1): a fault in compiled code")
     assert ended_text(-1, "X", "", stderr).startswith("X crashed (access violation; exit code -1)")
+
+
+def test_a_segmentation_on_another_series_grid_gets_the_result_in_a_new_segmentation(fake):
+    """The chosen segmentation held the user's segments on another series' grid: the result was written into it on
+    the CT's grid while the node kept the other grid as its reference, and saving the scene resampled the result
+    onto it (15 lesions reloaded as 6; the Slicer glue audit). The result goes into a new segmentation, said in the
+    outcome; the user's node keeps its segments as they were."""
+    import slicer
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    other = ImageGeometry(spacing=(0.7, 0.7, 5.0), origin=(-3.0, -3.0, -2.0))
+    user = fake.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Other series")
+    user.CreateDefaultDisplayNodes()
+    fake.mrml._set_reference_geometry(user, other, (10, 40, 40))
+    user.GetSegmentation().AddEmptySegment("vessel", "Vessel", [1, 0, 0])
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        fake.mrml.oriented_image_from_array(np.ones((2, 3, 3), np.uint8), other), user, "vessel",
+        slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+    outcome = fake.job(segmentation_node=user).start().wait(timeout_s=60)
+    assert outcome.kind == job.DONE, outcome.details
+    assert outcome.segmentation_node is not user
+    assert list(user.GetSegmentation().GetSegmentIDs()) == ["vessel"]
+    assert outcome.warnings[0].startswith("'Other series' holds segments on a grid that does not hold this CT's "
+                                          "voxels") and outcome.segmentation_node.GetName() in outcome.warnings[0]
+    expected = (_ct_array() > 0).astype(np.uint8) + (_ct_array() > 100)
+    np.testing.assert_array_equal(
+        fake.mrml.segmentation_to_labels(outcome.segmentation_node, fake.geometry, expected.shape), expected)
+    same_grid = fake.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "This CT's grid")   # no redirect there
+    fake.mrml._set_reference_geometry(same_grid, fake.geometry, expected.shape)
+    same_grid.GetSegmentation().AddEmptySegment("vessel", "Vessel", [1, 0, 0])
+    assert fake.job(segmentation_node=same_grid).start().wait(timeout_s=60).segmentation_node is same_grid

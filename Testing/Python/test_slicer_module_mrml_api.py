@@ -92,7 +92,8 @@ CHECKED_IN_SLICER_5_6: Dict[str, str] = {
                      "GetSegmentBinaryLabelmapRepresentation"), "old"),
     # vtkSegmentation
     **dict.fromkeys(("GetSegment", "GetSegmentIDs", "GetNumberOfSegments", "GetNthSegmentID", "AddSegment",
-                     "RemoveSegment", "SeparateSegmentLabelmap", "SetConversionParameter"), "fork2022"),
+                     "RemoveSegment", "SeparateSegmentLabelmap", "SetConversionParameter", "GetConversionParameter"),
+                  "fork2022"),
     # vtkSegment (also SetName, GetName, SetColor above)
     **dict.fromkeys(("SetTag", "GetTag", "GetTerminologyEntryTagName", "GetRepresentation", "GetColor",
                      "AddRepresentation", "SetLabelValue", "GetLabelValue"), "old"),
@@ -100,6 +101,9 @@ CHECKED_IN_SLICER_5_6: Dict[str, str] = {
     **dict.fromkeys(("GetBinaryLabelmapRepresentationName", "GetClosedSurfaceRepresentationName",
                      "GetReferenceImageGeometryParameterName", "SerializeImageGeometry",
                      "ResampleOrientedImageToReferenceOrientedImage", "GetImageToWorldMatrix"), "old"),
+    # vtkSegmentationConverter.h: static bool DeserializeImageGeometry(std::string, vtkOrientedImageData*,
+    # bool allocateScalars=true, ...) beside SerializeImageGeometry (Slicer's Libs/vtkSegmentationCore)
+    "DeserializeImageGeometry": "old",
     "SetImageToWorldMatrix": "api",
     # markups, colour legend, subject hierarchy, slice views
     "AddControlPoint": "fork2022: the vtkVector3d overload the library uses (also in NULL-era versions)",

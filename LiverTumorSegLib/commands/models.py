@@ -204,16 +204,29 @@ def robustness_means(rows: Any) -> List[Dict[str, Any]]:
             groups.setdefault(str(row["perturbation"]), []).append(row)
 
     def mean(values: List[Any]) -> Any:
-        numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        numbers = [float(v) for v in values if is_dice(v)]
         return sum(numbers) / len(numbers) if numbers else None  # rounded once, where printed (0.78655 was 0.786)
 
     def measured(values: List[Any]) -> int:
-        return sum(1 for v in values if isinstance(v, (int, float)) and not isinstance(v, bool))
+        return sum(1 for v in values if is_dice(v))
+
+    def not_dice(values: List[Any]) -> int:  # a value there that no Dice is (text, 7.5, NaN): left out, and said
+        return sum(1 for v in values if v is not None and not is_dice(v))
 
     return [{"perturbation": name, "cases": len(group),
              "liver_dice": mean([r.get("liver_dice") for r in group]),
              "tumor_dice": mean([r.get("tumor_dice") for r in group]),
-             "tumor_cases": measured([r.get("tumor_dice") for r in group])} for name, group in groups.items()]
+             "liver_cases": measured([r.get("liver_dice") for r in group]),
+             "tumor_cases": measured([r.get("tumor_dice") for r in group]),
+             "not_dice": not_dice([r.get(key) for r in group for key in ("liver_dice", "tumor_dice")])}
+            for name, group in groups.items()]
+
+
+def is_dice(value: Any) -> bool:
+    """Whether ``value`` (a stored table's cell) is a Dice: a number within 0..1 (not a bool, not NaN). A table
+    re-sealed with a Dice of 7.5 printed 'baseline 4.236/0.875', and a Dice stored as text was dropped from its mean
+    without a word (the robustness audit)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= float(value) <= 1.0
 
 
 def robustness_weights_status(metadata: Dict[str, Any]) -> str:
@@ -249,6 +262,21 @@ def modified_code_commit(settings: Any) -> str:
     return str(code.get("git_commit") or "unknown")
 
 
+def measured_with_text(settings: Any) -> str:
+    """``measured 2026-12-02 with library 0.6.20 (code 970f033d)``: when and with which code a stored table was
+    made (its ``robustness_settings``), '' where they record neither. The bundled families' tables of 24 Nov were
+    printed beside the default's of 2 Dec as if comparable, though the benchmark's 5 mm slab labels had changed
+    between (one thick5mm tumor Dice 0.810 then, 0.870 now, same weights; the robustness audit)."""
+    if not isinstance(settings, dict):
+        return ""
+    code = settings.get("code") if isinstance(settings.get("code"), dict) else {}
+    parts = [f"measured {settings['date']}" if settings.get("date") else "",
+             f"with library {settings['library_version']}" if settings.get("library_version") else "",
+             f"(code {str(code['git_commit'])[:8]})" if code.get("git_commit") else ""]
+    text = " ".join(part for part in parts if part)
+    return text + (": compare tables measured with the same code" if text else "")
+
+
 def robustness_lines(rows: Any, per_line: int = 4, weights: str = "", missing: Sequence[str] = (),
                      settings: Any = None) -> List[str]:
     """Text lines ``name liver/tumor`` (mean Dice over the benchmark's cases), ``per_line`` per line; then what
@@ -265,9 +293,12 @@ def robustness_lines(rows: Any, per_line: int = 4, weights: str = "", missing: S
         tumor = "-" if m["tumor_dice"] is None else f"{m['tumor_dice']:.3f}"
         fewer = f" ({m['cases']} case{'s' if m['cases'] != 1 else ''})" if m["cases"] < cases else ""
         # a case without tumor (none inserted) has no tumor Dice: that mean is over fewer cases than the liver's
-        tumor_cases = m.get("tumor_cases", m["cases"])
-        if m["tumor_dice"] is not None and tumor_cases < m["cases"]:
-            fewer += f" (tumor: {tumor_cases} case{'s' if tumor_cases != 1 else ''})"
+        for key, what in (("liver", "liver"), ("tumor", "tumor")):
+            counted = m.get(f"{key}_cases", m["cases"])
+            if m[f"{key}_dice"] is not None and counted < m["cases"]:
+                fewer += f" ({what}: {counted} case{'s' if counted != 1 else ''})"
+        if m.get("not_dice"):
+            fewer += f" ({m['not_dice']} stored value(s) no Dice in 0..1, left out)"
         return f"{m['perturbation']} {liver}/{tumor}{fewer}"  # a mean over fewer cases: not comparable
     trained = any(isinstance(r, dict) and r.get("training_case") for r in rows)
     lines = [f"robustness (benchmarks/robustness.py; mean liver/synthetic-tumor Dice over {cases} case(s)"
@@ -281,6 +312,9 @@ def robustness_lines(rows: Any, per_line: int = 4, weights: str = "", missing: S
                      "benchmarks/robustness.py on it again")
     elif weights == "not recorded":
         lines.append("  (the table does not record the weights it was measured on: stored before tables did)")
+    measured = measured_with_text(settings)
+    if measured:
+        lines.append(f"  {measured}")
     commit = modified_code_commit(settings)
     if commit:  # the table was said nowhere to come from edited code: only robustness_settings held git_modified
         lines.append(f"  measured with uncommitted code changes on commit {commit[:12]}: that commit's code may give "

@@ -543,6 +543,28 @@ def test_models_says_when_a_table_does_not_record_its_weights():
     assert models_cmd.robustness_means({"baseline": 0.9}) == [] and models_cmd.robustness_lines("rows") == []
 
 
+def test_models_says_when_and_with_what_code_a_table_was_measured_and_leaves_out_values_no_dice_is():
+    """The families' tables of 24 Nov were printed beside the default's of 2 Dec as if comparable (the benchmark's
+    5 mm slab labels had changed between); a table re-sealed with a Dice of 7.5 printed 'baseline 4.236/0.875', and
+    a Dice stored as text was left out of the mean without a word (the robustness audit)."""
+    from LiverTumorSegLib.commands import models as models_cmd
+
+    settings = {"date": "2026-11-24", "library_version": "0.1.0", "code": {"git_commit": "8b5a541c894bd7eb"}}
+    rows = [{"case": "a", "perturbation": "baseline", "liver_dice": 0.98, "tumor_dice": 0.75},
+            {"case": "b", "perturbation": "baseline", "liver_dice": 0.96, "tumor_dice": 0.85}]
+    lines = models_cmd.robustness_lines(rows, settings=settings)
+    assert lines[-1] == ("  measured 2026-11-24 with library 0.1.0 (code 8b5a541c): compare tables measured with the "
+                         "same code")
+    assert lines[1] == "  baseline 0.970/0.800"
+    assert models_cmd.measured_with_text({}) == "" and models_cmd.measured_with_text(None) == ""
+    rows[0]["liver_dice"], rows[1]["tumor_dice"] = 7.5, "0.85"
+    (mean,) = models_cmd.robustness_means(rows)
+    assert mean["liver_dice"] == pytest.approx(0.96) and mean["tumor_dice"] == pytest.approx(0.75)
+    assert models_cmd.robustness_lines(rows)[1] == ("  baseline 0.960/0.750 (liver: 1 case) (tumor: 1 case) (2 stored "
+                                                    "value(s) no Dice in 0..1, left out)")
+    assert not models_cmd.is_dice(float("nan")) and not models_cmd.is_dice(True) and models_cmd.is_dice(0)
+
+
 def test_field_of_view_rows_crop_the_whole_scan_not_the_kept_slices(tmp_path):
     """With --max-slices the kept slices lay within the liver +- 20 mm on every case, so the field-of-view rows
     were skipped everywhere (the stored table had none). They now crop the whole scan, with the same tumors."""

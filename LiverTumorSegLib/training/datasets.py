@@ -1035,15 +1035,18 @@ def _liver_inside_tumor_fraction(labels: np.ndarray) -> Optional[float]:
 
 
 def _merge_ircadb_masks(masks_dir: Path, image: CTVolume) -> np.ndarray:
-    """Merge MASKS_DICOM/liver (-> 1) and every MASKS_DICOM/livertumor* (-> 2) into one (z, y, x) map.
+    """Merge MASKS_DICOM/liver (-> 1) and every MASKS_DICOM/livertumor* (-> 2, in any letter case) into one
+    (z, y, x) map.
 
-    IRCADb masks are DICOM series holding 0 and 255 (any non-zero value counts as inside).
+    IRCADb masks are DICOM series holding 0 and 255 (any non-zero value counts as inside). A copy whose tumor folders
+    were named 'LiverTumor01' had them left out without a word (the glob's case on Linux): their tumors trained as
+    liver (the training data audit).
     """
     from ..io import read_label_map
 
     liver = read_label_map(masks_dir / "liver", reference=image, allowed_values=ANY_LABEL_VALUE)
     labels = (liver.array > 0).astype(np.uint8)
-    for tumor_dir in sorted(masks_dir.glob("livertumor*")):
+    for tumor_dir in sorted(p for p in masks_dir.iterdir() if p.name.lower().startswith("livertumor")):
         if tumor_dir.is_dir():
             tumor = read_label_map(tumor_dir, reference=image, allowed_values=ANY_LABEL_VALUE)
             labels[tumor.array > 0] = 2

@@ -176,9 +176,11 @@ def _file_signature(path: Path) -> List[int]:
 
 def _files_of(path: Path) -> List[Path]:
     """The file itself, followed by the data file where it is a NRRD or MetaImage header keeping its voxels in
-    another file (a .mhd's .raw, a .nhdr's data file); or every file below a folder (a DICOM series), sorted. Of a
-    .mhd only the header was looked at: its .raw replaced by another scan's kept serving the old cached slices, and
-    a resume did not see the image change."""
+    another file (a .mhd's .raw, a .nhdr's data file), or by the other files of its folder where it is one file of a
+    DICOM series (whose whole series is read); or every file below a folder (a DICOM series), sorted. Of a .mhd only
+    the header was looked at: its .raw replaced by another scan's kept serving the old cached slices, and a resume
+    did not see the image change; of a CSV cell naming one DICOM file only that slice was, and the other slices
+    (their labels blanked, 300 HU added) changed unseen (the training data audit)."""
     if path.is_dir():
         return sorted(f for f in path.rglob("*") if f.is_file())
     from ..fileutil import full_suffix
@@ -190,6 +192,14 @@ def _files_of(path: Path) -> List[Path]:
         data = detached_data_file(path)
         if data is not None and data.is_file():
             return [path, data]
+    from ..io.formats import may_be_dicom_file
+
+    if path.is_file() and may_be_dicom_file(path):  # one file of a DICOM series names its whole series, which is read
+        try:
+            others = sorted(f for f in path.parent.iterdir() if f.is_file() and f != path)
+        except OSError:
+            others = []
+        return [path] + others
     return [path]
 
 

@@ -240,7 +240,10 @@ def _write_dicom_series(folder: Path, array_zyx: np.ndarray, spacing_xyz, series
         writer.Execute(img)
 
 
-def test_ircadb_dicom_masks_merge_to_liver_and_tumor(tmp_path):
+@pytest.mark.parametrize("tumor_folder", ["livertumor", "LiverTumor"])
+def test_ircadb_dicom_masks_merge_to_liver_and_tumor(tmp_path, tumor_folder):
+    """Also tumor folders named in another letter case ('LiverTumor01'): left out, their tumors trained as liver
+    (the training data audit)."""
     ph = _phantom(0)
     labels = ph.labels
     patient = tmp_path / "3Dircadb1.1"
@@ -250,9 +253,9 @@ def test_ircadb_dicom_masks_merge_to_liver_and_tumor(tmp_path):
     tumor = labels == 2
     half = np.zeros_like(tumor)
     half[:, :, :12] = True
-    _write_dicom_series(patient / "MASKS_DICOM" / "livertumor01", (tumor & half) * 255, sp,
+    _write_dicom_series(patient / "MASKS_DICOM" / f"{tumor_folder}01", (tumor & half) * 255, sp,
                         "1.2.826.0.1.3680043.2.1125.12")
-    _write_dicom_series(patient / "MASKS_DICOM" / "livertumor02", (tumor & ~half) * 255, sp,
+    _write_dicom_series(patient / "MASKS_DICOM" / f"{tumor_folder}02", (tumor & ~half) * 255, sp,
                         "1.2.826.0.1.3680043.2.1125.13")
     _write_dicom_series(patient / "MASKS_DICOM" / "portalvein", (labels >= 1) * 255, sp,
                         "1.2.826.0.1.3680043.2.1125.14")

@@ -1872,6 +1872,36 @@ def test_a_metaimage_whose_raw_data_file_changed_is_cached_again_and_seen_by_a_r
     assert data_fingerprint([case])["c1"]["image_sha256"] != fingerprint["c1"]["image_sha256"]
 
 
+def test_a_csv_cell_naming_one_dicom_file_is_signed_and_hashed_as_its_whole_series(tmp_path):
+    """A CSV image cell naming one file of a DICOM series reads the whole series, but only that file was signed and
+    hashed: another slice changed (300 HU added) kept serving the old cached slices, and --resume did not see it
+    (the training data audit)."""
+    import pydicom
+    from dicom_helpers import save_dicom, write_ct_series
+
+    from LiverTumorSegLib.io import read_volume, write_label_map
+    from LiverTumorSegLib.phantom import make_phantom
+    from LiverTumorSegLib.training.datasets import Case
+    from LiverTumorSegLib.training.slice_cache import build_slice_cache, data_fingerprint
+    from LiverTumorSegLib.volume import CTVolume
+
+    _, preprocessor = _cache_fixture(tmp_path)
+    phantom = make_phantom((4, 32, 32), (2.0, 2.0, 4.0), noise_hu=20.0, seed=0)
+    files = write_ct_series(tmp_path / "series", CTVolume(phantom.ct.array.astype(np.int16), phantom.ct.geometry))
+    ct = read_volume(files[0])
+    label = write_label_map(tmp_path / "lab.nii.gz", phantom.labels, ct.geometry)
+    case = Case("c1", "p1", str(files[0]), str(label), "csv")
+    (entry,) = build_slice_cache([case], preprocessor, tmp_path / "cache")
+    before, fingerprint = np.array(entry.hu), data_fingerprint([case])
+    ds = pydicom.dcmread(str(files[2]))                  # another slice than the one the cell names
+    ds.PixelData = (ds.pixel_array.astype(np.int16) + 300).tobytes()
+    save_dicom(ds, files[2])
+    (entry,) = build_slice_cache([case], preprocessor, tmp_path / "cache")
+    after = np.array(entry.hu)
+    assert [bool(np.allclose(after[k], before[k])) for k in range(4)] == [True, True, False, True]  # cached again
+    assert data_fingerprint([case])["c1"]["image_sha256"] != fingerprint["c1"]["image_sha256"]
+
+
 def test_a_log_of_an_older_version_gets_the_new_columns_before_rows_are_appended(tmp_path):
     """A run resumed under a version with more log.csv columns (epoch_steps) appended rows with one column more
     than the file's header. The file is rewritten under the new header first; the old rows keep their values."""

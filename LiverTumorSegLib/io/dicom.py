@@ -1580,12 +1580,16 @@ def _refuse_missing_rescale(series: DicomSeriesInfo, reader, folder: Path) -> No
     empty) where other files of it give one: GDCM takes slope 1 and intercept 0 for them without a word, so an
     unsigned series stored with intercept -1024 read such a slice 1024 HU too bright, exit 0 (the DICOM audit). The
     tags are required in a CT image (Type 1, PS3.3 C.8.2.1); where no file has them the series is read as stored
-    and the HU checks judge its values."""
-    for tag, name, taken in _RESCALE_TAGS:
+    and the HU checks judge its values, and where the others give what the reader takes (slope 1, intercept 0)
+    nothing is lost and the series is read."""
+    for (tag, name, taken), default in zip(_RESCALE_TAGS, (1.0, 0.0)):
         missing = [index for index in range(len(series.files)) if not _tag_text(reader, index, tag)]
         if not missing or len(missing) == len(series.files):
             continue
-        given = next(index for index in range(len(series.files)) if index not in set(missing))
+        given = [index for index in range(len(series.files)) if index not in set(missing)]
+        if all((_tag_numbers(reader, index, tag) or [None])[0] == default for index in given):
+            continue  # what the reader takes for the missing ones is what the others give: nothing is lost
+        given = given[0]
         raise InputError(f"DICOM series {series.uid} in '{folder}': {name} is missing or empty in "
                          f"{_which_files(series, missing)}, while the others give it (e.g. "
                          f"'{_tag_text(reader, given, tag)}' in '{Path(series.files[given]).name}'); the DICOM reader "
@@ -1829,41 +1833,37 @@ def _fit_text(stored: int, signed: bool) -> str:
 
 
 WRAPPED_SIGNED_SHARE = 0.01
-"""A 16-bit series marked unsigned (PixelRepresentation 0) with at least this share of its sampled stored values at
-32768 or more, and as much at 8191 or less, holds signed values: a CT's air and fat stored as two's complement
-(-1000 as 64536). A real unsigned CT's stored values stay under 8192 (12 to 13 bits)."""
-
-
+"""A 16-bit series marked unsigned (PixelRepresentation 0) with at least this share of its sampled voxels reading
+32768 HU or more (after its rescale) holds signed values: a CT's air and fat stored as two's complement (-1000 as
+64536), which no CT's Hounsfield scale reaches (the extended scale ends near 30,000). An unsigned series stored with
+intercept -32768 reads its tissue as usual and is not judged so."""
 WRAPPED_SIGNED_MIN_VALUES = 8
-"""...and those high values take at least this many distinct values (air and fat with their noise), where an
-unsigned series' padding stored as 65535 is one value."""
+"""...and those values take at least this many distinct values (air and fat with their noise), where a padding value
+is one."""
+WRAPPED_SIGNED_HU = 32768.0
 
 
 def _refuse_signed_values_marked_unsigned(series: DicomSeriesInfo, reader, image, folder: Path) -> None:
-    """InputError for a series whose files say PixelRepresentation 0 (unsigned) and BitsStored 16 but whose stored
-    values are signed (:data:`WRAPPED_SIGNED_SHARE`): GDCM reads -1000 HU as 64536, and the check of the HU said
-    the values look like 'CT stored without its rescale intercept' and offered --allow-non-hu, which would segment
-    the wrapped values (the DICOM audit). The header is what is wrong; the message says how to mend it."""
+    """InputError for a series whose files say PixelRepresentation 0 (unsigned) and BitsStored 16 but whose values
+    read as Hounsfield units no CT has (:data:`WRAPPED_SIGNED_SHARE`): signed values in a header that calls them
+    unsigned. GDCM reads -1000 HU as 64536, and the check of the HU said the values look like 'CT stored without its
+    rescale intercept' and offered --allow-non-hu, which would segment the wrapped values (the DICOM audit). The
+    header is what is wrong; the message says how to mend it."""
     files = range(len(series.files))
     if any((_tag_numbers(reader, i, "0028|0103") or [0])[0] != 0 for i in files) or \
             any((_tag_numbers(reader, i, "0028|0101") or [0])[0] != 16 for i in files):
         return
     sitk = _sitk()
-    values = sitk.GetArrayViewFromImage(image)[::4, ::4, ::4].astype(np.float64)
-    slope = (_tag_numbers(reader, 0, "0028|1053") or [1.0])[0] or 1.0
-    stored = (values - (_tag_numbers(reader, 0, "0028|1052") or [0.0])[0]) / slope
-    high = stored[stored >= 32768]
-    share_high = float(high.size) / max(1, stored.size)
-    share_low = float(np.count_nonzero(stored <= 8191)) / max(1, stored.size)
-    if share_high < WRAPPED_SIGNED_SHARE or share_low < WRAPPED_SIGNED_SHARE or \
-            np.unique(high).size < WRAPPED_SIGNED_MIN_VALUES:  # one value up there: a padding value, no image
+    hu = sitk.GetArrayViewFromImage(image)[::4, ::4, ::4]
+    high = hu[hu >= WRAPPED_SIGNED_HU]
+    if high.size < WRAPPED_SIGNED_SHARE * max(1, hu.size) or np.unique(high).size < WRAPPED_SIGNED_MIN_VALUES:
         return
     raise InputError(f"DICOM series {series.uid} in '{folder}': its files say PixelRepresentation (0028,0103) is 0 "
-                     f"(unsigned), but {100 * share_high:.0f} % of its stored values are 32768 or more beside small "
-                     f"ones: signed values (air's -1000 stored as 64536) in a header that calls them unsigned, so "
-                     f"every value below 0 would read about 65536 too high. The header is damaged: re-export the "
-                     f"series from the scanner/PACS, or, if the values are signed, set PixelRepresentation to 1 in "
-                     f"every file (e.g. DCMTK: dcmodify -m \"(0028,0103)=1\" FILES).")
+                     f"(unsigned), but {100 * high.size / hu.size:.0f} % of its voxels read {WRAPPED_SIGNED_HU:g} HU "
+                     f"or more, which no CT holds: signed values (air's -1000 stored as 64536) in a header that calls "
+                     f"them unsigned, so every value below 0 would read about 65536 too high. The header is damaged: "
+                     f"re-export the series from the scanner/PACS, or, if the values are signed, set "
+                     f"PixelRepresentation to 1 in every file (e.g. DCMTK: dcmodify -m \"(0028,0103)=1\" FILES).")
 
 
 def _refuse_values_beyond_bits_stored(series: DicomSeriesInfo, reader, folder: Path) -> None:

@@ -76,6 +76,14 @@ other slices or at other steps. A resume with another --val-max-slices counted a
 slices as an improvement, trained on past the early stop and packaged another epoch (the training audit)."""
 
 
+def _folds(config: Dict[str, Any]) -> int:
+    """A TrainConfig dict's ``folds`` (0 for a hold-out split or an unreadable value)."""
+    try:
+        return int(config.get("folds") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def validation_decides(config: Dict[str, Any]) -> bool:
     """Whether the run of ``config`` (a TrainConfig dict) lets its validation score choose: the packaged epoch
     (``use_best_checkpoint``), when to stop (``early_stopping_patience``) or the learning rate (``plateau``)."""
@@ -173,6 +181,9 @@ def differing_settings(saved_config: Any, config: TrainConfig, source: Path, sav
     now = config.to_dict()
     may_change = RESUME_MAY_CHANGE - (VALIDATION_SAMPLE_FIELDS if validation_decides(saved) or validation_decides(now)
                                       else frozenset())
+    if _folds(saved) > 0 and _folds(now) > 0:  # a fold's patients decide validation: val_fraction is never read
+        # (crossval now leaves it out, where 0.6.20 kept a given one: such a crossval --resume was refused)
+        may_change = may_change | {"val_fraction"}
     differing = [name for name in sorted(now) if name not in may_change and (
         not _same_data(saved.get(name), now.get(name), saved_data_path) if name == "data"
         else not _same_data(saved.get(name), now.get(name)) if name == "init_from"  # its weights: check_same_start

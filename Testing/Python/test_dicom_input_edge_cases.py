@@ -1709,13 +1709,15 @@ def test_a_dicom_file_with_a_series_that_picks_another_series_is_refused(tmp_pat
 @pytest.mark.parametrize("keyword, empty", [("RescaleIntercept", False), ("RescaleIntercept", True),
                                             ("RescaleSlope", False)])
 def test_a_slice_without_the_rescale_the_others_give_is_refused_naming_it(tmp_path, ct, keyword, empty):
-    """An unsigned series stored with intercept -1024 whose one slice lacked RescaleIntercept (or held it empty)
-    read that slice 1024 HU too bright, without a word (GDCM takes intercept 0); the file is named instead."""
+    """An unsigned series stored with intercept -1024 (and slope 0.5) whose one slice lacked RescaleIntercept (or
+    held it empty), or RescaleSlope, read that slice 1024 HU too bright (or twice as bright), without a word (GDCM
+    takes intercept 0 and slope 1); the file is named instead. Where the others give what GDCM takes (slope 1), a
+    missing one changes nothing and the series is read (the review)."""
     import pydicom
 
-    stored = CTVolume((np.asarray(ct.array, dtype=np.int32) + 1024).astype(np.int16), ct.geometry)
+    stored = CTVolume(((np.asarray(ct.array, dtype=np.int32) + 1024) * 2).astype(np.int16), ct.geometry)
     files = write_ct_series(tmp_path / "ct", stored)  # slice order
-    _retag(files, RescaleIntercept="-1024", PixelRepresentation=0)
+    _retag(files, RescaleIntercept="-1024", RescaleSlope="0.5", PixelRepresentation=0)
     intact = read_volume(tmp_path / "ct")
     np.testing.assert_array_equal(np.asarray(intact.array, dtype=np.float64), np.asarray(ct.array, np.float64))
     ds = pydicom.dcmread(str(files[4]))
@@ -1728,6 +1730,11 @@ def test_a_slice_without_the_rescale_the_others_give_is_refused_naming_it(tmp_pa
     with pytest.raises(InputError, match=re.escape(f"{keyword} {tag} is missing or empty in 1 of its 8 files "
                                                    f"('{files[4].name}'), while the others give it")):
         read_volume(tmp_path / "ct")
+    plain = write_ct_series(tmp_path / "plain", ct, uid_seed=5)  # slope 1, intercept 0: what GDCM takes
+    ds = pydicom.dcmread(str(plain[4]))
+    delattr(ds, keyword)
+    save_dicom(ds, plain[4], implicit_vr=False)
+    np.testing.assert_array_equal(read_volume(tmp_path / "plain").array, ct.array)
 
 
 def test_an_enhanced_ct_whose_one_frame_has_no_rescale_is_refused_naming_the_frame(tmp_path, ct):
@@ -1775,10 +1782,20 @@ def test_signed_values_in_a_series_marked_unsigned_are_refused_saying_what_to_me
         ds.PixelRepresentation = 0
         save_dicom(ds, path, implicit_vr=False)
     with pytest.raises(InputError, match=r"PixelRepresentation \(0028,0103\) is 0 \(unsigned\), but \d+ % of its "
-                                         r"stored values are 32768 or more.*dcmodify -m \"\(0028,0103\)=1\""):
+                                         r"voxels read 32768 HU or more.*dcmodify -m \"\(0028,0103\)=1\""):
         read_volume(tmp_path / "wrapped")
     stored = CTVolume((np.asarray(ct.array, dtype=np.int32) + 1024).astype(np.int16), ct.geometry)
     files = write_ct_series(tmp_path / "unsigned", stored, uid_seed=2)
     _retag(files, RescaleIntercept="-1024", PixelRepresentation=0)
     np.testing.assert_array_equal(np.asarray(read_volume(tmp_path / "unsigned").array, np.float64),
+                                  np.asarray(ct.array, np.float64))
+    # unsigned with intercept -32768: every tissue at 0 HU or more is stored at 32768 or more, and reads right (the
+    # first rule, on the stored values, refused it; the review)
+    files = write_ct_series(tmp_path / "offset", ct, uid_seed=3)
+    for k, path in enumerate(files):
+        ds = pydicom.dcmread(str(path))
+        ds.PixelRepresentation, ds.RescaleIntercept = 0, "-32768"
+        ds.PixelData = (np.asarray(ct.array[k], dtype=np.int32) + 32768).astype("<u2").tobytes()
+        save_dicom(ds, path, implicit_vr=False)
+    np.testing.assert_array_equal(np.asarray(read_volume(tmp_path / "offset").array, np.float64),
                                   np.asarray(ct.array, np.float64))

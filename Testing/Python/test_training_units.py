@@ -807,6 +807,23 @@ def test_a_resume_may_not_change_the_validation_sample_where_validation_decides(
                             tmp_path / "last.pt")
 
 
+def test_a_folds_resume_does_not_compare_val_fraction(tmp_path):
+    """A crossval fold saved by 0.6.20 kept a given --val-fraction (ignored there); crossval now leaves it out, and
+    the resume was refused as 'val_fraction 0.1 (now 0.2)', with no option to mend it (the review). A fold's own
+    patients decide its validation; a hold-out run's val_fraction is still compared."""
+    import json
+
+    from LiverTumorSegLib.commands.train import crossval_values
+    from LiverTumorSegLib.training.trainer import check_resume_config
+
+    saved = json.dumps(TrainConfig.from_dict({"folds": 4, "fold": 0, "val_fraction": 0.1}).to_dict())
+    check_resume_config(saved, TrainConfig.from_dict(crossval_values({"folds": 4, "val_fraction": 0.1})),
+                        tmp_path / "last.pt")
+    with pytest.raises(InputError, match="val_fraction"):
+        check_resume_config(json.dumps(TrainConfig.from_dict({"val_fraction": 0.1}).to_dict()),
+                            TrainConfig.from_dict({"val_fraction": 0.3}), tmp_path / "last.pt")
+
+
 def test_a_resume_with_epochs_ending_before_the_epoch_in_progress_is_refused(tmp_path):
     """A checkpoint 1 step into epoch 3, resumed with --epochs 2: 'all 2 epochs were trained (7 steps)' of 3-step
     epochs, the package blaming a time limit never set (the training audit)."""

@@ -1354,35 +1354,39 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
                 made[0].unlink()
 
 
+STOP_SIGNAL_NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK")
+"""The signals the command line takes as a stop (``cli``), where this system has them."""
+
+
 @contextlib.contextmanager
 def stop_signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM held for a ``with`` block and delivered to the handler in place when it ends normally
-    (dropped when it raises: its exception ends the run anyway): around making a temporary file or folder whose name
-    the block records, so that a stop cannot land between its creation and its clean-up's knowing it (2 of 6
-    SIGTERMs sent as a preview's temporary appeared left it behind, empty; the interruption audit). Only in the
-    main thread, where Python runs signal handlers, and only where both handlers are Python's (a host application's
-    own, such as an embedding program's, are left alone); else nothing is held."""
+    """The stop signals (:data:`STOP_SIGNAL_NAMES`) whose handler is a Python function held for a ``with`` block and
+    the first one received handed to that handler when the block ends normally (dropped when it raises: its
+    exception ends the run anyway): around making a temporary file or folder whose name the block records, so that a
+    stop cannot land between its creation and its clean-up's knowing it (2 of 6 SIGTERMs sent as a preview's
+    temporary appeared left it behind, empty; the interruption audit). Only in the main thread, where Python runs
+    signal handlers; a signal whose handler is the default, ignored, or a host application's own (set outside
+    Python) is left alone: Python's record of those may not be what the system has, and putting it back could
+    replace the host's."""
     import signal
 
-    numbers = [getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)]
-    previous = {number: signal.getsignal(number) for number in numbers}
-    if threading.current_thread() is not threading.main_thread() or any(h is None for h in previous.values()):
-        yield
-        return
+    held = {}  # type: Dict[int, Any]
+    if threading.current_thread() is threading.main_thread():
+        for name in STOP_SIGNAL_NAMES:
+            number = getattr(signal, name, None)
+            handler = signal.getsignal(number) if number is not None else None
+            if callable(handler):
+                held[number] = handler
     received = []  # type: List[int]
     try:
-        for number in numbers:
+        for number in held:
             signal.signal(number, lambda signum, frame: received.append(signum))
         yield
     finally:
-        for number, handler in previous.items():
+        for number, handler in held.items():
             signal.signal(number, handler)
     if received:
-        handler = previous[received[0]]
-        if callable(handler):
-            handler(received[0], None)
-        elif handler != signal.SIG_IGN:  # the default action: the signal again, now unheld
-            os.kill(os.getpid(), received[0])
+        held[received[0]](received[0], None)
 
 
 WRITE_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)

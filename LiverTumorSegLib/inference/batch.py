@@ -330,8 +330,8 @@ def segmenter_result_options(segmenter: Any) -> Any:
 
 def is_batch_input(input_path: Any, output_path: Any = None) -> bool:
     """True for a ``.csv`` case list, a folder holding CT files (a DICOM folder holds none of these), or, with an
-    ``output_path`` without a file extension (an output folder), a folder of DICOM series folders
-    (:func:`dicom_case_folders`).
+    ``output_path`` that names a folder (no file extension, or an existing folder: ``out.v2/``), a folder of DICOM
+    series folders (:func:`dicom_case_folders`).
 
     A folder holding both CT files and DICOM files is ambiguous (a DICOM series with a stray mask beside it, or
     a batch folder with DICOM files in it) and raises InputError saying how to make it one or the other."""
@@ -350,7 +350,8 @@ def is_batch_input(input_path: Any, output_path: Any = None) -> bool:
                          f"in a subfolder and list it in a case CSV (column 'image').")
     if ct_files:
         return True
-    return output_path is not None and not full_suffix(output_path) and bool(dicom_case_folders(path))
+    names_a_folder = output_path is not None and (not full_suffix(output_path) or Path(output_path).is_dir())
+    return names_a_folder and bool(dicom_case_folders(path))
 
 
 def dicom_case_folders(folder: Path) -> List[Path]:
@@ -809,7 +810,7 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
     if input_path.is_file():
         pairs = _cases_from_csv(input_path)
     elif not _ct_files(input_path) and dicom_case_folders(input_path):  # a folder per patient's DICOM
-        pairs = _dicom_folder_cases(input_path)
+        pairs = _dicom_folder_cases(input_path, (output_folder, probability_folder))
     else:
         pairs = _one_name_per_ct([(case_id_of(p), p) for p in _cts_of_folder(input_path,
                                                                               (output_folder, probability_folder))])
@@ -851,9 +852,12 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
     return cases
 
 
-def _dicom_folder_cases(folder: Path) -> List[tuple]:
+def _dicom_folder_cases(folder: Path, own: Sequence[Optional[Path]] = ()) -> List[tuple]:
     """``(case_id, folder)`` per :func:`dicom_case_folders` of ``folder``, the case named by its folder; a folder
-    name that is no plain file name on every system is refused as a CSV's case_id is (:func:`_check_case_id`)."""
+    name that is no plain file name on every system is refused as a CSV's case_id is (:func:`_check_case_id`).
+    Subfolders of CT files are named in a warning as not segmented, but for ``own`` (the run's output and
+    probability folders) and an earlier batch's results (:func:`_earlier_batch_results`): a rerun into
+    ``PATIENTS/results`` warned of its own label maps (the review)."""
     pairs = []
     for sub in dicom_case_folders(folder):
         try:
@@ -868,9 +872,12 @@ def _dicom_folder_cases(folder: Path) -> List[tuple]:
     taken = {sub for _, sub in pairs}
     try:
         others = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir() and p not in taken
-                        and p.name not in LABEL_FOLDER_NAMES and _readable_ct_files(p))
+                        and p.name not in LABEL_FOLDER_NAMES)
     except OSError:
         others = []
+    others = [p for p in others if not any(same_file_among([p, o]) for o in own if o is not None)]
+    results = _earlier_batch_results(others)
+    others = [p for p in others if p not in results and _readable_ct_files(p)]
     if others:
         names = ", ".join(p.name for p in others[:5]) + (" ..." if len(others) > 5 else "")
         log.warning("warning: %d subfolder(s) of '%s' hold CT files that are not segmented (%s): a batch of a folder "

@@ -1221,8 +1221,8 @@ class _Stop(Exception):
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "kill"), reason="needs os.kill")
-@pytest.mark.parametrize("what", ["file", "folder"])
-def test_a_stop_signal_as_a_temporary_is_made_leaves_none_behind(tmp_path, monkeypatch, what):
+@pytest.mark.parametrize("what, stop_signal", [("file", "SIGINT"), ("folder", "SIGINT"), ("file", "SIGHUP")])
+def test_a_stop_signal_as_a_temporary_is_made_leaves_none_behind(tmp_path, monkeypatch, what, stop_signal):
     """A SIGTERM that landed as mkstemp (or evaluate's mkdtemp) returned, before the clean-up knew the temporary, left
     it behind: an empty '.p.<mark>.tmp.png' beside a preview, an evaluate staging folder (the interruption audit)."""
     import os
@@ -1231,6 +1231,10 @@ def test_a_stop_signal_as_a_temporary_is_made_leaves_none_behind(tmp_path, monke
 
     from LiverTumorSegLib.commands import evaluate
     from LiverTumorSegLib.fileutil import atomic_output
+
+    if not hasattr(signal, stop_signal):
+        pytest.skip(f"no {stop_signal} here")
+    number = getattr(signal, stop_signal)  # the command line stops on SIGHUP too (the review)
 
     def stop(signum, frame):
         raise _Stop()
@@ -1241,11 +1245,11 @@ def test_a_stop_signal_as_a_temporary_is_made_leaves_none_behind(tmp_path, monke
     def made_then_stopped(*args, **kwargs):
         made = real(*args, **kwargs)
         if not str(kwargs.get("prefix", "")).startswith(".livertumorseg-write-test"):  # not the writability probe
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), number)
         return made
 
     monkeypatch.setattr(tempfile, name, made_then_stopped)
-    previous = signal.signal(signal.SIGINT, stop)
+    previous = signal.signal(number, stop)
     try:
         with pytest.raises(_Stop):
             if what == "file":
@@ -1255,5 +1259,5 @@ def test_a_stop_signal_as_a_temporary_is_made_leaves_none_behind(tmp_path, monke
                 with evaluate._staged_outputs(tmp_path / "ev", overwrite=False):
                     pass
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(number, previous)
     assert sorted(p.name for p in tmp_path.iterdir()) == []

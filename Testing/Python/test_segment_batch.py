@@ -1793,6 +1793,17 @@ def test_a_folder_of_dicom_folders_is_a_batch_of_one_case_per_folder(tmp_path, c
     assert cli.main(args) == 0 and "0 done, 2 skipped" in capsys.readouterr().out
     assert not is_batch_input(tmp_path / "patients", tmp_path / "one.nii.gz")
     assert not is_batch_input(tmp_path / "patients" / "p2", tmp_path / "out2")  # a series folder is one CT
+    (tmp_path / "out.v2").mkdir()                                      # an existing folder with a dot in its name
+    assert is_batch_input(tmp_path / "patients", tmp_path / "out.v2")
+    # results written into the patients' folder: a rerun names neither them nor the probability maps (the review)
+    inside = ["segment", str(tmp_path / "patients"), "-o", str(tmp_path / "patients" / "results"), "--probabilities",
+              str(tmp_path / "patients" / "prob")] + args[4:]
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert cli.main(inside) == 0
+        assert "results" not in caplog.text and "prob" not in caplog.text and "(niftis)" in caplog.text
+    capsys.readouterr()
 
 
 def test_a_case_list_row_without_an_image_and_an_unknown_output_type_are_refused(tmp_path):

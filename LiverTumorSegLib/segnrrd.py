@@ -134,6 +134,31 @@ def names_tumor(name: str) -> bool:
             and not _liver_part_without_taken_out_tumor(name))
 
 
+OTHER_ORGAN_WORDS = ("kidney", "renal", "nephr", "adrenal", "pulmon", "pancrea", "spleen", "splen", "osseous",
+                     "vertebra", "lymph", "nodal", "breast", "brain", "colon", "rectal", "rectum", "gastric",
+                     "stomach", "bladder", "gallbladder", "prostat", "ovar", "uter", "thyro", "muscle", "peritone",
+                     "bowel", "intestin")
+"""Starts of words naming an organ or tissue other than the liver as a lesion's site ('Kidney tumor', 'Renal lesion',
+'Pancreatic tumor'), each at the start of a word ('uter' in 'Uterine', not in 'computer')."""
+OTHER_ORGAN_WHOLE_WORDS = ("lung", "lungs", "bone", "bones", "rib", "ribs", "node", "nodes", "skin")
+"""...and short ones that count as whole words only ('Rib lesion', not 'Tumor ribbon')."""
+_OTHER_ORGAN = re.compile(r"(?<![^\W\d_])(?:" + "|".join(OTHER_ORGAN_WORDS) + ")|(?<![^\W\d_])(?:"
+                          + "|".join(OTHER_ORGAN_WHOLE_WORDS) + r")(?![^\W\d_])")
+_LIVER_SITE = re.compile(r"(?<![^\W\d_])(?:liver|hepat|intrahepat|hcc|leber|foie|h[ií]gado|fegato|couinaud)")
+_METASTASIS = re.compile(r"(?<![^\W\d_])(?:metasta|mets?(?![^\W\d_])|secondar)")
+
+
+def names_tumor_of_another_organ(name: str) -> bool:
+    """Whether a tumor's segment name or DICOM SEG label (any case) names another organ as its site and not the
+    liver: 'Kidney tumor', 'Renal lesion', 'Pancreatic tumor' (:data:`OTHER_ORGAN_WORDS`). A metastasis named by its
+    primary site ('Colorectal metastasis', 'Lung cancer mets', a liver study's lesions) and any name that says liver
+    are not. Such a segment was measured as a liver lesion and chosen as a RECIST target (a kidney tumor 63 mm from
+    the liver; the measure audit), where the DICOM SEG reader left a neoplasm of another region out."""
+    text = name.strip().lower()
+    return (_OTHER_ORGAN.search(text) is not None and _LIVER_SITE.search(text) is None
+            and _METASTASIS.search(text) is None)
+
+
 def names_liver(name: str) -> bool:
     """Whether a class or segment name (any case) names the liver itself: it says liver and names no tumor
     (:func:`names_tumor`). "Liver tumour" is a tumor, "Liver" and "liver parenchyma" are liver."""
@@ -145,8 +170,16 @@ def left_out_text(names: Sequence[str], where: str) -> str:
     are left out of what is measured ('' when there are none)."""
     if not names:
         return ""
-    return (f"segment(s) {', '.join(repr(n) for n in names)} of {where} are neither liver nor tumor by name and are "
-            f"left out (name a tumor segment so that it holds 'tumor' or 'lesion')")
+    elsewhere = [n for n in names if names_tumor(n) and names_tumor_of_another_organ(n)]
+    others = [n for n in names if n not in elsewhere]
+    said = []
+    if others:
+        said.append(f"segment(s) {', '.join(repr(n) for n in others)} of {where} are neither liver nor tumor by name "
+                    f"and are left out (name a tumor segment so that it holds 'tumor' or 'lesion')")
+    if elsewhere:
+        said.append(f"segment(s) {', '.join(repr(n) for n in elsewhere)} of {where} name a tumor of another organ "
+                    f"and are left out (a liver lesion's name says liver, or names no organ)")
+    return "; ".join(said)
 
 
 def label_of_segment(segment: Dict[str, str]) -> Optional[int]:
@@ -159,13 +192,27 @@ def label_of_segment(segment: Dict[str, str]) -> Optional[int]:
     text = (segment.get("Name", "") or segment.get("ID", "")).strip().lower()
     if text in LIVER_NAMES:
         return 1
-    if text in TUMOR_NAMES:
-        return 2
-    if names_tumor(text):
-        return 2
+    if text in TUMOR_NAMES or names_tumor(text):
+        # a tumor of another organ, by its name or by its terminology's anatomic region, is left out (said so)
+        return None if names_tumor_of_another_organ(text) or _terminology_elsewhere(segment.get("Tags", "")) else 2
     if names_whole_liver(text):
         return 1
     return label_of_terminology(segment.get("Tags", "")) if _GENERIC_NAME.match(text) else None
+
+
+def _terminology_elsewhere(tags: str) -> bool:
+    """Whether a ``.seg.nrrd`` segment's ``Tags`` record an anatomic region other than the liver (a 'Tumor' segment
+    given Slicer's terminology Neoplasm in the kidney)."""
+    from .dicom_seg import LIVER_TYPE_VALUES
+    from .mrml import parse_terminology_tag
+
+    entry = next((part.split(":", 1)[1] for part in str(tags).split("|") if part.startswith("TerminologyEntry:")), "")
+    try:
+        terminology = parse_terminology_tag(entry) if entry else None
+    except ValueError:
+        return False
+    region = terminology["anatomic_region"] if terminology else None
+    return region is not None and region[1] not in LIVER_TYPE_VALUES
 
 
 _GENERIC_NAME = re.compile(r"^(?:segment)?[\s_-]*\d*$")

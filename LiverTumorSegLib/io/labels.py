@@ -23,23 +23,28 @@ def _remap_advice(values: Sequence[int]) -> str:
     (it showed {255: 1} for every value, 3 too). More than two such values are either lesions numbered one by one
     (Slicer's export of Liver, Lesion 1, Lesion 2, ...) or a multi-organ labelling, whose 1 and 2 are other organs:
     both readings are given (the example mapped TotalSegmentator's 3, the left kidney, to tumor and left its 1, the
-    spleen, and 2, the right kidney, as liver and tumor: the measure audit)."""
+    spleen, and 2, the right kidney, as liver and tumor: the measure audit), and so are they for one or two values
+    other than 255 (TotalSegmentator's liver alone, 0/5, was advised {5: 2}: the whole liver one lesion)."""
+    multi_organ = ("If it is a multi-organ label map, whose 1 and 2 are other organs too, set the value that means "
+                   "liver to 1 and every other value, 1 and 2 included, to 0 (TotalSegmentator's, liver = 5: "
+                   "sitk.BinaryThreshold(image, 5, 5, 1, 0)), and its tumor value, where it has one, to 2. evaluate "
+                   "and train can map them with --label-map instead.")
     if len(values) > 2:
         lesions = "{" + ", ".join(f"{int(v)}: 2" for v in values[:12]) + "}" + (  # Python as written: no '...'
             f" and the other {len(values) - 12} values alike" if len(values) > 12 else "")
         return (f"it holds more values than liver and tumor. If 1 is the liver and the others are lesions numbered "
                 f"one by one (as Slicer's 'Export to labelmap' of Liver, Lesion 1, Lesion 2, ... writes them), map "
-                f"them all to 2 (SimpleITK: sitk.ChangeLabel(image, changeMap={lesions})). If it is a multi-organ "
-                f"label map, whose 1 and 2 are other organs too, set the value that means liver to 1 and every other "
-                f"value, 1 and 2 included, to 0 (TotalSegmentator's, liver = 5: sitk.BinaryThreshold(image, 5, 5, 1, "
-                f"0)), and its tumor value, where it has one, to 2. evaluate and train can map them with --label-map "
-                f"instead.")
+                f"them all to 2 (SimpleITK: sitk.ChangeLabel(image, changeMap={lesions})). {multi_organ}")
     # 0/255 is a mask of the liver; another value more often a lesion class (Liver with Lesion 1 and 2 exported by
-    # Slicer: 3 and 4, both given, where the example showed {3: 2} alone)
+    # Slicer: 3 and 4, both given, where the example showed {3: 2} alone), or a multi-organ map's liver
+    # (TotalSegmentator's liver alone is 0/5, with two organs 1, 3, 5: their example made the liver a lesion)
     example = "{" + ", ".join(f"{int(v)}: {1 if int(v) == 255 else 2}" for v in values) + "}"
-    return (f"remap them first (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, changeMap={example}), "
-            f"each value mapped to the label it stands for); evaluate and train can map them with --label-map "
-            f"instead.")
+    if all(int(v) == 255 for v in values):
+        return (f"remap them first (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, "
+                f"changeMap={example}), each value mapped to the label it stands for); evaluate and train can map "
+                f"them with --label-map instead.")
+    return (f"remap them first: if they are lesion classes beside liver 1, map them to 2 (e.g. in 3D Slicer, or with "
+            f"SimpleITK: sitk.ChangeLabel(image, changeMap={example})). {multi_organ}")
 
 
 def describe_grid_mismatch(label: CTVolume, reference: CTVolume, tolerance: float,

@@ -719,9 +719,18 @@ def test_label_values_are_checked(tmp_path):
         read_label_map(bad)
     assert "Hounsfield" not in str(err.value)
     # the file's own value in the example (it showed {255: 1} whatever the value)
-    assert str(err.value).endswith("remap them first (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, "
-                                   "changeMap={3: 2, 7: 2}), each value mapped to the label it stands for); evaluate and "
-                                   "train can map them with --label-map instead.")
+    assert "remap them first: if they are lesion classes beside liver 1, map them to 2 (e.g. in 3D Slicer, or with " \
+           "SimpleITK: sitk.ChangeLabel(image, changeMap={3: 2, 7: 2})). If it is a multi-organ label map" in str(err.value)
+    # TotalSegmentator's liver alone (0/5) was advised {5: 2}, the whole liver one lesion (the measure audit): the
+    # multi-organ reading is given too; a 0/255 mask keeps its one reading
+    liver_only = _write_nifti(tmp_path / "ts_liver.nii.gz", np.array([[[0, 5], [5, 0]]], np.uint8))
+    with pytest.raises(LabelError) as err:
+        read_label_map(liver_only)
+    assert "TotalSegmentator's, liver = 5: sitk.BinaryThreshold(image, 5, 5, 1, 0)" in str(err.value)
+    with pytest.raises(LabelError) as err:
+        read_label_map(_write_nifti(tmp_path / "mask255.nii.gz", np.array([[[0, 255]]], np.uint8)))
+    assert "changeMap={255: 1}), each value mapped to the label it stands for)" in str(err.value)
+    assert "multi-organ" not in str(err.value)
     # a multi-organ map (TotalSegmentator's 1..7, liver = 5): its 1 and 2 are organs too; the advice mapped its 3 (a
     # kidney) to tumor and kept 1 and 2 (the measure audit)
     organs = _write_nifti(tmp_path / "organs.nii.gz", np.arange(8, dtype=np.uint8).reshape(2, 2, 2))

@@ -5,7 +5,7 @@ Metal (a pedicle screw or rod, clips, coils, a stent, dense embolization materia
 across the slices that hold it. The benchmark's ``metal_streaks`` row (a 3071 HU screw on the spine with streaks
 across the liver's slices) took the bundled model's mean liver Dice on the four shared cases from 0.982 to 0.947 and
 its synthetic-tumor Dice from 0.781 to 0.328, with 28 false lesions (v3, 27 Nov 2026, seed 0, 40 slices; v10, the
-default since 28 Nov 2026: 0.981 to 0.940, 0.826 to 0.275, 27 false lesions), and ``segment`` said nothing. Metal is found by its density, only in the slices (along the axis that runs head to foot) that hold
+default since 28 Nov 2026: 0.981 to 0.940, 0.826 to 0.274, 28 false lesions as stored on 2 Dec 2026), and ``segment`` said nothing. Metal is found by its density, only in the slices (along the axis that runs head to foot) that hold
 the segmented liver: a hip prosthesis far below the liver does not disturb it.
 """
 from typing import List, Optional, Tuple

@@ -35,7 +35,7 @@ import numpy as np
 from .errors import InputError, LabelError, raise_if_out_of_memory
 from .fileutil import atomic_output
 # one rule of liver names and tumor words for .seg.nrrd and DICOM SEG
-from .segnrrd import LIVER_NAMES, names_tumor, names_tumor_of_another_organ, names_whole_liver
+from .segnrrd import LIVER_NAMES, names_tumor, names_whole_liver
 from .metrics.recist import SEG_SLICE_THICKNESS_META
 from .volume import CTVolume, ImageGeometry
 
@@ -504,7 +504,7 @@ def _label_of_segment(description: Any) -> Optional[int]:
     if value in LIVER_TYPE_VALUES:
         return 1
     if value in NEOPLASM_TYPE_VALUES or names_tumor(label):
-        return None if elsewhere or names_tumor_of_another_organ(label) else 2
+        return None if elsewhere else 2
     if label.strip().lower() in LIVER_NAMES or names_whole_liver(label):  # a segment of another code labelled
         return 1  # 'Liver' (or 'Liver (corrected)'), as .seg.nrrd names read
     return None

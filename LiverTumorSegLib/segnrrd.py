@@ -135,28 +135,40 @@ def names_tumor(name: str) -> bool:
 
 
 OTHER_ORGAN_WORDS = ("kidney", "renal", "nephr", "adrenal", "pulmon", "pancrea", "spleen", "splen", "osseous",
-                     "vertebra", "lymph", "nodal", "breast", "brain", "colon", "rectal", "rectum", "gastric",
+                     "vertebra", "lymph", "nodal", "breast", "colon", "rectal", "rectum", "gastric",
                      "stomach", "bladder", "gallbladder", "prostat", "ovar", "uter", "thyro", "muscle", "peritone",
                      "bowel", "intestin")
 """Starts of words naming an organ or tissue other than the liver as a lesion's site ('Kidney tumor', 'Renal lesion',
 'Pancreatic tumor'), each at the start of a word ('uter' in 'Uterine', not in 'computer')."""
-OTHER_ORGAN_WHOLE_WORDS = ("lung", "lungs", "bone", "bones", "rib", "ribs", "node", "nodes", "skin")
+OTHER_ORGAN_WHOLE_WORDS = ("lung", "lungs", "bone", "bones", "rib", "ribs", "node", "nodes", "skin", "brain")
 """...and short ones that count as whole words only ('Rib lesion', not 'Tumor ribbon')."""
-_OTHER_ORGAN = re.compile(r"(?<![^\W\d_])(?:" + "|".join(OTHER_ORGAN_WORDS) + ")|(?<![^\W\d_])(?:"
+_OTHER_ORGAN = re.compile(r"(?<![^\W\d_])(?:" + "|".join(OTHER_ORGAN_WORDS) + r")|(?<![^\W\d_])(?:"
                           + "|".join(OTHER_ORGAN_WHOLE_WORDS) + r")(?![^\W\d_])")
 _LIVER_SITE = re.compile(r"(?<![^\W\d_])(?:liver|hepat|intrahepat|hcc|leber|foie|h[ií]gado|fegato|couinaud)")
 _METASTASIS = re.compile(r"(?<![^\W\d_])(?:metasta|mets?(?![^\W\d_])|secondar)")
 
 
 def names_tumor_of_another_organ(name: str) -> bool:
-    """Whether a tumor's segment name or DICOM SEG label (any case) names another organ as its site and not the
-    liver: 'Kidney tumor', 'Renal lesion', 'Pancreatic tumor' (:data:`OTHER_ORGAN_WORDS`). A metastasis named by its
-    primary site ('Colorectal metastasis', 'Lung cancer mets', a liver study's lesions) and any name that says liver
-    are not. Such a segment was measured as a liver lesion and chosen as a RECIST target (a kidney tumor 63 mm from
-    the liver; the measure audit), where the DICOM SEG reader left a neoplasm of another region out."""
+    """Whether a tumor's segment name or DICOM SEG label (any case) mentions another organ and not the liver:
+    'Kidney tumor', 'Renal lesion' (:data:`OTHER_ORGAN_WORDS`), but also 'Lesion near gallbladder fossa' or 'Tumor
+    abutting kidney', which are liver lesions: such a segment is measured as a liver lesion and said
+    (:func:`other_organ_tumor_text`), never left out (a first rule left them out, and dropped liver lesions named by
+    where they lie; the review). A metastasis named 'metastasis', 'mets' or 'secondary' and any name that says liver
+    are not counted."""
     text = name.strip().lower()
     return (_OTHER_ORGAN.search(text) is not None and _LIVER_SITE.search(text) is None
             and _METASTASIS.search(text) is None)
+
+
+def other_organ_tumor_text(names: Sequence[str], where: str) -> str:
+    """The warning for tumor segments of ``where`` (a file or node, quoted) whose names mention another organ
+    (:func:`names_tumor_of_another_organ`): they are measured as liver lesions, and a 'Kidney tumor' 63 mm from the
+    liver became a RECIST target without a word (the measure audit); '' when there are none."""
+    if not names:
+        return ""
+    return (f"tumor segment(s) {', '.join(repr(n) for n in names)} of {where} mention another organ and are measured "
+            f"as liver lesions: if one is not a liver lesion (a kidney's, a lung's), remove it or name it without a "
+            f"tumor word before measuring")
 
 
 def names_liver(name: str) -> bool:
@@ -170,16 +182,8 @@ def left_out_text(names: Sequence[str], where: str) -> str:
     are left out of what is measured ('' when there are none)."""
     if not names:
         return ""
-    elsewhere = [n for n in names if names_tumor(n) and names_tumor_of_another_organ(n)]
-    others = [n for n in names if n not in elsewhere]
-    said = []
-    if others:
-        said.append(f"segment(s) {', '.join(repr(n) for n in others)} of {where} are neither liver nor tumor by name "
-                    f"and are left out (name a tumor segment so that it holds 'tumor' or 'lesion')")
-    if elsewhere:
-        said.append(f"segment(s) {', '.join(repr(n) for n in elsewhere)} of {where} name a tumor of another organ "
-                    f"and are left out (a liver lesion's name says liver, or names no organ)")
-    return "; ".join(said)
+    return (f"segment(s) {', '.join(repr(n) for n in names)} of {where} are neither liver nor tumor by name and are "
+            f"left out (name a tumor segment so that it holds 'tumor' or 'lesion')")
 
 
 def label_of_segment(segment: Dict[str, str]) -> Optional[int]:
@@ -192,27 +196,13 @@ def label_of_segment(segment: Dict[str, str]) -> Optional[int]:
     text = (segment.get("Name", "") or segment.get("ID", "")).strip().lower()
     if text in LIVER_NAMES:
         return 1
-    if text in TUMOR_NAMES or names_tumor(text):
-        # a tumor of another organ, by its name or by its terminology's anatomic region, is left out (said so)
-        return None if names_tumor_of_another_organ(text) or _terminology_elsewhere(segment.get("Tags", "")) else 2
+    if text in TUMOR_NAMES:
+        return 2
+    if names_tumor(text):
+        return 2
     if names_whole_liver(text):
         return 1
     return label_of_terminology(segment.get("Tags", "")) if _GENERIC_NAME.match(text) else None
-
-
-def _terminology_elsewhere(tags: str) -> bool:
-    """Whether a ``.seg.nrrd`` segment's ``Tags`` record an anatomic region other than the liver (a 'Tumor' segment
-    given Slicer's terminology Neoplasm in the kidney)."""
-    from .dicom_seg import LIVER_TYPE_VALUES
-    from .mrml import parse_terminology_tag
-
-    entry = next((part.split(":", 1)[1] for part in str(tags).split("|") if part.startswith("TerminologyEntry:")), "")
-    try:
-        terminology = parse_terminology_tag(entry) if entry else None
-    except ValueError:
-        return False
-    region = terminology["anatomic_region"] if terminology else None
-    return region is not None and region[1] not in LIVER_TYPE_VALUES
 
 
 _GENERIC_NAME = re.compile(r"^(?:segment)?[\s_-]*\d*$")
@@ -568,6 +558,7 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
     ignored = []
     ignored_voxels = {}  # type: Dict[str, int]
     tumor_segments = []  # type: List[Tuple[str, int, int]]  # (name, layer, value) of each tumor segment
+    elsewhere = []  # type: List[str]  # tumor segments whose names mention another organ
     for index, segment in enumerate(segments):
         label = label_of_segment(segment)
         layer = _int_field(segment, "Layer", index if layers > 1 else 0, path)  # in range: check_segment_fields
@@ -580,6 +571,8 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
         masks[label] |= array[..., layer] == value
         if label == 2:
             tumor_segments.append((segment.get("Name") or segment.get("ID") or f"Segment{index}", layer, value))
+            if names_tumor_of_another_organ(str(segment.get("Name") or "")):
+                elsewhere.append(str(segment.get("Name")))
     no_space = "NRRD_space" not in metadata  # sides unknown, as for a plain NRRD without 'space' (io.itk)
     if no_space:
         from .io.itk import nrrd_without_space_text
@@ -594,6 +587,9 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
     left_out = left_out_text(ignored, f"'{Path(path).name}'")
     if left_out:  # in the report too, not only on stderr
         log.warning("warning: %s", left_out)
+    other_organ = other_organ_tumor_text(elsewhere, f"'{Path(path).name}'")
+    if other_organ:  # said as the other notes are (measure prints them, evaluate records them)
+        notes.append(other_organ)
     labels[masks[1]] = 1
     labels[masks[2]] = 2
     geometry = ImageGeometry(spacing=reader.GetSpacing(), origin=reader.GetOrigin(), direction=reader.GetDirection())

@@ -917,12 +917,15 @@ def check_label_named_cts(cts: str, cases: List[Any], references: Dict[str, Path
 
 
 def dicom_series_folders(cts: str) -> List[Path]:
-    """The subfolders of a folder CTS that hold DICOM images (``io.dicom.holds_dicom_images``): segment takes no
-    DICOM series from a folder (only its CT files), so each is no case of it; a CSV CTS names its series itself."""
+    """The subfolders of a folder CTS that hold DICOM images (``io.dicom.holds_dicom_images``) beside its CT files:
+    segment takes no DICOM series from a folder of CT files (only those files), so each is no case of it; a folder
+    of DICOM folders alone is a batch of one case per folder (``batch.dicom_case_folders``), and a CSV CTS names its
+    series itself."""
+    from LiverTumorSegLib.inference.batch import dicom_case_folders
     from LiverTumorSegLib.io.dicom import holds_dicom_images
 
     folder = Path(cts)
-    if not folder.is_dir():
+    if not folder.is_dir() or dicom_case_folders(folder):  # its DICOM folders are its cases
         return []
     return [path for path in sorted(folder.iterdir())
             if path.is_dir() and not path.name.startswith(".") and holds_dicom_images(path)]

@@ -204,14 +204,15 @@ def run(args: argparse.Namespace) -> int:
                            dicom_slice_thickness_mm=dicom_thickness_mm, given_slice_thickness_mm=given_thickness_mm,
                            dicom_slice_thickness_source=dicom_thickness_source)
     from ..inference.lesion_report import slice_limited_axes_warnings
-    from ..inference.plausibility import lesion_density_warnings
+    from ..inference.plausibility import lesion_density_warnings, lesions_away_from_liver_warnings
     from ..inference.water_density import water_density_lesion_warnings
 
     # as segment warns; fat density is judged in HU only (a corrected or third-party label map is where fat
     # labelled tumor is most likely, and measure said nothing of a -90 HU 'tumor' it chose as a RECIST target)
     added = (lesion_density_warnings(report["lesions"]) if in_hu else []) + \
         water_density_lesion_warnings(report["lesions"], report["recist"]) + \
-        slice_limited_axes_warnings(report["lesions"])  # a tilted grid's axial axes cut by thick slices
+        slice_limited_axes_warnings(report["lesions"]) + \
+        lesions_away_from_liver_warnings(labels.array, labels.spacing_zyx, report["lesions"])
     if (labels.array == 1).any():  # a liver cut by the scan: as segment notes it (no liver label: warned above)
         cut = liver_cut_warnings(labels.array, labels.geometry, ct.array if in_hu else None, report["liver_volume_ml"])
         added = (cut or lesion_mask_warnings(labels.array, report["liver_volume_ml"])) + added

@@ -12,7 +12,7 @@ somewhat further. A "liver" spanning more than :data:`LIVER_HEAD_FOOT_MAX_MM` ha
 leave-one-patient-out fold whose training scans stopped at the liver, bowel from the pelvis up to the liver
 became one 336 mm "liver" of 4.7 L, under the volume limit (docs/default_model_v4.md).
 """
-from typing import Any, List, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -665,3 +665,48 @@ def lesion_density_warnings(lesions: List[dict]) -> List[str]:
     """The warnings of lesions whose mean CT value no liver tumor has (:func:`fat_density_lesion_warnings`,
     :func:`dense_lesion_warnings`), as ``segment`` and ``measure --ct`` give them (a CT in HU only)."""
     return fat_density_lesion_warnings(lesions) + dense_lesion_warnings(lesions)
+
+
+LESION_AWAY_FROM_LIVER_MM = 5.0
+"""A lesion with no liver voxel within this distance (mm) lies apart from the liver: ``segment``'s post-processing
+removes such tumor (``tumor_inside_liver``, the same margin); ``measure`` measures what it is given and says so."""
+
+
+def lesions_away_from_liver_warnings(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
+                                     lesions: List[dict]) -> List[str]:
+    """A warning naming the lesions of a 0/1/2 label map ``(z, y, x)`` (``lesions``: its lesion report's, ids in the
+    26-connected components' order) with no liver voxel within :data:`LESION_AWAY_FROM_LIVER_MM`: a kidney tumor
+    segment 63 mm from the liver was measured as a liver lesion and chosen as a RECIST target without a word (the
+    measure audit). None where the map holds no liver (warned of otherwise)."""
+    from scipy import ndimage
+
+    from .postprocess import restrict_tumor_to_liver
+
+    from ..metrics.surface import bounding_box
+
+    labels = np.asarray(labels_zyx)
+    tumor_box = bounding_box(labels == 2)
+    if tumor_box is None or not (labels == 1).any():
+        return []
+    # the tumor's box grown by the margin holds every liver voxel that counts: the copies are of it alone (measure's
+    # memory peak stays that of its lesion report)
+    reach = [int(np.ceil(LESION_AWAY_FROM_LIVER_MM / float(s))) + 1 for s in spacing_zyx]
+    box = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(tumor_box, reach, labels.shape))
+    region = np.array(labels[box], dtype=np.uint8)
+    tumor = region == 2
+    kept = restrict_tumor_to_liver(region, spacing_zyx, LESION_AWAY_FROM_LIVER_MM)  # in place
+    away = tumor & (kept != 2)
+    if not away.any():
+        return []
+    # numbered as the lesion report numbers them (26-connected, in raster order: a box does not change the order)
+    components, _ = ndimage.label(tumor, structure=np.ones((3, 3, 3), dtype=bool))
+    ids = sorted(int(i) for i in np.unique(components[away]) if i)
+    by_id = {int(d.get("id", 0)): d for d in lesions}
+    targets = [i for i in ids if by_id.get(i, {}).get("recist_target")]
+    named = ", ".join(str(i) for i in ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+    target_text = (f"; {'they are' if len(targets) > 1 else 'it is'} among the RECIST targets "
+                   f"({', '.join(str(i) for i in targets)})" if targets else "")
+    return [f"lesion(s) {named} have no liver voxel within {LESION_AWAY_FROM_LIVER_MM:g} mm: measured as liver "
+            f"lesions though they lie apart from the liver (another organ's? segment removes such tumor){target_text}; "
+            f"check them"]
+

@@ -295,6 +295,27 @@ def test_measure_command_ellipsoid_30_by_20(tmp_path, capsys):
         assert "in [0, 1]" in capsys.readouterr().err  # NaN: "holds N NaN/Inf voxel(s) ...; must be finite ..."
 
 
+def test_measure_names_a_lesion_apart_from_the_liver(tmp_path, capsys):
+    """A 'Kidney tumor' segment 63 mm from the liver was measured as a liver lesion and chosen as a RECIST target
+    without a word (the measure audit): a lesion with no liver voxel within 5 mm is named (segment's post-processing
+    removes such tumor); one inside or touching the liver is not."""
+    g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    labels = np.zeros((12, 40, 90), np.uint8)
+    labels[2:10, 5:35, 5:40] = 1
+    labels[4:8, 12:22, 12:22] = 2        # lesion 1: in the liver
+    labels[4:8, 12:24, 70:82] = 2        # lesion 2: 30 mm beside it, a kidney's
+    path = write_label_map(tmp_path / "labels.nii.gz", labels, g)
+    assert main(["measure", str(path), "-o", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    (said,) = [w for w in report["warnings"] if "no liver voxel within 5 mm" in w]
+    assert said.startswith("lesion(s) 2 have no liver voxel within 5 mm") and "RECIST targets (2)" in said
+    assert said in capsys.readouterr().err
+    labels[4:8, 12:24, 70:82] = 0
+    near = write_label_map(tmp_path / "near.nii.gz", labels, g)
+    assert main(["measure", str(near), "-o", str(tmp_path / "n.json")]) == 0
+    assert not any("no liver voxel" in w for w in json.loads((tmp_path / "n.json").read_text())["warnings"])
+
+
 def test_measure_report_carries_the_runs_warnings(tmp_path):
     """docs/report_format.md lists 'warnings' for every report; measure printed them but left them out."""
     g = ImageGeometry(spacing=(0.8, 0.8, 8.0), origin=(0.0, 0.0, 0.0))

@@ -676,12 +676,13 @@ def test_a_reference_without_a_ct_is_refused_before_any_work_not_counted_as_a_fa
                                          r"\(case1\).*case CSV \(columns image and case_id.*'case1' for "
                                          r"case1.nii.gz in --ref\) and give the CSV as CTS\.$"):
         comparison.main([str(cts), "-o", str(tmp_path / "o2")] + base, runner=recording(calls))
-    # a folder of DICOM series only: segment's "No CT files", with the same way out
+    # a folder of DICOM series only is a batch of one case per folder (0.6.21): case1 is found there, and case0's
+    # missing CT is named without the advice about series folders
     only_series = tmp_path / "series_only"
     only_series.mkdir()
     series.rename(only_series / "case1")
-    with pytest.raises(InputError, match=r"^No CT files .*CTS holds 1 DICOM series folder\(s\) \(case1\).*give "
-                                         r"the CSV as CTS\.$"):
+    with pytest.raises(InputError, match=r"^1 of the 2 reference\(s\) in --ref have no CT in CTS: 'case0.nii.gz' "
+                                         r"\(case 'case0'\)\. .*comparison\.$"):
         comparison.main([str(only_series), "-o", str(tmp_path / "o3")] + base, runner=recording(calls))
     assert calls == []
     # every reference with its CT (a CT without a reference is no such case: it is in no number), it runs

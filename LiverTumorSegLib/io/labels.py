@@ -43,8 +43,9 @@ def _remap_advice(values: Sequence[int]) -> str:
         return (f"remap them first (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, "
                 f"changeMap={example}), each value mapped to the label it stands for); evaluate and train can map "
                 f"them with --label-map instead.")
-    return (f"remap them first: if they are lesion classes beside liver 1, map them to 2 (e.g. in 3D Slicer, or with "
-            f"SimpleITK: sitk.ChangeLabel(image, changeMap={example})). {multi_organ}")
+    return (f"remap them first, each value to the label it stands for: lesion classes beside a liver of 1 to 2, a "
+            f"mask's 255 to 1 (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, changeMap={example})). "
+            f"{multi_organ}")
 
 
 def describe_grid_mismatch(label: CTVolume, reference: CTVolume, tolerance: float,

@@ -719,8 +719,9 @@ def test_label_values_are_checked(tmp_path):
         read_label_map(bad)
     assert "Hounsfield" not in str(err.value)
     # the file's own value in the example (it showed {255: 1} whatever the value)
-    assert "remap them first: if they are lesion classes beside liver 1, map them to 2 (e.g. in 3D Slicer, or with " \
-           "SimpleITK: sitk.ChangeLabel(image, changeMap={3: 2, 7: 2})). If it is a multi-organ label map" in str(err.value)
+    assert "remap them first, each value to the label it stands for: lesion classes beside a liver of 1 to 2, a " \
+           "mask's 255 to 1 (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, changeMap={3: 2, 7: 2}))." \
+           " If it is a multi-organ label map" in str(err.value)
     # TotalSegmentator's liver alone (0/5) was advised {5: 2}, the whole liver one lesion (the measure audit): the
     # multi-organ reading is given too; a 0/255 mask keeps its one reading
     liver_only = _write_nifti(tmp_path / "ts_liver.nii.gz", np.array([[[0, 5], [5, 0]]], np.uint8))

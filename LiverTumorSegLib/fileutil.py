@@ -1354,13 +1354,10 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
                 made[0].unlink()
 
 
-STOP_SIGNAL_NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK")
-"""The signals the command line takes as a stop (``cli``), where this system has them."""
-
-
 @contextlib.contextmanager
 def stop_signals_held() -> Iterator[None]:
-    """The stop signals (:data:`STOP_SIGNAL_NAMES`) whose handler is a Python function held for a ``with`` block and
+    """The stop signals (:data:`~.training.interrupts.HELD_SIGNALS`: SIGINT, SIGTERM, SIGHUP, SIGBREAK where they
+    exist, those the command line stops on) whose handler is a Python function held for a ``with`` block and
     the first one received handed to that handler when the block ends normally (dropped when it raises: its
     exception ends the run anyway): around making a temporary file or folder whose name the block records, so that a
     stop cannot land between its creation and its clean-up's knowing it (2 of 6 SIGTERMs sent as a preview's
@@ -1370,11 +1367,12 @@ def stop_signals_held() -> Iterator[None]:
     replace the host's."""
     import signal
 
+    from .training.interrupts import HELD_SIGNALS
+
     held = {}  # type: Dict[int, Any]
     if threading.current_thread() is threading.main_thread():
-        for name in STOP_SIGNAL_NAMES:
-            number = getattr(signal, name, None)
-            handler = signal.getsignal(number) if number is not None else None
+        for number in HELD_SIGNALS:
+            handler = signal.getsignal(number)
             if callable(handler):
                 held[number] = handler
     received = []  # type: List[int]

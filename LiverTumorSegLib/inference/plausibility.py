@@ -709,4 +709,3 @@ def lesions_away_from_liver_warnings(labels_zyx: np.ndarray, spacing_zyx: Sequen
     return [f"lesion(s) {named} have no liver voxel within {LESION_AWAY_FROM_LIVER_MM:g} mm: measured as liver "
             f"lesions though they lie apart from the liver (another organ's? segment removes such tumor){target_text}; "
             f"check them"]
-

@@ -355,7 +355,8 @@ def check_flip_tta_allowed(metadata: Optional[dict]) -> None:
     """Refuse left-right flip TTA for a model trained without flips.
 
     A mirrored abdomen puts the liver on the patient's left, which such a model never saw: averaging in
-    its prediction lowers accuracy (bundled model on the sample CT: liver Dice 0.980 -> 0.932).
+    its prediction lowers accuracy (the sample CT's liver Dice: 0.980 -> 0.932 with the bundled model of 23 Nov
+    2026; 0.979 -> 0.892 with v10, 2 Dec 2026, measured by an audit on a copy whose metadata claimed flips).
     """
     flips = trained_with_lr_flips(metadata)
     if flips is False:

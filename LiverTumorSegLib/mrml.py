@@ -672,21 +672,18 @@ def result_resampled_on_saving(segmentation_node, geometry: ImageGeometry, repla
     lesions to 6 and gained 5 % liver on reload (the Slicer glue audit). False where the node records no reference
     grid."""
     import slicer
-    import vtk
+
+    from .segnrrd import reference_grid_from_text
+
     segmentation = segmentation_node.GetSegmentation()
     ours = set(_OUR_SEGMENT_IDS) | set(existing_output_segment_ids(segmentation_node)) | set(replaced_ids)
     if not any(segmentation.GetNthSegmentID(i) not in ours for i in range(segmentation.GetNumberOfSegments())):
         return False
-    stored = segmentation.GetConversionParameter(
-        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
-    if not stored:
+    found = reference_grid_from_text(segmentation.GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()))  # as a .seg.nrrd header holds it
+    if found is None:
         return False
-    reference = slicer.vtkOrientedImageData()
-    slicer.vtkSegmentationConverter.DeserializeImageGeometry(stored, reference, False)  # no voxels allocated
-    matrix = vtk.vtkMatrix4x4()
-    reference.GetImageToWorldMatrix(matrix)
-    found = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-    return not grid_holds_grid_exactly(found, geometry_in_node_frame(geometry, segmentation_node))
+    return not grid_holds_grid_exactly(found[0].ijk_to_ras(), geometry_in_node_frame(geometry, segmentation_node))
 
 
 def _set_reference_geometry(segmentation_node, geometry: ImageGeometry, shape_zyx: Sequence[int]) -> None:

@@ -469,20 +469,27 @@ def stored_reference_grid(metadata: Dict[str, str]) -> Optional[Tuple[ImageGeome
         parts = item.split("|")
         if parts[0].strip() != REFERENCE_GEOMETRY_PARAMETER or len(parts) < 2:
             continue
-        try:
-            numbers = [float(v) for v in parts[1].split(";") if v.strip()]
-        except ValueError:
-            return None
-        if len(numbers) != 22 or not np.all(np.isfinite(numbers)):
-            return None
-        matrix = np.asarray(numbers[:16]).reshape(4, 4)
-        i0, i1, j0, j1, k0, k1 = (int(round(v)) for v in numbers[16:])
-        shape_zyx = (k1 - k0 + 1, j1 - j0 + 1, i1 - i0 + 1)
-        if min(shape_zyx) < 1 or abs(np.linalg.det(matrix[:3, :3])) < 1e-9:
-            return None
-        matrix[:3, 3] = matrix[:3, :3] @ np.array([i0, j0, k0], dtype=float) + matrix[:3, 3]
-        return ImageGeometry.from_ijk_to_ras(matrix), shape_zyx
+        return reference_grid_from_text(parts[1])
     return None
+
+
+def reference_grid_from_text(value: str) -> Optional[Tuple[ImageGeometry, Tuple[int, int, int]]]:
+    """``(geometry, shape_zyx)`` of a :data:`REFERENCE_GEOMETRY_PARAMETER` value (the 16 row-major IJK-to-RAS values
+    and the extent, ';'-separated: a ``.seg.nrrd`` header's, or a segmentation node's conversion parameter), the
+    geometry's origin at the extent's first voxel; None when unreadable."""
+    try:
+        numbers = [float(v) for v in str(value).split(";") if v.strip()]
+    except ValueError:
+        return None
+    if len(numbers) != 22 or not np.all(np.isfinite(numbers)):
+        return None
+    matrix = np.asarray(numbers[:16]).reshape(4, 4)
+    i0, i1, j0, j1, k0, k1 = (int(round(v)) for v in numbers[16:])
+    shape_zyx = (k1 - k0 + 1, j1 - j0 + 1, i1 - i0 + 1)
+    if min(shape_zyx) < 1 or abs(np.linalg.det(matrix[:3, :3])) < 1e-9:
+        return None
+    matrix[:3, 3] = matrix[:3, :3] @ np.array([i0, j0, k0], dtype=float) + matrix[:3, 3]
+    return ImageGeometry.from_ijk_to_ras(matrix), shape_zyx
 
 
 def _all_segments_empty(segments: List[Dict[str, str]]) -> bool:

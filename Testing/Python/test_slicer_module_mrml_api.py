@@ -101,9 +101,6 @@ CHECKED_IN_SLICER_5_6: Dict[str, str] = {
     **dict.fromkeys(("GetBinaryLabelmapRepresentationName", "GetClosedSurfaceRepresentationName",
                      "GetReferenceImageGeometryParameterName", "SerializeImageGeometry",
                      "ResampleOrientedImageToReferenceOrientedImage", "GetImageToWorldMatrix"), "old"),
-    # vtkSegmentationConverter.h: static bool DeserializeImageGeometry(std::string, vtkOrientedImageData*,
-    # bool allocateScalars=true, ...) beside SerializeImageGeometry (Slicer's Libs/vtkSegmentationCore)
-    "DeserializeImageGeometry": "old",
     "SetImageToWorldMatrix": "api",
     # markups, colour legend, subject hierarchy, slice views
     "AddControlPoint": "fork2022: the vtkVector3d overload the library uses (also in NULL-era versions)",

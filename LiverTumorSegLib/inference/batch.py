@@ -23,6 +23,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Collection, Dict, Iterator, List, Optional, Sequence
 
 from ..errors import (InputError, LiverTumorSegError, OutputExistsError, out_of_memory_error,
                       submit_in_caller_context)
@@ -436,25 +437,39 @@ def _warn_of_subfolders_left_out(folder: Path, own: Sequence[Path] = ()) -> None
     the CT files directly in it, and a patient's DICOM series (or CT files in a subfolder) beside the NIfTI CTs was
     left out without a word (no row in the table). ``own``: the run's output and probability folders, not warned of
     (the label maps a run wrote into a folder inside its input folder)."""
-    try:
-        subfolders = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir()
-                            and full_suffix(p) not in READ_SUFFIXES)  # 'x.nii.gz/' is a case (fails as one)
-    except OSError:
+    subfolders = _visible_subfolders(folder, own)
+    if subfolders is None:
         return
-    subfolders = [p for p in subfolders if not any(same_file_among([p, o]) for o in own if o is not None)]
     series = [p for p in subfolders if holds_dicom_images(p, is_dicom=is_dicom_file)]
     if series:
         names = ", ".join(p.name for p in series[:5]) + (" ..." if len(series) > 5 else "")
         log.warning("warning: %d subfolder(s) of '%s' hold DICOM files and are not segmented (%s): a batch of a "
                     "folder takes its CT files; to segment a DICOM series too, list its folder in a case CSV "
                     "(column 'image').", len(series), folder, names)
-    results = _earlier_batch_results(subfolders)
-    nested = [p for p in subfolders if p not in series and p not in results and _readable_ct_files(p)]
+    nested = _ct_subfolders_left_out(subfolders, series)
     if nested:
         names = ", ".join(p.name for p in nested[:5]) + (" ..." if len(nested) > 5 else "")
         log.warning("warning: %d subfolder(s) of '%s' hold CT files that are not segmented (%s): a batch of a folder "
                     "takes the CT files directly in it, not in its subfolders; run segment on each subfolder, or "
                     "list the files in a case CSV (column 'image').", len(nested), folder, names)
+
+
+def _visible_subfolders(folder: Path, own: Sequence[Optional[Path]] = ()) -> Optional[List[Path]]:
+    """``folder``'s subfolders, sorted, but hidden ones, those named like a CT file ('x.nii.gz/' is a case, which
+    fails as one) and ``own`` (the run's output and probability folders); None when it cannot be listed."""
+    try:
+        subfolders = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir()
+                            and full_suffix(p) not in READ_SUFFIXES)
+    except OSError:
+        return None
+    return [p for p in subfolders if not any(same_file_among([p, o]) for o in own if o is not None)]
+
+
+def _ct_subfolders_left_out(subfolders: Sequence[Path], taken: Collection[Path]) -> List[Path]:
+    """The ``subfolders`` holding CT files that a batch does not segment: not ``taken`` (as cases, or named
+    otherwise) and no earlier batch's results (:func:`_earlier_batch_results`)."""
+    results = _earlier_batch_results(subfolders)
+    return [p for p in subfolders if p not in taken and p not in results and _readable_ct_files(p)]
 
 
 def _earlier_batch_results(subfolders: Sequence[Path]) -> List[Path]:
@@ -869,15 +884,9 @@ def _dicom_folder_cases(folder: Path, own: Sequence[Optional[Path]] = ()) -> Lis
                              f"OUT/<case>.nii.gz. Rename the folder, or list the folders in a case CSV (columns "
                              f"'image' and 'case_id').") from None
         pairs.append((sub.name, sub))
-    taken = {sub for _, sub in pairs}
-    try:
-        others = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir() and p not in taken
-                        and p.name not in LABEL_FOLDER_NAMES)
-    except OSError:
-        others = []
-    others = [p for p in others if not any(same_file_among([p, o]) for o in own if o is not None)]
-    results = _earlier_batch_results(others)
-    others = [p for p in others if p not in results and _readable_ct_files(p)]
+    subfolders = _visible_subfolders(folder, own) or []
+    taken = {sub for _, sub in pairs} | {p for p in subfolders if p.name in LABEL_FOLDER_NAMES}
+    others = _ct_subfolders_left_out(subfolders, taken)
     if others:
         names = ", ".join(p.name for p in others[:5]) + (" ..." if len(others) > 5 else "")
         log.warning("warning: %d subfolder(s) of '%s' hold CT files that are not segmented (%s): a batch of a folder "
@@ -1107,7 +1116,19 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
 
 
 def _sha256_or_none(path: Path) -> Optional[str]:
-    """The SHA-256 of the file ``path``, None where it cannot be read."""
+    """The SHA-256 of the file ``path``, None where it cannot be read; a file unchanged since it was last hashed (the
+    same inode, size, modification and change times) is not read again: a resume judges each finished case twice,
+    for the status table written before the run and in the run itself."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return _sha256_of_version(os.fspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256_of_version(path: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> Optional[str]:
+    """:func:`_sha256_or_none` of one version of a file (the stat fields only key the cache)."""
     from ..package import file_sha256
 
     try:

@@ -446,12 +446,18 @@ def _warn_of_subfolders_left_out(folder: Path, own: Sequence[Path] = ()) -> None
         log.warning("warning: %d subfolder(s) of '%s' hold DICOM files and are not segmented (%s): a batch of a "
                     "folder takes its CT files; to segment a DICOM series too, list its folder in a case CSV "
                     "(column 'image').", len(series), folder, names)
-    nested = _ct_subfolders_left_out(subfolders, series)
-    if nested:
-        names = ", ".join(p.name for p in nested[:5]) + (" ..." if len(nested) > 5 else "")
-        log.warning("warning: %d subfolder(s) of '%s' hold CT files that are not segmented (%s): a batch of a folder "
-                    "takes the CT files directly in it, not in its subfolders; run segment on each subfolder, or "
-                    "list the files in a case CSV (column 'image').", len(nested), folder, names)
+    _warn_of_ct_subfolders(folder, _ct_subfolders_left_out(subfolders, series),
+                           "a batch of a folder takes the CT files directly in it, not in its subfolders; run segment "
+                           "on each subfolder, or list the files in a case CSV (column 'image').")
+
+
+def _warn_of_ct_subfolders(folder: Path, left_out: Sequence[Path], why: str) -> None:
+    """The warning naming the subfolders of ``folder`` whose CT files a batch leaves out (``left_out``; none: no
+    warning), with ``why`` and what to do instead."""
+    if left_out:
+        names = ", ".join(p.name for p in left_out[:5]) + (" ..." if len(left_out) > 5 else "")
+        log.warning("warning: %d subfolder(s) of '%s' hold CT files that are not segmented (%s): %s", len(left_out),
+                    folder, names, why)
 
 
 def _visible_subfolders(folder: Path, own: Sequence[Optional[Path]] = ()) -> Optional[List[Path]]:
@@ -886,12 +892,9 @@ def _dicom_folder_cases(folder: Path, own: Sequence[Optional[Path]] = ()) -> Lis
         pairs.append((sub.name, sub))
     subfolders = _visible_subfolders(folder, own) or []
     taken = {sub for _, sub in pairs} | {p for p in subfolders if p.name in LABEL_FOLDER_NAMES}
-    others = _ct_subfolders_left_out(subfolders, taken)
-    if others:
-        names = ", ".join(p.name for p in others[:5]) + (" ..." if len(others) > 5 else "")
-        log.warning("warning: %d subfolder(s) of '%s' hold CT files that are not segmented (%s): a batch of a folder "
-                    "of DICOM folders takes each DICOM folder as one case; run segment on those subfolders, or list "
-                    "every CT in a case CSV (column 'image').", len(others), folder, names)
+    _warn_of_ct_subfolders(folder, _ct_subfolders_left_out(subfolders, taken),
+                           "a batch of a folder of DICOM folders takes each DICOM folder as one case; run segment on "
+                           "those subfolders, or list every CT in a case CSV (column 'image').")
     return pairs
 
 

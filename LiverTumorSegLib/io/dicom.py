@@ -2286,15 +2286,43 @@ def _check_no_gantry_tilt(series: DicomSeriesInfo, points_xyz: np.ndarray, direc
     if drift <= tolerance:
         return
     _refuse_slices_off_the_line(series, points_xyz, in_plane, tolerance, folder)
-    along = points_xyz @ direction[:, 2]
-    span = float(np.ptp(along))
+    raise InputError(_gantry_tilt_text(f"DICOM series {series.uid} in '{folder}'", points_xyz, direction, "slices"))
+
+
+def _gantry_tilt_text(what: str, points_xyz: np.ndarray, direction: np.ndarray, slices: str) -> str:
+    """The refusal of a gantry-tilted ``what`` (a series, an enhanced CT file) whose ``slices`` (its slices, its
+    frames) have origins ``points_xyz`` (``(n, 3)`` mm) drifting within the image plane; ``direction``: 3 x 3,
+    columns the rows' direction, the columns' direction and the slice normal."""
+    in_plane = points_xyz @ direction[:, :2]
+    drift = float(np.max(np.ptp(in_plane, axis=0)))
+    span = float(np.ptp(points_xyz @ direction[:, 2]))
     tilt = float(np.degrees(np.arctan2(drift, span))) if span > 0 else 90.0
-    raise InputError(f"DICOM series {series.uid} in '{folder}' is gantry-tilted: its slices shift by up to "
-                     f"{drift:.3g} mm within the image plane over {span:.3g} mm of scan (a tilt of about {tilt:.2g} "
-                     f"degrees), so it does not form an orthogonal 3D grid and every slice would be misplaced. "
-                     f"Convert it with a tool that corrects gantry tilt (dcm2niix; or 3D Slicer's DICOM module with "
-                     f"acquisition geometry regularization, then harden the transform and save as NRRD/NIfTI) and "
-                     f"segment that file.")
+    return (f"{what} is gantry-tilted: its {slices} shift by up to {drift:.3g} mm within the image plane over "
+            f"{span:.3g} mm of scan (a tilt of about {tilt:.2g} degrees), so it does not form an orthogonal 3D grid "
+            f"and every slice would be misplaced. Convert it with a tool that corrects gantry tilt (dcm2niix; or 3D "
+            f"Slicer's DICOM module with acquisition geometry regularization, then harden the transform and save "
+            f"as NRRD/NIfTI) and segment that file.")
+
+
+def _frames_tilt_text(what: str, positions: Sequence[Sequence[float]], orientation: Sequence[float],
+                      spacing_xyz: Sequence[float]) -> Optional[str]:
+    """:func:`_gantry_tilt_text` for the frames of an enhanced CT ``what`` where their origins (``positions``,
+    ``(n, 3)`` mm, LPS) drift within the image plane (ImageOrientationPatient ``orientation``, six numbers) by more
+    than half the smaller pixel (``spacing_xyz`` mm), in step with their position along the slice normal (a
+    straight line within that tolerance: a tilt, not frames misplaced one by one); None otherwise. Such a file was
+    refused as 'frames out of order, a missing frame or uneven spacing', which sent the user after the wrong fault."""
+    points = np.asarray(positions, dtype=float)
+    row, column = np.asarray(orientation[:3], dtype=float), np.asarray(orientation[3:6], dtype=float)
+    direction = np.column_stack([row, column, np.cross(row, column)])
+    tolerance = 0.5 * min(float(spacing_xyz[0]), float(spacing_xyz[1]))
+    in_plane, along = points @ direction[:, :2], points @ direction[:, 2]
+    if len(points) < 3 or float(np.max(np.ptp(in_plane, axis=0))) <= tolerance or float(np.ptp(along)) <= 0:
+        return None
+    design = np.column_stack([along, np.ones_like(along)])
+    fit = design @ np.linalg.lstsq(design, in_plane, rcond=None)[0]
+    if float(np.max(np.abs(in_plane - fit))) > tolerance:
+        return None
+    return _gantry_tilt_text(what, points, direction, "frames")
 
 
 def _refuse_slices_off_the_line(series: DicomSeriesInfo, points_xyz: np.ndarray, in_plane: np.ndarray,
@@ -2934,6 +2962,10 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path, rescale_out:
     expected = np.array([image.TransformIndexToPhysicalPoint((0, 0, k) + rest)[:3] for k in range(count)],
                         dtype=float)
     off = float(np.max(np.linalg.norm(np.asarray(positions) - expected, axis=1)))
+    tilted = (_frames_tilt_text(f"'{path}' (series {series.uid})", positions, orientations[0][1], image.GetSpacing())
+              if off > 0.25 * float(image.GetSpacing()[2]) and orientations and len(orientations[0][1]) == 6 else None)
+    if tilted is not None:
+        raise InputError(tilted)
     if off > 0.25 * float(image.GetSpacing()[2]):
         raise InputError(f"'{path}' (series {series.uid}): its frames are not on the grid the DICOM reader builds "
                          f"(a frame lies {off:.3g} mm from where the reader puts it: frames out of order, a missing "

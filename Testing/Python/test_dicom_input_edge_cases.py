@@ -57,6 +57,27 @@ def test_an_enhanced_ct_in_order_is_read_and_one_the_reader_would_misplace_is_re
         read_volume(write_enhanced_ct(tmp_path / "per_frame.dcm", ct, intercepts=intercepts, uid_seed=3))
 
 
+def test_a_gantry_tilted_enhanced_ct_is_refused_as_tilted_not_as_frames_out_of_order(tmp_path, ct):
+    """Frames whose origins drift along the columns in step with their height (a 15 degree tilt) were refused as
+    'frames out of order, a missing frame or uneven spacing'; a single-frame series with the same drift is named
+    gantry-tilted, and so is the enhanced file now. Frames misplaced one by one are still 'out of order'."""
+    import pydicom
+
+    path = write_enhanced_ct(tmp_path / "tilted.dcm", ct)
+    ds = pydicom.dcmread(str(path))
+    step = float(np.tan(np.radians(15.0)) * ct.geometry.spacing[2])  # mm per frame along the columns (y)
+    for k, frame in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        position = [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient]
+        position[1] += k * step
+        frame.PlanePositionSequence[0].ImagePositionPatient = [f"{v:.6f}" for v in position]
+    save_dicom(ds, path)
+    with pytest.raises(InputError, match=r"is gantry-tilted: its frames shift by up to 3.75 mm .* about 15 degrees"):
+        read_volume(path)
+    shuffled = write_enhanced_ct(tmp_path / "shuffled.dcm", ct, order=[3, 0, 7, 1, 6, 2, 5, 4], uid_seed=2)
+    with pytest.raises(InputError, match="not on the grid the DICOM reader builds"):
+        read_volume(shuffled)
+
+
 def _pixel_measures_per_frame(path: Path, spacing_of_frame) -> Path:
     """Rewrite the enhanced CT ``path`` with its PixelMeasuresSequence moved from the shared functional groups to
     each frame's, that frame's PixelSpacing being ``spacing_of_frame(index)`` (a ``[row, column]`` text pair; None:

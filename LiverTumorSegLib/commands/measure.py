@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     added = (lesion_density_warnings(report["lesions"]) if in_hu else []) + \
         water_density_lesion_warnings(report["lesions"], report["recist"]) + \
         slice_limited_axes_warnings(report["lesions"]) + \
-        lesions_away_from_liver_warnings(labels.array, labels.spacing_zyx, report["lesions"])
+        lesions_away_from_liver_warnings(labels.array, labels.geometry, report["lesions"])
     if (labels.array == 1).any():  # a liver cut by the scan: as segment notes it (no liver label: warned above)
         cut = liver_cut_warnings(labels.array, labels.geometry, ct.array if in_hu else None, report["liver_volume_ml"])
         added = (cut or lesion_mask_warnings(labels.array, report["liver_volume_ml"])) + added

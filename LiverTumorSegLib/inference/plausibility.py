@@ -12,7 +12,7 @@ somewhat further. A "liver" spanning more than :data:`LIVER_HEAD_FOOT_MAX_MM` ha
 leave-one-patient-out fold whose training scans stopped at the liver, bowel from the pelvis up to the liver
 became one 336 mm "liver" of 4.7 L, under the volume limit (docs/default_model_v4.md).
 """
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -672,22 +672,26 @@ LESION_AWAY_FROM_LIVER_MM = 5.0
 removes such tumor (``tumor_inside_liver``, the same margin); ``measure`` measures what it is given and says so."""
 
 
-def lesions_away_from_liver_warnings(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
+def lesions_away_from_liver_warnings(labels_zyx: np.ndarray, geometry: ImageGeometry,
                                      lesions: List[dict]) -> List[str]:
-    """A warning naming the lesions of a 0/1/2 label map ``(z, y, x)`` (``lesions``: its lesion report's, ids in the
-    26-connected components' order) with no liver voxel within :data:`LESION_AWAY_FROM_LIVER_MM`: a kidney tumor
-    segment 63 mm from the liver was measured as a liver lesion and chosen as a RECIST target without a word (the
-    measure audit). None where the map holds no liver (warned of otherwise)."""
-    from scipy import ndimage
-
+    """A warning naming the lesions of a 0/1/2 label map ``(z, y, x)`` on ``geometry`` (``lesions``: its lesion
+    report's, ids numbered as :func:`~.lesion_report.lesion_components` numbers them) with no liver voxel within
+    :data:`LESION_AWAY_FROM_LIVER_MM`: a kidney tumor segment 63 mm from the liver was measured as a liver lesion
+    and chosen as a RECIST target without a word (the measure audit). None where the map holds no liver (warned of
+    otherwise)."""
+    from .lesion_report import _lesion_components_in_box
     from .postprocess import restrict_tumor_to_liver
 
-    from ..metrics.surface import bounding_box
-
     labels = np.asarray(labels_zyx)
-    tumor_box = bounding_box(labels == 2)
-    if tumor_box is None or not (labels == 1).any():
+    if not (labels == 1).any():
         return []
+    # numbered as the lesion report numbers them (by size, ties by position): the ids were first taken in raster
+    # order, which named the report's largest lesion, inside the liver, where the small one apart from it was meant
+    # (the lesion-table audit)
+    component_ids, _, tumor_box = _lesion_components_in_box(labels, geometry)
+    if tumor_box is None:
+        return []
+    spacing_zyx = tuple(float(s) for s in geometry.spacing[::-1])  # the geometry's (x, y, z) turned
     # the tumor's box grown by the margin holds every liver voxel that counts: the copies are of it alone (measure's
     # memory peak stays that of its lesion report)
     reach = [int(np.ceil(LESION_AWAY_FROM_LIVER_MM / float(s))) + 1 for s in spacing_zyx]
@@ -695,12 +699,11 @@ def lesions_away_from_liver_warnings(labels_zyx: np.ndarray, spacing_zyx: Sequen
     region = np.array(labels[box], dtype=np.uint8)
     tumor = region == 2
     kept = restrict_tumor_to_liver(region, spacing_zyx, LESION_AWAY_FROM_LIVER_MM)  # in place
-    away = tumor & (kept != 2)
+    inner = tuple(slice(t.start - b.start, t.stop - b.start) for t, b in zip(tumor_box, box))  # the tumor box in it
+    away = (tumor & (kept != 2))[inner]
     if not away.any():
         return []
-    # numbered as the lesion report numbers them (26-connected, in raster order: a box does not change the order)
-    components, _ = ndimage.label(tumor, structure=np.ones((3, 3, 3), dtype=bool))
-    ids = sorted(int(i) for i in np.unique(components[away]) if i)
+    ids = sorted(int(i) for i in np.unique(component_ids[away]) if i)
     by_id = {int(d.get("id", 0)): d for d in lesions}
     targets = [i for i in ids if by_id.get(i, {}).get("recist_target")]
     named = ", ".join(str(i) for i in ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")

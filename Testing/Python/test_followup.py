@@ -302,13 +302,16 @@ def test_measure_names_a_lesion_apart_from_the_liver(tmp_path, capsys):
     g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
     labels = np.zeros((12, 40, 90), np.uint8)
     labels[2:10, 5:35, 5:40] = 1
-    labels[4:8, 12:22, 12:22] = 2        # lesion 1: in the liver
-    labels[4:8, 12:24, 70:82] = 2        # lesion 2: 30 mm beside it, a kidney's
+    labels[4:8, 12:22, 12:22] = 2        # in the liver, first in raster order: the report's lesion 2 (0.8 mL)
+    labels[4:8, 12:24, 70:82] = 2        # 30 mm beside it, a kidney's: the report's lesion 1, the larger (1.152 mL)
     path = write_label_map(tmp_path / "labels.nii.gz", labels, g)
     assert main(["measure", str(path), "-o", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
+    volumes = {lesion["id"]: lesion["volume_ml"] for lesion in report["lesions"]}
+    assert volumes == {1: pytest.approx(1.152), 2: pytest.approx(0.8)}
     (said,) = [w for w in report["warnings"] if "no liver voxel within 5 mm" in w]
-    assert said.startswith("lesion(s) 2 have no liver voxel within 5 mm") and "RECIST targets (2)" in said
+    # the report's numbers, not raster order's (which named lesion 2, the one inside the liver)
+    assert said.startswith("lesion(s) 1 have no liver voxel within 5 mm") and "RECIST targets (1)" in said
     assert said in capsys.readouterr().err
     labels[4:8, 12:24, 70:82] = 0
     near = write_label_map(tmp_path / "near.nii.gz", labels, g)

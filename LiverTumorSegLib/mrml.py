@@ -669,18 +669,30 @@ def result_resampled_on_saving(segmentation_node, geometry: ImageGeometry, repla
     replaces, nor ``replaced_ids``), so :func:`labels_to_segmentation_node` keeps its reference grid, and Slicer
     resamples every segment onto that grid when it saves, ours included; where that grid does not hold the CT's
     exactly (:func:`grid_holds_grid_exactly`: another series' grid, not an oversampling of the CT's) a result lost 15
-    lesions to 6 and gained 5 % liver on reload (the Slicer glue audit). False where the node records no reference
-    grid."""
+    lesions to 6 and gained 5 % liver on reload (the Slicer glue audit). A node that records no reference grid (one
+    made by Slicer's label map import, ``ImportLabelmapToSegmentationNode``) is judged by the grid its user segments
+    span (``DetermineCommonLabelmapGeometry``): Slicer saved the result onto that grid too (a 0.59 mL lesion reloaded
+    as 0.39 mL; the Slicer module audit), where this once answered False. False where the user's segments are
+    empty."""
     import slicer
+    import vtk
 
     from .segnrrd import reference_grid_from_text
 
     segmentation = segmentation_node.GetSegmentation()
     ours = set(_OUR_SEGMENT_IDS) | set(existing_output_segment_ids(segmentation_node)) | set(replaced_ids)
-    if not any(segmentation.GetNthSegmentID(i) not in ours for i in range(segmentation.GetNumberOfSegments())):
+    users = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())
+             if segmentation.GetNthSegmentID(i) not in ours]
+    if not users:
         return False
-    found = reference_grid_from_text(segmentation.GetConversionParameter(
-        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()))  # as a .seg.nrrd header holds it
+    text = segmentation.GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())  # as a .seg.nrrd header holds it
+    if not text:
+        ids = vtk.vtkStringArray()
+        for segment_id in users:
+            ids.InsertNextValue(segment_id)
+        text = segmentation.DetermineCommonLabelmapGeometry(segmentation.EXTENT_UNION_OF_EFFECTIVE_SEGMENTS, ids)
+    found = reference_grid_from_text(text)
     if found is None:
         return False
     return not grid_holds_grid_exactly(found[0].ijk_to_ras(), geometry_in_node_frame(geometry, segmentation_node))

@@ -1391,3 +1391,34 @@ def test_a_result_into_a_segmentation_on_another_series_grid_would_be_resampled_
     reloaded = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reloaded")
     assert storage.ReadData(reloaded)
     assert not np.array_equal(mrml.segmentation_to_labels(reloaded, ct_geometry, labels.shape), labels)
+
+
+@needs_slicer
+def test_a_segmentation_without_a_reference_grid_is_judged_by_its_user_segments_grid(scene, tmp_path):
+    """A segmentation made by Slicer's label map import records no reference grid; result_resampled_on_saving said
+    False for it, the result went in, and saving resampled it onto the user segments' grid (a 0.59 mL lesion
+    reloaded as 0.39 mL; the Slicer module audit). Now such a node is judged by the grid its user segments span:
+    another series' or a coarser grid is told; the CT's own grid is not, and there the result reloads unchanged."""
+    ct_geometry, labels, _ = _liver_cube_and_half_voxel_grid()
+    grids = (("other series, no reference", ImageGeometry(spacing=(0.7, 0.7, 5.0), origin=(-3.0, -3.0, -2.0)), True),
+             ("coarser, no reference", ImageGeometry(spacing=(2.0, 2.0, 2.0), origin=(0.5, 0.5, 0.5)), True),
+             ("the CT's grid, no reference", ct_geometry, False))
+    for name, grid, resampled in grids:
+        seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        seg.CreateDefaultDisplayNodes()
+        seg.GetSegmentation().AddEmptySegment("vessel", "Vessel", [1, 0, 0])
+        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            mrml.oriented_image_from_array(np.ones((2, 2, 2), np.uint8), grid), seg, "vessel",
+            slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+        assert seg.GetSegmentation().GetConversionParameter(
+            slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()) == ""
+        assert mrml.result_resampled_on_saving(seg, ct_geometry) == resampled, name
+        # what the answer stands for: written there, saved and read back
+        mrml.labels_to_segmentation_node(scene, labels, ct_geometry, segmentation_node=seg)
+        storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+        storage.SetFileName(str(tmp_path / f"{len(name)}_{int(resampled)}.seg.nrrd"))
+        assert storage.WriteData(seg)
+        reloaded = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reloaded " + name)
+        assert storage.ReadData(reloaded)
+        same = np.array_equal(mrml.segmentation_to_labels(reloaded, ct_geometry, labels.shape), labels)
+        assert same != resampled, name

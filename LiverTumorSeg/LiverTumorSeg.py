@@ -54,6 +54,11 @@ def panelDevice(value: str) -> str:
     "GPU", which means CUDA else an Apple GPU; anything unknown is "Auto")."""
     return DEVICE_BY_TEXT[DEVICE_TEXT_BY_VALUE.get(value, "Auto")]
 POLL_INTERVAL_MS = 100
+# a Cancel click this soon (seconds) after a run started is taken for a click queued during the start, not a cancel:
+# the start (the replace question, writing the CT for the child) runs on the main thread, Qt delivers a click made
+# meanwhile (the second of a double click on Segment) when it returns, to the button that now reads "Cancel", and
+# the run just started was cancelled ("Cancelled; the scene was not changed"; the Slicer module audit)
+CANCEL_IGNORED_AFTER_START_S = 0.8
 # Python packages the module consists of; "Reload" drops them from sys.modules so edits take effect.
 RELOADED_PACKAGES = ("LiverTumorSegModuleLib", "LiverTumorSegLib")
 
@@ -222,6 +227,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._comparison = None  # the running follow-up comparison (a followup_job.FollowupJob), if any
         self._summaryTable = None  # the change table the compare section's result text describes
         self._measuring = None  # the running "Update lesion table" (a measure_job.MeasureJob), if any
+        self._startedAt = {}  # time.monotonic() when each kind of run ("segment", "measure", "compare") last started
         self._installingPackages = False  # dependenciesReady is installing (pip_install processes events meanwhile)
         self._cleanedUp = False  # cleanup() ran (Reload, closing Slicer): this panel's widgets are gone
         self._sceneCloses = 0  # how many scene closes began (dependenciesReady: one during the install)
@@ -573,8 +579,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSegmentButton(self) -> None:
         if self._task is not None:
-            self.ui.statusLabel.text = "Cancelling..."
-            self._task.cancel()
+            if not self._justStarted("segment"):
+                self.ui.statusLabel.text = "Cancelling..."
+                self._task.cancel()
             return
         p = self._parameterNode
         if not self.dependenciesReady():
@@ -600,6 +607,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 p.inputVolume, p.outputSegmentation, p.modelPath, panelDevice(p.device),
                 options=segmentationOptionsFromParameters(p), progress=self.onProgress,
                 waitForCompletion=False, onFinished=self.onFinished, tableNode=p.lesionTable)
+            self._startedAt["segment"] = time.monotonic()
         except Exception as exc:  # noqa: BLE001 - any failure to start resets the panel and is shown
             self._task = None
             self.ui.progressBar.setVisible(False)
@@ -610,6 +618,13 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 import traceback
                 slicer.util.errorDisplay(f"Segmentation could not start: {exc}", detailedText=traceback.format_exc())
         self.updateGUI()
+
+    def _justStarted(self, kind: str) -> bool:
+        """Whether the run of ``kind`` ("segment", "measure", "compare") started less than
+        :data:`CANCEL_IGNORED_AFTER_START_S` ago: its button's Cancel then ignores a click, one Qt queued while the
+        run was being started on this thread (see the constant)."""
+        started = self._startedAt.get(kind)
+        return started is not None and time.monotonic() - started < CANCEL_IGNORED_AFTER_START_S
 
     def onProgress(self, fraction: float, stage: str) -> None:
         self.ui.progressBar.value = int(round(100 * fraction))
@@ -675,7 +690,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onMeasureButton(self) -> None:
         """Measure the output segmentation's (edited) segments again in a child process; Cancel while it runs."""
         if self._measuring is not None:
-            self._measuring.cancel()
+            if not self._justStarted("measure"):
+                self._measuring.cancel()
             return
         p = self._parameterNode
         if not self.dependenciesReady():  # the hand-over writes the label map with nibabel in Slicer's process
@@ -685,6 +701,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._measuring = self.logic.measureSegmentation(
                 p.outputSegmentation, p.inputVolume, tableNode=p.lesionTable, waitForCompletion=False,
                 onFinished=self.onMeasureFinished)
+            self._startedAt["measure"] = time.monotonic()
         except Exception as exc:  # noqa: BLE001 - a failure to start is shown, the panel stays usable
             self._measuring = None
             self.ui.statusLabel.text = f"Could not measure: {exc}"
@@ -818,7 +835,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCompareButton(self) -> None:
         c = self.compare
         if self._comparison is not None:  # the button reads "Cancel" while a comparison runs
-            self._comparison.cancel()
+            if not self._justStarted("compare"):
+                self._comparison.cancel()
             return
         nodes = [c[k].currentNode() for k in ("baselineSegmentation", "baselineVolume", "followupSegmentation",
                                                "followupVolume")]
@@ -842,6 +860,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 *nodes, alignOnCT=c["alignOnCT"].checked, tableNode=reuse, waitForCompletion=False,
                 onFinished=self.onCompareFinished, nadirSumMm=nadirSumMm,
                 afterCompleteResponse=c["afterCompleteResponse"].checked, previousReport=previousReport)
+            self._startedAt["compare"] = time.monotonic()
         except Exception as exc:  # noqa: BLE001 - a failure to start is shown, the panel stays usable
             self._comparison = None
             c["result"].text = f"Could not start: {exc}"

@@ -912,6 +912,42 @@ def _segment_button_panel(module, monkeypatch, segmentation, input_volume):
     return widget, starts, confirmations
 
 
+def test_a_click_queued_while_a_run_starts_does_not_cancel_it_a_later_one_does(module, monkeypatch):
+    """The start of a run (the replace question, writing the CT for the child) runs on the main thread; a click made
+    meanwhile, the second of a double click on Segment, is delivered by Qt when the slot returns, to the button that
+    then reads "Cancel": the run just started was cancelled (the Slicer module audit). A click within
+    CANCEL_IGNORED_AFTER_START_S of the start is ignored; a later one cancels, for Segment and Update lesion table."""
+    from LiverTumorSegLib import mrml
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    labels = np.zeros((3, 8, 8), np.uint8)
+    seg = mrml.labels_to_segmentation_node(module.scene, labels, ImageGeometry(spacing=(1.0, 1.0, 2.0)),
+                                           name="Empty")
+    widget, starts, _ = _segment_button_panel(module, monkeypatch, seg, "CT")
+    cancels = []
+    task = types.SimpleNamespace(cancel=lambda: cancels.append("segment"))
+    widget.logic = types.SimpleNamespace(process=lambda *args, **kwargs: starts.append(1) or task,
+                                         measureSegmentation=lambda *args, **kwargs: starts.append(2) or types.
+                                         SimpleNamespace(cancel=lambda: cancels.append("measure")))
+    import slicer.util
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: True)  # replace the empty result
+    now = [1000.0]
+    monkeypatch.setattr(module.m.time, "monotonic", lambda: now[0])
+    widget.onSegmentButton()
+    widget.onSegmentButton()  # the double click's second, delivered at once
+    assert starts == [1] and cancels == [] and widget._task is task
+    now[0] += module.m.CANCEL_IGNORED_AFTER_START_S + 0.01
+    widget.onSegmentButton()
+    assert cancels == ["segment"] and widget.ui.statusLabel.text == "Cancelling..."
+    widget.ui.resultsSummaryLabel = types.SimpleNamespace(text="")
+    widget.onMeasureButton()
+    widget.onMeasureButton()
+    assert starts == [1, 2] and cancels == ["segment"]
+    now[0] += module.m.CANCEL_IGNORED_AFTER_START_S + 0.01
+    widget.onMeasureButton()
+    assert cancels == ["segment", "measure"]
+
+
 def test_segment_asks_before_replacing_pieces_split_off_an_earlier_result_naming_them(module, monkeypatch):
     """With the Liver / Liver tumor segments deleted and only a piece split off them left ("Liver tumor_2"), the
     panel asked "... already has Liver / Liver tumor segments and 1 piece(s) split off them"; it now says what is

@@ -1184,8 +1184,9 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def addUserModel(path: str) -> str:
-        """Check a model package and copy it into the user models folder; returns the new path."""
-        from LiverTumorSegLib.package import read_package_metadata
+        """Check a model package and copy it into the user models folder (named as the list shows it:
+        ``installed_package_name``); returns the new path."""
+        from LiverTumorSegLib.package import installed_package_name, read_package_metadata
         from LiverTumorSegLib.resources import user_models_dir
         from LiverTumorSegLib.errors import ModelPackageError
         try:
@@ -1193,7 +1194,7 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         except ModelPackageError as error:  # its advice in the panel's words, not the command line's
             raise ModelPackageError(panel_text.package_refusal_text(str(error))) from None
         folder = user_models_dir()
-        target = folder / os.path.basename(path)
+        target = folder / installed_package_name(path)  # a name the model list shows
         from LiverTumorSegLib.fileutil import same_file_among
         # the installed file itself under another spelling (a symlinked models folder, another letter case on
         # Windows or macOS): copying it onto itself raised shutil.SameFileError

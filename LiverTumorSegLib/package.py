@@ -1941,6 +1941,16 @@ def _package_files(folder: Path) -> List[Path]:
         return []
 
 
+def installed_package_name(path: str) -> str:
+    """The file name a package file ``path`` gets in a models folder, one the listing shows (:func:`_package_files`):
+    its own name without leading dots and with the :data:`PACKAGE_SUFFIX` (added where it has another or none). The
+    Slicer panel's *Add model file...* copied '.clinic.safetensors' and 'clinic_model' under their own names, which the
+    list skips: the panel then switched to the default model and told the user to add the file again (the package
+    audit)."""
+    name = os.path.basename(str(path)).lstrip(".")
+    return name if Path(name).suffix.lower() == PACKAGE_SUFFIX else name + PACKAGE_SUFFIX
+
+
 def _hidden(path: Path) -> bool:
     """A hidden file (its name begins with a dot): a package being written (save_model_package's temporary
     ``.NAME.*.tmp.safetensors``, also one a killed run left), or the ``._NAME.safetensors`` AppleDouble file macOS

@@ -127,6 +127,27 @@ def _panel_with_a_user_model(module, tmp_path, monkeypatch):
     return w, combo, node, mine
 
 
+def test_a_model_file_named_as_the_list_skips_it_is_installed_under_a_name_it_shows(module, tmp_path, monkeypatch):
+    """Add model file... copied '.clinic.safetensors' (hidden) and 'clinic_model' (no suffix) under their own names,
+    which the model list skips: the panel then selected the default and said the model was not installed, add its
+    file with 'Add model file...' (the package audit). They are installed as 'clinic.safetensors' and
+    'clinic_model.safetensors', listed and selected."""
+    import shutil
+    w, combo, node, mine = _panel_with_a_user_model(module, tmp_path, monkeypatch)
+    w._parameterNode.modelPath = str(mine)
+    for given, installed in ((".clinic.safetensors", "clinic.safetensors"), ("clinic_model", "clinic_model.safetensors"),
+                             ("Clinic.SAFETENSORS", "Clinic.SAFETENSORS")):
+        source = tmp_path / "downloads" / given
+        source.parent.mkdir(exist_ok=True)
+        shutil.copyfile(mine, source)
+        target = w.logic.addUserModel(str(source))
+        assert Path(target) == mine.parent / installed
+        w.ui.statusLabel.text = ""
+        w.populateModels(selectPath=str(target))
+        assert combo.currentData == str(target) and w._parameterNode.modelPath == str(target), given
+        assert "not installed here" not in w.ui.statusLabel.text
+
+
 def test_adding_the_selected_model_again_keeps_it_selected(module, tmp_path, monkeypatch):
     w, combo, node, mine = _panel_with_a_user_model(module, tmp_path, monkeypatch)
     w._parameterNode.modelPath = str(mine)  # the user picks the own model in the list

@@ -580,11 +580,12 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
             tumor_segments.append((segment.get("Name") or segment.get("ID") or f"Segment{index}", layer, value))
             if names_tumor_of_another_organ(str(segment.get("Name") or "")):
                 elsewhere.append(str(segment.get("Name")))
-    no_space = "NRRD_space" not in metadata  # sides unknown, as for a plain NRRD without 'space' (io.itk)
-    if no_space:
-        from .io.itk import nrrd_without_space_text
+    from .io.itk import nrrd_space_names_patient_sides, nrrd_without_space_text
 
-        notes.append(nrrd_without_space_text(path))
+    # sides unknown, as for a plain NRRD without 'space' or with 'space: scanner-xyz' (io.itk)
+    no_space = not nrrd_space_names_patient_sides(metadata.get("NRRD_space"))
+    if no_space:
+        notes.append(nrrd_without_space_text(path, metadata.get("NRRD_space")))
     joined = _touching_tumor_segments_text(array, masks[2], tumor_segments, path)
     if joined:
         notes.append(joined)

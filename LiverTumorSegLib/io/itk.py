@@ -1291,13 +1291,13 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     notes += _unrecognised_geometry_key_warnings(header)
     notes += _anatomical_orientation_warnings(header, volume.geometry.direction_matrix)
     notes += _space_units_warnings(header)
-    if header is not None and header.kind == "nrrd" and "space" not in header.fields:
+    if header is not None and header.kind == "nrrd" and not nrrd_space_names_patient_sides(header.fields.get("space")):
         from ..volume import ORIENTATION_ASSUMED_KEY
 
         # no anatomical space: ITK (and 3D Slicer) take the axes as L, P, S; a NRRD stored right to left was segmented
         # mirrored (liver Dice 0) and its preview drew R and L as facts, with no word of doubt
         volume.meta[ORIENTATION_ASSUMED_KEY] = True
-        notes.append(nrrd_without_space_text(path))
+        notes.append(nrrd_without_space_text(path, header.fields.get("space")))
     if notes:
         volume.meta.setdefault("warnings", []).extend(notes)
     from .formats import CONTENT_KEY
@@ -1307,10 +1307,25 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     return volume
 
 
-def nrrd_without_space_text(path: Path) -> str:
-    """The warning for a NRRD (or ``.seg.nrrd``) whose header has no ``space`` field: its sides are unknown, and it
-    was read as ITK and 3D Slicer read it (LPS)."""
-    return (f"the NRRD header of '{Path(path).name}' has no 'space' field, so which patient side each axis runs to is "
+NRRD_SPACES_WITHOUT_PATIENT_SIDES = ("scanner-xyz", "scanner-xyz-time", "3d-right-handed", "3d-left-handed",
+                                     "3d-right-handed-time", "3d-left-handed-time")
+"""The NRRD ``space`` values (lower case) that name a coordinate frame but no patient side: ITK reads them as LPS,
+as it reads a header without ``space``."""
+
+
+def nrrd_space_names_patient_sides(space: Optional[str]) -> bool:
+    """Whether a NRRD header's ``space`` field (None: the header has none) names the patient's sides (RAS, LPS, LAS
+    and their long and ``-time`` forms); False for none and for :data:`NRRD_SPACES_WITHOUT_PATIENT_SIDES` (a CT
+    written with ``space: scanner-xyz`` and RAS directions was read mirrored, its liver 157 mL instead of 1148,
+    without the warning a header without ``space`` gets; the input formats audit)."""
+    return space is not None and space.strip().lower() not in NRRD_SPACES_WITHOUT_PATIENT_SIDES
+
+
+def nrrd_without_space_text(path: Path, space: Optional[str] = None) -> str:
+    """The warning for a NRRD (or ``.seg.nrrd``) whose header has no ``space`` field, or one (``space``) that names
+    no patient side: its sides are unknown, and it was read as ITK and 3D Slicer read it (LPS)."""
+    said = f"gives 'space: {space.strip()}', which names no patient side" if space else "has no 'space' field"
+    return (f"the NRRD header of '{Path(path).name}' {said}, so which patient side each axis runs to is "
             f"unknown: it was read as ITK and 3D Slicer read it, the axes running to the patient's left, back and "
             f"head (LPS). If left and right or front and back look wrong, re-export it with its orientation (a "
             f"'space: left-posterior-superior' line with 'space directions')")

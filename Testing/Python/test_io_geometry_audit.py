@@ -494,6 +494,18 @@ def test_a_nrrd_without_space_is_read_as_lps_with_a_warning_and_its_pictures_dra
                                       "(3,0,0) (0,2,0) (0,0,1.5)\n").encode("ascii")
                        + np.ascontiguousarray(data.transpose(2, 1, 0)).astype("<i2").tobytes())
     assert not sides_unknown(read_volume(spaced))
+    # 'space: scanner-xyz' (and the 3D-handed spaces) name no patient side either: ITK reads them as LPS too, and a
+    # CT written so with RAS directions was segmented mirrored without the warning (the input formats audit)
+    for space in ("scanner-xyz", "3D-right-handed", "3D-left-handed"):
+        named = tmp_path / f"{space}.nrrd"
+        named.write_bytes(header.replace("spacings: 3 2 1.5\n", f"space: {space}\nspace directions: "
+                                         "(3,0,0) (0,2,0) (0,0,1.5)\n").encode("ascii")
+                          + np.ascontiguousarray(data.transpose(2, 1, 0)).astype("<i2").tobytes())
+        volume = read_volume(named)
+        np.testing.assert_allclose(volume.geometry.direction_matrix, np.eye(3))
+        assert sides_unknown(volume)
+        (said,) = [w for w in volume.meta["warnings"] if "'space" in w]
+        assert f"gives 'space: {space}', which names no patient side" in said and "LPS" in said
     unknown_nifti = nib.Nifti1Image(data, np.eye(4))
     unknown_nifti.set_sform(None, code=0)
     unknown_nifti.set_qform(None, code=0)

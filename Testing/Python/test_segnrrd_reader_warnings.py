@@ -174,3 +174,21 @@ def test_tumor_segments_that_touch_are_named_as_one_lesion(tmp_path, capsys):
     one = np.where(stored == 3, 2, stored)
     path = write_seg_nrrd_by_hand(tmp_path / "one.seg.nrrd", [one], [LIVER, TUMOR], spacing=(1.0, 1.0, 3.0))
     assert not [w for w in read_label_map(path).meta.get("warnings", []) if "touch" in w]
+
+
+def test_a_seg_nrrd_whose_space_names_no_patient_side_warns_as_one_without_space(tmp_path):
+    """'space: scanner-xyz' names a frame but no patient side: ITK reads it as LPS, as a header without 'space', and
+    the .seg.nrrd reader took it for a known orientation without the warning (the input formats audit)."""
+    from LiverTumorSegLib.io.itk import nrrd_without_space_text
+    from LiverTumorSegLib.volume import sides_unknown
+
+    labels = _labels()
+    known = write_seg_nrrd_by_hand(tmp_path / "lps.seg.nrrd", [labels], [LIVER, TUMOR])
+    path = tmp_path / "scanner.seg.nrrd"
+    path.write_bytes(known.read_bytes().replace(b"space: left-posterior-superior\n", b"space: scanner-xyz\n", 1))
+    said = nrrd_without_space_text(path, "scanner-xyz")
+    assert "gives 'space: scanner-xyz', which names no patient side" in said
+    volume = read_label_map(path)
+    assert said in volume.meta["warnings"] and sides_unknown(volume)
+    assert np.array_equal(volume.array, read_label_map(known).array)
+    assert not any("patient side" in w for w in read_label_map(known).meta.get("warnings", []))

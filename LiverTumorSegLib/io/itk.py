@@ -1263,8 +1263,11 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
         reader = _information_reader(path)
     except RuntimeError as exc:
         raise_if_out_of_memory(exc, str(path))
+        from .formats import renamed_hint
+
+        # a NIfTI renamed .nrrd got no 'rename it' hint, which the NIfTI reader gives (the input formats audit)
         raise InputError(f"Cannot read '{path}': not a valid {full_suffix(path)} file ({_itk_reason(exc)})"
-                         f"{non_ascii_path_hint(path)}.") from None
+                         f"{renamed_hint(path, full_suffix(path))}{non_ascii_path_hint(path)}.") from None
     if reader.GetNumberOfComponents() != 1:
         raise InputError(f"'{path}' has {reader.GetNumberOfComponents()} components per voxel (RGB or vector "
                          f"image); a scalar 3D CT volume is needed.")
@@ -1285,6 +1288,12 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
                 tags = reader.Execute()
         except RuntimeError as exc:  # ITK's "Failed to allocate memory for image." too
             raise_if_out_of_memory(exc, str(path))
+            encoding = (header.fields.get("encoding", "") if header is not None and header.kind == "nrrd" else "")
+            if encoding.strip().lower() in ("bzip2", "bz2"):  # valid NRRD (teem's unu writes it); NrrdIO lacks it
+                raise InputError(f"Cannot read '{path}': its voxels are stored with bzip2 compression (encoding: "
+                                 f"{encoding.strip()}), which the NRRD reader (ITK's NrrdIO) "
+                                 f"cannot read; the file itself may be fine. Re-save it with gzip or raw encoding "
+                                 f"(e.g. 'unu save -f nrrd -e gzip -i FILE -o OUT.nrrd') and segment that.") from None
             raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_itk_reason(exc)}).") from None
         volume = _volume_from_sitk(tags, str(path), uint8_if_fits)
     volume.meta["format"] = full_suffix(path).lstrip(".")

@@ -511,3 +511,31 @@ def test_a_nrrd_without_space_is_read_as_lps_with_a_warning_and_its_pictures_dra
     unknown_nifti.set_qform(None, code=0)
     nib.save(unknown_nifti, str(tmp_path / "unknown.nii.gz"))
     assert sides_unknown(read_volume(tmp_path / "unknown.nii.gz"))  # the NIfTI case, as before
+
+
+def test_a_bzip2_nrrd_is_named_as_such_and_a_nifti_named_nrrd_or_mha_is_told_to_be_renamed(tmp_path):
+    """A valid NRRD with 'encoding: bzip2' (teem's unu writes it), which ITK's NrrdIO cannot read, was 'truncated or
+    corrupt'; a NIfTI renamed .nrrd or .mha got no 'rename it' hint, which the NIfTI reader gives for the reverse
+    (the input formats audit)."""
+    import bz2
+    import gzip
+
+    from LiverTumorSegLib.errors import InputError
+
+    data = (np.arange(4 * 5 * 6, dtype=np.int16) - 50).reshape(4, 5, 6)
+    header = ("NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\nsizes: 6 5 4\n"
+              "space directions: (1,0,0) (0,1,0) (0,0,2)\nendian: little\nencoding: {}\nspace origin: (0,0,0)\n\n")
+    packed = tmp_path / "bz.nrrd"
+    packed.write_bytes(header.format("bzip2").encode("ascii") + bz2.compress(data.astype("<i2").tobytes()))
+    with pytest.raises(InputError, match=r"stored with bzip2 compression \(encoding: bzip2\).*Re-save it with gzip"):
+        read_volume(packed)
+    fine = tmp_path / "gz.nrrd"  # the same voxels gzip-encoded read
+    fine.write_bytes(header.format("gzip").encode("ascii") + gzip.compress(data.astype("<i2").tobytes()))
+    np.testing.assert_array_equal(read_volume(fine).array, data)
+    nifti = nib.Nifti1Image(data.transpose(2, 1, 0), np.eye(4))
+    for suffix in (".nrrd", ".mha"):
+        renamed = tmp_path / f"ct{suffix}"
+        nib.save(nifti, str(tmp_path / "ct.nii.gz"))
+        (tmp_path / "ct.nii.gz").rename(renamed)
+        with pytest.raises(InputError, match=r"not a valid \.(nrrd|mha) file .*rename it to \.nii\.gz"):
+            read_volume(renamed)

@@ -191,7 +191,7 @@ def _missing_package_error(path: Path, named_like_path: str = "") -> ModelPackag
     if named:  # a name holding '/' or ending in '.pt' is read as a path: 'does not exist' hid the package
         return ModelPackageError(f"Model package '{path}' does not exist as a file; an installed package is named "
                                  f"'{named_like_path}', but --model reads a name with a path separator or a weights "
-                                 f"suffix as a file path: give --model {Path(named[0]['path']).stem} (its file name) "
+                                 f"suffix as a file path: give --model {shlex.quote(Path(named[0]['path']).stem)} (its file name) "
                                  f"or its path '{named[0]['path']}'.")
     filed = [e for e in installed if Path(e["path"]).name == named_like_path]
     if filed:  # '--model segnet_v2.safetensors', the file name 'models' lists: a path, missing in the working folder
@@ -2111,10 +2111,20 @@ def installed_matches(usable: Sequence[Dict[str, Any]], text: str) -> List[str]:
     file stem), one per file: more than one is refused as ambiguous by :func:`resolve_model`."""
     matches = []  # type: List[str]
     for entry in usable:
-        if (entry["name"] == text or Path(entry["path"]).stem == text) \
-                and not same_file_among(matches + [entry["path"]]):
+        if names_model(entry, text) and not same_file_among(matches + [entry["path"]]):
             matches.append(entry["path"])
     return matches
+
+
+def names_model(entry: Dict[str, Any], text: str) -> bool:
+    """Whether ``--model text`` names the :func:`list_installed_models` ``entry``: its metadata name or its file
+    stem, compared in Unicode's composed form (NFC): a name typed or stored decomposed (macOS file names, 'u' and a
+    combining diaeresis for 'ü') was 'No installed model named ... (did you mean ...?)' naming the same-looking
+    name (the package audit)."""
+    import unicodedata
+
+    wanted = unicodedata.normalize("NFC", text)
+    return any(unicodedata.normalize("NFC", str(name)) == wanted for name in (entry["name"], Path(entry["path"]).stem))
 
 
 def resolve_model(name_or_path: PathLike, warn: bool = True) -> Path:
@@ -2150,7 +2160,7 @@ def resolve_model(name_or_path: PathLike, warn: bool = True) -> Path:
             raise ModelPackageError(f"The bundled default '{broken[0]['path']}' cannot be used: {broken[0]['error']}")
         raise ModelPackageError(_no_default_model_message(listed))
     entries = list_installed_models(warn)
-    broken = [e for e in entries if e["error"] is not None and (e["name"] == text or Path(e["path"]).stem == text)]
+    broken = [e for e in entries if e["error"] is not None and names_model(e, text)]
     if broken:  # a damaged user package must not quietly give way to a bundled one of the same name
         raise ModelPackageError(f"The installed package '{broken[0]['path']}' named '{text}' cannot be used "
                                 f"({broken[0]['error']}); replace or remove it, or give another package's path "
@@ -2159,7 +2169,7 @@ def resolve_model(name_or_path: PathLike, warn: bool = True) -> Path:
     matches = installed_matches(usable, text)
     if len(matches) > 1:  # e.g. a user package named like a bundled one: never pick one silently
         raise ModelPackageError(f"The model name '{text}' matches {len(matches)} installed packages "
-                                f"({'; '.join(matches)}); give the package's path with --model, or rename one.")
+                                f"({'; '.join(matches)}); {_ambiguous_model_advice(matches)}")
     if matches:
         return Path(matches[0])
     names = sorted({e["name"] for e in usable})
@@ -2174,6 +2184,18 @@ def resolve_model(name_or_path: PathLike, warn: bool = True) -> Path:
         hint = _hidden_package_hint(text) or _misspelt_model_hint(text, names)
     raise ModelPackageError(f"No installed model named '{text}'{hint}. Installed: {', '.join(names) or 'none'}. "
                             f"Give a path to a .safetensors package, or copy one into '{user_models_dir()}'.")
+
+
+def _ambiguous_model_advice(matches: Sequence[str]) -> str:
+    """What to give ``--model`` for one of the package files ``matches`` that one name matched: each file's stem
+    where the stems differ (quoted for a shell), else its path. 'rename one' was the advice, and renaming a file
+    changes nothing where the packages' metadata names are what matched (the package audit)."""
+    stems = [Path(path).stem for path in matches]
+    if len(set(stems)) == len(stems):
+        return ("give one by its file name: " + " or ".join(f"--model {shlex.quote(stem)}" for stem in stems) +
+                " (or its path)")
+    return "give the package's path with --model (" + " or ".join(f"--model {shlex.quote(path)}"
+                                                                   for path in matches) + ")"
 
 
 def _other_file_kind(path: Path) -> str:

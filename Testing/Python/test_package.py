@@ -384,7 +384,7 @@ def test_a_package_named_like_a_path_is_noted_and_found(tmp_path, monkeypatch, c
     monkeypatch.chdir(tmp_path)
     package = save_model_package(user / "liver2.safetensors", _tiny_model(), PREP, metadata={"name": "abdomen/liver"})
     assert main(["models"]) == 0
-    assert ("note: '--model abdomen/liver' is read as a file path, not this package's name: give '--model liver2' "
+    assert ("note: '--model abdomen/liver' is read as a file path, not this package's name: give --model liver2 "
             "(its file name) or its path") in capsys.readouterr().out
     with pytest.raises(ModelPackageError, match="an installed package is named 'abdomen/liver', but --model reads a "
                                                 "name with a path separator .* give --model liver2 "):
@@ -402,9 +402,13 @@ def test_a_user_package_named_default_is_noted_with_its_file_name(tmp_path, monk
     monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
     package = save_model_package(user / "v3.safetensors", _tiny_model(), PREP, metadata={"name": "default"})
     assert main(["models"]) == 0
-    assert ("'--model default' means the bundled default, not this package: give '--model v3' (its file name) or "
+    assert ("'--model default' means the bundled default, not this package: give --model v3 (its file name) or "
             "its path") in capsys.readouterr().out
     assert resolve_model("v3") == package
+    # a file name with a space is given quoted for a shell ('--model my v3' was printed, which a shell splits)
+    package.rename(user / "my v3.safetensors")
+    assert main(["models"]) == 0
+    assert ("give --model 'my v3' (its file name) or its path") in capsys.readouterr().out
 
 
 def test_an_installed_package_s_file_name_given_as_model_is_named(tmp_path, monkeypatch):
@@ -1130,9 +1134,37 @@ def test_a_name_shared_by_two_installed_packages_is_refused_not_picked(package_p
     monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(models))
     bundled = resolve_model("segnet_v2")
     (models / "segnet_v2.safetensors").write_bytes(package_path.read_bytes())
-    with pytest.raises(ModelPackageError, match="matches 2 installed packages"):
+    with pytest.raises(ModelPackageError, match="matches 2 installed packages") as refused:
         resolve_model("segnet_v2")
+    assert "give the package's path with --model (--model " in str(refused.value)  # same file names: paths only
     assert resolve_model(str(bundled)) == bundled                     # a path still says which one
+    # two user packages of one metadata name in files of other names: 'rename one' was the advice, and renaming a
+    # file changed nothing; each file name reaches its package (the package audit)
+    (models / "segnet_v2.safetensors").unlink()
+    first = save_model_package(models / "mine a.safetensors", _tiny_model(1), PREP, metadata={"name": "Leber"})
+    second = save_model_package(models / "mine b.safetensors", _tiny_model(2), PREP, metadata={"name": "Leber"})
+    with pytest.raises(ModelPackageError, match=r"matches 2 installed packages .*give one by its file name: "
+                                                r"--model 'mine a' or --model 'mine b' \(or its path\)"):
+        resolve_model("Leber")
+    assert (resolve_model("mine a"), resolve_model("mine b")) == (first, second)
+
+
+def test_a_model_name_given_in_decomposed_unicode_finds_its_package(tmp_path, monkeypatch):
+    """'Leber Modell ü 1' typed (or stored, as macOS file names are) with 'u' and a combining diaeresis was 'No
+    installed model named ... (did you mean ...?)' naming the same-looking name (the package audit)."""
+    import unicodedata
+
+    from LiverTumorSegLib.package import resolve_model
+
+    models = tmp_path / "user_models"
+    models.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(models))
+    path = save_model_package(models / "leber.safetensors", _tiny_model(1), PREP, metadata={"name": "Leber Modell ü 1"})
+    decomposed = unicodedata.normalize("NFD", "Leber Modell ü 1")
+    assert decomposed != "Leber Modell ü 1"
+    assert resolve_model(decomposed) == path == resolve_model("Leber Modell ü 1")
+    stem = save_model_package(models / unicodedata.normalize("NFD", "größe.safetensors"), _tiny_model(2), PREP)
+    assert resolve_model("größe") == stem  # a decomposed file stem, the composed name typed
 
 
 def test_metadata_with_non_finite_or_huge_numbers_is_refused_as_a_package_error(tmp_path):

@@ -681,10 +681,14 @@ def air_slices_text(report: Dict[str, Any]) -> str:
 
 def model_choices(entries: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Combo-box items ``{"text", "path", "default", "usable"}`` from ``list_installed_models()`` entries (sorted by
-    file name); unusable ones marked in the text and ``usable`` False."""
+    file name); unusable ones marked in the text and ``usable`` False. Where two entries share a name and source,
+    each item's text names its file: two user packages named alike were two identical items (the package audit)."""
     items = []
-    for entry in entries:
-        text = f"{entry['name']} ({entry.get('source', 'file')})"
+    entries = list(entries)
+    labels = [f"{entry['name']} ({entry.get('source', 'file')})" for entry in entries]
+    for entry, label in zip(entries, labels):
+        text = label if labels.count(label) == 1 else f"{entry['name']} ({entry.get('source', 'file')}: " \
+                                                       f"{_file_name(str(entry['path']))})"
         if entry.get("default"):
             text += " - default"
         if entry.get("error"):

@@ -387,6 +387,18 @@ def test_model_choices_mark_default_and_unusable():
     assert panel_text.installed_by_file_name("C:\\Users\\x\\default.safetensors", items) == "/a/default.safetensors"
 
 
+def test_model_choices_name_the_file_of_packages_that_share_a_name():
+    """Two user packages named alike (one float32, one float16) were two identical items, 'Leber (user)', and neither
+    item nor description said which file each was (the package audit)."""
+    items = panel_text.model_choices([
+        {"name": "Leber", "path": "/u/leber32.safetensors", "source": "user", "error": None},
+        {"name": "Leber", "path": "C:\\u\\leber16.safetensors", "source": "user", "error": None},
+        {"name": "Leber", "path": "/b/leber.safetensors", "source": "bundled", "error": None},
+        {"name": "unet", "path": "/u/unet.safetensors", "source": "user", "error": "truncated"}])
+    assert [item["text"] for item in items] == ["Leber (user: leber32.safetensors)", "Leber (user: leber16.safetensors)",
+                                                "Leber (bundled)", "unet (user) - unusable"]
+
+
 def test_a_new_scene_gets_the_default_model_not_the_first_in_the_list():
     """The list is sorted by file name: its first item, which a new scene got, was alexnet_fcn_v2 (robustness
     tumor Dice 0.34 against the default's 0.74)."""

@@ -48,6 +48,11 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
 # for one 256 x 256 slice is 0.42 GiB (dalunet); the limits leave 3-5x headroom for wider trained variants.
 MAX_METADATA_BYTES = 4 * 1024 * 1024  # the whole metadata JSON; the bundled v3 model's is about 22 KB
 MAX_METADATA_DEPTH = 32               # nesting of JSON objects/lists (a robustness table needs 3-4)
+# the whole safetensors header a package may have: its metadata (escaped as a JSON string: at most twice its bytes)
+# and 8 MiB of tensor entries (about 100 bytes each; a bundled package has 63-300 tensors). A file in the models
+# folder with a 99 MB header of 1.7 million empty tensors took 9.5 s and 1.2 GB on every listing (every segment run,
+# every panel refresh) before it was refused (the package audit)
+MAX_PACKAGE_HEADER_BYTES = 2 * MAX_METADATA_BYTES + 8 * 1024 * 1024
 MAX_PARAMETERS = 200_000_000          # 0.8 GB of float32 weights
 MAX_ACTIVATION_BYTES = 2 * 1024 ** 3  # sum of all layer outputs for one 256 x 256 slice, float32
 ACTIVATION_PROBE_HW = 256
@@ -276,6 +281,11 @@ def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
                                                                   f"truncated or of another type: give a "
                                                                   f"{PACKAGE_SUFFIX} model package, or download or "
                                                                   f"copy this one again."))
+        if header_len > MAX_PACKAGE_HEADER_BYTES:  # not parsed: a valid safetensors file, but no package of ours
+            raise ModelPackageError(f"{not_package}: its header is {header_len:,} bytes, more than a model package's "
+                                    f"can be ({MAX_PACKAGE_HEADER_BYTES:,}: its metadata and tensor list); it is "
+                                    f"another kind of safetensors file, or corrupt or hostile. Remove it from the "
+                                    f"models folder, or give a LiverTumorSeg model package.")
         raw = fh.read(header_len)
     try:
         header = json.loads(raw.decode("utf-8"))

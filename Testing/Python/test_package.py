@@ -464,6 +464,34 @@ def test_refuses_corrupt_header_json(package_path, tmp_path):
         load_model_package(bad)
 
 
+def test_a_header_larger_than_any_package_s_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
+    """A file in the models folder with a 99 MB header (under safetensors' 100 MB limit) of 1.7 million empty tensors
+    took 9.5 s and 1.2 GB to parse on every listing, every segment run, before it was refused (the package audit).
+    A header longer than a package's can be is refused unread, and the listing names it unusable."""
+    import json as json_module
+
+    from LiverTumorSegLib import package as package_module
+    from LiverTumorSegLib.package import list_installed_models, read_safetensors_header
+
+    monkeypatch.setattr(package_module, "MAX_PACKAGE_HEADER_BYTES", 4096)  # a small file stands in for a 99 MB one
+    entries = {f"t{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]} for i in range(200)}
+    text = json_module.dumps(entries).encode("utf-8")
+    assert len(text) > 4096
+    folder = tmp_path / "models"
+    folder.mkdir()
+    many = folder / "many.safetensors"
+    many.write_bytes(struct.pack("<Q", len(text)) + text)
+    parsed = []
+    monkeypatch.setattr(package_module.json, "loads", lambda *a, **k: parsed.append(1) or {})
+    with pytest.raises(ModelPackageError, match=r"its header is [\d,]+ bytes, more than a model package's can be "
+                                                r"\(4,096: .*Remove it from the models folder"):
+        read_safetensors_header(many)
+    assert parsed == []  # refused before the JSON was read
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(folder))
+    (listed,) = [e for e in list_installed_models(warn=False) if e["path"] == str(many)]
+    assert "more than a model package's can be" in listed["error"]
+
+
 def test_refuses_tampered_weights(package_path, tmp_path):
     data = bytearray(package_path.read_bytes())
     for i in range(1, 5):

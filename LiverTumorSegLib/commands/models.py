@@ -244,6 +244,28 @@ def robustness_weights_status(metadata: Dict[str, Any]) -> str:
     return "these weights" if measured == metadata.get("weights_sha256") else "other weights"
 
 
+def robustness_threshold_note(settings: Any, threshold: Optional[float], statistic: Optional[str]) -> str:
+    """A note where a stored table (its ``robustness_settings``) was measured at another lesion confidence threshold
+    or statistic than the package now records as its own (``threshold``, ``statistic``: None for none, the library's
+    0.65 of the mean); '' where they agree or the settings record none. A package given a new threshold
+    (``set_package_min_lesion_probability``) kept printing the old table as its own, without a word: its false
+    lesions and tumor Dice were counted at the old threshold (the package audit)."""
+    from ..inference.postprocess import DEFAULT_LESION_PROBABILITY_STATISTIC, DEFAULT_MIN_LESION_PROBABILITY
+
+    post = settings.get("postprocessing") if isinstance(settings, dict) else None
+    measured = post.get("min_lesion_probability") if isinstance(post, dict) else None
+    if not is_dice(measured):
+        return ""
+    measured_statistic = str(post.get("lesion_probability_statistic") or DEFAULT_LESION_PROBABILITY_STATISTIC)
+    now = DEFAULT_MIN_LESION_PROBABILITY if threshold is None else float(threshold)
+    now_statistic = statistic or DEFAULT_LESION_PROBABILITY_STATISTIC
+    if abs(float(measured) - now) < 1e-9 and measured_statistic == now_statistic:
+        return ""
+    return (f"measured at the lesion confidence threshold {float(measured):g} of the {measured_statistic}; this "
+            f"package now records {now:g} of the {now_statistic}, so its tumor Dice and false lesions differ from "
+            f"what segment gives: run benchmarks/robustness.py on it again")
+
+
 def missing_perturbations(rows: Any, settings: Any) -> List[str]:
     """The perturbations a stored table's settings asked for that gave no row on any case (e.g. the field-of-view
     crops when the run kept only slices around the liver)."""
@@ -279,10 +301,11 @@ def measured_with_text(settings: Any) -> str:
 
 
 def robustness_lines(rows: Any, per_line: int = 4, weights: str = "", missing: Sequence[str] = (),
-                     settings: Any = None) -> List[str]:
+                     settings: Any = None, threshold_note: str = "") -> List[str]:
     """Text lines ``name liver/tumor`` (mean Dice over the benchmark's cases), ``per_line`` per line; then what
-    :func:`robustness_weights_status` (``weights``) and :func:`missing_perturbations` (``missing``) found, and
-    whether ``settings`` (the table's ``robustness_settings``) record code edited after its commit."""
+    :func:`robustness_weights_status` (``weights``), :func:`missing_perturbations` (``missing``) and
+    :func:`robustness_threshold_note` (``threshold_note``) found, and whether ``settings`` (the table's
+    ``robustness_settings``) record code edited after its commit."""
     means = robustness_means(rows)
     if not means:
         return []
@@ -313,6 +336,8 @@ def robustness_lines(rows: Any, per_line: int = 4, weights: str = "", missing: S
                      "benchmarks/robustness.py on it again")
     elif weights == "not recorded":
         lines.append("  (the table does not record the weights it was measured on: stored before tables did)")
+    if threshold_note:
+        lines.append(f"  STALE for lesions: {threshold_note}")
     measured = measured_with_text(settings)
     if measured:
         lines.append(f"  {measured}")
@@ -502,7 +527,10 @@ def run(args: argparse.Namespace) -> int:
         for line in robustness_lines(entry.get("robustness"), weights=entry.get("robustness_weights", ""),
                                      missing=missing_perturbations(entry.get("robustness"),
                                                                    entry.get("robustness_settings")),
-                                     settings=entry.get("robustness_settings")):
+                                     settings=entry.get("robustness_settings"),
+                                     threshold_note=robustness_threshold_note(
+                                         entry.get("robustness_settings"), entry.get("min_lesion_probability"),
+                                         entry.get("lesion_probability_statistic"))):
             _say("      " + line)
     if not verify:
         print("  (weights are checked when a package is loaded; 'livertumorseg models --verify' checks them all now)")

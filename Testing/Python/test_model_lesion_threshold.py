@@ -229,3 +229,34 @@ def test_finalize_refuses_recorded_folds_read_at_another_threshold():
     assert fin.recorded_threshold_problem([{"min_lesion_probability": 0.75}], 0.75) == ""
     problem = fin.recorded_threshold_problem([{"dice_liver": 0.9}, {"min_lesion_probability": 0.75}], 0.75)
     assert "threshold(s) 0.65, 0.75" in problem and "--min-lesion-probability 0.75" in problem
+
+
+def test_models_says_a_stored_table_was_measured_at_another_threshold_than_the_package_now_records(
+        tmp_path, monkeypatch, capsys):
+    """A package given a new threshold kept printing its stored robustness table as its own, without a word, though
+    the table's false lesions and tumor Dice were counted at the old threshold (the package audit)."""
+    import shutil
+
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.commands.models import robustness_threshold_note
+    from LiverTumorSegLib.package import set_package_min_lesion_probability
+
+    models = tmp_path / "models"
+    models.mkdir()
+    mine = models / "mine.safetensors"
+    shutil.copyfile(Path(__file__).resolve().parents[2] / "Resources" / "Models" / "unet16_widezoom_cpu.safetensors",
+                    mine)
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(models))
+    assert main(["models"]) == 0
+    assert "STALE for lesions" not in capsys.readouterr().out  # every table measured at its package's threshold
+    set_package_min_lesion_probability(mine, 0.9, "peak")
+    assert main(["models"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("STALE for lesions") == 1
+    assert ("STALE for lesions: measured at the lesion confidence threshold 0.65 of the mean; this package now "
+            "records 0.9 of the peak") in out
+    settings = {"postprocessing": {"min_lesion_probability": 0.65}}
+    assert robustness_threshold_note(settings, None, None) == ""          # the library's 0.65 of the mean
+    assert robustness_threshold_note(settings, 0.65, "mean") == ""
+    assert "now records 0.75 of the mean" in robustness_threshold_note(settings, 0.75, None)
+    assert robustness_threshold_note({}, 0.75, None) == ""                # not recorded: nothing to compare

@@ -30,8 +30,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     group.add_argument("--model", default=None,
                        help="the preprocessing recorded in this model package (an installed model's name, "
                             "'default', or a .safetensors path), as segment applies it with --model, except that a "
-                            "child-sized body, which segment gives the network enlarged in-plane, is shown at its "
-                            "own size")
+                            "child-sized body, which segment gives the network enlarged in-plane (a package that "
+                            "resamples to a pixel spacing), is shown at its own size")
     p.add_argument("--slices", type=number(int), default=3, help="number of axial slices to show (default 3)")
     p.add_argument("--series", default=None,
                    help="which series of a DICOM folder holding several: its SeriesInstanceUID, a unique UID "

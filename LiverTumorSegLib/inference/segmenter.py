@@ -460,6 +460,9 @@ class Segmenter:
             except Exception as error:  # noqa: BLE001 - the CT is then given as it is, and the report says why
                 log.warning("the body size check failed", exc_info=True)
                 record = body_size_failed_record(training_diameter_mm, error)
+            unscaled = self._grid_ignores_pixel_spacing()
+            if unscaled and record.get("in_plane_scale", 1.0) != 1.0:
+                record = dict(record, in_plane_scale=1.0, not_scaled=unscaled)  # and no warning of an enlargement
             if record["in_plane_scale"] != 1.0:
                 network_volume = with_in_plane_scale(network_volume, record["in_plane_scale"])
         # the CT is held weakly (and never as its own network form): a CT prepared and then refused before
@@ -505,6 +508,39 @@ class Segmenter:
                 raise _FillCopyWouldNotFit() from None
             raise ResourceError(f"{exc} (This counts the copy of the CT, {pending / 2 ** 20:.0f} MiB, that the network "
                                 f"is given with its resampling's fill outside the field of view made air.)") from None
+
+    def _grid_ignores_pixel_spacing(self) -> str:
+        """Why an enlargement of the CT's pixel spacing would not reach the network, or '': the package's
+        preprocessing gives the network the CT's own pixels (``target_spacing_mm`` null) or resizes each slice to a
+        fixed size (``target_size``), so the spacing the body-size scaling multiplies is never read. A package of
+        such a preset (``zscore_body``, ``window250_equalized``) was reported 'given the CT enlarged 1.66x' with
+        an unchanged input (the train/infer audit). Read as :meth:`_training_body_diameter_mm` reads the record."""
+        config = self.known_preprocessing
+        if config is None:
+            metadata = getattr(self.package, "metadata", None)
+            if metadata is None and self.package is None and not self._engine_given:
+                try:
+                    from ..package import read_package_metadata, resolve_model
+
+                    metadata = read_package_metadata(resolve_model(self.options.model))
+                except Exception:  # noqa: BLE001 - the load reports a package it cannot read
+                    return ""
+            recorded = metadata.get("preprocessing") if isinstance(metadata, dict) else None
+            try:
+                from ..preprocessing.config import PreprocessingConfig
+
+                config = PreprocessingConfig.from_dict(recorded) if isinstance(recorded, dict) else None
+            except Exception:  # noqa: BLE001 - the load refuses such a record, saying why
+                return ""
+        if config is None:
+            return ""
+        if getattr(config, "target_size", None):
+            return ("the model resizes each slice to a fixed size (target_size), so an enlargement would not "
+                    "change its input")
+        if getattr(config, "target_spacing_mm", 1.5) is None:
+            return ("the model takes the CT's own pixels (target_spacing_mm null), so an enlargement would not "
+                    "change its input")
+        return ""
 
     def _training_body_diameter_mm(self) -> Optional[float]:
         """The narrowest training body (mm) the package records (:func:`.body_size.training_body_diameter_mm`), or None.

@@ -128,6 +128,37 @@ def test_segment_gives_the_network_a_small_body_enlarged_and_measures_on_the_tru
     assert engine.given[0] is volume and result.report["body_size"]["in_plane_scale"] == 1.0
 
 
+def test_a_model_whose_grid_ignores_pixel_spacing_is_not_said_to_get_an_enlarged_ct():
+    """The scaling multiplies the pixel spacing; a package of native pixels (target_spacing_mm null: the presets
+    zscore_body, window250_equalized) or of a fixed slice size (target_size) never reads it, so its input was
+    unchanged while the report said 'given the CT enlarged 1.66x' (the train/infer audit). Such a CT is given as it
+    is, and the record says why."""
+    from LiverTumorSegLib.preprocessing.config import PreprocessingConfig
+
+    hu, geometry = _ellipse_body(160.0, 100.0, shape=(4, 200, 200))
+    volume = CTVolume(hu, geometry)
+    for config, said in ((PreprocessingConfig(target_spacing_mm=None), "target_spacing_mm null"),
+                         (PreprocessingConfig(target_spacing_mm=None, target_size=(256, 256)), "target_size")):
+        for known in (True, False):  # the engine's config, or (before a load) the package's recorded one
+            metadata = {PACKAGE_KEY: {"adult": 315.0}}
+            if not known:
+                metadata["preprocessing"] = config.to_dict()
+            engine = _RecordingEngine(__import__("types").SimpleNamespace(metadata=metadata, name="s", path="s"))
+            if known:
+                engine.preprocessing = config
+            from LiverTumorSegLib.inference import SegmentationOptions
+            from LiverTumorSegLib.inference.segmenter import Segmenter
+
+            result = Segmenter(SegmentationOptions(), engine=engine).segment_volume(volume, checked=True)
+            record = result.report["body_size"]
+            assert engine.given[0] is volume and record["in_plane_scale"] == 1.0, (said, known)
+            assert said in record["not_scaled"] and record["diameter_mm"] < 200
+            assert not any("enlarged" in w for w in result.warnings)
+    _, engine, result = _segment(volume, {PACKAGE_KEY: {"adult": 315.0},
+                                          "preprocessing": PreprocessingConfig().to_dict()})  # 1.5 mm: scaled
+    assert result.report["body_size"]["in_plane_scale"] > 2.0 and "not_scaled" not in result.report["body_size"]
+
+
 def test_an_adult_sized_body_is_given_as_it_is():
     hu, geometry = _ellipse_body(330.0, 250.0, shape=(3, 200, 200), spacing=2.0)
     volume = CTVolume(hu, geometry)
@@ -556,8 +587,8 @@ def test_preprocess_model_shows_a_small_body_at_its_own_size_and_its_help_says_s
         main(["preprocess", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     model_help = text[text.index("--model MODEL "):text.index("--slices SLICES ")]
-    assert re.search(r"child-sized body, which segment gives the network enlarged in-plane, is shown at its own "
-                     r"size", model_help)
+    assert re.search(r"child-sized body, which segment gives the network enlarged in-plane \(a package that "
+                     r"resamples to a pixel spacing\), is shown at its own size", model_help)
 
 
 def test_a_failing_body_size_check_gives_the_ct_as_it_is_with_a_warning_not_an_error(monkeypatch):

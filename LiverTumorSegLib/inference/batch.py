@@ -863,6 +863,10 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
     if reports.exists() and not reports.is_dir():  # each case's network ran, then its write failed on it
         raise InputError(f"'{reports}' is a file, and the batch writes each case's report into a folder of that "
                          f"name; move the file, or choose another output folder.")
+    if reports.is_dir():  # another user's, or a read-only mount: every case ran, then failed at its report
+        from ..fileutil import check_folder_writable
+
+        check_folder_writable(reports, "Reports folder")
     cases = [BatchCase(case_id, path, output_folder / f"{case_id}{suffix}", reports / f"{case_id}.json",
                        None if probability_folder is None else probability_folder / f"{case_id}{suffix}")
              for case_id, path in pairs]

@@ -1720,6 +1720,30 @@ def test_a_file_named_reports_in_the_output_folder_is_refused_before_any_work(tm
     assert (tmp_path / "out" / "reports").read_text(encoding="utf-8") == "my notes"
 
 
+def test_a_reports_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, monkeypatch):
+    """OUT/reports owned by another user (or a read-only mount) let every case run its network and then fail at its
+    report ('Output folder .../reports is not writable'), exit 2 with nothing done (the outputs audit). It is refused
+    before any work, as an unwritable output folder is. Simulated: root writes anywhere a chmod allows."""
+    import tempfile
+
+    write_phantoms(tmp_path / "cts", 1)
+    reports = tmp_path / "out" / "reports"
+    reports.mkdir(parents=True)
+    real_mkstemp = tempfile.mkstemp
+
+    def refused_in_reports(*args, **kwargs):
+        if os.path.basename(str(kwargs.get("dir", ""))) == "reports":
+            raise PermissionError(13, "Permission denied")
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused_in_reports)
+    with pytest.raises(InputError, match=r"Reports folder '.*reports' is not writable \(Permission denied\)"):
+        find_cases(tmp_path / "cts", tmp_path / "out")
+    monkeypatch.setattr(tempfile, "mkstemp", real_mkstemp)
+    assert len(find_cases(tmp_path / "cts", tmp_path / "out")) == 1
+    assert os.listdir(reports) == []  # the probe leaves nothing
+
+
 def test_a_batch_of_a_folder_without_cts_names_the_folder_not_the_output(tmp_path, capsys):
     """'segment EMPTY_FOLDER -o OUT' (or a folder of notes only, or CTs with another extension) said "Output 'OUT'
     has no file extension", blaming the output folder a batch needs; it now says the input folder holds no CT."""

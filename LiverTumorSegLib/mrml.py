@@ -670,12 +670,12 @@ def result_resampled_on_saving(segmentation_node, geometry: ImageGeometry, repla
     resamples every segment onto that grid when it saves, ours included; where that grid does not hold the CT's
     exactly (:func:`grid_holds_grid_exactly`: another series' grid, not an oversampling of the CT's) a result lost 15
     lesions to 6 and gained 5 % liver on reload (the Slicer glue audit). A node that records no reference grid (one
-    made by Slicer's label map import, ``ImportLabelmapToSegmentationNode``) is judged by the grid its user segments
-    span (``DetermineCommonLabelmapGeometry``): Slicer saved the result onto that grid too (a 0.59 mL lesion reloaded
-    as 0.39 mL; the Slicer module audit), where this once answered False. False where the user's segments are
-    empty."""
+    made by Slicer's label map import, ``ImportLabelmapToSegmentationNode``) is saved on its finest segment's grid:
+    Slicer saved the result onto a user segment's grid (a 0.59 mL lesion reloaded as 0.39 mL; the Slicer module
+    audit), where this once answered False. Such a node is judged by each non-empty user segment's own grid (True
+    where any does not hold the CT's; Slicer's ``DetermineCommonLabelmapGeometry`` would say which one it takes, but
+    its Python form is not in every Slicer this module supports). False where the user's segments are empty."""
     import slicer
-    import vtk
 
     from .segnrrd import reference_grid_from_text
 
@@ -687,15 +687,24 @@ def result_resampled_on_saving(segmentation_node, geometry: ImageGeometry, repla
         return False
     text = segmentation.GetConversionParameter(
         slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())  # as a .seg.nrrd header holds it
+    ct_grid = geometry_in_node_frame(geometry, segmentation_node)
     if not text:
-        ids = vtk.vtkStringArray()
-        for segment_id in users:
-            ids.InsertNextValue(segment_id)
-        text = segmentation.DetermineCommonLabelmapGeometry(segmentation.EXTENT_UNION_OF_EFFECTIVE_SEGMENTS, ids)
+        grids = [segment_grid(segmentation_node, segment_id) for segment_id in users
+                 if _labelmap_has_voxels(_segment_labelmap(segmentation_node, segment_id)[1])]
+        return any(grid is not None and not grid_holds_grid_exactly(grid, ct_grid) for grid in grids)
     found = reference_grid_from_text(text)
     if found is None:
         return False
-    return not grid_holds_grid_exactly(found[0].ijk_to_ras(), geometry_in_node_frame(geometry, segmentation_node))
+    return not grid_holds_grid_exactly(found[0].ijk_to_ras(), ct_grid)
+
+
+def _labelmap_has_voxels(image) -> bool:
+    """Whether an oriented image (a segment's labelmap, or None) spans any voxel: an empty segment's has an empty
+    extent (and a grid of no meaning, which Slicer does not save on)."""
+    if image is None:
+        return False
+    extent = image.GetExtent()
+    return all(extent[2 * axis] <= extent[2 * axis + 1] for axis in range(3))
 
 
 def _set_reference_geometry(segmentation_node, geometry: ImageGeometry, shape_zyx: Sequence[int]) -> None:

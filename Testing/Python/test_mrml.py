@@ -1410,6 +1410,7 @@ def test_a_segmentation_without_a_reference_grid_is_judged_by_its_user_segments_
         slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
             mrml.oriented_image_from_array(np.ones((2, 2, 2), np.uint8), grid), seg, "vessel",
             slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+        seg.GetSegmentation().AddEmptySegment("empty", "Not drawn yet", [0, 1, 0])  # no voxels: no grid of its own
         assert seg.GetSegmentation().GetConversionParameter(
             slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()) == ""
         assert mrml.result_resampled_on_saving(seg, ct_geometry) == resampled, name

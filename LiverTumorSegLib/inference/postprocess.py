@@ -336,12 +336,15 @@ def lung_parenchyma(lungs: np.ndarray, hu: np.ndarray) -> np.ndarray:
     (>= ``gas_hu``) and no gas of ``lungs`` directly above. Gas touching a lung base through a thin diaphragm
     (5 mm slices) joins the lung's air component, and its lowest voxel, under the liver, then set the
     column's height and removed the liver above it; gas (about -1000 HU) does not count now, nor does the
-    partial-volume layer at a gas bubble's floor (gas above it). A lung under the heart's lateral bulge
-    still counts (the heart above it is what the step removes)."""
+    partial-volume layer around a gas bubble (its 26 neighbours: floor, roof and sides). Only the floor was left out
+    at first: the roof, part gas and part tissue (-500 to -850 HU on a CT's normal blur or 5 mm slabs), then set the
+    height and removed 72 mL of a left lobe above gastric gas, 906 of 975 mL of a blurred phantom's liver (the
+    post-processing audit). A lung under the heart's lateral bulge still counts (the heart above it is what the
+    step removes)."""
+    from scipy import ndimage
+
     gas = lungs & (hu < RULES.gas_hu)
-    result = lungs & ~gas
-    result[:-1] &= ~gas[1:]
-    return result
+    return lungs & ~ndimage.binary_dilation(gas, structure=np.ones((3, 3, 3), dtype=bool))
 
 
 def diaphragm_height(lungs: np.ndarray, spacing_zyx: Sequence[float], step: int, reach_mm: float) -> np.ndarray:

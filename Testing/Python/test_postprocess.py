@@ -218,11 +218,23 @@ def test_gas_joined_to_a_lung_through_a_thin_diaphragm_does_not_remove_the_liver
     gas = (under_liver | channel | bridge) & ~parts["liver"]
     hu[gas] = -1000.0
     assert gas.sum() > 100
-    labels = parts["liver"].astype(np.uint8)
-    lungs, step = lung_mask(hu, CHEST_SPACING, PostprocessingOptions())
-    assert lungs is not None and lungs[4].any()               # the gas did join the lung's air component
-    removed = remove_above_lungs(labels, hu, CHEST_SPACING, PostprocessingOptions())
-    assert removed == 0 and (labels[parts["liver"]] == 1).all()
+    from scipy import ndimage
+
+    # sharp, and with a scanner's blur: the layer over the gas, part gas and part tissue, then set the height and
+    # removed 43 mL of liver at a blur of 0.4 voxels (the post-processing audit). A blur of 0.6 voxels leaves this
+    # 2-slice gas layer at about -820 HU, lung density: the rule cannot tell it from lung (a known limit)
+    for sigma in (0.0, 0.3, 0.4):
+        blurred = ndimage.gaussian_filter(hu, sigma) if sigma else hu.copy()
+        labels = parts["liver"].astype(np.uint8)
+        lungs, step = lung_mask(blurred, CHEST_SPACING, PostprocessingOptions())
+        assert lungs is not None and lungs[4].any()           # the gas did join the lung's air component
+        removed = remove_above_lungs(labels, blurred, CHEST_SPACING, PostprocessingOptions())
+        assert removed == 0 and (labels[parts["liver"]] == 1).all(), sigma
+    # the step still removes what it is for on the blurred phantom: liver labels on the heart above the lung bases
+    blurred = ndimage.gaussian_filter(chest_phantom()[0], 0.4)
+    labels = (parts["liver"] | parts["heart"]).astype(np.uint8)
+    remove_above_lungs(labels, blurred, CHEST_SPACING, PostprocessingOptions())
+    assert (labels[parts["liver"]] == 1).all() and (labels[parts["heart"]] == 0).mean() > 0.35  # as unblurred: 0.37
 
 
 def test_gas_reaching_up_into_one_thoracic_slice_is_not_a_lung():

@@ -960,6 +960,23 @@ def touching_tumor_segments_warning(segmentation_node, geometry: ImageGeometry,
                                   ((name, lambda n=number: owner == n) for number, name in enumerate(names, start=1)))
 
 
+def other_organ_tumor_warning(segmentation_node) -> str:
+    """The warning naming the tumor segments of ``segmentation_node`` (this tool's and those named as tumors) whose
+    names mention another organ (``segnrrd.names_tumor_of_another_organ``: 'Kidney tumor'), as ``measure`` names
+    them in a ``.seg.nrrd``; '' when none does. The panel hands the segments over as one label map, whose child
+    never saw their names: such a segment became a liver lesion in the lesion table without the word the command
+    line gives."""
+    from .segnrrd import names_tumor_of_another_organ, other_organ_tumor_text
+
+    segmentation = segmentation_node.GetSegmentation()
+    tumor_spec = next(spec for spec in SEGMENTS if spec.label == 2)
+    tumor_ids = _measured_segment_ids(segmentation, tumor_spec) + [
+        segment_id for segment_id, _, label in _other_segments(segmentation) if label == 2]
+    names = [segmentation.GetSegment(segment_id).GetName() or segment_id for segment_id in tumor_ids]
+    return other_organ_tumor_text([name for name in names if names_tumor_of_another_organ(name)],
+                                  f"'{segmentation_node.GetName()}'")
+
+
 def left_out_warning(segmentation_node) -> str:
     """The panel's warning naming the segments of ``segmentation_node`` that measuring and comparing leave out
     (:func:`segments_left_out`; '' when there are none), in the ``.seg.nrrd`` reader's words."""

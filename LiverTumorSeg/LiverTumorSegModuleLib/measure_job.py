@@ -88,6 +88,7 @@ class MeasureJob(ChildJob):
         self._placed_at_start = None  # type: Any  # see _placement (set when the run starts)
         self._left_out = ""  # the warning for segments measure leaves out (set when the run starts)
         self._touching = ""  # the warning for tumor segments that touch, measured as one lesion (set then too)
+        self._other_organ = ""  # the warning for tumor segments named after another organ (set then too)
         self._probability_left_out = ""  # the warning for a probability map off the CT's grid (set when it starts)
         self._segments_at_start = {}  # type: Dict[str, Any]  # segments_state as handed over, and their grids:
         self._grids_at_start = {}  # type: Dict[str, Any]  # an edit while the child runs is not in the table
@@ -155,6 +156,7 @@ class MeasureJob(ChildJob):
         # as measure of the saved .seg.nrrd says it: handed over as one label map, tumor segments that touch were one
         # lesion without a word
         self._touching = mrml.touching_tumor_segments_warning(self._segmentation, *volume_grid(self._volume))
+        self._other_organ = mrml.other_organ_tumor_warning(self._segmentation)  # names the label map does not hold
         self._grids_at_start = segment_grids(self._segmentation)
         self._segments_at_start = segments_state(self._segmentation, self._grids_at_start)
         labels_path, self.ct_path = hand_over_segmentation(
@@ -183,7 +185,7 @@ class MeasureJob(ChildJob):
         mrml.link_lesion_table(table_node, self._segmentation)
         if reuse is None:
             mrml.place_beside(self._scene, table_node, self._volume)
-        warnings = [w for w in (self._left_out, self._touching, self._probability_left_out) if w] + \
+        warnings = [w for w in (self._left_out, self._touching, self._other_organ, self._probability_left_out) if w] + \
             panel_text.result_warnings(report, self.ct_path, self._volume.GetName())
         now = segments_state(self._segmentation, self._grids_at_start)
         edited = changed_segment_names(self._segments_at_start, now)

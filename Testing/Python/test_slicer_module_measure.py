@@ -523,3 +523,20 @@ def test_tumor_segments_that_touch_are_named_in_the_panel_as_measure_names_them(
     segments.GetSegment("split_2").SetName("Liver tumor_2")
     outcome = _logic(module).measureSegmentation(segmentation, volume)
     assert len(outcome.report["lesions"]) == 2 and not [w for w in outcome.warnings if "touch" in w]
+
+
+def test_a_tumor_segment_named_after_another_organ_is_named_in_the_panel_as_measure_names_it(module):
+    """measure of a saved .seg.nrrd names a tumor segment whose name mentions another organ ('Kidney tumor': still
+    measured as a liver lesion); the panel hands the segments over as one label map, so its child never saw the
+    names and the lesion table said nothing. It says it now, in measure's words."""
+    from LiverTumorSegLib.segnrrd import other_organ_tumor_text
+
+    phantom, volume, segmentation = _scene_with_result(module)
+    outcome = _logic(module).measureSegmentation(segmentation, volume)
+    assert not [w for w in outcome.warnings if "mention another organ" in w]
+    tumor = segmentation.GetSegmentation().GetSegment(module.mrml.SEGMENTS[1].segment_id)
+    tumor.SetName("Kidney tumor")
+    outcome = _logic(module).measureSegmentation(segmentation, volume)
+    said = [w for w in outcome.warnings if "mention another organ" in w]
+    assert said == [other_organ_tumor_text(["Kidney tumor"], f"'{segmentation.GetName()}'")]
+    assert outcome.report["lesions"]  # still measured as liver lesions

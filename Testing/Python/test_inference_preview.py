@@ -190,3 +190,31 @@ def test_the_orientation_banner_lies_above_the_panel_titles_and_within_the_figur
     for ax in fig.axes:
         title = ax.title.get_window_extent(renderer)
         assert title.y1 <= banner.y0, (title, banner)  # below the banner, not under it
+
+
+def test_panels_of_a_tilted_grid_are_titled_as_tilted_with_their_centre_position():
+    """On a CT tilted 15 degrees about the left-right axis the axial panel said 'axial at S 338.9 mm', the S of the
+    slice's centre, for a lesion the report put at S 322.6 mm: S varies by tens of mm across such a slice (the
+    outputs audit). Such panels say that they are tilted; an axial grid's titles are as before, also stored
+    flipped or turned about S."""
+    import math
+
+    from LiverTumorSegLib.inference.preview import panel_titles, plane_tilts_degrees
+    from LiverTumorSegLib.orientation import canonicalize
+
+    ct = np.zeros((8, 12, 12), np.int16)
+    angle = math.radians(15.0)
+    tilted = (1, 0, 0, 0, math.cos(angle), math.sin(angle), 0, -math.sin(angle), math.cos(angle))  # about x (L-R)
+    canonical, _ = canonicalize(CTVolume(ct, ImageGeometry(spacing=(1.0, 1.0, 3.0), direction=tilted)))
+    assert plane_tilts_degrees(canonical.geometry.direction_matrix) == pytest.approx((15.0, 15.0))
+    axial, coronal = panel_titles(canonical, 4, 6)
+    assert axial.startswith("slice tilted 15 deg from axial, S ") and axial.endswith(" mm at its centre")
+    assert coronal.startswith("row tilted 15 deg from coronal, A ")
+    turned = (math.cos(angle), math.sin(angle), 0, -math.sin(angle), math.cos(angle), 0, 0, 0, 1)  # about S only
+    canonical, _ = canonicalize(CTVolume(ct, ImageGeometry(spacing=(1.0, 1.0, 3.0), direction=turned)))
+    axial, coronal = panel_titles(canonical, 4, 6)
+    assert axial.startswith("axial at S ") and coronal.startswith("row tilted 15 deg from coronal")
+    canonical, _ = canonicalize(CTVolume(ct, ImageGeometry(spacing=(1.0, 1.0, 3.0), direction=(1, 0, 0, 0, 1, 0,
+                                                                                                0, 0, -1))))
+    axial, coronal = panel_titles(canonical, 4, 6)
+    assert axial.startswith("axial at S ") and coronal.startswith("coronal at A ")

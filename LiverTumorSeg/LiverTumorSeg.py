@@ -59,6 +59,7 @@ POLL_INTERVAL_MS = 100
 # meanwhile (the second of a double click on Segment) when it returns, to the button that now reads "Cancel", and
 # the run just started was cancelled ("Cancelled; the scene was not changed"; the Slicer module audit)
 CANCEL_IGNORED_AFTER_START_S = 0.8
+CANCEL_IGNORED_TEXT = "Started; a click made while it was starting was not taken as Cancel: click Cancel again to stop."
 # Python packages the module consists of; "Reload" drops them from sys.modules so edits take effect.
 RELOADED_PACKAGES = ("LiverTumorSegModuleLib", "LiverTumorSegLib")
 
@@ -579,7 +580,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSegmentButton(self) -> None:
         if self._task is not None:
-            if not self._justStarted("segment"):
+            if not self._justStarted("segment", self.ui.statusLabel):
                 self.ui.statusLabel.text = "Cancelling..."
                 self._task.cancel()
             return
@@ -619,12 +620,16 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.errorDisplay(f"Segmentation could not start: {exc}", detailedText=traceback.format_exc())
         self.updateGUI()
 
-    def _justStarted(self, kind: str) -> bool:
+    def _justStarted(self, kind: str, statusLabel=None) -> bool:
         """Whether the run of ``kind`` ("segment", "measure", "compare") started less than
         :data:`CANCEL_IGNORED_AFTER_START_S` ago: its button's Cancel then ignores a click, one Qt queued while the
-        run was being started on this thread (see the constant)."""
+        run was being started on this thread (see the constant), and ``statusLabel`` says so, so that a Cancel meant
+        during a long start is made again rather than lost without a word (the review)."""
         started = self._startedAt.get(kind)
-        return started is not None and time.monotonic() - started < CANCEL_IGNORED_AFTER_START_S
+        ignored = started is not None and time.monotonic() - started < CANCEL_IGNORED_AFTER_START_S
+        if ignored and statusLabel is not None:
+            statusLabel.text = CANCEL_IGNORED_TEXT
+        return ignored
 
     def onProgress(self, fraction: float, stage: str) -> None:
         self.ui.progressBar.value = int(round(100 * fraction))
@@ -690,7 +695,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onMeasureButton(self) -> None:
         """Measure the output segmentation's (edited) segments again in a child process; Cancel while it runs."""
         if self._measuring is not None:
-            if not self._justStarted("measure"):
+            if not self._justStarted("measure", self.ui.statusLabel):
                 self._measuring.cancel()
             return
         p = self._parameterNode
@@ -835,7 +840,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCompareButton(self) -> None:
         c = self.compare
         if self._comparison is not None:  # the button reads "Cancel" while a comparison runs
-            if not self._justStarted("compare"):
+            if not self._justStarted("compare", self.compare["result"]):
                 self._comparison.cancel()
             return
         nodes = [c[k].currentNode() for k in ("baselineSegmentation", "baselineVolume", "followupSegmentation",

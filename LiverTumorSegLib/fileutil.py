@@ -216,6 +216,19 @@ def _windows_file_names() -> bool:
     return sys.platform == "win32"
 
 
+def shell_word(text: str) -> str:
+    """``text`` quoted as one word for the shell a user types advice into: POSIX quoting (``'mine a'``), on Windows
+    ``cmd.exe``'s double quotes (``"mine a"``), where single quotes stay part of the word (a name with a space was
+    split, a quoted path not found; the review)."""
+    if os.name == "nt":
+        import subprocess
+
+        return subprocess.list2cmdline([str(text)])
+    import shlex
+
+    return shlex.quote(str(text))
+
+
 def check_folder_writable(folder: PathLike, what: str = "Output folder") -> Path:
     """Raise InputError unless a file can be created in ``folder`` (tried for real, so read-only mounts and
     ACLs count too, also for root): an unwritable output folder is found before the work, not after it."""

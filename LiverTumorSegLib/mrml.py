@@ -670,11 +670,13 @@ def result_resampled_on_saving(segmentation_node, geometry: ImageGeometry, repla
     resamples every segment onto that grid when it saves, ours included; where that grid does not hold the CT's
     exactly (:func:`grid_holds_grid_exactly`: another series' grid, not an oversampling of the CT's) a result lost 15
     lesions to 6 and gained 5 % liver on reload (the Slicer glue audit). A node that records no reference grid (one
-    made by Slicer's label map import, ``ImportLabelmapToSegmentationNode``) is saved on its finest segment's grid:
-    Slicer saved the result onto a user segment's grid (a 0.59 mL lesion reloaded as 0.39 mL; the Slicer module
-    audit), where this once answered False. Such a node is judged by each non-empty user segment's own grid (True
-    where any does not hold the CT's; Slicer's ``DetermineCommonLabelmapGeometry`` would say which one it takes, but
-    its Python form is not in every Slicer this module supports). False where the user's segments are empty."""
+    made by Slicer's label map import, ``ImportLabelmapToSegmentationNode``) is saved on a grid Slicer derives from
+    its segments: it saved the result onto a user segment's grid (a 0.59 mL lesion reloaded as 0.39 mL; the Slicer
+    module audit), where this once answered False. Such a node is judged by each non-empty user segment's own grid,
+    conservatively: True where any does not hold the CT's, though Slicer may then save on another segment's grid
+    that does (the result then goes into a new segmentation where it need not have; Slicer's
+    ``DetermineCommonLabelmapGeometry`` would say which grid, but its Python form is not in every Slicer this module
+    supports). False where the user's segments are empty."""
     import slicer
 
     from .segnrrd import reference_grid_from_text

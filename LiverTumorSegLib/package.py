@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import math
-import shlex
 from types import SimpleNamespace
 import os
 import struct
@@ -35,7 +34,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import __version__, plan_cache
 from .errors import InputError, ModelPackageError, ResourceError, raise_if_out_of_memory
-from .fileutil import atomic_output, chmod_where_allowed, finite_json, same_file_among, unexpanded_home_hint
+from .fileutil import (atomic_output, chmod_where_allowed, finite_json, same_file_among, shell_word,
+                       unexpanded_home_hint)
 from .resources import bundled_models_dir, user_models_dir
 
 FORMAT_VERSION = 1
@@ -196,7 +196,7 @@ def _missing_package_error(path: Path, named_like_path: str = "") -> ModelPackag
     if named:  # a name holding '/' or ending in '.pt' is read as a path: 'does not exist' hid the package
         return ModelPackageError(f"Model package '{path}' does not exist as a file; an installed package is named "
                                  f"'{named_like_path}', but --model reads a name with a path separator or a weights "
-                                 f"suffix as a file path: give --model {shlex.quote(Path(named[0]['path']).stem)} (its file name) "
+                                 f"suffix as a file path: give --model {shell_word(Path(named[0]['path']).stem)} (its file name) "
                                  f"or its path '{named[0]['path']}'.")
     filed = [e for e in installed if Path(e["path"]).name == named_like_path]
     if filed:  # '--model segnet_v2.safetensors', the file name 'models' lists: a path, missing in the working folder
@@ -205,7 +205,7 @@ def _missing_package_error(path: Path, named_like_path: str = "") -> ModelPackag
         return ModelPackageError(f"Model package '{path}' does not exist in the working folder; an installed "
                                  f"package has that file name ('{filed[0]['path']}'), but --model reads a name ending "
                                  f"in {PACKAGE_SUFFIX} as a file path: give "
-                                 + (f"--model {shlex.quote(stem)} (without the suffix) or " if by_stem else "")
+                                 + (f"--model {shell_word(stem)} (without the suffix) or " if by_stem else "")
                                  + "its full path.")
     return ModelPackageError(f"Model package '{path}' does not exist{unexpanded_home_hint(path)}. Check the path, or "
                              f"run 'livertumorseg models' to list installed models.")
@@ -1958,6 +1958,8 @@ def installed_package_name(path: str) -> str:
     list skips: the panel then switched to the default model and told the user to add the file again (the package
     audit)."""
     name = os.path.basename(str(path)).lstrip(".")
+    if not name or name.lower() == PACKAGE_SUFFIX.lstrip("."):  # '...', '.safetensors': no name left (the review)
+        return "model" + PACKAGE_SUFFIX
     return name if Path(name).suffix.lower() == PACKAGE_SUFFIX else name + PACKAGE_SUFFIX
 
 
@@ -2179,7 +2181,7 @@ def resolve_model(name_or_path: PathLike, warn: bool = True) -> Path:
     matches = installed_matches(usable, text)
     if len(matches) > 1:  # e.g. a user package named like a bundled one: never pick one silently
         raise ModelPackageError(f"The model name '{text}' matches {len(matches)} installed packages "
-                                f"({'; '.join(matches)}); {_ambiguous_model_advice(matches)}")
+                                f"({'; '.join(matches)}); {_ambiguous_model_advice(matches, usable)}")
     if matches:
         return Path(matches[0])
     names = sorted({e["name"] for e in usable})
@@ -2196,16 +2198,15 @@ def resolve_model(name_or_path: PathLike, warn: bool = True) -> Path:
                             f"Give a path to a .safetensors package, or copy one into '{user_models_dir()}'.")
 
 
-def _ambiguous_model_advice(matches: Sequence[str]) -> str:
-    """What to give ``--model`` for one of the package files ``matches`` that one name matched: each file's stem
-    where the stems differ (quoted for a shell), else its path. 'rename one' was the advice, and renaming a file
-    changes nothing where the packages' metadata names are what matched (the package audit)."""
-    stems = [Path(path).stem for path in matches]
-    if len(set(stems)) == len(stems):
-        return ("give one by its file name: " + " or ".join(f"--model {shlex.quote(stem)}" for stem in stems) +
-                " (or its path)")
-    return "give the package's path with --model (" + " or ".join(f"--model {shlex.quote(path)}"
-                                                                   for path in matches) + ")"
+def _ambiguous_model_advice(matches: Sequence[str], usable: Sequence[Dict[str, Any]]) -> str:
+    """What to give ``--model`` for each of the package files ``matches`` that one name matched: its file stem where
+    that reaches it alone (:func:`_reaches`; not 'default', the bundled default's name, nor a stem read as a path),
+    else its path; quoted for the user's shell. 'rename one' was the advice, and renaming a file changes nothing where
+    the packages' metadata names are what matched (the package audit); a stem another package's name also matches
+    was offered and refused again (the review)."""
+    choices = [Path(path).stem if not looks_like_path(Path(path).stem) and _reaches(Path(path).stem, path, usable)
+               and Path(path).stem != "default" else path for path in matches]
+    return "give one of them: " + " or ".join(f"--model {shell_word(choice)}" for choice in choices)
 
 
 def _other_file_kind(path: Path) -> str:

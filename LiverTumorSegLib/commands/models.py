@@ -10,7 +10,6 @@ folder and in the user folder (``LIVERTUMORSEG_MODELS_DIR``, default ``~/.livert
 import argparse
 import json
 import math
-import shlex
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -79,7 +78,7 @@ def name_notes(installed: List[Dict[str, Any]]) -> Dict[str, str]:
     two usable packages share (refused as ambiguous)."""
     from pathlib import Path
 
-    from ..fileutil import same_file_among
+    from ..fileutil import same_file_among, shell_word
     from ..package import installed_matches, looks_like_path
 
     usable = [e for e in installed if not e.get("error")]
@@ -87,14 +86,14 @@ def name_notes(installed: List[Dict[str, Any]]) -> Dict[str, str]:
     for entry in usable:
         if looks_like_path(entry["name"]):
             notes[entry["path"]] = (f"'--model {entry['name']}' is read as a file path, not this package's name: "
-                                    f"give --model {shlex.quote(Path(entry['path']).stem)} (its file name) or its path")
+                                    f"give --model {shell_word(Path(entry['path']).stem)} (its file name) or its path")
             continue
         if entry["name"] == "default":  # the name always means the bundled default
             if entry["source"] != "bundled":
                 stem = Path(entry["path"]).stem  # its file name reaches it where that names it alone
                 by_file = stem != "default" and len(installed_matches(usable, stem)) == 1
                 notes[entry["path"]] = ("'--model default' means the bundled default, not this package: give "
-                                        + (f"--model {shlex.quote(stem)} (its file name) or its path" if by_file else
+                                        + (f"--model {shell_word(stem)} (its file name) or its path" if by_file else
                                            "its path"))
             continue
         matches = installed_matches(usable, entry["name"])  # resolve_model's own rule

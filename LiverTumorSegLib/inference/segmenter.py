@@ -514,22 +514,19 @@ class Segmenter:
         preprocessing gives the network the CT's own pixels (``target_spacing_mm`` null) or resizes each slice to a
         fixed size (``target_size``), so the spacing the body-size scaling multiplies is never read. A package of
         such a preset (``zscore_body``, ``window250_equalized``) was reported 'given the CT enlarged 1.66x' with
-        an unchanged input (the train/infer audit). Read as :meth:`_training_body_diameter_mm` reads the record."""
+        an unchanged input (the train/infer audit). The config the engine runs, else the package's, else the one its
+        metadata records (read as :meth:`_training_body_diameter_mm` reads its record)."""
         config = self.known_preprocessing
         if config is None:
-            metadata = getattr(self.package, "metadata", None)
-            if metadata is None and self.package is None and not self._engine_given:
-                try:
-                    from ..package import read_package_metadata, resolve_model
-
-                    metadata = read_package_metadata(resolve_model(self.options.model))
-                except Exception:  # noqa: BLE001 - the load reports a package it cannot read
-                    return ""
-            recorded = metadata.get("preprocessing") if isinstance(metadata, dict) else None
+            config = getattr(self.package, "preprocessing", None)
+        if config is None:
+            metadata = self._package_metadata()
+            config = metadata.get("preprocessing") if isinstance(metadata, dict) else None
+        if isinstance(config, dict):
             try:
                 from ..preprocessing.config import PreprocessingConfig
 
-                config = PreprocessingConfig.from_dict(recorded) if isinstance(recorded, dict) else None
+                config = PreprocessingConfig.from_dict(config)
             except Exception:  # noqa: BLE001 - the load refuses such a record, saying why
                 return ""
         if config is None:
@@ -542,14 +539,11 @@ class Segmenter:
                     "change its input")
         return ""
 
-    def _training_body_diameter_mm(self) -> Optional[float]:
-        """The narrowest training body (mm) the package records (:func:`.body_size.training_body_diameter_mm`), or None.
-        Before the load has made the package, read from the file's metadata (not yet verified: a batch's reader or
-        the early resampling decides with it, and the engine then uses that work only for the very CT object it is
-        given, which the verified package's run asks for again only through this cache). An engine given without a
-        package runs a model of its own: not options.model's record, None."""
-        from .body_size import training_body_diameter_mm
-
+    def _package_metadata(self) -> Optional[Dict[str, Any]]:
+        """The package's metadata: the loaded package's, else (before the load has made it) read from the file (not
+        yet verified: a batch's reader or the early resampling decides with it, and the engine then uses that work
+        only for the very CT object it is given, which the verified package's run asks for again only through this
+        cache); None for an engine given without a package (a model of its own) or a file it cannot read."""
         metadata = getattr(self.package, "metadata", None)
         if metadata is None and self.package is None and not self._engine_given:  # the package load() will read
             try:
@@ -558,7 +552,14 @@ class Segmenter:
                 metadata = read_package_metadata(resolve_model(self.options.model))
             except Exception:  # noqa: BLE001 - the load reports a package it cannot read; here: not scaled
                 return None
-        return training_body_diameter_mm(metadata)
+        return metadata
+
+    def _training_body_diameter_mm(self) -> Optional[float]:
+        """The narrowest training body (mm) the package records (:func:`.body_size.training_body_diameter_mm`), or
+        None (:meth:`_package_metadata`)."""
+        from .body_size import training_body_diameter_mm
+
+        return training_body_diameter_mm(self._package_metadata())
 
     def check_network_memory(self, volume: CTVolume, pending_bytes: int = 0) -> Optional[int]:
         """:func:`_estimate_and_check_memory` of the CT the network is given (:meth:`network_volume`): a child's CT

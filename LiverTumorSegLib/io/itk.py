@@ -1300,13 +1300,16 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     notes += _unrecognised_geometry_key_warnings(header)
     notes += _anatomical_orientation_warnings(header, volume.geometry.direction_matrix)
     notes += _space_units_warnings(header)
-    if header is not None and header.kind == "nrrd" and not nrrd_space_names_patient_sides(header.fields.get("space")):
+    # the space as ITK read it (its own spelling: '3D right handed' and '3Drighthanded' are '3D-right-handed'), as the
+    # .seg.nrrd reader reads it; None where the header has none
+    space = tags.GetMetaData("NRRD_space") if tags.HasMetaDataKey("NRRD_space") else None
+    if header is not None and header.kind == "nrrd" and not nrrd_space_names_patient_sides(space):
         from ..volume import ORIENTATION_ASSUMED_KEY
 
         # no anatomical space: ITK (and 3D Slicer) take the axes as L, P, S; a NRRD stored right to left was segmented
         # mirrored (liver Dice 0) and its preview drew R and L as facts, with no word of doubt
         volume.meta[ORIENTATION_ASSUMED_KEY] = True
-        notes.append(nrrd_without_space_text(path, header.fields.get("space")))
+        notes.append(nrrd_without_space_text(path, space))
     if notes:
         volume.meta.setdefault("warnings", []).extend(notes)
     from .formats import CONTENT_KEY
@@ -1316,15 +1319,16 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     return volume
 
 
-NRRD_SPACES_WITHOUT_PATIENT_SIDES = ("scanner-xyz", "scanner-xyz-time", "3d-right-handed", "3d-left-handed",
-                                     "3d-right-handed-time", "3d-left-handed-time")
-"""The NRRD ``space`` values (lower case) that name a coordinate frame but no patient side: ITK reads them as LPS,
-as it reads a header without ``space``."""
+NRRD_SPACES_WITHOUT_PATIENT_SIDES = ("scanner-xyz", "3d-right-handed", "3d-left-handed")
+"""The NRRD ``space`` values (lower case, as ITK reports them in ``NRRD_space``) that name a coordinate frame but no
+patient side: ITK reads them as LPS, as it reads a header without ``space`` (the ``-time`` forms are 4-D spaces,
+which ITK refuses for a 3-D image)."""
 
 
 def nrrd_space_names_patient_sides(space: Optional[str]) -> bool:
-    """Whether a NRRD header's ``space`` field (None: the header has none) names the patient's sides (RAS, LPS, LAS
-    and their long and ``-time`` forms); False for none and for :data:`NRRD_SPACES_WITHOUT_PATIENT_SIDES` (a CT
+    """Whether a NRRD header's ``space`` (as ITK reports it; None: the header has none) names the patient's sides
+    (ITK reports RAS, LPS, LAS and their long forms as LPS); False for none and for
+    :data:`NRRD_SPACES_WITHOUT_PATIENT_SIDES` (a CT
     written with ``space: scanner-xyz`` and RAS directions was read mirrored, its liver 157 mL instead of 1148,
     without the warning a header without ``space`` gets; the input formats audit)."""
     return space is not None and space.strip().lower() not in NRRD_SPACES_WITHOUT_PATIENT_SIDES

@@ -139,12 +139,16 @@ def test_a_model_whose_grid_ignores_pixel_spacing_is_not_said_to_get_an_enlarged
     volume = CTVolume(hu, geometry)
     for config, said in ((PreprocessingConfig(target_spacing_mm=None), "target_spacing_mm null"),
                          (PreprocessingConfig(target_spacing_mm=None, target_size=(256, 256)), "target_size")):
-        for known in (True, False):  # the engine's config, or (before a load) the package's recorded one
+        # the engine's config; the package object's (its metadata without one: the review); the recorded one
+        for known in ("engine", "package", "metadata"):
             metadata = {PACKAGE_KEY: {"adult": 315.0}}
-            if not known:
+            if known == "metadata":
                 metadata["preprocessing"] = config.to_dict()
-            engine = _RecordingEngine(__import__("types").SimpleNamespace(metadata=metadata, name="s", path="s"))
-            if known:
+            package = __import__("types").SimpleNamespace(metadata=metadata, name="s", path="s")
+            if known == "package":
+                package.preprocessing = config
+            engine = _RecordingEngine(package)
+            if known == "engine":
                 engine.preprocessing = config
             from LiverTumorSegLib.inference import SegmentationOptions
             from LiverTumorSegLib.inference.segmenter import Segmenter

@@ -1164,17 +1164,29 @@ def test_a_name_shared_by_two_installed_packages_is_refused_not_picked(package_p
     (models / "segnet_v2.safetensors").write_bytes(package_path.read_bytes())
     with pytest.raises(ModelPackageError, match="matches 2 installed packages") as refused:
         resolve_model("segnet_v2")
-    assert "give the package's path with --model (--model " in str(refused.value)  # same file names: paths only
+    # same file names: each by its path (the stem matches both)
+    assert f"give one of them: --model {bundled} or --model {models / 'segnet_v2.safetensors'}" in str(refused.value)
     assert resolve_model(str(bundled)) == bundled                     # a path still says which one
     # two user packages of one metadata name in files of other names: 'rename one' was the advice, and renaming a
     # file changed nothing; each file name reaches its package (the package audit)
     (models / "segnet_v2.safetensors").unlink()
     first = save_model_package(models / "mine a.safetensors", _tiny_model(1), PREP, metadata={"name": "Leber"})
     second = save_model_package(models / "mine b.safetensors", _tiny_model(2), PREP, metadata={"name": "Leber"})
-    with pytest.raises(ModelPackageError, match=r"matches 2 installed packages .*give one by its file name: "
-                                                r"--model 'mine a' or --model 'mine b' \(or its path\)"):
+    with pytest.raises(ModelPackageError, match=r"matches 2 installed packages .*give one of them: "
+                                                r"--model 'mine a' or --model 'mine b'$"):
         resolve_model("Leber")
     assert (resolve_model("mine a"), resolve_model("mine b")) == (first, second)
+    # a stem that another package's name matches too, or 'default' (the bundled default's name), is no way to one
+    # of them: its path is offered (the review: '--model segnet_v2' was offered and refused again)
+    (models / "mine b.safetensors").rename(models / "default.safetensors")
+    (models / "mine a.safetensors").rename(models / "segnet_v2_mine.safetensors")
+    save_model_package(models / "x.safetensors", _tiny_model(3), PREP, metadata={"name": "segnet_v2_mine"})
+    with pytest.raises(ModelPackageError, match="matches 2 installed packages") as refused:
+        resolve_model("Leber")
+    assert str(refused.value).endswith(f"give one of them: --model {models / 'segnet_v2_mine.safetensors'} or "
+                                       f"--model {models / 'default.safetensors'}") or \
+        str(refused.value).endswith(f"give one of them: --model {models / 'default.safetensors'} or "
+                                    f"--model {models / 'segnet_v2_mine.safetensors'}")
 
 
 def test_a_model_name_given_in_decomposed_unicode_finds_its_package(tmp_path, monkeypatch):
@@ -2578,3 +2590,20 @@ def test_an_option_value_of_a_newer_version_is_told_to_update(package_path, tmp_
     message = str(info.value)
     assert "records architecture options this library refuses" in message, message
     assert "written by LiverTumorSeg 9.0.0, newer than this one" in message and "fresh copy" not in message
+
+
+def test_installed_package_names_and_shell_words_for_advice(monkeypatch):
+    """A file name of dots only became '.safetensors', hidden from the list it was added to; advice quoted with
+    POSIX quotes kept them on Windows, where cmd.exe splits at the space and keeps the quotes (the review)."""
+    import os
+
+    from LiverTumorSegLib.fileutil import shell_word
+    from LiverTumorSegLib.package import installed_package_name
+
+    assert installed_package_name("/downloads/...") == "model.safetensors"
+    assert installed_package_name("/downloads/.safetensors") == "model.safetensors"
+    assert installed_package_name("/downloads/.clinic.safetensors") == "clinic.safetensors"
+    assert installed_package_name("/downloads/clinic_model") == "clinic_model.safetensors"
+    assert shell_word("mine a") == "'mine a'" and shell_word("mine") == "mine"
+    monkeypatch.setattr(os, "name", "nt")
+    assert shell_word("mine a") == '"mine a"' and shell_word("mine") == "mine"

@@ -936,6 +936,7 @@ def test_a_click_queued_while_a_run_starts_does_not_cancel_it_a_later_one_does(m
     widget.onSegmentButton()
     widget.onSegmentButton()  # the double click's second, delivered at once
     assert starts == [1] and cancels == [] and widget._task is task
+    assert widget.ui.statusLabel.text == module.m.CANCEL_IGNORED_TEXT  # a Cancel meant then is made again
     now[0] += module.m.CANCEL_IGNORED_AFTER_START_S + 0.01
     widget.onSegmentButton()
     assert cancels == ["segment"] and widget.ui.statusLabel.text == "Cancelling..."
@@ -946,6 +947,21 @@ def test_a_click_queued_while_a_run_starts_does_not_cancel_it_a_later_one_does(m
     now[0] += module.m.CANCEL_IGNORED_AFTER_START_S + 0.01
     widget.onMeasureButton()
     assert cancels == ["segment", "measure"]
+    # Compare: the same (its button's text is the compare section's result line)
+    chosen = types.SimpleNamespace(checked=False, text="Compare", currentNode=lambda: "node", toolTip="")
+    widget.compare = dict({key: chosen for key in ("baselineSegmentation", "baselineVolume", "followupSegmentation",
+                                                    "followupVolume", "alignOnCT", "button")},
+                          nadirSumMm=types.SimpleNamespace(text=""), afterCompleteResponse=types.SimpleNamespace(
+                              checked=False), previousChangeReport=types.SimpleNamespace(currentPath=""),
+                          result=types.SimpleNamespace(text=""), save=types.SimpleNamespace(enabled=True, toolTip=""))
+    widget._parameterNode = None
+    widget.logic.compareWithBaseline = lambda *a, **k: types.SimpleNamespace(cancel=lambda: cancels.append("compare"))
+    widget.onCompareButton()
+    widget.onCompareButton()
+    assert cancels == ["segment", "measure"] and widget.compare["result"].text == module.m.CANCEL_IGNORED_TEXT
+    now[0] += module.m.CANCEL_IGNORED_AFTER_START_S + 0.01
+    widget.onCompareButton()
+    assert cancels == ["segment", "measure", "compare"]
 
 
 def test_segment_asks_before_replacing_pieces_split_off_an_earlier_result_naming_them(module, monkeypatch):

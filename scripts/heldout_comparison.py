@@ -939,6 +939,26 @@ def _dicom_series_advice(series: Sequence[Path]) -> str:
             f"give the CSV as CTS.")
 
 
+def check_case_names_unique(cases: List[Any]) -> None:
+    """Refuse CTs of CTS (``cases``: ``batch.find_cases`` of CTS) whose label maps ``evaluate`` would pair under one
+    case name (:func:`evaluate_name`: ``n1`` and ``n1_ct``, ``volume-1`` and ``volume-01``), before any work: evaluate
+    kept one of them without a word (the other's prediction was dropped, not even counted as without a reference),
+    or refused the folder as ambiguous after every model had segmented every CT (the held-out script audit)."""
+    named = {}  # type: Dict[str, List[Any]]
+    for case in cases:
+        named.setdefault(evaluate_name(case.case_id), []).append(case)
+    shared = {name: group for name, group in named.items() if len(group) > 1}
+    if not shared:
+        return
+    shown = "; ".join(f"case '{name}': " + ", ".join(f"'{Path(str(case.input_path)).name}'" for case in group)
+                      for name, group in list(shared.items())[:5]) + (" ..." if len(shared) > 5 else "")
+    raise InputError(f"{len(shared)} case name(s) of CTS would each name more than one CT once evaluate pairs the "
+                     f"label maps with the references ({shown}): evaluate reads a case name from the file name "
+                     f"without extension and without affixes such as _0000, _ct, volume- and leading zeros, and would "
+                     f"keep one prediction of each and drop the others. Rename those CTs (or their case_id in a case "
+                     f"CSV) so that each keeps a case name of its own, as its reference is named.")
+
+
 def check_references_have_cts(cts: str, cases: List[Any], references: Dict[str, Path]) -> None:
     """Refuse references whose case has no CT in CTS (``cases``: ``batch.find_cases`` of CTS), before any work: each
     was counted as a reference without a prediction, a failure of every model that no model made (a CT not copied,
@@ -1211,6 +1231,7 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
         # only, and the script's default --models v10,v3 stopped here before any work
         check_predictions(cases[name], out / name / "pred", name, weights[name], options,
                           read_package_metadata(resolve_model(package)))
+    check_case_names_unique(next(iter(cases.values())))
     check_references_have_cts(cts, next(iter(cases.values())), references)
     check_references(next(iter(cases.values())), references, label_map)
     rows = {}  # type: Dict[str, Dict[str, Any]]

@@ -154,6 +154,13 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
                                  f"(case names drop "
                                  f"affixes such as _ct, _seg, _liver, _label); keep one of them in this folder, "
                                  f"or rename them so that their names say it (e.g. CASE_ct.nii.gz, CASE_seg.nii.gz).")
+            left = [str(p.relative_to(folder)) for p, _ in files if p != fitting[0]]
+            # said: 'n1' and 'n1_ct' in a --pred folder (two CTs' predictions under one case name) kept the first
+            # and dropped the other without a word (the held-out script audit)
+            log.warning("warning: %s folder '%s' holds %d files for case '%s': '%s' is read, and '%s' left out, "
+                        "as %s.", what, folder, len(files), name, fitting[0].relative_to(folder), "', '".join(left),
+                        "their names say they are something else" if len(left) > 1 else
+                        "its name says it is something else")
             files = [(fitting[0], wanted)]
         cases[name] = files[0][0]
     return cases

@@ -1272,3 +1272,39 @@ def test_the_liver_interval_cell_says_a_one_case_mean_has_no_interval_rather_tha
     none = comparison.model_row(dict(summary, metrics=dict(summary["metrics"], dice_liver=dict(liver, n=0))),
                                 tmp_path, reference_tumor_cases=1)
     assert comparison._liver_interval_cell(none) == "no interval from 0 cases"
+
+
+@pytest.mark.parametrize("names", [("case0", "case0_ct"), ("volume-1", "volume-01")])
+def test_cts_whose_label_maps_evaluate_would_pair_under_one_case_name_are_refused_before_any_work(tmp_path, names):
+    """'n1' and 'n1_ct' in CTS: evaluate kept one prediction and dropped the other without a word (liver Dice 0.992
+    reported where the dropped one read 0.501); 'volume-1' and 'volume-01': evaluate refused the folder as ambiguous
+    after every model had segmented every CT (the held-out script audit). Refused before any work, naming them."""
+    cts, labels = write_cases(tmp_path, count=1)
+    shutil.copyfile(cts / "case0.nii.gz", cts / f"{names[1]}.nii.gz")
+    (cts / "case0.nii.gz").rename(cts / f"{names[0]}.nii.gz")
+    reference = comparison.evaluate_name(names[0])
+    (labels / "case0.nii.gz").rename(labels / f"{reference}.nii.gz")
+    assert comparison.evaluate_name(names[1]) == reference
+    a = tiny_unet_package(tmp_path, name="a.safetensors").path
+    calls = []
+    with pytest.raises(InputError, match=rf"1 case name\(s\) of CTS would each name more than one CT .*case "
+                                         rf"'{reference}': '.*'\): evaluate reads") as refused:
+        comparison.main([str(cts), "--ref", str(labels), "-o", str(tmp_path / "out"), "--models", "",
+                         "--model", f"a={a}", "--device", "cpu"], runner=in_process(calls))
+    assert f"'{names[0]}.nii.gz'" in str(refused.value) and f"'{names[1]}.nii.gz'" in str(refused.value)
+    assert calls == []
+
+
+def test_evaluate_says_which_file_of_a_case_it_reads_and_which_it_leaves_out(tmp_path, caplog):
+    """'n1' and 'n1_ct' in a --pred folder: evaluate read 'n1' and left 'n1_ct' out without a word (the held-out
+    script audit); it says so now."""
+    import logging
+
+    from LiverTumorSegLib.commands.evaluate import list_cases
+
+    cts, labels = write_cases(tmp_path, count=1)
+    shutil.copyfile(labels / "case0.nii.gz", labels / "case0_ct.nii.gz")
+    with caplog.at_level(logging.WARNING):
+        cases = list_cases(labels, "--pred")
+    assert cases == {"case0": labels / "case0.nii.gz"}
+    assert "holds 2 files for case 'case0': 'case0.nii.gz' is read, and 'case0_ct.nii.gz' left out" in caplog.text

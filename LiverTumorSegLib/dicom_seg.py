@@ -56,6 +56,13 @@ Only SCT 10200004 was read: a 'Liver' coded T-62000 was left out as 'neither liv
 NEOPLASM_TYPE_VALUES = ("108369006", "M-80000", "86049000", "M-80003", "14799000", "M-80006")
 """Code values of a tumor segment: SCT Neoplasm, Malignant neoplasm (primary), Neoplasm (metastatic), each also in
 its SNOMED-RT form (PS3.16's SRT-to-SCT mapping)."""
+MASS_TYPE_VALUES = ("4147007", "M-03000", "52988006", "M-01000")
+"""Code values of a segment that is a liver tumor unless its anatomic region names another organ, as a neoplasm
+is: SCT Mass (the tumor type Slicer 5.6's default terminology offers, which has no Neoplasm) and SCT Lesion, each
+also in its SNOMED-RT form. A reader's tumor exported from Slicer 5.6 as 'Mass' was read as neither liver nor
+tumor and scored as background by evaluate without a word (the DICOM SEG audit)."""
+TUMOR_TYPE_VALUES = NEOPLASM_TYPE_VALUES + MASS_TYPE_VALUES
+"""Every code value read as a liver tumor (:data:`NEOPLASM_TYPE_VALUES`, :data:`MASS_TYPE_VALUES`)."""
 # display colours (sRGB, stored as CIELab): Slicer's GenericAnatomyColors liver and tumor
 SEGMENT_RGB = {1: (221, 130, 101), 2: (144, 238, 144)}
 
@@ -503,7 +510,7 @@ def _label_of_segment(description: Any) -> Optional[int]:
     elsewhere = bool(regions) and not set(LIVER_TYPE_VALUES) & set(regions)
     if value in LIVER_TYPE_VALUES:
         return 1
-    if value in NEOPLASM_TYPE_VALUES or names_tumor(label):
+    if value in TUMOR_TYPE_VALUES or names_tumor(label):
         return None if elsewhere else 2
     if label.strip().lower() in LIVER_NAMES or names_whole_liver(label):  # a segment of another code labelled
         return 1  # 'Liver' (or 'Liver (corrected)'), as .seg.nrrd names read
@@ -794,18 +801,21 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
     mapping = {}  # type: dict
     warnings = []
     segments = []
+    ignored = []  # type: List[int]
     for number in seg.segment_numbers:
         description = seg.get_segment_description(number)
         value = _label_of_segment(description)
         segments.append({"number": int(number), "label": str(description.SegmentLabel), "value": value})
         if value is None:
             warnings.append(f"segment {number} '{description.SegmentLabel}' is neither liver nor tumor; ignored")
+            ignored.append(int(number))
         else:
             mapping[int(number)] = value
     if not mapping:
         names = ", ".join(f"'{s['label']}'" for s in segments)
         raise LabelError(f"DICOM SEG '{path}' has no liver or liver-tumor segment (segments: {names}); its segment "
-                         f"types must be SNOMED CT Liver (10200004) or Neoplasm (108369006).")
+                         f"types must be SNOMED CT Liver (10200004), or Neoplasm (108369006), Mass (4147007) or "
+                         f"Lesion (52988006), or its labels must say liver or tumor.")
     numbers = sorted(mapping)
     _check_frame_of_reference(seg, reference, path)
     # FRACTIONAL: probability or occupancy per voxel (highdicom refuses uint8 for it); a voxel belongs at >= 0.5
@@ -849,9 +859,30 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
         # the thickness of the SEG's slices, kept while they stay the grid's slices (not on a reference in another
         # axis order): RECIST's measurable minimum of 'measure seg.dcm' without --ct (it took the spacing)
         out.meta[SEG_SLICE_THICKNESS_META] = stated_thickness_mm
+    if ignored:  # said on stderr as the .seg.nrrd reader says it (evaluate printed nothing), and counted
+        left_out = [w for w in warnings if w.endswith("is neither liver nor tumor; ignored")]
+        for text in left_out:
+            log.warning("warning: %s", text)
+        out.meta["logged_warnings"] = left_out
+        out.meta["segments_left_out"] = _segment_voxels(seg, ignored, segments)
     if warnings:
         out.meta["warnings"] = warnings
     return out
+
+
+def _segment_voxels(seg: Any, numbers: Sequence[int], segments: Sequence[Dict[str, Any]]) -> Dict[str, Optional[int]]:
+    """Label -> voxels (frame pixels set) of each of the SEG's segments ``numbers``, None where its frames cannot be
+    read alone: what a caller that must not score a left-out tumor as background checks (the held-out comparison,
+    as for a .seg.nrrd's ``segments_left_out``)."""
+    labels = {int(s["number"]): str(s["label"]) for s in segments}
+    counts = {}  # type: Dict[str, Optional[int]]
+    for number in numbers:
+        try:
+            frames = np.asarray(seg.get_volume(segment_numbers=[number], combine_segments=False).array)
+            counts[labels.get(number, str(number))] = int(np.count_nonzero(frames))
+        except Exception:  # noqa: BLE001 - an irregular SEG: its count is not known here
+            counts[labels.get(number, str(number))] = None
+    return counts
 
 
 def _touching_tumor_segments_text(stacked: np.ndarray, inside: float, tumor: np.ndarray, numbers: List[int],

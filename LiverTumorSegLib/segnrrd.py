@@ -216,7 +216,7 @@ def label_of_terminology(tags: str) -> Optional[int]:
     region is another organ is none). Asked only for a segment whose name says nothing (:data:`_GENERIC_NAME`): a
     name the reader gave decides, as it is what they see. 'Segment_1' with the terminology Liver and 'Segment_2'
     with Neoplasm were left out, and the file was refused as holding neither (the measure audit)."""
-    from .dicom_seg import LIVER_TYPE_VALUES, NEOPLASM_TYPE_VALUES
+    from .dicom_seg import LIVER_TYPE_VALUES, TUMOR_TYPE_VALUES
     from .mrml import parse_terminology_tag
 
     entry = next((part.split(":", 1)[1] for part in str(tags).split("|") if part.startswith("TerminologyEntry:")), "")
@@ -230,7 +230,7 @@ def label_of_terminology(tags: str) -> Optional[int]:
     region = terminology["anatomic_region"]
     if value in LIVER_TYPE_VALUES:
         return 1
-    if value in NEOPLASM_TYPE_VALUES:
+    if value in TUMOR_TYPE_VALUES:  # Neoplasm, and Mass or Lesion (Slicer 5.6's tumor type)
         return None if region is not None and region[1] not in LIVER_TYPE_VALUES else 2
     return None
 

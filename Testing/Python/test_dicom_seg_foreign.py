@@ -166,7 +166,10 @@ def test_a_reference_seg_without_its_empty_frames_is_placed_on_the_predictions_g
 @pytest.mark.parametrize("liver_code, tumor_code, region", [
     (("T-62000", "SRT", "Liver"), ("M-80003", "SRT", "Neoplasm, Primary"), ("T-62000", "SRT", "Liver")),
     (("181268008", "SCT", "Entire liver"), ("14799000", "SCT", "Neoplasm, metastatic"), None),
-    (("85756007", "SCT", "Tissue"), ("M-80000", "SRT", "Neoplasm"), None)])  # a 'Liver' of another code: by label
+    (("85756007", "SCT", "Tissue"), ("M-80000", "SRT", "Neoplasm"), None),  # a 'Liver' of another code: by label
+    # Slicer 5.6's tumor type is Mass (it has no Neoplasm): read as neither and scored as background (DICOM SEG audit)
+    (("10200004", "SCT", "Liver"), ("4147007", "SCT", "Mass"), ("10200004", "SCT", "Liver")),
+    (("10200004", "SCT", "Liver"), ("52988006", "SCT", "Lesion"), None)])
 def test_legacy_and_other_snomed_liver_and_neoplasm_codes_are_read(series_a, tmp_path, liver_code, tumor_code, region):
     """SEGs from before 2019 (dcmqi, older Slicer, TCIA) code the liver as SNOMED-RT T-62000 and tumors as
     M-8000x; others use SCT Entire liver. Only SCT 10200004 counted: the liver segment 'Liver' was left out
@@ -356,7 +359,8 @@ def test_a_seg_of_another_organ_only_or_with_cut_pixel_data_is_refused_saying_so
                                         segmented_property_type=C("78961009", "SCT", "Spleen"))]
     _binary_seg(datasets, (labels > 0).astype(np.uint8)[..., None], spleen, "x").save_as(str(tmp_path / "sp.dcm"))
     with pytest.raises(LabelError, match=r"has no liver or liver-tumor segment \(segments: 'Spleen'\); its segment "
-                                         r"types must be SNOMED CT Liver \(10200004\) or Neoplasm \(108369006\)"):
+                                         r"types must be SNOMED CT Liver \(10200004\), or Neoplasm \(108369006\), "
+                                         r"Mass \(4147007\) or Lesion \(52988006\)"):
         read_dicom_seg(tmp_path / "sp.dcm", reference=ct)
     dataset = pydicom.dcmread(str(seg))
     full = len(dataset.PixelData)
@@ -400,3 +404,29 @@ def test_touching_tumor_segments_of_a_seg_are_named_as_in_a_seg_nrrd(series_a, t
     assert any("'touch.dcm' has tumor segments that touch ('Lesion 1 (segment 2)' and 'Lesion 2 (segment 3)')" in w
                for w in touching), touching
     assert not any("touch" in w for w in read_dicom_seg(tmp_path / "apart.dcm", reference=ct).meta.get("warnings", []))
+
+
+def test_a_seg_segment_left_out_is_said_on_stderr_and_counted_as_a_seg_nrrd_s(series_a, tmp_path, caplog):
+    """A segment of neither liver nor tumor (a 'Kidney' mass: its region another organ) was noted only in the read's
+    warnings, which evaluate does not print: the console said nothing while its voxels were scored as background (the
+    DICOM SEG audit). It is logged, and counted in segments_left_out as the .seg.nrrd reader counts one."""
+    import logging
+
+    ct, labels, _ = series_a
+    datasets = [pydicom.dcmread(str(f)) for f in dicom_series_files(tmp_path / "A")]
+    descriptions = [
+        hd.seg.SegmentDescription(segment_number=1, segment_label="Liver", algorithm_type="MANUAL",
+                                  segmented_property_category=C("123037004", "SCT", "Anatomical Structure"),
+                                  segmented_property_type=C("10200004", "SCT", "Liver")),
+        hd.seg.SegmentDescription(segment_number=2, segment_label="Mass", algorithm_type="MANUAL",
+                                  segmented_property_category=C("49755003", "SCT", "Morphologically Altered Structure"),
+                                  segmented_property_type=C("4147007", "SCT", "Mass"),
+                                  anatomic_regions=[C("64033007", "SCT", "Kidney")])]
+    pixels = np.stack([labels >= 1, labels == 2], axis=-1).astype(np.uint8)
+    _binary_seg(datasets, pixels, descriptions, "older tool").save_as(str(tmp_path / "kidney.dcm"))
+    with caplog.at_level(logging.WARNING):
+        read = read_dicom_seg(tmp_path / "kidney.dcm", reference=ct)
+    said = "segment 2 'Mass' is neither liver nor tumor; ignored"
+    assert said in caplog.text and read.meta["logged_warnings"] == [said]
+    assert read.meta["segments_left_out"] == {"Mass": int((labels == 2).sum())}
+    assert not (read.array == 2).any()

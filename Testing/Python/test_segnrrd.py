@@ -733,5 +733,10 @@ def test_segments_named_by_default_are_read_by_their_terminology(tmp_path):
     assert label_of_segment({"Name": "Cyst", "Tags": NEOPLASM_TAGS}) is None
     kidney = NEOPLASM_TAGS.replace("SCT^10200004^Liver~^^|", "SCT^64033007^Kidney~^^|")
     assert label_of_segment({"Name": "Segment_3", "Tags": kidney}) is None
+    # Slicer 5.6's tumor type, Mass (it has no Neoplasm), is a liver tumor as in a DICOM SEG (the DICOM SEG audit)
+    mass = NEOPLASM_TAGS.replace("SCT^108369006^Neoplasm", "SCT^4147007^Mass")
+    assert label_of_segment({"Name": "Segment_3", "Tags": mass}) == 2
+    assert label_of_segment({"Name": "Segment_3", "Tags": mass.replace("SCT^10200004^Liver~^^|",
+                                                                        "SCT^64033007^Kidney~^^|")}) is None
     assert label_of_segment({"Name": "Segment_3", "Tags": "TerminologyEntry:not a tag|"}) is None
     assert label_of_segment({"Name": "Segment_3"}) is None

@@ -322,6 +322,7 @@ def _slice_index_of(dataset: Any, geometry: ImageGeometry, shape_zyx: Sequence[i
     if (rows, cols) != (int(shape_zyx[1]), int(shape_zyx[2])):
         raise InputError(f"DICOM file '{source}' has {rows} x {cols} pixels but the label map's slices are "
                          f"{shape_zyx[1]} x {shape_zyx[2]}; give the series the label map was made from.")
+    _check_plane_matches(dataset, geometry, source)
     position = np.asarray([float(v) for v in dataset.ImagePositionPatient])
     ijk = np.linalg.solve(geometry.ijk_to_lps()[:3, :3], position - np.asarray(geometry.origin))
     k = int(round(ijk[2]))
@@ -334,6 +335,41 @@ def _slice_index_of(dataset: Any, geometry: ImageGeometry, shape_zyx: Sequence[i
         raise InputError(f"DICOM file '{source}' lies outside the label map's grid (index {np.round(ijk, 2)}); give "
                          f"the series the label map was made from.")
     return k
+
+
+SEG_ORIENTATION_TOLERANCE = 1e-3
+"""How far (each direction cosine) a source image's ImageOrientationPatient may be from the label map's row and
+column directions: header rounding, not a grid of other axes."""
+
+
+def _check_plane_matches(dataset: Any, geometry: ImageGeometry, source: str) -> None:
+    """InputError where a source image's rows and columns do not run along the label map's i and j axes
+    (ImageOrientationPatient) or its pixels are of another size (PixelSpacing): a square label map stored with i and
+    j swapped, or one of 0.8 mm pixels on a series of 0.977 mm, passed the size and first-pixel checks and its frames
+    were written transposed or misplaced (the DICOM SEG audit). Attributes a file lacks are not judged here."""
+    direction = geometry.direction_matrix
+    orientation = getattr(dataset, "ImageOrientationPatient", None)
+    if orientation is not None and len(orientation) == 6:
+        cosines = np.asarray([float(v) for v in orientation])
+        off = max(float(np.abs(cosines[:3] - direction[:, 0]).max()), float(np.abs(cosines[3:] - direction[:, 1]).max()))
+        if off > SEG_ORIENTATION_TOLERANCE:
+            raise InputError(f"DICOM file '{source}' has rows and columns along {_format_cosines(cosines)} "
+                             f"(ImageOrientationPatient), but the label map's i and j axes run along "
+                             f"{_format_cosines(np.concatenate([direction[:, 0], direction[:, 1]]))}: it is not on the "
+                             f"series' grid (another axis order or orientation). Give the label map on the series' own "
+                             f"grid, as segment writes it for that series.")
+    spacing = getattr(dataset, "PixelSpacing", None)
+    if spacing is not None and len(spacing) == 2:
+        row_mm, column_mm = (float(v) for v in spacing)  # between rows (along j), between columns (along i)
+        if abs(column_mm - float(geometry.spacing[0])) > SEG_GRID_TOLERANCE or \
+                abs(row_mm - float(geometry.spacing[1])) > SEG_GRID_TOLERANCE:
+            raise InputError(f"DICOM file '{source}' has pixels of {column_mm:g} x {row_mm:g} mm (PixelSpacing), but "
+                             f"the label map's are {geometry.spacing[0]:g} x {geometry.spacing[1]:g} mm: it is not on "
+                             f"the series' grid. Give the label map on the series' own grid, as segment writes it.")
+
+
+def _format_cosines(values: Sequence[float]) -> str:
+    return "\\".join(f"{float(v):.4g}" for v in values)
 
 
 PERSON_NAME_WARNING = r"The string .* is unlikely to represent the intended person name"

@@ -430,3 +430,30 @@ def test_a_seg_segment_left_out_is_said_on_stderr_and_counted_as_a_seg_nrrd_s(se
     assert said in caplog.text and read.meta["logged_warnings"] == [said]
     assert read.meta["segments_left_out"] == {"Mass": int((labels == 2).sum())}
     assert not (read.array == 2).any()
+
+
+def test_a_label_map_on_another_plane_or_pixel_size_is_refused_not_written_transposed(tmp_path):
+    """A square label map stored with i and j swapped (the same anatomy in another axis order) passed the checks of
+    slice size and first-pixel position, and its frames were written transposed (a lesion 100 pixels off); one of
+    0.8 mm pixels on a series of 1.5 mm was written too (the DICOM SEG audit). Both are refused; the series' own
+    grid writes."""
+    from LiverTumorSegLib.errors import InputError
+
+    square = small_ct(spacing=(1.5, 1.5, 3.0), shape=(5, 20, 20))
+    write_ct_series(tmp_path / "S", square, uid_seed=4)
+    ct = read_volume(tmp_path / "S")
+    files = dicom_series_files(tmp_path / "S")
+    labels = small_labels(ct.shape_zyx)
+    g, d = ct.geometry, ct.geometry.direction_matrix
+    swapped = ImageGeometry(spacing=(g.spacing[1], g.spacing[0], g.spacing[2]), origin=g.origin,
+                            direction=tuple(d[:, [1, 0, 2]].ravel()))
+    with pytest.raises(InputError, match=r"ImageOrientationPatient\), but the label map's i and j axes run along "
+                                         r".*not on the series' grid"):
+        write_dicom_seg(tmp_path / "swapped.dcm", labels.transpose(0, 2, 1).copy(), swapped, files)
+    finer = ImageGeometry(spacing=(0.8, 0.8, g.spacing[2]), origin=g.origin, direction=g.direction)
+    with pytest.raises(InputError, match=r"has pixels of 1.5 x 1.5 mm \(PixelSpacing\), but the label map's are "
+                                         r"0.8 x 0.8 mm"):
+        write_dicom_seg(tmp_path / "finer.dcm", labels, finer, files)
+    assert not (tmp_path / "swapped.dcm").exists() and not (tmp_path / "finer.dcm").exists()
+    written = write_dicom_seg(tmp_path / "own.dcm", labels, g, files)
+    np.testing.assert_array_equal(read_dicom_seg(written, reference=ct).array, labels)

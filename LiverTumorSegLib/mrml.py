@@ -947,9 +947,7 @@ def touching_tumor_segments_warning(segmentation_node, geometry: ImageGeometry,
     from .segnrrd import touching_segments_text
 
     segmentation = segmentation_node.GetSegmentation()
-    tumor_spec = next(spec for spec in SEGMENTS if spec.label == 2)
-    tumor_ids = _measured_segment_ids(segmentation, tumor_spec) + [
-        segment_id for segment_id, _, label in _other_segments(segmentation) if label == 2]
+    tumor_ids = _tumor_segment_ids(segmentation)
     if len(tumor_ids) < 2:
         return ""
     # one int16 map of which segment holds each voxel (a voxel two segments share: the later one's), not a mask per
@@ -962,6 +960,14 @@ def touching_tumor_segments_warning(segmentation_node, geometry: ImageGeometry,
                                   ((name, lambda n=number: owner == n) for number, name in enumerate(names, start=1)))
 
 
+def _tumor_segment_ids(segmentation) -> List[str]:
+    """The IDs of the segments measured as tumor: this tool's and those named as tumors (as the hand-over to the
+    measuring child labels them 2)."""
+    tumor_spec = next(spec for spec in SEGMENTS if spec.label == 2)
+    return _measured_segment_ids(segmentation, tumor_spec) + [
+        segment_id for segment_id, _, label in _other_segments(segmentation) if label == 2]
+
+
 def other_organ_tumor_warning(segmentation_node) -> str:
     """The warning naming the tumor segments of ``segmentation_node`` (this tool's and those named as tumors) whose
     names mention another organ (``segnrrd.names_tumor_of_another_organ``: 'Kidney tumor'), as ``measure`` names
@@ -971,10 +977,7 @@ def other_organ_tumor_warning(segmentation_node) -> str:
     from .segnrrd import names_tumor_of_another_organ, other_organ_tumor_text
 
     segmentation = segmentation_node.GetSegmentation()
-    tumor_spec = next(spec for spec in SEGMENTS if spec.label == 2)
-    tumor_ids = _measured_segment_ids(segmentation, tumor_spec) + [
-        segment_id for segment_id, _, label in _other_segments(segmentation) if label == 2]
-    names = [segmentation.GetSegment(segment_id).GetName() or segment_id for segment_id in tumor_ids]
+    names = [segmentation.GetSegment(segment_id).GetName() or segment_id for segment_id in _tumor_segment_ids(segmentation)]
     return other_organ_tumor_text([name for name in names if names_tumor_of_another_organ(name)],
                                   f"'{segmentation_node.GetName()}'")
 

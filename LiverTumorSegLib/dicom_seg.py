@@ -35,7 +35,7 @@ import numpy as np
 from .errors import InputError, LabelError, raise_if_out_of_memory
 from .fileutil import atomic_output
 # one rule of liver names and tumor words for .seg.nrrd and DICOM SEG
-from .segnrrd import LIVER_NAMES, names_tumor, names_whole_liver
+from .segnrrd import LIVER_NAMES, names_tumor, names_tumor_of_another_organ, names_whole_liver
 from .metrics.recist import SEG_SLICE_THICKNESS_META
 from .volume import CTVolume, ImageGeometry
 
@@ -337,7 +337,7 @@ def _slice_index_of(dataset: Any, geometry: ImageGeometry, shape_zyx: Sequence[i
     return k
 
 
-SEG_ORIENTATION_TOLERANCE = 1e-3
+SEG_ORIENTATION_TOLERANCE = 2e-3
 """How far (each direction cosine) a source image's ImageOrientationPatient may be from the label map's row and
 column directions: header rounding, not a grid of other axes."""
 
@@ -351,7 +351,10 @@ def _check_plane_matches(dataset: Any, geometry: ImageGeometry, source: str) -> 
     orientation = getattr(dataset, "ImageOrientationPatient", None)
     if orientation is not None and len(orientation) == 6:
         cosines = np.asarray([float(v) for v in orientation])
-        off = max(float(np.abs(cosines[:3] - direction[:, 0]).max()), float(np.abs(cosines[3:] - direction[:, 1]).max()))
+        # as the reader takes them (unit vectors; ITK then makes them orthogonal): header rounding within the
+        # reader's tolerance put a series' own grid 1.05e-3 off and refused it (the review)
+        row, column = (vector / max(float(np.linalg.norm(vector)), 1e-12) for vector in (cosines[:3], cosines[3:]))
+        off = max(float(np.abs(row - direction[:, 0]).max()), float(np.abs(column - direction[:, 1]).max()))
         if off > SEG_ORIENTATION_TOLERANCE:
             raise InputError(f"DICOM file '{source}' has rows and columns along {_format_cosines(cosines)} "
                              f"(ImageOrientationPatient), but the label map's i and j axes run along "
@@ -546,6 +549,8 @@ def _label_of_segment(description: Any) -> Optional[int]:
     elsewhere = bool(regions) and not set(LIVER_TYPE_VALUES) & set(regions)
     if value in LIVER_TYPE_VALUES:
         return 1
+    if value in MASS_TYPE_VALUES and names_tumor_of_another_organ(label):
+        return None  # a generic code labelled as another organ's ('Kidney mass', 'Lung nodule' lesion): the review
     if value in TUMOR_TYPE_VALUES or names_tumor(label):
         return None if elsewhere else 2
     if label.strip().lower() in LIVER_NAMES or names_whole_liver(label):  # a segment of another code labelled
@@ -895,30 +900,14 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
         # the thickness of the SEG's slices, kept while they stay the grid's slices (not on a reference in another
         # axis order): RECIST's measurable minimum of 'measure seg.dcm' without --ct (it took the spacing)
         out.meta[SEG_SLICE_THICKNESS_META] = stated_thickness_mm
-    if ignored:  # said on stderr as the .seg.nrrd reader says it (evaluate printed nothing), and counted
+    if ignored:  # said on stderr as the .seg.nrrd reader says it (evaluate printed nothing)
         left_out = [w for w in warnings if w.endswith("is neither liver nor tumor; ignored")]
         for text in left_out:
             log.warning("warning: %s", text)
         out.meta["logged_warnings"] = left_out
-        out.meta["segments_left_out"] = _segment_voxels(seg, ignored, segments)
     if warnings:
         out.meta["warnings"] = warnings
     return out
-
-
-def _segment_voxels(seg: Any, numbers: Sequence[int], segments: Sequence[Dict[str, Any]]) -> Dict[str, Optional[int]]:
-    """Label -> voxels (frame pixels set) of each of the SEG's segments ``numbers``, None where its frames cannot be
-    read alone: what a caller that must not score a left-out tumor as background checks (the held-out comparison,
-    as for a .seg.nrrd's ``segments_left_out``)."""
-    labels = {int(s["number"]): str(s["label"]) for s in segments}
-    counts = {}  # type: Dict[str, Optional[int]]
-    for number in numbers:
-        try:
-            frames = np.asarray(seg.get_volume(segment_numbers=[number], combine_segments=False).array)
-            counts[labels.get(number, str(number))] = int(np.count_nonzero(frames))
-        except Exception:  # noqa: BLE001 - an irregular SEG: its count is not known here
-            counts[labels.get(number, str(number))] = None
-    return counts
 
 
 def _touching_tumor_segments_text(stacked: np.ndarray, inside: float, tumor: np.ndarray, numbers: List[int],

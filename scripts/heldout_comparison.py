@@ -950,13 +950,13 @@ def check_case_names_unique(cases: List[Any]) -> None:
     shared = {name: group for name, group in named.items() if len(group) > 1}
     if not shared:
         return
-    shown = "; ".join(f"case '{name}': " + ", ".join(f"'{Path(str(case.input_path)).name}'" for case in group)
+    shown = "; ".join(f"case '{name}': " + ", ".join(f"'{case.case_id}' ({case.input_path})" for case in group)
                       for name, group in list(shared.items())[:5]) + (" ..." if len(shared) > 5 else "")
     raise InputError(f"{len(shared)} case name(s) of CTS would each name more than one CT once evaluate pairs the "
                      f"label maps with the references ({shown}): evaluate reads a case name from the file name "
                      f"without extension and without affixes such as _0000, _ct, volume- and leading zeros, and would "
-                     f"keep one prediction of each and drop the others. Rename those CTs (or their case_id in a case "
-                     f"CSV) so that each keeps a case name of its own, as its reference is named.")
+                     f"keep one prediction of each and drop the others. Rename those CTs (or, in a case CSV, their "
+                     f"case_id) so that each keeps a case name of its own, as its reference is named.")
 
 
 def check_references_have_cts(cts: str, cases: List[Any], references: Dict[str, Path]) -> None:

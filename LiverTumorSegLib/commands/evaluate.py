@@ -136,10 +136,11 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
         if len(files) > 1:
             fitting = [p for p, role in files if role == wanted]
             unmarked = [p for p, role in files if role is None]
+            by_name_alone = False  # taken only because the others' names say they are something else
             if what == "--pred" and unmarked and any(p.name.lower().startswith(REFERENCE_PREFIX) for p in fitting):
                 fitting = []  # a prediction beside a file named like a LiTS reference: which is which?
             elif not fitting and len(unmarked) == 1:
-                fitting = unmarked  # the others' names say they are something else
+                fitting, by_name_alone = unmarked, True  # the others' names say they are something else
             if len(fitting) != 1:
                 shown = "', '".join(str(p.relative_to(folder)) for p, _ in files)
                 if len({p.parent for p, _ in files}) == len(files):  # one file name in per-case folders
@@ -155,12 +156,17 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
                                  f"affixes such as _ct, _seg, _liver, _label); keep one of them in this folder, "
                                  f"or rename them so that their names say it (e.g. CASE_ct.nii.gz, CASE_seg.nii.gz).")
             left = [str(p.relative_to(folder)) for p, _ in files if p != fitting[0]]
-            # said: 'n1' and 'n1_ct' in a --pred folder (two CTs' predictions under one case name) kept the first
-            # and dropped the other without a word (the held-out script audit)
-            log.warning("warning: %s folder '%s' holds %d files for case '%s': '%s' is read, and '%s' left out, "
-                        "as %s.", what, folder, len(files), name, fitting[0].relative_to(folder), "', '".join(left),
-                        "their names say they are something else" if len(left) > 1 else
-                        "its name says it is something else")
+            # said where no name says it is what the option asks for: 'n1' and 'n1_ct' in a --pred folder (two CTs'
+            # predictions under one case name) kept the first and dropped the other without a word (the held-out
+            # script audit); a CT beside its label map, each named for its role (LiTS' volume-N and
+            # segmentation-N), is no news (one line a case was, the review)
+            # (a CT named so would have been screened out by its values: a file named as a CT that is left here
+            # holds labels)
+            if by_name_alone and wanted == "label" and any(role == "image" for p, role in files if p != fitting[0]):
+                log.warning("warning: %s folder '%s' holds %d files for case '%s': '%s' is read, and '%s' left out, "
+                            "as %s, though it holds labels.", what, folder, len(files), name,
+                            fitting[0].relative_to(folder), "', '".join(left),
+                            "their names say they are CTs" if len(left) > 1 else "its name says it is a CT")
             files = [(fitting[0], wanted)]
         cases[name] = files[0][0]
     return cases

@@ -1288,10 +1288,11 @@ def test_cts_whose_label_maps_evaluate_would_pair_under_one_case_name_are_refuse
     a = tiny_unet_package(tmp_path, name="a.safetensors").path
     calls = []
     with pytest.raises(InputError, match=rf"1 case name\(s\) of CTS would each name more than one CT .*case "
-                                         rf"'{reference}': '.*'\): evaluate reads") as refused:
+                                         rf"'{reference}': '.*\)\): evaluate reads") as refused:
         comparison.main([str(cts), "--ref", str(labels), "-o", str(tmp_path / "out"), "--models", "",
                          "--model", f"a={a}", "--device", "cpu"], runner=in_process(calls))
-    assert f"'{names[0]}.nii.gz'" in str(refused.value) and f"'{names[1]}.nii.gz'" in str(refused.value)
+    assert f"'{names[0]}' ({cts / (names[0] + '.nii.gz')})" in str(refused.value)  # the case ids a CSV would rename
+    assert f"'{names[1]}' ({cts / (names[1] + '.nii.gz')})" in str(refused.value)
     assert calls == []
 
 
@@ -1308,3 +1309,16 @@ def test_evaluate_says_which_file_of_a_case_it_reads_and_which_it_leaves_out(tmp
         cases = list_cases(labels, "--pred")
     assert cases == {"case0": labels / "case0.nii.gz"}
     assert "holds 2 files for case 'case0': 'case0.nii.gz' is read, and 'case0_ct.nii.gz' left out" in caplog.text
+    # a CT beside its label map, each named for its role, is no news (LiTS' volume-N and segmentation-N: one line a
+    # case in --images; the review), nor a CT beside an unmarked label map in --images
+    caplog.clear()
+    data = tmp_path / "lits"
+    data.mkdir()
+    shutil.copyfile(labels / "case0.nii.gz", data / "segmentation-0.nii.gz")
+    shutil.copyfile(cts / "case0.nii.gz", data / "volume-0.nii.gz")
+    shutil.copyfile(cts / "case0.nii.gz", data / "case1.nii.gz")
+    shutil.copyfile(labels / "case0.nii.gz", data / "case1_liver.nii.gz")
+    with caplog.at_level(logging.WARNING):
+        assert list_cases(data, "--images") == {"0": data / "volume-0.nii.gz", "case1": data / "case1.nii.gz"}
+        assert list_cases(data, "--ref") == {"0": data / "segmentation-0.nii.gz", "case1": data / "case1_liver.nii.gz"}
+    assert "holds 2 files" not in caplog.text

@@ -169,8 +169,10 @@ def _lesion_components_in_box(labels_zyx: np.ndarray, geometry: Optional[ImageGe
     box = value_bounding_box(labels_zyx, 2)  # no whole-volume mask labels == 2 beside the map
     if box is None:
         return None, 0, None
+    from .postprocess import label_counts
+
     components, count = ndimage.label(labels_zyx[box] == 2, structure=np.ones((3, 3, 3), dtype=bool))
-    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    sizes = label_counts(components, count)[1:]  # in slabs: np.bincount's int64 copy of a liver-wide box (the memory audit)
     if geometry is None or count < 2:
         order = np.argsort(-sizes, kind="stable")  # old number order[n] becomes n + 1
     else:

@@ -732,8 +732,8 @@ def _listed_and_left_out(changed: np.ndarray, sizes: np.ndarray, room: int) -> T
 def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count: int, new_value: np.ndarray,
                           rule_of: np.ndarray, spacing_zyx: Sequence[float],
                           mean_probability: Optional[np.ndarray] = None, geometry: Any = None,
-                          offset_zyx: Sequence[int] = (0, 0, 0), peak_probability: Optional[np.ndarray] = None
-                          ) -> None:
+                          offset_zyx: Sequence[int] = (0, 0, 0), peak_probability: Optional[np.ndarray] = None,
+                          counted: Optional[np.ndarray] = None) -> None:
     """Append to ``changes["tumor_components"]`` one ``{"rule", "became", "volume_ml", "mean_tumor_probability",
     "peak_tumor_probability"}``
     (with ``geometry`` also ``"centroid_lps_mm"`` and ``"centroid_ras_mm"``) per tumor component a
@@ -741,8 +741,11 @@ def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count
     when the part touches no liver; ``became``: ``"liver"`` or ``"background"``), in the order of the components'
     numbers, up to :data:`LISTED_RECORDS_MAX` records in the list: the largest; the others are counted in
     ``changes["tumor_components_not_listed"]`` (:func:`_count_tumor_changes_not_listed`). ``components``:
-    the voxels of each component that count (:func:`clean_tumors` passes those the network labelled tumor, so a
-    filled core, background before and liver or background after, is not reported as tumor changed); volume,
+    the labelling of the components, of which the voxels where ``counted`` (bool, same shape; None: all) count
+    (:func:`clean_tumors` passes those the network labelled tumor, so a filled core, background before and liver or
+    background after, is not reported as tumor changed; a product ``components * counted`` and np.bincount's int64
+    cast of it took 16 bytes a voxel of the tumors' box, the liver's for lesions spread through it, and a run the
+    memory check had passed ran out of memory here: the memory audit); volume,
     centroid and mean probability are all of these voxels.
 
     ``mean_probability`` (per component ``0..count``, 0..1: :func:`component_mean_probability` over the same
@@ -753,7 +756,7 @@ def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count
     mean voxel-centre position as the lesion report gives a lesion's, patient LPS and RAS mm, so a reader can find
     a candidate post-processing took away; without ``geometry`` these two keys are left out."""
     voxel_ml = float(np.prod([float(s) for s in spacing_zyx])) / 1000.0
-    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    sizes = label_counts(components, count, counted, True)
     record = changes.setdefault("tumor_components", [])
     summary = changes.setdefault("tumor_components_not_listed", tumor_changes_not_listed())
     changed = np.flatnonzero(new_value[1:count + 1] != 2) + 1
@@ -764,7 +767,7 @@ def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count
     _count_tumor_changes_not_listed(summary, left_out, sizes, new_value, rule_of, voxel_ml)
     centres = None
     if geometry is not None and listed.size:
-        where = np.nonzero(components)
+        where = true_indices(components > 0 if counted is None else counted & (components > 0))
         ids = components[where]
         centres = np.stack([np.bincount(ids, weights=axis.astype(np.float64), minlength=count + 1)[:count + 1]
                             for axis in where], axis=1) / np.maximum(sizes[:count + 1], 1)[:, None]
@@ -1141,9 +1144,8 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
         elif (labels == 1).any():
             new_value[to_liver] = 0
     if changes is not None and count:
-        _record_tumor_changes(changes, components if network is None else components * network, count, new_value,
-                              rule_of, spacing_zyx, mean_p, geometry,
-                              [int(o) + b.start for o, b in zip(offset_zyx, box)], peak_p)
+        _record_tumor_changes(changes, components, count, new_value, rule_of, spacing_zyx, mean_p, geometry,
+                              [int(o) + b.start for o, b in zip(offset_zyx, box)], peak_p, counted=network)
     changed = new_value != 2
     changed[0] = False
     if changed.any():

@@ -1255,21 +1255,34 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
         shape = tuple(int(s) for s in plan.canonical_shape)
         spacing_zyx = tuple(float(s) for s in plan.canonical_geometry.spacing[::-1])
         net = network_grid_zyx(shape, spacing_zyx, preprocessing)
-        required = estimate_network_memory_bytes(shape, net, channels, num_classes, volume.array.dtype.itemsize,
-                                                 batch, activation_bytes_per_pixel)
+
+        def required_at(slices: int) -> int:
+            return estimate_network_memory_bytes(shape, net, channels, num_classes, volume.array.dtype.itemsize,
+                                                 slices, activation_bytes_per_pixel)
     else:
         shape = tuple(int(s) for s in aligned_shape_zyx)
         spacing_zyx = tuple(float(s) for s in (aligned_spacing_xyz or volume.geometry.spacing)[::-1])
         net = network_grid_zyx(shape, spacing_zyx, preprocessing)
-        on_grid = estimate_network_memory_bytes(shape, net, channels, num_classes, 4, batch,
-                                                activation_bytes_per_pixel)  # the grid's CT is float32
-        required = estimate_aligned_grid_memory_bytes(volume.shape_zyx, volume.array.dtype, shape, on_grid)
+
+        def required_at(slices: int) -> int:
+            on_grid = estimate_network_memory_bytes(shape, net, channels, num_classes, 4, slices,
+                                                    activation_bytes_per_pixel)  # the grid's CT is float32
+            return estimate_aligned_grid_memory_bytes(volume.shape_zyx, volume.array.dtype, shape, on_grid)
+    required = required_at(batch)
     asked_the_system = available_bytes is None
     if asked_the_system:
         available_bytes = available_memory_bytes()
     # the CT itself is read already
-    still_needed = required - int(volume.array.nbytes) - int(held_bytes) + int(pending_bytes)
+    beside = - int(volume.array.nbytes) - int(held_bytes) + int(pending_bytes)
+    still_needed = required + beside
     if available_bytes is not None and still_needed > available_bytes:
+        smaller = DEFAULT_BATCH_SLICES if batch > DEFAULT_BATCH_SLICES else 0  # the CPU engine's own batch
+        fits_smaller = smaller and required_at(smaller) + beside <= available_bytes
+        # a batch of 256 slices asked 10 GiB where 8 ask 1.5, and the advice named cropping and other machines (the
+        # memory audit)
+        batch_advice = (f"a smaller batch of slices fits: {option_hint(f'--batch-size {smaller}', f'batch_size={smaller}')}"
+                        f" needs about {(required_at(smaller) + beside) / GIB:.1f} GiB (the batch is now {batch}); "
+                        if fits_smaller else "")
         target = _setting(preprocessing, "target_spacing_mm", None)
         how = (f"{spacing_zyx[2]:g} x {spacing_zyx[1]:g} mm pixels resampled to {float(target):g} mm" if target
                else "after resizing")
@@ -1279,5 +1292,5 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
                             f"GiB of memory at the network's resolution ((z, H, W) {net}: {how}) beside the CT "
                             f"itself, but only {available_bytes / GIB:.1f} GiB is available"
                             f"{_limit_note(available_bytes) if asked_the_system else ''}; "
-                            f"{_memory_advice(shape, spacing_zyx, net, preprocessing)}")
+                            f"{batch_advice}{_memory_advice(shape, spacing_zyx, net, preprocessing)}")
     return int(required)

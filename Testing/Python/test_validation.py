@@ -623,6 +623,29 @@ def test_network_memory_check_counts_what_is_still_to_be_allocated():
         check_network_memory(volume, config, available_bytes=rest - 1)
 
 
+def test_a_refusal_of_a_large_batch_names_the_batch_that_fits():
+    """A batch of 256 slices asked 10 GiB where the default 8 asks 1.5 and the advice named cropping the CT and
+    other machines, not the batch (the memory audit). Where the default batch fits, the refusal says so."""
+    from LiverTumorSegLib.errors import cli_wording
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+    from LiverTumorSegLib.validation import check_network_memory
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    volume = CTVolume(array=np.zeros((300, 128, 128), np.int16), geometry=ImageGeometry(spacing=(0.8, 0.8, 2.5)))
+    config = PreprocessingConfig.preset("default")
+    default_rest = check_network_memory(volume, config, available_bytes=1 << 40) - volume.array.nbytes
+    large_rest = check_network_memory(volume, config, batch_size=256, available_bytes=1 << 40) - volume.array.nbytes
+    assert large_rest > 2 * default_rest
+    with pytest.raises(ResourceError, match=r"a smaller batch of slices fits: batch_size=8 needs about .* GiB \(the "
+                                            r"batch is now 256\)"):
+        check_network_memory(volume, config, batch_size=256, available_bytes=default_rest)
+    with cli_wording(), pytest.raises(ResourceError, match=r"fits: --batch-size 8 needs"):
+        check_network_memory(volume, config, batch_size=256, available_bytes=default_rest)
+    with pytest.raises(ResourceError) as refused:  # the default batch itself does not fit: nothing said of batches
+        check_network_memory(volume, config, batch_size=256, available_bytes=default_rest - 1)
+    assert "smaller batch" not in str(refused.value)
+
+
 def test_network_memory_check_asks_the_same_beside_a_float64_ct_as_beside_int16():
     """segment copies no CT: beside it, an int16, float32 and float64 CT held the same (349-380 MiB for
     512 x 512 x 200, docs/speed.md). The check asked 2 x the CT's itemsize, 6 bytes a voxel more for a float64 CT

@@ -1280,8 +1280,10 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
         fits_smaller = smaller and required_at(smaller) + beside <= available_bytes
         # a batch of 256 slices asked 10 GiB where 8 ask 1.5, and the advice named cropping and other machines (the
         # memory audit)
-        batch_advice = (f"a smaller batch of slices fits: {option_hint(f'--batch-size {smaller}', f'batch_size={smaller}')}"
-                        f" needs about {(required_at(smaller) + beside) / GIB:.1f} GiB (the batch is now {batch}); "
+        # the engine's own batch, not a fixed 8: on a GPU it takes its batch from the free GPU memory (the review)
+        batch_advice = (f"without {option_hint('--batch-size', 'batch_size')} (the engine's own batch: {smaller} "
+                        f"slices on the CPU, as many as the GPU's memory takes on a GPU) it fits, needing about "
+                        f"{(required_at(smaller) + beside) / GIB:.1f} GiB (the batch is now {batch}); "
                         if fits_smaller else "")
         target = _setting(preprocessing, "target_spacing_mm", None)
         how = (f"{spacing_zyx[2]:g} x {spacing_zyx[1]:g} mm pixels resampled to {float(target):g} mm" if target

@@ -170,8 +170,8 @@ def label_counts(ids: np.ndarray, count: int, region: Optional[np.ndarray] = Non
         if part.size > counts.size:  # a label above count: longer, as np.bincount's own answer would be
             part[:counts.size] += counts
             counts = part
-        else:
-            counts += part
+        else:  # (as long, or shorter than a slab before held: a label above count there; the review)
+            counts[:part.size] += part
     return counts
 
 

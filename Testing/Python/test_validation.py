@@ -636,14 +636,14 @@ def test_a_refusal_of_a_large_batch_names_the_batch_that_fits():
     default_rest = check_network_memory(volume, config, available_bytes=1 << 40) - volume.array.nbytes
     large_rest = check_network_memory(volume, config, batch_size=256, available_bytes=1 << 40) - volume.array.nbytes
     assert large_rest > 2 * default_rest
-    with pytest.raises(ResourceError, match=r"a smaller batch of slices fits: batch_size=8 needs about .* GiB \(the "
-                                            r"batch is now 256\)"):
+    with pytest.raises(ResourceError, match=r"without batch_size \(the engine's own batch: 8 slices on the CPU, .*\) "
+                                            r"it fits, needing about .* GiB \(the batch is now 256\)"):
         check_network_memory(volume, config, batch_size=256, available_bytes=default_rest)
-    with cli_wording(), pytest.raises(ResourceError, match=r"fits: --batch-size 8 needs"):
+    with cli_wording(), pytest.raises(ResourceError, match=r"without --batch-size \(the engine's own batch"):
         check_network_memory(volume, config, batch_size=256, available_bytes=default_rest)
     with pytest.raises(ResourceError) as refused:  # the default batch itself does not fit: nothing said of batches
         check_network_memory(volume, config, batch_size=256, available_bytes=default_rest - 1)
-    assert "smaller batch" not in str(refused.value)
+    assert "engine's own batch" not in str(refused.value)
 
 
 def test_network_memory_check_asks_the_same_beside_a_float64_ct_as_beside_int16():

@@ -842,14 +842,14 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
     mapping = {}  # type: dict
     warnings = []
     segments = []
-    ignored = []  # type: List[int]
+    left_out = []  # type: List[str]
     for number in seg.segment_numbers:
         description = seg.get_segment_description(number)
         value = _label_of_segment(description)
         segments.append({"number": int(number), "label": str(description.SegmentLabel), "value": value})
         if value is None:
-            warnings.append(f"segment {number} '{description.SegmentLabel}' is neither liver nor tumor; ignored")
-            ignored.append(int(number))
+            left_out.append(f"segment {number} '{description.SegmentLabel}' is neither liver nor tumor; ignored")
+            warnings.append(left_out[-1])
         else:
             mapping[int(number)] = value
     if not mapping:
@@ -900,8 +900,7 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
         # the thickness of the SEG's slices, kept while they stay the grid's slices (not on a reference in another
         # axis order): RECIST's measurable minimum of 'measure seg.dcm' without --ct (it took the spacing)
         out.meta[SEG_SLICE_THICKNESS_META] = stated_thickness_mm
-    if ignored:  # said on stderr as the .seg.nrrd reader says it (evaluate printed nothing)
-        left_out = [w for w in warnings if w.endswith("is neither liver nor tumor; ignored")]
+    if left_out:  # said on stderr as the .seg.nrrd reader says it (evaluate printed nothing)
         for text in left_out:
             log.warning("warning: %s", text)
         out.meta["logged_warnings"] = left_out

@@ -709,15 +709,15 @@ class SegmentationJob(ChildJob):
         edited = self._segments_edited_during_run(present[0])
         # the user's segments on another series' grid: written there, the result would be resampled onto that grid
         # when the scene is saved (the Slicer glue audit); it goes into a new segmentation instead
+        split_offs = self._split_offs_still_there(present[0])
         other_grid = not (redirected or edited) and present[0] is not None and mrml.result_resampled_on_saving(
-            present[0], self.geometry, self._split_offs_still_there(present[0]))
+            present[0], self.geometry, split_offs)
         chosen_name = present[0].GetName() if other_grid else ""
         if redirected or edited or other_grid:
-            present = [None, None]
+            present, split_offs = [None, None], []  # a new segmentation: no piece of the old result in it
         segmentation_node, table_node = apply_result(
             self._scene, labels.astype(np.uint8, copy=False), report, self.geometry, self._input, present[0],
-            present[1], self._replace_existing, self._show_3d,
-            remove_segment_ids=self._split_offs_still_there(present[0]))
+            present[1], self._replace_existing, self._show_3d, remove_segment_ids=split_offs)
         probability_node = None
         if probabilities is None:  # an earlier run's map no longer describes these segments ("Update lesion
             mrml.unlink_probability_volume(segmentation_node)  # table" read it as theirs); a later map refills it

@@ -818,13 +818,11 @@ def _staged_outputs(out_dir: Path, overwrite: bool) -> Iterator[Dict[str, Path]]
     created = outermost_missing_folder(out_dir)  # -o a/b/c with only a/ there: b is made, and removed on failure
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir, STAGE_PREFIX, ".tmp")
-    stages = []  # type: List[Path]  # the staging folder, once made (a stop as mkdtemp returned left it behind)
+    stage = None  # type: Optional[Path]  # the staging folder, once made (a stop as mkdtemp returned left it behind)
     plots_made = None
     try:
         with stop_signals_held():
-            stages.append(Path(tempfile.mkdtemp(prefix=temporary_prefix(STAGE_PREFIX), suffix=".tmp",
-                                                dir=str(out_dir))))
-        stage = stages[0]
+            stage = Path(tempfile.mkdtemp(prefix=temporary_prefix(STAGE_PREFIX), suffix=".tmp", dir=str(out_dir)))
         staged = _output_paths(stage)
         staged["plots"].mkdir()
         yield staged
@@ -835,14 +833,10 @@ def _staged_outputs(out_dir: Path, overwrite: bool) -> Iterator[Dict[str, Path]]
             plots_made = outermost_missing_folder(out_dir / "plots")  # removed again, while empty, if the moves fail
             _place_staged(stage, out_dir, overwrite)
     except BaseException as exc:
-        if not stages:  # stopped before the staging folder was made
-            if created is not None:
-                remove_empty_folders(out_dir, created)
-            raise
-        stage = stages[0]
-        stage_removed = not stage.is_dir()
-        _name_outside_stage(exc, stage, out_dir)
-        shutil.rmtree(stage, ignore_errors=True)
+        stage_removed = stage is not None and not stage.is_dir()
+        if stage is not None:  # (not made where a stop came before the staging folder was)
+            _name_outside_stage(exc, stage, out_dir)
+            shutil.rmtree(stage, ignore_errors=True)
         if plots_made is not None:
             remove_empty_folders(plots_made, plots_made)
         if created is not None:  # made by this run, and removed only while empty (another run may share it)

@@ -828,10 +828,11 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
         _check_probability_folder(output_folder, probability_folder)
     if suffix not in (".nii.gz", ".nii", ".nrrd", ".mha"):
         raise InputError(f"Batch output type '{suffix}' is not supported; use .nii.gz, .nii, .nrrd or .mha.")
+    folders = [] if input_path.is_file() else dicom_case_folders(input_path)  # one scan (it checks for CT files)
     if input_path.is_file():
         pairs = _cases_from_csv(input_path)
-    elif not _ct_files(input_path) and dicom_case_folders(input_path):  # a folder per patient's DICOM
-        pairs = _dicom_folder_cases(input_path, (output_folder, probability_folder))
+    elif folders:  # a folder per patient's DICOM
+        pairs = _dicom_folder_cases(input_path, (output_folder, probability_folder), folders)
     else:
         pairs = _one_name_per_ct([(case_id_of(p), p) for p in _cts_of_folder(input_path,
                                                                               (output_folder, probability_folder))])
@@ -877,14 +878,15 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
     return cases
 
 
-def _dicom_folder_cases(folder: Path, own: Sequence[Optional[Path]] = ()) -> List[tuple]:
+def _dicom_folder_cases(folder: Path, own: Sequence[Optional[Path]] = (),
+                        folders: Optional[Sequence[Path]] = None) -> List[tuple]:
     """``(case_id, folder)`` per :func:`dicom_case_folders` of ``folder``, the case named by its folder; a folder
     name that is no plain file name on every system is refused as a CSV's case_id is (:func:`_check_case_id`).
     Subfolders of CT files are named in a warning as not segmented, but for ``own`` (the run's output and
     probability folders) and an earlier batch's results (:func:`_earlier_batch_results`): a rerun into
     ``PATIENTS/results`` warned of its own label maps (the review)."""
     pairs = []
-    for sub in dicom_case_folders(folder):
+    for sub in dicom_case_folders(folder) if folders is None else folders:  # (the caller's scan, where it made one)
         try:
             _check_case_id(sub.name, folder, 0)
         except InputError:

@@ -679,17 +679,13 @@ def lesions_away_from_liver_warnings(labels_zyx: np.ndarray, geometry: ImageGeom
     :data:`LESION_AWAY_FROM_LIVER_MM`: a kidney tumor segment 63 mm from the liver was measured as a liver lesion
     and chosen as a RECIST target without a word (the measure audit). None where the map holds no liver (warned of
     otherwise)."""
+    from ..metrics.surface import value_bounding_box
     from .lesion_report import _lesion_components_in_box
     from .postprocess import restrict_tumor_to_liver
 
     labels = np.asarray(labels_zyx)
-    if not (labels == 1).any():
-        return []
-    # numbered as the lesion report numbers them (by size, ties by position): the ids were first taken in raster
-    # order, which named the report's largest lesion, inside the liver, where the small one apart from it was meant
-    # (the lesion-table audit)
-    component_ids, _, tumor_box = _lesion_components_in_box(labels, geometry)
-    if tumor_box is None:
+    tumor_box = value_bounding_box(labels, 2)
+    if tumor_box is None or not (labels == 1).any():
         return []
     spacing_zyx = tuple(float(s) for s in geometry.spacing[::-1])  # the geometry's (x, y, z) turned
     # the tumor's box grown by the margin holds every liver voxel that counts: the copies are of it alone (measure's
@@ -703,6 +699,10 @@ def lesions_away_from_liver_warnings(labels_zyx: np.ndarray, geometry: ImageGeom
     away = (tumor & (kept != 2))[inner]
     if not away.any():
         return []
+    # numbered as the lesion report numbers them (by size, ties by position; only now, where a lesion lies apart):
+    # the ids were first taken in raster order, which named the report's largest lesion, inside the liver, where the
+    # small one apart from it was meant (the lesion-table audit). The same box as value_bounding_box's above
+    component_ids = _lesion_components_in_box(labels, geometry)[0]
     ids = sorted(int(i) for i in np.unique(component_ids[away]) if i)
     by_id = {int(d.get("id", 0)): d for d in lesions}
     targets = [i for i in ids if by_id.get(i, {}).get("recist_target")]

@@ -351,7 +351,7 @@ def lung_parenchyma(lungs: np.ndarray, hu: np.ndarray) -> np.ndarray:
     result[:-1] &= ~gas[1:]
     cores = lungs & (hu < RULES.gas_core_hu)
     if cores.any():
-        result &= ~ndimage.binary_dilation(cores, structure=np.ones((3, 3, 3), dtype=bool))
+        result &= ~ndimage.binary_dilation(cores, structure=CONNECTIVITY_26)
     return result
 
 

@@ -47,13 +47,12 @@ def plane_tilts_degrees(direction: np.ndarray) -> Tuple[float, float]:
     """``(axial panel's tilt, coronal panel's tilt)`` in degrees of a canonical grid's ``direction`` (3 x 3, columns
     the i, j, k axes in LPS): the angles between the normal of a slice (the i-j plane) and S, and between the
     normal of a row (the i-k plane) and A."""
+    from ..validation import slice_tilt_degrees  # the axial panel: the slices' tilt, as the warnings measure it
+
     d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
-
-    def angle(normal: np.ndarray, axis: int) -> float:
-        cosine = abs(float(normal[axis])) / max(float(np.linalg.norm(normal)), 1e-12)
-        return float(np.degrees(np.arccos(np.clip(cosine, 0.0, 1.0))))
-
-    return angle(np.cross(d[:, 0], d[:, 1]), 2), angle(np.cross(d[:, 0], d[:, 2]), 1)
+    normal = np.cross(d[:, 0], d[:, 2])
+    cosine = abs(float(normal[1])) / max(float(np.linalg.norm(normal)), 1e-12)
+    return slice_tilt_degrees(d), float(np.degrees(np.arccos(np.clip(cosine, 0.0, 1.0))))
 
 
 def panel_titles(canonical: CTVolume, z: int, y: int) -> Tuple[str, str]:

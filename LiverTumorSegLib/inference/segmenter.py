@@ -452,16 +452,18 @@ class Segmenter:
             self._check_fill_copy_fits(volume, ahead, reserved_bytes)
             network_volume = without_fill(volume, fill.mask)  # a copy: the user's CT is left as it is
         if self.options.body_size_scaling and in_hu:
-            from .body_size import body_size_failed_record, body_size_record, with_in_plane_scale
+            from .body_size import (body_size_failed_record, body_size_record, training_body_diameter_mm,
+                                    with_in_plane_scale)
 
-            training_diameter_mm = self._training_body_diameter_mm()
+            metadata = self._package_metadata()  # read once for both (before the load: from the file)
+            training_diameter_mm = training_body_diameter_mm(metadata)
             try:
                 record = body_size_record(network_volume, training_diameter_mm, None if fill is None else fill.mask)
             except Exception as error:  # noqa: BLE001 - the CT is then given as it is, and the report says why
                 log.warning("the body size check failed", exc_info=True)
                 record = body_size_failed_record(training_diameter_mm, error)
-            unscaled = self._grid_ignores_pixel_spacing()
-            if unscaled and record.get("in_plane_scale", 1.0) != 1.0:
+            unscaled = self._grid_ignores_pixel_spacing(metadata) if record.get("in_plane_scale", 1.0) != 1.0 else ""
+            if unscaled:
                 record = dict(record, in_plane_scale=1.0, not_scaled=unscaled)  # and no warning of an enlargement
             if record["in_plane_scale"] != 1.0:
                 network_volume = with_in_plane_scale(network_volume, record["in_plane_scale"])
@@ -509,18 +511,18 @@ class Segmenter:
             raise ResourceError(f"{exc} (This counts the copy of the CT, {pending / 2 ** 20:.0f} MiB, that the network "
                                 f"is given with its resampling's fill outside the field of view made air.)") from None
 
-    def _grid_ignores_pixel_spacing(self) -> str:
+    def _grid_ignores_pixel_spacing(self, metadata: Optional[Dict[str, Any]] = None) -> str:
         """Why an enlargement of the CT's pixel spacing would not reach the network, or '': the package's
         preprocessing gives the network the CT's own pixels (``target_spacing_mm`` null) or resizes each slice to a
         fixed size (``target_size``), so the spacing the body-size scaling multiplies is never read. A package of
         such a preset (``zscore_body``, ``window250_equalized``) was reported 'given the CT enlarged 1.66x' with
         an unchanged input (the train/infer audit). The config the engine runs, else the package's, else the one its
-        metadata records (read as :meth:`_training_body_diameter_mm` reads its record)."""
+        metadata records (``metadata``: :meth:`_package_metadata`, read there where not given)."""
         config = self.known_preprocessing
         if config is None:
             config = getattr(self.package, "preprocessing", None)
         if config is None:
-            metadata = self._package_metadata()
+            metadata = self._package_metadata() if metadata is None else metadata
             config = metadata.get("preprocessing") if isinstance(metadata, dict) else None
         if isinstance(config, dict):
             try:
@@ -553,13 +555,6 @@ class Segmenter:
             except Exception:  # noqa: BLE001 - the load reports a package it cannot read; here: not scaled
                 return None
         return metadata
-
-    def _training_body_diameter_mm(self) -> Optional[float]:
-        """The narrowest training body (mm) the package records (:func:`.body_size.training_body_diameter_mm`), or
-        None (:meth:`_package_metadata`)."""
-        from .body_size import training_body_diameter_mm
-
-        return training_body_diameter_mm(self._package_metadata())
 
     def check_network_memory(self, volume: CTVolume, pending_bytes: int = 0) -> Optional[int]:
         """:func:`_estimate_and_check_memory` of the CT the network is given (:meth:`network_volume`): a child's CT

@@ -1583,10 +1583,11 @@ def _refuse_missing_rescale(series: DicomSeriesInfo, reader, folder: Path) -> No
     and the HU checks judge its values, and where the others give what the reader takes (slope 1, intercept 0)
     nothing is lost and the series is read."""
     for (tag, name, taken), default in zip(_RESCALE_TAGS, (1.0, 0.0)):
-        missing = [index for index in range(len(series.files)) if not _tag_text(reader, index, tag)]
+        has = [bool(_tag_text(reader, index, tag)) for index in range(len(series.files))]
+        missing = [index for index, there in enumerate(has) if not there]
         if not missing or len(missing) == len(series.files):
             continue
-        given = [index for index in range(len(series.files)) if index not in set(missing)]
+        given = [index for index, there in enumerate(has) if there]
         if all((_tag_numbers(reader, index, tag) or [None])[0] == default for index in given):
             continue  # what the reader takes for the missing ones is what the others give: nothing is lost
         given = given[0]
@@ -2286,16 +2287,13 @@ def _check_no_gantry_tilt(series: DicomSeriesInfo, points_xyz: np.ndarray, direc
     if drift <= tolerance:
         return
     _refuse_slices_off_the_line(series, points_xyz, in_plane, tolerance, folder)
-    raise InputError(_gantry_tilt_text(f"DICOM series {series.uid} in '{folder}'", points_xyz, direction, "slices"))
+    raise InputError(_gantry_tilt_text(f"DICOM series {series.uid} in '{folder}'", drift,
+                                       float(np.ptp(points_xyz @ direction[:, 2])), "slices"))
 
 
-def _gantry_tilt_text(what: str, points_xyz: np.ndarray, direction: np.ndarray, slices: str) -> str:
+def _gantry_tilt_text(what: str, drift: float, span: float, slices: str) -> str:
     """The refusal of a gantry-tilted ``what`` (a series, an enhanced CT file) whose ``slices`` (its slices, its
-    frames) have origins ``points_xyz`` (``(n, 3)`` mm) drifting within the image plane; ``direction``: 3 x 3,
-    columns the rows' direction, the columns' direction and the slice normal."""
-    in_plane = points_xyz @ direction[:, :2]
-    drift = float(np.max(np.ptp(in_plane, axis=0)))
-    span = float(np.ptp(points_xyz @ direction[:, 2]))
+    frames) drift by up to ``drift`` mm within the image plane over ``span`` mm along the slice normal."""
     tilt = float(np.degrees(np.arctan2(drift, span))) if span > 0 else 90.0
     return (f"{what} is gantry-tilted: its {slices} shift by up to {drift:.3g} mm within the image plane over "
             f"{span:.3g} mm of scan (a tilt of about {tilt:.2g} degrees), so it does not form an orthogonal 3D grid "
@@ -2316,13 +2314,14 @@ def _frames_tilt_text(what: str, positions: Sequence[Sequence[float]], orientati
     direction = np.column_stack([row, column, np.cross(row, column)])
     tolerance = 0.5 * min(float(spacing_xyz[0]), float(spacing_xyz[1]))
     in_plane, along = points @ direction[:, :2], points @ direction[:, 2]
-    if len(points) < 3 or float(np.max(np.ptp(in_plane, axis=0))) <= tolerance or float(np.ptp(along)) <= 0:
+    drift, span = float(np.max(np.ptp(in_plane, axis=0))), float(np.ptp(along))
+    if len(points) < 3 or drift <= tolerance or span <= 0:
         return None
     design = np.column_stack([along, np.ones_like(along)])
     fit = design @ np.linalg.lstsq(design, in_plane, rcond=None)[0]
     if float(np.max(np.abs(in_plane - fit))) > tolerance:
         return None
-    return _gantry_tilt_text(what, points, direction, "frames")
+    return _gantry_tilt_text(what, drift, span, "frames")
 
 
 def _refuse_slices_off_the_line(series: DicomSeriesInfo, points_xyz: np.ndarray, in_plane: np.ndarray,
@@ -2962,11 +2961,11 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path, rescale_out:
     expected = np.array([image.TransformIndexToPhysicalPoint((0, 0, k) + rest)[:3] for k in range(count)],
                         dtype=float)
     off = float(np.max(np.linalg.norm(np.asarray(positions) - expected, axis=1)))
-    tilted = (_frames_tilt_text(f"'{path}' (series {series.uid})", positions, orientations[0][1], image.GetSpacing())
-              if off > 0.25 * float(image.GetSpacing()[2]) and orientations and len(orientations[0][1]) == 6 else None)
-    if tilted is not None:
-        raise InputError(tilted)
     if off > 0.25 * float(image.GetSpacing()[2]):
+        tilted = (_frames_tilt_text(f"'{path}' (series {series.uid})", positions, orientations[0][1],
+                                    image.GetSpacing()) if orientations and len(orientations[0][1]) == 6 else None)
+        if tilted is not None:
+            raise InputError(tilted)
         raise InputError(f"'{path}' (series {series.uid}): its frames are not on the grid the DICOM reader builds "
                          f"(a frame lies {off:.3g} mm from where the reader puts it: frames out of order, a missing "
                          f"frame or uneven spacing). {fix}")

@@ -366,9 +366,6 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
     one_ct = None if has_ct or (baseline_ct is None and followup_ct is None) else \
         ("baseline" if baseline_ct is not None else "follow-up")
     view = followup_view(followup, followup_ct)
-    views = (followup_view(baseline, baseline_ct), view)  # what each scan shows (its grid less its padding)
-    shown = (_shown_mask(views[0], baseline.geometry),  # the metrics' masks of them (None: all of the grid)
-             _shown_mask(views[1], followup.geometry))
     if method == "auto":
         method = "ct" if has_ct else "liver"
     if method == "ct" and not has_ct:
@@ -389,6 +386,9 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
     if method == "none":
         transform = sitk.Euler3DTransform()
         return _checked(Alignment("none", transform, None, liver_dice(transform)), without)
+    views = (followup_view(baseline, baseline_ct), view)  # what each scan shows (its grid less its padding)
+    shown = (_shown_mask(views[0], baseline.geometry),  # the metrics' masks of them (None: all of the grid)
+             _shown_mask(views[1], followup.geometry))  # (after 'none', which uses neither)
     try:
         if method == "liver":
             transform, metric = _align_livers(baseline, followup, shown)

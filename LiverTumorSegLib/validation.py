@@ -1179,13 +1179,14 @@ ALIGNED_SLAB_SLICES = 16
 
 
 def aligned_grid_phase_bytes(native_shape_zyx: Sequence[int], native_dtype: Any, aligned_shape_zyx: Sequence[int],
-                             network_bytes: int) -> Dict[str, int]:
+                             network_bytes: int, antialiased: bool = False) -> Dict[str, int]:
     """Peak bytes of each phase of segmenting an oblique CT ``native_shape_zyx`` (voxels of ``native_dtype``) on its
     patient-aligned grid ``aligned_shape_zyx`` (:mod:`.inference.axis_aligned`), beyond what the CT's own grid holds
     throughout (:func:`estimate_aligned_grid_memory_bytes`), each with :data:`RUNTIME_OVERHEAD_BYTES`:
 
-    - ``onto``: the resampling onto the aligned grid: its float32 CT and, for a float16 CT, the float32 copy of the
-      CT that ``scipy.ndimage`` reads (it has no float16), 4 bytes per CT voxel;
+    - ``onto``: the resampling onto the aligned grid: its float32 CT and, for a float16 CT or one filtered in-plane
+      first (``antialiased``: :func:`~.inference.axis_aligned.in_plane_antialias` names axes), the float32 copy of
+      the CT that ``scipy.ndimage`` reads (it has no float16), 4 bytes per CT voxel;
     - ``network``: ``network_bytes``, the :func:`estimate_network_memory_bytes` of the aligned grid (its float32 CT
       as the input, the labels and probability there, the network's arrays);
     - ``labels_back``: per aligned voxel the uint8 labels and probability, a label's bool comparison and two float32
@@ -1199,7 +1200,7 @@ def aligned_grid_phase_bytes(native_shape_zyx: Sequence[int], native_dtype: Any,
     aligned_voxels = int(np.prod([int(s) for s in aligned_shape_zyx], dtype=np.int64))
     native_voxels = int(np.prod([int(s) for s in native_shape_zyx], dtype=np.int64))
     _, ny, nx = (int(s) for s in native_shape_zyx)
-    float32_copy = 4 * native_voxels if np.dtype(native_dtype) == np.float16 else 0
+    float32_copy = 4 * native_voxels if antialiased or np.dtype(native_dtype) == np.float16 else 0
     return {"onto": float32_copy + 4 * aligned_voxels + RUNTIME_OVERHEAD_BYTES,
             "network": int(network_bytes),
             "labels_back": (aligned_voxels * (2 + 1 + 2 * 4) + (4 * 4 + 2) * ALIGNED_SLAB_SLICES * ny * nx
@@ -1208,16 +1209,18 @@ def aligned_grid_phase_bytes(native_shape_zyx: Sequence[int], native_dtype: Any,
 
 
 def estimate_aligned_grid_memory_bytes(native_shape_zyx: Sequence[int], native_dtype: Any,
-                                       aligned_shape_zyx: Sequence[int], network_bytes: int) -> int:
+                                       aligned_shape_zyx: Sequence[int], network_bytes: int,
+                                       antialiased: bool = False) -> int:
     """Peak memory (bytes) to segment an oblique CT ``native_shape_zyx`` (voxels of ``native_dtype``) on its
     patient-aligned grid ``aligned_shape_zyx`` (:mod:`.inference.axis_aligned`), given ``network_bytes`` (the
-    :func:`estimate_network_memory_bytes` of the aligned grid). Beside every phase the CT's own grid holds the CT,
+    :func:`estimate_network_memory_bytes` of the aligned grid) and whether the CT is filtered in-plane before it is
+    resampled (``antialiased``). Beside every phase the CT's own grid holds the CT,
     the labels and probability brought back and post-processing's masks (:func:`estimate_memory_bytes`, no second
     overhead); the largest phase (:func:`aligned_grid_phase_bytes`) counts."""
     native = estimate_memory_bytes(native_shape_zyx, input_itemsize=np.dtype(native_dtype).itemsize,
                                    overhead_bytes=0, copy_itemsize=RUN_COPY_MARGIN_BYTES_PER_VOXEL)
     return native + max(aligned_grid_phase_bytes(native_shape_zyx, native_dtype, aligned_shape_zyx,
-                                                 network_bytes).values())
+                                                 network_bytes, antialiased).values())
 
 
 def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Optional[int] = None,
@@ -1260,14 +1263,18 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
             return estimate_network_memory_bytes(shape, net, channels, num_classes, volume.array.dtype.itemsize,
                                                  slices, activation_bytes_per_pixel)
     else:
+        from .inference.axis_aligned import in_plane_antialias
+
         shape = tuple(int(s) for s in aligned_shape_zyx)
         spacing_zyx = tuple(float(s) for s in (aligned_spacing_xyz or volume.geometry.spacing)[::-1])
         net = network_grid_zyx(shape, spacing_zyx, preprocessing)
+        antialiased = bool(in_plane_antialias(volume.geometry, volume.shape_zyx, spacing_zyx[::-1]))
 
         def required_at(slices: int) -> int:
             on_grid = estimate_network_memory_bytes(shape, net, channels, num_classes, 4, slices,
                                                     activation_bytes_per_pixel)  # the grid's CT is float32
-            return estimate_aligned_grid_memory_bytes(volume.shape_zyx, volume.array.dtype, shape, on_grid)
+            return estimate_aligned_grid_memory_bytes(volume.shape_zyx, volume.array.dtype, shape, on_grid,
+                                                      antialiased)
     required = required_at(batch)
     asked_the_system = available_bytes is None
     if asked_the_system:

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         # before the training options are checked, whose message speaks of a hold-out split crossval never makes;
         # an explicit --folds 0 (train's hold-out) ran 4 folds without a word (a config file's folds: 0 still does)
         raise InputError(f"crossval needs --folds 2 or more (got {args.folds}); without --folds it makes 4.")
-    config = config_from_args(args, name_unused_val_fraction=False)
+    config = config_from_args(args)
     if getattr(args, "config_file", None):
         _say_ignored_file_options(args)
     if not config.output:

@@ -342,9 +342,10 @@ def check_start_is_a_package(start: str) -> None:
                      f"random weights, give --model {start} instead ({installed}).")
 
 
-def config_from_args(args: argparse.Namespace, name_unused_val_fraction: bool = True):
-    """TrainConfig = defaults < ``--config`` file < command-line options (:func:`merge_options`).
-    ``name_unused_val_fraction``: warn when a val_fraction is given with folds (``crossval`` says it its own way)."""
+def config_from_args(args: argparse.Namespace):
+    """TrainConfig = defaults < ``--config`` file < command-line options (:func:`merge_options`). ``crossval``
+    (``args.command``) has its folds and no ``val_fraction`` (:func:`crossval_values`): it says an ignored
+    --val-fraction its own way."""
     from ..training.config import TrainConfig, load_config_file
 
     command = getattr(args, "command", None) or "train"
@@ -362,14 +363,14 @@ def config_from_args(args: argparse.Namespace, name_unused_val_fraction: bool = 
         config = TrainConfig.from_dict(values, source=args.config_file or "command line")
     except InputError as exc:  # a typed option is named as typed: 'Option batch_size must ...' read as a file key
         raise InputError(_as_typed(str(exc), cli)) from None
-    if name_unused_val_fraction and config.folds and "val_fraction" in values:  # the fold decides validation
+    if config.folds and "val_fraction" in values:  # the fold decides validation
         where = "--val-fraction" if "val_fraction" in cli else f"val_fraction in '{args.config_file}'"
         log.warning("warning: %s is not used with folds %d: fold %d holds out its own share (1/%d) of the patients.",
                     where, int(config.folds), int(config.fold), int(config.folds))
     if not config.data:
         raise InputError("No training data given: pass --data (folder or CSV) or set 'data' in the config file.")
     _refuse_data_beside_the_config_only(config.data, "data" in cli, getattr(args, "config_file", None))
-    for text in unused_typed_options(config, cli, crossval=command == "crossval"):
+    for text in unused_typed_options(config, cli):
         log.warning("warning: %s", text)
     if command == "train":
         text = recipe_name_notice(file_values, cli, args.config_file)
@@ -431,13 +432,13 @@ UNUSED_UNLESS = {"momentum": ("optimizer", ("sgd",)), "step_size": ("schedule", 
 """Options that only one optimizer or schedule reads: ``option -> (the choosing option, the choices that read it)``."""
 
 
-def unused_typed_options(config: Any, typed: Dict[str, Any], crossval: bool = False) -> List[str]:
+def unused_typed_options(config: Any, typed: Dict[str, Any]) -> List[str]:
     """Warnings for options typed on the command line (``typed``) that the run does not read: --momentum with adamw,
     --step-size under cosine (:data:`UNUSED_UNLESS`), --tumor-slice-fraction with --liver-slice-fraction 0,
     --lesions with --synthetic-lesions false, --val-every, --val-max-slices or --split-seed with no validation
     cases, and --schedule step with no more epochs than --step-size (it never cut the rate) were ignored without a
     word (the package records them as given). (A config file's keys are not named: the recipes list every option.)
-    ``crossval``: the run validates each fold, whatever ``config.folds`` says yet."""
+    ``crossval``'s config always has folds (:func:`crossval_values`): it validates each fold."""
     said = []
     for name, (chooser, readers) in UNUSED_UNLESS.items():
         if name in typed and getattr(config, chooser) not in readers:
@@ -453,7 +454,7 @@ def unused_typed_options(config: Any, typed: Dict[str, Any], crossval: bool = Fa
         said.append(f"schedule step cuts the learning rate after every {config.step_size} epochs (step_size), and "
                     f"this run has {config.epochs}: it trains at lr {config.lr:g} throughout, and gamma is never "
                     f"applied. Give a step_size below epochs.")
-    if not crossval and not config.folds and float(config.val_fraction) == 0.0:
+    if not config.folds and float(config.val_fraction) == 0.0:
         unread = [f"--{name.replace('_', '-')}" for name in ("val_every", "val_max_slices", "split_seed")
                   if name in typed]
         if unread:

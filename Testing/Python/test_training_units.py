@@ -1738,7 +1738,7 @@ def test_crossval_is_not_told_that_a_config_files_val_fraction_0_leaves_no_valid
     args = build_parser().parse_args(["crossval", "--data", "x.csv", "--config", str(recipe), "--val-every", "2",
                                       "-o", str(tmp_path / "cv")])
     with caplog.at_level("WARNING"):
-        config_from_args(args, name_unused_val_fraction=False)
+        config_from_args(args)
     assert not [r for r in caplog.records if "holds out no validation cases" in r.getMessage()]
 
 

@@ -196,31 +196,42 @@ def _missing_package_error(path: Path, named_like_path: str = "") -> ModelPackag
     if named:  # a name holding '/' or ending in '.pt' is read as a path: 'does not exist' hid the package
         return ModelPackageError(f"Model package '{path}' does not exist as a file; an installed package is named "
                                  f"'{named_like_path}', but --model reads a name with a path separator or a weights "
-                                 f"suffix as a file path: give --model {shell_word(Path(named[0]['path']).stem)} (its file name) "
-                                 f"or its path '{named[0]['path']}'.")
+                                 f"suffix as a file path: give "
+                                 + reach_advice(named[0]["path"], installed) + f" '{named[0]['path']}'.")
     filed = [e for e in installed if Path(e["path"]).name == named_like_path]
     if filed:  # '--model segnet_v2.safetensors', the file name 'models' lists: a path, missing in the working folder
-        stem = Path(filed[0]["path"]).stem
-        by_stem = _reaches(stem, filed[0]["path"], installed)
+        stem = stem_reaching(filed[0]["path"], installed)
         return ModelPackageError(f"Model package '{path}' does not exist in the working folder; an installed "
                                  f"package has that file name ('{filed[0]['path']}'), but --model reads a name ending "
                                  f"in {PACKAGE_SUFFIX} as a file path: give "
-                                 + (f"--model {shell_word(stem)} (without the suffix) or " if by_stem else "")
+                                 + (f"--model {shell_word(stem)} (without the suffix) or " if stem else "")
                                  + "its full path.")
     return ModelPackageError(f"Model package '{path}' does not exist{unexpanded_home_hint(path)}. Check the path, or "
                              f"run 'livertumorseg models' to list installed models.")
 
 
-def _reaches(name: str, path: str, installed: Sequence[Dict[str, Any]]) -> bool:
-    """Whether ``--model name`` loads the installed package at ``path`` (``installed``: the usable entries of
-    :func:`list_installed_models`): "default" means the bundled default, any other name must match that file
-    alone."""
-    if name == "default":
+def stem_reaching(path: str, installed: Sequence[Dict[str, Any]]) -> Optional[str]:
+    """The file stem of the installed package at ``path`` where ``--model STEM`` loads that file (``installed``: the
+    usable entries of :func:`list_installed_models`), else None (its path is what reaches it): "default" only for
+    the bundled default's own file (the name means it), a stem ``--model`` reads as a path ('x.pt') never, any other
+    stem where it matches that file alone. The one rule of every "give --model ..." advice: two copies of it differed
+    (one offered a stem that matched another package as well)."""
+    stem = Path(path).stem
+    if looks_like_path(stem):
+        return None
+    if stem == "default":
         try:
-            return same_file_among([str(resolve_model("default", warn=False)), path])
+            return stem if same_file_among([str(resolve_model("default", warn=False)), path]) else None
         except ModelPackageError:
-            return False
-    return installed_matches(installed, name) == [path]
+            return None
+    return stem if installed_matches(installed, stem) == [path] else None
+
+
+def reach_advice(path: str, installed: Sequence[Dict[str, Any]]) -> str:
+    """``--model STEM (its file name) or its path`` where the stem reaches the package (:func:`stem_reaching`), else
+    ``its path``."""
+    stem = stem_reaching(path, installed)
+    return f"--model {shell_word(stem)} (its file name) or its path" if stem else "its path"
 
 
 def _folder_names(folder: Path) -> List[str]:
@@ -2200,12 +2211,10 @@ def resolve_model(name_or_path: PathLike, warn: bool = True) -> Path:
 
 def _ambiguous_model_advice(matches: Sequence[str], usable: Sequence[Dict[str, Any]]) -> str:
     """What to give ``--model`` for each of the package files ``matches`` that one name matched: its file stem where
-    that reaches it alone (:func:`_reaches`; not 'default', the bundled default's name, nor a stem read as a path),
-    else its path; quoted for the user's shell. 'rename one' was the advice, and renaming a file changes nothing where
+    that reaches it (:func:`stem_reaching`), else its path; quoted for the user's shell. 'rename one' was the advice, and renaming a file changes nothing where
     the packages' metadata names are what matched (the package audit); a stem another package's name also matches
     was offered and refused again (the review)."""
-    choices = [Path(path).stem if not looks_like_path(Path(path).stem) and _reaches(Path(path).stem, path, usable)
-               and Path(path).stem != "default" else path for path in matches]
+    choices = [stem_reaching(path, usable) or path for path in matches]
     return "give one of them: " + " or ".join(f"--model {shell_word(choice)}" for choice in choices)
 
 

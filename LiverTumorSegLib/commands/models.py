@@ -76,25 +76,20 @@ def name_notes(installed: List[Dict[str, Any]]) -> Dict[str, str]:
     called "default" (that name means the bundled default), a name ``--model`` reads as a file path (one holding
     a path separator or ending in a weights suffix, e.g. ``abdomen/liver``: it said "does not exist") or a name
     two usable packages share (refused as ambiguous)."""
-    from pathlib import Path
-
-    from ..fileutil import same_file_among, shell_word
-    from ..package import installed_matches, looks_like_path
+    from ..fileutil import same_file_among
+    from ..package import installed_matches, looks_like_path, reach_advice
 
     usable = [e for e in installed if not e.get("error")]
     notes = {}
     for entry in usable:
         if looks_like_path(entry["name"]):
             notes[entry["path"]] = (f"'--model {entry['name']}' is read as a file path, not this package's name: "
-                                    f"give --model {shell_word(Path(entry['path']).stem)} (its file name) or its path")
+                                    f"give {reach_advice(entry['path'], usable)}")
             continue
         if entry["name"] == "default":  # the name always means the bundled default
             if entry["source"] != "bundled":
-                stem = Path(entry["path"]).stem  # its file name reaches it where that names it alone
-                by_file = stem != "default" and len(installed_matches(usable, stem)) == 1
                 notes[entry["path"]] = ("'--model default' means the bundled default, not this package: give "
-                                        + (f"--model {shell_word(stem)} (its file name) or its path" if by_file else
-                                           "its path"))
+                                        + reach_advice(entry["path"], usable))
             continue
         matches = installed_matches(usable, entry["name"])  # resolve_model's own rule
         if len(matches) > 1:

@@ -392,6 +392,27 @@ def test_a_package_named_like_a_path_is_noted_and_found(tmp_path, monkeypatch, c
     assert resolve_model("liver2") == package
 
 
+def test_a_package_named_like_a_path_whose_file_name_another_package_is_named_is_given_by_its_path(
+        tmp_path, monkeypatch, capsys):
+    """'abdomen/liver' in liver.safetensors beside a package named 'liver': '--model liver' is refused as ambiguous,
+    so both the listing's note and the refusal of '--model abdomen/liver' give its path only (both offered
+    '--model liver'; the other advice texts already checked that the stem reaches the package alone)."""
+    from LiverTumorSegLib.cli import main
+
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    monkeypatch.chdir(tmp_path)
+    save_model_package(user / "liver.safetensors", _tiny_model(), PREP, metadata={"name": "abdomen/liver"})
+    save_model_package(user / "other.safetensors", _tiny_model(), PREP, metadata={"name": "liver"})
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "is read as a file path, not this package's name: give its path" in out
+    assert "give --model liver " not in out
+    with pytest.raises(ModelPackageError, match="but --model reads a name with a path separator .* give its path '"):
+        resolve_model("abdomen/liver")
+
+
 def test_a_user_package_named_default_is_noted_with_its_file_name(tmp_path, monkeypatch, capsys):
     """A user package named 'default' (a former bundled default restored into the user folder) was noted 'give its
     path', though '--model v3' (its file name) reaches it (the package audit)."""

@@ -420,8 +420,10 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
     aligned = Alignment("ct", transform, metric, liver_dice(transform))
     changed = _liver_volume_change(baseline, followup, livers, views)  # where both show, by the livers' alignment
     if changed is not None:  # the masks' overlap then favours their own (wrong) alignment: a false PD after a resection
-        aligned.warnings.append(f"{_liver_volume_text(changed)}: the CT registration is kept, and its liver Dice "
-                                f"after alignment is low for that reason; check the lesion matching in the picture")
+        low = aligned.liver_dice is not None and aligned.liver_dice < LOW_LIVER_DICE  # said only where it is
+        aligned.warnings.append(f"{_liver_volume_text(changed)}: the CT registration is kept"
+                                + (", and its liver Dice after alignment is low for that reason" if low else
+                                   " over the liver masks' alignment") + "; check the lesion matching in the picture")
     elif livers is not None:
         by_livers = liver_dice(livers)
         if aligned.liver_dice is not None and by_livers is not None and \
@@ -504,15 +506,15 @@ def _liver_volume_change(baseline: CTVolume, followup: CTVolume, transform: Any 
                          views: Tuple[Optional[np.ndarray], Optional[np.ndarray]] = (None, None)
                          ) -> Optional[Tuple[float, float, float, bool]]:
     """``(baseline mL, follow-up mL, share, where both show)`` of the two livers (label >= 1) when their volumes
-    differ by :data:`LIVER_ALIGNMENT_VOLUME_CHANGE` of the larger or more, else None. Where a scan holds the
-    scanner's padding (``views``: the baseline's and the follow-up's :func:`followup_view`, None for the whole grid)
-    and ``transform`` (baseline points to follow-up points) is given, each liver is counted where the other scan
-    shows (its grid, less its padding; ``where both show`` True): a follow-up whose round field of view cut off 40 %
-    of the liver read as a resection, and the CT registration was kept over the livers' alignment where it had gone
-    15-25 mm astray (a false PD; the follow-up audit). Else the whole livers (a scan's grid cut across the liver is
-    named among the causes in the warning)."""
-    padded = any(w is not None and not np.all(w) for w in views)
-    if transform is None or not padded:
+    differ by :data:`LIVER_ALIGNMENT_VOLUME_CHANGE` of the larger or more, else None. Where ``transform`` (baseline
+    points to follow-up points) is given, each liver is counted where the other scan shows (its grid, less the
+    scanner's padding of ``views``: the baseline's and the follow-up's :func:`followup_view`, None for the whole
+    grid; ``where both show`` True): a follow-up whose round field of view cut off 40 % of the liver read as a
+    resection, and the CT registration was kept over the livers' alignment where it had gone 15-25 mm astray (a
+    false PD); a follow-up whose range ended 33 mm short of the baseline's read 24 % smaller beside a liver Dice of
+    1.000, and the swap to the livers' alignment was never weighed (the follow-up audits). Without ``transform``,
+    the whole livers."""
+    if transform is None:
         counts = [np.count_nonzero(np.asarray(v.array) >= 1) for v in (baseline, followup)]
     else:
         base_view, follow_view = (np.ones(v.shape_zyx, np.uint8) if w is None else w
@@ -525,7 +527,7 @@ def _liver_volume_change(baseline: CTVolume, followup: CTVolume, transform: Any 
     if max(volumes) <= 0:
         return None
     share = abs(volumes[0] - volumes[1]) / max(volumes)
-    both = transform is not None and padded
+    both = transform is not None
     return (volumes[0], volumes[1], share, both) if share >= LIVER_ALIGNMENT_VOLUME_CHANGE else None
 
 
@@ -898,6 +900,59 @@ def _unseen_text(entries: Sequence[Dict[str, Any]], noun: str) -> str:
                      f"{NOT_ASSESSED_REASONS[code][0]}" for code, numbers in by_reason.items())
 
 
+UNSEEN_PART_GAP_MM = MOVED_MAX_MM
+"""A new follow-up lesion that the follow-up scan's edge cuts and that lies within this gap (mm, voxel to voxel on
+the baseline grid, after alignment) of a baseline lesion partly or wholly outside the follow-up scan may be that
+lesion's part inside the scan (moved or grown across the edge): equivocal, not counted as new
+(:func:`_new_beside_unseen`). A dome target 3 mm lower at a follow-up whose range ended within it showed as a cap
+sharing no voxel with it, 'new', and made a false PD (the follow-up audit)."""
+
+
+def _new_beside_unseen(entries: Sequence[Dict[str, Any]], base_components: np.ndarray, follow_on_base: np.ndarray,
+                       geometry: ImageGeometry, base_by_id: Dict[int, Dict[str, Any]],
+                       follow_by_id: Dict[int, Dict[str, Any]]) -> Dict[int, List[int]]:
+    """Row number of each unequivocal ``new`` row whose follow-up lesion the follow-up scan's edge cuts
+    (``touches_scan_edge``) -> the numbers of the ``not_assessed`` rows (outside the follow-up's view) whose baseline
+    lesions lie within :data:`UNSEEN_PART_GAP_MM` of it (``base_components`` and ``follow_on_base``: the two scans'
+    lesion ids on the baseline grid ``geometry``; a follow-up lesion beyond the baseline grid is not judged)."""
+    from scipy import ndimage
+
+    unseen = [e for e in entries if e["status"] == "not_assessed"
+              and e.get("not_assessed_reason") == OUTSIDE_FOLLOWUP_VIEW]
+    cut_new = [e for e in entries if e["status"] == "new" and e.get("unequivocal")
+               and any(follow_by_id[j].get("touches_scan_edge") for j in e["followup_ids"])]
+    found = {}  # type: Dict[int, List[int]]
+    if not unseen or not cut_new:
+        return found
+    spacing = np.asarray(geometry.spacing[::-1], dtype=np.float64)
+    reach = np.ceil(UNSEEN_PART_GAP_MM / spacing).astype(np.int64) + 1
+    for row in unseen:
+        boxes = np.array([base_by_id[i]["bounding_box_zyx"] for i in row["baseline_ids"]])  # (n, 3, 2)
+        box = tuple(slice(max(int(boxes[:, a, 0].min()) - int(reach[a]), 0),
+                          min(int(boxes[:, a, 1].max()) + int(reach[a]), n))
+                    for a, n in enumerate(base_components.shape))
+        inside = np.isin(base_components[box], row["baseline_ids"])
+        gap_mm = ndimage.distance_transform_edt(~inside, sampling=spacing)
+        for entry in cut_new:
+            near = np.isin(follow_on_base[box], entry["followup_ids"])
+            if near.any() and float(gap_mm[near].min()) <= UNSEEN_PART_GAP_MM + 1e-6:
+                found.setdefault(entry["number"], []).append(row["number"])
+    return found
+
+
+def _beside_unseen_text(beside: Dict[int, List[int]]) -> str:
+    """The response reason's clause for :func:`_new_beside_unseen`'s rows (empty when none)."""
+    if not beside:
+        return ""
+    from .inference.lesion_report import listed_lesions_text
+
+    pairs = [f"{new} (beside {', '.join(map(str, rows))})" for new, rows in sorted(beside.items())]
+    return (f"; new lesion(s) in row(s) {listed_lesions_text(pairs, 'may_be_part_of_rows in the rows')} are cut by "
+            f"the follow-up scan's edge within {UNSEEN_PART_GAP_MM:g} mm of baseline lesions partly or wholly outside "
+            f"the follow-up scan: each may be that lesion's part inside the scan, so equivocal, not counted (RECIST "
+            f"1.1: if a later scan shows it new, PD dates from this scan)")
+
+
 EDGE_PADDING_POINTS_MAX = 4000
 """At most this many padding voxels (evenly thinned) are mapped to the follow-up by :func:`_padding_beyond`."""
 
@@ -1077,7 +1132,8 @@ def _equivocal_new_text(entries: Sequence[Dict[str, Any]], response: str, min_ne
     is (a reappearance after a CR is PD; a lesion at a new site is judged by the new-lesion rule)."""
     from .inference.lesion_report import listed_lesions_text
 
-    rows = [str(e["number"]) for e in entries if e["status"] == "new" and e.get("unequivocal") is False]
+    rows = [str(e["number"]) for e in entries if e["status"] == "new" and e.get("unequivocal") is False
+            and "may_be_part_of_rows" not in e]  # (equivocal for another reason: _beside_unseen_text)
     if not rows or response == "PD":
         return ""
     return (f"; new lesion(s) in row(s) {listed_lesions_text(rows, 'unequivocal false in the rows')} are under "
@@ -1486,6 +1542,12 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
         entry["long_axis_change_mm"] = entry["long_axis_change_percent"] = None
         if entry["status"] in ("grown", "shrunk", "stable"):
             entry["status"] = "present"
+    beside_unseen = _new_beside_unseen(entries, base_components, follow_on_base, baseline.geometry, base_by_id,
+                                       follow_by_id)
+    for entry in entries:
+        if entry["number"] in beside_unseen:
+            entry["unequivocal"] = False
+            entry["may_be_part_of_rows"] = beside_unseen[entry["number"]]
     base_sum = base_report["recist"]["sum_of_diameters_mm"] if targets else None
     new_lesion = any(e["status"] == "new" and e["unequivocal"] for e in entries)
     followup_count = sum(len(e["followup_ids"]) for e in entries if not (e["status"] == "new" and not e["unequivocal"]))
@@ -1637,6 +1699,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
             + " grew by 20 % and 5 mm or more: RECIST 1.1 calls PD for unequivocal progression of non-target "
               "lesions, a reader's judgement this program does not make; the response above does not include it")
     reason += _equivocal_new_text(entries, response, min_new_lesion_mm, bool(nadir_cr))
+    if response != "PD":
+        reason += _beside_unseen_text(beside_unseen)
     if response == "CR":  # 'all lesions disappeared' spoke of the liver label maps as if of the whole patient
         reason += CR_UNCHECKED_TEXT
     counts = {s: sum(1 for e in entries if e["status"] == s) for s in STATUSES}
@@ -1940,8 +2004,10 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
                 if side == "baseline":  # a lower bound, as the edge's: its long-axis change is None
                     cut += ", long-axis change not measured"
         if e["status"] == "new" and e.get("unequivocal") is False:  # printed beside 'CR' as if it counted
-            cut += (f"; equivocal (long axis under {change.get('min_new_lesion_mm', DEFAULT_MIN_NEW_LESION_MM):g} mm): "
-                    f"not counted as a new lesion")
+            why = (f"may be the part inside the follow-up scan of row {', '.join(map(str, e['may_be_part_of_rows']))}"
+                   if e.get("may_be_part_of_rows") else
+                   f"long axis under {change.get('min_new_lesion_mm', DEFAULT_MIN_NEW_LESION_MM):g} mm")
+            cut += f"; equivocal ({why}): not counted as a new lesion"
             if change.get("after_complete_response"):  # beside a baseline lesion back at that size, which is PD
                 cut += " (a new site, not a lesion seen again after the complete response: PD once confirmed)"
         if e.get("reappeared_after_complete_response"):

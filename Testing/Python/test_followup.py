@@ -949,7 +949,9 @@ def test_livers_of_much_different_volume_aligned_on_their_masks_are_warned_of():
     resected[:, :, 19:] = 0                           # a third of the liver gone: 1/3 of 24 columns
     change = compare_followup(CTVolume(baseline, geometry), CTVolume(resected, geometry), alignment="liver")
     (said,) = [w for w in change["warnings"] if "livers' volumes differ" in w]
-    assert "differ by 33 % (baseline 55 mL, follow-up 37 mL" in said and "align on the CTs" in said
+    # counted where both scans show after the masks' alignment (which moves the remnant: 51 of the 55 mL stay on
+    # the follow-up's grid); both were counted whole where neither scan held padding (33 %, 55 mL)
+    assert "differ by 28 % (baseline 51 mL, follow-up 37 mL where both scans show" in said and "align on the CTs" in said
     same = compare_followup(CTVolume(baseline, geometry), CTVolume(baseline.copy(), geometry), alignment="liver")
     assert not any("livers' volumes differ" in w for w in same["warnings"])
 
@@ -2133,3 +2135,74 @@ def test_a_followup_whose_round_field_of_view_cuts_the_liver_is_aligned_where_it
     assert align["liver_dice_after_alignment"] > 0.95
     assert statuses(change) == ["not_assessed", "stable", "stable"] and change["response"] != "PD"
     assert not any("volumes differ" in w for w in change["warnings"])
+
+
+DOME_TARGET = (10, 0, 30, 12)  # (x, y, z, radius) mm: z 18-42
+SECOND_LESION = (-20, -10, -10, 8)
+ELSEWHERE_AT_THE_EDGE = (-30, 5, 10, 10)  # z 0-20: cut at 17 by a 68-slice follow-up, 18 mm or more from the target
+
+
+def _liver_with(nz, lesions):
+    """1 mm grid from z = -50 mm, ``nz`` slices: an ellipsoid liver (half-axes 45, 30, 48 mm) with tumor spheres
+    ``lesions`` ((x, y, z, radius) mm)."""
+    z, y, x = np.mgrid[-50:-50 + nz, -55:55, -60:60].astype(float)
+    lab = ((x / 45) ** 2 + (y / 30) ** 2 + (z / 48) ** 2 <= 1).astype(np.uint8)
+    for cx, cy, cz, r in lesions:
+        lab[(x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= r * r] = 2
+    return CTVolume(lab, ImageGeometry(spacing=(1.0, 1.0, 1.0), origin=(-60.0, -55.0, -50.0)))
+
+
+@pytest.mark.parametrize("radius", [12.0, 15.0], ids=["same_size", "grown_25_to_30_mm"])
+def test_a_targets_cap_inside_a_shorter_followup_is_not_a_new_lesion(radius):
+    """A dome target 3 mm lower at a follow-up whose range ends (z 17) below its baseline place: the follow-up shows
+    its lowest cap, cut by the scan's edge, sharing no voxel with it and more than 10 mm from its centroid. It was
+    'new' and made PD (also where the target had grown 25 -> 30 mm); the target is not assessed, so NE (the
+    follow-up audit). The whole follow-up gives SD and no new lesion."""
+    from LiverTumorSegLib.followup import change_summary_lines
+
+    base = _liver_with(100, [DOME_TARGET, SECOND_LESION])
+    moved = (10, 0, 27, radius)
+    change = compare_followup(base, _liver_with(68, [moved, SECOND_LESION]), alignment="none")
+    rows = {e["status"]: e for e in change["lesions"]}
+    assert sorted(rows) == ["new", "not_assessed", "stable"]
+    assert rows["new"]["unequivocal"] is False
+    assert rows["new"]["may_be_part_of_rows"] == [rows["not_assessed"]["number"]]
+    assert change["response"] == "NE", change["response_reason"]
+    assert "may be that lesion's part inside the scan" in change["response_reason"]
+    lines = change_summary_lines(change)
+    assert any("equivocal (may be the part inside the follow-up scan of row 1): not counted" in line for line in lines)
+    assert not any("long axis under" in line for line in lines)
+    whole = compare_followup(base, _liver_with(100, [moved, SECOND_LESION]), alignment="none")
+    assert whole["response"] == "SD" and not any(e["status"] == "new" for e in whole["lesions"])
+
+
+def test_a_new_lesion_cut_by_the_followups_edge_apart_from_any_unseen_lesion_is_still_progression():
+    """Only a cap within 10 mm of a baseline lesion partly outside the follow-up scan is equivocal: a lesion cut by
+    the same edge 18 mm or more from the target stays an unequivocal new lesion, PD (beside the target's own cap,
+    equivocal); so does one at the edge of a follow-up that shows every baseline lesion whole."""
+    base = _liver_with(100, [DOME_TARGET, SECOND_LESION])
+    follow = _liver_with(68, [(10, 0, 27, 12), SECOND_LESION, ELSEWHERE_AT_THE_EDGE])
+    change = compare_followup(base, follow, alignment="none")
+    new = [e for e in change["lesions"] if e["status"] == "new"]
+    assert sorted(e["unequivocal"] for e in new) == [False, True] and change["response"] == "PD"
+    assert [e for e in new if e["unequivocal"]][0].get("may_be_part_of_rows") is None
+    without_target = compare_followup(_liver_with(100, [SECOND_LESION]),
+                                      _liver_with(68, [SECOND_LESION, ELSEWHERE_AT_THE_EDGE]), alignment="none")
+    assert [e["status"] for e in without_target["lesions"]] == ["stable", "new"]
+    assert without_target["response"] == "PD"
+
+
+def test_a_followup_ending_within_the_liver_is_not_read_as_a_smaller_liver():
+    """A follow-up whose range ends 33 mm short of the baseline's (the same liver): the livers were counted whole,
+    271 against 207 mL, 'the livers' volumes differ by 24 %' beside a liver Dice of 1.000, and the CT path's swap
+    to the masks' alignment was never weighed (the follow-up audit). Each liver is now counted where the other scan
+    shows: no warning."""
+    from LiverTumorSegLib.followup import _liver_volume_change, _sitk
+
+    base = _liver_with(100, [DOME_TARGET, SECOND_LESION])
+    follow = _liver_with(68, [DOME_TARGET, SECOND_LESION])
+    change = compare_followup(base, follow, alignment="liver")
+    assert not any("volumes differ" in w for w in change["warnings"]), change["warnings"]
+    assert _liver_volume_change(base, follow, _sitk().Euler3DTransform()) is None
+    whole = _liver_volume_change(base, follow)  # without a transform: the whole livers
+    assert whole is not None and round(whole[2] * 100) == 24

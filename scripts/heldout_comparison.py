@@ -889,11 +889,12 @@ def reference_cases(ref: str) -> Dict[str, Path]:
 
 
 def check_label_named_cts(cts: str, cases: List[Any], references: Dict[str, Path]) -> None:
-    """Refuse a folder CTS holding a CT file named as a label or probability map (``p1_liver.nii``,
-    ``casenames.named_as_label_or_probability``) whose case has a reference and no other CT in CTS: segment leaves
-    such files out of a folder (LiTS keeps segmentation-N beside volume-N) with one warning, and the case was then
-    counted as a reference without a prediction, a failure of every model. ``cases``: ``batch.find_cases`` of
-    CTS."""
+    """Refuse a folder CTS holding a file named as a label or probability map (``p1_liver.nii``,
+    ``casenames.named_as_label_or_probability``) that segment leaves out (no CT on its first slice, or one that
+    cannot be read so) whose case has a reference and no other CT in CTS: segment leaves such files out of a folder
+    (LiTS keeps segmentation-N beside volume-N) with one warning, and the case was then counted as a reference
+    without a prediction, a failure of every model. ``cases``: ``batch.find_cases`` of CTS (which keeps a CT so
+    named)."""
     from LiverTumorSegLib.casenames import case_name, named_as_label_or_probability
     from LiverTumorSegLib.fileutil import full_suffix
 
@@ -908,8 +909,9 @@ def check_label_named_cts(cts: str, cases: List[Any], references: Dict[str, Path
     if orphans:
         shown = ", ".join(path.name for path in orphans[:5]) + (" ..." if len(orphans) > 5 else "")
         renamed = f"{case_name(orphans[0])}{full_suffix(orphans[0])}"
-        raise InputError(f"{len(orphans)} file(s) in CTS '{cts}' are named as label maps ({shown}), so segment leaves "
-                         f"them out of the folder, and their case(s) have a reference and no other CT: each would "
+        raise InputError(f"{len(orphans)} file(s) in CTS '{cts}' are named as label maps ({shown}) and show no CT on "
+                         f"their first slice, so segment leaves them out of the folder, and their case(s) have a "
+                         f"reference and no other CT: each would "
                          f"count as a failure of every model. If they are CTs, rename them without the affix (e.g. "
                          f"'{orphans[0].name}' -> '{renamed}'; affixes such as _liver, _seg, _label, _mask, _pred or "
                          f"segmentation- mark a label map) or list the CTs in a case CSV (column 'image'); if they "

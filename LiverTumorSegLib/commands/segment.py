@@ -484,6 +484,10 @@ def _run_batch(args: argparse.Namespace) -> int:
         raise
 
 
+NOT_REACHED = "not reached (this run was going on, or was killed, when the table was written)"
+"""A case's message in batch_status.csv while the run that wrote it had not reached it."""
+
+
 def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], out: Path) -> int:
     """The batch's ``cases`` into the output folder ``out`` (made and locked by :func:`_run_batch`) with the
     segmentation ``options``."""
@@ -495,6 +499,12 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
 
     def on_loaded() -> None:
         print(f"{len(cases)} case(s) -> {out} on {segmenter.device_description}", file=sys.stderr)
+        # once before any case is segmented, after the checks of earlier results and the model load: a run killed
+        # before its first case ended left the previous run's table, which called a case done whose label map had
+        # since been removed to redo it (the batch audit); written before segment_batch, a run those checks or the
+        # load refused replaced the previous table with one of a run that did nothing, and a new output folder was
+        # left holding it (the next batch audit)
+        write_table(so_far(NOT_REACHED))
 
     import threading
 
@@ -528,13 +538,9 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
                       file=sys.stderr)
             if status.status != "skipped":  # as each case is segmented or fails: a run killed without a word
                 # (SIGKILL, out of memory) left the previous run's table, calling done cases it had redone
-                write_table(so_far("not reached (this run was going on, or was killed, when the table was "
-                                   "written)"))
+                write_table(so_far(NOT_REACHED))
 
     interrupted = None  # type: Optional[BaseException]
-    # once before any case: a run killed before its first case ended left the previous run's table, which called a
-    # case done whose label map had since been removed to redo it (the batch audit)
-    write_table(so_far("not reached (this run was going on, or was killed, when the table was written)"))
     try:
         statuses = segment_batch(cases, segmenter, overwrite=args.overwrite, on_case=on_case, on_loaded=on_loaded)
     except (KeyboardInterrupt, CancelledError) as exc:

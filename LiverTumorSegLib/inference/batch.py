@@ -513,18 +513,43 @@ def _readable_ct_files(folder: Path) -> List[Path]:
         return []
 
 
+NAMED_MAP_CT_BELOW_HU = -500.0
+"""A file named as a label or probability map whose first slice holds a value below this (air or the scanner's
+padding, HU as its header scales it) is a CT: segmented whatever its name (:func:`_cts_of_folder`). No label or
+probability map holds such a value."""
+
+
+def _ct_despite_its_name(path: Path) -> bool:
+    """Whether ``path``, named as a label or probability map, holds a CT by its first slice
+    (:data:`NAMED_MAP_CT_BELOW_HU`; a few ms); False where that slice cannot be read so (its name decides)."""
+    import numpy as np
+
+    from ..io.reading import first_slice_values
+
+    first = first_slice_values(path)
+    return first is not None and first.size > 0 and bool(np.nanmin(first) < NAMED_MAP_CT_BELOW_HU)
+
+
 def _cts_of_folder(folder: Path, own: Sequence[Path] = ()) -> List[Path]:
     """The folder's CT files (:func:`_ct_files`) but those named as label or probability maps
     (:func:`~..casenames.named_as_label_or_probability`: LiTS's ``segmentation-N`` beside ``volume-N``, a
-    ``case_seg.nii.gz`` beside ``case.nii.gz``), which are left out with a warning naming them; they were read as
-    CTs, refused as not CT and the batch ended with exit 2; and NIfTI, NRRD and MetaImage files whose content is a
-    label map (:func:`_label_map_description_of_file`), left out with a warning of their own. A folder of such files only is
-    taken whole (each case then says why it is no CT)."""
+    ``case_seg.nii.gz`` beside ``case.nii.gz``) whose first slice shows no CT (:func:`_ct_despite_its_name`), which
+    are left out with a warning naming them; they were read as CTs, refused as not CT and the batch ended with exit
+    2; and NIfTI, NRRD and MetaImage files whose content is a label map (:func:`_label_map_description_of_file`),
+    left out with a warning of their own. A folder of such files only is taken whole (each case then says why it is
+    no CT). CTs named so (``patient1_liver.nii.gz``) were left out on their name alone, and only where the folder
+    held another file: adding one CT to a folder of them dropped them from the next run's table (the batch audit)."""
     from ..casenames import named_as_label_or_probability
 
     _warn_of_subfolders_left_out(folder, own)
     files = _ct_files(folder)
-    left_out = [p for p in files if named_as_label_or_probability(p)]
+    named = [p for p in files if named_as_label_or_probability(p)]
+    left_out = [p for p in named if not _ct_despite_its_name(p)]
+    if len(left_out) < len(named):
+        kept = [p.name for p in named if p not in left_out]
+        log.info("%d file(s) in '%s' are named as label or probability maps but hold CTs (air below %g HU on their "
+                 "first slice), and are segmented (%s)", len(kept), folder, NAMED_MAP_CT_BELOW_HU,
+                 ", ".join(kept[:5]) + (" ..." if len(kept) > 5 else ""))
     if len(left_out) == len(files):
         return files
     held = [p for p in files if p not in left_out and _label_map_description_of_file(p) is not None]

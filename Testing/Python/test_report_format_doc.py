@@ -197,7 +197,7 @@ def test_every_key_of_a_followup_change_report_is_documented_and_every_documente
                                                "followup_cut_by_scan_edge", "moved_without_shared_voxel_mm",
                                                "reappeared_after_complete_response",
                                                "baseline_axial_axes_limited_by_slices",
-                                               "followup_axial_axes_limited_by_slices"}
+                                               "followup_axial_axes_limited_by_slices", "may_be_part_of_rows"}
 
 
 def test_the_network_grid_record_is_documented():

@@ -1251,6 +1251,38 @@ def test_a_batch_refused_when_its_model_loads_leaves_no_output_folder_behind(tmp
     assert segment("--model", str(no_flips)) == 0 and (out / "ct_0.nii.gz").exists()
 
 
+def test_a_batch_refused_before_its_first_case_keeps_the_previous_table_and_leaves_no_new_folder(tmp_path, capsys):
+    """The table was written before segment_batch checked the earlier results and loaded the model: a rerun refused
+    for a changed CT replaced the previous batch_status.csv (a failed case's reason lost, a CT called 'skipped' that
+    the error said had changed) with one of a run that did nothing, and a fresh run refused for a truncated package
+    left its output folder holding that table (the batch audit). Now the table is first written once the model
+    has loaded."""
+    package = tiny_unet_package(tmp_path)
+    paths = write_phantoms(tmp_path / "cts", 2)
+    (tmp_path / "cts" / "corrupt.nii.gz").write_bytes(b"\x1f\x8bjunk")
+    out = tmp_path / "out"
+
+    def segment(target, model=str(package.path)):
+        return cli.main(["segment", str(tmp_path / "cts"), "-o", str(target), "--model", model, "--device", "cpu",
+                         "--precision", "fp32", "--no-progress"])
+
+    assert segment(out) == 2  # the corrupt case failed
+    before = (out / "batch_status.csv").read_text()
+    assert "corrupt,failed" in before
+    shutil.copy(paths[1], paths[0])  # ct_0 is now another CT
+    capsys.readouterr()
+    assert segment(out) == 2
+    assert "another CT file" in capsys.readouterr().err
+    assert (out / "batch_status.csv").read_text() == before
+    truncated = tmp_path / "truncated.safetensors"
+    data = package.path.read_bytes()
+    truncated.write_bytes(data[:len(data) // 2])
+    fresh = tmp_path / "results" / "fresh"
+    assert segment(fresh, str(truncated)) == 2
+    assert "truncated" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
 def test_segment_batch_itself_refuses_to_resume_with_other_settings(tmp_path):
     """The library's segment_batch (not only the segment command) refuses to keep another run's cases."""
     from LiverTumorSegLib.inference.options import PostprocessingOptions, SegmentationOptions
@@ -1323,12 +1355,17 @@ def test_label_maps_named_as_such_beside_the_cts_are_not_segmented(tmp_path, cap
     import logging
     import shutil
 
+    import nibabel as nib
+
     paths = write_phantoms(tmp_path / "lits", 2)
     for i, path in enumerate(paths):
         path.rename(path.with_name(f"volume-{i}.nii.gz"))
-    shutil.copy(tmp_path / "lits" / "volume-0.nii.gz", tmp_path / "lits" / "segmentation-0.nii.gz")
-    shutil.copy(tmp_path / "lits" / "volume-1.nii.gz", tmp_path / "lits" / "patient1_seg.nii.gz")
-    shutil.copy(tmp_path / "lits" / "volume-1.nii.gz", tmp_path / "lits" / "prob_1.nii.gz")
+    ct = nib.load(str(tmp_path / "lits" / "volume-0.nii.gz"))
+    hu = np.asarray(ct.dataobj, dtype=np.float32)
+    labels = (hu > 40).astype(np.uint8) + (hu > 100).astype(np.uint8)
+    nib.save(nib.Nifti1Image(labels, ct.affine), str(tmp_path / "lits" / "segmentation-0.nii.gz"))
+    nib.save(nib.Nifti1Image(labels, ct.affine), str(tmp_path / "lits" / "patient1_seg.nii.gz"))
+    nib.save(nib.Nifti1Image(np.clip(hu / 200.0, 0.0, 1.0), ct.affine), str(tmp_path / "lits" / "prob_1.nii.gz"))
     with caplog.at_level(logging.WARNING):
         cases = find_cases(tmp_path / "lits", tmp_path / "out")
     assert [c.case_id for c in cases] == ["volume-0", "volume-1"]
@@ -1337,6 +1374,33 @@ def test_label_maps_named_as_such_beside_the_cts_are_not_segmented(tmp_path, cap
     only_labels.mkdir()
     shutil.copy(tmp_path / "lits" / "segmentation-0.nii.gz", only_labels)
     assert [c.case_id for c in find_cases(only_labels, tmp_path / "out2")] == ["segmentation-0"]
+
+
+def test_cts_named_as_label_maps_are_segmented_whatever_else_the_folder_holds(tmp_path, caplog):
+    """'p1_liver.nii.gz' and 'p2_liver.nii.gz' (CTs: air on their first slice) were segmented in a folder of them
+    alone ('taken whole'), and left out by name, out of the table and with exit 0, once the folder held one other CT
+    (the batch audit). A file named so that holds a CT is segmented, said in a line; a label map so named is still
+    left out."""
+    import logging
+    import shutil
+
+    import nibabel as nib
+
+    paths = write_phantoms(tmp_path / "named", 3)
+    for name, path in zip(("p1_liver", "seg_p2"), paths[:2]):
+        path.rename(path.with_name(f"{name}.nii.gz"))
+    extra = paths[2]
+    shutil.move(str(extra), str(tmp_path / "later.nii.gz"))
+    assert [c.case_id for c in find_cases(tmp_path / "named", tmp_path / "out")] == ["p1_liver", "seg_p2"]
+    shutil.move(str(tmp_path / "later.nii.gz"), str(extra))
+    ct = nib.load(str(extra))
+    labels = (np.asarray(ct.dataobj) > 40).astype(np.uint8)
+    nib.save(nib.Nifti1Image(labels, ct.affine), str(tmp_path / "named" / "p3_liver.nii.gz"))
+    with caplog.at_level(logging.INFO):
+        cases = find_cases(tmp_path / "named", tmp_path / "out")
+    assert [c.case_id for c in cases] == [extra.name.split(".")[0], "p1_liver", "seg_p2"]
+    assert "2 file(s)" in caplog.text and "hold CTs (air below -500 HU on their first slice)" in caplog.text
+    assert "named as label or probability maps and are not segmented (p3_liver.nii.gz)" in caplog.text
 
 
 def test_label_maps_whose_names_say_nothing_are_told_by_their_content_and_not_segmented(tmp_path, caplog):
@@ -2222,8 +2286,9 @@ def _tiny_batch_args(tmp_path, *more):
 
 
 def test_a_refused_rerun_keeps_the_finished_cases_in_the_status_table(tmp_path, capsys):
-    """A rerun refused for other settings (after the model load) rewrote batch_status.csv calling every finished
-    case 'not run', 'not reached (this run was going on, or was killed ...)' (the interruption audit)."""
+    """A rerun refused for other settings rewrote batch_status.csv calling every finished case 'not run', 'not
+    reached (this run was going on, or was killed ...)' (the interruption audit), then 'skipped' (the run that was
+    refused skipped nothing); the refused run now leaves the previous run's table as it was (the batch audit)."""
     import csv
 
     write_phantoms(tmp_path / "cts", 2)
@@ -2233,7 +2298,7 @@ def test_a_refused_rerun_keeps_the_finished_cases_in_the_status_table(tmp_path, 
     assert "segmented by an earlier run with" in capsys.readouterr().err
     with open(tmp_path / "out" / "batch_status.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(row["case_id"], row["status"]) for row in rows] == [("ct_0", "skipped"), ("ct_1", "skipped")]
+    assert [(row["case_id"], row["status"]) for row in rows] == [("ct_0", "done"), ("ct_1", "done")]
 
 
 def test_a_label_map_that_appears_during_the_run_is_not_paired_with_its_report(tmp_path, monkeypatch, capsys):

@@ -394,6 +394,17 @@ def build_preprocessing(spec):
     if isinstance(spec, dict):
         return PreprocessingConfig.from_given_dict(spec)
     text = str(spec)
+    # a package or a recipe given here was 'Unknown preprocessing preset', 'not UTF-8 text' or 'not valid JSON'
+    # (the training audit)
+    if text.lower().endswith(".safetensors"):
+        raise InputError(f"--preprocessing '{text}' is a model package, not a preprocessing preset or config JSON "
+                         f"file: to train from its weights with its preprocessing, give --init-from {text} (and "
+                         f"leave --preprocessing out); to use its preprocessing alone, copy the package's "
+                         f"'preprocessing' (livertumorseg models --json) into a JSON file.")
+    if text.lower().endswith((".yaml", ".yml")):
+        raise InputError(f"--preprocessing '{text}' is a YAML file, such as a training recipe, not a preprocessing "
+                         f"preset or config JSON file: give a recipe as --config {text} (its 'preprocessing' value "
+                         f"is then used).")
     if text.endswith(".json") or os.path.sep in text:
         return PreprocessingConfig.from_file(text, given=True)
     return PreprocessingConfig.preset(text)
@@ -583,13 +594,25 @@ def training_body_diameters(cached: Sequence[CachedCase]) -> Dict[str, Optional[
     return {case.case_id: case.body_diameter_mm for case in cached}
 
 
-def spacing_summary(cached: Sequence[CachedCase]) -> Dict[str, Any]:
-    """Min and max native voxel spacing (z, y, x) in mm over the cases."""
+def spacing_summary(cached: Sequence[CachedCase], prefix: str = "") -> Dict[str, Any]:
+    """Min and max native voxel spacing (z, y, x) in mm over the cases, under ``prefix`` + ``spacing_zyx_min_mm``
+    and ``..._max_mm``; {} without cases."""
     if not cached:
         return {}
     arr = np.array([c.native_spacing_zyx for c in cached], dtype=float)
-    return {"spacing_zyx_min_mm": arr.min(axis=0).round(4).tolist(),
-            "spacing_zyx_max_mm": arr.max(axis=0).round(4).tolist()}
+    return {f"{prefix}spacing_zyx_min_mm": arr.min(axis=0).round(4).tolist(),
+            f"{prefix}spacing_zyx_max_mm": arr.max(axis=0).round(4).tolist()}
+
+
+def recorded_recipe(config: Any) -> Dict[str, Any]:
+    """The run's options as a package records them (``training.config``): :meth:`TrainConfig.to_dict`, with
+    ``init_from`` null where the run started from random weights. Its empty text was refused when the recorded
+    recipe was given back as ``--config`` ('--init-from ... is empty'), where it should rerun the run as recorded
+    (the training audit)."""
+    values = config.to_dict()
+    if not values.get("init_from"):
+        values["init_from"] = None
+    return values
 
 
 # ----------------------------------------------------------------------------------------- validation
@@ -1570,9 +1593,13 @@ class Trainer:
         training = {"cases": [c.case_id for c in self.train_cases],
                     "patients": sorted({c.patient_id for c in self.train_cases}),
                     "validation_cases": [c.case_id for c in self.val_cases],
+                    # the held-out patients, which the log named and the package did not (the training audit)
+                    "validation_patients": sorted({c.patient_id for c in self.val_cases}),
                     "num_train_cases": len(self.train_cases), "num_val_cases": len(self.val_cases),
                     "data": str(cfg.data), "data_path": resolved_data_path(cfg.data), "format": self.layout,
-                    **spacing_summary(list(self.train_cached) + list(self.val_cached)),
+                    # the training CTs' spacings (with the validation CTs' they named spacings no training CT had)
+                    **spacing_summary(self.train_cached),
+                    **spacing_summary(self.val_cached, "validation_"),
                     "synthetic_lesions": self.synthetic_lesions, "command": self.command,
                     # how many training cases' labels hold tumor: none, with synthetic lesions off, is a network that
                     # never saw a tumor, which segment says (inference.segmenter.untrained_tumor_warnings)
@@ -1581,7 +1608,7 @@ class Trainer:
                     "cases_with_resampling_fill": resampling_fill_cases(self.train_cached, self.val_cached),
                     # the oblique CTs trained and validated on segment's patient-aligned grid (config.oblique_grid)
                     "cases_on_aligned_grid": aligned_grid_cases(self.train_cached, self.val_cached),
-                    "config": cfg.to_dict(), "epochs_completed": len(self.history),
+                    "config": recorded_recipe(cfg), "epochs_completed": len(self.history),
                     # the weights in this package (validation_selection): the last step's (the last epoch's,
                     # or some steps into the next after a time-limit stop: weights_note), or the best validation
                     # epoch's (use_best_checkpoint), and the global step they were taken after

@@ -150,6 +150,17 @@ def test_loss_falls_and_package_reloads_to_identical_output(data_csv, tmp_path):
     meta = read_package_metadata(result.package_path)
     assert meta["training"]["cases"] == result.train_cases and meta["training"]["command"] == "livertumorseg train test"
     assert meta["training"]["spacing_zyx_min_mm"] == [5.0, 3.0, 3.0]
+    # the held-out patients are recorded (the log named them, the package did not), apart from the training ones
+    assert meta["training"]["validation_patients"] and not (set(meta["training"]["validation_patients"])
+                                                            & set(meta["training"]["patients"]))
+    assert "validation_spacing_zyx_min_mm" in meta["training"]
+    # the recorded recipe reruns as recorded: its init_from was '', refused as '--init-from ... is empty'
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.init_from import check_start_given
+    recipe = meta["training"]["config"]
+    assert recipe["init_from"] is None
+    check_start_given(recipe["init_from"], "init_from in the recorded recipe")
+    assert TrainConfig.from_dict(recipe).init_from == ""
     # each training CT's body size, for segment's body-size scaling (a phantom body, cut by no image side)
     bodies = meta["training_body_diameter_mm"]
     assert sorted(bodies) == sorted(result.train_cases) and all(40.0 < d < 400.0 for d in bodies.values())

@@ -2025,3 +2025,34 @@ def test_a_yaml_alias_bomb_is_refused_and_an_error_never_writes_a_huge_value_out
         shared = [shared] * 8
     start = time.monotonic()
     assert len(short_repr(shared)) <= 203 and time.monotonic() - start < 5
+
+
+def test_the_training_spacing_is_the_training_cts_and_the_validation_cts_is_recorded_apart():
+    """The package's spacing_zyx_min/max_mm took the validation CTs in: a 3 mm validation CT gave a maximum no
+    training CT had (the training audit)."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.training.trainer import spacing_summary
+
+    train = [SimpleNamespace(native_spacing_zyx=(2.0, 0.98, 0.98)), SimpleNamespace(native_spacing_zyx=(1.0, 0.8, 0.8))]
+    val = [SimpleNamespace(native_spacing_zyx=(3.0, 3.0, 3.0))]
+    assert spacing_summary(train) == {"spacing_zyx_min_mm": [1.0, 0.8, 0.8], "spacing_zyx_max_mm": [2.0, 0.98, 0.98]}
+    assert spacing_summary(val, "validation_") == {"validation_spacing_zyx_min_mm": [3.0, 3.0, 3.0],
+                                                   "validation_spacing_zyx_max_mm": [3.0, 3.0, 3.0]}
+    assert spacing_summary([], "validation_") == {}
+
+
+@pytest.mark.parametrize("given, words", [
+    ("p1.safetensors", "is a model package, not a preprocessing preset or config JSON file: to train from its "
+                       "weights with its preprocessing, give --init-from p1.safetensors"),
+    ("./p1.safetensors", "is a model package"),
+    ("../scripts/default_model_v10.yaml", "is a YAML file, such as a training recipe, not a preprocessing preset or "
+                                          "config JSON file: give a recipe as --config"),
+])
+def test_a_package_or_recipe_given_as_preprocessing_is_named(given, words):
+    """'Unknown preprocessing preset', 'not UTF-8 text' and 'not valid JSON' were the answers (the training audit)."""
+    from LiverTumorSegLib.training.trainer import build_preprocessing
+
+    with pytest.raises(InputError) as caught:
+        build_preprocessing(given)
+    assert words in str(caught.value)

@@ -908,23 +908,54 @@ lesion's part inside the scan (moved or grown across the edge): equivocal, not c
 sharing no voxel with it, 'new', and made a false PD (the follow-up audit)."""
 
 
-def _new_beside_unseen(entries: Sequence[Dict[str, Any]], base_components: np.ndarray, follow_on_base: np.ndarray,
-                       geometry: ImageGeometry, base_by_id: Dict[int, Dict[str, Any]],
+def _followup_points_on_baseline(align: "Alignment", lps_xyz: np.ndarray) -> np.ndarray:
+    """Follow-up points ``(n, 3)`` (x, y, z) LPS mm -> the baseline's, all at once (a rigid transform's inverse:
+    ``p_b = M^T (p_f - c - t) + c``); point by point for a transform of another kind."""
+    transform = align.transform
+    if not all(hasattr(transform, name) for name in ("GetMatrix", "GetCenter", "GetTranslation")):
+        return np.array([align.map_followup_to_baseline(p) for p in lps_xyz]).reshape(-1, 3)
+    matrix = np.asarray(transform.GetMatrix(), dtype=np.float64).reshape(3, 3)
+    centre = np.asarray(transform.GetCenter(), dtype=np.float64)
+    shift = np.asarray(transform.GetTranslation(), dtype=np.float64)
+    return (np.asarray(lps_xyz, dtype=np.float64) - centre - shift) @ matrix + centre
+
+
+def _new_beside_unseen(entries: Sequence[Dict[str, Any]], base_components: np.ndarray,
+                       follow_components: np.ndarray, baseline_geometry: ImageGeometry,
+                       followup_geometry: ImageGeometry, align: "Alignment", base_by_id: Dict[int, Dict[str, Any]],
                        follow_by_id: Dict[int, Dict[str, Any]]) -> Dict[int, List[int]]:
     """Row number of each unequivocal ``new`` row whose follow-up lesion the follow-up scan's edge cuts
-    (``touches_scan_edge``) -> the numbers of the ``not_assessed`` rows (outside the follow-up's view) whose baseline
-    lesions lie within :data:`UNSEEN_PART_GAP_MM` of it (``base_components`` and ``follow_on_base``: the two scans'
-    lesion ids on the baseline grid ``geometry``; a follow-up lesion beyond the baseline grid is not judged)."""
+    (``touches_scan_edge``) -> the numbers of the ``not_assessed`` rows (outside the follow-up's view) with nothing
+    seen at follow-up whose baseline lesions lie within :data:`UNSEEN_PART_GAP_MM` of it. The gap is taken in the
+    patient (mm, after alignment): from each follow-up lesion voxel's centre (on its own grid, at most
+    :data:`EDGE_PADDING_POINTS_MAX` of them, evenly thinned) to the nearest baseline lesion voxel centre. On the
+    baseline grid a cap thinner than one of its slices vanished (a 5 mm baseline kept PD), and a row whose lesion
+    the follow-up already shows (its part inside the scan matched) took a real new lesion beside it for its part
+    (NE instead of PD; the review)."""
     from scipy import ndimage
 
     unseen = [e for e in entries if e["status"] == "not_assessed"
-              and e.get("not_assessed_reason") == OUTSIDE_FOLLOWUP_VIEW]
+              and e.get("not_assessed_reason") == OUTSIDE_FOLLOWUP_VIEW and not e["followup_ids"]]
     cut_new = [e for e in entries if e["status"] == "new" and e.get("unequivocal")
                and any(follow_by_id[j].get("touches_scan_edge") for j in e["followup_ids"])]
     found = {}  # type: Dict[int, List[int]]
     if not unseen or not cut_new:
         return found
-    spacing = np.asarray(geometry.spacing[::-1], dtype=np.float64)
+    to_index = np.linalg.inv(baseline_geometry.ijk_to_lps())
+    on_baseline = {}  # type: Dict[int, np.ndarray]  # row number -> its lesion voxels' (z, y, x) baseline indices
+    for entry in cut_new:
+        points = []
+        for j in entry["followup_ids"]:
+            box = tuple(slice(a, b) for a, b in follow_by_id[j]["bounding_box_zyx"])
+            points.append(np.argwhere(follow_components[box] == j) + [b.start for b in box])
+        zyx = np.concatenate(points)
+        if len(zyx) > EDGE_PADDING_POINTS_MAX:
+            zyx = zyx[::int(np.ceil(len(zyx) / EDGE_PADDING_POINTS_MAX))]
+        follow_lps = zyx[:, ::-1].astype(np.float64) @ followup_geometry.ijk_to_lps()[:3, :3].T \
+            + np.asarray(followup_geometry.origin)
+        base_lps = _followup_points_on_baseline(align, follow_lps)
+        on_baseline[entry["number"]] = (base_lps @ to_index[:3, :3].T + to_index[:3, 3])[:, ::-1]
+    spacing = np.asarray(baseline_geometry.spacing[::-1], dtype=np.float64)
     reach = np.ceil(UNSEEN_PART_GAP_MM / spacing).astype(np.int64) + 1
     for row in unseen:
         boxes = np.array([base_by_id[i]["bounding_box_zyx"] for i in row["baseline_ids"]])  # (n, 3, 2)
@@ -933,9 +964,16 @@ def _new_beside_unseen(entries: Sequence[Dict[str, Any]], base_components: np.nd
                     for a, n in enumerate(base_components.shape))
         inside = np.isin(base_components[box], row["baseline_ids"])
         gap_mm = ndimage.distance_transform_edt(~inside, sampling=spacing)
+        start = np.array([b.start for b in box], dtype=np.float64)
+        size = np.array(gap_mm.shape, dtype=np.float64)
         for entry in cut_new:
-            near = np.isin(follow_on_base[box], entry["followup_ids"])
-            if near.any() and float(gap_mm[near].min()) <= UNSEEN_PART_GAP_MM + 1e-6:
+            local = on_baseline[entry["number"]] - start
+            # points beyond the box lie farther than the gap from every voxel of the lesion (the box's margin)
+            within = np.all((local >= -0.5) & (local <= size - 0.5), axis=1)
+            if not within.any():
+                continue
+            near = ndimage.map_coordinates(gap_mm, local[within].T, order=1, mode="nearest")
+            if float(near.min()) <= UNSEEN_PART_GAP_MM + 1e-6:
                 found.setdefault(entry["number"], []).append(row["number"])
     return found
 
@@ -1542,8 +1580,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
         entry["long_axis_change_mm"] = entry["long_axis_change_percent"] = None
         if entry["status"] in ("grown", "shrunk", "stable"):
             entry["status"] = "present"
-    beside_unseen = _new_beside_unseen(entries, base_components, follow_on_base, baseline.geometry, base_by_id,
-                                       follow_by_id)
+    beside_unseen = _new_beside_unseen(entries, base_components, follow_components, baseline.geometry,
+                                       followup.geometry, align, base_by_id, follow_by_id)
     for entry in entries:
         if entry["number"] in beside_unseen:
             entry["unequivocal"] = False

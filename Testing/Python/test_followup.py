@@ -2142,14 +2142,15 @@ SECOND_LESION = (-20, -10, -10, 8)
 ELSEWHERE_AT_THE_EDGE = (-30, 5, 10, 10)  # z 0-20: cut at 17 by a 68-slice follow-up, 18 mm or more from the target
 
 
-def _liver_with(nz, lesions):
-    """1 mm grid from z = -50 mm, ``nz`` slices: an ellipsoid liver (half-axes 45, 30, 48 mm) with tumor spheres
-    ``lesions`` ((x, y, z, radius) mm)."""
-    z, y, x = np.mgrid[-50:-50 + nz, -55:55, -60:60].astype(float)
+def _liver_with(nz, lesions, slice_mm=1.0):
+    """1 mm pixels, ``nz`` slices ``slice_mm`` apart from z = -50 mm: an ellipsoid liver (half-axes 45, 30, 48 mm)
+    with tumor spheres ``lesions`` ((x, y, z, radius) mm)."""
+    z, y, x = np.meshgrid(-50.0 + slice_mm * np.arange(nz), np.arange(-55.0, 55.0), np.arange(-60.0, 60.0),
+                          indexing="ij")
     lab = ((x / 45) ** 2 + (y / 30) ** 2 + (z / 48) ** 2 <= 1).astype(np.uint8)
     for cx, cy, cz, r in lesions:
         lab[(x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= r * r] = 2
-    return CTVolume(lab, ImageGeometry(spacing=(1.0, 1.0, 1.0), origin=(-60.0, -55.0, -50.0)))
+    return CTVolume(lab, ImageGeometry(spacing=(1.0, 1.0, slice_mm), origin=(-60.0, -55.0, -50.0)))
 
 
 @pytest.mark.parametrize("radius", [12.0, 15.0], ids=["same_size", "grown_25_to_30_mm"])
@@ -2206,3 +2207,28 @@ def test_a_followup_ending_within_the_liver_is_not_read_as_a_smaller_liver():
     assert _liver_volume_change(base, follow, _sitk().Euler3DTransform()) is None
     whole = _liver_volume_change(base, follow)  # without a transform: the whole livers
     assert whole is not None and round(whole[2] * 100) == 24
+
+
+def test_a_targets_thin_cap_is_judged_in_the_patient_not_on_a_baseline_of_thicker_slices():
+    """The same dome target on a baseline of 5 mm slices, 5 mm lower at a follow-up (1 mm slices) ending at z 17: its
+    cap (2 slices) vanished on the baseline grid, and the rule, which looked for it there, left it 'new': PD (the
+    review). The gap is taken between the follow-up lesion's voxels and the baseline lesion's in mm: NE."""
+    base = _liver_with(20, [DOME_TARGET, SECOND_LESION], slice_mm=5.0)
+    change = compare_followup(base, _liver_with(68, [(10, 0, 28, 12), SECOND_LESION]), alignment="none")
+    new = [e for e in change["lesions"] if e["status"] == "new"]
+    assert len(new) == 1 and new[0]["unequivocal"] is False and new[0]["may_be_part_of_rows"]
+    assert change["response"] == "NE", change["response_reason"]
+
+
+def test_a_new_lesion_beside_a_cut_lesion_the_followup_shows_is_progression():
+    """Lesion A (z 0-24) cut by a follow-up ending at z 17, its part inside matched; a new 13 mm lesion B 8 mm beside
+    it, cut by the same edge: A's row is not assessed, but the follow-up shows A, so B is not A's unseen part. It was
+    made equivocal (NE where the whole follow-up gives PD; the review)."""
+    a, b = (10, 0, 12, 12), (36, 0, 14, 6.5)
+    base = _liver_with(100, [a, SECOND_LESION])
+    whole = compare_followup(base, _liver_with(100, [a, b, SECOND_LESION]), alignment="none")
+    assert whole["response"] == "PD"
+    short = compare_followup(base, _liver_with(68, [a, b, SECOND_LESION]), alignment="none")
+    rows = {e["status"]: e for e in short["lesions"]}
+    assert rows["not_assessed"]["followup_ids"] and rows["new"]["unequivocal"] is True
+    assert "may_be_part_of_rows" not in rows["new"] and short["response"] == "PD", short["response_reason"]

@@ -172,36 +172,27 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
     return cases
 
 
-CT_FIRST_SLICE_BELOW = -500.0
-"""A NIfTI, NRRD or MetaImage file in a --pred/--ref folder whose first slice holds a value at or below this is a CT (air is -1000 HU,
-padding lower), never a label map, which holds 0..255 only (an 'ignore' value -1 is not below it)."""
-
-
 def _without_cts(folder: Path, what: str, listed: List[Path]) -> List[Path]:
     """``listed`` (the files of a --pred or --ref folder) without the NIfTI, NRRD and MetaImage files whose names do not
-    say they are label maps and whose first slice (:func:`~..io.reading.first_slice_values`: a few ms a file) holds
-    CT values
-    (:data:`CT_FIRST_SLICE_BELOW`), named in a warning: a researcher's folder holds each CT beside its label map
+    say they are label maps and whose first slice holds CT values (:func:`~..io.reading.first_slice_shows_ct`: a few
+    ms a file), named in a warning: a researcher's folder holds each CT beside its label map
     (``case.nii.gz`` and ``case_liver_tsv1.nii.gz``), and the CT, whose case name was the case's, was paired as the
     reference and stopped the whole evaluation ('Label map ... has values -1207 ...: is it the CT'). A folder of CTs
     only is kept whole, so that this error says what was given."""
-    import numpy as np
-
-    from ..io.reading import first_slice_values
+    from ..io.reading import CT_FIRST_SLICE_AT_MOST_HU, first_slice_shows_ct
 
     cts = []
     for path in listed:
         key = case_key(path)
         if key is not None and key[1] == "label":
             continue
-        first = first_slice_values(path)
-        if first is not None and first.size and np.nanmin(first) <= CT_FIRST_SLICE_BELOW:
+        if first_slice_shows_ct(path):
             cts.append(path)
     if not cts or len(cts) == len(listed):
         return listed
     names = ", ".join(str(p.relative_to(folder)) for p in cts[:5]) + (" ..." if len(cts) > 5 else "")
     log.warning("warning: %d file(s) in %s '%s' hold CT values (air below %g HU), not label maps, and are not read as "
-                "cases (%s).", len(cts), what, folder, CT_FIRST_SLICE_BELOW, names)
+                "cases (%s).", len(cts), what, folder, CT_FIRST_SLICE_AT_MOST_HU, names)
     return [p for p in listed if p not in cts]
 
 

@@ -513,21 +513,13 @@ def _readable_ct_files(folder: Path) -> List[Path]:
         return []
 
 
-NAMED_MAP_CT_BELOW_HU = -500.0
-"""A file named as a label or probability map whose first slice holds a value below this (air or the scanner's
-padding, HU as its header scales it) is a CT: segmented whatever its name (:func:`_cts_of_folder`). No label or
-probability map holds such a value."""
-
-
 def _ct_despite_its_name(path: Path) -> bool:
     """Whether ``path``, named as a label or probability map, holds a CT by its first slice
-    (:data:`NAMED_MAP_CT_BELOW_HU`; a few ms); False where that slice cannot be read so (its name decides)."""
-    import numpy as np
+    (:func:`~..io.reading.first_slice_shows_ct`, a few ms); False where that slice cannot be read so (its name
+    decides)."""
+    from ..io.reading import first_slice_shows_ct
 
-    from ..io.reading import first_slice_values
-
-    first = first_slice_values(path)
-    return first is not None and first.size > 0 and bool(np.nanmin(first) < NAMED_MAP_CT_BELOW_HU)
+    return bool(first_slice_shows_ct(path))
 
 
 def _cts_of_folder(folder: Path, own: Sequence[Path] = ()) -> List[Path]:
@@ -547,8 +539,10 @@ def _cts_of_folder(folder: Path, own: Sequence[Path] = ()) -> List[Path]:
     left_out = [p for p in named if not _ct_despite_its_name(p)]
     if len(left_out) < len(named):
         kept = [p.name for p in named if p not in left_out]
-        log.info("%d file(s) in '%s' are named as label or probability maps but hold CTs (air below %g HU on their "
-                 "first slice), and are segmented (%s)", len(kept), folder, NAMED_MAP_CT_BELOW_HU,
+        from ..io.reading import CT_FIRST_SLICE_AT_MOST_HU
+
+        log.info("%d file(s) in '%s' are named as label or probability maps but hold CTs (air at or below %g HU on "
+                 "their first slice), and are segmented (%s)", len(kept), folder, CT_FIRST_SLICE_AT_MOST_HU,
                  ", ".join(kept[:5]) + (" ..." if len(kept) > 5 else ""))
     if len(left_out) == len(files):
         return files

@@ -1283,6 +1283,35 @@ def test_a_batch_refused_before_its_first_case_keeps_the_previous_table_and_leav
     assert not (tmp_path / "results").exists()
 
 
+def test_a_case_failed_before_a_refused_model_load_leaves_the_previous_table(tmp_path, capsys, monkeypatch):
+    """A case the batch fails before the model loads (a user's file where its report goes) wrote the table as it
+    failed, so a load refused after it still replaced the previous table with one of a run that did nothing (the
+    review). The table now waits for the load."""
+    from LiverTumorSegLib.errors import InputError
+
+    package = tiny_unet_package(tmp_path)
+    write_phantoms(tmp_path / "cts", 2)
+    out = tmp_path / "out"
+
+    def segment():
+        return cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--model", str(package.path),
+                         "--device", "cpu", "--precision", "fp32", "--no-progress"])
+
+    assert segment() == 0
+    before = (out / "batch_status.csv").read_text()
+    (out / "ct_1.nii.gz").unlink()                       # to redo ct_1 ...
+    (out / "reports" / "ct_1.json").write_text("notes")  # ... but a file of the user's sits at its report path
+    write_phantoms(tmp_path / "more", 1)[0].rename(tmp_path / "cts" / "ct_9.nii.gz")  # a new case to run
+
+    def refused(self):
+        raise InputError("the model load was refused")
+
+    monkeypatch.setattr(Segmenter, "load", refused)
+    capsys.readouterr()
+    assert segment() == 2 and "the model load was refused" in capsys.readouterr().err
+    assert (out / "batch_status.csv").read_text() == before
+
+
 def test_segment_batch_itself_refuses_to_resume_with_other_settings(tmp_path):
     """The library's segment_batch (not only the segment command) refuses to keep another run's cases."""
     from LiverTumorSegLib.inference.options import PostprocessingOptions, SegmentationOptions
@@ -1399,7 +1428,7 @@ def test_cts_named_as_label_maps_are_segmented_whatever_else_the_folder_holds(tm
     with caplog.at_level(logging.INFO):
         cases = find_cases(tmp_path / "named", tmp_path / "out")
     assert [c.case_id for c in cases] == [extra.name.split(".")[0], "p1_liver", "seg_p2"]
-    assert "2 file(s)" in caplog.text and "hold CTs (air below -500 HU on their first slice)" in caplog.text
+    assert "2 file(s)" in caplog.text and "hold CTs (air at or below -500 HU on their first slice)" in caplog.text
     assert "named as label or probability maps and are not segmented (p3_liver.nii.gz)" in caplog.text
 
 
@@ -2355,3 +2384,24 @@ def test_a_finished_cases_label_map_replaced_or_cut_short_is_not_taken_as_done(t
     assert (tmp_path / "out" / "ct_0.nii.gz").read_bytes() == data[: len(data) // 2]              # kept
     assert cli.main(_tiny_batch_args(tmp_path, "--overwrite")) == 0
     assert "2 done" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("first_slice_min, is_ct", [(-500.0, True), (-499.0, False), (-1.0, False)])
+def test_the_batch_and_evaluate_read_a_first_slice_at_minus_500_hu_alike(tmp_path, first_slice_min, is_ct):
+    """One rule (io.reading.first_slice_shows_ct): at -500 HU exactly the batch said 'no CT' and evaluate 'CT' (the
+    review); -1, an 'ignore' value of a label map, is never a CT."""
+    import nibabel as nib
+
+    from LiverTumorSegLib.commands.evaluate import _without_cts
+    from LiverTumorSegLib.inference.batch import _ct_despite_its_name
+
+    array = np.full((8, 8, 3), 40.0, np.float32)
+    array[0, 0, 0] = first_slice_min
+    path = tmp_path / "p1_liver.nii.gz"
+    nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
+    other = tmp_path / "case2.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 3), np.uint8), np.eye(4)), str(other))
+    plain = tmp_path / "case1.nii.gz"
+    nib.save(nib.Nifti1Image(array, np.eye(4)), str(plain))
+    assert _ct_despite_its_name(path) is is_ct
+    assert (plain not in _without_cts(tmp_path, "--ref", [plain, other])) is is_ct

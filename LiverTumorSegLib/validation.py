@@ -1194,7 +1194,8 @@ def aligned_grid_phase_bytes(native_shape_zyx: Sequence[int], native_dtype: Any,
       :data:`ALIGNED_SLAB_SLICES` CT slices: four float32 (the best share, the background's, a label's share and the
       one before it) and two bool;
     - ``probability_back``: the aligned uint8 probability and the float32 probability brought back onto the CT's
-      grid (:func:`~.inference.axis_aligned.probability_back`, rounded in place).
+      grid (:func:`~.inference.axis_aligned.probability_back`, rounded in place). (``labels_back`` filters its
+      float32 indicators in place where the CT's pixels are coarser: no more bytes.)
 
     Bytes measured with ``tracemalloc`` stay within each (Testing/Python/test_axis_aligned.py)."""
     aligned_voxels = int(np.prod([int(s) for s in aligned_shape_zyx], dtype=np.int64))

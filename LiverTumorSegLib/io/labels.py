@@ -297,7 +297,8 @@ def label_on_reference_grid(label: CTVolume, reference: CTVolume, tolerance: flo
     if matched is not None:
         return matched
     problems = describe_grid_mismatch(label, reference, tolerance)
-    advice = header_rounding_advice(label, reference, "label map") or reversed_axes_advice(label, reference) or (
+    advice = header_rounding_advice(label, reference, "label map") or reversed_axes_advice(label, reference) or \
+        default_header_advice(label, reference) or (
         " Use the label map made for this image (same grid), or resample it onto the reference grid first.")
     raise LabelError(f"Label map '{label.source}' does not match its reference '{reference.source}': "
                      + "; ".join(problems) + "." + advice)
@@ -321,6 +322,26 @@ def reversed_axes_advice(label: CTVolume, reference: CTVolume) -> str:
 HEADER_ROUNDING_VOXELS = 0.05
 """Largest displacement, as a fraction of the reference's smallest voxel size, between where two grids of the same
 size put any voxel, for their difference to be called header rounding rather than another grid."""
+
+
+def default_header_advice(label: CTVolume, reference: CTVolume) -> str:
+    """Advice (a sentence with a leading space) when ``label`` has the reference's size but a header no scan has: an
+    identity direction with the origin at 0 and 1 mm voxels in every axis the reference's are not (numpy saved with
+    ``nib.Nifti1Image(mask, np.eye(4))``, ``sitk.GetImageFromArray`` without ``CopyInformation``): its voxels were
+    most likely made on this image, and resampling them, which the general advice says, would move them to where that
+    default header puts them (nowhere near the scan: an empty label); '' otherwise (the data audit)."""
+    if tuple(label.shape_zyx) != tuple(reference.shape_zyx):
+        return ""
+    geometry = label.geometry
+    identity = np.allclose(geometry.direction_matrix, np.eye(3)) and np.allclose(geometry.origin, 0.0)
+    unit = np.allclose(geometry.spacing, 1.0) and not np.allclose(reference.geometry.spacing, 1.0)
+    if not (identity and (unit or not np.allclose(reference.geometry.origin, 0.0))):
+        return ""
+    return (" The label map has the image's size and a default header (origin 0, identity direction"
+            + (", 1 mm voxels" if unit else "") + "), as numpy-made masks saved without the image's header have: if "
+            "it was made on this image, do not resample it (its voxels would land where that header puts them); give "
+            "it the image's header (nibabel: nib.Nifti1Image(its voxels, image.affine, image.header); SimpleITK: "
+            "its_image.CopyInformation(image)), after checking that its axes are in the image's order.")
 
 
 def header_rounding_advice(volume: CTVolume, reference: CTVolume, what: str) -> str:

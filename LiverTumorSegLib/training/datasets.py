@@ -213,6 +213,26 @@ _LAYOUT_HELP = ("Expected one of: LiTS (volume-N.nii + segmentation-N.nii), MSD 
                 "or a CSV with columns image,label[,patient][,case].")
 
 
+LAYOUT_NAMES = {"msd": "MSD / nnU-Net (dataset.json, imagesTr/)", "lits": "LiTS (volume-N, segmentation-N)",
+                "ircadb": "3D-IRCADb (PATIENT_DICOM folders)"}
+"""The folder layouts :func:`detect_format` recognises, as a warning names them."""
+
+
+def _layouts_found(root: Path) -> List[str]:
+    """The folder layouts ``root`` holds data of, in the order :func:`detect_format` prefers them (msd, lits,
+    ircadb)."""
+    found = []
+    if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
+        found.append("msd")
+    paths = list(tree_paths(root))
+    if any(_LITS_NAME.match(p.name) and p.name[:1] in "vV" and _in_visible_tree(p, root)
+           for p in paths):  # Volume-N.NII too: the glob 'volume-*.nii*' is case-sensitive on Linux
+        found.append("lits")
+    if any(p.name == "PATIENT_DICOM" and p.is_dir() and _in_visible_tree(p, root) for p in paths):
+        found.append("ircadb")
+    return found
+
+
 def detect_format(root: PathLike) -> str:
     """Guess the layout of ``root``: csv, msd, lits or ircadb. Raises :class:`InputError` if none fits."""
     root = Path(root)
@@ -220,16 +240,15 @@ def detect_format(root: PathLike) -> str:
         if root.suffix.lower() == ".csv":
             return "csv"
         raise InputError(f"Training data '{root}' is a file but not a .csv. {_LAYOUT_HELP}")
-    found = None
-    if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
-        found = "msd"
-    elif any(_LITS_NAME.match(p.name) and p.name[:1] in "vV" and _in_visible_tree(p, root)
-             for p in tree_paths(root)):  # Volume-N.NII too: the glob 'volume-*.nii*' is case-sensitive on Linux
-        found = "lits"
-    elif any(p.name == "PATIENT_DICOM" and p.is_dir() and _in_visible_tree(p, root) for p in tree_paths(root)):
-        found = "ircadb"
+    layouts = _layouts_found(root)
+    found = layouts[0] if layouts else None
     if found:
         _warn_unread_csvs(root, found)
+        if len(layouts) > 1:  # 3D-IRCADb patients beside LiTS volumes were left out without a word (the audit)
+            log.warning("warning: '%s' holds data of the %s layout(s) too, which are not read: only its %s data is "
+                        "(one layout per --data). Train on each data set's folder apart, or list every case in a CSV "
+                        "(columns image,label[,patient]) to train on them together.", root,
+                        " and ".join(LAYOUT_NAMES[name] for name in layouts[1:]), LAYOUT_NAMES[found])
         return found
     if any(p.name == "PATIENT_DICOM.zip" and _in_visible_tree(p, root) for p in tree_paths(root)):
         raise InputError(f"'{root}' holds zipped 3D-IRCADb folders (PATIENT_DICOM.zip); unzip PATIENT_DICOM.zip "
@@ -989,6 +1008,16 @@ def label_content_warnings(labels: np.ndarray, raw: Optional[np.ndarray] = None,
     if counts[2] and counts[1] == 0:
         return ["its label has tumor (2) but no liver (1) voxel; liver labels mark the liver around each tumor"
                 + (dropped_text + "." if dropped_text else ". Check the label values (--label-map).")]
+    if dropped_text:
+        inside = _dropped_inside_liver(labels, raw, label_map)
+        if inside:
+            shown = ", ".join(f"{value} ({count} voxels)" for value, count in sorted(inside.items())[:8])
+            warnings.append(
+                f"value(s) {shown} of its label, which the label map {json.dumps(label_map)} does not list, lie inside "
+                f"the liver and became 0: holes in the liver that the network learns as background (with synthetic "
+                f"tumors on, it learns pasted tumors as tumor and these as background). If they are tumors (LiTS's and "
+                f"MSD's 2), map them to 2; if they are liver (vessels), or to train the liver alone, map them to 1 "
+                f"(e.g. '{{\"1\": 1, \"2\": 1}}').")
     if counts[2]:
         from ..metrics.surface import bounding_box
 
@@ -1008,6 +1037,46 @@ def label_content_warnings(labels: np.ndarray, raw: Optional[np.ndarray] = None,
                             f"This tool reads 0 background, 1 liver, 2 tumor (LiTS); if so, train with --label-map "
                             f"'{{\"0\": 0, \"1\": 2, \"2\": 1}}'.")
     return warnings
+
+
+DROPPED_INSIDE_LIVER_RIM_FRACTION = 0.5
+"""A part of a training label's values that ``--label-map`` does not list (made 0) lies inside the liver when at least
+this share of its outer rim (26-connected) is liver or tumor after the map: a real tumor under ``{"1": 1}`` (MSD's
+2 dropped), where another organ's label (a kidney, the spleen) touches the liver with a small part of its rim."""
+
+
+def _dropped_inside_liver(labels: np.ndarray, raw: np.ndarray, label_map: Dict) -> Dict[int, int]:
+    """Raw value -> voxels, of the values ``label_map`` does not list, in parts lying inside the liver
+    (:data:`DROPPED_INSIDE_LIVER_RIM_FRACTION`) of the training label ``labels`` (``(z, y, x)`` 0/1/2 after the map;
+    ``raw`` before it); {} when none. Read within the organ's box (+1 voxel). The training audit: MSD's tumors
+    dropped by '{"1": 1}' became holes in the liver without a word, while synthetic tumors were trained as tumor."""
+    from scipy import ndimage
+
+    from ..metrics.surface import bounding_box
+
+    listed = {int(key) for key in label_map}
+    box = bounding_box(labels >= 1, 1)
+    if box is None:
+        return {}
+    region_raw, organ = raw[box], labels[box] >= 1
+    dropped = (region_raw != 0) & ~organ & ~np.isin(region_raw, sorted(listed))
+    if not dropped.any():
+        return {}
+    structure = np.ones((3, 3, 3), dtype=bool)
+    parts, count = ndimage.label(dropped, structure=structure)
+    rim = ndimage.binary_dilation(dropped, structure=structure) & ~dropped
+    owner = ndimage.grey_dilation(parts, footprint=structure)[rim]  # the part each rim voxel borders (one of them)
+    rim_all = np.bincount(owner, minlength=count + 1)
+    rim_organ = np.bincount(owner[organ[rim]], minlength=count + 1)
+    inside = np.zeros(count + 1, dtype=bool)
+    inside[1:] = rim_organ[1:] >= DROPPED_INSIDE_LIVER_RIM_FRACTION * np.maximum(rim_all[1:], 1)
+    for axis, (part_box, size) in enumerate(zip(box, raw.shape)):  # a part reaching a face of the box that is not
+        for face, edge in ((0, part_box.start == 0), (-1, part_box.stop == size)):  # the array's own edge goes on
+            if not edge:  # beyond the organ's box: another organ beside the liver, whose rim the box cut off
+                inside[np.unique(np.take(parts, face, axis=axis))] = False
+    inside[0] = False
+    values, voxels = np.unique(region_raw[inside[parts] & dropped], return_counts=True)
+    return {int(v): int(n) for v, n in zip(values, voxels)}
 
 
 SWAPPED_LIVER_BORDER_FRACTION = 0.9

@@ -1190,3 +1190,46 @@ def test_a_label_with_liver_and_tumor_values_swapped_is_asked_about():
     burden[organ & ((zz - 10) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 <= 10 ** 2)] = 2
     assert np.count_nonzero(burden == 2) > np.count_nonzero(burden == 1)
     assert label_content_warnings(burden) == []
+
+
+def test_label_values_a_map_drops_inside_the_liver_are_named_and_other_organs_beside_it_are_not():
+    """MSD's tumors (2) under '--label-map {"1": 1}' became holes in the liver without a word, while synthetic tumors
+    were trained as tumor (the training audit). Dropped values inside the liver are named; another organ's label
+    that touches the liver with part of its rim (a kidney under TotalSegmentator's '{"5": 1}') is not."""
+    from LiverTumorSegLib.io.labels import remap_labels
+    from LiverTumorSegLib.training.datasets import label_content_warnings
+
+    raw = np.zeros((20, 40, 40), np.uint8)
+    raw[2:18, 5:30, 5:30] = 1
+    raw[8:12, 12:18, 12:18] = 2  # a tumor inside the liver
+    labels = remap_labels(raw, {"1": 1}, "msd.nii.gz", log_dropped=False)
+    said = label_content_warnings(labels, raw, {"1": 1})
+    assert len(said) == 1 and "value(s) 2 (144 voxels)" in said[0] and "lie inside the liver and became 0" in said[0]
+    assert label_content_warnings(remap_labels(raw, {"1": 1, "2": 2}), raw, {"1": 1, "2": 2}) == []
+    organs = np.zeros((20, 40, 40), np.uint8)
+    organs[2:18, 5:30, 5:25] = 5   # liver
+    organs[6:14, 10:20, 25:33] = 2  # a kidney beside it: one face of its rim on the liver
+    organs[6:14, 32:38, 5:12] = 1   # the spleen, apart
+    mapped = remap_labels(organs, {"5": 1}, "ts.nii.gz", log_dropped=False)
+    assert label_content_warnings(mapped, organs, {"5": 1}) == []
+
+
+def test_a_folder_of_two_layouts_says_which_one_is_not_read(tmp_path, caplog):
+    """LiTS volumes beside 3D-IRCADb patient folders: the LiTS cases were read and the 3D-IRCADb patients left out
+    without a word (the data audit)."""
+    import logging
+
+    from LiverTumorSegLib.training.datasets import detect_format
+
+    (tmp_path / "lits").mkdir()
+    for name in ("volume-0.nii", "segmentation-0.nii"):
+        (tmp_path / "lits" / name).write_bytes(b"")
+    (tmp_path / "ircadb" / "3Dircadb1.1" / "PATIENT_DICOM").mkdir(parents=True)
+    with caplog.at_level(logging.WARNING):
+        assert detect_format(tmp_path) == "lits"
+    assert "holds data of the 3D-IRCADb (PATIENT_DICOM folders) layout(s) too, which are not read: only its LiTS" \
+        in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert detect_format(tmp_path / "lits") == "lits"
+    assert "not read" not in caplog.text

@@ -1706,3 +1706,25 @@ def test_a_nifti_whose_header_claims_huge_extensions_is_refused_before_nibabel_r
         with pytest.raises(InputError, match=r"its NIfTI header puts the voxels \d+ bytes into the file \(vox_offset\), "
                                              r"after \d+ bytes of header extensions"):
             read(bad)
+
+
+def test_a_label_map_with_a_default_header_is_told_to_take_the_images_header_not_to_be_resampled():
+    """A mask of the CT's size saved with np.eye(4) (origin 0, 1 mm, identity) was told 'resample it onto the
+    reference grid first', which would move it where that default header puts it: an empty label (the data audit)."""
+    import pytest
+
+    from LiverTumorSegLib.io.labels import LabelError, label_on_reference_grid
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    ct = CTVolume(np.zeros((6, 10, 12), np.int16), ImageGeometry(spacing=(0.8, 0.8, 2.0),
+                                                                  origin=(-200.0, -150.0, -300.0)), source="ct.nii")
+    mask = CTVolume(np.zeros((6, 10, 12), np.uint8), ImageGeometry(spacing=(1.0, 1.0, 1.0)), source="mask.nii")
+    with pytest.raises(LabelError) as caught:
+        label_on_reference_grid(mask, ct, 1e-3)
+    assert "a default header (origin 0, identity direction, 1 mm voxels)" in str(caught.value)
+    assert "do not resample it" in str(caught.value) and "resample it onto the reference grid first" not in str(
+        caught.value)
+    moved = CTVolume(mask.array, ImageGeometry(spacing=(0.8, 0.8, 2.0), origin=(-180.0, -150.0, -300.0)),
+                     source="moved.nii")  # a scan's header, elsewhere: the general advice
+    with pytest.raises(LabelError, match="resample it onto the reference grid first"):
+        label_on_reference_grid(moved, ct, 1e-3)

@@ -901,8 +901,9 @@ def _unseen_text(entries: Sequence[Dict[str, Any]], noun: str) -> str:
 
 
 UNSEEN_PART_GAP_MM = MOVED_MAX_MM
-"""A new follow-up lesion that the follow-up scan's edge cuts and that lies within this gap (mm, voxel to voxel on
-the baseline grid, after alignment) of a baseline lesion partly or wholly outside the follow-up scan may be that
+"""A new follow-up lesion that the follow-up scan's edge cuts and that lies within this gap (mm, from its voxel centres
+mapped into the baseline after alignment to the nearest baseline lesion voxel centre) of a baseline lesion partly or
+wholly outside the follow-up scan, of which the follow-up shows nothing, may be that
 lesion's part inside the scan (moved or grown across the edge): equivocal, not counted as new
 (:func:`_new_beside_unseen`). A dome target 3 mm lower at a follow-up whose range ended within it showed as a cap
 sharing no voxel with it, 'new', and made a false PD (the follow-up audit)."""
@@ -912,9 +913,10 @@ def _followup_points_on_baseline(align: "Alignment", lps_xyz: np.ndarray) -> np.
     """Follow-up points ``(n, 3)`` (x, y, z) LPS mm -> the baseline's, all at once (a rigid transform's inverse:
     ``p_b = M^T (p_f - c - t) + c``); point by point for a transform of another kind."""
     transform = align.transform
-    if not all(hasattr(transform, name) for name in ("GetMatrix", "GetCenter", "GetTranslation")):
+    matrix = np.asarray(transform.GetMatrix(), dtype=np.float64).reshape(3, 3) \
+        if all(hasattr(transform, name) for name in ("GetMatrix", "GetCenter", "GetTranslation")) else None
+    if matrix is None or not np.allclose(matrix.T @ matrix, np.eye(3), atol=1e-9):  # not rigid (a scaling one)
         return np.array([align.map_followup_to_baseline(p) for p in lps_xyz]).reshape(-1, 3)
-    matrix = np.asarray(transform.GetMatrix(), dtype=np.float64).reshape(3, 3)
     centre = np.asarray(transform.GetCenter(), dtype=np.float64)
     shift = np.asarray(transform.GetTranslation(), dtype=np.float64)
     return (np.asarray(lps_xyz, dtype=np.float64) - centre - shift) @ matrix + centre

@@ -333,7 +333,9 @@ def default_header_advice(label: CTVolume, reference: CTVolume) -> str:
     if tuple(label.shape_zyx) != tuple(reference.shape_zyx):
         return ""
     geometry = label.geometry
-    identity = np.allclose(geometry.direction_matrix, np.eye(3)) and np.allclose(geometry.origin, 0.0)
+    # an identity affine, read as LPS: np.eye(4) in NIfTI (RAS) is diag(-1, -1, 1) here, in SimpleITK the identity
+    axes = np.abs(geometry.direction_matrix)
+    identity = np.allclose(axes, np.eye(3)) and np.allclose(geometry.origin, 0.0)
     unit = np.allclose(geometry.spacing, 1.0) and not np.allclose(reference.geometry.spacing, 1.0)
     if not (identity and (unit or not np.allclose(reference.geometry.origin, 0.0))):
         return ""

@@ -213,6 +213,8 @@ _LAYOUT_HELP = ("Expected one of: LiTS (volume-N.nii + segmentation-N.nii), MSD 
                 "or a CSV with columns image,label[,patient][,case].")
 
 
+_SAID_LAYOUTS = set()  # type: Set[Tuple[str, Tuple[str, ...]]]
+
 LAYOUT_NAMES = {"msd": "MSD / nnU-Net (dataset.json, imagesTr/)", "lits": "LiTS (volume-N, segmentation-N)",
                 "ircadb": "3D-IRCADb (PATIENT_DICOM folders)"}
 """The folder layouts :func:`detect_format` recognises, as a warning names them."""
@@ -220,11 +222,12 @@ LAYOUT_NAMES = {"msd": "MSD / nnU-Net (dataset.json, imagesTr/)", "lits": "LiTS 
 
 def _layouts_found(root: Path) -> List[str]:
     """The folder layouts ``root`` holds data of, in the order :func:`detect_format` prefers them (msd, lits,
-    ircadb)."""
+    ircadb). Files in an MSD data set's own subfolders (imagesTr/ holding LiTS names) are its data, not LiTS's."""
     found = []
     if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
         found.append("msd")
-    paths = list(tree_paths(root))
+    paths = [p for p in tree_paths(root)
+             if not (found and p.relative_to(root).parts[:1] and p.relative_to(root).parts[0] in _MSD_SUBFOLDERS)]
     if any(_LITS_NAME.match(p.name) and p.name[:1] in "vV" and _in_visible_tree(p, root)
            for p in paths):  # Volume-N.NII too: the glob 'volume-*.nii*' is case-sensitive on Linux
         found.append("lits")
@@ -244,7 +247,9 @@ def detect_format(root: PathLike) -> str:
     found = layouts[0] if layouts else None
     if found:
         _warn_unread_csvs(root, found)
-        if len(layouts) > 1:  # 3D-IRCADb patients beside LiTS volumes were left out without a word (the audit)
+        said = (str(root), tuple(layouts))
+        if len(layouts) > 1 and said not in _SAID_LAYOUTS:  # 3D-IRCADb patients beside LiTS volumes were left
+            _SAID_LAYOUTS.add(said)  # out without a word (the audit); once a run (crossval lists the cases per fold)
             log.warning("warning: '%s' holds data of the %s layout(s) too, which are not read: only its %s data is "
                         "(one layout per --data). Train on each data set's folder apart, or list every case in a CSV "
                         "(columns image,label[,patient]) to train on them together.", root,
@@ -880,7 +885,8 @@ def read_case_labels(case: Case, image: CTVolume, label_map: Optional[Dict] = No
         _refuse_label_fitting_only_as_stored(case, image, labels, stored, label_map)
     elif not allow_non_hu:
         _refuse_label_fitting_only_mirrored(case, image, labels)
-    for warning in label_content_warnings(labels, raw if label_map else None, label_map) if content_warnings else []:
+    for warning in label_content_warnings(labels, raw if label_map else None, label_map,
+                                          image.spacing_zyx) if content_warnings else []:
         _warn_once(case.label_path, f"case {case.case_id}: {warning}")
     return labels
 
@@ -985,7 +991,8 @@ def liver_side_warning(ct: CTVolume, labels_zyx: np.ndarray) -> Optional[str]:
 
 
 def label_content_warnings(labels: np.ndarray, raw: Optional[np.ndarray] = None,
-                           label_map: Optional[Dict] = None) -> List[str]:
+                           label_map: Optional[Dict] = None,
+                           spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0)) -> List[str]:
     """What in a training label ``(z, y, x)`` uint8 {0, 1, 2} is probably a mistake: no liver at all (with a
     ``label_map``, the raw values it dropped are named), tumor without any liver, or tumor components that touch
     no liver (LiTS-style labels mark the liver around every tumor)."""
@@ -1009,7 +1016,7 @@ def label_content_warnings(labels: np.ndarray, raw: Optional[np.ndarray] = None,
         return ["its label has tumor (2) but no liver (1) voxel; liver labels mark the liver around each tumor"
                 + (dropped_text + "." if dropped_text else ". Check the label values (--label-map).")]
     if dropped_text:
-        inside = _dropped_inside_liver(labels, raw, label_map)
+        inside = _dropped_inside_liver(labels, raw, label_map, spacing_zyx)
         if inside:
             shown = ", ".join(f"{value} ({count} voxels)" for value, count in sorted(inside.items())[:8])
             warnings.append(
@@ -1017,7 +1024,8 @@ def label_content_warnings(labels: np.ndarray, raw: Optional[np.ndarray] = None,
                 f"the liver and became 0: holes in the liver that the network learns as background (with synthetic "
                 f"tumors on, it learns pasted tumors as tumor and these as background). If they are tumors (LiTS's and "
                 f"MSD's 2), map them to 2; if they are liver (vessels), or to train the liver alone, map them to 1 "
-                f"(e.g. '{{\"1\": 1, \"2\": 1}}').")
+                f"(e.g. '{{\"1\": 1, \"2\": 1}}'); if they are another organ in a groove of the liver (the "
+                f"gallbladder, the vena cava), leaving them out is right.")
     if counts[2]:
         from ..metrics.surface import bounding_box
 
@@ -1039,44 +1047,60 @@ def label_content_warnings(labels: np.ndarray, raw: Optional[np.ndarray] = None,
     return warnings
 
 
-DROPPED_INSIDE_LIVER_RIM_FRACTION = 0.5
+DROPPED_INSIDE_LIVER_RIM_FRACTION = 0.65
 """A part of a training label's values that ``--label-map`` does not list (made 0) lies inside the liver when at least
 this share of its outer rim (26-connected) is liver or tumor after the map: a real tumor under ``{"1": 1}`` (MSD's
-2 dropped), where another organ's label (a kidney, the spleen) touches the liver with a small part of its rim."""
+2 dropped; 0.70-1.0 of its rim on liver in phantoms, also at the dome, a lobe's tip or a third outside the surface),
+where other organs touch the liver with less (a kidney, the stomach, the vena cava through the whole scan; a
+gallbladder deep in its fossa 0.55, a retrohepatic vena cava in a scan cropped to the liver 0.58: the review)."""
+
+DROPPED_PART_REACH_MM = 20.0
+"""The margin (mm) around the organ's box within which a dropped part is judged: one reaching beyond it (the face of
+the grown box, not the array's own edge) goes on as another organ does, and is not named."""
 
 
-def _dropped_inside_liver(labels: np.ndarray, raw: np.ndarray, label_map: Dict) -> Dict[int, int]:
+def _dropped_inside_liver(labels: np.ndarray, raw: np.ndarray, label_map: Dict,
+                          spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0)) -> Dict[int, int]:
     """Raw value -> voxels, of the values ``label_map`` does not list, in parts lying inside the liver
     (:data:`DROPPED_INSIDE_LIVER_RIM_FRACTION`) of the training label ``labels`` (``(z, y, x)`` 0/1/2 after the map;
-    ``raw`` before it); {} when none. Read within the organ's box (+1 voxel). The training audit: MSD's tumors
-    dropped by '{"1": 1}' became holes in the liver without a word, while synthetic tumors were trained as tumor."""
+    ``raw`` before it; ``spacing_zyx`` mm); {} when none. Each value's parts are labelled apart (a tumor touching the
+    vena cava's label is still a tumor) within the organ's box grown by :data:`DROPPED_PART_REACH_MM`. The training
+    audit: MSD's tumors dropped by '{"1": 1}' became holes in the liver without a word, while synthetic tumors were
+    trained as tumor."""
     from scipy import ndimage
 
     from ..metrics.surface import bounding_box
 
-    listed = {int(key) for key in label_map}
-    box = bounding_box(labels >= 1, 1)
-    if box is None:
+    organ_box = bounding_box(labels >= 1, 0)
+    if organ_box is None:
         return {}
+    reach = [int(np.ceil(DROPPED_PART_REACH_MM / max(float(s), 1e-6))) for s in spacing_zyx]
+    box = tuple(slice(max(b.start - r, 0), min(b.stop + r, n)) for b, r, n in zip(organ_box, reach, raw.shape))
     region_raw, organ = raw[box], labels[box] >= 1
-    dropped = (region_raw != 0) & ~organ & ~np.isin(region_raw, sorted(listed))
-    if not dropped.any():
-        return {}
+    listed = {int(key) for key in label_map}
+    candidates = [int(v) for v in np.unique(region_raw[organ | ndimage.binary_dilation(organ)])
+                  if int(v) != 0 and int(v) not in listed]
     structure = np.ones((3, 3, 3), dtype=bool)
-    parts, count = ndimage.label(dropped, structure=structure)
-    rim = ndimage.binary_dilation(dropped, structure=structure) & ~dropped
-    owner = ndimage.grey_dilation(parts, footprint=structure)[rim]  # the part each rim voxel borders (one of them)
-    rim_all = np.bincount(owner, minlength=count + 1)
-    rim_organ = np.bincount(owner[organ[rim]], minlength=count + 1)
-    inside = np.zeros(count + 1, dtype=bool)
-    inside[1:] = rim_organ[1:] >= DROPPED_INSIDE_LIVER_RIM_FRACTION * np.maximum(rim_all[1:], 1)
-    for axis, (part_box, size) in enumerate(zip(box, raw.shape)):  # a part reaching a face of the box that is not
-        for face, edge in ((0, part_box.start == 0), (-1, part_box.stop == size)):  # the array's own edge goes on
-            if not edge:  # beyond the organ's box: another organ beside the liver, whose rim the box cut off
-                inside[np.unique(np.take(parts, face, axis=axis))] = False
-    inside[0] = False
-    values, voxels = np.unique(region_raw[inside[parts] & dropped], return_counts=True)
-    return {int(v): int(n) for v, n in zip(values, voxels)}
+    found = {}  # type: Dict[int, int]
+    for value in candidates:
+        part_mask = (region_raw == value) & ~organ
+        parts, count = ndimage.label(part_mask, structure=structure)
+        if not count:
+            continue
+        rim = ndimage.binary_dilation(part_mask, structure=structure) & ~part_mask
+        owner = ndimage.grey_dilation(parts, footprint=structure)[rim]  # the part each rim voxel borders
+        rim_all = np.bincount(owner, minlength=count + 1)
+        rim_organ = np.bincount(owner[organ[rim]], minlength=count + 1)
+        inside = rim_organ >= DROPPED_INSIDE_LIVER_RIM_FRACTION * np.maximum(rim_all, 1)
+        for axis, (grown, size) in enumerate(zip(box, raw.shape)):
+            for face, edge in ((0, grown.start == 0), (-1, grown.stop == size)):
+                if not edge:  # beyond the grown box: another organ going on, not a part inside the liver
+                    inside[np.unique(np.take(parts, face, axis=axis))] = False
+        inside[0] = False
+        voxels = int(np.count_nonzero(inside[parts]))
+        if voxels:
+            found[value] = voxels
+    return found
 
 
 SWAPPED_LIVER_BORDER_FRACTION = 0.9

@@ -40,12 +40,13 @@ from .labels import IGNORE_LABEL, organ
 
 _log = logging.getLogger(__name__)
 
-CACHE_VERSION = 6  # 2: shrunk labels take the largest bilinear share (were nearest: half a pixel off at 2:1); 3: a
+CACHE_VERSION = 7  # 2: shrunk labels take the largest bilinear share (were nearest: half a pixel off at 2:1); 3: a
 # resampling's fill outside the original field of view is cached as -1024 HU, as segment gives it to the network;
 # 4: an oblique CT is cached on segment's patient-aligned grid (oblique_grid "aligned"; it was cached as stored);
 # 5: on that grid, the labels outside the CT's footprint are IGNORE_LABEL (were background); axial CTs as before;
 # 6: an oblique CT with pixels finer than that grid's is filtered in-plane before it is resampled onto it
-# (axis_aligned.in_plane_antialias, as segment does since 0.6.23); axial CTs as before
+# (axis_aligned.in_plane_antialias, as segment does since 0.6.23); axial CTs as before; 7: its labels onto that grid
+# are filtered as its HU are (axis_aligned.back_antialias; also 0.6.23: caches of format 6 were built before it)
 
 OBLIQUE_GRIDS = ("aligned", "stored")
 """Training's ``oblique_grid``: ``aligned`` (default) caches a CT turned more than

@@ -1212,6 +1212,17 @@ def test_label_values_a_map_drops_inside_the_liver_are_named_and_other_organs_be
     organs[6:14, 32:38, 5:12] = 1   # the spleen, apart
     mapped = remap_labels(organs, {"5": 1}, "ts.nii.gz", log_dropped=False)
     assert label_content_warnings(mapped, organs, {"5": 1}) == []
+    # a tumor at the liver's extreme (it forms the top of the liver label's box) and one touching another dropped
+    # organ are named too: both were left out (a part reaching the box's margin; parts of values merged: the review)
+    dome = np.zeros((24, 40, 40), np.uint8)
+    dome[2:18, 5:30, 5:30] = 1
+    dome[14:18, 12:18, 12:18] = 2        # the liver's top slices, inside its outline
+    dome[2:18, 18:22, 26:34] = 3         # a vessel label (3) running out of the liver through its side
+    dome[8:12, 20:26, 20:26] = 2         # a second tumor touching the vessel label (3)
+    found = label_content_warnings(remap_labels(dome, {"1": 1}, "d.nii.gz", log_dropped=False), dome, {"1": 1},
+                                   (2.0, 1.0, 1.0))
+    assert len(found) == 1 and "value(s) 2 (" in found[0] and "3 (" not in found[0]
+    assert "(288 voxels)" in found[0]  # both tumors: 144 + 144
 
 
 def test_a_folder_of_two_layouts_says_which_one_is_not_read(tmp_path, caplog):
@@ -1232,4 +1243,14 @@ def test_a_folder_of_two_layouts_says_which_one_is_not_read(tmp_path, caplog):
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert detect_format(tmp_path / "lits") == "lits"
+        assert detect_format(tmp_path) == "lits"  # said once a run (crossval lists the cases for every fold)
+    assert "not read" not in caplog.text
+    # an MSD data set whose imagesTr/ and labelsTr/ keep LiTS names: that is its data, not a second layout
+    msd = tmp_path / "msd"
+    for folder, name in (("imagesTr", "volume-0.nii.gz"), ("labelsTr", "volume-0.nii.gz")):
+        (msd / folder).mkdir(parents=True)
+        (msd / folder / name).write_bytes(b"")
+    (msd / "dataset.json").write_text("{}")
+    with caplog.at_level(logging.WARNING):
+        assert detect_format(msd) == "msd"
     assert "not read" not in caplog.text

@@ -2232,3 +2232,30 @@ def test_a_new_lesion_beside_a_cut_lesion_the_followup_shows_is_progression():
     rows = {e["status"]: e for e in short["lesions"]}
     assert rows["not_assessed"]["followup_ids"] and rows["new"]["unequivocal"] is True
     assert "may_be_part_of_rows" not in rows["new"] and short["response"] == "PD", short["response_reason"]
+
+
+def test_followup_points_are_mapped_into_the_baseline_as_the_transforms_own_inverse_maps_them():
+    """The cap rule maps the follow-up lesion's voxels into the baseline at once (p_b = M^T (p_f - c - t) + c): the
+    same points SimpleITK's GetInverse().TransformPoint gives, for rotations about a centre off the origin with a
+    shift (every earlier test ran alignment 'none', whose identity would hide the forward map in its place: the
+    review); a transform that is not rigid is mapped point by point."""
+    import SimpleITK as sitk
+
+    from LiverTumorSegLib.followup import Alignment, _followup_points_on_baseline
+
+    rng = np.random.default_rng(8)
+    points = rng.uniform(-150.0, 150.0, (50, 3))
+    for _ in range(5):
+        transform = sitk.Euler3DTransform()
+        transform.SetCenter(tuple(rng.uniform(-80.0, 80.0, 3)))
+        transform.SetRotation(*rng.uniform(-0.4, 0.4, 3))
+        transform.SetTranslation(tuple(rng.uniform(-30.0, 30.0, 3)))
+        align = Alignment("ct", transform)
+        expected = np.array([align.map_followup_to_baseline(p) for p in points])
+        np.testing.assert_allclose(_followup_points_on_baseline(align, points), expected, atol=1e-9)
+    scaled = sitk.Similarity3DTransform()
+    scaled.SetScale(1.2)
+    scaled.SetTranslation((5.0, -3.0, 2.0))
+    align = Alignment("ct", scaled)
+    np.testing.assert_allclose(_followup_points_on_baseline(align, points),
+                               np.array([align.map_followup_to_baseline(p) for p in points]), atol=1e-9)

@@ -1708,7 +1708,7 @@ def test_a_nifti_whose_header_claims_huge_extensions_is_refused_before_nibabel_r
             read(bad)
 
 
-def test_a_label_map_with_a_default_header_is_told_to_take_the_images_header_not_to_be_resampled():
+def test_a_label_map_with_a_default_header_is_told_to_take_the_images_header_not_to_be_resampled(tmp_path):
     """A mask of the CT's size saved with np.eye(4) (origin 0, 1 mm, identity) was told 'resample it onto the
     reference grid first', which would move it where that default header puts it: an empty label (the data audit)."""
     import pytest
@@ -1724,6 +1724,17 @@ def test_a_label_map_with_a_default_header_is_told_to_take_the_images_header_not
     assert "a default header (origin 0, identity direction, 1 mm voxels)" in str(caught.value)
     assert "do not resample it" in str(caught.value) and "resample it onto the reference grid first" not in str(
         caught.value)
+    # saved through nibabel with np.eye(4) and read back: an identity affine is RAS, read as LPS diag(-1, -1, 1) (the
+    # advice missed this, the case it was written for: the review)
+    import nibabel as nib
+
+    from LiverTumorSegLib.io import read_label_map
+
+    nib.save(nib.Nifti1Image(np.zeros((12, 10, 6), np.uint8), np.eye(4)), str(tmp_path / "eye.nii.gz"))
+    from_nibabel = read_label_map(tmp_path / "eye.nii.gz")
+    assert from_nibabel.shape_zyx == ct.shape_zyx
+    with pytest.raises(LabelError, match="a default header"):
+        label_on_reference_grid(from_nibabel, ct, 1e-3)
     moved = CTVolume(mask.array, ImageGeometry(spacing=(0.8, 0.8, 2.0), origin=(-180.0, -150.0, -300.0)),
                      source="moved.nii")  # a scan's header, elsewhere: the general advice
     with pytest.raises(LabelError, match="resample it onto the reference grid first"):

@@ -504,10 +504,8 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
         # since been removed to redo it (the batch audit); written before segment_batch, a run those checks or the
         # load refused replaced the previous table with one of a run that did nothing, and a new output folder was
         # left holding it (the next batch audit)
-        loaded.append(True)
         write_table(so_far(NOT_REACHED))
 
-    loaded = []  # type: List[bool]  # the model has loaded: cases failed before it do not write the table (review)
     import threading
 
     from ..inference.batch import CaseStatus
@@ -538,10 +536,11 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
             if args.progress == "bar":
                 print(f"{status.case_id}: {status.status} ({status.seconds:.1f} s) {status.message}".rstrip(),
                       file=sys.stderr)
-            if status.status != "skipped" and loaded:  # as each case is segmented or fails: a run killed without
-                # a word (SIGKILL, out of memory) left the previous run's table, calling done cases it had redone;
-                # a case failed before the load (a user's file where its report goes) waits for it: the load may
-                # still refuse the run, which then leaves the previous table
+            # as each case is segmented or fails: a run killed without a word (SIGKILL, out of memory) left the
+            # previous run's table, calling done cases it had redone; a case failed before the load (a user's file
+            # where its report goes) waits for it: the load may still refuse the run, which then leaves the previous
+            # table (the engine is set only by a load that succeeded)
+            if status.status != "skipped" and segmenter.loaded:
                 write_table(so_far(NOT_REACHED))
 
     interrupted = None  # type: Optional[BaseException]

@@ -318,12 +318,6 @@ def filter_in_place(array: np.ndarray, widths: Dict[int, float]) -> np.ndarray:
     return array
 
 
-def antialiased_copy(volume: CTVolume, widths: Dict[int, float]) -> np.ndarray:
-    """A float32 copy of ``volume``'s HU filtered along ``widths`` (:func:`filter_in_place`); the CT itself is not
-    changed."""
-    return filter_in_place(np.array(volume.array, dtype=np.float32, copy=True), widths)
-
-
 def back_antialias(source: ImageGeometry, source_shape_zyx: Sequence[int], target: ImageGeometry,
                    target_shape_zyx: Sequence[int]) -> Dict[int, float]:
     """:func:`in_plane_antialias` of a ``source`` grid resampled onto a ``target`` grid of any direction: the
@@ -349,9 +343,8 @@ def resampled_onto(volume: CTVolume, grid: AlignedGrid, slab_done: Optional[Slab
     slab), its in-plane axes filtered first where the grid's pixels are coarser (:func:`in_plane_antialias`: a
     float32 copy of the CT while it resamples)."""
     widths = in_plane_antialias(volume.geometry, volume.shape_zyx, grid.geometry.spacing)
-    source = antialiased_copy(volume, widths) if widths else volume.array
+    source = filter_in_place(np.array(volume.array, dtype=np.float32), widths) if widths else volume.array  # a copy
     array = resample(source, volume.geometry, grid.geometry, grid.shape_zyx, 0.0, EDGE_MODE, slab_done)
-    del source
     return CTVolume(array=array, geometry=grid.geometry, source=volume.source, meta=meta_for_another_grid(volume.meta))
 
 

@@ -546,7 +546,8 @@ def _cts_of_folder(folder: Path, own: Sequence[Path] = ()) -> List[Path]:
                  ", ".join(kept[:5]) + (" ..." if len(kept) > 5 else ""))
     if len(left_out) == len(files):
         return files
-    held = [p for p in files if p not in left_out and _label_map_description_of_file(p) is not None]
+    # a CT named as a label map read its first slice above already (a CT: no label map)
+    held = [p for p in files if p not in named and _label_map_description_of_file(p) is not None]
     if len(left_out) + len(held) == len(files):
         return files  # a folder of label maps only (the labels folder given for the CTs'): each case says why
     if left_out:

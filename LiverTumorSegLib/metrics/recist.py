@@ -245,7 +245,7 @@ def _scaled_axes(geometry: ImageGeometry) -> np.ndarray:
     return geometry.direction_matrix @ np.diag(geometry.spacing)
 
 
-def _slice_points_lps(kji: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
+def voxel_centres_lps(kji: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
     """LPS mm of voxel centres given as ``(n, 3)`` rows of (k, j, i) indices."""
     return kji[:, ::-1] @ _scaled_axes(geometry).T + np.asarray(geometry.origin)
 
@@ -298,7 +298,7 @@ def _long_axis_in_slice(kji: np.ndarray, geometry: ImageGeometry, axis: int
     coordinates (as :func:`farthest_pair`), not by the storage order."""
     in_plane = [a for a in range(3) if a != axis]
     hull = kji[hull_vertices_2d(kji[:, in_plane])]
-    lps = _slice_points_lps(hull, geometry)
+    lps = voxel_centres_lps(hull, geometry)
     if len(lps) == 1:  # one voxel: its longer in-plane side (as lesion_axes reports it)
         return max(geometry.spacing[2 - a] for a in in_plane), 0.0, lps[0], lps[0]
     centre, extended = _extended_lengths(lps, geometry, axis)
@@ -325,7 +325,7 @@ def _short_axis_in_slice(kji: np.ndarray, geometry: ImageGeometry, axis: int, en
     v /= np.linalg.norm(v)
     in_plane_spacing = [geometry.spacing[2 - a] for a in range(3) if a != axis]
     width = float(max(in_plane_spacing))
-    rel = _slice_points_lps(kji, geometry) - end_a
+    rel = voxel_centres_lps(kji, geometry) - end_a
     s, t = rel @ u, rel @ v
     bins = np.rint(s / width).astype(np.int64)
     order = np.argsort(bins, kind="stable")
@@ -510,7 +510,7 @@ def _slices_limit(aligned_zyx: np.ndarray, aligned: ImageGeometry, geometry: Ima
     slices = int(last - first + 1)
     limit = float(slices * thickness / np.sin(np.radians(tilt)))
     zyx = np.argwhere(aligned_zyx)
-    points = _slice_points_lps(zyx.astype(np.float64), aligned)
+    points = voxel_centres_lps(zyx.astype(np.float64), aligned)
     normal = geometry.direction_matrix[:, 2 - axis]
     k = np.linalg.solve(_scaled_axes(geometry), (points - np.asarray(geometry.origin, dtype=np.float64)).T)[2 - axis]
     reach = max(aligned.spacing) * (abs(normal[0]) + abs(normal[1])) / thickness + 1e-6  # one sampling step, in k
@@ -529,7 +529,7 @@ def first_voxel_centre(mask_zyx: np.ndarray, geometry: ImageGeometry, offset_zyx
     centre: sampling points through a point on a voxel face fall on faces along whole lines, where nearest-neighbour
     sampling splits ties one way."""
     kji = np.argwhere(mask_zyx) + np.asarray(offset_zyx, dtype=np.int64)
-    points = _slice_points_lps(kji.astype(np.float64), geometry)
+    points = voxel_centres_lps(kji.astype(np.float64), geometry)
     keys = np.round(points @ tie_frame(geometry), 4)  # frame.T @ point per row, as _point_key
     first = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0]))[0]
     return points[first]

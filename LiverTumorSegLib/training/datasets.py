@@ -213,8 +213,6 @@ _LAYOUT_HELP = ("Expected one of: LiTS (volume-N.nii + segmentation-N.nii), MSD 
                 "or a CSV with columns image,label[,patient][,case].")
 
 
-_SAID_LAYOUTS = set()  # type: Set[Tuple[str, Tuple[str, ...]]]
-
 LAYOUT_NAMES = {"msd": "MSD / nnU-Net (dataset.json, imagesTr/)", "lits": "LiTS (volume-N, segmentation-N)",
                 "ircadb": "3D-IRCADb (PATIENT_DICOM folders)"}
 """The folder layouts :func:`detect_format` recognises, as a warning names them."""
@@ -247,13 +245,13 @@ def detect_format(root: PathLike) -> str:
     found = layouts[0] if layouts else None
     if found:
         _warn_unread_csvs(root, found)
-        said = (str(root), tuple(layouts))
-        if len(layouts) > 1 and said not in _SAID_LAYOUTS:  # 3D-IRCADb patients beside LiTS volumes were left
-            _SAID_LAYOUTS.add(said)  # out without a word (the audit); once a run (crossval lists the cases per fold)
-            log.warning("warning: '%s' holds data of the %s layout(s) too, which are not read: only its %s data is "
-                        "(one layout per --data). Train on each data set's folder apart, or list every case in a CSV "
-                        "(columns image,label[,patient]) to train on them together.", root,
-                        " and ".join(LAYOUT_NAMES[name] for name in layouts[1:]), LAYOUT_NAMES[found])
+        if len(layouts) > 1:  # 3D-IRCADb patients beside LiTS volumes were left out without a word (the audit);
+            # said once a run (crossval lists the cases for every fold)
+            _warn_once(str(root), f"'{root}' holds data of the "
+                       f"{' and '.join(LAYOUT_NAMES[name] for name in layouts[1:])} layout(s) too, which are not read: "
+                       f"only its {LAYOUT_NAMES[found]} data is (one layout per --data). Train on each data set's "
+                       f"folder apart, or list every case in a CSV (columns image,label[,patient]) to train on them "
+                       f"together.")
         return found
     if any(p.name == "PATIENT_DICOM.zip" and _in_visible_tree(p, root) for p in tree_paths(root)):
         raise InputError(f"'{root}' holds zipped 3D-IRCADb folders (PATIENT_DICOM.zip); unzip PATIENT_DICOM.zip "
@@ -1071,14 +1069,12 @@ def _dropped_inside_liver(labels: np.ndarray, raw: np.ndarray, label_map: Dict,
 
     from ..metrics.surface import bounding_box
 
-    organ_box = bounding_box(labels >= 1, 0)
-    if organ_box is None:
+    box = bounding_box(labels >= 1, [int(np.ceil(DROPPED_PART_REACH_MM / max(float(s), 1e-6))) for s in spacing_zyx])
+    if box is None:
         return {}
-    reach = [int(np.ceil(DROPPED_PART_REACH_MM / max(float(s), 1e-6))) for s in spacing_zyx]
-    box = tuple(slice(max(b.start - r, 0), min(b.stop + r, n)) for b, r, n in zip(organ_box, reach, raw.shape))
     region_raw, organ = raw[box], labels[box] >= 1
     listed = {int(key) for key in label_map}
-    candidates = [int(v) for v in np.unique(region_raw[organ | ndimage.binary_dilation(organ)])
+    candidates = [int(v) for v in np.unique(region_raw[ndimage.binary_dilation(organ)])
                   if int(v) != 0 and int(v) not in listed]
     structure = np.ones((3, 3, 3), dtype=bool)
     found = {}  # type: Dict[int, int]

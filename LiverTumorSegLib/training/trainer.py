@@ -1694,7 +1694,10 @@ class Trainer:
                                                       oblique_grid=str(self.config.oblique_grid))).load()
             rows = []
             for case in self.val_cases:  # the package is loaded and the engine built once for all cases
+                # content_warnings off: the slice cache said them (and repeats them when reused); judging the
+                # labels again cost a dropped-values rule's pass per case (the whole-diff read)
                 volume, labels = load_case(case, self.config.label_map or None, bool(self.config.allow_non_hu),
+                                           content_warnings=False,
                                            aligned_for_model=str(self.config.oblique_grid) == "aligned")
                 # segment_volume(volume, checked=True) in its two parts (load_case checked the CT), so that the
                 # network's own labels are scored too

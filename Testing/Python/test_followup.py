@@ -2235,13 +2235,13 @@ def test_a_new_lesion_beside_a_cut_lesion_the_followup_shows_is_progression():
 
 
 def test_followup_points_are_mapped_into_the_baseline_as_the_transforms_own_inverse_maps_them():
-    """The cap rule maps the follow-up lesion's voxels into the baseline at once (p_b = M^T (p_f - c - t) + c): the
-    same points SimpleITK's GetInverse().TransformPoint gives, for rotations about a centre off the origin with a
-    shift (every earlier test ran alignment 'none', whose identity would hide the forward map in its place: the
-    review); a transform that is not rigid is mapped point by point."""
+    """The cap rule maps the follow-up lesion's voxels into the baseline at once (Alignment.map_points, the inverse
+    made once): the same points SimpleITK's GetInverse().TransformPoint gives point by point, for rotations about a
+    centre off the origin with a shift (every earlier test ran alignment 'none', whose identity would hide the
+    forward map in its place: the review), and for a scaling transform."""
     import SimpleITK as sitk
 
-    from LiverTumorSegLib.followup import Alignment, _followup_points_on_baseline
+    from LiverTumorSegLib.followup import Alignment
 
     rng = np.random.default_rng(8)
     points = rng.uniform(-150.0, 150.0, (50, 3))
@@ -2252,10 +2252,12 @@ def test_followup_points_are_mapped_into_the_baseline_as_the_transforms_own_inve
         transform.SetTranslation(tuple(rng.uniform(-30.0, 30.0, 3)))
         align = Alignment("ct", transform)
         expected = np.array([align.map_followup_to_baseline(p) for p in points])
-        np.testing.assert_allclose(_followup_points_on_baseline(align, points), expected, atol=1e-9)
+        np.testing.assert_allclose(align.map_points(points, to_baseline=True), expected, atol=1e-9)
+        forward = np.array([align.map_baseline_to_followup(p) for p in points])
+        np.testing.assert_allclose(align.map_points(points), forward, atol=1e-9)
     scaled = sitk.Similarity3DTransform()
     scaled.SetScale(1.2)
     scaled.SetTranslation((5.0, -3.0, 2.0))
     align = Alignment("ct", scaled)
-    np.testing.assert_allclose(_followup_points_on_baseline(align, points),
+    np.testing.assert_allclose(align.map_points(points, to_baseline=True),
                                np.array([align.map_followup_to_baseline(p) for p in points]), atol=1e-9)

@@ -655,6 +655,7 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
         volume.array = check_label_values(volume.array, volume.source, allowed_values)
     except LabelError as exc:
         raise _header_scaled_label_error(volume, exc) from None
+    _refuse_header_scaled_labels(volume)
     _refuse_implausible_spacing(volume)
     if reference is not None:
         volume = label_on_reference_grid(volume, reference, tolerance)
@@ -692,6 +693,25 @@ def _refuse_labels_merged_by_header_scale(volume: CTVolume) -> None:
         raise LabelError(f"Label map '{volume.source}' makes {len(values)} distinct stored values into the labels "
                          f"{shown} (values {', '.join(f'{v:g}' for v in values[:5])}{' ...' if len(values) > 5 else ''} "
                          f"round to them); convert the file first.")
+
+
+def _refuse_header_scaled_labels(volume: CTVolume) -> None:
+    """LabelError for a NIfTI label map whose header scales its stored values (``scl_slope``/``scl_inter`` other than
+    1 and 0) into allowed labels: a 0/1 liver mask with scl_slope 2 was read as 0/2, all tumor (measure: tumor burden
+    100 %), and with scl_inter 1 as 1/2, the whole grid liver with a 'lesion' (the bad-inputs audit). Which of the
+    two readings is meant cannot be told; no label tool writes a scaled label map."""
+    from .nifti import NIFTI_SCALING_KEY
+
+    scaling = volume.meta.get(NIFTI_SCALING_KEY)
+    if scaling is None:
+        return
+    slope, inter = (float(v) for v in scaling)
+    raise LabelError(f"Label map '{volume.source}': its NIfTI header scales the stored values (value = stored x "
+                     f"scl_slope + scl_inter; scl_slope {slope:g}, scl_inter {inter:g}), which a label map is not: "
+                     f"whether its labels are the stored values or the scaled ones cannot be told (a 0/1 liver mask "
+                     f"scaled by 2 reads as all tumor). If the stored values are the labels, set scl_slope 1 and "
+                     f"scl_inter 0 in its header (e.g. nibabel: img.header.set_slope_inter(1, 0), then nib.save); "
+                     f"else write the scaled values unscaled.")
 
 
 def _header_scaled_label_error(volume: CTVolume, refusal: LabelError) -> LabelError:

@@ -1739,3 +1739,25 @@ def test_a_label_map_with_a_default_header_is_told_to_take_the_images_header_not
                      source="moved.nii")  # a scan's header, elsewhere: the general advice
     with pytest.raises(LabelError, match="resample it onto the reference grid first"):
         label_on_reference_grid(moved, ct, 1e-3)
+
+
+@pytest.mark.parametrize("slope, inter", [(2.0, 0.0), (1.0, 1.0)])
+def test_a_label_map_scaled_by_its_header_into_allowed_values_is_refused(tmp_path, slope, inter):
+    """A 0/1 liver mask with scl_slope 2 read as 0/2 (all tumor: tumor burden 100 %), with scl_inter 1 as 1/2 (the
+    whole grid liver with a 'lesion'), without a word (the bad-inputs audit): refused, naming the header."""
+    import nibabel as nib
+
+    from LiverTumorSegLib.io import read_label_map
+    from LiverTumorSegLib.io.labels import LabelError
+
+    mask = np.zeros((12, 10, 6), np.uint8)
+    mask[3:9, 3:7, 1:5] = 1
+    image = nib.Nifti1Image(mask, np.diag([2.0, 2.0, 3.0, 1.0]))
+    image.header.set_slope_inter(slope, inter)
+    nib.save(image, str(tmp_path / "scaled.nii.gz"))
+    with pytest.raises(LabelError, match=rf"its NIfTI header scales the stored values .*scl_slope {slope:g}, "
+                                         rf"scl_inter {inter:g}"):
+        read_label_map(tmp_path / "scaled.nii.gz")
+    image.header.set_slope_inter(1.0, 0.0)
+    nib.save(image, str(tmp_path / "plain.nii.gz"))
+    assert read_label_map(tmp_path / "plain.nii.gz").array.max() == 1

@@ -67,6 +67,50 @@ class SeveralSeriesError(InputError):
         self.headline = headline or message.split("\n")[0].split("; ")[0]
 
 
+class _ThisThreadsPydicomRecords:
+    """A filter of the ``pydicom`` logger dropping the records below ERROR that a thread inside
+    :func:`dcmread_quietly` gives (other threads' pass): installed once."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.local = threading.local()
+
+    def filter(self, record: Any) -> bool:
+        import logging
+
+        return record.levelno >= logging.ERROR or not getattr(self.local, "depth", 0)
+
+
+_PYDICOM_RECORDS = _ThisThreadsPydicomRecords()
+
+
+def dcmread_quietly(*args: Any, **kwargs: Any) -> Any:
+    """``pydicom.dcmread(*args, **kwargs)`` without pydicom's own warnings on stderr (its logger's records below
+    ERROR and its ``UserWarning`` s, of this thread only): a damaged series' 'Invalid value for VR UI' or 'Expected
+    explicit VR, but found implicit VR' came ten times before the one-line error this reader gives, and a sibling
+    folder's damaged files spoke in a run that read another series (the bad-inputs audit). Errors are raised as
+    pydicom raises them. Every value is read once inside (pydicom converts and checks values when they are first
+    read, after dcmread returned)."""
+    import logging
+
+    import pydicom
+
+    logger = logging.getLogger("pydicom")
+    if _PYDICOM_RECORDS not in logger.filters:
+        logger.addFilter(_PYDICOM_RECORDS)
+    local = _PYDICOM_RECORDS.local
+    local.depth = getattr(local, "depth", 0) + 1
+    try:
+        with warnings_hidden_in_this_thread():
+            dataset = pydicom.dcmread(*args, **kwargs)
+            for _ in dataset.iterall():  # pydicom converts (and checks) each value when first read: here, quietly
+                pass
+            return dataset
+    finally:
+        local.depth -= 1
+
+
 def _dicom_tag(reader, tag: str) -> str:
     return reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
 
@@ -361,11 +405,10 @@ def _file_read_bytes(path: str, size: int) -> Tuple[int, bool, int]:
     where its series is read twice, its rescale differing between slices (:func:`_read_as_float`): GDCM's first
     image beside the float32 one, then that and its HU copy (float32 where the values are fractional): at least 8
     bytes a voxel; the same as the first where GDCM reads float64 (never read again)."""
-    import pydicom
 
     try:
         with warnings_hidden_in_this_thread():  # odd values in a header are no concern here
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_READ_BYTES_TAGS))
+            ds = dcmread_quietly(path, stop_before_pixels=True, specific_tags=list(_READ_BYTES_TAGS))
     except Exception as exc:  # noqa: BLE001 - not DICOM, unreadable, damaged: counted as before, by its size
         raise_if_out_of_memory(exc, str(path))  # a deflated file inflated past the memory: said, not "no DICOM"
         return size, True, size
@@ -850,11 +893,10 @@ def _series_and_image_key(path: str) -> Optional[Tuple[str, _ImageKey]]:
     """The GDCM series key (:func:`_gdcm_series_id`) and the :data:`_ImageKey` of the DICOM file ``path``, read
     with pydicom from its header alone; None for a file that is no DICOM Part 10 file (without the 'DICM' preamble
     pydicom stops after 132 bytes) or cannot be read."""
-    import pydicom
 
     try:
         with warnings_hidden_in_this_thread():  # odd values in another file's header are no concern here
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_SIBLING_SEARCH_TAGS))
+            ds = dcmread_quietly(path, stop_before_pixels=True, specific_tags=list(_SIBLING_SEARCH_TAGS))
         position = ds.get("ImagePositionPatient") or ()
         return (_gdcm_series_id(str(ds.get("SeriesInstanceUID", ""))),
                 _image_key(str(ds.get("SOPInstanceUID", "")), position if isinstance(position, Sequence) else ()))
@@ -908,7 +950,7 @@ def _float_pixel_file(folder: Path, limit: int = 20) -> Optional[Path]:
     """The first of (up to ``limit``) files directly in ``folder`` that is DICOM with float pixel data, else None:
     why a folder of such files lists no series ("holds no DICOM series" said nothing of them)."""
     try:
-        import pydicom
+        import pydicom  # noqa: F401 - a dependency: its absence is said here (read by dcmread_quietly)
     except ImportError:
         return None
     try:
@@ -917,7 +959,7 @@ def _float_pixel_file(folder: Path, limit: int = 20) -> Optional[Path]:
         return None
     for path in files:
         try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=False, specific_tags=list(FLOAT_PIXEL_TAGS))
+            ds = dcmread_quietly(str(path), stop_before_pixels=False, specific_tags=list(FLOAT_PIXEL_TAGS))
         except Exception as exc:  # noqa: BLE001 - not DICOM, unreadable: not this case
             raise_if_out_of_memory(exc, str(path))  # a deflated file inflated past the memory: said, not "no DICOM"
             continue
@@ -995,7 +1037,7 @@ def undecodable_transfer_syntax(files: Sequence[Path]) -> Optional[Tuple[Path, s
         return None
     for path in files:
         try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+            ds = dcmread_quietly(str(path), stop_before_pixels=True, force=True)
         except Exception as exc:  # noqa: BLE001 - not DICOM, unreadable: not this case
             raise_if_out_of_memory(exc, str(path))  # a deflated file inflated past the memory: said, not "no DICOM"
             continue
@@ -1654,14 +1696,14 @@ def _stored_values_beyond_bits(path: str, compressed_too: bool = True,
     ``overlay_bits``: the bits of overlay planes embedded in the pixel data (:func:`_embedded_overlay_bits`),
     which are not stored values."""
     try:
-        import pydicom
+        import pydicom  # noqa: F401 - a dependency: its absence is said here (read by dcmread_quietly)
 
         if not compressed_too:  # the file meta alone (its transfer syntax) before the whole file
             from pydicom.filereader import read_file_meta_info
 
             if getattr(read_file_meta_info(path).get("TransferSyntaxUID"), "is_compressed", True):
                 return None
-        ds = pydicom.dcmread(path, force=True)
+        ds = dcmread_quietly(path, force=True)
         bits, allocated = int(ds.BitsStored), int(ds.BitsAllocated)
         signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
         if not 0 < bits < allocated or allocated not in (8, 16, 32):
@@ -1946,12 +1988,12 @@ def zero_rescale_slope_file(files: Sequence[Path]) -> Optional[Path]:
     cannot read an enhanced CT whose functional groups give that slope, so a folder of it listed no series and one
     such file was "not a readable DICOM file", neither saying why."""
     try:
-        import pydicom
+        import pydicom  # noqa: F401 - a dependency: its absence is said here (read by dcmread_quietly)
     except ImportError:
         return None
     for path in files:
         try:
-            dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
+            dataset = dcmread_quietly(str(path), stop_before_pixels=True)
         except Exception as exc:  # noqa: BLE001 - not DICOM, unreadable: not this case
             raise_if_out_of_memory(exc, str(path))  # a deflated file inflated past the memory: said, not "no DICOM"
             continue
@@ -2002,14 +2044,14 @@ def non_finite_rescale_file(files: Sequence[Path]) -> Optional[Tuple[Path, str, 
     RescaleSlope of 'NaN', so a folder of it listed no series and the file was "not a readable DICOM file", where
     a series of single-frame files with it is refused naming the slope."""
     try:
-        import pydicom
+        import pydicom  # noqa: F401 - a dependency: its absence is said here (read by dcmread_quietly)
     except ImportError:
         return None
     for path in files:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # pydicom's 'Invalid value for VR DS': the value is named below
-                dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
+                dataset = dcmread_quietly(str(path), stop_before_pixels=True)
                 problem = _non_finite_rescale_in(dataset)
         except Exception as exc:  # noqa: BLE001 - not DICOM, unreadable: not this case
             raise_if_out_of_memory(exc, str(path))  # a deflated file inflated past the memory: said, not "no DICOM"
@@ -2636,7 +2678,7 @@ def _refuse_pixel_data_of_another_size(series: DicomSeriesInfo, folder: Path) ->
                 _check_orientation_values(parts, name, series, folder)
             continue
         try:
-            ds = pydicom.dcmread(str(name), defer_size=1024, force=True)
+            ds = dcmread_quietly(str(name), defer_size=1024, force=True)
         except Exception as exc:  # noqa: BLE001 - what pydicom cannot read, the series reader judges
             raise_if_out_of_memory(exc, str(name))  # a deflated file inflated past the memory: said, not "no DICOM"
             continue
@@ -2883,12 +2925,12 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path, rescale_out:
     frame as the first (the DICOM audit)."""
     path = series.files[0]
     try:
-        import pydicom
+        import pydicom  # noqa: F401 - a dependency: its absence is said here (read by dcmread_quietly)
     except ImportError:
         raise InputError(f"'{path}' is a multi-frame (enhanced) DICOM file; checking its frames' positions needs "
                          f"pydicom (pip install pydicom), or convert it to NIfTI first (e.g. dcm2niix).") from None
     try:
-        dataset = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+        dataset = dcmread_quietly(str(path), stop_before_pixels=True, force=True)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged files
         raise_if_out_of_memory(exc, str(path))
         raise InputError(f"Cannot read the frame headers of '{path}': {exc}.") from None

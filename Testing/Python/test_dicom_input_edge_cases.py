@@ -1820,3 +1820,46 @@ def test_signed_values_in_a_series_marked_unsigned_are_refused_saying_what_to_me
         save_dicom(ds, path, implicit_vr=False)
     np.testing.assert_array_equal(np.asarray(read_volume(tmp_path / "offset").array, np.float64),
                                   np.asarray(ct.array, np.float64))
+
+
+def test_pydicoms_own_warnings_on_a_damaged_header_are_not_shown(tmp_path, caplog):
+    """A header with an invalid UI value: pydicom logged and warned 'Invalid value for VR UI' for each file read,
+    ten lines before the one-line error of a damaged series, and in a run that only peeked at a damaged sibling
+    folder (the bad-inputs audit). dcmread_quietly reads it without them, on its thread only."""
+    import logging
+    import warnings
+
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    from LiverTumorSegLib.io.dicom import dcmread_quietly
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.Modality = "CT"
+    path = tmp_path / "bad.dcm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        old = pydicom.config.settings.writing_validation_mode
+        pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+        try:
+            ds.SeriesInstanceUID = "1.2.840.q.2"  # not a UID: letters
+            ds.save_as(str(path), enforce_file_format=True)
+        finally:
+            pydicom.config.settings.writing_validation_mode = old
+    caplog.clear()  # (writing the file said it)
+    with caplog.at_level(logging.WARNING, logger="pydicom"), warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        read = dcmread_quietly(str(path))
+        assert str(read.SeriesInstanceUID) == "1.2.840.q.2"
+    assert not [r for r in caplog.records if r.name.startswith("pydicom")] and not shown
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pydicom"), warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        str(pydicom.dcmread(str(path)).SeriesInstanceUID)  # pydicom's own read says it (the test's premise)
+    assert [r for r in caplog.records if "Invalid value for VR UI" in r.getMessage()]

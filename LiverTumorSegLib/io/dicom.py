@@ -90,8 +90,8 @@ def dcmread_quietly(*args: Any, **kwargs: Any) -> Any:
     ERROR and its ``UserWarning`` s, of this thread only): a damaged series' 'Invalid value for VR UI' or 'Expected
     explicit VR, but found implicit VR' came ten times before the one-line error this reader gives, and a sibling
     folder's damaged files spoke in a run that read another series (the bad-inputs audit). Errors are raised as
-    pydicom raises them. Every value is read once inside (pydicom converts and checks values when they are first
-    read, after dcmread returned)."""
+    pydicom raises them. The values of ``specific_tags`` are read once inside (:func:`_read_values_asked_for`); a
+    whole header's values are not, and pydicom may still speak when the reader reads one of them.""",
     import logging
 
     import pydicom
@@ -104,11 +104,27 @@ def dcmread_quietly(*args: Any, **kwargs: Any) -> Any:
     try:
         with warnings_hidden_in_this_thread():
             dataset = pydicom.dcmread(*args, **kwargs)
-            for _ in dataset.iterall():  # pydicom converts (and checks) each value when first read: here, quietly
-                pass
+            _read_values_asked_for(dataset, kwargs.get("specific_tags"))
             return dataset
     finally:
         local.depth -= 1
+
+
+def _read_values_asked_for(dataset: Any, tags: Optional[Sequence[Any]]) -> None:
+    """Read the values of ``tags`` (a dcmread's ``specific_tags``; not pixel data) once, inside the quiet block:
+    pydicom converts and checks a value when it is first read, after dcmread returned. One that cannot be converted
+    is left as it is (its reader meets the same error where it reads it). Every value of a whole header was read so
+    first: a damaged tag no check reads then failed the file (a pixel-size check skipped, an enhanced CT refused),
+    and deferred pixel data was read into memory (the review)."""
+    from pydicom.tag import Tag
+
+    for tag in tags or ():
+        try:
+            if Tag(tag).group == 0x7FE0:  # pixel data of any kind: never read here
+                continue
+            dataset[tag]
+        except Exception:  # noqa: BLE001 - left to the reader that reads it, as before
+            pass
 
 
 def _dicom_tag(reader, tag: str) -> str:

@@ -655,7 +655,7 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
         volume.array = check_label_values(volume.array, volume.source, allowed_values)
     except LabelError as exc:
         raise _header_scaled_label_error(volume, exc) from None
-    _refuse_header_scaled_labels(volume)
+    _refuse_header_scaled_labels(volume, allowed_values)
     _refuse_implausible_spacing(volume)
     if reference is not None:
         volume = label_on_reference_grid(volume, reference, tolerance)
@@ -695,17 +695,27 @@ def _refuse_labels_merged_by_header_scale(volume: CTVolume) -> None:
                          f"round to them); convert the file first.")
 
 
-def _refuse_header_scaled_labels(volume: CTVolume) -> None:
+def _refuse_header_scaled_labels(volume: CTVolume, allowed_values: Sequence[int]) -> None:
     """LabelError for a NIfTI label map whose header scales its stored values (``scl_slope``/``scl_inter`` other than
-    1 and 0) into allowed labels: a 0/1 liver mask with scl_slope 2 was read as 0/2, all tumor (measure: tumor burden
-    100 %), and with scl_inter 1 as 1/2, the whole grid liver with a 'lesion' (the bad-inputs audit). Which of the
-    two readings is meant cannot be told; no label tool writes a scaled label map."""
+    1 and 0) where the stored values are allowed labels too, other ones: a 0/1 liver mask with scl_slope 2 was read as
+    0/2, all tumor (measure: tumor burden 100 %), and with scl_inter 1 as 1/2, the whole grid liver with a 'lesion'
+    (the bad-inputs audit); which of the two readings is meant cannot be told. A map whose stored values are no
+    labels is read scaled, as the NIfTI standard says: nibabel stores a float 0/1/2 mask saved with an int16 header
+    as -32768/0/32767 with scl_slope 3.05e-5 and scl_inter 1.00002 (the review)."""
     from .nifti import NIFTI_SCALING_KEY
 
     scaling = volume.meta.get(NIFTI_SCALING_KEY)
     if scaling is None:
         return
     slope, inter = (float(v) for v in scaling)
+    if slope == 0.0:
+        return
+    labels = np.array(sorted(label_value_counts(volume.array)), dtype=np.float64)
+    stored = (labels - inter) / slope
+    if not np.allclose(stored, np.rint(stored), atol=1e-3) or \
+            not set(int(v) for v in np.rint(stored)) <= set(int(v) for v in allowed_values) or \
+            np.array_equal(np.rint(stored), labels):
+        return  # the stored values are no labels (or the very same ones): only the scaled reading is one
     raise LabelError(f"Label map '{volume.source}': its NIfTI header scales the stored values (value = stored x "
                      f"scl_slope + scl_inter; scl_slope {slope:g}, scl_inter {inter:g}), which a label map is not: "
                      f"whether its labels are the stored values or the scaled ones cannot be told (a 0/1 liver mask "

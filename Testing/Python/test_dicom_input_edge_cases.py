@@ -1855,11 +1855,51 @@ def test_pydicoms_own_warnings_on_a_damaged_header_are_not_shown(tmp_path, caplo
     caplog.clear()  # (writing the file said it)
     with caplog.at_level(logging.WARNING, logger="pydicom"), warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
-        read = dcmread_quietly(str(path))
+        read = dcmread_quietly(str(path), specific_tags=[0x0020000E])  # as the series scan reads it
         assert str(read.SeriesInstanceUID) == "1.2.840.q.2"
+    assert not [r for r in caplog.records if r.name.startswith("pydicom")] and not shown
+    # the series scan of the reader itself stays quiet on such files
+    from LiverTumorSegLib.io.dicom import _series_and_image_key
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pydicom"), warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        _series_and_image_key(str(path))
     assert not [r for r in caplog.records if r.name.startswith("pydicom")] and not shown
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="pydicom"), warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
         str(pydicom.dcmread(str(path)).SeriesInstanceUID)  # pydicom's own read says it (the test's premise)
     assert [r for r in caplog.records if "Invalid value for VR UI" in r.getMessage()]
+
+
+def test_a_damaged_value_no_check_reads_does_not_fail_the_files_quiet_read(tmp_path):
+    """An FD element of 6 bytes (0018,9324), which no check reads: pydicom raises when that value is first read.
+    dcmread_quietly read every value of a header first, and the file failed there (a pixel-size check skipped, an
+    enhanced CT refused: the review); it reads only the values asked for, so the file reads and the damaged value
+    raises only where it is read, as with pydicom's own dcmread."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    from LiverTumorSegLib.io.dicom import dcmread_quietly
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = "1.2.3.5"
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPInstanceUID = "1.2.3.5"
+    ds.Modality = "CT"
+    ds.Rows = 4
+    path = tmp_path / "bad_length.dcm"
+    ds.save_as(str(path), enforce_file_format=True)
+    data = path.read_bytes()
+    element = (b"\x18\x00\x24\x93" + b"FD" + (6).to_bytes(2, "little") + bytes(6))  # (0018,9324) FD, 6 bytes
+    path.write_bytes(data + element)  # after the last element (0028,0010): still in tag order
+    with pytest.raises(Exception):
+        pydicom.dcmread(str(path))[0x00189324].value  # the premise: pydicom raises on reading the value
+    read = dcmread_quietly(str(path))
+    assert int(read.Rows) == 4
+    quiet = dcmread_quietly(str(path), specific_tags=[0x00280010, 0x00189324])  # asked for: left as it is
+    assert int(quiet.Rows) == 4

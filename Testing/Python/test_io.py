@@ -1761,3 +1761,23 @@ def test_a_label_map_scaled_by_its_header_into_allowed_values_is_refused(tmp_pat
     image.header.set_slope_inter(1.0, 0.0)
     nib.save(image, str(tmp_path / "plain.nii.gz"))
     assert read_label_map(tmp_path / "plain.nii.gz").array.max() == 1
+
+
+def test_a_float_mask_saved_with_an_int16_header_is_read_scaled_as_before(tmp_path):
+    """nib.save of a float 0/1/2 mask with a CT's int16 header stores -32768/0/32767 with scl_slope 3.05e-5 and
+    scl_inter 1.00002: its stored values are no labels, so only the scaled reading is one (read before, refused by
+    the first form of the scaled-label rule: the review)."""
+    import nibabel as nib
+
+    from LiverTumorSegLib.io import read_label_map
+
+    mask = np.zeros((12, 10, 6), np.float64)
+    mask[3:9, 3:7, 1:5] = 1.0
+    mask[5:7, 4:6, 2:4] = 2.0
+    nib.save(nib.Nifti1Image(np.zeros(mask.shape, np.int16), np.diag([2.0, 2.0, 3.0, 1.0])), str(tmp_path / "ct.nii"))
+    ct = nib.load(str(tmp_path / "ct.nii"))  # a CT's int16 header, as read from its file
+    nib.save(nib.Nifti1Image(mask, ct.affine, ct.header), str(tmp_path / "float_mask.nii.gz"))
+    stored = np.asanyarray(nib.load(str(tmp_path / "float_mask.nii.gz")).dataobj.get_unscaled())
+    assert sorted(np.unique(stored).tolist()) == [-32768, 0, 32767]  # the premise: stored scaled
+    read = read_label_map(tmp_path / "float_mask.nii.gz")
+    assert sorted(np.unique(read.array).tolist()) == [0, 1, 2] and int(np.count_nonzero(read.array == 2)) == 8

@@ -1822,6 +1822,22 @@ def test_signed_values_in_a_series_marked_unsigned_are_refused_saying_what_to_me
                                   np.asarray(ct.array, np.float64))
 
 
+def _minimal_ct_header(uid):
+    """A CT image's header with file meta, no pixel data (explicit VR little endian), SOPInstanceUID ``uid``."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = uid
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPInstanceUID = uid
+    ds.Modality = "CT"
+    return ds
+
+
 def test_pydicoms_own_warnings_on_a_damaged_header_are_not_shown(tmp_path, caplog):
     """A header with an invalid UI value: pydicom logged and warned 'Invalid value for VR UI' for each file read,
     ten lines before the one-line error of a damaged series, and in a run that only peeked at a damaged sibling
@@ -1830,18 +1846,10 @@ def test_pydicoms_own_warnings_on_a_damaged_header_are_not_shown(tmp_path, caplo
     import warnings
 
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
 
     from LiverTumorSegLib.io.dicom import dcmread_quietly
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    meta.MediaStorageSOPInstanceUID = "1.2.3.4"
-    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPInstanceUID = "1.2.3.4"
-    ds.Modality = "CT"
+    ds = _minimal_ct_header("1.2.3.4")
     path = tmp_path / "bad.dcm"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -1879,18 +1887,10 @@ def test_a_damaged_value_no_check_reads_does_not_fail_the_files_quiet_read(tmp_p
     enhanced CT refused: the review); it reads only the values asked for, so the file reads and the damaged value
     raises only where it is read, as with pydicom's own dcmread."""
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
 
     from LiverTumorSegLib.io.dicom import dcmread_quietly
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    meta.MediaStorageSOPInstanceUID = "1.2.3.5"
-    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPInstanceUID = "1.2.3.5"
-    ds.Modality = "CT"
+    ds = _minimal_ct_header("1.2.3.5")
     ds.Rows = 4
     path = tmp_path / "bad_length.dcm"
     ds.save_as(str(path), enforce_file_format=True)

@@ -91,7 +91,7 @@ def dcmread_quietly(*args: Any, **kwargs: Any) -> Any:
     explicit VR, but found implicit VR' came ten times before the one-line error this reader gives, and a sibling
     folder's damaged files spoke in a run that read another series (the bad-inputs audit). Errors are raised as
     pydicom raises them. The values of ``specific_tags`` are read once inside (:func:`_read_values_asked_for`); a
-    whole header's values are not, and pydicom may still speak when the reader reads one of them.""",
+    whole header's values are not, and pydicom may still speak when the reader reads one of them."""
     import logging
 
     import pydicom
@@ -421,10 +421,8 @@ def _file_read_bytes(path: str, size: int) -> Tuple[int, bool, int]:
     where its series is read twice, its rescale differing between slices (:func:`_read_as_float`): GDCM's first
     image beside the float32 one, then that and its HU copy (float32 where the values are fractional): at least 8
     bytes a voxel; the same as the first where GDCM reads float64 (never read again)."""
-
-    try:
-        with warnings_hidden_in_this_thread():  # odd values in a header are no concern here
-            ds = dcmread_quietly(path, stop_before_pixels=True, specific_tags=list(_READ_BYTES_TAGS))
+    try:  # (odd values in a header are no concern here: dcmread_quietly says none)
+        ds = dcmread_quietly(path, stop_before_pixels=True, specific_tags=list(_READ_BYTES_TAGS))
     except Exception as exc:  # noqa: BLE001 - not DICOM, unreadable, damaged: counted as before, by its size
         raise_if_out_of_memory(exc, str(path))  # a deflated file inflated past the memory: said, not "no DICOM"
         return size, True, size
@@ -909,10 +907,8 @@ def _series_and_image_key(path: str) -> Optional[Tuple[str, _ImageKey]]:
     """The GDCM series key (:func:`_gdcm_series_id`) and the :data:`_ImageKey` of the DICOM file ``path``, read
     with pydicom from its header alone; None for a file that is no DICOM Part 10 file (without the 'DICM' preamble
     pydicom stops after 132 bytes) or cannot be read."""
-
-    try:
-        with warnings_hidden_in_this_thread():  # odd values in another file's header are no concern here
-            ds = dcmread_quietly(path, stop_before_pixels=True, specific_tags=list(_SIBLING_SEARCH_TAGS))
+    try:  # (odd values in another file's header are no concern here: dcmread_quietly says none)
+        ds = dcmread_quietly(path, stop_before_pixels=True, specific_tags=list(_SIBLING_SEARCH_TAGS))
         position = ds.get("ImagePositionPatient") or ()
         return (_gdcm_series_id(str(ds.get("SeriesInstanceUID", ""))),
                 _image_key(str(ds.get("SOPInstanceUID", "")), position if isinstance(position, Sequence) else ()))

@@ -2077,7 +2077,8 @@ def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
     """Packages in the bundled folder (``resources.bundled_models_dir()``) then the user folder
     (``resources.user_models_dir()``). Each entry: ``name, path, source ("bundled"|"user"), default,
     architecture, in_channels, description, validation, min_lesion_probability, lesion_probability_statistic,
-    error`` (``min_lesion_probability``: the lesion confidence threshold the package records as its own, None where
+    weights_sha256, error`` (``weights_sha256``: the SHA-256 over the package's tensors its metadata records, which
+    a segment report's ``model_weights_sha256`` names, None for an unusable file; ``min_lesion_probability``: the lesion confidence threshold the package records as its own, None where
     it records none and 0.65 applies; ``lesion_probability_statistic``: what it is compared with, ``"peak"`` or
     ``"mean"`` where recorded, else None and the mean applies;
     ``error`` is None for readable
@@ -2093,7 +2094,7 @@ def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
             entry: Dict[str, Any] = {"name": file.stem, "path": str(file), "source": source, "default": False,
                                      "architecture": None, "in_channels": None, "description": "",
                                      "validation": {}, "min_lesion_probability": None,
-                                     "lesion_probability_statistic": None, "error": None}
+                                     "lesion_probability_statistic": None, "weights_sha256": None, "error": None}
             meta, reason = _unusable_reason(file)
             if reason is not None:
                 entry["error"] = reason
@@ -2108,7 +2109,8 @@ def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
                              description=str(meta.get("description", "")),
                              validation=meta.get("validation", {}) or {},
                              min_lesion_probability=package_min_lesion_probability(meta),
-                             lesion_probability_statistic=package_lesion_probability_statistic(meta))
+                             lesion_probability_statistic=package_lesion_probability_statistic(meta),
+                             weights_sha256=str(meta["weights_sha256"]))
             entries.append(entry)
     return entries
 

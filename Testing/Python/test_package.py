@@ -833,6 +833,8 @@ def test_installed_models_and_resolution(tmp_path, monkeypatch):
     assert entries[0]["default"] and entries[0]["validation"] == {"dice_liver": 0.9}
     assert entries[0]["architecture"] == "unet" and entries[0]["in_channels"] == 1
     assert entries[2]["error"] and entries[3]["error"] is None
+    assert entries[2]["weights_sha256"] is None and entries[3]["weights_sha256"] == weights_sha256(
+        _tiny_model(2).state_dict())
 
     assert resolve_model("default") == bundled / "liver_v1.safetensors"
     assert resolve_model("my-model") == user / "mine.safetensors"
@@ -880,6 +882,9 @@ def test_models_command_lists_architectures_and_installed_packages(tmp_path, mon
     assert rows["unet"]["parameters"] == sum(p.numel() for p in build_model("unet", 3, 3).parameters())
     assert rows["resnet50_fcn"]["size_multiple"] == 32
     assert [e["name"] for e in data["installed"]] == ["my-liver"]
+    # the hash a segment report's model_weights_sha256 gives (over the tensors, not the file), so a report can be
+    # matched to an installed package
+    assert data["installed"][0]["weights_sha256"] == weights_sha256(_tiny_model().state_dict())
     assert data["bundled_models_dir_exists"] is False  # res/Models is missing here: the JSON says so, as the text
     (tmp_path / "res" / "Models").mkdir(parents=True)
     assert main(["models", "--json"]) == 0 and json.loads(capsys.readouterr().out)["bundled_models_dir_exists"]

@@ -704,7 +704,15 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
         log.warning("warning: no case has a value for --rank-metric %s; no overlays drawn", metric)
         return []
     from ..metrics.report import metric_values
-    ranked = int(np.count_nonzero(~np.isnan(metric_values(rows, metric))))
+    has_value = ~np.isnan(metric_values(rows, metric))
+    ranked = int(np.count_nonzero(has_value))
+    if ranked < len(rows):  # a missed tumor (HD95 undefined) was left out of 'worst' without a word
+        unranked = [str(row["case"]) for row, has in zip(rows, has_value) if not has]
+        shown = ", ".join(repr(name) for name in unranked[:5]) + (f" and {len(unranked) - 5} more"
+                                                                  if len(unranked) > 5 else "")
+        log.warning("warning: %d of %d cases have no value of --rank-metric %s (%s; a surface distance is undefined "
+                    "where one side has no such structure): the best/worst overlays rank only the others", len(unranked),
+                    len(rows), metric, shown)
     if best == worst and ranked > 1:  # one overlay and no word: read as a missing 'worst' picture
         log.warning("warning: all %d cases with a value have the same --rank-metric %s; one overlay drawn (case "
                     "'%s')", ranked, metric, best)
@@ -959,6 +967,10 @@ def _refuse_an_unknown_rank_metric(metric: str, no_surface: bool, prob_structure
                      and not is_measurement_column(key))
     if metric not in row:
         raise InputError(f"--rank-metric {metric} is not a column of this evaluation's cases.csv; choose one of: "
+                         f"{', '.join(numeric)}.")
+    value = row[metric]
+    if not isinstance(value, (int, float, np.number)) or isinstance(value, bool):  # 'case' read every case first
+        raise InputError(f"--rank-metric {metric} is not a number in cases.csv, so it ranks no case; choose one of: "
                          f"{', '.join(numeric)}.")
     if is_measurement_column(metric):  # the largest liver volume was drawn as the 'best' case
         raise InputError(f"--rank-metric {metric} measures a case (a volume, burden or count), it does not score the "

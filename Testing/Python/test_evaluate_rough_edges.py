@@ -1577,3 +1577,28 @@ def test_a_case_name_with_dollar_signs_is_drawn_as_written(tmp_path):
         return Figure().suptitle(text)
 
     assert title("case $1 and $2").get_text() == "case $1 and $2" and not title("x").get_parse_math()
+
+
+def test_cases_without_a_rank_metric_value_are_named_and_a_text_column_is_refused(tmp_path, capsys, caplog):
+    """A case whose tumor was missed has no HD95 (undefined): it was left out of the 'worst' overlay without a word,
+    and only the perfect case drawn; '--rank-metric case' read and scored every case, then drew nothing, exit 0
+    (helper-404's audit)."""
+    import logging
+
+    for name in ("good.nii.gz", "missed.nii.gz"):
+        phantom = _case(tmp_path / "ref", name)
+        pred = phantom.labels.copy()
+        if name.startswith("missed"):
+            pred[pred == 2] = 1  # the tumor called liver
+        (tmp_path / "pred").mkdir(exist_ok=True)
+        write_label_map(tmp_path / "pred" / name, pred, phantom.ct.geometry)
+    with caplog.at_level(logging.WARNING):
+        assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out",
+                         "--rank-metric", "hd95_tumor_mm", "--no-progress") == 0
+    assert ("1 of 2 cases have no value of --rank-metric hd95_tumor_mm ('missed'; a surface distance is undefined"
+            in caplog.text)
+    code = _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out2",
+                     "--rank-metric", "case", "--no-surface")
+    err = capsys.readouterr().err
+    assert code == 2 and "--rank-metric case is not a number in cases.csv" in err and "dice_liver" in err
+    assert not (tmp_path / "out2").exists() or list((tmp_path / "out2").iterdir()) == []

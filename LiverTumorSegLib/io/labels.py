@@ -17,14 +17,17 @@ log = logging.getLogger(__name__)
 LABEL_VALUES = (0, 1, 2)
 GEOMETRY_TOLERANCE = 1e-3  # mm for spacing and origin, unitless for direction cosines
 
-def _remap_advice(values: Sequence[int]) -> str:
+def _remap_advice(values: Sequence[int], holds_liver_or_tumor: bool = True) -> str:
     """How to fix a label map holding ``values`` (its values outside 0, 1, 2, sorted): measure and followup have no
     --label-map (the advice said only 'remap them first', without how), with the file's own value in the example
     (it showed {255: 1} for every value, 3 too). More than two such values are either lesions numbered one by one
     (Slicer's export of Liver, Lesion 1, Lesion 2, ...) or a multi-organ labelling, whose 1 and 2 are other organs:
     both readings are given (the example mapped TotalSegmentator's 3, the left kidney, to tumor and left its 1, the
     spleen, and 2, the right kidney, as liver and tumor: the measure audit), and so are they for one or two values
-    other than 255 (TotalSegmentator's liver alone, 0/5, was advised {5: 2}: the whole liver one lesion)."""
+    other than 255 (TotalSegmentator's liver alone, 0/5, was advised {5: 2}: the whole liver one lesion). Two
+    values in a map without 1 and 2 (``holds_liver_or_tumor`` False) are read as liver and tumor scaled (0/127/254,
+    0/127/255): the lower to 1, the higher to 2, the other way round said (it was advised {127: 2, 254: 2}, the
+    whole liver tumor), as evaluate's and train's --label-map advice reads them."""
     multi_organ = ("If it is a multi-organ label map, whose 1 and 2 are other organs too, set the value that means "
                    "liver to 1 and every other value, 1 and 2 included, to 0 (TotalSegmentator's, liver = 5: "
                    "sitk.BinaryThreshold(image, 5, 5, 1, 0)), and its tumor value, where it has one, to 2. evaluate "
@@ -35,6 +38,11 @@ def _remap_advice(values: Sequence[int]) -> str:
         return (f"it holds more values than liver and tumor. If 1 is the liver and the others are lesions numbered "
                 f"one by one (as Slicer's 'Export to labelmap' of Liver, Lesion 1, Lesion 2, ... writes them), map "
                 f"them all to 2 (SimpleITK: sitk.ChangeLabel(image, changeMap={lesions})). {multi_organ}")
+    if len(values) == 2 and not holds_liver_or_tumor:
+        low, high = (int(v) for v in values)
+        return (f"if {low} is liver and {high} tumor (a liver/tumor map stored with other values), remap them "
+                f"first: e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, changeMap={{{low}: 1, "
+                f"{high}: 2}}) (the other way round, {{{low}: 2, {high}: 1}}, if {high} is the liver). {multi_organ}")
     # 0/255 is a mask of the liver; another value more often a lesion class (Liver with Lesion 1 and 2 exported by
     # Slicer: 3 and 4, both given, where the example showed {3: 2} alone), or a multi-organ map's liver
     # (TotalSegmentator's liver alone is 0/5, with two organs 1, 3, 5: their example made the liver a lesion)
@@ -450,7 +458,8 @@ def check_label_values(array: np.ndarray, source: str = "label map",
             examples = ", ".join(f"{v:g}" for v in np.unique(array[frac])[:5])
             raise LabelError(f"Label map '{source}' has non-integer values ({examples}); it must hold the integers "
                              f"{allowed_txt}. Is this a probability map or a CT instead of a label map?")
-    bad = sorted(v for v in label_value_counts(array) if v not in set(allowed))
+    present = label_value_counts(array)
+    bad = sorted(v for v in present if v not in set(allowed))
     if bad:
         shown = ", ".join(f"{int(v)}" for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
         outside_bytes = bad[0] < 0 or bad[-1] > 255  # -1 (an 'ignore' value) too: --label-map cannot map it
@@ -462,7 +471,7 @@ def check_label_values(array: np.ndarray, source: str = "label map",
                              f"--label-map, which maps values 0..255). {hint[:1].upper() + hint[1:]}")
         meaning = "" if "0 background" in allowed_txt else " (0 background, 1 liver, 2 tumor)"
         raise LabelError(f"Label map '{source}' has values {shown} outside the allowed {allowed_txt}{meaning}; "
-                         f"{_ct_hint(bad) or (advice if outside_bytes else _remap_advice([int(v) for v in bad]))}")
+                         f"{_ct_hint(bad) or (advice if outside_bytes else _remap_advice([int(v) for v in bad], 1 in present or 2 in present))}")
     return array.astype(np.uint8, copy=False)
 
 

@@ -734,6 +734,14 @@ def test_label_values_are_checked(tmp_path):
     assert "multi-organ" not in str(err.value)
     # a multi-organ map (TotalSegmentator's 1..7, liver = 5): its 1 and 2 are organs too; the advice mapped its 3 (a
     # kidney) to tumor and kept 1 and 2 (the measure audit)
+    # a liver/tumor map stored as 0/127/254 was advised {127: 2, 254: 2}, the whole liver tumor (helper-404's
+    # audit): the lower value to liver, the higher to tumor, the other way round said
+    scaled = _write_nifti(tmp_path / "scaled.nii.gz", np.array([[[0, 127], [254, 127]]], np.uint8))
+    with pytest.raises(LabelError) as err:
+        read_label_map(scaled)
+    assert ("if 127 is liver and 254 tumor (a liver/tumor map stored with other values), remap them first: e.g. in "
+            "3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, changeMap={127: 1, 254: 2}) (the other way round, "
+            "{127: 2, 254: 1}, if 254 is the liver)") in str(err.value)
     organs = _write_nifti(tmp_path / "organs.nii.gz", np.arange(8, dtype=np.uint8).reshape(2, 2, 2))
     with pytest.raises(LabelError) as err:
         read_label_map(organs)

@@ -8,7 +8,7 @@ writes a PNG grid: rows = axial slices, columns = the original (abdomen window) 
 """
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Tuple
 
 from ..argtypes import number
 from ..errors import InputError
@@ -67,13 +67,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = (PreprocessingConfig.from_file(args.config, given=True) if args.config
                   else PreprocessingConfig.preset(args.preset or "default"))
-    volume = _as_segment_gives_it(read_checked_ct(args.input, args.series, args.allow_non_hu, aligned_for_model=True),
-                                  config)
+    volume, aligned = _as_segment_gives_it(read_checked_ct(args.input, args.series, args.allow_non_hu,
+                                                           aligned_for_model=True), config)
     from ..validation import check_network_memory
 
     check_network_memory(volume, config)  # the preview resamples the whole volume to the network grid
     canonical, _ = canonicalize(volume)
-    out = render_preview(canonical, config, args.output, n_slices=args.slices, overwrite=args.overwrite)
+    out = render_preview(canonical, config, args.output, n_slices=args.slices, overwrite=args.overwrite,
+                         # an oblique CT's 'original HU' column showed the aligned grid's size and pixels
+                         first_column="HU on segment's patient-aligned grid" if aligned else "original HU")
     print(f"wrote {out}")
     apart = config.context_text(canonical.spacing_zyx[0])
     print(f"network input: {config.in_channels} channels = {config.channels_per_slice} per slice x "
@@ -90,7 +92,7 @@ def _as_segment_gives_it(volume: Any, config: Any = None) -> Any:
     stderr (the preview showed the fill as the soft tissue the network would have seen); then a CT turned more than
     :data:`~..inference.axis_aligned.OBLIQUE_THRESHOLD_DEGREES` against the patient's axes is resampled onto the
     patient-aligned grid segment runs the network on (``config``'s in-plane spacing; the preview showed the
-    oblique slices segment no longer gives the network)."""
+    oblique slices segment no longer gives the network). Returns ``(volume, resampled onto the aligned grid)``."""
     import sys
 
     from ..inference.resampling_fill import fill_replaced, resampling_fill_warning
@@ -103,16 +105,16 @@ def _as_segment_gives_it(volume: Any, config: Any = None) -> Any:
     return _on_the_network_grid_of_segment(volume, config)
 
 
-def _on_the_network_grid_of_segment(volume: Any, config: Any) -> Any:
-    """``volume`` on segment's patient-aligned grid when it is oblique (:mod:`~..inference.axis_aligned`), else
-    as it is."""
+def _on_the_network_grid_of_segment(volume: Any, config: Any) -> Tuple[Any, bool]:
+    """``(volume on segment's patient-aligned grid, True)`` when it is oblique (:mod:`~..inference.axis_aligned`),
+    else ``(volume, False)``."""
     from ..inference import axis_aligned
     from ..orientation import obliquity_degrees
 
     if obliquity_degrees(volume.geometry.direction_matrix) <= axis_aligned.OBLIQUE_THRESHOLD_DEGREES:
-        return volume
+        return volume, False
     target = None if getattr(config, "target_size", None) else getattr(config, "target_spacing_mm", None)
-    return axis_aligned.onto_aligned_grid(volume, axis_aligned.aligned_spacing_xyz(volume, target))[0]
+    return axis_aligned.onto_aligned_grid(volume, axis_aligned.aligned_spacing_xyz(volume, target))[0], True
 
 
 def _package_preprocessing(model: str) -> Any:

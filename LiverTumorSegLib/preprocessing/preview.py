@@ -46,12 +46,14 @@ def choose_preview_slices(hu_zyx: np.ndarray, n_slices: int, labels_zyx: Optiona
 @picture_text_as_given()
 def render_preview(volume: CTVolume, config: Union[PreprocessingConfig, str, None], out_png: Union[str, Path],
                    n_slices: int = 3, labels: Optional[np.ndarray] = None, overwrite: bool = False,
-                   slices: Optional[Sequence[int]] = None) -> Path:
+                   slices: Optional[Sequence[int]] = None, first_column: str = "original HU") -> Path:
     """Write the preview PNG for a **canonical** CT ``volume`` and return its path.
 
     ``config``: a :class:`PreprocessingConfig`, a preset name, or None (= "default"). ``labels``:
     optional ``(z, y, x)`` label map used to pick slices through the liver. ``slices``: explicit axial
-    indices (overrides the choice). Written atomically; an existing file needs ``overwrite=True``.
+    indices (overrides the choice). ``first_column``: the first column's title, before its window and pixel size
+    (``preprocess`` names an oblique CT's resampling there). Written atomically; an existing file needs
+    ``overwrite=True``.
     """
     from matplotlib.figure import Figure  # a bare Figure renders with Agg; never touches pyplot's backend
 
@@ -94,7 +96,7 @@ def render_preview(volume: CTVolume, config: Union[PreprocessingConfig, str, Non
     def pixel(x_mm: float, y_mm: float) -> str:  # "1.50 mm", or "1.50 x 2.00 mm" for non-square pixels (x by y)
         return f"{x_mm:.2f} mm" if abs(x_mm - y_mm) < 5e-3 else f"{x_mm:.2f} x {y_mm:.2f} mm"
 
-    axes[0, 0].set_title(f"original HU (W{width:g} L{level:g})\n{hu.shape[2]}x{hu.shape[1]} px, {pixel(sx, sy)}",
+    axes[0, 0].set_title(f"{first_column} (W{width:g} L{level:g})\n{hu.shape[2]}x{hu.shape[1]} px, {pixel(sx, sy)}",
                          fontsize=8)
     h, w = prepared.net_shape_yx
     for c, name in enumerate(names):

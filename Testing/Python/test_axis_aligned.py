@@ -154,9 +154,10 @@ def test_preprocess_previews_an_oblique_ct_on_the_grid_segment_gives_the_network
     from LiverTumorSegLib.cli import main
     from LiverTumorSegLib.io import write_volume
 
-    given = []
+    given, titles = [], []
     monkeypatch.setattr(preprocessing, "render_preview",
-                        lambda volume, config, output, **kw: given.append(volume) or output)
+                        lambda volume, config, output, **kw: given.append(volume) or titles.append(
+                            kw["first_column"]) or output)
     geometry = _tilted_geometry(30.0)
     hu, _ = _phantom(geometry)
     path = write_volume(tmp_path / "ct.nii.gz", CTVolume(hu.astype(np.int16), geometry))
@@ -164,6 +165,10 @@ def test_preprocess_previews_an_oblique_ct_on_the_grid_segment_gives_the_network
     shown = given[0]
     assert np.allclose(shown.geometry.direction_matrix, np.eye(3), atol=1e-6)
     assert shown.geometry.spacing == pytest.approx((1.5, 1.5, 3.0))  # the default preset's 1.5 mm, the CT's slices
+    # its first column was titled 'original HU' over the aligned grid's size and pixels (helper-404's audit)
+    axial = write_volume(tmp_path / "axial.nii.gz", CTVolume(hu.astype(np.int16), _tilted_geometry(0.0)))
+    assert main(["preprocess", str(axial), "-o", str(tmp_path / "a.png")]) == 0
+    assert titles == ["HU on segment's patient-aligned grid", "original HU"]
     err = capsys.readouterr().err
     assert "turned 30 degrees from the patient axes" in err and "Resample" not in err
 

@@ -13,6 +13,6 @@ Conventions used everywhere in this package
 * Labels: 0 background, 1 liver, 2 liver tumor.
 """
 
-__version__ = "0.6.23"
+__version__ = "0.6.24"
 
 LABELS = {0: "background", 1: "liver", 2: "tumor"}

@@ -249,6 +249,11 @@ class FollowupJob(ChildJob):
         touching = mrml.touching_tumor_segments_warning(segmentation, *volume_grid(volume))
         if touching:
             self._left_out.append(touching)
+        # a 'Kidney tumor' segment became a (new) liver lesion, a false PD, without the word measure and the command
+        # line's followup give
+        other_organ = mrml.other_organ_tumor_warning(segmentation)
+        if other_organ and other_organ not in self._left_out:
+            self._left_out.append(other_organ)
         grids = segment_grids(segmentation)
         self._handed_over.append((segmentation, grids, segments_state(segmentation, grids)))
         paths = hand_over_segmentation(segmentation, volume, self._path(f"{tag}_labels.nii"),

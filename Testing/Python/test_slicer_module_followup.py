@@ -1173,3 +1173,18 @@ def test_tumor_segments_that_touch_are_named_in_the_comparison(module):
     said = [w for w in change["warnings"] if "touch" in w]
     assert said and "'Baseline segmentation' has tumor segments that touch ('Liver tumor' and 'Liver tumor_2')" in \
         said[0]
+
+
+def test_a_tumor_segment_named_after_another_organ_is_named_in_the_comparison(module):
+    """A follow-up segment 'Kidney tumor' became a new liver lesion (a false PD) without a word in the panel's
+    comparison, while the panel's lesion table and the command line's followup named it (helper-403's audit)."""
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
+                        noise_hu=5.0)
+    volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    other_volume, other = _ct_and_segmentation(module.scene, module.mrml, base, "follow-up")
+    other.SetName("Follow-up segmentation")
+    other.GetSegmentation().AddEmptySegment("kidney", "Kidney tumor")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: _change_writing_runner(_CHANGE), python=sys.executable)
+    change, _ = logic.compareWithBaseline(segmentation, volume, other, other_volume)
+    said = [w for w in change["warnings"] if "another organ" in w]
+    assert len(said) == 1 and "'Kidney tumor' of 'Follow-up segmentation'" in said[0]

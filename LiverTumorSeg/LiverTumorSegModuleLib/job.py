@@ -470,13 +470,15 @@ def lesion_table_to_show(table_node: Any, segmentation_node: Any) -> Any:
 
 def volume_grid(node: Any) -> tuple:
     """``(ImageGeometry, (z, y, x) shape)`` of a scalar volume node in world coordinates (its parent transform
-    applied); InputError for a node without image data or with colour/vector voxels."""
+    applied); InputError for a node without image data, with no voxels (a size of 0) or with colour/vector voxels."""
     image = node.GetImageData()
     if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
         raise InputError(f"Volume '{node.GetName()}' holds no image data; load a CT volume.")
     if image.GetPointData().GetScalars().GetNumberOfComponents() != 1:
         raise InputError(f"Volume '{node.GetName()}' is a color or vector image; choose a scalar CT volume.")
     nx, ny, nz = image.GetDimensions()
+    if min(nx, ny, nz) < 1:  # it reached the hand-over's writer, whose failure was told as a full disk
+        raise InputError(f"Volume '{node.GetName()}' holds no voxels (size {nx} x {ny} x {nz}); load a CT volume.")
     return mrml.volume_node_world_geometry(node), (nz, ny, nx)
 
 

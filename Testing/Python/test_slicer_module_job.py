@@ -909,9 +909,16 @@ def test_a_colour_image_or_a_volume_without_voxels_as_the_ct_is_refused_before_a
     image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 3)
     rgb.SetAndObserveImageData(image)
     empty = fake.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "missing file")
+    # allocated scalars of a size 0 reached the hand-over's writer, and the user was told to check free disk space
+    no_voxels = fake.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "no voxels")
+    zero = vtk.vtkImageData()
+    zero.SetDimensions(17, 20, 0)
+    zero.AllocateScalars(vtk.VTK_SHORT, 1)
+    no_voxels.SetAndObserveImageData(zero)
     before = _scene_counts(fake.scene)
     for node, message in ((rgb, "Volume 'photo' is a color or vector image; choose a scalar CT volume."),
-                          (empty, "Volume 'missing file' holds no image data; load a CT volume.")):
+                          (empty, "Volume 'missing file' holds no image data; load a CT volume."),
+                          (no_voxels, "Volume 'no voxels' holds no voxels (size 17 x 20 x 0); load a CT volume.")):
         with pytest.raises(InputError) as refused:
             fake.job(node=node).start()
         assert str(refused.value) == message

@@ -1480,8 +1480,9 @@ def check_json_output(path: Optional[str], overwrite: bool, data: Any, packages:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    # no abbreviations (as the CLI): '--store' stored a table past scale_tta.py's refusal of --store-in-package
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("packages", nargs="+", help="model package paths or installed names ('default')")
     p.add_argument("--data", required=True, help="CSV (image,label[,patient]) or folder of cases")
     p.add_argument("--json", help="write all rows and settings to this JSON file (checked before the run)")

@@ -146,6 +146,32 @@ def test_a_table_of_the_patched_engine_is_not_stored_in_the_package(tmp_path, ca
     monkeypatch.setattr(tta, "install", lambda *a: pytest.fail("the engine was patched"))
     script = tmp_path / "robustness.py"
     script.write_text("raise SystemExit('ran')\n")
-    with pytest.raises(SystemExit) as exc:
-        tta.main(["--scales", "1", str(script), "default", "--data", "x", "--store-in-package"])
-    assert exc.value.code == 2 and "--store-in-package is refused under scale_tta" in capsys.readouterr().err
+    for flag in ("--store-in-package", "--store", "--store-in"):  # '--store' stored it past the check (helper-402)
+        with pytest.raises(SystemExit) as exc:
+            tta.main(["--scales", "1", str(script), "default", "--data", "x", flag])
+        assert exc.value.code == 2 and "--store-in-package is refused under scale_tta" in capsys.readouterr().err
+    robustness = load_script("benchmarks/robustness.py", "robustness_no_abbreviations")
+    with pytest.raises(SystemExit) as exc:  # and robustness.py takes no abbreviation of it
+        robustness.parse_args(["default", "--data", "x", "--store"])
+    assert exc.value.code == 2 and "unrecognized arguments: --store" in capsys.readouterr().err
+
+
+def test_the_patched_path_runs_no_unchecked_bf16_and_records_precision_and_network_time(tmp_path, restore_engine):
+    """The patched path called the network past the engine's bf16 check: with precision auto on a bf16 CPU it ran
+    bf16 unchecked, and the report's precision and network time were empty (helper-402's audit). A bf16 engine
+    awaiting its check (as auto makes one on such a CPU) now runs fp32 and says so; bf16 asked for stays."""
+    phantom = corner_phantom()
+    package = tiny_unet_package(tmp_path)
+    fp32 = SliceInferenceEngine(package, device="cpu", precision="fp32")
+    own_labels, _ = fp32.predict_with_probability(phantom.ct)
+    awaiting = SliceInferenceEngine(package, device="cpu", precision="bf16")
+    awaiting._verify_cpu_dtype = True  # what precision auto sets on a CPU with native bf16
+    asked = SliceInferenceEngine(package, device="cpu", precision="bf16")
+    tta.install([1.0])
+    labels, _ = awaiting.predict_with_probability(phantom.ct)
+    np.testing.assert_array_equal(labels, own_labels)
+    assert awaiting.precision_used == "fp32" and awaiting.last_precision["used"] == "fp32"
+    assert "runs the CPU network in fp32" in awaiting.last_precision["note"]
+    assert awaiting.last_timings["network"] > 0 and awaiting.last_timings["preprocess"] > 0
+    asked.predict_with_probability(phantom.ct)
+    assert asked.last_precision["used"] == "bf16" and "note" not in asked.last_precision

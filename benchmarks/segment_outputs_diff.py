@@ -9,8 +9,12 @@ network outputs, which skips those stages; this compares what whole runs wrote. 
     python benchmarks/segment_outputs_diff.py A B
 
 Images (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``) must have the same voxel type, voxel values (``(z, y, x)``) and
-geometry (spacing mm, origin mm, direction, all (x, y, z)); reports (``.json``) the same content apart from the run's
-``timings_s`` and ``model_load_s``. File names starting with a dot are compared too.
+geometry (spacing mm, origin mm, direction, all (x, y, z)); reports (``.json``) the same content apart from what
+describes the run, not the result: its seconds (``timings_s``, ``model_load_s``, and every key ending in ``_seconds``,
+such as the bf16 check's ``precision.check.bf16_seconds``), the library's ``library_version`` and the package's
+``model_path`` (each checkout's own; the package's content is ``model_weights_sha256`` and
+``model_settings_sha256``, compared). A differing report names the keys that differ. File names starting with a dot
+are compared too.
 """
 import json
 import sys
@@ -21,14 +25,21 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
-RUN_KEYS = ("timings_s", "model_load_s")
-"""Report keys that describe the run (seconds), not the result: left out of the comparison."""
+RUN_KEYS = ("timings_s", "model_load_s", "library_version", "model_path")
+"""Report keys that describe the run (seconds, the library's version, the package file's path), not the result:
+left out of the comparison, with every key ending in ``_seconds`` (:func:`is_run_key`). Two identical runs on a
+bf16 CPU were 'DIFFERENT' by the bf16 check's seconds, and two checkouts by their paths and versions."""
+
+
+def is_run_key(key):
+    """Whether a report key describes the run, not the result (:data:`RUN_KEYS`, ``*_seconds``)."""
+    return key in RUN_KEYS or str(key).endswith("_seconds")
 
 
 def without_run_keys(report):
-    """``report`` (a parsed JSON value) without :data:`RUN_KEYS` at any depth."""
+    """``report`` (a parsed JSON value) without run keys (:func:`is_run_key`) at any depth."""
     if isinstance(report, dict):
-        return {k: without_run_keys(v) for k, v in report.items() if k not in RUN_KEYS}
+        return {k: without_run_keys(v) for k, v in report.items() if not is_run_key(k)}
     if isinstance(report, list):
         return [without_run_keys(v) for v in report]
     return report
@@ -45,11 +56,27 @@ def same_image(path_a, path_b):
             and np.array_equal(np.asarray(a.geometry.direction), np.asarray(b.geometry.direction)))
 
 
+def differing_keys(a, b, where=""):
+    """Dotted paths (``lesions[0].volume_ml``) at which two parsed JSON values differ, run keys left out."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b), key=str)
+        return [path for k in keys if not is_run_key(k)
+                for path in (differing_keys(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
+                             if k in a and k in b else [f"{where}.{k}" if where else str(k)])]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [path for i, (x, y) in enumerate(zip(a, b)) for path in differing_keys(x, y, f"{where}[{i}]")]
+    same = json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    return [] if same else [where or "(the whole report)"]
+
+
+def report_differences(path_a, path_b):
+    """The keys at which two JSON reports differ apart from the run keys (:func:`is_run_key`); [] when equal."""
+    return differing_keys(json.loads(Path(path_a).read_text()), json.loads(Path(path_b).read_text()))
+
+
 def same_report(path_a, path_b):
-    """Whether two JSON reports are equal apart from :data:`RUN_KEYS`."""
-    a = without_run_keys(json.loads(Path(path_a).read_text()))
-    b = without_run_keys(json.loads(Path(path_b).read_text()))
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    """Whether two JSON reports are equal apart from the run keys (:func:`is_run_key`)."""
+    return not report_differences(path_a, path_b)
 
 
 def compare_folders(dir_a, dir_b):
@@ -75,7 +102,10 @@ def main(argv=None):
         return 2
     same = compare_folders(*args)
     for name, identical in same.items():
-        print(f"{name}: {'identical' if identical else 'DIFFERENT'}")
+        keys = [] if identical or not name.endswith(".json") or not all(
+            (Path(folder) / name).is_file() for folder in args) else report_differences(*(Path(f) / name for f in args))
+        shown = f" ({', '.join(keys[:8])}{' and more' if len(keys) > 8 else ''})" if keys else ""
+        print(f"{name}: {'identical' if identical else 'DIFFERENT'}{shown}")
     return 0 if same and all(same.values()) else 1
 
 

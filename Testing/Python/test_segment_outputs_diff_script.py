@@ -15,7 +15,11 @@ def _two_folders(tmp_path):
     for folder, seconds in ((a, 1.5), (b, 2.5)):
         folder.mkdir()
         shutil.copy(DATA / "ct3slice_liver_seg.nii.gz", folder / ".hidden_labels.nii.gz")  # a dot name counts too
-        report = {"liver_volume_ml": 1234.5, "timings_s": {"read": seconds}, "lesions": [{"id": 1}]}
+        # the bf16 check's seconds, the library's version and the package's path differ between two runs or
+        # checkouts and say nothing of the result: two identical runs on a bf16 CPU were DIFFERENT (helper-402)
+        report = {"liver_volume_ml": 1234.5, "timings_s": {"read": seconds}, "lesions": [{"id": 1}],
+                  "precision": {"check": {"bf16_seconds": seconds, "fp32_seconds": 2 * seconds, "passed": True}},
+                  "library_version": f"0.6.{int(seconds)}", "model_path": str(folder / "m.safetensors")}
         (folder / "ct.json").write_text(json.dumps(report))
     return a, b
 
@@ -43,4 +47,11 @@ def test_a_changed_voxel_a_changed_number_or_a_missing_file_differs(tmp_path, ca
     (a / "only_here.json").write_text("{}")
     assert script.compare_folders(a, b) == {".hidden_labels.nii.gz": False, "ct.json": False, "only_here.json": False}
     assert script.main([str(a), str(b)]) == 1
-    assert "only_here.json: DIFFERENT" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "only_here.json: DIFFERENT\n" in out and "ct.json: DIFFERENT (liver_volume_ml)" in out
+    report = json.loads((b / "ct.json").read_text())
+    report["precision"]["check"]["passed"] = False
+    report["lesions"][0]["id"] = 2
+    (b / "ct.json").write_text(json.dumps(report))
+    assert script.report_differences(a / "ct.json", b / "ct.json") == ["lesions[0].id", "liver_volume_ml",
+                                                                      "precision.check.passed"]

@@ -61,8 +61,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# the timed `segment` children get this checkout on PYTHONPATH; the in-process timing imported whatever
+# LiverTumorSegLib was installed (another clone's, with a shared editable venv)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's library, not an installed one
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from LiverTumorSegLib.argtypes import bounded_number
 from LiverTumorSegLib.inference.device import cpu_has_native_bf16, cpu_thread_count

@@ -11,6 +11,9 @@ sort-based ROC AUC over all voxels. Prints numbers; asserts nothing (not a test)
 import sys
 import argparse
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's library, not an installed one
 
 import numpy as np
 

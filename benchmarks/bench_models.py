@@ -14,6 +14,9 @@ import argparse
 import statistics
 import time
 from typing import List
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's library, not an installed one
 
 
 def time_forward(model, x, repeats: int, device: str, amp: bool) -> float:

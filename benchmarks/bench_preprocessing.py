@@ -9,6 +9,9 @@ requested shape (x/y spacing ``--spacing`` mm, 1.5 mm slices). Not a test.
 import sys
 import argparse
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's library, not an installed one
 
 import numpy as np
 

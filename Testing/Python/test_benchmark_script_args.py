@@ -301,3 +301,32 @@ def test_bench_inference_gives_its_timed_commands_a_bytecode_cache(tmp_path, mon
     subprocess.run([sys.executable, "-c", "import probe_module"], env=env, check=True)
     assert list((tmp_path / "cache").rglob("probe_module*.pyc")), "no bytecode written to the cache"
     assert not (tmp_path / "__pycache__").exists()  # beside the source: nothing
+
+
+@pytest.mark.parametrize("script", ["bench_inference", "bench_preprocessing", "bench_metrics", "bench_models"])
+def test_a_benchmark_times_its_own_checkouts_library(tmp_path, script):
+    """bench_inference gave its timed `segment` children this checkout on PYTHONPATH but timed the network with
+    whatever LiverTumorSegLib was installed (another clone's, with a shared editable venv), so one checkout's run was
+    divided by another's network time (helper-402's audit). Another LiverTumorSegLib first on PYTHONPATH: the
+    script's run still imports this checkout's."""
+    import os
+    import subprocess
+
+    other = tmp_path / "other" / "LiverTumorSegLib"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("")
+    path = ROOT / "benchmarks" / f"{script}.py"
+    code = ("import runpy, sys\n"
+            f"sys.argv = [{str(path)!r}, '--help']\n"
+            "try:\n"
+            f"    runpy.run_path({str(path)!r}, run_name='__main__')\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "import LiverTumorSegLib\n"
+            "print('LIBRARY', LiverTumorSegLib.__file__)\n")
+    env = dict(os.environ, PYTHONPATH=str(other.parent))
+    run = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    library = run.stdout.strip().splitlines()[-1]
+    assert library == f"LIBRARY {ROOT / 'LiverTumorSegLib' / '__init__.py'}", run.stdout[-2000:]

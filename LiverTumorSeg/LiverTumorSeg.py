@@ -384,6 +384,10 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         found = panel_text.installed_by_file_name(p.modelPath, self._modelItems) if index < 0 and p.modelPath else ""
         if found:  # the scene's package installed here under another folder (another computer, a moved folder)
             self.ui.statusLabel.text = panel_text.model_found_by_name_text(p.modelPath, found)
+            if p.lesionProbabilityModel == p.modelPath:
+                # the scene's lesion threshold was set for this package and moves with it: it was reset to the
+                # package's own (0.65) without a word whenever a Slicer update moved the bundled models' folder
+                p.lesionProbabilityModel = found
             p.modelPath = found
             return  # this change calls updateGUI again
         if index < 0 and self._defaultModelPath:

@@ -165,9 +165,19 @@ def test_a_scene_naming_an_installed_model_by_another_folder_selects_it(module, 
     for saved in ("/home/alice/.livertumorseg/models/mymodel.safetensors",
                   "/opt/Slicer-5.8.0/lib/Slicer-5.8/qt-scripted-modules/Resources/Models/segnet_v2.safetensors"):
         w.ui.statusLabel.text = ""
+        # the lesion threshold the scene was saved with, set for that package (helper-406's audit: it was reset to
+        # the package's own 0.65 without a word)
+        modifying = node.StartModify()  # a scene's parameters arrive together, then one update
+        w._parameterNode.lesionProbabilityModel = saved
+        w._parameterNode.minLesionProbability = 0.40
         w._parameterNode.modelPath = saved
+        node.EndModify(modifying)
         assert os.path.basename(w._parameterNode.modelPath) == os.path.basename(saved)
         assert "was saved from another folder" in w.ui.statusLabel.text
+        w.updateGUI()  # as the parameter node's observer calls it again
+        w.onModelChanged()
+        assert w._parameterNode.lesionProbabilityModel == w._parameterNode.modelPath
+        assert w._parameterNode.minLesionProbability == pytest.approx(0.40), saved
 
 
 def _package_with(tmp_path, change):

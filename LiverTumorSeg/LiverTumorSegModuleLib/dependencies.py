@@ -423,13 +423,23 @@ def asked_once(pip_install: Callable[..., object]) -> Callable[[List[str]], obje
     import inspect
 
     try:
-        takes_interactive = "interactive" in inspect.signature(pip_install).parameters
+        parameters = inspect.signature(pip_install).parameters
+        # slicer.util.pip_install(requirements, **kwargs) of Slicer 5.11+ hands its keywords to slicer.packaging's,
+        # whose interactive defaults to True: Slicer asked its own question after the module's (helper-406's audit)
+        takes_interactive = "interactive" in parameters or any(
+            parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values())
     except (TypeError, ValueError):  # a builtin or a wrapped callable without a signature
         takes_interactive = False
 
     def install(args: List[str]) -> object:
         try:
-            return pip_install(args, interactive=False) if takes_interactive else pip_install(args)
+            if takes_interactive:
+                try:
+                    return pip_install(args, interactive=False)
+                except TypeError as error:  # keywords that reach something without 'interactive': asked as before
+                    if "interactive" not in str(error):
+                        raise
+            return pip_install(args)
         except Exception as error:
             if type(error).__name__ in USER_CANCELLED_INSTALL_ERRORS:
                 raise DependencyDeclinedError(DECLINED_MESSAGE) from error

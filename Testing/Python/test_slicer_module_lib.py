@@ -852,6 +852,24 @@ def test_slicer_5_11s_installer_does_not_ask_again_and_its_cancel_is_a_decline(w
     aborting = slicer_5_11_pip_install([], cancel=True)
     with pytest.raises(dependencies.DependencyDeclinedError, match="Nothing was installed"):
         dependencies.asked_once(lambda args: aborting(args))(["scipy>=1.9"])  # no 'interactive' in its signature
+    # slicer.util.pip_install(requirements, **kwargs) of Slicer 5.11+ (slicer-core's util.py) hands its keywords to
+    # slicer.packaging's: its signature names no 'interactive', and Slicer asked again (helper-406's audit)
+    forwarded = []
+    packaging_install = slicer_5_11_pip_install(forwarded, cancel=True)
+
+    def util_pip_install(requirements, **kwargs):
+        return packaging_install(requirements, **kwargs)
+    dependencies.asked_once(util_pip_install)(["scipy>=1.9"])
+    assert forwarded == [(["scipy>=1.9"], False)]
+    # keywords that end where 'interactive' is unknown (a wrapper of a subprocess call): called as before
+    plain = []
+
+    def keywords_to_a_subprocess(requirements, **kwargs):
+        if kwargs:
+            raise TypeError(f"Popen.__init__() got an unexpected keyword argument '{next(iter(kwargs))}'")
+        plain.append(requirements)
+    dependencies.asked_once(keywords_to_a_subprocess)(["scipy>=1.9"])
+    assert plain == [["scipy>=1.9"]]
     import subprocess
 
     def failing(args, interactive=True):

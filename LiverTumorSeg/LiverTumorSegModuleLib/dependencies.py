@@ -489,7 +489,10 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
     if torch_status is not None:
         with recorded_output() as printed:
             try:
-                torch_module = install_torch(f">={TORCH.minimum}")
+                # with numpy 2 (Slicer 5.10+) a torch older than 2.3 is counted too old: asked for as the check
+                # reads it (">=2.1" installed a 2.2 the check then refused, with a 'restart' that changed nothing)
+                numpy_2 = version_at_least(version_of("numpy") or "0", "2")
+                torch_module = install_torch(f">={TORCH_FOR_NUMPY_2 if numpy_2 else TORCH.minimum}")
             except subprocess.CalledProcessError as error:
                 raise DependencyError(install_failure_message(
                     "PyTorch (through the PyTorch extension)", error, printed())) from error
@@ -512,6 +515,9 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
         finally:
             os.remove(constraint)
     remaining = recheck()
+    old_torch = next((s for s in remaining if s.requirement.module == "torch" and s.state == TOO_OLD), None)
+    if old_torch is not None:  # the newest torch the extension could install: a restart installs the same again
+        raise DependencyError(too_old_torch_message(old_torch.version, old_torch.detail))
     if remaining:
         raise DependencyError("After installing, these packages are still not right: "
                               + "; ".join(s.describe() for s in remaining)

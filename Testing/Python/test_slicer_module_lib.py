@@ -981,3 +981,25 @@ def test_a_torch_built_for_numpy_1_beside_numpy_2_is_too_old():
         env = FakeEnvironment(fine)
         assert dependencies.problems(dependencies.check_requirements(
             version_of=env.version_of, requires_of=env.requires_of, find_spec=env.find_spec)) == []
+
+
+def test_a_missing_torch_beside_numpy_2_is_asked_for_as_the_check_reads_it():
+    """With numpy 2 the check counts a torch older than 2.3 too old, but the PyTorch extension was asked for >=2.1:
+    where it installed 2.2, the check then failed with 'Restart Slicer and try again', and the next click advised
+    uninstalling and reinstalling the same build (helper-406's audit). It is asked for >=2.3; a torch still too old
+    after the install gets the too-old advice, not a restart."""
+    installed = dict(ALL_OK, numpy="2.0.2")
+    del installed["torch"]
+    env = FakeEnvironment(installed)
+    env.ensure()
+    assert env.torch_calls == [">=2.3"]
+    env = FakeEnvironment(installed)
+
+    def install_2_2(requirement):
+        env.torch_calls.append(requirement)
+        env.installed["torch"] = "2.2.2+cu118"
+        return "torch-module"
+    with pytest.raises(dependencies.DependencyError) as failed:
+        env.ensure(install_torch=install_2_2)
+    assert "PyTorch 2.2.2+cu118 is too old; LiverTumorSeg needs torch>=2.3" in str(failed.value)
+    assert "Restart Slicer and try again" not in str(failed.value)

@@ -216,3 +216,69 @@ def test_the_self_tests_wait_with_deadlines_clean_up_and_get_the_widget_as_slice
     constants = {n.targets[0].id: eval(compile(ast.Expression(n.value), "<constant>", "eval"), {})
                  for n in test_class.body if isinstance(n, ast.Assign)}
     assert constants["SEGMENT_TIMEOUT_S"] == 15 * 60 and constants["MEASURE_TIMEOUT_S"] > 0
+
+
+@pytest.mark.parametrize("kill_reaches_the_worker", [True, False])
+def test_the_cancel_self_test_fails_when_the_worker_below_the_launcher_survives(module, tmp_path,
+                                                                               kill_reaches_the_worker):
+    """test_Cancel checked only the launcher's pid (PythonSlicer, which starts python-real as its child): with a kill
+    that ended the launcher alone, the worker ran on and the test passed (helper-406's audit). Run headless with a
+    shell as the launcher of the fake child: it passes where the kill reaches the worker and fails where it does not."""
+    import os
+    import shlex
+    import signal
+
+    pytest.importorskip("SimpleITK")
+    from test_slicer_module_job import FAKE_CHILD, FakeChildRunner
+
+    script = tmp_path / "fake_child.py"
+    script.write_text(FAKE_CHILD)
+    workers = []
+
+    class LauncherRunner(FakeChildRunner):
+        def start(self, program, args, env=None):
+            self.args = list(args)
+            command = " ".join(shlex.quote(a) for a in [sys.executable, str(script)] + list(args[3:]))
+            # '; exit $?' keeps the shell as the python's parent, as the launcher is python-real's
+            super(FakeChildRunner, self).start("/bin/sh", ["-c", command + "; exit $?"],
+                                               dict(env or os.environ, LTS_FAKE="hang"))
+
+        def kill(self):
+            if kill_reaches_the_worker:
+                super().kill()
+                return
+            workers.extend(module.m.childprocess.descendant_pids(self._process.pid))
+            os.kill(self._process.pid, signal.SIGKILL)  # the launcher alone, as QProcess.kill() does
+            self._process.wait()
+
+    class Case(module.m.LiverTumorSegTest):
+        def requireDependencies(self):
+            pass
+
+        def _loadSample(self):
+            return _ct_node(module.scene)
+
+        def _startedLogic(self):
+            logic = super()._startedLogic()
+            logic.runnerFactory = lambda: LauncherRunner(script, "hang")
+            logic.python = sys.executable
+            return logic
+
+        def delayDisplay(self, *args, **kwargs):
+            pass
+
+    try:
+        result = unittest.TextTestRunner(stream=io.StringIO(), verbosity=0).run(Case("test_Cancel"))
+        assert result.testsRun == 1 and not result.errors, result.errors
+        if kill_reaches_the_worker:
+            assert not result.failures
+        else:
+            # the surviving worker named where none was expected
+            assert workers and len(result.failures) == 1
+            assert f"Lists differ: [{workers[0]}] != []" in result.failures[0][1], result.failures[0][1]
+    finally:
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

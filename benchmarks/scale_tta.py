@@ -82,14 +82,13 @@ def no_unchecked_bf16(engine) -> None:
     past the engine's bf16 check (its 0.1 % label agreement with fp32 on the middle slices), so the network ran bf16
     unchecked (an untrained package that fails the check differed from fp32 on 1 % of the voxels) and the report's
     precision said only 'auto'. bf16 asked for (``--precision bf16``, never checked) stays."""
-    unchecked = engine.device.type == "cpu" and engine.cpu_dtype is not None and engine._verify_cpu_dtype
-    if unchecked:
+    if engine.device.type == "cpu" and engine.cpu_dtype is not None and engine._verify_cpu_dtype:
         engine.cpu_dtype = None
         engine._verify_cpu_dtype = False
+        # the engine's own note, which every later volume's record copies (set in last_precision alone, it was in
+        # the first volume's report only: robustness.py and evaluate_folds reuse one engine)
+        engine._precision_note = "benchmarks/scale_tta.py runs the CPU network in fp32 where bf16 awaits its check"
     engine._start_precision_record()  # the engine's own record: requested, used, an earlier check's numbers
-    if unchecked:
-        engine.last_precision["note"] = ("benchmarks/scale_tta.py runs the CPU network in fp32 where bf16 awaits "
-                                         "its check")
 
 
 def install(scales: Sequence[float]) -> None:

@@ -12,7 +12,7 @@ Images (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``) must have the same voxel typ
 geometry (spacing mm, origin mm, direction, all (x, y, z)); reports (``.json``) the same content apart from what
 describes the run, not the result: its seconds (``timings_s``, ``model_load_s``, and every key ending in ``_seconds``,
 such as the bf16 check's ``precision.check.bf16_seconds``), the library's ``library_version`` and the package's
-``model_path`` (each checkout's own; the package's content is ``model_weights_sha256`` and
+``model_path`` and ``options.model`` (each checkout's own; the package's content is ``model_weights_sha256`` and
 ``model_settings_sha256``, compared). A differing report names the keys that differ. File names starting with a dot
 are compared too.
 """
@@ -27,42 +27,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 RUN_KEYS = ("timings_s", "model_load_s", "library_version", "model_path")
 """Report keys that describe the run (seconds, the library's version, the package file's path), not the result:
-left out of the comparison, with every key ending in ``_seconds`` (:func:`is_run_key`). Two identical runs on a
-bf16 CPU were 'DIFFERENT' by the bf16 check's seconds, and two checkouts by their paths and versions."""
+left out of the comparison at any depth, with every key ending in ``_seconds`` (:func:`is_run_key`). Two identical
+runs on a bf16 CPU were 'DIFFERENT' by the bf16 check's seconds, and two checkouts by their paths and versions."""
+RUN_PATHS = ("options.model",)
+"""Dotted report paths that describe the run: ``--model PATH`` as given (each checkout's own path to the same
+package; its content is compared through ``model_weights_sha256`` and ``model_settings_sha256``)."""
 
 
-def is_run_key(key):
-    """Whether a report key describes the run, not the result (:data:`RUN_KEYS`, ``*_seconds``)."""
-    return key in RUN_KEYS or str(key).endswith("_seconds")
-
-
-def without_run_keys(report):
-    """``report`` (a parsed JSON value) without run keys (:func:`is_run_key`) at any depth."""
-    if isinstance(report, dict):
-        return {k: without_run_keys(v) for k, v in report.items() if not is_run_key(k)}
-    if isinstance(report, list):
-        return [without_run_keys(v) for v in report]
-    return report
-
-
-def same_image(path_a, path_b):
-    """Whether two image files hold the same voxel type, values and geometry."""
-    from LiverTumorSegLib.io import read_volume
-
-    a, b = read_volume(path_a), read_volume(path_b)
-    return (a.array.dtype == b.array.dtype and a.array.shape == b.array.shape
-            and np.array_equal(a.array, b.array) and tuple(a.geometry.spacing) == tuple(b.geometry.spacing)
-            and tuple(a.geometry.origin) == tuple(b.geometry.origin)
-            and np.array_equal(np.asarray(a.geometry.direction), np.asarray(b.geometry.direction)))
+def is_run_key(key, path=""):
+    """Whether a report key (at dotted ``path``) describes the run, not the result (:data:`RUN_KEYS`,
+    ``*_seconds``, :data:`RUN_PATHS`)."""
+    return key in RUN_KEYS or str(key).endswith("_seconds") or path in RUN_PATHS
 
 
 def differing_keys(a, b, where=""):
     """Dotted paths (``lesions[0].volume_ml``) at which two parsed JSON values differ, run keys left out."""
     if isinstance(a, dict) and isinstance(b, dict):
-        keys = sorted(set(a) | set(b), key=str)
-        return [path for k in keys if not is_run_key(k)
-                for path in (differing_keys(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
-                             if k in a and k in b else [f"{where}.{k}" if where else str(k)])]
+        found = []
+        for k in sorted(set(a) | set(b), key=str):
+            path = f"{where}.{k}" if where else str(k)
+            if is_run_key(k, path):
+                continue
+            found.extend(differing_keys(a[k], b[k], path) if k in a and k in b else [path])
+        return found
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         return [path for i, (x, y) in enumerate(zip(a, b)) for path in differing_keys(x, y, f"{where}[{i}]")]
     same = json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
@@ -77,6 +64,17 @@ def report_differences(path_a, path_b):
 def same_report(path_a, path_b):
     """Whether two JSON reports are equal apart from the run keys (:func:`is_run_key`)."""
     return not report_differences(path_a, path_b)
+
+
+def same_image(path_a, path_b):
+    """Whether two image files hold the same voxel type, values and geometry."""
+    from LiverTumorSegLib.io import read_volume
+
+    a, b = read_volume(path_a), read_volume(path_b)
+    return (a.array.dtype == b.array.dtype and a.array.shape == b.array.shape
+            and np.array_equal(a.array, b.array) and tuple(a.geometry.spacing) == tuple(b.geometry.spacing)
+            and tuple(a.geometry.origin) == tuple(b.geometry.origin)
+            and np.array_equal(np.asarray(a.geometry.direction), np.asarray(b.geometry.direction)))
 
 
 def compare_folders(dir_a, dir_b):

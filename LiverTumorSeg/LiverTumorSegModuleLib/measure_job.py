@@ -103,8 +103,12 @@ class MeasureJob(ChildJob):
         if probability is None or not self._scene.IsNodePresent(probability) or probability.GetImageData() is None:
             return []  # none, removed, or its file was missing when the scene loaded: the column stays empty
         ct_geometry, ct_shape = volume_grid(self._volume)
-        geometry, shape = volume_grid(probability)
-        if not same_grid(geometry, shape, ct_geometry, ct_shape):  # its voxels would be other places' probabilities
+        try:
+            geometry, shape = volume_grid(probability)
+        except InputError:  # no voxels (a size of 0) or colour voxels: left out as a map on another grid is
+            geometry, shape = None, None
+        if geometry is None or not same_grid(geometry, shape, ct_geometry, ct_shape):
+            # its voxels would be other places' probabilities
             self._probability_left_out = (
                 f"The tumor probability volume '{probability.GetName()}' is not on the grid of the CT "
                 f"'{self._volume.GetName()}' (moved, resampled or cropped since the segmentation), so the lesion "

@@ -710,9 +710,10 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
         unranked = [str(row["case"]) for row, has in zip(rows, has_value) if not has]
         shown = ", ".join(repr(name) for name in unranked[:5]) + (f" and {len(unranked) - 5} more"
                                                                   if len(unranked) > 5 else "")
-        log.warning("warning: %d of %d cases have no value of --rank-metric %s (%s; a surface distance is undefined "
-                    "where one side has no such structure): the best/worst overlays rank only the others", len(unranked),
-                    len(rows), metric, shown)
+        why = ("a surface distance is undefined where one side has no such structure" if metric in surface_columns()
+               else "undefined where neither side has that structure")
+        log.warning("warning: %d of %d cases have no value of --rank-metric %s (%s; %s): the best/worst overlays rank "
+                    "only the others", len(unranked), len(rows), metric, shown, why)
     if best == worst and ranked > 1:  # one overlay and no word: read as a missing 'worst' picture
         log.warning("warning: all %d cases with a value have the same --rank-metric %s; one overlay drawn (case "
                     "'%s')", ranked, metric, best)

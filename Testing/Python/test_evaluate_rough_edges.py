@@ -1602,3 +1602,18 @@ def test_cases_without_a_rank_metric_value_are_named_and_a_text_column_is_refuse
     err = capsys.readouterr().err
     assert code == 2 and "--rank-metric case is not a number in cases.csv" in err and "dice_liver" in err
     assert not (tmp_path / "out2").exists() or list((tmp_path / "out2").iterdir()) == []
+
+
+def test_an_overlap_rank_metric_without_a_value_is_not_explained_as_a_surface_distance(tmp_path, caplog):
+    """The warning said 'a surface distance is undefined' of every metric, iou_tumor under --no-surface too (the
+    review)."""
+    import logging
+
+    for name, tumor in (("with.nii.gz", True), ("without.nii.gz", False)):
+        for folder in ("ref", "pred"):
+            _case(tmp_path / folder, name, tumor=tumor)
+    with caplog.at_level(logging.WARNING):
+        assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out",
+                         "--rank-metric", "iou_tumor", "--no-surface", "--no-progress") == 0
+    assert ("1 of 2 cases have no value of --rank-metric iou_tumor ('without'; undefined where neither side has that "
+            "structure)") in caplog.text and "surface distance" not in caplog.text

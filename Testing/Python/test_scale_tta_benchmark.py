@@ -173,5 +173,7 @@ def test_the_patched_path_runs_no_unchecked_bf16_and_records_precision_and_netwo
     assert awaiting.precision_used == "fp32" and awaiting.last_precision["used"] == "fp32"
     assert "runs the CPU network in fp32" in awaiting.last_precision["note"]
     assert awaiting.last_timings["network"] > 0 and awaiting.last_timings["preprocess"] > 0
+    awaiting.predict_with_probability(phantom.ct)  # a second volume of the same engine says it too (the review)
+    assert awaiting.last_precision["used"] == "fp32" and "runs the CPU network in fp32" in awaiting.last_precision["note"]
     asked.predict_with_probability(phantom.ct)
     assert asked.last_precision["used"] == "bf16" and "note" not in asked.last_precision

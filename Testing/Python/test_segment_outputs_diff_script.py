@@ -19,7 +19,8 @@ def _two_folders(tmp_path):
         # checkouts and say nothing of the result: two identical runs on a bf16 CPU were DIFFERENT (helper-402)
         report = {"liver_volume_ml": 1234.5, "timings_s": {"read": seconds}, "lesions": [{"id": 1}],
                   "precision": {"check": {"bf16_seconds": seconds, "fp32_seconds": 2 * seconds, "passed": True}},
-                  "library_version": f"0.6.{int(seconds)}", "model_path": str(folder / "m.safetensors")}
+                  "library_version": f"0.6.{int(seconds)}", "model_path": str(folder / "m.safetensors"),
+                  "options": {"model": str(folder / "m.safetensors"), "device": "cpu"}}
         (folder / "ct.json").write_text(json.dumps(report))
     return a, b
 
@@ -52,6 +53,7 @@ def test_a_changed_voxel_a_changed_number_or_a_missing_file_differs(tmp_path, ca
     report = json.loads((b / "ct.json").read_text())
     report["precision"]["check"]["passed"] = False
     report["lesions"][0]["id"] = 2
+    report["options"]["device"] = "cuda"  # an option other than the package's path is compared
     (b / "ct.json").write_text(json.dumps(report))
     assert script.report_differences(a / "ct.json", b / "ct.json") == ["lesions[0].id", "liver_volume_ml",
-                                                                      "precision.check.passed"]
+                                                                      "options.device", "precision.check.passed"]

@@ -98,6 +98,17 @@ def test_update_lesion_table_gives_each_lesion_the_networks_mean_probability(mod
     (row,) = module.mrml.lesion_table_rows(outcome.table_node)
     assert row["Volume"] == pytest.approx(1.92, abs=0.0051) and row["Tumor probability"] in ("", "nan", None)
     assert row["Peak tumor probability"] in ("", "nan", None)
+    # ... and one of size 0 (scalars allocated): left out as a map on another grid (the review: refused as 'holds no
+    # voxels; load a CT volume' once the panel refused empty volumes)
+    import vtk
+    empty = vtk.vtkImageData()
+    empty.SetDimensions(64, 64, 0)
+    empty.AllocateScalars(vtk.VTK_FLOAT, 1)
+    node.SetAndObserveImageData(empty)
+    outcome = _logic(module).measureSegmentation(segmentation, volume, tableNode=outcome.table_node)
+    (row,) = module.mrml.lesion_table_rows(outcome.table_node)
+    assert row["Volume"] == pytest.approx(1.92, abs=0.0051) and row["Tumor probability"] in ("", "nan", None)
+    assert [w for w in outcome.warnings if "Tumor probability column is left empty" in w]
     # a map on another grid (here 2 mm off in x) would give each lesion the probabilities of other voxels: it is
     # not handed over, and the lesions are measured without it
     shifted = ImageGeometry(spacing=GEOMETRY.spacing, origin=(-58.0, -40.0, 90.0))

@@ -646,3 +646,27 @@ def test_a_pickle_weights_file_is_not_read_with_a_torch_whose_restricted_loader_
             refuse_pickle_loader_with_known_flaws(tmp_path / "r.pth", old)
     for fine in ("2.6.0", "2.13.0+cpu", "3.0.0", "unknown"):
         refuse_pickle_loader_with_known_flaws(tmp_path / "r.pth", fine)
+
+
+def test_readme_family_table_gives_the_bundled_packages_file_sizes():
+    """The family table's 'file' column and its 'at most N MB each' against the bundled files (MB = 10^6 bytes):
+    the families' re-stored robustness tables grew each file by 28 KB and the table kept the old sizes (8.5 for
+    8.55 MB, 7.2 for 7.27; the docs audit)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    models = root / "Resources" / "Models"
+    sizes = {}
+    for line in readme.splitlines():
+        match = re.match(r"\| `([a-z0-9_]+)`(?: \(v\d+\))? \| [^|]+ \| [0-9.]+ M \| ([0-9.]+) MB \|", line)
+        if match:
+            sizes[match.group(1)] = float(match.group(2))
+    files = {path.stem: path.stat().st_size / 1e6 for path in models.glob("*.safetensors")}
+    assert sorted(sizes) == sorted(files)
+    for name, megabytes in sizes.items():
+        assert f"{files[name]:.1f}" == f"{megabytes:.1f}", name
+    most = float(re.search(r"at most ([0-9.]+) MB each", readme).group(1))
+    families = [size for name, size in files.items() if name != "default"]
+    assert max(families) <= most < max(families) + 0.02

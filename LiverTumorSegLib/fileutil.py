@@ -407,6 +407,25 @@ def unexpanded_home_hint(path: PathLike) -> str:
             f"'{expanded}')")
 
 
+def refuse_unexpanded_home(path: PathLike, what: str) -> None:
+    """InputError for a folder this run would create whose path begins with a '~' the shell left as it was (quoted,
+    after '=' as in ``--output=~/x``, or cmd.exe's): ``mkdir`` made a folder named '~' in the working folder, and the
+    run said it wrote '~/x/...', read as the home folder (the portability audit). A file output is refused already
+    where its folder is missing (:func:`unexpanded_home_hint`); this is for the outputs that are folders."""
+    from .resources import expand_home
+
+    text = str(path)
+    if not text.startswith("~"):
+        return
+    try:
+        in_full = f", such as '{expand_home(text)}'"
+    except InputError:  # no home folder here, or '~name' of no account: in full is the only way
+        in_full = ""
+    raise InputError(f"{what} '{text}' begins with '~', which was not taken as your home folder (a quoted '~', or "
+                     f"one after '=' as in --output=~/x, is left as it is): write it after a space and without "
+                     f"quotes (--output ~/x), or in full{in_full}.")
+
+
 def apply_default_permissions(path: PathLike) -> None:
     """Give a written file the usual ``0666 & ~umask`` (what a plain ``open`` gives; 0644 with umask 022).
 

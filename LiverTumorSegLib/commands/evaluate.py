@@ -495,8 +495,11 @@ def _output_paths(out_dir: Path) -> Dict[str, Path]:
 
 
 def _check_output_kinds(paths: Dict[str, Path]) -> None:
-    """Refuse an ``-o`` (or its ``plots``) that is a file."""
+    """Refuse an ``-o`` (or its ``plots``) that is a file, or that begins with a '~' the shell left as it was."""
+    from ..fileutil import refuse_unexpanded_home
+
     out_dir = paths["table"].parent
+    refuse_unexpanded_home(out_dir, "-o")  # --output=~/ev wrote ./~/ev and said 'wrote ~/ev/summary.json'
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"-o '{out_dir}' is a file; evaluate writes a folder (cases.csv, summary.json, plots/): "
                          f"name a new or existing folder.")

@@ -417,9 +417,10 @@ def _run_json(args: argparse.Namespace) -> int:
 def _make_output_folder(folder: Path, what: str = "Output folder") -> None:
     """Create a batch's output folder (or ``what``: its probability folder) and its parents and check it is
     writable, before any work."""
-    from ..fileutil import check_folder_writable, check_path_encoding
+    from ..fileutil import check_folder_writable, check_path_encoding, refuse_unexpanded_home
 
     check_path_encoding(folder, what)
+    refuse_unexpanded_home(folder, what)  # --output=~/bo made ./~/bo
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -353,6 +353,7 @@ def config_from_args(args: argparse.Namespace):
         check_config_is_a_recipe(args.config_file, command)
     file_values = load_config_file(args.config_file) if getattr(args, "config_file", None) else {}
     cli = {f: getattr(args, f) for f in TrainConfig.field_names() if getattr(args, f, None) is not None}
+    _refuse_unexpanded_home_folders(cli, command)
     merged = merge_options(file_values, cli)
     if merged.get("model") is not None:
         check_model_is_an_architecture(merged["model"], command, None if "model" in cli else args.config_file)
@@ -377,6 +378,18 @@ def config_from_args(args: argparse.Namespace):
         if text:
             log.warning("warning: %s", text)
     return config
+
+
+def _refuse_unexpanded_home_folders(cli: Dict[str, Any], command: str) -> None:
+    """Refuse the typed folders a run creates (``--log-dir``, ``--cache-dir``; ``crossval -o``) that begin with a '~'
+    the shell left as it was (``--log-dir=~/tl`` made ./~/tl); a recipe's are taken as the home folder
+    (:func:`~..training.config.load_config_file`), having no shell."""
+    from ..fileutil import refuse_unexpanded_home
+
+    folders = ("log_dir", "cache_dir") + (("output",) if command == "crossval" else ())
+    for name in folders:
+        if cli.get(name):
+            refuse_unexpanded_home(cli[name], "-o" if name == "output" else "--" + name.replace("_", "-"))
 
 
 CROSSVAL_FOLDS = 4

@@ -499,4 +499,18 @@ def load_config_file(path: Union[str, Path]) -> Dict[str, Any]:
     if not isinstance(values, dict):
         raise InputError(f"Training config '{path}' must hold a mapping of option: value, "
                          f"not a {type(values).__name__}.")
-    return values
+    return with_home_expanded(values)
+
+
+RECIPE_PATH_KEYS = ("data", "output", "log_dir", "cache_dir", "init_from", "preprocessing")
+"""The recipe keys whose value may be a path: a leading '~' there is the home folder (a file has no shell to expand
+it; 'log_dir: ~/trlogs' made ./~/trlogs and 'data: ~/d/list.csv' was called missing)."""
+
+
+def with_home_expanded(values: Dict[str, Any]) -> Dict[str, Any]:
+    """``values`` (a recipe's mapping) with a leading '~' of each :data:`RECIPE_PATH_KEYS` value taken as the home
+    folder (:func:`~..resources.expand_home`); keys spelt with '-' too."""
+    from ..resources import expand_home
+
+    return {key: str(expand_home(value)) if str(key).replace("-", "_") in RECIPE_PATH_KEYS
+            and isinstance(value, str) and value.startswith("~") else value for key, value in values.items()}

@@ -1261,3 +1261,43 @@ def test_a_stop_signal_as_a_temporary_is_made_leaves_none_behind(tmp_path, monke
     finally:
         signal.signal(number, previous)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_folder_output_beginning_with_an_unexpanded_tilde_is_refused_and_a_recipes_is_the_home_folder(
+        tmp_path, monkeypatch, capsys):
+    """'--output=~/ev' (bash leaves '~' after '=' as it is) made ./~/ev and said 'wrote ~/ev/summary.json', read as
+    the home folder; so did a batch's -o, --log-dir, --cache-dir and crossval's -o; a recipe's 'log_dir: ~/trlogs'
+    made ./~/trlogs and its 'data: ~/...' was called missing (the portability audit)."""
+    import shutil
+
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.training.config import load_config_file
+
+    data = Path(__file__).resolve().parents[2] / "Testing" / "Data"
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    work = tmp_path / "work"
+    (work / "cts").mkdir(parents=True)
+    shutil.copy(data / "ct3slice_liver_seg.nii.gz", work / "ref.nii.gz")
+    shutil.copy(data / "ct3slice_ct.nii.gz", work / "cts" / "a.nii.gz")
+    monkeypatch.chdir(work)
+    commands = {
+        "-o": ["evaluate", "--pred", "ref.nii.gz", "--ref", "ref.nii.gz", "--no-plots", "--output=~/ev"],
+        "Output folder": ["segment", "cts", "--output=~/bo", "--no-progress"],
+        "--log-dir": ["train", "--data", "cts", "-o", "m.safetensors", "--log-dir=~/tl", "--epochs", "1"],
+        "--cache-dir": ["train", "--data", "cts", "-o", "m.safetensors", "--cache-dir=~/tc", "--epochs", "1"],
+    }
+    for what, argv in commands.items():
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"{what} '~/" in err and "begins with '~', which was not taken as your home folder" in err, err
+        assert f"or in full, such as '{home}/" in err
+    assert main(["crossval", "--data", "cts", "--output=~/cv", "--folds", "2", "--epochs", "1"]) == 2
+    assert "-o '~/cv' begins with '~'" in capsys.readouterr().err
+    assert not (work / "~").exists() and list(home.iterdir()) == []
+    recipe = work / "recipe.yaml"
+    recipe.write_text("data: ~/d/list.csv\nlog-dir: ~/trlogs\ncache_dir: ~/trcache\nname: ~keep\n")
+    values = load_config_file(recipe)
+    assert values == {"data": f"{home}/d/list.csv", "log-dir": f"{home}/trlogs", "cache_dir": f"{home}/trcache",
+                      "name": "~keep"}

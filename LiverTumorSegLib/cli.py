@@ -844,9 +844,35 @@ def empty_argument_text(raw: List[str], flags: Iterable[str] = ()) -> Optional[s
     return None
 
 
+def _is_control_character(character: str) -> bool:
+    """A C0 control character other than the tab, or DEL."""
+    return (ord(character) < 32 and character != "\t") or ord(character) == 127
+
+
+def control_character_text(raw: List[str]) -> Optional[str]:
+    """The refusal of an argument holding a control character (a carriage return, a line feed, ...; a tab is
+    taken), or None. A script saved with Windows line endings ends its last argument in '\r': a missing input's
+    message overwrote itself on the terminal ('does not exist' alone was left), and `-o out\r` made a folder
+    named 'out\r' and said it wrote 'out/...' (the portability audit)."""
+    for token in raw:
+        bad = [c for c in token if _is_control_character(c)]
+        if bad:  # shown escaped; 'Müller' stays as it is
+            shown = "".join(repr(c)[1:-1] if _is_control_character(c) else c for c in token)
+            windows = (" The script that ran this has Windows line endings (CR LF): convert it (dos2unix, or your "
+                       "editor's 'LF' line endings)." if bad == ["\r"] and token.endswith("\r") else "")
+            return f"the argument '{shown}' holds a control character ({repr(bad[0])[1:-1]}).{windows}"
+    return None
+
+
 def _main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
+    control = control_character_text(raw)
+    if control:  # before argparse, whose own messages would print the character too
+        if _wants_json_progress(raw):
+            print(json.dumps({"error": control}), flush=True)
+        print(f"error: {control}", file=sys.stderr)
+        return 2
     try:
         args = parser.parse_args(raw)  # unknown options: _CommandAwareParser names the command's usage
     except SystemExit as exc:  # usage error (argparse printed it on stderr) or --help / --version

@@ -648,6 +648,27 @@ def test_an_empty_argument_is_refused_before_any_work(tmp_path, capsys, monkeypa
     assert empty_argument_text(["segment", "--overwrite", ""], ["--overwrite"]).startswith("an empty argument")
 
 
+def test_an_argument_ending_in_a_carriage_return_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """A script with Windows line endings ends its last argument in '\r': a missing input's message overwrote itself
+    on the terminal, and 'evaluate ... -o ecr\r' made a folder named 'ecr\r' and said it wrote 'ecr/cases.csv'
+    (the portability audit). Refused, escaped, with the cause; a tab or 'Müller' is taken as it is."""
+    import json
+
+    from LiverTumorSegLib.cli import control_character_text
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--pred", "p", "--ref", "r", "-o", "ecr\r"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the argument 'ecr\\r' holds a control character (\\r). The script that ran this "
+                          "has Windows line endings (CR LF)") and "\r" not in err
+    assert list(tmp_path.iterdir()) == []
+    assert main(["segment", "ct.nii.gz", "-o", "s.nii.gz", "--progress", "json", "--no-progress\r"]) == 2
+    lines = capsys.readouterr()
+    assert "holds a control character" in json.loads(lines.out.splitlines()[0])["error"]
+    assert control_character_text(["Müller\tct.nii.gz"]) is None
+    assert control_character_text(["a\nb"]) == "the argument 'a\\nb' holds a control character (\\n)."
+
+
 @pytest.mark.parametrize("argv, said", [
     (["segment", "ct.nii.gz", "-o", "s.nii.gz", "--min-new-lesion-mm", "5"],
      "--min-new-lesion-mm is an option of followup, not of segment"),

@@ -1034,7 +1034,12 @@ def set_aside_name(name: str, folder: PathLike) -> str:
     name (:func:`_longest_name`), else cut and ended with ``~`` and 10 hex digits of its SHA-256 (a label map and its
     report of one long stem never share one). An output named with more than 222 characters could not be replaced
     with --overwrite: setting the earlier file aside failed, after the whole run, with 'File name too long'."""
-    room = _longest_name(Path(folder)) - _SET_ASIDE_EXTRA
+    return name_within(name, _longest_name(Path(folder)) - _SET_ASIDE_EXTRA)
+
+
+def name_within(name: str, room: int) -> str:
+    """``name`` whole where it holds at most ``room`` bytes (UTF-8), else cut and ended with ``~`` and 10 hex digits
+    of its SHA-256, within ``room``: two long names that share their start stay apart."""
     if len(name.encode("utf-8", "surrogateescape")) <= room:
         return name
     import hashlib
@@ -1044,6 +1049,11 @@ def set_aside_name(name: str, folder: PathLike) -> str:
     while len(cut) > 1 and len((cut + digest).encode("utf-8", "surrogateescape")) > room:
         cut = cut[:-1]
     return cut + digest
+
+
+def longest_name(folder: PathLike) -> int:
+    """The longest file name ``folder``'s file system takes, in bytes (:func:`_longest_name`)."""
+    return _longest_name(Path(folder))
 
 
 def _move_without_replacing(source: Path, target: Path) -> None:

@@ -761,7 +761,7 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
 def _write_overlays(overlays: List[Dict[str, object]], plots_dir: Path, overwrite: bool) -> List[Path]:
     from ..metrics.report import plot_case_overlay
 
-    return [plot_case_overlay(o["pred"], o["ref"], plots_dir / OVERLAY_PLOT_NAME.format(tag=o["tag"], case=o["case"]),
+    return [plot_case_overlay(o["pred"], o["ref"], plots_dir / overlay_plot_name(o["tag"], o["case"], plots_dir),
                               image=o["image"], spacing_zyx=o["spacing_zyx"], title=o["title"], overwrite=overwrite,
                               slice_s_mm=o["slice_s_mm"], orientation_known=o.get("orientation_known", True))
             for o in overlays]
@@ -777,12 +777,23 @@ PLOT_NAME_PATTERNS = (BOXPLOT_NAME, ROC_PLOT_NAME.format(structure="tumor"), ROC
                       OVERLAY_PLOT_NAME.format(tag="best", case="*"), OVERLAY_PLOT_NAME.format(tag="worst", case="*"))
 
 
+def overlay_plot_name(tag: str, case: str, plots: Path) -> str:
+    """:data:`OVERLAY_PLOT_NAME` of ``case``, its case part cut and ended with a digest (``fileutil.name_within``)
+    where the whole name would pass the file system's limit on a name: a case named with 238-251 bytes, as its
+    label maps could be, failed the whole evaluation after every case was scored ('File name too long'), with
+    nothing written. (Set-aside and temporary names of long outputs are cut by fileutil itself.)"""
+    from ..fileutil import longest_name, name_within
+
+    room = longest_name(plots) - len(OVERLAY_PLOT_NAME.format(tag=tag, case="").encode("utf-8"))
+    return OVERLAY_PLOT_NAME.format(tag=tag, case=name_within(case, room))
+
+
 def _plot_names(plots: Path, cases: Sequence[str]) -> List[Path]:
     """The plots of ``plots`` by name: those there now and the overlays of ``cases``. A plot named with more than
     222 characters (a long case name) is set aside under a cut name ending in a digest (fileutil.set_aside_name),
     which is found only from its own name: :func:`is_evaluate_plot_name` on the cut name left it hidden."""
     there = [p for p in (plots.glob("*.png") if plots.is_dir() else []) if is_evaluate_plot_name(p.name)]
-    overlays = [plots / OVERLAY_PLOT_NAME.format(tag=tag, case=case) for case in cases for tag in ("best", "worst")]
+    overlays = [plots / overlay_plot_name(tag, case, plots) for case in cases for tag in ("best", "worst")]
     return there + overlays
 
 

@@ -1617,3 +1617,26 @@ def test_an_overlap_rank_metric_without_a_value_is_not_explained_as_a_surface_di
                          "--rank-metric", "iou_tumor", "--no-surface", "--no-progress") == 0
     assert ("1 of 2 cases have no value of --rank-metric iou_tumor ('without'; undefined where neither side has that "
             "structure)") in caplog.text and "surface distance" not in caplog.text
+
+
+def test_a_case_name_too_long_for_its_overlay_name_gets_a_cut_name_and_the_results(tmp_path):
+    """A case named with 240 bytes (its label map's name within the limit) failed the whole evaluation after every
+    case was scored: 'overlay_best_<case>.png' is 258 bytes, 'File name too long', nothing written (the portability
+    audit). The overlay's case part is cut and ended with a digest; a second run with --overwrite replaces it."""
+    long_name = "a" * 240
+    for name in (long_name, "short"):
+        phantom = _case(tmp_path / "ref", f"{name}.nii.gz")
+        pred = phantom.labels.copy()
+        if name == "short":
+            pred[pred == 2] = 1  # a worse case
+        (tmp_path / "pred").mkdir(exist_ok=True)
+        write_label_map(tmp_path / "pred" / f"{name}.nii.gz", pred, phantom.ct.geometry)
+    out = tmp_path / "out"
+    for extra in ([], ["--overwrite"]):
+        assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", out, "--no-surface",
+                         "--rank-metric", "dice_tumor", "--no-progress", *extra) == 0
+        rows = list(csv.DictReader(open(out / "cases.csv", newline="")))
+        assert sorted(r["case"] for r in rows) == sorted([long_name, "short"])
+        plots = sorted(p.name for p in (out / "plots").glob("overlay_*.png"))
+        assert plots[0].startswith("overlay_best_aaaa") and len(plots[0].encode()) <= 255 and "~" in plots[0]
+        assert plots[1] == "overlay_worst_short.png" and len(plots) == 2

@@ -405,7 +405,9 @@ def build_preprocessing(spec):
         raise InputError(f"--preprocessing '{text}' is a YAML file, such as a training recipe, not a preprocessing "
                          f"preset or config JSON file: give a recipe as --config {text} (its 'preprocessing' value "
                          f"is then used).")
-    if text.endswith(".json") or os.path.sep in text:
+    # a file by its suffix in any case ('PRE.JSON', as preprocess --config reads it) or a folder part, '/' on Windows
+    # too: both were taken as an unknown preset's name
+    if text.lower().endswith(".json") or any(sep in text for sep in (os.path.sep, os.path.altsep, "/") if sep):
         return PreprocessingConfig.from_file(text, given=True)
     return PreprocessingConfig.preset(text)
 

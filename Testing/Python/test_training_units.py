@@ -2056,3 +2056,17 @@ def test_a_package_or_recipe_given_as_preprocessing_is_named(given, words):
     with pytest.raises(InputError) as caught:
         build_preprocessing(given)
     assert words in str(caught.value)
+
+
+def test_a_preprocessing_json_file_is_read_whatever_the_case_of_its_suffix(tmp_path, monkeypatch):
+    """'--preprocessing PRE.JSON' was taken as a preset's name ('Unknown preprocessing preset'), while preprocess
+    --config read the same file (the portability audit)."""
+    from LiverTumorSegLib.training.trainer import build_preprocessing
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    for name in ("PRE.JSON", "configs/pre.Json"):
+        (tmp_path / name).write_text('{"target_spacing_mm": 1.25}')
+        assert build_preprocessing(name).target_spacing_mm == 1.25, name
+    (tmp_path / "configs" / "pre_cfg").write_text('{"target_spacing_mm": 1.75}')  # a folder part, no suffix
+    assert build_preprocessing("configs/pre_cfg").target_spacing_mm == 1.75

@@ -34,7 +34,8 @@ import numpy as np
 
 from ..errors import CancelledError, InputError, submit_in_caller_context
 from ..dicom_seg import DICOM_SEG_SUFFIX, check_dicom_seg_input
-from ..fileutil import atomic_outputs, check_can_write, file_identities, full_suffix, restore_set_aside_outputs_of
+from ..fileutil import (atomic_outputs, check_can_write, file_identities, full_suffix, restore_set_aside_outputs_of,
+                        shell_word)
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume, ImageGeometry
 from .options import (LABEL_MAP_SUFFIXES, PREVIEW_SUFFIX, PROBABILITY_SUFFIXES, SEG_NRRD_SUFFIX,
@@ -179,10 +180,12 @@ def check_output_format(path: Any) -> str:
     if suffix == DICOM_SEG_SUFFIX:  # DICOM Segmentation referencing the input series (dicom_seg)
         return suffix
     if not suffix:  # 'segment DICOM_FOLDER -o out/': one CT, one label map file
+        given = Path(str(path).rstrip("/").rstrip(chr(92)) or "seg")
+        # '-o .' was advised '..nii.gz'
+        example = given / "seg.nii.gz" if given.name in ("", ".", "..") else Path(f"{given}.nii.gz")
         raise InputError(f"Output '{path}' has no file extension: one CT (a DICOM series folder is one) is written "
-                         f"as one label map file, e.g. '{Path(str(path).rstrip('/').rstrip(chr(92)) or 'seg')}"
-                         f".nii.gz'. An output folder is for a batch: a folder of CT files, or a CSV listing the "
-                         f"CTs (each DICOM series by its folder).")
+                         f"as one label map file, e.g. -o {shell_word(str(example))}. An output folder is for a "
+                         f"batch: a folder of CT files, or a CSV listing the CTs (each DICOM series by its folder).")
     if suffix not in LABEL_MAP_SUFFIXES:
         raise InputError(f"Output '{path}' has an unsupported extension '{suffix}'; use .nii.gz, .nii, .nrrd, "
                          f".mha, .seg.nrrd or .dcm (DICOM SEG, for a DICOM input).")
@@ -1581,7 +1584,20 @@ def _refuse_images_in_input_dicom_folder(input_path: Path, outputs: List[Path]) 
             raise InputError(f"Output '{path}' would be written into the input DICOM series' folder '{input_path}': "
                              f"a NIfTI/NRRD/MetaImage file there makes the folder neither one DICOM series nor a "
                              f"folder of CT files, and later runs would refuse it. Write the result beside the folder "
-                             f"(e.g. -o {folder.name}_seg.nii.gz) or into another one.")
+                             f"(e.g. -o {shell_word(_beside(folder, folder.name + '_seg.nii.gz'))}) or into another "
+                             f"one.")
+
+
+def _beside(folder: Path, name: str) -> str:
+    """The file ``name`` beside ``folder``, relative to the working folder where it can be (its name alone was the
+    advice, which named a file in the working folder, and a name with spaces split in a pasted command)."""
+    import os
+
+    target = folder.parent / name
+    try:
+        return os.path.relpath(target)
+    except ValueError:  # Windows: another drive than the working folder's
+        return str(target)
 
 
 def _prepared_bytes(engine: Any, network_volume: CTVolume) -> int:

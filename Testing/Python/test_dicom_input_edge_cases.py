@@ -596,8 +596,15 @@ def test_which_evaluate_options_take_a_dicom_series_folder_follows_their_role(tm
 def test_a_dicom_folder_segmented_to_a_folder_name_is_told_what_to_give(tmp_path):
     from LiverTumorSegLib.inference.segmenter import check_output_format
 
-    with pytest.raises(InputError, match=r"no file extension: one CT .* e\.g\. '.*out\.nii\.gz'.*CSV"):
+    with pytest.raises(InputError, match=r"no file extension: one CT .* e\.g\. -o .*out\.nii\.gz\..*CSV"):
         check_output_format(tmp_path / "out")
+    # '-o .' was advised '..nii.gz'; a name with a space is quoted to paste (the portability audit)
+    from LiverTumorSegLib.fileutil import shell_word
+    for given, advised in ((".", "-o seg.nii.gz"), ("..", f"-o {Path('..', 'seg.nii.gz')}"),
+                           ("my out", f"-o {shell_word('my out.nii.gz')}")):
+        with pytest.raises(InputError) as refused:
+            check_output_format(Path(given))
+        assert f"e.g. {advised}. An output folder" in str(refused.value), given
 
 
 # ---- the series listing: every header read once, the series and file order GDCM gives ----------------------------

@@ -486,8 +486,11 @@ def test_a_label_or_probability_map_written_into_the_input_series_folder_is_refu
                                   (tmp_path / "seg.nii.gz", ct / "p.nii.gz")):
         with pytest.raises(InputError, match="would be written into the input DICOM series' folder"):
             segment_file(ct, output, probability_path=probabilities, engine=_oracle_engine())
-    with pytest.raises(InputError, match="would be written into the input DICOM series' folder"):
+    with pytest.raises(InputError, match="would be written into the input DICOM series' folder") as refused:
         segment_file(ct / listed[0], ct / "seg.nii.gz", engine=_oracle_engine())  # a series given by one file
+    # the advice names the file beside the folder (it named 'ct_seg.nii.gz' in the working folder: the audit)
+    import os
+    assert f"(e.g. -o {os.path.relpath(tmp_path / 'ct_seg.nii.gz')})" in str(refused.value)
     assert sorted(p.name for p in ct.iterdir()) == listed
     segment_file(ct, tmp_path / "seg.nii.gz", engine=_oracle_engine())
     segment_file(ct, ct / "result.dcm", engine=_oracle_engine())

@@ -845,13 +845,15 @@ def empty_argument_text(raw: List[str], flags: Iterable[str] = ()) -> Optional[s
 
 
 def _is_control_character(character: str) -> bool:
-    """A C0 control character other than the tab, or DEL."""
-    return (ord(character) < 32 and character != "\t") or ord(character) == 127
+    """A C0 control character other than the tab and the line feed, or DEL: a line feed is in pretty-printed JSON
+    given as an option's value (--label-map "$(cat map.json)"), in a --title of two lines, and in a file name
+    Linux allows."""
+    return (ord(character) < 32 and character not in "\t\n") or ord(character) == 127
 
 
 def control_character_text(raw: List[str]) -> Optional[str]:
-    """The refusal of an argument holding a control character (a carriage return, a line feed, ...; a tab is
-    taken), or None. A script saved with Windows line endings ends its last argument in '\r': a missing input's
+    """The refusal of an argument holding a control character (a carriage return, an escape, ...; a tab and a line
+    feed are taken), or None. A script saved with Windows line endings ends its last argument in '\r': a missing input's
     message overwrote itself on the terminal ('does not exist' alone was left), and `-o out\r` made a folder
     named 'out\r' and said it wrote 'out/...' (the portability audit)."""
     for token in raw:

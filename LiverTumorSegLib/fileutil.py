@@ -407,20 +407,44 @@ def unexpanded_home_hint(path: PathLike) -> str:
             f"'{expanded}')")
 
 
+def unexpanded_home_prefix(text: str) -> bool:
+    """Whether ``text`` begins with a '~' a shell would have taken as a home folder: '~' alone, '~/...' ('~\\...' on
+    Windows), or '~name' of an account that exists here; and no file or folder of that first part is in the working
+    folder. '~archive' with no account 'archive' is a real folder name (bash leaves it as it is too)."""
+    from .resources import expand_home
+
+    if not text.startswith("~"):
+        return False
+    first = re.split(r"[\\/]" if os.name == "nt" else "/", text, maxsplit=1)[0]
+    if os.path.lexists(first):  # a folder named '~' or '~archive' here: the path means it
+        return False
+    if first == "~":
+        return True
+    try:
+        expand_home(first)
+    except InputError:  # '~name' of no account: a name, not a home folder
+        return False
+    return True
+
+
 def refuse_unexpanded_home(path: PathLike, what: str) -> None:
-    """InputError for a folder this run would create whose path begins with a '~' the shell left as it was (quoted,
-    after '=' as in ``--output=~/x``, or cmd.exe's): ``mkdir`` made a folder named '~' in the working folder, and the
-    run said it wrote '~/x/...', read as the home folder (the portability audit). A file output is refused already
-    where its folder is missing (:func:`unexpanded_home_hint`); this is for the outputs that are folders."""
+    """InputError for a folder this run would create whose path begins with a '~' the shell left as it was
+    (:func:`unexpanded_home_prefix`: quoted, after '=' as in ``--output=~/x``, or cmd.exe's, which never expands
+    it): ``mkdir`` made a folder named '~' in the working folder, and the run said it wrote '~/x/...', read as the
+    home folder (the portability audit). A file output is refused already where its folder is missing
+    (:func:`unexpanded_home_hint`); this is for the outputs that are folders."""
     from .resources import expand_home
 
     text = str(path)
-    if not text.startswith("~"):
+    if not unexpanded_home_prefix(text):
         return
     try:
         in_full = f", such as '{expand_home(text)}'"
-    except InputError:  # no home folder here, or '~name' of no account: in full is the only way
+    except InputError:  # no home folder here: in full is the only way
         in_full = ""
+    if os.name == "nt":  # cmd.exe and PowerShell's native arguments leave '~' as it is: the full path is the way
+        raise InputError(f"{what} '{text}' begins with '~', which is not your home folder here: write the path in "
+                         f"full{in_full}.")
     raise InputError(f"{what} '{text}' begins with '~', which was not taken as your home folder (a quoted '~', or "
                      f"one after '=' as in --output=~/x, is left as it is): write it after a space and without "
                      f"quotes (--output ~/x), or in full{in_full}.")

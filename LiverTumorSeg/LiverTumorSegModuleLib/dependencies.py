@@ -503,6 +503,7 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
     torch_version = version_of("torch")
     if not torch_version:
         raise DependencyError("PyTorch is still not installed; install it in the PyTorch Utils module.")
+    _refuse_a_torch_still_too_old(after_torch)  # before the others are pinned to it (pip's failure hid the cause)
     rest = [s for s in after_torch if s.requirement.module != "torch"]
     if rest:
         constraint = torch_constraint_file(torch_version, also_pinned=pins_besides(rest, installed()))
@@ -515,14 +516,21 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
         finally:
             os.remove(constraint)
     remaining = recheck()
-    old_torch = next((s for s in remaining if s.requirement.module == "torch" and s.state == TOO_OLD), None)
-    if old_torch is not None:  # the newest torch the extension could install: a restart installs the same again
-        raise DependencyError(too_old_torch_message(old_torch.version, old_torch.detail))
+    _refuse_a_torch_still_too_old(remaining)
     if remaining:
         raise DependencyError("After installing, these packages are still not right: "
                               + "; ".join(s.describe() for s in remaining)
                               + ". Restart Slicer and try again.")
     return list(to_fix)
+
+
+def _refuse_a_torch_still_too_old(statuses: Sequence[RequirementStatus]) -> None:
+    """DependencyError with :func:`too_old_torch_message` when ``statuses`` (checked after an install) hold a torch
+    that is too old: the newest the PyTorch extension could install for this computer, which a restart installs
+    again ('Restart Slicer and try again' was the advice)."""
+    old_torch = next((s for s in statuses if s.requirement.module == "torch" and s.state == TOO_OLD), None)
+    if old_torch is not None:
+        raise DependencyError(too_old_torch_message(old_torch.version, old_torch.detail))
 
 
 def missing_summary(statuses: Sequence[RequirementStatus]) -> str:

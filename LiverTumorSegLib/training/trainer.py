@@ -405,11 +405,16 @@ def build_preprocessing(spec):
         raise InputError(f"--preprocessing '{text}' is a YAML file, such as a training recipe, not a preprocessing "
                          f"preset or config JSON file: give a recipe as --config {text} (its 'preprocessing' value "
                          f"is then used).")
-    # a file by its suffix in any case ('PRE.JSON', as preprocess --config reads it) or a folder part, '/' on Windows
-    # too: both were taken as an unknown preset's name
-    if text.lower().endswith(".json") or any(sep in text for sep in (os.path.sep, os.path.altsep, "/") if sep):
+    if names_a_preprocessing_file(text):
         return PreprocessingConfig.from_file(text, given=True)
     return PreprocessingConfig.preset(text)
+
+
+def names_a_preprocessing_file(text: str, separators: Sequence[Optional[str]] = (os.path.sep, os.path.altsep)) -> bool:
+    """Whether ``--preprocessing`` ``text`` names a JSON file rather than a preset: its suffix in any case
+    ('PRE.JSON', as preprocess --config reads it) or a folder part, with ``separators`` (this system's) or '/'
+    (taken on Windows too): both were taken as an unknown preset's name."""
+    return text.lower().endswith(".json") or any(sep in text for sep in tuple(separators) + ("/",) if sep)
 
 
 class LesionInserter:

@@ -665,8 +665,9 @@ def test_an_argument_ending_in_a_carriage_return_is_refused_before_any_work(tmp_
     assert main(["segment", "ct.nii.gz", "-o", "s.nii.gz", "--progress", "json", "--no-progress\r"]) == 2
     lines = capsys.readouterr()
     assert "holds a control character" in json.loads(lines.out.splitlines()[0])["error"]
-    assert control_character_text(["Müller\tct.nii.gz"]) is None
-    assert control_character_text(["a\nb"]) == "the argument 'a\\nb' holds a control character (\\n)."
+    # a tab, and a line feed (pretty-printed JSON as --label-map's value, a two-line --title: the review) are taken
+    assert control_character_text(["Müller\tct.nii.gz", '{\n "1": 1\n}', "Patient 7\nday 90"]) is None
+    assert control_character_text(["a\x1bb"]) == "the argument 'a\\x1bb' holds a control character (\\x1b)."
 
 
 @pytest.mark.parametrize("argv, said", [

@@ -1297,7 +1297,17 @@ def test_a_folder_output_beginning_with_an_unexpanded_tilde_is_refused_and_a_rec
     assert "-o '~/cv' begins with '~'" in capsys.readouterr().err
     assert not (work / "~").exists() and list(home.iterdir()) == []
     recipe = work / "recipe.yaml"
-    recipe.write_text("data: ~/d/list.csv\nlog-dir: ~/trlogs\ncache_dir: ~/trcache\nname: ~keep\n")
+    recipe.write_text("data: ~/d/list.csv\nlog-dir: ~/trlogs\ncache_dir: ~/trcache\nname: ~keep\n"
+                      "output: ~no_such_account_x/m.safetensors\n")
     values = load_config_file(recipe)
     assert values == {"data": f"{home}/d/list.csv", "log-dir": f"{home}/trlogs", "cache_dir": f"{home}/trcache",
-                      "name": "~keep"}
+                      "name": "~keep", "output": "~no_such_account_x/m.safetensors"}
+    # '~name' of no account is a folder's name (bash leaves it too), and so is a '~' folder that is there (the review)
+    assert not fileutil.unexpanded_home_prefix("~no_such_account_x/ev")
+    assert fileutil.unexpanded_home_prefix("~") and fileutil.unexpanded_home_prefix("~/ev")
+    (work / "~").mkdir()
+    assert not fileutil.unexpanded_home_prefix("~/ev")
+    shutil.copy(work / "ref.nii.gz", work / "pred.nii.gz")
+    assert main(["evaluate", "--pred", "pred.nii.gz", "--ref", "ref.nii.gz", "--no-plots", "--no-surface",
+                 "--output=~no_such_account_x/ev"]) == 0
+    assert (work / "~no_such_account_x" / "ev" / "summary.json").is_file()

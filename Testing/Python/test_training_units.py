@@ -2070,3 +2070,9 @@ def test_a_preprocessing_json_file_is_read_whatever_the_case_of_its_suffix(tmp_p
         assert build_preprocessing(name).target_spacing_mm == 1.25, name
     (tmp_path / "configs" / "pre_cfg").write_text('{"target_spacing_mm": 1.75}')  # a folder part, no suffix
     assert build_preprocessing("configs/pre_cfg").target_spacing_mm == 1.75
+    # on Windows (separators '\\' and '/') and where '/' is no separator at all, 'configs/pre_cfg' is a file too
+    from LiverTumorSegLib.training.trainer import names_a_preprocessing_file
+    assert names_a_preprocessing_file("configs/pre_cfg", ("\\", "/"))
+    assert names_a_preprocessing_file("configs/pre_cfg", ("\\", None))
+    assert names_a_preprocessing_file("configs\\pre_cfg", ("\\", "/"))
+    assert not names_a_preprocessing_file("default", ("\\", "/"))

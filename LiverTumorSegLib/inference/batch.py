@@ -118,6 +118,14 @@ def _skipped_status(case: "BatchCase") -> CaseStatus:
             f"there, or it was cut short: its SHA-256 differs from the report's label_map_sha256), so it is no "
             f"finished result of a segment run; it was kept. Remove it (and the report), or pass --overwrite to "
             f"segment this case again"))
+    recorded = report.get("probabilities_sha256")
+    if (isinstance(recorded, str) and case.probability_path is not None and report_names_probability_map(case)
+            and recorded != _sha256_or_none(case.probability_path)):  # (reports before 0.6.24 lack it)
+        return CaseStatus(case.case_id, "failed", message=(
+            f"{case.probability_path} is not the probability map its report {case.report_path} names (another run "
+            f"wrote it, or it was cut short or removed: its SHA-256 differs from the report's "
+            f"probabilities_sha256), so this case's result is not whole; its label map and that file were kept. "
+            f"Pass --overwrite to segment this case again"))
     status = CaseStatus(case.case_id, "skipped", message=f"{case.output_path} exists")
     try:
         status.liver_ml = float(report["liver_volume_ml"])
@@ -1130,14 +1138,22 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
                 write_label_map(labels_path, result.labels, result.geometry, overwrite=True,
                                 **nifti_write_options(volume))
                 result.report["label_map_sha256"] = file_sha256(labels_path)
-                write_report(result.report, paths["report"], overwrite=True)
-                report_written = True
-                if case.probability_path is not None:
-                    from ..io import write_probability_map
+                # the probability map to a temporary too (without --overwrite), its SHA-256 in the report, placed
+                # after the report names it: a rerun took any file at that path as the case's map (another model's
+                # put there with --overwrite, one cut short), as it now does for the label map alone
+                with contextlib.nullcontext(paths.get("probabilities")) if overwrite or case.probability_path is None \
+                        else atomic_output(case.probability_path, overwrite=True) as probabilities_path:
+                    if probabilities_path is not None:
+                        from ..io import write_probability_map
 
-                    write_probability_map(paths["probabilities"], result.tumor_probability, volume.geometry,
-                                          overwrite=True, **nifti_write_options(volume))
-        except OutputExistsError:  # a label map appeared while the case ran: kept, and the report put back
+                        write_probability_map(probabilities_path, result.tumor_probability, volume.geometry,
+                                              overwrite=True, **nifti_write_options(volume))
+                        result.report["probabilities_sha256"] = file_sha256(probabilities_path)
+                    write_report(result.report, paths["report"], overwrite=True)
+                    report_written = True
+        except BaseException:
+            # the label map was not placed (one appeared meanwhile, a full disk, an interruption): the report put
+            # back, which described a result that is not there (a failed case's report read as finished)
             if report_written and not overwrite:
                 _put_report_back(case.report_path, earlier_report)
             raise

@@ -445,6 +445,57 @@ def test_a_probability_map_another_run_wrote_never_passes_for_a_cases_own(tmp_pa
     assert (prob / "ct_0.nii.gz").read_bytes() == written and not (tmp_path / "out2" / "ct_0.nii.gz").exists()
 
 
+def test_a_probability_map_replaced_or_cut_short_at_its_path_fails_the_case_on_a_rerun(tmp_path, capsys):
+    """The report named its map by path alone: another output folder's run with --overwrite (as the refusal advised)
+    replaced the map with its model's, and a rerun of the first folder skipped the case, its 'own' map another
+    model's; a map cut short passed too (helper-408's audit). The report records the map's SHA-256."""
+    import json
+
+    package = tiny_unet_package(tmp_path)
+    other = tiny_unet_package(tmp_path, context_slices=1, name="other.safetensors")  # other weights, other maps
+    write_phantoms(tmp_path / "cts", 1)
+    out, prob = tmp_path / "out", tmp_path / "prob"
+    common = ["--device", "cpu", "--precision", "fp32", "--no-progress"]
+    run = ["segment", str(tmp_path / "cts"), "--probabilities", str(prob)]
+    assert cli.main(run + ["-o", str(out), "--model", str(package.path)] + common) == 0
+    report = json.loads((out / "reports" / "ct_0.json").read_text())
+    from LiverTumorSegLib.package import file_sha256
+    assert report["probabilities_sha256"] == file_sha256(prob / "ct_0.nii.gz")
+    before = (prob / "ct_0.nii.gz").read_bytes()
+    assert cli.main(run + ["-o", str(tmp_path / "out2"), "--model", str(other.path), "--overwrite"] + common) == 0
+    assert (prob / "ct_0.nii.gz").read_bytes() != before
+    capsys.readouterr()
+    assert cli.main(run + ["-o", str(out), "--model", str(package.path)] + common) == 2
+    printed = capsys.readouterr().out
+    assert "is not the probability map its report" in printed and "probabilities_sha256" in printed
+    assert cli.main(run + ["-o", str(out), "--model", str(package.path), "--overwrite"] + common) == 0
+    capsys.readouterr()
+    with open(prob / "ct_0.nii.gz", "r+b") as handle:  # cut short (a power cut, a full disk)
+        handle.truncate(100)
+    assert cli.main(run + ["-o", str(out), "--model", str(package.path)] + common) == 2
+    assert "is not the probability map its report" in capsys.readouterr().out
+
+
+def test_a_case_failing_after_its_report_was_written_puts_the_report_back(tmp_path, capsys, monkeypatch):
+    """Without --overwrite the report was placed before the probability map was written; a full disk there failed
+    the case and left a finished-looking report (liver volume, label_map_sha256) beside no label map and no map
+    (helper-408's audit). The report is put back as it was (here: none)."""
+    import LiverTumorSegLib.io as io
+
+    package = tiny_unet_package(tmp_path)
+    write_phantoms(tmp_path / "cts", 1)
+    out, prob = tmp_path / "out", tmp_path / "prob"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(io, "write_probability_map", full_disk)
+    assert cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--probabilities", str(prob), "--model",
+                     str(package.path), "--device", "cpu", "--precision", "fp32", "--no-progress"]) != 0
+    assert "No space left on device" in capsys.readouterr().out
+    assert not (out / "reports" / "ct_0.json").exists() and not (out / "ct_0.nii.gz").exists()
+    assert not prob.exists() or list(prob.iterdir()) == []
+
+
 def test_an_unwritable_probability_folder_or_one_among_listed_cts_is_refused_before_any_work(tmp_path, capsys):
     package = tiny_unet_package(tmp_path)
     paths = write_phantoms(tmp_path / "cts", 1)

@@ -1007,12 +1007,12 @@ def folders_locked(folders: Iterable[PathLike]) -> Iterator[None]:
     each other) for the ``with`` block: :func:`atomic_outputs` places its group of outputs under it, so groups
     placed into one folder at once by two processes are placed one after the other. No lock file is made (the
     folder itself is locked); where a folder cannot be opened or locked (Windows, some network file systems)
-    the block runs unlocked, as before."""
+    the block runs unlocked, as before. A folder still locked after :data:`FOLDER_LOCK_WAIT_SECONDS` (placing takes
+    milliseconds) is used unlocked, with a warning: ``flock OUT livertumorseg segment ... -o OUT/s.nii.gz`` (a job
+    script's lock, which the run inherits) waited on its own lock for ever, after all the work."""
     if os.name != "posix":
         yield
         return
-    import fcntl
-
     handles = []
     try:
         for folder in sorted({os.path.abspath(str(f)) for f in folders}):
@@ -1021,12 +1021,40 @@ def folders_locked(folders: Iterable[PathLike]) -> Iterator[None]:
             except OSError:
                 continue
             handles.append(handle)
-            with contextlib.suppress(OSError):
-                fcntl.flock(handle, fcntl.LOCK_EX)
+            _lock_waiting_a_while(handle, folder)
         yield
     finally:
         for handle in handles:  # closing releases the lock
             os.close(handle)
+
+
+FOLDER_LOCK_WAIT_SECONDS = 30.0
+"""How long :func:`folders_locked` waits for another holder of a folder's lock before it goes on without it."""
+
+
+def _lock_waiting_a_while(handle: int, folder: str) -> None:
+    """An exclusive ``flock`` on the open folder ``handle``, waited for at most :data:`FOLDER_LOCK_WAIT_SECONDS`
+    (said once while waiting); past it, or where the file system refuses locks, none is held."""
+    import fcntl
+
+    deadline, said = time.monotonic() + FOLDER_LOCK_WAIT_SECONDS, False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        except OSError:  # a file system without locks: unlocked, as before
+            return
+        if time.monotonic() >= deadline:
+            log.warning("warning: the folder '%s' stayed locked by another process for %g s (a 'flock' on it held by "
+                        "the command that started this run?); the outputs are placed without its lock", folder,
+                        FOLDER_LOCK_WAIT_SECONDS)
+            return
+        if not said:
+            log.info("waiting for another process placing its files into '%s'", folder)
+            said = True
+        time.sleep(0.05)
 
 
 def _set_aside(target: Path, backup: Path) -> None:

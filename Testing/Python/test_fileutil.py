@@ -1311,3 +1311,38 @@ def test_a_folder_output_beginning_with_an_unexpanded_tilde_is_refused_and_a_rec
     assert main(["evaluate", "--pred", "pred.nii.gz", "--ref", "ref.nii.gz", "--no-plots", "--no-surface",
                  "--output=~no_such_account_x/ev"]) == 0
     assert (work / "~no_such_account_x" / "ev" / "summary.json").is_file()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock")
+def test_an_output_folder_locked_by_someone_else_is_waited_for_a_while_then_used_without_its_lock(
+        tmp_path, monkeypatch, caplog):
+    """'flock OUT livertumorseg segment ... -o OUT/s.nii.gz' (a job script's lock, which the run inherits) waited on
+    its own lock for ever after all the work (helper-408's audit). The lock is waited for a while, said, then the
+    outputs are placed without it; a lock let go meanwhile is taken."""
+    import fcntl
+    import logging
+    import threading
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = os.open(str(out), os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another open file description: as another process's lock
+    monkeypatch.setattr(fileutil, "FOLDER_LOCK_WAIT_SECONDS", 0.3)
+    try:
+        with caplog.at_level(logging.INFO):
+            started = time.monotonic()
+            with fileutil.atomic_outputs({"a": out / "a.txt"}) as paths:
+                paths["a"].write_text("done")
+        assert (out / "a.txt").read_text() == "done" and time.monotonic() - started < 20
+        assert "waiting for another process placing its files into" in caplog.text
+        assert "stayed locked by another process" in caplog.text
+        caplog.clear()
+        monkeypatch.setattr(fileutil, "FOLDER_LOCK_WAIT_SECONDS", 30.0)
+        threading.Timer(0.3, lambda: fcntl.flock(holder, fcntl.LOCK_UN)).start()  # let go while waited for
+        with caplog.at_level(logging.INFO):
+            with fileutil.atomic_outputs({"b": out / "b.txt"}) as paths:
+                paths["b"].write_text("done")
+        assert (out / "b.txt").read_text() == "done" and "stayed locked" not in caplog.text
+    finally:
+        os.close(holder)

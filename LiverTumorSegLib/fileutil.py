@@ -407,24 +407,25 @@ def unexpanded_home_hint(path: PathLike) -> str:
             f"'{expanded}')")
 
 
-def unexpanded_home_prefix(text: str) -> bool:
+def unexpanded_home_prefix(text: str, folder_here_counts: bool = True) -> bool:
     """Whether ``text`` begins with a '~' a shell would have taken as a home folder: '~' alone, '~/...' ('~\\...' on
-    Windows), or '~name' of an account that exists here; and no file or folder of that first part is in the working
-    folder. '~archive' with no account 'archive' is a real folder name (bash leaves it as it is too)."""
+    Windows), or '~name' of an account whose home folder is here; and (with ``folder_here_counts``, for a typed
+    path) no file or folder of that first part is in the working folder. '~archive' with no account 'archive' is a
+    real folder name (bash leaves it as it is too; on Windows Python guesses a home folder for any name, so the
+    folder must be there)."""
     from .resources import expand_home
 
     if not text.startswith("~"):
         return False
     first = re.split(r"[\\/]" if os.name == "nt" else "/", text, maxsplit=1)[0]
-    if os.path.lexists(first):  # a folder named '~' or '~archive' here: the path means it
+    if folder_here_counts and os.path.lexists(first):  # a folder named '~' or '~archive' here: the path means it
         return False
     if first == "~":
         return True
     try:
-        expand_home(first)
+        return expand_home(first).is_dir()
     except InputError:  # '~name' of no account: a name, not a home folder
         return False
-    return True
 
 
 def refuse_unexpanded_home(path: PathLike, what: str) -> None:
@@ -1032,12 +1033,19 @@ FOLDER_LOCK_WAIT_SECONDS = 30.0
 """How long :func:`folders_locked` waits for another holder of a folder's lock before it goes on without it."""
 
 
+_FOLDERS_LOCKED_BY_OTHERS = set()  # type: set
+"""The folders whose lock :func:`_lock_waiting_a_while` waited for in vain in this process: not waited for again (an
+--overwrite batch under a job script's inherited lock waited 30 s per case)."""
+
+
 def _lock_waiting_a_while(handle: int, folder: str) -> None:
     """An exclusive ``flock`` on the open folder ``handle``, waited for at most :data:`FOLDER_LOCK_WAIT_SECONDS`
-    (said once while waiting); past it, or where the file system refuses locks, none is held."""
+    (said once while waiting; not at all for a folder already waited for in vain in this process); past it, or where
+    the file system refuses locks, none is held."""
     import fcntl
 
-    deadline, said = time.monotonic() + FOLDER_LOCK_WAIT_SECONDS, False
+    waited_in_vain = folder in _FOLDERS_LOCKED_BY_OTHERS
+    deadline, said = time.monotonic() + (0.0 if waited_in_vain else FOLDER_LOCK_WAIT_SECONDS), waited_in_vain
     while True:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -1047,9 +1055,11 @@ def _lock_waiting_a_while(handle: int, folder: str) -> None:
         except OSError:  # a file system without locks: unlocked, as before
             return
         if time.monotonic() >= deadline:
-            log.warning("warning: the folder '%s' stayed locked by another process for %g s (a 'flock' on it held by "
-                        "the command that started this run?); the outputs are placed without its lock", folder,
-                        FOLDER_LOCK_WAIT_SECONDS)
+            if not waited_in_vain:
+                _FOLDERS_LOCKED_BY_OTHERS.add(folder)
+                log.warning("warning: the folder '%s' stayed locked by another process for %g s (a 'flock' on it held "
+                            "by the command that started this run?); the outputs are placed without its lock", folder,
+                            FOLDER_LOCK_WAIT_SECONDS)
             return
         if not said:
             log.info("waiting for another process placing its files into '%s'", folder)
@@ -1532,7 +1542,9 @@ def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     """
     path = check_can_write(path, overwrite)
     with _temporary_beside(path) as tmp_path:
-        with write_errors_naming(path):
+        # a writer's own error names the output, not its hidden temporary ("Cannot write '.../.ct_0.<mark>.tmp.nii.gz'"
+        # of a batch's label map and probability map on a full disk)
+        with write_errors_naming(path), _named_for_the_user({"output": tmp_path}, {"output": path}):
             yield tmp_path
         if not overwrite and path.exists():
             raise OutputExistsError(f"Output '{path}' appeared while writing; not overwriting it.")

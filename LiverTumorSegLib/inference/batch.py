@@ -124,8 +124,9 @@ def _skipped_status(case: "BatchCase") -> CaseStatus:
         return CaseStatus(case.case_id, "failed", message=(
             f"{case.probability_path} is not the probability map its report {case.report_path} names (another run "
             f"wrote it, or it was cut short or removed: its SHA-256 differs from the report's "
-            f"probabilities_sha256), so this case's result is not whole; its label map and that file were kept. "
-            f"Pass --overwrite to segment this case again"))
+            f"probabilities_sha256), so this case is not taken as done; its files were kept: remove "
+            f"{case.output_path} to segment this case again, or rerun with --overwrite, which segments every case "
+            f"again"))
     status = CaseStatus(case.case_id, "skipped", message=f"{case.output_path} exists")
     try:
         status.liver_ml = float(report["liver_volume_ml"])

@@ -510,13 +510,13 @@ it; 'log_dir: ~/trlogs' made ./~/trlogs and 'data: ~/d/list.csv' was called miss
 def with_home_expanded(values: Dict[str, Any]) -> Dict[str, Any]:
     """``values`` (a recipe's mapping) with a leading '~' of each :data:`RECIPE_PATH_KEYS` value taken as the home
     folder where a shell would take it (``fileutil.unexpanded_home_prefix``: '~', '~/...', '~name' of an account
-    here; not '~runs' of none, nor a folder of that name in the working folder), as
-    :func:`~..resources.expand_home` does; keys spelt with '-' too."""
+    here; not '~runs' of none), as :func:`~..resources.expand_home` does, also where a folder named '~' is in the
+    working folder (no shell reads a file: the user meant the home folder); keys spelt with '-' too."""
     from ..fileutil import unexpanded_home_prefix
     from ..resources import expand_home
 
     def expanded(key: Any, value: Any) -> Any:
-        if str(key).replace("-", "_") in RECIPE_PATH_KEYS and isinstance(value, str) and unexpanded_home_prefix(value):
+        if str(key).replace("-", "_") in RECIPE_PATH_KEYS and isinstance(value, str) and unexpanded_home_prefix(value, folder_here_counts=False):
             try:
                 return str(expand_home(value))
             except InputError as exc:  # no home folder to take it as: the key named

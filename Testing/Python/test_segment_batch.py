@@ -477,23 +477,29 @@ def test_a_probability_map_replaced_or_cut_short_at_its_path_fails_the_case_on_a
 
 
 def test_a_case_failing_after_its_report_was_written_puts_the_report_back(tmp_path, capsys, monkeypatch):
-    """Without --overwrite the report was placed before the probability map was written; a full disk there failed
-    the case and left a finished-looking report (liver volume, label_map_sha256) beside no label map and no map
-    (helper-408's audit). The report is put back as it was (here: none)."""
-    import LiverTumorSegLib.io as io
+    """Without --overwrite the report is placed before the probability map and the label map; a failure to place the
+    map (a file held open in a viewer on Windows) failed the case and left a finished-looking report (liver volume,
+    label_map_sha256) beside no label map (helper-408's audit; the review: made to fail after the report). The report
+    is put back as it was (here: none)."""
+    from pathlib import Path
+
+    from LiverTumorSegLib import fileutil
 
     package = tiny_unet_package(tmp_path)
     write_phantoms(tmp_path / "cts", 1)
     out, prob = tmp_path / "out", tmp_path / "prob"
+    real_replace = fileutil.replace_file
 
-    def full_disk(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-    monkeypatch.setattr(io, "write_probability_map", full_disk)
+    def held_open(source, target):
+        if Path(target) == prob / "ct_0.nii.gz":  # the map's placing (its writer's own temporaries pass)
+            raise PermissionError(13, "The process cannot access the file", str(target))
+        return real_replace(source, target)
+    monkeypatch.setattr(fileutil, "replace_file", held_open)
     assert cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--probabilities", str(prob), "--model",
                      str(package.path), "--device", "cpu", "--precision", "fp32", "--no-progress"]) != 0
-    assert "No space left on device" in capsys.readouterr().out
+    assert "cannot access" in capsys.readouterr().out
     assert not (out / "reports" / "ct_0.json").exists() and not (out / "ct_0.nii.gz").exists()
-    assert not prob.exists() or list(prob.iterdir()) == []
+    assert not prob.exists() or [p for p in prob.iterdir() if not p.name.startswith(".")] == []
 
 
 def test_an_unwritable_probability_folder_or_one_among_listed_cts_is_refused_before_any_work(tmp_path, capsys):

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Dict, Iterator, List, Optional, Sequence
 
-from ..errors import (InputError, LiverTumorSegError, OutputExistsError, out_of_memory_error,
+from ..errors import (InputError, LiverTumorSegError, out_of_memory_error,
                       submit_in_caller_context)
 from ..progress import CancellationToken, raise_if_read_stopped, run_with_read_stop
 from ..fileutil import (WINDOWS_RESERVED_NAMES, atomic_output, atomic_outputs, csv_cell_path, file_identities, full_suffix,

@@ -20,6 +20,7 @@ package records one (an edited window level would otherwise load as valid); the 
 registry and the state dict must match it key for key and shape for shape. Any problem raises
 :class:`~LiverTumorSegLib.errors.ModelPackageError`.
 """
+import contextlib
 import datetime
 import hashlib
 import json
@@ -30,7 +31,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import __version__, plan_cache
 from .errors import InputError, ModelPackageError, ResourceError, raise_if_out_of_memory
@@ -1460,6 +1461,22 @@ def _holds_tensor(value: Any, depth: int = 3) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def float32_default_dtype() -> Iterator[None]:
+    """torch's default floating dtype float32 for the ``with`` block, the caller's again after it: a package's
+    network is float32 by contract, and under a notebook's ``torch.set_default_dtype(torch.float64)`` it was built
+    in float64, so every package was refused as damaged ("63 tensor(s) have another type than the network's ...
+    F16 but must be F64. Re-export the package") (the API audit)."""
+    import torch
+
+    caller = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(caller)
+
+
 def _built_network_with_weights(tensors: Dict[str, Any], path: Path, arch: Dict[str, Any]) -> Any:
     """The network of ``arch`` built on the CPU (random initial weights drawn on a copy of torch's generator, so
     the caller's random state is left as it was), then given ``tensors`` by the strict ``load_state_dict``."""
@@ -1468,7 +1485,7 @@ def _built_network_with_weights(tensors: Dict[str, Any], path: Path, arch: Dict[
     from .models import build_model
 
     try:
-        with torch.random.fork_rng(devices=[]):  # the random initial weights, replaced below, draw on a copy
+        with torch.random.fork_rng(devices=[]), float32_default_dtype():  # initial weights drawn on a copy
             model = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
     except InputError as exc:
         raise _unbuildable(f"Model package '{path}'", exc)
@@ -1674,7 +1691,7 @@ def _planned_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path,
     arch = meta["architecture"]
     _check_option_types(arch["name"], arch["options"], where, unknown_setting_advice(meta))
     try:
-        with torch.device("meta"), _meta_init_skipped():
+        with torch.device("meta"), _meta_init_skipped(), float32_default_dtype():
             net = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
     except InputError as exc:
         raise _unbuildable(where, exc, _newer_version_advice(meta))

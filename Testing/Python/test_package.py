@@ -2633,3 +2633,23 @@ def test_installed_package_names_and_shell_words_for_advice(monkeypatch):
     assert shell_word("mine a") == "'mine a'" and shell_word("mine") == "mine"
     monkeypatch.setattr(os, "name", "nt")
     assert shell_word("mine a") == '"mine a"' and shell_word("mine") == "mine"
+
+
+def test_a_package_loads_under_a_float64_default_dtype_and_leaves_it_as_it_was(package_path):
+    """A notebook's torch.set_default_dtype(torch.float64) built the network in float64, and every package was
+    refused as damaged: 'tensor(s) have another type than the network's (... F32 but must be F64) ... Re-export the
+    package' (the API audit). The network is float32 by contract; the caller's default is given back."""
+    expected = load_model_package(package_path)
+    x = torch.linspace(-1, 1, 1 * 1 * 16 * 16, dtype=torch.float32).reshape(1, 1, 16, 16)
+    with torch.no_grad():
+        want = expected.model.eval()(x)
+    caller = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        loaded = load_model_package(package_path)
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(caller)
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+    with torch.no_grad():
+        assert torch.equal(loaded.model.eval()(x), want)

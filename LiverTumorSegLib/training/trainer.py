@@ -1006,7 +1006,10 @@ class Trainer:
                 raise OutputExistsError(f"The run in '{self.log_dir}' already finished its {done} epochs and wrote "
                                         f"'{self.output}'; nothing to resume. {longer}.")
             bad = early.bad_epochs
-            if early.stopped and not cfg.overwrite:
+            # stopped early, but interrupted (or out of memory, a full disk) before its package was written: --resume
+            # writes it (fit), as it does for a run that trained all its epochs; it was refused as 'nothing to
+            # resume', and --overwrite trained another epoch (the training run-time audit)
+            if early.stopped and not cfg.overwrite and (self.output is None or self.output.exists()):
                 # as crossval --resume treats it: finished. Before, --resume trained on and replaced the package.
                 raise OutputExistsError(f"The run in '{self.log_dir}' stopped early after {done} epochs ({bad} "
                                         f"validation(s) without improvement, patience "
@@ -1256,6 +1259,10 @@ class Trainer:
                 self.log(f"the run in '{self.log_dir}' was stopped in its final whole-volume validation; "
                          f"validating again")
                 return self._finish(self._finish_only)
+            if self.early.stopped:  # stopped early, its package not written yet (see __init__)
+                self.log(f"resuming from {self.last_path}: the run stopped early after {start_epoch} epochs "
+                         f"({self.early.bad_epochs} validation(s) without improvement); writing the package")
+                return self._finish("early_stopping")
             if start_epoch >= cfg.epochs:  # 'epoch 4' of a 3-epoch run read as if a fourth were to come
                 self.log(f"resuming from {self.last_path}: all {cfg.epochs} epochs were trained ({self.global_step} "
                          f"steps); writing the package")
@@ -1526,26 +1533,31 @@ class Trainer:
         validation: Dict[str, Any] = {}
         package_path = None
         if self.dist.is_main:
-            plot_curves(self.log_dir / "log.csv", self.log_dir / "curves.png")
-            best_used = self.config.use_best_checkpoint and self.best_state is not None
-            if best_used:
-                self.model.load_state_dict(self.best_state)
-            weights_step = self._packaged_weights_step(best_used)
-            epoch_end_step = int(self.history[-1].get("global_step", 0)) if self.history else 0
-            self._selection = validation_selection(self.config, bool(self.val_cases), best_used,
-                                                   self.best.best_epoch, epochs_done, self.early.stopped,
-                                                   weights_step, max(0, int(self.global_step) - epoch_end_step))
-            if self.val_cached:
-                val = self._validate_packaged_weights(weights_step)
-                validation = {"method": slice_validation_method(self.config.val_max_slices),
-                              "liver_dice": val["liver_dice"], "tumor_dice": val["tumor_dice"],
-                              "cases": val["cases"], "best_epoch": self.best.best_epoch,
-                              "synthetic_lesions_in_validation": any(
-                                  isinstance(c, SyntheticValidationCase) for c in self.val_eval_cases),
-                              "synthetic_lesions_seed": self.config.data_split_seed,
-                              **self._selection}
-            if validation and getattr(self, "init_overlap", None):  # not held out: the start had seen them
-                validation["init_trained_on_validation_patients"] = sorted(self.init_overlap)
+            try:  # the curves and (with --use-best-checkpoint) a validation of the best weights: minutes
+                plot_curves(self.log_dir / "log.csv", self.log_dir / "curves.png")
+                best_used = self.config.use_best_checkpoint and self.best_state is not None
+                if best_used:
+                    self.model.load_state_dict(self.best_state)
+                weights_step = self._packaged_weights_step(best_used)
+                epoch_end_step = int(self.history[-1].get("global_step", 0)) if self.history else 0
+                self._selection = validation_selection(self.config, bool(self.val_cases), best_used,
+                                                       self.best.best_epoch, epochs_done, self.early.stopped,
+                                                       weights_step, max(0, int(self.global_step) - epoch_end_step))
+                if self.val_cached:
+                    val = self._validate_packaged_weights(weights_step)
+                    validation = {"method": slice_validation_method(self.config.val_max_slices),
+                                  "liver_dice": val["liver_dice"], "tumor_dice": val["tumor_dice"],
+                                  "cases": val["cases"], "best_epoch": self.best.best_epoch,
+                                  "synthetic_lesions_in_validation": any(
+                                      isinstance(c, SyntheticValidationCase) for c in self.val_eval_cases),
+                                  "synthetic_lesions_seed": self.config.data_split_seed,
+                                  **self._selection}
+                if validation and getattr(self, "init_overlap", None):  # not held out: the start had seen them
+                    validation["init_trained_on_validation_patients"] = sorted(self.init_overlap)
+            except KeyboardInterrupt:  # said only 'interrupted' (the training run-time audit)
+                self.log("interrupted before the model package was written; the run's checkpoint is kept: rerun the "
+                         "same command with --resume to write the package")
+                raise
             if self.output is not None:
                 # the whole-volume validation loads the package from its file; until it is done the package says
                 # so (an interrupt there left a 'completed' package without it, which resume took as finished)

@@ -1183,6 +1183,40 @@ def test_resume_of_a_run_that_stopped_early_is_refused_as_finished(data_csv, tmp
     assert train(cfg.updated({"resume": True, "early_stopping_patience": 2}), **quiet).epochs_completed == 3
 
 
+def test_an_early_stopped_run_interrupted_before_its_package_is_written_writes_it_on_resume(data_csv, tmp_path,
+                                                                                           monkeypatch):
+    """Interrupted between its 'early stopping' line and its package (drawing the curves, validating the best
+    weights: minutes on real data), a run said only 'interrupted', and --resume refused it as 'stopped early ...
+    nothing to resume' (crossval --resume too), so its package could never be had; --overwrite trained another
+    epoch (the training run-time audit). --resume writes the early-stopped run's package, its last epoch's weights."""
+    from LiverTumorSegLib.errors import OutputExistsError
+    from LiverTumorSegLib.package import load_model_package
+    from LiverTumorSegLib.training import trainer as trainer_module
+
+    out = tmp_path / "out"
+    out.mkdir()
+    said = []
+    cfg = tiny_config(data_csv, out, epochs=6, lr=1e-12, weight_decay=0.0, early_stopping_patience=1,
+                      augmentation={"enabled": False})
+    real_plot = trainer_module.plot_curves
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(trainer_module, "plot_curves", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, log=said.append)
+    assert not Path(cfg.output).exists()
+    assert any("interrupted before the model package was written" in line and "--resume" in line for line in said)
+    monkeypatch.setattr(trainer_module, "plot_curves", real_plot)
+    said.clear()
+    result = train(cfg.updated({"resume": True}), log=said.append)
+    assert result.stop_reason == "early_stopping" and result.epochs_completed == 2 and Path(cfg.output).is_file()
+    assert any("the run stopped early after 2 epochs" in line and "writing the package" in line for line in said)
+    assert load_model_package(cfg.output).metadata["training"]["stop_reason"] == "early_stopping"
+    with pytest.raises(OutputExistsError, match="stopped early after 2 epochs"):  # written: now nothing to resume
+        train(cfg.updated({"resume": True}), log=said.append)
+
+
 def test_training_says_when_slice_adaptive_preprocessing_meets_smaller_patches(data_csv, tmp_path):
     """CLAHE is computed on each training patch but on the whole slice at inference: training says so. A z-score
     (or histogram-scaled, globally equalized) channel, computed on the patch until an audit found inputs 8.7

@@ -339,3 +339,16 @@ def test_no_table_row_has_more_cells_than_its_header(name):
     """docs/bad_inputs.md's issue-15 table (input | message) held two rows with a third cell, the commands, copied
     from the three-column table below it: GitHub showed those rows without their message."""
     assert rows_with_another_cell_count((ROOT / name).read_text(encoding="utf-8")) == []
+
+
+def test_every_training_log_column_is_documented_in_report_format():
+    """log.csv's validation columns were documented nowhere: a researcher could not tell they are slice-level Dice
+    on the network grid (synthetic tumors in tumor-free validation cases), nor what early stopping follows (the
+    training run-time audit). Each column has a row of the table in docs/report_format.md."""
+    from LiverTumorSegLib.training.logs import LOG_COLUMNS
+
+    text = (ROOT / "docs" / "report_format.md").read_text(encoding="utf-8")
+    section = text.split("## `train`'s `log.csv`", 1)[1].split("\n## ", 1)[0]
+    rows = set(re.findall(r"^\| `([a-z_]+)`(?:, `([a-z_]+)`)? \|", section, re.M))
+    documented = {name for pair in rows for name in pair if name}
+    assert documented == set(LOG_COLUMNS)

@@ -1333,6 +1333,20 @@ class Trainer:
                      f"same command with --resume to continue the run)")
         return self._finish(stop_reason)
 
+    def _rerun_with_resume(self) -> str:
+        """How to continue this run: 'Rerun the same command with --resume', and for a fold of ``crossval
+        --overwrite`` '... in place of --overwrite': crossval refuses the pair (its --overwrite removes the finished
+        folds), so the advice as it was led to an error (the training run-time audit)."""
+        import shlex
+
+        try:
+            words = shlex.split(str(self.command or ""))
+        except ValueError:  # a command line that is no shell words
+            words = []
+        if words[1:2] == ["crossval"] and "--overwrite" in words:  # as typed (crossval may overwrite a fold itself)
+            return "Rerun the same command with --resume in place of --overwrite (crossval takes one of the two)"
+        return "Rerun the same command with --resume"
+
     def _checkpoint_if_interrupted(self, exc: BaseException, tb: TensorBoardLog) -> bool:
         """If ``exc`` is an interrupt (Ctrl-C, SIGTERM, or a DataLoader worker ended by one), save the interrupt
         checkpoint, stop the workers and return True; else False (a real failure, raised by the caller)."""
@@ -1345,8 +1359,7 @@ class Trainer:
         mid_epoch = (epoch, step) == (getattr(self, "_interrupt_epoch", None), getattr(self, "_interrupt_step", None))
         self.save_last(epoch, step, rng=getattr(self, "_interrupt_rng", None) if mid_epoch else None)
         # said once saved: a save that failed (a full disk) was announced as done before its error
-        self.log(f"interrupted; checkpoint saved to {self.last_path}. Rerun the same command with --resume "
-                 f"to continue.")
+        self.log(f"interrupted; checkpoint saved to {self.last_path}. {self._rerun_with_resume()} to continue.")
         tb.close()
         stop_loader_workers(self.loader)
         return True
@@ -1555,8 +1568,8 @@ class Trainer:
                 if validation and getattr(self, "init_overlap", None):  # not held out: the start had seen them
                     validation["init_trained_on_validation_patients"] = sorted(self.init_overlap)
             except KeyboardInterrupt:  # said only 'interrupted' (the training run-time audit)
-                self.log("interrupted before the model package was written; the run's checkpoint is kept: rerun the "
-                         "same command with --resume to write the package")
+                self.log(f"interrupted before the model package was written; the run's checkpoint is kept. "
+                         f"{self._rerun_with_resume()} to write the package.")
                 raise
             if self.output is not None:
                 # the whole-volume validation loads the package from its file; until it is done the package says
@@ -1569,7 +1582,7 @@ class Trainer:
                 except KeyboardInterrupt:  # said only 'interrupted': no word of the package or of --resume
                     self.log(f"interrupted in the final whole-volume validation; the model package {package_path} "
                              f"is written but its validation is unfinished (training.stop_reason "
-                             f"'{VALIDATING}'). Rerun the same command with --resume to finish the validation.")
+                             f"'{VALIDATING}'). {self._rerun_with_resume()} to finish the validation.")
                     raise
                 if whole:
                     validation = dict(validation, whole_volume=whole)

@@ -2706,3 +2706,21 @@ def test_a_package_whose_training_settings_this_library_cannot_read_is_no_runs_o
     newer = save_model_package(tmp_path / "newer.safetensors", model, pre,
                                metadata={"training": {"config": dict(saved, option_of_a_later_version=1)}})
     assert not _package_of_run(newer, tmp_path / "here", cfg)
+
+
+def test_the_resume_advice_of_a_crossval_overwrite_run_says_to_drop_overwrite():
+    """An interrupted 'crossval ... --overwrite' said 'Rerun the same command with --resume'; doing so kept
+    --overwrite, which crossval refuses beside --resume ('give one of the two') (the training run-time audit). train
+    takes the pair; a crossval --resume run that retrains a fold itself (overwrite inside) keeps the plain advice."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.training.trainer import Trainer
+
+    def advice(command):
+        return Trainer._rerun_with_resume(SimpleNamespace(command=command))
+    assert advice("livertumorseg crossval --data d.csv -o cv --overwrite") == (
+        "Rerun the same command with --resume in place of --overwrite (crossval takes one of the two)")
+    assert advice("livertumorseg crossval --data d.csv -o cv --resume") == "Rerun the same command with --resume"
+    assert advice("livertumorseg train --data d.csv -o m.safetensors --overwrite") == \
+        "Rerun the same command with --resume"
+    assert advice("") == advice("livertumorseg 'unclosed") == "Rerun the same command with --resume"

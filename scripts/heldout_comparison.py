@@ -310,6 +310,17 @@ def wait_for_child(process: "subprocess.Popen") -> int:
             continue
 
 
+def child_environment() -> Dict[str, str]:
+    """The environment segment and evaluate run in: this checkout first on ``PYTHONPATH`` (run from another folder,
+    they imported whatever LiverTumorSegLib was installed, so the script's checks and the table's numbers could come
+    from two versions of the code: the held-out script audit), and the parent watch
+    (:func:`~LiverTumorSegLib.parent_watch.parent_environment`)."""
+    env = parent_environment()
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [part for part in env.get("PYTHONPATH", "").split(os.pathsep)
+                                                       if part])
+    return env
+
+
 def run_child(command: List[str], what: str = "") -> int:
     """Exit status of ``command``, run in a session of its own (POSIX): a Ctrl-C in the terminal reaches only this
     script, which hands it on once (:func:`stops_forwarded`) instead of the child getting two. After a stop signal
@@ -320,7 +331,7 @@ def run_child(command: List[str], what: str = "") -> int:
     try:
         # the child stops itself once this script has ended, also when it was killed outright (SIGKILL): no
         # handler here can pass that on (LiverTumorSegLib.parent_watch)
-        process = subprocess.Popen(command, env=parent_environment(),
+        process = subprocess.Popen(command, env=child_environment(),
                                    **({"start_new_session": True} if os.name == "posix" else {}))
         _Child.process = process
     finally:
@@ -885,7 +896,62 @@ def reference_cases(ref: str) -> Dict[str, Path]:
     if not Path(ref).is_dir():
         raise InputError(f"--ref '{ref}' is not a folder: evaluate pairs the folder of predictions with a folder of "
                          f"reference label maps; put the reference(s) in a folder.")
-    return dict(list_cases(Path(ref), "--ref"))
+    refuse_references_in_subfolders_beside_files(Path(ref))
+    cases = dict(list_cases(Path(ref), "--ref"))
+    refuse_two_label_maps_of_one_case(Path(ref))
+    return cases
+
+
+def refuse_two_label_maps_of_one_case(folder: Path) -> None:
+    """Refuse a --ref folder holding two label maps of one case (not CTs by name or by their first slice): evaluate
+    reads the one whose name says 'label' (``case_012_liver`` beside ``case_012``; ``case_010_seg``, a model's own
+    prediction saved beside the references), and the comparison scored against it without a word: a liver-only mask
+    made a tumor case tumor-free, a prediction scored itself Dice 1.0 (the held-out script audit). Which one is the
+    expert's is for the user to say."""
+    from LiverTumorSegLib.casenames import case_key
+    from LiverTumorSegLib.commands.evaluate import _image_files
+    from LiverTumorSegLib.io.reading import first_slice_shows_ct
+
+    grouped = {}  # type: Dict[str, List[Path]]
+    for path in _image_files(folder):
+        key = case_key(path)
+        if key is not None and key[1] != "image":
+            grouped.setdefault(key[0], []).append(path)
+    several = {}  # type: Dict[str, List[Path]]
+    for name, paths in grouped.items():
+        if len(paths) > 1:
+            labels = [path for path in paths if not first_slice_shows_ct(path)]
+            if len(labels) > 1:
+                several[name] = labels
+    if several:
+        shown = "; ".join(f"case '{name}': " + ", ".join(f"'{path.relative_to(folder)}'" for path in paths)
+                          for name, paths in list(several.items())[:5]) + (" ..." if len(several) > 5 else "")
+        raise InputError(f"--ref '{folder}' holds more than one label map for {len(several)} case(s) ({shown}): "
+                         f"evaluate would read the one whose name says 'label' and leave the others out, whichever is "
+                         f"the expert's. Keep only each case's expert reference in --ref.")
+
+
+def refuse_references_in_subfolders_beside_files(folder: Path) -> None:
+    """Refuse a --ref folder holding label maps both itself and in subfolders: evaluate reads a folder's subfolders
+    only when it holds no image file of its own, so the references in ``labels/hospB/`` were left out, and their
+    cases' predictions counted only as 'without a reference' (the verdict then judged on fewer cases: the held-out
+    script audit)."""
+    from LiverTumorSegLib.casenames import case_key
+    from LiverTumorSegLib.fileutil import is_hidden_name
+
+    own = [p for p in folder.iterdir() if p.is_file() and not is_hidden_name(p.name) and case_key(p) is not None]
+    if not own:
+        return
+    nested = []  # type: List[Path]
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden_name(p.name)):
+        for root, folders, files in os.walk(sub):
+            folders[:] = [f for f in folders if not is_hidden_name(f)]
+            nested += [Path(root) / f for f in files if not is_hidden_name(f) and case_key(Path(root) / f) is not None]
+    if nested:
+        shown = ", ".join(f"'{path.relative_to(folder)}'" for path in nested[:5]) + (" ..." if len(nested) > 5 else "")
+        raise InputError(f"--ref '{folder}' holds label maps of its own and {len(nested)} more in subfolders "
+                         f"({shown}); evaluate reads the subfolders only of a folder with no file of its own, so "
+                         f"those would be left out. Put every reference in one folder.")
 
 
 def check_label_named_cts(cts: str, cases: List[Any], references: Dict[str, Path]) -> None:

@@ -1331,3 +1331,41 @@ def test_evaluate_says_which_file_of_a_case_it_reads_and_which_it_leaves_out(tmp
         assert list_cases(data, "--images") == {"0": data / "volume-0.nii.gz", "case1": data / "case1.nii.gz"}
         assert list_cases(data, "--ref") == {"0": data / "segmentation-0.nii.gz", "case1": data / "case1_liver.nii.gz"}
     assert "holds 2 files" not in caplog.text
+
+
+def test_two_label_maps_of_one_case_or_references_in_subfolders_beside_files_are_refused(tmp_path):
+    """--ref holding 'case_012.nii.gz' (liver and tumor) and 'case_012_liver.nii.gz' (a liver mask) was scored
+    against the second without a word (tumor case made tumor-free), and 'case_010_seg.nii.gz', a model's own
+    prediction saved beside the references, scored Dice 1.0; references in labels/hospB/ beside labels/*.nii.gz
+    were left out, the verdict judged on fewer cases (the held-out script audit). Refused; a CT beside its label
+    map (LiTS' one-folder layout) is still paired."""
+    ph = make_phantom((6, 24, 24), (2.0, 2.0, 4.0), noise_hu=0.0)
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    write_label_map(refs / "case_012.nii.gz", ph.labels, ph.ct.geometry)
+    write_label_map(refs / "case_012_liver.nii.gz", (ph.labels > 0).astype(np.uint8), ph.ct.geometry)
+    with pytest.raises(InputError, match=r"holds more than one label map for 1 case\(s\) \(case 'case_012': "
+                                         r"'case_012.nii.gz', 'case_012_liver.nii.gz'\)"):
+        comparison.reference_cases(str(refs))
+    (refs / "case_012_liver.nii.gz").unlink()
+    write_volume(refs / "case_012_ct.nii.gz", ph.ct)  # its CT beside it: no second label map
+    write_volume(refs / "case_013.nii.gz", ph.ct)  # a CT named as its case, beside its label map
+    write_label_map(refs / "case_013_seg.nii.gz", ph.labels, ph.ct.geometry)
+    assert {name: path.name for name, path in comparison.reference_cases(str(refs)).items()} == {
+        "case_012": "case_012.nii.gz", "case_013": "case_013_seg.nii.gz"}
+    (refs / "hospB").mkdir()
+    write_label_map(refs / "hospB" / "case_010.nii.gz", ph.labels, ph.ct.geometry)
+    with pytest.raises(InputError, match=r"holds label maps of its own and 1 more in subfolders \('hospB/case_010"):
+        comparison.reference_cases(str(refs))
+
+
+def test_segment_and_evaluate_run_this_checkouts_library_from_any_working_folder(monkeypatch):
+    """Run from another folder, the script's segment and evaluate imported whatever LiverTumorSegLib was installed:
+    the checks and the table's numbers could come from two versions of the code (the held-out script audit)."""
+    import os
+
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = comparison.child_environment()
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(comparison.ROOT), "/elsewhere"]
+    from LiverTumorSegLib.parent_watch import PARENT_VARIABLE
+    assert env[PARENT_VARIABLE] == str(os.getpid())  # and the child still stops with the script

@@ -1049,6 +1049,7 @@ def _lock_waiting_a_while(handle: int, folder: str) -> None:
     while True:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _FOLDERS_LOCKED_BY_OTHERS.discard(folder)  # its holder let go: waited for again next time
             return
         except BlockingIOError:
             pass

@@ -746,7 +746,8 @@ def selection_summary(folds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         summary["unfinished"] = (f"fold(s) {', '.join(str(f) for f in unfinished)} stopped before the end of their "
                                  f"training (see each fold's stop_reason, e.g. time_limit for --max-time-minutes): "
                                  f"their Dice measure partly trained networks, and the mean mixes them with the "
-                                 f"others. Run crossval again with --resume to finish them.")
+                                 f"others. Run crossval again with --resume (in place of --overwrite, if it was given) "
+                                 f"to finish them.")
     seen = [r["fold"] for r in folds if str(r.get("held_out", "yes")) != "yes"]
     if seen:
         summary["not_held_out"] = (f"fold(s) {', '.join(str(f) for f in seen)} started (--init-from) from a package "

@@ -1009,7 +1009,9 @@ class Trainer:
             # stopped early, but interrupted (or out of memory, a full disk) before its package was written: --resume
             # writes it (fit), as it does for a run that trained all its epochs; it was refused as 'nothing to
             # resume', and --overwrite trained another epoch (the training run-time audit)
-            if early.stopped and not cfg.overwrite and (self.output is None or self.output.exists()):
+            if early.stopped and not cfg.overwrite and (self.output is None or (
+                    self.output.exists() and not _earlier_package_of_this_run(self.output, self.log_dir, cfg,
+                                                                              int(payload["global_step"])))):
                 # as crossval --resume treats it: finished. Before, --resume trained on and replaced the package.
                 raise OutputExistsError(f"The run in '{self.log_dir}' stopped early after {done} epochs ({bad} "
                                         f"validation(s) without improvement, patience "
@@ -1259,7 +1261,8 @@ class Trainer:
                 self.log(f"the run in '{self.log_dir}' was stopped in its final whole-volume validation; "
                          f"validating again")
                 return self._finish(self._finish_only)
-            if self.early.stopped:  # stopped early, its package not written yet (see __init__)
+            if self.early.stopped and not start_step:  # stopped early, its package not written yet (__init__); a
+                # mid-epoch checkpoint resumed with a smaller patience finishes its epoch first
                 self.log(f"resuming from {self.last_path}: the run stopped early after {start_epoch} epochs "
                          f"({self.early.bad_epochs} validation(s) without improvement); writing the package")
                 return self._finish("early_stopping")
@@ -1329,8 +1332,8 @@ class Trainer:
             self.log(f"warning: {csv_log.path} lacks the last {len(csv_log.unwritten)} epoch row(s): it could not be "
                      f"written (is it open in another program?); curves.png lacks them too.")
         if stop_reason == "time_limit":
-            self.log(f"time limit of {cfg.max_time_minutes:g} min reached; writing the model package (rerun the "
-                     f"same command with --resume to continue the run)")
+            self.log(f"time limit of {cfg.max_time_minutes:g} min reached; writing the model package "
+                     f"({self._rerun_with_resume()[0].lower()}{self._rerun_with_resume()[1:]} to continue the run)")
         return self._finish(stop_reason)
 
     def _rerun_with_resume(self) -> str:
@@ -1343,7 +1346,8 @@ class Trainer:
             words = shlex.split(str(self.command or ""))
         except ValueError:  # a command line that is no shell words
             words = []
-        if words[1:2] == ["crossval"] and "--overwrite" in words:  # as typed (crossval may overwrite a fold itself)
+        command = next((word for word in words[1:] if not word.startswith("-")), "")  # after --debug too
+        if command == "crossval" and "--overwrite" in words:  # as typed (crossval may overwrite a fold itself)
             return "Rerun the same command with --resume in place of --overwrite (crossval takes one of the two)"
         return "Rerun the same command with --resume"
 
@@ -1919,6 +1923,20 @@ def _file_identity(path: Optional[Path]) -> Optional[tuple]:
     except (OSError, TypeError):
         return None
     return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def _earlier_package_of_this_run(package: Path, log_dir: Path, config: TrainConfig, global_step: int) -> bool:
+    """Whether ``package`` is this run's (:func:`_package_of_run`) but written before the checkpoint at
+    ``global_step`` ended it (a time-limit stop's, or an unfinished validation's), so that --resume of the run, which
+    stopped early since, still writes its package: such a file was taken as that package ('stopped early ...;
+    nothing to resume', the review)."""
+    from ..package import readable_package_metadata
+
+    if not _package_of_run(package, log_dir, config):
+        return False
+    training = (readable_package_metadata(package) or {}).get("training") or {}
+    finished = training.get("stop_reason") in ("completed", "early_stopping")
+    return not (finished and int(training.get("global_step", -1) or -1) == int(global_step))
 
 
 def _package_of_run(package: Path, log_dir: Path, config: TrainConfig) -> bool:

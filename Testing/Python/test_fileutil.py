@@ -1359,3 +1359,16 @@ def test_an_output_folder_locked_by_someone_else_is_waited_for_a_while_then_used
     finally:
         for holder in holders:
             os.close(holder)
+
+
+def test_a_writers_error_inside_atomic_output_names_the_output_not_its_temporary(tmp_path):
+    """A batch's probability map on a full disk said "Cannot write '.../prob/.ct_0.<mark>.tmp.nii.gz'", the hidden
+    temporary atomic_output gave the writer (the review); the error names the output."""
+    from LiverTumorSegLib.errors import InputError
+
+    target = tmp_path / "ct_0.nii.gz"
+    with pytest.raises(InputError) as failed:
+        with fileutil.atomic_output(target) as temporary:
+            raise InputError(f"Cannot write '{temporary}': [Errno 28] No space left on device")
+    assert str(failed.value) == f"Cannot write '{target}': [Errno 28] No space left on device"
+    assert list(tmp_path.iterdir()) == []

@@ -1217,6 +1217,35 @@ def test_an_early_stopped_run_interrupted_before_its_package_is_written_writes_i
         train(cfg.updated({"resume": True}), log=said.append)
 
 
+def test_an_earlier_package_of_the_run_does_not_pass_for_its_early_stopped_package(data_csv, tmp_path, monkeypatch):
+    """A time limit's package of epoch 1 at -o, then a resumed run that stopped early and was interrupted before its
+    package: the next --resume took the epoch-1 package for the finished one ('stopped early ...; nothing to
+    resume', the review). It writes the early-stopped package."""
+    from LiverTumorSegLib.package import load_model_package
+    from LiverTumorSegLib.training import trainer as trainer_module
+
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = tiny_config(data_csv, out, epochs=6, lr=1e-12, weight_decay=0.0, early_stopping_patience=1,
+                      augmentation={"enabled": False})
+    monkeypatch.setattr(trainer_module.Trainer, "_time_up", lambda self: len(self.history) == 1)
+    first = train(cfg, log=lambda s: None)
+    assert first.stop_reason == "time_limit" and first.epochs_completed == 1
+    monkeypatch.setattr(trainer_module.Trainer, "_time_up", lambda self: False)
+    real_plot = trainer_module.plot_curves
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(trainer_module, "plot_curves", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg.updated({"resume": True}), log=lambda s: None)
+    assert load_model_package(cfg.output).metadata["training"]["stop_reason"] == "time_limit"
+    monkeypatch.setattr(trainer_module, "plot_curves", real_plot)
+    result = train(cfg.updated({"resume": True}), log=lambda s: None)
+    assert result.stop_reason == "early_stopping" and result.epochs_completed == 2
+    assert load_model_package(cfg.output).metadata["training"]["stop_reason"] == "early_stopping"
+
+
 def test_training_says_when_slice_adaptive_preprocessing_meets_smaller_patches(data_csv, tmp_path):
     """CLAHE is computed on each training patch but on the whole slice at inference: training says so. A z-score
     (or histogram-scaled, globally equalized) channel, computed on the patch until an audit found inputs 8.7
@@ -2724,3 +2753,5 @@ def test_the_resume_advice_of_a_crossval_overwrite_run_says_to_drop_overwrite():
     assert advice("livertumorseg train --data d.csv -o m.safetensors --overwrite") == \
         "Rerun the same command with --resume"
     assert advice("") == advice("livertumorseg 'unclosed") == "Rerun the same command with --resume"
+    assert advice("livertumorseg --debug crossval --data d.csv --overwrite").endswith("in place of --overwrite "
+                                                                                       "(crossval takes one of the two)")

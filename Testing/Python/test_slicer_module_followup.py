@@ -1129,18 +1129,26 @@ def test_a_change_table_deleted_right_after_loading_an_mrb_takes_its_report_alon
     assert not scene.IsNodePresent(report)
 
 
-def test_a_segment_that_is_neither_liver_nor_tumor_is_named_as_left_out_of_the_comparison(module):
-    """A segment the reader added beside the module's two (a vessel, a lesion named without 'tumor' or 'lesion') is
-    not compared: the comparison's warnings name it and say how to name a tumor, as the measuring's do."""
+def _warnings_of_a_comparison_with_a_segment_added(module, which, segment_id, name):
+    """The warnings of comparing two copies of one phantom (segmentations 'Baseline segmentation' and 'Follow-up
+    segmentation') after an empty segment ``segment_id`` named ``name`` was added to the ``which`` one."""
     base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
                         noise_hu=5.0)
     volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
     other_volume, other = _ct_and_segmentation(module.scene, module.mrml, base, "follow-up")
     segmentation.SetName("Baseline segmentation")
-    segmentation.GetSegmentation().AddEmptySegment("vein", "Portal vein")
+    other.SetName("Follow-up segmentation")
+    (segmentation if which == "baseline" else other).GetSegmentation().AddEmptySegment(segment_id, name)
     logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: _change_writing_runner(_CHANGE), python=sys.executable)
     change, _ = logic.compareWithBaseline(segmentation, volume, other, other_volume)
-    left_out = [w for w in change["warnings"] if "left out" in w]
+    return change["warnings"]
+
+
+def test_a_segment_that_is_neither_liver_nor_tumor_is_named_as_left_out_of_the_comparison(module):
+    """A segment the reader added beside the module's two (a vessel, a lesion named without 'tumor' or 'lesion') is
+    not compared: the comparison's warnings name it and say how to name a tumor, as the measuring's do."""
+    warnings = _warnings_of_a_comparison_with_a_segment_added(module, "baseline", "vein", "Portal vein")
+    left_out = [w for w in warnings if "left out" in w]
     assert left_out == ["segment(s) 'Portal vein' of 'Baseline segmentation' are neither liver nor tumor by name and "
                         "are left out (name a tumor segment so that it holds 'tumor' or 'lesion')"]
 
@@ -1178,13 +1186,6 @@ def test_tumor_segments_that_touch_are_named_in_the_comparison(module):
 def test_a_tumor_segment_named_after_another_organ_is_named_in_the_comparison(module):
     """A follow-up segment 'Kidney tumor' became a new liver lesion (a false PD) without a word in the panel's
     comparison, while the panel's lesion table and the command line's followup named it (helper-403's audit)."""
-    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
-                        noise_hu=5.0)
-    volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
-    other_volume, other = _ct_and_segmentation(module.scene, module.mrml, base, "follow-up")
-    other.SetName("Follow-up segmentation")
-    other.GetSegmentation().AddEmptySegment("kidney", "Kidney tumor")
-    logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: _change_writing_runner(_CHANGE), python=sys.executable)
-    change, _ = logic.compareWithBaseline(segmentation, volume, other, other_volume)
-    said = [w for w in change["warnings"] if "another organ" in w]
+    warnings = _warnings_of_a_comparison_with_a_segment_added(module, "follow-up", "kidney", "Kidney tumor")
+    said = [w for w in warnings if "another organ" in w]
     assert len(said) == 1 and "'Kidney tumor' of 'Follow-up segmentation'" in said[0]

@@ -1332,8 +1332,9 @@ class Trainer:
             self.log(f"warning: {csv_log.path} lacks the last {len(csv_log.unwritten)} epoch row(s): it could not be "
                      f"written (is it open in another program?); curves.png lacks them too.")
         if stop_reason == "time_limit":
+            advice = self._rerun_with_resume()
             self.log(f"time limit of {cfg.max_time_minutes:g} min reached; writing the model package "
-                     f"({self._rerun_with_resume()[0].lower()}{self._rerun_with_resume()[1:]} to continue the run)")
+                     f"({advice[:1].lower()}{advice[1:]} to continue the run)")
         return self._finish(stop_reason)
 
     def _rerun_with_resume(self) -> str:

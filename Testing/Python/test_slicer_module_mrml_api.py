@@ -163,7 +163,8 @@ GUARDED: Dict[str, str] = {
 NOT_SLICER = {
     "CalledProcessError", "ChildMessage", "CrashExit", "DependencyDeclinedError", "DependencyError", "FollowupJob",
     "Handler", "LineBuffer", "Lock", "LogRecord",
-    "MeasureJob", "NotRunning", "PackageNotFoundError", "Popen", "PyTorchUtilsLogic", "QCheckBox", "QFileDialog",
+    "MeasureJob", "NotRunning", "PackageNotFoundError", "Parameter", "Popen", "PyTorchUtilsLogic", "QCheckBox",
+    "QFileDialog",
     "QFormLayout", "QLineEdit", "QLabel", "QProcess", "QPushButton", "QTimer", "SegmentationJob", "SegmentationOptions",
     "SegmentationOutcome", "SeparateChannels", "Signals", "SkipTest", "SubprocessError", "TemporaryDirectory",
     "TimeoutExpired",

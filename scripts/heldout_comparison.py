@@ -888,36 +888,18 @@ def _stat_key(path: Path) -> Optional[tuple]:
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
-def reference_cases(ref: str, cases: Optional[Sequence[Any]] = None) -> Dict[str, Path]:
+def reference_cases(ref: str) -> Dict[str, Path]:
     """``{case name: reference file}`` as ``evaluate`` pairs the references (``evaluate.list_cases`` of ``--ref``):
-    an ambiguous pair of files of one case is refused here, before any work, as evaluate would refuse it after.
-    With ``cases`` (``batch.find_cases`` of CTS), a reference is named as evaluate pairs it with their predictions
-    (:func:`references_as_paired`)."""
+    an ambiguous pair of files of one case is refused here, before any work, as evaluate would refuse it after."""
     from LiverTumorSegLib.commands.evaluate import list_cases
 
     if not Path(ref).is_dir():
         raise InputError(f"--ref '{ref}' is not a folder: evaluate pairs the folder of predictions with a folder of "
                          f"reference label maps; put the reference(s) in a folder.")
     refuse_references_in_subfolders_beside_files(Path(ref))
-    references = dict(list_cases(Path(ref), "--ref"))
+    cases = dict(list_cases(Path(ref), "--ref"))
     refuse_two_label_maps_of_one_case(Path(ref))
-    return references if cases is None else references_as_paired(references, cases)
-
-
-def references_as_paired(references: Dict[str, Path], cases: Sequence[Any]) -> Dict[str, Path]:
-    """``references`` with a reference named as evaluate pairs it where its own name is no prediction's but its name
-    with nnU-Net's channel suffix is (``evaluate._pair_cases``): ``labelsTs/case_0000.nii.gz`` (case name ``case``)
-    and the CT ``case_0000_0000.nii.gz`` (prediction ``case_0000``) are case ``case_0000``. The script refused that
-    layout ('have no CT in CTS'), which evaluate pairs (the held-out script audit)."""
-    from LiverTumorSegLib.casenames import name_with_channel_suffix
-
-    segmented = {evaluate_name(case.case_id) for case in cases}
-    paired = {}  # type: Dict[str, Path]
-    for name, path in references.items():
-        other = name_with_channel_suffix(path)
-        renamed = name not in segmented and other is not None and other in segmented and other not in references
-        paired[other if renamed else name] = path
-    return paired
+    return cases
 
 
 def refuse_two_label_maps_of_one_case(folder: Path) -> None:
@@ -1306,7 +1288,7 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
         if not series:
             raise
         raise InputError(f"{exc} {_dicom_series_advice(series)}") from None
-    references = reference_cases(ref, next(iter(cases.values())))
+    references = reference_cases(ref)
     check_label_named_cts(cts, next(iter(cases.values())), references)
     weights = {}  # type: Dict[str, str]  # name -> the SHA-256 of its package's weights
     for name, package in packages.items():
@@ -1551,10 +1533,9 @@ def case_descriptors(cts: str, ref: str, out: Path, model: str, label_map: Optio
     from LiverTumorSegLib.errors import LiverTumorSegError
     from LiverTumorSegLib.inference.batch import find_cases
 
-    found = find_cases(cts, out / model / "pred")
-    references = reference_cases(ref, found)
+    references = reference_cases(ref)
     described = {}  # type: Dict[str, Dict[str, str]]
-    for case in found:
+    for case in find_cases(cts, out / model / "pred"):
         name = evaluate_name(case.case_id)
         if name not in references:
             continue

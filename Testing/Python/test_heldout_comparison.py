@@ -1369,33 +1369,3 @@ def test_segment_and_evaluate_run_this_checkouts_library_from_any_working_folder
     assert env["PYTHONPATH"].split(os.pathsep) == [str(comparison.ROOT), "/elsewhere"]
     from LiverTumorSegLib.parent_watch import PARENT_VARIABLE
     assert env[PARENT_VARIABLE] == str(os.getpid())  # and the child still stops with the script
-
-
-def test_an_nnunet_layout_whose_first_case_is_0000_is_paired_as_evaluate_pairs_it(tmp_path):
-    """imagesTs/case_0000_0000.nii.gz beside labelsTs/case_0000.nii.gz: the reference's case name is 'case' (its
-    '_0000' read as the channel suffix) and the prediction's 'case_0000'; evaluate pairs them, the script refused the
-    layout ('1 of the 2 reference(s) ... have no CT in CTS': the held-out script audit)."""
-    from LiverTumorSegLib.inference.batch import find_cases
-
-    ph = make_phantom((6, 24, 24), (2.0, 2.0, 4.0), noise_hu=0.0)
-    (tmp_path / "cts").mkdir()
-    (tmp_path / "refs").mkdir()
-    for case in ("case_0000", "case_0001"):
-        write_volume(tmp_path / "cts" / f"{case}_0000.nii.gz", ph.ct)
-        write_label_map(tmp_path / "refs" / f"{case}.nii.gz", ph.labels, ph.ct.geometry)
-    cases = find_cases(tmp_path / "cts", tmp_path / "pred")
-    references = comparison.reference_cases(str(tmp_path / "refs"), cases)
-    assert {name: path.name for name, path in references.items()} == {"case_0000": "case_0000.nii.gz",
-                                                                      "case_0001": "case_0001.nii.gz"}
-    comparison.check_references_have_cts(str(tmp_path / "cts"), cases, references)
-    comparison.check_references(cases, references, None)
-    # the whole script: both cases evaluated and described under evaluate's names
-    package = tiny_unet_package(tmp_path).path
-    out = tmp_path / "out"
-    assert comparison.main([str(tmp_path / "cts"), "--ref", str(tmp_path / "refs"), "-o", str(out), "--models", "",
-                            "--model", f"a={package}", "--device", "cpu"], runner=in_process([])) == 0
-    assert json.loads((out / "comparison.json").read_text())["models"]["a"]["cases_evaluated"] == 2
-    with (out / "per_case.csv").open(newline="") as handle:
-        per_case = list(csv.DictReader(handle))
-    assert [r["case"] for r in per_case] == ["case_0000", "case_0001"]
-    assert all(r["ct_slices"] == "6" for r in per_case)

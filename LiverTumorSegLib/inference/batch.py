@@ -119,7 +119,9 @@ def _skipped_status(case: "BatchCase") -> CaseStatus:
             f"finished result of a segment run; it was kept. Remove it (and the report), or pass --overwrite to "
             f"segment this case again"))
     recorded = report.get("probabilities_sha256")
-    if (isinstance(recorded, str) and case.probability_path is not None and report_names_probability_map(case)
+    # the report already read names the map (report_names_probability_map would read it again)
+    if (isinstance(recorded, str) and case.probability_path is not None
+            and report.get("probabilities") == _recorded_path(case.probability_path)
             and recorded != _sha256_or_none(case.probability_path)):  # (reports before 0.6.24 lack it)
         return CaseStatus(case.case_id, "failed", message=(
             f"{case.probability_path} is not the probability map its report {case.report_path} names (another run "
@@ -1153,8 +1155,8 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
                     write_report(result.report, paths["report"], overwrite=True)
                     report_written = True
         except BaseException:
-            # the label map was not placed (one appeared meanwhile, a full disk, an interruption): the report put
-            # back, which described a result that is not there (a failed case's report read as finished)
+            # the probability map or the label map was not placed (a file held open, one that appeared meanwhile):
+            # the report put back, which described a result that is not there (a failed case's report read as done)
             if report_written and not overwrite:
                 _put_report_back(case.report_path, earlier_report)
             raise

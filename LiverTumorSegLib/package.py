@@ -2095,8 +2095,8 @@ def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
     (``resources.user_models_dir()``). Each entry: ``name, path, source ("bundled"|"user"), default,
     architecture, in_channels, description, validation, min_lesion_probability, lesion_probability_statistic,
     weights_sha256, error`` (``weights_sha256``: the SHA-256 over the package's tensors its metadata records, which
-    a segment report's ``model_weights_sha256`` names, None for an unusable file; ``min_lesion_probability``: the lesion confidence threshold the package records as its own, None where
-    it records none and 0.65 applies; ``lesion_probability_statistic``: what it is compared with, ``"peak"`` or
+    a segment report's ``model_weights_sha256`` names, None for an unusable file; ``min_lesion_probability``: the
+    lesion confidence threshold the package records as its own, None where it records none and 0.65 applies; ``lesion_probability_statistic``: what it is compared with, ``"peak"`` or
     ``"mean"`` where recorded, else None and the mean applies;
     ``error`` is None for readable
     packages, else the reason it cannot be used). A file that is not a usable package never raises: it

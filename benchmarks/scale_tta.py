@@ -11,7 +11,8 @@ restore), averages them and takes the argmax (first maximum wins); the tumor pro
 the report read is ``round(255 p)`` of the average. ``--scales 1`` is the same code with one scale: the baseline
 to compare with, so that a difference is the averaging, not this path. Everything after the network (post-processing,
 report, metrics) is the script's own. On the CPU, precision ``auto`` runs the network in fp32 on this path (it
-calls the network batch by batch, past the engine's bf16 check; the report's ``precision`` says so). A custom predictor (no network to resample for) is refused; in two-stage mode
+calls the network batch by batch, past the engine's bf16 check; the report's ``precision`` says so). A custom
+predictor (no network to resample for) is refused; in two-stage mode
 both passes would be averaged, which nothing here measured.
 
 ``--lesion-check`` instead leaves the engine alone and checks each lesion of ``segment_volume``'s result (after the

@@ -470,8 +470,9 @@ def check_label_values(array: np.ndarray, source: str = "label map",
             raise LabelError(f"Label map '{source}' has values {shown}; label values must lie in 0..255 (also for "
                              f"--label-map, which maps values 0..255). {hint[:1].upper() + hint[1:]}")
         meaning = "" if "0 background" in allowed_txt else " (0 background, 1 liver, 2 tumor)"
+        remap = None if outside_bytes else _remap_advice([int(v) for v in bad], 1 in present or 2 in present)
         raise LabelError(f"Label map '{source}' has values {shown} outside the allowed {allowed_txt}{meaning}; "
-                         f"{_ct_hint(bad) or (advice if outside_bytes else _remap_advice([int(v) for v in bad], 1 in present or 2 in present))}")
+                         f"{_ct_hint(bad) or remap or advice}")
     return array.astype(np.uint8, copy=False)
 
 

@@ -516,7 +516,8 @@ def with_home_expanded(values: Dict[str, Any]) -> Dict[str, Any]:
     from ..resources import expand_home
 
     def expanded(key: Any, value: Any) -> Any:
-        if str(key).replace("-", "_") in RECIPE_PATH_KEYS and isinstance(value, str) and unexpanded_home_prefix(value, folder_here_counts=False):
+        is_path = str(key).replace("-", "_") in RECIPE_PATH_KEYS and isinstance(value, str)
+        if is_path and unexpanded_home_prefix(value, folder_here_counts=False):
             try:
                 return str(expand_home(value))
             except InputError as exc:  # no home folder to take it as: the key named
